@@ -1,0 +1,126 @@
+package routes
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// JWTAlgorithms are the signing algorithms an authenticator may allow.
+var JWTAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+func (f *File) defaultAuthenticators() {
+	for name, a := range f.Authenticators {
+		if j := a.JWT; j != nil {
+			if j.Realm == "" {
+				j.Realm = name
+			}
+		}
+		if k := a.APIKey; k != nil && k.Header == "" && k.Query == "" {
+			k.Header = "X-API-Key"
+		}
+	}
+}
+
+func (c *checker) checkAuthenticators() {
+	for _, name := range sortedKeys(c.f.Authenticators) {
+		a := c.f.Authenticators[name]
+		p := "authenticators." + name
+		c.checkName(p, "authenticator", name)
+		switch {
+		case a.JWT == nil && a.APIKey == nil:
+			c.errorf(p, "needs jwt or api_key")
+		case a.JWT != nil && a.APIKey != nil:
+			c.errorf(p+".api_key", "jwt and api_key are exclusive: define two authenticators")
+		case a.JWT != nil:
+			c.checkJWT(p+".jwt", a.JWT)
+		default:
+			c.checkAPIKey(p+".api_key", a.APIKey)
+		}
+	}
+}
+
+func (c *checker) checkJWT(p string, j *JWT) {
+	sources := 0
+	for _, set := range []bool{j.JWKSURL != "", len(j.PublicKeyFiles) > 0, j.HMACSecretEnv != "" || j.HMACSecretFile != ""} {
+		if set {
+			sources++
+		}
+	}
+	if sources == 0 {
+		c.errorf(p, "needs a key source: jwks_url, public_key_files, hmac_secret_env or hmac_secret_file")
+	}
+	if j.HMACSecretEnv != "" && j.HMACSecretFile != "" {
+		c.errorf(p+".hmac_secret_file", "hmac_secret_env and hmac_secret_file are exclusive")
+	}
+	if j.JWKSURL != "" {
+		if u, err := url.Parse(j.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			c.errorf(p+".jwks_url", "%q is not an http(s) URL", j.JWKSURL)
+		}
+	}
+	if len(j.Algorithms) == 0 {
+		c.errorf(p+".algorithms", "list the allowed algorithms (e.g. [RS256]): the token's own alg header is never trusted")
+	}
+	hmac := j.HMACSecretEnv != "" || j.HMACSecretFile != ""
+	for i, alg := range j.Algorithms {
+		ap := indexPath(p+".algorithms", i)
+		if !slices.Contains(JWTAlgorithms, alg) {
+			c.errorf(ap, "unknown algorithm %q (one of %s; \"none\" is never allowed)", alg, strings.Join(JWTAlgorithms, ", "))
+			continue
+		}
+		// Mixing shared-secret and public-key algorithms in one authenticator is
+		// how algorithm confusion starts: refuse it outright.
+		if isHMAC := strings.HasPrefix(alg, "HS"); isHMAC != hmac {
+			if isHMAC {
+				c.errorf(ap, "%s needs hmac_secret_env or hmac_secret_file; HMAC and public-key algorithms cannot share an authenticator", alg)
+			} else {
+				c.errorf(ap, "%s needs jwks_url or public_key_files; HMAC and public-key algorithms cannot share an authenticator", alg)
+			}
+		}
+	}
+	for claim, header := range j.ForwardClaims {
+		if !httpTokenRe.MatchString(header) {
+			c.errorf(p+".forward_claims."+claim, "%q is not a header name", header)
+		}
+	}
+	c.checkTokenSource(p+".from", j.From)
+	if b := j.JWKSRefresh; b != nil && b.Max != 0 && b.Min > b.Max {
+		c.errorf(p+".jwks_refresh.min", "min (%s) exceeds max (%s)", b.Min.D(), b.Max.D())
+	}
+}
+
+func (c *checker) checkTokenSource(p string, s *TokenSource) {
+	if s == nil {
+		return
+	}
+	n := 0
+	for _, v := range []string{s.Header, s.Cookie, s.Query} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		c.errorf(p, "set exactly one of header, cookie or query")
+	}
+	if s.Header != "" && !httpTokenRe.MatchString(s.Header) {
+		c.errorf(p+".header", "%q is not a header name", s.Header)
+	}
+}
+
+func (c *checker) checkAPIKey(p string, k *APIKey) {
+	if k.KeysFile == "" {
+		c.errorf(p+".keys_file", "is required (lines of name:sha256hex)")
+	}
+	if k.Header != "" && k.Query != "" {
+		c.errorf(p+".query", "header and query are exclusive")
+	}
+	if k.Header != "" && !httpTokenRe.MatchString(k.Header) {
+		c.errorf(p+".header", "%q is not a header name", k.Header)
+	}
+	if k.ForwardName != "" && !httpTokenRe.MatchString(k.ForwardName) {
+		c.errorf(p+".forward_name", "%q is not a header name", k.ForwardName)
+	}
+}
+
+func indexPath(p string, i int) string { return fmt.Sprintf("%s[%d]", p, i) }

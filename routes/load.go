@@ -1,0 +1,108 @@
+package routes
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileSize bounds what Load reads: a routes file is hand-written, and a
+// runaway generator must not take the edge's memory with it.
+const MaxFileSize = 8 << 20
+
+// Load reads, decodes, defaults and validates the routes file at path. On
+// failure the error is an Errors listing every problem found.
+func Load(path string) (*File, error) {
+	data, err := readLimited(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+func readLimited(path string) ([]byte, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading routes file: %w", err)
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading routes file %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, Errors{{File: path, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is larger than %d MiB", MaxFileSize>>20)}}
+	}
+	return data, nil
+}
+
+// Parse decodes, defaults and validates a routes file held in memory; name is
+// used in error messages.
+func Parse(name string, data []byte) (*File, error) {
+	root, err := parseYAML(name, data)
+	if err != nil {
+		return nil, err
+	}
+	d := newDecoder(name)
+	f := &File{}
+	d.decode(root, "", reflectValue(f))
+	f.Path = name
+	f.Positions = d.pos
+	if len(d.errs) > 0 {
+		// Validation on a half-decoded file would report confusing follow-on
+		// errors (e.g. "undefined upstream" for one whose key was misspelled).
+		d.errs.sort()
+		return nil, d.errs
+	}
+	f.applyDefaults()
+	if errs := f.validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	return f, nil
+}
+
+// parseYAML parses exactly one YAML document.
+func parseYAML(name string, data []byte) (*yaml.Node, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, Errors{{File: name, Pos: Pos{1, 1}, Msg: "file is empty"}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		return nil, Errors{syntaxError(name, err)}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Errors{{File: name, Pos: nodePos(&extra), Msg: "more than one YAML document: a routes file holds exactly one"}}
+	} else if !errors.Is(err, io.EOF) {
+		return nil, Errors{syntaxError(name, err)}
+	}
+	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil, Errors{{File: name, Pos: nodePos(&root), Msg: "the file must be a mapping with keys such as version, upstreams and routes"}}
+	}
+	return &root, nil
+}
+
+// syntaxError turns a yaml.v3 error ("yaml: line 3: ...") into a located Error.
+func syntaxError(name string, err error) *Error {
+	msg := err.Error()
+	e := &Error{File: name, Pos: Pos{1, 1}, Msg: msg}
+	rest, ok := strings.CutPrefix(msg, "yaml: line ")
+	if ok {
+		var line int
+		if _, scanErr := fmt.Sscanf(rest, "%d:", &line); scanErr == nil && line > 0 {
+			e.Pos.Line = line
+			if i := strings.Index(rest, ": "); i >= 0 {
+				e.Msg = "YAML syntax: " + rest[i+2:]
+			}
+		}
+	} else {
+		e.Msg = "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")
+	}
+	return e
+}

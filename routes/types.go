@@ -1,0 +1,294 @@
+// Package routes defines Causeway's declarative routes file: its types, loading
+// with line:col positions, defaults and validation. It knows no other Causeway
+// package; everything else reads these types.
+package routes
+
+import (
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is one routes file, decoded and defaulted. Field names follow the YAML
+// keys of the public contract in DESIGN.md.
+type File struct {
+	Version        int                      `yaml:"version"`
+	Listen         Listen                   `yaml:"listen"`
+	TrustedProxies []string                 `yaml:"trusted_proxies"`
+	Server         Server                   `yaml:"server"`
+	AccessLog      AccessLog                `yaml:"access_log"`
+	TLS            *TLS                     `yaml:"tls"`
+	Redis          *Redis                   `yaml:"redis"`
+	Mesh           *Mesh                    `yaml:"mesh"`
+	Authenticators map[string]Authenticator `yaml:"authenticators"`
+	RateLimits     map[string]RateLimit     `yaml:"rate_limits"`
+	Plugins        map[string]PluginInst    `yaml:"plugins"`
+	Upstreams      map[string]Upstream      `yaml:"upstreams"`
+	Routes         []Route                  `yaml:"routes"`
+
+	// Path is the file the configuration was read from ("" when loaded from bytes
+	// without a name). Positions maps key paths such as "routes[0].upstream" to
+	// where they stand in the file, for errors found after decoding.
+	Path      string         `yaml:"-" json:"-"`
+	Positions map[string]Pos `yaml:"-" json:"-"`
+}
+
+// Listen holds the listener addresses. An empty address disables that listener.
+type Listen struct {
+	HTTP  string `yaml:"http"`
+	HTTPS string `yaml:"https"`
+	Admin string `yaml:"admin"`
+}
+
+// Server holds the timeouts and limits that protect the edge from slow or
+// greedy clients. Zero values are replaced by the defaults in Defaults.
+type Server struct {
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	ReadTimeout       Duration `yaml:"read_timeout"`
+	WriteTimeout      Duration `yaml:"write_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    int      `yaml:"max_header_bytes"`
+	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
+}
+
+// AccessLog configures the one-line-per-request JSON log.
+type AccessLog struct {
+	// Output is "stdout" (default), "stderr", "off", or a file path.
+	Output string `yaml:"output"`
+	// Sample is the share of requests logged, 0 < Sample <= 1 (default 1).
+	// Responses with status >= 500 are always logged.
+	Sample float64 `yaml:"sample"`
+}
+
+// TLS configures north-south TLS termination on listen.https.
+type TLS struct {
+	MinVersion   string        `yaml:"min_version"`
+	Certificates []Certificate `yaml:"certificates"`
+	ACME         *ACME         `yaml:"acme"`
+	ClientCAFile string        `yaml:"client_ca_file"`
+	ClientAuth   string        `yaml:"client_auth"` // require | verify_if_given
+	HSTS         *HSTS         `yaml:"hsts"`
+}
+
+// Certificate is one static certificate/key pair, chosen by SNI.
+type Certificate struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// ACME configures certificates obtained with golang.org/x/crypto/acme/autocert.
+type ACME struct {
+	Email        string    `yaml:"email"`
+	Hosts        []string  `yaml:"hosts"`
+	CacheDir     string    `yaml:"cache_dir"`
+	Cache        string    `yaml:"cache"` // dir (default) | redis
+	DirectoryURL string    `yaml:"directory_url"`
+	CARootsFile  string    `yaml:"ca_roots_file"`
+	OnDemand     *OnDemand `yaml:"on_demand"`
+}
+
+// OnDemand lets a name outside acme.hosts get a certificate at its first
+// handshake when the Ask endpoint answers 200 for it.
+type OnDemand struct {
+	Ask string `yaml:"ask"`
+	// RateLimit bounds orders: at most Burst at once, then one every Interval.
+	Interval Duration `yaml:"interval"`
+	Burst    int      `yaml:"burst"`
+}
+
+// HSTS adds Strict-Transport-Security to HTTPS responses.
+type HSTS struct {
+	MaxAge            Duration `yaml:"max_age"`
+	IncludeSubdomains bool     `yaml:"include_subdomains"`
+	Preload           bool     `yaml:"preload"`
+}
+
+// Redis configures the shared store for rate limits (and the ACME cache).
+type Redis struct {
+	URL         string   `yaml:"url"`
+	Addrs       []string `yaml:"addrs"`
+	MasterName  string   `yaml:"master_name"` // Sentinel
+	Username    string   `yaml:"username"`
+	PasswordEnv string   `yaml:"password_env"`
+	DB          int      `yaml:"db"`
+	OnError     string   `yaml:"on_error"` // allow | deny
+	Timeout     Duration `yaml:"timeout"`
+	KeyPrefix   string   `yaml:"key_prefix"`
+}
+
+// Mesh is the edge's own workload identity, used for mTLS to upstreams.
+type Mesh struct {
+	TrustDomain string `yaml:"trust_domain"`
+	CertFile    string `yaml:"cert_file"`
+	KeyFile     string `yaml:"key_file"`
+	BundleFile  string `yaml:"bundle_file"`
+	// Require refuses upstreams without mesh_identity.
+	Require bool `yaml:"require"`
+}
+
+// Authenticator is one named way of authenticating clients. Exactly one of
+// JWT and APIKey is set.
+type Authenticator struct {
+	JWT    *JWT    `yaml:"jwt"`
+	APIKey *APIKey `yaml:"api_key"`
+}
+
+// JWT verifies JSON Web Tokens.
+type JWT struct {
+	Issuer         string   `yaml:"issuer"`
+	Audiences      []string `yaml:"audiences"`
+	JWKSURL        string   `yaml:"jwks_url"`
+	PublicKeyFiles []string `yaml:"public_key_files"`
+	HMACSecretEnv  string   `yaml:"hmac_secret_env"`
+	HMACSecretFile string   `yaml:"hmac_secret_file"`
+	Algorithms     []string `yaml:"algorithms"`
+	Leeway         Duration `yaml:"leeway"`
+	// ForwardClaims maps a claim name to the upstream header that carries it.
+	ForwardClaims map[string]string `yaml:"forward_claims"`
+	// From says where the token is read; default: Authorization: Bearer.
+	From *TokenSource `yaml:"from"`
+	// KeepToken forwards the credential to the upstream (default: stripped).
+	KeepToken bool `yaml:"keep_token"`
+	// JWKSRefresh bounds the JWKS cache lifetime taken from Cache-Control.
+	JWKSRefresh *Bounds `yaml:"jwks_refresh"`
+	// Realm is sent in WWW-Authenticate (default: the authenticator's name).
+	Realm string `yaml:"realm"`
+}
+
+// TokenSource names one place a credential is read from.
+type TokenSource struct {
+	Header string `yaml:"header"`
+	Cookie string `yaml:"cookie"`
+	Query  string `yaml:"query"`
+}
+
+// Bounds is a [Min, Max] duration range.
+type Bounds struct {
+	Min Duration `yaml:"min"`
+	Max Duration `yaml:"max"`
+}
+
+// APIKey authenticates clients by a key compared against hashed keys.
+type APIKey struct {
+	Header   string `yaml:"header"`
+	Query    string `yaml:"query"`
+	KeysFile string `yaml:"keys_file"` // lines of "name:sha256hex"
+	// KeepToken forwards the key to the upstream (default: stripped).
+	KeepToken bool `yaml:"keep_token"`
+	// ForwardName sets this upstream header to the key's name.
+	ForwardName string `yaml:"forward_name"`
+}
+
+// RateLimit allows Limit requests per Per on average, and Burst at once.
+type RateLimit struct {
+	// Key is client_ip, header:NAME, claim:NAME, api_key, route, or several
+	// of them joined with "+" (e.g. "route+client_ip").
+	Key   string   `yaml:"key"`
+	Limit int      `yaml:"limit"`
+	Per   Duration `yaml:"per"`
+	Burst int      `yaml:"burst"`
+}
+
+// PluginInst is a named, configured instance of a registered plugin.
+type PluginInst struct {
+	Use    string `yaml:"use"`
+	Config Raw    `yaml:"config"`
+}
+
+// Upstream is a named group of endpoints requests are proxied to.
+type Upstream struct {
+	Endpoints    []string `yaml:"endpoints"`
+	DNS          string   `yaml:"dns"`
+	MeshIdentity string   `yaml:"mesh_identity"`
+	Balance      string   `yaml:"balance"`
+	// Scheme is http (default) or https for upstreams outside the mesh that
+	// terminate TLS themselves.
+	Scheme         string          `yaml:"scheme"`
+	HealthCheck    *HealthCheck    `yaml:"health_check"`
+	Timeout        Duration        `yaml:"timeout"`
+	ConnectTimeout Duration        `yaml:"connect_timeout"`
+	MaxIdlePerHost int             `yaml:"max_idle_per_endpoint"`
+	Retries        *Retries        `yaml:"retries"`
+	CircuitBreaker *CircuitBreaker `yaml:"circuit_breaker"`
+}
+
+// HealthCheck is an active health check.
+type HealthCheck struct {
+	Path               string   `yaml:"path"`
+	Interval           Duration `yaml:"interval"`
+	Timeout            Duration `yaml:"timeout"`
+	HealthyThreshold   int      `yaml:"healthy_threshold"`
+	UnhealthyThreshold int      `yaml:"unhealthy_threshold"`
+}
+
+// Retries says when a failed attempt is tried again.
+type Retries struct {
+	Attempts      int      `yaml:"attempts"`
+	On            []string `yaml:"on"`
+	BudgetPercent int      `yaml:"budget_percent"`
+	PerTryTimeout Duration `yaml:"per_try_timeout"`
+}
+
+// CircuitBreaker bounds concurrency and ejects failing endpoints.
+type CircuitBreaker struct {
+	MaxPending     int      `yaml:"max_pending"`
+	MaxRequests    int      `yaml:"max_requests"`
+	Consecutive5xx int      `yaml:"consecutive_5xx"`
+	EjectFor       Duration `yaml:"eject_for"`
+}
+
+// Route sends matching requests to an upstream.
+type Route struct {
+	Name          string            `yaml:"name"`
+	Match         Match             `yaml:"match"`
+	Auth          StringList        `yaml:"auth"`
+	RequireClaims map[string]string `yaml:"require_claims"`
+	RateLimit     StringList        `yaml:"rate_limit"`
+	Plugins       []string          `yaml:"plugins"`
+	StripPrefix   bool              `yaml:"strip_prefix"`
+	Upstream      string            `yaml:"upstream"`
+	Split         []SplitTarget     `yaml:"split"`
+}
+
+// Match selects requests. Every set field must match.
+type Match struct {
+	Host       string            `yaml:"host"`
+	Path       string            `yaml:"path"`
+	PathPrefix string            `yaml:"path_prefix"`
+	Methods    []string          `yaml:"methods"`
+	Headers    map[string]string `yaml:"headers"`
+	Query      map[string]string `yaml:"query"`
+}
+
+// SplitTarget is one weighted share of a route's traffic.
+type SplitTarget struct {
+	Upstream string `yaml:"upstream"`
+	Weight   int    `yaml:"weight"`
+}
+
+// Pos is a position in a file, 1-based.
+type Pos struct {
+	Line int `json:"line"`
+	Col  int `json:"col"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("250ms").
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// MarshalText writes d as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// StringList is one string or a list of strings.
+type StringList []string
+
+// Raw is a YAML value kept undecoded (a plugin's config), decoded later by
+// its owner with the same strict rules and positions as the rest of the file.
+type Raw struct {
+	Node *yaml.Node `json:"-"`
+	// File and Path locate the value for error messages.
+	File string `json:"-"`
+	Path string `json:"-"`
+}

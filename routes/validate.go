@@ -1,0 +1,352 @@
+package routes
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/mux"
+)
+
+// checker collects validation errors located through the file's positions.
+type checker struct {
+	f    *File
+	errs Errors
+}
+
+// errorf records a problem at path; when path itself has no position (a key
+// left out), the nearest enclosing key that has one is used.
+func (c *checker) errorf(path, format string, args ...any) {
+	c.errs = append(c.errs, &Error{File: c.f.Path, Pos: c.f.At(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// At returns the position of path in the file, or of its nearest enclosing
+// key when path itself is absent.
+func (f *File) At(path string) Pos {
+	for p := path; p != ""; p = parentPath(p) {
+		if pos, ok := f.Positions[p]; ok {
+			return pos
+		}
+	}
+	return Pos{Line: 1, Col: 1}
+}
+
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
+
+func (f *File) validate() Errors {
+	c := &checker{f: f}
+	if f.Version != 1 {
+		c.errorf("version", "must be 1 (found %d)", f.Version)
+	}
+	c.checkListen()
+	for i, p := range f.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			c.errorf(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	c.checkServer()
+	c.checkAccessLog()
+	c.checkTLS()
+	c.checkRedis()
+	c.checkMesh()
+	c.checkAuthenticators()
+	c.checkRateLimits()
+	c.checkPlugins()
+	c.checkUpstreams()
+	c.checkRoutes()
+	c.errs.sort()
+	return c.errs
+}
+
+// ParsePrefix parses a CIDR ("10.0.0.0/8") or a single address ("10.0.0.1").
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an IP address nor a CIDR", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (c *checker) checkListen() {
+	l := c.f.Listen
+	for key, addr := range map[string]string{"listen.http": l.HTTP, "listen.https": l.HTTPS, "listen.admin": l.Admin} {
+		if addr == "" {
+			continue
+		}
+		if err := checkListenAddr(addr); err != nil {
+			c.errorf(key, "%v", err)
+		}
+	}
+	if l.HTTPS != "" && c.f.TLS == nil {
+		c.errorf("listen.https", "an https listener needs a tls section with certificates or acme")
+	}
+	if l.HTTP != "" && l.HTTP == l.HTTPS {
+		c.errorf("listen.https", "http and https listen on the same address %q", l.HTTP)
+	}
+	if l.Admin != "" && (l.Admin == l.HTTP || l.Admin == l.HTTPS) {
+		c.errorf("listen.admin", "the admin listener must have an address of its own")
+	}
+}
+
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. \":8080\" or \"127.0.0.1:8080\")", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port", addr)
+	}
+	return nil
+}
+
+func (c *checker) checkServer() {
+	if c.f.Server.MaxHeaderBytes < 1024 {
+		c.errorf("server.max_header_bytes", "must be at least 1024 (found %d)", c.f.Server.MaxHeaderBytes)
+	}
+}
+
+func (c *checker) checkAccessLog() {
+	if s := c.f.AccessLog.Sample; s <= 0 || s > 1 {
+		c.errorf("access_log.sample", "must be in (0, 1] (found %g)", s)
+	}
+}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// checkName refuses names that would be awkward as metric labels or in logs.
+func (c *checker) checkName(path, kind, name string) {
+	if !nameRe.MatchString(name) {
+		c.errorf(path, "%s name %q: use letters, digits, '.', '_' and '-' (at most 128)", kind, name)
+	}
+}
+
+func (c *checker) checkPlugins() {
+	for _, name := range sortedKeys(c.f.Plugins) {
+		p := "plugins." + name
+		c.checkName(p, "plugin instance", name)
+		if c.f.Plugins[name].Use == "" {
+			c.errorf(p, "use: the registered plugin to instantiate is required")
+		}
+	}
+}
+
+var balancers = []string{"round_robin", "weighted", "least_request", "p2c_ewma", "ring_hash"}
+
+func (c *checker) checkUpstreams() {
+	for _, name := range sortedKeys(c.f.Upstreams) {
+		u := c.f.Upstreams[name]
+		p := "upstreams." + name
+		c.checkName(p, "upstream", name)
+		switch {
+		case len(u.Endpoints) == 0 && u.DNS == "":
+			c.errorf(p, "needs endpoints or dns")
+		case len(u.Endpoints) > 0 && u.DNS != "":
+			c.errorf(p+".dns", "endpoints and dns are exclusive: use one")
+		}
+		seen := map[string]bool{}
+		for i, ep := range u.Endpoints {
+			ep = strings.TrimSpace(ep)
+			ip := fmt.Sprintf("%s.endpoints[%d]", p, i)
+			if err := checkEndpoint(ep); err != nil {
+				c.errorf(ip, "%v", err)
+			}
+			if seen[ep] {
+				c.errorf(ip, "endpoint %q is listed twice", ep)
+			}
+			seen[ep] = true
+		}
+		if u.DNS != "" {
+			if err := checkEndpoint(u.DNS); err != nil {
+				c.errorf(p+".dns", "%v", err)
+			}
+		}
+		if !slices.Contains(balancers, u.Balance) {
+			c.errorf(p+".balance", "unknown balancer %q (one of %s)", u.Balance, strings.Join(balancers, ", "))
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			c.errorf(p+".scheme", "must be http or https (found %q)", u.Scheme)
+		}
+		if u.MaxIdlePerHost < 0 {
+			c.errorf(p+".max_idle_per_endpoint", "must not be negative")
+		}
+		c.checkUpstreamMesh(p, u)
+		c.checkUpstreamTraffic(p, u)
+	}
+}
+
+func checkEndpoint(ep string) error {
+	host, port, err := net.SplitHostPort(ep)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q is not host:port", ep)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port", ep)
+	}
+	return nil
+}
+
+func (c *checker) checkRoutes() {
+	if len(c.f.Routes) == 0 {
+		c.errorf("routes", "no routes: the edge would answer 404 to everything")
+	}
+	names := map[string]int{}
+	sigs := map[string]int{}
+	for i, r := range c.f.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		switch {
+		case r.Name == "":
+			c.errorf(p, "name is required")
+		default:
+			c.checkName(p+".name", "route", r.Name)
+			if j, dup := names[r.Name]; dup {
+				c.errorf(p+".name", "duplicate route name %q (first at line %d)", r.Name, c.f.At(fmt.Sprintf("routes[%d].name", j)).Line)
+			} else {
+				names[r.Name] = i
+			}
+		}
+		c.checkMatch(p+".match", r.Match)
+		if r.StripPrefix && r.Match.PathPrefix == "" {
+			c.errorf(p+".strip_prefix", "needs match.path_prefix")
+		}
+		switch {
+		case r.Upstream == "" && len(r.Split) == 0:
+			c.errorf(p, "needs upstream or split")
+		case r.Upstream != "" && len(r.Split) > 0:
+			c.errorf(p+".split", "upstream and split are exclusive: use one")
+		case r.Upstream != "":
+			c.checkRef(p+".upstream", "upstream", r.Upstream, hasKey(c.f.Upstreams, r.Upstream))
+		}
+		for j, s := range r.Split {
+			sp := fmt.Sprintf("%s.split[%d]", p, j)
+			c.checkRef(sp+".upstream", "upstream", s.Upstream, hasKey(c.f.Upstreams, s.Upstream))
+			if s.Weight <= 0 {
+				c.errorf(sp+".weight", "must be a positive integer")
+			}
+		}
+		for j, a := range r.Auth {
+			c.checkRef(fmt.Sprintf("%s.auth[%d]", p, j), "authenticator", a, hasKey(c.f.Authenticators, a))
+		}
+		if len(r.RequireClaims) > 0 && len(r.Auth) == 0 {
+			c.errorf(p+".require_claims", "needs auth: claims come from an authenticated token")
+		}
+		for j, l := range r.RateLimit {
+			c.checkRef(fmt.Sprintf("%s.rate_limit[%d]", p, j), "rate limit", l, hasKey(c.f.RateLimits, l))
+		}
+		for j, pl := range r.Plugins {
+			c.checkRef(fmt.Sprintf("%s.plugins[%d]", p, j), "plugin instance", pl, hasKey(c.f.Plugins, pl))
+		}
+		sig := r.Match.signature()
+		if j, dup := sigs[sig]; dup {
+			c.errorf(p+".match", "ambiguous: matches exactly the same requests as route %q (line %d); make one more specific", c.f.Routes[j].Name, c.f.At(fmt.Sprintf("routes[%d]", j)).Line)
+		} else {
+			sigs[sig] = i
+		}
+	}
+}
+
+// checkRef reports a reference to something the file does not define.
+func (c *checker) checkRef(path, kind, name string, ok bool) {
+	if !ok {
+		c.errorf(path, "undefined %s %q", kind, name)
+	}
+}
+
+func hasKey[V any](m map[string]V, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+var (
+	hostRe   = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	methodRe = regexp.MustCompile(`^[A-Z]+$`)
+)
+
+func (c *checker) checkMatch(p string, m Match) {
+	if m.Host != "" && !hostRe.MatchString(m.Host) {
+		c.errorf(p+".host", "%q is not a host name (a wildcard is \"*.example.com\"; no port)", m.Host)
+	}
+	if m.Path != "" && m.PathPrefix != "" {
+		c.errorf(p+".path_prefix", "path and path_prefix are exclusive: use one")
+	}
+	if m.Path != "" {
+		if !strings.HasPrefix(m.Path, "/") {
+			c.errorf(p+".path", "must start with \"/\" (found %q)", m.Path)
+		} else if err := mux.NewRouter().Path(m.Path).GetError(); err != nil {
+			c.errorf(p+".path", "invalid path template: %v", err)
+		}
+	}
+	if m.PathPrefix != "" {
+		if !strings.HasPrefix(m.PathPrefix, "/") {
+			c.errorf(p+".path_prefix", "must start with \"/\" (found %q)", m.PathPrefix)
+		} else if err := mux.NewRouter().PathPrefix(m.PathPrefix).GetError(); err != nil {
+			c.errorf(p+".path_prefix", "invalid path prefix: %v", err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, meth := range m.Methods {
+		mp := fmt.Sprintf("%s.methods[%d]", p, i)
+		if !methodRe.MatchString(meth) {
+			c.errorf(mp, "%q is not an HTTP method", meth)
+		}
+		if seen[meth] {
+			c.errorf(mp, "method %s is listed twice", meth)
+		}
+		seen[meth] = true
+	}
+	for _, k := range sortedKeys(m.Headers) {
+		if !httpTokenRe.MatchString(k) {
+			c.errorf(p+".headers."+k, "%q is not a header name", k)
+		}
+	}
+	for _, k := range sortedKeys(m.Query) {
+		if k == "" {
+			c.errorf(p+".query", "empty query parameter name")
+		}
+	}
+}
+
+var httpTokenRe = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// signature is a canonical form of the match: two routes with the same
+// signature match exactly the same requests, so precedence cannot tell them
+// apart and file order would silently decide.
+func (m Match) signature() string {
+	methods := slices.Clone(m.Methods)
+	sort.Strings(methods)
+	var b strings.Builder
+	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|m=%s", m.Host, m.Path, m.PathPrefix, strings.Join(methods, ","))
+	for _, k := range sortedKeys(m.Headers) {
+		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])
+	}
+	for _, k := range sortedKeys(m.Query) {
+		fmt.Fprintf(&b, "|Q:%s=%s", k, m.Query[k])
+	}
+	return b.String()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
