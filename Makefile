@@ -1,0 +1,50 @@
+# Causeway's build and test entry points. `make test` is what CI runs.
+GO      ?= go
+BIN     ?= bin/causeway
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/causewayhq/causeway/cmd/causeway/cli.Version=$(VERSION)
+# Test peers (redis-server, pebble, ...) installed by `make deps` land here.
+TOOLS   := $(CURDIR)/.tools
+export PATH := $(TOOLS)/bin:$(PATH)
+
+.PHONY: all build test test-short vet fmt-check deps bench soak fuzz quickstart clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/causeway
+
+quickstart:
+	$(GO) run ./examples/quickstart
+
+# deps installs what the test suite talks to for real. Debian packages need
+# root; without it the command to run is printed instead.
+deps:
+	@scripts/deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz:
+	@scripts/fuzz.sh $${FUZZTIME:-30s}
+
+soak:
+	CAUSEWAY_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run Soak ./test/...
+
+clean:
+	rm -rf bin .tools
+
+# Feature areas add their own targets here (h2spec, promtool, ...).
+-include mk/*.mk
