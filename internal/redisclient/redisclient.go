@@ -1,0 +1,178 @@
+// Package redisclient builds the one go-redis client a routes file's redis
+// section describes. Rate limits use it, and so can anything else that keeps
+// shared state in Redis (the ACME certificate cache), so that every user
+// agrees on topology, credentials and time-outs.
+package redisclient
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Topology says which kind of client a redis section asks for.
+type Topology string
+
+const (
+	Single   Topology = "single"   // url
+	Cluster  Topology = "cluster"  // addrs
+	Sentinel Topology = "sentinel" // addrs + master_name
+)
+
+// ClientName is what Causeway's connections call themselves (CLIENT LIST),
+// so an operator can tell them apart from other users of a shared Redis.
+const ClientName = "causeway"
+
+// Config is a redis section resolved into go-redis options: the password
+// read from its environment variable, time-outs applied. Exactly one of the
+// option pointers is set, matching Topology.
+type Config struct {
+	Topology Topology
+	Single   *redis.Options
+	Cluster  *redis.ClusterOptions
+	Failover *redis.FailoverOptions
+}
+
+// Resolve turns cfg into client options without connecting. It reads the
+// password from the variable named by password_env; an unset or empty
+// variable is an error, because silently connecting without the password
+// would only fail later and less clearly.
+func Resolve(cfg *routes.Redis) (*Config, error) {
+	if cfg == nil {
+		return nil, errors.New("redis: no redis section")
+	}
+	password, err := password(cfg)
+	if err != nil {
+		return nil, err
+	}
+	timeout := cfg.Timeout.D()
+	if timeout <= 0 {
+		timeout = routes.DefaultRedisTimeout
+	}
+	switch {
+	case cfg.URL != "" && len(cfg.Addrs) > 0:
+		return nil, errors.New("redis: url and addrs are exclusive")
+	case cfg.URL != "":
+		if cfg.MasterName != "" {
+			return nil, errors.New("redis: master_name needs addrs (the Sentinel addresses), not url")
+		}
+		opt, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis: url: %s", redactURL(err.Error(), cfg.URL))
+		}
+		if cfg.Username != "" {
+			opt.Username = cfg.Username
+		}
+		if password != "" {
+			opt.Password = password
+		}
+		if cfg.DB != 0 {
+			opt.DB = cfg.DB
+		}
+		opt.ClientName = ClientName
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = timeout, timeout, timeout, timeout
+		opt.ContextTimeoutEnabled = true
+		opt.MaintNotificationsConfig = maintOff()
+		return &Config{Topology: Single, Single: opt}, nil
+	case len(cfg.Addrs) == 0:
+		return nil, errors.New("redis: needs url (one node) or addrs (Cluster or Sentinel)")
+	case cfg.MasterName != "":
+		return &Config{Topology: Sentinel, Failover: &redis.FailoverOptions{
+			MasterName:    cfg.MasterName,
+			SentinelAddrs: append([]string(nil), cfg.Addrs...),
+			// The same credentials are used for Sentinel and the master: a
+			// deployment that splits them can grow keys for it later.
+			SentinelUsername:      cfg.Username,
+			SentinelPassword:      password,
+			Username:              cfg.Username,
+			Password:              password,
+			DB:                    cfg.DB,
+			ClientName:            ClientName,
+			DialTimeout:           timeout,
+			ReadTimeout:           timeout,
+			WriteTimeout:          timeout,
+			PoolTimeout:           timeout,
+			ContextTimeoutEnabled: true,
+		}}, nil
+	default:
+		if cfg.DB != 0 {
+			return nil, errors.New("redis: db must be 0 with Redis Cluster (it has only database 0)")
+		}
+		return &Config{Topology: Cluster, Cluster: &redis.ClusterOptions{
+			Addrs:                    append([]string(nil), cfg.Addrs...),
+			Username:                 cfg.Username,
+			Password:                 password,
+			ClientName:               ClientName,
+			DialTimeout:              timeout,
+			ReadTimeout:              timeout,
+			WriteTimeout:             timeout,
+			PoolTimeout:              timeout,
+			ContextTimeoutEnabled:    true,
+			MaintNotificationsConfig: maintOff(),
+		}}, nil
+	}
+}
+
+// maintOff turns off the maintenance-notification handshake: open-source
+// Redis refuses it, and trying costs a round trip on every new connection.
+func maintOff() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+}
+
+// New builds the client cfg describes. It does not connect: the first
+// command does, so an edge can start while Redis is down (on_error decides
+// what happens meanwhile).
+func New(cfg *routes.Redis) (redis.UniversalClient, error) {
+	c, err := Resolve(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.NewClient(), nil
+}
+
+// NewClient builds the client for a resolved Config.
+func (c *Config) NewClient() redis.UniversalClient {
+	switch c.Topology {
+	case Cluster:
+		return redis.NewClusterClient(c.Cluster)
+	case Sentinel:
+		return redis.NewFailoverClient(c.Failover)
+	default:
+		return redis.NewClient(c.Single)
+	}
+}
+
+// Timeout is the per-call time-out of cfg: every Redis call should run under
+// a context with this deadline so a slow Redis cannot stall a request.
+func Timeout(cfg *routes.Redis) time.Duration {
+	if cfg == nil || cfg.Timeout <= 0 {
+		return routes.DefaultRedisTimeout
+	}
+	return cfg.Timeout.D()
+}
+
+func password(cfg *routes.Redis) (string, error) {
+	if cfg.PasswordEnv == "" {
+		return "", nil
+	}
+	v, ok := os.LookupEnv(cfg.PasswordEnv)
+	if !ok || v == "" {
+		return "", fmt.Errorf("redis: password_env names %s, which is not set or empty", cfg.PasswordEnv)
+	}
+	return v, nil
+}
+
+// redactURL keeps a password written into the URL out of error messages
+// (url.Parse errors quote the input).
+func redactURL(msg, raw string) string {
+	if raw == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, raw, "<redis.url>")
+}

@@ -1,0 +1,216 @@
+package redisclient
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/routes"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestResolveBadConfig(t *testing.T) {
+	t.Setenv("CW_TEST_EMPTY_PW", "")
+	tests := []struct {
+		desc string
+		cfg  *routes.Redis
+		want string
+	}{
+		{"no section", nil, "no redis section"},
+		{"neither url nor addrs", &routes.Redis{}, "needs url"},
+		{"url and addrs", &routes.Redis{URL: "redis://127.0.0.1:1/0", Addrs: []string{"127.0.0.1:2"}}, "exclusive"},
+		{"bad scheme", &routes.Redis{URL: "http://127.0.0.1:1"}, "redis: url"},
+		{"master_name with url", &routes.Redis{URL: "redis://127.0.0.1:1/0", MasterName: "m"}, "master_name needs addrs"},
+		{"db with cluster", &routes.Redis{Addrs: []string{"127.0.0.1:1"}, DB: 2}, "db must be 0"},
+		{"password_env unset", &routes.Redis{URL: "redis://127.0.0.1:1/0", PasswordEnv: "CW_TEST_NO_SUCH_VAR"}, "CW_TEST_NO_SUCH_VAR, which is not set"},
+		{"password_env empty", &routes.Redis{URL: "redis://127.0.0.1:1/0", PasswordEnv: "CW_TEST_EMPTY_PW"}, "not set or empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := Resolve(tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestResolveKeepsPasswordOutOfErrors(t *testing.T) {
+	_, err := Resolve(&routes.Redis{URL: "redis://u:s3cret@[::1:6379/0"})
+	if err == nil {
+		t.Fatal("a malformed URL was accepted")
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+}
+
+func TestResolveTopologies(t *testing.T) {
+	t.Setenv("CW_TEST_PW", "pw")
+	timeout := routes.Duration(250 * time.Millisecond)
+	tests := []struct {
+		desc string
+		cfg  routes.Redis
+		want Topology
+		// check inspects the options that matter for the topology.
+		check func(t *testing.T, c *Config)
+	}{
+		{"url is a single node; section overrides url credentials and db",
+			routes.Redis{URL: "redis://a:b@127.0.0.1:7000/1", Username: "u", PasswordEnv: "CW_TEST_PW", DB: 3, Timeout: timeout}, Single,
+			func(t *testing.T, c *Config) {
+				o := c.Single
+				if o.Addr != "127.0.0.1:7000" || o.Username != "u" || o.Password != "pw" || o.DB != 3 {
+					t.Fatalf("addr=%s user=%s db=%d", o.Addr, o.Username, o.DB)
+				}
+				if o.ReadTimeout != timeout.D() || o.WriteTimeout != timeout.D() || o.DialTimeout != timeout.D() || o.PoolTimeout != timeout.D() || !o.ContextTimeoutEnabled {
+					t.Fatalf("time-outs not applied: %+v", o)
+				}
+			}},
+		{"url credentials kept when the section has none",
+			routes.Redis{URL: "redis://a:b@127.0.0.1:7000/1"}, Single,
+			func(t *testing.T, c *Config) {
+				if o := c.Single; o.Username != "a" || o.Password != "b" || o.DB != 1 || o.ReadTimeout != routes.DefaultRedisTimeout {
+					t.Fatalf("user=%s db=%d timeout=%v", o.Username, o.DB, o.ReadTimeout)
+				}
+			}},
+		{"rediss gets TLS", routes.Redis{URL: "rediss://127.0.0.1:7000"}, Single,
+			func(t *testing.T, c *Config) {
+				if c.Single.TLSConfig == nil {
+					t.Fatal("no TLS config for rediss://")
+				}
+			}},
+		{"unix socket", routes.Redis{URL: "unix:///run/redis.sock"}, Single,
+			func(t *testing.T, c *Config) {
+				if c.Single.Network != "unix" || c.Single.Addr != "/run/redis.sock" {
+					t.Fatalf("network=%s addr=%s", c.Single.Network, c.Single.Addr)
+				}
+			}},
+		{"addrs is a cluster, even with one seed", routes.Redis{Addrs: []string{"127.0.0.1:7000"}, Timeout: timeout}, Cluster,
+			func(t *testing.T, c *Config) {
+				if o := c.Cluster; len(o.Addrs) != 1 || o.ReadTimeout != timeout.D() || !o.ContextTimeoutEnabled {
+					t.Fatalf("%+v", o)
+				}
+			}},
+		{"addrs with master_name is sentinel", routes.Redis{Addrs: []string{"127.0.0.1:26379", "127.0.0.1:26380"}, MasterName: "main", PasswordEnv: "CW_TEST_PW", DB: 2, Timeout: timeout}, Sentinel,
+			func(t *testing.T, c *Config) {
+				o := c.Failover
+				if o.MasterName != "main" || len(o.SentinelAddrs) != 2 || o.Password != "pw" || o.SentinelPassword != "pw" || o.DB != 2 || o.ReadTimeout != timeout.D() {
+					t.Fatalf("%+v", o)
+				}
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			c, err := Resolve(&tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Topology != tc.want {
+				t.Fatalf("topology %s, want %s", c.Topology, tc.want)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestSingleNodeWithCredentials(t *testing.T) {
+	s := testredis.Start(t)
+	if _, err := s.Do("ACL", "SETUSER", "edge", "on", ">edge-pw", "~*", "+@all"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Do("CONFIG", "SET", "requirepass", "default-pw"); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CW_TEST_EDGE_PW", "edge-pw")
+	t.Setenv("CW_TEST_WRONG_PW", "wrong")
+	tests := []struct {
+		desc    string
+		cfg     routes.Redis
+		wantErr string
+	}{
+		{"username and password_env", routes.Redis{URL: s.URL(), Username: "edge", PasswordEnv: "CW_TEST_EDGE_PW", DB: 4}, ""},
+		{"wrong password is refused by the server", routes.Redis{URL: s.URL(), Username: "edge", PasswordEnv: "CW_TEST_WRONG_PW"}, "WRONGPASS"},
+		{"no password is refused by the server", routes.Redis{URL: s.URL()}, "NOAUTH"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			c, err := New(&tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			err = c.Set(ctx, "k", tc.desc, 0).Err()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The value must have landed in the configured database.
+			if got, err := c.Do(ctx, "CLIENT", "INFO").Text(); err != nil || !strings.Contains(got, " db=4 ") || !strings.Contains(got, "name="+ClientName) {
+				t.Fatalf("CLIENT INFO = %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forming a cluster takes seconds")
+	}
+	cl := testredis.StartCluster(t)
+	c, err := New(&routes.Redis{Addrs: cl.Addrs()[:1], Timeout: routes.Duration(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	// Keys spread over the three masters: the client must follow the slot
+	// map from a single seed address.
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		if err := c.Set(ctx, k, k, 0).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+	}
+	nodes := map[string]bool{}
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		for _, n := range cl.Nodes {
+			// Only the node owning the key's slot answers GET (others say MOVED).
+			if v, err := n.Do("GET", k); err == nil && v == k {
+				nodes[n.Addr] = true
+			}
+		}
+	}
+	if len(nodes) < 2 {
+		t.Fatalf("keys landed on %d node(s); the client is not routing by slot", len(nodes))
+	}
+}
+
+func TestTimeoutBoundsSlowServer(t *testing.T) {
+	s := testredis.Start(t)
+	timeout := 100 * time.Millisecond
+	c, err := New(&routes.Redis{URL: s.URL(), Timeout: routes.Duration(timeout)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Pause()
+	defer s.Resume()
+	// No context deadline here: the client's own read time-out must end the
+	// call, so an error (not a hang) is what is checked.
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("a frozen server answered")
+	}
+}
