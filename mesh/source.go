@@ -1,0 +1,320 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// SourceOptions configures NewSource. The zero value works.
+type SourceOptions struct {
+	// Logger receives reloads, refused files and expiry warnings
+	// (default slog.Default()). Keys are never logged.
+	Logger *slog.Logger
+	// Expiry, if set, is called after every successful load with the
+	// workload's ID and its certificate's NotAfter, e.g. to set the
+	// certificate_expiry_timestamp_seconds gauge.
+	Expiry func(id string, notAfter time.Time)
+	// Now is the clock for validity checks and expiry warnings
+	// (default time.Now).
+	Now func() time.Time
+	// TrustDomain, if set, refuses a certificate from another trust domain
+	// (the routes file's mesh.trust_domain).
+	TrustDomain string
+}
+
+// Source holds a workload's current certificate, key and trust bundle, and
+// replaces them when their files change. TLS configurations built on it
+// read the current material at every handshake, so a rotation needs no
+// restart and leaves established connections alone.
+type Source struct {
+	certFile, keyFile, bundleFile string
+	log                           *slog.Logger
+	expiry                        func(string, time.Time)
+	now                           func() time.Time
+	td                            TrustDomain
+
+	reloadMu sync.Mutex // serialises reloads, so an older read never overwrites a newer one
+	cur      atomic.Pointer[material]
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// material is one consistent load of the three files.
+type material struct {
+	id       ID
+	svid     *x509svid.SVID
+	cert     *tls.Certificate
+	bundle   *x509bundle.Bundle
+	notAfter time.Time
+	// warnAt is when less than a third of the certificate's lifetime is left:
+	// by then whatever renews it should have done so.
+	warnAt        time.Time
+	warned        atomic.Bool
+	expiredLogged atomic.Bool
+}
+
+// NewSource loads the certificate (leaf followed by its chain), key and
+// trust bundle files, and watches their directories so that a change,
+// including an atomic rename or a Kubernetes secret update, is picked up.
+// A changed set of files that fails to load is logged and the previous
+// material stays in use. Watching stops when ctx is done or Close is called.
+func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts SourceOptions) (*Source, error) {
+	for name, v := range map[string]string{"certificate": certFile, "key": keyFile, "bundle": bundleFile} {
+		if v == "" {
+			return nil, fmt.Errorf("mesh source: the %s file is not set", name)
+		}
+	}
+	s := &Source{
+		certFile:   filepath.Clean(certFile),
+		keyFile:    filepath.Clean(keyFile),
+		bundleFile: filepath.Clean(bundleFile),
+		log:        opts.Logger,
+		expiry:     opts.Expiry,
+		now:        opts.Now,
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if opts.TrustDomain != "" {
+		td, err := ParseTrustDomain(opts.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("mesh source: %w", err)
+		}
+		s.td = td
+	}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("mesh source: watching files: %w", err)
+	}
+	// Directories, not files: a watch on a file follows the inode, which an
+	// atomic rename or a Kubernetes ..data swap replaces.
+	dirs := map[string]bool{}
+	for _, f := range []string{s.certFile, s.keyFile, s.bundleFile} {
+		dirs[filepath.Dir(f)] = true
+	}
+	for d := range dirs {
+		if err := w.Add(d); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("mesh source: watching %s: %w", d, err)
+		}
+	}
+	go s.watch(ctx, w)
+	return s, nil
+}
+
+func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
+	defer close(s.done)
+	defer func() {
+		if err := w.Close(); err != nil {
+			s.closeErr = fmt.Errorf("mesh source: closing watcher: %w", err)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.stop:
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if !s.relevant(ev.Name) {
+				continue
+			}
+			if err := s.Reload(); err != nil {
+				// Expected while a rotation is half written (new key, old
+				// certificate); the next event completes it.
+				s.log.Warn("mesh: reload refused, keeping the current identity", "id", s.ID().String(), "trigger", ev.Name, "error", err)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			s.log.Error("mesh: watching identity files", "error", err)
+		}
+	}
+}
+
+// relevant reports whether a change to name may change the material: one
+// of the three files, or a Kubernetes-style "..data" symlink swap.
+func (s *Source) relevant(name string) bool {
+	name = filepath.Clean(name)
+	if name == s.certFile || name == s.keyFile || name == s.bundleFile {
+		return true
+	}
+	return strings.HasPrefix(filepath.Base(name), "..")
+}
+
+// Close stops watching the files. The last material stays usable, so
+// connections still being drained keep working.
+func (s *Source) Close() error {
+	s.closeOnce.Do(func() { close(s.stop) })
+	<-s.done
+	return s.closeErr
+}
+
+// Reload reads the three files now and, if they form a valid identity,
+// makes them current. NewSource and the file watcher call it; a SIGHUP
+// handler may too.
+func (s *Source) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	m, err := s.load()
+	if err != nil {
+		return err
+	}
+	prev := s.cur.Swap(m)
+	if prev == nil || !prev.cert.Leaf.Equal(m.cert.Leaf) || !prev.bundle.Equal(m.bundle) {
+		s.log.Info("mesh: identity loaded", "id", m.id.String(), "serial", m.cert.Leaf.SerialNumber.Text(16),
+			"not_after", m.notAfter, "bundle_roots", len(m.bundle.X509Authorities()))
+	}
+	if s.expiry != nil {
+		s.expiry(m.id.String(), m.notAfter)
+	}
+	s.checkExpiry(m)
+	return nil
+}
+
+func (s *Source) load() (*material, error) {
+	certPEM, err := os.ReadFile(s.certFile)
+	if err != nil {
+		return nil, fmt.Errorf("mesh source: reading certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(s.keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("mesh source: reading key: %w", err)
+	}
+	bundlePEM, err := os.ReadFile(s.bundleFile)
+	if err != nil {
+		return nil, fmt.Errorf("mesh source: reading bundle: %w", err)
+	}
+	if _, err := parseCertsPEM(certPEM); err != nil {
+		return nil, fmt.Errorf("mesh source: %s: %w", s.certFile, err)
+	}
+	// x509svid.Parse checks what makes a certificate an X509-SVID (one
+	// SPIFFE URI with a path, not a CA, digitalSignature only, CA-flagged
+	// intermediates) and that the key belongs to the leaf.
+	svid, err := x509svid.Parse(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("mesh source: %s with %s: %w", s.certFile, s.keyFile, err)
+	}
+	if !s.td.IsZero() && !svid.ID.MemberOf(s.td) {
+		return nil, fmt.Errorf("mesh source: %s is %s, outside the trust domain %s", s.certFile, svid.ID, s.td)
+	}
+	roots, err := parseCertsPEM(bundlePEM)
+	if err != nil {
+		return nil, fmt.Errorf("mesh source: %s: %w", s.bundleFile, err)
+	}
+	bundle := x509bundle.FromX509Authorities(svid.ID.TrustDomain(), roots)
+	// Our own certificate must pass the check peers will apply to it; a
+	// certificate from another CA than the bundle's would fail every
+	// handshake, so it is better refused here, with the file named.
+	if _, _, err := x509svid.Verify(svid.Certificates, bundle, x509svid.WithTime(s.now())); err != nil {
+		return nil, fmt.Errorf("mesh source: %s does not verify against %s: %w", s.certFile, s.bundleFile, err)
+	}
+	cert := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
+	for _, c := range svid.Certificates {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	leaf := svid.Certificates[0]
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	return &material{
+		id:       svid.ID,
+		svid:     svid,
+		cert:     cert,
+		bundle:   bundle,
+		notAfter: leaf.NotAfter,
+		warnAt:   leaf.NotAfter.Add(-life / 3),
+	}, nil
+}
+
+// checkExpiry logs, once per certificate, that it is near its end or past
+// it. It runs at every load and every handshake, so no timer is needed and
+// an injected clock drives it exactly.
+func (s *Source) checkExpiry(m *material) {
+	now := s.now()
+	if now.Before(m.warnAt) {
+		return
+	}
+	if !now.Before(m.notAfter) {
+		if m.expiredLogged.CompareAndSwap(false, true) {
+			s.log.Error("mesh: own certificate has expired; peers refuse it", "id", m.id.String(), "not_after", m.notAfter, "file", s.certFile)
+		}
+		return
+	}
+	if m.warned.CompareAndSwap(false, true) {
+		s.log.Warn("mesh: own certificate expires soon and has not been renewed", "id", m.id.String(),
+			"not_after", m.notAfter, "remaining", m.notAfter.Sub(now).Round(time.Second).String(), "file", s.certFile)
+	}
+}
+
+// ID is this workload's own SPIFFE ID.
+func (s *Source) ID() ID { return s.cur.Load().id }
+
+// NotAfter is when the current certificate expires.
+func (s *Source) NotAfter() time.Time { return s.cur.Load().notAfter }
+
+// Certificate is the current certificate, chain and key for a handshake.
+func (s *Source) Certificate() *tls.Certificate {
+	m := s.cur.Load()
+	s.checkExpiry(m)
+	return m.cert
+}
+
+// Verify checks a peer's certificate chain (leaf first) the SPIFFE way
+// against the current bundle: exactly one SPIFFE ID in the leaf's URI SAN,
+// the leaf not a CA, a chain to a root of the bundle of the peer's trust
+// domain, every certificate valid now. No host name is checked: the SPIFFE
+// ID is the identity.
+func (s *Source) Verify(chain []*x509.Certificate) (ID, error) {
+	if len(chain) == 0 {
+		return ID{}, errors.New("mesh: peer presented no certificate")
+	}
+	id, _, err := x509svid.Verify(chain, s.cur.Load().bundle, x509svid.WithTime(s.now()))
+	if err != nil {
+		return ID{}, fmt.Errorf("mesh: verifying peer certificate: %w", err)
+	}
+	return id, nil
+}
+
+// GetX509SVID returns the current certificate as a go-spiffe SVID, so a
+// Source can feed go-spiffe's own tlsconfig helpers.
+func (s *Source) GetX509SVID() (*x509svid.SVID, error) { return s.cur.Load().svid, nil }
+
+// GetX509BundleForTrustDomain returns the current bundle for td: a Source
+// is a go-spiffe x509bundle.Source.
+func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	return s.cur.Load().bundle.GetX509BundleForTrustDomain(td)
+}
+
+var (
+	_ x509svid.Source   = (*Source)(nil)
+	_ x509bundle.Source = (*Source)(nil)
+)
