@@ -4,6 +4,7 @@
 package routes
 
 import (
+	"encoding/json"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -153,6 +154,11 @@ type JWT struct {
 	JWKSRefresh *Bounds `yaml:"jwks_refresh"`
 	// Realm is sent in WWW-Authenticate (default: the authenticator's name).
 	Realm string `yaml:"realm"`
+	// MaxTokenBytes refuses longer tokens before any parsing (default 8192).
+	MaxTokenBytes int `yaml:"max_token_bytes"`
+	// TokenCache is how many verified tokens are remembered until their exp
+	// (default DefaultTokenCache; 0 turns the cache off).
+	TokenCache *int `yaml:"token_cache"`
 }
 
 // TokenSource names one place a credential is read from.
@@ -291,4 +297,16 @@ type Raw struct {
 	// File and Path locate the value for error messages.
 	File string `json:"-"`
 	Path string `json:"-"`
+}
+
+// MarshalJSON shows the raw value as JSON (for the admin API's /config).
+func (r Raw) MarshalJSON() ([]byte, error) {
+	if r.Node == nil {
+		return []byte("null"), nil
+	}
+	var v any
+	if err := r.Node.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }

@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+)
+
+// Version is set at build time (-ldflags -X); otherwise the module version
+// from the build info is used.
+var Version = ""
+
+func init() {
+	Register(Command{Name: "version", Summary: "print the version (-plugins: the compiled-in plugins)", Run: runVersion})
+}
+
+// pluginNames lists the registered plugins; set by the plugins wiring.
+var pluginNames func() []string
+
+func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	withPlugins := fs.Bool("plugins", false, "also list the compiled-in plugins")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fmt.Fprintf(stdout, "causeway %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	if *withPlugins && pluginNames != nil {
+		fmt.Fprintln(stdout, "plugins:")
+		for _, n := range pluginNames() {
+			fmt.Fprintf(stdout, "  %s\n", n)
+		}
+	}
+	return 0
+}
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}

@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// adminHandler serves the admin API. It listens on loopback by default: it
+// shows configuration and metrics, never secrets.
+func (e *Edge) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		status := http.StatusOK
+		body := map[string]any{"ready": true}
+		if err := e.readiness(); err != nil {
+			status = http.StatusServiceUnavailable
+			body = map[string]any{"ready": false, "reasons": err.Error()}
+		}
+		writeJSON(w, status, body)
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		f, last := e.active.file, e.lastReload
+		loaded := e.active.rt.loadedAt
+		e.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{
+			"file":        f.Path,
+			"loaded_at":   loaded.UTC().Format(time.RFC3339Nano),
+			"last_reload": last,
+			"config":      redacted(f),
+		})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{Registry: e.registry}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// redacted is a copy of f safe to show: credentials embedded in URLs are
+// masked. Secrets themselves are never in the file (only the names of the
+// environment variables or files that hold them).
+func redacted(f *routes.File) *routes.File {
+	cp := *f
+	if f.Redis != nil {
+		r := *f.Redis
+		r.URL = redactURL(r.URL)
+		cp.Redis = &r
+	}
+	return &cp
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparseable URL redacted)"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		}
+	}
+	return u.String()
+}

@@ -1,0 +1,516 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// EdgeOptions configures an Edge.
+type EdgeOptions struct {
+	// ConfigPath is the routes file; it is watched and reloaded on change.
+	ConfigPath string
+	Logger     *slog.Logger
+	// Registry receives the edge's metrics (nil: a new registry). The admin
+	// listener's /metrics serves it.
+	Registry *prometheus.Registry
+	// ReloadDebounce groups the burst of file events an editor or a
+	// ConfigMap update makes into one reload (default 200ms).
+	ReloadDebounce time.Duration
+}
+
+// Edge is the north-south gateway: listeners, the active configuration, and
+// the machinery that swaps configurations without dropping requests.
+type Edge struct {
+	opts     EdgeOptions
+	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+	features []feature
+
+	mu         sync.Mutex // serialises loads
+	active     *activeConfig
+	lastReload ReloadStatus
+	current    atomicRuntime
+
+	httpLn, httpsLn, adminLn net.Listener
+	servers                  []*http.Server
+	adminServer              *http.Server
+
+	bg       sync.WaitGroup // retire goroutines and the watcher
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+}
+
+// activeConfig is the loaded file and what was built from it.
+type activeConfig struct {
+	file    *routes.File
+	hash    [32]byte
+	rt      *runtime
+	access  *accessLog
+	release []func() error
+}
+
+// ReloadStatus is the outcome of the last load of the routes file, shown on
+// the admin API.
+type ReloadStatus struct {
+	OK    bool      `json:"ok"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error,omitempty"`
+}
+
+// NewEdge loads and validates the routes file and builds the first
+// configuration. It binds nothing; Serve does.
+func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
+	if opts.ConfigPath == "" {
+		return nil, errors.New("edge: a routes file is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.ReloadDebounce == 0 {
+		opts.ReloadDebounce = 200 * time.Millisecond
+	}
+	e := &Edge{opts: opts, log: opts.Logger, registry: opts.Registry}
+	e.metrics = newMetrics(opts.Registry)
+	e.bgCtx, e.bgCancel = context.WithCancel(context.Background())
+	e.features = defaultFeatures(e)
+	if err := e.load(ctx, false); err != nil {
+		e.bgCancel()
+		e.closeFeatures()
+		return nil, err
+	}
+	return e, nil
+}
+
+// load reads the routes file and, if it is valid and differs from the
+// active one (or force is set), builds and activates it. A failed load leaves
+// the active configuration untouched.
+func (e *Edge) load(ctx context.Context, force bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	data, err := os.ReadFile(e.opts.ConfigPath)
+	if err == nil && !force && e.active != nil && sha256.Sum256(data) == e.active.hash && e.lastReload.OK {
+		return nil // an editor's extra events: nothing changed
+	}
+	next, err := e.build(ctx, e.opts.ConfigPath)
+	now := time.Now()
+	if err != nil {
+		e.metrics.reloads.WithLabelValues("failure").Inc()
+		e.lastReload = ReloadStatus{OK: false, At: now, Error: err.Error()}
+		return err
+	}
+	if e.active != nil {
+		warnRestartNeeded(e.log, e.active.file, next.file)
+	}
+	prev := e.active
+	e.active = next
+	e.current.Store(next.rt)
+	e.metrics.reloads.WithLabelValues("success").Inc()
+	e.metrics.configInfo.WithLabelValues().Set(float64(now.Unix()))
+	e.lastReload = ReloadStatus{OK: true, At: now}
+	if prev != nil {
+		e.retire(prev)
+	}
+	return nil
+}
+
+// build loads the file and builds a configuration from it without
+// activating anything.
+func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
+	f, err := routes.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	data, _ := os.ReadFile(path)
+	ac := &activeConfig{file: f, hash: sha256.Sum256(data)}
+	fail := func(err error) (*activeConfig, error) {
+		ac.close()
+		return nil, err
+	}
+	ac.access, err = e.accessLogFor(f.AccessLog)
+	if err != nil {
+		return fail(err)
+	}
+	var prevFile *routes.File
+	if e.active != nil {
+		prevFile = e.active.file
+	}
+	deps := buildDeps{metrics: e.metrics, access: ac.access, pools: map[string]*transportPool{}}
+	if e.active != nil {
+		for _, u := range e.active.rt.upstreams {
+			deps.pools[u.pool.key] = u.pool
+		}
+	}
+	for _, ft := range e.features {
+		st, release, err := ft.prepare(ctx, f, prevFile)
+		if release != nil {
+			ac.release = append(ac.release, release)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if st.stage != nil {
+			deps.stages = append(deps.stages, st.stage)
+		}
+		if st.tlsFor != nil {
+			deps.tlsFor = st.tlsFor
+		}
+	}
+	rt, err := buildRuntime(f, deps)
+	if err != nil {
+		return fail(err)
+	}
+	ac.rt = rt
+	return ac, nil
+}
+
+// accessLogFor reuses the active access log when its output is unchanged,
+// so a reload does not reopen (and briefly double-open) the file.
+func (e *Edge) accessLogFor(cfg routes.AccessLog) (*accessLog, error) {
+	if e.active != nil && e.active.access != nil && e.active.access.output == cfg.Output {
+		if e.active.access.sample == cfg.Sample {
+			return e.active.access, nil
+		}
+		cp := *e.active.access
+		cp.sample = cfg.Sample
+		cp.closer = nil // the file stays owned by the first
+		return &cp, nil
+	}
+	return openAccessLog(cfg)
+}
+
+func (ac *activeConfig) close() {
+	if ac.rt != nil {
+		ac.rt.close()
+	}
+	for i := len(ac.release) - 1; i >= 0; i-- {
+		_ = ac.release[i]()
+	}
+}
+
+// retire releases a replaced configuration once its last request is done.
+// Until then it keeps serving the requests (and WebSockets) that began on it.
+func (e *Edge) retire(old *activeConfig) {
+	keepAccess := e.active.access == old.access || (old.access != nil && e.active.access != nil && old.access.closer == nil)
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for old.rt.inflight.Load() > 0 {
+			select {
+			case <-tick.C:
+			case <-e.bgCtx.Done():
+				// Shutting down: Shutdown has drained what it could.
+				old.close()
+				return
+			}
+		}
+		old.close()
+		if !keepAccess {
+			_ = old.access.Close()
+		}
+	}()
+}
+
+// warnRestartNeeded logs settings that only take effect at the next start:
+// listeners are bound once.
+func warnRestartNeeded(log *slog.Logger, old, next *routes.File) {
+	if old.Listen != next.Listen {
+		log.Warn("listen addresses changed in the routes file; they take effect at the next restart", "active", old.Listen, "file", next.Listen)
+	}
+	if old.Server != next.Server {
+		log.Warn("server timeouts changed in the routes file; they take effect at the next restart")
+	}
+	if !reflect.DeepEqual(old.TLS == nil, next.TLS == nil) {
+		log.Warn("tls was added or removed in the routes file; the https listener changes at the next restart")
+	}
+}
+
+// Reload re-reads the routes file now (what SIGHUP does).
+func (e *Edge) Reload(ctx context.Context) error {
+	err := e.load(ctx, true)
+	e.logReload(err)
+	return err
+}
+
+func (e *Edge) logReload(err error) {
+	if err != nil {
+		e.log.Error("routes file refused; the active configuration stays", "file", e.opts.ConfigPath, "error", err.Error())
+		return
+	}
+	e.log.Info("routes file loaded", "file", e.opts.ConfigPath, "routes", len(e.Active().Routes))
+}
+
+// Active returns the configuration requests are served with now.
+func (e *Edge) Active() *routes.File {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.active.file
+}
+
+// LastReload is the outcome of the latest load attempt.
+func (e *Edge) LastReload() ReloadStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastReload
+}
+
+// ServeHTTP serves one data-plane request on the active configuration.
+func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.current.Load().ServeHTTP(w, r)
+}
+
+// Listen binds the listeners of the active configuration. Tests use ":0"
+// addresses and read the bound ones with Addr.
+func (e *Edge) Listen() error {
+	f := e.Active()
+	var err error
+	bind := func(addr string) net.Listener {
+		if addr == "" || err != nil {
+			return nil
+		}
+		var ln net.Listener
+		ln, err = net.Listen("tcp", addr)
+		if err != nil {
+			err = fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		return ln
+	}
+	e.httpLn = bind(f.Listen.HTTP)
+	e.httpsLn = bind(f.Listen.HTTPS)
+	e.adminLn = bind(f.Listen.Admin)
+	if err != nil {
+		for _, ln := range []net.Listener{e.httpLn, e.httpsLn, e.adminLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
+	return err
+}
+
+// Addr returns the bound address of a listener: "http", "https" or "admin".
+func (e *Edge) Addr(which string) string {
+	var ln net.Listener
+	switch which {
+	case "http":
+		ln = e.httpLn
+	case "https":
+		ln = e.httpsLn
+	case "admin":
+		ln = e.adminLn
+	}
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// Serve serves until ctx is cancelled, reloading on file change and SIGHUP,
+// then shuts down gracefully: it stops accepting, lets in-flight requests
+// finish up to server.shutdown_timeout, and returns.
+func (e *Edge) Serve(ctx context.Context) error {
+	if e.httpLn == nil && e.httpsLn == nil && e.adminLn == nil {
+		if err := e.Listen(); err != nil {
+			return err
+		}
+	}
+	f := e.Active()
+	errc := make(chan error, 4)
+	serve := func(srv *http.Server, ln net.Listener, tlsOn bool) {
+		var err error
+		if tlsOn {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}
+	data, err := e.dataServers(f)
+	if err != nil {
+		return err
+	}
+	for _, d := range data {
+		e.servers = append(e.servers, d.srv)
+		go serve(d.srv, d.ln, d.tls)
+	}
+	if e.adminLn != nil {
+		e.adminServer = &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn)}
+		go serve(e.adminServer, e.adminLn, false)
+	}
+	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
+
+	watchErr := e.watch(ctx)
+	if watchErr != nil {
+		e.log.Warn("routes file watching is off; reload with SIGHUP", "error", watchErr.Error())
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			_ = e.Reload(ctx)
+		case runErr = <-errc:
+			break loop
+		}
+	}
+	e.shutdown(f.Server.ShutdownTimeout.D())
+	return runErr
+}
+
+type dataServer struct {
+	srv *http.Server
+	ln  net.Listener
+	tls bool
+}
+
+func (e *Edge) newServer(f *routes.File, h http.Handler) *http.Server {
+	s := f.Server
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.ReadHeaderTimeout.D(),
+		ReadTimeout:       s.ReadTimeout.D(),
+		WriteTimeout:      s.WriteTimeout.D(),
+		IdleTimeout:       s.IdleTimeout.D(),
+		MaxHeaderBytes:    s.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// shutdown stops the listeners and waits for in-flight requests up to
+// timeout, then releases everything.
+func (e *Edge) shutdown(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range e.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Shutdown(ctx); err != nil {
+				e.log.Warn("in-flight requests cut at the shutdown deadline", "timeout", timeout)
+				_ = s.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if e.adminServer != nil {
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		_ = e.adminServer.Shutdown(actx)
+		acancel()
+	}
+	e.Close()
+}
+
+// Close releases every resource of the edge. Serve calls it on the way out;
+// call it directly only for an Edge that never served.
+func (e *Edge) Close() {
+	e.bgCancel()
+	e.bg.Wait()
+	e.mu.Lock()
+	if e.active != nil {
+		e.active.close()
+		_ = e.active.access.Close()
+		e.active = nil
+	}
+	e.mu.Unlock()
+	e.closeFeatures()
+	for _, ln := range []net.Listener{e.httpLn, e.httpsLn, e.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func (e *Edge) closeFeatures() {
+	for _, ft := range e.features {
+		_ = ft.close()
+	}
+}
+
+// watch reloads the routes file when it changes. The directory is watched,
+// not the file: editors and Kubernetes ConfigMaps replace files by rename,
+// which a watch on the old inode would miss.
+func (e *Edge) watch(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	path, err := filepath.Abs(e.opts.ConfigPath)
+	if err != nil {
+		w.Close()
+		return err
+	}
+	if err := w.Add(filepath.Dir(path)); err != nil {
+		w.Close()
+		return err
+	}
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		defer w.Close()
+		var timer *time.Timer
+		var fire <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-e.bgCtx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				base := filepath.Base(ev.Name)
+				if ev.Name != path && base != "..data" {
+					continue
+				}
+				if timer == nil {
+					timer = time.NewTimer(e.opts.ReloadDebounce)
+				} else {
+					timer.Reset(e.opts.ReloadDebounce)
+				}
+				fire = timer.C
+			case <-fire:
+				fire = nil
+				err := e.load(ctx, false)
+				e.logReload(err)
+			case err, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+				e.log.Warn("watching the routes file", "error", err.Error())
+			}
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,162 @@
+package edgetls
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// staticSet is one immutable generation of the static certificates, indexed
+// by the names the certificates themselves carry. A rotation builds a new set
+// and swaps it in whole, so a handshake sees either the old or the new
+// certificates, never a mix.
+type staticSet struct {
+	certs    []*tls.Certificate           // file order; certs[0] is the default
+	exact    map[string]*tls.Certificate  // "api.example.com"
+	wildcard map[string]*tls.Certificate  // "example.com" for "*.example.com"
+	expiry   map[string]time.Time         // metric label -> NotAfter
+	clientCA *x509.CertPool               // nil without client_ca_file
+	sources  map[string]fileStamp         // every file read, for cheap change checks
+}
+
+// fileStamp identifies a file's content cheaply enough to skip re-parsing
+// when a watch event did not change anything we read.
+type fileStamp struct {
+	size    int64
+	modTime time.Time
+}
+
+// loadStatic reads every certificate, key and client CA file named in cfg.
+// Errors name the file so an operator can find the culprit.
+func loadStatic(cfg *routes.TLS) (*staticSet, error) {
+	s := &staticSet{
+		exact:    map[string]*tls.Certificate{},
+		wildcard: map[string]*tls.Certificate{},
+		expiry:   map[string]time.Time{},
+		sources:  map[string]fileStamp{},
+	}
+	for i, c := range cfg.Certificates {
+		certPEM, err := s.read(c.CertFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.certificates[%d]: reading cert_file %s: %w", i, c.CertFile, err)
+		}
+		keyPEM, err := s.read(c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.certificates[%d]: reading key_file %s: %w", i, c.KeyFile, err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("tls.certificates[%d]: loading %s with %s: %w", i, c.CertFile, c.KeyFile, err)
+		}
+		leaf := cert.Leaf
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+				return nil, fmt.Errorf("tls.certificates[%d]: parsing %s: %w", i, c.CertFile, err)
+			}
+			cert.Leaf = leaf
+		}
+		names := certNames(leaf)
+		if len(names) == 0 {
+			return nil, fmt.Errorf("tls.certificates[%d]: %s names no DNS host (no DNS SAN and no common name)", i, c.CertFile)
+		}
+		s.certs = append(s.certs, &cert)
+		for _, n := range names {
+			// The first file that names a host wins, so the order of the
+			// list is the operator's way of breaking ties.
+			if base, ok := strings.CutPrefix(n, "*."); ok {
+				if _, dup := s.wildcard[base]; !dup {
+					s.wildcard[base] = &cert
+				}
+			} else if _, dup := s.exact[n]; !dup {
+				s.exact[n] = &cert
+			}
+		}
+		s.expiry[names[0]] = leaf.NotAfter
+	}
+	if cfg.ClientCAFile != "" {
+		data, err := s.read(cfg.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.client_ca_file: reading %s: %w", cfg.ClientCAFile, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("tls.client_ca_file: %s holds no PEM certificate", cfg.ClientCAFile)
+		}
+		s.clientCA = pool
+	}
+	return s, nil
+}
+
+func (s *staticSet) read(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s.sources[path] = fileStamp{size: st.Size(), modTime: st.ModTime()}
+	return data, nil
+}
+
+// unchanged reports whether every file s was built from still has the size
+// and modification time it had then.
+func (s *staticSet) unchanged() bool {
+	for path, old := range s.sources {
+		st, err := os.Stat(path)
+		if err != nil || st.Size() != old.size || !st.ModTime().Equal(old.modTime) {
+			return false
+		}
+	}
+	return true
+}
+
+// match returns the certificate for an SNI name: an exact name first, then a
+// wildcard covering exactly one more label (as RFC 6125 allows). It returns
+// nil when no certificate names the host; the caller decides on the default.
+func (s *staticSet) match(name string) *tls.Certificate {
+	if c := s.exact[name]; c != nil {
+		return c
+	}
+	if _, base, ok := strings.Cut(name, "."); ok && base != "" {
+		if c := s.wildcard[base]; c != nil {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *staticSet) defaultCert() *tls.Certificate {
+	if len(s.certs) == 0 {
+		return nil
+	}
+	return s.certs[0]
+}
+
+// certNames returns the DNS names a certificate is valid for, lower-cased;
+// the common name counts only when there is no DNS SAN, as in browsers.
+func certNames(leaf *x509.Certificate) []string {
+	names := make([]string, 0, len(leaf.DNSNames))
+	for _, n := range leaf.DNSNames {
+		names = append(names, strings.ToLower(strings.TrimSuffix(n, ".")))
+	}
+	if len(names) == 0 && leaf.Subject.CommonName != "" && !strings.ContainsAny(leaf.Subject.CommonName, " /") {
+		names = append(names, strings.ToLower(leaf.Subject.CommonName))
+	}
+	return names
+}
+
+// normalizeSNI lower-cases a server name and drops a trailing dot, so that
+// lookups agree with certNames.
+func normalizeSNI(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+var errNoCertificate = errors.New("no certificate for this server name")

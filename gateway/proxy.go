@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// bufferPool lends the 32 KiB copy buffers of httputil.ReverseProxy so that a
+// proxied body does not allocate one per request.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+
+var sharedBuffers = newBufferPool()
+
+// target is one upstream as seen from one route: the route's path rewriting
+// applied in front of the upstream's pool.
+type target struct {
+	up    *upstream
+	proxy *httputil.ReverseProxy
+}
+
+// forwarder is the innermost handler of a route: it picks the upstream
+// (split) and the endpoint, then proxies.
+type forwarder struct {
+	route   string
+	targets []target
+	// cumulative weights for split; nil for a single upstream.
+	weights []int
+	total   int
+	m       *metrics
+}
+
+func newForwarder(rc routes.Route, ups map[string]*upstream, trust *trustedProxies, m *metrics) *forwarder {
+	f := &forwarder{route: rc.Name, m: m}
+	add := func(name string) {
+		u := ups[name]
+		f.targets = append(f.targets, target{up: u, proxy: newReverseProxy(rc, u, trust, m)})
+	}
+	if rc.Upstream != "" {
+		add(rc.Upstream)
+		return f
+	}
+	for _, s := range rc.Split {
+		add(s.Upstream)
+		f.total += s.Weight
+		f.weights = append(f.weights, f.total)
+	}
+	return f
+}
+
+func (f *forwarder) pick() *target {
+	if f.weights == nil {
+		return &f.targets[0]
+	}
+	n := rand.IntN(f.total)
+	for i, w := range f.weights {
+		if n < w {
+			return &f.targets[i]
+		}
+	}
+	return &f.targets[len(f.targets)-1]
+}
+
+func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := stateFrom(r.Context())
+	t := f.pick()
+	ep, ok := t.up.selector.Select(r)
+	if st != nil {
+		st.upstream = t.up.name
+		st.capturePrincipal(r)
+	}
+	if !ok {
+		f.m.upstreamRequest(t.up.name, "", http.StatusServiceUnavailable, 0)
+		httperr.Write(w, r, http.StatusServiceUnavailable, "no healthy upstream endpoint")
+		return
+	}
+	if st != nil {
+		st.endpoint = ep
+		st.upstreamStart = time.Now()
+	}
+	t.proxy.ServeHTTP(w, r)
+}
+
+func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *metrics) *httputil.ReverseProxy {
+	strip := ""
+	if rc.StripPrefix {
+		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
+	}
+	return &httputil.ReverseProxy{
+		Transport:  u.pool.transport,
+		BufferPool: sharedBuffers,
+		// A negative interval flushes after every write: streamed responses
+		// (SSE, long polls) reach the client as they come. ReverseProxy
+		// already does so for text/event-stream and unknown lengths.
+		FlushInterval: 0,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			st := stateFrom(pr.In.Context())
+			pr.Out.URL.Scheme = u.scheme
+			if st != nil && st.endpoint != nil {
+				pr.Out.URL.Host = st.endpoint.addr
+			}
+			if strip != "" {
+				stripPrefix(pr.Out.URL, pr.In.URL, strip)
+			}
+			trust.setForwarded(pr)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			st := stateFrom(resp.Request.Context())
+			if st != nil {
+				st.upstreamDur = time.Since(st.upstreamStart)
+				m.upstreamRequest(u.name, st.endpoint.label, resp.StatusCode, st.upstreamDur)
+			}
+			// The edge's request id is the one the client sees.
+			resp.Header.Del(httperr.RequestIDHeader)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			st := stateFrom(r.Context())
+			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+				// The client went away: nothing to answer; 499 in logs as nginx does.
+				if st != nil {
+					st.rec.status = statusClientClosed
+				}
+				return
+			}
+			status, msg := upstreamStatus(err)
+			if st != nil {
+				st.upstreamDur = time.Since(st.upstreamStart)
+				st.upstreamErr = err
+				label := ""
+				if st.endpoint != nil {
+					label = st.endpoint.label
+				}
+				m.upstreamRequest(u.name, label, status, st.upstreamDur)
+			}
+			if r.Body != nil && r.Body != http.NoBody {
+				// Unread request bodies would otherwise stall keep-alive.
+				_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
+			}
+			httperr.Write(w, r, status, msg)
+		},
+	}
+}
+
+// statusClientClosed is nginx's status for a client that closed the
+// connection before the response: logged, never sent.
+const statusClientClosed = 499
+
+// stripPrefix removes prefix from out's path, keeping the escaped form
+// consistent with the decoded one.
+func stripPrefix(out, in *url.URL, prefix string) {
+	out.Path = ensureSlash(strings.TrimPrefix(in.Path, prefix))
+	out.RawPath = ""
+	if in.RawPath != "" {
+		if esc := in.EscapedPath(); strings.HasPrefix(esc, prefix) {
+			out.RawPath = ensureSlash(esc[len(prefix):])
+		}
+	}
+}
+
+func ensureSlash(p string) string {
+	if p == "" || p[0] != '/' {
+		return "/" + p
+	}
+	return p
+}

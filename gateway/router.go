@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/gorilla/mux"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// router picks the most specific route for a request, independent of the
+// order of the routes file. gorilla/mux matches its routes one by one in
+// registration order, so a flat router over 1,000 routes costs 1,000 regexp
+// checks for a miss. Routes are therefore split first by host (exact hosts in
+// a map, wildcard hosts by suffix, then host-less routes) and, within a host,
+// by the first path segment when the route's literal path fixes it. Each
+// bucket is a small mux.Router whose routes are sorted most specific first.
+type router struct {
+	exact     map[string]*hostRoutes
+	wildcards []wildcardRoutes // longest suffix first
+	any       *hostRoutes      // routes without a host
+}
+
+type wildcardRoutes struct {
+	suffix string // ".example.com" for "*.example.com"
+	routes *hostRoutes
+}
+
+// hostRoutes holds the routes of one host, bucketed by first path segment.
+type hostRoutes struct {
+	bySegment map[string]*mux.Router
+	rest      *mux.Router // routes whose first segment is not fixed
+}
+
+// routeEntry is a route ready to be matched: its config and its handler.
+type routeEntry struct {
+	cfg     routes.Route
+	handler http.Handler
+}
+
+func newRouter(entries []routeEntry) *router {
+	// Most specific first: mux takes the first match within a bucket, and the
+	// buckets are tried most specific first.
+	sorted := make([]routeEntry, len(entries))
+	copy(sorted, entries)
+	sort.SliceStable(sorted, func(i, j int) bool { return moreSpecific(sorted[i].cfg.Match, sorted[j].cfg.Match) })
+
+	rt := &router{exact: map[string]*hostRoutes{}}
+	wild := map[string]*hostRoutes{}
+	for _, e := range sorted {
+		host := e.cfg.Match.Host
+		var hr *hostRoutes
+		switch {
+		case host == "":
+			if rt.any == nil {
+				rt.any = newHostRoutes()
+			}
+			hr = rt.any
+		case strings.HasPrefix(host, "*."):
+			suffix := host[1:]
+			if hr = wild[suffix]; hr == nil {
+				hr = newHostRoutes()
+				wild[suffix] = hr
+				rt.wildcards = append(rt.wildcards, wildcardRoutes{suffix: suffix, routes: hr})
+			}
+		default:
+			if hr = rt.exact[host]; hr == nil {
+				hr = newHostRoutes()
+				rt.exact[host] = hr
+			}
+		}
+		hr.add(e)
+	}
+	sort.SliceStable(rt.wildcards, func(i, j int) bool { return len(rt.wildcards[i].suffix) > len(rt.wildcards[j].suffix) })
+	return rt
+}
+
+func newHostRoutes() *hostRoutes {
+	return &hostRoutes{bySegment: map[string]*mux.Router{}}
+}
+
+func (h *hostRoutes) add(e routeEntry) {
+	var mr *mux.Router
+	if seg, ok := fixedSegment(e.cfg.Match); ok {
+		if mr = h.bySegment[seg]; mr == nil {
+			mr = newMuxRouter()
+			h.bySegment[seg] = mr
+		}
+	} else {
+		if h.rest == nil {
+			h.rest = newMuxRouter()
+		}
+		mr = h.rest
+	}
+	m := e.cfg.Match
+	r := mr.NewRoute().Handler(e.handler)
+	switch {
+	case m.Path != "":
+		r.Path(m.Path)
+	case m.PathPrefix != "":
+		r.PathPrefix(m.PathPrefix)
+	}
+	if len(m.Methods) > 0 {
+		r.Methods(m.Methods...)
+	}
+	for _, k := range sortedKeys(m.Headers) {
+		r.Headers(k, m.Headers[k])
+	}
+	for _, k := range sortedKeys(m.Query) {
+		r.Queries(k, m.Query[k])
+	}
+}
+
+func newMuxRouter() *mux.Router {
+	// Paths are cleaned once by the edge before matching (see cleanPath), so
+	// mux's own clean-and-redirect is off.
+	return mux.NewRouter().SkipClean(true)
+}
+
+// fixedSegment returns the first path segment every request matched by m
+// has, when m's literal path determines it: "/api/v1" and "/api/{id}" fix
+// "api"; the prefix "/api" does not (it also matches "/apix").
+func fixedSegment(m routes.Match) (string, bool) {
+	p := m.Path
+	if p == "" {
+		p = m.PathPrefix
+	}
+	if len(p) < 2 {
+		return "", false
+	}
+	lit := literalPrefix(p)
+	rest := lit[1:]
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return rest[:i], i > 0
+	}
+	// No slash after the first segment: fixed only for an exact path with no
+	// variable ("/health" matches only "/health").
+	if m.Path != "" && lit == p {
+		return rest, true
+	}
+	return "", false
+}
+
+// literalPrefix is the part of a path template before its first variable.
+func literalPrefix(p string) string {
+	if i := strings.IndexByte(p, '{'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// firstSegment returns the first segment of a cleaned request path.
+func firstSegment(path string) string {
+	if len(path) < 2 {
+		return ""
+	}
+	rest := path[1:]
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return rest[:i]
+	}
+	return rest
+}
+
+// moreSpecific orders routes: longer literal path first; at equal length an
+// exact path before a template before a prefix before no path; then routes
+// that constrain methods, then those with more header and query conditions.
+// Hosts are separated before this order applies.
+func moreSpecific(a, b routes.Match) bool {
+	la, lb := len(literalPrefix(a.Path+a.PathPrefix)), len(literalPrefix(b.Path+b.PathPrefix))
+	if la != lb {
+		return la > lb
+	}
+	if ka, kb := pathKind(a), pathKind(b); ka != kb {
+		return ka > kb
+	}
+	if ma, mb := len(a.Methods) > 0, len(b.Methods) > 0; ma != mb {
+		return ma
+	}
+	return len(a.Headers)+len(a.Query) > len(b.Headers)+len(b.Query)
+}
+
+func pathKind(m routes.Match) int {
+	switch {
+	case m.Path != "" && !strings.Contains(m.Path, "{"):
+		return 3
+	case m.Path != "":
+		return 2
+	case m.PathPrefix != "":
+		return 1
+	}
+	return 0
+}
+
+// match finds the handler for r, whose URL.Path is already clean.
+func (rt *router) match(r *http.Request) (http.Handler, map[string]string) {
+	host := requestHost(r)
+	if hr := rt.exact[host]; hr != nil {
+		if h, vars := hr.match(r); h != nil {
+			return h, vars
+		}
+	}
+	for _, w := range rt.wildcards {
+		// "*.example.com" matches one or more labels before the suffix.
+		if len(host) > len(w.suffix) && strings.HasSuffix(host, w.suffix) {
+			if h, vars := w.routes.match(r); h != nil {
+				return h, vars
+			}
+		}
+	}
+	if rt.any != nil {
+		return rt.any.match(r)
+	}
+	return nil, nil
+}
+
+func (h *hostRoutes) match(r *http.Request) (http.Handler, map[string]string) {
+	if mr := h.bySegment[firstSegment(r.URL.Path)]; mr != nil {
+		if handler, vars := muxMatch(mr, r); handler != nil {
+			return handler, vars
+		}
+	}
+	if h.rest != nil {
+		return muxMatch(h.rest, r)
+	}
+	return nil, nil
+}
+
+func muxMatch(mr *mux.Router, r *http.Request) (http.Handler, map[string]string) {
+	var m mux.RouteMatch
+	if mr.Match(r, &m) && m.MatchErr == nil {
+		return m.Handler, m.Vars
+	}
+	return nil, nil
+}
+
+// requestHost is the request's host, lower-cased, without port or trailing dot.
+func requestHost(r *http.Request) string {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	host = strings.TrimSuffix(host, ".")
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(host)
+		}
+	}
+	return host
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,260 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Stage builds one step of a route's middleware chain (auth, rate limit,
+// plugins) for a loaded configuration. Stages run in the order given.
+type Stage interface {
+	Middleware(route routes.Route) (func(http.Handler) http.Handler, error)
+}
+
+// runtime is one loaded routes file turned into handlers. It is immutable
+// once built; a reload builds a new one and swaps the pointer, so a request
+// runs entirely on the configuration it started with.
+type runtime struct {
+	file      *routes.File
+	router    *router
+	upstreams map[string]*upstream
+	trust     *trustedProxies
+	metrics   *metrics
+	accessLog *accessLog
+	loadedAt  time.Time
+	// inflight counts requests running on this configuration, so resources
+	// are released only after the last one finishes.
+	inflight atomic.Int64
+	// release frees what this configuration owns alone (plugin instances,
+	// authenticators, pools no successor took over).
+	release []func() error
+}
+
+// buildDeps are the long-lived pieces a runtime is built with.
+type buildDeps struct {
+	metrics *metrics
+	pools   map[string]*transportPool // by transportKey, from the previous runtime
+	tlsFor  tlsConfigFunc
+	stages  []Stage
+	access  *accessLog
+}
+
+func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
+	trust, err := newTrustedProxies(f.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{
+		file:      f,
+		upstreams: map[string]*upstream{},
+		trust:     trust,
+		metrics:   deps.metrics,
+		accessLog: deps.access,
+		loadedAt:  time.Now(),
+	}
+	var errs routes.Errors
+	for _, name := range sortedKeys(f.Upstreams) {
+		u, err := newUpstream(name, f.Upstreams[name], deps)
+		if err != nil {
+			errs = append(errs, &routes.Error{File: f.Path, Pos: f.At("upstreams." + name), Path: "upstreams." + name, Msg: err.Error()})
+			continue
+		}
+		rt.upstreams[name] = u
+	}
+	if len(errs) > 0 {
+		rt.close()
+		return nil, errs
+	}
+	entries := make([]routeEntry, 0, len(f.Routes))
+	for i, rc := range f.Routes {
+		h, err := rt.routeHandler(rc, deps.stages)
+		if err != nil {
+			p := fmt.Sprintf("routes[%d]", i)
+			var located *routes.Error
+			var list routes.Errors
+			switch {
+			case errors.As(err, &list):
+				errs = append(errs, list...)
+			case errors.As(err, &located):
+				errs = append(errs, located)
+			default:
+				errs = append(errs, &routes.Error{File: f.Path, Pos: f.At(p), Path: p, Msg: err.Error()})
+			}
+			continue
+		}
+		entries = append(entries, routeEntry{cfg: rc, handler: h})
+	}
+	if len(errs) > 0 {
+		rt.close()
+		return nil, errs
+	}
+	rt.router = newRouter(entries)
+	return rt, nil
+}
+
+func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, error) {
+	if cfg.Balance != "round_robin" {
+		return nil, fmt.Errorf("balance %q is not available in this build yet; use round_robin", cfg.Balance)
+	}
+	if cfg.HealthCheck != nil || cfg.Retries != nil || cfg.CircuitBreaker != nil {
+		return nil, errors.New("health_check, retries and circuit_breaker are not available in this build yet; remove them")
+	}
+	key := transportKey(name, cfg)
+	pool := deps.pools[key]
+	if pool == nil {
+		var err error
+		if pool, err = newTransportPool(name, cfg, deps.tlsFor); err != nil {
+			return nil, err
+		}
+	}
+	pool.refs.Add(1)
+	eps := make([]*endpoint, 0, len(cfg.Endpoints))
+	for _, a := range cfg.Endpoints {
+		a = strings.TrimSpace(a)
+		eps = append(eps, &endpoint{addr: a, label: a})
+	}
+	if cfg.DNS != "" {
+		// The name is resolved by the dialer for every new connection, so
+		// the upstream follows DNS changes as its connections turn over.
+		eps = append(eps, &endpoint{addr: cfg.DNS, label: cfg.DNS})
+	}
+	return &upstream{name: name, cfg: cfg, scheme: cfg.Scheme, selector: &roundRobin{endpoints: eps}, pool: pool}, nil
+}
+
+// routeHandler assembles one route: request info, the stages in order, then
+// the forwarder.
+func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
+	var h http.Handler = newForwarder(rc, rt.upstreams, rt.trust, rt.metrics)
+	for i := len(stages) - 1; i >= 0; i-- {
+		mw, err := stages[i].Middleware(rc)
+		if err != nil {
+			return nil, err
+		}
+		if mw != nil {
+			h = mw(h)
+		}
+	}
+	return &routeHandler{name: rc.Name, next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
+}
+
+// routeHandler marks the request with its route for the log and metrics.
+type routeHandler struct {
+	name    string
+	next    http.Handler
+	metrics routeMetrics
+}
+
+func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if st := stateFrom(r.Context()); st != nil {
+		st.route = h.name
+		st.routeMetrics = &h.metrics
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+// ServeHTTP is the edge's data-plane entry point for one configuration.
+func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rt.inflight.Add(1)
+	defer rt.inflight.Add(-1)
+	rt.metrics.inflight.Inc()
+	defer rt.metrics.inflight.Dec()
+
+	st := &reqState{start: time.Now()}
+	st.rec.ResponseWriter = w
+	st.requestID = requestID(r.Header.Get(httperr.RequestIDHeader))
+	r.Header.Set(httperr.RequestIDHeader, st.requestID)
+	w.Header().Set(httperr.RequestIDHeader, st.requestID)
+	st.clientIP = rt.trust.clientIP(r)
+	if r.ContentLength > 0 {
+		st.bytesIn = r.ContentLength
+	} else if r.ContentLength < 0 && r.Body != nil {
+		r.Body = &countingBody{body: r.Body, n: &st.bytesIn}
+	}
+
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	if clean := cleanPath(r.URL.Path); clean != r.URL.Path {
+		u := *r.URL
+		u.Path, u.RawPath = clean, ""
+		r.URL = &u
+	}
+	h, vars := rt.router.match(r)
+	if h == nil {
+		httperr.Write(&st.rec, r, http.StatusNotFound, "no route matches this request")
+	} else {
+		if len(vars) > 0 {
+			r = mux.SetURLVars(r, vars)
+		}
+		h.ServeHTTP(&st.rec, r)
+	}
+	if st.rec.status == 0 {
+		// A handler that wrote nothing still answered 200 to the client.
+		st.rec.status = http.StatusOK
+	}
+	d := time.Since(st.start)
+	if st.routeMetrics != nil {
+		st.routeMetrics.observe(r.Method, st.rec.status, d)
+	} else {
+		rt.metrics.unmatched.observe(r.Method, st.rec.status, d)
+	}
+	rt.accessLog.log(r, st, d)
+}
+
+// cleanPath resolves "." and ".." segments and repeated slashes, keeping a
+// trailing slash, so "/public/../admin" cannot reach a route by a side door:
+// the path that is matched, authorised and forwarded is the same.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	if !needsClean(p) {
+		return p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+func needsClean(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && i+1 < len(p) {
+			switch p[i+1] {
+			case '/':
+				return true
+			case '.':
+				rest := p[i+1:]
+				if rest == "." || rest == ".." || strings.HasPrefix(rest, "./") || strings.HasPrefix(rest, "../") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// close releases what this runtime owns once no request runs on it.
+func (rt *runtime) close() {
+	for _, f := range rt.release {
+		_ = f()
+	}
+	for _, u := range rt.upstreams {
+		if u.pool.refs.Add(-1) == 0 {
+			u.pool.closeIdle()
+		}
+	}
+}

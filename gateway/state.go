@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"time"
+)
+
+// reqState is what the edge learns about one request as it passes through
+// the stages; the outermost handler reads it for the access log and metrics.
+// It is allocated once per request, with the response recorder inside it.
+type reqState struct {
+	rec           recorder
+	start         time.Time
+	requestID     string
+	clientIP      string
+	route         string
+	routeMetrics  *routeMetrics
+	upstream      string
+	endpoint      *endpoint
+	upstreamStart time.Time
+	upstreamDur   time.Duration
+	upstreamErr   error
+	principal     string
+	bytesIn       int64
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
+
+// capturePrincipal records who the request was authenticated as, once the
+// auth stage has run (it puts the principal on the request's context).
+func (st *reqState) capturePrincipal(r *http.Request) {
+	if principalOf != nil {
+		st.principal = principalOf(r.Context())
+	}
+}
+
+// principalOf names the authenticated principal of a context for the access
+// log: a subject or an API key name, never a credential. Set by the auth wiring.
+var principalOf func(ctx context.Context) string
+
+// recorder captures the status and size of a response. Unwrap lets
+// http.ResponseController reach the connection for flushing and for the
+// hijack of protocol upgrades (WebSocket).
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 && code >= 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+// Hijack is used by protocol upgrades; the status of an upgraded request is 101.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return http.NewResponseController(r.ResponseWriter).Hijack()
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// countingBody counts request body bytes of a body with no declared length.
+type countingBody struct {
+	body interface {
+		Read([]byte) (int, error)
+		Close() error
+	}
+	n *int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.body.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+func (c *countingBody) Close() error { return c.body.Close() }
