@@ -13,19 +13,23 @@ import (
 // wrapped handler (e.g. the proxy, which copies the upstream's headers) set
 // its own, so a plugin can override or remove what the upstream sent.
 //
+// Call Done after the wrapped handler returned: a handler that wrote nothing
+// gets an implicit 200 from net/http, and Done runs fn for it.
+//
 // The returned writer supports Flush and Hijack when w does, and Unwrap for
 // http.ResponseController.
-func HookHeader(w http.ResponseWriter, fn func(status int, h http.Header)) http.ResponseWriter {
-	return &hookWriter{ResponseWriter: w, fn: fn}
+func HookHeader(w http.ResponseWriter, fn func(status int, h http.Header)) *HeaderHook {
+	return &HeaderHook{ResponseWriter: w, fn: fn}
 }
 
-type hookWriter struct {
+// HeaderHook is the ResponseWriter HookHeader returns.
+type HeaderHook struct {
 	http.ResponseWriter
 	fn   func(status int, h http.Header)
 	done bool
 }
 
-func (h *hookWriter) WriteHeader(status int) {
+func (h *HeaderHook) WriteHeader(status int) {
 	if !h.done && (status >= 200 || status == http.StatusSwitchingProtocols) {
 		h.done = true
 		h.fn(status, h.ResponseWriter.Header())
@@ -33,7 +37,7 @@ func (h *hookWriter) WriteHeader(status int) {
 	h.ResponseWriter.WriteHeader(status)
 }
 
-func (h *hookWriter) Write(b []byte) (int, error) {
+func (h *HeaderHook) Write(b []byte) (int, error) {
 	if !h.done {
 		h.WriteHeader(http.StatusOK)
 	}
@@ -41,7 +45,7 @@ func (h *hookWriter) Write(b []byte) (int, error) {
 }
 
 // Flush sends the header (running the hook) and flushes.
-func (h *hookWriter) Flush() {
+func (h *HeaderHook) Flush() {
 	if !h.done {
 		h.WriteHeader(http.StatusOK)
 	}
@@ -50,15 +54,24 @@ func (h *hookWriter) Flush() {
 
 // Hijack hands over the connection; the hook does not run, since no HTTP
 // response header will be written through this writer.
-func (h *hookWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (h *HeaderHook) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	h.done = true
 	return http.NewResponseController(h.ResponseWriter).Hijack()
 }
 
+// Done runs the hook if nothing was written, for the implicit 200 net/http
+// sends when the handler returns.
+func (h *HeaderHook) Done() {
+	if !h.done {
+		h.done = true
+		h.fn(http.StatusOK, h.ResponseWriter.Header())
+	}
+}
+
 // Unwrap lets http.ResponseController reach the underlying writer.
-func (h *hookWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+func (h *HeaderHook) Unwrap() http.ResponseWriter { return h.ResponseWriter }
 
 var (
-	_ http.Flusher  = (*hookWriter)(nil)
-	_ http.Hijacker = (*hookWriter)(nil)
+	_ http.Flusher  = (*HeaderHook)(nil)
+	_ http.Hijacker = (*HeaderHook)(nil)
 )

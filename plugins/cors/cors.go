@@ -235,7 +235,7 @@ func (c *CORS) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		next.ServeHTTP(plugins.HookHeader(w, func(_ int, h http.Header) {
+		hw := plugins.HookHeader(w, func(_ int, h http.Header) {
 			// The upstream's own CORS headers would contradict ours.
 			h.Del("Access-Control-Allow-Origin")
 			h.Del("Access-Control-Allow-Credentials")
@@ -244,7 +244,9 @@ func (c *CORS) Wrap(next http.Handler) http.Handler {
 			if c.exposeList != "" {
 				h.Set("Access-Control-Expose-Headers", c.exposeList)
 			}
-		}), r)
+		})
+		next.ServeHTTP(hw, r)
+		hw.Done()
 	})
 }
 

@@ -164,9 +164,12 @@ func (h *Headers) Wrap(next http.Handler) http.Handler {
 			r = r.Clone(r.Context())
 			h.req.apply(r.Header)
 		}
-		if !h.res.empty() {
-			w = plugins.HookHeader(w, func(_ int, hdr http.Header) { h.res.apply(hdr) })
+		if h.res.empty() {
+			next.ServeHTTP(w, r)
+			return
 		}
-		next.ServeHTTP(w, r)
+		hw := plugins.HookHeader(w, func(_ int, hdr http.Header) { h.res.apply(hdr) })
+		next.ServeHTTP(hw, r)
+		hw.Done()
 	})
 }
