@@ -31,8 +31,8 @@ func NewRedisCache(rdb redis.UniversalClient, prefix string) (*RedisCache, error
 	return &RedisCache{rdb: rdb, prefix: prefix}, nil
 }
 
-func (c *RedisCache) dataKey(key string) string  { return c.prefix + "data:" + key }
-func (c *RedisCache) lockKey(key string) string  { return c.prefix + "lock:" + key }
+func (c *RedisCache) dataKey(key string) string   { return c.prefix + "data:" + key }
+func (c *RedisCache) lockKey(key string) string   { return c.prefix + "lock:" + key }
 func (c *RedisCache) readyChan(key string) string { return c.prefix + "ready:" + key }
 
 // Get returns autocert.ErrCacheMiss for a key Redis does not hold.

@@ -17,12 +17,12 @@ import (
 // and swaps it in whole, so a handshake sees either the old or the new
 // certificates, never a mix.
 type staticSet struct {
-	certs    []*tls.Certificate           // file order; certs[0] is the default
-	exact    map[string]*tls.Certificate  // "api.example.com"
-	wildcard map[string]*tls.Certificate  // "example.com" for "*.example.com"
-	expiry   map[string]time.Time         // metric label -> NotAfter
-	clientCA *x509.CertPool               // nil without client_ca_file
-	sources  map[string]fileStamp         // every file read, for cheap change checks
+	certs    []*tls.Certificate          // file order; certs[0] is the default
+	exact    map[string]*tls.Certificate // "api.example.com"
+	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
+	expiry   map[string]time.Time        // metric label -> NotAfter
+	clientCA *x509.CertPool              // nil without client_ca_file
+	sources  map[string]fileStamp        // every file read, for cheap change checks
 }
 
 // fileStamp identifies a file's content cheaply enough to skip re-parsing

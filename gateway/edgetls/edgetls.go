@@ -1,0 +1,412 @@
+// Package edgetls terminates north-south TLS for the edge: static certificates
+// chosen by SNI and re-read when their files change, certificates obtained by
+// ACME (golang.org/x/crypto/acme/autocert) with a directory or Redis cache and
+// on-demand issuance, client-certificate authentication, the HTTP listener's
+// redirect to HTTPS, and HSTS.
+//
+// The gateway builds a Manager from the routes file's tls section, gives
+// TLSConfig to its https listener and HTTPHandler to its http listener, and
+// builds a new Manager when a reload changes the section.
+package edgetls
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/acme"
+)
+
+// Options are the Manager's collaborators; zero values work except where noted.
+type Options struct {
+	Logger *slog.Logger
+	// Expiry is causeway_certificate_expiry_timestamp_seconds{name}; may be nil.
+	Expiry *prometheus.GaugeVec
+	// ACMEOrders counts certificate orders by result (ok, error,
+	// rate_limited), e.g. causeway_acme_orders_total{result}; may be nil.
+	ACMEOrders *prometheus.CounterVec
+	// Redis is required when tls.acme.cache is redis.
+	Redis redis.UniversalClient
+	// RedisKeyPrefix prefixes every Redis key (the routes file's
+	// redis.key_prefix); default "causeway:".
+	RedisKeyPrefix string
+	// HTTPClient calls the on-demand ask endpoint; nil: a client with a 5s timeout.
+	HTTPClient *http.Client
+	// PollInterval is how often files are checked for changes in case a
+	// file-system event was missed (network file systems); default 1m.
+	PollInterval time.Duration
+	// OnReload, if set, is called after every reload that file changes
+	// triggered, with its error (nil: the new certificates are served).
+	OnReload func(error)
+	// Now is the clock for the on-demand rate limit; nil: time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// Manager serves certificates for the https listener.
+type Manager struct {
+	cfg    *routes.TLS
+	log    *slog.Logger
+	expiry *prometheus.GaugeVec
+
+	static atomic.Pointer[staticSet]
+	acme   *acmeIssuer // nil without tls.acme
+
+	minVersion uint16
+	clientAuth tls.ClientAuthType
+	hsts       string // the header value; "" without hsts
+	clientCfg  atomic.Pointer[tls.Config]
+
+	expMu     sync.Mutex
+	expirySet map[string]time.Time // labels this Manager has set
+
+	reloadMu sync.Mutex
+	onReload func(error)
+
+	watcher   *fsnotify.Watcher
+	done      chan struct{}
+	stopped   chan struct{}
+	closeOnce sync.Once
+}
+
+// Modern cipher suites only: AEADs with forward secrecy. TLS 1.3's suites are
+// fixed by Go and all qualify.
+var cipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305,
+}
+
+// New loads certificates (errors name the file), sets up ACME, and starts
+// watching the files for certificate rotation. ctx bounds nothing after New
+// returns; Close stops the watcher.
+func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
+	if cfg == nil {
+		return nil, errors.New("tls: no tls section")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if len(cfg.Certificates) == 0 && cfg.ACME == nil {
+		return nil, errors.New("tls: needs certificates or acme")
+	}
+	m := &Manager{
+		cfg:       cfg,
+		log:       opts.Logger,
+		expiry:    opts.Expiry,
+		expirySet: map[string]time.Time{},
+		onReload:  opts.OnReload,
+		done:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	switch cfg.MinVersion {
+	case "", "1.2":
+		m.minVersion = tls.VersionTLS12
+	case "1.3":
+		m.minVersion = tls.VersionTLS13
+	default:
+		return nil, fmt.Errorf("tls.min_version: must be \"1.2\" or \"1.3\" (found %q)", cfg.MinVersion)
+	}
+	switch cfg.ClientAuth {
+	case "":
+		if cfg.ClientCAFile != "" {
+			m.clientAuth = tls.RequireAndVerifyClientCert
+		}
+	case "require":
+		m.clientAuth = tls.RequireAndVerifyClientCert
+	case "verify_if_given":
+		m.clientAuth = tls.VerifyClientCertIfGiven
+	default:
+		return nil, fmt.Errorf("tls.client_auth: must be require or verify_if_given (found %q)", cfg.ClientAuth)
+	}
+	if m.clientAuth != tls.NoClientCert && cfg.ClientCAFile == "" {
+		return nil, errors.New("tls.client_auth: needs tls.client_ca_file")
+	}
+	if h := cfg.HSTS; h != nil {
+		if h.MaxAge < 0 {
+			return nil, errors.New("tls.hsts.max_age: must not be negative")
+		}
+		m.hsts = fmt.Sprintf("max-age=%d", int64(h.MaxAge.D()/time.Second))
+		if h.IncludeSubdomains {
+			m.hsts += "; includeSubDomains"
+		}
+		if h.Preload {
+			m.hsts += "; preload"
+		}
+	}
+	set, err := loadStatic(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	m.install(set)
+	if cfg.ACME != nil {
+		m.acme, err = newACMEIssuer(cfg.ACME, &opts)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		if c := opts.ACMEOrders; c != nil {
+			m.acme.onOrder = func(result string) { c.WithLabelValues(result).Inc() }
+		}
+	}
+	if err := m.startWatching(set, opts.PollInterval); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// TLSConfig returns the configuration for the https listener: certificates by
+// SNI, ALPN h2 then http/1.1 (and acme-tls/1 with ACME), the minimum version,
+// modern suites, and client authentication.
+func (m *Manager) TLSConfig() *tls.Config {
+	cfg := m.baseConfig()
+	if m.acme != nil || m.clientAuth != tls.NoClientCert {
+		cfg.GetConfigForClient = m.configForClient
+	}
+	return cfg
+}
+
+func (m *Manager) baseConfig() *tls.Config {
+	protos := []string{"h2", "http/1.1"}
+	if m.acme != nil {
+		protos = append(protos, acme.ALPNProto)
+	}
+	return &tls.Config{
+		MinVersion:     m.minVersion,
+		CipherSuites:   cipherSuites,
+		NextProtos:     protos,
+		GetCertificate: m.getCertificate,
+	}
+}
+
+// configForClient lets the CA's TLS-ALPN-01 validation through without a
+// client certificate, and otherwise applies client authentication with the
+// client CA pool of the current file generation.
+func (m *Manager) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if m.acme != nil && isALPNChallenge(hello) {
+		cfg := m.baseConfig()
+		cfg.NextProtos = []string{acme.ALPNProto}
+		return cfg, nil
+	}
+	if m.clientAuth == tls.NoClientCert {
+		return nil, nil
+	}
+	return m.clientCfg.Load(), nil
+}
+
+// getCertificate picks the certificate for a handshake: the ACME challenge
+// certificate for a CA's validation, then a static certificate naming the host
+// (exact, then wildcard), then ACME, then the first static certificate.
+func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if m.acme != nil && isALPNChallenge(hello) {
+		return m.acme.ac.GetCertificate(hello)
+	}
+	name := normalizeSNI(hello.ServerName)
+	set := m.static.Load()
+	if c := set.match(name); c != nil {
+		return c, nil
+	}
+	if m.acme != nil && name != "" {
+		onDemand, err := m.acme.allowed(hello.Context(), name)
+		switch {
+		case err == nil:
+			cert, err := m.acme.certificate(hello, name, onDemand)
+			if err != nil {
+				m.log.Warn("tls: acme certificate", "server_name", name, "error", err)
+				return nil, err
+			}
+			m.noteACME(name, cert)
+			return cert, nil
+		case !errors.Is(err, errNoCertificate):
+			m.log.Info("tls: on-demand certificate refused", "server_name", name, "error", err)
+			if c := set.defaultCert(); c != nil {
+				return c, nil
+			}
+			return nil, err
+		}
+	}
+	if c := set.defaultCert(); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("tls: %q: %w", name, errNoCertificate)
+}
+
+// install makes set the one served and updates the expiry metric.
+func (m *Manager) install(set *staticSet) {
+	if m.clientAuth != tls.NoClientCert {
+		cfg := m.baseConfig()
+		cfg.ClientAuth = m.clientAuth
+		cfg.ClientCAs = set.clientCA
+		m.clientCfg.Store(cfg)
+	}
+	old := m.static.Swap(set)
+	if m.expiry == nil {
+		return
+	}
+	m.expMu.Lock()
+	defer m.expMu.Unlock()
+	if old != nil {
+		for name := range old.expiry {
+			if _, still := set.expiry[name]; !still {
+				m.expiry.DeleteLabelValues(name)
+				delete(m.expirySet, name)
+			}
+		}
+	}
+	for name, t := range set.expiry {
+		m.setExpiry(name, t)
+	}
+}
+
+func (m *Manager) noteACME(name string, cert *tls.Certificate) {
+	if m.expiry == nil || cert == nil || cert.Leaf == nil {
+		return
+	}
+	m.expMu.Lock()
+	defer m.expMu.Unlock()
+	if m.expirySet[name].Equal(cert.Leaf.NotAfter) {
+		return
+	}
+	m.setExpiry(name, cert.Leaf.NotAfter)
+}
+
+func (m *Manager) setExpiry(name string, t time.Time) {
+	m.expirySet[name] = t
+	m.expiry.WithLabelValues(name).Set(float64(t.Unix()))
+}
+
+// Reload re-reads the certificate files now (e.g. on SIGHUP). On error the
+// certificates being served stay.
+func (m *Manager) Reload() error {
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	set, err := loadStatic(m.cfg)
+	if err != nil {
+		return fmt.Errorf("tls: reloading: %w", err)
+	}
+	m.install(set)
+	return nil
+}
+
+// reloadIfChanged reloads when a file's size or time changed since the
+// served generation was read; events that touched nothing we read cost a stat.
+func (m *Manager) reloadIfChanged() {
+	if m.static.Load().unchanged() {
+		return
+	}
+	err := m.Reload()
+	if err != nil {
+		// Typical mid-rotation: the new certificate is written, the key not
+		// yet. The next event (the key's write) retries.
+		m.log.Warn("tls: certificate files changed but could not be loaded; serving the previous ones", "error", err)
+	} else {
+		m.log.Info("tls: certificates reloaded")
+	}
+	if m.onReload != nil {
+		m.onReload(err)
+	}
+}
+
+// startWatching watches the folders of every file read (so atomic renames
+// and Kubernetes' symlink swaps are seen) and polls as a fallback.
+func (m *Manager) startWatching(set *staticSet, poll time.Duration) error {
+	if len(set.sources) == 0 {
+		close(m.stopped)
+		return nil
+	}
+	if poll <= 0 {
+		poll = time.Minute
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		close(m.stopped)
+		return fmt.Errorf("tls: watching certificate files: %w", err)
+	}
+	dirs := map[string]bool{}
+	for path := range set.sources {
+		dirs[filepath.Dir(path)] = true
+	}
+	for dir := range dirs {
+		if err := w.Add(dir); err != nil {
+			w.Close()
+			close(m.stopped)
+			return fmt.Errorf("tls: watching %s: %w", dir, err)
+		}
+	}
+	m.watcher = w
+	go m.watch(poll)
+	return nil
+}
+
+func (m *Manager) watch(poll time.Duration) {
+	defer close(m.stopped)
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.done:
+			return
+		case _, ok := <-m.watcher.Events:
+			if !ok {
+				return
+			}
+			m.reloadIfChanged()
+		case err, ok := <-m.watcher.Errors:
+			if !ok {
+				return
+			}
+			m.log.Warn("tls: watching certificate files", "error", err)
+		case <-t.C:
+			m.reloadIfChanged()
+		}
+	}
+}
+
+// Close stops the file watcher and stops ACME from ordering or renewing in
+// the background. Handshakes and connections in progress are unaffected.
+func (m *Manager) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.done)
+		if m.watcher != nil {
+			err = m.watcher.Close()
+		}
+		<-m.stopped
+		if m.acme != nil {
+			m.acme.close()
+		}
+	})
+	return err
+}
+
+// ClientSubject returns the subject of the verified client certificate of a
+// request on the https listener; ok is false without one.
+func ClientSubject(r *http.Request) (string, bool) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return "", false
+	}
+	return r.TLS.VerifiedChains[0][0].Subject.String(), true
+}
