@@ -3,6 +3,15 @@ package routes
 import (
 	"fmt"
 	"net/url"
+	"strings"
+	"time"
+)
+
+// Defaults of the tls section; docs/tls.md documents them.
+const (
+	DefaultOnDemandInterval = time.Minute
+	DefaultOnDemandBurst    = 10
+	DefaultHSTSMaxAge       = 365 * 24 * time.Hour
 )
 
 func (f *File) defaultTLS() {
@@ -12,12 +21,28 @@ func (f *File) defaultTLS() {
 	if f.TLS.MinVersion == "" {
 		f.TLS.MinVersion = "1.2"
 	}
+	if f.TLS.ClientCAFile != "" && f.TLS.ClientAuth == "" {
+		// A client CA with no policy most likely means "only these clients".
+		f.TLS.ClientAuth = "require"
+	}
+	if h := f.TLS.HSTS; h != nil {
+		setDuration(&h.MaxAge, DefaultHSTSMaxAge)
+	}
 	if a := f.TLS.ACME; a != nil {
 		if a.Cache == "" {
 			a.Cache = "dir"
 		}
 		if a.DirectoryURL == "" {
 			a.DirectoryURL = "https://acme-v02.api.letsencrypt.org/directory"
+		}
+		for i, h := range a.Hosts {
+			a.Hosts[i] = strings.ToLower(h)
+		}
+		if od := a.OnDemand; od != nil {
+			setDuration(&od.Interval, DefaultOnDemandInterval)
+			if od.Burst == 0 {
+				od.Burst = DefaultOnDemandBurst
+			}
 		}
 	}
 }
@@ -54,10 +79,18 @@ func (c *checker) checkTLS() {
 		if len(a.Hosts) == 0 && a.OnDemand == nil {
 			c.errorf("tls.acme.hosts", "list the host names to obtain certificates for (or configure on_demand)")
 		}
+		seen := map[string]bool{}
 		for i, h := range a.Hosts {
+			p := fmt.Sprintf("tls.acme.hosts[%d]", i)
 			if !hostRe.MatchString(h) || h[0] == '*' {
-				c.errorf(fmt.Sprintf("tls.acme.hosts[%d]", i), "%q is not a host name (ACME HTTP-01/TLS-ALPN-01 cannot issue wildcards)", h)
+				c.errorf(p, "%q is not a host name (ACME HTTP-01/TLS-ALPN-01 cannot issue wildcards)", h)
+			} else if !strings.Contains(h, ".") {
+				c.errorf(p, "%q is not a fully qualified name: a CA issues only for names with a dot", h)
 			}
+			if seen[h] {
+				c.errorf(p, "host %q is listed twice", h)
+			}
+			seen[h] = true
 		}
 		switch a.Cache {
 		case "dir":
@@ -81,6 +114,18 @@ func (c *checker) checkTLS() {
 			if od.Burst < 0 {
 				c.errorf("tls.acme.on_demand.burst", "must not be negative")
 			}
+			if od.Interval < 0 {
+				c.errorf("tls.acme.on_demand.interval", "must not be negative")
+			}
+		}
+	}
+	if h := t.HSTS; h != nil {
+		switch {
+		case h.MaxAge < 0:
+			c.errorf("tls.hsts.max_age", "must not be negative")
+		case h.Preload && (h.MaxAge.D() < DefaultHSTSMaxAge || !h.IncludeSubdomains):
+			// Browsers' preload lists refuse anything less (hstspreload.org).
+			c.errorf("tls.hsts.preload", "needs max_age of at least 8760h (one year) and include_subdomains: true")
 		}
 	}
 }
