@@ -60,7 +60,13 @@ type decoder struct {
 	file string
 	errs Errors
 	pos  map[string]Pos
+	// nodes counts values visited. YAML aliases let a small file expand
+	// exponentially ("billion laughs"); past maxNodes decoding stops.
+	nodes    int
+	tooLarge bool
 }
+
+const maxNodes = 200_000
 
 func newDecoder(file string) *decoder {
 	return &decoder{file: file, pos: make(map[string]Pos)}
@@ -84,6 +90,14 @@ var (
 )
 
 func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
+	d.nodes++
+	if d.nodes > maxNodes {
+		if !d.tooLarge {
+			d.tooLarge = true
+			d.errorf(n, path, "the file expands to more than %d values (aliases?): refusing it", maxNodes)
+		}
+		return
+	}
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
