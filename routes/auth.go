@@ -2,13 +2,26 @@ package routes
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // JWTAlgorithms are the signing algorithms an authenticator may allow.
 var JWTAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// Defaults of the authenticators section, documented in docs/auth.md.
+const (
+	DefaultMaxTokenBytes   = 8 << 10
+	DefaultTokenCache      = 4096
+	DefaultJWKSRefreshMin  = 30 * time.Second
+	DefaultJWKSRefreshMax  = time.Hour
+	DefaultAPIKeyHeader    = "X-API-Key"
+	maxTokenBytesCeiling   = 1 << 20
+	minJWKSRefreshInterval = time.Second
+)
 
 func (f *File) defaultAuthenticators() {
 	for name, a := range f.Authenticators {
@@ -16,9 +29,26 @@ func (f *File) defaultAuthenticators() {
 			if j.Realm == "" {
 				j.Realm = name
 			}
+			if j.MaxTokenBytes == 0 {
+				j.MaxTokenBytes = DefaultMaxTokenBytes
+			}
+			if j.TokenCache == nil {
+				n := DefaultTokenCache
+				j.TokenCache = &n
+			}
+			if j.JWKSURL != "" {
+				if j.JWKSRefresh == nil {
+					j.JWKSRefresh = &Bounds{}
+				}
+				b := j.JWKSRefresh
+				setDuration(&b.Max, DefaultJWKSRefreshMax)
+				// A max set below the default min means "refresh at least
+				// this often": the min follows it rather than contradicting it.
+				setDuration(&b.Min, min(DefaultJWKSRefreshMin, b.Max.D()))
+			}
 		}
 		if k := a.APIKey; k != nil && k.Header == "" && k.Query == "" {
-			k.Header = "X-API-Key"
+			k.Header = DefaultAPIKeyHeader
 		}
 	}
 }
@@ -85,8 +115,41 @@ func (c *checker) checkJWT(p string, j *JWT) {
 		}
 	}
 	c.checkTokenSource(p+".from", j.From)
-	if b := j.JWKSRefresh; b != nil && b.Max != 0 && b.Min > b.Max {
-		c.errorf(p+".jwks_refresh.min", "min (%s) exceeds max (%s)", b.Min.D(), b.Max.D())
+	if b := j.JWKSRefresh; b != nil {
+		if j.JWKSURL == "" {
+			c.errorf(p+".jwks_refresh", "only applies to jwks_url")
+		}
+		if b.Min < 0 || b.Max < 0 {
+			c.errorf(p+".jwks_refresh", "durations must not be negative")
+		}
+		// A refetch more often than once a second is an identity provider
+		// hammered by every edge instance, whatever its Cache-Control says.
+		if b.Min > 0 && b.Min.D() < minJWKSRefreshInterval {
+			c.errorf(p+".jwks_refresh.min", "must be at least %s (found %s)", minJWKSRefreshInterval, b.Min.D())
+		}
+		if b.Max != 0 && b.Min > b.Max {
+			c.errorf(p+".jwks_refresh.min", "min (%s) exceeds max (%s)", b.Min.D(), b.Max.D())
+		}
+	}
+	if j.Leeway < 0 {
+		c.errorf(p+".leeway", "must not be negative")
+	}
+	if j.MaxTokenBytes < 0 || j.MaxTokenBytes > maxTokenBytesCeiling {
+		c.errorf(p+".max_token_bytes", "must be between 1 and %d (found %d)", maxTokenBytesCeiling, j.MaxTokenBytes)
+	}
+	if j.TokenCache != nil && *j.TokenCache < 0 {
+		c.errorf(p+".token_cache", "must not be negative (0 turns the cache off)")
+	}
+	seen := map[string]string{}
+	for _, claim := range sortedKeys(j.ForwardClaims) {
+		h := http.CanonicalHeaderKey(j.ForwardClaims[claim])
+		if prev, dup := seen[h]; dup {
+			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", h, prev)
+		}
+		seen[h] = claim
+		if h == "Authorization" || h == "Host" || h == "Cookie" {
+			c.errorf(p+".forward_claims."+claim, "%q cannot carry a claim", h)
+		}
 	}
 }
 

@@ -1,0 +1,72 @@
+package auth
+
+import (
+	"sync"
+	"time"
+)
+
+// maxCacheTTL bounds how long a verified token is remembered even when its
+// exp is far away, so a cache can never outlive a configuration mistake by
+// much.
+const maxCacheTTL = 5 * time.Minute
+
+// tokenCache remembers tokens that verified, until their exp (plus leeway)
+// or until the keys that verified them change. Only tokens that verified are
+// stored, so a flood of forged tokens cannot fill it; when full, an
+// arbitrary entry goes (Go's map order), which is cheap and good enough for
+// a cache whose misses cost one signature check.
+type tokenCache struct {
+	mu   sync.RWMutex
+	size int
+	m    map[string]cacheEntry
+}
+
+type cacheEntry struct {
+	p       *Principal
+	until   time.Time
+	version uint64 // of the JWKS key set that verified the token
+}
+
+func newTokenCache(size int) *tokenCache {
+	if size <= 0 {
+		return nil
+	}
+	return &tokenCache{size: size, m: make(map[string]cacheEntry, min(size, 1024))}
+}
+
+func (c *tokenCache) get(tok string, now time.Time, version uint64) (*Principal, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.RLock()
+	e, ok := c.m[tok]
+	c.mu.RUnlock()
+	if !ok || e.version != version || !now.Before(e.until) {
+		return nil, false
+	}
+	return e.p, true
+}
+
+func (c *tokenCache) put(tok string, e cacheEntry) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.size {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[tok] = e
+}
+
+func (c *tokenCache) len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m)
+}

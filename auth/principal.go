@@ -1,0 +1,117 @@
+// Package auth authenticates clients at the edge: JSON Web Tokens verified
+// with static keys, HMAC secrets or a JWKS endpoint, and API keys checked
+// against a file of hashes. A route's middleware puts the authenticated
+// Principal on the request context, where rate limits and plugins read it.
+//
+// Nothing here logs or returns a token, a key or a secret: errors name the
+// authenticator and what failed, never the credential.
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Principal is who a request was authenticated as.
+type Principal struct {
+	Authenticator string         // name of the authenticator that succeeded
+	Subject       string         // JWT "sub", or the API key's name
+	KeyName       string         // API key name ("" for JWT)
+	Claims        map[string]any // JWT claims (nil for API keys); shared, read-only
+}
+
+type principalKey struct{}
+
+// NewContext returns ctx carrying p.
+func NewContext(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal on ctx, or nil when the request was not
+// authenticated.
+func FromContext(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
+}
+
+// Claim returns the string form of a claim, for rate-limit keys
+// ("claim:sub") and forwarded headers. A name with dots ("realm.roles") that
+// is not itself a claim walks nested objects. Arrays are joined with ",",
+// objects written as compact JSON. For an API key, "sub" is the key's name.
+func (p *Principal) Claim(name string) (string, bool) {
+	if p == nil {
+		return "", false
+	}
+	if p.Claims == nil {
+		if name == "sub" && p.Subject != "" {
+			return p.Subject, true
+		}
+		return "", false
+	}
+	v, ok := lookupClaim(p.Claims, name)
+	if !ok {
+		return "", false
+	}
+	return claimString(v)
+}
+
+// lookupClaim finds name in claims, first as a key of its own (claim names
+// such as "https://example.com/roles" hold dots), then as a dotted path.
+func lookupClaim(claims map[string]any, name string) (any, bool) {
+	if v, ok := claims[name]; ok {
+		return v, v != nil
+	}
+	if !strings.Contains(name, ".") {
+		return nil, false
+	}
+	var cur any = claims
+	for part := range strings.SplitSeq(name, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, cur != nil
+}
+
+func claimString(v any) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case bool:
+		return strconv.FormatBool(v), true
+	case float64:
+		// JSON numbers decode as float64; an integral id must not become
+		// "1.234567e+06".
+		if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			return strconv.FormatInt(int64(v), 10), true
+		}
+		return strconv.FormatFloat(v, 'g', -1, 64), true
+	case json.Number:
+		return v.String(), true
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, e := range v {
+			s, ok := claimString(e)
+			if !ok {
+				return "", false
+			}
+			parts = append(parts, s)
+		}
+		return strings.Join(parts, ","), true
+	case nil:
+		return "", false
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "", false
+		}
+		return string(b), true
+	}
+}

@@ -1,0 +1,396 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// authenticator is one named way of authenticating a request. It is
+// declared here, by its only consumer, the route middleware.
+type authenticator interface {
+	name() string
+	scheme() string // of the WWW-Authenticate challenge
+	realm() string
+	// authenticate returns the principal, or why not: ReasonMissing when
+	// the request carries no credential for this authenticator.
+	authenticate(r *http.Request) (*Principal, Reason)
+	source() source
+	keepToken() bool
+	// forwardedHeaders are the upstream headers forwardTo may set; client
+	// copies of them are removed on every route using the authenticator.
+	forwardedHeaders() []string
+	forwardTo(h http.Header, p *Principal)
+	isJWKS() *jwks
+}
+
+// Options are the runtime dependencies of a Set.
+type Options struct {
+	Failures   *prometheus.CounterVec // labels: authenticator, reason; may be nil
+	HTTPClient *http.Client           // for JWKS; nil: a client with sane timeouts
+	Logger     *slog.Logger           // nil: slog.Default()
+	Now        func() time.Time       // nil: time.Now
+}
+
+// Set is the authenticators of one routes file.
+type Set struct {
+	auths     map[string]authenticator
+	jwks      map[string]*jwks // by jwksKey; one reference each, released by Close
+	failures  *prometheus.CounterVec
+	log       *slog.Logger
+	forwarded []string // every header any authenticator forwards, sorted
+	closeOnce sync.Once
+}
+
+// defaultHTTPClient fetches JWKS: bounded in every phase, since a stuck
+// identity provider must not pin a refresher forever.
+func defaultHTTPClient() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   5 * time.Second,
+			ResponseHeaderTimeout: 5 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   2,
+			ForceAttemptHTTP2:     true,
+		},
+	}
+}
+
+func jwksKey(j *routes.JWT) string {
+	var minI, maxI time.Duration
+	if b := j.JWKSRefresh; b != nil {
+		minI, maxI = b.Min.D(), b.Max.D()
+	}
+	return fmt.Sprintf("%s|%d|%d", j.JWKSURL, minI, maxI)
+}
+
+// NewSet builds every authenticator of f. prev (may be nil) is the set of the
+// configuration being replaced by a reload: JWKS caches for unchanged jwks_url
+// settings are taken over from it so a reload neither refetches nor loses keys.
+// JWKS fetching starts in the background; NewSet does not fail when a JWKS
+// endpoint is down. Errors name the authenticator: `authenticator "users": ...`.
+//
+// ctx is the lifetime of the JWKS refreshers (pass the process's context):
+// they stop when it is done or when the last Set using them is closed.
+func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set, error) {
+	if f == nil {
+		return nil, errors.New("auth: no routes file")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = defaultHTTPClient()
+	}
+	s := &Set{
+		auths:    make(map[string]authenticator, len(f.Authenticators)),
+		jwks:     map[string]*jwks{},
+		failures: opts.Failures,
+		log:      opts.Logger,
+	}
+	names := make([]string, 0, len(f.Authenticators))
+	for n := range f.Authenticators {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	forwarded := map[string]bool{}
+	for _, name := range names {
+		a, err := s.build(ctx, name, f.Authenticators[name], prev, opts)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("authenticator %q: %w", name, err)
+		}
+		s.auths[name] = a
+		for _, h := range a.forwardedHeaders() {
+			forwarded[h] = true
+		}
+	}
+	for h := range forwarded {
+		s.forwarded = append(s.forwarded, h)
+	}
+	sort.Strings(s.forwarded)
+	return s, nil
+}
+
+func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, prev *Set, opts Options) (authenticator, error) {
+	switch {
+	case c.JWT != nil && c.APIKey != nil:
+		return nil, errors.New("jwt and api_key are exclusive")
+	case c.APIKey != nil:
+		return newAPIKeyAuth(name, c.APIKey)
+	case c.JWT == nil:
+		return nil, errors.New("needs jwt or api_key")
+	}
+	a, err := newJWTAuth(name, c.JWT, opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	if c.JWT.JWKSURL == "" {
+		return a, nil
+	}
+	key := jwksKey(c.JWT)
+	j := s.jwks[key]
+	if j == nil && prev != nil {
+		if pj := prev.jwks[key]; pj != nil && pj.acquire() {
+			j = pj
+		}
+	}
+	if j == nil {
+		minI, maxI := routes.DefaultJWKSRefreshMin, routes.DefaultJWKSRefreshMax
+		if b := c.JWT.JWKSRefresh; b != nil {
+			if b.Max > 0 {
+				maxI = b.Max.D()
+			}
+			if b.Min > 0 {
+				minI = b.Min.D()
+			}
+		}
+		minI = min(minI, maxI)
+		j = newJWKS(ctx, c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, opts.Logger.With("authenticator", name), opts.Now)
+	}
+	s.jwks[key] = j
+	a.jwks = j
+	return a, nil
+}
+
+// Middleware authenticates for one route (route.Auth, route.RequireClaims);
+// returns a pass-through when the route has no auth. On success it puts the
+// Principal on the request context, strips the credential unless keep_token,
+// removes client-sent copies of every forwarded header then sets them.
+//
+// A route without auth still loses client-sent copies of the headers the
+// set's authenticators forward: an upstream shared with authenticated
+// routes must never see a spoofed X-User-Id.
+func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, error) {
+	if len(route.Auth) == 0 {
+		if len(route.RequireClaims) > 0 {
+			return nil, fmt.Errorf("route %q: require_claims needs auth", route.Name)
+		}
+		if len(s.forwarded) == 0 {
+			return func(next http.Handler) http.Handler { return next }, nil
+		}
+		return func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if hasAny(r.Header, s.forwarded) {
+					r2 := r.WithContext(r.Context())
+					r2.Header = r.Header.Clone()
+					for _, h := range s.forwarded {
+						delete(r2.Header, h)
+					}
+					r = r2
+				}
+				next.ServeHTTP(w, r)
+			})
+		}, nil
+	}
+	m := &middleware{set: s, route: route.Name}
+	seen := map[string]bool{}
+	forwarded := map[string]bool{}
+	for _, name := range route.Auth {
+		a, ok := s.auths[name]
+		if !ok {
+			return nil, fmt.Errorf("route %q: authenticator %q is not defined", route.Name, name)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("route %q: authenticator %q is listed twice", route.Name, name)
+		}
+		seen[name] = true
+		m.auths = append(m.auths, a)
+		for _, h := range a.forwardedHeaders() {
+			forwarded[h] = true
+		}
+	}
+	// Every header any authenticator of the set forwards, not only this
+	// route's: see above.
+	for _, h := range s.forwarded {
+		forwarded[h] = true
+	}
+	for h := range forwarded {
+		m.forwarded = append(m.forwarded, h)
+	}
+	sort.Strings(m.forwarded)
+	for claim, want := range route.RequireClaims {
+		m.require = append(m.require, requirement{claim: claim, want: want})
+	}
+	sort.Slice(m.require, func(i, j int) bool { return m.require[i].claim < m.require[j].claim })
+	return m.wrap, nil
+}
+
+func hasAny(h http.Header, names []string) bool {
+	for _, n := range names {
+		if _, ok := h[n]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// requirement is one require_claims entry.
+type requirement struct {
+	claim, want string
+}
+
+// spaceSeparated claims hold a set as one string (RFC 8693 scope; scp as
+// some providers spell it): require_claims tests membership in them.
+var spaceSeparated = map[string]bool{"scope": true, "scp": true}
+
+// met reports whether p carries the claim with the wanted value: equal, or
+// a member of an array claim or of a space-separated scope.
+func (q requirement) met(p *Principal) bool {
+	if p.Claims == nil {
+		v, ok := p.Claim(q.claim)
+		return ok && v == q.want
+	}
+	v, ok := lookupClaim(p.Claims, q.claim)
+	if !ok {
+		return false
+	}
+	switch v := v.(type) {
+	case string:
+		if v == q.want {
+			return true
+		}
+		return spaceSeparated[q.claim] && slices.Contains(strings.Fields(v), q.want)
+	case []any:
+		for _, e := range v {
+			if s, ok := claimString(e); ok && s == q.want {
+				return true
+			}
+		}
+		return false
+	}
+	s, ok := claimString(v)
+	return ok && s == q.want
+}
+
+// middleware is one route's authentication.
+type middleware struct {
+	set       *Set
+	route     string
+	auths     []authenticator
+	forwarded []string
+	require   []requirement
+}
+
+func (m *middleware) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var (
+			p          *Principal
+			winner     authenticator
+			failed     = m.auths[0]
+			failReason = ReasonMissing
+		)
+		for _, a := range m.auths {
+			got, reason := a.authenticate(r)
+			if got != nil {
+				p, winner = got, a
+				break
+			}
+			// The first credential that was there but wrong is the one to
+			// report; "missing" only when none was there at all.
+			if failReason == ReasonMissing && reason != ReasonMissing {
+				failed, failReason = a, reason
+			}
+		}
+		if p == nil {
+			m.fail(w, r, failed, failReason)
+			return
+		}
+		for _, q := range m.require {
+			if !q.met(p) {
+				m.fail(w, r, winner, ReasonMissingClaim)
+				return
+			}
+		}
+		r2 := r.WithContext(NewContext(r.Context(), p))
+		r2.Header = r.Header.Clone()
+		if r2.Header == nil {
+			r2.Header = http.Header{}
+		}
+		for _, a := range m.auths {
+			if a.keepToken() || (winner.keepToken() && a.source() == winner.source()) {
+				continue
+			}
+			src := a.source()
+			if src.kind == fromQuery && r2.URL == r.URL && r.URL != nil {
+				u := *r.URL
+				r2.URL = &u
+			}
+			src.strip(r2)
+		}
+		for _, h := range m.forwarded {
+			delete(r2.Header, h)
+		}
+		winner.forwardTo(r2.Header, p)
+		next.ServeHTTP(w, r2)
+	})
+}
+
+func (m *middleware) fail(w http.ResponseWriter, r *http.Request, a authenticator, reason Reason) {
+	if m.set.failures != nil {
+		m.set.failures.WithLabelValues(a.name(), string(reason)).Inc()
+	}
+	m.set.log.Debug("auth: request refused", "route", m.route, "authenticator", a.name(), "reason", string(reason))
+	refuse(w, r, m.auths, a, reason)
+}
+
+// Ready is nil when every JWKS-backed authenticator has keys; else it names
+// the ones still waiting and why.
+func (s *Set) Ready() error {
+	var errs []error
+	names := make([]string, 0, len(s.auths))
+	for n := range s.auths {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if j := s.auths[n].isJWKS(); j != nil {
+			if err := j.status(); err != nil {
+				errs = append(errs, fmt.Errorf("authenticator %q: %w", n, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops the background refreshers not handed to a successor set. It
+// is safe to call more than once.
+func (s *Set) Close() error {
+	s.closeOnce.Do(func() {
+		for _, j := range s.jwks {
+			j.release()
+		}
+	})
+	return nil
+}
+
+// Authenticators lists the names of the set's authenticators, sorted.
+func (s *Set) Authenticators() []string {
+	names := make([]string, 0, len(s.auths))
+	for n := range s.auths {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

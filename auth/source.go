@@ -1,0 +1,152 @@
+package auth
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// sourceKind is where a credential is read from.
+type sourceKind uint8
+
+const (
+	fromBearer sourceKind = iota // Authorization: Bearer TOKEN
+	fromHeader                   // a named header holding the credential itself
+	fromCookie
+	fromQuery
+)
+
+// source names one place a credential is read from and stripped from.
+type source struct {
+	kind sourceKind
+	name string // canonical header name, cookie name or query parameter
+}
+
+// extract returns the credential, ReasonMissing when there is none, or
+// ReasonMalformed when the request is ambiguous (two copies of it): picking
+// one would let a client choose which one an upstream sees.
+func (s source) extract(r *http.Request) (string, Reason) {
+	switch s.kind {
+	case fromBearer:
+		return bearerToken(r.Header["Authorization"])
+	case fromHeader:
+		vs := r.Header[s.name]
+		switch {
+		case len(vs) == 0 || vs[0] == "" && len(vs) == 1:
+			return "", ReasonMissing
+		case len(vs) > 1:
+			return "", ReasonMalformed
+		}
+		// A named header may still carry the scheme out of habit.
+		v := vs[0]
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			v = strings.TrimLeft(v[7:], " ")
+		}
+		return v, ReasonNone
+	case fromCookie:
+		cs := r.CookiesNamed(s.name)
+		switch {
+		case len(cs) == 0 || cs[0].Value == "" && len(cs) == 1:
+			return "", ReasonMissing
+		case len(cs) > 1:
+			return "", ReasonMalformed
+		}
+		return cs[0].Value, ReasonNone
+	case fromQuery:
+		if r.URL == nil || r.URL.RawQuery == "" {
+			return "", ReasonMissing
+		}
+		vs := r.URL.Query()[s.name]
+		switch {
+		case len(vs) == 0 || vs[0] == "" && len(vs) == 1:
+			return "", ReasonMissing
+		case len(vs) > 1:
+			return "", ReasonMalformed
+		}
+		return vs[0], ReasonNone
+	}
+	return "", ReasonMissing
+}
+
+// bearerToken reads an RFC 6750 Authorization header. Another scheme
+// (Basic, ...) is not a credential for a bearer authenticator: missing.
+func bearerToken(vs []string) (string, Reason) {
+	switch {
+	case len(vs) == 0:
+		return "", ReasonMissing
+	case len(vs) > 1:
+		return "", ReasonMalformed
+	}
+	scheme, tok, ok := strings.Cut(vs[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", ReasonMissing
+	}
+	tok = strings.Trim(tok, " ")
+	if !ok || tok == "" || strings.ContainsAny(tok, " \t") {
+		return "", ReasonMalformed
+	}
+	return tok, ReasonNone
+}
+
+// strip removes the credential from r, which must be the middleware's own
+// copy (its Header and URL are not the caller's).
+func (s source) strip(r *http.Request) {
+	switch s.kind {
+	case fromBearer:
+		r.Header.Del("Authorization")
+	case fromHeader:
+		r.Header.Del(s.name)
+	case fromCookie:
+		stripCookie(r.Header, s.name)
+	case fromQuery:
+		if r.URL != nil && r.URL.RawQuery != "" {
+			r.URL.RawQuery = stripQuery(r.URL.RawQuery, s.name)
+		}
+	}
+}
+
+// stripCookie rewrites the Cookie headers without name, leaving every other
+// cookie byte for byte as the client sent it.
+func stripCookie(h http.Header, name string) {
+	lines := h["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	out := make([]string, 0, len(lines))
+	for _, line := range lines {
+		parts := strings.Split(line, ";")
+		kept := parts[:0]
+		for _, p := range parts {
+			n, _, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if n != name {
+				kept = append(kept, strings.TrimSpace(p))
+			}
+		}
+		if len(kept) > 0 {
+			out = append(out, strings.Join(kept, "; "))
+		}
+	}
+	if len(out) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h["Cookie"] = out
+}
+
+// stripQuery removes every name= pair from a raw query, keeping the order
+// and encoding of the others (re-encoding would change what the upstream
+// signs or caches on).
+func stripQuery(raw, name string) string {
+	var b strings.Builder
+	for pair := range strings.SplitSeq(raw, "&") {
+		k, _, _ := strings.Cut(pair, "=")
+		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(pair)
+	}
+	return b.String()
+}
