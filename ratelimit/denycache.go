@@ -1,0 +1,64 @@
+package ratelimit
+
+import "sync"
+
+// denyCache remembers refusals until their retry time so that a client far
+// over its limit costs no Redis round trip per request. It is exact, not an
+// approximation: a refusal writes nothing, and nothing but time can refill
+// a bucket, so until RetryAfter has passed Redis would refuse again with the
+// same answer (only the clocks' skew between edges can move it).
+type denyCache struct {
+	mu  sync.Mutex
+	m   map[string]denial
+	max int
+}
+
+type denial struct {
+	until, reset int64 // µs on the local clock
+	limit        int
+}
+
+func newDenyCache(max int) *denyCache {
+	return &denyCache{m: make(map[string]denial), max: max}
+}
+
+func (c *denyCache) get(key string, now int64) (Decision, bool) {
+	c.mu.Lock()
+	e, ok := c.m[key]
+	if ok && now >= e.until {
+		delete(c.m, key)
+		ok = false
+	}
+	c.mu.Unlock()
+	if !ok {
+		return Decision{}, false
+	}
+	return Decision{Limit: e.limit, RetryAfter: micros(e.until - now), ResetAfter: micros(max(e.reset-now, 0))}, true
+}
+
+func (c *denyCache) put(key string, now int64, d Decision) {
+	if d.Allowed || d.RetryAfter <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		for k, e := range c.m {
+			if now >= e.until {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= c.max {
+			// Full of live refusals: not caching costs round trips, never
+			// correctness.
+			return
+		}
+	}
+	c.m[key] = denial{until: now + d.RetryAfter.Microseconds(), reset: now + d.ResetAfter.Microseconds(), limit: d.Limit}
+}
+
+func (c *denyCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
+}

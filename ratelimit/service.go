@@ -1,0 +1,340 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/redisclient"
+	"github.com/causewayhq/causeway/routes"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Decision label values of causeway_ratelimit_decisions_total.
+const (
+	DecisionAllowed = "allowed"
+	DecisionLimited = "limited"
+	// DecisionError counts decisions Redis could not make (unreachable or
+	// too slow). With on_error: allow the in-memory fallback's outcome is
+	// counted as allowed or limited as well.
+	DecisionError = "error"
+)
+
+// NewDecisionsMetric returns the counter vector Options.Decisions expects,
+// for the gateway to register in its own registry.
+func NewDecisionsMetric() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "causeway_ratelimit_decisions_total",
+		Help: "Rate-limit decisions by limit and outcome (allowed, limited, error).",
+	}, []string{"limit", "decision"})
+}
+
+// Options configures a Service.
+type Options struct {
+	// Decisions counts decisions; labels: limit, decision. May be nil.
+	Decisions *prometheus.CounterVec
+	Logger    *slog.Logger
+	// Now is the clock of the in-memory limiter and the local denial cache
+	// (default time.Now). When set, Redis decisions use it too instead of
+	// Redis's TIME, so tests are exact; in production leave it nil so every
+	// edge counts on the one clock they share, Redis's.
+	Now func() time.Time
+}
+
+// probeInterval is how long an unreachable Redis is left alone before one
+// request tries it again; meanwhile decisions go straight to on_error, so
+// an outage costs no time-out per request.
+const probeInterval = 500 * time.Millisecond
+
+// denyCacheSize bounds the local memory of refusals.
+const denyCacheSize = 1 << 16
+
+// defaultRetire is how long a replaced Redis client stays open for the
+// requests still running under the configuration that used it.
+const defaultRetire = 30 * time.Second
+
+// Service applies the routes file's rate limits. It lives across reloads:
+// in-memory counters survive a reload, and a reload that does not change how
+// Redis is reached keeps the same client and connections.
+type Service struct {
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+	mem    *Memory
+	denied *denyCache
+
+	cur atomic.Pointer[snapshot]
+
+	mu      sync.Mutex // serialises Configure and Close
+	conn    *conn
+	retired map[*conn]*time.Timer
+	closed  bool
+}
+
+// snapshot is one applied configuration. Middlewares keep the snapshot that
+// was current when they were built.
+type snapshot struct {
+	limits  map[string]routes.RateLimit
+	trusted []netip.Prefix
+	store   *store // nil: count in memory
+}
+
+// store is the Redis side of a snapshot.
+type store struct {
+	conn    *conn
+	limiter *Redis
+	deny    bool // on_error: deny
+}
+
+// conn is one Redis client and what is known about its reachability.
+type conn struct {
+	id      string // identity of the connection settings, password included as a hash
+	client  redis.UniversalClient
+	timeout time.Duration
+	log     *slog.Logger
+
+	down    atomic.Bool
+	mu      sync.Mutex
+	retryAt int64 // µs: when the next probe may run
+	probing bool
+	lastErr error
+}
+
+// New returns a Service with no limits; call Configure before Middleware.
+func New(ctx context.Context, opts Options) *Service {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{
+		opts:    opts,
+		log:     log,
+		now:     now,
+		mem:     NewMemory(now),
+		denied:  newDenyCache(denyCacheSize),
+		retired: make(map[*conn]*time.Timer),
+	}
+}
+
+// Configure applies f.Redis and f.RateLimits. On error the previous
+// configuration stays in force.
+func (s *Service) Configure(ctx context.Context, f *routes.File) error {
+	if f == nil {
+		return errors.New("ratelimit: configure: no routes file")
+	}
+	limits := make(map[string]routes.RateLimit, len(f.RateLimits))
+	for name, rl := range f.RateLimits {
+		if _, err := LimitFromRoutes(name, rl).bucket(); err != nil {
+			return fmt.Errorf("ratelimit: configure: %w", err)
+		}
+		limits[name] = rl
+	}
+	trusted := make([]netip.Prefix, 0, len(f.TrustedProxies))
+	for _, p := range f.TrustedProxies {
+		pfx, err := routes.ParsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("ratelimit: configure: trusted_proxies: %w", err)
+		}
+		trusted = append(trusted, pfx)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("ratelimit: configure: service is closed")
+	}
+	snap := &snapshot{limits: limits, trusted: trusted}
+	var next *conn
+	if f.Redis != nil {
+		id, err := connID(f.Redis)
+		if err != nil {
+			return fmt.Errorf("ratelimit: configure: %w", err)
+		}
+		next = s.conn
+		if next == nil || next.id != id {
+			client, err := redisclient.New(f.Redis)
+			if err != nil {
+				return fmt.Errorf("ratelimit: configure: %w", err)
+			}
+			next = &conn{id: id, client: client, timeout: redisclient.Timeout(f.Redis), log: s.log}
+			next.check(ctx, s.now().UnixMicro())
+		}
+		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.Now})
+		if err != nil {
+			if next != s.conn {
+				_ = next.client.Close()
+			}
+			return fmt.Errorf("ratelimit: configure: %w", err)
+		}
+		snap.store = &store{conn: next, limiter: lim, deny: f.Redis.OnError == "deny"}
+	}
+	if s.conn != nil && s.conn != next {
+		retire := f.Server.ShutdownTimeout.D()
+		if retire <= 0 {
+			retire = defaultRetire
+		}
+		old := s.conn
+		s.retired[old] = time.AfterFunc(retire, func() { s.closeRetired(old) })
+	}
+	s.conn = next
+	s.cur.Store(snap)
+	return nil
+}
+
+// connID identifies how Redis is reached: a reload with the same identity
+// keeps the client. The password enters as a hash so the id can be kept
+// and compared without holding the secret twice.
+func connID(r *routes.Redis) (string, error) {
+	c := *r
+	c.OnError, c.KeyPrefix = "", "" // per-configuration, not per-connection
+	pw := ""
+	if c.PasswordEnv != "" {
+		v, ok := os.LookupEnv(c.PasswordEnv)
+		if !ok || v == "" {
+			return "", fmt.Errorf("redis: password_env names %s, which is not set or empty", c.PasswordEnv)
+		}
+		h := sha256.Sum256([]byte(v))
+		pw = hex.EncodeToString(h[:])
+	}
+	c.PasswordEnv = ""
+	return fmt.Sprintf("%#v|%s", c, pw), nil
+}
+
+func (s *Service) closeRetired(c *conn) {
+	s.mu.Lock()
+	_, ok := s.retired[c]
+	delete(s.retired, c)
+	s.mu.Unlock()
+	if ok {
+		_ = c.client.Close()
+	}
+}
+
+// Ready reports whether decisions can be made as configured: nil unless
+// Redis is configured and unreachable.
+func (s *Service) Ready() error {
+	snap := s.cur.Load()
+	if snap == nil || snap.store == nil {
+		return nil
+	}
+	c := snap.store.conn
+	if !c.down.Load() {
+		return nil
+	}
+	now := s.now().UnixMicro()
+	if c.tryProbe(now) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		err := c.client.Ping(ctx).Err()
+		cancel()
+		c.report(err, now)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down.Load() {
+		return fmt.Errorf("ratelimit: redis unreachable: %w", c.lastErr)
+	}
+	return nil
+}
+
+// Close releases every Redis client. Middlewares built earlier must no
+// longer be used.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	var errs []error
+	for c, t := range s.retired {
+		t.Stop()
+		errs = append(errs, c.client.Close())
+	}
+	clear(s.retired)
+	if s.conn != nil {
+		errs = append(errs, s.conn.client.Close())
+		s.conn = nil
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("ratelimit: closing redis: %w", err)
+	}
+	return nil
+}
+
+// check pings Redis once so that Ready is truthful from the start; an
+// unreachable Redis is not a configuration error (on_error decides).
+func (c *conn) check(ctx context.Context, now int64) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	c.report(c.client.Ping(ctx).Err(), now)
+}
+
+// usable says whether this decision should go to Redis: always while it is
+// up; while it is down, only for the one request that probes it after
+// probeInterval.
+func (c *conn) usable(now int64) bool {
+	if !c.down.Load() {
+		return true
+	}
+	return c.tryProbe(now)
+}
+
+func (c *conn) tryProbe(now int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.down.Load() {
+		return true
+	}
+	if c.probing || now < c.retryAt {
+		return false
+	}
+	c.probing = true
+	return true
+}
+
+// report records the outcome of a Redis call and logs transitions only, so
+// an outage is two log lines, not one per request.
+func (c *conn) report(err error, now int64) {
+	if err == nil && !c.down.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probing = false
+	if err == nil {
+		c.down.Store(false)
+		c.lastErr = nil
+		c.log.Info("ratelimit: redis reachable again; counting in redis")
+		return
+	}
+	c.lastErr = err
+	c.retryAt = now + probeInterval.Microseconds()
+	if !c.down.Swap(true) {
+		c.log.Warn("ratelimit: redis unreachable; applying on_error", "error", err.Error())
+	}
+}
+
+// abandonProbe lets another request probe when this one was cancelled
+// before Redis answered.
+func (c *conn) abandonProbe() {
+	if !c.down.Load() {
+		return
+	}
+	c.mu.Lock()
+	c.probing = false
+	c.mu.Unlock()
+}
