@@ -298,11 +298,11 @@ func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 		}
 		certs = append(certs, c)
 	}
-	if len(bytes.TrimSpace(data)) > 0 {
-		return nil, errors.New("trailing data that is not PEM")
-	}
 	if len(certs) == 0 {
 		return nil, errors.New("no PEM certificate found")
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		return nil, errors.New("trailing data that is not PEM")
 	}
 	return certs, nil
 }
