@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -37,11 +38,24 @@ func (e *Edge) adminHandler() http.Handler {
 			"file":        f.Path,
 			"loaded_at":   loaded.UTC().Format(time.RFC3339Nano),
 			"last_reload": last,
-			"config":      redacted(f),
+			"config":      configView(redacted(f)),
 		})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{Registry: e.registry}))
 	return mux
+}
+
+// configView is f with the routes file's own key names, for JSON output.
+func configView(f *routes.File) any {
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		return map[string]string{"error": "cannot render the configuration: " + err.Error()}
+	}
+	var v any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return map[string]string{"error": "cannot render the configuration: " + err.Error()}
+	}
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

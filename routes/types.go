@@ -310,3 +310,9 @@ func (r Raw) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(v)
 }
+
+// MarshalYAML writes d as a Go duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// MarshalYAML writes the raw value as it was in the file.
+func (r Raw) MarshalYAML() (any, error) { return r.Node, nil }

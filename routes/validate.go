@@ -98,12 +98,18 @@ func (c *checker) checkListen() {
 	if l.HTTPS != "" && c.f.TLS == nil {
 		c.errorf("listen.https", "an https listener needs a tls section with certificates or acme")
 	}
-	if l.HTTP != "" && l.HTTP == l.HTTPS {
+	// Port 0 (pick any free port) is how tests bind: not a clash.
+	if l.HTTP != "" && l.HTTP == l.HTTPS && !anyPort(l.HTTP) {
 		c.errorf("listen.https", "http and https listen on the same address %q", l.HTTP)
 	}
-	if l.Admin != "" && (l.Admin == l.HTTP || l.Admin == l.HTTPS) {
+	if l.Admin != "" && !anyPort(l.Admin) && (l.Admin == l.HTTP || l.Admin == l.HTTPS) {
 		c.errorf("listen.admin", "the admin listener must have an address of its own")
 	}
+}
+
+func anyPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
 }
 
 func checkListenAddr(addr string) error {
