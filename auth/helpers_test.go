@@ -210,7 +210,6 @@ type idp struct {
 	status       int
 	cacheControl string
 	hits         atomic.Int64
-	served       chan struct{} // one send per answered fetch, when not nil
 }
 
 func newIDP(t testing.TB, keys ...map[string]any) *idp {
@@ -220,7 +219,6 @@ func newIDP(t testing.TB, keys ...map[string]any) *idp {
 		p.hits.Add(1)
 		p.mu.Lock()
 		status, body, cc := p.status, map[string]any{"keys": p.keys}, p.cacheControl
-		served := p.served
 		p.mu.Unlock()
 		if cc != "" {
 			w.Header().Set("Cache-Control", cc)
@@ -229,12 +227,6 @@ func newIDP(t testing.TB, keys ...map[string]any) *idp {
 		w.WriteHeader(status)
 		if status == http.StatusOK {
 			_ = json.NewEncoder(w).Encode(body)
-		}
-		if served != nil {
-			select {
-			case served <- struct{}{}:
-			default:
-			}
 		}
 	}))
 	t.Cleanup(p.Close)
@@ -279,6 +271,9 @@ func parseErr(authenticators string, routeLines ...string) (*routes.File, error)
 // testSet builds a set and closes it when the test ends.
 func testSet(t testing.TB, f *routes.File, opts Options) *Set {
 	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = quiet
+	}
 	s, err := NewSet(context.Background(), f, nil, opts)
 	if err != nil {
 		t.Fatalf("NewSet: %v", err)
@@ -372,3 +367,15 @@ func counter(vec *prometheus.CounterVec, labels ...string) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// started waits until every JWKS refresher of s has made its start-up
+// fetch, so the test's own fetch counts and clock steps are not raced by it.
+func started(t testing.TB, s *Set) {
+	t.Helper()
+	for _, j := range s.jwks {
+		<-j.firstDone
+	}
+}
+
+// quiet drops the log of sets whose log the test does not read.
+var quiet = slog.New(slog.DiscardHandler)

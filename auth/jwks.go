@@ -61,9 +61,10 @@ type jwks struct {
 	refs        int
 	stopped     bool
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when run returns
+	firstDone chan struct{} // closed when the start-up fetch has ended, for tests
 }
 
 func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, client *http.Client, log *slog.Logger, now func() time.Time) *jwks {
@@ -75,9 +76,10 @@ func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, clien
 	}
 	j := &jwks{
 		url: rawURL, redacted: red, client: client, now: now, min: minI, max: maxI,
-		log:  log.With("jwks_url", red),
-		refs: 1,
-		done: make(chan struct{}),
+		log:       log.With("jwks_url", red),
+		refs:      1,
+		done:      make(chan struct{}),
+		firstDone: make(chan struct{}),
 	}
 	j.ctx, j.cancel = context.WithCancel(ctx)
 	go j.run()
@@ -114,8 +116,11 @@ func (j *jwks) release() {
 func (j *jwks) run() {
 	defer close(j.done)
 	retry := firstRetry
-	for {
+	for first := true; ; first = false {
 		next := j.refreshShared(j.ctx)
+		if first {
+			close(j.firstDone)
+		}
 		if next == 0 { // failed: back off, but never beyond min
 			next = retry
 			retry = min(retry*2, max(j.min, firstRetry))

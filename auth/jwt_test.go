@@ -86,6 +86,7 @@ func TestJWTRefusals(t *testing.T) {
 	fails := failuresVec()
 	log, logs := logBuffer()
 	s := testSet(t, f, Options{Now: clk.Now, Failures: fails, Logger: log})
+	started(t, s)
 	h, up := handler(t, s, f, 0)
 
 	good := rs.sign(t, claims(nil), "k1")
