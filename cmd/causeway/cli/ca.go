@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/causewayhq/causeway/mesh"
+)
+
+func init() {
+	Register(Command{Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue", Run: runCA})
+}
+
+var caCommands = map[string]func(args []string, stdout, stderr io.Writer) int{
+	"init":         runCAInit,
+	"intermediate": runCAIntermediate,
+	"issue":        runCAIssue,
+}
+
+func caUsage(w io.Writer) {
+	fmt.Fprintln(w, `usage:
+  causeway ca init -trust-domain example.org -dir ca/ [-ttl 87600h]
+      create a root CA: ca/root.pem, ca/root-key.pem (0600), ca/bundle.pem
+  causeway ca intermediate -dir ca/ -out ca/int [-ttl 8760h]
+      create an intermediate CA signed by the CA in -dir, so the root key can stay offline
+  causeway ca issue -dir ca/ -id spiffe://example.org/ns/shop/sa/orders -out mesh/orders [-ttl 24h]
+      issue a workload certificate: mesh/orders.pem (leaf + chain), mesh/orders-key.pem (0600)`)
+}
+
+func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		caUsage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		caUsage(stderr)
+		return 0
+	}
+	run, ok := caCommands[args[0]]
+	if !ok {
+		names := make([]string, 0, len(caCommands))
+		for n := range caCommands {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(stderr, "causeway ca: unknown subcommand %q (one of %s)\n", args[0], strings.Join(names, ", "))
+		return 2
+	}
+	return run(args[1:], stdout, stderr)
+}
+
+// caFlags is a flag set whose parse also refuses stray arguments and
+// missing required flags, printing usage on stderr.
+type caFlags struct {
+	*flag.FlagSet
+	name     string
+	required []string
+	stderr   io.Writer
+}
+
+func newCAFlags(name string, stderr io.Writer) *caFlags {
+	fs := flag.NewFlagSet("ca "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &caFlags{FlagSet: fs, name: name, stderr: stderr}
+}
+
+func (f *caFlags) requiredString(name, usage string) *string {
+	f.required = append(f.required, name)
+	return f.String(name, "", usage+" (required)")
+}
+
+// parse returns 0 when the command may go on, else the exit code.
+func (f *caFlags) parse(args []string) (int, bool) {
+	if err := f.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0, false
+		}
+		return 2, false
+	}
+	if f.NArg() > 0 {
+		fmt.Fprintf(f.stderr, "causeway ca %s: unexpected argument %q\n", f.name, f.Arg(0))
+		f.Usage()
+		return 2, false
+	}
+	for _, r := range f.required {
+		if f.Lookup(r).Value.String() == "" {
+			fmt.Fprintf(f.stderr, "causeway ca %s: -%s is required\n", f.name, r)
+			f.Usage()
+			return 2, false
+		}
+	}
+	return 0, true
+}
+
+func positiveTTL(stderr io.Writer, cmd string, ttl time.Duration) bool {
+	if ttl <= 0 {
+		fmt.Fprintf(stderr, "causeway ca %s: -ttl must be positive (found %s)\n", cmd, ttl)
+		return false
+	}
+	return true
+}
+
+func runCAInit(args []string, stdout, stderr io.Writer) int {
+	f := newCAFlags("init", stderr)
+	td := f.requiredString("trust-domain", "trust domain the CA issues for, e.g. example.org")
+	dir := f.requiredString("dir", "directory to create the CA in")
+	ttl := f.Duration("ttl", mesh.DefaultRootTTL, "lifetime of the root certificate")
+	if code, ok := f.parse(args); !ok {
+		return code
+	}
+	if !positiveTTL(stderr, "init", *ttl) {
+		return 2
+	}
+	if err := mesh.InitCA(*dir, *td, mesh.WithTTL(*ttl)); err != nil {
+		fmt.Fprintln(stderr, "causeway", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "created root CA for %s: %s, %s (keep it secret), %s (distribute to every workload)\n", *td,
+		filepath.Join(*dir, mesh.RootCertFile), filepath.Join(*dir, mesh.RootKeyFile), filepath.Join(*dir, mesh.BundleFile))
+	return 0
+}
+
+func runCAIntermediate(args []string, stdout, stderr io.Writer) int {
+	f := newCAFlags("intermediate", stderr)
+	dir := f.requiredString("dir", "directory of the signing CA (root or intermediate)")
+	out := f.requiredString("out", "directory to create the intermediate CA in")
+	ttl := f.Duration("ttl", mesh.DefaultIntermediateTTL, "lifetime of the intermediate certificate")
+	if code, ok := f.parse(args); !ok {
+		return code
+	}
+	if !positiveTTL(stderr, "intermediate", *ttl) {
+		return 2
+	}
+	if err := mesh.IssueIntermediate(*dir, *out, mesh.WithTTL(*ttl)); err != nil {
+		fmt.Fprintln(stderr, "causeway", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "created intermediate CA in %s; issue with: causeway ca issue -dir %s ...\n", *out, *out)
+	return 0
+}
+
+func runCAIssue(args []string, stdout, stderr io.Writer) int {
+	f := newCAFlags("issue", stderr)
+	dir := f.requiredString("dir", "directory of the issuing CA (root or intermediate)")
+	idFlag := f.requiredString("id", "SPIFFE ID of the workload, e.g. spiffe://example.org/ns/shop/sa/orders")
+	out := f.requiredString("out", "output prefix: writes PREFIX.pem and PREFIX-key.pem")
+	ttl := f.Duration("ttl", mesh.DefaultLeafTTL, "lifetime of the certificate (keep it short: there is no revocation)")
+	if code, ok := f.parse(args); !ok {
+		return code
+	}
+	if !positiveTTL(stderr, "issue", *ttl) {
+		return 2
+	}
+	id, err := mesh.ParseID(*idFlag)
+	if err != nil {
+		fmt.Fprintln(stderr, "causeway ca issue: -id:", err)
+		return 2
+	}
+	if err := mesh.IssueLeaf(*dir, id, *ttl, *out); err != nil {
+		fmt.Fprintln(stderr, "causeway", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "issued %s for %s: %s.pem, %s-key.pem\n", id, *ttl, *out, *out)
+	return 0
+}
