@@ -416,6 +416,7 @@ func TestRotationUnderLoad(t *testing.T) {
 		wg       sync.WaitGroup
 		firstErr sync.Once
 		errMsg   atomic.Value
+		progress = make(chan struct{}, 1024)
 	)
 	client := func(keepAlive bool) {
 		defer wg.Done()
@@ -430,6 +431,10 @@ func TestRotationUnderLoad(t *testing.T) {
 				resp.Body.Close()
 			}
 			requests.Add(1)
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
 			if err != nil {
 				failures.Add(1)
 				firstErr.Do(func() { errMsg.Store(err.Error()) })
@@ -441,15 +446,27 @@ func TestRotationUnderLoad(t *testing.T) {
 		go client(false)
 		go client(true)
 	}
+	// awaitRequests lets n requests complete, so every rotation happens under load.
+	awaitRequests := func(n int) {
+		for range n {
+			select {
+			case <-progress:
+			case <-time.After(30 * time.Second):
+				t.Fatal("clients made no progress for 30s")
+			}
+		}
+	}
 	// Three rotations, each waiting for the reload to take effect.
 	var serials []string
 	for i := 0; i < 3; i++ {
+		awaitRequests(200)
 		cp, kp := ca.leaf(t, "api.example.com", false, "api.example.com")
 		writeFile(t, k, kp)
 		writeFile(t, c, cp)
 		waitReload(t, reloaded)
 		serials = append(serials, m.static.Load().certs[0].Leaf.SerialNumber.String())
 	}
+	awaitRequests(200)
 	stop.Store(true)
 	wg.Wait()
 	if f := failures.Load(); f > 0 {
@@ -514,8 +531,8 @@ func TestTokenBucket(t *testing.T) {
 		want    bool
 	}{
 		{0, true}, {0, true}, {0, false}, // burst of 2, then empty
-		{30 * time.Second, false},        // half a token
-		{30 * time.Second, true},         // one whole token
+		{30 * time.Second, false}, // half a token
+		{30 * time.Second, true},  // one whole token
 		{0, false},
 		{10 * time.Minute, true}, {0, true}, {0, false}, // refills to burst, not beyond
 	}
@@ -551,4 +568,3 @@ func TestStaticSetUnchanged(t *testing.T) {
 		t.Fatal("removed file not seen as changed")
 	}
 }
-
