@@ -68,6 +68,9 @@ func (m *Memory) allowAt(key string, b bucket, now int64) Decision {
 	level := b.cap
 	if ok && e.sig == sig {
 		level = b.refill(e.level, e.last, now)
+		// An older stamp (edges' clocks disagree) must not move the stored
+		// time back, or the same interval would be refilled twice.
+		now = max(now, e.last)
 	}
 	level, d := b.take(level)
 	if !d.Allowed {

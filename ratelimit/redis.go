@@ -49,7 +49,12 @@ local level = cap
 local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
 if s[1] and s[3] == sig then
   level = tonumber(s[1])
-  local elapsed = now - tonumber(s[2])
+  local last = tonumber(s[2])
+  local elapsed = now - last
+  -- a stamp older than the stored one (edges' clocks disagree) refills
+  -- nothing and must not move the stored time back, or the same interval
+  -- would be refilled twice
+  if elapsed < 0 then now = last end
   if elapsed > 0 then
     if elapsed >= ceildiv(cap - level, rate) then
       level = cap
