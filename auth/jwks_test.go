@@ -131,7 +131,7 @@ func TestJWKSOutage(t *testing.T) {
 
 	for _, outage := range []func(){
 		func() { p.set(http.StatusInternalServerError) },
-		func() { p.set(http.StatusOK) },                             // an empty key set
+		func() { p.set(http.StatusOK) },                               // an empty key set
 		func() { p.set(http.StatusOK, map[string]any{"kty": "oct"}) }, // nothing usable
 	} {
 		outage()

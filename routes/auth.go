@@ -119,9 +119,6 @@ func (c *checker) checkJWT(p string, j *JWT) {
 		if j.JWKSURL == "" {
 			c.errorf(p+".jwks_refresh", "only applies to jwks_url")
 		}
-		if b.Min < 0 || b.Max < 0 {
-			c.errorf(p+".jwks_refresh", "durations must not be negative")
-		}
 		// A refetch more often than once a second is an identity provider
 		// hammered by every edge instance, whatever its Cache-Control says.
 		if b.Min > 0 && b.Min.D() < minJWKSRefreshInterval {
@@ -130,9 +127,6 @@ func (c *checker) checkJWT(p string, j *JWT) {
 		if b.Max != 0 && b.Min > b.Max {
 			c.errorf(p+".jwks_refresh.min", "min (%s) exceeds max (%s)", b.Min.D(), b.Max.D())
 		}
-	}
-	if j.Leeway < 0 {
-		c.errorf(p+".leeway", "must not be negative")
 	}
 	if j.MaxTokenBytes < 0 || j.MaxTokenBytes > maxTokenBytesCeiling {
 		c.errorf(p+".max_token_bytes", "must be between 1 and %d (found %d)", maxTokenBytesCeiling, j.MaxTokenBytes)

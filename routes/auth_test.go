@@ -1,0 +1,126 @@
+package routes
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// authFile is base with an authenticators section made of body.
+func authFile(body string) string { return base + "authenticators:\n" + body }
+
+func jwtAuth(lines string) string {
+	return authFile("  users:\n    jwt:\n" + lines)
+}
+
+func TestAuthValidation(t *testing.T) {
+	pub := "      public_key_files: [k.pem]\n"
+	tests := []struct {
+		name string
+		file string
+		want string // "" accepts the file; otherwise a substring of the errors
+	}{
+		{"jwks", jwtAuth("      jwks_url: https://id.example.com/jwks\n      algorithms: [RS256, ES256, EdDSA]\n"), ""},
+		{"public key files", jwtAuth(pub + "      algorithms: [PS256]\n"), ""},
+		{"hmac env", jwtAuth("      hmac_secret_env: S\n      algorithms: [HS256, HS512]\n"), ""},
+		{"api key", authFile("  p:\n    api_key: {keys_file: keys.txt}\n"), ""},
+		{"neither", authFile("  p: {}\n"), "t.yaml:10:6: authenticators.p: needs jwt or api_key"},
+		{"both", authFile("  p:\n    jwt: {jwks_url: \"https://x/j\", algorithms: [RS256]}\n    api_key: {keys_file: k}\n"), "authenticators.p.api_key: jwt and api_key are exclusive"},
+		{"bad name", authFile("  \"no spaces\":\n    api_key: {keys_file: k}\n"), `authenticator name "no spaces"`},
+		{"no key source", jwtAuth("      algorithms: [RS256]\n"), "needs a key source"},
+		{"two secret sources", jwtAuth("      hmac_secret_env: S\n      hmac_secret_file: s\n      algorithms: [HS256]\n"), "hmac_secret_env and hmac_secret_file are exclusive"},
+		{"jwks not a url", jwtAuth("      jwks_url: id.example.com/jwks\n      algorithms: [RS256]\n"), `authenticators.users.jwt.jwks_url: "id.example.com/jwks" is not an http(s) URL`},
+		{"no algorithms", jwtAuth(pub), "t.yaml:12:7: authenticators.users.jwt.algorithms: list the allowed algorithms"},
+		{"alg none", jwtAuth(pub + "      algorithms: [none]\n"), `t.yaml:13:20: authenticators.users.jwt.algorithms[0]: unknown algorithm "none"`},
+		{"lowercase alg", jwtAuth(pub + "      algorithms: [rs256]\n"), `unknown algorithm "rs256"`},
+		{"HS with public keys", jwtAuth(pub + "      algorithms: [RS256, HS256]\n"), "algorithms[1]: HS256 needs hmac_secret_env or hmac_secret_file"},
+		{"RS with a secret", jwtAuth("      hmac_secret_env: S\n      algorithms: [RS256]\n"), "algorithms[0]: RS256 needs jwks_url or public_key_files"},
+		{"bad forward header", jwtAuth(pub + "      algorithms: [RS256]\n      forward_claims: {sub: \"X User\"}\n"), `forward_claims.sub: "X User" is not a header name`},
+		{"forward into authorization", jwtAuth(pub + "      algorithms: [RS256]\n      forward_claims: {sub: authorization}\n"), `"Authorization" cannot carry a claim`},
+		{"two claims one header", jwtAuth(pub + "      algorithms: [RS256]\n      forward_claims: {sub: X-User, email: x-user}\n"), `header "X-User" already carries claim "email"`},
+		{"token from two places", jwtAuth(pub + "      algorithms: [RS256]\n      from: {header: X-T, cookie: t}\n"), "from: set exactly one of header, cookie or query"},
+		{"token from a bad header", jwtAuth(pub + "      algorithms: [RS256]\n      from: {header: \"a b\"}\n"), `from.header: "a b" is not a header name`},
+		{"token from a cookie", jwtAuth(pub + "      algorithms: [RS256]\n      from: {cookie: session}\n"), ""},
+		{"negative leeway", jwtAuth(pub + "      algorithms: [RS256]\n      leeway: -1s\n"), `leeway: duration "-1s" must not be negative`},
+		{"max token bytes too large", jwtAuth(pub + "      algorithms: [RS256]\n      max_token_bytes: 2000000\n"), "max_token_bytes: must be between 1 and 1048576"},
+		{"negative max token bytes", jwtAuth(pub + "      algorithms: [RS256]\n      max_token_bytes: -1\n"), "max_token_bytes: must be between"},
+		{"negative token cache", jwtAuth(pub + "      algorithms: [RS256]\n      token_cache: -1\n"), "token_cache: must not be negative"},
+		{"token cache off", jwtAuth(pub + "      algorithms: [RS256]\n      token_cache: 0\n"), ""},
+		{"refresh bounds without jwks", jwtAuth(pub + "      algorithms: [RS256]\n      jwks_refresh: {min: 1m}\n"), "jwks_refresh: only applies to jwks_url"},
+		{"refresh min above max", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {min: 2h, max: 1h}\n"), "jwks_refresh.min: min (2h0m0s) exceeds max (1h0m0s)"},
+		{"refresh min too small", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {min: 10ms}\n"), "jwks_refresh.min: must be at least 1s"},
+		{"refresh negative", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {max: -1m}\n"), `jwks_refresh.max: duration "-1m" must not be negative`},
+		{"api key without file", authFile("  p:\n    api_key: {header: X-K}\n"), "authenticators.p.api_key.keys_file: is required"},
+		{"api key header and query", authFile("  p:\n    api_key: {keys_file: k, header: X-K, query: k}\n"), "api_key.query: header and query are exclusive"},
+		{"api key bad forward name", authFile("  p:\n    api_key: {keys_file: k, forward_name: \"a:b\"}\n"), `forward_name: "a:b" is not a header name`},
+		{"route with undefined auth", base + "    auth: nope\n", `routes[0].auth[0]: undefined authenticator "nope"`},
+		{"claims without auth", base + "    require_claims: {scope: x}\n", "routes[0].require_claims: needs auth"},
+		{"unknown key", jwtAuth(pub + "      algorithms: [RS256]\n      audience: api\n"), `t.yaml:14:7: authenticators.users.jwt.audience: unknown key (did you mean "audiences"?)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.file))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && err == nil:
+				t.Fatalf("accepted, want error containing %q", tt.want)
+			case tt.want != "" && !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestAuthDefaults(t *testing.T) {
+	tests := []struct {
+		name  string
+		file  string
+		check func(t *testing.T, f *File)
+	}{
+		{"jwt", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n"), func(t *testing.T, f *File) {
+			j := f.Authenticators["users"].JWT
+			if j.Realm != "users" || j.MaxTokenBytes != DefaultMaxTokenBytes || j.TokenCache == nil || *j.TokenCache != DefaultTokenCache {
+				t.Fatalf("jwt defaults %+v", j)
+			}
+			if b := j.JWKSRefresh; b == nil || b.Min.D() != DefaultJWKSRefreshMin || b.Max.D() != DefaultJWKSRefreshMax {
+				t.Fatalf("jwks_refresh %+v", b)
+			}
+		}},
+		{"explicit values kept", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      realm: api\n      token_cache: 0\n      max_token_bytes: 4096\n      jwks_refresh: {min: 5s, max: 10m}\n"), func(t *testing.T, f *File) {
+			j := f.Authenticators["users"].JWT
+			if j.Realm != "api" || *j.TokenCache != 0 || j.MaxTokenBytes != 4096 || j.JWKSRefresh.Min.D() != 5*time.Second || j.JWKSRefresh.Max.D() != 10*time.Minute {
+				t.Fatalf("explicit values changed: %+v %+v", j, j.JWKSRefresh)
+			}
+		}},
+		{"max below the default min pulls min down", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {max: 10s}\n"), func(t *testing.T, f *File) {
+			if b := f.Authenticators["users"].JWT.JWKSRefresh; b.Min.D() != 10*time.Second || b.Max.D() != 10*time.Second {
+				t.Fatalf("jwks_refresh %+v", b)
+			}
+		}},
+		{"no refresh bounds without jwks", jwtAuth("      public_key_files: [k.pem]\n      algorithms: [RS256]\n"), func(t *testing.T, f *File) {
+			if f.Authenticators["users"].JWT.JWKSRefresh != nil {
+				t.Fatal("jwks_refresh set for a static-key authenticator")
+			}
+		}},
+		{"api key header", authFile("  p:\n    api_key: {keys_file: k}\n"), func(t *testing.T, f *File) {
+			if k := f.Authenticators["p"].APIKey; k.Header != DefaultAPIKeyHeader {
+				t.Fatalf("header %q", k.Header)
+			}
+		}},
+		{"api key query keeps no header", authFile("  p:\n    api_key: {keys_file: k, query: key}\n"), func(t *testing.T, f *File) {
+			if k := f.Authenticators["p"].APIKey; k.Header != "" || k.Query != "key" {
+				t.Fatalf("api key %+v", k)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Parse("t.yaml", []byte(tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, f)
+		})
+	}
+}
