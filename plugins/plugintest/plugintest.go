@@ -49,6 +49,21 @@ func New(use, config string) (plugins.Instance, *plugins.Instances, error) {
 	return inst, s, nil
 }
 
+// Load loads instance "p" from a routes file on disk (written with Routes),
+// for plugins that resolve paths relative to the routes file.
+func Load(path string) (plugins.Instance, *plugins.Instances, error) {
+	f, err := routes.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := plugins.NewInstances(context.Background(), f)
+	if err != nil {
+		return nil, nil, err
+	}
+	inst, _ := s.Get("p")
+	return inst, s, nil
+}
+
 // MustNew is New for configs that must load; the instance is closed when
 // the test ends.
 func MustNew(t testing.TB, use, config string) plugins.Instance {

@@ -1,0 +1,162 @@
+// Package respond is the "respond" plugin: it answers every request itself
+// with a fixed response (a maintenance page, a health route, a robots.txt)
+// and never calls the upstream.
+package respond
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/causewayhq/causeway/plugins"
+	"github.com/causewayhq/causeway/routes"
+)
+
+func init() { plugins.Register("respond", factory) }
+
+// Config is the plugin's config: section.
+type Config struct {
+	// Status is the response status (default 200).
+	Status int `yaml:"status"`
+	// Body is the response body; BodyFile reads it from a file when the
+	// routes file loads (a relative path is relative to the routes file).
+	Body     string `yaml:"body"`
+	BodyFile string `yaml:"body_file"`
+	// ContentType defaults to text/plain; charset=utf-8 for a body.
+	ContentType string `yaml:"content_type"`
+	// Headers are set on the response (e.g. Retry-After for a 503).
+	Headers map[string]string `yaml:"headers"`
+}
+
+// MaxBodyBytes bounds body_file: the body is held in memory for the life of
+// the configuration.
+const MaxBodyBytes = 1 << 20
+
+// Respond is a configured instance.
+type Respond struct {
+	status  int
+	body    []byte
+	headers http.Header
+}
+
+var _ plugins.Instance = (*Respond)(nil)
+
+func factory(_ context.Context, raw routes.Raw) (plugins.Instance, error) {
+	var cfg Config
+	if err := raw.Decode(&cfg); err != nil {
+		return nil, err
+	}
+	return New(cfg, raw)
+}
+
+// New checks cfg, reads body_file, and builds the instance; errors are
+// located through raw.
+func New(cfg Config, raw routes.Raw) (*Respond, error) {
+	p := &Respond{status: cfg.Status, body: []byte(cfg.Body), headers: http.Header{}}
+	if p.status == 0 {
+		p.status = http.StatusOK
+	}
+	if p.status < 200 || p.status > 599 {
+		return nil, raw.ErrorAt("status", "%d is not a final HTTP status (200-599)", p.status)
+	}
+	if cfg.BodyFile != "" {
+		if cfg.Body != "" {
+			return nil, raw.ErrorAt("body_file", "body and body_file are exclusive: use one")
+		}
+		path := cfg.BodyFile
+		if !filepath.IsAbs(path) && raw.File != "" {
+			path = filepath.Join(filepath.Dir(raw.File), path)
+		}
+		b, err := readFile(path)
+		if err != nil {
+			return nil, raw.ErrorAt("body_file", "%v", err)
+		}
+		p.body = b
+	}
+	if len(p.body) > 0 && (p.status == http.StatusNoContent || p.status == http.StatusNotModified) {
+		return nil, raw.ErrorAt("body", "a %d response has no body", p.status)
+	}
+	keys := make([]string, 0, len(cfg.Headers))
+	for k := range cfg.Headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := cfg.Headers[k]
+		if !validName(k) {
+			return nil, plugins.ConfigError(raw, "headers."+k, "%q is not a header name", k)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return nil, plugins.ConfigError(raw, "headers."+k, "a value cannot contain CR, LF or NUL")
+		}
+		switch http.CanonicalHeaderKey(k) {
+		case "Content-Length", "Transfer-Encoding", "Content-Type":
+			return nil, plugins.ConfigError(raw, "headers."+k, "set by the plugin itself (use content_type for the type)")
+		}
+		p.headers.Set(k, v)
+	}
+	if len(p.body) > 0 {
+		ct := cfg.ContentType
+		if ct == "" {
+			ct = "text/plain; charset=utf-8"
+		}
+		if strings.ContainsAny(ct, "\r\n\x00") {
+			return nil, raw.ErrorAt("content_type", "a value cannot contain CR, LF or NUL")
+		}
+		p.headers.Set("Content-Type", ct)
+		p.headers.Set("X-Content-Type-Options", "nosniff")
+	}
+	if p.status != http.StatusNoContent && p.status != http.StatusNotModified {
+		p.headers.Set("Content-Length", strconv.Itoa(len(p.body)))
+	}
+	return p, nil
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading body_file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBodyBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading body_file %s: %w", path, err)
+	}
+	if len(b) > MaxBodyBytes {
+		return nil, fmt.Errorf("body_file %s is larger than %d KiB", path, MaxBodyBytes>>10)
+	}
+	return b, nil
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Wrap answers every request; next is never called.
+func (p *Respond) Wrap(http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		for k, v := range p.headers {
+			h[k] = append([]string(nil), v...) // a later Add must not write into the shared slice
+		}
+		w.WriteHeader(p.status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(p.body)
+		}
+	})
+}
