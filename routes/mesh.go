@@ -1,10 +1,11 @@
 package routes
 
 import (
-	"net/url"
-	"strings"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
+// checkMesh checks the edge's own identity. The files themselves are read
+// by the mesh package when the edge starts or reloads.
 func (c *checker) checkMesh() {
 	m := c.f.Mesh
 	if m == nil {
@@ -12,10 +13,12 @@ func (c *checker) checkMesh() {
 	}
 	if m.TrustDomain == "" {
 		c.errorf("mesh.trust_domain", "is required")
+	} else if _, err := spiffeid.TrustDomainFromString(m.TrustDomain); err != nil {
+		c.errorf("mesh.trust_domain", "%q is not a trust domain (lower-case letters, digits, '.', '-', '_'): %v", m.TrustDomain, err)
 	}
-	for key, v := range map[string]string{"cert_file": m.CertFile, "key_file": m.KeyFile, "bundle_file": m.BundleFile} {
-		if v == "" {
-			c.errorf("mesh."+key, "is required")
+	for _, kv := range []struct{ key, v string }{{"cert_file", m.CertFile}, {"key_file", m.KeyFile}, {"bundle_file", m.BundleFile}} {
+		if kv.v == "" {
+			c.errorf("mesh."+kv.key, "is required")
 		}
 	}
 }
@@ -29,13 +32,17 @@ func (c *checker) checkUpstreamMesh(p string, u Upstream) {
 		}
 		return
 	}
-	id, err := url.Parse(u.MeshIdentity)
-	if err != nil || id.Scheme != "spiffe" || id.Host == "" || !strings.HasPrefix(id.Path, "/") || id.RawQuery != "" || id.Fragment != "" {
-		c.errorf(p+".mesh_identity", "%q is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH)", u.MeshIdentity)
+	id, err := spiffeid.FromString(u.MeshIdentity)
+	if err != nil {
+		c.errorf(p+".mesh_identity", "%q is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): %v", u.MeshIdentity, err)
 		return
 	}
 	if m == nil {
 		c.errorf(p+".mesh_identity", "needs the mesh section (the edge's own identity for mTLS)")
+	} else if td, err := spiffeid.TrustDomainFromString(m.TrustDomain); err == nil && !id.MemberOf(td) {
+		// The edge holds only its own trust domain's bundle: a sidecar of
+		// another domain could never be verified.
+		c.errorf(p+".mesh_identity", "%s is outside mesh.trust_domain %s (federation is not supported)", id, td)
 	}
 	if u.Scheme == "https" {
 		c.errorf(p+".scheme", "mesh upstreams use mTLS already: leave scheme out")

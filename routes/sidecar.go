@@ -1,0 +1,334 @@
+package routes
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Sidecar is one sidecar file (DESIGN.md "The sidecar file"), decoded and
+// defaulted. The sidecar runs the gateway's engine with mesh identities on
+// both sides: mTLS in, plain HTTP to the local service; plain HTTP from the
+// local service, mTLS out.
+type Sidecar struct {
+	Version  int             `yaml:"version"`
+	Identity SidecarIdentity `yaml:"identity"`
+	Inbound  *Inbound        `yaml:"inbound"`
+	Outbound *Outbound       `yaml:"outbound"`
+	// Admin serves /metrics, /healthz, /readyz; loopback by default.
+	Admin string `yaml:"admin"`
+	// Server and AccessLog mean what they mean in the routes file and have
+	// the same defaults; they apply to both listeners.
+	Server    Server    `yaml:"server"`
+	AccessLog AccessLog `yaml:"access_log"`
+
+	// Path is the file read; Positions maps key paths to where they stand.
+	Path      string         `yaml:"-" json:"-"`
+	Positions map[string]Pos `yaml:"-" json:"-"`
+}
+
+// SidecarIdentity is the workload's own certificate, key and trust bundle,
+// re-read when the files change.
+type SidecarIdentity struct {
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	BundleFile string `yaml:"bundle_file"`
+	// TrustDomain, if set, refuses a certificate of another trust domain
+	// and allow entries that could never verify.
+	TrustDomain string `yaml:"trust_domain"`
+}
+
+// Inbound terminates mTLS from callers and forwards to the local service.
+type Inbound struct {
+	Listen string `yaml:"listen"`
+	// ForwardTo is the local service, host:port on loopback.
+	ForwardTo string `yaml:"forward_to"`
+	// Allow lists the caller SPIFFE IDs let in; AllowTrustDomains lets in
+	// every ID of a trust domain. A verified caller in neither gets 403.
+	Allow             []string `yaml:"allow"`
+	AllowTrustDomains []string `yaml:"allow_trust_domains"`
+	// Timeout bounds a request to the local service (default 30s).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Outbound takes plain HTTP from the local service and sends it over mTLS
+// to the service named by the request's Host.
+type Outbound struct {
+	// Listen must be a loopback address: it accepts plain, unauthenticated
+	// HTTP and vouches for it with this workload's identity.
+	Listen   string                     `yaml:"listen"`
+	Services map[string]OutboundService `yaml:"services"`
+}
+
+// OutboundService is one service the local service may call.
+type OutboundService struct {
+	// Endpoints are the service's sidecars' inbound listeners.
+	Endpoints []string `yaml:"endpoints"`
+	// Identity is the SPIFFE ID the service's sidecars must present.
+	Identity string `yaml:"identity"`
+	Balance  string `yaml:"balance"` // as upstreams.*.balance; default round_robin
+	// Timeout bounds a request (default 30s).
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Sidecar file defaults, documented in docs/mesh.md.
+const (
+	DefaultSidecarInbound  = ":15443"
+	DefaultSidecarOutbound = "127.0.0.1:15001"
+	DefaultSidecarAdmin    = "127.0.0.1:15000"
+)
+
+// LoadSidecar reads, decodes, defaults and validates the sidecar file at
+// path. On failure the error is an Errors listing every problem found.
+func LoadSidecar(path string) (*Sidecar, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading sidecar file: %w", err)
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading sidecar file %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, Errors{{File: path, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is larger than %d MiB", MaxFileSize>>20)}}
+	}
+	return ParseSidecar(path, data)
+}
+
+// ParseSidecar decodes, defaults and validates a sidecar file held in
+// memory; name is used in error messages.
+func ParseSidecar(name string, data []byte) (*Sidecar, error) {
+	root, err := parseYAML(name, data)
+	if err != nil {
+		return nil, err
+	}
+	d := newDecoder(name)
+	s := &Sidecar{}
+	d.decode(root, "", reflect.ValueOf(s).Elem())
+	s.Path, s.Positions = name, d.pos
+	if len(d.errs) > 0 {
+		d.errs.sort()
+		return nil, d.errs
+	}
+	s.applyDefaults()
+	if errs := s.validate(); len(errs) > 0 {
+		return nil, errs
+	}
+	return s, nil
+}
+
+// At returns the position of path in the file, or of its nearest enclosing
+// key when path itself is absent.
+func (s *Sidecar) At(path string) Pos {
+	return (&File{Positions: s.Positions}).At(path)
+}
+
+func (s *Sidecar) applyDefaults() {
+	if s.Admin == "" {
+		s.Admin = DefaultSidecarAdmin
+	}
+	// The same server and access log defaults as the edge: the same engine
+	// faces the same clients.
+	f := &File{Server: s.Server, AccessLog: s.AccessLog}
+	srv := &f.Server
+	setDuration(&srv.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDuration(&srv.IdleTimeout, DefaultIdleTimeout)
+	setDuration(&srv.ShutdownTimeout, DefaultShutdownTimeout)
+	if srv.MaxHeaderBytes == 0 {
+		srv.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if f.AccessLog.Output == "" {
+		f.AccessLog.Output = "stdout"
+	}
+	if f.AccessLog.Sample == 0 {
+		f.AccessLog.Sample = 1
+	}
+	s.Server, s.AccessLog = f.Server, f.AccessLog
+	if in := s.Inbound; in != nil {
+		if in.Listen == "" {
+			in.Listen = DefaultSidecarInbound
+		}
+		setDuration(&in.Timeout, DefaultUpstreamTimeout)
+	}
+	if out := s.Outbound; out != nil {
+		if out.Listen == "" {
+			out.Listen = DefaultSidecarOutbound
+		}
+		for name, svc := range out.Services {
+			if svc.Balance == "" {
+				svc.Balance = DefaultBalance
+			}
+			setDuration(&svc.Timeout, DefaultUpstreamTimeout)
+			out.Services[name] = svc
+		}
+	}
+}
+
+func (s *Sidecar) validate() Errors {
+	// The routes checker locates errors through a File's positions; the
+	// sidecar's server and access_log sections are checked by the same code.
+	c := &checker{f: &File{Path: s.Path, Positions: s.Positions, Server: s.Server, AccessLog: s.AccessLog}}
+	if s.Version != 1 {
+		c.errorf("version", "must be 1 (found %d)", s.Version)
+	}
+	c.checkServer()
+	c.checkAccessLog()
+	id := s.Identity
+	for _, kv := range []struct{ key, v string }{{"cert_file", id.CertFile}, {"key_file", id.KeyFile}, {"bundle_file", id.BundleFile}} {
+		if kv.v == "" {
+			c.errorf("identity."+kv.key, "is required")
+		}
+	}
+	var td spiffeid.TrustDomain
+	if id.TrustDomain != "" {
+		var err error
+		if td, err = spiffeid.TrustDomainFromString(id.TrustDomain); err != nil {
+			c.errorf("identity.trust_domain", "%q is not a trust domain: %v", id.TrustDomain, err)
+		}
+	}
+	if s.Inbound == nil && s.Outbound == nil {
+		c.errorf("", "a sidecar needs inbound, outbound or both")
+	}
+	listeners := map[string]string{"admin": s.Admin}
+	if err := checkListenAddr(s.Admin); err != nil {
+		c.errorf("admin", "%v", err)
+	}
+	if in := s.Inbound; in != nil {
+		c.checkInbound(in, td)
+		listeners["inbound.listen"] = in.Listen
+	}
+	if out := s.Outbound; out != nil {
+		c.checkOutbound(out, td)
+		listeners["outbound.listen"] = out.Listen
+	}
+	c.checkListenerClash(listeners)
+	c.errs.sort()
+	return c.errs
+}
+
+func (c *checker) checkInbound(in *Inbound, td spiffeid.TrustDomain) {
+	if err := checkListenAddr(in.Listen); err != nil {
+		c.errorf("inbound.listen", "%v", err)
+	}
+	switch {
+	case in.ForwardTo == "":
+		c.errorf("inbound.forward_to", "is required: the local service's host:port")
+	case checkEndpoint(in.ForwardTo) != nil:
+		c.errorf("inbound.forward_to", "%v", checkEndpoint(in.ForwardTo))
+	case !isLoopback(in.ForwardTo):
+		c.errorf("inbound.forward_to", "%q is not a loopback address: the hop to the local service is plain HTTP and must not leave the host", in.ForwardTo)
+	}
+	if len(in.Allow) == 0 && len(in.AllowTrustDomains) == 0 {
+		c.errorf("inbound.allow", "list the caller SPIFFE IDs allowed in (or inbound.allow_trust_domains): with none every caller is refused")
+	}
+	seen := map[string]bool{}
+	for i, a := range in.Allow {
+		p := fmt.Sprintf("inbound.allow[%d]", i)
+		id, err := spiffeid.FromString(a)
+		if err != nil {
+			c.errorf(p, "%q is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): %v", a, err)
+			continue
+		}
+		if seen[id.String()] {
+			c.errorf(p, "%s is listed twice", id)
+		}
+		seen[id.String()] = true
+		if !td.IsZero() && !id.MemberOf(td) {
+			c.errorf(p, "%s is outside the trust domain %s: its certificate could never verify against this bundle", id, td)
+		}
+	}
+	for i, d := range in.AllowTrustDomains {
+		p := fmt.Sprintf("inbound.allow_trust_domains[%d]", i)
+		got, err := spiffeid.TrustDomainFromString(d)
+		if err != nil {
+			c.errorf(p, "%q is not a trust domain: %v", d, err)
+			continue
+		}
+		if !td.IsZero() && got != td {
+			c.errorf(p, "%s is not the trust domain %s: its certificates could never verify against this bundle", got, td)
+		}
+	}
+}
+
+func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain) {
+	if err := checkListenAddr(out.Listen); err != nil {
+		c.errorf("outbound.listen", "%v", err)
+	} else if !isLoopback(out.Listen) {
+		c.errorf("outbound.listen", "%q is not a loopback address: the outbound listener takes unauthenticated HTTP and sends it with this workload's identity, so only the local service may reach it", out.Listen)
+	}
+	if len(out.Services) == 0 {
+		c.errorf("outbound.services", "list the services the local service calls")
+	}
+	for _, name := range sortedKeys(out.Services) {
+		svc := out.Services[name]
+		p := "outbound.services." + name
+		c.checkName(p, "service", name)
+		if len(svc.Endpoints) == 0 {
+			c.errorf(p+".endpoints", "is required: the service's sidecar addresses (host:port)")
+		}
+		seen := map[string]bool{}
+		for i, ep := range svc.Endpoints {
+			ep = strings.TrimSpace(ep)
+			ip := fmt.Sprintf("%s.endpoints[%d]", p, i)
+			if err := checkEndpoint(ep); err != nil {
+				c.errorf(ip, "%v", err)
+			}
+			if seen[ep] {
+				c.errorf(ip, "endpoint %q is listed twice", ep)
+			}
+			seen[ep] = true
+		}
+		switch id, err := spiffeid.FromString(svc.Identity); {
+		case svc.Identity == "":
+			c.errorf(p+".identity", "is required: the SPIFFE ID the service's sidecars must present")
+		case err != nil:
+			c.errorf(p+".identity", "%q is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): %v", svc.Identity, err)
+		case !td.IsZero() && !id.MemberOf(td):
+			c.errorf(p+".identity", "%s is outside the trust domain %s: it could never verify against this bundle", id, td)
+		}
+		if !slices.Contains(balancers, svc.Balance) {
+			c.errorf(p+".balance", "unknown balancer %q (one of %s)", svc.Balance, strings.Join(balancers, ", "))
+		}
+	}
+}
+
+// checkListenerClash refuses two listeners on one port where their hosts
+// overlap (the same host, or either one on every interface).
+func (c *checker) checkListenerClash(listeners map[string]string) {
+	keys := sortedKeys(listeners)
+	for i, a := range keys {
+		for _, b := range keys[i+1:] {
+			ha, pa, errA := net.SplitHostPort(listeners[a])
+			hb, pb, errB := net.SplitHostPort(listeners[b])
+			if errA != nil || errB != nil || pa != pb || pa == "0" {
+				continue
+			}
+			if ha == hb || isWildcardHost(ha) || isWildcardHost(hb) {
+				c.errorf(b, "%q clashes with %s %q: each listener needs a port of its own", listeners[b], a, listeners[a])
+			}
+		}
+	}
+}
+
+func isWildcardHost(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+
+// isLoopback reports whether host:port names a loopback address.
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
