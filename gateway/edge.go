@@ -173,7 +173,7 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 			deps.stages = append(deps.stages, st.stage)
 		}
 		if st.tlsFor != nil {
-			deps.tlsFor = st.tlsFor
+			deps.tlsFor, deps.tlsKey = st.tlsFor, st.tlsKey
 		}
 	}
 	rt, err := buildRuntime(f, deps)

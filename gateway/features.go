@@ -27,6 +27,9 @@ type feature interface {
 type prepared struct {
 	stage  Stage         // a step in every route's chain, or nil
 	tlsFor tlsConfigFunc // TLS for upstream connections, or nil
+	// tlsKey identifies the identity material behind tlsFor, so upstream
+	// pools are rebuilt when it changes and shared while it does not.
+	tlsKey string
 }
 
 // stageFunc adapts a function to Stage.

@@ -1,16 +1,45 @@
 package gateway
 
 import (
+	"net"
+	"net/http"
+
 	"github.com/causewayhq/causeway/routes"
 )
 
-// dataServers builds the servers of the http and https listeners.
+// dataServers builds the servers of the http and https listeners. With tls
+// set, the http listener answers ACME HTTP-01 challenges and redirects the
+// rest to https.
 func (e *Edge) dataServers(f *routes.File) ([]dataServer, error) {
 	var out []dataServer
+	tf := e.tls()
+	if tf == nil || tf.manager() == nil {
+		if e.httpLn != nil {
+			out = append(out, dataServer{srv: e.newServer(f, e), ln: e.httpLn})
+		}
+		return out, nil
+	}
+	_, httpsPort, _ := net.SplitHostPort(e.Addr("https"))
 	if e.httpLn != nil {
-		out = append(out, dataServer{srv: e.newServer(f, e), ln: e.httpLn})
+		out = append(out, dataServer{srv: e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tf.handlers(e, httpsPort).http.ServeHTTP(w, r)
+		})), ln: e.httpLn})
+	}
+	if e.httpsLn != nil {
+		srv := e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tf.handlers(e, httpsPort).https.ServeHTTP(w, r)
+		}))
+		srv.TLSConfig = tf.config()
+		out = append(out, dataServer{srv: srv, ln: e.httpsLn, tls: true})
 	}
 	return out, nil
 }
 
-func defaultFeatures(e *Edge) []feature { return nil }
+func (e *Edge) tls() *tlsFeature {
+	for _, ft := range e.features {
+		if t, ok := ft.(*tlsFeature); ok {
+			return t
+		}
+	}
+	return nil
+}

@@ -46,6 +46,7 @@ type buildDeps struct {
 	metrics *metrics
 	pools   map[string]*transportPool // by transportKey, from the previous runtime
 	tlsFor  tlsConfigFunc
+	tlsKey  string
 	stages  []Stage
 	access  *accessLog
 }
@@ -110,13 +111,14 @@ func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, e
 	if cfg.HealthCheck != nil || cfg.Retries != nil || cfg.CircuitBreaker != nil {
 		return nil, errors.New("health_check, retries and circuit_breaker are not available in this build yet; remove them")
 	}
-	key := transportKey(name, cfg)
+	key := transportKey(name, cfg) + "|" + deps.tlsKey
 	pool := deps.pools[key]
 	if pool == nil {
 		var err error
 		if pool, err = newTransportPool(name, cfg, deps.tlsFor); err != nil {
 			return nil, err
 		}
+		pool.key = key
 	}
 	pool.refs.Add(1)
 	eps := make([]*endpoint, 0, len(cfg.Endpoints))

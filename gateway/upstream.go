@@ -103,7 +103,7 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 		// HTTP/2 multiplexes requests over few connections to a TLS upstream.
 		t.ForceAttemptHTTP2 = true
 	}
-	return &transportPool{key: transportKey(name, u), transport: t, closeIdle: t.CloseIdleConnections}, nil
+	return &transportPool{transport: t, closeIdle: t.CloseIdleConnections}, nil
 }
 
 // upstreamError classifies a proxying failure into the status a client sees.
