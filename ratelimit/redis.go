@@ -17,8 +17,10 @@ import (
 // interleave between reading and writing a bucket. Every number is an
 // integer below 2^53, so Lua's doubles compute exactly what the Go code
 // does. A refusal writes nothing; an allowed request stores the new level
-// with an expiry at the moment the bucket is full again, since a full bucket
-// and a missing key mean the same, so Redis never keeps idle clients.
+// with an expiry at the moment the bucket is full again (plus a second when
+// the caller supplies the time, since expiry runs on Redis's clock), since
+// a full bucket and a missing key mean the same, so Redis never keeps idle
+// clients.
 //
 // KEYS[1] bucket key
 // ARGV    now in µs (0: use Redis TIME), rate, per (µs), burst
@@ -28,7 +30,12 @@ local rate = tonumber(ARGV[2])
 local per = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
 local now = tonumber(ARGV[1])
+-- the expiry runs on Redis's clock; with the caller's clock a margin keeps
+-- a key from expiring early when the two disagree (an early expiry would
+-- hand out a fresh burst)
+local margin = 1000
 if now == 0 then
+  margin = 0
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
@@ -70,7 +77,7 @@ end
 level = level - per
 local reset = ceildiv(cap - level, rate)
 redis.call('HSET', KEYS[1], 'l', string.format('%.0f', level), 't', string.format('%.0f', now), 'p', sig)
-redis.call('PEXPIRE', KEYS[1], math.max(1, ceildiv(reset, 1000)))
+redis.call('PEXPIRE', KEYS[1], math.max(1, ceildiv(reset, 1000) + margin))
 return {1, math.floor(level / per), 0, reset}
 `
 
