@@ -1,0 +1,53 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// SourceForEdge opens the edge's identity from the routes file's mesh
+// section, refusing a certificate outside mesh.trust_domain.
+func SourceForEdge(ctx context.Context, m *routes.Mesh, opts SourceOptions) (*Source, error) {
+	if m == nil {
+		return nil, errors.New("mesh source: the routes file has no mesh section")
+	}
+	opts.TrustDomain = m.TrustDomain
+	return NewSource(ctx, m.CertFile, m.KeyFile, m.BundleFile, opts)
+}
+
+// SourceForSidecar opens a sidecar's identity from its file's identity
+// section (trust_domain, when set, is enforced).
+func SourceForSidecar(ctx context.Context, id routes.SidecarIdentity, opts SourceOptions) (*Source, error) {
+	if id.TrustDomain != "" {
+		opts.TrustDomain = id.TrustDomain
+	}
+	return NewSource(ctx, id.CertFile, id.KeyFile, id.BundleFile, opts)
+}
+
+// InboundAuthorizer turns a sidecar's inbound allow and allow_trust_domains
+// into one Authorizer. The routes package has validated them already; an
+// error here means the caller skipped validation.
+func InboundAuthorizer(in *routes.Inbound) (Authorizer, error) {
+	if in == nil {
+		return nil, errors.New("mesh: no inbound section")
+	}
+	ids := make([]ID, 0, len(in.Allow))
+	for i, s := range in.Allow {
+		id, err := ParseID(s)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: inbound.allow[%d]: %w", i, err)
+		}
+		ids = append(ids, id)
+	}
+	authorizers := []Authorizer{AuthorizeAny(ids...)}
+	for i, s := range in.AllowTrustDomains {
+		if _, err := ParseTrustDomain(s); err != nil {
+			return nil, fmt.Errorf("mesh: inbound.allow_trust_domains[%d]: %w", i, err)
+		}
+		authorizers = append(authorizers, AuthorizeMemberOf(s))
+	}
+	return AuthorizeOneOf(authorizers...), nil
+}
