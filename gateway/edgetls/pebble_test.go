@@ -179,18 +179,32 @@ func startACME(t testing.TB, httpPort, tlsPort int) *acmeEnv {
 		pebbleBin, "-config", cfgFile, "-dnsserver", "127.0.0.1:"+strconv.Itoa(dnsPort))
 	env.directory = fmt.Sprintf("https://127.0.0.1:%d/dir", apiPort)
 
-	// The root Pebble generated at start, which clients must trust.
+	// The root Pebble generated at start, which clients must trust. The
+	// management listener starts beside the API one and may trail its log
+	// line by a moment: retry refused connections for a bounded time.
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: apiCA.pool()}}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", mgmtPort))
-	if err != nil {
-		t.Fatalf("fetching Pebble's root: %v", err)
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var root []byte
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := hc.Get(fmt.Sprintf("https://127.0.0.1:%d/roots/0", mgmtPort))
+		if err == nil {
+			root, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("Pebble's root: status %d, body %q", resp.StatusCode, root)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fetching Pebble's root: %v\n%s", err, env.pebble.output())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	defer resp.Body.Close()
-	root, _ := io.ReadAll(resp.Body)
 	env.issuer = x509.NewCertPool()
-	if resp.StatusCode != 200 || !env.issuer.AppendCertsFromPEM(root) {
-		t.Fatalf("Pebble's root: status %d, body %q", resp.StatusCode, root)
+	if !env.issuer.AppendCertsFromPEM(root) {
+		t.Fatalf("Pebble's root is not PEM: %q", root)
 	}
 	return env
 }
