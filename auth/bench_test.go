@@ -1,0 +1,134 @@
+package auth
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// BenchmarkVerify is the cost of one token verification per algorithm,
+// with the token cache off (a signature check every time) and on (the same
+// token again, as a client sends it on every request).
+func BenchmarkVerify(b *testing.B) {
+	for _, alg := range []string{"RS256", "ES256", "EdDSA", "HS256"} {
+		for _, cache := range []int{0, 4096} {
+			b.Run(fmt.Sprintf("%s/cache=%d", alg, cache), func(b *testing.B) {
+				a, tok := benchAuth(b, alg, cache)
+				ctx := b.Context()
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, r := a.verify(ctx, tok); r != ReasonNone {
+						b.Fatal(r)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkVerifyDistinctTokens is the cache's worst case: every request a
+// different token, so every lookup misses and every entry is stored.
+func BenchmarkVerifyDistinctTokens(b *testing.B) {
+	for _, cache := range []int{0, 4096} {
+		b.Run(fmt.Sprintf("ES256/cache=%d", cache), func(b *testing.B) {
+			a, _ := benchAuth(b, "ES256", cache)
+			sg := signerFor(b, "ES256", 0)
+			toks := make([]string, 8192)
+			for i := range toks {
+				toks[i] = sg.sign(b, claims(map[string]any{"jti": i}), "")
+			}
+			ctx := b.Context()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, r := a.verify(ctx, toks[i%len(toks)]); r != ReasonNone {
+					b.Fatal(r)
+				}
+				i++
+			}
+		})
+	}
+}
+
+func benchAuth(b *testing.B, alg string, cache int) (*jwtAuth, string) {
+	_, a, tok := benchSet(b, alg, cache)
+	return a, tok
+}
+
+func benchSet(b *testing.B, alg string, cache int) (*Set, *jwtAuth, string) {
+	sg := signerFor(b, alg, 0)
+	var src string
+	if alg == "HS256" {
+		b.Setenv("CW_BENCH_SECRET", string(sg.priv.([]byte)))
+		src = "      hmac_secret_env: CW_BENCH_SECRET"
+	} else {
+		src = "      public_key_files: [" + pemFile(b, sg.pub) + "]"
+	}
+	src += fmt.Sprintf("\n      token_cache: %d", cache)
+	f := parse(b, jwtYAML(src, alg), usersRoute)
+	s := testSet(b, f, Options{Now: newClock().Now})
+	return s, s.auths["users"].(*jwtAuth), sg.sign(b, claims(nil), "")
+}
+
+// BenchmarkHTTP is requests per second through a real HTTP server (loopback
+// TCP, keep-alive clients in parallel) whose handler chain is the route
+// middleware and a 204 upstream, against the same chain without auth.
+func BenchmarkHTTP(b *testing.B) {
+	cases := []struct {
+		name  string
+		alg   string
+		cache int
+	}{
+		{"no-auth", "", 0},
+		{"ES256/cache=0", "ES256", 0},
+		{"ES256/cache=4096", "ES256", 4096},
+		{"RS256/cache=0", "RS256", 0},
+		{"RS256/cache=4096", "RS256", 4096},
+		{"HS256/cache=0", "HS256", 0},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+			hdr := http.Header{}
+			if c.alg != "" {
+				s, _, tok := benchSet(b, c.alg, c.cache)
+				mw, err := s.Middleware(routes.Route{Name: "r", Auth: routes.StringList{"users"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				h = mw(h)
+				hdr.Set("Authorization", "Bearer "+tok)
+			}
+			srv := httptest.NewServer(h)
+			defer srv.Close()
+			tr := &http.Transport{MaxIdleConnsPerHost: 64}
+			defer tr.CloseIdleConnections()
+			client := &http.Client{Transport: tr}
+			b.ReportAllocs()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest(http.MethodGet, srv.URL+"/x", nil)
+					req.Header = hdr.Clone()
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusNoContent {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		})
+	}
+}
