@@ -46,7 +46,7 @@ func (e *Edge) adminHandler() http.Handler {
 }
 
 // configView is f with the routes file's own key names, for JSON output.
-func configView(f *routes.File) any {
+func configView(f any) any {
 	data, err := yaml.Marshal(f)
 	if err != nil {
 		return map[string]string{"error": "cannot render the configuration: " + err.Error()}

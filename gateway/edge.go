@@ -9,14 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"reflect"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causewayhq/causeway/routes"
@@ -367,9 +363,8 @@ func (e *Edge) Serve(ctx context.Context) error {
 	if watchErr != nil {
 		e.log.Warn("routes file watching is off; reload with SIGHUP", "error", watchErr.Error())
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	hup := notifyHUP()
+	defer stopHUP(hup)
 
 	var runErr error
 loop:
@@ -394,7 +389,12 @@ type dataServer struct {
 }
 
 func (e *Edge) newServer(f *routes.File, h http.Handler) *http.Server {
-	s := f.Server
+	return newHTTPServer(e.log, f.Server, h)
+}
+
+// newHTTPServer applies the timeouts and limits that stop slow or greedy
+// clients.
+func newHTTPServer(log *slog.Logger, s routes.Server, h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: s.ReadHeaderTimeout.D(),
@@ -402,32 +402,14 @@ func (e *Edge) newServer(f *routes.File, h http.Handler) *http.Server {
 		WriteTimeout:      s.WriteTimeout.D(),
 		IdleTimeout:       s.IdleTimeout.D(),
 		MaxHeaderBytes:    s.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 }
 
 // shutdown stops the listeners and waits for in-flight requests up to
 // timeout, then releases everything.
 func (e *Edge) shutdown(timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, s := range e.servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Shutdown(ctx); err != nil {
-				e.log.Warn("in-flight requests cut at the shutdown deadline", "timeout", timeout)
-				_ = s.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	if e.adminServer != nil {
-		actx, acancel := context.WithTimeout(context.Background(), time.Second)
-		_ = e.adminServer.Shutdown(actx)
-		acancel()
-	}
+	shutdownServers(e.log, e.servers, e.adminServer, timeout)
 	e.Close()
 }
 
@@ -457,60 +439,10 @@ func (e *Edge) closeFeatures() {
 	}
 }
 
-// watch reloads the routes file when it changes. The directory is watched,
-// not the file: editors and Kubernetes ConfigMaps replace files by rename,
-// which a watch on the old inode would miss.
+// watch reloads the routes file when it changes.
 func (e *Edge) watch(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	path, err := filepath.Abs(e.opts.ConfigPath)
-	if err != nil {
-		w.Close()
-		return err
-	}
-	if err := w.Add(filepath.Dir(path)); err != nil {
-		w.Close()
-		return err
-	}
-	e.bg.Add(1)
-	go func() {
-		defer e.bg.Done()
-		defer w.Close()
-		var timer *time.Timer
-		var fire <-chan time.Time
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-e.bgCtx.Done():
-				return
-			case ev, ok := <-w.Events:
-				if !ok {
-					return
-				}
-				base := filepath.Base(ev.Name)
-				if ev.Name != path && base != "..data" {
-					continue
-				}
-				if timer == nil {
-					timer = time.NewTimer(e.opts.ReloadDebounce)
-				} else {
-					timer.Reset(e.opts.ReloadDebounce)
-				}
-				fire = timer.C
-			case <-fire:
-				fire = nil
-				err := e.load(ctx, false)
-				e.logReload(err)
-			case err, ok := <-w.Errors:
-				if !ok {
-					return
-				}
-				e.log.Warn("watching the routes file", "error", err.Error())
-			}
-		}
-	}()
-	return nil
+	return watchFile(ctx, e.bgCtx, &e.bg, e.opts.ConfigPath, e.opts.ReloadDebounce, e.log, func() {
+		err := e.load(ctx, false)
+		e.logReload(err)
+	})
 }

@@ -131,7 +131,11 @@ func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, e
 		// the upstream follows DNS changes as its connections turn over.
 		eps = append(eps, &endpoint{addr: cfg.DNS, label: cfg.DNS})
 	}
-	return &upstream{name: name, cfg: cfg, scheme: cfg.Scheme, selector: &roundRobin{endpoints: eps}, pool: pool}, nil
+	scheme := cfg.Scheme
+	if cfg.MeshIdentity != "" {
+		scheme = "https" // mTLS to the sidecar
+	}
+	return &upstream{name: name, cfg: cfg, scheme: scheme, selector: &roundRobin{endpoints: eps}, pool: pool}, nil
 }
 
 // routeHandler assembles one route: request info, the stages in order, then

@@ -165,7 +165,10 @@ func TestRedisCache(t *testing.T) {
 }
 
 func TestRedisCacheOutage(t *testing.T) {
-	srv, rdb := newRedis(t)
+	srv := testredis.Start(t)
+	// No retries: the test is about how errors read, not about go-redis' backoff.
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer rdb.Close()
 	c, _ := NewRedisCache(rdb, "t2:")
 	srv.Stop()
 	ctx := context.Background()

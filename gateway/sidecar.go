@@ -1,0 +1,527 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/mesh"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// PeerIDHeader carries the verified SPIFFE ID of the caller to the local
+// service. Copies sent by anyone else are removed.
+const PeerIDHeader = "X-Causeway-Peer-Id"
+
+// SidecarOptions configures a Sidecar.
+type SidecarOptions struct {
+	ConfigPath     string
+	Logger         *slog.Logger
+	Registry       *prometheus.Registry
+	ReloadDebounce time.Duration
+}
+
+// Sidecar is the mesh proxy beside a service. It is the edge's engine
+// (router, pools, proxy, metrics) configured twice: inbound, mTLS from
+// callers whose identity is checked, plain HTTP to the local service;
+// outbound, plain HTTP from the local service, mTLS to the service named by
+// the Host header with the server's identity checked.
+type Sidecar struct {
+	opts     SidecarOptions
+	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+
+	mu         sync.Mutex
+	cfg        *routes.Sidecar
+	hash       [32]byte
+	source     *mesh.Source
+	in, out    *runtime
+	lastReload ReloadStatus
+	inbound    atomicRuntime
+	outbound   atomicRuntime
+	// access is the access log shared by both runtimes; retiredAccess are
+	// replaced ones, closed at Close (a retired runtime may still write).
+	access        *accessLog
+	retiredAccess []*accessLog
+
+	inLn, outLn, adminLn net.Listener
+	servers              []*http.Server
+	adminServer          *http.Server
+
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+}
+
+// NewSidecar loads the sidecar file and the workload's identity.
+func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
+	if opts.ConfigPath == "" {
+		return nil, errors.New("sidecar: a sidecar file is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.ReloadDebounce == 0 {
+		opts.ReloadDebounce = 200 * time.Millisecond
+	}
+	s := &Sidecar{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: newMetrics(opts.Registry)}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	if err := s.load(false); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sidecar) load(force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := os.ReadFile(s.opts.ConfigPath)
+	if err == nil && !force && s.cfg != nil && sha256.Sum256(data) == s.hash && s.lastReload.OK {
+		return nil
+	}
+	err = s.build(data)
+	if err != nil {
+		s.metrics.reloads.WithLabelValues("failure").Inc()
+		s.lastReload = ReloadStatus{At: time.Now(), Error: err.Error()}
+		return err
+	}
+	s.metrics.reloads.WithLabelValues("success").Inc()
+	s.lastReload = ReloadStatus{OK: true, At: time.Now()}
+	return nil
+}
+
+// build loads the file and activates it; the caller holds s.mu.
+func (s *Sidecar) build(data []byte) error {
+	cfg, err := routes.LoadSidecar(s.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	source := s.source
+	id := cfg.Identity
+	if source == nil || s.cfg == nil || s.cfg.Identity != id {
+		source, err = mesh.NewSource(s.bgCtx, id.CertFile, id.KeyFile, id.BundleFile, mesh.SourceOptions{
+			Logger: s.log, TrustDomain: id.TrustDomain,
+			Expiry: func(id string, notAfter time.Time) {
+				s.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
+			},
+		})
+		if err != nil {
+			return &routes.Error{File: cfg.Path, Pos: cfg.At("identity"), Path: "identity", Msg: err.Error()}
+		}
+	}
+	newIn, newOut, err := s.runtimes(cfg, source)
+	if err != nil {
+		if source != s.source {
+			_ = source.Close()
+		}
+		return err
+	}
+	if s.cfg != nil && (!reflect.DeepEqual(s.cfg.Inbound == nil, cfg.Inbound == nil) || !reflect.DeepEqual(s.cfg.Outbound == nil, cfg.Outbound == nil) || s.cfg.Admin != cfg.Admin) {
+		s.log.Warn("listeners changed in the sidecar file; they take effect at the next restart")
+	}
+	oldIn, oldOut, oldSource := s.in, s.out, s.source
+	if s.access != nil && s.access != access(newIn, newOut) {
+		// Closed once the old runtimes are done; see retire.
+		s.retiredAccess = append(s.retiredAccess, s.access)
+	}
+	s.access = access(newIn, newOut)
+	s.cfg, s.hash, s.source, s.in, s.out = cfg, sha256.Sum256(data), source, newIn, newOut
+	s.inbound.Store(newIn)
+	s.outbound.Store(newOut)
+	s.retire(oldIn, oldOut)
+	if oldSource != nil && oldSource != source {
+		// Established connections keep their certificates.
+		_ = oldSource.Close()
+	}
+	return nil
+}
+
+// runtimes builds the inbound and outbound engines of cfg.
+func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *runtime, err error) {
+	pools := map[string]*transportPool{}
+	for _, rt := range []*runtime{s.in, s.out} {
+		if rt != nil {
+			for _, u := range rt.upstreams {
+				pools[u.pool.key] = u.pool
+			}
+		}
+	}
+	access := s.access
+	if access == nil || access.output != cfg.AccessLog.Output || access.sample != cfg.AccessLog.Sample {
+		if access, err = openAccessLog(cfg.AccessLog); err != nil {
+			return nil, nil, err
+		}
+	}
+	tlsKey := fmt.Sprintf("%p", source)
+	if cfg.Inbound != nil {
+		in, err = s.inboundRuntime(cfg, pools, access, tlsKey)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if cfg.Outbound != nil {
+		out, err = s.outboundRuntime(cfg, source, pools, access, tlsKey)
+		if err != nil {
+			if in != nil {
+				in.close()
+			}
+			return nil, nil, err
+		}
+	}
+	return in, out, nil
+}
+
+// inboundRuntime: one route to the local service, behind the caller check.
+func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transportPool, access *accessLog, tlsKey string) (*runtime, error) {
+	in := cfg.Inbound
+	f := &routes.File{
+		Version: 1,
+		// Callers are authenticated sidecars or the edge: the client address
+		// they forward is believed, so the service sees the real client.
+		TrustedProxies: []string{"0.0.0.0/0", "::/0"},
+		Server:         cfg.Server,
+		AccessLog:      cfg.AccessLog,
+		Upstreams:      map[string]routes.Upstream{"local": {Endpoints: []string{in.ForwardTo}, Timeout: in.Timeout}},
+		Routes:         []routes.Route{{Name: "inbound", Match: routes.Match{PathPrefix: "/"}, Upstream: "local"}},
+	}
+	f, err := reparse(cfg.Path+" (inbound)", f)
+	if err != nil {
+		return nil, err
+	}
+	authz, err := inboundAuthorizer(in)
+	if err != nil {
+		return nil, err
+	}
+	peers := s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "inbound"})
+	check := stageFunc(func(routes.Route) (func(http.Handler) http.Handler, error) {
+		return func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.Header.Del(PeerIDHeader)
+				id, ok := mesh.PeerIDFromRequest(r)
+				if !ok {
+					// The TLS configuration requires a verified certificate, so
+					// this is a request that did not come over mTLS at all.
+					peers.WithLabelValues("none", "403").Inc()
+					httperr.Write(w, r, http.StatusForbidden, "mutual TLS required")
+					return
+				}
+				if err := authz(id); err != nil {
+					peers.WithLabelValues("denied", "403").Inc()
+					httperr.Write(w, r, http.StatusForbidden, "caller identity not allowed")
+					return
+				}
+				r.Header.Set(PeerIDHeader, id.String())
+				next.ServeHTTP(w, r)
+				code := http.StatusOK
+				if st := stateFrom(r.Context()); st != nil && st.rec.status != 0 {
+					code = st.rec.status
+				}
+				peers.WithLabelValues(id.String(), statusLabel(code)).Inc()
+			})
+		}, nil
+	})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: []Stage{check}, tlsKey: tlsKey})
+}
+
+func inboundAuthorizer(in *routes.Inbound) (mesh.Authorizer, error) {
+	var ids []mesh.ID
+	for _, a := range in.Allow {
+		id, err := mesh.ParseID(a)
+		if err != nil {
+			return nil, fmt.Errorf("inbound.allow: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	authz := []mesh.Authorizer{mesh.AuthorizeAny(ids...)}
+	for _, td := range in.AllowTrustDomains {
+		authz = append(authz, mesh.AuthorizeMemberOf(td))
+	}
+	return mesh.AuthorizeOneOf(authz...), nil
+}
+
+// outboundRuntime: one route per service, chosen by Host, each to an
+// upstream reached over mTLS that must present the service's identity.
+func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pools map[string]*transportPool, access *accessLog, tlsKey string) (*runtime, error) {
+	out := cfg.Outbound
+	f := &routes.File{
+		Version:        1,
+		TrustedProxies: []string{"127.0.0.0/8", "::1/128"},
+		Server:         cfg.Server,
+		AccessLog:      cfg.AccessLog,
+		Mesh:           &routes.Mesh{TrustDomain: source.ID().TrustDomain().Name(), CertFile: cfg.Identity.CertFile, KeyFile: cfg.Identity.KeyFile, BundleFile: cfg.Identity.BundleFile},
+		Upstreams:      map[string]routes.Upstream{},
+	}
+	names := make([]string, 0, len(out.Services))
+	for name := range out.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	identities := map[string]string{}
+	for _, name := range names {
+		svc := out.Services[name]
+		f.Upstreams[name] = routes.Upstream{Endpoints: svc.Endpoints, MeshIdentity: svc.Identity, Balance: svc.Balance, Timeout: svc.Timeout}
+		f.Routes = append(f.Routes, routes.Route{Name: name, Match: routes.Match{Host: name}, Upstream: name})
+		identities[name] = svc.Identity
+	}
+	f, err := reparse(cfg.Path+" (outbound)", f)
+	if err != nil {
+		return nil, err
+	}
+	peers := s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "outbound"})
+	count := stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
+		peer := identities[route.Name]
+		return func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				next.ServeHTTP(w, r)
+				code := http.StatusOK
+				if st := stateFrom(r.Context()); st != nil && st.rec.status != 0 {
+					code = st.rec.status
+				}
+				peers.WithLabelValues(peer, statusLabel(code)).Inc()
+			})
+		}, nil
+	})
+	tlsFor := func(u routes.Upstream) (*tls.Config, error) {
+		id, err := mesh.ParseID(u.MeshIdentity)
+		if err != nil {
+			return nil, err
+		}
+		return mesh.ClientConfig(source, id), nil
+	}
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: []Stage{count}, tlsFor: tlsFor, tlsKey: tlsKey})
+}
+
+// access is the access log of whichever runtime exists.
+func access(in, out *runtime) *accessLog {
+	if in != nil {
+		return in.accessLog
+	}
+	if out != nil {
+		return out.accessLog
+	}
+	return nil
+}
+
+// reparse runs a synthesised routes file through the loader, so it gets the
+// same defaults and validation as a file a user wrote.
+func reparse(name string, f *routes.File) (*routes.File, error) {
+	data, err := yaml.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	return routes.Parse(name, data)
+}
+
+func (s *Sidecar) retire(rts ...*runtime) {
+	for _, rt := range rts {
+		if rt == nil {
+			continue
+		}
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for rt.inflight.Load() > 0 {
+				select {
+				case <-tick.C:
+				case <-s.bgCtx.Done():
+					rt.close()
+					return
+				}
+			}
+			rt.close()
+		}()
+	}
+}
+
+// Reload re-reads the sidecar file now (SIGHUP).
+func (s *Sidecar) Reload() error {
+	err := s.load(true)
+	s.logReload(err)
+	return err
+}
+
+func (s *Sidecar) logReload(err error) {
+	if err != nil {
+		s.log.Error("sidecar file refused; the active configuration stays", "file", s.opts.ConfigPath, "error", err.Error())
+		return
+	}
+	s.log.Info("sidecar file loaded", "file", s.opts.ConfigPath)
+}
+
+// Listen binds the inbound, outbound and admin listeners.
+func (s *Sidecar) Listen() error {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.mu.Unlock()
+	var err error
+	bind := func(addr string) net.Listener {
+		if addr == "" || err != nil {
+			return nil
+		}
+		ln, lerr := net.Listen("tcp", addr)
+		if lerr != nil {
+			err = fmt.Errorf("listening on %s: %w", addr, lerr)
+		}
+		return ln
+	}
+	if cfg.Inbound != nil {
+		s.inLn = bind(cfg.Inbound.Listen)
+	}
+	if cfg.Outbound != nil {
+		s.outLn = bind(cfg.Outbound.Listen)
+	}
+	s.adminLn = bind(cfg.Admin)
+	return err
+}
+
+// Addr returns the bound address of "inbound", "outbound" or "admin".
+func (s *Sidecar) Addr(which string) string {
+	ln := map[string]net.Listener{"inbound": s.inLn, "outbound": s.outLn, "admin": s.adminLn}[which]
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// ID is the workload identity the sidecar presents.
+func (s *Sidecar) ID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.source.ID().String()
+}
+
+// Serve serves until ctx is cancelled, then drains like the edge.
+func (s *Sidecar) Serve(ctx context.Context) error {
+	if s.inLn == nil && s.outLn == nil && s.adminLn == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	cfg, source := s.cfg, s.source
+	s.mu.Unlock()
+	errc := make(chan error, 3)
+	serve := func(srv *http.Server, ln net.Listener, tlsOn bool) {
+		var err error
+		if tlsOn {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}
+	newServer := func(h http.Handler) *http.Server { return newHTTPServer(s.log, cfg.Server, h) }
+	if s.inLn != nil {
+		srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.inbound.Load().ServeHTTP(w, r) }))
+		// Every handshake reads the current certificate and bundle from the
+		// source; a client without a certificate fails the handshake.
+		srv.TLSConfig = mesh.ServerConfig(source)
+		s.servers = append(s.servers, srv)
+		go serve(srv, s.inLn, true)
+	}
+	if s.outLn != nil {
+		srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.outbound.Load().ServeHTTP(w, r) }))
+		s.servers = append(s.servers, srv)
+		go serve(srv, s.outLn, false)
+	}
+	if s.adminLn != nil {
+		s.adminServer = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go serve(s.adminServer, s.adminLn, false)
+	}
+	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
+	if err := watchFile(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.opts.ReloadDebounce, s.log, func() { s.logReload(s.load(false)) }); err != nil {
+		s.log.Warn("sidecar file watching is off; reload with SIGHUP", "error", err.Error())
+	}
+	hup := notifyHUP()
+	defer stopHUP(hup)
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			_ = s.Reload()
+		case runErr = <-errc:
+			break loop
+		}
+	}
+	shutdownServers(s.log, s.servers, s.adminServer, cfg.Server.ShutdownTimeout.D())
+	s.Close()
+	return runErr
+}
+
+func (s *Sidecar) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		notAfter, id := s.source.NotAfter(), s.source.ID().String()
+		s.mu.Unlock()
+		if time.Now().After(notAfter) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": "certificate of " + id + " expired at " + notAfter.UTC().Format(time.RFC3339)})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "id": id, "certificate_not_after": notAfter.UTC()})
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		cfg, last := s.cfg, s.lastReload
+		s.mu.Unlock()
+		writeJSON(w, http.StatusOK, map[string]any{"file": cfg.Path, "last_reload": last, "config": configView(cfg)})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	return mux
+}
+
+// Close releases the sidecar's resources.
+func (s *Sidecar) Close() {
+	s.bgCancel()
+	s.bg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rt := range []*runtime{s.in, s.out} {
+		if rt != nil {
+			rt.close()
+		}
+	}
+	s.in, s.out = nil, nil
+	for _, al := range append(s.retiredAccess, s.access) {
+		_ = al.Close()
+	}
+	s.access, s.retiredAccess = nil, nil
+	if s.source != nil {
+		_ = s.source.Close()
+	}
+	for _, ln := range []net.Listener{s.inLn, s.outLn, s.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}

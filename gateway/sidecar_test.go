@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+		"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/mesh/meshtest"
+)
+
+const (
+	edgeID     = "spiffe://example.org/ns/edge/sa/gateway"
+	ordersID   = "spiffe://example.org/ns/shop/sa/orders"
+	paymentsID = "spiffe://example.org/ns/shop/sa/payments"
+)
+
+type testSidecar struct {
+	*Sidecar
+	path   string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startSidecar(t *testing.T, config string) *testSidecar {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sidecar.yaml")
+	writeFile(t, path, config)
+	s, err := NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ReloadDebounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewSidecar: %v", err)
+	}
+	if err := s.Listen(); err != nil {
+		s.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testSidecar{Sidecar: s, path: path, cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(10 * time.Second):
+			panic("sidecar did not stop")
+		}
+	})
+	return ts
+}
+
+func sidecarConfig(files meshtest.Files, forwardTo string, allow []string, services map[string][2]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version: 1\nidentity: {cert_file: %q, key_file: %q, bundle_file: %q}\n", files.Cert, files.Key, files.Bundle)
+	fmt.Fprintf(&b, "access_log: {output: \"off\"}\nadmin: \"127.0.0.1:0\"\n")
+	fmt.Fprintf(&b, "inbound:\n  listen: \"127.0.0.1:0\"\n  forward_to: %q\n  allow: [", forwardTo)
+	for i, a := range allow {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", a)
+	}
+	b.WriteString("]\n")
+	if len(services) > 0 {
+		b.WriteString("outbound:\n  listen: \"127.0.0.1:0\"\n  services:\n")
+	}
+	for name, s := range services {
+		fmt.Fprintf(&b, "    %s: {endpoints: [%q], identity: %q}\n", name, s[0], s[1])
+	}
+	return b.String()
+}
+
+// meshEdgeConfig is an edge whose upstream is reached through the mesh.
+func meshEdgeConfig(files meshtest.Files, upstreamAddr, upstreamID string) string {
+	return listenHeader + fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+upstreams:
+  orders: {endpoints: [%q], mesh_identity: %q}
+routes:
+  - {name: orders, match: {path_prefix: /orders}, upstream: orders}
+`, files.Cert, files.Key, files.Bundle, upstreamAddr, upstreamID)
+}
+
+// The full path: client -> edge -mTLS-> sidecar(orders) -> orders service
+// -> sidecar(orders) outbound -mTLS-> sidecar(payments) -> payments service.
+func TestMeshPath(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
+	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
+	paymentsFiles := ca.IssueFiles(t.TempDir(), paymentsID)
+
+	payments := echoUpstream(t, "payments")
+	paymentsSidecar := startSidecar(t, sidecarConfig(paymentsFiles, hostPort(payments), []string{ordersID}, nil))
+
+	var ordersOutbound atomic.Value // the orders sidecar's outbound address, known after start
+	orders := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		// The orders service calls payments through its own sidecar.
+		req, _ := http.NewRequest("GET", "http://"+ordersOutbound.Load().(string)+"/charge", nil)
+		req.Host = "payments"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		w.Header().Set("X-Seen-Peer", r.Header.Get(PeerIDHeader))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(body)
+	})
+	ordersSidecar := startSidecar(t, sidecarConfig(ordersFiles, orders, []string{edgeID},
+		map[string][2]string{"payments": {paymentsSidecar.Addr("inbound"), paymentsID}}))
+	ordersOutbound.Store(ordersSidecar.Addr("outbound"))
+
+	te := startEdge(t, meshEdgeConfig(edgeFiles, ordersSidecar.Addr("inbound"), ordersID))
+
+	resp, body := get(t, te.url+"/orders/1", PeerIDHeader, "spiffe://example.org/ns/evil/sa/forged")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("X-Seen-Peer"); got != edgeID {
+		t.Errorf("orders saw caller %q, want the edge's verified ID (client copy must be stripped)", got)
+	}
+	e := decodeEcho(t, body)
+	if e.Upstream != "payments" || e.Path != "/charge" {
+		t.Fatalf("payments echo %+v", e)
+	}
+	if got := e.Header.Get(PeerIDHeader); got != ordersID {
+		t.Errorf("payments saw caller %q, want %q", got, ordersID)
+	}
+
+	_, metrics := get(t, "http://"+ordersSidecar.Addr("admin")+"/metrics")
+	for _, want := range []string{
+		`causeway_mesh_requests_total{code="200",direction="inbound",peer="` + edgeID + `"} 1`,
+		`causeway_mesh_requests_total{code="200",direction="outbound",peer="` + paymentsID + `"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func httptestServer(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	s := httptest.NewServer(h)
+	t.Cleanup(s.Close)
+	return hostPort(s)
+}
+
+func TestMeshRefusals(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	other := meshtest.NewCA(t, "example.org") // same trust domain, different keys
+	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
+	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
+	svc := echoUpstream(t, "orders")
+	sc := startSidecar(t, sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, nil))
+
+	client := func(c *meshtest.Cert) *http.Client {
+		cfg := &tls.Config{RootCAs: ca.Pool(), InsecureSkipVerify: true} // SPIFFE: no host names; the sidecar's identity is not under test here
+		if c != nil {
+			cfg.Certificates = []tls.Certificate{c.TLS}
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+	}
+	url := "https://" + sc.Addr("inbound") + "/"
+
+	t.Run("plaintext refused", func(t *testing.T) {
+		resp, err := http.Get("http://" + sc.Addr("inbound") + "/")
+		if err == nil {
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("plaintext got %d", resp.StatusCode)
+			}
+		}
+	})
+	t.Run("no client certificate fails the handshake", func(t *testing.T) {
+		if resp, err := client(nil).Get(url); err == nil {
+			resp.Body.Close()
+			t.Fatalf("request without a certificate got %d", resp.StatusCode)
+		}
+	})
+	t.Run("unlisted caller gets 403", func(t *testing.T) {
+		resp, err := client(ca.Issue("spiffe://example.org/ns/shop/sa/intruder")).Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
+	t.Run("certificate from another CA fails the handshake", func(t *testing.T) {
+		if resp, err := client(other.Issue(edgeID)).Get(url); err == nil {
+			resp.Body.Close()
+			t.Fatalf("foreign certificate got %d", resp.StatusCode)
+		}
+	})
+	t.Run("expired certificate fails the handshake", func(t *testing.T) {
+		expired := ca.Issue(edgeID, meshtest.Expired())
+		if resp, err := client(expired).Get(url); err == nil {
+			resp.Body.Close()
+			t.Fatalf("expired certificate got %d", resp.StatusCode)
+		}
+	})
+	t.Run("listed caller passes", func(t *testing.T) {
+		resp, err := client(ca.Issue(edgeID)).Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || decodeEcho(t, body).Header.Get(PeerIDHeader) != edgeID {
+			t.Fatalf("status %d body %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("edge refuses an impostor sidecar", func(t *testing.T) {
+		// The sidecar presents orders' identity; the edge expects payments'.
+		te := startEdge(t, meshEdgeConfig(edgeFiles, sc.Addr("inbound"), paymentsID))
+		resp, body := get(t, te.url+"/orders")
+		if resp.StatusCode != 502 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("mesh.require refuses plain upstreams", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "c.yaml")
+		writeFile(t, path, listenHeader+fmt.Sprintf("mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q, require: true}\nupstreams:\n  plain: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: plain}\n", edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle))
+		err := Validate(context.Background(), path)
+		if err == nil || !strings.Contains(err.Error(), "plain-HTTP upstream is refused") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+// Every certificate (edge, sidecars) is rotated while requests flow through
+// edge -> sidecar -> service: none may fail.
+func TestMeshRotationUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("rotation under load takes several seconds")
+	}
+	ca := meshtest.NewCA(t, "example.org")
+	edgeDir, ordersDir := t.TempDir(), t.TempDir()
+	edgeFiles := ca.IssueFiles(edgeDir, edgeID)
+	ordersFiles := ca.IssueFiles(ordersDir, ordersID)
+	svc := echoUpstream(t, "orders")
+	sc := startSidecar(t, sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, nil))
+	te := startEdge(t, meshEdgeConfig(edgeFiles, sc.Addr("inbound"), ordersID))
+
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	var ok, failed atomic.Int64
+	var firstErr sync.Once
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A new connection every few requests, so handshakes happen
+			// throughout the rotation, not only at the start.
+			for i := 0; ctx.Err() == nil; i++ {
+				client := &http.Client{Transport: &http.Transport{DisableKeepAlives: i%4 == 0}}
+				resp, err := client.Get(te.url + "/orders")
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				client.CloseIdleConnections()
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+					firstErr.Do(func() { t.Logf("first failure: %v %v", err, resp) })
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		ca.IssueFiles(edgeDir, edgeID)
+		ca.IssueFiles(ordersDir, ordersID)
+		time.Sleep(300 * time.Millisecond)
+	}
+	wg.Wait()
+	if failed.Load() > 0 || ok.Load() == 0 {
+		t.Fatalf("%d failed, %d ok during rotation", failed.Load(), ok.Load())
+	}
+	t.Logf("%d requests during certificate rotation, none failed", ok.Load())
+}
