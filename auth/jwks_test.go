@@ -330,3 +330,35 @@ func TestJWKSKeyAlgPinned(t *testing.T) {
 		t.Fatalf("PS256 with an RS256-pinned key: %q", r)
 	}
 }
+
+// TestJWKSOutlivesBuildContext: the context NewSet was given ending (a
+// reload requested over the admin API, say) does not stop the refresher;
+// Close does.
+func TestJWKSOutlivesBuildContext(t *testing.T) {
+	sg := signerFor(t, "RS256", 0)
+	p := newIDP(t, jwkOf(sg.pub, "k1"))
+	f := parse(t, jwksFile(t, p, "\n      jwks_refresh: {min: 1m}"), usersRoute)
+	clk := newClock()
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := NewSet(ctx, f, nil, Options{Now: clk.Now, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started(t, s)
+	cancel()
+	j := s.auths["users"].(*jwtAuth).jwks
+	p.set(http.StatusOK, jwkOf(sg.pub, "k1"), jwkOf(signerFor(t, "ES256", 0).pub, "k2"))
+	if ttl := j.refreshShared(context.Background()); ttl == 0 {
+		t.Fatal("refresh failed after the build context ended")
+	}
+	if got := j.kids(); !slices.Equal(got, []string{"k1", "k2"}) {
+		t.Fatalf("kids %v", got)
+	}
+	select {
+	case <-j.done:
+		t.Fatal("the refresher stopped with the build context")
+	default:
+	}
+	s.Close()
+	<-j.done
+}

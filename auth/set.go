@@ -85,8 +85,10 @@ func jwksKey(j *routes.JWT) string {
 // JWKS fetching starts in the background; NewSet does not fail when a JWKS
 // endpoint is down. Errors name the authenticator: `authenticator "users": ...`.
 //
-// ctx is the lifetime of the JWKS refreshers (pass the process's context):
-// they stop when it is done or when the last Set using them is closed.
+// ctx's values reach the JWKS fetches, but its end does not stop the
+// refreshers: a reload's context may well end before the configuration it
+// built does, and a refresher taken over by later sets must outlive it.
+// They stop when the last Set using them is closed.
 func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set, error) {
 	if f == nil {
 		return nil, errors.New("auth: no routes file")
@@ -167,7 +169,7 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, pr
 			}
 		}
 		minI = min(minI, maxI)
-		j = newJWKS(ctx, c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, opts.Logger.With("authenticator", name), opts.Now)
+		j = newJWKS(context.WithoutCancel(ctx), c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, opts.Logger.With("authenticator", name), opts.Now)
 	}
 	s.jwks[key] = j
 	a.jwks = j
