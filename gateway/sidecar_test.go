@@ -3,7 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-		"fmt"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
