@@ -275,12 +275,14 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// check pings Redis once so that Ready is truthful from the start; an
-// unreachable Redis is not a configuration error (on_error decides).
+// check loads the script (on every master of a Cluster), so the first
+// decision is one round trip, and so that Ready is truthful from the start.
+// An unreachable Redis is not a configuration error: on_error decides, and
+// a later NOSCRIPT loads the script then.
 func (c *conn) check(ctx context.Context, now int64) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	c.report(c.client.Ping(ctx).Err(), now)
+	c.report(c.client.ScriptLoad(ctx, script).Err(), now)
 }
 
 // usable says whether this decision should go to Redis: always while it is

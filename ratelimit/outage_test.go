@@ -1,0 +1,209 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testredis"
+)
+
+// TestRedisKilled: Redis is killed mid-test and restarted; on_error
+// decides what happens meanwhile, and decisions go back to Redis when it
+// returns.
+func TestRedisKilled(t *testing.T) {
+	tests := []struct {
+		onError string
+		// outage lists the status codes of requests while Redis is down.
+		outage []int
+	}{
+		// allow: counted in memory from a fresh bucket of 3, then refused.
+		{"allow", []int{200, 200, 200, 429, 429}},
+		// deny: refused with 503 without counting.
+		{"deny", []int{503, 503, 503, 503, 503}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.onError, func(t *testing.T) {
+			srv := testredis.Start(t)
+			file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, on_error: %s, timeout: 500ms}
+rate_limits:
+  l: {key: "header:X-User", limit: 3, per: 1h}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL(), tc.onError))
+			clk := newClock()
+			vec := NewDecisionsMetric()
+			s := newService(t, clk, vec, file)
+			h := handlerFor(t, s, file.Routes[0], KeySources{})
+			user := map[string]string{"X-User": "ann"}
+			if w := h.do(user); w.Code != 200 || w.Header().Get(HeaderRemaining) != "2" {
+				t.Fatalf("before the outage: %d remaining=%s", w.Code, w.Header().Get(HeaderRemaining))
+			}
+			if err := s.Ready(); err != nil {
+				t.Fatalf("Ready with Redis up: %v", err)
+			}
+
+			srv.Stop()
+			for i, want := range tc.outage {
+				w := h.do(user)
+				if w.Code != want {
+					t.Fatalf("outage request %d: %d, want %d", i, w.Code, want)
+				}
+				if want == 503 && (w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), `"status":503`)) {
+					t.Fatalf("503 without Retry-After or JSON body: %v %s", w.Header(), w.Body)
+				}
+			}
+			if got := counter(t, vec, "l", DecisionError); got != len(tc.outage) {
+				t.Fatalf("error decisions %d, want %d", got, len(tc.outage))
+			}
+			if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "redis unreachable") {
+				t.Fatalf("Ready during the outage: %v", err)
+			}
+
+			srv.Restart()
+			// Until probeInterval has passed nobody tries Redis again.
+			before := counter(t, vec, "l", DecisionError)
+			h.do(user)
+			if counter(t, vec, "l", DecisionError) != before+1 {
+				t.Fatal("Redis was tried again before probeInterval")
+			}
+			if n := commandCalls(t, srv.Addr, "evalsha"); n != 0 {
+				t.Fatalf("%d EVALSHA before probeInterval", n)
+			}
+			clk.Add(probeInterval)
+			// Redis restarted empty (no persistence): a fresh bucket of 3.
+			w := h.do(user)
+			if w.Code != 200 || w.Header().Get(HeaderRemaining) != "2" {
+				t.Fatalf("after recovery: %d remaining=%s, want 200 counted in Redis", w.Code, w.Header().Get(HeaderRemaining))
+			}
+			if n := commandCalls(t, srv.Addr, "evalsha"); n == 0 {
+				t.Fatal("the decision after recovery did not go to Redis")
+			}
+			if err := s.Ready(); err != nil {
+				t.Fatalf("Ready after recovery: %v", err)
+			}
+		})
+	}
+}
+
+// TestRedisFrozen: a Redis that accepts connections but never answers
+// costs one time-out, then decisions skip it until the probe.
+func TestRedisFrozen(t *testing.T) {
+	srv := testredis.Start(t)
+	file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, on_error: allow, timeout: 100ms}
+rate_limits:
+  l: {key: route, limit: 100, per: 1s}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL()))
+	clk := newClock()
+	vec := NewDecisionsMetric()
+	s := newService(t, clk, vec, file)
+	h := handlerFor(t, s, file.Routes[0], KeySources{})
+	if w := h.do(nil); w.Code != 200 {
+		t.Fatal(w.Code)
+	}
+	srv.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		if w := h.do(nil); w.Code != 200 {
+			t.Fatalf("request %d during the stall: %d", i, w.Code)
+		}
+	}
+	if got := counter(t, vec, "l", DecisionError); got != 20 {
+		t.Fatalf("error decisions %d, want 20", got)
+	}
+	srv.Resume()
+	resumed = true
+	clk.Add(probeInterval)
+	calls := commandCalls(t, srv.Addr, "evalsha")
+	h.do(nil)
+	if got := commandCalls(t, srv.Addr, "evalsha"); got != calls+1 {
+		t.Fatalf("after the probe interval the decision did not go to Redis (%d -> %d)", calls, got)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHotKeyFlood measures what 10,000 requests from one client far over
+// its limit cost in Redis round trips: refusals are remembered locally
+// until their retry time, so the flood costs about one call per allowed
+// request, not one per request.
+func TestHotKeyFlood(t *testing.T) {
+	tests := []struct {
+		desc string
+		step time.Duration // clock advance per request
+		// want is the exact number of EVALSHA calls.
+		wantAllowed, wantCalls int
+	}{
+		// A frozen clock: 10 allowed, 1 refusal from Redis, 9,989 from memory.
+		{"burst then flood", 0, 10, 11},
+		// 1ms apart for 10s: 10 + 10s × 10/min = 11 allowed; each refusal
+		// from Redis is remembered until the next allowed moment.
+		{"flood over ten seconds", time.Millisecond, 11, 13},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			srv := testredis.Start(t)
+			file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, timeout: 1s}
+rate_limits:
+  l: {key: client_ip, limit: 10, per: 1m}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL()))
+			clk := newClock()
+			s := newService(t, clk, nil, file)
+			h := handlerFor(t, s, file.Routes[0], KeySources{})
+			before := commandCalls(t, srv.Addr, "evalsha")
+			allowed := 0
+			for i := 0; i < 10000; i++ {
+				clk.Add(tc.step)
+				if h.do(nil).Code == 200 {
+					allowed++
+				}
+			}
+			calls := commandCalls(t, srv.Addr, "evalsha") - before
+			t.Logf("10,000 requests from one key: %d allowed, %d Redis calls", allowed, calls)
+			if allowed != tc.wantAllowed || calls != tc.wantCalls {
+				t.Fatalf("allowed %d with %d Redis calls, want %d and %d", allowed, calls, tc.wantAllowed, tc.wantCalls)
+			}
+		})
+	}
+}
+
+// TestCancelledRequestIsNotAnOutage: a client that goes away mid-decision
+// must not mark Redis down.
+func TestCancelledRequestIsNotAnOutage(t *testing.T) {
+	srv := testredis.Start(t)
+	file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, on_error: deny}
+rate_limits:
+  l: {key: route, limit: 100, per: 1s}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL()))
+	s := newService(t, newClock(), nil, file)
+	snap := s.cur.Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rl := &routeLimit{limit: LimitFromRoutes("l", file.RateLimits["l"])}
+	b, _ := rl.limit.bucket()
+	rl.sig = b.signature()
+	if _, err := s.decide(ctx, snap, rl, "k"); err == nil {
+		t.Fatal("a cancelled decision succeeded")
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("a cancelled request marked Redis down: %v", err)
+	}
+}
