@@ -7,6 +7,10 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/causewayhq/causeway/plugins"
+	// The built-in plugins register themselves.
+	_ "github.com/causewayhq/causeway/plugins/standard"
 )
 
 // Version is set at build time (-ldflags -X); otherwise the module version
@@ -17,8 +21,9 @@ func init() {
 	Register(Command{Name: "version", Summary: "print the version (-plugins: the compiled-in plugins)", Run: runVersion})
 }
 
-// pluginNames lists the registered plugins; set by the plugins wiring.
-var pluginNames func() []string
+// pluginNames lists the registered plugins: the built-ins imported below
+// and, in a binary made by `causeway build`, the out-of-tree ones.
+var pluginNames = plugins.Names
 
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
@@ -28,7 +33,7 @@ func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	fmt.Fprintf(stdout, "causeway %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	if *withPlugins && pluginNames != nil {
+	if *withPlugins {
 		fmt.Fprintln(stdout, "plugins:")
 		for _, n := range pluginNames() {
 			fmt.Fprintf(stdout, "  %s\n", n)
@@ -41,7 +46,7 @@ func version() string {
 	if Version != "" {
 		return Version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
 	return "dev"
