@@ -148,7 +148,7 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 			if !s.relevant(ev.Name) {
 				continue
 			}
-			if err := s.Reload(); err != nil {
+			if err := s.reloadRecovering(); err != nil {
 				// Expected while a rotation is half written (new key, old
 				// certificate); the next event completes it.
 				s.log.Warn("mesh: reload refused, keeping the current identity", "id", s.ID().String(), "trigger", ev.Name, "error", err)
@@ -160,6 +160,17 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 			s.log.Error("mesh: watching identity files", "error", err)
 		}
 	}
+}
+
+// reloadRecovering keeps the watcher alive through a panic while parsing a
+// file: a watcher that died would silently stop every later rotation.
+func (s *Source) reloadRecovering() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("mesh source: panic while reloading: %v", r)
+		}
+	}()
+	return s.Reload()
 }
 
 // relevant reports whether a change to name may change the material: one

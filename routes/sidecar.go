@@ -108,6 +108,13 @@ func LoadSidecar(path string) (*Sidecar, error) {
 func ParseSidecar(name string, data []byte) (*Sidecar, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {
+		// parseYAML's messages speak of the routes file; say which file this is.
+		if errs, ok := err.(Errors); ok {
+			for _, e := range errs {
+				e.Msg = strings.NewReplacer("a routes file", "a sidecar file",
+					"version, upstreams and routes", "version, identity, inbound and outbound").Replace(e.Msg)
+			}
+		}
 		return nil, err
 	}
 	d := newDecoder(name)

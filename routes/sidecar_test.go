@@ -109,6 +109,9 @@ func TestSidecarErrors(t *testing.T) {
 		want []string
 	}{
 		{"empty file", "", []string{"s.yaml:1:1: file is empty"}},
+		{"not a mapping", "- a\n", []string{"s.yaml:1:1: the file must be a mapping with keys such as version, identity, inbound and outbound"}},
+		{"two documents", sidecarBase + "---\nversion: 1\n", []string{"s.yaml:12:1: more than one YAML document: a sidecar file holds exactly one"}},
+		{"syntax error", "version: 1\ninbound: [\n", []string{"s.yaml:2:1: YAML syntax: did not find expected node content"}},
 		{"unknown key with suggestion", sidecarBase + "inbond: {}\n", []string{`s.yaml:12:1: inbond: unknown key (did you mean "inbound"?)`}},
 		{"unknown nested key", r("forward_to:", "forward:"), []string{`s.yaml:5:3: inbound.forward: unknown key`}},
 		{"wrong version", r("version: 1", "version: 2"), []string{"s.yaml:1:10: version: must be 1 (found 2)"}},
