@@ -2,7 +2,18 @@ package routes
 
 import (
 	"strings"
+	"time"
 )
+
+// MinRateLimitPer is the shortest window a rate limit may count over; the
+// limiters count in microseconds, and shorter windows are not a meaningful
+// policy for HTTP requests anyway.
+const MinRateLimitPer = time.Millisecond
+
+// maxRateLimitCapacity bounds burst × per: the Redis limiter computes with
+// Lua doubles, which are exact integers only up to 2^53; 2^50 µs (about 35
+// years) leaves room for the arithmetic around it.
+const maxRateLimitCapacity = time.Duration(1<<50) * time.Microsecond
 
 func (f *File) defaultRateLimits() {
 	for name, l := range f.RateLimits {
@@ -24,8 +35,13 @@ func (c *checker) checkRateLimits() {
 		if l.Limit <= 0 {
 			c.errorf(p+".limit", "must be a positive integer")
 		}
-		if l.Per <= 0 {
+		switch {
+		case l.Per <= 0:
 			c.errorf(p+".per", "must be a positive duration such as 1s or 1m")
+		case l.Per.D() < MinRateLimitPer:
+			c.errorf(p+".per", "must be at least %v (found %v)", MinRateLimitPer, l.Per.D())
+		case l.Burst > 0 && time.Duration(l.Burst) > maxRateLimitCapacity/l.Per.D():
+			c.errorf(p+".burst", "burst × per is too large to count exactly (at most about 35 years)")
 		}
 		if l.Burst < 0 {
 			c.errorf(p+".burst", "must not be negative")
@@ -34,6 +50,7 @@ func (c *checker) checkRateLimits() {
 			c.errorf(p+".key", "is required: client_ip, header:NAME, claim:NAME, api_key, route, or several joined by +")
 			continue
 		}
+		seen := map[string]bool{}
 		for _, part := range RateLimitKeyParts(l.Key) {
 			kind, arg, hasArg := strings.Cut(part, ":")
 			switch kind {
@@ -41,13 +58,26 @@ func (c *checker) checkRateLimits() {
 				if hasArg {
 					c.errorf(p+".key", "%q takes no argument", kind)
 				}
-			case "header", "claim":
+			case "header":
+				if !httpTokenRe.MatchString(arg) {
+					c.errorf(p+".key", "%q needs a header name, e.g. header:X-Tenant", part)
+				}
+			case "claim":
 				if arg == "" {
-					c.errorf(p+".key", "%q needs a name, e.g. %s:X-Tenant", kind, kind)
+					c.errorf(p+".key", "%q needs a name, e.g. claim:sub", part)
 				}
 			default:
 				c.errorf(p+".key", "unknown key part %q (client_ip, header:NAME, claim:NAME, api_key, route)", part)
 			}
+			// Header names are case-insensitive: header:x-a and header:X-A are one part.
+			norm := part
+			if kind == "header" {
+				norm = "header:" + strings.ToLower(arg)
+			}
+			if seen[norm] {
+				c.errorf(p+".key", "%q appears twice", part)
+			}
+			seen[norm] = true
 		}
 	}
 }
