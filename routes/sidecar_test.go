@@ -196,3 +196,36 @@ func TestSidecarErrors(t *testing.T) {
 		}
 	})
 }
+
+// FuzzParseSidecar: arbitrary bytes must never panic the loader, every
+// failure must be a located Errors list, and whatever is accepted must hold
+// the invariants the engine relies on.
+func FuzzParseSidecar(f *testing.F) {
+	f.Add([]byte(sidecarBase))
+	f.Add([]byte("version: 1\nidentity: {cert_file: c, key_file: k, bundle_file: b}\ninbound: {forward_to: \"localhost:1\", allow_trust_domains: [a]}\n"))
+	f.Add([]byte("a: &x [*x]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseSidecar("fuzz.yaml", data)
+		if err != nil {
+			list, ok := err.(Errors)
+			if !ok || len(list) == 0 {
+				t.Fatalf("error is not a located list: %T %v", err, err)
+			}
+			for _, e := range list {
+				if e.Pos.Line < 1 || e.Pos.Col < 1 {
+					t.Fatalf("error without a position: %v", e)
+				}
+			}
+			return
+		}
+		if s.Version != 1 || (s.Inbound == nil && s.Outbound == nil) {
+			t.Fatalf("invalid file accepted: %+v", s)
+		}
+		if s.Outbound != nil && !isLoopback(s.Outbound.Listen) {
+			t.Fatalf("non-loopback outbound accepted: %q", s.Outbound.Listen)
+		}
+		if s.Inbound != nil && (len(s.Inbound.Allow)+len(s.Inbound.AllowTrustDomains) == 0 || !isLoopback(s.Inbound.ForwardTo)) {
+			t.Fatalf("open or off-host inbound accepted: %+v", s.Inbound)
+		}
+	})
+}
