@@ -210,6 +210,7 @@ type idp struct {
 	status       int
 	cacheControl string
 	hits         atomic.Int64
+	fetched      chan int // when set, receives each answered status
 }
 
 func newIDP(t testing.TB, keys ...map[string]any) *idp {
@@ -219,7 +220,11 @@ func newIDP(t testing.TB, keys ...map[string]any) *idp {
 		p.hits.Add(1)
 		p.mu.Lock()
 		status, body, cc := p.status, map[string]any{"keys": p.keys}, p.cacheControl
+		fetched := p.fetched
 		p.mu.Unlock()
+		if fetched != nil {
+			defer func() { fetched <- status }()
+		}
 		if cc != "" {
 			w.Header().Set("Cache-Control", cc)
 		}

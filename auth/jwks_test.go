@@ -362,3 +362,43 @@ func TestJWKSOutlivesBuildContext(t *testing.T) {
 	s.Close()
 	<-j.done
 }
+
+// TestJWKSBackgroundSchedule runs the refresher on its own schedule: retry
+// after a failed start-up fetch, then refetch when Cache-Control's max-age
+// (bounded by jwks_refresh) runs out. It waits on the endpoint's own
+// notifications, about 2 s of real timers, and asserts no durations.
+func TestJWKSBackgroundSchedule(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for real refresh timers")
+	}
+	sg := signerFor(t, "ES256", 0)
+	p := newIDP(t)
+	fetched := make(chan int, 16)
+	p.mu.Lock()
+	p.status, p.fetched, p.cacheControl = http.StatusBadGateway, fetched, "max-age=0"
+	p.mu.Unlock()
+	f := parse(t, jwksFile(t, p, "\n      jwks_refresh: {min: 1s, max: 1s}"), usersRoute)
+	s := testSet(t, f, Options{Now: newClock().Now})
+	if got := <-fetched; got != http.StatusBadGateway {
+		t.Fatalf("first fetch answered %d", got)
+	}
+	started(t, s)
+	if s.Ready() == nil {
+		t.Fatal("ready without keys")
+	}
+	p.set(http.StatusOK, jwkOf(sg.pub, "k1"))
+	for <-fetched != http.StatusOK { // the retry
+	}
+	j := s.auths["users"].(*jwtAuth).jwks
+	// The store follows the answer: wait for it through the shared path.
+	j.refreshShared(context.Background())
+	if err := s.Ready(); err != nil {
+		t.Fatalf("not ready after the retry: %v", err)
+	}
+	p.set(http.StatusOK, jwkOf(sg.pub, "k1"), jwkOf(signerFor(t, "EdDSA", 0).pub, "k2"))
+	for <-fetched != http.StatusOK { // the scheduled refresh
+	}
+	for !slices.Contains(j.kids(), "k2") {
+		<-fetched // the store may trail the answer; the next refresh settles it
+	}
+}
