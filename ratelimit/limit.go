@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/causewayhq/causeway/routes"
@@ -130,5 +131,11 @@ func micros(n int64) time.Duration { return time.Duration(n) * time.Microsecond 
 // parameters (the limit was changed by a reload) is not reinterpreted in
 // the new units: the client starts afresh with its full burst.
 func (b bucket) signature() string {
-	return fmt.Sprintf("%d/%d/%d", b.rate, b.per, b.burst)
+	buf := make([]byte, 0, 48)
+	buf = strconv.AppendInt(buf, b.rate, 10)
+	buf = append(buf, '/')
+	buf = strconv.AppendInt(buf, b.per, 10)
+	buf = append(buf, '/')
+	buf = strconv.AppendInt(buf, b.burst, 10)
+	return string(buf)
 }
