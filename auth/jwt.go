@@ -153,6 +153,9 @@ func newJWTAuth(name string, c *routes.JWT, now func() time.Time) (*jwtAuth, err
 		// Non-canonical base64 would let one token have many spellings,
 		// each a separate cache entry and a separate signature check.
 		jwt.WithStrictDecoding(),
+		// Numbers stay as written: a 64-bit user id forwarded as a header or
+		// used as a rate-limit key must not lose digits to float64.
+		jwt.WithJSONNumber(),
 	}
 	a.issuer = c.Issuer
 	a.audiences = slices.Clone(c.Audiences)

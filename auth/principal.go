@@ -20,7 +20,7 @@ type Principal struct {
 	Authenticator string         // name of the authenticator that succeeded
 	Subject       string         // JWT "sub", or the API key's name
 	KeyName       string         // API key name ("" for JWT)
-	Claims        map[string]any // JWT claims (nil for API keys); shared, read-only
+	Claims        map[string]any // JWT claims (nil for API keys); shared, read-only; numbers are json.Number
 }
 
 type principalKey struct{}

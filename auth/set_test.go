@@ -485,3 +485,24 @@ func TestSecretsNeverLogged(t *testing.T) {
 		t.Fatalf("nothing logged:\n%s", out)
 	}
 }
+
+// TestNumericClaimsKeepDigits: a 64-bit id survives to the forwarded header
+// and to Claim, which float64 would round (2^53+1 -> 2^53).
+func TestNumericClaimsKeepDigits(t *testing.T) {
+	sg := signerFor(t, "ES256", 0)
+	src := "      public_key_files: [" + pemFile(t, sg.pub) + "]\n      forward_claims: {uid: X-Uid}"
+	auths := strings.Replace(jwtYAML(src, "ES256"), "      forward_claims: {sub: X-User-Id}\n", "", 1)
+	f := parse(t, auths, `{name: r, match: {path_prefix: /}, upstream: up, auth: users, require_claims: {uid: "9007199254740993"}}`)
+	s := testSet(t, f, Options{Now: newClock().Now})
+	h, up := handler(t, s, f, 0)
+	tok := sg.sign(t, claims(map[string]any{"uid": json.RawMessage("9007199254740993")}), "")
+	if w := do(h, "/", bearer(tok)); w.Code != 204 {
+		t.Fatalf("status %d", w.Code)
+	}
+	if got := up.header.Get("X-Uid"); got != "9007199254740993" {
+		t.Fatalf("X-Uid %q", got)
+	}
+	if v, _ := up.p.Claim("uid"); v != "9007199254740993" {
+		t.Fatalf("Claim(uid) %q", v)
+	}
+}
