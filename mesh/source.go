@@ -105,9 +105,6 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 		}
 		s.td = td
 	}
-	if err := s.Reload(); err != nil {
-		return nil, err
-	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("mesh source: watching files: %w", err)
@@ -123,6 +120,12 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 			w.Close()
 			return nil, fmt.Errorf("mesh source: watching %s: %w", d, err)
 		}
+	}
+	// The first load comes after the watches are in place, so a file
+	// replaced in between is not missed: its event is waiting.
+	if err := s.Reload(); err != nil {
+		w.Close()
+		return nil, err
 	}
 	go s.watch(ctx, w)
 	return s, nil

@@ -128,8 +128,12 @@ func (c *CA) Issue(id string, opts ...Option) *Cert {
 	for _, o := range opts {
 		o(&s)
 	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		c.t.Fatalf("meshtest: %v", err)
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"meshtest"}},
 		NotBefore:             s.notBefore,
 		NotAfter:              s.notAfter,
