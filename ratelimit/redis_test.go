@@ -292,3 +292,55 @@ routes:
 	}
 	t.Logf("three edges allowed %d, limit allows %d (%.2f%%)", allowed, want, 100*float64(allowed-want)/float64(want))
 }
+
+// TestTopologies: the Service counts in Redis reached as a single node
+// (url), a Cluster (addrs) and through Sentinel (addrs + master_name),
+// each started by the test.
+func TestTopologies(t *testing.T) {
+	single := testredis.Start(t)
+	master := testredis.Start(t)
+	sentinel := testredis.StartSentinel(t, master, "main")
+	sections := map[string]string{
+		"single":   fmt.Sprintf("redis: {url: %q, timeout: 1s}\n", single.URL()),
+		"sentinel": fmt.Sprintf("redis: {addrs: [%q], master_name: main, timeout: 1s}\n", sentinel.Addr),
+	}
+	if !testing.Short() {
+		cl := testredis.StartCluster(t)
+		sections["cluster"] = fmt.Sprintf("redis: {addrs: [%q, %q], timeout: 1s}\n", cl.Addrs()[0], cl.Addrs()[1])
+	}
+	for _, name := range []string{"single", "sentinel", "cluster"} {
+		section, ok := sections[name]
+		if !ok {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			file := testFile(t, section+`
+rate_limits:
+  l: {key: "header:X-User", limit: 4, per: 1h}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`)
+			vec := NewDecisionsMetric()
+			s := newService(t, newClock(), vec, file)
+			if err := s.Ready(); err != nil {
+				t.Fatal(err)
+			}
+			h := handlerFor(t, s, file.Routes[0], KeySources{})
+			for u := 0; u < 5; u++ {
+				user := map[string]string{"X-User": fmt.Sprintf("user-%d", u)}
+				for i := 0; i < 5; i++ {
+					want := 200
+					if i == 4 {
+						want = 429
+					}
+					if w := h.do(user); w.Code != want {
+						t.Fatalf("user %d request %d: %d, want %d", u, i, w.Code, want)
+					}
+				}
+			}
+			if e := counter(t, vec, "l", DecisionError); e != 0 {
+				t.Fatalf("%d decisions failed in Redis", e)
+			}
+		})
+	}
+}

@@ -214,3 +214,26 @@ func TestTimeoutBoundsSlowServer(t *testing.T) {
 		t.Fatal("a frozen server answered")
 	}
 }
+
+// TestSentinel: addrs + master_name finds the master through a real
+// Sentinel and sends commands to it.
+func TestSentinel(t *testing.T) {
+	master := testredis.Start(t)
+	sentinel := testredis.StartSentinel(t, master, "main")
+	c, err := New(&routes.Redis{Addrs: []string{sentinel.Addr}, MasterName: "main", DB: 3, Timeout: routes.Duration(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Set(ctx, "through-sentinel", "yes", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Do(ctx, "CLIENT", "INFO").Text()
+	if err != nil || !strings.Contains(got, " db=3 ") {
+		t.Fatalf("CLIENT INFO = %q, %v", got, err)
+	}
+	if n, _ := master.Do("INFO", "keyspace"); !strings.Contains(n, "db3:keys=1") {
+		t.Fatalf("the key did not land on the master's db 3: %q", n)
+	}
+}

@@ -43,6 +43,9 @@ type Server struct {
 	tb    testing.TB
 	dir   string
 	extra []string
+	// conf is a config file given before the flags; Sentinel needs one it
+	// can rewrite.
+	conf string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -94,7 +97,11 @@ func freePort() (int, error) {
 }
 
 func (s *Server) args() []string {
-	a := []string{
+	var a []string
+	if s.conf != "" {
+		a = append(a, s.conf)
+	}
+	a = append(a,
 		"--port", strconv.Itoa(s.Port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -102,7 +109,7 @@ func (s *Server) args() []string {
 		"--dir", s.dir,
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 		"--daemonize", "no",
-	}
+	)
 	return append(a, s.extra...)
 }
 
@@ -412,4 +419,43 @@ func readReply(r *bufio.Reader) (string, error) {
 	default:
 		return "", fmt.Errorf("unexpected reply %q", line)
 	}
+}
+
+// StartSentinel starts a Redis Sentinel on a free loopback port that
+// monitors master under name (quorum 1), and waits until it reports the
+// master's address. It is stopped when the test ends.
+func StartSentinel(tb testing.TB, master *Server, name string) *Server {
+	tb.Helper()
+	requireBinary(tb, "redis-server")
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			tb.Fatalf("testredis: finding a free port: %v", err)
+		}
+		dir := tb.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		body := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 1\nsentinel down-after-milliseconds %s 5000\n", name, master.Port, name)
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			tb.Fatalf("testredis: writing %s: %v", conf, err)
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, tb: tb, dir: dir, conf: conf, extra: []string{"--sentinel"}}
+		if lastErr = s.start(); lastErr != nil {
+			continue
+		}
+		tb.Cleanup(s.cleanup)
+		deadline := time.Now().Add(startTimeout)
+		for {
+			got, err := s.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+			if err == nil && got == "127.0.0.1\n"+strconv.Itoa(master.Port) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				tb.Fatalf("testredis: sentinel on %s never reported master %s (last: %q, %v)", s.Addr, name, got, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	tb.Fatalf("testredis: starting redis-server --sentinel: %v", lastErr)
+	return nil
 }

@@ -3,6 +3,7 @@ package testredis
 import (
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,3 +138,15 @@ func (r *recorder) Fatalf(format string, args ...any) {
 func (r *recorder) Skip(args ...any)                 { r.skipped = true; runtime.Goexit() }
 func (r *recorder) Skipf(format string, args ...any) { r.skipped = true; runtime.Goexit() }
 func (r *recorder) SkipNow()                         { r.skipped = true; runtime.Goexit() }
+
+func TestSentinel(t *testing.T) {
+	master := Start(t)
+	s := StartSentinel(t, master, "main")
+	got, err := s.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "127.0.0.1\n" + strconv.Itoa(master.Port); got != want {
+		t.Fatalf("sentinel reports %q, want %q", got, want)
+	}
+}
