@@ -100,6 +100,31 @@ func TestCAOnDisk(t *testing.T) {
 		}
 	})
 
+	t.Run("VerifyFile applies the peers' rules and clock", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "orders")
+		must(t, mesh.IssueLeaf(root, mustID(t, ordersID), time.Hour, out, clock))
+		bundle := filepath.Join(root, "bundle.pem")
+		if id, chain, err := mesh.VerifyFile(out+".pem", bundle, now); err != nil || id.String() != ordersID || len(chain) != 1 {
+			t.Fatalf("VerifyFile = %v, %d certs, %v", id, len(chain), err)
+		}
+		for _, tc := range []struct {
+			name, cert, bundle string
+			at                 time.Time
+			errHas             string
+		}{
+			{"after expiry", out + ".pem", bundle, now.Add(2 * time.Hour), "expired"},
+			{"a key instead of a certificate", out + "-key.pem", bundle, now, "unexpected PEM block"},
+			{"a missing bundle", out + ".pem", filepath.Join(root, "nope.pem"), now, "no such file"},
+			{"the root itself (no SPIFFE path, a CA)", filepath.Join(root, "root.pem"), bundle, now, "CA flag"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if _, _, err := mesh.VerifyFile(tc.cert, tc.bundle, tc.at); err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("err = %v, want %q", err, tc.errHas)
+				}
+			})
+		}
+	})
+
 	inter := filepath.Join(t.TempDir(), "int")
 	if err := mesh.IssueIntermediate(root, inter, clock, mesh.WithTTL(30*24*time.Hour)); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // File names in a CA directory. A root CA directory (ca init) holds
@@ -268,4 +271,27 @@ func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
 	}
 	ok = true
 	return nil
+}
+
+// VerifyFile checks a workload certificate file (leaf followed by its
+// chain) against a bundle file at now, with the rules peers apply in a
+// handshake, and returns the leaf's ID and the certificates read. It is
+// what `causeway ca verify` runs before a certificate is deployed.
+func VerifyFile(certFile, bundleFile string, now time.Time) (ID, []*x509.Certificate, error) {
+	chain, err := readCerts(certFile)
+	if err != nil {
+		return ID{}, nil, fmt.Errorf("verifying %s: %w", certFile, err)
+	}
+	roots, err := readCerts(bundleFile)
+	if err != nil {
+		return ID{}, chain, fmt.Errorf("verifying %s: %w", certFile, err)
+	}
+	id, err := IDFromCert(chain[0])
+	if err != nil {
+		return ID{}, chain, fmt.Errorf("verifying %s: %w", certFile, err)
+	}
+	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(id.TrustDomain(), roots), x509svid.WithTime(now)); err != nil {
+		return id, chain, fmt.Errorf("verifying %s against %s: %w", certFile, bundleFile, err)
+	}
+	return id, chain, nil
 }

@@ -14,13 +14,14 @@ import (
 )
 
 func init() {
-	Register(Command{Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue", Run: runCA})
+	Register(Command{Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue, verify", Run: runCA})
 }
 
 var caCommands = map[string]func(args []string, stdout, stderr io.Writer) int{
 	"init":         runCAInit,
 	"intermediate": runCAIntermediate,
 	"issue":        runCAIssue,
+	"verify":       runCAVerify,
 }
 
 func caUsage(w io.Writer) {
@@ -30,7 +31,9 @@ func caUsage(w io.Writer) {
   causeway ca intermediate -dir ca/ -out ca/int [-ttl 8760h]
       create an intermediate CA signed by the CA in -dir, so the root key can stay offline
   causeway ca issue -dir ca/ -id spiffe://example.org/ns/shop/sa/orders -out mesh/orders [-ttl 24h]
-      issue a workload certificate: mesh/orders.pem (leaf + chain), mesh/orders-key.pem (0600)`)
+      issue a workload certificate: mesh/orders.pem (leaf + chain), mesh/orders-key.pem (0600)
+  causeway ca verify -bundle ca/bundle.pem mesh/orders.pem [FILE...]
+      check certificate files the way peers will; print each one's ID and expiry`)
 }
 
 func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
@@ -169,4 +172,34 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "issued %s for %s: %s.pem, %s-key.pem\n", id, *ttl, *out, *out)
 	return 0
+}
+
+func runCAVerify(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ca verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bundle := fs.String("bundle", "", "trust bundle to verify against (required)")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if *bundle == "" || fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "usage: causeway ca verify -bundle BUNDLE.pem CERT.pem [CERT.pem...]")
+		return 2
+	}
+	now := time.Now()
+	code := 0
+	for _, file := range fs.Args() {
+		id, chain, err := mesh.VerifyFile(file, *bundle, now)
+		if err != nil {
+			fmt.Fprintln(stderr, "causeway ca verify:", err)
+			code = 1
+			continue
+		}
+		leaf := chain[0]
+		fmt.Fprintf(stdout, "%s: %s, valid until %s (%s left), %d intermediate(s)\n", file, id,
+			leaf.NotAfter.UTC().Format(time.RFC3339), leaf.NotAfter.Sub(now).Round(time.Minute), len(chain)-1)
+	}
+	return code
 }

@@ -57,6 +57,11 @@ func TestCACommands(t *testing.T) {
 		t.Fatalf("intermediate: exit %d: %s", code, stderr)
 	}
 
+	otherBundle := filepath.Join(tmp, "other", "bundle.pem")
+	if code, _, stderr := runCACmd("init", "-trust-domain", "example.org", "-dir", filepath.Join(tmp, "other")); code != 0 {
+		t.Fatalf("init other: exit %d: %s", code, stderr)
+	}
+
 	t.Run("init writes the root, its key 0600 and the bundle", func(t *testing.T) {
 		for name, want := range map[string]os.FileMode{"root.pem": 0o644, "root-key.pem": 0o600, "bundle.pem": 0o644} {
 			if got := fileMode(t, filepath.Join(ca, name)); got != want {
@@ -113,6 +118,18 @@ func TestCACommands(t *testing.T) {
 		}
 	})
 
+	t.Run("verify accepts issued files and names their ID", func(t *testing.T) {
+		code, stdout, stderr := runCACmd("verify", "-bundle", filepath.Join(ca, "bundle.pem"), filepath.Join(tmp, "mesh", "orders.pem"), filepath.Join(tmp, "mesh", "payments.pem"))
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		for _, want := range []string{"spiffe://example.org/ns/shop/sa/orders, valid until", "spiffe://example.org/ns/shop/sa/payments", "1 intermediate(s)"} {
+			if !strings.Contains(stdout, want) {
+				t.Fatalf("stdout %q lacks %q", stdout, want)
+			}
+		}
+	})
+
 	bad := []struct {
 		name   string
 		args   []string
@@ -134,6 +151,10 @@ func TestCACommands(t *testing.T) {
 		{"issue with a malformed ttl", []string{"issue", "-dir", ca, "-id", "spiffe://example.org/a", "-out", filepath.Join(tmp, "o"), "-ttl", "soon"}, 2, "invalid value"},
 		{"issue outliving the intermediate", []string{"issue", "-dir", inter, "-id", "spiffe://example.org/a", "-out", filepath.Join(tmp, "o"), "-ttl", "800h"}, 1, "outlive"},
 		{"issue from a directory without a CA", []string{"issue", "-dir", tmp, "-id", "spiffe://example.org/a", "-out", filepath.Join(tmp, "o")}, 1, "root.pem"},
+		{"verify without -bundle", []string{"verify", filepath.Join(tmp, "mesh", "orders.pem")}, 2, "usage"},
+		{"verify without files", []string{"verify", "-bundle", filepath.Join(ca, "bundle.pem")}, 2, "usage"},
+		{"verify a key file", []string{"verify", "-bundle", filepath.Join(ca, "bundle.pem"), filepath.Join(tmp, "mesh", "orders-key.pem")}, 1, "unexpected PEM block"},
+		{"verify against another CA's bundle", []string{"verify", "-bundle", otherBundle, filepath.Join(tmp, "mesh", "orders.pem")}, 1, "unknown authority"},
 		{"intermediate without -out", []string{"intermediate", "-dir", ca}, 2, "-out is required"},
 		{"intermediate over an existing one", []string{"intermediate", "-dir", ca, "-out", inter}, 1, "refusing to overwrite"},
 	}
