@@ -111,12 +111,12 @@ func loadKeysFile(path, authName string) ([]apiKey, error) {
 	return keys, nil
 }
 
-func (a *apiKeyAuth) name() string    { return a.name_ }
-func (a *apiKeyAuth) realm() string   { return a.name_ }
-func (a *apiKeyAuth) scheme() string  { return "ApiKey" }
-func (a *apiKeyAuth) source() source  { return a.src }
-func (a *apiKeyAuth) keepToken() bool { return a.keep }
-func (a *apiKeyAuth) isJWKS() *jwks   { return nil }
+func (a *apiKeyAuth) name() string     { return a.name_ }
+func (a *apiKeyAuth) realm() string    { return a.name_ }
+func (a *apiKeyAuth) scheme() string   { return "ApiKey" }
+func (a *apiKeyAuth) source() source   { return a.src }
+func (a *apiKeyAuth) keepToken() bool  { return a.keep }
+func (a *apiKeyAuth) jwksCache() *jwks { return nil }
 
 func (a *apiKeyAuth) forwardedHeaders() []string {
 	if a.forwardName == "" {

@@ -188,12 +188,12 @@ func loadSecret(c *routes.JWT) ([]byte, error) {
 	return nil, errors.New("an HS algorithm needs hmac_secret_env or hmac_secret_file")
 }
 
-func (a *jwtAuth) name() string    { return a.name_ }
-func (a *jwtAuth) realm() string   { return a.realm_ }
-func (a *jwtAuth) scheme() string  { return "Bearer" }
-func (a *jwtAuth) source() source  { return a.src }
-func (a *jwtAuth) keepToken() bool { return a.keep }
-func (a *jwtAuth) isJWKS() *jwks   { return a.jwks }
+func (a *jwtAuth) name() string     { return a.name_ }
+func (a *jwtAuth) realm() string    { return a.realm_ }
+func (a *jwtAuth) scheme() string   { return "Bearer" }
+func (a *jwtAuth) source() source   { return a.src }
+func (a *jwtAuth) keepToken() bool  { return a.keep }
+func (a *jwtAuth) jwksCache() *jwks { return a.jwks }
 func (a *jwtAuth) forwardedHeaders() []string {
 	hs := make([]string, len(a.forward))
 	for i, f := range a.forward {

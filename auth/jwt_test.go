@@ -1,11 +1,14 @@
 package auth
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -306,4 +309,33 @@ func httptestRequest(target string, hdr http.Header) *http.Request {
 		r.Header[k] = vs
 	}
 	return r
+}
+
+// TestPEMKeyFormats: public_key_files takes PKIX and PKCS#1 public keys and
+// certificates, several to a file, and skips unrelated blocks.
+func TestPEMKeyFormats(t *testing.T) {
+	rs, es := signerFor(t, "RS256", 0), signerFor(t, "ES256", 0)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: t0, NotAfter: t0.Add(time.Hour)}
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, es.pub, es.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file []byte
+	file = append(file, pem.EncodeToMemory(&pem.Block{Type: "COMMENT", Bytes: []byte("skipped")})...)
+	file = append(file, pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(rs.pub.(*rsa.PublicKey))})...)
+	file = append(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})...)
+	path := writeFile(t, "keys.pem", file)
+	f := parse(t, jwtYAML("      public_key_files: ["+path+"]", "RS256", "ES256"), usersRoute)
+	s := testSet(t, f, Options{Now: newClock().Now})
+	a := s.auths["users"].(*jwtAuth)
+	for _, sg := range []signer{rs, es} {
+		if _, r := a.verify(t.Context(), sg.sign(t, claims(nil), "")); r != ReasonNone {
+			t.Fatalf("%s: %s", sg.alg, r)
+		}
+	}
+	bad := writeFile(t, "bad.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("garbage")}))
+	f2 := parse(t, jwtYAML("      public_key_files: ["+bad+"]", "RS256"), usersRoute)
+	if _, err := NewSet(t.Context(), f2, nil, Options{Logger: quiet}); err == nil || !strings.Contains(err.Error(), "PUBLIC KEY block 1") {
+		t.Fatalf("garbage key: %v", err)
+	}
 }

@@ -33,7 +33,7 @@ type authenticator interface {
 	// copies of them are removed on every route using the authenticator.
 	forwardedHeaders() []string
 	forwardTo(h http.Header, p *Principal)
-	isJWKS() *jwks
+	jwksCache() *jwks
 }
 
 // Options are the runtime dependencies of a Set.
@@ -367,7 +367,7 @@ func (s *Set) Ready() error {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if j := s.auths[n].isJWKS(); j != nil {
+		if j := s.auths[n].jwksCache(); j != nil {
 			if err := j.status(); err != nil {
 				errs = append(errs, fmt.Errorf("authenticator %q: %w", n, err))
 			}
@@ -385,14 +385,4 @@ func (s *Set) Close() error {
 		}
 	})
 	return nil
-}
-
-// Authenticators lists the names of the set's authenticators, sorted.
-func (s *Set) Authenticators() []string {
-	names := make([]string, 0, len(s.auths))
-	for n := range s.auths {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
