@@ -256,7 +256,7 @@ routes:
 	)
 	var handlers []httpHandler
 	for i := 0; i < edges; i++ {
-		s := New(context.Background(), Options{Now: clk.Now})
+		s := New(context.Background(), Options{Now: clk.Now, RedisNow: clk.Now})
 		t.Cleanup(func() { s.Close() })
 		if err := s.Configure(context.Background(), file); err != nil {
 			t.Fatal(err)

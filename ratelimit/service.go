@@ -45,10 +45,12 @@ type Options struct {
 	Decisions *prometheus.CounterVec
 	Logger    *slog.Logger
 	// Now is the clock of the in-memory limiter and the local denial cache
-	// (default time.Now). When set, Redis decisions use it too instead of
-	// Redis's TIME, so tests are exact; in production leave it nil so every
-	// edge counts on the one clock they share, Redis's.
+	// (default time.Now).
 	Now func() time.Time
+	// RedisNow, when set, stamps Redis decisions instead of Redis's own
+	// TIME, so tests are exact without sleeping. Leave it nil in
+	// production: Redis's clock is the one clock all edges share.
+	RedisNow func() time.Time
 }
 
 // probeInterval is how long an unreachable Redis is left alone before one
@@ -173,7 +175,7 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 			next = &conn{id: id, client: client, timeout: redisclient.Timeout(f.Redis), log: s.log}
 			next.check(ctx, s.now().UnixMicro())
 		}
-		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.Now})
+		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.RedisNow})
 		if err != nil {
 			if next != s.conn {
 				_ = next.client.Close()

@@ -49,7 +49,7 @@ func both(t *testing.T, fn func(t *testing.T, redisSection string)) {
 
 func newService(t testing.TB, clk *clock, vec *prometheus.CounterVec, file *routes.File) *Service {
 	t.Helper()
-	s := New(context.Background(), Options{Now: clk.Now, Decisions: vec})
+	s := New(context.Background(), Options{Now: clk.Now, RedisNow: clk.Now, Decisions: vec})
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {
 			t.Error(err)
