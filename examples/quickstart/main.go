@@ -1,4 +1,5 @@
-// Command quickstart runs a demo service and a Causeway edge in one process,
+// Command quickstart runs a demo service, its sidecar and a Causeway edge in
+// one process,
 // with embedded defaults (no Redis, no files to prepare), and prints curl
 // commands to try:
 //
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/mesh"
 )
 
 const routesTemplate = `version: 1
@@ -39,10 +42,18 @@ authenticators:
       forward_name: X-Partner
 rate_limits:
   per-ip: {key: client_ip, limit: 5, per: 10s}
+mesh:
+  trust_domain: quickstart.local
+  cert_file: "%s"
+  key_file: "%s"
+  bundle_file: "%s"
 upstreams:
   demo:
     endpoints: ["%s"]
     timeout: 5s
+  demo-mesh:
+    endpoints: ["%s"]
+    mesh_identity: "%s"
 routes:
   - name: public
     match: {path_prefix: /public/}
@@ -56,7 +67,29 @@ routes:
     match: {path: /limited}
     rate_limit: per-ip
     upstream: demo
+  - name: mesh
+    match: {path_prefix: /mesh/}
+    strip_prefix: true
+    upstream: demo-mesh
 `
+
+// sidecarTemplate puts the demo service behind a sidecar that only lets the
+// edge's identity in.
+const sidecarTemplate = `version: 1
+identity: {cert_file: "%s", key_file: "%s", bundle_file: "%s"}
+access_log: {output: "off"}
+admin: "127.0.0.1:0"
+inbound:
+  listen: "127.0.0.1:0"
+  forward_to: "%s"
+  allow: ["%s"]
+`
+
+const (
+	trustDomain = "quickstart.local"
+	edgeID      = "spiffe://quickstart.local/ns/edge/sa/gateway"
+	demoID      = "spiffe://quickstart.local/ns/demo/sa/demo"
+)
 
 // demoKey is the quickstart's API key; only its SHA-256 is written to disk.
 const demoKey = "quickstart-demo-key"
@@ -65,16 +98,16 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:8080", "edge listen address (a free port is used when taken)")
 	adminAddr := flag.String("admin", "127.0.0.1:9901", "admin listen address (a free port is used when taken)")
 	flag.Parse()
-	if err := run(*httpAddr, *adminAddr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *httpAddr, *adminAddr, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
 }
 
-func run(httpAddr, adminAddr string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+// run serves until ctx ends, after printing the tour to out.
+func run(ctx context.Context, httpAddr, adminAddr string, out io.Writer) error {
 	demo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -93,15 +126,50 @@ func run(httpAddr, adminAddr string) error {
 	if err := os.WriteFile(keys, []byte("acme-corp:"+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
 		return err
 	}
+	// A throw-away CA and certificates: the edge reaches the demo service
+	// through its sidecar over mutual TLS.
+	ca := filepath.Join(dir, "ca")
+	if err := mesh.InitCA(ca, trustDomain); err != nil {
+		return err
+	}
+	for _, w := range []struct{ id, prefix string }{{edgeID, "edge"}, {demoID, "demo"}} {
+		id, err := mesh.ParseID(w.id)
+		if err != nil {
+			return err
+		}
+		if err := mesh.IssueLeaf(ca, id, 24*time.Hour, filepath.Join(dir, w.prefix)); err != nil {
+			return err
+		}
+	}
+	bundle := filepath.Join(ca, mesh.BundleFile)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	scPath := filepath.Join(dir, "sidecar.yaml")
+	scCfg := fmt.Sprintf(sidecarTemplate, filepath.Join(dir, "demo.pem"), filepath.Join(dir, "demo-key.pem"), bundle, demo.Addr(), edgeID)
+	if err := os.WriteFile(scPath, []byte(scCfg), 0o644); err != nil {
+		return err
+	}
+	sidecar, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: scPath, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := sidecar.Listen(); err != nil {
+		sidecar.Close()
+		return err
+	}
+	sidecarDone := make(chan error, 1)
+	go func() { sidecarDone <- sidecar.Serve(ctx) }()
+	defer func() { <-sidecarDone }()
+
 	httpAddr, adminAddr = freeIfTaken(httpAddr), freeIfTaken(adminAddr)
 	accessLog := filepath.Join(dir, "access.log")
 	path := filepath.Join(dir, "causeway.yaml")
-	cfg := fmt.Sprintf(routesTemplate, httpAddr, adminAddr, accessLog, keys, demo.Addr())
+	cfg := fmt.Sprintf(routesTemplate, httpAddr, adminAddr, accessLog, keys,
+		filepath.Join(dir, "edge.pem"), filepath.Join(dir, "edge-key.pem"), bundle,
+		demo.Addr(), sidecar.Addr("inbound"), demoID)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: path, Logger: log})
 	if err != nil {
 		return err
@@ -110,7 +178,7 @@ func run(httpAddr, adminAddr string) error {
 		edge.Close()
 		return err
 	}
-	printTour(edge.Addr("http"), edge.Addr("admin"), path, accessLog)
+	printTour(out, edge.Addr("http"), edge.Addr("admin"), path, accessLog)
 	return edge.Serve(ctx)
 }
 
@@ -130,8 +198,8 @@ func freeIfTaken(addr string) string {
 	return ln.Addr().String()
 }
 
-func printTour(edge, admin, routesFile, accessLog string) {
-	fmt.Printf(`Causeway quickstart: an edge in front of a demo service.
+func printTour(out io.Writer, edge, admin, routesFile, accessLog string) {
+	fmt.Fprintf(out, `Causeway quickstart: an edge in front of a demo service.
 
 Routes file (edit it: the edge reloads it on save): %s
 Access log: %s
@@ -142,6 +210,7 @@ Try:
   curl -i http://%[3]s/partners/orders                 # 401: an API key is required
   curl -i -H 'X-API-Key: %[5]s' http://%[3]s/partners/orders
   for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%%{http_code} ' http://%[3]s/limited; done; echo   # 5 x 200, then 429
+  curl -i http://%[3]s/mesh/hello                      # via the demo's sidecar over mTLS: see X-Causeway-Peer-Id
   curl -s http://%[4]s/config                          # the active configuration
   curl -s http://%[4]s/metrics | grep causeway_requests_total
 
@@ -153,7 +222,7 @@ Press Ctrl-C to stop.
 // visible: forwarded headers, request id, the partner's name.
 func demoService(w http.ResponseWriter, r *http.Request) {
 	seen := map[string]string{}
-	for _, h := range []string{"X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto", "X-Partner", "X-Api-Key", "Authorization"} {
+	for _, h := range []string{"X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto", "X-Partner", "X-Api-Key", "Authorization", "X-Causeway-Peer-Id"} {
 		if v := r.Header.Get(h); v != "" {
 			seen[h] = v
 		}
