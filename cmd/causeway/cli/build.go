@@ -188,15 +188,24 @@ func ownVersion() string {
 	if !ok {
 		return ""
 	}
-	if bi.Main.Path == causewayModule && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	if bi.Main.Path == causewayModule {
+		return fetchable(bi.Main.Version)
 	}
 	for _, d := range bi.Deps {
-		if d.Path == causewayModule && d.Version != "" && d.Version != "(devel)" && d.Version != zeroVersion {
-			return d.Version
+		if d.Path == causewayModule && d.Replace == nil {
+			return fetchable(d.Version)
 		}
 	}
 	return ""
+}
+
+// fetchable returns v if the module proxy could serve it: not a checkout
+// ("(devel)"), not modified ("+dirty"), not the placeholder of a replace.
+func fetchable(v string) string {
+	if v == "" || v == "(devel)" || v == zeroVersion || strings.Contains(v, "+") {
+		return ""
+	}
+	return v
 }
 
 // generate returns the files of the temporary main module.
@@ -299,9 +308,8 @@ func build(ctx context.Context, spec *buildSpec, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := goCmd("mod", "tidy"); err != nil {
-		return err
-	}
+	// No `go mod tidy`: it would fetch every dependency's test-only
+	// modules. -mod=mod lets go build add just what the binary needs.
 	ldflags := "-X " + causewayModule + "/cmd/causeway/cli.Version=" + customVersion(spec)
 	return goCmd("build", "-trimpath", "-ldflags", ldflags, "-o", spec.output, ".")
 }
