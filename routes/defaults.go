@@ -72,6 +72,7 @@ func (f *File) applyDefaults() {
 	f.defaultRedis()
 	f.defaultAuthenticators()
 	f.defaultRateLimits()
+	f.defaultTracing()
 }
 
 func setDuration(d *Duration, def time.Duration) {

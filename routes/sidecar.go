@@ -28,6 +28,8 @@ type Sidecar struct {
 	// the same defaults; they apply to both listeners.
 	Server    Server    `yaml:"server"`
 	AccessLog AccessLog `yaml:"access_log"`
+	// Tracing is as in the routes file (service name causeway-sidecar).
+	Tracing *Tracing `yaml:"tracing"`
 
 	// Path is the file read; Positions maps key paths to where they stand.
 	Path      string         `yaml:"-" json:"-"`
@@ -159,6 +161,7 @@ func (s *Sidecar) applyDefaults() {
 		f.AccessLog.Sample = 1
 	}
 	s.Server, s.AccessLog = f.Server, f.AccessLog
+	s.Tracing.applyDefaults(DefaultTracingSidecarName)
 	if in := s.Inbound; in != nil {
 		if in.Listen == "" {
 			in.Listen = DefaultSidecarInbound
@@ -182,12 +185,13 @@ func (s *Sidecar) applyDefaults() {
 func (s *Sidecar) validate() Errors {
 	// The routes checker locates errors through a File's positions; the
 	// sidecar's server and access_log sections are checked by the same code.
-	c := &checker{f: &File{Path: s.Path, Positions: s.Positions, Server: s.Server, AccessLog: s.AccessLog}}
+	c := &checker{f: &File{Path: s.Path, Positions: s.Positions, Server: s.Server, AccessLog: s.AccessLog, Tracing: s.Tracing}}
 	if s.Version != 1 {
 		c.errorf("version", "must be 1 (found %d)", s.Version)
 	}
 	c.checkServer()
 	c.checkAccessLog()
+	c.checkTracing()
 	id := s.Identity
 	for _, kv := range []struct{ key, v string }{{"cert_file", id.CertFile}, {"key_file", id.KeyFile}, {"bundle_file", id.BundleFile}} {
 		if kv.v == "" {

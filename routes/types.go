@@ -26,6 +26,7 @@ type File struct {
 	Plugins        map[string]PluginInst    `yaml:"plugins"`
 	Upstreams      map[string]Upstream      `yaml:"upstreams"`
 	Routes         []Route                  `yaml:"routes"`
+	Tracing        *Tracing                 `yaml:"tracing"`
 
 	// Path is the file the configuration was read from ("" when loaded from bytes
 	// without a name). Positions maps key paths such as "routes[0].upstream" to
@@ -199,6 +200,21 @@ type RateLimit struct {
 type PluginInst struct {
 	Use    string `yaml:"use"`
 	Config Raw    `yaml:"config"`
+}
+
+// Tracing exports OpenTelemetry spans over OTLP/HTTP. Without it the edge
+// still propagates W3C trace context (and logs the trace id) but records
+// nothing.
+type Tracing struct {
+	// OTLPEndpoint is the collector's OTLP/HTTP base URL, e.g.
+	// http://otel-collector:4318 (spans are POSTed to /v1/traces).
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// SampleRatio is the share of new traces recorded, in [0, 1] (default
+	// 1). A trace the caller already sampled or refused keeps its decision.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is the service.name resource attribute (default
+	// causeway-edge, or causeway-sidecar in a sidecar file).
+	ServiceName string `yaml:"service_name"`
 }
 
 // Upstream is a named group of endpoints requests are proxied to.

@@ -65,6 +65,7 @@ func (f *File) validate() Errors {
 	c.checkPlugins()
 	c.checkUpstreams()
 	c.checkRoutes()
+	c.checkTracing()
 	c.errs.sort()
 	return c.errs
 }
