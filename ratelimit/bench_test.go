@@ -79,13 +79,15 @@ func BenchmarkDecision(b *testing.B) {
 	}
 }
 
-// BenchmarkDecisionParallel: concurrent requests (GOMAXPROCS goroutines),
+// BenchmarkDecisionParallel: concurrent requests (8 × GOMAXPROCS
+// goroutines, so Redis round trips overlap as they do under real load),
 // reporting decisions per second.
 func BenchmarkDecisionParallel(b *testing.B) {
 	for _, mode := range []string{"none", "memory", "redis"} {
 		b.Run(mode, func(b *testing.B) {
 			h := benchChain(b, mode)
 			var n atomic.Int64
+			b.SetParallelism(8)
 			b.ReportAllocs()
 			b.ResetTimer()
 			start := time.Now()
