@@ -47,19 +47,40 @@ func (c *tokenCache) get(tok string, now time.Time, version uint64) (*Principal,
 	return e.p, true
 }
 
-func (c *tokenCache) put(tok string, e cacheEntry) {
+func (c *tokenCache) put(tok string, e cacheEntry, now time.Time) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= c.size {
-		for k := range c.m {
-			delete(c.m, k)
+	if _, ok := c.m[tok]; !ok && len(c.m) >= c.size {
+		c.evictLocked(now)
+	}
+	c.m[tok] = e
+}
+
+// evictSample is how many entries a full cache looks at for an expired one
+// before dropping one that is still valid.
+const evictSample = 8
+
+// evictLocked drops one entry: an expired one if the sample holds one, else
+// the first sampled (Go's map order makes that an arbitrary one).
+func (c *tokenCache) evictLocked(now time.Time) {
+	var victim string
+	n := 0
+	for k, e := range c.m {
+		if n == 0 {
+			victim = k
+		}
+		if !now.Before(e.until) {
+			victim = k
+			break
+		}
+		if n++; n == evictSample {
 			break
 		}
 	}
-	c.m[tok] = e
+	delete(c.m, victim)
 }
 
 func (c *tokenCache) len() int {

@@ -252,7 +252,7 @@ func (a *jwtAuth) verify(ctx context.Context, tok string) (*Principal, Reason) {
 		if exp != nil && exp.Add(a.leeway).Before(until) {
 			until = exp.Add(a.leeway)
 		}
-		a.cache.put(tok, cacheEntry{p: p, until: until, version: kf.version})
+		a.cache.put(tok, cacheEntry{p: p, until: until, version: kf.version}, now)
 	}
 	return p, ReasonNone
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"math/big"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -338,4 +340,88 @@ func TestPEMKeyFormats(t *testing.T) {
 	if _, err := NewSet(t.Context(), f2, nil, Options{Logger: quiet}); err == nil || !strings.Contains(err.Error(), "PUBLIC KEY block 1") {
 		t.Fatalf("garbage key: %v", err)
 	}
+}
+
+func TestTokenCacheEviction(t *testing.T) {
+	c := newTokenCache(4)
+	p := &Principal{}
+	for i := range 3 {
+		c.put(fmt.Sprint("valid", i), cacheEntry{p: p, until: t0.Add(time.Hour)}, t0)
+	}
+	c.put("expires", cacheEntry{p: p, until: t0.Add(time.Second)}, t0)
+	// Full: the next put drops the expired entry rather than a valid one.
+	c.put("new", cacheEntry{p: p, until: t0.Add(time.Hour)}, t0.Add(time.Minute))
+	if c.len() != 4 {
+		t.Fatalf("%d entries", c.len())
+	}
+	if _, ok := c.m["expires"]; ok {
+		t.Fatal("kept the expired entry")
+	}
+	// Re-storing a token that is there evicts nothing.
+	c.put("new", cacheEntry{p: p, until: t0.Add(time.Hour)}, t0.Add(time.Minute))
+	if c.len() != 4 {
+		t.Fatalf("%d entries after a re-put", c.len())
+	}
+	if got, ok := c.get("valid0", t0, 1); ok || got != nil {
+		t.Fatal("an entry of another key version was served")
+	}
+	if newTokenCache(0) != nil {
+		t.Fatal("a zero-size cache exists")
+	}
+	var off *tokenCache
+	off.put("x", cacheEntry{}, t0)
+	if _, ok := off.get("x", t0, 0); ok || off.len() != 0 {
+		t.Fatal("a nil cache stored something")
+	}
+}
+
+// TestConcurrentVerifyAndRotate runs verifications in parallel with JWKS
+// refreshes that swap keys in and out, for the race detector; every answer
+// must be a success or unknown_kid/bad_signature, never a wrong principal.
+func TestConcurrentVerifyAndRotate(t *testing.T) {
+	k1, k2 := signerFor(t, "RS256", 0), signerFor(t, "ES256", 0)
+	p := newIDP(t, jwkOf(k1.pub, "k1"), jwkOf(k2.pub, "k2"))
+	f := parse(t, jwtYAML("      jwks_url: "+p.URL+"\n      jwks_refresh: {min: 1s}", "RS256", "ES256"), usersRoute)
+	s := testSet(t, f, Options{Now: newClock().Now})
+	started(t, s)
+	a := s.auths["users"].(*jwtAuth)
+	toks := map[string]string{
+		"u1": k1.sign(t, claims(map[string]any{"sub": "u1"}), "k1"),
+		"u2": k2.sign(t, claims(map[string]any{"sub": "u2"}), "k2"),
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				sub := []string{"u1", "u2"}[(g+i)%2]
+				pr, r := a.verify(context.Background(), toks[sub])
+				switch {
+				case pr != nil && pr.Subject != sub:
+					t.Errorf("token of %s verified as %s", sub, pr.Subject)
+					return
+				case pr == nil && r != ReasonUnknownKID && r != ReasonSignature:
+					t.Errorf("reason %q", r)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		if i%2 == 0 {
+			p.set(http.StatusOK, jwkOf(k1.pub, "k1"))
+		} else {
+			p.set(http.StatusOK, jwkOf(k1.pub, "k1"), jwkOf(k2.pub, "k2"))
+		}
+		a.jwks.refreshShared(context.Background())
+	}
+	close(done)
+	wg.Wait()
 }
