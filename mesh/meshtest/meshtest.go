@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"log/slog"
 	"math/big"
 	"net/url"
 	"path/filepath"
@@ -232,11 +233,19 @@ func (c *CA) IssueFiles(dir, id string, opts ...Option) Files {
 }
 
 // Source issues a certificate for id, writes it to a fresh temporary
-// directory and opens a mesh.Source on it, closed when the test ends.
+// directory and opens a mesh.Source on it (logging nowhere), closed when the
+// test ends.
 func (c *CA) Source(id string, opts ...Option) (*mesh.Source, Files) {
 	c.t.Helper()
+	return c.SourceWithOptions(mesh.SourceOptions{Logger: slog.New(slog.DiscardHandler)}, id, opts...)
+}
+
+// SourceWithOptions is Source with the mesh.SourceOptions given (a clock, a
+// logger, an Expiry hook).
+func (c *CA) SourceWithOptions(so mesh.SourceOptions, id string, opts ...Option) (*mesh.Source, Files) {
+	c.t.Helper()
 	f := c.IssueFiles(c.t.TempDir(), id, opts...)
-	s, err := mesh.NewSource(context.Background(), f.Cert, f.Key, f.Bundle, mesh.SourceOptions{})
+	s, err := mesh.NewSource(context.Background(), f.Cert, f.Key, f.Bundle, so)
 	if err != nil {
 		c.t.Fatalf("meshtest: %v", err)
 	}
