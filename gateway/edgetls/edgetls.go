@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 // modern suites, and client authentication.
 func (m *Manager) TLSConfig() *tls.Config {
 	cfg := m.baseConfig()
-	if m.acme != nil || m.clientAuth != tls.NoClientCert {
+	if m.clientAuth != tls.NoClientCert {
 		cfg.GetConfigForClient = m.configForClient
 	}
 	return cfg
@@ -202,17 +202,12 @@ func (m *Manager) baseConfig() *tls.Config {
 	}
 }
 
-// configForClient lets the CA's TLS-ALPN-01 validation through without a
-// client certificate, and otherwise applies client authentication with the
-// client CA pool of the current file generation.
+// configForClient applies client authentication with the client CA pool of
+// the current file generation, except to the CA's TLS-ALPN-01 validation,
+// which has no client certificate and must still get through.
 func (m *Manager) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	if m.acme != nil && isALPNChallenge(hello) {
-		cfg := m.baseConfig()
-		cfg.NextProtos = []string{acme.ALPNProto}
-		return cfg, nil
-	}
-	if m.clientAuth == tls.NoClientCert {
-		return nil, nil
+		return nil, nil // the base config: no client authentication
 	}
 	return m.clientCfg.Load(), nil
 }
@@ -241,7 +236,8 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			m.noteACME(name, cert)
 			return cert, nil
 		case !errors.Is(err, errNoCertificate):
-			m.log.Info("tls: on-demand certificate refused", "server_name", name, "error", err)
+			// Debug: any client can send any SNI, so this must not flood the log.
+			m.log.Debug("tls: on-demand certificate refused", "server_name", name, "error", err)
 			if c := set.defaultCert(); c != nil {
 				return c, nil
 			}

@@ -461,3 +461,33 @@ func counterValues(t testing.TB, c *prometheus.CounterVec) map[string]int64 {
 	}
 	return out
 }
+
+// TestACMEWithClientAuth requires client certificates on the https listener;
+// the CA's TLS-ALPN-01 validation, which has none, must still pass.
+func TestACMEWithClientAuth(t *testing.T) {
+	httpLn, httpsLn := listen(t), listen(t)
+	env := startACME(t, port(httpLn), port(httpsLn))
+	clientCA := newCA(t, "client CA")
+	caFile := filepath.Join(t.TempDir(), "clients.pem")
+	writeFile(t, caFile, clientCA.pem)
+	const host = "mtls.example.com"
+	expiry := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "causeway_certificate_expiry_timestamp_seconds", Help: "h"}, []string{"name"})
+	m := newManager(t, &routes.TLS{MinVersion: "1.2", ClientAuth: "require", ClientCAFile: caFile, ACME: env.acmeConfig(host)}, Options{Expiry: expiry})
+	e := serveEdge(t, m, httpLn, httpsLn)
+	st, err := handshake(e.httpsAddr, &tls.Config{ServerName: host, RootCAs: env.issuer, Certificates: []tls.Certificate{clientCA.clientCert(t, "partner")}})
+	if err != nil {
+		t.Fatalf("handshake: %v\nPebble:\n%s", err, env.pebble.output())
+	}
+	// A request, not just a handshake: in TLS 1.3 the server refuses the
+	// missing client certificate after the client's side of the handshake.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: env.issuer}}
+	defer tr.CloseIdleConnections()
+	if resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + e.httpsAddr + "/"); err == nil {
+		resp.Body.Close()
+		t.Fatal("request without a client certificate succeeded")
+	}
+	want := map[string]int64{host: st.PeerCertificates[0].NotAfter.Unix()}
+	if got := gaugeValues(t, expiry); !maps.Equal(got, want) {
+		t.Fatalf("expiry metric %v, want %v", got, want)
+	}
+}
