@@ -68,6 +68,7 @@ func (f *File) applyDefaults() {
 			m.Methods[j] = strings.ToUpper(meth)
 		}
 	}
+	f.defaultTraffic()
 	f.defaultTLS()
 	f.defaultRedis()
 	f.defaultAuthenticators()

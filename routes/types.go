@@ -232,6 +232,43 @@ type Upstream struct {
 	MaxIdlePerHost int             `yaml:"max_idle_per_endpoint"`
 	Retries        *Retries        `yaml:"retries"`
 	CircuitBreaker *CircuitBreaker `yaml:"circuit_breaker"`
+
+	// DNSSRV is an SRV name (_http._tcp.orders.internal) whose targets and
+	// ports are the endpoints; exclusive with endpoints and dns.
+	DNSSRV string `yaml:"dns_srv"`
+	// DNSServer is the resolver (host:port) asked for dns and dns_srv
+	// (default: the first nameserver of /etc/resolv.conf).
+	DNSServer string `yaml:"dns_server"`
+	// DNSRefresh bounds how often names are resolved again: the answer's TTL,
+	// but not sooner than Min nor later than Max.
+	DNSRefresh *Bounds `yaml:"dns_refresh"`
+	// EndpointsFile lists endpoints, one host:port (optionally followed by a
+	// weight) a line; the file is watched and the set follows its changes.
+	EndpointsFile string `yaml:"endpoints_file"`
+	// Weights gives endpoints of the weighted and ring_hash balancers a
+	// weight other than 1, by host:port.
+	Weights map[string]int `yaml:"weights"`
+	// HashOn is the ring_hash key: header:NAME, cookie:NAME or client_ip.
+	HashOn string `yaml:"hash_on"`
+	// Protocol to the upstream: http1 (default), h2c (HTTP/2 without TLS, for
+	// gRPC servers) or h2 (HTTP/2 over TLS only).
+	Protocol string `yaml:"protocol"`
+	// Mirror copies requests to a shadow upstream whose answers are dropped.
+	Mirror *Mirror `yaml:"mirror"`
+}
+
+// Mirror sends a copy of a share of an upstream's requests to another
+// upstream, fire and forget.
+type Mirror struct {
+	Upstream string `yaml:"upstream"`
+	// Percent of requests mirrored (default 100).
+	Percent int `yaml:"percent"`
+	// MaxInflight bounds the copies in flight; beyond it copies are dropped
+	// (default 64).
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxBody is the largest request body copied (default 64KiB); requests
+	// with a larger or unknown-length body are not mirrored.
+	MaxBody int `yaml:"max_body"`
 }
 
 // HealthCheck is an active health check.
@@ -249,6 +286,16 @@ type Retries struct {
 	On            []string `yaml:"on"`
 	BudgetPercent int      `yaml:"budget_percent"`
 	PerTryTimeout Duration `yaml:"per_try_timeout"`
+	// Backoff is the first wait before a retry; it doubles per retry up to
+	// MaxBackoff, with full jitter.
+	Backoff    Duration `yaml:"backoff"`
+	MaxBackoff Duration `yaml:"max_backoff"`
+	// NonIdempotent allows retrying POST and PATCH (only ever with a small,
+	// replayable body).
+	NonIdempotent bool `yaml:"non_idempotent"`
+	// MaxBody is the largest request body kept to be replayed (default
+	// 64KiB); a request with a larger body is tried once.
+	MaxBody int `yaml:"max_body"`
 }
 
 // CircuitBreaker bounds concurrency and ejects failing endpoints.
@@ -257,6 +304,15 @@ type CircuitBreaker struct {
 	MaxRequests    int      `yaml:"max_requests"`
 	Consecutive5xx int      `yaml:"consecutive_5xx"`
 	EjectFor       Duration `yaml:"eject_for"`
+	// MaxEjectedPercent caps the share of endpoints ejected at once
+	// (default 50).
+	MaxEjectedPercent int `yaml:"max_ejected_percent"`
+	// ConsecutiveFailures of the upstream as a whole open the breaker
+	// (0: never); it stays open for OpenFor, then lets HalfOpenRequests
+	// probes through.
+	ConsecutiveFailures int      `yaml:"consecutive_failures"`
+	OpenFor             Duration `yaml:"open_for"`
+	HalfOpenRequests    int      `yaml:"half_open_requests"`
 }
 
 // Route sends matching requests to an upstream.
@@ -286,6 +342,9 @@ type Match struct {
 type SplitTarget struct {
 	Upstream string `yaml:"upstream"`
 	Weight   int    `yaml:"weight"`
+	// Headers, when set, send every request carrying all of them (exact
+	// values) to this target whatever the weights say (X-Canary: "true").
+	Headers map[string]string `yaml:"headers"`
 }
 
 // Pos is a position in a file, 1-based.

@@ -163,7 +163,7 @@ func (c *checker) checkUpstreams() {
 		p := "upstreams." + name
 		c.checkName(p, "upstream", name)
 		switch {
-		case len(u.Endpoints) == 0 && u.DNS == "":
+		case len(u.Endpoints) == 0 && u.DNS == "" && u.DNSSRV == "" && u.EndpointsFile == "":
 			c.errorf(p, "needs endpoints or dns")
 		case len(u.Endpoints) > 0 && u.DNS != "":
 			c.errorf(p+".dns", "endpoints and dns are exclusive: use one")
@@ -241,6 +241,7 @@ func (c *checker) checkRoutes() {
 		case r.Upstream != "":
 			c.checkRef(p+".upstream", "upstream", r.Upstream, hasKey(c.f.Upstreams, r.Upstream))
 		}
+		c.checkSplitHeaders(p, r)
 		for j, s := range r.Split {
 			sp := fmt.Sprintf("%s.split[%d]", p, j)
 			c.checkRef(sp+".upstream", "upstream", s.Upstream, hasKey(c.f.Upstreams, s.Upstream))
