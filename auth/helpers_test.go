@@ -292,13 +292,15 @@ type upstream struct {
 	mu     sync.Mutex
 	header http.Header
 	query  string
-	p      *Principal
-	calls  int
+	// requestURI is what a server-side reader (an access log) would see.
+	requestURI string
+	p          *Principal
+	calls      int
 }
 
 func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u.mu.Lock()
-	u.header, u.query, u.p = r.Header.Clone(), r.URL.RawQuery, FromContext(r.Context())
+	u.header, u.query, u.requestURI, u.p = r.Header.Clone(), r.URL.RawQuery, r.RequestURI, FromContext(r.Context())
 	u.calls++
 	u.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)

@@ -22,6 +22,11 @@ import (
 // on a public-key authenticator, which is what defeats algorithm confusion.
 var errAlgorithm = errors.New("signing algorithm not allowed")
 
+// errCritical marks a token whose "crit" header names extensions: RFC 7515
+// 4.1.11 says a verifier that does not understand them must refuse it, and
+// Causeway understands none.
+var errCritical = errors.New("critical header extensions are not supported")
+
 // minHMACBytes is RFC 7518 3.2: a key at least as long as the hash output.
 var minHMACBytes = map[string]int{"HS256": 32, "HS384": 48, "HS512": 64}
 
@@ -286,6 +291,9 @@ func (kf *keyfunc) key(t *jwt.Token) (any, error) {
 	if hdr, _ := t.Header["alg"].(string); hdr != alg || !slices.Contains(a.allowed, alg) {
 		return nil, errAlgorithm
 	}
+	if _, ok := t.Header["crit"]; ok {
+		return nil, errCritical
+	}
 	if a.secret != nil {
 		if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok {
 			return nil, errAlgorithm
@@ -335,6 +343,8 @@ func reasonOf(err error) Reason {
 		return ReasonUnknownKID
 	case errors.Is(err, errNoKeys):
 		return ReasonNoKeys
+	case errors.Is(err, errCritical):
+		return ReasonMalformed
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return ReasonMalformed
 	case errors.Is(err, jwt.ErrTokenUnverifiable):

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,12 @@ func TestJWTRefusals(t *testing.T) {
 		b, _ := json.Marshal(v)
 		return base64.RawURLEncoding.EncodeToString(b)
 	}
+	critTok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims(nil))
+	critTok.Header["kid"], critTok.Header["crit"], critTok.Header["exp-ext"] = "k1", []string{"exp-ext"}, 1
+	critical, err := critTok.SignedString(rs.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tampered := parts[0] + "." + b64(claims(map[string]any{"sub": "admin"})) + "." + parts[2]
 	// The last base64 character of a 256-byte signature carries 4 unused
 	// bits: setting them gives a second spelling of the same signature.
@@ -146,6 +153,7 @@ func TestJWTRefusals(t *testing.T) {
 		{"confusion: HS256 keyed with the RSA public key", bearer(confused), ReasonAlgorithm},
 		{"algorithm not listed", bearer(signerFor(t, "RS384", 0).sign(t, claims(nil), "k1")), ReasonAlgorithm},
 		{"unknown alg", bearer(b64(map[string]any{"alg": "XS999"}) + "." + parts[1] + "." + parts[2]), ReasonAlgorithm},
+		{"crit header", bearer(critical), ReasonMalformed},
 		{"unknown kid", bearer(rs.sign(t, claims(nil), "nope")), ReasonUnknownKID},
 		{"kid of a key of another type", bearer(rs.sign(t, claims(nil), "e1")), ReasonUnknownKID},
 		{"ES256 signed by another P-256 key", bearer(signerFor(t, "ES256", 1).sign(t, claims(nil), "e1")), ReasonSignature},
@@ -255,6 +263,9 @@ func TestJWTTokenSources(t *testing.T) {
 			if strings.Contains(tt.target, "?") && up.query != tt.wantQuery {
 				t.Fatalf("upstream query %q, want %q", up.query, tt.wantQuery)
 			}
+			if !tt.keep && strings.Contains(up.requestURI, tok) {
+				t.Fatalf("the token is still in RequestURI %q", up.requestURI)
+			}
 			// The middleware works on a copy: the caller's request is as sent.
 			for k := range orig {
 				if r.Header.Get(k) != orig.Get(k) {
@@ -306,7 +317,8 @@ func TestJWTCache(t *testing.T) {
 }
 
 func httptestRequest(target string, hdr http.Header) *http.Request {
-	r, _ := http.NewRequest(http.MethodGet, "http://api.test"+target, nil)
+	// A server-side request, RequestURI included, as the edge receives it.
+	r := httptest.NewRequest(http.MethodGet, target, nil)
 	for k, vs := range hdr {
 		r.Header[k] = vs
 	}

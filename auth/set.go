@@ -340,6 +340,11 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 				r2.URL = &u
 			}
 			src.strip(r2)
+			if src.kind == fromQuery && r2.RequestURI != "" {
+				// Whatever logs or reads RequestURI downstream must not
+				// see the credential either.
+				r2.RequestURI = r2.URL.RequestURI()
+			}
 		}
 		for _, h := range m.forwarded {
 			delete(r2.Header, h)
