@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -160,7 +161,11 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	if _, ok := iss.ready.Load(ck); ok {
 		return iss.ac.GetCertificate(hello)
 	}
-	ctx := hello.Context()
+	// The handshake's context has no deadline of its own (the server bounds
+	// the connection with I/O deadlines): bound the ask, the cache look-up
+	// and any wait for another replica's order.
+	ctx, cancel := context.WithTimeout(hello.Context(), orderTimeout)
+	defer cancel()
 	_, err := iss.cache.Get(ctx, ck)
 	switch {
 	case err == nil:
@@ -205,6 +210,37 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	}
 	iss.ready.Store(ck, struct{}{})
 	return cert, nil
+}
+
+// orderTimeout bounds one handshake's wait for a certificate, ordering
+// included; a client has long given up by then, but the order goes on for the
+// next handshake's benefit (autocert runs it under its own 5-minute bound).
+const orderTimeout = 2 * time.Minute
+
+// cachedExpiry reads the listed hosts' certificates from the cache, so the
+// expiry metric covers them from the start, not from their first handshake.
+func (iss *acmeIssuer) cachedExpiry(ctx context.Context) map[string]time.Time {
+	out := map[string]time.Time{}
+	for host := range iss.hosts {
+		data, err := iss.cache.Get(ctx, host)
+		if err != nil {
+			continue
+		}
+		for rest := data; len(rest) > 0; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if b.Type != "CERTIFICATE" {
+				continue
+			}
+			if leaf, err := x509.ParseCertificate(b.Bytes); err == nil {
+				out[host] = leaf.NotAfter
+			}
+			break // the leaf comes first
+		}
+	}
+	return out
 }
 
 func (iss *acmeIssuer) finishOrder(ck string, err error) {

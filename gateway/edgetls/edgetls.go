@@ -170,6 +170,13 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 		if c := opts.ACMEOrders; c != nil {
 			m.acme.onOrder = func(result string) { c.WithLabelValues(result).Inc() }
 		}
+		if m.expiry != nil {
+			m.expMu.Lock()
+			for name, t := range m.acme.cachedExpiry(ctx) {
+				m.setExpiry(name, t)
+			}
+			m.expMu.Unlock()
+		}
 	}
 	if err := m.startWatching(set, opts.PollInterval); err != nil {
 		m.Close()

@@ -317,7 +317,12 @@ func TestACMEPebbleAndRestartFromCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m2 := newManager(t, cfg, Options{})
+	expiry := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "causeway_certificate_expiry_timestamp_seconds", Help: "h"}, []string{"name"})
+	m2 := newManager(t, cfg, Options{Expiry: expiry})
+	// The cached certificate's expiry is known before any handshake.
+	if got, want := gaugeValues(t, expiry), map[string]int64{host: first.NotAfter.Unix()}; !maps.Equal(got, want) {
+		t.Fatalf("expiry metric after restart %v, want %v", got, want)
+	}
 	e2 := serveEdge(t, m2, httpLn2, httpsLn2)
 	st, err = handshake(e2.httpsAddr, client)
 	if err != nil {
