@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,10 +62,6 @@ const probeInterval = 500 * time.Millisecond
 // denyCacheSize bounds the local memory of refusals.
 const denyCacheSize = 1 << 16
 
-// defaultRetire is how long a replaced Redis client stays open for the
-// requests still running under the configuration that used it.
-const defaultRetire = 30 * time.Second
-
 // Service applies the routes file's rate limits. It lives across reloads:
 // in-memory counters survive a reload, and a reload that does not change how
 // Redis is reached keeps the same client and connections.
@@ -77,10 +74,10 @@ type Service struct {
 
 	cur atomic.Pointer[snapshot]
 
-	mu      sync.Mutex // serialises Configure and Close
-	conn    *conn
-	retired map[*conn]*time.Timer
-	closed  bool
+	mu     sync.Mutex // serialises Configure and Close
+	conn   *conn      // the client of the current configuration
+	conns  map[*conn]struct{}
+	closed bool
 }
 
 // snapshot is one applied configuration. Middlewares keep the snapshot that
@@ -110,6 +107,17 @@ type conn struct {
 	retryAt int64 // µs: when the next probe may run
 	probing bool
 	lastErr error
+
+	// A replaced client must stay open while any middleware built on it
+	// can still serve (in-flight requests, or a reload refused after this
+	// package had applied it), and no longer. refs counts the snapshots
+	// using it; a snapshot's release runs when the garbage collector finds
+	// it unreachable, i.e. when no middleware holds it any more.
+	refs      atomic.Int64
+	retired   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	closed    atomic.Bool
 }
 
 // New returns a Service with no limits; call Configure before Middleware.
@@ -123,12 +131,12 @@ func New(ctx context.Context, opts Options) *Service {
 		now = time.Now
 	}
 	return &Service{
-		opts:    opts,
-		log:     log,
-		now:     now,
-		mem:     NewMemory(now),
-		denied:  newDenyCache(denyCacheSize),
-		retired: make(map[*conn]*time.Timer),
+		opts:   opts,
+		log:    log,
+		now:    now,
+		mem:    NewMemory(now),
+		denied: newDenyCache(denyCacheSize),
+		conns:  make(map[*conn]struct{}),
 	}
 }
 
@@ -183,14 +191,17 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 			return fmt.Errorf("ratelimit: configure: %w", err)
 		}
 		snap.store = &store{conn: next, limiter: lim, deny: f.Redis.OnError == "deny"}
+		next.refs.Add(1)
+		runtime.AddCleanup(snap, (*conn).release, next)
+		s.conns[next] = struct{}{}
 	}
 	if s.conn != nil && s.conn != next {
-		retire := f.Server.ShutdownTimeout.D()
-		if retire <= 0 {
-			retire = defaultRetire
+		s.conn.retire()
+	}
+	for c := range s.conns {
+		if c.isClosed() {
+			delete(s.conns, c)
 		}
-		old := s.conn
-		s.retired[old] = time.AfterFunc(retire, func() { s.closeRetired(old) })
 	}
 	s.conn = next
 	s.cur.Store(snap)
@@ -216,15 +227,30 @@ func connID(r *routes.Redis) (string, error) {
 	return fmt.Sprintf("%#v|%s", c, pw), nil
 }
 
-func (s *Service) closeRetired(c *conn) {
-	s.mu.Lock()
-	_, ok := s.retired[c]
-	delete(s.retired, c)
-	s.mu.Unlock()
-	if ok {
-		_ = c.client.Close()
+// retire marks c as no longer the current client: it closes as soon as no
+// snapshot uses it.
+func (c *conn) retire() {
+	c.retired.Store(true)
+	if c.refs.Load() == 0 {
+		c.close()
 	}
 }
+
+func (c *conn) release() {
+	if c.refs.Add(-1) == 0 && c.retired.Load() {
+		c.close()
+	}
+}
+
+func (c *conn) close() error {
+	c.closeOnce.Do(func() {
+		c.closeErr = c.client.Close()
+		c.closed.Store(true)
+	})
+	return c.closeErr
+}
+
+func (c *conn) isClosed() bool { return c.closed.Load() }
 
 // Ready reports whether decisions can be made as configured: nil unless
 // Redis is configured and unreachable.
@@ -262,15 +288,11 @@ func (s *Service) Close() error {
 	}
 	s.closed = true
 	var errs []error
-	for c, t := range s.retired {
-		t.Stop()
-		errs = append(errs, c.client.Close())
+	for c := range s.conns {
+		errs = append(errs, c.close())
 	}
-	clear(s.retired)
-	if s.conn != nil {
-		errs = append(errs, s.conn.client.Close())
-		s.conn = nil
-	}
+	clear(s.conns)
+	s.conn = nil
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ratelimit: closing redis: %w", err)
 	}
