@@ -44,12 +44,13 @@ type keySet struct {
 // to the Set that replaces it on reload (see acquire/release), so a reload
 // neither refetches nor forgets keys.
 type jwks struct {
-	url      string
-	redacted string // for logs and errors
-	client   *http.Client
-	log      *slog.Logger
-	now      func() time.Time
-	min, max time.Duration
+	url        string
+	redacted   string // for logs and errors
+	client     *http.Client
+	ownsClient bool // built by NewSet rather than given in Options
+	log        *slog.Logger
+	now        func() time.Time
+	min, max   time.Duration
 
 	keys atomic.Pointer[keySet]
 
@@ -67,7 +68,7 @@ type jwks struct {
 	firstDone chan struct{} // closed when the start-up fetch has ended, for tests
 }
 
-func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, client *http.Client, log *slog.Logger, now func() time.Time) *jwks {
+func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, client *http.Client, ownsClient bool, log *slog.Logger, now func() time.Time) *jwks {
 	red := rawURL
 	if u, err := url.Parse(rawURL); err == nil {
 		// A query may carry an API key of the identity provider.
@@ -75,7 +76,7 @@ func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, clien
 		red = u.Redacted()
 	}
 	j := &jwks{
-		url: rawURL, redacted: red, client: client, now: now, min: minI, max: maxI,
+		url: rawURL, redacted: red, client: client, ownsClient: ownsClient, now: now, min: minI, max: maxI,
 		log:       log.With("jwks_url", red),
 		refs:      1,
 		done:      make(chan struct{}),
@@ -110,6 +111,11 @@ func (j *jwks) release() {
 	if last {
 		j.cancel()
 		<-j.done
+		if j.ownsClient {
+			// The default client is this package's: leave no idle
+			// connection (and its goroutines) behind.
+			j.client.CloseIdleConnections()
+		}
 	}
 }
 

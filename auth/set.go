@@ -102,7 +102,8 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.HTTPClient == nil {
+	ownsClient := opts.HTTPClient == nil
+	if ownsClient {
 		opts.HTTPClient = defaultHTTPClient()
 	}
 	s := &Set{
@@ -118,7 +119,7 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	sort.Strings(names)
 	forwarded := map[string]bool{}
 	for _, name := range names {
-		a, err := s.build(ctx, name, f.Authenticators[name], prev, opts)
+		a, err := s.build(ctx, name, f.Authenticators[name], prev, opts, ownsClient)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("authenticator %q: %w", name, err)
@@ -135,7 +136,7 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	return s, nil
 }
 
-func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, prev *Set, opts Options) (authenticator, error) {
+func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, prev *Set, opts Options, ownsClient bool) (authenticator, error) {
 	switch {
 	case c.JWT != nil && c.APIKey != nil:
 		return nil, errors.New("jwt and api_key are exclusive")
@@ -169,7 +170,7 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, pr
 			}
 		}
 		minI = min(minI, maxI)
-		j = newJWKS(context.WithoutCancel(ctx), c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, opts.Logger.With("authenticator", name), opts.Now)
+		j = newJWKS(context.WithoutCancel(ctx), c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, ownsClient, opts.Logger.With("authenticator", name), opts.Now)
 	}
 	s.jwks[key] = j
 	a.jwks = j
