@@ -209,8 +209,8 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 }
 
 // connID identifies how Redis is reached: a reload with the same identity
-// keeps the client. The password enters as a hash so the id can be kept
-// and compared without holding the secret twice.
+// keeps the client. It is a hash, so neither the password from
+// password_env nor one written into the URL is kept in it.
 func connID(r *routes.Redis) (string, error) {
 	c := *r
 	c.OnError, c.KeyPrefix = "", "" // per-configuration, not per-connection
@@ -220,11 +220,11 @@ func connID(r *routes.Redis) (string, error) {
 		if !ok || v == "" {
 			return "", fmt.Errorf("redis: password_env names %s, which is not set or empty", c.PasswordEnv)
 		}
-		h := sha256.Sum256([]byte(v))
-		pw = hex.EncodeToString(h[:])
+		pw = v
 	}
-	c.PasswordEnv = ""
-	return fmt.Sprintf("%#v|%s", c, pw), nil
+	h := sha256.New()
+	fmt.Fprintf(h, "%#v\x00%s", c, pw)
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // retire marks c as no longer the current client: it closes as soon as no
