@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -400,5 +401,37 @@ func TestJWKSBackgroundSchedule(t *testing.T) {
 	}
 	for !slices.Contains(j.kids(), "k2") {
 		<-fetched // the store may trail the answer; the next refresh settles it
+	}
+}
+
+// TestJWKSOverTLS fetches keys over a real TLS handshake with the client
+// given in Options; the default client, which does not trust the test CA,
+// is refused by the handshake and Ready says so.
+func TestJWKSOverTLS(t *testing.T) {
+	sg := signerFor(t, "ES256", 0)
+	body, _ := json.Marshal(map[string]any{"keys": []any{jwkOf(sg.pub, "k1")}})
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=300")
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	f := parse(t, jwtYAML("      jwks_url: "+srv.URL+"/jwks", "ES256"), usersRoute)
+
+	client := srv.Client()
+	defer client.CloseIdleConnections()
+	s := testSet(t, f, Options{Now: newClock().Now, HTTPClient: client})
+	started(t, s)
+	if err := s.Ready(); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	h, up := handler(t, s, f, 0)
+	if w := do(h, "/", bearer(sg.sign(t, claims(nil), "k1"))); w.Code != 204 || up.p.Subject != "user-1" {
+		t.Fatalf("status %d", w.Code)
+	}
+
+	untrusting := testSet(t, f, Options{Now: newClock().Now})
+	started(t, untrusting)
+	if err := untrusting.Ready(); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("Ready with an untrusted certificate: %v", err)
 	}
 }
