@@ -27,7 +27,7 @@ type apiKey struct {
 
 // apiKeyAuth authenticates by a key compared against the keys file.
 type apiKeyAuth struct {
-	name_       string
+	authName    string
 	src         source
 	keep        bool
 	forwardName string
@@ -37,7 +37,7 @@ type apiKeyAuth struct {
 var _ authenticator = (*apiKeyAuth)(nil)
 
 func newAPIKeyAuth(name string, c *routes.APIKey) (*apiKeyAuth, error) {
-	a := &apiKeyAuth{name_: name, keep: c.KeepToken}
+	a := &apiKeyAuth{authName: name, keep: c.KeepToken}
 	switch {
 	case c.Query != "":
 		a.src = source{kind: fromQuery, name: c.Query}
@@ -111,8 +111,8 @@ func loadKeysFile(path, authName string) ([]apiKey, error) {
 	return keys, nil
 }
 
-func (a *apiKeyAuth) name() string     { return a.name_ }
-func (a *apiKeyAuth) realm() string    { return a.name_ }
+func (a *apiKeyAuth) name() string     { return a.authName }
+func (a *apiKeyAuth) realm() string    { return a.authName }
 func (a *apiKeyAuth) scheme() string   { return "ApiKey" }
 func (a *apiKeyAuth) source() source   { return a.src }
 func (a *apiKeyAuth) keepToken() bool  { return a.keep }

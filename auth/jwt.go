@@ -37,15 +37,15 @@ type claimHeader struct {
 
 // jwtAuth verifies JSON Web Tokens.
 type jwtAuth struct {
-	name_    string
-	realm_   string
-	src      source
-	keep     bool
-	maxBytes int
-	forward  []claimHeader // sorted by header, for a stable order
-	allowed  []string
-	parser   *jwt.Parser
-	leeway   time.Duration
+	authName  string
+	realmName string
+	src       source
+	keep      bool
+	maxBytes  int
+	forward   []claimHeader // sorted by header, for a stable order
+	allowed   []string
+	parser    *jwt.Parser
+	leeway    time.Duration
 	// issuer and audiences are checked here rather than by golang-jwt, which
 	// reports a missing iss or aud as a generic missing claim.
 	issuer    string
@@ -61,17 +61,17 @@ var _ authenticator = (*jwtAuth)(nil)
 
 func newJWTAuth(name string, c *routes.JWT, now func() time.Time) (*jwtAuth, error) {
 	a := &jwtAuth{
-		name_:    name,
-		realm_:   c.Realm,
-		src:      source{kind: fromBearer},
-		keep:     c.KeepToken,
-		maxBytes: c.MaxTokenBytes,
-		allowed:  slices.Clone(c.Algorithms),
-		leeway:   c.Leeway.D(),
-		now:      now,
+		authName:  name,
+		realmName: c.Realm,
+		src:       source{kind: fromBearer},
+		keep:      c.KeepToken,
+		maxBytes:  c.MaxTokenBytes,
+		allowed:   slices.Clone(c.Algorithms),
+		leeway:    c.Leeway.D(),
+		now:       now,
 	}
-	if a.realm_ == "" {
-		a.realm_ = name
+	if a.realmName == "" {
+		a.realmName = name
 	}
 	if a.maxBytes <= 0 {
 		a.maxBytes = routes.DefaultMaxTokenBytes
@@ -193,8 +193,8 @@ func loadSecret(c *routes.JWT) ([]byte, error) {
 	return nil, errors.New("an HS algorithm needs hmac_secret_env or hmac_secret_file")
 }
 
-func (a *jwtAuth) name() string     { return a.name_ }
-func (a *jwtAuth) realm() string    { return a.realm_ }
+func (a *jwtAuth) name() string     { return a.authName }
+func (a *jwtAuth) realm() string    { return a.realmName }
 func (a *jwtAuth) scheme() string   { return "Bearer" }
 func (a *jwtAuth) source() source   { return a.src }
 func (a *jwtAuth) keepToken() bool  { return a.keep }
@@ -248,7 +248,7 @@ func (a *jwtAuth) verify(ctx context.Context, tok string) (*Principal, Reason) {
 	if r := a.checkIssuerAudience(claims); r != ReasonNone {
 		return nil, r
 	}
-	p := &Principal{Authenticator: a.name_, Claims: claims}
+	p := &Principal{Authenticator: a.authName, Claims: claims}
 	p.Subject, _ = claims["sub"].(string)
 	if a.cache != nil {
 		// ParseWithClaims required exp, so it is there.
