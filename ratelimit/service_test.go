@@ -438,6 +438,30 @@ routes:
 	})
 }
 
+// TestReloadNewPassword: the same section with a new password value in
+// its environment variable is a new connection.
+func TestReloadNewPassword(t *testing.T) {
+	srv := testredis.Start(t)
+	t.Setenv("CW_TEST_RL_PW", "one")
+	file := testFile(t, fmt.Sprintf("redis: {url: %q, password_env: CW_TEST_RL_PW}\n", srv.URL())+
+		"routes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n")
+	s := newService(t, newClock(), nil, file)
+	first := s.conn
+	if err := s.Configure(context.Background(), file); err != nil {
+		t.Fatal(err)
+	}
+	if s.conn != first {
+		t.Fatal("same password: new client")
+	}
+	t.Setenv("CW_TEST_RL_PW", "two")
+	if err := s.Configure(context.Background(), file); err != nil {
+		t.Fatal(err)
+	}
+	if s.conn == first {
+		t.Fatal("a new password kept the old client")
+	}
+}
+
 func TestClientIPFunc(t *testing.T) {
 	trusted := []string{"10.0.0.0/8", "fd00::/8"}
 	var pfx = mustPrefixes(t, trusted)
