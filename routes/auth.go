@@ -121,7 +121,10 @@ func (c *checker) checkJWT(p string, j *JWT) {
 		}
 		// A refetch more often than once a second is an identity provider
 		// hammered by every edge instance, whatever its Cache-Control says.
-		if b.Min > 0 && b.Min.D() < minJWKSRefreshInterval {
+		switch {
+		case b.Max > 0 && b.Max.D() < minJWKSRefreshInterval:
+			c.errorf(p+".jwks_refresh.max", "must be at least %s (found %s)", minJWKSRefreshInterval, b.Max.D())
+		case b.Min > 0 && b.Min.D() < minJWKSRefreshInterval:
 			c.errorf(p+".jwks_refresh.min", "must be at least %s (found %s)", minJWKSRefreshInterval, b.Min.D())
 		}
 		if b.Max != 0 && b.Min > b.Max {

@@ -49,6 +49,7 @@ func TestAuthValidation(t *testing.T) {
 		{"refresh bounds without jwks", jwtAuth(pub + "      algorithms: [RS256]\n      jwks_refresh: {min: 1m}\n"), "jwks_refresh: only applies to jwks_url"},
 		{"refresh min above max", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {min: 2h, max: 1h}\n"), "jwks_refresh.min: min (2h0m0s) exceeds max (1h0m0s)"},
 		{"refresh min too small", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {min: 10ms}\n"), "jwks_refresh.min: must be at least 1s"},
+		{"refresh max too small", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {max: 500ms}\n"), "jwks_refresh.max: must be at least 1s (found 500ms)"},
 		{"refresh negative", jwtAuth("      jwks_url: https://x/j\n      algorithms: [RS256]\n      jwks_refresh: {max: -1m}\n"), `jwks_refresh.max: duration "-1m" must not be negative`},
 		{"api key without file", authFile("  p:\n    api_key: {header: X-K}\n"), "authenticators.p.api_key.keys_file: is required"},
 		{"api key header and query", authFile("  p:\n    api_key: {keys_file: k, header: X-K, query: k}\n"), "api_key.query: header and query are exclusive"},
