@@ -38,9 +38,11 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 	var (
 		stop     atomic.Bool
 		requests atomic.Int64
-		wg       sync.WaitGroup
-		errsMu   sync.Mutex
-		errs     []error
+		// fresh counts requests made on new connections (a handshake each).
+		fresh  atomic.Int64
+		wg     sync.WaitGroup
+		errsMu sync.Mutex
+		errs   []error
 		// serials the handshaking clients saw from the server, to prove the
 		// rotations reached the wire.
 		seenMu sync.Mutex
@@ -79,6 +81,9 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 					errsMu.Unlock()
 				}
 				requests.Add(1)
+				if !w.reuse {
+					fresh.Add(1)
+				}
 			}
 		}()
 	}
@@ -89,7 +94,7 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 		next := ca.Issue(id)
 		next.WriteFiles(t, dir, "svid")
 		waitFor(t, "rotation of "+id, func() bool { return serial(src) == next.Leaf.SerialNumber.String() })
-		settle(t, &requests)
+		settle(t, &requests, &fresh)
 	}
 	setBundle := func(pem []byte, roots int) {
 		for _, p := range []string{sf.Bundle, cf.Bundle} {
@@ -101,7 +106,7 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 				return err == nil && len(b.X509Authorities()) == roots
 			})
 		}
-		settle(t, &requests)
+		settle(t, &requests, &fresh)
 	}
 
 	for range 25 {
@@ -133,10 +138,11 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 	}
 }
 
-// settle waits until a few more requests completed, so that every state of
-// a rotation is exercised by traffic.
-func settle(t *testing.T, requests *atomic.Int64) {
+// settle waits until more requests completed, among them handshakes that
+// started after the change (two fresh workers: at most two were in flight
+// before it), so that every state of a rotation is exercised by traffic.
+func settle(t *testing.T, requests, fresh *atomic.Int64) {
 	t.Helper()
-	n := requests.Load()
-	waitFor(t, "requests to flow", func() bool { return requests.Load() >= n+16 })
+	n, f := requests.Load(), fresh.Load()
+	waitFor(t, "requests to flow", func() bool { return requests.Load() >= n+16 && fresh.Load() >= f+4 })
 }
