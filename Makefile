@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/causewayhq/causeway/cmd/causeway/cli.Version=$(VE
 TOOLS   := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: all build test test-short vet fmt-check deps bench soak fuzz quickstart clean
+.PHONY: all build test test-short vet fmt-check deps bench bench-go soak fuzz quickstart clean
 
 all: build
 
@@ -34,7 +34,12 @@ test: deps fmt-check vet
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# bench runs the side-by-side harness (wrk against nginx, HAProxy, Caddy,
+# Traefik and Causeway); bench-go the Go benchmarks of the hot paths.
 bench:
+	bench/run.sh
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 fuzz:
