@@ -47,6 +47,7 @@ type Options struct {
 // Set is the authenticators of one routes file.
 type Set struct {
 	auths     map[string]authenticator
+	files     []string // read while building, sorted: see Files
 	jwks      map[string]*jwks // by jwksKey; one reference each, released by Close
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
@@ -125,6 +126,7 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 			return nil, fmt.Errorf("authenticator %q: %w", name, err)
 		}
 		s.auths[name] = a
+		s.files = append(s.files, filesOf(f.Authenticators[name])...)
 		for _, h := range a.forwardedHeaders() {
 			forwarded[h] = true
 		}
@@ -133,7 +135,29 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 		s.forwarded = append(s.forwarded, h)
 	}
 	sort.Strings(s.forwarded)
+	slices.Sort(s.files)
+	s.files = slices.Compact(s.files)
 	return s, nil
+}
+
+// Files lists the files the set's authenticators were built from (keys
+// files, PEM keys, HMAC secret files). They are read once, by NewSet: a
+// caller that wants edits to take effect without a routes-file change
+// watches these and builds a new Set.
+func (s *Set) Files() []string { return slices.Clone(s.files) }
+
+func filesOf(a routes.Authenticator) []string {
+	var out []string
+	if j := a.JWT; j != nil {
+		out = append(out, j.PublicKeyFiles...)
+		if j.HMACSecretFile != "" {
+			out = append(out, j.HMACSecretFile)
+		}
+	}
+	if k := a.APIKey; k != nil && k.KeysFile != "" {
+		out = append(out, k.KeysFile)
+	}
+	return out
 }
 
 func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, prev *Set, opts Options, ownsClient bool) (authenticator, error) {

@@ -97,6 +97,9 @@ func TestAPIKeysReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(keyLine("acme", "k-two")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if got := s1.Files(); len(got) != 1 || got[0] != path {
+		t.Fatalf("Files() = %v, want [%s]", got, path)
+	}
 	s2, err := NewSet(context.Background(), f, s1, Options{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
