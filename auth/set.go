@@ -47,7 +47,7 @@ type Options struct {
 // Set is the authenticators of one routes file.
 type Set struct {
 	auths     map[string]authenticator
-	files     []string // read while building, sorted: see Files
+	files     []string         // read while building, sorted: see Files
 	jwks      map[string]*jwks // by jwksKey; one reference each, released by Close
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
