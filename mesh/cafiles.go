@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // File names in a CA directory. A root CA directory (ca init) holds
@@ -290,7 +289,7 @@ func VerifyFile(certFile, bundleFile string, now time.Time) (ID, []*x509.Certifi
 	if err != nil {
 		return ID{}, chain, fmt.Errorf("verifying %s: %w", certFile, err)
 	}
-	if _, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(id.TrustDomain(), roots), x509svid.WithTime(now)); err != nil {
+	if _, err := verifySVID(chain, x509bundle.FromX509Authorities(id.TrustDomain(), roots), now); err != nil {
 		return id, chain, fmt.Errorf("verifying %s against %s: %w", certFile, bundleFile, err)
 	}
 	return id, chain, nil

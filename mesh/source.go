@@ -304,16 +304,31 @@ func (s *Source) Certificate() *tls.Certificate {
 
 // Verify checks a peer's certificate chain (leaf first) the SPIFFE way
 // against the current bundle: exactly one SPIFFE ID in the leaf's URI SAN,
-// the leaf not a CA, a chain to a root of the bundle of the peer's trust
+// with a path, the leaf not a CA, a chain to a root of the bundle of the peer's trust
 // domain, every certificate valid now. No host name is checked: the SPIFFE
 // ID is the identity.
 func (s *Source) Verify(chain []*x509.Certificate) (ID, error) {
 	if len(chain) == 0 {
 		return ID{}, errors.New("mesh: peer presented no certificate")
 	}
-	id, _, err := x509svid.Verify(chain, s.cur.Load().bundle, x509svid.WithTime(s.now()))
+	id, err := verifySVID(chain, s.cur.Load().bundle, s.now())
 	if err != nil {
 		return ID{}, fmt.Errorf("mesh: verifying peer certificate: %w", err)
+	}
+	return id, nil
+}
+
+// verifySVID is the one place the peer rules live: go-spiffe's X509-SVID
+// verification at now, plus a path in the ID.
+func verifySVID(chain []*x509.Certificate, bundles x509bundle.Source, now time.Time) (ID, error) {
+	id, _, err := x509svid.Verify(chain, bundles, x509svid.WithTime(now))
+	if err != nil {
+		return ID{}, err
+	}
+	if id.Path() == "" {
+		// The X509-SVID specification reserves the bare trust domain ID for
+		// the trust domain itself (its CAs); a workload's has a path.
+		return ID{}, fmt.Errorf("%s names the trust domain, not a workload", id)
 	}
 	return id, nil
 }

@@ -109,6 +109,7 @@ func TestServerConfigRefusesBadClients(t *testing.T) {
 		{"a leaf with the CA flag is refused", rawClient(ca.Issue(gatewayID, meshtest.AsCA()).TLS), "", "CA flag"},
 		{"a leaf with two URI SANs is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs(gatewayID, paymentsID)).TLS), "", "more than one URI SAN"},
 		{"a leaf without a URI SAN is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs()).TLS), "", "no URI SAN"},
+		{"a leaf naming the bare trust domain is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://example.org")).TLS), "", "names the trust domain"},
 		{"a leaf with a non-SPIFFE URI is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("https://example.org/gateway")).TLS), "", "scheme"},
 	}
 	for _, tc := range tests {
