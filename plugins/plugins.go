@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"sort"
 	"sync"
@@ -175,6 +176,10 @@ type RequestInfo struct {
 	// RequestID is the id the edge gave the request (also in the
 	// X-Request-Id request header).
 	RequestID string
+	// ClientIP is the client's address as the edge believes it: the TCP
+	// peer, or behind the file's trusted_proxies the right-most untrusted
+	// X-Forwarded-For entry. The zero Addr means the edge did not say.
+	ClientIP netip.Addr
 }
 
 type infoKey struct{}

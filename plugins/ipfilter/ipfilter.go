@@ -25,7 +25,8 @@ type Config struct {
 	Deny []string `yaml:"deny"`
 	// TrustedProxies are the peers whose X-Forwarded-For entries are
 	// believed. The client is the right-most address in the chain (TCP peer
-	// last) that is not a trusted proxy.
+	// last) that is not a trusted proxy. Left out, the client address the
+	// edge determined with the file's top-level trusted_proxies is used.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
@@ -91,6 +92,11 @@ func contains(list []netip.Prefix, a netip.Addr) bool {
 // ClientIP returns the client's address as this filter sees it; ok is false
 // when it cannot be told (an unparsable peer or forwarded entry).
 func (f *Filter) ClientIP(r *http.Request) (netip.Addr, bool) {
+	if len(f.trusted) == 0 {
+		if a := plugins.Info(r.Context()).ClientIP; a.IsValid() {
+			return a.Unmap().WithZone(""), true
+		}
+	}
 	peer, ok := parseAddr(r.RemoteAddr)
 	if !ok {
 		return netip.Addr{}, false

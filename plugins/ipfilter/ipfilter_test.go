@@ -3,9 +3,11 @@ package ipfilter
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/causewayhq/causeway/plugins"
 	"github.com/causewayhq/causeway/plugins/plugintest"
 )
 
@@ -69,6 +71,40 @@ trusted_proxies: [172.16.0.0/12]`)
 			}
 			if tt.want == 403 && !strings.Contains(rec.Body.String(), `"error":"forbidden"`) {
 				t.Fatalf("body %q", rec.Body)
+			}
+		})
+	}
+}
+
+// TestEdgeClientIP: without trusted_proxies of its own, the filter uses the
+// client address the edge put in RequestInfo (from the file's top-level
+// trusted_proxies); with its own list, it works the chain out itself.
+func TestEdgeClientIP(t *testing.T) {
+	tests := []struct {
+		desc, config, remote, xff, edge string
+		want                            int
+	}{
+		{"edge's address allowed", "allow: [10.0.0.0/8]", "172.16.0.1:1", "", "10.1.2.3", 204},
+		{"edge's address refused", "allow: [10.0.0.0/8]", "10.9.9.9:1", "", "203.0.113.1", 403},
+		{"edge says nothing: the peer", "allow: [10.0.0.0/8]", "10.9.9.9:1", "", "", 204},
+		{"own trusted proxies win", "allow: [10.0.0.0/8]\ntrusted_proxies: [172.16.0.0/12]", "172.16.0.1:1", "10.1.2.3", "203.0.113.1", 204},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			inst := plugintest.MustNew(t, "ip_filter", tt.config)
+			h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tt.remote
+			if tt.xff != "" {
+				r.Header.Set("X-Forwarded-For", tt.xff)
+			}
+			if tt.edge != "" {
+				r = r.WithContext(plugins.WithRequestInfo(r.Context(), plugins.RequestInfo{Route: "r", ClientIP: netip.MustParseAddr(tt.edge)}))
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			if rec.Code != tt.want {
+				t.Fatalf("status %d, want %d", rec.Code, tt.want)
 			}
 		})
 	}
