@@ -71,8 +71,9 @@ type Manager struct {
 
 	minVersion uint16
 	clientAuth tls.ClientAuthType
-	hsts       string // the header value; "" without hsts
-	clientCfg  atomic.Pointer[tls.Config]
+	hsts       string                     // the header value; "" without hsts
+	clientCfg  atomic.Pointer[tls.Config] // with client authentication and the current CA pool
+	base       *tls.Config                // without; shared by handshakes, never modified
 
 	expMu     sync.Mutex
 	expirySet map[string]time.Time // labels this Manager has set
@@ -161,7 +162,6 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	m.install(set)
 	if cfg.ACME != nil {
 		m.acme, err = newACMEIssuer(cfg.ACME, &opts)
 		if err != nil {
@@ -170,6 +170,11 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 		if c := opts.ACMEOrders; c != nil {
 			m.acme.onOrder = func(result string) { c.WithLabelValues(result).Inc() }
 		}
+	}
+	// After ACME is set up: the configurations built here offer acme-tls/1.
+	m.base = m.baseConfig()
+	m.install(set)
+	if m.acme != nil {
 		if m.expiry != nil {
 			m.expMu.Lock()
 			for name, t := range m.acme.cachedExpiry(ctx) {
@@ -194,6 +199,20 @@ func (m *Manager) TLSConfig() *tls.Config {
 		cfg.GetConfigForClient = m.configForClient
 	}
 	return cfg
+}
+
+// GetConfigForClient returns the complete configuration for one handshake.
+// A listener that outlives Managers (a routes reload builds a new one) sets
+// its own tls.Config.GetConfigForClient to call the current Manager's: Go
+// ignores GetConfigForClient on a returned config, so returning TLSConfig()
+// from there would lose client authentication.
+func (m *Manager) GetConfigForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if m.clientAuth != tls.NoClientCert {
+		if cfg, err := m.configForClient(hello); cfg != nil || err != nil {
+			return cfg, err
+		}
+	}
+	return m.base, nil
 }
 
 func (m *Manager) baseConfig() *tls.Config {

@@ -568,3 +568,61 @@ func TestStaticSetUnchanged(t *testing.T) {
 		t.Fatal("removed file not seen as changed")
 	}
 }
+
+// TestSwapManagersUnderOneListener is the gateway's reload path: one
+// listener whose GetConfigForClient delegates to the current Manager; a new
+// Manager (other certificate, client auth switched on) is swapped in and the
+// old one closed, with no new listener.
+func TestSwapManagersUnderOneListener(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "swap CA")
+	clientCA := newCA(t, "swap client CA")
+	caFile := filepath.Join(dir, "clients.pem")
+	writeFile(t, caFile, clientCA.pem)
+	c1, k1 := ca.writePair(t, dir, "one", "api.example.com")
+	c2, k2 := ca.writePair(t, dir, "two", "api.example.com", "new.example.com")
+	m1 := newManager(t, &routes.TLS{MinVersion: "1.2", Certificates: []routes.Certificate{{CertFile: c1, KeyFile: k1}}}, Options{})
+	var current atomic.Pointer[Manager]
+	current.Store(m1)
+	outer := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { return current.Load().GetConfigForClient(h) }}
+	addr := serveTLS(t, outer, okHandler())
+
+	get := func(withClientCert bool) (*http.Response, error) {
+		cfg := &tls.Config{ServerName: "api.example.com", RootCAs: ca.pool()}
+		if withClientCert {
+			cfg.Certificates = []tls.Certificate{clientCA.clientCert(t, "partner")}
+		}
+		tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	resp, err := get(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Proto != "HTTP/2.0" || len(resp.TLS.PeerCertificates[0].DNSNames) != 1 {
+		t.Fatalf("before the swap: %s, names %v", resp.Proto, resp.TLS.PeerCertificates[0].DNSNames)
+	}
+
+	m2 := newManager(t, &routes.TLS{MinVersion: "1.2", ClientCAFile: caFile, ClientAuth: "require",
+		Certificates: []routes.Certificate{{CertFile: c2, KeyFile: k2}}}, Options{})
+	current.Store(m2)
+	m1.Close()
+	if _, err := get(false); err == nil {
+		t.Fatal("after the swap a request without a client certificate succeeded")
+	}
+	resp, err = get(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.TLS.PeerCertificates[0].DNSNames; len(got) != 2 {
+		t.Fatalf("after the swap served names %v, want the new certificate", got)
+	}
+	if s := resp.Header.Get("X-Client-Subject"); s != "CN=partner,O=Causeway Tests" {
+		t.Fatalf("client subject %q", s)
+	}
+}
