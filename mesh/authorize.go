@@ -30,7 +30,7 @@ func AuthorizeAny(ids ...ID) Authorizer {
 	}
 }
 
-// AuthorizeID allows exactly one ID.
+// AuthorizeID allows exactly one ID; a zero want allows nobody.
 func AuthorizeID(want ID) Authorizer {
 	return func(peer ID) error {
 		if !want.IsZero() && peer == want {

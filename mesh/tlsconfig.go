@@ -40,7 +40,8 @@ func ServerConfig(s *Source) *tls.Config {
 }
 
 // ClientConfig is an mTLS client configuration that presents the source's
-// certificate and accepts only a server whose verified ID is want. Use it
+// certificate and accepts only a server whose verified ID is want (a zero
+// want accepts no server). Use it
 // with an http.Transport that sets ForceAttemptHTTP2 to get HTTP/2.
 func ClientConfig(s *Source, want ID) *tls.Config {
 	return ClientConfigAuthorized(s, AuthorizeID(want))
