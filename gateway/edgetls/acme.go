@@ -40,12 +40,14 @@ type acmeIssuer struct {
 	keyMu   sync.Mutex
 	keyLock map[string]*sync.Mutex
 
-	orders  atomic.Int64 // orders this process started (tests and metrics)
+	orders  atomic.Int64     // orders this process started (tests and metrics)
+	now     func() time.Time // the rate limit's clock and cache validity
 	onOrder func(result string)
 }
 
 func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 	iss := &acmeIssuer{
+		now:     opts.now,
 		hosts:   map[string]bool{},
 		keyLock: map[string]*sync.Mutex{},
 	}
@@ -166,7 +168,12 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	// and any wait for another replica's order.
 	ctx, cancel := context.WithTimeout(hello.Context(), orderTimeout)
 	defer cancel()
-	_, err := iss.cache.Get(ctx, ck)
+	data, err := iss.cache.Get(ctx, ck)
+	if err == nil && !leafValidAt(data, iss.now()) {
+		// autocert would treat an expired entry as a miss and order on its
+		// own, outside the rate limit and the replicas' lock: treat it so here.
+		err = autocert.ErrCacheMiss
+	}
 	switch {
 	case err == nil:
 		// Cached (by us before a restart, or by another replica): autocert
@@ -217,6 +224,30 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 // next handshake's benefit (autocert runs it under its own 5-minute bound).
 const orderTimeout = 2 * time.Minute
 
+// leafValidAt reports whether the first certificate in a cache entry (key
+// PEM, then the chain) is still valid at now.
+func leafValidAt(data []byte, now time.Time) bool {
+	leaf := firstCertificate(data)
+	return leaf != nil && now.Before(leaf.NotAfter)
+}
+
+func firstCertificate(data []byte) *x509.Certificate {
+	for rest := data; len(rest) > 0; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return nil
+		}
+		if b.Type == "CERTIFICATE" {
+			leaf, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil
+			}
+			return leaf
+		}
+	}
+	return nil
+}
+
 // cachedExpiry reads the listed hosts' certificates from the cache, so the
 // expiry metric covers them from the start, not from their first handshake.
 func (iss *acmeIssuer) cachedExpiry(ctx context.Context) map[string]time.Time {
@@ -226,18 +257,8 @@ func (iss *acmeIssuer) cachedExpiry(ctx context.Context) map[string]time.Time {
 		if err != nil {
 			continue
 		}
-		for rest := data; len(rest) > 0; {
-			var b *pem.Block
-			if b, rest = pem.Decode(rest); b == nil {
-				break
-			}
-			if b.Type != "CERTIFICATE" {
-				continue
-			}
-			if leaf, err := x509.ParseCertificate(b.Bytes); err == nil {
-				out[host] = leaf.NotAfter
-			}
-			break // the leaf comes first
+		if leaf := firstCertificate(data); leaf != nil {
+			out[host] = leaf.NotAfter
 		}
 	}
 	return out

@@ -626,3 +626,32 @@ func TestSwapManagersUnderOneListener(t *testing.T) {
 		t.Fatalf("client subject %q", s)
 	}
 }
+
+func TestLeafValidAt(t *testing.T) {
+	ca := newCA(t, "cache entry CA")
+	cert, key := ca.leaf(t, "a.example.com", false, "a.example.com")
+	entry := append(append([]byte{}, key...), cert...) // autocert's layout: key, then chain
+	leaf := firstCertificate(entry)
+	if leaf == nil {
+		t.Fatal("no certificate found in a well-formed entry")
+	}
+	tests := []struct {
+		name string
+		data []byte
+		at   time.Time
+		want bool
+	}{
+		{"valid", entry, leaf.NotAfter.Add(-time.Minute), true},
+		{"expired", entry, leaf.NotAfter.Add(time.Second), false},
+		{"key only", key, leaf.NotBefore, false},
+		{"garbage", []byte("not pem"), leaf.NotBefore, false},
+		{"broken certificate", append(append([]byte{}, key...), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")...), leaf.NotBefore, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := leafValidAt(tt.data, tt.at); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

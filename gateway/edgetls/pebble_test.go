@@ -389,7 +389,7 @@ func TestACMEStaticAndOnDemand(t *testing.T) {
 
 	var (
 		clockMu sync.Mutex
-		now     = time.Unix(1_800_000_000, 0)
+		now     = time.Now()
 	)
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	orders := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "causeway_acme_orders_total", Help: "h"}, []string{"result"})
