@@ -293,8 +293,14 @@ func (e *Edge) Listen() error {
 		}
 		return ln
 	}
-	e.httpLn = bind(f.Listen.HTTP)
-	e.httpsLn = bind(f.Listen.HTTPS)
+	limit := func(ln net.Listener) net.Listener {
+		if ln == nil {
+			return nil
+		}
+		return newLimitListener(ln, f.Server.MaxConnectionsPerIP, f.Server.MaxConnections)
+	}
+	e.httpLn = limit(bind(f.Listen.HTTP))
+	e.httpsLn = limit(bind(f.Listen.HTTPS))
 	e.adminLn = bind(f.Listen.Admin)
 	if err != nil {
 		for _, ln := range []net.Listener{e.httpLn, e.httpsLn, e.adminLn} {

@@ -51,6 +51,12 @@ type Server struct {
 	IdleTimeout       Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    int      `yaml:"max_header_bytes"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
+	// MaxConnectionsPerIP caps concurrent connections from one client
+	// address on each data listener; MaxConnections caps them in total.
+	// 0 means no cap (the default: behind a load balancer every connection
+	// comes from a few addresses).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	MaxConnections      int `yaml:"max_connections"`
 }
 
 // AccessLog configures the one-line-per-request JSON log.

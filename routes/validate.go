@@ -128,6 +128,12 @@ func (c *checker) checkServer() {
 	if c.f.Server.MaxHeaderBytes < 1024 {
 		c.errorf("server.max_header_bytes", "must be at least 1024 (found %d)", c.f.Server.MaxHeaderBytes)
 	}
+	if c.f.Server.MaxConnectionsPerIP < 0 {
+		c.errorf("server.max_connections_per_ip", "must not be negative (0: no cap)")
+	}
+	if c.f.Server.MaxConnections < 0 {
+		c.errorf("server.max_connections", "must not be negative (0: no cap)")
+	}
 }
 
 func (c *checker) checkAccessLog() {
