@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/plugins/standard"
 )
 
 // repoRoot is the causeway checkout this test runs in.
@@ -304,5 +307,119 @@ func TestFetchable(t *testing.T) {
 				t.Fatalf("fetchable(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestVersionListsPlugins: the stock binary links the built-ins, and
+// `version -plugins` lists them.
+func TestVersionListsPlugins(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"version", "-plugins"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, name := range standard.Names {
+		if !strings.Contains(stdout.String(), "\n  "+name+"\n") {
+			t.Fatalf("version -plugins lacks %q:\n%s", name, stdout.String())
+		}
+	}
+}
+
+// TestBuildFromModuleProxy builds with a versioned -with, the way a
+// published plugin is used: the example module is served as v1.0.0 from a
+// file:// module proxy in front of the real one (causeway itself is still
+// replaced by this checkout).
+func TestBuildFromModuleProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the go command to build a binary")
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("no go command")
+	}
+	root := repoRoot(t)
+	const mod, version = "example.com/causeway/routeinfo", "v1.0.0"
+	proxy := t.TempDir()
+	publish(t, proxy, mod, version, filepath.Join(root, "examples", "plugins", "routeinfo"))
+	upstreamProxy, _ := exec.Command("go", "env", "GOPROXY").Output()
+	t.Setenv("GOPROXY", "file://"+proxy+","+strings.TrimSpace(string(upstreamProxy)))
+	t.Setenv("GONOSUMDB", "example.com") // a checksum database has never seen it
+
+	bin := filepath.Join(t.TempDir(), "causeway-custom")
+	var stdout, stderr bytes.Buffer
+	code := runBuild(context.Background(), []string{
+		"-with", mod + "@" + version,
+		"-replace", "github.com/causewayhq/causeway=" + root,
+		"-o", bin,
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("causeway build exited %d:\n%s", code, stderr.String())
+	}
+	out, err := exec.Command(bin, "version", "-plugins").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "\n  route_info\n") {
+		t.Fatalf("version -plugins: %v\n%s", err, out)
+	}
+
+	// A version the proxy does not have fails the build with the go
+	// command's reason.
+	stderr.Reset()
+	code = runBuild(context.Background(), []string{
+		"-with", mod + "@v9.9.9",
+		"-replace", "github.com/causewayhq/causeway=" + root,
+		"-o", bin,
+	}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "v9.9.9") {
+		t.Fatalf("missing version: exit %d\n%s", code, stderr.String())
+	}
+}
+
+// publish lays out dir as module version mod@version in the GOPROXY file
+// protocol: @v/list, .info, .mod and a .zip with the module's files.
+func publish(t *testing.T, proxy, mod, version, dir string) {
+	t.Helper()
+	v := filepath.Join(proxy, filepath.FromSlash(mod), "@v")
+	if err := os.MkdirAll(v, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"list":            version + "\n",
+		version + ".info": `{"Version":"` + version + `","Time":"2026-01-01T00:00:00Z"}`,
+		version + ".mod":  string(gomod),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(v, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zf, err := os.Create(filepath.Join(v, version+".zip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zf.Close()
+	zw := zip.NewWriter(zf)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := zw.Create(mod + "@" + version + "/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
