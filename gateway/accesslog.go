@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -15,8 +17,9 @@ import (
 )
 
 // accessLog writes one JSON line per request. It never sees credentials:
-// it logs the path without its query (where tokens and keys travel), and the
-// principal's name, not the token.
+// it logs the path without its query (where tokens and keys travel), no
+// request or response headers (Authorization, Cookie, API keys), and the
+// principal's name (a JWT subject or an API key's name), not the token.
 type accessLog struct {
 	output string
 	sample float64
@@ -77,6 +80,7 @@ func (al *accessLog) log(r *http.Request, st *reqState, d time.Duration) {
 	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
 		slog.String("request_id", st.requestID),
+		slog.String("trace_id", st.traceID),
 		slog.String("route", st.route),
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),
@@ -98,7 +102,17 @@ func (al *accessLog) log(r *http.Request, st *reqState, d time.Duration) {
 		attrs = append(attrs, slog.String("principal", st.principal))
 	}
 	if st.upstreamErr != nil {
-		attrs = append(attrs, slog.String("upstream_error", st.upstreamErr.Error()))
+		attrs = append(attrs, slog.String("upstream_error", upstreamErrorText(st.upstreamErr)))
 	}
 	al.logger.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+// upstreamErrorText is an upstream failure for the log without the URL a
+// *url.Error carries: its query could hold a credential.
+func upstreamErrorText(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Op + " upstream: " + uerr.Err.Error()
+	}
+	return err.Error()
 }

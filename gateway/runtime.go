@@ -64,6 +64,7 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		accessLog: deps.access,
 		loadedAt:  time.Now(),
 	}
+	rt.retainStages(deps.stages)
 	var errs routes.Errors
 	for _, name := range sortedKeys(f.Upstreams) {
 		u, err := newUpstream(name, f.Upstreams[name], deps)
@@ -142,13 +143,14 @@ func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, e
 // the forwarder.
 func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
 	var h http.Handler = newForwarder(rc, rt.upstreams, rt.trust, rt.metrics)
+	traced := tracingStages(stages)
 	for i := len(stages) - 1; i >= 0; i-- {
 		mw, err := stages[i].Middleware(rc)
 		if err != nil {
 			return nil, err
 		}
 		if mw != nil {
-			h = mw(h)
+			h = withStageSpan(stages[i], mw, traced)(h)
 		}
 	}
 	return &routeHandler{name: rc.Name, next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
@@ -181,6 +183,7 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.requestID = requestID(r.Header.Get(httperr.RequestIDHeader))
 	r.Header.Set(httperr.RequestIDHeader, st.requestID)
 	w.Header().Set(httperr.RequestIDHeader, st.requestID)
+	st.propagateTrace(r)
 	st.clientIP = rt.trust.clientIP(r)
 	if r.ContentLength > 0 {
 		st.bytesIn = r.ContentLength

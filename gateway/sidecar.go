@@ -59,6 +59,8 @@ type Sidecar struct {
 	// replaced ones, closed at Close (a retired runtime may still write).
 	access        *accessLog
 	retiredAccess []*accessLog
+	// tracing holds the tracer of the file's tracing section.
+	tracing tracingFeature
 
 	inLn, outLn, adminLn net.Listener
 	servers              []*http.Server
@@ -173,14 +175,21 @@ func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *r
 		}
 	}
 	tlsKey := fmt.Sprintf("%p", source)
+	tr, release, err := s.tracing.acquire(s.bgCtx, cfg.Tracing)
+	if err != nil {
+		return nil, nil, &routes.Error{File: cfg.Path, Pos: cfg.At("tracing"), Path: "tracing", Msg: err.Error()}
+	}
+	if release != nil {
+		defer release() // each runtime holds its own reference
+	}
 	if cfg.Inbound != nil {
-		in, err = s.inboundRuntime(cfg, pools, access, tlsKey)
+		in, err = s.inboundRuntime(cfg, pools, access, tlsKey, tr)
 		if err != nil {
 			return nil, nil, err
 		}
 	}
 	if cfg.Outbound != nil {
-		out, err = s.outboundRuntime(cfg, source, pools, access, tlsKey)
+		out, err = s.outboundRuntime(cfg, source, pools, access, tlsKey, tr)
 		if err != nil {
 			if in != nil {
 				in.close()
@@ -192,7 +201,7 @@ func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *r
 }
 
 // inboundRuntime: one route to the local service, behind the caller check.
-func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transportPool, access *accessLog, tlsKey string) (*runtime, error) {
+func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transportPool, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
 	in := cfg.Inbound
 	f := &routes.File{
 		Version: 1,
@@ -240,7 +249,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 			})
 		}, nil
 	})
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: []Stage{check}, tlsKey: tlsKey})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey})
 }
 
 func inboundAuthorizer(in *routes.Inbound) (mesh.Authorizer, error) {
@@ -261,7 +270,7 @@ func inboundAuthorizer(in *routes.Inbound) (mesh.Authorizer, error) {
 
 // outboundRuntime: one route per service, chosen by Host, each to an
 // upstream reached over mTLS that must present the service's identity.
-func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pools map[string]*transportPool, access *accessLog, tlsKey string) (*runtime, error) {
+func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pools map[string]*transportPool, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
 	out := cfg.Outbound
 	f := &routes.File{
 		Version:        1,
@@ -308,7 +317,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		}
 		return mesh.ClientConfig(source, id), nil
 	}
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: []Stage{count}, tlsFor: tlsFor, tlsKey: tlsKey})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey})
 }
 
 // access is the access log of whichever runtime exists.

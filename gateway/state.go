@@ -25,6 +25,12 @@ type reqState struct {
 	upstreamErr   error
 	principal     string
 	bytesIn       int64
+	// traceID is the W3C trace id the request carries on (for the log);
+	// traceStarted is set when this hop started the trace. trace is nil
+	// unless tracing is configured.
+	traceID      string
+	traceStarted bool
+	trace        *reqTrace
 }
 
 type stateKey struct{}

@@ -26,6 +26,7 @@ import (
 func defaultFeatures(e *Edge) []feature {
 	principalOf = principalName
 	return []feature{
+		&tracingFeature{},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
 		&authFeature{e: e},
@@ -106,9 +107,9 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 			return "", false
 		},
 	}
-	return prepared{stage: stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
+	return prepared{stage: namedStage{"ratelimit", stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
 		return rl.svc.Middleware(route, src)
-	})}, nil, nil
+	})}}, nil, nil
 }
 
 func (rl *rateLimitFeature) ready() error { return rl.svc.Ready() }
