@@ -121,8 +121,8 @@ func (s *Sidecar) build(data []byte) error {
 	source := s.source
 	id := cfg.Identity
 	if source == nil || s.cfg == nil || s.cfg.Identity != id {
-		source, err = mesh.NewSource(s.bgCtx, id.CertFile, id.KeyFile, id.BundleFile, mesh.SourceOptions{
-			Logger: s.log, TrustDomain: id.TrustDomain,
+		source, err = mesh.SourceForSidecar(s.bgCtx, id, mesh.SourceOptions{
+			Logger: s.log,
 			Expiry: func(id string, notAfter time.Time) {
 				s.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
 			},
@@ -217,7 +217,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 	if err != nil {
 		return nil, err
 	}
-	authz, err := inboundAuthorizer(in)
+	authz, err := mesh.InboundAuthorizer(in)
 	if err != nil {
 		return nil, err
 	}
@@ -250,22 +250,6 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 		}, nil
 	})
 	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey})
-}
-
-func inboundAuthorizer(in *routes.Inbound) (mesh.Authorizer, error) {
-	var ids []mesh.ID
-	for _, a := range in.Allow {
-		id, err := mesh.ParseID(a)
-		if err != nil {
-			return nil, fmt.Errorf("inbound.allow: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	authz := []mesh.Authorizer{mesh.AuthorizeAny(ids...)}
-	for _, td := range in.AllowTrustDomains {
-		authz = append(authz, mesh.AuthorizeMemberOf(td))
-	}
-	return mesh.AuthorizeOneOf(authz...), nil
 }
 
 // outboundRuntime: one route per service, chosen by Host, each to an

@@ -162,9 +162,8 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		return prepared{tlsFor: plainTLS}, nil, nil
 	}
 	if m.source == nil || !reflect.DeepEqual(m.cfg, f.Mesh) {
-		src, err := mesh.NewSource(m.e.bgCtx, f.Mesh.CertFile, f.Mesh.KeyFile, f.Mesh.BundleFile, mesh.SourceOptions{
-			Logger:      m.e.log,
-			TrustDomain: f.Mesh.TrustDomain,
+		src, err := mesh.SourceForEdge(m.e.bgCtx, f.Mesh, mesh.SourceOptions{
+			Logger: m.e.log,
 			Expiry: func(id string, notAfter time.Time) {
 				m.e.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
 			},
