@@ -181,7 +181,7 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	case errors.Is(err, autocert.ErrCacheMiss):
 		if onDemand && !iss.onDemand.limiter.allow() {
 			iss.count("rate_limited")
-			return nil, fmt.Errorf("acme on-demand %q: order rate limit reached", name)
+			return nil, fmt.Errorf("acme on-demand %q: %w", name, errRateLimited)
 		}
 		if iss.redis != nil {
 			var cert *tls.Certificate
@@ -301,7 +301,10 @@ type closableTransport struct {
 	closed atomic.Bool
 }
 
-var errClosed = errors.New("edgetls: manager closed")
+var (
+	errClosed      = errors.New("edgetls: manager closed")
+	errRateLimited = errors.New("order rate limit reached")
+)
 
 func (t *closableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if t.closed.Load() {

@@ -256,7 +256,11 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		case err == nil:
 			cert, err := m.acme.certificate(hello, name, onDemand)
 			if err != nil {
-				m.log.Warn("tls: acme certificate", "server_name", name, "error", err)
+				level := slog.LevelWarn
+				if errors.Is(err, errRateLimited) {
+					level = slog.LevelDebug // counted in ACMEOrders; clients control how often
+				}
+				m.log.Log(hello.Context(), level, "tls: acme certificate", "server_name", name, "error", err)
 				return nil, err
 			}
 			m.noteACME(name, cert)
