@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -86,8 +87,12 @@ func (s *Service) Middleware(route routes.Route, src KeySources) (func(http.Hand
 			return nil, fmt.Errorf("ratelimit: route %q: %w", route.Name, err)
 		}
 		rlim := &routeLimit{limit: l, sig: b.signature()}
+		ipOf := clientIP
+		if bits := rl.IPv6Prefix; bits > 0 && bits < 128 {
+			ipOf = maskIPv6(clientIP, bits)
+		}
 		for _, part := range routes.RateLimitKeyParts(rl.Key) {
-			fn, err := keyPart(part, route.Name, clientIP, src)
+			fn, err := keyPart(part, route.Name, ipOf, src)
 			if err != nil {
 				return nil, fmt.Errorf("ratelimit %q: route %q: %w", name, route.Name, err)
 			}
@@ -141,6 +146,24 @@ func keyPart(part, routeName string, clientIP func(*http.Request) string, src Ke
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown key part %q", part)
+}
+
+// maskIPv6 keeps the first bits of an IPv6 client address, so a host that
+// owns a whole prefix cannot rotate addresses within it to escape its limit.
+// IPv4 addresses and values that are not addresses pass unchanged.
+func maskIPv6(clientIP func(*http.Request) string, bits int) func(*http.Request) string {
+	return func(r *http.Request) string {
+		v := clientIP(r)
+		a, err := netip.ParseAddr(v)
+		if err != nil || !a.Is6() || a.Is4In6() {
+			return v
+		}
+		p, err := a.WithZone("").Prefix(bits)
+		if err != nil {
+			return v
+		}
+		return p.String()
+	}
 }
 
 // key builds the bucket key of r: parts escaped and joined by "|", so

@@ -197,6 +197,10 @@ func TestKeyParts(t *testing.T) {
 		// Escaping keeps ("a|b", "c") and ("a", "b|c") apart.
 		{"header:X-A+header:X-B", req{headers: map[string]string{"X-A": "a|b", "X-B": "c"}}, req{headers: map[string]string{"X-A": "a", "X-B": "b|c"}}, false},
 		{"header:X-A", req{headers: map[string]string{"X-A": strings.Repeat("x", 5000)}}, req{headers: map[string]string{"X-A": strings.Repeat("x", 5000)}}, true},
+		// IPv6 clients are counted by /64 (ipv6_prefix), IPv4 by address.
+		{"client_ip", req{headers: map[string]string{"Test-IP": "2001:db8:1:2::1"}}, req{headers: map[string]string{"Test-IP": "2001:db8:1:2:ffff::9"}}, true},
+		{"client_ip", req{headers: map[string]string{"Test-IP": "2001:db8:1:2::1"}}, req{headers: map[string]string{"Test-IP": "2001:db8:1:3::1"}}, false},
+		{"client_ip", req{headers: map[string]string{"Test-IP": "::ffff:192.0.2.1"}}, req{headers: map[string]string{"Test-IP": "::ffff:192.0.2.2"}}, false},
 	}
 	for _, tc := range tests {
 		name := fmt.Sprintf("%s same=%v", tc.key, tc.same)

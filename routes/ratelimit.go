@@ -15,10 +15,16 @@ const MinRateLimitPer = time.Millisecond
 // years) leaves room for the arithmetic around it.
 const maxRateLimitCapacity = time.Duration(1<<50) * time.Microsecond
 
+// DefaultIPv6Prefix is how much of an IPv6 client address client_ip keeps.
+const DefaultIPv6Prefix = 64
+
 func (f *File) defaultRateLimits() {
 	for name, l := range f.RateLimits {
 		if l.Burst == 0 {
 			l.Burst = l.Limit
+		}
+		if l.IPv6Prefix == 0 {
+			l.IPv6Prefix = DefaultIPv6Prefix
 		}
 		f.RateLimits[name] = l
 	}
@@ -45,6 +51,9 @@ func (c *checker) checkRateLimits() {
 		}
 		if l.Burst < 0 {
 			c.errorf(p+".burst", "must not be negative")
+		}
+		if l.IPv6Prefix < 1 || l.IPv6Prefix > 128 {
+			c.errorf(p+".ipv6_prefix", "must be between 1 and 128 (found %d)", l.IPv6Prefix)
 		}
 		if l.Key == "" {
 			c.errorf(p+".key", "is required: client_ip, header:NAME, claim:NAME, api_key, route, or several joined by +")

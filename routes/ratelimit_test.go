@@ -30,6 +30,9 @@ func TestRateLimitValidation(t *testing.T) {
 		{"claim without name", limits("  l: {key: \"claim:\", limit: 1, per: 1s}\n"), `t.yaml:10:12: rate_limits.l.key: "claim:" needs a name, e.g. claim:sub`},
 		{"empty part", limits("  l: {key: \"route+\", limit: 1, per: 1s}\n"), `t.yaml:10:12: rate_limits.l.key: unknown key part "" (client_ip, header:NAME, claim:NAME, api_key, route)`},
 		{"part twice", limits("  l: {key: \"header:X-A+header:x-a\", limit: 1, per: 1s}\n"), `t.yaml:10:12: rate_limits.l.key: "header:x-a" appears twice`},
+		{"ipv6 prefix", limits("  l: {key: client_ip, limit: 1, per: 1s, ipv6_prefix: 48}\n"), ""},
+		{"ipv6 prefix too long", limits("  l: {key: client_ip, limit: 1, per: 1s, ipv6_prefix: 129}\n"), "t.yaml:10:55: rate_limits.l.ipv6_prefix: must be between 1 and 128 (found 129)"},
+		{"ipv6 prefix negative", limits("  l: {key: client_ip, limit: 1, per: 1s, ipv6_prefix: -1}\n"), "t.yaml:10:55: rate_limits.l.ipv6_prefix: must be between 1 and 128 (found -1)"},
 		{"bad name", limits("  \"per ip\": {key: route, limit: 1, per: 1s}\n"), `t.yaml:10:13: rate_limits.per ip: rate limit name "per ip": use letters, digits, '.', '_' and '-' (at most 128)`},
 
 		{"redis url", redis("  url: redis://127.0.0.1:6379/0\n"), ""},
@@ -81,6 +84,9 @@ redis:
 	}
 	if b := f.RateLimits["own-burst"].Burst; b != 5 {
 		t.Errorf("an explicit burst is kept: got %d", b)
+	}
+	if p := f.RateLimits["own-burst"].IPv6Prefix; p != DefaultIPv6Prefix {
+		t.Errorf("ipv6_prefix defaults to %d: got %d", DefaultIPv6Prefix, p)
 	}
 	r := f.Redis
 	if r.OnError != "allow" || r.Timeout.D() != 100*time.Millisecond || r.KeyPrefix != DefaultRedisKeyPrefix || r.DB != 0 {

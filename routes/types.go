@@ -200,6 +200,10 @@ type RateLimit struct {
 	Limit int      `yaml:"limit"`
 	Per   Duration `yaml:"per"`
 	Burst int      `yaml:"burst"`
+	// IPv6Prefix is how many leading bits of an IPv6 client address the
+	// client_ip part keeps (default 64): one host usually owns a whole /64
+	// and could otherwise rotate addresses to escape its limit.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
 // PluginInst is a named, configured instance of a registered plugin.
