@@ -166,7 +166,7 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	// The handshake's context has no deadline of its own (the server bounds
 	// the connection with I/O deadlines): bound the ask, the cache look-up
 	// and any wait for another replica's order.
-	ctx, cancel := context.WithTimeout(hello.Context(), orderTimeout)
+	ctx, cancel := context.WithTimeout(helloContext(hello), orderTimeout)
 	defer cancel()
 	data, err := iss.cache.Get(ctx, ck)
 	if err == nil && !leafValidAt(data, iss.now()) {
@@ -217,6 +217,15 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	}
 	iss.ready.Store(ck, struct{}{})
 	return cert, nil
+}
+
+// helloContext is the handshake's context; a ClientHelloInfo built by hand
+// (tests, a caller's own GetCertificate) has none.
+func helloContext(hello *tls.ClientHelloInfo) context.Context {
+	if ctx := hello.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
 }
 
 // orderTimeout bounds one handshake's wait for a certificate, ordering

@@ -251,7 +251,7 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		return c, nil
 	}
 	if m.acme != nil && name != "" {
-		onDemand, err := m.acme.allowed(hello.Context(), name)
+		onDemand, err := m.acme.allowed(helloContext(hello), name)
 		switch {
 		case err == nil:
 			cert, err := m.acme.certificate(hello, name, onDemand)
@@ -260,7 +260,7 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 				if errors.Is(err, errRateLimited) {
 					level = slog.LevelDebug // counted in ACMEOrders; clients control how often
 				}
-				m.log.Log(hello.Context(), level, "tls: acme certificate", "server_name", name, "error", err)
+				m.log.Log(helloContext(hello), level, "tls: acme certificate", "server_name", name, "error", err)
 				return nil, err
 			}
 			m.noteACME(name, cert)
