@@ -252,12 +252,20 @@ func (s *Service) decide(ctx context.Context, snap *snapshot, rl *routeLimit, ke
 			rl.count(d)
 			return d, nil
 		}
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			// The request was cancelled, which says nothing about Redis.
 			st.conn.abandonProbe()
 			return Decision{}, ctx.Err()
+		case IsKeyError(err):
+			// Redis answered: only this bucket is affected, so Redis stays
+			// in use for everybody else.
+			st.conn.report(nil, now)
+			// Debug: a broken key would otherwise log once per request.
+			s.log.Debug("ratelimit: redis refused a bucket; applying on_error", "limit", rl.limit.Name, "error", err.Error())
+		default:
+			st.conn.report(err, now)
 		}
-		st.conn.report(err, now)
 	}
 	if rl.errored != nil {
 		rl.errored.Inc()

@@ -241,3 +241,35 @@ routes:
 		t.Fatalf("a cancelled request marked Redis down: %v", err)
 	}
 }
+
+// TestBrokenBucket: a bucket key Redis refuses (another program wrote a
+// string there) gets on_error for that key only; Redis stays in use for
+// everybody else and stays ready.
+func TestBrokenBucket(t *testing.T) {
+	srv := testredis.Start(t)
+	file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, on_error: deny}
+rate_limits:
+  l: {key: "header:X-User", limit: 5, per: 1m}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL()))
+	vec := NewDecisionsMetric()
+	s := newService(t, newClock(), vec, file)
+	h := handlerFor(t, s, file.Routes[0], KeySources{})
+	if _, err := srv.Do("SET", "causeway:rl:{l|mallory}", "not a hash"); err != nil {
+		t.Fatal(err)
+	}
+	if w := h.do(map[string]string{"X-User": "mallory"}); w.Code != 503 {
+		t.Fatalf("broken bucket with on_error deny: %d, want 503", w.Code)
+	}
+	if w := h.do(map[string]string{"X-User": "ann"}); w.Code != 200 {
+		t.Fatalf("another client after a broken bucket: %d, want 200 from Redis", w.Code)
+	}
+	if err := s.Ready(); err != nil {
+		t.Fatalf("one broken key made Redis unready: %v", err)
+	}
+	if got := counter(t, vec, "l", DecisionError); got != 1 {
+		t.Fatalf("error decisions %d, want 1", got)
+	}
+}

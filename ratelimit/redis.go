@@ -54,9 +54,9 @@ end
 
 local level = cap
 local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
-if s[1] and s[3] == sig then
-  level = tonumber(s[1])
-  local last = tonumber(s[2])
+local stored, last = tonumber(s[1]), tonumber(s[2])
+if stored and last and s[3] == sig then
+  level = stored
   local elapsed = now - last
   -- a stamp older than the stored one (edges' clocks disagree) refills
   -- nothing and must not move the stored time back, or the same interval
@@ -182,3 +182,15 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 }
 
 func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }
+
+// IsKeyError reports whether err is Redis refusing one bucket (its key
+// holds another type, or the script failed on it) rather than Redis being
+// unreachable or unusable: Redis still answers, so other keys are fine.
+func IsKeyError(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	return strings.HasPrefix(msg, "WRONGTYPE") || (strings.HasPrefix(msg, "ERR") && strings.Contains(msg, "user_script"))
+}
