@@ -16,11 +16,12 @@ import (
 // atomically in Redis: one round trip per decision, and no other client can
 // interleave between reading and writing a bucket. Every number is an
 // integer below 2^53, so Lua's doubles compute exactly what the Go code
-// does. A refusal writes nothing; an allowed request stores the new level
-// with an expiry at the moment the bucket is full again (plus a second when
-// the caller supplies the time, since expiry runs on Redis's clock), since
-// a full bucket and a missing key mean the same, so Redis never keeps idle
-// clients.
+// does. A refusal writes nothing. An allowed request stores the new level
+// and sets the key to expire when the bucket is full again: a full bucket
+// and a missing key mean the same, so Redis never keeps idle clients. (With
+// a caller-supplied time the expiry gets a second of margin, because it
+// runs on Redis's clock.) Stored fields that do not make sense (another
+// limit's numbers, a level outside [0, cap]) are read as a fresh bucket.
 //
 // KEYS[1] bucket key
 // ARGV    now in µs (0: use Redis TIME), rate, per (µs), burst
@@ -55,7 +56,7 @@ end
 local level = cap
 local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
 local stored, last = tonumber(s[1]), tonumber(s[2])
-if stored and last and s[3] == sig then
+if stored and last and s[3] == sig and stored >= 0 and stored <= cap then
   level = stored
   local elapsed = now - last
   -- a stamp older than the stored one (edges' clocks disagree) refills
