@@ -383,8 +383,21 @@ type onDemand struct {
 	ask      *url.URL
 	client   *http.Client
 	limiter  *tokenBucket
+	now      func() time.Time
 	approved sync.Map // name -> struct{}: asked once per process
+
+	// denied remembers refusals for deniedFor, so a client retrying a refused
+	// name does not turn every handshake into a call to the ask endpoint.
+	deniedMu sync.Mutex
+	denied   map[string]time.Time // name -> when the refusal expires
 }
+
+// deniedFor is how long a refusal is remembered; maxDenied bounds the memory
+// that random names can take (when full, all refusals are forgotten).
+const (
+	deniedFor = time.Minute
+	maxDenied = 10000
+)
 
 func newOnDemand(cfg *routes.OnDemand, client *http.Client, now func() time.Time) (*onDemand, error) {
 	u, err := url.Parse(cfg.Ask)
@@ -400,7 +413,7 @@ func newOnDemand(cfg *routes.OnDemand, client *http.Client, now func() time.Time
 	if client == nil {
 		client = &http.Client{Timeout: 5 * time.Second}
 	}
-	return &onDemand{ask: u, client: client, limiter: newTokenBucket(cfg.Burst, cfg.Interval.D(), now)}, nil
+	return &onDemand{ask: u, client: client, limiter: newTokenBucket(cfg.Burst, cfg.Interval.D(), now), now: now, denied: map[string]time.Time{}}, nil
 }
 
 // sniRe accepts host names an ACME CA could issue for: at least two labels,
@@ -413,6 +426,9 @@ func (od *onDemand) approve(ctx context.Context, name string) error {
 	}
 	if len(name) > 253 || !sniRe.MatchString(name) || net.ParseIP(name) != nil {
 		return fmt.Errorf("acme on-demand: %q is not a host name a certificate can be ordered for", name)
+	}
+	if od.recentlyDenied(name) {
+		return fmt.Errorf("acme on-demand %q: refused by the ask endpoint within the last %s", name, deniedFor)
 	}
 	u := *od.ask
 	q := u.Query()
@@ -428,10 +444,32 @@ func (od *onDemand) approve(ctx context.Context, name string) error {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		// Only an answer is remembered; a failed call is retried next time.
+		od.deny(name)
 		return fmt.Errorf("acme on-demand %q: ask endpoint answered %d", name, resp.StatusCode)
 	}
 	od.approved.Store(name, struct{}{})
 	return nil
+}
+
+func (od *onDemand) recentlyDenied(name string) bool {
+	od.deniedMu.Lock()
+	defer od.deniedMu.Unlock()
+	until, ok := od.denied[name]
+	if ok && od.now().Before(until) {
+		return true
+	}
+	delete(od.denied, name)
+	return false
+}
+
+func (od *onDemand) deny(name string) {
+	od.deniedMu.Lock()
+	defer od.deniedMu.Unlock()
+	if len(od.denied) >= maxDenied {
+		clear(od.denied)
+	}
+	od.denied[name] = od.now().Add(deniedFor)
 }
 
 // tokenBucket allows burst events at once, then one per interval. Time comes

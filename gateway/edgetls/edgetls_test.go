@@ -655,3 +655,86 @@ func TestLeafValidAt(t *testing.T) {
 		})
 	}
 }
+
+// TestOnDemandAsk covers the ask endpoint's side of on-demand TLS without a
+// CA: refusals serve the default certificate, are remembered for a minute of
+// the injected clock, and names that are not host names are never asked about.
+func TestOnDemandAsk(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "ask CA")
+	c, k := ca.writePair(t, dir, "default", "default.example.com")
+	var asks sync.Map // domain -> *atomic.Int64
+	askCount := func(d string) int64 {
+		v, _ := asks.LoadOrStore(d, new(atomic.Int64))
+		return v.(*atomic.Int64).Load()
+	}
+	failing := atomic.Bool{}
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d := r.URL.Query().Get("domain")
+		v, _ := asks.LoadOrStore(d, new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+		if failing.Load() {
+			panic(http.ErrAbortHandler) // the connection drops: no answer
+		}
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer ask.Close()
+	var (
+		clockMu sync.Mutex
+		now     = time.Now()
+	)
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	m := newManager(t, &routes.TLS{MinVersion: "1.2", Certificates: []routes.Certificate{{CertFile: c, KeyFile: k}},
+		ACME: &routes.ACME{Cache: "dir", CacheDir: filepath.Join(dir, "acme"), DirectoryURL: "https://127.0.0.1:1/dir",
+			OnDemand: &routes.OnDemand{Ask: ask.URL, Interval: routes.Duration(time.Minute), Burst: 1}}},
+		Options{Now: clock, HTTPClient: ask.Client()})
+	addr := serveTLS(t, m.TLSConfig(), okHandler())
+	served := func(sni string) string {
+		t.Helper()
+		st, err := handshake(addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatalf("handshake %q: %v", sni, err)
+		}
+		return st.PeerCertificates[0].DNSNames[0]
+	}
+	steps := []struct {
+		name     string
+		sni      string
+		advance  time.Duration
+		fail     bool
+		domain   string
+		wantAsks int64
+	}{
+		{"refused name gets the default certificate", "no.example.com", 0, false, "no.example.com", 1},
+		{"refusal is remembered", "no.example.com", 30 * time.Second, false, "no.example.com", 1},
+		{"and forgotten after a minute", "no.example.com", 31 * time.Second, false, "no.example.com", 2},
+		{"single label is never asked about", "intranet", 0, false, "intranet", 0},
+		{"IP address is never asked about", "10.0.0.1", 0, false, "10.0.0.1", 0},
+		// A dropped connection may be retried once by net/http itself, so
+		// these count calls made since the previous step.
+		{"a failed ask is not remembered", "flaky.example.com", 0, true, "flaky.example.com", -1},
+		{"so the next handshake asks again", "flaky.example.com", 0, true, "flaky.example.com", -1},
+	}
+	var last int64
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			advance(s.advance)
+			failing.Store(s.fail)
+			if got := served(s.sni); got != "default.example.com" {
+				t.Fatalf("served %q, want the default certificate", got)
+			}
+			n := askCount(s.domain)
+			switch {
+			case s.wantAsks < 0 && n <= last:
+				t.Fatalf("ask endpoint not called again for %q (%d calls in all)", s.domain, n)
+			case s.wantAsks >= 0 && n != s.wantAsks:
+				t.Fatalf("ask endpoint called %d times for %q, want %d", n, s.domain, s.wantAsks)
+			}
+			last = n
+		})
+	}
+	if n := m.acme.orders.Load(); n != 0 {
+		t.Fatalf("%d orders, want 0", n)
+	}
+}
