@@ -42,6 +42,7 @@ func (e *Edge) adminHandler() http.Handler {
 		})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{Registry: e.registry}))
+	e.observer().register(mux) // /routes, /upstreams, the dashboard at /
 	return mux
 }
 

@@ -490,6 +490,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"file": cfg.Path, "last_reload": last, "config": configView(cfg)})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	s.observer().register(mux) // /routes, /upstreams, the dashboard at /
 	return mux
 }
 

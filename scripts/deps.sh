@@ -20,6 +20,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# promtool (lints /metrics in gateway's tests): only the binary, taken from
+# Debian's prometheus package without installing it (no service starts).
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/promtool" ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "deps: promtool from Debian's prometheus package"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download prometheus >/dev/null; })
+    dpkg -x "$tmp"/prometheus_*.deb "$tmp/x"
+    install -m 0755 "$tmp/x/usr/bin/promtool" "$tools/promtool"
+    rm -rf "$tmp"
+  else
+    echo "deps: promtool missing; install Debian's prometheus package or put promtool on PATH" >&2
+    exit 1
+  fi
+fi
+
 # Go-built peers: name | package@version
 while IFS='|' read -r name pkg; do
   name=$(echo "$name" | xargs); pkg=$(echo "$pkg" | xargs)

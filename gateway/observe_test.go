@@ -1,0 +1,494 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/causewayhq/causeway/mesh/meshtest"
+)
+
+// sample is the value of one series of reg: a counter's or gauge's value,
+// or a histogram's sample count. ok is false when the series is absent.
+func sample(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	f := family(fams, name)
+	if f == nil {
+		return 0, false
+	}
+next:
+	for _, m := range f.GetMetric() {
+		for k, v := range labels {
+			if labelOf(m, k) != v {
+				continue next
+			}
+		}
+		if len(m.GetLabel()) != len(labels) {
+			continue
+		}
+		switch f.GetType() {
+		case dto.MetricType_COUNTER:
+			return m.GetCounter().GetValue(), true
+		case dto.MetricType_GAUGE:
+			return m.GetGauge().GetValue(), true
+		case dto.MetricType_HISTOGRAM:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+// labelValues lists every value label takes in family name.
+func labelValues(t *testing.T, reg prometheus.Gatherer, name, label string) []string {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	if f := family(fams, name); f != nil {
+		for _, m := range f.GetMetric() {
+			out = append(out, labelOf(m, label))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// observedEdge is an edge with auth, a rate limit, a healthy and a dead
+// upstream and a mesh identity, and a sidecar behind it, after known
+// traffic: every metric family has a value to check.
+type observedEdge struct {
+	edge    *testEdge
+	sidecar *testSidecar
+	logPath string
+	dead    string
+	upURL   string
+}
+
+const apiKey = "k3y-s3cret-value"
+
+func startObservedEdge(t *testing.T) *observedEdge {
+	t.Helper()
+	ca := meshtest.NewCA(t, "example.org")
+	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
+	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
+	svc := echoUpstream(t, "orders")
+	sc := startSidecar(t, sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, nil))
+	up := echoUpstream(t, "up")
+	dead := freeAddr(t)
+	keys := writeKeys(t, map[string]string{"acme": apiKey})
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	te := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: %q}
+mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+authenticators:
+  partners: {api_key: {header: X-API-Key, keys_file: %q}}
+rate_limits:
+  per-key: {key: api_key, limit: 1, per: 1m}
+upstreams:
+  up: {endpoints: [%q]}
+  dead: {endpoints: [%q]}
+  orders: {endpoints: [%q], mesh_identity: %q}
+routes:
+  - {name: open, match: {path_prefix: /open}, upstream: up}
+  - {name: partners, match: {path_prefix: /partners}, auth: partners, upstream: up}
+  - {name: limited, match: {path: /limited}, auth: partners, rate_limit: per-key, upstream: up}
+  - {name: broken, match: {path: /broken}, upstream: dead}
+  - {name: orders, match: {path_prefix: /orders}, upstream: orders}
+`, logPath, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, keys, hostPort(up), dead, sc.Addr("inbound"), ordersID))
+
+	send := func(method, path string, status int, hdr ...string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, te.url+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Add(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != status {
+			t.Fatalf("%s %s: status %d, want %d", method, path, resp.StatusCode, status)
+		}
+	}
+	for i := range 3 {
+		send("GET", fmt.Sprintf("/open/item/%d", i), 200)
+	}
+	send("POST", "/open/x", 200)
+	send("BREW", "/open/x", 200) // a method outside the standard set
+	send("GET", "/partners/1", 200, "X-API-Key", apiKey)
+	send("GET", "/partners/2", 401)
+	send("GET", "/partners/3", 401, "X-API-Key", "wrong")
+	send("GET", "/limited", 200, "X-API-Key", apiKey)
+	send("GET", "/limited", 429, "X-API-Key", apiKey)
+	send("GET", "/broken", 502)
+	send("GET", "/orders/1", 200)
+	send("GET", "/nowhere/user-4711", 404)
+	return &observedEdge{edge: te, sidecar: sc, logPath: logPath, dead: dead, upURL: up.URL}
+}
+
+// TestMetricFamilies checks every metric family of DESIGN.md (and the
+// edge's extras) after known traffic.
+func TestMetricFamilies(t *testing.T) {
+	oe := startObservedEdge(t)
+	te, sc := oe.edge, oe.sidecar
+	tests := []struct {
+		name   string
+		reg    prometheus.Gatherer
+		metric string
+		labels map[string]string
+		want   float64
+	}{
+		{"requests by route", te.registry, "causeway_requests_total", map[string]string{"route": "open", "method": "GET", "code": "200"}, 3},
+		{"requests: POST", te.registry, "causeway_requests_total", map[string]string{"route": "open", "method": "POST", "code": "200"}, 1},
+		{"requests: unknown method bounded", te.registry, "causeway_requests_total", map[string]string{"route": "open", "method": "OTHER", "code": "200"}, 1},
+		{"requests: refused by auth", te.registry, "causeway_requests_total", map[string]string{"route": "partners", "method": "GET", "code": "401"}, 2},
+		{"requests: rate limited", te.registry, "causeway_requests_total", map[string]string{"route": "limited", "method": "GET", "code": "429"}, 1},
+		{"requests: upstream down", te.registry, "causeway_requests_total", map[string]string{"route": "broken", "method": "GET", "code": "502"}, 1},
+		{"requests: no route", te.registry, "causeway_requests_total", map[string]string{"route": "_unmatched", "method": "GET", "code": "404"}, 1},
+		{"request duration", te.registry, "causeway_request_duration_seconds", map[string]string{"route": "open"}, 5},
+		{"request duration: refused requests too", te.registry, "causeway_request_duration_seconds", map[string]string{"route": "partners"}, 3},
+		{"upstream requests", te.registry, "causeway_upstream_requests_total", map[string]string{"upstream": "up", "endpoint": strings.TrimPrefix(oe.upURL, "http://"), "code": "200"}, 7},
+		{"upstream failure", te.registry, "causeway_upstream_requests_total", map[string]string{"upstream": "dead", "endpoint": oe.dead, "code": "502"}, 1},
+		{"upstream duration", te.registry, "causeway_upstream_duration_seconds", map[string]string{"upstream": "up"}, 7},
+		{"ratelimit allowed", te.registry, "causeway_ratelimit_decisions_total", map[string]string{"limit": "per-key", "decision": "allowed"}, 1},
+		{"ratelimit limited", te.registry, "causeway_ratelimit_decisions_total", map[string]string{"limit": "per-key", "decision": "limited"}, 1},
+		{"auth missing", te.registry, "causeway_auth_failures_total", map[string]string{"authenticator": "partners", "reason": "missing"}, 1},
+		{"auth unknown key", te.registry, "causeway_auth_failures_total", map[string]string{"authenticator": "partners", "reason": "unknown_key"}, 1},
+		{"config reloads", te.registry, "causeway_config_reloads_total", map[string]string{"result": "success"}, 1},
+		{"config reload failures start at 0", te.registry, "causeway_config_reloads_total", map[string]string{"result": "failure"}, 0},
+		{"in flight back to 0", te.registry, "causeway_requests_in_flight", map[string]string{}, 0},
+		{"mesh inbound at the sidecar", sc.registry, "causeway_mesh_requests_total", map[string]string{"direction": "inbound", "peer": edgeID, "code": "200"}, 1},
+		{"sidecar's own requests", sc.registry, "causeway_requests_total", map[string]string{"route": "inbound", "method": "GET", "code": "200"}, 1},
+		{"sidecar reloads", sc.registry, "causeway_config_reloads_total", map[string]string{"result": "success"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := sample(t, tt.reg, tt.metric, tt.labels)
+			if !ok {
+				t.Fatalf("%s%v absent", tt.metric, tt.labels)
+			}
+			if got != tt.want {
+				t.Fatalf("%s%v = %v, want %v", tt.metric, tt.labels, got, tt.want)
+			}
+		})
+	}
+
+	t.Run("certificate expiry of the edge's and the sidecar's identities", func(t *testing.T) {
+		for _, c := range []struct {
+			reg prometheus.Gatherer
+			id  string
+		}{{te.registry, edgeID}, {sc.registry, ordersID}} {
+			v, ok := sample(t, c.reg, "causeway_certificate_expiry_timestamp_seconds", map[string]string{"name": c.id})
+			if !ok || v < 1e9 {
+				t.Errorf("expiry of %s = %v (present %v), want a Unix time", c.id, v, ok)
+			}
+		}
+	})
+
+	t.Run("endpoint health", func(t *testing.T) {
+		// Set by the health checker; without one every endpoint is taken
+		// as healthy, and the series may be absent.
+		for _, ep := range labelValues(t, te.registry, "causeway_upstream_endpoint_healthy", "endpoint") {
+			v, _ := sample(t, te.registry, "causeway_upstream_endpoint_healthy", map[string]string{"upstream": "up", "endpoint": ep})
+			if v != 0 && v != 1 {
+				t.Errorf("healthy{endpoint=%q} = %v, want 0 or 1", ep, v)
+			}
+		}
+	})
+
+	t.Run("label values are bounded", func(t *testing.T) {
+		var out bytes.Buffer
+		resp, body := get(t, te.admin+"/metrics")
+		if resp.StatusCode != 200 {
+			t.Fatalf("/metrics status %d", resp.StatusCode)
+		}
+		out.Write(body)
+		for _, leak := range []string{"/open/item", "user-4711", "/nowhere", "BREW", apiKey, "acme"} {
+			if strings.Contains(out.String(), leak) {
+				t.Errorf("/metrics contains %q", leak)
+			}
+		}
+		for _, m := range labelValues(t, te.registry, "causeway_requests_total", "method") {
+			if methodLabel(m) != m {
+				t.Errorf("method label %q", m)
+			}
+		}
+	})
+}
+
+// promtool finds promtool on PATH or in the repository's .tools/bin, where
+// scripts/deps.sh installs it.
+func promtool(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("promtool"); err == nil {
+		return p
+	}
+	if p, err := filepath.Abs("../.tools/bin/promtool"); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatal("promtool not found on PATH or in .tools/bin: run `make deps` (scripts/deps.sh installs it from Debian's prometheus package)")
+	return ""
+}
+
+// TestPromtoolCheckMetrics lints the exposition of the edge and the sidecar
+// with promtool after traffic, so every family has series.
+func TestPromtoolCheckMetrics(t *testing.T) {
+	bin := promtool(t)
+	t.Run("promtool refuses a bad exposition", func(t *testing.T) {
+		// So a pass below means something: a counter without _total.
+		cmd := exec.Command(bin, "check", "metrics")
+		cmd.Stdin = strings.NewReader("# HELP causeway_bad A counter.\n# TYPE causeway_bad counter\ncauseway_bad 1\n")
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Fatalf("promtool accepted a counter without _total:\n%s", out)
+		}
+	})
+	oe := startObservedEdge(t)
+	for _, target := range []struct{ name, url string }{
+		{"edge", oe.edge.admin + "/metrics"},
+		{"sidecar", "http://" + oe.sidecar.Addr("admin") + "/metrics"},
+	} {
+		t.Run(target.name, func(t *testing.T) {
+			_, body := get(t, target.url)
+			cmd := exec.Command(bin, "check", "metrics")
+			cmd.Stdin = bytes.NewReader(body)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("promtool check metrics: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestAdminViews reads /routes and /upstreams of the edge and the sidecar
+// after known traffic.
+func TestAdminViews(t *testing.T) {
+	oe := startObservedEdge(t)
+	te := oe.edge
+
+	var rv RoutesView
+	getJSON(t, te.admin+"/routes", &rv)
+	if rv.Role != "edge" || len(rv.Routes) != 5 {
+		t.Fatalf("/routes: role %q, %d routes", rv.Role, len(rv.Routes))
+	}
+	byName := map[string]RouteView{}
+	for _, r := range rv.Routes {
+		byName[r.Name] = r
+	}
+	tests := []struct {
+		route            string
+		requests, errors float64
+		class            map[string]float64
+	}{
+		{"open", 5, 0, map[string]float64{"2xx": 5}},
+		{"partners", 3, 0, map[string]float64{"2xx": 1, "4xx": 2}},
+		{"limited", 2, 0, map[string]float64{"2xx": 1, "4xx": 1}},
+		{"broken", 1, 1, map[string]float64{"5xx": 1}},
+		{"orders", 1, 0, map[string]float64{"2xx": 1}},
+	}
+	for _, tt := range tests {
+		t.Run("route "+tt.route, func(t *testing.T) {
+			r, ok := byName[tt.route]
+			if !ok {
+				t.Fatalf("route %s missing", tt.route)
+			}
+			if r.Traffic.Requests != tt.requests || r.Traffic.Errors != tt.errors || fmt.Sprint(r.Traffic.ByClass) != fmt.Sprint(tt.class) {
+				t.Fatalf("traffic %+v, want %v requests, %v errors, %v", r.Traffic, tt.requests, tt.errors, tt.class)
+			}
+			if r.Traffic.MeanMS <= 0 {
+				t.Errorf("mean duration %v", r.Traffic.MeanMS)
+			}
+		})
+	}
+	t.Run("route details", func(t *testing.T) {
+		p := byName["limited"]
+		if p.Match.Path != "/limited" || p.Upstream != "up" || fmt.Sprint(p.Auth) != "[partners]" || fmt.Sprint(p.RateLimit) != "[per-key]" {
+			t.Fatalf("limited: %+v", p)
+		}
+		if rv.Unmatched.Requests != 1 {
+			t.Errorf("unmatched %+v, want 1", rv.Unmatched)
+		}
+	})
+
+	var uv UpstreamsView
+	getJSON(t, te.admin+"/upstreams", &uv)
+	ups := map[string]UpstreamView{}
+	for _, u := range uv.Upstreams {
+		ups[u.Name] = u
+	}
+	t.Run("upstreams", func(t *testing.T) {
+		if len(ups) != 3 {
+			t.Fatalf("upstreams %+v", uv.Upstreams)
+		}
+		dead := ups["dead"]
+		if len(dead.Endpoints) != 1 || dead.Endpoints[0].Endpoint != oe.dead || dead.Traffic.Errors != 1 || dead.Endpoints[0].Traffic.Errors != 1 {
+			t.Fatalf("dead: %+v", dead)
+		}
+		if up := ups["up"]; up.Traffic.Requests != 7 || up.Balance != "round_robin" || len(up.Endpoints) != 1 || up.Endpoints[0].Traffic.Requests != 7 {
+			t.Fatalf("up: %+v", up)
+		}
+		if o := ups["orders"]; o.MeshIdentity != ordersID || o.Traffic.Requests != 1 {
+			t.Fatalf("orders: %+v", o)
+		}
+	})
+
+	t.Run("sidecar", func(t *testing.T) {
+		admin := "http://" + oe.sidecar.Addr("admin")
+		var srv RoutesView
+		getJSON(t, admin+"/routes", &srv)
+		if srv.Role != "sidecar" || len(srv.Routes) != 1 || srv.Routes[0].Listener != "inbound" || srv.Routes[0].Traffic.Requests != 1 {
+			t.Fatalf("sidecar /routes %+v", srv)
+		}
+		var suv UpstreamsView
+		getJSON(t, admin+"/upstreams", &suv)
+		if len(suv.Upstreams) != 1 || suv.Upstreams[0].Name != "local" || suv.Upstreams[0].Traffic.Requests != 1 {
+			t.Fatalf("sidecar /upstreams %+v", suv)
+		}
+	})
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, body := get(t, url)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("GET %s: %d %s: %s", url, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		t.Fatalf("GET %s: %v: %s", url, err, body)
+	}
+}
+
+// TestAccessLog checks the fields of the access log and that no credential
+// reaches it, the edge's own log, the metrics or the admin views.
+func TestAccessLog(t *testing.T) {
+	oe := startObservedEdge(t)
+	te := oe.edge
+	const (
+		bearer = "b3arer-s3cret"
+		cookie = "c00kie-s3cret"
+		query  = "qu3ry-s3cret"
+	)
+	req, _ := http.NewRequest("POST", te.url+"/partners/orders?token="+query+"&api_key="+query+"&page=2", strings.NewReader("hello"))
+	req.Header.Set("X-API-Key", apiKey)
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	req.Header.Set("Cookie", "session="+cookie)
+	req.Header.Set("X-Request-Id", "redaction-1")
+	req.Header.Set("traceparent", "00-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bbbbbbbbbbbbbbbb-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var line map[string]any
+	waitFor(t, func() bool {
+		for _, l := range accessLines(t, oe.logPath) {
+			if l["request_id"] == "redaction-1" {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	want := map[string]any{
+		"msg": "request", "request_id": "redaction-1", "trace_id": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		"route": "partners", "upstream": "up", "method": "POST", "path": "/partners/orders",
+		"status": float64(200), "bytes_in": float64(5), "client_ip": "127.0.0.1", "principal": "acme",
+	}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("%s = %v, want %v", k, line[k], v)
+		}
+	}
+	for _, k := range []string{"time", "host", "endpoint", "bytes_out", "duration_ms", "upstream_ms"} {
+		if _, ok := line[k]; !ok {
+			t.Errorf("field %s missing from %v", k, line)
+		}
+	}
+	if n, _ := line["bytes_out"].(float64); n <= 0 {
+		t.Errorf("bytes_out %v", line["bytes_out"])
+	}
+
+	t.Run("no credential anywhere", func(t *testing.T) {
+		logData, _ := os.ReadFile(oe.logPath)
+		_, metrics := get(t, te.admin+"/metrics")
+		_, routesView := get(t, te.admin+"/routes")
+		places := map[string]string{"access log": string(logData), "edge log": te.logs.String(), "metrics": string(metrics), "/routes": string(routesView)}
+		for place, text := range places {
+			for _, secret := range []string{apiKey, bearer, cookie, query, "token=", "Authorization", "Cookie"} {
+				if strings.Contains(text, secret) {
+					t.Errorf("%s contains %q", place, secret)
+				}
+			}
+		}
+	})
+
+	t.Run("every request has one line", func(t *testing.T) {
+		// 13 requests in startObservedEdge, 1 here; the sidecar's are
+		// not in this file (its access log is off).
+		if n := len(accessLines(t, oe.logPath)); n != 14 {
+			t.Fatalf("%d lines, want 14", n)
+		}
+	})
+}
+
+// TestAccessLogSampling: with sample 0.5, about half the successful
+// requests are logged, and every 5xx is.
+func TestAccessLogSampling(t *testing.T) {
+	up := echoUpstream(t, "up")
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	te := startEdge(t, fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: %q, sample: 0.5}\n", logPath)+fmt.Sprintf(`upstreams:
+  up: {endpoints: [%q]}
+  dead: {endpoints: [%q]}
+routes:
+  - {name: ok, match: {path: /ok}, upstream: up}
+  - {name: broken, match: {path: /broken}, upstream: dead}
+`, hostPort(up), freeAddr(t)))
+	const n = 400
+	for range n {
+		get(t, te.url+"/ok")
+	}
+	for range 20 {
+		get(t, te.url+"/broken")
+	}
+	waitFor(t, func() bool {
+		c := 0
+		for _, l := range accessLines(t, logPath) {
+			if l["route"] == "broken" {
+				c++
+			}
+		}
+		return c == 20
+	})
+	ok := 0
+	for _, l := range accessLines(t, logPath) {
+		if l["route"] == "ok" {
+			ok++
+		}
+	}
+	// Binomial(400, 0.5): 5.5 standard deviations either side.
+	if ok < 145 || ok > 255 {
+		t.Fatalf("%d of %d sampled, want about half", ok, n)
+	}
+}
