@@ -337,8 +337,8 @@ func (m *Manager) Reload() error {
 	return nil
 }
 
-// reloadIfChanged reloads when a file's size or time changed since the
-// served generation was read; events that touched nothing we read cost a stat.
+// reloadIfChanged reloads when a file's content changed since the served
+// generation was read; events that changed nothing we read cost a few small reads.
 func (m *Manager) reloadIfChanged() {
 	if m.static.Load().unchanged() {
 		return

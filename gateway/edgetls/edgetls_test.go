@@ -555,11 +555,28 @@ func TestStaticSetUnchanged(t *testing.T) {
 	if !set.unchanged() {
 		t.Fatal("fresh set reports a change")
 	}
+	// Touching a file (new time, same content) is no change.
 	if err := os.Chtimes(c, time.Now(), time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	if !set.unchanged() {
+		t.Fatal("a touched but identical file reported as a change")
+	}
+	// Same size, same time, other content: a change.
+	data, err := os.ReadFile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := os.Stat(c)
+	data[len(data)/2] ^= 1
+	if err := os.WriteFile(c, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(c, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
 	if set.unchanged() {
-		t.Fatal("touched file not seen as changed")
+		t.Fatal("changed content with the same size and time not seen")
 	}
 	if err := os.Remove(k); err != nil {
 		t.Fatal(err)

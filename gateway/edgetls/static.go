@@ -1,6 +1,7 @@
 package edgetls
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -22,14 +23,7 @@ type staticSet struct {
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
 	expiry   map[string]time.Time        // metric label -> NotAfter
 	clientCA *x509.CertPool              // nil without client_ca_file
-	sources  map[string]fileStamp        // every file read, for cheap change checks
-}
-
-// fileStamp identifies a file's content cheaply enough to skip re-parsing
-// when a watch event did not change anything we read.
-type fileStamp struct {
-	size    int64
-	modTime time.Time
+	sources  map[string][32]byte         // every file read -> SHA-256 of what was read
 }
 
 // loadStatic reads every certificate, key and client CA file named in cfg.
@@ -39,7 +33,7 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 		exact:    map[string]*tls.Certificate{},
 		wildcard: map[string]*tls.Certificate{},
 		expiry:   map[string]time.Time{},
-		sources:  map[string]fileStamp{},
+		sources:  map[string][32]byte{},
 	}
 	for i, c := range cfg.Certificates {
 		certPEM, err := s.read(c.CertFile)
@@ -94,24 +88,21 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 }
 
 func (s *staticSet) read(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	s.sources[path] = fileStamp{size: st.Size(), modTime: st.ModTime()}
+	s.sources[path] = sha256.Sum256(data)
 	return data, nil
 }
 
-// unchanged reports whether every file s was built from still has the size
-// and modification time it had then.
+// unchanged reports whether every file s was built from still holds what it
+// held then. Content, not size and time: a renewed certificate often has the
+// same size, and copy tools may keep modification times.
 func (s *staticSet) unchanged() bool {
 	for path, old := range s.sources {
-		st, err := os.Stat(path)
-		if err != nil || st.Size() != old.size || !st.ModTime().Equal(old.modTime) {
+		data, err := os.ReadFile(path)
+		if err != nil || sha256.Sum256(data) != old {
 			return false
 		}
 	}
