@@ -43,15 +43,15 @@ func (o *observer) register(mux *http.ServeMux) {
 
 // RouteView is one route on /routes.
 type RouteView struct {
-	Name      string               `json:"name"`
-	Listener  string               `json:"listener,omitempty"`
-	Match     MatchView            `json:"match"`
-	Upstream  string               `json:"upstream,omitempty"`
-	Split     []SplitView          `json:"split,omitempty"`
-	Auth      []string             `json:"auth,omitempty"`
-	RateLimit []string             `json:"rate_limit,omitempty"`
-	Plugins   []string             `json:"plugins,omitempty"`
-	Traffic   TrafficView          `json:"traffic"`
+	Name      string      `json:"name"`
+	Listener  string      `json:"listener,omitempty"`
+	Match     MatchView   `json:"match"`
+	Upstream  string      `json:"upstream,omitempty"`
+	Split     []SplitView `json:"split,omitempty"`
+	Auth      []string    `json:"auth,omitempty"`
+	RateLimit []string    `json:"rate_limit,omitempty"`
+	Plugins   []string    `json:"plugins,omitempty"`
+	Traffic   TrafficView `json:"traffic"`
 }
 
 // MatchView is a route's match with the routes file's key names.
@@ -323,7 +323,7 @@ func gaugeBy(fams []*dto.MetricFamily, gauge, k1, k2 string) map[string]map[stri
 	return out
 }
 
-// edgeRuntimes is the edge's one configuration serving now.
+// observer is the edge's: the one configuration serving now.
 func (e *Edge) observer() *observer {
 	return newObserver("edge", e.registry, func() []listenerRuntime {
 		if rt := e.current.Load(); rt != nil {
