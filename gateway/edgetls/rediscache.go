@@ -114,14 +114,14 @@ func (c *RedisCache) orderOnce(ctx context.Context, key string, order func() err
 		if ok {
 			return true, c.holdWhile(ctx, key, token, order)
 		}
+		// A message, a poll time-out or a broken subscription all mean: look
+		// again (a Redis failure then surfaces from Exists or SetNX).
 		wctx, cancel := context.WithTimeout(ctx, pollEvery)
-		_, err = ps.ReceiveMessage(wctx)
+		_, _ = ps.ReceiveMessage(wctx)
 		cancel()
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("acme redis lock %q: waiting for another replica's order: %w", key, ctx.Err())
 		}
-		// A message or a poll timeout both mean: look again.
-		_ = err
 	}
 }
 
