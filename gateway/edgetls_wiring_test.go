@@ -121,3 +121,71 @@ routes:
 		t.Errorf("expiry metric missing:\n%s", metrics)
 	}
 }
+
+// clientCA makes a CA and one client certificate it signed.
+func clientCA(t *testing.T, dir, cn string) (caFile string, client tls.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "clients CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn, Organization: []string{"Partner"}},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile = filepath.Join(dir, "client-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// North-south mTLS: a client without a certificate is refused at the
+// handshake; a verified client's subject reaches the upstream, and a
+// client-sent copy of that header does not.
+func TestEdgeClientCertificates(t *testing.T) {
+	up := echoUpstream(t, "a")
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir, "api.example.com")
+	caFile, clientCert := clientCA(t, dir, "partner-1")
+	te := startEdge(t, fmt.Sprintf(`version: 1
+listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+  client_ca_file: %q
+  client_auth: require
+upstreams:
+  a: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: a}
+`, certFile, keyFile, caFile, hostPort(up)))
+	do := func(certs []tls.Certificate) (*http.Response, error) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.com", Certificates: certs}}}
+		defer c.CloseIdleConnections()
+		req, _ := http.NewRequest("GET", "https://"+te.Addr("https")+"/", nil)
+		req.Header.Set(ClientCertSubjectHeader, "CN=forged")
+		return c.Do(req)
+	}
+	if resp, err := do(nil); err == nil {
+		resp.Body.Close()
+		t.Fatalf("no client certificate: got %d", resp.StatusCode)
+	}
+	resp, err := do([]tls.Certificate{clientCert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := decodeEcho(t, body).Header.Get(ClientCertSubjectHeader); got != "CN=partner-1,O=Partner" {
+		t.Fatalf("upstream saw subject %q", got)
+	}
+}

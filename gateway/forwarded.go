@@ -115,7 +115,18 @@ func (t *trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
 	out.Header["X-Forwarded-Proto"] = []string{xfProto}
 	out.Header["X-Forwarded-Host"] = []string{xfHost}
 	out.Header["Forwarded"] = []string{fwd + forwardedElement(peer, in.Host, proto)}
+
+	// The verified client certificate's subject (north-south mTLS) is the
+	// edge's to state; a client-sent copy never passes.
+	delete(out.Header, ClientCertSubjectHeader)
+	if in.TLS != nil && len(in.TLS.VerifiedChains) > 0 && len(in.TLS.VerifiedChains[0]) > 0 {
+		out.Header[ClientCertSubjectHeader] = []string{in.TLS.VerifiedChains[0][0].Subject.String()}
+	}
 }
+
+// ClientCertSubjectHeader carries the subject of the client certificate the
+// edge verified (tls.client_auth) to the upstream.
+const ClientCertSubjectHeader = "X-Client-Cert-Subject"
 
 // forwardedElement is one RFC 7239 element: for=...;host=...;proto=...
 func forwardedElement(peer netip.Addr, host, proto string) string {

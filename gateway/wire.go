@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -136,7 +137,11 @@ func (pluginFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 		return func(next http.Handler) http.Handler {
 			h := chain(next)
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				ctx := plugins.WithRequestInfo(r.Context(), plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")})
+				info := plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")}
+				if st := stateFrom(r.Context()); st != nil {
+					info.ClientIP, _ = netip.ParseAddr(st.clientIP) // ip_filter's default client address
+				}
+				ctx := plugins.WithRequestInfo(r.Context(), info)
 				h.ServeHTTP(w, r.WithContext(ctx))
 			})
 		}, nil
@@ -180,6 +185,9 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		m.source, m.cfg = src, f.Mesh
 	}
 	src := m.source
+	// Published on every load: the TLS feature resets the expiry gauge when
+	// its certificates change.
+	m.e.metrics.certExpiry.WithLabelValues(src.ID().String()).Set(float64(src.NotAfter().Unix()))
 	return prepared{tlsFor: func(u routes.Upstream) (*tls.Config, error) {
 		if u.MeshIdentity == "" {
 			return plainTLS(u)
@@ -249,6 +257,8 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 		}
 		opts.Redis, opts.RedisKeyPrefix = t.redis, f.Redis.KeyPrefix
 	}
+	// Series of certificates the new configuration no longer serves must go.
+	t.e.metrics.certExpiry.Reset()
 	mgr, err := edgetls.New(t.e.bgCtx, f.TLS, opts)
 	if err != nil {
 		return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("tls"), Path: "tls", Msg: err.Error()}
@@ -290,8 +300,11 @@ func (t *tlsFeature) config() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"h2", "http/1.1"},
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return t.manager().TLSConfig(), nil
+		// The manager's own GetConfigForClient, not its TLSConfig: Go does
+		// not follow a GetConfigForClient nested in a returned config, and
+		// client-certificate auth lives there.
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			return t.manager().GetConfigForClient(hello)
 		},
 	}
 }
