@@ -8,14 +8,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/causewayhq/causeway/mesh/meshtest"
+	"github.com/causewayhq/causeway/routes"
 )
 
 // sample is the value of one series of reg: a counter's or gauge's value,
@@ -491,4 +494,249 @@ routes:
 	if ok < 145 || ok > 255 {
 		t.Fatalf("%d of %d sampled, want about half", ok, n)
 	}
+}
+
+// TestGrafanaDashboard checks that every series the example dashboard
+// queries is one the edge or the sidecar exports, so a renamed metric
+// cannot leave the dashboard silently empty.
+func TestGrafanaDashboard(t *testing.T) {
+	data, err := os.ReadFile("../examples/grafana/causeway-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	oe := startObservedEdge(t)
+	exported := map[string]bool{}
+	for _, reg := range []prometheus.Gatherer{oe.edge.registry, oe.sidecar.registry} {
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			exported[f.GetName()] = true
+		}
+	}
+	// A vector with no series yet (endpoint health without a health
+	// checker) is not gathered, but is registered: take its name from its
+	// descriptor.
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for _, c := range []prometheus.Collector{oe.edge.metrics.endpointHealthy, oe.edge.metrics.certExpiry} {
+		ch := make(chan *prometheus.Desc, 1)
+		c.Describe(ch)
+		if m := fqName.FindStringSubmatch((<-ch).String()); m != nil {
+			exported[m[1]] = true
+		}
+	}
+	metricName := regexp.MustCompile(`\b((?:causeway|go|process)_[a-z_]+)\b`)
+	queried := map[string]bool{}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range metricName.FindAllString(tg.Expr, -1) {
+				base := m
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if strings.HasSuffix(m, suffix) && exported[strings.TrimSuffix(m, suffix)] {
+						base = strings.TrimSuffix(m, suffix)
+					}
+				}
+				queried[base] = true
+				if !exported[base] {
+					t.Errorf("panel %q queries %s, which nothing exports", p.Title, m)
+				}
+			}
+		}
+	}
+	// Every family of DESIGN.md has a panel.
+	for _, name := range []string{"causeway_requests_total", "causeway_request_duration_seconds", "causeway_upstream_requests_total",
+		"causeway_upstream_duration_seconds", "causeway_ratelimit_decisions_total", "causeway_auth_failures_total",
+		"causeway_upstream_endpoint_healthy", "causeway_config_reloads_total", "causeway_certificate_expiry_timestamp_seconds",
+		"causeway_mesh_requests_total"} {
+		if !queried[name] {
+			t.Errorf("no panel shows %s", name)
+		}
+	}
+}
+
+// TestKubernetesExamples decodes the example manifests and checks what ties
+// them together: the routes and sidecar files in the ConfigMaps load, the
+// containers read them where they are mounted, and the ServiceMonitor
+// selects Services that have an admin port.
+func TestKubernetesExamples(t *testing.T) {
+	type object struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		Metadata   struct {
+			Name   string            `yaml:"name"`
+			Labels map[string]string `yaml:"labels"`
+		} `yaml:"metadata"`
+		Data map[string]string `yaml:"data"`
+		Spec yaml.Node         `yaml:"spec"`
+	}
+	files, err := filepath.Glob("../examples/kubernetes/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests: %v", err)
+	}
+	var objs []object
+	for _, path := range files {
+		if filepath.Base(path) == "kustomization.yaml" {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var o object
+			if err := dec.Decode(&o); err != nil {
+				if err.Error() == "EOF" {
+					break
+				}
+				t.Fatalf("%s: %v", path, err)
+			}
+			if o.APIVersion == "" || o.Kind == "" || o.Metadata.Name == "" {
+				t.Fatalf("%s: object without apiVersion, kind or name: %+v", path, o)
+			}
+			objs = append(objs, o)
+		}
+	}
+	kinds := map[string][]object{}
+	for _, o := range objs {
+		kinds[o.Kind] = append(kinds[o.Kind], o)
+	}
+	for _, k := range []string{"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "ServiceMonitor", "NetworkPolicy"} {
+		if len(kinds[k]) == 0 {
+			t.Errorf("no %s", k)
+		}
+	}
+
+	t.Run("config files load", func(t *testing.T) {
+		for _, cm := range kinds["ConfigMap"] {
+			for key, text := range cm.Data {
+				var err error
+				switch key {
+				case "causeway.yaml":
+					_, err = routes.Parse(key, []byte(text))
+				case "sidecar.yaml":
+					_, err = routes.ParseSidecar(key, []byte(text))
+				default:
+					t.Errorf("ConfigMap %s: unexpected key %s", cm.Metadata.Name, key)
+				}
+				if err != nil {
+					t.Errorf("ConfigMap %s, %s: %v", cm.Metadata.Name, key, err)
+				}
+			}
+		}
+	})
+
+	t.Run("containers read their files where they are mounted", func(t *testing.T) {
+		var spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Name         string   `yaml:"name"`
+						Args         []string `yaml:"args"`
+						VolumeMounts []struct {
+							Name      string `yaml:"name"`
+							MountPath string `yaml:"mountPath"`
+						} `yaml:"volumeMounts"`
+					} `yaml:"containers"`
+					Volumes []struct {
+						Name      string `yaml:"name"`
+						ConfigMap *struct {
+							Name string `yaml:"name"`
+						} `yaml:"configMap"`
+					} `yaml:"volumes"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		}
+		configMaps := map[string]map[string]string{}
+		for _, cm := range kinds["ConfigMap"] {
+			configMaps[cm.Metadata.Name] = cm.Data
+		}
+		checked := 0
+		for _, d := range kinds["Deployment"] {
+			if err := d.Spec.Decode(&spec); err != nil {
+				t.Fatal(err)
+			}
+			volumes := map[string]string{}
+			for _, v := range spec.Template.Spec.Volumes {
+				if v.ConfigMap != nil {
+					volumes[v.Name] = v.ConfigMap.Name
+				}
+			}
+			for _, c := range spec.Template.Spec.Containers {
+				if len(c.Args) != 3 || c.Args[1] != "-config" {
+					continue
+				}
+				found := false
+				for _, m := range c.VolumeMounts {
+					dir, file := filepath.Split(c.Args[2])
+					if cm, ok := volumes[m.Name]; ok && filepath.Clean(dir) == m.MountPath {
+						if _, ok := configMaps[cm][file]; ok {
+							found = true
+						}
+					}
+				}
+				if !found {
+					t.Errorf("%s/%s reads %s, which no ConfigMap mount provides", d.Metadata.Name, c.Name, c.Args[2])
+				}
+				checked++
+			}
+		}
+		if checked != 2 {
+			t.Errorf("checked %d causeway containers, want the edge and the sidecar", checked)
+		}
+	})
+
+	t.Run("the ServiceMonitor selects admin ports", func(t *testing.T) {
+		var sm struct {
+			Selector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"selector"`
+			Endpoints []struct {
+				Port string `yaml:"port"`
+			} `yaml:"endpoints"`
+		}
+		if err := kinds["ServiceMonitor"][0].Spec.Decode(&sm); err != nil {
+			t.Fatal(err)
+		}
+		selected := 0
+		for _, svc := range kinds["Service"] {
+			match := true
+			for k, v := range sm.Selector.MatchLabels {
+				if svc.Metadata.Labels[k] != v {
+					match = false
+				}
+			}
+			if !match {
+				continue
+			}
+			selected++
+			var spec struct {
+				Ports []struct {
+					Name string `yaml:"name"`
+				} `yaml:"ports"`
+			}
+			if err := svc.Spec.Decode(&spec); err != nil {
+				t.Fatal(err)
+			}
+			if len(spec.Ports) != 1 || spec.Ports[0].Name != sm.Endpoints[0].Port {
+				t.Errorf("Service %s selected, ports %+v", svc.Metadata.Name, spec.Ports)
+			}
+		}
+		if selected != 2 {
+			t.Errorf("ServiceMonitor selects %d Services, want the edge's and the sidecar's admin", selected)
+		}
+	})
 }
