@@ -121,6 +121,11 @@ func (e *Edge) load(ctx context.Context, force bool) error {
 	prev := e.active
 	e.active = next
 	e.current.Store(next.rt)
+	for _, ft := range e.features {
+		if a, ok := ft.(activator); ok {
+			a.activate()
+		}
+	}
 	e.metrics.reloads.WithLabelValues("success").Inc()
 	e.metrics.configInfo.WithLabelValues().Set(float64(now.Unix()))
 	e.lastReload = ReloadStatus{OK: true, At: now}

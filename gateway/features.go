@@ -23,6 +23,12 @@ type feature interface {
 	close() error
 }
 
+// activator is a feature that must know when the configuration it
+// prepared becomes the active one (a load can still fail after prepare).
+type activator interface {
+	activate()
+}
+
 // prepared is what a feature contributes to one configuration.
 type prepared struct {
 	stage  Stage         // a step in every route's chain, or nil

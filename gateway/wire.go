@@ -50,9 +50,11 @@ func principalName(ctx context.Context) string {
 // authFeature builds the authenticators of each file, handing JWKS caches
 // from one configuration to the next.
 type authFeature struct {
-	e   *Edge
-	mu  sync.Mutex
-	cur *auth.Set
+	e  *Edge
+	mu sync.Mutex
+	// cur is the active configuration's set; pending the one built for a
+	// load that has not been activated (and may yet fail).
+	cur, pending *auth.Set
 }
 
 func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
@@ -64,9 +66,15 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		return prepared{}, nil, err
 	}
 	a.mu.Lock()
-	a.cur = set
+	a.pending = set
 	a.mu.Unlock()
 	return prepared{stage: set}, set.Close, nil
+}
+
+func (a *authFeature) activate() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cur, a.pending = a.pending, nil
 }
 
 func (a *authFeature) ready() error {
