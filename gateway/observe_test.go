@@ -447,6 +447,18 @@ func TestAccessLog(t *testing.T) {
 		}
 	})
 
+	t.Run("the principal of a request refused after auth", func(t *testing.T) {
+		for _, l := range accessLines(t, oe.logPath) {
+			if l["route"] == "limited" && l["status"] == float64(429) {
+				if l["principal"] != "acme" {
+					t.Fatalf("429 line principal %v, want acme", l["principal"])
+				}
+				return
+			}
+		}
+		t.Fatal("no 429 line")
+	})
+
 	t.Run("every request has one line", func(t *testing.T) {
 		// 13 requests in startObservedEdge, 1 here; the sidecar's are
 		// not in this file (its access log is off).

@@ -334,14 +334,32 @@ func tracingStages(stages []Stage) bool {
 // stage passes the request on (its own work done) or answers it itself
 // (a refusal: 401, 403, 429). The span is a sibling of the upstream
 // attempts, under the server span.
+//
+// Past the auth stage the principal is on the request's context: it is
+// recorded then, so the access log names it also for requests a later
+// stage refuses (429), tracing or not.
 func withStageSpan(s Stage, mw func(http.Handler) http.Handler, traced bool) func(http.Handler) http.Handler {
 	name := stageSpanName(s)
+	if name == "auth" && !traced {
+		return func(next http.Handler) http.Handler {
+			return mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if st := stateFrom(r.Context()); st != nil {
+					st.capturePrincipal(r)
+				}
+				next.ServeHTTP(w, r)
+			}))
+		}
+	}
 	if !traced || name == "" {
 		return mw
 	}
 	return func(next http.Handler) http.Handler {
 		inner := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if st := stateFrom(r.Context()); st != nil && st.trace != nil && st.trace.stage != nil {
+			st := stateFrom(r.Context())
+			if st != nil && name == "auth" {
+				st.capturePrincipal(r)
+			}
+			if st != nil && st.trace != nil && st.trace.stage != nil {
 				st.trace.stage.End()
 				st.trace.stage = nil
 			}
