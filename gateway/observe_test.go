@@ -76,11 +76,12 @@ func labelValues(t *testing.T, reg prometheus.Gatherer, name, label string) []st
 // upstream and a mesh identity, and a sidecar behind it, after known
 // traffic: every metric family has a value to check.
 type observedEdge struct {
-	edge    *testEdge
-	sidecar *testSidecar
-	logPath string
-	dead    string
-	upURL   string
+	edge       *testEdge
+	sidecar    *testSidecar
+	logPath    string
+	sidecarLog string
+	dead       string
+	upURL      string
 }
 
 const apiKey = "k3y-s3cret-value"
@@ -91,7 +92,9 @@ func startObservedEdge(t *testing.T) *observedEdge {
 	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
 	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
 	svc := echoUpstream(t, "orders")
-	sc := startSidecar(t, sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, nil))
+	sidecarLog := filepath.Join(t.TempDir(), "sidecar-access.log")
+	sc := startSidecar(t, strings.Replace(sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, nil),
+		`access_log: {output: "off"}`, fmt.Sprintf("access_log: {output: %q}", sidecarLog), 1))
 	up := echoUpstream(t, "up")
 	dead := freeAddr(t)
 	keys := writeKeys(t, map[string]string{"acme": apiKey})
@@ -144,7 +147,7 @@ routes:
 	send("GET", "/broken", 502)
 	send("GET", "/orders/1", 200)
 	send("GET", "/nowhere/user-4711", 404)
-	return &observedEdge{edge: te, sidecar: sc, logPath: logPath, dead: dead, upURL: up.URL}
+	return &observedEdge{edge: te, sidecar: sc, logPath: logPath, sidecarLog: sidecarLog, dead: dead, upURL: up.URL}
 }
 
 // TestMetricFamilies checks every metric family of DESIGN.md (and the
@@ -361,6 +364,9 @@ func TestAdminViews(t *testing.T) {
 		if srv.Role != "sidecar" || len(srv.Routes) != 1 || srv.Routes[0].Listener != "inbound" || srv.Routes[0].Traffic.Requests != 1 {
 			t.Fatalf("sidecar /routes %+v", srv)
 		}
+		if resp, body := get(t, admin+"/"); resp.StatusCode != 200 || !strings.Contains(string(body), "<title>Causeway sidecar</title>") {
+			t.Errorf("sidecar dashboard: %d", resp.StatusCode)
+		}
 		var suv UpstreamsView
 		getJSON(t, admin+"/upstreams", &suv)
 		if len(suv.Upstreams) != 1 || suv.Upstreams[0].Name != "local" || suv.Upstreams[0].Traffic.Requests != 1 {
@@ -457,6 +463,29 @@ func TestAccessLog(t *testing.T) {
 			}
 		}
 		t.Fatal("no 429 line")
+	})
+
+	t.Run("the sidecar logs the edge's request with its trace id and caller", func(t *testing.T) {
+		var edgeLine map[string]any
+		for _, l := range accessLines(t, oe.logPath) {
+			if l["route"] == "orders" {
+				edgeLine = l
+			}
+		}
+		if edgeLine == nil {
+			t.Fatal("no edge line for /orders/1")
+		}
+		var line map[string]any
+		waitFor(t, func() bool {
+			lines := accessLines(t, oe.sidecarLog)
+			if len(lines) > 0 {
+				line = lines[0]
+			}
+			return line != nil
+		})
+		if line["route"] != "inbound" || line["trace_id"] != edgeLine["trace_id"] || line["principal"] != edgeID || line["request_id"] != edgeLine["request_id"] {
+			t.Fatalf("sidecar line %v; edge line %v", line, edgeLine)
+		}
 	})
 
 	t.Run("every request has one line", func(t *testing.T) {

@@ -240,6 +240,9 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 					return
 				}
 				r.Header.Set(PeerIDHeader, id.String())
+				if st := stateFrom(r.Context()); st != nil {
+					st.principal = id.String() // the access log's principal: the verified caller
+				}
 				next.ServeHTTP(w, r)
 				code := http.StatusOK
 				if st := stateFrom(r.Context()); st != nil && st.rec.status != 0 {

@@ -43,8 +43,12 @@ func stateFrom(ctx context.Context) *reqState {
 // capturePrincipal records who the request was authenticated as, once the
 // auth stage has run (it puts the principal on the request's context).
 func (st *reqState) capturePrincipal(r *http.Request) {
-	if principalOf != nil {
-		st.principal = principalOf(r.Context())
+	if principalOf == nil {
+		return
+	}
+	// Keep one set earlier (a sidecar's verified caller) when auth found none.
+	if p := principalOf(r.Context()); p != "" {
+		st.principal = p
 	}
 }
 
