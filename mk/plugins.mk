@@ -5,6 +5,7 @@
 
 bench-plugins:
 	$(GO) test -run '^$$' -bench 'BenchmarkChain' -benchmem -count=5 ./plugins/standard/
+	$(GO) test -run '^$$' -bench 'BenchmarkCompress' -benchmem -count=2 ./plugins/compress/
 
 test-example-plugin:
 	cd examples/plugins/routeinfo && $(GO) vet ./... && $(GO) test -race -count=1 ./...
