@@ -179,6 +179,19 @@ func TestBuildEndToEnd(t *testing.T) {
 
 	seen := make(chan string, 1)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/b") {
+			if r.Method == "POST" {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					return // the edge cut the body off
+				}
+				fmt.Fprintf(w, "read %d", len(b))
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, builtinText)
+			return
+		}
 		select {
 		case seen <- r.Header.Get("X-Route"):
 		default:
@@ -219,7 +232,87 @@ func TestBuildEndToEnd(t *testing.T) {
 	default:
 		t.Fatal("the upstream was not reached")
 	}
+
+	// Built-ins through the real edge and proxy.
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
+	base := "http://" + httpAddr
+	tests := []struct {
+		desc     string
+		req      func() *http.Request
+		want     int
+		wantBody string
+		check    func(*http.Response) string
+	}{
+		{
+			desc: "cors preflight answered at the edge",
+			req: func() *http.Request {
+				r, _ := http.NewRequest("OPTIONS", base+"/b/x", nil)
+				r.Header.Set("Origin", "https://app.example.com")
+				r.Header.Set("Access-Control-Request-Method", "POST")
+				return r
+			},
+			want:  204,
+			check: func(res *http.Response) string { return res.Header.Get("Access-Control-Allow-Origin") },
+		},
+		{
+			desc: "cors preflight from another origin",
+			req: func() *http.Request {
+				r, _ := http.NewRequest("OPTIONS", base+"/b/x", nil)
+				r.Header.Set("Origin", "https://evil.example.com")
+				r.Header.Set("Access-Control-Request-Method", "POST")
+				return r
+			},
+			want: 403, wantBody: `"status":403`,
+		},
+		{
+			desc: "compressed",
+			req: func() *http.Request {
+				r, _ := http.NewRequest("GET", base+"/b/text", nil)
+				r.Header.Set("Accept-Encoding", "gzip")
+				return r
+			},
+			want:  200,
+			check: func(res *http.Response) string { return res.Header.Get("Content-Encoding") },
+		},
+		{
+			desc: "body within the limit",
+			req: func() *http.Request {
+				r, _ := http.NewRequest("POST", base+"/b/upload", strings.NewReader(strings.Repeat("x", 500)))
+				return r
+			},
+			want: 200, wantBody: "read 500",
+		},
+		{
+			desc: "streamed body over the limit",
+			req: func() *http.Request {
+				r, _ := http.NewRequest("POST", base+"/b/upload", struct{ io.Reader }{strings.NewReader(strings.Repeat("x", 5000))})
+				return r
+			},
+			want: 413, wantBody: `"status":413`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			res, err := client.Do(tt.req())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != tt.want || !strings.Contains(string(body), tt.wantBody) {
+				t.Fatalf("got %d %q, want %d with %q\nedge output:\n%s", res.StatusCode, body, tt.want, tt.wantBody, edgeOut.String())
+			}
+			if tt.check != nil {
+				if got := tt.check(res); got == "" {
+					t.Fatalf("expected header missing: %v", res.Header)
+				}
+			}
+		})
+	}
 }
+
+var builtinText = strings.Repeat("Compressible text through the edge. ", 300)
 
 func writeRoutes(t *testing.T, path, httpAddr, adminAddr, upstream, pluginConfig string) {
 	t.Helper()
@@ -231,10 +324,14 @@ plugins:
     use: route_info
     config:
       %s
+  cors: { use: cors, config: { allow_origins: ["https://app.example.com"] } }
+  limit: { use: body_limit, config: { max_bytes: 1000 } }
+  zip: { use: compress }
 upstreams:
   app: { endpoints: [%q] }
 routes:
   - { name: hello, match: { path_prefix: / }, upstream: app, plugins: [info] }
+  - { name: builtins, match: { path_prefix: /b }, upstream: app, plugins: [cors, limit, zip] }
 `, httpAddr, adminAddr, pluginConfig, upstream)
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
