@@ -175,6 +175,7 @@ func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *r
 		}
 	}
 	tlsKey := fmt.Sprintf("%p", source)
+	s.tracing.log = s.log
 	tr, release, err := s.tracing.acquire(s.bgCtx, cfg.Tracing)
 	if err != nil {
 		return nil, nil, &routes.Error{File: cfg.Path, Pos: cfg.At("tracing"), Path: "tracing", Msg: err.Error()}

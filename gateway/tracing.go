@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -140,7 +141,7 @@ type tracer struct {
 // unreachable collector cannot hold a reload or a stop.
 const tracerShutdownTimeout = 5 * time.Second
 
-func newTracer(ctx context.Context, cfg routes.Tracing) (*tracer, error) {
+func newTracer(ctx context.Context, cfg routes.Tracing, log *slog.Logger) (*tracer, error) {
 	endpoint, err := otlpTracesURL(cfg.OTLPEndpoint)
 	if err != nil {
 		return nil, err
@@ -149,7 +150,38 @@ func newTracer(ctx context.Context, cfg routes.Tracing) (*tracer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: OTLP exporter for %s: %w", cfg.OTLPEndpoint, err)
 	}
-	return newTracerWith(cfg, exp), nil
+	return newTracerWith(cfg, &loggingExporter{SpanExporter: exp, log: log, endpoint: cfg.OTLPEndpoint}), nil
+}
+
+// loggingExporter reports failed exports on the edge's own logger, at most
+// once a minute with a count of those in between, instead of OpenTelemetry's
+// process-wide error handler (the standard logger, once per batch).
+type loggingExporter struct {
+	sdktrace.SpanExporter
+	log        *slog.Logger
+	endpoint   string
+	mu         sync.Mutex
+	lastLogged time.Time
+	suppressed int
+}
+
+func (l *loggingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := l.SpanExporter.ExportSpans(ctx, spans)
+	if err == nil || l.log == nil {
+		return err
+	}
+	l.mu.Lock()
+	now := time.Now()
+	if !l.lastLogged.IsZero() && now.Sub(l.lastLogged) < time.Minute {
+		l.suppressed++
+		l.mu.Unlock()
+		return nil
+	}
+	n := l.suppressed
+	l.lastLogged, l.suppressed = now, 0
+	l.mu.Unlock()
+	l.log.Warn("tracing: spans lost: the OTLP collector did not take them", "endpoint", l.endpoint, "spans", len(spans), "failed_exports_since_last_report", n, "error", err.Error())
+	return nil
 }
 
 func newTracerWith(cfg routes.Tracing, exp sdktrace.SpanExporter) *tracer {
@@ -437,8 +469,8 @@ func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 type tracingFeature struct {
 	mu  sync.Mutex
 	cur *tracer
-	// newTracer is replaceable so tests can export to an in-process recorder.
-	newTracer func(ctx context.Context, cfg routes.Tracing) (*tracer, error)
+	// log receives export failures.
+	log *slog.Logger
 }
 
 // acquire returns the tracer for cfg (nil when cfg is nil) with one
@@ -453,11 +485,7 @@ func (tf *tracingFeature) acquire(ctx context.Context, cfg *routes.Tracing) (*tr
 	if tf.cur != nil && sameTracing(tf.cur.cfg, *cfg) {
 		return tf.cur, tf.cur.retain(), nil
 	}
-	mk := tf.newTracer
-	if mk == nil {
-		mk = newTracer
-	}
-	t, err := mk(ctx, *cfg)
+	t, err := newTracer(ctx, *cfg, tf.log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -92,7 +92,7 @@ func TestOTLPTracesURL(t *testing.T) {
 		})
 	}
 	t.Run("newTracer refuses a bad endpoint", func(t *testing.T) {
-		if _, err := newTracer(context.Background(), routes.Tracing{OTLPEndpoint: "ftp://x", ServiceName: "s"}); err == nil {
+		if _, err := newTracer(context.Background(), routes.Tracing{OTLPEndpoint: "ftp://x", ServiceName: "s"}, nil); err == nil {
 			t.Fatal("newTracer accepted ftp://x")
 		}
 	})
@@ -311,8 +311,10 @@ func TestTracingExport(t *testing.T) {
 	col := startCollector(t)
 	up := echoUpstream(t, "up")
 	keys := writeKeys(t, map[string]string{"acme": "s3cret-key"})
+	logPath := filepath.Join(t.TempDir(), "access.log")
 	config := func(ratio string) string {
-		return listenHeader + fmt.Sprintf(`tracing: {otlp_endpoint: %q, sample_ratio: %s, service_name: edge-test}
+		return fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: %q}\n", logPath) +
+			fmt.Sprintf(`tracing: {otlp_endpoint: %q, sample_ratio: %s, service_name: edge-test}
 authenticators:
   partners: {api_key: {header: X-API-Key, keys_file: %q}}
 rate_limits:
@@ -327,7 +329,7 @@ routes:
 	tf := edgeTracing(te.Edge)
 
 	t.Run("a new trace, recorded", func(t *testing.T) {
-		resp, body := get(t, te.url+"/p/1", "X-API-Key", "s3cret-key")
+		resp, body := get(t, te.url+"/p/1", "X-API-Key", "s3cret-key", "X-Request-Id", "new-trace-1")
 		if resp.StatusCode != 200 {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
@@ -335,6 +337,18 @@ routes:
 		if !validTraceparent(tp) || !strings.HasSuffix(tp, "-01") {
 			t.Fatalf("upstream traceparent %q: want a sampled trace", tp)
 		}
+		// The trace the edge started keeps the id the access log names.
+		waitFor(t, func() bool {
+			for _, l := range accessLines(t, logPath) {
+				if l["request_id"] == "new-trace-1" {
+					if l["trace_id"] != tp[3:35] {
+						t.Fatalf("access log trace_id %v, upstream saw trace %s", l["trace_id"], tp[3:35])
+					}
+					return true
+				}
+			}
+			return false
+		})
 		flushTracer(t, tf)
 		spans := col.byTrace(tp[3:35])
 		server, ok := find(spans, "partners")
@@ -539,5 +553,29 @@ func TestTracingFeatureBadConfig(t *testing.T) {
 	}
 	if st, release, err := tf.prepare(context.Background(), &routes.File{}, nil); err != nil || st.stage != nil || release != nil {
 		t.Fatalf("no tracing section: %+v %v", st, err)
+	}
+}
+
+// An unreachable collector costs spans, never requests, and cannot hold up
+// a stop for longer than the flush bound.
+func TestTracingCollectorDown(t *testing.T) {
+	up := echoUpstream(t, "up")
+	te := startEdge(t, listenHeader+fmt.Sprintf(`tracing: {otlp_endpoint: "http://%s"}
+upstreams:
+  up: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: up}
+`, freeAddr(t), hostPort(up)))
+	for i := range 20 {
+		if resp, _ := get(t, te.url+"/"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+	}
+	// The stop waits for the flush, bounded by tracerShutdownTimeout;
+	// testEdge.stop fails the run past 10s.
+	te.stop()
+	te.done <- nil // for the stop in Cleanup
+	if !strings.Contains(te.logs.String(), "tracing: spans lost") {
+		t.Errorf("no export failure in the edge's log:\n%s", te.logs.String())
 	}
 }

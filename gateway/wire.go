@@ -27,7 +27,7 @@ import (
 func defaultFeatures(e *Edge) []feature {
 	principalOf = principalName
 	return []feature{
-		&tracingFeature{},
+		&tracingFeature{log: e.log},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
 		&authFeature{e: e},
