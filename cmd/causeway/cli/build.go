@@ -12,15 +12,13 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
-
-	"github.com/causewayhq/causeway/plugins"
-	// The built-in plugins are part of every causeway binary, including
-	// those `causeway build` makes.
-	_ "github.com/causewayhq/causeway/plugins/standard"
 )
 
+// The built-in plugins are linked (and listed by `version -plugins`) through
+// version.go's import of plugins/standard, so every binary `causeway build`
+// makes has them too.
+
 func init() {
-	pluginNames = plugins.Names
 	Register(Command{Name: "build", Summary: "build a causeway binary with out-of-tree plugins (-with MODULE[@VERSION])", Run: runBuild})
 }
 
