@@ -27,6 +27,11 @@ func (e *Edge) adminHandler() http.Handler {
 			status = http.StatusServiceUnavailable
 			body = map[string]any{"ready": false, "reasons": err.Error()}
 		}
+		// Endpoint health is shown, not judged: one upstream without
+		// endpoints must not take the whole edge out of its load balancer.
+		if rt := e.current.Load(); rt != nil {
+			body["upstreams"] = rt.endpointHealth()
+		}
 		writeJSON(w, status, body)
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {

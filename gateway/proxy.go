@@ -37,37 +37,61 @@ type target struct {
 }
 
 // forwarder is the innermost handler of a route: it picks the upstream
-// (split) and the endpoint, then proxies.
+// (header override, else split), passes the upstream's circuit breaker,
+// picks the endpoint, then proxies.
 type forwarder struct {
 	route   string
 	targets []target
 	// cumulative weights for split; nil for a single upstream.
 	weights []int
 	total   int
-	m       *metrics
+	// overrides send requests carrying all of a target's headers to it,
+	// whatever the weights say; checked in file order.
+	overrides []headerOverride
+	m         *metrics
+}
+
+type headerOverride struct {
+	target  int
+	headers [][2]string // canonical name, exact value
 }
 
 func newForwarder(rc routes.Route, ups map[string]*upstream, trust *trustedProxies, m *metrics) *forwarder {
 	f := &forwarder{route: rc.Name, m: m}
 	add := func(name string) {
 		u := ups[name]
+		if u.mirror != nil && u.mirror.shadow.Load() == nil {
+			u.mirror.shadow.Store(ups[u.cfg.Mirror.Upstream])
+		}
 		f.targets = append(f.targets, target{up: u, proxy: newReverseProxy(rc, u, trust, m)})
 	}
 	if rc.Upstream != "" {
 		add(rc.Upstream)
 		return f
 	}
-	for _, s := range rc.Split {
+	for i, s := range rc.Split {
 		add(s.Upstream)
 		f.total += s.Weight
 		f.weights = append(f.weights, f.total)
+		if len(s.Headers) > 0 {
+			o := headerOverride{target: i}
+			for _, k := range sortedKeys(s.Headers) {
+				o.headers = append(o.headers, [2]string{http.CanonicalHeaderKey(k), s.Headers[k]})
+			}
+			f.overrides = append(f.overrides, o)
+		}
 	}
 	return f
 }
 
-func (f *forwarder) pick() *target {
+func (f *forwarder) pick(r *http.Request) *target {
 	if f.weights == nil {
 		return &f.targets[0]
+	}
+	for _, o := range f.overrides {
+		if matchHeaders(r.Header, o.headers) {
+			return &f.targets[o.target]
+		}
 	}
 	n := rand.IntN(f.total)
 	for i, w := range f.weights {
@@ -78,16 +102,49 @@ func (f *forwarder) pick() *target {
 	return &f.targets[len(f.targets)-1]
 }
 
+func matchHeaders(h http.Header, want [][2]string) bool {
+	for _, kv := range want {
+		v := h[kv[0]]
+		if len(v) == 0 || v[0] != kv[1] {
+			return false
+		}
+	}
+	return true
+}
+
 func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := stateFrom(r.Context())
-	t := f.pick()
-	ep, ok := t.up.selector.Select(r)
+	t := f.pick(r)
+	up := t.up
 	if st != nil {
-		st.upstream = t.up.name
+		st.upstream = up.name
 		st.capturePrincipal(r)
 	}
+	var tk ticket
+	if b := up.breaker; b != nil {
+		var err error
+		if tk, err = b.acquire(r.Context()); err != nil {
+			if r.Context().Err() != nil {
+				if st != nil {
+					st.rec.status = statusClientClosed
+				}
+				return
+			}
+			msg := "upstream circuit breaker is open"
+			if errors.Is(err, errOverloaded) {
+				msg = "upstream overloaded: too many pending requests"
+			}
+			f.m.upstreamRequest(up.name, "", http.StatusServiceUnavailable, 0)
+			httperr.Write(w, r, http.StatusServiceUnavailable, msg)
+			return
+		}
+	}
+	ep, ok := up.selector.Select(r)
 	if !ok {
-		f.m.upstreamRequest(t.up.name, "", http.StatusServiceUnavailable, 0)
+		if up.breaker != nil {
+			up.breaker.release(tk, true)
+		}
+		f.m.upstreamRequest(up.name, "", http.StatusServiceUnavailable, 0)
 		httperr.Write(w, r, http.StatusServiceUnavailable, "no healthy upstream endpoint")
 		return
 	}
@@ -96,6 +153,13 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.upstreamStart = time.Now()
 	}
 	t.proxy.ServeHTTP(w, r)
+	if up.breaker != nil {
+		failed := st != nil && (st.upstreamErr != nil || st.rec.status >= 500)
+		if st != nil && st.rec.status == statusClientClosed {
+			failed = false
+		}
+		up.breaker.release(tk, failed)
+	}
 }
 
 func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *metrics) *httputil.ReverseProxy {
@@ -104,7 +168,7 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
 	}
 	return &httputil.ReverseProxy{
-		Transport:  traceTransport(u.pool.transport, u.name),
+		Transport:  traceTransport(u.transport, u.name),
 		BufferPool: sharedBuffers,
 		// A negative interval flushes after every write: streamed responses
 		// (SSE, long polls) reach the client as they come. ReverseProxy

@@ -106,37 +106,7 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 }
 
 func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, error) {
-	if cfg.Balance != "round_robin" {
-		return nil, fmt.Errorf("balance %q is not available in this build yet; use round_robin", cfg.Balance)
-	}
-	if cfg.HealthCheck != nil || cfg.Retries != nil || cfg.CircuitBreaker != nil {
-		return nil, errors.New("health_check, retries and circuit_breaker are not available in this build yet; remove them")
-	}
-	key := transportKey(name, cfg) + "|" + deps.tlsKey
-	pool := deps.pools[key]
-	if pool == nil {
-		var err error
-		if pool, err = newTransportPool(name, cfg, deps.tlsFor); err != nil {
-			return nil, err
-		}
-		pool.key = key
-	}
-	pool.refs.Add(1)
-	eps := make([]*endpoint, 0, len(cfg.Endpoints))
-	for _, a := range cfg.Endpoints {
-		a = strings.TrimSpace(a)
-		eps = append(eps, &endpoint{addr: a, label: a})
-	}
-	if cfg.DNS != "" {
-		// The name is resolved by the dialer for every new connection, so
-		// the upstream follows DNS changes as its connections turn over.
-		eps = append(eps, &endpoint{addr: cfg.DNS, label: cfg.DNS})
-	}
-	scheme := cfg.Scheme
-	if cfg.MeshIdentity != "" {
-		scheme = "https" // mTLS to the sidecar
-	}
-	return &upstream{name: name, cfg: cfg, scheme: scheme, selector: &roundRobin{endpoints: eps}, pool: pool}, nil
+	return newUpstreamFrom(name, cfg, deps) // gateway/upstream.go
 }
 
 // routeHandler assembles one route: request info, the stages in order, then
@@ -262,6 +232,7 @@ func (rt *runtime) close() {
 		_ = f()
 	}
 	for _, u := range rt.upstreams {
+		u.close() // health checks, discovery, mirrored requests
 		if u.pool.refs.Add(-1) == 0 {
 			u.pool.closeIdle()
 		}

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -20,29 +24,98 @@ type Selector interface {
 	Select(r *http.Request) (*endpoint, bool)
 }
 
-// endpoint is one address of an upstream.
+// endpoint is one address of an upstream, with the state the balancers,
+// the outlier detector and the health checker keep about it. An endpoint
+// object lives as long as its address stays in the upstream's set, so its
+// state survives discovery updates.
 type endpoint struct {
 	addr string // host:port
 	// label is addr as a metric label value: endpoints come from the routes
-	// file, so the set is bounded.
-	label string
+	// file or from discovery answers, so the set is bounded.
+	label  string
+	weight int
+
+	// inflight counts requests sent and not yet finished (least_request,
+	// p2c_ewma).
+	inflight atomic.Int64
+	latency  peakEWMA
+
+	// down is set by the active health check.
+	down atomic.Bool
+	// ejectedUntil is when a passive ejection ends (Unix nanoseconds; 0:
+	// not ejected). The return is lazy: the first look after that time
+	// clears it, so no timer is needed per ejection.
+	ejectedUntil atomic.Int64
+	consecFail   atomic.Int32
+	ejections    atomic.Int32
+	lastEjected  atomic.Int64
+	// checkOK and checkFail are the active checker's streaks.
+	checkOK, checkFail atomic.Int32
+
+	health *healthState // nil for endpoints built outside an upstream (tests)
 }
 
-// roundRobin cycles through the endpoints with one atomic counter.
+// available reports whether the endpoint may take a request now.
+func (e *endpoint) available() bool {
+	if e.down.Load() {
+		return false
+	}
+	until := e.ejectedUntil.Load()
+	if until == 0 {
+		return true
+	}
+	if e.health == nil || e.health.now().UnixNano() >= until {
+		if e.ejectedUntil.CompareAndSwap(until, 0) && e.health != nil {
+			e.health.returned(e)
+		}
+		return true
+	}
+	return false
+}
+
+// roundRobin cycles through the endpoints with one atomic counter, skipping
+// those that are ejected or failing their health check.
 type roundRobin struct {
-	endpoints []*endpoint
-	next      atomic.Uint64
+	set  atomic.Pointer[[]*endpoint]
+	next atomic.Uint64
 }
 
-var _ Selector = (*roundRobin)(nil)
+var (
+	_ Selector = (*roundRobin)(nil)
+	_ balancer = (*roundRobin)(nil)
+)
 
-func (rr *roundRobin) Select(*http.Request) (*endpoint, bool) {
-	n := len(rr.endpoints)
+func (rr *roundRobin) Select(r *http.Request) (*endpoint, bool) { return rr.selectAvoiding(r, nil) }
+
+func (rr *roundRobin) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+	eps := loadSet(&rr.set)
+	n := uint64(len(eps))
 	if n == 0 {
 		return nil, false
 	}
-	i := rr.next.Add(1) - 1
-	return rr.endpoints[i%uint64(n)], true
+	start := rr.next.Add(1) - 1
+	var fallback *endpoint
+	for i := uint64(0); i < n; i++ {
+		e := eps[(start+i)%n]
+		if !e.available() {
+			continue
+		}
+		if e == avoid {
+			fallback = e
+			continue
+		}
+		return e, true
+	}
+	return fallback, fallback != nil
+}
+
+func (rr *roundRobin) update(eps []*endpoint) { rr.set.Store(&eps) }
+
+func loadSet(p *atomic.Pointer[[]*endpoint]) []*endpoint {
+	if s := p.Load(); s != nil {
+		return *s
+	}
+	return nil
 }
 
 // upstream is the runtime form of a routes.Upstream.
@@ -52,6 +125,172 @@ type upstream struct {
 	scheme   string
 	selector Selector
 	pool     *transportPool
+
+	bal       balancer
+	transport http.RoundTripper // pool.transport behind retries, health and mirroring
+	health    *healthState
+	retry     *retryPolicy
+	breaker   *breaker
+	mirror    *mirror
+
+	mu  sync.Mutex // serialises setEndpoints
+	eps atomic.Pointer[[]*endpoint]
+
+	// Background work (active checks, discovery) stops with ctx.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// trafficNow is the clock of ejections and circuit breakers; tests replace
+// it before building an edge so that timing needs no sleeps.
+var trafficNow = time.Now
+
+// endpointSpec is an address and weight from the file or from discovery.
+type endpointSpec struct {
+	addr   string
+	weight int
+}
+
+// newUpstreamFrom builds an upstream: its pool (shared with the previous
+// configuration when the connection settings are unchanged), its balancer,
+// resilience policies and endpoint source.
+func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstream, error) {
+	newBal, ok := lookupBalancer(cfg.Balance)
+	if !ok {
+		return nil, fmt.Errorf("balance %q: unknown balancer (one of %s)", cfg.Balance, strings.Join(balancerNames(), ", "))
+	}
+	bal, err := newBal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("balance %q: %w", cfg.Balance, err)
+	}
+	key := transportKey(name, cfg) + "|" + deps.tlsKey
+	pool := deps.pools[key]
+	if pool == nil {
+		if pool, err = newTransportPool(name, cfg, deps.tlsFor); err != nil {
+			return nil, err
+		}
+		pool.key = key
+	}
+	pool.refs.Add(1)
+	scheme := cfg.Scheme
+	if cfg.MeshIdentity != "" {
+		scheme = "https" // mTLS to the sidecar
+	}
+	u := &upstream{name: name, cfg: cfg, scheme: scheme, selector: bal, bal: bal, pool: pool}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	var gauge *prometheus.GaugeVec
+	if deps.metrics != nil {
+		gauge = deps.metrics.endpointHealthy.MustCurryWith(prometheus.Labels{"upstream": name})
+	}
+	u.health = newHealthState(name, cfg.CircuitBreaker, gauge, trafficNow)
+	if cfg.Retries != nil {
+		u.retry = newRetryPolicy(cfg.Retries)
+	}
+	if cfg.CircuitBreaker != nil {
+		u.breaker = newBreaker(name, cfg.CircuitBreaker, trafficNow)
+	}
+	if cfg.Mirror != nil {
+		u.mirror = newMirror(cfg.Mirror, deps.metrics)
+	}
+	u.transport = &upstreamTransport{up: u, base: pool.transport, m: deps.metrics}
+
+	fail := func(err error) (*upstream, error) {
+		u.close()
+		return nil, err
+	}
+	switch {
+	case cfg.DNS != "" || cfg.DNSSRV != "":
+		if err := u.startDNS(); err != nil {
+			return fail(err)
+		}
+	case cfg.EndpointsFile != "":
+		if err := u.startFile(); err != nil {
+			return fail(err)
+		}
+	default:
+		specs := make([]endpointSpec, 0, len(cfg.Endpoints))
+		for _, a := range cfg.Endpoints {
+			a = strings.TrimSpace(a)
+			specs = append(specs, endpointSpec{addr: a, weight: cfg.Weights[a]})
+		}
+		u.setEndpoints(specs)
+	}
+	if cfg.HealthCheck != nil {
+		u.startHealthCheck(*cfg.HealthCheck)
+	}
+	return u, nil
+}
+
+// setEndpoints replaces the endpoint set. Endpoints that stay keep their
+// object (and so their health, ejection and in-flight counts); requests
+// running on a removed endpoint finish on it.
+func (u *upstream) setEndpoints(specs []endpointSpec) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	old := map[string]*endpoint{}
+	for _, e := range loadSet(&u.eps) {
+		old[e.addr] = e
+	}
+	sort.Slice(specs, func(i, j int) bool { return specs[i].addr < specs[j].addr })
+	next := make([]*endpoint, 0, len(specs))
+	for _, s := range specs {
+		w := s.weight
+		if w <= 0 {
+			w = 1
+		}
+		if w2, ok := u.cfg.Weights[s.addr]; ok {
+			w = w2 // the file's weight wins over discovery's
+		}
+		// A new weight makes a new object: balancers read weight without
+		// locks.
+		if e, ok := old[s.addr]; ok && e.weight == w {
+			delete(old, s.addr)
+			next = append(next, e)
+			continue
+		}
+		e := &endpoint{addr: s.addr, label: s.addr, weight: w, health: u.health}
+		next = append(next, e)
+		u.health.added(e)
+	}
+	for addr, e := range old {
+		// An address whose weight changed is still there: keep its label.
+		_, still := sortedSearch(next, addr)
+		u.health.removed(e, !still)
+	}
+	u.health.total.Store(int32(len(next)))
+	u.eps.Store(&next)
+	u.bal.update(next)
+}
+
+// endpoints is the current endpoint set.
+func (u *upstream) endpoints() []*endpoint { return loadSet(&u.eps) }
+
+// close stops the upstream's background work (health checks, discovery,
+// mirrored requests). The pool is released by the runtime.
+func (u *upstream) close() {
+	if u.cancel != nil {
+		u.cancel()
+	}
+	u.wg.Wait()
+	if u.mirror != nil {
+		u.mirror.close()
+	}
+}
+
+// goBackground runs f until the upstream closes; a panic is logged and does
+// not take the edge down.
+func (u *upstream) goBackground(what string, f func(ctx context.Context)) {
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				logger().Error("upstream background task panicked", "upstream", u.name, "task", what, "panic", fmt.Sprint(p))
+			}
+		}()
+		f(u.ctx)
+	}()
 }
 
 // transportPool is an upstream's connection pool. It is shared between the
@@ -67,7 +306,7 @@ type transportPool struct {
 // transportKey identifies the connection settings of an upstream: two
 // upstreams (or two versions of one) with the same key can share a pool.
 func transportKey(name string, u routes.Upstream) string {
-	return fmt.Sprintf("%s|%s|%s|%s|%d|%s", name, u.Scheme, u.MeshIdentity, u.ConnectTimeout.D(), u.MaxIdlePerHost, u.Timeout.D())
+	return fmt.Sprintf("%s|%s|%s|%s|%d|%s|%s", name, u.Scheme, u.MeshIdentity, u.ConnectTimeout.D(), u.MaxIdlePerHost, u.Timeout.D(), u.Protocol)
 }
 
 // dialTLSFunc makes the TLS client config for an upstream's connections; it
@@ -103,10 +342,20 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 		// HTTP/2 multiplexes requests over few connections to a TLS upstream.
 		t.ForceAttemptHTTP2 = true
 	}
+	switch u.Protocol {
+	case "h2c":
+		// HTTP/2 with prior knowledge over plain TCP: what a gRPC server
+		// without TLS speaks. Trailers and streams pass as they come.
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	case "h2":
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetHTTP2(true)
+	}
 	return &transportPool{transport: t, closeIdle: t.CloseIdleConnections}, nil
 }
 
-// upstreamError classifies a proxying failure into the status a client sees.
+// upstreamStatus classifies a proxying failure into the status a client sees.
 func upstreamStatus(err error) (int, string) {
 	var nerr net.Error
 	switch {
@@ -122,3 +371,12 @@ func upstreamStatus(err error) (int, string) {
 }
 
 var errNoEndpoint = errors.New("no endpoint available")
+
+// sortedSearch finds addr in eps, which is sorted by address.
+func sortedSearch(eps []*endpoint, addr string) (*endpoint, bool) {
+	i := sort.Search(len(eps), func(i int) bool { return eps[i].addr >= addr })
+	if i < len(eps) && eps[i].addr == addr {
+		return eps[i], true
+	}
+	return nil, false
+}

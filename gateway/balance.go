@@ -1,0 +1,398 @@
+package gateway
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// balancer is a Selector whose endpoint set can change, and which can pick
+// a different endpoint than the one a failed attempt went to.
+type balancer interface {
+	Selector
+	// selectAvoiding picks an available endpoint other than avoid when
+	// there is one, else avoid itself when it is available.
+	selectAvoiding(r *http.Request, avoid *endpoint) (*endpoint, bool)
+	// update replaces the endpoint set; requests already routed keep theirs.
+	update(eps []*endpoint)
+}
+
+// newBalancerFunc builds a balancer for an upstream's configuration.
+type newBalancerFunc func(cfg routes.Upstream) (balancer, error)
+
+var balancerRegistry = struct {
+	sync.Mutex
+	m map[string]newBalancerFunc
+}{m: map[string]newBalancerFunc{}}
+
+// registerBalancer adds a balancer by name; a duplicate name is a
+// programming error caught at start.
+func registerBalancer(name string, f newBalancerFunc) {
+	balancerRegistry.Lock()
+	defer balancerRegistry.Unlock()
+	if _, dup := balancerRegistry.m[name]; dup {
+		panic(fmt.Sprintf("gateway: balancer %q registered twice", name))
+	}
+	balancerRegistry.m[name] = f
+}
+
+func lookupBalancer(name string) (newBalancerFunc, bool) {
+	balancerRegistry.Lock()
+	defer balancerRegistry.Unlock()
+	f, ok := balancerRegistry.m[name]
+	return f, ok
+}
+
+func balancerNames() []string {
+	balancerRegistry.Lock()
+	defer balancerRegistry.Unlock()
+	names := make([]string, 0, len(balancerRegistry.m))
+	for n := range balancerRegistry.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func init() {
+	registerBalancer("round_robin", func(routes.Upstream) (balancer, error) { return &roundRobin{}, nil })
+	registerBalancer("weighted", func(routes.Upstream) (balancer, error) { return &smoothWeighted{}, nil })
+	registerBalancer("least_request", func(routes.Upstream) (balancer, error) { return &leastRequest{}, nil })
+	registerBalancer("p2c_ewma", func(routes.Upstream) (balancer, error) { return &p2cEWMA{now: time.Now}, nil })
+	registerBalancer("ring_hash", func(cfg routes.Upstream) (balancer, error) { return newRingHash(cfg.HashOn) })
+}
+
+// smoothWeighted is nginx's smooth weighted round robin: over any window of
+// sum(weights) picks each endpoint gets exactly its weight, interleaved
+// rather than in runs. Picking needs the shared current weights, so it
+// takes a mutex; the critical section is a loop over the endpoints.
+type smoothWeighted struct {
+	mu      sync.Mutex
+	eps     []*endpoint
+	current []int
+}
+
+var _ balancer = (*smoothWeighted)(nil)
+
+func (s *smoothWeighted) Select(r *http.Request) (*endpoint, bool) { return s.selectAvoiding(r, nil) }
+
+func (s *smoothWeighted) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	best, total := -1, 0
+	avoidOK := false
+	for i, e := range s.eps {
+		if !e.available() {
+			continue
+		}
+		if e == avoid {
+			avoidOK = true
+			continue
+		}
+		s.current[i] += e.weight
+		total += e.weight
+		if best < 0 || s.current[i] > s.current[best] {
+			best = i
+		}
+	}
+	if best < 0 {
+		return avoid, avoidOK
+	}
+	s.current[best] -= total
+	return s.eps[best], true
+}
+
+func (s *smoothWeighted) update(eps []*endpoint) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.eps = eps
+	s.current = make([]int, len(eps))
+}
+
+// leastRequest sends to the available endpoint with the fewest requests in
+// flight; ties go to a random one of them, so idle endpoints share the load.
+type leastRequest struct {
+	set atomic.Pointer[[]*endpoint]
+}
+
+var _ balancer = (*leastRequest)(nil)
+
+func (l *leastRequest) Select(r *http.Request) (*endpoint, bool) { return l.selectAvoiding(r, nil) }
+
+func (l *leastRequest) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+	eps := loadSet(&l.set)
+	n := len(eps)
+	if n == 0 {
+		return nil, false
+	}
+	start := rand.IntN(n)
+	var best *endpoint
+	bestN := int64(math.MaxInt64)
+	avoidOK := false
+	for i := 0; i < n; i++ {
+		e := eps[(start+i)%n]
+		if !e.available() {
+			continue
+		}
+		if e == avoid {
+			avoidOK = true
+			continue
+		}
+		if c := e.inflight.Load(); c < bestN {
+			best, bestN = e, c
+		}
+	}
+	if best == nil {
+		return avoid, avoidOK
+	}
+	return best, true
+}
+
+func (l *leastRequest) update(eps []*endpoint) { l.set.Store(&eps) }
+
+// p2cEWMA is the power of two choices on peak-EWMA latency (Finagle's
+// balancer): of two random available endpoints, the one with the lower
+// latency estimate times outstanding requests wins. The estimate jumps up
+// to a slow response at once and decays back slowly, so a degrading
+// endpoint is avoided quickly.
+type p2cEWMA struct {
+	set atomic.Pointer[[]*endpoint]
+	now func() time.Time
+}
+
+var _ balancer = (*p2cEWMA)(nil)
+
+func (p *p2cEWMA) Select(r *http.Request) (*endpoint, bool) { return p.selectAvoiding(r, nil) }
+
+func (p *p2cEWMA) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+	eps := loadSet(&p.set)
+	n := len(eps)
+	if n == 0 {
+		return nil, false
+	}
+	a := randomAvailable(eps, avoid, nil)
+	if a == nil {
+		if avoid != nil && avoid.available() {
+			return avoid, true
+		}
+		return nil, false
+	}
+	b := randomAvailable(eps, avoid, a)
+	if b == nil {
+		return a, true
+	}
+	now := p.now().UnixNano()
+	if b.latency.cost(now, b.inflight.Load()) < a.latency.cost(now, a.inflight.Load()) {
+		return b, true
+	}
+	return a, true
+}
+
+func (p *p2cEWMA) update(eps []*endpoint) { p.set.Store(&eps) }
+
+// randomAvailable returns an available endpoint other than avoid and not,
+// starting from a random index (nil when there is none).
+func randomAvailable(eps []*endpoint, avoid, not *endpoint) *endpoint {
+	n := len(eps)
+	start := rand.IntN(n)
+	for i := 0; i < n; i++ {
+		e := eps[(start+i)%n]
+		if e != avoid && e != not && e.available() {
+			return e
+		}
+	}
+	return nil
+}
+
+// ewmaDecay is the time constant of the latency estimate: a sample's weight
+// halves in about 7 seconds.
+const ewmaDecay = 10 * time.Second
+
+// peakEWMA is an endpoint's latency estimate in nanoseconds.
+type peakEWMA struct {
+	mu    sync.Mutex
+	value float64
+	last  int64
+}
+
+func (p *peakEWMA) observe(now int64, rtt time.Duration) {
+	v := float64(rtt)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v > p.value || p.last == 0 {
+		p.value = v // the peak: a slow answer counts in full at once
+	} else {
+		w := math.Exp(-float64(now-p.last) / float64(ewmaDecay))
+		p.value = p.value*w + v*(1-w)
+	}
+	p.last = now
+}
+
+// cost is the estimate times the requests waiting on the endpoint. The
+// estimate also decays with the time since the last sample: an endpoint
+// that lost every comparison after one slow answer gets no samples, and
+// would otherwise never be tried again. An endpoint without samples costs
+// what a 1ms one does, so a new endpoint is tried without being flooded.
+func (p *peakEWMA) cost(now, inflight int64) float64 {
+	p.mu.Lock()
+	v, last := p.value, p.last
+	p.mu.Unlock()
+	if last != 0 && now > last {
+		v *= math.Exp(-float64(now-last) / float64(ewmaDecay))
+	}
+	if v == 0 {
+		v = float64(time.Millisecond)
+	}
+	return v * float64(inflight+1)
+}
+
+// ringHash is consistent hashing on a request key: each endpoint owns
+// vnodesPerWeight points per unit of weight on a ring of 64-bit hashes, and
+// a key goes to the owner of the first point at or after its hash. When an
+// endpoint leaves, only the keys it owned move; when one joins, it takes
+// about its share from the others. Requests without the key are spread
+// round robin.
+type ringHash struct {
+	key      func(r *http.Request) (string, bool)
+	ring     atomic.Pointer[hashRing]
+	fallback roundRobin
+}
+
+type hashRing struct {
+	points []uint64
+	owners []*endpoint
+}
+
+const vnodesPerWeight = 160
+
+var _ balancer = (*ringHash)(nil)
+
+func newRingHash(hashOn string) (*ringHash, error) {
+	rh := &ringHash{}
+	kind, name, _ := strings.Cut(hashOn, ":")
+	switch {
+	case hashOn == "" || hashOn == "client_ip":
+		rh.key = clientIPKey
+	case kind == "header" && name != "":
+		h := http.CanonicalHeaderKey(name)
+		rh.key = func(r *http.Request) (string, bool) {
+			v := r.Header[h]
+			if len(v) == 0 || v[0] == "" {
+				return "", false
+			}
+			return v[0], true
+		}
+	case kind == "cookie" && name != "":
+		rh.key = func(r *http.Request) (string, bool) {
+			c, err := r.Cookie(name)
+			if err != nil || c.Value == "" {
+				return "", false
+			}
+			return c.Value, true
+		}
+	default:
+		return nil, fmt.Errorf("hash_on %q: use header:NAME, cookie:NAME or client_ip", hashOn)
+	}
+	return rh, nil
+}
+
+// clientIPKey is the client address the edge believes (trusted proxies
+// applied), or the peer address.
+func clientIPKey(r *http.Request) (string, bool) {
+	if st := stateFrom(r.Context()); st != nil && st.clientIP != "" {
+		return st.clientIP, true
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || host == "" {
+		return "", false
+	}
+	return host, true
+}
+
+func (rh *ringHash) Select(r *http.Request) (*endpoint, bool) { return rh.selectAvoiding(r, nil) }
+
+func (rh *ringHash) selectAvoiding(r *http.Request, avoid *endpoint) (*endpoint, bool) {
+	ring := rh.ring.Load()
+	if ring == nil || len(ring.points) == 0 {
+		return nil, false
+	}
+	k, ok := rh.key(r)
+	if !ok {
+		return rh.fallback.selectAvoiding(r, avoid)
+	}
+	return ring.lookup(hashString(k), avoid)
+}
+
+// lookup walks clockwise from h to the first available owner other than
+// avoid: a key whose endpoint is down moves to the next endpoint on the
+// ring and comes back when it returns.
+func (hr *hashRing) lookup(h uint64, avoid *endpoint) (*endpoint, bool) {
+	n := len(hr.points)
+	i := sort.Search(n, func(i int) bool { return hr.points[i] >= h })
+	avoidOK := false
+	var seen *endpoint
+	for j := 0; j < n; j++ {
+		e := hr.owners[(i+j)%n]
+		if e == seen {
+			continue // consecutive points of one endpoint: skip the re-check
+		}
+		seen = e
+		if !e.available() {
+			continue
+		}
+		if e == avoid {
+			avoidOK = true
+			continue
+		}
+		return e, true
+	}
+	return avoid, avoidOK
+}
+
+func (rh *ringHash) update(eps []*endpoint) {
+	hr := &hashRing{}
+	for _, e := range eps {
+		for v := 0; v < vnodesPerWeight*e.weight; v++ {
+			hr.points = append(hr.points, hashString(e.addr+"#"+strconv.Itoa(v)))
+			hr.owners = append(hr.owners, e)
+		}
+	}
+	sort.Sort(hr)
+	rh.ring.Store(hr)
+	rh.fallback.update(eps)
+}
+
+func (hr *hashRing) Len() int           { return len(hr.points) }
+func (hr *hashRing) Less(i, j int) bool { return hr.points[i] < hr.points[j] }
+func (hr *hashRing) Swap(i, j int) {
+	hr.points[i], hr.points[j] = hr.points[j], hr.points[i]
+	hr.owners[i], hr.owners[j] = hr.owners[j], hr.owners[i]
+}
+
+// hashString is FNV-1a followed by a 64-bit finaliser: FNV alone clusters
+// keys that differ only at the end ("a#1", "a#2"), which would bunch an
+// endpoint's points together. It is stable across processes, so every edge
+// instance maps a key to the same endpoint.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}

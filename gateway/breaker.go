@@ -1,0 +1,208 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+var (
+	errBreakerOpen = errors.New("circuit breaker open")
+	errOverloaded  = errors.New("too many pending requests")
+)
+
+// Breaker states.
+const (
+	breakerClosed int32 = iota
+	breakerOpen
+	breakerHalfOpen
+)
+
+// breaker guards one upstream. It bounds concurrency (max_requests in
+// flight, max_pending more waiting for a slot; beyond that 503 at once, so
+// a slow upstream cannot pile up the edge's goroutines and memory), and
+// trips after consecutive_failures failed requests in a row: open, every
+// request is refused for open_for; then half-open, half_open_requests
+// probes go through; a good probe closes it, a failed one opens it again.
+type breaker struct {
+	name       string        // the upstream, for logs
+	slots      chan struct{} // nil: no max_requests
+	maxPending int64
+	pending    atomic.Int64
+	inflight   atomic.Int64 // with max_pending alone, it bounds requests in flight
+
+	threshold   int32 // 0: never trips
+	openFor     time.Duration
+	halfOpenMax int32
+	now         func() time.Time
+
+	state    atomic.Int32
+	failures atomic.Int32
+	mu       sync.Mutex // guards the open -> half-open -> closed moves
+	openedAt time.Time
+	probes   int32
+}
+
+func newBreaker(name string, cfg *routes.CircuitBreaker, now func() time.Time) *breaker {
+	b := &breaker{
+		name:        name,
+		maxPending:  int64(cfg.MaxPending),
+		threshold:   int32(cfg.ConsecutiveFailures),
+		openFor:     cfg.OpenFor.D(),
+		halfOpenMax: int32(cfg.HalfOpenRequests),
+		now:         now,
+	}
+	if b.halfOpenMax <= 0 {
+		b.halfOpenMax = 1
+	}
+	if cfg.MaxRequests > 0 {
+		b.slots = make(chan struct{}, cfg.MaxRequests)
+	}
+	return b
+}
+
+// ticket is what acquire hands out and release takes back.
+type ticket struct {
+	slot  bool // holds a max_requests slot
+	count bool // counted in inflight (max_pending without max_requests)
+	probe bool // a half-open probe
+}
+
+// acquire admits a request or says why not: errBreakerOpen, errOverloaded,
+// or the context's error when the client left while waiting.
+func (b *breaker) acquire(ctx context.Context) (ticket, error) {
+	var t ticket
+	probe, ok := b.allow()
+	if !ok {
+		return t, errBreakerOpen
+	}
+	t.probe = probe
+	fail := func(err error) (ticket, error) {
+		if probe {
+			b.abandonProbe()
+		}
+		return ticket{}, err
+	}
+	switch {
+	case b.slots != nil:
+		select {
+		case b.slots <- struct{}{}:
+		default:
+			if b.pending.Add(1) > b.maxPending {
+				b.pending.Add(-1)
+				return fail(errOverloaded)
+			}
+			select {
+			case b.slots <- struct{}{}:
+				b.pending.Add(-1)
+			case <-ctx.Done():
+				b.pending.Add(-1)
+				return fail(ctx.Err())
+			}
+		}
+		t.slot = true
+	case b.maxPending > 0:
+		if b.inflight.Add(1) > b.maxPending {
+			b.inflight.Add(-1)
+			return fail(errOverloaded)
+		}
+		t.count = true
+	}
+	return t, nil
+}
+
+// release returns the ticket and records whether the request failed.
+func (b *breaker) release(t ticket, failed bool) {
+	if t.slot {
+		<-b.slots
+	}
+	if t.count {
+		b.inflight.Add(-1)
+	}
+	b.record(t.probe, failed)
+}
+
+// allow says whether a request may go now, and whether it is a probe.
+func (b *breaker) allow() (probe, ok bool) {
+	if b.state.Load() == breakerClosed {
+		return false, true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state.Load() {
+	case breakerClosed:
+		return false, true
+	case breakerOpen:
+		if b.now().Sub(b.openedAt) < b.openFor {
+			return false, false
+		}
+		b.state.Store(breakerHalfOpen)
+		b.probes = 0
+	}
+	if b.probes >= b.halfOpenMax {
+		return false, false
+	}
+	b.probes++
+	return true, true
+}
+
+func (b *breaker) abandonProbe() {
+	b.mu.Lock()
+	b.probes--
+	b.mu.Unlock()
+}
+
+func (b *breaker) record(probe, failed bool) {
+	if b.threshold == 0 {
+		return
+	}
+	if probe {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.probes--
+		if failed {
+			b.trip()
+			return
+		}
+		b.failures.Store(0)
+		b.state.Store(breakerClosed)
+		logger().Info("circuit breaker closed: probe succeeded", "upstream", b.name)
+		return
+	}
+	if !failed {
+		if b.failures.Load() != 0 {
+			b.failures.Store(0)
+		}
+		return
+	}
+	if b.failures.Add(1) >= b.threshold && b.state.Load() == breakerClosed {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.state.Load() == breakerClosed {
+			b.trip()
+		}
+	}
+}
+
+// trip opens the breaker; b.mu is held.
+func (b *breaker) trip() {
+	b.state.Store(breakerOpen)
+	b.openedAt = b.now()
+	b.failures.Store(0)
+	logger().Warn("circuit breaker open", "upstream", b.name, "for", b.openFor.String())
+}
+
+// stateName is the breaker's state for tests and logs.
+func (b *breaker) stateName() string {
+	switch b.state.Load() {
+	case breakerOpen:
+		return "open"
+	case breakerHalfOpen:
+		return "half-open"
+	}
+	return "closed"
+}

@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// logger is where background tasks of upstreams report; they have no
+// request to log with.
+func logger() *slog.Logger { return slog.Default() }
+
+// maxEjectionFactor caps the growth of repeated ejections: the n-th
+// ejection in a row lasts n x eject_for, at most this many times it.
+const maxEjectionFactor = 10
+
+// healthState is an upstream's passive outlier detection and the export of
+// endpoint health: consecutive failures (5xx, connect failures, resets,
+// timeouts) eject an endpoint for eject_for, longer on repeat, but never
+// more than max_ejected_percent of the endpoints at once, so a bad
+// deployment cannot eject a whole upstream and turn a partial outage into a
+// total one.
+type healthState struct {
+	upstream string
+	now      func() time.Time
+	gauge    *prometheus.GaugeVec // upstream label curried; nil: no metrics
+
+	consecutive int32 // 0: outlier detection off
+	ejectFor    time.Duration
+	maxPercent  int32
+
+	ejected atomic.Int32
+	total   atomic.Int32
+}
+
+func newHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.GaugeVec, now func() time.Time) *healthState {
+	h := &healthState{upstream: name, now: now, gauge: gauge}
+	if cb != nil && cb.Consecutive5xx > 0 {
+		h.consecutive = int32(cb.Consecutive5xx)
+		h.ejectFor = cb.EjectFor.D()
+		h.maxPercent = int32(cb.MaxEjectedPercent)
+	}
+	return h
+}
+
+// observe records the outcome of one attempt on e.
+func (h *healthState) observe(e *endpoint, failed bool) {
+	if h == nil || h.consecutive == 0 {
+		return
+	}
+	if !failed {
+		if e.consecFail.Load() != 0 {
+			e.consecFail.Store(0)
+		}
+		// A long healthy stretch forgets earlier ejections.
+		if e.ejections.Load() != 0 && h.now().UnixNano()-e.lastEjected.Load() > int64(maxEjectionFactor*h.ejectFor) {
+			e.ejections.Store(0)
+		}
+		return
+	}
+	if e.consecFail.Add(1) < h.consecutive {
+		return
+	}
+	h.eject(e)
+}
+
+// eject takes e out of rotation unless that would exceed the ejection cap.
+func (h *healthState) eject(e *endpoint) bool {
+	for {
+		n, total := h.ejected.Load(), h.total.Load()
+		if (n+1)*100 > total*h.maxPercent {
+			return false
+		}
+		if h.ejected.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	k := min(e.ejections.Add(1), maxEjectionFactor)
+	now := h.now().UnixNano()
+	if !e.ejectedUntil.CompareAndSwap(0, now+int64(k)*int64(h.ejectFor)) {
+		h.ejected.Add(-1) // ejected already by a concurrent failure
+		e.ejections.Add(-1)
+		return false
+	}
+	e.lastEjected.Store(now)
+	e.consecFail.Store(0)
+	h.set(e, false)
+	logger().Warn("upstream endpoint ejected", "upstream", h.upstream, "endpoint", e.label, "for", time.Duration(int64(k)*int64(h.ejectFor)).String())
+	return true
+}
+
+// returned is called once when an ejection has run out.
+func (h *healthState) returned(e *endpoint) {
+	h.ejected.Add(-1)
+	h.set(e, !e.down.Load())
+}
+
+func (h *healthState) added(e *endpoint) { h.set(e, true) }
+
+// removed forgets e; dropLabel deletes its metric series.
+func (h *healthState) removed(e *endpoint, dropLabel bool) {
+	if e.ejectedUntil.Swap(0) != 0 {
+		h.ejected.Add(-1)
+	}
+	if dropLabel && h.gauge != nil {
+		h.gauge.DeleteLabelValues(e.label)
+	}
+}
+
+func (h *healthState) set(e *endpoint, up bool) {
+	if h.gauge == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	h.gauge.WithLabelValues(e.label).Set(v)
+}
+
+// markDown and markUp are the active checker's verdicts.
+func (h *healthState) markDown(e *endpoint) {
+	if !e.down.Swap(true) {
+		h.set(e, false)
+		logger().Warn("upstream endpoint failing its health check", "upstream", h.upstream, "endpoint", e.label)
+	}
+}
+
+func (h *healthState) markUp(e *endpoint) {
+	if e.down.Swap(false) {
+		h.set(e, e.ejectedUntil.Load() == 0)
+		logger().Info("upstream endpoint passing its health check again", "upstream", h.upstream, "endpoint", e.label)
+	}
+}
+
+// healthChecker probes every endpoint of an upstream on an interval. An
+// endpoint starts healthy (a new configuration serves at once), goes down
+// after unhealthy_threshold failed probes in a row and comes back after
+// healthy_threshold good ones.
+type healthChecker struct {
+	up     *upstream
+	cfg    routes.HealthCheck
+	client *http.Client
+}
+
+func (u *upstream) startHealthCheck(cfg routes.HealthCheck) {
+	hc := &healthChecker{up: u, cfg: cfg, client: &http.Client{
+		Transport: u.pool.transport,
+		// A redirect is an answer: 3xx counts as healthy, not followed.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+	u.goBackground("health check", func(ctx context.Context) {
+		t := time.NewTicker(cfg.Interval.D())
+		defer t.Stop()
+		for {
+			hc.checkAll(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// checkAll probes every endpoint at once and returns when all are done, so
+// one slow endpoint does not delay the verdict on the others.
+func (hc *healthChecker) checkAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, e := range hc.up.endpoints() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc.record(e, hc.probe(ctx, e))
+		}()
+	}
+	wg.Wait()
+}
+
+func (hc *healthChecker) probe(ctx context.Context, e *endpoint) bool {
+	ctx, cancel := context.WithTimeout(ctx, hc.cfg.Timeout.D())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hc.up.scheme+"://"+e.addr+hc.cfg.Path, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("User-Agent", "causeway-health-check")
+	resp, err := hc.client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 400
+}
+
+func (hc *healthChecker) record(e *endpoint, ok bool) {
+	h := hc.up.health
+	if ok {
+		e.checkFail.Store(0)
+		if e.checkOK.Add(1) >= int32(hc.cfg.HealthyThreshold) {
+			h.markUp(e)
+		}
+		return
+	}
+	e.checkOK.Store(0)
+	if e.checkFail.Add(1) >= int32(hc.cfg.UnhealthyThreshold) {
+		h.markDown(e)
+	}
+}
+
+// EndpointHealth is one endpoint's state as /readyz shows it.
+type EndpointHealth struct {
+	Endpoint string `json:"endpoint"`
+	Healthy  bool   `json:"healthy"`
+	Ejected  bool   `json:"ejected,omitempty"`
+	Failing  bool   `json:"failing_health_check,omitempty"`
+	Inflight int64  `json:"inflight"`
+}
+
+// UpstreamHealth sums up an upstream for /readyz.
+type UpstreamHealth struct {
+	Healthy   int              `json:"healthy"`
+	Total     int              `json:"total"`
+	Endpoints []EndpointHealth `json:"endpoints"`
+}
+
+// endpointHealth reports every upstream's endpoints.
+func (rt *runtime) endpointHealth() map[string]UpstreamHealth {
+	out := make(map[string]UpstreamHealth, len(rt.upstreams))
+	for name, u := range rt.upstreams {
+		var uh UpstreamHealth
+		for _, e := range u.endpoints() {
+			ok := e.available()
+			eh := EndpointHealth{Endpoint: e.label, Healthy: ok, Ejected: e.ejectedUntil.Load() != 0, Failing: e.down.Load(), Inflight: e.inflight.Load()}
+			if ok {
+				uh.Healthy++
+			}
+			uh.Total++
+			uh.Endpoints = append(uh.Endpoints, eh)
+		}
+		out[name] = uh
+	}
+	return out
+}

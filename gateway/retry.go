@@ -1,0 +1,355 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// retryBudgetBurst is how many retries the budget allows before any request
+// has paid into it, so a quiet upstream still gets its first retries.
+const retryBudgetBurst = 10
+
+// retryPolicy is the runtime form of routes.Retries.
+type retryPolicy struct {
+	attempts                      int
+	onConnect, onReset, onTimeout bool
+	onStatus                      [100]bool // 500..599
+	budget                        retryBudget
+	perTry                        time.Duration
+	backoff, maxBackoff           time.Duration
+	nonIdempotent                 bool
+	maxBody                       int64
+}
+
+func newRetryPolicy(cfg *routes.Retries) *retryPolicy {
+	p := &retryPolicy{
+		attempts:      cfg.Attempts,
+		perTry:        cfg.PerTryTimeout.D(),
+		backoff:       cfg.Backoff.D(),
+		maxBackoff:    cfg.MaxBackoff.D(),
+		nonIdempotent: cfg.NonIdempotent,
+		maxBody:       int64(cfg.MaxBody),
+	}
+	for _, on := range cfg.On {
+		switch on {
+		case "connect_failure":
+			p.onConnect = true
+		case "reset":
+			p.onReset = true
+		case "timeout":
+			p.onTimeout = true
+		default:
+			if n, err := strconv.Atoi(on); err == nil && n >= 500 && n <= 599 {
+				p.onStatus[n-500] = true
+			}
+		}
+	}
+	p.budget.percent = int64(cfg.BudgetPercent)
+	p.budget.tokens.Store(retryBudgetBurst * 100)
+	return p
+}
+
+// retryBudget caps retries at a share of requests, so that when every
+// endpoint fails, retries add at most budget_percent to the load instead of
+// multiplying it by attempts. Every request pays percent tokens in; a retry
+// takes 100 out; the balance is capped so a long quiet spell does not save
+// up a retry storm.
+type retryBudget struct {
+	percent int64
+	tokens  atomic.Int64
+}
+
+func (b *retryBudget) deposit() {
+	if t := b.tokens.Add(b.percent); t > retryBudgetBurst*100 {
+		b.tokens.CompareAndSwap(t, retryBudgetBurst*100)
+	}
+}
+
+func (b *retryBudget) withdraw() bool {
+	for {
+		t := b.tokens.Load()
+		if t < 100 {
+			return false
+		}
+		if b.tokens.CompareAndSwap(t, t-100) {
+			return true
+		}
+	}
+}
+
+// retriesOn says whether an attempt that ended with kind (and resp, for
+// statuses) is one the policy retries.
+func (p *retryPolicy) retriesOn(kind failKind, resp *http.Response) bool {
+	switch kind {
+	case failConnect:
+		return p.onConnect
+	case failReset:
+		return p.onReset
+	case failTimeout:
+		return p.onTimeout
+	case failStatus:
+		return resp != nil && resp.StatusCode >= 500 && resp.StatusCode <= 599 && p.onStatus[resp.StatusCode-500]
+	}
+	return false
+}
+
+// wait sleeps the back-off before retry n (0-based) with full jitter, or
+// returns false when the client leaves first.
+func (p *retryPolicy) wait(ctx context.Context, n int) bool {
+	d := p.backoff << min(n, 16)
+	if d > p.maxBackoff || d <= 0 {
+		d = p.maxBackoff
+	}
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(rand.N(d) + 1)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// idempotent methods may be sent twice without changing the outcome.
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// failKind is how an attempt ended.
+type failKind uint8
+
+const (
+	attemptOK       failKind = iota
+	failConnect              // no connection was made: the request was never sent
+	failReset                // the connection broke before response headers
+	failTimeout              // no response headers in time
+	failStatus               // a 5xx response
+	failOther                // a malformed response and the like
+	attemptCanceled          // the client left: says nothing about the endpoint
+)
+
+func classify(ctx context.Context, err error) failKind {
+	if ctx.Err() != nil {
+		return attemptCanceled
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" || errors.Is(err, syscall.ECONNREFUSED) {
+		return failConnect
+	}
+	var nerr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) && nerr.Timeout() {
+		return failTimeout
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return failReset
+	}
+	return failOther
+}
+
+// errPerTryTimeout ends an attempt that waited per_try_timeout for headers;
+// it is a deadline, so the client sees 504 when no retry is left.
+var errPerTryTimeout = fmt.Errorf("per-try timeout: %w", context.DeadlineExceeded)
+
+// upstreamTransport is an upstream's RoundTripper as ReverseProxy sees it:
+// one attempt on the endpoint the forwarder chose, then retries on other
+// endpoints while the policy, the budget and the client allow, feeding
+// every outcome to the outlier detector and the latency estimates. A retry
+// only ever happens before anything of the response reached the client.
+type upstreamTransport struct {
+	up   *upstream
+	base http.RoundTripper
+	m    *metrics
+}
+
+var _ http.RoundTripper = (*upstreamTransport)(nil)
+
+func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	st := stateFrom(ctx)
+	var ep *endpoint
+	if st != nil {
+		ep = st.endpoint
+	}
+	if ep == nil {
+		var ok bool
+		if ep, ok = t.up.selector.Select(req); !ok {
+			return nil, errNoEndpoint
+		}
+		req.URL.Host = ep.addr
+		if st != nil {
+			st.endpoint = ep
+		}
+	}
+	p := t.up.retry
+	retryable := p != nil && p.attempts > 0 && (p.nonIdempotent || idempotent(req.Method))
+	if p != nil {
+		p.budget.deposit()
+	}
+	if hasBody(req) && req.GetBody == nil {
+		var limit int64
+		if retryable {
+			limit = p.maxBody
+		}
+		if mr := t.up.mirror; mr != nil && mr.maxBody > limit {
+			limit = mr.maxBody
+		}
+		// Only a small body of known length is kept to be sent again; a
+		// large upload streams through once.
+		if req.ContentLength > 0 && req.ContentLength <= limit {
+			if err := replayable(req); err != nil {
+				return nil, err
+			}
+		}
+		if req.GetBody == nil || req.ContentLength > p.bodyLimit() {
+			retryable = false
+		}
+	}
+	if mr := t.up.mirror; mr != nil {
+		mr.send(req)
+	}
+	bal, _ := t.up.selector.(balancer)
+	for n := 0; ; n++ {
+		resp, err, kind, d := t.try(req, ep)
+		if !retryable || n >= p.attempts || bal == nil || !p.retriesOn(kind, resp) {
+			return resp, err
+		}
+		next, ok := bal.selectAvoiding(req, ep)
+		if !ok || !p.budget.withdraw() {
+			return resp, err
+		}
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
+		} else {
+			status, _ = upstreamStatus(err)
+		}
+		if t.m != nil {
+			t.m.upstreamRequest(t.up.name, ep.label, status, d)
+		}
+		if !p.wait(ctx, n) {
+			return nil, ctx.Err()
+		}
+		nreq := req.Clone(ctx)
+		if req.GetBody != nil {
+			if nreq.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		nreq.URL.Host = next.addr
+		req, ep = nreq, next
+		if st != nil {
+			st.endpoint = next
+			st.upstreamStart = time.Now()
+		}
+	}
+}
+
+func (p *retryPolicy) bodyLimit() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.maxBody
+}
+
+// try makes one attempt on ep.
+func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response, error, failKind, time.Duration) {
+	parent := req.Context()
+	var cancel context.CancelCauseFunc
+	var timer *time.Timer
+	if p := t.up.retry; p != nil && p.perTry > 0 {
+		var ctx context.Context
+		ctx, cancel = context.WithCancelCause(parent)
+		timer = time.AfterFunc(p.perTry, func() { cancel(errPerTryTimeout) })
+		req = req.WithContext(ctx)
+	}
+	ep.inflight.Add(1)
+	start := time.Now()
+	resp, err := t.base.RoundTrip(req)
+	d := time.Since(start)
+	if timer != nil {
+		timer.Stop()
+	}
+	kind := attemptOK
+	switch {
+	case err != nil:
+		ep.inflight.Add(-1)
+		if cancel != nil {
+			if context.Cause(req.Context()) == errPerTryTimeout && parent.Err() == nil {
+				err = errPerTryTimeout
+			}
+			cancel(nil)
+		}
+		kind = classify(parent, err)
+	case resp.StatusCode == http.StatusSwitchingProtocols:
+		// An upgraded connection (WebSocket) lives as long as the client's
+		// request; it is not a request in flight for the balancers.
+		ep.inflight.Add(-1)
+	default:
+		if resp.StatusCode >= 500 {
+			kind = failStatus
+		}
+		ep.latency.observe(start.UnixNano()+int64(d), d)
+		resp.Body = &attemptBody{ReadCloser: resp.Body, ep: ep, cancel: cancel}
+	}
+	if kind != attemptCanceled {
+		t.up.health.observe(ep, kind != attemptOK)
+	}
+	return resp, err, kind, d
+}
+
+// attemptBody ends an attempt when ReverseProxy closes the response body:
+// the endpoint's in-flight count drops and the per-try context is released.
+type attemptBody struct {
+	io.ReadCloser
+	ep     *endpoint
+	cancel context.CancelCauseFunc
+	once   sync.Once
+}
+
+func (b *attemptBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() {
+		b.ep.inflight.Add(-1)
+		if b.cancel != nil {
+			b.cancel(nil)
+		}
+	})
+	return err
+}
+
+func hasBody(r *http.Request) bool { return r.Body != nil && r.Body != http.NoBody }
+
+// replayable reads r's body (ContentLength bytes, already bounded by the
+// caller) so it can be sent again.
+func replayable(r *http.Request) error {
+	buf := make([]byte, r.ContentLength)
+	if _, err := io.ReadFull(r.Body, buf); err != nil {
+		return fmt.Errorf("reading the request body: %w", err)
+	}
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(buf))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return nil
+}

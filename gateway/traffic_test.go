@@ -1,0 +1,522 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// backend is a real HTTP server on loopback whose behaviour a test can
+// switch while it runs, and which counts what it received.
+type backend struct {
+	name   string
+	addr   string
+	hits   atomic.Int64
+	status atomic.Int64 // answer status; 0: 200
+	// hold, when set, makes requests wait until it is closed.
+	mu      sync.Mutex
+	hold    chan struct{}
+	held    atomic.Int64
+	mirrors atomic.Int64
+	bodies  atomic.Int64 // bytes of request bodies read
+
+	ln  net.Listener
+	srv *http.Server
+	t   *testing.T
+}
+
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" {
+		if s := b.status.Load(); s >= 500 {
+			w.WriteHeader(int(s))
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+		return
+	}
+	b.hits.Add(1)
+	if r.Header.Get(MirrorHeader) != "" {
+		b.mirrors.Add(1)
+	}
+	n, _ := io.Copy(io.Discard, r.Body)
+	b.bodies.Add(n)
+	b.mu.Lock()
+	hold := b.hold
+	b.mu.Unlock()
+	if hold != nil {
+		b.held.Add(1)
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+		b.held.Add(-1)
+	}
+	if s := b.status.Load(); s != 0 {
+		w.WriteHeader(int(s))
+	}
+	_, _ = io.WriteString(w, b.name)
+}
+
+// holdRequests makes new requests wait; the returned func releases them.
+func (b *backend) holdRequests() func() {
+	ch := make(chan struct{})
+	b.mu.Lock()
+	b.hold = ch
+	b.mu.Unlock()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			b.mu.Lock()
+			b.hold = nil
+			b.mu.Unlock()
+			close(ch)
+		})
+	}
+	b.t.Cleanup(release)
+	return release
+}
+
+// newBackend starts a backend on addr ("127.0.0.1:0" for any port).
+func newBackend(t *testing.T, name, addr string) *backend {
+	t.Helper()
+	b := &backend{name: name, t: t}
+	b.start(addr)
+	t.Cleanup(b.kill)
+	return b
+}
+
+func (b *backend) start(addr string) {
+	b.t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.ln, b.addr = ln, ln.Addr().String()
+	b.srv = &http.Server{Handler: b, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = b.srv.Serve(ln) }()
+}
+
+// kill closes the listener and every connection at once, as a crash does.
+func (b *backend) kill() { _ = b.srv.Close() }
+
+// restart serves again on the same address.
+func (b *backend) restart() { b.start(b.addr) }
+
+func backends(t *testing.T, n int) []*backend {
+	bs := make([]*backend, n)
+	for i := range bs {
+		bs[i] = newBackend(t, fmt.Sprintf("b%d", i), "127.0.0.1:0")
+	}
+	return bs
+}
+
+func addrList(bs []*backend) string {
+	var q []string
+	for _, b := range bs {
+		q = append(q, fmt.Sprintf("%q", b.addr))
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// oneUpstream is an edge config with upstream u (extra keys indented under
+// it) and one route to it.
+func oneUpstream(endpoints, extra string) string {
+	return listenHeader + "upstreams:\n  u:\n    endpoints: " + endpoints + "\n" + extra +
+		"routes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n"
+}
+
+// fakeClock is the ejection and breaker clock of edges built while it is
+// installed.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func installClock(t *testing.T) *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	prev := trafficNow
+	trafficNow = c.Now
+	t.Cleanup(func() { trafficNow = prev })
+	return c
+}
+
+var trafficClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
+
+// send makes n GET requests (conc at a time) and counts the statuses.
+func send(t *testing.T, url string, n, conc int, hdr ...string) map[int]int {
+	t.Helper()
+	return sendMethod(t, "GET", url, "", n, conc, hdr...)
+}
+
+func sendMethod(t *testing.T, method, url, body string, n, conc int, hdr ...string) map[int]int {
+	t.Helper()
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				var rb io.Reader
+				if body != "" {
+					rb = strings.NewReader(body)
+				}
+				req, _ := http.NewRequest(method, url, rb)
+				for i := 0; i+1 < len(hdr); i += 2 {
+					req.Header.Set(hdr[i], hdr[i+1])
+				}
+				code := -1
+				if resp, err := trafficClient.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					code = resp.StatusCode
+				}
+				mu.Lock()
+				codes[code]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return codes
+}
+
+func hits(bs []*backend) []int64 {
+	out := make([]int64, len(bs))
+	for i, b := range bs {
+		out[i] = b.hits.Load()
+	}
+	return out
+}
+
+func resetHits(bs []*backend) {
+	for _, b := range bs {
+		b.hits.Store(0)
+	}
+}
+
+// within reports whether got is within tol (a share, 0.1 = 10%) of want.
+func within(got, want int64, tol float64) bool {
+	d := float64(got - want)
+	return d <= tol*float64(want) && -d <= tol*float64(want)
+}
+
+func TestBalancerDistribution(t *testing.T) {
+	tests := []struct {
+		name    string
+		balance string
+		extra   func(bs []*backend) string
+		n       int
+		want    []int64 // per backend
+		tol     float64
+	}{
+		{"round_robin exact", "round_robin", nil, 300, []int64{100, 100, 100}, 0},
+		{"weighted exact", "weighted", func(bs []*backend) string {
+			return fmt.Sprintf("    weights: {%q: 1, %q: 2, %q: 3}\n", bs[0].addr, bs[1].addr, bs[2].addr)
+		}, 600, []int64{100, 200, 300}, 0},
+		{"least_request spreads idle endpoints", "least_request", nil, 3000, []int64{1000, 1000, 1000}, 0.15},
+		// p2c_ewma follows measured latency, not counts: see
+		// TestP2CEWMAAvoidsSlowEndpoint.
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bs := backends(t, 3)
+			extra := "    balance: " + tt.balance + "\n"
+			if tt.extra != nil {
+				extra += tt.extra(bs)
+			}
+			te := startEdge(t, oneUpstream(addrList(bs), extra))
+			codes := send(t, te.url+"/", tt.n, 1)
+			if codes[200] != tt.n {
+				t.Fatalf("statuses %v", codes)
+			}
+			got := hits(bs)
+			for i := range got {
+				if !within(got[i], tt.want[i], tt.tol) {
+					t.Fatalf("hits %v, want %v within %.0f%%", got, tt.want, tt.tol*100)
+				}
+			}
+			t.Logf("%s: %v", tt.balance, got)
+		})
+	}
+}
+
+// least_request never sends to an endpoint with a request stuck in flight
+// while idle ones exist.
+func TestLeastRequestAvoidsBusyEndpoint(t *testing.T) {
+	bs := backends(t, 3)
+	release := bs[0].holdRequests()
+	te := startEdge(t, oneUpstream(addrList(bs), "    balance: least_request\n"))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Requests until one is stuck on b0; the others return at once.
+		for bs[0].hits.Load() == 0 {
+			resp, err := trafficClient.Get(te.url + "/")
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, func() bool { return bs[0].held.Load() == 1 })
+	before := bs[0].hits.Load()
+	codes := send(t, te.url+"/", 200, 1)
+	if codes[200] != 200 || bs[0].hits.Load() != before {
+		t.Fatalf("statuses %v; busy b0 got %d more", codes, bs[0].hits.Load()-before)
+	}
+	release()
+	<-done
+}
+
+func TestRingHash(t *testing.T) {
+	bs := backends(t, 3)
+	te := startEdge(t, oneUpstream(addrList(bs), "    balance: ring_hash\n    hash_on: header:X-User\n"))
+	t.Run("a key sticks to one endpoint", func(t *testing.T) {
+		for _, user := range []string{"alice", "bob", "carol"} {
+			resetHits(bs)
+			send(t, te.url+"/", 50, 4, "X-User", user)
+			h := hits(bs)
+			nonzero := 0
+			for _, n := range h {
+				if n != 0 {
+					nonzero++
+				}
+			}
+			if nonzero != 1 {
+				t.Fatalf("user %s went to %v", user, h)
+			}
+		}
+	})
+	t.Run("keys spread", func(t *testing.T) {
+		resetHits(bs)
+		for i := 0; i < 900; i++ {
+			send(t, te.url+"/", 1, 1, "X-User", fmt.Sprintf("user-%d", i))
+		}
+		for _, n := range hits(bs) {
+			if !within(n, 300, 0.35) {
+				t.Fatalf("spread %v", hits(bs))
+			}
+		}
+		t.Logf("900 keys: %v", hits(bs))
+	})
+	t.Run("requests without the key are spread", func(t *testing.T) {
+		resetHits(bs)
+		send(t, te.url+"/", 300, 1)
+		if h := hits(bs); h[0] != 100 || h[1] != 100 || h[2] != 100 {
+			t.Fatalf("got %v", h)
+		}
+	})
+}
+
+// Removing one of four endpoints moves only the keys it owned; adding it
+// back restores the first mapping exactly.
+func TestRingHashMinimalMovement(t *testing.T) {
+	eps := []*endpoint{}
+	for i := 0; i < 4; i++ {
+		a := fmt.Sprintf("10.0.0.%d:80", i+1)
+		eps = append(eps, &endpoint{addr: a, label: a, weight: 1})
+	}
+	rh, err := newRingHash("header:X-User")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const keys = 20000
+	mapping := func() []*endpoint {
+		out := make([]*endpoint, keys)
+		for i := range out {
+			e, ok := rh.ring.Load().lookup(hashString(fmt.Sprintf("key-%d", i)), nil)
+			if !ok {
+				t.Fatal("no endpoint")
+			}
+			out[i] = e
+		}
+		return out
+	}
+	rh.update(eps)
+	before := mapping()
+	owned := map[*endpoint]int{}
+	for _, e := range before {
+		owned[e]++
+	}
+	rh.update(eps[1:]) // 10.0.0.1 leaves
+	after := mapping()
+	moved := 0
+	for i := range before {
+		if before[i] != after[i] {
+			moved++
+			if before[i] != eps[0] {
+				t.Fatalf("key %d moved from %s, which stayed", i, before[i].addr)
+			}
+		}
+	}
+	if moved != owned[eps[0]] {
+		t.Fatalf("moved %d, the leaving endpoint owned %d", moved, owned[eps[0]])
+	}
+	rh.update(eps)
+	for i, e := range mapping() {
+		if e != before[i] {
+			t.Fatalf("key %d not restored", i)
+		}
+	}
+	t.Logf("shares of 4 endpoints over %d keys: %d %d %d %d; moved on removal: %.1f%%", keys, owned[eps[0]], owned[eps[1]], owned[eps[2]], owned[eps[3]], 100*float64(moved)/keys)
+	for _, e := range eps {
+		if !within(int64(owned[e]), keys/4, 0.2) {
+			t.Fatalf("uneven ring: %v", owned)
+		}
+	}
+}
+
+// The balancers' choices among endpoints in given states, without servers.
+func TestBalancerChoices(t *testing.T) {
+	mk := func(n int) []*endpoint {
+		eps := make([]*endpoint, n)
+		for i := range eps {
+			a := fmt.Sprintf("10.0.0.%d:80", i+1)
+			eps[i] = &endpoint{addr: a, label: a, weight: 1}
+		}
+		return eps
+	}
+	req, _ := http.NewRequest("GET", "http://x/", nil)
+	t.Run("least_request picks the fewest in flight", func(t *testing.T) {
+		eps := mk(3)
+		eps[0].inflight.Store(5)
+		eps[2].inflight.Store(3)
+		l := &leastRequest{}
+		l.update(eps)
+		for i := 0; i < 100; i++ {
+			if e, _ := l.Select(req); e != eps[1] {
+				t.Fatalf("picked %s", e.addr)
+			}
+		}
+	})
+	t.Run("p2c_ewma avoids a slow endpoint", func(t *testing.T) {
+		eps := mk(3)
+		now := time.Now().UnixNano()
+		eps[0].latency.observe(now, 200*time.Millisecond)
+		eps[1].latency.observe(now, time.Millisecond)
+		eps[2].latency.observe(now, time.Millisecond)
+		p := &p2cEWMA{now: time.Now}
+		p.update(eps)
+		for i := 0; i < 300; i++ {
+			if e, _ := p.Select(req); e == eps[0] {
+				t.Fatal("picked the slow endpoint while two fast ones were free")
+			}
+		}
+	})
+	t.Run("peak EWMA decays after a spike", func(t *testing.T) {
+		var p peakEWMA
+		now := int64(1e18)
+		p.observe(now, 100*time.Millisecond)
+		p.observe(now+int64(30*time.Second), time.Millisecond)
+		if c := p.cost(now+int64(30*time.Second), 0); c > float64(10*time.Millisecond) {
+			t.Fatalf("cost %v after 30s of 1ms answers", time.Duration(c))
+		}
+		var q peakEWMA
+		q.observe(now, time.Second)
+		if c := q.cost(now+int64(time.Minute), 0); c > float64(10*time.Millisecond) {
+			t.Fatalf("cost %v a minute after the only (slow) sample: the endpoint would never be tried again", time.Duration(c))
+		}
+	})
+	t.Run("every balancer skips a down endpoint and honours avoid", func(t *testing.T) {
+		for _, name := range balancerNames() {
+			f, _ := lookupBalancer(name)
+			b, err := f(routesUpstream(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			eps := mk(3)
+			b.update(eps)
+			eps[0].down.Store(true)
+			for i := 0; i < 50; i++ {
+				e, ok := b.selectAvoiding(req, eps[1])
+				if !ok || e != eps[2] {
+					t.Fatalf("%s: picked %v", name, e)
+				}
+			}
+			eps[2].down.Store(true)
+			if e, ok := b.selectAvoiding(req, eps[1]); !ok || e != eps[1] {
+				t.Fatalf("%s: the avoided endpoint is the last one left, got %v", name, e)
+			}
+			eps[1].down.Store(true)
+			if e, ok := b.Select(req); ok {
+				t.Fatalf("%s: picked %s with every endpoint down", name, e.addr)
+			}
+		}
+	})
+	t.Run("empty balancers", func(t *testing.T) {
+		for _, name := range balancerNames() {
+			f, _ := lookupBalancer(name)
+			b, _ := f(routesUpstream(name))
+			if _, ok := b.Select(req); ok {
+				t.Fatalf("%s picked from nothing", name)
+			}
+		}
+	})
+}
+
+func TestRegisterBalancerTwicePanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	registerBalancer("round_robin", nil)
+}
+
+func TestRingHashBadKey(t *testing.T) {
+	for _, k := range []string{"query:x", "header:", "cookie"} {
+		if _, err := newRingHash(k); err == nil {
+			t.Fatalf("%q accepted", k)
+		}
+	}
+}
+
+func routesUpstream(balance string) routes.Upstream {
+	return routes.Upstream{Balance: balance, HashOn: "client_ip"}
+}
+
+// p2c_ewma sends less to an endpoint that answers slower.
+func TestP2CEWMAAvoidsSlowEndpoint(t *testing.T) {
+	bs := backends(t, 3)
+	slow := newSlowBackend(t, 20*time.Millisecond)
+	te := startEdge(t, oneUpstream(fmt.Sprintf("[%q, %q, %q]", bs[0].addr, bs[1].addr, slow.addr), "    balance: p2c_ewma\n"))
+	codes := send(t, te.url+"/", 600, 4)
+	if codes[200] != 600 {
+		t.Fatalf("statuses %v", codes)
+	}
+	fast := bs[0].hits.Load() + bs[1].hits.Load()
+	if s := slow.hits.Load(); s*4 > fast/2 {
+		t.Fatalf("slow endpoint got %d, the two fast ones %d", s, fast)
+	}
+	t.Logf("fast %d %d, slow %d", bs[0].hits.Load(), bs[1].hits.Load(), slow.hits.Load())
+}
+
+// newSlowBackend answers every request after d.
+func newSlowBackend(t *testing.T, d time.Duration) *backend {
+	b := &backend{name: "slow", t: t}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ln, b.addr = ln, ln.Addr().String()
+	b.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.hits.Add(1)
+		time.Sleep(d)
+		_, _ = io.WriteString(w, "slow")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = b.srv.Serve(ln) }()
+	t.Cleanup(b.kill)
+	return b
+}
