@@ -509,7 +509,7 @@ routes:
   - {name: r, match: {path_prefix: /}, upstream: up}
 `, hostPort(up))
 	te := startEdge(t, listenHeader+fmt.Sprintf("tracing: {otlp_endpoint: %q, service_name: a}\n", col.url)+body)
-	first := edgeTracing(te.Edge).cur
+	first := edgeTracing(te.Edge).current()
 	if first == nil {
 		t.Fatal("no tracer")
 	}
@@ -525,7 +525,7 @@ routes:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := edgeTracing(te.Edge).cur
+			before := edgeTracing(te.Edge).current()
 			writeFile(t, te.path, listenHeader+tt.tracing+body+"# "+tt.name+"\n")
 			if err := te.Reload(context.Background()); err != nil {
 				t.Fatal(err)
@@ -533,10 +533,10 @@ routes:
 			if resp, _ := get(t, te.url+"/"); resp.StatusCode != 200 {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
-			after := edgeTracing(te.Edge).cur
+			after := edgeTracing(te.Edge).current()
 			switch {
 			case tt.none && after != nil:
-				waitFor(t, func() bool { return edgeTracing(te.Edge).cur == nil })
+				waitFor(t, func() bool { return edgeTracing(te.Edge).current() == nil })
 			case !tt.none && (after == before) != tt.same:
 				t.Fatalf("tracer reused = %v, want %v", after == before, tt.same)
 			}
@@ -578,4 +578,11 @@ routes:
 	if !strings.Contains(te.logs.String(), "tracing: spans lost") {
 		t.Errorf("no export failure in the edge's log:\n%s", te.logs.String())
 	}
+}
+
+// current is the tracer a new configuration would reuse (tests only).
+func (tf *tracingFeature) current() *tracer {
+	tf.mu.Lock()
+	defer tf.mu.Unlock()
+	return tf.cur
 }
