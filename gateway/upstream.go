@@ -93,10 +93,12 @@ func (rr *roundRobin) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoin
 	if n == 0 {
 		return nil, false
 	}
-	start := rr.next.Add(1) - 1
+	// An unavailable endpoint is passed by drawing the next counter value,
+	// not by taking its neighbour: its share then spreads over all the
+	// others instead of doubling one of them.
 	var fallback *endpoint
 	for i := uint64(0); i < n; i++ {
-		e := eps[(start+i)%n]
+		e := eps[(rr.next.Add(1)-1)%n]
 		if !e.available() {
 			continue
 		}
@@ -105,6 +107,15 @@ func (rr *roundRobin) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoin
 			continue
 		}
 		return e, true
+	}
+	// Few draws found nothing (many endpoints down): look at every one.
+	for _, e := range eps {
+		if e.available() && e != avoid {
+			return e, true
+		}
+		if e == avoid && e.available() {
+			fallback = e
+		}
 	}
 	return fallback, fallback != nil
 }

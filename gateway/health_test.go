@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readyz fetches the admin /readyz body.
+func readyz(t *testing.T, te *testEdge) map[string]UpstreamHealth {
+	t.Helper()
+	resp, err := http.Get(te.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Upstreams map[string]UpstreamHealth `json:"upstreams"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	return body.Upstreams
+}
+
+// healthyGauge reads causeway_upstream_endpoint_healthy for one endpoint
+// from /metrics ("" when the series is absent).
+func healthyGauge(t *testing.T, te *testEdge, up, ep string) string {
+	t.Helper()
+	resp, err := http.Get(te.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	prefix := fmt.Sprintf(`causeway_upstream_endpoint_healthy{endpoint=%q,upstream=%q} `, ep, up)
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			return strings.TrimPrefix(line, prefix)
+		}
+	}
+	return ""
+}
+
+func TestOutlierEjectionAndReturn(t *testing.T) {
+	clock := installClock(t)
+	bs := backends(t, 3)
+	te := startEdge(t, oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 2, eject_for: 10s}\n"))
+	bad := bs[0]
+	bad.status.Store(500)
+
+	// Round robin: b0 answers 500 twice in a row within 6 requests.
+	codes := send(t, te.url+"/", 30, 1)
+	if n := bad.hits.Load(); n != 2 {
+		t.Fatalf("b0 got %d requests before its ejection, want 2 (%v)", n, codes)
+	}
+	if codes[500] != 2 || codes[200] != 28 {
+		t.Fatalf("statuses %v", codes)
+	}
+	if g := healthyGauge(t, te, "u", bad.addr); g != "0" {
+		t.Fatalf("gauge of the ejected endpoint %q", g)
+	}
+	if h := readyz(t, te)["u"]; h.Healthy != 2 || h.Total != 3 {
+		t.Fatalf("readyz %+v", h)
+	}
+
+	t.Run("stays out for eject_for", func(t *testing.T) {
+		clock.Advance(9 * time.Second)
+		bad.status.Store(0)
+		resetHits(bs)
+		send(t, te.url+"/", 30, 1)
+		if n := bad.hits.Load(); n != 0 {
+			t.Fatalf("ejected endpoint got %d", n)
+		}
+	})
+	t.Run("returns after eject_for", func(t *testing.T) {
+		clock.Advance(2 * time.Second)
+		resetHits(bs)
+		send(t, te.url+"/", 30, 1)
+		if n := bad.hits.Load(); n != 10 {
+			t.Fatalf("returned endpoint got %d of 30", n)
+		}
+		if g := healthyGauge(t, te, "u", bad.addr); g != "1" {
+			t.Fatalf("gauge %q", g)
+		}
+	})
+	t.Run("a second ejection lasts twice as long", func(t *testing.T) {
+		bad.status.Store(500)
+		send(t, te.url+"/", 30, 1)
+		bad.status.Store(0)
+		clock.Advance(11 * time.Second)
+		resetHits(bs)
+		send(t, te.url+"/", 30, 1)
+		if n := bad.hits.Load(); n != 0 {
+			t.Fatalf("endpoint back after 11s of a 20s ejection (%d hits)", n)
+		}
+		clock.Advance(10 * time.Second)
+		send(t, te.url+"/", 30, 1)
+		if n := bad.hits.Load(); n != 10 {
+			t.Fatalf("endpoint not back after 21s (%d hits)", n)
+		}
+	})
+}
+
+// With max_ejected_percent 50, two failing endpoints of three: one is
+// ejected, the other keeps its share, so a bad deploy cannot empty the
+// upstream by ejection.
+func TestEjectionCap(t *testing.T) {
+	installClock(t)
+	bs := backends(t, 3)
+	te := startEdge(t, oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m, max_ejected_percent: 50}\n"))
+	bs[0].status.Store(500)
+	bs[1].status.Store(500)
+	send(t, te.url+"/", 60, 1)
+	h := readyz(t, te)["u"]
+	if h.Healthy != 2 {
+		t.Fatalf("readyz %+v", h)
+	}
+	resetHits(bs)
+	send(t, te.url+"/", 60, 1)
+	got := hits(bs)
+	if (got[0] == 0) == (got[1] == 0) || got[2] != 30 {
+		t.Fatalf("hits %v: exactly one failing endpoint should be ejected", got)
+	}
+}
+
+func TestActiveHealthCheck(t *testing.T) {
+	bs := backends(t, 2)
+	te := startEdge(t, oneUpstream(addrList(bs), "    health_check: {path: /healthz, interval: 50ms, timeout: 50ms, healthy_threshold: 2, unhealthy_threshold: 2}\n"))
+	bs[0].status.Store(503) // /healthz answers 503 from now on
+	waitFor(t, func() bool { return healthyGauge(t, te, "u", bs[0].addr) == "0" })
+	h := readyz(t, te)["u"]
+	if h.Healthy != 1 || h.Total != 2 {
+		t.Fatalf("readyz %+v", h)
+	}
+	resetHits(bs)
+	codes := send(t, te.url+"/", 20, 1)
+	if codes[200] != 20 || bs[0].hits.Load() != 0 {
+		t.Fatalf("statuses %v, failing endpoint got %d", codes, bs[0].hits.Load())
+	}
+
+	t.Run("503 when no endpoint is left", func(t *testing.T) {
+		bs[1].status.Store(503)
+		waitFor(t, func() bool { return healthyGauge(t, te, "u", bs[1].addr) == "0" })
+		resp, body := get(t, te.url+"/")
+		if resp.StatusCode != 503 || !strings.Contains(string(body), "no healthy upstream endpoint") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("endpoints come back", func(t *testing.T) {
+		bs[0].status.Store(0)
+		bs[1].status.Store(0)
+		waitFor(t, func() bool {
+			return healthyGauge(t, te, "u", bs[0].addr) == "1" && healthyGauge(t, te, "u", bs[1].addr) == "1"
+		})
+		resetHits(bs)
+		codes := send(t, te.url+"/", 20, 1)
+		if codes[200] != 20 || bs[0].hits.Load() != 10 {
+			t.Fatalf("statuses %v, hits %v", codes, hits(bs))
+		}
+	})
+}
+
+// A health checker's verdicts follow its thresholds exactly.
+func TestHealthThresholds(t *testing.T) {
+	h := newHealthState("u", nil, nil, time.Now)
+	u := &upstream{name: "u", health: h}
+	hc := &healthChecker{up: u}
+	hc.cfg.HealthyThreshold, hc.cfg.UnhealthyThreshold = 2, 3
+	e := &endpoint{addr: "a:1", label: "a:1", weight: 1, health: h}
+	steps := []struct {
+		ok   bool
+		down bool
+	}{
+		{false, false}, {false, false}, {true, false}, // a success resets the failure streak
+		{false, false}, {false, false}, {false, true}, // third failure in a row
+		{true, true}, {false, true}, {true, true}, {true, false}, // two successes in a row
+	}
+	for i, s := range steps {
+		hc.record(e, s.ok)
+		if e.down.Load() != s.down {
+			t.Fatalf("step %d (ok=%v): down=%v, want %v", i, s.ok, e.down.Load(), s.down)
+		}
+	}
+}
