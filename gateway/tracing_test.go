@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -585,4 +586,55 @@ func (tf *tracingFeature) current() *tracer {
 	tf.mu.Lock()
 	defer tf.mu.Unlock()
 	return tf.cur
+}
+
+type recordingTransport struct{ got *http.Request }
+
+func (rt *recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rt.got = r
+	return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+}
+
+// Without tracing, nothing of OpenTelemetry runs per request: stage
+// middleware is used as it is, and the transport passes the very request it
+// was given.
+func TestTracingOffCostsNothing(t *testing.T) {
+	mw := func(h http.Handler) http.Handler { return h }
+	same := func(a, b func(http.Handler) http.Handler) bool {
+		return reflect.ValueOf(a).Pointer() == reflect.ValueOf(b).Pointer()
+	}
+	tests := []struct {
+		name   string
+		stage  Stage
+		traced bool
+		same   bool
+	}{
+		{"rate limit, tracing off", namedStage{"ratelimit", nil}, false, true},
+		{"unnamed stage, tracing on", stageFunc(nil), true, true},
+		{"rate limit, tracing on", namedStage{"ratelimit", nil}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := same(withStageSpan(tt.stage, mw, tt.traced), mw); got != tt.same {
+				t.Fatalf("middleware used as is = %v, want %v", got, tt.same)
+			}
+		})
+	}
+	t.Run("transport", func(t *testing.T) {
+		rec := &recordingTransport{}
+		req := httptest.NewRequest("GET", "http://up/x", nil)
+		st := &reqState{}
+		req = req.WithContext(context.WithValue(req.Context(), stateKey{}, st))
+		if _, err := traceTransport(rec, "up").RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		if rec.got != req {
+			t.Fatal("the transport copied the request with tracing off")
+		}
+	})
+	t.Run("no tracing section, no tracer stage", func(t *testing.T) {
+		if tracingStages([]Stage{stageFunc(nil), namedStage{"ratelimit", nil}}) {
+			t.Fatal("tracing detected without a tracer")
+		}
+	})
 }
