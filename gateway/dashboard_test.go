@@ -180,6 +180,10 @@ routes:
 	if _, err := strconv.ParseFloat(cell(`tr[data-route="orders-read"] td.rps`), 64); err != nil {
 		t.Errorf("req/s cell: %v", err)
 	}
+	// The upstream reports its endpoints' health: a green dot.
+	if ok, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`!!document.querySelector('tr[data-upstream="up"] span.dot.ok')`)); err != nil || !ok {
+		t.Errorf("no healthy dot for upstream up (%v)", err)
+	}
 	if s := cell(`#status`); !strings.HasPrefix(s, "updated") {
 		t.Errorf("status %q", s)
 	}

@@ -210,12 +210,13 @@ func TestMetricFamilies(t *testing.T) {
 	})
 
 	t.Run("endpoint health", func(t *testing.T) {
-		// Set by the health checker; without one every endpoint is taken
-		// as healthy, and the series may be absent.
+		v, ok := sample(t, te.registry, "causeway_upstream_endpoint_healthy", map[string]string{"upstream": "up", "endpoint": strings.TrimPrefix(oe.upURL, "http://")})
+		if !ok || v != 1 {
+			t.Fatalf("healthy{upstream=up} = %v (present %v), want 1", v, ok)
+		}
 		for _, ep := range labelValues(t, te.registry, "causeway_upstream_endpoint_healthy", "endpoint") {
-			v, _ := sample(t, te.registry, "causeway_upstream_endpoint_healthy", map[string]string{"upstream": "up", "endpoint": ep})
-			if v != 0 && v != 1 {
-				t.Errorf("healthy{endpoint=%q} = %v, want 0 or 1", ep, v)
+			if ep == "" {
+				t.Error("an endpoint_healthy series without an endpoint")
 			}
 		}
 	})
@@ -354,6 +355,15 @@ func TestAdminViews(t *testing.T) {
 		}
 		if o := ups["orders"]; o.MeshIdentity != ordersID || o.Traffic.Requests != 1 {
 			t.Fatalf("orders: %+v", o)
+		}
+		// The upstream reports its endpoints' state (EndpointStatser).
+		for _, ep := range ups["up"].Endpoints {
+			if ep.Healthy == nil || !*ep.Healthy || ep.InFlight == nil || *ep.InFlight != 0 || ep.EWMAMS == nil || *ep.EWMAMS <= 0 {
+				t.Errorf("up endpoint %+v: want healthy, nothing in flight, a latency EWMA", ep)
+			}
+		}
+		if h := ups["up"].Healthy; h != 1 {
+			t.Errorf("up: %d healthy endpoints, want 1", h)
 		}
 	})
 
