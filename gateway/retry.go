@@ -59,6 +59,8 @@ func newRetryPolicy(cfg *routes.Retries) *retryPolicy {
 	}
 	p.budget.percent = int64(cfg.BudgetPercent)
 	p.budget.tokens.Store(retryBudgetBurst * 100)
+	p.budget.now = trafficNow
+	p.budget.last.Store(trafficNow().UnixNano())
 	return p
 }
 
@@ -67,18 +69,42 @@ func newRetryPolicy(cfg *routes.Retries) *retryPolicy {
 // multiplying it by attempts. Every request pays percent tokens in; a retry
 // takes 100 out; the balance is capped so a long quiet spell does not save
 // up a retry storm.
+//
+// Time also pays in, retryBudgetMinPerSecond retries a second, so that an
+// upstream with little traffic still gets its retries (Linkerd's
+// minRetriesPerSecond).
 type retryBudget struct {
 	percent int64
 	tokens  atomic.Int64
+	now     func() time.Time
+	last    atomic.Int64 // when time last paid in (Unix nanoseconds)
 }
 
-func (b *retryBudget) deposit() {
-	if t := b.tokens.Add(b.percent); t > retryBudgetBurst*100 {
+const retryBudgetMinPerSecond = 10
+
+func (b *retryBudget) deposit() { b.add(b.percent) }
+
+func (b *retryBudget) add(n int64) {
+	if t := b.tokens.Add(n); t > retryBudgetBurst*100 {
 		b.tokens.CompareAndSwap(t, retryBudgetBurst*100)
 	}
 }
 
+// refill pays in what the time since the last refill is worth.
+func (b *retryBudget) refill() {
+	if b.now == nil {
+		return
+	}
+	const step = int64(time.Second / retryBudgetMinPerSecond)
+	now, last := b.now().UnixNano(), b.last.Load()
+	if now-last < step || !b.last.CompareAndSwap(last, now) {
+		return
+	}
+	b.add(min((now-last)/step, retryBudgetBurst) * 100)
+}
+
 func (b *retryBudget) withdraw() bool {
+	b.refill()
 	for {
 		t := b.tokens.Load()
 		if t < 100 {
