@@ -168,7 +168,7 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
 	}
 	return &httputil.ReverseProxy{
-		Transport:  traceTransport(u.transport, u.name),
+		Transport:  u.transport,
 		BufferPool: sharedBuffers,
 		// A negative interval flushes after every write: streamed responses
 		// (SSE, long polls) reach the client as they come. ReverseProxy

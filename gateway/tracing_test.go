@@ -638,3 +638,69 @@ func TestTracingOffCostsNothing(t *testing.T) {
 		}
 	})
 }
+
+// Each upstream attempt has its own span: a retry after a refused
+// connection shows as a failed attempt and a successful one, both under
+// the route's span, and the upstream sees the second as its parent.
+func TestTracingRetryAttempts(t *testing.T) {
+	col := startCollector(t)
+	up := echoUpstream(t, "up")
+	te := startEdge(t, listenHeader+fmt.Sprintf(`tracing: {otlp_endpoint: %q}
+upstreams:
+  up:
+    endpoints: [%q, %q]
+    retries: {attempts: 1, on: [connect_failure], budget_percent: 100}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: up}
+`, col.url, freeAddr(t), hostPort(up)))
+	// Round robin sends one of two requests to the dead endpoint first.
+	var tps []string
+	for i := range 2 {
+		tid := fmt.Sprintf("%032x", i+1)
+		resp, body := get(t, te.url+"/", "traceparent", "00-"+tid+"-00000000000000aa-01")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		tps = append(tps, decodeEcho(t, body).Header.Get("Traceparent"))
+	}
+	flushTracer(t, edgeTracing(te.Edge))
+	retried := 0
+	for i, tp := range tps {
+		spans := col.byTrace(fmt.Sprintf("%032x", i+1))
+		server, ok := find(spans, "r")
+		if !ok {
+			t.Fatalf("no server span in %+v", spans)
+		}
+		var attempts []span
+		for _, s := range spans {
+			if s.name == "upstream up" {
+				if s.parentID != server.spanID {
+					t.Errorf("attempt %+v not under the server span", s)
+				}
+				attempts = append(attempts, s)
+			}
+		}
+		last := attempts[len(attempts)-1]
+		for _, a := range attempts {
+			if a.spanID == tp[36:52] {
+				last = a
+			}
+		}
+		if last.errored || last.spanID != tp[36:52] {
+			t.Errorf("the upstream's parent %s is not the successful attempt %+v", tp[36:52], last)
+		}
+		if len(attempts) == 2 {
+			retried++
+			failed := attempts[0]
+			if failed.spanID == last.spanID {
+				failed = attempts[1]
+			}
+			if !failed.errored {
+				t.Errorf("the refused attempt %+v is not marked as an error", failed)
+			}
+		}
+	}
+	if retried != 1 {
+		t.Fatalf("%d of 2 requests retried, want 1", retried)
+	}
+}

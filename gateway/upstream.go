@@ -204,7 +204,8 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if cfg.Mirror != nil {
 		u.mirror = newMirror(cfg.Mirror, deps.metrics)
 	}
-	u.transport = &upstreamTransport{up: u, base: pool.transport, m: deps.metrics}
+	// Below the retry loop, so every attempt has its own span.
+	u.transport = &upstreamTransport{up: u, base: traceTransport(pool.transport, name), m: deps.metrics}
 
 	fail := func(err error) (*upstream, error) {
 		u.close()
