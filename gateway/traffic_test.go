@@ -520,3 +520,45 @@ func newSlowBackend(t *testing.T, d time.Duration) *backend {
 	t.Cleanup(b.kill)
 	return b
 }
+
+func TestSplitProportionsAndHeaderOverride(t *testing.T) {
+	stable := newBackend(t, "stable", "127.0.0.1:0")
+	canary := newBackend(t, "canary", "127.0.0.1:0")
+	te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
+  stable: {endpoints: [%q]}
+  canary: {endpoints: [%q]}
+routes:
+  - name: r
+    match: {path_prefix: /}
+    split:
+      - {upstream: stable, weight: 90}
+      - {upstream: canary, weight: 10, headers: {X-Canary: "true"}}
+`, stable.addr, canary.addr))
+	const n = 10000
+	codes := send(t, te.url+"/", n, 8)
+	if codes[200] != n {
+		t.Fatalf("statuses %v", codes)
+	}
+	// 3 standard deviations of a binomial(10000, 0.1) are 90 requests.
+	c := canary.hits.Load()
+	t.Logf("split 90/10 over %d requests: stable %d, canary %d (%.2f%%)", n, stable.hits.Load(), c, 100*float64(c)/n)
+	if c < 1000-150 || c > 1000+150 {
+		t.Fatalf("canary got %d of %d", c, n)
+	}
+	t.Run("header override", func(t *testing.T) {
+		canary.hits.Store(0)
+		stable.hits.Store(0)
+		send(t, te.url+"/", 200, 4, "X-Canary", "true")
+		if canary.hits.Load() != 200 || stable.hits.Load() != 0 {
+			t.Fatalf("canary %d, stable %d", canary.hits.Load(), stable.hits.Load())
+		}
+	})
+	t.Run("other header values follow the weights", func(t *testing.T) {
+		canary.hits.Store(0)
+		stable.hits.Store(0)
+		send(t, te.url+"/", 500, 4, "X-Canary", "false")
+		if stable.hits.Load() < 350 {
+			t.Fatalf("canary %d, stable %d", canary.hits.Load(), stable.hits.Load())
+		}
+	})
+}
