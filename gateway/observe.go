@@ -43,15 +43,17 @@ func (o *observer) register(mux *http.ServeMux) {
 
 // RouteView is one route on /routes.
 type RouteView struct {
-	Name      string      `json:"name"`
-	Listener  string      `json:"listener,omitempty"`
-	Match     MatchView   `json:"match"`
-	Upstream  string      `json:"upstream,omitempty"`
-	Split     []SplitView `json:"split,omitempty"`
-	Auth      []string    `json:"auth,omitempty"`
-	RateLimit []string    `json:"rate_limit,omitempty"`
-	Plugins   []string    `json:"plugins,omitempty"`
-	Traffic   TrafficView `json:"traffic"`
+	Name          string      `json:"name"`
+	Listener      string      `json:"listener,omitempty"`
+	Match         MatchView   `json:"match"`
+	Upstream      string      `json:"upstream,omitempty"`
+	Split         []SplitView `json:"split,omitempty"`
+	Auth          []string    `json:"auth,omitempty"`
+	RateLimit     []string    `json:"rate_limit,omitempty"`
+	Plugins       []string    `json:"plugins,omitempty"`
+	RequireClaims []string    `json:"require_claims,omitempty"` // the claim names, sorted
+	StripPrefix   bool        `json:"strip_prefix,omitempty"`
+	Traffic       TrafficView `json:"traffic"`
 }
 
 // MatchView is a route's match with the routes file's key names.
@@ -64,10 +66,12 @@ type MatchView struct {
 	Query      map[string]string `json:"query,omitempty"`
 }
 
-// SplitView is one weighted target of a split route.
+// SplitView is one weighted target of a split route; Headers send the
+// requests carrying all of them to it whatever the weights say.
 type SplitView struct {
-	Upstream string `json:"upstream"`
-	Weight   int    `json:"weight"`
+	Upstream string            `json:"upstream"`
+	Weight   int               `json:"weight"`
+	Headers  map[string]string `json:"headers,omitempty"`
 }
 
 // matchView copies field by field: a new match key must be added here on
@@ -79,7 +83,7 @@ func matchView(m routes.Match) MatchView {
 func splitView(s []routes.SplitTarget) []SplitView {
 	var out []SplitView
 	for _, t := range s {
-		out = append(out, SplitView{Upstream: t.Upstream, Weight: t.Weight})
+		out = append(out, SplitView{Upstream: t.Upstream, Weight: t.Weight, Headers: t.Headers})
 	}
 	return out
 }
@@ -115,7 +119,7 @@ func (o *observer) serveRoutes(w http.ResponseWriter, r *http.Request) {
 		for _, rc := range lr.rt.file.Routes {
 			view.Routes = append(view.Routes, RouteView{
 				Name: rc.Name, Listener: lr.listener, Match: matchView(rc.Match), Upstream: rc.Upstream, Split: splitView(rc.Split),
-				Auth: rc.Auth, RateLimit: rc.RateLimit, Plugins: rc.Plugins,
+				Auth: rc.Auth, RateLimit: rc.RateLimit, Plugins: rc.Plugins, RequireClaims: sortedKeys(rc.RequireClaims), StripPrefix: rc.StripPrefix,
 				Traffic: byRoute.get(rc.Name),
 			})
 		}

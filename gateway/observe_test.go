@@ -385,6 +385,44 @@ func TestAdminViews(t *testing.T) {
 	})
 }
 
+// TestRoutesViewDetails: split targets with their header overrides, claim
+// names (not their values), strip_prefix.
+func TestRoutesViewDetails(t *testing.T) {
+	a, b := echoUpstream(t, "a"), echoUpstream(t, "b")
+	keys := writeKeys(t, map[string]string{"acme": apiKey})
+	te := startEdge(t, listenHeader+fmt.Sprintf(`authenticators:
+  partners: {api_key: {keys_file: %q}}
+upstreams:
+  a: {endpoints: [%q]}
+  b: {endpoints: [%q]}
+routes:
+  - name: canary
+    match: {path_prefix: /c, headers: {X-Env: prod}}
+    strip_prefix: true
+    split: [{upstream: a, weight: 90}, {upstream: b, weight: 10, headers: {X-Canary: "true"}}]
+  - {name: claims, match: {path: /k}, auth: partners, require_claims: {scope: "orders:write", tier: gold}, upstream: a}
+`, keys, hostPort(a), hostPort(b)))
+	var rv RoutesView
+	getJSON(t, te.admin+"/routes", &rv)
+	if len(rv.Routes) != 2 {
+		t.Fatalf("routes %+v", rv.Routes)
+	}
+	byName := map[string]RouteView{}
+	for _, r := range rv.Routes {
+		byName[r.Name] = r
+	}
+	c := byName["canary"]
+	if !c.StripPrefix || c.Match.Headers["X-Env"] != "prod" || len(c.Split) != 2 || c.Split[1].Headers["X-Canary"] != "true" || c.Split[0].Weight != 90 {
+		t.Errorf("canary: %+v", c)
+	}
+	if k := byName["claims"]; fmt.Sprint(k.RequireClaims) != "[scope tier]" {
+		t.Errorf("claims: %+v", k)
+	}
+	if _, body := get(t, te.admin+"/routes"); strings.Contains(string(body), "orders:write") || strings.Contains(string(body), "gold") {
+		t.Error("/routes shows required claim values")
+	}
+}
+
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
 	resp, body := get(t, url)
