@@ -562,3 +562,18 @@ routes:
 		}
 	})
 }
+
+// buildRuntimeFromYAML builds a configuration the way an edge does, without
+// listeners; the runtime is closed at the end of the test.
+func buildRuntimeFromYAML(t *testing.T, yaml string) (*runtime, error) {
+	t.Helper()
+	f, err := routes.Parse("t.yaml", []byte(yaml))
+	if err != nil {
+		return nil, err
+	}
+	rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}})
+	if err == nil {
+		t.Cleanup(rt.close)
+	}
+	return rt, err
+}

@@ -246,7 +246,10 @@ func (u *upstream) setEndpoints(specs []endpointSpec) {
 	}
 	sort.Slice(specs, func(i, j int) bool { return specs[i].addr < specs[j].addr })
 	next := make([]*endpoint, 0, len(specs))
-	for _, s := range specs {
+	for i, s := range specs {
+		if i > 0 && specs[i-1].addr == s.addr {
+			continue // discovery answers may repeat an address
+		}
 		w := s.weight
 		if w <= 0 {
 			w = 1
@@ -269,6 +272,17 @@ func (u *upstream) setEndpoints(specs []endpointSpec) {
 		// An address whose weight changed is still there: keep its label.
 		_, still := sortedSearch(next, addr)
 		u.health.removed(e, !still)
+	}
+	if prev := loadSet(&u.eps); len(old) == 0 && len(prev) == len(next) {
+		same := true
+		for i := range next {
+			same = same && next[i] == prev[i]
+		}
+		if same {
+			// A refresh that changed nothing keeps the balancer's state
+			// (smooth weighted round robin's current weights).
+			return
+		}
 	}
 	u.health.total.Store(int32(len(next)))
 	u.eps.Store(&next)
