@@ -39,6 +39,8 @@ type healthState struct {
 
 	ejected atomic.Int32
 	total   atomic.Int32
+	// ejectionsTotal counts every ejection since the upstream was built.
+	ejectionsTotal atomic.Int64
 }
 
 func newHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.GaugeVec, now func() time.Time) *healthState {
@@ -92,6 +94,7 @@ func (h *healthState) eject(e *endpoint) bool {
 	}
 	e.lastEjected.Store(now)
 	e.consecFail.Store(0)
+	h.ejectionsTotal.Add(1)
 	h.set(e, false)
 	logger().Warn("upstream endpoint ejected", "upstream", h.upstream, "endpoint", e.label, "for", time.Duration(int64(k)*int64(h.ejectFor)).String())
 	return true
