@@ -77,7 +77,11 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		}()
 		return ln.Addr().String()
 	}
-	readRequest := func(c net.Conn) { _ = c.SetDeadline(time.Now().Add(5 * time.Second)); buf := make([]byte, 4096); _, _ = c.Read(buf) }
+	readRequest := func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		_, _ = c.Read(buf)
+	}
 	hang := serve(func(c net.Conn) { readRequest(c); time.Sleep(2 * time.Second) })
 	reset := serve(func(c net.Conn) {
 		readRequest(c)
