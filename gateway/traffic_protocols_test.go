@@ -276,3 +276,35 @@ func TestGRPCThroughEdge(t *testing.T) {
 		}
 	})
 }
+
+// An endpoint change (here the endpoints file) never closes a WebSocket
+// already open to an endpoint that left the set.
+func TestWebSocketAcrossEndpointChange(t *testing.T) {
+	a, b := wsEcho(t), wsEcho(t)
+	path := t.TempDir() + "/endpoints.txt"
+	writeFile(t, path, hostPort(a)+"\n")
+	te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
+  u: {endpoints_file: %q}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, path))
+	ws := "ws" + strings.TrimPrefix(te.url, "http") + "/ws"
+	c, _, err := websocket.DefaultDialer.Dial(ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wsRoundTrip(t, c, "on a")
+	writeFile(t, path, hostPort(b)+"\n")
+	waitFor(t, func() bool {
+		eps := te.current.Load().upstreams["u"].endpoints()
+		return len(eps) == 1 && eps[0].addr == hostPort(b)
+	})
+	wsRoundTrip(t, c, "still on a")
+	c2, _, err := websocket.DefaultDialer.Dial(ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wsRoundTrip(t, c2, "on b")
+	c2.Close()
+}

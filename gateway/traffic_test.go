@@ -577,3 +577,32 @@ func buildRuntimeFromYAML(t *testing.T, yaml string) (*runtime, error) {
 	}
 	return rt, err
 }
+
+// newUpstreamFrom refuses what validation would have refused, for callers
+// that build configurations in code (the sidecar).
+func TestNewUpstreamBadConfig(t *testing.T) {
+	deps := buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}}
+	tests := []struct {
+		name string
+		cfg  routes.Upstream
+		want string
+	}{
+		{"unknown balancer", routes.Upstream{Balance: "random", Endpoints: []string{"127.0.0.1:1"}}, `balance "random": unknown balancer (one of least_request, p2c_ewma, ring_hash, round_robin, weighted)`},
+		{"ring_hash bad key", routes.Upstream{Balance: "ring_hash", HashOn: "query:x", Endpoints: []string{"127.0.0.1:1"}}, `hash_on "query:x"`},
+		{"dns not host:port", routes.Upstream{Balance: "round_robin", DNS: "orders.internal", DNSRefresh: &routes.Bounds{Min: 1, Max: 1}}, `dns "orders.internal"`},
+		{"missing endpoints file", routes.Upstream{Balance: "round_robin", EndpointsFile: "/nonexistent/eps"}, "endpoints_file: open /nonexistent/eps"},
+		{"tls without a source", routes.Upstream{Balance: "round_robin", Scheme: "https", Endpoints: []string{"127.0.0.1:1"}}, "no TLS source is available"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := newUpstreamFrom("u", tt.cfg, deps)
+			if err == nil {
+				u.close()
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}

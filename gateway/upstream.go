@@ -209,6 +209,9 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 
 	fail := func(err error) (*upstream, error) {
 		u.close()
+		if pool.refs.Add(-1) == 0 {
+			pool.closeIdle()
+		}
 		return nil, err
 	}
 	switch {
