@@ -189,3 +189,24 @@ routes:
 		t.Fatalf("upstream saw subject %q", got)
 	}
 }
+
+// tls.redirect_http: false makes the http listener serve the routes too.
+func TestEdgeTLSWithoutRedirect(t *testing.T) {
+	up := echoUpstream(t, "a")
+	certFile, keyFile, _ := selfSigned(t, t.TempDir(), "api.example.com")
+	te := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+  redirect_http: false
+upstreams:
+  a: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: a}
+`, certFile, keyFile, hostPort(up)))
+	resp, body := get(t, te.url+"/x")
+	if resp.StatusCode != 200 || decodeEcho(t, body).Header.Get("X-Forwarded-Proto") != "http" {
+		t.Fatalf("plain request: %d %s", resp.StatusCode, body)
+	}
+}

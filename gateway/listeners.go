@@ -3,6 +3,7 @@ package gateway
 import (
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -21,7 +22,12 @@ func (e *Edge) dataServers(f *routes.File) ([]dataServer, error) {
 	}
 	_, httpsPort, _ := net.SplitHostPort(e.Addr("https"))
 	if e.httpLn != nil {
+		redirect := f.TLS.RedirectHTTP == nil || *f.TLS.RedirectHTTP
 		out = append(out, dataServer{srv: e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !redirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
+				e.ServeHTTP(w, r)
+				return
+			}
 			tf.handlers(e, httpsPort).http.ServeHTTP(w, r)
 		})), ln: e.httpLn})
 	}
@@ -34,6 +40,9 @@ func (e *Edge) dataServers(f *routes.File) ([]dataServer, error) {
 	}
 	return out, nil
 }
+
+// acmeChallengePrefix is where ACME HTTP-01 challenges are served (RFC 8555 §8.3).
+const acmeChallengePrefix = "/.well-known/acme-challenge/"
 
 func (e *Edge) tls() *tlsFeature {
 	for _, ft := range e.features {

@@ -21,6 +21,10 @@ func (f *File) defaultTLS() {
 	if f.TLS.MinVersion == "" {
 		f.TLS.MinVersion = "1.2"
 	}
+	if f.TLS.RedirectHTTP == nil {
+		redirect := true
+		f.TLS.RedirectHTTP = &redirect
+	}
 	if f.TLS.ClientCAFile != "" && f.TLS.ClientAuth == "" {
 		// A client CA with no policy most likely means "only these clients".
 		f.TLS.ClientAuth = "require"

@@ -76,6 +76,10 @@ type TLS struct {
 	ClientCAFile string        `yaml:"client_ca_file"`
 	ClientAuth   string        `yaml:"client_auth"` // require | verify_if_given
 	HSTS         *HSTS         `yaml:"hsts"`
+	// RedirectHTTP makes listen.http redirect to HTTPS (308); default true.
+	// With false, listen.http serves the routes too (ACME challenges still
+	// answered), e.g. behind a load balancer that terminates some TLS itself.
+	RedirectHTTP *bool `yaml:"redirect_http"`
 }
 
 // Certificate is one static certificate/key pair, chosen by SNI.
