@@ -137,6 +137,10 @@ func TestSSEFlushedPromptly(t *testing.T) {
 		}
 	}
 	read("first") // the upstream is still waiting: only a flush can deliver it
+	// A reload does not end the stream.
+	prev := te.Active()
+	writeFile(t, te.path, oneUpstream(fmt.Sprintf("[%q]", hostPort(up)), "    timeout: 20s\n"))
+	waitFor(t, func() bool { return te.Active() != prev })
 	close(next)
 	read("second")
 }
@@ -221,7 +225,10 @@ func TestGRPCThroughEdge(t *testing.T) {
 	})
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
 
-	te := startEdge(t, oneUpstream(fmt.Sprintf("[%q]", ln.Addr().String()), "    protocol: h2c\n    retries: {attempts: 1, on: [connect_failure]}\n"))
+	grpcCfg := func(timeout int) string {
+		return oneUpstream(fmt.Sprintf("[%q]", ln.Addr().String()), fmt.Sprintf("    protocol: h2c\n    timeout: %ds\n    retries: {attempts: 1, on: [connect_failure]}\n", timeout))
+	}
+	te := startEdge(t, grpcCfg(30))
 	// The edge's engine behind an HTTP/2-without-TLS server, as a gRPC
 	// client inside a cluster reaches it.
 	front := httptest.NewUnstartedServer(te.Edge)
@@ -273,6 +280,31 @@ func TestGRPCThroughEdge(t *testing.T) {
 		scancel()
 		if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
 			t.Fatalf("after cancel: %v", err)
+		}
+	})
+	t.Run("stream open across reloads", func(t *testing.T) {
+		hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
+		sctx, scancel := context.WithCancel(ctx)
+		defer scancel()
+		stream, err := client.Watch(sctx, &healthpb.HealthCheckRequest{Service: "orders"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := stream.Recv(); err != nil || m.Status != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("first: %v %v", m, err)
+		}
+		for i := 1; i <= 3; i++ {
+			prev := te.Active()
+			writeFile(t, te.path, grpcCfg(30+i))
+			waitFor(t, func() bool { return te.Active() != prev })
+			want := healthpb.HealthCheckResponse_NOT_SERVING
+			if i%2 == 0 {
+				want = healthpb.HealthCheckResponse_SERVING
+			}
+			hs.SetServingStatus("orders", want)
+			if m, err := stream.Recv(); err != nil || m.Status != want {
+				t.Fatalf("after reload %d: %v %v", i, m, err)
+			}
 		}
 	})
 }
