@@ -18,6 +18,7 @@ var enums = map[string][]string{
 	"redis.on_error":                    {"allow", "deny"},
 	"upstreams.*.balance":               balancers,
 	"upstreams.*.scheme":                {"http", "https"},
+	"upstreams.*.protocol":              Protocols,
 	"authenticators.*.jwt.algorithms.*": JWTAlgorithms,
 	"outbound.services.*.balance":       balancers,
 }
