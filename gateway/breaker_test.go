@@ -172,3 +172,23 @@ func TestBreakerMaxPendingAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A response aborted mid-body (ReverseProxy panics with ErrAbortHandler)
+// still gives its max_requests slot back.
+func TestBreakerSlotReturnedOnAbortedResponse(t *testing.T) {
+	broken := rawServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+	te := startEdge(t, oneUpstream(`["`+broken+`"]`, "    circuit_breaker: {max_requests: 1}\n"))
+	for i := 0; i < 5; i++ {
+		resp, err := trafficClient.Get(te.url + "/")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 503 {
+				t.Fatalf("request %d: %s: the slot of an aborted response was not returned", i, body)
+			}
+		}
+	}
+	if n := len(te.current.Load().upstreams["u"].breaker.slots); n != 0 {
+		t.Fatalf("%d slots held after every request ended", n)
+	}
+}

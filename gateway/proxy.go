@@ -152,14 +152,23 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.endpoint = ep
 		st.upstreamStart = time.Now()
 	}
-	t.proxy.ServeHTTP(w, r)
 	if up.breaker != nil {
-		failed := st != nil && (st.upstreamErr != nil || st.rec.status >= 500)
-		if st != nil && st.rec.status == statusClientClosed {
-			failed = false
-		}
-		up.breaker.release(tk, failed)
+		// Deferred: ReverseProxy aborts a response whose upstream body
+		// breaks by panicking with http.ErrAbortHandler, and the slot must
+		// come back all the same.
+		defer func() {
+			if p := recover(); p != nil {
+				up.breaker.release(tk, true)
+				panic(p)
+			}
+			failed := st != nil && (st.upstreamErr != nil || st.rec.status >= 500)
+			if st != nil && st.rec.status == statusClientClosed {
+				failed = false
+			}
+			up.breaker.release(tk, failed)
+		}()
 	}
+	t.proxy.ServeHTTP(w, r)
 }
 
 func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *metrics) *httputil.ReverseProxy {
