@@ -49,7 +49,7 @@ fuzz:
 	@scripts/fuzz.sh $${FUZZTIME:-30s}
 
 soak:
-	CAUSEWAY_SOAK=1 $(GO) test -race -count=1 -timeout 60m -run Soak ./test/...
+	CAUSEWAY_SOAK=1 $(GO) test -count=1 -timeout 60m -run Soak -v ./test/...
 
 clean:
 	rm -rf bin .tools

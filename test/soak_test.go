@@ -1,0 +1,255 @@
+package test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/mesh/meshtest"
+)
+
+// TestSoak drives the full pipeline — TLS at the edge, RS256 JWT, a Redis
+// rate limit that allows everything, mTLS to a sidecar, the service — at a
+// steady concurrency, and reports requests, errors (must be zero), p99, and
+// memory and goroutines at start and end. `make test` runs it for 5 s;
+// `make soak` (CAUSEWAY_SOAK=1) for 5 minutes, or CAUSEWAY_SOAK_DURATION.
+func TestSoak(t *testing.T) {
+	duration := 5 * time.Second
+	if os.Getenv("CAUSEWAY_SOAK") != "" {
+		duration = 5 * time.Minute
+	}
+	if d, err := time.ParseDuration(os.Getenv("CAUSEWAY_SOAK_DURATION")); err == nil {
+		duration = d
+	}
+	const workers = 16
+	dir := t.TempDir()
+
+	// The service and its sidecar.
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("x", 64))
+	}))
+	defer svc.Close()
+	ca := meshtest.NewCA(t, "example.org")
+	edgeFiles := ca.IssueFiles(t.TempDir(), "spiffe://example.org/ns/edge/sa/gateway")
+	svcFiles := ca.IssueFiles(t.TempDir(), "spiffe://example.org/ns/shop/sa/orders")
+	scPath := filepath.Join(dir, "sidecar.yaml")
+	writeConfig(t, scPath, fmt.Sprintf(`version: 1
+identity: {cert_file: %q, key_file: %q, bundle_file: %q}
+access_log: {output: "off"}
+admin: "127.0.0.1:0"
+inbound: {listen: "127.0.0.1:0", forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/gateway"]}
+`, svcFiles.Cert, svcFiles.Key, svcFiles.Bundle, strings.TrimPrefix(svc.URL, "http://")))
+	sc, err := gateway.NewSidecar(context.Background(), gateway.SidecarOptions{ConfigPath: scPath, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	scCtx, scStop := context.WithCancel(context.Background())
+	scDone := make(chan error, 1)
+	go func() { scDone <- sc.Serve(scCtx) }()
+	defer func() { scStop(); <-scDone }()
+
+	// The edge: TLS, RS256 JWT, Redis limit, mTLS upstream.
+	rdb := testredis.Start(t)
+	signer, pubFile := rsaKey(t, dir)
+	certFile, keyFile, pool := serverCert(t, dir, "api.example.com")
+	e := startEdge(t, fmt.Sprintf(`version: 1
+listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+tls:
+  min_version: "1.3"
+  certificates: [{cert_file: %q, key_file: %q}]
+redis: {url: %q, on_error: deny}
+mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+authenticators:
+  users: {jwt: {issuer: https://id.test/, audiences: [api], public_key_files: [%q], algorithms: [RS256]}}
+rate_limits:
+  per-user: {key: "claim:sub", limit: 1000000, per: 1s}
+upstreams:
+  orders: {endpoints: [%q], mesh_identity: "spiffe://example.org/ns/shop/sa/orders"}
+routes:
+  - {name: orders, match: {path_prefix: /orders}, auth: users, rate_limit: per-user, upstream: orders}
+`, certFile, keyFile, rdb.URL(), edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, pubFile, sc.Addr("inbound")))
+
+	token, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+		"iss": "https://id.test/", "aud": "api", "sub": "soak", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "https://" + e.Addr("https") + "/orders/1"
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "api.example.com"},
+		MaxIdleConnsPerHost: workers,
+	}}
+	defer client.CloseIdleConnections()
+	do := func() error {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	var total, failed atomic.Int64
+	var firstErr atomic.Value
+	lat := make([][]time.Duration, workers)
+	load := func(d time.Duration, record bool) {
+		ctx, stop := context.WithTimeout(context.Background(), d)
+		defer stop()
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					start := time.Now()
+					err := do()
+					if !record {
+						continue
+					}
+					total.Add(1)
+					if err != nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
+						continue
+					}
+					if len(lat[w]) < 1_000_000 {
+						lat[w] = append(lat[w], time.Since(start))
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	// Warm up at the same concurrency, so connection pools have their
+	// working size before the start figures are taken.
+	load(time.Second, false)
+	runtime.GC()
+	rssStart, gStart := rssKiB(), runtime.NumGoroutine()
+	load(duration, true)
+	// Let connections the load left idle reach their timeouts and close.
+	var gEnd int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		gEnd = runtime.NumGoroutine()
+		if gEnd <= gStart+4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	rssEnd := rssKiB()
+
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	p := func(q float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		return all[int(q*float64(len(all)-1))]
+	}
+	t.Logf("soak %s, %d workers: %d requests (%.0f/s), %d errors, p50 %s, p99 %s; RSS %d -> %d KiB; goroutines %d -> %d",
+		duration, workers, total.Load(), float64(total.Load())/duration.Seconds(), failed.Load(), p(0.50), p(0.99), rssStart, rssEnd, gStart, gEnd)
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed; first: %v", failed.Load(), total.Load(), firstErr.Load())
+	}
+	if total.Load() == 0 {
+		t.Error("no request completed")
+	}
+	if gEnd > gStart+4 {
+		t.Errorf("goroutines grew from %d to %d", gStart, gEnd)
+	}
+}
+
+func writeConfig(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rssKiB is this process's resident set (edge, sidecar, service and client
+// together: they share the process in this test).
+func rssKiB() int {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return -1
+}
+
+func rsaKey(t *testing.T, dir string) (*rsa.PrivateKey, string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "jwt.pub.pem")
+	writeConfig(t, path, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})))
+	return key, path
+}
+
+func serverCert(t *testing.T, dir, name string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls-key.pem")
+	writeConfig(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeConfig(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
+	leaf, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(leaf)
+	return certFile, keyFile, pool
+}
