@@ -187,3 +187,58 @@ func TestHealthThresholds(t *testing.T) {
 		}
 	}
 }
+
+// A reload keeps what is known about endpoints: an ejected one stays out
+// until its ejection ends, one failing its health check stays out until it
+// passes again.
+func TestHealthSurvivesReload(t *testing.T) {
+	reloader := func(te *testEdge, cfg func(int) string) func(int) {
+		return func(n int) {
+			t.Helper()
+			prev := te.Active()
+			writeFile(t, te.path, cfg(n))
+			waitFor(t, func() bool { return te.Active() != prev })
+		}
+	}
+	t.Run("ejected", func(t *testing.T) {
+		clock := installClock(t)
+		bs := backends(t, 3)
+		cfg := func(n int) string {
+			return fmt.Sprintf("# version %d\n", n) + oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m}\n")
+		}
+		te := startEdge(t, cfg(0))
+		bs[0].status.Store(500)
+		send(t, te.url+"/", 6, 1) // b0 answers 500: ejected for a minute
+		bs[0].status.Store(0)
+		reloader(te, cfg)(1)
+		resetHits(bs)
+		send(t, te.url+"/", 30, 1)
+		if n := bs[0].hits.Load(); n != 0 {
+			t.Fatalf("ejected endpoint got %d requests after a reload", n)
+		}
+		if g := healthyGauge(t, te, "u", bs[0].addr); g != "0" {
+			t.Fatalf("gauge %q", g)
+		}
+		clock.Advance(61 * time.Second)
+		send(t, te.url+"/", 30, 1)
+		if n := bs[0].hits.Load(); n != 10 {
+			t.Fatalf("endpoint not back after its ejection (%d)", n)
+		}
+	})
+	t.Run("failing its health check", func(t *testing.T) {
+		bs := backends(t, 3)
+		// healthy_threshold 1000: once down, b1 stays down for this test.
+		cfg := func(n int) string {
+			return fmt.Sprintf("# version %d\n", n) + oneUpstream(addrList(bs), "    health_check: {path: /healthz, interval: 50ms, timeout: 50ms, unhealthy_threshold: 2, healthy_threshold: 1000}\n")
+		}
+		te := startEdge(t, cfg(0))
+		bs[1].status.Store(503)
+		waitFor(t, func() bool { return healthyGauge(t, te, "u", bs[1].addr) == "0" })
+		bs[1].status.Store(0)
+		reloader(te, cfg)(1)
+		resetHits(bs)
+		if codes := send(t, te.url+"/", 30, 1); codes[200] != 30 || bs[1].hits.Load() != 0 {
+			t.Fatalf("statuses %v; the down endpoint got %d after a reload", codes, bs[1].hits.Load())
+		}
+	})
+}

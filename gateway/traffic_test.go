@@ -490,7 +490,9 @@ func routesUpstream(balance string) routes.Upstream {
 // p2c_ewma sends less to an endpoint that answers slower.
 func TestP2CEWMAAvoidsSlowEndpoint(t *testing.T) {
 	bs := backends(t, 3)
-	slow := newSlowBackend(t, 20*time.Millisecond)
+	// 100ms: far above the hiccups a loaded test machine gives the fast
+	// ones (peak EWMA remembers those for seconds).
+	slow := newSlowBackend(t, 100*time.Millisecond)
 	te := startEdge(t, oneUpstream(fmt.Sprintf("[%q, %q, %q]", bs[0].addr, bs[1].addr, slow.addr), "    balance: p2c_ewma\n"))
 	codes := send(t, te.url+"/", 600, 4)
 	if codes[200] != 600 {

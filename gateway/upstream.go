@@ -146,6 +146,9 @@ type upstream struct {
 
 	mu  sync.Mutex // serialises setEndpoints
 	eps atomic.Pointer[[]*endpoint]
+	// carry is the previous configuration's endpoints by address, whose
+	// health the first endpoint set inherits; nil once built.
+	carry map[string]*endpoint
 
 	// Background work (active checks, discovery) stops with ctx.
 	ctx    context.Context
@@ -189,6 +192,14 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 		scheme = "https" // mTLS to the sidecar
 	}
 	u := &upstream{name: name, cfg: cfg, scheme: scheme, selector: bal, bal: bal, pool: pool}
+	if prev := loadSet(&pool.endpoints); len(prev) > 0 {
+		// The pool is shared with the previous configuration of this
+		// upstream (same name and connection settings).
+		u.carry = make(map[string]*endpoint, len(prev))
+		for _, e := range prev {
+			u.carry[e.addr] = e
+		}
+	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	var gauge *prometheus.GaugeVec
 	if deps.metrics != nil {
@@ -231,6 +242,9 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 		}
 		u.setEndpoints(specs)
 	}
+	u.mu.Lock()
+	u.carry = nil
+	u.mu.Unlock()
 	if cfg.HealthCheck != nil {
 		u.startHealthCheck(*cfg.HealthCheck)
 	}
@@ -269,7 +283,13 @@ func (u *upstream) setEndpoints(specs []endpointSpec) {
 		}
 		e := &endpoint{addr: s.addr, label: s.addr, weight: w, health: u.health}
 		next = append(next, e)
-		u.health.added(e)
+		if from := old[s.addr]; from != nil {
+			u.inherit(e, from)
+		} else if from := u.carry[s.addr]; from != nil {
+			u.inherit(e, from)
+		} else {
+			u.health.added(e)
+		}
 	}
 	for addr, e := range old {
 		// An address whose weight changed is still there: keep its label.
@@ -289,7 +309,36 @@ func (u *upstream) setEndpoints(specs []endpointSpec) {
 	}
 	u.health.total.Store(int32(len(next)))
 	u.eps.Store(&next)
+	u.pool.endpoints.Store(&next)
 	u.bal.update(next)
+}
+
+// inherit gives e the health of from, the same address in the previous
+// configuration (or under its previous weight): a reload must not put an
+// endpoint that is down or ejected back into rotation. What the new
+// configuration no longer checks is not inherited: without a health check
+// nothing would ever bring a down endpoint back.
+func (u *upstream) inherit(e, from *endpoint) {
+	h := u.health
+	if u.cfg.HealthCheck != nil {
+		e.down.Store(from.down.Load())
+		e.checkOK.Store(from.checkOK.Load())
+		e.checkFail.Store(from.checkFail.Load())
+	}
+	if h.consecutive > 0 {
+		e.consecFail.Store(from.consecFail.Load())
+		e.ejections.Store(from.ejections.Load())
+		e.lastEjected.Store(from.lastEjected.Load())
+		if until := from.ejectedUntil.Load(); until != 0 {
+			e.ejectedUntil.Store(until)
+			h.ejected.Add(1)
+		}
+	}
+	from.latency.mu.Lock()
+	v, last := from.latency.value, from.latency.last
+	from.latency.mu.Unlock()
+	e.latency.value, e.latency.last = v, last
+	h.set(e, !e.down.Load() && e.ejectedUntil.Load() == 0)
 }
 
 // endpoints is the current endpoint set.
@@ -330,6 +379,9 @@ type transportPool struct {
 	transport http.RoundTripper
 	closeIdle func()
 	refs      atomic.Int64
+	// endpoints is the newest endpoint set of the upstream using the pool,
+	// so the next configuration can inherit their health.
+	endpoints atomic.Pointer[[]*endpoint]
 }
 
 // transportKey identifies the connection settings of an upstream: two
