@@ -61,7 +61,7 @@ func (s *syncBuffer) String() string {
 // listenHeader is prepended to test configs: loopback, ephemeral ports.
 const listenHeader = "version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: off}\n"
 
-func startEdge(t *testing.T, config string) *testEdge {
+func startEdge(t testing.TB, config string) *testEdge {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "causeway.yaml")
@@ -96,7 +96,7 @@ func (te *testEdge) stop() {
 	}
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	// Write then rename, as editors and ConfigMaps do, so a reader never
 	// sees half a file.

@@ -31,7 +31,7 @@ type testSidecar struct {
 	done   chan error
 }
 
-func startSidecar(t *testing.T, config string) *testSidecar {
+func startSidecar(t testing.TB, config string) *testSidecar {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sidecar.yaml")
 	writeFile(t, path, config)
