@@ -130,7 +130,7 @@ func TestEjectionCap(t *testing.T) {
 
 func TestActiveHealthCheck(t *testing.T) {
 	bs := backends(t, 2)
-	te := startEdge(t, oneUpstream(addrList(bs), "    health_check: {path: /healthz, interval: 50ms, timeout: 50ms, healthy_threshold: 2, unhealthy_threshold: 2}\n"))
+	te := startEdge(t, oneUpstream(addrList(bs), "    health_check: {path: /healthz, interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2}\n"))
 	bs[0].status.Store(503) // /healthz answers 503 from now on
 	waitFor(t, func() bool { return healthyGauge(t, te, "u", bs[0].addr) == "0" })
 	h := readyz(t, te)["u"]
@@ -229,7 +229,7 @@ func TestHealthSurvivesReload(t *testing.T) {
 		bs := backends(t, 3)
 		// healthy_threshold 1000: once down, b1 stays down for this test.
 		cfg := func(n int) string {
-			return fmt.Sprintf("# version %d\n", n) + oneUpstream(addrList(bs), "    health_check: {path: /healthz, interval: 50ms, timeout: 50ms, unhealthy_threshold: 2, healthy_threshold: 1000}\n")
+			return fmt.Sprintf("# version %d\n", n) + oneUpstream(addrList(bs), "    health_check: {path: /healthz, interval: 200ms, timeout: 200ms, unhealthy_threshold: 2, healthy_threshold: 1000}\n")
 		}
 		te := startEdge(t, cfg(0))
 		bs[1].status.Store(503)

@@ -180,14 +180,14 @@ func TestPerTryTimeout(t *testing.T) {
 	stuck.holdRequests()
 	eps := fmt.Sprintf("[%q, %q]", good.addr, stuck.addr)
 	t.Run("retried elsewhere", func(t *testing.T) {
-		te := startEdge(t, oneUpstream(eps, "    retries: {attempts: 1, on: [timeout], per_try_timeout: 50ms, backoff: 1ms}\n"))
+		te := startEdge(t, oneUpstream(eps, "    retries: {attempts: 1, on: [timeout], per_try_timeout: 300ms, backoff: 1ms}\n"))
 		codes := send(t, te.url+"/", 10, 2)
 		if codes[200] != 10 {
 			t.Fatalf("statuses %v", codes)
 		}
 	})
 	t.Run("504 when not retried", func(t *testing.T) {
-		te := startEdge(t, oneUpstream(eps, "    retries: {attempts: 1, on: [connect_failure], per_try_timeout: 50ms}\n"))
+		te := startEdge(t, oneUpstream(eps, "    retries: {attempts: 1, on: [connect_failure], per_try_timeout: 300ms}\n"))
 		codes := send(t, te.url+"/", 10, 2)
 		if codes[200] != 5 || codes[504] != 5 {
 			t.Fatalf("statuses %v", codes)
