@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 // dnsQueryTimeout bounds one DNS exchange.
@@ -57,7 +59,10 @@ func (u *upstream) startDNS() error {
 		}
 		src.server = net.JoinHostPort(conf.Servers[0], conf.Port)
 	}
-	lo, hi := u.cfg.DNSRefresh.Min.D(), u.cfg.DNSRefresh.Max.D()
+	lo, hi := routes.DefaultDNSRefreshMin, routes.DefaultDNSRefreshMax
+	if b := u.cfg.DNSRefresh; b != nil && b.Min > 0 && b.Max >= b.Min {
+		lo, hi = b.Min.D(), b.Max.D()
+	}
 	clamp := func(ttl time.Duration) time.Duration { return min(max(ttl, lo), hi) }
 
 	// The first answer is awaited, so a new configuration starts with
