@@ -155,6 +155,19 @@ type healthChecker struct {
 }
 
 func (u *upstream) startHealthCheck(cfg routes.HealthCheck) {
+	// A configuration built in code may leave out what the loader defaults.
+	if cfg.Interval <= 0 {
+		cfg.Interval = routes.Duration(routes.DefaultHealthInterval)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = routes.Duration(min(routes.DefaultHealthTimeout, cfg.Interval.D()))
+	}
+	if cfg.HealthyThreshold <= 0 {
+		cfg.HealthyThreshold = routes.DefaultHealthyThreshold
+	}
+	if cfg.UnhealthyThreshold <= 0 {
+		cfg.UnhealthyThreshold = routes.DefaultUnhealthyThreshold
+	}
 	hc := &healthChecker{up: u, cfg: cfg, client: &http.Client{
 		Transport: u.pool.transport,
 		// A redirect is an answer: 3xx counts as healthy, not followed.

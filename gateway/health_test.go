@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 // readyz fetches the admin /readyz body.
@@ -241,4 +243,18 @@ func TestHealthSurvivesReload(t *testing.T) {
 			t.Fatalf("statuses %v; the down endpoint got %d after a reload", codes, bs[1].hits.Load())
 		}
 	})
+}
+
+// A health check built in code without the loader's defaults gets them.
+func TestHealthCheckDefaultsInCode(t *testing.T) {
+	b := newBackend(t, "b", "127.0.0.1:0")
+	deps := buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}}
+	u, err := newUpstreamFrom("u", routes.Upstream{Balance: "round_robin", Scheme: "http", Endpoints: []string{b.addr}, HealthCheck: &routes.HealthCheck{Path: "/healthz"}}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.close()
+	if eps := u.endpoints(); len(eps) != 1 || !eps[0].available() {
+		t.Fatal("endpoint not available")
+	}
 }
