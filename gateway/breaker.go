@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +30,8 @@ const (
 // request is refused for open_for; then half-open, half_open_requests
 // probes go through; a good probe closes it, a failed one opens it again.
 type breaker struct {
-	name       string        // the upstream, for logs
+	name       string // the upstream, for logs
+	log        *slog.Logger
 	slots      chan struct{} // nil: no max_requests
 	maxPending int64
 	pending    atomic.Int64
@@ -50,6 +52,7 @@ type breaker struct {
 func newBreaker(name string, cfg *routes.CircuitBreaker, now func() time.Time) *breaker {
 	b := &breaker{
 		name:        name,
+		log:         slog.Default(),
 		maxPending:  int64(cfg.MaxPending),
 		threshold:   int32(cfg.ConsecutiveFailures),
 		openFor:     cfg.OpenFor.D(),
@@ -170,7 +173,7 @@ func (b *breaker) record(probe, failed bool) {
 		}
 		b.failures.Store(0)
 		b.state.Store(breakerClosed)
-		logger().Info("circuit breaker closed: probe succeeded", "upstream", b.name)
+		b.log.Info("circuit breaker closed: probe succeeded", "upstream", b.name)
 		return
 	}
 	if !failed {
@@ -193,7 +196,7 @@ func (b *breaker) trip() {
 	b.state.Store(breakerOpen)
 	b.openedAt = b.now()
 	b.failures.Store(0)
-	logger().Warn("circuit breaker open", "upstream", b.name, "for", b.openFor.String())
+	b.log.Warn("circuit breaker open", "upstream", b.name, "for", b.openFor.String())
 }
 
 // stateName is the breaker's state for tests and logs.

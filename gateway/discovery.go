@@ -75,7 +75,7 @@ func (u *upstream) startDNS() error {
 		u.setEndpoints(specs)
 		wait = clamp(ttl)
 	} else {
-		logger().Warn("upstream DNS resolution failed; retrying", "upstream", u.name, "name", src.host, "error", err.Error())
+		u.log.Warn("upstream DNS resolution failed; retrying", "upstream", u.name, "name", src.host, "error", err.Error())
 	}
 	u.goBackground("dns", func(ctx context.Context) {
 		t := time.NewTimer(wait)
@@ -94,7 +94,7 @@ func (u *upstream) startDNS() error {
 				}
 				// The last good answer stays: a resolver outage must not
 				// empty the upstream. Retries back off up to the max.
-				logger().Warn("upstream DNS resolution failed; keeping the last answer", "upstream", u.name, "name", src.host, "error", err.Error())
+				u.log.Warn("upstream DNS resolution failed; keeping the last answer", "upstream", u.name, "name", src.host, "error", err.Error())
 				t.Reset(failWait)
 				failWait = min(2*failWait, hi)
 				continue
@@ -233,10 +233,10 @@ func (u *upstream) startFile() error {
 		return err
 	}
 	u.setEndpoints(specs)
-	err = watchFile(u.ctx, u.ctx, &u.wg, path, 50*time.Millisecond, logger(), func() {
+	err = watchFile(u.ctx, u.ctx, &u.wg, path, 50*time.Millisecond, u.log, func() {
 		specs, err := readEndpointsFile(path)
 		if err != nil {
-			logger().Error("endpoints file refused; the last good set stays", "upstream", u.name, "error", err.Error())
+			u.log.Error("endpoints file refused; the last good set stays", "upstream", u.name, "error", err.Error())
 			return
 		}
 		u.setEndpoints(specs)

@@ -156,7 +156,7 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 	if e.active != nil {
 		prevFile = e.active.file
 	}
-	deps := buildDeps{metrics: e.metrics, access: ac.access, pools: map[string]*transportPool{}}
+	deps := buildDeps{metrics: e.metrics, access: ac.access, pools: map[string]*transportPool{}, log: e.log}
 	if e.active != nil {
 		for _, u := range e.active.rt.upstreams {
 			deps.pools[u.pool.key] = u.pool

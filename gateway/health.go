@@ -14,10 +14,6 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// logger is where background tasks of upstreams report; they have no
-// request to log with.
-func logger() *slog.Logger { return slog.Default() }
-
 // maxEjectionFactor caps the growth of repeated ejections: the n-th
 // ejection in a row lasts n x eject_for, at most this many times it.
 const maxEjectionFactor = 10
@@ -30,6 +26,7 @@ const maxEjectionFactor = 10
 // total one.
 type healthState struct {
 	upstream string
+	log      *slog.Logger
 	now      func() time.Time
 	gauge    *prometheus.GaugeVec // upstream label curried; nil: no metrics
 
@@ -44,7 +41,7 @@ type healthState struct {
 }
 
 func newHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.GaugeVec, now func() time.Time) *healthState {
-	h := &healthState{upstream: name, now: now, gauge: gauge}
+	h := &healthState{upstream: name, log: slog.Default(), now: now, gauge: gauge}
 	if cb != nil && cb.Consecutive5xx > 0 {
 		h.consecutive = int32(cb.Consecutive5xx)
 		h.ejectFor = cb.EjectFor.D()
@@ -96,7 +93,7 @@ func (h *healthState) eject(e *endpoint) bool {
 	e.consecFail.Store(0)
 	h.ejectionsTotal.Add(1)
 	h.set(e, false)
-	logger().Warn("upstream endpoint ejected", "upstream", h.upstream, "endpoint", e.label, "for", time.Duration(int64(k)*int64(h.ejectFor)).String())
+	h.log.Warn("upstream endpoint ejected", "upstream", h.upstream, "endpoint", e.label, "for", time.Duration(int64(k)*int64(h.ejectFor)).String())
 	return true
 }
 
@@ -133,14 +130,14 @@ func (h *healthState) set(e *endpoint, up bool) {
 func (h *healthState) markDown(e *endpoint) {
 	if !e.down.Swap(true) {
 		h.set(e, false)
-		logger().Warn("upstream endpoint failing its health check", "upstream", h.upstream, "endpoint", e.label)
+		h.log.Warn("upstream endpoint failing its health check", "upstream", h.upstream, "endpoint", e.label)
 	}
 }
 
 func (h *healthState) markUp(e *endpoint) {
 	if e.down.Swap(false) {
 		h.set(e, e.ejectedUntil.Load() == 0)
-		logger().Info("upstream endpoint passing its health check again", "upstream", h.upstream, "endpoint", e.label)
+		h.log.Info("upstream endpoint passing its health check again", "upstream", h.upstream, "endpoint", e.label)
 	}
 }
 

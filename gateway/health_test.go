@@ -66,6 +66,9 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 	if g := healthyGauge(t, te, "u", bad.addr); g != "0" {
 		t.Fatalf("gauge of the ejected endpoint %q", g)
 	}
+	if logs := te.logs.String(); !strings.Contains(logs, `"msg":"upstream endpoint ejected"`) || !strings.Contains(logs, bad.addr) {
+		t.Fatalf("the edge's log does not report the ejection: %s", logs)
+	}
 	if h := readyz(t, te)["u"]; h.Healthy != 2 || h.Total != 3 {
 		t.Fatalf("readyz %+v", h)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path"
 	"strings"
@@ -49,6 +50,7 @@ type buildDeps struct {
 	tlsKey  string
 	stages  []Stage
 	access  *accessLog
+	log     *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {

@@ -253,7 +253,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 			})
 		}, nil
 	})
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log})
 }
 
 // outboundRuntime: one route per service, chosen by Host, each to an
@@ -305,7 +305,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		}
 		return mesh.ClientConfig(source, id), nil
 	}
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log})
 }
 
 // access is the access log of whichever runtime exists.

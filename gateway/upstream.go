@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -138,6 +139,7 @@ type upstream struct {
 	pool     *transportPool
 
 	bal       balancer
+	log       *slog.Logger      // the edge's or sidecar's, for background work
 	transport http.RoundTripper // pool.transport behind retries, health and mirroring
 	health    *healthState
 	retry     *retryPolicy
@@ -201,16 +203,22 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 		}
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.log = deps.log
+	if u.log == nil {
+		u.log = slog.Default()
+	}
 	var gauge *prometheus.GaugeVec
 	if deps.metrics != nil {
 		gauge = deps.metrics.endpointHealthy.MustCurryWith(prometheus.Labels{"upstream": name})
 	}
 	u.health = newHealthState(name, cfg.CircuitBreaker, gauge, trafficNow)
+	u.health.log = u.log
 	if cfg.Retries != nil {
 		u.retry = newRetryPolicy(cfg.Retries)
 	}
 	if cfg.CircuitBreaker != nil {
 		u.breaker = newBreaker(name, cfg.CircuitBreaker, trafficNow)
+		u.breaker.log = u.log
 	}
 	if cfg.Mirror != nil {
 		u.mirror = newMirror(cfg.Mirror, deps.metrics)
@@ -364,7 +372,7 @@ func (u *upstream) goBackground(what string, f func(ctx context.Context)) {
 		defer u.wg.Done()
 		defer func() {
 			if p := recover(); p != nil {
-				logger().Error("upstream background task panicked", "upstream", u.name, "task", what, "panic", fmt.Sprint(p))
+				u.log.Error("upstream background task panicked", "upstream", u.name, "task", what, "panic", fmt.Sprint(p))
 			}
 		}()
 		f(u.ctx)
