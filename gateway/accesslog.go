@@ -86,7 +86,7 @@ func (al *accessLog) log(r *http.Request, st *reqState, d time.Duration) {
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
 		slog.Int("status", status),
-		slog.Int64("bytes_in", st.bytesIn),
+		slog.Int64("bytes_in", st.bodyRead.Load()),
 		slog.Int64("bytes_out", st.rec.bytes),
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("client_ip", st.clientIP),

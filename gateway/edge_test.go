@@ -618,3 +618,22 @@ func TestNewEdgeRefusesBadFile(t *testing.T) {
 		t.Fatal("Validate accepted a bad file")
 	}
 }
+
+// The plain listener speaks h2c (HTTP/2 with prior knowledge) for gRPC
+// clients, next to HTTP/1.1.
+func TestPlainListenerH2C(t *testing.T) {
+	up := echoUpstream(t, "a")
+	te := startEdge(t, listenHeader+fmt.Sprintf("upstreams:\n  a: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: a}\n", hostPort(up)))
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(te.url + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("status %d over %s, want 200 over HTTP/2", resp.StatusCode, resp.Proto)
+	}
+}

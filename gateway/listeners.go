@@ -16,20 +16,20 @@ func (e *Edge) dataServers(f *routes.File) ([]dataServer, error) {
 	tf := e.tls()
 	if tf == nil || tf.manager() == nil {
 		if e.httpLn != nil {
-			out = append(out, dataServer{srv: e.newServer(f, e), ln: e.httpLn})
+			out = append(out, dataServer{srv: withH2C(e.newServer(f, e)), ln: e.httpLn})
 		}
 		return out, nil
 	}
 	_, httpsPort, _ := net.SplitHostPort(e.Addr("https"))
 	if e.httpLn != nil {
 		redirect := f.TLS.RedirectHTTP == nil || *f.TLS.RedirectHTTP
-		out = append(out, dataServer{srv: e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out = append(out, dataServer{srv: withH2C(e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !redirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
 				e.ServeHTTP(w, r)
 				return
 			}
 			tf.handlers(e, httpsPort).http.ServeHTTP(w, r)
-		})), ln: e.httpLn})
+		}))), ln: e.httpLn})
 	}
 	if e.httpsLn != nil {
 		srv := e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -39,6 +39,16 @@ func (e *Edge) dataServers(f *routes.File) ([]dataServer, error) {
 		out = append(out, dataServer{srv: srv, ln: e.httpsLn, tls: true})
 	}
 	return out, nil
+}
+
+// withH2C lets a plain listener speak HTTP/2 with prior knowledge (h2c) next
+// to HTTP/1.1, so gRPC clients can reach the edge without TLS.
+func withH2C(srv *http.Server) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	return srv
 }
 
 // acmeChallengePrefix is where ACME HTTP-01 challenges are served (RFC 8555 §8.3).

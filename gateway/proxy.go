@@ -214,6 +214,9 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 				return
 			}
 			status, msg := upstreamStatus(err)
+			if st != nil && st.bodyErr.Load() != nil {
+				status, msg = http.StatusBadRequest, "malformed or incomplete request body"
+			}
 			if st != nil {
 				st.upstreamDur = time.Since(st.upstreamStart)
 				st.upstreamErr = err

@@ -328,6 +328,10 @@ func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response
 			cancel(nil)
 		}
 		kind = classify(parent, err)
+		if clientBodyFailed(parent) {
+			// The client's body broke, not the endpoint: no ejection, no retry.
+			kind = attemptCanceled
+		}
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		// An upgraded connection (WebSocket) lives as long as the client's
 		// request; it is not a request in flight for the balancers.

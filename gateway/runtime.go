@@ -157,10 +157,8 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	st.propagateTrace(r)
 	st.clientIP = rt.trust.clientIP(r)
-	if r.ContentLength > 0 {
-		st.bytesIn = r.ContentLength
-	} else if r.ContentLength < 0 && r.Body != nil {
-		r.Body = &countingBody{body: r.Body, n: &st.bytesIn}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &clientBody{body: r.Body, st: st}
 	}
 
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))

@@ -441,7 +441,7 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		go serve(srv, s.inLn, true)
 	}
 	if s.outLn != nil {
-		srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.outbound.Load().ServeHTTP(w, r) }))
+		srv := withH2C(newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.outbound.Load().ServeHTTP(w, r) })))
 		s.servers = append(s.servers, srv)
 		go serve(srv, s.outLn, false)
 	}

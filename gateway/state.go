@@ -3,8 +3,10 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,7 +26,10 @@ type reqState struct {
 	upstreamDur   time.Duration
 	upstreamErr   error
 	principal     string
-	bytesIn       int64
+	// Written by the transport's body-writing goroutine, read by the
+	// handler: atomics.
+	bodyRead atomic.Int64
+	bodyErr  atomic.Pointer[error]
 	// traceID is the W3C trace id the request carries on (for the log);
 	// traceStarted is set when this hop started the trace. trace is nil
 	// unless tracing is configured.
@@ -98,19 +103,27 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// countingBody counts request body bytes of a body with no declared length.
-type countingBody struct {
-	body interface {
-		Read([]byte) (int, error)
-		Close() error
-	}
-	n *int64
+// clientBody wraps a request body to count its bytes and to remember a
+// read error that is the client's fault (a malformed chunk, a body cut short),
+// so the edge answers 400 and does not blame the upstream endpoint for it.
+type clientBody struct {
+	body io.ReadCloser
+	st   *reqState
 }
 
-func (c *countingBody) Read(p []byte) (int, error) {
+func (c *clientBody) Read(p []byte) (int, error) {
 	n, err := c.body.Read(p)
-	*c.n += int64(n)
+	c.st.bodyRead.Add(int64(n))
+	if err != nil && err != io.EOF {
+		c.st.bodyErr.CompareAndSwap(nil, &err)
+	}
 	return n, err
 }
 
-func (c *countingBody) Close() error { return c.body.Close() }
+func (c *clientBody) Close() error { return c.body.Close() }
+
+// clientBodyFailed reports whether the request's own body could not be read.
+func clientBodyFailed(ctx context.Context) bool {
+	st := stateFrom(ctx)
+	return st != nil && st.bodyErr.Load() != nil
+}
