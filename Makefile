@@ -29,9 +29,11 @@ vet:
 	$(GO) vet ./...
 
 # test is what CI runs: formatting, vet, every package under the race
-# detector, and the out-of-tree example plugin (a module of its own).
+# detector (with the h2spec conformance run and the headless-Chromium
+# dashboard test switched on), and the out-of-tree example plugin (a module
+# of its own).
 test: deps fmt-check vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	CAUSEWAY_H2SPEC=1 CAUSEWAY_BROWSER_TEST=1 $(GO) test -race -count=1 -timeout 20m ./...
 	cd examples/plugins/routeinfo && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
 test-short:

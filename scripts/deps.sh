@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real peers the tests use: redis-server (Debian) and the Go
-# tools listed below into ./.tools/bin. Safe to run again: it skips what is there.
+# Installs the real peers the tests use: redis-server, curl, openssl and
+# chromium (Debian), promtool, and the Go tools listed in go-tools.txt into
+# ./.tools/bin. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools="$PWD/.tools/bin"
@@ -9,6 +10,9 @@ mkdir -p "$tools"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)          # the quickstart test runs its printed curl commands
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)    # mesh interop tests
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the admin dashboard test (headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "deps: installing ${need_apt[*]} with apt-get"
