@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -213,25 +212,12 @@ func (ac *activeConfig) close() {
 // Until then it keeps serving the requests (and WebSockets) that began on it.
 func (e *Edge) retire(old *activeConfig) {
 	keepAccess := e.active.access == old.access || (old.access != nil && e.active.access != nil && old.access.closer == nil)
-	e.bg.Add(1)
-	go func() {
-		defer e.bg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for old.rt.inflight.Load() > 0 {
-			select {
-			case <-tick.C:
-			case <-e.bgCtx.Done():
-				// Shutting down: Shutdown has drained what it could.
-				old.close()
-				return
-			}
-		}
+	retireWhenIdle(e.bgCtx, &e.bg, old.rt, func() {
 		old.close()
 		if !keepAccess {
 			_ = old.access.Close()
 		}
-	}()
+	})
 }
 
 // warnRestartNeeded logs settings that only take effect at the next start:
@@ -286,17 +272,9 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // addresses and read the bound ones with Addr.
 func (e *Edge) Listen() error {
 	f := e.Active()
-	var err error
-	bind := func(addr string) net.Listener {
-		if addr == "" || err != nil {
-			return nil
-		}
-		var ln net.Listener
-		ln, err = net.Listen("tcp", addr)
-		if err != nil {
-			err = fmt.Errorf("listening on %s: %w", addr, err)
-		}
-		return ln
+	lns, err := bindListeners(f.Listen.HTTP, f.Listen.HTTPS, f.Listen.Admin)
+	if err != nil {
+		return err
 	}
 	limit := func(ln net.Listener) net.Listener {
 		if ln == nil {
@@ -304,34 +282,21 @@ func (e *Edge) Listen() error {
 		}
 		return newLimitListener(ln, f.Server.MaxConnectionsPerIP, f.Server.MaxConnections)
 	}
-	e.httpLn = limit(bind(f.Listen.HTTP))
-	e.httpsLn = limit(bind(f.Listen.HTTPS))
-	e.adminLn = bind(f.Listen.Admin)
-	if err != nil {
-		for _, ln := range []net.Listener{e.httpLn, e.httpsLn, e.adminLn} {
-			if ln != nil {
-				ln.Close()
-			}
-		}
-	}
-	return err
+	e.httpLn, e.httpsLn, e.adminLn = limit(lns[0]), limit(lns[1]), lns[2]
+	return nil
 }
 
 // Addr returns the bound address of a listener: "http", "https" or "admin".
 func (e *Edge) Addr(which string) string {
-	var ln net.Listener
 	switch which {
 	case "http":
-		ln = e.httpLn
+		return listenerAddr(e.httpLn)
 	case "https":
-		ln = e.httpsLn
+		return listenerAddr(e.httpsLn)
 	case "admin":
-		ln = e.adminLn
+		return listenerAddr(e.adminLn)
 	}
-	if ln == nil {
-		return ""
-	}
-	return ln.Addr().String()
+	return ""
 }
 
 // Serve serves until ctx is cancelled, reloading on file change and SIGHUP,
@@ -344,51 +309,23 @@ func (e *Edge) Serve(ctx context.Context) error {
 		}
 	}
 	f := e.Active()
-	errc := make(chan error, 4)
-	serve := func(srv *http.Server, ln net.Listener, tlsOn bool) {
-		var err error
-		if tlsOn {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}
 	data, err := e.dataServers(f)
 	if err != nil {
 		return err
 	}
 	for _, d := range data {
 		e.servers = append(e.servers, d.srv)
-		go serve(d.srv, d.ln, d.tls)
 	}
 	if e.adminLn != nil {
-		e.adminServer = &http.Server{Handler: e.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn)}
-		go serve(e.adminServer, e.adminLn, false)
+		e.adminServer = newAdminServer(e.log, e.adminHandler())
+		data = append(data, dataServer{srv: e.adminServer, ln: e.adminLn})
 	}
+	errc := serveAll(data)
 	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
-
-	watchErr := e.watch(ctx)
-	if watchErr != nil {
-		e.log.Warn("routes file watching is off; reload with SIGHUP", "error", watchErr.Error())
+	if err := e.watch(ctx); err != nil {
+		e.log.Warn("routes file watching is off; reload with SIGHUP", "error", err.Error())
 	}
-	hup := notifyHUP()
-	defer stopHUP(hup)
-
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-hup:
-			_ = e.Reload(ctx)
-		case runErr = <-errc:
-			break loop
-		}
-	}
+	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) })
 	e.shutdown(f.Server.ShutdownTimeout.D())
 	return runErr
 }
@@ -437,11 +374,7 @@ func (e *Edge) Close() {
 	}
 	e.mu.Unlock()
 	e.closeFeatures()
-	for _, ln := range []net.Listener{e.httpLn, e.httpsLn, e.adminLn} {
-		if ln != nil {
-			ln.Close()
-		}
-	}
+	closeListeners(e.httpLn, e.httpsLn, e.adminLn)
 }
 
 func (e *Edge) closeFeatures() {

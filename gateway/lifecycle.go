@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -97,4 +100,98 @@ func shutdownServers(log *slog.Logger, servers []*http.Server, admin *http.Serve
 		_ = admin.Shutdown(actx)
 		acancel()
 	}
+}
+
+// bindListeners binds each non-empty address (an empty one gives nil). On
+// error the listeners already bound are closed.
+func bindListeners(addrs ...string) ([]net.Listener, error) {
+	lns := make([]net.Listener, len(addrs))
+	for i, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeListeners(lns...)
+			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+		}
+		lns[i] = ln
+	}
+	return lns, nil
+}
+
+func closeListeners(lns ...net.Listener) {
+	for _, ln := range lns {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func listenerAddr(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// serveAll starts every server on its listener; the channel receives the
+// errors other than a normal close.
+func serveAll(servers []dataServer) <-chan error {
+	errc := make(chan error, len(servers))
+	for _, d := range servers {
+		go func() {
+			var err error
+			if d.tls {
+				err = d.srv.ServeTLS(d.ln, "", "")
+			} else {
+				err = d.srv.Serve(d.ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	return errc
+}
+
+// runUntil blocks until ctx ends or a server fails, calling reload on SIGHUP.
+func runUntil(ctx context.Context, errc <-chan error, reload func()) error {
+	hup := notifyHUP()
+	defer stopHUP(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			reload()
+		case err := <-errc:
+			return err
+		}
+	}
+}
+
+// newAdminServer serves an admin handler with its own short timeouts.
+func newAdminServer(log *slog.Logger, h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+}
+
+// retireWhenIdle runs release once rt has no request in flight, or at once
+// when stop ends (shutdown has drained what it could). The goroutine is
+// counted in wg.
+func retireWhenIdle(stop context.Context, wg *sync.WaitGroup, rt *runtime, release func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer release()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for rt.inflight.Load() > 0 {
+			select {
+			case <-tick.C:
+			case <-stop.Done():
+				return
+			}
+		}
+	}()
 }

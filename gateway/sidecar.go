@@ -331,24 +331,9 @@ func reparse(name string, f *routes.File) (*routes.File, error) {
 
 func (s *Sidecar) retire(rts ...*runtime) {
 	for _, rt := range rts {
-		if rt == nil {
-			continue
+		if rt != nil {
+			retireWhenIdle(s.bgCtx, &s.bg, rt, rt.close)
 		}
-		s.bg.Add(1)
-		go func() {
-			defer s.bg.Done()
-			tick := time.NewTicker(50 * time.Millisecond)
-			defer tick.Stop()
-			for rt.inflight.Load() > 0 {
-				select {
-				case <-tick.C:
-				case <-s.bgCtx.Done():
-					rt.close()
-					return
-				}
-			}
-			rt.close()
-		}()
 	}
 }
 
@@ -372,34 +357,32 @@ func (s *Sidecar) Listen() error {
 	s.mu.Lock()
 	cfg := s.cfg
 	s.mu.Unlock()
-	var err error
-	bind := func(addr string) net.Listener {
-		if addr == "" || err != nil {
-			return nil
-		}
-		ln, lerr := net.Listen("tcp", addr)
-		if lerr != nil {
-			err = fmt.Errorf("listening on %s: %w", addr, lerr)
-		}
-		return ln
-	}
+	var in, out string
 	if cfg.Inbound != nil {
-		s.inLn = bind(cfg.Inbound.Listen)
+		in = cfg.Inbound.Listen
 	}
 	if cfg.Outbound != nil {
-		s.outLn = bind(cfg.Outbound.Listen)
+		out = cfg.Outbound.Listen
 	}
-	s.adminLn = bind(cfg.Admin)
-	return err
+	lns, err := bindListeners(in, out, cfg.Admin)
+	if err != nil {
+		return err
+	}
+	s.inLn, s.outLn, s.adminLn = lns[0], lns[1], lns[2]
+	return nil
 }
 
 // Addr returns the bound address of "inbound", "outbound" or "admin".
 func (s *Sidecar) Addr(which string) string {
-	ln := map[string]net.Listener{"inbound": s.inLn, "outbound": s.outLn, "admin": s.adminLn}[which]
-	if ln == nil {
-		return ""
+	switch which {
+	case "inbound":
+		return listenerAddr(s.inLn)
+	case "outbound":
+		return listenerAddr(s.outLn)
+	case "admin":
+		return listenerAddr(s.adminLn)
 	}
-	return ln.Addr().String()
+	return ""
 }
 
 // ID is the workload identity the sidecar presents.
@@ -419,54 +402,32 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	cfg, source := s.cfg, s.source
 	s.mu.Unlock()
-	errc := make(chan error, 3)
-	serve := func(srv *http.Server, ln net.Listener, tlsOn bool) {
-		var err error
-		if tlsOn {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}
 	newServer := func(h http.Handler) *http.Server { return newHTTPServer(s.log, cfg.Server, h) }
+	var data []dataServer
 	if s.inLn != nil {
 		srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.inbound.Load().ServeHTTP(w, r) }))
 		// Every handshake reads the current certificate and bundle from the
 		// source; a client without a certificate fails the handshake.
 		srv.TLSConfig = mesh.ServerConfig(source)
-		s.servers = append(s.servers, srv)
-		go serve(srv, s.inLn, true)
+		data = append(data, dataServer{srv: srv, ln: s.inLn, tls: true})
 	}
 	if s.outLn != nil {
 		srv := withH2C(newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.outbound.Load().ServeHTTP(w, r) })))
-		s.servers = append(s.servers, srv)
-		go serve(srv, s.outLn, false)
+		data = append(data, dataServer{srv: srv, ln: s.outLn})
+	}
+	for _, d := range data {
+		s.servers = append(s.servers, d.srv)
 	}
 	if s.adminLn != nil {
-		s.adminServer = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go serve(s.adminServer, s.adminLn, false)
+		s.adminServer = newAdminServer(s.log, s.adminHandler())
+		data = append(data, dataServer{srv: s.adminServer, ln: s.adminLn})
 	}
+	errc := serveAll(data)
 	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
 	if err := watchFile(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.opts.ReloadDebounce, s.log, func() { s.logReload(s.load(false)) }); err != nil {
 		s.log.Warn("sidecar file watching is off; reload with SIGHUP", "error", err.Error())
 	}
-	hup := notifyHUP()
-	defer stopHUP(hup)
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-hup:
-			_ = s.Reload()
-		case runErr = <-errc:
-			break loop
-		}
-	}
+	runErr := runUntil(ctx, errc, func() { _ = s.Reload() })
 	shutdownServers(s.log, s.servers, s.adminServer, cfg.Server.ShutdownTimeout.D())
 	s.Close()
 	return runErr
@@ -517,9 +478,5 @@ func (s *Sidecar) Close() {
 	if s.source != nil {
 		_ = s.source.Close()
 	}
-	for _, ln := range []net.Listener{s.inLn, s.outLn, s.adminLn} {
-		if ln != nil {
-			ln.Close()
-		}
-	}
+	closeListeners(s.inLn, s.outLn, s.adminLn)
 }
