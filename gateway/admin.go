@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"time"
 
@@ -48,6 +49,9 @@ func (e *Edge) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{Registry: e.registry}))
 	e.observer().register(mux) // /routes, /upstreams, the dashboard at /
+	if e.opts.Pprof {
+		registerPprof(mux)
+	}
 	return mux
 }
 
@@ -62,6 +66,15 @@ func configView(f any) any {
 		return map[string]string{"error": "cannot render the configuration: " + err.Error()}
 	}
 	return v
+}
+
+// registerPprof adds the runtime profiles (CPU, heap, goroutines, ...).
+func registerPprof(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -28,6 +28,9 @@ type EdgeOptions struct {
 	// ReloadDebounce groups the burst of file events an editor or a
 	// ConfigMap update makes into one reload (default 200ms).
 	ReloadDebounce time.Duration
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
+	// listener. Off by default: profiles reveal internals and cost CPU.
+	Pprof bool
 }
 
 // Edge is the north-south gateway: listeners, the active configuration, and

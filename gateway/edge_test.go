@@ -637,3 +637,21 @@ func TestPlainListenerH2C(t *testing.T) {
 		t.Fatalf("status %d over %s, want 200 over HTTP/2", resp.StatusCode, resp.Proto)
 	}
 }
+
+// Profiles are on the admin listener only when asked for.
+func TestAdminPprofFlag(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, path, listenHeader+"upstreams:\n  a: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: a}\n")
+	for _, on := range []bool{false, true} {
+		e, err := NewEdge(context.Background(), EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pprof: on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		e.adminHandler().ServeHTTP(w, httptest.NewRequest("GET", "/debug/pprof/", nil))
+		e.Close()
+		if want := map[bool]int{false: 404, true: 200}[on]; w.Code != want {
+			t.Fatalf("pprof %v: status %d, want %d", on, w.Code, want)
+		}
+	}
+}

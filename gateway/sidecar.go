@@ -34,6 +34,8 @@ type SidecarOptions struct {
 	Logger         *slog.Logger
 	Registry       *prometheus.Registry
 	ReloadDebounce time.Duration
+	// Pprof serves net/http/pprof on the admin listener (off by default).
+	Pprof bool
 }
 
 // Sidecar is the mesh proxy beside a service. It is the edge's engine

@@ -22,6 +22,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	config := fs.String("config", "causeway.yaml", "routes file (reloaded on change and on SIGHUP)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -30,7 +31,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "causeway edge:", err)
 		return 2
 	}
-	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: *config, Logger: log})
+	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: *config, Logger: log, Pprof: *pprof})
 	if err != nil {
 		printLoadError(stderr, "causeway edge", err)
 		return 1

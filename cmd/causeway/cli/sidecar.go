@@ -18,6 +18,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.SetOutput(stderr)
 	config := fs.String("config", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -26,7 +27,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "causeway sidecar:", err)
 		return 2
 	}
-	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: *config, Logger: log})
+	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: *config, Logger: log, Pprof: *pprof})
 	if err != nil {
 		printLoadError(stderr, "causeway sidecar", err)
 		return 1
