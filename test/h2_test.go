@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -311,5 +312,72 @@ func TestHTTP2RapidReset(t *testing.T) {
 		}
 	case !answered:
 		t.Errorf("the connection neither went away nor answered a request after the attack (write: %v, read: %v)", lastErr, readErr)
+	}
+}
+
+// HTTP/2 CONTINUATION flood (CVE-2023-45288): a HEADERS frame without
+// END_HEADERS followed by an endless run of CONTINUATION frames, each
+// carrying valid HPACK fields, far past the edge's 64 KiB header limit. Go's
+// server counts the decoded fields against the limit as they arrive and ends
+// the connection instead of buffering: the attacker cannot make the edge hold
+// megabytes, and the edge keeps serving others.
+func TestHTTP2ContinuationFlood(t *testing.T) {
+	up := newCountingUpstream(t)
+	e, pool := startTLSEdge(t, up.URL[len("http://"):])
+	url := "https://" + e.Addr("https") + "/"
+	c := dialH2(t, e.Addr("https"), pool)
+
+	// Each CONTINUATION is one 4 KiB literal header field, never indexed, so
+	// every frame adds 4 KiB to the header list the server decodes.
+	var field bytes.Buffer
+	enc := hpack.NewEncoder(&field)
+	_ = enc.WriteField(hpack.HeaderField{Name: "x-flood", Value: strings.Repeat("a", 4096), Sensitive: true})
+	const total = 64 << 20 // what the attacker would send: 1000× the limit
+	c.wmu.Lock()
+	err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: requestBlock()})
+	c.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	var writeErr error
+	for sent < total {
+		c.wmu.Lock()
+		_ = c.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		writeErr = c.fr.WriteContinuation(1, false, field.Bytes())
+		c.wmu.Unlock()
+		if writeErr != nil {
+			break
+		}
+		sent += field.Len()
+		if c.closed(0) {
+			break
+		}
+	}
+	closed := c.closed(5 * time.Second)
+	goAway, code, _, responses, readErr := c.state()
+	t.Logf("CONTINUATION flood: %d KiB sent before the edge stopped it (write error: %v); GOAWAY=%v code=%v, %d responses; closed=%v (%v)",
+		sent>>10, writeErr, goAway, code, responses, closed, readErr)
+	if !closed {
+		t.Fatal("the edge kept reading CONTINUATION frames")
+	}
+	// Measured: about 4 MiB, most of it sitting in the two sockets' buffers
+	// when the edge gave up; 16 MiB leaves room for larger kernel buffers.
+	if sent >= 16<<20 {
+		t.Errorf("the edge took %d MiB of header block before stopping it", sent>>20)
+	}
+	if responses != 0 {
+		t.Errorf("the flooded request got %d responses", responses)
+	}
+	if goAway && code != http2.ErrCodeProtocol && code != http2.ErrCodeEnhanceYourCalm && code != http2.ErrCodeCompression {
+		t.Errorf("GOAWAY with %v", code)
+	}
+	if n := up.n.Load(); n != 0 {
+		t.Errorf("the upstream saw %d requests", n)
+	}
+	client := h2Client(pool)
+	defer client.CloseIdleConnections()
+	if err := probe(client, url); err != nil {
+		t.Errorf("after the flood: %v", err)
 	}
 }
