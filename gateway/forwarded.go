@@ -111,10 +111,13 @@ func (t *trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
 			fwd = strings.Join(prior, ", ") + ", "
 		}
 	}
-	out.Header["X-Forwarded-For"] = []string{xff}
-	out.Header["X-Forwarded-Proto"] = []string{xfProto}
-	out.Header["X-Forwarded-Host"] = []string{xfHost}
-	out.Header["Forwarded"] = []string{fwd + forwardedElement(peer, in.Host, proto)}
+	// One backing array for the four values: this runs for every request.
+	vals := [4]string{xff, xfProto, xfHost, fwd + forwardedElement(peer, peerStr, in.Host, proto)}
+	vs := vals[:]
+	out.Header["X-Forwarded-For"] = vs[0:1:1]
+	out.Header["X-Forwarded-Proto"] = vs[1:2:2]
+	out.Header["X-Forwarded-Host"] = vs[2:3:3]
+	out.Header["Forwarded"] = vs[3:4:4]
 
 	// The verified client certificate's subject (north-south mTLS) is the
 	// edge's to state; a client-sent copy never passes.
@@ -129,24 +132,19 @@ func (t *trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
 const ClientCertSubjectHeader = "X-Client-Cert-Subject"
 
 // forwardedElement is one RFC 7239 element: for=...;host=...;proto=...
-func forwardedElement(peer netip.Addr, host, proto string) string {
-	var b strings.Builder
-	b.WriteString("for=")
+// (peerStr is peer.String(), already computed by the caller).
+func forwardedElement(peer netip.Addr, peerStr, host, proto string) string {
+	node := peerStr
 	switch {
 	case !peer.IsValid():
-		b.WriteString("unknown")
+		node = "unknown"
 	case peer.Is6():
-		b.WriteString(`"[` + peer.String() + `]"`)
-	default:
-		b.WriteString(peer.String())
+		node = `"[` + peerStr + `]"`
 	}
-	if host != "" {
-		b.WriteString(";host=")
-		b.WriteString(quoteForwarded(host))
+	if host == "" {
+		return "for=" + node + ";proto=" + proto
 	}
-	b.WriteString(";proto=")
-	b.WriteString(proto)
-	return b.String()
+	return "for=" + node + ";host=" + quoteForwarded(host) + ";proto=" + proto
 }
 
 // quoteForwarded quotes a value that is not an RFC 7230 token.
