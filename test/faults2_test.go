@@ -1,0 +1,256 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/gateway"
+)
+
+// syncBuffer collects the edge's log lines for a test to look for.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startLoggingEdge is startEdge with the edge's log kept, for the cases
+// whose only outward sign of a problem is a log line.
+func startLoggingEdge(t *testing.T, config string) (*edge, *syncBuffer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "causeway.yaml")
+	writeConfig(t, path, config)
+	logs := &syncBuffer{}
+	e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ReloadDebounce: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Listen(); err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	te := &edge{Edge: e, path: path, cancel: cancel, done: make(chan error, 1)}
+	go func() { te.done <- e.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-te.done
+	})
+	return te, logs
+}
+
+// waitFor polls cond until it holds or d passes; the polled conditions are
+// outcomes of background work (a file watcher, a reconnect) that no clock
+// injection reaches from this package.
+func waitFor(d time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// Obsolete line folding (RFC 9112 §5.2): Go's parser, which the edge uses,
+// replaces the fold with one space instead of refusing the request. The
+// upstream must see the unfolded value and never a CR or LF inside it.
+func TestObsFold(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	e := startEdge(t, header+fmt.Sprintf("upstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n", up.Listener.Addr().String()))
+	for _, tt := range []struct{ name, fold, want string }{
+		{"space", "X-Folded: first\r\n  second\r\n", "first second"},
+		{"tab", "X-Folded: first\r\n\tsecond\r\n", "first second"},
+		{"several", "X-Folded: a\r\n b\r\n \t c\r\n", "a b c"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			before := len(seen)
+			mu.Unlock()
+			out := raw(t, e.Addr("http"), "GET /a HTTP/1.1\r\nHost: x\r\n"+tt.fold+"Connection: close\r\n\r\n")
+			if !strings.HasPrefix(out, "HTTP/1.1 200") {
+				t.Fatalf("edge answered %q", firstLine(out))
+			}
+			mu.Lock()
+			got := seen[before:]
+			mu.Unlock()
+			if len(got) != 1 {
+				t.Fatalf("upstream saw %d requests", len(got))
+			}
+			v := got[0].Values("X-Folded")
+			if len(v) != 1 || v[0] != tt.want {
+				t.Fatalf("upstream saw X-Folded %q, want %q", v, tt.want)
+			}
+			for name, vals := range got[0] {
+				for _, val := range vals {
+					if strings.ContainsAny(name+val, "\r\n") {
+						t.Errorf("CR or LF reached the upstream in %s: %q", name, val)
+					}
+				}
+			}
+		})
+	}
+}
+
+// handshake makes one TLS connection for name and returns the leaf served.
+func handshake(addr, name string, pool *x509.CertPool, timeout time.Duration) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: timeout}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{RootCAs: pool, ServerName: name})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+// The edge's certificate files deleted while it runs (a volume unmounted, a
+// careless clean-up): the loaded certificate keeps being served to new
+// handshakes, and the log says the files could not be read.
+func TestCertificateFilesDeleted(t *testing.T) {
+	up := newRecordingUpstream(t)
+	dir := t.TempDir()
+	certFile, keyFile, pool := serverCert(t, dir, "api.example.com")
+	e, logs := startLoggingEdge(t, fmt.Sprintf(`version: 1
+listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, certFile, keyFile, up.addr()))
+	addr := e.Addr("https")
+	first, err := handshake(addr, "api.example.com", pool, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{certFile, keyFile} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const warning = "certificate files changed but could not be loaded"
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(logs.String(), warning) }) {
+		t.Errorf("no log line says the certificate files are gone; log:\n%s", logs.String())
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.com"}}}
+	defer client.CloseIdleConnections()
+	for i := range 5 {
+		leaf, err := handshake(addr, "api.example.com", pool, 5*time.Second)
+		if err != nil {
+			t.Fatalf("handshake %d after the files were deleted: %v", i, err)
+		}
+		if !leaf.Equal(first) {
+			t.Fatalf("handshake %d got another certificate", i)
+		}
+		status, err := httpsGet(client, "https://"+addr+"/x")
+		if err != nil || status != 200 {
+			t.Fatalf("request %d after the files were deleted: %d %v", i, status, err)
+		}
+	}
+	if strings.Contains(logs.String(), "PRIVATE KEY") {
+		t.Error("the log shows key material")
+	}
+}
+
+func httpsGet(client *http.Client, url string) (int, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+// ACME directory unreachable at start (tls.acme pointing at a closed
+// loopback port, next to a static certificate): the edge starts, serves the
+// static certificate, and a handshake for an ACME host fails cleanly and
+// quickly instead of hanging or panicking.
+func TestACMEDirectoryUnreachable(t *testing.T) {
+	up := newRecordingUpstream(t)
+	dir := t.TempDir()
+	certFile, keyFile, pool := serverCert(t, dir, "static.example.com")
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	directory := "https://" + closed.Addr().String() + "/directory"
+	closed.Close() // nothing listens there now: connections are refused
+	e, logs := startLoggingEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+  acme: {email: ops@example.com, hosts: [acme.example.com], cache_dir: %q, directory_url: %q}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, certFile, keyFile, filepath.Join(dir, "acme"), directory, up.addr()))
+	addr := e.Addr("https")
+
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "static.example.com"}}}
+	defer client.CloseIdleConnections()
+	if status, err := httpsGet(client, "https://"+addr+"/x"); err != nil || status != 200 {
+		t.Fatalf("static host: %d %v", status, err)
+	}
+
+	// The ACME host: the handshake must fail (there is no certificate to
+	// give), and within a bound far below the order timeout.
+	for i := range 3 {
+		start := time.Now()
+		_, err := handshake(addr, "acme.example.com", nil, 5*time.Second)
+		took := time.Since(start)
+		t.Logf("ACME host handshake %d: %v after %s", i, err, took)
+		if err == nil {
+			t.Fatal("a handshake for the ACME host succeeded with no reachable ACME server")
+		}
+		if took > 10*time.Second {
+			t.Fatalf("the handshake took %s", took)
+		}
+	}
+	// The static host still works, and the edge still answers after the
+	// failed orders.
+	if status, err := httpsGet(client, "https://"+addr+"/x"); err != nil || status != 200 {
+		t.Fatalf("static host after the failed orders: %d %v", status, err)
+	}
+	if strings.Contains(logs.String(), "panic") {
+		t.Errorf("the log shows a panic:\n%s", logs.String())
+	}
+}
