@@ -71,7 +71,7 @@ type edge struct {
 
 const header = "version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: \"off\"}\n"
 
-func startEdge(t *testing.T, config string) *edge {
+func startEdge(t testing.TB, config string) *edge {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "causeway.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {

@@ -6,16 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
-	"io"
-	"log/slog"
 	"math/big"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,12 +20,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/causewayhq/causeway/gateway"
-	"github.com/causewayhq/causeway/internal/testredis"
-	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
 // TestSoak drives the full pipeline — TLS at the edge, RS256 JWT, a Redis
@@ -48,83 +36,8 @@ func TestSoak(t *testing.T) {
 		duration = d
 	}
 	const workers = 16
-	dir := t.TempDir()
-
-	// The service and its sidecar.
-	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, strings.Repeat("x", 64))
-	}))
-	defer svc.Close()
-	ca := meshtest.NewCA(t, "example.org")
-	edgeFiles := ca.IssueFiles(t.TempDir(), "spiffe://example.org/ns/edge/sa/gateway")
-	svcFiles := ca.IssueFiles(t.TempDir(), "spiffe://example.org/ns/shop/sa/orders")
-	scPath := filepath.Join(dir, "sidecar.yaml")
-	writeConfig(t, scPath, fmt.Sprintf(`version: 1
-identity: {cert_file: %q, key_file: %q, bundle_file: %q}
-access_log: {output: "off"}
-admin: "127.0.0.1:0"
-inbound: {listen: "127.0.0.1:0", forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/gateway"]}
-`, svcFiles.Cert, svcFiles.Key, svcFiles.Bundle, strings.TrimPrefix(svc.URL, "http://")))
-	sc, err := gateway.NewSidecar(context.Background(), gateway.SidecarOptions{ConfigPath: scPath, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sc.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	scCtx, scStop := context.WithCancel(context.Background())
-	scDone := make(chan error, 1)
-	go func() { scDone <- sc.Serve(scCtx) }()
-	defer func() { scStop(); <-scDone }()
-
-	// The edge: TLS, RS256 JWT, Redis limit, mTLS upstream.
-	rdb := testredis.Start(t)
-	signer, pubFile := rsaKey(t, dir)
-	certFile, keyFile, pool := serverCert(t, dir, "api.example.com")
-	e := startEdge(t, fmt.Sprintf(`version: 1
-listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
-access_log: {output: "off"}
-tls:
-  min_version: "1.3"
-  certificates: [{cert_file: %q, key_file: %q}]
-redis: {url: %q, on_error: deny}
-mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
-authenticators:
-  users: {jwt: {issuer: https://id.test/, audiences: [api], public_key_files: [%q], algorithms: [RS256]}}
-rate_limits:
-  per-user: {key: "claim:sub", limit: 1000000, per: 1s}
-upstreams:
-  orders: {endpoints: [%q], mesh_identity: "spiffe://example.org/ns/shop/sa/orders"}
-routes:
-  - {name: orders, match: {path_prefix: /orders}, auth: users, rate_limit: per-user, upstream: orders}
-`, certFile, keyFile, rdb.URL(), edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, pubFile, sc.Addr("inbound")))
-
-	token, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
-		"iss": "https://id.test/", "aud": "api", "sub": "soak", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString(signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "https://" + e.Addr("https") + "/orders/1"
-	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "api.example.com"},
-		MaxIdleConnsPerHost: workers,
-	}}
-	defer client.CloseIdleConnections()
-	do := func() error {
-		req, _ := http.NewRequest("GET", url, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	}
+	pl := newPipeline(t, stages{tls: true, jwt: true, redis: true, mesh: true}, workers)
+	do := pl.do
 	var total, failed atomic.Int64
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, workers)
@@ -196,7 +109,7 @@ routes:
 	}
 }
 
-func writeConfig(t *testing.T, path, content string) {
+func writeConfig(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -219,7 +132,7 @@ func rssKiB() int {
 	return -1
 }
 
-func rsaKey(t *testing.T, dir string) (*rsa.PrivateKey, string) {
+func rsaKey(t testing.TB, dir string) (*rsa.PrivateKey, string) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -234,7 +147,7 @@ func rsaKey(t *testing.T, dir string) (*rsa.PrivateKey, string) {
 	return key, path
 }
 
-func serverCert(t *testing.T, dir, name string) (certFile, keyFile string, pool *x509.CertPool) {
+func serverCert(t testing.TB, dir, name string) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
