@@ -3,6 +3,8 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -15,8 +17,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/causewayhq/causeway/gateway"
 )
@@ -252,5 +257,118 @@ routes:
 	}
 	if strings.Contains(logs.String(), "panic") {
 		t.Errorf("the log shows a panic:\n%s", logs.String())
+	}
+}
+
+// A JWKS endpoint that answers 20 MB, and one that never answers: the edge
+// starts, /readyz names the authenticator, requests with tokens get 401 in
+// bounded time, and the edge reads at most its JWKS cap (1 MiB) of the huge
+// document instead of holding it all.
+func TestHostileJWKS(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+		"iss": "https://id.test/", "aud": "api", "sub": "u1", "exp": time.Now().Add(time.Hour).Unix(),
+	})
+	tok.Header["kid"] = "k1"
+	token, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const huge = 20 << 20
+	var hugeWritten atomic.Int64
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/huge":
+			// A syntactically plausible set with one enormous key list.
+			w.Header().Set("Content-Type", "application/json")
+			chunk := []byte(strings.Repeat(`{"kty":"oct","kid":"x","k":"AAAA"},`, 1000))
+			n, _ := io.WriteString(w, `{"keys":[`)
+			hugeWritten.Add(int64(n))
+			for hugeWritten.Load() < huge {
+				n, err := w.Write(chunk)
+				hugeWritten.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+			_, _ = io.WriteString(w, `{}]}`)
+		case "/hang":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer idp.Close()
+	defer releaseOnce.Do(func() { close(release) })
+
+	for _, tt := range []struct {
+		name, path, reason string
+	}{
+		{"20 MB document", "/huge", "larger than"},
+		{"endpoint that never answers", "/hang", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newRecordingUpstream(t)
+			e := startEdge(t, header+fmt.Sprintf(`authenticators:
+  users: {jwt: {issuer: https://id.test/, audiences: [api], jwks_url: %q, algorithms: [RS256]}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, auth: users, upstream: u}
+`, idp.URL+tt.path, up.addr()))
+			ready := func() (int, string) { return get(t, "http://"+e.Addr("admin")+"/readyz") }
+			status, body := ready()
+			if status != 503 || !strings.Contains(body, `authenticator \"users\"`) {
+				t.Fatalf("/readyz: %d %s", status, body)
+			}
+			if tt.reason != "" && !waitFor(5*time.Second, func() bool { _, body = ready(); return strings.Contains(body, tt.reason) }) {
+				t.Errorf("/readyz does not say why: %s", body)
+			}
+			client := &http.Client{Timeout: 30 * time.Second}
+			for i := range 3 {
+				req, _ := http.NewRequest("GET", "http://"+e.Addr("http")+"/x", nil)
+				req.Header.Set("Authorization", "Bearer "+token)
+				start := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				took := time.Since(start)
+				t.Logf("request %d: %d after %s: %s", i, resp.StatusCode, took, strings.TrimSpace(string(b)))
+				if resp.StatusCode != 401 {
+					t.Fatalf("request %d: status %d", i, resp.StatusCode)
+				}
+				// The bound is the JWKS client's own: a request that finds a
+				// fetch running waits for it, at most the client's 5 s
+				// response-header timeout (measured: 5.0 s for the first
+				// request against the hanging IdP, then about 1 ms while no
+				// fetch runs), plus slack for -race.
+				if took > 8*time.Second {
+					t.Fatalf("request %d took %s", i, took)
+				}
+			}
+			if n := len(up.requests()); n != 0 {
+				t.Errorf("the upstream saw %d requests", n)
+			}
+			if status, body := ready(); status != 503 {
+				t.Errorf("/readyz later: %d %s", status, body)
+			}
+		})
+	}
+	// The edge stopped reading the huge document at its cap: what the IdP
+	// managed to write is the cap plus what the sockets buffer (measured:
+	// about 6 MiB), far from 20 MiB.
+	if n := hugeWritten.Load(); n >= 16<<20 {
+		t.Errorf("the edge read the whole %d-byte JWKS", n)
+	} else {
+		t.Logf("the IdP wrote %d KiB of the 20 MiB JWKS before the edge hung up", n>>10)
 	}
 }
