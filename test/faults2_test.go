@@ -24,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/internal/testredis"
 )
 
 // syncBuffer collects the edge's log lines for a test to look for.
@@ -370,5 +371,135 @@ routes:
 		t.Errorf("the edge read the whole %d-byte JWKS", n)
 	} else {
 		t.Logf("the IdP wrote %d KiB of the 20 MiB JWKS before the edge hung up", n>>10)
+	}
+}
+
+// Redis stopped and restarted while requests flow through the edge. With
+// on_error: allow no request fails while Redis is down (the edge counts in
+// memory), and limits are enforced in Redis again once it is back; with
+// on_error: deny the edge answers 503 while Redis is down and 200 after.
+// goleak in TestMain checks that the outage leaves no goroutine behind.
+func TestRedisOutageThroughTheEdge(t *testing.T) {
+	for _, onError := range []string{"allow", "deny"} {
+		t.Run(onError, func(t *testing.T) {
+			rdb := testredis.Start(t)
+			up := newCountingUpstream(t)
+			e := startEdge(t, header+fmt.Sprintf(`redis: {url: %q, on_error: %s}
+rate_limits:
+  per-user: {key: "header:X-User", limit: 3, per: 1m}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, rate_limit: per-user, upstream: u}
+`, rdb.URL(), onError, up.Listener.Addr().String()))
+			url := "http://" + e.Addr("http") + "/x"
+			client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+			defer client.CloseIdleConnections()
+			var users atomic.Int64
+			send := func(user string) (int, error) {
+				if user == "" {
+					user = fmt.Sprintf("load-%d", users.Add(1))
+				}
+				req, _ := http.NewRequest("GET", url, nil)
+				req.Header.Set("X-User", user)
+				resp, err := client.Do(req)
+				if err != nil {
+					return 0, err
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode, nil
+			}
+			expectLimit := func(user string) {
+				t.Helper()
+				for i := 1; i <= 4; i++ {
+					status, err := send(user)
+					want := 200
+					if i == 4 {
+						want = 429
+					}
+					if err != nil || status != want {
+						t.Fatalf("%s request %d: %d %v, want %d", user, i, status, err, want)
+					}
+				}
+			}
+			expectLimit("before")
+
+			// Load with a fresh user per request, so only an outage can
+			// make a request fail.
+			var mu sync.Mutex
+			statuses := map[string]map[int]int{} // phase -> status -> count
+			var phase atomic.Value
+			phase.Store("up")
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						p := phase.Load().(string)
+						status, err := send("")
+						if err != nil {
+							status = -1
+						}
+						mu.Lock()
+						if statuses[p] == nil {
+							statuses[p] = map[int]int{}
+						}
+						statuses[p][status]++
+						mu.Unlock()
+					}
+				}()
+			}
+			time.Sleep(300 * time.Millisecond)
+			// A request labelled with a phase may be answered in the next
+			// one: "stopping" and "restarting" hold those on the boundary.
+			phase.Store("stopping")
+			rdb.Stop()
+			phase.Store("down")
+			time.Sleep(time.Second)
+			phase.Store("restarting")
+			rdb.Restart()
+			// Redis is back: on_error decisions end once the edge's next
+			// probe reaches it (every 500 ms at most).
+			back := waitFor(5*time.Second, func() bool {
+				n, err := rdb.Do("DBSIZE")
+				return err == nil && n != "0"
+			})
+			phase.Store("back")
+			time.Sleep(300 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			t.Logf("on_error %s: statuses by phase %v", onError, statuses)
+			if !back {
+				t.Fatal("the edge did not return to Redis within 5 s of its restart")
+			}
+
+			for p, byStatus := range statuses {
+				for status, n := range byStatus {
+					ok := status == 200 || (onError == "deny" && status == 503 && p != "up" && p != "back")
+					if onError == "deny" && p == "down" {
+						ok = status == 503
+					}
+					if !ok {
+						t.Errorf("phase %s: %d requests answered %d", p, n, status)
+					}
+				}
+			}
+			if statuses["down"][200]+statuses["down"][503] == 0 {
+				t.Error("no request was answered while Redis was down")
+			}
+			// Limits are counted in Redis again.
+			expectLimit("after")
+			if n, err := rdb.Do("DBSIZE"); err != nil || n == "0" {
+				t.Errorf("Redis holds no counters after the outage: %q %v", n, err)
+			}
+		})
 	}
 }
