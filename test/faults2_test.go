@@ -448,6 +448,11 @@ routes:
 						if err != nil {
 							status = -1
 						}
+						// A request that started in one phase and ended in
+						// another belongs to neither.
+						if end := phase.Load().(string); end != p {
+							p += ">" + end
+						}
 						mu.Lock()
 						if statuses[p] == nil {
 							statuses[p] = map[int]int{}
@@ -458,8 +463,8 @@ routes:
 				}()
 			}
 			time.Sleep(300 * time.Millisecond)
-			// A request labelled with a phase may be answered in the next
-			// one: "stopping" and "restarting" hold those on the boundary.
+			// "stopping" and "restarting" hold the requests that may see
+			// either state of Redis.
 			phase.Store("stopping")
 			rdb.Stop()
 			phase.Store("down")
