@@ -366,7 +366,7 @@ routes:
 	}
 	// The edge stopped reading the huge document at its cap: what the IdP
 	// managed to write is the cap plus what the sockets buffer (measured:
-	// about 6 MiB), far from 20 MiB.
+	// 4–6 MiB), far from 20 MiB.
 	if n := hugeWritten.Load(); n >= 16<<20 {
 		t.Errorf("the edge read the whole %d-byte JWKS", n)
 	} else {
