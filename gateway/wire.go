@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,7 +270,8 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	t.e.metrics.certExpiry.Reset()
 	mgr, err := edgetls.New(t.e.bgCtx, f.TLS, opts)
 	if err != nil {
-		return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("tls"), Path: "tls", Msg: err.Error()}
+		// edgetls names the key path itself ("tls.certificates[0]: ...").
+		return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("tls"), Msg: strings.TrimPrefix(err.Error(), "tls: ")}
 	}
 	if t.mgr != nil {
 		_ = t.mgr.Close()

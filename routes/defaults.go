@@ -25,6 +25,7 @@ const (
 )
 
 func (f *File) applyDefaults() {
+	f.resolvePaths()
 	if f.Listen.HTTP == "" && f.Listen.HTTPS == "" {
 		f.Listen.HTTP = DefaultHTTPAddr
 	}

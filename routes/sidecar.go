@@ -141,6 +141,7 @@ func (s *Sidecar) At(path string) Pos {
 }
 
 func (s *Sidecar) applyDefaults() {
+	s.resolvePaths()
 	if s.Admin == "" {
 		s.Admin = DefaultSidecarAdmin
 	}

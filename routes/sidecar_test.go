@@ -31,7 +31,8 @@ func TestSidecarLoadsTheDesignExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Identity.CertFile != "mesh/orders.pem" || s.Inbound.ForwardTo != "127.0.0.1:7001" || s.Inbound.Allow[0] != "spiffe://example.org/ns/edge/sa/gateway" {
+	// Relative paths are relative to the sidecar file.
+	if s.Identity.CertFile != filepath.Join(filepath.Dir(path), "mesh/orders.pem") || s.Inbound.ForwardTo != "127.0.0.1:7001" || s.Inbound.Allow[0] != "spiffe://example.org/ns/edge/sa/gateway" {
 		t.Fatalf("decoded %+v %+v", s.Identity, s.Inbound)
 	}
 	pay := s.Outbound.Services["payments"]
