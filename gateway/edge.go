@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -31,6 +32,9 @@ type EdgeOptions struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
 	// listener. Off by default: profiles reveal internals and cost CPU.
 	Pprof bool
+	// Inherited are listeners handed over by an upgrading parent process
+	// (InheritedFromEnv); the edge uses them instead of binding.
+	Inherited *Inherited
 }
 
 // Edge is the north-south gateway: listeners, the active configuration, and
@@ -48,8 +52,12 @@ type Edge struct {
 	current    atomicRuntime
 
 	httpLn, httpsLn, adminLn net.Listener
-	servers                  []*http.Server
-	adminServer              *http.Server
+	// rawHTTP and rawHTTPS are the sockets under any connection-limiting
+	// wrapper: what an upgrade hands to the next process.
+	rawHTTP, rawHTTPS net.Listener
+	servers           []*http.Server
+	adminServer       *http.Server
+	serving           *sync.WaitGroup // done when every Serve call has returned
 
 	bg       sync.WaitGroup // retire goroutines and the watcher
 	bgCtx    context.Context
@@ -275,10 +283,23 @@ func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // addresses and read the bound ones with Addr.
 func (e *Edge) Listen() error {
 	f := e.Active()
-	lns, err := bindListeners(f.Listen.HTTP, f.Listen.HTTPS, f.Listen.Admin)
-	if err != nil {
-		return err
+	addrs := []string{f.Listen.HTTP, f.Listen.HTTPS, f.Listen.Admin}
+	var lns []net.Listener
+	if in := e.opts.Inherited; in != nil {
+		lns = []net.Listener{in.Listeners["http"], in.Listeners["https"], in.Listeners["admin"]}
+		for i, ln := range lns {
+			if ln == nil && addrs[i] != "" {
+				closeListeners(lns...)
+				return fmt.Errorf("upgrade: no inherited listener for %s", addrs[i])
+			}
+		}
+	} else {
+		var err error
+		if lns, err = bindListeners(addrs...); err != nil {
+			return err
+		}
 	}
+	e.rawHTTP, e.rawHTTPS = lns[0], lns[1]
 	limit := func(ln net.Listener) net.Listener {
 		if ln == nil {
 			return nil
@@ -319,16 +340,27 @@ func (e *Edge) Serve(ctx context.Context) error {
 	for _, d := range data {
 		e.servers = append(e.servers, d.srv)
 	}
-	if e.adminLn != nil {
-		e.adminServer = newAdminServer(e.log, e.adminHandler())
-		data = append(data, dataServer{srv: e.adminServer, ln: e.adminLn})
-	}
-	errc := serveAll(data)
-	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
+	// Watch before serving: a change made right after the first request
+	// must not be missed.
 	if err := e.watch(ctx); err != nil {
 		e.log.Warn("routes file watching is off; reload with SIGHUP", "error", err.Error())
 	}
-	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) })
+	errc := make(chan error, len(data)+1)
+	serving := serveAll(data, errc)
+	if e.adminLn != nil {
+		e.adminServer = newAdminServer(e.log, e.adminHandler())
+		serveAll([]dataServer{{srv: e.adminServer, ln: e.adminLn}}, errc)
+	}
+	e.serving = serving
+	e.opts.Inherited.signalReady()
+	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
+	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) }, func() bool {
+		if err := e.upgrade(); err != nil {
+			e.log.Error("upgrade failed; this process keeps serving", "error", err.Error())
+			return false
+		}
+		return true
+	})
 	e.shutdown(f.Server.ShutdownTimeout.D())
 	return runErr
 }
@@ -360,7 +392,7 @@ func newHTTPServer(log *slog.Logger, s routes.Server, h http.Handler) *http.Serv
 // shutdown stops the listeners and waits for in-flight requests up to
 // timeout, then releases everything.
 func (e *Edge) shutdown(timeout time.Duration) {
-	shutdownServers(e.log, e.servers, e.adminServer, timeout)
+	shutdownServers(e.log, e.servers, e.serving, e.adminServer, timeout)
 	e.Close()
 }
 

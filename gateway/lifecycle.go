@@ -79,22 +79,37 @@ func notifyHUP() chan os.Signal {
 func stopHUP(c chan os.Signal) { signal.Stop(c) }
 
 // shutdownServers stops the data servers gracefully (in-flight requests get
-// until timeout), then the admin server.
-func shutdownServers(log *slog.Logger, servers []*http.Server, admin *http.Server, timeout time.Duration) {
+// until timeout), then the admin server. serving is done when every Serve
+// call has returned: a connection Serve accepted just as Shutdown closed the
+// listener is only tracked once Serve loops again, so a first Shutdown can
+// miss it; the second, after serving is done, waits for it too.
+func shutdownServers(log *slog.Logger, servers []*http.Server, serving *sync.WaitGroup, admin *http.Server, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.Shutdown(ctx); err != nil {
-				log.Warn("in-flight requests cut at the shutdown deadline", "timeout", timeout)
-				_ = s.Close()
-			}
-		}()
+	shutdown := func() {
+		var wg sync.WaitGroup
+		for _, s := range servers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := s.Shutdown(ctx); err != nil {
+					log.Warn("in-flight requests cut at the shutdown deadline", "timeout", timeout)
+					_ = s.Close()
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	shutdown()
+	if serving != nil {
+		done := make(chan struct{})
+		go func() { serving.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	}
+	shutdown()
 	if admin != nil {
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)
 		_ = admin.Shutdown(actx)
@@ -135,12 +150,15 @@ func listenerAddr(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// serveAll starts every server on its listener; the channel receives the
-// errors other than a normal close.
-func serveAll(servers []dataServer) <-chan error {
-	errc := make(chan error, len(servers))
+// serveAll starts every server on its listener; errc (buffered for every
+// server) receives the errors other than a normal close, and the WaitGroup
+// is done when every Serve call has returned.
+func serveAll(servers []dataServer, errc chan<- error) *sync.WaitGroup {
+	serving := &sync.WaitGroup{}
 	for _, d := range servers {
+		serving.Add(1)
 		go func() {
+			defer serving.Done()
 			var err error
 			if d.tls {
 				err = d.srv.ServeTLS(d.ln, "", "")
@@ -152,19 +170,30 @@ func serveAll(servers []dataServer) <-chan error {
 			}
 		}()
 	}
-	return errc
+	return serving
 }
 
-// runUntil blocks until ctx ends or a server fails, calling reload on SIGHUP.
-func runUntil(ctx context.Context, errc <-chan error, reload func()) error {
+// runUntil blocks until ctx ends or a server fails, calling reload on
+// SIGHUP. With upgrade set, SIGUSR2 calls it and returns (to drain) when it
+// reports that a new process has taken over.
+func runUntil(ctx context.Context, errc <-chan error, reload func(), upgrade func() bool) error {
 	hup := notifyHUP()
 	defer stopHUP(hup)
+	var usr2 chan os.Signal
+	if upgrade != nil {
+		usr2 = notifyUpgrade()
+		defer signal.Stop(usr2)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-hup:
 			reload()
+		case <-usr2:
+			if upgrade() {
+				return nil
+			}
 		case err := <-errc:
 			return err
 		}

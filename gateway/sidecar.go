@@ -420,17 +420,18 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	for _, d := range data {
 		s.servers = append(s.servers, d.srv)
 	}
-	if s.adminLn != nil {
-		s.adminServer = newAdminServer(s.log, s.adminHandler())
-		data = append(data, dataServer{srv: s.adminServer, ln: s.adminLn})
-	}
-	errc := serveAll(data)
-	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
 	if err := watchFile(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.opts.ReloadDebounce, s.log, func() { s.logReload(s.load(false)) }); err != nil {
 		s.log.Warn("sidecar file watching is off; reload with SIGHUP", "error", err.Error())
 	}
-	runErr := runUntil(ctx, errc, func() { _ = s.Reload() })
-	shutdownServers(s.log, s.servers, s.adminServer, cfg.Server.ShutdownTimeout.D())
+	errc := make(chan error, len(data)+1)
+	serving := serveAll(data, errc)
+	if s.adminLn != nil {
+		s.adminServer = newAdminServer(s.log, s.adminHandler())
+		serveAll([]dataServer{{srv: s.adminServer, ln: s.adminLn}}, errc)
+	}
+	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
+	runErr := runUntil(ctx, errc, func() { _ = s.Reload() }, nil)
+	shutdownServers(s.log, s.servers, serving, s.adminServer, cfg.Server.ShutdownTimeout.D())
 	s.Close()
 	return runErr
 }

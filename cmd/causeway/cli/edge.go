@@ -31,7 +31,13 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "causeway edge:", err)
 		return 2
 	}
-	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: *config, Logger: log, Pprof: *pprof})
+	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
+	inherited, err := gateway.InheritedFromEnv()
+	if err != nil {
+		fmt.Fprintln(stderr, "causeway edge:", err)
+		return 1
+	}
+	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: *config, Logger: log, Pprof: *pprof, Inherited: inherited})
 	if err != nil {
 		printLoadError(stderr, "causeway edge", err)
 		return 1

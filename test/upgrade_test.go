@@ -1,0 +1,167 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBinaryUpgradeUnderLoad restarts the edge binary with SIGUSR2 while
+// clients send requests: the new process inherits the listening sockets,
+// the old one drains and exits, and no request fails.
+func TestBinaryUpgradeUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "causeway")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	up := newRecordingUpstream(t)
+	httpAddr, adminAddr := freeTCPAddr(t), freeTCPAddr(t)
+	cfg := filepath.Join(dir, "causeway.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`version: 1
+listen: {http: %q, admin: %q}
+access_log: {output: "off"}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, httpAddr, adminAddr, up.addr()))
+
+	// A file, not a pipe: the new process inherits the old one's stderr, and
+	// Wait would otherwise wait for it to close.
+	logs, err := os.Create(filepath.Join(dir, "edge.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	logText := func() string { b, _ := os.ReadFile(logs.Name()); return string(b) }
+	old := exec.Command(bin, "edge", "-config", cfg)
+	old.Stdout, old.Stderr = logs, logs
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	oldDone := make(chan error, 1)
+	go func() { oldDone <- old.Wait() }()
+	defer func() { _ = old.Process.Kill() }()
+	waitHTTP(t, "http://"+adminAddr+"/healthz")
+
+	ctx, stop := context.WithCancel(context.Background())
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Half the workers keep connections alive, half open one per
+			// request, so both kinds cross the hand-over.
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: w%2 == 1}, Timeout: 10 * time.Second}
+			defer client.CloseIdleConnections()
+			for ctx.Err() == nil {
+				resp, err := client.Get("http://" + httpAddr + "/")
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%v (keep-alive %v)", err, w%2 == 0))
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, resp.Status)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	before := ok.Load()
+	if err := old.Process.Signal(syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-oldDone:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the old process did not exit after the upgrade; log:\n%s", logText())
+	}
+	m := regexp.MustCompile(`"new_pid":"(\d+)"`).FindStringSubmatch(logText())
+	if m == nil {
+		t.Fatalf("no new process reported; log:\n%s", logText())
+	}
+	newPID, _ := strconv.Atoi(m[1])
+	defer stopPID(t, newPID)
+	afterSwitch := ok.Load()
+	time.Sleep(time.Second)
+	stop()
+	wg.Wait()
+	if ok.Load() <= afterSwitch {
+		t.Fatal("the new process served nothing after the old one left")
+	}
+	t.Logf("%d requests (%d before the upgrade), %d failed; old pid %d, new pid %d", ok.Load(), before, failed.Load(), old.Process.Pid, newPID)
+	// Measured: 0 or 1 failure per hand-over, always a fresh connection the
+	// old process accepted as it was shutting down, answered with EOF
+	// (keep-alive connections never fail: Go's client retries those). The
+	// goal is zero; until that race is closed this bound keeps the test
+	// honest without making it flaky. docs/reliability.md records it.
+	if failed.Load() > 2 {
+		t.Fatalf("%d requests failed across the upgrade; first: %v", failed.Load(), firstErr.Load())
+	}
+}
+
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer", url)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stopPID ends a process this test did not start itself (the upgraded edge)
+// and waits until it is gone.
+func stopPID(t *testing.T, pid int) {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return
+	}
+	_ = p.Signal(syscall.SIGTERM)
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := p.Signal(syscall.Signal(0)); err != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = p.Kill()
+	t.Errorf("upgraded process %d did not stop on SIGTERM", pid)
+}
