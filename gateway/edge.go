@@ -354,16 +354,36 @@ func (e *Edge) Serve(ctx context.Context) error {
 	e.serving = serving
 	e.opts.Inherited.signalReady()
 	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
+	upgraded := false
 	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) }, func() bool {
 		if err := e.upgrade(); err != nil {
 			e.log.Error("upgrade failed; this process keeps serving", "error", err.Error())
 			return false
 		}
+		upgraded = true
 		return true
 	})
+	if upgraded {
+		e.handOver(serving)
+	}
 	e.shutdown(f.Server.ShutdownTimeout.D())
 	return runErr
 }
+
+// handOver stops this process accepting before it starts shutting down.
+// net/http drops a request it reads once Shutdown has begun (the connection
+// closes unanswered), which a client sees as EOF on a fresh connection; so
+// the listeners close first, the new process takes every new connection,
+// and the connections already accepted get time to send their request.
+func (e *Edge) handOver(serving *sync.WaitGroup) {
+	closeListeners(e.rawHTTP, e.rawHTTPS)
+	serving.Wait() // every Serve loop has seen its listener close
+	time.Sleep(handOverGrace)
+}
+
+// handOverGrace is how long connections accepted just before a hand-over
+// have to send their first request before shutdown starts.
+const handOverGrace = 500 * time.Millisecond
 
 type dataServer struct {
 	srv *http.Server

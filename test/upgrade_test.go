@@ -111,11 +111,11 @@ routes:
 		t.Fatal("the new process served nothing after the old one left")
 	}
 	t.Logf("%d requests (%d before the upgrade), %d failed; old pid %d, new pid %d", ok.Load(), before, failed.Load(), old.Process.Pid, newPID)
-	// Measured: 0 or 1 failure per hand-over, always a fresh connection the
-	// old process accepted as it was shutting down, answered with EOF
-	// (keep-alive connections never fail: Go's client retries those). The
-	// goal is zero; until that race is closed this bound keeps the test
-	// honest without making it flaky. docs/reliability.md records it.
+	// The goal is zero, and it is what runs measure (the old process stops
+	// accepting, gives accepted connections a grace period, then drains).
+	// A connection whose client is descheduled for longer than the grace
+	// between connect and request can still see EOF on a loaded machine;
+	// the bound tolerates that, the log line above reports the count.
 	if failed.Load() > 2 {
 		t.Fatalf("%d requests failed across the upgrade; first: %v", failed.Load(), firstErr.Load())
 	}
