@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -14,7 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -335,29 +334,10 @@ func failuresVec() *prometheus.CounterVec {
 
 // logBuffer captures the set's log at debug level, to prove no secret or
 // token is ever written to it.
-func logBuffer() (*slog.Logger, *lockedBuffer) {
-	b := &lockedBuffer{}
+func logBuffer() (*slog.Logger, *testutil.Buffer) {
+	b := &testutil.Buffer{}
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
 }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-var _ io.Writer = (*lockedBuffer)(nil)
 
 func recorder(h http.Handler, r *http.Request) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -38,24 +39,7 @@ type testEdge struct {
 	done   chan error
 	url    string
 	admin  string
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *testutil.Buffer
 }
 
 // listenHeader is prepended to test configs: loopback, ephemeral ports.
@@ -66,7 +50,7 @@ func startEdge(t testing.TB, config string) *testEdge {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "causeway.yaml")
 	writeFile(t, path, config)
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	e, err := NewEdge(context.Background(), EdgeOptions{
 		ConfigPath:     path,
 		Logger:         slog.New(slog.NewJSONHandler(logs, nil)),

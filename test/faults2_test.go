@@ -1,13 +1,13 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -27,31 +27,13 @@ import (
 	"github.com/causewayhq/causeway/internal/testredis"
 )
 
-// syncBuffer collects the edge's log lines for a test to look for.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startLoggingEdge is startEdge with the edge's log kept, for the cases
 // whose only outward sign of a problem is a log line.
-func startLoggingEdge(t *testing.T, config string) (*edge, *syncBuffer) {
+func startLoggingEdge(t *testing.T, config string) (*edge, *testutil.Buffer) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "causeway.yaml")
 	writeConfig(t, path, config)
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ReloadDebounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

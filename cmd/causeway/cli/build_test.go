@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -14,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -205,7 +205,7 @@ func TestBuildEndToEnd(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var edgeOut syncBuffer
+	var edgeOut testutil.Buffer
 	edge := exec.CommandContext(ctx, bin, "edge", "-config", cfg)
 	edge.Stdout, edge.Stderr = &edgeOut, &edgeOut
 	edge.Cancel = func() error { return edge.Process.Signal(syscall.SIGTERM) }
@@ -351,7 +351,7 @@ func freeAddr(t *testing.T) string {
 
 // getWhenUp retries until the edge listens: it starts in another process,
 // and there is nothing to wait on but its port.
-func getWhenUp(t *testing.T, ctx context.Context, url string, edgeOut *syncBuffer) *http.Response {
+func getWhenUp(t *testing.T, ctx context.Context, url string, edgeOut *testutil.Buffer) *http.Response {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second}
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -368,25 +368,6 @@ func getWhenUp(t *testing.T, ctx context.Context, url string, edgeOut *syncBuffe
 		case <-tick.C:
 		}
 	}
-}
-
-// syncBuffer collects a child process's output, written by exec's copying
-// goroutine and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestFetchable(t *testing.T) {
