@@ -240,7 +240,8 @@ type tlsFeature struct {
 	redis redis.UniversalClient
 	rcfg  *routes.Redis
 
-	cached atomic.Pointer[tlsHandlers]
+	cached  atomic.Pointer[tlsHandlers]
+	current atomic.Pointer[edgetls.Manager] // t.mgr, for lock-free reads
 }
 
 func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
@@ -277,14 +278,13 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 		_ = t.mgr.Close()
 	}
 	t.mgr, t.cfg, t.rcfg = mgr, f.TLS, f.Redis
+	t.current.Store(mgr)
 	return prepared{}, nil, nil
 }
 
-func (t *tlsFeature) manager() *edgetls.Manager {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.mgr
-}
+// manager is the current manager; read per request and per handshake, so
+// it is an atomic load rather than the feature's lock.
+func (t *tlsFeature) manager() *edgetls.Manager { return t.current.Load() }
 
 // tlsHandlers are the listeners' handlers for one manager, built once per
 // manager rather than per request.
