@@ -17,27 +17,45 @@ func init() {
 	Register(Command{Name: "validate", Summary: "check a routes file; exit 0, or print every error and exit 1", Run: runValidate})
 }
 
-func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+// serverFlags are the flags the long-running commands (edge, sidecar) share.
+type serverFlags struct {
+	config string
+	log    *slog.Logger
+	pprof  bool
+}
+
+// parseServerFlags parses a server command's flags and builds its logger;
+// ok is false when the command must exit with code 2.
+func parseServerFlags(name, defaultConfig, configHelp string, args []string, stderr io.Writer) (serverFlags, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	config := fs.String("config", "causeway.yaml", "routes file (reloaded on change and on SIGHUP)")
+	config := fs.String("config", defaultConfig, configHelp)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return serverFlags{}, false
 	}
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
-		fmt.Fprintln(stderr, "causeway edge:", err)
+		fmt.Fprintf(stderr, "causeway %s: %v\n", name, err)
+		return serverFlags{}, false
+	}
+	return serverFlags{config: *config, log: log, pprof: *pprof}, true
+}
+
+func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	sf, ok := parseServerFlags("edge", "causeway.yaml", "routes file (reloaded on change and on SIGHUP)", args, stderr)
+	if !ok {
 		return 2
 	}
+	log := sf.log
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
 	inherited, err := gateway.InheritedFromEnv()
 	if err != nil {
 		fmt.Fprintln(stderr, "causeway edge:", err)
 		return 1
 	}
-	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: *config, Logger: log, Pprof: *pprof, Inherited: inherited})
+	edge, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: sf.config, Logger: log, Pprof: sf.pprof, Inherited: inherited})
 	if err != nil {
 		printLoadError(stderr, "causeway edge", err)
 		return 1

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
-	"fmt"
 	"io"
 
 	"github.com/causewayhq/causeway/gateway"
@@ -14,20 +12,12 @@ func init() {
 }
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
-	if err := fs.Parse(args); err != nil {
+	sf, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", args, stderr)
+	if !ok {
 		return 2
 	}
-	log, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, "causeway sidecar:", err)
-		return 2
-	}
-	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: *config, Logger: log, Pprof: *pprof})
+	log := sf.log
+	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: sf.config, Logger: log, Pprof: sf.pprof})
 	if err != nil {
 		printLoadError(stderr, "causeway sidecar", err)
 		return 1
