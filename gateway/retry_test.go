@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -77,37 +78,18 @@ func TestRetryOnStatusGoesElsewhere(t *testing.T) {
 func TestNoRetryAfterResponseStarted(t *testing.T) {
 	var mu sync.Mutex
 	count := 0
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-					return
-				}
-				mu.Lock()
-				count++
-				mu.Unlock()
-				// Headers and part of the body, then the connection drops.
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-			}()
+	breaking := testutil.ServeConns(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
 		}
-	}()
+		mu.Lock()
+		count++
+		mu.Unlock()
+		// Headers and part of the body, then the connection drops.
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+	})
 	other := newBackend(t, "other", "127.0.0.1:0")
-	te := startEdge(t, oneUpstream(fmt.Sprintf("[%q, %q]", ln.Addr().String(), other.addr), "    balance: ring_hash\n    hash_on: header:X-Key\n    retries: {attempts: 2, on: [connect_failure, reset, \"502\"], backoff: 1ms}\n"))
+	te := startEdge(t, oneUpstream(fmt.Sprintf("[%q, %q]", breaking, other.addr), "    balance: ring_hash\n    hash_on: header:X-Key\n    retries: {attempts: 2, on: [connect_failure, reset, \"502\"], backoff: 1ms}\n"))
 	// Go's client itself resends an idempotent request that failed on a
 	// reused connection before any response: new connections only, so
 	// that what is counted is the edge's behaviour.

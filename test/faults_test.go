@@ -3,12 +3,12 @@ package test
 import (
 	"context"
 	"fmt"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -56,27 +56,7 @@ func TestBadRoutesFilesKeepTheOldConfig(t *testing.T) {
 // Upstreams that hang, reset or answer garbage give 504/502 with the JSON
 // body, quickly, and leave no goroutine behind (goleak in TestMain).
 func TestMisbehavingUpstreams(t *testing.T) {
-	serve := func(handle func(net.Conn)) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() { defer wg.Done(); defer c.Close(); handle(c) }()
-			}
-		}()
-		return ln.Addr().String()
-	}
+	serve := func(handle func(net.Conn)) string { return testutil.ServeConns(t, handle) }
 	readRequest := func(c net.Conn) {
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 4096)

@@ -2,6 +2,8 @@ package testutil
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -23,5 +25,18 @@ func TestBufferConcurrent(t *testing.T) {
 	wg.Wait()
 	if n := strings.Count(b.String(), "\n"); n != 800 {
 		t.Fatalf("%d lines, want 800", n)
+	}
+}
+
+func TestServeConns(t *testing.T) {
+	addr := ServeConns(t, func(c net.Conn) { _, _ = io.WriteString(c, "hello") })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v (the connection must be closed after the handler)", got, err)
 	}
 }
