@@ -15,6 +15,7 @@ const (
 	DefaultHTTPSAddr         = ":8443"
 	DefaultAdminAddr         = "127.0.0.1:9901"
 	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultBodyReadTimeout   = 30 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultShutdownTimeout   = 30 * time.Second
@@ -37,6 +38,7 @@ func (f *File) applyDefaults() {
 	}
 	s := &f.Server
 	setDuration(&s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	s.defaultBodyReadTimeout()
 	setDuration(&s.IdleTimeout, DefaultIdleTimeout)
 	setDuration(&s.ShutdownTimeout, DefaultShutdownTimeout)
 	if s.MaxHeaderBytes == 0 {
@@ -80,5 +82,14 @@ func (f *File) applyDefaults() {
 func setDuration(d *Duration, def time.Duration) {
 	if *d == 0 {
 		*d = Duration(def)
+	}
+}
+
+// defaultBodyReadTimeout sets body_read_timeout when the file leaves it out;
+// an explicit 0 stays (off).
+func (s *Server) defaultBodyReadTimeout() {
+	if s.BodyReadTimeout == nil {
+		d := Duration(DefaultBodyReadTimeout)
+		s.BodyReadTimeout = &d
 	}
 }

@@ -150,6 +150,7 @@ func (s *Sidecar) applyDefaults() {
 	f := &File{Server: s.Server, AccessLog: s.AccessLog}
 	srv := &f.Server
 	setDuration(&srv.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	srv.defaultBodyReadTimeout()
 	setDuration(&srv.IdleTimeout, DefaultIdleTimeout)
 	setDuration(&srv.ShutdownTimeout, DefaultShutdownTimeout)
 	if srv.MaxHeaderBytes == 0 {

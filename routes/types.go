@@ -57,6 +57,11 @@ type Server struct {
 	// comes from a few addresses).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	MaxConnections      int `yaml:"max_connections"`
+	// BodyReadTimeout is the longest the edge waits for the next bytes of a
+	// request body (reset at every read, so a slow but moving upload lives);
+	// a pointer so that an explicit 0 (off) differs from "not set" (the
+	// default, DefaultBodyReadTimeout).
+	BodyReadTimeout *Duration `yaml:"body_read_timeout"`
 }
 
 // AccessLog configures the one-line-per-request JSON log.
