@@ -99,6 +99,7 @@ type store struct {
 type conn struct {
 	id      string // identity of the connection settings, password included as a hash
 	client  redis.UniversalClient
+	batch   *Batcher // pipelines concurrent decisions on client; closed with it
 	timeout time.Duration
 	log     *slog.Logger
 
@@ -180,13 +181,18 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 			if err != nil {
 				return fmt.Errorf("ratelimit: configure: %w", err)
 			}
-			next = &conn{id: id, client: client, timeout: redisclient.Timeout(f.Redis), log: s.log}
+			batch, err := NewBatcher(client, BatchOptions{})
+			if err != nil {
+				_ = client.Close()
+				return fmt.Errorf("ratelimit: configure: %w", err)
+			}
+			next = &conn{id: id, client: client, batch: batch, timeout: redisclient.Timeout(f.Redis), log: s.log}
 			next.check(ctx, s.now().UnixMicro())
 		}
-		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.RedisNow})
+		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.RedisNow, Batcher: next.batch})
 		if err != nil {
 			if next != s.conn {
-				_ = next.client.Close()
+				_ = next.close()
 			}
 			return fmt.Errorf("ratelimit: configure: %w", err)
 		}
@@ -244,7 +250,10 @@ func (c *conn) release() {
 
 func (c *conn) close() error {
 	c.closeOnce.Do(func() {
+		// The client first: closing it ends pipelines in flight at once,
+		// so the batcher's workers stop without waiting out a time-out.
 		c.closeErr = c.client.Close()
+		c.batch.Close()
 		c.closed.Store(true)
 	})
 	return c.closeErr
