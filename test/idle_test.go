@@ -1,0 +1,445 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// idleConns is how many keep-alive client connections the edge holds in
+// TestEdgeIdleConnectionsMemory (the figure the performance issue asks for).
+const idleConns = 10_000
+
+// TestEdgeIdleConnectionsMemory runs `causeway edge` as its own process,
+// opens 10,000 HTTP/1.1 keep-alive connections to it (plain, then TLS 1.3
+// against a second edge), serves one request on each so every connection
+// has been through the whole proxy path and now waits idle for its next
+// request, and reports what the edge holds for them: resident memory, Go
+// heap and stacks, goroutines. The numbers are logged, not asserted (they
+// depend on the machine and the Go release); what is asserted is that every
+// request got 200 and that the idle connections are still open and usable.
+//
+// IDLE_PROFILE_DIR=DIR keeps the edge's heap profile (taken after a forced
+// GC with all connections idle) as DIR/<case>.heap.pb.gz for `go tool pprof`.
+func TestEdgeIdleConnectionsMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and opens 2x10,000 connections")
+	}
+	raiseFileLimit(t, idleConns+4096) // the cases run one after the other
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "causeway")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("x", 64))
+	}))
+	defer up.Close()
+
+	cases := []struct {
+		name string
+		tls  bool
+		// Each case dials from its own loopback address, so its 10,000
+		// source ports come from a range no earlier case (or run of the
+		// package) has left in TIME_WAIT.
+		source string
+	}{
+		{name: "http", source: "127.0.0.2"},
+		{name: "https", tls: true, source: "127.0.0.3"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			caseDir := filepath.Join(dir, tc.name)
+			if err := os.Mkdir(caseDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			e := startEdgeProcess(t, bin, caseDir, tc.tls, strings.TrimPrefix(up.URL, "http://"))
+			src := &net.TCPAddr{IP: net.ParseIP(tc.source)}
+
+			// One request on a connection of its own first, so "before"
+			// includes what the first request sets up (upstream pool,
+			// router caches), not only what start-up did.
+			warm := e.dial(t, src)
+			if err := warm.get(); err != nil {
+				t.Fatalf("first request: %v", err)
+			}
+			warm.Close()
+			before := e.stats(t)
+
+			conns := e.dialAll(t, src, idleConns)
+			defer func() {
+				// The edge goes first: its shutdown closes the idle
+				// connections, so TIME_WAIT lands on its side and not on
+				// our source ports.
+				e.stop(t)
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			idle := e.stats(t)
+			if dirName := os.Getenv("IDLE_PROFILE_DIR"); dirName != "" {
+				e.saveHeapProfile(t, filepath.Join(dirName, tc.name+".heap.pb.gz"))
+			}
+
+			// Still open and reusable: a second request on every 100th.
+			var failed []string
+			for i := 0; i < len(conns); i += len(conns) / 100 {
+				if err := conns[i].get(); err != nil {
+					failed = append(failed, fmt.Sprintf("conn %d: %v", i, err))
+				}
+			}
+			if len(failed) > 0 {
+				t.Errorf("%d of 100 idle connections could not be reused; first: %s", len(failed), failed[0])
+			}
+
+			n := float64(len(conns))
+			t.Logf("%s: %d idle keep-alive connections", tc.name, len(conns))
+			if tc.tls {
+				t.Logf("  TLS 1.3, %d of them resumed the first session", e.resumed.Load())
+			}
+			t.Logf("  RSS        before %7.1f MiB   idle %7.1f MiB   per connection %5.1f KiB", mib(before.rssKiB*1024), mib(idle.rssKiB*1024), float64(idle.rssKiB-before.rssKiB)/n)
+			t.Logf("  heap inuse before %7.1f MiB   idle %7.1f MiB   per connection %5.1f KiB", mib(before.heapInuse), mib(idle.heapInuse), float64(idle.heapInuse-before.heapInuse)/1024/n)
+			t.Logf("  stacks     before %7.1f MiB   idle %7.1f MiB   per connection %5.1f KiB", mib(before.stackInuse), mib(idle.stackInuse), float64(idle.stackInuse-before.stackInuse)/1024/n)
+			t.Logf("  goroutines before %7d       idle %7d       per connection %5.2f", before.goroutines, idle.goroutines, float64(idle.goroutines-before.goroutines)/n)
+		})
+	}
+}
+
+// raiseFileLimit makes room for want descriptors. The limit set here is
+// also the edge's: a child inherits it once the process has called
+// Setrlimit (before that, Go hands children the limit it started with).
+func raiseFileLimit(t *testing.T, want uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("getrlimit: %v", err)
+	}
+	if lim.Cur >= want {
+		// Set it anyway, so the child gets this limit and not the one the
+		// test binary started with.
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			t.Fatalf("setrlimit: %v", err)
+		}
+		return
+	}
+	next := syscall.Rlimit{Cur: want, Max: max(lim.Max, want)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &next); err != nil {
+		// Raising the hard limit needs root (or CAP_SYS_RESOURCE).
+		t.Skipf("open-file limit %d/%d is below the %d this test needs and cannot be raised: %v", lim.Cur, lim.Max, want, err)
+	}
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// edgeProcess is a `causeway edge` child process with one data listener.
+type edgeProcess struct {
+	cmd      *exec.Cmd
+	done     chan error
+	addr     string // the data listener
+	admin    string
+	tlsConf  *tls.Config  // nil: plain HTTP
+	resumed  atomic.Int64 // TLS handshakes that resumed a session
+	stopOnce sync.Once
+}
+
+func startEdgeProcess(t *testing.T, bin, dir string, withTLS bool, upstream string) *edgeProcess {
+	t.Helper()
+	e := &edgeProcess{addr: freeTCPAddr(t), admin: freeTCPAddr(t), done: make(chan error, 1)}
+	listen := fmt.Sprintf("listen: {http: %q, admin: %q}\n", e.addr, e.admin)
+	if withTLS {
+		certFile, keyFile, pool := serverCert(t, dir, "api.example.com")
+		listen = fmt.Sprintf("listen: {https: %q, admin: %q}\ntls:\n  min_version: \"1.3\"\n  certificates: [{cert_file: %q, key_file: %q}]\n",
+			e.addr, e.admin, certFile, keyFile)
+		e.tlsConf = idleClientTLS(pool)
+	}
+	cfg := filepath.Join(dir, "causeway.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`version: 1
+%saccess_log: {output: "off"}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, listen, upstream))
+	logs, err := os.Create(filepath.Join(dir, "edge.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() })
+	// -pprof: the heap profile endpoint is how the test forces a GC in the
+	// edge before reading its memory, and what IDLE_PROFILE_DIR saves.
+	e.cmd = exec.Command(bin, "edge", "-config", cfg, "-log-level", "warn", "-pprof")
+	e.cmd.Stdout, e.cmd.Stderr = logs, logs
+	if err := e.cmd.Start(); err != nil {
+		t.Fatalf("start edge: %v", err)
+	}
+	go func() { e.done <- e.cmd.Wait() }()
+	t.Cleanup(func() { e.stop(t) })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + e.admin + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-e.done:
+			b, _ := os.ReadFile(logs.Name())
+			t.Fatalf("edge exited at start: %v\n%s", err, b)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("edge did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return e
+}
+
+// idleClientTLS is the client side of the TLS case. The test process runs
+// under the race detector, where the client's half of 10,000 full
+// handshakes takes about 30 s (5 s without it), so the client offers X25519
+// only (Go's default hybrid ML-KEM exchange is pure Go, slow under the
+// detector) and resumes the session the first connection got (TLS 1.3
+// PSK with a fresh ECDHE: no certificate to verify again). Once the
+// handshake is over the edge keeps the same per-connection state either
+// way: a tls.Conn with its record buffers and keys.
+func idleClientTLS(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		RootCAs:            pool,
+		ServerName:         "api.example.com",
+		NextProtos:         []string{"http/1.1"},
+		MinVersion:         tls.VersionTLS13,
+		CurvePreferences:   []tls.CurveID{tls.X25519},
+		ClientSessionCache: tls.NewLRUClientSessionCache(64),
+	}
+}
+
+func (e *edgeProcess) stop(t *testing.T) {
+	e.stopOnce.Do(func() {
+		_ = e.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-e.done:
+		case <-time.After(20 * time.Second):
+			_ = e.cmd.Process.Kill()
+			<-e.done
+			t.Errorf("edge did not stop on SIGTERM")
+		}
+	})
+}
+
+// idleConn is one client connection with its reader, kept across requests.
+type idleConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (e *edgeProcess) dial(t *testing.T, src *net.TCPAddr) *idleConn {
+	t.Helper()
+	c, err := e.dialErr(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (e *edgeProcess) dialErr(src *net.TCPAddr) (*idleConn, error) {
+	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", e.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s from %s: %w", e.addr, src.IP, err)
+	}
+	if e.tlsConf != nil {
+		tc := tls.Client(c, e.tlsConf)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", e.addr, err)
+		}
+		if tc.ConnectionState().DidResume {
+			e.resumed.Add(1)
+		}
+		c = tc
+	}
+	return &idleConn{Conn: c, br: bufio.NewReaderSize(c, 1024)}, nil
+}
+
+// get sends one request and reads the whole response; the connection must
+// answer 200 and stay open for the next one.
+func (c *idleConn) get() error {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := io.WriteString(c, "GET /idle HTTP/1.1\r\nHost: api.example.com\r\n\r\n"); err != nil {
+		return fmt.Errorf("write request: %w", err)
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	if resp.Close {
+		return fmt.Errorf("the edge asked to close the connection")
+	}
+	return nil
+}
+
+// dialAll opens n connections and serves one request on each. A few
+// workers, not one goroutine per connection: the race detector allows
+// about 8,000 live goroutines, and a small number of requests in flight
+// keeps the edge's upstream pool (and our upstream's connections) small,
+// so what grows in the edge is what the client connections cost.
+func (e *edgeProcess) dialAll(t *testing.T, src *net.TCPAddr, n int) []*idleConn {
+	t.Helper()
+	const workers = 16
+	conns := make([]*idleConn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				c, err := e.dialErr(src)
+				if err == nil {
+					conns[i] = c
+					err = c.get()
+				}
+				errs[i] = err
+			}
+		}()
+	}
+	wg.Wait()
+	var failed []string
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("conn %d: %v", i, err))
+		}
+	}
+	if len(failed) > 0 {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		t.Fatalf("%d of %d first requests failed; first: %s", len(failed), n, failed[0])
+	}
+	return conns
+}
+
+// edgeStats is what the edge holds at one moment.
+type edgeStats struct {
+	rssKiB     int64
+	heapInuse  int64 // bytes
+	stackInuse int64 // bytes
+	goroutines int64
+}
+
+// stats forces a GC in the edge (so the heap figures are live data, not
+// garbage waiting for the next cycle), then reads its resident set from
+// /proc and its runtime figures from the admin /metrics.
+func (e *edgeProcess) stats(t *testing.T) edgeStats {
+	t.Helper()
+	e.adminGet(t, "/debug/pprof/heap?gc=1", io.Discard)
+	var s edgeStats
+	s.rssKiB = procRSSKiB(t, e.cmd.Process.Pid)
+	var metrics strings.Builder
+	e.adminGet(t, "/metrics", &metrics)
+	for _, m := range []struct {
+		name string
+		dst  *int64
+	}{
+		{"go_memstats_heap_inuse_bytes", &s.heapInuse},
+		{"go_memstats_stack_inuse_bytes", &s.stackInuse},
+		{"go_goroutines", &s.goroutines},
+	} {
+		v, ok := metricValue(metrics.String(), m.name)
+		if !ok {
+			t.Fatalf("admin /metrics has no %s", m.name)
+		}
+		*m.dst = int64(v)
+	}
+	return s
+}
+
+func (e *edgeProcess) saveHeapProfile(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatalf("heap profile: %v", err)
+	}
+	defer f.Close()
+	e.adminGet(t, "/debug/pprof/heap?gc=1", f)
+	t.Logf("heap profile of the edge with all connections idle: %s", path)
+}
+
+func (e *edgeProcess) adminGet(t *testing.T, path string, w io.Writer) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://" + e.admin + path)
+	if err != nil {
+		t.Fatalf("admin %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin %s: %s", path, resp.Status)
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		t.Fatalf("admin %s: %v", path, err)
+	}
+}
+
+// metricValue finds an unlabelled sample in a Prometheus text exposition.
+func metricValue(text, name string) (float64, bool) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+func procRSSKiB(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("rss of %d: %v", pid, err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatalf("rss of %d: %q: %v", pid, l, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("rss of %d: no VmRSS line", pid)
+	return 0
+}
