@@ -141,6 +141,11 @@ func (b *Batcher) eval(ctx context.Context, key string, args [4]int64) ([4]int64
 	if err := ctx.Err(); err != nil {
 		return [4]int64{}, err
 	}
+	select {
+	case <-b.stop:
+		return [4]int64{}, errBatcherClosed
+	default:
+	}
 	c := calls.Get().(*call)
 	c.ctx, c.key, c.args = ctx, key, args
 	select {
@@ -168,40 +173,62 @@ func (b *Batcher) eval(ctx context.Context, key string, args [4]int64) ([4]int64
 }
 
 // run is one worker: it takes the first waiting decision, adds every other
-// one already waiting (up to maxBatch), and sends them as one pipeline.
+// one already waiting (up to maxBatch), and sends them together.
 func (b *Batcher) run() {
 	defer b.wg.Done()
-	batch := make([]*call, 0, b.maxBatch)
+	w := &worker{
+		b:     b,
+		batch: make([]*call, 0, b.maxBatch),
+		live:  make([]*call, 0, b.maxBatch),
+		cmds:  make([]*redis.Cmd, 0, b.maxBatch),
+	}
 	for {
+		// Stop before anything still queued: its callers have been told
+		// the Batcher is closed.
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
 		select {
 		case <-b.stop:
 			return
 		case c := <-b.queue:
-			batch = append(batch, c)
+			w.batch = append(w.batch, c)
 		}
 	fill:
-		for len(batch) < b.maxBatch {
+		for len(w.batch) < b.maxBatch {
 			select {
 			case c := <-b.queue:
-				batch = append(batch, c)
+				w.batch = append(w.batch, c)
 			default:
 				break fill
 			}
 		}
-		b.send(batch)
-		clear(batch) // drop the references: callers may recycle their calls
-		batch = batch[:0]
+		w.send()
+		// Drop the references: callers recycle their calls.
+		clear(w.batch)
+		clear(w.live)
+		clear(w.cmds)
+		w.batch, w.live, w.cmds = w.batch[:0], w.live[:0], w.cmds[:0]
 	}
 }
 
-// send pipelines batch and hands every caller its result.
-func (b *Batcher) send(batch []*call) {
+// worker is one worker's state, reused from batch to batch.
+type worker struct {
+	b     *Batcher
+	batch []*call
+	live  []*call
+	cmds  []*redis.Cmd
+}
+
+// send sends w.batch and hands every caller its result.
+func (w *worker) send() {
 	// A caller that has given up has returned already: its decision is
 	// not sent, so it is not counted against its client.
-	live := batch[:0:0]
 	var deadline time.Time
 	bounded := true
-	for _, c := range batch {
+	for _, c := range w.batch {
 		if c.ctx.Err() != nil {
 			continue
 		}
@@ -210,62 +237,76 @@ func (b *Batcher) send(batch []*call) {
 		} else if d.After(deadline) {
 			deadline = d
 		}
-		live = append(live, c)
+		w.live = append(w.live, c)
 	}
-	if len(live) == 0 {
+	switch len(w.live) {
+	case 0:
+		return
+	case 1:
+		// Alone: an ordinary EVALSHA under the caller's own context costs
+		// less than a pipeline of one.
+		c := w.live[0]
+		c.res, c.err = w.b.evalOne(c.ctx, c.key, c.args)
+		c.done <- struct{}{}
 		return
 	}
 	// The pipeline runs as long as its most patient caller waits; callers
 	// with earlier deadlines stop waiting on their own. Without any
 	// deadline the client's read and write time-outs bound it.
-	ctx := b.base
+	ctx := w.b.base
 	if bounded {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	cmds := b.pipeline(ctx, live)
-	var retry []int
-	for i, cmd := range cmds {
-		if isNoScript(cmd.Err()) && live[i].ctx.Err() == nil {
-			retry = append(retry, i)
+	w.cmds = w.b.pipeline(ctx, w.live, w.cmds)
+	var retry []*call
+	var at []int
+	for i, cmd := range w.cmds {
+		if isNoScript(cmd.Err()) && w.live[i].ctx.Err() == nil {
+			retry = append(retry, w.live[i])
+			at = append(at, i)
 		}
 	}
 	if len(retry) > 0 {
 		// A restarted or flushed Redis (or a new Cluster master) has lost
 		// the script: load it once for the whole batch and resend the
 		// decisions it refused. They were not run, so none counts twice.
-		if err := b.client.ScriptLoad(ctx, script).Err(); err != nil {
-			for _, i := range retry {
-				cmds[i].SetErr(fmt.Errorf("loading the script after NOSCRIPT: %w", err))
+		if err := w.b.client.ScriptLoad(ctx, script).Err(); err != nil {
+			for _, i := range at {
+				w.cmds[i].SetErr(fmt.Errorf("loading the script after NOSCRIPT: %w", err))
 			}
 		} else {
-			again := make([]*call, len(retry))
-			for j, i := range retry {
-				again[j] = live[i]
-			}
-			for j, cmd := range b.pipeline(ctx, again) {
-				cmds[retry[j]] = cmd
+			for j, cmd := range w.b.pipeline(ctx, retry, nil) {
+				w.cmds[at[j]] = cmd
 			}
 		}
 	}
-	for i, c := range live {
-		c.res, c.err = result(cmds[i])
+	for i, c := range w.live {
+		c.res, c.err = result(w.cmds[i])
 		c.done <- struct{}{}
 	}
 }
 
-// pipeline sends one EVALSHA per call in one pipeline. Each command carries
-// its own outcome: a Redis error in one (a broken bucket, NOSCRIPT) leaves
-// the others' results intact, and a connection failure is set on all.
-func (b *Batcher) pipeline(ctx context.Context, cs []*call) []*redis.Cmd {
+// evalOne runs the script for one decision in its own round trip, loading
+// the script first if Redis has lost it.
+func (b *Batcher) evalOne(ctx context.Context, key string, args [4]int64) ([4]int64, error) {
+	b.pipelines.Add(1)
+	b.decisions.Add(1)
+	return evalOne(ctx, b.client, key, args)
+}
+
+// pipeline sends one EVALSHA per call in one pipeline, appending the
+// commands to cmds. Each command carries its own outcome: a Redis error in
+// one (a broken bucket, NOSCRIPT) leaves the others' results intact, and a
+// connection failure is set on all.
+func (b *Batcher) pipeline(ctx context.Context, cs []*call, cmds []*redis.Cmd) []*redis.Cmd {
 	pipe := b.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(cs))
-	for i, c := range cs {
-		cmds[i] = pipe.EvalSha(ctx, scriptSHA, []string{c.key}, c.args[0], c.args[1], c.args[2], c.args[3])
+	for _, c := range cs {
+		cmds = append(cmds, pipe.EvalSha(ctx, scriptSHA, []string{c.key}, c.args[0], c.args[1], c.args[2], c.args[3]))
 	}
-	// Exec's error is the first command's; every command's own is read
-	// from it below.
+	// Exec's error is the first failed command's; each command's own is
+	// read from it.
 	_, _ = pipe.Exec(ctx)
 	b.pipelines.Add(1)
 	b.decisions.Add(int64(len(cs)))

@@ -168,7 +168,7 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 	if r.opts.Batcher != nil {
 		res, err = r.opts.Batcher.eval(ctx, r.Key(l.Name, key), args)
 	} else {
-		res, err = r.evalOne(ctx, r.Key(l.Name, key), args)
+		res, err = evalOne(ctx, r.client, r.Key(l.Name, key), args)
 	}
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit %q: redis: %w", l.Name, err)
@@ -183,16 +183,16 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 }
 
 // evalOne runs the script for one decision in its own round trip.
-func (r *Redis) evalOne(ctx context.Context, key string, args [4]int64) ([4]int64, error) {
+func evalOne(ctx context.Context, client Scripter, key string, args [4]int64) ([4]int64, error) {
 	keys := []string{key}
-	cmd := r.client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
+	cmd := client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
 	if isNoScript(cmd.Err()) {
 		// A restarted or flushed Redis (or a new Cluster master) has lost
 		// the script: load it once and try again.
-		if err := r.client.ScriptLoad(ctx, script).Err(); err != nil {
+		if err := client.ScriptLoad(ctx, script).Err(); err != nil {
 			return [4]int64{}, fmt.Errorf("loading the script after NOSCRIPT: %w", err)
 		}
-		cmd = r.client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
+		cmd = client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
 	}
 	return result(cmd)
 }
