@@ -7,5 +7,5 @@
 .PHONY: bench-memory
 
 bench-memory:
-	$(if $(PROFILE_DIR),mkdir -p $(PROFILE_DIR) &&) IDLE_PROFILE_DIR=$(PROFILE_DIR) \
+	$(if $(PROFILE_DIR),mkdir -p $(PROFILE_DIR) &&) IDLE_PROFILE_DIR=$(PROFILE_DIR) IDLE_TLS_FULL_HANDSHAKES=1 \
 	  $(GO) test -count=1 -run '^TestEdgeIdleConnectionsMemory$$' -v ./test/
