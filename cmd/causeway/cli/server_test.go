@@ -2,6 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -31,5 +34,40 @@ func TestServerCommandsRefuseBadInput(t *testing.T) {
 				t.Fatalf("stderr %q lacks %q", stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// The GC target: -gogc wins, then the GOGC environment variable, then the
+// command's default.
+func TestServerCommandsGCTarget(t *testing.T) {
+	t.Cleanup(func() { debug.SetGCPercent(100) })
+	for _, tt := range []struct {
+		name, env string
+		args      []string
+		def, want int
+	}{
+		{"edge default", "", nil, edgeGOGC, edgeGOGC},
+		{"sidecar default", "", nil, sidecarGOGC, sidecarGOGC},
+		{"environment kept", "150", nil, edgeGOGC, 123}, // the runtime read GOGC at start; left alone
+		{"flag wins", "150", []string{"-gogc", "250"}, edgeGOGC, 250},
+		{"flag off", "", []string{"-gogc", "-1"}, edgeGOGC, -1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("GOGC", tt.env)
+			if tt.env == "" {
+				os.Unsetenv("GOGC")
+			}
+			debug.SetGCPercent(123)
+			if _, ok := parseServerFlags("edge", "x.yaml", "", tt.def, tt.args, io.Discard); !ok {
+				t.Fatal("flags refused")
+			}
+			if got := debug.SetGCPercent(100); got != tt.want {
+				t.Fatalf("GC percent %d, want %d", got, tt.want)
+			}
+		})
+	}
+	var stderr bytes.Buffer
+	if _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, []string{"-gogc", "lots"}, &stderr); ok || !strings.Contains(stderr.String(), "-gogc") {
+		t.Fatalf("-gogc lots accepted (stderr %q)", stderr.String())
 	}
 }

@@ -12,7 +12,7 @@ func init() {
 }
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sf, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", args, stderr)
+	sf, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", sidecarGOGC, args, stderr)
 	if !ok {
 		return 2
 	}
