@@ -5,7 +5,9 @@
 # (root needed). Any harness setting passes through (ONLY, ROUNDS, DURATION,
 # MODES, ...), e.g.  ONLY=direct,nginx,haproxy,causeway ROUNDS=3 bench/run.sh
 # Traefik is built into $TRAEFIK_BIN when missing (TRAEFIK_VERSION, default
-# v3.7.13; SKIP_TRAEFIK_BUILD=1 to not try).
+# v3.7.13; SKIP_TRAEFIK_BUILD=1 to not try). BENCH_NETNS=1 runs the harness
+# in a network namespace of its own, for when another server on the machine
+# holds one of its fixed ports.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -97,4 +99,12 @@ echo 'causeway | http://127.0.0.1:8086/ | https://127.0.0.1:8446/ | $CAUSEWAY_BI
 
 export TARGETS_FILE="$targets" EXTRA_CONFIGS_DIR="$here/configs"
 export RESULTS_ROOT=${RESULTS_ROOT:-$root/bench/results}
+if [ "${BENCH_NETNS:-}" = 1 ]; then
+  # A network namespace of our own (root): a fresh loopback where the
+  # harness's fixed ports (9000, 9443, 8081-8086, 8441-8446) are free even
+  # when someone else's server holds them on the shared machine. Same
+  # kernel, same CPUs; only the port space is separate. Everything above
+  # that needs the module proxy has run by now.
+  exec unshare --net bash -c 'ip link set lo up && exec "$0"' "$harness/run.sh"
+fi
 exec "$harness/run.sh"
