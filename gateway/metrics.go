@@ -29,6 +29,7 @@ type metrics struct {
 	authFailures      *prometheus.CounterVec
 	ratelimitDecision *prometheus.CounterVec
 	certExpiry        *prometheus.GaugeVec
+	certReloads       *prometheus.CounterVec
 	endpointHealthy   *prometheus.GaugeVec
 	meshRequests      *prometheus.CounterVec
 }
@@ -67,6 +68,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		certExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "causeway_certificate_expiry_timestamp_seconds", Help: "Expiry (Unix time) of every served certificate, by name.",
 		}, []string{"name"}),
+		certReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "causeway_tls_certificate_reloads_total", Help: "Re-reads of the edge's certificate files, by result (success, or failure: the previous certificates stay served).",
+		}, []string{"result"}),
 		endpointHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "causeway_upstream_endpoint_healthy", Help: "1 when the endpoint takes traffic, 0 when it is ejected or failing its health check.",
 		}, []string{"upstream", "endpoint"}),
@@ -75,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"direction", "peer", "code"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
-		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.endpointHealthy, m.meshRequests,
+		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.unmatched = m.forRoute("_unmatched")
 	for _, r := range []string{"success", "failure"} {

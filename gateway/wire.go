@@ -253,7 +253,7 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	if t.mgr != nil && reflect.DeepEqual(t.cfg, f.TLS) && reflect.DeepEqual(t.rcfg, f.Redis) {
 		return prepared{}, nil, nil
 	}
-	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry}
+	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, CertReloads: t.e.metrics.certReloads}
 	if f.TLS.ACME != nil && f.TLS.ACME.Cache == "redis" {
 		if t.redis == nil || !reflect.DeepEqual(t.rcfg, f.Redis) {
 			c, err := redisclient.New(f.Redis)

@@ -36,6 +36,12 @@ type Options struct {
 	// ACMEOrders counts certificate orders by result (ok, error,
 	// rate_limited), e.g. causeway_acme_orders_total{result}; may be nil.
 	ACMEOrders *prometheus.CounterVec
+	// CertReloads counts re-reads of the certificate files (on a file
+	// change, the poll, or Reload) by result, success or failure:
+	// causeway_tls_certificate_reloads_total{result}; may be nil. A failure
+	// means the previous certificates are still served, which a log line
+	// alone lets go unnoticed until they expire.
+	CertReloads *prometheus.CounterVec
 	// Redis is required when tls.acme.cache is redis.
 	Redis redis.UniversalClient
 	// RedisKeyPrefix prefixes every Redis key (the routes file's
@@ -80,6 +86,7 @@ type Manager struct {
 
 	reloadMu sync.Mutex
 	onReload func(error)
+	reloads  *prometheus.CounterVec // nil: not counted
 
 	watcher   *fsnotify.Watcher
 	done      chan struct{}
@@ -117,11 +124,18 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 		expiry:    opts.Expiry,
 		expirySet: map[string]time.Time{},
 		onReload:  opts.OnReload,
+		reloads:   opts.CertReloads,
 		done:      make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.reloads != nil {
+		// Both series exist from the start, so increase() and alerts on
+		// failures work before the first one.
+		m.reloads.WithLabelValues(reloadSuccess)
+		m.reloads.WithLabelValues(reloadFailure)
 	}
 	switch cfg.MinVersion {
 	case "", "1.2":
@@ -331,10 +345,24 @@ func (m *Manager) Reload() error {
 	defer m.reloadMu.Unlock()
 	set, err := loadStatic(m.cfg)
 	if err != nil {
+		m.countReload(reloadFailure)
 		return fmt.Errorf("tls: reloading: %w", err)
 	}
 	m.install(set)
+	m.countReload(reloadSuccess)
 	return nil
+}
+
+// Values of the result label of CertReloads.
+const (
+	reloadSuccess = "success"
+	reloadFailure = "failure"
+)
+
+func (m *Manager) countReload(result string) {
+	if m.reloads != nil {
+		m.reloads.WithLabelValues(result).Inc()
+	}
 }
 
 // reloadIfChanged reloads when a file's content changed since the served
