@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -109,7 +110,11 @@ func TestEdgeIdleConnectionsMemory(t *testing.T) {
 			}
 
 			n := float64(len(conns))
-			t.Logf("%s: %d idle keep-alive connections", tc.name, len(conns))
+			limit := "none"
+			if idle.memLimit < math.MaxInt64 {
+				limit = fmt.Sprintf("%.0f MiB", mib(idle.memLimit))
+			}
+			t.Logf("%s: %d idle keep-alive connections (edge GOGC %d, memory limit %s)", tc.name, len(conns), idle.gogc, limit)
 			if tc.tls {
 				t.Logf("  TLS 1.3, %d of them resumed the first session, %d full handshakes", e.resumed.Load(), int64(len(conns))-e.resumed.Load())
 			}
@@ -363,6 +368,8 @@ type edgeStats struct {
 	heapInuse  int64 // bytes
 	stackInuse int64 // bytes
 	goroutines int64
+	gogc       int64 // the edge's GC target, which sets how much garbage its RSS carries
+	memLimit   int64 // bytes; math.MaxInt64 when unset
 }
 
 // stats forces a GC in the edge (so the heap figures are live data, not
@@ -382,12 +389,20 @@ func (e *edgeProcess) stats(t *testing.T) edgeStats {
 		{"go_memstats_heap_inuse_bytes", &s.heapInuse},
 		{"go_memstats_stack_inuse_bytes", &s.stackInuse},
 		{"go_goroutines", &s.goroutines},
+		{"go_gc_gogc_percent", &s.gogc},
+		{"go_gc_gomemlimit_bytes", &s.memLimit},
 	} {
 		v, ok := metricValue(metrics.String(), m.name)
 		if !ok {
 			t.Fatalf("admin /metrics has no %s", m.name)
 		}
-		*m.dst = int64(v)
+		// "No limit" is MaxInt64, which a float64 rounds up to 2^63:
+		// converted as it is, that would wrap to a negative number.
+		if v >= math.MaxInt64 {
+			*m.dst = math.MaxInt64
+		} else {
+			*m.dst = int64(v)
+		}
 	}
 	return s
 }
