@@ -26,6 +26,17 @@ const maxJWKSBytes = 1 << 20
 // becomes ready soon after it comes back, without hammering it meanwhile.
 const firstRetry = time.Second
 
+// maxKIDWait bounds how long a request waits for the JWKS fetch its unknown
+// kid (or the lack of any keys) asked for, or found running: past it the
+// token is refused as signed by an unknown key (401) and the fetch goes on
+// in the background, bounded by the HTTP client's own timeouts (5 s for the
+// response headers by default), for the requests after it. A provider that
+// hangs then costs each request at most this, not the client's timeout.
+// A healthy provider answers in milliseconds. The HTTP client's overall
+// Timeout, when shorter, is the bound instead: no request waits longer than
+// the fetch itself may take.
+const maxKIDWait = time.Second
+
 var (
 	errNoKeys     = errors.New("no keys fetched yet")
 	errUnknownKID = errors.New("no key for the token's kid")
@@ -51,6 +62,10 @@ type jwks struct {
 	log        *slog.Logger
 	now        func() time.Time
 	min, max   time.Duration
+	// kidWait is the bound on a request's wait for a fetch (see maxKIDWait);
+	// after starts that wait's timer, replaced by tests to fire it at will.
+	kidWait time.Duration
+	after   func(time.Duration) <-chan time.Time
 
 	keys atomic.Pointer[keySet]
 
@@ -64,8 +79,9 @@ type jwks struct {
 
 	ctx       context.Context
 	cancel    context.CancelFunc
-	done      chan struct{} // closed when run returns
-	firstDone chan struct{} // closed when the start-up fetch has ended, for tests
+	done      chan struct{}  // closed when run returns
+	bg        sync.WaitGroup // fetches started for a request, which it stopped waiting for
+	firstDone chan struct{}  // closed when the start-up fetch has ended, for tests
 }
 
 func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, client *http.Client, ownsClient bool, log *slog.Logger, now func() time.Time) *jwks {
@@ -78,9 +94,14 @@ func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, clien
 	j := &jwks{
 		url: rawURL, redacted: red, client: client, ownsClient: ownsClient, now: now, min: minI, max: maxI,
 		log:       log.With("jwks_url", red),
+		kidWait:   maxKIDWait,
+		after:     time.After,
 		refs:      1,
 		done:      make(chan struct{}),
 		firstDone: make(chan struct{}),
+	}
+	if t := client.Timeout; t > 0 && t < j.kidWait {
+		j.kidWait = t
 	}
 	j.ctx, j.cancel = context.WithCancel(ctx)
 	go j.run()
@@ -111,6 +132,7 @@ func (j *jwks) release() {
 	if last {
 		j.cancel()
 		<-j.done
+		j.bg.Wait()
 		if j.ownsClient {
 			// The default client is this package's: leave no idle
 			// connection (and its goroutines) behind.
@@ -166,31 +188,52 @@ func (j *jwks) refreshShared(ctx context.Context) time.Duration {
 // refreshForKID is the refresh an unknown kid asks for. At most one fetch
 // starts per min interval, whatever the tokens say, so random kids cannot
 // turn the edge into a load generator against the identity provider.
+//
+// The fetch runs on a goroutine of its own and the request waits for it at
+// most kidWait: a provider that hangs must not hold every request with a
+// new kid for the HTTP client's whole timeout. A fetch already running
+// (the scheduled one, or another request's) is waited for the same way.
 func (j *jwks) refreshForKID(ctx context.Context) {
 	j.mu.Lock()
-	if ch := j.inflight; ch != nil {
-		j.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+	ch := j.inflight
+	if ch == nil {
+		if j.stopped || !j.lastAttempt.IsZero() && j.now().Sub(j.lastAttempt) < j.min {
+			j.mu.Unlock()
+			return
 		}
-		return
+		ch = j.beginLocked()
+		j.bg.Add(1)
+		go func() {
+			defer j.bg.Done()
+			j.complete(ch)
+		}()
 	}
-	if !j.lastAttempt.IsZero() && j.now().Sub(j.lastAttempt) < j.min {
-		j.mu.Unlock()
-		return
+	j.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-j.after(j.kidWait):
 	}
-	j.fetchLocked()
 }
 
 // fetchLocked is entered with j.mu held and returns with it released.
 func (j *jwks) fetchLocked() time.Duration {
+	ch := j.beginLocked()
+	j.mu.Unlock()
+	return j.complete(ch)
+}
+
+// beginLocked records a fetch as running; complete must follow.
+func (j *jwks) beginLocked() chan struct{} {
 	ch := make(chan struct{})
 	j.inflight = ch
 	j.lastAttempt = j.now()
 	j.fetches++
-	j.mu.Unlock()
+	return ch
+}
 
+// complete runs the fetch begun by beginLocked and publishes its outcome.
+func (j *jwks) complete(ch chan struct{}) time.Duration {
 	// The refresher's context, not a request's: a client hanging up must
 	// not cancel a fetch that other requests are waiting for.
 	ttl, err := j.fetch(j.ctx)
