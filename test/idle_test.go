@@ -21,6 +21,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // idleConns is how many keep-alive client connections the edge holds in
@@ -54,23 +57,34 @@ func TestEdgeIdleConnectionsMemory(t *testing.T) {
 	defer up.Close()
 
 	cases := []struct {
-		name string
-		tls  bool
+		name  string
+		proto string // "http/1.1" or "h2" (over TLS)
+		tls   bool
 		// Each case dials from its own loopback address, so its 10,000
 		// source ports come from a range no earlier case (or run of the
 		// package) has left in TIME_WAIT.
 		source string
+		// onlyIf names an environment variable that must be 1 for the case
+		// to run: cases that would take make test's run past ~30 s.
+		onlyIf string
 	}{
-		{name: "http", source: "127.0.0.2"},
-		{name: "https", tls: true, source: "127.0.0.3"},
+		{name: "http", proto: "http/1.1", source: "127.0.0.2"},
+		{name: "https", proto: "http/1.1", tls: true, source: "127.0.0.3"},
+		// Browsers speak HTTP/2 to an https edge; one idle HTTP/2
+		// connection costs the edge two goroutines and the HTTP/2 server's
+		// per-connection state. make bench-memory sets IDLE_H2=1.
+		{name: "h2", proto: "h2", tls: true, source: "127.0.0.4", onlyIf: "IDLE_H2"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.onlyIf != "" && os.Getenv(tc.onlyIf) != "1" {
+				t.Skipf("%s=1 runs this case (make bench-memory does)", tc.onlyIf)
+			}
 			caseDir := filepath.Join(dir, tc.name)
 			if err := os.Mkdir(caseDir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			e := startEdgeProcess(t, bin, caseDir, tc.tls, strings.TrimPrefix(up.URL, "http://"))
+			e := startEdgeProcess(t, bin, caseDir, tc.tls, tc.proto, strings.TrimPrefix(up.URL, "http://"))
 			src := &net.TCPAddr{IP: net.ParseIP(tc.source)}
 
 			// One request on a connection of its own first, so "before"
@@ -159,19 +173,21 @@ type edgeProcess struct {
 	addr     string // the data listener
 	admin    string
 	tlsConf  *tls.Config  // nil: plain HTTP
+	h2       bool         // HTTP/2 over TLS (ALPN h2)
 	resumed  atomic.Int64 // TLS handshakes that resumed a session
 	stopOnce sync.Once
 }
 
-func startEdgeProcess(t *testing.T, bin, dir string, withTLS bool, upstream string) *edgeProcess {
+func startEdgeProcess(t *testing.T, bin, dir string, withTLS bool, proto, upstream string) *edgeProcess {
 	t.Helper()
-	e := &edgeProcess{addr: freeTCPAddr(t), admin: freeTCPAddr(t), done: make(chan error, 1)}
+	e := &edgeProcess{addr: freeTCPAddr(t), admin: freeTCPAddr(t), done: make(chan error, 1), h2: proto == "h2"}
 	listen := fmt.Sprintf("listen: {http: %q, admin: %q}\n", e.addr, e.admin)
 	if withTLS {
 		certFile, keyFile, pool := serverCert(t, dir, "api.example.com")
 		listen = fmt.Sprintf("listen: {https: %q, admin: %q}\ntls:\n  min_version: \"1.3\"\n  certificates: [{cert_file: %q, key_file: %q}]\n",
 			e.addr, e.admin, certFile, keyFile)
 		e.tlsConf = idleClientTLS(pool)
+		e.tlsConf.NextProtos = []string{proto}
 	}
 	cfg := filepath.Join(dir, "causeway.yaml")
 	writeConfig(t, cfg, fmt.Sprintf(`version: 1
@@ -256,10 +272,17 @@ func (e *edgeProcess) stop(t *testing.T) {
 	})
 }
 
-// idleConn is one client connection with its reader, kept across requests.
+// idleConn is one client connection with its reader, kept across
+// requests: a bufio.Reader for HTTP/1.1, a framer for HTTP/2. Requests on
+// one connection are sequential, so neither needs a goroutine of its own
+// (the race detector allows about 8,000 live goroutines, fewer than the
+// connections held).
 type idleConn struct {
 	net.Conn
 	br *bufio.Reader
+
+	fr         *http2.Framer // HTTP/2 only
+	nextStream uint32
 }
 
 func (e *edgeProcess) dial(t *testing.T, src *net.TCPAddr) *idleConn {
@@ -289,9 +312,26 @@ func (e *edgeProcess) dialErr(src *net.TCPAddr) (*idleConn, error) {
 		if tc.ConnectionState().DidResume {
 			e.resumed.Add(1)
 		}
+		if p, want := tc.ConnectionState().NegotiatedProtocol, e.tlsConf.NextProtos[0]; p != want {
+			c.Close()
+			return nil, fmt.Errorf("ALPN with %s chose %q, want %q", e.addr, p, want)
+		}
 		c = tc
 	}
-	return &idleConn{Conn: c, br: bufio.NewReaderSize(c, 1024)}, nil
+	if !e.h2 {
+		return &idleConn{Conn: c, br: bufio.NewReaderSize(c, 1024)}, nil
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("http2 preface: %w", err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("http2 settings: %w", err)
+	}
+	return &idleConn{Conn: c, fr: fr, nextStream: 1}, nil
 }
 
 // get sends one request and reads the whole response; the connection must
@@ -299,6 +339,9 @@ func (e *edgeProcess) dialErr(src *net.TCPAddr) (*idleConn, error) {
 func (c *idleConn) get() error {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if c.fr != nil {
+		return c.getH2()
+	}
 	if _, err := io.WriteString(c, "GET /idle HTTP/1.1\r\nHost: api.example.com\r\n\r\n"); err != nil {
 		return fmt.Errorf("write request: %w", err)
 	}
@@ -315,6 +358,58 @@ func (c *idleConn) get() error {
 	}
 	if resp.Close {
 		return fmt.Errorf("the edge asked to close the connection")
+	}
+	return nil
+}
+
+// getH2 sends one request on the next stream and reads frames until its
+// response has ended, answering the edge's SETTINGS and PINGs on the way.
+func (c *idleConn) getH2() error {
+	id := c.nextStream
+	c.nextStream += 2
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: requestBlock(), EndStream: true, EndHeaders: true}); err != nil {
+		return fmt.Errorf("write headers: %w", err)
+	}
+	status := ""
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			return fmt.Errorf("read frame (stream %d): %w", id, err)
+		}
+		ended := false
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				if err := c.fr.WriteSettingsAck(); err != nil {
+					return fmt.Errorf("settings ack: %w", err)
+				}
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				if err := c.fr.WritePing(true, f.Data); err != nil {
+					return fmt.Errorf("ping ack: %w", err)
+				}
+			}
+		case *http2.GoAwayFrame:
+			return fmt.Errorf("GOAWAY %v", f.ErrCode)
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return fmt.Errorf("stream %d reset: %v", id, f.ErrCode)
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id {
+				status = f.PseudoValue("status")
+				ended = f.StreamEnded()
+			}
+		case *http2.DataFrame:
+			ended = f.StreamID == id && f.StreamEnded()
+		}
+		if ended {
+			break
+		}
+	}
+	if status != "200" {
+		return fmt.Errorf("status %q", status)
 	}
 	return nil
 }
