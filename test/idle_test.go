@@ -32,7 +32,7 @@ const idleConns = 10_000
 
 // TestEdgeIdleConnectionsMemory runs `causeway edge` as its own process,
 // opens 10,000 HTTP/1.1 keep-alive connections to it (plain, then TLS 1.3
-// against a second edge), serves one request on each so every connection
+// against a second edge, then optionally HTTP/2 over TLS), serves one request on each so every connection
 // has been through the whole proxy path and now waits idle for its next
 // request, and reports what the edge holds for them: resident memory, Go
 // heap and stacks, goroutines. The numbers are logged, not asserted (they
@@ -41,6 +41,10 @@ const idleConns = 10_000
 //
 // IDLE_PROFILE_DIR=DIR keeps the edge's heap profile (taken after a forced
 // GC with all connections idle) as DIR/<case>.heap.pb.gz for `go tool pprof`.
+// IDLE_TLS_FULL_HANDSHAKES=1 and IDLE_H2=1 (both set by make bench-memory)
+// measure TLS as browsers use it, at the cost of a run too long for make
+// test: see idleClientTLS and the h2 case. GOGC and GOMEMLIMIT set in the
+// environment reach the edge; the log names the values it ran with.
 func TestEdgeIdleConnectionsMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and opens 2x10,000 connections")
