@@ -158,7 +158,8 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.propagateTrace(r)
 	st.clientIP = rt.trust.clientIP(r)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &clientBody{body: r.Body, st: st}
+		r.Body = st.wrapBody(w, r.Body, &rt.file.Server)
+		defer st.body.finish() // also when a handler panics (ReverseProxy aborting a response)
 	}
 
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
@@ -176,6 +177,7 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.ServeHTTP(&st.rec, r)
 	}
+	st.endBody() // 408 for a body cut by body_read_timeout
 	if st.rec.status == 0 {
 		// A handler that wrote nothing still answered 200 to the client.
 		st.rec.status = http.StatusOK

@@ -3,11 +3,17 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/routes"
 )
 
 // reqState is what the edge learns about one request as it passes through
@@ -30,6 +36,8 @@ type reqState struct {
 	// handler: atomics.
 	bodyRead atomic.Int64
 	bodyErr  atomic.Pointer[error]
+	// body is the request body's wrapper; nil for requests without a body.
+	body *clientBody
 	// traceID is the W3C trace id the request carries on (for the log);
 	// traceStarted is set when this hop started the trace. trace is nil
 	// unless tracing is configured.
@@ -68,28 +76,56 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// wrote is set once the header went out: status alone cannot say so,
+	// since the forwarder marks a vanished client 499 without writing.
+	wrote bool
+	// body is the request's body wrapper (nil without a body): an error
+	// answer written after a read timeout cut the body becomes 408.
+	body *clientBody
+	// swallow drops the body of an error answer replaced by 408.
+	swallow bool
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if code >= 400 && !r.wrote && r.body != nil && r.body.cut() {
+		// Whatever failed after the client stopped sending (the forwarder's
+		// 400 for a broken body, a plugin reading the body) failed because
+		// of that: the client is told it was too slow, in one place. The
+		// replaced answer's own body is dropped.
+		r.answerBodyTimeout()
+		r.swallow = true
+		return
+	}
 	if r.status == 0 && code >= 200 {
 		r.status = code
+	}
+	if code >= 200 {
+		r.wrote = true
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
+	if r.swallow {
+		return len(b), nil
+	}
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.wrote = true
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
 	return n, err
 }
 
 func (r *recorder) Flush() {
+	if r.swallow {
+		return
+	}
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.wrote = true
 	_ = http.NewResponseController(r.ResponseWriter).Flush()
 }
 
@@ -98,29 +134,186 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if r.status == 0 {
 		r.status = http.StatusSwitchingProtocols
 	}
+	r.wrote = true
 	return http.NewResponseController(r.ResponseWriter).Hijack()
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// answerBodyTimeout writes the 408 of a body cut by body_read_timeout,
+// in place of whatever status the handlers had in mind.
+func (r *recorder) answerBodyTimeout() {
+	id := r.body.st.requestID
+	r.body = nil // answered: the WriteHeader below goes through
+	r.status = 0
+	httperr.Write(r, &http.Request{Header: http.Header{httperr.RequestIDHeader: {id}}},
+		http.StatusRequestTimeout, "the request body stalled: nothing arrived within the body read timeout")
+}
+
 // clientBody wraps a request body to count its bytes and to remember a
-// read error that is the client's fault (a malformed chunk, a body cut short),
-// so the edge answers 400 and does not blame the upstream endpoint for it.
+// read error that is the client's fault (a malformed chunk, a body cut short,
+// a body that stalls), so the edge answers 400 (408 for a stall) and does not
+// blame the upstream endpoint for it.
+//
+// With a read timeout it also bounds each wait for the client's next bytes:
+// before every Read the connection's read deadline (HTTP/2: the stream's) is
+// moved to now+timeout, so a slow but steady upload lives while one that
+// stops is cut. Read runs on the transport's goroutine, which can outlive
+// the handler; mu and finished make sure no deadline is touched once the
+// handler has returned, when the connection (or the HTTP/2 stream's writer)
+// is no longer this request's.
 type clientBody struct {
 	body io.ReadCloser
 	st   *reqState
+
+	// Set by wrapBody, then read-only.
+	rc      *http.ResponseController // nil: no read timeout
+	timeout time.Duration
+	limit   time.Time // server.read_timeout's end of the whole request; zero: none
+
+	mu          sync.Mutex
+	unsupported bool  // the writer has no deadlines: count only
+	armed       bool  // a deadline of ours is set on the connection
+	finished    bool  // the handler returned
+	stalled     error // the timeout that cut the body; later reads return it
+}
+
+// errBodyStalled wraps the deadline error of a body read cut by
+// body_read_timeout (or read_timeout).
+type errBodyStalled struct{ err error }
+
+func (e *errBodyStalled) Error() string { return "request body stalled: " + e.err.Error() }
+func (e *errBodyStalled) Unwrap() error { return e.err }
+
+// wrapBody installs the body wrapper of a request that has a body. A
+// timeout of 0 (body_read_timeout off) leaves the deadlines alone.
+func (st *reqState) wrapBody(w http.ResponseWriter, body io.ReadCloser, srv *routes.Server) io.ReadCloser {
+	cb := &clientBody{body: body, st: st}
+	if t := srv.BodyReadTimeout; t != nil && *t > 0 {
+		cb.rc = http.NewResponseController(w)
+		cb.timeout = t.D()
+		if rt := srv.ReadTimeout.D(); rt > 0 {
+			cb.limit = st.start.Add(rt)
+		}
+	}
+	st.body, st.rec.body = cb, cb
+	return cb
 }
 
 func (c *clientBody) Read(p []byte) (int, error) {
+	if c.rc != nil {
+		if err := c.extend(); err != nil {
+			return 0, err
+		}
+	}
 	n, err := c.body.Read(p)
 	c.st.bodyRead.Add(int64(n))
-	if err != nil && err != io.EOF {
+	switch {
+	case err == nil:
+	case err == io.EOF:
+		if c.rc != nil {
+			// Before the server's own read for the next request, or its
+			// watch for a client that hangs up, runs into our deadline.
+			c.clear()
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = &errBodyStalled{err: err}
+		c.mu.Lock()
+		c.stalled = err
+		c.mu.Unlock()
+		c.st.bodyErr.CompareAndSwap(nil, &err)
+	default:
 		c.st.bodyErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
 }
 
-func (c *clientBody) Close() error { return c.body.Close() }
+// extend moves the read deadline before a read; it returns the stall error
+// when the body was already cut, so a drain after the cut (the forwarder's,
+// the server's) does not wait a whole timeout again.
+func (c *clientBody) extend() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stalled != nil {
+		return c.stalled
+	}
+	if c.finished || c.unsupported {
+		return nil
+	}
+	d := time.Now().Add(c.timeout)
+	if !c.limit.IsZero() && c.limit.Before(d) {
+		d = c.limit
+	}
+	if err := c.rc.SetReadDeadline(d); err != nil {
+		// A writer without deadlines (http.ErrNotSupported): count only.
+		c.unsupported = true
+		return nil
+	}
+	c.armed = true
+	return nil
+}
+
+// clear takes our deadline off the connection, leaving keep-alive and idle
+// handling to the server. A cut body keeps its expired deadline: the server
+// must not wait for the rest of it before closing the connection.
+func (c *clientBody) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clearLocked()
+}
+
+func (c *clientBody) clearLocked() {
+	if !c.armed || c.stalled != nil || c.finished {
+		return
+	}
+	c.armed = false
+	_ = c.rc.SetReadDeadline(time.Time{})
+}
+
+func (c *clientBody) Close() error {
+	if c.rc != nil {
+		c.clear()
+	}
+	return c.body.Close()
+}
+
+// cut reports whether body_read_timeout (or read_timeout) ended the body.
+func (c *clientBody) cut() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stalled != nil
+}
+
+// finish is called as the handler returns (also when it panics, as
+// ReverseProxy does to abort a response): the deadline is cleared and never
+// touched again.
+func (c *clientBody) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clearLocked()
+	c.finished = true
+}
+
+// endBody runs once the handlers are done with a request that had a body:
+// it releases the read deadline and, when a stall cut the body and nothing
+// was answered yet (a client whose connection read failed counts as gone
+// for the forwarder, which then writes nothing), answers 408. The access
+// log then shows a client timeout, not an upstream error: the upstream only
+// saw the request aborted because the client stopped sending.
+func (st *reqState) endBody() {
+	c := st.body
+	if c == nil {
+		return
+	}
+	c.finish()
+	if !c.cut() {
+		return
+	}
+	st.upstreamErr = nil
+	if !st.rec.wrote {
+		st.rec.answerBodyTimeout()
+	}
+}
 
 // clientBodyFailed reports whether the request's own body could not be read.
 func clientBodyFailed(ctx context.Context) bool {
