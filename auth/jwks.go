@@ -26,15 +26,15 @@ const maxJWKSBytes = 1 << 20
 // becomes ready soon after it comes back, without hammering it meanwhile.
 const firstRetry = time.Second
 
-// maxKIDWait bounds how long a request waits for the JWKS fetch its unknown
-// kid (or the lack of any keys) asked for, or found running: past it the
-// token is refused as signed by an unknown key (401) and the fetch goes on
-// in the background, bounded by the HTTP client's own timeouts (5 s for the
-// response headers by default), for the requests after it. A provider that
-// hangs then costs each request at most this, not the client's timeout.
-// A healthy provider answers in milliseconds. The HTTP client's overall
-// Timeout, when shorter, is the bound instead: no request waits longer than
-// the fetch itself may take.
+// maxKIDWait bounds how long requests wait for a JWKS fetch that an unknown
+// kid (or the lack of any keys) asked for, or found running. It counts from
+// the fetch's start: a request arriving later waits only what is left, and
+// none once a fetch is that old. Past it the token is refused as signed by
+// an unknown key (401) and the fetch goes on in the background, bounded by
+// the HTTP client's own timeouts (5 s for the response headers by default),
+// for the requests after it. A provider that hangs then costs at most this,
+// not the client's timeout; a healthy one answers in milliseconds. The HTTP
+// client's overall Timeout, when shorter, is the bound instead.
 const maxKIDWait = time.Second
 
 var (
@@ -189,10 +189,11 @@ func (j *jwks) refreshShared(ctx context.Context) time.Duration {
 // starts per min interval, whatever the tokens say, so random kids cannot
 // turn the edge into a load generator against the identity provider.
 //
-// The fetch runs on a goroutine of its own and the request waits for it at
-// most kidWait: a provider that hangs must not hold every request with a
-// new kid for the HTTP client's whole timeout. A fetch already running
-// (the scheduled one, or another request's) is waited for the same way.
+// The fetch runs on a goroutine of its own and requests wait for it until
+// kidWait after it started: a provider that hangs must not hold requests
+// with a new kid for the HTTP client's whole timeout. A fetch already
+// running (the scheduled one, or another request's) is waited for the same
+// way.
 func (j *jwks) refreshForKID(ctx context.Context) {
 	j.mu.Lock()
 	ch := j.inflight
@@ -208,11 +209,15 @@ func (j *jwks) refreshForKID(ctx context.Context) {
 			j.complete(ch)
 		}()
 	}
+	wait := j.kidWait - j.now().Sub(j.lastAttempt) // lastAttempt: when ch's fetch started
 	j.mu.Unlock()
+	if wait <= 0 {
+		return
+	}
 	select {
 	case <-ch:
 	case <-ctx.Done():
-	case <-j.after(j.kidWait):
+	case <-j.after(wait):
 	}
 }
 

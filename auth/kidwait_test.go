@@ -60,7 +60,8 @@ func (p *hangingIDP) hang(keys ...map[string]any) {
 // A token with a new kid while the JWKS endpoint hangs: the request waits
 // at most the kid-wait bound (the timer is the test's, so nothing here
 // depends on the wall clock), is refused as unknown_kid while the endpoint
-// is still hanging, and the fetch it started carries on: once the endpoint
+// is still hanging; a request that comes once that fetch is older than the
+// bound does not wait at all; and the fetch carries on: once the endpoint
 // answers, the next request with that kid is served from it without a
 // fetch of its own.
 func TestJWKSKIDWaitBounded(t *testing.T) {
@@ -105,10 +106,28 @@ func TestJWKSKIDWaitBounded(t *testing.T) {
 		t.Fatalf("reason %q, want %q", r.reason, ReasonUnknownKID)
 	}
 
-	// The fetch went on in the background. The next request finds it
-	// running and (with a timer that never fires) waits for it to end.
-	j.after = func(time.Duration) <-chan time.Time { return nil }
+	// A request that comes once the fetch is older than the bound does not
+	// wait at all: the endpoint still hangs, nothing starts a timer.
+	clk.Add(maxKIDWait)
+	if _, r := a.verify(t.Context(), newTok); r != ReasonUnknownKID {
+		t.Fatalf("later request: reason %q, want %q", r, ReasonUnknownKID)
+	}
+	select {
+	case d := <-waits:
+		t.Fatalf("a request waited %v for a fetch already past the bound", d)
+	default:
+	}
+
+	// The fetch went on in the background: once the endpoint answers, its
+	// keys serve the next request, which needs no fetch of its own.
+	j.mu.Lock()
+	running := j.inflight
+	j.mu.Unlock()
+	if running == nil {
+		t.Fatal("the abandoned fetch is not running any more")
+	}
 	p.unblock()
+	<-running
 	if _, r := a.verify(t.Context(), newTok); r != ReasonNone {
 		t.Fatalf("after the endpoint answered: reason %q", r)
 	}
