@@ -441,6 +441,10 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetHTTP2(true)
 	}
+	if u.Scheme == "http" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
+		h1 := newH1Transport(t)
+		return &transportPool{transport: h1, closeIdle: h1.CloseIdleConnections}, nil
+	}
 	return &transportPool{transport: t, closeIdle: t.CloseIdleConnections}, nil
 }
 

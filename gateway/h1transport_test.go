@@ -1,0 +1,418 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// newTestPool builds an upstream pool the way the edge does.
+func newTestPool(t *testing.T, maxIdle int, timeout time.Duration) *h1Transport {
+	t.Helper()
+	pool, err := newTransportPool("t", routes.Upstream{
+		Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: maxIdle,
+		ConnectTimeout: routes.Duration(time.Second), Timeout: routes.Duration(timeout),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, ok := pool.transport.(*h1Transport)
+	if !ok {
+		t.Fatalf("plain http1 upstream got %T, want the calling-goroutine transport", pool.transport)
+	}
+	t.Cleanup(pool.closeIdle)
+	return h1
+}
+
+// countingServer is an upstream that counts the connections it accepted.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(h)
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s, &conns
+}
+
+func rtGet(t *testing.T, rt http.RoundTripper, ctx context.Context, url string, hdr ...string) (*http.Response, string, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+func TestH1TransportReusesConnections(t *testing.T) {
+	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("User-Agent") != "" {
+			w.WriteHeader(400) // ReverseProxy's empty User-Agent must stay absent
+		}
+		io.WriteString(w, r.Method+" "+r.URL.RequestURI())
+	})
+	h1 := newTestPool(t, 4, time.Second)
+	for i := range 20 {
+		req, _ := http.NewRequest("GET", s.URL+"/a?b=c", nil)
+		req.Header["User-Agent"] = []string{""}
+		resp, err := h1.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "GET /a?b=c" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+		}
+	}
+	// HEAD and a 204 have no body: the connection goes back at once.
+	for _, m := range []string{"HEAD", "OPTIONS"} {
+		req, _ := http.NewRequest(m, s.URL+"/", nil)
+		resp, err := h1.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 22 sequential requests, want 1", n)
+	}
+}
+
+func TestH1TransportConcurrentAndBounded(t *testing.T) {
+	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	h1 := newTestPool(t, 2, time.Second)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if _, body, err := rtGet(t, h1, context.Background(), s.URL); err != nil || body != "ok" {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of 800 concurrent requests failed", failed.Load())
+	}
+	h1.mu.Lock()
+	idle := len(h1.idle[strings.TrimPrefix(s.URL, "http://")])
+	h1.mu.Unlock()
+	if idle > 2 {
+		t.Fatalf("%d idle connections kept, want at most max_idle_per_endpoint 2", idle)
+	}
+	t.Logf("%d connections for 800 requests from 16 goroutines", conns.Load())
+}
+
+// An upstream that closes keep-alive connections while they are idle: the
+// next request on such a connection is sent again on a fresh one.
+func TestH1TransportRetriesConnectionClosedWhileIdle(t *testing.T) {
+	var accepted atomic.Int64
+	addr := testutil.ServeConns(t, func(c net.Conn) {
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		// Answers as keep-alive, then closes: the client only learns on reuse.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	h1 := newTestPool(t, 4, time.Second)
+	for i := range 5 {
+		if _, body, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+		time.Sleep(10 * time.Millisecond) // let the close reach the client side
+	}
+	if n := accepted.Load(); n < 5 {
+		t.Fatalf("%d connections, want a new one per request", n)
+	}
+}
+
+func TestH1TransportDoesNotReuse(t *testing.T) {
+	cases := []struct {
+		name    string
+		handler http.HandlerFunc
+		hdr     []string
+		partial bool // close the body before EOF
+	}{
+		{name: "response Connection: close", handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, "x")
+		}},
+		{name: "request Connection: close", hdr: []string{"Connection", "close"}, handler: func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "x")
+		}},
+		{name: "body closed early", partial: true, handler: func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, strings.Repeat("x", 64<<10))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, conns := countingServer(t, tc.handler)
+			h1 := newTestPool(t, 4, time.Second)
+			for range 3 {
+				req, _ := http.NewRequest("GET", s.URL, nil)
+				for i := 0; i+1 < len(tc.hdr); i += 2 {
+					req.Header.Set(tc.hdr[i], tc.hdr[i+1])
+				}
+				req.Close = req.Header.Get("Connection") == "close"
+				resp, err := h1.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.partial {
+					buf := make([]byte, 10)
+					io.ReadFull(resp.Body, buf)
+				} else {
+					io.Copy(io.Discard, resp.Body)
+				}
+				resp.Body.Close()
+				if _, err := resp.Body.Read(make([]byte, 1)); err == nil {
+					t.Fatal("read after close succeeded")
+				}
+			}
+			if n := conns.Load(); n != 3 {
+				t.Fatalf("%d connections for 3 requests, want 3 (none reusable)", n)
+			}
+		})
+	}
+}
+
+// Bytes after a response are not an answer to anything: the connection is
+// dropped rather than read by the next request.
+func TestH1TransportDropsConnectionWithTrailingGarbage(t *testing.T) {
+	var accepted atomic.Int64
+	addr := testutil.ServeConns(t, func(c net.Conn) {
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforged")
+		}
+	})
+	h1 := newTestPool(t, 4, time.Second)
+	for i := range 3 {
+		if _, body, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
+			t.Fatalf("request %d: %q %v", i, body, err)
+		}
+	}
+	if n := accepted.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3", n)
+	}
+}
+
+func TestH1TransportErrors(t *testing.T) {
+	release := make(chan struct{})
+	hang := testutil.ServeConns(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		<-release
+	})
+	// Registered after ServeConns, so it runs before ServeConns waits for
+	// its handlers.
+	t.Cleanup(func() { close(release) })
+	unexpected101 := testutil.ServeConns(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+	})
+	malformed := testutil.ServeConns(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 2OO OK\r\n\r\n")
+	})
+	reset := testutil.ServeConns(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	refused := func() string {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		a := ln.Addr().String()
+		ln.Close()
+		return a
+	}()
+
+	t.Run("header timeout is a timeout", func(t *testing.T) {
+		h1 := newTestPool(t, 4, 50*time.Millisecond)
+		_, _, err := rtGet(t, h1, context.Background(), "http://"+hang+"/")
+		var nerr net.Error
+		if !errors.As(err, &nerr) || !nerr.Timeout() {
+			t.Fatalf("got %v, want a timeout", err)
+		}
+		if k := classify(context.Background(), err); k != failTimeout {
+			t.Fatalf("classified %d, want failTimeout", k)
+		}
+	})
+	t.Run("client leaves", func(t *testing.T) {
+		h1 := newTestPool(t, 4, 0)
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(20*time.Millisecond, cancel)
+		if _, _, err := rtGet(t, h1, ctx, "http://"+hang+"/"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	})
+	for _, tc := range []struct {
+		name, addr string
+		kind       failKind
+	}{
+		{"unexpected 101", unexpected101, failOther},
+		{"malformed status line", malformed, failOther},
+		{"reset before headers", reset, failReset},
+		{"connection refused", refused, failConnect},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h1 := newTestPool(t, 4, time.Second)
+			_, _, err := rtGet(t, h1, context.Background(), "http://"+tc.addr+"/")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if k := classify(context.Background(), err); k != tc.kind {
+				t.Fatalf("%v classified %d, want %d", err, k, tc.kind)
+			}
+		})
+	}
+	t.Run("header injection refused", func(t *testing.T) {
+		h1 := newTestPool(t, 4, time.Second)
+		if _, _, err := rtGet(t, h1, context.Background(), "http://"+malformed+"/", "X-A", "v\r\nX-Injected: 1"); err == nil || !strings.Contains(err.Error(), "invalid header") {
+			t.Fatalf("got %v, want an invalid header error", err)
+		}
+	})
+}
+
+// 1xx responses before the final one reach the trace hook ReverseProxy uses
+// to forward them (103 Early Hints); 100 Continue is passed over.
+func TestH1TransportInformational(t *testing.T) {
+	addr := testutil.ServeConns(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+			"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+	})
+	h1 := newTestPool(t, 4, time.Second)
+	var got []string
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			got = append(got, http.StatusText(code)+": "+h.Get("Link"))
+			return nil
+		},
+	})
+	if _, body, err := rtGet(t, h1, ctx, "http://"+addr+"/"); err != nil || body != "done" {
+		t.Fatalf("%q %v", body, err)
+	}
+	if want := "Early Hints: </a.css>; rel=preload"; len(got) != 2 || got[0] != want {
+		t.Fatalf("1xx seen: %q, want %q then Continue", got, want)
+	}
+}
+
+// Requests the fast path does not take go to http.Transport unchanged.
+func TestH1TransportFallback(t *testing.T) {
+	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+":"+string(b))
+	})
+	h1 := newTestPool(t, 4, time.Second)
+	for _, tc := range []struct {
+		method, body string
+		hdr          []string
+	}{
+		{"POST", "payload", nil},
+		{"DELETE", "", nil},
+		{"PUT", "x", []string{"Expect", "100-continue"}},
+	} {
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		req, _ := http.NewRequest(tc.method, s.URL, body)
+		for i := 0; i+1 < len(tc.hdr); i += 2 {
+			req.Header.Set(tc.hdr[i], tc.hdr[i+1])
+		}
+		if h1.fastPath(req) {
+			t.Fatalf("%s with body %q took the fast path", tc.method, tc.body)
+		}
+		resp, err := h1.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tc.method+":"+tc.body {
+			t.Fatalf("got %q", b)
+		}
+	}
+}
+
+// Idle connections are closed after the idle timeout and when the pool is
+// retired, and a connection returned to a retired pool is closed.
+func TestH1TransportIdleLifetime(t *testing.T) {
+	closed := make(chan struct{}, 8)
+	addr := testutil.ServeConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				closed <- struct{}{}
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	waitClosed := func(what string) {
+		t.Helper()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the upstream never saw the connection close", what)
+		}
+	}
+	h1 := newTestPool(t, 4, time.Second)
+	h1.idleTimeout = 30 * time.Millisecond
+	if _, _, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed("idle timeout")
+
+	h1.idleTimeout = time.Hour
+	if _, _, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
+		t.Fatal(err)
+	}
+	h1.CloseIdleConnections()
+	waitClosed("CloseIdleConnections")
+
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	resp, err := h1.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	waitClosed("returned to a retired pool")
+}
