@@ -498,7 +498,12 @@ func TestBatcherPaused(t *testing.T) {
 func TestBatcherRedisRestarted(t *testing.T) {
 	srv := testredis.Start(t)
 	b := newBatcher(t, redisClient(t, srv), BatchOptions{})
-	r := batchedRedis(t, b, newClock(), "rs:")
+	// A per-call time-out, as the Service always sets: with Redis down,
+	// go-redis's dial retries would otherwise run for seconds.
+	r, err := NewRedis(b.client, RedisOptions{Prefix: "rs:", Timeout: 300 * time.Millisecond, Now: newClock().Now, Batcher: b})
+	if err != nil {
+		t.Fatal(err)
+	}
 	l := Limit{Name: "l", Rate: 1, Per: time.Hour}
 	burst := func() []error {
 		errs := make([]error, 32)
