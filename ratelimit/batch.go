@@ -12,11 +12,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Pipeliner is the part of a go-redis client the Batcher uses; every
+// BatchClient is the part of a go-redis client the Batcher uses; every
 // go-redis client (single node, Cluster, Sentinel) satisfies it. A
 // Cluster client's pipeline splits the batch by slot and sends one
 // pipeline to each master it touches.
-type Pipeliner interface {
+type BatchClient interface {
 	Scripter
 	Pipeline() redis.Pipeliner
 }
@@ -55,7 +55,7 @@ var errBatcherClosed = errors.New("batcher is closed")
 // context ends while it waits returns at once with the context's error,
 // and its decision is not sent if it was still queued.
 type Batcher struct {
-	client   Pipeliner
+	client   BatchClient
 	maxBatch int
 	queue    chan *call
 	// slots holds one token per round trip in flight, direct or pipelined:
@@ -98,7 +98,7 @@ var calls = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1
 
 // NewBatcher starts the workers that send decisions through client. Close
 // stops them.
-func NewBatcher(client Pipeliner, opts BatchOptions) (*Batcher, error) {
+func NewBatcher(client BatchClient, opts BatchOptions) (*Batcher, error) {
 	if client == nil {
 		return nil, errors.New("ratelimit: redis batcher needs a client")
 	}

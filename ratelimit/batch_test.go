@@ -22,7 +22,7 @@ func TestNewBatcherBadConfig(t *testing.T) {
 	client := redisClient(t, testredis.Start(t))
 	tests := []struct {
 		desc   string
-		client Pipeliner
+		client BatchClient
 		opts   BatchOptions
 		want   string
 	}{
@@ -43,7 +43,7 @@ func TestNewBatcherBadConfig(t *testing.T) {
 	}
 }
 
-func newBatcher(t testing.TB, client Pipeliner, opts BatchOptions) *Batcher {
+func newBatcher(t testing.TB, client BatchClient, opts BatchOptions) *Batcher {
 	t.Helper()
 	b, err := NewBatcher(client, opts)
 	if err != nil {
@@ -73,19 +73,19 @@ func batchedRedis(t testing.TB, b *Batcher, clk *clock, prefix string) *Redis {
 // others queue" happen on purpose instead of by chance, so the batch sent
 // next is known exactly.
 type gatedClient struct {
-	Pipeliner
+	BatchClient
 	key     string
 	once    sync.Once
 	entered chan struct{}
 	release chan struct{}
 }
 
-func newGatedClient(c Pipeliner, key string) *gatedClient {
-	return &gatedClient{Pipeliner: c, key: key, entered: make(chan struct{}), release: make(chan struct{})}
+func newGatedClient(c BatchClient, key string) *gatedClient {
+	return &gatedClient{BatchClient: c, key: key, entered: make(chan struct{}), release: make(chan struct{})}
 }
 
 func (g *gatedClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	cmd := g.Pipeliner.EvalSha(ctx, sha, keys, args...)
+	cmd := g.BatchClient.EvalSha(ctx, sha, keys, args...)
 	// Once, and only after Redis has run it (not on a NOSCRIPT that the
 	// caller answers by loading the script).
 	if cmd.Err() == nil && len(keys) == 1 && strings.HasSuffix(keys[0], "|"+g.key+"}") {
@@ -353,6 +353,50 @@ func TestBatcherNoScript(t *testing.T) {
 	}
 	if p := b.pipelines.Load(); p != 2+1+n {
 		t.Fatalf("%d round trips, want %d: the held one, the batch, its resend, then %d lone ones", p, 2+1+n, n)
+	}
+}
+
+// TestBatcherBrokenBucketInBatch: a bucket Redis refuses (its key holds a
+// string) fails only its own decision inside a pipeline, as a key error;
+// the rest of the batch is counted normally.
+func TestBatcherBrokenBucketInBatch(t *testing.T) {
+	srv := testredis.Start(t)
+	g := newGatedClient(redisClient(t, srv), "held")
+	b := newBatcher(t, g, BatchOptions{Workers: 1})
+	r := batchedRedis(t, b, newClock(), "bb:")
+	l := Limit{Name: "l", Rate: 5, Per: time.Minute}
+	if _, err := srv.Do("SET", r.Key(l.Name, "k3"), "not a hash"); err != nil {
+		t.Fatal(err)
+	}
+	release := g.hold(r, l)
+	const n = 8
+	errs := make([]error, n)
+	allowed := make([]bool, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var d Decision
+			d, errs[i] = r.Allow(context.Background(), fmt.Sprintf("k%d", i), l)
+			allowed[i] = d.Allowed
+		}()
+	}
+	waitQueued(t, b, n)
+	if err := release(); err != nil {
+		t.Fatalf("the held decision: %v", err)
+	}
+	wg.Wait()
+	for i := range n {
+		switch {
+		case i == 3 && !IsKeyError(errs[i]):
+			t.Fatalf("broken bucket: %v, want a key error", errs[i])
+		case i != 3 && (errs[i] != nil || !allowed[i]):
+			t.Fatalf("k%d beside a broken bucket: allowed=%v %v", i, allowed[i], errs[i])
+		}
+	}
+	if p := b.pipelines.Load(); p != 2 {
+		t.Fatalf("%d round trips, want 2 (a key error is not retried)", p)
 	}
 }
 
