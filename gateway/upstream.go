@@ -441,6 +441,10 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 		t.Protocols = new(http.Protocols)
 		t.Protocols.SetHTTP2(true)
 	}
+	if u.MeshIdentity != "" && u.Protocol == routes.DefaultProtocol {
+		mt := newMeshTransport(t)
+		return &transportPool{transport: mt, closeIdle: mt.CloseIdleConnections}, nil
+	}
 	if u.Scheme == "http" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
 		h1 := newH1Transport(t)
 		return &transportPool{transport: h1, closeIdle: h1.CloseIdleConnections}, nil

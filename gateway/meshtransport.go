@@ -1,0 +1,46 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+)
+
+// meshTransport carries requests to a sidecar over mTLS: HTTP/1.1 on a pool
+// of keep-alive connections for ordinary requests, HTTP/2 for gRPC, which
+// needs it. With many requests in flight, Go's HTTP/2 client and server
+// funnel them through one connection's read and write loops; on the hop
+// between edge and sidecar that cost about a third of the hop's throughput
+// against HTTP/1.1 connections used one request at a time
+// (BenchmarkMeshPaths/edge-sidecar; docs/performance.md). An upstream with
+// protocol: h2 keeps HTTP/2 for everything.
+type meshTransport struct {
+	h1 *http.Transport // ALPN http/1.1 only
+	h2 *http.Transport // ALPN h2, then http/1.1
+}
+
+// newMeshTransport splits t, configured for HTTP/2 over mTLS, in two.
+func newMeshTransport(t *http.Transport) *meshTransport {
+	h1 := t.Clone()
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSClientConfig = t.TLSClientConfig.Clone()
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	return &meshTransport{h1: h1, h2: t}
+}
+
+func (m *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if isGRPC(req) {
+		return m.h2.RoundTrip(req)
+	}
+	return m.h1.RoundTrip(req)
+}
+
+func (m *meshTransport) CloseIdleConnections() {
+	m.h1.CloseIdleConnections()
+	m.h2.CloseIdleConnections()
+}
+
+// isGRPC: gRPC over HTTP/2 (not gRPC-Web, which is made for HTTP/1.1).
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web")
+}
