@@ -214,10 +214,13 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 				return
 			}
 			status, msg := upstreamStatus(err)
-			if st != nil && st.bodyErr.Load() != nil {
+			clientFault := st != nil && st.bodyErr.Load() != nil
+			if clientFault {
+				// The client's body broke (or stalled): not the upstream's
+				// answer, so neither its metric nor its error in the log.
 				status, msg = http.StatusBadRequest, "malformed or incomplete request body"
 			}
-			if st != nil {
+			if st != nil && !clientFault {
 				st.upstreamDur = time.Since(st.upstreamStart)
 				st.upstreamErr = err
 				label := ""

@@ -280,6 +280,17 @@ func TestSlowRequestBodyHTTP2(t *testing.T) {
 	if ue, ok := line["upstream_error"]; ok {
 		t.Fatalf("a client stall is logged as an upstream error: %v", ue)
 	}
+	mresp, err := http.Get("http://" + e.Addr("admin") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, l := range strings.Split(string(metrics), "\n") {
+		if strings.HasPrefix(l, "causeway_upstream_requests_total{") && !strings.Contains(l, `code="200"`) {
+			t.Errorf("the stall was counted as an upstream answer: %s", l)
+		}
+	}
 
 	// The same connection still serves: only the stream was cut.
 	resp, err = client.Post(base+"/h2ok", "text/plain", strings.NewReader("hello"))
