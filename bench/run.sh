@@ -38,10 +38,11 @@ build_traefik() { # -> $TRAEFIK_BIN; returns 1 on any failure (set -e does not r
   return $rc
 }
 build_traefik_in() { # dir: copy the module source there, patch it, build
-  local src work=$1
-  # Outside any module, so the download is not recorded in ours.
-  src=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION" |
-    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || return 1
+  local json src work=$1
+  # Outside any module, so the download is not recorded in ours. With
+  # -json the reason for a failure is in the output, not on stderr.
+  json=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "github.com/traefik/traefik/v3@$TRAEFIK_VERSION") || { echo "$json"; return 1; }
+  src=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -n "$src" ] && [ -d "$src" ] || { echo "go mod download gave no source directory"; return 1; }
   cp -r "$src/." "$work/" && chmod -R u+w "$work" || return 1
   # The module zip leaves out what the repository builds separately or
