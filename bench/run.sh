@@ -21,7 +21,7 @@ fi
 
 # Traefik: the harness's setup.sh does not build it, and the harness skips
 # it without a binary at $TRAEFIK_BIN. Build it here from the Go module
-# proxy the first time (about 10 minutes cold on 2 cores); a failed build is
+# proxy the first time (about 5 minutes cold on 2 cores); a failed build is
 # reported and Traefik skipped, the rest of the benchmark still runs.
 export TRAEFIK_BIN=${TRAEFIK_BIN:-/tmp/bin/traefik}
 TRAEFIK_VERSION=${TRAEFIK_VERSION:-v3.7.13}
