@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -286,12 +285,9 @@ func (e *Edge) Listen() error {
 	addrs := []string{f.Listen.HTTP, f.Listen.HTTPS, f.Listen.Admin}
 	var lns []net.Listener
 	if in := e.opts.Inherited; in != nil {
-		lns = []net.Listener{in.Listeners["http"], in.Listeners["https"], in.Listeners["admin"]}
-		for i, ln := range lns {
-			if ln == nil && addrs[i] != "" {
-				closeListeners(lns...)
-				return fmt.Errorf("upgrade: no inherited listener for %s", addrs[i])
-			}
+		var err error
+		if lns, err = in.take([]string{"http", "https", "admin"}, addrs); err != nil {
+			return err
 		}
 	} else {
 		var err error
@@ -364,7 +360,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 		return true
 	})
 	if upgraded {
-		e.handOver(serving)
+		handOver(serving, e.rawHTTP, e.rawHTTPS)
 	}
 	e.shutdown(f.Server.ShutdownTimeout.D())
 	return runErr
@@ -375,8 +371,8 @@ func (e *Edge) Serve(ctx context.Context) error {
 // closes unanswered), which a client sees as EOF on a fresh connection; so
 // the listeners close first, the new process takes every new connection,
 // and the connections already accepted get time to send their request.
-func (e *Edge) handOver(serving *sync.WaitGroup) {
-	closeListeners(e.rawHTTP, e.rawHTTPS)
+func handOver(serving *sync.WaitGroup, lns ...net.Listener) {
+	closeListeners(lns...)
 	serving.Wait() // every Serve loop has seen its listener close
 	time.Sleep(handOverGrace)
 }

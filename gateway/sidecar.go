@@ -36,6 +36,9 @@ type SidecarOptions struct {
 	ReloadDebounce time.Duration
 	// Pprof serves net/http/pprof on the admin listener (off by default).
 	Pprof bool
+	// Inherited are listeners handed over by an upgrading parent process
+	// (InheritedFromEnv); the sidecar uses them instead of binding.
+	Inherited *Inherited
 }
 
 // Sidecar is the mesh proxy beside a service. It is the edge's engine
@@ -366,7 +369,13 @@ func (s *Sidecar) Listen() error {
 	if cfg.Outbound != nil {
 		out = cfg.Outbound.Listen
 	}
-	lns, err := bindListeners(in, out, cfg.Admin)
+	var lns []net.Listener
+	var err error
+	if inh := s.opts.Inherited; inh != nil {
+		lns, err = inh.take([]string{"inbound", "outbound", "admin"}, []string{in, out, cfg.Admin})
+	} else {
+		lns, err = bindListeners(in, out, cfg.Admin)
+	}
 	if err != nil {
 		return err
 	}
@@ -430,7 +439,20 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 		serveAll([]dataServer{{srv: s.adminServer, ln: s.adminLn}}, errc)
 	}
 	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
-	runErr := runUntil(ctx, errc, func() { _ = s.Reload() }, nil)
+	s.opts.Inherited.signalReady()
+	upgraded := false
+	runErr := runUntil(ctx, errc, func() { _ = s.Reload() }, func() bool {
+		err := startUpgrade(s.log, []namedListener{{"inbound", s.inLn}, {"outbound", s.outLn}, {"admin", s.adminLn}})
+		if err != nil {
+			s.log.Error("upgrade failed; this process keeps serving", "error", err.Error())
+			return false
+		}
+		upgraded = true
+		return true
+	})
+	if upgraded {
+		handOver(serving, s.inLn, s.outLn)
+	}
 	shutdownServers(s.log, s.servers, serving, s.adminServer, cfg.Server.ShutdownTimeout.D())
 	s.Close()
 	return runErr

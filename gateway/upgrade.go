@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -14,7 +15,7 @@ import (
 	"time"
 )
 
-// Zero-downtime binary upgrade. On SIGUSR2 the running edge starts a new
+// Zero-downtime binary upgrade. On SIGUSR2 the running edge (or sidecar) starts a new
 // copy of its binary (same arguments) and hands it its listening sockets as
 // inherited file descriptors. Both processes accept from the same sockets
 // while the new one starts, so no connection is refused or reset; once the
@@ -71,9 +72,22 @@ func (in *Inherited) signalReady() {
 	in.ready = nil
 }
 
-// upgrade starts the new process with the listeners and waits until it is
-// ready. On error the new process is stopped and this one keeps serving.
+// namedListener is a listener an upgrade hands down, under its name.
+type namedListener struct {
+	name string
+	ln   net.Listener
+}
+
+// upgrade starts the new process with the edge's listeners and waits until
+// it is ready. On error the new process is stopped and this one keeps
+// serving.
 func (e *Edge) upgrade() error {
+	return startUpgrade(e.log, []namedListener{{"http", e.rawHTTP}, {"https", e.rawHTTPS}, {"admin", e.adminLn}})
+}
+
+// startUpgrade starts a new copy of this binary (same arguments) with the
+// listeners, and waits until it says it serves.
+func startUpgrade(log *slog.Logger, listeners []namedListener) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("upgrade: finding the binary: %w", err)
@@ -85,10 +99,7 @@ func (e *Edge) upgrade() error {
 		}
 	}()
 	var spec []string
-	for _, l := range []struct {
-		name string
-		ln   net.Listener
-	}{{"http", e.rawHTTP}, {"https", e.rawHTTPS}, {"admin", e.adminLn}} {
+	for _, l := range listeners {
 		tl, ok := l.ln.(*net.TCPListener)
 		if !ok {
 			continue
@@ -130,7 +141,7 @@ func (e *Edge) upgrade() error {
 			_ = cmd.Wait()
 			return errors.New("upgrade: the new process exited before it was ready")
 		}
-		e.log.Info("upgrade: the new process serves; draining this one", "new_pid", strings.TrimPrefix(line, "ready "))
+		log.Info("upgrade: the new process serves; draining this one", "new_pid", strings.TrimPrefix(line, "ready "))
 		// The new process is not our child to wait for once we exit; release it.
 		_ = cmd.Process.Release()
 		return nil
@@ -139,6 +150,20 @@ func (e *Edge) upgrade() error {
 		_ = cmd.Wait()
 		return errors.New("upgrade: the new process was not ready within 30s")
 	}
+}
+
+// take returns the inherited listeners by name, or an error naming the
+// first configured address (addrs[i] non-empty) that has none.
+func (in *Inherited) take(names, addrs []string) ([]net.Listener, error) {
+	lns := make([]net.Listener, len(names))
+	for i, name := range names {
+		lns[i] = in.Listeners[name]
+		if lns[i] == nil && addrs[i] != "" {
+			closeListeners(lns...)
+			return nil, fmt.Errorf("upgrade: no inherited listener for %s", addrs[i])
+		}
+	}
+	return lns, nil
 }
 
 // notifyUpgrade delivers SIGUSR2, the upgrade signal.

@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
 // TestBinaryUpgradeUnderLoad restarts the edge binary with SIGUSR2 while
@@ -23,10 +26,7 @@ import (
 // the old one drains and exits, and no request fails.
 func TestBinaryUpgradeUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "causeway")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildCauseway(t, dir)
 	up := newRecordingUpstream(t)
 	httpAddr, adminAddr := freeTCPAddr(t), freeTCPAddr(t)
 	cfg := filepath.Join(dir, "causeway.yaml")
@@ -38,16 +38,60 @@ upstreams:
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
 `, httpAddr, adminAddr, up.addr()))
+	upgradeUnderLoad(t, dir, exec.Command(bin, "edge", "-config", cfg), "http://"+adminAddr+"/healthz", "http://"+httpAddr+"/",
+		func(keepAlive bool) *http.Transport { return &http.Transport{DisableKeepAlives: !keepAlive} })
+}
 
+// The sidecar upgrades the same way: callers keep reaching the service over
+// mTLS while the binary is replaced.
+func TestSidecarBinaryUpgradeUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	bin := buildCauseway(t, dir)
+	up := newRecordingUpstream(t)
+	ca := meshtest.NewCA(t, "example.org")
+	files := ca.IssueFiles(dir, "spiffe://example.org/ns/shop/sa/orders")
+	caller := ca.Issue("spiffe://example.org/ns/edge/sa/gateway")
+	inbound, adminAddr := freeTCPAddr(t), freeTCPAddr(t)
+	cfg := filepath.Join(dir, "sidecar.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`version: 1
+identity: {cert_file: %q, key_file: %q, bundle_file: %q}
+access_log: {output: "off"}
+admin: %q
+inbound: {listen: %q, forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/gateway"]}
+`, files.Cert, files.Key, files.Bundle, adminAddr, inbound, up.addr()))
+	upgradeUnderLoad(t, dir, exec.Command(bin, "sidecar", "-config", cfg), "http://"+adminAddr+"/healthz", "https://"+inbound+"/",
+		func(keepAlive bool) *http.Transport {
+			return &http.Transport{DisableKeepAlives: !keepAlive, TLSClientConfig: &tls.Config{
+				Certificates: []tls.Certificate{caller.TLS}, RootCAs: ca.Pool(),
+				// The sidecar's certificate names a SPIFFE ID, not a host; the
+				// mesh tests check identities, this one the hand-over.
+				InsecureSkipVerify: true,
+			}}
+		})
+}
+
+func buildCauseway(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "causeway")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// upgradeUnderLoad starts old, loads url with 8 workers (half keep-alive,
+// half a connection per request), sends SIGUSR2, and checks that the old
+// process exits, the new one serves, and no request failed.
+func upgradeUnderLoad(t *testing.T, dir string, old *exec.Cmd, healthURL, url string, transport func(keepAlive bool) *http.Transport) {
+	t.Helper()
 	// A file, not a pipe: the new process inherits the old one's stderr, and
 	// Wait would otherwise wait for it to close.
-	logs, err := os.Create(filepath.Join(dir, "edge.log"))
+	logs, err := os.Create(filepath.Join(dir, "process.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logs.Close()
 	logText := func() string { b, _ := os.ReadFile(logs.Name()); return string(b) }
-	old := exec.Command(bin, "edge", "-config", cfg)
 	old.Stdout, old.Stderr = logs, logs
 	if err := old.Start(); err != nil {
 		t.Fatal(err)
@@ -55,7 +99,7 @@ routes:
 	oldDone := make(chan error, 1)
 	go func() { oldDone <- old.Wait() }()
 	defer func() { _ = old.Process.Kill() }()
-	waitHTTP(t, "http://"+adminAddr+"/healthz")
+	waitHTTP(t, healthURL)
 
 	ctx, stop := context.WithCancel(context.Background())
 	var ok, failed atomic.Int64
@@ -65,12 +109,10 @@ routes:
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Half the workers keep connections alive, half open one per
-			// request, so both kinds cross the hand-over.
-			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: w%2 == 1}, Timeout: 10 * time.Second}
+			client := &http.Client{Transport: transport(w%2 == 0), Timeout: 10 * time.Second}
 			defer client.CloseIdleConnections()
 			for ctx.Err() == nil {
-				resp, err := client.Get("http://" + httpAddr + "/")
+				resp, err := client.Get(url)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Sprintf("%v (keep-alive %v)", err, w%2 == 0))

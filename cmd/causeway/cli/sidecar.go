@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 
 	"github.com/causewayhq/causeway/gateway"
@@ -17,7 +18,13 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	log := sf.log
-	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: sf.config, Logger: log, Pprof: sf.pprof})
+	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
+	inherited, err := gateway.InheritedFromEnv()
+	if err != nil {
+		fmt.Fprintln(stderr, "causeway sidecar:", err)
+		return 1
+	}
+	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: sf.config, Logger: log, Pprof: sf.pprof, Inherited: inherited})
 	if err != nil {
 		printLoadError(stderr, "causeway sidecar", err)
 		return 1
