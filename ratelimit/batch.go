@@ -293,26 +293,31 @@ func (w *worker) send() {
 		defer cancel()
 	}
 	w.cmds = w.b.pipeline(ctx, w.live, w.cmds)
+	// A restarted or flushed Redis (or a new Cluster master) has lost the
+	// script: load it once for the whole batch and resend the decisions
+	// it refused. They were not run, so none counts twice. Another flush
+	// can land between the load and the resend, hence a few rounds.
 	var retry []*call
 	var at []int
-	for i, cmd := range w.cmds {
-		if isNoScript(cmd.Err()) && w.live[i].ctx.Err() == nil {
-			retry = append(retry, w.live[i])
-			at = append(at, i)
+	for range noScriptRounds {
+		retry, at = retry[:0], at[:0]
+		for i, cmd := range w.cmds {
+			if isNoScript(cmd.Err()) && w.live[i].ctx.Err() == nil {
+				retry = append(retry, w.live[i])
+				at = append(at, i)
+			}
 		}
-	}
-	if len(retry) > 0 {
-		// A restarted or flushed Redis (or a new Cluster master) has lost
-		// the script: load it once for the whole batch and resend the
-		// decisions it refused. They were not run, so none counts twice.
+		if len(retry) == 0 {
+			break
+		}
 		if err := w.b.client.ScriptLoad(ctx, script).Err(); err != nil {
 			for _, i := range at {
 				w.cmds[i].SetErr(fmt.Errorf("loading the script after NOSCRIPT: %w", err))
 			}
-		} else {
-			for j, cmd := range w.b.pipeline(ctx, retry, nil) {
-				w.cmds[at[j]] = cmd
-			}
+			break
+		}
+		for j, cmd := range w.b.pipeline(ctx, retry, nil) {
+			w.cmds[at[j]] = cmd
 		}
 	}
 	for i, c := range w.live {

@@ -356,6 +356,57 @@ func TestBatcherNoScript(t *testing.T) {
 	}
 }
 
+// TestBatcherScriptFlushedMidRun: SCRIPT FLUSH five times while 32
+// goroutines decide concurrently: no decision fails, and the count stays
+// exact (a decision refused with NOSCRIPT did not run, so resending it
+// counts it once).
+func TestBatcherScriptFlushedMidRun(t *testing.T) {
+	srv := testredis.Start(t)
+	b := newBatcher(t, redisClient(t, srv), BatchOptions{})
+	r := batchedRedis(t, b, newClock(), "fl:")
+	l := Limit{Name: "l", Rate: 1, Per: time.Hour, Burst: 40}
+	const goroutines, perG, keys = 32, 50, 4
+	var mu sync.Mutex
+	allowed := 0
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := 0
+			for i := range perG {
+				// One goroutine flushes the script every ten of its own
+				// decisions, while the others keep deciding.
+				if g == 0 && i%10 == 5 {
+					if _, err := srv.Do("SCRIPT", "FLUSH"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				d, err := r.Allow(context.Background(), fmt.Sprintf("k%d", g%keys), l)
+				if err != nil {
+					t.Errorf("goroutine %d decision %d: %v", g, i, err)
+					return
+				}
+				if d.Allowed {
+					n++
+				}
+			}
+			mu.Lock()
+			allowed += n
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// A frozen clock: exactly the burst of every key.
+	if want := keys * 40; allowed != want {
+		t.Fatalf("allowed %d with the script flushed mid-run, want exactly %d", allowed, want)
+	}
+	if loads := commandCalls(t, srv.Addr, "script|load"); loads < 5 {
+		t.Fatalf("%d SCRIPT LOADs after 5 flushes", loads)
+	}
+}
+
 // TestBatcherBrokenBucketInBatch: a bucket Redis refuses (its key holds a
 // string) fails only its own decision inside a pipeline, as a key error;
 // the rest of the batch is counted normally.

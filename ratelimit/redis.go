@@ -186,9 +186,10 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 func evalOne(ctx context.Context, client Scripter, key string, args [4]int64) ([4]int64, error) {
 	keys := []string{key}
 	cmd := client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
-	if isNoScript(cmd.Err()) {
-		// A restarted or flushed Redis (or a new Cluster master) has lost
-		// the script: load it once and try again.
+	// A restarted or flushed Redis (or a new Cluster master) has lost the
+	// script: load it and try again. Another flush can land between the
+	// load and the retry, hence a few rounds.
+	for round := 0; round < noScriptRounds && isNoScript(cmd.Err()); round++ {
 		if err := client.ScriptLoad(ctx, script).Err(); err != nil {
 			return [4]int64{}, fmt.Errorf("loading the script after NOSCRIPT: %w", err)
 		}
@@ -196,6 +197,10 @@ func evalOne(ctx context.Context, client Scripter, key string, args [4]int64) ([
 	}
 	return result(cmd)
 }
+
+// noScriptRounds bounds how often one decision loads the script again
+// after NOSCRIPT before giving up with the error.
+const noScriptRounds = 3
 
 func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }
 
