@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"strings"
 	"testing"
 
@@ -108,6 +109,74 @@ func BenchmarkProxy(b *testing.B) {
 					if w.Code != 200 {
 						b.Fatalf("status %d: %s", w.Code, w.Body)
 					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkForwardedHeaders is the header rewriting every proxied request
+// gets: X-Forwarded-For/-Proto/-Host and Forwarded, from an untrusted peer
+// (set afresh) and from a trusted proxy (chain extended).
+func BenchmarkForwardedHeaders(b *testing.B) {
+	tp, err := newTrustedProxies([]string{"10.0.0.0/8"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, peer := range []string{"192.0.2.7:40000", "10.1.2.3:40000"} {
+		b.Run("peer="+peer, func(b *testing.B) {
+			in := httptest.NewRequest("GET", "http://api.example.com:8080/items", nil)
+			in.RemoteAddr = peer
+			in.Header.Set("X-Forwarded-For", "203.0.113.9")
+			in.Header.Set("Forwarded", "for=203.0.113.9")
+			b.ReportAllocs()
+			for b.Loop() {
+				out := in.Clone(in.Context())
+				tp.setForwarded(&httputil.ProxyRequest{In: in, Out: out})
+			}
+		})
+	}
+}
+
+// BenchmarkUpstreamTransport compares the calling-goroutine HTTP/1.1 path
+// with net/http's Transport for the same body-less GET over a keep-alive
+// connection to a real upstream, one request at a time and 8 in parallel.
+func BenchmarkUpstreamTransport(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("x", 64))
+	}))
+	defer up.Close()
+	pool, err := newTransportPool("b", routes.Upstream{Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: 64}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.closeIdle()
+	h1 := pool.transport.(*h1Transport)
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"calling-goroutine", h1}, {"net-http", h1.fallback}} {
+		roundTrip := func(b *testing.B) {
+			req, _ := http.NewRequest("GET", up.URL+"/", nil)
+			resp, err := tc.rt.RoundTrip(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		b.Run(tc.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTrip(b)
+			}
+		})
+		b.Run(tc.name+"/parallel-8", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(4) // 4 x GOMAXPROCS(2)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					roundTrip(b)
 				}
 			})
 		})
