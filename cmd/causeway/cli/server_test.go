@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"io"
+	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -69,5 +71,36 @@ func TestServerCommandsGCTarget(t *testing.T) {
 	var stderr bytes.Buffer
 	if _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, []string{"-gogc", "lots"}, &stderr); ok || !strings.Contains(stderr.String(), "-gogc") {
 		t.Fatalf("-gogc lots accepted (stderr %q)", stderr.String())
+	}
+}
+
+// A container's memory limit becomes the GC's soft limit (90%), unless
+// GOMEMLIMIT is set.
+func TestServerCommandsMemoryLimit(t *testing.T) {
+	root := t.TempDir()
+	for p, c := range map[string]string{"proc/self/cgroup": "0::/pod\n", "sys/fs/cgroup/pod/memory.max": "1073741824\n"} {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prevRoot := cgroupRoot
+	cgroupRoot = root
+	t.Cleanup(func() { cgroupRoot = prevRoot; debug.SetMemoryLimit(math.MaxInt64) })
+	for _, tc := range []struct {
+		env  string
+		want int64
+	}{{"", 1073741824 / 10 * 9}, {"200MiB", 123 << 20}} {
+		t.Setenv("GOMEMLIMIT", tc.env)
+		if tc.env == "" {
+			os.Unsetenv("GOMEMLIMIT")
+		}
+		debug.SetMemoryLimit(123 << 20)
+		if _, ok := parseServerFlags("sidecar", "x.yaml", "", sidecarGOGC, nil, io.Discard); !ok {
+			t.Fatal("flags refused")
+		}
+		if got := debug.SetMemoryLimit(-1); got != tc.want {
+			t.Fatalf("GOMEMLIMIT=%q: limit %d, want %d (left alone when the environment sets it)", tc.env, got, tc.want)
+		}
 	}
 }
