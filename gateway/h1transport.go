@@ -156,11 +156,11 @@ func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, bool, 
 		if c.timer != nil {
 			c.timer.Stop()
 		}
-		t.idle[host] = stack
+		t.setIdle(host, stack)
 		t.mu.Unlock()
 		return c, true, nil
 	}
-	t.idle[host] = stack
+	t.setIdle(host, stack)
 	t.mu.Unlock()
 
 	nc, err := t.dial(ctx, "tcp", host)
@@ -168,6 +168,16 @@ func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, bool, 
 		return nil, false, err
 	}
 	return &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+}
+
+// setIdle stores host's idle stack; an empty one is dropped, so endpoints
+// that discovery has long replaced leave no entry behind. t.mu is held.
+func (t *h1Transport) setIdle(host string, stack []*h1Conn) {
+	if len(stack) == 0 {
+		delete(t.idle, host)
+		return
+	}
+	t.idle[host] = stack
 }
 
 // putConn makes c idle, or closes it when the pool is full or closed.
@@ -208,7 +218,7 @@ func (c *h1Conn) expire() {
 			break
 		}
 	}
-	t.idle[c.host] = stack
+	t.setIdle(c.host, stack)
 	c.inIdle = false
 	t.mu.Unlock()
 	c.close()

@@ -416,3 +416,27 @@ func TestH1TransportIdleLifetime(t *testing.T) {
 	resp.Body.Close()
 	waitClosed("returned to a retired pool")
 }
+
+// Endpoints replaced by discovery leave no idle-map entry behind once their
+// connections are gone.
+func TestH1TransportForgetsEmptyHosts(t *testing.T) {
+	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	h1 := newTestPool(t, 4, time.Second)
+	h1.idleTimeout = 20 * time.Millisecond
+	if _, _, err := rtGet(t, h1, context.Background(), s.URL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h1.mu.Lock()
+		n := len(h1.idle)
+		h1.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d hosts still in the idle map after their connection expired", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
