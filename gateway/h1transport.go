@@ -306,6 +306,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	}
 	if c.t.headerTimeout > 0 {
 		_ = c.nc.SetReadDeadline(time.Time{})
+		if ctx.Err() != nil {
+			// The context ended while the deadline was being cleared:
+			// its AfterFunc may have run just before, so expire it again
+			// or the body's reads would no longer notice.
+			_ = c.nc.SetDeadline(aLongTimeAgo)
+		}
 	}
 	keep := !resp.Close && !req.Close
 	if resp.Body == http.NoBody {

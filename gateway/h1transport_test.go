@@ -440,3 +440,38 @@ func TestH1TransportForgetsEmptyHosts(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A client that leaves while the upstream stalls mid-body ends the body
+// read (and closes the connection) instead of waiting on the upstream.
+func TestH1TransportCancelDuringBody(t *testing.T) {
+	release := make(chan struct{})
+	addr := testutil.ServeConns(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+		<-release
+	})
+	t.Cleanup(func() { close(release) })
+	h1 := newTestPool(t, 4, time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
+	resp, err := h1.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "partial" {
+		t.Fatalf("%q %v", buf, err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := resp.Body.Read(make([]byte, 10)); done <- err }()
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the body read succeeded after the client left")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the body read still waits on the stalled upstream after the client left")
+	}
+	resp.Body.Close()
+}
