@@ -238,16 +238,7 @@ func rawServer(t *testing.T, response string) string {
 	})
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 func TestProxyHeaders(t *testing.T) {
 	up := echoUpstream(t, "a")

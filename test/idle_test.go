@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // idleConns is how many keep-alive client connections the edge holds in
@@ -549,19 +551,9 @@ func metricValue(text, name string) (float64, bool) {
 
 func procRSSKiB(t *testing.T, pid int) int64 {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := testutil.ProcStatusKB(pid, "VmRSS:")
 	if err != nil {
 		t.Fatalf("rss of %d: %v", pid, err)
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				t.Fatalf("rss of %d: %q: %v", pid, l, err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("rss of %d: no VmRSS line", pid)
-	return 0
+	return n
 }

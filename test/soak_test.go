@@ -14,12 +14,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // TestSoak drives the full pipeline — TLS at the edge, RS256 JWT, a Redis
@@ -119,17 +119,11 @@ func writeConfig(t testing.TB, path, content string) {
 // rssKiB is this process's resident set (edge, sidecar, service and client
 // together: they share the process in this test).
 func rssKiB() int {
-	data, err := os.ReadFile("/proc/self/status")
+	n, err := testutil.ProcStatusKB(0, "VmRSS:")
 	if err != nil {
 		return -1
 	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return -1
+	return int(n)
 }
 
 func rsaKey(t testing.TB, dir string) (*rsa.PrivateKey, string) {

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
@@ -163,15 +163,7 @@ func upgradeUnderLoad(t *testing.T, dir string, old *exec.Cmd, healthURL, url st
 	}
 }
 
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeTCPAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()

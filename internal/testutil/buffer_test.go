@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -39,4 +40,23 @@ func TestServeConns(t *testing.T) {
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("read %q, %v (the connection must be closed after the handler)", got, err)
 	}
+}
+
+func TestProcStatusKB(t *testing.T) {
+	rss, err := ProcStatusKB(0, "VmRSS:")
+	if err != nil || rss <= 0 {
+		t.Fatalf("VmRSS of this process: %d, %v", rss, err)
+	}
+	if _, err := ProcStatusKB(os.Getpid(), "NoSuchField:"); err == nil {
+		t.Fatal("a missing field read without error")
+	}
+	if _, err := ProcStatusKB(-5, "VmRSS:"); err == nil {
+		t.Fatal("a missing process read without error")
+	}
+	addr := FreeAddr(t)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("FreeAddr %s is not free: %v", addr, err)
+	}
+	ln.Close()
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -338,16 +337,7 @@ routes:
 	}
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // getWhenUp retries until the edge listens: it starts in another process,
 // and there is nothing to wait on but its port.
