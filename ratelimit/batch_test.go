@@ -113,6 +113,35 @@ func (g *gatedClient) hold(r *Redis, l Limit) (release func() error) {
 }
 
 // waitQueued waits until n decisions wait for the held round trip.
+// decideAll starts one decision per key, each on its own goroutine, and
+// returns a wait that gives their decisions and errors in key order.
+func decideAll(r *Redis, l Limit, keys []string) (wait func() ([]Decision, []error)) {
+	ds := make([]Decision, len(keys))
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ds[i], errs[i] = r.Allow(context.Background(), k, l)
+		}()
+	}
+	return func() ([]Decision, []error) { wg.Wait(); return ds, errs }
+}
+
+// keyNames is k0..k(n-1), each name taken modulo mod (0: no modulo).
+func keyNames(n, mod int) []string {
+	ks := make([]string, n)
+	for i := range ks {
+		j := i
+		if mod > 0 {
+			j = i % mod
+		}
+		ks[i] = fmt.Sprintf("k%d", j)
+	}
+	return ks
+}
+
 func waitQueued(t *testing.T, b *Batcher, n int) {
 	t.Helper()
 	for b.pending.Load() < int64(n) {
@@ -134,35 +163,22 @@ func TestBatcherSendsQueuedTogether(t *testing.T) {
 	release := g.hold(r, l)
 
 	const n = 50
-	type answer struct {
-		d   Decision
-		err error
-	}
-	answers := make([]answer, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Keys 0..24 twice: the second decision of each key finds
-			// one request left, whichever of the two runs first.
-			d, err := r.Allow(context.Background(), fmt.Sprintf("k%d", i%25), l)
-			answers[i] = answer{d, err}
-		}()
-	}
+	// Keys 0..24 twice: the second decision of each key finds one request
+	// left, whichever of the two runs first.
+	keys := keyNames(n, 25)
+	wait := decideAll(r, l, keys)
 	waitQueued(t, b, n)
 	before := commandCalls(t, srv.Addr, "evalsha")
 	if err := release(); err != nil {
 		t.Fatalf("the held decision: %v", err)
 	}
-	wg.Wait()
+	ds, errs := wait()
 	remaining := map[string][]int{}
-	for i, a := range answers {
-		if a.err != nil || !a.d.Allowed {
-			t.Fatalf("decision %d: %+v %v", i, a.d, a.err)
+	for i, d := range ds {
+		if errs[i] != nil || !d.Allowed {
+			t.Fatalf("decision %d: %+v %v", i, d, errs[i])
 		}
-		k := fmt.Sprintf("k%d", i%25)
-		remaining[k] = append(remaining[k], a.d.Remaining)
+		remaining[keys[i]] = append(remaining[keys[i]], d.Remaining)
 	}
 	for k, rs := range remaining {
 		if len(rs) != 2 || rs[0]+rs[1] != 1 {
@@ -316,18 +332,7 @@ func TestBatcherNoScript(t *testing.T) {
 	l := Limit{Name: "l", Rate: 1, Per: time.Hour}
 	release := g.hold(r, l)
 	const n = 30
-	errs := make([]error, n)
-	allowed := make([]bool, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var d Decision
-			d, errs[i] = r.Allow(context.Background(), fmt.Sprintf("k%d", i), l)
-			allowed[i] = d.Allowed
-		}()
-	}
+	wait := decideAll(r, l, keyNames(n, 0))
 	waitQueued(t, b, n)
 	if _, err := srv.Do("SCRIPT", "FLUSH"); err != nil {
 		t.Fatal(err)
@@ -336,10 +341,10 @@ func TestBatcherNoScript(t *testing.T) {
 	if err := release(); err != nil {
 		t.Fatalf("the held decision: %v", err)
 	}
-	wg.Wait()
+	ds, errs := wait()
 	for i := range n {
-		if errs[i] != nil || !allowed[i] {
-			t.Fatalf("decision %d after SCRIPT FLUSH: allowed=%v %v", i, allowed[i], errs[i])
+		if errs[i] != nil || !ds[i].Allowed {
+			t.Fatalf("decision %d after SCRIPT FLUSH: allowed=%v %v", i, ds[i].Allowed, errs[i])
 		}
 	}
 	if got := commandCalls(t, srv.Addr, "script|load") - loads; got != 1 {
@@ -421,29 +426,18 @@ func TestBatcherBrokenBucketInBatch(t *testing.T) {
 	}
 	release := g.hold(r, l)
 	const n = 8
-	errs := make([]error, n)
-	allowed := make([]bool, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var d Decision
-			d, errs[i] = r.Allow(context.Background(), fmt.Sprintf("k%d", i), l)
-			allowed[i] = d.Allowed
-		}()
-	}
+	wait := decideAll(r, l, keyNames(n, 0))
 	waitQueued(t, b, n)
 	if err := release(); err != nil {
 		t.Fatalf("the held decision: %v", err)
 	}
-	wg.Wait()
+	ds, errs := wait()
 	for i := range n {
 		switch {
 		case i == 3 && !IsKeyError(errs[i]):
 			t.Fatalf("broken bucket: %v, want a key error", errs[i])
-		case i != 3 && (errs[i] != nil || !allowed[i]):
-			t.Fatalf("k%d beside a broken bucket: allowed=%v %v", i, allowed[i], errs[i])
+		case i != 3 && (errs[i] != nil || !ds[i].Allowed):
+			t.Fatalf("k%d beside a broken bucket: allowed=%v %v", i, ds[i].Allowed, errs[i])
 		}
 	}
 	if p := b.pipelines.Load(); p != 2 {
@@ -601,20 +595,12 @@ func TestBatcherRedisRestarted(t *testing.T) {
 	}
 	l := Limit{Name: "l", Rate: 1, Per: time.Hour}
 	burst := func() []error {
-		errs := make([]error, 32)
-		var wg sync.WaitGroup
-		for i := range errs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var d Decision
-				d, errs[i] = r.Allow(context.Background(), fmt.Sprintf("k%d", i), l)
-				if errs[i] == nil && !d.Allowed {
-					errs[i] = fmt.Errorf("refused: %+v", d)
-				}
-			}()
+		ds, errs := decideAll(r, l, keyNames(32, 0))()
+		for i, d := range ds {
+			if errs[i] == nil && !d.Allowed {
+				errs[i] = fmt.Errorf("refused: %+v", d)
+			}
 		}
-		wg.Wait()
 		return errs
 	}
 	for i, err := range burst() {
