@@ -351,14 +351,8 @@ func (e *Edge) Serve(ctx context.Context) error {
 	e.opts.Inherited.signalReady()
 	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
 	upgraded := false
-	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) }, func() bool {
-		if err := e.upgrade(); err != nil {
-			e.log.Error("upgrade failed; this process keeps serving", "error", err.Error())
-			return false
-		}
-		upgraded = true
-		return true
-	})
+	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) }, upgradeOnSignal(e.log, &upgraded,
+		namedListener{"http", e.rawHTTP}, namedListener{"https", e.rawHTTPS}, namedListener{"admin", e.adminLn}))
 	if upgraded {
 		handOver(serving, e.rawHTTP, e.rawHTTPS)
 	}

@@ -441,15 +441,8 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
 	s.opts.Inherited.signalReady()
 	upgraded := false
-	runErr := runUntil(ctx, errc, func() { _ = s.Reload() }, func() bool {
-		err := startUpgrade(s.log, []namedListener{{"inbound", s.inLn}, {"outbound", s.outLn}, {"admin", s.adminLn}})
-		if err != nil {
-			s.log.Error("upgrade failed; this process keeps serving", "error", err.Error())
-			return false
-		}
-		upgraded = true
-		return true
-	})
+	runErr := runUntil(ctx, errc, func() { _ = s.Reload() }, upgradeOnSignal(s.log, &upgraded,
+		namedListener{"inbound", s.inLn}, namedListener{"outbound", s.outLn}, namedListener{"admin", s.adminLn}))
 	if upgraded {
 		handOver(serving, s.inLn, s.outLn)
 	}

@@ -78,11 +78,18 @@ type namedListener struct {
 	ln   net.Listener
 }
 
-// upgrade starts the new process with the edge's listeners and waits until
-// it is ready. On error the new process is stopped and this one keeps
-// serving.
-func (e *Edge) upgrade() error {
-	return startUpgrade(e.log, []namedListener{{"http", e.rawHTTP}, {"https", e.rawHTTPS}, {"admin", e.adminLn}})
+// upgradeOnSignal is runUntil's SIGUSR2 hook: it starts the new process
+// with lns and reports (and records in upgraded) whether it took over. On
+// error the new process is stopped and this one keeps serving.
+func upgradeOnSignal(log *slog.Logger, upgraded *bool, lns ...namedListener) func() bool {
+	return func() bool {
+		if err := startUpgrade(log, lns); err != nil {
+			log.Error("upgrade failed; this process keeps serving", "error", err.Error())
+			return false
+		}
+		*upgraded = true
+		return true
+	}
 }
 
 // startUpgrade starts a new copy of this binary (same arguments) with the
