@@ -5,12 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
@@ -48,44 +46,23 @@ func BenchmarkMeshPaths(b *testing.B) {
 		b.Run(p.name, func(b *testing.B) {
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			defer client.CloseIdleConnections()
-			var mu sync.Mutex
-			var lat []time.Duration
 			b.ReportAllocs()
-			b.SetParallelism(4)
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				var local []time.Duration
-				for pb.Next() {
-					req, _ := http.NewRequest("GET", p.url, nil)
-					if p.host != "" {
-						req.Host = p.host
-					}
-					t0 := time.Now()
-					resp, err := client.Do(req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						b.Errorf("status %d", resp.StatusCode)
-						return
-					}
-					local = append(local, time.Since(t0))
+			testutil.BenchParallelLatency(b, 4, func() error {
+				req, _ := http.NewRequest("GET", p.url, nil)
+				if p.host != "" {
+					req.Host = p.host
 				}
-				mu.Lock()
-				lat = append(lat, local...)
-				mu.Unlock()
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return fmt.Errorf("status %d", resp.StatusCode)
+				}
+				return nil
 			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			slices.Sort(lat)
-			if len(lat) > 0 {
-				b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
-				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
-			}
 		})
 	}
 }

@@ -9,9 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
@@ -152,33 +151,7 @@ func BenchmarkPipeline(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			p := newPipeline(b, c.s, 64)
-			var mu sync.Mutex
-			var lat []time.Duration
-			b.SetParallelism(8)
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				var local []time.Duration
-				for pb.Next() {
-					t0 := time.Now()
-					if err := p.do(); err != nil {
-						b.Error(err)
-						return
-					}
-					local = append(local, time.Since(t0))
-				}
-				mu.Lock()
-				lat = append(lat, local...)
-				mu.Unlock()
-			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			slices.Sort(lat)
-			if n := len(lat); n > 0 {
-				b.ReportMetric(float64(n)/elapsed.Seconds(), "req/s")
-				b.ReportMetric(float64(lat[n/2].Microseconds()), "p50-µs")
-				b.ReportMetric(float64(lat[n*99/100].Microseconds()), "p99-µs")
-			}
+			testutil.BenchParallelLatency(b, 8, p.do)
 		})
 	}
 }
