@@ -6,9 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
@@ -16,39 +16,16 @@ import (
 // oneByteServer accepts connections, runs wrap on each (a TLS handshake, or
 // nothing), writes one byte and closes: the cost of a connection set-up.
 func oneByteServer(b *testing.B, wrap func(net.Conn) net.Conn) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	return testutil.ServeConns(b, func(c net.Conn) {
+		conn := wrap(c)
+		if tc, ok := conn.(*tls.Conn); ok {
+			if err := tc.Handshake(); err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				conn := wrap(c)
-				if tc, ok := conn.(*tls.Conn); ok {
-					if err := tc.Handshake(); err != nil {
-						return
-					}
-				}
-				_, _ = conn.Write([]byte("x"))
-				_, _ = io.Copy(io.Discard, conn) // until the client closes
-			}()
 		}
-	}()
-	b.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+		_, _ = conn.Write([]byte("x"))
+		_, _ = io.Copy(io.Discard, conn) // until the client closes
 	})
-	return ln.Addr().String()
 }
 
 // BenchmarkHandshake measures a new connection to 127.0.0.1 with a full

@@ -1,13 +1,11 @@
 package test
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -23,33 +21,16 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // startLoggingEdge is startEdge with the edge's log kept, for the cases
 // whose only outward sign of a problem is a log line.
 func startLoggingEdge(t *testing.T, config string) (*edge, *testutil.Buffer) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "causeway.yaml")
-	writeConfig(t, path, config)
 	logs := &testutil.Buffer{}
-	e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), ReloadDebounce: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Listen(); err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	te := &edge{Edge: e, path: path, cancel: cancel, done: make(chan error, 1)}
-	go func() { te.done <- e.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-te.done
-	})
-	return te, logs
+	return startEdgeWithLogger(t, config, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))), logs
 }
 
 // waitFor polls cond until it holds or d passes; the polled conditions are

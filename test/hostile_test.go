@@ -73,11 +73,18 @@ const header = "version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0
 
 func startEdge(t testing.TB, config string) *edge {
 	t.Helper()
+	return startEdgeWithLogger(t, config, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// startEdgeWithLogger serves config from a file of its own until the test
+// ends.
+func startEdgeWithLogger(t testing.TB, config string, log *slog.Logger) *edge {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "causeway.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ReloadDebounce: 20 * time.Millisecond})
+	e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: log, ReloadDebounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
