@@ -103,4 +103,21 @@ func TestServerCommandsMemoryLimit(t *testing.T) {
 			t.Fatalf("GOMEMLIMIT=%q: limit %d, want %d (left alone when the environment sets it)", tc.env, got, tc.want)
 		}
 	}
+
+	// A cgroup file that does not parse sets no limit and says why.
+	if err := os.WriteFile(filepath.Join(root, "sys/fs/cgroup/pod/memory.max"), []byte("lots\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Unsetenv("GOMEMLIMIT")
+	debug.SetMemoryLimit(math.MaxInt64)
+	var stderr bytes.Buffer
+	if _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, nil, &stderr); !ok {
+		t.Fatal("flags refused")
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Fatalf("limit %d from an unreadable cgroup, want none", got)
+	}
+	if !strings.Contains(stderr.String(), "no GC memory limit") || !strings.Contains(stderr.String(), "not a number of bytes") {
+		t.Fatalf("no warning about the unreadable cgroup limit: %q", stderr.String())
+	}
 }
