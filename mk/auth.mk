@@ -1,6 +1,6 @@
 # auth: verification cost per algorithm (with and without the token cache)
 # and requests/s through a real HTTP server with and without auth (see
-# docs/auth.md "Cost"); fuzzing of token parsing and the Authorization header.
+# docs/performance.md "Authentication"); fuzzing of token parsing and the Authorization header.
 .PHONY: bench-auth fuzz-auth
 
 bench-auth:

@@ -1,5 +1,5 @@
 # mesh: benchmarks of the mTLS handshake and of requests over reused mTLS
-# connections (see docs/mesh.md "Measured" for the numbers and the machine).
+# connections (see docs/performance.md "Mesh" for the numbers and the machine).
 .PHONY: bench-mesh
 
 bench-mesh:

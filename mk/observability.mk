@@ -2,8 +2,9 @@
 # of /metrics (see docs/observability.md).
 .PHONY: test-browser check-metrics bench-observability
 
-# test-browser installs Debian's chromium (about 100 MB, so not part of
-# `make deps`) and runs the dashboard test in it.
+# test-browser runs the dashboard test in headless Chromium alone (`make test`
+# runs it too; `make deps` installs chromium). It installs chromium itself
+# when run without `make deps` first.
 test-browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -1,6 +1,6 @@
 # Rate limits (ratelimit/): benchmarks of a request through the handler chain
 # with no limiter, the in-memory limiter and the Redis limiter (a real local
-# redis-server). See docs/ratelimit.md for the numbers and the machine.
+# redis-server). See docs/performance.md "Rate limits" for the numbers and the machine.
 .PHONY: bench-ratelimit
 
 bench-ratelimit: deps

@@ -13,7 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Sidecar is one sidecar file (DESIGN.md "The sidecar file"), decoded and
+// Sidecar is one sidecar file (docs/mesh.md "The sidecar file"), decoded and
 // defaulted. The sidecar runs the gateway's engine with mesh identities on
 // both sides: mTLS in, plain HTTP to the local service; plain HTTP from the
 // local service, mTLS out.

@@ -11,7 +11,8 @@ import (
 )
 
 // File is one routes file, decoded and defaulted. Field names follow the YAML
-// keys of the public contract in DESIGN.md.
+// keys of the public contract (docs/routes.md and the generated
+// docs/routes.schema.json).
 type File struct {
 	Version        int                      `yaml:"version"`
 	Listen         Listen                   `yaml:"listen"`
