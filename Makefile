@@ -7,12 +7,18 @@ LDFLAGS := -s -w -X github.com/causewayhq/causeway/cmd/causeway/cli.Version=$(VE
 TOOLS   := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: all build test test-short vet fmt-check deps bench bench-go soak fuzz quickstart clean
+.PHONY: all build image test test-short vet fmt-check deps bench bench-go soak fuzz quickstart clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/causeway
+
+# image builds the container image with the version stamped in; the name is
+# the one examples/kubernetes uses. (Needs a Docker engine.)
+IMAGE ?= ghcr.io/causewayhq/causeway:latest
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 quickstart:
 	$(GO) run ./examples/quickstart
@@ -28,11 +34,12 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# test is what CI runs: formatting, vet, every package under the race
-# detector (with the h2spec conformance run and the headless-Chromium
-# dashboard test switched on), and the out-of-tree example plugin (a module
-# of its own).
+# test is what CI runs: formatting, vet, the Kubernetes manifests against
+# strict schemas, every package under the race detector (with the h2spec
+# conformance run and the headless-Chromium dashboard test switched on), and
+# the out-of-tree example plugin (a module of its own).
 test: deps fmt-check vet
+	scripts/check-manifests.sh
 	CAUSEWAY_H2SPEC=1 CAUSEWAY_BROWSER_TEST=1 $(GO) test -race -count=1 -timeout 20m ./...
 	cd examples/plugins/routeinfo && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 

@@ -49,3 +49,17 @@ while IFS='|' read -r name pkg; do
     GOBIN="$tools" go install "$pkg"
   fi
 done < <(grep -v '^#' scripts/go-tools.txt 2>/dev/null || true)
+
+# Strict JSON Schemas of the Kubernetes kinds, for kubeconform (make
+# check-manifests). kubeconform would download them; here they are built
+# from the OpenAPI document inside the k8s.io/kubernetes module, the version
+# the tests' API server is built from.
+k8s_version=v1.37.2
+schemas="$PWD/.tools/k8s-schemas/$k8s_version"
+if [ ! -f "$schemas/deployment-apps-v1.json" ]; then
+  echo "deps: Kubernetes $k8s_version schemas for kubeconform"
+  dir=$(go mod download -json "k8s.io/kubernetes@$k8s_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -f "$dir/api/openapi-spec/swagger.json" ] || { echo "deps: k8s.io/kubernetes@$k8s_version has no api/openapi-spec/swagger.json" >&2; exit 1; }
+  go run ./scripts/kubeschema -spec "$dir/api/openapi-spec/swagger.json" -out "$schemas.tmp"
+  rm -rf "$schemas" && mv "$schemas.tmp" "$schemas"
+fi
