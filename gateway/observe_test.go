@@ -709,6 +709,29 @@ func TestKubernetesExamples(t *testing.T) {
 		}
 	}
 
+	mountedSecrets := map[string]bool{}
+	for _, d := range kinds["Deployment"] {
+		var spec struct {
+			Template struct {
+				Spec struct {
+					Volumes []struct {
+						Secret *struct {
+							SecretName string `yaml:"secretName"`
+						} `yaml:"secret"`
+					} `yaml:"volumes"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		}
+		if err := d.Spec.Decode(&spec); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				mountedSecrets[v.Secret.SecretName] = true
+			}
+		}
+	}
+
 	t.Run("config files load", func(t *testing.T) {
 		for _, cm := range kinds["ConfigMap"] {
 			for key, text := range cm.Data {
@@ -718,6 +741,23 @@ func TestKubernetesExamples(t *testing.T) {
 					_, err = routes.Parse(key, []byte(text))
 				case "sidecar.yaml":
 					_, err = routes.ParseSidecar(key, []byte(text))
+				case "kustomization.yaml":
+					// The certificate renewal's: every Secret it writes must be
+					// one a workload mounts, or renewals renew nothing.
+					var k struct {
+						Kind    string `yaml:"kind"`
+						Secrets []struct {
+							Name string `yaml:"name"`
+						} `yaml:"secretGenerator"`
+					}
+					if err = yaml.Unmarshal([]byte(text), &k); err == nil && (k.Kind != "Kustomization" || len(k.Secrets) == 0) {
+						t.Errorf("ConfigMap %s: %s is not a kustomization with a secretGenerator", cm.Metadata.Name, key)
+					}
+					for _, sec := range k.Secrets {
+						if !mountedSecrets[sec.Name] {
+							t.Errorf("ConfigMap %s: renews Secret %s, which no Deployment mounts", cm.Metadata.Name, sec.Name)
+						}
+					}
 				default:
 					t.Errorf("ConfigMap %s: unexpected key %s", cm.Metadata.Name, key)
 				}
