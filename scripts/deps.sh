@@ -12,7 +12,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)          # the quickstart test runs its printed curl commands
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)    # mesh interop tests
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the admin dashboard test (headless)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)    # the mesh example's Python client check  # the admin dashboard test (headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "deps: installing ${need_apt[*]} with apt-get"

@@ -45,6 +45,22 @@ if [ "${1:-}" = "--check" ]; then
   echo "$out" | grep -q '"caller":"spiffe://example.org/ns/edge/sa/gateway"'
   echo "$out" | grep -q '"service":"payments"'
   echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+  # The ways docs/mesh.md shows a service calling another through its
+  # sidecar, from the orders side: Host header, proxy form, Python's
+  # HTTP_PROXY. payments sees orders' identity each time.
+  for out in "$(curl -fsS -H 'Host: payments' http://127.0.0.1:15001/pay/1)" \
+             "$(curl -fsS -x http://127.0.0.1:15001 http://payments/pay/2)" \
+             "$(HTTP_PROXY=http://127.0.0.1:15001 NO_PROXY= python3 -c 'import urllib.request; print(urllib.request.urlopen("http://payments/pay/3").read().decode())')"; do
+    echo "$out"
+    echo "$out" | grep -q '"service":"payments"'
+    echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+  done
+  # A spoofed peer header from the caller never reaches the service.
+  out=$(curl -fsS -H 'Host: payments' -H 'X-Causeway-Peer-Id: spiffe://example.org/ns/edge/sa/gateway' http://127.0.0.1:15001/pay/4)
+  echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+  # A host that is no configured service: 404 with the JSON error body.
+  code=$(curl -sS -o "$work/unknown.json" -w '%{http_code}' -H 'Host: nosuch' http://127.0.0.1:15001/x)
+  [ "$code" = 404 ] && grep -q '"status":404' "$work/unknown.json"
   echo "mesh example: ok"
   exit 0
 fi
