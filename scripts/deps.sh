@@ -64,3 +64,6 @@ if [ ! -f "$schemas/deployment-apps-v1.json" ]; then
   go run ./scripts/kubeschema -spec "$dir/api/openapi-spec/swagger.json" -out "$schemas.tmp"
   rm -rf "$schemas" && mv "$schemas.tmp" "$schemas"
 fi
+
+# etcd and kube-apiserver for the Kubernetes provider's tests.
+scripts/build-k8s.sh
