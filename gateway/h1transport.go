@@ -62,6 +62,12 @@ type h1Conn struct {
 	idleAt time.Time
 	timer  *time.Timer // closes the connection when it stays idle too long
 	inIdle bool        // guarded by t.mu
+
+	// raw and peek serve quiet; both are made once per connection, so the
+	// check allocates nothing per request.
+	raw       syscall.RawConn
+	peek      func(fd uintptr) bool
+	peekEmpty bool
 }
 
 // fastPath reports whether req can take the calling-goroutine path.
@@ -158,6 +164,16 @@ func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, bool, 
 		}
 		t.setIdle(host, stack)
 		t.mu.Unlock()
+		// Bytes that arrived while c sat idle answer nothing we asked
+		// (a late body after a HEAD, an unsolicited response), and an EOF
+		// means the upstream is gone: either way the next request must
+		// not read from c.
+		if !c.quiet() {
+			c.close()
+			t.mu.Lock()
+			stack = t.idle[host]
+			continue
+		}
 		return c, true, nil
 	}
 	t.setIdle(host, stack)
@@ -167,7 +183,13 @@ func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, bool, 
 	if err != nil {
 		return nil, false, err
 	}
-	return &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+	c := &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw, c.peek = raw, c.peekSocket
+		}
+	}
+	return c, false, nil
 }
 
 // setIdle stores host's idle stack; an empty one is dropped, so endpoints
@@ -313,7 +335,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 			_ = c.nc.SetDeadline(aLongTimeAgo)
 		}
 	}
-	keep := !resp.Close && !req.Close
+	// A response to HEAD ends at its headers, but servers that also write
+	// the body for HEAD are a classic bug. Such a body may arrive after
+	// the checks in release and getConn have looked, and the next request
+	// would read it as its answer: HTTP/1.1 cannot tell late bytes from a
+	// response. HEAD is rare enough that a fresh connection costs nothing
+	// that matters.
+	keep := !resp.Close && !req.Close && req.Method != http.MethodHead
 	if resp.Body == http.NoBody {
 		c.release(stop, keep)
 		return resp, nil
@@ -328,11 +356,35 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 func (c *h1Conn) release(stop func() bool, keep bool) {
 	// Bytes after the response are not an answer to anything we asked:
 	// the connection is out of step and is not reused.
-	if stop() && keep && c.br.Buffered() == 0 {
+	if stop() && keep && c.quiet() {
 		c.t.putConn(c)
 		return
 	}
 	c.close()
+}
+
+// quiet reports whether nothing at all is waiting to be read on c: no
+// buffered or unread bytes and no EOF. It asks the socket without
+// blocking (recv with MSG_PEEK|MSG_DONTWAIT), so a reused connection
+// costs one system call more and no goroutine, where net/http keeps a
+// reader goroutine per idle connection for the same purpose. A connection
+// that cannot be asked is never reused.
+func (c *h1Conn) quiet() bool {
+	if c.br.Buffered() > 0 || c.raw == nil {
+		return false
+	}
+	c.peekEmpty = false
+	return c.raw.Read(c.peek) == nil && c.peekEmpty
+}
+
+// peekSocket is quiet's look at the socket. It never asks to wait for
+// readiness: EAGAIN means nothing is there; no error means a byte (or,
+// with nothing read, EOF).
+func (c *h1Conn) peekSocket(fd uintptr) bool {
+	var b [1]byte
+	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	c.peekEmpty = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
+	return true
 }
 
 // h1Body is a response body that gives its connection back at EOF. Close
