@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
@@ -168,6 +167,9 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			up.breaker.release(tk, failed)
 		}()
 	}
+	if st != nil {
+		st.proxying = true
+	}
 	t.proxy.ServeHTTP(w, r)
 }
 
@@ -214,6 +216,9 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 				return
 			}
 			status, msg := upstreamStatus(err)
+			if st != nil {
+				st.proxying = false // the answer is the edge's own
+			}
 			clientFault := st != nil && st.bodyErr.Load() != nil
 			if clientFault {
 				// The client's body broke (or stalled): not the upstream's
@@ -229,10 +234,9 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 				}
 				m.upstreamRequest(u.name, label, status, st.upstreamDur)
 			}
-			if r.Body != nil && r.Body != http.NoBody {
-				// Unread request bodies would otherwise stall keep-alive.
-				_, _ = io.CopyN(io.Discard, r.Body, 64<<10)
-			}
+			// What is left of the request body is settled by the answer
+			// (state.go: settleEarly), without waiting for a client that
+			// stalls.
 			httperr.Write(w, r, status, msg)
 		},
 	}

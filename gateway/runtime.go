@@ -158,7 +158,19 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.propagateTrace(r)
 	st.clientIP = rt.trust.clientIP(r)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = st.wrapBody(w, r.Body, &rt.file.Server)
+		if r.ProtoMajor == 1 {
+			// Without full duplex, net/http reads what is left of the
+			// request body (and then closes it) the moment the response
+			// headers go out, while the upstream transport may still be
+			// reading the same body to its end: the transport then fails
+			// its write, closes the upstream connection, and the response
+			// being copied is cut short (golang/go#40747; about one POST
+			// in thousands under load). It would also drain a refused
+			// request's body, with no deadline, before writing the refusal.
+			// endBody bounds what is left instead.
+			_ = http.NewResponseController(w).EnableFullDuplex()
+		}
+		r.Body = st.wrapBody(w, r, &rt.file.Server)
 		defer st.body.finish() // also when a handler panics (ReverseProxy aborting a response)
 	}
 

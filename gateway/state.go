@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,10 @@ type reqState struct {
 	bodyErr  atomic.Pointer[error]
 	// body is the request body's wrapper; nil for requests without a body.
 	body *clientBody
+	// proxying is set while the upstream's answer is being relayed: its
+	// header may go out while the transport still reads the body, which
+	// must then be left alone. An answer of the edge's own clears it.
+	proxying bool
 	// traceID is the W3C trace id the request carries on (for the log);
 	// traceStarted is set when this hop started the trace. trace is nil
 	// unless tracing is configured.
@@ -87,6 +92,12 @@ type recorder struct {
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if code >= 200 && !r.wrote && r.body != nil && !r.body.st.proxying && !r.body.settleEarly() {
+		// The edge answers before the body it does not want has all
+		// arrived: the connection cannot carry another request.
+		r.body.closing = true
+		r.Header().Set("Connection", "close")
+	}
 	if code >= 400 && !r.wrote && r.body != nil && r.body.cut() {
 		// Whatever failed after the client stopped sending (the forwarder's
 		// 400 for a broken body, a plugin reading the body) failed because
@@ -144,6 +155,8 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // in place of whatever status the handlers had in mind.
 func (r *recorder) answerBodyTimeout() {
 	id := r.body.st.requestID
+	// The rest of the body is not coming: nothing after it can be read.
+	r.Header().Set("Connection", "close")
 	r.body = nil // answered: the WriteHeader below goes through
 	r.status = 0
 	httperr.Write(r, &http.Request{Header: http.Header{httperr.RequestIDHeader: {id}}},
@@ -170,6 +183,16 @@ type clientBody struct {
 	rc      *http.ResponseController // nil: no read timeout
 	timeout time.Duration
 	limit   time.Time // server.read_timeout's end of the whole request; zero: none
+	w       http.ResponseWriter
+	http1   bool
+	// expect: the client sent Expect: 100-continue and sends the body only
+	// once told to (by the first Read).
+	expect bool
+
+	// eof is set when the body was read to its end.
+	eof atomic.Bool
+	// closing: the answer said Connection: close (handler goroutine only).
+	closing bool
 
 	mu          sync.Mutex
 	unsupported bool  // the writer has no deadlines: count only
@@ -187,8 +210,9 @@ func (e *errBodyStalled) Unwrap() error { return e.err }
 
 // wrapBody installs the body wrapper of a request that has a body. A
 // timeout of 0 (body_read_timeout off) leaves the deadlines alone.
-func (st *reqState) wrapBody(w http.ResponseWriter, body io.ReadCloser, srv *routes.Server) io.ReadCloser {
-	cb := &clientBody{body: body, st: st}
+func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes.Server) io.ReadCloser {
+	cb := &clientBody{body: r.Body, st: st, w: w, http1: r.ProtoMajor == 1,
+		expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	if t := srv.BodyReadTimeout; t != nil && *t > 0 {
 		cb.rc = http.NewResponseController(w)
 		cb.timeout = t.D()
@@ -211,6 +235,7 @@ func (c *clientBody) Read(p []byte) (int, error) {
 	switch {
 	case err == nil:
 	case err == io.EOF:
+		c.eof.Store(true)
 		if c.rc != nil {
 			// Before the server's own read for the next request, or its
 			// watch for a client that hangs up, runs into our deadline.
@@ -270,11 +295,94 @@ func (c *clientBody) clearLocked() {
 	_ = c.rc.SetReadDeadline(time.Time{})
 }
 
+// Close closes a body read to its end. A body with bytes left is not
+// touched: closing net/http's body would read the rest, here, with no
+// deadline (a client that stalls would hold the handler). The server
+// closes it after the handler, within the bound endBody sets.
 func (c *clientBody) Close() error {
+	if !c.eof.Load() {
+		return nil
+	}
 	if c.rc != nil {
 		c.clear()
 	}
 	return c.body.Close()
+}
+
+// awaitingContinue reports whether the client still waits for a
+// 100 Continue before it sends the body: nothing of it was asked for.
+func (c *clientBody) awaitingContinue() bool {
+	return c.expect && c.st.bodyRead.Load() == 0 && !c.eof.Load()
+}
+
+// maxDrain is how much of an unread body the edge reads to keep the
+// connection (net/http's own bound, maxPostHandlerReadBytes).
+const maxDrain = 256 << 10
+
+// settleEarly runs when the edge answers a request itself (a refusal, a
+// plugin's answer, an upstream error) before the body was read. It takes
+// what of the body has already arrived, without waiting for more, and
+// reports whether the connection can carry the next request: only when the
+// whole body was there. Otherwise the answer says Connection: close and is
+// written at once; the client is not kept waiting while the edge reads a
+// body it does not want, and a client that stops sending holds nothing.
+// A client that still waits for 100 Continue has sent nothing to take.
+func (c *clientBody) settleEarly() (keep bool) {
+	if !c.http1 || c.eof.Load() {
+		return true
+	}
+	if c.awaitingContinue() || c.cut() {
+		return false
+	}
+	rc := c.controller()
+	// An expired deadline: bytes already buffered are read, the socket
+	// is not waited on.
+	if rc.SetReadDeadline(time.Now()) != nil {
+		return false
+	}
+	n, err := io.CopyN(io.Discard, c.body, maxDrain+1)
+	if err == io.EOF && n <= maxDrain {
+		c.eof.Store(true)
+		_ = rc.SetReadDeadline(time.Time{})
+		return true
+	}
+	c.closing = true
+	return false
+}
+
+// settleLate runs after the handlers, for an HTTP/1 body still not read to
+// its end: the upstream answered without reading all of it, or the edge
+// answered and decided to close. net/http would read the rest after the
+// response, with no deadline; the edge reads it now, the response already
+// flushed, within body_read_timeout and maxDrain. When the rest does not
+// come, the read deadline stays expired so that net/http gives up at once.
+func (c *clientBody) settleLate() {
+	if !c.http1 || c.eof.Load() || c.cut() {
+		return
+	}
+	rc := c.controller()
+	if c.closing || c.awaitingContinue() || c.timeout <= 0 {
+		_ = rc.SetReadDeadline(time.Now())
+		return
+	}
+	_ = rc.Flush()
+	if rc.SetReadDeadline(time.Now().Add(c.timeout)) != nil {
+		return
+	}
+	n, err := io.CopyN(io.Discard, c.body, maxDrain+1)
+	if err == io.EOF && n <= maxDrain {
+		c.eof.Store(true)
+		_ = rc.SetReadDeadline(time.Time{})
+		return
+	}
+	_ = rc.SetReadDeadline(time.Now())
+}
+
+func (c *clientBody) controller() *http.ResponseController {
+	if c.rc != nil {
+		return c.rc
+	}
+	return http.NewResponseController(c.w)
 }
 
 // cut reports whether body_read_timeout (or read_timeout) ended the body.
@@ -307,6 +415,7 @@ func (st *reqState) endBody() {
 	}
 	c.finish()
 	if !c.cut() {
+		c.settleLate()
 		return
 	}
 	st.upstreamErr = nil

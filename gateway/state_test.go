@@ -66,7 +66,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 		w := &deadlineWriter{ResponseRecorder: httptest.NewRecorder()}
 		st := &reqState{start: time.Now()}
 		before := time.Now()
-		body := st.wrapBody(w, io.NopCloser(strings.NewReader("abc")), timeoutServer(time.Minute, 0))
+		body := st.wrapBody(w, bodyRequest(io.NopCloser(strings.NewReader("abc"))), timeoutServer(time.Minute, 0))
 		got, err := io.ReadAll(io.LimitReader(body, 1<<10))
 		if err != nil || string(got) != "abc" {
 			t.Fatalf("read %q, %v", got, err)
@@ -92,7 +92,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 	t.Run("read_timeout caps the deadline", func(t *testing.T) {
 		w := &deadlineWriter{ResponseRecorder: httptest.NewRecorder()}
 		st := &reqState{start: time.Now()}
-		body := st.wrapBody(w, io.NopCloser(strings.NewReader("abc")), timeoutServer(time.Hour, time.Second))
+		body := st.wrapBody(w, bodyRequest(io.NopCloser(strings.NewReader("abc"))), timeoutServer(time.Hour, time.Second))
 		_, _ = body.Read(make([]byte, 1))
 		if calls := w.deadlines(); len(calls) != 1 || !calls[0].Equal(st.start.Add(time.Second)) {
 			t.Fatalf("deadlines %v, want the request's read_timeout end %v", calls, st.start.Add(time.Second))
@@ -102,7 +102,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 	t.Run("off: no deadline calls", func(t *testing.T) {
 		w := &deadlineWriter{ResponseRecorder: httptest.NewRecorder()}
 		st := &reqState{start: time.Now()}
-		body := st.wrapBody(w, io.NopCloser(strings.NewReader("abc")), timeoutServer(0, 0))
+		body := st.wrapBody(w, bodyRequest(io.NopCloser(strings.NewReader("abc"))), timeoutServer(0, 0))
 		if got, err := io.ReadAll(body); err != nil || string(got) != "abc" {
 			t.Fatalf("read %q, %v", got, err)
 		}
@@ -118,7 +118,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 		st := &reqState{start: time.Now(), requestID: "rid-1"}
 		st.rec.ResponseWriter = w
 		inner := &stallingBody{data: "ab"}
-		body := st.wrapBody(w, inner, timeoutServer(time.Minute, 0))
+		body := st.wrapBody(w, bodyRequest(inner), timeoutServer(time.Minute, 0))
 		_, err := io.ReadAll(body)
 		var stalled *errBodyStalled
 		if !errors.As(err, &stalled) || !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -151,7 +151,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 		w := &deadlineWriter{ResponseRecorder: httptest.NewRecorder()}
 		st := &reqState{start: time.Now(), requestID: "rid-2"}
 		st.rec.ResponseWriter = w
-		body := st.wrapBody(w, &stallingBody{}, timeoutServer(time.Minute, 0))
+		body := st.wrapBody(w, bodyRequest(&stallingBody{}), timeoutServer(time.Minute, 0))
 		_, _ = io.ReadAll(body)
 		// What the forwarder answers for a broken client body.
 		st.rec.Header().Set("Content-Length", "99")
@@ -169,7 +169,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 	t.Run("no deadline is touched after the handler returned", func(t *testing.T) {
 		w := &deadlineWriter{ResponseRecorder: httptest.NewRecorder()}
 		st := &reqState{start: time.Now()}
-		body := st.wrapBody(w, io.NopCloser(strings.NewReader("abcdef")), timeoutServer(time.Minute, 0))
+		body := st.wrapBody(w, bodyRequest(io.NopCloser(strings.NewReader("abcdef"))), timeoutServer(time.Minute, 0))
 		_, _ = body.Read(make([]byte, 2))
 		st.endBody() // the handler returned; the transport still reads
 		calls := len(w.deadlines())
@@ -185,7 +185,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 
 	t.Run("a writer without deadlines only counts", func(t *testing.T) {
 		st := &reqState{start: time.Now()}
-		body := st.wrapBody(httptest.NewRecorder(), io.NopCloser(strings.NewReader("abc")), timeoutServer(time.Minute, 0))
+		body := st.wrapBody(httptest.NewRecorder(), bodyRequest(io.NopCloser(strings.NewReader("abc"))), timeoutServer(time.Minute, 0))
 		if got, err := io.ReadAll(body); err != nil || string(got) != "abc" || st.bodyRead.Load() != 3 {
 			t.Fatalf("read %q, %v, counted %d", got, err, st.bodyRead.Load())
 		}
@@ -296,4 +296,12 @@ routes:
 			})
 		}
 	}
+}
+
+// bodyRequest is an HTTP/1.1 POST carrying body, as the server hands it to
+// the edge.
+func bodyRequest(body io.ReadCloser) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	r.Body = body
+	return r
 }

@@ -177,7 +177,9 @@ func sendMethod(t *testing.T, method, url, body string, n, conc int, hdr ...stri
 					req.Header.Set(hdr[i], hdr[i+1])
 				}
 				code := -1
-				if resp, err := trafficClient.Do(req); err == nil {
+				if resp, err := trafficClient.Do(req); err != nil {
+					t.Logf("%s %s: %v", method, url, err)
+				} else {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 					code = resp.StatusCode

@@ -24,6 +24,8 @@ import (
 // stages selects the parts of the edge pipeline a request goes through.
 type stages struct {
 	tls, jwt, redis, mesh bool
+	// service answers the requests (default: 64 bytes of "x").
+	service http.Handler
 }
 
 // pipeline is an edge (and, with mesh, a sidecar) in front of a service
@@ -37,9 +39,13 @@ type pipeline struct {
 func newPipeline(tb testing.TB, s stages, conns int) *pipeline {
 	tb.Helper()
 	dir := tb.TempDir()
-	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, strings.Repeat("x", 64))
-	}))
+	handler := s.service
+	if handler == nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, strings.Repeat("x", 64))
+		})
+	}
+	svc := httptest.NewServer(handler)
 	tb.Cleanup(svc.Close)
 	upstream := fmt.Sprintf("{endpoints: [%q]}", strings.TrimPrefix(svc.URL, "http://"))
 
@@ -110,7 +116,7 @@ inbound: {listen: "127.0.0.1:0", forward_to: %q, allow: ["spiffe://example.org/n
 		addr = e.Addr("https")
 	}
 	p.url = scheme + "://" + addr + "/orders/1"
-	p.client = &http.Client{Transport: &http.Transport{TLSClientConfig: pool, MaxIdleConnsPerHost: conns}}
+	p.client = &http.Client{Transport: &http.Transport{TLSClientConfig: pool, MaxIdleConnsPerHost: conns, ExpectContinueTimeout: 5 * time.Second}}
 	tb.Cleanup(p.client.CloseIdleConnections)
 	return p
 }

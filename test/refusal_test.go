@@ -1,0 +1,237 @@
+package test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/causewayhq/causeway/plugins/standard"
+)
+
+// refusalEdge serves one route per way the edge answers without reading the
+// body, on a plain and a TLS listener, with body_read_timeout 2s.
+func refusalEdge(t *testing.T, up string) (e *edge, pool *x509.CertPool) {
+	t.Helper()
+	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
+	keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
+	e = startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+server: {body_read_timeout: 2s}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+  redirect_http: false
+authenticators:
+  partners: {api_key: {header: X-API-Key, keys_file: %q}}
+rate_limits:
+  once: {key: route, limit: 1, per: 1h, burst: 1}
+plugins:
+  deny-all: {use: ip_filter, config: {deny: ["0.0.0.0/0", "::/0"]}}
+  small: {use: body_limit, config: {max_bytes: 10}}
+  maintenance: {use: respond, config: {status: 503, body: "down"}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: auth, match: {path_prefix: /auth}, auth: partners, upstream: u}
+  - {name: forbidden, match: {path_prefix: /forbidden}, plugins: [deny-all], upstream: u}
+  - {name: small, match: {path_prefix: /small}, plugins: [small], upstream: u}
+  - {name: limited, match: {path_prefix: /limited}, rate_limit: once, upstream: u}
+  - {name: respond, match: {path_prefix: /respond}, plugins: [maintenance], upstream: u}
+  - {name: open, match: {path_prefix: /open}, upstream: u}
+`, certFile, keyFile, keys, up))
+	return e, pool
+}
+
+func writeTemp(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	writeConfig(t, path, content)
+	return path
+}
+
+// Every answer the edge gives without reading the body is written at once,
+// even when the client then stalls its body or waits for 100 Continue, and
+// the connection is closed after it (the rest of the body will not be
+// read). Before the fix net/http first read the whole body, with no
+// deadline: a client that stopped sending held the connection forever and
+// never got its answer; with Expect: 100-continue the same.
+func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
+	up := newBodyUpstream(t)
+	e, pool := refusalEdge(t, up.addr())
+	dialers := map[string]func() (net.Conn, error){
+		"plain": func() (net.Conn, error) { return net.Dial("tcp", e.Addr("http")) },
+		"tls": func() (net.Conn, error) {
+			return tls.Dial("tcp", e.Addr("https"), &tls.Config{RootCAs: pool, ServerName: "api.example.com", NextProtos: []string{"http/1.1"}})
+		},
+	}
+	refusals := []struct {
+		path string
+		want int
+	}{
+		{"/auth", 401},
+		{"/forbidden", 403},
+		{"/nothing-here", 404},
+		{"/small", 413},
+		{"/limited", 429}, // after a first request that spends the burst
+		{"/respond", 503},
+	}
+	kinds := []struct {
+		name, headers, sent string
+	}{
+		{"stalled body", "Content-Length: 100000\r\n", "0123456789"},
+		{"stalled chunked body", "Transfer-Encoding: chunked\r\n", "a\r\n0123456789\r\n"},
+		{"expect 100-continue, no body", "Content-Length: 100000\r\nExpect: 100-continue\r\n", ""},
+	}
+	// Spend the rate limit's burst.
+	if resp, err := http.Post("http://"+e.Addr("http")+"/limited", "text/plain", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	for proto, dial := range dialers {
+		for _, k := range kinds {
+			for _, rf := range refusals {
+				t.Run(proto+"/"+k.name+rf.path, func(t *testing.T) {
+					c, err := dial()
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					if _, err := io.WriteString(c, "POST "+rf.path+" HTTP/1.1\r\nHost: api.example.com\r\n"+k.headers+"\r\n"+k.sent); err != nil {
+						t.Fatal(err)
+					}
+					// The body stalls here. The deadline only guards against a
+					// hung test: the answer needs no part of the body.
+					start := time.Now()
+					_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+					br := bufio.NewReader(c)
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatalf("no answer while the body stalls: %v", err)
+					}
+					if resp.StatusCode == http.StatusContinue {
+						t.Fatal("100 Continue for a request the edge refuses")
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					want := rf.want
+					if rf.path == "/small" && strings.Contains(k.name, "chunked") {
+						// No declared length: body_limit counts while it reads,
+						// so the stall is what ends the request, within
+						// body_read_timeout.
+						want = http.StatusRequestTimeout
+					}
+					if resp.StatusCode != want {
+						t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, want)
+					}
+					if want != 503 {
+						var eb struct{ Status int }
+						if json.Unmarshal(body, &eb) != nil || eb.Status != want {
+							t.Fatalf("not the JSON error body: %q", body)
+						}
+					}
+					if !resp.Close {
+						t.Fatal("the answer does not say Connection: close, though the body was not read")
+					}
+					if n, err := br.Read(make([]byte, 1)); err == nil {
+						t.Fatalf("connection still open after the answer (read %d bytes)", n)
+					}
+					t.Logf("answered %d and closed in %s", resp.StatusCode, time.Since(start).Round(time.Millisecond))
+				})
+			}
+		}
+	}
+
+	// HTTP/2: the refusal comes at once too, and the stream's end does not
+	// wait for the body (the connection carries on).
+	t.Run("h2/stalled body", func(t *testing.T) {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "api.example.com"},
+			ForceAttemptHTTP2: true,
+		}}
+		defer client.CloseIdleConnections()
+		for _, rf := range refusals[:3] {
+			pr, pw := io.Pipe()
+			go func() { pw.Write([]byte("0123456789")) }() // then nothing
+			req, _ := http.NewRequest(http.MethodPost, "https://"+e.Addr("https")+rf.path, pr)
+			req.ContentLength = 100000
+			resp, err := client.Do(req)
+			if err != nil {
+				pw.Close()
+				t.Fatalf("%s: %v", rf.path, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			pw.Close()
+			if resp.ProtoMajor != 2 || resp.StatusCode != rf.want {
+				t.Fatalf("%s: %s %d, want HTTP/2 %d", rf.path, resp.Proto, resp.StatusCode, rf.want)
+			}
+		}
+	})
+
+	// A refusal whose small body had all arrived keeps the connection:
+	// the edge read what was already there.
+	t.Run("complete small body keeps the connection", func(t *testing.T) {
+		c, err := net.Dial("tcp", e.Addr("http"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := range 3 {
+			if _, err := io.WriteString(c, "POST /auth HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("request %d on the same connection: %v", i, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 401 || resp.Close {
+				t.Fatalf("request %d: status %d, close %v", i, resp.StatusCode, resp.Close)
+			}
+		}
+	})
+
+	// The good path is unchanged: an allowed request with Expect gets its
+	// 100 Continue, and every byte of the body reaches the upstream.
+	t.Run("allowed expect-continue request", func(t *testing.T) {
+		c, err := net.Dial("tcp", e.Addr("http"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		const body = "the whole body, sent after 100 Continue"
+		if _, err := io.WriteString(c, fmt.Sprintf("POST /open HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n", len(body))); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != http.StatusContinue {
+			t.Fatalf("want 100 Continue first: %v %v", resp, err)
+		}
+		if _, err := io.WriteString(c, body); err != nil {
+			t.Fatal(err)
+		}
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("final answer: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		if got, err := up.last(t); err != nil || got != body {
+			t.Fatalf("the upstream received %q (%v)", got, err)
+		}
+	})
+}
