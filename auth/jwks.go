@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 // maxJWKSBytes bounds what a JWKS endpoint may send: a real set is a few KiB.
@@ -85,12 +87,9 @@ type jwks struct {
 }
 
 func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, client *http.Client, ownsClient bool, log *slog.Logger, now func() time.Time) *jwks {
-	red := rawURL
-	if u, err := url.Parse(rawURL); err == nil {
-		// A query may carry an API key of the identity provider.
-		u.RawQuery = ""
-		red = u.Redacted()
-	}
+	// The URL may carry credentials of the identity provider (userinfo,
+	// an API key in the query): logs and errors show it masked.
+	red := routes.RedactURL(rawURL)
 	j := &jwks{
 		url: rawURL, redacted: red, client: client, ownsClient: ownsClient, now: now, min: minI, max: maxI,
 		log:       log.With("jwks_url", red),
@@ -272,6 +271,11 @@ func (j *jwks) fetch(ctx context.Context) (ttl time.Duration, err error) {
 	req.Header.Set("Accept", "application/json, application/jwk-set+json")
 	resp, err := j.client.Do(req)
 	if err != nil {
+		// net/http's error quotes the URL with its query.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = j.redacted
+		}
 		return 0, fmt.Errorf("jwks %s: %w", j.redacted, err)
 	}
 	defer resp.Body.Close()

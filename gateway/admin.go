@@ -4,11 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
-	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -44,7 +42,7 @@ func (e *Edge) adminHandler() http.Handler {
 			"file":        f.Path,
 			"loaded_at":   loaded.UTC().Format(time.RFC3339Nano),
 			"last_reload": last,
-			"config":      configView(redacted(f)),
+			"config":      configView(f),
 		})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{Registry: e.registry}))
@@ -55,14 +53,11 @@ func (e *Edge) adminHandler() http.Handler {
 	return mux
 }
 
-// configView is f with the routes file's own key names, for JSON output.
+// configView is f (a *routes.File or *routes.Sidecar) with the files' own
+// key names, for JSON output, every credential masked (routes.View).
 func configView(f any) any {
-	data, err := yaml.Marshal(f)
+	v, err := routes.View(f)
 	if err != nil {
-		return map[string]string{"error": "cannot render the configuration: " + err.Error()}
-	}
-	var v any
-	if err := yaml.Unmarshal(data, &v); err != nil {
 		return map[string]string{"error": "cannot render the configuration: " + err.Error()}
 	}
 	return v
@@ -83,30 +78,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
-}
-
-// redacted is a copy of f safe to show: credentials embedded in URLs are
-// masked. Secrets themselves are never in the file (only the names of the
-// environment variables or files that hold them).
-func redacted(f *routes.File) *routes.File {
-	cp := *f
-	if f.Redis != nil {
-		r := *f.Redis
-		r.URL = redactURL(r.URL)
-		cp.Redis = &r
-	}
-	return &cp
-}
-
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparseable URL redacted)"
-	}
-	if u.User != nil {
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-		}
-	}
-	return u.String()
 }

@@ -100,7 +100,7 @@ type ACME struct {
 	Hosts        []string  `yaml:"hosts"`
 	CacheDir     string    `yaml:"cache_dir"`
 	Cache        string    `yaml:"cache"` // dir (default) | redis
-	DirectoryURL string    `yaml:"directory_url"`
+	DirectoryURL string    `yaml:"directory_url" secret:"url"`
 	CARootsFile  string    `yaml:"ca_roots_file"`
 	OnDemand     *OnDemand `yaml:"on_demand"`
 }
@@ -108,7 +108,7 @@ type ACME struct {
 // OnDemand lets a name outside acme.hosts get a certificate at its first
 // handshake when the Ask endpoint answers 200 for it.
 type OnDemand struct {
-	Ask string `yaml:"ask"`
+	Ask string `yaml:"ask" secret:"url"`
 	// RateLimit bounds orders: at most Burst at once, then one every Interval.
 	Interval Duration `yaml:"interval"`
 	Burst    int      `yaml:"burst"`
@@ -123,7 +123,7 @@ type HSTS struct {
 
 // Redis configures the shared store for rate limits (and the ACME cache).
 type Redis struct {
-	URL         string   `yaml:"url"`
+	URL         string   `yaml:"url" secret:"url"`
 	Addrs       []string `yaml:"addrs"`
 	MasterName  string   `yaml:"master_name"` // Sentinel
 	Username    string   `yaml:"username"`
@@ -155,7 +155,7 @@ type Authenticator struct {
 type JWT struct {
 	Issuer         string   `yaml:"issuer"`
 	Audiences      []string `yaml:"audiences"`
-	JWKSURL        string   `yaml:"jwks_url"`
+	JWKSURL        string   `yaml:"jwks_url" secret:"url"`
 	PublicKeyFiles []string `yaml:"public_key_files"`
 	HMACSecretEnv  string   `yaml:"hmac_secret_env"`
 	HMACSecretFile string   `yaml:"hmac_secret_file"`
@@ -228,7 +228,7 @@ type PluginInst struct {
 type Tracing struct {
 	// OTLPEndpoint is the collector's OTLP/HTTP base URL, e.g.
 	// http://otel-collector:4318 (spans are POSTed to /v1/traces).
-	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	OTLPEndpoint string `yaml:"otlp_endpoint" secret:"url"`
 	// SampleRatio is the share of new traces recorded, in [0, 1] (default
 	// 1). A trace the caller already sampled or refused keeps its decision.
 	SampleRatio *float64 `yaml:"sample_ratio"`
