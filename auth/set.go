@@ -298,13 +298,25 @@ func (q requirement) met(p *Principal) bool {
 		if v == q.want {
 			return true
 		}
-		return spaceSeparated[q.claim] && slices.Contains(strings.Fields(v), q.want)
+		// RFC 6749 §3.3: scope tokens are separated by ASCII spaces (0x20)
+		// only; a tab, a newline or a Unicode space is part of a token,
+		// never a separator, so "orders:read\tadmin" grants neither.
+		return spaceSeparated[q.claim] && slices.Contains(strings.Split(v, " "), q.want)
 	case []any:
+		// Members are compared one by one and only as scalars: a nested
+		// array ([["orders:read"]]) or an object is not a member equal to
+		// the wanted value, however it would print.
 		for _, e := range v {
+			switch e.(type) {
+			case []any, map[string]any, nil:
+				continue
+			}
 			if s, ok := claimString(e); ok && s == q.want {
 				return true
 			}
 		}
+		return false
+	case map[string]any:
 		return false
 	}
 	s, ok := claimString(v)

@@ -201,6 +201,15 @@ func TestRequireClaims(t *testing.T) {
 		{"tenant differs", map[string]any{"tenant": "t2"}, 403},
 		{"tenant missing", map[string]any{"tenant": nil}, 403},
 		{"nested claim differs", map[string]any{"org": map[string]any{"id": 43}}, 403},
+		// A nested array is not a member, however it would print.
+		{"scope nested in an array", map[string]any{"scope": []any{[]any{"orders:read"}}}, 403},
+		{"role nested in an array", map[string]any{"roles": []any{[]any{"admin"}}}, 403},
+		{"role inside an object in the array", map[string]any{"roles": []any{map[string]any{"admin": true}}}, 403},
+		// Scope tokens are separated by ASCII spaces only (RFC 6749 §3.3).
+		{"scope separated by a tab", map[string]any{"scope": "profile\torders:read"}, 403},
+		{"scope separated by a newline", map[string]any{"scope": "profile\norders:read"}, 403},
+		{"scope separated by a no-break space", map[string]any{"scope": "profile\u00a0orders:read"}, 403},
+		{"scope separated by two spaces", map[string]any{"scope": "profile  orders:read"}, 204},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
