@@ -151,6 +151,9 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range f.Warnings {
+		e.log.Warn("routes file", "warning", w.Error())
+	}
 	data, _ := os.ReadFile(path)
 	ac := &activeConfig{file: f, hash: sha256.Sum256(data)}
 	fail := func(err error) (*activeConfig, error) {
@@ -344,7 +347,11 @@ func (e *Edge) Serve(ctx context.Context) error {
 	errc := make(chan error, len(data)+1)
 	serving := serveAll(data, errc)
 	if e.adminLn != nil {
-		e.adminServer = newAdminServer(e.log, e.adminHandler())
+		e.adminServer = newAdminServer(e.log, adminGuard(e.adminHandler(), func() routes.AdminAccess {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.active.file.Admin
+		}))
 		serveAll([]dataServer{{srv: e.adminServer, ln: e.adminLn}}, errc)
 	}
 	e.serving = serving

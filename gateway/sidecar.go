@@ -123,6 +123,9 @@ func (s *Sidecar) build(data []byte) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.Warnings {
+		s.log.Warn("sidecar file", "warning", w.Error())
+	}
 	source := s.source
 	id := cfg.Identity
 	if source == nil || s.cfg == nil || s.cfg.Identity != id {
@@ -435,7 +438,11 @@ func (s *Sidecar) Serve(ctx context.Context) error {
 	errc := make(chan error, len(data)+1)
 	serving := serveAll(data, errc)
 	if s.adminLn != nil {
-		s.adminServer = newAdminServer(s.log, s.adminHandler())
+		s.adminServer = newAdminServer(s.log, adminGuard(s.adminHandler(), func() routes.AdminAccess {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.cfg.AdminAccess
+		}))
 		serveAll([]dataServer{{srv: s.adminServer, ln: s.adminLn}}, errc)
 	}
 	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 // Validate loads the routes file and builds everything the edge would build
@@ -13,14 +15,24 @@ import (
 // a listener, then releases it all. It finds what routes.Load alone cannot:
 // a plugin's bad config, an unreadable key file.
 func Validate(ctx context.Context, path string) error {
+	_, err := Check(ctx, path)
+	return err
+}
+
+// Check is Validate that also returns the warnings of an accepted file
+// (routes.File.Warnings): footguns such as an admin listener open to other
+// hosts without a token.
+func Check(ctx context.Context, path string) (routes.Errors, error) {
 	e, err := NewEdge(ctx, EdgeOptions{
 		ConfigPath: path,
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registry:   prometheus.NewRegistry(),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	e.Close()
-	return nil
+	defer e.Close()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.active.file.Warnings, nil
 }

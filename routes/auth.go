@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -85,8 +86,18 @@ func (c *checker) checkJWT(p string, j *JWT) {
 		c.errorf(p+".hmac_secret_file", "hmac_secret_env and hmac_secret_file are exclusive")
 	}
 	if j.JWKSURL != "" {
-		if u, err := url.Parse(j.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			c.errorf(p+".jwks_url", "%q is not an http(s) URL", j.JWKSURL)
+		u, err := url.Parse(j.JWKSURL)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+			c.errorf(p+".jwks_url", "%q is not an http(s) URL", RedactURL(j.JWKSURL))
+		case u.Scheme == "http" && !j.AllowInsecureHTTP && !isLoopback(hostPortOf(u)):
+			// Whoever is on the path could hand the edge keys of their own
+			// and mint tokens it accepts. Loopback (a local key server or
+			// agent) has no path to be on.
+			c.errorf(p+".jwks_url", "plain http to %s lets anyone on the network path replace the signing keys: use https, or set allow_insecure_http: true", u.Hostname())
+		}
+		if err == nil && (u.User != nil || RedactURL(j.JWKSURL) != j.JWKSURL) {
+			c.warnf(p+".jwks_url", "the URL carries credentials; they are masked in /config and logs, but the file itself holds them: prefer a key server that needs none, or one reached on a private network")
 		}
 	}
 	if len(j.Algorithms) == 0 {
@@ -184,3 +195,11 @@ func (c *checker) checkAPIKey(p string, k *APIKey) {
 }
 
 func indexPath(p string, i int) string { return fmt.Sprintf("%s[%d]", p, i) }
+
+// hostPortOf is u's host with a port, for isLoopback.
+func hostPortOf(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}

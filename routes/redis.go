@@ -47,6 +47,11 @@ func (c *checker) checkRedis() {
 		if r.MasterName != "" {
 			c.errorf("redis.master_name", "Sentinel needs addrs (the Sentinels' addresses), not url")
 		}
+		if u, err := url.Parse(r.URL); err == nil && u.User != nil {
+			if _, has := u.User.Password(); has {
+				c.warnf("redis.url", "the password is written in the file: put it in an environment variable and name it in redis.password_env")
+			}
+		}
 	}
 	seen := map[string]bool{}
 	for i, a := range r.Addrs {

@@ -24,6 +24,9 @@ type Sidecar struct {
 	Outbound *Outbound       `yaml:"outbound"`
 	// Admin serves /metrics, /healthz, /readyz; loopback by default.
 	Admin string `yaml:"admin"`
+	// AdminAccess guards the admin listener as the routes file's admin
+	// section does (admin is this file's listen address).
+	AdminAccess AdminAccess `yaml:"admin_access"`
 	// Server and AccessLog mean what they mean in the routes file and have
 	// the same defaults; they apply to both listeners.
 	Server    Server    `yaml:"server"`
@@ -34,6 +37,8 @@ type Sidecar struct {
 	// Path is the file read; Positions maps key paths to where they stand.
 	Path      string         `yaml:"-" json:"-"`
 	Positions map[string]Pos `yaml:"-" json:"-"`
+	// Warnings: as File.Warnings.
+	Warnings Errors `yaml:"-" json:"-"`
 }
 
 // SidecarIdentity is the workload's own certificate, key and trust bundle,
@@ -223,7 +228,10 @@ func (s *Sidecar) validate() Errors {
 		listeners["outbound.listen"] = out.Listen
 	}
 	c.checkListenerClash(listeners)
+	checkAdminAccess(c, "admin_access", s.AdminAccess, "admin", s.Admin)
 	c.errs.sort()
+	c.warns.sort()
+	s.Warnings = c.warns
 	return c.errs
 }
 

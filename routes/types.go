@@ -28,12 +28,28 @@ type File struct {
 	Upstreams      map[string]Upstream      `yaml:"upstreams"`
 	Routes         []Route                  `yaml:"routes"`
 	Tracing        *Tracing                 `yaml:"tracing"`
+	// Admin guards the admin listener (listen.admin).
+	Admin AdminAccess `yaml:"admin"`
 
 	// Path is the file the configuration was read from ("" when loaded from bytes
 	// without a name). Positions maps key paths such as "routes[0].upstream" to
 	// where they stand in the file, for errors found after decoding.
 	Path      string         `yaml:"-" json:"-"`
 	Positions map[string]Pos `yaml:"-" json:"-"`
+	// Warnings are footguns validation found in an accepted file (each
+	// with its position): validate prints them, the edge logs them.
+	Warnings Errors `yaml:"-" json:"-"`
+}
+
+// AdminAccess guards the admin API against other hosts and other users of
+// the machine. A request is answered only when its Host is an IP literal,
+// localhost, or listed in AllowedHosts (a page served from a DNS name that
+// a browser resolves to the admin address cannot read it: DNS rebinding).
+// With TokenEnv, every path but /healthz and /readyz (the probes) needs
+// Authorization: Bearer with the token held in that environment variable.
+type AdminAccess struct {
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	TokenEnv     string   `yaml:"token_env"`
 }
 
 // Listen holds the listener addresses. An empty address disables that listener.
@@ -153,14 +169,17 @@ type Authenticator struct {
 
 // JWT verifies JSON Web Tokens.
 type JWT struct {
-	Issuer         string   `yaml:"issuer"`
-	Audiences      []string `yaml:"audiences"`
-	JWKSURL        string   `yaml:"jwks_url" secret:"url"`
-	PublicKeyFiles []string `yaml:"public_key_files"`
-	HMACSecretEnv  string   `yaml:"hmac_secret_env"`
-	HMACSecretFile string   `yaml:"hmac_secret_file"`
-	Algorithms     []string `yaml:"algorithms"`
-	Leeway         Duration `yaml:"leeway"`
+	Issuer    string   `yaml:"issuer"`
+	Audiences []string `yaml:"audiences"`
+	JWKSURL   string   `yaml:"jwks_url" secret:"url"`
+	// AllowInsecureHTTP lets jwks_url be plain http to a host that is not
+	// loopback: anyone on the path could then swap the keys.
+	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"`
+	PublicKeyFiles    []string `yaml:"public_key_files"`
+	HMACSecretEnv     string   `yaml:"hmac_secret_env"`
+	HMACSecretFile    string   `yaml:"hmac_secret_file"`
+	Algorithms        []string `yaml:"algorithms"`
+	Leeway            Duration `yaml:"leeway"`
 	// ForwardClaims maps a claim name to the upstream header that carries it.
 	ForwardClaims map[string]string `yaml:"forward_claims"`
 	// From says where the token is read; default: Authorization: Bearer.

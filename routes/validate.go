@@ -15,8 +15,14 @@ import (
 
 // checker collects validation errors located through the file's positions.
 type checker struct {
-	f    *File
-	errs Errors
+	f     *File
+	errs  Errors
+	warns Errors
+}
+
+// warnf records a footgun at path: the file is accepted, the warning shown.
+func (c *checker) warnf(path, format string, args ...any) {
+	c.warns = append(c.warns, &Error{File: c.f.Path, Pos: c.f.At(path), Path: path, Msg: "warning: " + fmt.Sprintf(format, args...)})
 }
 
 // errorf records a problem at path; when path itself has no position (a key
@@ -51,10 +57,16 @@ func (f *File) validate() Errors {
 	}
 	c.checkListen()
 	for i, p := range f.TrustedProxies {
-		if _, err := ParsePrefix(p); err != nil {
+		pfx, err := ParsePrefix(p)
+		if err != nil {
 			c.errorf(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
+			continue
+		}
+		if pfx.Bits() == 0 {
+			c.warnf(fmt.Sprintf("trusted_proxies[%d]", i), "%s trusts every peer: any client can then set X-Forwarded-For and choose its own address (rate limits, ip_filter, logs)", p)
 		}
 	}
+	checkAdminAccess(c, "admin", f.Admin, "listen.admin", f.Listen.Admin)
 	c.checkServer()
 	c.checkAccessLog()
 	c.checkTLS()
@@ -67,8 +79,28 @@ func (f *File) validate() Errors {
 	c.checkRoutes()
 	c.checkTracing()
 	c.errs.sort()
+	c.warns.sort()
+	f.Warnings = c.warns
 	return c.errs
 }
+
+// checkAdminAccess checks an admin section; listen is the admin listener's
+// address, at listenKey.
+func checkAdminAccess(c *checker, path string, a AdminAccess, listenKey, listen string) {
+	for i, h := range a.AllowedHosts {
+		if !hostRe.MatchString(h) {
+			c.errorf(indexPath(path+".allowed_hosts", i), "%q is not a host name (no port, no scheme)", h)
+		}
+	}
+	if a.TokenEnv != "" && !envName.MatchString(a.TokenEnv) {
+		c.errorf(path+".token_env", "%q is not an environment variable name", a.TokenEnv)
+	}
+	if listen != "" && a.TokenEnv == "" && !isLoopback(listen) {
+		c.warnf(listenKey, "the admin listener %s is reachable from other hosts and has no token (%s.token_env): /config and /metrics are open to anyone who reaches it", listen, path)
+	}
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // ParsePrefix parses a CIDR ("10.0.0.0/8") or a single address ("10.0.0.1").
 func ParsePrefix(s string) (netip.Prefix, error) {

@@ -125,10 +125,13 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fs.Usage()
 		return 2
 	}
-	if err := gateway.Validate(ctx, fs.Arg(0)); err != nil {
+	warnings, err := gateway.Check(ctx, fs.Arg(0))
+	if err != nil {
 		printLoadError(stderr, "", err)
 		return 1
 	}
+	// Warnings do not fail validation: the file is accepted as it is.
+	printLoadError(stderr, "", warnings)
 	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
 	return 0
 }

@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// validate prints a footgun as a warning with its position and still
+// accepts the file (exit 0); an error is an error (exit 1).
+func TestValidateWarnings(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, file string
+		code       int
+		stderr     []string
+	}{
+		{"warnings only", `version: 1
+listen: {http: "127.0.0.1:0", admin: "0.0.0.0:0"}
+trusted_proxies: ["0.0.0.0/0"]
+upstreams:
+  u: {endpoints: ["127.0.0.1:1"]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, 0, []string{"w.yaml:3:19: trusted_proxies[0]: warning: 0.0.0.0/0 trusts every peer", "listen.admin: warning: the admin listener 0.0.0.0:0 is reachable"}},
+		{"insecure jwks refused", `version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+authenticators:
+  users: {jwt: {issuer: https://id/, audiences: [api], algorithms: [RS256], jwks_url: "http://id.example.com/jwks"}}
+upstreams:
+  u: {endpoints: ["127.0.0.1:1"]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, auth: users}
+`, 1, []string{"w.yaml:4:87: authenticators.users.jwt.jwks_url: plain http to id.example.com"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "w.yaml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{"validate", path}, &stdout, &stderr); code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tt.code, stderr.String())
+			}
+			for _, want := range tt.stderr {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+				}
+			}
+		})
+	}
+}
