@@ -180,8 +180,19 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		u.Path, u.RawPath = clean, ""
 		r.URL = &u
 	}
-	h, vars := rt.router.match(r)
-	if h == nil {
+	var h http.Handler
+	var vars map[string]string
+	if r.Method != http.MethodConnect {
+		h, vars = rt.router.match(r)
+	}
+	if r.Method == http.MethodConnect {
+		// The edge and the sidecar are reverse proxies: a CONNECT would
+		// otherwise be sent on to a route's upstream as a request of its
+		// own (a tunnel nobody asked for, to whatever the upstream does
+		// with the method).
+		st.rec.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		httperr.Write(&st.rec, r, http.StatusMethodNotAllowed, "CONNECT is not supported: this is a reverse proxy, not a forward proxy")
+	} else if h == nil {
 		httperr.Write(&st.rec, r, http.StatusNotFound, "no route matches this request")
 	} else {
 		if len(vars) > 0 {

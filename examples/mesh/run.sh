@@ -61,6 +61,9 @@ if [ "${1:-}" = "--check" ]; then
   # A host that is no configured service: 404 with the JSON error body.
   code=$(curl -sS -o "$work/unknown.json" -w '%{http_code}' -H 'Host: nosuch' http://127.0.0.1:15001/x)
   [ "$code" = 404 ] && grep -q '"status":404' "$work/unknown.json"
+  # An https:// URL through the proxy asks for a CONNECT tunnel: refused.
+  code=$(curl -s -o /dev/null -w '%{http_connect}' -p -x http://127.0.0.1:15001 https://payments/ || true)
+  [ "$code" = 405 ] || { echo "CONNECT through the outbound listener: $code, want 405"; exit 1; }
   echo "mesh example: ok"
   exit 0
 fi
