@@ -50,9 +50,10 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	spec, err := parseBuildArgs(args, stderr)
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "causeway build:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
 		}
+		fmt.Fprintln(stderr, "causeway build:", err)
 		return 2
 	}
 	if err := build(ctx, spec, stderr); err != nil {
@@ -64,18 +65,13 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 }
 
 func parseBuildArgs(args []string, stderr io.Writer) (*buildSpec, error) {
-	fs := flag.NewFlagSet("build", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("build", stderr)
 	var with, replace listFlag
 	fs.Var(&with, "with", "a plugin `MODULE[@VERSION]` to include (repeatable; a package path inside a module works too)")
 	fs.Var(&replace, "replace", "use a local folder for a module: `MODULE=DIR` (repeatable)")
 	cw := fs.String("causeway", "", "causeway `VERSION` to build against (default: this binary's own version)")
 	out := fs.String("o", "causeway-custom", "the binary to write")
 	keep := fs.Bool("keep", false, "keep the generated module's folder and print where it is")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: causeway build -with MODULE[@VERSION] [-with ...] [-replace MODULE=DIR] [-causeway VERSION] -o BIN")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

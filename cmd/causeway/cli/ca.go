@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -69,9 +71,7 @@ type caFlags struct {
 }
 
 func newCAFlags(name string, stderr io.Writer) *caFlags {
-	fs := flag.NewFlagSet("ca "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return &caFlags{FlagSet: fs, name: name, stderr: stderr}
+	return &caFlags{FlagSet: newFlags("ca "+name, stderr), name: name, stderr: stderr}
 }
 
 func (f *caFlags) requiredString(name, usage string) *string {
@@ -175,14 +175,10 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCAVerify(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ca verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("ca verify", stderr)
 	bundle := fs.String("bundle", "", "trust bundle to verify against (required)")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *bundle == "" || fs.NArg() == 0 {
 		fmt.Fprintln(stderr, "usage: causeway ca verify -bundle BUNDLE.pem CERT.pem [CERT.pem...]")
@@ -190,7 +186,20 @@ func runCAVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	now := time.Now()
 	code := 0
+	verified := 0
 	for _, file := range fs.Args() {
+		// A glob such as mesh/*.pem also names the private keys beside
+		// the certificates (and the bundle itself): say what they are and
+		// go on, rather than fail on "no certificate".
+		if isPrivateKeyFile(file) {
+			fmt.Fprintf(stdout, "%s: skipped, a private key (not a certificate)\n", file)
+			continue
+		}
+		if same, _ := sameFile(file, *bundle); same {
+			fmt.Fprintf(stdout, "%s: skipped, the trust bundle itself\n", file)
+			continue
+		}
+		verified++
 		id, chain, err := mesh.VerifyFile(file, *bundle, now)
 		if err != nil {
 			fmt.Fprintln(stderr, "causeway ca verify:", err)
@@ -201,5 +210,42 @@ func runCAVerify(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: %s, valid until %s (%s left), %d intermediate(s)\n", file, id,
 			leaf.NotAfter.UTC().Format(time.RFC3339), leaf.NotAfter.Sub(now).Round(time.Minute), len(chain)-1)
 	}
+	if verified == 0 {
+		fmt.Fprintln(stderr, "causeway ca verify: no certificate among the files given (only keys or the bundle)")
+		return 1
+	}
 	return code
+}
+
+// isPrivateKeyFile reports whether file holds a PEM private key: by its
+// content, so that a key under any name is recognised, and by the -key.pem
+// name ca issue gives keys when the file cannot be read (the error then
+// comes from the certificate's own check).
+func isPrivateKeyFile(file string) bool {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return strings.HasSuffix(file, "-key.pem")
+	}
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return false
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			return true
+		}
+	}
+}
+
+func sameFile(a, b string) (bool, error) {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(sa, sb), nil
 }

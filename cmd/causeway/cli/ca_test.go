@@ -130,6 +130,21 @@ func TestCACommands(t *testing.T) {
 		}
 	})
 
+	// A glob names the keys beside the certificates: they are skipped and
+	// said to be keys, and the certificates are still verified.
+	t.Run("verify with a glob skips the keys", func(t *testing.T) {
+		files, _ := filepath.Glob(filepath.Join(tmp, "mesh", "*.pem"))
+		code, stdout, stderr := runCACmd(append([]string{"verify", "-bundle", filepath.Join(ca, "bundle.pem")}, files...)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s\n%s", code, stderr, stdout)
+		}
+		for _, want := range []string{"orders-key.pem: skipped, a private key (not a certificate)", "spiffe://example.org/ns/shop/sa/orders, valid until", "spiffe://example.org/ns/shop/sa/payments, valid until"} {
+			if !strings.Contains(stdout, want) {
+				t.Fatalf("stdout %q lacks %q", stdout, want)
+			}
+		}
+	})
+
 	bad := []struct {
 		name   string
 		args   []string
@@ -153,7 +168,7 @@ func TestCACommands(t *testing.T) {
 		{"issue from a directory without a CA", []string{"issue", "-dir", tmp, "-id", "spiffe://example.org/a", "-out", filepath.Join(tmp, "o")}, 1, "root.pem"},
 		{"verify without -bundle", []string{"verify", filepath.Join(tmp, "mesh", "orders.pem")}, 2, "usage"},
 		{"verify without files", []string{"verify", "-bundle", filepath.Join(ca, "bundle.pem")}, 2, "usage"},
-		{"verify a key file", []string{"verify", "-bundle", filepath.Join(ca, "bundle.pem"), filepath.Join(tmp, "mesh", "orders-key.pem")}, 1, "unexpected PEM block"},
+		{"verify only a key file", []string{"verify", "-bundle", filepath.Join(ca, "bundle.pem"), filepath.Join(tmp, "mesh", "orders-key.pem")}, 1, "no certificate among the files given"},
 		{"verify against another CA's bundle", []string{"verify", "-bundle", otherBundle, filepath.Join(tmp, "mesh", "orders.pem")}, 1, "unknown authority"},
 		{"intermediate without -out", []string{"intermediate", "-dir", ca}, 2, "-out is required"},
 		{"intermediate over an existing one", []string{"intermediate", "-dir", ca, "-out", inter}, 1, "refusing to overwrite"},

@@ -43,6 +43,16 @@ func Main(args []string) int {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 2 && args[0] == "help" {
+		// causeway help edge is causeway edge -h.
+		args = []string{args[1], "-h"}
+	}
+	if len(args) > 0 {
+		switch args[0] {
+		case "-v", "-version", "--version":
+			args = append([]string{"version"}, args[1:]...)
+		}
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {
@@ -77,5 +87,6 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].Summary)
 	}
 	mu.Unlock()
-	fmt.Fprintln(w, "\nRun 'causeway COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'causeway COMMAND -h' (or 'causeway help COMMAND') for a command's flags and an example;")
+	fmt.Fprintln(w, "'causeway --version' prints the version.")
 }

@@ -16,8 +16,8 @@ import (
 )
 
 func init() {
-	Register(Command{Name: "edge", Summary: "run the gateway edge from a routes file", Run: runEdge})
-	Register(Command{Name: "validate", Summary: "check a routes file; exit 0, or print every error and exit 1", Run: runValidate})
+	Register(Command{Name: "edge", Summary: help["edge"].summary, Run: runEdge})
+	Register(Command{Name: "validate", Summary: help["validate"].summary, Run: runValidate})
 }
 
 // serverFlags are the flags the long-running commands (edge, sidecar) share.
@@ -64,17 +64,16 @@ func setMemoryLimit(log *slog.Logger) {
 
 // parseServerFlags parses a server command's flags, builds its logger and
 // sets the GC target: -gogc when given, else the GOGC environment variable
-// when set, else defaultGOGC. ok is false when the command must exit with
-// code 2.
-func parseServerFlags(name, defaultConfig, configHelp string, defaultGOGC int, args []string, stderr io.Writer) (serverFlags, bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// when set, else defaultGOGC. ok is false when the command must end now,
+// with code (0 after -h).
+func parseServerFlags(name, defaultConfig, configHelp string, defaultGOGC int, args []string, stderr io.Writer) (sf serverFlags, code int, ok bool) {
+	fs := newFlags(name, stderr)
 	config := fs.String("config", defaultConfig, configHelp)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
 	gogc := fs.Int("gogc", defaultGOGC, "garbage collector target percentage, as GOGC (-1 turns the collector off)")
-	if err := fs.Parse(args); err != nil {
-		return serverFlags{}, false
+	if code, ok := parseFlags(fs, args); !ok {
+		return serverFlags{}, code, false
 	}
 	gogcSet := false
 	fs.Visit(func(f *flag.Flag) { gogcSet = gogcSet || f.Name == "gogc" })
@@ -84,16 +83,16 @@ func parseServerFlags(name, defaultConfig, configHelp string, defaultGOGC int, a
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "causeway %s: %v\n", name, err)
-		return serverFlags{}, false
+		return serverFlags{}, 2, false
 	}
 	setMemoryLimit(log)
-	return serverFlags{config: *config, log: log, pprof: *pprof}, true
+	return serverFlags{config: *config, log: log, pprof: *pprof}, 0, true
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sf, ok := parseServerFlags("edge", "causeway.yaml", "routes file (reloaded on change and on SIGHUP)", edgeGOGC, args, stderr)
+	sf, code, ok := parseServerFlags("edge", "causeway.yaml", "routes file (reloaded on change and on SIGHUP)", edgeGOGC, args, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	log := sf.log
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
@@ -115,11 +114,9 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, "usage: causeway validate FILE") }
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs := newFlags("validate", stderr)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()

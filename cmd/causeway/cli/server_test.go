@@ -60,7 +60,7 @@ func TestServerCommandsGCTarget(t *testing.T) {
 				os.Unsetenv("GOGC")
 			}
 			debug.SetGCPercent(123)
-			if _, ok := parseServerFlags("edge", "x.yaml", "", tt.def, tt.args, io.Discard); !ok {
+			if _, _, ok := parseServerFlags("edge", "x.yaml", "", tt.def, tt.args, io.Discard); !ok {
 				t.Fatal("flags refused")
 			}
 			if got := debug.SetGCPercent(100); got != tt.want {
@@ -69,7 +69,7 @@ func TestServerCommandsGCTarget(t *testing.T) {
 		})
 	}
 	var stderr bytes.Buffer
-	if _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, []string{"-gogc", "lots"}, &stderr); ok || !strings.Contains(stderr.String(), "-gogc") {
+	if _, _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, []string{"-gogc", "lots"}, &stderr); ok || !strings.Contains(stderr.String(), "-gogc") {
 		t.Fatalf("-gogc lots accepted (stderr %q)", stderr.String())
 	}
 }
@@ -96,7 +96,7 @@ func TestServerCommandsMemoryLimit(t *testing.T) {
 			os.Unsetenv("GOMEMLIMIT")
 		}
 		debug.SetMemoryLimit(123 << 20)
-		if _, ok := parseServerFlags("sidecar", "x.yaml", "", sidecarGOGC, nil, io.Discard); !ok {
+		if _, _, ok := parseServerFlags("sidecar", "x.yaml", "", sidecarGOGC, nil, io.Discard); !ok {
 			t.Fatal("flags refused")
 		}
 		if got := debug.SetMemoryLimit(-1); got != tc.want {
@@ -111,7 +111,7 @@ func TestServerCommandsMemoryLimit(t *testing.T) {
 	os.Unsetenv("GOMEMLIMIT")
 	debug.SetMemoryLimit(math.MaxInt64)
 	var stderr bytes.Buffer
-	if _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, nil, &stderr); !ok {
+	if _, _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, nil, &stderr); !ok {
 		t.Fatal("flags refused")
 	}
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {

@@ -9,13 +9,13 @@ import (
 )
 
 func init() {
-	Register(Command{Name: "sidecar", Summary: "run the mesh sidecar beside a service", Run: runSidecar})
+	Register(Command{Name: "sidecar", Summary: help["sidecar"].summary, Run: runSidecar})
 }
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sf, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", sidecarGOGC, args, stderr)
+	sf, code, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", sidecarGOGC, args, stderr)
 	if !ok {
-		return 2
+		return code
 	}
 	log := sf.log
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,5 +51,46 @@ routes:
 				}
 			}
 		})
+	}
+}
+
+// Every command's -h, -help and --help print a description, the usage,
+// the flags and an example, and exit 0; causeway help CMD is CMD -h;
+// --version and -v print the version.
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{
+		{"edge"}, {"sidecar"}, {"validate"}, {"version"}, {"build"},
+		{"ca", "init"}, {"ca", "intermediate"}, {"ca", "issue"}, {"ca", "verify"},
+	} {
+		name := strings.Join(args, " ")
+		for _, h := range []string{"-h", "-help", "--help"} {
+			t.Run(name+" "+h, func(t *testing.T) {
+				var stdout, stderr bytes.Buffer
+				if code := run(append(append([]string{}, args...), h), &stdout, &stderr); code != 0 {
+					t.Fatalf("exit %d; stderr: %s", code, stderr.String())
+				}
+				out := stderr.String()
+				for _, want := range []string{"causeway " + name + ": " + help[name].summary, "usage: causeway " + name, "example:\n  causeway " + name} {
+					if !strings.Contains(out, want) {
+						t.Fatalf("help lacks %q:\n%s", want, out)
+					}
+				}
+				if name != "validate" && !strings.Contains(out, "flags:") {
+					t.Fatalf("help lists no flags:\n%s", out)
+				}
+			})
+		}
+	}
+	var a, b bytes.Buffer
+	run([]string{"help", "edge"}, io.Discard, &a)
+	run([]string{"edge", "-h"}, io.Discard, &b)
+	if a.String() != b.String() || a.Len() == 0 {
+		t.Fatalf("causeway help edge differs from causeway edge -h:\n%s\n---\n%s", a.String(), b.String())
+	}
+	for _, v := range []string{"--version", "-v", "-version"} {
+		var stdout bytes.Buffer
+		if code := run([]string{v}, &stdout, io.Discard); code != 0 || !strings.HasPrefix(stdout.String(), "causeway ") {
+			t.Fatalf("%s: exit %d, %q", v, code, stdout.String())
+		}
 	}
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -18,7 +17,7 @@ import (
 var Version = ""
 
 func init() {
-	Register(Command{Name: "version", Summary: "print the version (-plugins: the compiled-in plugins)", Run: runVersion})
+	Register(Command{Name: "version", Summary: help["version"].summary, Run: runVersion})
 }
 
 // pluginNames lists the registered plugins: the built-ins imported below
@@ -26,11 +25,10 @@ func init() {
 var pluginNames = plugins.Names
 
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("version", stderr)
 	withPlugins := fs.Bool("plugins", false, "also list the compiled-in plugins")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	fmt.Fprintf(stdout, "causeway %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if *withPlugins {
