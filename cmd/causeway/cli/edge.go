@@ -94,6 +94,10 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
+	if msg := wrongKind(sf.config, routes.KindEdge); msg != "" {
+		fmt.Fprintln(stderr, msg)
+		return 1
+	}
 	log := sf.log
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
 	inherited, err := gateway.InheritedFromEnv()
@@ -115,6 +119,8 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("validate", stderr)
+	kind := fs.String("kind", "", "edge or sidecar (default: told from the file's top-level keys)")
+	skipFiles := fs.Bool("skip-files", false, "check everything but the files the configuration names (certificates, keys, key lists), for a file written for another machine")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -122,15 +128,91 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fs.Usage()
 		return 2
 	}
-	warnings, err := gateway.Check(ctx, fs.Arg(0))
+	path := fs.Arg(0)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "causeway validate:", err)
+		return 1
+	}
+	k := *kind
+	if k == "" {
+		if k = routes.DetectKind(data); k == "" {
+			k = routes.KindEdge
+		}
+	}
+	var warnings routes.Errors
+	switch k {
+	case routes.KindEdge:
+		if *skipFiles {
+			var f *routes.File
+			if f, err = routes.Load(path); err == nil {
+				warnings = f.Warnings
+			}
+		} else {
+			warnings, err = gateway.Check(ctx, path)
+		}
+	case routes.KindSidecar:
+		var sc *routes.Sidecar
+		if sc, err = routes.LoadSidecar(path); err == nil {
+			warnings = sc.Warnings
+			if !*skipFiles {
+				err = sidecarFilesExist(sc)
+			}
+		}
+	default:
+		fmt.Fprintf(stderr, "causeway validate: -kind %q: want edge or sidecar\n", k)
+		return 2
+	}
 	if err != nil {
 		printLoadError(stderr, "", err)
 		return 1
 	}
 	// Warnings do not fail validation: the file is accepted as it is.
 	printLoadError(stderr, "", warnings)
-	fmt.Fprintf(stdout, "%s: ok\n", fs.Arg(0))
+	fmt.Fprintf(stdout, "%s: ok (%s file)\n", path, k)
 	return 0
+}
+
+// sidecarFilesExist reports, at their positions, identity files that are
+// missing or unreadable.
+func sidecarFilesExist(sc *routes.Sidecar) error {
+	var errs routes.Errors
+	for _, kv := range []struct{ key, path string }{{"cert_file", sc.Identity.CertFile}, {"key_file", sc.Identity.KeyFile}, {"bundle_file", sc.Identity.BundleFile}} {
+		if kv.path == "" {
+			continue
+		}
+		if _, err := os.Stat(kv.path); err != nil {
+			key := "identity." + kv.key
+			msg := "no such file: " + kv.path
+			if !errors.Is(err, os.ErrNotExist) {
+				msg = err.Error()
+			}
+			errs = append(errs, &routes.Error{File: sc.Path, Pos: sc.Positions[key], Path: key, Msg: msg})
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+// wrongKind says in one line that a server command was given the other
+// kind of file; "" when the file is of the kind wanted, or cannot be read
+// or told (the load then reports it properly).
+func wrongKind(path, want string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	got := routes.DetectKind(data)
+	if got == "" || got == want {
+		return ""
+	}
+	article := "a"
+	if got == routes.KindEdge {
+		article = "an"
+	}
+	return fmt.Sprintf("causeway %s: %s is %s %s file (it has the %s file's keys): run causeway %s -config %s", want, path, article, got, got, got, path)
 }
 
 // printLoadError prints one error a line; a routes.Errors already names

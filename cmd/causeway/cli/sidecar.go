@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/routes"
 )
 
 func init() {
@@ -16,6 +17,10 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	sf, code, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", sidecarGOGC, args, stderr)
 	if !ok {
 		return code
+	}
+	if msg := wrongKind(sf.config, routes.KindSidecar); msg != "" {
+		fmt.Fprintln(stderr, msg)
+		return 1
 	}
 	log := sf.log
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.

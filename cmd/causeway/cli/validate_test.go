@@ -94,3 +94,62 @@ func TestHelpAndVersion(t *testing.T) {
 		}
 	}
 }
+
+// validate tells a sidecar file from a routes file (or is told with
+// -kind), -skip-files checks a file whose certificates live elsewhere, and
+// edge or sidecar given the other kind of file say so in one line.
+func TestValidateKinds(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sidecar := write("sidecar.yaml", `version: 1
+identity: {cert_file: missing.pem, key_file: missing-key.pem, bundle_file: bundle.pem}
+inbound: {listen: "127.0.0.1:0", forward_to: "127.0.0.1:7001", allow: ["spiffe://example.org/ns/a/sa/b"]}
+`)
+	edge := write("edge.yaml", `version: 1
+listen: {http: "127.0.0.1:0"}
+upstreams:
+  u: {endpoints: ["127.0.0.1:1"]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`)
+	for _, tt := range []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr []string
+	}{
+		{[]string{"validate", sidecar}, 1, "", []string{"sidecar.yaml:2:23: identity.cert_file: no such file", "identity.key_file: no such file", "identity.bundle_file: no such file"}},
+		{[]string{"validate", "-skip-files", sidecar}, 0, "ok (sidecar file)", nil},
+		{[]string{"validate", "-kind", "edge", sidecar}, 1, "", []string{"unknown key"}},
+		{[]string{"validate", edge}, 0, "ok (edge file)", nil},
+		{[]string{"validate", "-kind", "proxy", edge}, 2, "", []string{`-kind "proxy": want edge or sidecar`}},
+		{[]string{"edge", "-config", sidecar}, 1, "", []string{"is a sidecar file (it has the sidecar file's keys): run causeway sidecar -config"}},
+		{[]string{"sidecar", "-config", edge}, 1, "", []string{"is an edge file"}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", code, tt.code, stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) {
+				t.Fatalf("stdout %q lacks %q", stdout.String(), tt.stdout)
+			}
+			for _, want := range tt.stderr {
+				if !strings.Contains(stderr.String(), want) {
+					t.Fatalf("stderr lacks %q:\n%s", want, stderr.String())
+				}
+			}
+			if strings.Contains(tt.args[0], "edge") || strings.Contains(tt.args[0], "sidecar") {
+				if n := strings.Count(strings.TrimSpace(stderr.String()), "\n"); n != 0 {
+					t.Fatalf("wrong kind takes %d lines:\n%s", n+1, stderr.String())
+				}
+			}
+		})
+	}
+}
