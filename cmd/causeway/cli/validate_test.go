@@ -60,7 +60,7 @@ routes:
 func TestHelpAndVersion(t *testing.T) {
 	for _, args := range [][]string{
 		{"edge"}, {"sidecar"}, {"validate"}, {"version"}, {"build"},
-		{"ca", "init"}, {"ca", "intermediate"}, {"ca", "issue"}, {"ca", "verify"},
+		{"ca", "init"}, {"ca", "intermediate"}, {"ca", "issue"}, {"ca", "verify"}, {"dev", "jwt"}, {"dev", "apikey"},
 	} {
 		name := strings.Join(args, " ")
 		for _, h := range []string{"-h", "-help", "--help"} {
