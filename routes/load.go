@@ -74,13 +74,13 @@ func parseYAML(name string, data []byte) (*yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var root yaml.Node
 	if err := dec.Decode(&root); err != nil {
-		return nil, Errors{syntaxError(name, err)}
+		return nil, Errors{syntaxError(name, data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		return nil, Errors{{File: name, Pos: nodePos(&extra), Msg: "more than one YAML document: a routes file holds exactly one"}}
 	} else if !errors.Is(err, io.EOF) {
-		return nil, Errors{syntaxError(name, err)}
+		return nil, Errors{syntaxError(name, data, err)}
 	}
 	if len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
 		return nil, Errors{{File: name, Pos: nodePos(&root), Msg: "the file must be a mapping with keys such as version, upstreams and routes"}}
@@ -89,14 +89,33 @@ func parseYAML(name string, data []byte) (*yaml.Node, error) {
 }
 
 // syntaxError turns a yaml.v3 error ("yaml: line 3: ...") into a located Error.
-func syntaxError(name string, err error) *Error {
+// parserError reports whether a go-yaml message is one of its parser's
+// (parserc.go), not its scanner's.
+func parserError(msg string) bool {
+	for _, m := range []string{"did not find expected <document start>", "did not find expected key", "did not find expected '-' indicator", "did not find expected node content", "did not find expected ',' or ']'", "did not find expected ',' or '}'"} {
+		if strings.HasSuffix(msg, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func syntaxError(name string, data []byte, err error) *Error {
 	msg := err.Error()
 	e := &Error{File: name, Pos: Pos{1, 1}, Msg: msg}
 	rest, ok := strings.CutPrefix(msg, "yaml: line ")
 	if ok {
 		var line int
-		if _, scanErr := fmt.Sscanf(rest, "%d:", &line); scanErr == nil && line > 0 {
-			e.Pos.Line = line
+		if _, scanErr := fmt.Sscanf(rest, "%d:", &line); scanErr == nil && line >= 0 {
+			// go-yaml counts lines from 1 for the scanner's errors but
+			// reports the parser's from 0 (the line of the construct left
+			// open): one line early, before the problem.
+			if parserError(rest) {
+				line++
+			}
+			// An error found at the end of the input (a bracket never
+			// closed) points at the last line that has something on it.
+			e.Pos.Line = min(max(line, 1), lastContentLine(data))
 			if i := strings.Index(rest, ": "); i >= 0 {
 				e.Msg = "YAML syntax: " + rest[i+2:]
 			}
@@ -105,4 +124,9 @@ func syntaxError(name string, err error) *Error {
 		e.Msg = "YAML syntax: " + strings.TrimPrefix(msg, "yaml: ")
 	}
 	return e
+}
+
+func lastContentLine(data []byte) int {
+	lines := strings.Split(strings.TrimRight(string(data), " \t\r\n"), "\n")
+	return max(len(lines), 1)
 }

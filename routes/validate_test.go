@@ -27,6 +27,10 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"empty file", "", []string{"t.yaml:1:1: file is empty"}},
 		{"syntax error", "version: 1\nroutes: [\n", []string{"t.yaml:2:1: YAML syntax: did not find expected node content"}},
+		// go-yaml reports its parser's lines from 0: the flow mapping left
+		// open on line 4 was reported at 3.
+		{"syntax error inside", "version: 1\nlisten: {http: \":8080\"}\nupstreams:\n  u: {endpoints: [\"127.0.0.1:1\"]\nroutes: []\n", []string{"t.yaml:4:1: YAML syntax: did not find expected ',' or '}'"}},
+		{"scanner error keeps its line", "version: 1\nupstreams: {}\n\troutes: []\n", []string{"t.yaml:3:1: YAML syntax: found character that cannot start any token"}},
 		{"not a mapping", "- a\n- b\n", []string{"t.yaml:1:1: the file must be a mapping with keys such as version, upstreams and routes"}},
 		{"two documents", base + "---\nversion: 1\n", []string{"t.yaml:9:1: more than one YAML document: a routes file holds exactly one"}},
 		{"unknown top-level key with suggestion", base + "upstream: {}\n", []string{`t.yaml:9:1: upstream: unknown key (did you mean "upstreams"?)`}},
