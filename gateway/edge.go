@@ -236,10 +236,12 @@ func (e *Edge) retire(old *activeConfig) {
 // warnRestartNeeded logs settings that only take effect at the next start:
 // listeners are bound once.
 func warnRestartNeeded(log *slog.Logger, old, next *routes.File) {
-	if old.Listen != next.Listen {
+	// Values, not identities: a reload allocates every pointer field afresh
+	// (body_read_timeout), so == would warn on every SIGHUP.
+	if !reflect.DeepEqual(old.Listen, next.Listen) {
 		log.Warn("listen addresses changed in the routes file; they take effect at the next restart", "active", old.Listen, "file", next.Listen)
 	}
-	if old.Server != next.Server {
+	if !reflect.DeepEqual(old.Server, next.Server) {
 		log.Warn("server timeouts changed in the routes file; they take effect at the next restart")
 	}
 	if !reflect.DeepEqual(old.TLS == nil, next.TLS == nil) {
