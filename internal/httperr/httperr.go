@@ -14,10 +14,19 @@ const RequestIDHeader = "X-Request-Id"
 
 // Write sends status with the JSON error body. msg must be safe to show a
 // client: nothing from the gateway's internals.
+//
+// A gRPC request (content-type application/grpc, +proto, -web, ...) gets
+// the same refusal as a gRPC error instead, since a gRPC client reads no
+// JSON body and turns a bare HTTP status into a vague "unexpected HTTP
+// status code".
 func Write(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	id := ""
 	if r != nil {
 		id = r.Header.Get(RequestIDHeader)
+		if IsGRPC(r) {
+			writeGRPC(w, r, status, msg)
+			return
+		}
 	}
 	body := make([]byte, 0, 64+len(msg)+len(id))
 	body = append(body, `{"error":`...)
