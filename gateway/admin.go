@@ -31,6 +31,11 @@ func (e *Edge) adminHandler() http.Handler {
 		if rt := e.current.Load(); rt != nil {
 			body["upstreams"] = rt.endpointHealth()
 		}
+		// Likewise Redis with on_error: allow: shown, and unready only
+		// when on_error is deny (readiness above).
+		if st := e.redisStatus(); st.Configured {
+			body["redis"] = st
+		}
 		writeJSON(w, status, body)
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
@@ -42,6 +47,7 @@ func (e *Edge) adminHandler() http.Handler {
 			"file":        f.Path,
 			"loaded_at":   loaded.UTC().Format(time.RFC3339Nano),
 			"last_reload": last,
+			"redis":       e.redisStatus(),
 			"config":      configView(f),
 		})
 	})

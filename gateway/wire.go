@@ -27,12 +27,14 @@ import (
 // auth, then its rate limits, then its plugins, then the proxy.
 func defaultFeatures(e *Edge) []feature {
 	principalOf = principalName
+	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})
+	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits))
 	return []feature{
 		&tracingFeature{log: e.log},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
 		&authFeature{e: e},
-		&rateLimitFeature{svc: ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})},
+		&rateLimitFeature{svc: limits},
 		&pluginFeature{},
 	}
 }
@@ -123,6 +125,16 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 }
 
 func (rl *rateLimitFeature) ready() error { return rl.svc.Ready() }
+
+// redisStatus is the rate limits' Redis state for the admin API.
+func (e *Edge) redisStatus() ratelimit.RedisStatus {
+	for _, ft := range e.features {
+		if rl, ok := ft.(*rateLimitFeature); ok {
+			return rl.svc.Redis()
+		}
+	}
+	return ratelimit.RedisStatus{}
+}
 func (rl *rateLimitFeature) close() error { return rl.svc.Close() }
 
 // pluginFeature instantiates each file's plugins; an instance lives as long

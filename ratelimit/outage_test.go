@@ -60,8 +60,17 @@ routes:
 			if got := counter(t, vec, "l", DecisionError); got != len(tc.outage) {
 				t.Fatalf("error decisions %d, want %d", got, len(tc.outage))
 			}
-			if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "redis unreachable") {
-				t.Fatalf("Ready during the outage: %v", err)
+			// Only what on_error cannot absorb makes the edge unready: allow
+			// keeps deciding (in memory), deny refuses everything.
+			err := s.Ready()
+			if tc.onError == "allow" && err != nil {
+				t.Fatalf("Ready during the outage with on_error: allow: %v", err)
+			}
+			if tc.onError == "deny" && (err == nil || !strings.Contains(err.Error(), "redis unreachable")) {
+				t.Fatalf("Ready during the outage with on_error: deny: %v", err)
+			}
+			if st := s.Redis(); !st.Configured || st.Reachable || st.OnError != tc.onError || st.LastError == "" {
+				t.Fatalf("Redis() during the outage: %+v", st)
 			}
 
 			srv.Restart()
@@ -99,6 +108,9 @@ routes:
 			}
 			if err := s.Ready(); err != nil {
 				t.Fatalf("Ready after recovery: %v", err)
+			}
+			if st := s.Redis(); !st.Reachable || st.LastError != "" {
+				t.Fatalf("Redis() after recovery: %+v", st)
 			}
 		})
 	}

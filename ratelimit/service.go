@@ -261,16 +261,34 @@ func (c *conn) close() error {
 
 func (c *conn) isClosed() bool { return c.closed.Load() }
 
-// Ready reports whether decisions can be made as configured: nil unless
-// Redis is configured and unreachable.
-func (s *Service) Ready() error {
+// RedisStatus is what is known about the Redis of the current
+// configuration, for the admin API and the metrics.
+type RedisStatus struct {
+	// Configured is false when limits are counted in memory only; the
+	// other fields are then zero.
+	Configured bool   `json:"configured"`
+	Reachable  bool   `json:"reachable"`
+	OnError    string `json:"on_error,omitempty"`
+	// LastError is why the last call failed while Redis is unreachable.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Redis reports the state of the current configuration's Redis. While it is
+// down, a call may probe it (at most once per probeInterval, shared with
+// requests), so that the state recovers even when no limited request comes.
+func (s *Service) Redis() RedisStatus {
 	snap := s.cur.Load()
 	if snap == nil || snap.store == nil {
-		return nil
+		return RedisStatus{}
+	}
+	st := RedisStatus{Configured: true, OnError: "allow"}
+	if snap.store.deny {
+		st.OnError = "deny"
 	}
 	c := snap.store.conn
 	if !c.down.Load() {
-		return nil
+		st.Reachable = true
+		return st
 	}
 	now := s.now().UnixMicro()
 	if c.tryProbe(now) {
@@ -281,11 +299,56 @@ func (s *Service) Ready() error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.down.Load() {
-		return fmt.Errorf("ratelimit: redis unreachable: %w", c.lastErr)
+	st.Reachable = !c.down.Load()
+	if !st.Reachable && c.lastErr != nil {
+		st.LastError = c.lastErr.Error()
 	}
-	return nil
+	return st
 }
+
+// Ready reports whether decisions can be made as configured: nil unless
+// Redis is configured, unreachable, and on_error is deny. With allow an
+// outage is absorbed (decisions are counted in memory), so it must not take
+// the edge out of its load balancer: a Redis restart would otherwise empty
+// the pool of every edge at once.
+func (s *Service) Ready() error {
+	st := s.Redis()
+	if !st.Configured || st.Reachable || st.OnError != "deny" {
+		return nil
+	}
+	return fmt.Errorf("ratelimit: redis unreachable and on_error is deny: %s", st.LastError)
+}
+
+// redisUp exports causeway_ratelimit_redis_up: 1 while the configured
+// Redis answers, 0 while it does not; nothing when limits are in memory.
+type redisUp struct {
+	svc  *Service
+	desc *prometheus.Desc
+}
+
+// NewRedisUpCollector returns the collector of causeway_ratelimit_redis_up
+// for s, for the gateway to register in its own registry.
+func NewRedisUpCollector(s *Service) prometheus.Collector {
+	return redisUp{svc: s, desc: prometheus.NewDesc("causeway_ratelimit_redis_up",
+		"Whether the rate limits' Redis is reachable (1) or not (0); on_error decides what an outage does. Absent without redis.",
+		[]string{"on_error"}, nil)}
+}
+
+func (r redisUp) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+func (r redisUp) Collect(ch chan<- prometheus.Metric) {
+	st := r.svc.Redis()
+	if !st.Configured {
+		return
+	}
+	v := 0.0
+	if st.Reachable {
+		v = 1
+	}
+	ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, v, st.OnError)
+}
+
+var _ prometheus.Collector = redisUp{}
 
 // Close releases every Redis client. Middlewares built earlier must no
 // longer be used.
