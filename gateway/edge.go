@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -174,6 +175,8 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 			deps.pools[u.pool.key] = u.pool
 		}
 	}
+	authAt := -1 // where beforeAuth stages go: just before auth's
+	var beforeAuth []Stage
 	for _, ft := range e.features {
 		st, release, err := ft.prepare(ctx, f, prevFile)
 		if release != nil {
@@ -182,6 +185,12 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 		if err != nil {
 			return fail(err)
 		}
+		if _, ok := ft.(*authFeature); ok {
+			authAt = len(deps.stages)
+		}
+		if st.beforeAuth != nil {
+			beforeAuth = append(beforeAuth, st.beforeAuth)
+		}
 		if st.stage != nil {
 			deps.stages = append(deps.stages, st.stage)
 		}
@@ -189,6 +198,10 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 			deps.tlsFor, deps.tlsKey = st.tlsFor, st.tlsKey
 		}
 	}
+	if authAt < 0 {
+		authAt = len(deps.stages)
+	}
+	deps.stages = slices.Insert(deps.stages, authAt, beforeAuth...)
 	rt, err := buildRuntime(f, deps)
 	if err != nil {
 		return fail(err)

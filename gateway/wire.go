@@ -146,27 +146,30 @@ func (pluginFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	if err != nil {
 		return prepared{}, nil, err
 	}
-	return prepared{stage: stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
-		if len(route.Plugins) == 0 {
-			return nil, nil
-		}
-		chain, err := inst.Chain(route.Plugins)
-		if err != nil {
-			return nil, err
-		}
-		name := route.Name
-		return func(next http.Handler) http.Handler {
-			h := chain(next)
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				info := plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")}
-				if st := stateFrom(r.Context()); st != nil {
-					info.ClientIP, _ = netip.ParseAddr(st.clientIP) // ip_filter's default client address
-				}
-				ctx := plugins.WithRequestInfo(r.Context(), info)
-				h.ServeHTTP(w, r.WithContext(ctx))
-			})
-		}, nil
-	})}, inst.Close, nil
+	phase := func(p plugins.Phase) Stage {
+		return stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
+			if len(route.Plugins) == 0 {
+				return nil, nil
+			}
+			chain, err := inst.ChainPhase(route.Plugins, p)
+			if err != nil || chain == nil {
+				return nil, err // nil: no instance of this phase on the route
+			}
+			name := route.Name
+			return func(next http.Handler) http.Handler {
+				h := chain(next)
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					info := plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")}
+					if st := stateFrom(r.Context()); st != nil {
+						info.ClientIP, _ = netip.ParseAddr(st.clientIP) // ip_filter's default client address
+					}
+					ctx := plugins.WithRequestInfo(r.Context(), info)
+					h.ServeHTTP(w, r.WithContext(ctx))
+				})
+			}, nil
+		})
+	}
+	return prepared{stage: phase(plugins.AfterAuth), beforeAuth: phase(plugins.BeforeAuth)}, inst.Close, nil
 }
 
 func (pluginFeature) ready() error { return nil }

@@ -96,13 +96,37 @@ func (s *Instances) Names() []string {
 // first name sees the request first and the response last. An empty list
 // gives the identity function, so a route without plugins costs nothing.
 func (s *Instances) Chain(names []string) (func(http.Handler) http.Handler, error) {
-	chain := make([]Instance, len(names))
-	for i, n := range names {
+	return s.chain(names, func(Instance) bool { return true })
+}
+
+// ChainPhase is Chain with only the instances of names that run in phase,
+// in the route's order; nil (and no error) when none of them does. The
+// gateway places each phase's chain at its point in the route.
+func (s *Instances) ChainPhase(names []string, phase Phase) (func(http.Handler) http.Handler, error) {
+	n := 0
+	for _, name := range names {
+		if inst, ok := s.byName[name]; ok && PhaseOf(inst) == phase {
+			n++
+		}
+	}
+	if n == 0 {
+		// Still report an undefined name.
+		_, err := s.chain(names, func(Instance) bool { return false })
+		return nil, err
+	}
+	return s.chain(names, func(i Instance) bool { return PhaseOf(i) == phase })
+}
+
+func (s *Instances) chain(names []string, keep func(Instance) bool) (func(http.Handler) http.Handler, error) {
+	chain := make([]Instance, 0, len(names))
+	for _, n := range names {
 		inst, ok := s.byName[n]
 		if !ok {
 			return nil, fmt.Errorf("plugins: undefined plugin instance %q", n)
 		}
-		chain[i] = inst
+		if keep(inst) {
+			chain = append(chain, inst)
+		}
 	}
 	if len(chain) == 0 {
 		return func(h http.Handler) http.Handler { return h }, nil

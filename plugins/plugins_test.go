@@ -17,8 +17,9 @@ import (
 // tagConfig is the config of the "test-tag" plugin used below: it appends its
 // tag to the X-Order header on the way in and out, so chain order shows.
 type tagConfig struct {
-	Tag       string `yaml:"tag"`
-	FailClose bool   `yaml:"fail_close"`
+	Tag        string `yaml:"tag"`
+	FailClose  bool   `yaml:"fail_close"`
+	BeforeAuth bool   `yaml:"before_auth"`
 }
 
 type tagInstance struct {
@@ -33,6 +34,13 @@ func (t *tagInstance) Wrap(next http.Handler) http.Handler {
 		w.Header().Add("X-Order", t.cfg.Tag)
 		next.ServeHTTP(w, r)
 	})
+}
+
+func (t *tagInstance) Phase() Phase {
+	if t.cfg.BeforeAuth {
+		return BeforeAuth
+	}
+	return AfterAuth
 }
 
 func (t *tagInstance) Close() error {
@@ -290,6 +298,62 @@ func TestChainOrder(t *testing.T) {
 	}
 	if _, err := s.Chain([]string{"one", "missing"}); err == nil || !strings.Contains(err.Error(), `"missing"`) {
 		t.Fatalf("Chain with an undefined instance: err = %v", err)
+	}
+}
+
+// ChainPhase keeps the route's order within a phase and leaves the other
+// phase's instances out; a plain Instance (no Phase method) is AfterAuth.
+func TestChainPhase(t *testing.T) {
+	Register("test-plain", func(ctx context.Context, cfg routes.Raw) (Instance, error) {
+		return Func(func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				r.Header.Add("X-Order", "plain")
+				next.ServeHTTP(w, r)
+			})
+		}), nil
+	})
+	s, err := NewInstances(context.Background(), parse(t, "plugins:\n  a: { use: test-tag, config: { tag: a } }\n  b: { use: test-tag, config: { tag: b, before_auth: true } }\n  c: { use: test-tag, config: { tag: c, before_auth: true } }\n  p: { use: test-plain }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tests := []struct {
+		desc  string
+		names []string
+		phase Phase
+		want  string // "-": no chain at all
+	}{
+		{"before auth, route order", []string{"c", "a", "p", "b"}, BeforeAuth, "c,b"},
+		{"after auth, route order", []string{"c", "p", "a", "b"}, AfterAuth, "plain,a"},
+		{"no instance of the phase", []string{"a", "p"}, BeforeAuth, "-"},
+		{"empty route", nil, AfterAuth, "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			mw, err := s.ChainPhase(tt.names, tt.phase)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want == "-" {
+				if mw != nil {
+					t.Fatal("a chain for a phase without instances")
+				}
+				return
+			}
+			var seen string
+			h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen = strings.Join(r.Header.Values("X-Order"), ",")
+			}))
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+			if seen != tt.want {
+				t.Fatalf("upstream saw %q, want %q", seen, tt.want)
+			}
+		})
+	}
+	for _, phase := range []Phase{BeforeAuth, AfterAuth} {
+		if _, err := s.ChainPhase([]string{"a", "missing"}, phase); err == nil || !strings.Contains(err.Error(), `"missing"`) {
+			t.Fatalf("ChainPhase(%v) with an undefined instance: err = %v", phase, err)
+		}
 	}
 }
 

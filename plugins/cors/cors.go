@@ -56,7 +56,16 @@ type CORS struct {
 // ".example.com" with at least one label before it, any port.
 type wildcard struct{ prefix, suffix string }
 
-var _ plugins.Instance = (*CORS)(nil)
+var (
+	_ plugins.Instance = (*CORS)(nil)
+	_ plugins.Phaser   = (*CORS)(nil)
+)
+
+// Phase puts CORS before authentication and rate limits: a browser sends
+// its preflight without credentials, so after auth it would get 401 and
+// never send the real request; and an error from auth or a rate limit
+// needs the CORS headers too, or the script cannot read it.
+func (*CORS) Phase() plugins.Phase { return plugins.BeforeAuth }
 
 var safelistedMethods = []string{"GET", "HEAD", "POST"}
 
