@@ -31,14 +31,14 @@ type activator interface {
 
 // prepared is what a feature contributes to one configuration.
 type prepared struct {
-	stage Stage // a step in every route's chain, or nil
-	// beforeAuth is a step placed before authentication and rate limits
-	// (plugins of phase BeforeAuth, such as CORS), or nil.
-	beforeAuth Stage
-	tlsFor     tlsConfigFunc // TLS for upstream connections, or nil
+	stage  Stage         // a step in every route's chain, or nil
+	tlsFor tlsConfigFunc // TLS for upstream connections, or nil
 	// tlsKey identifies the identity material behind tlsFor, so upstream
 	// pools are rebuilt when it changes and shared while it does not.
 	tlsKey string
+	// beforeAuth is a step placed before authentication and rate limits
+	// (plugins of phase BeforeAuth, such as CORS), or nil.
+	beforeAuth Stage
 }
 
 // stageFunc adapts a function to Stage.
