@@ -64,6 +64,11 @@ type decoder struct {
 	// exponentially ("billion laughs"); past maxNodes decoding stops.
 	nodes    int
 	tooLarge bool
+	// env expands ${VAR} references in string values; nil expands none
+	// (a Raw decoded later was already expanded with its file). expanded
+	// holds the nodes that are results of an expansion.
+	env      LookupEnv
+	expanded map[*yaml.Node]bool
 }
 
 const maxNodes = 200_000
@@ -89,17 +94,29 @@ var (
 	rawType        = reflect.TypeFor[Raw]()
 )
 
-func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
+// count counts one value visited; false once the file is too large.
+func (d *decoder) count(n *yaml.Node, path string) bool {
 	d.nodes++
 	if d.nodes > maxNodes {
 		if !d.tooLarge {
 			d.tooLarge = true
 			d.errorf(n, path, "the file expands to more than %d values (aliases?): refusing it", maxNodes)
 		}
+		return false
+	}
+	return true
+}
+
+func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
+	if !d.count(n, path) {
 		return
 	}
 	for n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	var ok bool
+	if n, ok = d.expandScalar(n, path); !ok {
+		return
 	}
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
@@ -121,7 +138,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		d.decodeStringList(n, path, v)
 		return
 	case rawType:
-		v.Set(reflect.ValueOf(Raw{Node: n, File: d.file, Path: path}))
+		v.Set(reflect.ValueOf(Raw{Node: d.expandTree(n, path), File: d.file, Path: path, expanded: d.expanded}))
 		return
 	}
 
@@ -144,7 +161,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		}
 		v.SetString(n.Value)
 	case reflect.Int:
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+		if n.Kind != yaml.ScalarNode || d.scalarTag(n) != "!!int" {
 			d.errorf(n, path, "expected an integer, found %s", describe(n))
 			return
 		}
@@ -155,7 +172,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		}
 		v.SetInt(i)
 	case reflect.Float64:
-		if n.Kind != yaml.ScalarNode || (n.Tag != "!!int" && n.Tag != "!!float") {
+		if tag := d.scalarTag(n); n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") {
 			d.errorf(n, path, "expected a number, found %s", describe(n))
 			return
 		}
@@ -166,7 +183,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		}
 		v.SetFloat(f)
 	case reflect.Bool:
-		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		if n.Kind != yaml.ScalarNode || d.scalarTag(n) != "!!bool" {
 			d.errorf(n, path, "expected true or false, found %s", describe(n))
 			return
 		}
@@ -230,6 +247,10 @@ func (d *decoder) decodeStringList(n *yaml.Node, path string, v reflect.Value) {
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			d.pos[p] = nodePos(c)
+			c, ok := d.expandScalar(c, p)
+			if !ok {
+				continue
+			}
 			if c.Kind != yaml.ScalarNode || c.Tag != "!!str" {
 				d.errorf(c, p, "expected a name, found %s", describe(c))
 				continue
@@ -376,6 +397,7 @@ func (r Raw) Decode(v any) error {
 		return nil
 	}
 	d := newDecoder(r.File)
+	d.expanded = r.expanded
 	d.decode(r.Node, r.Path, rv.Elem())
 	if len(d.errs) > 0 {
 		d.errs.sort()

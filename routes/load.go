@@ -16,13 +16,19 @@ import (
 const MaxFileSize = 8 << 20
 
 // Load reads, decodes, defaults and validates the routes file at path. On
-// failure the error is an Errors listing every problem found.
+// failure the error is an Errors listing every problem found. ${VAR}
+// references are expanded from the process environment.
 func Load(path string) (*File, error) {
+	return LoadEnv(path, os.LookupEnv)
+}
+
+// LoadEnv is Load with the environment given by env.
+func LoadEnv(path string, env LookupEnv) (*File, error) {
 	data, err := readLimited(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(path, data)
+	return ParseEnv(path, data, env)
 }
 
 func readLimited(path string) ([]byte, error) {
@@ -42,13 +48,21 @@ func readLimited(path string) ([]byte, error) {
 }
 
 // Parse decodes, defaults and validates a routes file held in memory; name is
-// used in error messages.
+// used in error messages. ${VAR} references are expanded from the process
+// environment.
 func Parse(name string, data []byte) (*File, error) {
+	return ParseEnv(name, data, os.LookupEnv)
+}
+
+// ParseEnv is Parse with the environment given by env (nil: no variable is
+// set, so only references with a default expand).
+func ParseEnv(name string, data []byte, env LookupEnv) (*File, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {
 		return nil, err
 	}
 	d := newDecoder(name)
+	d.env = orNoEnv(env)
 	f := &File{}
 	d.decode(root, "", reflectValue(f))
 	f.Path = name
@@ -129,4 +143,13 @@ func syntaxError(name string, data []byte, err error) *Error {
 func lastContentLine(data []byte) int {
 	lines := strings.Split(strings.TrimRight(string(data), " \t\r\n"), "\n")
 	return max(len(lines), 1)
+}
+
+// orNoEnv is env, or an empty environment: references are always expanded
+// (or refused) when a file is loaded, never passed on as text.
+func orNoEnv(env LookupEnv) LookupEnv {
+	if env == nil {
+		return func(string) (string, bool) { return "", false }
+	}
+	return env
 }

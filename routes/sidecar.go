@@ -95,6 +95,11 @@ const (
 // LoadSidecar reads, decodes, defaults and validates the sidecar file at
 // path. On failure the error is an Errors listing every problem found.
 func LoadSidecar(path string) (*Sidecar, error) {
+	return LoadSidecarEnv(path, os.LookupEnv)
+}
+
+// LoadSidecarEnv is LoadSidecar with the environment given by env.
+func LoadSidecarEnv(path string, env LookupEnv) (*Sidecar, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading sidecar file: %w", err)
@@ -107,12 +112,18 @@ func LoadSidecar(path string) (*Sidecar, error) {
 	if len(data) > MaxFileSize {
 		return nil, Errors{{File: path, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is larger than %d MiB", MaxFileSize>>20)}}
 	}
-	return ParseSidecar(path, data)
+	return ParseSidecarEnv(path, data, env)
 }
 
 // ParseSidecar decodes, defaults and validates a sidecar file held in
 // memory; name is used in error messages.
 func ParseSidecar(name string, data []byte) (*Sidecar, error) {
+	return ParseSidecarEnv(name, data, os.LookupEnv)
+}
+
+// ParseSidecarEnv is ParseSidecar with the environment given by env (nil:
+// no variable is set).
+func ParseSidecarEnv(name string, data []byte, env LookupEnv) (*Sidecar, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {
 		// parseYAML's messages speak of the routes file; say which file this is.
@@ -125,6 +136,7 @@ func ParseSidecar(name string, data []byte) (*Sidecar, error) {
 		return nil, err
 	}
 	d := newDecoder(name)
+	d.env = orNoEnv(env)
 	s := &Sidecar{}
 	d.decode(root, "", reflect.ValueOf(s).Elem())
 	s.Path, s.Positions = name, d.pos

@@ -411,6 +411,9 @@ type Raw struct {
 	// File and Path locate the value for error messages.
 	File string `json:"-"`
 	Path string `json:"-"`
+	// expanded marks the nodes that came from ${VAR} references, which
+	// number and boolean fields accept even when quoted.
+	expanded map[*yaml.Node]bool
 }
 
 // MarshalJSON shows the raw value as JSON (for the admin API's /config).

@@ -18,7 +18,7 @@ func TestConfigErrors(t *testing.T) {
 		{"redirect to a scheme-less host", "rules: [{ match: '^/a', replace: 'evil.example', redirect: 301 }]", "a redirect goes to a path"},
 		{"bad redirect status", "rules: [{ match: '^/a', replace: /b, redirect: 200 }]", "plugins.p.config.rules[0].redirect: 200 is not a redirect status"},
 		{"missing group", "rules: [{ match: '^/a/(.*)', replace: /b/$2 }]", "$2, but match has 1 group(s)"},
-		{"missing named group", "rules: [{ match: '^/a/(?P<id>.*)', replace: '/b/${idx}' }]", `no group named "idx"`},
+		{"missing named group", "rules: [{ match: '^/a/(?P<id>.*)', replace: '/b/$${idx}' }]", `no group named "idx"`},
 		{"unknown key", "rules: [{ match: '^/a', replace: /b, code: 301 }]", "plugins.p.config.rules[0].code: unknown key"},
 	}
 	for _, tt := range tests {
@@ -33,7 +33,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestRewrite(t *testing.T) {
 	inst := plugintest.MustNew(t, "rewrite", `rules:
-  - { match: '^/v1/(?P<rest>.*)$', replace: '/api/v1/${rest}' }
+  - { match: '^/v1/(?P<rest>.*)$', replace: '/api/v1/$${rest}' }
   - { match: '^/search$', replace: '/find?src=legacy' }
   - { match: '^/static/(.*)$', replace: '/assets/$1' }
   - { match: '^/old/(.*)$', replace: '/new/$1', redirect: 301 }
