@@ -452,8 +452,13 @@ func (e *Edge) closeFeatures() {
 
 // watch reloads the routes file when it changes.
 func (e *Edge) watch(ctx context.Context) error {
-	return watchFile(ctx, e.bgCtx, &e.bg, e.opts.ConfigPath, e.opts.ReloadDebounce, e.log, func() {
-		err := e.load(ctx, false)
+	// The files the authenticators read (API-key files, PEM keys, HMAC
+	// secret files) are watched too: adding a key needs no SIGHUP. Their
+	// change forces a rebuild, since the routes file itself is unchanged;
+	// a broken one is refused like a broken routes file, and the keys in
+	// use stay.
+	return watchFiles(ctx, e.bgCtx, &e.bg, e.opts.ConfigPath, e.authFiles, e.opts.ReloadDebounce, e.log, func(authFileChanged bool) {
+		err := e.load(ctx, authFileChanged)
 		e.logReload(err)
 	})
 }

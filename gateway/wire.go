@@ -89,6 +89,20 @@ func (a *authFeature) ready() error {
 	return a.cur.Ready()
 }
 
+// authFiles lists the files the active authenticators were built from.
+func (e *Edge) authFiles() []string {
+	for _, ft := range e.features {
+		if a, ok := ft.(*authFeature); ok {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.cur != nil {
+				return a.cur.Files()
+			}
+		}
+	}
+	return nil
+}
+
 func (a *authFeature) close() error { return nil } // each set is released with its configuration
 
 // rateLimitFeature configures the long-lived limiter service from each file.
