@@ -121,9 +121,10 @@ func IssueLeaf(caDir string, id ID, ttl time.Duration, outPrefix string, opts ..
 	if err := os.MkdirAll(filepath.Dir(outPrefix), 0o755); err != nil {
 		return fmt.Errorf("ca issue: %w", err)
 	}
-	// Key first: a Source that reloads between the two renames sees a
-	// mismatched pair, refuses it and keeps the old one until the
-	// certificate lands, rather than ever serving a wrong key.
+	// Key first, then the certificate, each by rename: a watching Source
+	// waits for the files to settle and reads the pair together; were it
+	// to read between the renames, it would refuse the mismatched pair
+	// and keep the old one rather than ever serve a wrong key.
 	if err := WriteFileAtomic(outPrefix+"-key.pem", keyPEM, 0o600); err != nil {
 		return fmt.Errorf("ca issue: %w", err)
 	}

@@ -35,7 +35,16 @@ type SourceOptions struct {
 	// TrustDomain, if set, refuses a certificate from another trust domain
 	// (the routes file's mesh.trust_domain).
 	TrustDomain string
+	// Settle is how long the files must be quiet before a change is loaded
+	// (default 100ms): a rotation replaces the key and the certificate one
+	// after the other, and loading between the two would see a mismatched
+	// pair.
+	Settle time.Duration
 }
+
+// defaultSettle coalesces the renames of one rotation (microseconds apart
+// from `causeway ca issue`, cert-manager or a Secret update).
+const defaultSettle = 100 * time.Millisecond
 
 // Source holds a workload's current certificate, key and trust bundle, and
 // replaces them when their files change. TLS configurations built on it
@@ -47,6 +56,7 @@ type Source struct {
 	expiry                        func(string, time.Time)
 	now                           func() time.Time
 	td                            TrustDomain
+	settle                        time.Duration
 
 	reloadMu sync.Mutex // serialises reloads, so an older read never overwrites a newer one
 	cur      atomic.Pointer[material]
@@ -89,6 +99,7 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 		log:        opts.Logger,
 		expiry:     opts.Expiry,
 		now:        opts.Now,
+		settle:     opts.Settle,
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -97,6 +108,9 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.settle <= 0 {
+		s.settle = defaultSettle
 	}
 	if opts.TrustDomain != "" {
 		td, err := ParseTrustDomain(opts.TrustDomain)
@@ -138,6 +152,15 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 			s.closeErr = fmt.Errorf("mesh source: closing watcher: %w", err)
 		}
 	}()
+	// A change is loaded once the files have been quiet for s.settle. A
+	// load that fails is tried once more after another quiet period before
+	// it is reported: a rotation whose second file lands late (a slow
+	// writer) is then still not an error, while a pair that stays
+	// mismatched is.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	trigger, retried := "", false
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,10 +174,17 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 			if !s.relevant(ev.Name) {
 				continue
 			}
-			if err := s.reloadRecovering(); err != nil {
-				// Expected while a rotation is half written (new key, old
-				// certificate); the next event completes it.
-				s.log.Warn("mesh: reload refused, keeping the current identity", "id", s.ID().String(), "trigger", ev.Name, "error", err)
+			trigger, retried = ev.Name, false
+			timer.Reset(s.settle)
+		case <-timer.C:
+			err := s.reloadRecovering()
+			switch {
+			case err == nil:
+			case !retried:
+				retried = true
+				timer.Reset(s.settle)
+			default:
+				s.log.Warn("mesh: reload refused, keeping the current identity", "id", s.ID().String(), "trigger", trigger, "error", err)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
