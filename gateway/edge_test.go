@@ -538,6 +538,12 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		return err != nil
 	})
+	// The drain's start is logged while the request is still in flight,
+	// its end only once it finished.
+	waitFor(t, func() bool { return strings.Contains(te.logs.String(), "shutting down: listeners closed, draining in-flight requests") })
+	if strings.Contains(te.logs.String(), "shutdown complete") {
+		t.Fatalf("shutdown complete logged with a request in flight:\n%s", te.logs)
+	}
 	close(release)
 	r := <-res
 	if r.err != nil || r.body != "finished" {
@@ -547,6 +553,9 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 	te.done <- nil // for the cleanup
+	if !strings.Contains(te.logs.String(), `"msg":"shutdown complete","drained":true`) {
+		t.Fatalf("the end of the drain is not logged:\n%s", te.logs)
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -164,9 +165,15 @@ func stopHUP(c chan os.Signal) { signal.Stop(c) }
 // call has returned: a connection Serve accepted just as Shutdown closed the
 // listener is only tracked once Serve loops again, so a first Shutdown can
 // miss it; the second, after serving is done, waits for it too.
+//
+// The start and the end of the drain are logged, so that an operator can
+// tell a slow drain from a hung process and see whether requests were cut.
 func shutdownServers(log *slog.Logger, servers []*http.Server, serving *sync.WaitGroup, admin *http.Server, timeout time.Duration) {
+	start := time.Now()
+	log.Info("shutting down: listeners closed, draining in-flight requests", "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	var cut atomic.Bool
 	shutdown := func() {
 		var wg sync.WaitGroup
 		for _, s := range servers {
@@ -174,13 +181,18 @@ func shutdownServers(log *slog.Logger, servers []*http.Server, serving *sync.Wai
 			go func() {
 				defer wg.Done()
 				if err := s.Shutdown(ctx); err != nil {
-					log.Warn("in-flight requests cut at the shutdown deadline", "timeout", timeout)
+					if !cut.Swap(true) {
+						log.Warn("in-flight requests cut at the shutdown deadline", "timeout", timeout.String())
+					}
 					_ = s.Close()
 				}
 			}()
 		}
 		wg.Wait()
 	}
+	defer func() {
+		log.Info("shutdown complete", "drained", !cut.Load(), "took", time.Since(start).Round(time.Millisecond).String())
+	}()
 	shutdown()
 	if serving != nil {
 		done := make(chan struct{})

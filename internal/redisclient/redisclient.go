@@ -5,10 +5,13 @@
 package redisclient
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/causewayhq/causeway/routes"
@@ -138,6 +141,7 @@ func New(cfg *routes.Redis) (redis.UniversalClient, error) {
 
 // NewClient builds the client for a resolved Config.
 func (c *Config) NewClient() redis.UniversalClient {
+	routeLibraryLogs()
 	switch c.Topology {
 	case Cluster:
 		return redis.NewClusterClient(c.Cluster)
@@ -175,4 +179,27 @@ func redactURL(msg, raw string) string {
 		return msg
 	}
 	return strings.ReplaceAll(msg, raw, "<redis.url>")
+}
+
+var libraryLogsOnce sync.Once
+
+// routeLibraryLogs sends go-redis's own log lines (dial failures, pool
+// trouble: "redis: connection pool: failed to dial after 5 attempts") through
+// slog.Default() instead of go-redis's plain-text logger on stderr, so they
+// come out as JSON like every other line. go-redis's logger is one for the
+// whole process: it is installed once, before the first client exists, and
+// it looks slog.Default() up at every line, so whatever the process set as
+// its logger applies, and nothing is swapped per edge while clients log.
+func routeLibraryLogs() {
+	libraryLogsOnce.Do(func() { redis.SetLogger(slogLogging{}) })
+}
+
+// slogLogging adapts slog.Default() to go-redis's logging interface.
+type slogLogging struct{}
+
+func (slogLogging) Printf(ctx context.Context, format string, v ...any) {
+	msg := strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: ")
+	// go-redis logs only trouble it handles itself (it retries, redials):
+	// worth a warning, not an error.
+	slog.Default().Log(ctx, slog.LevelWarn, "redis: "+msg, "library", "go-redis")
 }

@@ -2,11 +2,14 @@ package redisclient
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 	"go.uber.org/goleak"
 )
@@ -235,5 +238,46 @@ func TestSentinel(t *testing.T) {
 	}
 	if n, _ := master.Do("INFO", "keyspace"); !strings.Contains(n, "db3:keys=1") {
 		t.Fatalf("the key did not land on the master's db 3: %q", n)
+	}
+}
+
+// go-redis's own log lines (here: "failed to dial", from its connection
+// pool, when Redis is down) come out through slog.Default() as JSON, not
+// as go-redis's plain text on stderr.
+func TestLibraryLogsGoThroughSlog(t *testing.T) {
+	var buf testutil.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewJSONHandler(&buf, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+
+	client, err := New(&routes.Redis{URL: "redis://" + testutil.FreeAddr(t) + "/0", Timeout: routes.Duration(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err == nil {
+		t.Fatal("Ping to a closed port succeeded")
+	}
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec struct {
+			Level   string `json:"level"`
+			Msg     string `json:"msg"`
+			Library string `json:"library"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("a log line is not JSON: %q", line)
+		}
+		if rec.Library == "go-redis" && strings.HasPrefix(rec.Msg, "redis: connection pool: failed to dial") && rec.Level == "WARN" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no go-redis line in the slog output:\n%s", buf.String())
 	}
 }

@@ -70,6 +70,7 @@ func parseServerFlags(name, defaultConfig, configHelp string, defaultGOGC int, a
 	fs := newFlags(name, stderr)
 	config := fs.String("config", defaultConfig, configHelp)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "json", "log format: json (one object a line) or text (key=value)")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
 	gogc := fs.Int("gogc", defaultGOGC, "garbage collector target percentage, as GOGC (-1 turns the collector off)")
 	if code, ok := parseFlags(fs, args); !ok {
@@ -80,7 +81,7 @@ func parseServerFlags(name, defaultConfig, configHelp string, defaultGOGC int, a
 	if gogcSet || os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "causeway %s: %v\n", name, err)
 		return serverFlags{}, 2, false
@@ -99,6 +100,7 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := sf.log
+	installProcessLogger(log)
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
 	inherited, err := gateway.InheritedFromEnv()
 	if err != nil {
@@ -232,10 +234,23 @@ func printLoadError(w io.Writer, prefix string, err error) {
 	fmt.Fprintln(w, err)
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("invalid -log-level %q", level)
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("invalid -log-format %q: json or text", format)
 }
+
+// installProcessLogger makes log the process's default logger, once, at
+// the start of a server command: libraries that log on their own (go-redis,
+// through internal/redisclient; the standard log package) then write the
+// same format as the server instead of plain text.
+func installProcessLogger(log *slog.Logger) { slog.SetDefault(log) }

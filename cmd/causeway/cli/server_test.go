@@ -23,6 +23,8 @@ func TestServerCommandsRefuseBadInput(t *testing.T) {
 	}{
 		{[]string{"edge", "-log-level", "loud"}, 2, `causeway edge: invalid -log-level "loud"`},
 		{[]string{"sidecar", "-log-level", "loud"}, 2, `causeway sidecar: invalid -log-level "loud"`},
+		{[]string{"edge", "-log-format", "xml"}, 2, `causeway edge: invalid -log-format "xml": json or text`},
+		{[]string{"sidecar", "-log-format", "logfmt"}, 2, `causeway sidecar: invalid -log-format "logfmt": json or text`},
 		{[]string{"edge", "-no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
 		{[]string{"edge", "-config", bad}, 1, "reading routes file"},
 		{[]string{"sidecar", "-config", bad}, 1, "no such file"},
@@ -119,5 +121,33 @@ func TestServerCommandsMemoryLimit(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "no GC memory limit") || !strings.Contains(stderr.String(), "not a number of bytes") {
 		t.Fatalf("no warning about the unreadable cgroup limit: %q", stderr.String())
+	}
+}
+
+// -log-format json|text sets the server's log format; both commands share
+// the flag.
+func TestServerLogFormat(t *testing.T) {
+	for _, tt := range []struct {
+		format string
+		want   string
+	}{
+		{"json", `{"time":`},
+		{"text", `time=`},
+	} {
+		for _, cmd := range []string{"edge", "sidecar"} {
+			t.Run(cmd+" "+tt.format, func(t *testing.T) {
+				var stderr bytes.Buffer
+				sf, ok := parseServerFlags(cmd, "x.yaml", "", 100, []string{"-log-format", tt.format}, &stderr)
+				if !ok {
+					t.Fatalf("refused: %s", stderr.String())
+				}
+				sf.log.Info("hello", "k", "v")
+				lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+				last := lines[len(lines)-1]
+				if !strings.HasPrefix(last, tt.want) || !strings.Contains(last, "hello") {
+					t.Fatalf("line %q is not %s", last, tt.format)
+				}
+			})
+		}
 	}
 }

@@ -23,6 +23,7 @@ func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	log := sf.log
+	installProcessLogger(log)
 	// A process started by a SIGUSR2 upgrade takes over its parent's sockets.
 	inherited, err := gateway.InheritedFromEnv()
 	if err != nil {
