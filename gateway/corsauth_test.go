@@ -117,8 +117,8 @@ func TestCORSPreflightBeforeAuth(t *testing.T) {
 // TestCORSPreflightInChromium has a page on one origin fetch an
 // authenticated route of the edge on another origin with an Authorization
 // header: Chromium sends the preflight, then the real request, and the
-// script reads the upstream's answer. Like the dashboard test it runs under
-// `make test-browser` (CAUSEWAY_BROWSER_TEST=1).
+// script reads the upstream's answer. Like the dashboard test it needs
+// CAUSEWAY_BROWSER_TEST=1, which `make test` and `make test-browser` set.
 func TestCORSPreflightInChromium(t *testing.T) {
 	if os.Getenv("CAUSEWAY_BROWSER_TEST") == "" {
 		t.Skip("browser test: run `make test-browser` (sets CAUSEWAY_BROWSER_TEST=1)")

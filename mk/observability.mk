@@ -2,7 +2,8 @@
 # of /metrics (see docs/observability.md).
 .PHONY: test-browser check-metrics bench-observability
 
-# test-browser runs the dashboard test in headless Chromium alone (`make test`
+# test-browser runs the headless-Chromium tests alone (the dashboard, and a
+# cross-origin fetch through CORS and auth; `make test`
 # runs it too; `make deps` installs chromium). It installs chromium itself
 # when run without `make deps` first.
 test-browser:
@@ -11,7 +12,7 @@ test-browser:
 	    echo "test-browser: installing chromium with apt-get"; \
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "test-browser: chromium missing; run as root: apt-get install -y chromium" >&2; exit 1; fi; }
-	CAUSEWAY_BROWSER_TEST=1 $(GO) test -race -count=1 -run 'Dashboard' -v ./gateway/
+	CAUSEWAY_BROWSER_TEST=1 $(GO) test -race -count=1 -run 'InChromium' -v ./gateway/
 
 # check-metrics lints the edge's and the sidecar's /metrics with promtool
 # (also part of `make test`).
