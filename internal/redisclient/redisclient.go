@@ -199,7 +199,13 @@ type slogLogging struct{}
 
 func (slogLogging) Printf(ctx context.Context, format string, v ...any) {
 	msg := strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: ")
-	// go-redis logs only trouble it handles itself (it retries, redials):
-	// worth a warning, not an error.
-	slog.Default().Log(ctx, slog.LevelWarn, "redis: "+msg, "library", "go-redis")
+	// go-redis logs trouble it handles itself (it retries, redials), worth
+	// a warning, and some news (a Sentinel naming the master), worth info.
+	level := slog.LevelInfo
+	if lower := strings.ToLower(msg); strings.Contains(lower, "fail") || strings.Contains(lower, "error") ||
+		strings.Contains(lower, "panic") || strings.Contains(lower, "reject") || strings.Contains(lower, "unread") ||
+		strings.Contains(lower, "nil connection") {
+		level = slog.LevelWarn
+	}
+	slog.Default().Log(ctx, level, "redis: "+msg, "library", "go-redis")
 }
