@@ -89,3 +89,52 @@ routes:
 		}
 	})
 }
+
+// A Kubernetes Secret volume: the keys file is a symlink through "..data",
+// and an update swaps "..data" to a new directory in one rename.
+func TestKeysFileWatchedInSecretVolume(t *testing.T) {
+	up := echoUpstream(t, "up")
+	vol := t.TempDir()
+	version := 0
+	publish := func(content string) {
+		t.Helper()
+		version++
+		dir := filepath.Join(vol, fmt.Sprintf("..2026_v%d", version))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "keys.txt"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(vol, "..data_tmp")
+		if err := os.Symlink(filepath.Base(dir), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(keysText("alpha", "key-alpha-0123456789"))
+	if err := os.Symlink(filepath.Join("..data", "keys.txt"), filepath.Join(vol, "keys.txt")); err != nil {
+		t.Fatal(err)
+	}
+	te := startEdge(t, listenHeader+fmt.Sprintf(`authenticators:
+  partners: {api_key: {keys_file: %q}}
+upstreams:
+  up: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, auth: partners, upstream: up}
+`, filepath.Join(vol, "keys.txt"), hostPort(up)))
+	status := func(key string) int {
+		resp, _ := get(t, te.url+"/x", "X-API-Key", key)
+		return resp.StatusCode
+	}
+	if s := status("key-beta-0123456789"); s != 401 {
+		t.Fatalf("beta before the update: %d", s)
+	}
+	publish(keysText("alpha", "key-alpha-0123456789", "beta", "key-beta-0123456789"))
+	waitFor(t, func() bool { return status("key-beta-0123456789") == 200 })
+	if s := status("key-alpha-0123456789"); s != 200 {
+		t.Fatalf("alpha after the update: %d", s)
+	}
+}
