@@ -540,7 +540,9 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 	// The drain's start is logged while the request is still in flight,
 	// its end only once it finished.
-	waitFor(t, func() bool { return strings.Contains(te.logs.String(), "shutting down: listeners closed, draining in-flight requests") })
+	waitFor(t, func() bool {
+		return strings.Contains(te.logs.String(), "shutting down: listeners closed, draining in-flight requests")
+	})
 	if strings.Contains(te.logs.String(), "shutdown complete") {
 		t.Fatalf("shutdown complete logged with a request in flight:\n%s", te.logs)
 	}
