@@ -137,7 +137,7 @@ func TestServerLogFormat(t *testing.T) {
 		for _, cmd := range []string{"edge", "sidecar"} {
 			t.Run(cmd+" "+tt.format, func(t *testing.T) {
 				var stderr bytes.Buffer
-				sf, ok := parseServerFlags(cmd, "x.yaml", "", 100, []string{"-log-format", tt.format}, &stderr)
+				sf, _, ok := parseServerFlags(cmd, "x.yaml", "", 100, []string{"-log-format", tt.format}, &stderr)
 				if !ok {
 					t.Fatalf("refused: %s", stderr.String())
 				}
