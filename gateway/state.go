@@ -361,8 +361,13 @@ func (c *clientBody) settleLate() {
 		return
 	}
 	rc := c.controller()
-	if c.closing || c.awaitingContinue() || c.timeout <= 0 {
+	if c.awaitingContinue() {
+		// Nothing was asked for, so nothing comes: close at once.
 		_ = rc.SetReadDeadline(time.Now())
+		return
+	}
+	if c.closing || c.timeout <= 0 {
+		c.linger(rc)
 		return
 	}
 	_ = rc.Flush()
@@ -374,6 +379,25 @@ func (c *clientBody) settleLate() {
 		c.eof.Store(true)
 		_ = rc.SetReadDeadline(time.Time{})
 		return
+	}
+	_ = rc.SetReadDeadline(time.Now())
+}
+
+// lingerTime and maxLinger bound a lingering close (nginx's
+// lingering_close): after the answer is flushed, what the client is still
+// sending is read and dropped for a moment before the connection closes.
+// Closing with unread bytes makes the kernel reset the connection, and a
+// client still uploading can then lose the answer it has not read yet (a
+// 413 for a body over the limit, typically).
+const (
+	lingerTime = time.Second
+	maxLinger  = 1 << 20
+)
+
+func (c *clientBody) linger(rc *http.ResponseController) {
+	_ = rc.Flush()
+	if rc.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
+		_, _ = io.CopyN(io.Discard, c.body, maxLinger)
 	}
 	_ = rc.SetReadDeadline(time.Now())
 }
