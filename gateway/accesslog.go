@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -54,6 +55,29 @@ func openAccessLog(cfg routes.AccessLog) (*accessLog, error) {
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+}
+
+// openAccessLogUndoable opens cfg's output for a configuration that may
+// yet be refused: undo closes it, and removes the file if opening it
+// created it, so a refused routes file leaves no trace on disk.
+func openAccessLogUndoable(cfg routes.AccessLog) (*accessLog, func(), error) {
+	created := false
+	switch cfg.Output {
+	case "off", "stdout", "stderr":
+	default:
+		_, err := os.Lstat(cfg.Output)
+		created = errors.Is(err, fs.ErrNotExist)
+	}
+	al, err := openAccessLog(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return al, func() {
+		_ = al.Close()
+		if created {
+			_ = os.Remove(cfg.Output)
+		}
+	}, nil
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {

@@ -71,6 +71,10 @@ type activeConfig struct {
 	rt      *runtime
 	access  *accessLog
 	release []func() error
+	// commits make the built state live (Edge.commit); undo frees it when
+	// the file is refused instead. Both are cleared once either has run.
+	commits []func()
+	undo    []func()
 }
 
 // ReloadStatus is the outcome of the last load of the routes file, shown on
@@ -109,8 +113,8 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 }
 
 // load reads the routes file and, if it is valid and differs from the
-// active one (or force is set), builds and activates it. A failed load leaves
-// the active configuration untouched.
+// active one (or force is set), builds and commits it. A refused file
+// changes nothing: what its build made is undone and released.
 func (e *Edge) load(ctx context.Context, force bool) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -128,14 +132,7 @@ func (e *Edge) load(ctx context.Context, force bool) error {
 	if e.active != nil {
 		warnRestartNeeded(e.log, e.active.file, next.file)
 	}
-	prev := e.active
-	e.active = next
-	e.current.Store(next.rt)
-	for _, ft := range e.features {
-		if a, ok := ft.(activator); ok {
-			a.activate()
-		}
-	}
+	prev := e.commit(next)
 	e.metrics.reloads.WithLabelValues("success").Inc()
 	e.metrics.configInfo.WithLabelValues().Set(float64(now.Unix()))
 	e.lastReload = ReloadStatus{OK: true, At: now}
@@ -145,8 +142,25 @@ func (e *Edge) load(ctx context.Context, force bool) error {
 	return nil
 }
 
-// build loads the file and builds a configuration from it without
-// activating anything.
+// commit is the single point where a built configuration becomes live: the
+// runtime requests are served with, then each feature's state (certificates,
+// mesh identity, limiter store, tracer, access log) in feature order. Nothing
+// in it can fail, so a configuration is either wholly live or not at all.
+// The caller holds e.mu; it returns the configuration replaced.
+func (e *Edge) commit(next *activeConfig) *activeConfig {
+	prev := e.active
+	e.active = next
+	e.current.Store(next.rt)
+	for _, c := range next.commits {
+		c()
+	}
+	next.commits, next.undo = nil, nil
+	return prev
+}
+
+// build loads the file and builds a configuration from it. It touches
+// nothing live: every step that makes its work live is recorded in
+// commits, every step that frees it on refusal in undo.
 func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 	f, err := routes.Load(path)
 	if err != nil {
@@ -158,12 +172,16 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 	data, _ := os.ReadFile(path)
 	ac := &activeConfig{file: f, hash: sha256.Sum256(data)}
 	fail := func(err error) (*activeConfig, error) {
-		ac.close()
+		ac.refuse()
 		return nil, err
 	}
-	ac.access, err = e.accessLogFor(f.AccessLog)
+	var undoAccess func()
+	ac.access, undoAccess, err = e.accessLogFor(f.AccessLog)
 	if err != nil {
 		return fail(err)
+	}
+	if undoAccess != nil {
+		ac.undo = append(ac.undo, undoAccess)
 	}
 	var prevFile *routes.File
 	if e.active != nil {
@@ -181,6 +199,12 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 		st, release, err := ft.prepare(ctx, f, prevFile)
 		if release != nil {
 			ac.release = append(ac.release, release)
+		}
+		if st.undo != nil {
+			ac.undo = append(ac.undo, st.undo)
+		}
+		if st.commit != nil {
+			ac.commits = append(ac.commits, st.commit)
 		}
 		if err != nil {
 			return fail(err)
@@ -211,18 +235,29 @@ func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
 }
 
 // accessLogFor reuses the active access log when its output is unchanged,
-// so a reload does not reopen (and briefly double-open) the file.
-func (e *Edge) accessLogFor(cfg routes.AccessLog) (*accessLog, error) {
+// so a reload does not reopen (and briefly double-open) the file. A new
+// output is opened now, so a file that cannot be opened refuses the routes
+// file; undo closes it again, and removes it when opening created it.
+func (e *Edge) accessLogFor(cfg routes.AccessLog) (*accessLog, func(), error) {
 	if e.active != nil && e.active.access != nil && e.active.access.output == cfg.Output {
 		if e.active.access.sample == cfg.Sample {
-			return e.active.access, nil
+			return e.active.access, nil, nil
 		}
 		cp := *e.active.access
 		cp.sample = cfg.Sample
 		cp.closer = nil // the file stays owned by the first
-		return &cp, nil
+		return &cp, nil, nil
 	}
-	return openAccessLog(cfg)
+	return openAccessLogUndoable(cfg)
+}
+
+// refuse undoes and releases a configuration that did not become live.
+func (ac *activeConfig) refuse() {
+	for i := len(ac.undo) - 1; i >= 0; i-- {
+		ac.undo[i]()
+	}
+	ac.undo, ac.commits = nil, nil
+	ac.close()
 }
 
 func (ac *activeConfig) close() {

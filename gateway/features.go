@@ -13,20 +13,21 @@ type atomicRuntime = atomic.Pointer[runtime]
 
 // feature is a long-lived part of the edge (authentication, rate limiting,
 // plugins, TLS, mesh identity) that is configured from every routes file the
-// edge loads. prepare builds what one configuration needs without touching
-// the active one; release frees what prepare built once that configuration
-// is retired.
+// edge loads.
+//
+// A reload is build, commit, retire (as in Caddy): prepare builds what one
+// configuration needs and touches nothing anyone can observe (no certificate
+// served, identity presented, limiter store, exporter or log changes); the
+// file can still be refused by a later feature or by the runtime. Only
+// Edge.commit, once the whole configuration is built, runs each feature's
+// commit step. A refused configuration runs the undo steps instead. The
+// release func frees what prepare built once that configuration is retired
+// (or at once when it is refused).
 type feature interface {
 	prepare(ctx context.Context, f, prev *routes.File) (prepared, func() error, error)
 	// ready is nil when the feature can serve (e.g. JWKS keys are loaded).
 	ready() error
 	close() error
-}
-
-// activator is a feature that must know when the configuration it
-// prepared becomes the active one (a load can still fail after prepare).
-type activator interface {
-	activate()
 }
 
 // prepared is what a feature contributes to one configuration.
@@ -39,6 +40,14 @@ type prepared struct {
 	// beforeAuth is a step placed before authentication and rate limits
 	// (plugins of phase BeforeAuth, such as CORS), or nil.
 	beforeAuth Stage
+	// commit makes what prepare built the live state (the certificates
+	// served, the identity, the limiter store). It runs at the single
+	// commit point, after every feature prepared and the runtime was
+	// built, so it cannot fail. nil: nothing to switch.
+	commit func()
+	// undo frees what prepare built for a configuration that is refused;
+	// it never runs once commit has. nil: nothing to free.
+	undo func()
 }
 
 // stageFunc adapts a function to Stage.

@@ -139,7 +139,7 @@ func (s *Sidecar) build(data []byte) error {
 			return &routes.Error{File: cfg.Path, Pos: cfg.At("identity"), Path: "identity", Msg: err.Error()}
 		}
 	}
-	newIn, newOut, err := s.runtimes(cfg, source)
+	newIn, newOut, commitTracer, err := s.runtimes(cfg, source)
 	if err != nil {
 		if source != s.source {
 			_ = source.Close()
@@ -158,6 +158,7 @@ func (s *Sidecar) build(data []byte) error {
 	s.cfg, s.hash, s.source, s.in, s.out = cfg, sha256.Sum256(data), source, newIn, newOut
 	s.inbound.Store(newIn)
 	s.outbound.Store(newOut)
+	commitTracer()
 	s.retire(oldIn, oldOut)
 	if oldSource != nil && oldSource != source {
 		// Established connections keep their certificates.
@@ -166,8 +167,10 @@ func (s *Sidecar) build(data []byte) error {
 	return nil
 }
 
-// runtimes builds the inbound and outbound engines of cfg.
-func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *runtime, err error) {
+// runtimes builds the inbound and outbound engines of cfg. It touches
+// nothing live: commit makes the tracer it built current; on error what it
+// built is already freed.
+func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *runtime, commit func(), err error) {
 	pools := map[string]*transportPool{}
 	for _, rt := range []*runtime{s.in, s.out} {
 		if rt != nil {
@@ -176,17 +179,27 @@ func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *r
 			}
 		}
 	}
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	access := s.access
 	if access == nil || access.output != cfg.AccessLog.Output || access.sample != cfg.AccessLog.Sample {
-		if access, err = openAccessLog(cfg.AccessLog); err != nil {
-			return nil, nil, err
+		var undoAccess func()
+		if access, undoAccess, err = openAccessLogUndoable(cfg.AccessLog); err != nil {
+			return nil, nil, nil, err
 		}
+		undo = append(undo, undoAccess)
 	}
 	tlsKey := fmt.Sprintf("%p", source)
 	s.tracing.log = s.log
-	tr, release, err := s.tracing.acquire(s.bgCtx, cfg.Tracing)
+	tr, release, commit, err := s.tracing.acquire(s.bgCtx, cfg.Tracing)
 	if err != nil {
-		return nil, nil, &routes.Error{File: cfg.Path, Pos: cfg.At("tracing"), Path: "tracing", Msg: err.Error()}
+		return nil, nil, nil, &routes.Error{File: cfg.Path, Pos: cfg.At("tracing"), Path: "tracing", Msg: err.Error()}
 	}
 	if release != nil {
 		defer release() // each runtime holds its own reference
@@ -194,19 +207,20 @@ func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *r
 	if cfg.Inbound != nil {
 		in, err = s.inboundRuntime(cfg, pools, access, tlsKey, tr)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
+		undo = append(undo, in.close)
 	}
 	if cfg.Outbound != nil {
 		out, err = s.outboundRuntime(cfg, source, pools, access, tlsKey, tr)
 		if err != nil {
-			if in != nil {
-				in.close()
-			}
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
-	return in, out, nil
+	if commit == nil {
+		commit = func() {}
+	}
+	return in, out, commit, nil
 }
 
 // inboundRuntime: one route to the local service, behind the caller check.

@@ -475,25 +475,34 @@ type tracingFeature struct {
 
 // acquire returns the tracer for cfg (nil when cfg is nil) with one
 // reference held for the caller: the same tracer as before while cfg is
-// unchanged, a new one otherwise.
-func (tf *tracingFeature) acquire(ctx context.Context, cfg *routes.Tracing) (*tracer, func() error, error) {
+// unchanged, a new one otherwise. A new tracer is not the holder's current
+// one until commit runs, so a configuration that is refused after acquire
+// leaves the next acquire sharing the live tracer.
+func (tf *tracingFeature) acquire(ctx context.Context, cfg *routes.Tracing) (t *tracer, release func() error, commit func(), err error) {
 	if cfg == nil {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	tf.mu.Lock()
 	defer tf.mu.Unlock()
 	if tf.cur != nil && sameTracing(tf.cur.cfg, *cfg) {
-		return tf.cur, tf.cur.retain(), nil
+		return tf.cur, tf.cur.retain(), nil, nil
 	}
-	t, err := newTracer(ctx, *cfg, tf.log)
+	t, err = newTracer(ctx, *cfg, tf.log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	t.holder = tf
-	tf.cur = t
 	// retain's Add happens under tf.mu already held here; its release
 	// takes tf.mu itself.
-	return t, t.retain(), nil
+	release = t.retain()
+	commit = func() {
+		tf.mu.Lock()
+		defer tf.mu.Unlock()
+		if t.refs.Load() > 0 {
+			tf.cur = t
+		}
+	}
+	return t, release, commit, nil
 }
 
 func sameTracing(a, b routes.Tracing) bool {
@@ -510,14 +519,14 @@ func sameTracing(a, b routes.Tracing) bool {
 // prepare is the edge's feature hook: the tracer lives as long as the
 // configuration that names it.
 func (tf *tracingFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
-	t, release, err := tf.acquire(ctx, f.Tracing)
+	t, release, commit, err := tf.acquire(ctx, f.Tracing)
 	if err != nil {
 		return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("tracing"), Path: "tracing", Msg: err.Error()}
 	}
 	if t == nil {
 		return prepared{}, nil, nil
 	}
-	return prepared{stage: t}, release, nil
+	return prepared{stage: t, commit: commit}, release, nil
 }
 
 func (tf *tracingFeature) ready() error { return nil }

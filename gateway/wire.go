@@ -55,9 +55,9 @@ func principalName(ctx context.Context) string {
 type authFeature struct {
 	e  *Edge
 	mu sync.Mutex
-	// cur is the active configuration's set; pending the one built for a
-	// load that has not been activated (and may yet fail).
-	cur, pending *auth.Set
+	// cur is the live configuration's set, the one the next build takes
+	// its JWKS caches from.
+	cur *auth.Set
 }
 
 func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
@@ -68,16 +68,11 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	if err != nil {
 		return prepared{}, nil, err
 	}
-	a.mu.Lock()
-	a.pending = set
-	a.mu.Unlock()
-	return prepared{stage: set}, set.Close, nil
-}
-
-func (a *authFeature) activate() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.cur, a.pending = a.pending, nil
+	return prepared{stage: set, commit: func() {
+		a.mu.Lock()
+		a.cur = set
+		a.mu.Unlock()
+	}}, set.Close, nil
 }
 
 func (a *authFeature) ready() error {
@@ -111,11 +106,15 @@ type rateLimitFeature struct {
 }
 
 func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
-	if err := rl.svc.Configure(ctx, f); err != nil {
+	// The limits and the Redis client are built aside; the limiter serves
+	// (and readiness reports) the live one until commit.
+	next, err := rl.svc.Prepare(ctx, f)
+	if err != nil {
 		return prepared{}, nil, err
 	}
 	trust, err := newTrustedProxies(f.TrustedProxies)
 	if err != nil {
+		next.Abort()
 		return prepared{}, nil, err
 	}
 	src := ratelimit.KeySources{
@@ -133,9 +132,13 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 			return "", false
 		},
 	}
-	return prepared{stage: namedStage{"ratelimit", stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
-		return rl.svc.Middleware(route, src)
-	})}}, nil, nil
+	return prepared{
+		stage: namedStage{"ratelimit", stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
+			return next.Middleware(route, src)
+		})},
+		commit: func() { rl.svc.Commit(next) },
+		undo:   next.Abort,
+	}, nil, nil
 }
 
 func (rl *rateLimitFeature) ready() error { return rl.svc.Ready() }
@@ -196,6 +199,9 @@ type meshFeature struct {
 	mu     sync.Mutex
 	cfg    *routes.Mesh
 	source *mesh.Source
+	// live is set once source is the committed one; until then its expiry
+	// is not published.
+	live *atomic.Bool
 }
 
 func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
@@ -204,29 +210,28 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	if f.Mesh == nil {
 		return prepared{tlsFor: plainTLS}, nil, nil
 	}
-	if m.source == nil || !reflect.DeepEqual(m.cfg, f.Mesh) {
-		src, err := mesh.SourceForEdge(m.e.bgCtx, f.Mesh, mesh.SourceOptions{
+	src, built, liveFlag := m.source, false, m.live
+	if src == nil || !reflect.DeepEqual(m.cfg, f.Mesh) {
+		// Built aside: the live source keeps watching (and rotating) the
+		// live identity until commit, and this one publishes its expiry
+		// only once it is the live one.
+		live := &atomic.Bool{}
+		var err error
+		src, err = mesh.SourceForEdge(m.e.bgCtx, f.Mesh, mesh.SourceOptions{
 			Logger: m.e.log,
 			Expiry: func(id string, notAfter time.Time) {
-				m.e.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
+				if live.Load() {
+					m.e.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
+				}
 			},
 		})
 		if err != nil {
 			return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("mesh"), Path: "mesh", Msg: err.Error()}
 		}
-		if m.source != nil {
-			// Connections already made keep their certificates; only new
-			// handshakes read the old source, which stays valid until closed.
-			old := m.source
-			defer func() { _ = old.Close() }()
-		}
-		m.source, m.cfg = src, f.Mesh
+		built, liveFlag = true, live
 	}
-	src := m.source
-	// Published on every load: the TLS feature resets the expiry gauge when
-	// its certificates change.
-	m.e.metrics.certExpiry.WithLabelValues(src.ID().String()).Set(float64(src.NotAfter().Unix()))
-	return prepared{tlsFor: func(u routes.Upstream) (*tls.Config, error) {
+	cfg, live := f.Mesh, liveFlag
+	p := prepared{tlsFor: func(u routes.Upstream) (*tls.Config, error) {
 		if u.MeshIdentity == "" {
 			return plainTLS(u)
 		}
@@ -235,7 +240,25 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 			return nil, fmt.Errorf("mesh_identity: %w", err)
 		}
 		return mesh.ClientConfig(src, id), nil
-	}, tlsKey: f.Mesh.CertFile + "|" + f.Mesh.KeyFile + "|" + f.Mesh.BundleFile}, nil, nil
+	}, tlsKey: f.Mesh.CertFile + "|" + f.Mesh.KeyFile + "|" + f.Mesh.BundleFile}
+	p.commit = func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if old := m.source; old != nil && old != src {
+			// Connections already made keep their certificates; only new
+			// handshakes read the old source, which stays valid until closed.
+			_ = old.Close()
+		}
+		m.source, m.cfg, m.live = src, cfg, live
+		live.Store(true)
+		// Published on every commit: the TLS feature resets the expiry
+		// gauge when its certificates change.
+		m.e.metrics.certExpiry.WithLabelValues(src.ID().String()).Set(float64(src.NotAfter().Unix()))
+	}
+	if built {
+		p.undo = func() { _ = src.Close() }
+	}
+	return p, nil, nil
 }
 
 func (m *meshFeature) ready() error { return nil }
@@ -282,33 +305,60 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	if t.mgr != nil && reflect.DeepEqual(t.cfg, f.TLS) && reflect.DeepEqual(t.rcfg, f.Redis) {
 		return prepared{}, nil, nil
 	}
-	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, CertReloads: t.e.metrics.certReloads}
+	// The new manager and its Redis client are built aside: handshakes keep
+	// reading the live manager until commit, and the new one's expiry
+	// series are held until then.
+	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, HoldExpiry: true, CertReloads: t.e.metrics.certReloads}
+	rdb := t.redis
+	var newRedis redis.UniversalClient
 	if f.TLS.ACME != nil && f.TLS.ACME.Cache == "redis" {
-		if t.redis == nil || !reflect.DeepEqual(t.rcfg, f.Redis) {
+		if rdb == nil || !reflect.DeepEqual(t.rcfg, f.Redis) {
 			c, err := redisclient.New(f.Redis)
 			if err != nil {
 				return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("redis"), Path: "redis", Msg: err.Error()}
 			}
-			if t.redis != nil {
-				_ = t.redis.Close()
-			}
-			t.redis = c
+			rdb, newRedis = c, c
 		}
-		opts.Redis, opts.RedisKeyPrefix = t.redis, f.Redis.KeyPrefix
+		opts.Redis, opts.RedisKeyPrefix = rdb, f.Redis.KeyPrefix
 	}
-	// Series of certificates the new configuration no longer serves must go.
-	t.e.metrics.certExpiry.Reset()
 	mgr, err := edgetls.New(t.e.bgCtx, f.TLS, opts)
 	if err != nil {
+		if newRedis != nil {
+			_ = newRedis.Close()
+		}
 		// edgetls names the key path itself ("tls.certificates[0]: ...").
 		return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("tls"), Msg: strings.TrimPrefix(err.Error(), "tls: ")}
 	}
-	if t.mgr != nil {
-		_ = t.mgr.Close()
-	}
-	t.mgr, t.cfg, t.rcfg = mgr, f.TLS, f.Redis
-	t.current.Store(mgr)
-	return prepared{}, nil, nil
+	cfg, rcfg := f.TLS, f.Redis
+	return prepared{
+		commit: func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			oldMgr, oldRedis := t.mgr, t.redis
+			t.mgr, t.cfg, t.rcfg = mgr, cfg, rcfg
+			if newRedis != nil {
+				t.redis = newRedis
+			}
+			t.current.Store(mgr)
+			// Series of certificates the new configuration no longer serves
+			// must go; the mesh feature, committed after this one,
+			// publishes its own again.
+			t.e.metrics.certExpiry.Reset()
+			mgr.PublishExpiry()
+			if oldMgr != nil {
+				_ = oldMgr.Close()
+			}
+			if newRedis != nil && oldRedis != nil {
+				_ = oldRedis.Close()
+			}
+		},
+		undo: func() {
+			_ = mgr.Close()
+			if newRedis != nil {
+				_ = newRedis.Close()
+			}
+		},
+	}, nil, nil
 }
 
 // manager is the current manager; read per request and per handshake, so

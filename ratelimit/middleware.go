@@ -64,7 +64,10 @@ type routeLimit struct {
 // while Redis is unreachable, 503. It uses the configuration current when
 // it is built.
 func (s *Service) Middleware(route routes.Route, src KeySources) (func(http.Handler) http.Handler, error) {
-	snap := s.cur.Load()
+	return s.middleware(s.cur.Load(), route, src)
+}
+
+func (s *Service) middleware(snap *snapshot, route routes.Route, src KeySources) (func(http.Handler) http.Handler, error) {
 	if snap == nil {
 		return nil, fmt.Errorf("ratelimit: route %q: Configure has not been called", route.Name)
 	}

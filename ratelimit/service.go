@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"runtime"
@@ -144,13 +145,37 @@ func New(ctx context.Context, opts Options) *Service {
 // Configure applies f.Redis and f.RateLimits. On error the previous
 // configuration stays in force.
 func (s *Service) Configure(ctx context.Context, f *routes.File) error {
+	p, err := s.Prepare(ctx, f)
+	if err != nil {
+		return err
+	}
+	s.Commit(p)
+	return nil
+}
+
+// Prepared is a configuration built by Prepare and not yet in force: its
+// Middleware can be built, but the Service keeps deciding (and Ready keeps
+// reporting) with the configuration in force until Commit. Abort frees it
+// instead.
+type Prepared struct {
+	s    *Service
+	snap *snapshot
+	// fresh is a Redis client made for this configuration alone; Abort
+	// closes it, Commit makes it the Service's.
+	fresh *conn
+	done  bool
+}
+
+// Prepare builds a configuration from f without changing the one in
+// force: limits, and a Redis client when how Redis is reached changed.
+func (s *Service) Prepare(ctx context.Context, f *routes.File) (*Prepared, error) {
 	if f == nil {
-		return errors.New("ratelimit: configure: no routes file")
+		return nil, errors.New("ratelimit: configure: no routes file")
 	}
 	limits := make(map[string]routes.RateLimit, len(f.RateLimits))
 	for name, rl := range f.RateLimits {
 		if _, err := LimitFromRoutes(name, rl).bucket(); err != nil {
-			return fmt.Errorf("ratelimit: configure: %w", err)
+			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
 		limits[name] = rl
 	}
@@ -158,7 +183,7 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 	for _, p := range f.TrustedProxies {
 		pfx, err := routes.ParsePrefix(p)
 		if err != nil {
-			return fmt.Errorf("ratelimit: configure: trusted_proxies: %w", err)
+			return nil, fmt.Errorf("ratelimit: configure: trusted_proxies: %w", err)
 		}
 		trusted = append(trusted, pfx)
 	}
@@ -166,39 +191,66 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return errors.New("ratelimit: configure: service is closed")
+		return nil, errors.New("ratelimit: configure: service is closed")
 	}
-	snap := &snapshot{limits: limits, trusted: trusted}
-	var next *conn
+	p := &Prepared{s: s, snap: &snapshot{limits: limits, trusted: trusted}}
 	if f.Redis != nil {
 		id, err := connID(f.Redis)
 		if err != nil {
-			return fmt.Errorf("ratelimit: configure: %w", err)
+			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
-		next = s.conn
+		next := s.conn
 		if next == nil || next.id != id {
 			client, err := redisclient.New(f.Redis)
 			if err != nil {
-				return fmt.Errorf("ratelimit: configure: %w", err)
+				return nil, fmt.Errorf("ratelimit: configure: %w", err)
 			}
 			batch, err := NewBatcher(client, BatchOptions{})
 			if err != nil {
 				_ = client.Close()
-				return fmt.Errorf("ratelimit: configure: %w", err)
+				return nil, fmt.Errorf("ratelimit: configure: %w", err)
 			}
 			next = &conn{id: id, client: client, batch: batch, timeout: redisclient.Timeout(f.Redis), log: s.log}
 			next.check(ctx, s.now().UnixMicro())
+			p.fresh = next
 		}
 		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.RedisNow, Batcher: next.batch})
 		if err != nil {
-			if next != s.conn {
-				_ = next.close()
+			if p.fresh != nil {
+				_ = p.fresh.close()
 			}
-			return fmt.Errorf("ratelimit: configure: %w", err)
+			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
-		snap.store = &store{conn: next, limiter: lim, deny: f.Redis.OnError == "deny"}
+		p.snap.store = &store{conn: next, limiter: lim, deny: f.Redis.OnError == "deny"}
 		next.refs.Add(1)
-		runtime.AddCleanup(snap, (*conn).release, next)
+		runtime.AddCleanup(p.snap, (*conn).release, next)
+	}
+	return p, nil
+}
+
+// Middleware is Service.Middleware on the prepared configuration.
+func (p *Prepared) Middleware(route routes.Route, src KeySources) (func(http.Handler) http.Handler, error) {
+	return p.s.middleware(p.snap, route, src)
+}
+
+// Commit puts p in force: Ready reports on it, Middleware builds on it, and
+// a Redis client it replaced closes once no middleware uses it.
+func (s *Service) Commit(p *Prepared) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	if s.closed {
+		if p.fresh != nil {
+			_ = p.fresh.close()
+		}
+		return
+	}
+	var next *conn
+	if p.snap.store != nil {
+		next = p.snap.store.conn
 		s.conns[next] = struct{}{}
 	}
 	if s.conn != nil && s.conn != next {
@@ -210,8 +262,22 @@ func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 		}
 	}
 	s.conn = next
-	s.cur.Store(snap)
-	return nil
+	s.cur.Store(p.snap)
+}
+
+// Abort frees a configuration that will not be committed: a Redis client
+// made for it alone is closed now. Middlewares built on it must not be used.
+func (p *Prepared) Abort() {
+	p.s.mu.Lock()
+	defer p.s.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	if p.fresh != nil {
+		p.fresh.retired.Store(true)
+		_ = p.fresh.close()
+	}
 }
 
 // connID identifies how Redis is reached: a reload with the same identity

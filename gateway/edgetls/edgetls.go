@@ -33,6 +33,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Expiry is causeway_certificate_expiry_timestamp_seconds{name}; may be nil.
 	Expiry *prometheus.GaugeVec
+	// HoldExpiry keeps the Manager from writing Expiry until PublishExpiry:
+	// a Manager built for a configuration that may yet be refused must not
+	// change the metrics of the one being served.
+	HoldExpiry bool
 	// ACMEOrders counts certificate orders by result (ok, error,
 	// rate_limited), e.g. causeway_acme_orders_total{result}; may be nil.
 	ACMEOrders *prometheus.CounterVec
@@ -83,6 +87,7 @@ type Manager struct {
 
 	expMu     sync.Mutex
 	expirySet map[string]time.Time // labels this Manager has set
+	held      bool                 // under expMu: expirySet is not yet written to expiry
 
 	reloadMu sync.Mutex
 	onReload func(error)
@@ -123,6 +128,7 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 		log:       opts.Logger,
 		expiry:    opts.Expiry,
 		expirySet: map[string]time.Time{},
+		held:      opts.HoldExpiry,
 		onReload:  opts.OnReload,
 		reloads:   opts.CertReloads,
 		done:      make(chan struct{}),
@@ -311,7 +317,9 @@ func (m *Manager) install(set *staticSet) {
 	if old != nil {
 		for name := range old.expiry {
 			if _, still := set.expiry[name]; !still {
-				m.expiry.DeleteLabelValues(name)
+				if !m.held {
+					m.expiry.DeleteLabelValues(name)
+				}
 				delete(m.expirySet, name)
 			}
 		}
@@ -335,7 +343,23 @@ func (m *Manager) noteACME(name string, cert *tls.Certificate) {
 
 func (m *Manager) setExpiry(name string, t time.Time) {
 	m.expirySet[name] = t
-	m.expiry.WithLabelValues(name).Set(float64(t.Unix()))
+	if !m.held {
+		m.expiry.WithLabelValues(name).Set(float64(t.Unix()))
+	}
+}
+
+// PublishExpiry writes the expiry of every certificate the Manager serves
+// (again) and ends HoldExpiry: the Manager is now the one being served.
+func (m *Manager) PublishExpiry() {
+	if m.expiry == nil {
+		return
+	}
+	m.expMu.Lock()
+	defer m.expMu.Unlock()
+	m.held = false
+	for name, t := range m.expirySet {
+		m.expiry.WithLabelValues(name).Set(float64(t.Unix()))
+	}
 }
 
 // Reload re-reads the certificate files now (e.g. on SIGHUP). On error the

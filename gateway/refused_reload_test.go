@@ -1,0 +1,307 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/mesh/meshtest"
+)
+
+// refusals are the two ways a file gets refused after it has been parsed:
+// by the last feature's prepare (an unknown plugin), or by the runtime
+// build once every feature has prepared (an upstream identity that does
+// not parse).
+var refusals = []struct {
+	name      string
+	upstreams string // extra upstreams
+	plugins   string // a plugins section
+}{
+	{name: "refused by a feature", plugins: "plugins:\n  broken: {use: no-such-plugin}\n"},
+	{name: "refused after every feature prepared", upstreams: "  late: {endpoints: [\"127.0.0.1:9\"], mesh_identity: \"not-a-spiffe-id\"}\n"},
+}
+
+// reloadCase is one feature whose section a reload changes from variant
+// "a" to "b": probe reports which variant is served now, from outside.
+type reloadCase struct {
+	name string
+	// header is what goes before the upstreams (listeners, the feature's
+	// section) for a variant.
+	header func(variant string) string
+	route  string // extra keys of the route
+	// upstream is the route's upstream (default: an echo server).
+	upstream func(up string) string
+	probe  func(t *testing.T, te *testEdge) string
+	// refusedLeavesNoTrace checks what a refused "b" must not have done.
+	refusedLeavesNoTrace func(t *testing.T, te *testEdge)
+}
+
+// A refused routes file changes nothing anyone can observe: for each
+// feature, a file that changes its section and has an error elsewhere
+// leaves the served variant as it was; the same section in a good file
+// then takes effect.
+func TestRefusedReloadChangesNothing(t *testing.T) {
+	up := echoUpstream(t, "up")
+	for _, rc := range []reloadCase{tlsReloadCase(t), meshReloadCase(t), rateLimitReloadCase(t), accessLogReloadCase(t), tracingReloadCase(t)} {
+		t.Run(rc.name, func(t *testing.T) {
+			upstream := fmt.Sprintf("{endpoints: [%q]}", hostPort(up))
+			if rc.upstream != nil {
+				upstream = rc.upstream(hostPort(up))
+			}
+			file := func(variant, upstreams, plugins string) string {
+				return rc.header(variant) + "upstreams:\n  up: " + upstream + "\n" + upstreams +
+					"routes:\n  - {name: r, match: {path_prefix: /}, upstream: up" + rc.route + "}\n" + plugins
+			}
+			te := startEdge(t, file("a", "", ""))
+			if got := rc.probe(t, te); got != "a" {
+				t.Fatalf("at start %q is served, want a", got)
+			}
+			for i, refusal := range refusals {
+				writeFile(t, te.path, file("b", refusal.upstreams, refusal.plugins)+"# "+strconv.Itoa(i)+"\n")
+				if err := te.Reload(context.Background()); err == nil {
+					t.Fatalf("%s: the file was accepted", refusal.name)
+				}
+				if got := rc.probe(t, te); got != "a" {
+					t.Fatalf("%s: after the refused reload %q is served, want a", refusal.name, got)
+				}
+				if rc.refusedLeavesNoTrace != nil {
+					rc.refusedLeavesNoTrace(t, te)
+				}
+			}
+			writeFile(t, te.path, file("b", "", ""))
+			if err := te.Reload(context.Background()); err != nil {
+				t.Fatalf("the good file after the refused ones: %v", err)
+			}
+			if got := rc.probe(t, te); got != "b" {
+				t.Fatalf("after the good reload %q is served, want b", got)
+			}
+		})
+	}
+}
+
+// TLS: the certificate the https listener serves, read from a real
+// handshake.
+func tlsReloadCase(t *testing.T) reloadCase {
+	type pair struct{ cert, key string }
+	certs := map[string]pair{}
+	serials := map[string]string{}
+	for _, v := range []string{"a", "b"} {
+		c, k, _ := selfSigned(t, t.TempDir(), "api.example.com")
+		certs[v] = pair{c, k}
+		serials[v] = leafSerial(t, c)
+	}
+	return reloadCase{
+		name: "tls certificates",
+		header: func(v string) string {
+			return fmt.Sprintf("version: 1\nlisten: {https: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: off}\ntls:\n  certificates: [{cert_file: %q, key_file: %q}]\n", certs[v].cert, certs[v].key)
+		},
+		probe: func(t *testing.T, te *testEdge) string {
+			conn, err := tls.Dial("tcp", te.Addr("https"), &tls.Config{ServerName: "api.example.com", InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			defer conn.Close()
+			got := conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+			for v, s := range serials {
+				if s == got {
+					return v
+				}
+			}
+			return "unknown certificate " + got
+		},
+	}
+}
+
+func leafSerial(t *testing.T, certFile string) string {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(certFile, strings.TrimSuffix(certFile, "cert.pem")+"key.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Leaf.SerialNumber.String()
+}
+
+// Mesh: the identity the edge presents to a sidecar over mTLS, as the
+// sidecar verified it; and the expiry series of an identity never served.
+func meshReloadCase(t *testing.T) reloadCase {
+	ca := meshtest.NewCA(t, "example.org")
+	ids := map[string]string{"a": "spiffe://example.org/ns/edge/sa/a", "b": "spiffe://example.org/ns/edge/sa/b"}
+	files := map[string]meshtest.Files{"a": ca.IssueFiles(t.TempDir(), ids["a"]), "b": ca.IssueFiles(t.TempDir(), ids["b"])}
+	svc := echoUpstream(t, "orders")
+	sidecar := startSidecar(t, sidecarConfig(ca.IssueFiles(t.TempDir(), ordersID), hostPort(svc), []string{ids["a"], ids["b"]}, nil))
+	return reloadCase{
+		name: "mesh identity and bundle",
+		header: func(v string) string {
+			f := files[v]
+			return listenHeader + fmt.Sprintf("mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}\n", f.Cert, f.Key, f.Bundle)
+		},
+		upstream: func(string) string {
+			return fmt.Sprintf("{endpoints: [%q], mesh_identity: %q}", sidecar.Addr("inbound"), ordersID)
+		},
+		probe: func(t *testing.T, te *testEdge) string {
+			resp, body := get(t, te.url+"/orders/x")
+			if resp.StatusCode != 200 {
+				t.Fatalf("through the mesh: %d %s", resp.StatusCode, body)
+			}
+			seen := decodeEcho(t, body).Header.Get(PeerIDHeader)
+			for v, id := range ids {
+				if id == seen {
+					return v
+				}
+			}
+			return "unknown identity " + seen
+		},
+		refusedLeavesNoTrace: func(t *testing.T, te *testEdge) {
+			_, metrics := get(t, te.admin+"/metrics")
+			if strings.Contains(string(metrics), ids["b"]) {
+				t.Errorf("the expiry of the refused file's identity %s is published", ids["b"])
+			}
+		},
+	}
+}
+
+// Rate limiting: which real redis-server the limiter counts in, and that
+// readiness still reports the Redis in use.
+func rateLimitReloadCase(t *testing.T) reloadCase {
+	rdb := map[string]*testredis.Server{"a": testredis.Start(t), "b": testredis.Start(t)}
+	return reloadCase{
+		name: "rate-limit store",
+		header: func(v string) string {
+			return listenHeader + fmt.Sprintf("redis: {url: %q, key_prefix: \"rl:\", timeout: 1s}\nrate_limits:\n  lim: {key: client_ip, limit: 1000000, per: 1m}\n", rdb[v].URL())
+		},
+		route: ", rate_limit: lim",
+		probe: func(t *testing.T, te *testEdge) string {
+			before := map[string]string{}
+			for v, s := range rdb {
+				before[v] = redisCount(t, s)
+			}
+			if resp, body := get(t, te.url+"/"); resp.StatusCode != 200 || resp.Header.Get("RateLimit-Limit") == "" {
+				t.Fatalf("limited route: %d %s", resp.StatusCode, body)
+			}
+			var counted []string
+			for v, s := range rdb {
+				if redisCount(t, s) != before[v] {
+					counted = append(counted, v)
+				}
+			}
+			if len(counted) != 1 {
+				return fmt.Sprintf("counted in %v", counted)
+			}
+			return counted[0]
+		},
+	}
+}
+
+// redisCount is a digest of the limiter's state in s: every counter under
+// the test's prefix. A decision rewrites its key, so a hit changes it.
+func redisCount(t *testing.T, s *testredis.Server) string {
+	t.Helper()
+	dump, err := s.Do("EVAL", `local d = '' for _, k in ipairs(redis.call('KEYS', 'rl:*')) do d = d .. k .. '=' .. (redis.call('DUMP', k) or '') end return redis.sha1hex(d)`, "0")
+	if err != nil {
+		t.Fatalf("redis: %v", err)
+	}
+	return dump
+}
+
+// A refused file whose Redis cannot be reached must not make the edge
+// report not-ready: readiness is about the Redis the limiter uses.
+func TestRefusedReloadKeepsReadiness(t *testing.T) {
+	up := echoUpstream(t, "up")
+	good := testredis.Start(t)
+	file := func(url, plugins string) string {
+		return listenHeader + fmt.Sprintf("redis: {url: %q, timeout: 200ms}\nrate_limits:\n  lim: {key: client_ip, limit: 1000000, per: 1m}\n", url) +
+			fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: up, rate_limit: lim}\n", hostPort(up)) + plugins
+	}
+	te := startEdge(t, file(good.URL(), ""))
+	writeFile(t, te.path, file("redis://127.0.0.1:9/0", refusals[0].plugins))
+	if err := te.Reload(context.Background()); err == nil {
+		t.Fatal("the file was accepted")
+	}
+	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+		t.Fatalf("readyz after a refused file naming an unreachable Redis: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := get(t, te.url+"/"); resp.StatusCode != 200 {
+		t.Fatalf("limited route: %d %s", resp.StatusCode, body)
+	}
+}
+
+// Access log: which file a request's line lands in; a refused file's
+// output is neither written nor left behind.
+func accessLogReloadCase(t *testing.T) reloadCase {
+	dir := t.TempDir()
+	paths := map[string]string{"a": filepath.Join(dir, "a.log"), "b": filepath.Join(dir, "b.log")}
+	var n atomic.Int64
+	return reloadCase{
+		name: "access log",
+		header: func(v string) string {
+			return fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: %q}\n", paths[v])
+		},
+		probe: func(t *testing.T, te *testEdge) string {
+			p := fmt.Sprintf("/probe-%d", n.Add(1))
+			if resp, body := get(t, te.url+p); resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			var in []string
+			for v, path := range paths {
+				data, _ := os.ReadFile(path)
+				if strings.Contains(string(data), `"path":"`+p+`"`) {
+					in = append(in, v)
+				}
+			}
+			if len(in) != 1 {
+				return fmt.Sprintf("logged in %v", in)
+			}
+			return in[0]
+		},
+		refusedLeavesNoTrace: func(t *testing.T, te *testEdge) {
+			if _, err := os.Stat(paths["b"]); err == nil {
+				t.Errorf("the refused file's access log %s was created", paths["b"])
+			}
+		},
+	}
+}
+
+// Tracing: which real OTLP collector the spans of a request reach.
+func tracingReloadCase(t *testing.T) reloadCase {
+	cols := map[string]*collector{"a": startCollector(t), "b": startCollector(t)}
+	var n atomic.Int64
+	return reloadCase{
+		name: "tracing exporter",
+		header: func(v string) string {
+			return listenHeader + fmt.Sprintf("tracing: {otlp_endpoint: %q, service_name: svc}\n", cols[v].url)
+		},
+		probe: func(t *testing.T, te *testEdge) string {
+			traceID := fmt.Sprintf("%032x", 0xabc000+n.Add(1))
+			if resp, body := get(t, te.url+"/", "traceparent", "00-"+traceID+"-00000000000000a1-01"); resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
+			// Spans are batched: wait for them rather than flush, so this
+			// sees what the exporter in use actually sends.
+			deadline := time.Now().Add(20 * time.Second)
+			for time.Now().Before(deadline) {
+				var in []string
+				for v, c := range cols {
+					if len(c.byTrace(traceID)) > 0 {
+						in = append(in, v)
+					}
+				}
+				if len(in) == 1 {
+					return in[0]
+				}
+				if len(in) > 1 {
+					return fmt.Sprintf("exported to %v", in)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return "spans exported nowhere"
+		},
+	}
+}
