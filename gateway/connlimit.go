@@ -4,7 +4,56 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
+
+	"github.com/causewayhq/causeway/routes"
 )
+
+// Derived connection cap: without server.max_connections, the data
+// listeners together accept at most half of the file descriptors left after
+// fdReserve (listeners, the routes file and its watcher, logs, the admin
+// listener, Redis and collector connections); the other half is for the
+// upstream connection each client connection may hold. A limit above
+// fdCeiling (or unlimited) counts as fdCeiling.
+const (
+	fdReserve = 128
+	fdCeiling = 1 << 20
+)
+
+// derivedMaxConnections is the default cap on client connections of all
+// data listeners together for a process allowed nofile descriptors:
+// (min(nofile, 2^20) - 128) / 2, at least 1.
+func derivedMaxConnections(nofile uint64) int {
+	n := min(nofile, fdCeiling)
+	if n <= 2*fdReserve {
+		return max(1, int(n/4))
+	}
+	return int(n-fdReserve) / 2
+}
+
+// listenerCap is the total cap of each of listeners data listeners: the
+// file's max_connections when it sets one (0: no cap), else the derived
+// cap shared evenly among them.
+func listenerCap(f *routes.File, listeners int, nofile func() (uint64, error)) int {
+	if _, set := f.Positions["server.max_connections"]; set || listeners == 0 {
+		return f.Server.MaxConnections
+	}
+	n, err := nofile()
+	if err != nil {
+		return 0 // no limit known: no derived cap
+	}
+	return max(1, derivedMaxConnections(n)/listeners)
+}
+
+// rlimitNoFile is the process's current (soft) file-descriptor limit; Go
+// raises it to the hard limit at start.
+func rlimitNoFile() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, err
+	}
+	return rl.Cur, nil
+}
 
 // limitListener caps concurrent connections per client IP (and, when max
 // is set, in total). A connection over a cap is closed at accept, before a

@@ -1,9 +1,20 @@
 package gateway
 
 import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 func TestLimitListener(t *testing.T) {
@@ -66,5 +77,130 @@ func TestLimitListener(t *testing.T) {
 	defer l.mu.Unlock()
 	if l.total != 0 || len(l.byIP) != 0 {
 		t.Fatalf("counts leaked: total %d, by IP %v", l.total, l.byIP)
+	}
+}
+
+func TestDerivedMaxConnections(t *testing.T) {
+	for _, tt := range []struct {
+		nofile uint64
+		want   int
+	}{
+		{nofile: 1, want: 1},
+		{nofile: 8, want: 2},
+		{nofile: 256, want: 64},
+		{nofile: 1024, want: 448},
+		{nofile: 65536, want: 32704},
+		{nofile: 1 << 20, want: (1<<20 - 128) / 2},
+		{nofile: 1 << 40, want: (1<<20 - 128) / 2},    // counted as 2^20
+		{nofile: ^uint64(0), want: (1<<20 - 128) / 2}, // RLIM_INFINITY
+	} {
+		t.Run(strconv.FormatUint(tt.nofile, 10), func(t *testing.T) {
+			if got := derivedMaxConnections(tt.nofile); got != tt.want {
+				t.Fatalf("derivedMaxConnections(%d) = %d, want %d", tt.nofile, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestListenerCap(t *testing.T) {
+	limit := func(n uint64) func() (uint64, error) { return func() (uint64, error) { return n, nil } }
+	set := map[string]routes.Pos{"server.max_connections": {Line: 3, Col: 3}}
+	for _, tt := range []struct {
+		name      string
+		file      routes.File
+		listeners int
+		nofile    func() (uint64, error)
+		want      int
+	}{
+		{"unset: derived, one listener", routes.File{}, 1, limit(1024), 448},
+		{"unset: derived, shared by http and https", routes.File{}, 2, limit(1024), 224},
+		{"unset: no limit known, no cap", routes.File{}, 2, func() (uint64, error) { return 0, errors.New("no rlimit") }, 0},
+		{"explicit cap", routes.File{Positions: set, Server: routes.Server{MaxConnections: 10}}, 2, limit(1024), 10},
+		{"explicit 0: off", routes.File{Positions: set}, 2, limit(1024), 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := listenerCap(&tt.file, tt.listeners, tt.nofile); got != tt.want {
+				t.Fatalf("listenerCap = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// With no max_connections in the file, a real listener refuses connections
+// beyond the cap derived from the file-descriptor limit (8 here: a cap of 2).
+func TestEdgeDerivedConnectionCap(t *testing.T) {
+	up := echoUpstream(t, "a")
+	path := filepath.Join(t.TempDir(), "causeway.yaml")
+	writeFile(t, path, listenHeader+fmt.Sprintf("upstreams:\n  a: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: a}\n", hostPort(up)))
+	e, err := NewEdge(context.Background(), EdgeOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.nofile = func() (uint64, error) { return 8, nil }
+	if err := e.Listen(); err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	request := func(c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", e.Addr("http"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if err := request(c); err != nil {
+			t.Fatalf("connection %d within the cap: %v", i+1, err)
+		}
+	}
+	c, err := net.Dial("tcp", e.Addr("http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := request(c); err == nil {
+		t.Fatal("a third connection was served beyond the derived cap of 2")
+	}
+	// A slot given back is usable again.
+	held[0].Close()
+	held = held[1:]
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", e.Addr("http"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = request(c)
+		c.Close()
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("no connection served after one closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -62,6 +62,12 @@ type Edge struct {
 	bg       sync.WaitGroup // retire goroutines and the watcher
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
+
+	// nofile reads the file-descriptor limit the default connection cap
+	// derives from (nil: the process's RLIMIT_NOFILE).
+	nofile func() (uint64, error)
+	// maxConns is the connection cap of each data listener (0: none).
+	maxConns int
 }
 
 // activeConfig is the loaded file and what was built from it.
@@ -349,11 +355,23 @@ func (e *Edge) Listen() error {
 		}
 	}
 	e.rawHTTP, e.rawHTTPS = lns[0], lns[1]
+	data := 0
+	for _, ln := range lns[:2] {
+		if ln != nil {
+			data++
+		}
+	}
+	nofile := e.nofile
+	if nofile == nil {
+		nofile = rlimitNoFile
+	}
+	maxConns := listenerCap(f, data, nofile)
+	e.maxConns = maxConns
 	limit := func(ln net.Listener) net.Listener {
 		if ln == nil {
 			return nil
 		}
-		return newLimitListener(ln, f.Server.MaxConnectionsPerIP, f.Server.MaxConnections)
+		return newLimitListener(ln, f.Server.MaxConnectionsPerIP, maxConns)
 	}
 	e.httpLn, e.httpsLn, e.adminLn = limit(lns[0]), limit(lns[1]), lns[2]
 	return nil
@@ -406,7 +424,7 @@ func (e *Edge) Serve(ctx context.Context) error {
 	}
 	e.serving = serving
 	e.opts.Inherited.signalReady()
-	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes))
+	e.log.Info("edge serving", "http", e.Addr("http"), "https", e.Addr("https"), "admin", e.Addr("admin"), "routes", len(f.Routes), "max_connections_per_listener", e.maxConns)
 	upgraded := false
 	runErr := runUntil(ctx, errc, func() { _ = e.Reload(ctx) }, upgradeOnSignal(e.log, &upgraded,
 		namedListener{"http", e.rawHTTP}, namedListener{"https", e.rawHTTPS}, namedListener{"admin", e.adminLn}))

@@ -69,9 +69,11 @@ type Server struct {
 	MaxHeaderBytes    int      `yaml:"max_header_bytes"`
 	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
 	// MaxConnectionsPerIP caps concurrent connections from one client
-	// address on each data listener; MaxConnections caps them in total.
-	// 0 means no cap (the default: behind a load balancer every connection
-	// comes from a few addresses).
+	// address on each data listener (0, the default: no cap; behind a load
+	// balancer every connection comes from a few addresses).
+	// MaxConnections caps them in total on each data listener; left out of
+	// the file, the gateway derives a cap from the file-descriptor limit,
+	// and an explicit 0 means no cap.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	MaxConnections      int `yaml:"max_connections"`
 	// BodyReadTimeout is the longest the edge waits for the next bytes of a
