@@ -152,6 +152,15 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	st := &reqState{start: time.Now()}
 	st.rec.ResponseWriter = w
+	if d := rt.file.Server.WriteStallTimeout; d != nil && *d > 0 {
+		st.rec.stall = d.D()
+		// A deadline the previous response on this connection left must
+		// not cut this one before its first write arms its own; and the
+		// end of the response net/http writes after this handler returns
+		// gets a full period.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		defer st.rec.armStall()
+	}
 	st.requestID = requestID(r.Header.Get(httperr.RequestIDHeader))
 	r.Header.Set(httperr.RequestIDHeader, st.requestID)
 	w.Header().Set(httperr.RequestIDHeader, st.requestID)

@@ -89,6 +89,20 @@ type recorder struct {
 	body *clientBody
 	// swallow drops the body of an error answer replaced by 408.
 	swallow bool
+	// stall is server.write_stall_timeout (0: off): every write and flush
+	// must make progress within it, see armStall.
+	stall time.Duration
+}
+
+// armStall gives the next write stall time to make progress. The deadline
+// is moved at every write, so a slow but reading client is not cut, and a
+// client that stopped reading makes the blocked write fail: net/http then
+// closes the connection (HTTP/2: resets the stream), the copy from the
+// upstream stops and the upstream request is cancelled.
+func (r *recorder) armStall() {
+	if r.stall > 0 {
+		_ = http.NewResponseController(r.ResponseWriter).SetWriteDeadline(time.Now().Add(r.stall))
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -124,6 +138,7 @@ func (r *recorder) Write(b []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	r.wrote = true
+	r.armStall()
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
 	return n, err
@@ -137,6 +152,7 @@ func (r *recorder) Flush() {
 		r.status = http.StatusOK
 	}
 	r.wrote = true
+	r.armStall()
 	_ = http.NewResponseController(r.ResponseWriter).Flush()
 }
 

@@ -16,6 +16,7 @@ const (
 	DefaultAdminAddr         = "127.0.0.1:9901"
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultBodyReadTimeout   = 30 * time.Second
+	DefaultWriteStallTimeout = 30 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultShutdownTimeout   = 30 * time.Second
@@ -85,11 +86,15 @@ func setDuration(d *Duration, def time.Duration) {
 	}
 }
 
-// defaultBodyReadTimeout sets body_read_timeout when the file leaves it out;
-// an explicit 0 stays (off).
+// defaultBodyReadTimeout sets body_read_timeout and write_stall_timeout
+// when the file leaves them out; an explicit 0 stays (off).
 func (s *Server) defaultBodyReadTimeout() {
 	if s.BodyReadTimeout == nil {
 		d := Duration(DefaultBodyReadTimeout)
 		s.BodyReadTimeout = &d
+	}
+	if s.WriteStallTimeout == nil {
+		d := Duration(DefaultWriteStallTimeout)
+		s.WriteStallTimeout = &d
 	}
 }

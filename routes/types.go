@@ -81,6 +81,11 @@ type Server struct {
 	// a pointer so that an explicit 0 (off) differs from "not set" (the
 	// default, DefaultBodyReadTimeout).
 	BodyReadTimeout *Duration `yaml:"body_read_timeout"`
+	// WriteStallTimeout is the longest one write of the response may make
+	// no progress (a client that stopped reading); then the connection
+	// (HTTP/2: the stream) is closed and the upstream request cancelled.
+	// A pointer for the same reason as BodyReadTimeout; 0 turns it off.
+	WriteStallTimeout *Duration `yaml:"write_stall_timeout"`
 }
 
 // AccessLog configures the one-line-per-request JSON log.
