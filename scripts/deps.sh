@@ -67,3 +67,6 @@ fi
 
 # etcd and kube-apiserver for the Kubernetes provider's tests.
 scripts/build-k8s.sh
+
+# spire-server and spire-agent for the mesh's SPIRE tests.
+scripts/build-spire.sh
