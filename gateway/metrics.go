@@ -2,11 +2,14 @@ package gateway
 
 import (
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 // metrics holds the edge's Prometheus collectors, registered once in the
@@ -32,6 +35,7 @@ type metrics struct {
 	certReloads       *prometheus.CounterVec
 	endpointHealthy   *prometheus.GaugeVec
 	meshRequests      *prometheus.CounterVec
+	workloadAPIUp     *prometheus.GaugeVec
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -77,9 +81,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		meshRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "causeway_mesh_requests_total", Help: "Requests crossing the mesh, by direction (inbound, outbound), peer identity and status code.",
 		}, []string{"direction", "peer", "code"}),
+		workloadAPIUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "causeway_workload_api_connected", Help: "1 while the SPIFFE Workload API (identity source spire) answers, 0 while it is unreachable and the current SVID is kept; by socket.",
+		}, []string{"socket"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
-		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests,
+		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.unmatched = m.forRoute("_unmatched")
 	for _, r := range []string{"success", "failure"} {
@@ -138,4 +145,25 @@ func statusLabel(code int) string {
 		return statusLabels[code]
 	}
 	return "other"
+}
+
+// workloadAPIConnected is a mesh source's Connected callback: it sets
+// causeway_workload_api_connected for socket (empty: the one
+// SPIFFE_ENDPOINT_SOCKET names, as the source uses). Nil for a source that
+// is not spire, so files export no such series.
+func (m *metrics) workloadAPIConnected(source, socket string) func(bool) {
+	if source != routes.SourceSPIRE {
+		return nil
+	}
+	if socket == "" {
+		socket = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+	}
+	g := m.workloadAPIUp.WithLabelValues(socket)
+	return func(up bool) {
+		if up {
+			g.Set(1)
+		} else {
+			g.Set(0)
+		}
+	}
 }

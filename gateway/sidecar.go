@@ -134,6 +134,7 @@ func (s *Sidecar) build(data []byte) error {
 			Expiry: func(id string, notAfter time.Time) {
 				s.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
 			},
+			Connected: s.metrics.workloadAPIConnected(id.Source, id.Socket),
 		})
 		if err != nil {
 			return &routes.Error{File: cfg.Path, Pos: cfg.At("identity"), Path: "identity", Msg: err.Error()}
@@ -287,14 +288,10 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		TrustedProxies: []string{"127.0.0.0/8", "::1/128"},
 		Server:         cfg.Server,
 		AccessLog:      cfg.AccessLog,
-		Mesh:           &routes.Mesh{TrustDomain: source.ID().TrustDomain().Name(), CertFile: cfg.Identity.CertFile, KeyFile: cfg.Identity.KeyFile, BundleFile: cfg.Identity.BundleFile},
+		Mesh:           outboundMesh(cfg, source),
 		Upstreams:      map[string]routes.Upstream{},
 	}
-	names := make([]string, 0, len(out.Services))
-	for name := range out.Services {
-		names = append(names, name)
-	}
-	sort.Strings(names)
+	names := sortedServiceNames(out.Services)
 	identities := map[string]string{}
 	for _, name := range names {
 		svc := out.Services[name]
@@ -328,6 +325,37 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		return mesh.ClientConfig(source, id), nil
 	}
 	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log})
+}
+
+// outboundMesh is the mesh section of the outbound runtime's synthesised
+// routes file: the sidecar's own identity settings. Its trust domain only
+// serves validation: identity.trust_domain, else the current ID's, else (a
+// SPIRE source still waiting for its first SVID) the first service's, which
+// source spire does not hold the others to.
+func outboundMesh(cfg *routes.Sidecar, source *mesh.Source) *routes.Mesh {
+	id := cfg.Identity
+	td := id.TrustDomain
+	if td == "" {
+		td = source.ID().TrustDomain().Name()
+	}
+	if td == "" {
+		for _, name := range sortedServiceNames(cfg.Outbound.Services) {
+			if sid, err := mesh.ParseID(cfg.Outbound.Services[name].Identity); err == nil {
+				td = sid.TrustDomain().Name()
+				break
+			}
+		}
+	}
+	return &routes.Mesh{TrustDomain: td, Source: id.Source, Socket: id.Socket, CertFile: id.CertFile, KeyFile: id.KeyFile, BundleFile: id.BundleFile}
+}
+
+func sortedServiceNames(m map[string]routes.OutboundService) []string {
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // access is the access log of whichever runtime exists.
@@ -479,10 +507,13 @@ func (s *Sidecar) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		notAfter, id := s.source.NotAfter(), s.source.ID().String()
+		source := s.source
 		s.mu.Unlock()
-		if time.Now().After(notAfter) {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": "certificate of " + id + " expired at " + notAfter.UTC().Format(time.RFC3339)})
+		notAfter, id := source.NotAfter(), source.ID().String()
+		// No identity yet (a SPIRE source waiting for its agent) or an
+		// expired one: every handshake would fail.
+		if err := source.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "id": id, "certificate_not_after": notAfter.UTC()})

@@ -224,6 +224,7 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 					m.e.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
 				}
 			},
+			Connected: m.e.metrics.workloadAPIConnected(f.Mesh.Source, f.Mesh.Socket),
 		})
 		if err != nil {
 			return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("mesh"), Path: "mesh", Msg: err.Error()}
@@ -240,7 +241,7 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 			return nil, fmt.Errorf("mesh_identity: %w", err)
 		}
 		return mesh.ClientConfig(src, id), nil
-	}, tlsKey: f.Mesh.CertFile + "|" + f.Mesh.KeyFile + "|" + f.Mesh.BundleFile}
+	}, tlsKey: f.Mesh.Source + "|" + f.Mesh.Socket + "|" + f.Mesh.CertFile + "|" + f.Mesh.KeyFile + "|" + f.Mesh.BundleFile}
 	p.commit = func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -252,8 +253,11 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		m.source, m.cfg, m.live = src, cfg, live
 		live.Store(true)
 		// Published on every commit: the TLS feature resets the expiry
-		// gauge when its certificates change.
-		m.e.metrics.certExpiry.WithLabelValues(src.ID().String()).Set(float64(src.NotAfter().Unix()))
+		// gauge when its certificates change. A SPIRE source may have no
+		// identity yet: its Expiry callback publishes the first one.
+		if id := src.ID(); !id.IsZero() {
+			m.e.metrics.certExpiry.WithLabelValues(id.String()).Set(float64(src.NotAfter().Unix()))
+		}
 	}
 	if built {
 		p.undo = func() { _ = src.Close() }
@@ -261,7 +265,18 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	return p, nil, nil
 }
 
-func (m *meshFeature) ready() error { return nil }
+// ready is nil while the edge holds a valid workload identity: a SPIRE
+// source without its first SVID, or an expired certificate, keeps the edge
+// out of its load balancer.
+func (m *meshFeature) ready() error {
+	m.mu.Lock()
+	src := m.source
+	m.mu.Unlock()
+	if src == nil {
+		return nil
+	}
+	return src.Ready()
+}
 
 func (m *meshFeature) close() error {
 	m.mu.Lock()

@@ -9,12 +9,16 @@ import (
 )
 
 // SourceForEdge opens the edge's identity from the routes file's mesh
-// section, refusing a certificate outside mesh.trust_domain.
+// section (files or the SPIFFE Workload API), refusing a certificate
+// outside mesh.trust_domain.
 func SourceForEdge(ctx context.Context, m *routes.Mesh, opts SourceOptions) (*Source, error) {
 	if m == nil {
 		return nil, errors.New("mesh source: the routes file has no mesh section")
 	}
 	opts.TrustDomain = m.TrustDomain
+	if m.Source == routes.SourceSPIRE {
+		return NewWorkloadAPISource(ctx, m.Socket, opts)
+	}
 	return NewSource(ctx, m.CertFile, m.KeyFile, m.BundleFile, opts)
 }
 
@@ -23,6 +27,9 @@ func SourceForEdge(ctx context.Context, m *routes.Mesh, opts SourceOptions) (*So
 func SourceForSidecar(ctx context.Context, id routes.SidecarIdentity, opts SourceOptions) (*Source, error) {
 	if id.TrustDomain != "" {
 		opts.TrustDomain = id.TrustDomain
+	}
+	if id.Source == routes.SourceSPIRE {
+		return NewWorkloadAPISource(ctx, id.Socket, opts)
 	}
 	return NewSource(ctx, id.CertFile, id.KeyFile, id.BundleFile, opts)
 }

@@ -9,5 +9,5 @@ import (
 // Sources start file watchers and the tests start TLS servers: all of them
 // must be stopped by the end of every test run.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { stopSharedSPIRE() }))
 }

@@ -40,23 +40,34 @@ type SourceOptions struct {
 	// after the other, and loading between the two would see a mismatched
 	// pair.
 	Settle time.Duration
+	// Connected, if set, is called with false when the SPIFFE Workload API
+	// becomes unreachable and with true when it answers again (SPIRE
+	// sources only), e.g. to set a gauge.
+	Connected func(bool)
 }
 
 // defaultSettle coalesces the renames of one rotation (microseconds apart
 // from `causeway ca issue`, cert-manager or a Secret update).
 const defaultSettle = 100 * time.Millisecond
 
-// Source holds a workload's current certificate, key and trust bundle, and
-// replaces them when their files change. TLS configurations built on it
-// read the current material at every handshake, so a rotation needs no
-// restart and leaves established connections alone.
+// Source holds a workload's current certificate, key and trust bundles,
+// from files (NewSource) or from the SPIFFE Workload API (NewWorkloadAPISource),
+// and replaces them when they change. TLS configurations built on it read
+// the current material at every handshake, so a rotation needs no restart
+// and leaves established connections alone. Nothing outside this package
+// needs to know where the material comes from.
 type Source struct {
 	certFile, keyFile, bundleFile string
-	log                           *slog.Logger
-	expiry                        func(string, time.Time)
-	now                           func() time.Time
-	td                            TrustDomain
-	settle                        time.Duration
+	// origin names where the material comes from in log lines: the
+	// certificate file, or the Workload API socket.
+	origin string
+	log    *slog.Logger
+	expiry func(string, time.Time)
+	now    func() time.Time
+	td     TrustDomain
+	settle time.Duration
+	// api is the Workload API side of a SPIRE source; nil for files.
+	api *workloadAPI
 
 	reloadMu sync.Mutex // serialises reloads, so an older read never overwrites a newer one
 	cur      atomic.Pointer[material]
@@ -67,12 +78,15 @@ type Source struct {
 	closeErr  error
 }
 
-// material is one consistent load of the three files.
+// material is one consistent identity: the three files, or one update of
+// the Workload API.
 type material struct {
-	id       ID
-	svid     *x509svid.SVID
-	cert     *tls.Certificate
-	bundle   *x509bundle.Bundle
+	id   ID
+	svid *x509svid.SVID
+	cert *tls.Certificate
+	// bundles are the trust bundles peers are verified against: the own
+	// trust domain's, and from the Workload API those of federated ones.
+	bundles  *x509bundle.Set
 	notAfter time.Time
 	// warnAt is when less than a third of the certificate's lifetime is left:
 	// by then whatever renews it should have done so.
@@ -96,29 +110,11 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 		certFile:   filepath.Clean(certFile),
 		keyFile:    filepath.Clean(keyFile),
 		bundleFile: filepath.Clean(bundleFile),
-		log:        opts.Logger,
-		expiry:     opts.Expiry,
-		now:        opts.Now,
-		settle:     opts.Settle,
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
 	}
-	if s.log == nil {
-		s.log = slog.Default()
+	if err := s.init(opts); err != nil {
+		return nil, err
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
-	if s.settle <= 0 {
-		s.settle = defaultSettle
-	}
-	if opts.TrustDomain != "" {
-		td, err := ParseTrustDomain(opts.TrustDomain)
-		if err != nil {
-			return nil, fmt.Errorf("mesh source: %w", err)
-		}
-		s.td = td
-	}
+	s.origin = s.certFile
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("mesh source: watching files: %w", err)
@@ -143,6 +139,29 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 	}
 	go s.watch(ctx, w)
 	return s, nil
+}
+
+// init sets what both kinds of source share.
+func (s *Source) init(opts SourceOptions) error {
+	s.log, s.expiry, s.now, s.settle = opts.Logger, opts.Expiry, opts.Now, opts.Settle
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	if s.settle <= 0 {
+		s.settle = defaultSettle
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if opts.TrustDomain != "" {
+		td, err := ParseTrustDomain(opts.TrustDomain)
+		if err != nil {
+			return fmt.Errorf("mesh source: %w", err)
+		}
+		s.td = td
+	}
+	return nil
 }
 
 func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
@@ -216,8 +235,8 @@ func (s *Source) relevant(name string) bool {
 	return strings.HasPrefix(filepath.Base(name), "..")
 }
 
-// Close stops watching the files. The last material stays usable, so
-// connections still being drained keep working.
+// Close stops watching the files or the Workload API. The last material
+// stays usable, so connections still being drained keep working.
 func (s *Source) Close() error {
 	s.closeOnce.Do(func() { close(s.stop) })
 	<-s.done
@@ -228,22 +247,51 @@ func (s *Source) Close() error {
 // makes them current. NewSource and the file watcher call it; a SIGHUP
 // handler may too.
 func (s *Source) Reload() error {
+	if s.api != nil {
+		return nil // the Workload API pushes every change itself
+	}
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	m, err := s.load()
 	if err != nil {
 		return err
 	}
+	s.publish(m)
+	return nil
+}
+
+// publish makes m current; the caller holds reloadMu.
+func (s *Source) publish(m *material) {
 	prev := s.cur.Swap(m)
-	if prev == nil || !prev.cert.Leaf.Equal(m.cert.Leaf) || !prev.bundle.Equal(m.bundle) {
+	if prev == nil || !prev.cert.Leaf.Equal(m.cert.Leaf) || !sameBundles(prev.bundles, m.bundles) {
+		tds := []string{}
+		roots := 0
+		for _, b := range m.bundles.Bundles() {
+			tds = append(tds, b.TrustDomain().Name())
+			roots += len(b.X509Authorities())
+		}
 		s.log.Info("mesh: identity loaded", "id", m.id.String(), "serial", m.cert.Leaf.SerialNumber.Text(16),
-			"not_after", m.notAfter, "bundle_roots", len(m.bundle.X509Authorities()))
+			"not_after", m.notAfter, "from", s.origin, "trust_domains", tds, "bundle_roots", roots)
 	}
 	if s.expiry != nil {
 		s.expiry(m.id.String(), m.notAfter)
 	}
 	s.checkExpiry(m)
-	return nil
+}
+
+// sameBundles reports whether two bundle sets hold the same trust domains
+// with the same roots.
+func sameBundles(a, b *x509bundle.Set) bool {
+	if a.Len() != b.Len() {
+		return false
+	}
+	for _, ba := range a.Bundles() {
+		bb, ok := b.Get(ba.TrustDomain())
+		if !ok || !ba.Equal(bb) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Source) load() (*material, error) {
@@ -276,12 +324,22 @@ func (s *Source) load() (*material, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh source: %s: %w", s.bundleFile, err)
 	}
-	bundle := x509bundle.FromX509Authorities(svid.ID.TrustDomain(), roots)
-	// Our own certificate must pass the check peers will apply to it; a
-	// certificate from another CA than the bundle's would fail every
-	// handshake, so it is better refused here, with the file named.
-	if _, _, err := x509svid.Verify(svid.Certificates, bundle, x509svid.WithTime(s.now())); err != nil {
+	bundles := x509bundle.NewSet(x509bundle.FromX509Authorities(svid.ID.TrustDomain(), roots))
+	m, err := s.materialOf(svid, bundles)
+	if err != nil {
+		// Our own certificate must pass the check peers will apply to it; a
+		// certificate from another CA than the bundle's would fail every
+		// handshake, so it is better refused here, with the file named.
 		return nil, fmt.Errorf("mesh source: %s does not verify against %s: %w", s.certFile, s.bundleFile, err)
+	}
+	return m, nil
+}
+
+// materialOf checks that svid verifies against its own trust domain's
+// bundle in bundles now, and builds the material for handshakes.
+func (s *Source) materialOf(svid *x509svid.SVID, bundles *x509bundle.Set) (*material, error) {
+	if _, _, err := x509svid.Verify(svid.Certificates, bundles, x509svid.WithTime(s.now())); err != nil {
+		return nil, err
 	}
 	cert := &tls.Certificate{PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}
 	for _, c := range svid.Certificates {
@@ -293,7 +351,7 @@ func (s *Source) load() (*material, error) {
 		id:       svid.ID,
 		svid:     svid,
 		cert:     cert,
-		bundle:   bundle,
+		bundles:  bundles,
 		notAfter: leaf.NotAfter,
 		warnAt:   leaf.NotAfter.Add(-life / 3),
 	}, nil
@@ -309,27 +367,62 @@ func (s *Source) checkExpiry(m *material) {
 	}
 	if !now.Before(m.notAfter) {
 		if m.expiredLogged.CompareAndSwap(false, true) {
-			s.log.Error("mesh: own certificate has expired; peers refuse it", "id", m.id.String(), "not_after", m.notAfter, "file", s.certFile)
+			s.log.Error("mesh: own certificate has expired; peers refuse it", "id", m.id.String(), "not_after", m.notAfter, "from", s.origin)
 		}
 		return
 	}
 	if m.warned.CompareAndSwap(false, true) {
 		s.log.Warn("mesh: own certificate expires soon and has not been renewed", "id", m.id.String(),
-			"not_after", m.notAfter, "remaining", m.notAfter.Sub(now).Round(time.Second).String(), "file", s.certFile)
+			"not_after", m.notAfter, "remaining", m.notAfter.Sub(now).Round(time.Second).String(), "from", s.origin)
 	}
 }
 
-// ID is this workload's own SPIFFE ID.
-func (s *Source) ID() ID { return s.cur.Load().id }
+// ErrNoIdentity is returned while a source has no identity yet: a SPIRE
+// source before the agent's first answer for this workload.
+var ErrNoIdentity = errors.New("mesh: no workload identity yet")
 
-// NotAfter is when the current certificate expires.
-func (s *Source) NotAfter() time.Time { return s.cur.Load().notAfter }
+// ID is this workload's own SPIFFE ID; the zero ID while it has none.
+func (s *Source) ID() ID {
+	if m := s.cur.Load(); m != nil {
+		return m.id
+	}
+	return ID{}
+}
+
+// NotAfter is when the current certificate expires; zero while there is
+// none.
+func (s *Source) NotAfter() time.Time {
+	if m := s.cur.Load(); m != nil {
+		return m.notAfter
+	}
+	return time.Time{}
+}
+
+// Ready is nil when the source holds an identity that is valid now; else it
+// says why not (none yet, or expired), for a readiness check.
+func (s *Source) Ready() error {
+	m := s.cur.Load()
+	if m == nil {
+		if s.api != nil {
+			return fmt.Errorf("%w: waiting for an X.509-SVID from the Workload API at %s: %s", ErrNoIdentity, s.origin, s.api.lastProblem())
+		}
+		return ErrNoIdentity
+	}
+	if !s.now().Before(m.notAfter) {
+		return fmt.Errorf("mesh: the certificate of %s expired at %s", m.id, m.notAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
 
 // Certificate is the current certificate, chain and key for a handshake.
-func (s *Source) Certificate() *tls.Certificate {
+// Without an identity it fails: a handshake never goes on with none.
+func (s *Source) Certificate() (*tls.Certificate, error) {
 	m := s.cur.Load()
+	if m == nil {
+		return nil, s.Ready()
+	}
 	s.checkExpiry(m)
-	return m.cert
+	return m.cert, nil
 }
 
 // Verify checks a peer's certificate chain (leaf first) the SPIFFE way
@@ -341,7 +434,11 @@ func (s *Source) Verify(chain []*x509.Certificate) (ID, error) {
 	if len(chain) == 0 {
 		return ID{}, errors.New("mesh: peer presented no certificate")
 	}
-	id, err := verifySVID(chain, s.cur.Load().bundle, s.now())
+	m := s.cur.Load()
+	if m == nil {
+		return ID{}, s.Ready()
+	}
+	id, err := verifySVID(chain, m.bundles, s.now())
 	if err != nil {
 		return ID{}, fmt.Errorf("mesh: verifying peer certificate: %w", err)
 	}
@@ -365,12 +462,23 @@ func verifySVID(chain []*x509.Certificate, bundles x509bundle.Source, now time.T
 
 // GetX509SVID returns the current certificate as a go-spiffe SVID, so a
 // Source can feed go-spiffe's own tlsconfig helpers.
-func (s *Source) GetX509SVID() (*x509svid.SVID, error) { return s.cur.Load().svid, nil }
+func (s *Source) GetX509SVID() (*x509svid.SVID, error) {
+	m := s.cur.Load()
+	if m == nil {
+		return nil, s.Ready()
+	}
+	return m.svid, nil
+}
 
 // GetX509BundleForTrustDomain returns the current bundle for td: a Source
-// is a go-spiffe x509bundle.Source.
+// is a go-spiffe x509bundle.Source. A trust domain without a bundle (not
+// the own one, not federated) is an error, so its IDs never verify.
 func (s *Source) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	return s.cur.Load().bundle.GetX509BundleForTrustDomain(td)
+	m := s.cur.Load()
+	if m == nil {
+		return nil, s.Ready()
+	}
+	return m.bundles.GetX509BundleForTrustDomain(td)
 }
 
 var (

@@ -96,7 +96,13 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-func serial(s *mesh.Source) string { return s.Certificate().Leaf.SerialNumber.String() }
+func serial(s *mesh.Source) string {
+	c, err := s.Certificate()
+	if err != nil {
+		panic(err)
+	}
+	return c.Leaf.SerialNumber.String()
+}
 
 func TestSourceFollowsFiles(t *testing.T) {
 	ca := meshtest.NewCA(t, "example.org")
@@ -231,8 +237,8 @@ func TestSourceWarnsBeforeExpiry(t *testing.T) {
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
 			clock.Set(start.Add(st.at))
-			s.Certificate() // what every handshake does
-			s.Certificate()
+			_, _ = s.Certificate() // what every handshake does
+			_, _ = s.Certificate()
 			out := logs.String()
 			if w := strings.Count(out, "expires soon"); w != st.warnings {
 				t.Fatalf("%d warnings, want %d:\n%s", w, st.warnings, out)

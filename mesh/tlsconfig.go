@@ -25,7 +25,7 @@ func ServerConfig(s *Source) *tls.Config {
 		// current one instead.
 		ClientAuth: tls.RequireAnyClientCert,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return s.Certificate(), nil
+			return s.Certificate()
 		},
 		// VerifyConnection, unlike VerifyPeerCertificate, also runs on
 		// resumed sessions: a ticket issued before the peer's certificate
@@ -58,7 +58,7 @@ func ClientConfigAuthorized(s *Source, authorize Authorizer) *tls.Config {
 		// Go's host name verification is turned off, not verification.
 		InsecureSkipVerify: true,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return s.Certificate(), nil
+			return s.Certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			id, err := s.Verify(cs.PeerCertificates)

@@ -1,8 +1,51 @@
 package routes
 
 import (
+	"os"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
+
+// Identity sources of mesh.source and identity.source.
+const (
+	SourceFiles = "files"
+	SourceSPIRE = "spire"
+)
+
+// checkIdentitySource checks where a workload identity comes from: three
+// files, or the SPIFFE Workload API.
+func (c *checker) checkIdentitySource(p, source, socket, cert, key, bundle string) {
+	files := []struct{ key, v string }{{"cert_file", cert}, {"key_file", key}, {"bundle_file", bundle}}
+	switch source {
+	case "", SourceFiles:
+		if socket != "" {
+			c.errorf(p+".socket", "is only for source: spire")
+		}
+		for _, kv := range files {
+			if kv.v == "" {
+				c.errorf(p+"."+kv.key, "is required")
+			}
+		}
+	case SourceSPIRE:
+		for _, kv := range files {
+			if kv.v != "" {
+				c.errorf(p+"."+kv.key, "is not used with source: spire (the Workload API delivers the certificate, key and bundles)")
+			}
+		}
+		if socket == "" {
+			if env := os.Getenv(workloadapi.SocketEnv); env == "" {
+				c.errorf(p+".socket", "is required with source: spire when %s is not set (e.g. unix:///run/spire/agent/api.sock)", workloadapi.SocketEnv)
+			} else if err := workloadapi.ValidateAddress(env); err != nil {
+				c.errorf(p+".socket", "not set, and %s=%q is not a Workload API address: %v", workloadapi.SocketEnv, env, err)
+			}
+		} else if err := workloadapi.ValidateAddress(socket); err != nil {
+			c.errorf(p+".socket", "%q is not a Workload API address (unix:///path/to/api.sock or tcp://IP:PORT): %v", socket, err)
+		}
+	default:
+		c.errorf(p+".source", "unknown identity source %q (files or spire)", source)
+	}
+}
 
 // checkMesh checks the edge's own identity. The files themselves are read
 // by the mesh package when the edge starts or reloads.
@@ -16,11 +59,7 @@ func (c *checker) checkMesh() {
 	} else if _, err := spiffeid.TrustDomainFromString(m.TrustDomain); err != nil {
 		c.errorf("mesh.trust_domain", "%q is not a trust domain (lower-case letters, digits, '.', '-', '_'): %v", m.TrustDomain, err)
 	}
-	for _, kv := range []struct{ key, v string }{{"cert_file", m.CertFile}, {"key_file", m.KeyFile}, {"bundle_file", m.BundleFile}} {
-		if kv.v == "" {
-			c.errorf("mesh."+kv.key, "is required")
-		}
-	}
+	c.checkIdentitySource("mesh", m.Source, m.Socket, m.CertFile, m.KeyFile, m.BundleFile)
 }
 
 // checkUpstreamMesh checks an upstream's mesh identity against the mesh section.
@@ -39,10 +78,11 @@ func (c *checker) checkUpstreamMesh(p string, u Upstream) {
 	}
 	if m == nil {
 		c.errorf(p+".mesh_identity", "needs the mesh section (the edge's own identity for mTLS)")
-	} else if td, err := spiffeid.TrustDomainFromString(m.TrustDomain); err == nil && !id.MemberOf(td) {
-		// The edge holds only its own trust domain's bundle: a sidecar of
-		// another domain could never be verified.
-		c.errorf(p+".mesh_identity", "%s is outside mesh.trust_domain %s (federation is not supported)", id, td)
+	} else if td, err := spiffeid.TrustDomainFromString(m.TrustDomain); err == nil && !id.MemberOf(td) && m.Source != SourceSPIRE {
+		// With files the edge holds only its own trust domain's bundle: a
+		// sidecar of another domain could never be verified. The Workload
+		// API also delivers federated trust domains' bundles.
+		c.errorf(p+".mesh_identity", "%s is outside mesh.trust_domain %s: with source files only that domain's bundle is known (federation needs source: spire)", id, td)
 	}
 	if u.Scheme == "https" {
 		c.errorf(p+".scheme", "mesh upstreams use mTLS already: leave scheme out")

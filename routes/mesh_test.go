@@ -63,7 +63,21 @@ func TestMeshSection(t *testing.T) {
 			`m.yaml:10:20: upstreams.orders.mesh_identity: "spiffe://example.org/ns//orders" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): path cannot contain empty segments`,
 		}},
 		{"mesh_identity in another trust domain", r("mesh_identity: spiffe://example.org/", "mesh_identity: spiffe://other.org/"), []string{
-			`m.yaml:10:20: upstreams.orders.mesh_identity: spiffe://other.org/ns/shop/sa/orders is outside mesh.trust_domain example.org (federation is not supported)`,
+			`m.yaml:10:20: upstreams.orders.mesh_identity: spiffe://other.org/ns/shop/sa/orders is outside mesh.trust_domain example.org: with source files only that domain's bundle is known (federation needs source: spire)`,
+		}},
+		{"spire with the files too", r("trust_domain: example.org\n", "trust_domain: example.org\n  source: spire\n  socket: unix:///run/spire/agent/api.sock\n"), []string{
+			`m.yaml:6:14: mesh.cert_file: is not used with source: spire (the Workload API delivers the certificate, key and bundles)`,
+			`m.yaml:7:13: mesh.key_file: is not used with source: spire (the Workload API delivers the certificate, key and bundles)`,
+			`m.yaml:8:16: mesh.bundle_file: is not used with source: spire (the Workload API delivers the certificate, key and bundles)`,
+		}},
+		{"spire with a bad socket", r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n  socket: /run/spire/agent/api.sock\n"), []string{
+			`m.yaml:5:11: mesh.socket: "/run/spire/agent/api.sock" is not a Workload API address (unix:///path/to/api.sock or tcp://IP:PORT): workload endpoint socket URI must have a "tcp" or "unix" scheme`,
+		}},
+		{"unknown source", r("trust_domain: example.org\n", "trust_domain: example.org\n  source: vault\n"), []string{
+			`m.yaml:4:11: mesh.source: unknown identity source "vault" (files or spire)`,
+		}},
+		{"socket with files", r("trust_domain: example.org\n", "trust_domain: example.org\n  socket: unix:///x.sock\n"), []string{
+			`m.yaml:4:11: mesh.socket: is only for source: spire`,
 		}},
 		{"mesh_identity without the mesh section", r("mesh:\n  trust_domain: example.org\n  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", ""), []string{
 			`m.yaml:5:20: upstreams.orders.mesh_identity: needs the mesh section (the edge's own identity for mTLS)`,
@@ -75,6 +89,31 @@ func TestMeshSection(t *testing.T) {
 			`m.yaml:13:5: upstreams.plain: mesh.require is set: a plain-HTTP upstream is refused; set mesh_identity`,
 		}},
 	}
+	t.Run("spire allows federated mesh identities", func(t *testing.T) {
+		t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+		file := r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n  socket: unix:///run/spire/agent/api.sock\n")
+		file = strings.Replace(file, "mesh_identity: spiffe://example.org/", "mesh_identity: spiffe://partner.example/", 1)
+		f, err := Parse("m.yaml", []byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Mesh.Source != SourceSPIRE || f.Mesh.Socket != "unix:///run/spire/agent/api.sock" {
+			t.Fatalf("decoded %+v", f.Mesh)
+		}
+	})
+	t.Run("spire socket from SPIFFE_ENDPOINT_SOCKET", func(t *testing.T) {
+		file := r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n")
+		t.Setenv("SPIFFE_ENDPOINT_SOCKET", "unix:///tmp/agent.sock")
+		if _, err := Parse("m.yaml", []byte(file)); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
+		_, err := Parse("m.yaml", []byte(file))
+		want := "m.yaml:3:3: mesh.socket: is required with source: spire when SPIFFE_ENDPOINT_SOCKET is not set (e.g. unix:///run/spire/agent/api.sock)"
+		if err == nil || err.Error() != want {
+			t.Fatalf("error %v, want %s", err, want)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("m.yaml", []byte(tc.file))

@@ -44,6 +44,10 @@ type Sidecar struct {
 // SidecarIdentity is the workload's own certificate, key and trust bundle,
 // re-read when the files change.
 type SidecarIdentity struct {
+	// Source and Socket are as in the routes file's mesh section: "files"
+	// (the default) or "spire".
+	Source     string `yaml:"source"`
+	Socket     string `yaml:"socket"`
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	BundleFile string `yaml:"bundle_file"`
@@ -212,11 +216,7 @@ func (s *Sidecar) validate() Errors {
 	c.checkAccessLog()
 	c.checkTracing()
 	id := s.Identity
-	for _, kv := range []struct{ key, v string }{{"cert_file", id.CertFile}, {"key_file", id.KeyFile}, {"bundle_file", id.BundleFile}} {
-		if kv.v == "" {
-			c.errorf("identity."+kv.key, "is required")
-		}
-	}
+	c.checkIdentitySource("identity", id.Source, id.Socket, id.CertFile, id.KeyFile, id.BundleFile)
 	var td spiffeid.TrustDomain
 	if id.TrustDomain != "" {
 		var err error
@@ -230,6 +230,11 @@ func (s *Sidecar) validate() Errors {
 	listeners := map[string]string{"admin": s.Admin}
 	if err := checkListenAddr(s.Admin); err != nil {
 		c.errorf("admin", "%v", err)
+	}
+	if id.Source == SourceSPIRE {
+		// The Workload API delivers the bundles of federated trust domains
+		// too: callers and services there can verify.
+		td = spiffeid.TrustDomain{}
 	}
 	if in := s.Inbound; in != nil {
 		c.checkInbound(in, td)

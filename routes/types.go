@@ -160,9 +160,16 @@ type Redis struct {
 // Mesh is the edge's own workload identity, used for mTLS to upstreams.
 type Mesh struct {
 	TrustDomain string `yaml:"trust_domain"`
-	CertFile    string `yaml:"cert_file"`
-	KeyFile     string `yaml:"key_file"`
-	BundleFile  string `yaml:"bundle_file"`
+	// Source is where the identity comes from: "files" (cert_file, key_file,
+	// bundle_file; the default) or "spire" (the SPIFFE Workload API at
+	// Socket).
+	Source string `yaml:"source"`
+	// Socket is the Workload API address for source spire
+	// (unix:///run/spire/agent/api.sock); empty: SPIFFE_ENDPOINT_SOCKET.
+	Socket     string `yaml:"socket"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	BundleFile string `yaml:"bundle_file"`
 	// Require refuses upstreams without mesh_identity.
 	Require bool `yaml:"require"`
 }
