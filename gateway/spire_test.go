@@ -1,0 +1,174 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testspire"
+)
+
+// spireSidecarConfig is sidecarConfig with the identity from a Workload API.
+func spireSidecarConfig(socket, forwardTo string, allow []string, services map[string][2]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "version: 1\nidentity: {source: spire, socket: %q, trust_domain: example.org}\n", socket)
+	fmt.Fprintf(&b, "access_log: {output: \"off\"}\nadmin: \"127.0.0.1:0\"\n")
+	fmt.Fprintf(&b, "inbound:\n  listen: \"127.0.0.1:0\"\n  forward_to: %q\n  allow: [%q]\n", forwardTo, strings.Join(allow, `", "`))
+	if len(services) > 0 {
+		b.WriteString("outbound:\n  listen: \"127.0.0.1:0\"\n  services:\n")
+	}
+	for name, s := range services {
+		fmt.Fprintf(&b, "    %s: {endpoints: [%q], identity: %q}\n", name, s[0], s[1])
+	}
+	return b.String()
+}
+
+func waitStatus(t *testing.T, url string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer %d within 30s (last: %v %v)", url, want, err, resp)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The full mesh path on SPIRE identities: client -> edge -mTLS-> sidecar
+// (orders) -> orders -> its sidecar's outbound -mTLS-> sidecar (payments)
+// -> payments, under load, across several SVID rotations and a crash and
+// restart of the orders sidecar's agent: no request fails.
+func TestSPIREMeshPathUnderRotationAndAgentRestart(t *testing.T) {
+	testspire.Require(t)
+	if testing.Short() {
+		t.Skip("runs SPIRE and load for about 25s")
+	}
+	srv, err := testspire.StartServer(t.TempDir(), testspire.ServerOptions{TrustDomain: "example.org", SVIDTTL: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	agents := map[string]*testspire.Agent{}
+	for _, name := range []string{"edge", "orders", "payments"} {
+		a, err := srv.StartAgent(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Stop()
+		agents[name] = a
+	}
+
+	payments := echoUpstream(t, "payments")
+	paymentsSidecar := startSidecar(t, spireSidecarConfig(agents["payments"].Socket, hostPort(payments), []string{ordersID}, nil))
+	// No entry yet: the sidecar runs, is not ready, and refuses handshakes.
+	waitStatus(t, "http://"+paymentsSidecar.Addr("admin")+"/readyz", http.StatusServiceUnavailable)
+
+	var ordersOutbound atomic.Value
+	orders := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequest("GET", "http://"+ordersOutbound.Load().(string)+"/charge", nil)
+		req.Host = "payments"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(body)
+	})
+	ordersSidecar := startSidecar(t, spireSidecarConfig(agents["orders"].Socket, orders, []string{edgeID},
+		map[string][2]string{"payments": {paymentsSidecar.Addr("inbound"), paymentsID}}))
+	ordersOutbound.Store(ordersSidecar.Addr("outbound"))
+	te := startEdge(t, listenHeader+fmt.Sprintf(`mesh: {trust_domain: example.org, source: spire, socket: %q}
+upstreams:
+  orders: {endpoints: [%q], mesh_identity: %q}
+routes:
+  - {name: orders, match: {path_prefix: /orders}, upstream: orders}
+`, agents["edge"].Socket, ordersSidecar.Addr("inbound"), ordersID))
+	waitStatus(t, te.admin+"/readyz", http.StatusServiceUnavailable)
+
+	for name, id := range map[string]string{"edge": edgeID, "orders": ordersID, "payments": paymentsID} {
+		if _, err := srv.CreateEntry(agents[name], testspire.Entry{SPIFFEID: id, TTL: 10 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, admin := range []string{te.admin, ordersSidecar.Addr("admin"), paymentsSidecar.Addr("admin")} {
+		waitStatus(t, "http://"+admin+"/readyz", http.StatusOK)
+	}
+
+	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	defer stop()
+	var ok, failed atomic.Int64
+	var firstErr sync.Once
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				// A new connection every few requests, so handshakes happen
+				// throughout, not only at the start.
+				client := &http.Client{Transport: &http.Transport{DisableKeepAlives: i%4 == 0}}
+				resp, err := client.Get(te.url + "/orders")
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				client.CloseIdleConnections()
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+					firstErr.Do(func() { t.Logf("first failure: %v %v", err, resp) })
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	time.Sleep(6 * time.Second)
+	agents["orders"].Kill()
+	waitMetric(t, "http://"+ordersSidecar.Addr("admin")+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 0`)
+	time.Sleep(2 * time.Second)
+	if err := agents["orders"].Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, "http://"+ordersSidecar.Addr("admin")+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 1`)
+	wg.Wait()
+	if failed.Load() > 0 || ok.Load() == 0 {
+		t.Fatalf("%d failed, %d ok across SVID rotations and an agent restart", failed.Load(), ok.Load())
+	}
+	_, metrics := get(t, "http://"+te.admin+"/metrics")
+	if !strings.Contains(string(metrics), `causeway_certificate_expiry_timestamp_seconds{name="`+edgeID+`"}`) {
+		t.Errorf("no expiry gauge for the edge's SVID")
+	}
+	t.Logf("%d requests across SVID rotations (10s TTL) and an agent restart, none failed", ok.Load())
+}
+
+func waitMetric(t *testing.T, url, line string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, body := get(t, url)
+		if strings.Contains(string(body), line) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics never showed %s", line)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
