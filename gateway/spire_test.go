@@ -107,8 +107,8 @@ routes:
 			t.Fatal(err)
 		}
 	}
-	for _, admin := range []string{te.admin, ordersSidecar.Addr("admin"), paymentsSidecar.Addr("admin")} {
-		waitStatus(t, "http://"+admin+"/readyz", http.StatusOK)
+	for _, admin := range []string{te.admin, "http://" + ordersSidecar.Addr("admin"), "http://" + paymentsSidecar.Addr("admin")} {
+		waitStatus(t, admin+"/readyz", http.StatusOK)
 	}
 
 	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
@@ -151,7 +151,7 @@ routes:
 	if failed.Load() > 0 || ok.Load() == 0 {
 		t.Fatalf("%d failed, %d ok across SVID rotations and an agent restart", failed.Load(), ok.Load())
 	}
-	_, metrics := get(t, "http://"+te.admin+"/metrics")
+	_, metrics := get(t, te.admin+"/metrics")
 	if !strings.Contains(string(metrics), `causeway_certificate_expiry_timestamp_seconds{name="`+edgeID+`"}`) {
 		t.Errorf("no expiry gauge for the edge's SVID")
 	}
