@@ -166,6 +166,11 @@ func (c *checker) checkServer() {
 	if c.f.Server.MaxConnections < 0 {
 		c.errorf("server.max_connections", "must not be negative (0: no cap)")
 	}
+	switch c.f.Server.PathNormalization {
+	case "", PathNormalizationDefault, PathNormalizationStrict:
+	default:
+		c.errorf("server.path_normalization", "must be %q or %q (found %q)", PathNormalizationDefault, PathNormalizationStrict, c.f.Server.PathNormalization)
+	}
 }
 
 func (c *checker) checkAccessLog() {
