@@ -138,11 +138,19 @@ var namedHeaders = map[string]headerClass{
 func classifyHeader(name string) headerClass {
 	const prefix = "x-forwarded-"
 	var buf [32]byte
+	if name == "" {
+		return headerPlain
+	}
 	if len(name) > len(buf) {
 		if len(name) > len(prefix) && foldEqual(name[:len(prefix)], prefix) {
 			return headerForwarded
 		}
 		return headerPlain
+	}
+	switch foldByte(name[0]) {
+	case 'x', 'f', 't', 'c', 'h':
+	default:
+		return headerPlain // no classified name starts otherwise: skip the fold
 	}
 	b := buf[:len(name)]
 	for i := 0; i < len(name); i++ {

@@ -6,7 +6,6 @@
 package clientip
 
 import (
-	"net"
 	"net/netip"
 	"strings"
 )
@@ -107,44 +106,32 @@ func (r *Resolver) ResolveRemote(remoteAddr string, xff []string) (netip.Addr, b
 }
 
 // ParseAddr accepts "ip", "ip:port", "[ipv6]" and "[ipv6]:port". The result
-// is unmapped (IPv4-mapped IPv6 becomes IPv4) and carries no zone.
+// is unmapped (IPv4-mapped IPv6 becomes IPv4) and carries no zone. The form
+// is told from the brackets and colons first, so the common cases parse
+// once and never build an error value.
 func ParseAddr(s string) (netip.Addr, bool) {
 	if s == "" {
 		return netip.Addr{}, false
 	}
-	if s[0] != '[' {
-		if a, err := netip.ParseAddr(s); err == nil {
-			return a.Unmap().WithZone(""), true
-		}
-	} else if s[len(s)-1] == ']' {
-		a, err := netip.ParseAddr(s[1 : len(s)-1])
-		if err != nil || !a.Is6() {
+	var a netip.Addr
+	switch {
+	case s[0] == '[' && s[len(s)-1] == ']':
+		inner, err := netip.ParseAddr(s[1 : len(s)-1])
+		if err != nil || !inner.Is6() {
 			return netip.Addr{}, false
 		}
-		return a.Unmap().WithZone(""), true
-	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || !validPort(port) {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}, false
+		a = inner
+	case s[0] == '[' || strings.Count(s, ":") == 1:
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
+	default:
+		var err error
+		if a, err = netip.ParseAddr(s); err != nil {
+			return netip.Addr{}, false
+		}
 	}
 	return a.Unmap().WithZone(""), true
-}
-
-func validPort(p string) bool {
-	if p == "" || len(p) > 5 {
-		return false
-	}
-	n := 0
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if c < '0' || c > '9' {
-			return false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n <= 65535
 }
