@@ -1,12 +1,12 @@
 package gateway
 
 import (
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"strings"
 
+	"github.com/causewayhq/causeway/internal/clientip"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -14,92 +14,79 @@ import (
 // believed. From any other peer they are dropped and set afresh, so a client
 // cannot forge its address or scheme.
 type trustedProxies struct {
-	prefixes []netip.Prefix
+	res *clientip.Resolver
 }
 
 func newTrustedProxies(list []string) (*trustedProxies, error) {
-	t := &trustedProxies{}
+	prefixes := make([]netip.Prefix, 0, len(list))
 	for _, s := range list {
 		p, err := routes.ParsePrefix(s)
 		if err != nil {
 			return nil, err
 		}
-		t.prefixes = append(t.prefixes, p)
+		prefixes = append(prefixes, p)
 	}
-	return t, nil
+	return &trustedProxies{res: clientip.New(prefixes)}, nil
 }
 
-func (t *trustedProxies) trusts(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range t.prefixes {
-		if p.Contains(a) {
-			return true
+// peerInfo is what the edge decides about a request's sender, once, as the
+// request enters: every later reader (rate limits, plugins, the access log,
+// X-Real-IP) takes it from here.
+type peerInfo struct {
+	peer    netip.Addr // the TCP peer
+	peerStr string
+	trusted bool // the peer is a trusted proxy
+	// client is the resolved client address; clientOK is false when a
+	// trusted hop's X-Forwarded-For entry was not an address (client is
+	// then the last hop that was).
+	client    netip.Addr
+	clientOK  bool
+	clientStr string
+}
+
+// resolve decides the peer and the client of r.
+func (t *trustedProxies) resolve(r *http.Request) peerInfo {
+	var pi peerInfo
+	pi.peer, _ = clientip.ParseAddr(r.RemoteAddr)
+	pi.peerStr = pi.peer.String()
+	pi.trusted = t.res.Trusts(pi.peer)
+	if !pi.trusted {
+		pi.client, pi.clientOK, pi.clientStr = pi.peer, pi.peer.IsValid(), pi.peerStr
+		if !pi.client.IsValid() {
+			pi.clientStr = ""
 		}
+		return pi
 	}
-	return false
+	pi.client, pi.clientOK = t.res.Resolve(pi.peer, r.Header["X-Forwarded-For"])
+	if pi.client == pi.peer {
+		pi.clientStr = pi.peerStr
+	} else {
+		pi.clientStr = pi.client.String()
+	}
+	return pi
 }
 
-// peerAddr is the address of the TCP peer of r.
-func peerAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		host, _, splitErr := net.SplitHostPort(r.RemoteAddr)
-		if splitErr != nil {
-			return netip.Addr{}
-		}
-		a, _ := netip.ParseAddr(host)
-		return a.Unmap()
-	}
-	return ap.Addr().Unmap()
-}
-
-// clientIP is the client's address: the peer, or, when the peer is a trusted
-// proxy, the right-most address in X-Forwarded-For that is not itself a
-// trusted proxy (addresses further left are the client's to invent).
+// clientIP is the client's address (see clientip.Resolver.Resolve).
 func (t *trustedProxies) clientIP(r *http.Request) string {
-	peer := peerAddr(r)
-	if !peer.IsValid() {
-		return ""
-	}
-	if len(t.prefixes) == 0 || !t.trusts(peer) {
-		return peer.String()
-	}
-	xff := r.Header.Values("X-Forwarded-For")
-	for i := len(xff) - 1; i >= 0; i-- {
-		parts := strings.Split(xff[i], ",")
-		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
-			if err != nil {
-				return peer.String() // a garbled chain is not believed past this point
-			}
-			if !t.trusts(a) {
-				return a.Unmap().String()
-			}
-			peer = a
-		}
-	}
-	return peer.String()
+	return t.resolve(r).clientStr
 }
 
-// setForwarded sets X-Forwarded-For/-Proto/-Host and Forwarded on the
-// outbound request. httputil.ReverseProxy has already removed the client's
-// copies from pr.Out; they are carried over only from a trusted peer.
-func (t *trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
+// setForwarded sets X-Forwarded-For/-Proto/-Host/-Port, Forwarded and
+// X-Real-IP on the outbound request. The client's own copies were dropped
+// as the request entered (from an untrusted peer) or are carried over and
+// extended here (from a trusted proxy).
+func setForwarded(pr *httputil.ProxyRequest, pi *peerInfo) {
 	in, out := pr.In, pr.Out
-	peer := peerAddr(in)
-	peerStr := peer.String()
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
 	}
-	trusted := peer.IsValid() && len(t.prefixes) > 0 && t.trusts(peer)
-
-	xff := peerStr
-	xfProto, xfHost := proto, in.Host
+	xff := pi.peerStr
+	xfProto, xfHost, xfPort := proto, in.Host, forwardedPort(in.Host, proto)
 	var fwd string
-	if trusted {
+	if pi.trusted {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			xff = strings.Join(prior, ", ") + ", " + peerStr
+			xff = strings.Join(prior, ", ") + ", " + pi.peerStr
 		}
 		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
 			xfProto = v
@@ -107,17 +94,26 @@ func (t *trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
 		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
 			xfHost = v
 		}
+		if v := in.Header.Get("X-Forwarded-Port"); v != "" {
+			xfPort = v
+		}
 		if prior := in.Header.Values("Forwarded"); len(prior) > 0 {
 			fwd = strings.Join(prior, ", ") + ", "
 		}
 	}
-	// One backing array for the four values: this runs for every request.
-	vals := [4]string{xff, xfProto, xfHost, fwd + forwardedElement(peer, peerStr, in.Host, proto)}
+	// One backing array for the values: this runs for every request.
+	vals := [6]string{xff, xfProto, xfHost, xfPort, fwd + forwardedElement(pi.peer, pi.peerStr, in.Host, proto), pi.clientStr}
 	vs := vals[:]
 	out.Header["X-Forwarded-For"] = vs[0:1:1]
 	out.Header["X-Forwarded-Proto"] = vs[1:2:2]
 	out.Header["X-Forwarded-Host"] = vs[2:3:3]
-	out.Header["Forwarded"] = vs[3:4:4]
+	out.Header["X-Forwarded-Port"] = vs[3:4:4]
+	out.Header["Forwarded"] = vs[4:5:5]
+	if pi.clientStr != "" {
+		out.Header["X-Real-Ip"] = vs[5:6:6]
+	} else {
+		delete(out.Header, "X-Real-Ip")
+	}
 
 	// The verified client certificate's subject (north-south mTLS) is the
 	// edge's to state; a client-sent copy never passes.
@@ -125,6 +121,20 @@ func (t *trustedProxies) setForwarded(pr *httputil.ProxyRequest) {
 	if in.TLS != nil && len(in.TLS.VerifiedChains) > 0 && len(in.TLS.VerifiedChains[0]) > 0 {
 		out.Header[ClientCertSubjectHeader] = []string{in.TLS.VerifiedChains[0][0].Subject.String()}
 	}
+}
+
+// forwardedPort is the port the client addressed: the Host's port, else the
+// scheme's default (as Traefik sets X-Forwarded-Port). The listener's own
+// port would be wrong behind a port mapping (a Service's 443 to the edge's
+// 8443), where upstreams build their redirects from this header.
+func forwardedPort(host, proto string) string {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") && i+1 < len(host) {
+		return host[i+1:]
+	}
+	if proto == "https" {
+		return "443"
+	}
+	return "80"
 }
 
 // ClientCertSubjectHeader carries the subject of the client certificate the

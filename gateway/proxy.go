@@ -194,7 +194,12 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 			if strip != "" {
 				stripPrefix(pr.Out.URL, pr.In.URL, strip)
 			}
-			trust.setForwarded(pr)
+			if st != nil {
+				setForwarded(pr, &st.peer)
+			} else {
+				pi := trust.resolve(pr.In)
+				setForwarded(pr, &pi)
+			}
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())

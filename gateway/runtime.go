@@ -161,11 +161,16 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		defer st.rec.armStall()
 	}
+	// Hop-by-hop headers go first: nothing the edge sets below may be
+	// nominated away by the client's Connection header.
+	dropHopByHop(r.Header)
+	st.peer = rt.trust.resolve(r)
+	st.clientIP = st.peer.clientStr
+	sanitizeHeaders(r.Header, st.peer.trusted, &rt.file.Server)
 	st.requestID = requestID(r.Header.Get(httperr.RequestIDHeader))
 	r.Header.Set(httperr.RequestIDHeader, st.requestID)
 	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	st.propagateTrace(r)
-	st.clientIP = rt.trust.clientIP(r)
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ProtoMajor == 1 {
 			// Without full duplex, net/http reads what is left of the
@@ -184,26 +189,32 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if clean := cleanPath(r.URL.Path); clean != r.URL.Path {
-		u := *r.URL
-		u.Path, u.RawPath = clean, ""
-		r.URL = &u
+	refusal := rt.checkRequest(r)
+	if refusal == "" {
+		if clean := cleanPath(r.URL.Path); clean != r.URL.Path {
+			u := *r.URL
+			u.Path, u.RawPath = clean, ""
+			r.URL = &u
+		}
 	}
 	var h http.Handler
 	var vars map[string]string
-	if r.Method != http.MethodConnect {
+	if refusal == "" && r.Method != http.MethodConnect {
 		h, vars = rt.router.match(r)
 	}
-	if r.Method == http.MethodConnect {
+	switch {
+	case refusal != "":
+		httperr.Write(&st.rec, r, http.StatusBadRequest, refusal)
+	case r.Method == http.MethodConnect:
 		// The edge and the sidecar are reverse proxies: a CONNECT would
 		// otherwise be sent on to a route's upstream as a request of its
 		// own (a tunnel nobody asked for, to whatever the upstream does
 		// with the method).
 		st.rec.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		httperr.Write(&st.rec, r, http.StatusMethodNotAllowed, "CONNECT is not supported: this is a reverse proxy, not a forward proxy")
-	} else if h == nil {
+	case h == nil:
 		httperr.Write(&st.rec, r, http.StatusNotFound, "no route matches this request")
-	} else {
+	default:
 		if len(vars) > 0 {
 			r = mux.SetURLVars(r, vars)
 		}
@@ -221,6 +232,25 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.metrics.unmatched.observe(r.Method, st.rec.status, d)
 	}
 	rt.accessLog.log(r, st, d)
+}
+
+// checkRequest refuses a request line the edge and an upstream could read
+// differently (see methodCaseMismatch, checkPath, normalizeHost), and
+// removes a trailing dot from the Host. It returns the message of the 400,
+// or "".
+func (rt *runtime) checkRequest(r *http.Request) string {
+	if methodCaseMismatch(r.Method) {
+		return "method " + r.Method + " must be upper case: methods are case-sensitive"
+	}
+	if msg := checkPath(r.URL.Path, rt.file.Server.PathNormalization == routes.PathNormalizationStrict); msg != "" {
+		return msg
+	}
+	host, ok := normalizeHost(r.Host)
+	if !ok {
+		return "malformed Host: an empty label or an invalid port"
+	}
+	r.Host = host
+	return ""
 }
 
 // cleanPath resolves "." and ".." segments and repeated slashes, keeping a

@@ -220,6 +220,20 @@ func TestMeshRefusals(t *testing.T) {
 			t.Fatalf("status %d body %s", resp.StatusCode, body)
 		}
 	})
+	t.Run("a caller's Connection header cannot remove the verified peer id", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Header.Set("Connection", "keep-alive, "+PeerIDHeader)
+		req.Header.Set(PeerIDHeader, "spiffe://example.org/ns/evil/sa/forged")
+		resp, err := client(ca.Issue(edgeID)).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := decodeEcho(t, body).Header.Values(PeerIDHeader); resp.StatusCode != 200 || len(got) != 1 || got[0] != edgeID {
+			t.Fatalf("status %d: the service saw caller %q, want %q", resp.StatusCode, got, edgeID)
+		}
+	})
 	t.Run("edge refuses an impostor sidecar", func(t *testing.T) {
 		// The sidecar presents orders' identity; the edge expects payments'.
 		te := startEdge(t, meshEdgeConfig(edgeFiles, sc.Addr("inbound"), paymentsID))

@@ -24,7 +24,8 @@ type reqState struct {
 	rec           recorder
 	start         time.Time
 	requestID     string
-	clientIP      string
+	clientIP      string   // peer.clientStr
+	peer          peerInfo // decided once as the request enters
 	route         string
 	routeMetrics  *routeMetrics
 	upstream      string

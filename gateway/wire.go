@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"reflect"
 	"strings"
 	"sync"
@@ -118,7 +117,14 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 		return prepared{}, nil, err
 	}
 	src := ratelimit.KeySources{
-		ClientIP: trust.clientIP,
+		// The address the edge resolved as the request entered: one
+		// reading of X-Forwarded-For for the whole pipeline.
+		ClientIP: func(r *http.Request) string {
+			if st := stateFrom(r.Context()); st != nil {
+				return st.clientIP
+			}
+			return trust.clientIP(r)
+		},
 		Claim: func(r *http.Request, name string) (string, bool) {
 			if p := auth.FromContext(r.Context()); p != nil {
 				return p.Claim(name)
@@ -178,7 +184,8 @@ func (pluginFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					info := plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")}
 					if st := stateFrom(r.Context()); st != nil {
-						info.ClientIP, _ = netip.ParseAddr(st.clientIP) // ip_filter's default client address
+						// ip_filter's default client address.
+						info.ClientIP, info.ClientIPUnresolved = st.peer.client, !st.peer.clientOK
 					}
 					ctx := plugins.WithRequestInfo(r.Context(), info)
 					h.ServeHTTP(w, r.WithContext(ctx))

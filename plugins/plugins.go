@@ -180,6 +180,11 @@ type RequestInfo struct {
 	// peer, or behind the file's trusted_proxies the right-most untrusted
 	// X-Forwarded-For entry. The zero Addr means the edge did not say.
 	ClientIP netip.Addr
+	// ClientIPUnresolved is set when a trusted proxy's X-Forwarded-For
+	// entry was not an address: ClientIP is then only the last hop that
+	// vouched for the chain, and a decision that must not fail open (an
+	// allow list) refuses instead.
+	ClientIPUnresolved bool
 }
 
 type infoKey struct{}

@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"testing"
+
+	"github.com/causewayhq/causeway/internal/clientip"
 )
 
 // FuzzClientIP: whatever the peer address and X-Forwarded-For hold, the
@@ -29,7 +31,7 @@ func FuzzClientIP(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q is not an IP", got)
 		}
-		if peer, ok := parseAddr(remote); ok && !isTrusted(trusted, peer) && a != peer {
+		if peer, ok := clientip.ParseAddr(remote); ok && !clientip.New(trusted).Trusts(peer) && a != peer {
 			t.Fatalf("untrusted peer %v: believed %q from X-Forwarded-For %q", peer, got, xff)
 		}
 	})

@@ -16,6 +16,7 @@ var enums = map[string][]string{
 	"tls.client_auth":                   {"require", "verify_if_given"},
 	"tls.acme.cache":                    {"dir", "redis"},
 	"redis.on_error":                    {"allow", "deny"},
+	"server.path_normalization":         {PathNormalizationDefault, PathNormalizationStrict},
 	"upstreams.*.balance":               balancers,
 	"upstreams.*.scheme":                {"http", "https"},
 	"upstreams.*.protocol":              Protocols,

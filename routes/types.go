@@ -86,7 +86,24 @@ type Server struct {
 	// (HTTP/2: the stream) is closed and the upstream request cancelled.
 	// A pointer for the same reason as BodyReadTimeout; 0 turns it off.
 	WriteStallTimeout *Duration `yaml:"write_stall_timeout"`
+	// PathNormalization is "default" (the empty value) or "strict". Both
+	// refuse encoded control characters and resolve dot segments; strict
+	// also refuses what upstreams decode or split differently from the
+	// edge: double-encoded ".", "/" and "\", backslashes, and ";"
+	// parameters.
+	PathNormalization string `yaml:"path_normalization"`
+	// AllowUnderscoreHeaders keeps request headers whose names contain "_".
+	// Off by default, as in nginx: CGI, WSGI and PHP map X_User_Id and
+	// X-User-Id to the same variable, so a client could pass one as the
+	// other past a check that only knows the dashed name.
+	AllowUnderscoreHeaders bool `yaml:"allow_underscore_headers"`
 }
+
+// Path normalisation modes (server.path_normalization).
+const (
+	PathNormalizationDefault = "default"
+	PathNormalizationStrict  = "strict"
+)
 
 // AccessLog configures the one-line-per-request JSON log.
 type AccessLog struct {

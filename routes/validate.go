@@ -78,6 +78,7 @@ func (f *File) validate() Errors {
 	c.checkUpstreams()
 	c.checkRoutes()
 	c.checkTracing()
+	c.checkUnderscoreHeaders()
 	c.errs.sort()
 	c.warns.sort()
 	f.Warnings = c.warns
@@ -165,6 +166,11 @@ func (c *checker) checkServer() {
 	}
 	if c.f.Server.MaxConnections < 0 {
 		c.errorf("server.max_connections", "must not be negative (0: no cap)")
+	}
+	switch c.f.Server.PathNormalization {
+	case "", PathNormalizationDefault, PathNormalizationStrict:
+	default:
+		c.errorf("server.path_normalization", "must be %q or %q (found %q)", PathNormalizationDefault, PathNormalizationStrict, c.f.Server.PathNormalization)
 	}
 }
 
@@ -395,4 +401,41 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// checkUnderscoreHeaders refuses header names with "_" that the edge would
+// never see: such request headers are dropped as they arrive unless
+// server.allow_underscore_headers is set, so the check, match or key would
+// silently never apply.
+func (c *checker) checkUnderscoreHeaders() {
+	if c.f.Server.AllowUnderscoreHeaders {
+		return
+	}
+	check := func(path, name string) {
+		if strings.Contains(name, "_") {
+			c.errorf(path, "header name %q contains '_': such request headers are dropped unless server.allow_underscore_headers is true", name)
+		}
+	}
+	for _, name := range sortedKeys(c.f.Authenticators) {
+		if k := c.f.Authenticators[name].APIKey; k != nil {
+			check("authenticators."+name+".api_key.header", k.Header)
+		}
+	}
+	for _, name := range sortedKeys(c.f.RateLimits) {
+		for _, part := range RateLimitKeyParts(c.f.RateLimits[name].Key) {
+			if h, ok := strings.CutPrefix(part, "header:"); ok {
+				check("rate_limits."+name+".key", h)
+			}
+		}
+	}
+	for i, r := range c.f.Routes {
+		for _, h := range sortedKeys(r.Match.Headers) {
+			check(fmt.Sprintf("routes[%d].match.headers.%s", i, h), h)
+		}
+		for j, sp := range r.Split {
+			for _, h := range sortedKeys(sp.Headers) {
+				check(fmt.Sprintf("routes[%d].split[%d].headers.%s", i, j, h), h)
+			}
+		}
+	}
 }

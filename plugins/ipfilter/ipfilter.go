@@ -6,11 +6,11 @@ package ipfilter
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 
+	"github.com/causewayhq/causeway/internal/clientip"
 	"github.com/causewayhq/causeway/plugins"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -33,6 +33,9 @@ type Config struct {
 // Filter is a configured instance.
 type Filter struct {
 	allow, deny, trusted []netip.Prefix
+	// resolver reads X-Forwarded-For with the filter's own trusted_proxies;
+	// nil without them.
+	resolver *clientip.Resolver
 }
 
 var _ plugins.Instance = (*Filter)(nil)
@@ -57,6 +60,9 @@ func New(cfg Config, raw routes.Raw) (*Filter, error) {
 	}
 	if f.trusted, err = prefixes(cfg.TrustedProxies, "trusted_proxies", raw); err != nil {
 		return nil, err
+	}
+	if len(f.trusted) > 0 {
+		f.resolver = clientip.New(f.trusted)
 	}
 	if len(f.allow) == 0 && len(f.deny) == 0 {
 		return nil, raw.ErrorAt("", "needs allow or deny (a list of addresses or CIDRs)")
@@ -90,60 +96,24 @@ func contains(list []netip.Prefix, a netip.Addr) bool {
 }
 
 // ClientIP returns the client's address as this filter sees it; ok is false
-// when it cannot be told (an unparsable peer or forwarded entry).
+// when it cannot be told (an unparsable peer or forwarded entry). Without
+// trusted_proxies of its own the filter takes the address the edge
+// resolved; with them it resolves the chain itself, with the same resolver.
 func (f *Filter) ClientIP(r *http.Request) (netip.Addr, bool) {
-	if len(f.trusted) == 0 {
-		if a := plugins.Info(r.Context()).ClientIP; a.IsValid() {
+	if f.resolver == nil {
+		info := plugins.Info(r.Context())
+		if info.ClientIPUnresolved {
+			return netip.Addr{}, false
+		}
+		if a := info.ClientIP; a.IsValid() {
 			return a.Unmap().WithZone(""), true
 		}
 	}
-	peer, ok := parseAddr(r.RemoteAddr)
+	a, ok := f.resolver.ResolveRemote(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 	if !ok {
 		return netip.Addr{}, false
 	}
-	if len(f.trusted) == 0 || !contains(f.trusted, peer) {
-		return peer, true
-	}
-	client := peer
-	// Walk from the nearest hop outwards; each trusted hop vouches for the
-	// entry before it. The first untrusted address is as far as the chain
-	// can be believed.
-	values := r.Header.Values("X-Forwarded-For")
-	for i := len(values) - 1; i >= 0; i-- {
-		hops := strings.Split(values[i], ",")
-		for j := len(hops) - 1; j >= 0; j-- {
-			h := strings.TrimSpace(hops[j])
-			if h == "" {
-				continue
-			}
-			a, ok := parseAddr(h)
-			if !ok {
-				return netip.Addr{}, false
-			}
-			client = a
-			if !contains(f.trusted, a) {
-				return client, true
-			}
-		}
-	}
-	return client, true
-}
-
-// parseAddr accepts "ip", "ip:port" and "[ipv6]:port"; IPv4-mapped IPv6 is
-// unmapped so that IPv4 rules match dual-stack listeners.
-func parseAddr(s string) (netip.Addr, bool) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a.Unmap().WithZone(""), true
-	}
-	host, _, err := net.SplitHostPort(s)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return a.Unmap().WithZone(""), true
+	return a, true
 }
 
 // Allowed reports whether a may pass.

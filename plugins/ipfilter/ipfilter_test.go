@@ -82,12 +82,15 @@ trusted_proxies: [172.16.0.0/12]`)
 func TestEdgeClientIP(t *testing.T) {
 	tests := []struct {
 		desc, config, remote, xff, edge string
+		unresolved                      bool
 		want                            int
 	}{
-		{"edge's address allowed", "allow: [10.0.0.0/8]", "172.16.0.1:1", "", "10.1.2.3", 204},
-		{"edge's address refused", "allow: [10.0.0.0/8]", "10.9.9.9:1", "", "203.0.113.1", 403},
-		{"edge says nothing: the peer", "allow: [10.0.0.0/8]", "10.9.9.9:1", "", "", 204},
-		{"own trusted proxies win", "allow: [10.0.0.0/8]\ntrusted_proxies: [172.16.0.0/12]", "172.16.0.1:1", "10.1.2.3", "203.0.113.1", 204},
+		{"edge could not resolve the chain: refused, not judged by the proxy's address", "allow: [10.0.0.0/8]", "10.9.9.9:1", "unknown", "10.9.9.9", true, 403},
+		{"edge's address allowed", "allow: [10.0.0.0/8]", "172.16.0.1:1", "", "10.1.2.3", false, 204},
+		{"edge's address refused", "allow: [10.0.0.0/8]", "10.9.9.9:1", "", "203.0.113.1", false, 403},
+		{"edge says nothing: the peer", "allow: [10.0.0.0/8]", "10.9.9.9:1", "", "", false, 204},
+		{"own trusted proxies win", "allow: [10.0.0.0/8]\ntrusted_proxies: [172.16.0.0/12]", "172.16.0.1:1", "10.1.2.3", "203.0.113.1", false, 204},
+		{"own trusted proxies: empty entries skipped, port allowed", "allow: [10.0.0.0/8]\ntrusted_proxies: [172.16.0.0/12]", "172.16.0.1:1", "10.1.2.3:5000, ,", "", false, 204},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -99,7 +102,7 @@ func TestEdgeClientIP(t *testing.T) {
 				r.Header.Set("X-Forwarded-For", tt.xff)
 			}
 			if tt.edge != "" {
-				r = r.WithContext(plugins.WithRequestInfo(r.Context(), plugins.RequestInfo{Route: "r", ClientIP: netip.MustParseAddr(tt.edge)}))
+				r = r.WithContext(plugins.WithRequestInfo(r.Context(), plugins.RequestInfo{Route: "r", ClientIP: netip.MustParseAddr(tt.edge), ClientIPUnresolved: tt.unresolved}))
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, r)

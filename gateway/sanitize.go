@@ -1,0 +1,308 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Request sanitising runs once, when a request enters the edge (or a
+// sidecar), before any stage reads a header and before the edge sets one of
+// its own: what auth, rate limits, plugins and the upstream see is the same
+// cleaned request.
+
+// hopByHopStandard are the hop-by-hop headers net/http/httputil.ReverseProxy
+// handles itself on the outbound request (it keeps "TE: trailers" and
+// re-adds Connection/Upgrade for protocol upgrades), so a Connection token
+// naming one of them stays for it to act on.
+var hopByHopStandard = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true,
+	"Proxy-Authenticate": true, "Proxy-Authorization": true, "Te": true,
+	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+// dropHopByHop removes the headers the client's Connection header nominates,
+// now, before the edge sets X-Request-Id, traceparent, forwarded claims,
+// X-Forwarded-* or X-Causeway-Peer-Id. Left to ReverseProxy, the nomination
+// would be applied to the outbound request after those were set, and
+// "Connection: X-Forwarded-For" would strip the edge's own header. The
+// Connection header is cut down to the standard hop-by-hop names
+// ReverseProxy still has to see.
+//
+// An upgrade to h2c is removed with its HTTP2-Settings: forwarded, it turns
+// the connection to the upstream into HTTP/2 that the edge no longer routes
+// or checks (h2c smuggling). Other upgrades (WebSocket) pass.
+func dropHopByHop(h http.Header) {
+	if up := h["Upgrade"]; len(up) > 0 {
+		if kept, changed := withoutToken(up, "h2c"); changed {
+			if len(kept) == 0 {
+				delete(h, "Upgrade")
+			} else {
+				h["Upgrade"] = kept
+			}
+		}
+	}
+	delete(h, "Http2-Settings")
+	conn := h["Connection"]
+	if len(conn) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range conn {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = http.CanonicalHeaderKey(strings.Trim(tok, " \t"))
+			switch {
+			case tok == "":
+			case hopByHopStandard[tok]:
+				if tok == "Upgrade" && len(h["Upgrade"]) == 0 {
+					continue // the h2c upgrade is gone: nothing left to upgrade to
+				}
+				keep = append(keep, tok)
+			default:
+				delete(h, tok)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(keep, ", ")}
+}
+
+// withoutToken returns the comma-separated list values without tok
+// (case-insensitive) and whether it was there.
+func withoutToken(values []string, tok string) ([]string, bool) {
+	found := false
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.Trim(t, " \t"), tok) {
+				found = true
+			}
+		}
+	}
+	if !found {
+		return values, false
+	}
+	var kept []string
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = strings.Trim(t, " \t"); t != "" && !strings.EqualFold(t, tok) {
+				kept = append(kept, t)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		return nil, true
+	}
+	return []string{strings.Join(kept, ", ")}, true
+}
+
+// headerClass is what the edge does with a client's header by its name.
+type headerClass uint8
+
+const (
+	headerPlain headerClass = iota
+	// headerForwarded: X-Forwarded-*, Forwarded and the client-address
+	// headers. Believed only from a trusted proxy; from anyone else dropped,
+	// and the edge sets its own.
+	headerForwarded
+	// headerURLOverride: headers that make IIS URL Rewrite, Symfony,
+	// Laminas or Envoy serve a path other than the one the edge routed and
+	// authorised. Dropped from every client.
+	headerURLOverride
+)
+
+// namedHeaders classifies header names after folding case and "_" to "-",
+// the way CGI-style servers fold them: X_Real_IP is X-Real-IP to them.
+var namedHeaders = map[string]headerClass{
+	"forwarded":                headerForwarded,
+	"x-real-ip":                headerForwarded,
+	"true-client-ip":           headerForwarded,
+	"x-client-ip":              headerForwarded,
+	"client-ip":                headerForwarded,
+	"x-cluster-client-ip":      headerForwarded,
+	"cf-connecting-ip":         headerForwarded,
+	"x-original-forwarded-for": headerForwarded,
+	"x-original-url":           headerURLOverride,
+	"x-rewrite-url":            headerURLOverride,
+	"x-override-url":           headerURLOverride,
+	"x-original-uri":           headerURLOverride,
+	"x-envoy-original-path":    headerURLOverride,
+	"http2-settings":           headerURLOverride, // hop-by-hop h2c: never forwarded
+}
+
+// classifyHeader folds name into a stack buffer (no allocation: the map
+// lookup with string(buf) does not copy) and looks it up.
+func classifyHeader(name string) headerClass {
+	const prefix = "x-forwarded-"
+	var buf [32]byte
+	if name == "" {
+		return headerPlain
+	}
+	if len(name) > len(buf) {
+		if len(name) > len(prefix) && foldEqual(name[:len(prefix)], prefix) {
+			return headerForwarded
+		}
+		return headerPlain
+	}
+	switch foldByte(name[0]) {
+	case 'x', 'f', 't', 'c', 'h':
+	default:
+		return headerPlain // no classified name starts otherwise: skip the fold
+	}
+	b := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		b[i] = foldByte(name[i])
+	}
+	if len(b) > len(prefix) && string(b[:len(prefix)]) == prefix {
+		return headerForwarded
+	}
+	return namedHeaders[string(b)]
+}
+
+func foldByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_':
+		return '-'
+	}
+	return c
+}
+
+func foldEqual(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		if foldByte(s[i]) != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sanitizeHeaders drops, in one pass over the client's headers: names with
+// "_" (unless server.allow_underscore_headers), the URL-override headers,
+// and, from an untrusted peer, every forwarded and client-address header.
+func sanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
+	for name := range h {
+		if !srv.AllowUnderscoreHeaders && strings.IndexByte(name, '_') >= 0 {
+			delete(h, name)
+			continue
+		}
+		switch classifyHeader(name) {
+		case headerURLOverride:
+			delete(h, name)
+		case headerForwarded:
+			if !trusted {
+				delete(h, name)
+			}
+		}
+	}
+}
+
+// standardMethods are RFC 9110's methods and PATCH (RFC 5789).
+var standardMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+// methodCaseMismatch reports a method that is a standard one in the wrong
+// case ("post", "Get"). Methods are case-sensitive (RFC 9110 §9.1), so to
+// the edge "post" is not POST and a route limited to POST does not match;
+// an upstream that upper-cases methods would then run an unauthenticated
+// POST.
+func methodCaseMismatch(m string) bool {
+	if len(m) < 3 || len(m) > 7 {
+		return false
+	}
+	for _, s := range standardMethods {
+		if m == s {
+			return false
+		}
+	}
+	for _, s := range standardMethods {
+		if strings.EqualFold(m, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPath refuses decoded paths that upstreams read differently from the
+// edge. A control character (from %00-%1F or %7F) truncates or splits the
+// path in C-based servers and log pipelines: always refused. Strict mode
+// also refuses what survives one decoding as an escape ("%2e", "%2f",
+// "%5c": the client double-encoded it, and an upstream that decodes again
+// sees "." or "/"), backslashes (a path separator on Windows and IIS) and
+// ";" (Tomcat and Jetty read "/..;/" as "/../").
+func checkPath(p string, strict bool) string {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return "control character in the request path"
+		case !strict:
+		case c == '\\':
+			return "backslash in the request path (server.path_normalization: strict)"
+		case c == ';':
+			return "';' parameter in the request path (server.path_normalization: strict)"
+		case c == '%' && i+2 < len(p):
+			switch strings.ToLower(p[i+1 : i+3]) {
+			case "2e", "2f", "5c":
+				return "double-encoded '.', '/' or '\\' in the request path (server.path_normalization: strict)"
+			}
+		}
+	}
+	return ""
+}
+
+// normalizeHost checks a Host (or :authority) and removes one trailing dot
+// from its name, so "api.example.com." is routed and forwarded as
+// "api.example.com". An empty label ("a..example", ".example",
+// "example..") or a port that is not a number up to 65535 is refused: the
+// edge and the upstream would otherwise disagree about which host was meant.
+// An empty port ("example:") is allowed (RFC 3986 §3.2.3).
+func normalizeHost(host string) (string, bool) {
+	if host == "" {
+		return "", true // HTTP/1.0 without Host: matched by host-less routes only
+	}
+	if host[0] == '[' {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", false
+		}
+		rest := host[end+1:]
+		if rest != "" && (rest[0] != ':' || !validPortOrEmpty(rest[1:])) {
+			return "", false
+		}
+		return host, true
+	}
+	name, port := host, ""
+	if i := strings.IndexByte(host, ':'); i >= 0 {
+		name, port = host[:i], host[i:]
+		if !validPortOrEmpty(port[1:]) {
+			return "", false
+		}
+	}
+	trimmed := strings.TrimSuffix(name, ".")
+	if trimmed == "" || trimmed[0] == '.' || trimmed[len(trimmed)-1] == '.' || strings.Contains(trimmed, "..") {
+		return "", false
+	}
+	if len(trimmed) == len(name) {
+		return host, true
+	}
+	return trimmed + port, true
+}
+
+func validPortOrEmpty(p string) bool {
+	if len(p) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n <= 65535
+}

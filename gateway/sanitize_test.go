@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+func TestNormalizeHost(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"", "", true},
+		{"a.example", "a.example", true},
+		{"a.example.", "a.example", true},
+		{"A.Example.:8443", "A.Example:8443", true},
+		{"a.example:", "a.example:", true},
+		{"localhost", "localhost", true},
+		{"192.0.2.1:80", "192.0.2.1:80", true},
+		{"[2001:db8::1]", "[2001:db8::1]", true},
+		{"[2001:db8::1]:443", "[2001:db8::1]:443", true},
+		{"a.example..", "", false},
+		{"a..example", "", false},
+		{".a.example", "", false},
+		{".", "", false},
+		{"..", "", false},
+		{":80", "", false},
+		{"a.example:443:80", "", false},
+		{"a.example:65536", "", false},
+		{"a.example:123456", "", false},
+		{"a.example:8x", "", false},
+		{"a.example:-1", "", false},
+		{"[2001:db8::1", "", false},
+		{"[2001:db8::1]x", "", false},
+		{"[2001:db8::1]:80:80", "", false},
+	} {
+		got, ok := normalizeHost(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("normalizeHost(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestCheckPath(t *testing.T) {
+	for _, tc := range []struct {
+		path             string
+		refused, strictR bool
+	}{
+		{"/a/b", false, false},
+		{"/a\x00b", true, true},
+		{"/a\nb", true, true},
+		{"/a\x7fb", true, true},
+		{"/a\tb", true, true},
+		{"/a%2eb", false, true},
+		{"/a%2Fb", false, true},
+		{"/a%5cb", false, true},
+		{"/a%25b", false, false},
+		{"/a%", false, false},
+		{"/a%2", false, false},
+		{"/a\\b", false, true},
+		{"/a;b", false, true},
+		{"/ü", false, false},
+	} {
+		if got := checkPath(tc.path, false) != ""; got != tc.refused {
+			t.Errorf("checkPath(%q, default) refused=%v", tc.path, got)
+		}
+		if got := checkPath(tc.path, true) != ""; got != tc.strictR {
+			t.Errorf("checkPath(%q, strict) refused=%v", tc.path, got)
+		}
+	}
+}
+
+func TestMethodCaseMismatch(t *testing.T) {
+	for m, want := range map[string]bool{
+		"GET": false, "POST": false, "PATCH": false, "PROPFIND": false, "purge": false, "M-SEARCH": false,
+		"get": true, "Get": true, "post": true, "dElEtE": true, "connect": true, "Options": true, "trace": true, "head": true,
+	} {
+		if got := methodCaseMismatch(m); got != want {
+			t.Errorf("methodCaseMismatch(%q) = %v", m, got)
+		}
+	}
+}
+
+func TestDropHopByHop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{"nominated headers go, Connection keeps the standard ones",
+			http.Header{"Connection": {"keep-alive, X-Secret", "x-other"}, "X-Secret": {"1"}, "X-Other": {"2"}, "Keep-Alive": {"timeout=5"}, "X-Kept": {"3"}},
+			http.Header{"Connection": {"Keep-Alive"}, "Keep-Alive": {"timeout=5"}, "X-Kept": {"3"}}},
+		{"close only",
+			http.Header{"Connection": {"close"}},
+			http.Header{}},
+		{"h2c upgrade removed with its settings",
+			http.Header{"Connection": {"Upgrade, HTTP2-Settings"}, "Upgrade": {"h2c"}, "Http2-Settings": {"AAA"}},
+			http.Header{}},
+		{"h2c next to websocket",
+			http.Header{"Connection": {"upgrade"}, "Upgrade": {"websocket, H2C"}},
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}},
+		{"websocket untouched",
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}},
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}},
+		{"TE stays for ReverseProxy's trailers check",
+			http.Header{"Connection": {"TE"}, "Te": {"trailers"}},
+			http.Header{"Connection": {"Te"}, "Te": {"trailers"}}},
+		{"settings without Connection still dropped",
+			http.Header{"Http2-Settings": {"AAA"}, "Upgrade": {"h2c"}},
+			http.Header{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dropHopByHop(tc.in)
+			if !headersEqual(tc.in, tc.want) {
+				t.Errorf("got %v, want %v", tc.in, tc.want)
+			}
+		})
+	}
+}
+
+func headersEqual(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !slices.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSanitizeHeaders(t *testing.T) {
+	in := func() http.Header {
+		return http.Header{
+			"X-Forwarded-Prefix": {"/p"}, "X_forwarded_ssl": {"on"}, "X-Real-Ip": {"1"}, "Cf-Connecting-Ip": {"1"},
+			"X-Original-Url": {"/admin"}, "X_original_url": {"/admin"}, "X-Envoy-Original-Path": {"/admin"},
+			"X_user_id": {"u"}, "X-User-Id": {"u"}, "Accept": {"*/*"},
+			"X-Forwarded-" + strings.Repeat("Long", 10): {"x"}, strings.Repeat("Y", 40): {"kept"},
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		trusted    bool
+		underscore bool
+		want       []string
+	}{
+		{"untrusted, underscores dropped", false, false, []string{"X-User-Id", "Accept", strings.Repeat("Y", 40)}},
+		{"untrusted, underscores allowed: folded names still caught", false, true, []string{"X_user_id", "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
+		{"trusted: forwarded kept, overrides never", true, false, []string{"X-Forwarded-Prefix", "X-Real-Ip", "Cf-Connecting-Ip", "X-Forwarded-" + strings.Repeat("Long", 10), "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := in()
+			sanitizeHeaders(h, tc.trusted, &routes.Server{AllowUnderscoreHeaders: tc.underscore})
+			var got []string
+			for k := range h {
+				got = append(got, k)
+			}
+			slices.Sort(got)
+			want := slices.Clone(tc.want)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("kept %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// FuzzForwardedHeaders runs a request with arbitrary headers through the
+// entry pass and the outbound rewrite, from an untrusted and from a trusted
+// peer, and checks what an upstream would receive: the edge's own
+// X-Forwarded-For/-Proto/-Host/-Port, Forwarded and X-Real-IP exactly once;
+// from an untrusted peer nothing of the client's forwarded or client-address
+// headers; never a URL override, an h2c upgrade or a header the client
+// nominated as hop-by-hop.
+func FuzzForwardedHeaders(f *testing.F) {
+	f.Add("X-Forwarded-Port", "6666", "Connection", "X-Forwarded-For, x-request-id", "203.0.113.9, 10.0.0.2", "a.example.:80", "192.0.2.1:1")
+	f.Add("x_forwarded_prefix", "/evil", "Upgrade", "h2c", "garbage", "[2001:db8::1]:8443", "10.0.0.1:1")
+	f.Add("X-Original-URL", "/admin", "Connection", "upgrade, http2-settings", ",,", "", "[::ffff:10.0.0.1]:1")
+	tp, err := newTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, name, value, name2, value2, xff, host, remote string) {
+		r := httptest.NewRequest("GET", "http://x/", nil)
+		r.RemoteAddr = remote
+		r.Host = host
+		if name = http.CanonicalHeaderKey(name); name != "" {
+			r.Header[name] = []string{value}
+		}
+		if name2 = http.CanonicalHeaderKey(name2); name2 != "" {
+			r.Header[name2] = append(r.Header[name2], value2)
+		}
+		r.Header["X-Forwarded-For"] = []string{xff}
+		nominated := map[string]bool{}
+		for _, v := range r.Header["Connection"] {
+			for tok := range strings.SplitSeq(v, ",") {
+				if tok = http.CanonicalHeaderKey(strings.Trim(tok, " \t")); tok != "" && !hopByHopStandard[tok] {
+					nominated[tok] = true
+				}
+			}
+		}
+		dropHopByHop(r.Header)
+		pi := tp.resolve(r)
+		sanitizeHeaders(r.Header, pi.trusted, &routes.Server{AllowUnderscoreHeaders: true})
+		for k := range nominated {
+			if _, ok := r.Header[k]; ok {
+				t.Fatalf("nominated %q kept", k)
+			}
+		}
+		for k := range r.Header {
+			c := classifyHeader(k)
+			if c == headerURLOverride || (!pi.trusted && c == headerForwarded) {
+				t.Fatalf("%q kept (trusted=%v)", k, pi.trusted)
+			}
+		}
+		for _, v := range r.Header["Upgrade"] {
+			for tok := range strings.SplitSeq(v, ",") {
+				if strings.EqualFold(strings.Trim(tok, " \t"), "h2c") {
+					t.Fatalf("h2c upgrade kept: %q", r.Header["Upgrade"])
+				}
+			}
+		}
+		for _, v := range r.Header["Connection"] {
+			for tok := range strings.SplitSeq(v, ",") {
+				if !hopByHopStandard[strings.Trim(tok, " ")] {
+					t.Fatalf("Connection still nominates %q", tok)
+				}
+			}
+		}
+		out := r.Clone(r.Context())
+		setForwarded(&httputil.ProxyRequest{In: r, Out: out}, &pi)
+		for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Forwarded"} {
+			if len(out.Header[k]) != 1 {
+				t.Fatalf("%s: %q", k, out.Header[k])
+			}
+		}
+		if !pi.trusted && out.Header.Get("X-Forwarded-For") != pi.peerStr {
+			t.Fatalf("untrusted X-Forwarded-For %q, peer %q", out.Header.Get("X-Forwarded-For"), pi.peerStr)
+		}
+		if got := out.Header.Get("X-Real-Ip"); got != pi.clientStr {
+			t.Fatalf("X-Real-IP %q, resolved %q", got, pi.clientStr)
+		}
+		if !pi.trusted && pi.clientStr != "" && pi.clientStr != pi.peerStr {
+			t.Fatalf("untrusted peer %q resolved to %q", pi.peerStr, pi.clientStr)
+		}
+	})
+}
+
+// FuzzCleanPath checks the path the edge routes and forwards: it starts
+// with "/", holds no empty, "." or ".." segment, keeps a trailing slash,
+// and cleaning it again changes nothing; the request-line checks never
+// panic and strict refuses at least what default refuses.
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/", "", "a", "/a/../b/", "//a//b", "/a/./b/.", "/..", "/a%2e%2e/b", "/a\\..\\b", "/a;b/..;/c", "/\x00"} {
+		f.Add(s, "a.example.")
+	}
+	f.Fuzz(func(t *testing.T, p, host string) {
+		c := cleanPath(p)
+		if c == "" || c[0] != '/' {
+			t.Fatalf("cleanPath(%q) = %q", p, c)
+		}
+		if again := cleanPath(c); again != c {
+			t.Fatalf("cleanPath not idempotent: %q -> %q -> %q", p, c, again)
+		}
+		segs := strings.Split(strings.TrimSuffix(c[1:], "/"), "/")
+		for i, s := range segs {
+			if s == "." || s == ".." || (s == "" && !(i == 0 && len(segs) == 1)) {
+				t.Fatalf("cleanPath(%q) = %q keeps segment %q", p, c, s)
+			}
+		}
+		if len(p) > 1 && strings.HasSuffix(p, "/") && c != "/" && !strings.HasSuffix(c, "/") {
+			t.Fatalf("cleanPath(%q) = %q lost the trailing slash", p, c)
+		}
+		if checkPath(p, false) != "" && checkPath(p, true) == "" {
+			t.Fatalf("strict accepts %q that default refuses", p)
+		}
+		if h, ok := normalizeHost(host); ok {
+			if again, ok2 := normalizeHost(h); !ok2 || again != h {
+				t.Fatalf("normalizeHost(%q) = %q, then %q %v", host, h, again, ok2)
+			}
+			if strings.Contains(h, "..") && h[0] != '[' {
+				t.Fatalf("normalizeHost(%q) accepted %q", host, h)
+			}
+		}
+	})
+}
