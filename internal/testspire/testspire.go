@@ -291,14 +291,21 @@ plugins {
   NodeAttestor "join_token" {
     plugin_data {}
   }
-  KeyManager "memory" {
-    plugin_data {}
+  # disk, not memory: a restarted agent finds its SVID's key and resumes
+  # without re-attesting (a join token is used up by the first attestation).
+  KeyManager "disk" {
+    plugin_data {
+      directory = %q
+    }
   }
   WorkloadAttestor "unix" {
     plugin_data {}
   }
 }
-`, filepath.Join(dir, "data"), s.port, filepath.Join(sockDir, "api.sock"), bundlePath, s.TrustDomain)
+`, filepath.Join(dir, "data"), s.port, filepath.Join(sockDir, "api.sock"), bundlePath, s.TrustDomain, filepath.Join(dir, "keys"))
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
+		return nil, err
+	}
 	a.confPath = filepath.Join(dir, "agent.conf")
 	if err := os.WriteFile(a.confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
