@@ -196,8 +196,11 @@ func startEdgeProcess(t *testing.T, bin, dir string, withTLS bool, proto, upstre
 		e.tlsConf.NextProtos = []string{proto}
 	}
 	cfg := filepath.Join(dir, "causeway.yaml")
+	// max_connections 0: the test holds 10,000 connections on purpose, more
+	// than the default cap derived from its file-descriptor limit allows.
 	writeConfig(t, cfg, fmt.Sprintf(`version: 1
 %saccess_log: {output: "off"}
+server: {max_connections: 0}
 upstreams:
   u: {endpoints: [%q]}
 routes:
