@@ -34,11 +34,12 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# test is what CI runs: formatting, vet, the Kubernetes manifests against
+# test is what CI runs: formatting, vet, tidy go.mod/go.sum in every module, the Kubernetes manifests against
 # strict schemas, `causeway validate` on every example configuration, every package under the race detector (with the h2spec
 # conformance run and the headless-Chromium dashboard test switched on), and
 # the out-of-tree example plugin (a module of its own).
 test: deps fmt-check vet
+	scripts/check-modules.sh
 	scripts/check-manifests.sh
 	scripts/check-examples.sh
 	CAUSEWAY_H2SPEC=1 CAUSEWAY_BROWSER_TEST=1 $(GO) test -race -count=1 -timeout 20m ./...
