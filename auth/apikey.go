@@ -54,7 +54,7 @@ func newAPIKeyAuth(name string, c *routes.APIKey) (*apiKeyAuth, error) {
 	}
 	keys, err := loadKeysFile(c.KeysFile, name)
 	if err != nil {
-		return nil, err
+		return nil, &keyError{key: "api_key.keys_file", err: err}
 	}
 	a.keys = keys
 	return a, nil
@@ -66,7 +66,7 @@ func newAPIKeyAuth(name string, c *routes.APIKey) (*apiKeyAuth, error) {
 func loadKeysFile(path, authName string) ([]apiKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("keys_file: %w", err)
+		return nil, fmt.Errorf("reading the keys file: %w", err)
 	}
 	var keys []apiKey
 	names := map[string]int{}
@@ -103,10 +103,10 @@ func loadKeysFile(path, authName string) ([]apiKey, error) {
 		keys = append(keys, apiKey{sum: sum, p: &Principal{Authenticator: authName, Subject: name, KeyName: name}})
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("keys_file %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(keys) == 0 {
-		return nil, fmt.Errorf("keys_file %s: no keys", path)
+		return nil, fmt.Errorf("%s: no keys (lines of name:sha256hex)", path)
 	}
 	return keys, nil
 }

@@ -123,7 +123,14 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 		a, err := s.build(ctx, name, f.Authenticators[name], prev, opts, ownsClient)
 		if err != nil {
 			s.Close()
-			return nil, fmt.Errorf("authenticator %q: %w", name, err)
+			// Located at the authenticator, or at the key within it that
+			// names the file at fault, as every other refusal of the file.
+			p := "authenticators." + name
+			var ke *keyError
+			if errors.As(err, &ke) {
+				p += "." + ke.key
+			}
+			return nil, &routes.Error{File: f.Path, Pos: f.At(p), Path: p, Msg: err.Error()}
 		}
 		s.auths[name] = a
 		s.files = append(s.files, filesOf(f.Authenticators[name])...)
@@ -145,6 +152,16 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 // caller that wants edits to take effect without a routes-file change
 // watches these and builds a new Set.
 func (s *Set) Files() []string { return slices.Clone(s.files) }
+
+// keyError is an authenticator's error caused by one of its keys (a path
+// below authenticators.NAME), so that NewSet can point at that key.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return e.err.Error() }
+func (e *keyError) Unwrap() error { return e.err }
 
 func filesOf(a routes.Authenticator) []string {
 	var out []string

@@ -168,7 +168,9 @@ func (e *Edge) commit(next *activeConfig) *activeConfig {
 // nothing live: every step that makes its work live is recorded in
 // commits, every step that frees it on refusal in undo.
 func (e *Edge) build(ctx context.Context, path string) (*activeConfig, error) {
-	f, err := routes.Load(path)
+	// Every file the configuration names is checked with the rest, so
+	// one refusal lists every missing certificate and key at its key.
+	f, err := routes.LoadWith(path, routes.Options{CheckFiles: true})
 	if err != nil {
 		return nil, err
 	}

@@ -119,7 +119,7 @@ func (s *Sidecar) load(force bool) error {
 
 // build loads the file and activates it; the caller holds s.mu.
 func (s *Sidecar) build(data []byte) error {
-	cfg, err := routes.LoadSidecar(s.opts.ConfigPath)
+	cfg, err := routes.LoadSidecarWith(s.opts.ConfigPath, routes.Options{CheckFiles: true})
 	if err != nil {
 		return err
 	}

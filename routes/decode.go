@@ -69,16 +69,59 @@ type decoder struct {
 	// holds the nodes that are results of an expansion.
 	env      LookupEnv
 	expanded map[*yaml.Node]bool
+	// doubt holds the key paths whose values did not decode, and the keys
+	// an unknown key was probably meant to be: validation goes on over
+	// the rest, but what it says about these would only be a consequence.
+	doubt doubts
 }
 
 const maxNodes = 200_000
 
 func newDecoder(file string) *decoder {
-	return &decoder{file: file, pos: make(map[string]Pos)}
+	return &decoder{file: file, pos: make(map[string]Pos), doubt: doubts{}}
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Pos: nodePos(n), Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.doubt[path] = true
+}
+
+// doubts is a set of key paths whose decoded values cannot be trusted.
+type doubts map[string]bool
+
+// covers reports whether a validation error at path may only be a
+// consequence of a decode error: it is about a doubtful value, about
+// something inside one, or about a section that holds one (a value left
+// out because it did not decode makes its section look incomplete).
+func (ds doubts) covers(path string) bool {
+	for d := range ds {
+		if d == path || under(path, d) || under(d, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// under reports whether path p lies inside path parent ("" is the root).
+func under(p, parent string) bool {
+	if parent == "" {
+		return p != ""
+	}
+	return len(p) > len(parent) && strings.HasPrefix(p, parent) && (p[len(parent)] == '.' || p[len(parent)] == '[')
+}
+
+// filter drops the errors doubts covers.
+func (ds doubts) filter(errs Errors) Errors {
+	if len(ds) == 0 {
+		return errs
+	}
+	kept := errs[:0:0]
+	for _, e := range errs {
+		if !ds.covers(e.Path) {
+			kept = append(kept, e)
+		}
+	}
+	return kept
 }
 
 func nodePos(n *yaml.Node) Pos {
@@ -308,6 +351,11 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 		idx, ok := fields[key]
 		if !ok {
 			d.errorf(k, p, "unknown key%s", suggest(key, fields))
+			if meant := closest(key, fields); meant != "" {
+				// "upstrems:" leaves upstreams empty: every route would
+				// name an undefined upstream.
+				d.doubt[join(path, meant)] = true
+			}
 			continue
 		}
 		d.decode(val, p, v.Field(idx))
@@ -353,16 +401,22 @@ func (d *decoder) decodeSlice(n *yaml.Node, path string, v reflect.Value) {
 
 // suggest names the closest known key when the unknown one looks like a typo.
 func suggest(key string, fields map[string]int) string {
+	best := closest(key, fields)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// closest is the known key nearest to key, or "" when none is near.
+func closest(key string, fields map[string]int) string {
 	best, bestDist := "", 3
 	for k := range fields {
 		if dist := levenshtein(key, k); dist < bestDist || (dist == bestDist && k < best) {
 			best, bestDist = k, dist
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
+	return best
 }
 
 func levenshtein(a, b string) int {

@@ -24,11 +24,17 @@ func Load(path string) (*File, error) {
 
 // LoadEnv is Load with the environment given by env.
 func LoadEnv(path string, env LookupEnv) (*File, error) {
+	return LoadWith(path, Options{Env: orNoEnv(env)})
+}
+
+// LoadWith is Load with options: the environment, and whether the files
+// the configuration names are checked too.
+func LoadWith(path string, o Options) (*File, error) {
 	data, err := readLimited(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseEnv(path, data, env)
+	return ParseWith(path, data, o)
 }
 
 func readLimited(path string) ([]byte, error) {
@@ -57,24 +63,35 @@ func Parse(name string, data []byte) (*File, error) {
 // ParseEnv is Parse with the environment given by env (nil: no variable is
 // set, so only references with a default expand).
 func ParseEnv(name string, data []byte, env LookupEnv) (*File, error) {
+	return ParseWith(name, data, Options{Env: orNoEnv(env)})
+}
+
+// ParseWith is Parse with options. Every problem is reported in one run:
+// decode errors (wrong types, unknown keys), then validation and, with
+// o.CheckFiles, unreadable files over whatever did decode, leaving out
+// what would only follow from a decode error.
+func ParseWith(name string, data []byte, o Options) (*File, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {
 		return nil, err
 	}
 	d := newDecoder(name)
-	d.env = orNoEnv(env)
+	d.env = o.env()
 	f := &File{}
 	d.decode(root, "", reflectValue(f))
 	f.Path = name
 	f.Positions = d.pos
-	if len(d.errs) > 0 {
-		// Validation on a half-decoded file would report confusing follow-on
-		// errors (e.g. "undefined upstream" for one whose key was misspelled).
+	if d.tooLarge {
 		d.errs.sort()
 		return nil, d.errs
 	}
 	f.applyDefaults()
-	if errs := f.validate(); len(errs) > 0 {
+	errs := append(d.errs, f.validate(d.doubt)...)
+	if o.CheckFiles {
+		errs = append(errs, d.doubt.filter(checkFiles(f.Path, f.At, f.files()))...)
+	}
+	if len(errs) > 0 {
+		errs.sort()
 		return nil, errs
 	}
 	return f, nil

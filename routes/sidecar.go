@@ -104,6 +104,11 @@ func LoadSidecar(path string) (*Sidecar, error) {
 
 // LoadSidecarEnv is LoadSidecar with the environment given by env.
 func LoadSidecarEnv(path string, env LookupEnv) (*Sidecar, error) {
+	return LoadSidecarWith(path, Options{Env: orNoEnv(env)})
+}
+
+// LoadSidecarWith is LoadSidecar with options (see ParseWith).
+func LoadSidecarWith(path string, o Options) (*Sidecar, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading sidecar file: %w", err)
@@ -116,7 +121,7 @@ func LoadSidecarEnv(path string, env LookupEnv) (*Sidecar, error) {
 	if len(data) > MaxFileSize {
 		return nil, Errors{{File: path, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is larger than %d MiB", MaxFileSize>>20)}}
 	}
-	return ParseSidecarEnv(path, data, env)
+	return ParseSidecarWith(path, data, o)
 }
 
 // ParseSidecar decodes, defaults and validates a sidecar file held in
@@ -128,6 +133,12 @@ func ParseSidecar(name string, data []byte) (*Sidecar, error) {
 // ParseSidecarEnv is ParseSidecar with the environment given by env (nil:
 // no variable is set).
 func ParseSidecarEnv(name string, data []byte, env LookupEnv) (*Sidecar, error) {
+	return ParseSidecarWith(name, data, Options{Env: orNoEnv(env)})
+}
+
+// ParseSidecarWith is ParseSidecar with options; like ParseWith, it
+// reports every problem in one run.
+func ParseSidecarWith(name string, data []byte, o Options) (*Sidecar, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {
 		// parseYAML's messages speak of the routes file; say which file this is.
@@ -140,16 +151,21 @@ func ParseSidecarEnv(name string, data []byte, env LookupEnv) (*Sidecar, error) 
 		return nil, err
 	}
 	d := newDecoder(name)
-	d.env = orNoEnv(env)
+	d.env = o.env()
 	s := &Sidecar{}
 	d.decode(root, "", reflect.ValueOf(s).Elem())
 	s.Path, s.Positions = name, d.pos
-	if len(d.errs) > 0 {
+	if d.tooLarge {
 		d.errs.sort()
 		return nil, d.errs
 	}
 	s.applyDefaults()
-	if errs := s.validate(); len(errs) > 0 {
+	errs := append(d.errs, s.validate(d.doubt)...)
+	if o.CheckFiles {
+		errs = append(errs, d.doubt.filter(checkFiles(s.Path, s.At, s.files()))...)
+	}
+	if len(errs) > 0 {
+		errs.sort()
 		return nil, errs
 	}
 	return s, nil
@@ -205,10 +221,10 @@ func (s *Sidecar) applyDefaults() {
 	}
 }
 
-func (s *Sidecar) validate() Errors {
+func (s *Sidecar) validate(doubt doubts) Errors {
 	// The routes checker locates errors through a File's positions; the
 	// sidecar's server and access_log sections are checked by the same code.
-	c := &checker{f: &File{Path: s.Path, Positions: s.Positions, Server: s.Server, AccessLog: s.AccessLog, Tracing: s.Tracing}}
+	c := &checker{f: &File{Path: s.Path, Positions: s.Positions, Server: s.Server, AccessLog: s.AccessLog, Tracing: s.Tracing}, doubt: doubt}
 	if s.Version != 1 {
 		c.errorf("version", "must be 1 (found %d)", s.Version)
 	}
@@ -246,6 +262,7 @@ func (s *Sidecar) validate() Errors {
 	}
 	c.checkListenerClash(listeners)
 	checkAdminAccess(c, "admin_access", s.AdminAccess, "admin", s.Admin)
+	c.errs = doubt.filter(c.errs)
 	c.errs.sort()
 	c.warns.sort()
 	s.Warnings = c.warns

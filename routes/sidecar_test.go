@@ -114,7 +114,10 @@ func TestSidecarErrors(t *testing.T) {
 		{"two documents", sidecarBase + "---\nversion: 1\n", []string{"s.yaml:12:1: more than one YAML document: a sidecar file holds exactly one"}},
 		{"syntax error", "version: 1\ninbound: [\n", []string{"s.yaml:2:1: YAML syntax: did not find expected node content"}},
 		{"unknown key with suggestion", sidecarBase + "inbond: {}\n", []string{`s.yaml:12:1: inbond: unknown key (did you mean "inbound"?)`}},
-		{"unknown nested key", r("forward_to:", "forward:"), []string{`s.yaml:5:3: inbound.forward: unknown key`}},
+		{"unknown nested key, and the key it leaves out", r("forward_to:", "forward:"), []string{
+			`s.yaml:4:3: inbound.forward_to: is required: the local service's host:port`,
+			`s.yaml:5:3: inbound.forward: unknown key`,
+		}},
 		{"wrong version", r("version: 1", "version: 2"), []string{"s.yaml:1:10: version: must be 1 (found 2)"}},
 		{"identity files missing", r("identity: { cert_file: mesh/orders.pem, key_file: mesh/orders-key.pem, bundle_file: mesh/bundle.pem }", "identity: {cert_file: c.pem}"), []string{
 			"s.yaml:2:11: identity.key_file: is required",

@@ -18,6 +18,9 @@ type checker struct {
 	f     *File
 	errs  Errors
 	warns Errors
+	// doubt is what did not decode (nil: everything did); references
+	// into a doubtful collection are not reported as undefined.
+	doubt doubts
 }
 
 // warnf records a footgun at path: the file is accepted, the warning shown.
@@ -50,8 +53,8 @@ func parentPath(p string) string {
 	return p[:i]
 }
 
-func (f *File) validate() Errors {
-	c := &checker{f: f}
+func (f *File) validate(doubt doubts) Errors {
+	c := &checker{f: f, doubt: doubt}
 	if f.Version != 1 {
 		c.errorf("version", "must be 1 (found %d)", f.Version)
 	}
@@ -79,6 +82,7 @@ func (f *File) validate() Errors {
 	c.checkRoutes()
 	c.checkTracing()
 	c.checkUnderscoreHeaders()
+	c.errs = doubt.filter(c.errs)
 	c.errs.sort()
 	c.warns.sort()
 	f.Warnings = c.warns
@@ -314,11 +318,25 @@ func (c *checker) checkRoutes() {
 	}
 }
 
-// checkRef reports a reference to something the file does not define.
+// refCollections names the section each kind of reference points into.
+var refCollections = map[string]string{
+	"upstream":        "upstreams",
+	"authenticator":   "authenticators",
+	"rate limit":      "rate_limits",
+	"plugin instance": "plugins",
+}
+
+// checkRef reports a reference to something the file does not define,
+// unless the section it points into did not decode (or its key was
+// misspelled): the name may well be there, and that error says so.
 func (c *checker) checkRef(path, kind, name string, ok bool) {
-	if !ok {
-		c.errorf(path, "undefined %s %q", kind, name)
+	if ok {
+		return
 	}
+	if coll := refCollections[kind]; c.doubt[coll] || c.doubt[""] {
+		return
+	}
+	c.errorf(path, "undefined %s %q", kind, name)
 }
 
 func hasKey[V any](m map[string]V, k string) bool {

@@ -43,6 +43,7 @@ func TestLoadErrors(t *testing.T) {
 		{"wrong type", strings.Replace(base, "version: 1", "version: one", 1), []string{`t.yaml:1:10: version: expected an integer, found the string "one"`}},
 		{"list expected", strings.Replace(base, `["127.0.0.1:7001"]`, `127.0.0.1:7001`, 1), []string{`t.yaml:4:16: upstreams.orders.endpoints: expected a list, found the string "127.0.0.1:7001"`}},
 		{"every decode error at once", "version: one\nbogus: 1\nupstreams:\n  a: {timeout: x}\n", []string{
+			`t.yaml:1:1: routes: no routes: the edge would answer 404 to everything`,
 			`t.yaml:1:10: version: expected an integer, found the string "one"`,
 			`t.yaml:2:1: bogus: unknown key`,
 			`t.yaml:4:16: upstreams.a.timeout: invalid duration "x": use a Go duration such as "250ms" or "1m"`,

@@ -155,11 +155,8 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 	case routes.KindSidecar:
 		var sc *routes.Sidecar
-		if sc, err = routes.LoadSidecar(path); err == nil {
+		if sc, err = routes.LoadSidecarWith(path, routes.Options{CheckFiles: !*skipFiles}); err == nil {
 			warnings = sc.Warnings
-			if !*skipFiles {
-				err = sidecarFilesExist(sc)
-			}
 		}
 	default:
 		fmt.Fprintf(stderr, "causeway validate: -kind %q: want edge or sidecar\n", k)
@@ -173,29 +170,6 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	printLoadError(stderr, "", warnings)
 	fmt.Fprintf(stdout, "%s: ok (%s file)\n", path, k)
 	return 0
-}
-
-// sidecarFilesExist reports, at their positions, identity files that are
-// missing or unreadable.
-func sidecarFilesExist(sc *routes.Sidecar) error {
-	var errs routes.Errors
-	for _, kv := range []struct{ key, path string }{{"cert_file", sc.Identity.CertFile}, {"key_file", sc.Identity.KeyFile}, {"bundle_file", sc.Identity.BundleFile}} {
-		if kv.path == "" {
-			continue
-		}
-		if _, err := os.Stat(kv.path); err != nil {
-			key := "identity." + kv.key
-			msg := "no such file: " + kv.path
-			if !errors.Is(err, os.ErrNotExist) {
-				msg = err.Error()
-			}
-			errs = append(errs, &routes.Error{File: sc.Path, Pos: sc.Positions[key], Path: key, Msg: msg})
-		}
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return errs
 }
 
 // wrongKind says in one line that a server command was given the other

@@ -153,3 +153,87 @@ routes:
 		})
 	}
 }
+
+// validate lists every problem of a file in one run, each at its
+// file:line:col: decode errors, undefined references and every missing
+// file, for both kinds of file; -skip-files leaves out only the files.
+func TestValidateEveryProblemInOneRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "present.pem"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	edge := `version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0"}
+tls:
+  certificates:
+    - {cert_file: certs/edge.pem, key_file: certs/edge-key.pem}
+mesh:
+  trust_domain: example.org
+  cert_file: mesh/edge.pem
+  key_file: mesh/edge-key.pem
+  bundle_file: present.pem
+authenticators:
+  partners: {api_key: {keys_file: secrets/partner-keys.txt}}
+upstreams:
+  api:
+    endpoints: ["127.0.0.1:9000"]
+    timeout: banana
+  web: {endpoints: "127.0.0.1:9001"}
+routes:
+  - {name: a, match: {path_prefix: /a}, upstream: nowhere, auth: [partners]}
+  - {name: b, match: {path_prefix: /b}, upstream: web}
+`
+	sidecar := `version: 1
+identity: {cert_file: mesh/orders.pem, key_file: mesh/orders-key.pem, bundle_file: present.pem}
+inbound:
+  forward_to: "127.0.0.1:7001"
+  allow: [spiffe://example.org/ns/edge/sa/gateway]
+  timeout: 5 minutes
+outbound:
+  services:
+    payments: {endpoints: ["127.0.0.1:16443"], identity: payments}
+`
+	for _, tt := range []struct {
+		name, file string
+		args       []string
+		want       []string
+	}{
+		{"edge file", edge, nil, []string{
+			"c.yaml:5:19: tls.certificates[0].cert_file: no such file: " + filepath.Join(dir, "certs/edge.pem"),
+			"c.yaml:5:45: tls.certificates[0].key_file: no such file: " + filepath.Join(dir, "certs/edge-key.pem"),
+			"c.yaml:8:14: mesh.cert_file: no such file: " + filepath.Join(dir, "mesh/edge.pem"),
+			"c.yaml:9:13: mesh.key_file: no such file: " + filepath.Join(dir, "mesh/edge-key.pem"),
+			"c.yaml:12:35: authenticators.partners.api_key.keys_file: no such file: " + filepath.Join(dir, "secrets/partner-keys.txt"),
+			`c.yaml:16:14: upstreams.api.timeout: invalid duration "banana": use a Go duration such as "250ms" or "1m"`,
+			`c.yaml:17:20: upstreams.web.endpoints: expected a list, found the string "127.0.0.1:9001"`,
+			`c.yaml:19:51: routes[0].upstream: undefined upstream "nowhere"`,
+		}},
+		{"edge file, -skip-files", edge, []string{"-skip-files"}, []string{
+			`c.yaml:16:14: upstreams.api.timeout: invalid duration "banana": use a Go duration such as "250ms" or "1m"`,
+			`c.yaml:17:20: upstreams.web.endpoints: expected a list, found the string "127.0.0.1:9001"`,
+			`c.yaml:19:51: routes[0].upstream: undefined upstream "nowhere"`,
+		}},
+		{"sidecar file", sidecar, nil, []string{
+			"c.yaml:2:23: identity.cert_file: no such file: " + filepath.Join(dir, "mesh/orders.pem"),
+			"c.yaml:2:50: identity.key_file: no such file: " + filepath.Join(dir, "mesh/orders-key.pem"),
+			`c.yaml:6:12: inbound.timeout: invalid duration "5 minutes": use a Go duration such as "250ms" or "1m"`,
+			`c.yaml:9:58: outbound.services.payments.identity: "payments" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): scheme is missing or invalid`,
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, "c.yaml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			args := append(append([]string{"validate"}, tt.args...), path)
+			if code := run(args, &stdout, &stderr); code != 1 {
+				t.Fatalf("exit %d, want 1; stderr: %s", code, stderr.String())
+			}
+			got := strings.TrimSpace(strings.ReplaceAll(stderr.String(), path, "c.yaml"))
+			if got != strings.Join(tt.want, "\n") {
+				t.Fatalf("stderr:\n%s\nwant:\n%s", got, strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
