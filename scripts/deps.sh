@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real peers the tests use: redis-server, curl, openssl and
-# chromium (Debian), promtool, and the Go tools listed in go-tools.txt into
+# Installs the real peers the tests use: redis-server, curl, openssl,
+# chromium, zsh, fish and groff (Debian), promtool, and the Go tools listed in go-tools.txt into
 # ./.tools/bin. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)          # the quickstart te
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)    # mesh interop tests
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)    # the mesh example's Python client check  # the admin dashboard test (headless)
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)            # the completion scripts are checked by their own shells
+command -v fish >/dev/null 2>&1 || need_apt+=(fish)
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)   # the man page is formatted with -ww
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "deps: installing ${need_apt[*]} with apt-get"

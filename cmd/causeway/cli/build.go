@@ -19,7 +19,8 @@ import (
 // makes has them too.
 
 func init() {
-	Register(Command{Name: "build", Summary: "build a causeway binary with out-of-tree plugins (-with MODULE[@VERSION])", Run: runBuild})
+	Register(Command{Name: "build", Summary: "build a causeway binary with out-of-tree plugins (-with MODULE[@VERSION])", Run: runBuild,
+		Flags: func() *flag.FlagSet { fs, _ := buildFlags(); return fs }})
 }
 
 // causewayModule is the module path of Causeway itself.
@@ -64,14 +65,26 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 0
 }
 
+type buildOpts struct {
+	with, replace listFlag
+	causeway, out string
+	keep          bool
+}
+
+func buildFlags() (*flag.FlagSet, *buildOpts) {
+	fs, o := newFlagSet("build"), &buildOpts{}
+	fs.Var(&o.with, "with", "a plugin `MODULE[@VERSION]` to include (repeatable; a package path inside a module works too)")
+	fs.Var(&o.replace, "replace", "use a local folder for a module: `MODULE=DIR` (repeatable)")
+	fs.StringVar(&o.causeway, "causeway", "", "causeway `VERSION` to build against (default: this binary's own version)")
+	fs.StringVar(&o.out, "o", "causeway-custom", "the binary `FILE` to write")
+	fs.BoolVar(&o.keep, "keep", false, "keep the generated module's folder and print where it is")
+	return fs, o
+}
+
 func parseBuildArgs(args []string, stderr io.Writer) (*buildSpec, error) {
-	fs := newFlags("build", stderr)
-	var with, replace listFlag
-	fs.Var(&with, "with", "a plugin `MODULE[@VERSION]` to include (repeatable; a package path inside a module works too)")
-	fs.Var(&replace, "replace", "use a local folder for a module: `MODULE=DIR` (repeatable)")
-	cw := fs.String("causeway", "", "causeway `VERSION` to build against (default: this binary's own version)")
-	out := fs.String("o", "causeway-custom", "the binary to write")
-	keep := fs.Bool("keep", false, "keep the generated module's folder and print where it is")
+	fs, o := buildFlags()
+	withHelp(fs, stderr)
+	cw, out, keep := &o.causeway, &o.out, &o.keep
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,7 +92,7 @@ func parseBuildArgs(args []string, stderr io.Writer) (*buildSpec, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	spec := &buildSpec{replace: map[string]string{}, keep: *keep}
-	for _, r := range replace {
+	for _, r := range o.replace {
 		mod, dir, ok := strings.Cut(r, "=")
 		mod, dir = strings.TrimSpace(mod), strings.TrimSpace(dir)
 		if !ok || mod == "" || dir == "" {
@@ -101,7 +114,7 @@ func parseBuildArgs(args []string, stderr io.Writer) (*buildSpec, error) {
 		spec.replace[mod] = abs
 	}
 	seen := map[string]bool{}
-	for _, w := range with {
+	for _, w := range o.with {
 		path, version, _ := strings.Cut(strings.TrimSpace(w), "@")
 		if err := checkModulePath(path); err != nil {
 			return nil, fmt.Errorf("-with %q: %w", w, err)

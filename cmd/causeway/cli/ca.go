@@ -16,14 +16,19 @@ import (
 )
 
 func init() {
-	Register(Command{Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue, verify", Run: runCA})
+	Register(Command{Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue, verify", Run: runCA, Sub: caCommands})
 }
 
-var caCommands = map[string]func(args []string, stdout, stderr io.Writer) int{
-	"init":         runCAInit,
-	"intermediate": runCAIntermediate,
-	"issue":        runCAIssue,
-	"verify":       runCAVerify,
+// caCommands are ca's subcommands.
+var caCommands = []Command{
+	{Name: "init", Summary: help["ca init"].summary, Run: runCAInit,
+		Flags: func() *flag.FlagSet { f, _ := caInitFlags(); return f.FlagSet }},
+	{Name: "intermediate", Summary: help["ca intermediate"].summary, Run: runCAIntermediate,
+		Flags: func() *flag.FlagSet { f, _ := caIntermediateFlags(); return f.FlagSet }},
+	{Name: "issue", Summary: help["ca issue"].summary, Run: runCAIssue,
+		Flags: func() *flag.FlagSet { f, _ := caIssueFlags(); return f.FlagSet }},
+	{Name: "verify", Summary: help["ca verify"].summary, Run: runCAVerify, Args: Args{Files: true},
+		Flags: func() *flag.FlagSet { fs, _ := caVerifyFlags(); return fs }},
 }
 
 func caUsage(w io.Writer) {
@@ -38,7 +43,7 @@ func caUsage(w io.Writer) {
       check certificate files the way peers will; print each one's ID and expiry`)
 }
 
-func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		caUsage(stderr)
 		return 2
@@ -48,17 +53,18 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		caUsage(stderr)
 		return 0
 	}
-	run, ok := caCommands[args[0]]
+	ca, _ := lookupCommand("ca")
+	sub, ok := ca.findSub(args[0])
 	if !ok {
-		names := make([]string, 0, len(caCommands))
-		for n := range caCommands {
-			names = append(names, n)
+		names := make([]string, 0, len(ca.Sub))
+		for _, c := range ca.Sub {
+			names = append(names, c.Name)
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stderr, "causeway ca: unknown subcommand %q (one of %s)\n", args[0], strings.Join(names, ", "))
 		return 2
 	}
-	return run(args[1:], stdout, stderr)
+	return sub.Run(ctx, args[1:], stdout, stderr)
 }
 
 // caFlags is a flag set whose parse also refuses stray arguments and
@@ -70,8 +76,8 @@ type caFlags struct {
 	stderr   io.Writer
 }
 
-func newCAFlags(name string, stderr io.Writer) *caFlags {
-	return &caFlags{FlagSet: newFlags("ca "+name, stderr), name: name, stderr: stderr}
+func newCAFlags(name string) *caFlags {
+	return &caFlags{FlagSet: newFlagSet("ca " + name), name: name}
 }
 
 func (f *caFlags) requiredString(name, usage string) *string {
@@ -80,7 +86,9 @@ func (f *caFlags) requiredString(name, usage string) *string {
 }
 
 // parse returns 0 when the command may go on, else the exit code.
-func (f *caFlags) parse(args []string) (int, bool) {
+func (f *caFlags) parse(args []string, stderr io.Writer) (int, bool) {
+	f.stderr = stderr
+	withHelp(f.FlagSet, stderr)
 	if err := f.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0, false
@@ -110,12 +118,24 @@ func positiveTTL(stderr io.Writer, cmd string, ttl time.Duration) bool {
 	return true
 }
 
-func runCAInit(args []string, stdout, stderr io.Writer) int {
-	f := newCAFlags("init", stderr)
-	td := f.requiredString("trust-domain", "trust domain the CA issues for, e.g. example.org")
-	dir := f.requiredString("dir", "directory to create the CA in")
-	ttl := f.Duration("ttl", mesh.DefaultRootTTL, "lifetime of the root certificate")
-	if code, ok := f.parse(args); !ok {
+type caInitOpts struct {
+	td, dir *string
+	ttl     *time.Duration
+}
+
+func caInitFlags() (*caFlags, caInitOpts) {
+	f := newCAFlags("init")
+	return f, caInitOpts{
+		td:  f.requiredString("trust-domain", "trust domain the CA issues for, e.g. example.org"),
+		dir: f.requiredString("dir", "create the CA in `DIR`"),
+		ttl: f.Duration("ttl", mesh.DefaultRootTTL, "lifetime of the root certificate"),
+	}
+}
+
+func runCAInit(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	f, o := caInitFlags()
+	td, dir, ttl := o.td, o.dir, o.ttl
+	if code, ok := f.parse(args, stderr); !ok {
 		return code
 	}
 	if !positiveTTL(stderr, "init", *ttl) {
@@ -130,12 +150,24 @@ func runCAInit(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runCAIntermediate(args []string, stdout, stderr io.Writer) int {
-	f := newCAFlags("intermediate", stderr)
-	dir := f.requiredString("dir", "directory of the signing CA (root or intermediate)")
-	out := f.requiredString("out", "directory to create the intermediate CA in")
-	ttl := f.Duration("ttl", mesh.DefaultIntermediateTTL, "lifetime of the intermediate certificate")
-	if code, ok := f.parse(args); !ok {
+type caIntermediateOpts struct {
+	dir, out *string
+	ttl      *time.Duration
+}
+
+func caIntermediateFlags() (*caFlags, caIntermediateOpts) {
+	f := newCAFlags("intermediate")
+	return f, caIntermediateOpts{
+		dir: f.requiredString("dir", "the signing CA's `DIR` (root or intermediate)"),
+		out: f.requiredString("out", "create the intermediate CA in `DIR`"),
+		ttl: f.Duration("ttl", mesh.DefaultIntermediateTTL, "lifetime of the intermediate certificate"),
+	}
+}
+
+func runCAIntermediate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	f, o := caIntermediateFlags()
+	dir, out, ttl := o.dir, o.out, o.ttl
+	if code, ok := f.parse(args, stderr); !ok {
 		return code
 	}
 	if !positiveTTL(stderr, "intermediate", *ttl) {
@@ -149,13 +181,25 @@ func runCAIntermediate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runCAIssue(args []string, stdout, stderr io.Writer) int {
-	f := newCAFlags("issue", stderr)
-	dir := f.requiredString("dir", "directory of the issuing CA (root or intermediate)")
-	idFlag := f.requiredString("id", "SPIFFE ID of the workload, e.g. spiffe://example.org/ns/shop/sa/orders")
-	out := f.requiredString("out", "output prefix: writes PREFIX.pem and PREFIX-key.pem")
-	ttl := f.Duration("ttl", mesh.DefaultLeafTTL, "lifetime of the certificate (keep it short: there is no revocation)")
-	if code, ok := f.parse(args); !ok {
+type caIssueOpts struct {
+	dir, id, out *string
+	ttl          *time.Duration
+}
+
+func caIssueFlags() (*caFlags, caIssueOpts) {
+	f := newCAFlags("issue")
+	return f, caIssueOpts{
+		dir: f.requiredString("dir", "the issuing CA's `DIR` (root or intermediate)"),
+		id:  f.requiredString("id", "SPIFFE ID of the workload, e.g. spiffe://example.org/ns/shop/sa/orders"),
+		out: f.requiredString("out", "output `PREFIX`: writes PREFIX.pem and PREFIX-key.pem"),
+		ttl: f.Duration("ttl", mesh.DefaultLeafTTL, "lifetime of the certificate (keep it short: there is no revocation)"),
+	}
+}
+
+func runCAIssue(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	f, o := caIssueFlags()
+	dir, idFlag, out, ttl := o.dir, o.id, o.out, o.ttl
+	if code, ok := f.parse(args, stderr); !ok {
 		return code
 	}
 	if !positiveTTL(stderr, "issue", *ttl) {
@@ -174,9 +218,14 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runCAVerify(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("ca verify", stderr)
-	bundle := fs.String("bundle", "", "trust bundle to verify against (required)")
+func caVerifyFlags() (*flag.FlagSet, *string) {
+	fs := newFlagSet("ca verify")
+	return fs, fs.String("bundle", "", "trust bundle `FILE` to verify against (required)")
+}
+
+func runCAVerify(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, bundle := caVerifyFlags()
+	withHelp(fs, stderr)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

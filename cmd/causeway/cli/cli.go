@@ -5,6 +5,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,53 @@ type Command struct {
 	Name    string
 	Summary string
 	Run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+	// Flags returns a new flag set holding the command's flags: the same
+	// definitions Run parses, so -h, shell completion and the man page
+	// are made from one source and cannot drift. Nil: no flags.
+	Flags func() *flag.FlagSet
+	// Args says what the command's arguments after its flags are, for
+	// completion.
+	Args Args
+	// Sub are the subcommands (ca init, dev jwt); Run dispatches to them.
+	Sub []Command
+}
+
+// Args describes a command's positional arguments.
+type Args struct {
+	// Files: the arguments are file paths.
+	Files bool
+	// Words: each argument is one of these.
+	Words []string
+}
+
+// findSub returns the subcommand of c named name.
+func (c Command) findSub(name string) (Command, bool) {
+	for _, s := range c.Sub {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Command{}, false
+}
+
+// lookupCommand returns the registered command named name.
+func lookupCommand(name string) (Command, bool) {
+	mu.Lock()
+	defer mu.Unlock()
+	c, ok := commands[name]
+	return c, ok
+}
+
+// sortedCommands is every registered command, by name.
+func sortedCommands() []Command {
+	mu.Lock()
+	defer mu.Unlock()
+	out := make([]Command, 0, len(commands))
+	for _, c := range commands {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 var (
@@ -60,9 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	mu.Lock()
-	c, ok := commands[args[0]]
-	mu.Unlock()
+	c, ok := lookupCommand(args[0])
 	if !ok {
 		fmt.Fprintf(stderr, "causeway: unknown command %q\n\n", args[0])
 		usage(stderr)
@@ -77,16 +123,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: causeway COMMAND [flags]")
 	fmt.Fprintln(w)
-	mu.Lock()
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for _, c := range sortedCommands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.Name, c.Summary)
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].Summary)
-	}
-	mu.Unlock()
 	fmt.Fprintln(w, "\nRun 'causeway COMMAND -h' (or 'causeway help COMMAND') for a command's flags and an example;")
 	fmt.Fprintln(w, "'causeway --version' prints the version.")
 }

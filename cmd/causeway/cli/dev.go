@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -31,19 +32,30 @@ import (
 // keys: a signing key and JWKS for JWT routes, and API keys in a keys file.
 
 func init() {
-	Register(Command{Name: "dev", Summary: "local testing helpers: dev jwt (keys, JWKS, signed tokens), dev apikey (add a key to a keys file)", Run: runDev})
+	Register(Command{Name: "dev", Summary: "local testing helpers: dev jwt (keys, JWKS, signed tokens), dev apikey (add a key to a keys file)", Run: runDev,
+		Sub: []Command{
+			{Name: "jwt", Summary: help["dev jwt"].summary, Run: runDevJWT,
+				Flags: func() *flag.FlagSet { fs, _ := devJWTFlags(); return fs }},
+			{Name: "apikey", Summary: help["dev apikey"].summary, Run: runDevAPIKey,
+				Flags: func() *flag.FlagSet { fs, _ := devAPIKeyFlags(); return fs }},
+		}})
 }
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sub := map[string]func([]string, io.Writer, io.Writer) int{"jwt": runDevJWT, "apikey": runDevAPIKey}
-	if len(args) == 0 || sub[args[0]] == nil {
+	dev, _ := lookupCommand("dev")
+	var sub Command
+	ok := false
+	if len(args) > 0 {
+		sub, ok = dev.findSub(args[0])
+	}
+	if !ok {
 		fmt.Fprintln(stderr, "usage: causeway dev jwt|apikey [flags]   ('causeway dev jwt -h' for the flags)")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 			return 0
 		}
 		return 2
 	}
-	return sub[args[0]](args[1:], stdout, stderr)
+	return sub.Run(ctx, args[1:], stdout, stderr)
 }
 
 // claimFlags collects -claim NAME=VALUE; a value that parses as JSON (a
@@ -65,16 +77,31 @@ func (c claimFlags) Set(v string) error {
 	return nil
 }
 
-func runDevJWT(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("dev jwt", stderr)
-	dir := fs.String("dir", "", "folder for dev-jwt-key.pem, dev-jwt-pub.pem and jwks.json (required; reused when present)")
-	alg := fs.String("alg", "RS256", "RS256 or ES256 (when the key is made)")
-	iss := fs.String("iss", "https://id.local/", "issuer (iss)")
-	aud := fs.String("aud", "api", "audience (aud)")
-	sub := fs.String("sub", "dev-user", "subject (sub)")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime (exp - iat)")
-	claims := claimFlags{}
-	fs.Var(claims, "claim", "an extra claim `NAME=VALUE` (repeatable; JSON values such as [\"a\",\"b\"] or 42 stay typed)")
+type devJWTOpts struct {
+	dir, alg, iss, aud, sub *string
+	ttl                     *time.Duration
+	claims                  claimFlags
+}
+
+func devJWTFlags() (*flag.FlagSet, devJWTOpts) {
+	fs := newFlagSet("dev jwt")
+	o := devJWTOpts{
+		dir:    fs.String("dir", "", "write dev-jwt-key.pem, dev-jwt-pub.pem and jwks.json in `DIR` (required; reused when present)"),
+		alg:    fs.String("alg", "RS256", "RS256 or ES256 (when the key is made)"),
+		iss:    fs.String("iss", "https://id.local/", "issuer (iss)"),
+		aud:    fs.String("aud", "api", "audience (aud)"),
+		sub:    fs.String("sub", "dev-user", "subject (sub)"),
+		ttl:    fs.Duration("ttl", time.Hour, "lifetime (exp - iat)"),
+		claims: claimFlags{},
+	}
+	fs.Var(o.claims, "claim", "an extra claim `NAME=VALUE` (repeatable; JSON values such as [\"a\",\"b\"] or 42 stay typed)")
+	return fs, o
+}
+
+func runDevJWT(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, o := devJWTFlags()
+	withHelp(fs, stderr)
+	dir, alg, iss, aud, sub, ttl, claims := o.dir, o.alg, o.iss, o.aud, o.sub, o.ttl, o.claims
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -211,11 +238,21 @@ func jwk(pub crypto.PublicKey, kid string) map[string]any {
 	return nil
 }
 
-func runDevAPIKey(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("dev apikey", stderr)
-	keys := fs.String("keys", "", "the keys file to add to (created with mode 0600 when missing; required)")
-	name := fs.String("name", "", "the key's name: what logs, metrics and forward_name show (required)")
-	key := fs.String("key", "", "the key itself (default: 32 random bytes, base64url)")
+type devAPIKeyOpts struct{ keys, name, key *string }
+
+func devAPIKeyFlags() (*flag.FlagSet, devAPIKeyOpts) {
+	fs := newFlagSet("dev apikey")
+	return fs, devAPIKeyOpts{
+		keys: fs.String("keys", "", "the keys `FILE` to add to (created with mode 0600 when missing; required)"),
+		name: fs.String("name", "", "the key's name: what logs, metrics and forward_name show (required)"),
+		key:  fs.String("key", "", "the key itself (default: 32 random bytes, base64url)"),
+	}
+}
+
+func runDevAPIKey(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, o := devAPIKeyFlags()
+	withHelp(fs, stderr)
+	keys, name, key := o.keys, o.name, o.key
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

@@ -16,8 +16,10 @@ import (
 )
 
 func init() {
-	Register(Command{Name: "edge", Summary: help["edge"].summary, Run: runEdge})
-	Register(Command{Name: "validate", Summary: help["validate"].summary, Run: runValidate})
+	Register(Command{Name: "edge", Summary: help["edge"].summary, Run: runEdge,
+		Flags: func() *flag.FlagSet { fs, _ := edgeFlags(); return fs }})
+	Register(Command{Name: "validate", Summary: help["validate"].summary, Run: runValidate,
+		Flags: func() *flag.FlagSet { fs, _ := validateFlags(); return fs }, Args: Args{Files: true}})
 }
 
 // serverFlags are the flags the long-running commands (edge, sidecar) share.
@@ -62,36 +64,63 @@ func setMemoryLimit(log *slog.Logger) {
 	}
 }
 
+// serverOpts are the flags the long-running commands (edge, sidecar) share.
+type serverOpts struct {
+	config, logLevel, logFormat string
+	pprof                       bool
+	gogc                        int
+}
+
+// serverFlagSet defines a server command's flags.
+func serverFlagSet(name, defaultConfig, configHelp string, defaultGOGC int) (*flag.FlagSet, *serverOpts) {
+	fs, o := newFlagSet(name), &serverOpts{}
+	fs.StringVar(&o.config, "config", defaultConfig, configHelp)
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json (one object a line) or text (key=value)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
+	fs.IntVar(&o.gogc, "gogc", defaultGOGC, "garbage collector target percentage, as GOGC (-1 turns the collector off)")
+	return fs, o
+}
+
+func edgeFlags() (*flag.FlagSet, *serverOpts) {
+	return serverFlagSet("edge", "causeway.yaml", "the routes `FILE` (reloaded on change and on SIGHUP)", edgeGOGC)
+}
+
+func sidecarFlags() (*flag.FlagSet, *serverOpts) {
+	return serverFlagSet("sidecar", "sidecar.yaml", "the sidecar `FILE` (reloaded on change and on SIGHUP)", sidecarGOGC)
+}
+
 // parseServerFlags parses a server command's flags, builds its logger and
 // sets the GC target: -gogc when given, else the GOGC environment variable
-// when set, else defaultGOGC. ok is false when the command must end now,
-// with code (0 after -h).
-func parseServerFlags(name, defaultConfig, configHelp string, defaultGOGC int, args []string, stderr io.Writer) (sf serverFlags, code int, ok bool) {
-	fs := newFlags(name, stderr)
-	config := fs.String("config", defaultConfig, configHelp)
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	logFormat := fs.String("log-format", "json", "log format: json (one object a line) or text (key=value)")
-	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
-	gogc := fs.Int("gogc", defaultGOGC, "garbage collector target percentage, as GOGC (-1 turns the collector off)")
+// when set, else the command's default. ok is false when the command must
+// end now, with code (0 after -h).
+func parseServerFlags(fs *flag.FlagSet, o *serverOpts, args []string, stderr io.Writer) (sf serverFlags, code int, ok bool) {
+	name := fs.Name()
+	withHelp(fs, stderr)
 	if code, ok := parseFlags(fs, args); !ok {
 		return serverFlags{}, code, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "causeway %s: unexpected argument %q (the file is given with -config)\n", name, fs.Arg(0))
+		return serverFlags{}, 2, false
 	}
 	gogcSet := false
 	fs.Visit(func(f *flag.Flag) { gogcSet = gogcSet || f.Name == "gogc" })
 	if gogcSet || os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(*gogc)
+		debug.SetGCPercent(o.gogc)
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	log, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "causeway %s: %v\n", name, err)
 		return serverFlags{}, 2, false
 	}
 	setMemoryLimit(log)
-	return serverFlags{config: *config, log: log, pprof: *pprof}, 0, true
+	return serverFlags{config: o.config, log: log, pprof: o.pprof}, 0, true
 }
 
 func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sf, code, ok := parseServerFlags("edge", "causeway.yaml", "routes file (reloaded on change and on SIGHUP)", edgeGOGC, args, stderr)
+	fs, o := edgeFlags()
+	sf, code, ok := parseServerFlags(fs, o, args, stderr)
 	if !ok {
 		return code
 	}
@@ -119,10 +148,22 @@ func runEdge(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+type validateOpts struct {
+	kind      string
+	skipFiles bool
+}
+
+func validateFlags() (*flag.FlagSet, *validateOpts) {
+	fs, o := newFlagSet("validate"), &validateOpts{}
+	fs.StringVar(&o.kind, "kind", "", "edge or sidecar (default: told from the file's top-level keys)")
+	fs.BoolVar(&o.skipFiles, "skip-files", false, "check everything but the files the configuration names (certificates, keys, key lists), for a file written for another machine")
+	return fs, o
+}
+
 func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("validate", stderr)
-	kind := fs.String("kind", "", "edge or sidecar (default: told from the file's top-level keys)")
-	skipFiles := fs.Bool("skip-files", false, "check everything but the files the configuration names (certificates, keys, key lists), for a file written for another machine")
+	fs, o := validateFlags()
+	withHelp(fs, stderr)
+	kind, skipFiles := &o.kind, &o.skipFiles
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

@@ -21,14 +21,14 @@ var help = map[string]helpText{
 	"sidecar": {"run the mesh sidecar beside a service",
 		"causeway sidecar [-config FILE] [flags]",
 		"causeway sidecar -config /etc/causeway/sidecar.yaml"},
-	"validate": {"check a routes file: print every error (exit 1) or warning (exit 0) with file:line:col",
+	"validate": {"check a routes or sidecar file: print every error (exit 1) or warning (exit 0) with file:line:col",
 		"causeway validate FILE",
 		"causeway validate causeway.yaml"},
 	"version": {"print the version (-plugins: the compiled-in plugins)",
 		"causeway version [-plugins]",
 		"causeway version -plugins"},
 	"build": {"build a causeway binary that includes out-of-tree plugins",
-		"causeway build -with MODULE[@VERSION] [-with ...] [-replace MODULE=DIR] [-causeway VERSION] [-o BIN]",
+		"causeway build -with MODULE[@VERSION] [-with ...] [-replace MODULE=DIR] [-causeway VERSION] [-o FILE]",
 		"causeway build -with github.com/acme/causeway-plugin-x@v1.2.0 -o ./causeway-custom"},
 	"ca init": {"create a root CA for workload identities",
 		"causeway ca init -trust-domain DOMAIN -dir DIR",
@@ -45,17 +45,31 @@ var help = map[string]helpText{
 	"dev apikey": {"add an API key to a keys file (its SHA-256 only) and print the key",
 		"causeway dev apikey -keys FILE -name NAME [-key KEY]",
 		"causeway dev apikey -keys secrets/partner-keys.txt -name acme"},
+	"completion": {"print a shell completion script (bash, zsh or fish) for causeway's commands, flags and files",
+		"causeway completion bash|zsh|fish",
+		"causeway completion bash > /etc/bash_completion.d/causeway"},
+	"man": {"print the causeway(1) manual page (roff) with every command and flag",
+		"causeway man",
+		"causeway man > /usr/local/share/man/man1/causeway.1"},
 	"ca verify": {"check certificate files the way peers will; print each one's ID and expiry",
 		"causeway ca verify -bundle BUNDLE.pem CERT.pem [CERT.pem...]",
 		"causeway ca verify -bundle ca/bundle.pem mesh/*.pem"},
 }
 
-// newFlags is the flag set of the command named name, whose -h, -help and
-// --help print the command's help and end it with exit code 0.
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+// newFlagSet is an empty flag set for the command named name (as in the
+// help table: "edge", "ca issue"). Each command's flag-set factory starts
+// from it; withHelp then points it at the command's output.
+func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// withHelp makes fs print errors to stderr, and its -h, -help and --help
+// print the command's help and end it with exit code 0.
+func withHelp(fs *flag.FlagSet, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
-	fs.Usage = func() { printHelp(stderr, name, fs) }
+	fs.Usage = func() { printHelp(stderr, fs.Name(), fs) }
 	return fs
 }
 

@@ -62,7 +62,8 @@ func TestServerCommandsGCTarget(t *testing.T) {
 				os.Unsetenv("GOGC")
 			}
 			debug.SetGCPercent(123)
-			if _, _, ok := parseServerFlags("edge", "x.yaml", "", tt.def, tt.args, io.Discard); !ok {
+			fs, o := serverFlagSet("edge", "x.yaml", "", tt.def)
+			if _, _, ok := parseServerFlags(fs, o, tt.args, io.Discard); !ok {
 				t.Fatal("flags refused")
 			}
 			if got := debug.SetGCPercent(100); got != tt.want {
@@ -71,7 +72,8 @@ func TestServerCommandsGCTarget(t *testing.T) {
 		})
 	}
 	var stderr bytes.Buffer
-	if _, _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, []string{"-gogc", "lots"}, &stderr); ok || !strings.Contains(stderr.String(), "-gogc") {
+	fs, o := edgeFlags()
+	if _, _, ok := parseServerFlags(fs, o, []string{"-gogc", "lots"}, &stderr); ok || !strings.Contains(stderr.String(), "-gogc") {
 		t.Fatalf("-gogc lots accepted (stderr %q)", stderr.String())
 	}
 }
@@ -98,7 +100,8 @@ func TestServerCommandsMemoryLimit(t *testing.T) {
 			os.Unsetenv("GOMEMLIMIT")
 		}
 		debug.SetMemoryLimit(123 << 20)
-		if _, _, ok := parseServerFlags("sidecar", "x.yaml", "", sidecarGOGC, nil, io.Discard); !ok {
+		fs, o := sidecarFlags()
+		if _, _, ok := parseServerFlags(fs, o, nil, io.Discard); !ok {
 			t.Fatal("flags refused")
 		}
 		if got := debug.SetMemoryLimit(-1); got != tc.want {
@@ -113,7 +116,8 @@ func TestServerCommandsMemoryLimit(t *testing.T) {
 	os.Unsetenv("GOMEMLIMIT")
 	debug.SetMemoryLimit(math.MaxInt64)
 	var stderr bytes.Buffer
-	if _, _, ok := parseServerFlags("edge", "x.yaml", "", edgeGOGC, nil, &stderr); !ok {
+	fs, o := edgeFlags()
+	if _, _, ok := parseServerFlags(fs, o, nil, &stderr); !ok {
 		t.Fatal("flags refused")
 	}
 	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
@@ -137,7 +141,8 @@ func TestServerLogFormat(t *testing.T) {
 		for _, cmd := range []string{"edge", "sidecar"} {
 			t.Run(cmd+" "+tt.format, func(t *testing.T) {
 				var stderr bytes.Buffer
-				sf, _, ok := parseServerFlags(cmd, "x.yaml", "", 100, []string{"-log-format", tt.format}, &stderr)
+				fs, o := serverFlagSet(cmd, "x.yaml", "", 100)
+				sf, _, ok := parseServerFlags(fs, o, []string{"-log-format", tt.format}, &stderr)
 				if !ok {
 					t.Fatalf("refused: %s", stderr.String())
 				}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 
@@ -10,11 +11,13 @@ import (
 )
 
 func init() {
-	Register(Command{Name: "sidecar", Summary: help["sidecar"].summary, Run: runSidecar})
+	Register(Command{Name: "sidecar", Summary: help["sidecar"].summary, Run: runSidecar,
+		Flags: func() *flag.FlagSet { fs, _ := sidecarFlags(); return fs }})
 }
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	sf, code, ok := parseServerFlags("sidecar", "sidecar.yaml", "sidecar file (reloaded on change and on SIGHUP)", sidecarGOGC, args, stderr)
+	fs, o := sidecarFlags()
+	sf, code, ok := parseServerFlags(fs, o, args, stderr)
 	if !ok {
 		return code
 	}

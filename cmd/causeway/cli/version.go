@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -17,16 +18,22 @@ import (
 var Version = ""
 
 func init() {
-	Register(Command{Name: "version", Summary: help["version"].summary, Run: runVersion})
+	Register(Command{Name: "version", Summary: help["version"].summary, Run: runVersion,
+		Flags: func() *flag.FlagSet { fs, _ := versionFlags(); return fs }})
 }
 
 // pluginNames lists the registered plugins: the built-ins imported below
 // and, in a binary made by `causeway build`, the out-of-tree ones.
 var pluginNames = plugins.Names
 
+func versionFlags() (*flag.FlagSet, *bool) {
+	fs := newFlagSet("version")
+	return fs, fs.Bool("plugins", false, "also list the compiled-in plugins")
+}
+
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("version", stderr)
-	withPlugins := fs.Bool("plugins", false, "also list the compiled-in plugins")
+	fs, withPlugins := versionFlags()
+	withHelp(fs, stderr)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
