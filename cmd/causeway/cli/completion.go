@@ -111,7 +111,7 @@ _causeway() {
 `, shQuote(c.name()), shellWords(subs))
 	}
 	p(`    esac
-    local flags= values= files= dirs= argfiles= args=
+    local flags= values= files= dirs= argfiles= args= choices=
     case $key in
 `)
 	for _, c := range flattenTree(tree) {
@@ -124,6 +124,19 @@ _causeway() {
 			shellWords(flagNames(c, func(f flagInfo) bool { return f.kind != boolFlag })),
 			shellWords(flagNames(c, func(f flagInfo) bool { return f.kind == fileFlag })),
 			shellWords(flagNames(c, func(f flagInfo) bool { return f.kind == dirFlag })))
+		var enums []flagInfo
+		for _, f := range c.flags {
+			if len(f.choices) > 0 {
+				enums = append(enums, f)
+			}
+		}
+		if len(enums) > 0 {
+			p("        case $prev in\n")
+			for _, f := range enums {
+				p("        -%s) choices=%s ;;\n", f.name, shellWords(f.choices))
+			}
+			p("        esac\n")
+		}
 		if c.args.Files {
 			p("        argfiles=1\n")
 		}
@@ -141,6 +154,8 @@ _causeway() {
         elif [[ " $dirs " == *" $prev "* ]]; then
             compopt -o filenames 2>/dev/null
             COMPREPLY=( $(compgen -d -- "$cur") )
+        elif [[ -n $choices ]]; then
+            COMPREPLY=( $(compgen -W "$choices" -- "$cur") )
         fi
         return 0
     fi
@@ -232,7 +247,11 @@ _causeway() {
 			case dirFlag:
 				spec += ":" + meta + ":_files -/"
 			case valueFlag:
-				spec += ":" + meta + ": "
+				if len(f.choices) > 0 {
+					spec += ":" + meta + ":(" + strings.Join(f.choices, " ") + ")"
+				} else {
+					spec += ":" + meta + ": "
+				}
 			}
 			p(" \\\n            %s", shQuote(spec))
 		}
@@ -326,6 +345,9 @@ complete -c causeway -f
 				extra = " -x -a '(__fish_complete_directories)'"
 			case valueFlag:
 				extra = " -x"
+				if len(f.choices) > 0 {
+					extra += " -a " + fishQuote(strings.Join(f.choices, " "))
+				}
 			}
 			p("complete -c causeway -n %s -o %s%s -d %s\n", cond, fishQuote(f.name), extra, fishQuote(f.usage))
 		}

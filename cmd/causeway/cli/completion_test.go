@@ -2,12 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // causewayOutput runs `causeway ARGS...` and returns its stdout.
@@ -129,7 +131,10 @@ func TestBashCompletionCompletes(t *testing.T) {
 		{"a file flag's value is a file", []string{"causeway", "edge", "-config", "r"}, []string{"routes-old.yaml", "routes.yaml"}},
 		{"after --config too", []string{"causeway", "sidecar", "--config", "s"}, []string{"sidecar.yaml"}},
 		{"-config=VALUE", []string{"causeway", "edge", "-config", "=", "routes."}, []string{"routes.yaml"}},
-		{"a plain value is not completed", []string{"causeway", "edge", "-log-level", ""}, nil},
+		{"a plain value is not completed", []string{"causeway", "dev", "jwt", "-iss", ""}, nil},
+		{"a value from its set", []string{"causeway", "edge", "-log-level", "w"}, []string{"warn"}},
+		{"every value of the set", []string{"causeway", "validate", "-kind", ""}, []string{"edge", "sidecar"}},
+		{"a value after --flag", []string{"causeway", "sidecar", "--log-format", ""}, []string{"json", "text"}},
 		{"a bool flag takes no value: flags follow", []string{"causeway", "edge", "-pprof", "-g"}, []string{"-gogc"}},
 		{"subcommands", []string{"causeway", "ca", "i"}, []string{"init", "intermediate", "issue"}},
 		{"a subcommand's flags", []string{"causeway", "dev", "jwt", "-"}, dashed(flagsOf(jwtFS))},
@@ -172,6 +177,8 @@ func TestFishCompletionCompletes(t *testing.T) {
 		{"a subcommand's flags", "causeway ca issue -", []string{"-dir", "-id", "-out", "-ttl"}, []string{"-trust-domain"}},
 		{"files for validate", "causeway validate rou", []string{"routes.yaml"}, nil},
 		{"the shells", "causeway completion ", []string{"bash", "zsh", "fish"}, nil},
+		{"a value from its set", "causeway edge -log-format ", []string{"json", "text"}, []string{"routes.yaml"}},
+		{"the algorithms", "causeway dev jwt -alg ", []string{"RS256", "ES256"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(fish, "--no-config", "-c", `source $argv[1]; complete -C $argv[2]`, script, tt.line)
@@ -200,16 +207,66 @@ func TestFishCompletionCompletes(t *testing.T) {
 	}
 }
 
-// zsh registers the function for causeway when the script is sourced
-// after compinit, as the install instructions say.
-func TestZshCompletionRegisters(t *testing.T) {
+// zshScript drives an interactive zsh on a pseudo-terminal (zsh/zpty): it
+// sources the completion script after compinit, types $2 and TAB, and
+// prints what the terminal showed. Each read waits for a marker the
+// shell prints (split in the typed text so that its echo cannot match),
+// so nothing depends on timing: the prompt proves the line editor is
+// reading before the line is typed.
+const zshScript = `zmodload zsh/zpty || exit 3
+zpty z zsh -f -i || exit 4
+zpty -w z "PS1='<P''S>' RPROMPT=''; autoload -U compinit; compinit -u -D -d /dev/null; source ${(q)1}; print -r -- __REA''DY__"
+zpty -r z out '*__READY__*<PS>*' || exit 5
+zpty -w -n z "${2}"$'\t'
+zpty -w -n z $'\x15'
+zpty -w z 'print __DO""NE__'
+zpty -r z out '*__DONE__*' || exit 6
+zpty -d z
+print -r -- "$out"
+`
+
+// zsh completes as bash and fish do, driven as a user would drive it.
+func TestZshCompletionCompletes(t *testing.T) {
 	zsh := needShell(t, "zsh")
 	script := writeScript(t, "_causeway", causewayOutput(t, "completion", "zsh"))
-	cmd := exec.Command(zsh, "-f", "-c", `autoload -U compinit && compinit -u -D -d /dev/null && source $1 && print -r -- $_comps[causeway] && whence -w _causeway`, "zsh", script)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "_causeway\n_causeway: function") {
-		t.Fatalf("zsh: %v\n%s", err, out)
+	driver := writeScript(t, "drive.zsh", zshScript)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "routes.yaml"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, line string
+		want, not  []string
+	}{
+		{"a command from its start", "causeway va", []string{"validate"}, nil},
+		{"the edge's flags, described", "causeway edge -", []string{"-config", "-log-format", "-pprof", "log LEVEL: debug, info, warn, error"}, []string{"-kind"}},
+		{"a value from its set", "causeway edge -log-level ", []string{"debug", "warn"}, []string{"routes.yaml"}},
+		{"a file flag's value", "causeway edge -config rou", []string{"routes.yaml"}, nil},
+		{"subcommands", "causeway ca ", []string{"init", "intermediate", "issue", "verify"}, []string{"sidecar"}},
+		{"a subcommand's flags", "causeway dev jwt -", []string{"-alg", "-claim", "-dir"}, []string{"-keys"}},
+		{"files for validate", "causeway validate rou", []string{"routes.yaml"}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a guard against a hang, not a measure
+			defer cancel()
+			cmd := exec.CommandContext(ctx, zsh, "-f", driver, script, tt.line)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "TERM=dumb")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("zsh: %v\n%s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("%q: %q not offered:\n%s", tt.line, w, out)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(string(out), w) {
+					t.Errorf("%q: %q offered:\n%s", tt.line, w, out)
+				}
+			}
+		})
 	}
 }
 

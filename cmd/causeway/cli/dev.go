@@ -87,13 +87,14 @@ func devJWTFlags() (*flag.FlagSet, devJWTOpts) {
 	fs := newFlagSet("dev jwt")
 	o := devJWTOpts{
 		dir:    fs.String("dir", "", "write dev-jwt-key.pem, dev-jwt-pub.pem and jwks.json in `DIR` (required; reused when present)"),
-		alg:    fs.String("alg", "RS256", "RS256 or ES256 (when the key is made)"),
+		alg:    new(string),
 		iss:    fs.String("iss", "https://id.local/", "issuer (iss)"),
 		aud:    fs.String("aud", "api", "audience (aud)"),
 		sub:    fs.String("sub", "dev-user", "subject (sub)"),
 		ttl:    fs.Duration("ttl", time.Hour, "lifetime (exp - iat)"),
 		claims: claimFlags{},
 	}
+	enumVar(fs, o.alg, "alg", "RS256", "the signing `ALG` when the key is made: RS256 or ES256", "RS256", "ES256")
 	fs.Var(o.claims, "claim", "an extra claim `NAME=VALUE` (repeatable; JSON values such as [\"a\",\"b\"] or 42 stay typed)")
 	return fs, o
 }

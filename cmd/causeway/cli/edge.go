@@ -75,8 +75,8 @@ type serverOpts struct {
 func serverFlagSet(name, defaultConfig, configHelp string, defaultGOGC int) (*flag.FlagSet, *serverOpts) {
 	fs, o := newFlagSet(name), &serverOpts{}
 	fs.StringVar(&o.config, "config", defaultConfig, configHelp)
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json (one object a line) or text (key=value)")
+	enumVar(fs, &o.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn, error", "debug", "info", "warn", "error")
+	enumVar(fs, &o.logFormat, "log-format", "json", "log `FORMAT`: json (one object a line) or text (key=value)", "json", "text")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the admin listener (off by default)")
 	fs.IntVar(&o.gogc, "gogc", defaultGOGC, "garbage collector target percentage, as GOGC (-1 turns the collector off)")
 	return fs, o
@@ -155,7 +155,7 @@ type validateOpts struct {
 
 func validateFlags() (*flag.FlagSet, *validateOpts) {
 	fs, o := newFlagSet("validate"), &validateOpts{}
-	fs.StringVar(&o.kind, "kind", "", "edge or sidecar (default: told from the file's top-level keys)")
+	enumVar(fs, &o.kind, "kind", "", "the `KIND` of file: edge or sidecar (default: told from the file's top-level keys)", routes.KindEdge, routes.KindSidecar)
 	fs.BoolVar(&o.skipFiles, "skip-files", false, "check everything but the files the configuration names (certificates, keys, key lists), for a file written for another machine")
 	return fs, o
 }

@@ -36,6 +36,31 @@ type flagInfo struct {
 	kind    flagKind
 	// repeatable flags may be given more than once (-with, -claim).
 	repeatable bool
+	// choices are the values completion offers (-log-level, -kind).
+	choices []string
+}
+
+// enumValue is a string flag with a known set of values, which completion
+// offers. Parsing accepts any string: the command checks the value itself,
+// as before (-log-level takes whatever log/slog does).
+type enumValue struct {
+	p      *string
+	values []string
+}
+
+func (e *enumValue) String() string {
+	if e == nil || e.p == nil {
+		return ""
+	}
+	return *e.p
+}
+
+func (e *enumValue) Set(s string) error { *e.p = s; return nil }
+
+// enumVar defines a string flag whose usual values are values.
+func enumVar(fs *flag.FlagSet, p *string, name, value, usage string, values ...string) {
+	*p = value
+	fs.Var(&enumValue{p: p, values: values}, name, usage)
 }
 
 // repeatable is implemented by flag values that collect every use.
@@ -80,6 +105,9 @@ func flagsOf(fs *flag.FlagSet) []flagInfo {
 			fi.kind = dirFlag
 		case metavar == "FILE" || metavar == "PREFIX":
 			fi.kind = fileFlag
+		}
+		if e, ok := f.Value.(*enumValue); ok {
+			fi.choices = e.values
 		}
 		if r, ok := f.Value.(repeatable); ok && r.repeatable() {
 			fi.repeatable = true
