@@ -208,18 +208,13 @@ func FuzzParseSidecar(f *testing.F) {
 	f.Add([]byte(sidecarBase))
 	f.Add([]byte("version: 1\nidentity: {cert_file: c, key_file: k, bundle_file: b}\ninbound: {forward_to: \"localhost:1\", allow_trust_domains: [a]}\n"))
 	f.Add([]byte("a: &x [*x]\n"))
+	// Decode errors beside validation errors: both are reported.
+	f.Add([]byte("version: 1\nidentity: {cert_file: [a], key_file: b}\ninbound: {allow: x, timeout: soon}\noutbound: {services: {p: {endpoints: a, identity: 5}}}\n"))
+	f.Add([]byte("version: 1\nidentty: {}\ninbound: 3\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseSidecar("fuzz.yaml", data)
 		if err != nil {
-			list, ok := err.(Errors)
-			if !ok || len(list) == 0 {
-				t.Fatalf("error is not a located list: %T %v", err, err)
-			}
-			for _, e := range list {
-				if e.Pos.Line < 1 || e.Pos.Col < 1 {
-					t.Fatalf("error without a position: %v", e)
-				}
-			}
+			checkErrorList(t, err)
 			return
 		}
 		if s.Version != 1 || (s.Inbound == nil && s.Outbound == nil) {
