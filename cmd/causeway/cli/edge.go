@@ -22,7 +22,7 @@ func init() {
 		Flags: func() *flag.FlagSet { fs, _ := validateFlags(); return fs }, Args: Args{Files: true}})
 }
 
-// serverFlags are the flags the long-running commands (edge, sidecar) share.
+// serverFlags is what a server command (edge, sidecar) takes from its flags.
 type serverFlags struct {
 	config string
 	log    *slog.Logger

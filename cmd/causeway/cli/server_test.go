@@ -26,6 +26,9 @@ func TestServerCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"edge", "-log-format", "xml"}, 2, `causeway edge: invalid -log-format "xml": json or text`},
 		{[]string{"sidecar", "-log-format", "logfmt"}, 2, `causeway sidecar: invalid -log-format "logfmt": json or text`},
 		{[]string{"edge", "-no-such-flag"}, 2, "flag provided but not defined: -no-such-flag"},
+		// A file without -config was ignored, and the default file served.
+		{[]string{"edge", "routes.yaml"}, 2, `causeway edge: unexpected argument "routes.yaml" (the file is given with -config)`},
+		{[]string{"sidecar", "-log-level", "debug", "sidecar.yaml"}, 2, `causeway sidecar: unexpected argument "sidecar.yaml"`},
 		{[]string{"edge", "-config", bad}, 1, "reading routes file"},
 		{[]string{"sidecar", "-config", bad}, 1, "no such file"},
 	} {
