@@ -127,7 +127,7 @@ func BenchmarkRequest(b *testing.B) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
+				if resp.StatusCode != http.StatusOK {
 					b.Fatalf("status %d", resp.StatusCode)
 				}
 			}

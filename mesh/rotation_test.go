@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -67,7 +68,7 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 				if err == nil {
 					body, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 {
+					if resp.StatusCode != http.StatusOK {
 						err = fmt.Errorf("status %d: %s", resp.StatusCode, body)
 					} else if !w.reuse {
 						seenMu.Lock()

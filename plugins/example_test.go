@@ -69,7 +69,7 @@ func Example() {
 	h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Println("upstream sees X-Tenant:", r.Header.Get("X-Tenant"))
 	}))
-	r := httptest.NewRequest("GET", "/", nil)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, r)
 	fmt.Print(rec.Code, " ", rec.Body.String())

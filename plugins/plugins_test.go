@@ -290,7 +290,7 @@ func TestChainOrder(t *testing.T) {
 				seen = strings.Join(r.Header.Values("X-Order"), ",")
 			}))
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 			if seen != tt.want {
 				t.Fatalf("upstream saw %q, want %q", seen, tt.want)
 			}
@@ -344,7 +344,7 @@ func TestChainPhase(t *testing.T) {
 			h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				seen = strings.Join(r.Header.Values("X-Order"), ",")
 			}))
-			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
 			if seen != tt.want {
 				t.Fatalf("upstream saw %q, want %q", seen, tt.want)
 			}
@@ -416,7 +416,7 @@ func TestNewUnknownStandalone(t *testing.T) {
 }
 
 func TestRequestInfo(t *testing.T) {
-	r := httptest.NewRequest("GET", "/", nil)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	if got := Info(r.Context()); got != (RequestInfo{}) {
 		t.Fatalf("Info on a bare context = %+v", got)
 	}
@@ -435,7 +435,7 @@ func TestRequestInfo(t *testing.T) {
 
 func TestError(t *testing.T) {
 	rec := httptest.NewRecorder()
-	r := httptest.NewRequest("GET", "/", nil)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.Header.Set(RequestIDHeader, "id-1")
 	Error(rec, r, http.StatusForbidden, "origin not allowed")
 	if rec.Code != 403 || rec.Header().Get("Content-Type") != "application/json" {

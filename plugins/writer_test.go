@@ -16,13 +16,13 @@ func TestHookHeader(t *testing.T) {
 		wantStatus int
 		wantCalls  int
 	}{
-		{"explicit WriteHeader", func(w http.ResponseWriter) { w.WriteHeader(404) }, 404, 1},
+		{"explicit WriteHeader", func(w http.ResponseWriter) { w.WriteHeader(http.StatusNotFound) }, 404, 1},
 		{"implicit 200 by Write", func(w http.ResponseWriter) { io.WriteString(w, "hi") }, 200, 1},
 		{"Flush sends the header", func(w http.ResponseWriter) { w.(http.Flusher).Flush() }, 200, 1},
 		{"1xx passes, final runs the hook once", func(w http.ResponseWriter) {
 			w.WriteHeader(http.StatusEarlyHints)
-			w.WriteHeader(201)
-			w.WriteHeader(202) // superfluous: ignored by net/http, must not re-run the hook
+			w.WriteHeader(http.StatusCreated)
+			w.WriteHeader(http.StatusAccepted) // superfluous: ignored by net/http, must not re-run the hook
 		}, 201, 1},
 		{"nothing written: Done runs the hook", func(w http.ResponseWriter) {}, 200, 1},
 	}

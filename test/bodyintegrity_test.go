@@ -139,7 +139,7 @@ func bodyIntegrityRun(t *testing.T, p *pipeline, up *digestEcho, total int) {
 				switch {
 				case err != nil:
 					fail("%d bytes (chunked %v): status %d, reading the response: %v (%d bytes read)", n, chunked, resp.StatusCode, err, len(got))
-				case resp.StatusCode != 200:
+				case resp.StatusCode != http.StatusOK:
 					fail("%d bytes (chunked %v): status %d: %.200s", n, chunked, resp.StatusCode, got)
 				case !bytes.Equal(got, append([]byte(digest+"\n"), body...)):
 					fail("%d bytes (chunked %v): the answer differs from the body sent (%d bytes back)", n, chunked, len(got))

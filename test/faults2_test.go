@@ -296,7 +296,7 @@ routes:
 			}
 			client := &http.Client{Timeout: 30 * time.Second}
 			for i := range 3 {
-				req, _ := http.NewRequest("GET", "http://"+e.Addr("http")+"/x", nil)
+				req, _ := http.NewRequest(http.MethodGet, "http://"+e.Addr("http")+"/x", nil)
 				req.Header.Set("Authorization", "Bearer "+token)
 				start := time.Now()
 				resp, err := client.Do(req)
@@ -307,7 +307,7 @@ routes:
 				resp.Body.Close()
 				took := time.Since(start)
 				t.Logf("request %d: %d after %s: %s", i, resp.StatusCode, took, strings.TrimSpace(string(b)))
-				if resp.StatusCode != 401 {
+				if resp.StatusCode != http.StatusUnauthorized {
 					t.Fatalf("request %d: status %d", i, resp.StatusCode)
 				}
 				// A request waits for a running fetch at most 1 s from the
@@ -362,7 +362,7 @@ routes:
 				if user == "" {
 					user = fmt.Sprintf("load-%d", users.Add(1))
 				}
-				req, _ := http.NewRequest("GET", url, nil)
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
 				req.Header.Set("X-User", user)
 				resp, err := client.Do(req)
 				if err != nil {

@@ -186,7 +186,7 @@ func probe(client *http.Client, url string) error {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
 		return fmt.Errorf("status %d over %s", resp.StatusCode, resp.Proto)
 	}
 	return nil

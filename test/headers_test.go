@@ -150,7 +150,7 @@ routes:
 				hdr := append([][2]string{{"X-Test-Id", id}, {"X_Forwarded_Prefix", "/evil"}, {"X_Real_IP", "6.6.6.6"}, {"X_Original_URL", "/admin"}}, spoofable...)
 				hdr = append(hdr, urlOverrides...)
 				resp, body := send(t, c, "GET", "http://"+addr+"/x", "", hdr)
-				if resp.StatusCode != 200 {
+				if resp.StatusCode != http.StatusOK {
 					t.Fatalf("status %d %q", resp.StatusCode, body)
 				}
 				s, ok := up.got(id)
@@ -198,7 +198,7 @@ routes:
 			}
 			hdr = append(hdr, urlOverrides...)
 			resp, body := send(t, c, "GET", "http://"+addr+"/x", "", hdr)
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d %q", resp.StatusCode, body)
 			}
 			s, _ := up.got(id)
@@ -264,7 +264,7 @@ routes:
 		t.Run(tc.name, func(t *testing.T) {
 			id := "h2c-" + tc.name
 			resp := rawExchange(t, e.Addr("http"), "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Test-Id: "+id+"\r\n"+tc.headers+"\r\n")
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			s, ok := up.got(id)
@@ -309,7 +309,7 @@ routes:
 			nominated := "X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port, Forwarded, X-Real-IP, X-Request-Id, traceparent, X-Partner, X-Client-Hop"
 			resp := rawExchange(t, e.Addr("http"), "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Test-Id: "+id+
 				"\r\nX-API-Key: partner-secret\r\nX-Client-Hop: drop-me\r\nConnection: keep-alive, "+nominated+"\r\n\r\n")
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			s, ok := up.got(id)
@@ -357,7 +357,7 @@ routes:
 					}
 					return
 				}
-				if resp.StatusCode != 200 || !reached || s.Method != tc.method {
+				if resp.StatusCode != http.StatusOK || !reached || s.Method != tc.method {
 					t.Errorf("status %d, upstream saw %q", resp.StatusCode, s.Method)
 				}
 			})
@@ -406,7 +406,7 @@ routes:
 					}
 					return
 				}
-				if resp.StatusCode != 200 || !reached {
+				if resp.StatusCode != http.StatusOK || !reached {
 					t.Fatalf("status %d %q", resp.StatusCode, body)
 				}
 				// Forwarded as sent, unless dot segments had to be resolved.
@@ -452,7 +452,7 @@ routes:
 					}
 					return
 				}
-				if resp.StatusCode != 200 || !reached {
+				if resp.StatusCode != http.StatusOK || !reached {
 					t.Fatalf("status %d %q", resp.StatusCode, body)
 				}
 				if s.Host != tc.want || s.Header.Get("X-Forwarded-Host") != tc.want {
@@ -481,7 +481,7 @@ routes:
 				id := fmt.Sprintf("underscore-%s-%v", proto, allow)
 				resp, _ := send(t, c, "GET", "http://"+e.Addr("http")+"/x", "", [][2]string{{"X-Test-Id", id}, {"X_User_Id", "admin"}, {"X-User-Id", "alice"}})
 				s, ok := up.got(id)
-				if resp.StatusCode != 200 || !ok {
+				if resp.StatusCode != http.StatusOK || !ok {
 					t.Fatalf("status %d", resp.StatusCode)
 				}
 				if got := s.Header.Get("X-User-Id"); got != "alice" {

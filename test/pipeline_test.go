@@ -122,7 +122,7 @@ inbound: {listen: "127.0.0.1:0", forward_to: %q, allow: ["spiffe://example.org/n
 }
 
 func (p *pipeline) do() error {
-	req, _ := http.NewRequest("GET", p.url, nil)
+	req, _ := http.NewRequest(http.MethodGet, p.url, nil)
 	if p.token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
@@ -132,7 +132,7 @@ func (p *pipeline) do() error {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return nil

@@ -129,7 +129,7 @@ routes:
 // getWith is get with request headers given as name, value pairs.
 func getWith(t *testing.T, url string, hdr ...string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

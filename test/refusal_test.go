@@ -198,7 +198,7 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 401 || resp.Close {
+			if resp.StatusCode != http.StatusUnauthorized || resp.Close {
 				t.Fatalf("request %d: status %d, close %v", i, resp.StatusCode, resp.Close)
 			}
 		}
@@ -226,7 +226,7 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp, err = http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != 200 {
+		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("final answer: %v %v", resp, err)
 		}
 		resp.Body.Close()

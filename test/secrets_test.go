@@ -46,7 +46,7 @@ routes:
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("/config: %d %s", resp.StatusCode, body)
 	}
 	if strings.Contains(string(body), "hunter2") {

@@ -199,7 +199,7 @@ func TestSlowRequestBodies(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d, want 200", resp.StatusCode)
 		}
 		if got, uerr := up.last(t); got != body || uerr != nil {
@@ -216,7 +216,7 @@ func TestSlowRequestBodies(t *testing.T) {
 			t.Fatalf("kept-alive connection closed after an idle shorter than idle_timeout: %v", err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("second request: status %d", resp.StatusCode)
 		}
 		up.last(t)
@@ -298,7 +298,7 @@ func TestSlowRequestBodyHTTP2(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("next request: status %d", resp.StatusCode)
 	}
 	if got, uerr := up.last(t); got != "hello" || uerr != nil {

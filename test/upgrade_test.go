@@ -120,7 +120,7 @@ func upgradeUnderLoad(t *testing.T, dir string, old *exec.Cmd, healthURL, url st
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
+				if resp.StatusCode != http.StatusOK {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, resp.Status)
 					continue

@@ -249,7 +249,7 @@ func TestMutualTLS(t *testing.T) {
 		}
 	}
 	t.Run("ClientSubject without TLS", func(t *testing.T) {
-		if s, ok := ClientSubject(httptest.NewRequest("GET", "/", nil)); ok || s != "" {
+		if s, ok := ClientSubject(httptest.NewRequest(http.MethodGet, "/", nil)); ok || s != "" {
 			t.Fatalf("got %q %v for a plain request", s, ok)
 		}
 	})
@@ -307,8 +307,8 @@ func TestHSTS(t *testing.T) {
 	ca := newCA(t, "hsts CA")
 	c, k := ca.writePair(t, dir, "a", "api.example.com")
 	certs := []routes.Certificate{{CertFile: c, KeyFile: k}}
-	tlsReq := httptest.NewRequest("GET", "https://api.example.com/", nil)
-	plainReq := httptest.NewRequest("GET", "http://api.example.com/", nil)
+	tlsReq := httptest.NewRequest(http.MethodGet, "https://api.example.com/", nil)
+	plainReq := httptest.NewRequest(http.MethodGet, "http://api.example.com/", nil)
 	tests := []struct {
 		name string
 		hsts *routes.HSTS

@@ -34,7 +34,7 @@ func FuzzRedirect(f *testing.F) {
 		if !strings.HasPrefix(target, "/") {
 			target = "/" + target
 		}
-		req, err := http.NewRequest("GET", "http://x"+target, nil)
+		req, err := http.NewRequest(http.MethodGet, "http://x"+target, nil)
 		if err != nil {
 			return // not a request a server would parse either
 		}

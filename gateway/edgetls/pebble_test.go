@@ -192,7 +192,7 @@ func startACME(t testing.TB, httpPort, tlsPort int) *acmeEnv {
 		if err == nil {
 			root, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("Pebble's root: status %d, body %q", resp.StatusCode, root)
 			}
 			break

@@ -26,7 +26,7 @@ func TestIsGRPC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.ct, func(t *testing.T) {
-			r := httptest.NewRequest("POST", "/", nil)
+			r := httptest.NewRequest(http.MethodPost, "/", nil)
 			r.Header.Set("Content-Type", tt.ct)
 			if got := IsGRPC(r); got != tt.want {
 				t.Fatalf("IsGRPC(%q) = %v", tt.ct, got)
@@ -60,7 +60,7 @@ func TestWriteGRPC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := httptest.NewRequest("POST", "/svc/M", nil)
+			r := httptest.NewRequest(http.MethodPost, "/svc/M", nil)
 			r.Header.Set("Content-Type", tt.ct)
 			w := httptest.NewRecorder()
 			w.Header().Set("Content-Length", "99")

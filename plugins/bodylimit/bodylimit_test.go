@@ -84,7 +84,7 @@ func TestThroughProxy(t *testing.T) {
 			if tt.chunked {
 				body = chunked{body}
 			}
-			req, _ := http.NewRequest("POST", edge.URL+"/upload", body)
+			req, _ := http.NewRequest(http.MethodPost, edge.URL+"/upload", body)
 			res, err := edge.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)

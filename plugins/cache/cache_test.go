@@ -338,7 +338,7 @@ func TestBounds(t *testing.T) {
 	}))
 	get := func(path string) string {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		return rec.Header().Get(StatusHeader)
 	}
 	for i := range 20 {

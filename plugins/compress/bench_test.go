@@ -37,7 +37,7 @@ func BenchmarkCompress(b *testing.B) {
 					w.Header().Set("Content-Type", "application/json")
 					io.WriteString(w, body)
 				}))
-				r := httptest.NewRequest("GET", "/", nil)
+				r := httptest.NewRequest(http.MethodGet, "/", nil)
 				r.Header.Set("Accept-Encoding", enc)
 				var out int
 				b.SetBytes(int64(len(body)))

@@ -221,7 +221,7 @@ func TestStreamingFlush(t *testing.T) {
 			defer srv.Close()
 			client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 			defer client.CloseIdleConnections()
-			req, _ := http.NewRequest("GET", srv.URL, nil)
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 			req.Header.Set("Accept-Encoding", enc)
 			res, err := client.Do(req)
 			if err != nil {
@@ -276,7 +276,7 @@ func TestPanicDoesNotCompleteBody(t *testing.T) {
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	defer client.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 	req.Header.Set("Accept-Encoding", "gzip")
 	res, err := client.Do(req)
 	if err != nil {

@@ -69,7 +69,7 @@ func TestPreflight(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			reached = false
-			r := httptest.NewRequest("OPTIONS", "/orders", nil)
+			r := httptest.NewRequest(http.MethodOptions, "/orders", nil)
 			r.Header.Set("Origin", tt.origin)
 			r.Header.Set("Access-Control-Request-Method", tt.method)
 			if tt.headers != "" {
@@ -164,7 +164,7 @@ func TestAnyOrigin(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			r := httptest.NewRequest("OPTIONS", "/", nil)
+			r := httptest.NewRequest(http.MethodOptions, "/", nil)
 			r.Header.Set("Origin", "https://anyone.example")
 			r.Header.Set("Access-Control-Request-Method", tt.method)
 			r.Header.Set("Access-Control-Request-Headers", tt.headers)

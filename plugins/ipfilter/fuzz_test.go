@@ -1,6 +1,7 @@
 package ipfilter
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 
@@ -28,7 +29,7 @@ func FuzzClientIP(f *testing.F) {
 	defer set.Close()
 	filter := inst.(*Filter)
 	f.Fuzz(func(t *testing.T, remote, xff string) {
-		r := httptest.NewRequest("GET", "/", nil)
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.RemoteAddr = remote
 		r.Header.Set("X-Forwarded-For", xff)
 		a, ok := filter.ClientIP(r)

@@ -34,7 +34,7 @@ func TestFilter(t *testing.T) {
 	inst := plugintest.MustNew(t, "ip_filter", `allow: [10.0.0.0/8, "2001:db8::/32", 192.0.2.7]
 deny: [10.6.6.0/24]
 trusted_proxies: [172.16.0.0/12]`)
-	h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
+	h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	tests := []struct {
 		desc, remote, xff string
 		want              int
@@ -59,7 +59,7 @@ trusted_proxies: [172.16.0.0/12]`)
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
-			r := httptest.NewRequest("GET", "/", nil)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.RemoteAddr = tt.remote
 			if tt.xff != "" {
 				r.Header.Set("X-Forwarded-For", tt.xff)
@@ -95,8 +95,8 @@ func TestEdgeClientIP(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
 			inst := plugintest.MustNew(t, "ip_filter", tt.config)
-			h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
-			r := httptest.NewRequest("GET", "/", nil)
+			h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.RemoteAddr = tt.remote
 			if tt.xff != "" {
 				r.Header.Set("X-Forwarded-For", tt.xff)
@@ -118,7 +118,7 @@ func TestDenyOnly(t *testing.T) {
 	h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	for remote, want := range map[string]int{"198.51.100.1:1": 403, "198.51.101.1:1": 200} {
 		t.Run(remote, func(t *testing.T) {
-			r := httptest.NewRequest("GET", "/", nil)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			r.RemoteAddr = remote
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, r)

@@ -80,7 +80,7 @@ func TestRequestID(t *testing.T) {
 				got = r.Header.Get(tt.header)
 				info = plugins.RequestID(r)
 			}))
-			r := httptest.NewRequest("GET", "/", nil)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			for k, v := range tt.incoming {
 				r.Header.Set(k, v)
 			}

@@ -94,7 +94,7 @@ func TestBodyFileRelative(t *testing.T) {
 	}
 	defer s.Close()
 	rec := httptest.NewRecorder()
-	inst.Wrap(nil).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	inst.Wrap(nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 	if rec.Body.String() != "hello" {
 		t.Fatalf("body %q", rec.Body)
 	}

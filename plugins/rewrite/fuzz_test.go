@@ -31,7 +31,7 @@ func FuzzRewrite(f *testing.F) {
 		if err != nil || !strings.HasPrefix(u.Path, "/") {
 			return
 		}
-		r := httptest.NewRequest("GET", "/", nil)
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.URL = u
 		seen = ""
 		rec := httptest.NewRecorder()

@@ -69,7 +69,7 @@ func TestRewrite(t *testing.T) {
 		t.Run(tt.desc, func(t *testing.T) {
 			seenURI, seenPath = "", ""
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("GET", tt.target, nil))
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.target, nil))
 			if rec.Code != tt.wantStatus {
 				t.Fatalf("status %d, want %d", rec.Code, tt.wantStatus)
 			}

@@ -48,7 +48,7 @@ func benchChain(b *testing.B, names []string, body string) {
 		w.Header().Set("Cache-Control", "max-age=3600")
 		io.WriteString(w, body)
 	}))
-	r := httptest.NewRequest("GET", "http://api.example.com/orders/7", nil)
+	r := httptest.NewRequest(http.MethodGet, "http://api.example.com/orders/7", nil)
 	r.RemoteAddr = "10.1.2.3:4567"
 	r.Header.Set("Origin", "https://app.example.com")
 	r.Header.Set("Accept-Encoding", "gzip, zstd")

@@ -179,7 +179,7 @@ func TestBuildEndToEnd(t *testing.T) {
 	seen := make(chan string, 1)
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/b") {
-			if r.Method == "POST" {
+			if r.Method == http.MethodPost {
 				b, err := io.ReadAll(r.Body)
 				if err != nil {
 					return // the edge cut the body off
@@ -220,7 +220,7 @@ func TestBuildEndToEnd(t *testing.T) {
 	res := getWhenUp(t, ctx, "http://"+httpAddr+"/hi", &edgeOut)
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 200 || string(body) != "hello from upstream" {
+	if res.StatusCode != http.StatusOK || string(body) != "hello from upstream" {
 		t.Fatalf("through the edge: %d %q\nedge output:\n%s", res.StatusCode, body, edgeOut.String())
 	}
 	select {
@@ -246,7 +246,7 @@ func TestBuildEndToEnd(t *testing.T) {
 		{
 			desc: "cors preflight answered at the edge",
 			req: func() *http.Request {
-				r, _ := http.NewRequest("OPTIONS", base+"/b/x", nil)
+				r, _ := http.NewRequest(http.MethodOptions, base+"/b/x", nil)
 				r.Header.Set("Origin", "https://app.example.com")
 				r.Header.Set("Access-Control-Request-Method", "POST")
 				return r
@@ -257,7 +257,7 @@ func TestBuildEndToEnd(t *testing.T) {
 		{
 			desc: "cors preflight from another origin",
 			req: func() *http.Request {
-				r, _ := http.NewRequest("OPTIONS", base+"/b/x", nil)
+				r, _ := http.NewRequest(http.MethodOptions, base+"/b/x", nil)
 				r.Header.Set("Origin", "https://evil.example.com")
 				r.Header.Set("Access-Control-Request-Method", "POST")
 				return r
@@ -267,7 +267,7 @@ func TestBuildEndToEnd(t *testing.T) {
 		{
 			desc: "compressed",
 			req: func() *http.Request {
-				r, _ := http.NewRequest("GET", base+"/b/text", nil)
+				r, _ := http.NewRequest(http.MethodGet, base+"/b/text", nil)
 				r.Header.Set("Accept-Encoding", "gzip")
 				return r
 			},
@@ -277,7 +277,7 @@ func TestBuildEndToEnd(t *testing.T) {
 		{
 			desc: "body within the limit",
 			req: func() *http.Request {
-				r, _ := http.NewRequest("POST", base+"/b/upload", strings.NewReader(strings.Repeat("x", 500)))
+				r, _ := http.NewRequest(http.MethodPost, base+"/b/upload", strings.NewReader(strings.Repeat("x", 500)))
 				return r
 			},
 			want: 200, wantBody: "read 500",
@@ -285,7 +285,7 @@ func TestBuildEndToEnd(t *testing.T) {
 		{
 			desc: "streamed body over the limit",
 			req: func() *http.Request {
-				r, _ := http.NewRequest("POST", base+"/b/upload", struct{ io.Reader }{strings.NewReader(strings.Repeat("x", 5000))})
+				r, _ := http.NewRequest(http.MethodPost, base+"/b/upload", struct{ io.Reader }{strings.NewReader(strings.Repeat("x", 5000))})
 				return r
 			},
 			want: 413, wantBody: `"status":413`,
@@ -347,7 +347,7 @@ func getWhenUp(t *testing.T, ctx context.Context, url string, edgeOut *testutil.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		res, err := client.Do(req)
 		if err == nil {
 			return res

@@ -88,7 +88,7 @@ routes:
 				var code int
 				deadline := time.Now().Add(5 * time.Second) // the JWKS is fetched at start
 				for {
-					req, _ := http.NewRequest("GET", base+tt.path, nil)
+					req, _ := http.NewRequest(http.MethodGet, base+tt.path, nil)
 					req.Header.Set(tt.header, tt.value)
 					resp, err := http.DefaultClient.Do(req)
 					if err != nil {

@@ -23,7 +23,7 @@ func main() {
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply := map[string]any{"service": *name, "path": r.URL.Path, "caller": r.Header.Get("X-Causeway-Peer-Id")}
 		if *call != "" {
-			req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://"+*outbound+r.URL.Path, nil)
+			req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+*outbound+r.URL.Path, nil)
 			req.Host = *call
 			resp, err := client.Do(req)
 			if err != nil {
