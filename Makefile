@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/causewayhq/causeway/cmd/causeway/cli.Version=$(VE
 TOOLS   := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: all build image test test-short vet fmt-check deps bench bench-go soak fuzz quickstart clean
+.PHONY: all build image test test-short vet lint fmt-check deps bench bench-go soak fuzz quickstart clean
 
 all: build
 
@@ -34,11 +34,18 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-# test is what CI runs: formatting, vet, tidy go.mod/go.sum in every module, the Kubernetes manifests against
+# lint runs golangci-lint (version pinned in scripts/go-tools.txt, built once
+# into .tools/bin) with the checks chosen in .golangci.yml.
+lint:
+	@scripts/go-tools.sh golangci-lint
+	$(TOOLS)/bin/golangci-lint run ./...
+	cd examples/plugins/routeinfo && $(TOOLS)/bin/golangci-lint run --config $(CURDIR)/.golangci.yml ./...
+
+# test is what CI runs: formatting, vet, the linters, tidy go.mod/go.sum in every module, the Kubernetes manifests against
 # strict schemas, `causeway validate` on every example configuration, every package under the race detector (with the h2spec
 # conformance run and the headless-Chromium dashboard test switched on), and
 # the out-of-tree example plugin (a module of its own).
-test: deps fmt-check vet
+test: deps fmt-check vet lint
 	scripts/check-modules.sh
 	scripts/check-manifests.sh
 	scripts/check-examples.sh

@@ -44,15 +44,8 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/promtool" ]; then
   fi
 fi
 
-# Go-built peers: name | package@version
-while IFS='|' read -r name pkg; do
-  name=$(echo "$name" | xargs); pkg=$(echo "$pkg" | xargs)
-  [ -z "$name" ] && continue
-  if [ ! -x "$tools/$name" ]; then
-    echo "deps: go install $pkg"
-    GOBIN="$tools" go install "$pkg"
-  fi
-done < <(grep -v '^#' scripts/go-tools.txt 2>/dev/null || true)
+# Go-built peers and tools (scripts/go-tools.txt).
+scripts/go-tools.sh
 
 # Strict JSON Schemas of the Kubernetes kinds, for kubeconform (make
 # check-manifests). kubeconform would download them; here they are built
