@@ -45,7 +45,7 @@ func AuthorizeID(want ID) Authorizer {
 func AuthorizeMemberOf(td string) Authorizer {
 	domain, err := ParseTrustDomain(td)
 	if err != nil {
-		return func(ID) error { return fmt.Errorf("%w: %v", ErrUnauthorized, err) }
+		return func(ID) error { return fmt.Errorf("%w: %w", ErrUnauthorized, err) }
 	}
 	return func(peer ID) error {
 		if !peer.IsZero() && peer.MemberOf(domain) {

@@ -229,7 +229,9 @@ func TestCAOnDisk(t *testing.T) {
 		}, "does not chain"},
 		{"load: a leaf posing as a CA", func(d string) error {
 			fake := filepath.Join(d, "fake")
-			os.Mkdir(fake, 0o700)
+			if err := os.Mkdir(fake, 0o700); err != nil {
+				return err
+			}
 			if err := mesh.IssueLeaf(root, mustID(t, ordersID), time.Hour, filepath.Join(fake, "intermediate"), clock); err != nil {
 				return err
 			}

@@ -31,7 +31,7 @@ func (c *clock) Set(t time.Time) {
 
 func discardLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
-func discardSlog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discardSlog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // logBuffer collects log output from several goroutines.
 type logBuffer struct {

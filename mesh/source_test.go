@@ -177,7 +177,7 @@ func TestSourceFollowsFiles(t *testing.T) {
 		// is swapped by rename; the files themselves never change.
 		kdir := t.TempDir()
 		v1 := filepath.Join(kdir, "..v1")
-		os.Mkdir(v1, 0o755)
+		must(t, os.Mkdir(v1, 0o755))
 		ca.IssueFiles(v1, ordersID)
 		must(t, os.Symlink("..v1", filepath.Join(kdir, "..data")))
 		for _, n := range []string{"svid.pem", "svid-key.pem", "bundle.pem"} {
@@ -189,7 +189,7 @@ func TestSourceFollowsFiles(t *testing.T) {
 		}
 		defer ks.Close()
 		v2 := filepath.Join(kdir, "..v2")
-		os.Mkdir(v2, 0o755)
+		must(t, os.Mkdir(v2, 0o755))
 		ca.IssueFiles(v2, paymentsID)
 		must(t, os.Symlink("..v2", filepath.Join(kdir, "..data_tmp")))
 		must(t, os.Rename(filepath.Join(kdir, "..data_tmp"), filepath.Join(kdir, "..data")))

@@ -30,7 +30,9 @@ func sharedSPIRE(t *testing.T) *testspire.Server {
 	t.Helper()
 	testspire.Require(t)
 	spireServer.once.Do(func() {
-		spireServer.dir, spireServer.err = os.MkdirTemp("", "mesh-spire")
+		// Not t.TempDir: the server is shared by every test of the
+		// package and outlives the test that starts it.
+		spireServer.dir, spireServer.err = os.MkdirTemp("", "mesh-spire") //nolint:usetesting // see above
 		if spireServer.err == nil {
 			spireServer.srv, spireServer.err = testspire.StartServer(spireServer.dir, testspire.ServerOptions{TrustDomain: "example.org"})
 		}
@@ -156,7 +158,9 @@ func TestSPIRESourceStartsWithoutAgentAndServes(t *testing.T) {
 	connected.Store(-1)
 	logs := &logBuffer{}
 	// The socket the agent will use does not exist yet.
-	sockDir, err := os.MkdirTemp("", "sp-late")
+	// A short path: a Unix socket path is limited to about 100 bytes and
+	// t.TempDir's carries the test's long name.
+	sockDir, err := os.MkdirTemp("", "sp-late") //nolint:usetesting // see above
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,6 @@ type tagConfig struct {
 
 type tagInstance struct {
 	cfg    tagConfig
-	name   string
 	closed *closeLog
 }
 

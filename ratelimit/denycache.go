@@ -18,8 +18,8 @@ type denial struct {
 	limit        int
 }
 
-func newDenyCache(max int) *denyCache {
-	return &denyCache{m: make(map[string]denial), max: max}
+func newDenyCache(limit int) *denyCache {
+	return &denyCache{m: make(map[string]denial), max: limit}
 }
 
 func (c *denyCache) get(key string, now int64) (Decision, bool) {
@@ -55,10 +55,4 @@ func (c *denyCache) put(key string, now int64, d Decision) {
 		}
 	}
 	c.m[key] = denial{until: now + d.RetryAfter.Microseconds(), reset: now + d.ResetAfter.Microseconds(), limit: d.Limit}
-}
-
-func (c *denyCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.m)
 }

@@ -411,7 +411,7 @@ routes:
 			t.Fatalf("old middleware after reload: %d, closed=%v", w.Code, first.isClosed())
 		}
 		// Once nothing holds the old configuration, its client is closed.
-		old = httpHandler{}
+		old = httpHandler{} //nolint:wastedassign // drops the last reference, so the old client can be collected
 		for i := 0; !first.isClosed(); i++ {
 			if i == 1000 {
 				t.Fatal("the replaced client was never closed")

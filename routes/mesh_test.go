@@ -32,11 +32,11 @@ func TestMeshSection(t *testing.T) {
 			t.Fatalf("decoded %+v", f.Mesh)
 		}
 	})
-	r := func(old, new string) string {
-		if !strings.Contains(meshBase, old) {
-			t.Fatalf("test setup: %q not in the base file", old)
+	r := func(from, to string) string {
+		if !strings.Contains(meshBase, from) {
+			t.Fatalf("test setup: %q not in the base file", from)
 		}
-		return strings.Replace(meshBase, old, new, 1)
+		return strings.Replace(meshBase, from, to, 1)
 	}
 	requirePlain := strings.Replace(r("  bundle_file: mesh/bundle.pem\n", "  bundle_file: mesh/bundle.pem\n  require: true\n"),
 		"routes:\n", "  plain:\n    endpoints: [\"127.0.0.1:7002\"]\nroutes:\n", 1) + "  - name: plain\n    match: {path_prefix: /plain}\n    upstream: plain\n"

@@ -1,6 +1,7 @@
 package routes
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -142,7 +143,8 @@ func ParseSidecarWith(name string, data []byte, o Options) (*Sidecar, error) {
 	root, err := parseYAML(name, data)
 	if err != nil {
 		// parseYAML's messages speak of the routes file; say which file this is.
-		if errs, ok := err.(Errors); ok {
+		var errs Errors
+		if errors.As(err, &errs) {
 			for _, e := range errs {
 				e.Msg = strings.NewReplacer("a routes file", "a sidecar file",
 					"version, upstreams and routes", "version, identity, inbound and outbound").Replace(e.Msg)

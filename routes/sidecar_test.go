@@ -87,7 +87,8 @@ outbound:
 		}
 	})
 	t.Run("an inbound-only sidecar has no outbound", func(t *testing.T) {
-		s, err := ParseSidecar("s.yaml", []byte(sidecarBase[:strings.Index(sidecarBase, "outbound:")]))
+		beforeOutbound, _, _ := strings.Cut(sidecarBase, "outbound:")
+		s, err := ParseSidecar("s.yaml", []byte(beforeOutbound))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,11 +99,11 @@ outbound:
 }
 
 func TestSidecarErrors(t *testing.T) {
-	r := func(old, new string) string {
-		if !strings.Contains(sidecarBase, old) {
-			t.Fatalf("test setup: %q not in the base file", old)
+	r := func(from, to string) string {
+		if !strings.Contains(sidecarBase, from) {
+			t.Fatalf("test setup: %q not in the base file", from)
 		}
-		return strings.Replace(sidecarBase, old, new, 1)
+		return strings.Replace(sidecarBase, from, to, 1)
 	}
 	tests := []struct {
 		name string

@@ -266,8 +266,8 @@ func (c *checker) checkRoutes() {
 	sigs := map[string]int{}
 	for i, r := range c.f.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
-		switch {
-		case r.Name == "":
+		switch r.Name {
+		case "":
 			c.errorf(p, "name is required")
 		default:
 			c.checkName(p+".name", "route", r.Name)

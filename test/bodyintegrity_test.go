@@ -225,8 +225,11 @@ routes:
 				}
 				got, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if err != nil || !bytes.Equal(got, body) {
-					errs <- fmt.Errorf("%d bytes: echo of %d bytes differs (%v)", len(body), len(got), err)
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("%d bytes: reading the echo after %d bytes: %w", len(body), len(got), err)
+				case !bytes.Equal(got, body):
+					errs <- fmt.Errorf("%d bytes: echo of %d bytes differs", len(body), len(got))
 				}
 			}
 		}()

@@ -73,7 +73,7 @@ const header = "version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0
 
 func startEdge(t testing.TB, config string) *edge {
 	t.Helper()
-	return startEdgeWithLogger(t, config, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return startEdgeWithLogger(t, config, slog.New(slog.DiscardHandler))
 }
 
 // startEdgeWithLogger serves config from a file of its own until the test

@@ -95,7 +95,7 @@ access_log: {output: "off"}
 admin: "127.0.0.1:0"
 inbound: {listen: "127.0.0.1:0", forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/gateway"]}
 `, svcFiles.Cert, svcFiles.Key, svcFiles.Bundle, strings.TrimPrefix(svc.URL, "http://")))
-		sc, err := gateway.NewSidecar(context.Background(), gateway.SidecarOptions{ConfigPath: scPath, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		sc, err := gateway.NewSidecar(context.Background(), gateway.SidecarOptions{ConfigPath: scPath, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // bodyUpstream records, for every POST, the body it read and the error
@@ -219,7 +217,9 @@ func TestSlowRequestBodies(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("second request: status %d", resp.StatusCode)
 		}
-		up.last(t)
+		if got, uerr := up.last(t); got != "ok" || uerr != nil {
+			t.Fatalf("upstream read %q (%v), want %q", got, uerr, "ok")
+		}
 	})
 
 	t.Run("stalls do not count against the endpoint", func(t *testing.T) {
@@ -248,7 +248,9 @@ func TestSlowRequestBodyHTTP2(t *testing.T) {
 	config, accessLog := slowBodyConfig(t, up.addr(), `https: "127.0.0.1:0"`,
 		fmt.Sprintf("tls:\n  certificates: [{cert_file: %q, key_file: %q}]\n", certFile, keyFile))
 	e := startEdge(t, config)
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.com"}}
+	h2only := new(http.Protocols)
+	h2only.SetHTTP2(true)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.com"}, Protocols: h2only}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	base := "https://" + e.Addr("https")

@@ -98,9 +98,12 @@ func main() {
 	httpAddr := flag.String("http", "127.0.0.1:8080", "edge listen address (a free port is used when taken)")
 	adminAddr := flag.String("admin", "127.0.0.1:9901", "admin listen address (a free port is used when taken)")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *httpAddr, *adminAddr, os.Stdout); err != nil {
+	err := func() error {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return run(ctx, *httpAddr, *adminAddr, os.Stdout)
+	}()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}

@@ -20,7 +20,7 @@ var redirectHostRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$`)
 func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := hostOnly(r.Host)
-		if host == "" || !(redirectHostRe.MatchString(host) || net.ParseIP(host) != nil) {
+		if host == "" || (!redirectHostRe.MatchString(host) && net.ParseIP(host) == nil) {
 			httperr.Write(w, r, http.StatusBadRequest, "missing or invalid Host header")
 			return
 		}

@@ -81,7 +81,7 @@ func TestParseAddr(t *testing.T) {
 		"[2001:db8::1":       "",
 		"example.com:80":     "",
 		"":                   "",
-		" 192.0.2.1":         "",
+		" 192.0.2.1":         "", //nolint:gocritic // the leading space is the case under test
 		"\"[2001:db8::1]\"":  "",
 		"for=192.0.2.1":      "",
 		"192.0.2.1:080":      "192.0.2.1",

@@ -167,7 +167,7 @@ func (cp *ControlPlane) waitReady(certDir string) error {
 			select {
 			case err := <-w:
 				w <- err
-				return fmt.Errorf("a control-plane process exited during start (%v); logs in %s", err, cp.Dir)
+				return fmt.Errorf("a control-plane process exited during start (%w); logs in %s", err, cp.Dir)
 			default:
 			}
 		}
@@ -185,7 +185,10 @@ func (cp *ControlPlane) waitReady(certDir string) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("kube-apiserver not ready after %s: %v; logs in %s", startTimeout, last, cp.Dir)
+	if last == nil {
+		last = errors.New("it wrote no serving certificate")
+	}
+	return fmt.Errorf("kube-apiserver not ready after %s: %w; logs in %s", startTimeout, last, cp.Dir)
 }
 
 func (cp *ControlPlane) ping() error {

@@ -136,7 +136,7 @@ func (s *Server) start() error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("redis-server on %s exited at start (%v); log:\n%s", s.Addr, err, s.logTail())
+			return fmt.Errorf("redis-server on %s exited at start (%w); log:\n%s", s.Addr, err, s.logTail())
 		default:
 		}
 		if _, err := Do(s.Addr, "PING"); err == nil {
@@ -226,9 +226,9 @@ func (s *Server) logTail() string {
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
 	}
-	const max = 4 << 10
-	if len(b) > max {
-		b = b[len(b)-max:]
+	const maxTail = 4 << 10
+	if len(b) > maxTail {
+		b = b[len(b)-maxTail:]
 	}
 	return string(b)
 }
@@ -328,7 +328,7 @@ func (c *Cluster) create() error {
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	out, err := exec.Command("redis-cli", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("redis-cli --cluster create: %v:\n%s", err, out)
+		return fmt.Errorf("redis-cli --cluster create: %w:\n%s", err, out)
 	}
 	deadline := time.Now().Add(startTimeout)
 	for _, n := range c.Nodes {
@@ -338,7 +338,10 @@ func (c *Cluster) create() error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("node %s never reported cluster_state:ok (last: %q, %v)", n.Addr, info, err)
+				if err == nil {
+					err = fmt.Errorf("last CLUSTER INFO: %q", info)
+				}
+				return fmt.Errorf("node %s never reported cluster_state:ok: %w", n.Addr, err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

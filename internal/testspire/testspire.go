@@ -408,7 +408,7 @@ func waitHealthy(p *process, bin string, args ...string) error {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return fmt.Errorf("%s exited while starting (%v): %s", bin, err, tail(p.log))
+			return fmt.Errorf("%s exited while starting (%w): %s", bin, err, tail(p.log))
 		default:
 		}
 		if time.Now().After(deadline) {

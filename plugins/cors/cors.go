@@ -89,10 +89,10 @@ func New(cfg Config, raw routes.Raw) (*CORS, error) {
 		return nil, raw.ErrorAt("allow_origins", "allow_origins is required: list the origins (\"https://app.example.com\") allowed to call this route, or \"*\"")
 	}
 	for _, o := range cfg.AllowOrigins {
-		switch {
-		case o == "*":
+		switch o {
+		case "*":
 			c.anyOrigin = true
-		case o == "null":
+		case "null":
 			return nil, raw.ErrorAt("allow_origins", "origin \"null\" is sent by sandboxed and file: documents; allowing it allows any of them")
 		default:
 			w, exact, err := parseOrigin(o)

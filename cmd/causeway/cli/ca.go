@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -90,7 +91,7 @@ func (f *caFlags) parse(args []string, stderr io.Writer) (int, bool) {
 	f.stderr = stderr
 	withHelp(f.FlagSet, stderr)
 	if err := f.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return 0, false
 		}
 		return 2, false

@@ -61,7 +61,7 @@ routes:
   - {name: jwks, match: {path_prefix: /jwks}, auth: byjwks, upstream: u}
   - {name: key, match: {path_prefix: /key}, auth: partners, upstream: u}
 `, alg, filepath.Join(kd, "dev-jwt-pub.pem"), jwks.URL, keys, strings.TrimPrefix(up.URL, "http://")))
-			e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			e, err := gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: cfg, Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -86,7 +86,9 @@ func TestServerCommandsGCTarget(t *testing.T) {
 func TestServerCommandsMemoryLimit(t *testing.T) {
 	root := t.TempDir()
 	for p, c := range map[string]string{"proc/self/cgroup": "0::/pod\n", "sys/fs/cgroup/pod/memory.max": "1073741824\n"} {
-		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}

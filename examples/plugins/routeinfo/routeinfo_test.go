@@ -49,7 +49,7 @@ func TestHeaders(t *testing.T) {
 			h := inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				route, subject = r.Header.Get("X-Causeway-Route"), r.Header.Get("X-Subject")
 			}))
-			r := httptest.NewRequest("GET", "/", nil)
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
 			if tt.forged != "" {
 				r.Header.Set("X-Subject", tt.forged)
 			}
