@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"testing"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -50,7 +51,8 @@ func FuzzTraceparent(f *testing.F) {
 		h.Set(traceparentHeader, tp)
 		sc := trace.SpanContextFromContext(tc.Extract(context.Background(), propagation.HeaderCarrier(h)))
 		otelValid := sc.IsValid()
-		reservedFlags := len(tp) == 55 && tp[:2] == "00" && lowerHex(tp[53:55]) && tp[53] > '0'
+		flags, flagsErr := strconv.ParseUint(tp[min(53, len(tp)):], 16, 8)
+		reservedFlags := len(tp) == 55 && tp[:2] == "00" && lowerHex(tp[53:55]) && flagsErr == nil && flags > 3
 		otelTrailingDash := len(tp) == 56 && tp[:2] == "00" && tp[55] == '-'
 		switch {
 		case valid == otelValid:
