@@ -13,9 +13,9 @@ var ErrUnauthorized = errors.New("peer not authorized")
 // Authorizer decides whether a verified peer ID may go on: nil means yes.
 type Authorizer func(peer ID) error
 
-// AuthorizeAny allows exactly the listed IDs. With no IDs it allows nobody:
-// an empty allow-list is a closed door, never an open one.
-func AuthorizeAny(ids ...ID) Authorizer {
+// AuthorizeOnly allows the listed IDs and no others. With no IDs it allows
+// nobody: an empty allow-list is a closed door, never an open one.
+func AuthorizeOnly(ids ...ID) Authorizer {
 	allowed := make(map[ID]struct{}, len(ids))
 	for _, id := range ids {
 		if !id.IsZero() {

@@ -20,11 +20,11 @@ func TestAuthorizers(t *testing.T) {
 		peer  mesh.ID
 		ok    bool
 	}{
-		{"AuthorizeAny: a listed ID", mesh.AuthorizeAny(gw, orders), gw, true},
-		{"AuthorizeAny: an unlisted ID", mesh.AuthorizeAny(orders), gw, false},
-		{"AuthorizeAny: the same path in another trust domain", mesh.AuthorizeAny(gw), other, false},
-		{"AuthorizeAny: an empty list allows nobody", mesh.AuthorizeAny(), gw, false},
-		{"AuthorizeAny: the zero ID is never allowed", mesh.AuthorizeAny(mesh.ID{}), mesh.ID{}, false},
+		{"AuthorizeOnly: a listed ID", mesh.AuthorizeOnly(gw, orders), gw, true},
+		{"AuthorizeOnly: an unlisted ID", mesh.AuthorizeOnly(orders), gw, false},
+		{"AuthorizeOnly: the same path in another trust domain", mesh.AuthorizeOnly(gw), other, false},
+		{"AuthorizeOnly: an empty list allows nobody", mesh.AuthorizeOnly(), gw, false},
+		{"AuthorizeOnly: the zero ID is never allowed", mesh.AuthorizeOnly(mesh.ID{}), mesh.ID{}, false},
 		{"AuthorizeID: the ID", mesh.AuthorizeID(orders), orders, true},
 		{"AuthorizeID: another ID", mesh.AuthorizeID(orders), gw, false},
 		{"AuthorizeID: a zero expectation allows nobody", mesh.AuthorizeID(mesh.ID{}), mesh.ID{}, false},
@@ -53,7 +53,7 @@ func TestAuthorizers(t *testing.T) {
 func TestAuthorizerRequest(t *testing.T) {
 	ca := meshtest.NewCA(t, "example.org")
 	gw := ca.Issue(gatewayID)
-	authz := mesh.AuthorizeAny(mustID(t, gatewayID))
+	authz := mesh.AuthorizeOnly(mustID(t, gatewayID))
 	tests := []struct {
 		name  string
 		state *tls.ConnectionState

@@ -98,7 +98,7 @@ func BenchmarkRequest(b *testing.B) {
 	ca := meshtest.NewCA(b, "example.org")
 	server, _ := ca.Source(ordersID)
 	client, _ := ca.Source(gatewayID)
-	authz := mesh.AuthorizeAny(mustID(b, gatewayID))
+	authz := mesh.AuthorizeOnly(mustID(b, gatewayID))
 	ok := []byte("ok")
 	meshHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := authz.Request(r); err != nil {

@@ -49,7 +49,7 @@ func InboundAuthorizer(in *routes.Inbound) (Authorizer, error) {
 		}
 		ids = append(ids, id)
 	}
-	authorizers := []Authorizer{AuthorizeAny(ids...)}
+	authorizers := []Authorizer{AuthorizeOnly(ids...)}
 	for i, s := range in.AllowTrustDomains {
 		if _, err := ParseTrustDomain(s); err != nil {
 			return nil, fmt.Errorf("mesh: inbound.allow_trust_domains[%d]: %w", i, err)

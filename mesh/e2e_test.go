@@ -32,7 +32,7 @@ func TestOperatorFlow(t *testing.T) {
 		return s
 	}
 	server, client := open(ordersOut), open(gatewayOut)
-	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeAny(mustID(t, gatewayID))))
+	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeOnly(mustID(t, gatewayID))))
 	get := func(keepAlive bool) (string, string) {
 		t.Helper()
 		c := meshClient(t, mesh.ClientConfig(client, mustID(t, ordersID)), true, keepAlive)

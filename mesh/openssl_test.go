@@ -54,7 +54,7 @@ func TestOpenSSLClientAgainstServerConfig(t *testing.T) {
 	openssl := needOpenSSL(t)
 	ca := meshtest.NewCA(t, "example.org")
 	server, _ := ca.Source(ordersID)
-	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeAny(mustID(t, gatewayID))))
+	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeOnly(mustID(t, gatewayID))))
 	client := ca.IssueFiles(t.TempDir(), gatewayID)
 	stranger := meshtest.NewCA(t, "example.org").IssueFiles(t.TempDir(), gatewayID)
 	tests := []struct {

@@ -34,7 +34,7 @@ func TestRotationUnderLoadDropsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeAny(mustID(t, gatewayID))))
+	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeOnly(mustID(t, gatewayID))))
 
 	var (
 		stop     atomic.Bool

@@ -277,7 +277,7 @@ func TestMTLSOverHTTP(t *testing.T) {
 	server, _ := ca.Source(ordersID)
 	gateway, _ := ca.Source(gatewayID)
 	payments, _ := ca.Source(paymentsID)
-	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeAny(mustID(t, gatewayID))))
+	addr := serveMesh(t, server, peerEcho(mesh.AuthorizeOnly(mustID(t, gatewayID))))
 	for _, tc := range []struct {
 		name     string
 		client   *mesh.Source
