@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// sidecarBase is the sidecar file of DESIGN.md; each case breaks it in one place.
+// sidecarBase is the example of docs/mesh.md ("The sidecar file") without its
+// optional keys; each case breaks it in one place.
 const sidecarBase = `version: 1
 identity: { cert_file: mesh/orders.pem, key_file: mesh/orders-key.pem, bundle_file: mesh/bundle.pem }
 inbound:
@@ -22,7 +23,7 @@ outbound:
 admin: "127.0.0.1:15000"
 `
 
-func TestSidecarLoadsTheDesignExample(t *testing.T) {
+func TestSidecarLoadsTheDocumentedExample(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sidecar.yaml")
 	if err := os.WriteFile(path, []byte(sidecarBase), 0o644); err != nil {
 		t.Fatal(err)
