@@ -108,8 +108,8 @@ func FuzzSetForwarded(f *testing.F) {
 		if params["for"] != wantFor || params["proto"] != proto || params["host"] != host {
 			t.Fatalf("Forwarded element %q reads as %v; want for=%s host=%q proto=%s", last, params, wantFor, host, proto)
 		}
-		if real := out.Header.Get("X-Real-Ip"); real != pi.clientStr {
-			t.Fatalf("X-Real-IP %q, resolved client %q", real, pi.clientStr)
+		if xri := out.Header.Get("X-Real-Ip"); xri != pi.clientStr {
+			t.Fatalf("X-Real-IP %q, resolved client %q", xri, pi.clientStr)
 		}
 	})
 }
