@@ -86,7 +86,8 @@ func ParseWith(name string, data []byte, o Options) (*File, error) {
 		return nil, d.errs
 	}
 	f.applyDefaults()
-	errs := append(d.errs, f.validate(d.doubt)...)
+	d.errs = append(d.errs, f.validate(d.doubt)...)
+	errs := d.errs
 	if o.CheckFiles {
 		errs = append(errs, d.doubt.filter(checkFiles(f.Path, f.At, f.files()))...)
 	}

@@ -162,7 +162,8 @@ func ParseSidecarWith(name string, data []byte, o Options) (*Sidecar, error) {
 		return nil, d.errs
 	}
 	s.applyDefaults()
-	errs := append(d.errs, s.validate(d.doubt)...)
+	d.errs = append(d.errs, s.validate(d.doubt)...)
+	errs := d.errs
 	if o.CheckFiles {
 		errs = append(errs, d.doubt.filter(checkFiles(s.Path, s.At, s.files()))...)
 	}

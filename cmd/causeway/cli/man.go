@@ -42,7 +42,7 @@ func writeMan(w io.Writer, tree []cmdInfo) {
 	p(".TH CAUSEWAY 1 \"\" \"causeway %s\" \"Causeway Manual\"\n", roff(version()))
 	p(".SH NAME\ncauseway \\- API gateway and service\\-mesh edge\n")
 	p(".SH SYNOPSIS\n.B causeway\n.I command\n.RI [ flags ]\n.br\n.B causeway help\n.I command\n.br\n.B causeway \\-\\-version\n")
-	io.WriteString(w, `.SH DESCRIPTION
+	_, _ = io.WriteString(w, `.SH DESCRIPTION
 Causeway routes HTTP traffic from clients to upstream services (the
 .B edge
 command) and, beside each service, terminates and originates mutual TLS
@@ -58,7 +58,7 @@ Flags are written with one dash (\fB\-config\fR); two also work.
 	for _, c := range flattenTree(tree) {
 		writeManCommand(w, c)
 	}
-	io.WriteString(w, `.SH SHELL COMPLETION
+	_, _ = io.WriteString(w, `.SH SHELL COMPLETION
 .B causeway completion bash
 (or
 .BR zsh ,
