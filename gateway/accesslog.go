@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -57,27 +58,39 @@ type lockedWriter struct {
 	w  io.Writer
 }
 
-// openAccessLogUndoable opens cfg's output for a configuration that may
-// yet be refused: undo closes it, and removes the file if opening it
-// created it, so a refused routes file leaves no trace on disk.
-func openAccessLogUndoable(cfg routes.AccessLog) (*accessLog, func(), error) {
+// newAccessLogPool shares an open output between generations: a reload
+// that keeps the output keeps the file open (rather than reopening, and
+// briefly double-opening, it), and the last generation using it closes it.
+func newAccessLogPool() *refpool.Pool[string, *accessLog] {
+	return refpool.New[string]((*accessLog).Close)
+}
+
+// acquireAccessLog gives g the access log of cfg: the shared output, with
+// g's own sampling. A new output is opened now, so a file that cannot be
+// opened refuses the configuration; when g is refused and opening created
+// the file, undo removes it, so a refused file leaves no trace on disk.
+func (s *server[C]) acquireAccessLog(g *generation[C], cfg routes.AccessLog) (*accessLog, error) {
 	created := false
-	switch cfg.Output {
-	case "off", "stdout", "stderr":
-	default:
-		_, err := os.Lstat(cfg.Output)
-		created = errors.Is(err, fs.ErrNotExist)
-	}
-	al, err := openAccessLog(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return al, func() {
-		_ = al.Close()
-		if created {
-			_ = os.Remove(cfg.Output)
+	shared, loaded, err := s.logs.Acquire(cfg.Output, func() (*accessLog, error) {
+		switch cfg.Output {
+		case "off", "stdout", "stderr":
+		default:
+			_, err := os.Lstat(cfg.Output)
+			created = errors.Is(err, fs.ErrNotExist)
 		}
-	}, nil
+		return openAccessLog(cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.onRelease(func() { _, _ = s.logs.Release(cfg.Output) })
+	if !loaded && created {
+		g.onUndo(func() { _ = os.Remove(cfg.Output) })
+	}
+	view := *shared
+	view.sample = cfg.Sample
+	view.closer = nil // the pool closes the output
+	return &view, nil
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {

@@ -28,7 +28,7 @@ func (e *Edge) adminHandler() http.Handler {
 		}
 		// Endpoint health is shown, not judged: one upstream without
 		// endpoints must not take the whole edge out of its load balancer.
-		if rt := e.current.Load(); rt != nil {
+		if rt := e.live.Load().runtime(0); rt != nil {
 			body["upstreams"] = rt.endpointHealth()
 		}
 		// Likewise Redis with on_error: allow: shown, and unready only
@@ -40,8 +40,7 @@ func (e *Edge) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		e.mu.Lock()
-		f, last := e.active.file, e.lastReload
-		loaded := e.active.rt.loadedAt
+		f, last, loaded := e.active.cfg, e.lastReload, e.active.loadedAt
 		e.mu.Unlock()
 		writeJSON(w, http.StatusOK, map[string]any{
 			"file":        f.Path,

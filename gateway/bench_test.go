@@ -92,7 +92,7 @@ func BenchmarkProxy(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}})
+			rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry())})
 			if err != nil {
 				b.Fatal(err)
 			}

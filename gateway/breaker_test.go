@@ -41,7 +41,7 @@ func TestBreakerConcurrencyLimits(t *testing.T) {
 	fire()
 	waitFor(t, func() bool { return b.held.Load() == 2 })
 	fire() // waits for a slot: max_pending 1
-	up := te.current.Load().upstreams["u"]
+	up := te.live.Load().runtime(0).upstreams["u"]
 	waitFor(t, func() bool { return up.breaker.pending.Load() == 1 })
 
 	resp, body := get(t, te.url+"/")
@@ -71,7 +71,7 @@ func TestBreakerTripAndRecovery(t *testing.T) {
 	b := newBackend(t, "b", "127.0.0.1:0")
 	b.status.Store(500)
 	te := startEdge(t, oneUpstream(`["`+b.addr+`"]`, "    circuit_breaker: {consecutive_failures: 3, open_for: 10s}\n"))
-	up := te.current.Load().upstreams["u"]
+	up := te.live.Load().runtime(0).upstreams["u"]
 
 	codes := send(t, te.url+"/", 3, 1)
 	if codes[500] != 3 || up.breaker.stateName() != "open" {
@@ -188,7 +188,7 @@ func TestBreakerSlotReturnedOnAbortedResponse(t *testing.T) {
 			}
 		}
 	}
-	if n := len(te.current.Load().upstreams["u"].breaker.slots); n != 0 {
+	if n := len(te.live.Load().runtime(0).upstreams["u"].breaker.slots); n != 0 {
 		t.Fatalf("%d slots held after every request ended", n)
 	}
 }

@@ -32,11 +32,11 @@ func derivedMaxConnections(nofile uint64) int {
 }
 
 // listenerCap is the total cap of each of listeners data listeners: the
-// file's max_connections when it sets one (0: no cap), else the derived
-// cap shared evenly among them.
-func listenerCap(f *routes.File, listeners int, nofile func() (uint64, error)) int {
-	if _, set := f.Positions["server.max_connections"]; set || listeners == 0 {
-		return f.Server.MaxConnections
+// file's max_connections when it sets one (maxSet; 0: no cap), else the
+// derived cap shared evenly among them.
+func listenerCap(srv routes.Server, maxSet bool, listeners int, nofile func() (uint64, error)) int {
+	if maxSet || listeners == 0 {
+		return srv.MaxConnections
 	}
 	n, err := nofile()
 	if err != nil {

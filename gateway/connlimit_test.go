@@ -104,22 +104,22 @@ func TestDerivedMaxConnections(t *testing.T) {
 
 func TestListenerCap(t *testing.T) {
 	limit := func(n uint64) func() (uint64, error) { return func() (uint64, error) { return n, nil } }
-	set := map[string]routes.Pos{"server.max_connections": {Line: 3, Col: 3}}
 	for _, tt := range []struct {
 		name      string
-		file      routes.File
+		server    routes.Server
+		maxSet    bool
 		listeners int
 		nofile    func() (uint64, error)
 		want      int
 	}{
-		{"unset: derived, one listener", routes.File{}, 1, limit(1024), 448},
-		{"unset: derived, shared by http and https", routes.File{}, 2, limit(1024), 224},
-		{"unset: no limit known, no cap", routes.File{}, 2, func() (uint64, error) { return 0, errors.New("no rlimit") }, 0},
-		{"explicit cap", routes.File{Positions: set, Server: routes.Server{MaxConnections: 10}}, 2, limit(1024), 10},
-		{"explicit 0: off", routes.File{Positions: set}, 2, limit(1024), 0},
+		{"unset: derived, one listener", routes.Server{}, false, 1, limit(1024), 448},
+		{"unset: derived, shared by http and https", routes.Server{}, false, 2, limit(1024), 224},
+		{"unset: no limit known, no cap", routes.Server{}, false, 2, func() (uint64, error) { return 0, errors.New("no rlimit") }, 0},
+		{"explicit cap", routes.Server{MaxConnections: 10}, true, 2, limit(1024), 10},
+		{"explicit 0: off", routes.Server{}, true, 2, limit(1024), 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := listenerCap(&tt.file, tt.listeners, tt.nofile); got != tt.want {
+			if got := listenerCap(tt.server, tt.maxSet, tt.listeners, tt.nofile); got != tt.want {
 				t.Fatalf("listenerCap = %d, want %d", got, tt.want)
 			}
 		})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 
 	"go.uber.org/goleak"
 )

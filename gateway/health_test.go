@@ -251,7 +251,7 @@ func TestHealthSurvivesReload(t *testing.T) {
 // A health check built in code without the loader's defaults gets them.
 func TestHealthCheckDefaultsInCode(t *testing.T) {
 	b := newBackend(t, "b", "127.0.0.1:0")
-	deps := buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}}
+	deps := buildDeps{metrics: newMetrics(promRegistry())}
 	u, err := newUpstreamFrom("u", routes.Upstream{Balance: "round_robin", Scheme: "http", Endpoints: []string{b.addr}, HealthCheck: &routes.HealthCheck{Path: "/healthz"}}, deps)
 	if err != nil {
 		t.Fatal(err)

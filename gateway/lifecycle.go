@@ -297,23 +297,3 @@ func runUntil(ctx context.Context, errc <-chan error, reload func(), upgrade fun
 func newAdminServer(log *slog.Logger, h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
-
-// retireWhenIdle runs release once rt has no request in flight, or at once
-// when stop ends (shutdown has drained what it could). The goroutine is
-// counted in wg.
-func retireWhenIdle(stop context.Context, wg *sync.WaitGroup, rt *runtime, release func()) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer release()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for rt.inflight.Load() > 0 {
-			select {
-			case <-tick.C:
-			case <-stop.Done():
-				return
-			}
-		}
-	}()
-}

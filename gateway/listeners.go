@@ -11,34 +11,35 @@ import (
 // dataServers builds the servers of the http and https listeners. With tls
 // set, the http listener answers ACME HTTP-01 challenges and redirects the
 // rest to https.
-func (e *Edge) dataServers(f *routes.File) ([]dataServer, error) {
+func (e *Edge) dataServers(f *routes.File, lns []net.Listener) []dataServer {
+	httpLn, httpsLn := lns[0], lns[1]
 	var out []dataServer
 	tf := e.tls()
 	if tf == nil || tf.manager() == nil {
-		if e.httpLn != nil {
-			out = append(out, dataServer{srv: withH2C(e.newServer(f, e)), ln: e.httpLn})
+		if httpLn != nil {
+			out = append(out, dataServer{srv: withH2C(newHTTPServer(e.log, f.Server, e)), ln: httpLn})
 		}
-		return out, nil
+		return out
 	}
-	_, httpsPort, _ := net.SplitHostPort(e.Addr("https"))
-	if e.httpLn != nil {
+	_, httpsPort, _ := net.SplitHostPort(listenerAddr(httpsLn))
+	if httpLn != nil {
 		redirect := f.TLS.RedirectHTTP == nil || *f.TLS.RedirectHTTP
-		out = append(out, dataServer{srv: withH2C(e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out = append(out, dataServer{srv: withH2C(newHTTPServer(e.log, f.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !redirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
 				e.ServeHTTP(w, r)
 				return
 			}
 			tf.handlers(e, httpsPort).http.ServeHTTP(w, r)
-		}))), ln: e.httpLn})
+		}))), ln: httpLn})
 	}
-	if e.httpsLn != nil {
-		srv := e.newServer(f, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if httpsLn != nil {
+		srv := newHTTPServer(e.log, f.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tf.handlers(e, httpsPort).https.ServeHTTP(w, r)
 		}))
 		srv.TLSConfig = tf.config()
-		out = append(out, dataServer{srv: srv, ln: e.httpsLn, tls: true})
+		out = append(out, dataServer{srv: srv, ln: httpsLn, tls: true})
 	}
-	return out, nil
+	return out
 }
 
 // withH2C lets a plain listener speak HTTP/2 with prior knowledge (h2c) next

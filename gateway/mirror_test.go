@@ -44,7 +44,7 @@ func TestMirror(t *testing.T) {
 			t.Fatalf("statuses %v", codes)
 		}
 		waitFor(t, func() bool { return shadow.held.Load() == 2 })
-		mr := te.current.Load().upstreams["u"].mirror
+		mr := te.live.Load().runtime(0).upstreams["u"].mirror
 		if d := mr.dropped.Load(); d != 48 {
 			t.Fatalf("dropped %d, want 48", d)
 		}
@@ -56,7 +56,7 @@ func TestMirror(t *testing.T) {
 		shadow := newBackend(t, "shadow", "127.0.0.1:0")
 		te := startEdge(t, mirrorConfig(primary.addr, shadow.addr, "{upstream: shadow, percent: 20}"))
 		send(t, te.url+"/", 1000, 4)
-		mr := te.current.Load().upstreams["u"].mirror
+		mr := te.live.Load().runtime(0).upstreams["u"].mirror
 		waitFor(t, func() bool { return int64(len(mr.slots)) == 0 })
 		if n := shadow.hits.Load(); n < 130 || n > 270 {
 			t.Fatalf("shadow got %d of 1000 at 20%%", n)
@@ -70,7 +70,7 @@ func TestMirror(t *testing.T) {
 		if codes[200] != 10 || primary.bodies.Load() != 50 {
 			t.Fatalf("statuses %v, primary bytes %d", codes, primary.bodies.Load())
 		}
-		mr := te.current.Load().upstreams["u"].mirror
+		mr := te.live.Load().runtime(0).upstreams["u"].mirror
 		if mr.dropped.Load() != 10 || shadow.hits.Load() != 0 {
 			t.Fatalf("dropped %d, shadow hits %d", mr.dropped.Load(), shadow.hits.Load())
 		}

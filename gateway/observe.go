@@ -330,7 +330,7 @@ func gaugeBy(fams []*dto.MetricFamily, gauge, k1, k2 string) map[string]map[stri
 // observer is the edge's: the one configuration serving now.
 func (e *Edge) observer() *observer {
 	return newObserver("edge", e.registry, func() []listenerRuntime {
-		if rt := e.current.Load(); rt != nil {
+		if rt := e.live.Load().runtime(0); rt != nil {
 			return []listenerRuntime{{rt: rt}}
 		}
 		return nil
@@ -341,10 +341,11 @@ func (e *Edge) observer() *observer {
 func (s *Sidecar) observer() *observer {
 	return newObserver("sidecar", s.registry, func() []listenerRuntime {
 		var out []listenerRuntime
-		if rt := s.inbound.Load(); rt != nil {
+		g := s.live.Load()
+		if rt := g.runtime(0); rt != nil {
 			out = append(out, listenerRuntime{"inbound", rt})
 		}
-		if rt := s.outbound.Load(); rt != nil {
+		if rt := g.runtime(1); rt != nil {
 			out = append(out, listenerRuntime{"outbound", rt})
 		}
 		return out

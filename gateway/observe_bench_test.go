@@ -111,7 +111,7 @@ func BenchmarkObservabilityEdge(b *testing.B) {
 		{"log=on/tracing=ratio1", true, &one},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			deps := buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}}
+			deps := buildDeps{metrics: newMetrics(promRegistry())}
 			if tc.log {
 				deps.access = &accessLog{output: "bench", sample: 1, logger: slog.New(slog.NewJSONHandler(&lockedWriter{w: io.Discard}, nil))}
 			}
@@ -119,7 +119,7 @@ func BenchmarkObservabilityEdge(b *testing.B) {
 			var release func() error
 			if tc.tracer != nil {
 				tr := newTracerWith(routes.Tracing{OTLPEndpoint: "http://unused", SampleRatio: tc.tracer, ServiceName: "bench"}, exp)
-				release = tr.retain()
+				release = tr.shutdown
 				deps.stages = []Stage{tr}
 			}
 			rt, err := buildRuntime(f, deps)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/causewayhq/causeway/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 
 	"github.com/causewayhq/causeway/routes"
 )

@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -37,20 +38,22 @@ type runtime struct {
 	// inflight counts requests running on this configuration, so resources
 	// are released only after the last one finishes.
 	inflight atomic.Int64
-	// release frees what this configuration owns alone (plugin instances,
-	// authenticators, pools no successor took over).
-	release []func() error
+	// pools holds a reference to each upstream's connection pool, dropped
+	// at close.
+	pools *refpool.Pool[string, *transportPool]
 }
 
 // buildDeps are the long-lived pieces a runtime is built with.
 type buildDeps struct {
 	metrics *metrics
-	pools   map[string]*transportPool // by transportKey, from the previous runtime
-	tlsFor  tlsConfigFunc
-	tlsKey  string
-	stages  []Stage
-	access  *accessLog
-	log     *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
+	// pools shares upstream connection pools between generations, by
+	// transportKey (nil: a pool of this runtime's own).
+	pools  *refpool.Pool[string, *transportPool]
+	tlsFor tlsConfigFunc
+	tlsKey string
+	stages []Stage
+	access *accessLog
+	log    *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
@@ -58,7 +61,11 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	if deps.pools == nil {
+		deps.pools = newTransportPools()
+	}
 	rt := &runtime{
+		pools:     deps.pools,
 		file:      f,
 		upstreams: map[string]*upstream{},
 		trust:     trust,
@@ -66,7 +73,6 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		accessLog: deps.access,
 		loadedAt:  time.Now(),
 	}
-	rt.retainStages(deps.stages)
 	var errs routes.Errors
 	for _, name := range sortedKeys(f.Upstreams) {
 		u, err := newUpstream(name, f.Upstreams[name], deps)
@@ -292,13 +298,9 @@ func needsClean(p string) bool {
 
 // close releases what this runtime owns once no request runs on it.
 func (rt *runtime) close() {
-	for _, f := range rt.release {
-		_ = f()
-	}
 	for _, u := range rt.upstreams {
 		u.close() // health checks, discovery, mirrored requests
-		if u.pool.refs.Add(-1) == 0 {
-			u.pool.closeIdle()
-		}
+		_, _ = rt.pools.Release(u.pool.key)
 	}
+	rt.upstreams = nil
 }

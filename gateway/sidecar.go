@@ -2,24 +2,23 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
-	"os"
 	"reflect"
-	"sort"
-	"sync"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -45,35 +44,33 @@ type SidecarOptions struct {
 // (router, pools, proxy, metrics) configured twice: inbound, mTLS from
 // callers whose identity is checked, plain HTTP to the local service;
 // outbound, plain HTTP from the local service, mTLS to the service named by
-// the Host header with the server's identity checked.
+// the Host header with the server's identity checked. The lifecycle (load,
+// commit, retire, listeners, drain, upgrade) is the server it shares with
+// the edge.
 type Sidecar struct {
-	opts     SidecarOptions
-	log      *slog.Logger
-	registry *prometheus.Registry
-	metrics  *metrics
-
-	mu         sync.Mutex
-	cfg        *routes.Sidecar
-	hash       [32]byte
-	source     *mesh.Source
-	in, out    *runtime
-	lastReload ReloadStatus
-	inbound    atomicRuntime
-	outbound   atomicRuntime
-	// access is the access log shared by both runtimes; retiredAccess are
-	// replaced ones, closed at Close (a retired runtime may still write).
-	access        *accessLog
-	retiredAccess []*accessLog
-	// tracing holds the tracer of the file's tracing section.
+	*server[*sidecarGen]
+	// tracing gives each generation the tracer of the file's tracing
+	// section.
 	tracing tracingFeature
+	// sources shares the workload identity between generations while the
+	// identity section is unchanged.
+	sources *refpool.Pool[string, *liveSource]
+}
 
-	inLn, outLn, adminLn net.Listener
-	servers              []*http.Server
-	adminServer          *http.Server
+// sidecarGen is one generation's sidecar file and the identity it was
+// built with.
+type sidecarGen struct {
+	file   *routes.Sidecar
+	source *mesh.Source
+	// serverTLS is the inbound listener's TLS configuration for source.
+	serverTLS *tls.Config
+}
 
-	bg       sync.WaitGroup
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
+// liveSource is an identity source and whether it is the committed one:
+// until then, its certificate's expiry is not published.
+type liveSource struct {
+	*mesh.Source
+	live atomic.Bool
 }
 
 // NewSidecar loads the sidecar file and the workload's identity.
@@ -81,44 +78,24 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 	if opts.ConfigPath == "" {
 		return nil, errors.New("sidecar: a sidecar file is required")
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
-	}
-	if opts.ReloadDebounce == 0 {
-		opts.ReloadDebounce = 200 * time.Millisecond
-	}
-	s := &Sidecar{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: newMetrics(opts.Registry)}
-	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
-	if err := s.load(false); err != nil {
+	s := &Sidecar{}
+	s.server = newServer("sidecar", "sidecar file", serverOptions{
+		ConfigPath: opts.ConfigPath, Logger: opts.Logger, Registry: opts.Registry,
+		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited,
+	}, s)
+	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
+	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
+	if err := s.load(ctx, false); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Sidecar) load(force bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	data, err := os.ReadFile(s.opts.ConfigPath)
-	if err == nil && !force && s.cfg != nil && sha256.Sum256(data) == s.hash && s.lastReload.OK {
-		return nil
-	}
-	err = s.build(data)
-	if err != nil {
-		s.metrics.reloads.WithLabelValues("failure").Inc()
-		s.lastReload = ReloadStatus{At: time.Now(), Error: err.Error()}
-		return err
-	}
-	s.metrics.reloads.WithLabelValues("success").Inc()
-	s.lastReload = ReloadStatus{OK: true, At: time.Now()}
-	return nil
-}
-
-// build loads the file and activates it; the caller holds s.mu.
-func (s *Sidecar) build(data []byte) error {
+// build loads the sidecar file into g: the identity (shared with the
+// previous generation while the identity section is unchanged), the
+// tracer, the access log, and the inbound and outbound runtimes.
+func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 	cfg, err := routes.LoadSidecarWith(s.opts.ConfigPath, routes.Options{CheckFiles: true})
 	if err != nil {
 		return err
@@ -126,106 +103,134 @@ func (s *Sidecar) build(data []byte) error {
 	for _, w := range cfg.Warnings {
 		s.log.Warn("sidecar file", "warning", w.Error())
 	}
-	source := s.source
 	id := cfg.Identity
-	if source == nil || s.cfg == nil || s.cfg.Identity != id {
-		source, err = mesh.SourceForSidecar(s.bgCtx, id, mesh.SourceOptions{
+	key := fmt.Sprintf("%#v", id)
+	ls, _, err := s.sources.Acquire(key, func() (*liveSource, error) {
+		ls := &liveSource{}
+		src, err := mesh.SourceForSidecar(s.bgCtx, id, mesh.SourceOptions{
 			Logger: s.log,
 			Expiry: func(id string, notAfter time.Time) {
-				s.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
+				if ls.live.Load() {
+					s.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
+				}
 			},
 			Connected: s.metrics.workloadAPIConnected(id.Source, id.Socket),
 		})
-		if err != nil {
-			return &routes.Error{File: cfg.Path, Pos: cfg.At("identity"), Path: "identity", Msg: err.Error()}
-		}
-	}
-	newIn, newOut, commitTracer, err := s.runtimes(cfg, source)
+		ls.Source = src
+		return ls, err
+	})
 	if err != nil {
-		if source != s.source {
-			_ = source.Close()
+		return &routes.Error{File: cfg.Path, Pos: cfg.At("identity"), Path: "identity", Msg: err.Error()}
+	}
+	g.onRelease(func() { _, _ = s.sources.Release(key) })
+	g.onCommit(func() {
+		ls.live.Store(true)
+		if id := ls.ID(); !id.IsZero() {
+			s.metrics.certExpiry.WithLabelValues(id.String()).Set(float64(ls.NotAfter().Unix()))
 		}
+	})
+	g.cfg = &sidecarGen{file: cfg, source: ls.Source, serverTLS: mesh.ServerConfig(ls.Source)}
+	access, err := s.acquireAccessLog(g, cfg.AccessLog)
+	if err != nil {
 		return err
 	}
-	if s.cfg != nil && (!reflect.DeepEqual(s.cfg.Inbound == nil, cfg.Inbound == nil) || !reflect.DeepEqual(s.cfg.Outbound == nil, cfg.Outbound == nil) || s.cfg.Admin != cfg.Admin) {
-		s.log.Warn("listeners changed in the sidecar file; they take effect at the next restart")
+	tr, release, commit, err := s.tracing.acquire(s.bgCtx, cfg.Tracing)
+	if err != nil {
+		return &routes.Error{File: cfg.Path, Pos: cfg.At("tracing"), Path: "tracing", Msg: err.Error()}
 	}
-	oldIn, oldOut, oldSource := s.in, s.out, s.source
-	if s.access != nil && s.access != access(newIn, newOut) {
-		// Closed once the old runtimes are done; see retire.
-		s.retiredAccess = append(s.retiredAccess, s.access)
+	g.onRelease(release)
+	g.onCommit(commit)
+	tlsKey := fmt.Sprintf("%p", ls.Source)
+	g.rts = make([]*runtime, 2)
+	if cfg.Inbound != nil {
+		if g.rts[0], err = s.inboundRuntime(cfg, access, tlsKey, tr); err != nil {
+			return err
+		}
 	}
-	s.access = access(newIn, newOut)
-	s.cfg, s.hash, s.source, s.in, s.out = cfg, sha256.Sum256(data), source, newIn, newOut
-	s.inbound.Store(newIn)
-	s.outbound.Store(newOut)
-	commitTracer()
-	s.retire(oldIn, oldOut)
-	if oldSource != nil && oldSource != source {
-		// Established connections keep their certificates.
-		_ = oldSource.Close()
+	if cfg.Outbound != nil {
+		if g.rts[1], err = s.outboundRuntime(cfg, ls.Source, access, tlsKey, tr); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// runtimes builds the inbound and outbound engines of cfg. It touches
-// nothing live: commit makes the tracer it built current; on error what it
-// built is already freed.
-func (s *Sidecar) runtimes(cfg *routes.Sidecar, source *mesh.Source) (in, out *runtime, commit func(), err error) {
-	pools := map[string]*transportPool{}
-	for _, rt := range []*runtime{s.in, s.out} {
-		if rt != nil {
-			for _, u := range rt.upstreams {
-				pools[u.pool.key] = u.pool
-			}
-		}
+func (s *Sidecar) warnRestart(old, next *sidecarGen) {
+	o, n := old.file, next.file
+	if (o.Inbound == nil) != (n.Inbound == nil) || (o.Outbound == nil) != (n.Outbound == nil) || o.Admin != n.Admin ||
+		(o.Inbound != nil && n.Inbound != nil && o.Inbound.Listen != n.Inbound.Listen) ||
+		(o.Outbound != nil && n.Outbound != nil && o.Outbound.Listen != n.Outbound.Listen) {
+		s.log.Warn("listeners changed in the sidecar file; they take effect at the next restart")
 	}
-	var undo []func()
-	defer func() {
-		if err != nil {
-			for i := len(undo) - 1; i >= 0; i-- {
-				undo[i]()
-			}
-		}
-	}()
-	access := s.access
-	if access == nil || access.output != cfg.AccessLog.Output || access.sample != cfg.AccessLog.Sample {
-		var undoAccess func()
-		if access, undoAccess, err = openAccessLogUndoable(cfg.AccessLog); err != nil {
-			return nil, nil, nil, err
-		}
-		undo = append(undo, undoAccess)
+	if !reflect.DeepEqual(o.Server, n.Server) {
+		s.log.Warn("server timeouts changed in the sidecar file; they take effect at the next restart")
 	}
-	tlsKey := fmt.Sprintf("%p", source)
-	s.tracing.log = s.log
-	tr, release, commit, err := s.tracing.acquire(s.bgCtx, cfg.Tracing)
-	if err != nil {
-		return nil, nil, nil, &routes.Error{File: cfg.Path, Pos: cfg.At("tracing"), Path: "tracing", Msg: err.Error()}
-	}
-	if release != nil {
-		defer release() // each runtime holds its own reference
-	}
-	if cfg.Inbound != nil {
-		in, err = s.inboundRuntime(cfg, pools, access, tlsKey, tr)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		undo = append(undo, in.close)
-	}
-	if cfg.Outbound != nil {
-		out, err = s.outboundRuntime(cfg, source, pools, access, tlsKey, tr)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	if commit == nil {
-		commit = func() {}
-	}
-	return in, out, commit, nil
 }
 
+func (s *Sidecar) listeners(c *sidecarGen) (names, addrs []string) {
+	var in, out string
+	if c.file.Inbound != nil {
+		in = c.file.Inbound.Listen
+	}
+	if c.file.Outbound != nil {
+		out = c.file.Outbound.Listen
+	}
+	return []string{"inbound", "outbound", "admin"}, []string{in, out, c.file.Admin}
+}
+
+func (s *Sidecar) serverSettings(c *sidecarGen) (routes.Server, bool) {
+	_, set := c.file.Positions["server.max_connections"]
+	return c.file.Server, set
+}
+
+// dataServers: the inbound listener speaks mTLS, with the identity of the
+// live generation read at every handshake (a reload that changes the
+// identity reaches it); the outbound one is plain HTTP (and h2c) from the
+// local service.
+func (s *Sidecar) dataServers(c *sidecarGen, lns []net.Listener) []dataServer {
+	var data []dataServer
+	if lns[0] != nil {
+		srv := newHTTPServer(s.log, c.file.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.live.Load().rts[0].ServeHTTP(w, r)
+		}))
+		srv.TLSConfig = &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"},
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+				return s.live.Load().cfg.serverTLS, nil
+			},
+		}
+		data = append(data, dataServer{srv: srv, ln: lns[0], tls: true})
+	}
+	if lns[1] != nil {
+		srv := withH2C(newHTTPServer(s.log, c.file.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.live.Load().rts[1].ServeHTTP(w, r)
+		})))
+		data = append(data, dataServer{srv: srv, ln: lns[1]})
+	}
+	return data
+}
+
+func (s *Sidecar) adminAccess(c *sidecarGen) routes.AdminAccess { return c.file.AdminAccess }
+
+func (s *Sidecar) watched() []string { return nil }
+
+func (s *Sidecar) closeRole() {}
+
+func (s *Sidecar) servingAttrs(c *sidecarGen) []any {
+	return []any{"id", c.source.ID().String()}
+}
+
+func (s *Sidecar) summary(*sidecarGen) []any { return nil }
+
+// Reload re-reads the sidecar file now (SIGHUP).
+func (s *Sidecar) Reload() error { return s.server.Reload(context.Background()) }
+
+// ID is the workload identity the sidecar presents.
+func (s *Sidecar) ID() string { return s.current().source.ID().String() }
+
 // inboundRuntime: one route to the local service, behind the caller check.
-func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transportPool, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
+func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
 	in := cfg.Inbound
 	f := &routes.File{
 		Version: 1,
@@ -237,8 +242,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 		Upstreams:      map[string]routes.Upstream{"local": {Endpoints: []string{in.ForwardTo}, Timeout: in.Timeout}},
 		Routes:         []routes.Route{{Name: "inbound", Match: routes.Match{PathPrefix: "/"}, Upstream: "local"}},
 	}
-	f, err := reparse(cfg.Path+" (inbound)", f)
-	if err != nil {
+	if err := f.Normalize(); err != nil {
 		return nil, err
 	}
 	authz, err := mesh.InboundAuthorizer(in)
@@ -276,12 +280,12 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, pools map[string]*transpor
 			})
 		}, nil
 	})
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log})
 }
 
 // outboundRuntime: one route per service, chosen by Host, each to an
 // upstream reached over mTLS that must present the service's identity.
-func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pools map[string]*transportPool, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
+func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
 	out := cfg.Outbound
 	f := &routes.File{
 		Version:        1,
@@ -291,7 +295,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		Mesh:           outboundMesh(cfg, source),
 		Upstreams:      map[string]routes.Upstream{},
 	}
-	names := sortedServiceNames(out.Services)
+	names := slices.Sorted(maps.Keys(out.Services))
 	identities := map[string]string{}
 	for _, name := range names {
 		svc := out.Services[name]
@@ -299,8 +303,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		f.Routes = append(f.Routes, routes.Route{Name: name, Match: routes.Match{Host: name}, Upstream: name})
 		identities[name] = svc.Identity
 	}
-	f, err := reparse(cfg.Path+" (outbound)", f)
-	if err != nil {
+	if err := f.Normalize(); err != nil {
 		return nil, err
 	}
 	peers := s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "outbound"})
@@ -324,7 +327,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, pool
 		}
 		return mesh.ClientConfig(source, id), nil
 	}
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log})
 }
 
 // outboundMesh is the mesh section of the outbound runtime's synthesised
@@ -339,7 +342,7 @@ func outboundMesh(cfg *routes.Sidecar, source *mesh.Source) *routes.Mesh {
 		td = source.ID().TrustDomain().Name()
 	}
 	if td == "" {
-		for _, name := range sortedServiceNames(cfg.Outbound.Services) {
+		for _, name := range slices.Sorted(maps.Keys(cfg.Outbound.Services)) {
 			if sid, err := mesh.ParseID(cfg.Outbound.Services[name].Identity); err == nil {
 				td = sid.TrustDomain().Name()
 				break
@@ -349,166 +352,13 @@ func outboundMesh(cfg *routes.Sidecar, source *mesh.Source) *routes.Mesh {
 	return &routes.Mesh{TrustDomain: td, Source: id.Source, Socket: id.Socket, CertFile: id.CertFile, KeyFile: id.KeyFile, BundleFile: id.BundleFile}
 }
 
-func sortedServiceNames(m map[string]routes.OutboundService) []string {
-	names := make([]string, 0, len(m))
-	for name := range m {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
-}
-
-// access is the access log of whichever runtime exists.
-func access(in, out *runtime) *accessLog {
-	if in != nil {
-		return in.accessLog
-	}
-	if out != nil {
-		return out.accessLog
-	}
-	return nil
-}
-
-// reparse runs a synthesised routes file through the loader, so it gets the
-// same defaults and validation as a file a user wrote.
-func reparse(name string, f *routes.File) (*routes.File, error) {
-	data, err := yaml.Marshal(f)
-	if err != nil {
-		return nil, err
-	}
-	return routes.Parse(name, data)
-}
-
-func (s *Sidecar) retire(rts ...*runtime) {
-	for _, rt := range rts {
-		if rt != nil {
-			retireWhenIdle(s.bgCtx, &s.bg, rt, rt.close)
-		}
-	}
-}
-
-// Reload re-reads the sidecar file now (SIGHUP).
-func (s *Sidecar) Reload() error {
-	err := s.load(true)
-	s.logReload(err)
-	return err
-}
-
-func (s *Sidecar) logReload(err error) {
-	if err != nil {
-		s.log.Error("sidecar file refused; the active configuration stays", "file", s.opts.ConfigPath, "error", err.Error())
-		return
-	}
-	s.log.Info("sidecar file loaded", "file", s.opts.ConfigPath)
-}
-
-// Listen binds the inbound, outbound and admin listeners.
-func (s *Sidecar) Listen() error {
-	s.mu.Lock()
-	cfg := s.cfg
-	s.mu.Unlock()
-	var in, out string
-	if cfg.Inbound != nil {
-		in = cfg.Inbound.Listen
-	}
-	if cfg.Outbound != nil {
-		out = cfg.Outbound.Listen
-	}
-	var lns []net.Listener
-	var err error
-	if inh := s.opts.Inherited; inh != nil {
-		lns, err = inh.take([]string{"inbound", "outbound", "admin"}, []string{in, out, cfg.Admin})
-	} else {
-		lns, err = bindListeners(in, out, cfg.Admin)
-	}
-	if err != nil {
-		return err
-	}
-	s.inLn, s.outLn, s.adminLn = lns[0], lns[1], lns[2]
-	return nil
-}
-
-// Addr returns the bound address of "inbound", "outbound" or "admin".
-func (s *Sidecar) Addr(which string) string {
-	switch which {
-	case "inbound":
-		return listenerAddr(s.inLn)
-	case "outbound":
-		return listenerAddr(s.outLn)
-	case "admin":
-		return listenerAddr(s.adminLn)
-	}
-	return ""
-}
-
-// ID is the workload identity the sidecar presents.
-func (s *Sidecar) ID() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.source.ID().String()
-}
-
-// Serve serves until ctx is cancelled, then drains like the edge.
-func (s *Sidecar) Serve(ctx context.Context) error {
-	if s.inLn == nil && s.outLn == nil && s.adminLn == nil {
-		if err := s.Listen(); err != nil {
-			return err
-		}
-	}
-	s.mu.Lock()
-	cfg, source := s.cfg, s.source
-	s.mu.Unlock()
-	newServer := func(h http.Handler) *http.Server { return newHTTPServer(s.log, cfg.Server, h) }
-	var data []dataServer
-	if s.inLn != nil {
-		srv := newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.inbound.Load().ServeHTTP(w, r) }))
-		// Every handshake reads the current certificate and bundle from the
-		// source; a client without a certificate fails the handshake.
-		srv.TLSConfig = mesh.ServerConfig(source)
-		data = append(data, dataServer{srv: srv, ln: s.inLn, tls: true})
-	}
-	if s.outLn != nil {
-		srv := withH2C(newServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.outbound.Load().ServeHTTP(w, r) })))
-		data = append(data, dataServer{srv: srv, ln: s.outLn})
-	}
-	for _, d := range data {
-		s.servers = append(s.servers, d.srv)
-	}
-	if err := watchFile(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.opts.ReloadDebounce, s.log, func() { s.logReload(s.load(false)) }); err != nil {
-		s.log.Warn("sidecar file watching is off; reload with SIGHUP", "error", err.Error())
-	}
-	errc := make(chan error, len(data)+1)
-	serving := serveAll(data, errc)
-	if s.adminLn != nil {
-		s.adminServer = newAdminServer(s.log, adminGuard(s.adminHandler(), func() routes.AdminAccess {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.cfg.AdminAccess
-		}))
-		serveAll([]dataServer{{srv: s.adminServer, ln: s.adminLn}}, errc)
-	}
-	s.log.Info("sidecar serving", "id", source.ID().String(), "inbound", s.Addr("inbound"), "outbound", s.Addr("outbound"), "admin", s.Addr("admin"))
-	s.opts.Inherited.signalReady()
-	upgraded := false
-	runErr := runUntil(ctx, errc, func() { _ = s.Reload() }, upgradeOnSignal(s.log, &upgraded,
-		namedListener{"inbound", s.inLn}, namedListener{"outbound", s.outLn}, namedListener{"admin", s.adminLn}))
-	if upgraded {
-		handOver(serving, s.inLn, s.outLn)
-	}
-	shutdownServers(s.log, s.servers, serving, s.adminServer, cfg.Server.ShutdownTimeout.D())
-	s.Close()
-	return runErr
-}
-
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		source := s.source
-		s.mu.Unlock()
+		source := s.current().source
 		notAfter, id := source.NotAfter(), source.ID().String()
 		// No identity yet (a SPIRE source waiting for its agent) or an
 		// expired one: every handshake would fail.
@@ -520,33 +370,14 @@ func (s *Sidecar) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
-		cfg, last := s.cfg, s.lastReload
+		cfg, last, loaded := s.active.cfg.file, s.lastReload, s.active.loadedAt
 		s.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"file": cfg.Path, "last_reload": last, "config": configView(cfg)})
+		writeJSON(w, http.StatusOK, map[string]any{"file": cfg.Path, "loaded_at": loaded.UTC().Format(time.RFC3339Nano), "last_reload": last, "config": configView(cfg)})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	s.observer().register(mux) // /routes, /upstreams, the dashboard at /
+	if s.opts.Pprof {
+		registerPprof(mux)
+	}
 	return mux
-}
-
-// Close releases the sidecar's resources.
-func (s *Sidecar) Close() {
-	s.bgCancel()
-	s.bg.Wait()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, rt := range []*runtime{s.in, s.out} {
-		if rt != nil {
-			rt.close()
-		}
-	}
-	s.in, s.out = nil, nil
-	for _, al := range append(s.retiredAccess, s.access) {
-		_ = al.Close()
-	}
-	s.access, s.retiredAccess = nil, nil
-	if s.source != nil {
-		_ = s.source.Close()
-	}
-	closeListeners(s.inLn, s.outLn, s.adminLn)
 }

@@ -271,7 +271,7 @@ routes:
 				if err != nil {
 					b.Fatal(err)
 				}
-				rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}})
+				rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry())})
 				if err != nil {
 					b.Fatal(err)
 				}

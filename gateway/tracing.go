@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -21,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/causewayhq/causeway/auth"
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -125,16 +125,15 @@ type reqTrace struct {
 	stage trace.Span
 }
 
-// tracer exports spans of one tracing configuration. It is shared by the
-// configurations of successive reloads while the tracing section is the
-// same, and shut down (flushing what is queued) when the last one is retired.
+// tracer exports spans of one tracing configuration. It is shared (through
+// the server's tracer pool) by the generations of successive reloads while
+// the tracing section is the same, and shut down (flushing what is queued)
+// when the last one is retired.
 type tracer struct {
 	cfg      routes.Tracing
 	provider *sdktrace.TracerProvider
 	tr       trace.Tracer
 	prop     propagation.TextMapPropagator
-	refs     atomic.Int64
-	holder   *tracingFeature
 }
 
 // tracerShutdownTimeout bounds the flush of queued spans at shutdown, so an
@@ -216,34 +215,31 @@ func otlpTracesURL(base string) (string, error) {
 	return u.String(), nil
 }
 
-func (t *tracer) retain() func() error {
-	t.refs.Add(1)
-	var once sync.Once
-	return func() error {
-		var err error
-		once.Do(func() {
-			// The holder's lock orders this release against an acquire that
-			// would otherwise hand out a tracer being shut down.
-			if t.holder != nil {
-				t.holder.mu.Lock()
-			}
-			last := t.refs.Add(-1) == 0
-			if last && t.holder != nil && t.holder.cur == t {
-				t.holder.cur = nil
-			}
-			if t.holder != nil {
-				t.holder.mu.Unlock()
-			}
-			if last {
-				ctx, cancel := context.WithTimeout(context.Background(), tracerShutdownTimeout)
-				defer cancel()
-				if e := t.provider.Shutdown(ctx); e != nil {
-					err = fmt.Errorf("tracing: flushing spans to %s: %w", t.cfg.OTLPEndpoint, e)
-				}
-			}
-		})
-		return err
+// shutdown flushes what is queued, bounded by tracerShutdownTimeout so an
+// unreachable collector cannot hold up a reload or a stop.
+func (t *tracer) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), tracerShutdownTimeout)
+	defer cancel()
+	if err := t.provider.Shutdown(ctx); err != nil {
+		return fmt.Errorf("tracing: flushing spans to %s: %w", t.cfg.OTLPEndpoint, err)
 	}
+	return nil
+}
+
+// newTracerPool shares a tracer between generations whose tracing sections
+// are the same (tracingKey).
+func newTracerPool() *refpool.Pool[string, *tracer] {
+	return refpool.New[string]((*tracer).shutdown)
+}
+
+// tracingKey identifies a tracing section: generations with the same key
+// share one tracer.
+func tracingKey(cfg routes.Tracing) string {
+	ratio := 1.0
+	if cfg.SampleRatio != nil {
+		ratio = *cfg.SampleRatio
+	}
+	return fmt.Sprintf("%s\x00%s\x00%g", cfg.OTLPEndpoint, cfg.ServiceName, ratio)
 }
 
 // stateIDs makes the server span of a trace the edge started keep the trace
@@ -464,75 +460,55 @@ func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// tracingFeature holds the tracer of the active tracing section, for the
-// edge (as a feature) and the sidecar.
+// tracingFeature gives each generation the tracer of its tracing section,
+// from the server's tracer pool, and knows the committed one.
 type tracingFeature struct {
-	mu  sync.Mutex
-	cur *tracer
+	pool *refpool.Pool[string, *tracer]
 	// log receives export failures.
 	log *slog.Logger
+	mu  sync.Mutex
+	cur *tracer // the committed generation's; nil without tracing
 }
 
 // acquire returns the tracer for cfg (nil when cfg is nil) with one
-// reference held for the caller: the same tracer as before while cfg is
-// unchanged, a new one otherwise. A new tracer is not the holder's current
-// one until commit runs, so a configuration that is refused after acquire
-// leaves the next acquire sharing the live tracer.
-func (tf *tracingFeature) acquire(ctx context.Context, cfg *routes.Tracing) (t *tracer, release func() error, commit func(), err error) {
+// reference held for the caller until release: the tracer in use while
+// cfg is unchanged, a new one otherwise. commit makes it the current one.
+func (tf *tracingFeature) acquire(ctx context.Context, cfg *routes.Tracing) (t *tracer, release func(), commit func(), err error) {
+	commit = func() {
+		tf.mu.Lock()
+		tf.cur = t
+		tf.mu.Unlock()
+	}
 	if cfg == nil {
-		return nil, nil, nil, nil
+		return nil, nil, commit, nil
 	}
-	tf.mu.Lock()
-	defer tf.mu.Unlock()
-	if tf.cur != nil && sameTracing(tf.cur.cfg, *cfg) {
-		return tf.cur, tf.cur.retain(), nil, nil
-	}
-	t, err = newTracer(ctx, *cfg, tf.log)
+	key := tracingKey(*cfg)
+	t, _, err = tf.pool.Acquire(key, func() (*tracer, error) { return newTracer(ctx, *cfg, tf.log) })
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	t.holder = tf
-	// retain's Add happens under tf.mu already held here; its release
-	// takes tf.mu itself.
-	release = t.retain()
-	commit = func() {
-		tf.mu.Lock()
-		defer tf.mu.Unlock()
-		if t.refs.Load() > 0 {
-			tf.cur = t
-		}
-	}
-	return t, release, commit, nil
-}
-
-func sameTracing(a, b routes.Tracing) bool {
-	ra, rb := 1.0, 1.0
-	if a.SampleRatio != nil {
-		ra = *a.SampleRatio
-	}
-	if b.SampleRatio != nil {
-		rb = *b.SampleRatio
-	}
-	return a.OTLPEndpoint == b.OTLPEndpoint && a.ServiceName == b.ServiceName && ra == rb
+	return t, func() { _, _ = tf.pool.Release(key) }, commit, nil
 }
 
 // prepare is the edge's feature hook: the tracer lives as long as the
-// configuration that names it.
+// generations that name it.
 func (tf *tracingFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
 	t, release, commit, err := tf.acquire(ctx, f.Tracing)
 	if err != nil {
 		return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("tracing"), Path: "tracing", Msg: err.Error()}
 	}
+	p := prepared{commit: commit}
 	if t == nil {
-		return prepared{}, nil, nil
+		return p, nil, nil
 	}
-	return prepared{stage: t, commit: commit}, release, nil
+	p.stage = t
+	return p, func() error { release(); return nil }, nil
 }
 
 func (tf *tracingFeature) ready() error { return nil }
 
-// close is a no-op: each tracer is shut down when the last configuration
-// that uses it is released.
+// close is a no-op: each tracer is shut down when the last generation that
+// uses it is released.
 func (tf *tracingFeature) close() error { return nil }
 
 // tracedStages puts the tracer (when there is one) before the other stages.
@@ -541,14 +517,4 @@ func tracedStages(t *tracer, rest ...Stage) []Stage {
 		return rest
 	}
 	return append([]Stage{t}, rest...)
-}
-
-// retainStages keeps the tracers among stages alive for as long as rt is:
-// a retired runtime may still be finishing traced requests.
-func (rt *runtime) retainStages(stages []Stage) {
-	for _, s := range stages {
-		if t, ok := s.(*tracer); ok {
-			rt.release = append(rt.release, t.retain())
-		}
-	}
 }

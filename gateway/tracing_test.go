@@ -547,7 +547,7 @@ routes:
 
 // A tracing section whose exporter cannot be built refuses the file.
 func TestTracingFeatureBadConfig(t *testing.T) {
-	tf := &tracingFeature{}
+	tf := &tracingFeature{pool: newTracerPool()}
 	f := &routes.File{Path: "t.yaml", Tracing: &routes.Tracing{OTLPEndpoint: "nope", ServiceName: "x"}}
 	if _, _, err := tf.prepare(context.Background(), f, nil); err == nil || !strings.Contains(err.Error(), "t.yaml:1:1: tracing:") {
 		t.Fatalf("prepare = %v, want a located error", err)

@@ -39,7 +39,7 @@ func BenchmarkProxyTraffic(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}})
+			rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry())})
 			if err != nil {
 				b.Fatal(err)
 			}

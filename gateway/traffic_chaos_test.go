@@ -82,7 +82,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	for _, h := range hits(bs) {
 		served += h
 	}
-	up := te.current.Load().upstreams["u"]
+	up := te.live.Load().runtime(0).upstreams["u"]
 	t.Logf("%d requests in %s (%.0f/s); client-visible errors: %d %v", requests.Load(), elapsed.Round(time.Millisecond), float64(requests.Load())/elapsed.Seconds(), failures.Load(), failed)
 	t.Logf("served by endpoint: %v (b1 had %d when killed, %d after its restart); ejections: %d; b1 failing its health check now: %v", hits(bs), killedHits, bs[1].hits.Load()-killedHits, up.health.ejectionsTotal.Load(), downOf(up, bs[1].addr))
 	if failures.Load() != 0 {

@@ -329,7 +329,7 @@ routes:
 	wsRoundTrip(t, c, "on a")
 	writeFile(t, path, hostPort(b)+"\n")
 	waitFor(t, func() bool {
-		eps := te.current.Load().upstreams["u"].endpoints()
+		eps := te.live.Load().runtime(0).upstreams["u"].endpoints()
 		return len(eps) == 1 && eps[0].addr == hostPort(b)
 	})
 	wsRoundTrip(t, c, "still on a")

@@ -575,7 +575,7 @@ func buildRuntimeFromYAML(t *testing.T, yaml string) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}})
+	rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(promRegistry())})
 	if err == nil {
 		t.Cleanup(rt.close)
 	}
@@ -585,7 +585,7 @@ func buildRuntimeFromYAML(t *testing.T, yaml string) (*runtime, error) {
 // newUpstreamFrom refuses what validation would have refused, for callers
 // that build configurations in code (the sidecar).
 func TestNewUpstreamBadConfig(t *testing.T) {
-	deps := buildDeps{metrics: newMetrics(promRegistry()), pools: map[string]*transportPool{}}
+	deps := buildDeps{metrics: newMetrics(promRegistry())}
 	tests := []struct {
 		name string
 		cfg  routes.Upstream

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -180,15 +181,20 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if err != nil {
 		return nil, fmt.Errorf("balance %q: %w", cfg.Balance, err)
 	}
-	key := transportKey(name, cfg) + "|" + deps.tlsKey
-	pool := deps.pools[key]
-	if pool == nil {
-		if pool, err = newTransportPool(name, cfg, deps.tlsFor); err != nil {
-			return nil, err
-		}
-		pool.key = key
+	if deps.pools == nil {
+		deps.pools = newTransportPools()
 	}
-	pool.refs.Add(1)
+	key := transportKey(name, cfg) + "|" + deps.tlsKey
+	pool, _, err := deps.pools.Acquire(key, func() (*transportPool, error) {
+		p, err := newTransportPool(name, cfg, deps.tlsFor)
+		if err == nil {
+			p.key = key
+		}
+		return p, err
+	})
+	if err != nil {
+		return nil, err
+	}
 	scheme := cfg.Scheme
 	if cfg.MeshIdentity != "" {
 		scheme = "https" // mTLS to the sidecar
@@ -228,9 +234,7 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 
 	fail := func(err error) (*upstream, error) {
 		u.close()
-		if pool.refs.Add(-1) == 0 {
-			pool.closeIdle()
-		}
+		_, _ = deps.pools.Release(key)
 		return nil, err
 	}
 	switch {
@@ -386,10 +390,15 @@ type transportPool struct {
 	key       string
 	transport http.RoundTripper
 	closeIdle func()
-	refs      atomic.Int64
 	// endpoints is the newest endpoint set of the upstream using the pool,
 	// so the next configuration can inherit their health.
 	endpoints atomic.Pointer[[]*endpoint]
+}
+
+// newTransportPools shares connection pools between generations, by
+// transportKey; the last user's release closes the idle connections.
+func newTransportPools() *refpool.Pool[string, *transportPool] {
+	return refpool.New[string](func(p *transportPool) error { p.closeIdle(); return nil })
 }
 
 // transportKey identifies the connection settings of an upstream: two

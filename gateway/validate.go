@@ -34,5 +34,5 @@ func Check(ctx context.Context, path string) (routes.Errors, error) {
 	defer e.Close()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.active.file.Warnings, nil
+	return e.active.cfg.Warnings, nil
 }

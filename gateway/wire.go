@@ -29,7 +29,7 @@ func defaultFeatures(e *Edge) []feature {
 	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})
 	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits))
 	return []feature{
-		&tracingFeature{log: e.log},
+		&tracingFeature{log: e.log, pool: e.tracers},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
 		&authFeature{e: e},
@@ -144,7 +144,7 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 		})},
 		commit: func() { rl.svc.Commit(next) },
 		undo:   next.Abort,
-	}, nil, nil
+	}, func() error { next.Release(); return nil }, nil
 }
 
 func (rl *rateLimitFeature) ready() error { return rl.svc.Ready() }

@@ -10,12 +10,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/causewayhq/causeway/internal/redisclient"
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -74,10 +74,16 @@ type Service struct {
 
 	cur atomic.Pointer[snapshot]
 
-	mu     sync.Mutex // serialises Configure and Close
-	conn   *conn      // the client of the current configuration
-	conns  map[*conn]struct{}
-	closed bool
+	mu sync.Mutex // serialises Configure and Close
+	// conns are the Redis clients by connID, each held by the Service
+	// while it is the current configuration's and by every Prepared built
+	// on it until that is released: a client stays open while any
+	// middleware built on it can still serve, and no longer.
+	conns *refpool.Pool[string, *conn]
+	// connKey is the current configuration's client ("": none), on which
+	// the Service holds its own reference.
+	connKey string
+	closed  bool
 }
 
 // snapshot is one applied configuration. Middlewares keep the snapshot that
@@ -109,13 +115,6 @@ type conn struct {
 	probing bool
 	lastErr error
 
-	// A replaced client must stay open while any middleware built on it
-	// can still serve (in-flight requests, or a reload refused after this
-	// package had applied it), and no longer. refs counts the snapshots
-	// using it; a snapshot's release runs when the garbage collector finds
-	// it unreachable, i.e. when no middleware holds it any more.
-	refs      atomic.Int64
-	retired   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
@@ -137,32 +136,38 @@ func New(ctx context.Context, opts Options) *Service {
 		now:    now,
 		mem:    NewMemory(now),
 		denied: newDenyCache(denyCacheSize),
-		conns:  make(map[*conn]struct{}),
+		conns:  refpool.New[string]((*conn).close),
 	}
 }
 
 // Configure applies f.Redis and f.RateLimits. On error the previous
-// configuration stays in force.
+// configuration stays in force. Middleware built on an earlier
+// configuration must not be used once the next one is applied (its Redis
+// client may be closed); a server that keeps serving on the old one while
+// the new one is built uses Prepare, Commit and Release instead.
 func (s *Service) Configure(ctx context.Context, f *routes.File) error {
 	p, err := s.Prepare(ctx, f)
 	if err != nil {
 		return err
 	}
 	s.Commit(p)
+	p.Release()
 	return nil
 }
 
 // Prepared is a configuration built by Prepare and not yet in force: its
 // Middleware can be built, but the Service keeps deciding (and Ready keeps
-// reporting) with the configuration in force until Commit. Abort frees it
-// instead.
+// reporting) with the configuration in force until Commit. It holds its
+// Redis client open until Release, which its owner calls once no
+// middleware built on it can run any more (or at once, as Abort, when it
+// is not committed).
 type Prepared struct {
 	s    *Service
 	snap *snapshot
-	// fresh is a Redis client made for this configuration alone; Abort
-	// closes it, Commit makes it the Service's.
-	fresh *conn
-	done  bool
+	// connKey is the client this configuration holds ("": none).
+	connKey string
+	once    sync.Once
+	done    bool // committed or aborted; guarded by s.mu
 }
 
 // Prepare builds a configuration from f without changing the one in
@@ -198,31 +203,30 @@ func (s *Service) Prepare(ctx context.Context, f *routes.File) (*Prepared, error
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
-		next := s.conn
-		if next == nil || next.id != id {
+		next, _, err := s.conns.Acquire(id, func() (*conn, error) {
 			client, err := redisclient.New(f.Redis)
 			if err != nil {
-				return nil, fmt.Errorf("ratelimit: configure: %w", err)
+				return nil, err
 			}
 			batch, err := NewBatcher(client, BatchOptions{})
 			if err != nil {
 				_ = client.Close()
-				return nil, fmt.Errorf("ratelimit: configure: %w", err)
+				return nil, err
 			}
-			next = &conn{id: id, client: client, batch: batch, timeout: redisclient.Timeout(f.Redis), log: s.log}
-			next.check(ctx, s.now().UnixMicro())
-			p.fresh = next
+			c := &conn{id: id, client: client, batch: batch, timeout: redisclient.Timeout(f.Redis), log: s.log}
+			c.check(ctx, s.now().UnixMicro())
+			return c, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
+		p.connKey = id
 		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.RedisNow, Batcher: next.batch})
 		if err != nil {
-			if p.fresh != nil {
-				_ = p.fresh.close()
-			}
+			_, _ = s.conns.Release(id)
 			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
 		p.snap.store = &store{conn: next, limiter: lim, deny: f.Redis.OnError == "deny"}
-		next.refs.Add(1)
-		runtime.AddCleanup(p.snap, (*conn).release, next)
 	}
 	return p, nil
 }
@@ -232,51 +236,43 @@ func (p *Prepared) Middleware(route routes.Route, src KeySources) (func(http.Han
 	return p.s.middleware(p.snap, route, src)
 }
 
-// Commit puts p in force: Ready reports on it, Middleware builds on it, and
-// a Redis client it replaced closes once no middleware uses it.
+// Commit puts p in force: Ready reports on it, Middleware builds on it,
+// and the client it replaced closes once no configuration holds it.
 func (s *Service) Commit(p *Prepared) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p.done {
+	if p.done || s.closed {
+		p.done = true
 		return
 	}
 	p.done = true
-	if s.closed {
-		if p.fresh != nil {
-			_ = p.fresh.close()
-		}
-		return
+	if p.connKey != "" {
+		_, _ = s.conns.Load(p.connKey) // the Service's own reference
 	}
-	var next *conn
-	if p.snap.store != nil {
-		next = p.snap.store.conn
-		s.conns[next] = struct{}{}
+	if s.connKey != "" {
+		_, _ = s.conns.Release(s.connKey)
 	}
-	if s.conn != nil && s.conn != next {
-		s.conn.retire()
-	}
-	for c := range s.conns {
-		if c.isClosed() {
-			delete(s.conns, c)
-		}
-	}
-	s.conn = next
+	s.connKey = p.connKey
 	s.cur.Store(p.snap)
+}
+
+// Release drops p's hold on its Redis client; call it once no middleware
+// built on p can run. It is safe to call more than once.
+func (p *Prepared) Release() {
+	p.once.Do(func() {
+		if p.connKey != "" {
+			_, _ = p.s.conns.Release(p.connKey)
+		}
+	})
 }
 
 // Abort frees a configuration that will not be committed: a Redis client
 // made for it alone is closed now. Middlewares built on it must not be used.
 func (p *Prepared) Abort() {
 	p.s.mu.Lock()
-	defer p.s.mu.Unlock()
-	if p.done {
-		return
-	}
 	p.done = true
-	if p.fresh != nil {
-		p.fresh.retired.Store(true)
-		_ = p.fresh.close()
-	}
+	p.s.mu.Unlock()
+	p.Release()
 }
 
 // connID identifies how Redis is reached: a reload with the same identity
@@ -296,21 +292,6 @@ func connID(r *routes.Redis) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%#v\x00%s", c, pw)
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// retire marks c as no longer the current client: it closes as soon as no
-// snapshot uses it.
-func (c *conn) retire() {
-	c.retired.Store(true)
-	if c.refs.Load() == 0 {
-		c.close()
-	}
-}
-
-func (c *conn) release() {
-	if c.refs.Add(-1) == 0 && c.retired.Load() {
-		c.close()
-	}
 }
 
 func (c *conn) close() error {
@@ -424,12 +405,17 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.closed = true
-	var errs []error
-	for c := range s.conns {
-		errs = append(errs, c.close())
+	if s.connKey != "" {
+		_, _ = s.conns.Release(s.connKey)
+		s.connKey = ""
 	}
-	clear(s.conns)
-	s.conn = nil
+	// Configurations not yet released (a shutdown that could not wait for
+	// them) lose their clients now: the Service is gone.
+	var errs []error
+	s.conns.Range(func(_ string, c *conn) bool {
+		errs = append(errs, c.close())
+		return true
+	})
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ratelimit: closing redis: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -389,56 +388,83 @@ routes:
 		vec := NewDecisionsMetric()
 		file := testFile(t, section+fmt.Sprintf(limits, 3))
 		s := newService(t, newClock(), vec, file)
-		first := s.conn
+		cur := func() *conn {
+			if st := s.cur.Load().store; st != nil {
+				return st.conn
+			}
+			return nil
+		}
+		first := cur()
 		// on_error and key_prefix are not about the connection.
-		if err := s.Configure(context.Background(), testFile(t, fmt.Sprintf("redis: {url: %q, on_error: deny, key_prefix: \"x:\"}\n", srv.URL())+fmt.Sprintf(limits, 5))); err != nil {
+		p, err := s.Prepare(context.Background(), testFile(t, fmt.Sprintf("redis: {url: %q, on_error: deny, key_prefix: \"x:\"}\n", srv.URL())+fmt.Sprintf(limits, 5)))
+		if err != nil {
 			t.Fatal(err)
 		}
-		if s.conn != first {
+		s.Commit(p)
+		if cur() != first {
 			t.Fatal("an unchanged connection got a new client")
 		}
-		old := handlerFor(t, s, file.Routes[0], KeySources{})
-		if err := s.Configure(context.Background(), testFile(t, fmt.Sprintf("redis: {url: %q, timeout: 1s}\n", srv.URL())+fmt.Sprintf(limits, 5))); err != nil {
+		mw, err := p.Middleware(file.Routes[0], KeySources{})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if s.conn == first {
+		old := httpHandler{h: mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})), remote: "192.0.2.1:1234"}
+		next, err := s.Prepare(context.Background(), testFile(t, fmt.Sprintf("redis: {url: %q, timeout: 1s}\n", srv.URL())+fmt.Sprintf(limits, 5)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Commit(next)
+		if cur() == first {
 			t.Fatal("a changed connection kept the old client")
 		}
-		// A middleware of the previous configuration (a request in flight,
-		// or a reload the gateway refused after Configure) still counts in
-		// Redis through the old client.
+		// A middleware of the previous configuration (a request in flight
+		// on the generation being retired) still counts in Redis through
+		// the old client while that configuration is not released.
 		if w := old.do(nil); w.Code != 200 || first.isClosed() || counter(t, vec, "l", DecisionError) != 0 {
 			t.Fatalf("old middleware after reload: %d, closed=%v", w.Code, first.isClosed())
 		}
-		// Once nothing holds the old configuration, its client is closed.
-		old = httpHandler{} //nolint:wastedassign // drops the last reference, so the old client can be collected
-		for i := 0; !first.isClosed(); i++ {
-			if i == 1000 {
-				t.Fatal("the replaced client was never closed")
-			}
-			runtime.GC()
-			time.Sleep(time.Millisecond) // cleanups run on their own goroutine
+		// Once the old configuration is released, its client is closed.
+		p.Release()
+		p.Release() // a second release is harmless
+		if !first.isClosed() {
+			t.Fatal("the replaced client was not closed when its last holder let go")
 		}
 		// Dropping the redis section goes back to memory.
 		f := testFile(t, fmt.Sprintf(limits, 5))
 		if err := s.Configure(context.Background(), f); err != nil {
 			t.Fatal(err)
 		}
-		if s.conn != nil || s.cur.Load().store != nil {
+		second := next.snap.store.conn
+		next.Release()
+		if s.connKey != "" || s.cur.Load().store != nil {
 			t.Fatal("still counting in redis without a redis section")
 		}
-		second := func() *conn {
-			for c := range s.conns {
-				return c
-			}
-			return nil
-		}()
+		if !second.isClosed() {
+			t.Fatal("the client of a released configuration without successor stayed open")
+		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if second == nil || !second.isClosed() {
-			t.Fatal("Close left a client open")
+		if s.conns.Len() != 0 {
+			t.Fatal("Close left a client held")
 		}
+	})
+
+	// Close closes the clients of configurations not yet released.
+	t.Run("close closes unreleased clients", func(t *testing.T) {
+		file := testFile(t, fmt.Sprintf("redis: {url: %q}\n", srv.URL())+fmt.Sprintf(limits, 3))
+		s := newService(t, newClock(), NewDecisionsMetric(), file)
+		p, err := s.Prepare(context.Background(), testFile(t, fmt.Sprintf("redis: {url: %q, timeout: 2s}\n", srv.URL())+fmt.Sprintf(limits, 3)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !p.snap.store.conn.isClosed() {
+			t.Fatal("Close left an unreleased configuration's client open")
+		}
+		p.Release() // after Close: no panic, no double close error
 	})
 }
 
@@ -450,18 +476,18 @@ func TestReloadNewPassword(t *testing.T) {
 	file := testFile(t, fmt.Sprintf("redis: {url: %q, password_env: CW_TEST_RL_PW}\n", srv.URL())+
 		"routes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n")
 	s := newService(t, newClock(), nil, file)
-	first := s.conn
+	first := s.cur.Load().store.conn
 	if err := s.Configure(context.Background(), file); err != nil {
 		t.Fatal(err)
 	}
-	if s.conn != first {
+	if s.cur.Load().store.conn != first {
 		t.Fatal("same password: new client")
 	}
 	t.Setenv("CW_TEST_RL_PW", "two")
 	if err := s.Configure(context.Background(), file); err != nil {
 		t.Fatal(err)
 	}
-	if s.conn == first {
+	if s.cur.Load().store.conn == first {
 		t.Fatal("a new password kept the old client")
 	}
 }

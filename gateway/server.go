@@ -1,0 +1,459 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/causewayhq/causeway/internal/refpool"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// server is what the edge and the sidecar share: one configuration file and
+// the generations built from it, the listeners, the admin API, and the
+// lifecycle around them (load, commit, retire, watch, serve, hand over,
+// drain). What differs between the two, how a file becomes a generation and
+// which listeners serve what, is the role.
+type server[C any] struct {
+	kind     string // "edge" or "sidecar", in logs
+	fileKind string // "routes file" or "sidecar file", in logs
+	opts     serverOptions
+	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+	role     role[C]
+
+	mu         sync.Mutex // serialises loads; guards active and lastReload
+	active     *generation[C]
+	lastReload ReloadStatus
+	// live is active for the request path: one atomic load per request.
+	live atomic.Pointer[generation[C]]
+
+	// Resources shared by successive generations while their settings are
+	// unchanged: a reload keeps warm upstream connections, the tracer's
+	// queue and the open access-log file.
+	pools   *refpool.Pool[string, *transportPool]
+	tracers *refpool.Pool[string, *tracer]
+	logs    *refpool.Pool[string, *accessLog]
+
+	// nofile reads the file-descriptor limit the default connection cap
+	// derives from (nil: the process's RLIMIT_NOFILE).
+	nofile func() (uint64, error)
+	// maxConns is the connection cap of each data listener (0: none).
+	maxConns int
+
+	names []string       // listener names, the admin listener last
+	raw   []net.Listener // the bound sockets: what an upgrade hands over
+	lns   []net.Listener // what is served: raw, data ones under the connection cap
+
+	servers     []*http.Server
+	adminServer *http.Server
+	serving     *sync.WaitGroup // done when every data Serve call has returned
+
+	bg       sync.WaitGroup // retire goroutines, the watcher, identity sources
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+}
+
+// serverOptions are the options EdgeOptions and SidecarOptions share.
+type serverOptions struct {
+	ConfigPath     string
+	Logger         *slog.Logger
+	Registry       *prometheus.Registry
+	ReloadDebounce time.Duration
+	Pprof          bool
+	Inherited      *Inherited
+}
+
+// role is what the edge and the sidecar each add to the server.
+type role[C any] interface {
+	// build turns the configuration file into g (g.hash is set). It
+	// touches nothing live: what makes its work live goes to g's commit
+	// steps, what frees it to g's undo and release steps.
+	build(ctx context.Context, g *generation[C]) error
+	// warnRestart logs the settings of next that take effect only at the
+	// next start (listeners are bound once).
+	warnRestart(old, next C)
+	// listeners names the listeners and gives their addresses in cfg
+	// ("": none); the admin listener is last, the data listeners before.
+	listeners(cfg C) (names, addrs []string)
+	// serverSettings are the data listeners' timeouts and connection
+	// caps; maxSet says whether the file sets server.max_connections
+	// (else the cap derives from the file-descriptor limit).
+	serverSettings(cfg C) (server routes.Server, maxSet bool)
+	// dataServers are the HTTP servers of the data listeners lns (nil
+	// where a listener is not bound), in listeners' order.
+	dataServers(cfg C, lns []net.Listener) []dataServer
+	adminHandler() http.Handler
+	adminAccess(cfg C) routes.AdminAccess
+	// watched are the files besides the configuration file that a change
+	// must rebuild from (API-key files, ...).
+	watched() []string
+	// closeRole frees what the role holds beyond generations.
+	closeRole()
+	// servingAttrs are logged once the server serves.
+	servingAttrs(cfg C) []any
+	// summary is logged after each successful load.
+	summary(cfg C) []any
+}
+
+func newServer[C any](kind, fileKind string, opts serverOptions, r role[C]) *server[C] {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	if opts.ReloadDebounce == 0 {
+		opts.ReloadDebounce = 200 * time.Millisecond
+	}
+	s := &server[C]{
+		kind: kind, fileKind: fileKind, opts: opts, log: opts.Logger, registry: opts.Registry,
+		metrics: newMetrics(opts.Registry), role: r,
+		pools:   newTransportPools(),
+		tracers: newTracerPool(),
+		logs:    newAccessLogPool(),
+	}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	return s
+}
+
+// generation is everything built from one version of the configuration
+// file: the runtimes requests are served with, and the steps that make it
+// live, undo it, and free it. It is immutable once committed; a reload
+// builds the next one beside it, and one function (server.commit) swaps
+// them. The old one retires when its last request ends.
+type generation[C any] struct {
+	cfg  C
+	hash [32]byte
+	// rts are the runtimes requests run on: the edge's one, the sidecar's
+	// inbound and outbound (nil where the file has none).
+	rts      []*runtime
+	loadedAt time.Time
+	// commits run in order at the commit point and cannot fail; undo runs
+	// in reverse when the file is refused instead; release runs in reverse
+	// when the generation is done with (retired, refused or closed).
+	commits []func()
+	undo    []func()
+	release []func()
+}
+
+func (g *generation[C]) onCommit(f func()) {
+	if f != nil {
+		g.commits = append(g.commits, f)
+	}
+}
+
+func (g *generation[C]) onUndo(f func()) {
+	if f != nil {
+		g.undo = append(g.undo, f)
+	}
+}
+
+func (g *generation[C]) onRelease(f func()) {
+	if f != nil {
+		g.release = append(g.release, f)
+	}
+}
+
+// refuse undoes and frees a generation that did not become live.
+func (g *generation[C]) refuse() {
+	for i := len(g.undo) - 1; i >= 0; i-- {
+		g.undo[i]()
+	}
+	g.undo, g.commits = nil, nil
+	g.close()
+}
+
+// close frees what the generation holds: its runtimes, then its share of
+// the resources, in reverse order of taking.
+func (g *generation[C]) close() {
+	for _, rt := range g.rts {
+		if rt != nil {
+			rt.close()
+		}
+	}
+	g.rts = nil
+	for i := len(g.release) - 1; i >= 0; i-- {
+		g.release[i]()
+	}
+	g.release = nil
+}
+
+// idle says whether no request runs on the generation.
+func (g *generation[C]) idle() bool {
+	for _, rt := range g.rts {
+		if rt != nil && rt.inflight.Load() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// runtime is the generation's i-th runtime (nil when absent).
+func (g *generation[C]) runtime(i int) *runtime {
+	if g == nil || i >= len(g.rts) {
+		return nil
+	}
+	return g.rts[i]
+}
+
+// load reads the configuration file and, if it is valid and differs from
+// the active one (or force is set), builds and commits it. A refused file
+// changes nothing: what its build made is undone and released.
+func (s *server[C]) load(ctx context.Context, force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := os.ReadFile(s.opts.ConfigPath)
+	if err == nil && !force && s.active != nil && sha256.Sum256(data) == s.active.hash && s.lastReload.OK {
+		return nil // an editor's extra events: nothing changed
+	}
+	next := &generation[C]{hash: sha256.Sum256(data), loadedAt: time.Now()}
+	if err := s.role.build(ctx, next); err != nil {
+		next.refuse()
+		s.metrics.reloads.WithLabelValues("failure").Inc()
+		s.lastReload = ReloadStatus{OK: false, At: time.Now(), Error: err.Error()}
+		return err
+	}
+	if s.active != nil {
+		s.role.warnRestart(s.active.cfg, next.cfg)
+	}
+	prev := s.commit(next)
+	now := time.Now()
+	s.metrics.reloads.WithLabelValues("success").Inc()
+	s.metrics.configInfo.WithLabelValues().Set(float64(now.Unix()))
+	s.lastReload = ReloadStatus{OK: true, At: now}
+	if prev != nil {
+		s.retire(prev)
+	}
+	return nil
+}
+
+// commit is the single point where a built generation becomes live: the
+// runtimes requests are served with, then each step its build recorded
+// (certificates, identity, limiter store, tracer) in order. Nothing in it
+// can fail, so a configuration is either wholly live or not at all. The
+// caller holds s.mu; it returns the generation replaced.
+func (s *server[C]) commit(next *generation[C]) *generation[C] {
+	prev := s.active
+	s.active = next
+	s.live.Store(next)
+	for _, c := range next.commits {
+		c()
+	}
+	next.commits, next.undo = nil, nil
+	return prev
+}
+
+// retire frees a replaced generation once its last request is done. Until
+// then it keeps serving the requests (and WebSockets) that began on it; at
+// shutdown it is freed once the drain has done what it could.
+func (s *server[C]) retire(old *generation[C]) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer old.close()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for !old.idle() {
+			select {
+			case <-tick.C:
+			case <-s.bgCtx.Done():
+				return
+			}
+		}
+	}()
+}
+
+// Reload re-reads the configuration file now (what SIGHUP does).
+func (s *server[C]) Reload(ctx context.Context) error {
+	err := s.load(ctx, true)
+	s.logReload(err)
+	return err
+}
+
+func (s *server[C]) logReload(err error) {
+	if err != nil {
+		s.log.Error(s.fileKind+" refused; the active configuration stays", "file", s.opts.ConfigPath, "error", err.Error())
+		return
+	}
+	s.log.Info(s.fileKind+" loaded", append([]any{"file", s.opts.ConfigPath}, s.role.summary(s.current())...)...)
+}
+
+// current is the active generation's configuration.
+func (s *server[C]) current() C {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active.cfg
+}
+
+// LastReload is the outcome of the latest load attempt.
+func (s *server[C]) LastReload() ReloadStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastReload
+}
+
+// Listen binds the listeners of the active configuration, or takes them
+// over from an upgrading parent. Tests use ":0" addresses and read the
+// bound ones with Addr.
+func (s *server[C]) Listen() error {
+	cfg := s.current()
+	names, addrs := s.role.listeners(cfg)
+	var lns []net.Listener
+	var err error
+	if in := s.opts.Inherited; in != nil {
+		lns, err = in.take(names, addrs)
+	} else {
+		lns, err = bindListeners(addrs...)
+	}
+	if err != nil {
+		return err
+	}
+	s.names, s.raw = names, lns
+	data := 0
+	for _, ln := range lns[:len(lns)-1] {
+		if ln != nil {
+			data++
+		}
+	}
+	nofile := s.nofile
+	if nofile == nil {
+		nofile = rlimitNoFile
+	}
+	srv, maxSet := s.role.serverSettings(cfg)
+	s.maxConns = listenerCap(srv, maxSet, data, nofile)
+	s.lns = make([]net.Listener, len(lns))
+	for i, ln := range lns {
+		if ln == nil || i == len(lns)-1 {
+			s.lns[i] = ln // the admin listener has no cap: it must answer when the data ones are full
+			continue
+		}
+		s.lns[i] = newLimitListener(ln, srv.MaxConnectionsPerIP, s.maxConns)
+	}
+	return nil
+}
+
+// Addr returns the bound address of the named listener ("" when not bound).
+func (s *server[C]) Addr(name string) string {
+	for i, n := range s.names {
+		if n == name {
+			return listenerAddr(s.lns[i])
+		}
+	}
+	return ""
+}
+
+// Serve serves until ctx is cancelled, reloading on file change and SIGHUP
+// and handing over to a new binary on SIGUSR2, then shuts down gracefully:
+// it stops accepting, lets in-flight requests finish up to
+// server.shutdown_timeout, and returns.
+func (s *server[C]) Serve(ctx context.Context) error {
+	if s.lns == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	cfg := s.current()
+	admin := len(s.lns) - 1
+	data := s.role.dataServers(cfg, s.lns[:admin])
+	for _, d := range data {
+		s.servers = append(s.servers, d.srv)
+	}
+	// Watch before serving: a change made right after the first request
+	// must not be missed. The files the configuration refers to (API-key
+	// files, PEM keys, secrets) are watched too, and their change forces a
+	// rebuild, since the configuration file itself is unchanged; a broken
+	// one is refused like a broken configuration file.
+	if err := watchFiles(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.role.watched, s.opts.ReloadDebounce, s.log, func(extraChanged bool) {
+		s.logReload(s.load(ctx, extraChanged))
+	}); err != nil {
+		s.log.Warn(s.fileKind+" watching is off; reload with SIGHUP", "error", err.Error())
+	}
+	errc := make(chan error, len(data)+1)
+	serving := serveAll(data, errc)
+	if s.lns[admin] != nil {
+		s.adminServer = newAdminServer(s.log, adminGuard(s.role.adminHandler(), func() routes.AdminAccess {
+			return s.role.adminAccess(s.current())
+		}))
+		serveAll([]dataServer{{srv: s.adminServer, ln: s.lns[admin]}}, errc)
+	}
+	s.serving = serving
+	s.opts.Inherited.signalReady()
+	attrs := []any{}
+	for i, n := range s.names {
+		attrs = append(attrs, n, listenerAddr(s.lns[i]))
+	}
+	s.log.Info(s.kind+" serving", append(append(attrs, s.role.servingAttrs(cfg)...), "max_connections_per_listener", s.maxConns)...)
+	upgraded := false
+	named := make([]namedListener, len(s.names))
+	for i, n := range s.names {
+		named[i] = namedListener{n, s.raw[i]}
+	}
+	runErr := runUntil(ctx, errc, func() { _ = s.Reload(ctx) }, upgradeOnSignal(s.log, &upgraded, named...))
+	if upgraded {
+		handOver(serving, s.raw[:admin]...)
+	}
+	settings, _ := s.role.serverSettings(cfg)
+	shutdownServers(s.log, s.servers, serving, s.adminServer, settings.ShutdownTimeout.D())
+	s.Close()
+	return runErr
+}
+
+// Close releases every resource of the server. Serve calls it on the way
+// out; call it directly only for one that never served.
+func (s *server[C]) Close() {
+	s.bgCancel()
+	s.bg.Wait() // retired generations are freed
+	s.mu.Lock()
+	if s.active != nil {
+		s.active.close()
+		s.active = nil
+	}
+	s.mu.Unlock()
+	s.role.closeRole()
+	closeListeners(s.lns...)
+}
+
+// handOver stops this process accepting before it starts shutting down.
+// net/http drops a request it reads once Shutdown has begun (the connection
+// closes unanswered), which a client sees as EOF on a fresh connection; so
+// the listeners close first, the new process takes every new connection,
+// and the connections already accepted get time to send their request.
+func handOver(serving *sync.WaitGroup, lns ...net.Listener) {
+	closeListeners(lns...)
+	serving.Wait() // every Serve loop has seen its listener close
+	time.Sleep(handOverGrace)
+}
+
+// handOverGrace is how long connections accepted just before a hand-over
+// have to send their first request before shutdown starts.
+const handOverGrace = 500 * time.Millisecond
+
+type dataServer struct {
+	srv *http.Server
+	ln  net.Listener
+	tls bool
+}
+
+// newHTTPServer applies the timeouts and limits that stop slow or greedy
+// clients.
+func newHTTPServer(log *slog.Logger, s routes.Server, h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.ReadHeaderTimeout.D(),
+		ReadTimeout:       s.ReadTimeout.D(),
+		WriteTimeout:      s.WriteTimeout.D(),
+		IdleTimeout:       s.IdleTimeout.D(),
+		MaxHeaderBytes:    s.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
