@@ -75,9 +75,8 @@ type jwks struct {
 	inflight    chan struct{} // closed when the running fetch ends
 	lastAttempt time.Time
 	lastErr     error
-	fetches     int // attempts, for tests and logs
-	refs        int
-	stopped     bool
+	fetches     int  // attempts, for tests and logs
+	stopped     bool // no fetch may start: stop has begun
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -95,7 +94,6 @@ func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, clien
 		log:       log.With("jwks_url", red),
 		kidWait:   maxKIDWait,
 		after:     time.After,
-		refs:      1,
 		done:      make(chan struct{}),
 		firstDone: make(chan struct{}),
 	}
@@ -107,37 +105,21 @@ func newJWKS(ctx context.Context, rawURL string, minI, maxI time.Duration, clien
 	return j
 }
 
-// acquire takes a reference for a successor Set; false when the refresher
-// has already stopped and a fresh one is needed.
-func (j *jwks) acquire() bool {
+// stop ends the refresher and waits for every fetch it started; the
+// JWKSCaches pool calls it when the last Set using the cache is closed.
+func (j *jwks) stop() error {
 	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.stopped {
-		return false
-	}
-	j.refs++
-	return true
-}
-
-// release drops a reference and stops the refresher with the last one.
-func (j *jwks) release() {
-	j.mu.Lock()
-	j.refs--
-	last := j.refs == 0
-	if last {
-		j.stopped = true
-	}
+	j.stopped = true
 	j.mu.Unlock()
-	if last {
-		j.cancel()
-		<-j.done
-		j.bg.Wait()
-		if j.ownsClient {
-			// The default client is this package's: leave no idle
-			// connection (and its goroutines) behind.
-			j.client.CloseIdleConnections()
-		}
+	j.cancel()
+	<-j.done
+	j.bg.Wait()
+	if j.ownsClient {
+		// The default client is this package's: leave no idle
+		// connection (and its goroutines) behind.
+		j.client.CloseIdleConnections()
 	}
+	return nil
 }
 
 func (j *jwks) run() {

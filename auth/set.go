@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -36,8 +37,25 @@ type authenticator interface {
 	jwksCache() *jwks
 }
 
+// JWKSCaches shares JWKS caches, and their refreshers, between the Sets of
+// successive configurations: a Set takes the cache of an unchanged jwks_url
+// setting instead of fetching anew (a reload neither refetches nor loses
+// keys), and the last Set using a cache stops its refresher. A server keeps
+// one for its lifetime.
+type JWKSCaches struct {
+	pool *refpool.Pool[string, *jwks]
+}
+
+// NewJWKSCaches returns an empty set of caches.
+func NewJWKSCaches() *JWKSCaches {
+	return &JWKSCaches{pool: refpool.New[string]((*jwks).stop)}
+}
+
 // Options are the runtime dependencies of a Set.
 type Options struct {
+	// JWKS shares JWKS caches with other Sets (nil: prev's, else a set of
+	// this Set's own).
+	JWKS       *JWKSCaches
 	Failures   *prometheus.CounterVec // labels: authenticator, reason; may be nil
 	HTTPClient *http.Client           // for JWKS; nil: a client with sane timeouts
 	Logger     *slog.Logger           // nil: slog.Default()
@@ -47,8 +65,9 @@ type Options struct {
 // Set is the authenticators of one routes file.
 type Set struct {
 	auths     map[string]authenticator
-	files     []string         // read while building, sorted: see Files
-	jwks      map[string]*jwks // by jwksKey; one reference each, released by Close
+	files     []string // read while building, sorted: see Files
+	caches    *JWKSCaches
+	jwks      map[string]*jwks // by jwksKey; one reference each in caches, released by Close
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
 	forwarded []string // every header any authenticator forwards, sorted
@@ -80,9 +99,9 @@ func jwksKey(j *routes.JWT) string {
 	return fmt.Sprintf("%s|%d|%d", j.JWKSURL, minI, maxI)
 }
 
-// NewSet builds every authenticator of f. prev (may be nil) is the set of the
-// configuration being replaced by a reload: JWKS caches for unchanged jwks_url
-// settings are taken over from it so a reload neither refetches nor loses keys.
+// NewSet builds every authenticator of f. JWKS caches for unchanged jwks_url
+// settings come from opts.JWKS, or when that is nil from prev (may be nil),
+// the set of the configuration being replaced by a reload.
 // JWKS fetching starts in the background; NewSet does not fail when a JWKS
 // endpoint is down. Errors name the authenticator: `authenticator "users": ...`.
 //
@@ -107,7 +126,15 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	if ownsClient {
 		opts.HTTPClient = defaultHTTPClient()
 	}
+	caches := opts.JWKS
+	if caches == nil && prev != nil {
+		caches = prev.caches
+	}
+	if caches == nil {
+		caches = NewJWKSCaches()
+	}
 	s := &Set{
+		caches:   caches,
 		auths:    make(map[string]authenticator, len(f.Authenticators)),
 		jwks:     map[string]*jwks{},
 		failures: opts.Failures,
@@ -120,7 +147,7 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	sort.Strings(names)
 	forwarded := map[string]bool{}
 	for _, name := range names {
-		a, err := s.build(ctx, name, f.Authenticators[name], prev, opts, ownsClient)
+		a, err := s.build(ctx, name, f.Authenticators[name], opts, ownsClient)
 		if err != nil {
 			s.Close()
 			// Located at the authenticator, or at the key within it that
@@ -177,7 +204,7 @@ func filesOf(a routes.Authenticator) []string {
 	return out
 }
 
-func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, prev *Set, opts Options, ownsClient bool) (authenticator, error) {
+func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, opts Options, ownsClient bool) (authenticator, error) {
 	switch {
 	case c.JWT != nil && c.APIKey != nil:
 		return nil, errors.New("jwt and api_key are exclusive")
@@ -194,13 +221,11 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, pr
 		return a, nil
 	}
 	key := jwksKey(c.JWT)
-	j := s.jwks[key]
-	if j == nil && prev != nil {
-		if pj := prev.jwks[key]; pj != nil && pj.acquire() {
-			j = pj
-		}
+	if j := s.jwks[key]; j != nil { // another authenticator of this set
+		a.jwks = j
+		return a, nil
 	}
-	if j == nil {
+	j, _, _ := s.caches.pool.Acquire(key, func() (*jwks, error) {
 		minI, maxI := routes.DefaultJWKSRefreshMin, routes.DefaultJWKSRefreshMax
 		if b := c.JWT.JWKSRefresh; b != nil {
 			if b.Max > 0 {
@@ -211,8 +236,8 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, pr
 			}
 		}
 		minI = min(minI, maxI)
-		j = newJWKS(context.WithoutCancel(ctx), c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, ownsClient, opts.Logger.With("authenticator", name), opts.Now)
-	}
+		return newJWKS(context.WithoutCancel(ctx), c.JWT.JWKSURL, minI, maxI, opts.HTTPClient, ownsClient, opts.Logger.With("authenticator", name), opts.Now), nil
+	})
 	s.jwks[key] = j
 	a.jwks = j
 	return a, nil
@@ -439,8 +464,8 @@ func (s *Set) Ready() error {
 // is safe to call more than once.
 func (s *Set) Close() error {
 	s.closeOnce.Do(func() {
-		for _, j := range s.jwks {
-			j.release()
+		for key := range s.jwks {
+			_, _ = s.caches.pool.Release(key)
 		}
 	})
 	return nil

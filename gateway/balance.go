@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,13 +18,15 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// balancer is a Selector whose endpoint set can change, and which can pick
-// a different endpoint than the one a failed attempt went to.
+// balancer picks the endpoints of one upstream. The attempt loop of the
+// upstream's transport (upstreamTransport.RoundTrip) is its only caller on
+// the request path: the first attempt and every retry pick there.
+// Implementations are safe for concurrent use.
 type balancer interface {
-	Selector
-	// selectAvoiding picks an available endpoint other than avoid when
-	// there is one, else avoid itself when it is available.
-	selectAvoiding(r *http.Request, avoid *endpoint) (*endpoint, bool)
+	// pick chooses an available endpoint for r: one other than avoid (the
+	// endpoint of the failed attempt before, or nil) when there is one,
+	// else avoid itself when it is available.
+	pick(r *http.Request, avoid *endpoint) (*endpoint, bool)
 	// update replaces the endpoint set; requests already routed keep theirs.
 	update(eps []*endpoint)
 }
@@ -30,47 +34,22 @@ type balancer interface {
 // newBalancerFunc builds a balancer for an upstream's configuration.
 type newBalancerFunc func(cfg routes.Upstream) (balancer, error)
 
-var balancerRegistry = struct {
-	sync.Mutex
-	m map[string]newBalancerFunc
-}{m: map[string]newBalancerFunc{}}
-
-// registerBalancer adds a balancer by name; a duplicate name is a
-// programming error caught at start.
-func registerBalancer(name string, f newBalancerFunc) {
-	balancerRegistry.Lock()
-	defer balancerRegistry.Unlock()
-	if _, dup := balancerRegistry.m[name]; dup {
-		panic(fmt.Sprintf("gateway: balancer %q registered twice", name))
-	}
-	balancerRegistry.m[name] = f
+// balancers are the balancers by the name upstreams give in balance. Only
+// this package adds to it, so it is a literal, read without a lock.
+var balancers = map[string]newBalancerFunc{
+	"round_robin":   func(routes.Upstream) (balancer, error) { return &roundRobin{}, nil },
+	"weighted":      func(routes.Upstream) (balancer, error) { return &smoothWeighted{}, nil },
+	"least_request": func(routes.Upstream) (balancer, error) { return &leastRequest{}, nil },
+	"p2c_ewma":      func(routes.Upstream) (balancer, error) { return &p2cEWMA{now: time.Now}, nil },
+	"ring_hash":     func(cfg routes.Upstream) (balancer, error) { return newRingHash(cfg.HashOn) },
 }
 
 func lookupBalancer(name string) (newBalancerFunc, bool) {
-	balancerRegistry.Lock()
-	defer balancerRegistry.Unlock()
-	f, ok := balancerRegistry.m[name]
+	f, ok := balancers[name]
 	return f, ok
 }
 
-func balancerNames() []string {
-	balancerRegistry.Lock()
-	defer balancerRegistry.Unlock()
-	names := make([]string, 0, len(balancerRegistry.m))
-	for n := range balancerRegistry.m {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-func init() {
-	registerBalancer("round_robin", func(routes.Upstream) (balancer, error) { return &roundRobin{}, nil })
-	registerBalancer("weighted", func(routes.Upstream) (balancer, error) { return &smoothWeighted{}, nil })
-	registerBalancer("least_request", func(routes.Upstream) (balancer, error) { return &leastRequest{}, nil })
-	registerBalancer("p2c_ewma", func(routes.Upstream) (balancer, error) { return &p2cEWMA{now: time.Now}, nil })
-	registerBalancer("ring_hash", func(cfg routes.Upstream) (balancer, error) { return newRingHash(cfg.HashOn) })
-}
+func balancerNames() []string { return slices.Sorted(maps.Keys(balancers)) }
 
 // smoothWeighted is nginx's smooth weighted round robin: over any window of
 // sum(weights) picks each endpoint gets exactly its weight, interleaved
@@ -84,9 +63,7 @@ type smoothWeighted struct {
 
 var _ balancer = (*smoothWeighted)(nil)
 
-func (s *smoothWeighted) Select(r *http.Request) (*endpoint, bool) { return s.selectAvoiding(r, nil) }
-
-func (s *smoothWeighted) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (s *smoothWeighted) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	best, total := -1, 0
@@ -127,9 +104,7 @@ type leastRequest struct {
 
 var _ balancer = (*leastRequest)(nil)
 
-func (l *leastRequest) Select(r *http.Request) (*endpoint, bool) { return l.selectAvoiding(r, nil) }
-
-func (l *leastRequest) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (l *leastRequest) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	eps := loadSet(&l.set)
 	n := len(eps)
 	if n == 0 {
@@ -172,9 +147,7 @@ type p2cEWMA struct {
 
 var _ balancer = (*p2cEWMA)(nil)
 
-func (p *p2cEWMA) Select(r *http.Request) (*endpoint, bool) { return p.selectAvoiding(r, nil) }
-
-func (p *p2cEWMA) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (p *p2cEWMA) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	eps := loadSet(&p.set)
 	n := len(eps)
 	if n == 0 {
@@ -309,7 +282,7 @@ func newRingHash(hashOn string) (*ringHash, error) {
 // clientIPKey is the client address the edge believes (trusted proxies
 // applied), or the peer address.
 func clientIPKey(r *http.Request) (string, bool) {
-	if st := stateFrom(r.Context()); st != nil && st.clientIP != "" {
+	if st := stateIn(r.Context()); st != nil && st.clientIP != "" {
 		return st.clientIP, true
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -319,16 +292,14 @@ func clientIPKey(r *http.Request) (string, bool) {
 	return host, true
 }
 
-func (rh *ringHash) Select(r *http.Request) (*endpoint, bool) { return rh.selectAvoiding(r, nil) }
-
-func (rh *ringHash) selectAvoiding(r *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (rh *ringHash) pick(r *http.Request, avoid *endpoint) (*endpoint, bool) {
 	ring := rh.ring.Load()
 	if ring == nil || len(ring.points) == 0 {
 		return nil, false
 	}
 	k, ok := rh.key(r)
 	if !ok {
-		return rh.fallback.selectAvoiding(r, avoid)
+		return rh.fallback.pick(r, avoid)
 	}
 	return ring.lookup(hashString(k), avoid)
 }

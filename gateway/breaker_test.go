@@ -67,10 +67,10 @@ func TestBreakerConcurrencyLimits(t *testing.T) {
 }
 
 func TestBreakerTripAndRecovery(t *testing.T) {
-	clock := installClock(t)
+	clock := newFakeClock()
 	b := newBackend(t, "b", "127.0.0.1:0")
 	b.status.Store(500)
-	te := startEdge(t, oneUpstream(`["`+b.addr+`"]`, "    circuit_breaker: {consecutive_failures: 3, open_for: 10s}\n"))
+	te := startEdge(t, oneUpstream(`["`+b.addr+`"]`, "    circuit_breaker: {consecutive_failures: 3, open_for: 10s}\n"), withClock(clock))
 	up := te.live.Load().runtime(0).upstreams["u"]
 
 	codes := send(t, te.url+"/", 3, 1)

@@ -31,6 +31,9 @@ type EdgeOptions struct {
 	// Inherited are listeners handed over by an upgrading parent process
 	// (InheritedFromEnv); the edge uses them instead of binding.
 	Inherited *Inherited
+	// Clock is the clock of passive health ejections, circuit breakers and
+	// retry budgets (nil: time.Now); tests pass one they control.
+	Clock func() time.Time
 }
 
 // Edge is the north-south gateway: the shared server (listeners, the
@@ -59,7 +62,7 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 	e := &Edge{opts: opts}
 	e.server = newServer("edge", "routes file", serverOptions{
 		ConfigPath: opts.ConfigPath, Logger: opts.Logger, Registry: opts.Registry,
-		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited,
+		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited, Clock: opts.Clock,
 	}, e)
 	e.features = defaultFeatures(e)
 	if err := e.load(ctx, false); err != nil {
@@ -91,7 +94,7 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if e.active != nil {
 		prevFile = e.active.cfg
 	}
-	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log}
+	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock}
 	authAt := -1 // where beforeAuth stages go: just before auth's
 	var beforeAuth []Stage
 	for _, ft := range e.features {

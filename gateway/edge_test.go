@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testutil"
+	"github.com/causewayhq/causeway/routes"
 
 	"go.uber.org/goleak"
 )
@@ -46,17 +47,21 @@ type testEdge struct {
 // listenHeader is prepended to test configs: loopback, ephemeral ports.
 const listenHeader = "version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: off}\n"
 
-func startEdge(t testing.TB, config string) *testEdge {
+func startEdge(t testing.TB, config string, options ...func(*EdgeOptions)) *testEdge {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "causeway.yaml")
 	writeFile(t, path, config)
 	logs := &testutil.Buffer{}
-	e, err := NewEdge(context.Background(), EdgeOptions{
+	opts := EdgeOptions{
 		ConfigPath:     path,
 		Logger:         slog.New(slog.NewJSONHandler(logs, nil)),
 		ReloadDebounce: 20 * time.Millisecond,
-	})
+	}
+	for _, o := range options {
+		o(&opts)
+	}
+	e, err := NewEdge(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("NewEdge: %v", err)
 	}
@@ -209,21 +214,34 @@ routes:
 	}
 }
 
-// The 503 of an upstream without endpoints is decided before proxying.
+// An upstream with no endpoint available gets the JSON 503 from the
+// transport's attempt loop (the one place endpoints are picked), counted
+// in the upstream's metrics, and nothing is sent anywhere.
 func TestNoEndpoint503(t *testing.T) {
-	reg := newMetrics(promRegistry())
-	up := &upstream{name: "empty", selector: &roundRobin{}, scheme: "http"}
-	f := &forwarder{route: "r", targets: []target{{up: up}}, m: reg}
+	f, err := routes.Parse("t.yaml", []byte("version: 1\nupstreams:\n  u: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := promRegistry()
+	rt, err := buildRuntime(f, buildDeps{metrics: newMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.close()
+	rt.upstreams["u"].bal.update(nil) // every endpoint gone (discovery found none)
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("X-Request-Id", "abc")
-	f.ServeHTTP(w, r)
+	rt.ServeHTTP(w, r)
 	var eb errorBody
 	if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil {
 		t.Fatal(err)
 	}
 	if w.Code != 503 || eb.Status != 503 || eb.Error != "no healthy upstream endpoint" || eb.RequestID != "abc" {
 		t.Fatalf("got %d %+v", w.Code, eb)
+	}
+	if v, ok := sample(t, reg, "causeway_upstream_requests_total", map[string]string{"upstream": "u", "endpoint": "", "code": "503"}); !ok || v != 1 {
+		t.Fatalf("upstream 503 counted %v times (present %v), want once", v, ok)
 	}
 }
 

@@ -49,9 +49,9 @@ func healthyGauge(t *testing.T, te *testEdge, up, ep string) string {
 }
 
 func TestOutlierEjectionAndReturn(t *testing.T) {
-	clock := installClock(t)
+	clock := newFakeClock()
 	bs := backends(t, 3)
-	te := startEdge(t, oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 2, eject_for: 10s}\n"))
+	te := startEdge(t, oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 2, eject_for: 10s}\n"), withClock(clock))
 	bad := bs[0]
 	bad.status.Store(500)
 
@@ -115,9 +115,9 @@ func TestOutlierEjectionAndReturn(t *testing.T) {
 // ejected, the other keeps its share, so a bad deploy cannot empty the
 // upstream by ejection.
 func TestEjectionCap(t *testing.T) {
-	installClock(t)
+	clock := newFakeClock()
 	bs := backends(t, 3)
-	te := startEdge(t, oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m, max_ejected_percent: 50}\n"))
+	te := startEdge(t, oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m, max_ejected_percent: 50}\n"), withClock(clock))
 	bs[0].status.Store(500)
 	bs[1].status.Store(500)
 	send(t, te.url+"/", 60, 1)
@@ -206,12 +206,12 @@ func TestHealthSurvivesReload(t *testing.T) {
 		}
 	}
 	t.Run("ejected", func(t *testing.T) {
-		clock := installClock(t)
+		clock := newFakeClock()
 		bs := backends(t, 3)
 		cfg := func(n int) string {
 			return fmt.Sprintf("# version %d\n", n) + oneUpstream(addrList(bs), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m}\n")
 		}
-		te := startEdge(t, cfg(0))
+		te := startEdge(t, cfg(0), withClock(clock))
 		bs[0].status.Store(500)
 		send(t, te.url+"/", 6, 1) // b0 answers 500: ejected for a minute
 		bs[0].status.Store(0)

@@ -60,7 +60,7 @@ func (mr *mirror) send(out *http.Request) {
 		mr.dropped.Add(1)
 		return
 	}
-	ep, ok := sh.selector.Select(out)
+	ep, ok := sh.bal.pick(out, nil)
 	if !ok {
 		<-mr.slots
 		mr.dropped.Add(1)
@@ -88,7 +88,7 @@ func (mr *mirror) send(out *http.Request) {
 		resp, err := sh.pool.transport.RoundTrip(cp)
 		status := 0
 		if err != nil {
-			status, _ = upstreamStatus(err)
+			status, _ = classify(mr.ctx, err).status()
 		} else {
 			status = resp.StatusCode
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,7 +121,7 @@ func (o *observer) serveRoutes(w http.ResponseWriter, r *http.Request) {
 		for _, rc := range lr.rt.file.Routes {
 			view.Routes = append(view.Routes, RouteView{
 				Name: rc.Name, Listener: lr.listener, Match: matchView(rc.Match), Upstream: rc.Upstream, Split: splitView(rc.Split),
-				Auth: rc.Auth, RateLimit: rc.RateLimit, Plugins: rc.Plugins, RequireClaims: sortedKeys(rc.RequireClaims), StripPrefix: rc.StripPrefix,
+				Auth: rc.Auth, RateLimit: rc.RateLimit, Plugins: rc.Plugins, RequireClaims: slices.Sorted(maps.Keys(rc.RequireClaims)), StripPrefix: rc.StripPrefix,
 				Traffic: byRoute.get(rc.Name),
 			})
 		}
@@ -186,7 +188,7 @@ func (o *observer) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 	epTraffic := trafficBy2(fams, "causeway_upstream_requests_total", "upstream", "endpoint")
 	view := UpstreamsView{Role: o.role, At: o.now().UTC(), Upstreams: []UpstreamView{}}
 	for _, lr := range o.runtimes() {
-		for _, name := range sortedKeys(lr.rt.upstreams) {
+		for _, name := range slices.Sorted(maps.Keys(lr.rt.upstreams)) {
 			u := lr.rt.upstreams[name]
 			uv := UpstreamView{Name: name, Listener: lr.listener, Balance: u.cfg.Balance, MeshIdentity: u.cfg.MeshIdentity,
 				Traffic: byUp.get(name), Endpoints: []EndpointView{}}
@@ -232,7 +234,7 @@ func endpointStatsOf(u *upstream, health map[string]float64) []EndpointStats {
 	}
 	add(u.cfg.DNS)
 	// Endpoints found by discovery show up in the gauge.
-	for _, ep := range sortedKeys(health) {
+	for _, ep := range slices.Sorted(maps.Keys(health)) {
 		add(ep)
 	}
 	return out

@@ -1,12 +1,13 @@
 package gateway
 
 import (
-	"context"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,7 +38,8 @@ type target struct {
 
 // forwarder is the innermost handler of a route: it picks the upstream
 // (header override, else split), passes the upstream's circuit breaker,
-// picks the endpoint, then proxies.
+// then proxies. The endpoint is picked by the upstream's transport, for the
+// first attempt and every retry alike.
 type forwarder struct {
 	route   string
 	targets []target
@@ -55,14 +57,14 @@ type headerOverride struct {
 	headers [][2]string // canonical name, exact value
 }
 
-func newForwarder(rc routes.Route, ups map[string]*upstream, trust *trustedProxies, m *metrics) *forwarder {
+func newForwarder(rc routes.Route, ups map[string]*upstream, m *metrics) *forwarder {
 	f := &forwarder{route: rc.Name, m: m}
 	add := func(name string) {
 		u := ups[name]
 		if u.mirror != nil && u.mirror.shadow.Load() == nil {
 			u.mirror.shadow.Store(ups[u.cfg.Mirror.Upstream])
 		}
-		f.targets = append(f.targets, target{up: u, proxy: newReverseProxy(rc, u, trust, m)})
+		f.targets = append(f.targets, target{up: u, proxy: newReverseProxy(rc, u, m)})
 	}
 	if rc.Upstream != "" {
 		add(rc.Upstream)
@@ -74,7 +76,7 @@ func newForwarder(rc routes.Route, ups map[string]*upstream, trust *trustedProxi
 		f.weights = append(f.weights, f.total)
 		if len(s.Headers) > 0 {
 			o := headerOverride{target: i}
-			for _, k := range sortedKeys(s.Headers) {
+			for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
 				o.headers = append(o.headers, [2]string{http.CanonicalHeaderKey(k), s.Headers[k]})
 			}
 			f.overrides = append(f.overrides, o)
@@ -115,18 +117,13 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := stateFrom(r.Context())
 	t := f.pick(r)
 	up := t.up
-	if st != nil {
-		st.upstream = up.name
-		st.capturePrincipal(r)
-	}
+	st.upstream = up.name
 	var tk ticket
 	if b := up.breaker; b != nil {
 		var err error
 		if tk, err = b.acquire(r.Context()); err != nil {
 			if r.Context().Err() != nil {
-				if st != nil {
-					st.rec.status = statusClientClosed
-				}
+				st.rec.status = statusClientClosed
 				return
 			}
 			msg := "upstream circuit breaker is open"
@@ -138,19 +135,7 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ep, ok := up.selector.Select(r)
-	if !ok {
-		if up.breaker != nil {
-			up.breaker.release(tk, true)
-		}
-		f.m.upstreamRequest(up.name, "", http.StatusServiceUnavailable, 0)
-		httperr.Write(w, r, http.StatusServiceUnavailable, "no healthy upstream endpoint")
-		return
-	}
-	if st != nil {
-		st.endpoint = ep
-		st.upstreamStart = time.Now()
-	}
+	st.upstreamStart = time.Now()
 	if up.breaker != nil {
 		// Deferred: ReverseProxy aborts a response whose upstream body
 		// breaks by panicking with http.ErrAbortHandler, and the slot must
@@ -160,20 +145,18 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				up.breaker.release(tk, true)
 				panic(p)
 			}
-			failed := st != nil && (st.upstreamErr != nil || st.rec.status >= 500)
-			if st != nil && st.rec.status == statusClientClosed {
+			failed := (st.upstreamErr != nil || st.rec.status >= 500)
+			if st.rec.status == statusClientClosed {
 				failed = false
 			}
 			up.breaker.release(tk, failed)
 		}()
 	}
-	if st != nil {
-		st.proxying = true
-	}
+	st.proxying = true
 	t.proxy.ServeHTTP(w, r)
 }
 
-func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *metrics) *httputil.ReverseProxy {
+func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.ReverseProxy {
 	strip := ""
 	if rc.StripPrefix {
 		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
@@ -188,49 +171,39 @@ func newReverseProxy(rc routes.Route, u *upstream, trust *trustedProxies, m *met
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			st := stateFrom(pr.In.Context())
 			pr.Out.URL.Scheme = u.scheme
-			if st != nil && st.endpoint != nil {
-				pr.Out.URL.Host = st.endpoint.addr
-			}
+			// The host is the endpoint's, set by the transport's attempt
+			// loop (upstreamTransport.RoundTrip) once it has picked one.
+			pr.Out.URL.Host = u.name
 			if strip != "" {
 				stripPrefix(pr.Out.URL, pr.In.URL, strip)
 			}
-			if st != nil {
-				setForwarded(pr, &st.peer)
-			} else {
-				pi := trust.resolve(pr.In)
-				setForwarded(pr, &pi)
-			}
+			setForwarded(pr, &st.peer)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())
-			if st != nil {
-				st.upstreamDur = time.Since(st.upstreamStart)
-				m.upstreamRequest(u.name, st.endpoint.label, resp.StatusCode, st.upstreamDur)
-			}
+			st.upstreamDur = time.Since(st.upstreamStart)
+			m.upstreamRequest(u.name, st.endpoint.label, resp.StatusCode, st.upstreamDur)
 			// The edge's request id is the one the client sees.
 			resp.Header.Del(httperr.RequestIDHeader)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			st := stateFrom(r.Context())
-			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			kind := classify(r.Context(), err)
+			if kind == attemptCanceled {
 				// The client went away: nothing to answer; 499 in logs as nginx does.
-				if st != nil {
-					st.rec.status = statusClientClosed
-				}
+				st.rec.status = statusClientClosed
 				return
 			}
-			status, msg := upstreamStatus(err)
-			if st != nil {
-				st.proxying = false // the answer is the edge's own
-			}
-			clientFault := st != nil && st.bodyErr.Load() != nil
+			status, msg := kind.status()
+			st.proxying = false // the answer is the edge's own
+			clientFault := st.bodyErr.Load() != nil
 			if clientFault {
 				// The client's body broke (or stalled): not the upstream's
 				// answer, so neither its metric nor its error in the log.
 				status, msg = http.StatusBadRequest, "malformed or incomplete request body"
 			}
-			if st != nil && !clientFault {
+			if !clientFault {
 				st.upstreamDur = time.Since(st.upstreamStart)
 				st.upstreamErr = err
 				label := ""

@@ -34,7 +34,7 @@ type retryPolicy struct {
 	maxBody                       int64
 }
 
-func newRetryPolicy(cfg *routes.Retries) *retryPolicy {
+func newRetryPolicy(cfg *routes.Retries, now func() time.Time) *retryPolicy {
 	p := &retryPolicy{
 		attempts:      cfg.Attempts,
 		perTry:        cfg.PerTryTimeout.D(),
@@ -59,8 +59,8 @@ func newRetryPolicy(cfg *routes.Retries) *retryPolicy {
 	}
 	p.budget.percent = int64(cfg.BudgetPercent)
 	p.budget.tokens.Store(retryBudgetBurst * 100)
-	p.budget.now = trafficNow
-	p.budget.last.Store(trafficNow().UnixNano())
+	p.budget.now = now
+	p.budget.last.Store(now().UnixNano())
 	return p
 }
 
@@ -172,11 +172,18 @@ const (
 	failStatus               // a 5xx response
 	failOther                // a malformed response and the like
 	attemptCanceled          // the client left: says nothing about the endpoint
+	failNoEndpoint           // no endpoint was available: nothing was sent
 )
 
+// classify is the one reading of an upstream error: the retry policy and
+// the outlier detector act on its kind, and the client's status comes from
+// it (failKind.status).
 func classify(ctx context.Context, err error) failKind {
 	if ctx.Err() != nil {
 		return attemptCanceled
+	}
+	if errors.Is(err, errNoEndpoint) {
+		return failNoEndpoint
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" || errors.Is(err, syscall.ECONNREFUSED) {
@@ -190,6 +197,23 @@ func classify(ctx context.Context, err error) failKind {
 		return failReset
 	}
 	return failOther
+}
+
+// status is the answer the client gets for a request whose last attempt
+// failed this way. A timeout is any deadline or net.Error timeout: the
+// transport's response-header timeout, per_try_timeout, a dial that timed
+// out.
+func (k failKind) status() (int, string) {
+	switch k {
+	case failNoEndpoint:
+		return http.StatusServiceUnavailable, "no healthy upstream endpoint"
+	case failTimeout:
+		return http.StatusGatewayTimeout, "upstream timed out"
+	case attemptCanceled:
+		return statusClientClosed, "client closed the request"
+	default:
+		return http.StatusBadGateway, "upstream unavailable or sent an invalid response"
+	}
 }
 
 // errPerTryTimeout ends an attempt that waited per_try_timeout for headers;
@@ -212,20 +236,14 @@ var _ http.RoundTripper = (*upstreamTransport)(nil)
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
-	var ep *endpoint
-	if st != nil {
-		ep = st.endpoint
+	bal := t.up.bal
+	ep, ok := bal.pick(req, nil)
+	if !ok {
+		return nil, errNoEndpoint
 	}
-	if ep == nil {
-		var ok bool
-		if ep, ok = t.up.selector.Select(req); !ok {
-			return nil, errNoEndpoint
-		}
-		req.URL.Host = ep.addr
-		if st != nil {
-			st.endpoint = ep
-		}
-	}
+	req.URL.Host = ep.addr
+	st.endpoint = ep
+	st.upstreamStart = time.Now()
 	p := t.up.retry
 	retryable := p != nil && p.attempts > 0 && (p.nonIdempotent || idempotent(req.Method))
 	if p != nil {
@@ -253,13 +271,12 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	if mr := t.up.mirror; mr != nil {
 		mr.send(req)
 	}
-	bal, _ := t.up.selector.(balancer)
 	for n := 0; ; n++ {
 		resp, err, kind, d := t.try(req, ep)
-		if !retryable || n >= p.attempts || bal == nil || !p.retriesOn(kind, resp) {
+		if !retryable || n >= p.attempts || !p.retriesOn(kind, resp) {
 			return resp, err
 		}
-		next, ok := bal.selectAvoiding(req, ep)
+		next, ok := bal.pick(req, ep)
 		if !ok || !p.budget.withdraw() {
 			return resp, err
 		}
@@ -269,7 +286,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 			resp.Body.Close()
 		} else {
-			status, _ = upstreamStatus(err)
+			status, _ = kind.status()
 		}
 		if t.m != nil {
 			t.m.upstreamRequest(t.up.name, ep.label, status, d)
@@ -285,10 +302,8 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		nreq.URL.Host = next.addr
 		req, ep = nreq, next
-		if st != nil {
-			st.endpoint = next
-			st.upstreamStart = time.Now()
-		}
+		st.endpoint = next
+		st.upstreamStart = time.Now()
 	}
 }
 

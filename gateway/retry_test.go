@@ -134,12 +134,12 @@ func TestNoRetryAfterResponseStarted(t *testing.T) {
 // When every endpoint fails, the budget keeps retries near budget_percent
 // of the requests instead of attempts x requests.
 func TestRetryBudgetCapsRetries(t *testing.T) {
-	installClock(t) // no time passes: the minimum rate pays in nothing
+	clock := newFakeClock() // no time passes: the minimum rate pays in nothing
 	bs := backends(t, 3)
 	for _, b := range bs {
 		b.status.Store(503)
 	}
-	te := startEdge(t, oneUpstream(addrList(bs), "    retries: {attempts: 3, on: [\"503\"], budget_percent: 20, backoff: 1ms, max_backoff: 1ms}\n"))
+	te := startEdge(t, oneUpstream(addrList(bs), "    retries: {attempts: 3, on: [\"503\"], budget_percent: 20, backoff: 1ms, max_backoff: 1ms}\n"), withClock(clock))
 	const n = 1000
 	codes := send(t, te.url+"/", n, 4)
 	if codes[503] != n {
@@ -219,8 +219,8 @@ func TestClassify(t *testing.T) {
 }
 
 func TestRetryBudgetArithmetic(t *testing.T) {
-	clock := installClock(t)
-	p := newRetryPolicy(&routes.Retries{Attempts: 1, BudgetPercent: 25})
+	clock := newFakeClock()
+	p := newRetryPolicy(&routes.Retries{Attempts: 1, BudgetPercent: 25}, clock.Now)
 	for i := 0; i < retryBudgetBurst; i++ {
 		if !p.budget.withdraw() {
 			t.Fatalf("burst retry %d refused", i)
@@ -253,7 +253,7 @@ func TestRetryBudgetArithmetic(t *testing.T) {
 }
 
 func TestBackoffIsBounded(t *testing.T) {
-	p := newRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)})
+	p := newRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)}, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if p.wait(ctx, 40) {

@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
@@ -106,10 +108,10 @@ func (h *hostRoutes) add(e routeEntry) {
 	if len(m.Methods) > 0 {
 		r.Methods(m.Methods...)
 	}
-	for _, k := range sortedKeys(m.Headers) {
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		r.Headers(k, m.Headers[k])
 	}
-	for _, k := range sortedKeys(m.Query) {
+	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
 		r.Queries(k, m.Query[k])
 	}
 }
@@ -251,13 +253,4 @@ func requestHost(r *http.Request) string {
 		}
 	}
 	return host
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

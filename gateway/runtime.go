@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,6 +56,9 @@ type buildDeps struct {
 	stages []Stage
 	access *accessLog
 	log    *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
+	// now is the clock of ejections, breakers and retry budgets (nil:
+	// time.Now).
+	now func() time.Time
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
@@ -74,7 +79,7 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		loadedAt:  time.Now(),
 	}
 	var errs routes.Errors
-	for _, name := range sortedKeys(f.Upstreams) {
+	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		u, err := newUpstream(name, f.Upstreams[name], deps)
 		if err != nil {
 			errs = append(errs, &routes.Error{File: f.Path, Pos: f.At("upstreams." + name), Path: "upstreams." + name, Msg: err.Error()})
@@ -120,7 +125,7 @@ func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, e
 // routeHandler assembles one route: request info, the stages in order, then
 // the forwarder.
 func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
-	var h http.Handler = newForwarder(rc, rt.upstreams, rt.trust, rt.metrics)
+	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics)
 	traced := tracingStages(stages)
 	for i := len(stages) - 1; i >= 0; i-- {
 		mw, err := stages[i].Middleware(rc)
@@ -142,10 +147,9 @@ type routeHandler struct {
 }
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if st := stateFrom(r.Context()); st != nil {
-		st.route = h.name
-		st.routeMetrics = &h.metrics
-	}
+	st := stateFrom(r.Context())
+	st.route = h.name
+	st.routeMetrics = &h.metrics
 	h.next.ServeHTTP(w, r)
 }
 

@@ -71,6 +71,7 @@ type serverOptions struct {
 	ReloadDebounce time.Duration
 	Pprof          bool
 	Inherited      *Inherited
+	Clock          func() time.Time // nil: time.Now
 }
 
 // role is what the edge and the sidecar each add to the server.
@@ -114,6 +115,9 @@ func newServer[C any](kind, fileKind string, opts serverOptions, r role[C]) *ser
 	}
 	if opts.ReloadDebounce == 0 {
 		opts.ReloadDebounce = 200 * time.Millisecond
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
 	}
 	s := &server[C]{
 		kind: kind, fileKind: fileKind, opts: opts, log: opts.Logger, registry: opts.Registry,

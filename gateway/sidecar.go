@@ -38,6 +38,8 @@ type SidecarOptions struct {
 	// Inherited are listeners handed over by an upgrading parent process
 	// (InheritedFromEnv); the sidecar uses them instead of binding.
 	Inherited *Inherited
+	// Clock is EdgeOptions.Clock.
+	Clock func() time.Time
 }
 
 // Sidecar is the mesh proxy beside a service. It is the edge's engine
@@ -81,7 +83,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 	s := &Sidecar{}
 	s.server = newServer("sidecar", "sidecar file", serverOptions{
 		ConfigPath: opts.ConfigPath, Logger: opts.Logger, Registry: opts.Registry,
-		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited,
+		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited, Clock: opts.Clock,
 	}, s)
 	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
 	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
@@ -268,19 +270,18 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, access *accessLog, tlsKey 
 					return
 				}
 				r.Header.Set(PeerIDHeader, id.String())
-				if st := stateFrom(r.Context()); st != nil {
-					st.principal = id.String() // the access log's principal: the verified caller
-				}
+				st := stateFrom(r.Context())
+				st.principal = id.String() // the access log's principal: the verified caller
 				next.ServeHTTP(w, r)
 				code := http.StatusOK
-				if st := stateFrom(r.Context()); st != nil && st.rec.status != 0 {
+				if st := stateFrom(r.Context()); st.rec.status != 0 {
 					code = st.rec.status
 				}
 				peers.WithLabelValues(id.String(), statusLabel(code)).Inc()
 			})
 		}, nil
 	})
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log, now: s.opts.Clock})
 }
 
 // outboundRuntime: one route per service, chosen by Host, each to an
@@ -313,7 +314,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				next.ServeHTTP(w, r)
 				code := http.StatusOK
-				if st := stateFrom(r.Context()); st != nil && st.rec.status != 0 {
+				if st := stateFrom(r.Context()); st.rec.status != 0 {
 					code = st.rec.status
 				}
 				peers.WithLabelValues(peer, statusLabel(code)).Inc()
@@ -327,7 +328,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 		}
 		return mesh.ClientConfig(source, id), nil
 	}
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log, now: s.opts.Clock})
 }
 
 // outboundMesh is the mesh section of the outbound runtime's synthesised

@@ -54,26 +54,24 @@ type reqState struct {
 
 type stateKey struct{}
 
+// stateFrom is the state of a request inside the pipeline: runtime.ServeHTTP
+// gives every request one before any stage runs, so a missing state is a
+// programming error (a handler reached some other way), and it panics.
 func stateFrom(ctx context.Context) *reqState {
-	st, _ := ctx.Value(stateKey{}).(*reqState)
+	st, ok := ctx.Value(stateKey{}).(*reqState)
+	if !ok {
+		panic("gateway: request without pipeline state: it did not enter through runtime.ServeHTTP")
+	}
 	return st
 }
 
-// capturePrincipal records who the request was authenticated as, once the
-// auth stage has run (it puts the principal on the request's context).
-func (st *reqState) capturePrincipal(r *http.Request) {
-	if principalOf == nil {
-		return
-	}
-	// Keep one set earlier (a sidecar's verified caller) when auth found none.
-	if p := principalOf(r.Context()); p != "" {
-		st.principal = p
-	}
+// stateIn is the request's state for code that also serves requests from
+// outside the pipeline (span IDs of other spans, a balancer asked by a
+// test or a health check): nil there.
+func stateIn(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
 }
-
-// principalOf names the authenticated principal of a context for the access
-// log: a subject or an API key name, never a credential. Set by the auth wiring.
-var principalOf func(ctx context.Context) string
 
 // recorder captures the status and size of a response. Unwrap lets
 // http.ResponseController reach the connection for flushing and for the
@@ -467,6 +465,5 @@ func (st *reqState) endBody() {
 
 // clientBodyFailed reports whether the request's own body could not be read.
 func clientBodyFailed(ctx context.Context) bool {
-	st := stateFrom(ctx)
-	return st != nil && st.bodyErr.Load() != nil
+	return stateFrom(ctx).bodyErr.Load() != nil
 }

@@ -19,7 +19,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/causewayhq/causeway/auth"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -249,7 +248,7 @@ type stateIDs struct{}
 
 func (stateIDs) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
 	var tid trace.TraceID
-	if st := stateFrom(ctx); st != nil && st.traceStarted && st.trace != nil && st.trace.span == nil {
+	if st := stateIn(ctx); st.traceStarted && st.trace != nil && st.trace.span == nil {
 		if id, err := trace.TraceIDFromHex(st.traceID); err == nil {
 			tid = id
 		}
@@ -288,10 +287,6 @@ func (t *tracer) Middleware(rc routes.Route) (func(http.Handler) http.Handler, e
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			st := stateFrom(r.Context())
-			if st == nil {
-				next.ServeHTTP(w, r)
-				return
-			}
 			ctx := r.Context()
 			if !st.traceStarted {
 				ctx = t.prop.Extract(ctx, propagation.HeaderCarrier(r.Header))
@@ -341,8 +336,6 @@ func stageSpanName(s Stage) string {
 	switch s := s.(type) {
 	case namedStage:
 		return s.name
-	case *auth.Set:
-		return "auth"
 	}
 	return ""
 }
@@ -362,32 +355,15 @@ func tracingStages(stages []Stage) bool {
 // stage passes the request on (its own work done) or answers it itself
 // (a refusal: 401, 403, 429). The span is a sibling of the upstream
 // attempts, under the server span.
-//
-// Past the auth stage the principal is on the request's context: it is
-// recorded then, so the access log names it also for requests a later
-// stage refuses (429), tracing or not.
 func withStageSpan(s Stage, mw func(http.Handler) http.Handler, traced bool) func(http.Handler) http.Handler {
 	name := stageSpanName(s)
-	if name == "auth" && !traced {
-		return func(next http.Handler) http.Handler {
-			return mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if st := stateFrom(r.Context()); st != nil {
-					st.capturePrincipal(r)
-				}
-				next.ServeHTTP(w, r)
-			}))
-		}
-	}
 	if !traced || name == "" {
 		return mw
 	}
 	return func(next http.Handler) http.Handler {
 		inner := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			st := stateFrom(r.Context())
-			if st != nil && name == "auth" {
-				st.capturePrincipal(r)
-			}
-			if st != nil && st.trace != nil && st.trace.stage != nil {
+			if st.trace != nil && st.trace.stage != nil {
 				st.trace.stage.End()
 				st.trace.stage = nil
 			}
@@ -395,7 +371,7 @@ func withStageSpan(s Stage, mw func(http.Handler) http.Handler, traced bool) fun
 		}))
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			st := stateFrom(r.Context())
-			if st == nil || st.trace == nil || st.trace.span == nil {
+			if st.trace == nil || st.trace.span == nil {
 				inner.ServeHTTP(w, r)
 				return
 			}
@@ -429,7 +405,7 @@ func traceTransport(next http.RoundTripper, upstream string) http.RoundTripper {
 
 func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateFrom(req.Context())
-	if st == nil || st.trace == nil || st.trace.span == nil {
+	if st.trace == nil || st.trace.span == nil {
 		return t.next.RoundTrip(req)
 	}
 	tr := st.trace.t

@@ -133,20 +133,22 @@ func oneUpstream(endpoints, extra string) string {
 		"routes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n"
 }
 
-// fakeClock is the ejection and breaker clock of edges built while it is
-// installed.
+// fakeClock is the ejection, breaker and retry-budget clock of the edges
+// given it (withClock).
 type fakeClock struct{ ns atomic.Int64 }
 
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-func installClock(t *testing.T) *fakeClock {
+func newFakeClock() *fakeClock {
 	c := &fakeClock{}
 	c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	prev := trafficNow
-	trafficNow = c.Now
-	t.Cleanup(func() { trafficNow = prev })
 	return c
+}
+
+// withClock is a startEdge option: the edge's traffic clock is c.
+func withClock(c *fakeClock) func(*EdgeOptions) {
+	return func(o *EdgeOptions) { o.Clock = c.Now }
 }
 
 var trafficClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
@@ -398,7 +400,7 @@ func TestBalancerChoices(t *testing.T) {
 		l := &leastRequest{}
 		l.update(eps)
 		for i := 0; i < 100; i++ {
-			if e, _ := l.Select(req); e != eps[1] {
+			if e, _ := l.pick(req, nil); e != eps[1] {
 				t.Fatalf("picked %s", e.addr)
 			}
 		}
@@ -412,7 +414,7 @@ func TestBalancerChoices(t *testing.T) {
 		p := &p2cEWMA{now: time.Now}
 		p.update(eps)
 		for i := 0; i < 300; i++ {
-			if e, _ := p.Select(req); e == eps[0] {
+			if e, _ := p.pick(req, nil); e == eps[0] {
 				t.Fatal("picked the slow endpoint while two fast ones were free")
 			}
 		}
@@ -442,17 +444,17 @@ func TestBalancerChoices(t *testing.T) {
 			b.update(eps)
 			eps[0].down.Store(true)
 			for i := 0; i < 50; i++ {
-				e, ok := b.selectAvoiding(req, eps[1])
+				e, ok := b.pick(req, eps[1])
 				if !ok || e != eps[2] {
 					t.Fatalf("%s: picked %v", name, e)
 				}
 			}
 			eps[2].down.Store(true)
-			if e, ok := b.selectAvoiding(req, eps[1]); !ok || e != eps[1] {
+			if e, ok := b.pick(req, eps[1]); !ok || e != eps[1] {
 				t.Fatalf("%s: the avoided endpoint is the last one left, got %v", name, e)
 			}
 			eps[1].down.Store(true)
-			if e, ok := b.Select(req); ok {
+			if e, ok := b.pick(req, nil); ok {
 				t.Fatalf("%s: picked %s with every endpoint down", name, e.addr)
 			}
 		}
@@ -461,20 +463,33 @@ func TestBalancerChoices(t *testing.T) {
 		for _, name := range balancerNames() {
 			f, _ := lookupBalancer(name)
 			b, _ := f(routesUpstream(name))
-			if _, ok := b.Select(req); ok {
+			if _, ok := b.pick(req, nil); ok {
 				t.Fatalf("%s picked from nothing", name)
 			}
 		}
 	})
 }
 
-func TestRegisterBalancerTwicePanics(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Fatal("no panic")
+// Every balance value the routes file accepts has a balancer, and no
+// balancer is unreachable from the file. (The registry is a map literal: a
+// duplicate name does not compile.)
+func TestBalancersMatchRoutes(t *testing.T) {
+	route := []routes.Route{{Name: "r", Match: routes.Match{PathPrefix: "/"}, Upstream: "u"}}
+	for _, name := range balancerNames() {
+		f := &routes.File{Version: 1, Upstreams: map[string]routes.Upstream{"u": {Endpoints: []string{"127.0.0.1:1"}, Balance: name}}, Routes: route}
+		if name == "ring_hash" {
+			u := f.Upstreams["u"]
+			u.HashOn = "header:x-user"
+			f.Upstreams["u"] = u
 		}
-	}()
-	registerBalancer("round_robin", nil)
+		if err := f.Normalize(); err != nil {
+			t.Errorf("balance %q is a balancer the routes file refuses: %v", name, err)
+		}
+	}
+	f := &routes.File{Version: 1, Upstreams: map[string]routes.Upstream{"u": {Endpoints: []string{"127.0.0.1:1"}, Balance: "random"}}, Routes: route}
+	if err := f.Normalize(); err == nil || !strings.Contains(err.Error(), "balance") {
+		t.Errorf("the routes file accepts a balance with no balancer: %v", err)
+	}
 }
 
 func TestRingHashBadKey(t *testing.T) {

@@ -20,12 +20,6 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// Selector picks the endpoint for one request. Implementations are safe for
-// concurrent use.
-type Selector interface {
-	Select(r *http.Request) (*endpoint, bool)
-}
-
 // endpoint is one address of an upstream, with the state the balancers,
 // the outlier detector and the health checker keep about it. An endpoint
 // object lives as long as its address stays in the upstream's set, so its
@@ -82,14 +76,9 @@ type roundRobin struct {
 	next atomic.Uint64
 }
 
-var (
-	_ Selector = (*roundRobin)(nil)
-	_ balancer = (*roundRobin)(nil)
-)
+var _ balancer = (*roundRobin)(nil)
 
-func (rr *roundRobin) Select(r *http.Request) (*endpoint, bool) { return rr.selectAvoiding(r, nil) }
-
-func (rr *roundRobin) selectAvoiding(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (rr *roundRobin) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	eps := loadSet(&rr.set)
 	n := uint64(len(eps))
 	if n == 0 {
@@ -133,11 +122,10 @@ func loadSet(p *atomic.Pointer[[]*endpoint]) []*endpoint {
 
 // upstream is the runtime form of a routes.Upstream.
 type upstream struct {
-	name     string
-	cfg      routes.Upstream
-	scheme   string
-	selector Selector
-	pool     *transportPool
+	name   string
+	cfg    routes.Upstream
+	scheme string
+	pool   *transportPool
 
 	bal       balancer
 	log       *slog.Logger      // the edge's or sidecar's, for background work
@@ -158,10 +146,6 @@ type upstream struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
-
-// trafficNow is the clock of ejections and circuit breakers; tests replace
-// it before building an edge so that timing needs no sleeps.
-var trafficNow = time.Now
 
 // endpointSpec is an address and weight from the file or from discovery.
 type endpointSpec struct {
@@ -184,6 +168,10 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if deps.pools == nil {
 		deps.pools = newTransportPools()
 	}
+	now := deps.now
+	if now == nil {
+		now = time.Now
+	}
 	key := transportKey(name, cfg) + "|" + deps.tlsKey
 	pool, _, err := deps.pools.Acquire(key, func() (*transportPool, error) {
 		p, err := newTransportPool(name, cfg, deps.tlsFor)
@@ -199,7 +187,7 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if cfg.MeshIdentity != "" {
 		scheme = "https" // mTLS to the sidecar
 	}
-	u := &upstream{name: name, cfg: cfg, scheme: scheme, selector: bal, bal: bal, pool: pool}
+	u := &upstream{name: name, cfg: cfg, scheme: scheme, bal: bal, pool: pool}
 	if prev := loadSet(&pool.endpoints); len(prev) > 0 {
 		// The pool is shared with the previous configuration of this
 		// upstream (same name and connection settings).
@@ -217,13 +205,13 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if deps.metrics != nil {
 		gauge = deps.metrics.endpointHealthy.MustCurryWith(prometheus.Labels{"upstream": name})
 	}
-	u.health = newHealthState(name, cfg.CircuitBreaker, gauge, trafficNow)
+	u.health = newHealthState(name, cfg.CircuitBreaker, gauge, now)
 	u.health.log = u.log
 	if cfg.Retries != nil {
-		u.retry = newRetryPolicy(cfg.Retries)
+		u.retry = newRetryPolicy(cfg.Retries, now)
 	}
 	if cfg.CircuitBreaker != nil {
-		u.breaker = newBreaker(name, cfg.CircuitBreaker, trafficNow)
+		u.breaker = newBreaker(name, cfg.CircuitBreaker, now)
 		u.breaker.log = u.log
 	}
 	if cfg.Mirror != nil {
@@ -459,21 +447,6 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 		return &transportPool{transport: h1, closeIdle: h1.CloseIdleConnections}, nil
 	}
 	return &transportPool{transport: t, closeIdle: t.CloseIdleConnections}, nil
-}
-
-// upstreamStatus classifies a proxying failure into the status a client sees.
-func upstreamStatus(err error) (int, string) {
-	var nerr net.Error
-	switch {
-	case errors.Is(err, errNoEndpoint):
-		return http.StatusServiceUnavailable, "no healthy upstream endpoint"
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
-		return http.StatusGatewayTimeout, "upstream timed out"
-	case strings.Contains(err.Error(), "timeout awaiting response headers"):
-		return http.StatusGatewayTimeout, "upstream timed out"
-	default:
-		return http.StatusBadGateway, "upstream unavailable or sent an invalid response"
-	}
 }
 
 var errNoEndpoint = errors.New("no endpoint available")

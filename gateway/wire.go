@@ -25,19 +25,43 @@ import (
 // defaultFeatures are the edge's features in chain order: a route runs
 // auth, then its rate limits, then its plugins, then the proxy.
 func defaultFeatures(e *Edge) []feature {
-	principalOf = principalName
 	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})
 	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits))
 	return []feature{
 		&tracingFeature{log: e.log, pool: e.tracers},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
-		&authFeature{e: e},
+		&authFeature{e: e, jwks: auth.NewJWKSCaches()},
 		&rateLimitFeature{svc: limits},
 		&pluginFeature{},
 	}
 }
 
+// authStage is the auth feature's stage: the set's middleware, after which
+// the principal it found is recorded on the request's state, for the access
+// log and the trace, also when a later stage refuses the request (429).
+type authStage struct{ set *auth.Set }
+
+func (a authStage) Middleware(route routes.Route) (func(http.Handler) http.Handler, error) {
+	mw, err := a.set.Middleware(route)
+	if err != nil || mw == nil {
+		return mw, err
+	}
+	return func(next http.Handler) http.Handler {
+		return mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A principal set earlier (a sidecar's verified caller) stays
+			// when auth found none.
+			if p := principalName(r.Context()); p != "" {
+				st := stateFrom(r.Context())
+				st.principal = p
+			}
+			next.ServeHTTP(w, r)
+		}))
+	}, nil
+}
+
+// principalName names the authenticated principal of a context for the
+// access log: a subject or an API key name, never a credential.
 func principalName(ctx context.Context) string {
 	p := auth.FromContext(ctx)
 	if p == nil {
@@ -52,8 +76,10 @@ func principalName(ctx context.Context) string {
 // authFeature builds the authenticators of each file, handing JWKS caches
 // from one configuration to the next.
 type authFeature struct {
-	e  *Edge
-	mu sync.Mutex
+	e *Edge
+	// jwks shares JWKS caches between the sets of successive generations.
+	jwks *auth.JWKSCaches
+	mu   sync.Mutex
 	// cur is the live configuration's set, the one the next build takes
 	// its JWKS caches from.
 	cur *auth.Set
@@ -63,11 +89,11 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	a.mu.Lock()
 	prev := a.cur
 	a.mu.Unlock()
-	set, err := auth.NewSet(ctx, f, prev, auth.Options{Failures: a.e.metrics.authFailures, Logger: a.e.log})
+	set, err := auth.NewSet(ctx, f, prev, auth.Options{JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log})
 	if err != nil {
 		return prepared{}, nil, err
 	}
-	return prepared{stage: set, commit: func() {
+	return prepared{stage: namedStage{"auth", authStage{set}}, commit: func() {
 		a.mu.Lock()
 		a.cur = set
 		a.mu.Unlock()
@@ -111,20 +137,10 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 	if err != nil {
 		return prepared{}, nil, err
 	}
-	trust, err := newTrustedProxies(f.TrustedProxies)
-	if err != nil {
-		next.Abort()
-		return prepared{}, nil, err
-	}
 	src := ratelimit.KeySources{
 		// The address the edge resolved as the request entered: one
 		// reading of X-Forwarded-For for the whole pipeline.
-		ClientIP: func(r *http.Request) string {
-			if st := stateFrom(r.Context()); st != nil {
-				return st.clientIP
-			}
-			return trust.clientIP(r)
-		},
+		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
 		Claim: func(r *http.Request, name string) (string, bool) {
 			if p := auth.FromContext(r.Context()); p != nil {
 				return p.Claim(name)
@@ -183,10 +199,9 @@ func (pluginFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 				h := chain(next)
 				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					info := plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")}
-					if st := stateFrom(r.Context()); st != nil {
-						// ip_filter's default client address.
-						info.ClientIP, info.ClientIPUnresolved = st.peer.client, !st.peer.clientOK
-					}
+					st := stateFrom(r.Context())
+					// ip_filter's default client address.
+					info.ClientIP, info.ClientIPUnresolved = st.peer.client, !st.peer.clientOK
 					ctx := plugins.WithRequestInfo(r.Context(), info)
 					h.ServeHTTP(w, r.WithContext(ctx))
 				})

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -55,7 +56,7 @@ func (f *File) defaultAuthenticators() {
 }
 
 func (c *checker) checkAuthenticators() {
-	for _, name := range sortedKeys(c.f.Authenticators) {
+	for _, name := range slices.Sorted(maps.Keys(c.f.Authenticators)) {
 		a := c.f.Authenticators[name]
 		p := "authenticators." + name
 		c.checkName(p, "authenticator", name)
@@ -149,7 +150,7 @@ func (c *checker) checkJWT(p string, j *JWT) {
 		c.errorf(p+".token_cache", "must not be negative (0 turns the cache off)")
 	}
 	seen := map[string]string{}
-	for _, claim := range sortedKeys(j.ForwardClaims) {
+	for _, claim := range slices.Sorted(maps.Keys(j.ForwardClaims)) {
 		h := http.CanonicalHeaderKey(j.ForwardClaims[claim])
 		if prev, dup := seen[h]; dup {
 			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", h, prev)

@@ -1,6 +1,8 @@
 package routes
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -34,7 +36,7 @@ func (f *File) defaultRateLimits() {
 func RateLimitKeyParts(key string) []string { return strings.Split(key, "+") }
 
 func (c *checker) checkRateLimits() {
-	for _, name := range sortedKeys(c.f.RateLimits) {
+	for _, name := range slices.Sorted(maps.Keys(c.f.RateLimits)) {
 		l := c.f.RateLimits[name]
 		p := "rate_limits." + name
 		c.checkName(p, "rate limit", name)

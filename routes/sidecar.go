@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -325,7 +326,7 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain) {
 	if len(out.Services) == 0 {
 		c.errorf("outbound.services", "list the services the local service calls")
 	}
-	for _, name := range sortedKeys(out.Services) {
+	for _, name := range slices.Sorted(maps.Keys(out.Services)) {
 		svc := out.Services[name]
 		p := "outbound.services." + name
 		c.checkName(p, "service", name)
@@ -361,7 +362,7 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain) {
 // checkListenerClash refuses two listeners on one port where their hosts
 // overlap (the same host, or either one on every interface).
 func (c *checker) checkListenerClash(listeners map[string]string) {
-	keys := sortedKeys(listeners)
+	keys := slices.Sorted(maps.Keys(listeners))
 	for i, a := range keys {
 		for _, b := range keys[i+1:] {
 			ha, pa, errA := net.SplitHostPort(listeners[a])

@@ -2,7 +2,9 @@ package routes
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -142,7 +144,7 @@ func (c *checker) checkUpstreamTraffic(p string, u Upstream) {
 			c.errorf(p+".dns_refresh.max", "is below min")
 		}
 	}
-	for _, ep := range sortedKeys(u.Weights) {
+	for _, ep := range slices.Sorted(maps.Keys(u.Weights)) {
 		w := u.Weights[ep]
 		if w <= 0 || w > 1000 {
 			c.errorf(p+".weights."+ep, "must be between 1 and 1000 (found %d)", w)
@@ -250,7 +252,7 @@ func (c *checker) checkUpstreamTraffic(p string, u Upstream) {
 // checkSplitHeaders checks the header overrides of a route's split targets.
 func (c *checker) checkSplitHeaders(p string, r Route) {
 	for j, s := range r.Split {
-		for _, h := range sortedKeys(s.Headers) {
+		for _, h := range slices.Sorted(maps.Keys(s.Headers)) {
 			if !validToken(h) {
 				c.errorf(fmt.Sprintf("%s.split[%d].headers", p, j), "%q is not a header name", h)
 			}

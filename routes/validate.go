@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"regexp"
@@ -194,7 +195,7 @@ func (c *checker) checkName(path, kind, name string) {
 }
 
 func (c *checker) checkPlugins() {
-	for _, name := range sortedKeys(c.f.Plugins) {
+	for _, name := range slices.Sorted(maps.Keys(c.f.Plugins)) {
 		p := "plugins." + name
 		c.checkName(p, "plugin instance", name)
 		if c.f.Plugins[name].Use == "" {
@@ -206,7 +207,7 @@ func (c *checker) checkPlugins() {
 var balancers = []string{"round_robin", "weighted", "least_request", "p2c_ewma", "ring_hash"}
 
 func (c *checker) checkUpstreams() {
-	for _, name := range sortedKeys(c.f.Upstreams) {
+	for _, name := range slices.Sorted(maps.Keys(c.f.Upstreams)) {
 		u := c.f.Upstreams[name]
 		p := "upstreams." + name
 		c.checkName(p, "upstream", name)
@@ -381,12 +382,12 @@ func (c *checker) checkMatch(p string, m Match) {
 		}
 		seen[meth] = true
 	}
-	for _, k := range sortedKeys(m.Headers) {
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		if !httpTokenRe.MatchString(k) {
 			c.errorf(p+".headers."+k, "%q is not a header name", k)
 		}
 	}
-	for _, k := range sortedKeys(m.Query) {
+	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
 		if k == "" {
 			c.errorf(p+".query", "empty query parameter name")
 		}
@@ -403,22 +404,13 @@ func (m Match) signature() string {
 	sort.Strings(methods)
 	var b strings.Builder
 	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|m=%s", m.Host, m.Path, m.PathPrefix, strings.Join(methods, ","))
-	for _, k := range sortedKeys(m.Headers) {
+	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])
 	}
-	for _, k := range sortedKeys(m.Query) {
+	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
 		fmt.Fprintf(&b, "|Q:%s=%s", k, m.Query[k])
 	}
 	return b.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // checkUnderscoreHeaders refuses header names with "_" that the edge would
@@ -434,12 +426,12 @@ func (c *checker) checkUnderscoreHeaders() {
 			c.errorf(path, "header name %q contains '_': such request headers are dropped unless server.allow_underscore_headers is true", name)
 		}
 	}
-	for _, name := range sortedKeys(c.f.Authenticators) {
+	for _, name := range slices.Sorted(maps.Keys(c.f.Authenticators)) {
 		if k := c.f.Authenticators[name].APIKey; k != nil {
 			check("authenticators."+name+".api_key.header", k.Header)
 		}
 	}
-	for _, name := range sortedKeys(c.f.RateLimits) {
+	for _, name := range slices.Sorted(maps.Keys(c.f.RateLimits)) {
 		for _, part := range RateLimitKeyParts(c.f.RateLimits[name].Key) {
 			if h, ok := strings.CutPrefix(part, "header:"); ok {
 				check("rate_limits."+name+".key", h)
@@ -447,11 +439,11 @@ func (c *checker) checkUnderscoreHeaders() {
 		}
 	}
 	for i, r := range c.f.Routes {
-		for _, h := range sortedKeys(r.Match.Headers) {
+		for _, h := range slices.Sorted(maps.Keys(r.Match.Headers)) {
 			check(fmt.Sprintf("routes[%d].match.headers.%s", i, h), h)
 		}
 		for j, sp := range r.Split {
-			for _, h := range sortedKeys(sp.Headers) {
+			for _, h := range slices.Sorted(maps.Keys(sp.Headers)) {
 				check(fmt.Sprintf("routes[%d].split[%d].headers.%s", i, j, h), h)
 			}
 		}

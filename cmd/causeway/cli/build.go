@@ -6,11 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -237,13 +238,13 @@ func generate(spec *buildSpec) (mainGo, goMod string) {
 			requires[mod] = zeroVersion
 		}
 	}
-	for _, mod := range sortedKeys(requires) {
+	for _, mod := range slices.Sorted(maps.Keys(requires)) {
 		fmt.Fprintf(&g, "\t%s %s\n", mod, requires[mod])
 	}
 	g.WriteString(")\n")
 	if len(spec.replace) > 0 {
 		g.WriteString("\nreplace (\n")
-		for _, mod := range sortedKeys(spec.replace) {
+		for _, mod := range slices.Sorted(maps.Keys(spec.replace)) {
 			fmt.Fprintf(&g, "\t%s => %s\n", mod, quoteIfNeeded(spec.replace[mod]))
 		}
 		g.WriteString(")\n")
@@ -256,15 +257,6 @@ func quoteIfNeeded(s string) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return s
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // build writes the temporary module, lets the go command resolve it, and
