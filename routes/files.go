@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
 )
 
 // Options tune how a routes or sidecar file is loaded.
@@ -53,7 +55,7 @@ func (f *File) files() []namedFile {
 		add("mesh.key_file", m.KeyFile)
 		add("mesh.bundle_file", m.BundleFile)
 	}
-	for _, name := range sortedKeys(f.Authenticators) {
+	for _, name := range slices.Sorted(maps.Keys(f.Authenticators)) {
 		a, p := f.Authenticators[name], "authenticators."+name
 		if j := a.JWT; j != nil {
 			add(p+".jwt.hmac_secret_file", j.HMACSecretFile)
@@ -65,7 +67,7 @@ func (f *File) files() []namedFile {
 			add(p+".api_key.keys_file", k.KeysFile)
 		}
 	}
-	for _, name := range sortedKeys(f.Upstreams) {
+	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		add("upstreams."+name+".endpoints_file", f.Upstreams[name].EndpointsFile)
 	}
 	return out

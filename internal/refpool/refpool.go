@@ -67,16 +67,25 @@ func (p *Pool[K, V]) Acquire(key K, construct func() (V, error)) (v V, loaded bo
 	p.m[key] = e
 	p.mu.Unlock()
 
-	e.v, e.err = construct()
-	if e.err != nil {
-		p.mu.Lock()
-		e.refs--
-		if p.m[key] == e {
-			delete(p.m, key) // the next Acquire tries again
+	built := false
+	defer func() {
+		// Also when construct panics: the callers waiting for this key
+		// must not wait forever, and the key must not stay taken.
+		if !built && e.err == nil {
+			e.err = fmt.Errorf("refpool: constructing %v panicked", key)
 		}
-		p.mu.Unlock()
-	}
-	close(e.ready)
+		if e.err != nil {
+			p.mu.Lock()
+			e.refs--
+			if p.m[key] == e {
+				delete(p.m, key) // the next Acquire tries again
+			}
+			p.mu.Unlock()
+		}
+		close(e.ready)
+	}()
+	e.v, e.err = construct()
+	built = true
 	return e.v, false, e.err
 }
 

@@ -2,7 +2,6 @@ package refpool
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,6 +71,33 @@ func TestConstructFailure(t *testing.T) {
 	}
 	if _, loaded, err := p.Acquire("k", func() (*res, error) { return &res{}, nil }); err != nil || loaded {
 		t.Fatalf("retry after failure: loaded=%v err=%v", loaded, err)
+	}
+	_, _ = p.Release("k")
+}
+
+// A constructor that panics leaves the key free and does not strand the
+// callers waiting for it.
+func TestConstructPanic(t *testing.T) {
+	t.Parallel()
+	p := New[string, *res](nil)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the constructor's panic was swallowed")
+			}
+		}()
+		_, _, _ = p.Acquire("k", func() (*res, error) { panic("boom") })
+	}()
+	if p.Len() != 0 {
+		t.Fatal("a panicking construct left the key held")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := p.Acquire("k", func() (*res, error) { return &res{}, nil })
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 	_, _ = p.Release("k")
 }
@@ -172,12 +198,7 @@ func TestConstructOncePerKey(t *testing.T) {
 		_, _ = p.Release("slow")
 	}
 	_, _ = p.Release("fast")
-	if err := func() error {
-		if p.Len() != 0 {
-			return fmt.Errorf("Len = %d", p.Len())
-		}
-		return nil
-	}(); err != nil {
-		t.Fatal(err)
+	if p.Len() != 0 {
+		t.Fatalf("Len = %d after every release", p.Len())
 	}
 }
