@@ -45,14 +45,14 @@ routes:
 	}
 
 	resp, _ := get(t, te.url+"/api/x")
-	if resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "Bearer") {
 		t.Fatalf("no token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
-	if resp, _ := get(t, te.url+"/api/x", "Authorization", token("write")); resp.StatusCode != 403 {
+	if resp, _ := get(t, te.url+"/api/x", "Authorization", token("write")); resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("missing scope: %d", resp.StatusCode)
 	}
 	resp, body := get(t, te.url+"/api/x", "Authorization", token("read other"), "X-User-Id", "admin")
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("valid token: %d %s", resp.StatusCode, body)
 	}
 	e := decodeEcho(t, body)
@@ -66,17 +66,17 @@ routes:
 	}
 
 	resp, body = get(t, te.admin+"/readyz")
-	if resp.StatusCode != 503 || !strings.Contains(string(body), "idp") {
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "idp") {
 		t.Fatalf("readyz with the JWKS down: %d %s", resp.StatusCode, body)
 	}
 
 	// A file whose authenticators build but whose routes do not.
 	writeFile(t, te.path, cfg+"  - {name: bad, match: {path_prefix: /bad}, upstream: nope}\n")
 	waitFor(t, func() bool { return !te.LastReload().OK })
-	if resp, _ := get(t, te.url+"/api/x", "Authorization", token("read"), "X-Forwarded-For", "1"); resp.StatusCode != 429 {
+	if resp, _ := get(t, te.url+"/api/x", "Authorization", token("read"), "X-Forwarded-For", "1"); resp.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("after a refused reload the active limits changed: %d", resp.StatusCode)
 	}
-	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 503 {
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("readiness no longer reports the active authenticators: %d", resp.StatusCode)
 	}
 	_, metrics := get(t, te.admin+"/metrics")

@@ -29,7 +29,7 @@ func manyRoutes(n int) []routes.Route {
 // The request in the benchmarks targets the last route, the worst case for
 // a router that matches linearly.
 func lastRouteRequest(n int) *http.Request {
-	return httptest.NewRequest("GET", fmt.Sprintf("http://svc%d.example.com/api/v%d/items/42", (n-1)/10, (n-1)%10), nil)
+	return httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://svc%d.example.com/api/v%d/items/42", (n-1)/10, (n-1)%10), nil)
 }
 
 func BenchmarkRouterMatch(b *testing.B) {
@@ -128,7 +128,7 @@ func BenchmarkForwardedHeaders(b *testing.B) {
 	}
 	for _, peer := range []string{"192.0.2.7:40000", "10.1.2.3:40000"} {
 		b.Run("peer="+peer, func(b *testing.B) {
-			in := httptest.NewRequest("GET", "http://api.example.com:8080/items", nil)
+			in := httptest.NewRequest(http.MethodGet, "http://api.example.com:8080/items", nil)
 			in.RemoteAddr = peer
 			in.Header.Set("X-Forwarded-For", "203.0.113.9")
 			in.Header.Set("Forwarded", "for=203.0.113.9")
@@ -167,7 +167,7 @@ func BenchmarkUpstreamTransport(b *testing.B) {
 		rt   http.RoundTripper
 	}{{"calling-goroutine", h1}, {"net-http", h1.fallback}} {
 		roundTrip := func(b *testing.B) {
-			req, _ := http.NewRequest("GET", up.URL+"/", nil)
+			req, _ := http.NewRequest(http.MethodGet, up.URL+"/", nil)
 			resp, err := tc.rt.RoundTrip(req)
 			if err != nil {
 				b.Fatal(err)

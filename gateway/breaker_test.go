@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ func TestBreakerConcurrencyLimits(t *testing.T) {
 	resp, body := get(t, te.url+"/")
 	var eb errorBody
 	_ = json.Unmarshal(body, &eb)
-	if resp.StatusCode != 503 || eb.Error != "upstream overloaded: too many pending requests" {
+	if resp.StatusCode != http.StatusServiceUnavailable || eb.Error != "upstream overloaded: too many pending requests" {
 		t.Fatalf("fourth request: %d %s", resp.StatusCode, body)
 	}
 	if b.hits.Load() != 2 {
@@ -80,7 +81,7 @@ func TestBreakerTripAndRecovery(t *testing.T) {
 	resp, body := get(t, te.url+"/")
 	var eb errorBody
 	_ = json.Unmarshal(body, &eb)
-	if resp.StatusCode != 503 || eb.Error != "upstream circuit breaker is open" || b.hits.Load() != 3 {
+	if resp.StatusCode != http.StatusServiceUnavailable || eb.Error != "upstream circuit breaker is open" || b.hits.Load() != 3 {
 		t.Fatalf("open breaker: %d %s, upstream hits %d", resp.StatusCode, body, b.hits.Load())
 	}
 
@@ -183,7 +184,7 @@ func TestBreakerSlotReturnedOnAbortedResponse(t *testing.T) {
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == 503 {
+			if resp.StatusCode == http.StatusServiceUnavailable {
 				t.Fatalf("request %d: %s: the slot of an aborted response was not returned", i, body)
 			}
 		}

@@ -70,11 +70,11 @@ type limitListener struct {
 	total int
 }
 
-func newLimitListener(ln net.Listener, perIP, max int) net.Listener {
-	if perIP <= 0 && max <= 0 {
+func newLimitListener(ln net.Listener, perIP, total int) net.Listener {
+	if perIP <= 0 && total <= 0 {
 		return ln
 	}
-	return &limitListener{Listener: ln, perIP: perIP, max: max, byIP: map[netip.Addr]int{}}
+	return &limitListener{Listener: ln, perIP: perIP, max: total, byIP: map[netip.Addr]int{}}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {

@@ -162,7 +162,7 @@ func TestEdgeDerivedConnectionCap(t *testing.T) {
 			return err
 		}
 		defer resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("status %d", resp.StatusCode)
 		}
 		return nil

@@ -55,7 +55,7 @@ func (u *upstream) startDNS() error {
 	if src.server == "" {
 		conf, err := dns.ClientConfigFromFile("/etc/resolv.conf")
 		if err != nil || len(conf.Servers) == 0 {
-			return fmt.Errorf("dns: no dns_server given and none in /etc/resolv.conf: %v", err)
+			return fmt.Errorf("dns: no dns_server given and none in /etc/resolv.conf: %w", err)
 		}
 		src.server = net.JoinHostPort(conf.Servers[0], conf.Port)
 	}

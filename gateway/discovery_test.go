@@ -206,7 +206,9 @@ func TestDNSSRVDiscovery(t *testing.T) {
 	port := func(s *backend) uint16 {
 		_, p, _ := net.SplitHostPort(s.addr)
 		var n uint16
-		fmt.Sscan(p, &n)
+		if _, err := fmt.Sscan(p, &n); err != nil {
+			t.Fatal(err)
+		}
 		return n
 	}
 	d.set("a.test", "127.0.0.1")

@@ -60,10 +60,7 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 		return nil, errors.New("edge: a routes file is required")
 	}
 	e := &Edge{opts: opts}
-	e.server = newServer("edge", "routes file", serverOptions{
-		ConfigPath: opts.ConfigPath, Logger: opts.Logger, Registry: opts.Registry,
-		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited, Clock: opts.Clock,
-	}, e)
+	e.server = newServer("edge", "routes file", serverOptions(opts), e)
 	e.features = defaultFeatures(e)
 	if err := e.load(ctx, false); err != nil {
 		e.Close()

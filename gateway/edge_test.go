@@ -126,7 +126,7 @@ func hostPort(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "htt
 
 func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestNoEndpoint503(t *testing.T) {
 	defer rt.close()
 	rt.upstreams["u"].bal.update(nil) // every endpoint gone (discovery found none)
 	w := httptest.NewRecorder()
-	r := httptest.NewRequest("GET", "/", nil)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.Header.Set("X-Request-Id", "abc")
 	rt.ServeHTTP(w, r)
 	var eb errorBody
@@ -362,7 +362,7 @@ routes:
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if e := decodeEcho(t, body); e.Body != "hello" || e.Method != "POST" {
+		if e := decodeEcho(t, body); e.Body != "hello" || e.Method != http.MethodPost {
 			t.Errorf("echo %+v", e)
 		}
 	})
@@ -494,7 +494,7 @@ func TestReloadUnderLoad(t *testing.T) {
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode == 200 {
+				if resp.StatusCode == http.StatusOK {
 					ok.Add(1)
 				} else {
 					failed.Add(1)
@@ -594,7 +594,7 @@ func TestNewEdgeRefusesBadFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.yaml")
 	writeFile(t, path, "version: 1\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: nope}\n")
-	_, err := NewEdge(context.Background(), EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	_, err := NewEdge(context.Background(), EdgeOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler)})
 	if err == nil || !strings.Contains(err.Error(), path+`:3:50: routes[0].upstream: undefined upstream "nope"`) {
 		t.Fatalf("got %v", err)
 	}
@@ -617,7 +617,7 @@ func TestPlainListenerH2C(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
 		t.Fatalf("status %d over %s, want 200 over HTTP/2", resp.StatusCode, resp.Proto)
 	}
 }
@@ -627,12 +627,12 @@ func TestAdminPprofFlag(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	writeFile(t, path, listenHeader+"upstreams:\n  a: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: a}\n")
 	for _, on := range []bool{false, true} {
-		e, err := NewEdge(context.Background(), EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pprof: on})
+		e, err := NewEdge(context.Background(), EdgeOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler), Pprof: on})
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := httptest.NewRecorder()
-		e.adminHandler().ServeHTTP(w, httptest.NewRequest("GET", "/debug/pprof/", nil))
+		e.adminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
 		e.Close()
 		if want := map[bool]int{false: 404, true: 200}[on]; w.Code != want {
 			t.Fatalf("pprof %v: status %d, want %d", on, w.Code, want)

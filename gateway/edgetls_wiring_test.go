@@ -83,7 +83,7 @@ routes:
 	}
 	defer client.CloseIdleConnections()
 
-	req, _ := http.NewRequest("GET", "https://"+te.Addr("https")+"/x?y=1", nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://"+te.Addr("https")+"/x?y=1", nil)
 	req.Host = "api.example.com"
 	resp, err := client.Do(req)
 	if err != nil {
@@ -91,7 +91,7 @@ routes:
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
 		t.Fatalf("status %d proto %s: %s", resp.StatusCode, resp.Proto, body)
 	}
 	if e := decodeEcho(t, body); e.Header.Get("X-Forwarded-Proto") != "https" || e.Path != "/x" {
@@ -101,7 +101,7 @@ routes:
 		t.Errorf("HSTS %q", got)
 	}
 
-	req, _ = http.NewRequest("GET", "http://"+te.Addr("http")+"/x?y=1", nil)
+	req, _ = http.NewRequest(http.MethodGet, "http://"+te.Addr("http")+"/x?y=1", nil)
 	req.Host = "api.example.com"
 	resp, err = client.Do(req)
 	if err != nil {
@@ -109,7 +109,7 @@ routes:
 	}
 	resp.Body.Close()
 	_, httpsPort, _ := net.SplitHostPort(te.Addr("https"))
-	if want := "https://api.example.com:" + httpsPort + "/x?y=1"; resp.StatusCode != 308 || resp.Header.Get("Location") != want {
+	if want := "https://api.example.com:" + httpsPort + "/x?y=1"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
 		t.Fatalf("redirect %d to %q, want 308 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
 	if resp.Header.Get("Strict-Transport-Security") != "" {
@@ -171,7 +171,7 @@ routes:
 	do := func(certs []tls.Certificate) (*http.Response, error) {
 		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.example.com", Certificates: certs}}}
 		defer c.CloseIdleConnections()
-		req, _ := http.NewRequest("GET", "https://"+te.Addr("https")+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, "https://"+te.Addr("https")+"/", nil)
 		req.Header.Set(ClientCertSubjectHeader, "CN=forged")
 		return c.Do(req)
 	}
@@ -206,7 +206,7 @@ routes:
   - {name: r, match: {path_prefix: /}, upstream: a}
 `, certFile, keyFile, hostPort(up)))
 	resp, body := get(t, te.url+"/x")
-	if resp.StatusCode != 200 || decodeEcho(t, body).Header.Get("X-Forwarded-Proto") != "http" {
+	if resp.StatusCode != http.StatusOK || decodeEcho(t, body).Header.Get("X-Forwarded-Proto") != "http" {
 		t.Fatalf("plain request: %d %s", resp.StatusCode, body)
 	}
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"sync/atomic"
 
 	"github.com/causewayhq/causeway/routes"
 )
-
-type atomicRuntime = atomic.Pointer[runtime]
 
 // feature is a long-lived part of the edge (authentication, rate limiting,
 // plugins, TLS, mesh identity) that is configured from every routes file the

@@ -66,11 +66,6 @@ func (t *trustedProxies) resolve(r *http.Request) peerInfo {
 	return pi
 }
 
-// clientIP is the client's address (see clientip.Resolver.Resolve).
-func (t *trustedProxies) clientIP(r *http.Request) string {
-	return t.resolve(r).clientStr
-}
-
 // setForwarded sets X-Forwarded-For/-Proto/-Host/-Port, Forwarded and
 // X-Real-IP on the outbound request. The client's own copies were dropped
 // as the request entered (from an untrusted peer) or are carried over and
@@ -161,7 +156,7 @@ func forwardedElement(peer netip.Addr, peerStr, host, proto string) string {
 func quoteForwarded(v string) string {
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
 			return `"` + forwardedEscaper.Replace(v) + `"`
 		}
 	}

@@ -132,7 +132,7 @@ routes:
 		p.SetUnencryptedHTTP2(true)
 		hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
 		defer hc.CloseIdleConnections()
-		req, _ := http.NewRequest("POST", te.url+"/grpc.health.v1.Health/Check", strings.NewReader("\x00\x00\x00\x00\x00"))
+		req, _ := http.NewRequest(http.MethodPost, te.url+"/grpc.health.v1.Health/Check", strings.NewReader("\x00\x00\x00\x00\x00"))
 		req.Header.Set("Content-Type", "application/grpc+proto")
 		req.Header.Set("TE", "trailers")
 		resp, err := hc.Do(req)
@@ -142,7 +142,7 @@ routes:
 		body := make([]byte, 1)
 		n, _ := resp.Body.Read(body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || n != 0 || len(resp.Trailer) != 0 {
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 || n != 0 || len(resp.Trailer) != 0 {
 			t.Fatalf("status %d over %s, %d body bytes, trailers %v", resp.StatusCode, resp.Proto, n, resp.Trailer)
 		}
 		if got := resp.Header.Get("Grpc-Status"); got != "16" {

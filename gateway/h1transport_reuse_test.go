@@ -113,7 +113,7 @@ func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if m.first == http.MethodGet && resp.StatusCode == 200 && string(b) != "resp:"+first {
+				if m.first == http.MethodGet && resp.StatusCode == http.StatusOK && string(b) != "resp:"+first {
 					t.Fatalf("round %d: %s got %q", i, first, b)
 				}
 				if m.late {

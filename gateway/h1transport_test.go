@@ -54,7 +54,7 @@ func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic
 
 func rtGet(t *testing.T, rt http.RoundTripper, ctx context.Context, url string, hdr ...string) (*http.Response, string, error) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,13 +73,13 @@ func rtGet(t *testing.T, rt http.RoundTripper, ctx context.Context, url string, 
 func TestH1TransportReusesConnections(t *testing.T) {
 	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("User-Agent") != "" {
-			w.WriteHeader(400) // ReverseProxy's empty User-Agent must stay absent
+			w.WriteHeader(http.StatusBadRequest) // ReverseProxy's empty User-Agent must stay absent
 		}
 		io.WriteString(w, r.Method+" "+r.URL.RequestURI())
 	})
 	h1 := newTestPool(t, 4, time.Second)
 	for i := range 20 {
-		req, _ := http.NewRequest("GET", s.URL+"/a?b=c", nil)
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/a?b=c", nil)
 		req.Header["User-Agent"] = []string{""}
 		resp, err := h1.RoundTrip(req)
 		if err != nil {
@@ -87,7 +87,7 @@ func TestH1TransportReusesConnections(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != "GET /a?b=c" {
+		if resp.StatusCode != http.StatusOK || string(b) != "GET /a?b=c" {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
 		}
 	}
@@ -186,7 +186,7 @@ func TestH1TransportDoesNotReuse(t *testing.T) {
 			s, conns := countingServer(t, tc.handler)
 			h1 := newTestPool(t, 4, time.Second)
 			for range 3 {
-				req, _ := http.NewRequest("GET", s.URL, nil)
+				req, _ := http.NewRequest(http.MethodGet, s.URL, nil)
 				for i := 0; i+1 < len(tc.hdr); i += 2 {
 					req.Header.Set(tc.hdr[i], tc.hdr[i+1])
 				}
@@ -197,7 +197,7 @@ func TestH1TransportDoesNotReuse(t *testing.T) {
 				}
 				if tc.partial {
 					buf := make([]byte, 10)
-					io.ReadFull(resp.Body, buf)
+					_, _ = io.ReadFull(resp.Body, buf) // a partial read is the point
 				} else {
 					io.Copy(io.Discard, resp.Body)
 				}
@@ -241,23 +241,23 @@ func TestH1TransportDropsConnectionWithTrailingGarbage(t *testing.T) {
 func TestH1TransportErrors(t *testing.T) {
 	release := make(chan struct{})
 	hang := testutil.ServeConns(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
 		<-release
 	})
 	// Registered after ServeConns, so it runs before ServeConns waits for
 	// its handlers.
 	t.Cleanup(func() { close(release) })
 	unexpected101 := testutil.ServeConns(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
 		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
 	})
 	malformed := testutil.ServeConns(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
 		io.WriteString(c, "HTTP/1.1 2OO OK\r\n\r\n")
 	})
 	reset := testutil.ServeConns(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
-		c.(*net.TCPConn).SetLinger(0)
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
+		_ = c.(*net.TCPConn).SetLinger(0)           // close with RST
 	})
 	refused := func() string {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -317,7 +317,7 @@ func TestH1TransportErrors(t *testing.T) {
 // to forward them (103 Early Hints); 100 Continue is passed over.
 func TestH1TransportInformational(t *testing.T) {
 	addr := testutil.ServeConns(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
 		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
 			"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
 	})
@@ -411,7 +411,7 @@ func TestH1TransportIdleLifetime(t *testing.T) {
 	h1.CloseIdleConnections()
 	waitClosed("CloseIdleConnections")
 
-	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
 	resp, err := h1.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)
@@ -450,14 +450,14 @@ func TestH1TransportForgetsEmptyHosts(t *testing.T) {
 func TestH1TransportCancelDuringBody(t *testing.T) {
 	release := make(chan struct{})
 	addr := testutil.ServeConns(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
+		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
 		<-release
 	})
 	t.Cleanup(func() { close(release) })
 	h1 := newTestPool(t, 4, time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
 	resp, err := h1.RoundTrip(req)
 	if err != nil {
 		t.Fatal(err)

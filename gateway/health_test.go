@@ -152,7 +152,7 @@ func TestActiveHealthCheck(t *testing.T) {
 		bs[1].status.Store(503)
 		waitFor(t, func() bool { return healthyGauge(t, te, "u", bs[1].addr) == "0" })
 		resp, body := get(t, te.url+"/")
-		if resp.StatusCode != 503 || !strings.Contains(string(body), "no healthy upstream endpoint") {
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no healthy upstream endpoint") {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
 	})

@@ -48,7 +48,7 @@ func BenchmarkMeshPaths(b *testing.B) {
 			defer client.CloseIdleConnections()
 			b.ReportAllocs()
 			testutil.BenchParallelLatency(b, 4, func() error {
-				req, _ := http.NewRequest("GET", p.url, nil)
+				req, _ := http.NewRequest(http.MethodGet, p.url, nil)
 				if p.host != "" {
 					req.Host = p.host
 				}
@@ -58,7 +58,7 @@ func BenchmarkMeshPaths(b *testing.B) {
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != 200 {
+				if resp.StatusCode != http.StatusOK {
 					return fmt.Errorf("status %d", resp.StatusCode)
 				}
 				return nil

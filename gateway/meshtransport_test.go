@@ -45,7 +45,7 @@ func TestMeshTransportProtocols(t *testing.T) {
 			}
 			defer pool.closeIdle()
 			for range 3 {
-				req, _ := http.NewRequest("POST", srv.URL, strings.NewReader("x"))
+				req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("x"))
 				req.Header.Set("Content-Type", tc.contentType)
 				resp, err := pool.transport.RoundTrip(req)
 				if err != nil {

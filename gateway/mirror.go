@@ -86,7 +86,7 @@ func (mr *mirror) send(out *http.Request) {
 		defer cancel()
 		start := time.Now()
 		resp, err := sh.pool.transport.RoundTrip(cp)
-		status := 0
+		var status int
 		if err != nil {
 			status, _ = classify(mr.ctx, err).status()
 		} else {

@@ -47,7 +47,7 @@ func BenchmarkObservabilityAccessLog(b *testing.B) {
 	for _, sample := range []float64{1, 0.01} {
 		b.Run(fmt.Sprintf("sample=%g", sample), func(b *testing.B) {
 			al := &accessLog{output: "bench", sample: sample, logger: slog.New(slog.NewJSONHandler(&lockedWriter{w: io.Discard}, nil))}
-			r := httptest.NewRequest("GET", "http://api.example.com/orders/42?token=x", nil)
+			r := httptest.NewRequest(http.MethodGet, "http://api.example.com/orders/42?token=x", nil)
 			st := &reqState{requestID: newUUID(), traceID: "4bf92f3577b34da6a3ce929d0e0e4736", clientIP: "192.0.2.1", route: "orders",
 				upstream: "orders", endpoint: &endpoint{addr: "10.0.0.1:7001", label: "10.0.0.1:7001"}, upstreamDur: 3 * time.Millisecond, principal: "acme"}
 			st.rec.status, st.rec.bytes = 200, 512
@@ -69,7 +69,7 @@ func BenchmarkObservabilityPropagate(b *testing.B) {
 		{"new-trace", ""},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			r := httptest.NewRequest("GET", "http://x/", nil)
+			r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
 			b.ReportAllocs()
 			for b.Loop() {
 				st := reqState{}
@@ -126,7 +126,7 @@ func BenchmarkObservabilityEdge(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			target := httptest.NewRequest("GET", "http://api.example.com/orders/42", nil)
+			target := httptest.NewRequest(http.MethodGet, "http://api.example.com/orders/42", nil)
 			b.ReportAllocs()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {

@@ -224,7 +224,7 @@ func TestMetricFamilies(t *testing.T) {
 	t.Run("label values are bounded", func(t *testing.T) {
 		var out bytes.Buffer
 		resp, body := get(t, te.admin+"/metrics")
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("/metrics status %d", resp.StatusCode)
 		}
 		out.Write(body)
@@ -374,7 +374,7 @@ func TestAdminViews(t *testing.T) {
 		if srv.Role != "sidecar" || len(srv.Routes) != 1 || srv.Routes[0].Listener != "inbound" || srv.Routes[0].Traffic.Requests != 1 {
 			t.Fatalf("sidecar /routes %+v", srv)
 		}
-		if resp, body := get(t, admin+"/"); resp.StatusCode != 200 || !strings.Contains(string(body), "<title>Causeway sidecar</title>") {
+		if resp, body := get(t, admin+"/"); resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<title>Causeway sidecar</title>") {
 			t.Errorf("sidecar dashboard: %d", resp.StatusCode)
 		}
 		var suv UpstreamsView
@@ -426,7 +426,7 @@ routes:
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
 	resp, body := get(t, url)
-	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		t.Fatalf("GET %s: %d %s: %s", url, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
@@ -444,7 +444,7 @@ func TestAccessLog(t *testing.T) {
 		cookie = "c00kie-s3cret"
 		query  = "qu3ry-s3cret"
 	)
-	req, _ := http.NewRequest("POST", te.url+"/partners/orders?token="+query+"&api_key="+query+"&page=2", strings.NewReader("hello"))
+	req, _ := http.NewRequest(http.MethodPost, te.url+"/partners/orders?token="+query+"&api_key="+query+"&page=2", strings.NewReader("hello"))
 	req.Header.Set("X-API-Key", apiKey)
 	req.Header.Set("Authorization", "Bearer "+bearer)
 	req.Header.Set("Cookie", "session="+cookie)
@@ -455,7 +455,7 @@ func TestAccessLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	var line map[string]any

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -148,7 +149,7 @@ func meshReloadCase(t *testing.T) reloadCase {
 		},
 		probe: func(t *testing.T, te *testEdge) string {
 			resp, body := get(t, te.url+"/orders/x")
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("through the mesh: %d %s", resp.StatusCode, body)
 			}
 			seen := decodeEcho(t, body).Header.Get(PeerIDHeader)
@@ -183,7 +184,7 @@ func rateLimitReloadCase(t *testing.T) reloadCase {
 			for v, s := range rdb {
 				before[v] = redisCount(t, s)
 			}
-			if resp, body := get(t, te.url+"/"); resp.StatusCode != 200 || resp.Header.Get("RateLimit-Limit") == "" {
+			if resp, body := get(t, te.url+"/"); resp.StatusCode != http.StatusOK || resp.Header.Get("RateLimit-Limit") == "" {
 				t.Fatalf("limited route: %d %s", resp.StatusCode, body)
 			}
 			var counted []string
@@ -231,10 +232,10 @@ func TestRefusedReloadKeepsReadiness(t *testing.T) {
 	if err := te.Reload(context.Background()); err == nil {
 		t.Fatal("the file was accepted")
 	}
-	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("readyz after a refused file naming an unreachable Redis: %d %s", resp.StatusCode, body)
 	}
-	if resp, body := get(t, te.url+"/"); resp.StatusCode != 200 {
+	if resp, body := get(t, te.url+"/"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("limited route: %d %s", resp.StatusCode, body)
 	}
 }
@@ -252,7 +253,7 @@ func accessLogReloadCase(t *testing.T) reloadCase {
 		},
 		probe: func(t *testing.T, te *testEdge) string {
 			p := fmt.Sprintf("/probe-%d", n.Add(1))
-			if resp, body := get(t, te.url+p); resp.StatusCode != 200 {
+			if resp, body := get(t, te.url+p); resp.StatusCode != http.StatusOK {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}
 			var in []string
@@ -286,7 +287,7 @@ func tracingReloadCase(t *testing.T) reloadCase {
 		},
 		probe: func(t *testing.T, te *testEdge) string {
 			traceID := fmt.Sprintf("%032x", 0xabc000+n.Add(1))
-			if resp, body := get(t, te.url+"/", "traceparent", "00-"+traceID+"-00000000000000a1-01"); resp.StatusCode != 200 {
+			if resp, body := get(t, te.url+"/", "traceparent", "00-"+traceID+"-00000000000000a1-01"); resp.StatusCode != http.StatusOK {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}
 			// Spans are batched: wait for them rather than flush, so this

@@ -272,7 +272,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		mr.send(req)
 	}
 	for n := 0; ; n++ {
-		resp, err, kind, d := t.try(req, ep)
+		resp, kind, d, err := t.try(req, ep)
 		if !retryable || n >= p.attempts || !p.retriesOn(kind, resp) {
 			return resp, err
 		}
@@ -280,7 +280,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if !ok || !p.budget.withdraw() {
 			return resp, err
 		}
-		status := 0
+		var status int
 		if resp != nil {
 			status = resp.StatusCode
 			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
@@ -315,7 +315,7 @@ func (p *retryPolicy) bodyLimit() int64 {
 }
 
 // try makes one attempt on ep.
-func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response, error, failKind, time.Duration) {
+func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response, failKind, time.Duration, error) {
 	parent := req.Context()
 	var cancel context.CancelCauseFunc
 	var timer *time.Timer
@@ -337,7 +337,7 @@ func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response
 	case err != nil:
 		ep.inflight.Add(-1)
 		if cancel != nil {
-			if context.Cause(req.Context()) == errPerTryTimeout && parent.Err() == nil {
+			if errors.Is(context.Cause(req.Context()), errPerTryTimeout) && parent.Err() == nil {
 				err = errPerTryTimeout
 			}
 			cancel(nil)
@@ -361,7 +361,7 @@ func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response
 	if kind != attemptCanceled {
 		t.up.health.observe(ep, kind != attemptOK)
 	}
-	return resp, err, kind, d
+	return resp, kind, d, err
 }
 
 // attemptBody ends an attempt when ReverseProxy closes the response body:

@@ -98,7 +98,7 @@ func TestNoRetryAfterResponseStarted(t *testing.T) {
 	// Find a key that the ring sends to the breaking server.
 	for i := 0; ; i++ {
 		key := fmt.Sprintf("k%d", i)
-		req, _ := http.NewRequest("GET", te.url+"/", nil)
+		req, _ := http.NewRequest(http.MethodGet, te.url+"/", nil)
 		req.Header.Set("X-Key", key)
 		var status int
 		resp, err := client.Do(req)

@@ -92,14 +92,14 @@ func TestRoutePrecedence(t *testing.T) {
 
 func TestRouteVarsAndNoMatch(t *testing.T) {
 	rt := newRouter([]routeEntry{{cfg: routes.Route{Name: "o", Match: routes.Match{Path: "/orders/{id}", Methods: []string{"GET"}}}, handler: named("o")}})
-	h, vars := rt.match(httptest.NewRequest("GET", "/orders/7", nil))
+	h, vars := rt.match(httptest.NewRequest(http.MethodGet, "/orders/7", nil))
 	if h == nil || vars["id"] != "7" {
 		t.Fatalf("vars %v", vars)
 	}
-	if h, _ := rt.match(httptest.NewRequest("POST", "/orders/7", nil)); h != nil {
+	if h, _ := rt.match(httptest.NewRequest(http.MethodPost, "/orders/7", nil)); h != nil {
 		t.Fatal("method mismatch matched")
 	}
-	if h, _ := rt.match(httptest.NewRequest("GET", "/orders/7/x", nil)); h != nil {
+	if h, _ := rt.match(httptest.NewRequest(http.MethodGet, "/orders/7/x", nil)); h != nil {
 		t.Fatal("longer path matched an exact template")
 	}
 }

@@ -188,7 +188,7 @@ func FuzzForwardedHeaders(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, name, value, name2, value2, xff, host, remote string) {
-		r := httptest.NewRequest("GET", "http://x/", nil)
+		r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
 		r.RemoteAddr = remote
 		r.Host = host
 		if name = http.CanonicalHeaderKey(name); name != "" {
@@ -271,7 +271,7 @@ func FuzzCleanPath(f *testing.F) {
 		}
 		segs := strings.Split(strings.TrimSuffix(c[1:], "/"), "/")
 		for i, s := range segs {
-			if s == "." || s == ".." || (s == "" && !(i == 0 && len(segs) == 1)) {
+			if s == "." || s == ".." || (s == "" && (i != 0 || len(segs) != 1)) {
 				t.Fatalf("cleanPath(%q) = %q keeps segment %q", p, c, s)
 			}
 		}

@@ -81,10 +81,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 		return nil, errors.New("sidecar: a sidecar file is required")
 	}
 	s := &Sidecar{}
-	s.server = newServer("sidecar", "sidecar file", serverOptions{
-		ConfigPath: opts.ConfigPath, Logger: opts.Logger, Registry: opts.Registry,
-		ReloadDebounce: opts.ReloadDebounce, Pprof: opts.Pprof, Inherited: opts.Inherited, Clock: opts.Clock,
-	}, s)
+	s.server = newServer("sidecar", "sidecar file", serverOptions(opts), s)
 	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
 	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
 	if err := s.load(ctx, false); err != nil {

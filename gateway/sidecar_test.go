@@ -35,7 +35,7 @@ func startSidecar(t testing.TB, config string) *testSidecar {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sidecar.yaml")
 	writeFile(t, path, config)
-	s, err := NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ReloadDebounce: 20 * time.Millisecond})
+	s, err := NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler), ReloadDebounce: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("NewSidecar: %v", err)
 	}
@@ -102,11 +102,11 @@ func TestMeshPath(t *testing.T) {
 	var ordersOutbound atomic.Value // the orders sidecar's outbound address, known after start
 	orders := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
 		// The orders service calls payments through its own sidecar.
-		req, _ := http.NewRequest("GET", "http://"+ordersOutbound.Load().(string)+"/charge", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ordersOutbound.Load().(string)+"/charge", nil)
 		req.Host = "payments"
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 500)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		defer resp.Body.Close()
@@ -122,7 +122,7 @@ func TestMeshPath(t *testing.T) {
 	te := startEdge(t, meshEdgeConfig(edgeFiles, ordersSidecar.Addr("inbound"), ordersID))
 
 	resp, body := get(t, te.url+"/orders/1", PeerIDHeader, "spiffe://example.org/ns/evil/sa/forged")
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)
 	}
 	if got := resp.Header.Get("X-Seen-Peer"); got != edgeID {
@@ -192,7 +192,7 @@ func TestMeshRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 403 {
+		if resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 	})
@@ -216,12 +216,12 @@ func TestMeshRefusals(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || decodeEcho(t, body).Header.Get(PeerIDHeader) != edgeID {
+		if resp.StatusCode != http.StatusOK || decodeEcho(t, body).Header.Get(PeerIDHeader) != edgeID {
 			t.Fatalf("status %d body %s", resp.StatusCode, body)
 		}
 	})
 	t.Run("a caller's Connection header cannot remove the verified peer id", func(t *testing.T) {
-		req, _ := http.NewRequest("GET", url, nil)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.Header.Set("Connection", "keep-alive, "+PeerIDHeader)
 		req.Header.Set(PeerIDHeader, "spiffe://example.org/ns/evil/sa/forged")
 		resp, err := client(ca.Issue(edgeID)).Do(req)
@@ -230,7 +230,7 @@ func TestMeshRefusals(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if got := decodeEcho(t, body).Header.Values(PeerIDHeader); resp.StatusCode != 200 || len(got) != 1 || got[0] != edgeID {
+		if got := decodeEcho(t, body).Header.Values(PeerIDHeader); resp.StatusCode != http.StatusOK || len(got) != 1 || got[0] != edgeID {
 			t.Fatalf("status %d: the service saw caller %q, want %q", resp.StatusCode, got, edgeID)
 		}
 	})
@@ -238,7 +238,7 @@ func TestMeshRefusals(t *testing.T) {
 		// The sidecar presents orders' identity; the edge expects payments'.
 		te := startEdge(t, meshEdgeConfig(edgeFiles, sc.Addr("inbound"), paymentsID))
 		resp, body := get(t, te.url+"/orders")
-		if resp.StatusCode != 502 {
+		if resp.StatusCode != http.StatusBadGateway {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
 	})
@@ -286,7 +286,7 @@ func TestMeshRotationUnderLoad(t *testing.T) {
 					resp.Body.Close()
 				}
 				client.CloseIdleConnections()
-				if err != nil || resp.StatusCode != 200 {
+				if err != nil || resp.StatusCode != http.StatusOK {
 					failed.Add(1)
 					firstErr.Do(func() { t.Logf("first failure: %v %v", err, resp) })
 					continue

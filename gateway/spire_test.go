@@ -79,11 +79,11 @@ func TestSPIREMeshPathUnderRotationAndAgentRestart(t *testing.T) {
 
 	var ordersOutbound atomic.Value
 	orders := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
-		req, _ := http.NewRequest("GET", "http://"+ordersOutbound.Load().(string)+"/charge", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ordersOutbound.Load().(string)+"/charge", nil)
 		req.Host = "payments"
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 500)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		defer resp.Body.Close()
@@ -130,7 +130,7 @@ routes:
 					resp.Body.Close()
 				}
 				client.CloseIdleConnections()
-				if err != nil || resp.StatusCode != 200 {
+				if err != nil || resp.StatusCode != http.StatusOK {
 					failed.Add(1)
 					firstErr.Do(func() { t.Logf("first failure: %v %v", err, resp) })
 					continue

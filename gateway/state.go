@@ -356,7 +356,7 @@ func (c *clientBody) settleEarly() (keep bool) {
 		return false
 	}
 	n, err := io.CopyN(io.Discard, c.body, maxDrain+1)
-	if err == io.EOF && n <= maxDrain {
+	if errors.Is(err, io.EOF) && n <= maxDrain {
 		c.eof.Store(true)
 		_ = rc.SetReadDeadline(time.Time{})
 		return true
@@ -390,7 +390,7 @@ func (c *clientBody) settleLate() {
 		return
 	}
 	n, err := io.CopyN(io.Discard, c.body, maxDrain+1)
-	if err == io.EOF && n <= maxDrain {
+	if errors.Is(err, io.EOF) && n <= maxDrain {
 		c.eof.Store(true)
 		_ = rc.SetReadDeadline(time.Time{})
 		return

@@ -289,7 +289,7 @@ routes:
 					}
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 {
+					if resp.StatusCode != http.StatusOK {
 						b.Fatalf("status %d", resp.StatusCode)
 					}
 				}

@@ -74,7 +74,7 @@ func validTraceparent(s string) bool {
 
 func lowerHex(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}
@@ -333,8 +333,7 @@ type namedStage struct {
 
 // stageSpanName is the span name of a stage, or "" for stages without spans.
 func stageSpanName(s Stage) string {
-	switch s := s.(type) {
-	case namedStage:
+	if s, ok := s.(namedStage); ok {
 		return s.name
 	}
 	return ""

@@ -147,7 +147,7 @@ routes:
 		t.Run(tt.name, func(t *testing.T) {
 			hdr := append([]string{"X-Request-Id", fmt.Sprintf("req-%d", i)}, tt.hdr...)
 			resp, body := get(t, te.url+"/x", hdr...)
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			e := decodeEcho(t, body)
@@ -331,7 +331,7 @@ routes:
 
 	t.Run("a new trace, recorded", func(t *testing.T) {
 		resp, body := get(t, te.url+"/p/1", "X-API-Key", "s3cret-key", "X-Request-Id", "new-trace-1")
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
 		tp := decodeEcho(t, body).Header.Get("Traceparent")
@@ -384,7 +384,7 @@ routes:
 	t.Run("the client's trace continues", func(t *testing.T) {
 		const tid = "0af7651916cd43dd8448eb211c80319c"
 		resp, body := get(t, te.url+"/p/2", "X-API-Key", "s3cret-key", "traceparent", "00-"+tid+"-b7ad6b7169203331-01", "tracestate", "vendor=x")
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 		e := decodeEcho(t, body)
@@ -403,7 +403,7 @@ routes:
 
 	t.Run("a refusal ends in the auth span", func(t *testing.T) {
 		resp, _ := get(t, te.url+"/p/3", "X-API-Key", "wrong", "traceparent", "00-11111111111111111111111111111111-2222222222222222-01")
-		if resp.StatusCode != 401 {
+		if resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("status %d, want 401", resp.StatusCode)
 		}
 		flushTracer(t, tf)
@@ -424,7 +424,7 @@ routes:
 		}
 		tf := edgeTracing(te.Edge)
 		resp, body := get(t, te.url+"/p/4", "X-API-Key", "s3cret-key")
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 		tp := decodeEcho(t, body).Header.Get("Traceparent")
@@ -432,7 +432,7 @@ routes:
 			t.Errorf("upstream traceparent %q: want unsampled", tp)
 		}
 		const sampled = "33333333333333333333333333333333"
-		if resp, _ := get(t, te.url+"/p/5", "X-API-Key", "s3cret-key", "traceparent", "00-"+sampled+"-4444444444444444-01"); resp.StatusCode != 200 {
+		if resp, _ := get(t, te.url+"/p/5", "X-API-Key", "s3cret-key", "traceparent", "00-"+sampled+"-4444444444444444-01"); resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d", resp.StatusCode)
 		}
 		flushTracer(t, tf)
@@ -466,7 +466,7 @@ func TestTracePropagationMesh(t *testing.T) {
 
 			const tid = "5b8aa5a2d2c872e8321cf37308d69df2"
 			resp, body := get(t, te.url+"/orders/1", "traceparent", "00-"+tid+"-051581bf3cb55c13-01")
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d: %s", resp.StatusCode, body)
 			}
 			tp := decodeEcho(t, body).Header.Get("Traceparent")
@@ -531,7 +531,7 @@ routes:
 			if err := te.Reload(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if resp, _ := get(t, te.url+"/"); resp.StatusCode != 200 {
+			if resp, _ := get(t, te.url+"/"); resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d", resp.StatusCode)
 			}
 			after := edgeTracing(te.Edge).current()
@@ -568,7 +568,7 @@ routes:
   - {name: r, match: {path_prefix: /}, upstream: up}
 `, freeAddr(t), hostPort(up)))
 	for i := range 20 {
-		if resp, _ := get(t, te.url+"/"); resp.StatusCode != 200 {
+		if resp, _ := get(t, te.url+"/"); resp.StatusCode != http.StatusOK {
 			t.Fatalf("request %d: status %d", i, resp.StatusCode)
 		}
 	}
@@ -592,7 +592,7 @@ type recordingTransport struct{ got *http.Request }
 
 func (rt *recordingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt.got = r
-	return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
+	return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
 }
 
 // Without tracing, nothing of OpenTelemetry runs per request: stage
@@ -622,7 +622,7 @@ func TestTracingOffCostsNothing(t *testing.T) {
 	}
 	t.Run("transport", func(t *testing.T) {
 		rec := &recordingTransport{}
-		req := httptest.NewRequest("GET", "http://up/x", nil)
+		req := httptest.NewRequest(http.MethodGet, "http://up/x", nil)
 		st := &reqState{}
 		req = req.WithContext(context.WithValue(req.Context(), stateKey{}, st))
 		if _, err := traceTransport(rec, "up").RoundTrip(req); err != nil {
@@ -659,7 +659,7 @@ routes:
 	for i := range 2 {
 		tid := fmt.Sprintf("%032x", i+1)
 		resp, body := get(t, te.url+"/", "traceparent", "00-"+tid+"-00000000000000aa-01")
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
 		tps = append(tps, decodeEcho(t, body).Header.Get("Traceparent"))

@@ -44,7 +44,7 @@ func BenchmarkProxyTraffic(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer rt.close()
-			target := httptest.NewRequest("GET", "http://bench.example/x", nil)
+			target := httptest.NewRequest(http.MethodGet, "http://bench.example/x", nil)
 			target.Header.Set("X-User", "user-42")
 			b.ReportAllocs()
 			b.ResetTimer()

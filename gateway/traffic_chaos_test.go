@@ -54,7 +54,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 				} else {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 {
+					if resp.StatusCode != http.StatusOK {
 						what = resp.Status
 					}
 				}

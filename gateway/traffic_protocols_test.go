@@ -154,7 +154,7 @@ func TestLargeUploadStreamed(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.CopyN(io.Discard, r.Body, chunk)
 		if err != nil {
-			w.WriteHeader(400)
+			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
 		close(gotFirst)
@@ -195,7 +195,7 @@ func TestLargeUploadStreamed(t *testing.T) {
 	if err := <-writeErr; err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	if n := <-total; n != 16*chunk {

@@ -392,7 +392,7 @@ func TestBalancerChoices(t *testing.T) {
 		}
 		return eps
 	}
-	req, _ := http.NewRequest("GET", "http://x/", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://x/", nil)
 	t.Run("least_request picks the fewest in flight", func(t *testing.T) {
 		eps := mk(3)
 		eps[0].inflight.Store(5)

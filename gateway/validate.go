@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"io"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,7 +24,7 @@ func Validate(ctx context.Context, path string) error {
 func Check(ctx context.Context, path string) (routes.Errors, error) {
 	e, err := NewEdge(ctx, EdgeOptions{
 		ConfigPath: path,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     slog.New(slog.DiscardHandler),
 		Registry:   prometheus.NewRegistry(),
 	})
 	if err != nil {

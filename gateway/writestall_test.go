@@ -62,7 +62,7 @@ func TestWriteStallCancelsUpstream(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != 200 {
+		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("response %v %v", resp, err)
 		}
 		// Read a little, then stop reading with the connection open.

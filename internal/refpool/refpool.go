@@ -34,13 +34,13 @@ type entry[V any] struct {
 	err   error
 }
 
-// New returns an empty pool; close frees a value once its last reference
+// New returns an empty pool; free frees a value once its last reference
 // is released (nil: nothing to free).
-func New[K comparable, V any](close func(V) error) *Pool[K, V] {
-	if close == nil {
-		close = func(V) error { return nil }
+func New[K comparable, V any](free func(V) error) *Pool[K, V] {
+	if free == nil {
+		free = func(V) error { return nil }
 	}
-	return &Pool[K, V]{close: close, m: map[K]*entry[V]{}}
+	return &Pool[K, V]{close: free, m: map[K]*entry[V]{}}
 }
 
 // Acquire takes a reference to the value under key, building it with
