@@ -15,7 +15,6 @@ package testspire
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -324,11 +323,11 @@ func (a *Agent) start(extra ...string) error {
 	if err != nil {
 		return err
 	}
-	a.proc = p
 	if err := waitHealthy(p, "spire-agent", "healthcheck", "-socketPath", strings.TrimPrefix(a.Socket, "unix://")); err != nil {
 		p.stop()
 		return err
 	}
+	a.proc = p
 	return nil
 }
 
@@ -352,11 +351,14 @@ func (a *Agent) Stop() {
 	_ = os.RemoveAll(a.sockDir)
 }
 
-// process is a started binary and the wait for its end.
+// process is a started binary and the wait for its end. exited is closed
+// once the process has ended (err is then its exit), so any number of
+// stops, kills and checks can wait for it.
 type process struct {
-	cmd  *exec.Cmd
-	done chan error
-	log  string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	err    error
+	log    string
 }
 
 func startProcess(logPath, bin string, args ...string) (*process, error) {
@@ -371,10 +373,11 @@ func startProcess(logPath, bin string, args ...string) (*process, error) {
 		lf.Close()
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	p := &process{cmd: cmd, done: make(chan error, 1), log: logPath}
+	p := &process{cmd: cmd, exited: make(chan struct{}), log: logPath}
 	go func() {
-		p.done <- cmd.Wait()
+		p.err = cmd.Wait()
 		lf.Close()
+		close(p.exited)
 	}()
 	return p, nil
 }
@@ -382,7 +385,7 @@ func startProcess(logPath, bin string, args ...string) (*process, error) {
 func (p *process) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-p.done:
+	case <-p.exited:
 	case <-time.After(10 * time.Second):
 		p.kill()
 	}
@@ -390,8 +393,7 @@ func (p *process) stop() {
 
 func (p *process) kill() {
 	_ = p.cmd.Process.Kill()
-	<-p.done
-	p.done <- errors.New("killed") // a second stop or kill does not block
+	<-p.exited
 }
 
 // waitHealthy polls a healthcheck command until it passes, the process
@@ -406,9 +408,8 @@ func waitHealthy(p *process, bin string, args ...string) error {
 			return nil
 		}
 		select {
-		case err := <-p.done:
-			p.done <- err
-			return fmt.Errorf("%s exited while starting (%w): %s", bin, err, tail(p.log))
+		case <-p.exited:
+			return fmt.Errorf("%s exited while starting (%w): %s", bin, p.err, tail(p.log))
 		default:
 		}
 		if time.Now().After(deadline) {
