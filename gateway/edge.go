@@ -3,38 +3,16 @@ package gateway
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net/http"
 	"reflect"
 	"slices"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/causewayhq/causeway/routes"
 )
 
-// EdgeOptions configures an Edge.
-type EdgeOptions struct {
-	// ConfigPath is the routes file; it is watched and reloaded on change.
-	ConfigPath string
-	Logger     *slog.Logger
-	// Registry receives the edge's metrics (nil: a new registry). The admin
-	// listener's /metrics serves it.
-	Registry *prometheus.Registry
-	// ReloadDebounce groups the burst of file events an editor or a
-	// ConfigMap update makes into one reload (default 200ms).
-	ReloadDebounce time.Duration
-	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
-	// listener. Off by default: profiles reveal internals and cost CPU.
-	Pprof bool
-	// Inherited are listeners handed over by an upgrading parent process
-	// (InheritedFromEnv); the edge uses them instead of binding.
-	Inherited *Inherited
-	// Clock is the clock of passive health ejections, circuit breakers and
-	// retry budgets (nil: time.Now); tests pass one they control.
-	Clock func() time.Time
-}
+// EdgeOptions configures an Edge (see Options).
+type EdgeOptions = Options
 
 // Edge is the north-south gateway: the shared server (listeners, the
 // active generation, reload and drain) with the edge's features: TLS,
@@ -60,7 +38,7 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 		return nil, errors.New("edge: a routes file is required")
 	}
 	e := &Edge{opts: opts}
-	e.server = newServer("edge", "routes file", serverOptions(opts), e)
+	e.server = newServer("edge", "routes file", opts, e)
 	e.features = defaultFeatures(e)
 	if err := e.load(ctx, false); err != nil {
 		e.Close()

@@ -25,7 +25,7 @@ import (
 type server[C any] struct {
 	kind     string // "edge" or "sidecar", in logs
 	fileKind string // "routes file" or "sidecar file", in logs
-	opts     serverOptions
+	opts     Options
 	log      *slog.Logger
 	registry *prometheus.Registry
 	metrics  *metrics
@@ -63,15 +63,27 @@ type server[C any] struct {
 	bgCancel context.CancelFunc
 }
 
-// serverOptions are the options EdgeOptions and SidecarOptions share.
-type serverOptions struct {
-	ConfigPath     string
-	Logger         *slog.Logger
-	Registry       *prometheus.Registry
+// Options configures an Edge or a Sidecar.
+type Options struct {
+	// ConfigPath is the routes file (edge) or the sidecar file; it is
+	// watched and reloaded on change.
+	ConfigPath string
+	Logger     *slog.Logger
+	// Registry receives the metrics (nil: a new registry). The admin
+	// listener's /metrics serves it.
+	Registry *prometheus.Registry
+	// ReloadDebounce groups the burst of file events an editor or a
+	// ConfigMap update makes into one reload (default 200ms).
 	ReloadDebounce time.Duration
-	Pprof          bool
-	Inherited      *Inherited
-	Clock          func() time.Time // nil: time.Now
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
+	// listener. Off by default: profiles reveal internals and cost CPU.
+	Pprof bool
+	// Inherited are listeners handed over by an upgrading parent process
+	// (InheritedFromEnv), used instead of binding.
+	Inherited *Inherited
+	// Clock is the clock of passive health ejections, circuit breakers and
+	// retry budgets (nil: time.Now); tests pass one they control.
+	Clock func() time.Time
 }
 
 // role is what the edge and the sidecar each add to the server.
@@ -106,7 +118,7 @@ type role[C any] interface {
 	summary(cfg C) []any
 }
 
-func newServer[C any](kind, fileKind string, opts serverOptions, r role[C]) *server[C] {
+func newServer[C any](kind, fileKind string, opts Options, r role[C]) *server[C] {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}

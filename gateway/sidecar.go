@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -27,20 +26,8 @@ import (
 // service. Copies sent by anyone else are removed.
 const PeerIDHeader = "X-Causeway-Peer-Id"
 
-// SidecarOptions configures a Sidecar.
-type SidecarOptions struct {
-	ConfigPath     string
-	Logger         *slog.Logger
-	Registry       *prometheus.Registry
-	ReloadDebounce time.Duration
-	// Pprof serves net/http/pprof on the admin listener (off by default).
-	Pprof bool
-	// Inherited are listeners handed over by an upgrading parent process
-	// (InheritedFromEnv); the sidecar uses them instead of binding.
-	Inherited *Inherited
-	// Clock is EdgeOptions.Clock.
-	Clock func() time.Time
-}
+// SidecarOptions configures a Sidecar (see Options).
+type SidecarOptions = Options
 
 // Sidecar is the mesh proxy beside a service. It is the edge's engine
 // (router, pools, proxy, metrics) configured twice: inbound, mTLS from
@@ -81,7 +68,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 		return nil, errors.New("sidecar: a sidecar file is required")
 	}
 	s := &Sidecar{}
-	s.server = newServer("sidecar", "sidecar file", serverOptions(opts), s)
+	s.server = newServer("sidecar", "sidecar file", opts, s)
 	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
 	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
 	if err := s.load(ctx, false); err != nil {

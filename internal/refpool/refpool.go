@@ -54,12 +54,8 @@ func (p *Pool[K, V]) Acquire(key K, construct func() (V, error)) (v V, loaded bo
 	if e, ok := p.m[key]; ok {
 		e.refs++
 		p.mu.Unlock()
-		<-e.ready
-		if e.err != nil {
-			p.mu.Lock()
-			e.refs--
-			p.mu.Unlock()
-			return v, false, e.err
+		if err := p.wait(e); err != nil {
+			return v, false, err
 		}
 		return e.v, true, nil
 	}
@@ -99,14 +95,22 @@ func (p *Pool[K, V]) Load(key K) (v V, ok bool) {
 	}
 	e.refs++
 	p.mu.Unlock()
+	if p.wait(e) != nil {
+		return v, false
+	}
+	return e.v, true
+}
+
+// wait waits for e, on which the caller took a reference, to be built;
+// when building failed it gives the reference back and returns the error.
+func (p *Pool[K, V]) wait(e *entry[V]) error {
 	<-e.ready
 	if e.err != nil {
 		p.mu.Lock()
 		e.refs--
 		p.mu.Unlock()
-		return v, false
 	}
-	return e.v, true
+	return e.err
 }
 
 // Release drops one reference to the value under key; the last one removes
