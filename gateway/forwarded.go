@@ -48,7 +48,9 @@ type peerInfo struct {
 func (t *trustedProxies) resolve(r *http.Request) peerInfo {
 	var pi peerInfo
 	pi.peer, _ = clientip.ParseAddr(r.RemoteAddr)
-	pi.peerStr = pi.peer.String()
+	if pi.peer.IsValid() { // not for a listener without addresses
+		pi.peerStr = pi.peer.String()
+	}
 	pi.trusted = t.res.Trusts(pi.peer)
 	if !pi.trusted {
 		pi.client, pi.clientOK, pi.clientStr = pi.peer, pi.peer.IsValid(), pi.peerStr
@@ -108,6 +110,11 @@ func setForwarded(pr *httputil.ProxyRequest, pi *peerInfo) {
 		out.Header["X-Real-Ip"] = vs[5:6:6]
 	} else {
 		delete(out.Header, "X-Real-Ip")
+	}
+	if xff == "" {
+		// A peer without an address (a non-TCP listener) adds no entry:
+		// not "invalid IP", which an upstream would take for a client.
+		delete(out.Header, "X-Forwarded-For")
 	}
 
 	// The verified client certificate's subject (north-south mTLS) is the

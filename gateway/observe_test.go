@@ -150,7 +150,7 @@ routes:
 	return &observedEdge{edge: te, sidecar: sc, logPath: logPath, sidecarLog: sidecarLog, dead: dead, upURL: up.URL}
 }
 
-// TestMetricFamilies checks every metric family of DESIGN.md (and the
+// TestMetricFamilies checks every metric family of docs/observability.md (and the
 // edge's extras) after known traffic.
 func TestMetricFamilies(t *testing.T) {
 	oe := startObservedEdge(t)
@@ -645,7 +645,7 @@ func TestGrafanaDashboard(t *testing.T) {
 			}
 		}
 	}
-	// Every family of DESIGN.md has a panel.
+	// Every family of docs/observability.md has a panel.
 	for _, name := range []string{"causeway_requests_total", "causeway_request_duration_seconds", "causeway_upstream_requests_total",
 		"causeway_upstream_duration_seconds", "causeway_ratelimit_decisions_total", "causeway_auth_failures_total",
 		"causeway_upstream_endpoint_healthy", "causeway_config_reloads_total", "causeway_certificate_expiry_timestamp_seconds",

@@ -164,9 +164,10 @@ func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.Reverse
 	return &httputil.ReverseProxy{
 		Transport:  u.transport,
 		BufferPool: sharedBuffers,
-		// A negative interval flushes after every write: streamed responses
-		// (SSE, long polls) reach the client as they come. ReverseProxy
-		// already does so for text/event-stream and unknown lengths.
+		// No periodic flush: ReverseProxy already flushes after every write
+		// for text/event-stream and for responses of unknown length, so
+		// streamed responses (SSE, long polls) reach the client as they
+		// come, while responses of known length are copied in full buffers.
 		FlushInterval: 0,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			st := stateFrom(pr.In.Context())

@@ -291,3 +291,33 @@ func FuzzCleanPath(f *testing.F) {
 		}
 	})
 }
+
+// A request from a listener without addresses (a unix socket) gets no
+// X-Forwarded-For entry rather than "invalid IP", and Forwarded says
+// for=unknown (RFC 7239 §6.3).
+func TestForwardedWithoutPeerAddress(t *testing.T) {
+	trust, err := newTrustedProxies(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, remote := range []string{"", "@", "/run/causeway.sock"} {
+		t.Run(remote, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "http://api.example.com/x", nil)
+			r.RemoteAddr = remote
+			r.Header.Set("X-Forwarded-For", "203.0.113.9") // from nobody trusted
+			pi := trust.resolve(r)
+			sanitizeHeaders(r.Header, pi.trusted, &routes.Server{})
+			out := r.Clone(r.Context())
+			setForwarded(&httputil.ProxyRequest{In: r, Out: out}, &pi)
+			if v, ok := out.Header["X-Forwarded-For"]; ok {
+				t.Fatalf("X-Forwarded-For %q for a peer without an address", v)
+			}
+			if got := out.Header.Get("Forwarded"); got != "for=unknown;host=api.example.com;proto=http" {
+				t.Fatalf("Forwarded %q", got)
+			}
+			if v, ok := out.Header["X-Real-Ip"]; ok {
+				t.Fatalf("X-Real-IP %q", v)
+			}
+		})
+	}
+}
