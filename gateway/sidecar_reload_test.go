@@ -1,11 +1,17 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
@@ -90,5 +96,66 @@ func TestSidecarReloadIdentity(t *testing.T) {
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Fatal("the refused reload created a file")
+	}
+}
+
+// The sidecar's listeners get the edge's connection caps: with
+// server.max_connections: 1, a second client connection to the outbound
+// listener is closed unserved while the first is held, and served once it
+// is given back. (Before the shared server the sidecar had no cap at all.)
+func TestSidecarConnectionCap(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
+	paymentsFiles := ca.IssueFiles(t.TempDir(), paymentsID)
+	svc := echoUpstream(t, "svc")
+	payments := startSidecar(t, sidecarConfig(paymentsFiles, hostPort(svc), []string{ordersID}, nil))
+	cfg := sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, map[string][2]string{"payments": {payments.Addr("inbound"), paymentsID}})
+	sc := startSidecar(t, cfg+"server: {max_connections: 1}\n")
+
+	request := func(c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: payments\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	first, err := net.Dial("tcp", sc.Addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := request(first); err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	second, err := net.Dial("tcp", sc.Addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := request(second); err == nil {
+		t.Fatal("a second connection was served beyond max_connections: 1")
+	}
+	first.Close()
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", sc.Addr("outbound"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = request(c)
+		c.Close()
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the slot given back was never reused: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
