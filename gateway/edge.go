@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/causewayhq/causeway/routes"
@@ -70,8 +69,7 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 		prevFile = e.active.cfg
 	}
 	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock}
-	authAt := -1 // where beforeAuth stages go: just before auth's
-	var beforeAuth []Stage
+	var stages []map[string]Stage
 	for _, ft := range e.features {
 		st, release, err := ft.prepare(ctx, f, prevFile)
 		if release != nil {
@@ -82,23 +80,12 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 		if err != nil {
 			return err
 		}
-		if _, ok := ft.(*authFeature); ok {
-			authAt = len(deps.stages)
-		}
-		if st.beforeAuth != nil {
-			beforeAuth = append(beforeAuth, st.beforeAuth)
-		}
-		if st.stage != nil {
-			deps.stages = append(deps.stages, st.stage)
-		}
+		stages = append(stages, st.stages)
 		if st.tlsFor != nil {
 			deps.tlsFor, deps.tlsKey = st.tlsFor, st.tlsKey
 		}
 	}
-	if authAt < 0 {
-		authAt = len(deps.stages)
-	}
-	deps.stages = slices.Insert(deps.stages, authAt, beforeAuth...)
+	deps.stages = orderStages(stages)
 	rt, err := buildRuntime(f, deps)
 	if err != nil {
 		return err

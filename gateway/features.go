@@ -27,16 +27,61 @@ type feature interface {
 	close() error
 }
 
+// chainOrder is every route's chain, in order, stated once (as CoreDNS's
+// plugin.cfg): features contribute stages under these names, and the edge
+// assembles them in this order, then the proxy. A name no feature fills
+// is left out. Resources (TLS, the mesh identity) are not stages.
+var chainOrder = [...]string{
+	stageTracing,           // the server span covers everything after it
+	stagePluginsBeforeAuth, // plugins of phase BeforeAuth (CORS preflights)
+	stageAuth,              // authentication; records the principal
+	stageRateLimit,         // limits, keyed by the principal where asked
+	stagePlugins,           // the other plugins, in the route's order
+}
+
+const (
+	stageTracing           = "tracing"
+	stagePluginsBeforeAuth = "plugins before auth"
+	stageAuth              = "auth"
+	stageRateLimit         = "ratelimit"
+	stagePlugins           = "plugins"
+)
+
+// orderStages lists the stages the features contributed in chain order.
+// A stage under a name chainOrder does not have, or two features filling
+// one name, is a programming error.
+func orderStages(contributed []map[string]Stage) []Stage {
+	byName := map[string]Stage{}
+	for _, m := range contributed {
+		for name, s := range m {
+			if _, dup := byName[name]; dup {
+				panic("gateway: two features contribute the stage " + name)
+			}
+			byName[name] = s
+		}
+	}
+	var out []Stage
+	for _, name := range chainOrder {
+		if s := byName[name]; s != nil {
+			out = append(out, s)
+			delete(byName, name)
+		}
+	}
+	for name := range byName {
+		panic("gateway: stage " + name + " has no place in chainOrder")
+	}
+	return out
+}
+
 // prepared is what a feature contributes to one configuration.
 type prepared struct {
-	stage  Stage         // a step in every route's chain, or nil
+	// stages are its steps of every route's chain, by their name in
+	// chainOrder (nil: none).
+	stages map[string]Stage
 	tlsFor tlsConfigFunc // TLS for upstream connections, or nil
 	// tlsKey identifies the identity material behind tlsFor, so upstream
 	// pools are rebuilt when it changes and shared while it does not.
 	tlsKey string
-	// beforeAuth is a step placed before authentication and rate limits
-	// (plugins of phase BeforeAuth, such as CORS), or nil.
-	beforeAuth Stage
 	// commit makes what prepare built the live state (the certificates
 	// served, the identity, the limiter store). It runs at the single
 	// commit point, after every feature prepared and the runtime was

@@ -476,7 +476,7 @@ func (tf *tracingFeature) prepare(ctx context.Context, f, _ *routes.File) (prepa
 	if t == nil {
 		return p, nil, nil
 	}
-	p.stage = t
+	p.stages = map[string]Stage{stageTracing: t}
 	return p, func() error { release(); return nil }, nil
 }
 

@@ -552,7 +552,7 @@ func TestTracingFeatureBadConfig(t *testing.T) {
 	if _, _, err := tf.prepare(context.Background(), f, nil); err == nil || !strings.Contains(err.Error(), "t.yaml:1:1: tracing:") {
 		t.Fatalf("prepare = %v, want a located error", err)
 	}
-	if st, release, err := tf.prepare(context.Background(), &routes.File{}, nil); err != nil || st.stage != nil || release != nil {
+	if st, release, err := tf.prepare(context.Background(), &routes.File{}, nil); err != nil || st.stages != nil || release != nil {
 		t.Fatalf("no tracing section: %+v %v", st, err)
 	}
 }

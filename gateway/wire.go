@@ -22,8 +22,9 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// defaultFeatures are the edge's features in chain order: a route runs
-// auth, then its rate limits, then its plugins, then the proxy.
+// defaultFeatures are the edge's features. Their stages run in chainOrder,
+// whatever the order here; this order is the order of their commit steps
+// (the TLS feature resets the expiry gauge the mesh feature then fills).
 func defaultFeatures(e *Edge) []feature {
 	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})
 	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits))
@@ -93,7 +94,7 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	if err != nil {
 		return prepared{}, nil, err
 	}
-	return prepared{stage: namedStage{"auth", authStage{set}}, commit: func() {
+	return prepared{stages: map[string]Stage{stageAuth: namedStage{"auth", authStage{set}}}, commit: func() {
 		a.mu.Lock()
 		a.cur = set
 		a.mu.Unlock()
@@ -155,9 +156,9 @@ func (rl *rateLimitFeature) prepare(ctx context.Context, f, _ *routes.File) (pre
 		},
 	}
 	return prepared{
-		stage: namedStage{"ratelimit", stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
+		stages: map[string]Stage{stageRateLimit: namedStage{"ratelimit", stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
 			return next.Middleware(route, src)
-		})},
+		})}},
 		commit: func() { rl.svc.Commit(next) },
 		undo:   next.Abort,
 	}, func() error { next.Release(); return nil }, nil
@@ -208,7 +209,7 @@ func (pluginFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 			}, nil
 		})
 	}
-	return prepared{stage: phase(plugins.AfterAuth), beforeAuth: phase(plugins.BeforeAuth)}, inst.Close, nil
+	return prepared{stages: map[string]Stage{stagePlugins: phase(plugins.AfterAuth), stagePluginsBeforeAuth: phase(plugins.BeforeAuth)}}, inst.Close, nil
 }
 
 func (pluginFeature) ready() error { return nil }
