@@ -2,14 +2,11 @@ package gateway
 
 import (
 	"net/http"
-	"os"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/causewayhq/causeway/routes"
 )
 
 // metrics holds the edge's Prometheus collectors, registered once in the
@@ -145,25 +142,4 @@ func statusLabel(code int) string {
 		return statusLabels[code]
 	}
 	return "other"
-}
-
-// workloadAPIConnected is a mesh source's Connected callback: it sets
-// causeway_workload_api_connected for socket (empty: the one
-// SPIFFE_ENDPOINT_SOCKET names, as the source uses). Nil for a source that
-// is not spire, so files export no such series.
-func (m *metrics) workloadAPIConnected(source, socket string) func(bool) {
-	if source != routes.SourceSPIRE {
-		return nil
-	}
-	if socket == "" {
-		socket = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
-	}
-	g := m.workloadAPIUp.WithLabelValues(socket)
-	return func(up bool) {
-		if up {
-			g.Set(1)
-		} else {
-			g.Set(0)
-		}
-	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,15 +50,16 @@ type Sidecar struct {
 type sidecarGen struct {
 	file   *routes.Sidecar
 	source *mesh.Source
+	gauges *identityGauges // source's expiry and Workload API state
 	// serverTLS is the inbound listener's TLS configuration for source.
 	serverTLS *tls.Config
 }
 
-// liveSource is an identity source and whether it is the committed one:
-// until then, its certificate's expiry is not published.
+// liveSource is an identity source and the gauges that publish its
+// expiry and Workload API state once it is committed.
 type liveSource struct {
 	*mesh.Source
-	live atomic.Bool
+	gauges *identityGauges
 }
 
 // NewSidecar loads the sidecar file and the workload's identity.
@@ -92,30 +92,22 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 	id := cfg.Identity
 	key := fmt.Sprintf("%#v", id)
 	ls, _, err := s.sources.Acquire(key, func() (*liveSource, error) {
-		ls := &liveSource{}
-		src, err := mesh.SourceForSidecar(s.bgCtx, id, mesh.SourceOptions{
-			Logger: s.log,
-			Expiry: func(id string, notAfter time.Time) {
-				if ls.live.Load() {
-					s.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
-				}
-			},
-			Connected: s.metrics.workloadAPIConnected(id.Source, id.Socket),
-		})
-		ls.Source = src
-		return ls, err
+		// Its gauges publish only once it is committed: a file refused
+		// after this point leaves the metrics as they were.
+		gauges := newIdentityGauges(s.metrics, id.Source, id.Socket)
+		src, err := mesh.SourceForSidecar(s.bgCtx, id, gauges.options(mesh.SourceOptions{Logger: s.log}))
+		return &liveSource{Source: src, gauges: gauges}, err
 	})
 	if err != nil {
 		return &routes.Error{File: cfg.Path, Pos: cfg.At("identity"), Path: "identity", Msg: err.Error()}
 	}
 	g.onRelease(func() { _, _ = s.sources.Release(key) })
-	g.onCommit(func() {
-		ls.live.Store(true)
-		if id := ls.ID(); !id.IsZero() {
-			s.metrics.certExpiry.WithLabelValues(id.String()).Set(float64(ls.NotAfter().Unix()))
-		}
-	})
-	g.cfg = &sidecarGen{file: cfg, source: ls.Source, serverTLS: mesh.ServerConfig(ls.Source)}
+	var prev *identityGauges
+	if s.active != nil {
+		prev = s.active.cfg.gauges
+	}
+	g.onCommit(func() { ls.gauges.commit(prev) })
+	g.cfg = &sidecarGen{file: cfg, source: ls.Source, gauges: ls.gauges, serverTLS: mesh.ServerConfig(ls.Source)}
 	access, err := s.acquireAccessLog(g, cfg.AccessLog)
 	if err != nil {
 		return err

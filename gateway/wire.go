@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -222,9 +221,9 @@ type meshFeature struct {
 	mu     sync.Mutex
 	cfg    *routes.Mesh
 	source *mesh.Source
-	// live is set once source is the committed one; until then its expiry
-	// is not published.
-	live *atomic.Bool
+	// gauges publish source's expiry and Workload API state once it is the
+	// committed one.
+	gauges *identityGauges
 }
 
 func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, func() error, error) {
@@ -233,28 +232,20 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	if f.Mesh == nil {
 		return prepared{tlsFor: plainTLS}, nil, nil
 	}
-	src, built, liveFlag := m.source, false, m.live
+	src, built, gauges := m.source, false, m.gauges
 	if src == nil || !reflect.DeepEqual(m.cfg, f.Mesh) {
 		// Built aside: the live source keeps watching (and rotating) the
 		// live identity until commit, and this one publishes its expiry
-		// only once it is the live one.
-		live := &atomic.Bool{}
+		// and Workload API state only once it is the live one.
+		gauges = newIdentityGauges(m.e.metrics, f.Mesh.Source, f.Mesh.Socket)
 		var err error
-		src, err = mesh.SourceForEdge(m.e.bgCtx, f.Mesh, mesh.SourceOptions{
-			Logger: m.e.log,
-			Expiry: func(id string, notAfter time.Time) {
-				if live.Load() {
-					m.e.metrics.certExpiry.WithLabelValues(id).Set(float64(notAfter.Unix()))
-				}
-			},
-			Connected: m.e.metrics.workloadAPIConnected(f.Mesh.Source, f.Mesh.Socket),
-		})
+		src, err = mesh.SourceForEdge(m.e.bgCtx, f.Mesh, gauges.options(mesh.SourceOptions{Logger: m.e.log}))
 		if err != nil {
 			return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("mesh"), Path: "mesh", Msg: err.Error()}
 		}
-		built, liveFlag = true, live
+		built = true
 	}
-	cfg, live := f.Mesh, liveFlag
+	cfg := f.Mesh
 	p := prepared{tlsFor: func(u routes.Upstream) (*tls.Config, error) {
 		if u.MeshIdentity == "" {
 			return plainTLS(u)
@@ -273,14 +264,8 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 			// handshakes read the old source, which stays valid until closed.
 			_ = old.Close()
 		}
-		m.source, m.cfg, m.live = src, cfg, live
-		live.Store(true)
-		// Published on every commit: the TLS feature resets the expiry
-		// gauge when its certificates change. A SPIRE source may have no
-		// identity yet: its Expiry callback publishes the first one.
-		if id := src.ID(); !id.IsZero() {
-			m.e.metrics.certExpiry.WithLabelValues(id.String()).Set(float64(src.NotAfter().Unix()))
-		}
+		gauges.commit(m.gauges)
+		m.source, m.cfg, m.gauges = src, cfg, gauges
 	}
 	if built {
 		p.undo = func() { _ = src.Close() }
