@@ -1,21 +1,18 @@
 package test
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testredis"
 	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
@@ -88,24 +85,13 @@ func newPipeline(tb testing.TB, s stages, conns int) *pipeline {
 		ca := meshtest.NewCA(tb, "example.org")
 		edgeFiles := ca.IssueFiles(tb.TempDir(), "spiffe://example.org/ns/edge/sa/gateway")
 		svcFiles := ca.IssueFiles(tb.TempDir(), "spiffe://example.org/ns/shop/sa/orders")
-		scPath := filepath.Join(dir, "sidecar.yaml")
-		writeConfig(tb, scPath, fmt.Sprintf(`version: 1
+		scConfig := fmt.Sprintf(`version: 1
 identity: {cert_file: %q, key_file: %q, bundle_file: %q}
 access_log: {output: "off"}
 admin: "127.0.0.1:0"
 inbound: {listen: "127.0.0.1:0", forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/gateway"]}
-`, svcFiles.Cert, svcFiles.Key, svcFiles.Bundle, strings.TrimPrefix(svc.URL, "http://")))
-		sc, err := gateway.NewSidecar(context.Background(), gateway.SidecarOptions{ConfigPath: scPath, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := sc.Listen(); err != nil {
-			tb.Fatal(err)
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- sc.Serve(ctx) }()
-		tb.Cleanup(func() { stop(); <-done })
+`, svcFiles.Cert, svcFiles.Key, svcFiles.Bundle, strings.TrimPrefix(svc.URL, "http://"))
+		sc := startSidecar(tb, scConfig, slog.New(slog.DiscardHandler))
 		fmt.Fprintf(&cfg, "mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}\n", edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle)
 		upstream = fmt.Sprintf("{endpoints: [%q], mesh_identity: \"spiffe://example.org/ns/shop/sa/orders\"}", sc.Addr("inbound"))
 	}
