@@ -4,6 +4,13 @@
 // commands to try:
 //
 //	go run ./examples/quickstart
+//
+// The edge reaches the demo through its sidecar over mTLS. Their identities
+// come from a throw-away built-in CA, or with -identity spire from a SPIRE
+// server and agents it starts on loopback (spire-server and spire-agent from
+// PATH or .tools/bin, where `make deps` builds them):
+//
+//	go run ./examples/quickstart -identity spire
 package main
 
 import (
@@ -26,6 +33,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/internal/spirelocal"
 	"github.com/causewayhq/causeway/mesh"
 )
 
@@ -44,9 +52,7 @@ rate_limits:
   per-ip: {key: client_ip, limit: 5, per: 10s}
 mesh:
   trust_domain: quickstart.local
-  cert_file: "%s"
-  key_file: "%s"
-  bundle_file: "%s"
+%s
 upstreams:
   demo:
     endpoints: ["%s"]
@@ -76,7 +82,7 @@ routes:
 // sidecarTemplate puts the demo service behind a sidecar that only lets the
 // edge's identity in.
 const sidecarTemplate = `version: 1
-identity: {cert_file: "%s", key_file: "%s", bundle_file: "%s"}
+identity: {%s}
 access_log: {output: "off"}
 admin: "127.0.0.1:0"
 inbound:
@@ -97,11 +103,16 @@ const demoKey = "quickstart-demo-key"
 func main() {
 	httpAddr := flag.String("http", "127.0.0.1:8080", "edge listen address (a free port is used when taken)")
 	adminAddr := flag.String("admin", "127.0.0.1:9901", "admin listen address (a free port is used when taken)")
+	identity := flag.String("identity", "files", "where the mesh identities come from: files (a built-in CA made on the spot) or spire (a SPIRE server and agents started on loopback)")
 	flag.Parse()
+	if *identity != "files" && *identity != "spire" {
+		fmt.Fprintf(os.Stderr, "quickstart: -identity %q: want files or spire\n", *identity)
+		os.Exit(2)
+	}
 	err := func() error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return run(ctx, *httpAddr, *adminAddr, os.Stdout)
+		return run(ctx, *httpAddr, *adminAddr, *identity, os.Stdout)
 	}()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
@@ -109,8 +120,9 @@ func main() {
 	}
 }
 
-// run serves until ctx ends, after printing the tour to out.
-func run(ctx context.Context, httpAddr, adminAddr string, out io.Writer) error {
+// run serves until ctx ends, after printing the tour to out. identity is
+// files or spire.
+func run(ctx context.Context, httpAddr, adminAddr, identity string, out io.Writer) error {
 	demo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -129,26 +141,26 @@ func run(ctx context.Context, httpAddr, adminAddr string, out io.Writer) error {
 	if err := os.WriteFile(keys, []byte("acme-corp:"+hex.EncodeToString(sum[:])+"\n"), 0o600); err != nil {
 		return err
 	}
-	// A throw-away CA and certificates: the edge reaches the demo service
-	// through its sidecar over mutual TLS.
-	ca := filepath.Join(dir, "ca")
-	if err := mesh.InitCA(ca, trustDomain); err != nil {
-		return err
-	}
-	for _, w := range []struct{ id, prefix string }{{edgeID, "edge"}, {demoID, "demo"}} {
-		id, err := mesh.ParseID(w.id)
+	// The edge reaches the demo service through its sidecar over mutual
+	// TLS: the two identities' sections of the routes and sidecar files.
+	var edgeIdentity, demoIdentity string
+	if identity == "spire" {
+		sockets, stopSPIRE, err := startSPIRE(dir, out)
 		if err != nil {
 			return err
 		}
-		if err := mesh.IssueLeaf(ca, id, 24*time.Hour, filepath.Join(dir, w.prefix)); err != nil {
+		defer stopSPIRE()
+		edgeIdentity = fmt.Sprintf("  source: spire\n  socket: %q", sockets[edgeID])
+		demoIdentity = fmt.Sprintf("source: spire, socket: %q, trust_domain: %s", sockets[demoID], trustDomain)
+	} else {
+		if edgeIdentity, demoIdentity, err = issueFiles(dir); err != nil {
 			return err
 		}
 	}
-	bundle := filepath.Join(ca, mesh.BundleFile)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	scPath := filepath.Join(dir, "sidecar.yaml")
-	scCfg := fmt.Sprintf(sidecarTemplate, filepath.Join(dir, "demo.pem"), filepath.Join(dir, "demo-key.pem"), bundle, demo.Addr(), edgeID)
+	scCfg := fmt.Sprintf(sidecarTemplate, demoIdentity, demo.Addr(), edgeID)
 	if err := os.WriteFile(scPath, []byte(scCfg), 0o644); err != nil {
 		return err
 	}
@@ -160,15 +172,17 @@ func run(ctx context.Context, httpAddr, adminAddr string, out io.Writer) error {
 		sidecar.Close()
 		return err
 	}
+	// Everything started below stops when run returns, early on an error
+	// too.
+	ctx, cancel := context.WithCancel(ctx)
 	sidecarDone := make(chan error, 1)
 	go func() { sidecarDone <- sidecar.Serve(ctx) }()
-	defer func() { <-sidecarDone }()
+	defer func() { cancel(); <-sidecarDone }()
 
 	httpAddr, adminAddr = freeIfTaken(httpAddr), freeIfTaken(adminAddr)
 	accessLog := filepath.Join(dir, "access.log")
 	path := filepath.Join(dir, "causeway.yaml")
-	cfg := fmt.Sprintf(routesTemplate, httpAddr, adminAddr, accessLog, keys,
-		filepath.Join(dir, "edge.pem"), filepath.Join(dir, "edge-key.pem"), bundle,
+	cfg := fmt.Sprintf(routesTemplate, httpAddr, adminAddr, accessLog, keys, edgeIdentity,
 		demo.Addr(), sidecar.Addr("inbound"), demoID)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
@@ -181,8 +195,123 @@ func run(ctx context.Context, httpAddr, adminAddr string, out io.Writer) error {
 		edge.Close()
 		return err
 	}
+	edgeDone := make(chan error, 1)
+	go func() { edgeDone <- edge.Serve(ctx) }()
+	if identity == "spire" {
+		// The first SVIDs take a few seconds: the tour starts once both
+		// ends hold theirs.
+		for _, admin := range []string{edge.Addr("admin"), sidecar.Addr("admin")} {
+			if err := waitReady(ctx, "http://"+admin+"/readyz"); err != nil {
+				cancel()
+				<-edgeDone
+				return err
+			}
+		}
+	}
 	printTour(out, edge.Addr("http"), edge.Addr("admin"), path, accessLog)
-	return edge.Serve(ctx)
+	return <-edgeDone
+}
+
+// issueFiles makes a throw-away built-in CA in dir and certificates for the
+// edge and the demo, and returns their identity sections.
+func issueFiles(dir string) (edgeIdentity, demoIdentity string, err error) {
+	ca := filepath.Join(dir, "ca")
+	if err := mesh.InitCA(ca, trustDomain); err != nil {
+		return "", "", err
+	}
+	for _, w := range []struct{ id, prefix string }{{edgeID, "edge"}, {demoID, "demo"}} {
+		id, err := mesh.ParseID(w.id)
+		if err != nil {
+			return "", "", err
+		}
+		if err := mesh.IssueLeaf(ca, id, 24*time.Hour, filepath.Join(dir, w.prefix)); err != nil {
+			return "", "", err
+		}
+	}
+	bundle := filepath.Join(ca, mesh.BundleFile)
+	edgeIdentity = fmt.Sprintf("  cert_file: %q\n  key_file: %q\n  bundle_file: %q", filepath.Join(dir, "edge.pem"), filepath.Join(dir, "edge-key.pem"), bundle)
+	demoIdentity = fmt.Sprintf("cert_file: %q, key_file: %q, bundle_file: %q", filepath.Join(dir, "demo.pem"), filepath.Join(dir, "demo-key.pem"), bundle)
+	return edgeIdentity, demoIdentity, nil
+}
+
+// startSPIRE runs a spire-server for the quickstart's trust domain and one
+// agent per workload (both run in this process, so the unix attestor cannot
+// tell them apart by uid: each agent hands out only its own entry), and
+// registers the edge and the demo. It returns each ID's Workload API
+// socket.
+func startSPIRE(dir string, out io.Writer) (sockets map[string]string, stop func(), err error) {
+	if spirelocal.Missing() != "" {
+		// `go run ./examples/quickstart` from the repository: `make deps`
+		// builds the binaries into .tools/bin.
+		if abs, err := filepath.Abs(filepath.Join(".tools", "bin")); err == nil {
+			os.Setenv("PATH", abs+string(os.PathListSeparator)+os.Getenv("PATH"))
+		}
+		if bin := spirelocal.Missing(); bin != "" {
+			return nil, nil, fmt.Errorf("-identity spire: %s is neither in PATH nor in .tools/bin (make deps builds it)", bin)
+		}
+	}
+	fmt.Fprintln(out, "Starting spire-server and two spire-agents on loopback; waiting for the first SVIDs...")
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	sub := func(name string) (string, error) {
+		d := filepath.Join(dir, name)
+		return d, os.MkdirAll(d, 0o700)
+	}
+	serverDir, err := sub("spire-server")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := spirelocal.StartServer(serverDir, spirelocal.ServerOptions{TrustDomain: trustDomain, SVIDTTL: time.Hour})
+	if err != nil {
+		return nil, nil, fmt.Errorf("-identity spire: %w", err)
+	}
+	stops = append(stops, srv.Stop)
+	sockets = map[string]string{}
+	for _, w := range []struct{ id, name string }{{edgeID, "edge"}, {demoID, "demo"}} {
+		agentDir, err := sub("spire-agent-" + w.name)
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		a, err := srv.StartAgent(agentDir)
+		if err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("-identity spire: %w", err)
+		}
+		stops = append(stops, a.Stop)
+		if _, err := srv.CreateEntry(a, spirelocal.Entry{SPIFFEID: w.id}); err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("-identity spire: registering %s: %w", w.id, err)
+		}
+		sockets[w.id] = a.Socket
+	}
+	return sockets, stop, nil
+}
+
+// waitReady polls a readiness URL until it answers 200 or ctx ends.
+func waitReady(ctx context.Context, url string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after a minute", url)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // freeIfTaken returns addr, or a free port on the same host when addr is in use.

@@ -8,19 +8,34 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testspire"
 )
 
 // TestTourCommandsWork runs the quickstart and then every curl command it
-// prints, exactly as printed, checking what each is meant to show.
+// prints, exactly as printed, checking what each is meant to show: with the
+// mesh identities from files (the default) and from SPIRE (-identity spire,
+// a real spire-server and agents).
 func TestTourCommandsWork(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Fatal("curl is needed to run the printed commands: apt-get install -y curl")
 	}
+	for _, identity := range []string{"files", "spire"} {
+		t.Run(identity, func(t *testing.T) {
+			if identity == "spire" {
+				testspire.Require(t)
+			}
+			tour(t, identity)
+		})
+	}
+}
+
+func tour(t *testing.T, identity string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, "127.0.0.1:0", "127.0.0.1:0", pw)
+		done <- run(ctx, "127.0.0.1:0", "127.0.0.1:0", identity, pw)
 		pw.Close()
 	}()
 	defer func() {
