@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,11 @@ func spireSidecarConfig(socket, forwardTo string, allow []string, services map[s
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 1\nidentity: {source: spire, socket: %q, trust_domain: example.org}\n", socket)
 	fmt.Fprintf(&b, "access_log: {output: \"off\"}\nadmin: \"127.0.0.1:0\"\n")
-	fmt.Fprintf(&b, "inbound:\n  listen: \"127.0.0.1:0\"\n  forward_to: %q\n  allow: [%q]\n", forwardTo, strings.Join(allow, `", "`))
+	quoted := make([]string, len(allow))
+	for i, a := range allow {
+		quoted[i] = strconv.Quote(a)
+	}
+	fmt.Fprintf(&b, "inbound:\n  listen: \"127.0.0.1:0\"\n  forward_to: %q\n  allow: [%s]\n", forwardTo, strings.Join(quoted, ", "))
 	if len(services) > 0 {
 		b.WriteString("outbound:\n  listen: \"127.0.0.1:0\"\n  services:\n")
 	}
@@ -29,7 +34,7 @@ func spireSidecarConfig(socket, forwardTo string, allow []string, services map[s
 	return b.String()
 }
 
-func waitStatus(t *testing.T, url string, want int) {
+func waitStatus(t testing.TB, url string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
