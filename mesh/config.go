@@ -17,6 +17,7 @@ func SourceForEdge(ctx context.Context, m *routes.Mesh, opts SourceOptions) (*So
 	}
 	opts.TrustDomain = m.TrustDomain
 	if m.Source == routes.SourceSPIRE {
+		opts.SPIFFEID = m.SPIFFEID
 		return NewWorkloadAPISource(ctx, m.Socket, opts)
 	}
 	return NewSource(ctx, m.CertFile, m.KeyFile, m.BundleFile, opts)
@@ -29,6 +30,7 @@ func SourceForSidecar(ctx context.Context, id routes.SidecarIdentity, opts Sourc
 		opts.TrustDomain = id.TrustDomain
 	}
 	if id.Source == routes.SourceSPIRE {
+		opts.SPIFFEID = id.SPIFFEID
 		return NewWorkloadAPISource(ctx, id.Socket, opts)
 	}
 	return NewSource(ctx, id.CertFile, id.KeyFile, id.BundleFile, opts)

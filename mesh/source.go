@@ -40,6 +40,11 @@ type SourceOptions struct {
 	// after the other, and loading between the two would see a mismatched
 	// pair.
 	Settle time.Duration
+	// SPIFFEID, for a Workload API source, picks the SVID with this ID
+	// when the agent hands out several (several registration entries match
+	// the process); empty: the agent's first, with a warning when there are
+	// several.
+	SPIFFEID string
 	// Connected, if set, is called with false when the SPIFFE Workload API
 	// becomes unreachable and with true when it answers again (SPIRE
 	// sources only), e.g. to set a gauge.

@@ -353,3 +353,63 @@ func TestSPIREFederatedPeerNeedsItsBundle(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// A process that several registration entries match gets several SVIDs:
+// spiffe_id picks one by its ID (whatever the agent's order), an ID the
+// agent does not hand out leaves the source without an identity and says
+// why, and without spiffe_id the first is used with a warning.
+func TestSPIRESourcePicksSVIDByID(t *testing.T) {
+	srv := sharedSPIRE(t)
+	a, err := srv.StartAgent(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Stop)
+	ids := []string{"spiffe://example.org/ns/vm/sa/edge", "spiffe://example.org/ns/vm/sa/orders", "spiffe://example.org/ns/vm/sa/payments"}
+	for _, id := range ids {
+		if _, err := srv.CreateEntry(a, testspire.Entry{SPIFFEID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range ids {
+		s := openSPIRE(t, a.Socket, mesh.SourceOptions{TrustDomain: "example.org", SPIFFEID: want})
+		waitReady(t, s)
+		// The agent may deliver the entries over several updates: wait
+		// until all three are there, then the pick must still hold.
+		deadline := time.Now().Add(30 * time.Second)
+		for s.ID().String() != want && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if s.ID().String() != want {
+			t.Fatalf("spiffe_id %s: the source holds %s", want, s.ID())
+		}
+	}
+
+	missing := "spiffe://example.org/ns/vm/sa/nobody"
+	s := openSPIRE(t, a.Socket, mesh.SourceOptions{TrustDomain: "example.org", SPIFFEID: missing})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(fmt.Sprint(s.Ready()), "no SVID for spiffe_id "+missing) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready = %v, want it to say the agent sent no SVID for %s", s.Ready(), missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := s.Certificate(); err == nil {
+		t.Fatal("a source whose spiffe_id the agent does not hand out gave a certificate")
+	}
+
+	logs := &logBuffer{}
+	first := openSPIRE(t, a.Socket, mesh.SourceOptions{TrustDomain: "example.org", Logger: logs.logger()})
+	waitReady(t, first)
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "several SVIDs") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning about several SVIDs without spiffe_id:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	if _, err := mesh.NewWorkloadAPISource(context.Background(), a.Socket, mesh.SourceOptions{TrustDomain: "example.org", SPIFFEID: "spiffe://other.org/x"}); err == nil {
+		t.Fatal("a spiffe_id outside the trust domain was accepted")
+	}
+}

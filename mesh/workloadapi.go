@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -26,6 +30,11 @@ const retryEvery = time.Second
 type workloadAPI struct {
 	socket    string
 	connected func(bool)
+	// want is the SVID's ID to pick among several; zero: the first.
+	want spiffeid.ID
+	// warnedMany is set once the choice of the first of several SVIDs
+	// has been logged.
+	warnedMany atomic.Bool
 
 	mu        sync.Mutex
 	problem   string // why there is no (fresh) identity, for /readyz and logs
@@ -61,6 +70,16 @@ func NewWorkloadAPISource(ctx context.Context, socket string, opts SourceOptions
 		return nil, err
 	}
 	api := &workloadAPI{socket: socket, connected: opts.Connected, problem: "no answer from the agent yet"}
+	if opts.SPIFFEID != "" {
+		want, err := spiffeid.FromString(opts.SPIFFEID)
+		if err != nil {
+			return nil, fmt.Errorf("mesh source: spiffe_id %q: %w", opts.SPIFFEID, err)
+		}
+		if !s.td.IsZero() && !want.MemberOf(s.td) {
+			return nil, fmt.Errorf("mesh source: spiffe_id %s is outside the trust domain %s", want, s.td)
+		}
+		api.want = want
+	}
 	s.api = api
 	// The gRPC connection is made lazily: New does not wait for the agent,
 	// and the watch below retries until it answers.
@@ -111,10 +130,10 @@ type apiWatcher Source
 func (w *apiWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	s := (*Source)(w)
 	api := s.api
-	svid := c.DefaultSVID()
+	svid, err := api.pick(s, c.SVIDs)
 	var m *material
-	var err error
 	switch {
+	case err != nil:
 	case svid == nil:
 		err = errors.New("the agent sent no X.509-SVID")
 	case !s.td.IsZero() && !svid.ID.MemberOf(s.td):
@@ -134,6 +153,38 @@ func (w *apiWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	s.reloadMu.Lock()
 	s.publish(m)
 	s.reloadMu.Unlock()
+}
+
+// pick chooses this workload's SVID among those the agent sent: the one
+// named by spiffe_id, else the first (SPIRE's order is stable, but which
+// entry comes first is not something to rely on: with several, a warning
+// says to set spiffe_id).
+func (api *workloadAPI) pick(s *Source, svids []*x509svid.SVID) (*x509svid.SVID, error) {
+	if len(svids) == 0 {
+		return nil, nil
+	}
+	if api.want.IsZero() {
+		if len(svids) > 1 && api.warnedMany.CompareAndSwap(false, true) {
+			s.log.Warn("mesh: the Workload API sent several SVIDs; using the first. Set spiffe_id to choose, or give each workload registration entries of its own",
+				"socket", api.socket, "using", svids[0].ID.String(), "ids", svidIDs(svids))
+		}
+		return svids[0], nil
+	}
+	for _, svid := range svids {
+		if svid.ID == api.want {
+			return svid, nil
+		}
+	}
+	return nil, fmt.Errorf("the agent sent no SVID for spiffe_id %s (it sent %s): is there a registration entry with that ID matching this workload?",
+		api.want, strings.Join(svidIDs(svids), ", "))
+}
+
+func svidIDs(svids []*x509svid.SVID) []string {
+	ids := make([]string, len(svids))
+	for i, svid := range svids {
+		ids[i] = svid.ID.String()
+	}
+	return ids
 }
 
 // OnX509ContextWatchError is called for every failed attempt; the client

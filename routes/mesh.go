@@ -14,13 +14,17 @@ const (
 )
 
 // checkIdentitySource checks where a workload identity comes from: three
-// files, or the SPIFFE Workload API.
-func (c *checker) checkIdentitySource(p, source, socket, cert, key, bundle string) {
+// files, or the SPIFFE Workload API (optionally picking one SVID by ID,
+// which must then be in trustDomain when that is set and valid).
+func (c *checker) checkIdentitySource(p, source, socket, spiffeID, trustDomain, cert, key, bundle string) {
 	files := []struct{ key, v string }{{"cert_file", cert}, {"key_file", key}, {"bundle_file", bundle}}
 	switch source {
 	case "", SourceFiles:
 		if socket != "" {
 			c.errorf(p+".socket", "is only for source: spire")
+		}
+		if spiffeID != "" {
+			c.errorf(p+".spiffe_id", "is only for source: spire (with files the certificate names the ID)")
 		}
 		for _, kv := range files {
 			if kv.v == "" {
@@ -42,6 +46,14 @@ func (c *checker) checkIdentitySource(p, source, socket, cert, key, bundle strin
 		} else if err := workloadapi.ValidateAddress(socket); err != nil {
 			c.errorf(p+".socket", "%q is not a Workload API address (unix:///path/to/api.sock or tcp://IP:PORT): %v", socket, err)
 		}
+		if spiffeID != "" {
+			id, err := spiffeid.FromString(spiffeID)
+			if err != nil {
+				c.errorf(p+".spiffe_id", "%q is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): %v", spiffeID, err)
+			} else if td, err := spiffeid.TrustDomainFromString(trustDomain); trustDomain != "" && err == nil && !id.MemberOf(td) {
+				c.errorf(p+".spiffe_id", "%s is outside trust_domain %s", id, td)
+			}
+		}
 	default:
 		c.errorf(p+".source", "unknown identity source %q (files or spire)", source)
 	}
@@ -59,7 +71,7 @@ func (c *checker) checkMesh() {
 	} else if _, err := spiffeid.TrustDomainFromString(m.TrustDomain); err != nil {
 		c.errorf("mesh.trust_domain", "%q is not a trust domain (lower-case letters, digits, '.', '-', '_'): %v", m.TrustDomain, err)
 	}
-	c.checkIdentitySource("mesh", m.Source, m.Socket, m.CertFile, m.KeyFile, m.BundleFile)
+	c.checkIdentitySource("mesh", m.Source, m.Socket, m.SPIFFEID, m.TrustDomain, m.CertFile, m.KeyFile, m.BundleFile)
 }
 
 // checkUpstreamMesh checks an upstream's mesh identity against the mesh section.

@@ -79,6 +79,15 @@ func TestMeshSection(t *testing.T) {
 		{"socket with files", r("trust_domain: example.org\n", "trust_domain: example.org\n  socket: unix:///x.sock\n"), []string{
 			`m.yaml:4:11: mesh.socket: is only for source: spire`,
 		}},
+		{"spiffe_id with files", r("trust_domain: example.org\n", "trust_domain: example.org\n  spiffe_id: spiffe://example.org/ns/edge/sa/gateway\n"), []string{
+			`m.yaml:4:14: mesh.spiffe_id: is only for source: spire (with files the certificate names the ID)`,
+		}},
+		{"spiffe_id not a SPIFFE ID", r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n  socket: unix:///run/spire/agent/api.sock\n  spiffe_id: gateway\n"), []string{
+			`m.yaml:6:14: mesh.spiffe_id: "gateway" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): scheme is missing or invalid`,
+		}},
+		{"spiffe_id outside the trust domain", r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n  socket: unix:///run/spire/agent/api.sock\n  spiffe_id: spiffe://other.org/ns/edge/sa/gateway\n"), []string{
+			`m.yaml:6:14: mesh.spiffe_id: spiffe://other.org/ns/edge/sa/gateway is outside trust_domain example.org`,
+		}},
 		{"mesh_identity without the mesh section", r("mesh:\n  trust_domain: example.org\n  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", ""), []string{
 			`m.yaml:5:20: upstreams.orders.mesh_identity: needs the mesh section (the edge's own identity for mTLS)`,
 		}},

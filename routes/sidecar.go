@@ -48,8 +48,11 @@ type Sidecar struct {
 type SidecarIdentity struct {
 	// Source and Socket are as in the routes file's mesh section: "files"
 	// (the default) or "spire".
-	Source     string `yaml:"source"`
-	Socket     string `yaml:"socket"`
+	Source string `yaml:"source"`
+	Socket string `yaml:"socket"`
+	// SPIFFEID is as in the mesh section: for source spire, which of
+	// several SVIDs is this workload's.
+	SPIFFEID   string `yaml:"spiffe_id"`
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	BundleFile string `yaml:"bundle_file"`
@@ -236,7 +239,7 @@ func (s *Sidecar) validate(doubt doubts) Errors {
 	c.checkAccessLog()
 	c.checkTracing()
 	id := s.Identity
-	c.checkIdentitySource("identity", id.Source, id.Socket, id.CertFile, id.KeyFile, id.BundleFile)
+	c.checkIdentitySource("identity", id.Source, id.Socket, id.SPIFFEID, id.TrustDomain, id.CertFile, id.KeyFile, id.BundleFile)
 	var td spiffeid.TrustDomain
 	if id.TrustDomain != "" {
 		var err error

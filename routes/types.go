@@ -183,7 +183,11 @@ type Mesh struct {
 	Source string `yaml:"source"`
 	// Socket is the Workload API address for source spire
 	// (unix:///run/spire/agent/api.sock); empty: SPIFFE_ENDPOINT_SOCKET.
-	Socket     string `yaml:"socket"`
+	Socket string `yaml:"socket"`
+	// SPIFFEID, for source spire, picks this workload's SVID by its ID when
+	// the Workload API hands out several (more than one registration entry
+	// matches the process); empty: the agent's first.
+	SPIFFEID   string `yaml:"spiffe_id"`
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	BundleFile string `yaml:"bundle_file"`
