@@ -146,6 +146,13 @@ func (w *apiWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 		// A current SVID, if any, stays: refusing a bad update must not
 		// take away an identity that still works.
 		api.setProblem(err.Error())
+		var missing errNoSVIDForID
+		if errors.As(err, &missing) && s.cur.Load() == nil {
+			// The agent delivers entries as it gets them: before this
+			// workload's arrives it is waiting, not a fault (logWhileWaiting
+			// says so every few seconds).
+			return
+		}
 		s.log.Error("mesh: Workload API update refused, keeping the current identity", "socket", api.socket, "id", s.ID().String(), "error", err)
 		return
 	}
@@ -175,8 +182,18 @@ func (api *workloadAPI) pick(s *Source, svids []*x509svid.SVID) (*x509svid.SVID,
 			return svid, nil
 		}
 	}
-	return nil, fmt.Errorf("the agent sent no SVID for spiffe_id %s (it sent %s): is there a registration entry with that ID matching this workload?",
-		api.want, strings.Join(svidIDs(svids), ", "))
+	return nil, errNoSVIDForID{want: api.want, sent: svidIDs(svids)}
+}
+
+// errNoSVIDForID: the agent's update holds SVIDs, none with spiffe_id.
+type errNoSVIDForID struct {
+	want spiffeid.ID
+	sent []string
+}
+
+func (e errNoSVIDForID) Error() string {
+	return fmt.Sprintf("the agent sent no SVID for spiffe_id %s (it sent %s): is there a registration entry with that ID matching this workload?",
+		e.want, strings.Join(e.sent, ", "))
 }
 
 func svidIDs(svids []*x509svid.SVID) []string {
