@@ -3,7 +3,9 @@
 # the agent attested with a join token whose SPIFFE ID is given as $1; each
 # workload is selected by the Unix user it runs as (create the users
 # causeway-edge, causeway-orders and causeway-payments, or use unix:path
-# selectors for distinct binaries).
+# selectors for distinct binaries). Without those users every entry
+# selects the current user: each process then receives all three SVIDs and
+# picks its own by spiffe_id (causeway.yaml, sidecar-*.yaml).
 set -euo pipefail
 node=${1:?usage: entries.sh AGENT_SPIFFE_ID}
 sock=${SPIRE_SERVER_SOCKET:-/tmp/spire-example/server/api.sock}
