@@ -20,6 +20,7 @@ func SourceForEdge(ctx context.Context, m *routes.Mesh, opts SourceOptions) (*So
 		opts.SPIFFEID = m.SPIFFEID
 		return NewWorkloadAPISource(ctx, m.Socket, opts)
 	}
+	opts.FederatedBundles = m.FederatedBundles
 	return NewSource(ctx, m.CertFile, m.KeyFile, m.BundleFile, opts)
 }
 
@@ -33,6 +34,7 @@ func SourceForSidecar(ctx context.Context, id routes.SidecarIdentity, opts Sourc
 		opts.SPIFFEID = id.SPIFFEID
 		return NewWorkloadAPISource(ctx, id.Socket, opts)
 	}
+	opts.FederatedBundles = id.FederatedBundles
 	return NewSource(ctx, id.CertFile, id.KeyFile, id.BundleFile, opts)
 }
 

@@ -40,6 +40,11 @@ type SourceOptions struct {
 	// after the other, and loading between the two would see a mismatched
 	// pair.
 	Settle time.Duration
+	// FederatedBundles, for a source on files, maps other trust domains to
+	// their bundle files: peers of those domains verify against them. The
+	// files are watched like the other three. (A Workload API source gets
+	// federated bundles from the agent.)
+	FederatedBundles map[string]string
 	// SPIFFEID, for a Workload API source, picks the SVID with this ID
 	// when the agent hands out several (several registration entries match
 	// the process); empty: the agent's first, with a warning when there are
@@ -63,6 +68,8 @@ const defaultSettle = 100 * time.Millisecond
 // needs to know where the material comes from.
 type Source struct {
 	certFile, keyFile, bundleFile string
+	// federated are other trust domains' bundle files (files only).
+	federated map[spiffeid.TrustDomain]string
 	// origin names where the material comes from in log lines: the
 	// certificate file, or the Workload API socket.
 	origin string
@@ -120,6 +127,19 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 		return nil, err
 	}
 	s.origin = s.certFile
+	if len(opts.FederatedBundles) > 0 {
+		s.federated = map[spiffeid.TrustDomain]string{}
+		for name, f := range opts.FederatedBundles {
+			td, err := spiffeid.TrustDomainFromString(name)
+			if err != nil {
+				return nil, fmt.Errorf("mesh source: federated bundle %q: %w", name, err)
+			}
+			if f == "" {
+				return nil, fmt.Errorf("mesh source: the bundle file of %s is not set", td)
+			}
+			s.federated[td] = filepath.Clean(f)
+		}
+	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("mesh source: watching files: %w", err)
@@ -128,6 +148,9 @@ func NewSource(ctx context.Context, certFile, keyFile, bundleFile string, opts S
 	// atomic rename or a Kubernetes ..data swap replaces.
 	dirs := map[string]bool{}
 	for _, f := range []string{s.certFile, s.keyFile, s.bundleFile} {
+		dirs[filepath.Dir(f)] = true
+	}
+	for _, f := range s.federated {
 		dirs[filepath.Dir(f)] = true
 	}
 	for d := range dirs {
@@ -237,6 +260,11 @@ func (s *Source) relevant(name string) bool {
 	if name == s.certFile || name == s.keyFile || name == s.bundleFile {
 		return true
 	}
+	for _, f := range s.federated {
+		if name == f {
+			return true
+		}
+	}
 	return strings.HasPrefix(filepath.Base(name), "..")
 }
 
@@ -330,6 +358,20 @@ func (s *Source) load() (*material, error) {
 		return nil, fmt.Errorf("mesh source: %s: %w", s.bundleFile, err)
 	}
 	bundles := x509bundle.NewSet(x509bundle.FromX509Authorities(svid.ID.TrustDomain(), roots))
+	for td, f := range s.federated {
+		if td == svid.ID.TrustDomain() {
+			return nil, fmt.Errorf("mesh source: %s names the own trust domain %s among the federated bundles: its roots go in %s", f, td, s.bundleFile)
+		}
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("mesh source: reading the bundle of %s: %w", td, err)
+		}
+		fr, err := parseCertsPEM(data)
+		if err != nil {
+			return nil, fmt.Errorf("mesh source: %s (bundle of %s): %w", f, td, err)
+		}
+		bundles.Add(x509bundle.FromX509Authorities(td, fr))
+	}
 	m, err := s.materialOf(svid, bundles)
 	if err != nil {
 		// Our own certificate must pass the check peers will apply to it; a

@@ -1,7 +1,9 @@
 package routes
 
 import (
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -16,10 +18,22 @@ const (
 // checkIdentitySource checks where a workload identity comes from: three
 // files, or the SPIFFE Workload API (optionally picking one SVID by ID,
 // which must then be in trustDomain when that is set and valid).
-func (c *checker) checkIdentitySource(p, source, socket, spiffeID, trustDomain, cert, key, bundle string) {
+func (c *checker) checkIdentitySource(p, source, socket, spiffeID, trustDomain, cert, key, bundle string, federated map[string]string) {
 	files := []struct{ key, v string }{{"cert_file", cert}, {"key_file", key}, {"bundle_file", bundle}}
 	switch source {
 	case "", SourceFiles:
+		for _, name := range slices.Sorted(maps.Keys(federated)) {
+			fp := p + ".federated_bundles." + name
+			td, err := spiffeid.TrustDomainFromString(name)
+			switch {
+			case err != nil:
+				c.errorf(fp, "%q is not a trust domain: %v", name, err)
+			case td.Name() == trustDomain:
+				c.errorf(fp, "is the own trust domain: its roots go in bundle_file")
+			case federated[name] == "":
+				c.errorf(fp, "is empty: the file with the roots of %s", name)
+			}
+		}
 		if socket != "" {
 			c.errorf(p+".socket", "is only for source: spire")
 		}
@@ -32,6 +46,9 @@ func (c *checker) checkIdentitySource(p, source, socket, spiffeID, trustDomain, 
 			}
 		}
 	case SourceSPIRE:
+		if len(federated) > 0 {
+			c.errorf(p+".federated_bundles", "is not used with source: spire (the Workload API delivers the federated trust domains' bundles)")
+		}
 		for _, kv := range files {
 			if kv.v != "" {
 				c.errorf(p+"."+kv.key, "is not used with source: spire (the Workload API delivers the certificate, key and bundles)")
@@ -71,7 +88,7 @@ func (c *checker) checkMesh() {
 	} else if _, err := spiffeid.TrustDomainFromString(m.TrustDomain); err != nil {
 		c.errorf("mesh.trust_domain", "%q is not a trust domain (lower-case letters, digits, '.', '-', '_'): %v", m.TrustDomain, err)
 	}
-	c.checkIdentitySource("mesh", m.Source, m.Socket, m.SPIFFEID, m.TrustDomain, m.CertFile, m.KeyFile, m.BundleFile)
+	c.checkIdentitySource("mesh", m.Source, m.Socket, m.SPIFFEID, m.TrustDomain, m.CertFile, m.KeyFile, m.BundleFile, m.FederatedBundles)
 }
 
 // checkUpstreamMesh checks an upstream's mesh identity against the mesh section.
@@ -90,11 +107,12 @@ func (c *checker) checkUpstreamMesh(p string, u Upstream) {
 	}
 	if m == nil {
 		c.errorf(p+".mesh_identity", "needs the mesh section (the edge's own identity for mTLS)")
-	} else if td, err := spiffeid.TrustDomainFromString(m.TrustDomain); err == nil && !id.MemberOf(td) && m.Source != SourceSPIRE {
-		// With files the edge holds only its own trust domain's bundle: a
-		// sidecar of another domain could never be verified. The Workload
-		// API also delivers federated trust domains' bundles.
-		c.errorf(p+".mesh_identity", "%s is outside mesh.trust_domain %s: with source files only that domain's bundle is known (federation needs source: spire)", id, td)
+	} else if td, err := spiffeid.TrustDomainFromString(m.TrustDomain); err == nil && !id.MemberOf(td) && m.Source != SourceSPIRE &&
+		m.FederatedBundles[id.TrustDomain().Name()] == "" {
+		// With files the edge holds its own trust domain's bundle and those
+		// of mesh.federated_bundles: a sidecar of another domain could never
+		// be verified. The Workload API also delivers federated bundles.
+		c.errorf(p+".mesh_identity", "%s is outside mesh.trust_domain %s: with source files only that domain's bundle and those of mesh.federated_bundles are known", id, td)
 	}
 	if u.Scheme == "https" {
 		c.errorf(p+".scheme", "mesh upstreams use mTLS already: leave scheme out")

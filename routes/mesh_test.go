@@ -63,7 +63,7 @@ func TestMeshSection(t *testing.T) {
 			`m.yaml:10:20: upstreams.orders.mesh_identity: "spiffe://example.org/ns//orders" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): path cannot contain empty segments`,
 		}},
 		{"mesh_identity in another trust domain", r("mesh_identity: spiffe://example.org/", "mesh_identity: spiffe://other.org/"), []string{
-			`m.yaml:10:20: upstreams.orders.mesh_identity: spiffe://other.org/ns/shop/sa/orders is outside mesh.trust_domain example.org: with source files only that domain's bundle is known (federation needs source: spire)`,
+			`m.yaml:10:20: upstreams.orders.mesh_identity: spiffe://other.org/ns/shop/sa/orders is outside mesh.trust_domain example.org: with source files only that domain's bundle and those of mesh.federated_bundles are known`,
 		}},
 		{"spire with the files too", r("trust_domain: example.org\n", "trust_domain: example.org\n  source: spire\n  socket: unix:///run/spire/agent/api.sock\n"), []string{
 			`m.yaml:6:14: mesh.cert_file: is not used with source: spire (the Workload API delivers the certificate, key and bundles)`,
@@ -78,6 +78,14 @@ func TestMeshSection(t *testing.T) {
 		}},
 		{"socket with files", r("trust_domain: example.org\n", "trust_domain: example.org\n  socket: unix:///x.sock\n"), []string{
 			`m.yaml:4:11: mesh.socket: is only for source: spire`,
+		}},
+		{"federated_bundles with spire", r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n  socket: unix:///run/spire/agent/api.sock\n  federated_bundles: {partner.example: p.pem}\n"), []string{
+			`m.yaml:6:22: mesh.federated_bundles: is not used with source: spire (the Workload API delivers the federated trust domains' bundles)`,
+		}},
+		{"federated_bundles: bad, own and empty", r("  bundle_file: mesh/bundle.pem\n", "  bundle_file: mesh/bundle.pem\n  federated_bundles: {Partner: p.pem, example.org: b.pem, other.example: \"\"}\n"), []string{
+			`m.yaml:7:32: mesh.federated_bundles.Partner: "Partner" is not a trust domain: trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores`,
+			`m.yaml:7:52: mesh.federated_bundles.example.org: is the own trust domain: its roots go in bundle_file`,
+			`m.yaml:7:74: mesh.federated_bundles.other.example: is empty: the file with the roots of other.example`,
 		}},
 		{"spiffe_id with files", r("trust_domain: example.org\n", "trust_domain: example.org\n  spiffe_id: spiffe://example.org/ns/edge/sa/gateway\n"), []string{
 			`m.yaml:4:14: mesh.spiffe_id: is only for source: spire (with files the certificate names the ID)`,
@@ -98,6 +106,17 @@ func TestMeshSection(t *testing.T) {
 			`m.yaml:13:5: upstreams.plain: mesh.require is set: a plain-HTTP upstream is refused; set mesh_identity`,
 		}},
 	}
+	t.Run("files allow mesh identities of federated_bundles' domains", func(t *testing.T) {
+		file := r("  bundle_file: mesh/bundle.pem\n", "  bundle_file: mesh/bundle.pem\n  federated_bundles:\n    partner.example: mesh/partner-bundle.pem\n")
+		file = strings.Replace(file, "mesh_identity: spiffe://example.org/", "mesh_identity: spiffe://partner.example/", 1)
+		f, err := Parse("m.yaml", []byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Mesh.FederatedBundles["partner.example"] != "mesh/partner-bundle.pem" {
+			t.Fatalf("decoded %+v", f.Mesh)
+		}
+	})
 	t.Run("spire allows federated mesh identities", func(t *testing.T) {
 		t.Setenv("SPIFFE_ENDPOINT_SOCKET", "")
 		file := r("  cert_file: mesh/edge.pem\n  key_file: mesh/edge-key.pem\n  bundle_file: mesh/bundle.pem\n", "  source: spire\n  socket: unix:///run/spire/agent/api.sock\n")

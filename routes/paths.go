@@ -31,6 +31,10 @@ func (f *File) resolvePaths() {
 		rel(&m.CertFile)
 		rel(&m.KeyFile)
 		rel(&m.BundleFile)
+		for td, p := range m.FederatedBundles {
+			rel(&p)
+			m.FederatedBundles[td] = p
+		}
 	}
 	for name, a := range f.Authenticators {
 		if j := a.JWT; j != nil {
@@ -61,10 +65,17 @@ func (s *Sidecar) resolvePaths() {
 	if s.Path == "" || dir == "." {
 		return
 	}
-	for _, p := range []*string{&s.Identity.CertFile, &s.Identity.KeyFile, &s.Identity.BundleFile} {
+	rel := func(p *string) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
+	}
+	for _, p := range []*string{&s.Identity.CertFile, &s.Identity.KeyFile, &s.Identity.BundleFile} {
+		rel(p)
+	}
+	for td, p := range s.Identity.FederatedBundles {
+		rel(&p)
+		s.Identity.FederatedBundles[td] = p
 	}
 	switch o := s.AccessLog.Output; o {
 	case "", "stdout", "stderr", "off":

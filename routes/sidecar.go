@@ -56,6 +56,9 @@ type SidecarIdentity struct {
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	BundleFile string `yaml:"bundle_file"`
+	// FederatedBundles is as in the mesh section: other trust domains'
+	// bundle files, for source files.
+	FederatedBundles map[string]string `yaml:"federated_bundles"`
 	// TrustDomain, if set, refuses a certificate of another trust domain
 	// and allow entries that could never verify.
 	TrustDomain string `yaml:"trust_domain"`
@@ -239,7 +242,7 @@ func (s *Sidecar) validate(doubt doubts) Errors {
 	c.checkAccessLog()
 	c.checkTracing()
 	id := s.Identity
-	c.checkIdentitySource("identity", id.Source, id.Socket, id.SPIFFEID, id.TrustDomain, id.CertFile, id.KeyFile, id.BundleFile)
+	c.checkIdentitySource("identity", id.Source, id.Socket, id.SPIFFEID, id.TrustDomain, id.CertFile, id.KeyFile, id.BundleFile, id.FederatedBundles)
 	var td spiffeid.TrustDomain
 	if id.TrustDomain != "" {
 		var err error
@@ -260,11 +263,11 @@ func (s *Sidecar) validate(doubt doubts) Errors {
 		td = spiffeid.TrustDomain{}
 	}
 	if in := s.Inbound; in != nil {
-		c.checkInbound(in, td)
+		c.checkInbound(in, td, id.FederatedBundles)
 		listeners["inbound.listen"] = in.Listen
 	}
 	if out := s.Outbound; out != nil {
-		c.checkOutbound(out, td)
+		c.checkOutbound(out, td, id.FederatedBundles)
 		listeners["outbound.listen"] = out.Listen
 	}
 	c.checkListenerClash(listeners)
@@ -276,7 +279,10 @@ func (s *Sidecar) validate(doubt doubts) Errors {
 	return c.errs
 }
 
-func (c *checker) checkInbound(in *Inbound, td spiffeid.TrustDomain) {
+// checkInbound checks the inbound section; td, when set, is the only trust
+// domain whose callers can verify, besides those of federated (a files
+// identity's federated_bundles).
+func (c *checker) checkInbound(in *Inbound, td spiffeid.TrustDomain, federated map[string]string) {
 	if err := checkListenAddr(in.Listen); err != nil {
 		c.errorf("inbound.listen", "%v", err)
 	}
@@ -303,7 +309,7 @@ func (c *checker) checkInbound(in *Inbound, td spiffeid.TrustDomain) {
 			c.errorf(p, "%s is listed twice", id)
 		}
 		seen[id.String()] = true
-		if !td.IsZero() && !id.MemberOf(td) {
+		if !td.IsZero() && !id.MemberOf(td) && federated[id.TrustDomain().Name()] == "" {
 			c.errorf(p, "%s is outside the trust domain %s: its certificate could never verify against this bundle", id, td)
 		}
 	}
@@ -314,13 +320,13 @@ func (c *checker) checkInbound(in *Inbound, td spiffeid.TrustDomain) {
 			c.errorf(p, "%q is not a trust domain: %v", d, err)
 			continue
 		}
-		if !td.IsZero() && got != td {
+		if !td.IsZero() && got != td && federated[got.Name()] == "" {
 			c.errorf(p, "%s is not the trust domain %s: its certificates could never verify against this bundle", got, td)
 		}
 	}
 }
 
-func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain) {
+func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain, federated map[string]string) {
 	if err := checkListenAddr(out.Listen); err != nil {
 		c.errorf("outbound.listen", "%v", err)
 	} else if !isLoopback(out.Listen) {
@@ -353,7 +359,7 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain) {
 			c.errorf(p+".identity", "is required: the SPIFFE ID the service's sidecars must present")
 		case err != nil:
 			c.errorf(p+".identity", "%q is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): %v", svc.Identity, err)
-		case !td.IsZero() && !id.MemberOf(td):
+		case !td.IsZero() && !id.MemberOf(td) && federated[id.TrustDomain().Name()] == "":
 			c.errorf(p+".identity", "%s is outside the trust domain %s: it could never verify against this bundle", id, td)
 		}
 		if !slices.Contains(balancers, svc.Balance) {

@@ -87,6 +87,19 @@ outbound:
 			t.Fatalf("inbound %+v", s.Inbound)
 		}
 	})
+	t.Run("peers of federated_bundles' domains may be allowed and called", func(t *testing.T) {
+		file := strings.Replace(sidecarBase, "bundle_file: mesh/bundle.pem }", "bundle_file: mesh/bundle.pem, trust_domain: prod.example.org, federated_bundles: {example.org: mesh/example-bundle.pem} }", 1)
+		if file == sidecarBase {
+			t.Fatal("test setup: identity line not found")
+		}
+		s, err := ParseSidecar("s.yaml", []byte(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Identity.FederatedBundles["example.org"] != "mesh/example-bundle.pem" {
+			t.Fatalf("identity %+v", s.Identity)
+		}
+	})
 	t.Run("an inbound-only sidecar has no outbound", func(t *testing.T) {
 		beforeOutbound, _, _ := strings.Cut(sidecarBase, "outbound:")
 		s, err := ParseSidecar("s.yaml", []byte(beforeOutbound))

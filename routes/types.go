@@ -191,6 +191,11 @@ type Mesh struct {
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	BundleFile string `yaml:"bundle_file"`
+	// FederatedBundles, for source files, maps other trust domains to
+	// their bundle files, so that peers of those domains verify (e.g. a
+	// SPIRE deployment's domain, its bundle from `spire-server bundle
+	// show`). With source spire the Workload API delivers them.
+	FederatedBundles map[string]string `yaml:"federated_bundles"`
 	// Require refuses upstreams without mesh_identity.
 	Require bool `yaml:"require"`
 }
