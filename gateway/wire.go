@@ -255,7 +255,7 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 			return nil, fmt.Errorf("mesh_identity: %w", err)
 		}
 		return mesh.ClientConfig(src, id), nil
-	}, tlsKey: f.Mesh.Source + "|" + f.Mesh.Socket + "|" + f.Mesh.CertFile + "|" + f.Mesh.KeyFile + "|" + f.Mesh.BundleFile}
+	}, tlsKey: fmt.Sprintf("%p", src)} // the source itself: a new one (any change of the section) needs new pools, as the sidecar's
 	p.commit = func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
