@@ -326,7 +326,7 @@ func outboundMesh(cfg *routes.Sidecar, source *mesh.Source) *routes.Mesh {
 			}
 		}
 	}
-	return &routes.Mesh{TrustDomain: td, Source: id.Source, Socket: id.Socket, CertFile: id.CertFile, KeyFile: id.KeyFile, BundleFile: id.BundleFile}
+	return &routes.Mesh{TrustDomain: td, Source: id.Source, Socket: id.Socket, SPIFFEID: id.SPIFFEID, CertFile: id.CertFile, KeyFile: id.KeyFile, BundleFile: id.BundleFile, FederatedBundles: id.FederatedBundles}
 }
 
 func (s *Sidecar) adminHandler() http.Handler {
