@@ -210,3 +210,28 @@ func grepLines(s string, prefixes ...string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// Removing the mesh section retires the edge's identity: readiness no
+// longer waits for it and its series go. Before, the replaced source stayed
+// live: an edge whose agent was down stayed unready after the section was
+// gone.
+func TestMeshSectionRemovedRetiresIdentity(t *testing.T) {
+	up := echoUpstream(t, "up")
+	agent := startDeadAgent(t)
+	routesPart := fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: up}\n", hostPort(up))
+	te := startEdge(t, listenHeader+fmt.Sprintf("mesh: {trust_domain: example.org, source: spire, socket: %q}\n", agent.socket)+routesPart)
+	waitMetric(t, te.admin+"/metrics", `causeway_workload_api_connected{socket="`+agent.socket+`"} 0`)
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 503 {
+		t.Fatalf("readyz with no identity: %d", resp.StatusCode)
+	}
+	writeFile(t, te.path, listenHeader+routesPart)
+	if err := te.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+		t.Fatalf("readyz after the mesh section was removed: %d %s", resp.StatusCode, body)
+	}
+	if _, metrics := get(t, te.admin+"/metrics"); strings.Contains(string(metrics), "causeway_workload_api_connected{") {
+		t.Errorf("the removed identity's series stays:\n%s", grepLines(string(metrics), "causeway_workload_api_connected"))
+	}
+}

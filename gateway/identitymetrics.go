@@ -110,3 +110,17 @@ func (g *identityGauges) commit(prev *identityGauges) {
 	g.live = true
 	g.publishLocked()
 }
+
+// retire stops g publishing and removes its series: its source is closed
+// and nothing replaces it.
+func (g *identityGauges) retire() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.live = false
+	if g.id != "" {
+		g.m.certExpiry.DeleteLabelValues(g.id)
+	}
+	if g.socket != "" {
+		g.m.workloadAPIUp.DeleteLabelValues(g.socket)
+	}
+}

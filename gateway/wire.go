@@ -230,7 +230,17 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if f.Mesh == nil {
-		return prepared{tlsFor: plainTLS}, nil, nil
+		// The section is gone: at commit the identity is retired, so
+		// readiness no longer waits for it and its series go.
+		return prepared{tlsFor: plainTLS, commit: func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.source != nil {
+				_ = m.source.Close()
+				m.gauges.retire()
+			}
+			m.source, m.cfg, m.gauges = nil, nil, nil
+		}}, nil, nil
 	}
 	src, built, gauges := m.source, false, m.gauges
 	if src == nil || !reflect.DeepEqual(m.cfg, f.Mesh) {
