@@ -137,7 +137,7 @@ func TestSPIRESoak(t *testing.T) {
 			http.Error(w, "orders: caller "+r.Header.Get(gateway.PeerIDHeader), http.StatusForbidden)
 			return
 		}
-		req, _ := http.NewRequest("GET", "http://"+ordersOutbound.Load().(string)+"/charge", nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ordersOutbound.Load().(string)+"/charge", nil)
 		req.Host = "payments"
 		resp, err := ordersClient.Do(req)
 		if err != nil {
@@ -221,7 +221,7 @@ routes:
 					body, _ = io.ReadAll(resp.Body)
 					resp.Body.Close()
 				}
-				if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, []byte("charged")) {
+				if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, []byte("charged")) {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v %v %q", time.Since(start).Round(time.Second), err, resp, body))
 					continue
@@ -262,7 +262,7 @@ func waitReady(t *testing.T, url string) {
 		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == http.StatusOK {
 				return
 			}
 		}
