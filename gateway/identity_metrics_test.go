@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ type deadAgent struct {
 func startDeadAgent(t *testing.T) *deadAgent {
 	t.Helper()
 	// A short path: unix socket names are limited to about 100 bytes.
-	dir, err := os.MkdirTemp("", "cw-api")
+	dir, err := os.MkdirTemp("", "cw-api") //nolint:usetesting // t.TempDir is too long for a unix socket path
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestSidecarRefusedReloadLeavesIdentityMetrics(t *testing.T) {
 	// Refused after the identity is built: the access log cannot be opened.
 	badLog := "access_log: {output: \"" + filepath.Join(t.TempDir(), "no", "such", "dir", "access.log") + "\"}\n"
 	writeFile(t, sc.path, strings.Replace(sidecarConfig(b, hostPort(svc), []string{edgeID}, nil), "access_log: {output: \"off\"}\n", badLog, 1))
-	if err := sc.load(false); err == nil {
+	if err := sc.load(context.Background(), false); err == nil {
 		t.Fatal("the file was accepted")
 	}
 	_, metrics = get(t, metricsURL)
@@ -190,7 +191,7 @@ func TestSidecarRefusedReloadLeavesIdentityMetrics(t *testing.T) {
 	}
 
 	writeFile(t, sc.path, sidecarConfig(b, hostPort(svc), []string{edgeID}, nil))
-	if err := sc.load(false); err != nil {
+	if err := sc.load(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
 	_, metrics = get(t, metricsURL)
@@ -221,14 +222,14 @@ func TestMeshSectionRemovedRetiresIdentity(t *testing.T) {
 	routesPart := fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: up}\n", hostPort(up))
 	te := startEdge(t, listenHeader+fmt.Sprintf("mesh: {trust_domain: example.org, source: spire, socket: %q}\n", agent.socket)+routesPart)
 	waitMetric(t, te.admin+"/metrics", `causeway_workload_api_connected{socket="`+agent.socket+`"} 0`)
-	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 503 {
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("readyz with no identity: %d", resp.StatusCode)
 	}
 	writeFile(t, te.path, listenHeader+routesPart)
 	if err := te.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("readyz after the mesh section was removed: %d %s", resp.StatusCode, body)
 	}
 	if _, metrics := get(t, te.admin+"/metrics"); strings.Contains(string(metrics), "causeway_workload_api_connected{") {

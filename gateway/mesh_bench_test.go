@@ -143,7 +143,7 @@ func benchGet(b *testing.B, url, host string) {
 	defer client.CloseIdleConnections()
 	b.ReportAllocs()
 	testutil.BenchParallelLatency(b, 4, func() error {
-		req, _ := http.NewRequest("GET", url, nil)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if host != "" {
 			req.Host = host
 		}
@@ -153,7 +153,7 @@ func benchGet(b *testing.B, url, host string) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("status %d", resp.StatusCode)
 		}
 		return nil

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"testing"
 
@@ -32,7 +33,7 @@ func TestMeshReloadNewSourceFollowsRotation(t *testing.T) {
 	var edge *testEdge
 	seen := func() string {
 		resp, body := get(t, edge.url+"/x")
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("through the mesh: %d %s", resp.StatusCode, body)
 		}
 		return decodeEcho(t, body).Header.Get(PeerIDHeader)

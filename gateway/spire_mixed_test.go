@@ -134,7 +134,7 @@ routes:
 				codes[resp.StatusCode]++
 			}
 			// files sidecar (outbound) -> SPIRE sidecar.
-			req, _ := http.NewRequest("GET", "http://"+ordersSidecar.Addr("outbound")+"/charge", nil)
+			req, _ := http.NewRequest(http.MethodGet, "http://"+ordersSidecar.Addr("outbound")+"/charge", nil)
 			req.Host = "payments"
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -151,7 +151,7 @@ routes:
 				if len(gotOrders) != n || gotOrders[0] != edgeID || gotOrders[n-1] != edgeID {
 					t.Fatalf("orders received %d requests from %q, want %d from %s", len(gotOrders), gotOrders, n, edgeID)
 				}
-				if resp.StatusCode != 200 || len(gotPayments) != 1 || gotPayments[0] != ordersID {
+				if resp.StatusCode != http.StatusOK || len(gotPayments) != 1 || gotPayments[0] != ordersID {
 					t.Fatalf("sidecar on files to the sidecar on SPIRE: %d %s; payments received %q, want one request from %s",
 						resp.StatusCode, body, gotPayments, ordersID)
 				}
@@ -277,7 +277,7 @@ routes:
 		waitStatus(t, admin+"/readyz", http.StatusOK)
 	}
 	status := func(url, host string) int {
-		req, _ := http.NewRequest("GET", url, nil)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		req.Host = host
 		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 		resp, err := client.Do(req)
