@@ -17,6 +17,7 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)    # the mesh example'
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)            # the completion scripts are checked by their own shells
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)
 command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)   # the man page is formatted with -ww
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # the certificate renewal units are checked by systemd itself
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "deps: installing ${need_apt[*]} with apt-get"
