@@ -152,21 +152,7 @@ func TestEdgeDerivedConnectionCap(t *testing.T) {
 			c.Close()
 		}
 	}()
-	request := func(c net.Conn) error {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	}
+	request := func(c net.Conn) error { return getOn(c, "x") }
 	for i := 0; i < 2; i++ {
 		c, err := net.Dial("tcp", e.Addr("http"))
 		if err != nil {
@@ -188,15 +174,40 @@ func TestEdgeDerivedConnectionCap(t *testing.T) {
 	// A slot given back is usable again.
 	held[0].Close()
 	held = held[1:]
+	waitServed(t, e.Addr("http"), "x")
+}
+
+// getOn sends one GET for host on c and reads the answer: nil for a 200.
+func getOn(c net.Conn, host string) error {
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// waitServed dials addr until a new connection is served: a slot given
+// back under a connection cap is usable again (its release is
+// asynchronous to the client's close).
+func waitServed(t *testing.T, addr, host string) {
+	t.Helper()
 	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", e.Addr("http"))
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = request(c)
+		err = getOn(c, host)
 		c.Close()
 		if err == nil {
-			break
+			return
 		}
 		if i == 100 {
 			t.Fatalf("no connection served after one closed: %v", err)

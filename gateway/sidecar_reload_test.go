@@ -1,17 +1,12 @@
 package gateway
 
 import (
-	"bufio"
 	"crypto/tls"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
@@ -112,21 +107,7 @@ func TestSidecarConnectionCap(t *testing.T) {
 	cfg := sidecarConfig(ordersFiles, hostPort(svc), []string{edgeID}, map[string][2]string{"payments": {payments.Addr("inbound"), paymentsID}})
 	sc := startSidecar(t, cfg+"server: {max_connections: 1}\n")
 
-	request := func(c net.Conn) error {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: payments\r\n\r\n"); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	}
+	request := func(c net.Conn) error { return getOn(c, "payments") }
 	first, err := net.Dial("tcp", sc.Addr("outbound"))
 	if err != nil {
 		t.Fatal(err)
@@ -143,19 +124,5 @@ func TestSidecarConnectionCap(t *testing.T) {
 		t.Fatal("a second connection was served beyond max_connections: 1")
 	}
 	first.Close()
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", sc.Addr("outbound"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = request(c)
-		c.Close()
-		if err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("the slot given back was never reused: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitServed(t, sc.Addr("outbound"), "payments")
 }
