@@ -269,40 +269,50 @@ func TestMeshRotationUnderLoad(t *testing.T) {
 
 	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
 	defer stop()
-	var ok, failed atomic.Int64
+	done := meshLoad(ctx, t, 6, te.url+"/orders")
+	for i := 0; ctx.Err() == nil; i++ {
+		ca.IssueFiles(edgeDir, edgeID)
+		ca.IssueFiles(ordersDir, ordersID)
+		time.Sleep(300 * time.Millisecond)
+	}
+	ok, failed := done()
+	if failed > 0 || ok == 0 {
+		t.Fatalf("%d failed, %d ok during rotation", failed, ok)
+	}
+	t.Logf("%d requests during certificate rotation, none failed", ok)
+}
+
+// meshLoad sends GETs to url from workers goroutines until ctx ends, on a
+// new connection every fourth request so that handshakes happen
+// throughout, not only at the start. wait waits for the workers and
+// returns how many requests were answered 200 and how many were not.
+func meshLoad(ctx context.Context, t *testing.T, workers int, url string) (wait func() (ok, failed int64)) {
+	var okN, failedN atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
-	for range 6 {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A new connection every few requests, so handshakes happen
-			// throughout the rotation, not only at the start.
 			for i := 0; ctx.Err() == nil; i++ {
 				client := &http.Client{Transport: &http.Transport{DisableKeepAlives: i%4 == 0}}
-				resp, err := client.Get(te.url + "/orders")
+				resp, err := client.Get(url)
 				if err == nil {
 					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
 				}
 				client.CloseIdleConnections()
 				if err != nil || resp.StatusCode != http.StatusOK {
-					failed.Add(1)
+					failedN.Add(1)
 					firstErr.Do(func() { t.Logf("first failure: %v %v", err, resp) })
 					continue
 				}
-				ok.Add(1)
+				okN.Add(1)
 			}
 		}()
 	}
-	for i := 0; ctx.Err() == nil; i++ {
-		ca.IssueFiles(edgeDir, edgeID)
-		ca.IssueFiles(ordersDir, ordersID)
-		time.Sleep(300 * time.Millisecond)
+	return func() (int64, int64) {
+		wg.Wait()
+		return okN.Load(), failedN.Load()
 	}
-	wg.Wait()
-	if failed.Load() > 0 || ok.Load() == 0 {
-		t.Fatalf("%d failed, %d ok during rotation", failed.Load(), ok.Load())
-	}
-	t.Logf("%d requests during certificate rotation, none failed", ok.Load())
 }

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,32 +117,7 @@ routes:
 
 	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
 	defer stop()
-	var ok, failed atomic.Int64
-	var firstErr sync.Once
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ctx.Err() == nil; i++ {
-				// A new connection every few requests, so handshakes happen
-				// throughout, not only at the start.
-				client := &http.Client{Transport: &http.Transport{DisableKeepAlives: i%4 == 0}}
-				resp, err := client.Get(te.url + "/orders")
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				client.CloseIdleConnections()
-				if err != nil || resp.StatusCode != http.StatusOK {
-					failed.Add(1)
-					firstErr.Do(func() { t.Logf("first failure: %v %v", err, resp) })
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
+	done := meshLoad(ctx, t, 4, te.url+"/orders")
 	time.Sleep(6 * time.Second)
 	agents["orders"].Kill()
 	waitMetric(t, "http://"+ordersSidecar.Addr("admin")+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 0`)
@@ -152,15 +126,15 @@ routes:
 		t.Fatal(err)
 	}
 	waitMetric(t, "http://"+ordersSidecar.Addr("admin")+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 1`)
-	wg.Wait()
-	if failed.Load() > 0 || ok.Load() == 0 {
-		t.Fatalf("%d failed, %d ok across SVID rotations and an agent restart", failed.Load(), ok.Load())
+	ok, failed := done()
+	if failed > 0 || ok == 0 {
+		t.Fatalf("%d failed, %d ok across SVID rotations and an agent restart", failed, ok)
 	}
 	_, metrics := get(t, te.admin+"/metrics")
 	if !strings.Contains(string(metrics), `causeway_certificate_expiry_timestamp_seconds{name="`+edgeID+`"}`) {
 		t.Errorf("no expiry gauge for the edge's SVID")
 	}
-	t.Logf("%d requests across SVID rotations (10s TTL) and an agent restart, none failed", ok.Load())
+	t.Logf("%d requests across SVID rotations (10s TTL) and an agent restart, none failed", ok)
 }
 
 func waitMetric(t *testing.T, url, line string) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testspire"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh"
 )
 
@@ -100,36 +101,20 @@ func mtlsServer(t *testing.T, server *mesh.Source, allow mesh.Authorizer) string
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				tc := c.(*tls.Conn)
-				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-				if tc.Handshake() != nil {
-					return
-				}
-				cs := tc.ConnectionState()
-				id, _ := mesh.PeerID(&cs)
-				if allow(id) != nil {
-					_, _ = tc.Write([]byte("-"))
-					return
-				}
-				_, _ = tc.Write([]byte("+"))
-			}()
+	return testutil.ServeListener(t, ln, func(c net.Conn) {
+		tc := c.(*tls.Conn)
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if tc.Handshake() != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		cs := tc.ConnectionState()
+		id, _ := mesh.PeerID(&cs)
+		if allow(id) != nil {
+			_, _ = tc.Write([]byte("-"))
+			return
+		}
+		_, _ = tc.Write([]byte("+"))
+	})
 }
 
 // call makes one mTLS connection from client to addr expecting want, and

@@ -16,6 +16,13 @@ func ServeConns(tb testing.TB, handle func(net.Conn)) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return ServeListener(tb, ln, handle)
+}
+
+// ServeListener is ServeConns on a listener of the caller's (a TLS one,
+// say): it runs handle for every connection, closes the listener when the
+// test ends and waits for every handler. It returns the address.
+func ServeListener(tb testing.TB, ln net.Listener, handle func(net.Conn)) string {
 	var wg sync.WaitGroup
 	tb.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
