@@ -72,6 +72,10 @@ func (f *File) applyDefaults() {
 			m.Methods[j] = strings.ToUpper(meth)
 		}
 	}
+	if f.Mesh != nil && f.Mesh.CallerToken != nil {
+		_, set := f.Positions["mesh.caller_token.cache"]
+		f.Mesh.CallerToken.applyDefaults(set)
+	}
 	f.defaultTraffic()
 	f.defaultTLS()
 	f.defaultRedis()

@@ -89,6 +89,9 @@ func (c *checker) checkMesh() {
 		c.errorf("mesh.trust_domain", "%q is not a trust domain (lower-case letters, digits, '.', '-', '_'): %v", m.TrustDomain, err)
 	}
 	c.checkIdentitySource("mesh", m.Source, m.Socket, m.SPIFFEID, m.TrustDomain, m.CertFile, m.KeyFile, m.BundleFile, m.FederatedBundles)
+	if m.CallerToken != nil {
+		c.checkCallerToken("mesh.caller_token", m.CallerToken)
+	}
 }
 
 // checkUpstreamMesh checks an upstream's mesh identity against the mesh section.

@@ -75,6 +75,11 @@ type Inbound struct {
 	AllowTrustDomains []string `yaml:"allow_trust_domains"`
 	// Timeout bounds a request to the local service (default 30s).
 	Timeout Duration `yaml:"timeout"`
+	// Callers verifies the caller tokens the edge mints (docs/mesh.md).
+	Callers *InboundCallers `yaml:"callers"`
+	// Rules authorise by path on the workload and the caller; the first
+	// rule that matches decides.
+	Rules []InboundRule `yaml:"rules"`
 }
 
 // Outbound takes plain HTTP from the local service and sends it over mTLS
@@ -84,6 +89,11 @@ type Outbound struct {
 	// HTTP and vouches for it with this workload's identity.
 	Listen   string                     `yaml:"listen"`
 	Services map[string]OutboundService `yaml:"services"`
+	// CallerToken: with inbound.callers set, a caller token the local
+	// service passes on (as it passes on traceparent) is exchanged for one
+	// addressed to the service called, with this workload added to its
+	// delegation chain. These are the new tokens' lifetime and cache.
+	CallerToken *CallerToken `yaml:"caller_token"`
 }
 
 // OutboundService is one service the local service may call.
@@ -216,10 +226,23 @@ func (s *Sidecar) applyDefaults() {
 			in.Listen = DefaultSidecarInbound
 		}
 		setDuration(&in.Timeout, DefaultUpstreamTimeout)
+		if in.Callers != nil {
+			in.Callers.applyDefaults()
+		}
 	}
 	if out := s.Outbound; out != nil {
 		if out.Listen == "" {
 			out.Listen = DefaultSidecarOutbound
+		}
+		if s.Inbound != nil && s.Inbound.Callers != nil && out.CallerToken == nil {
+			out.CallerToken = &CallerToken{}
+		}
+		if t := out.CallerToken; t != nil {
+			_, set := s.Positions["outbound.caller_token.cache"]
+			t.applyDefaults(set)
+			if s.Inbound != nil && s.Inbound.Callers != nil {
+				t.Header = s.Inbound.Callers.Header // one name on both sides of the service
+			}
 		}
 		for name, svc := range out.Services {
 			if svc.Balance == "" {
@@ -264,10 +287,17 @@ func (s *Sidecar) validate(doubt doubts) Errors {
 	}
 	if in := s.Inbound; in != nil {
 		c.checkInbound(in, td, id.FederatedBundles)
+		c.checkCallers(in)
 		listeners["inbound.listen"] = in.Listen
 	}
 	if out := s.Outbound; out != nil {
 		c.checkOutbound(out, td, id.FederatedBundles)
+		if out.CallerToken != nil {
+			c.checkCallerToken("outbound.caller_token", out.CallerToken)
+			if s.Inbound == nil || s.Inbound.Callers == nil {
+				c.errorf("outbound.caller_token", "needs inbound.callers: the tokens passed on are verified as the inbound ones are")
+			}
+		}
 		listeners["outbound.listen"] = out.Listen
 	}
 	c.checkListenerClash(listeners)

@@ -198,6 +198,9 @@ type Mesh struct {
 	FederatedBundles map[string]string `yaml:"federated_bundles"`
 	// Require refuses upstreams without mesh_identity.
 	Require bool `yaml:"require"`
+	// CallerToken sends mesh upstreams a signed token of the request's
+	// principal (docs/mesh.md).
+	CallerToken *CallerToken `yaml:"caller_token"`
 }
 
 // Authenticator is one named way of authenticating clients. Exactly one of
