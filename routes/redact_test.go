@@ -30,6 +30,7 @@ var notSecret = map[string]string{
 	"authenticators.*.api_key.forward_name": "the name of a header",
 	"tls.client_auth":                       "require | verify_if_given",
 	"routes.auth":                           "names of authenticators",
+	"inbound.rules.callers.authenticators":  "names of the edge's authenticators",
 }
 
 func walkFields(t reflect.Type, path string, visit func(path string, f reflect.StructField)) {
