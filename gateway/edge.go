@@ -68,7 +68,7 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if e.active != nil {
 		prevFile = e.active.cfg
 	}
-	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock}
+	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock, caller: stripCaller}
 	var stages []map[string]Stage
 	for _, ft := range e.features {
 		st, release, err := ft.prepare(ctx, f, prevFile)
@@ -83,6 +83,9 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 		stages = append(stages, st.stages)
 		if st.tlsFor != nil {
 			deps.tlsFor, deps.tlsKey = st.tlsFor, st.tlsKey
+		}
+		if st.caller != nil {
+			deps.caller = st.caller
 		}
 	}
 	deps.stages = orderStages(stages)

@@ -82,6 +82,8 @@ type prepared struct {
 	// tlsKey identifies the identity material behind tlsFor, so upstream
 	// pools are rebuilt when it changes and shared while it does not.
 	tlsKey string
+	// caller sends caller tokens to mesh upstreams (nil: no change).
+	caller *callerSend
 	// commit makes what prepare built the live state (the certificates
 	// served, the identity, the limiter store). It runs at the single
 	// commit point, after every feature prepared and the runtime was

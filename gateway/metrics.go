@@ -32,6 +32,7 @@ type metrics struct {
 	certReloads       *prometheus.CounterVec
 	endpointHealthy   *prometheus.GaugeVec
 	meshRequests      *prometheus.CounterVec
+	callerTokens      *prometheus.CounterVec
 	workloadAPIUp     *prometheus.GaugeVec
 }
 
@@ -78,13 +79,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		meshRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "causeway_mesh_requests_total", Help: "Requests crossing the mesh, by direction (inbound, outbound), peer identity and status code.",
 		}, []string{"direction", "peer", "code"}),
+		callerTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "causeway_caller_tokens_total", Help: "Caller tokens a sidecar checked, by direction (inbound: received from a peer; outbound: passed on by its service) and result (ok, exchanged, missing, a refusal reason, or rule_401/rule_403 for an inbound rule).",
+		}, []string{"direction", "result"}),
 		workloadAPIUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "causeway_workload_api_connected", Help: "1 while the SPIFFE Workload API (identity source spire) answers, 0 while it is unreachable and the current SVID is kept; by socket.",
 		}, []string{"socket"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
 		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.callerTokens, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.unmatched = m.forRoute("_unmatched")
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r) // export zeros so rate() works from the start

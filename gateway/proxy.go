@@ -118,6 +118,9 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := f.pick(r)
 	up := t.up
 	st.upstream = up.name
+	if !setCallerToken(w, r, up) {
+		return
+	}
 	var tk ticket
 	if b := up.breaker; b != nil {
 		var err error

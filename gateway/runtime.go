@@ -59,6 +59,9 @@ type buildDeps struct {
 	// now is the clock of ejections, breakers and retry budgets (nil:
 	// time.Now).
 	now func() time.Time
+	// caller puts caller tokens on requests to mesh upstreams and removes
+	// the header from every other (nil: neither).
+	caller *callerSend
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {

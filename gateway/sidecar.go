@@ -121,7 +121,7 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 	tlsKey := fmt.Sprintf("%p", ls.Source)
 	g.rts = make([]*runtime, 2)
 	if cfg.Inbound != nil {
-		if g.rts[0], err = s.inboundRuntime(cfg, access, tlsKey, tr); err != nil {
+		if g.rts[0], err = s.inboundRuntime(cfg, ls.Source, access, tlsKey, tr); err != nil {
 			return err
 		}
 	}
@@ -208,7 +208,7 @@ func (s *Sidecar) Reload() error { return s.server.Reload(context.Background()) 
 func (s *Sidecar) ID() string { return s.current().source.ID().String() }
 
 // inboundRuntime: one route to the local service, behind the caller check.
-func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
+func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
 	in := cfg.Inbound
 	f := &routes.File{
 		Version: 1,
@@ -224,6 +224,10 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, access *accessLog, tlsKey 
 		return nil, err
 	}
 	authz, err := mesh.InboundAuthorizer(in)
+	if err != nil {
+		return nil, err
+	}
+	callers, err := newSidecarCallers(in, source, s.metrics.callerTokens, s.log, s.opts.Clock)
 	if err != nil {
 		return nil, err
 	}
@@ -243,6 +247,10 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, access *accessLog, tlsKey 
 				if err := authz(id); err != nil {
 					peers.WithLabelValues("denied", "403").Inc()
 					httperr.Write(w, r, http.StatusForbidden, "caller identity not allowed")
+					return
+				}
+				if _, ok := callers.check(w, r, id); !ok {
+					peers.WithLabelValues(id.String(), statusLabel(stateFrom(r.Context()).rec.status)).Inc()
 					return
 				}
 				r.Header.Set(PeerIDHeader, id.String())
@@ -304,7 +312,14 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 		}
 		return mesh.ClientConfig(source, id), nil
 	}
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log, now: s.opts.Clock})
+	send := stripCaller
+	if cfg.Inbound != nil && cfg.Inbound.Callers != nil && out.CallerToken != nil {
+		var err error
+		if send, err = sidecarExchange(cfg.Inbound.Callers, out.CallerToken, source, s.metrics.callerTokens, s.opts.Clock); err != nil {
+			return nil, err
+		}
+	}
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log, now: s.opts.Clock, caller: send})
 }
 
 // outboundMesh is the mesh section of the outbound runtime's synthesised

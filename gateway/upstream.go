@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causewayhq/causeway/internal/refpool"
+	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -134,6 +135,10 @@ type upstream struct {
 	retry     *retryPolicy
 	breaker   *breaker
 	mirror    *mirror
+	// caller and meshID: the caller token sent to this upstream, addressed
+	// to its identity (callertoken.go).
+	caller *callerSend
+	meshID mesh.ID
 
 	mu  sync.Mutex // serialises setEndpoints
 	eps atomic.Pointer[[]*endpoint]
@@ -172,6 +177,12 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if now == nil {
 		now = time.Now
 	}
+	var meshID mesh.ID // validated by routes; parsed before anything is acquired
+	if cfg.MeshIdentity != "" {
+		if meshID, err = mesh.ParseID(cfg.MeshIdentity); err != nil {
+			return nil, fmt.Errorf("mesh_identity: %w", err)
+		}
+	}
 	key := transportKey(name, cfg) + "|" + deps.tlsKey
 	pool, _, err := deps.pools.Acquire(key, func() (*transportPool, error) {
 		p, err := newTransportPool(name, cfg, deps.tlsFor)
@@ -187,7 +198,7 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if cfg.MeshIdentity != "" {
 		scheme = "https" // mTLS to the sidecar
 	}
-	u := &upstream{name: name, cfg: cfg, scheme: scheme, bal: bal, pool: pool}
+	u := &upstream{name: name, cfg: cfg, scheme: scheme, bal: bal, pool: pool, caller: deps.caller, meshID: meshID}
 	if prev := loadSet(&pool.endpoints); len(prev) > 0 {
 		// The pool is shared with the previous configuration of this
 		// upstream (same name and connection settings).

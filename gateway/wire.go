@@ -266,6 +266,9 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		}
 		return mesh.ClientConfig(src, id), nil
 	}, tlsKey: fmt.Sprintf("%p", src)} // the source itself: a new one (any change of the section) needs new pools, as the sidecar's
+	if f.Mesh.CallerToken != nil {
+		p.caller = edgeCallerSend(f, src, m.e.opts.Clock)
+	}
 	p.commit = func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
