@@ -164,21 +164,13 @@ routes:
 `, cm.edgeLog, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, edgeCache, keys, cm.ordersInboundAt, ordersID))
 
 	src, _ := cm.ca.Source(ordersID)
-	cm.paymentsDirectFromOrdersTLS = mesh.ClientConfig(src, mustMeshID(t, paymentsID))
+	cm.paymentsDirectFromOrdersTLS = mesh.ClientConfig(src, mustParseID(t, paymentsID))
 	return cm
 }
 
 func sha(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
-}
-
-func mustMeshID(t *testing.T, s string) mesh.ID {
-	id, err := mesh.ParseID(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 func (cm *callerMesh) do(t *testing.T, method, path, key string, hdr ...string) (int, string) {

@@ -1,11 +1,13 @@
-// Command quickstart runs a demo service, its sidecar and a Causeway edge in
-// one process,
+// Command quickstart runs a demo service and a ledger service, each with its
+// sidecar, and a Causeway edge in one process,
 // with embedded defaults (no Redis, no files to prepare), and prints curl
 // commands to try:
 //
 //	go run ./examples/quickstart
 //
-// The edge reaches the demo through its sidecar over mTLS. Their identities
+// The edge reaches the demo through its sidecar over mTLS, and the demo
+// calls the ledger through both sidecars; the partner the edge authenticated
+// arrives at the ledger in a caller token. The identities
 // come from a throw-away built-in CA, or with -identity spire from a SPIRE
 // server and agents it starts on loopback (spire-server and spire-agent from
 // PATH or .tools/bin, where `make deps` builds them):
@@ -29,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +58,9 @@ rate_limits:
 mesh:
   trust_domain: quickstart.local
 %s
+  # A signed token of the authenticated caller goes with every request
+  # into the mesh (docs/mesh.md).
+  caller_token: {}
 upstreams:
   demo:
     endpoints: ["%s"]
@@ -75,14 +81,20 @@ routes:
     match: {path: /limited}
     rate_limit: per-ip
     upstream: demo
+  - name: mesh-partners
+    match: {path_prefix: /mesh/partners/}
+    strip_prefix: true
+    auth: partners
+    upstream: demo-mesh
   - name: mesh
     match: {path_prefix: /mesh/}
     strip_prefix: true
     upstream: demo-mesh
 `
 
-// sidecarTemplate puts the demo service behind a sidecar that only lets the
-// edge's identity in.
+// sidecarTemplate puts a service behind a sidecar that lets one identity
+// in, believes the edge's caller tokens, and hands the service the partner
+// name the edge forwards.
 const sidecarTemplate = `version: 1
 identity: {%s}
 access_log: {output: "off"}
@@ -91,12 +103,21 @@ inbound:
   listen: "127.0.0.1:0"
   forward_to: "%s"
   allow: ["%s"]
+  callers: {issuers: ["` + edgeID + `"], headers: [X-Partner]}
+`
+
+// outboundTemplate lets the demo call the ledger through its sidecar.
+const outboundTemplate = `outbound:
+  listen: "127.0.0.1:0"
+  services:
+    ledger: {endpoints: ["%s"], identity: "%s"}
 `
 
 const (
 	trustDomain = "quickstart.local"
 	edgeID      = "spiffe://quickstart.local/ns/edge/sa/gateway"
 	demoID      = "spiffe://quickstart.local/ns/demo/sa/demo"
+	ledgerID    = "spiffe://quickstart.local/ns/ledger/sa/ledger"
 )
 
 // demoKey is the quickstart's API key; only its SHA-256 is written to disk.
@@ -125,13 +146,19 @@ func main() {
 // run serves until ctx ends, after printing the tour to out. identity is
 // files or spire.
 func run(ctx context.Context, httpAddr, adminAddr, identity string, out io.Writer) error {
-	demo, err := net.Listen("tcp", "127.0.0.1:0")
+	// The demo calls the ledger through its sidecar's outbound listener,
+	// known once that sidecar listens.
+	var demoOutbound atomic.Value
+	demo, err := serve(echoService("demo", func() string { s, _ := demoOutbound.Load().(string); return s }))
 	if err != nil {
 		return err
 	}
-	demoSrv := &http.Server{Handler: http.HandlerFunc(demoService), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = demoSrv.Serve(demo) }()
-	defer demoSrv.Close()
+	defer demo.Close()
+	ledger, err := serve(echoService("ledger", nil))
+	if err != nil {
+		return err
+	}
+	defer ledger.Close()
 
 	dir, err := os.MkdirTemp("", "causeway-quickstart-")
 	if err != nil {
@@ -145,46 +172,43 @@ func run(ctx context.Context, httpAddr, adminAddr, identity string, out io.Write
 	}
 	// The edge reaches the demo service through its sidecar over mutual
 	// TLS: the two identities' sections of the routes and sidecar files.
-	var edgeIdentity, demoIdentity string
+	var ids map[string]string // SPIFFE ID -> its identity section
 	if identity == "spire" {
 		sockets, stopSPIRE, err := startSPIRE(dir, out)
 		if err != nil {
 			return err
 		}
 		defer stopSPIRE()
-		edgeIdentity = fmt.Sprintf("  source: spire\n  socket: %q", sockets[edgeID])
-		demoIdentity = fmt.Sprintf("source: spire, socket: %q, trust_domain: %s", sockets[demoID], trustDomain)
-	} else {
-		if edgeIdentity, demoIdentity, err = issueFiles(dir); err != nil {
-			return err
+		ids = map[string]string{edgeID: fmt.Sprintf("  source: spire\n  socket: %q", sockets[edgeID])}
+		for _, id := range []string{demoID, ledgerID} {
+			ids[id] = fmt.Sprintf("source: spire, socket: %q, trust_domain: %s", sockets[id], trustDomain)
 		}
+	} else if ids, err = issueFiles(dir); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	scPath := filepath.Join(dir, "sidecar.yaml")
-	scCfg := fmt.Sprintf(sidecarTemplate, demoIdentity, demo.Addr(), edgeID)
-	if err := os.WriteFile(scPath, []byte(scCfg), 0o644); err != nil {
-		return err
-	}
-	sidecar, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: scPath, Logger: log})
-	if err != nil {
-		return err
-	}
-	if err := sidecar.Listen(); err != nil {
-		sidecar.Close()
-		return err
-	}
 	// Everything started below stops when run returns, early on an error
 	// too.
 	ctx, cancel := context.WithCancel(ctx)
-	sidecarDone := make(chan error, 1)
-	go func() { sidecarDone <- sidecar.Serve(ctx) }()
-	defer func() { cancel(); <-sidecarDone }()
+	defer cancel()
+	ledgerSidecar, err := startSidecar(ctx, dir, "ledger", fmt.Sprintf(sidecarTemplate, ids[ledgerID], ledger.Addr(), demoID), log)
+	if err != nil {
+		return err
+	}
+	defer ledgerSidecar.wait()
+	sidecar, err := startSidecar(ctx, dir, "demo", fmt.Sprintf(sidecarTemplate, ids[demoID], demo.Addr(), edgeID)+
+		fmt.Sprintf(outboundTemplate, ledgerSidecar.Addr("inbound"), ledgerID), log)
+	if err != nil {
+		return err
+	}
+	defer sidecar.wait()
+	demoOutbound.Store(sidecar.Addr("outbound"))
 
 	httpAddr, adminAddr = freeIfTaken(httpAddr), freeIfTaken(adminAddr)
 	accessLog := filepath.Join(dir, "access.log")
 	path := filepath.Join(dir, "causeway.yaml")
-	cfg := fmt.Sprintf(routesTemplate, httpAddr, adminAddr, accessLog, keys, edgeIdentity,
+	cfg := fmt.Sprintf(routesTemplate, httpAddr, adminAddr, accessLog, keys, ids[edgeID],
 		demo.Addr(), sidecar.Addr("inbound"), demoID)
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
@@ -202,7 +226,7 @@ func run(ctx context.Context, httpAddr, adminAddr, identity string, out io.Write
 	if identity == "spire" {
 		// The first SVIDs take a few seconds: the tour starts once both
 		// ends hold theirs.
-		for _, admin := range []string{edge.Addr("admin"), sidecar.Addr("admin")} {
+		for _, admin := range []string{edge.Addr("admin"), sidecar.Addr("admin"), ledgerSidecar.Addr("admin")} {
 			if err := waitReady(ctx, "http://"+admin+"/readyz"); err != nil {
 				cancel()
 				<-edgeDone
@@ -214,32 +238,69 @@ func run(ctx context.Context, httpAddr, adminAddr, identity string, out io.Write
 	return <-edgeDone
 }
 
+// workloads are the quickstart's identities and their files' prefixes.
+var workloads = []struct{ id, name string }{{edgeID, "edge"}, {demoID, "demo"}, {ledgerID, "ledger"}}
+
 // issueFiles makes a throw-away built-in CA in dir and certificates for the
-// edge and the demo, and returns their identity sections.
-func issueFiles(dir string) (edgeIdentity, demoIdentity string, err error) {
+// edge, the demo and the ledger, and returns their identity sections by ID
+// (the edge's as lines of the routes file's mesh section).
+func issueFiles(dir string) (map[string]string, error) {
 	ca := filepath.Join(dir, "ca")
 	if err := mesh.InitCA(ca, trustDomain); err != nil {
-		return "", "", err
-	}
-	for _, w := range []struct{ id, prefix string }{{edgeID, "edge"}, {demoID, "demo"}} {
-		id, err := mesh.ParseID(w.id)
-		if err != nil {
-			return "", "", err
-		}
-		if err := mesh.IssueLeaf(ca, id, 24*time.Hour, filepath.Join(dir, w.prefix)); err != nil {
-			return "", "", err
-		}
+		return nil, err
 	}
 	bundle := filepath.Join(ca, mesh.BundleFile)
-	edgeIdentity = fmt.Sprintf("  cert_file: %q\n  key_file: %q\n  bundle_file: %q", filepath.Join(dir, "edge.pem"), filepath.Join(dir, "edge-key.pem"), bundle)
-	demoIdentity = fmt.Sprintf("cert_file: %q, key_file: %q, bundle_file: %q", filepath.Join(dir, "demo.pem"), filepath.Join(dir, "demo-key.pem"), bundle)
-	return edgeIdentity, demoIdentity, nil
+	ids := map[string]string{}
+	for _, w := range workloads {
+		id, err := mesh.ParseID(w.id)
+		if err != nil {
+			return nil, err
+		}
+		if err := mesh.IssueLeaf(ca, id, 24*time.Hour, filepath.Join(dir, w.name)); err != nil {
+			return nil, err
+		}
+		cert, key := filepath.Join(dir, w.name+".pem"), filepath.Join(dir, w.name+"-key.pem")
+		ids[w.id] = fmt.Sprintf("cert_file: %q, key_file: %q, bundle_file: %q", cert, key, bundle)
+		if w.id == edgeID {
+			ids[w.id] = fmt.Sprintf("  cert_file: %q\n  key_file: %q\n  bundle_file: %q", cert, key, bundle)
+		}
+	}
+	return ids, nil
+}
+
+// runningSidecar is a sidecar serving until the context it was started
+// with ends; wait waits for that.
+type runningSidecar struct {
+	*gateway.Sidecar
+	done chan error
+}
+
+func (s *runningSidecar) wait() { <-s.done }
+
+// startSidecar writes config to dir/NAME-sidecar.yaml and serves it until
+// ctx ends.
+func startSidecar(ctx context.Context, dir, name, config string, log *slog.Logger) (*runningSidecar, error) {
+	path := filepath.Join(dir, name+"-sidecar.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		return nil, err
+	}
+	sc, err := gateway.NewSidecar(ctx, gateway.SidecarOptions{ConfigPath: path, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := sc.Listen(); err != nil {
+		sc.Close()
+		return nil, err
+	}
+	rs := &runningSidecar{Sidecar: sc, done: make(chan error, 1)}
+	go func() { rs.done <- sc.Serve(ctx) }()
+	return rs, nil
 }
 
 // startSPIRE runs a spire-server for the quickstart's trust domain and one
 // agent per workload (both run in this process, so the unix attestor cannot
 // tell them apart by uid: each agent hands out only its own entry), and
-// registers the edge and the demo. It returns each ID's Workload API
+// registers the edge, the demo and the ledger. It returns each ID's Workload API
 // socket.
 func startSPIRE(dir string, out io.Writer) (sockets map[string]string, stop func(), err error) {
 	if spirelocal.Missing() != "" {
@@ -252,7 +313,7 @@ func startSPIRE(dir string, out io.Writer) (sockets map[string]string, stop func
 			return nil, nil, fmt.Errorf("-identity spire: %s is neither in PATH nor in .tools/bin (make deps builds it)", bin)
 		}
 	}
-	fmt.Fprintln(out, "Starting spire-server and two spire-agents on loopback; waiting for the first SVIDs...")
+	fmt.Fprintln(out, "Starting spire-server and three spire-agents on loopback; waiting for the first SVIDs...")
 	var stops []func()
 	stop = func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -273,7 +334,7 @@ func startSPIRE(dir string, out io.Writer) (sockets map[string]string, stop func
 	}
 	stops = append(stops, srv.Stop)
 	sockets = map[string]string{}
-	for _, w := range []struct{ id, name string }{{edgeID, "edge"}, {demoID, "demo"}} {
+	for _, w := range workloads {
 		agentDir, err := sub("spire-agent-" + w.name)
 		if err != nil {
 			stop()
@@ -345,6 +406,7 @@ Try:
   curl -i -H 'X-API-Key: %[5]s' http://%[3]s/partners/orders
   for i in 1 2 3 4 5 6 7; do curl -s -o /dev/null -w '%%{http_code} ' http://%[3]s/limited; done; echo   # 5 x 200, then 429
   curl -i http://%[3]s/mesh/hello                      # via the demo's sidecar over mTLS: see X-Causeway-Peer-Id
+  curl -s -H 'X-API-Key: %[5]s' http://%[3]s/mesh/partners/ledger   # the partner arrives at the ledger, two sidecars on: see X-Causeway-Caller-*
   curl -s http://%[4]s/config                          # the active configuration
   curl -s http://%[4]s/metrics | grep causeway_requests_total
 
@@ -352,24 +414,71 @@ Press Ctrl-C to stop.
 `, routesFile, accessLog, edge, admin, demoKey)
 }
 
-// demoService answers with what it was sent, so the effect of the edge is
-// visible: forwarded headers, request id, the partner's name.
-func demoService(w http.ResponseWriter, r *http.Request) {
-	seen := map[string]string{}
-	for _, h := range []string{"X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto", "X-Partner", "X-Api-Key", "Authorization", "X-Causeway-Peer-Id"} {
-		if v := r.Header.Get(h); v != "" {
-			seen[h] = v
+// echoService answers with what it was sent, so the effect of the edge and
+// the sidecars is visible: forwarded headers, request id, the partner's
+// name, the peer's and the caller's identities. The demo, asked for
+// /ledger, calls the ledger through its sidecar (outbound gives that
+// listener's address), passing the caller token on as it would pass
+// traceparent, and includes the ledger's answer.
+func echoService(name string, outbound func() string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		seen := map[string]string{}
+		for _, h := range []string{"X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto", "X-Partner", "X-Api-Key", "Authorization", "X-Causeway-Peer-Id",
+			"X-Causeway-Caller-Subject", "X-Causeway-Caller-Authenticator", "X-Causeway-Caller-Anonymous", "X-Causeway-Caller-Chain"} {
+			if v := r.Header.Get(h); v != "" {
+				seen[h] = v
+			}
+		}
+		answer := map[string]any{"service": name, "method": r.Method, "path": r.URL.Path, "headers": seen}
+		if outbound != nil && r.URL.Path == "/ledger" {
+			answer["ledger"] = callLedger(r, outbound())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(answer); err != nil && !errors.Is(err, net.ErrClosed) {
+			slog.Warn(name+" service", "error", strings.TrimSpace(err.Error()))
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(map[string]any{
-		"service": "demo",
-		"method":  r.Method,
-		"path":    r.URL.Path,
-		"headers": seen,
-	}); err != nil && !errors.Is(err, net.ErrClosed) {
-		slog.Warn("demo service", "error", strings.TrimSpace(err.Error()))
-	}
 }
+
+// callLedger asks the ledger through the sidecar listening at outbound.
+func callLedger(in *http.Request, outbound string) any {
+	req, err := http.NewRequestWithContext(in.Context(), http.MethodGet, "http://"+outbound+"/entries", nil)
+	if err != nil {
+		return err.Error()
+	}
+	req.Host = "ledger"
+	if tok := in.Header.Get("Causeway-Caller"); tok != "" {
+		req.Header.Set("Causeway-Caller", tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var v any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return fmt.Sprintf("status %d", resp.StatusCode)
+	}
+	return v
+}
+
+// service is an HTTP server on a free loopback port.
+type service struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+func serve(h http.Handler) (*service, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &service{ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
+	go func() { _ = s.srv.Serve(ln) }()
+	return s, nil
+}
+
+func (s *service) Addr() string { return s.ln.Addr().String() }
+func (s *service) Close()       { _ = s.srv.Close() }

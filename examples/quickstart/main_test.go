@@ -68,6 +68,8 @@ func tour(t *testing.T, identity string) {
 		{"X-API-Key:", `"X-Partner": "acme-corp"`},
 		{"/limited", "200 200 200 200 200 429 429"},
 		{"/mesh/hello", `"X-Causeway-Peer-Id": "spiffe://quickstart.local/ns/edge/sa/gateway"`},
+		{"/mesh/partners/ledger", `"X-Causeway-Caller-Chain": "spiffe://quickstart.local/ns/edge/sa/gateway,spiffe://quickstart.local/ns/demo/sa/demo"`},
+		{"/mesh/partners/ledger", `"X-Partner": "acme-corp"`},
 		{"/config", `"routes"`},
 		{"/metrics", `causeway_requests_total{code="200",method="GET",route="public"} 1`},
 	}
