@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -54,7 +55,7 @@ func BenchmarkChunked(b *testing.B) {
 		c.Reset(br)
 		for {
 			_, err := c.Read(buf)
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

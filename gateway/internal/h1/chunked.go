@@ -65,9 +65,7 @@ func (c *ChunkedReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.br.Read(p)
 	c.left -= int64(n)
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
+	err = unexpected(err)
 	if err != nil {
 		c.err = err
 		return n, err
@@ -246,7 +244,7 @@ func hexVal(c byte) (byte, bool) {
 }
 
 func unexpected(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
 	return err

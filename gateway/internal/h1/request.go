@@ -335,7 +335,7 @@ func validAuthority(a []byte) bool {
 			host, port = a[:i], a[i+1:]
 		}
 		for _, c := range host {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || isDigit(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+			if !hostChar(c) {
 				return false
 			}
 		}
@@ -349,6 +349,10 @@ func validAuthority(a []byte) bool {
 		}
 	}
 	return true
+}
+
+func hostChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || isDigit(c) || c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 // tchar per RFC 9110 5.6.2.
