@@ -313,3 +313,104 @@ var seedRequests = []string{
 	"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
 }
+
+func TestParseResponse(t *testing.T) {
+	cases := []struct {
+		name, in string
+		status   int // 0: refused
+		framing  Framing
+		method   string
+	}{
+		{"200 length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 200, Length, "GET"},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 200, Chunked, "GET"},
+		{"to close", "HTTP/1.1 200 OK\r\n\r\n", 200, ToClose, "GET"},
+		{"HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 200, NoBody, "HEAD"},
+		{"204", "HTTP/1.1 204 No Content\r\n\r\n", 204, NoBody, "GET"},
+		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", 304, NoBody, "GET"},
+		{"103", "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n", 103, NoBody, "GET"},
+		{"no reason", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", 200, Length, "GET"},
+		{"empty reason", "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", 200, Length, "GET"},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 200, Length, "GET"},
+		{"CL and TE", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 0, "GET"},
+		{"two CL", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 0, 0, "GET"},
+		{"gzip TE", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 0, 0, "GET"},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", 0, 0, "GET"},
+		{"NUL", "HTTP/1.1 200 OK\r\nX: a\x00\r\n\r\n", 0, 0, "GET"},
+		{"bare LF", "HTTP/1.1 200 OK\nX: a\r\n\r\n", 0, 0, "GET"},
+		{"two-digit status", "HTTP/1.1 20 OK\r\n\r\n", 0, 0, "GET"},
+		{"status 000", "HTTP/1.1 000 OK\r\n\r\n", 0, 0, "GET"},
+		{"HTTP/2", "HTTP/2.0 200 OK\r\n\r\n", 0, 0, "GET"},
+		{"no space after the status", "HTTP/1.1 200OK\r\n\r\n", 0, 0, "GET"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r Response
+			n, err := ParseResponse([]byte(tc.in), &r, DefaultLimits)
+			if tc.status == 0 {
+				var pe *Error
+				if !errors.As(err, &pe) || pe.Status != http.StatusBadGateway {
+					t.Fatalf("err = %v, want a 502 refusal", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != len(tc.in) || r.Status != tc.status || r.Framing(tc.method) != tc.framing {
+				t.Fatalf("n %d status %d framing %d", n, r.Status, r.Framing(tc.method))
+			}
+		})
+	}
+}
+
+// FuzzResponseDifferential: whatever ParseResponse accepts, net/http's
+// response reader reads the same way.
+func FuzzResponseDifferential(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var r Response
+		n, err := ParseResponse([]byte(in), &r, DefaultLimits)
+		if err != nil {
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(in[:n])), &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("accepted what net/http refuses (%v): %q", err, in[:n])
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != r.Status || resp.ProtoMinor != r.Minor {
+			t.Fatalf("status: net/http %d 1.%d, h1 %d 1.%d", resp.StatusCode, resp.ProtoMinor, r.Status, r.Minor)
+		}
+		got := http.Header{}
+		for _, h := range r.Headers {
+			got.Add(string(h.Name), string(h.Value))
+		}
+		if r.Chunked {
+			got.Del("Transfer-Encoding")
+		}
+		want := resp.Header.Clone()
+		want.Del("Transfer-Encoding")
+		if len(got) != len(want) {
+			t.Fatalf("headers: net/http %v, h1 %v", want, got)
+		}
+		for k, vs := range want {
+			if strings.Join(got[k], "\x00") != strings.Join(vs, "\x00") {
+				t.Fatalf("header %s: net/http %q, h1 %q", k, vs, got[k])
+			}
+		}
+		if r.Framing(http.MethodGet) == Length && resp.ContentLength != r.ContentLength && r.Status/100 != 1 && r.Status != 204 && r.Status != 304 {
+			t.Fatalf("Content-Length: net/http %d, h1 %d", resp.ContentLength, r.ContentLength)
+		}
+		if r.Closes(http.MethodGet) != resp.Close {
+			t.Fatalf("Close: net/http %v, h1 %v", resp.Close, r.Closes(http.MethodGet))
+		}
+	})
+}
