@@ -190,4 +190,6 @@ func (r *Response) parseStatusLine(line []byte) error {
 	return nil
 }
 
-func badUpstream(msg string) *Error { return &Error{Status: http.StatusBadGateway, Msg: "upstream: " + msg} }
+func badUpstream(msg string) *Error {
+	return &Error{Status: http.StatusBadGateway, Msg: "upstream: " + msg}
+}
