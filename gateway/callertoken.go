@@ -190,6 +190,12 @@ func (sc *sidecarCallers) check(w http.ResponseWriter, r *http.Request, peer mes
 	tok := h.Get(sc.header)
 	var v *caller.Verified
 	switch {
+	case sc.cfg != nil && len(h.Values(sc.header)) > 1:
+		// Verifying one and passing the other on would hand the service
+		// a token no one checked.
+		sc.counts.WithLabelValues("inbound", caller.ReasonMalformed).Inc()
+		httperr.Write(w, r, http.StatusUnauthorized, "caller token refused: more than one")
+		return nil, false
 	case sc.cfg == nil:
 		h.Del(sc.header) // not verified here, so not passed on
 	case tok == "" && sc.cfg.Require:

@@ -275,6 +275,21 @@ func TestCallerThroughMesh(t *testing.T) {
 			t.Fatalf("%d %s", code, body)
 		}
 	})
+	t.Run("two tokens are refused", func(t *testing.T) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cm.paymentsDirectFromOrdersTLS, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+		defer c.CloseIdleConnections()
+		req, _ := http.NewRequest(http.MethodGet, "https://"+cm.paymentsAddr+"/other", nil)
+		req.Header.Add("Causeway-Caller", ordersToken)
+		req.Header.Add("Causeway-Caller", "unchecked")
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	})
 	t.Run("a forged token is refused", func(t *testing.T) {
 		parts := strings.Split(ordersToken, ".")
 		for name, tok := range map[string]string{
