@@ -222,17 +222,7 @@ func (c *checker) checkInboundMatch(p string, m InboundMatch) {
 	if m.PathPrefix != "" && !strings.HasPrefix(m.PathPrefix, "/") {
 		c.errorf(p+".path_prefix", "must start with \"/\" (found %q)", m.PathPrefix)
 	}
-	seen := map[string]bool{}
-	for i, meth := range m.Methods {
-		mp := fmt.Sprintf("%s.methods[%d]", p, i)
-		if !methodRe.MatchString(meth) {
-			c.errorf(mp, "%q is not an HTTP method", meth)
-		}
-		if seen[meth] {
-			c.errorf(mp, "method %s is listed twice", meth)
-		}
-		seen[meth] = true
-	}
+	c.checkMethods(p+".methods", m.Methods)
 }
 
 func (c *checker) checkSPIFFEIDs(p string, ids []string) {

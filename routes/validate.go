@@ -371,17 +371,7 @@ func (c *checker) checkMatch(p string, m Match) {
 			c.errorf(p+".path_prefix", "invalid path prefix: %v", err)
 		}
 	}
-	seen := map[string]bool{}
-	for i, meth := range m.Methods {
-		mp := fmt.Sprintf("%s.methods[%d]", p, i)
-		if !methodRe.MatchString(meth) {
-			c.errorf(mp, "%q is not an HTTP method", meth)
-		}
-		if seen[meth] {
-			c.errorf(mp, "method %s is listed twice", meth)
-		}
-		seen[meth] = true
-	}
+	c.checkMethods(p+".methods", m.Methods)
 	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		if !httpTokenRe.MatchString(k) {
 			c.errorf(p+".headers."+k, "%q is not a header name", k)
@@ -447,5 +437,20 @@ func (c *checker) checkUnderscoreHeaders() {
 				check(fmt.Sprintf("routes[%d].split[%d].headers.%s", i, j, h), h)
 			}
 		}
+	}
+}
+
+// checkMethods checks a list of methods at p: each a method, none twice.
+func (c *checker) checkMethods(p string, methods []string) {
+	seen := map[string]bool{}
+	for i, meth := range methods {
+		mp := fmt.Sprintf("%s[%d]", p, i)
+		if !methodRe.MatchString(meth) {
+			c.errorf(mp, "%q is not an HTTP method", meth)
+		}
+		if seen[meth] {
+			c.errorf(mp, "method %s is listed twice", meth)
+		}
+		seen[meth] = true
 	}
 }

@@ -81,12 +81,21 @@ func bad(msg string) *Error { return &Error{Status: http.StatusBadRequest, Msg: 
 var ErrIncomplete = errors.New("h1: incomplete request head")
 
 var (
-	errLineTooLong    = &Error{Status: http.StatusRequestURITooLong, Msg: "request line too long"}
-	errHeadTooLarge   = &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Msg: "request header fields too large"}
-	errTooManyHeaders = &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Msg: "too many header fields"}
-	errVersion        = &Error{Status: http.StatusHTTPVersionNotSupported, Msg: "HTTP version not supported"}
-	errCoding         = &Error{Status: http.StatusNotImplemented, Msg: "unsupported transfer coding"}
+	errLineTooLong = &Error{Status: http.StatusRequestURITooLong, Msg: "request line too long"}
+	errVersion     = &Error{Status: http.StatusHTTPVersionNotSupported, Msg: "HTTP version not supported"}
 )
+
+// requestProblem is a refused request's status: 431 for size, 501 for a
+// coding, 400 otherwise.
+func requestProblem(p problem, msg string) error {
+	switch p {
+	case tooLarge, tooMany:
+		return &Error{Status: http.StatusRequestHeaderFieldsTooLarge, Msg: "request " + msg}
+	case coding:
+		return &Error{Status: http.StatusNotImplemented, Msg: msg}
+	}
+	return bad(msg)
+}
 
 // Parse reads one request head from buf into r (which it resets). It
 // returns the number of bytes the head took, ErrIncomplete when buf holds
@@ -111,119 +120,42 @@ func Parse(buf []byte, r *Request, lim Limits) (int, error) {
 		return 0, err
 	}
 	// The header fields, up to the empty line.
-	p := eol + 1
-	var sawCL, sawTE, sawHost bool
-	var connClose, connKeepAlive, connUpgrade, sawUpgrade bool
-	for {
-		if p > lim.MaxHeaderBytes {
-			return 0, errHeadTooLarge
-		}
-		rest := buf[p:]
-		nl := bytes.IndexByte(rest, '\n')
-		if nl < 0 {
-			if len(buf) > lim.MaxHeaderBytes {
-				return 0, errHeadTooLarge
-			}
-			return 0, ErrIncomplete
-		}
-		if p+nl+1 > lim.MaxHeaderBytes {
-			return 0, errHeadTooLarge
-		}
-		if nl == 0 || rest[nl-1] != '\r' {
-			return 0, bad("header line must end in CRLF")
-		}
-		line := rest[:nl-1]
-		p += nl + 1
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return 0, bad("obsolete line folding")
-		}
-		if len(r.Headers) == lim.MaxHeaders {
-			return 0, errTooManyHeaders
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return 0, bad("malformed header line")
-		}
-		name := line[:colon]
-		if !isToken(name) {
-			return 0, bad("invalid header name") // spaces before the colon too
-		}
-		value := trimOWS(line[colon+1:])
-		if !validValue(value) {
-			return 0, bad("invalid character in a header value")
-		}
-		r.Headers = append(r.Headers, Header{Name: name, Value: value})
+	var f framing
+	var sawHost, sawUpgrade bool
+	p, err := readFields(buf, eol+1, lim, &r.Headers, &f, requestProblem, func(name, value []byte) error {
 		switch {
-		case equalFold(name, "content-length"):
-			if sawCL {
-				return 0, bad("more than one Content-Length")
-			}
-			sawCL = true
-			n, ok := parseLength(value)
-			if !ok {
-				return 0, bad("invalid Content-Length")
-			}
-			r.ContentLength = n
-		case equalFold(name, "transfer-encoding"):
-			if sawTE {
-				return 0, bad("more than one Transfer-Encoding")
-			}
-			sawTE = true
-			if !equalFold(value, "chunked") {
-				return 0, errCoding
-			}
-			r.Chunked = true
 		case equalFold(name, "host"):
 			if sawHost {
-				return 0, bad("more than one Host")
+				return bad("more than one Host")
 			}
 			sawHost = true
 			r.Host = value
-		case equalFold(name, "connection"):
-			if !eachToken(value, func(t []byte) {
-				switch {
-				case equalFold(t, "close"):
-					connClose = true
-				case equalFold(t, "keep-alive"):
-					connKeepAlive = true
-				case equalFold(t, "upgrade"):
-					connUpgrade = true
-				}
-			}) {
-				return 0, bad("invalid Connection header")
-			}
 		case equalFold(name, "upgrade"):
 			sawUpgrade = true
 		case equalFold(name, "expect"):
 			if !equalFold(value, "100-continue") {
-				return 0, &Error{Status: http.StatusExpectationFailed, Msg: "unsupported Expect"}
+				return &Error{Status: http.StatusExpectationFailed, Msg: "unsupported Expect"}
 			}
 			r.Expect100 = true
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	if sawCL && sawTE {
-		// RFC 9112 6.1 allows reading this as chunked; the edge refuses
-		// it, since something behind it might not (CL.TE, TE.CL).
-		return 0, bad("Content-Length with Transfer-Encoding")
-	}
-	if r.Chunked && r.Minor == 0 {
-		return 0, bad("Transfer-Encoding in an HTTP/1.0 request")
+	if err := f.check(r.Minor, requestProblem); err != nil {
+		return 0, err
 	}
 	if r.Minor == 1 && !sawHost && !bytes.Equal(r.Method, []byte("CONNECT")) {
 		return 0, bad("missing Host header")
 	}
-	if r.Chunked {
-		r.ContentLength = -1
-	}
+	r.Chunked, r.ContentLength = f.chunked, f.bodyLength()
 	if a := absoluteAuthority(r.Target); a != nil {
 		// RFC 9112 3.2.2: the target's authority, not the Host header.
 		r.Host = a
 	}
-	r.Close = connClose || (r.Minor == 0 && !connKeepAlive)
-	r.Upgrade = connUpgrade && sawUpgrade
+	r.Close = f.closes(r.Minor)
+	r.Upgrade = f.upgrade && sawUpgrade
 	return p, nil
 }
 

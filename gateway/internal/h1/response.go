@@ -77,87 +77,16 @@ func ParseResponse(buf []byte, r *Response, lim Limits) (int, error) {
 	if err := r.parseStatusLine(buf[:eol-1]); err != nil {
 		return 0, err
 	}
-	p := eol + 1
-	var sawCL, sawTE bool
-	var connClose, connKeepAlive bool
-	for {
-		rest := buf[p:]
-		nl := bytes.IndexByte(rest, '\n')
-		if nl < 0 {
-			if len(buf) > lim.MaxHeaderBytes {
-				return 0, badUpstream("response head too large")
-			}
-			return 0, ErrIncomplete
-		}
-		if p+nl+1 > lim.MaxHeaderBytes {
-			return 0, badUpstream("response head too large")
-		}
-		if nl == 0 || rest[nl-1] != '\r' {
-			return 0, badUpstream("header line must end in CRLF")
-		}
-		line := rest[:nl-1]
-		p += nl + 1
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return 0, badUpstream("obsolete line folding")
-		}
-		if len(r.Headers) == lim.MaxHeaders {
-			return 0, badUpstream("too many header fields")
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
-			return 0, badUpstream("malformed header line")
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !validValue(value) {
-			return 0, badUpstream("invalid character in a header value")
-		}
-		r.Headers = append(r.Headers, Header{Name: name, Value: value})
-		switch {
-		case equalFold(name, "content-length"):
-			if sawCL {
-				return 0, badUpstream("more than one Content-Length")
-			}
-			sawCL = true
-			n, ok := parseLength(value)
-			if !ok {
-				return 0, badUpstream("invalid Content-Length")
-			}
-			r.ContentLength = n
-		case equalFold(name, "transfer-encoding"):
-			if sawTE {
-				return 0, badUpstream("more than one Transfer-Encoding")
-			}
-			sawTE = true
-			if !equalFold(value, "chunked") {
-				return 0, badUpstream("unsupported transfer coding")
-			}
-			r.Chunked = true
-		case equalFold(name, "connection"):
-			if !eachToken(value, func(t []byte) {
-				switch {
-				case equalFold(t, "close"):
-					connClose = true
-				case equalFold(t, "keep-alive"):
-					connKeepAlive = true
-				}
-			}) {
-				return 0, badUpstream("invalid Connection header")
-			}
-		}
+	var f framing
+	p, err := readFields(buf, eol+1, lim, &r.Headers, &f, responseProblem, nil)
+	if err != nil {
+		return 0, err
 	}
-	if sawCL && sawTE {
-		return 0, badUpstream("Content-Length with Transfer-Encoding")
+	if err := f.check(r.Minor, responseProblem); err != nil {
+		return 0, err
 	}
-	if r.Chunked {
-		if r.Minor == 0 {
-			return 0, badUpstream("Transfer-Encoding in an HTTP/1.0 response")
-		}
-		r.ContentLength = -1
-	}
-	r.Close = connClose || (r.Minor == 0 && !connKeepAlive)
+	r.Chunked, r.ContentLength = f.chunked, f.bodyLength()
+	r.Close = f.closes(r.Minor)
 	return p, nil
 }
 
@@ -189,6 +118,10 @@ func (r *Response) parseStatusLine(line []byte) error {
 	}
 	return nil
 }
+
+// responseProblem: whatever is wrong with an upstream's head, the client
+// gets 502.
+func responseProblem(_ problem, msg string) error { return badUpstream(msg) }
 
 func badUpstream(msg string) *Error {
 	return &Error{Status: http.StatusBadGateway, Msg: "upstream: " + msg}
