@@ -354,12 +354,9 @@ func (b *Batcher) pipeline(ctx context.Context, cs []*call, cmds []*redis.Cmd) [
 // result reads the script's four integers from cmd.
 func result(cmd *redis.Cmd) ([4]int64, error) {
 	var out [4]int64
-	res, err := cmd.Int64Slice()
+	res, err := ints(cmd, len(out))
 	if err != nil {
 		return out, err
-	}
-	if len(res) != len(out) {
-		return out, fmt.Errorf("script returned %d values, want %d", len(res), len(out))
 	}
 	copy(out[:], res)
 	return out, nil

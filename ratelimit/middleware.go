@@ -49,8 +49,13 @@ const (
 
 // routeLimit is one limit of a route, ready to evaluate per request.
 type routeLimit struct {
-	limit   Limit
-	sig     string
+	limit Limit
+	sig   string
+	// lease: mode lease, with lb the lease-sized bucket and hold how long
+	// a leased token stays spendable (µs).
+	lease   bool
+	lb      bucket
+	hold    int64
 	parts   []func(r *http.Request) string
 	allowed prometheus.Counter
 	limited prometheus.Counter
@@ -90,6 +95,10 @@ func (s *Service) middleware(snap *snapshot, route routes.Route, src KeySources)
 			return nil, fmt.Errorf("ratelimit: route %q: %w", route.Name, err)
 		}
 		rlim := &routeLimit{limit: l, sig: b.signature()}
+		if rl.Mode == routes.RateLimitLease && snap.store != nil {
+			rlim.lease, rlim.lb, rlim.hold = true, leaseBucket(b), leaseHold(b)
+			rlim.sig = rlim.lb.signature() + "/lease"
+		}
 		ipOf := clientIP
 		if bits := rl.IPv6Prefix; bits > 0 && bits < 128 {
 			ipOf = maskIPv6(clientIP, bits)
@@ -247,8 +256,16 @@ func (s *Service) decide(ctx context.Context, snap *snapshot, rl *routeLimit, ke
 		rl.count(d)
 		return d, nil
 	}
+	allow := func() (Decision, error) { return st.limiter.Allow(ctx, key, rl.limit) }
+	if rl.lease {
+		if d, ok := s.spendLease(st, rl, key, now); ok {
+			rl.count(d)
+			return d, nil
+		}
+		allow = func() (Decision, error) { return s.takeLease(ctx, st, rl, key, now) }
+	}
 	if st.conn.usable(now) {
-		d, err := st.limiter.Allow(ctx, key, rl.limit)
+		d, err := allow()
 		if err == nil {
 			st.conn.report(nil, now)
 			s.denied.put(cacheKey, now, d)

@@ -184,18 +184,37 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 
 // evalOne runs the script for one decision in its own round trip.
 func evalOne(ctx context.Context, client Scripter, key string, args [4]int64) ([4]int64, error) {
-	keys := []string{key}
-	cmd := client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
-	// A restarted or flushed Redis (or a new Cluster master) has lost the
-	// script: load it and try again. Another flush can land between the
-	// load and the retry, hence a few rounds.
-	for round := 0; round < noScriptRounds && isNoScript(cmd.Err()); round++ {
-		if err := client.ScriptLoad(ctx, script).Err(); err != nil {
-			return [4]int64{}, fmt.Errorf("loading the script after NOSCRIPT: %w", err)
-		}
-		cmd = client.EvalSha(ctx, scriptSHA, keys, args[0], args[1], args[2], args[3])
+	cmd, err := evalScript(ctx, client, scriptSHA, script, []string{key}, args[0], args[1], args[2], args[3])
+	if err != nil {
+		return [4]int64{}, err
 	}
 	return result(cmd)
+}
+
+// evalScript runs a script by its SHA. A restarted or flushed Redis (or a
+// new Cluster master) has lost it: load it and try again. Another flush can
+// land between the load and the retry, hence a few rounds.
+func evalScript(ctx context.Context, client Scripter, sha, src string, keys []string, args ...any) (*redis.Cmd, error) {
+	cmd := client.EvalSha(ctx, sha, keys, args...)
+	for round := 0; round < noScriptRounds && isNoScript(cmd.Err()); round++ {
+		if err := client.ScriptLoad(ctx, src).Err(); err != nil {
+			return nil, fmt.Errorf("loading the script after NOSCRIPT: %w", err)
+		}
+		cmd = client.EvalSha(ctx, sha, keys, args...)
+	}
+	return cmd, cmd.Err()
+}
+
+// ints reads a script's n integers.
+func ints(cmd *redis.Cmd, n int) ([]int64, error) {
+	res, err := cmd.Int64Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != n {
+		return nil, fmt.Errorf("script returned %d values, want %d", len(res), n)
+	}
+	return res, nil
 }
 
 // noScriptRounds bounds how often one decision loads the script again

@@ -71,6 +71,7 @@ type Service struct {
 	now    func() time.Time
 	mem    *Memory
 	denied *denyCache
+	leases *leaseTable
 
 	cur atomic.Pointer[snapshot]
 
@@ -136,6 +137,7 @@ func New(ctx context.Context, opts Options) *Service {
 		now:    now,
 		mem:    NewMemory(now),
 		denied: newDenyCache(denyCacheSize),
+		leases: newLeaseTable(),
 		conns:  refpool.New[string]((*conn).close),
 	}
 }
@@ -405,6 +407,7 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.leases.close()
 	if s.connKey != "" {
 		_, _ = s.conns.Release(s.connKey)
 		s.connKey = ""
@@ -422,14 +425,20 @@ func (s *Service) Close() error {
 	return nil
 }
 
-// check loads the script (on every master of a Cluster), so the first
+// check loads the scripts (on every master of a Cluster), so the first
 // decision is one round trip, and so that Ready is truthful from the start.
 // An unreachable Redis is not a configuration error: on_error decides, and
 // a later NOSCRIPT loads the script then.
 func (c *conn) check(ctx context.Context, now int64) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	c.report(c.client.ScriptLoad(ctx, script).Err(), now)
+	err := c.client.ScriptLoad(ctx, script).Err()
+	for _, src := range []string{leaseScript, returnScript} {
+		if err == nil {
+			err = c.client.ScriptLoad(ctx, src).Err()
+		}
+	}
+	c.report(err, now)
 }
 
 // usable says whether this decision should go to Redis: always while it is

@@ -28,9 +28,18 @@ func (f *File) defaultRateLimits() {
 		if l.IPv6Prefix == 0 {
 			l.IPv6Prefix = DefaultIPv6Prefix
 		}
+		if l.Mode == "" {
+			l.Mode = RateLimitExact
+		}
 		f.RateLimits[name] = l
 	}
 }
+
+// Rate-limit modes.
+const (
+	RateLimitExact = "exact"
+	RateLimitLease = "lease"
+)
 
 // RateLimitKeyParts splits a key such as "route+claim:sub" into its parts.
 func RateLimitKeyParts(key string) []string { return strings.Split(key, "+") }
@@ -56,6 +65,15 @@ func (c *checker) checkRateLimits() {
 		}
 		if l.IPv6Prefix < 1 || l.IPv6Prefix > 128 {
 			c.errorf(p+".ipv6_prefix", "must be between 1 and 128 (found %d)", l.IPv6Prefix)
+		}
+		switch l.Mode {
+		case RateLimitExact:
+		case RateLimitLease:
+			if c.f.Redis == nil {
+				c.errorf(p+".mode", "lease takes tokens from Redis: it needs the redis section (in memory every decision is local already)")
+			}
+		default:
+			c.errorf(p+".mode", "unknown mode %q (exact or lease)", l.Mode)
 		}
 		if l.Key == "" {
 			c.errorf(p+".key", "is required: client_ip, header:NAME, claim:NAME, api_key, route, or several joined by +")

@@ -276,6 +276,10 @@ type RateLimit struct {
 	// client_ip part keeps (default 64): one host usually owns a whole /64
 	// and could otherwise rotate addresses to escape its limit.
 	IPv6Prefix int `yaml:"ipv6_prefix"`
+	// Mode is how a limit counted in Redis decides: exact (the default,
+	// one round trip per decision) or lease (tokens taken from Redis in
+	// leases and spent locally; docs/ratelimit.md).
+	Mode string `yaml:"mode"`
 }
 
 // PluginInst is a named, configured instance of a registered plugin.

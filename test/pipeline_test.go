@@ -21,6 +21,8 @@ import (
 // stages selects the parts of the edge pipeline a request goes through.
 type stages struct {
 	tls, jwt, redis, mesh bool
+	// lease counts the Redis limit with mode: lease (with redis).
+	lease bool
 	// service answers the requests (default: 64 bytes of "x").
 	service http.Handler
 }
@@ -78,7 +80,11 @@ func newPipeline(tb testing.TB, s stages, conns int) *pipeline {
 		// clients and (in make test) other packages' tests under -race:
 		// the default 100 ms per-call timeout is a production budget, not
 		// one a starved test machine always meets, so the soak allows 1 s.
-		fmt.Fprintf(&cfg, "redis: {url: %q, on_error: deny, timeout: 1s}\nrate_limits:\n  per-client: {key: client_ip, limit: 100000000, per: 1s}\n", rdb.URL())
+		mode := "exact"
+		if s.lease {
+			mode = "lease"
+		}
+		fmt.Fprintf(&cfg, "redis: {url: %q, on_error: deny, timeout: 1s}\nrate_limits:\n  per-client: {key: client_ip, limit: 100000000, per: 1s, mode: %s}\n", rdb.URL(), mode)
 		route += ", rate_limit: per-client"
 	}
 	if s.mesh {
@@ -139,6 +145,7 @@ func BenchmarkPipeline(b *testing.B) {
 		{"2-tls", stages{tls: true}},
 		{"3-tls+jwt", stages{tls: true, jwt: true}},
 		{"4-tls+jwt+redis", stages{tls: true, jwt: true, redis: true}},
+		{"4b-tls+jwt+redis-lease", stages{tls: true, jwt: true, redis: true, lease: true}},
 		{"5-tls+jwt+redis+mesh", stages{tls: true, jwt: true, redis: true, mesh: true}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
