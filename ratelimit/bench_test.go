@@ -28,15 +28,18 @@ func benchChain(b *testing.B, mode string) (http.Handler, *testredis.Server) {
 	if mode == "none" {
 		return next, nil
 	}
-	section := ""
+	section, limitMode := "", "exact"
 	var srv *testredis.Server
-	if mode == "redis" {
+	if strings.HasPrefix(mode, "redis") {
 		srv = testredis.Start(b)
 		section = fmt.Sprintf("redis: {url: %q, timeout: 1s}\n", srv.URL())
+		if strings.Contains(mode, "lease") {
+			limitMode = "lease"
+		}
 	}
 	file := testFile(b, section+`
 rate_limits:
-  per-ip: {key: client_ip, limit: 1000000000, per: 1s}
+  per-ip: {key: client_ip, limit: 1000000000, per: 1s, mode: `+limitMode+`}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: per-ip}
 `)
@@ -119,9 +122,17 @@ var benchAddrs = func() []string {
 
 // BenchmarkDecision: one request at a time, reporting p50/p99 latency of
 // the whole chain and decisions per second.
+//
+// The -hot cases send every request from one client address (one busy
+// key), the others spread them over many (quiet keys): leases pay off on
+// the first and are one token per request, as exact, on the second.
 func BenchmarkDecision(b *testing.B) {
-	for _, mode := range []string{"none", "memory", "redis"} {
+	for _, mode := range []string{"none", "memory", "redis", "redis-lease", "redis-hot", "redis-lease-hot"} {
 		b.Run(mode, func(b *testing.B) {
+			addrs := benchAddrs
+			if strings.HasSuffix(mode, "-hot") {
+				addrs = benchAddrs[:1]
+			}
 			h, srv := benchChain(b, mode)
 			lat := make([]time.Duration, 0, b.N)
 			var cpu0 float64
@@ -134,7 +145,7 @@ func BenchmarkDecision(b *testing.B) {
 			pcpu0 := processCPU(b)
 			for i := 0; i < b.N; i++ {
 				r := httptest.NewRequest(http.MethodGet, "/x", nil)
-				r.RemoteAddr = benchAddrs[i%len(benchAddrs)]
+				r.RemoteAddr = addrs[i%len(addrs)]
 				w := httptest.NewRecorder()
 				start := time.Now()
 				h.ServeHTTP(w, r)
@@ -156,7 +167,7 @@ func BenchmarkDecision(b *testing.B) {
 // reporting decisions per second and the p50/p99 latency of one decision
 // under that load.
 func BenchmarkDecisionParallel(b *testing.B) {
-	for _, mode := range []string{"none", "memory", "redis"} {
+	for _, mode := range []string{"none", "memory", "redis", "redis-lease"} {
 		b.Run(mode, func(b *testing.B) {
 			h, srv := benchChain(b, mode)
 			var n atomic.Int64
