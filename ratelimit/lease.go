@@ -146,8 +146,13 @@ func leaseBucket(b bucket) bucket {
 type leaseTable struct {
 	edge string // this edge's id in the buckets' edge counts
 
-	mu     sync.Mutex
-	m      map[string]*lease
+	mu  sync.Mutex // guards m; taken before a lease's own lock, never after
+	m   map[string]*lease
+	max int // maxLeases; smaller in the test that makes the table evict
+
+	// bg guards starting background work against close. It is a lock of
+	// its own because a lease starts work while holding its lock.
+	bg     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -157,7 +162,7 @@ func newLeaseTable() *leaseTable {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	ctx, cancel := context.WithCancel(context.Background())
-	return &leaseTable{edge: hex.EncodeToString(id[:]), m: map[string]*lease{}, ctx: ctx, cancel: cancel}
+	return &leaseTable{edge: hex.EncodeToString(id[:]), m: map[string]*lease{}, max: maxLeases, ctx: ctx, cancel: cancel}
 }
 
 // maxLeases bounds the table: past it, expired and empty leases are
@@ -169,7 +174,7 @@ func (t *leaseTable) get(key string, now int64) *lease {
 	defer t.mu.Unlock()
 	l := t.m[key]
 	if l == nil {
-		if len(t.m) >= maxLeases {
+		if len(t.m) >= t.max {
 			for k, x := range t.m {
 				if x.idle(now) {
 					delete(t.m, k)
@@ -185,9 +190,9 @@ func (t *leaseTable) get(key string, now int64) *lease {
 // close stops renewals and returns; tokens still held are lost to this
 // window (under-admission, never over).
 func (t *leaseTable) close() {
-	t.mu.Lock()
+	t.bg.Lock()
 	t.cancel()
-	t.mu.Unlock()
+	t.bg.Unlock()
 	t.wg.Wait()
 }
 
@@ -417,8 +422,8 @@ func (t *leaseTable) giveBack(st *store, rl *routeLimit, key string, k int64) {
 
 // start registers one background task; false once the table is closed.
 func (t *leaseTable) start() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.bg.Lock()
+	defer t.bg.Unlock()
 	if t.ctx.Err() != nil {
 		return false
 	}
