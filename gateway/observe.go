@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/causewayhq/causeway/gateway/internal/admin"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -40,7 +41,7 @@ func newObserver(role string, gather prometheus.Gatherer, runtimes func() []list
 func (o *observer) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /routes", o.serveRoutes)
 	mux.HandleFunc("GET /upstreams", o.serveUpstreams)
-	mux.Handle("GET /{$}", dashboardHandler(o.role))
+	mux.Handle("GET /{$}", admin.Dashboard(o.role))
 }
 
 // RouteView is one route on /routes.
@@ -112,7 +113,7 @@ type RoutesView struct {
 func (o *observer) serveRoutes(w http.ResponseWriter, r *http.Request) {
 	fams, err := o.gather.Gather()
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "gathering metrics: " + err.Error()})
+		admin.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "gathering metrics: " + err.Error()})
 		return
 	}
 	byRoute := trafficBy(fams, "causeway_requests_total", "causeway_request_duration_seconds", "route")
@@ -127,7 +128,7 @@ func (o *observer) serveRoutes(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	view.Unmatched = byRoute.get("_unmatched")
-	writeJSON(w, http.StatusOK, view)
+	admin.WriteJSON(w, http.StatusOK, view)
 }
 
 // EndpointView is one endpoint on /upstreams. Healthy, InFlight and EWMAMS
@@ -180,7 +181,7 @@ type EndpointStatser interface {
 func (o *observer) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 	fams, err := o.gather.Gather()
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "gathering metrics: " + err.Error()})
+		admin.WriteJSON(w, http.StatusInternalServerError, map[string]string{"error": "gathering metrics: " + err.Error()})
 		return
 	}
 	byUp := trafficBy(fams, "causeway_upstream_requests_total", "causeway_upstream_duration_seconds", "upstream")
@@ -206,7 +207,7 @@ func (o *observer) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 			view.Upstreams = append(view.Upstreams, uv)
 		}
 	}
-	writeJSON(w, http.StatusOK, view)
+	admin.WriteJSON(w, http.StatusOK, view)
 }
 
 // endpointStatsOf asks the upstream, or falls back on its configuration and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causewayhq/causeway/gateway/internal/admin"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -379,8 +380,8 @@ func (s *server[C]) Serve(ctx context.Context) error {
 		}
 	}
 	cfg := s.current()
-	admin := len(s.lns) - 1
-	data := s.role.dataServers(cfg, s.lns[:admin])
+	adminLn := len(s.lns) - 1
+	data := s.role.dataServers(cfg, s.lns[:adminLn])
 	for _, d := range data {
 		s.servers = append(s.servers, d.srv)
 	}
@@ -396,11 +397,11 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, len(data)+1)
 	serving := serveAll(data, errc)
-	if s.lns[admin] != nil {
-		s.adminServer = newAdminServer(s.log, adminGuard(s.role.adminHandler(), func() routes.AdminAccess {
+	if s.lns[adminLn] != nil {
+		s.adminServer = newAdminServer(s.log, admin.Guard(s.role.adminHandler(), func() routes.AdminAccess {
 			return s.role.adminAccess(s.current())
 		}))
-		serveAll([]dataServer{{srv: s.adminServer, ln: s.lns[admin]}}, errc)
+		serveAll([]dataServer{{srv: s.adminServer, ln: s.lns[adminLn]}}, errc)
 	}
 	s.serving = serving
 	s.opts.Inherited.signalReady()
@@ -416,7 +417,7 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	}
 	runErr := runUntil(ctx, errc, func() { _ = s.Reload(ctx) }, upgradeOnSignal(s.log, &upgraded, named...))
 	if upgraded {
-		handOver(serving, s.raw[:admin]...)
+		handOver(serving, s.raw[:adminLn]...)
 	}
 	settings, _ := s.role.serverSettings(cfg)
 	shutdownServers(s.log, s.servers, serving, s.adminServer, settings.ShutdownTimeout.D())

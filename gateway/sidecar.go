@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/causewayhq/causeway/gateway/internal/admin"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/mesh"
@@ -355,21 +356,21 @@ func (s *Sidecar) adminHandler() http.Handler {
 		// No identity yet (a SPIRE source waiting for its agent) or an
 		// expired one: every handshake would fail.
 		if err := source.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": err.Error()})
+			admin.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "id": id, "certificate_not_after": notAfter.UTC()})
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"ready": true, "id": id, "certificate_not_after": notAfter.UTC()})
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		cfg, last, loaded := s.active.cfg.file, s.lastReload, s.active.loadedAt
 		s.mu.Unlock()
-		writeJSON(w, http.StatusOK, map[string]any{"file": cfg.Path, "loaded_at": loaded.UTC().Format(time.RFC3339Nano), "last_reload": last, "config": configView(cfg)})
+		admin.WriteJSON(w, http.StatusOK, map[string]any{"file": cfg.Path, "loaded_at": loaded.UTC().Format(time.RFC3339Nano), "last_reload": last, "config": admin.ConfigView(cfg)})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	s.observer().register(mux) // /routes, /upstreams, the dashboard at /
 	if s.opts.Pprof {
-		registerPprof(mux)
+		admin.RegisterPprof(mux)
 	}
 	return mux
 }

@@ -1,4 +1,8 @@
-package gateway
+// Package admin holds the parts of the admin API that know nothing of the
+// gateway's internals: the guard in front of it, the dashboard page, the
+// JSON and configuration views, the runtime profiles. The gateway builds
+// its own handlers (/config, /routes, /upstreams, /metrics) on them.
+package admin
 
 import (
 	"crypto/subtle"
@@ -11,17 +15,17 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// adminGuard answers an admin request only when its Host names the admin
+// Guard answers an admin request only when its Host names the admin
 // listener directly (an IP literal, localhost, or a name in allowed_hosts)
 // and, with a token configured, when it carries the token. The first check
 // stops DNS rebinding: a page from evil.example whose name a browser was
 // made to resolve to 127.0.0.1 sends Host: evil.example and is refused, so
 // its script cannot read /config. Probes (/healthz, /readyz) need no token.
 // access is read per request, so a reload's change applies at once.
-func adminGuard(next http.Handler, access func() routes.AdminAccess) http.Handler {
+func Guard(next http.Handler, access func() routes.AdminAccess) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := access()
-		if !adminHostAllowed(r.Host, a.AllowedHosts) {
+		if !hostAllowed(r.Host, a.AllowedHosts) {
 			httperr.Write(w, r, http.StatusForbidden, "this Host is not the admin listener's: use its address, localhost, or a name in admin.allowed_hosts")
 			return
 		}
@@ -39,7 +43,7 @@ func adminGuard(next http.Handler, access func() routes.AdminAccess) http.Handle
 	})
 }
 
-func adminHostAllowed(hostport string, allowed []string) bool {
+func hostAllowed(hostport string, allowed []string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h

@@ -1,4 +1,4 @@
-package gateway
+package admin
 
 import (
 	"bytes"
@@ -18,7 +18,8 @@ var dashboardHTML []byte
 // network without Internet access, and must not load third-party code.
 const dashboardCSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-func dashboardHandler(role string) http.Handler {
+// Dashboard serves the page, naming role (edge or sidecar) in its title.
+func Dashboard(role string) http.Handler {
 	page := bytes.ReplaceAll(dashboardHTML, []byte("{{ROLE}}"), []byte(html.EscapeString(role)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
