@@ -1,12 +1,16 @@
 package auth
 
 import (
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -179,3 +183,34 @@ type discardWriter struct {
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+
+// BenchmarkBasic is the cost of one basic-auth check: a bcrypt (cost 10,
+// htpasswd -B's default is 5, 10 and up is what guides recommend) or
+// argon2id (m=64 MiB, t=1, p=4: RFC 9106's second recommendation) verify,
+// against the same credentials served from the verified-credential cache.
+func BenchmarkBasic(b *testing.B) {
+	bc, err := bcrypt.GenerateFromPassword([]byte("wonderland"), 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	salt := []byte("somesalt16bytes!")
+	key := argon2.IDKey([]byte("wonderland"), salt, 1, 64<<10, 4, 32)
+	a2 := fmt.Sprintf("$argon2id$v=19$m=%d,t=1,p=4$%s$%s", 64<<10, base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+	for _, hash := range []struct{ name, line string }{{"bcrypt-10", "alice:" + string(bc)}, {"argon2id-64MiB", "alice:" + a2}} {
+		for _, ttl := range []string{"0s", "30s"} {
+			b.Run(hash.name+"/cache_ttl="+ttl, func(b *testing.B) {
+				f := parse(b, basicYAML(b, "\n      cache_ttl: "+ttl, hash.line), `{name: r, match: {path_prefix: /}, upstream: up, auth: staff}`)
+				s := testSet(b, f, Options{Now: newClock().Now})
+				a := s.auths["staff"].(*basicAuth)
+				r := httptest.NewRequest(http.MethodGet, "/", nil)
+				r.Header = basicHeader("alice", "wonderland")
+				b.ReportAllocs()
+				for b.Loop() {
+					if p, reason, _ := a.check(r); p == nil {
+						b.Fatal(reason)
+					}
+				}
+			})
+		}
+	}
+}

@@ -28,6 +28,10 @@ const (
 	ReasonClaims       Reason = "invalid_claims" // exp missing, a registered claim of the wrong type
 	ReasonUnknownKey   Reason = "unknown_key"    // an API key not in the keys file
 	ReasonMissingClaim Reason = "missing_claim"  // authenticated, but require_claims not met: 403
+	// ReasonBadCredentials is a basic user name or password that does not
+	// match; which of the two is never said.
+	ReasonBadCredentials  Reason = "bad_credentials"
+	ReasonTooManyFailures Reason = "too_many_failures" // over a basic failure_limit: 429
 )
 
 // Reasons lists every Reason, for pre-initialising metrics and for tests.
@@ -35,6 +39,7 @@ var Reasons = []Reason{
 	ReasonMissing, ReasonMalformed, ReasonOversized, ReasonAlgorithm, ReasonSignature,
 	ReasonUnknownKID, ReasonNoKeys, ReasonExpired, ReasonNotYetValid, ReasonIssuer,
 	ReasonAudience, ReasonClaims, ReasonUnknownKey, ReasonMissingClaim,
+	ReasonBadCredentials, ReasonTooManyFailures,
 }
 
 // description is what the client is told: fixed text per reason, so nothing
@@ -69,6 +74,10 @@ func (r Reason) description() string {
 		return "the API key is not valid"
 	case ReasonMissingClaim:
 		return "the credential lacks a required claim"
+	case ReasonBadCredentials:
+		return "the user name or password is not valid"
+	case ReasonTooManyFailures:
+		return "too many failed attempts: try again later"
 	}
 	return "authentication failed"
 }
@@ -82,6 +91,14 @@ func refuse(w http.ResponseWriter, r *http.Request, auths []authenticator, faile
 		status = http.StatusForbidden
 	}
 	for _, a := range auths {
+		if a.scheme() == "Basic" {
+			// RFC 7617 has no error parameters; a browser shows its login
+			// dialog for this challenge, in UTF-8.
+			if status == http.StatusUnauthorized {
+				w.Header().Add("WWW-Authenticate", challenge("Basic", a.realm(), "", "")+`, charset="UTF-8"`)
+			}
+			continue
+		}
 		var code string
 		switch {
 		case a != failed:

@@ -149,3 +149,57 @@ func TestFuzzSeeds(t *testing.T) {
 		})
 	}
 }
+
+// FuzzHtpasswd: whatever the file, parsing neither panics nor takes a line
+// it cannot verify with, and an error never carries the text after the
+// first colon of a line (the hash, or a plaintext password).
+func FuzzHtpasswd(f *testing.F) {
+	f.Add("alice:$2y$04$3Xh8Yl0mFZ7sGQOQ3WvB8eS3xXo0dHc6Y5oUeS2mqb7tF1p0aWc2u\n")
+	f.Add("bob:$argon2id$v=19$m=64,t=1,p=1$c29tZXNhbHQxNmJ5dGVzIQ$N2Y5q2Q3bR0qYlqgLwq9kR8k2mS3zj9k7XU8Ww0v9sE\n")
+	f.Add("u:$apr1$x$y\nv:{SHA}abc\n# c\n\nw:plain\n")
+	f.Add("a:b:c\n:x\n\r\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		users, _, errs := parseHtpasswd("f", []byte(data), "staff")
+		for name, u := range users {
+			if name == "" || u.hash == nil || u.p.Subject != name || strings.ContainsAny(name, " \t\r\n") {
+				t.Fatalf("accepted user %q", name)
+			}
+		}
+		for i, line := range strings.Split(data, "\n") {
+			user, rest, ok := strings.Cut(strings.TrimRight(line, "\r"), ":")
+			// Short or format-looking text may be in an error by chance.
+			if !ok || len(rest) < 8 || strings.Contains(argon2idFormat, rest) || strings.Contains(user, rest) {
+				continue
+			}
+			for _, err := range errs {
+				msg, ours := strings.CutPrefix(err.Error(), "f:"+strconv.Itoa(i+1)+":")
+				msg = strings.ReplaceAll(msg, strconv.Quote(user), "")
+				if ours && strings.Contains(msg, rest) {
+					t.Fatalf("error %q shows %q", err, rest)
+				}
+			}
+		}
+	})
+}
+
+// FuzzBasicCredentials: the Authorization parser never panics, answers
+// only with a known reason, and what it accepts decodes back to itself.
+func FuzzBasicCredentials(f *testing.F) {
+	f.Add("Basic YWxpY2U6d29uZGVybGFuZA==")
+	f.Add("basic   YTpi")
+	f.Add("Basic YWxpY2U")
+	f.Add("Bearer x")
+	f.Add("Basic ")
+	f.Fuzz(func(t *testing.T, v string) {
+		user, password, reason := basicCredentials([]string{v})
+		if reason != ReasonNone {
+			if !slices.Contains(Reasons, reason) || user != "" || password != "" {
+				t.Fatalf("reason %q with %q:%q", reason, user, password)
+			}
+			return
+		}
+		if user == "" || strings.Contains(user, ":") {
+			t.Fatalf("accepted user %q", user)
+		}
+	})
+}

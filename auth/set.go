@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causewayhq/causeway/internal/refpool"
+	"github.com/causewayhq/causeway/ratelimit"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -60,6 +62,22 @@ type Options struct {
 	HTTPClient *http.Client           // for JWKS; nil: a client with sane timeouts
 	Logger     *slog.Logger           // nil: slog.Default()
 	Now        func() time.Time       // nil: time.Now
+	// FailureLimiter counts basic authenticators' failed attempts per
+	// client (nil: an in-memory limiter of this Set's own, so counts
+	// restart with each configuration: pass one that outlives reloads).
+	FailureLimiter FailureLimiter
+	// ClientIP is the client address a failure is counted against (nil:
+	// the connection's peer).
+	ClientIP func(*http.Request) string
+	// Verifiers bounds concurrent password-hash checks (0: GOMAXPROCS).
+	Verifiers int
+}
+
+func (o Options) verifiers() int {
+	if o.Verifiers > 0 {
+		return o.Verifiers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // Set is the authenticators of one routes file.
@@ -121,6 +139,12 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.FailureLimiter == nil {
+		opts.FailureLimiter = ratelimit.NewMemory(opts.Now)
+	}
+	if opts.ClientIP == nil {
+		opts.ClientIP = ratelimit.ClientIPFunc(nil)
 	}
 	ownsClient := opts.HTTPClient == nil
 	if ownsClient {
@@ -201,17 +225,28 @@ func filesOf(a routes.Authenticator) []string {
 	if k := a.APIKey; k != nil && k.KeysFile != "" {
 		out = append(out, k.KeysFile)
 	}
+	if b := a.Basic; b != nil && b.HtpasswdFile != "" {
+		out = append(out, b.HtpasswdFile)
+	}
 	return out
 }
 
 func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, opts Options, ownsClient bool) (authenticator, error) {
+	kinds := 0
+	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil} {
+		if set {
+			kinds++
+		}
+	}
 	switch {
-	case c.JWT != nil && c.APIKey != nil:
-		return nil, errors.New("jwt and api_key are exclusive")
+	case kinds > 1:
+		return nil, errors.New("jwt, api_key and basic are exclusive")
 	case c.APIKey != nil:
 		return newAPIKeyAuth(name, c.APIKey)
+	case c.Basic != nil:
+		return newBasicAuth(name, c.Basic, opts)
 	case c.JWT == nil:
-		return nil, errors.New("needs jwt or api_key")
+		return nil, errors.New("needs one of jwt, api_key or basic")
 	}
 	a, err := newJWTAuth(name, c.JWT, opts.Now)
 	if err != nil {
@@ -365,6 +400,20 @@ func (q requirement) met(p *Principal) bool {
 	return ok && s == q.want
 }
 
+// checker is an authenticator whose refusals may carry a response of
+// their own (a 429 with Retry-After) in place of the 401 challenge.
+type checker interface {
+	check(r *http.Request) (*Principal, Reason, refusal)
+}
+
+func authenticate(a authenticator, r *http.Request) (*Principal, Reason, refusal) {
+	if c, ok := a.(checker); ok {
+		return c.check(r)
+	}
+	p, reason := a.authenticate(r)
+	return p, reason, nil
+}
+
 // middleware is one route's authentication.
 type middleware struct {
 	set       *Set
@@ -381,9 +430,10 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			winner     authenticator
 			failed     = m.auths[0]
 			failReason = ReasonMissing
+			failResp   refusal
 		)
 		for _, a := range m.auths {
-			got, reason := a.authenticate(r)
+			got, reason, resp := authenticate(a, r)
 			if got != nil {
 				p, winner = got, a
 				break
@@ -391,16 +441,16 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			// The first credential that was there but wrong is the one to
 			// report; "missing" only when none was there at all.
 			if failReason == ReasonMissing && reason != ReasonMissing {
-				failed, failReason = a, reason
+				failed, failReason, failResp = a, reason, resp
 			}
 		}
 		if p == nil {
-			m.fail(w, r, failed, failReason)
+			m.fail(w, r, failed, failReason, failResp)
 			return
 		}
 		for _, q := range m.require {
 			if !q.met(p) {
-				m.fail(w, r, winner, ReasonMissingClaim)
+				m.fail(w, r, winner, ReasonMissingClaim, nil)
 				return
 			}
 		}
@@ -410,7 +460,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			r2.Header = http.Header{}
 		}
 		for _, a := range m.auths {
-			if a.keepToken() || (winner.keepToken() && a.source() == winner.source()) {
+			if a.keepToken() || (winner.keepToken() && a.source().sameSlot(winner.source())) {
 				continue
 			}
 			src := a.source()
@@ -433,11 +483,15 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 	})
 }
 
-func (m *middleware) fail(w http.ResponseWriter, r *http.Request, a authenticator, reason Reason) {
+func (m *middleware) fail(w http.ResponseWriter, r *http.Request, a authenticator, reason Reason, resp refusal) {
 	if m.set.failures != nil {
 		m.set.failures.WithLabelValues(a.name(), string(reason)).Inc()
 	}
 	m.set.log.Debug("auth: request refused", "route", m.route, "authenticator", a.name(), "reason", string(reason))
+	if resp != nil {
+		resp(w, r)
+		return
+	}
 	refuse(w, r, m.auths, a, reason)
 }
 

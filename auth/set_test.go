@@ -386,7 +386,7 @@ func TestNewSetBadConfig(t *testing.T) {
 		a    routes.Authenticator
 		err  string
 	}{
-		{"neither", routes.Authenticator{}, "needs jwt or api_key"},
+		{"neither", routes.Authenticator{}, "needs one of jwt, api_key or basic"},
 		{"both", routes.Authenticator{JWT: &routes.JWT{}, APIKey: &routes.APIKey{}}, "exclusive"},
 		{"no algorithms", routes.Authenticator{JWT: &routes.JWT{PublicKeyFiles: []string{goodPEM}}}, "no algorithms"},
 		{"none", routes.Authenticator{JWT: &routes.JWT{PublicKeyFiles: []string{goodPEM}, Algorithms: []string{"none"}}}, `"none" is not supported`},
@@ -474,8 +474,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	sg := signerFor(t, "HS384", 0)
 	secret := string(sg.priv.([]byte))
 	t.Setenv("CW_LOG_SECRET", secret)
-	auths := jwtYAML("      hmac_secret_env: CW_LOG_SECRET", "HS384") + "\n" + apiKeyYAML(t, "", keyLine("acme", "acme-api-key-value"))
-	f := parse(t, auths, `{name: r, match: {path_prefix: /}, upstream: up, auth: [users, partners], require_claims: {scope: x}}`)
+	auths := jwtYAML("      hmac_secret_env: CW_LOG_SECRET", "HS384") + "\n" + apiKeyYAML(t, "", keyLine("acme", "acme-api-key-value")) +
+		"\n" + basicYAML(t, "", htpasswdLine(t, "alice", "basic-password-value"))
+	f := parse(t, auths, `{name: r, match: {path_prefix: /}, upstream: up, auth: [users, partners, staff], require_claims: {scope: x}}`)
 	log, logs := logBuffer()
 	s, err := NewSet(context.Background(), f, nil, Options{Logger: log, Now: newClock().Now})
 	if err != nil {
@@ -487,11 +488,13 @@ func TestSecretsNeverLogged(t *testing.T) {
 	for _, hdr := range []http.Header{
 		bearer(good), bearer(good + "x"), bearer(signerFor(t, "HS384", 1).sign(t, claims(nil), "")),
 		{"X-Api-Key": {"acme-api-key-value"}}, {"X-Api-Key": {"wrong-api-key-value"}},
+		basicHeader("alice", "basic-password-value"), basicHeader("alice", "wrong-basic-password"),
 	} {
 		do(h, "/", hdr)
 	}
 	out := logs.String()
-	for _, s := range []string{secret, good, strings.Split(good, ".")[2], "acme-api-key-value", "wrong-api-key-value"} {
+	for _, s := range []string{secret, good, strings.Split(good, ".")[2], "acme-api-key-value", "wrong-api-key-value", "basic-password-value", "wrong-basic-password",
+		basicHeader("alice", "basic-password-value").Get("Authorization")[6:]} {
 		if strings.Contains(out, s) {
 			t.Fatalf("log contains a secret:\n%s", out)
 		}

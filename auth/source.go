@@ -14,6 +14,7 @@ const (
 	fromHeader                   // a named header holding the credential itself
 	fromCookie
 	fromQuery
+	fromBasic // Authorization: Basic base64(user:password)
 )
 
 // source names one place a credential is read from and stripped from.
@@ -88,11 +89,18 @@ func bearerToken(vs []string) (string, Reason) {
 	return tok, ReasonNone
 }
 
+// sameSlot reports whether s and o read the same place: Bearer and Basic
+// both live in Authorization, so keeping one keeps the other.
+func (s source) sameSlot(o source) bool {
+	inAuthorization := func(k sourceKind) bool { return k == fromBearer || k == fromBasic }
+	return s == o || inAuthorization(s.kind) && inAuthorization(o.kind)
+}
+
 // strip removes the credential from r, which must be the middleware's own
 // copy (its Header and URL are not the caller's).
 func (s source) strip(r *http.Request) {
 	switch s.kind {
-	case fromBearer:
+	case fromBearer, fromBasic:
 		r.Header.Del("Authorization")
 	case fromHeader:
 		r.Header.Del(s.name)

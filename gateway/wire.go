@@ -31,7 +31,7 @@ func defaultFeatures(e *Edge) []feature {
 		&tracingFeature{log: e.log, pool: e.tracers},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
-		&authFeature{e: e, jwks: auth.NewJWKSCaches()},
+		&authFeature{e: e, jwks: auth.NewJWKSCaches(), failures: ratelimit.NewMemory(e.opts.Clock)},
 		&rateLimitFeature{svc: limits},
 		&pluginFeature{},
 	}
@@ -79,7 +79,10 @@ type authFeature struct {
 	e *Edge
 	// jwks shares JWKS caches between the sets of successive generations.
 	jwks *auth.JWKSCaches
-	mu   sync.Mutex
+	// failures counts basic auth failures across generations: a reload
+	// must not hand a guesser a fresh allowance.
+	failures *ratelimit.Memory
+	mu       sync.Mutex
 	// cur is the live configuration's set, the one the next build takes
 	// its JWKS caches from.
 	cur *auth.Set
@@ -89,7 +92,11 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	a.mu.Lock()
 	prev := a.cur
 	a.mu.Unlock()
-	set, err := auth.NewSet(ctx, f, prev, auth.Options{JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log})
+	set, err := auth.NewSet(ctx, f, prev, auth.Options{
+		JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log, Now: a.e.opts.Clock,
+		FailureLimiter: a.failures,
+		ClientIP:       func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
+	})
 	if err != nil {
 		return prepared{}, nil, err
 	}

@@ -16,13 +16,23 @@ var JWTAlgorithms = []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512
 
 // Defaults of the authenticators section, documented in docs/auth.md.
 const (
-	DefaultMaxTokenBytes   = 8 << 10
-	DefaultTokenCache      = 4096
-	DefaultJWKSRefreshMin  = 30 * time.Second
-	DefaultJWKSRefreshMax  = time.Hour
-	DefaultAPIKeyHeader    = "X-API-Key"
-	maxTokenBytesCeiling   = 1 << 20
-	minJWKSRefreshInterval = time.Second
+	DefaultMaxTokenBytes  = 8 << 10
+	DefaultTokenCache     = 4096
+	DefaultJWKSRefreshMin = 30 * time.Second
+	DefaultJWKSRefreshMax = time.Hour
+	DefaultAPIKeyHeader   = "X-API-Key"
+	// A verified basic credential is remembered this long: long enough that
+	// a browser's burst of requests pays one hash verification, short
+	// enough that a password removed from the file stops working soon even
+	// without the reload that clears the cache.
+	DefaultBasicCacheTTL = 30 * time.Second
+	maxBasicCacheTTL     = 5 * time.Minute
+	// Ten wrong passwords a minute per client: a person mistyping is never
+	// stopped, a guesser gets 14,400 tries a day instead of millions.
+	DefaultBasicFailureLimit = 10
+	DefaultBasicFailurePer   = time.Minute
+	maxTokenBytesCeiling     = 1 << 20
+	minJWKSRefreshInterval   = time.Second
 )
 
 func (f *File) defaultAuthenticators() {
@@ -52,6 +62,26 @@ func (f *File) defaultAuthenticators() {
 		if k := a.APIKey; k != nil && k.Header == "" && k.Query == "" {
 			k.Header = DefaultAPIKeyHeader
 		}
+		if b := a.Basic; b != nil {
+			if b.Realm == "" {
+				b.Realm = name
+			}
+			if b.CacheTTL == nil {
+				d := Duration(DefaultBasicCacheTTL)
+				b.CacheTTL = &d
+			}
+			if b.FailureLimit == nil {
+				b.FailureLimit = &FailureLimit{}
+			}
+			fl := b.FailureLimit
+			if fl.Limit == 0 {
+				fl.Limit = DefaultBasicFailureLimit
+			}
+			setDuration(&fl.Per, DefaultBasicFailurePer)
+			if fl.Burst == 0 {
+				fl.Burst = fl.Limit
+			}
+		}
 	}
 }
 
@@ -60,15 +90,23 @@ func (c *checker) checkAuthenticators() {
 		a := c.f.Authenticators[name]
 		p := "authenticators." + name
 		c.checkName(p, "authenticator", name)
+		kinds := 0
+		for _, set := range []bool{a.JWT != nil, a.APIKey != nil, a.Basic != nil} {
+			if set {
+				kinds++
+			}
+		}
 		switch {
-		case a.JWT == nil && a.APIKey == nil:
-			c.errorf(p, "needs jwt or api_key")
-		case a.JWT != nil && a.APIKey != nil:
-			c.errorf(p+".api_key", "jwt and api_key are exclusive: define two authenticators")
+		case kinds == 0:
+			c.errorf(p, "needs one of jwt, api_key or basic")
+		case kinds > 1:
+			c.errorf(p, "jwt, api_key and basic are exclusive: define one authenticator for each")
 		case a.JWT != nil:
 			c.checkJWT(p+".jwt", a.JWT)
-		default:
+		case a.APIKey != nil:
 			c.checkAPIKey(p+".api_key", a.APIKey)
+		default:
+			c.checkBasic(p+".basic", a.Basic)
 		}
 	}
 }
@@ -192,6 +230,34 @@ func (c *checker) checkAPIKey(p string, k *APIKey) {
 	}
 	if k.ForwardName != "" && !httpTokenRe.MatchString(k.ForwardName) {
 		c.errorf(p+".forward_name", "%q is not a header name", k.ForwardName)
+	}
+}
+
+func (c *checker) checkBasic(p string, b *Basic) {
+	if b.HtpasswdFile == "" {
+		c.errorf(p+".htpasswd_file", "is required (lines of user:hash, bcrypt or argon2id)")
+	}
+	if b.ForwardUser != "" {
+		switch h := http.CanonicalHeaderKey(b.ForwardUser); {
+		case !httpTokenRe.MatchString(b.ForwardUser):
+			c.errorf(p+".forward_user", "%q is not a header name", b.ForwardUser)
+		case h == "Authorization" || h == "Host" || h == "Cookie":
+			c.errorf(p+".forward_user", "%q cannot carry the user name", h)
+		}
+	}
+	if t := b.CacheTTL; t != nil && (t.D() < 0 || t.D() > maxBasicCacheTTL) {
+		c.errorf(p+".cache_ttl", "must be between 0s (no cache) and %s (found %s)", maxBasicCacheTTL, t.D())
+	}
+	if fl := b.FailureLimit; fl != nil {
+		if fl.Limit < 0 {
+			c.errorf(p+".failure_limit.limit", "must be positive (found %d)", fl.Limit)
+		}
+		if fl.Per < 0 {
+			c.errorf(p+".failure_limit.per", "must be positive (found %s)", fl.Per.D())
+		}
+		if fl.Burst < 0 {
+			c.errorf(p+".failure_limit.burst", "must be positive (found %d)", fl.Burst)
+		}
 	}
 }
 

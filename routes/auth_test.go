@@ -24,8 +24,8 @@ func TestAuthValidation(t *testing.T) {
 		{"public key files", jwtAuth(pub + "      algorithms: [PS256]\n"), ""},
 		{"hmac env", jwtAuth("      hmac_secret_env: S\n      algorithms: [HS256, HS512]\n"), ""},
 		{"api key", authFile("  p:\n    api_key: {keys_file: keys.txt}\n"), ""},
-		{"neither", authFile("  p: {}\n"), "t.yaml:10:6: authenticators.p: needs jwt or api_key"},
-		{"both", authFile("  p:\n    jwt: {jwks_url: \"https://x/j\", algorithms: [RS256]}\n    api_key: {keys_file: k}\n"), "authenticators.p.api_key: jwt and api_key are exclusive"},
+		{"neither", authFile("  p: {}\n"), "t.yaml:10:6: authenticators.p: needs one of jwt, api_key or basic"},
+		{"both", authFile("  p:\n    jwt: {jwks_url: \"https://x/j\", algorithms: [RS256]}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key and basic are exclusive"},
 		{"bad name", authFile("  \"no spaces\":\n    api_key: {keys_file: k}\n"), `authenticator name "no spaces"`},
 		{"no key source", jwtAuth("      algorithms: [RS256]\n"), "needs a key source"},
 		{"two secret sources", jwtAuth("      hmac_secret_env: S\n      hmac_secret_file: s\n      algorithms: [HS256]\n"), "hmac_secret_env and hmac_secret_file are exclusive"},
@@ -54,6 +54,13 @@ func TestAuthValidation(t *testing.T) {
 		{"api key without file", authFile("  p:\n    api_key: {header: X-K}\n"), "authenticators.p.api_key.keys_file: is required"},
 		{"api key header and query", authFile("  p:\n    api_key: {keys_file: k, header: X-K, query: k}\n"), "api_key.query: header and query are exclusive"},
 		{"api key bad forward name", authFile("  p:\n    api_key: {keys_file: k, forward_name: \"a:b\"}\n"), `forward_name: "a:b" is not a header name`},
+		{"basic", authFile("  staff:\n    basic: {htpasswd_file: staff.htpasswd, forward_user: X-User, cache_ttl: 0s, failure_limit: {limit: 3, per: 5m}}\n"), ""},
+		{"basic without file", authFile("  staff:\n    basic: {realm: s}\n"), "authenticators.staff.basic.htpasswd_file: is required"},
+		{"basic and api key", authFile("  p:\n    basic: {htpasswd_file: h}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key and basic are exclusive"},
+		{"basic forward into cookie", authFile("  staff:\n    basic: {htpasswd_file: h, forward_user: cookie}\n"), `basic.forward_user: "Cookie" cannot carry the user name`},
+		{"basic bad forward header", authFile("  staff:\n    basic: {htpasswd_file: h, forward_user: \"a b\"}\n"), `basic.forward_user: "a b" is not a header name`},
+		{"basic cache too long", authFile("  staff:\n    basic: {htpasswd_file: h, cache_ttl: 1h}\n"), "basic.cache_ttl: must be between 0s (no cache) and 5m0s (found 1h0m0s)"},
+		{"basic negative failure limit", authFile("  staff:\n    basic: {htpasswd_file: h, failure_limit: {limit: -1, burst: -2}}\n"), "basic.failure_limit.burst: must be positive (found -2)"},
 		{"route with undefined auth", base + "    auth: nope\n", `routes[0].auth[0]: undefined authenticator "nope"`},
 		{"claims without auth", base + "    require_claims: {scope: x}\n", "routes[0].require_claims: needs auth"},
 		{"unknown key", jwtAuth(pub + "      algorithms: [RS256]\n      audience: api\n"), `t.yaml:14:7: authenticators.users.jwt.audience: unknown key (did you mean "audiences"?)`},
@@ -107,6 +114,21 @@ func TestAuthDefaults(t *testing.T) {
 		{"api key header", authFile("  p:\n    api_key: {keys_file: k}\n"), func(t *testing.T, f *File) {
 			if k := f.Authenticators["p"].APIKey; k.Header != DefaultAPIKeyHeader {
 				t.Fatalf("header %q", k.Header)
+			}
+		}},
+		{"basic", authFile("  staff:\n    basic: {htpasswd_file: h}\n"), func(t *testing.T, f *File) {
+			b := f.Authenticators["staff"].Basic
+			if b.Realm != "staff" || b.CacheTTL == nil || b.CacheTTL.D() != DefaultBasicCacheTTL {
+				t.Fatalf("basic defaults %+v", b)
+			}
+			if fl := b.FailureLimit; fl.Limit != DefaultBasicFailureLimit || fl.Per.D() != DefaultBasicFailurePer || fl.Burst != DefaultBasicFailureLimit {
+				t.Fatalf("failure_limit defaults %+v", fl)
+			}
+		}},
+		{"basic explicit values kept", authFile("  staff:\n    basic: {htpasswd_file: h, cache_ttl: 0s, failure_limit: {limit: 3, per: 1h, burst: 1}}\n"), func(t *testing.T, f *File) {
+			b := f.Authenticators["staff"].Basic
+			if b.CacheTTL.D() != 0 || b.FailureLimit.Limit != 3 || b.FailureLimit.Per.D() != time.Hour || b.FailureLimit.Burst != 1 {
+				t.Fatalf("explicit values changed: %+v %+v", b, b.FailureLimit)
 			}
 		}},
 		{"api key query keeps no header", authFile("  p:\n    api_key: {keys_file: k, query: key}\n"), func(t *testing.T, f *File) {

@@ -66,6 +66,9 @@ func (f *File) files() []namedFile {
 		if k := a.APIKey; k != nil {
 			add(p+".api_key.keys_file", k.KeysFile)
 		}
+		if b := a.Basic; b != nil {
+			add(p+".basic.htpasswd_file", b.HtpasswdFile)
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		add("upstreams."+name+".endpoints_file", f.Upstreams[name].EndpointsFile)

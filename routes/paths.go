@@ -46,6 +46,9 @@ func (f *File) resolvePaths() {
 		if k := a.APIKey; k != nil {
 			rel(&k.KeysFile)
 		}
+		if b := a.Basic; b != nil {
+			rel(&b.HtpasswdFile)
+		}
 		f.Authenticators[name] = a
 	}
 	for name, u := range f.Upstreams {

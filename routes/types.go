@@ -204,10 +204,41 @@ type Mesh struct {
 }
 
 // Authenticator is one named way of authenticating clients. Exactly one of
-// JWT and APIKey is set.
+// JWT, APIKey and Basic is set.
 type Authenticator struct {
 	JWT    *JWT    `yaml:"jwt"`
 	APIKey *APIKey `yaml:"api_key"`
+	Basic  *Basic  `yaml:"basic"`
+}
+
+// Basic authenticates clients by HTTP Basic credentials checked against an
+// htpasswd file of bcrypt or argon2id hashes.
+type Basic struct {
+	// HtpasswdFile holds lines of user:hash.
+	HtpasswdFile string `yaml:"htpasswd_file"`
+	// Realm is sent in WWW-Authenticate (default: the authenticator's name).
+	Realm string `yaml:"realm"`
+	// KeepToken forwards the Authorization header to the upstream
+	// (default: stripped).
+	KeepToken bool `yaml:"keep_token"`
+	// ForwardUser sets this upstream header to the user name.
+	ForwardUser string `yaml:"forward_user"`
+	// CacheTTL is how long a verified user:password pair is remembered, so
+	// that a client does not pay a bcrypt or argon2id verification on every
+	// request (default DefaultBasicCacheTTL; 0s turns the cache off).
+	CacheTTL *Duration `yaml:"cache_ttl"`
+	// FailureLimit bounds failed attempts per client address (default
+	// DefaultBasicFailureLimit per DefaultBasicFailurePer).
+	FailureLimit *FailureLimit `yaml:"failure_limit"`
+}
+
+// FailureLimit allows Limit failed attempts per Per from one client, Burst
+// at once (default Limit); past it the client gets 429 until a token
+// comes back, whatever it sends.
+type FailureLimit struct {
+	Limit int      `yaml:"limit"`
+	Per   Duration `yaml:"per"`
+	Burst int      `yaml:"burst"`
 }
 
 // JWT verifies JSON Web Tokens.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests use: redis-server, curl, openssl,
-# chromium, zsh, fish and groff (Debian), promtool, and the Go tools listed in go-tools.txt into
+# chromium, htpasswd, argon2, zsh, fish and groff (Debian), promtool, and the Go tools listed in go-tools.txt into
 # ./.tools/bin. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)    # the mesh example'
 command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)            # the completion scripts are checked by their own shells
 command -v fish >/dev/null 2>&1 || need_apt+=(fish)
 command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)   # the man page is formatted with -ww
+command -v htpasswd >/dev/null 2>&1 || need_apt+=(apache2-utils)  # basic auth tests use the real htpasswd's hashes
+command -v argon2 >/dev/null 2>&1 || need_apt+=(argon2)      # and the reference argon2id encoder's
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # the certificate renewal units are checked by systemd itself
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
