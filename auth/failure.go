@@ -32,6 +32,11 @@ const (
 	// match; which of the two is never said.
 	ReasonBadCredentials  Reason = "bad_credentials"
 	ReasonTooManyFailures Reason = "too_many_failures" // over a basic failure_limit: 429
+	// ext_authz: the server denied (its answer goes to the client), could
+	// not be asked (on_error: deny), or the body was over body.max_bytes.
+	ReasonDenied           Reason = "denied"
+	ReasonAuthzUnavailable Reason = "authz_unavailable"
+	ReasonBodyTooLarge     Reason = "body_too_large"
 )
 
 // Reasons lists every Reason, for pre-initialising metrics and for tests.
@@ -39,7 +44,7 @@ var Reasons = []Reason{
 	ReasonMissing, ReasonMalformed, ReasonOversized, ReasonAlgorithm, ReasonSignature,
 	ReasonUnknownKID, ReasonNoKeys, ReasonExpired, ReasonNotYetValid, ReasonIssuer,
 	ReasonAudience, ReasonClaims, ReasonUnknownKey, ReasonMissingClaim,
-	ReasonBadCredentials, ReasonTooManyFailures,
+	ReasonBadCredentials, ReasonTooManyFailures, ReasonDenied, ReasonAuthzUnavailable, ReasonBodyTooLarge,
 }
 
 // description is what the client is told: fixed text per reason, so nothing
@@ -78,6 +83,12 @@ func (r Reason) description() string {
 		return "the user name or password is not valid"
 	case ReasonTooManyFailures:
 		return "too many failed attempts: try again later"
+	case ReasonDenied:
+		return "the request is not authorized"
+	case ReasonAuthzUnavailable:
+		return "the request could not be authorized"
+	case ReasonBodyTooLarge:
+		return "the request body is too large to be authorized"
 	}
 	return "authentication failed"
 }

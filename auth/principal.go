@@ -18,9 +18,12 @@ import (
 // Principal is who a request was authenticated as.
 type Principal struct {
 	Authenticator string         // name of the authenticator that succeeded
-	Subject       string         // JWT "sub", or the API key's name
+	Subject       string         // JWT "sub", the API key's name, the basic user, or an ext_authz server's "sub"
 	KeyName       string         // API key name ("" for JWT)
 	Claims        map[string]any // JWT claims (nil for API keys); shared, read-only; numbers are json.Number
+	// authz is an ext_authz server's allow: the headers it sets on and
+	// removes from the upstream request. Shared by cached requests; read-only.
+	authz *decision
 }
 
 type principalKey struct{}

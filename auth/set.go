@@ -71,6 +71,8 @@ type Options struct {
 	ClientIP func(*http.Request) string
 	// Verifiers bounds concurrent password-hash checks (0: GOMAXPROCS).
 	Verifiers int
+	// Metrics are the ext_authz metrics (nil: not counted).
+	Metrics *Metrics
 }
 
 func (o Options) verifiers() int {
@@ -233,20 +235,22 @@ func filesOf(a routes.Authenticator) []string {
 
 func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, opts Options, ownsClient bool) (authenticator, error) {
 	kinds := 0
-	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil} {
+	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil, c.ExtAuthz != nil} {
 		if set {
 			kinds++
 		}
 	}
 	switch {
 	case kinds > 1:
-		return nil, errors.New("jwt, api_key and basic are exclusive")
+		return nil, errors.New("jwt, api_key, basic and ext_authz are exclusive")
 	case c.APIKey != nil:
 		return newAPIKeyAuth(name, c.APIKey)
 	case c.Basic != nil:
 		return newBasicAuth(name, c.Basic, opts)
+	case c.ExtAuthz != nil:
+		return newExtAuthz(name, c.ExtAuthz, opts)
 	case c.JWT == nil:
-		return nil, errors.New("needs one of jwt, api_key or basic")
+		return nil, errors.New("needs one of jwt, api_key, basic or ext_authz")
 	}
 	a, err := newJWTAuth(name, c.JWT, opts.Now)
 	if err != nil {
@@ -520,6 +524,11 @@ func (s *Set) Close() error {
 	s.closeOnce.Do(func() {
 		for key := range s.jwks {
 			_, _ = s.caches.pool.Release(key)
+		}
+		for _, a := range s.auths {
+			if c, ok := a.(interface{ close() }); ok {
+				c.close()
+			}
 		}
 	})
 	return nil

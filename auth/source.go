@@ -14,7 +14,8 @@ const (
 	fromHeader                   // a named header holding the credential itself
 	fromCookie
 	fromQuery
-	fromBasic // Authorization: Basic base64(user:password)
+	fromBasic   // Authorization: Basic base64(user:password)
+	fromNowhere // ext_authz: the server decides on the whole request and says what to remove
 )
 
 // source names one place a credential is read from and stripped from.

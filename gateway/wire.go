@@ -27,11 +27,13 @@ import (
 func defaultFeatures(e *Edge) []feature {
 	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})
 	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits))
+	authMetrics := auth.NewMetrics()
+	e.registry.MustRegister(authMetrics.Collectors()...)
 	return []feature{
 		&tracingFeature{log: e.log, pool: e.tracers},
 		&tlsFeature{e: e},
 		&meshFeature{e: e},
-		&authFeature{e: e, jwks: auth.NewJWKSCaches(), failures: ratelimit.NewMemory(e.opts.Clock)},
+		&authFeature{e: e, jwks: auth.NewJWKSCaches(), failures: ratelimit.NewMemory(e.opts.Clock), metrics: authMetrics},
 		&rateLimitFeature{svc: limits},
 		&pluginFeature{},
 	}
@@ -82,6 +84,7 @@ type authFeature struct {
 	// failures counts basic auth failures across generations: a reload
 	// must not hand a guesser a fresh allowance.
 	failures *ratelimit.Memory
+	metrics  *auth.Metrics
 	mu       sync.Mutex
 	// cur is the live configuration's set, the one the next build takes
 	// its JWKS caches from.
@@ -94,8 +97,8 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	a.mu.Unlock()
 	set, err := auth.NewSet(ctx, f, prev, auth.Options{
 		JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log, Now: a.e.opts.Clock,
-		FailureLimiter: a.failures,
-		ClientIP:       func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
+		FailureLimiter: a.failures, Metrics: a.metrics,
+		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
 	})
 	if err != nil {
 		return prepared{}, nil, err

@@ -31,8 +31,15 @@ const (
 	// stopped, a guesser gets 14,400 tries a day instead of millions.
 	DefaultBasicFailureLimit = 10
 	DefaultBasicFailurePer   = time.Minute
-	maxTokenBytesCeiling     = 1 << 20
-	minJWKSRefreshInterval   = time.Second
+	// Envoy's ext_authz default is 200 ms; a policy server on another
+	// host under load needs more, and a request waits at most this long.
+	DefaultExtAuthzTimeout       = time.Second
+	DefaultExtAuthzStatusOnError = 403
+	DefaultExtAuthzCacheSize     = 4096
+	maxExtAuthzBody              = 1 << 20
+	maxExtAuthzCacheTTL          = 5 * time.Minute
+	maxTokenBytesCeiling         = 1 << 20
+	minJWKSRefreshInterval       = time.Second
 )
 
 func (f *File) defaultAuthenticators() {
@@ -61,6 +68,18 @@ func (f *File) defaultAuthenticators() {
 		}
 		if k := a.APIKey; k != nil && k.Header == "" && k.Query == "" {
 			k.Header = DefaultAPIKeyHeader
+		}
+		if x := a.ExtAuthz; x != nil {
+			setDuration(&x.Timeout, DefaultExtAuthzTimeout)
+			if x.OnError == "" {
+				x.OnError = "deny"
+			}
+			if x.StatusOnError == 0 {
+				x.StatusOnError = DefaultExtAuthzStatusOnError
+			}
+			if x.Cache != nil && x.Cache.Size == 0 {
+				x.Cache.Size = DefaultExtAuthzCacheSize
+			}
 		}
 		if b := a.Basic; b != nil {
 			if b.Realm == "" {
@@ -91,16 +110,18 @@ func (c *checker) checkAuthenticators() {
 		p := "authenticators." + name
 		c.checkName(p, "authenticator", name)
 		kinds := 0
-		for _, set := range []bool{a.JWT != nil, a.APIKey != nil, a.Basic != nil} {
+		for _, set := range []bool{a.JWT != nil, a.APIKey != nil, a.Basic != nil, a.ExtAuthz != nil} {
 			if set {
 				kinds++
 			}
 		}
 		switch {
 		case kinds == 0:
-			c.errorf(p, "needs one of jwt, api_key or basic")
+			c.errorf(p, "needs one of jwt, api_key, basic or ext_authz")
 		case kinds > 1:
-			c.errorf(p, "jwt, api_key and basic are exclusive: define one authenticator for each")
+			c.errorf(p, "jwt, api_key, basic and ext_authz are exclusive: define one authenticator for each")
+		case a.ExtAuthz != nil:
+			c.checkExtAuthz(p+".ext_authz", a.ExtAuthz)
 		case a.JWT != nil:
 			c.checkJWT(p+".jwt", a.JWT)
 		case a.APIKey != nil:
@@ -259,6 +280,130 @@ func (c *checker) checkBasic(p string, b *Basic) {
 			c.errorf(p+".failure_limit.burst", "must be positive (found %d)", fl.Burst)
 		}
 	}
+}
+
+// ExtAuthzCacheKeys are the fixed parts of an ext_authz cache key; header:NAME
+// is the other.
+var ExtAuthzCacheKeys = []string{"method", "host", "path", "client_ip"}
+
+func (c *checker) checkExtAuthz(p string, x *ExtAuthz) {
+	n := 0
+	for _, set := range []bool{x.GRPCAddress != "", x.HTTPURL != "", x.OPAURL != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		c.errorf(p, "set exactly one of grpc_address, http_url or opa_url")
+	}
+	if a := x.GRPCAddress; a != "" {
+		host, port, err := net.SplitHostPort(a)
+		switch {
+		case err != nil || host == "" || port == "":
+			c.errorf(p+".grpc_address", "%q is not host:port", a)
+		case !x.GRPCTLS && !x.AllowInsecure && !isLoopback(a):
+			c.errorf(p+".grpc_address", "plaintext gRPC to %s lets anyone on the network path read credentials and forge decisions: set grpc_tls: true, or allow_insecure: true", host)
+		}
+	}
+	if x.GRPCTLS && x.GRPCAddress == "" {
+		c.errorf(p+".grpc_tls", "only applies to grpc_address")
+	}
+	for key, raw := range map[string]string{"http_url": x.HTTPURL, "opa_url": x.OPAURL} {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+			c.errorf(p+"."+key, "%q is not an http(s) URL", RedactURL(raw))
+		case u.Scheme == "http" && !x.AllowInsecure && !isLoopback(hostPortOf(u)):
+			c.errorf(p+"."+key, "plain http to %s lets anyone on the network path read credentials and forge decisions: use https, or set allow_insecure: true", u.Hostname())
+		}
+	}
+	if x.Timeout < 0 {
+		c.errorf(p+".timeout", "must be positive (found %s)", x.Timeout.D())
+	}
+	for i, h := range x.Headers {
+		if !httpTokenRe.MatchString(h) {
+			c.errorf(indexPath(p+".headers", i), "%q is not a header name", h)
+		}
+	}
+	if b := x.Body; b != nil && (b.MaxBytes <= 0 || b.MaxBytes > maxExtAuthzBody) {
+		c.errorf(p+".body.max_bytes", "must be between 1 and %d (found %d)", maxExtAuthzBody, b.MaxBytes)
+	}
+	if x.OnError != "" && x.OnError != "allow" && x.OnError != "deny" {
+		c.errorf(p+".on_error", "must be allow or deny (found %q)", x.OnError)
+	}
+	if s := x.StatusOnError; s != 0 && (s < 400 || s > 599) {
+		c.errorf(p+".status_on_error", "must be a 4xx or 5xx status (found %d)", s)
+	}
+	if len(x.UpstreamHeaders) > 0 && x.HTTPURL == "" {
+		c.errorf(p+".upstream_headers", "only applies to http_url: a gRPC server's OK headers and an OPA decision's headers all go upstream")
+	}
+	if len(x.ClaimsFromHeaders) > 0 && x.HTTPURL == "" {
+		c.errorf(p+".claims_from_headers", "only applies to http_url: gRPC servers and OPA policies give claims as dynamic_metadata")
+	}
+	for i, h := range x.UpstreamHeaders {
+		if !httpTokenRe.MatchString(h) {
+			c.errorf(indexPath(p+".upstream_headers", i), "%q is not a header name", h)
+		} else if ForbiddenAuthzHeader(h) {
+			c.errorf(indexPath(p+".upstream_headers", i), "%q is set by the edge itself and cannot come from an authorization server", http.CanonicalHeaderKey(h))
+		}
+	}
+	for _, h := range slices.Sorted(maps.Keys(x.ClaimsFromHeaders)) {
+		if !httpTokenRe.MatchString(h) {
+			c.errorf(p+".claims_from_headers."+h, "%q is not a header name", h)
+		}
+		if x.ClaimsFromHeaders[h] == "" {
+			c.errorf(p+".claims_from_headers."+h, "names no claim")
+		}
+	}
+	seen := map[string]string{}
+	for _, claim := range slices.Sorted(maps.Keys(x.ForwardClaims)) {
+		h := x.ForwardClaims[claim]
+		switch ch := http.CanonicalHeaderKey(h); {
+		case !httpTokenRe.MatchString(h):
+			c.errorf(p+".forward_claims."+claim, "%q is not a header name", h)
+		case ch == "Authorization" || ch == "Host" || ch == "Cookie" || ForbiddenAuthzHeader(ch):
+			c.errorf(p+".forward_claims."+claim, "%q cannot carry a claim", ch)
+		case seen[ch] != "":
+			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", ch, seen[ch])
+		}
+		seen[http.CanonicalHeaderKey(h)] = claim
+	}
+	if ca := x.Cache; ca != nil {
+		if ca.TTL <= 0 || ca.TTL.D() > maxExtAuthzCacheTTL {
+			c.errorf(p+".cache.ttl", "must be between 1ms and %s (found %s)", maxExtAuthzCacheTTL, ca.TTL.D())
+		}
+		if len(ca.Key) == 0 {
+			c.errorf(p+".cache.key", "list what identifies a decision (e.g. [header:Authorization, method, path]): a decision cached for one client must not serve another")
+		}
+		for i, k := range ca.Key {
+			name, isHeader := strings.CutPrefix(k, "header:")
+			if isHeader && httpTokenRe.MatchString(name) || slices.Contains(ExtAuthzCacheKeys, k) {
+				continue
+			}
+			c.errorf(indexPath(p+".cache.key", i), "%q is not one of %s or header:NAME", k, strings.Join(ExtAuthzCacheKeys, ", "))
+		}
+		if ca.Size < 0 {
+			c.errorf(p+".cache.size", "must be positive (found %d)", ca.Size)
+		}
+	}
+}
+
+// ForbiddenAuthzHeader reports whether an authorization server may not set
+// the request header name upstream: the edge's own (hop-by-hop, framing,
+// client address and forwarding headers), which a compromised or buggy
+// server must not forge.
+func ForbiddenAuthzHeader(name string) bool {
+	h := http.CanonicalHeaderKey(name)
+	switch h {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length", "Forwarded",
+		"X-Real-Ip", "X-Request-Id", "Traceparent", "Tracestate", "Expect":
+		return true
+	}
+	return strings.HasPrefix(h, "X-Forwarded-") || strings.HasPrefix(h, ":")
 }
 
 func indexPath(p string, i int) string { return fmt.Sprintf("%s[%d]", p, i) }

@@ -69,6 +69,9 @@ func (f *File) files() []namedFile {
 		if b := a.Basic; b != nil {
 			add(p+".basic.htpasswd_file", b.HtpasswdFile)
 		}
+		if x := a.ExtAuthz; x != nil {
+			add(p+".ext_authz.ca_file", x.CAFile)
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		add("upstreams."+name+".endpoints_file", f.Upstreams[name].EndpointsFile)

@@ -49,6 +49,9 @@ func (f *File) resolvePaths() {
 		if b := a.Basic; b != nil {
 			rel(&b.HtpasswdFile)
 		}
+		if x := a.ExtAuthz; x != nil {
+			rel(&x.CAFile)
+		}
 		f.Authenticators[name] = a
 	}
 	for name, u := range f.Upstreams {

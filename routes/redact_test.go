@@ -31,6 +31,7 @@ var notSecret = map[string]string{
 	"tls.client_auth":                       "require | verify_if_given",
 	"routes.auth":                           "names of authenticators",
 	"inbound.rules.callers.authenticators":  "names of the edge's authenticators",
+	"authenticators.*.ext_authz.cache.key":  "what identifies a decision (method, header:NAME), not a credential",
 }
 
 func walkFields(t reflect.Type, path string, visit func(path string, f reflect.StructField)) {
@@ -100,6 +101,10 @@ authenticators:
       jwks_url: "https://svc:hunter2-jwks@id.example.com/jwks?token=hunter2-query&tenant=acme"
   partners:
     api_key: {header: X-API-Key, keys_file: keys.txt}
+  forward:
+    ext_authz: {http_url: "https://edge:hunter2-fa@auth.example/verify?access_token=hunter2-fa-query"}
+  policy:
+    ext_authz: {opa_url: "https://opa:hunter2-opa@opa.example/v1/data/envoy/authz/result"}
 rate_limits:
   per-user: {key: "claim:sub", limit: 10, per: 1s}
 plugins:
@@ -134,7 +139,7 @@ routes:
 	if strings.Contains(s, "hunter2") {
 		t.Fatalf("a credential is shown: %s", s)
 	}
-	for _, want := range []string{"claim:sub", "X-API-Key", "visible-value", "keys.txt", "svc:REDACTED@id.example.com", "tenant=acme", "ops@example.com"} {
+	for _, want := range []string{"claim:sub", "X-API-Key", "visible-value", "keys.txt", "svc:REDACTED@id.example.com", "tenant=acme", "ops@example.com", "auth.example/verify", "opa:REDACTED@opa.example"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("%q is not shown (over-redacted?): %s", want, s)
 		}

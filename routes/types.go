@@ -204,11 +204,75 @@ type Mesh struct {
 }
 
 // Authenticator is one named way of authenticating clients. Exactly one of
-// JWT, APIKey and Basic is set.
+// JWT, APIKey, Basic and ExtAuthz is set.
 type Authenticator struct {
-	JWT    *JWT    `yaml:"jwt"`
-	APIKey *APIKey `yaml:"api_key"`
-	Basic  *Basic  `yaml:"basic"`
+	JWT      *JWT      `yaml:"jwt"`
+	APIKey   *APIKey   `yaml:"api_key"`
+	Basic    *Basic    `yaml:"basic"`
+	ExtAuthz *ExtAuthz `yaml:"ext_authz"`
+}
+
+// ExtAuthz asks an external authorization server about each request.
+// Exactly one of GRPCAddress, HTTPURL and OPAURL is set.
+type ExtAuthz struct {
+	// GRPCAddress is host:port of an envoy.service.auth.v3.Authorization
+	// server (Envoy's ext_authz API).
+	GRPCAddress string `yaml:"grpc_address"`
+	// GRPCTLS speaks TLS to GRPCAddress (roots: CAFile, else the system's).
+	GRPCTLS bool `yaml:"grpc_tls"`
+	// HTTPURL is a forward-auth endpoint (Traefik's forwardAuth): 2xx
+	// allows, anything else is the answer to the client.
+	HTTPURL string `yaml:"http_url" secret:"url"`
+	// OPAURL is an OPA data API URL (http://opa:8181/v1/data/PATH) whose
+	// input is the request as Envoy's CheckRequest, as for OPA's Envoy plugin.
+	OPAURL string `yaml:"opa_url" secret:"url"`
+	// CAFile holds the roots that verify an https or gRPC TLS server.
+	CAFile string `yaml:"ca_file"`
+	// AllowInsecure lets a server that is not on loopback be reached
+	// without TLS.
+	AllowInsecure bool `yaml:"allow_insecure"`
+	// Timeout bounds one check (default DefaultExtAuthzTimeout).
+	Timeout Duration `yaml:"timeout"`
+	// Headers are the request headers sent (default: all but hop-by-hop).
+	Headers []string `yaml:"headers"`
+	// Body sends the request body, up to a size.
+	Body *ExtAuthzBody `yaml:"body"`
+	// OnError is allow or deny (default): what happens when the server
+	// cannot be reached, times out or answers nonsense.
+	OnError string `yaml:"on_error"`
+	// StatusOnError is the status of a request denied by on_error: deny
+	// (default 403, as Envoy's status_on_error).
+	StatusOnError int `yaml:"status_on_error"`
+	// UpstreamHeaders are the response headers of an allowing http_url
+	// server copied to the upstream request (Traefik's authResponseHeaders).
+	// A gRPC server's OK headers and an OPA decision's headers all go
+	// upstream, as in Envoy.
+	UpstreamHeaders []string `yaml:"upstream_headers"`
+	// ClaimsFromHeaders maps a header an http_url server sets on an allow
+	// to a claim of the principal, for require_claims, forward_claims and
+	// rate limits (gRPC and OPA give claims as dynamic_metadata).
+	ClaimsFromHeaders map[string]string `yaml:"claims_from_headers"`
+	// ForwardClaims maps a claim name to the upstream header that carries it.
+	ForwardClaims map[string]string `yaml:"forward_claims"`
+	// Cache remembers allow decisions for a short time.
+	Cache *ExtAuthzCache `yaml:"cache"`
+}
+
+// ExtAuthzBody sends up to MaxBytes of the request body to the server.
+type ExtAuthzBody struct {
+	MaxBytes int `yaml:"max_bytes"`
+	// AllowPartial sends the first MaxBytes of a longer body; without it a
+	// longer body gets 413, as in Envoy.
+	AllowPartial bool `yaml:"allow_partial"`
+}
+
+// ExtAuthzCache remembers allow decisions by Key for TTL.
+type ExtAuthzCache struct {
+	TTL Duration `yaml:"ttl"`
+	// Key lists what identifies a decision: method, host, path (with the
+	// query), client_ip, header:NAME.
+	Key  []string `yaml:"key"`
+	Size int      `yaml:"size"`
 }
 
 // Basic authenticates clients by HTTP Basic credentials checked against an
