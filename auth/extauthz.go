@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -204,7 +205,7 @@ func authzTLS(caFile string) (*tls.Config, error) {
 
 func (a *extAuthz) name() string     { return a.authName }
 func (a *extAuthz) realm() string    { return a.authName }
-func (a *extAuthz) scheme() string   { return "ExtAuthz" }
+func (a *extAuthz) scheme() string   { return "" } // no challenge: the server writes its own
 func (a *extAuthz) source() source   { return source{kind: fromNowhere} }
 func (a *extAuthz) keepToken() bool  { return true } // the server says what to remove
 func (a *extAuthz) jwksCache() *jwks { return nil }
@@ -218,7 +219,9 @@ func (a *extAuthz) forwardTo(h http.Header, p *Principal) {
 			h.Del(name)
 		}
 		for k, vs := range d.set {
-			h[k] = vs
+			// A copy: d is shared by every request the cache serves, and a
+			// later stage may append to the upstream request's header.
+			h[k] = slices.Clone(vs)
 		}
 		for k, vs := range d.add {
 			h[k] = append(h[k], vs...)

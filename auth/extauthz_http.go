@@ -87,6 +87,11 @@ func (h *httpAuthz) forwardAuth(ctx context.Context, in *checkInput) (*decision,
 		return nil, fmt.Errorf("ext_authz request: %w", err)
 	}
 	for k, vs := range in.headers {
+		// The forwarding headers below are the edge's statement about the
+		// request; a client's own must not reach the server beside them.
+		if k == "Forwarded" || k == "X-Real-Ip" || strings.HasPrefix(k, "X-Forwarded-") {
+			continue
+		}
 		req.Header[k] = vs
 	}
 	r := in.r

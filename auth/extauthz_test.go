@@ -163,6 +163,9 @@ func TestExtAuthzGRPC(t *testing.T) {
 	if counter(fails, "authz", "denied") != 1 || counter(m.Checks, "authz", "deny") != 1 || counter(m.Checks, "authz", "allow") != 1 {
 		t.Fatal("metrics")
 	}
+	if got := w.Header().Values("WWW-Authenticate"); len(got) != 1 {
+		t.Fatalf("challenges %q", got)
+	}
 	// Claims from dynamic metadata feed require_claims.
 	h2, _ := handler(t, s, f, 1)
 	if w := do(h2, "/admin", http.Header{"Authorization": {"Bearer good-alice"}}); w.Code != 403 {
@@ -484,6 +487,17 @@ func TestExtAuthzForwardAuth(t *testing.T) {
 	h, up := handler(t, testSet(t, f, Options{}), f, 0)
 	r := httptest.NewRequest(http.MethodPost, "http://app.example/a/b?c=d", strings.NewReader("body"))
 	r.Header = http.Header{"Cookie": {"session=good"}, "X-Auth-User": {"spoof"}, "X-Other": {"not sent"}, "X-Forwarded-For": {"203.0.113.1"}}
+	// All headers sent, the client's forwarding headers excepted.
+	f2 := parse(t, "  authz:\n    ext_authz:\n      http_url: "+url, `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+	h2, _ := handler(t, testSet(t, f2, Options{}), f2, 0)
+	if w := do(h2, "/", http.Header{"Cookie": {"session=good"}, "X-Forwarded-Prefix": {"/evil"}, "Forwarded": {"for=1.2.3.4"}, "X-Real-Ip": {"1.2.3.4"}, "X-Other": {"sent"}}); w.Code != 204 {
+		t.Fatalf("all headers: %d", w.Code)
+	}
+	mu.Lock()
+	if seen.Get("X-Forwarded-Prefix") != "" || seen.Get("Forwarded") != "" || seen.Get("X-Real-Ip") != "" || seen.Get("X-Other") != "sent" || seen.Get("X-Forwarded-For") != "192.0.2.1" {
+		t.Fatalf("the auth server saw %v", seen)
+	}
+	mu.Unlock()
 	if w := recorder(h, r); w.Code != 204 {
 		t.Fatalf("allowed: %d %s", w.Code, w.Body)
 	}

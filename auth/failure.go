@@ -102,6 +102,9 @@ func refuse(w http.ResponseWriter, r *http.Request, auths []authenticator, faile
 		status = http.StatusForbidden
 	}
 	for _, a := range auths {
+		if a.scheme() == "" {
+			continue // ext_authz: the server's denial carries any challenge
+		}
 		if a.scheme() == "Basic" {
 			// RFC 7617 has no error parameters; a browser shows its login
 			// dialog for this challenge, in UTF-8.
