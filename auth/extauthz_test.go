@@ -120,7 +120,7 @@ func policy(req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 }
 
 func extAuthzYAML(target, extra string) string {
-	return "  authz:\n    ext_authz:\n      " + target + "\n      timeout: 2s" + extra
+	return "  authz:\n    ext_authz:\n      " + target + "\n      timeout: 1m" + extra
 }
 
 func grpcTarget(s *authzServer) string { return "grpc_address: " + s.addr }
@@ -482,13 +482,13 @@ func TestExtAuthzForwardAuth(t *testing.T) {
 			_, _ = io.WriteString(w, "login first")
 		}
 	})
-	f := parse(t, "  authz:\n    ext_authz:\n      http_url: "+url+"\n      headers: [Cookie, X-Forwarded-For]\n      upstream_headers: [X-Auth-User]\n      claims_from_headers: {X-Auth-Groups: groups}\n      forward_claims: {groups: X-Groups}",
+	f := parse(t, "  authz:\n    ext_authz:\n      http_url: "+url+"\n      timeout: 1m\n      headers: [Cookie, X-Forwarded-For]\n      upstream_headers: [X-Auth-User]\n      claims_from_headers: {X-Auth-Groups: groups}\n      forward_claims: {groups: X-Groups}",
 		`{name: r, match: {path_prefix: /}, upstream: up, auth: authz, require_claims: {groups: admins}}`)
 	h, up := handler(t, testSet(t, f, Options{}), f, 0)
 	r := httptest.NewRequest(http.MethodPost, "http://app.example/a/b?c=d", strings.NewReader("body"))
 	r.Header = http.Header{"Cookie": {"session=good"}, "X-Auth-User": {"spoof"}, "X-Other": {"not sent"}, "X-Forwarded-For": {"203.0.113.1"}}
 	// All headers sent, the client's forwarding headers excepted.
-	f2 := parse(t, "  authz:\n    ext_authz:\n      http_url: "+url, `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+	f2 := parse(t, "  authz:\n    ext_authz:\n      timeout: 1m\n      http_url: "+url, `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
 	h2, _ := handler(t, testSet(t, f2, Options{}), f2, 0)
 	if w := do(h2, "/", http.Header{"Cookie": {"session=good"}, "X-Forwarded-Prefix": {"/evil"}, "Forwarded": {"for=1.2.3.4"}, "X-Real-Ip": {"1.2.3.4"}, "X-Other": {"sent"}}); w.Code != 204 {
 		t.Fatalf("all headers: %d", w.Code)
@@ -543,7 +543,7 @@ result := {"allowed": true, "headers": {"x-user-id": users[token].sub}, "request
 
 result := {"allowed": false, "http_status": 401, "body": "{\"error\":\"denied by policy\"}", "response_headers_to_add": {"content-type": "application/json", "www-authenticate": "Bearer realm=\"opa\""}} if not allow
 `)
-	f := parse(t, "  authz:\n    ext_authz:\n      opa_url: "+opa+"/v1/data/envoy/authz/result\n      timeout: 5s\n      forward_claims: {scope: X-Scope}",
+	f := parse(t, "  authz:\n    ext_authz:\n      opa_url: "+opa+"/v1/data/envoy/authz/result\n      timeout: 1m\n      forward_claims: {scope: X-Scope}",
 		`{name: r, match: {path_prefix: /}, upstream: up, auth: authz, require_claims: {scope: "orders:read"}}`)
 	h, up := handler(t, testSet(t, f, Options{}), f, 0)
 	tests := []struct {
@@ -578,7 +578,7 @@ result := {"allowed": false, "http_status": 401, "body": "{\"error\":\"denied by
 		})
 	}
 	t.Run("undefined decision denies", func(t *testing.T) {
-		f := parse(t, "  authz:\n    ext_authz:\n      opa_url: "+opa+"/v1/data/envoy/authz/nothing_here\n      timeout: 5s", `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+		f := parse(t, "  authz:\n    ext_authz:\n      opa_url: "+opa+"/v1/data/envoy/authz/nothing_here\n      timeout: 1m", `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
 		h, _ := handler(t, testSet(t, f, Options{}), f, 0)
 		if w := do(h, "/orders/1", http.Header{"Authorization": {"Bearer tok-alice"}}); w.Code != 403 {
 			t.Fatalf("%d", w.Code)

@@ -39,7 +39,7 @@ func TestExtAuthzAtTheEdge(t *testing.T) {
 	up := newHeaderUpstream(t)
 	e := startEdge(t, header+fmt.Sprintf(`authenticators:
   sso:
-    ext_authz: {http_url: %q, headers: [Cookie], upstream_headers: [Remote-User], claims_from_headers: {Remote-User: sub}}
+    ext_authz: {http_url: %q, timeout: 1m, headers: [Cookie], upstream_headers: [Remote-User], claims_from_headers: {Remote-User: sub}}
 upstreams:
   up: {endpoints: [%q]}
 routes:
