@@ -222,6 +222,13 @@ func (h *httpAuthz) checkOPA(ctx context.Context, in *checkInput) (*decision, er
 	if len(raw) > maxOPAResponse {
 		return nil, fmt.Errorf("OPA's decision is over %d bytes", maxOPAResponse)
 	}
+	return opaDecision(raw)
+}
+
+// opaDecision reads an OPA data API response: {"result": ...} where the
+// result is a boolean, an object in the shape of OPA's Envoy plugin, or
+// absent (an undefined decision, which denies).
+func opaDecision(raw []byte) (*decision, error) {
 	var doc struct {
 		Result json.RawMessage `json:"result"`
 	}

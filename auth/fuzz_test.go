@@ -203,3 +203,48 @@ func FuzzBasicCredentials(f *testing.F) {
 		}
 	})
 }
+
+// FuzzOPADecision: whatever OPA answers, reading it never panics; an allow
+// never sets a header the edge owns nor one that is not valid HTTP; a
+// denial's status is one a denial can have and its headers carry no
+// framing.
+func FuzzOPADecision(f *testing.F) {
+	f.Add(`{"result": true}`)
+	f.Add(`{"result": false}`)
+	f.Add(`{}`)
+	f.Add(`{"result": {"allowed": true, "headers": {"x-user": "a", "x-forwarded-for": "1.2.3.4", "x-multi": ["a", "b"]}, "request_headers_to_remove": ["authorization", "host"], "dynamic_metadata": {"sub": "a"}}}`)
+	f.Add(`{"result": {"allowed": false, "http_status": 302, "body": "x", "response_headers_to_add": {"location": "/login", "content-length": "1"}}}`)
+	f.Add(`{"result": {"allowed": "yes"}}`)
+	f.Fuzz(func(t *testing.T, raw string) {
+		d, err := opaDecision([]byte(raw))
+		if err != nil {
+			return
+		}
+		if d.allow {
+			for k, vs := range d.set {
+				if routes.ForbiddenAuthzHeader(k) || !httpguts.ValidHeaderFieldName(k) {
+					t.Fatalf("allow sets %q", k)
+				}
+				for _, v := range vs {
+					if !httpguts.ValidHeaderFieldValue(v) {
+						t.Fatalf("allow sets %q: %q", k, v)
+					}
+				}
+			}
+			for _, k := range d.remove {
+				if routes.ForbiddenAuthzHeader(k) {
+					t.Fatalf("allow removes %q", k)
+				}
+			}
+			return
+		}
+		if d.status < 300 || d.status > 599 || d.status == http.StatusNotModified {
+			t.Fatalf("denial status %d", d.status)
+		}
+		for k := range d.header {
+			if k == "Content-Length" || k == "Transfer-Encoding" || k == "Connection" || !httpguts.ValidHeaderFieldName(k) {
+				t.Fatalf("denial sets %q", k)
+			}
+		}
+	})
+}
