@@ -173,6 +173,17 @@ func TestExtAuthzGRPC(t *testing.T) {
 	}
 }
 
+// A gRPC allow that does not set a header the server may set: the
+// client's copy of a listed header never reaches the upstream.
+func TestExtAuthzGRPCUpstreamHeadersStripped(t *testing.T) {
+	srv := newAuthzServer(t, func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return okResponse(nil, nil, nil), nil })
+	f := parse(t, extAuthzYAML(grpcTarget(srv), "\n      upstream_headers: [X-User-Id]"), `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+	h, up := handler(t, testSet(t, f, Options{}), f, 0)
+	if w := do(h, "/", http.Header{"X-User-Id": {"admin"}}); w.Code != 204 || up.header.Get("X-User-Id") != "" {
+		t.Fatalf("%d, upstream X-User-Id %q", w.Code, up.header.Get("X-User-Id"))
+	}
+}
+
 // A server that denies with a redirect sends the client to its login page,
 // as oauth2-proxy and Authelia do; the edge never follows it.
 func TestExtAuthzDeniedRedirect(t *testing.T) {

@@ -337,9 +337,6 @@ func (c *checker) checkExtAuthz(p string, x *ExtAuthz) {
 	if s := x.StatusOnError; s != 0 && (s < 400 || s > 599) {
 		c.errorf(p+".status_on_error", "must be a 4xx or 5xx status (found %d)", s)
 	}
-	if len(x.UpstreamHeaders) > 0 && x.HTTPURL == "" {
-		c.errorf(p+".upstream_headers", "only applies to http_url: a gRPC server's OK headers and an OPA decision's headers all go upstream")
-	}
 	if len(x.ClaimsFromHeaders) > 0 && x.HTTPURL == "" {
 		c.errorf(p+".claims_from_headers", "only applies to http_url: gRPC servers and OPA policies give claims as dynamic_metadata")
 	}

@@ -246,7 +246,10 @@ type ExtAuthz struct {
 	// UpstreamHeaders are the response headers of an allowing http_url
 	// server copied to the upstream request (Traefik's authResponseHeaders).
 	// A gRPC server's OK headers and an OPA decision's headers all go
-	// upstream, as in Envoy.
+	// upstream, as in Envoy; for them the list names the headers whose
+	// client-sent copies are removed, so that an allow that does not set
+	// one never passes the client's on. Client copies are removed in every
+	// mode.
 	UpstreamHeaders []string `yaml:"upstream_headers"`
 	// ClaimsFromHeaders maps a header an http_url server sets on an allow
 	// to a claim of the principal, for require_claims, forward_claims and
