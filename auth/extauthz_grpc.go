@@ -109,8 +109,10 @@ func (g *grpcAuthz) check(ctx context.Context, in *checkInput) (*decision, error
 				continue
 			}
 			// Envoy: in an OK response append defaults to false, so a
-			// header replaces the client's.
-			if o.GetAppend().GetValue() {
+			// header replaces the client's. append is deprecated in favour
+			// of append_action, whose zero value cannot say "unset": Envoy
+			// still honours append, and servers still send it.
+			if o.GetAppend().GetValue() { //nolint:staticcheck // see above
 				d.add[k] = append(d.add[k], headerValue(o.GetHeader()))
 			} else {
 				d.set[k] = []string{headerValue(o.GetHeader())}
@@ -140,7 +142,7 @@ func (g *grpcAuthz) check(ctx context.Context, in *checkInput) (*decision, error
 	d := &decision{status: denialStatus(int(denied.GetStatus().GetCode())), header: http.Header{}}
 	for _, o := range denied.GetHeaders() {
 		if k, accepted := sink.accept(o.GetHeader().GetKey(), headerValue(o.GetHeader()), false); accepted {
-			if o.GetAppend().GetValue() {
+			if o.GetAppend().GetValue() { //nolint:staticcheck // as for OK headers
 				d.header[k] = append(d.header[k], headerValue(o.GetHeader()))
 			} else {
 				d.header[k] = []string{headerValue(o.GetHeader())}

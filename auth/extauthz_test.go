@@ -66,12 +66,6 @@ func (s *authzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 	return answer(req)
 }
 
-func (s *authzServer) setAnswer(f func(*authv3.CheckRequest) (*authv3.CheckResponse, error)) {
-	s.mu.Lock()
-	s.answer = f
-	s.mu.Unlock()
-}
-
 func (s *authzServer) lastRequest() (*authv3.CheckRequest, metadata.MD) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -332,7 +326,7 @@ func TestExtAuthzConcurrent(t *testing.T) {
 				if r.Header.Get("X-User-Id") != r.Header.Get("X-Want") || FromContext(r.Context()).Subject != r.Header.Get("X-Want") {
 					bad.Add(1)
 				}
-				w.WriteHeader(204)
+				w.WriteHeader(http.StatusNoContent)
 			}))
 			var wg sync.WaitGroup
 			var denied atomic.Int64
@@ -416,7 +410,7 @@ func TestExtAuthzBody(t *testing.T) {
 			var got []byte
 			h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				got, _ = io.ReadAll(r.Body)
-				w.WriteHeader(204)
+				w.WriteHeader(http.StatusNoContent)
 			}))
 			srv.mu.Lock()
 			srv.last = nil
@@ -482,14 +476,14 @@ func TestExtAuthzForwardAuth(t *testing.T) {
 			w.Header().Set("X-Auth-User", "alice")
 			w.Header().Set("X-Auth-Groups", "admins")
 			w.Header().Set("X-Not-Listed", "x")
-			w.WriteHeader(200)
+			w.WriteHeader(http.StatusOK)
 		case "session=huge":
 			w.Header().Set("X-Auth-User", strings.Repeat("a", 40<<10))
-			w.WriteHeader(200)
+			w.WriteHeader(http.StatusOK)
 		default:
 			w.Header().Set("Location", "https://auth.example/login")
 			w.Header().Set("Set-Cookie", "rd=1")
-			w.WriteHeader(302)
+			w.WriteHeader(http.StatusFound)
 			_, _ = io.WriteString(w, "login first")
 		}
 	})
@@ -622,7 +616,7 @@ func startOPA(t *testing.T, policy string) string {
 		}
 		if resp, err := http.Get(url + "/health"); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == 200 {
+			if resp.StatusCode == http.StatusOK {
 				return url
 			}
 		}

@@ -171,7 +171,7 @@ func parsePasswordHash(s string) (passwordHash, error) {
 
 func isCryptAlphabet(s string) bool {
 	for _, c := range []byte(s) {
-		if !(c == '.' || c == '/' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+		if c != '.' && c != '/' && (c < '0' || c > '9') && (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') {
 			return false
 		}
 	}

@@ -70,15 +70,15 @@ routes:
 		return resp.StatusCode, id, resp.Header
 	}
 
-	code, id, hdr := try("192.0.2.10", basicAuthorization("alice", "wonderland"))
+	code, id, _ := try("192.0.2.10", basicAuthorization("alice", "wonderland"))
 	seen, ok := up.got(id)
-	if code != 200 || !ok {
+	if code != http.StatusOK || !ok {
 		t.Fatalf("alice: %d", code)
 	}
 	if seen.Header.Get("Authorization") != "" || seen.Header.Get("X-User") != "alice" {
 		t.Fatalf("upstream saw Authorization %q, X-User %q", seen.Header.Get("Authorization"), seen.Header.Get("X-User"))
 	}
-	if code, _, hdr = try("192.0.2.10", ""); code != 401 || hdr.Get("WWW-Authenticate") != `Basic realm="staff", charset="UTF-8"` {
+	if code, _, hdr := try("192.0.2.10", ""); code != http.StatusUnauthorized || hdr.Get("WWW-Authenticate") != `Basic realm="staff", charset="UTF-8"` {
 		t.Fatalf("anonymous: %d %q", code, hdr.Get("WWW-Authenticate"))
 	}
 

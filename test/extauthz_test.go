@@ -79,12 +79,12 @@ routes:
 				switch {
 				case strings.HasPrefix(user, "bad"):
 					denied.Add(1)
-					if resp.StatusCode != 302 || resp.Header.Get("Location") != "https://login.example/?rd=/p/"+id || string(body) != "sign in" || reached {
+					if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://login.example/?rd=/p/"+id || string(body) != "sign in" || reached {
 						t.Errorf("denied %s: %d %q %q reached=%v", id, resp.StatusCode, resp.Header.Get("Location"), body, reached)
 					}
 				default:
 					allowed.Add(1)
-					if resp.StatusCode != 200 || !reached || seen.Header.Get("Remote-User") != user || strings.Contains(seen.Header.Get("X-Forwarded-For"), "10.6.6.6") {
+					if resp.StatusCode != http.StatusOK || !reached || seen.Header.Get("Remote-User") != user || strings.Contains(seen.Header.Get("X-Forwarded-For"), "10.6.6.6") {
 						t.Errorf("allowed %s: %d, upstream saw Remote-User %q, X-Forwarded-For %q", id, resp.StatusCode, seen.Header.Get("Remote-User"), seen.Header.Get("X-Forwarded-For"))
 					}
 				}
