@@ -1,15 +1,9 @@
 package gateway
 
 import (
-	"fmt"
-	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
-	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/causewayhq/causeway/routes"
 )
 
 func promRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
@@ -18,106 +12,3 @@ func promRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 type named string
 
 func (n named) ServeHTTP(http.ResponseWriter, *http.Request) {}
-
-func TestRoutePrecedence(t *testing.T) {
-	defs := []routes.Route{
-		{Name: "catch-all", Match: routes.Match{PathPrefix: "/"}},
-		{Name: "api", Match: routes.Match{PathPrefix: "/api"}},
-		{Name: "api-v1", Match: routes.Match{PathPrefix: "/api/v1"}},
-		{Name: "api-v1-users-exact", Match: routes.Match{Path: "/api/v1/users"}},
-		{Name: "api-v1-user-id", Match: routes.Match{Path: "/api/v1/users/{id}"}},
-		{Name: "api-v1-user-new", Match: routes.Match{Path: "/api/v1/users/new"}},
-		{Name: "api-v1-post", Match: routes.Match{PathPrefix: "/api/v1", Methods: []string{"POST"}}},
-		{Name: "api-v1-canary", Match: routes.Match{PathPrefix: "/api/v1", Headers: map[string]string{"X-Canary": "true"}}},
-		{Name: "host-any-path", Match: routes.Match{Host: "shop.example.com"}},
-		{Name: "host-api", Match: routes.Match{Host: "shop.example.com", PathPrefix: "/api"}},
-		{Name: "wild", Match: routes.Match{Host: "*.example.com", PathPrefix: "/"}},
-		{Name: "wild-deep", Match: routes.Match{Host: "*.eu.example.com", PathPrefix: "/"}},
-		{Name: "query", Match: routes.Match{Path: "/search", Query: map[string]string{"debug": "1"}}},
-		{Name: "search", Match: routes.Match{Path: "/search"}},
-		{Name: "health", Match: routes.Match{Path: "/health"}},
-		{Name: "healthz-prefix", Match: routes.Match{PathPrefix: "/health"}},
-	}
-	tests := []struct {
-		method, host, path string
-		header             map[string]string
-		want               string
-	}{
-		{"GET", "x.test", "/", nil, "catch-all"},
-		{"GET", "x.test", "/apix", nil, "api"}, // a prefix is a string prefix, as in gorilla/mux
-		{"GET", "x.test", "/api/v2", nil, "api"},
-		{"GET", "x.test", "/api/v1/orders", nil, "api-v1"},
-		{"GET", "x.test", "/api/v1/users", nil, "api-v1-users-exact"},
-		{"GET", "x.test", "/api/v1/users/42", nil, "api-v1-user-id"},
-		{"GET", "x.test", "/api/v1/users/new", nil, "api-v1-user-new"},
-		{"POST", "x.test", "/api/v1/orders", nil, "api-v1-post"},
-		{"GET", "x.test", "/api/v1/orders", map[string]string{"X-Canary": "true"}, "api-v1-canary"},
-		{"GET", "shop.example.com", "/api/x", nil, "host-api"},
-		{"GET", "SHOP.example.com:8443", "/other", nil, "host-any-path"},
-		{"GET", "blog.example.com", "/api", nil, "wild"},
-		{"GET", "a.eu.example.com", "/", nil, "wild-deep"},
-		{"GET", "example.com", "/", nil, "catch-all"}, // *.example.com needs a label before the suffix
-		{"GET", "x.test", "/search?debug=1", nil, "query"},
-		{"GET", "x.test", "/search?debug=0", nil, "search"},
-		{"GET", "x.test", "/health", nil, "health"},
-		{"GET", "x.test", "/healthcheck", nil, "healthz-prefix"},
-	}
-	// Precedence must not depend on file order: try several shuffles.
-	for shuffle := range 5 {
-		order := append([]routes.Route(nil), defs...)
-		rng := rand.New(rand.NewPCG(uint64(shuffle), 7))
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		entries := make([]routeEntry, len(order))
-		for i, d := range order {
-			entries[i] = routeEntry{cfg: d, handler: named(d.Name)}
-		}
-		rt := newRouter(entries)
-		for _, tt := range tests {
-			t.Run(fmt.Sprintf("shuffle%d/%s %s%s", shuffle, tt.method, tt.host, tt.path), func(t *testing.T) {
-				r := httptest.NewRequest(tt.method, "http://"+tt.host+tt.path, nil)
-				for k, v := range tt.header {
-					r.Header.Set(k, v)
-				}
-				h, _ := rt.match(r)
-				if h == nil {
-					t.Fatalf("no match, want %s", tt.want)
-				}
-				if got := string(h.(named)); got != tt.want {
-					t.Fatalf("matched %s, want %s", got, tt.want)
-				}
-			})
-		}
-	}
-}
-
-func TestRouteVarsAndNoMatch(t *testing.T) {
-	rt := newRouter([]routeEntry{{cfg: routes.Route{Name: "o", Match: routes.Match{Path: "/orders/{id}", Methods: []string{"GET"}}}, handler: named("o")}})
-	h, vars := rt.match(httptest.NewRequest(http.MethodGet, "/orders/7", nil))
-	if h == nil || vars["id"] != "7" {
-		t.Fatalf("vars %v", vars)
-	}
-	if h, _ := rt.match(httptest.NewRequest(http.MethodPost, "/orders/7", nil)); h != nil {
-		t.Fatal("method mismatch matched")
-	}
-	if h, _ := rt.match(httptest.NewRequest(http.MethodGet, "/orders/7/x", nil)); h != nil {
-		t.Fatal("longer path matched an exact template")
-	}
-}
-
-func TestCleanPath(t *testing.T) {
-	for in, want := range map[string]string{
-		"":             "/",
-		"/":            "/",
-		"/a/b":         "/a/b",
-		"/a//b":        "/a/b",
-		"/a/./b/":      "/a/b/",
-		"/a/../../b":   "/b",
-		"/admin/..":    "/",
-		"/a/..b":       "/a/..b",
-		"/.well-known": "/.well-known",
-	} {
-		if got := cleanPath(in); got != want {
-			t.Errorf("cleanPath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -7,14 +7,13 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"path"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
@@ -31,7 +30,7 @@ type Stage interface {
 // runs entirely on the configuration it started with.
 type runtime struct {
 	file      *routes.File
-	router    *router
+	router    *pipeline.Router
 	upstreams map[string]*upstream
 	trust     *trustedProxies
 	metrics   *metrics
@@ -94,7 +93,7 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		rt.close()
 		return nil, errs
 	}
-	entries := make([]routeEntry, 0, len(f.Routes))
+	entries := make([]pipeline.RouteEntry, 0, len(f.Routes))
 	for i, rc := range f.Routes {
 		h, err := rt.routeHandler(rc, deps.stages)
 		if err != nil {
@@ -111,13 +110,13 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 			}
 			continue
 		}
-		entries = append(entries, routeEntry{cfg: rc, handler: h})
+		entries = append(entries, pipeline.RouteEntry{Cfg: rc, Handler: h})
 	}
 	if len(errs) > 0 {
 		rt.close()
 		return nil, errs
 	}
-	rt.router = newRouter(entries)
+	rt.router = pipeline.NewRouter(entries)
 	return rt, nil
 }
 
@@ -204,7 +203,7 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	refusal := rt.checkRequest(r)
 	if refusal == "" {
-		if clean := cleanPath(r.URL.Path); clean != r.URL.Path {
+		if clean := pipeline.CleanPath(r.URL.Path); clean != r.URL.Path {
 			u := *r.URL
 			u.Path, u.RawPath = clean, ""
 			r.URL = &u
@@ -213,7 +212,7 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var h http.Handler
 	var vars map[string]string
 	if refusal == "" && r.Method != http.MethodConnect {
-		h, vars = rt.router.match(r)
+		h, vars = rt.router.Match(r)
 	}
 	switch {
 	case refusal != "":
@@ -264,43 +263,6 @@ func (rt *runtime) checkRequest(r *http.Request) string {
 	}
 	r.Host = host
 	return ""
-}
-
-// cleanPath resolves "." and ".." segments and repeated slashes, keeping a
-// trailing slash, so "/public/../admin" cannot reach a route by a side door:
-// the path that is matched, authorised and forwarded is the same.
-func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if p[0] != '/' {
-		p = "/" + p
-	}
-	if !needsClean(p) {
-		return p
-	}
-	np := path.Clean(p)
-	if p[len(p)-1] == '/' && np != "/" {
-		np += "/"
-	}
-	return np
-}
-
-func needsClean(p string) bool {
-	for i := 0; i < len(p); i++ {
-		if p[i] == '/' && i+1 < len(p) {
-			switch p[i+1] {
-			case '/':
-				return true
-			case '.':
-				rest := p[i+1:]
-				if rest == "." || rest == ".." || strings.HasPrefix(rest, "./") || strings.HasPrefix(rest, "../") {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // close releases what this runtime owns once no request runs on it.

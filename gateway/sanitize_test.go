@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -268,21 +269,21 @@ func FuzzCleanPath(f *testing.F) {
 		f.Add(s, "a.example.")
 	}
 	f.Fuzz(func(t *testing.T, p, host string) {
-		c := cleanPath(p)
+		c := pipeline.CleanPath(p)
 		if c == "" || c[0] != '/' {
-			t.Fatalf("cleanPath(%q) = %q", p, c)
+			t.Fatalf("pipeline.CleanPath(%q) = %q", p, c)
 		}
-		if again := cleanPath(c); again != c {
+		if again := pipeline.CleanPath(c); again != c {
 			t.Fatalf("cleanPath not idempotent: %q -> %q -> %q", p, c, again)
 		}
 		segs := strings.Split(strings.TrimSuffix(c[1:], "/"), "/")
 		for i, s := range segs {
 			if s == "." || s == ".." || (s == "" && (i != 0 || len(segs) != 1)) {
-				t.Fatalf("cleanPath(%q) = %q keeps segment %q", p, c, s)
+				t.Fatalf("pipeline.CleanPath(%q) = %q keeps segment %q", p, c, s)
 			}
 		}
 		if len(p) > 1 && strings.HasSuffix(p, "/") && c != "/" && !strings.HasSuffix(c, "/") {
-			t.Fatalf("cleanPath(%q) = %q lost the trailing slash", p, c)
+			t.Fatalf("pipeline.CleanPath(%q) = %q lost the trailing slash", p, c)
 		}
 		if checkPath(p, false) != "" && checkPath(p, true) == "" {
 			t.Fatalf("strict accepts %q that default refuses", p)

@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"path"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// FuzzCleanPathMatchesPathClean holds cleanPath, which skips path.Clean for
+// FuzzCleanPathMatchesPathClean holds CleanPath, which skips path.Clean for
 // paths that need nothing (the common case), against path.Clean applied
 // always, with the trailing slash kept: the fast check must never let
 // through a path that path.Clean would change, and the router, the auth
@@ -24,8 +24,8 @@ func FuzzCleanPathMatchesPathClean(f *testing.F) {
 		if strings.HasSuffix(p, "/") && want != "/" {
 			want += "/"
 		}
-		if got := cleanPath(p); got != want {
-			t.Fatalf("cleanPath(%q) = %q, path.Clean gives %q", p, got, want)
+		if got := CleanPath(p); got != want {
+			t.Fatalf("CleanPath(%q) = %q, path.Clean gives %q", p, got, want)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"net/http"
@@ -32,7 +32,7 @@ func FuzzRouterMatch(f *testing.F) {
 	f.Add("/a/./b", "/a/../c", "/c", uint8(0b01_01_01), uint8(0), false, "/a/../c/d", "a.example", uint8(0))
 	f.Fuzz(func(t *testing.T, p0, p1, p2 string, kinds, hostSel uint8, catchAll bool, reqPath, reqHost string, methodSel uint8) {
 		hosts := [4]string{"", "a.example", "*.a.example", "*.example"}
-		var entries []routeEntry
+		var entries []RouteEntry
 		for i, p := range []string{p0, p1, p2} {
 			m := routes.Match{Host: hosts[(hostSel>>(2*i))&3]}
 			switch (kinds >> (2 * i)) & 3 {
@@ -48,18 +48,18 @@ func FuzzRouterMatch(f *testing.F) {
 			if !validFuzzMatch(m) {
 				continue // the routes file refuses it
 			}
-			entries = append(entries, routeEntry{cfg: routes.Route{Name: string(rune('a' + i)), Match: m}, handler: routeID(i)})
+			entries = append(entries, RouteEntry{Cfg: routes.Route{Name: string(rune('a' + i)), Match: m}, Handler: routeID(i)})
 		}
 		if catchAll {
-			entries = append(entries, routeEntry{cfg: routes.Route{Name: "all", Match: routes.Match{PathPrefix: "/"}}, handler: routeID(9)})
+			entries = append(entries, RouteEntry{Cfg: routes.Route{Name: "all", Match: routes.Match{PathPrefix: "/"}}, Handler: routeID(9)})
 		}
 		for _, a := range entries {
-			if moreSpecific(a.cfg.Match, a.cfg.Match) {
-				t.Fatalf("moreSpecific(%+v, itself) is true", a.cfg.Match)
+			if moreSpecific(a.Cfg.Match, a.Cfg.Match) {
+				t.Fatalf("moreSpecific(%+v, itself) is true", a.Cfg.Match)
 			}
 			for _, b := range entries {
-				if moreSpecific(a.cfg.Match, b.cfg.Match) && moreSpecific(b.cfg.Match, a.cfg.Match) {
-					t.Fatalf("moreSpecific holds both ways for %+v and %+v", a.cfg.Match, b.cfg.Match)
+				if moreSpecific(a.Cfg.Match, b.Cfg.Match) && moreSpecific(b.Cfg.Match, a.Cfg.Match) {
+					t.Fatalf("moreSpecific holds both ways for %+v and %+v", a.Cfg.Match, b.Cfg.Match)
 				}
 			}
 		}
@@ -67,11 +67,11 @@ func FuzzRouterMatch(f *testing.F) {
 		r := &http.Request{
 			Method: [3]string{http.MethodGet, http.MethodPost, http.MethodHead}[methodSel%3],
 			Host:   reqHost,
-			URL:    &url.URL{Path: cleanPath(reqPath)},
+			URL:    &url.URL{Path: CleanPath(reqPath)},
 			Header: http.Header{},
 		}
-		rt := newRouter(entries)
-		h, _ := rt.match(r)
+		rt := NewRouter(entries)
+		h, _ := rt.Match(r)
 
 		want := referenceMatch(entries, r)
 		var gotID routeID = -1
@@ -85,10 +85,10 @@ func FuzzRouterMatch(f *testing.F) {
 			return
 		}
 		for _, e := range entries {
-			if e.handler.(routeID) != gotID {
+			if e.Handler.(routeID) != gotID {
 				continue
 			}
-			m := e.cfg.Match
+			m := e.Cfg.Match
 			switch {
 			case m.PathPrefix != "" && !strings.Contains(m.PathPrefix, "{") && !strings.HasPrefix(r.URL.Path, m.PathPrefix):
 				t.Fatalf("cleaned path %q matched prefix %q it does not start with", r.URL.Path, m.PathPrefix)
@@ -112,9 +112,9 @@ func validFuzzMatch(m routes.Match) bool {
 
 // referenceMatch is the router without its buckets: every route on its own,
 // in order of host class and then of specificity.
-func referenceMatch(entries []routeEntry, r *http.Request) routeID {
-	sorted := append([]routeEntry(nil), entries...)
-	sort.SliceStable(sorted, func(i, j int) bool { return moreSpecific(sorted[i].cfg.Match, sorted[j].cfg.Match) })
+func referenceMatch(entries []RouteEntry, r *http.Request) routeID {
+	sorted := append([]RouteEntry(nil), entries...)
+	sort.SliceStable(sorted, func(i, j int) bool { return moreSpecific(sorted[i].Cfg.Match, sorted[j].Cfg.Match) })
 	host := requestHost(r)
 	// Host classes in the router's order: the exact host, then wildcards
 	// by longest suffix, then routes without a host.
@@ -131,23 +131,23 @@ func referenceMatch(entries []routeEntry, r *http.Request) routeID {
 	}
 	best, bestClass := routeID(-1), -1
 	for _, e := range sorted {
-		class, ok := classOf(e.cfg.Match.Host)
+		class, ok := classOf(e.Cfg.Match.Host)
 		if !ok || (best >= 0 && class >= bestClass) {
 			continue
 		}
 		mr := mux.NewRouter().SkipClean(true)
-		route := mr.NewRoute().Handler(e.handler)
-		if m := e.cfg.Match; m.Path != "" {
+		route := mr.NewRoute().Handler(e.Handler)
+		if m := e.Cfg.Match; m.Path != "" {
 			route.Path(m.Path)
 		} else {
 			route.PathPrefix(m.PathPrefix)
 		}
-		if len(e.cfg.Match.Methods) > 0 {
-			route.Methods(e.cfg.Match.Methods...)
+		if len(e.Cfg.Match.Methods) > 0 {
+			route.Methods(e.Cfg.Match.Methods...)
 		}
 		var rm mux.RouteMatch
 		if mr.Match(r, &rm) && rm.MatchErr == nil {
-			best, bestClass = e.handler.(routeID), class
+			best, bestClass = e.Handler.(routeID), class
 		}
 	}
 	return best

@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"maps"
@@ -13,14 +13,14 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// router picks the most specific route for a request, independent of the
+// Router picks the most specific route for a request, independent of the
 // order of the routes file. gorilla/mux matches its routes one by one in
 // registration order, so a flat router over 1,000 routes costs 1,000 regexp
 // checks for a miss. Routes are therefore split first by host (exact hosts in
 // a map, wildcard hosts by suffix, then host-less routes) and, within a host,
 // by the first path segment when the route's literal path fixes it. Each
 // bucket is a small mux.Router whose routes are sorted most specific first.
-type router struct {
+type Router struct {
 	exact     map[string]*hostRoutes
 	wildcards []wildcardRoutes // longest suffix first
 	any       *hostRoutes      // routes without a host
@@ -37,23 +37,23 @@ type hostRoutes struct {
 	rest      *mux.Router // routes whose first segment is not fixed
 }
 
-// routeEntry is a route ready to be matched: its config and its handler.
-type routeEntry struct {
-	cfg     routes.Route
-	handler http.Handler
+// RouteEntry is a route ready to be matched: its config and its handler.
+type RouteEntry struct {
+	Cfg     routes.Route
+	Handler http.Handler
 }
 
-func newRouter(entries []routeEntry) *router {
+func NewRouter(entries []RouteEntry) *Router {
 	// Most specific first: mux takes the first match within a bucket, and the
 	// buckets are tried most specific first.
-	sorted := make([]routeEntry, len(entries))
+	sorted := make([]RouteEntry, len(entries))
 	copy(sorted, entries)
-	sort.SliceStable(sorted, func(i, j int) bool { return moreSpecific(sorted[i].cfg.Match, sorted[j].cfg.Match) })
+	sort.SliceStable(sorted, func(i, j int) bool { return moreSpecific(sorted[i].Cfg.Match, sorted[j].Cfg.Match) })
 
-	rt := &router{exact: map[string]*hostRoutes{}}
+	rt := &Router{exact: map[string]*hostRoutes{}}
 	wild := map[string]*hostRoutes{}
 	for _, e := range sorted {
-		host := e.cfg.Match.Host
+		host := e.Cfg.Match.Host
 		var hr *hostRoutes
 		switch {
 		case host == "":
@@ -84,9 +84,9 @@ func newHostRoutes() *hostRoutes {
 	return &hostRoutes{bySegment: map[string]*mux.Router{}}
 }
 
-func (h *hostRoutes) add(e routeEntry) {
+func (h *hostRoutes) add(e RouteEntry) {
 	var mr *mux.Router
-	if seg, ok := fixedSegment(e.cfg.Match); ok {
+	if seg, ok := fixedSegment(e.Cfg.Match); ok {
 		if mr = h.bySegment[seg]; mr == nil {
 			mr = newMuxRouter()
 			h.bySegment[seg] = mr
@@ -97,8 +97,8 @@ func (h *hostRoutes) add(e routeEntry) {
 		}
 		mr = h.rest
 	}
-	m := e.cfg.Match
-	r := mr.NewRoute().Handler(e.handler)
+	m := e.Cfg.Match
+	r := mr.NewRoute().Handler(e.Handler)
 	switch {
 	case m.Path != "":
 		r.Path(m.Path)
@@ -117,7 +117,7 @@ func (h *hostRoutes) add(e routeEntry) {
 }
 
 func newMuxRouter() *mux.Router {
-	// Paths are cleaned once by the edge before matching (see cleanPath), so
+	// Paths are cleaned once by the edge before matching (see CleanPath), so
 	// mux's own clean-and-redirect is off.
 	return mux.NewRouter().SkipClean(true)
 }
@@ -196,8 +196,8 @@ func pathKind(m routes.Match) int {
 	return 0
 }
 
-// match finds the handler for r, whose URL.Path is already clean.
-func (rt *router) match(r *http.Request) (http.Handler, map[string]string) {
+// Match finds the handler for r, whose URL.Path is already clean.
+func (rt *Router) Match(r *http.Request) (http.Handler, map[string]string) {
 	host := requestHost(r)
 	if hr := rt.exact[host]; hr != nil {
 		if h, vars := hr.match(r); h != nil {
