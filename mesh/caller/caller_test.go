@@ -100,6 +100,7 @@ var alice = Principal{Subject: "alice", Issuer: "https://idp.example.org", Authe
 	Claims: map[string]any{"role": "admin", "tier": "gold"}, Headers: map[string]string{"X-User-Id": "alice"}, RequestID: "req-1"}
 
 func TestMintVerify(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	m := NewMinter(w.edge, MintOptions{Now: w.clock()})
 	tok, err := m.Mint(alice, mustID(aID))
@@ -161,6 +162,7 @@ func baseClaims(w *world, iss, aud string) claims {
 // TestRefused: every forgery, misuse and replay gets its reason, and none
 // passes.
 func TestRefused(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	edgeKey := w.edge.svid.Load().PrivateKey
 	aKey := w.a.svid.Load().PrivateKey
@@ -269,6 +271,7 @@ func decodeSeg(t *testing.T, s string) string {
 }
 
 func TestReplay(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	m := NewMinter(w.edge, MintOptions{Now: w.clock()})
 	v := w.verifier(aID, VerifyOptions{Replay: true})
@@ -300,6 +303,7 @@ func TestReplay(t *testing.T) {
 }
 
 func TestReplayCacheWindows(t *testing.T) {
+	t.Parallel()
 	c := newReplayCache(time.Minute)
 	t0 := time.Unix(1000, 0)
 	steps := []struct {
@@ -323,6 +327,7 @@ func TestReplayCacheWindows(t *testing.T) {
 }
 
 func TestExchange(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	edge := NewMinter(w.edge, MintOptions{Now: w.clock()})
 	tok, _ := edge.Mint(alice, mustID(aID))
@@ -371,6 +376,7 @@ func TestExchange(t *testing.T) {
 }
 
 func TestMintCache(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	m := NewMinter(w.edge, MintOptions{Now: w.clock(), CacheFor: 30 * time.Second})
 	t1, _ := m.Mint(alice, mustID(aID))
@@ -412,6 +418,7 @@ func TestMintCache(t *testing.T) {
 // TestMintCappedByCertificate: a token never outlives the SVID that
 // vouches for it.
 func TestMintCappedByCertificate(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	short := newSVID(t, w.ca, edgeID, meshtest.TTL(20*time.Second))
 	tok, err := NewMinter(short, MintOptions{Now: w.clock()}).Mint(alice, mustID(aID))
@@ -430,6 +437,7 @@ func TestMintCappedByCertificate(t *testing.T) {
 // TestConcurrent: minters and verifiers shared by many goroutines, with the
 // caches on, give every goroutine the principal it asked for.
 func TestConcurrent(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	w.now = time.Now()
 	m := NewMinter(w.edge, MintOptions{CacheFor: 10 * time.Second})

@@ -9,6 +9,7 @@ import (
 )
 
 func TestPolicy(t *testing.T) {
+	t.Parallel()
 	one := 1
 	rules := []routes.InboundRule{
 		{Match: routes.InboundMatch{PathPrefix: "/admin", Methods: []string{"POST"}},

@@ -9,6 +9,7 @@ import (
 )
 
 func TestHostAllowed(t *testing.T) {
+	t.Parallel()
 	allowed := []string{"admin.internal", "*.ops.example"}
 	for _, tc := range []struct {
 		host string

@@ -12,6 +12,7 @@ import (
 )
 
 func TestParseAccepts(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, in string
 		check    func(t *testing.T, r *Request)
@@ -88,6 +89,7 @@ func TestParseAccepts(t *testing.T) {
 // TestParseRefuses: every smuggling form of docs/reliability.md and every
 // other ambiguity gets its status, never a parse.
 func TestParseRefuses(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("a", 9000)
 	cases := []struct {
 		name, in string
@@ -151,6 +153,7 @@ func TestParseRefuses(t *testing.T) {
 }
 
 func TestParseIncomplete(t *testing.T) {
+	t.Parallel()
 	full := "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"
 	for i := range len(full) {
 		var r Request
@@ -161,6 +164,7 @@ func TestParseIncomplete(t *testing.T) {
 }
 
 func TestChunked(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, in, body string
 		ok             bool
@@ -299,6 +303,7 @@ var seedRequests = []string{
 }
 
 func TestParseResponse(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, in string
 		status   int // 0: refused

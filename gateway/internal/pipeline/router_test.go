@@ -16,6 +16,7 @@ type named string
 func (n named) ServeHTTP(http.ResponseWriter, *http.Request) {}
 
 func TestRoutePrecedence(t *testing.T) {
+	t.Parallel()
 	defs := []routes.Route{
 		{Name: "catch-all", Match: routes.Match{PathPrefix: "/"}},
 		{Name: "api", Match: routes.Match{PathPrefix: "/api"}},
@@ -87,6 +88,7 @@ func TestRoutePrecedence(t *testing.T) {
 }
 
 func TestRouteVarsAndNoMatch(t *testing.T) {
+	t.Parallel()
 	rt := NewRouter([]RouteEntry{{Cfg: routes.Route{Name: "o", Match: routes.Match{Path: "/orders/{id}", Methods: []string{"GET"}}}, Handler: named("o")}})
 	h, vars := rt.Match(httptest.NewRequest(http.MethodGet, "/orders/7", nil))
 	if h == nil || vars["id"] != "7" {
@@ -101,6 +103,7 @@ func TestRouteVarsAndNoMatch(t *testing.T) {
 }
 
 func TestCleanPath(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]string{
 		"":             "/",
 		"/":            "/",
