@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"sync"
@@ -363,4 +364,42 @@ func TestLeaseConcurrent(t *testing.T) {
 			t.Errorf("%s: %d allowed at one instant, burst 50", k, n)
 		}
 	}
+}
+
+// FuzzLeaseArithmetic: for any valid limit, the lease bucket keeps at
+// least one token, never more than the limit's burst, and together with
+// one hold's refill covers the limit's burst (which is what the
+// never-over bound rests on); a lease asks for at least 1 and at most a
+// share of that burst.
+func FuzzLeaseArithmetic(f *testing.F) {
+	f.Add(200, int64(1_000_000), 200, 3, 1000.0)
+	f.Add(5, int64(60_000_000), 5, 1, 0.5)
+	f.Add(1, int64(1000), 1, 50, 1e9)
+	f.Fuzz(func(t *testing.T, rate int, perMicros int64, burst, edges int, demand float64) {
+		l := Limit{Name: "f", Rate: rate, Per: time.Duration(perMicros) * time.Microsecond, Burst: burst}
+		b, err := l.bucket()
+		if err != nil || b.burst == 0 {
+			return
+		}
+		hold := leaseHold(b)
+		if hold <= 0 || hold > maxHold.Microseconds() {
+			t.Fatalf("hold %dµs for per %dµs", hold, b.per)
+		}
+		lb := leaseBucket(b)
+		refill := ceilDiv(b.rate*hold, b.per)
+		if lb.burst < 1 || lb.burst > b.burst || (lb.burst > 1 && lb.burst+refill < b.burst) {
+			t.Fatalf("lease burst %d for burst %d (refill in a hold %d)", lb.burst, b.burst, refill)
+		}
+		if lb.cap != lb.burst*lb.per || lb.rate != b.rate || lb.per != b.per {
+			t.Fatalf("lease bucket %+v from %+v", lb, b)
+		}
+		ls := &lease{rate: demand, edges: edges}
+		if math.IsNaN(demand) || demand < 0 { // never from observe
+			return
+		}
+		n := ls.want(lb, hold)
+		if n < 1 || n > max(1, lb.burst/2) {
+			t.Fatalf("want %d for lease burst %d, %d edges, demand %v", n, lb.burst, edges, demand)
+		}
+	})
 }
