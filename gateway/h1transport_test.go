@@ -20,6 +20,11 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
+// notATimeout is the response-header timeout of the tests that are not
+// about timeouts: long enough that a machine loaded by a full -race run
+// never trips it (a second did, with i/o timeouts).
+const notATimeout = 30 * time.Second
+
 // newTestPool builds an upstream pool the way the edge does.
 func newTestPool(t *testing.T, maxIdle int, timeout time.Duration) *h1Transport {
 	t.Helper()
@@ -77,7 +82,7 @@ func TestH1TransportReusesConnections(t *testing.T) {
 		}
 		io.WriteString(w, r.Method+" "+r.URL.RequestURI())
 	})
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	for i := range 20 {
 		req, _ := http.NewRequest(http.MethodGet, s.URL+"/a?b=c", nil)
 		req.Header["User-Agent"] = []string{""}
@@ -111,7 +116,7 @@ func TestH1TransportReusesConnections(t *testing.T) {
 
 func TestH1TransportConcurrentAndBounded(t *testing.T) {
 	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	h1 := newTestPool(t, 2, time.Second)
+	h1 := newTestPool(t, 2, notATimeout)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for range 16 {
@@ -151,7 +156,7 @@ func TestH1TransportRetriesConnectionClosedWhileIdle(t *testing.T) {
 		// Answers as keep-alive, then closes: the client only learns on reuse.
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	})
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	for i := range 5 {
 		if _, body, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
 			t.Fatalf("request %d: %q %v", i, body, err)
@@ -184,7 +189,7 @@ func TestH1TransportDoesNotReuse(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s, conns := countingServer(t, tc.handler)
-			h1 := newTestPool(t, 4, time.Second)
+			h1 := newTestPool(t, 4, notATimeout)
 			for range 3 {
 				req, _ := http.NewRequest(http.MethodGet, s.URL, nil)
 				for i := 0; i+1 < len(tc.hdr); i += 2 {
@@ -227,7 +232,7 @@ func TestH1TransportDropsConnectionWithTrailingGarbage(t *testing.T) {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforged")
 		}
 	})
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	for i := range 3 {
 		if _, body, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
 			t.Fatalf("request %d: %q %v", i, body, err)
@@ -295,7 +300,7 @@ func TestH1TransportErrors(t *testing.T) {
 		{"connection refused", refused, failConnect},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h1 := newTestPool(t, 4, time.Second)
+			h1 := newTestPool(t, 4, notATimeout)
 			_, _, err := rtGet(t, h1, context.Background(), "http://"+tc.addr+"/")
 			if err == nil {
 				t.Fatal("no error")
@@ -306,7 +311,7 @@ func TestH1TransportErrors(t *testing.T) {
 		})
 	}
 	t.Run("header injection refused", func(t *testing.T) {
-		h1 := newTestPool(t, 4, time.Second)
+		h1 := newTestPool(t, 4, notATimeout)
 		if _, _, err := rtGet(t, h1, context.Background(), "http://"+malformed+"/", "X-A", "v\r\nX-Injected: 1"); err == nil || !strings.Contains(err.Error(), "invalid header") {
 			t.Fatalf("got %v, want an invalid header error", err)
 		}
@@ -321,7 +326,7 @@ func TestH1TransportInformational(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
 			"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
 	})
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	var got []string
 	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
 		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
@@ -343,7 +348,7 @@ func TestH1TransportFallback(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		io.WriteString(w, r.Method+":"+string(b))
 	})
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	for _, tc := range []struct {
 		method, body string
 		hdr          []string
@@ -397,7 +402,7 @@ func TestH1TransportIdleLifetime(t *testing.T) {
 			t.Fatalf("%s: the upstream never saw the connection close", what)
 		}
 	}
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	h1.idleTimeout = 30 * time.Millisecond
 	if _, _, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
 		t.Fatal(err)
@@ -425,7 +430,7 @@ func TestH1TransportIdleLifetime(t *testing.T) {
 // connections are gone.
 func TestH1TransportForgetsEmptyHosts(t *testing.T) {
 	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	h1.idleTimeout = 20 * time.Millisecond
 	if _, _, err := rtGet(t, h1, context.Background(), s.URL); err != nil {
 		t.Fatal(err)
@@ -455,7 +460,7 @@ func TestH1TransportCancelDuringBody(t *testing.T) {
 		<-release
 	})
 	t.Cleanup(func() { close(release) })
-	h1 := newTestPool(t, 4, time.Second)
+	h1 := newTestPool(t, 4, notATimeout)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
 	resp, err := h1.RoundTrip(req)
