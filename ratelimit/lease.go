@@ -29,44 +29,16 @@ import (
 
 // leaseScript takes up to want tokens from the bucket of KEYS[1] (the
 // bucket algorithm of script, with burst already lease-sized) and records
-// the edge as seen. ARGV: now µs (0: Redis TIME), rate, per, burst, want,
-// edge id. Returns {granted, remaining, retry µs, reset µs, edges seen in
-// the last 2 s}.
-const leaseScript = `
-local rate = tonumber(ARGV[2])
-local per = tonumber(ARGV[3])
-local burst = tonumber(ARGV[4])
+// the edge as seen. ARGV: those of bucketLua, then want and the edge id.
+// Returns {granted, remaining, retry µs, reset µs, edges seen in the last
+// 2 s}.
+const leaseScript = bucketLua + `
 local want = tonumber(ARGV[5])
 local edge = 'e:' .. ARGV[6]
-local now = tonumber(ARGV[1])
-local margin = 1000
-if now == 0 then
-  margin = 0
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local cap = burst * per
-local sig = ARGV[2] .. '/' .. ARGV[3] .. '/' .. ARGV[4]
-local function ceildiv(a, b)
-  if a <= 0 then return 0 end
-  local q = math.floor(a / b)
-  while q * b > a do q = q - 1 end
-  while q * b < a do q = q + 1 end
-  return q
-end
-local level = cap
 local all = redis.call('HGETALL', KEYS[1])
 local f = {}
 for i = 1, #all, 2 do f[all[i]] = all[i + 1] end
-local stored, last = tonumber(f['l']), tonumber(f['t'])
-if stored and last and f['p'] == sig and stored >= 0 and stored <= cap then
-  level = stored
-  local elapsed = now - last
-  if elapsed < 0 then now = last end
-  if elapsed > 0 then
-    if elapsed >= ceildiv(cap - level, rate) then level = cap else level = level + elapsed * rate end
-  end
-end
+local level = levelAt(tonumber(f['l']), tonumber(f['t']), f['p'])
 local edges = 1
 for k, v in pairs(f) do
   if string.sub(k, 1, 2) == 'e:' and k ~= edge then
@@ -85,28 +57,13 @@ return {n, math.floor(level / per), 0, reset, edges}
 `
 
 // returnScript gives k unused tokens back to the bucket of KEYS[1] (never
-// above its capacity, and only to the same limit's state). ARGV: now µs (0:
-// Redis TIME), rate, per, burst, k.
-const returnScript = `
-local rate = tonumber(ARGV[2])
-local per = tonumber(ARGV[3])
-local burst = tonumber(ARGV[4])
+// above its capacity, and only to the same limit's state). ARGV: those of
+// bucketLua, then k.
+const returnScript = bucketLua + `
 local k = tonumber(ARGV[5])
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local cap = burst * per
-local sig = ARGV[2] .. '/' .. ARGV[3] .. '/' .. ARGV[4]
 local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
-local stored, last = tonumber(s[1]), tonumber(s[2])
-if not (stored and last and s[3] == sig) then return 0 end
-local level = stored
-local elapsed = now - last
-if elapsed < 0 then now = last end
-if elapsed > 0 then level = math.min(cap, level + elapsed * rate) end
-level = math.min(cap, level + k * per)
+if s[3] ~= sig or not tonumber(s[1]) then return 0 end
+local level = math.min(cap, levelAt(tonumber(s[1]), tonumber(s[2]), s[3]) + k * per)
 redis.call('HSET', KEYS[1], 'l', string.format('%.0f', level), 't', string.format('%.0f', now))
 return 1
 `

@@ -26,7 +26,26 @@ import (
 // KEYS[1] bucket key
 // ARGV    now in µs (0: use Redis TIME), rate, per (µs), burst
 // returns {allowed (0/1), remaining, retry after µs, reset after µs}
-const script = `
+const script = bucketLua + `
+local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
+local level = levelAt(tonumber(s[1]), tonumber(s[2]), s[3])
+if level < per then
+  return {0, 0, ceildiv(per - level, rate), ceildiv(cap - level, rate)}
+end
+level = level - per
+local reset = ceildiv(cap - level, rate)
+redis.call('HSET', KEYS[1], 'l', string.format('%.0f', level), 't', string.format('%.0f', now), 'p', sig)
+redis.call('PEXPIRE', KEYS[1], math.max(1, ceildiv(reset, 1000) + margin))
+return {1, math.floor(level / per), 0, reset}
+`
+
+// bucketLua is what every script over a bucket starts with: the limit
+// from ARGV[1..4] (now in µs, 0 for Redis TIME; rate; per in µs; burst),
+// an exact integer ceil, and levelAt, the bucket's level at now from its
+// stored fields (bucket.refill). Stored fields that do not make sense
+// (another limit's numbers, a level outside [0, cap]) read as a fresh
+// bucket.
+const bucketLua = `
 local rate = tonumber(ARGV[2])
 local per = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
@@ -53,33 +72,19 @@ local function ceildiv(a, b)
   return q
 end
 
-local level = cap
-local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
-local stored, last = tonumber(s[1]), tonumber(s[2])
-if stored and last and s[3] == sig and stored >= 0 and stored <= cap then
-  level = stored
+local function levelAt(stored, last, p)
+  if not (stored and last and p == sig and stored >= 0 and stored <= cap) then
+    return cap
+  end
   local elapsed = now - last
   -- a stamp older than the stored one (edges' clocks disagree) refills
   -- nothing and must not move the stored time back, or the same interval
   -- would be refilled twice
   if elapsed < 0 then now = last end
-  if elapsed > 0 then
-    if elapsed >= ceildiv(cap - level, rate) then
-      level = cap
-    else
-      level = level + elapsed * rate
-    end
-  end
+  if elapsed <= 0 then return stored end
+  if elapsed >= ceildiv(cap - stored, rate) then return cap end
+  return stored + elapsed * rate
 end
-
-if level < per then
-  return {0, 0, ceildiv(per - level, rate), ceildiv(cap - level, rate)}
-end
-level = level - per
-local reset = ceildiv(cap - level, rate)
-redis.call('HSET', KEYS[1], 'l', string.format('%.0f', level), 't', string.format('%.0f', now), 'p', sig)
-redis.call('PEXPIRE', KEYS[1], math.max(1, ceildiv(reset, 1000) + margin))
-return {1, math.floor(level / per), 0, reset}
 `
 
 var scriptSHA = func() string {
