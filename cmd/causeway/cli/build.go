@@ -19,10 +19,6 @@ import (
 // version.go's import of plugins/standard, so every binary `causeway build`
 // makes has them too.
 
-func init() {
-	Register(Command{Name: "build", Summary: "build a causeway binary with out-of-tree plugins (-with MODULE[@VERSION])", Run: runBuild,
-		Flags: func() *flag.FlagSet { fs, _ := buildFlags(); return fs }})
-}
 
 // causewayModule is the module path of Causeway itself.
 const causewayModule = "github.com/causewayhq/causeway"

@@ -16,9 +16,6 @@ import (
 	"github.com/causewayhq/causeway/mesh"
 )
 
-func init() {
-	Register(Command{Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue, verify", Run: runCA, Sub: caCommands})
-}
 
 // caCommands are ca's subcommands.
 var caCommands = []Command{

@@ -8,10 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
-	"sync"
+	"slices"
 	"syscall"
 )
 
@@ -50,39 +50,52 @@ func (c Command) findSub(name string) (Command, bool) {
 	return Command{}, false
 }
 
-// lookupCommand returns the registered command named name.
+// commandTable is every subcommand, by name. It is the one list of them:
+// a map literal rather than a registry that init functions fill, so a
+// duplicate name does not compile and the set cannot depend on which files
+// happen to be linked in. It is a function, not a variable, because
+// completion and usage read it while being listed in it (an initialisation
+// cycle for a variable); building it costs nothing next to parsing flags.
+func commandTable() map[string]Command {
+	return map[string]Command{
+		"build": {Name: "build", Summary: "build a causeway binary with out-of-tree plugins (-with MODULE[@VERSION])", Run: runBuild,
+			Flags: func() *flag.FlagSet { fs, _ := buildFlags(); return fs }},
+		"ca": {Name: "ca", Summary: "mesh certificate authority: init, intermediate, issue, verify", Run: runCA, Sub: caCommands},
+		"completion": {Name: "completion", Summary: help["completion"].summary, Run: runCompletion,
+			Args: Args{Words: []string{"bash", "zsh", "fish"}}},
+		"dev": {Name: "dev", Summary: "local testing helpers: dev jwt (keys, JWKS, signed tokens), dev apikey (add a key to a keys file)", Run: runDev,
+			Sub: []Command{
+				{Name: "jwt", Summary: help["dev jwt"].summary, Run: runDevJWT,
+					Flags: func() *flag.FlagSet { fs, _ := devJWTFlags(); return fs }},
+				{Name: "apikey", Summary: help["dev apikey"].summary, Run: runDevAPIKey,
+					Flags: func() *flag.FlagSet { fs, _ := devAPIKeyFlags(); return fs }},
+			}},
+		"edge": {Name: "edge", Summary: help["edge"].summary, Run: runEdge,
+			Flags: func() *flag.FlagSet { fs, _ := edgeFlags(); return fs }},
+		"man": {Name: "man", Summary: help["man"].summary, Run: runMan},
+		"sidecar": {Name: "sidecar", Summary: help["sidecar"].summary, Run: runSidecar,
+			Flags: func() *flag.FlagSet { fs, _ := sidecarFlags(); return fs }},
+		"validate": {Name: "validate", Summary: help["validate"].summary, Run: runValidate,
+			Flags: func() *flag.FlagSet { fs, _ := validateFlags(); return fs }, Args: Args{Files: true}},
+		"version": {Name: "version", Summary: help["version"].summary, Run: runVersion,
+			Flags: func() *flag.FlagSet { fs, _ := versionFlags(); return fs }},
+	}
+}
+
+// lookupCommand returns the command named name.
 func lookupCommand(name string) (Command, bool) {
-	mu.Lock()
-	defer mu.Unlock()
-	c, ok := commands[name]
+	c, ok := commandTable()[name]
 	return c, ok
 }
 
-// sortedCommands is every registered command, by name.
+// sortedCommands is every command, by name.
 func sortedCommands() []Command {
-	mu.Lock()
-	defer mu.Unlock()
-	out := make([]Command, 0, len(commands))
-	for _, c := range commands {
-		out = append(out, c)
+	t := commandTable()
+	out := make([]Command, 0, len(t))
+	for _, name := range slices.Sorted(maps.Keys(t)) {
+		out = append(out, t[name])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-var (
-	mu       sync.Mutex
-	commands = map[string]Command{}
-)
-
-// Register adds a subcommand; a duplicate name is a programming error.
-func Register(c Command) {
-	mu.Lock()
-	defer mu.Unlock()
-	if _, dup := commands[c.Name]; dup {
-		panic("cli: duplicate command " + c.Name)
-	}
-	commands[c.Name] = c
 }
 
 // Main runs the subcommand named by args[0].

@@ -7,10 +7,6 @@ import (
 	"strings"
 )
 
-func init() {
-	Register(Command{Name: "completion", Summary: help["completion"].summary, Run: runCompletion,
-		Args: Args{Words: []string{"bash", "zsh", "fish"}}})
-}
 
 // completionScripts are the generators, by shell.
 var completionScripts = map[string]func(io.Writer, []cmdInfo){

@@ -31,15 +31,6 @@ import (
 // causeway dev: helpers for trying routes locally, never for production
 // keys: a signing key and JWKS for JWT routes, and API keys in a keys file.
 
-func init() {
-	Register(Command{Name: "dev", Summary: "local testing helpers: dev jwt (keys, JWKS, signed tokens), dev apikey (add a key to a keys file)", Run: runDev,
-		Sub: []Command{
-			{Name: "jwt", Summary: help["dev jwt"].summary, Run: runDevJWT,
-				Flags: func() *flag.FlagSet { fs, _ := devJWTFlags(); return fs }},
-			{Name: "apikey", Summary: help["dev apikey"].summary, Run: runDevAPIKey,
-				Flags: func() *flag.FlagSet { fs, _ := devAPIKeyFlags(); return fs }},
-		}})
-}
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	dev, _ := lookupCommand("dev")

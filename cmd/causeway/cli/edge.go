@@ -15,12 +15,6 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-func init() {
-	Register(Command{Name: "edge", Summary: help["edge"].summary, Run: runEdge,
-		Flags: func() *flag.FlagSet { fs, _ := edgeFlags(); return fs }})
-	Register(Command{Name: "validate", Summary: help["validate"].summary, Run: runValidate,
-		Flags: func() *flag.FlagSet { fs, _ := validateFlags(); return fs }, Args: Args{Files: true}})
-}
 
 // serverFlags is what a server command (edge, sidecar) takes from its flags.
 type serverFlags struct {

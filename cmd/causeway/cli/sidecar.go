@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 
@@ -10,10 +9,6 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-func init() {
-	Register(Command{Name: "sidecar", Summary: help["sidecar"].summary, Run: runSidecar,
-		Flags: func() *flag.FlagSet { fs, _ := sidecarFlags(); return fs }})
-}
 
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, o := sidecarFlags()

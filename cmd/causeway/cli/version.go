@@ -17,10 +17,6 @@ import (
 // from the build info is used.
 var Version = ""
 
-func init() {
-	Register(Command{Name: "version", Summary: help["version"].summary, Run: runVersion,
-		Flags: func() *flag.FlagSet { fs, _ := versionFlags(); return fs }})
-}
 
 // pluginNames lists the registered plugins: the built-ins imported below
 // and, in a binary made by `causeway build`, the out-of-tree ones.
