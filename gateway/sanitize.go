@@ -112,6 +112,13 @@ const (
 	// Laminas or Envoy serve a path other than the one the edge routed and
 	// authorised. Dropped from every client.
 	headerURLOverride
+	// headerOwned: headers only Causeway itself sets for the service
+	// (X-Causeway-Peer-Id, X-Causeway-Caller-*): a sidecar sets them after
+	// it verified the caller, and a service may believe them. Dropped from
+	// every client, so that neither a client of the edge nor a mesh peer
+	// can hand them to a service on their own, whether or not the service
+	// sits behind a sidecar.
+	headerOwned
 )
 
 // namedHeaders classifies header names after folding case and "_" to "-",
@@ -131,7 +138,16 @@ var namedHeaders = map[string]headerClass{
 	"x-original-uri":           headerURLOverride,
 	"x-envoy-original-path":    headerURLOverride,
 	"http2-settings":           headerURLOverride, // hop-by-hop h2c: never forwarded
+	"x-causeway-peer-id":       headerOwned,
+	// The mark of a mirrored copy (MirrorHeader): a shadow service tells
+	// mirrored traffic by it, so a client must not be able to set it on a
+	// real request; a trusted proxy (a sidecar's mesh peer) may.
+	"x-causeway-mirror": headerForwarded,
 }
+
+// callerHeaderPrefix starts the headers a sidecar sets from a verified
+// caller token (X-Causeway-Caller-Subject, ...).
+const callerHeaderPrefix = "x-causeway-caller-"
 
 // classifyHeader folds name into a stack buffer (no allocation: the map
 // lookup with string(buf) does not copy) and looks it up.
@@ -142,8 +158,11 @@ func classifyHeader(name string) headerClass {
 		return headerPlain
 	}
 	if len(name) > len(buf) {
-		if len(name) > len(prefix) && foldEqual(name[:len(prefix)], prefix) {
+		switch {
+		case len(name) > len(prefix) && foldEqual(name[:len(prefix)], prefix):
 			return headerForwarded
+		case foldEqual(name[:len(callerHeaderPrefix)], callerHeaderPrefix):
+			return headerOwned
 		}
 		return headerPlain
 	}
@@ -158,6 +177,9 @@ func classifyHeader(name string) headerClass {
 	}
 	if len(b) > len(prefix) && string(b[:len(prefix)]) == prefix {
 		return headerForwarded
+	}
+	if len(b) > len(callerHeaderPrefix) && string(b[:len(callerHeaderPrefix)]) == callerHeaderPrefix {
+		return headerOwned
 	}
 	return namedHeaders[string(b)]
 }
@@ -183,7 +205,8 @@ func foldEqual(s, lower string) bool {
 
 // sanitizeHeaders drops, in one pass over the client's headers: names with
 // "_" (unless server.allow_underscore_headers), the URL-override headers,
-// and, from an untrusted peer, every forwarded and client-address header.
+// the headers only Causeway sets for a service, and, from an untrusted
+// peer, every forwarded and client-address header and the mirror mark.
 func sanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 	for name := range h {
 		if !srv.AllowUnderscoreHeaders && strings.IndexByte(name, '_') >= 0 {
@@ -191,7 +214,7 @@ func sanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 			continue
 		}
 		switch classifyHeader(name) {
-		case headerURLOverride:
+		case headerURLOverride, headerOwned:
 			delete(h, name)
 		case headerForwarded:
 			if !trusted {

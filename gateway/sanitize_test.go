@@ -144,6 +144,8 @@ func TestSanitizeHeaders(t *testing.T) {
 			"X-Original-Url": {"/admin"}, "X_original_url": {"/admin"}, "X-Envoy-Original-Path": {"/admin"},
 			"X_user_id": {"u"}, "X-User-Id": {"u"}, "Accept": {"*/*"},
 			"X-Forwarded-" + strings.Repeat("Long", 10): {"x"}, strings.Repeat("Y", 40): {"kept"},
+			"X-Causeway-Peer-Id": {"spiffe://example.org/admin"}, "X-Causeway-Caller-Subject": {"admin"},
+			"X-Causeway-Caller-" + strings.Repeat("Long", 10): {"x"}, "X-Causeway-Mirror": {"1"},
 		}
 	}
 	for _, tc := range []struct {
@@ -154,7 +156,7 @@ func TestSanitizeHeaders(t *testing.T) {
 	}{
 		{"untrusted, underscores dropped", false, false, []string{"X-User-Id", "Accept", strings.Repeat("Y", 40)}},
 		{"untrusted, underscores allowed: folded names still caught", false, true, []string{"X_user_id", "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
-		{"trusted: forwarded kept, overrides never", true, false, []string{"X-Forwarded-Prefix", "X-Real-Ip", "Cf-Connecting-Ip", "X-Forwarded-" + strings.Repeat("Long", 10), "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
+		{"trusted: forwarded and the mirror mark kept, overrides and Causeway's own never", true, false, []string{"X-Forwarded-Prefix", "X-Real-Ip", "Cf-Connecting-Ip", "X-Forwarded-" + strings.Repeat("Long", 10), "X-Causeway-Mirror", "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := in()
@@ -184,6 +186,7 @@ func FuzzForwardedHeaders(f *testing.F) {
 	f.Add("X-Forwarded-Port", "6666", "Connection", "X-Forwarded-For, x-request-id", "203.0.113.9, 10.0.0.2", "a.example.:80", "192.0.2.1:1")
 	f.Add("x_forwarded_prefix", "/evil", "Upgrade", "h2c", "garbage", "[2001:db8::1]:8443", "10.0.0.1:1")
 	f.Add("X-Original-URL", "/admin", "Connection", "upgrade, http2-settings", ",,", "", "[::ffff:10.0.0.1]:1")
+	f.Add("X-Causeway-Caller-Subject", "admin", "X-Causeway-Mirror", "1", "", "a", "192.0.2.1:1")
 	tp, err := newTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
 	if err != nil {
 		f.Fatal(err)
@@ -217,7 +220,7 @@ func FuzzForwardedHeaders(f *testing.F) {
 		}
 		for k := range r.Header {
 			c := classifyHeader(k)
-			if c == headerURLOverride || (!pi.trusted && c == headerForwarded) {
+			if c == headerURLOverride || c == headerOwned || (!pi.trusted && c == headerForwarded) {
 				t.Fatalf("%q kept (trusted=%v)", k, pi.trusted)
 			}
 		}

@@ -123,11 +123,16 @@ var spoofable = [][2]string{
 	{"Forwarded", "for=6.6.6.6;proto=https"},
 	{"X-Real-IP", "6.6.6.6"}, {"True-Client-IP", "6.6.6.6"}, {"X-Client-IP", "6.6.6.6"}, {"Client-IP", "6.6.6.6"},
 	{"X-Cluster-Client-IP", "6.6.6.6"}, {"CF-Connecting-IP", "6.6.6.6"}, {"X-Original-Forwarded-For", "6.6.6.6"},
+	{"X-Causeway-Mirror", "evil"}, // the mark a shadow service tells mirrored requests by
 }
 
 var urlOverrides = [][2]string{
 	{"X-Original-URL", "/admin"}, {"X-Rewrite-URL", "/admin"}, {"X-Override-URL", "/admin"},
 	{"X-Original-URI", "/admin"}, {"X-Envoy-Original-Path", "/admin"}, {"x-original-url", "/admin"},
+	// Not URL overrides, but removed from every client all the same: the
+	// headers a sidecar sets from a verified peer and caller token.
+	{"X-Causeway-Peer-Id", "/admin"}, {"X-Causeway-Caller-Subject", "/admin"},
+	{"x-causeway-caller-authenticator-and-then-some", "/admin"},
 }
 
 func TestForwardedHeadersFromUntrustedPeer(t *testing.T) {
