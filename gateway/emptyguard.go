@@ -57,26 +57,20 @@ func (c *emptyGuardConn) expect(head bool) {
 	c.awaiting.Store(true)
 }
 
-// guardTraces arm a guarded connection when http.Transport hands it to a
-// request; one per method class, so a request allocates only its context.
-var guardTraces = [2]*httptrace.ClientTrace{
-	{GotConn: func(i httptrace.GotConnInfo) { armGuard(i.Conn, false) }},
-	{GotConn: func(i httptrace.GotConnInfo) { armGuard(i.Conn, true) }},
-}
-
 func armGuard(c net.Conn, head bool) {
 	if g, ok := c.(*emptyGuardConn); ok {
 		g.expect(head)
 	}
 }
 
-// withEmptyGuard returns req with the trace that arms the guard.
+// withEmptyGuard returns req with the trace that arms the guard. The trace
+// is new for every request: httptrace.WithClientTrace composes the hooks
+// already in the context into the trace it is given, so a shared one would
+// be rewritten by every request.
 func withEmptyGuard(req *http.Request) *http.Request {
-	i := 0
-	if req.Method == http.MethodHead {
-		i = 1
-	}
-	return req.WithContext(httptrace.WithClientTrace(req.Context(), guardTraces[i]))
+	head := req.Method == http.MethodHead
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { armGuard(i.Conn, head) }}
+	return req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 }
 
 var headEndMark = []byte("\r\n\r\n")
