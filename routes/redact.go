@@ -73,6 +73,14 @@ func redactTyped(v any, t reflect.Type) any {
 	case reflect.Map:
 		if m, ok := v.(map[string]any); ok {
 			for k, e := range m {
+				// A map keyed by header, query or claim names (a route's
+				// match.headers, a split's headers): a value under a
+				// credential-like name is a credential, typed or not
+				// (match.headers: {Authorization: "Bearer ..."}).
+				if s, isString := e.(string); isString && s != "" && SecretName(k) {
+					m[k] = Redacted
+					continue
+				}
 				m[k] = redactTyped(e, t.Elem())
 			}
 			return m

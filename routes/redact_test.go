@@ -122,6 +122,10 @@ upstreams:
   u: {endpoints: ["127.0.0.1:1"]}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: per-user}
+  - name: internal
+    match: {path_prefix: /internal, headers: {Authorization: "Bearer hunter2-match", X-Tenant: visible-tenant}, query: {access_token: hunter2-query-match}}
+    split:
+      - {upstream: u, weight: 1, headers: {X-Canary-Key: hunter2-canary}}
 `))
 	if err != nil {
 		// Plugins are not registered in this package; decoding the file
@@ -139,7 +143,7 @@ routes:
 	if strings.Contains(s, "hunter2") {
 		t.Fatalf("a credential is shown: %s", s)
 	}
-	for _, want := range []string{"claim:sub", "X-API-Key", "visible-value", "keys.txt", "svc:REDACTED@id.example.com", "tenant=acme", "ops@example.com", "auth.example/verify", "opa:REDACTED@opa.example"} {
+	for _, want := range []string{"claim:sub", "X-API-Key", "visible-value", "keys.txt", "svc:REDACTED@id.example.com", "tenant=acme", "ops@example.com", "auth.example/verify", "opa:REDACTED@opa.example", "visible-tenant"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("%q is not shown (over-redacted?): %s", want, s)
 		}
