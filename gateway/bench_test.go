@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"github.com/causewayhq/causeway/routes"
 	"github.com/gorilla/mux"
 )
@@ -164,11 +165,11 @@ func BenchmarkUpstreamTransport(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.closeIdle()
-	h1 := pool.transport.(*h1Transport)
+	h1 := pool.transport.(*transport.H1)
 	for _, tc := range []struct {
 		name string
 		rt   http.RoundTripper
-	}{{"calling-goroutine", h1}, {"net-http", h1.fallback}} {
+	}{{"calling-goroutine", h1}, {"net-http", h1.Fallback()}} {
 		roundTrip := func(b *testing.B) {
 			req, _ := http.NewRequest(http.MethodGet, up.URL+"/", nil)
 			resp, err := tc.rt.RoundTrip(req)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/routes"
@@ -450,11 +451,11 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 		t.Protocols.SetHTTP2(true)
 	}
 	if u.MeshIdentity != "" && u.Protocol == routes.DefaultProtocol {
-		mt := newMeshTransport(t)
+		mt := transport.NewMesh(t)
 		return &transportPool{transport: mt, closeIdle: mt.CloseIdleConnections}, nil
 	}
 	if u.Scheme == "http" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
-		h1 := newH1Transport(t)
+		h1 := transport.NewH1(t)
 		return &transportPool{transport: h1, closeIdle: h1.CloseIdleConnections}, nil
 	}
 	return &transportPool{transport: t, closeIdle: t.CloseIdleConnections}, nil

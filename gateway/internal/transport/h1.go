@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// h1Transport sends the most common upstream request — a replayable method
+// H1 sends the most common upstream request — a replayable method
 // (GET, HEAD, OPTIONS, TRACE) without a body, to a plain-TCP HTTP/1.1
 // upstream — on the calling goroutine: it writes the request, reads the
 // response headers and hands back a body that returns the connection to the
@@ -28,7 +28,7 @@ import (
 // cost as much CPU as the proxying itself (profile of the plain proxy under
 // wrk). Everything else — bodies, upgrades, Expect, TLS, HTTP/2 — goes to
 // the fallback http.Transport, which also keeps its own connections.
-type h1Transport struct {
+type H1 struct {
 	fallback      *http.Transport
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle       int           // per host; 0 keeps none
@@ -40,13 +40,13 @@ type h1Transport struct {
 	closed bool
 }
 
-func newH1Transport(fallback *http.Transport) *h1Transport {
+func NewH1(fallback *http.Transport) *H1 {
 	dial := fallback.DialContext
 	// The fallback's connections get the guard against bodies after
 	// bodiless responses (emptyguard.go); the calling-goroutine path
 	// decides that itself and needs the bare socket for its checks.
 	fallback.DialContext = guardEmptyResponses(dial)
-	return &h1Transport{
+	return &H1{
 		fallback:      fallback,
 		dial:          dial,
 		maxIdle:       fallback.MaxIdleConnsPerHost,
@@ -59,7 +59,7 @@ func newH1Transport(fallback *http.Transport) *h1Transport {
 // h1Conn is one upstream connection. It belongs to the pool while idle and
 // to exactly one request (and then that request's response body) otherwise.
 type h1Conn struct {
-	t      *h1Transport
+	t      *H1
 	host   string
 	nc     net.Conn
 	br     *bufio.Reader
@@ -76,7 +76,7 @@ type h1Conn struct {
 }
 
 // fastPath reports whether req can take the calling-goroutine path.
-func (t *h1Transport) fastPath(req *http.Request) bool {
+func (t *H1) fastPath(req *http.Request) bool {
 	if req.URL == nil || req.URL.Scheme != "http" || req.URL.Host == "" {
 		return false
 	}
@@ -99,7 +99,11 @@ func (t *h1Transport) fastPath(req *http.Request) bool {
 	return len(req.TransferEncoding) == 0 && req.Trailer == nil
 }
 
-func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+// Fallback is the http.Transport that carries every request H1 does not
+// send itself (BenchmarkUpstreamTransport compares the two).
+func (t *H1) Fallback() *http.Transport { return t.fallback }
+
+func (t *H1) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.fastPath(req) {
 		return t.fallback.RoundTrip(withEmptyGuard(req))
 	}
@@ -149,7 +153,7 @@ func validHeaders(h http.Header) error {
 // response arrived.
 var errStaleConn = errors.New("upstream closed an idle connection")
 
-func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
+func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 	now := time.Now()
 	t.mu.Lock()
 	stack := t.idle[host]
@@ -199,7 +203,7 @@ func (t *h1Transport) getConn(ctx context.Context, host string) (*h1Conn, bool, 
 
 // setIdle stores host's idle stack; an empty one is dropped, so endpoints
 // that discovery has long replaced leave no entry behind. t.mu is held.
-func (t *h1Transport) setIdle(host string, stack []*h1Conn) {
+func (t *H1) setIdle(host string, stack []*h1Conn) {
 	if len(stack) == 0 {
 		delete(t.idle, host)
 		return
@@ -208,7 +212,7 @@ func (t *h1Transport) setIdle(host string, stack []*h1Conn) {
 }
 
 // putConn makes c idle, or closes it when the pool is full or closed.
-func (t *h1Transport) putConn(c *h1Conn) {
+func (t *H1) putConn(c *h1Conn) {
 	t.mu.Lock()
 	if t.closed || len(t.idle[c.host]) >= t.maxIdle {
 		t.mu.Unlock()
@@ -253,7 +257,7 @@ func (c *h1Conn) expire() {
 
 // CloseIdleConnections closes the idle connections of both paths; the pool
 // keeps no connection returned to it afterwards (it is being retired).
-func (t *h1Transport) CloseIdleConnections() {
+func (t *H1) CloseIdleConnections() {
 	t.mu.Lock()
 	t.closed = true
 	var all []*h1Conn

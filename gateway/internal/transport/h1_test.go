@@ -1,9 +1,8 @@
-package gateway
+package transport
 
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testutil"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // notATimeout is the response-header timeout of the tests that are not
@@ -25,21 +23,20 @@ import (
 // never trips it (a second did, with i/o timeouts).
 const notATimeout = 30 * time.Second
 
-// newTestPool builds an upstream pool the way the edge does.
-func newTestPool(t *testing.T, maxIdle int, timeout time.Duration) *h1Transport {
+// newTestPool builds the transport as the gateway's upstream pool does for
+// a plain HTTP/1.1 upstream (gateway.TestPlainUpstreamUsesH1 checks that it
+// does): an http.Transport with the upstream's limits as the fallback.
+func newTestPool(t *testing.T, maxIdle int, timeout time.Duration) *H1 {
 	t.Helper()
-	pool, err := newTransportPool("t", routes.Upstream{
-		Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: maxIdle,
-		ConnectTimeout: routes.Duration(time.Second), Timeout: routes.Duration(timeout),
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h1, ok := pool.transport.(*h1Transport)
-	if !ok {
-		t.Fatalf("plain http1 upstream got %T, want the calling-goroutine transport", pool.transport)
-	}
-	t.Cleanup(pool.closeIdle)
+	h1 := NewH1(&http.Transport{
+		DialContext:           (&net.Dialer{Timeout: time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost:   maxIdle,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	})
+	t.Cleanup(h1.CloseIdleConnections)
 	return h1
 }
 
@@ -55,24 +52,6 @@ func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic
 	s.Start()
 	t.Cleanup(s.Close)
 	return s, &conns
-}
-
-func rtGet(t *testing.T, rt http.RoundTripper, ctx context.Context, url string, hdr ...string) (*http.Response, string, error) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := rt.RoundTrip(req)
-	if err != nil {
-		return nil, "", err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(b), err
 }
 
 func TestH1TransportReusesConnections(t *testing.T) {
@@ -124,7 +103,7 @@ func TestH1TransportConcurrentAndBounded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 50 {
-				if _, body, err := rtGet(t, h1, context.Background(), s.URL); err != nil || body != "ok" {
+				if _, body, err := testutil.RoundTripGet(t, h1, context.Background(), s.URL); err != nil || body != "ok" {
 					failed.Add(1)
 				}
 			}
@@ -158,7 +137,7 @@ func TestH1TransportRetriesConnectionClosedWhileIdle(t *testing.T) {
 	})
 	h1 := newTestPool(t, 4, notATimeout)
 	for i := range 5 {
-		if _, body, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
+		if _, body, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
 			t.Fatalf("request %d: %q %v", i, body, err)
 		}
 		time.Sleep(10 * time.Millisecond) // let the close reach the client side
@@ -234,88 +213,13 @@ func TestH1TransportDropsConnectionWithTrailingGarbage(t *testing.T) {
 	})
 	h1 := newTestPool(t, 4, notATimeout)
 	for i := range 3 {
-		if _, body, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
+		if _, body, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil || body != "ok" {
 			t.Fatalf("request %d: %q %v", i, body, err)
 		}
 	}
 	if n := accepted.Load(); n != 3 {
 		t.Fatalf("%d connections, want 3", n)
 	}
-}
-
-func TestH1TransportErrors(t *testing.T) {
-	release := make(chan struct{})
-	hang := testutil.ServeConns(t, func(c net.Conn) {
-		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
-		<-release
-	})
-	// Registered after ServeConns, so it runs before ServeConns waits for
-	// its handlers.
-	t.Cleanup(func() { close(release) })
-	unexpected101 := testutil.ServeConns(t, func(c net.Conn) {
-		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
-		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
-	})
-	malformed := testutil.ServeConns(t, func(c net.Conn) {
-		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
-		io.WriteString(c, "HTTP/1.1 2OO OK\r\n\r\n")
-	})
-	reset := testutil.ServeConns(t, func(c net.Conn) {
-		_, _ = http.ReadRequest(bufio.NewReader(c)) // what was asked does not matter here
-		_ = c.(*net.TCPConn).SetLinger(0)           // close with RST
-	})
-	refused := func() string {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		a := ln.Addr().String()
-		ln.Close()
-		return a
-	}()
-
-	t.Run("header timeout is a timeout", func(t *testing.T) {
-		h1 := newTestPool(t, 4, 50*time.Millisecond)
-		_, _, err := rtGet(t, h1, context.Background(), "http://"+hang+"/")
-		var nerr net.Error
-		if !errors.As(err, &nerr) || !nerr.Timeout() {
-			t.Fatalf("got %v, want a timeout", err)
-		}
-		if k := classify(context.Background(), err); k != failTimeout {
-			t.Fatalf("classified %d, want failTimeout", k)
-		}
-	})
-	t.Run("client leaves", func(t *testing.T) {
-		h1 := newTestPool(t, 4, 0)
-		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(20*time.Millisecond, cancel)
-		if _, _, err := rtGet(t, h1, ctx, "http://"+hang+"/"); !errors.Is(err, context.Canceled) {
-			t.Fatalf("got %v, want context.Canceled", err)
-		}
-	})
-	for _, tc := range []struct {
-		name, addr string
-		kind       failKind
-	}{
-		{"unexpected 101", unexpected101, failOther},
-		{"malformed status line", malformed, failOther},
-		{"reset before headers", reset, failReset},
-		{"connection refused", refused, failConnect},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			h1 := newTestPool(t, 4, notATimeout)
-			_, _, err := rtGet(t, h1, context.Background(), "http://"+tc.addr+"/")
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if k := classify(context.Background(), err); k != tc.kind {
-				t.Fatalf("%v classified %d, want %d", err, k, tc.kind)
-			}
-		})
-	}
-	t.Run("header injection refused", func(t *testing.T) {
-		h1 := newTestPool(t, 4, notATimeout)
-		if _, _, err := rtGet(t, h1, context.Background(), "http://"+malformed+"/", "X-A", "v\r\nX-Injected: 1"); err == nil || !strings.Contains(err.Error(), "invalid header") {
-			t.Fatalf("got %v, want an invalid header error", err)
-		}
-	})
 }
 
 // 1xx responses before the final one reach the trace hook ReverseProxy uses
@@ -334,7 +238,7 @@ func TestH1TransportInformational(t *testing.T) {
 			return nil
 		},
 	})
-	if _, body, err := rtGet(t, h1, ctx, "http://"+addr+"/"); err != nil || body != "done" {
+	if _, body, err := testutil.RoundTripGet(t, h1, ctx, "http://"+addr+"/"); err != nil || body != "done" {
 		t.Fatalf("%q %v", body, err)
 	}
 	if want := "Early Hints: </a.css>; rel=preload"; len(got) != 2 || got[0] != want {
@@ -404,13 +308,13 @@ func TestH1TransportIdleLifetime(t *testing.T) {
 	}
 	h1 := newTestPool(t, 4, notATimeout)
 	h1.idleTimeout = 30 * time.Millisecond
-	if _, _, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
+	if _, _, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
 		t.Fatal(err)
 	}
 	waitClosed("idle timeout")
 
 	h1.idleTimeout = time.Hour
-	if _, _, err := rtGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
+	if _, _, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
 		t.Fatal(err)
 	}
 	h1.CloseIdleConnections()
@@ -432,7 +336,7 @@ func TestH1TransportForgetsEmptyHosts(t *testing.T) {
 	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	h1 := newTestPool(t, 4, notATimeout)
 	h1.idleTimeout = 20 * time.Millisecond
-	if _, _, err := rtGet(t, h1, context.Background(), s.URL); err != nil {
+	if _, _, err := testutil.RoundTripGet(t, h1, context.Background(), s.URL); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,11 +1,11 @@
-package gateway
+package transport
 
 import (
 	"net/http"
 	"strings"
 )
 
-// meshTransport carries requests to a sidecar over mTLS: HTTP/1.1 on a pool
+// Mesh carries requests to a sidecar over mTLS: HTTP/1.1 on a pool
 // of keep-alive connections for ordinary requests, HTTP/2 for gRPC, which
 // needs it. With many requests in flight, Go's HTTP/2 client and server
 // funnel them through one connection's read and write loops; on the hop
@@ -13,28 +13,28 @@ import (
 // against HTTP/1.1 connections used one request at a time
 // (BenchmarkMeshPaths/edge-sidecar; docs/performance.md). An upstream with
 // protocol: h2 keeps HTTP/2 for everything.
-type meshTransport struct {
+type Mesh struct {
 	h1 *http.Transport // ALPN http/1.1 only
 	h2 *http.Transport // ALPN h2, then http/1.1
 }
 
-// newMeshTransport splits t, configured for HTTP/2 over mTLS, in two.
-func newMeshTransport(t *http.Transport) *meshTransport {
+// NewMesh splits t, configured for HTTP/2 over mTLS, in two.
+func NewMesh(t *http.Transport) *Mesh {
 	h1 := t.Clone()
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSClientConfig = t.TLSClientConfig.Clone()
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	return &meshTransport{h1: h1, h2: t}
+	return &Mesh{h1: h1, h2: t}
 }
 
-func (m *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (m *Mesh) RoundTrip(req *http.Request) (*http.Response, error) {
 	if isGRPC(req) {
 		return m.h2.RoundTrip(req)
 	}
 	return m.h1.RoundTrip(req)
 }
 
-func (m *meshTransport) CloseIdleConnections() {
+func (m *Mesh) CloseIdleConnections() {
 	m.h1.CloseIdleConnections()
 	m.h2.CloseIdleConnections()
 }

@@ -1,4 +1,4 @@
-package gateway
+package transport
 
 import (
 	"bufio"
@@ -121,7 +121,7 @@ func FuzzH1ResponseReader(f *testing.F) {
 			}
 		}
 		dialed := false
-		tr := newH1Transport(&http.Transport{
+		tr := NewH1(&http.Transport{
 			MaxIdleConnsPerHost: 1,
 			DialContext: func(context.Context, string, string) (net.Conn, error) {
 				if dialed {

@@ -1,0 +1,78 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
+)
+
+// No client ever sees bytes meant for, or sent after, another request:
+// whatever an upstream sends that answers nothing we asked closes the
+// connection, whether it arrives with the response, after it, or while
+// the connection is idle.
+func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
+	modes := []struct {
+		mode, first string // first: the request that provokes stray bytes
+		late        bool
+	}{
+		{"body after HEAD", http.MethodHead, false},
+		{"late body after HEAD", http.MethodHead, true},
+		{"body after 204", http.MethodGet, false},
+		{"body after 304", http.MethodGet, false},
+		{"more body than Content-Length", http.MethodGet, false},
+		{"unsolicited response while idle", http.MethodGet, true},
+	}
+	const rounds = 300
+	for _, m := range modes {
+		t.Run(m.mode, func(t *testing.T) {
+			t.Parallel()
+			// The client says when the first response is read (the
+			// connection is idle); the upstream says when the stray bytes
+			// are out. Both channels are buffered so that neither side
+			// blocks once the other has stopped.
+			idle, wrote := make(chan struct{}, rounds), make(chan struct{}, rounds)
+			done := make(chan struct{})
+			t.Cleanup(func() { close(done) })
+			addr := testutil.HostileUpstream(t, m.mode, func() {
+				select {
+				case <-idle:
+				case <-done:
+				}
+			}, func() { wrote <- struct{}{} })
+			h1 := newTestPool(t, 4, 0)
+			for i := range rounds {
+				first := fmt.Sprintf("/empty/%d", i)
+				req, _ := http.NewRequest(m.first, "http://"+addr+first, nil)
+				resp, err := h1.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("round %d, %s %s: %v", i, m.first, first, err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if m.first == http.MethodGet && resp.StatusCode == http.StatusOK && string(b) != "resp:"+first {
+					t.Fatalf("round %d: %s got %q", i, first, b)
+				}
+				if m.late {
+					idle <- struct{}{}
+					<-wrote
+					// The bytes are written; give them a moment to land
+					// in the socket, as they would on any real network.
+					time.Sleep(time.Millisecond)
+				}
+				next := fmt.Sprintf("/next/%d", i)
+				_, body, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+next)
+				if err != nil {
+					t.Fatalf("round %d, GET %s: %v", i, next, err)
+				}
+				if body != "resp:"+next {
+					t.Fatalf("round %d: GET %s got %q: another request's bytes", i, next, body)
+				}
+			}
+		})
+	}
+}
