@@ -12,17 +12,23 @@ import (
 	"github.com/causewayhq/causeway/internal/testutil"
 )
 
-// The same through the whole edge, with concurrent clients: every client
-// checks that the body it got names its own request.
-func TestEdgeNeverLeaksStrayUpstreamBytes(t *testing.T) {
-	// The stray body follows the HEAD response a moment later, so that it
-	// reaches the edge's connection after the response was handed back.
-	addr := testutil.HostileUpstream(t, "late body after HEAD", func() { time.Sleep(time.Millisecond) }, func() {})
-	te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
+// edgeBeforeHostileUpstream starts an edge whose one route goes to a
+// hostile upstream (testutil.HostileUpstream) that sends its stray bytes
+// 1 ms after the answer that provokes them, so that they reach the edge's
+// connection after the response was handed back.
+func edgeBeforeHostileUpstream(t *testing.T, mode string) *testEdge {
+	addr := testutil.HostileUpstream(t, mode, func() { time.Sleep(time.Millisecond) }, func() {})
+	return startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
   u: {endpoints: [%q]}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
 `, addr))
+}
+
+// alternate runs 8 keep-alive clients against te, each sending 150
+// requests that alternate between one that provokes stray bytes (even i)
+// and one whose answer must name its own path (odd i).
+func alternate(t *testing.T, te *testEdge, provoke, follow func(path string) *http.Request) {
 	const workers, perWorker = 8, 150
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -34,20 +40,19 @@ routes:
 			defer client.CloseIdleConnections()
 			for i := range perWorker {
 				path := fmt.Sprintf("/w%d/%d", w, i)
-				method := http.MethodGet
+				req := follow(te.url + path)
 				if i%2 == 0 {
-					method = http.MethodHead
+					req = provoke(te.url + path)
 				}
-				req, _ := http.NewRequest(method, te.url+path, nil)
 				resp, err := client.Do(req)
 				if err != nil {
-					errs <- fmt.Errorf("%s %s: %w", method, path, err)
+					errs <- fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 					return
 				}
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if method == http.MethodGet && string(b) != "resp:"+path {
-					errs <- fmt.Errorf("GET %s got %d %q: not its own answer", path, resp.StatusCode, b)
+				if i%2 == 1 && string(b) != "resp:"+path {
+					errs <- fmt.Errorf("%s %s got %d %q: not its own answer", req.Method, path, resp.StatusCode, b)
 					return
 				}
 			}
@@ -60,6 +65,19 @@ routes:
 	}
 }
 
+func newRequest(method, url string, body io.Reader) *http.Request {
+	req, _ := http.NewRequest(method, url, body)
+	return req
+}
+
+// Through the whole edge, with concurrent clients: a body an upstream sends
+// after its HEAD answer never becomes another request's answer.
+func TestEdgeNeverLeaksStrayUpstreamBytes(t *testing.T) {
+	te := edgeBeforeHostileUpstream(t, "late body after HEAD")
+	get := func(url string) *http.Request { return newRequest(http.MethodGet, url, nil) }
+	alternate(t, te, func(url string) *http.Request { return newRequest(http.MethodHead, url, nil) }, get)
+}
+
 // A body that follows a 204 or 304 a moment later, with the next request
 // right behind it: no check made when the connection is returned or taken
 // can see bytes that are still on their way, so the only safe answer is
@@ -70,50 +88,17 @@ func TestEdgeNeverLeaksLateBodiesAfterEmptyResponses(t *testing.T) {
 	for _, mode := range []string{"late body after 204", "late body after 304"} {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
 			t.Run(mode+"/"+method, func(t *testing.T) {
-				addr := testutil.HostileUpstream(t, mode, func() { time.Sleep(time.Millisecond) }, func() {})
-				te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
-  u: {endpoints: [%q]}
-routes:
-  - {name: r, match: {path_prefix: /}, upstream: u}
-`, addr))
-				const workers, perWorker = 8, 150
-				var wg sync.WaitGroup
-				errs := make(chan error, workers)
-				for w := range workers {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-						defer client.CloseIdleConnections()
-						for i := range perWorker {
-							path := fmt.Sprintf("/w%d/%d", w, i)
-							if i%2 == 0 {
-								path = "/empty" + path
-							}
-							var body io.Reader
-							if method == http.MethodPost {
-								body = strings.NewReader("payload")
-							}
-							req, _ := http.NewRequest(method, te.url+path, body)
-							resp, err := client.Do(req)
-							if err != nil {
-								errs <- fmt.Errorf("%s %s: %w", method, path, err)
-								return
-							}
-							b, _ := io.ReadAll(resp.Body)
-							resp.Body.Close()
-							if i%2 == 1 && string(b) != "resp:"+path {
-								errs <- fmt.Errorf("%s %s got %d %q: not its own answer", method, path, resp.StatusCode, b)
-								return
-							}
+				te := edgeBeforeHostileUpstream(t, mode)
+				req := func(prefix string) func(string) *http.Request {
+					return func(url string) *http.Request {
+						url = strings.Replace(url, "/w", prefix+"/w", 1)
+						if method == http.MethodPost {
+							return newRequest(method, url, strings.NewReader("payload"))
 						}
-					}()
+						return newRequest(method, url, nil)
+					}
 				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					t.Error(err)
-				}
+				alternate(t, te, req("/empty"), req(""))
 			})
 		}
 	}
