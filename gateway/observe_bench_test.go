@@ -14,6 +14,7 @@ import (
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -48,7 +49,7 @@ func BenchmarkObservabilityAccessLog(b *testing.B) {
 		b.Run(fmt.Sprintf("sample=%g", sample), func(b *testing.B) {
 			al := &accessLog{output: "bench", sample: sample, logger: slog.New(slog.NewJSONHandler(&lockedWriter{w: io.Discard}, nil))}
 			r := httptest.NewRequest(http.MethodGet, "http://api.example.com/orders/42?token=x", nil)
-			st := &reqState{requestID: newUUID(), traceID: "4bf92f3577b34da6a3ce929d0e0e4736", clientIP: "192.0.2.1", route: "orders",
+			st := &reqState{requestID: pipeline.NewUUID(), traceID: "4bf92f3577b34da6a3ce929d0e0e4736", clientIP: "192.0.2.1", route: "orders",
 				upstream: "orders", endpoint: &endpoint{addr: "10.0.0.1:7001", label: "10.0.0.1:7001"}, upstreamDur: 3 * time.Millisecond, principal: "acme"}
 			st.rec.status, st.rec.bytes = 200, 512
 			b.ReportAllocs()

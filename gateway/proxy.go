@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -181,7 +182,7 @@ func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.Reverse
 			if strip != "" {
 				stripPrefix(pr.Out.URL, pr.In.URL, strip)
 			}
-			setForwarded(pr, &st.peer)
+			pipeline.SetForwarded(pr, &st.peer)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())

@@ -32,7 +32,7 @@ type runtime struct {
 	file      *routes.File
 	router    *pipeline.Router
 	upstreams map[string]*upstream
-	trust     *trustedProxies
+	trust     *pipeline.TrustedProxies
 	metrics   *metrics
 	accessLog *accessLog
 	loadedAt  time.Time
@@ -64,7 +64,7 @@ type buildDeps struct {
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
-	trust, err := newTrustedProxies(f.TrustedProxies)
+	trust, err := pipeline.NewTrustedProxies(f.TrustedProxies)
 	if err != nil {
 		return nil, err
 	}
@@ -175,11 +175,11 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Hop-by-hop headers go first: nothing the edge sets below may be
 	// nominated away by the client's Connection header.
-	dropHopByHop(r.Header)
-	st.peer = rt.trust.resolve(r)
-	st.clientIP = st.peer.clientStr
-	sanitizeHeaders(r.Header, st.peer.trusted, &rt.file.Server)
-	st.requestID = requestID(r.Header.Get(httperr.RequestIDHeader))
+	pipeline.DropHopByHop(r.Header)
+	st.peer = rt.trust.Resolve(r)
+	st.clientIP = st.peer.ClientStr
+	pipeline.SanitizeHeaders(r.Header, st.peer.Trusted, &rt.file.Server)
+	st.requestID = pipeline.RequestID(r.Header.Get(httperr.RequestIDHeader))
 	r.Header.Set(httperr.RequestIDHeader, st.requestID)
 	w.Header().Set(httperr.RequestIDHeader, st.requestID)
 	st.propagateTrace(r)
@@ -251,13 +251,13 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // removes a trailing dot from the Host. It returns the message of the 400,
 // or "".
 func (rt *runtime) checkRequest(r *http.Request) string {
-	if methodCaseMismatch(r.Method) {
+	if pipeline.MethodCaseMismatch(r.Method) {
 		return "method " + r.Method + " must be upper case: methods are case-sensitive"
 	}
-	if msg := checkPath(r.URL.Path, rt.file.Server.PathNormalization == routes.PathNormalizationStrict); msg != "" {
+	if msg := pipeline.CheckPath(r.URL.Path, rt.file.Server.PathNormalization == routes.PathNormalizationStrict); msg != "" {
 		return msg
 	}
-	host, ok := normalizeHost(r.Host)
+	host, ok := pipeline.NormalizeHost(r.Host)
 	if !ok {
 		return "malformed Host: an empty label or an invalid port"
 	}

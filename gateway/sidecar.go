@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/causewayhq/causeway/gateway/internal/admin"
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/mesh"
@@ -25,6 +26,11 @@ import (
 // PeerIDHeader carries the verified SPIFFE ID of the caller to the local
 // service. Copies sent by anyone else are removed.
 const PeerIDHeader = "X-Causeway-Peer-Id"
+
+// ClientCertSubjectHeader carries the subject of the client certificate the
+// edge verified (tls.client_auth) to the upstream; a client's own copy never
+// passes.
+const ClientCertSubjectHeader = pipeline.ClientCertSubjectHeader
 
 // SidecarOptions configures a Sidecar (see Options).
 type SidecarOptions = Options

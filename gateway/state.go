@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -24,8 +25,8 @@ type reqState struct {
 	rec           recorder
 	start         time.Time
 	requestID     string
-	clientIP      string   // peer.clientStr
-	peer          peerInfo // decided once as the request enters
+	clientIP      string        // peer.clientStr
+	peer          pipeline.Peer // decided once as the request enters
 	route         string
 	routeMetrics  *routeMetrics
 	upstream      string

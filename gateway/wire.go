@@ -211,7 +211,7 @@ func (pluginFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 					info := plugins.RequestInfo{Route: name, RequestID: r.Header.Get("X-Request-Id")}
 					st := stateFrom(r.Context())
 					// ip_filter's default client address.
-					info.ClientIP, info.ClientIPUnresolved = st.peer.client, !st.peer.clientOK
+					info.ClientIP, info.ClientIPUnresolved = st.peer.Client, !st.peer.ClientOK
 					ctx := plugins.WithRequestInfo(r.Context(), info)
 					h.ServeHTTP(w, r.WithContext(ctx))
 				})

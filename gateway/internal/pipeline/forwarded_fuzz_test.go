@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"crypto/tls"
@@ -14,7 +14,7 @@ import (
 )
 
 // FuzzSetForwarded sends a request with fuzzed X-Forwarded-*, Forwarded,
-// Host and peer through resolve and setForwarded, and reads back what the
+// Host and peer through resolve and SetForwarded, and reads back what the
 // upstream would get:
 //   - every value is a valid header field value (nothing splits a header);
 //   - from an untrusted peer, nothing the client sent survives: the chain
@@ -29,7 +29,7 @@ func FuzzSetForwarded(f *testing.F) {
 	f.Add("[2001:db8::1]:443", "[2001:db8::2]:8443", "", "", "", "", "", true)
 	f.Add("[::ffff:10.0.0.1]:1", `a"b\c`, "garbage, ,", "for=unknown", "", "", "", false)
 	f.Add("not-an-address", "", "", "", "", "", "", false)
-	tp, err := newTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
+	tp, err := NewTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -49,10 +49,10 @@ func FuzzSetForwarded(f *testing.F) {
 				in.Header[k] = []string{v}
 			}
 		}
-		pi := tp.resolve(in)
+		pi := tp.Resolve(in)
 		out := in.Clone(in.Context())
 		out.Header = in.Header.Clone()
-		setForwarded(&httputil.ProxyRequest{In: in, Out: out}, &pi)
+		SetForwarded(&httputil.ProxyRequest{In: in, Out: out}, &pi)
 
 		for k, vv := range out.Header {
 			for _, v := range vv {
@@ -80,7 +80,7 @@ func FuzzSetForwarded(f *testing.F) {
 		if tlsOn {
 			proto = "https"
 		}
-		if !pi.trusted {
+		if !pi.Trusted {
 			if gotXFF != wantPeer || out.Header.Get("X-Forwarded-Host") != host || out.Header.Get("X-Forwarded-Proto") != proto {
 				t.Fatalf("untrusted peer %q: the client's headers survived: %v", remote, out.Header)
 			}
@@ -88,7 +88,7 @@ func FuzzSetForwarded(f *testing.F) {
 			t.Fatalf("trusted peer %q: X-Forwarded-For %q, want %q", remote, gotXFF, xff+", "+wantPeer)
 		}
 		last := elems[0]
-		if pi.trusted && fwd != "" {
+		if pi.Trusted && fwd != "" {
 			if !strings.HasPrefix(last, fwd+", ") {
 				t.Fatalf("trusted peer: Forwarded %q does not keep %q", last, fwd)
 			}
@@ -108,8 +108,8 @@ func FuzzSetForwarded(f *testing.F) {
 		if params["for"] != wantFor || params["proto"] != proto || params["host"] != host {
 			t.Fatalf("Forwarded element %q reads as %v; want for=%s host=%q proto=%s", last, params, wantFor, host, proto)
 		}
-		if xri := out.Header.Get("X-Real-Ip"); xri != pi.clientStr {
-			t.Fatalf("X-Real-IP %q, resolved client %q", xri, pi.clientStr)
+		if xri := out.Header.Get("X-Real-Ip"); xri != pi.ClientStr {
+			t.Fatalf("X-Real-IP %q, resolved client %q", xri, pi.ClientStr)
 		}
 	})
 }

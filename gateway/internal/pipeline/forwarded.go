@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"net/http"
@@ -10,14 +10,14 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// trustedProxies decides whose X-Forwarded-* and Forwarded headers are
+// TrustedProxies decides whose X-Forwarded-* and Forwarded headers are
 // believed. From any other peer they are dropped and set afresh, so a client
 // cannot forge its address or scheme.
-type trustedProxies struct {
+type TrustedProxies struct {
 	res *clientip.Resolver
 }
 
-func newTrustedProxies(list []string) (*trustedProxies, error) {
+func NewTrustedProxies(list []string) (*TrustedProxies, error) {
 	prefixes := make([]netip.Prefix, 0, len(list))
 	for _, s := range list {
 		p, err := routes.ParsePrefix(s)
@@ -26,64 +26,64 @@ func newTrustedProxies(list []string) (*trustedProxies, error) {
 		}
 		prefixes = append(prefixes, p)
 	}
-	return &trustedProxies{res: clientip.New(prefixes)}, nil
+	return &TrustedProxies{res: clientip.New(prefixes)}, nil
 }
 
-// peerInfo is what the edge decides about a request's sender, once, as the
+// Peer is what the edge decides about a request's sender, once, as the
 // request enters: every later reader (rate limits, plugins, the access log,
 // X-Real-IP) takes it from here.
-type peerInfo struct {
-	peer    netip.Addr // the TCP peer
-	peerStr string
-	trusted bool // the peer is a trusted proxy
-	// client is the resolved client address; clientOK is false when a
-	// trusted hop's X-Forwarded-For entry was not an address (client is
+type Peer struct {
+	Peer    netip.Addr // the TCP peer
+	PeerStr string
+	Trusted bool // the peer is a trusted proxy
+	// Client is the resolved client address; ClientOK is false when a
+	// trusted hop's X-Forwarded-For entry was not an address (Client is
 	// then the last hop that was).
-	client    netip.Addr
-	clientOK  bool
-	clientStr string
+	Client    netip.Addr
+	ClientOK  bool
+	ClientStr string
 }
 
-// resolve decides the peer and the client of r.
-func (t *trustedProxies) resolve(r *http.Request) peerInfo {
-	var pi peerInfo
-	pi.peer, _ = clientip.ParseAddr(r.RemoteAddr)
-	if pi.peer.IsValid() { // not for a listener without addresses
-		pi.peerStr = pi.peer.String()
+// Resolve decides the peer and the client of r.
+func (t *TrustedProxies) Resolve(r *http.Request) Peer {
+	var pi Peer
+	pi.Peer, _ = clientip.ParseAddr(r.RemoteAddr)
+	if pi.Peer.IsValid() { // not for a listener without addresses
+		pi.PeerStr = pi.Peer.String()
 	}
-	pi.trusted = t.res.Trusts(pi.peer)
-	if !pi.trusted {
-		pi.client, pi.clientOK, pi.clientStr = pi.peer, pi.peer.IsValid(), pi.peerStr
-		if !pi.client.IsValid() {
-			pi.clientStr = ""
+	pi.Trusted = t.res.Trusts(pi.Peer)
+	if !pi.Trusted {
+		pi.Client, pi.ClientOK, pi.ClientStr = pi.Peer, pi.Peer.IsValid(), pi.PeerStr
+		if !pi.Client.IsValid() {
+			pi.ClientStr = ""
 		}
 		return pi
 	}
-	pi.client, pi.clientOK = t.res.Resolve(pi.peer, r.Header["X-Forwarded-For"])
-	if pi.client == pi.peer {
-		pi.clientStr = pi.peerStr
+	pi.Client, pi.ClientOK = t.res.Resolve(pi.Peer, r.Header["X-Forwarded-For"])
+	if pi.Client == pi.Peer {
+		pi.ClientStr = pi.PeerStr
 	} else {
-		pi.clientStr = pi.client.String()
+		pi.ClientStr = pi.Client.String()
 	}
 	return pi
 }
 
-// setForwarded sets X-Forwarded-For/-Proto/-Host/-Port, Forwarded and
+// SetForwarded sets X-Forwarded-For/-Proto/-Host/-Port, Forwarded and
 // X-Real-IP on the outbound request. The client's own copies were dropped
 // as the request entered (from an untrusted peer) or are carried over and
 // extended here (from a trusted proxy).
-func setForwarded(pr *httputil.ProxyRequest, pi *peerInfo) {
+func SetForwarded(pr *httputil.ProxyRequest, pi *Peer) {
 	in, out := pr.In, pr.Out
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
 	}
-	xff := pi.peerStr
+	xff := pi.PeerStr
 	xfProto, xfHost, xfPort := proto, in.Host, forwardedPort(in.Host, proto)
 	var fwd string
-	if pi.trusted {
+	if pi.Trusted {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			xff = strings.Join(prior, ", ") + ", " + pi.peerStr
+			xff = strings.Join(prior, ", ") + ", " + pi.PeerStr
 		}
 		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
 			xfProto = v
@@ -99,14 +99,14 @@ func setForwarded(pr *httputil.ProxyRequest, pi *peerInfo) {
 		}
 	}
 	// One backing array for the values: this runs for every request.
-	vals := [6]string{xff, xfProto, xfHost, xfPort, fwd + forwardedElement(pi.peer, pi.peerStr, in.Host, proto), pi.clientStr}
+	vals := [6]string{xff, xfProto, xfHost, xfPort, fwd + forwardedElement(pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
 	vs := vals[:]
 	out.Header["X-Forwarded-For"] = vs[0:1:1]
 	out.Header["X-Forwarded-Proto"] = vs[1:2:2]
 	out.Header["X-Forwarded-Host"] = vs[2:3:3]
 	out.Header["X-Forwarded-Port"] = vs[3:4:4]
 	out.Header["Forwarded"] = vs[4:5:5]
-	if pi.clientStr != "" {
+	if pi.ClientStr != "" {
 		out.Header["X-Real-Ip"] = vs[5:6:6]
 	} else {
 		delete(out.Header, "X-Real-Ip")

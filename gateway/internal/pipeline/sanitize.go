@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"net/http"
@@ -22,7 +22,7 @@ var hopByHopStandard = map[string]bool{
 	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
 }
 
-// dropHopByHop removes the headers the client's Connection header nominates,
+// DropHopByHop removes the headers the client's Connection header nominates,
 // now, before the edge sets X-Request-Id, traceparent, forwarded claims,
 // X-Forwarded-* or X-Causeway-Peer-Id. Left to ReverseProxy, the nomination
 // would be applied to the outbound request after those were set, and
@@ -33,7 +33,7 @@ var hopByHopStandard = map[string]bool{
 // An upgrade to h2c is removed with its HTTP2-Settings: forwarded, it turns
 // the connection to the upstream into HTTP/2 that the edge no longer routes
 // or checks (h2c smuggling). Other upgrades (WebSocket) pass.
-func dropHopByHop(h http.Header) {
+func DropHopByHop(h http.Header) {
 	if up := h["Upgrade"]; len(up) > 0 {
 		if kept, changed := withoutToken(up, "h2c"); changed {
 			if len(kept) == 0 {
@@ -203,11 +203,11 @@ func foldEqual(s, lower string) bool {
 	return true
 }
 
-// sanitizeHeaders drops, in one pass over the client's headers: names with
+// SanitizeHeaders drops, in one pass over the client's headers: names with
 // "_" (unless server.allow_underscore_headers), the URL-override headers,
 // the headers only Causeway sets for a service, and, from an untrusted
 // peer, every forwarded and client-address header and the mirror mark.
-func sanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
+func SanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 	for name := range h {
 		if !srv.AllowUnderscoreHeaders && strings.IndexByte(name, '_') >= 0 {
 			delete(h, name)
@@ -227,12 +227,12 @@ func sanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 // standardMethods are RFC 9110's methods and PATCH (RFC 5789).
 var standardMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 
-// methodCaseMismatch reports a method that is a standard one in the wrong
+// MethodCaseMismatch reports a method that is a standard one in the wrong
 // case ("post", "Get"). Methods are case-sensitive (RFC 9110 §9.1), so to
 // the edge "post" is not POST and a route limited to POST does not match;
 // an upstream that upper-cases methods would then run an unauthenticated
 // POST.
-func methodCaseMismatch(m string) bool {
+func MethodCaseMismatch(m string) bool {
 	if len(m) < 3 || len(m) > 7 {
 		return false
 	}
@@ -249,14 +249,14 @@ func methodCaseMismatch(m string) bool {
 	return false
 }
 
-// checkPath refuses decoded paths that upstreams read differently from the
+// CheckPath refuses decoded paths that upstreams read differently from the
 // edge. A control character (from %00-%1F or %7F) truncates or splits the
 // path in C-based servers and log pipelines: always refused. Strict mode
 // also refuses what survives one decoding as an escape ("%2e", "%2f",
 // "%5c": the client double-encoded it, and an upstream that decodes again
 // sees "." or "/"), backslashes (a path separator on Windows and IIS) and
 // ";" (Tomcat and Jetty read "/..;/" as "/../").
-func checkPath(p string, strict bool) string {
+func CheckPath(p string, strict bool) string {
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		switch {
@@ -277,13 +277,13 @@ func checkPath(p string, strict bool) string {
 	return ""
 }
 
-// normalizeHost checks a Host (or :authority) and removes one trailing dot
+// NormalizeHost checks a Host (or :authority) and removes one trailing dot
 // from its name, so "api.example.com." is routed and forwarded as
 // "api.example.com". An empty label ("a..example", ".example",
 // "example..") or a port that is not a number up to 65535 is refused: the
 // edge and the upstream would otherwise disagree about which host was meant.
 // An empty port ("example:") is allowed (RFC 3986 §3.2.3).
-func normalizeHost(host string) (string, bool) {
+func NormalizeHost(host string) (string, bool) {
 	if host == "" {
 		return "", true // HTTP/1.0 without Host: matched by host-less routes only
 	}

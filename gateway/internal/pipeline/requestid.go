@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"crypto/rand"
@@ -7,11 +7,11 @@ import (
 // requestID returns the client's X-Request-Id when it is a sane token, or a
 // new random UUID (version 4). A client-chosen id is kept so that a request
 // can be followed across systems; a hostile one (long, odd bytes) is not.
-func requestID(client string) string {
+func RequestID(client string) string {
 	if validRequestID(client) {
 		return client
 	}
-	return newUUID()
+	return NewUUID()
 }
 
 func validRequestID(s string) bool {
@@ -27,7 +27,7 @@ func validRequestID(s string) bool {
 	return true
 }
 
-func newUUID() string {
+func NewUUID() string {
 	var u [16]byte
 	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails on supported platforms
 	u[6] = u[6]&0x0f | 0x40

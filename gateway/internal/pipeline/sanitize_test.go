@@ -1,4 +1,4 @@
-package gateway
+package pipeline
 
 import (
 	"net/http"
@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -41,9 +40,9 @@ func TestNormalizeHost(t *testing.T) {
 		{"[2001:db8::1]x", "", false},
 		{"[2001:db8::1]:80:80", "", false},
 	} {
-		got, ok := normalizeHost(tc.in)
+		got, ok := NormalizeHost(tc.in)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("normalizeHost(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("NormalizeHost(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }
@@ -68,11 +67,11 @@ func TestCheckPath(t *testing.T) {
 		{"/a;b", false, true},
 		{"/ü", false, false},
 	} {
-		if got := checkPath(tc.path, false) != ""; got != tc.refused {
-			t.Errorf("checkPath(%q, default) refused=%v", tc.path, got)
+		if got := CheckPath(tc.path, false) != ""; got != tc.refused {
+			t.Errorf("CheckPath(%q, default) refused=%v", tc.path, got)
 		}
-		if got := checkPath(tc.path, true) != ""; got != tc.strictR {
-			t.Errorf("checkPath(%q, strict) refused=%v", tc.path, got)
+		if got := CheckPath(tc.path, true) != ""; got != tc.strictR {
+			t.Errorf("CheckPath(%q, strict) refused=%v", tc.path, got)
 		}
 	}
 }
@@ -82,8 +81,8 @@ func TestMethodCaseMismatch(t *testing.T) {
 		"GET": false, "POST": false, "PATCH": false, "PROPFIND": false, "purge": false, "M-SEARCH": false,
 		"get": true, "Get": true, "post": true, "dElEtE": true, "connect": true, "Options": true, "trace": true, "head": true,
 	} {
-		if got := methodCaseMismatch(m); got != want {
-			t.Errorf("methodCaseMismatch(%q) = %v", m, got)
+		if got := MethodCaseMismatch(m); got != want {
+			t.Errorf("MethodCaseMismatch(%q) = %v", m, got)
 		}
 	}
 }
@@ -117,7 +116,7 @@ func TestDropHopByHop(t *testing.T) {
 			http.Header{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dropHopByHop(tc.in)
+			DropHopByHop(tc.in)
 			if !headersEqual(tc.in, tc.want) {
 				t.Errorf("got %v, want %v", tc.in, tc.want)
 			}
@@ -160,7 +159,7 @@ func TestSanitizeHeaders(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := in()
-			sanitizeHeaders(h, tc.trusted, &routes.Server{AllowUnderscoreHeaders: tc.underscore})
+			SanitizeHeaders(h, tc.trusted, &routes.Server{AllowUnderscoreHeaders: tc.underscore})
 			var got []string
 			for k := range h {
 				got = append(got, k)
@@ -187,7 +186,7 @@ func FuzzForwardedHeaders(f *testing.F) {
 	f.Add("x_forwarded_prefix", "/evil", "Upgrade", "h2c", "garbage", "[2001:db8::1]:8443", "10.0.0.1:1")
 	f.Add("X-Original-URL", "/admin", "Connection", "upgrade, http2-settings", ",,", "", "[::ffff:10.0.0.1]:1")
 	f.Add("X-Causeway-Caller-Subject", "admin", "X-Causeway-Mirror", "1", "", "a", "192.0.2.1:1")
-	tp, err := newTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
+	tp, err := NewTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -210,9 +209,9 @@ func FuzzForwardedHeaders(f *testing.F) {
 				}
 			}
 		}
-		dropHopByHop(r.Header)
-		pi := tp.resolve(r)
-		sanitizeHeaders(r.Header, pi.trusted, &routes.Server{AllowUnderscoreHeaders: true})
+		DropHopByHop(r.Header)
+		pi := tp.Resolve(r)
+		SanitizeHeaders(r.Header, pi.Trusted, &routes.Server{AllowUnderscoreHeaders: true})
 		for k := range nominated {
 			if _, ok := r.Header[k]; ok {
 				t.Fatalf("nominated %q kept", k)
@@ -220,8 +219,8 @@ func FuzzForwardedHeaders(f *testing.F) {
 		}
 		for k := range r.Header {
 			c := classifyHeader(k)
-			if c == headerURLOverride || c == headerOwned || (!pi.trusted && c == headerForwarded) {
-				t.Fatalf("%q kept (trusted=%v)", k, pi.trusted)
+			if c == headerURLOverride || c == headerOwned || (!pi.Trusted && c == headerForwarded) {
+				t.Fatalf("%q kept (trusted=%v)", k, pi.Trusted)
 			}
 		}
 		for _, v := range r.Header["Upgrade"] {
@@ -239,26 +238,26 @@ func FuzzForwardedHeaders(f *testing.F) {
 			}
 		}
 		out := r.Clone(r.Context())
-		setForwarded(&httputil.ProxyRequest{In: r, Out: out}, &pi)
+		SetForwarded(&httputil.ProxyRequest{In: r, Out: out}, &pi)
 		for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Forwarded"} {
 			want := 1
-			if k == "X-Forwarded-For" && !pi.trusted && pi.peerStr == "" {
+			if k == "X-Forwarded-For" && !pi.Trusted && pi.PeerStr == "" {
 				// A peer without an address (not ip:port) adds no entry,
 				// and the client's own never passes.
 				want = 0
 			}
 			if len(out.Header[k]) != want {
-				t.Fatalf("%s: %q (peer %q)", k, out.Header[k], pi.peerStr)
+				t.Fatalf("%s: %q (peer %q)", k, out.Header[k], pi.PeerStr)
 			}
 		}
-		if !pi.trusted && out.Header.Get("X-Forwarded-For") != pi.peerStr {
-			t.Fatalf("untrusted X-Forwarded-For %q, peer %q", out.Header.Get("X-Forwarded-For"), pi.peerStr)
+		if !pi.Trusted && out.Header.Get("X-Forwarded-For") != pi.PeerStr {
+			t.Fatalf("untrusted X-Forwarded-For %q, peer %q", out.Header.Get("X-Forwarded-For"), pi.PeerStr)
 		}
-		if got := out.Header.Get("X-Real-Ip"); got != pi.clientStr {
-			t.Fatalf("X-Real-IP %q, resolved %q", got, pi.clientStr)
+		if got := out.Header.Get("X-Real-Ip"); got != pi.ClientStr {
+			t.Fatalf("X-Real-IP %q, resolved %q", got, pi.ClientStr)
 		}
-		if !pi.trusted && pi.clientStr != "" && pi.clientStr != pi.peerStr {
-			t.Fatalf("untrusted peer %q resolved to %q", pi.peerStr, pi.clientStr)
+		if !pi.Trusted && pi.ClientStr != "" && pi.ClientStr != pi.PeerStr {
+			t.Fatalf("untrusted peer %q resolved to %q", pi.PeerStr, pi.ClientStr)
 		}
 	})
 }
@@ -272,31 +271,31 @@ func FuzzCleanPath(f *testing.F) {
 		f.Add(s, "a.example.")
 	}
 	f.Fuzz(func(t *testing.T, p, host string) {
-		c := pipeline.CleanPath(p)
+		c := CleanPath(p)
 		if c == "" || c[0] != '/' {
-			t.Fatalf("pipeline.CleanPath(%q) = %q", p, c)
+			t.Fatalf("CleanPath(%q) = %q", p, c)
 		}
-		if again := pipeline.CleanPath(c); again != c {
+		if again := CleanPath(c); again != c {
 			t.Fatalf("cleanPath not idempotent: %q -> %q -> %q", p, c, again)
 		}
 		segs := strings.Split(strings.TrimSuffix(c[1:], "/"), "/")
 		for i, s := range segs {
 			if s == "." || s == ".." || (s == "" && (i != 0 || len(segs) != 1)) {
-				t.Fatalf("pipeline.CleanPath(%q) = %q keeps segment %q", p, c, s)
+				t.Fatalf("CleanPath(%q) = %q keeps segment %q", p, c, s)
 			}
 		}
 		if len(p) > 1 && strings.HasSuffix(p, "/") && c != "/" && !strings.HasSuffix(c, "/") {
-			t.Fatalf("pipeline.CleanPath(%q) = %q lost the trailing slash", p, c)
+			t.Fatalf("CleanPath(%q) = %q lost the trailing slash", p, c)
 		}
-		if checkPath(p, false) != "" && checkPath(p, true) == "" {
+		if CheckPath(p, false) != "" && CheckPath(p, true) == "" {
 			t.Fatalf("strict accepts %q that default refuses", p)
 		}
-		if h, ok := normalizeHost(host); ok {
-			if again, ok2 := normalizeHost(h); !ok2 || again != h {
-				t.Fatalf("normalizeHost(%q) = %q, then %q %v", host, h, again, ok2)
+		if h, ok := NormalizeHost(host); ok {
+			if again, ok2 := NormalizeHost(h); !ok2 || again != h {
+				t.Fatalf("NormalizeHost(%q) = %q, then %q %v", host, h, again, ok2)
 			}
 			if strings.Contains(h, "..") && h[0] != '[' {
-				t.Fatalf("normalizeHost(%q) accepted %q", host, h)
+				t.Fatalf("NormalizeHost(%q) accepted %q", host, h)
 			}
 		}
 	})
@@ -306,7 +305,7 @@ func FuzzCleanPath(f *testing.F) {
 // X-Forwarded-For entry rather than "invalid IP", and Forwarded says
 // for=unknown (RFC 7239 §6.3).
 func TestForwardedWithoutPeerAddress(t *testing.T) {
-	trust, err := newTrustedProxies(nil)
+	trust, err := NewTrustedProxies(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,10 +314,10 @@ func TestForwardedWithoutPeerAddress(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "http://api.example.com/x", nil)
 			r.RemoteAddr = remote
 			r.Header.Set("X-Forwarded-For", "203.0.113.9") // from nobody trusted
-			pi := trust.resolve(r)
-			sanitizeHeaders(r.Header, pi.trusted, &routes.Server{})
+			pi := trust.Resolve(r)
+			SanitizeHeaders(r.Header, pi.Trusted, &routes.Server{})
 			out := r.Clone(r.Context())
-			setForwarded(&httputil.ProxyRequest{In: r, Out: out}, &pi)
+			SetForwarded(&httputil.ProxyRequest{In: r, Out: out}, &pi)
 			if v, ok := out.Header["X-Forwarded-For"]; ok {
 				t.Fatalf("X-Forwarded-For %q for a peer without an address", v)
 			}
