@@ -236,6 +236,7 @@ var _ http.RoundTripper = (*upstreamTransport)(nil)
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
+	guardInformational(ctx, st)
 	bal := t.up.bal
 	ep, ok := bal.pick(req, nil)
 	if !ok {

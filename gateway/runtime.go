@@ -178,6 +178,7 @@ func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pipeline.DropHopByHop(r.Header)
 	st.peer = rt.trust.Resolve(r)
 	st.clientIP = st.peer.ClientStr
+	st.http10 = r.ProtoMajor == 1 && r.ProtoMinor == 0
 	pipeline.SanitizeHeaders(r.Header, st.peer.Trusted, &rt.file.Server)
 	st.requestID = pipeline.RequestID(r.Header.Get(httperr.RequestIDHeader))
 	r.Header.Set(httperr.RequestIDHeader, st.requestID)

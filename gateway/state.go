@@ -25,8 +25,11 @@ type reqState struct {
 	rec           recorder
 	start         time.Time
 	requestID     string
-	clientIP      string        // peer.clientStr
+	clientIP      string        // peer.ClientStr
 	peer          pipeline.Peer // decided once as the request enters
+	// http10: the client spoke HTTP/1.0, which must get no 1xx response
+	// (see guardInformational).
+	http10 bool
 	route         string
 	routeMetrics  *routeMetrics
 	upstream      string

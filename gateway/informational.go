@@ -1,0 +1,47 @@
+package gateway
+
+import (
+	"context"
+	"net/http/httptrace"
+	"net/textproto"
+)
+
+// guardInformational wraps the hook through which ReverseProxy forwards an
+// upstream's 1xx responses (103 Early Hints, 100 Continue) to the client,
+// for the two things it gets wrong for an edge:
+//
+//   - An HTTP/1.0 client gets none (RFC 9110 §15.2: a server must not send
+//     a 1xx response to an HTTP/1.0 client). Such a client takes the 1xx
+//     for the answer and the real one for garbage, or for the answer to
+//     its next request.
+//   - The response headers the edge set before proxying (X-Request-Id, the
+//     RateLimit fields, a plugin's CORS headers) survive. ReverseProxy
+//     copies the 1xx's header into the response's header map, writes the
+//     1xx and clears the map, so without this they went out on the 1xx
+//     and were missing from the final response.
+//
+// The hook runs only when a 1xx arrives, and always before RoundTrip
+// returns (http.Transport reads the 1xx responses before it hands out the
+// final one; the calling-goroutine transport reads them on the request's
+// goroutine), so it never races with the final response's headers.
+func guardInformational(ctx context.Context, st *reqState) {
+	tr := httptrace.ContextClientTrace(ctx)
+	if tr == nil || tr.Got1xxResponse == nil {
+		return
+	}
+	forward := tr.Got1xxResponse
+	tr.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if st.http10 {
+			return nil
+		}
+		edge := st.rec.Header().Clone()
+		err := forward(code, h)
+		hdr := st.rec.Header()
+		for k, v := range edge {
+			if _, ok := hdr[k]; !ok {
+				hdr[k] = v
+			}
+		}
+		return err
+	}
+}
