@@ -196,6 +196,15 @@ func classify(ctx context.Context, err error) failKind {
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return failReset
 	}
+	// http.Transport closes a connection whose body write hit a reset and
+	// may then report the next write's "use of closed network connection"
+	// instead of the reset itself (a POST whose body is larger than the
+	// socket buffers, to an upstream that resets half way through it).
+	// Nothing else closes a connection under a running attempt: the
+	// client leaving and deadlines are caught above.
+	if errors.Is(err, net.ErrClosed) {
+		return failReset
+	}
 	return failOther
 }
 

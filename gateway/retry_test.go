@@ -2,12 +2,16 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
@@ -258,5 +262,69 @@ func TestBackoffIsBounded(t *testing.T) {
 	cancel()
 	if p.wait(ctx, 40) {
 		t.Fatal("wait returned true for a client that left")
+	}
+}
+
+// A POST retried after its first endpoint reset the connection half way
+// through the body reaches the second endpoint whole, whatever the body's
+// size up to retries.max_body: with bodies larger than the socket buffers
+// http.Transport reported the reset as "use of closed network connection",
+// which was not read as a reset, so the request was not retried (502).
+func TestRetriedPOSTAfterResetMidBody(t *testing.T) {
+	reset := testutil.ServeConns(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		_, _ = io.CopyN(io.Discard, req.Body, req.ContentLength/2)
+		_ = c.(*net.TCPConn).SetLinger(0) // close with RST
+		c.Close()
+	})
+	var mu sync.Mutex
+	got := map[string]string{}
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		sum := fmt.Sprintf("%d:%x", len(b), sha256.Sum256(b))
+		if err != nil {
+			sum = "broken: " + err.Error()
+		}
+		mu.Lock()
+		got[r.URL.Path] = sum
+		mu.Unlock()
+		io.WriteString(w, sum)
+	}))
+	t.Cleanup(good.Close)
+	te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
+  u:
+    endpoints: [%q, %q]
+    balance: round_robin
+    retries: {attempts: 2, on: [reset], non_idempotent: true, budget_percent: 100}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, reset, strings.TrimPrefix(good.URL, "http://")))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 100 {
+		body := make([]byte, 1+rng.IntN(64<<10))
+		for j := range body {
+			body[j] = byte(rng.IntN(256))
+		}
+		path := fmt.Sprintf("/p%d", i)
+		req, _ := http.NewRequest(http.MethodPost, te.url+path, bytes.NewReader(body))
+		if i%3 == 0 {
+			req.Header.Set("Expect", "100-continue")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("%d:%x", len(body), sha256.Sum256(body))
+		mu.Lock()
+		at := got[path]
+		mu.Unlock()
+		if resp.StatusCode != http.StatusOK || string(b) != want || at != want {
+			t.Errorf("POST %s (%d bytes): %d %q; the upstream received %q", path, len(body), resp.StatusCode, b, at)
+		}
 	}
 }
