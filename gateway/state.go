@@ -22,14 +22,14 @@ import (
 // the stages; the outermost handler reads it for the access log and metrics.
 // It is allocated once per request, with the response recorder inside it.
 type reqState struct {
-	rec           recorder
-	start         time.Time
-	requestID     string
-	clientIP      string        // peer.ClientStr
-	peer          pipeline.Peer // decided once as the request enters
+	rec       recorder
+	start     time.Time
+	requestID string
+	clientIP  string        // peer.ClientStr
+	peer      pipeline.Peer // decided once as the request enters
 	// http10: the client spoke HTTP/1.0, which must get no 1xx response
 	// (see guardInformational).
-	http10 bool
+	http10        bool
 	route         string
 	routeMetrics  *routeMetrics
 	upstream      string

@@ -19,7 +19,6 @@ import (
 // version.go's import of plugins/standard, so every binary `causeway build`
 // makes has them too.
 
-
 // causewayModule is the module path of Causeway itself.
 const causewayModule = "github.com/causewayhq/causeway"
 

@@ -16,7 +16,6 @@ import (
 	"github.com/causewayhq/causeway/mesh"
 )
 
-
 // caCommands are ca's subcommands.
 var caCommands = []Command{
 	{Name: "init", Summary: help["ca init"].summary, Run: runCAInit,

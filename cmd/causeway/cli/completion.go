@@ -7,7 +7,6 @@ import (
 	"strings"
 )
 
-
 // completionScripts are the generators, by shell.
 var completionScripts = map[string]func(io.Writer, []cmdInfo){
 	"bash": bashCompletion,

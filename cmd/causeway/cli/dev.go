@@ -31,7 +31,6 @@ import (
 // causeway dev: helpers for trying routes locally, never for production
 // keys: a signing key and JWKS for JWT routes, and API keys in a keys file.
 
-
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	dev, _ := lookupCommand("dev")
 	var sub Command

@@ -15,7 +15,6 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-
 // serverFlags is what a server command (edge, sidecar) takes from its flags.
 type serverFlags struct {
 	config string

@@ -7,7 +7,6 @@ import (
 	"strings"
 )
 
-
 func runMan(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 		printHelp(stderr, "man", newFlagSet("man"))

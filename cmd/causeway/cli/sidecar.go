@@ -9,7 +9,6 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-
 func runSidecar(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, o := sidecarFlags()
 	sf, code, ok := parseServerFlags(fs, o, args, stderr)

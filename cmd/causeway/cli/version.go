@@ -17,7 +17,6 @@ import (
 // from the build info is used.
 var Version = ""
 
-
 // pluginNames lists the registered plugins: the built-ins imported below
 // and, in a binary made by `causeway build`, the out-of-tree ones.
 var pluginNames = plugins.Names
