@@ -235,14 +235,16 @@ func filesOf(a routes.Authenticator) []string {
 
 func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, opts Options, ownsClient bool) (authenticator, error) {
 	kinds := 0
-	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil, c.ExtAuthz != nil} {
+	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil, c.ExtAuthz != nil, c.OIDC != nil} {
 		if set {
 			kinds++
 		}
 	}
 	switch {
 	case kinds > 1:
-		return nil, errors.New("jwt, api_key, basic and ext_authz are exclusive")
+		return nil, errors.New("jwt, api_key, basic, ext_authz and oidc are exclusive")
+	case c.OIDC != nil:
+		return newOIDCAuth(name, c.OIDC, opts)
 	case c.APIKey != nil:
 		return newAPIKeyAuth(name, c.APIKey)
 	case c.Basic != nil:
@@ -250,7 +252,7 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, op
 	case c.ExtAuthz != nil:
 		return newExtAuthz(name, c.ExtAuthz, opts)
 	case c.JWT == nil:
-		return nil, errors.New("needs one of jwt, api_key, basic or ext_authz")
+		return nil, errors.New("needs one of jwt, api_key, basic, ext_authz or oidc")
 	}
 	a, err := newJWTAuth(name, c.JWT, opts.Now)
 	if err != nil {
@@ -404,6 +406,12 @@ func (q requirement) met(p *Principal) bool {
 	return ok && s == q.want
 }
 
+// interceptor is an authenticator that serves paths of its own on every
+// route using it (an OIDC callback and logout).
+type interceptor interface {
+	intercept(w http.ResponseWriter, r *http.Request) bool
+}
+
 // checker is an authenticator whose refusals may carry a response of
 // their own (a 429 with Retry-After) in place of the 401 challenge.
 type checker interface {
@@ -435,7 +443,16 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			failed     = m.auths[0]
 			failReason = ReasonMissing
 			failResp   refusal
+			// signIn answers a request with no credential at all: the
+			// first OIDC authenticator's (a navigation is sent to sign in).
+			signIn     refusal
+			signInAuth authenticator
 		)
+		for _, a := range m.auths {
+			if i, ok := a.(interceptor); ok && i.intercept(w, r) {
+				return
+			}
+		}
 		for _, a := range m.auths {
 			got, reason, resp := authenticate(a, r)
 			if got != nil {
@@ -447,8 +464,14 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			if failReason == ReasonMissing && reason != ReasonMissing {
 				failed, failReason, failResp = a, reason, resp
 			}
+			if reason == ReasonMissing && resp != nil && signIn == nil {
+				signIn, signInAuth = resp, a
+			}
 		}
 		if p == nil {
+			if failReason == ReasonMissing && signIn != nil {
+				failed, failResp = signInAuth, signIn
+			}
 			m.fail(w, r, failed, failReason, failResp)
 			return
 		}
@@ -483,6 +506,9 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			delete(r2.Header, h)
 		}
 		winner.forwardTo(r2.Header, p)
+		if p.respond != nil {
+			p.respond(w)
+		}
 		next.ServeHTTP(w, r2)
 	})
 }
