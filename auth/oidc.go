@@ -79,6 +79,10 @@ type oidcAuth struct {
 
 	used    *usedStates
 	refresh flight
+	// cache holds the principals of sessions by their seal (session.ID),
+	// until the tokens enter their refresh window: a request pays the
+	// opening of its cookie, not the decoding of its claims.
+	cache *tokenCache
 }
 
 var _ authenticator = (*oidcAuth)(nil)
@@ -131,6 +135,7 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 		log:           opts.Logger.With("authenticator", name),
 		failures:      opts.Failures,
 		used:          &usedStates{m: map[string]time.Time{}},
+		cache:         newTokenCache(routes.DefaultTokenCache),
 	}
 	if a.realmName == "" {
 		a.realmName = name
@@ -321,18 +326,25 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 		}
 		return nil, reason, a.signIn(r, reason)
 	}
+	touch := a.sess.Idle() > 0 && now.Sub(s.LastUsed) >= a.sess.Idle()/4
+	if p, ok := a.cache.get(s.ID, now, 0); ok {
+		return a.accept(p, r, s.Data, s.Created, now, touch), ReasonNone, nil
+	}
 	var d sessionData
 	claims, err := decodeSession(s.Data, &d)
 	if err != nil {
 		return nil, ReasonMalformed, a.signIn(r, ReasonMalformed)
 	}
-	created := s.Created
-	touch := a.sess.Idle() > 0 && now.Sub(s.LastUsed) >= a.sess.Idle()/4
-	if exp := time.Unix(d.Expiry, 0); !now.Before(exp.Add(-a.refreshBefore)) {
+	data := s.Data
+	exp := time.Unix(d.Expiry, 0)
+	if !now.Before(exp.Add(-a.refreshBefore)) {
 		nd, nclaims, err := a.refreshTokens(r.Context(), r, &d, claims)
 		switch {
 		case err == nil:
 			d, claims, touch = *nd, nclaims, true
+			if data, err = json.Marshal(d); err != nil {
+				return nil, ReasonMalformed, a.signIn(r, ReasonMalformed)
+			}
 		case now.Before(exp):
 			// Not expired yet: a failed early refresh (another request's
 			// rotation won, the provider blinked) is tried again later.
@@ -352,17 +364,31 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	}
 	p := &Principal{Authenticator: a.authName, Claims: claims, accessToken: d.Access}
 	p.Subject, _ = claims["sub"].(string)
-	if touch {
-		data, err := json.Marshal(d)
-		if err == nil {
-			p.respond = func(w http.ResponseWriter) {
-				if err := a.sess.Write(w, r, data, created, now); err != nil {
-					a.log.Warn("oidc: session not rewritten", "error", err)
-				}
-			}
+	if until := time.Unix(d.Expiry, 0).Add(-a.refreshBefore); now.Before(until) && bytes.Equal(data, s.Data) {
+		// Only a principal decoded from this very seal: a refreshed one is
+		// cached under its new seal when it comes back.
+		if limit := now.Add(maxCacheTTL); limit.Before(until) {
+			until = limit
+		}
+		a.cache.put(s.ID, cacheEntry{p: p, until: until}, now)
+	}
+	return a.accept(p, r, data, s.Created, now, touch), ReasonNone, nil
+}
+
+// accept returns the principal of an accepted session; when the session
+// is re-sealed (refreshed tokens, or its last use pushed forward for the
+// idle timeout) a copy carrying the cookie to set. p may be shared.
+func (a *oidcAuth) accept(p *Principal, r *http.Request, data []byte, created, now time.Time, reseal bool) *Principal {
+	if !reseal {
+		return p
+	}
+	cp := *p
+	cp.respond = func(w http.ResponseWriter) {
+		if err := a.sess.Write(w, r, data, created, now); err != nil {
+			a.log.Warn("oidc: session not rewritten", "error", err)
 		}
 	}
-	return p, ReasonNone, nil
+	return &cp
 }
 
 // decodeSession reads a session's data and the claims of its ID token,

@@ -528,6 +528,17 @@ func TestOIDCRefusals(t *testing.T) {
 		if res, _ := e.signIn(t, c, op, "/"); res.StatusCode != http.StatusOK {
 			t.Fatalf("sign-in: %d", res.StatusCode)
 		}
+		// Used after a quarter of the idle timeout, the session is
+		// re-sealed with its new last use: the idle timeout slides.
+		e.clock.advance(10 * time.Minute)
+		res, _ := get(t, c, e.srv.URL+"/orders", false)
+		if res.StatusCode != http.StatusOK || len(res.Header.Values("Set-Cookie")) != 1 {
+			t.Fatalf("10m: %d %v", res.StatusCode, res.Header.Values("Set-Cookie"))
+		}
+		e.clock.advance(25 * time.Minute) // 35m after sign-in, 25m after the last use
+		if res, _ := get(t, c, e.srv.URL+"/orders", false); res.StatusCode != http.StatusOK {
+			t.Fatalf("35m: %d", res.StatusCode)
+		}
 		e.clock.advance(31 * time.Minute)
 		res, body := get(t, c, e.srv.URL+"/orders", false)
 		if res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "session has expired") {
@@ -618,4 +629,44 @@ func TestIsSessionCookie(t *testing.T) {
 			t.Errorf("isSessionCookie(%q) = %v", name, !want)
 		}
 	}
+}
+
+// BenchmarkOIDCSession is the per-request cost of an OIDC session: opening
+// the sealed cookie and decoding the ID token's claims into the principal
+// (no provider call: the tokens are far from expiry). The session holds an
+// ID token, a refresh token and an access token of realistic sizes.
+func BenchmarkOIDCSession(b *testing.B) {
+	b.Setenv("CW_BENCH_OIDC_KEYS", base64.StdEncoding.EncodeToString(make([]byte, session.KeySize)))
+	f, err := routes.Parse("t.yaml", []byte("version: 1\nauthenticators:\n  sso:\n    oidc: {issuer: \"http://127.0.0.1:1/\", client_id: web, forward_access_token: true, session: {keys_env: CW_BENCH_OIDC_KEYS}}\nupstreams:\n  app: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: app, match: {path_prefix: /}, auth: sso, upstream: app}\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := NewSet(context.Background(), f, nil, Options{Now: func() time.Time { return t0 }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	a := s.auths["sso"].(*oidcAuth)
+	claims, _ := json.Marshal(map[string]any{
+		"iss": "https://id.example.com/realms/main", "sub": "248289761001", "aud": "web", "azp": "web",
+		"exp": t0.Add(time.Hour).Unix(), "iat": t0.Unix(), "auth_time": t0.Unix(), "nonce": strings.Repeat("n", 43),
+		"email": "jane@example.com", "email_verified": true, "name": "Jane Doe", "groups": []string{"staff", "orders"},
+		"amr": []string{"pwd"}, "at_hash": strings.Repeat("h", 22),
+	})
+	idt := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","kid":"k1","typ":"JWT"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString(claims) + "." + strings.Repeat("s", 342) // an RS256 signature's length
+	data, _ := json.Marshal(sessionData{IDToken: idt, Access: strings.Repeat("a", 800), Refresh: strings.Repeat("r", 300), Expiry: t0.Add(time.Hour).Unix()})
+	cs, err := a.sess.Seal(data, t0, t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/orders", nil)
+	r.AddCookie(cs[0])
+	b.ReportAllocs()
+	for b.Loop() {
+		if p, reason, _ := a.check(r); p == nil {
+			b.Fatal(reason)
+		}
+	}
+	b.ReportMetric(float64(len(cs[0].Value)), "cookie-bytes")
 }

@@ -105,6 +105,10 @@ type Session struct {
 	// Chunks is how many cookies it came in (0 for a single, unnumbered
 	// one): a writer that seals a smaller session removes the rest.
 	Chunks int
+	// ID is the seal's GCM tag: verified by Open, it names this sealed
+	// value (each seal has a fresh nonce), so a caller may cache what it
+	// derives from Data under it.
+	ID string
 }
 
 // New checks c and returns its store.
@@ -402,7 +406,7 @@ func (s *Store) OpenValue(value string, now time.Time) (*Session, error) {
 	if s.idle > 0 && !now.Before(used.Add(s.idle)) {
 		return nil, ErrIdle
 	}
-	return &Session{Created: created, LastUsed: used, Data: plain[timesSize:]}, nil
+	return &Session{Created: created, LastUsed: used, Data: plain[timesSize:], ID: string(raw[len(raw)-tagSize:])}, nil
 }
 
 // Write sets the session's cookies on w, and expires the cookies of r's
