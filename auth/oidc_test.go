@@ -149,6 +149,9 @@ routes:
     auth: sso
     require_claims: {amr: pwd}
     upstream: app
+  - name: public
+    match: {path_prefix: /public}
+    upstream: app
   - name: admins
     match: {path_prefix: /admin}
     auth: sso
@@ -165,9 +168,13 @@ routes:
 	}
 	t.Cleanup(func() { _ = e.set.Close() })
 	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var claims map[string]any
+		if p := FromContext(r.Context()); p != nil {
+			claims = p.Claims
+		}
 		e.seen.mu.Lock()
 		e.seen.header = r.Header.Clone()
-		e.seen.claims = FromContext(r.Context()).Claims
+		e.seen.claims = claims
 		e.seen.n++
 		e.seen.mu.Unlock()
 		_, _ = io.WriteString(w, "upstream "+r.URL.Path)
@@ -318,6 +325,14 @@ func TestOIDCLoginFlow(t *testing.T) {
 		}
 		if h.Get("Authorization") != "Bearer "+firstAT || h.Values("X-User-Id")[0] != "id1" || len(h.Values("X-User-Id")) != 1 {
 			t.Fatalf("upstream Authorization %q X-User-Id %v", h.Get("Authorization"), h.Values("X-User-Id"))
+		}
+	})
+
+	t.Run("a route without auth on the same host gets no session cookie either", func(t *testing.T) {
+		res, _ := get(t, c, e.srv.URL+"/public/page", false)
+		h, _, _ := e.seen.last()
+		if res.StatusCode != http.StatusOK || h.Get("Cookie") != "theme=dark" {
+			t.Fatalf("%d, upstream Cookie %q", res.StatusCode, h.Get("Cookie"))
 		}
 	})
 

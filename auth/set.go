@@ -91,6 +91,7 @@ type Set struct {
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
 	forwarded []string // every header any authenticator forwards, sorted
+	sessions  []string // every oidc authenticator's session cookie name
 	closeOnce sync.Once
 }
 
@@ -189,6 +190,9 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 		s.files = append(s.files, filesOf(f.Authenticators[name])...)
 		for _, h := range a.forwardedHeaders() {
 			forwarded[h] = true
+		}
+		if o, ok := a.(*oidcAuth); ok {
+			s.sessions = append(s.sessions, o.sess.Name())
 		}
 	}
 	for h := range forwarded {
@@ -297,17 +301,18 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 		if len(route.RequireClaims) > 0 {
 			return nil, fmt.Errorf("route %q: require_claims needs auth", route.Name)
 		}
-		if len(s.forwarded) == 0 {
+		if len(s.forwarded) == 0 && len(s.sessions) == 0 {
 			return func(next http.Handler) http.Handler { return next }, nil
 		}
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if hasAny(r.Header, s.forwarded) {
+				if hasAny(r.Header, s.forwarded) || s.hasSessionCookie(r.Header) {
 					r2 := r.WithContext(r.Context())
 					r2.Header = r.Header.Clone()
 					for _, h := range s.forwarded {
 						delete(r2.Header, h)
 					}
+					s.stripSessions(r2.Header)
 					r = r2
 				}
 				next.ServeHTTP(w, r)
@@ -345,6 +350,39 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 	}
 	sort.Slice(m.require, func(i, j int) bool { return m.require[i].claim < m.require[j].claim })
 	return m.wrap, nil
+}
+
+// hasSessionCookie reports whether h carries a cookie of any oidc
+// authenticator's session.
+func (s *Set) hasSessionCookie(h http.Header) bool {
+	if len(s.sessions) == 0 {
+		return false
+	}
+	for _, line := range h["Cookie"] {
+		for _, name := range s.sessions {
+			if strings.Contains(line, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stripSessions removes the cookies of every oidc session of the set: a
+// browser sends them to every path of the host, and no upstream, behind
+// an authenticated route or not, gets a session it could replay.
+func (s *Set) stripSessions(h http.Header) {
+	if len(s.sessions) == 0 {
+		return
+	}
+	stripCookies(h, func(n string) bool {
+		for _, name := range s.sessions {
+			if isSessionCookie(name, n) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func hasAny(h http.Header, names []string) bool {
@@ -505,6 +543,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		for _, h := range m.forwarded {
 			delete(r2.Header, h)
 		}
+		m.set.stripSessions(r2.Header)
 		winner.forwardTo(r2.Header, p)
 		if p.respond != nil {
 			p.respond(w)
