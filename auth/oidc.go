@@ -41,6 +41,10 @@ const (
 	// providerTimeout bounds one call to the provider (discovery, code
 	// exchange, refresh) inside a request.
 	providerTimeout = 10 * time.Second
+	// maxPendingLogins is how many sign-ins one browser may have under way
+	// at once (tabs reloaded together after a session ended each start
+	// one); past it the oldest is forgotten.
+	maxPendingLogins = 4
 	// maxUsedStates bounds the states remembered as used; past it the
 	// expired ones are swept, then the oldest dropped.
 	maxUsedStates = 1 << 16
@@ -108,13 +112,14 @@ type sessionData struct {
 	Expiry int64 `json:"exp"`
 }
 
-// loginData is what the state cookie holds while the browser is at the
-// provider.
+// loginData is one sign-in under way, as the state cookie holds it (a
+// list, newest first) while the browser is at the provider.
 type loginData struct {
 	State    string `json:"s"`
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
 	ReturnTo string `json:"r"`
+	Started  int64  `json:"t"` // Unix nanoseconds: each entry lives loginTTL
 }
 
 func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
@@ -449,18 +454,17 @@ func (a *oidcAuth) startLogin(w http.ResponseWriter, r *http.Request) {
 		httperr.Write(w, r, a.statusOnError, ReasonAuthzUnavailable.description())
 		return
 	}
-	ld := loginData{State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnTo: r.URL.RequestURI()}
-	data, err := json.Marshal(ld)
-	if err == nil {
-		now := a.now()
-		err = a.login.Write(w, r, data, now, now)
+	now := a.now()
+	ld := loginData{State: randomString(), Nonce: randomString(), Verifier: oauth2.GenerateVerifier(), ReturnTo: r.URL.RequestURI(), Started: now.UnixNano()}
+	pending := append([]loginData{ld}, a.pendingLogins(r, now)...)
+	if len(pending) > maxPendingLogins {
+		pending = pending[:maxPendingLogins]
 	}
-	if err != nil {
-		// A very long URL does not fit the cookie: come back to the root.
+	if err := a.writeLogins(w, r, pending, now); err != nil {
+		// A very long URL does not fit the cookie: come back to the root,
+		// and forget the other sign-ins under way.
 		ld.ReturnTo = "/"
-		data, _ = json.Marshal(ld)
-		now := a.now()
-		if err := a.login.Write(w, r, data, now, now); err != nil {
+		if err := a.writeLogins(w, r, []loginData{ld}, now); err != nil {
 			a.log.Warn("oidc: cannot start a sign-in", "error", err)
 			httperr.Write(w, r, http.StatusInternalServerError, "the sign-in could not be started")
 			return
@@ -469,6 +473,39 @@ func (a *oidcAuth) startLogin(w http.ResponseWriter, r *http.Request) {
 	u := a.oauth2Config(p, r).AuthCodeURL(ld.State, oidc.Nonce(ld.Nonce), oauth2.S256ChallengeOption(ld.Verifier))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, u, http.StatusFound)
+}
+
+// pendingLogins are the sign-ins this browser has under way.
+func (a *oidcAuth) pendingLogins(r *http.Request, now time.Time) []loginData {
+	ls, err := a.login.Open(r, now)
+	if err != nil {
+		return nil
+	}
+	var list []loginData
+	if json.Unmarshal(ls.Data, &list) != nil {
+		return nil
+	}
+	out := list[:0]
+	for _, ld := range list {
+		if ld.State != "" && now.Before(time.Unix(0, ld.Started).Add(loginTTL)) {
+			out = append(out, ld)
+		}
+	}
+	return out
+}
+
+// writeLogins seals the sign-ins under way into the state cookie, or
+// expires it when there are none left.
+func (a *oidcAuth) writeLogins(w http.ResponseWriter, r *http.Request, list []loginData, now time.Time) error {
+	if len(list) == 0 {
+		a.login.Clear(w, r)
+		return nil
+	}
+	data, err := json.Marshal(list)
+	if err != nil {
+		return err
+	}
+	return a.login.Write(w, r, data, now, now)
 }
 
 func randomString() string {
@@ -501,7 +538,6 @@ func (a *oidcAuth) loginFailed(w http.ResponseWriter, r *http.Request, status in
 		a.failures.WithLabelValues(a.authName, string(reason)).Inc()
 	}
 	a.log.Info("oidc: sign-in refused", "why", why)
-	a.login.Clear(w, r)
 	w.Header().Set("Cache-Control", "no-store")
 	desc := ReasonLoginFailed.description()
 	if reason == ReasonAuthzUnavailable {
@@ -520,22 +556,33 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.now()
-	ls, err := a.login.Open(r, now)
-	if err != nil {
+	if _, err := a.login.Open(r, now); err != nil {
+		if !errors.Is(err, session.ErrNoSession) {
+			a.login.Clear(w, r)
+		}
 		a.loginFailed(w, r, http.StatusBadRequest, "state cookie: "+err.Error(), ReasonLoginFailed)
 		return
 	}
-	var ld loginData
-	if err := json.Unmarshal(ls.Data, &ld); err != nil || ld.State == "" {
-		a.loginFailed(w, r, http.StatusBadRequest, "state cookie unreadable", ReasonLoginFailed)
-		return
-	}
+	pending := a.pendingLogins(r, now)
 	q := r.URL.Query()
-	if subtle.ConstantTimeCompare([]byte(q.Get("state")), []byte(ld.State)) != 1 || len(q["state"]) != 1 {
-		a.loginFailed(w, r, http.StatusBadRequest, "state does not match the state cookie", ReasonLoginFailed)
+	state := []byte(q.Get("state"))
+	found := -1
+	for i, p := range pending {
+		if subtle.ConstantTimeCompare(state, []byte(p.State)) == 1 {
+			found = i
+		}
+	}
+	if found < 0 || len(q["state"]) != 1 {
+		a.loginFailed(w, r, http.StatusBadRequest, "the state is not one of the state cookie's", ReasonLoginFailed)
 		return
 	}
-	if !a.used.consume(ld.State, ls.Created.Add(loginTTL), now) {
+	ld := pending[found]
+	// This sign-in is over, whatever comes of it; the others stay.
+	rest := append(pending[:found:found], pending[found+1:]...)
+	if err := a.writeLogins(w, r, rest, now); err != nil {
+		a.login.Clear(w, r)
+	}
+	if !a.used.consume(ld.State, time.Unix(0, ld.Started).Add(loginTTL), now) {
 		a.loginFailed(w, r, http.StatusBadRequest, "state replayed", ReasonLoginFailed)
 		return
 	}
@@ -577,7 +624,6 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 		a.loginFailed(w, r, http.StatusInternalServerError, "session: "+err.Error(), ReasonLoginFailed)
 		return
 	}
-	a.login.Clear(w, r)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, safeReturn(ld.ReturnTo), http.StatusSeeOther)
 }

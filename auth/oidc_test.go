@@ -494,6 +494,30 @@ func TestOIDCRefusals(t *testing.T) {
 		}
 	})
 
+	t.Run("two sign-ins under way in one browser both complete, in either order", func(t *testing.T) {
+		c := e.browser(t)
+		form := func(path string) string {
+			_, body := get(t, c, e.srv.URL+path, true)
+			m := loginID.FindStringSubmatch(body)
+			if m == nil {
+				t.Fatalf("no login form for %s", path)
+			}
+			return html.UnescapeString(m[1])
+		}
+		idA, idB := form("/tab-a"), form("/tab-b")
+		for _, x := range []struct{ id, want string }{{idB, "upstream /tab-b"}, {idA, "upstream /tab-a"}} {
+			res, err := c.PostForm(op.issuer+"login/username", url.Values{"id": {x.id}, "username": {opUser}, "password": {opPassword}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || string(b) != x.want {
+				t.Fatalf("%d %s, want %s", res.StatusCode, b, x.want)
+			}
+		}
+	})
+
 	t.Run("mismatched nonce", func(t *testing.T) {
 		c := e.browser(t)
 		res, body := get(t, c, e.srv.URL+"/page", true)
@@ -518,10 +542,13 @@ func TestOIDCRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ld loginData
-		_ = json.Unmarshal(s.Data, &ld)
-		ld.Nonce = "another-nonce"
-		data, _ := json.Marshal(ld)
+		var pending []loginData
+		_ = json.Unmarshal(s.Data, &pending)
+		if len(pending) != 1 {
+			t.Fatalf("%d sign-ins under way", len(pending))
+		}
+		pending[0].Nonce = "another-nonce"
+		data, _ := json.Marshal(pending)
 		cs, err := ls.Seal(data, s.Created, e.clock.now())
 		if err != nil {
 			t.Fatal(err)
