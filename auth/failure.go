@@ -37,6 +37,11 @@ const (
 	ReasonDenied           Reason = "denied"
 	ReasonAuthzUnavailable Reason = "authz_unavailable"
 	ReasonBodyTooLarge     Reason = "body_too_large"
+	// oidc: a session past its idle or absolute timeout, or whose tokens
+	// expired and could not be refreshed; a callback that could not
+	// complete a sign-in (state, nonce, code or ID token refused).
+	ReasonSessionExpired Reason = "session_expired"
+	ReasonLoginFailed    Reason = "login_failed"
 )
 
 // Reasons lists every Reason, for pre-initialising metrics and for tests.
@@ -45,6 +50,7 @@ var Reasons = []Reason{
 	ReasonUnknownKID, ReasonNoKeys, ReasonExpired, ReasonNotYetValid, ReasonIssuer,
 	ReasonAudience, ReasonClaims, ReasonUnknownKey, ReasonMissingClaim,
 	ReasonBadCredentials, ReasonTooManyFailures, ReasonDenied, ReasonAuthzUnavailable, ReasonBodyTooLarge,
+	ReasonSessionExpired, ReasonLoginFailed,
 }
 
 // description is what the client is told: fixed text per reason, so nothing
@@ -89,6 +95,10 @@ func (r Reason) description() string {
 		return "the request could not be authorized"
 	case ReasonBodyTooLarge:
 		return "the request body is too large to be authorized"
+	case ReasonSessionExpired:
+		return "the session has expired"
+	case ReasonLoginFailed:
+		return "the sign-in could not be completed"
 	}
 	return "authentication failed"
 }
@@ -103,7 +113,7 @@ func refuse(w http.ResponseWriter, r *http.Request, auths []authenticator, faile
 	}
 	for _, a := range auths {
 		if a.scheme() == "" {
-			continue // ext_authz: the server's denial carries any challenge
+			continue // ext_authz: the server's denial carries any challenge; oidc: a session has no scheme
 		}
 		if a.scheme() == "Basic" {
 			// RFC 7617 has no error parameters; a browser shows its login

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -18,12 +19,18 @@ import (
 // Principal is who a request was authenticated as.
 type Principal struct {
 	Authenticator string         // name of the authenticator that succeeded
-	Subject       string         // JWT "sub", the API key's name, the basic user, or an ext_authz server's "sub"
+	Subject       string         // JWT or ID token "sub", the API key's name, the basic user, or an ext_authz server's "sub"
 	KeyName       string         // API key name ("" for JWT)
-	Claims        map[string]any // JWT claims (nil for API keys); shared, read-only; numbers are json.Number
+	Claims        map[string]any // JWT or OIDC ID token claims (nil for API keys); shared, read-only; numbers are json.Number
 	// authz is an ext_authz server's allow: the headers it sets on and
 	// removes from the upstream request. Shared by cached requests; read-only.
 	authz *decision
+	// accessToken is an OIDC session's access token, for
+	// forward_access_token.
+	accessToken string
+	// respond writes what the authenticator has to add to the response of
+	// an accepted request (an OIDC session's refreshed cookie).
+	respond func(http.ResponseWriter)
 }
 
 type principalKey struct{}

@@ -91,6 +91,7 @@ type Set struct {
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
 	forwarded []string // every header any authenticator forwards, sorted
+	sessions  []string // every oidc authenticator's session cookie name
 	closeOnce sync.Once
 }
 
@@ -190,6 +191,9 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 		for _, h := range a.forwardedHeaders() {
 			forwarded[h] = true
 		}
+		if o, ok := a.(*oidcAuth); ok {
+			s.sessions = append(s.sessions, o.sess.Name())
+		}
 	}
 	for h := range forwarded {
 		s.forwarded = append(s.forwarded, h)
@@ -235,14 +239,16 @@ func filesOf(a routes.Authenticator) []string {
 
 func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, opts Options, ownsClient bool) (authenticator, error) {
 	kinds := 0
-	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil, c.ExtAuthz != nil} {
+	for _, set := range []bool{c.JWT != nil, c.APIKey != nil, c.Basic != nil, c.ExtAuthz != nil, c.OIDC != nil} {
 		if set {
 			kinds++
 		}
 	}
 	switch {
 	case kinds > 1:
-		return nil, errors.New("jwt, api_key, basic and ext_authz are exclusive")
+		return nil, errors.New("jwt, api_key, basic, ext_authz and oidc are exclusive")
+	case c.OIDC != nil:
+		return newOIDCAuth(name, c.OIDC, opts)
 	case c.APIKey != nil:
 		return newAPIKeyAuth(name, c.APIKey)
 	case c.Basic != nil:
@@ -250,7 +256,7 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, op
 	case c.ExtAuthz != nil:
 		return newExtAuthz(name, c.ExtAuthz, opts)
 	case c.JWT == nil:
-		return nil, errors.New("needs one of jwt, api_key, basic or ext_authz")
+		return nil, errors.New("needs one of jwt, api_key, basic, ext_authz or oidc")
 	}
 	a, err := newJWTAuth(name, c.JWT, opts.Now)
 	if err != nil {
@@ -295,17 +301,18 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 		if len(route.RequireClaims) > 0 {
 			return nil, fmt.Errorf("route %q: require_claims needs auth", route.Name)
 		}
-		if len(s.forwarded) == 0 {
+		if len(s.forwarded) == 0 && len(s.sessions) == 0 {
 			return func(next http.Handler) http.Handler { return next }, nil
 		}
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if hasAny(r.Header, s.forwarded) {
+				if hasAny(r.Header, s.forwarded) || s.hasSessionCookie(r.Header) {
 					r2 := r.WithContext(r.Context())
 					r2.Header = r.Header.Clone()
 					for _, h := range s.forwarded {
 						delete(r2.Header, h)
 					}
+					s.stripSessions(r2.Header)
 					r = r2
 				}
 				next.ServeHTTP(w, r)
@@ -343,6 +350,39 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 	}
 	sort.Slice(m.require, func(i, j int) bool { return m.require[i].claim < m.require[j].claim })
 	return m.wrap, nil
+}
+
+// hasSessionCookie reports whether h carries a cookie of any oidc
+// authenticator's session.
+func (s *Set) hasSessionCookie(h http.Header) bool {
+	if len(s.sessions) == 0 {
+		return false
+	}
+	for _, line := range h["Cookie"] {
+		for _, name := range s.sessions {
+			if strings.Contains(line, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stripSessions removes the cookies of every oidc session of the set: a
+// browser sends them to every path of the host, and no upstream, behind
+// an authenticated route or not, gets a session it could replay.
+func (s *Set) stripSessions(h http.Header) {
+	if len(s.sessions) == 0 {
+		return
+	}
+	stripCookies(h, func(n string) bool {
+		for _, name := range s.sessions {
+			if isSessionCookie(name, n) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func hasAny(h http.Header, names []string) bool {
@@ -404,6 +444,12 @@ func (q requirement) met(p *Principal) bool {
 	return ok && s == q.want
 }
 
+// interceptor is an authenticator that serves paths of its own on every
+// route using it (an OIDC callback and logout).
+type interceptor interface {
+	intercept(w http.ResponseWriter, r *http.Request) bool
+}
+
 // checker is an authenticator whose refusals may carry a response of
 // their own (a 429 with Retry-After) in place of the 401 challenge.
 type checker interface {
@@ -435,7 +481,16 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			failed     = m.auths[0]
 			failReason = ReasonMissing
 			failResp   refusal
+			// signIn answers a request with no credential at all: the
+			// first OIDC authenticator's (a navigation is sent to sign in).
+			signIn     refusal
+			signInAuth authenticator
 		)
+		for _, a := range m.auths {
+			if i, ok := a.(interceptor); ok && i.intercept(w, r) {
+				return
+			}
+		}
 		for _, a := range m.auths {
 			got, reason, resp := authenticate(a, r)
 			if got != nil {
@@ -447,8 +502,14 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 			if failReason == ReasonMissing && reason != ReasonMissing {
 				failed, failReason, failResp = a, reason, resp
 			}
+			if reason == ReasonMissing && resp != nil && signIn == nil {
+				signIn, signInAuth = resp, a
+			}
 		}
 		if p == nil {
+			if failReason == ReasonMissing && signIn != nil {
+				failed, failResp = signInAuth, signIn
+			}
 			m.fail(w, r, failed, failReason, failResp)
 			return
 		}
@@ -482,7 +543,11 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 		for _, h := range m.forwarded {
 			delete(r2.Header, h)
 		}
+		m.set.stripSessions(r2.Header)
 		winner.forwardTo(r2.Header, p)
+		if p.respond != nil {
+			p.respond(w)
+		}
 		next.ServeHTTP(w, r2)
 	})
 }

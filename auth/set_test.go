@@ -386,7 +386,7 @@ func TestNewSetBadConfig(t *testing.T) {
 		a    routes.Authenticator
 		err  string
 	}{
-		{"neither", routes.Authenticator{}, "needs one of jwt, api_key, basic or ext_authz"},
+		{"neither", routes.Authenticator{}, "needs one of jwt, api_key, basic, ext_authz or oidc"},
 		{"both", routes.Authenticator{JWT: &routes.JWT{}, APIKey: &routes.APIKey{}}, "exclusive"},
 		{"no algorithms", routes.Authenticator{JWT: &routes.JWT{PublicKeyFiles: []string{goodPEM}}}, "no algorithms"},
 		{"none", routes.Authenticator{JWT: &routes.JWT{PublicKeyFiles: []string{goodPEM}, Algorithms: []string{"none"}}}, `"none" is not supported`},

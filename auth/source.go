@@ -16,6 +16,7 @@ const (
 	fromQuery
 	fromBasic   // Authorization: Basic base64(user:password)
 	fromNowhere // ext_authz: the server decides on the whole request and says what to remove
+	fromSession // oidc: a sealed session cookie NAME, or its chunks NAME.0, NAME.1, ..., and the sign-in cookie NAME-login
 )
 
 // source names one place a credential is read from and stripped from.
@@ -107,6 +108,8 @@ func (s source) strip(r *http.Request) {
 		r.Header.Del(s.name)
 	case fromCookie:
 		stripCookie(r.Header, s.name)
+	case fromSession:
+		stripCookies(r.Header, func(n string) bool { return isSessionCookie(s.name, n) })
 	case fromQuery:
 		if r.URL != nil && r.URL.RawQuery != "" {
 			r.URL.RawQuery = stripQuery(r.URL.RawQuery, s.name)
@@ -114,9 +117,35 @@ func (s source) strip(r *http.Request) {
 	}
 }
 
+// isSessionCookie reports whether cookie is one of the session's: name,
+// name.N or name-login.
+func isSessionCookie(name, cookie string) bool {
+	rest, ok := strings.CutPrefix(cookie, name)
+	switch {
+	case !ok:
+		return false
+	case rest == "" || rest == "-login":
+		return true
+	case len(rest) < 2 || rest[0] != '.':
+		return false
+	}
+	for _, c := range rest[1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // stripCookie rewrites the Cookie headers without name, leaving every other
 // cookie byte for byte as the client sent it.
 func stripCookie(h http.Header, name string) {
+	stripCookies(h, func(n string) bool { return n == name })
+}
+
+// stripCookies rewrites the Cookie headers without the cookies drop
+// names.
+func stripCookies(h http.Header, drop func(string) bool) {
 	lines := h["Cookie"]
 	if len(lines) == 0 {
 		return
@@ -127,7 +156,7 @@ func stripCookie(h http.Header, name string) {
 		kept := parts[:0]
 		for _, p := range parts {
 			n, _, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if n != name {
+			if !drop(n) {
 				kept = append(kept, strings.TrimSpace(p))
 			}
 		}

@@ -39,11 +39,52 @@ const (
 	maxExtAuthzBody              = 1 << 20
 	maxExtAuthzCacheTTL          = 5 * time.Minute
 	maxTokenBytesCeiling         = 1 << 20
-	minJWKSRefreshInterval       = time.Second
+	// A sign-in through the provider: the callback on the edge's own host,
+	// a session that ends after an hour unused or a working day, tokens
+	// refreshed a minute before they expire.
+	DefaultOIDCRedirectPath    = "/oauth2/callback"
+	DefaultOIDCIdleTimeout     = time.Hour
+	DefaultOIDCAbsoluteTimeout = 12 * time.Hour
+	DefaultOIDCRefreshBefore   = time.Minute
+	DefaultOIDCStatusOnError   = 503
+	// DefaultOIDCCookiePrefix: a __Host- cookie is Secure, Path=/ and
+	// bound to the exact host, which browsers enforce.
+	DefaultOIDCCookiePrefix = "__Host-causeway-"
+	maxOIDCAbsoluteTimeout  = 30 * 24 * time.Hour
+	minJWKSRefreshInterval  = time.Second
 )
+
+// DefaultOIDCScopes are requested when an oidc authenticator lists none.
+var DefaultOIDCScopes = []string{"openid", "profile", "email"}
 
 func (f *File) defaultAuthenticators() {
 	for name, a := range f.Authenticators {
+		if o := a.OIDC; o != nil {
+			if o.Realm == "" {
+				o.Realm = name
+			}
+			if o.RedirectPath == "" {
+				o.RedirectPath = DefaultOIDCRedirectPath
+			}
+			if len(o.Scopes) == 0 {
+				o.Scopes = slices.Clone(DefaultOIDCScopes)
+			}
+			setDuration(&o.RefreshBefore, DefaultOIDCRefreshBefore)
+			if o.OnError == "" {
+				o.OnError = "deny"
+			}
+			if o.StatusOnError == 0 {
+				o.StatusOnError = DefaultOIDCStatusOnError
+			}
+			if o.Session == nil {
+				o.Session = &OIDCSession{}
+			}
+			if o.Session.Cookie == "" {
+				o.Session.Cookie = DefaultOIDCCookiePrefix + strings.ReplaceAll(name, ".", "-")
+			}
+			setDuration(&o.Session.IdleTimeout, DefaultOIDCIdleTimeout)
+			setDuration(&o.Session.AbsoluteTimeout, DefaultOIDCAbsoluteTimeout)
+		}
 		if j := a.JWT; j != nil {
 			if j.Realm == "" {
 				j.Realm = name
@@ -105,21 +146,29 @@ func (f *File) defaultAuthenticators() {
 }
 
 func (c *checker) checkAuthenticators() {
+	cookies := map[string]string{} // oidc session cookie -> authenticator
 	for _, name := range slices.Sorted(maps.Keys(c.f.Authenticators)) {
 		a := c.f.Authenticators[name]
 		p := "authenticators." + name
 		c.checkName(p, "authenticator", name)
 		kinds := 0
-		for _, set := range []bool{a.JWT != nil, a.APIKey != nil, a.Basic != nil, a.ExtAuthz != nil} {
+		for _, set := range []bool{a.JWT != nil, a.APIKey != nil, a.Basic != nil, a.ExtAuthz != nil, a.OIDC != nil} {
 			if set {
 				kinds++
 			}
 		}
 		switch {
 		case kinds == 0:
-			c.errorf(p, "needs one of jwt, api_key, basic or ext_authz")
+			c.errorf(p, "needs one of jwt, api_key, basic, ext_authz or oidc")
 		case kinds > 1:
-			c.errorf(p, "jwt, api_key, basic and ext_authz are exclusive: define one authenticator for each")
+			c.errorf(p, "jwt, api_key, basic, ext_authz and oidc are exclusive: define one authenticator for each")
+		case a.OIDC != nil:
+			c.checkOIDC(p+".oidc", a.OIDC)
+			cookie := a.OIDC.Session.Cookie
+			if prev, dup := cookies[cookie]; dup {
+				c.errorf(p+".oidc.session.cookie", "cookie %q is already the session of authenticator %q", cookie, prev)
+			}
+			cookies[cookie] = name
 		case a.ExtAuthz != nil:
 			c.checkExtAuthz(p+".ext_authz", a.ExtAuthz)
 		case a.JWT != nil:
@@ -411,4 +460,93 @@ func hostPortOf(u *url.URL) string {
 		return u.Host
 	}
 	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+func (c *checker) checkOIDC(p string, o *OIDC) {
+	if o.Issuer == "" {
+		c.errorf(p+".issuer", "is required (the provider's issuer URL)")
+	} else {
+		u, err := url.Parse(o.Issuer)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+			c.errorf(p+".issuer", "%q is not an http(s) URL without query, fragment or credentials", RedactURL(o.Issuer))
+		case u.Scheme == "http" && !o.AllowInsecureHTTP && !isLoopback(hostPortOf(u)):
+			c.errorf(p+".issuer", "plain http to %s lets anyone on the network path replace the signing keys and mint sessions: use https, or set allow_insecure_http: true", u.Hostname())
+		}
+	}
+	if o.ClientID == "" {
+		c.errorf(p+".client_id", "is required")
+	}
+	if o.ClientSecretEnv != "" && !envNameRe.MatchString(o.ClientSecretEnv) {
+		c.errorf(p+".client_secret_env", "%q is not an environment variable name", o.ClientSecretEnv)
+	}
+	for i, sc := range o.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
+			c.errorf(indexPath(p+".scopes", i), "%q is not a scope (RFC 6749 3.3)", sc)
+		}
+	}
+	paths := map[string]string{"redirect_path": o.RedirectPath, "logout_path": o.LogoutPath}
+	for _, key := range []string{"redirect_path", "logout_path"} {
+		v := paths[key]
+		if v == "" {
+			continue
+		}
+		if !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") || strings.ContainsAny(v, "?#\\ ") {
+			c.errorf(p+"."+key, "%q is not an absolute path (e.g. /oauth2/callback)", v)
+		}
+	}
+	if o.LogoutPath != "" && o.LogoutPath == o.RedirectPath {
+		c.errorf(p+".logout_path", "is the same as redirect_path")
+	}
+	if v := o.PostLogoutRedirectURL; v != "" {
+		u, err := url.Parse(v)
+		if err != nil || !(u.Scheme == "https" || u.Scheme == "http") || u.Host == "" {
+			if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
+				c.errorf(p+".post_logout_redirect_url", "%q is neither an http(s) URL nor a path on this host", v)
+			}
+		}
+	}
+	if o.RefreshBefore < 0 {
+		c.errorf(p+".refresh_before", "must not be negative (found %s)", o.RefreshBefore.D())
+	}
+	if o.OnError != "" && o.OnError != "allow" && o.OnError != "deny" {
+		c.errorf(p+".on_error", "must be allow or deny (found %q)", o.OnError)
+	}
+	if s := o.StatusOnError; s != 0 && (s < 400 || s > 599) {
+		c.errorf(p+".status_on_error", "must be a 4xx or 5xx status (found %d)", s)
+	}
+	seen := map[string]string{}
+	for _, claim := range slices.Sorted(maps.Keys(o.ForwardClaims)) {
+		h := o.ForwardClaims[claim]
+		switch ch := http.CanonicalHeaderKey(h); {
+		case !httpTokenRe.MatchString(h):
+			c.errorf(p+".forward_claims."+claim, "%q is not a header name", h)
+		case ch == "Authorization" || ch == "Host" || ch == "Cookie" || ForbiddenAuthzHeader(ch):
+			c.errorf(p+".forward_claims."+claim, "%q cannot carry a claim", ch)
+		case seen[ch] != "":
+			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", ch, seen[ch])
+		}
+		seen[http.CanonicalHeaderKey(h)] = claim
+	}
+	s := o.Session
+	if s == nil || s.KeysEnv == "" {
+		c.errorf(p+".session.keys_env", "is required: the environment variable holding the session keys (openssl rand -base64 32)")
+	} else if !envNameRe.MatchString(s.KeysEnv) {
+		c.errorf(p+".session.keys_env", "%q is not an environment variable name", s.KeysEnv)
+	}
+	if s == nil {
+		return
+	}
+	if s.Cookie != "" && (!httpTokenRe.MatchString(s.Cookie) || strings.Contains(s.Cookie, ".")) {
+		c.errorf(p+".session.cookie", "%q is not a cookie name without dots (the session's chunks are NAME.0, NAME.1, ...)", s.Cookie)
+	}
+	if s.IdleTimeout < 0 {
+		c.errorf(p+".session.idle_timeout", "must be positive (found %s)", s.IdleTimeout.D())
+	}
+	if s.AbsoluteTimeout < 0 || s.AbsoluteTimeout.D() > maxOIDCAbsoluteTimeout {
+		c.errorf(p+".session.absolute_timeout", "must be between 1s and %s (found %s)", maxOIDCAbsoluteTimeout, s.AbsoluteTimeout.D())
+	}
+	if s.IdleTimeout > 0 && s.AbsoluteTimeout > 0 && s.IdleTimeout > s.AbsoluteTimeout {
+		c.errorf(p+".session.idle_timeout", "idle_timeout (%s) exceeds absolute_timeout (%s)", s.IdleTimeout.D(), s.AbsoluteTimeout.D())
+	}
 }

@@ -9,6 +9,12 @@ import (
 // authFile is base with an authenticators section made of body.
 func authFile(body string) string { return base + "authenticators:\n" + body }
 
+// oidcAuth is an authenticator "sso" whose oidc settings are a flow mapping
+// on line 11.
+func oidcAuth(settings string) string {
+	return authFile("  sso:\n    oidc: {" + settings + "}\n")
+}
+
 func jwtAuth(lines string) string {
 	return authFile("  users:\n    jwt:\n" + lines)
 }
@@ -24,8 +30,8 @@ func TestAuthValidation(t *testing.T) {
 		{"public key files", jwtAuth(pub + "      algorithms: [PS256]\n"), ""},
 		{"hmac env", jwtAuth("      hmac_secret_env: S\n      algorithms: [HS256, HS512]\n"), ""},
 		{"api key", authFile("  p:\n    api_key: {keys_file: keys.txt}\n"), ""},
-		{"neither", authFile("  p: {}\n"), "t.yaml:10:6: authenticators.p: needs one of jwt, api_key, basic or ext_authz"},
-		{"both", authFile("  p:\n    jwt: {jwks_url: \"https://x/j\", algorithms: [RS256]}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key, basic and ext_authz are exclusive"},
+		{"neither", authFile("  p: {}\n"), "t.yaml:10:6: authenticators.p: needs one of jwt, api_key, basic, ext_authz or oidc"},
+		{"both", authFile("  p:\n    jwt: {jwks_url: \"https://x/j\", algorithms: [RS256]}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key, basic, ext_authz and oidc are exclusive"},
 		{"bad name", authFile("  \"no spaces\":\n    api_key: {keys_file: k}\n"), `authenticator name "no spaces"`},
 		{"no key source", jwtAuth("      algorithms: [RS256]\n"), "needs a key source"},
 		{"two secret sources", jwtAuth("      hmac_secret_env: S\n      hmac_secret_file: s\n      algorithms: [HS256]\n"), "hmac_secret_env and hmac_secret_file are exclusive"},
@@ -56,11 +62,30 @@ func TestAuthValidation(t *testing.T) {
 		{"api key bad forward name", authFile("  p:\n    api_key: {keys_file: k, forward_name: \"a:b\"}\n"), `forward_name: "a:b" is not a header name`},
 		{"basic", authFile("  staff:\n    basic: {htpasswd_file: staff.htpasswd, forward_user: X-User, cache_ttl: 0s, failure_limit: {limit: 3, per: 5m}}\n"), ""},
 		{"basic without file", authFile("  staff:\n    basic: {realm: s}\n"), "authenticators.staff.basic.htpasswd_file: is required"},
-		{"basic and api key", authFile("  p:\n    basic: {htpasswd_file: h}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key, basic and ext_authz are exclusive"},
+		{"basic and api key", authFile("  p:\n    basic: {htpasswd_file: h}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key, basic, ext_authz and oidc are exclusive"},
 		{"basic forward into cookie", authFile("  staff:\n    basic: {htpasswd_file: h, forward_user: cookie}\n"), `basic.forward_user: "Cookie" cannot carry the user name`},
 		{"basic bad forward header", authFile("  staff:\n    basic: {htpasswd_file: h, forward_user: \"a b\"}\n"), `basic.forward_user: "a b" is not a header name`},
 		{"basic cache too long", authFile("  staff:\n    basic: {htpasswd_file: h, cache_ttl: 1h}\n"), "basic.cache_ttl: must be between 0s (no cache) and 5m0s (found 1h0m0s)"},
 		{"basic negative failure limit", authFile("  staff:\n    basic: {htpasswd_file: h, failure_limit: {limit: -1, burst: -2}}\n"), "basic.failure_limit.burst: must be positive (found -2)"},
+		{"oidc", oidcAuth("issuer: https://id.example.com/, client_id: web, client_secret_env: OIDC_SECRET, scopes: [openid, email], logout_path: /oauth2/logout, forward_claims: {sub: X-User-Id}, forward_access_token: true, session: {keys_env: SESSION_KEYS, idle_timeout: 30m, absolute_timeout: 8h}"), ""},
+		{"oidc loopback http", oidcAuth("issuer: \"http://127.0.0.1:9998/\", client_id: web, session: {keys_env: K}"), ""},
+		{"oidc without issuer", oidcAuth("client_id: web, session: {keys_env: K}"), "t.yaml:11:11: authenticators.sso.oidc.issuer: is required"},
+		{"oidc plain http off loopback", oidcAuth("issuer: \"http://id.example.com/\", client_id: web, session: {keys_env: K}"), "t.yaml:11:20: authenticators.sso.oidc.issuer: plain http to id.example.com"},
+		{"oidc issuer with query", oidcAuth("issuer: \"https://id.example.com/?x=1\", client_id: web, session: {keys_env: K}"), "oidc.issuer: \"https://id.example.com/?x=1\" is not an http(s) URL"},
+		{"oidc without client", oidcAuth("issuer: https://id.example.com/, session: {keys_env: K}"), "authenticators.sso.oidc.client_id: is required"},
+		{"oidc without keys", oidcAuth("issuer: https://id.example.com/, client_id: web"), "authenticators.sso.oidc.session.keys_env: is required"},
+		{"oidc bad secret env", oidcAuth("issuer: https://id.example.com/, client_id: web, client_secret_env: \"A-B\", session: {keys_env: K}"), `oidc.client_secret_env: "A-B" is not an environment variable name`},
+		{"oidc relative redirect", oidcAuth("issuer: https://id.example.com/, client_id: web, redirect_path: callback, session: {keys_env: K}"), `oidc.redirect_path: "callback" is not an absolute path`},
+		{"oidc logout is callback", oidcAuth("issuer: https://id.example.com/, client_id: web, redirect_path: /cb, logout_path: /cb, session: {keys_env: K}"), "oidc.logout_path: is the same as redirect_path"},
+		{"oidc bad scope", oidcAuth("issuer: https://id.example.com/, client_id: web, scopes: [\"a b\"], session: {keys_env: K}"), `t.yaml:11:70: authenticators.sso.oidc.scopes[0]: "a b" is not a scope`},
+		{"oidc bad on_error", oidcAuth("issuer: https://id.example.com/, client_id: web, on_error: maybe, session: {keys_env: K}"), `oidc.on_error: must be allow or deny (found "maybe")`},
+		{"oidc bad status", oidcAuth("issuer: https://id.example.com/, client_id: web, status_on_error: 302, session: {keys_env: K}"), "oidc.status_on_error: must be a 4xx or 5xx status"},
+		{"oidc forward into cookie", oidcAuth("issuer: https://id.example.com/, client_id: web, forward_claims: {sub: Cookie}, session: {keys_env: K}"), `oidc.forward_claims.sub: "Cookie" cannot carry a claim`},
+		{"oidc cookie with a dot", oidcAuth("issuer: https://id.example.com/, client_id: web, session: {keys_env: K, cookie: a.b}"), `oidc.session.cookie: "a.b" is not a cookie name without dots`},
+		{"oidc idle above absolute", oidcAuth("issuer: https://id.example.com/, client_id: web, session: {keys_env: K, idle_timeout: 9h, absolute_timeout: 8h}"), "oidc.session.idle_timeout: idle_timeout (9h0m0s) exceeds absolute_timeout (8h0m0s)"},
+		{"oidc unknown key", oidcAuth("issuer: https://id.example.com/, client_id: web, client_secret: s, session: {keys_env: K}"), "client_secret"},
+		{"oidc and jwt", authFile("  sso:\n    oidc: {issuer: https://id.example.com/, client_id: web, session: {keys_env: K}}\n    jwt: {jwks_url: \"https://x/j\", algorithms: [RS256]}\n"), "are exclusive"},
+		{"oidc two authenticators one cookie", authFile("  a:\n    oidc: {issuer: https://id.example.com/, client_id: web, session: {keys_env: K, cookie: s}}\n  b:\n    oidc: {issuer: https://id.example.com/, client_id: web, session: {keys_env: K, cookie: s}}\n"), `authenticators.b.oidc.session.cookie: cookie "s" is already the session of authenticator "a"`},
 		{"ext_authz grpc", authFile("  opa:\n    ext_authz: {grpc_address: \"127.0.0.1:9191\", timeout: 250ms, on_error: allow, body: {max_bytes: 4096}, cache: {ttl: 5s, key: [header:Authorization, method, path]}}\n"), ""},
 		{"ext_authz http", authFile("  fa:\n    ext_authz: {http_url: \"https://auth.example/verify\", upstream_headers: [X-Auth-User], claims_from_headers: {X-Auth-User: sub}}\n"), ""},
 		{"ext_authz opa", authFile("  opa:\n    ext_authz: {opa_url: \"http://localhost:8181/v1/data/envoy/authz/result\", forward_claims: {sub: X-User}}\n"), ""},
@@ -132,6 +157,16 @@ func TestAuthDefaults(t *testing.T) {
 		{"api key header", authFile("  p:\n    api_key: {keys_file: k}\n"), func(t *testing.T, f *File) {
 			if k := f.Authenticators["p"].APIKey; k.Header != DefaultAPIKeyHeader {
 				t.Fatalf("header %q", k.Header)
+			}
+		}},
+		{"oidc", oidcAuth("issuer: https://id.example.com/, client_id: web, session: {keys_env: K}"), func(t *testing.T, f *File) {
+			o := f.Authenticators["sso"].OIDC
+			if o.Realm != "sso" || o.RedirectPath != DefaultOIDCRedirectPath || len(o.Scopes) != 3 || o.RefreshBefore.D() != DefaultOIDCRefreshBefore ||
+				o.OnError != "deny" || o.StatusOnError != DefaultOIDCStatusOnError {
+				t.Fatalf("oidc defaults %+v", o)
+			}
+			if s := o.Session; s.Cookie != "__Host-causeway-sso" || s.IdleTimeout.D() != DefaultOIDCIdleTimeout || s.AbsoluteTimeout.D() != DefaultOIDCAbsoluteTimeout {
+				t.Fatalf("session defaults %+v", s)
 			}
 		}},
 		{"basic", authFile("  staff:\n    basic: {htpasswd_file: h}\n"), func(t *testing.T, f *File) {

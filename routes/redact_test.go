@@ -32,6 +32,7 @@ var notSecret = map[string]string{
 	"routes.auth":                           "names of authenticators",
 	"inbound.rules.callers.authenticators":  "names of the edge's authenticators",
 	"authenticators.*.ext_authz.cache.key":  "what identifies a decision (method, header:NAME), not a credential",
+	"authenticators.*.oidc.session.cookie":  "the name of the session cookie",
 }
 
 func walkFields(t reflect.Type, path string, visit func(path string, f reflect.StructField)) {

@@ -21,6 +21,7 @@ var enums = map[string][]string{
 	"upstreams.*.scheme":                {"http", "https"},
 	"upstreams.*.protocol":              Protocols,
 	"authenticators.*.jwt.algorithms.*": JWTAlgorithms,
+	"authenticators.*.oidc.on_error":    {"allow", "deny"},
 	"outbound.services.*.balance":       balancers,
 }
 

@@ -204,12 +204,77 @@ type Mesh struct {
 }
 
 // Authenticator is one named way of authenticating clients. Exactly one of
-// JWT, APIKey, Basic and ExtAuthz is set.
+// JWT, APIKey, Basic, ExtAuthz and OIDC is set.
 type Authenticator struct {
 	JWT      *JWT      `yaml:"jwt"`
 	APIKey   *APIKey   `yaml:"api_key"`
 	Basic    *Basic    `yaml:"basic"`
 	ExtAuthz *ExtAuthz `yaml:"ext_authz"`
+	OIDC     *OIDC     `yaml:"oidc"`
+}
+
+// OIDC signs browsers in through an OpenID Connect provider
+// (authorization-code flow with PKCE) and keeps the session in a sealed
+// cookie.
+type OIDC struct {
+	// Issuer is the provider's issuer URL; its discovery document is
+	// Issuer/.well-known/openid-configuration.
+	Issuer string `yaml:"issuer"`
+	// AllowInsecureHTTP lets the issuer be plain http on a host that is
+	// not loopback: anyone on the path could then mint sessions.
+	AllowInsecureHTTP bool   `yaml:"allow_insecure_http"`
+	ClientID          string `yaml:"client_id"`
+	// ClientSecretEnv names the environment variable holding the client
+	// secret (none: a public client, PKCE only).
+	ClientSecretEnv string `yaml:"client_secret_env"`
+	// Scopes requested; openid is always added (default DefaultOIDCScopes).
+	Scopes []string `yaml:"scopes"`
+	// RedirectPath is the callback on the request's own host (default
+	// DefaultOIDCRedirectPath). A route using the authenticator must match it.
+	RedirectPath string `yaml:"redirect_path"`
+	// LogoutPath ends the session, then signs out at the provider when it
+	// advertises an end_session_endpoint (none: no logout path).
+	LogoutPath string `yaml:"logout_path"`
+	// PostLogoutRedirectURL is where the provider sends the browser after
+	// signing out (registered there); without a provider logout, where the
+	// edge does (default "/").
+	PostLogoutRedirectURL string `yaml:"post_logout_redirect_url" secret:"url"`
+	// ForwardClaims maps an ID token claim to the upstream header that
+	// carries it.
+	ForwardClaims map[string]string `yaml:"forward_claims"`
+	// ForwardAccessToken sends the access token upstream as
+	// Authorization: Bearer.
+	ForwardAccessToken bool `yaml:"forward_access_token"`
+	// RefreshBefore is how long before the ID or access token expires the
+	// refresh token is used (default DefaultOIDCRefreshBefore).
+	RefreshBefore Duration `yaml:"refresh_before"`
+	// OnError is deny (default) or allow: what happens to a session whose
+	// tokens have expired when the provider cannot be reached to refresh
+	// them. A sign-in always needs the provider.
+	OnError string `yaml:"on_error"`
+	// StatusOnError answers a request the provider's absence refuses
+	// (default DefaultOIDCStatusOnError).
+	StatusOnError int `yaml:"status_on_error"`
+	// Realm is the authenticator's name in errors (default: its name).
+	Realm   string       `yaml:"realm"`
+	Session *OIDCSession `yaml:"session"`
+}
+
+// OIDCSession is the sealed session cookie of an oidc authenticator.
+type OIDCSession struct {
+	// KeysEnv names the environment variable holding the sealing keys:
+	// base64 of 32 bytes each, separated by commas; the first seals, all
+	// open.
+	KeysEnv string `yaml:"keys_env"`
+	// Cookie is the cookie's name (default "__Host-causeway-" + the
+	// authenticator's name); the sign-in state cookie is Cookie + "-login".
+	Cookie string `yaml:"cookie"`
+	// IdleTimeout ends a session unused this long (default
+	// DefaultOIDCIdleTimeout).
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// AbsoluteTimeout ends a session this long after sign-in, used or not
+	// (default DefaultOIDCAbsoluteTimeout).
+	AbsoluteTimeout Duration `yaml:"absolute_timeout"`
 }
 
 // ExtAuthz asks an external authorization server about each request.

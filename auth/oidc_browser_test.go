@@ -1,0 +1,173 @@
+package auth
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+)
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no Chromium found: install Debian's chromium or set CHROMIUM")
+	return ""
+}
+
+// TestOIDCInChromium drives the whole sign-in in headless Chromium against
+// the example provider: the redirect, its login form typed into and
+// submitted, the callback, the session cookie as the browser keeps it
+// (HttpOnly, Secure, SameSite=Lax, invisible to scripts), a refresh, and
+// logout at the edge and the provider. It needs a browser, so it runs only
+// with CAUSEWAY_BROWSER_TEST=1 (as `make test` sets it).
+func TestOIDCInChromium(t *testing.T) {
+	if os.Getenv("CAUSEWAY_BROWSER_TEST") == "" {
+		t.Skip("browser test: set CAUSEWAY_BROWSER_TEST=1")
+	}
+	bin := chromiumPath(t)
+	op := startOP(t)
+	e := startEdge(t, op, "scopes: [openid, profile, email, offline_access], forward_access_token: true")
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		// The edge's certificate is httptest's own.
+		chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.UserDataDir(t.TempDir()),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	// The first Run starts the browser and must not carry a timeout.
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("reading %s: %v", sel, err)
+		}
+		return strings.TrimSpace(s)
+	}
+	cookies := func() map[string]*network.Cookie {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		res, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (network.GetCookiesResult, error) {
+			return cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{e.srv.URL + "/"}})
+		})
+		if err != nil {
+			t.Fatalf("reading cookies: %v", err)
+		}
+		m := map[string]*network.Cookie{}
+		for _, c := range res.Cookies {
+			m[c.Name] = c
+		}
+		return m
+	}
+	// waitLocation waits for the browser to arrive at want; while it is
+	// being redirected, the page it is asked about may be gone.
+	waitLocation := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		var loc string
+		for time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(bctx, 5*time.Second)
+			got, err := chromedp.Run(ctx, chromedp.Location())
+			cancel()
+			if loc = got; err == nil && got == want {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("the browser is at %q, not %q", loc, want)
+	}
+
+	// A page of the app: the provider's login form.
+	run("opening the app", chromedp.Navigate(e.srv.URL+"/app/page?x=1"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	if c := cookies()["__Host-causeway-sso-login"]; c == nil || !c.HTTPOnly || !c.Secure || c.SameSite != network.CookieSameSiteLax {
+		t.Fatalf("state cookie %+v", c)
+	}
+	run("signing in",
+		chromedp.SendKeys(chromedp.CSS(`#username`), opUser),
+		chromedp.SendKeys(chromedp.CSS(`#password`), opPassword),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+	)
+	waitLocation(e.srv.URL + "/app/page?x=1")
+	if got := text("body"); got != "upstream /app/page" {
+		t.Fatalf("page after sign-in: %q", got)
+	}
+	cs := cookies()
+	sess := cs["__Host-causeway-sso"]
+	if sess == nil || !sess.HTTPOnly || !sess.Secure || sess.SameSite != network.CookieSameSiteLax || sess.Path != "/" {
+		t.Fatalf("session cookie %+v", sess)
+	}
+	if cs["__Host-causeway-sso-login"] != nil {
+		t.Fatal("the state cookie outlived the sign-in")
+	}
+	docCookie, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.cookie`))
+	if err != nil || strings.Contains(docCookie, "causeway") {
+		t.Fatalf("document.cookie %q (%v)", docCookie, err)
+	}
+	h, claims, _ := e.seen.last()
+	firstAT := h.Get("Authorization")
+	if h.Get("X-User-Id") != "id1" || claims["sub"] != "id1" || !strings.HasPrefix(firstAT, "Bearer ") || strings.Contains(h.Get("Cookie"), "causeway") {
+		t.Fatalf("upstream: X-User-Id %q Authorization %q Cookie %q", h.Get("X-User-Id"), firstAT, h.Get("Cookie"))
+	}
+
+	// Within a minute of the access token's expiry, the next page refreshes
+	// the tokens.
+	e.clock.advance(4*time.Minute + 30*time.Second)
+	run("a page after 4.5 minutes", chromedp.Navigate(e.srv.URL+"/orders"))
+	if got := text("body"); got != "upstream /orders" {
+		t.Fatalf("page after the refresh: %q", got)
+	}
+	if h, _, _ := e.seen.last(); h.Get("Authorization") == firstAT || !strings.HasPrefix(h.Get("Authorization"), "Bearer ") {
+		t.Fatalf("access token not refreshed: %q", h.Get("Authorization"))
+	}
+	if c := cookies()["__Host-causeway-sso"]; c == nil || c.Value == sess.Value {
+		t.Fatal("the browser did not get the refreshed session")
+	}
+
+	// Logout: the edge, then the provider.
+	run("logging out", chromedp.Navigate(e.srv.URL+"/oauth2/logout"))
+	waitLocation(op.issuer + "logged-out")
+	if got := text("body"); !strings.Contains(got, "signed out") {
+		t.Fatalf("after logout: %q", got)
+	}
+	if c := cookies()["__Host-causeway-sso"]; c != nil {
+		t.Fatalf("session cookie after logout: %+v", c)
+	}
+	run("the app again", chromedp.Navigate(e.srv.URL+"/app"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+}
