@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -75,7 +76,9 @@ func (s *server[C]) acquireAccessLog(g *generation[C], cfg routes.AccessLog) (*a
 		switch cfg.Output {
 		case "off", "stdout", "stderr":
 		default:
-			_, err := os.Lstat(cfg.Output)
+			// Stat, not Lstat: through a dangling symbolic link opening
+			// creates the link's target, which is then what undo removes.
+			_, err := os.Stat(cfg.Output)
 			created = errors.Is(err, fs.ErrNotExist)
 		}
 		return openAccessLog(cfg)
@@ -85,7 +88,11 @@ func (s *server[C]) acquireAccessLog(g *generation[C], cfg routes.AccessLog) (*a
 	}
 	g.onRelease(func() { _, _ = s.logs.Release(cfg.Output) })
 	if !loaded && created {
-		g.onUndo(func() { _ = os.Remove(cfg.Output) })
+		g.onUndo(func() {
+			if p, err := filepath.EvalSymlinks(cfg.Output); err == nil {
+				_ = os.Remove(p)
+			}
+		})
 	}
 	view := *shared
 	view.sample = cfg.Sample

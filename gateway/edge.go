@@ -49,10 +49,15 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 // build loads the routes file into g. Each feature prepares its part of
 // the chain (and its commit, undo and release steps), then the runtime is
 // built on the stages in feature order.
+func (e *Edge) kind() string { return "routes" }
+
 func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	// Every file the configuration names is checked with the rest, so
 	// one refusal lists every missing certificate and key at its key.
-	f, err := routes.LoadWith(e.opts.ConfigPath, routes.Options{CheckFiles: true})
+	if g.readErr != nil {
+		return g.readErr
+	}
+	f, err := routes.ParseWith(e.opts.ConfigPath, g.data, routes.Options{CheckFiles: true})
 	if err != nil {
 		return err
 	}

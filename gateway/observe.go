@@ -80,13 +80,15 @@ type SplitView struct {
 // matchView copies field by field: a new match key must be added here on
 // purpose, not appear under a Go field name.
 func matchView(m routes.Match) MatchView {
-	return MatchView{Host: m.Host, Path: m.Path, PathPrefix: m.PathPrefix, Methods: m.Methods, Headers: m.Headers, Query: m.Query}
+	return MatchView{Host: m.Host, Path: m.Path, PathPrefix: m.PathPrefix, Methods: m.Methods,
+		// A route may match on a static credential: never shown.
+		Headers: routes.RedactNamed(m.Headers), Query: routes.RedactNamed(m.Query)}
 }
 
 func splitView(s []routes.SplitTarget) []SplitView {
 	var out []SplitView
 	for _, t := range s {
-		out = append(out, SplitView{Upstream: t.Upstream, Weight: t.Weight, Headers: t.Headers})
+		out = append(out, SplitView{Upstream: t.Upstream, Weight: t.Weight, Headers: routes.RedactNamed(t.Headers)})
 	}
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +92,8 @@ type role[C any] interface {
 	// touches nothing live: what makes its work live goes to g's commit
 	// steps, what frees it to g's undo and release steps.
 	build(ctx context.Context, g *generation[C]) error
+	// kind names the configuration file in messages ("routes", "sidecar").
+	kind() string
 	// warnRestart logs the settings of next that take effect only at the
 	// next start (listeners are bound once).
 	warnRestart(old, next C)
@@ -151,6 +152,10 @@ func newServer[C any](kind, fileKind string, opts Options, r role[C]) *server[C]
 type generation[C any] struct {
 	cfg  C
 	hash [32]byte
+	// data is the file as read once for this generation: hashed, then
+	// parsed (readErr: it could not be read).
+	data    []byte
+	readErr error
 	// rts are the runtimes requests run on: the edge's one, the sidecar's
 	// inbound and outbound (nil where the file has none).
 	rts      []*runtime
@@ -229,11 +234,15 @@ func (g *generation[C]) runtime(i int) *runtime {
 func (s *server[C]) load(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	data, err := os.ReadFile(s.opts.ConfigPath)
+	// One read: the bytes hashed are the bytes built from. Reading the
+	// file again to parse it could see a replacement, and the generation
+	// built from it would carry the old content's hash, so that the file's
+	// return to that content would be skipped as unchanged.
+	data, err := routes.ReadFile(s.opts.ConfigPath, s.role.kind())
 	if err == nil && !force && s.active != nil && sha256.Sum256(data) == s.active.hash && s.lastReload.OK {
 		return nil // an editor's extra events: nothing changed
 	}
-	next := &generation[C]{hash: sha256.Sum256(data), loadedAt: time.Now()}
+	next := &generation[C]{hash: sha256.Sum256(data), data: data, readErr: err, loadedAt: time.Now()}
 	if err := s.role.build(ctx, next); err != nil {
 		next.refuse()
 		s.metrics.reloads.WithLabelValues("failure").Inc()

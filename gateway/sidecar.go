@@ -88,8 +88,13 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 // build loads the sidecar file into g: the identity (shared with the
 // previous generation while the identity section is unchanged), the
 // tracer, the access log, and the inbound and outbound runtimes.
+func (s *Sidecar) kind() string { return "sidecar" }
+
 func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
-	cfg, err := routes.LoadSidecarWith(s.opts.ConfigPath, routes.Options{CheckFiles: true})
+	if g.readErr != nil {
+		return g.readErr
+	}
+	cfg, err := routes.ParseSidecarWith(s.opts.ConfigPath, g.data, routes.Options{CheckFiles: true})
 	if err != nil {
 		return err
 	}

@@ -349,7 +349,7 @@ func (c *checker) checkExtAuthz(p string, x *ExtAuthz) {
 		host, port, err := net.SplitHostPort(a)
 		switch {
 		case err != nil || host == "" || port == "":
-			c.errorf(p+".grpc_address", "%q is not host:port", a)
+			c.errorf(p+".grpc_address", "%q is not host:port", RedactValue(a))
 		case !x.GRPCTLS && !x.AllowInsecure && !isLoopback(a):
 			c.errorf(p+".grpc_address", "plaintext gRPC to %s lets anyone on the network path read credentials and forge decisions: set grpc_tls: true, or allow_insecure: true", host)
 		}

@@ -30,22 +30,26 @@ func LoadEnv(path string, env LookupEnv) (*File, error) {
 // LoadWith is Load with options: the environment, and whether the files
 // the configuration names are checked too.
 func LoadWith(path string, o Options) (*File, error) {
-	data, err := readLimited(path)
+	data, err := ReadFile(path, "routes")
 	if err != nil {
 		return nil, err
 	}
 	return ParseWith(path, data, o)
 }
 
-func readLimited(path string) ([]byte, error) {
+// ReadFile reads a configuration file of the given kind ("routes",
+// "sidecar") whole, refusing one larger than MaxFileSize. A server reads
+// its file once per reload and both hashes and parses those bytes: a
+// second read could see a file replaced in between.
+func ReadFile(path, kind string) ([]byte, error) {
 	fh, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading routes file: %w", err)
+		return nil, fmt.Errorf("reading %s file: %w", kind, err)
 	}
 	defer fh.Close()
 	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading routes file %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s file %s: %w", kind, path, err)
 	}
 	if len(data) > MaxFileSize {
 		return nil, Errors{{File: path, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is larger than %d MiB", MaxFileSize>>20)}}

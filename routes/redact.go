@@ -115,8 +115,10 @@ func redactFree(v any) any {
 		return RedactURL(t)
 	case map[string]any:
 		for k, e := range t {
-			if s, ok := e.(string); ok && SecretName(k) {
-				if s != "" {
+			if SecretName(k) {
+				// Whatever a credential-named key holds: a string, a
+				// number, a list of keys, a map of them.
+				if s, isString := e.(string); !isString || s != "" {
 					t[k] = Redacted
 				}
 				continue
@@ -133,8 +135,25 @@ func redactFree(v any) any {
 	return v
 }
 
+// RedactNamed returns a copy of m (header, query or claim names to values)
+// with the value under every credential-like name masked, for views that
+// show a route's match or a split's headers. Nil stays nil.
+func RedactNamed(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if v != "" && SecretName(k) {
+			v = Redacted
+		}
+		out[k] = v
+	}
+	return out
+}
+
 // secretNames matches key and header names that carry credentials.
-var secretNames = regexp.MustCompile(`(?i)(^authorization$|^proxy-authorization$|^cookie$|^set-cookie$|token|secret|passw|credential|api[-_]?key|(^|[-_])key$|^key[-_]|signature|session)`)
+var secretNames = regexp.MustCompile(`(?i)(authorization$|cookie$|token|secret|passw|credential|api[-_]?key|(^|[-_])key$|^key[-_]|signature|session)`)
 
 // SecretName reports whether a key (or header) name says its value is a
 // credential. Names of where a secret is kept (…_env, …_file) are not.
@@ -146,43 +165,77 @@ func SecretName(name string) bool {
 	return secretNames.MatchString(l)
 }
 
+// RedactValue masks what looks like a credential in a value quoted in an
+// error message: a URL's credentials (RedactURL), and the userinfo of an
+// address written with one ("user:password@host:port", which is refused,
+// but must not be echoed into logs and /config while it is).
+func RedactValue(s string) string {
+	if strings.Contains(s, "://") {
+		return RedactURL(s)
+	}
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		return Redacted + s[i:]
+	}
+	return s
+}
+
 // RedactURL masks the credentials of s if it is a URL with any: the
 // userinfo (a user name alone can be a token), and the values of query
-// parameters with credential-like names (and sig, code). Anything else is
-// returned as it is.
+// and fragment parameters with credential-like names (and sig, code),
+// whether pairs are separated by & or ; and whether the URL is absolute or
+// relative ("/login?access_token=..."). Anything else is returned as it is.
 func RedactURL(s string) string {
-	if !strings.Contains(s, "://") {
+	out := s
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return "(unparseable URL, " + Redacted + ")"
+		}
+		if u.User != nil {
+			// user:password keeps the user (an account name) and masks the
+			// password; a user name alone (https://TOKEN@host) is masked.
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), Redacted)
+			} else {
+				u.User = url.User(Redacted)
+			}
+			out = u.String()
+		}
+	}
+	return redactParams(out)
+}
+
+// redactParams masks the values of credential-like parameters after the
+// first ? or #, in place: the order and the separators are kept (a
+// url.Values round trip would drop ;-separated pairs, the very ones a
+// server may still read).
+func redactParams(s string) string {
+	start := strings.IndexAny(s, "?#")
+	if start < 0 {
 		return s
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparseable URL, " + Redacted + ")"
-	}
+	var b strings.Builder
 	changed := false
-	if u.User != nil {
-		// user:password keeps the user (an account name) and masks the
-		// password; a user name alone (https://TOKEN@host) is masked.
-		if _, has := u.User.Password(); has {
-			u.User = url.UserPassword(u.User.Username(), Redacted)
+	b.WriteString(s[:start+1])
+	rest := s[start+1:]
+	for len(rest) > 0 {
+		end := strings.IndexAny(rest, "&;#")
+		pair, sep := rest, ""
+		if end >= 0 {
+			pair, sep, rest = rest[:end], rest[end:end+1], rest[end+1:]
 		} else {
-			u.User = url.User(Redacted)
+			rest = ""
 		}
-		changed = true
-	}
-	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			if SecretName(k) || k == "sig" || k == "code" {
-				q[k] = []string{Redacted}
-				changed = true
+		if k, v, ok := strings.Cut(pair, "="); ok && v != "" {
+			if name, err := url.QueryUnescape(k); err == nil && (SecretName(name) || name == "sig" || name == "code") {
+				pair, changed = k+"="+Redacted, true
 			}
 		}
-		if changed {
-			u.RawQuery = q.Encode()
-		}
+		b.WriteString(pair)
+		b.WriteString(sep)
 	}
 	if !changed {
 		return s
 	}
-	return u.String()
+	return b.String()
 }

@@ -3,7 +3,6 @@ package routes
 import (
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/netip"
@@ -127,17 +126,9 @@ func LoadSidecarEnv(path string, env LookupEnv) (*Sidecar, error) {
 
 // LoadSidecarWith is LoadSidecar with options (see ParseWith).
 func LoadSidecarWith(path string, o Options) (*Sidecar, error) {
-	fh, err := os.Open(path)
+	data, err := ReadFile(path, "sidecar")
 	if err != nil {
-		return nil, fmt.Errorf("reading sidecar file: %w", err)
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading sidecar file %s: %w", path, err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, Errors{{File: path, Pos: Pos{1, 1}, Msg: fmt.Sprintf("file is larger than %d MiB", MaxFileSize>>20)}}
+		return nil, err
 	}
 	return ParseSidecarWith(path, data, o)
 }

@@ -109,11 +109,11 @@ func (c *checker) checkTLS() {
 			c.errorf("tls.acme.cache", "must be dir or redis (found %q)", a.Cache)
 		}
 		if u, err := url.Parse(a.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
-			c.errorf("tls.acme.directory_url", "%q is not an https URL", a.DirectoryURL)
+			c.errorf("tls.acme.directory_url", "%q is not an https URL", RedactValue(a.DirectoryURL))
 		}
 		if od := a.OnDemand; od != nil {
 			if u, err := url.Parse(od.Ask); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				c.errorf("tls.acme.on_demand.ask", "%q is not an http(s) URL", od.Ask)
+				c.errorf("tls.acme.on_demand.ask", "%q is not an http(s) URL", RedactValue(od.Ask))
 			}
 			if od.Burst < 0 {
 				c.errorf("tls.acme.on_demand.burst", "must not be negative")

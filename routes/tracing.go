@@ -39,7 +39,7 @@ func (c *checker) checkTracing() {
 	if t.OTLPEndpoint == "" {
 		c.errorf("tracing.otlp_endpoint", "is required (an OTLP/HTTP URL such as http://otel-collector:4318)")
 	} else if u, err := url.Parse(t.OTLPEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		c.errorf("tracing.otlp_endpoint", "%q is not an http(s) URL with a host", t.OTLPEndpoint)
+		c.errorf("tracing.otlp_endpoint", "%q is not an http(s) URL with a host", RedactValue(t.OTLPEndpoint))
 	} else if u.User != nil {
 		// The file is shown on the admin API; credentials belong in the
 		// collector's network policy, not in a URL here.

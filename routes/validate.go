@@ -154,7 +154,7 @@ func anyPort(addr string) bool {
 func checkListenAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("%q is not host:port (e.g. \":8080\" or \"127.0.0.1:8080\")", addr)
+		return fmt.Errorf("%q is not host:port (e.g. \":8080\" or \"127.0.0.1:8080\")", RedactValue(addr))
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("%q has an invalid port", addr)
@@ -251,7 +251,7 @@ func (c *checker) checkUpstreams() {
 func checkEndpoint(ep string) error {
 	host, port, err := net.SplitHostPort(ep)
 	if err != nil || host == "" {
-		return fmt.Errorf("%q is not host:port", ep)
+		return fmt.Errorf("%q is not host:port", RedactValue(ep))
 	}
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
 		return fmt.Errorf("%q has an invalid port", ep)
