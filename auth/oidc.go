@@ -578,7 +578,7 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	ld := pending[found]
 	// This sign-in is over, whatever comes of it; the others stay.
-	rest := append(pending[:found:found], pending[found+1:]...)
+	rest := slices.Delete(slices.Clone(pending), found, found+1)
 	if err := a.writeLogins(w, r, rest, now); err != nil {
 		a.login.Clear(w, r)
 	}

@@ -409,7 +409,7 @@ func TestConnectionCloseIsHonoured(t *testing.T) {
 						}
 						b, _ := io.ReadAll(resp.Body)
 						resp.Body.Close()
-						if resp.StatusCode != 200 || method != "HEAD" && string(b) != "resp:"+path {
+						if resp.StatusCode != http.StatusOK || method != http.MethodHead && string(b) != "resp:"+path {
 							t.Errorf("%s %s: %d %q", method, path, resp.StatusCode, b)
 						}
 					}
@@ -466,7 +466,7 @@ func TestEarlyUpstreamAnswerToLargeUpload(t *testing.T) {
 				} else {
 					b, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 413 || string(b) != "too big!" {
+					if resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "too big!" {
 						t.Errorf("POST %d: got %d %q, want the upstream's 413", i, resp.StatusCode, b)
 					} else {
 						ok413++
@@ -764,7 +764,7 @@ func TestPoolUnderCancellations(t *testing.T) {
 					return
 				}
 				if mode <= 2 && method != "HEAD" {
-					io.CopyN(io.Discard, resp.Body, 100)
+					_, _ = io.CopyN(io.Discard, resp.Body, 100)
 					cancel()
 					resp.Body.Close()
 					cancelled.Add(1)
@@ -829,7 +829,7 @@ func TestEarlyUpstreamAnswerToLargeUploadH2C(t *testing.T) {
 		} else {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 413 || string(b) != "too big!" {
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || string(b) != "too big!" {
 				t.Errorf("POST %d: %d %q", i, resp.StatusCode, b)
 			}
 		}

@@ -500,7 +500,7 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	}
 	if v := o.PostLogoutRedirectURL; v != "" {
 		u, err := url.Parse(v)
-		if err != nil || !(u.Scheme == "https" || u.Scheme == "http") || u.Host == "" {
+		if err != nil || u.Scheme != "https" && u.Scheme != "http" || u.Host == "" {
 			if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(v, "/") || strings.HasPrefix(v, "//") {
 				c.errorf(p+".post_logout_redirect_url", "%q is neither an http(s) URL nor a path on this host", v)
 			}
