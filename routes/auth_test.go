@@ -15,6 +15,21 @@ func oidcAuth(settings string) string {
 	return authFile("  sso:\n    oidc: {" + settings + "}\n")
 }
 
+// oidcRoutes is a file whose one route (match given, then auth: sso) signs
+// in through sso, with logout_path /out.
+func oidcRoutes(match string) string {
+	return `version: 1
+authenticators:
+  sso:
+    oidc: {issuer: https://id.example.com/, client_id: web, logout_path: /out, session: {keys_env: K}}
+upstreams:
+  orders:
+    endpoints: ["127.0.0.1:7001"]
+routes:
+  - name: app
+` + match + "    auth: sso\n    upstream: orders\n"
+}
+
 func jwtAuth(lines string) string {
 	return authFile("  users:\n    jwt:\n" + lines)
 }
@@ -104,6 +119,11 @@ func TestAuthValidation(t *testing.T) {
 		{"ext_authz cache bad key", authFile("  opa:\n    ext_authz: {grpc_address: \"127.0.0.1:1\", cache: {ttl: 5s, key: [cookie:x]}}\n"), `ext_authz.cache.key[0]: "cookie:x" is not one of`},
 		{"ext_authz cache ttl too long", authFile("  opa:\n    ext_authz: {grpc_address: \"127.0.0.1:1\", cache: {ttl: 1h, key: [method]}}\n"), "ext_authz.cache.ttl: must be between 1ms and 5m0s"},
 		{"ext_authz every problem at once", authFile("  opa:\n    ext_authz: {grpc_address: \"authz.internal:9191\", on_error: maybe, status_on_error: 99}\n"), "status_on_error"},
+		{"oidc callback no route of its own reaches", oidcRoutes("    match: {path_prefix: /app}\n"), `t.yaml:10:12: routes[0].match: signs in through "sso", but no route using it matches its redirect_path /oauth2/callback`},
+		{"oidc logout no route of its own reaches", oidcRoutes("    match: {path_prefix: /oauth2/callback}\n"), "matches its logout_path /out"},
+		{"oidc callback reached by a catch-all route", oidcRoutes("    match: {path_prefix: /}\n"), ""},
+		{"oidc callback reached by a route of its own", oidcRoutes("    match: {path_prefix: /app}\n") + "  - name: login\n    match: {path_prefix: /oauth2/}\n    auth: sso\n    upstream: orders\n  - name: logout\n    match: {path: /out}\n    auth: sso\n    upstream: orders\n", ""},
+		{"oidc callback route without GET", oidcRoutes("    match: {path_prefix: /, methods: [POST]}\n"), "matches its redirect_path"},
 		{"route with undefined auth", base + "    auth: nope\n", `routes[0].auth[0]: undefined authenticator "nope"`},
 		{"claims without auth", base + "    require_claims: {scope: x}\n", "routes[0].require_claims: needs auth"},
 		{"unknown key", jwtAuth(pub + "      algorithms: [RS256]\n      audience: api\n"), `t.yaml:14:7: authenticators.users.jwt.audience: unknown key (did you mean "audiences"?)`},

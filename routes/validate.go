@@ -301,6 +301,7 @@ func (c *checker) checkRoutes() {
 		for j, a := range r.Auth {
 			c.checkRef(fmt.Sprintf("%s.auth[%d]", p, j), "authenticator", a, hasKey(c.f.Authenticators, a))
 		}
+		c.checkOIDCPaths(p, r)
 		if len(r.RequireClaims) > 0 && len(r.Auth) == 0 {
 			c.errorf(p+".require_claims", "needs auth: claims come from an authenticated token")
 		}
@@ -453,4 +454,64 @@ func (c *checker) checkMethods(p string, methods []string) {
 		}
 		seen[meth] = true
 	}
+}
+
+// checkOIDCPaths refuses a route that signs in through an oidc
+// authenticator when no route using that authenticator can match its
+// redirect_path (or logout_path): the authenticator serves those paths
+// only on its own routes, so the provider's callback would reach another
+// route or none, and sign-in could never finish. Only what surely cannot
+// match counts (a different literal path, a prefix that does not cover
+// it, methods without GET): templates and header or query conditions are
+// given the benefit of the doubt.
+func (c *checker) checkOIDCPaths(p string, r Route) {
+	for _, a := range r.Auth {
+		auth, ok := c.f.Authenticators[a]
+		if !ok || auth.OIDC == nil || c.firstRouteUsing(a) != r.Name {
+			continue // reported once, at the first route using it
+		}
+		for _, key := range []string{"redirect_path", "logout_path"} {
+			path := auth.OIDC.RedirectPath
+			if key == "logout_path" {
+				path = auth.OIDC.LogoutPath
+			}
+			if path == "" {
+				continue
+			}
+			reached := false
+			for _, other := range c.f.Routes {
+				if slices.Contains(other.Auth, a) && mayMatchGET(other.Match, path) {
+					reached = true
+					break
+				}
+			}
+			if !reached {
+				c.errorf(p+".match", "signs in through %q, but no route using it matches its %s %s: the authenticator answers that path only on its own routes; add a route for it with auth: %s (path_prefix: %s), or set %s under this route's path", a, key, path, a, path, key)
+			}
+		}
+	}
+}
+
+// firstRouteUsing names the first route that lists authenticator a.
+func (c *checker) firstRouteUsing(a string) string {
+	for _, r := range c.f.Routes {
+		if slices.Contains(r.Auth, a) {
+			return r.Name
+		}
+	}
+	return ""
+}
+
+// mayMatchGET reports whether m could match a GET for path.
+func mayMatchGET(m Match, path string) bool {
+	if len(m.Methods) > 0 && !slices.Contains(m.Methods, "GET") {
+		return false
+	}
+	switch {
+	case m.Path != "":
+		return m.Path == path || strings.Contains(m.Path, "{")
+	case m.PathPrefix != "":
+		return strings.HasPrefix(path, m.PathPrefix) || strings.Contains(m.PathPrefix, "{")
+	}
+	return true
 }
