@@ -2,13 +2,14 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 )
 
 // guardInformational wraps the hook through which ReverseProxy forwards an
 // upstream's 1xx responses (103 Early Hints, 100 Continue) to the client,
-// for the two things it gets wrong for an edge:
+// for the things it gets wrong for an edge:
 //
 //   - An HTTP/1.0 client gets none (RFC 9110 §15.2: a server must not send
 //     a 1xx response to an HTTP/1.0 client). Such a client takes the 1xx
@@ -31,7 +32,10 @@ func guardInformational(ctx context.Context, st *reqState) {
 	}
 	forward := tr.Got1xxResponse
 	tr.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
-		if st.http10 {
+		if st.http10 || code == http.StatusContinue {
+			// The edge's own server sends the client its 100 Continue
+			// when the body is first read for the upstream; the
+			// upstream's would be a second one.
 			return nil
 		}
 		edge := st.rec.Header().Clone()

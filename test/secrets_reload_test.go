@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,35 +214,5 @@ func TestRefusedReloadLeavesNoFileThroughSymlink(t *testing.T) {
 	}
 	if _, err := os.Stat(target); err == nil {
 		t.Errorf("the refused file's access log %s was created (through the symlink %s)", target, link)
-	}
-}
-
-// A refused file that adds a JWT authenticator must not make the edge
-// reach out to its jwks_url: nothing of a refused file runs.
-func TestRefusedReloadFetchesNoJWKS(t *testing.T) {
-	var hits atomic.Int32
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
-		io.WriteString(w, `{"keys":[]}`)
-	}))
-	t.Cleanup(jwks.Close)
-	up := newRecordingUpstream(t)
-	e := startEdge(t, header+fmt.Sprintf("upstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n", up.addr()))
-	bad := header + fmt.Sprintf(`authenticators:
-  users: {jwt: {issuer: "https://id.example/", audiences: [api], algorithms: [RS256], jwks_url: %q}}
-plugins:
-  nope: {use: no-such-plugin}
-upstreams:
-  u: {endpoints: [%q]}
-routes:
-  - {name: r, match: {path_prefix: /}, auth: users, plugins: [nope], upstream: u}
-`, jwks.URL+"/jwks", up.addr())
-	writeAtomically(t, e.path, bad)
-	if err := e.Reload(context.Background()); err == nil {
-		t.Fatal("the file with an unknown plugin was accepted")
-	}
-	time.Sleep(500 * time.Millisecond)
-	if n := hits.Load(); n != 0 {
-		t.Errorf("the refused file's jwks_url was fetched %d times", n)
 	}
 }
