@@ -225,18 +225,7 @@ func (a *basicAuth) block(client string, until time.Time) {
 	a.blockMu.Lock()
 	defer a.blockMu.Unlock()
 	if len(a.blocked) >= maxBlockedClients {
-		now := a.now()
-		for c, u := range a.blocked {
-			if !now.Before(u) {
-				delete(a.blocked, c)
-			}
-		}
-		for c := range a.blocked {
-			if len(a.blocked) < maxBlockedClients {
-				break
-			}
-			delete(a.blocked, c)
-		}
+		makeRoom(a.blocked, a.now(), maxBlockedClients)
 	}
 	a.blocked[client] = until
 }
@@ -277,5 +266,22 @@ func retryAfter(d time.Duration) refusal {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 		httperr.Write(w, r, http.StatusTooManyRequests, ReasonTooManyFailures.description())
+	}
+}
+
+// makeRoom bounds a map of deadlines to below limit entries before one more
+// is added: the expired go first, then arbitrary others (a flood of new
+// keys cannot grow it, and losing an entry only forgets a deadline early).
+func makeRoom[K comparable](m map[K]time.Time, now time.Time, limit int) {
+	for k, t := range m {
+		if !now.Before(t) {
+			delete(m, k)
+		}
+	}
+	for k := range m {
+		if len(m) < limit {
+			break
+		}
+		delete(m, k)
 	}
 }

@@ -793,17 +793,7 @@ func (u *usedStates) consume(state string, until, now time.Time) bool {
 		return false
 	}
 	if len(u.m) >= maxUsedStates {
-		for s, t := range u.m {
-			if !now.Before(t) {
-				delete(u.m, s)
-			}
-		}
-		for s := range u.m {
-			if len(u.m) < maxUsedStates {
-				break
-			}
-			delete(u.m, s)
-		}
+		makeRoom(u.m, now, maxUsedStates)
 	}
 	u.m[k] = until
 	return true

@@ -404,19 +404,7 @@ func (c *checker) checkExtAuthz(p string, x *ExtAuthz) {
 			c.errorf(p+".claims_from_headers."+h, "names no claim")
 		}
 	}
-	seen := map[string]string{}
-	for _, claim := range slices.Sorted(maps.Keys(x.ForwardClaims)) {
-		h := x.ForwardClaims[claim]
-		switch ch := http.CanonicalHeaderKey(h); {
-		case !httpTokenRe.MatchString(h):
-			c.errorf(p+".forward_claims."+claim, "%q is not a header name", h)
-		case ch == "Authorization" || ch == "Host" || ch == "Cookie" || ForbiddenAuthzHeader(ch):
-			c.errorf(p+".forward_claims."+claim, "%q cannot carry a claim", ch)
-		case seen[ch] != "":
-			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", ch, seen[ch])
-		}
-		seen[http.CanonicalHeaderKey(h)] = claim
-	}
+	c.checkForwardClaims(p, x.ForwardClaims)
 	if ca := x.Cache; ca != nil {
 		if ca.TTL <= 0 || ca.TTL.D() > maxExtAuthzCacheTTL {
 			c.errorf(p+".cache.ttl", "must be between 1ms and %s (found %s)", maxExtAuthzCacheTTL, ca.TTL.D())
@@ -515,19 +503,7 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	if s := o.StatusOnError; s != 0 && (s < 400 || s > 599) {
 		c.errorf(p+".status_on_error", "must be a 4xx or 5xx status (found %d)", s)
 	}
-	seen := map[string]string{}
-	for _, claim := range slices.Sorted(maps.Keys(o.ForwardClaims)) {
-		h := o.ForwardClaims[claim]
-		switch ch := http.CanonicalHeaderKey(h); {
-		case !httpTokenRe.MatchString(h):
-			c.errorf(p+".forward_claims."+claim, "%q is not a header name", h)
-		case ch == "Authorization" || ch == "Host" || ch == "Cookie" || ForbiddenAuthzHeader(ch):
-			c.errorf(p+".forward_claims."+claim, "%q cannot carry a claim", ch)
-		case seen[ch] != "":
-			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", ch, seen[ch])
-		}
-		seen[http.CanonicalHeaderKey(h)] = claim
-	}
+	c.checkForwardClaims(p, o.ForwardClaims)
 	s := o.Session
 	if s == nil || s.KeysEnv == "" {
 		c.errorf(p+".session.keys_env", "is required: the environment variable holding the session keys (openssl rand -base64 32)")
@@ -548,5 +524,23 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	}
 	if s.IdleTimeout > 0 && s.AbsoluteTimeout > 0 && s.IdleTimeout > s.AbsoluteTimeout {
 		c.errorf(p+".session.idle_timeout", "idle_timeout (%s) exceeds absolute_timeout (%s)", s.IdleTimeout.D(), s.AbsoluteTimeout.D())
+	}
+}
+
+// checkForwardClaims checks an authenticator's forward_claims (claim to
+// header): a valid header name, not one the edge owns, one claim a header.
+func (c *checker) checkForwardClaims(p string, fc map[string]string) {
+	seen := map[string]string{}
+	for _, claim := range slices.Sorted(maps.Keys(fc)) {
+		h := fc[claim]
+		switch ch := http.CanonicalHeaderKey(h); {
+		case !httpTokenRe.MatchString(h):
+			c.errorf(p+".forward_claims."+claim, "%q is not a header name", h)
+		case ch == "Authorization" || ch == "Host" || ch == "Cookie" || ForbiddenAuthzHeader(ch):
+			c.errorf(p+".forward_claims."+claim, "%q cannot carry a claim", ch)
+		case seen[ch] != "":
+			c.errorf(p+".forward_claims."+claim, "header %q already carries claim %q", ch, seen[ch])
+		}
+		seen[http.CanonicalHeaderKey(h)] = claim
 	}
 }
