@@ -72,6 +72,9 @@ func (f *File) applyDefaults() {
 			m.Methods[j] = strings.ToUpper(meth)
 		}
 	}
+	if k := f.Providers.Kubernetes; k != nil && k.GatewayClass == "" {
+		k.GatewayClass = DefaultGatewayClass
+	}
 	f.defaultTraffic()
 	f.defaultTLS()
 	f.defaultRedis()
