@@ -76,6 +76,9 @@ func (f *File) applyDefaults() {
 		_, set := f.Positions["mesh.caller_token.cache"]
 		f.Mesh.CallerToken.applyDefaults(set)
 	}
+	if k := f.Providers.Kubernetes; k != nil && k.GatewayClass == "" {
+		k.GatewayClass = DefaultGatewayClass
+	}
 	f.defaultTraffic()
 	f.defaultTLS()
 	f.defaultRedis()

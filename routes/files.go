@@ -50,6 +50,9 @@ func (f *File) files() []namedFile {
 			add("tls.acme.ca_roots_file", a.CARootsFile)
 		}
 	}
+	if k := f.Providers.Kubernetes; k != nil {
+		add("providers.kubernetes.kubeconfig", k.Kubeconfig)
+	}
 	if m := f.Mesh; m != nil && m.Source != SourceSPIRE {
 		add("mesh.cert_file", m.CertFile)
 		add("mesh.key_file", m.KeyFile)

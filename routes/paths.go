@@ -27,6 +27,9 @@ func (f *File) resolvePaths() {
 			rel(&a.CARootsFile)
 		}
 	}
+	if k := f.Providers.Kubernetes; k != nil {
+		rel(&k.Kubeconfig)
+	}
 	if m := f.Mesh; m != nil {
 		rel(&m.CertFile)
 		rel(&m.KeyFile)

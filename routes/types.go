@@ -30,6 +30,8 @@ type File struct {
 	Tracing        *Tracing                 `yaml:"tracing"`
 	// Admin guards the admin listener (listen.admin).
 	Admin AdminAccess `yaml:"admin"`
+	// Providers are sources of routes besides this file (docs/kubernetes.md).
+	Providers Providers `yaml:"providers"`
 
 	// Path is the file the configuration was read from ("" when loaded from bytes
 	// without a name). Positions maps key paths such as "routes[0].upstream" to
@@ -39,6 +41,8 @@ type File struct {
 	// Warnings are footguns validation found in an accepted file (each
 	// with its position): validate prints them, the edge logs them.
 	Warnings Errors `yaml:"-" json:"-"`
+	// merged marks a file with a provider's fragment in it (Merge).
+	merged bool
 }
 
 // AdminAccess guards the admin API against other hosts and other users of
@@ -51,6 +55,38 @@ type AdminAccess struct {
 	AllowedHosts []string `yaml:"allowed_hosts"`
 	TokenEnv     string   `yaml:"token_env"`
 }
+
+// Providers are the sources whose routes and upstreams are merged with the
+// file's own into one model, validated and swapped as one generation.
+type Providers struct {
+	Kubernetes *KubernetesProvider `yaml:"kubernetes"`
+}
+
+// KubernetesProvider turns Gateway API objects (GatewayClass, Gateway,
+// HTTPRoute) and the Services and EndpointSlices they name into routes and
+// upstreams. The names it makes begin with KubernetesPrefix.
+type KubernetesProvider struct {
+	// GatewayClass is the name of the GatewayClass whose Gateways this
+	// edge serves (default "causeway"); the class must name
+	// KubernetesControllerName as its controllerName.
+	GatewayClass string `yaml:"gateway_class"`
+	// Namespaces limits what is watched (empty: every namespace). Smaller
+	// scopes need only namespaced RBAC, except for GatewayClasses, which
+	// are cluster-scoped.
+	Namespaces []string `yaml:"namespaces"`
+	// Kubeconfig is a kubeconfig file; empty: the in-cluster service
+	// account.
+	Kubeconfig string `yaml:"kubeconfig"`
+}
+
+// KubernetesControllerName is the GatewayClass controllerName the edge
+// answers for; KubernetesPrefix begins every route and upstream name the
+// Kubernetes provider makes, so they cannot collide with the file's.
+const (
+	KubernetesControllerName = "causeway.dev/gateway-controller"
+	KubernetesPrefix         = "k8s."
+	DefaultGatewayClass      = "causeway"
+)
 
 // Listen holds the listener addresses. An empty address disables that listener.
 type Listen struct {

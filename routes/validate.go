@@ -80,6 +80,7 @@ func (f *File) validate(doubt doubts) Errors {
 	c.checkRateLimits()
 	c.checkPlugins()
 	c.checkUpstreams()
+	c.checkProviders()
 	c.checkRoutes()
 	c.checkTracing()
 	c.checkUnderscoreHeaders()
@@ -260,7 +261,7 @@ func checkEndpoint(ep string) error {
 }
 
 func (c *checker) checkRoutes() {
-	if len(c.f.Routes) == 0 {
+	if len(c.f.Routes) == 0 && c.f.Providers.Kubernetes == nil {
 		c.errorf("routes", "no routes: the edge would answer 404 to everything")
 	}
 	names := map[string]int{}

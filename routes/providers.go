@@ -1,0 +1,107 @@
+package routes
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// dns1123Label is a Kubernetes namespace name.
+var dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// dns1123Subdomain is a Kubernetes object name such as a GatewayClass's.
+var dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+func (c *checker) checkProviders() {
+	k := c.f.Providers.Kubernetes
+	if k == nil {
+		return
+	}
+	const p = "providers.kubernetes"
+	if len(k.GatewayClass) > 253 || !dns1123Subdomain.MatchString(k.GatewayClass) {
+		c.errorf(p+".gateway_class", "%q is not a Kubernetes object name (lower-case letters, digits, '-' and '.')", k.GatewayClass)
+	}
+	seen := map[string]bool{}
+	for i, ns := range k.Namespaces {
+		np := fmt.Sprintf("%s.namespaces[%d]", p, i)
+		if !dns1123Label.MatchString(ns) {
+			c.errorf(np, "%q is not a namespace name (lower-case letters, digits and '-', at most 63)", ns)
+		}
+		if seen[ns] {
+			c.errorf(np, "namespace %q is listed twice", ns)
+		}
+		seen[ns] = true
+	}
+	if c.f.merged {
+		return
+	}
+	// The provider's names carry its prefix; the file keeps out of it so
+	// that a name always says where it came from.
+	for i, r := range c.f.Routes {
+		if strings.HasPrefix(r.Name, KubernetesPrefix) {
+			c.errorf(fmt.Sprintf("routes[%d].name", i), "%q: names beginning with %q are the Kubernetes provider's", r.Name, KubernetesPrefix)
+		}
+	}
+	for name := range c.f.Upstreams {
+		if strings.HasPrefix(name, KubernetesPrefix) {
+			c.errorf("upstreams."+name, "%q: names beginning with %q are the Kubernetes provider's", name, KubernetesPrefix)
+		}
+	}
+	for name := range c.f.Plugins {
+		if strings.HasPrefix(name, KubernetesPrefix) {
+			c.errorf("plugins."+name, "%q: names beginning with %q are the Kubernetes provider's", name, KubernetesPrefix)
+		}
+	}
+}
+
+// Fragment is what a provider contributes to the model: routes, the
+// upstreams they send to and the plugin instances they use, named with the
+// provider's prefix.
+type Fragment struct {
+	Routes    []Route
+	Upstreams map[string]Upstream
+	Plugins   map[string]PluginInst
+}
+
+// Merge returns the file's own configuration with frag added, defaulted and
+// validated as one model: the same checks a file alone goes through. f is
+// not changed. A name of frag that f already uses is refused, never
+// overridden.
+func (f *File) Merge(frag Fragment) (*File, error) {
+	m := *f
+	m.Routes = append(append(make([]Route, 0, len(f.Routes)+len(frag.Routes)), f.Routes...), frag.Routes...)
+	m.Upstreams = make(map[string]Upstream, len(f.Upstreams)+len(frag.Upstreams))
+	for k, v := range f.Upstreams {
+		m.Upstreams[k] = v
+	}
+	m.Plugins = make(map[string]PluginInst, len(f.Plugins)+len(frag.Plugins))
+	for k, v := range f.Plugins {
+		m.Plugins[k] = v
+	}
+	var errs Errors
+	for k, v := range frag.Upstreams {
+		if _, dup := m.Upstreams[k]; dup {
+			errs = append(errs, &Error{File: f.Path, Path: "upstreams." + k, Msg: "defined by the file and by a provider"})
+		}
+		m.Upstreams[k] = v
+	}
+	for k, v := range frag.Plugins {
+		if _, dup := m.Plugins[k]; dup {
+			errs = append(errs, &Error{File: f.Path, Path: "plugins." + k, Msg: "defined by the file and by a provider"})
+		}
+		m.Plugins[k] = v
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	m.merged = true
+	// The file's paths were made absolute when it loaded: with no Path,
+	// defaulting does not resolve them a second time.
+	m.Path = ""
+	err := m.Normalize()
+	m.Path = f.Path
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
+}

@@ -1,0 +1,103 @@
+package routes
+
+import (
+	"strings"
+	"testing"
+)
+
+const k8sOnly = `version: 1
+providers:
+  kubernetes: {}
+`
+
+func TestKubernetesProviderValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		file string
+		want string // "" accepts the file; otherwise a substring of the errors
+	}{
+		{"absent", base, ""},
+		{"defaults, no routes of its own", k8sOnly, ""},
+		{"all keys", base + "providers:\n  kubernetes: {gateway_class: edge.example, namespaces: [team-a, b], kubeconfig: /etc/kube.conf}\n", ""},
+		{"bad class", base + "providers:\n  kubernetes: {gateway_class: Edge_Class}\n", `providers.kubernetes.gateway_class: "Edge_Class" is not a Kubernetes object name`},
+		{"bad namespace", base + "providers:\n  kubernetes: {namespaces: [ok, Not.OK]}\n", `t.yaml:10:33: providers.kubernetes.namespaces[1]: "Not.OK" is not a namespace name`},
+		{"namespace twice", base + "providers:\n  kubernetes: {namespaces: [a, a]}\n", `namespaces[1]: namespace "a" is listed twice`},
+		{"unknown key", base + "providers:\n  kubernetes: {class: x}\n", "providers.kubernetes.class: unknown key"},
+		{"unknown provider", base + "providers:\n  consul: {}\n", "providers.consul: unknown key"},
+		{"file route in the provider's names", k8sOnly + "upstreams:\n  a: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: k8s.x, upstream: a}\n", `routes[0].name: "k8s.x": names beginning with "k8s." are the Kubernetes provider's`},
+		{"file upstream in the provider's names", k8sOnly + "upstreams:\n  k8s.a: {endpoints: [\"127.0.0.1:1\"]}\n", `upstreams.k8s.a: "k8s.a": names beginning`},
+		{"no routes without the provider", "version: 1\n", "no routes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(tt.file))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && err == nil:
+				t.Fatalf("accepted, want error containing %q", tt.want)
+			case tt.want != "" && !strings.Contains(err.Error(), tt.want):
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestKubernetesProviderDefaults(t *testing.T) {
+	f, err := Parse("dir/t.yaml", []byte(base+"providers:\n  kubernetes: {kubeconfig: kube.conf}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := f.Providers.Kubernetes
+	if k.GatewayClass != DefaultGatewayClass || k.Kubeconfig != "dir/kube.conf" || len(k.Namespaces) != 0 {
+		t.Fatalf("defaults: %+v", k)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	f, err := Parse("dir/t.yaml", []byte(base+"providers:\n  kubernetes: {kubeconfig: kube.conf}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frag := Fragment{
+		Upstreams: map[string]Upstream{"k8s.ns.web": {Endpoints: []string{"10.0.0.1:80"}}},
+		Routes:    []Route{{Name: "k8s.ns.web.0", Match: Match{Host: "Web.Example", PathPrefix: "/"}, Upstream: "k8s.ns.web"}},
+	}
+	m, err := f.Merge(frag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Routes) != 2 || len(f.Routes) != 1 || len(f.Upstreams) != 1 {
+		t.Fatalf("merge changed the file or lost routes: file %d routes %d upstreams, merged %d routes", len(f.Routes), len(f.Upstreams), len(m.Routes))
+	}
+	u := m.Upstreams["k8s.ns.web"]
+	if u.Balance != DefaultBalance || u.Timeout.D() != DefaultUpstreamTimeout || m.Routes[1].Match.Host != "web.example" {
+		t.Fatalf("the fragment was not defaulted: %+v %+v", u, m.Routes[1].Match)
+	}
+	if m.Path != "dir/t.yaml" || m.Providers.Kubernetes.Kubeconfig != "dir/kube.conf" {
+		t.Fatalf("paths resolved twice or lost: %q %q", m.Path, m.Providers.Kubernetes.Kubeconfig)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		tests := []struct {
+			name string
+			frag Fragment
+			want string
+		}{
+			{"upstream collision", Fragment{Upstreams: map[string]Upstream{"orders": {Endpoints: []string{"10.0.0.1:80"}}}}, "upstreams.orders: defined by the file and by a provider"},
+			{"plugin collision", Fragment{Plugins: map[string]PluginInst{}, Upstreams: nil, Routes: []Route{{Name: "k8s.r", Upstream: "nope"}}}, `undefined upstream "nope"`},
+			{"ambiguous with the file", Fragment{
+				Upstreams: map[string]Upstream{"k8s.u": {Endpoints: []string{"10.0.0.1:80"}}},
+				Routes:    []Route{{Name: "k8s.r", Match: Match{PathPrefix: "/orders"}, Upstream: "k8s.u"}},
+			}, "ambiguous"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := f.Merge(tt.frag)
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("Merge: %v, want an error containing %q", err, tt.want)
+				}
+			})
+		}
+	})
+}
