@@ -1,0 +1,37 @@
+package kubernetes
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Snapshot is one consistent view of the objects the provider watches,
+// taken only after every informer's cache has synced. Translate reads it
+// and never changes it.
+type Snapshot struct {
+	GatewayClasses  []*gatewayv1.GatewayClass
+	Gateways        []*gatewayv1.Gateway
+	HTTPRoutes      []*gatewayv1.HTTPRoute
+	GRPCRoutes      []*gatewayv1.GRPCRoute
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant
+	Services        []*corev1.Service
+	EndpointSlices  []*discoveryv1.EndpointSlice
+	Secrets         []*corev1.Secret
+}
+
+// Result is what Translate makes of a Snapshot: the model's fragment and
+// the status each object should have. Objects that are not ours (another
+// controller's GatewayClass, a route attached to no Gateway of ours) have
+// no entry, so their status is never touched.
+type Result struct {
+	Fragment       routes.Fragment
+	GatewayClasses map[string]gatewayv1.GatewayClassStatus
+	Gateways       map[types.NamespacedName]gatewayv1.GatewayStatus
+	HTTPRoutes     map[types.NamespacedName]gatewayv1.HTTPRouteStatus
+	GRPCRoutes     map[types.NamespacedName]gatewayv1.GRPCRouteStatus
+}
