@@ -69,7 +69,25 @@ type Fragment struct {
 // overridden.
 func (f *File) Merge(frag Fragment) (*File, error) {
 	m := *f
-	m.Routes = append(append(make([]Route, 0, len(f.Routes)+len(frag.Routes)), f.Routes...), frag.Routes...)
+	m.Routes = append(make([]Route, 0, len(f.Routes)+len(frag.Routes)), f.Routes...)
+	// Two routes that match exactly the same requests make a file
+	// ambiguous; from a provider they are the Gateway API's tie, which the
+	// first route wins (the file's, then the oldest object's). The later
+	// one is left out, with a warning, rather than refusing the model.
+	sigs := make(map[string]string, len(m.Routes)+len(frag.Routes))
+	for _, r := range f.Routes {
+		sigs[r.Match.signature()] = r.Name
+	}
+	var shadowed Errors
+	for _, r := range frag.Routes {
+		sig := r.Match.signature()
+		if first, dup := sigs[sig]; dup {
+			shadowed = append(shadowed, &Error{File: f.Path, Path: "providers", Msg: fmt.Sprintf("route %q matches exactly the same requests as %q, which was first and wins", r.Name, first)})
+			continue
+		}
+		sigs[sig] = r.Name
+		m.Routes = append(m.Routes, r)
+	}
 	m.Upstreams = make(map[string]Upstream, len(f.Upstreams)+len(frag.Upstreams))
 	for k, v := range f.Upstreams {
 		m.Upstreams[k] = v
@@ -103,5 +121,6 @@ func (f *File) Merge(frag Fragment) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.Warnings = append(m.Warnings, shadowed...)
 	return &m, nil
 }

@@ -86,10 +86,7 @@ func TestMerge(t *testing.T) {
 		}{
 			{"upstream collision", Fragment{Upstreams: map[string]Upstream{"orders": {Endpoints: []string{"10.0.0.1:80"}}}}, "upstreams.orders: defined by the file and by a provider"},
 			{"plugin collision", Fragment{Plugins: map[string]PluginInst{}, Upstreams: nil, Routes: []Route{{Name: "k8s.r", Upstream: "nope"}}}, `undefined upstream "nope"`},
-			{"ambiguous with the file", Fragment{
-				Upstreams: map[string]Upstream{"k8s.u": {Endpoints: []string{"10.0.0.1:80"}}},
-				Routes:    []Route{{Name: "k8s.r", Match: Match{PathPrefix: "/orders"}, Upstream: "k8s.u"}},
-			}, "ambiguous"},
+			{"a file upstream without endpoints", Fragment{Upstreams: map[string]Upstream{"plain": {}}}, "upstreams.plain: needs endpoints or dns"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -98,6 +95,31 @@ func TestMerge(t *testing.T) {
 					t.Fatalf("Merge: %v, want an error containing %q", err, tt.want)
 				}
 			})
+		}
+	})
+
+	t.Run("first of equal matches wins", func(t *testing.T) {
+		m, err := f.Merge(Fragment{
+			Upstreams: map[string]Upstream{"k8s.u": {Endpoints: []string{"10.0.0.1:80"}}, "k8s.empty": {}},
+			Routes: []Route{
+				{Name: "k8s.same-as-file", Match: Match{PathPrefix: "/orders"}, Upstream: "k8s.u"},
+				{Name: "k8s.older", Match: Match{Path: "/x"}, Upstream: "k8s.u"},
+				{Name: "k8s.newer", Match: Match{Path: "/x"}, Upstream: "k8s.empty"},
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, r := range m.Routes {
+			names = append(names, r.Name)
+		}
+		if got := strings.Join(names, ","); got != "orders,k8s.older" {
+			t.Fatalf("routes %s, want orders,k8s.older", got)
+		}
+		w := m.Warnings.Error()
+		if !strings.Contains(w, `"k8s.same-as-file" matches exactly the same requests as "orders"`) || !strings.Contains(w, `"k8s.newer" matches exactly the same requests as "k8s.older"`) {
+			t.Fatalf("warnings %q", w)
 		}
 	})
 }

@@ -214,7 +214,12 @@ func (c *checker) checkUpstreams() {
 		c.checkName(p, "upstream", name)
 		switch {
 		case len(u.Endpoints) == 0 && u.DNS == "" && u.DNSSRV == "" && u.EndpointsFile == "":
-			c.errorf(p, "needs endpoints or dns")
+			// A provider's upstream may have none for a while (a Service
+			// scaled to zero, a rollout): it answers 503 until endpoints
+			// come, rather than refusing the whole model.
+			if !c.f.merged || !strings.HasPrefix(name, KubernetesPrefix) {
+				c.errorf(p, "needs endpoints or dns")
+			}
 		case len(u.Endpoints) > 0 && u.DNS != "":
 			c.errorf(p+".dns", "endpoints and dns are exclusive: use one")
 		}

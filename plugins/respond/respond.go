@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/plugins"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -32,6 +33,11 @@ type Config struct {
 	ContentType string `yaml:"content_type"`
 	// Headers are set on the response (e.g. Retry-After for a 503).
 	Headers map[string]string `yaml:"headers"`
+	// Error answers in the edge's own error format instead of a fixed
+	// body: the JSON error body with this message and the request id, or
+	// a gRPC status for gRPC calls. It needs a 4xx or 5xx status (default
+	// 500) and excludes body, body_file and content_type.
+	Error string `yaml:"error"`
 }
 
 // MaxBodyBytes bounds body_file: the body is held in memory for the life of
@@ -43,6 +49,7 @@ type Respond struct {
 	status  int
 	body    []byte
 	headers http.Header
+	errMsg  string // set: answer with httperr.Write
 }
 
 var _ plugins.Instance = (*Respond)(nil)
@@ -58,7 +65,21 @@ func factory(_ context.Context, raw routes.Raw) (plugins.Instance, error) {
 // New checks cfg, reads body_file, and builds the instance; errors are
 // located through raw.
 func New(cfg Config, raw routes.Raw) (*Respond, error) {
-	p := &Respond{status: cfg.Status, body: []byte(cfg.Body), headers: http.Header{}}
+	p := &Respond{status: cfg.Status, body: []byte(cfg.Body), headers: http.Header{}, errMsg: cfg.Error}
+	if cfg.Error != "" {
+		if cfg.Body != "" || cfg.BodyFile != "" || cfg.ContentType != "" {
+			return nil, raw.ErrorAt("error", "error answers with the edge's error body: body, body_file and content_type do not apply")
+		}
+		if strings.ContainsAny(cfg.Error, "\r\n\x00") {
+			return nil, raw.ErrorAt("error", "a message cannot contain CR, LF or NUL")
+		}
+		if p.status == 0 {
+			p.status = http.StatusInternalServerError
+		}
+		if p.status < 400 || p.status > 599 {
+			return nil, raw.ErrorAt("status", "an error answer needs a 4xx or 5xx status (found %d)", p.status)
+		}
+	}
 	if p.status == 0 {
 		p.status = http.StatusOK
 	}
@@ -112,7 +133,7 @@ func New(cfg Config, raw routes.Raw) (*Respond, error) {
 		p.headers.Set("Content-Type", ct)
 		p.headers.Set("X-Content-Type-Options", "nosniff")
 	}
-	if p.status != http.StatusNoContent && p.status != http.StatusNotModified {
+	if p.status != http.StatusNoContent && p.status != http.StatusNotModified && p.errMsg == "" {
 		p.headers.Set("Content-Length", strconv.Itoa(len(p.body)))
 	}
 	return p, nil
@@ -153,6 +174,10 @@ func (p *Respond) Wrap(http.Handler) http.Handler {
 		h := w.Header()
 		for k, v := range p.headers {
 			h[k] = append([]string(nil), v...) // a later Add must not write into the shared slice
+		}
+		if p.errMsg != "" {
+			httperr.Write(w, r, p.status, p.errMsg)
+			return
 		}
 		w.WriteHeader(p.status)
 		if r.Method != http.MethodHead {

@@ -28,6 +28,9 @@ func TestConfigErrors(t *testing.T) {
 		{"header injection", "headers: { X-A: \"a\\nb\" }", "cannot contain CR, LF or NUL"},
 		{"content-length header", "headers: { Content-Length: \"5\" }", "set by the plugin itself"},
 		{"status not a number", "status: ok", "expected an integer"},
+		{"error with a body", "error: down\nbody: x", "plugins.p.config.error: error answers with the edge's error body"},
+		{"error with a 2xx status", "error: down\nstatus: 200", "an error answer needs a 4xx or 5xx status"},
+		{"error injection", "error: \"a\\nb\"", "cannot contain CR, LF or NUL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -56,6 +59,10 @@ func TestRespond(t *testing.T) {
 		{"maintenance from a file", "status: 503\nbody_file: " + page + "\ncontent_type: text/html; charset=utf-8\nheaders: { Retry-After: \"120\" }", "POST", 503, "<h1>Back soon</h1>",
 			map[string]string{"Content-Type": "text/html; charset=utf-8", "Retry-After": "120", "X-Content-Type-Options": "nosniff"}},
 		{"no content", "status: 204", "DELETE", 204, "", map[string]string{"Content-Length": ""}},
+		{"error body", "error: no backend\n", "GET", 500, `{"error":"no backend","status":500,"request_id":"req-1"}` + "\n",
+			map[string]string{"Content-Type": "application/json", "Content-Length": "57"}},
+		{"error with its status", "error: gone\nstatus: 410\nheaders: { Cache-Control: no-store }", "GET", 410, `{"error":"gone","status":410,"request_id":"req-1"}` + "\n",
+			map[string]string{"Cache-Control": "no-store"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -64,7 +71,9 @@ func TestRespond(t *testing.T) {
 				t.Fatal("respond called the upstream")
 			}))
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(tt.method, "/anything", nil))
+			req := httptest.NewRequest(tt.method, "/anything", nil)
+			req.Header.Set("X-Request-Id", "req-1")
+			h.ServeHTTP(rec, req)
 			if rec.Code != tt.wantStatus || rec.Body.String() != tt.wantBody {
 				t.Fatalf("got %d %q, want %d %q", rec.Code, rec.Body, tt.wantStatus, tt.wantBody)
 			}
@@ -74,6 +83,19 @@ func TestRespond(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestErrorGRPC checks that a gRPC call to an error answer gets a gRPC
+// status, which is all a gRPC client reads.
+func TestErrorGRPC(t *testing.T) {
+	inst := plugintest.MustNew(t, "respond", "error: no backend\nstatus: 500")
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/pkg.Svc/Call", nil)
+	req.Header.Set("Content-Type", "application/grpc")
+	inst.Wrap(nil).ServeHTTP(rec, req)
+	if got := rec.Header().Get("Grpc-Status"); got != "13" {
+		t.Fatalf("grpc-status %q (headers %v), want 13 (INTERNAL)", got, rec.Header())
 	}
 }
 

@@ -22,6 +22,9 @@ type Snapshot struct {
 	Services        []*corev1.Service
 	EndpointSlices  []*discoveryv1.EndpointSlice
 	Secrets         []*corev1.Secret
+	// Namespaces are needed for listeners that admit routes by namespace
+	// label (allowedRoutes.namespaces.from: Selector).
+	Namespaces []*corev1.Namespace
 }
 
 // Result is what Translate makes of a Snapshot: the model's fragment and

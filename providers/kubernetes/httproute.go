@@ -1,0 +1,785 @@
+package kubernetes
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/causewayhq/causeway/plugins/headers"
+	"github.com/causewayhq/causeway/plugins/respond"
+	"github.com/causewayhq/causeway/plugins/rewrite"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// unresolvedUpstream is the upstream of rules that have no valid backend:
+// it has no endpoints, and such rules answer before reaching it.
+var unresolvedUpstream = routes.KubernetesPrefix + "unresolved"
+
+// attachment is one (parentRef, listener) pair a route is accepted on.
+type attachment struct {
+	gw    *gatewayState
+	ls    *listenerState
+	hosts []string // the route's hostnames as served on this listener ("" = any)
+}
+
+// httpRoutes attaches HTTPRoutes to our listeners and translates the
+// rules of those accepted somewhere. Oldest routes come first: where two
+// routes match exactly the same requests, the older wins, as the spec's
+// tie-break says (routes.File.Merge keeps the first of equal matches).
+func (t *translator) httpRoutes() {
+	if !t.ours {
+		return
+	}
+	list := slices.Clone(t.s.HTTPRoutes)
+	sortObjects(list, func(r *gatewayv1.HTTPRoute) metav1.Object { return r })
+	for _, r := range list {
+		if !t.inScope(r.Namespace) {
+			continue
+		}
+		t.httpRoute(r)
+	}
+}
+
+func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
+	gen := r.Generation
+	var parents []gatewayv1.RouteParentStatus
+	var attached []attachment
+	for _, ref := range r.Spec.ParentRefs {
+		gs, ok := t.parentGateway(r.Namespace, ref)
+		if !ok {
+			continue // not ours: its status is another controller's
+		}
+		ps := gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: routes.KubernetesControllerName}
+		atts, reason, msg := t.attach(gs, r, ref)
+		if len(atts) == 0 {
+			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), false, reason, msg, gen)}
+		} else {
+			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "", gen)}
+			attached = append(attached, atts...)
+			for _, a := range atts {
+				a.ls.status.AttachedRoutes++
+			}
+		}
+		parents = append(parents, ps)
+	}
+	if len(parents) == 0 {
+		return
+	}
+	key := nn(r.Namespace, r.Name)
+	tr := t.httpRules(r, servedHosts(attached))
+	for i := range parents {
+		c := &parents[i].Conditions
+		*c = append(*c, tr.resolved)
+		if (*c)[0].Status == metav1.ConditionTrue && tr.invalidRules > 0 {
+			if tr.invalidRules == len(r.Spec.Rules) {
+				(*c)[0] = condition(string(gatewayv1.RouteConditionAccepted), false, tr.invalidReason, tr.invalidMsg, gen)
+			} else {
+				*c = append(*c, condition(string(gatewayv1.RouteConditionPartiallyInvalid), true, tr.invalidReason, tr.invalidMsg, gen))
+			}
+		}
+	}
+	t.res.HTTPRoutes[key] = gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
+}
+
+// parentGateway finds the Gateway of ours a parentRef names.
+func (t *translator) parentGateway(routeNS string, ref gatewayv1.ParentReference) (*gatewayState, bool) {
+	if ref.Group != nil && string(*ref.Group) != groupName {
+		return nil, false
+	}
+	if ref.Kind != nil && string(*ref.Kind) != kindGateway {
+		return nil, false
+	}
+	ns := routeNS
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	gs := t.gws[nn(ns, string(ref.Name))]
+	return gs, gs != nil
+}
+
+// attach returns the listeners of gs that ref selects and that admit r,
+// with the hostnames r is served with on each; when there are none, the
+// reason and message of the Accepted=False condition.
+func (t *translator) attach(gs *gatewayState, r *gatewayv1.HTTPRoute, ref gatewayv1.ParentReference) ([]attachment, string, string) {
+	var selected []*listenerState
+	for _, ls := range gs.listeners {
+		if ref.SectionName != nil && *ref.SectionName != ls.spec.Name {
+			continue
+		}
+		if ref.Port != nil && *ref.Port != ls.spec.Port {
+			continue
+		}
+		selected = append(selected, ls)
+	}
+	if len(selected) == 0 {
+		return nil, string(gatewayv1.RouteReasonNoMatchingParent), "no listener of the Gateway matches the parentRef's sectionName and port"
+	}
+	var allowed []*listenerState
+	for _, ls := range selected {
+		if t.allows(gs.obj, ls, kindHTTPRoute, r.Namespace) {
+			allowed = append(allowed, ls)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, string(gatewayv1.RouteReasonNotAllowedByListeners), "the listeners' allowedRoutes do not admit this route's kind or namespace"
+	}
+	var atts []attachment
+	for _, ls := range allowed {
+		var lh string
+		if ls.spec.Hostname != nil {
+			lh = string(*ls.spec.Hostname)
+		}
+		hosts := intersectHosts(lh, r.Spec.Hostnames)
+		if len(hosts) == 0 {
+			continue
+		}
+		atts = append(atts, attachment{gw: gs, ls: ls, hosts: hosts})
+	}
+	if len(atts) == 0 {
+		return nil, string(gatewayv1.RouteReasonNoMatchingListenerHostname), "none of the route's hostnames matches a listener's hostname"
+	}
+	return atts, "", ""
+}
+
+// intersectHosts is the set of hostnames a route with hostnames rh is
+// served with on a listener with hostname lh ("" for either: any host).
+// The more specific of two matching names is kept.
+func intersectHosts(lh string, rh []gatewayv1.Hostname) []string {
+	if len(rh) == 0 {
+		return []string{lh}
+	}
+	var out []string
+	for _, h := range rh {
+		r := string(h)
+		switch {
+		case lh == "" || lh == r:
+			out = append(out, r)
+		case hostCovers(lh, r):
+			out = append(out, r)
+		case hostCovers(r, lh):
+			out = append(out, lh)
+		}
+	}
+	return out
+}
+
+// hostCovers reports whether the wildcard w ("*.example.com") matches h,
+// a name or a narrower wildcard: one or more labels before the suffix.
+func hostCovers(w, h string) bool {
+	if !strings.HasPrefix(w, "*.") {
+		return false
+	}
+	suffix := w[1:] // ".example.com"
+	return len(h) > len(suffix) && strings.HasSuffix(h, suffix) && h[:len(h)-len(suffix)] != "*"
+}
+
+// servedHosts is the union of the hostnames of every attachment that can
+// carry traffic, sorted, without repeats.
+func servedHosts(atts []attachment) []string {
+	var hosts []string
+	for _, a := range atts {
+		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue {
+			hosts = append(hosts, a.hosts...)
+		}
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	// Any host covers every other: serving both would only add routes
+	// that the any-host ones already match.
+	if len(hosts) > 0 && hosts[0] == "" {
+		return []string{""}
+	}
+	return hosts
+}
+
+// rulesResult is what translating a route's rules found.
+type rulesResult struct {
+	resolved      metav1.Condition
+	invalidRules  int
+	invalidReason string
+	invalidMsg    string
+}
+
+// httpRules adds the routes, upstreams and plugins of r's rules, once per
+// served hostname.
+func (t *translator) httpRules(r *gatewayv1.HTTPRoute, hosts []string) rulesResult {
+	gen := r.Generation
+	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
+	for i, rule := range r.Spec.Rules {
+		base := []string{r.Namespace, r.Name, strconv.Itoa(i)}
+		rr, err := t.httpRule(r, base, rule)
+		if err != nil {
+			res.invalidRules++
+			if res.invalidReason == "" {
+				res.invalidReason, res.invalidMsg = err.reason, fmt.Sprintf("rule %d: %s", i, err.msg)
+			}
+			continue
+		}
+		if rr.unresolved != nil && res.resolved.Status == metav1.ConditionTrue {
+			res.resolved = condition(string(gatewayv1.RouteConditionResolvedRefs), false, rr.unresolved.reason, fmt.Sprintf("rule %d: %s", i, rr.unresolved.msg), gen)
+		}
+		for _, host := range hosts {
+			for j, m := range rr.matches {
+				for k, path := range m.paths {
+					route := routes.Route{
+						Name:     name(append(base, strconv.Itoa(j), hostLabel(host), strconv.Itoa(k))...),
+						Match:    m.match,
+						Plugins:  rr.plugins,
+						Upstream: rr.upstream,
+						Split:    rr.split,
+					}
+					route.Match.Host = host
+					route.Match.Path, route.Match.PathPrefix = path.exact, path.prefix
+					t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
+				}
+			}
+		}
+	}
+	return res
+}
+
+// hostLabel puts a hostname into a route name ("*" would not be allowed).
+func hostLabel(h string) string {
+	switch {
+	case h == "":
+		return "any"
+	case strings.HasPrefix(h, "*."):
+		return "w" + h[1:]
+	}
+	return h
+}
+
+// ruleError says why a rule is left out.
+type ruleError struct{ reason, msg string }
+
+func unsupported(format string, args ...any) *ruleError {
+	return &ruleError{reason: string(gatewayv1.RouteReasonUnsupportedValue), msg: fmt.Sprintf(format, args...)}
+}
+
+// translatedRule is one rule in the routes model's terms.
+type translatedRule struct {
+	matches    []translatedMatch
+	plugins    []string
+	upstream   string
+	split      []routes.SplitTarget
+	unresolved *ruleError // the first backend that could not be resolved
+	redirects  bool       // a RequestRedirect answers before any backend
+}
+
+type translatedMatch struct {
+	match routes.Match
+	paths []pathMatch
+}
+
+// pathMatch is one of Path or PathPrefix.
+type pathMatch struct{ exact, prefix string }
+
+func (t *translator) httpRule(r *gatewayv1.HTTPRoute, base []string, rule gatewayv1.HTTPRouteRule) (translatedRule, *ruleError) {
+	var tr translatedRule
+	matches := rule.Matches
+	if len(matches) == 0 {
+		prefix := gatewayv1.PathMatchPathPrefix
+		slash := "/"
+		matches = []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: &prefix, Value: &slash}}}
+	}
+	for _, m := range matches {
+		tm, err := translateMatch(m)
+		if err != nil {
+			return tr, err
+		}
+		tr.matches = append(tr.matches, tm)
+	}
+	if rerr := t.filters(r, base, rule, matches, &tr); rerr != nil {
+		return tr, rerr
+	}
+	t.backends(r, base, rule, &tr)
+	return tr, nil
+}
+
+// translateMatch maps one HTTPRouteMatch. A Gateway API path prefix
+// matches whole segments ("/foo" matches "/foo" and "/foo/bar", never
+// "/foobar"), where the routes model's prefix is a string prefix, so it
+// becomes two matches: the path itself, and the path followed by "/".
+func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
+	var tm translatedMatch
+	typ, value := gatewayv1.PathMatchPathPrefix, "/"
+	if m.Path != nil {
+		if m.Path.Type != nil {
+			typ = *m.Path.Type
+		}
+		if m.Path.Value != nil {
+			value = *m.Path.Value
+		}
+	}
+	if !strings.HasPrefix(value, "/") || strings.ContainsAny(value, "{}") {
+		return tm, unsupported("path %q: a path starts with '/' and has no braces", value)
+	}
+	switch typ {
+	case gatewayv1.PathMatchExact:
+		tm.paths = []pathMatch{{exact: value}}
+	case gatewayv1.PathMatchPathPrefix:
+		p := strings.TrimRight(value, "/")
+		if p == "" {
+			tm.paths = []pathMatch{{prefix: "/"}}
+		} else {
+			tm.paths = []pathMatch{{exact: p}, {prefix: p + "/"}}
+		}
+	default:
+		return tm, unsupported("path match type %s is not supported (Exact and PathPrefix are)", typ)
+	}
+	seen := map[string]bool{}
+	for _, h := range m.Headers {
+		if h.Type != nil && *h.Type != gatewayv1.HeaderMatchExact {
+			return tm, unsupported("header match type %s is not supported (Exact is)", *h.Type)
+		}
+		k := strings.ToLower(string(h.Name))
+		if err := checkHeaderName(string(h.Name)); err != nil {
+			return tm, err
+		}
+		if seen[k] {
+			continue // the spec: only the first entry of a name counts
+		}
+		seen[k] = true
+		if tm.match.Headers == nil {
+			tm.match.Headers = map[string]string{}
+		}
+		tm.match.Headers[string(h.Name)] = h.Value
+	}
+	seenQ := map[string]bool{}
+	for _, q := range m.QueryParams {
+		if q.Type != nil && *q.Type != gatewayv1.QueryParamMatchExact {
+			return tm, unsupported("query match type %s is not supported (Exact is)", *q.Type)
+		}
+		if strings.ContainsAny(string(q.Name)+q.Value, "{}") {
+			return tm, unsupported("query parameter %q: braces are not supported", q.Name)
+		}
+		if seenQ[string(q.Name)] {
+			continue
+		}
+		seenQ[string(q.Name)] = true
+		if tm.match.Query == nil {
+			tm.match.Query = map[string]string{}
+		}
+		tm.match.Query[string(q.Name)] = q.Value
+	}
+	if m.Method != nil {
+		tm.match.Methods = []string{string(*m.Method)}
+	}
+	return tm, nil
+}
+
+var headerNameRe = regexp.MustCompile("^[!#$%&'*+.^`|~0-9A-Za-z-]+$")
+
+// checkHeaderName refuses names the edge would never see: a '_' makes the
+// edge drop the header as it arrives (unless the file allows them).
+func checkHeaderName(n string) *ruleError {
+	if !headerNameRe.MatchString(n) {
+		return unsupported("header %q: names with '_' or other characters outside an HTTP token are not supported", n)
+	}
+	return nil
+}
+
+// filters maps the rule's filters onto plugin instances, in order.
+func (t *translator) filters(r *gatewayv1.HTTPRoute, base []string, rule gatewayv1.HTTPRouteRule, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {
+	var redirect, rewriteSeen bool
+	for i, f := range rule.Filters {
+		pname := name(append(base, "f"+strconv.Itoa(i))...)
+		var (
+			use string
+			cfg any
+			err *ruleError
+		)
+		switch f.Type {
+		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+			use = "headers"
+			cfg, err = headerConfig("request", f.RequestHeaderModifier, pname)
+		case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+			use = "headers"
+			cfg, err = headerConfig("response", f.ResponseHeaderModifier, pname)
+		case gatewayv1.HTTPRouteFilterRequestRedirect:
+			redirect = true
+			use = "rewrite"
+			cfg, err = redirectConfig(f.RequestRedirect, matches, pname)
+		case gatewayv1.HTTPRouteFilterURLRewrite:
+			rewriteSeen = true
+			use = "rewrite"
+			cfg, err = urlRewriteConfig(f.URLRewrite, matches, pname)
+		default:
+			return unsupported("filter %s is not supported", f.Type)
+		}
+		if err != nil {
+			return err
+		}
+		raw, rerr := rawConfig(pname, cfg)
+		if rerr != nil {
+			return unsupported("filter %s: %v", f.Type, rerr)
+		}
+		t.res.Fragment.Plugins[pname] = routes.PluginInst{Use: use, Config: raw}
+		tr.plugins = append(tr.plugins, pname)
+	}
+	tr.redirects = redirect
+	if redirect && rewriteSeen {
+		return &ruleError{reason: string(gatewayv1.RouteReasonIncompatibleFilters), msg: "RequestRedirect and URLRewrite cannot be combined"}
+	}
+	return nil
+}
+
+// headerConfig builds the headers plugin's config for one modifier and
+// checks it with the plugin's own rules, so a refusal is the rule's, not
+// the whole model's.
+func headerConfig(side string, m *gatewayv1.HTTPHeaderFilter, pname string) (any, *ruleError) {
+	if m == nil {
+		return nil, unsupported("the %s header modifier is empty", side)
+	}
+	ops := headers.Ops{}
+	for _, h := range m.Set {
+		if err := checkHeaderName(string(h.Name)); err != nil {
+			return nil, err
+		}
+		if ops.Set == nil {
+			ops.Set = map[string]string{}
+		}
+		ops.Set[string(h.Name)] = h.Value
+	}
+	for _, h := range m.Add {
+		if err := checkHeaderName(string(h.Name)); err != nil {
+			return nil, err
+		}
+		if ops.Add == nil {
+			ops.Add = map[string]string{}
+		}
+		ops.Add[string(h.Name)] = h.Value
+	}
+	ops.Remove = slices.Clone(m.Remove)
+	cfg := headers.Config{}
+	if side == "request" {
+		cfg.Request = ops
+	} else {
+		cfg.Response = ops
+	}
+	raw, err := rawConfig(pname, cfg)
+	if err != nil {
+		return nil, unsupported("%v", err)
+	}
+	if _, err := headers.New(cfg, raw); err != nil {
+		return nil, unsupported("%v", err)
+	}
+	return cfg, nil
+}
+
+// prefixOf is the path prefix all of a rule's matches share, for
+// ReplacePrefixMatch (which the spec allows only with one PathPrefix).
+func prefixOf(matches []gatewayv1.HTTPRouteMatch) (string, *ruleError) {
+	if len(matches) != 1 || matches[0].Path == nil || matches[0].Path.Type == nil || *matches[0].Path.Type != gatewayv1.PathMatchPathPrefix || matches[0].Path.Value == nil {
+		return "", unsupported("ReplacePrefixMatch needs exactly one PathPrefix match")
+	}
+	return strings.TrimRight(*matches[0].Path.Value, "/"), nil
+}
+
+// pathRules are the rewrite plugin's rules for a path modifier: the full
+// path replaced, or the matched prefix replaced by another.
+func pathRules(pm *gatewayv1.HTTPPathModifier, matches []gatewayv1.HTTPRouteMatch, target func(path string) string, status int) ([]rewrite.Rule, *ruleError) {
+	lit := func(s string) string { return strings.ReplaceAll(s, "$", "$$") }
+	if pm == nil {
+		return []rewrite.Rule{{Match: `^(.*)$`, Replace: target("$1"), Redirect: status}}, nil
+	}
+	switch pm.Type {
+	case gatewayv1.FullPathHTTPPathModifier:
+		if pm.ReplaceFullPath == nil {
+			return nil, unsupported("ReplaceFullPath is empty")
+		}
+		return []rewrite.Rule{{Match: `^.*$`, Replace: target(lit(*pm.ReplaceFullPath)), Redirect: status}}, nil
+	case gatewayv1.PrefixMatchHTTPPathModifier:
+		if pm.ReplacePrefixMatch == nil {
+			return nil, unsupported("ReplacePrefixMatch is empty")
+		}
+		p, err := prefixOf(matches)
+		if err != nil {
+			return nil, err
+		}
+		repl := strings.TrimRight(*pm.ReplacePrefixMatch, "/")
+		whole := repl
+		if whole == "" {
+			whole = "/"
+		}
+		q := regexp.QuoteMeta(p)
+		if p == "" {
+			// Prefix "/": every path; the replacement goes before it.
+			return []rewrite.Rule{{Match: `^(/.*)$`, Replace: target(lit(repl) + "$1"), Redirect: status}}, nil
+		}
+		return []rewrite.Rule{
+			{Match: `^` + q + `$`, Replace: target(lit(whole)), Redirect: status},
+			{Match: `^` + q + `(/.*)$`, Replace: target(lit(repl) + "$1"), Redirect: status},
+		}, nil
+	}
+	return nil, unsupported("path modifier type %s is not supported", pm.Type)
+}
+
+// urlRewriteConfig maps URLRewrite onto the rewrite plugin. Rewriting the
+// Host is not offered: the edge forwards the client's Host.
+func urlRewriteConfig(f *gatewayv1.HTTPURLRewriteFilter, matches []gatewayv1.HTTPRouteMatch, pname string) (any, *ruleError) {
+	if f == nil {
+		return nil, unsupported("URLRewrite is empty")
+	}
+	if f.Hostname != nil {
+		return nil, unsupported("URLRewrite.hostname is not supported")
+	}
+	if f.Path == nil {
+		return nil, unsupported("URLRewrite without a path changes nothing the edge supports")
+	}
+	rules, err := pathRules(f.Path, matches, func(p string) string { return p }, 0)
+	if err != nil {
+		return nil, err
+	}
+	return checkRewrite(rewrite.Config{Rules: rules}, pname)
+}
+
+// redirectConfig maps RequestRedirect onto the rewrite plugin's redirect.
+// The Location is absolute when the scheme, host or port change, and
+// relative (the request's own scheme and host) otherwise, which every
+// client resolves against the request's URL (RFC 9110 10.2.2).
+func redirectConfig(f *gatewayv1.HTTPRequestRedirectFilter, matches []gatewayv1.HTTPRouteMatch, pname string) (any, *ruleError) {
+	if f == nil {
+		return nil, unsupported("RequestRedirect is empty")
+	}
+	status := 302
+	if f.StatusCode != nil {
+		status = *f.StatusCode
+	}
+	switch status {
+	case 301, 302, 303, 307, 308:
+	default:
+		return nil, unsupported("redirect status %d is not supported", status)
+	}
+	var scheme string
+	if f.Scheme != nil {
+		scheme = *f.Scheme
+		if scheme != "http" && scheme != "https" {
+			return nil, unsupported("redirect scheme %q is not supported", scheme)
+		}
+	}
+	host := ""
+	if f.Hostname != nil {
+		host = string(*f.Hostname)
+	}
+	if (scheme != "" || f.Port != nil) && host == "" {
+		// The rewrite plugin cannot copy the request's host into an
+		// absolute Location; a scheme or port change needs one.
+		return nil, unsupported("a redirect that changes scheme or port needs hostname")
+	}
+	prefix := ""
+	if host != "" {
+		if scheme == "" {
+			scheme = "http"
+		}
+		authority := host
+		if f.Port != nil {
+			port := int(*f.Port)
+			if !(scheme == "http" && port == 80) && !(scheme == "https" && port == 443) {
+				authority += ":" + strconv.Itoa(port)
+			}
+		}
+		prefix = scheme + "://" + authority
+	}
+	rules, err := pathRules(f.Path, matches, func(p string) string { return prefix + p }, status)
+	if err != nil {
+		return nil, err
+	}
+	return checkRewrite(rewrite.Config{Rules: rules}, pname)
+}
+
+func checkRewrite(cfg rewrite.Config, pname string) (any, *ruleError) {
+	raw, err := rawConfig(pname, cfg)
+	if err != nil {
+		return nil, unsupported("%v", err)
+	}
+	if _, err := rewrite.New(cfg, raw); err != nil {
+		return nil, unsupported("%v", err)
+	}
+	return cfg, nil
+}
+
+// rawConfig encodes a plugin's config as the YAML node the routes file
+// would hold. It is never expanded for ${VAR}: that happens only to the
+// file's own text, so a route's author cannot read the edge's environment.
+func rawConfig(pname string, cfg any) (routes.Raw, error) {
+	var n yaml.Node
+	if err := n.Encode(cfg); err != nil {
+		return routes.Raw{}, err
+	}
+	return routes.Raw{Node: &n, Path: "plugins." + pname + ".config"}, nil
+}
+
+// backends resolves the rule's backendRefs into an upstream or a split.
+// A rule with no valid backend answers 500 in the edge's error format, as
+// the spec requires (a redirect still answers: it never reaches a
+// backend). Invalid backends among valid ones are left out of the split,
+// which then shares their weight among the valid ones: the spec asks for
+// 500 on their share, which a split of upstreams cannot express; the
+// route's ResolvedRefs condition says which backend is missing.
+func (t *translator) backends(r *gatewayv1.HTTPRoute, base []string, rule gatewayv1.HTTPRouteRule, tr *translatedRule) {
+	var split []routes.SplitTarget
+	for _, b := range rule.BackendRefs {
+		up, err := t.backend(r.Namespace, kindHTTPRoute, b.BackendObjectReference)
+		if err != nil {
+			if tr.unresolved == nil {
+				tr.unresolved = err
+			}
+			continue
+		}
+		w := 1
+		if b.Weight != nil {
+			w = int(*b.Weight)
+		}
+		if w > 0 {
+			split = append(split, routes.SplitTarget{Upstream: up, Weight: w})
+		}
+	}
+	switch {
+	case len(split) == 1:
+		tr.upstream = split[0].Upstream
+	case len(split) > 1:
+		tr.split = split
+	default:
+		// Nothing to send to. The route still needs an upstream; this one
+		// has no endpoints and is never reached.
+		tr.upstream = unresolvedUpstream
+		t.res.Fragment.Upstreams[unresolvedUpstream] = routes.Upstream{}
+		if !tr.redirects {
+			pname := name(append(base, "unresolved")...)
+			msg := "no backend of this route can be reached"
+			if tr.unresolved != nil {
+				msg = "the route's backend is not valid"
+			}
+			raw, err := rawConfig(pname, respond.Config{Status: 500, Error: msg})
+			if err == nil {
+				t.res.Fragment.Plugins[pname] = routes.PluginInst{Use: "respond", Config: raw}
+				tr.plugins = append(tr.plugins, pname)
+			}
+		}
+	}
+}
+
+// backend resolves one backendRef to the name of its upstream.
+func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObjectReference) (string, *ruleError) {
+	grp, kind := "", kindService
+	if ref.Group != nil {
+		grp = string(*ref.Group)
+	}
+	if ref.Kind != nil {
+		kind = string(*ref.Kind)
+	}
+	if grp != "" || kind != kindService {
+		return "", &ruleError{reason: string(gatewayv1.RouteReasonInvalidKind), msg: fmt.Sprintf("backend %s/%s %s: only Services are supported", grp, kind, ref.Name)}
+	}
+	ns := routeNS
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	if ns != routeNS && !t.granted(routeKind, routeNS, "", kindService, ns, string(ref.Name)) {
+		return "", &ruleError{reason: string(gatewayv1.RouteReasonRefNotPermitted), msg: fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)}
+	}
+	notFound := func(format string, args ...any) (string, *ruleError) {
+		return "", &ruleError{reason: string(gatewayv1.RouteReasonBackendNotFound), msg: fmt.Sprintf(format, args...)}
+	}
+	svc := t.services[nn(ns, string(ref.Name))]
+	if svc == nil {
+		return notFound("Service %s/%s does not exist", ns, ref.Name)
+	}
+	if ref.Port == nil {
+		return notFound("Service %s/%s: backendRef needs a port", ns, ref.Name)
+	}
+	var sp *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if svc.Spec.Ports[i].Port == int32(*ref.Port) && (svc.Spec.Ports[i].Protocol == "" || svc.Spec.Ports[i].Protocol == corev1.ProtocolTCP) {
+			sp = &svc.Spec.Ports[i]
+		}
+	}
+	if sp == nil {
+		return notFound("Service %s/%s has no TCP port %d", ns, ref.Name, *ref.Port)
+	}
+	up := name(ns, string(ref.Name), strconv.Itoa(int(sp.Port)))
+	if _, done := t.res.Fragment.Upstreams[up]; !done {
+		t.res.Fragment.Upstreams[up] = t.serviceUpstream(svc, sp)
+	}
+	return up, nil
+}
+
+// serviceUpstream makes the upstream of one Service port: the addresses
+// of its EndpointSlices, not its ClusterIP, so that balancing, health
+// checks and outlier detection see every pod. Ready endpoints serve; when
+// none is ready, those still serving while they terminate do (a rollout's
+// last pods), as kube-proxy does. An ExternalName Service resolves its
+// name by DNS.
+func (t *translator) serviceUpstream(svc *corev1.Service, sp *corev1.ServicePort) routes.Upstream {
+	u := routes.Upstream{Protocol: protocolOf(sp.AppProtocol)}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		u.DNS = endpointAddr(svc.Spec.ExternalName, sp.Port)
+		return u
+	}
+	var ready, serving []string
+	for _, es := range t.slices[nn(svc.Namespace, svc.Name)] {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		var port int32
+		var app *string
+		for _, p := range es.Ports {
+			if p.Port != nil && ptrValue(p.Name) == sp.Name {
+				port, app = *p.Port, p.AppProtocol
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		if u.Protocol == "" {
+			u.Protocol = protocolOf(app)
+		}
+		for _, ep := range es.Endpoints {
+			c := ep.Conditions
+			for _, a := range ep.Addresses {
+				addr := endpointAddr(a, port)
+				switch {
+				case c.Ready == nil || *c.Ready:
+					ready = append(ready, addr)
+				case c.Serving != nil && *c.Serving:
+					serving = append(serving, addr)
+				}
+			}
+		}
+	}
+	eps := ready
+	if len(eps) == 0 {
+		eps = serving
+	}
+	slices.Sort(eps)
+	u.Endpoints = slices.Compact(eps)
+	return u
+}
+
+// protocolOf maps a port's appProtocol to the upstream protocol: h2c for
+// HTTP/2 without TLS (and gRPC, which needs HTTP/2), else HTTP/1.1.
+func protocolOf(app *string) string {
+	switch ptrValue(app) {
+	case "kubernetes.io/h2c", "h2c", "grpc":
+		return "h2c"
+	}
+	return ""
+}
+
+func ptrValue[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

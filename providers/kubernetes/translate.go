@@ -1,0 +1,460 @@
+package kubernetes
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// The API group of the Gateway API, and the kinds this provider serves.
+const (
+	groupName      = gatewayv1.GroupName
+	kindGateway    = "Gateway"
+	kindHTTPRoute  = "HTTPRoute"
+	kindGRPCRoute  = "GRPCRoute"
+	kindService    = "Service"
+	kindSecret     = "Secret"
+	serviceNameKey = discoveryv1.LabelServiceName
+)
+
+// Translate maps one Snapshot onto the routes model and computes the status
+// every object of ours should have. It is pure: the same snapshot always
+// gives the same Result (names, order and all), so an unchanged cluster
+// never swaps a generation, and the mapping is tested without an API
+// server.
+//
+// What is not valid is left out, never guessed at, and said in the
+// object's status: a route whose backend is missing answers 500 for that
+// backend's share (as the Gateway API requires) while the rest of the
+// model serves on.
+func Translate(cfg routes.KubernetesProvider, s *Snapshot) Result {
+	if cfg.GatewayClass == "" {
+		cfg.GatewayClass = routes.DefaultGatewayClass
+	}
+	t := newTranslator(cfg, s)
+	t.classes()
+	t.gateways()
+	t.httpRoutes()
+	t.finish()
+	return t.res
+}
+
+type translator struct {
+	cfg routes.KubernetesProvider
+	s   *Snapshot
+	res Result
+
+	ours       bool // the class is ours and accepted
+	services   map[types.NamespacedName]*corev1.Service
+	slices     map[types.NamespacedName][]*discoveryv1.EndpointSlice // by Service
+	secrets    map[types.NamespacedName]*corev1.Secret
+	namespaces map[string]*corev1.Namespace
+	gws        map[types.NamespacedName]*gatewayState
+	gwOrder    []*gatewayState
+	// seen keeps the names made so far unique whatever shortening does.
+	seen map[string]bool
+}
+
+// gatewayState is one Gateway of our class, with its listeners as judged.
+type gatewayState struct {
+	obj       *gatewayv1.Gateway
+	listeners []*listenerState
+	status    gatewayv1.GatewayStatus
+}
+
+type listenerState struct {
+	spec gatewayv1.Listener
+	// valid listeners carry traffic; routes still attach to invalid ones
+	// (the spec counts them in attachedRoutes) but nothing is served.
+	valid  bool
+	kinds  []gatewayv1.RouteGroupKind
+	status *gatewayv1.ListenerStatus
+}
+
+func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
+	t := &translator{
+		cfg: cfg, s: s,
+		res: Result{
+			Fragment: routes.Fragment{
+				Upstreams: map[string]routes.Upstream{},
+				Plugins:   map[string]routes.PluginInst{},
+			},
+			GatewayClasses: map[string]gatewayv1.GatewayClassStatus{},
+			Gateways:       map[types.NamespacedName]gatewayv1.GatewayStatus{},
+			HTTPRoutes:     map[types.NamespacedName]gatewayv1.HTTPRouteStatus{},
+			GRPCRoutes:     map[types.NamespacedName]gatewayv1.GRPCRouteStatus{},
+		},
+		services:   map[types.NamespacedName]*corev1.Service{},
+		slices:     map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+		secrets:    map[types.NamespacedName]*corev1.Secret{},
+		namespaces: map[string]*corev1.Namespace{},
+		gws:        map[types.NamespacedName]*gatewayState{},
+		seen:       map[string]bool{},
+	}
+	for _, o := range s.Services {
+		t.services[nn(o.Namespace, o.Name)] = o
+	}
+	for _, o := range s.EndpointSlices {
+		if svc := o.Labels[serviceNameKey]; svc != "" {
+			k := nn(o.Namespace, svc)
+			t.slices[k] = append(t.slices[k], o)
+		}
+	}
+	for _, o := range s.Secrets {
+		t.secrets[nn(o.Namespace, o.Name)] = o
+	}
+	for _, o := range s.Namespaces {
+		t.namespaces[o.Name] = o
+	}
+	return t
+}
+
+func nn(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+
+// inScope reports whether objects of namespace ns are the provider's.
+func (t *translator) inScope(ns string) bool {
+	return len(t.cfg.Namespaces) == 0 || slices.Contains(t.cfg.Namespaces, ns)
+}
+
+func condition(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
+	st := metav1.ConditionFalse
+	if ok {
+		st = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: typ, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen}
+}
+
+// classes accepts the configured GatewayClass when it names our
+// controller. Another controller's class of the same name is not ours to
+// touch: its Gateways are ignored and its status left alone.
+func (t *translator) classes() {
+	for _, gc := range t.s.GatewayClasses {
+		if gc.Name != t.cfg.GatewayClass || string(gc.Spec.ControllerName) != routes.KubernetesControllerName {
+			continue
+		}
+		t.ours = true
+		msg := "Accepted by " + routes.KubernetesControllerName
+		var st gatewayv1.GatewayClassStatus
+		st.Conditions = []metav1.Condition{condition(string(gatewayv1.GatewayClassConditionStatusAccepted), true, string(gatewayv1.GatewayClassReasonAccepted), msg, gc.Generation)}
+		if gc.Spec.ParametersRef != nil {
+			st.Conditions[0] = condition(string(gatewayv1.GatewayClassConditionStatusAccepted), false, string(gatewayv1.GatewayClassReasonInvalidParameters),
+				"parametersRef is not supported: Causeway is configured by its routes file and CausewayPolicy objects", gc.Generation)
+			t.ours = false
+		}
+		t.res.GatewayClasses[gc.Name] = st
+	}
+}
+
+// gateways judges the listeners of every Gateway of our class.
+func (t *translator) gateways() {
+	if !t.ours {
+		return
+	}
+	list := slices.Clone(t.s.Gateways)
+	sortObjects(list, func(g *gatewayv1.Gateway) metav1.Object { return g })
+	for _, g := range list {
+		if string(g.Spec.GatewayClassName) != t.cfg.GatewayClass || !t.inScope(g.Namespace) {
+			continue
+		}
+		gs := &gatewayState{obj: g}
+		t.gws[nn(g.Namespace, g.Name)] = gs
+		t.gwOrder = append(t.gwOrder, gs)
+		t.listeners(gs)
+	}
+}
+
+// listenerKey is what must differ between two listeners of one Gateway
+// (the spec's "distinct" rule for HTTP and HTTPS: port and hostname).
+func listenerKey(l gatewayv1.Listener) string {
+	h := ""
+	if l.Hostname != nil {
+		h = string(*l.Hostname)
+	}
+	return strconv.Itoa(int(l.Port)) + "|" + h
+}
+
+func (t *translator) listeners(gs *gatewayState) {
+	g := gs.obj
+	gen := g.Generation
+	protoAt := map[int32]gatewayv1.ProtocolType{}
+	protoConflict := map[int32]bool{}
+	keys := map[string]int{}
+	for _, l := range g.Spec.Listeners {
+		if p, ok := protoAt[int32(l.Port)]; ok && p != l.Protocol {
+			protoConflict[int32(l.Port)] = true
+		}
+		protoAt[int32(l.Port)] = l.Protocol
+		keys[listenerKey(l)]++
+	}
+	var invalid []string
+	for _, l := range g.Spec.Listeners {
+		ls := &listenerState{spec: l, valid: true, status: &gatewayv1.ListenerStatus{Name: l.Name}}
+		gs.listeners = append(gs.listeners, ls)
+		accepted := condition(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "", gen)
+		resolved := condition(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gen)
+		conflicted := condition(string(gatewayv1.ListenerConditionConflicted), false, string(gatewayv1.ListenerReasonNoConflicts), "", gen)
+		switch l.Protocol {
+		case gatewayv1.HTTPProtocolType, gatewayv1.HTTPSProtocolType:
+		default:
+			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedProtocol),
+				fmt.Sprintf("protocol %s is not supported: use HTTP or HTTPS", l.Protocol), gen)
+			ls.valid = false
+		}
+		switch {
+		case protoConflict[int32(l.Port)]:
+			conflicted = condition(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonProtocolConflict),
+				fmt.Sprintf("another listener on port %d has a different protocol", l.Port), gen)
+			ls.valid = false
+		case keys[listenerKey(l)] > 1:
+			conflicted = condition(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonHostnameConflict),
+				fmt.Sprintf("another listener on port %d has the same hostname", l.Port), gen)
+			ls.valid = false
+		}
+		ls.kinds, resolved = t.routeKinds(l, resolved, gen)
+		if len(ls.kinds) == 0 {
+			ls.valid = false
+		}
+		pending := false
+		if l.Protocol == gatewayv1.HTTPSProtocolType {
+			if c, ok := t.listenerTLS(g, l, gen); !ok {
+				resolved = c
+			} else {
+				// The certificates resolve, but the edge does not serve
+				// certificates from Secrets yet: say so rather than claim
+				// a listener that is not there.
+				pending = true
+			}
+			ls.valid = false
+		}
+		if accepted.Status == metav1.ConditionTrue && conflicted.Status == metav1.ConditionTrue {
+			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, conflicted.Reason, conflicted.Message, gen)
+		}
+		programmed := condition(string(gatewayv1.ListenerConditionProgrammed), ls.valid, string(gatewayv1.ListenerReasonProgrammed), "", gen)
+		switch {
+		case pending:
+			programmed.Reason = string(gatewayv1.ListenerReasonPending)
+			programmed.Message = "certificates from Secrets are not served yet: terminate TLS in front of the edge, or use the routes file's tls section and an HTTP listener"
+			invalid = append(invalid, string(l.Name))
+		case !ls.valid:
+			programmed.Reason = string(gatewayv1.ListenerReasonInvalid)
+			invalid = append(invalid, string(l.Name))
+		}
+		ls.status.SupportedKinds = ls.kinds
+		ls.status.Conditions = []metav1.Condition{accepted, resolved, conflicted, programmed}
+	}
+	gs.status.Conditions = []metav1.Condition{
+		condition(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonAccepted), "", gen),
+		condition(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "", gen),
+	}
+	switch {
+	case len(invalid) == len(g.Spec.Listeners):
+		msg := "no listener is valid: " + strings.Join(invalid, ", ")
+		gs.status.Conditions[0] = condition(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), msg, gen)
+		gs.status.Conditions[1] = condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonInvalid), msg, gen)
+	case len(invalid) > 0:
+		// Accepted with the valid listeners; the reason says some are not.
+		gs.status.Conditions[0].Reason = string(gatewayv1.GatewayReasonListenersNotValid)
+		gs.status.Conditions[0].Message = "listeners not valid: " + strings.Join(invalid, ", ")
+	}
+	if len(g.Spec.Addresses) > 0 {
+		gs.status.Conditions[1] = condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonAddressNotAssigned),
+			"spec.addresses is not supported: the edge's Service decides its address", gen)
+	}
+}
+
+// routeKinds returns the route kinds a listener accepts, with the
+// ResolvedRefs condition saying which requested kinds it cannot.
+func (t *translator) routeKinds(l gatewayv1.Listener, resolved metav1.Condition, gen int64) ([]gatewayv1.RouteGroupKind, metav1.Condition) {
+	g := gatewayv1.Group(groupName)
+	all := []gatewayv1.RouteGroupKind{{Group: &g, Kind: kindHTTPRoute}, {Group: &g, Kind: kindGRPCRoute}}
+	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
+		return all, resolved
+	}
+	var kinds []gatewayv1.RouteGroupKind
+	var bad []string
+	for _, k := range l.AllowedRoutes.Kinds {
+		grp := groupName
+		if k.Group != nil {
+			grp = string(*k.Group)
+		}
+		if grp == groupName && (k.Kind == kindHTTPRoute || k.Kind == kindGRPCRoute) {
+			kinds = append(kinds, gatewayv1.RouteGroupKind{Group: &g, Kind: k.Kind})
+			continue
+		}
+		bad = append(bad, grp+"/"+string(k.Kind))
+	}
+	if len(bad) > 0 {
+		resolved = condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds),
+			"route kinds not supported: "+strings.Join(bad, ", "), gen)
+	}
+	return kinds, resolved
+}
+
+// listenerTLS checks an HTTPS listener's certificates: a kubernetes.io/tls
+// Secret, in the Gateway's namespace or granted by a ReferenceGrant.
+func (t *translator) listenerTLS(g *gatewayv1.Gateway, l gatewayv1.Listener, gen int64) (metav1.Condition, bool) {
+	bad := func(reason gatewayv1.ListenerConditionReason, msg string) (metav1.Condition, bool) {
+		return condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(reason), msg, gen), false
+	}
+	if l.TLS == nil || len(l.TLS.CertificateRefs) == 0 {
+		return bad(gatewayv1.ListenerReasonInvalidCertificateRef, "an HTTPS listener needs tls.certificateRefs")
+	}
+	if l.TLS.Mode != nil && *l.TLS.Mode != gatewayv1.TLSModeTerminate {
+		return bad(gatewayv1.ListenerReasonInvalidCertificateRef, "only tls.mode Terminate is supported")
+	}
+	for _, ref := range l.TLS.CertificateRefs {
+		grp, kind := "", kindSecret
+		if ref.Group != nil {
+			grp = string(*ref.Group)
+		}
+		if ref.Kind != nil {
+			kind = string(*ref.Kind)
+		}
+		if grp != "" || kind != kindSecret {
+			return bad(gatewayv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("certificateRefs: %s/%s is not a Secret", grp, kind))
+		}
+		ns := g.Namespace
+		if ref.Namespace != nil {
+			ns = string(*ref.Namespace)
+		}
+		if ns != g.Namespace && !t.granted(kindGateway, g.Namespace, "", kindSecret, ns, string(ref.Name)) {
+			return bad(gatewayv1.ListenerReasonRefNotPermitted, fmt.Sprintf("Secret %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name))
+		}
+		sec := t.secrets[nn(ns, string(ref.Name))]
+		if sec == nil {
+			return bad(gatewayv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("Secret %s/%s does not exist (or is not of type kubernetes.io/tls)", ns, ref.Name))
+		}
+		if sec.Type != corev1.SecretTypeTLS || len(sec.Data[corev1.TLSCertKey]) == 0 || len(sec.Data[corev1.TLSPrivateKeyKey]) == 0 {
+			return bad(gatewayv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("Secret %s/%s is not a kubernetes.io/tls Secret with tls.crt and tls.key", ns, ref.Name))
+		}
+		if err := checkKeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
+			return bad(gatewayv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("Secret %s/%s: %v", ns, ref.Name, err))
+		}
+	}
+	return metav1.Condition{}, true
+}
+
+// granted reports whether a ReferenceGrant in toNS lets fromKind objects of
+// fromNS refer to the toKind object named name.
+func (t *translator) granted(fromKind, fromNS, toGroup, toKind, toNS, name string) bool {
+	for _, rg := range t.s.ReferenceGrants {
+		if rg.Namespace != toNS {
+			continue
+		}
+		from := slices.ContainsFunc(rg.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
+			return string(f.Group) == groupName && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
+		})
+		to := slices.ContainsFunc(rg.Spec.To, func(to gatewayv1.ReferenceGrantTo) bool {
+			return string(to.Group) == toGroup && string(to.Kind) == toKind && (to.Name == nil || string(*to.Name) == name)
+		})
+		if from && to {
+			return true
+		}
+	}
+	return false
+}
+
+// allows reports whether listener l of g admits a route of kind in ns.
+func (t *translator) allows(g *gatewayv1.Gateway, ls *listenerState, kind, ns string) bool {
+	if !slices.ContainsFunc(ls.kinds, func(k gatewayv1.RouteGroupKind) bool { return string(k.Kind) == kind }) {
+		return false
+	}
+	from := gatewayv1.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := ls.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gatewayv1.NamespacesFromAll:
+		return true
+	case gatewayv1.NamespacesFromSame:
+		return ns == g.Namespace
+	case gatewayv1.NamespacesFromSelector:
+		if sel == nil {
+			return false
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return false
+		}
+		n := t.namespaces[ns]
+		return n != nil && s.Matches(labels.Set(n.Labels))
+	}
+	return false
+}
+
+// finish writes the gateways' status, with the routes each listener has.
+func (t *translator) finish() {
+	for _, gs := range t.gwOrder {
+		for _, ls := range gs.listeners {
+			gs.status.Listeners = append(gs.status.Listeners, *ls.status)
+		}
+		t.res.Gateways[nn(gs.obj.Namespace, gs.obj.Name)] = gs.status
+	}
+}
+
+// sortObjects orders objects as the Gateway API's tie-break does: oldest
+// first, then by namespace/name.
+func sortObjects[T any](list []T, meta func(T) metav1.Object) {
+	slices.SortStableFunc(list, func(a, b T) int {
+		ma, mb := meta(a), meta(b)
+		ta, tb := ma.GetCreationTimestamp(), mb.GetCreationTimestamp()
+		if !ta.Equal(&tb) {
+			if ta.Before(&tb) {
+				return -1
+			}
+			return 1
+		}
+		if c := cmp.Compare(ma.GetNamespace(), mb.GetNamespace()); c != 0 {
+			return c
+		}
+		return cmp.Compare(ma.GetName(), mb.GetName())
+	})
+}
+
+// name builds a model name from parts: KubernetesPrefix, then the parts
+// joined by '.'. Route, upstream and plugin names are at most 128
+// characters, and Kubernetes names can be longer, so a long name keeps its
+// beginning and gains a hash of the whole: still unique, still readable.
+func name(parts ...string) string {
+	s := routes.KubernetesPrefix + strings.Join(parts, ".")
+	const max = 128
+	if len(s) <= max {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	h := hex.EncodeToString(sum[:6])
+	return s[:max-len(h)-1] + "-" + h
+}
+
+// checkKeyPair reports whether a Secret's certificate and key parse and
+// belong together.
+func checkKeyPair(cert, key []byte) error {
+	if _, err := tls.X509KeyPair(cert, key); err != nil {
+		return fmt.Errorf("tls.crt and tls.key are not a valid pair: %v", err)
+	}
+	return nil
+}
+
+// endpointAddr joins an EndpointSlice address and port.
+func endpointAddr(ip string, port int32) string {
+	return net.JoinHostPort(ip, strconv.Itoa(int(port)))
+}

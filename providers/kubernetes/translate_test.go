@@ -1,0 +1,646 @@
+package kubernetes
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	mrand "math/rand/v2"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// The builders below make the objects of a Snapshot the way a user writes
+// them: only what the test is about is set.
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func meta(ns, name string, age int) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 3, CreationTimestamp: metav1.NewTime(epoch.Add(time.Duration(age) * time.Minute))}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func class(name, controller string) *gatewayv1.GatewayClass {
+	return &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1}, Spec: gatewayv1.GatewayClassSpec{ControllerName: gatewayv1.GatewayController(controller)}}
+}
+
+func httpListener(name string, port int32, host string) gatewayv1.Listener {
+	l := gatewayv1.Listener{Name: gatewayv1.SectionName(name), Port: gatewayv1.PortNumber(port), Protocol: gatewayv1.HTTPProtocolType}
+	if host != "" {
+		l.Hostname = ptr(gatewayv1.Hostname(host))
+	}
+	return l
+}
+
+func gateway(ns, name string, ls ...gatewayv1.Listener) *gatewayv1.Gateway {
+	return &gatewayv1.Gateway{ObjectMeta: meta(ns, name, 0), Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: ls}}
+}
+
+func parent(ns, name string) gatewayv1.ParentReference {
+	p := gatewayv1.ParentReference{Name: gatewayv1.ObjectName(name)}
+	if ns != "" {
+		p.Namespace = ptr(gatewayv1.Namespace(ns))
+	}
+	return p
+}
+
+func backend(name string, port int32, weight ...int32) gatewayv1.HTTPBackendRef {
+	b := gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(name), Port: ptr(gatewayv1.PortNumber(port))}}}
+	if len(weight) > 0 {
+		b.Weight = &weight[0]
+	}
+	return b
+}
+
+func prefix(p string) gatewayv1.HTTPRouteMatch {
+	return gatewayv1.HTTPRouteMatch{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchPathPrefix), Value: ptr(p)}}
+}
+
+func exact(p string) gatewayv1.HTTPRouteMatch {
+	return gatewayv1.HTTPRouteMatch{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchExact), Value: ptr(p)}}
+}
+
+type routeOpt func(*gatewayv1.HTTPRoute)
+
+func hostnames(h ...string) routeOpt {
+	return func(r *gatewayv1.HTTPRoute) {
+		for _, x := range h {
+			r.Spec.Hostnames = append(r.Spec.Hostnames, gatewayv1.Hostname(x))
+		}
+	}
+}
+
+func parents(p ...gatewayv1.ParentReference) routeOpt {
+	return func(r *gatewayv1.HTTPRoute) { r.Spec.ParentRefs = p }
+}
+
+func age(minutes int) routeOpt {
+	return func(r *gatewayv1.HTTPRoute) {
+		r.CreationTimestamp = metav1.NewTime(epoch.Add(time.Duration(minutes) * time.Minute))
+	}
+}
+
+func httpRoute(ns, name string, rules []gatewayv1.HTTPRouteRule, opts ...routeOpt) *gatewayv1.HTTPRoute {
+	r := &gatewayv1.HTTPRoute{ObjectMeta: meta(ns, name, 10), Spec: gatewayv1.HTTPRouteSpec{Rules: rules}}
+	r.Spec.ParentRefs = []gatewayv1.ParentReference{parent("", "gw")}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+func service(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
+	if len(ports) == 0 {
+		ports = []corev1.ServicePort{{Name: "http", Port: 80}}
+	}
+	return &corev1.Service{ObjectMeta: meta(ns, name, 0), Spec: corev1.ServiceSpec{Ports: ports}}
+}
+
+type endpoint struct {
+	ip                          string
+	ready, serving, terminating bool
+}
+
+func slice(ns, svc, name, portName string, port int32, eps ...endpoint) *discoveryv1.EndpointSlice {
+	es := &discoveryv1.EndpointSlice{
+		ObjectMeta:  meta(ns, name, 0),
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr(portName), Port: ptr(port)}},
+	}
+	es.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
+	for _, e := range eps {
+		es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{e.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(e.ready), Serving: ptr(e.serving), Terminating: ptr(e.terminating)}})
+	}
+	return es
+}
+
+func ready(ip string) endpoint { return endpoint{ip: ip, ready: true, serving: true} }
+
+// world is the usual cluster: our class, Gateway "gw" in "apps" with one
+// HTTP listener, and Service "web" with two ready pods.
+func world() *Snapshot {
+	return &Snapshot{
+		GatewayClasses: []*gatewayv1.GatewayClass{class("causeway", routes.KubernetesControllerName)},
+		Gateways:       []*gatewayv1.Gateway{gateway("apps", "gw", httpListener("http", 80, ""))},
+		Services:       []*corev1.Service{service("apps", "web")},
+		EndpointSlices: []*discoveryv1.EndpointSlice{slice("apps", "web", "web-1", "http", 8080, ready("10.244.0.2"), ready("10.244.0.1"))},
+	}
+}
+
+func rule(matches []gatewayv1.HTTPRouteMatch, backends ...gatewayv1.HTTPBackendRef) gatewayv1.HTTPRouteRule {
+	return gatewayv1.HTTPRouteRule{Matches: matches, BackendRefs: backends}
+}
+
+func cond(conds []metav1.Condition, typ string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == typ {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// routeSummary is a route as a line: what it matches and where it goes.
+func routeSummary(r routes.Route) string {
+	var b strings.Builder
+	b.WriteString(r.Match.Host)
+	if r.Match.Host == "" {
+		b.WriteString("*")
+	}
+	if r.Match.Path != "" {
+		b.WriteString(" =" + r.Match.Path)
+	}
+	if r.Match.PathPrefix != "" {
+		b.WriteString(" ^" + r.Match.PathPrefix)
+	}
+	for _, m := range r.Match.Methods {
+		b.WriteString(" " + m)
+	}
+	for _, k := range sortedKeys(r.Match.Headers) {
+		b.WriteString(" H:" + k + "=" + r.Match.Headers[k])
+	}
+	for _, k := range sortedKeys(r.Match.Query) {
+		b.WriteString(" Q:" + k + "=" + r.Match.Query[k])
+	}
+	b.WriteString(" -> ")
+	if r.Upstream != "" {
+		b.WriteString(r.Upstream)
+	}
+	for i, s := range r.Split {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(s.Upstream + "*" + itoa(s.Weight))
+	}
+	if len(r.Plugins) > 0 {
+		b.WriteString(" [" + strings.Join(r.Plugins, " ") + "]")
+	}
+	return b.String()
+}
+
+func sortedKeys(m map[string]string) []string {
+	var k []string
+	for x := range m {
+		k = append(k, x)
+	}
+	slices.Sort(k)
+	return k
+}
+
+func itoa(i int) string { return big.NewInt(int64(i)).String() }
+
+func summaries(frag routes.Fragment) []string {
+	var out []string
+	for _, r := range frag.Routes {
+		out = append(out, routeSummary(r))
+	}
+	return out
+}
+
+func TestTranslateRoutes(t *testing.T) {
+	tests := []struct {
+		name   string
+		routes []*gatewayv1.HTTPRoute
+		edit   func(*Snapshot)
+		want   []string
+	}{
+		{
+			name:   "no matches is a prefix on /",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})},
+			want:   []string{"* ^/ -> k8s.apps.web.80"},
+		},
+		{
+			name:   "a prefix matches whole segments",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{prefix("/api/")}, backend("web", 80))})},
+			want:   []string{"* =/api -> k8s.apps.web.80", "* ^/api/ -> k8s.apps.web.80"},
+		},
+		{
+			name:   "exact path, method, headers and query",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{withConds(exact("/login"), "POST", [][2]string{{"X-Env", "canary"}, {"x-env", "ignored: a later entry of the same name"}}, [][2]string{{"v", "2"}})}, backend("web", 80))})},
+			want:   []string{"* =/login POST H:X-Env=canary Q:v=2 -> k8s.apps.web.80"},
+		},
+		{
+			name: "hostnames: each served name becomes a route",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))},
+				hostnames("a.example.com", "*.b.example.com"))},
+			want: []string{"*.b.example.com ^/ -> k8s.apps.web.80", "a.example.com ^/ -> k8s.apps.web.80"},
+		},
+		{
+			name: "listener hostname narrows the route's",
+			edit: func(s *Snapshot) {
+				s.Gateways[0].Spec.Listeners[0].Hostname = ptr(gatewayv1.Hostname("*.example.com"))
+			},
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))},
+				hostnames("a.example.com", "a.example.net", "*.example.com", "*.x.example.com"))},
+			want: []string{"*.example.com ^/ -> k8s.apps.web.80", "*.x.example.com ^/ -> k8s.apps.web.80", "a.example.com ^/ -> k8s.apps.web.80"},
+		},
+		{
+			name: "weighted backends become a split; weight 0 is left out",
+			edit: func(s *Snapshot) {
+				s.Services = append(s.Services, service("apps", "canary"), service("apps", "off"))
+				s.EndpointSlices = append(s.EndpointSlices, slice("apps", "canary", "c-1", "http", 8080, ready("10.244.1.1")))
+			},
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80, 90), backend("canary", 80, 10), backend("off", 80, 0))})},
+			want:   []string{"* ^/ -> k8s.apps.web.80*90,k8s.apps.canary.80*10"},
+		},
+		{
+			name:   "a missing backend answers 500",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("nope", 80))})},
+			want:   []string{"* ^/ -> k8s.unresolved [k8s.apps.r.0.unresolved]"},
+		},
+		{
+			name: "routes are ordered oldest first, then by name",
+			routes: []*gatewayv1.HTTPRoute{
+				httpRoute("apps", "b", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/b")}, backend("web", 80))}, age(5)),
+				httpRoute("apps", "a", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))}, age(5)),
+				httpRoute("apps", "old", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/old")}, backend("web", 80))}, age(1)),
+			},
+			want: []string{"* =/old -> k8s.apps.web.80", "* =/a -> k8s.apps.web.80", "* =/b -> k8s.apps.web.80"},
+		},
+		{
+			name:   "a route of another namespace is not admitted by default",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("other", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))},
+			want:   nil,
+		},
+		{
+			name: "namespaces From All admits it",
+			edit: func(s *Snapshot) {
+				s.Gateways[0].Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: ptr(gatewayv1.NamespacesFromAll)}}
+				s.Services = append(s.Services, service("other", "web"))
+			},
+			routes: []*gatewayv1.HTTPRoute{httpRoute("other", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))},
+			want:   []string{"* ^/ -> k8s.other.web.80"},
+		},
+		{
+			name: "namespaces From Selector reads the namespace's labels",
+			edit: func(s *Snapshot) {
+				s.Gateways[0].Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{
+					From: ptr(gatewayv1.NamespacesFromSelector), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "shop"}}}}
+				s.Namespaces = []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "shop"}}}, {ObjectMeta: metav1.ObjectMeta{Name: "blog"}}}
+				s.Services = append(s.Services, service("shop", "web"), service("blog", "web"))
+			},
+			routes: []*gatewayv1.HTTPRoute{
+				httpRoute("shop", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")), hostnames("shop.example")),
+				httpRoute("blog", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")), hostnames("blog.example")),
+			},
+			want: []string{"shop.example ^/ -> k8s.shop.web.80"},
+		},
+		{
+			name: "a cross-namespace backend needs a ReferenceGrant",
+			edit: func(s *Snapshot) {
+				s.Services = append(s.Services, service("data", "db"), service("data", "api"))
+				s.ReferenceGrants = []*gatewayv1beta1.ReferenceGrant{{ObjectMeta: meta("data", "g", 0), Spec: gatewayv1beta1.ReferenceGrantSpec{
+					From: []gatewayv1beta1.ReferenceGrantFrom{{Group: groupName, Kind: kindHTTPRoute, Namespace: "apps"}},
+					To:   []gatewayv1beta1.ReferenceGrantTo{{Group: "", Kind: kindService, Name: ptr(gatewayv1.ObjectName("api"))}},
+				}}}
+			},
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+				rule([]gatewayv1.HTTPRouteMatch{exact("/api")}, withNamespace(backend("api", 80), "data")),
+				rule([]gatewayv1.HTTPRouteMatch{exact("/db")}, withNamespace(backend("db", 80), "data")),
+			})},
+			want: []string{"* =/api -> k8s.data.api.80", "* =/db -> k8s.unresolved [k8s.apps.r.1.unresolved]"},
+		},
+		{
+			name: "filters become plugins in order",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{{
+				Filters: []gatewayv1.HTTPRouteFilter{
+					{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-From", Value: "edge"}}}},
+					{Type: gatewayv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &gatewayv1.HTTPHeaderFilter{Remove: []string{"Server"}}},
+				},
+				BackendRefs: []gatewayv1.HTTPBackendRef{backend("web", 80)},
+			}})},
+			want: []string{"* ^/ -> k8s.apps.web.80 [k8s.apps.r.0.f0 k8s.apps.r.0.f1]"},
+		},
+		{
+			name: "a redirect without backends answers the redirect",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{{
+				Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{
+					Scheme: ptr("https"), Hostname: ptr(gatewayv1.PreciseHostname("www.example.com")), StatusCode: ptr(301)}}},
+			}})},
+			want: []string{"* ^/ -> k8s.unresolved [k8s.apps.r.0.f0]"},
+		},
+		{
+			name: "an invalid rule is left out, the others serve",
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+				rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/v[0-9]+")}}}, backend("web", 80)),
+				rule([]gatewayv1.HTTPRouteMatch{withConds(exact("/h"), "", [][2]string{{"X_Under", "1"}}, nil)}, backend("web", 80)),
+				rule([]gatewayv1.HTTPRouteMatch{exact("/ok")}, backend("web", 80)),
+			})},
+			want: []string{"* =/ok -> k8s.apps.web.80"},
+		},
+		{
+			name: "another controller's class is not ours",
+			edit: func(s *Snapshot) {
+				s.GatewayClasses[0].Spec.ControllerName = "example.com/other"
+			},
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})},
+			want:   nil,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := world()
+			if tt.edit != nil {
+				tt.edit(s)
+			}
+			s.HTTPRoutes = tt.routes
+			res := Translate(routes.KubernetesProvider{}, s)
+			if got := summaries(res.Fragment); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("routes\n got %q\nwant %q", got, tt.want)
+			}
+			// Every result is one the routes model accepts.
+			mergeable(t, res.Fragment)
+		})
+	}
+}
+
+func withConds(m gatewayv1.HTTPRouteMatch, method string, hdrs, query [][2]string) gatewayv1.HTTPRouteMatch {
+	if method != "" {
+		m.Method = ptr(gatewayv1.HTTPMethod(method))
+	}
+	for _, h := range hdrs {
+		m.Headers = append(m.Headers, gatewayv1.HTTPHeaderMatch{Name: gatewayv1.HTTPHeaderName(h[0]), Value: h[1]})
+	}
+	for _, q := range query {
+		m.QueryParams = append(m.QueryParams, gatewayv1.HTTPQueryParamMatch{Name: gatewayv1.HTTPHeaderName(q[0]), Value: q[1]})
+	}
+	return m
+}
+
+func withNamespace(b gatewayv1.HTTPBackendRef, ns string) gatewayv1.HTTPBackendRef {
+	b.Namespace = ptr(gatewayv1.Namespace(ns))
+	return b
+}
+
+const baseFile = `version: 1
+listen: {http: ":0", admin: ""}
+providers:
+  kubernetes: {}
+`
+
+// mergeable checks that frag passes the routes model's validation.
+func mergeable(t *testing.T, frag routes.Fragment) *routes.File {
+	t.Helper()
+	f, err := routes.Parse("routes.yaml", []byte(baseFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Merge(frag)
+	if err != nil {
+		t.Fatalf("the fragment is refused by the routes model: %v", err)
+	}
+	return m
+}
+
+func TestTranslateEndpoints(t *testing.T) {
+	s := world()
+	s.Services = append(s.Services,
+		service("apps", "grpc", corev1.ServicePort{Name: "grpc", Port: 9000, AppProtocol: ptr("kubernetes.io/h2c")}),
+		service("apps", "rolling"),
+		&corev1.Service{ObjectMeta: meta("apps", "ext", 0), Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "api.example.net", Ports: []corev1.ServicePort{{Port: 443}}}},
+		service("apps", "multi", corev1.ServicePort{Name: "http", Port: 80}, corev1.ServicePort{Name: "admin", Port: 81}),
+	)
+	notReady := endpoint{ip: "10.244.2.9", ready: false, serving: false}
+	terminating := endpoint{ip: "10.244.2.8", ready: false, serving: true, terminating: true}
+	s.EndpointSlices = append(s.EndpointSlices,
+		slice("apps", "web", "web-2", "http", 8080, ready("10.244.0.3"), notReady, ready("10.244.0.1")), // a second slice; one address twice
+		slice("apps", "grpc", "grpc-1", "grpc", 9090, ready("10.244.3.1")),
+		slice("apps", "rolling", "rolling-1", "http", 8080, terminating, notReady),
+		slice("apps", "multi", "multi-1", "admin", 9001, ready("10.244.4.1")),
+		slice("apps", "multi", "multi-2", "http", 9000, ready("10.244.4.1")),
+	)
+	s.HTTPRoutes = []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+		rule([]gatewayv1.HTTPRouteMatch{exact("/web")}, backend("web", 80)),
+		rule([]gatewayv1.HTTPRouteMatch{exact("/grpc")}, backend("grpc", 9000)),
+		rule([]gatewayv1.HTTPRouteMatch{exact("/rolling")}, backend("rolling", 80)),
+		rule([]gatewayv1.HTTPRouteMatch{exact("/ext")}, backend("ext", 443)),
+		rule([]gatewayv1.HTTPRouteMatch{exact("/multi")}, backend("multi", 81)),
+	})}
+	res := Translate(routes.KubernetesProvider{}, s)
+	want := map[string]routes.Upstream{
+		"k8s.apps.web.80":     {Endpoints: []string{"10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.3:8080"}},
+		"k8s.apps.grpc.9000":  {Endpoints: []string{"10.244.3.1:9090"}, Protocol: "h2c"},
+		"k8s.apps.rolling.80": {Endpoints: []string{"10.244.2.8:8080"}},
+		"k8s.apps.ext.443":    {DNS: "api.example.net:443"},
+		"k8s.apps.multi.81":   {Endpoints: []string{"10.244.4.1:9001"}},
+	}
+	if !reflect.DeepEqual(res.Fragment.Upstreams, want) {
+		t.Fatalf("upstreams\n got %+v\nwant %+v", res.Fragment.Upstreams, want)
+	}
+	mergeable(t, res.Fragment)
+}
+
+func TestTranslateStatus(t *testing.T) {
+	s := world()
+	s.Gateways[0].Spec.Listeners = append(s.Gateways[0].Spec.Listeners,
+		httpListener("dup-a", 8080, "x.example"), httpListener("dup-b", 8080, "x.example"),
+		gatewayv1.Listener{Name: "tcp", Port: 9000, Protocol: gatewayv1.TCPProtocolType},
+		gatewayv1.Listener{Name: "kinds", Port: 81, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{Kinds: []gatewayv1.RouteGroupKind{{Kind: "HTTPRoute"}, {Kind: "TCPRoute"}}}},
+		httpListener("named", 82, "named.example"),
+	)
+	s.Services = append(s.Services, service("data", "db"))
+	s.HTTPRoutes = []*gatewayv1.HTTPRoute{
+		httpRoute("apps", "ok", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, hostnames("ok.example")),
+		httpRoute("apps", "missing", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/m")}, backend("nope", 80))}),
+		httpRoute("apps", "kind", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/k")}, gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Kind: ptr(gatewayv1.Kind("Bucket")), Name: "b"}}})}),
+		httpRoute("apps", "grant", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/g")}, withNamespace(backend("db", 80), "data"))}),
+		httpRoute("apps", "section", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("nope"))})),
+		httpRoute("apps", "host", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("named"))}), hostnames("other.example")),
+		httpRoute("apps", "partial", []gatewayv1.HTTPRouteRule{
+			rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/r.*")}}}, backend("web", 80)),
+			rule([]gatewayv1.HTTPRouteMatch{exact("/p")}, backend("web", 80)),
+		}),
+		httpRoute("apps", "foreign", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "not-ours"))),
+	}
+	res := Translate(routes.KubernetesProvider{}, s)
+
+	if c := cond(res.GatewayClasses["causeway"].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 1 {
+		t.Fatalf("class Accepted = %+v", c)
+	}
+	gs := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}]
+	if c := cond(gs.Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ListenersNotValid" {
+		t.Fatalf("gateway Accepted = %+v", c)
+	}
+	listener := map[string]gatewayv1.ListenerStatus{}
+	for _, l := range gs.Listeners {
+		listener[string(l.Name)] = l
+	}
+	for _, tc := range []struct {
+		listener, typ, status, reason string
+	}{
+		{"http", "Programmed", "True", "Programmed"},
+		{"dup-a", "Conflicted", "True", "HostnameConflict"},
+		{"dup-b", "Accepted", "False", "HostnameConflict"},
+		{"tcp", "Accepted", "False", "UnsupportedProtocol"},
+		{"kinds", "ResolvedRefs", "False", "InvalidRouteKinds"},
+		{"kinds", "Programmed", "True", "Programmed"},
+	} {
+		c := cond(listener[tc.listener].Conditions, tc.typ)
+		if c == nil || string(c.Status) != tc.status || c.Reason != tc.reason || c.ObservedGeneration != 3 {
+			t.Errorf("listener %s %s = %+v, want %s %s", tc.listener, tc.typ, c, tc.status, tc.reason)
+		}
+	}
+	if k := listener["kinds"].SupportedKinds; len(k) != 1 || k[0].Kind != "HTTPRoute" {
+		t.Errorf("kinds listener supportedKinds = %+v", k)
+	}
+	// The routes without a sectionName attach to every listener that
+	// admits them and shares a hostname, valid or not (the spec counts
+	// both): on "http", ok, missing, kind, grant and partial.
+	if got := listener["http"].AttachedRoutes; got != 5 {
+		t.Errorf("http attachedRoutes = %d, want 5", got)
+	}
+
+	for _, tc := range []struct {
+		route, typ, status, reason string
+	}{
+		{"ok", "Accepted", "True", "Accepted"},
+		{"ok", "ResolvedRefs", "True", "ResolvedRefs"},
+		{"missing", "Accepted", "True", "Accepted"},
+		{"missing", "ResolvedRefs", "False", "BackendNotFound"},
+		{"kind", "ResolvedRefs", "False", "InvalidKind"},
+		{"grant", "ResolvedRefs", "False", "RefNotPermitted"},
+		{"section", "Accepted", "False", "NoMatchingParent"},
+		{"host", "Accepted", "False", "NoMatchingListenerHostname"},
+		{"partial", "Accepted", "True", "Accepted"},
+		{"partial", "PartiallyInvalid", "True", "UnsupportedValue"},
+	} {
+		st, ok := res.HTTPRoutes[types.NamespacedName{Namespace: "apps", Name: tc.route}]
+		if !ok || len(st.Parents) != 1 {
+			t.Errorf("route %s: status %+v", tc.route, st)
+			continue
+		}
+		p := st.Parents[0]
+		if p.ControllerName != routes.KubernetesControllerName {
+			t.Errorf("route %s: controllerName %q", tc.route, p.ControllerName)
+		}
+		c := cond(p.Conditions, tc.typ)
+		if c == nil || string(c.Status) != tc.status || c.Reason != tc.reason || c.ObservedGeneration != 3 {
+			t.Errorf("route %s %s = %+v, want %s %s", tc.route, tc.typ, c, tc.status, tc.reason)
+		}
+	}
+	if _, ok := res.HTTPRoutes[types.NamespacedName{Namespace: "apps", Name: "foreign"}]; ok {
+		t.Errorf("a route attached to no Gateway of ours got a status")
+	}
+}
+
+func TestTranslateHTTPS(t *testing.T) {
+	cert, key := selfSigned(t, "secure.example")
+	tlsListener := func(secretNS string) gatewayv1.Listener {
+		ref := gatewayv1.SecretObjectReference{Name: "cert"}
+		if secretNS != "" {
+			ref.Namespace = ptr(gatewayv1.Namespace(secretNS))
+		}
+		return gatewayv1.Listener{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{ref}}}
+	}
+	tlsSecret := func(ns string, typ corev1.SecretType, crt, k []byte) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: meta(ns, "cert", 0), Type: typ, Data: map[string][]byte{"tls.crt": crt, "tls.key": k}}
+	}
+	tests := []struct {
+		name     string
+		listener gatewayv1.Listener
+		secrets  []*corev1.Secret
+		reason   string
+	}{
+		{"missing secret", tlsListener(""), nil, "InvalidCertificateRef"},
+		{"not a TLS secret", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeOpaque, cert, key)}, "InvalidCertificateRef"},
+		{"a key of another certificate", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, mustKey(t))}, "InvalidCertificateRef"},
+		{"another namespace without a grant", tlsListener("certs"), []*corev1.Secret{tlsSecret("certs", corev1.SecretTypeTLS, cert, key)}, "RefNotPermitted"},
+		{"valid", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, key)}, "ResolvedRefs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := world()
+			s.Gateways[0].Spec.Listeners = []gatewayv1.Listener{tt.listener}
+			s.Secrets = tt.secrets
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
+			res := Translate(routes.KubernetesProvider{}, s)
+			ls := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}].Listeners[0]
+			if c := cond(ls.Conditions, "ResolvedRefs"); c == nil || (c.Reason != tt.reason && !(tt.reason == "ResolvedRefs" && c.Status == metav1.ConditionTrue)) {
+				t.Fatalf("ResolvedRefs = %+v, want %s", c, tt.reason)
+			}
+			// Certificates from Secrets are not served yet: an HTTPS
+			// listener never claims to be programmed, and nothing is
+			// served through it.
+			if c := cond(ls.Conditions, "Programmed"); c == nil || c.Status != metav1.ConditionFalse {
+				t.Fatalf("Programmed = %+v", c)
+			}
+			if len(res.Fragment.Routes) != 0 {
+				t.Fatalf("routes served through an HTTPS listener: %q", summaries(res.Fragment))
+			}
+		})
+	}
+}
+
+func mustKey(t *testing.T) []byte {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+}
+
+func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host}, NotBefore: epoch, NotAfter: epoch.Add(24 * 365 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+}
+
+// TestTranslateDeterministic checks that the same objects in any order
+// give the same Result: an unchanged cluster must never swap.
+func TestTranslateDeterministic(t *testing.T) {
+	s := world()
+	s.Services = append(s.Services, service("apps", "canary"))
+	for i := 0; i < 20; i++ {
+		s.HTTPRoutes = append(s.HTTPRoutes, httpRoute("apps", "r"+itoa(i), []gatewayv1.HTTPRouteRule{
+			rule([]gatewayv1.HTTPRouteMatch{prefix("/p" + itoa(i))}, backend("web", 80, 3), backend("canary", 80, 1)),
+		}, age(i%3)))
+	}
+	want := Translate(routes.KubernetesProvider{}, s)
+	for i := 0; i < 50; i++ {
+		shuffled := *s
+		shuffled.HTTPRoutes = slices.Clone(s.HTTPRoutes)
+		mrand.Shuffle(len(shuffled.HTTPRoutes), func(a, b int) { shuffled.HTTPRoutes[a], shuffled.HTTPRoutes[b] = shuffled.HTTPRoutes[b], shuffled.HTTPRoutes[a] })
+		if got := Translate(routes.KubernetesProvider{}, &shuffled); !reflect.DeepEqual(summaries(got.Fragment), summaries(want.Fragment)) {
+			t.Fatalf("order changed the result:\n%q\n%q", summaries(got.Fragment), summaries(want.Fragment))
+		}
+	}
+}
+
+func TestNameLength(t *testing.T) {
+	long := strings.Repeat("n", 253)
+	a, b := name("ns", long, "0"), name("ns", long, "1")
+	if len(a) > 128 || a == b || !strings.HasPrefix(a, "k8s.ns.nnn") {
+		t.Fatalf("names %q %q", a, b)
+	}
+}
