@@ -630,7 +630,9 @@ func TestTranslateDeterministic(t *testing.T) {
 	for i := 0; i < 50; i++ {
 		shuffled := *s
 		shuffled.HTTPRoutes = slices.Clone(s.HTTPRoutes)
-		mrand.Shuffle(len(shuffled.HTTPRoutes), func(a, b int) { shuffled.HTTPRoutes[a], shuffled.HTTPRoutes[b] = shuffled.HTTPRoutes[b], shuffled.HTTPRoutes[a] })
+		mrand.Shuffle(len(shuffled.HTTPRoutes), func(a, b int) {
+			shuffled.HTTPRoutes[a], shuffled.HTTPRoutes[b] = shuffled.HTTPRoutes[b], shuffled.HTTPRoutes[a]
+		})
 		if got := Translate(routes.KubernetesProvider{}, &shuffled); !reflect.DeepEqual(summaries(got.Fragment), summaries(want.Fragment)) {
 			t.Fatalf("order changed the result:\n%q\n%q", summaries(got.Fragment), summaries(want.Fragment))
 		}
