@@ -40,7 +40,7 @@ func (t *translator) httpRoutes() {
 		return
 	}
 	list := slices.Clone(t.s.HTTPRoutes)
-	sortObjects(list, func(r *gatewayv1.HTTPRoute) metav1.Object { return r })
+	byAge(list, func(r *gatewayv1.HTTPRoute) metav1.Object { return r })
 	for _, r := range list {
 		if !t.inScope(r.Namespace) {
 			continue

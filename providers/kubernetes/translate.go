@@ -166,7 +166,7 @@ func (t *translator) gateways() {
 		return
 	}
 	list := slices.Clone(t.s.Gateways)
-	sortObjects(list, func(g *gatewayv1.Gateway) metav1.Object { return g })
+	byAge(list, func(g *gatewayv1.Gateway) metav1.Object { return g })
 	for _, g := range list {
 		if string(g.Spec.GatewayClassName) != t.cfg.GatewayClass || !t.inScope(g.Namespace) {
 			continue
@@ -411,9 +411,9 @@ func (t *translator) finish() {
 	}
 }
 
-// sortObjects orders objects as the Gateway API's tie-break does: oldest
+// byAge orders objects as the Gateway API's tie-break does: oldest
 // first, then by namespace/name.
-func sortObjects[T any](list []T, meta func(T) metav1.Object) {
+func byAge[T any](list []T, meta func(T) metav1.Object) {
 	slices.SortStableFunc(list, func(a, b T) int {
 		ma, mb := meta(a), meta(b)
 		ta, tb := ma.GetCreationTimestamp(), mb.GetCreationTimestamp()
