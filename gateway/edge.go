@@ -20,6 +20,7 @@ type Edge struct {
 	*server[*routes.File]
 	opts     EdgeOptions
 	features []feature
+	sources  routeSources
 }
 
 // ReloadStatus is the outcome of the last load of the routes file, shown on
@@ -38,6 +39,7 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 	}
 	e := &Edge{opts: opts}
 	e.server = newServer("edge", "routes file", opts, e)
+	e.sources.e = e
 	e.features = defaultFeatures(e)
 	if err := e.load(ctx, false); err != nil {
 		e.Close()
@@ -59,6 +61,14 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	}
 	f, err := routes.ParseWith(e.opts.ConfigPath, g.data, routes.Options{CheckFiles: true})
 	if err != nil {
+		return err
+	}
+	startSource, err := e.sources.prepare(f)
+	if err != nil {
+		return err
+	}
+	g.onCommit(startSource)
+	if f, err = e.sources.merge(f); err != nil {
 		return err
 	}
 	for _, w := range f.Warnings {

@@ -107,5 +107,8 @@ func (e *Edge) readiness() error {
 			errs = append(errs, err)
 		}
 	}
+	if err := e.sources.ready(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -84,6 +85,9 @@ type Options struct {
 	// Clock is the clock of passive health ejections, circuit breakers and
 	// retry budgets (nil: time.Now); tests pass one they control.
 	Clock func() time.Time
+	// RouteSource builds the source of a routes file's
+	// providers.kubernetes section (nil: a file with one is refused).
+	RouteSource NewRouteSource
 }
 
 // role is what the edge and the sidecar each add to the server.
@@ -242,6 +246,24 @@ func (s *server[C]) load(ctx context.Context, force bool) error {
 	if err == nil && !force && s.active != nil && sha256.Sum256(data) == s.active.hash && s.lastReload.OK {
 		return nil // an editor's extra events: nothing changed
 	}
+	return s.build(ctx, data, err)
+}
+
+// rebuild builds a generation from the active one's file bytes: a change
+// that comes from elsewhere (a route source) must not depend on the file
+// on disk, which may be half-written or refused at this moment.
+func (s *server[C]) rebuild(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		return errors.New("no active configuration to rebuild")
+	}
+	return s.build(ctx, s.active.data, nil)
+}
+
+// build builds a generation from data and commits it unless it is
+// refused. The caller holds s.mu.
+func (s *server[C]) build(ctx context.Context, data []byte, err error) error {
 	next := &generation[C]{hash: sha256.Sum256(data), data: data, readErr: err, loadedAt: time.Now()}
 	if err := s.role.build(ctx, next); err != nil {
 		next.refuse()

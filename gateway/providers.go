@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// RouteSource is a source of routes besides the routes file: the
+// Kubernetes provider. Run delivers a fragment each time the source's view
+// changes, never before the source is complete (its caches synced), and
+// returns when ctx ends. apply returns the refusal when the fragment, merged
+// with the file, is not a valid model: the edge keeps what it serves, and
+// the source says so in its own status.
+type RouteSource interface {
+	Run(ctx context.Context, apply func(routes.Fragment) error) error
+}
+
+// NewRouteSource builds the source of a providers.kubernetes section. It
+// is an option so that tests can feed fragments directly; the edge's
+// default is the Kubernetes provider (cmd/causeway sets it).
+type NewRouteSource func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error)
+
+// routeSources runs the edge's route source: at most one, the one the
+// active generation's file asks for. The fragment it last delivered is
+// merged into every generation built while it runs, file reloads
+// included, so a change on either side rebuilds one model.
+type routeSources struct {
+	e *Edge
+
+	mu      sync.Mutex
+	cfg     *routes.KubernetesProvider // the running source's settings
+	frag    routes.Fragment            // merged into the next build
+	applied bool                       // the source delivered and its model is live
+	cancel  context.CancelFunc
+}
+
+// fragment is what a build merges in now.
+func (rs *routeSources) fragment() routes.Fragment {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.frag
+}
+
+// prepare checks the providers section of f and returns the commit step
+// that starts, restarts or stops the source. Building the source (reading
+// a kubeconfig) happens here, so a bad one refuses the file like any
+// other error; nothing runs until commit.
+func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
+	want := f.Providers.Kubernetes
+	rs.mu.Lock()
+	same := reflect.DeepEqual(want, rs.cfg)
+	rs.mu.Unlock()
+	if same {
+		return func() {}, nil
+	}
+	if want == nil {
+		return func() { rs.start(nil, nil) }, nil
+	}
+	newSource := rs.e.opts.RouteSource
+	if newSource == nil {
+		return nil, &routes.Error{File: f.Path, Path: "providers.kubernetes", Msg: "this build of the edge has no Kubernetes provider", Pos: f.At("providers.kubernetes")}
+	}
+	src, err := newSource(*want, rs.e.log.With("provider", "kubernetes"))
+	if err != nil {
+		return nil, &routes.Error{File: f.Path, Path: "providers.kubernetes", Msg: err.Error(), Pos: f.At("providers.kubernetes")}
+	}
+	cfg := *want
+	return func() { rs.start(&cfg, src) }, nil
+}
+
+// start stops the running source, if any, and starts src. It runs at a
+// commit point, under the server's lock, so it does not wait for the old
+// source to end: that one may be blocked applying a fragment, which needs
+// the same lock. Its applies are ignored from now on (apply checks ctx).
+func (rs *routeSources) start(cfg *routes.KubernetesProvider, src RouteSource) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.cancel != nil {
+		rs.cancel()
+	}
+	rs.cfg, rs.cancel = cfg, nil
+	if src == nil {
+		// Off: the next build has no fragment to merge.
+		rs.frag, rs.applied = routes.Fragment{}, false
+		return
+	}
+	// A restarted source (its settings changed) keeps the last fragment
+	// merged until it delivers its own: a file reload meanwhile must not
+	// drop the cluster's routes.
+	ctx, cancel := context.WithCancel(rs.e.bgCtx)
+	rs.cancel = cancel
+	rs.e.bg.Add(1)
+	go func() { // owned by the server: Close cancels bgCtx and waits on bg
+		defer rs.e.bg.Done()
+		err := src.Run(ctx, func(frag routes.Fragment) error { return rs.apply(ctx, frag) })
+		if err != nil && ctx.Err() == nil {
+			rs.e.log.Error("route source stopped; the edge serves the last model it built", "provider", "kubernetes", "error", err.Error())
+		}
+	}()
+}
+
+// apply builds a generation with frag merged in. A refused fragment leaves
+// the fragment of the live generation in place, so a later file reload
+// does not pick up what was refused.
+func (rs *routeSources) apply(ctx context.Context, frag routes.Fragment) error {
+	if ctx.Err() != nil {
+		return ctx.Err() // a replaced source: its view is no longer wanted
+	}
+	rs.mu.Lock()
+	prev := rs.frag
+	rs.frag = frag
+	rs.mu.Unlock()
+	err := rs.e.rebuild(ctx)
+	rs.mu.Lock()
+	if err != nil {
+		rs.frag = prev
+	} else if ctx.Err() == nil {
+		rs.applied = true
+	}
+	rs.mu.Unlock()
+	if err != nil {
+		rs.e.log.Error("routes from Kubernetes refused; the active configuration stays", "error", err.Error())
+		return err
+	}
+	rs.e.log.Info("routes from Kubernetes loaded", "routes", len(frag.Routes), "upstreams", len(frag.Upstreams))
+	return nil
+}
+
+// ready is nil once the source has delivered a model that is live: until
+// then the edge serves only the file's routes, and a load balancer should
+// not send it traffic meant for the cluster's.
+func (rs *routeSources) ready() error {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.cfg != nil && !rs.applied {
+		return errors.New("kubernetes: waiting for the first complete view of the cluster")
+	}
+	return nil
+}
+
+// merge returns f with the source's fragment in it, when f enables one.
+func (rs *routeSources) merge(f *routes.File) (*routes.File, error) {
+	if f.Providers.Kubernetes == nil {
+		return f, nil
+	}
+	m, err := f.Merge(rs.fragment())
+	if err != nil {
+		return nil, fmt.Errorf("with the routes from Kubernetes: %w", err)
+	}
+	return m, nil
+}

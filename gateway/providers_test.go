@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// fedSource is a route source the test feeds by hand: each fragment sent
+// on feed is applied, and the result comes back on results. It stands
+// for the Kubernetes provider at the seam the edge defines; the provider
+// itself is tested against a real API server.
+type fedSource struct {
+	feed    chan routes.Fragment
+	results chan error
+	runs    *sync.WaitGroup
+}
+
+func (s *fedSource) Run(ctx context.Context, apply func(routes.Fragment) error) error {
+	s.runs.Add(1)
+	defer s.runs.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case f := <-s.feed:
+			s.results <- apply(f)
+		}
+	}
+}
+
+func (s *fedSource) send(t *testing.T, f routes.Fragment) error {
+	t.Helper()
+	select {
+	case s.feed <- f:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the edge is not running the source")
+	}
+	select {
+	case err := <-s.results:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("apply did not return")
+	}
+	return nil
+}
+
+func TestRouteSource(t *testing.T) {
+	fileUp, k8sUp := echoUpstream(t, "file"), echoUpstream(t, "k8s")
+	file := listenHeader + `
+upstreams:
+  file: {endpoints: ["` + hostPort(fileUp) + `"]}
+routes:
+  - {name: file, match: {path_prefix: /file}, upstream: file}
+providers:
+  kubernetes: {kubeconfig: ""}
+`
+	var runs sync.WaitGroup
+	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
+	var built []routes.KubernetesProvider
+	var mu sync.Mutex
+	te := startEdge(t, file, func(o *EdgeOptions) {
+		o.RouteSource = func(cfg routes.KubernetesProvider, _ *slog.Logger) (RouteSource, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			built = append(built, cfg)
+			if cfg.GatewayClass == "broken" {
+				return nil, errors.New("kubeconfig: no such file")
+			}
+			return src, nil
+		}
+	})
+
+	// Before the source delivers, the file's routes serve and the edge
+	// says it is not ready.
+	if resp, _ := get(t, te.url+"/file/x"); resp.StatusCode != 200 {
+		t.Fatalf("file route before the source: %d", resp.StatusCode)
+	}
+	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != 503 || !strings.Contains(string(body), "kubernetes") {
+		t.Fatalf("readyz before the source delivered: %d %s", resp.StatusCode, body)
+	}
+
+	frag := routes.Fragment{
+		Upstreams: map[string]routes.Upstream{"k8s.apps.web.80": {Endpoints: []string{hostPort(k8sUp)}}, "k8s.apps.empty.80": {}},
+		Routes: []routes.Route{
+			{Name: "k8s.apps.r.0", Match: routes.Match{PathPrefix: "/k8s"}, Upstream: "k8s.apps.web.80"},
+			{Name: "k8s.apps.r.1", Match: routes.Match{PathPrefix: "/empty"}, Upstream: "k8s.apps.empty.80"},
+			// Shadowed by the file's route: the file was first.
+			{Name: "k8s.apps.shadow", Match: routes.Match{PathPrefix: "/file"}, Upstream: "k8s.apps.web.80"},
+		},
+	}
+	if err := src.send(t, frag); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	wantUpstream(t, te.url+"/k8s/a", "k8s")
+	wantUpstream(t, te.url+"/file/a", "file")
+	if resp, _ := get(t, te.url+"/empty"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("an upstream without endpoints: %d, want 503", resp.StatusCode)
+	}
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+		t.Fatalf("readyz after the source delivered: %d", resp.StatusCode)
+	}
+
+	// A fragment the model refuses changes nothing.
+	bad := routes.Fragment{Routes: []routes.Route{{Name: "k8s.bad", Match: routes.Match{PathPrefix: "/bad"}, Upstream: "k8s.nowhere"}}}
+	if err := src.send(t, bad); err == nil || !strings.Contains(err.Error(), `undefined upstream "k8s.nowhere"`) {
+		t.Fatalf("refused fragment: %v", err)
+	}
+	wantUpstream(t, te.url+"/k8s/a", "k8s")
+
+	// The file on disk is broken: a change from the cluster still
+	// applies, built on the file the edge serves, not on the broken one.
+	writeFile(t, te.path, "version: 1\nroutes: [")
+	frag2 := frag
+	frag2.Routes = append([]routes.Route{{Name: "k8s.apps.new", Match: routes.Match{Path: "/new"}, Upstream: "k8s.apps.web.80"}}, frag.Routes...)
+	if err := src.send(t, frag2); err != nil {
+		t.Fatalf("apply with a broken file on disk: %v", err)
+	}
+	wantUpstream(t, te.url+"/new", "k8s")
+
+	// A file reload keeps the cluster's routes (and not the refused ones).
+	writeFile(t, te.path, strings.Replace(file, "/file", "/file2", 1))
+	waitFor(t, func() bool { r, _ := get(t, te.url+"/file2/x"); return r.StatusCode == 200 })
+	wantUpstream(t, te.url+"/new", "k8s")
+	if resp, _ := get(t, te.url+"/bad"); resp.StatusCode != 404 {
+		t.Fatalf("a refused fragment's route serves after a file reload: %d", resp.StatusCode)
+	}
+
+	// A file whose provider cannot be built is refused as a whole.
+	writeFile(t, te.path, strings.Replace(file, `kubeconfig: ""`, `gateway_class: broken`, 1))
+	waitFor(t, func() bool { return strings.Contains(te.logs.String(), "kubeconfig: no such file") })
+	wantUpstream(t, te.url+"/new", "k8s")
+
+	// Turning the provider off drops its routes and stops it.
+	writeFile(t, te.path, strings.Replace(file, "providers:\n  kubernetes: {kubeconfig: \"\"}\n", "", 1))
+	waitFor(t, func() bool { r, _ := get(t, te.url+"/new"); return r.StatusCode == 404 })
+	stopped := make(chan struct{})
+	go func() { runs.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the source still runs after the file turned it off")
+	}
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+		t.Fatalf("readyz without a provider: %d", resp.StatusCode)
+	}
+}
+
+func wantUpstream(t *testing.T, url, want string) {
+	t.Helper()
+	resp, body := get(t, url)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"Upstream":"`+want+`"`) {
+		t.Fatalf("%s: %d %s, want upstream %s", url, resp.StatusCode, body, want)
+	}
+}
