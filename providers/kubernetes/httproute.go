@@ -273,6 +273,7 @@ type translatedRule struct {
 	split      []routes.SplitTarget
 	unresolved *ruleError // the first backend that could not be resolved
 	redirects  bool       // a RequestRedirect answers before any backend
+	mirror     *routes.Mirror
 }
 
 type translatedMatch struct {
@@ -372,7 +373,12 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 		tm.match.Query[string(q.Name)] = q.Value
 	}
 	if m.Method != nil {
-		tm.match.Methods = []string{string(*m.Method)}
+		switch meth := string(*m.Method); meth {
+		case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
+			tm.match.Methods = []string{meth}
+		default:
+			return tm, unsupported("method %q is not supported", meth)
+		}
 	}
 	return tm, nil
 }
@@ -409,6 +415,16 @@ func (t *translator) filters(r *gatewayv1.HTTPRoute, base []string, rule gateway
 			redirect = true
 			use = "rewrite"
 			cfg, err = redirectConfig(f.RequestRedirect, matches, pname)
+		case gatewayv1.HTTPRouteFilterRequestMirror:
+			if tr.mirror != nil {
+				return unsupported("only one RequestMirror per rule is supported")
+			}
+			m, err := t.mirror(r, f.RequestMirror)
+			if err != nil {
+				return err
+			}
+			tr.mirror = m
+			continue
 		case gatewayv1.HTTPRouteFilterURLRewrite:
 			rewriteSeen = true
 			use = "rewrite"
@@ -644,6 +660,21 @@ func (t *translator) backends(r *gatewayv1.HTTPRoute, base []string, rule gatewa
 			split = append(split, routes.SplitTarget{Upstream: up, Weight: w})
 		}
 	}
+	if tr.mirror != nil {
+		// A mirror belongs to an upstream in the routes model, so the
+		// rule gets its own copy of each backend's upstream with the
+		// mirror set; other rules of the same Service are not mirrored.
+		for i := range split {
+			if split[i].Upstream == tr.mirror.Upstream {
+				continue // mirroring a backend to itself: the model has no such loop
+			}
+			mirrored := name(append(base, "mirror", strconv.Itoa(i))...)
+			u := t.res.Fragment.Upstreams[split[i].Upstream]
+			u.Mirror = tr.mirror
+			t.res.Fragment.Upstreams[mirrored] = u
+			split[i].Upstream = mirrored
+		}
+	}
 	switch {
 	case len(split) == 1:
 		tr.upstream = split[0].Upstream
@@ -667,6 +698,36 @@ func (t *translator) backends(r *gatewayv1.HTTPRoute, base []string, rule gatewa
 			}
 		}
 	}
+}
+
+// mirror resolves a RequestMirror filter: its backend's upstream and the
+// share of requests copied to it.
+func (t *translator) mirror(r *gatewayv1.HTTPRoute, f *gatewayv1.HTTPRequestMirrorFilter) (*routes.Mirror, *ruleError) {
+	if f == nil {
+		return nil, unsupported("RequestMirror is empty")
+	}
+	up, err := t.backend(r.Namespace, kindHTTPRoute, f.BackendRef)
+	if err != nil {
+		return nil, err
+	}
+	percent := 100
+	switch {
+	case f.Percent != nil:
+		percent = int(*f.Percent)
+	case f.Fraction != nil:
+		den := int32(100)
+		if f.Fraction.Denominator != nil {
+			den = *f.Fraction.Denominator
+		}
+		if den <= 0 || f.Fraction.Numerator < 0 || f.Fraction.Numerator > den {
+			return nil, unsupported("RequestMirror fraction %d/%d is not a share", f.Fraction.Numerator, den)
+		}
+		percent = int(int64(f.Fraction.Numerator) * 100 / int64(den))
+	}
+	if percent <= 0 {
+		return nil, nil // the routes model reads 0 as its default, 100
+	}
+	return &routes.Mirror{Upstream: up, Percent: percent}, nil
 }
 
 // backend resolves one backendRef to the name of its upstream.

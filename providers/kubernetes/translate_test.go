@@ -328,6 +328,19 @@ func TestTranslateRoutes(t *testing.T) {
 			want: []string{"* ^/ -> k8s.apps.web.80 [k8s.apps.r.0.f0 k8s.apps.r.0.f1]"},
 		},
 		{
+			name: "a mirror gives the rule its own copy of the upstream",
+			edit: func(s *Snapshot) { s.Services = append(s.Services, service("apps", "shadow")) },
+			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+				{
+					Matches:     []gatewayv1.HTTPRouteMatch{exact("/m")},
+					Filters:     []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: backend("shadow", 80).BackendObjectReference, Fraction: &gatewayv1.Fraction{Numerator: 1, Denominator: ptr(int32(4))}}}},
+					BackendRefs: []gatewayv1.HTTPBackendRef{backend("web", 80)},
+				},
+				rule([]gatewayv1.HTTPRouteMatch{exact("/plain")}, backend("web", 80)),
+			})},
+			want: []string{"* =/m -> k8s.apps.r.0.mirror.0", "* =/plain -> k8s.apps.web.80"},
+		},
+		{
 			name: "a redirect without backends answers the redirect",
 			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{{
 				Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{
@@ -365,7 +378,15 @@ func TestTranslateRoutes(t *testing.T) {
 				t.Fatalf("routes\n got %q\nwant %q", got, tt.want)
 			}
 			// Every result is one the routes model accepts.
-			mergeable(t, res.Fragment)
+			m := mergeable(t, res.Fragment)
+			if u, ok := m.Upstreams["k8s.apps.r.0.mirror.0"]; ok {
+				if u.Mirror == nil || u.Mirror.Upstream != "k8s.apps.shadow.80" || u.Mirror.Percent != 25 || len(u.Endpoints) != 2 {
+					t.Fatalf("mirrored upstream %+v", u)
+				}
+				if m.Upstreams["k8s.apps.web.80"].Mirror != nil {
+					t.Fatal("the shared upstream is mirrored too")
+				}
+			}
 		})
 	}
 }
