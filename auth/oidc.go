@@ -60,6 +60,8 @@ type oidcAuth struct {
 	clientSecret  string
 	scopes        []string
 	redirectPath  string
+	redirectURL   string // set: the only redirect_uri sent
+	origin        func(*http.Request) string
 	logoutPath    string
 	postLogout    string
 	forward       []claimHeader
@@ -129,6 +131,8 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 		issuer:        c.Issuer,
 		clientID:      c.ClientID,
 		redirectPath:  c.RedirectPath,
+		redirectURL:   c.RedirectURL,
+		origin:        opts.Origin,
 		logoutPath:    c.LogoutPath,
 		postLogout:    c.PostLogoutRedirectURL,
 		forwardAT:     c.ForwardAccessToken,
@@ -147,6 +151,9 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 	}
 	if a.redirectPath == "" {
 		a.redirectPath = routes.DefaultOIDCRedirectPath
+	}
+	if a.origin == nil {
+		a.origin = RequestOrigin
 	}
 	if a.statusOnError == 0 {
 		a.statusOnError = routes.DefaultOIDCStatusOnError
@@ -283,13 +290,37 @@ func (a *oidcAuth) oauth2Config(p *provider, r *http.Request) *oauth2.Config {
 		ClientID:     a.clientID,
 		ClientSecret: a.clientSecret,
 		Endpoint:     p.endpoint,
-		RedirectURL:  origin(r) + a.redirectPath,
+		RedirectURL:  a.callbackURL(r),
 		Scopes:       a.scopes,
 	}
 }
 
-// origin is the scheme and host the client reached the edge at.
-func origin(r *http.Request) string {
+// callbackURL is the redirect_uri of a sign-in started by r: redirect_url
+// when the file sets one, else the callback path on the scheme and host
+// the client addressed (which the edge's Options.Origin decides).
+func (a *oidcAuth) callbackURL(r *http.Request) string {
+	if a.redirectURL != "" {
+		return a.redirectURL
+	}
+	return a.origin(r) + a.redirectPath
+}
+
+// siteOrigin is the scheme and host the edge's pages are at, for a path
+// that must become an absolute URL (the post-logout address).
+func (a *oidcAuth) siteOrigin(r *http.Request) string {
+	if a.redirectURL != "" {
+		if u, err := url.Parse(a.redirectURL); err == nil {
+			return u.Scheme + "://" + u.Host
+		}
+	}
+	return a.origin(r)
+}
+
+// RequestOrigin is the scheme and host of r as this server received it:
+// https when the connection is TLS, and the Host header. Behind a proxy
+// that terminates TLS it is wrong; the edge passes an Origin that
+// believes X-Forwarded-Proto and X-Forwarded-Host from trusted proxies.
+func RequestOrigin(r *http.Request) string {
 	if r.TLS != nil {
 		return "https://" + r.Host
 	}
@@ -762,7 +793,7 @@ func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 			}
 			q.Set("client_id", a.clientID)
 			if strings.HasPrefix(after, "/") {
-				after = origin(r) + after
+				after = a.siteOrigin(r) + after
 			}
 			if a.postLogout != "" {
 				q.Set("post_logout_redirect_uri", after)

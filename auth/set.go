@@ -69,6 +69,10 @@ type Options struct {
 	// ClientIP is the client address a failure is counted against (nil:
 	// the connection's peer).
 	ClientIP func(*http.Request) string
+	// Origin is the scheme and host ("https://app.example.com") the client
+	// addressed, which an oidc authenticator without redirect_url builds
+	// its callback on (nil: RequestOrigin, the connection's own).
+	Origin func(*http.Request) string
 	// Verifiers bounds concurrent password-hash checks (0: GOMAXPROCS).
 	Verifiers int
 	// Metrics are the ext_authz metrics (nil: not counted).

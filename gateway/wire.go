@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"net/http"
 	"reflect"
 	"strings"
@@ -99,6 +100,7 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log, Now: a.e.opts.Clock,
 		FailureLimiter: a.failures, Metrics: a.metrics,
 		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
+		Origin:   func(r *http.Request) string { return pipeline.Origin(r, stateFrom(r.Context()).peer.Trusted) },
 	})
 	if err != nil {
 		return prepared{}, nil, err

@@ -65,6 +65,9 @@ func (f *File) defaultAuthenticators() {
 			}
 			if o.RedirectPath == "" {
 				o.RedirectPath = DefaultOIDCRedirectPath
+				if u, err := url.Parse(o.RedirectURL); err == nil && o.RedirectURL != "" {
+					o.RedirectPath = u.Path
+				}
 			}
 			if len(o.Scopes) == 0 {
 				o.Scopes = slices.Clone(DefaultOIDCScopes)
@@ -471,6 +474,19 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	for i, sc := range o.Scopes {
 		if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
 			c.errorf(indexPath(p+".scopes", i), "%q is not a scope (RFC 6749 3.3)", sc)
+		}
+	}
+	if v := o.RedirectURL; v != "" {
+		u, err := url.Parse(v)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Opaque != "":
+			c.errorf(p+".redirect_url", "%q is not an http(s) URL without query, fragment or credentials", RedactURL(v))
+		case u.Scheme == "http" && !o.AllowInsecureHTTP && !isLoopback(hostPortOf(u)):
+			c.errorf(p+".redirect_url", "plain http to %s sends the authorization code in the clear: use https, or set allow_insecure_http: true", u.Hostname())
+		case !strings.HasPrefix(u.Path, "/"):
+			c.errorf(p+".redirect_url", "%q needs a path: the callback the edge serves (e.g. /oauth2/callback)", RedactURL(v))
+		case u.Path != o.RedirectPath:
+			c.errorf(p+".redirect_path", "%q differs from redirect_url's path %q: leave redirect_path out", o.RedirectPath, u.Path)
 		}
 	}
 	paths := map[string]string{"redirect_path": o.RedirectPath, "logout_path": o.LogoutPath}

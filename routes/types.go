@@ -268,6 +268,14 @@ type OIDC struct {
 	// RedirectPath is the callback on the request's own host (default
 	// DefaultOIDCRedirectPath). A route using the authenticator must match it.
 	RedirectPath string `yaml:"redirect_path"`
+	// RedirectURL is the whole callback URL, registered at the provider
+	// (https://app.example.com/oauth2/callback). Set, it is the only
+	// redirect_uri the edge ever sends, whatever Host or X-Forwarded-*
+	// a request carries, and its path is the callback path. Unset, the
+	// callback is on the scheme and host the client addressed: the
+	// request's own, or X-Forwarded-Proto and X-Forwarded-Host from a peer
+	// in trusted_proxies (a load balancer that terminates TLS).
+	RedirectURL string `yaml:"redirect_url" secret:"url"`
 	// LogoutPath ends the session, then signs out at the provider when it
 	// advertises an end_session_endpoint (none: no logout path).
 	LogoutPath string `yaml:"logout_path"`

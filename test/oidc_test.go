@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"strings"
@@ -137,5 +138,147 @@ routes:
 		if c := h.Get("Cookie"); strings.Contains(c, "causeway") {
 			t.Errorf("the session cookie reached the upstream: %q", c)
 		}
+	}
+}
+
+// The callback the edge sends the provider (redirect_uri) is built from
+// what the client addressed, and only a trusted proxy may say what that
+// was: behind a load balancer that terminates TLS, X-Forwarded-Proto and
+// X-Forwarded-Host from a peer in trusted_proxies give https and the public
+// host; the same headers from anyone else are ignored, as are values that
+// are not a plain scheme or host; redirect_url, when set, is the only
+// redirect_uri ever sent. Then a whole sign-in behind such a proxy: the
+// browser speaks https to the proxy, the proxy plain http to the edge.
+func TestOIDCCallbackOrigin(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer := "http://" + l.Addr().String() + "/"
+	op := &httptest.Server{Listener: l, Config: &http.Server{Handler: exampleop.SetupServer(issuer, storage.NewStorage(storage.NewUserStore(issuer)), nil, false), ReadHeaderTimeout: 10 * time.Second}}
+	op.Start()
+	t.Cleanup(op.Close)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app "+r.URL.Path) }))
+	t.Cleanup(up.Close)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	t.Setenv("CW_EDGE_OIDC_KEYS", base64.StdEncoding.EncodeToString(key))
+	t.Setenv("CW_EDGE_OIDC_SECRET", "secret")
+
+	edgeWith := func(trusted, extra string) *edge {
+		return startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+trusted_proxies: [%s]
+authenticators:
+  sso:
+    oidc: {issuer: %q, client_id: origin-web, client_secret_env: CW_EDGE_OIDC_SECRET, allow_insecure_http: true, session: {keys_env: CW_EDGE_OIDC_KEYS}%s}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: app, match: {path_prefix: /}, auth: sso, upstream: u}
+`, trusted, issuer, extra, strings.TrimPrefix(up.URL, "http://")))
+	}
+	trustedEdge := edgeWith("127.0.0.1/32", "")
+	untrustedEdge := edgeWith("10.0.0.0/8", "")
+	fixedEdge := edgeWith("127.0.0.1/32", ", redirect_url: https://sso.example.com/sso/cb")
+
+	redirectURI := func(e *edge, host string, hdr map[string]string) string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+e.Addr("http")+"/page", nil)
+		req.Host = host
+		req.Header.Set("Accept", "text/html")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		res, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		loc, err := url.Parse(res.Header.Get("Location"))
+		if res.StatusCode != http.StatusFound || err != nil {
+			t.Fatalf("navigation: %d %q", res.StatusCode, res.Header.Get("Location"))
+		}
+		return loc.Query().Get("redirect_uri")
+	}
+	lb := map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com"}
+	for _, tc := range []struct {
+		name string
+		e    *edge
+		host string
+		hdr  map[string]string
+		want string
+	}{
+		{"plain request", trustedEdge, "app.internal", nil, "http://app.internal/oauth2/callback"},
+		{"behind a trusted proxy", trustedEdge, "edge.internal:8080", lb, "https://app.example.com/oauth2/callback"},
+		{"first hop of a list", trustedEdge, "edge.internal", map[string]string{"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "App.Example.com, inner"}, "https://app.example.com/oauth2/callback"},
+		{"from an untrusted peer", untrustedEdge, "app.internal", lb, "http://app.internal/oauth2/callback"},
+		{"a host that is a URL", trustedEdge, "app.internal", map[string]string{"X-Forwarded-Host": "evil.example/x?", "X-Forwarded-Proto": "javascript"}, "http://app.internal/oauth2/callback"},
+		{"a host with credentials", trustedEdge, "app.internal", map[string]string{"X-Forwarded-Host": "user@evil.example"}, "http://app.internal/oauth2/callback"},
+		{"redirect_url, plain", fixedEdge, "app.internal", nil, "https://sso.example.com/sso/cb"},
+		{"redirect_url, spoofed host and headers", fixedEdge, "evil.example", lb, "https://sso.example.com/sso/cb"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := redirectURI(tc.e, tc.host, tc.hdr); got != tc.want {
+				t.Fatalf("redirect_uri %q, want %q", got, tc.want)
+			}
+		})
+	}
+
+	// A whole sign-in through a TLS-terminating proxy in front of the edge
+	// (on loopback, so trusted): the provider sends the browser back to
+	// the https callback, the proxy hands it to the edge, and the session
+	// works on the next request.
+	const host = "app.example.com"
+	certFile, keyFile, pool := serverCert(t, t.TempDir(), host)
+	target, _ := url.Parse("http://" + trustedEdge.Addr("http"))
+	proxy := httptest.NewUnstartedServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
+		pr.SetURL(target)
+		pr.Out.Host = pr.In.Host
+		pr.Out.Header.Set("X-Forwarded-Proto", "https")
+		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+	}})
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	proxy.StartTLS()
+	t.Cleanup(proxy.Close)
+	_, port, _ := net.SplitHostPort(proxy.Listener.Addr().String())
+	base := "https://" + host + ":" + port
+	storage.RegisterClients(storage.WebClient("origin-web", "secret", base+"/oauth2/callback"))
+	jar, _ := cookiejar.New(nil)
+	dialer := &net.Dialer{}
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if strings.HasPrefix(addr, host+":") {
+				addr = proxy.Listener.Addr().String()
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}}
+	req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
+	req.Header.Set("Accept", "text/html")
+	res, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	m := oidcLoginID.FindStringSubmatch(string(body))
+	if res.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("expected the provider's login form, got %d at %s: %.300s", res.StatusCode, res.Request.URL, body)
+	}
+	res, err = browser.PostForm(issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {"test-user@127.0.0.1"}, "password": {"verysecure"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || string(b) != "app /app" || res.Request.URL.Scheme != "https" {
+		t.Fatalf("after signing in: %d at %s: %q", res.StatusCode, res.Request.URL, b)
 	}
 }

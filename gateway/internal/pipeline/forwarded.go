@@ -173,3 +173,51 @@ func quoteForwarded(v string) string {
 // forwardedEscaper is built once: a Replacer compiles its table on first use,
 // which cost more than the rest of the Forwarded header when done per request.
 var forwardedEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+
+// Origin is the scheme and host the client addressed: from a trusted
+// proxy, its X-Forwarded-Proto and X-Forwarded-Host (the first, the
+// client-facing hop's); otherwise the connection's TLS state and the Host
+// header. A value that is not a plain scheme or host is ignored rather
+// than passed on into a URL the edge sends (a redirect_uri).
+func Origin(r *http.Request, trusted bool) string {
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if trusted {
+		if v := firstValue(r.Header.Get("X-Forwarded-Proto")); v == "http" || v == "https" {
+			scheme = v
+		}
+		if v := firstValue(r.Header.Get("X-Forwarded-Host")); v != "" && validAuthority(v) {
+			host = v
+		}
+	}
+	return scheme + "://" + host
+}
+
+// firstValue is the first element of a comma-separated header value,
+// lower-cased and trimmed.
+func firstValue(v string) string {
+	if i := strings.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	return strings.ToLower(strings.TrimSpace(v))
+}
+
+// validAuthority accepts host[:port] with the characters a DNS name, an
+// IPv4 address or a bracketed IPv6 address use, and nothing that would
+// change a URL's meaning ('/', '@', '?', '#', '\\', spaces).
+func validAuthority(s string) bool {
+	if len(s) > 261 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
