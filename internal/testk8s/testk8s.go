@@ -51,7 +51,12 @@ type ControlPlane struct {
 	Dir string
 
 	etcd, apiserver *exec.Cmd
-	waits           []chan error
+	// etcdDone and apiserverDone receive each process's exit; a receiver
+	// puts the value back so the next one sees it too.
+	etcdDone, apiserverDone chan error
+	// apiserverArgs start the API server again after StopAPIServer, on the
+	// same port and with the same certificates, so clients reconnect.
+	apiserverArgs []string
 	// shmDir is etcd's data directory; outside Dir when it is in /dev/shm,
 	// so Stop removes it.
 	shmDir string
@@ -88,7 +93,7 @@ func (cp *ControlPlane) start() error {
 			dataDir = d
 		}
 	}
-	cp.etcd, err = cp.run("etcd", filepath.Join(cp.Dir, "etcd.log"),
+	cp.etcd, cp.etcdDone, err = cp.run("etcd", filepath.Join(cp.Dir, "etcd.log"),
 		"--name", "testk8s",
 		"--data-dir", dataDir,
 		"--listen-client-urls", etcdClient,
@@ -115,7 +120,7 @@ func (cp *ControlPlane) start() error {
 	}
 	certDir := filepath.Join(cp.Dir, "certs")
 	port := ports[2]
-	cp.apiserver, err = cp.run("kube-apiserver", filepath.Join(cp.Dir, "apiserver.log"),
+	cp.apiserverArgs = []string{
 		"--etcd-servers", etcdClient,
 		"--bind-address", "127.0.0.1",
 		"--advertise-address", "127.0.0.1",
@@ -130,20 +135,47 @@ func (cp *ControlPlane) start() error {
 		"--disable-admission-plugins", "ServiceAccount",
 		"--endpoint-reconciler-type", "none",
 		"--allow-privileged=true",
-	)
+	}
+	cp.Host = "https://127.0.0.1:" + strconv.Itoa(port)
+	return cp.StartAPIServer()
+}
+
+// StopAPIServer kills the API server (etcd keeps running, so no state is
+// lost), the way a control-plane upgrade or a crash looks to clients:
+// their connections break and new ones are refused.
+func (cp *ControlPlane) StopAPIServer() {
+	if cp.apiserver == nil {
+		return
+	}
+	_ = syscall.Kill(-cp.apiserver.Process.Pid, syscall.SIGKILL)
+	err := <-cp.apiserverDone
+	cp.apiserverDone <- err
+	cp.apiserver, cp.apiserverDone = nil, nil
+}
+
+// StartAPIServer starts the API server, again after StopAPIServer, on the
+// same address and with the same serving certificate, and waits until it
+// is ready.
+func (cp *ControlPlane) StartAPIServer() error {
+	if cp.apiserver != nil {
+		return errors.New("testk8s: the API server is already running")
+	}
+	logPath := filepath.Join(cp.Dir, "apiserver.log")
+	var err error
+	cp.apiserver, cp.apiserverDone, err = cp.run("kube-apiserver", logPath, cp.apiserverArgs...)
 	if err != nil {
 		return err
 	}
-	cp.Host = "https://127.0.0.1:" + strconv.Itoa(port)
-	return cp.waitReady(certDir)
+	return cp.waitReady(filepath.Join(cp.Dir, "certs"))
 }
 
 // run starts bin with its output in logPath. One goroutine per process
 // waits for its exit; Stop ends it.
-func (cp *ControlPlane) run(bin, logPath string, args ...string) (*exec.Cmd, error) {
-	logf, err := os.Create(logPath)
+func (cp *ControlPlane) run(bin, logPath string, args ...string) (*exec.Cmd, chan error, error) {
+	// Appended, so that a restarted process's log follows the first's.
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -151,19 +183,18 @@ func (cp *ControlPlane) run(bin, logPath string, args ...string) (*exec.Cmd, err
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait(); logf.Close() }()
-	cp.waits = append(cp.waits, done)
-	return cmd, nil
+	return cmd, done, nil
 }
 
 func (cp *ControlPlane) waitReady(certDir string) error {
 	deadline := time.Now().Add(startTimeout)
 	var last error
 	for time.Now().Before(deadline) {
-		for _, w := range cp.waits {
+		for _, w := range []chan error{cp.etcdDone, cp.apiserverDone} {
 			select {
 			case err := <-w:
 				w <- err
@@ -196,6 +227,9 @@ func (cp *ControlPlane) ping() error {
 	if err != nil {
 		return err
 	}
+	// No connection outlives the probe: a test checking for leaked
+	// goroutines may restart the API server.
+	defer c.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cp.Host+"/readyz", nil)
@@ -252,10 +286,13 @@ func (cp *ControlPlane) Stop() {
 			_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 		}
 	}
-	for _, w := range cp.waits {
-		<-w
+	for _, w := range []chan error{cp.apiserverDone, cp.etcdDone} {
+		if w != nil {
+			<-w
+		}
 	}
-	cp.waits = nil
+	cp.apiserver, cp.etcd = nil, nil
+	cp.apiserverDone, cp.etcdDone = nil, nil
 	if cp.shmDir != "" {
 		_ = os.RemoveAll(cp.shmDir)
 	}

@@ -1,0 +1,484 @@
+package kubernetes
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/retry"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Status retries after a failed pass (the API server away, say) back off
+// from statusRetryMin to statusRetryMax; a successful pass resets them.
+const (
+	statusRetryMin = 500 * time.Millisecond
+	statusRetryMax = 30 * time.Second
+)
+
+// SetResult hands the Watcher the statuses the objects should have, as
+// Translate derived them from the latest Snapshot. The replica that holds
+// the Lease writes them; the others keep the latest one, so a replica that
+// takes over writes at once. Only the newest Result is kept: an older one
+// not yet written is superseded, never written after a newer one.
+func (w *Watcher) SetResult(res *Result) {
+	w.mu.Lock()
+	w.result = res
+	w.mu.Unlock()
+	notify(w.resultPoke)
+}
+
+func notify(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// elect takes part in the Lease election until ctx ends. Losing the Lease
+// (renewals failing while the API server is away) ends one round; the
+// next round campaigns again.
+func (w *Watcher) elect(ctx context.Context) {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: w.election.Namespace, Name: w.election.LeaseName},
+		Client:     w.core.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: w.election.Identity},
+	}
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock:          lock,
+			LeaseDuration: w.election.LeaseDuration,
+			RenewDeadline: w.election.RenewDeadline,
+			RetryPeriod:   w.election.RetryPeriod,
+			// Released when Run ends, after the status loop has stopped,
+			// so the next replica takes over at once rather than after
+			// the Lease expires.
+			ReleaseOnCancel: true,
+			Name:            w.election.LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				// client-go calls this on a goroutine of its own, after
+				// which Run may already have returned; it only records
+				// the context (if still live) and pokes, never blocks.
+				OnStartedLeading: func(lctx context.Context) {
+					w.mu.Lock()
+					if lctx.Err() == nil {
+						w.leaderCtx = lctx
+					}
+					w.mu.Unlock()
+					notify(w.leaderPoke)
+				},
+				OnStoppedLeading: func() {
+					w.mu.Lock()
+					w.leaderCtx = nil
+					w.mu.Unlock()
+				},
+			},
+		})
+		if err != nil {
+			// The configuration was checked in New; this is a bug.
+			w.log.Error("kubernetes provider: leader election", "err", err)
+			return
+		}
+		le.Run(ctx)
+		if ctx.Err() == nil {
+			w.log.Warn("kubernetes provider: lost the status lease; campaigning again", "lease", w.election.Namespace+"/"+w.election.LeaseName)
+		}
+	}
+}
+
+// leading returns the context of the current leadership, or nil.
+func (w *Watcher) leading() context.Context {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.leaderCtx != nil && w.leaderCtx.Err() != nil {
+		w.leaderCtx = nil
+	}
+	return w.leaderCtx
+}
+
+// statusLoop writes the latest Result whenever there is a new one or this
+// replica has just become the leader, and retries a failed pass.
+func (w *Watcher) statusLoop(ctx context.Context) {
+	backoff := statusRetryMin
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.resultPoke:
+		case <-w.leaderPoke:
+		case <-retry:
+		}
+		retry = nil
+		lctx := w.leading()
+		w.mu.Lock()
+		res := w.result
+		w.mu.Unlock()
+		if lctx == nil || res == nil {
+			continue
+		}
+		// A write stops when the leadership ends or Run does, whichever
+		// comes first.
+		wctx, cancel := context.WithCancel(lctx)
+		stop := context.AfterFunc(ctx, cancel)
+		_, err := w.writeStatus(wctx, res)
+		stop()
+		cancel()
+		w.considered.Store(res)
+		if err == nil || ctx.Err() != nil {
+			backoff = statusRetryMin
+			continue
+		}
+		w.log.Warn("kubernetes provider: writing status", "err", err, "retry_in", backoff)
+		retry = w.clock.After(backoff)
+		backoff = min(2*backoff, statusRetryMax)
+	}
+}
+
+// writeStatus (called from statusLoop only) brings every object's status named in res to what res says,
+// writing only those whose stored status differs, so a Result that did
+// not change writes nothing and a write (which comes back as a watch
+// event) cannot start a loop. It returns how many objects it wrote.
+func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
+	now := metav1.NewTime(w.clock.Now()).Rfc3339Copy()
+	var errs []error
+	memo := &statusMemo{prev: w.written, next: map[string]writtenStatus{}}
+	n := 0
+	count := func(wrote bool, err error) {
+		if wrote {
+			n++
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	classes := w.gw.GatewayV1().GatewayClasses()
+	classLister := w.cluster.Gateway().V1().GatewayClasses().Lister()
+	for _, name := range slices.Sorted(maps.Keys(res.GatewayClasses)) {
+		want := res.GatewayClasses[name]
+		count(writeOne(ctx, memo, "GatewayClass "+name,
+			func() (*gatewayv1.GatewayClass, error) { return classLister.Get(name) },
+			func(ctx context.Context) (*gatewayv1.GatewayClass, error) {
+				return classes.Get(ctx, name, metav1.GetOptions{})
+			},
+			func(cur *gatewayv1.GatewayClass) (*gatewayv1.GatewayClass, bool) {
+				next := gatewayClassStatus(cur.Status, want, now)
+				if equality.Semantic.DeepEqual(cur.Status, next) {
+					return nil, false
+				}
+				o := cur.DeepCopy()
+				o.Status = next
+				return o, true
+			},
+			func(ctx context.Context, o *gatewayv1.GatewayClass) (*gatewayv1.GatewayClass, error) {
+				return classes.UpdateStatus(ctx, o, metav1.UpdateOptions{FieldManager: fieldManager})
+			}))
+	}
+
+	for _, key := range sortedNames(res.Gateways) {
+		want := res.Gateways[key]
+		sc := w.scopeOf(key.Namespace)
+		if sc == nil {
+			continue // outside the watched namespaces: not ours to write
+		}
+		api := w.gw.GatewayV1().Gateways(key.Namespace)
+		lister := sc.gw.Gateway().V1().Gateways().Lister().Gateways(key.Namespace)
+		count(writeOne(ctx, memo, "Gateway "+key.String(),
+			func() (*gatewayv1.Gateway, error) { return lister.Get(key.Name) },
+			func(ctx context.Context) (*gatewayv1.Gateway, error) {
+				return api.Get(ctx, key.Name, metav1.GetOptions{})
+			},
+			func(cur *gatewayv1.Gateway) (*gatewayv1.Gateway, bool) {
+				next := gatewayStatus(cur.Status, want, now)
+				if equality.Semantic.DeepEqual(cur.Status, next) {
+					return nil, false
+				}
+				o := cur.DeepCopy()
+				o.Status = next
+				return o, true
+			},
+			func(ctx context.Context, o *gatewayv1.Gateway) (*gatewayv1.Gateway, error) {
+				return api.UpdateStatus(ctx, o, metav1.UpdateOptions{FieldManager: fieldManager})
+			}))
+	}
+
+	for _, key := range sortedNames(res.HTTPRoutes) {
+		want := res.HTTPRoutes[key]
+		sc := w.scopeOf(key.Namespace)
+		if sc == nil {
+			continue
+		}
+		api := w.gw.GatewayV1().HTTPRoutes(key.Namespace)
+		lister := sc.gw.Gateway().V1().HTTPRoutes().Lister().HTTPRoutes(key.Namespace)
+		count(writeOne(ctx, memo, "HTTPRoute "+key.String(),
+			func() (*gatewayv1.HTTPRoute, error) { return lister.Get(key.Name) },
+			func(ctx context.Context) (*gatewayv1.HTTPRoute, error) {
+				return api.Get(ctx, key.Name, metav1.GetOptions{})
+			},
+			func(cur *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, bool) {
+				next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, now)
+				if equality.Semantic.DeepEqual(cur.Status.RouteStatus, next) {
+					return nil, false
+				}
+				o := cur.DeepCopy()
+				o.Status.RouteStatus = next
+				return o, true
+			},
+			func(ctx context.Context, o *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, error) {
+				return api.UpdateStatus(ctx, o, metav1.UpdateOptions{FieldManager: fieldManager})
+			}))
+	}
+
+	for _, key := range sortedNames(res.GRPCRoutes) {
+		want := res.GRPCRoutes[key]
+		sc := w.scopeOf(key.Namespace)
+		if sc == nil {
+			continue
+		}
+		api := w.gw.GatewayV1().GRPCRoutes(key.Namespace)
+		lister := sc.gw.Gateway().V1().GRPCRoutes().Lister().GRPCRoutes(key.Namespace)
+		count(writeOne(ctx, memo, "GRPCRoute "+key.String(),
+			func() (*gatewayv1.GRPCRoute, error) { return lister.Get(key.Name) },
+			func(ctx context.Context) (*gatewayv1.GRPCRoute, error) {
+				return api.Get(ctx, key.Name, metav1.GetOptions{})
+			},
+			func(cur *gatewayv1.GRPCRoute) (*gatewayv1.GRPCRoute, bool) {
+				next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, now)
+				if equality.Semantic.DeepEqual(cur.Status.RouteStatus, next) {
+					return nil, false
+				}
+				o := cur.DeepCopy()
+				o.Status.RouteStatus = next
+				return o, true
+			},
+			func(ctx context.Context, o *gatewayv1.GRPCRoute) (*gatewayv1.GRPCRoute, error) {
+				return api.UpdateStatus(ctx, o, metav1.UpdateOptions{FieldManager: fieldManager})
+			}))
+	}
+	// Writes the cache has caught up with, or whose objects are no longer
+	// in the Result, are forgotten.
+	w.written = memo.next
+	return n, errors.Join(errs...)
+}
+
+// writeOne updates one object's status. The first attempt compares with
+// the cached object, which costs no request when nothing changed; after a
+// conflict (the cache was behind, or another writer got there first) it
+// reads the object from the API server and compares again, so a status
+// already right is not written twice. An object that no longer exists
+// has no status to write. next reports false when nothing is to be
+// written.
+//
+// memo remembers, per object, what the last write returned and the cached
+// version it replaced: while the cache still holds that version (the
+// write's watch event has not arrived yet), the write's result is compared
+// instead, so a pass right after a write neither writes again nor sends a
+// request doomed to conflict. It may be nil.
+func writeOne[O metav1.Object](ctx context.Context, memo *statusMemo, what string,
+	cached func() (O, error),
+	get func(context.Context) (O, error),
+	next func(O) (O, bool),
+	update func(context.Context, O) (O, error),
+) (wrote bool, err error) {
+	fresh := false
+	cachedVersion := ""
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cur O
+		var err error
+		if fresh {
+			cur, err = get(ctx)
+		} else {
+			cur, err = cached()
+			if err == nil {
+				cachedVersion = cur.GetResourceVersion()
+				if memo != nil {
+					if w, ok := memo.prev[what]; ok && w.replaced == cachedVersion {
+						cur = w.result.(O)
+						memo.next[what] = w // still needed until the cache catches up
+					}
+				}
+			}
+		}
+		fresh = true
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		o, changed := next(cur)
+		if !changed {
+			return nil
+		}
+		out, err := update(ctx, o)
+		if err != nil {
+			return err
+		}
+		wrote = true
+		if memo != nil && cachedVersion != "" {
+			memo.next[what] = writtenStatus{replaced: cachedVersion, result: out}
+		}
+		return nil
+	})
+	if err != nil {
+		return wrote, fmt.Errorf("%s: %w", what, err)
+	}
+	return wrote, nil
+}
+
+// statusMemo is the writes of the previous pass and those of this one.
+type statusMemo struct {
+	prev, next map[string]writtenStatus
+}
+
+// writtenStatus is an object as a status write returned it, and the
+// cached resourceVersion it replaced.
+type writtenStatus struct {
+	replaced string
+	result   metav1.Object
+}
+
+// scopeOf is the scope that watches namespace ns, or nil.
+func (w *Watcher) scopeOf(ns string) *scope {
+	for _, s := range w.scopes {
+		if s.namespace == "" || s.namespace == ns {
+			return s
+		}
+	}
+	return nil
+}
+
+func sortedNames[V any](m map[types.NamespacedName]V) []types.NamespacedName {
+	keys := make([]types.NamespacedName, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b types.NamespacedName) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return keys
+}
+
+// conditions returns want with each condition's LastTransitionTime taken
+// from the stored condition of the same type when its status is the same
+// (the time says when the status last changed, not when it was last
+// computed), or now when it changed and want has no time of its own.
+// Without this, every pass would write a fresh time and never be equal to
+// what is stored.
+func conditions(stored, want []metav1.Condition, now metav1.Time) []metav1.Condition {
+	if want == nil {
+		return nil
+	}
+	out := make([]metav1.Condition, len(want))
+	for i, c := range want {
+		if old := meta.FindStatusCondition(stored, c.Type); old != nil && old.Status == c.Status {
+			c.LastTransitionTime = old.LastTransitionTime
+		} else if c.LastTransitionTime.IsZero() {
+			c.LastTransitionTime = now
+		}
+		out[i] = c
+	}
+	return out
+}
+
+func gatewayClassStatus(stored, want gatewayv1.GatewayClassStatus, now metav1.Time) gatewayv1.GatewayClassStatus {
+	want.Conditions = conditions(stored.Conditions, want.Conditions, now)
+	return want
+}
+
+// The API server fills these defaults in (the CRDs' schemas say so); the
+// wanted status gets them too, or it would never compare equal to what is
+// stored and every pass would write it again.
+var (
+	defaultGroup       = gatewayv1.Group(gatewayv1.GroupName)
+	defaultKind        = gatewayv1.Kind("Gateway")
+	defaultAddressType = gatewayv1.IPAddressType
+)
+
+func gatewayStatus(stored, want gatewayv1.GatewayStatus, now metav1.Time) gatewayv1.GatewayStatus {
+	want.Conditions = conditions(stored.Conditions, want.Conditions, now)
+	if want.Addresses != nil {
+		addrs := make([]gatewayv1.GatewayStatusAddress, len(want.Addresses))
+		for i, a := range want.Addresses {
+			if a.Type == nil {
+				a.Type = &defaultAddressType
+			}
+			addrs[i] = a
+		}
+		want.Addresses = addrs
+	}
+	if want.Listeners != nil {
+		ls := make([]gatewayv1.ListenerStatus, len(want.Listeners))
+		for i, l := range want.Listeners {
+			var old []metav1.Condition
+			for _, s := range stored.Listeners {
+				if s.Name == l.Name {
+					old = s.Conditions
+				}
+			}
+			l.Conditions = conditions(old, l.Conditions, now)
+			if l.SupportedKinds != nil {
+				kinds := make([]gatewayv1.RouteGroupKind, len(l.SupportedKinds))
+				for j, k := range l.SupportedKinds {
+					if k.Group == nil {
+						k.Group = &defaultGroup
+					}
+					kinds[j] = k
+				}
+				l.SupportedKinds = kinds
+			}
+			ls[i] = l
+		}
+		want.Listeners = ls
+	}
+	return want
+}
+
+// routeStatus replaces the parents entries written by this controller
+// with want's and keeps every other controller's entries as they are
+// (several controllers may serve one route through different Gateways).
+// Entries in want that name another controller are ignored: this edge
+// never writes in another's name.
+func routeStatus(stored, want gatewayv1.RouteStatus, now metav1.Time) gatewayv1.RouteStatus {
+	const ours = gatewayv1.GatewayController(routes.KubernetesControllerName)
+	parents := []gatewayv1.RouteParentStatus{}
+	for _, p := range stored.Parents {
+		if p.ControllerName != ours {
+			parents = append(parents, p)
+		}
+	}
+	for _, p := range want.Parents {
+		if p.ControllerName != ours {
+			continue
+		}
+		if p.ParentRef.Group == nil {
+			p.ParentRef.Group = &defaultGroup
+		}
+		if p.ParentRef.Kind == nil {
+			p.ParentRef.Kind = &defaultKind
+		}
+		var old []metav1.Condition
+		for _, s := range stored.Parents {
+			if s.ControllerName == ours && equality.Semantic.DeepEqual(s.ParentRef, p.ParentRef) {
+				old = s.Conditions
+			}
+		}
+		p.Conditions = conditions(old, p.Conditions, now)
+		parents = append(parents, p)
+	}
+	return gatewayv1.RouteStatus{Parents: parents}
+}

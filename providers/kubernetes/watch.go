@@ -1,0 +1,568 @@
+package kubernetes
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/utils/clock"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Defaults for Options.
+const (
+	// DefaultQuiet and DefaultMaxDelay are the debounce's timing: a burst
+	// of changes becomes one snapshot 100 ms after the last of them, and a
+	// steady trickle still yields one at least every second.
+	DefaultQuiet    = 100 * time.Millisecond
+	DefaultMaxDelay = time.Second
+
+	// The Lease timings are client-go's usual ones: a leader that stops
+	// renewing is replaced within DefaultLeaseDuration.
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+
+	// DefaultQPS and DefaultBurst limit the requests to the API server
+	// (client-go's own defaults are 5 and 10).
+	DefaultQPS   = 50
+	DefaultBurst = 100
+
+	// fieldManager names the edge in the objects' managedFields.
+	fieldManager = "causeway"
+)
+
+// Options tune a Watcher. Zero values take the defaults.
+type Options struct {
+	// RESTConfig, when set, is used instead of the provider's Kubeconfig
+	// or the in-cluster service account (tests, or a caller that already
+	// has one).
+	RESTConfig *rest.Config
+	// Clock times the debounce and the status retries (default the real
+	// clock). The Lease's timing is client-go's own and uses real time.
+	Clock clock.Clock
+	// Logger receives the watcher's warnings (default slog.Default()).
+	Logger *slog.Logger
+	// Quiet and MaxDelay are the debounce's timing (DefaultQuiet,
+	// DefaultMaxDelay).
+	Quiet, MaxDelay time.Duration
+	// LeaderElection chooses the one replica that writes status.
+	LeaderElection LeaderElection
+}
+
+// LeaderElection configures the coordination.k8s.io Lease that makes one
+// replica the status writer. Every replica watches and serves; only the
+// holder of the Lease writes, so replicas never fight over an object's
+// status.
+type LeaderElection struct {
+	// LeaseName is the Lease's name (default "causeway-" + the
+	// GatewayClass + "-status", so edges of different classes elect
+	// separately).
+	LeaseName string
+	// Namespace is the Lease's namespace (default $POD_NAMESPACE, else the
+	// service account's namespace, else "default").
+	Namespace string
+	// Identity names this replica in the Lease (default $POD_NAME, else
+	// the host name). Replicas must have different identities.
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod are the Lease timings
+	// (DefaultLeaseDuration, DefaultRenewDeadline, DefaultRetryPeriod).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// Watcher watches the objects a Snapshot holds and hands the caller one
+// consistent Snapshot after every settled burst of changes; it also writes
+// the objects' status from the Result the caller derives (SetResult), when
+// this replica holds the Lease. Run drives it.
+type Watcher struct {
+	cfg        routes.KubernetesProvider
+	onSnapshot func(*Snapshot)
+	clock      clock.Clock
+	log        *slog.Logger
+	quiet, max time.Duration
+	election   LeaderElection
+
+	httpClient *http.Client
+	conns      *connTracker
+	core       kubernetes.Interface
+	gw         gwclient.Interface
+
+	// cluster holds the GatewayClass informer, which is cluster-scoped
+	// whatever the namespaces; scopes hold one set of informers per
+	// watched namespace (one scope for all namespaces when none is set).
+	cluster gwinformers.SharedInformerFactory
+	scopes  []*scope
+	synced  []cache.InformerSynced
+
+	// changed is poked by every relevant event; one pending poke is
+	// enough, as a snapshot always reads the caches whole.
+	changed chan struct{}
+	running atomic.Bool
+
+	// Status: the latest Result to write, and whether this replica leads.
+	mu         sync.Mutex
+	result     *Result
+	leaderCtx  context.Context // nil when not leading
+	resultPoke chan struct{}
+	leaderPoke chan struct{}
+	// written is statusLoop's own: the statuses it wrote last pass (see
+	// writeOne).
+	written map[string]writtenStatus
+	// considered is the Result of the latest status pass made as the
+	// leader, written or not (tests wait on it).
+	considered atomic.Pointer[Result]
+}
+
+// scope is the informers of one namespace ("" for all).
+type scope struct {
+	namespace string
+	gw        gwinformers.SharedInformerFactory
+	core      informers.SharedInformerFactory
+	// secrets is a factory of its own because its list is narrowed by a
+	// field selector that the core factory's other kinds cannot take.
+	secrets informers.SharedInformerFactory
+}
+
+// New builds a Watcher for cfg that calls onSnapshot with each new
+// Snapshot. onSnapshot runs on Run's goroutine, one call at a time; while
+// it runs, changes accumulate into the next snapshot. It must not keep
+// Run waiting for long, and must treat the Snapshot as read-only: its
+// objects are the informers' cached ones, shared, not copies.
+func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options) (*Watcher, error) {
+	if onSnapshot == nil {
+		return nil, errors.New("kubernetes provider: no snapshot callback")
+	}
+	if cfg.GatewayClass == "" {
+		cfg.GatewayClass = routes.DefaultGatewayClass
+	}
+	restCfg, err := restConfig(cfg, opts.RESTConfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	// A Proxy function makes client-go build this Watcher a transport of
+	// its own instead of sharing a process-wide cached one, and the
+	// Watcher dials every connection itself, so Run can close them all
+	// when it returns and leave nothing behind (closing idle connections
+	// is not enough: a watch just cancelled may still hold its stream).
+	if restCfg.Proxy == nil {
+		restCfg.Proxy = http.ProxyFromEnvironment
+	}
+	conns := &connTracker{dial: restCfg.Dial}
+	restCfg.Dial = conns.dialContext
+	restCfg.UserAgent = cmp.Or(restCfg.UserAgent, "causeway")
+	// client-go's default of 5 requests a second would take minutes to
+	// write the status of a few thousand routes after a leader change.
+	if restCfg.RateLimiter == nil && restCfg.QPS == 0 {
+		restCfg.QPS, restCfg.Burst = DefaultQPS, DefaultBurst
+	}
+	httpClient, err := rest.HTTPClientFor(restCfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	core, err := kubernetes.NewForConfigAndClient(restCfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	gw, err := gwclient.NewForConfigAndClient(restCfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	election, err := electionDefaults(cfg, opts.LeaderElection)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
+	w := &Watcher{
+		cfg:        cfg,
+		onSnapshot: onSnapshot,
+		clock:      opts.Clock,
+		log:        opts.Logger,
+		quiet:      cmp.Or(opts.Quiet, DefaultQuiet),
+		max:        cmp.Or(opts.MaxDelay, DefaultMaxDelay),
+		election:   election,
+		httpClient: httpClient,
+		conns:      conns,
+		core:       core,
+		gw:         gw,
+		changed:    make(chan struct{}, 1),
+		resultPoke: make(chan struct{}, 1),
+		leaderPoke: make(chan struct{}, 1),
+	}
+	if w.clock == nil {
+		w.clock = clock.RealClock{}
+	}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	w.buildInformers()
+	return w, nil
+}
+
+func restConfig(cfg routes.KubernetesProvider, given *rest.Config) (*rest.Config, error) {
+	if given != nil {
+		return rest.CopyConfig(given), nil
+	}
+	if cfg.Kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", cfg.Kubeconfig, err)
+		}
+		return c, nil
+	}
+	c, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("in-cluster config (set kubeconfig outside a cluster): %w", err)
+	}
+	return c, nil
+}
+
+// serviceAccountNamespace is where a pod finds its own namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+func electionDefaults(cfg routes.KubernetesProvider, le LeaderElection) (LeaderElection, error) {
+	le.LeaseName = cmp.Or(le.LeaseName, "causeway-"+cfg.GatewayClass+"-status")
+	if le.Namespace == "" {
+		le.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if le.Namespace == "" {
+		if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+			le.Namespace = strings.TrimSpace(string(b))
+		}
+	}
+	le.Namespace = cmp.Or(le.Namespace, "default")
+	if le.Identity == "" {
+		le.Identity = os.Getenv("POD_NAME")
+	}
+	if le.Identity == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return le, fmt.Errorf("lease identity: %w", err)
+		}
+		le.Identity = h
+	}
+	le.LeaseDuration = cmp.Or(le.LeaseDuration, DefaultLeaseDuration)
+	le.RenewDeadline = cmp.Or(le.RenewDeadline, DefaultRenewDeadline)
+	le.RetryPeriod = cmp.Or(le.RetryPeriod, DefaultRetryPeriod)
+	// client-go's own rule (it jitters the retry period by up to 1.2×);
+	// checked here so that bad timings fail New, not the election later.
+	if le.LeaseDuration <= le.RenewDeadline || float64(le.RenewDeadline) <= leaderelection.JitterFactor*float64(le.RetryPeriod) {
+		return le, fmt.Errorf("lease timings: need lease duration %s > renew deadline %s > %.1f × retry period %s",
+			le.LeaseDuration, le.RenewDeadline, leaderelection.JitterFactor, le.RetryPeriod)
+	}
+	return le, nil
+}
+
+// tlsSecrets narrows the Secret informers to TLS certificates, the only
+// Secrets a Gateway may name: the cache then holds no other Secret's data,
+// and a cluster's many unrelated Secrets cost no memory here.
+func tlsSecrets(o *metav1.ListOptions) {
+	o.FieldSelector = fields.OneTermEqualSelector("type", "kubernetes.io/tls").String()
+}
+
+func (w *Watcher) buildInformers() {
+	// No periodic resync: a resync re-delivers every cached object as an
+	// update, which would only rebuild an identical snapshot.
+	const resync = 0
+	strip := cache.TransformFunc(stripManagedFields)
+	w.cluster = gwinformers.NewSharedInformerFactoryWithOptions(w.gw, resync, gwinformers.WithTransform(strip))
+	namespaces := w.cfg.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	for _, ns := range namespaces {
+		w.scopes = append(w.scopes, &scope{
+			namespace: ns,
+			gw: gwinformers.NewSharedInformerFactoryWithOptions(w.gw, resync,
+				gwinformers.WithNamespace(ns), gwinformers.WithTransform(strip)),
+			core: informers.NewSharedInformerFactoryWithOptions(w.core, resync,
+				informers.WithNamespace(ns), informers.WithTransform(strip)),
+			secrets: informers.NewSharedInformerFactoryWithOptions(w.core, resync,
+				informers.WithNamespace(ns), informers.WithTransform(strip), informers.WithTweakListOptions(tlsSecrets)),
+		})
+	}
+
+	// Asking a factory for an informer registers it; Start runs those.
+	add := func(inf cache.SharedIndexInformer, statusKind bool) {
+		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: func(any) { w.poke() },
+			UpdateFunc: func(old, cur any) {
+				if statusKind && onlyStatusChanged(old, cur) {
+					return
+				}
+				w.poke()
+			},
+			DeleteFunc: func(any) { w.poke() },
+		})
+		w.synced = append(w.synced, inf.HasSynced)
+	}
+	add(w.cluster.Gateway().V1().GatewayClasses().Informer(), true)
+	for _, s := range w.scopes {
+		add(s.gw.Gateway().V1().Gateways().Informer(), true)
+		add(s.gw.Gateway().V1().HTTPRoutes().Informer(), true)
+		add(s.gw.Gateway().V1().GRPCRoutes().Informer(), true)
+		add(s.gw.Gateway().V1beta1().ReferenceGrants().Informer(), false)
+		add(s.core.Core().V1().Services().Informer(), false)
+		add(s.core.Discovery().V1().EndpointSlices().Informer(), false)
+		add(s.secrets.Core().V1().Secrets().Informer(), false)
+	}
+}
+
+// onlyStatusChanged reports whether an update of a Gateway API object
+// changed nothing but its status (or other bookkeeping): the spec bumps
+// the generation, and labels, annotations and deletion are compared.
+// Translate reads specs, so such an update, most often this edge's own
+// status write, needs no new snapshot; rebuilding for it would make every
+// status write cost one more swap.
+func onlyStatusChanged(old, cur any) bool {
+	o, ok1 := old.(metav1.Object)
+	c, ok2 := cur.(metav1.Object)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return o.GetGeneration() == c.GetGeneration() &&
+		maps.Equal(o.GetLabels(), c.GetLabels()) &&
+		maps.Equal(o.GetAnnotations(), c.GetAnnotations()) &&
+		equality.Semantic.DeepEqual(o.GetDeletionTimestamp(), c.GetDeletionTimestamp())
+}
+
+// stripManagedFields drops managedFields before an object is cached: they
+// are often as large as the object and nothing here reads them.
+func stripManagedFields(obj any) (any, error) {
+	if o, err := meta.Accessor(obj); err == nil {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+func (w *Watcher) poke() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Watcher) factories() []interface {
+	Start(<-chan struct{})
+	Shutdown()
+} {
+	fs := []interface {
+		Start(<-chan struct{})
+		Shutdown()
+	}{w.cluster}
+	for _, s := range w.scopes {
+		fs = append(fs, s.gw, s.core, s.secrets)
+	}
+	return fs
+}
+
+// Run watches until ctx ends, then stops every goroutine it started and
+// returns ctx's error. Nothing is delivered until every informer has
+// listed its objects, so the first Snapshot is complete, never partial.
+// When the API server goes away the caches keep their contents and no
+// Snapshot is delivered, so the caller keeps serving the last one; when it
+// returns the informers list again and the changes arrive as usual. A
+// Watcher runs once.
+func (w *Watcher) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("kubernetes provider: Run called twice")
+	}
+	// Close the connections last, when nothing uses them any more.
+	defer func() {
+		utilnet.CloseIdleConnectionsFor(w.httpClient.Transport)
+		w.conns.closeAll()
+	}()
+
+	stop := make(chan struct{})
+	fs := w.factories()
+	for _, f := range fs {
+		f.Start(stop)
+	}
+	defer func() {
+		close(stop)
+		// Shutdown waits for the informers' goroutines to end.
+		for _, f := range fs {
+			f.Shutdown()
+		}
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
+		return ctx.Err()
+	}
+
+	// Status writing and the Lease. The election outlives the status
+	// loop: the Lease is released only after the last write has returned,
+	// so two replicas never write at once.
+	var wg sync.WaitGroup
+	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
+	var electWG sync.WaitGroup
+	electWG.Go(func() { w.elect(electCtx) })
+	wg.Go(func() { w.statusLoop(ctx) })
+	defer func() {
+		wg.Wait()
+		stopElection()
+		electWG.Wait()
+	}()
+
+	w.loop(ctx)
+	return ctx.Err()
+}
+
+// loop delivers the first snapshot at once, then one per settled burst.
+func (w *Watcher) loop(ctx context.Context) {
+	// Events seen while the caches filled are in the first snapshot.
+	select {
+	case <-w.changed:
+	default:
+	}
+	w.onSnapshot(w.snapshot())
+
+	d := debounce{quiet: w.quiet, max: w.max}
+	var timer clock.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		var fire <-chan time.Time
+		if timer != nil {
+			fire = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.changed:
+			d.changed(w.clock.Now())
+		case <-fire:
+			timer = nil
+		}
+		flush, wait := d.due(w.clock.Now())
+		if timer != nil {
+			timer.Stop()
+			timer = nil
+		}
+		switch {
+		case flush:
+			w.onSnapshot(w.snapshot())
+		case wait > 0:
+			timer = w.clock.NewTimer(wait)
+		}
+	}
+}
+
+// snapshot reads every cache. Each list is copied, so later events do not
+// change a Snapshot already delivered; the objects themselves are the
+// caches' own, which informers never modify in place (an update replaces
+// the object), so sharing them is safe and saves a deep copy of every
+// EndpointSlice per snapshot. Lists are sorted by namespace and name so
+// that equal states give equal snapshots.
+func (w *Watcher) snapshot() *Snapshot {
+	s := &Snapshot{}
+	all := labels.Everything()
+	s.GatewayClasses, _ = w.cluster.Gateway().V1().GatewayClasses().Lister().List(all)
+	for _, sc := range w.scopes {
+		gws, _ := sc.gw.Gateway().V1().Gateways().Lister().List(all)
+		s.Gateways = append(s.Gateways, gws...)
+		hrs, _ := sc.gw.Gateway().V1().HTTPRoutes().Lister().List(all)
+		s.HTTPRoutes = append(s.HTTPRoutes, hrs...)
+		grs, _ := sc.gw.Gateway().V1().GRPCRoutes().Lister().List(all)
+		s.GRPCRoutes = append(s.GRPCRoutes, grs...)
+		rgs, _ := sc.gw.Gateway().V1beta1().ReferenceGrants().Lister().List(all)
+		s.ReferenceGrants = append(s.ReferenceGrants, rgs...)
+		svcs, _ := sc.core.Core().V1().Services().Lister().List(all)
+		s.Services = append(s.Services, svcs...)
+		eps, _ := sc.core.Discovery().V1().EndpointSlices().Lister().List(all)
+		s.EndpointSlices = append(s.EndpointSlices, eps...)
+		secs, _ := sc.secrets.Core().V1().Secrets().Lister().List(all)
+		s.Secrets = append(s.Secrets, secs...)
+	}
+	sortObjects(s.GatewayClasses)
+	sortObjects(s.Gateways)
+	sortObjects(s.HTTPRoutes)
+	sortObjects(s.GRPCRoutes)
+	sortObjects(s.ReferenceGrants)
+	sortObjects(s.Services)
+	sortObjects(s.EndpointSlices)
+	sortObjects(s.Secrets)
+	return s
+}
+
+func sortObjects[T metav1.Object](list []T) {
+	slices.SortFunc(list, func(a, b T) int {
+		return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+	})
+}
+
+// connTracker dials the Watcher's connections to the API server and
+// closes those still open when Run ends.
+type connTracker struct {
+	dial  func(ctx context.Context, network, addr string) (net.Conn, error)
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+}
+
+func (t *connTracker) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := t.dial
+	if dial == nil {
+		// client-go's own dialer settings.
+		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
+	c, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, t: t}
+	t.mu.Lock()
+	if t.conns == nil {
+		t.conns = map[*trackedConn]struct{}{}
+	}
+	t.conns[tc] = struct{}{}
+	t.mu.Unlock()
+	return tc, nil
+}
+
+func (t *connTracker) closeAll() {
+	t.mu.Lock()
+	conns := t.conns
+	t.conns = nil
+	t.mu.Unlock()
+	for c := range conns {
+		_ = c.Conn.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	t *connTracker
+}
+
+func (c *trackedConn) Close() error {
+	c.t.mu.Lock()
+	delete(c.t.conns, c)
+	c.t.mu.Unlock()
+	return c.Conn.Close()
+}

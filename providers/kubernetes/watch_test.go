@@ -1,0 +1,430 @@
+package kubernetes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// docRBAC reads the RBAC that docs/kubernetes.md tells users to install
+// (the YAML between the rbac markers), so the tests run the watcher with
+// exactly the documented permissions and the document cannot fall behind.
+func docRBAC(t *testing.T) (*rbacv1.ClusterRole, *rbacv1.Role) {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/kubernetes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	const begin, end = "<!-- rbac:begin -->", "<!-- rbac:end -->"
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/kubernetes.md has no %s ... %s block", begin, end)
+	}
+	block := doc[i+len(begin) : j]
+	block = strings.TrimSpace(block)
+	block = strings.TrimPrefix(block, "```yaml")
+	block = strings.TrimSuffix(block, "```")
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(block), 4096)
+	var cr *rbacv1.ClusterRole
+	var role *rbacv1.Role
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		var head metav1.TypeMeta
+		if err := json.Unmarshal(raw, &head); err != nil {
+			t.Fatal(err)
+		}
+		switch head.Kind {
+		case "ClusterRole":
+			cr = &rbacv1.ClusterRole{}
+			err = json.Unmarshal(raw, cr)
+		case "Role":
+			role = &rbacv1.Role{}
+			err = json.Unmarshal(raw, role)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cr == nil || role == nil {
+		t.Fatal("docs/kubernetes.md's RBAC block needs a ClusterRole and a Role")
+	}
+	return cr, role
+}
+
+// grantDocumented binds the documented ClusterRole (less the rules drop
+// removes) and the lease Role in leaseNS to user, and returns a function
+// that replaces the ClusterRole's rules with the full documented ones.
+func grantDocumented(t *testing.T, c clients, user, leaseNS string, drop func(rbacv1.PolicyRule) rbacv1.PolicyRule) (grantAll func()) {
+	t.Helper()
+	ctx := context.Background()
+	cr, role := docRBAC(t)
+	full := cr.Rules
+	cr.Name = user
+	cr.Rules = nil
+	for _, r := range full {
+		if r = drop(r); len(r.Resources) > 0 {
+			cr.Rules = append(cr.Rules, r)
+		}
+	}
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	if _, err := c.core.RbacV1().ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.core.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects:   subject,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role.Namespace = leaseNS
+	if _, err := c.core.RbacV1().Roles(leaseNS).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.core.RbacV1().RoleBindings(leaseNS).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: leaseNS, Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   subject,
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		cur, err := c.core.RbacV1().ClusterRoles().Get(ctx, user, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Rules = full
+		if _, err := c.core.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The watcher runs with only the documented permissions. While one kind
+// (Secrets) cannot be listed, nothing is delivered: a model without the
+// certificates would be a partial one. Once it can, the first snapshot
+// holds every kind, TLS Secrets only.
+func TestNoSnapshotBeforeEveryInformerSynced(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	ns := namespace(t, c)
+	o := createAll(t, c, ns)
+	user := "causeway-" + ns
+	grantAll := grantDocumented(t, c, user, ns, func(r rbacv1.PolicyRule) rbacv1.PolicyRule {
+		r.Resources = slices.DeleteFunc(slices.Clone(r.Resources), func(s string) bool { return s == "secrets" })
+		return r
+	})
+
+	restCfg := adminConfig()
+	restCfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+	r := startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}},
+		Options{RESTConfig: restCfg, LeaderElection: LeaderElection{Namespace: ns, Identity: "a"}})
+
+	// Long enough for every other informer to list (they do in well under
+	// a second) and for the Secret informer to be refused several times.
+	time.Sleep(3 * time.Second)
+	if n := r.rec.count(); n != 0 {
+		t.Fatalf("%d snapshots delivered while Secrets could not be listed", n)
+	}
+
+	grantAll()
+	s := r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(*Snapshot) bool { return true })
+	want := map[string][]string{
+		"GatewayClasses":  {"/" + o.class},
+		"Gateways":        {ns + "/" + o.gateway},
+		"HTTPRoutes":      {ns + "/" + o.httpRoute},
+		"GRPCRoutes":      {ns + "/" + o.grpcRoute},
+		"ReferenceGrants": {ns + "/" + o.grant},
+		"Services":        {ns + "/" + o.service},
+		"EndpointSlices":  {ns + "/" + o.slice},
+		"Secrets":         {ns + "/" + o.tlsSecret}, // not the Opaque one
+	}
+	got := map[string][]string{
+		"GatewayClasses":  slices.DeleteFunc(names(s.GatewayClasses), func(n string) bool { return n != "/"+o.class }),
+		"Gateways":        names(s.Gateways),
+		"HTTPRoutes":      names(s.HTTPRoutes),
+		"GRPCRoutes":      names(s.GRPCRoutes),
+		"ReferenceGrants": names(s.ReferenceGrants),
+		"Services":        names(s.Services),
+		"EndpointSlices":  names(s.EndpointSlices),
+		"Secrets":         names(s.Secrets),
+	}
+	for kind, w := range want {
+		if !slices.Equal(got[kind], w) {
+			t.Errorf("%s = %v, want %v", kind, got[kind], w)
+		}
+	}
+	if a := s.EndpointSlices[0].Endpoints[0].Addresses; !slices.Equal(a, []string{"10.244.1.10"}) {
+		t.Errorf("EndpointSlice addresses = %v", a)
+	}
+	if s.HTTPRoutes[0].ManagedFields != nil {
+		t.Errorf("managedFields are cached; they should be dropped")
+	}
+
+	// A change after sync arrives as a new snapshot.
+	if err := c.core.CoreV1().Services(ns).Delete(context.Background(), o.service, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.rec.waitFor(t, 30*time.Second, "the Service gone", func(s *Snapshot) bool { return len(s.Services) == 0 })
+}
+
+// A watcher scoped to namespaces sees only theirs; GatewayClasses, which
+// are cluster-scoped, are seen whatever the scope.
+func TestNamespaceScoping(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	nsA, nsB, nsC := namespace(t, c), namespace(t, c), namespace(t, c)
+	oA, oB, oC := createAll(t, c, nsA), createAll(t, c, nsB), createAll(t, c, nsC)
+	tests := []struct {
+		name       string
+		namespaces []string
+		see, hide  []string
+	}{
+		{"one namespace", []string{nsA}, []string{nsA}, []string{nsB, nsC}},
+		{"two namespaces", []string{nsA, nsB}, []string{nsA, nsB}, []string{nsC}},
+		{"every namespace", nil, []string{nsA, nsB, nsC}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			noLeaks(t)
+			r := startWatcher(t, routes.KubernetesProvider{Namespaces: tt.namespaces},
+				Options{RESTConfig: adminConfig(), LeaderElection: LeaderElection{Namespace: nsA, Identity: tt.name}})
+			s := r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(*Snapshot) bool { return true })
+			kinds := map[string][]string{
+				"Gateways": names(s.Gateways), "HTTPRoutes": names(s.HTTPRoutes), "GRPCRoutes": names(s.GRPCRoutes),
+				"ReferenceGrants": names(s.ReferenceGrants), "Services": names(s.Services),
+				"EndpointSlices": names(s.EndpointSlices), "Secrets": names(s.Secrets),
+			}
+			for kind, got := range kinds {
+				for _, ns := range tt.see {
+					if len(inNamespace(got, ns)) != 1 {
+						t.Errorf("%s in %s: %v, want one", kind, ns, inNamespace(got, ns))
+					}
+				}
+				for _, ns := range tt.hide {
+					if n := inNamespace(got, ns); len(n) != 0 {
+						t.Errorf("%s: %v seen, outside the scope", kind, n)
+					}
+				}
+			}
+			classes := names(s.GatewayClasses)
+			for _, o := range []objects{oA, oB, oC} {
+				if !slices.Contains(classes, "/"+o.class) {
+					t.Errorf("GatewayClass %s missing: cluster-scoped kinds are watched whatever the namespaces", o.class)
+				}
+			}
+			r.stop()
+		})
+	}
+}
+
+// A burst of 200 changes (100 EndpointSlices created, then each updated,
+// from 4 writers at once) is delivered as few snapshots, and the last one
+// holds the final state of every slice. A snapshot needs a quiet gap of
+// Quiet or MaxDelay of changes, so a working debounce gives at most
+// burst/Quiet + 1 of them; one snapshot per event would give about 200.
+func TestBurstIsDebounced(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	ns := namespace(t, c)
+	const quiet, maxDelay = 300 * time.Millisecond, 2 * time.Second
+	r := startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}},
+		Options{RESTConfig: adminConfig(), Quiet: quiet, MaxDelay: maxDelay, LeaderElection: LeaderElection{Namespace: ns, Identity: "a"}})
+	r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(*Snapshot) bool { return true })
+	before := r.rec.count()
+
+	const nSlices, writers = 100, 4
+	ctx := context.Background()
+	api := c.core.DiscoveryV1().EndpointSlices(ns)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for i := w; i < nSlices; i += writers {
+				name := fmt.Sprintf("s-%03d", i)
+				es, err := api.Create(ctx, endpointSlice(ns, name, "web", fmt.Sprintf("10.244.2.%d", i+1)), metav1.CreateOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				es.Endpoints[0].Addresses = []string{fmt.Sprintf("10.244.3.%d", i+1)}
+				if _, err := api.Update(ctx, es, metav1.UpdateOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	burst := time.Since(start)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	final := func(s *Snapshot) bool {
+		if len(s.EndpointSlices) != nSlices {
+			return false
+		}
+		for i, es := range s.EndpointSlices {
+			if es.Name != fmt.Sprintf("s-%03d", i) || es.Endpoints[0].Addresses[0] != fmt.Sprintf("10.244.3.%d", i+1) {
+				return false
+			}
+		}
+		return true
+	}
+	r.rec.waitFor(t, 30*time.Second, "every slice in its final state", final)
+	// Anything still pending would come within MaxDelay.
+	time.Sleep(maxDelay + quiet)
+	n := r.rec.count() - before
+	if !final(r.rec.last()) {
+		t.Fatal("a snapshot after the final state does not hold it")
+	}
+	bound := int(burst/quiet) + 1
+	t.Logf("200 changes in %s gave %d snapshots (bound %d)", burst.Round(time.Millisecond), n, bound)
+	if n > bound || n >= 50 {
+		t.Fatalf("200 changes in %s gave %d snapshots, want at most %d", burst, n, bound)
+	}
+}
+
+// When the API server goes away the watcher delivers nothing (so the
+// caller keeps serving its last snapshot), and when it comes back the
+// watcher resyncs and delivers the changes made since.
+func TestAPIServerRestart(t *testing.T) {
+	// The restarted API server's process is waited for by a goroutine of
+	// testk8s's, which outlives the test.
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, ignore, goleak.IgnoreAnyFunction("github.com/causewayhq/causeway/internal/testk8s.(*ControlPlane).run.func1"))
+	})
+	c := adminClients(t)
+	ns := namespace(t, c)
+	o := createAll(t, c, ns)
+	r := startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}},
+		Options{RESTConfig: adminConfig(), LeaderElection: LeaderElection{Namespace: ns, Identity: "a",
+			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond}})
+	first := r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(s *Snapshot) bool { return len(s.Services) == 1 })
+
+	cp.StopAPIServer()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted { // leave the package's control plane usable
+			if err := cp.StartAPIServer(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	// Long enough for the watches to break and their retries to fail.
+	time.Sleep(5 * time.Second)
+	if last := r.rec.last(); last != first {
+		t.Fatalf("a snapshot was delivered while the API server was down: %d services", len(last.Services))
+	}
+
+	if err := cp.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	// The admin's clients reconnect too (a new client, not to depend on
+	// the old one's retry timing).
+	c = adminClients(t)
+	if _, err := c.core.CoreV1().Services(ns).Create(context.Background(), service(ns, "after"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := r.rec.waitFor(t, 90*time.Second, "the Service made after the restart", func(s *Snapshot) bool {
+		return slices.Contains(names(s.Services), ns+"/after")
+	})
+	// Nothing else was lost in the resync.
+	if !slices.Equal(names(s.Services), []string{ns + "/after", ns + "/" + o.service}) ||
+		len(s.Gateways) != 1 || len(s.HTTPRoutes) != 1 || len(s.EndpointSlices) != 1 || len(s.Secrets) != 1 {
+		t.Fatalf("after the restart: services %v, %d gateways, %d routes, %d slices, %d secrets",
+			names(s.Services), len(s.Gateways), len(s.HTTPRoutes), len(s.EndpointSlices), len(s.Secrets))
+	}
+}
+
+// A Watcher is also built from a kubeconfig file, the way the routes file
+// names one.
+func TestKubeconfig(t *testing.T) {
+	noLeaks(t)
+	path, err := cp.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := adminClients(t)
+	ns := namespace(t, c)
+	if _, err := c.core.CoreV1().Services(ns).Create(context.Background(), service(ns, "web"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := startWatcher(t, routes.KubernetesProvider{Kubeconfig: path, Namespaces: []string{ns}},
+		Options{LeaderElection: LeaderElection{Namespace: ns, Identity: "a"}})
+	r.rec.waitFor(t, 60*time.Second, "the Service", func(s *Snapshot) bool { return len(s.Services) == 1 })
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	bad := dir + "/kubeconfig"
+	if err := os.WriteFile(bad, []byte("not: [a kubeconfig"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := adminConfig()
+	cb := func(*Snapshot) {}
+	tests := []struct {
+		name     string
+		cfg      routes.KubernetesProvider
+		callback func(*Snapshot)
+		opts     Options
+		want     string
+	}{
+		{"no callback", routes.KubernetesProvider{}, nil, Options{RESTConfig: good}, "no snapshot callback"},
+		{"missing kubeconfig", routes.KubernetesProvider{Kubeconfig: dir + "/none"}, cb, Options{}, "kubeconfig " + dir + "/none"},
+		{"broken kubeconfig", routes.KubernetesProvider{Kubeconfig: bad}, cb, Options{}, "kubeconfig " + bad},
+		{"lease shorter than renewal", routes.KubernetesProvider{}, cb,
+			Options{RESTConfig: good, LeaderElection: LeaderElection{LeaseDuration: time.Second, RenewDeadline: 2 * time.Second}}, "lease timings"},
+		{"renewal shorter than retry", routes.KubernetesProvider{}, cb,
+			Options{RESTConfig: good, LeaderElection: LeaderElection{RenewDeadline: time.Second, RetryPeriod: 3 * time.Second}}, "lease timings"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg, tt.callback, tt.opts)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New: %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("defaults", func(t *testing.T) {
+		t.Setenv("POD_NAME", "edge-0")
+		t.Setenv("POD_NAMESPACE", "edge")
+		w, err := New(routes.KubernetesProvider{}, cb, Options{RESTConfig: good})
+		if err != nil {
+			t.Fatal(err)
+		}
+		le := w.election
+		if le.LeaseName != "causeway-causeway-status" || le.Namespace != "edge" || le.Identity != "edge-0" ||
+			le.LeaseDuration != DefaultLeaseDuration || le.RenewDeadline != DefaultRenewDeadline || le.RetryPeriod != DefaultRetryPeriod {
+			t.Fatalf("defaults: %+v", le)
+		}
+	})
+}
