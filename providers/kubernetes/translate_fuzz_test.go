@@ -32,9 +32,9 @@ func FuzzTranslate(f *testing.F) {
 			return
 		}
 		s := world()
-		r := httpRoute("apps", "r", nil)
+		r := route("apps", "r", nil)
 		r.Spec = spec
-		s.HTTPRoutes = []*gatewayv1.HTTPRoute{r, httpRoute("apps", "ok", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, hostnames("ok.example"))}
+		s.HTTPRoutes = []*gatewayv1.HTTPRoute{r, route("apps", "ok", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, hostnames("ok.example"))}
 		res := Translate(routes.KubernetesProvider{}, s)
 		base, err := routes.Parse("routes.yaml", []byte(baseFile))
 		if err != nil {

@@ -30,7 +30,7 @@ import (
 
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func meta(ns, name string, age int) metav1.ObjectMeta {
+func objMeta(ns, name string, age int) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, Generation: 3, CreationTimestamp: metav1.NewTime(epoch.Add(time.Duration(age) * time.Minute))}
 }
 
@@ -48,8 +48,8 @@ func httpListener(name string, port int32, host string) gatewayv1.Listener {
 	return l
 }
 
-func gateway(ns, name string, ls ...gatewayv1.Listener) *gatewayv1.Gateway {
-	return &gatewayv1.Gateway{ObjectMeta: meta(ns, name, 0), Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: ls}}
+func gw(ns, name string, ls ...gatewayv1.Listener) *gatewayv1.Gateway {
+	return &gatewayv1.Gateway{ObjectMeta: objMeta(ns, name, 0), Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: ls}}
 }
 
 func parent(ns, name string) gatewayv1.ParentReference {
@@ -96,8 +96,8 @@ func age(minutes int) routeOpt {
 	}
 }
 
-func httpRoute(ns, name string, rules []gatewayv1.HTTPRouteRule, opts ...routeOpt) *gatewayv1.HTTPRoute {
-	r := &gatewayv1.HTTPRoute{ObjectMeta: meta(ns, name, 10), Spec: gatewayv1.HTTPRouteSpec{Rules: rules}}
+func route(ns, name string, rules []gatewayv1.HTTPRouteRule, opts ...routeOpt) *gatewayv1.HTTPRoute {
+	r := &gatewayv1.HTTPRoute{ObjectMeta: objMeta(ns, name, 10), Spec: gatewayv1.HTTPRouteSpec{Rules: rules}}
 	r.Spec.ParentRefs = []gatewayv1.ParentReference{parent("", "gw")}
 	for _, o := range opts {
 		o(r)
@@ -105,11 +105,11 @@ func httpRoute(ns, name string, rules []gatewayv1.HTTPRouteRule, opts ...routeOp
 	return r
 }
 
-func service(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
+func svc(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
 	if len(ports) == 0 {
 		ports = []corev1.ServicePort{{Name: "http", Port: 80}}
 	}
-	return &corev1.Service{ObjectMeta: meta(ns, name, 0), Spec: corev1.ServiceSpec{Ports: ports}}
+	return &corev1.Service{ObjectMeta: objMeta(ns, name, 0), Spec: corev1.ServiceSpec{Ports: ports}}
 }
 
 type endpoint struct {
@@ -119,7 +119,7 @@ type endpoint struct {
 
 func slice(ns, svc, name, portName string, port int32, eps ...endpoint) *discoveryv1.EndpointSlice {
 	es := &discoveryv1.EndpointSlice{
-		ObjectMeta:  meta(ns, name, 0),
+		ObjectMeta:  objMeta(ns, name, 0),
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr(portName), Port: ptr(port)}},
 	}
@@ -137,8 +137,8 @@ func ready(ip string) endpoint { return endpoint{ip: ip, ready: true, serving: t
 func world() *Snapshot {
 	return &Snapshot{
 		GatewayClasses: []*gatewayv1.GatewayClass{class("causeway", routes.KubernetesControllerName)},
-		Gateways:       []*gatewayv1.Gateway{gateway("apps", "gw", httpListener("http", 80, ""))},
-		Services:       []*corev1.Service{service("apps", "web")},
+		Gateways:       []*gatewayv1.Gateway{gw("apps", "gw", httpListener("http", 80, ""))},
+		Services:       []*corev1.Service{svc("apps", "web")},
 		EndpointSlices: []*discoveryv1.EndpointSlice{slice("apps", "web", "web-1", "http", 8080, ready("10.244.0.2"), ready("10.244.0.1"))},
 	}
 }
@@ -147,7 +147,7 @@ func rule(matches []gatewayv1.HTTPRouteMatch, backends ...gatewayv1.HTTPBackendR
 	return gatewayv1.HTTPRouteRule{Matches: matches, BackendRefs: backends}
 }
 
-func cond(conds []metav1.Condition, typ string) *metav1.Condition {
+func condOf(conds []metav1.Condition, typ string) *metav1.Condition {
 	for i := range conds {
 		if conds[i].Type == typ {
 			return &conds[i]
@@ -222,22 +222,22 @@ func TestTranslateRoutes(t *testing.T) {
 	}{
 		{
 			name:   "no matches is a prefix on /",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})},
 			want:   []string{"* ^/ -> k8s.apps.web.80"},
 		},
 		{
 			name:   "a prefix matches whole segments",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{prefix("/api/")}, backend("web", 80))})},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{prefix("/api/")}, backend("web", 80))})},
 			want:   []string{"* =/api -> k8s.apps.web.80", "* ^/api/ -> k8s.apps.web.80"},
 		},
 		{
 			name:   "exact path, method, headers and query",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{withConds(exact("/login"), "POST", [][2]string{{"X-Env", "canary"}, {"x-env", "ignored: a later entry of the same name"}}, [][2]string{{"v", "2"}})}, backend("web", 80))})},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{withConds(exact("/login"), "POST", [][2]string{{"X-Env", "canary"}, {"x-env", "ignored: a later entry of the same name"}}, [][2]string{{"v", "2"}})}, backend("web", 80))})},
 			want:   []string{"* =/login POST H:X-Env=canary Q:v=2 -> k8s.apps.web.80"},
 		},
 		{
 			name: "hostnames: each served name becomes a route",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))},
 				hostnames("a.example.com", "*.b.example.com"))},
 			want: []string{"*.b.example.com ^/ -> k8s.apps.web.80", "a.example.com ^/ -> k8s.apps.web.80"},
 		},
@@ -246,45 +246,45 @@ func TestTranslateRoutes(t *testing.T) {
 			edit: func(s *Snapshot) {
 				s.Gateways[0].Spec.Listeners[0].Hostname = ptr(gatewayv1.Hostname("*.example.com"))
 			},
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))},
 				hostnames("a.example.com", "a.example.net", "*.example.com", "*.x.example.com"))},
 			want: []string{"*.example.com ^/ -> k8s.apps.web.80", "*.x.example.com ^/ -> k8s.apps.web.80", "a.example.com ^/ -> k8s.apps.web.80"},
 		},
 		{
 			name: "weighted backends become a split; weight 0 is left out",
 			edit: func(s *Snapshot) {
-				s.Services = append(s.Services, service("apps", "canary"), service("apps", "off"))
+				s.Services = append(s.Services, svc("apps", "canary"), svc("apps", "off"))
 				s.EndpointSlices = append(s.EndpointSlices, slice("apps", "canary", "c-1", "http", 8080, ready("10.244.1.1")))
 			},
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80, 90), backend("canary", 80, 10), backend("off", 80, 0))})},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80, 90), backend("canary", 80, 10), backend("off", 80, 0))})},
 			want:   []string{"* ^/ -> k8s.apps.web.80*90,k8s.apps.canary.80*10"},
 		},
 		{
 			name:   "a missing backend answers 500",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("nope", 80))})},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("nope", 80))})},
 			want:   []string{"* ^/ -> k8s.unresolved [k8s.apps.r.0.unresolved]"},
 		},
 		{
 			name: "routes are ordered oldest first, then by name",
 			routes: []*gatewayv1.HTTPRoute{
-				httpRoute("apps", "b", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/b")}, backend("web", 80))}, age(5)),
-				httpRoute("apps", "a", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))}, age(5)),
-				httpRoute("apps", "old", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/old")}, backend("web", 80))}, age(1)),
+				route("apps", "b", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/b")}, backend("web", 80))}, age(5)),
+				route("apps", "a", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))}, age(5)),
+				route("apps", "old", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/old")}, backend("web", 80))}, age(1)),
 			},
 			want: []string{"* =/old -> k8s.apps.web.80", "* =/a -> k8s.apps.web.80", "* =/b -> k8s.apps.web.80"},
 		},
 		{
 			name:   "a route of another namespace is not admitted by default",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("other", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))},
+			routes: []*gatewayv1.HTTPRoute{route("other", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))},
 			want:   nil,
 		},
 		{
 			name: "namespaces From All admits it",
 			edit: func(s *Snapshot) {
 				s.Gateways[0].Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: ptr(gatewayv1.NamespacesFromAll)}}
-				s.Services = append(s.Services, service("other", "web"))
+				s.Services = append(s.Services, svc("other", "web"))
 			},
-			routes: []*gatewayv1.HTTPRoute{httpRoute("other", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))},
+			routes: []*gatewayv1.HTTPRoute{route("other", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))},
 			want:   []string{"* ^/ -> k8s.other.web.80"},
 		},
 		{
@@ -293,24 +293,24 @@ func TestTranslateRoutes(t *testing.T) {
 				s.Gateways[0].Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{
 					From: ptr(gatewayv1.NamespacesFromSelector), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "shop"}}}}
 				s.Namespaces = []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "shop"}}}, {ObjectMeta: metav1.ObjectMeta{Name: "blog"}}}
-				s.Services = append(s.Services, service("shop", "web"), service("blog", "web"))
+				s.Services = append(s.Services, svc("shop", "web"), svc("blog", "web"))
 			},
 			routes: []*gatewayv1.HTTPRoute{
-				httpRoute("shop", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")), hostnames("shop.example")),
-				httpRoute("blog", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")), hostnames("blog.example")),
+				route("shop", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")), hostnames("shop.example")),
+				route("blog", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")), hostnames("blog.example")),
 			},
 			want: []string{"shop.example ^/ -> k8s.shop.web.80"},
 		},
 		{
 			name: "a cross-namespace backend needs a ReferenceGrant",
 			edit: func(s *Snapshot) {
-				s.Services = append(s.Services, service("data", "db"), service("data", "api"))
-				s.ReferenceGrants = []*gatewayv1beta1.ReferenceGrant{{ObjectMeta: meta("data", "g", 0), Spec: gatewayv1beta1.ReferenceGrantSpec{
+				s.Services = append(s.Services, svc("data", "db"), svc("data", "api"))
+				s.ReferenceGrants = []*gatewayv1beta1.ReferenceGrant{{ObjectMeta: objMeta("data", "g", 0), Spec: gatewayv1beta1.ReferenceGrantSpec{
 					From: []gatewayv1beta1.ReferenceGrantFrom{{Group: groupName, Kind: kindHTTPRoute, Namespace: "apps"}},
 					To:   []gatewayv1beta1.ReferenceGrantTo{{Group: "", Kind: kindService, Name: ptr(gatewayv1.ObjectName("api"))}},
 				}}}
 			},
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
 				rule([]gatewayv1.HTTPRouteMatch{exact("/api")}, withNamespace(backend("api", 80), "data")),
 				rule([]gatewayv1.HTTPRouteMatch{exact("/db")}, withNamespace(backend("db", 80), "data")),
 			})},
@@ -318,7 +318,7 @@ func TestTranslateRoutes(t *testing.T) {
 		},
 		{
 			name: "filters become plugins in order",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{{
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{{
 				Filters: []gatewayv1.HTTPRouteFilter{
 					{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-From", Value: "edge"}}}},
 					{Type: gatewayv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: &gatewayv1.HTTPHeaderFilter{Remove: []string{"Server"}}},
@@ -329,8 +329,8 @@ func TestTranslateRoutes(t *testing.T) {
 		},
 		{
 			name: "a mirror gives the rule its own copy of the upstream",
-			edit: func(s *Snapshot) { s.Services = append(s.Services, service("apps", "shadow")) },
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+			edit: func(s *Snapshot) { s.Services = append(s.Services, svc("apps", "shadow")) },
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
 				{
 					Matches:     []gatewayv1.HTTPRouteMatch{exact("/m")},
 					Filters:     []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: backend("shadow", 80).BackendObjectReference, Fraction: &gatewayv1.Fraction{Numerator: 1, Denominator: ptr(int32(4))}}}},
@@ -342,7 +342,7 @@ func TestTranslateRoutes(t *testing.T) {
 		},
 		{
 			name: "a redirect without backends answers the redirect",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{{
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{{
 				Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{
 					Scheme: ptr("https"), Hostname: ptr(gatewayv1.PreciseHostname("www.example.com")), StatusCode: ptr(301)}}},
 			}})},
@@ -350,7 +350,7 @@ func TestTranslateRoutes(t *testing.T) {
 		},
 		{
 			name: "an invalid rule is left out, the others serve",
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
 				rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/v[0-9]+")}}}, backend("web", 80)),
 				rule([]gatewayv1.HTTPRouteMatch{withConds(exact("/h"), "", [][2]string{{"X_Under", "1"}}, nil)}, backend("web", 80)),
 				rule([]gatewayv1.HTTPRouteMatch{exact("/ok")}, backend("web", 80)),
@@ -362,7 +362,7 @@ func TestTranslateRoutes(t *testing.T) {
 			edit: func(s *Snapshot) {
 				s.GatewayClasses[0].Spec.ControllerName = "example.com/other"
 			},
-			routes: []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})},
 			want:   nil,
 		},
 	}
@@ -432,10 +432,10 @@ func mergeable(t *testing.T, frag routes.Fragment) *routes.File {
 func TestTranslateEndpoints(t *testing.T) {
 	s := world()
 	s.Services = append(s.Services,
-		service("apps", "grpc", corev1.ServicePort{Name: "grpc", Port: 9000, AppProtocol: ptr("kubernetes.io/h2c")}),
-		service("apps", "rolling"),
-		&corev1.Service{ObjectMeta: meta("apps", "ext", 0), Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "api.example.net", Ports: []corev1.ServicePort{{Port: 443}}}},
-		service("apps", "multi", corev1.ServicePort{Name: "http", Port: 80}, corev1.ServicePort{Name: "admin", Port: 81}),
+		svc("apps", "grpc", corev1.ServicePort{Name: "grpc", Port: 9000, AppProtocol: ptr("kubernetes.io/h2c")}),
+		svc("apps", "rolling"),
+		&corev1.Service{ObjectMeta: objMeta("apps", "ext", 0), Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "api.example.net", Ports: []corev1.ServicePort{{Port: 443}}}},
+		svc("apps", "multi", corev1.ServicePort{Name: "http", Port: 80}, corev1.ServicePort{Name: "admin", Port: 81}),
 	)
 	notReady := endpoint{ip: "10.244.2.9", ready: false, serving: false}
 	terminating := endpoint{ip: "10.244.2.8", ready: false, serving: true, terminating: true}
@@ -446,7 +446,7 @@ func TestTranslateEndpoints(t *testing.T) {
 		slice("apps", "multi", "multi-1", "admin", 9001, ready("10.244.4.1")),
 		slice("apps", "multi", "multi-2", "http", 9000, ready("10.244.4.1")),
 	)
-	s.HTTPRoutes = []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{
+	s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
 		rule([]gatewayv1.HTTPRouteMatch{exact("/web")}, backend("web", 80)),
 		rule([]gatewayv1.HTTPRouteMatch{exact("/grpc")}, backend("grpc", 9000)),
 		rule([]gatewayv1.HTTPRouteMatch{exact("/rolling")}, backend("rolling", 80)),
@@ -475,27 +475,27 @@ func TestTranslateStatus(t *testing.T) {
 		gatewayv1.Listener{Name: "kinds", Port: 81, Protocol: gatewayv1.HTTPProtocolType, AllowedRoutes: &gatewayv1.AllowedRoutes{Kinds: []gatewayv1.RouteGroupKind{{Kind: "HTTPRoute"}, {Kind: "TCPRoute"}}}},
 		httpListener("named", 82, "named.example"),
 	)
-	s.Services = append(s.Services, service("data", "db"))
+	s.Services = append(s.Services, svc("data", "db"))
 	s.HTTPRoutes = []*gatewayv1.HTTPRoute{
-		httpRoute("apps", "ok", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, hostnames("ok.example")),
-		httpRoute("apps", "missing", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/m")}, backend("nope", 80))}),
-		httpRoute("apps", "kind", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/k")}, gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Kind: ptr(gatewayv1.Kind("Bucket")), Name: "b"}}})}),
-		httpRoute("apps", "grant", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/g")}, withNamespace(backend("db", 80), "data"))}),
-		httpRoute("apps", "section", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("nope"))})),
-		httpRoute("apps", "host", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("named"))}), hostnames("other.example")),
-		httpRoute("apps", "partial", []gatewayv1.HTTPRouteRule{
+		route("apps", "ok", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, hostnames("ok.example")),
+		route("apps", "missing", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/m")}, backend("nope", 80))}),
+		route("apps", "kind", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/k")}, gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Kind: ptr(gatewayv1.Kind("Bucket")), Name: "b"}}})}),
+		route("apps", "grant", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/g")}, withNamespace(backend("db", 80), "data"))}),
+		route("apps", "section", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("nope"))})),
+		route("apps", "host", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("named"))}), hostnames("other.example")),
+		route("apps", "partial", []gatewayv1.HTTPRouteRule{
 			rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/r.*")}}}, backend("web", 80)),
 			rule([]gatewayv1.HTTPRouteMatch{exact("/p")}, backend("web", 80)),
 		}),
-		httpRoute("apps", "foreign", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "not-ours"))),
+		route("apps", "foreign", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "not-ours"))),
 	}
 	res := Translate(routes.KubernetesProvider{}, s)
 
-	if c := cond(res.GatewayClasses["causeway"].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 1 {
+	if c := condOf(res.GatewayClasses["causeway"].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 1 {
 		t.Fatalf("class Accepted = %+v", c)
 	}
 	gs := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}]
-	if c := cond(gs.Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ListenersNotValid" {
+	if c := condOf(gs.Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ListenersNotValid" {
 		t.Fatalf("gateway Accepted = %+v", c)
 	}
 	listener := map[string]gatewayv1.ListenerStatus{}
@@ -512,7 +512,7 @@ func TestTranslateStatus(t *testing.T) {
 		{"kinds", "ResolvedRefs", "False", "InvalidRouteKinds"},
 		{"kinds", "Programmed", "True", "Programmed"},
 	} {
-		c := cond(listener[tc.listener].Conditions, tc.typ)
+		c := condOf(listener[tc.listener].Conditions, tc.typ)
 		if c == nil || string(c.Status) != tc.status || c.Reason != tc.reason || c.ObservedGeneration != 3 {
 			t.Errorf("listener %s %s = %+v, want %s %s", tc.listener, tc.typ, c, tc.status, tc.reason)
 		}
@@ -550,7 +550,7 @@ func TestTranslateStatus(t *testing.T) {
 		if p.ControllerName != routes.KubernetesControllerName {
 			t.Errorf("route %s: controllerName %q", tc.route, p.ControllerName)
 		}
-		c := cond(p.Conditions, tc.typ)
+		c := condOf(p.Conditions, tc.typ)
 		if c == nil || string(c.Status) != tc.status || c.Reason != tc.reason || c.ObservedGeneration != 3 {
 			t.Errorf("route %s %s = %+v, want %s %s", tc.route, tc.typ, c, tc.status, tc.reason)
 		}
@@ -570,7 +570,7 @@ func TestTranslateHTTPS(t *testing.T) {
 		return gatewayv1.Listener{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{ref}}}
 	}
 	tlsSecret := func(ns string, typ corev1.SecretType, crt, k []byte) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: meta(ns, "cert", 0), Type: typ, Data: map[string][]byte{"tls.crt": crt, "tls.key": k}}
+		return &corev1.Secret{ObjectMeta: objMeta(ns, "cert", 0), Type: typ, Data: map[string][]byte{"tls.crt": crt, "tls.key": k}}
 	}
 	tests := []struct {
 		name     string
@@ -589,16 +589,16 @@ func TestTranslateHTTPS(t *testing.T) {
 			s := world()
 			s.Gateways[0].Spec.Listeners = []gatewayv1.Listener{tt.listener}
 			s.Secrets = tt.secrets
-			s.HTTPRoutes = []*gatewayv1.HTTPRoute{httpRoute("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
 			res := Translate(routes.KubernetesProvider{}, s)
 			ls := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}].Listeners[0]
-			if c := cond(ls.Conditions, "ResolvedRefs"); c == nil || (c.Reason != tt.reason && !(tt.reason == "ResolvedRefs" && c.Status == metav1.ConditionTrue)) {
+			if c := condOf(ls.Conditions, "ResolvedRefs"); c == nil || (c.Reason != tt.reason && !(tt.reason == "ResolvedRefs" && c.Status == metav1.ConditionTrue)) {
 				t.Fatalf("ResolvedRefs = %+v, want %s", c, tt.reason)
 			}
 			// Certificates from Secrets are not served yet: an HTTPS
 			// listener never claims to be programmed, and nothing is
 			// served through it.
-			if c := cond(ls.Conditions, "Programmed"); c == nil || c.Status != metav1.ConditionFalse {
+			if c := condOf(ls.Conditions, "Programmed"); c == nil || c.Status != metav1.ConditionFalse {
 				t.Fatalf("Programmed = %+v", c)
 			}
 			if len(res.Fragment.Routes) != 0 {
@@ -641,9 +641,9 @@ func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
 // give the same Result: an unchanged cluster must never swap.
 func TestTranslateDeterministic(t *testing.T) {
 	s := world()
-	s.Services = append(s.Services, service("apps", "canary"))
+	s.Services = append(s.Services, svc("apps", "canary"))
 	for i := 0; i < 20; i++ {
-		s.HTTPRoutes = append(s.HTTPRoutes, httpRoute("apps", "r"+itoa(i), []gatewayv1.HTTPRouteRule{
+		s.HTTPRoutes = append(s.HTTPRoutes, route("apps", "r"+itoa(i), []gatewayv1.HTTPRouteRule{
 			rule([]gatewayv1.HTTPRouteMatch{prefix("/p" + itoa(i))}, backend("web", 80, 3), backend("canary", 80, 1)),
 		}, age(i%3)))
 	}
