@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sync"
 
+	"github.com/causewayhq/causeway/providers/kubernetes"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -22,8 +23,8 @@ type RouteSource interface {
 }
 
 // NewRouteSource builds the source of a providers.kubernetes section. It
-// is an option so that tests can feed fragments directly; the edge's
-// default is the Kubernetes provider (cmd/causeway sets it).
+// is an option so that tests can feed fragments directly; the default is
+// the Kubernetes provider.
 type NewRouteSource func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error)
 
 // routeSources runs the edge's route source: at most one, the one the
@@ -64,14 +65,23 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 	}
 	newSource := rs.e.opts.RouteSource
 	if newSource == nil {
-		return nil, &routes.Error{File: f.Path, Path: "providers.kubernetes", Msg: "this build of the edge has no Kubernetes provider", Pos: f.At("providers.kubernetes")}
+		newSource = kubernetesSource
 	}
 	src, err := newSource(*want, rs.e.log.With("provider", "kubernetes"))
 	if err != nil {
 		return nil, &routes.Error{File: f.Path, Path: "providers.kubernetes", Msg: err.Error(), Pos: f.At("providers.kubernetes")}
 	}
 	cfg := *want
+	if rs.e.opts.checkOnly {
+		// validate: the source is built (its settings checked), never run.
+		return func() {}, nil
+	}
 	return func() { rs.start(&cfg, src) }, nil
+}
+
+// kubernetesSource is the default: the Gateway API provider.
+func kubernetesSource(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error) {
+	return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log})
 }
 
 // start stops the running source, if any, and starts src. It runs at a

@@ -80,10 +80,10 @@ providers:
 
 	// Before the source delivers, the file's routes serve and the edge
 	// says it is not ready.
-	if resp, _ := get(t, te.url+"/file/x"); resp.StatusCode != 200 {
+	if resp, _ := get(t, te.url+"/file/x"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("file route before the source: %d", resp.StatusCode)
 	}
-	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != 503 || !strings.Contains(string(body), "kubernetes") {
+	if resp, body := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "kubernetes") {
 		t.Fatalf("readyz before the source delivered: %d %s", resp.StatusCode, body)
 	}
 
@@ -104,7 +104,7 @@ providers:
 	if resp, _ := get(t, te.url+"/empty"); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("an upstream without endpoints: %d, want 503", resp.StatusCode)
 	}
-	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("readyz after the source delivered: %d", resp.StatusCode)
 	}
 
@@ -127,9 +127,9 @@ providers:
 
 	// A file reload keeps the cluster's routes (and not the refused ones).
 	writeFile(t, te.path, strings.Replace(file, "/file", "/file2", 1))
-	waitFor(t, func() bool { r, _ := get(t, te.url+"/file2/x"); return r.StatusCode == 200 })
+	waitFor(t, func() bool { r, _ := get(t, te.url+"/file2/x"); return r.StatusCode == http.StatusOK })
 	wantUpstream(t, te.url+"/new", "k8s")
-	if resp, _ := get(t, te.url+"/bad"); resp.StatusCode != 404 {
+	if resp, _ := get(t, te.url+"/bad"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("a refused fragment's route serves after a file reload: %d", resp.StatusCode)
 	}
 
@@ -140,7 +140,7 @@ providers:
 
 	// Turning the provider off drops its routes and stops it.
 	writeFile(t, te.path, strings.Replace(file, "providers:\n  kubernetes: {kubeconfig: \"\"}\n", "", 1))
-	waitFor(t, func() bool { r, _ := get(t, te.url+"/new"); return r.StatusCode == 404 })
+	waitFor(t, func() bool { r, _ := get(t, te.url+"/new"); return r.StatusCode == http.StatusNotFound })
 	stopped := make(chan struct{})
 	go func() { runs.Wait(); close(stopped) }()
 	select {
@@ -148,7 +148,7 @@ providers:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the source still runs after the file turned it off")
 	}
-	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != 200 {
+	if resp, _ := get(t, te.admin+"/readyz"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("readyz without a provider: %d", resp.StatusCode)
 	}
 }
@@ -156,7 +156,7 @@ providers:
 func wantUpstream(t *testing.T, url, want string) {
 	t.Helper()
 	resp, body := get(t, url)
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `"Upstream":"`+want+`"`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"Upstream":"`+want+`"`) {
 		t.Fatalf("%s: %d %s, want upstream %s", url, resp.StatusCode, body, want)
 	}
 }

@@ -86,8 +86,11 @@ type Options struct {
 	// retry budgets (nil: time.Now); tests pass one they control.
 	Clock func() time.Time
 	// RouteSource builds the source of a routes file's
-	// providers.kubernetes section (nil: a file with one is refused).
+	// providers.kubernetes section (nil: the Kubernetes provider).
 	RouteSource NewRouteSource
+	// checkOnly builds without starting anything that would reach out
+	// (Check: route sources are built, never run).
+	checkOnly bool
 }
 
 // role is what the edge and the sidecar each add to the server.

@@ -26,6 +26,7 @@ func Check(ctx context.Context, path string) (routes.Errors, error) {
 		ConfigPath: path,
 		Logger:     slog.New(slog.DiscardHandler),
 		Registry:   prometheus.NewRegistry(),
+		checkOnly:  true,
 	})
 	if err != nil {
 		return nil, err

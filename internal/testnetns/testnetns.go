@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"testing"
 )
 
 // envInside marks the re-executed process.
@@ -30,15 +29,16 @@ func Addr(n int) string {
 	return fmt.Sprintf("10.244.%d.%d", n/256, n%256)
 }
 
-// Main runs m in a network namespace of its own and returns the exit code
-// for os.Exit.
-func Main(m *testing.M) int {
+// Main runs run (a package's tests: m.Run, or a control plane's
+// StartMain) in a network namespace of its own and returns the exit code
+// for os.Exit. Call it from TestMain.
+func Main(run func() int) int {
 	if os.Getenv(envInside) == "1" {
 		if err := setUp(); err != nil {
 			fmt.Fprintf(os.Stderr, "testnetns: %v\n", err)
 			return 1
 		}
-		return m.Run()
+		return run()
 	}
 	args := append([]string{"--net", "--", os.Args[0]}, os.Args[1:]...)
 	cmd := exec.Command("unshare", args...)
@@ -63,7 +63,7 @@ func setUp() error {
 		{"addr", "add", "10.244.0.1/16", "dev", "lo"},
 	} {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %v: %v: %s", args, err, out)
+			return fmt.Errorf("ip %v: %w: %s", args, err, out)
 		}
 	}
 	return nil

@@ -91,7 +91,7 @@ func TestRespond(t *testing.T) {
 func TestErrorGRPC(t *testing.T) {
 	inst := plugintest.MustNew(t, "respond", "error: no backend\nstatus: 500")
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("POST", "/pkg.Svc/Call", nil)
+	req := httptest.NewRequest(http.MethodPost, "/pkg.Svc/Call", nil)
 	req.Header.Set("Content-Type", "application/grpc")
 	inst.Wrap(nil).ServeHTTP(rec, req)
 	if got := rec.Header().Get("Grpc-Status"); got != "13" {

@@ -600,7 +600,7 @@ func redirectConfig(f *gatewayv1.HTTPRequestRedirectFilter, matches []gatewayv1.
 		authority := host
 		if f.Port != nil {
 			port := int(*f.Port)
-			if !(scheme == "http" && port == 80) && !(scheme == "https" && port == 443) {
+			if (scheme != "http" || port != 80) && (scheme != "https" || port != 443) {
 				authority += ":" + strconv.Itoa(port)
 			}
 		}
@@ -761,7 +761,7 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 	}
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
-		if svc.Spec.Ports[i].Port == int32(*ref.Port) && (svc.Spec.Ports[i].Protocol == "" || svc.Spec.Ports[i].Protocol == corev1.ProtocolTCP) {
+		if svc.Spec.Ports[i].Port == *ref.Port && (svc.Spec.Ports[i].Protocol == "" || svc.Spec.Ports[i].Protocol == corev1.ProtocolTCP) {
 			sp = &svc.Spec.Ports[i]
 		}
 	}

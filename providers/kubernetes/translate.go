@@ -195,10 +195,10 @@ func (t *translator) listeners(gs *gatewayState) {
 	protoConflict := map[int32]bool{}
 	keys := map[string]int{}
 	for _, l := range g.Spec.Listeners {
-		if p, ok := protoAt[int32(l.Port)]; ok && p != l.Protocol {
-			protoConflict[int32(l.Port)] = true
+		if p, ok := protoAt[l.Port]; ok && p != l.Protocol {
+			protoConflict[l.Port] = true
 		}
-		protoAt[int32(l.Port)] = l.Protocol
+		protoAt[l.Port] = l.Protocol
 		keys[listenerKey(l)]++
 	}
 	var invalid []string
@@ -216,7 +216,7 @@ func (t *translator) listeners(gs *gatewayState) {
 			ls.valid = false
 		}
 		switch {
-		case protoConflict[int32(l.Port)]:
+		case protoConflict[l.Port]:
 			conflicted = condition(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonProtocolConflict),
 				fmt.Sprintf("another listener on port %d has a different protocol", l.Port), gen)
 			ls.valid = false
@@ -436,20 +436,20 @@ func byAge[T any](list []T, meta func(T) metav1.Object) {
 // beginning and gains a hash of the whole: still unique, still readable.
 func name(parts ...string) string {
 	s := routes.KubernetesPrefix + strings.Join(parts, ".")
-	const max = 128
-	if len(s) <= max {
+	const limit = 128
+	if len(s) <= limit {
 		return s
 	}
 	sum := sha256.Sum256([]byte(s))
 	h := hex.EncodeToString(sum[:6])
-	return s[:max-len(h)-1] + "-" + h
+	return s[:limit-len(h)-1] + "-" + h
 }
 
 // checkKeyPair reports whether a Secret's certificate and key parse and
 // belong together.
 func checkKeyPair(cert, key []byte) error {
 	if _, err := tls.X509KeyPair(cert, key); err != nil {
-		return fmt.Errorf("tls.crt and tls.key are not a valid pair: %v", err)
+		return fmt.Errorf("tls.crt and tls.key are not a valid pair: %w", err)
 	}
 	return nil
 }

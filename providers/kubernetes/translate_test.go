@@ -41,7 +41,7 @@ func class(name, controller string) *gatewayv1.GatewayClass {
 }
 
 func httpListener(name string, port int32, host string) gatewayv1.Listener {
-	l := gatewayv1.Listener{Name: gatewayv1.SectionName(name), Port: gatewayv1.PortNumber(port), Protocol: gatewayv1.HTTPProtocolType}
+	l := gatewayv1.Listener{Name: gatewayv1.SectionName(name), Port: port, Protocol: gatewayv1.HTTPProtocolType}
 	if host != "" {
 		l.Hostname = ptr(gatewayv1.Hostname(host))
 	}
@@ -61,7 +61,7 @@ func parent(ns, name string) gatewayv1.ParentReference {
 }
 
 func backend(name string, port int32, weight ...int32) gatewayv1.HTTPBackendRef {
-	b := gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(name), Port: ptr(gatewayv1.PortNumber(port))}}}
+	b := gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(name), Port: ptr(port)}}}
 	if len(weight) > 0 {
 		b.Weight = &weight[0]
 	}
@@ -592,7 +592,7 @@ func TestTranslateHTTPS(t *testing.T) {
 			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
 			res := Translate(routes.KubernetesProvider{}, s)
 			ls := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}].Listeners[0]
-			if c := condOf(ls.Conditions, "ResolvedRefs"); c == nil || (c.Reason != tt.reason && !(tt.reason == "ResolvedRefs" && c.Status == metav1.ConditionTrue)) {
+			if c := condOf(ls.Conditions, "ResolvedRefs"); c == nil || (c.Reason != tt.reason && (tt.reason != "ResolvedRefs" || c.Status != metav1.ConditionTrue)) {
 				t.Fatalf("ResolvedRefs = %+v, want %s", c, tt.reason)
 			}
 			// Certificates from Secrets are not served yet: an HTTPS

@@ -117,8 +117,11 @@ type Watcher struct {
 	// whatever the namespaces; scopes hold one set of informers per
 	// watched namespace (one scope for all namespaces when none is set).
 	cluster gwinformers.SharedInformerFactory
-	scopes  []*scope
-	synced  []cache.InformerSynced
+	// namespaces holds the Namespace informer (cluster-scoped too):
+	// listeners that admit routes by namespace label read the labels.
+	namespaces informers.SharedInformerFactory
+	scopes     []*scope
+	synced     []cache.InformerSynced
 
 	// changed is poked by every relevant event; one pending poke is
 	// enough, as a snapshot always reads the caches whole.
@@ -290,6 +293,7 @@ func (w *Watcher) buildInformers() {
 	const resync = 0
 	strip := cache.TransformFunc(stripManagedFields)
 	w.cluster = gwinformers.NewSharedInformerFactoryWithOptions(w.gw, resync, gwinformers.WithTransform(strip))
+	w.namespaces = informers.NewSharedInformerFactoryWithOptions(w.core, resync, informers.WithTransform(strip))
 	namespaces := w.cfg.Namespaces
 	if len(namespaces) == 0 {
 		namespaces = []string{metav1.NamespaceAll}
@@ -321,6 +325,7 @@ func (w *Watcher) buildInformers() {
 		w.synced = append(w.synced, inf.HasSynced)
 	}
 	add(w.cluster.Gateway().V1().GatewayClasses().Informer(), true)
+	add(w.namespaces.Core().V1().Namespaces().Informer(), true)
 	for _, s := range w.scopes {
 		add(s.gw.Gateway().V1().Gateways().Informer(), true)
 		add(s.gw.Gateway().V1().HTTPRoutes().Informer(), true)
@@ -373,7 +378,7 @@ func (w *Watcher) factories() []interface {
 	fs := []interface {
 		Start(<-chan struct{})
 		Shutdown()
-	}{w.cluster}
+	}{w.cluster, w.namespaces}
 	for _, s := range w.scopes {
 		fs = append(fs, s.gw, s.core, s.secrets)
 	}
@@ -484,6 +489,7 @@ func (w *Watcher) snapshot() *Snapshot {
 	s := &Snapshot{}
 	all := labels.Everything()
 	s.GatewayClasses, _ = w.cluster.Gateway().V1().GatewayClasses().Lister().List(all)
+	s.Namespaces, _ = w.namespaces.Core().V1().Namespaces().Lister().List(all)
 	for _, sc := range w.scopes {
 		gws, _ := sc.gw.Gateway().V1().Gateways().Lister().List(all)
 		s.Gateways = append(s.Gateways, gws...)
@@ -501,6 +507,7 @@ func (w *Watcher) snapshot() *Snapshot {
 		s.Secrets = append(s.Secrets, secs...)
 	}
 	sortObjects(s.GatewayClasses)
+	sortObjects(s.Namespaces)
 	sortObjects(s.Gateways)
 	sortObjects(s.HTTPRoutes)
 	sortObjects(s.GRPCRoutes)
