@@ -189,6 +189,19 @@ func TestNoSnapshotBeforeEveryInformerSynced(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.rec.waitFor(t, 30*time.Second, "the Service gone", func(s *Snapshot) bool { return len(s.Services) == 0 })
+
+	// The documented Role is enough to take the Lease.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err := c.core.CoordinationV1().Leases(ns).Get(context.Background(), "causeway-causeway-status", metav1.GetOptions{})
+		if err == nil && holder(l) == "a" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Lease was not taken with the documented RBAC: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // A watcher scoped to namespaces sees only theirs; GatewayClasses, which
