@@ -343,7 +343,12 @@ func TestAPIServerRestart(t *testing.T) {
 			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond}})
 	first := r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(s *Snapshot) bool { return len(s.Services) == 1 })
 
+	// The statuses are handed over while the API server is down: they are
+	// written once it is back (by a retry, or when the Lease, lost
+	// meanwhile, is taken again).
+	res := resultFor(t, c, ns, o, "Accepted")
 	cp.StopAPIServer()
+	r.w.SetResult(res)
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted { // leave the package's control plane usable
@@ -376,6 +381,17 @@ func TestAPIServerRestart(t *testing.T) {
 		len(s.Gateways) != 1 || len(s.HTTPRoutes) != 1 || len(s.EndpointSlices) != 1 || len(s.Secrets) != 1 {
 		t.Fatalf("after the restart: services %v, %d gateways, %d routes, %d slices, %d secrets",
 			names(s.Services), len(s.Gateways), len(s.HTTPRoutes), len(s.EndpointSlices), len(s.Secrets))
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		gc, err := c.gw.GatewayV1().GatewayClasses().Get(context.Background(), o.class, metav1.GetOptions{})
+		if err == nil && got1(gc.Status.Conditions).Reason == "Accepted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the status handed over during the outage was not written after it: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
