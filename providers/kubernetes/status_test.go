@@ -471,3 +471,39 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatalf("class condition after the handover = %+v", got)
 	}
 }
+
+// A leader that dies without giving the Lease up (its record still says it
+// holds it) is replaced once the Lease has run out, not before: a replica
+// never writes while another may still think it leads.
+func TestLeaderCrashTakeover(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	ctx := context.Background()
+	ns := namespace(t, c)
+	lease := shortLease(ns, "b")
+	dead, secs, now := "dead-replica", int32(lease.LeaseDuration/time.Second), metav1.NewMicroTime(time.Now())
+	if _, err := c.core.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: lease.LeaseName},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: &dead, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}}, Options{RESTConfig: adminConfig(), LeaderElection: lease})
+	for {
+		h := leaseHolder(t, c, ns)
+		elapsed := time.Since(started)
+		if h == "b" {
+			// client-go times the Lease from when it first saw the record.
+			if elapsed < lease.LeaseDuration-lease.RetryPeriod {
+				t.Fatalf("took a live Lease after %s (duration %s)", elapsed, lease.LeaseDuration)
+			}
+			t.Logf("took the dead replica's Lease after %s", elapsed.Round(time.Millisecond))
+			return
+		}
+		if elapsed > lease.LeaseDuration+3*lease.RetryPeriod {
+			t.Fatalf("the Lease is still %q after %s (duration %s)", h, elapsed, lease.LeaseDuration)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -189,6 +190,19 @@ func TestNoSnapshotBeforeEveryInformerSynced(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.rec.waitFor(t, 30*time.Second, "the Service gone", func(s *Snapshot) bool { return len(s.Services) == 0 })
+
+	// The documented Role is enough to take the Lease.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err := c.core.CoordinationV1().Leases(ns).Get(context.Background(), "causeway-causeway-status", metav1.GetOptions{})
+		if err == nil && holder(l) == "a" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Lease was not taken with the documented RBAC: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // A watcher scoped to namespaces sees only theirs; GatewayClasses, which
@@ -329,7 +343,12 @@ func TestAPIServerRestart(t *testing.T) {
 			LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond}})
 	first := r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(s *Snapshot) bool { return len(s.Services) == 1 })
 
+	// The statuses are handed over while the API server is down: they are
+	// written once it is back (by a retry, or when the Lease, lost
+	// meanwhile, is taken again).
+	res := resultFor(t, c, ns, o, "Accepted")
 	cp.StopAPIServer()
+	r.w.SetResult(res)
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted { // leave the package's control plane usable
@@ -362,6 +381,17 @@ func TestAPIServerRestart(t *testing.T) {
 		len(s.Gateways) != 1 || len(s.HTTPRoutes) != 1 || len(s.EndpointSlices) != 1 || len(s.Secrets) != 1 {
 		t.Fatalf("after the restart: services %v, %d gateways, %d routes, %d slices, %d secrets",
 			names(s.Services), len(s.Gateways), len(s.HTTPRoutes), len(s.EndpointSlices), len(s.Secrets))
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		gc, err := c.gw.GatewayV1().GatewayClasses().Get(context.Background(), o.class, metav1.GetOptions{})
+		if err == nil && got1(gc.Status.Conditions).Reason == "Accepted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the status handed over during the outage was not written after it: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -426,5 +456,76 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			le.LeaseDuration != DefaultLeaseDuration || le.RenewDeadline != DefaultRenewDeadline || le.RetryPeriod != DefaultRetryPeriod {
 			t.Fatalf("defaults: %+v", le)
 		}
+	})
+}
+
+func TestOnlyStatusChanged(t *testing.T) {
+	base := func() *gatewayv1.Gateway {
+		g := gateway("ns", "gw", "c")
+		g.Generation = 1
+		g.Labels = map[string]string{"a": "1"}
+		g.Annotations = map[string]string{"b": "2"}
+		return g
+	}
+	now := metav1.Now()
+	tests := []struct {
+		name   string
+		change func(*gatewayv1.Gateway)
+		only   bool
+	}{
+		{"status", func(g *gatewayv1.Gateway) { g.Status.Conditions = []metav1.Condition{{Type: "Accepted"}} }, true},
+		{"resourceVersion", func(g *gatewayv1.Gateway) { g.ResourceVersion = "9" }, true},
+		{"spec (generation)", func(g *gatewayv1.Gateway) { g.Generation = 2 }, false},
+		{"labels", func(g *gatewayv1.Gateway) { g.Labels["a"] = "2" }, false},
+		{"annotations", func(g *gatewayv1.Gateway) { g.Annotations = nil }, false},
+		{"deletion", func(g *gatewayv1.Gateway) { g.DeletionTimestamp = &now }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cur := base()
+			tt.change(cur)
+			if got := onlyStatusChanged(base(), cur); got != tt.only {
+				t.Fatalf("onlyStatusChanged = %v, want %v", got, tt.only)
+			}
+		})
+	}
+}
+
+// A status write, which every replica sees as an update, makes no new
+// snapshot; a change to the spec or the labels does.
+func TestStatusUpdatesDoNotRebuild(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	ctx := context.Background()
+	ns := namespace(t, c)
+	o := createAll(t, c, ns)
+	const quiet, maxDelay = 50 * time.Millisecond, 200 * time.Millisecond
+	r := startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}},
+		Options{RESTConfig: adminConfig(), Quiet: quiet, MaxDelay: maxDelay, LeaderElection: LeaderElection{Namespace: ns, Identity: "a"}})
+	r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(*Snapshot) bool { return true })
+
+	gws := c.gw.GatewayV1().Gateways(ns)
+	gw, err := gws.Get(ctx, o.gateway, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := r.rec.count()
+	gw.Status.Conditions = []metav1.Condition{cond("Accepted", "True", "Accepted", 1, t0)}
+	if gw, err = gws.UpdateStatus(ctx, gw, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The watch event arrives in milliseconds; a snapshot would follow
+	// within maxDelay.
+	time.Sleep(time.Second)
+	if n := r.rec.count(); n != before {
+		t.Fatalf("a status update made %d snapshots", n-before)
+	}
+
+	gw.Labels = map[string]string{"team": "web"}
+	if _, err = gws.Update(ctx, gw, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.rec.waitFor(t, 30*time.Second, "the Gateway's new label", func(s *Snapshot) bool {
+		return len(s.Gateways) == 1 && s.Gateways[0].Labels["team"] == "web"
 	})
 }
