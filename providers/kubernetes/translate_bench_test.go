@@ -56,4 +56,3 @@ func BenchmarkMerge10k(b *testing.B) {
 		}
 	}
 }
-
