@@ -182,9 +182,23 @@ routes:
 	trustedEdge := edgeWith("127.0.0.1/32", "")
 	untrustedEdge := edgeWith("10.0.0.0/8", "")
 	fixedEdge := edgeWith("127.0.0.1/32", ", redirect_url: https://sso.example.com/sso/cb")
+	// A route held to *.example.com, behind a trusted proxy.
+	hostedEdge := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+trusted_proxies: [127.0.0.1/32]
+authenticators:
+  sso:
+    oidc: {issuer: %q, client_id: origin-web, client_secret_env: CW_EDGE_OIDC_SECRET, allow_insecure_http: true, session: {keys_env: CW_EDGE_OIDC_KEYS}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: app, match: {host: "*.example.com", path_prefix: /}, auth: sso, upstream: u}
+`, issuer, strings.TrimPrefix(up.URL, "http://")))
 
-	redirectURI := func(e *edge, host string, hdr map[string]string) string {
-		t.Helper()
+	// navigate returns the edge's answer to a browser's navigation and
+	// the redirect_uri it sends the provider ("" when it sends none).
+	navigate := func(e *edge, host string, hdr map[string]string) (int, string, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+e.Addr("http")+"/page", nil)
 		req.Host = host
 		req.Header.Set("Accept", "text/html")
@@ -193,14 +207,23 @@ routes:
 		}
 		res, err := http.DefaultTransport.RoundTrip(req)
 		if err != nil {
-			t.Fatal(err)
+			return 0, "", err
 		}
+		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		loc, err := url.Parse(res.Header.Get("Location"))
-		if res.StatusCode != http.StatusFound || err != nil {
-			t.Fatalf("navigation: %d %q", res.StatusCode, res.Header.Get("Location"))
+		if err != nil {
+			return res.StatusCode, "", err
 		}
-		return loc.Query().Get("redirect_uri")
+		return res.StatusCode, loc.Query().Get("redirect_uri"), nil
+	}
+	redirectURI := func(e *edge, host string, hdr map[string]string) string {
+		t.Helper()
+		code, uri, err := navigate(e, host, hdr)
+		if err != nil || code != http.StatusFound {
+			t.Fatalf("navigation: %d %v", code, err)
+		}
+		return uri
 	}
 	lb := map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com"}
 	for _, tc := range []struct {
@@ -218,6 +241,13 @@ routes:
 		{"a host with credentials", trustedEdge, "app.internal", map[string]string{"X-Forwarded-Host": "user@evil.example"}, "http://app.internal/oauth2/callback"},
 		{"redirect_url, plain", fixedEdge, "app.internal", nil, "https://sso.example.com/sso/cb"},
 		{"redirect_url, spoofed host and headers", fixedEdge, "evil.example", lb, "https://sso.example.com/sso/cb"},
+		{"redirect_url from an untrusted peer", fixedEdge, "app.internal", map[string]string{"X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}, "https://sso.example.com/sso/cb"},
+		{"spoofed Host on a route for any host", untrustedEdge, "evil.example", nil, "http://evil.example/oauth2/callback"},
+		{"hosted route behind a trusted proxy", hostedEdge, "app.example.com", lb, "https://app.example.com/oauth2/callback"},
+		{"hosted route, another host it serves", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "Login.Example.com:8443"}, "https://login.example.com:8443/oauth2/callback"},
+		{"hosted route, forwarded host it does not serve", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}, "https://app.example.com/oauth2/callback"},
+		{"hosted route, forwarded suffix lookalike", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Host": "evilexample.com"}, "http://app.example.com/oauth2/callback"},
+		{"hosted route, forwarded bare parent", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Host": "example.com"}, "http://app.example.com/oauth2/callback"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := redirectURI(tc.e, tc.host, tc.hdr); got != tc.want {
@@ -225,6 +255,45 @@ routes:
 			}
 		})
 	}
+	// A spoofed Host outside a hosted route reaches no route at all, so
+	// no sign-in starts with it.
+	if code, uri, err := navigate(hostedEdge, "evil.example", lb); err != nil || code != http.StatusNotFound || uri != "" {
+		t.Fatalf("spoofed Host on a hosted route: %d %q %v, want 404 and no redirect_uri", code, uri, err)
+	}
+
+	// Concurrent sign-ins from trusted and untrusted peers, each with its
+	// own host, must each get their own callback: the origin is decided
+	// per request, never shared (run with -race).
+	t.Run("concurrent", func(t *testing.T) {
+		const workers, each = 16, 40
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					h := fmt.Sprintf("h%d-%d.example.com", w, i)
+					e, want := trustedEdge, "https://"+h+"/oauth2/callback"
+					switch i % 3 {
+					case 1:
+						e, want = untrustedEdge, "http://direct-"+h+"/oauth2/callback"
+					case 2:
+						e, want = fixedEdge, "https://sso.example.com/sso/cb"
+					}
+					code, got, err := navigate(e, "direct-"+h, map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": h})
+					if err != nil || code != http.StatusFound || got != want {
+						errs <- fmt.Errorf("worker %d request %d: %d %q, want %q: %w", w, i, code, got, want, err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 
 	// A whole sign-in through a TLS-terminating proxy in front of the edge
 	// (on loopback, so trusted): the provider sends the browser back to

@@ -240,7 +240,11 @@ func muxMatch(mr *mux.Router, r *http.Request) (http.Handler, map[string]string)
 
 // requestHost is the request's host, lower-cased, without port or trailing dot.
 func requestHost(r *http.Request) string {
-	host := r.Host
+	return normalizeHost(r.Host)
+}
+
+// normalizeHost is host[:port] lower-cased, without port or trailing dot.
+func normalizeHost(host string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
