@@ -666,11 +666,21 @@ func printable(r rune) rune {
 	return r
 }
 
-// safeReturn keeps a return address on this host: a path, never
-// //host or /\host, which browsers read as another host.
+// safeReturn keeps a return address on this site: a path, never
+// //host or /\host, which browsers read as another host. Browsers also
+// drop tabs and newlines anywhere in a URL and read a backslash as a
+// slash, so "/\t/host" is //host to them: any control character, space
+// or backslash sends the browser to the root instead. The address is
+// recorded from the request target (escaped by net/url, so none of these
+// get through today) and sealed; this is the last line all the same.
 func safeReturn(to string) string {
-	if !strings.HasPrefix(to, "/") || strings.HasPrefix(to, "//") || strings.HasPrefix(to, "/\\") {
+	if !strings.HasPrefix(to, "/") || strings.HasPrefix(to, "//") {
 		return "/"
+	}
+	for i := 0; i < len(to); i++ {
+		if c := to[i]; c <= ' ' || c == 0x7f || c == '\\' {
+			return "/"
+		}
 	}
 	return to
 }
