@@ -22,6 +22,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -173,6 +174,52 @@ func TestOIDCPrivateKeyJWT(t *testing.T) {
 			h, _, _ = e.seen.last()
 			if res.StatusCode != http.StatusOK || st.lookups() != 3 || h.Get("Authorization") == first || !strings.HasPrefix(h.Get("Authorization"), "Bearer ") {
 				t.Fatalf("refresh: %d, %d assertions checked, token %q (before %q)", res.StatusCode, st.lookups(), h.Get("Authorization"), first)
+			}
+		})
+	}
+}
+
+// Every key type signs an assertion that verifies with its public key and
+// carries what the provider checks; the curves the example provider does
+// not accept are covered here only.
+func TestClientAssertionSign(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Unix(1_800_000_000, 0)
+	for _, tc := range []struct {
+		curve elliptic.Curve
+		alg   string
+	}{
+		{nil, "RS256"}, {elliptic.P256(), "ES256"}, {elliptic.P384(), "ES384"}, {elliptic.P521(), "ES512"},
+	} {
+		t.Run(tc.alg, func(t *testing.T) {
+			var key crypto.Signer
+			if tc.curve == nil {
+				key, _ = rsa.GenerateKey(rand.Reader, 2048)
+			} else {
+				key, _ = ecdsa.GenerateKey(tc.curve, rand.Reader)
+			}
+			signer, method, err := loadAssertionKey(writeKey(t, dir, tc.alg+".pem", key, true))
+			if err != nil || method.Alg() != tc.alg {
+				t.Fatalf("load: %v, %v", method, err)
+			}
+			ca := &clientAssertion{clientID: "web", issuer: "https://id.example.com/", kid: "k1", key: signer, method: method, now: func() time.Time { return now }}
+			seen := map[string]bool{}
+			for range 50 {
+				raw, err := ca.sign("https://id.example.com/token")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var claims jwt.RegisteredClaims
+				tok, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return key.Public(), nil },
+					jwt.WithValidMethods([]string{tc.alg}), jwt.WithTimeFunc(func() time.Time { return now }))
+				if err != nil || tok.Header["kid"] != "k1" {
+					t.Fatalf("verify: %v, header %v", err, tok.Header)
+				}
+				if claims.Issuer != "web" || claims.Subject != "web" || len(claims.Audience) != 2 || claims.Audience[0] != "https://id.example.com/token" || claims.Audience[1] != "https://id.example.com/" ||
+					!claims.IssuedAt.Equal(now) || !claims.ExpiresAt.Equal(now.Add(assertionTTL)) || claims.ID == "" || seen[claims.ID] {
+					t.Fatalf("claims %+v", claims)
+				}
+				seen[claims.ID] = true
 			}
 		})
 	}
