@@ -15,8 +15,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,12 +300,15 @@ routes:
 	// A whole sign-in through a TLS-terminating proxy in front of the edge
 	// (on loopback, so trusted): the provider sends the browser back to
 	// the https callback, the proxy hands it to the edge, and the session
-	// works on the next request.
+	// works on the next request. Then the same behind a proxy the edge
+	// does not trust, with redirect_url: the callback is redirect_url
+	// (https, though the edge sees plain http and ignores the forwarded
+	// headers) and is served at its path.
 	const host = "app.example.com"
 	certFile, keyFile, pool := serverCert(t, t.TempDir(), host)
-	target, _ := url.Parse("http://" + trustedEdge.Addr("http"))
+	var target atomic.Pointer[url.URL]
 	proxy := httptest.NewUnstartedServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(target)
+		pr.SetURL(target.Load())
 		pr.Out.Host = pr.In.Host
 		pr.Out.Header.Set("X-Forwarded-Proto", "https")
 		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
@@ -317,37 +322,58 @@ routes:
 	t.Cleanup(proxy.Close)
 	_, port, _ := net.SplitHostPort(proxy.Listener.Addr().String())
 	base := "https://" + host + ":" + port
-	storage.RegisterClients(storage.WebClient("origin-web", "secret", base+"/oauth2/callback"))
-	jar, _ := cookiejar.New(nil)
+	storage.RegisterClients(storage.WebClient("origin-web", "secret", base+"/oauth2/callback", base+"/sso/cb"))
+	pinnedEdge := edgeWith("10.0.0.0/8", fmt.Sprintf(", redirect_url: %q", base+"/sso/cb"))
 	dialer := &net.Dialer{}
-	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if strings.HasPrefix(addr, host+":") {
-				addr = proxy.Listener.Addr().String()
+	for _, sc := range []struct {
+		name     string
+		e        *edge
+		callback string
+	}{
+		{"trusted proxy", trustedEdge, "/oauth2/callback"},
+		{"untrusted proxy, redirect_url", pinnedEdge, "/sso/cb"},
+	} {
+		t.Run("sign-in behind a proxy, "+sc.name, func(t *testing.T) {
+			u, _ := url.Parse("http://" + sc.e.Addr("http"))
+			target.Store(u)
+			jar, _ := cookiejar.New(nil)
+			var visited []string
+			browser := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pool},
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if strings.HasPrefix(addr, host+":") {
+						addr = proxy.Listener.Addr().String()
+					}
+					return dialer.DialContext(ctx, network, addr)
+				},
+			}, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+				visited = append(visited, req.URL.Scheme+"://"+req.URL.Host+req.URL.Path)
+				return nil
+			}}
+			req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
+			req.Header.Set("Accept", "text/html")
+			res, err := browser.Do(req)
+			if err != nil {
+				t.Fatal(err)
 			}
-			return dialer.DialContext(ctx, network, addr)
-		},
-	}}
-	req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
-	req.Header.Set("Accept", "text/html")
-	res, err := browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	m := oidcLoginID.FindStringSubmatch(string(body))
-	if res.StatusCode != http.StatusOK || m == nil {
-		t.Fatalf("expected the provider's login form, got %d at %s: %.300s", res.StatusCode, res.Request.URL, body)
-	}
-	res, err = browser.PostForm(issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {"test-user@127.0.0.1"}, "password": {"verysecure"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK || string(b) != "app /app" || res.Request.URL.Scheme != "https" {
-		t.Fatalf("after signing in: %d at %s: %q", res.StatusCode, res.Request.URL, b)
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			m := oidcLoginID.FindStringSubmatch(string(body))
+			if res.StatusCode != http.StatusOK || m == nil {
+				t.Fatalf("expected the provider's login form, got %d at %s: %.300s", res.StatusCode, res.Request.URL, body)
+			}
+			res, err = browser.PostForm(issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {"test-user@127.0.0.1"}, "password": {"verysecure"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || string(b) != "app /app" || res.Request.URL.Scheme != "https" {
+				t.Fatalf("after signing in: %d at %s: %q", res.StatusCode, res.Request.URL, b)
+			}
+			if !slices.Contains(visited, base+sc.callback) {
+				t.Fatalf("the browser never went through %s: %v", base+sc.callback, visited)
+			}
+		})
 	}
 }
