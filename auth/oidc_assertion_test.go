@@ -11,9 +11,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"html"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,5 +225,76 @@ func TestClientAssertionSign(t *testing.T) {
 				seen[claims.ID] = true
 			}
 		})
+	}
+}
+
+// Concurrent sign-ins and refreshes with one key: every token request gets
+// its own assertion and each browser its own session (run with -race).
+func TestOIDCPrivateKeyJWTConcurrent(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	file := writeKey(t, t.TempDir(), "ec.pem", ec, false)
+	op, st := startKeyOP(t)
+	e := startEdge(t, op, fmt.Sprintf("private_key_file: %q, private_key_id: k1, scopes: [openid, offline_access], forward_access_token: true, refresh_before: 5m", file))
+	storage.RegisterClients(storage.WebClient(e.clientID, randomString(), e.srv.URL+"/oauth2/callback"))
+	st.set(e.clientID, "k1", &ec.PublicKey)
+
+	const browsers, requests = 12, 5
+	flow := func(c *http.Client) error {
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/app", nil)
+		req.Header.Set("Accept", "text/html")
+		res, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		m := loginID.FindStringSubmatch(string(b))
+		if m == nil {
+			return fmt.Errorf("no login form: %d", res.StatusCode)
+		}
+		res, err = c.PostForm(op.issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {opUser}, "password": {opPassword}})
+		if err != nil {
+			return err
+		}
+		b, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || string(b) != "upstream /app" {
+			return fmt.Errorf("sign-in: %d %q", res.StatusCode, b)
+		}
+		for i := range requests {
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/app/%d", e.srv.URL, i), nil)
+			res, err := c.Do(req)
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if want := fmt.Sprintf("upstream /app/%d", i); res.StatusCode != http.StatusOK || string(b) != want {
+				return fmt.Errorf("request %d: %d %q", i, res.StatusCode, b)
+			}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, browsers)
+	for range browsers {
+		c := e.browser(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := flow(c); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Each browser: the code exchange, the landing request's refresh and
+	// one per request after it.
+	if got, want := st.lookups(), browsers*(2+requests); got != want {
+		t.Errorf("the provider checked %d assertions, want %d", got, want)
 	}
 }
