@@ -700,17 +700,25 @@ func printable(r rune) rune {
 
 // safeReturn keeps a return address on this site: a path, never
 // //host or /\host, which browsers read as another host. Browsers also
-// drop tabs and newlines anywhere in a URL and read a backslash as a
-// slash, so "/\t/host" is //host to them: any control character, space
-// or backslash sends the browser to the root instead. The address is
-// recorded from the request target (escaped by net/url, so none of these
-// get through today) and sealed; this is the last line all the same.
+// drop tabs and newlines anywhere in a URL and read a backslash in the
+// path as a slash, so "/\t/host" is //host to them: a control character
+// anywhere, or a space or backslash in the path, sends the browser to the
+// root instead. A query may carry a backslash (browsers send it raw
+// there): it cannot change the host. The address is recorded from the
+// request target (its path escaped by net/url, so none of these get
+// through today) and sealed; this is the last line all the same.
 func safeReturn(to string) string {
 	if !strings.HasPrefix(to, "/") || strings.HasPrefix(to, "//") {
 		return "/"
 	}
+	inPath := true
 	for i := 0; i < len(to); i++ {
-		if c := to[i]; c <= ' ' || c == 0x7f || c == '\\' {
+		switch c := to[i]; {
+		case c < ' ' || c == 0x7f:
+			return "/"
+		case c == '?' || c == '#':
+			inPath = false
+		case inPath && (c == ' ' || c == '\\'):
 			return "/"
 		}
 	}

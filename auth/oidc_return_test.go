@@ -91,6 +91,7 @@ routes:
 		"https://SITE/\\evil.example",
 		"https://SITE",
 		"/page?a=1#//evil.example",
+		"/page?q=a\\b",
 	} {
 		t.Run(target, func(t *testing.T) {
 			jar, _ := cookiejar.New(nil)
@@ -133,11 +134,16 @@ routes:
 				t.Fatalf("the callback answered %d (%s), want 303", res.StatusCode, res.Request.URL)
 			}
 			raw := res.Header.Get("Location")
-			if !strings.HasPrefix(raw, "/") || strings.HasPrefix(raw, "//") || strings.ContainsAny(raw, "\\\t\r\n") {
+			path, _, _ := strings.Cut(raw, "?")
+			if !strings.HasPrefix(raw, "/") || strings.HasPrefix(raw, "//") || strings.ContainsAny(path, "\\ ") || strings.ContainsAny(raw, "\t\r\n") {
 				t.Fatalf("Location %q is not a plain path on this site", raw)
 			}
 			if last.Scheme != site.Scheme || last.Host != site.Host {
 				t.Fatalf("Location %q leads to %s", raw, last)
+			}
+			// A harmless query comes back as it was sent.
+			if strings.HasPrefix(target, "/page?q=") && raw != target {
+				t.Fatalf("Location %q, want %q", raw, target)
 			}
 		})
 	}
@@ -187,6 +193,10 @@ func TestSafeReturn(t *testing.T) {
 		// and read a backslash as a slash.
 		{"/a\\..\\..\\/evil.example", "/"},
 		{"/ /evil.example", "/"},
+		{"/x?\t/evil.example", "/"},
+		// A query is data: a backslash there stays.
+		{"/search?q=a\\b", "/search?q=a\\b"},
+		{"/search?q=\\\\evil.example", "/search?q=\\\\evil.example"},
 	} {
 		if got := safeReturn(tc.in); got != tc.want {
 			t.Errorf("safeReturn(%q) = %q, want %q", tc.in, got, tc.want)
