@@ -207,7 +207,7 @@ func hostServed(authority, routeHost string) bool {
 	if routeHost == "" {
 		return true
 	}
-	host := normalizeHost(authority)
+	host := matchHost(authority)
 	routeHost = strings.ToLower(routeHost)
 	if suffix, ok := strings.CutPrefix(routeHost, "*"); ok {
 		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
