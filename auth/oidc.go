@@ -73,10 +73,15 @@ type oidcAuth struct {
 	sess  *session.Store // the session
 	login *session.Store // a sign-in under way: state, nonce, PKCE verifier
 
-	client   *http.Client
-	now      func() time.Time
-	log      *slog.Logger
-	failures *prometheus.CounterVec
+	client *http.Client
+	// tokenClient makes the token requests (the client in oauth2's
+	// context): client, or with private_key_file, client adding a signed
+	// assertion to each.
+	tokenClient *http.Client
+	assertion   *clientAssertion
+	now         func() time.Time
+	log         *slog.Logger
+	failures    *prometheus.CounterVec
 
 	mu       sync.Mutex
 	prov     *provider
@@ -174,6 +179,27 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 			return nil, &keyError{key: "oidc.client_secret_env", err: fmt.Errorf("environment variable %s is unset or empty", env)}
 		}
 		a.clientSecret = v
+	}
+	a.tokenClient = a.client
+	if c.PrivateKeyFile != "" {
+		if a.clientSecret != "" {
+			return nil, &keyError{key: "oidc.private_key_file", err: errors.New("and client_secret_env are two ways to authenticate the client: set one")}
+		}
+		key, method, err := loadAssertionKey(c.PrivateKeyFile)
+		if err != nil {
+			return nil, &keyError{key: "oidc.private_key_file", err: err}
+		}
+		a.assertion = &clientAssertion{clientID: a.clientID, issuer: a.issuer, kid: c.PrivateKeyID, key: key, method: method, now: a.now}
+		base := http.DefaultTransport
+		if a.client != nil && a.client.Transport != nil {
+			base = a.client.Transport
+		}
+		tc := &http.Client{}
+		if a.client != nil {
+			*tc = *a.client
+		}
+		tc.Transport = &assertionTransport{base: base, ca: a.assertion}
+		a.tokenClient = tc
 	}
 	for claim, header := range c.ForwardClaims {
 		a.forward = append(a.forward, claimHeader{claim: claim, header: http.CanonicalHeaderKey(header)})
@@ -286,10 +312,16 @@ func (a *oidcAuth) provider(ctx context.Context) (*provider, error) {
 }
 
 func (a *oidcAuth) oauth2Config(p *provider, r *http.Request) *oauth2.Config {
+	ep := p.endpoint
+	if a.assertion != nil {
+		// The client's id goes in the form beside the assertion, and no
+		// Basic header is tried first.
+		ep.AuthStyle = oauth2.AuthStyleInParams
+	}
 	return &oauth2.Config{
 		ClientID:     a.clientID,
 		ClientSecret: a.clientSecret,
-		Endpoint:     p.endpoint,
+		Endpoint:     ep,
 		RedirectURL:  a.callbackURL(r),
 		Scopes:       a.scopes,
 	}
@@ -329,7 +361,7 @@ func RequestOrigin(r *http.Request) string {
 
 func (a *oidcAuth) providerCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, providerTimeout)
-	return context.WithValue(oidc.ClientContext(ctx, a.client), oauth2.HTTPClient, a.client), cancel
+	return context.WithValue(oidc.ClientContext(ctx, a.client), oauth2.HTTPClient, a.tokenClient), cancel
 }
 
 // isNavigation reports whether r looks like a browser loading a page: the
@@ -666,11 +698,29 @@ func printable(r rune) rune {
 	return r
 }
 
-// safeReturn keeps a return address on this host: a path, never
-// //host or /\host, which browsers read as another host.
+// safeReturn keeps a return address on this site: a path, never
+// //host or /\host, which browsers read as another host. Browsers also
+// drop tabs and newlines anywhere in a URL and read a backslash in the
+// path as a slash, so "/\t/host" is //host to them: a control character
+// anywhere, or a space or backslash in the path, sends the browser to the
+// root instead. A query may carry a backslash (browsers send it raw
+// there): it cannot change the host. The address is recorded from the
+// request target (its path escaped by net/url, so none of these get
+// through today) and sealed; this is the last line all the same.
 func safeReturn(to string) string {
-	if !strings.HasPrefix(to, "/") || strings.HasPrefix(to, "//") || strings.HasPrefix(to, "/\\") {
+	if !strings.HasPrefix(to, "/") || strings.HasPrefix(to, "//") {
 		return "/"
+	}
+	inPath := true
+	for i := 0; i < len(to); i++ {
+		switch c := to[i]; {
+		case c < ' ' || c == 0x7f:
+			return "/"
+		case c == '?' || c == '#':
+			inPath = false
+		case inPath && (c == ' ' || c == '\\'):
+			return "/"
+		}
 	}
 	return to
 }

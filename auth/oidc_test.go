@@ -2,9 +2,15 @@ package auth
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"html"
 	"io"
@@ -13,6 +19,8 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -126,7 +134,10 @@ func startEdge(t *testing.T, op *testOP, extra string) *testEdge {
 	t.Cleanup(e.srv.Close)
 	storage.RegisterClients(storage.WebClient(e.clientID, opSecret, e.srv.URL+"/oauth2/callback"))
 
-	settings := fmt.Sprintf("issuer: %q, client_id: %s, client_secret_env: CW_TEST_OIDC_SECRET, logout_path: /oauth2/logout, forward_claims: {sub: X-User-Id, amr: X-User-Amr}", op.issuer, e.clientID)
+	settings := fmt.Sprintf("issuer: %q, client_id: %s, logout_path: /oauth2/logout, forward_claims: {sub: X-User-Id, amr: X-User-Amr}", op.issuer, e.clientID)
+	if !strings.Contains(extra, "private_key_file:") {
+		settings += ", client_secret_env: CW_TEST_OIDC_SECRET"
+	}
 	if extra != "" {
 		settings += ", " + extra
 	}
@@ -636,6 +647,25 @@ func TestOIDCProviderDown(t *testing.T) {
 
 func TestOIDCConfig(t *testing.T) {
 	t.Setenv("CW_TEST_OIDC_KEYS", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	writeKey(t, dir, "ec.pem", ec, false)
+	rsa1024, _ := rsa.GenerateKey(rand.Reader, 1024)
+	writeKey(t, dir, "rsa1024.pem", rsa1024, true)
+	p224, _ := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	b, _ := x509.MarshalECPrivateKey(p224)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	edDER, _ := x509.MarshalPKCS8PrivateKey(ed)
+	for name, data := range map[string][]byte{
+		"junk.pem": []byte("not a key\n"),
+		"cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}),
+		"p224.pem": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: b}),
+		"ed.pem":   pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: edDER}),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		desc, settings, want string
 	}{
@@ -643,9 +673,17 @@ func TestOIDCConfig(t *testing.T) {
 		{"short key", "issuer: https://id.example.com/, client_id: web, session: {keys_env: CW_TEST_OIDC_SHORT}", "key 0: 16 bytes"},
 		{"secret unset", "issuer: https://id.example.com/, client_id: web, client_secret_env: CW_TEST_OIDC_UNSET, session: {keys_env: CW_TEST_OIDC_KEYS}", "authenticators.sso.oidc.client_secret_env: environment variable CW_TEST_OIDC_UNSET is unset"},
 		{"provider down is not a load error", "issuer: \"http://127.0.0.1:1/\", client_id: web, session: {keys_env: CW_TEST_OIDC_KEYS}", ""},
+		{"private key", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/ec.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", ""},
+		{"private key missing", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/none.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", "t.yaml:4:79: authenticators.sso.oidc.private_key_file: open DIR/none.pem: no such file"},
+		{"private key not PEM", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/junk.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", "oidc.private_key_file: DIR/junk.pem: no PEM block"},
+		{"private key is a certificate", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/cert.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", `a PEM "CERTIFICATE" block, not a private key`},
+		{"private key too short", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/rsa1024.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", "an RSA key of 1024 bits; at least 2048 are needed"},
+		{"private key on P-224", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/p224.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", "an EC key on an unsupported curve"},
+		{"private key ed25519", "issuer: https://id.example.com/, client_id: web, private_key_file: DIR/ed.pem, session: {keys_env: CW_TEST_OIDC_KEYS}", "not an RSA or EC private key"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Setenv("CW_TEST_OIDC_SHORT", base64.StdEncoding.EncodeToString(make([]byte, 16)))
+			tc.settings, tc.want = strings.ReplaceAll(tc.settings, "DIR", dir), strings.ReplaceAll(tc.want, "DIR", dir)
 			f, err := routes.Parse("t.yaml", []byte("version: 1\nauthenticators:\n  sso:\n    oidc: {"+tc.settings+"}\nupstreams:\n  app: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: app, match: {path_prefix: /}, auth: sso, upstream: app}\n"))
 			if err != nil {
 				t.Fatal(err)

@@ -238,6 +238,9 @@ func filesOf(a routes.Authenticator) []string {
 	if b := a.Basic; b != nil && b.HtpasswdFile != "" {
 		out = append(out, b.HtpasswdFile)
 	}
+	if o := a.OIDC; o != nil && o.PrivateKeyFile != "" {
+		out = append(out, o.PrivateKeyFile)
+	}
 	return out
 }
 

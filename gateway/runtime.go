@@ -138,12 +138,13 @@ func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, 
 			h = withStageSpan(stages[i], mw, traced)(h)
 		}
 	}
-	return &routeHandler{name: rc.Name, next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
+	return &routeHandler{name: rc.Name, host: rc.Match.Host, next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
 }
 
 // routeHandler marks the request with its route for the log and metrics.
 type routeHandler struct {
 	name    string
+	host    string // the route's match.host, which the OIDC origin is held to
 	next    http.Handler
 	metrics routeMetrics
 }
@@ -151,6 +152,7 @@ type routeHandler struct {
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := stateFrom(r.Context())
 	st.route = h.name
+	st.routeHost = h.host
 	st.routeMetrics = &h.metrics
 	h.next.ServeHTTP(w, r)
 }

@@ -31,6 +31,7 @@ type reqState struct {
 	// (see guardInformational).
 	http10        bool
 	route         string
+	routeHost     string // the route's match.host ("" for any host)
 	routeMetrics  *routeMetrics
 	upstream      string
 	endpoint      *endpoint

@@ -100,7 +100,10 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log, Now: a.e.opts.Clock,
 		FailureLimiter: a.failures, Metrics: a.metrics,
 		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
-		Origin:   func(r *http.Request) string { return pipeline.Origin(r, stateFrom(r.Context()).peer.Trusted) },
+		Origin: func(r *http.Request) string {
+			st := stateFrom(r.Context())
+			return pipeline.Origin(r, st.peer.Trusted, st.routeHost)
+		},
 	})
 	if err != nil {
 		return prepared{}, nil, err

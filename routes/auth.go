@@ -471,6 +471,15 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	if o.ClientSecretEnv != "" && !envNameRe.MatchString(o.ClientSecretEnv) {
 		c.errorf(p+".client_secret_env", "%q is not an environment variable name", o.ClientSecretEnv)
 	}
+	if o.PrivateKeyFile != "" && o.ClientSecretEnv != "" {
+		c.errorf(p+".private_key_file", "and client_secret_env are two ways to authenticate the client: set one")
+	}
+	if o.PrivateKeyID != "" && o.PrivateKeyFile == "" {
+		c.errorf(p+".private_key_id", "needs private_key_file")
+	}
+	if strings.ContainsAny(o.PrivateKeyID, "\"\\\x00\r\n") {
+		c.errorf(p+".private_key_id", "%q is not a key id", o.PrivateKeyID)
+	}
 	for i, sc := range o.Scopes {
 		if sc == "" || strings.ContainsAny(sc, " \t\r\n\"\\") {
 			c.errorf(indexPath(p+".scopes", i), "%q is not a scope (RFC 6749 3.3)", sc)

@@ -75,6 +75,9 @@ func (f *File) files() []namedFile {
 		if x := a.ExtAuthz; x != nil {
 			add(p+".ext_authz.ca_file", x.CAFile)
 		}
+		if o := a.OIDC; o != nil {
+			add(p+".oidc.private_key_file", o.PrivateKeyFile)
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		add("upstreams."+name+".endpoints_file", f.Upstreams[name].EndpointsFile)

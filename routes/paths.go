@@ -55,6 +55,9 @@ func (f *File) resolvePaths() {
 		if x := a.ExtAuthz; x != nil {
 			rel(&x.CAFile)
 		}
+		if o := a.OIDC; o != nil {
+			rel(&o.PrivateKeyFile)
+		}
 		f.Authenticators[name] = a
 	}
 	for name, u := range f.Upstreams {

@@ -32,6 +32,7 @@ var notSecret = map[string]string{
 	"routes.auth":                           "names of authenticators",
 	"inbound.rules.callers.authenticators":  "names of the edge's authenticators",
 	"authenticators.*.ext_authz.cache.key":  "what identifies a decision (method, header:NAME), not a credential",
+	"authenticators.*.oidc.private_key_id":  "the public id (kid) the provider registered the key under",
 	"authenticators.*.oidc.session.cookie":  "the name of the session cookie",
 }
 

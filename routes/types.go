@@ -263,6 +263,15 @@ type OIDC struct {
 	// ClientSecretEnv names the environment variable holding the client
 	// secret (none: a public client, PKCE only).
 	ClientSecretEnv string `yaml:"client_secret_env"`
+	// PrivateKeyFile is a PEM private key (RSA, or ECDSA P-256, P-384 or
+	// P-521) the client authenticates with at the token endpoint by
+	// signing a JWT assertion (private_key_jwt, OIDC Core 9), instead of a
+	// shared secret: the provider holds only the public key. Exclusive
+	// with ClientSecretEnv.
+	PrivateKeyFile string `yaml:"private_key_file"`
+	// PrivateKeyID is the assertion's kid: the key's id as registered at
+	// the provider (none: no kid, for providers that hold one key).
+	PrivateKeyID string `yaml:"private_key_id"`
 	// Scopes requested; openid is always added (default DefaultOIDCScopes).
 	Scopes []string `yaml:"scopes"`
 	// RedirectPath is the callback on the request's own host (default

@@ -15,8 +15,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,9 +184,23 @@ routes:
 	trustedEdge := edgeWith("127.0.0.1/32", "")
 	untrustedEdge := edgeWith("10.0.0.0/8", "")
 	fixedEdge := edgeWith("127.0.0.1/32", ", redirect_url: https://sso.example.com/sso/cb")
+	// A route held to *.example.com, behind a trusted proxy.
+	hostedEdge := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+trusted_proxies: [127.0.0.1/32]
+authenticators:
+  sso:
+    oidc: {issuer: %q, client_id: origin-web, client_secret_env: CW_EDGE_OIDC_SECRET, allow_insecure_http: true, session: {keys_env: CW_EDGE_OIDC_KEYS}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: app, match: {host: "*.example.com", path_prefix: /}, auth: sso, upstream: u}
+`, issuer, strings.TrimPrefix(up.URL, "http://")))
 
-	redirectURI := func(e *edge, host string, hdr map[string]string) string {
-		t.Helper()
+	// navigate returns the edge's answer to a browser's navigation and
+	// the redirect_uri it sends the provider ("" when it sends none).
+	navigate := func(e *edge, host string, hdr map[string]string) (int, string, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+e.Addr("http")+"/page", nil)
 		req.Host = host
 		req.Header.Set("Accept", "text/html")
@@ -193,14 +209,23 @@ routes:
 		}
 		res, err := http.DefaultTransport.RoundTrip(req)
 		if err != nil {
-			t.Fatal(err)
+			return 0, "", err
 		}
+		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		loc, err := url.Parse(res.Header.Get("Location"))
-		if res.StatusCode != http.StatusFound || err != nil {
-			t.Fatalf("navigation: %d %q", res.StatusCode, res.Header.Get("Location"))
+		if err != nil {
+			return res.StatusCode, "", err
 		}
-		return loc.Query().Get("redirect_uri")
+		return res.StatusCode, loc.Query().Get("redirect_uri"), nil
+	}
+	redirectURI := func(e *edge, host string, hdr map[string]string) string {
+		t.Helper()
+		code, uri, err := navigate(e, host, hdr)
+		if err != nil || code != http.StatusFound {
+			t.Fatalf("navigation: %d %v", code, err)
+		}
+		return uri
 	}
 	lb := map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com"}
 	for _, tc := range []struct {
@@ -218,6 +243,13 @@ routes:
 		{"a host with credentials", trustedEdge, "app.internal", map[string]string{"X-Forwarded-Host": "user@evil.example"}, "http://app.internal/oauth2/callback"},
 		{"redirect_url, plain", fixedEdge, "app.internal", nil, "https://sso.example.com/sso/cb"},
 		{"redirect_url, spoofed host and headers", fixedEdge, "evil.example", lb, "https://sso.example.com/sso/cb"},
+		{"redirect_url from an untrusted peer", fixedEdge, "app.internal", map[string]string{"X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example"}, "https://sso.example.com/sso/cb"},
+		{"spoofed Host on a route for any host", untrustedEdge, "evil.example", nil, "http://evil.example/oauth2/callback"},
+		{"hosted route behind a trusted proxy", hostedEdge, "app.example.com", lb, "https://app.example.com/oauth2/callback"},
+		{"hosted route, another host it serves", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "Login.Example.com:8443"}, "https://login.example.com:8443/oauth2/callback"},
+		{"hosted route, forwarded host it does not serve", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}, "https://app.example.com/oauth2/callback"},
+		{"hosted route, forwarded suffix lookalike", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Host": "evilexample.com"}, "http://app.example.com/oauth2/callback"},
+		{"hosted route, forwarded bare parent", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Host": "example.com"}, "http://app.example.com/oauth2/callback"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := redirectURI(tc.e, tc.host, tc.hdr); got != tc.want {
@@ -225,16 +257,58 @@ routes:
 			}
 		})
 	}
+	// A spoofed Host outside a hosted route reaches no route at all, so
+	// no sign-in starts with it.
+	if code, uri, err := navigate(hostedEdge, "evil.example", lb); err != nil || code != http.StatusNotFound || uri != "" {
+		t.Fatalf("spoofed Host on a hosted route: %d %q %v, want 404 and no redirect_uri", code, uri, err)
+	}
+
+	// Concurrent sign-ins from trusted and untrusted peers, each with its
+	// own host, must each get their own callback: the origin is decided
+	// per request, never shared (run with -race).
+	t.Run("concurrent", func(t *testing.T) {
+		const workers, each = 16, 40
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					h := fmt.Sprintf("h%d-%d.example.com", w, i)
+					e, want := trustedEdge, "https://"+h+"/oauth2/callback"
+					switch i % 3 {
+					case 1:
+						e, want = untrustedEdge, "http://direct-"+h+"/oauth2/callback"
+					case 2:
+						e, want = fixedEdge, "https://sso.example.com/sso/cb"
+					}
+					code, got, err := navigate(e, "direct-"+h, map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": h})
+					if err != nil || code != http.StatusFound || got != want {
+						errs <- fmt.Errorf("worker %d request %d: %d %q, want %q: %w", w, i, code, got, want, err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
 
 	// A whole sign-in through a TLS-terminating proxy in front of the edge
 	// (on loopback, so trusted): the provider sends the browser back to
 	// the https callback, the proxy hands it to the edge, and the session
-	// works on the next request.
+	// works on the next request. Then the same behind a proxy the edge
+	// does not trust, with redirect_url: the callback is redirect_url
+	// (https, though the edge sees plain http and ignores the forwarded
+	// headers) and is served at its path.
 	const host = "app.example.com"
 	certFile, keyFile, pool := serverCert(t, t.TempDir(), host)
-	target, _ := url.Parse("http://" + trustedEdge.Addr("http"))
+	var target atomic.Pointer[url.URL]
 	proxy := httptest.NewUnstartedServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
-		pr.SetURL(target)
+		pr.SetURL(target.Load())
 		pr.Out.Host = pr.In.Host
 		pr.Out.Header.Set("X-Forwarded-Proto", "https")
 		pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
@@ -248,37 +322,58 @@ routes:
 	t.Cleanup(proxy.Close)
 	_, port, _ := net.SplitHostPort(proxy.Listener.Addr().String())
 	base := "https://" + host + ":" + port
-	storage.RegisterClients(storage.WebClient("origin-web", "secret", base+"/oauth2/callback"))
-	jar, _ := cookiejar.New(nil)
+	storage.RegisterClients(storage.WebClient("origin-web", "secret", base+"/oauth2/callback", base+"/sso/cb"))
+	pinnedEdge := edgeWith("10.0.0.0/8", fmt.Sprintf(", redirect_url: %q", base+"/sso/cb"))
 	dialer := &net.Dialer{}
-	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool},
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if strings.HasPrefix(addr, host+":") {
-				addr = proxy.Listener.Addr().String()
+	for _, sc := range []struct {
+		name     string
+		e        *edge
+		callback string
+	}{
+		{"trusted proxy", trustedEdge, "/oauth2/callback"},
+		{"untrusted proxy, redirect_url", pinnedEdge, "/sso/cb"},
+	} {
+		t.Run("sign-in behind a proxy, "+sc.name, func(t *testing.T) {
+			u, _ := url.Parse("http://" + sc.e.Addr("http"))
+			target.Store(u)
+			jar, _ := cookiejar.New(nil)
+			var visited []string
+			browser := &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pool},
+				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if strings.HasPrefix(addr, host+":") {
+						addr = proxy.Listener.Addr().String()
+					}
+					return dialer.DialContext(ctx, network, addr)
+				},
+			}, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+				visited = append(visited, req.URL.Scheme+"://"+req.URL.Host+req.URL.Path)
+				return nil
+			}}
+			req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
+			req.Header.Set("Accept", "text/html")
+			res, err := browser.Do(req)
+			if err != nil {
+				t.Fatal(err)
 			}
-			return dialer.DialContext(ctx, network, addr)
-		},
-	}}
-	req, _ := http.NewRequest(http.MethodGet, base+"/app", nil)
-	req.Header.Set("Accept", "text/html")
-	res, err := browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	m := oidcLoginID.FindStringSubmatch(string(body))
-	if res.StatusCode != http.StatusOK || m == nil {
-		t.Fatalf("expected the provider's login form, got %d at %s: %.300s", res.StatusCode, res.Request.URL, body)
-	}
-	res, err = browser.PostForm(issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {"test-user@127.0.0.1"}, "password": {"verysecure"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK || string(b) != "app /app" || res.Request.URL.Scheme != "https" {
-		t.Fatalf("after signing in: %d at %s: %q", res.StatusCode, res.Request.URL, b)
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			m := oidcLoginID.FindStringSubmatch(string(body))
+			if res.StatusCode != http.StatusOK || m == nil {
+				t.Fatalf("expected the provider's login form, got %d at %s: %.300s", res.StatusCode, res.Request.URL, body)
+			}
+			res, err = browser.PostForm(issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {"test-user@127.0.0.1"}, "password": {"verysecure"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || string(b) != "app /app" || res.Request.URL.Scheme != "https" {
+				t.Fatalf("after signing in: %d at %s: %q", res.StatusCode, res.Request.URL, b)
+			}
+			if !slices.Contains(visited, base+sc.callback) {
+				t.Fatalf("the browser never went through %s: %v", base+sc.callback, visited)
+			}
+		})
 	}
 }

@@ -179,7 +179,13 @@ var forwardedEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 // client-facing hop's); otherwise the connection's TLS state and the Host
 // header. A value that is not a plain scheme or host is ignored rather
 // than passed on into a URL the edge sends (a redirect_uri).
-func Origin(r *http.Request, trusted bool) string {
+//
+// routeHost is the matched route's host ("" for a route on any host,
+// "*.example.com" for a wildcard). The router already held the Host header
+// to it; a forwarded host outside it is ignored too, so even a trusted
+// proxy that passes on a client's X-Forwarded-Host cannot point a callback
+// at a host the route does not serve.
+func Origin(r *http.Request, trusted bool, routeHost string) string {
 	scheme, host := "http", r.Host
 	if r.TLS != nil {
 		scheme = "https"
@@ -188,11 +194,25 @@ func Origin(r *http.Request, trusted bool) string {
 		if v := firstValue(r.Header.Get("X-Forwarded-Proto")); v == "http" || v == "https" {
 			scheme = v
 		}
-		if v := firstValue(r.Header.Get("X-Forwarded-Host")); v != "" && validAuthority(v) {
+		if v := firstValue(r.Header.Get("X-Forwarded-Host")); v != "" && validAuthority(v) && hostServed(v, routeHost) {
 			host = v
 		}
 	}
 	return scheme + "://" + host
+}
+
+// hostServed reports whether authority (host[:port]) is one routeHost
+// matches, as the router matches the Host header.
+func hostServed(authority, routeHost string) bool {
+	if routeHost == "" {
+		return true
+	}
+	host := matchHost(authority)
+	routeHost = strings.ToLower(routeHost)
+	if suffix, ok := strings.CutPrefix(routeHost, "*"); ok {
+		return len(host) > len(suffix) && strings.HasSuffix(host, suffix)
+	}
+	return host == routeHost
 }
 
 // firstValue is the first element of a comma-separated header value,

@@ -240,7 +240,12 @@ func muxMatch(mr *mux.Router, r *http.Request) (http.Handler, map[string]string)
 
 // requestHost is the request's host, lower-cased, without port or trailing dot.
 func requestHost(r *http.Request) string {
-	host := r.Host
+	return matchHost(r.Host)
+}
+
+// matchHost is host[:port] as the router matches it: lower-cased, without
+// port or trailing dot (NormalizeHost is the sanitiser's, which keeps them).
+func matchHost(host string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
