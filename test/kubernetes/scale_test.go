@@ -1,0 +1,208 @@
+package kubernetes_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/internal/testnetns"
+	"github.com/causewayhq/causeway/internal/testutil"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// TestScale measures what issue #22 asks: with many HTTPRoutes and
+// endpoints in the API server, the time from an object change to the
+// change being served (p50, p99), and the edge's memory per route and per
+// endpoint. It is a measurement, not a pass/fail check on time, and takes
+// minutes: `make scale-k8s` runs it (CAUSEWAY_SCALE=1), with
+// CAUSEWAY_SCALE_ROUTES (default 10000) and CAUSEWAY_SCALE_ENDPOINTS
+// (default 100000).
+func TestScale(t *testing.T) {
+	if os.Getenv("CAUSEWAY_SCALE") != "1" {
+		t.Skip("a scale measurement: make scale-k8s runs it")
+	}
+	nRoutes, nEndpoints := envInt("CAUSEWAY_SCALE_ROUTES", 10000), envInt("CAUSEWAY_SCALE_ENDPOINTS", 100000)
+	const perSlice = 100
+	nServices := max(nEndpoints/perSlice, 1)
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	startPod(t, "web-1", testnetns.Addr(256+1))
+
+	ns := "scale"
+	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+	if _, err := c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}); err != nil {
+		t.Log(err) // the other test may have made it
+	}
+	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+
+	// The objects, created in parallel. Service 0's slice holds the one
+	// real pod, so requests can be served; the others hold addresses that
+	// only count.
+	start := time.Now()
+	parallel(t, nServices, func(i int) error {
+		name := "svc" + strconv.Itoa(i)
+		if _, err := c.core.CoreV1().Services(ns).Create(ctx, service(ns, name), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		es := slice(ns, name, name+"-1")
+		for j := 0; j < perSlice; j++ {
+			ip := countedAddr(i*perSlice + j)
+			if i == 0 {
+				// Service 0 is the real pod alone: the requests that
+				// measure a change must not be balanced onto addresses
+				// that answer nothing.
+				ip = testnetns.Addr(256 + 1)
+				if j > 0 {
+					break
+				}
+			}
+			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}})
+		}
+		_, err := c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
+		return err
+	})
+	parallel(t, nRoutes, func(i int) error {
+		svcName := "svc" + strconv.Itoa(i%nServices)
+		if i == 0 {
+			svcName = "svc0"
+		}
+		r := httpRoute(ns, "r"+strconv.Itoa(i), prefixRule("/r"+strconv.Itoa(i), svcName, ""))
+		r.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname("h" + strconv.Itoa(i%100) + ".example")}
+		_, err := c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, r, metav1.CreateOptions{})
+		return err
+	})
+	t.Logf("created %d HTTPRoutes, %d Services, %d endpoints in %s", nRoutes, nServices, nServices*perSlice, time.Since(start).Round(time.Millisecond))
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "causeway.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"\"}\naccess_log: {output: \"off\"}\nproviders:\n  kubernetes: {kubeconfig: %q, namespaces: [%s]}\n", kubeconfig, ns)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.Buffer{}
+	e := must(gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: file, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
+	defer func() { t.Logf("edge log tail: %s", tail(logs.String(), 3000)) }()
+	if err := e.Listen(); err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	ectx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ectx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	addr := e.Addr("http")
+	start = time.Now()
+	eventuallyWithin(t, 10*time.Minute, "the first route served", func() bool {
+		code, _, _ := send(t, addr, "h0.example", "/r0/x")
+		return code == 200
+	})
+	t.Logf("first complete model served %s after the edge started", time.Since(start).Round(time.Millisecond))
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heap := float64(after.HeapInuse) - float64(before.HeapInuse)
+	t.Logf("edge heap in use: %.1f MiB (%.1f KiB per route and its share of endpoints; %d routes, %d endpoints)",
+		heap/(1<<20), heap/1024/float64(nRoutes), nRoutes, nServices*perSlice)
+
+	// Change to served: a route gains a path, and the edge is polled until
+	// it serves it.
+	const changes = 30
+	var lat []time.Duration
+	for i := 0; i < changes; i++ {
+		name := "r" + strconv.Itoa(i*97%nRoutes)
+		host := "h" + strconv.Itoa(i*97%nRoutes%100) + ".example"
+		r := must(c.gw.GatewayV1().HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{}))(t)
+		path := "/changed" + strconv.Itoa(i)
+		r.Spec.Rules = append(r.Spec.Rules, prefixRule(path, "svc0", ""))
+		t0 := time.Now()
+		t.Logf("change %d at %s", i, t0.Format("15:04:05.000"))
+		must(c.gw.GatewayV1().HTTPRoutes(ns).Update(ctx, r, metav1.UpdateOptions{}))(t)
+		eventuallyWithin(t, time.Minute, "change "+strconv.Itoa(i), func() bool {
+			code, _, _ := send(t, addr, host, path+"/x")
+			return code == 200
+		})
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	t.Logf("change to served over %d changes: p50 %s, p99 %s, max %s", changes,
+		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+}
+
+// countedAddr is a pod address that is only counted, never dialled:
+// 10.100.0.0 onwards, outside the namespace's local 10.244.0.0/16.
+func countedAddr(n int) string {
+	return fmt.Sprintf("10.%d.%d.%d", 100+n>>16, n>>8&0xff, n&0xff)
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// parallel runs f(0..n-1) on 16 workers and fails the test on the first
+// error.
+func parallel(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	next := make(chan int)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil {
+					once.Do(func() { first = err })
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		t.Fatal(first)
+	}
+}
+
+func eventuallyWithin(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
