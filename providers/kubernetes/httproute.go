@@ -50,16 +50,42 @@ func (t *translator) httpRoutes() {
 }
 
 func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
-	gen := r.Generation
-	var parents []gatewayv1.RouteParentStatus
+	parents, ok := t.route(routeView{
+		kind: kindHTTPRoute, obj: r, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, rules: len(r.Spec.Rules),
+		rule: func(i int, base []string) (translatedRule, *ruleError) {
+			return t.httpRule(r.Namespace, base, r.Spec.Rules[i])
+		},
+	})
+	if ok {
+		t.res.HTTPRoutes[nn(r.Namespace, r.Name)] = gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
+	}
+}
+
+// routeView is what attachment and rule translation need of a route of
+// any kind (HTTPRoute, GRPCRoute).
+type routeView struct {
+	kind       string
+	obj        metav1.Object
+	parentRefs []gatewayv1.ParentReference
+	hostnames  []gatewayv1.Hostname
+	rules      int
+	// rule translates rule i; base names what it adds to the model.
+	rule func(i int, base []string) (translatedRule, *ruleError)
+}
+
+// route attaches a route to our listeners, translates its rules when it
+// is accepted somewhere, and returns the status of each parentRef of
+// ours (ok is false when none is ours: the status is not ours to write).
+func (t *translator) route(v routeView) (parents []gatewayv1.RouteParentStatus, ok bool) {
+	gen := v.obj.GetGeneration()
 	var attached []attachment
-	for _, ref := range r.Spec.ParentRefs {
-		gs, ok := t.parentGateway(r.Namespace, ref)
+	for _, ref := range v.parentRefs {
+		gs, ok := t.parentGateway(v.obj.GetNamespace(), ref)
 		if !ok {
 			continue // not ours: its status is another controller's
 		}
 		ps := gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: routes.KubernetesControllerName}
-		atts, reason, msg := t.attach(gs, r, ref)
+		atts, reason, msg := t.attach(gs, v, ref)
 		if len(atts) == 0 {
 			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), false, reason, msg, gen)}
 		} else {
@@ -72,22 +98,21 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 		parents = append(parents, ps)
 	}
 	if len(parents) == 0 {
-		return
+		return nil, false
 	}
-	key := nn(r.Namespace, r.Name)
-	tr := t.httpRules(r, servedHosts(attached))
+	tr := t.rules(v, servedHosts(attached))
 	for i := range parents {
 		c := &parents[i].Conditions
 		*c = append(*c, tr.resolved)
 		if (*c)[0].Status == metav1.ConditionTrue && tr.invalidRules > 0 {
-			if tr.invalidRules == len(r.Spec.Rules) {
+			if tr.invalidRules == v.rules {
 				(*c)[0] = condition(string(gatewayv1.RouteConditionAccepted), false, tr.invalidReason, tr.invalidMsg, gen)
 			} else {
 				*c = append(*c, condition(string(gatewayv1.RouteConditionPartiallyInvalid), true, tr.invalidReason, tr.invalidMsg, gen))
 			}
 		}
 	}
-	t.res.HTTPRoutes[key] = gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
+	return parents, true
 }
 
 // parentGateway finds the Gateway of ours a parentRef names.
@@ -106,10 +131,10 @@ func (t *translator) parentGateway(routeNS string, ref gatewayv1.ParentReference
 	return gs, gs != nil
 }
 
-// attach returns the listeners of gs that ref selects and that admit r,
-// with the hostnames r is served with on each; when there are none, the
+// attach returns the listeners of gs that ref selects and that admit the
+// route, with the hostnames it is served with on each; when there are none, the
 // reason and message of the Accepted=False condition.
-func (t *translator) attach(gs *gatewayState, r *gatewayv1.HTTPRoute, ref gatewayv1.ParentReference) ([]attachment, string, string) {
+func (t *translator) attach(gs *gatewayState, v routeView, ref gatewayv1.ParentReference) ([]attachment, string, string) {
 	var selected []*listenerState
 	for _, ls := range gs.listeners {
 		if ref.SectionName != nil && *ref.SectionName != ls.spec.Name {
@@ -125,7 +150,7 @@ func (t *translator) attach(gs *gatewayState, r *gatewayv1.HTTPRoute, ref gatewa
 	}
 	var allowed []*listenerState
 	for _, ls := range selected {
-		if t.allows(gs.obj, ls, kindHTTPRoute, r.Namespace) {
+		if t.allows(gs.obj, ls, v.kind, v.obj.GetNamespace()) {
 			allowed = append(allowed, ls)
 		}
 	}
@@ -138,7 +163,7 @@ func (t *translator) attach(gs *gatewayState, r *gatewayv1.HTTPRoute, ref gatewa
 		if ls.spec.Hostname != nil {
 			lh = string(*ls.spec.Hostname)
 		}
-		hosts := intersectHosts(lh, r.Spec.Hostnames)
+		hosts := intersectHosts(lh, v.hostnames)
 		if len(hosts) == 0 {
 			continue
 		}
@@ -209,14 +234,18 @@ type rulesResult struct {
 	invalidMsg    string
 }
 
-// httpRules adds the routes, upstreams and plugins of r's rules, once per
-// served hostname.
-func (t *translator) httpRules(r *gatewayv1.HTTPRoute, hosts []string) rulesResult {
-	gen := r.Generation
+// rules adds the routes, upstreams and plugins of a route's rules, once
+// per served hostname.
+func (t *translator) rules(v routeView, hosts []string) rulesResult {
+	gen := v.obj.GetGeneration()
 	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
-	for i, rule := range r.Spec.Rules {
-		base := []string{r.Namespace, r.Name, strconv.Itoa(i)}
-		rr, err := t.httpRule(r, base, rule)
+	for i := 0; i < v.rules; i++ {
+		base := []string{v.obj.GetNamespace(), v.obj.GetName(), strconv.Itoa(i)}
+		if v.kind == kindGRPCRoute {
+			// Its own names: an HTTPRoute of the same name may exist.
+			base = []string{v.obj.GetNamespace(), "grpc", v.obj.GetName(), strconv.Itoa(i)}
+		}
+		rr, err := v.rule(i, base)
 		if err != nil {
 			res.invalidRules++
 			if res.invalidReason == "" {
@@ -284,7 +313,7 @@ type translatedMatch struct {
 // pathMatch is one of Path or PathPrefix.
 type pathMatch struct{ exact, prefix string }
 
-func (t *translator) httpRule(r *gatewayv1.HTTPRoute, base []string, rule gatewayv1.HTTPRouteRule) (translatedRule, *ruleError) {
+func (t *translator) httpRule(ns string, base []string, rule gatewayv1.HTTPRouteRule) (translatedRule, *ruleError) {
 	var tr translatedRule
 	matches := rule.Matches
 	if len(matches) == 0 {
@@ -299,10 +328,14 @@ func (t *translator) httpRule(r *gatewayv1.HTTPRoute, base []string, rule gatewa
 		}
 		tr.matches = append(tr.matches, tm)
 	}
-	if rerr := t.filters(r, base, rule, matches, &tr); rerr != nil {
+	if rerr := t.filters(ns, base, rule.Filters, matches, &tr); rerr != nil {
 		return tr, rerr
 	}
-	t.backends(r, base, rule, &tr)
+	refs := make([]gatewayv1.BackendRef, len(rule.BackendRefs))
+	for i, b := range rule.BackendRefs {
+		refs[i] = b.BackendRef
+	}
+	t.backends(ns, kindHTTPRoute, base, refs, &tr)
 	return tr, nil
 }
 
@@ -395,9 +428,9 @@ func checkHeaderName(n string) *ruleError {
 }
 
 // filters maps the rule's filters onto plugin instances, in order.
-func (t *translator) filters(r *gatewayv1.HTTPRoute, base []string, rule gatewayv1.HTTPRouteRule, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {
+func (t *translator) filters(ns string, base []string, filters []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {
 	var redirect, rewriteSeen bool
-	for i, f := range rule.Filters {
+	for i, f := range filters {
 		pname := name(append(base, "f"+strconv.Itoa(i))...)
 		var (
 			use string
@@ -419,7 +452,7 @@ func (t *translator) filters(r *gatewayv1.HTTPRoute, base []string, rule gateway
 			if tr.mirror != nil {
 				return unsupported("only one RequestMirror per rule is supported")
 			}
-			m, err := t.mirror(r, f.RequestMirror)
+			m, err := t.mirror(ns, kindHTTPRoute, f.RequestMirror)
 			if err != nil {
 				return err
 			}
@@ -642,10 +675,10 @@ func rawConfig(pname string, cfg any) (routes.Raw, error) {
 // which then shares their weight among the valid ones: the spec asks for
 // 500 on their share, which a split of upstreams cannot express; the
 // route's ResolvedRefs condition says which backend is missing.
-func (t *translator) backends(r *gatewayv1.HTTPRoute, base []string, rule gatewayv1.HTTPRouteRule, tr *translatedRule) {
+func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.BackendRef, tr *translatedRule) {
 	var split []routes.SplitTarget
-	for _, b := range rule.BackendRefs {
-		up, err := t.backend(r.Namespace, kindHTTPRoute, b.BackendObjectReference)
+	for _, b := range refs {
+		up, err := t.backend(ns, kind, b.BackendObjectReference)
 		if err != nil {
 			if tr.unresolved == nil {
 				tr.unresolved = err
@@ -702,11 +735,11 @@ func (t *translator) backends(r *gatewayv1.HTTPRoute, base []string, rule gatewa
 
 // mirror resolves a RequestMirror filter: its backend's upstream and the
 // share of requests copied to it.
-func (t *translator) mirror(r *gatewayv1.HTTPRoute, f *gatewayv1.HTTPRequestMirrorFilter) (*routes.Mirror, *ruleError) {
+func (t *translator) mirror(ns, kind string, f *gatewayv1.HTTPRequestMirrorFilter) (*routes.Mirror, *ruleError) {
 	if f == nil {
 		return nil, unsupported("RequestMirror is empty")
 	}
-	up, err := t.backend(r.Namespace, kindHTTPRoute, f.BackendRef)
+	up, err := t.backend(ns, kind, f.BackendRef)
 	if err != nil {
 		return nil, err
 	}
@@ -769,8 +802,18 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		return notFound("Service %s/%s has no TCP port %d", ns, ref.Name, *ref.Port)
 	}
 	up := name(ns, string(ref.Name), strconv.Itoa(int(sp.Port)))
+	if routeKind == kindGRPCRoute {
+		// gRPC needs HTTP/2 whatever the port's appProtocol says, and an
+		// HTTPRoute may use the same port as HTTP/1.1: an upstream of its
+		// own.
+		up = name(ns, string(ref.Name), strconv.Itoa(int(sp.Port)), "grpc")
+	}
 	if _, done := t.res.Fragment.Upstreams[up]; !done {
-		t.res.Fragment.Upstreams[up] = t.serviceUpstream(svc, sp)
+		u := t.serviceUpstream(svc, sp)
+		if routeKind == kindGRPCRoute && u.Protocol == "" {
+			u.Protocol = "h2c"
+		}
+		t.res.Fragment.Upstreams[up] = u
 	}
 	return up, nil
 }

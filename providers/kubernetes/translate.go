@@ -50,6 +50,7 @@ func Translate(cfg routes.KubernetesProvider, s *Snapshot) Result {
 	t.classes()
 	t.gateways()
 	t.httpRoutes()
+	t.grpcRoutes()
 	t.finish()
 	return t.res
 }

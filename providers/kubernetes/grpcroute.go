@@ -1,0 +1,130 @@
+package kubernetes
+
+import (
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// grpcRoutes translates GRPCRoutes as httpRoutes does HTTPRoutes, through
+// the same attachment, backends and status: a gRPC call is an HTTP/2 POST
+// to /SERVICE/METHOD.
+func (t *translator) grpcRoutes() {
+	if !t.ours {
+		return
+	}
+	list := slices.Clone(t.s.GRPCRoutes)
+	byAge(list, func(r *gatewayv1.GRPCRoute) metav1.Object { return r })
+	for _, r := range list {
+		if !t.inScope(r.Namespace) {
+			continue
+		}
+		parents, ok := t.route(routeView{
+			kind: kindGRPCRoute, obj: r, parentRefs: r.Spec.ParentRefs, hostnames: r.Spec.Hostnames, rules: len(r.Spec.Rules),
+			rule: func(i int, base []string) (translatedRule, *ruleError) {
+				return t.grpcRule(r.Namespace, base, r.Spec.Rules[i])
+			},
+		})
+		if ok {
+			t.res.GRPCRoutes[nn(r.Namespace, r.Name)] = gatewayv1.GRPCRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
+		}
+	}
+}
+
+func (t *translator) grpcRule(ns string, base []string, rule gatewayv1.GRPCRouteRule) (translatedRule, *ruleError) {
+	var tr translatedRule
+	matches := rule.Matches
+	if len(matches) == 0 {
+		matches = []gatewayv1.GRPCRouteMatch{{}}
+	}
+	for _, m := range matches {
+		tm, err := grpcMatch(m)
+		if err != nil {
+			return tr, err
+		}
+		tr.matches = append(tr.matches, tm)
+	}
+	// The filters gRPC has are HTTPRoute's, with the same fields.
+	filters := make([]gatewayv1.HTTPRouteFilter, 0, len(rule.Filters))
+	for _, f := range rule.Filters {
+		switch f.Type {
+		case gatewayv1.GRPCRouteFilterRequestHeaderModifier:
+			filters = append(filters, gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier, RequestHeaderModifier: f.RequestHeaderModifier})
+		case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
+			filters = append(filters, gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: f.ResponseHeaderModifier})
+		case gatewayv1.GRPCRouteFilterRequestMirror:
+			if f.RequestMirror == nil {
+				return tr, unsupported("RequestMirror is empty")
+			}
+			m, err := t.mirror(ns, kindGRPCRoute, f.RequestMirror)
+			if err != nil {
+				return tr, err
+			}
+			if tr.mirror != nil {
+				return tr, unsupported("only one RequestMirror per rule is supported")
+			}
+			tr.mirror = m
+		default:
+			return tr, unsupported("filter %s is not supported", f.Type)
+		}
+	}
+	if err := t.filters(ns, base, filters, nil, &tr); err != nil {
+		return tr, err
+	}
+	refs := make([]gatewayv1.BackendRef, len(rule.BackendRefs))
+	for i, b := range rule.BackendRefs {
+		refs[i] = b.BackendRef
+	}
+	t.backends(ns, kindGRPCRoute, base, refs, &tr)
+	return tr, nil
+}
+
+// grpcMatch maps a GRPCRouteMatch: the method to a path (/svc/method,
+// /svc/ for every method of a service, /{service}/method for a method
+// of any service), POST, and the headers.
+func grpcMatch(m gatewayv1.GRPCRouteMatch) (translatedMatch, *ruleError) {
+	tm := translatedMatch{match: routes.Match{Methods: []string{"POST"}}}
+	tm.paths = []pathMatch{{prefix: "/"}}
+	if mm := m.Method; mm != nil {
+		if mm.Type != nil && *mm.Type != gatewayv1.GRPCMethodMatchExact {
+			return tm, unsupported("gRPC method match type %s is not supported (Exact is)", *mm.Type)
+		}
+		svc, meth := ptrValue(mm.Service), ptrValue(mm.Method)
+		for _, part := range []string{svc, meth} {
+			if strings.ContainsAny(part, "/{}") {
+				return tm, unsupported("gRPC service or method %q: '/', '{' and '}' are not allowed", part)
+			}
+		}
+		switch {
+		case svc != "" && meth != "":
+			tm.paths = []pathMatch{{exact: "/" + svc + "/" + meth}}
+		case svc != "":
+			tm.paths = []pathMatch{{prefix: "/" + svc + "/"}}
+		case meth != "":
+			tm.paths = []pathMatch{{exact: "/{service}/" + meth}}
+		}
+	}
+	seen := map[string]bool{}
+	for _, h := range m.Headers {
+		if h.Type != nil && *h.Type != gatewayv1.GRPCHeaderMatchExact {
+			return tm, unsupported("header match type %s is not supported (Exact is)", *h.Type)
+		}
+		if err := checkHeaderName(string(h.Name)); err != nil {
+			return tm, err
+		}
+		k := strings.ToLower(string(h.Name))
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if tm.match.Headers == nil {
+			tm.match.Headers = map[string]string{}
+		}
+		tm.match.Headers[string(h.Name)] = h.Value
+	}
+	return tm, nil
+}
