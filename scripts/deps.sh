@@ -64,6 +64,18 @@ if [ ! -f "$schemas/deployment-apps-v1.json" ]; then
   rm -rf "$schemas" && mv "$schemas.tmp" "$schemas"
 fi
 
+# The same for the Gateway API's kinds (examples/kubernetes/gateway-api),
+# from the CRDs of the sigs.k8s.io/gateway-api module in go.mod: the
+# version users install and the tests' API server runs.
+gwapi_dir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)
+gwapi_version=$(go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
+gwschemas="$PWD/.tools/k8s-schemas/gateway-api-$gwapi_version"
+if [ ! -f "$gwschemas/httproute-gateway-v1.json" ]; then
+  echo "deps: Gateway API $gwapi_version schemas for kubeconform"
+  go run ./scripts/kubeschema -crds "$gwapi_dir/config/crd/standard" -out "$gwschemas.tmp"
+  rm -rf "$gwschemas" && mv "$gwschemas.tmp" "$gwschemas"
+fi
+
 # etcd and kube-apiserver for the Kubernetes provider's tests.
 scripts/build-k8s.sh
 

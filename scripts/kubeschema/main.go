@@ -9,7 +9,14 @@
 // mean: an object that lists its properties admits no others, so a
 // misspelt or misplaced field fails validation instead of being ignored.
 //
+// With -crds instead of -spec it reads CustomResourceDefinitions (the
+// Gateway API's, from the sigs.k8s.io/gateway-api module) and writes one
+// schema per served version of each, from its openAPIV3Schema, in the same
+// layout and equally strict. The CRDs' CEL rules are not JSON Schema: only
+// an API server checks them (test/kubernetes applies the examples to one).
+//
 //	go run ./scripts/kubeschema -spec swagger.json -out DIR
+//	go run ./scripts/kubeschema -crds CRD_DIR -out DIR
 package main
 
 import (
@@ -23,13 +30,20 @@ import (
 
 func main() {
 	spec := flag.String("spec", "", "path of the Kubernetes swagger.json")
+	crds := flag.String("crds", "", "directory of CustomResourceDefinition YAML files (instead of -spec)")
 	out := flag.String("out", "", "directory to write the schemas into")
 	flag.Parse()
-	if *spec == "" || *out == "" {
-		fmt.Fprintln(os.Stderr, "usage: kubeschema -spec swagger.json -out DIR")
+	if (*spec == "") == (*crds == "") || *out == "" {
+		fmt.Fprintln(os.Stderr, "usage: kubeschema -spec swagger.json -out DIR | kubeschema -crds DIR -out DIR")
 		os.Exit(2)
 	}
-	n, err := run(*spec, *out)
+	var n int
+	var err error
+	if *crds != "" {
+		n, err = runCRDs(*crds, *out)
+	} else {
+		n, err = run(*spec, *out)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kubeschema:", err)
 		os.Exit(1)
