@@ -1,0 +1,336 @@
+package kubernetes_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/internal/testnetns"
+	"github.com/causewayhq/causeway/internal/testutil"
+)
+
+// exampleDir holds the Gateway API example; exampleFiles is the install
+// order its README gives (namespaces and RBAC first, the route last).
+const exampleDir = "../../examples/kubernetes/gateway-api"
+
+var exampleFiles = []string{"rbac.yaml", "gatewayclass.yaml", "gateway.yaml", "edge.yaml", "example-app.yaml", "httproute.yaml"}
+
+// readManifests returns every object of the example's files, in install
+// order. A YAML file in the folder that the list does not name fails the
+// test, so a new manifest cannot go untested.
+func readManifests(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	found, err := filepath.Glob(filepath.Join(exampleDir, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range found {
+		if !slices.Contains(exampleFiles, filepath.Base(f)) {
+			t.Fatalf("%s is not in exampleFiles: add it in its install order", f)
+		}
+	}
+	var objs []*unstructured.Unstructured
+	for _, name := range exampleFiles {
+		b, err := os.ReadFile(filepath.Join(exampleDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+		for {
+			var m map[string]any
+			if err := dec.Decode(&m); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				t.Fatalf("%s: %v", name, err)
+			}
+			if m == nil {
+				continue
+			}
+			objs = append(objs, &unstructured.Unstructured{Object: m})
+		}
+	}
+	return objs
+}
+
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() == kind && o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("the example has no %s %s", kind, name)
+	return nil
+}
+
+// TestExampleRBACIsTheDocumented keeps rbac.yaml's ClusterRole and lease
+// Role equal to docs/kubernetes.md's block, which the provider's tests run
+// with: the example then grants exactly what is known to be enough.
+func TestExampleRBACIsTheDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/kubernetes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	const begin, end = "<!-- rbac:begin -->", "<!-- rbac:end -->"
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/kubernetes.md has no %s ... %s block", begin, end)
+	}
+	block := strings.TrimSpace(doc[i+len(begin) : j])
+	block = strings.TrimSuffix(strings.TrimPrefix(block, "```yaml"), "```")
+	var docObjs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(block), 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		docObjs = append(docObjs, &unstructured.Unstructured{Object: m})
+	}
+	objs := readManifests(t)
+	for _, tc := range []struct{ kind, name string }{{"ClusterRole", "causeway-gateway"}, {"Role", "causeway-gateway-lease"}} {
+		want, got := find(t, docObjs, tc.kind, tc.name), find(t, objs, tc.kind, tc.name)
+		var wr, gr rbacv1.ClusterRole
+		for _, p := range []struct {
+			u   *unstructured.Unstructured
+			out *rbacv1.ClusterRole
+		}{{want, &wr}, {got, &gr}} {
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(p.u.Object, p.out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !reflect.DeepEqual(wr.Rules, gr.Rules) || want.GetNamespace() != got.GetNamespace() {
+			t.Errorf("%s %s: rbac.yaml has %s/%+v, docs/kubernetes.md %s/%+v", tc.kind, tc.name, got.GetNamespace(), gr.Rules, want.GetNamespace(), wr.Rules)
+		}
+	}
+	// The bindings give both to the edge's ServiceAccount, the one its
+	// Deployment runs as.
+	sa := find(t, objs, "ServiceAccount", "causeway-gateway")
+	dep := find(t, objs, "Deployment", "causeway-gateway")
+	if n, _, _ := unstructured.NestedString(dep.Object, "spec", "template", "spec", "serviceAccountName"); n != sa.GetName() || dep.GetNamespace() != sa.GetNamespace() {
+		t.Errorf("the Deployment runs as %s/%s, want %s/%s", dep.GetNamespace(), n, sa.GetNamespace(), sa.GetName())
+	}
+	for _, tc := range []struct{ kind, name, roleKind string }{{"ClusterRoleBinding", "causeway-gateway", "ClusterRole"}, {"RoleBinding", "causeway-gateway-lease", "Role"}} {
+		var rb rbacv1.RoleBinding
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(find(t, objs, tc.kind, tc.name).Object, &rb); err != nil {
+			t.Fatal(err)
+		}
+		wantSubj := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.GetName(), Namespace: sa.GetNamespace()}}
+		if rb.RoleRef.Kind != tc.roleKind || !reflect.DeepEqual(rb.Subjects, wantSubj) {
+			t.Errorf("%s %s: %+v %+v", tc.kind, tc.name, rb.RoleRef, rb.Subjects)
+		}
+	}
+}
+
+// TestExampleManifests applies examples/kubernetes/gateway-api to the real
+// API server, so every object passes its validation (the Gateway API CRDs'
+// CEL rules included, which kubeconform cannot check), then runs the edge
+// with the ConfigMap's own routes file, as the example's ServiceAccount
+// (impersonated: only rbac.yaml's permissions), with POD_NAME and
+// POD_NAMESPACE as the Deployment sets them. It then checks what the README
+// says to check: the Gateway Programmed, the HTTPRoute accepted, and curl
+// through the edge reaching both versions about 90/10 with the header
+// filter applied. There is no kubelet, so the example app's pods are test
+// servers and their EndpointSlices are made here, as the controller would.
+func TestExampleManifests(t *testing.T) {
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	cfg := must(clientcmd.BuildConfigFromFlags("", kubeconfig))(t)
+	dyn := must(dynamic.NewForConfig(cfg))(t)
+	groups := must(restmapper.GetAPIGroupResources(must(discovery.NewDiscoveryClientForConfig(cfg))(t)))(t)
+	mapper := restmapper.NewDiscoveryRESTMapper(groups)
+
+	// Another test of this package may have made the GatewayClass; one
+	// made here is removed again.
+	_, err := c.gw.GatewayV1().GatewayClasses().Get(ctx, "causeway", metav1.GetOptions{})
+	classExisted := err == nil
+	objs := readManifests(t)
+	for _, o := range objs {
+		gvk := o.GroupVersionKind()
+		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s %s: %v", gvk, o.GetName(), err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ri = dyn.Resource(m.Resource).Namespace(o.GetNamespace())
+		}
+		body := must(o.MarshalJSON())(t)
+		// Server-side apply: created, or made equal to the manifest when
+		// an earlier test made the same object.
+		if _, err := ri.Patch(ctx, o.GetName(), types.ApplyPatchType, body, metav1.PatchOptions{FieldManager: "example", Force: ptr(true)}); err != nil {
+			t.Fatalf("applying %s %s/%s: %v", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+		if !classExisted && gvk.Kind == "GatewayClass" {
+			t.Cleanup(func() { _ = ri.Delete(context.Background(), o.GetName(), metav1.DeleteOptions{}) })
+		}
+	}
+
+	// The pods the Services select, with their EndpointSlices.
+	type hit struct{ pod, gwHeader, debug, path, host string }
+	hits := make(chan hit, 1024)
+	startEcho := func(name, ip string) {
+		ln := must(net.Listen("tcp", net.JoinHostPort(ip, "8080")))(t)
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case hits <- hit{name, r.Header.Get("X-Gateway"), r.Header.Get("X-Debug"), r.URL.Path, r.Host}:
+			default:
+			}
+			_, _ = io.WriteString(w, name)
+		})}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+	}
+	for i, svc := range []string{"echo", "echo-canary"} {
+		ip := testnetns.Addr(256 + 40 + i)
+		startEcho(svc, ip)
+		s := slice("echo", svc, svc+"-abc", pod{svc, ip})
+		must(c.core.DiscoveryV1().EndpointSlices("echo").Create(ctx, s, metav1.CreateOptions{}))(t)
+	}
+
+	// The edge, from the ConfigMap's file: only the listeners move to free
+	// loopback ports and the kubeconfig is given (no in-cluster config
+	// here); the kubeconfig acts as the example's ServiceAccount.
+	cm := find(t, objs, "ConfigMap", "causeway-gateway-routes")
+	file, _, _ := unstructured.NestedString(cm.Object, "data", "causeway.yaml")
+	var rf map[string]any
+	if err := yaml.Unmarshal([]byte(file), &rf); err != nil {
+		t.Fatal(err)
+	}
+	if l := rf["listen"].(map[string]any); l["http"] != ":8080" || l["admin"] != ":9901" {
+		t.Fatalf("the routes file listens on %v: the Deployment's ports and probes say :8080 and :9901", l)
+	}
+	rf["listen"] = map[string]any{"http": "127.0.0.1:0", "admin": "127.0.0.1:0"}
+	rf["access_log"] = map[string]any{"output": "off"}
+	saConfig := must(clientcmd.LoadFromFile(kubeconfig))(t)
+	for _, ai := range saConfig.AuthInfos {
+		ai.Impersonate = "system:serviceaccount:causeway-system:causeway-gateway"
+	}
+	dir := t.TempDir()
+	saKubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*saConfig, saKubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	rf["providers"].(map[string]any)["kubernetes"].(map[string]any)["kubeconfig"] = saKubeconfig
+	path := filepath.Join(dir, "causeway.yaml")
+	if err := os.WriteFile(path, must(yaml.Marshal(rf))(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("POD_NAME", "causeway-gateway-7d9f-abcde")
+	t.Setenv("POD_NAMESPACE", "causeway-system")
+	logs := &testutil.Buffer{}
+	e := must(gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
+	if err := e.Listen(); err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	ectx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ectx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("edge log:\n%s", logs.String())
+		}
+	})
+	addr := e.Addr("http")
+
+	// The README's checks: the Gateway Programmed (kubectl get gateway -o
+	// yaml), the route accepted, and curl -H 'Host: echo.example.com'.
+	eventually(t, "the Gateway is Programmed with the route attached", func() bool {
+		g := must(c.gw.GatewayV1().Gateways("causeway-system").Get(ctx, "causeway", metav1.GetOptions{}))(t)
+		for _, cd := range g.Status.Conditions {
+			if cd.Type == "Programmed" && cd.Status == metav1.ConditionTrue && cd.ObservedGeneration == g.Generation {
+				return len(g.Status.Listeners) == 1 && g.Status.Listeners[0].AttachedRoutes == 1
+			}
+		}
+		return false
+	})
+	eventually(t, "the HTTPRoute is Accepted and its refs resolved", func() bool {
+		a, r := routeCondition(t, c, "echo", "echo", "Accepted"), routeCondition(t, c, "echo", "echo", "ResolvedRefs")
+		return a != nil && a.Status == metav1.ConditionTrue && r != nil && r.Status == metav1.ConditionTrue
+	})
+	lease := must(c.core.CoordinationV1().Leases("causeway-system").Get(ctx, "causeway-causeway-status", metav1.GetOptions{}))(t)
+	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "causeway-gateway-7d9f-abcde" {
+		t.Errorf("the status Lease is held by %v, want the pod name", lease.Spec.HolderIdentity)
+	}
+
+	get := func(host, path string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Host = host
+		req.Header.Set("X-Debug", "1")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	for len(hits) > 0 {
+		<-hits
+	}
+	const n = 1000
+	count := map[string]int{}
+	for i := 0; i < n; i++ {
+		code, body := get("echo.example.com", fmt.Sprintf("/echo/%d", i))
+		if code != 200 {
+			t.Fatalf("request %d: %d %s", i, code, body)
+		}
+		h := <-hits
+		if h.gwHeader != "causeway" || h.debug != "" || h.path != fmt.Sprintf("/echo/%d", i) || h.host != "echo.example.com" || h.pod != body {
+			t.Fatalf("request %d: the backend received %+v, answered %q", i, h, body)
+		}
+		count[h.pod]++
+	}
+	// 10 % of 1000: 100 expected, standard deviation about 9.5; 60..140
+	// is over four of them, so a correct split fails once in 10^4 runs.
+	if c := count["echo-canary"]; c < 60 || c > 140 || count["echo"]+c != n {
+		t.Errorf("split over %d requests: %v, want about 900/100", n, count)
+	}
+	for _, tc := range []struct{ host, path string }{{"echo.example.com", "/echoes"}, {"other.example.com", "/echo/x"}} {
+		if code, body := get(tc.host, tc.path); code != 404 {
+			t.Errorf("%s%s: %d %s, want 404", tc.host, tc.path, code, body)
+		}
+	}
+
+	// What the Service's port and the Deployment's ports promise.
+	svc := must(c.core.CoreV1().Services("causeway-system").Get(ctx, "causeway-gateway", metav1.GetOptions{}))(t)
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 80 || svc.Spec.Ports[0].TargetPort.StrVal != "http" {
+		t.Errorf("the edge's Service: %+v", svc.Spec)
+	}
+}
