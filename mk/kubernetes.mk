@@ -1,6 +1,6 @@
 # Kubernetes manifests (examples/kubernetes): every one is checked with
-# kubeconform against strict schemas of Kubernetes v1.37 (built by `make
-# deps`); also part of `make test`.
+# kubeconform against strict schemas of Kubernetes v1.37 and of the Gateway
+# API version in go.mod (both built by `make deps`); also part of `make test`.
 .PHONY: check-manifests
 
 check-manifests: deps
