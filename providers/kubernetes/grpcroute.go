@@ -57,28 +57,15 @@ func (t *translator) grpcRule(ns string, base []string, rule gatewayv1.GRPCRoute
 		case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
 			filters = append(filters, gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterResponseHeaderModifier, ResponseHeaderModifier: f.ResponseHeaderModifier})
 		case gatewayv1.GRPCRouteFilterRequestMirror:
-			if f.RequestMirror == nil {
-				return tr, unsupported("RequestMirror is empty")
-			}
-			m, err := t.mirror(ns, kindGRPCRoute, f.RequestMirror)
-			if err != nil {
-				return tr, err
-			}
-			if tr.mirror != nil {
-				return tr, unsupported("only one RequestMirror per rule is supported")
-			}
-			tr.mirror = m
+			filters = append(filters, gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: f.RequestMirror})
 		default:
 			return tr, unsupported("filter %s is not supported", f.Type)
 		}
 	}
-	if err := t.filters(ns, base, filters, nil, &tr); err != nil {
+	if err := t.filters(ns, kindGRPCRoute, base, filters, nil, &tr); err != nil {
 		return tr, err
 	}
-	refs := make([]gatewayv1.BackendRef, len(rule.BackendRefs))
-	for i, b := range rule.BackendRefs {
-		refs[i] = b.BackendRef
-	}
+	refs := backendRefs(rule.BackendRefs, func(b gatewayv1.GRPCBackendRef) gatewayv1.BackendRef { return b.BackendRef })
 	t.backends(ns, kindGRPCRoute, base, refs, &tr)
 	return tr, nil
 }
@@ -113,18 +100,9 @@ func grpcMatch(m gatewayv1.GRPCRouteMatch) (translatedMatch, *ruleError) {
 		if h.Type != nil && *h.Type != gatewayv1.GRPCHeaderMatchExact {
 			return tm, unsupported("header match type %s is not supported (Exact is)", *h.Type)
 		}
-		if err := checkHeaderName(string(h.Name)); err != nil {
+		if err := tm.addHeader(seen, string(h.Name), h.Value); err != nil {
 			return tm, err
 		}
-		k := strings.ToLower(string(h.Name))
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		if tm.match.Headers == nil {
-			tm.match.Headers = map[string]string{}
-		}
-		tm.match.Headers[string(h.Name)] = h.Value
 	}
 	return tm, nil
 }

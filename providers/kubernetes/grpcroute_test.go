@@ -50,6 +50,17 @@ func TestTranslateGRPC(t *testing.T) {
 			[]string{"* =/{service}/Check POST -> k8s.apps.web.80.grpc"}},
 		{"a missing backend answers with a gRPC status", []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("nope", 80)}}},
 			[]string{"* ^/ POST -> k8s.unresolved [k8s.apps.grpc.r.0.unresolved]"}},
+		{"a mirror copies calls over h2c", []gatewayv1.GRPCRouteRule{{
+			Filters:     []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: backend("shadow", 80).BackendObjectReference}}},
+			BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)},
+		}}, []string{"* ^/ POST -> k8s.apps.grpc.r.0.mirror.0"}},
+		{"two mirrors are left out", []gatewayv1.GRPCRouteRule{
+			{Filters: []gatewayv1.GRPCRouteFilter{
+				{Type: gatewayv1.GRPCRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: backend("web", 80).BackendObjectReference}},
+				{Type: gatewayv1.GRPCRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: backend("web", 80).BackendObjectReference}},
+			}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
+			{Matches: []gatewayv1.GRPCRouteMatch{method("ok.Svc", "Do")}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
+		}, []string{"* =/ok.Svc/Do POST -> k8s.apps.web.80.grpc"}},
 		{"a regex method is left out", []gatewayv1.GRPCRouteRule{
 			{Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Type: ptr(gatewayv1.GRPCMethodMatchRegularExpression), Service: ptr("a.*")}}}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
 			{Matches: []gatewayv1.GRPCRouteMatch{method("ok.Svc", "Do")}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
@@ -58,6 +69,7 @@ func TestTranslateGRPC(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := world()
+			s.Services = append(s.Services, svc("apps", "shadow"))
 			// An HTTPRoute of the same name and Service, to show the two
 			// never share names or the HTTP/1.1 upstream.
 			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/http")}, backend("web", 80))})}
@@ -73,7 +85,10 @@ func TestTranslateGRPC(t *testing.T) {
 			if res.Fragment.Upstreams["k8s.apps.web.80"].Protocol != "" {
 				t.Fatal("the HTTPRoute's upstream became h2c")
 			}
-			mergeable(t, res.Fragment)
+			m := mergeable(t, res.Fragment)
+			if u, ok := m.Upstreams["k8s.apps.grpc.r.0.mirror.0"]; ok && (u.Protocol != "h2c" || u.Mirror == nil || u.Mirror.Upstream != "k8s.apps.shadow.80.grpc" || m.Upstreams["k8s.apps.shadow.80.grpc"].Protocol != "h2c") {
+				t.Fatalf("mirrored gRPC upstream %+v", u)
+			}
 			st := res.GRPCRoutes[types.NamespacedName{Namespace: "apps", Name: "r"}]
 			if len(st.Parents) != 1 || condOf(st.Parents[0].Conditions, "Accepted").Status != metav1.ConditionTrue {
 				t.Fatalf("status %+v", st)

@@ -328,13 +328,10 @@ func (t *translator) httpRule(ns string, base []string, rule gatewayv1.HTTPRoute
 		}
 		tr.matches = append(tr.matches, tm)
 	}
-	if rerr := t.filters(ns, base, rule.Filters, matches, &tr); rerr != nil {
+	if rerr := t.filters(ns, kindHTTPRoute, base, rule.Filters, matches, &tr); rerr != nil {
 		return tr, rerr
 	}
-	refs := make([]gatewayv1.BackendRef, len(rule.BackendRefs))
-	for i, b := range rule.BackendRefs {
-		refs[i] = b.BackendRef
-	}
+	refs := backendRefs(rule.BackendRefs, func(b gatewayv1.HTTPBackendRef) gatewayv1.BackendRef { return b.BackendRef })
 	t.backends(ns, kindHTTPRoute, base, refs, &tr)
 	return tr, nil
 }
@@ -375,18 +372,9 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 		if h.Type != nil && *h.Type != gatewayv1.HeaderMatchExact {
 			return tm, unsupported("header match type %s is not supported (Exact is)", *h.Type)
 		}
-		k := strings.ToLower(string(h.Name))
-		if err := checkHeaderName(string(h.Name)); err != nil {
+		if err := tm.addHeader(seen, string(h.Name), h.Value); err != nil {
 			return tm, err
 		}
-		if seen[k] {
-			continue // the spec: only the first entry of a name counts
-		}
-		seen[k] = true
-		if tm.match.Headers == nil {
-			tm.match.Headers = map[string]string{}
-		}
-		tm.match.Headers[string(h.Name)] = h.Value
 	}
 	seenQ := map[string]bool{}
 	for _, q := range m.QueryParams {
@@ -416,6 +404,35 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 	return tm, nil
 }
 
+// addHeader adds an Exact header match. Only the first entry of a name
+// counts, as the spec says for HTTPRoute and GRPCRoute alike; seen holds
+// the lower-cased names so far.
+func (tm *translatedMatch) addHeader(seen map[string]bool, name, value string) *ruleError {
+	if err := checkHeaderName(name); err != nil {
+		return err
+	}
+	k := strings.ToLower(name)
+	if seen[k] {
+		return nil
+	}
+	seen[k] = true
+	if tm.match.Headers == nil {
+		tm.match.Headers = map[string]string{}
+	}
+	tm.match.Headers[name] = value
+	return nil
+}
+
+// backendRefs are the BackendRefs of a rule's HTTPBackendRefs or
+// GRPCBackendRefs (their per-backend filters are not supported).
+func backendRefs[T any](refs []T, ref func(T) gatewayv1.BackendRef) []gatewayv1.BackendRef {
+	out := make([]gatewayv1.BackendRef, len(refs))
+	for i, r := range refs {
+		out[i] = ref(r)
+	}
+	return out
+}
+
 var headerNameRe = regexp.MustCompile("^[!#$%&'*+.^`|~0-9A-Za-z-]+$")
 
 // checkHeaderName refuses names the edge would never see: a '_' makes the
@@ -428,7 +445,7 @@ func checkHeaderName(n string) *ruleError {
 }
 
 // filters maps the rule's filters onto plugin instances, in order.
-func (t *translator) filters(ns string, base []string, filters []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {
+func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {
 	var redirect, rewriteSeen bool
 	for i, f := range filters {
 		pname := name(append(base, "f"+strconv.Itoa(i))...)
@@ -452,7 +469,7 @@ func (t *translator) filters(ns string, base []string, filters []gatewayv1.HTTPR
 			if tr.mirror != nil {
 				return unsupported("only one RequestMirror per rule is supported")
 			}
-			m, err := t.mirror(ns, kindHTTPRoute, f.RequestMirror)
+			m, err := t.mirror(ns, kind, f.RequestMirror)
 			if err != nil {
 				return err
 			}
