@@ -166,6 +166,49 @@ func send(t *testing.T, addr, host, path string) (int, seen, string) {
 	return res.StatusCode, s, string(b)
 }
 
+// edgeFile writes a routes file with no routes of its own that takes
+// them from the cluster (from the namespaces given, else all), on
+// loopback ports; withAdmin adds an admin listener.
+func edgeFile(t *testing.T, kubeconfig string, withAdmin bool, namespaces ...string) string {
+	t.Helper()
+	admin := ""
+	if withAdmin {
+		admin = "127.0.0.1:0"
+	}
+	ns := ""
+	if len(namespaces) > 0 {
+		ns = ", namespaces: [" + strings.Join(namespaces, ", ") + "]"
+	}
+	file := filepath.Join(t.TempDir(), "causeway.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: %q}\naccess_log: {output: \"off\"}\nproviders:\n  kubernetes: {kubeconfig: %q%s}\n", admin, kubeconfig, ns)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// serveEdge runs an edge on the routes file at path until the test ends;
+// its log is shown when the test fails.
+func serveEdge(t *testing.T, path string) *gateway.Edge {
+	t.Helper()
+	logs := &testutil.Buffer{}
+	e := must(gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
+	if err := e.Listen(); err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if t.Failed() {
+			t.Logf("edge log:\n%s", logs.String())
+		}
+	})
+	return e
+}
+
 func eventually(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -200,32 +243,7 @@ func TestGatewayAPIThroughTheEdge(t *testing.T) {
 	p1, p2, db := startPod(t, "web-1", testnetns.Addr(256+1)), startPod(t, "web-2", testnetns.Addr(256+2)), startPod(t, "db-1", testnetns.Addr(256+3))
 
 	// The edge: a file with no routes of its own.
-	dir := t.TempDir()
-	file := filepath.Join(dir, "causeway.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
-listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
-access_log: {output: "off"}
-providers:
-  kubernetes: {kubeconfig: %q}
-`, kubeconfig)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testutil.Buffer{}
-	e := must(gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: file, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
-	if err := e.Listen(); err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	ectx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.Serve(ectx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("edge log:\n%s", logs.String())
-		}
-	})
+	e := serveEdge(t, edgeFile(t, kubeconfig, true))
 	addr := e.Addr("http")
 
 	// What a user applies.

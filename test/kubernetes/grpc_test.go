@@ -2,11 +2,7 @@ package kubernetes_test
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -61,19 +56,7 @@ func TestGRPCRouteThroughTheEdge(t *testing.T) {
 			}},
 		}}, metav1.CreateOptions{}))(t)
 
-	file := filepath.Join(t.TempDir(), "causeway.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"\"}\naccess_log: {output: \"off\"}\nproviders:\n  kubernetes: {kubeconfig: %q, namespaces: [%s]}\n", kubeconfig, ns)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := must(gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: file, Logger: slog.New(slog.DiscardHandler)}))(t)
-	if err := e.Listen(); err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	ectx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.Serve(ectx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	e := serveEdge(t, edgeFile(t, kubeconfig, false, ns))
 
 	conn := must(grpc.NewClient(e.Addr("http"), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("rpc.example")))(t)
 	t.Cleanup(func() { _ = conn.Close() })

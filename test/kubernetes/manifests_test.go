@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -32,9 +31,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testnetns"
-	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // exampleDir holds the Gateway API example; exampleFiles is the install
@@ -252,22 +249,7 @@ func TestExampleManifests(t *testing.T) {
 	}
 	t.Setenv("POD_NAME", "causeway-gateway-7d9f-abcde")
 	t.Setenv("POD_NAMESPACE", "causeway-system")
-	logs := &testutil.Buffer{}
-	e := must(gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
-	if err := e.Listen(); err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	ectx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.Serve(ectx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("edge log:\n%s", logs.String())
-		}
-	})
+	e := serveEdge(t, path)
 	addr := e.Addr("http")
 
 	// The README's checks: the Gateway Programmed (kubectl get gateway -o

@@ -3,9 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -18,9 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testnetns"
-	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -97,22 +93,7 @@ func TestScale(t *testing.T) {
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	dir := t.TempDir()
-	file := filepath.Join(dir, "causeway.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", admin: \"\"}\naccess_log: {output: \"off\"}\nproviders:\n  kubernetes: {kubeconfig: %q, namespaces: [%s]}\n", kubeconfig, ns)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testutil.Buffer{}
-	e := must(gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: file, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
-	defer func() { t.Logf("edge log tail: %s", tail(logs.String(), 3000)) }()
-	if err := e.Listen(); err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	ectx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.Serve(ectx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	e := serveEdge(t, edgeFile(t, kubeconfig, false, ns))
 	addr := e.Addr("http")
 	start = time.Now()
 	eventuallyWithin(t, 10*time.Minute, "the first route served", func() bool {
@@ -202,11 +183,4 @@ func eventuallyWithin(t *testing.T, d time.Duration, what string, ok func() bool
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
