@@ -54,3 +54,12 @@ func (e *Edge) adminHandler() http.Handler {
 	}
 	return mux
 }
+
+// endpointHealth reports every upstream's endpoints.
+func (rt *runtime) endpointHealth() map[string]UpstreamHealth {
+	out := make(map[string]UpstreamHealth, len(rt.upstreams))
+	for name, u := range rt.upstreams {
+		out[name] = u.readiness()
+	}
+	return out
+}

@@ -107,8 +107,7 @@ func principalOf(r *http.Request, claims, headers []string) caller.Principal {
 // setCallerToken replaces whatever r carries in the token header with the
 // token for u (none for an upstream outside the mesh). false: the answer
 // was written.
-func setCallerToken(w http.ResponseWriter, r *http.Request, u *upstream) bool {
-	cs := u.caller
+func setCallerToken(w http.ResponseWriter, r *http.Request, cs *callerSend, u *upstream) bool {
 	if cs == nil {
 		return true
 	}

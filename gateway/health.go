@@ -246,21 +246,17 @@ type UpstreamHealth struct {
 	Endpoints []EndpointHealth `json:"endpoints"`
 }
 
-// endpointHealth reports every upstream's endpoints.
-func (rt *runtime) endpointHealth() map[string]UpstreamHealth {
-	out := make(map[string]UpstreamHealth, len(rt.upstreams))
-	for name, u := range rt.upstreams {
-		var uh UpstreamHealth
-		for _, e := range u.endpoints() {
-			ok := e.available()
-			eh := EndpointHealth{Endpoint: e.label, Healthy: ok, Ejected: e.ejectedUntil.Load() != 0, Failing: e.down.Load(), Inflight: e.inflight.Load()}
-			if ok {
-				uh.Healthy++
-			}
-			uh.Total++
-			uh.Endpoints = append(uh.Endpoints, eh)
+// readiness is the upstream's endpoints as /readyz shows them.
+func (u *upstream) readiness() UpstreamHealth {
+	var uh UpstreamHealth
+	for _, e := range u.endpoints() {
+		ok := e.available()
+		eh := EndpointHealth{Endpoint: e.label, Healthy: ok, Ejected: e.ejectedUntil.Load() != 0, Failing: e.down.Load(), Inflight: e.inflight.Load()}
+		if ok {
+			uh.Healthy++
 		}
-		out[name] = uh
+		uh.Total++
+		uh.Endpoints = append(uh.Endpoints, eh)
 	}
-	return out
+	return uh
 }

@@ -252,7 +252,7 @@ func TestHealthSurvivesReload(t *testing.T) {
 func TestHealthCheckDefaultsInCode(t *testing.T) {
 	b := newBackend(t, "b", "127.0.0.1:0")
 	deps := buildDeps{metrics: newMetrics(promRegistry())}
-	u, err := newUpstreamFrom("u", routes.Upstream{Balance: "round_robin", Scheme: "http", Endpoints: []string{b.addr}, HealthCheck: &routes.HealthCheck{Path: "/healthz"}}, deps)
+	u, err := newUpstream("u", routes.Upstream{Balance: "round_robin", Scheme: "http", Endpoints: []string{b.addr}, HealthCheck: &routes.HealthCheck{Path: "/healthz"}}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

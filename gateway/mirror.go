@@ -25,7 +25,7 @@ type mirror struct {
 	maxBody int64
 	slots   chan struct{}
 	shadow  atomic.Pointer[upstream]
-	m       *metrics
+	hooks   *Hooks
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -34,8 +34,8 @@ type mirror struct {
 	sent    atomic.Int64
 }
 
-func newMirror(cfg *routes.Mirror, m *metrics) *mirror {
-	mr := &mirror{percent: cfg.Percent, maxBody: int64(cfg.MaxBody), slots: make(chan struct{}, cfg.MaxInflight), m: m}
+func newMirror(cfg *routes.Mirror, hooks *Hooks) *mirror {
+	mr := &mirror{percent: cfg.Percent, maxBody: int64(cfg.MaxBody), slots: make(chan struct{}, cfg.MaxInflight), hooks: hooks}
 	mr.ctx, mr.cancel = context.WithCancel(context.Background())
 	return mr
 }
@@ -95,9 +95,7 @@ func (mr *mirror) send(out *http.Request) {
 			resp.Body.Close()
 		}
 		mr.sent.Add(1)
-		if mr.m != nil {
-			mr.m.upstreamRequest(sh.name, ep.label, status, time.Since(start))
-		}
+		mr.hooks.observe(sh.name, ep.label, status, time.Since(start))
 	}()
 }
 

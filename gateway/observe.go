@@ -162,24 +162,6 @@ type UpstreamsView struct {
 	Upstreams []UpstreamView `json:"upstreams"`
 }
 
-// EndpointStats is what an upstream knows about one of its endpoints at
-// run time. Fields the upstream does not track stay nil.
-type EndpointStats struct {
-	Endpoint string
-	Healthy  *bool
-	InFlight *int64
-	EWMA     *time.Duration
-}
-
-// EndpointStatser is implemented by upstreams that track their endpoints'
-// state (health checks, ejection, in-flight counts, latency EWMA); it is
-// how that state reaches /upstreams without this file knowing the
-// balancers' internals. Without it, /upstreams lists the configured
-// endpoints and takes health from causeway_upstream_endpoint_healthy.
-type EndpointStatser interface {
-	EndpointStats() []EndpointStats
-}
-
 func (o *observer) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 	fams, err := o.gather.Gather()
 	if err != nil {

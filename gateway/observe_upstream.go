@@ -2,6 +2,24 @@ package gateway
 
 import "time"
 
+// EndpointStats is what an upstream knows about one of its endpoints at
+// run time. Fields the upstream does not track stay nil.
+type EndpointStats struct {
+	Endpoint string
+	Healthy  *bool
+	InFlight *int64
+	EWMA     *time.Duration
+}
+
+// EndpointStatser is implemented by upstreams that track their endpoints'
+// state (health checks, ejection, in-flight counts, latency EWMA); it is
+// how that state reaches /upstreams without this file knowing the
+// balancers' internals. Without it, /upstreams lists the configured
+// endpoints and takes health from causeway_upstream_endpoint_healthy.
+type EndpointStatser interface {
+	EndpointStats() []EndpointStats
+}
+
 // EndpointStats reports the endpoints' run-time state for /upstreams: the
 // health checker's and the outlier detector's verdict, the requests in
 // flight, and the latency EWMA as of its last sample (the balancers' view).

@@ -51,6 +51,9 @@ type forwarder struct {
 	// whatever the weights say; checked in file order.
 	overrides []headerOverride
 	m         *metrics
+	// caller puts the caller token on requests to mesh upstreams and takes
+	// the header off every other (nil: neither).
+	caller *callerSend
 }
 
 type headerOverride struct {
@@ -58,8 +61,8 @@ type headerOverride struct {
 	headers [][2]string // canonical name, exact value
 }
 
-func newForwarder(rc routes.Route, ups map[string]*upstream, m *metrics) *forwarder {
-	f := &forwarder{route: rc.Name, m: m}
+func newForwarder(rc routes.Route, ups map[string]*upstream, m *metrics, cs *callerSend) *forwarder {
+	f := &forwarder{route: rc.Name, m: m, caller: cs}
 	add := func(name string) {
 		u := ups[name]
 		if u.mirror != nil && u.mirror.shadow.Load() == nil {
@@ -119,7 +122,7 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := f.pick(r)
 	up := t.up
 	st.upstream = up.name
-	if !setCallerToken(w, r, up) {
+	if !setCallerToken(w, r, f.caller, up) {
 		return
 	}
 	var tk ticket

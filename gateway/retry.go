@@ -237,23 +237,20 @@ var errPerTryTimeout = fmt.Errorf("per-try timeout: %w", context.DeadlineExceede
 type upstreamTransport struct {
 	up   *upstream
 	base http.RoundTripper
-	m    *metrics
 }
 
 var _ http.RoundTripper = (*upstreamTransport)(nil)
 
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	st := stateFrom(ctx)
-	guardInformational(ctx, st)
+	tr := t.up.hooks.track(ctx)
 	bal := t.up.bal
 	ep, ok := bal.pick(req, nil)
 	if !ok {
 		return nil, errNoEndpoint
 	}
 	req.URL.Host = ep.addr
-	st.endpoint = ep
-	st.upstreamStart = time.Now()
+	tr.Attempt(ep, time.Now())
 	p := t.up.retry
 	retryable := p != nil && p.attempts > 0 && (p.nonIdempotent || idempotent(req.Method))
 	if p != nil {
@@ -282,7 +279,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		mr.send(req)
 	}
 	for n := 0; ; n++ {
-		resp, kind, d, err := t.try(req, ep)
+		resp, kind, d, err := t.try(req, ep, tr)
 		if !retryable || n >= p.attempts || !p.retriesOn(kind, resp) {
 			return resp, err
 		}
@@ -298,9 +295,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		} else {
 			status, _ = kind.status()
 		}
-		if t.m != nil {
-			t.m.upstreamRequest(t.up.name, ep.label, status, d)
-		}
+		t.up.hooks.observe(t.up.name, ep.label, status, d)
 		if !p.wait(ctx, n) {
 			return nil, ctx.Err()
 		}
@@ -312,8 +307,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		nreq.URL.Host = next.addr
 		req, ep = nreq, next
-		st.endpoint = next
-		st.upstreamStart = time.Now()
+		tr.Attempt(next, time.Now())
 	}
 }
 
@@ -325,7 +319,7 @@ func (p *retryPolicy) bodyLimit() int64 {
 }
 
 // try makes one attempt on ep.
-func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response, failKind, time.Duration, error) {
+func (t *upstreamTransport) try(req *http.Request, ep *endpoint, tr Tracker) (*http.Response, failKind, time.Duration, error) {
 	parent := req.Context()
 	var cancel context.CancelCauseFunc
 	var timer *time.Timer
@@ -353,7 +347,7 @@ func (t *upstreamTransport) try(req *http.Request, ep *endpoint) (*http.Response
 			cancel(nil)
 		}
 		kind = classify(parent, err)
-		if clientBodyFailed(parent) {
+		if tr.BodyFailed() {
 			// The client's body broke, not the endpoint: no ejection, no retry.
 			kind = attemptCanceled
 		}

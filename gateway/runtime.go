@@ -34,6 +34,7 @@ type runtime struct {
 	upstreams map[string]*upstream
 	trust     *pipeline.TrustedProxies
 	metrics   *metrics
+	caller    *callerSend
 	accessLog *accessLog
 	loadedAt  time.Time
 	// inflight counts requests running on this configuration, so resources
@@ -77,6 +78,7 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		upstreams: map[string]*upstream{},
 		trust:     trust,
 		metrics:   deps.metrics,
+		caller:    deps.caller,
 		accessLog: deps.access,
 		loadedAt:  time.Now(),
 	}
@@ -120,14 +122,22 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 	return rt, nil
 }
 
+// newUpstream builds an upstream for this generation, reporting to its
+// metrics, tracing and per-request state through the engine's hooks.
 func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, error) {
-	return newUpstreamFrom(name, cfg, deps) // gateway/upstream.go
+	ud := upstreamDeps{pools: deps.pools, tlsFor: deps.tlsFor, tlsKey: deps.tlsKey, log: deps.log, now: deps.now,
+		hooks: Hooks{Track: trackRequest, Wrap: traceTransport}}
+	if m := deps.metrics; m != nil {
+		ud.hooks.Observe = m.upstreamRequest
+		ud.hooks.HealthGauge = m.endpointHealthy
+	}
+	return newUpstreamFrom(name, cfg, ud)
 }
 
 // routeHandler assembles one route: request info, the stages in order, then
 // the forwarder.
 func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
-	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics)
+	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics, rt.caller)
 	traced := tracingStages(stages)
 	for i := len(stages) - 1; i >= 0; i-- {
 		mw, err := stages[i].Middleware(rc)

@@ -506,7 +506,23 @@ func (st *reqState) endBody() {
 	}
 }
 
-// clientBodyFailed reports whether the request's own body could not be read.
-func clientBodyFailed(ctx context.Context) bool {
-	return stateFrom(ctx).bodyErr.Load() != nil
+// Attempt records the endpoint the upstream's attempt loop chose (the
+// access log's and the metrics' endpoint) and when the attempt started.
+func (st *reqState) Attempt(ep *endpoint, start time.Time) {
+	st.endpoint = ep
+	st.upstreamStart = start
+}
+
+// BodyFailed reports whether the request's own body could not be read.
+func (st *reqState) BodyFailed() bool { return st.bodyErr.Load() != nil }
+
+var _ Tracker = (*reqState)(nil)
+
+// trackRequest is the upstreams' Hooks.Track: the request's state, with
+// the upstream's informational responses filtered on their way to the
+// client.
+func trackRequest(ctx context.Context) Tracker {
+	st := stateFrom(ctx)
+	guardInformational(ctx, st)
+	return st
 }

@@ -124,7 +124,7 @@ func TestClientBodyDeadlines(t *testing.T) {
 		if !errors.As(err, &stalled) || !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("error %v, want a stall wrapping the deadline error", err)
 		}
-		if !clientBodyFailed(withState(st)) {
+		if !st.BodyFailed() {
 			t.Fatal("the stall is not recorded as the client's body failing")
 		}
 		calls, reads := len(w.deadlines()), inner.reads

@@ -614,7 +614,7 @@ func TestNewUpstreamBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			u, err := newUpstreamFrom("u", tt.cfg, deps)
+			u, err := newUpstream("u", tt.cfg, deps)
 			if err == nil {
 				u.close()
 				t.Fatal("accepted")

@@ -136,10 +136,10 @@ type upstream struct {
 	retry     *retryPolicy
 	breaker   *breaker
 	mirror    *mirror
-	// caller and meshID: the caller token sent to this upstream, addressed
-	// to its identity (callertoken.go).
-	caller *callerSend
+	// meshID is the upstream's identity in the mesh (zero: outside it),
+	// the audience of the caller tokens sent to it.
 	meshID mesh.ID
+	hooks  *Hooks
 
 	mu  sync.Mutex // serialises setEndpoints
 	eps atomic.Pointer[[]*endpoint]
@@ -153,6 +153,66 @@ type upstream struct {
 	wg     sync.WaitGroup
 }
 
+// Tracker follows one proxied request through the attempt loop. The
+// pipeline's per-request state is one; the loop never reaches into it.
+type Tracker interface {
+	// Attempt records the endpoint of an attempt and when it started.
+	Attempt(ep *endpoint, start time.Time)
+	// BodyFailed reports whether the client's own body could not be read:
+	// a failed attempt is then the client's fault, not the endpoint's (no
+	// ejection, no retry).
+	BodyFailed() bool
+}
+
+// noTracker is the tracker of requests nobody follows.
+type noTracker struct{}
+
+func (noTracker) Attempt(*endpoint, time.Time) {}
+func (noTracker) BodyFailed() bool             { return false }
+
+// Hooks are how the upstream engine reports to whoever runs it, without
+// knowing its types. Every field may be nil.
+type Hooks struct {
+	// Track returns the tracker of the request in ctx, and may prepare the
+	// request's context (the edge filters informational responses there).
+	Track func(ctx context.Context) Tracker
+	// Observe counts one attempt: the upstream, the endpoint's label, the
+	// status (502/504 for failures) and the time to the response headers.
+	Observe func(upstream, endpoint string, status int, d time.Duration)
+	// Wrap goes around the pool's transport, below the attempt loop, so
+	// every attempt gets its own span.
+	Wrap func(rt http.RoundTripper, upstream string) http.RoundTripper
+	// HealthGauge is causeway_upstream_endpoint_healthy.
+	HealthGauge *prometheus.GaugeVec
+}
+
+func (h *Hooks) track(ctx context.Context) Tracker {
+	if h.Track == nil {
+		return noTracker{}
+	}
+	return h.Track(ctx)
+}
+
+func (h *Hooks) observe(upstream, endpoint string, status int, d time.Duration) {
+	if h.Observe != nil {
+		h.Observe(upstream, endpoint, status, d)
+	}
+}
+
+// upstreamDeps is what building an upstream needs from the generation.
+type upstreamDeps struct {
+	// pools shares connection pools between generations, by transportKey
+	// (nil: a pool of the upstream's own).
+	pools  *refpool.Pool[string, *transportPool]
+	tlsFor tlsConfigFunc
+	tlsKey string
+	log    *slog.Logger // background work (health, discovery); nil: slog.Default()
+	// now is the clock of ejections, breakers and retry budgets (nil:
+	// time.Now).
+	now   func() time.Time
+	hooks Hooks
+}
+
 // endpointSpec is an address and weight from the file or from discovery.
 type endpointSpec struct {
 	addr   string
@@ -162,7 +222,7 @@ type endpointSpec struct {
 // newUpstreamFrom builds an upstream: its pool (shared with the previous
 // configuration when the connection settings are unchanged), its balancer,
 // resilience policies and endpoint source.
-func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstream, error) {
+func newUpstreamFrom(name string, cfg routes.Upstream, deps upstreamDeps) (*upstream, error) {
 	newBal, ok := lookupBalancer(cfg.Balance)
 	if !ok {
 		return nil, fmt.Errorf("balance %q: unknown balancer (one of %s)", cfg.Balance, strings.Join(balancerNames(), ", "))
@@ -199,7 +259,7 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 	if cfg.MeshIdentity != "" {
 		scheme = "https" // mTLS to the sidecar
 	}
-	u := &upstream{name: name, cfg: cfg, scheme: scheme, bal: bal, pool: pool, caller: deps.caller, meshID: meshID}
+	u := &upstream{name: name, cfg: cfg, scheme: scheme, bal: bal, pool: pool, meshID: meshID, hooks: &deps.hooks}
 	if prev := loadSet(&pool.endpoints); len(prev) > 0 {
 		// The pool is shared with the previous configuration of this
 		// upstream (same name and connection settings).
@@ -214,8 +274,8 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 		u.log = slog.Default()
 	}
 	var gauge *prometheus.GaugeVec
-	if deps.metrics != nil {
-		gauge = deps.metrics.endpointHealthy.MustCurryWith(prometheus.Labels{"upstream": name})
+	if deps.hooks.HealthGauge != nil {
+		gauge = deps.hooks.HealthGauge.MustCurryWith(prometheus.Labels{"upstream": name})
 	}
 	u.health = newHealthState(name, cfg.CircuitBreaker, gauge, now)
 	u.health.log = u.log
@@ -227,10 +287,14 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps buildDeps) (*upstrea
 		u.breaker.log = u.log
 	}
 	if cfg.Mirror != nil {
-		u.mirror = newMirror(cfg.Mirror, deps.metrics)
+		u.mirror = newMirror(cfg.Mirror, u.hooks)
 	}
 	// Below the retry loop, so every attempt has its own span.
-	u.transport = &upstreamTransport{up: u, base: traceTransport(pool.transport, name), m: deps.metrics}
+	base := pool.transport
+	if deps.hooks.Wrap != nil {
+		base = deps.hooks.Wrap(base, name)
+	}
+	u.transport = &upstreamTransport{up: u, base: base}
 
 	fail := func(err error) (*upstream, error) {
 		u.close()
