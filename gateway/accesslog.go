@@ -139,7 +139,7 @@ func (al *accessLog) log(r *http.Request, st *reqState, d time.Duration) {
 		attrs = append(attrs, slog.String("upstream", st.upstream))
 	}
 	if st.endpoint != nil {
-		attrs = append(attrs, slog.String("endpoint", st.endpoint.addr),
+		attrs = append(attrs, slog.String("endpoint", st.endpoint.Addr),
 			slog.Float64("upstream_ms", float64(st.upstreamDur.Microseconds())/1000))
 	}
 	if st.principal != "" {

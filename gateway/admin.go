@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"net/http"
 	"time"
 
@@ -56,10 +58,10 @@ func (e *Edge) adminHandler() http.Handler {
 }
 
 // endpointHealth reports every upstream's endpoints.
-func (rt *runtime) endpointHealth() map[string]UpstreamHealth {
-	out := make(map[string]UpstreamHealth, len(rt.upstreams))
+func (rt *runtime) endpointHealth() map[string]proxy.UpstreamHealth {
+	out := make(map[string]proxy.UpstreamHealth, len(rt.upstreams))
 	for name, u := range rt.upstreams {
-		out[name] = u.readiness()
+		out[name] = u.Readiness()
 	}
 	return out
 }

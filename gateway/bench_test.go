@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"fmt"
 	"io"
 	"net/http"
@@ -126,12 +128,12 @@ func BenchmarkUpstreamTransport(b *testing.B) {
 		_, _ = io.WriteString(w, strings.Repeat("x", 64))
 	}))
 	defer up.Close()
-	pool, err := newTransportPool("b", routes.Upstream{Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: 64}, nil)
+	pool, err := proxy.NewTransportPool("b", routes.Upstream{Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: 64}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer pool.closeIdle()
-	h1 := pool.transport.(*transport.H1)
+	defer pool.CloseIdle()
+	h1 := pool.Transport.(*transport.H1)
 	for _, tc := range []struct {
 		name string
 		rt   http.RoundTripper

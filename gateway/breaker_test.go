@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,7 +45,7 @@ func TestBreakerConcurrencyLimits(t *testing.T) {
 	waitFor(t, func() bool { return b.held.Load() == 2 })
 	fire() // waits for a slot: max_pending 1
 	up := te.live.Load().runtime(0).upstreams["u"]
-	waitFor(t, func() bool { return up.breaker.pending.Load() == 1 })
+	waitFor(t, func() bool { return up.Breaker.Pending.Load() == 1 })
 
 	resp, body := get(t, te.url+"/")
 	var eb errorBody
@@ -75,8 +77,8 @@ func TestBreakerTripAndRecovery(t *testing.T) {
 	up := te.live.Load().runtime(0).upstreams["u"]
 
 	codes := send(t, te.url+"/", 3, 1)
-	if codes[500] != 3 || up.breaker.stateName() != "open" {
-		t.Fatalf("statuses %v, breaker %s", codes, up.breaker.stateName())
+	if codes[500] != 3 || up.Breaker.StateName() != "open" {
+		t.Fatalf("statuses %v, breaker %s", codes, up.Breaker.StateName())
 	}
 	resp, body := get(t, te.url+"/")
 	var eb errorBody
@@ -88,8 +90,8 @@ func TestBreakerTripAndRecovery(t *testing.T) {
 	t.Run("a failed probe opens it again", func(t *testing.T) {
 		clock.Advance(11 * time.Second)
 		codes := send(t, te.url+"/", 1, 1)
-		if codes[500] != 1 || up.breaker.stateName() != "open" || b.hits.Load() != 4 {
-			t.Fatalf("probe: %v, breaker %s", codes, up.breaker.stateName())
+		if codes[500] != 1 || up.Breaker.StateName() != "open" || b.hits.Load() != 4 {
+			t.Fatalf("probe: %v, breaker %s", codes, up.Breaker.StateName())
 		}
 		if codes := send(t, te.url+"/", 5, 1); codes[503] != 5 {
 			t.Fatalf("after the failed probe: %v", codes)
@@ -99,8 +101,8 @@ func TestBreakerTripAndRecovery(t *testing.T) {
 		b.status.Store(0)
 		clock.Advance(11 * time.Second)
 		codes := send(t, te.url+"/", 20, 1)
-		if codes[200] != 20 || up.breaker.stateName() != "closed" {
-			t.Fatalf("statuses %v, breaker %s", codes, up.breaker.stateName())
+		if codes[200] != 20 || up.Breaker.StateName() != "closed" {
+			t.Fatalf("statuses %v, breaker %s", codes, up.Breaker.StateName())
 		}
 	})
 }
@@ -108,68 +110,68 @@ func TestBreakerTripAndRecovery(t *testing.T) {
 // The half-open state lets exactly half_open_requests probes through.
 func TestBreakerHalfOpenProbes(t *testing.T) {
 	clock := &fakeClock{}
-	b := newBreaker("u", &routes.CircuitBreaker{ConsecutiveFailures: 1, OpenFor: routes.Duration(time.Second), HalfOpenRequests: 2}, clock.Now)
+	b := proxy.NewBreaker("u", &routes.CircuitBreaker{ConsecutiveFailures: 1, OpenFor: routes.Duration(time.Second), HalfOpenRequests: 2}, clock.Now)
 	ctx := context.Background()
-	tk, err := b.acquire(ctx)
+	tk, err := b.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.release(tk, true)
-	if _, err := b.acquire(ctx); !errors.Is(err, errBreakerOpen) {
+	b.Release(tk, true)
+	if _, err := b.Acquire(ctx); !errors.Is(err, proxy.ErrBreakerOpen) {
 		t.Fatalf("open breaker admitted: %v", err)
 	}
 	clock.Advance(time.Second)
-	p1, err1 := b.acquire(ctx)
-	p2, err2 := b.acquire(ctx)
-	_, err3 := b.acquire(ctx)
-	if err1 != nil || err2 != nil || !p1.probe || !p2.probe || !errors.Is(err3, errBreakerOpen) {
+	p1, err1 := b.Acquire(ctx)
+	p2, err2 := b.Acquire(ctx)
+	_, err3 := b.Acquire(ctx)
+	if err1 != nil || err2 != nil || !p1.Probe || !p2.Probe || !errors.Is(err3, proxy.ErrBreakerOpen) {
 		t.Fatalf("half-open: %v %v %v", err1, err2, err3)
 	}
-	b.release(p1, false)
-	if b.stateName() != "closed" {
-		t.Fatalf("state %s after a good probe", b.stateName())
+	b.Release(p1, false)
+	if b.StateName() != "closed" {
+		t.Fatalf("state %s after a good probe", b.StateName())
 	}
-	b.release(p2, false)
-	tk, err = b.acquire(ctx)
-	if err != nil || tk.probe {
+	b.Release(p2, false)
+	tk, err = b.Acquire(ctx)
+	if err != nil || tk.Probe {
 		t.Fatalf("closed breaker: %+v %v", tk, err)
 	}
 }
 
 // A client that leaves while waiting for a slot gives its place up.
 func TestBreakerPendingClientLeaves(t *testing.T) {
-	b := newBreaker("u", &routes.CircuitBreaker{MaxRequests: 1, MaxPending: 1}, time.Now)
-	tk, err := b.acquire(context.Background())
+	b := proxy.NewBreaker("u", &routes.CircuitBreaker{MaxRequests: 1, MaxPending: 1}, time.Now)
+	tk, err := b.Acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		_, err := b.acquire(ctx)
+		_, err := b.Acquire(ctx)
 		done <- err
 	}()
-	waitFor(t, func() bool { return b.pending.Load() == 1 })
+	waitFor(t, func() bool { return b.Pending.Load() == 1 })
 	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) || b.pending.Load() != 0 {
-		t.Fatalf("got %v, pending %d", err, b.pending.Load())
+	if err := <-done; !errors.Is(err, context.Canceled) || b.Pending.Load() != 0 {
+		t.Fatalf("got %v, pending %d", err, b.Pending.Load())
 	}
-	b.release(tk, false)
-	if _, err := b.acquire(context.Background()); err != nil {
+	b.Release(tk, false)
+	if _, err := b.Acquire(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestBreakerMaxPendingAlone(t *testing.T) {
-	b := newBreaker("u", &routes.CircuitBreaker{MaxPending: 2}, time.Now)
-	t1, _ := b.acquire(context.Background())
-	t2, _ := b.acquire(context.Background())
-	if _, err := b.acquire(context.Background()); !errors.Is(err, errOverloaded) {
+	b := proxy.NewBreaker("u", &routes.CircuitBreaker{MaxPending: 2}, time.Now)
+	t1, _ := b.Acquire(context.Background())
+	t2, _ := b.Acquire(context.Background())
+	if _, err := b.Acquire(context.Background()); !errors.Is(err, proxy.ErrOverloaded) {
 		t.Fatalf("third request: %v", err)
 	}
-	b.release(t1, false)
-	b.release(t2, false)
-	if _, err := b.acquire(context.Background()); err != nil {
+	b.Release(t1, false)
+	b.Release(t2, false)
+	if _, err := b.Acquire(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -189,7 +191,7 @@ func TestBreakerSlotReturnedOnAbortedResponse(t *testing.T) {
 			}
 		}
 	}
-	if n := len(te.live.Load().runtime(0).upstreams["u"].breaker.slots); n != 0 {
+	if n := len(te.live.Load().runtime(0).upstreams["u"].Breaker.Slots); n != 0 {
 		t.Fatalf("%d slots held after every request ended", n)
 	}
 }

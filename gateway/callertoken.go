@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"errors"
 	"log/slog"
 	"maps"
@@ -107,15 +109,15 @@ func principalOf(r *http.Request, claims, headers []string) caller.Principal {
 // setCallerToken replaces whatever r carries in the token header with the
 // token for u (none for an upstream outside the mesh). false: the answer
 // was written.
-func setCallerToken(w http.ResponseWriter, r *http.Request, cs *callerSend, u *upstream) bool {
+func setCallerToken(w http.ResponseWriter, r *http.Request, cs *callerSend, u *proxy.Upstream) bool {
 	if cs == nil {
 		return true
 	}
-	if cs.token == nil || u.meshID.IsZero() {
+	if cs.token == nil || u.MeshID.IsZero() {
 		r.Header.Del(cs.header)
 		return true
 	}
-	tok, err := cs.token(r, u.meshID)
+	tok, err := cs.token(r, u.MeshID)
 	if err != nil {
 		var ce *caller.Error
 		if errors.As(err, &ce) {

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"fmt"
 	"io"
 	"net"
@@ -284,10 +286,10 @@ func TestReadEndpointsFile(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := filepath.Join(dir, fmt.Sprint(i))
 			writeFile(t, p, tt.content)
-			specs, err := readEndpointsFile(p)
+			specs, err := proxy.ReadEndpointsFile(p)
 			var got []string
 			for _, s := range specs {
-				got = append(got, fmt.Sprintf("%s/%d", s.addr, s.weight))
+				got = append(got, fmt.Sprintf("%s/%d", s.Addr, s.Weight))
 			}
 			out := strings.Join(got, " ")
 			if err != nil {
@@ -298,7 +300,7 @@ func TestReadEndpointsFile(t *testing.T) {
 			}
 		})
 	}
-	if _, err := readEndpointsFile(filepath.Join(dir, "missing")); err == nil {
+	if _, err := proxy.ReadEndpointsFile(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("a missing file was accepted")
 	}
 }

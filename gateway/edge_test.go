@@ -228,7 +228,7 @@ func TestNoEndpoint503(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.close()
-	rt.upstreams["u"].bal.update(nil) // every endpoint gone (discovery found none)
+	rt.upstreams["u"].Bal.Update(nil) // every endpoint gone (discovery found none)
 	w := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.Header.Set("X-Request-Id", "abc")

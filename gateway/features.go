@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"context"
 	"errors"
 	"net/http"
@@ -78,7 +80,7 @@ type prepared struct {
 	// stages are its steps of every route's chain, by their name in
 	// chainOrder (nil: none).
 	stages map[string]Stage
-	tlsFor tlsConfigFunc // TLS for upstream connections, or nil
+	tlsFor proxy.TLSConfigFunc // TLS for upstream connections, or nil
 	// tlsKey identifies the identity material behind tlsFor, so upstream
 	// pools are rebuilt when it changes and shared while it does not.
 	tlsKey string

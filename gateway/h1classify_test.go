@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"bufio"
 	"context"
 	"errors"
@@ -24,18 +26,18 @@ const notATimeout = 30 * time.Second
 // newTestPool builds an upstream pool the way the edge does.
 func newTestPool(t *testing.T, maxIdle int, timeout time.Duration) *transport.H1 {
 	t.Helper()
-	pool, err := newTransportPool("t", routes.Upstream{
+	pool, err := proxy.NewTransportPool("t", routes.Upstream{
 		Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: maxIdle,
 		ConnectTimeout: routes.Duration(time.Second), Timeout: routes.Duration(timeout),
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h1, ok := pool.transport.(*transport.H1)
+	h1, ok := pool.Transport.(*transport.H1)
 	if !ok {
-		t.Fatalf("plain http1 upstream got %T, want the calling-goroutine transport", pool.transport)
+		t.Fatalf("plain http1 upstream got %T, want the calling-goroutine transport", pool.Transport)
 	}
-	t.Cleanup(pool.closeIdle)
+	t.Cleanup(pool.CloseIdle)
 	return h1
 }
 
@@ -80,7 +82,7 @@ func TestH1TransportErrors(t *testing.T) {
 		if !errors.As(err, &nerr) || !nerr.Timeout() {
 			t.Fatalf("got %v, want a timeout", err)
 		}
-		if k := classify(context.Background(), err); k != failTimeout {
+		if k := proxy.Classify(context.Background(), err); k != proxy.FailTimeout {
 			t.Fatalf("classified %d, want failTimeout", k)
 		}
 	})
@@ -94,12 +96,12 @@ func TestH1TransportErrors(t *testing.T) {
 	})
 	for _, tc := range []struct {
 		name, addr string
-		kind       failKind
+		kind       proxy.FailKind
 	}{
-		{"unexpected 101", unexpected101, failOther},
-		{"malformed status line", malformed, failOther},
-		{"reset before headers", reset, failReset},
-		{"connection refused", refused, failConnect},
+		{"unexpected 101", unexpected101, proxy.FailOther},
+		{"malformed status line", malformed, proxy.FailOther},
+		{"reset before headers", reset, proxy.FailReset},
+		{"connection refused", refused, proxy.FailConnect},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h1 := newTestPool(t, 4, notATimeout)
@@ -107,7 +109,7 @@ func TestH1TransportErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if k := classify(context.Background(), err); k != tc.kind {
+			if k := proxy.Classify(context.Background(), err); k != tc.kind {
 				t.Fatalf("%v classified %d, want %d", err, k, tc.kind)
 			}
 		})

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +15,7 @@ import (
 )
 
 // readyz fetches the admin /readyz body.
-func readyz(t *testing.T, te *testEdge) map[string]UpstreamHealth {
+func readyz(t *testing.T, te *testEdge) map[string]proxy.UpstreamHealth {
 	t.Helper()
 	resp, err := http.Get(te.admin + "/readyz")
 	if err != nil {
@@ -21,7 +23,7 @@ func readyz(t *testing.T, te *testEdge) map[string]UpstreamHealth {
 	}
 	defer resp.Body.Close()
 	var body struct {
-		Upstreams map[string]UpstreamHealth `json:"upstreams"`
+		Upstreams map[string]proxy.UpstreamHealth `json:"upstreams"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 		t.Fatal(err)
@@ -172,11 +174,11 @@ func TestActiveHealthCheck(t *testing.T) {
 
 // A health checker's verdicts follow its thresholds exactly.
 func TestHealthThresholds(t *testing.T) {
-	h := newHealthState("u", nil, nil, time.Now)
-	u := &upstream{name: "u", health: h}
-	hc := &healthChecker{up: u}
-	hc.cfg.HealthyThreshold, hc.cfg.UnhealthyThreshold = 2, 3
-	e := &endpoint{addr: "a:1", label: "a:1", weight: 1, health: h}
+	h := proxy.NewHealthState("u", nil, nil, time.Now)
+	u := &proxy.Upstream{Name: "u", Health: h}
+	hc := &proxy.HealthChecker{Up: u}
+	hc.Cfg.HealthyThreshold, hc.Cfg.UnhealthyThreshold = 2, 3
+	e := &proxy.Endpoint{Addr: "a:1", Label: "a:1", Weight: 1, Health: h}
 	steps := []struct {
 		ok   bool
 		down bool
@@ -186,9 +188,9 @@ func TestHealthThresholds(t *testing.T) {
 		{true, true}, {false, true}, {true, true}, {true, false}, // two successes in a row
 	}
 	for i, s := range steps {
-		hc.record(e, s.ok)
-		if e.down.Load() != s.down {
-			t.Fatalf("step %d (ok=%v): down=%v, want %v", i, s.ok, e.down.Load(), s.down)
+		hc.Record(e, s.ok)
+		if e.Down.Load() != s.down {
+			t.Fatalf("step %d (ok=%v): down=%v, want %v", i, s.ok, e.Down.Load(), s.down)
 		}
 	}
 }
@@ -256,8 +258,8 @@ func TestHealthCheckDefaultsInCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer u.close()
-	if eps := u.endpoints(); len(eps) != 1 || !eps[0].available() {
+	defer u.Close()
+	if eps := u.Endpoints(); len(eps) != 1 || !eps[0].Available() {
 		t.Fatal("endpoint not available")
 	}
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"crypto/tls"
 	"io"
 	"net/http"
@@ -36,18 +38,18 @@ func TestMeshTransportProtocols(t *testing.T) {
 		{"h2", "", "HTTP/2.0"},
 	} {
 		t.Run(tc.protocol+" "+tc.contentType, func(t *testing.T) {
-			pool, err := newTransportPool("m", routes.Upstream{
+			pool, err := proxy.NewTransportPool("m", routes.Upstream{
 				MeshIdentity: "spiffe://example.org/ns/shop/sa/payments", Protocol: tc.protocol,
 				MaxIdlePerHost: 4, ConnectTimeout: routes.Duration(time.Second),
 			}, tlsFor)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer pool.closeIdle()
+			defer pool.CloseIdle()
 			for range 3 {
 				req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("x"))
 				req.Header.Set("Content-Type", tc.contentType)
-				resp, err := pool.transport.RoundTrip(req)
+				resp, err := pool.Transport.RoundTrip(req)
 				if err != nil {
 					t.Fatal(err)
 				}

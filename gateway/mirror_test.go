@@ -44,20 +44,20 @@ func TestMirror(t *testing.T) {
 			t.Fatalf("statuses %v", codes)
 		}
 		waitFor(t, func() bool { return shadow.held.Load() == 2 })
-		mr := te.live.Load().runtime(0).upstreams["u"].mirror
-		if d := mr.dropped.Load(); d != 48 {
+		mr := te.live.Load().runtime(0).upstreams["u"].Mirror
+		if d := mr.Dropped.Load(); d != 48 {
 			t.Fatalf("dropped %d, want 48", d)
 		}
 		release()
-		waitFor(t, func() bool { return mr.sent.Load() == 2 })
+		waitFor(t, func() bool { return mr.Sent.Load() == 2 })
 	})
 	t.Run("percent", func(t *testing.T) {
 		primary := newBackend(t, "primary", "127.0.0.1:0")
 		shadow := newBackend(t, "shadow", "127.0.0.1:0")
 		te := startEdge(t, mirrorConfig(primary.addr, shadow.addr, "{upstream: shadow, percent: 20}"))
 		send(t, te.url+"/", 1000, 4)
-		mr := te.live.Load().runtime(0).upstreams["u"].mirror
-		waitFor(t, func() bool { return int64(len(mr.slots)) == 0 })
+		mr := te.live.Load().runtime(0).upstreams["u"].Mirror
+		waitFor(t, func() bool { return int64(len(mr.Slots)) == 0 })
 		if n := shadow.hits.Load(); n < 130 || n > 270 {
 			t.Fatalf("shadow got %d of 1000 at 20%%", n)
 		}
@@ -70,9 +70,9 @@ func TestMirror(t *testing.T) {
 		if codes[200] != 10 || primary.bodies.Load() != 50 {
 			t.Fatalf("statuses %v, primary bytes %d", codes, primary.bodies.Load())
 		}
-		mr := te.live.Load().runtime(0).upstreams["u"].mirror
-		if mr.dropped.Load() != 10 || shadow.hits.Load() != 0 {
-			t.Fatalf("dropped %d, shadow hits %d", mr.dropped.Load(), shadow.hits.Load())
+		mr := te.live.Load().runtime(0).upstreams["u"].Mirror
+		if mr.Dropped.Load() != 10 || shadow.hits.Load() != 0 {
+			t.Fatalf("dropped %d, shadow hits %d", mr.Dropped.Load(), shadow.hits.Load())
 		}
 	})
 }

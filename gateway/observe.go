@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"maps"
 	"net/http"
 	"slices"
@@ -175,7 +177,7 @@ func (o *observer) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 	for _, lr := range o.runtimes() {
 		for _, name := range slices.Sorted(maps.Keys(lr.rt.upstreams)) {
 			u := lr.rt.upstreams[name]
-			uv := UpstreamView{Name: name, Listener: lr.listener, Balance: u.cfg.Balance, MeshIdentity: u.cfg.MeshIdentity,
+			uv := UpstreamView{Name: name, Listener: lr.listener, Balance: u.Cfg.Balance, MeshIdentity: u.Cfg.MeshIdentity,
 				Traffic: byUp.get(name), Endpoints: []EndpointView{}}
 			for _, st := range endpointStatsOf(u, health[name]) {
 				ev := EndpointView{Endpoint: st.Endpoint, Healthy: st.Healthy, InFlight: st.InFlight, Traffic: epTraffic.get(name + "\x00" + st.Endpoint)}
@@ -196,28 +198,28 @@ func (o *observer) serveUpstreams(w http.ResponseWriter, r *http.Request) {
 
 // endpointStatsOf asks the upstream, or falls back on its configuration and
 // the health gauge.
-func endpointStatsOf(u *upstream, health map[string]float64) []EndpointStats {
-	if s, ok := any(u).(EndpointStatser); ok {
+func endpointStatsOf(u *proxy.Upstream, health map[string]float64) []proxy.EndpointStats {
+	if s, ok := any(u).(proxy.EndpointStatser); ok {
 		return s.EndpointStats()
 	}
-	var out []EndpointStats
+	var out []proxy.EndpointStats
 	seen := map[string]bool{}
 	add := func(ep string) {
 		if ep == "" || seen[ep] {
 			return
 		}
 		seen[ep] = true
-		st := EndpointStats{Endpoint: ep}
+		st := proxy.EndpointStats{Endpoint: ep}
 		if v, ok := health[ep]; ok {
 			h := v == 1
 			st.Healthy = &h
 		}
 		out = append(out, st)
 	}
-	for _, ep := range u.cfg.Endpoints {
+	for _, ep := range u.Cfg.Endpoints {
 		add(strings.TrimSpace(ep))
 	}
-	add(u.cfg.DNS)
+	add(u.Cfg.DNS)
 	// Endpoints found by discovery show up in the gauge.
 	for _, ep := range slices.Sorted(maps.Keys(health)) {
 		add(ep)

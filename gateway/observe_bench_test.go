@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"context"
 	"fmt"
 	"io"
@@ -50,7 +52,7 @@ func BenchmarkObservabilityAccessLog(b *testing.B) {
 			al := &accessLog{output: "bench", sample: sample, logger: slog.New(slog.NewJSONHandler(&lockedWriter{w: io.Discard}, nil))}
 			r := httptest.NewRequest(http.MethodGet, "http://api.example.com/orders/42?token=x", nil)
 			st := &reqState{requestID: pipeline.NewUUID(), traceID: "4bf92f3577b34da6a3ce929d0e0e4736", clientIP: "192.0.2.1", route: "orders",
-				upstream: "orders", endpoint: &endpoint{addr: "10.0.0.1:7001", label: "10.0.0.1:7001"}, upstreamDur: 3 * time.Millisecond, principal: "acme"}
+				upstream: "orders", endpoint: &proxy.Endpoint{Addr: "10.0.0.1:7001", Label: "10.0.0.1:7001"}, upstreamDur: 3 * time.Millisecond, principal: "acme"}
 			st.rec.status, st.rec.bytes = 200, 512
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

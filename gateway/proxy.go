@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"errors"
 	"maps"
 	"math/rand/v2"
@@ -33,7 +35,7 @@ var sharedBuffers = newBufferPool()
 // target is one upstream as seen from one route: the route's path rewriting
 // applied in front of the upstream's pool.
 type target struct {
-	up    *upstream
+	up    *proxy.Upstream
 	proxy *httputil.ReverseProxy
 }
 
@@ -61,12 +63,12 @@ type headerOverride struct {
 	headers [][2]string // canonical name, exact value
 }
 
-func newForwarder(rc routes.Route, ups map[string]*upstream, m *metrics, cs *callerSend) *forwarder {
+func newForwarder(rc routes.Route, ups map[string]*proxy.Upstream, m *metrics, cs *callerSend) *forwarder {
 	f := &forwarder{route: rc.Name, m: m, caller: cs}
 	add := func(name string) {
 		u := ups[name]
-		if u.mirror != nil && u.mirror.shadow.Load() == nil {
-			u.mirror.shadow.Store(ups[u.cfg.Mirror.Upstream])
+		if u.Mirror != nil && u.Mirror.Shadow.Load() == nil {
+			u.Mirror.Shadow.Store(ups[u.Cfg.Mirror.Upstream])
 		}
 		f.targets = append(f.targets, target{up: u, proxy: newReverseProxy(rc, u, m)})
 	}
@@ -121,55 +123,55 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := stateFrom(r.Context())
 	t := f.pick(r)
 	up := t.up
-	st.upstream = up.name
+	st.upstream = up.Name
 	if !setCallerToken(w, r, f.caller, up) {
 		return
 	}
-	var tk ticket
-	if b := up.breaker; b != nil {
+	var tk proxy.Ticket
+	if b := up.Breaker; b != nil {
 		var err error
-		if tk, err = b.acquire(r.Context()); err != nil {
+		if tk, err = b.Acquire(r.Context()); err != nil {
 			if r.Context().Err() != nil {
 				st.rec.status = statusClientClosed
 				return
 			}
 			msg := "upstream circuit breaker is open"
-			if errors.Is(err, errOverloaded) {
+			if errors.Is(err, proxy.ErrOverloaded) {
 				msg = "upstream overloaded: too many pending requests"
 			}
-			f.m.upstreamRequest(up.name, "", http.StatusServiceUnavailable, 0)
+			f.m.upstreamRequest(up.Name, "", http.StatusServiceUnavailable, 0)
 			httperr.Write(w, r, http.StatusServiceUnavailable, msg)
 			return
 		}
 	}
 	st.upstreamStart = time.Now()
-	if up.breaker != nil {
+	if up.Breaker != nil {
 		// Deferred: ReverseProxy aborts a response whose upstream body
 		// breaks by panicking with http.ErrAbortHandler, and the slot must
 		// come back all the same.
 		defer func() {
 			if p := recover(); p != nil {
-				up.breaker.release(tk, true)
+				up.Breaker.Release(tk, true)
 				panic(p)
 			}
 			failed := (st.upstreamErr != nil || st.rec.status >= 500)
 			if st.rec.status == statusClientClosed {
 				failed = false
 			}
-			up.breaker.release(tk, failed)
+			up.Breaker.Release(tk, failed)
 		}()
 	}
 	st.proxying = true
 	t.proxy.ServeHTTP(w, r)
 }
 
-func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.ReverseProxy {
+func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.ReverseProxy {
 	strip := ""
 	if rc.StripPrefix {
 		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
 	}
 	return &httputil.ReverseProxy{
-		Transport:  u.transport,
+		Transport:  u.Transport,
 		BufferPool: sharedBuffers,
 		// No periodic flush: ReverseProxy already flushes after every write
 		// for text/event-stream and for responses of unknown length, so
@@ -178,10 +180,10 @@ func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.Reverse
 		FlushInterval: 0,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			st := stateFrom(pr.In.Context())
-			pr.Out.URL.Scheme = u.scheme
+			pr.Out.URL.Scheme = u.Scheme
 			// The host is the endpoint's, set by the transport's attempt
 			// loop (upstreamTransport.RoundTrip) once it has picked one.
-			pr.Out.URL.Host = u.name
+			pr.Out.URL.Host = u.Name
 			if strip != "" {
 				stripPrefix(pr.Out.URL, pr.In.URL, strip)
 			}
@@ -190,20 +192,20 @@ func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.Reverse
 		ModifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())
 			st.upstreamDur = time.Since(st.upstreamStart)
-			m.upstreamRequest(u.name, st.endpoint.label, resp.StatusCode, st.upstreamDur)
+			m.upstreamRequest(u.Name, st.endpoint.Label, resp.StatusCode, st.upstreamDur)
 			// The edge's request id is the one the client sees.
 			resp.Header.Del(httperr.RequestIDHeader)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			st := stateFrom(r.Context())
-			kind := classify(r.Context(), err)
-			if kind == attemptCanceled {
+			kind := proxy.Classify(r.Context(), err)
+			if kind == proxy.AttemptCanceled {
 				// The client went away: nothing to answer; 499 in logs as nginx does.
 				st.rec.status = statusClientClosed
 				return
 			}
-			status, msg := kind.status()
+			status, msg := kind.Status()
 			st.proxying = false // the answer is the edge's own
 			clientFault := st.bodyErr.Load() != nil
 			if clientFault {
@@ -216,9 +218,9 @@ func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.Reverse
 				st.upstreamErr = err
 				label := ""
 				if st.endpoint != nil {
-					label = st.endpoint.label
+					label = st.endpoint.Label
 				}
-				m.upstreamRequest(u.name, label, status, st.upstreamDur)
+				m.upstreamRequest(u.Name, label, status, st.upstreamDur)
 			}
 			// What is left of the request body is settled by the answer
 			// (state.go: settleEarly), without waiting for a client that
@@ -230,7 +232,7 @@ func newReverseProxy(rc routes.Route, u *upstream, m *metrics) *httputil.Reverse
 
 // statusClientClosed is nginx's status for a client that closed the
 // connection before the response: logged, never sent.
-const statusClientClosed = 499
+const statusClientClosed = proxy.StatusClientClosed
 
 // stripPrefix removes prefix from out's path, keeping the escaped form
 // consistent with the decoded one.

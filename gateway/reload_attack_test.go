@@ -106,7 +106,7 @@ func TestReloadAttackPoolsAndBodies(t *testing.T) {
 	// generation) ends a moment after the client has read the answer, and
 	// a generation that shared the live pool's key still holds it until
 	// then.
-	live := te.live.Load().runtime(0).upstreams["u"].pool.key
+	live := te.live.Load().runtime(0).upstreams["u"].Pool.Key
 	deadline := time.Now().Add(10 * time.Second)
 	for te.pools.Len() != 1 || te.pools.References(live) != 1 {
 		if time.Now().After(deadline) {

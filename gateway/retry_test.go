@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -154,7 +156,7 @@ func TestRetryBudgetCapsRetries(t *testing.T) {
 		total += h
 	}
 	retries := total - n
-	limit := int64(n*20/100 + retryBudgetBurst)
+	limit := int64(n*20/100 + proxy.RetryBudgetBurst)
 	t.Logf("%d requests, all endpoints failing: %d retries (budget %d; without a budget up to %d)", n, retries, limit, 3*n)
 	if retries > limit || retries < n*20/100-10 {
 		t.Fatalf("%d retries, want about %d and at most %d", retries, n*20/100, limit)
@@ -203,19 +205,19 @@ func TestClassify(t *testing.T) {
 		name string
 		ctx  context.Context
 		err  error
-		want failKind
+		want proxy.FailKind
 	}{
-		{"dial", ctx, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, failConnect},
-		{"refused", ctx, fmt.Errorf("x: %w", syscall.ECONNREFUSED), failConnect},
-		{"reset", ctx, &net.OpError{Op: "read", Err: syscall.ECONNRESET}, failReset},
-		{"eof", ctx, io.EOF, failReset},
-		{"deadline", ctx, errPerTryTimeout, failTimeout},
-		{"other", ctx, errors.New("malformed HTTP response"), failOther},
-		{"client gone", cancelled, io.EOF, attemptCanceled},
+		{"dial", ctx, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, proxy.FailConnect},
+		{"refused", ctx, fmt.Errorf("x: %w", syscall.ECONNREFUSED), proxy.FailConnect},
+		{"reset", ctx, &net.OpError{Op: "read", Err: syscall.ECONNRESET}, proxy.FailReset},
+		{"eof", ctx, io.EOF, proxy.FailReset},
+		{"deadline", ctx, proxy.ErrPerTryTimeout, proxy.FailTimeout},
+		{"other", ctx, errors.New("malformed HTTP response"), proxy.FailOther},
+		{"client gone", cancelled, io.EOF, proxy.AttemptCanceled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := classify(tt.ctx, tt.err); got != tt.want {
+			if got := proxy.Classify(tt.ctx, tt.err); got != tt.want {
 				t.Fatalf("got %d, want %d", got, tt.want)
 			}
 		})
@@ -224,43 +226,43 @@ func TestClassify(t *testing.T) {
 
 func TestRetryBudgetArithmetic(t *testing.T) {
 	clock := newFakeClock()
-	p := newRetryPolicy(&routes.Retries{Attempts: 1, BudgetPercent: 25}, clock.Now)
-	for i := 0; i < retryBudgetBurst; i++ {
-		if !p.budget.withdraw() {
+	p := proxy.NewRetryPolicy(&routes.Retries{Attempts: 1, BudgetPercent: 25}, clock.Now)
+	for i := 0; i < proxy.RetryBudgetBurst; i++ {
+		if !p.Budget.Withdraw() {
 			t.Fatalf("burst retry %d refused", i)
 		}
 	}
-	if p.budget.withdraw() {
+	if p.Budget.Withdraw() {
 		t.Fatal("retry beyond the burst allowed before any request paid in")
 	}
 	for i := 0; i < 4; i++ {
-		p.budget.deposit()
+		p.Budget.Deposit()
 	}
-	if !p.budget.withdraw() || p.budget.withdraw() {
+	if !p.Budget.Withdraw() || p.Budget.Withdraw() {
 		t.Fatal("4 requests at 25% should pay for exactly one retry")
 	}
 	clock.Advance(300 * time.Millisecond)
 	for i := 0; i < 3; i++ {
-		if !p.budget.withdraw() {
+		if !p.Budget.Withdraw() {
 			t.Fatalf("retry %d of the 3 that 300ms of the minimum rate pays for refused", i)
 		}
 	}
-	if p.budget.withdraw() {
+	if p.Budget.Withdraw() {
 		t.Fatal("more retries than the minimum rate pays for")
 	}
 	for i := 0; i < 10000; i++ {
-		p.budget.deposit()
+		p.Budget.Deposit()
 	}
-	if got := p.budget.tokens.Load(); got > retryBudgetBurst*100 {
+	if got := p.Budget.Tokens.Load(); got > proxy.RetryBudgetBurst*100 {
 		t.Fatalf("budget saved up %d tokens", got)
 	}
 }
 
 func TestBackoffIsBounded(t *testing.T) {
-	p := newRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)}, time.Now)
+	p := proxy.NewRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)}, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if p.wait(ctx, 40) {
+	if p.Wait(ctx, 40) {
 		t.Fatal("wait returned true for a client that left")
 	}
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +33,7 @@ type Stage interface {
 type runtime struct {
 	file      *routes.File
 	router    *pipeline.Router
-	upstreams map[string]*upstream
+	upstreams map[string]*proxy.Upstream
 	trust     *pipeline.TrustedProxies
 	metrics   *metrics
 	caller    *callerSend
@@ -42,7 +44,7 @@ type runtime struct {
 	inflight atomic.Int64
 	// pools holds a reference to each upstream's connection pool, dropped
 	// at close.
-	pools *refpool.Pool[string, *transportPool]
+	pools *refpool.Pool[string, *proxy.TransportPool]
 }
 
 // buildDeps are the long-lived pieces a runtime is built with.
@@ -50,8 +52,8 @@ type buildDeps struct {
 	metrics *metrics
 	// pools shares upstream connection pools between generations, by
 	// transportKey (nil: a pool of this runtime's own).
-	pools  *refpool.Pool[string, *transportPool]
-	tlsFor tlsConfigFunc
+	pools  *refpool.Pool[string, *proxy.TransportPool]
+	tlsFor proxy.TLSConfigFunc
 	tlsKey string
 	stages []Stage
 	access *accessLog
@@ -70,12 +72,12 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		return nil, err
 	}
 	if deps.pools == nil {
-		deps.pools = newTransportPools()
+		deps.pools = proxy.NewTransportPools()
 	}
 	rt := &runtime{
 		pools:     deps.pools,
 		file:      f,
-		upstreams: map[string]*upstream{},
+		upstreams: map[string]*proxy.Upstream{},
 		trust:     trust,
 		metrics:   deps.metrics,
 		caller:    deps.caller,
@@ -124,14 +126,14 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 
 // newUpstream builds an upstream for this generation, reporting to its
 // metrics, tracing and per-request state through the engine's hooks.
-func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*upstream, error) {
-	ud := upstreamDeps{pools: deps.pools, tlsFor: deps.tlsFor, tlsKey: deps.tlsKey, log: deps.log, now: deps.now,
-		hooks: Hooks{Track: trackRequest, Wrap: traceTransport}}
+func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*proxy.Upstream, error) {
+	ud := proxy.Deps{Pools: deps.pools, TLSFor: deps.tlsFor, TLSKey: deps.tlsKey, Log: deps.log, Now: deps.now,
+		Hooks: proxy.Hooks{Track: trackRequest, Wrap: traceTransport, ClientIP: resolvedClientIP}}
 	if m := deps.metrics; m != nil {
-		ud.hooks.Observe = m.upstreamRequest
-		ud.hooks.HealthGauge = m.endpointHealthy
+		ud.Hooks.Observe = m.upstreamRequest
+		ud.Hooks.HealthGauge = m.endpointHealthy
 	}
-	return newUpstreamFrom(name, cfg, ud)
+	return proxy.New(name, cfg, ud)
 }
 
 // routeHandler assembles one route: request info, the stages in order, then
@@ -281,8 +283,8 @@ func (rt *runtime) checkRequest(r *http.Request) string {
 // close releases what this runtime owns once no request runs on it.
 func (rt *runtime) close() {
 	for _, u := range rt.upstreams {
-		u.close() // health checks, discovery, mirrored requests
-		_, _ = rt.pools.Release(u.pool.key)
+		u.Close() // health checks, discovery, mirrored requests
+		_, _ = rt.pools.Release(u.Pool.Key)
 	}
 	rt.upstreams = nil
 }

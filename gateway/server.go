@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causewayhq/causeway/gateway/internal/admin"
+	"github.com/causewayhq/causeway/internal/filewatch"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -41,7 +44,7 @@ type server[C any] struct {
 	// Resources shared by successive generations while their settings are
 	// unchanged: a reload keeps warm upstream connections, the tracer's
 	// queue and the open access-log file.
-	pools   *refpool.Pool[string, *transportPool]
+	pools   *refpool.Pool[string, *proxy.TransportPool]
 	tracers *refpool.Pool[string, *tracer]
 	logs    *refpool.Pool[string, *accessLog]
 
@@ -143,7 +146,7 @@ func newServer[C any](kind, fileKind string, opts Options, r role[C]) *server[C]
 	s := &server[C]{
 		kind: kind, fileKind: fileKind, opts: opts, log: opts.Logger, registry: opts.Registry,
 		metrics: newMetrics(opts.Registry), role: r,
-		pools:   newTransportPools(),
+		pools:   proxy.NewTransportPools(),
 		tracers: newTracerPool(),
 		logs:    newAccessLogPool(),
 	}
@@ -424,7 +427,7 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	// files, PEM keys, secrets) are watched too, and their change forces a
 	// rebuild, since the configuration file itself is unchanged; a broken
 	// one is refused like a broken configuration file.
-	if err := watchFiles(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.role.watched, s.opts.ReloadDebounce, s.log, func(extraChanged bool) {
+	if err := filewatch.Files(ctx, s.bgCtx, &s.bg, s.opts.ConfigPath, s.role.watched, s.opts.ReloadDebounce, s.log, func(extraChanged bool) {
 		s.logReload(s.load(ctx, extraChanged))
 	}); err != nil {
 		s.log.Warn(s.fileKind+" watching is off; reload with SIGHUP", "error", err.Error())

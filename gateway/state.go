@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"bufio"
 	"context"
 	"errors"
@@ -34,7 +36,7 @@ type reqState struct {
 	routeHost     string // the route's match.host ("" for any host)
 	routeMetrics  *routeMetrics
 	upstream      string
-	endpoint      *endpoint
+	endpoint      *proxy.Endpoint
 	upstreamStart time.Time
 	upstreamDur   time.Duration
 	upstreamErr   error
@@ -508,7 +510,7 @@ func (st *reqState) endBody() {
 
 // Attempt records the endpoint the upstream's attempt loop chose (the
 // access log's and the metrics' endpoint) and when the attempt started.
-func (st *reqState) Attempt(ep *endpoint, start time.Time) {
+func (st *reqState) Attempt(ep *proxy.Endpoint, start time.Time) {
 	st.endpoint = ep
 	st.upstreamStart = start
 }
@@ -516,13 +518,22 @@ func (st *reqState) Attempt(ep *endpoint, start time.Time) {
 // BodyFailed reports whether the request's own body could not be read.
 func (st *reqState) BodyFailed() bool { return st.bodyErr.Load() != nil }
 
-var _ Tracker = (*reqState)(nil)
+var _ proxy.Tracker = (*reqState)(nil)
 
 // trackRequest is the upstreams' Hooks.Track: the request's state, with
 // the upstream's informational responses filtered on their way to the
 // client.
-func trackRequest(ctx context.Context) Tracker {
+func trackRequest(ctx context.Context) proxy.Tracker {
 	st := stateFrom(ctx)
 	guardInformational(ctx, st)
 	return st
+}
+
+// resolvedClientIP is the upstreams' Hooks.ClientIP: the client address
+// the entry pass resolved ("" outside a request of the edge's).
+func resolvedClientIP(ctx context.Context) string {
+	if st := stateIn(ctx); st != nil {
+		return st.clientIP
+	}
+	return ""
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"io"
 	"net/http"
 	"sync"
@@ -84,7 +86,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	}
 	up := te.live.Load().runtime(0).upstreams["u"]
 	t.Logf("%d requests in %s (%.0f/s); client-visible errors: %d %v", requests.Load(), elapsed.Round(time.Millisecond), float64(requests.Load())/elapsed.Seconds(), failures.Load(), failed)
-	t.Logf("served by endpoint: %v (b1 had %d when killed, %d after its restart); ejections: %d; b1 failing its health check now: %v", hits(bs), killedHits, bs[1].hits.Load()-killedHits, up.health.ejectionsTotal.Load(), downOf(up, bs[1].addr))
+	t.Logf("served by endpoint: %v (b1 had %d when killed, %d after its restart); ejections: %d; b1 failing its health check now: %v", hits(bs), killedHits, bs[1].hits.Load()-killedHits, up.Health.EjectionsTotal.Load(), downOf(up, bs[1].addr))
 	if failures.Load() != 0 {
 		t.Fatalf("%d client-visible errors: %v", failures.Load(), failed)
 	}
@@ -93,10 +95,10 @@ func TestChaosKillAndRestart(t *testing.T) {
 	}
 }
 
-func downOf(u *upstream, addr string) bool {
-	for _, e := range u.endpoints() {
-		if e.addr == addr {
-			return e.down.Load()
+func downOf(u *proxy.Upstream, addr string) bool {
+	for _, e := range u.Endpoints() {
+		if e.Addr == addr {
+			return e.Down.Load()
 		}
 	}
 	return true

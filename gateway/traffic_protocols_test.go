@@ -329,8 +329,8 @@ routes:
 	wsRoundTrip(t, c, "on a")
 	writeFile(t, path, hostPort(b)+"\n")
 	waitFor(t, func() bool {
-		eps := te.live.Load().runtime(0).upstreams["u"].endpoints()
-		return len(eps) == 1 && eps[0].addr == hostPort(b)
+		eps := te.live.Load().runtime(0).upstreams["u"].Endpoints()
+		return len(eps) == 1 && eps[0].Addr == hostPort(b)
 	})
 	wsRoundTrip(t, c, "still on a")
 	c2, _, err := websocket.DefaultDialer.Dial(ws, nil)

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
+
 	"fmt"
 	"io"
 	"net"
@@ -43,7 +45,7 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.hits.Add(1)
-	if r.Header.Get(MirrorHeader) != "" {
+	if r.Header.Get(proxy.MirrorHeader) != "" {
 		b.mirrors.Add(1)
 	}
 	n, _ := io.Copy(io.Discard, r.Body)
@@ -327,20 +329,20 @@ func TestRingHash(t *testing.T) {
 // Removing one of four endpoints moves only the keys it owned; adding it
 // back restores the first mapping exactly.
 func TestRingHashMinimalMovement(t *testing.T) {
-	eps := []*endpoint{}
+	eps := []*proxy.Endpoint{}
 	for i := 0; i < 4; i++ {
 		a := fmt.Sprintf("10.0.0.%d:80", i+1)
-		eps = append(eps, &endpoint{addr: a, label: a, weight: 1})
+		eps = append(eps, &proxy.Endpoint{Addr: a, Label: a, Weight: 1})
 	}
-	rh, err := newRingHash("header:X-User")
+	rh, err := proxy.NewRingHash("header:X-User", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const keys = 20000
-	mapping := func() []*endpoint {
-		out := make([]*endpoint, keys)
+	mapping := func() []*proxy.Endpoint {
+		out := make([]*proxy.Endpoint, keys)
 		for i := range out {
-			e, ok := rh.ring.Load().lookup(hashString(fmt.Sprintf("key-%d", i)), nil)
+			e, ok := rh.Ring.Load().Lookup(proxy.HashString(fmt.Sprintf("key-%d", i)), nil)
 			if !ok {
 				t.Fatal("no endpoint")
 			}
@@ -348,27 +350,27 @@ func TestRingHashMinimalMovement(t *testing.T) {
 		}
 		return out
 	}
-	rh.update(eps)
+	rh.Update(eps)
 	before := mapping()
-	owned := map[*endpoint]int{}
+	owned := map[*proxy.Endpoint]int{}
 	for _, e := range before {
 		owned[e]++
 	}
-	rh.update(eps[1:]) // 10.0.0.1 leaves
+	rh.Update(eps[1:]) // 10.0.0.1 leaves
 	after := mapping()
 	moved := 0
 	for i := range before {
 		if before[i] != after[i] {
 			moved++
 			if before[i] != eps[0] {
-				t.Fatalf("key %d moved from %s, which stayed", i, before[i].addr)
+				t.Fatalf("key %d moved from %s, which stayed", i, before[i].Addr)
 			}
 		}
 	}
 	if moved != owned[eps[0]] {
 		t.Fatalf("moved %d, the leaving endpoint owned %d", moved, owned[eps[0]])
 	}
-	rh.update(eps)
+	rh.Update(eps)
 	for i, e := range mapping() {
 		if e != before[i] {
 			t.Fatalf("key %d not restored", i)
@@ -384,86 +386,86 @@ func TestRingHashMinimalMovement(t *testing.T) {
 
 // The balancers' choices among endpoints in given states, without servers.
 func TestBalancerChoices(t *testing.T) {
-	mk := func(n int) []*endpoint {
-		eps := make([]*endpoint, n)
+	mk := func(n int) []*proxy.Endpoint {
+		eps := make([]*proxy.Endpoint, n)
 		for i := range eps {
 			a := fmt.Sprintf("10.0.0.%d:80", i+1)
-			eps[i] = &endpoint{addr: a, label: a, weight: 1}
+			eps[i] = &proxy.Endpoint{Addr: a, Label: a, Weight: 1}
 		}
 		return eps
 	}
 	req, _ := http.NewRequest(http.MethodGet, "http://x/", nil)
 	t.Run("least_request picks the fewest in flight", func(t *testing.T) {
 		eps := mk(3)
-		eps[0].inflight.Store(5)
-		eps[2].inflight.Store(3)
-		l := &leastRequest{}
-		l.update(eps)
+		eps[0].Inflight.Store(5)
+		eps[2].Inflight.Store(3)
+		l := &proxy.LeastRequest{}
+		l.Update(eps)
 		for i := 0; i < 100; i++ {
-			if e, _ := l.pick(req, nil); e != eps[1] {
-				t.Fatalf("picked %s", e.addr)
+			if e, _ := l.Pick(req, nil); e != eps[1] {
+				t.Fatalf("picked %s", e.Addr)
 			}
 		}
 	})
 	t.Run("p2c_ewma avoids a slow endpoint", func(t *testing.T) {
 		eps := mk(3)
 		now := time.Now().UnixNano()
-		eps[0].latency.observe(now, 200*time.Millisecond)
-		eps[1].latency.observe(now, time.Millisecond)
-		eps[2].latency.observe(now, time.Millisecond)
-		p := &p2cEWMA{now: time.Now}
-		p.update(eps)
+		eps[0].Latency.Observe(now, 200*time.Millisecond)
+		eps[1].Latency.Observe(now, time.Millisecond)
+		eps[2].Latency.Observe(now, time.Millisecond)
+		p := &proxy.P2CEWMA{Now: time.Now}
+		p.Update(eps)
 		for i := 0; i < 300; i++ {
-			if e, _ := p.pick(req, nil); e == eps[0] {
+			if e, _ := p.Pick(req, nil); e == eps[0] {
 				t.Fatal("picked the slow endpoint while two fast ones were free")
 			}
 		}
 	})
 	t.Run("peak EWMA decays after a spike", func(t *testing.T) {
-		var p peakEWMA
+		var p proxy.PeakEWMA
 		now := int64(1e18)
-		p.observe(now, 100*time.Millisecond)
-		p.observe(now+int64(30*time.Second), time.Millisecond)
-		if c := p.cost(now+int64(30*time.Second), 0); c > float64(10*time.Millisecond) {
+		p.Observe(now, 100*time.Millisecond)
+		p.Observe(now+int64(30*time.Second), time.Millisecond)
+		if c := p.Cost(now+int64(30*time.Second), 0); c > float64(10*time.Millisecond) {
 			t.Fatalf("cost %v after 30s of 1ms answers", time.Duration(c))
 		}
-		var q peakEWMA
-		q.observe(now, time.Second)
-		if c := q.cost(now+int64(time.Minute), 0); c > float64(10*time.Millisecond) {
+		var q proxy.PeakEWMA
+		q.Observe(now, time.Second)
+		if c := q.Cost(now+int64(time.Minute), 0); c > float64(10*time.Millisecond) {
 			t.Fatalf("cost %v a minute after the only (slow) sample: the endpoint would never be tried again", time.Duration(c))
 		}
 	})
 	t.Run("every balancer skips a down endpoint and honours avoid", func(t *testing.T) {
-		for _, name := range balancerNames() {
-			f, _ := lookupBalancer(name)
-			b, err := f(routesUpstream(name))
+		for _, name := range proxy.BalancerNames() {
+			f, _ := proxy.LookupBalancer(name)
+			b, err := f(routesUpstream(name), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			eps := mk(3)
-			b.update(eps)
-			eps[0].down.Store(true)
+			b.Update(eps)
+			eps[0].Down.Store(true)
 			for i := 0; i < 50; i++ {
-				e, ok := b.pick(req, eps[1])
+				e, ok := b.Pick(req, eps[1])
 				if !ok || e != eps[2] {
 					t.Fatalf("%s: picked %v", name, e)
 				}
 			}
-			eps[2].down.Store(true)
-			if e, ok := b.pick(req, eps[1]); !ok || e != eps[1] {
+			eps[2].Down.Store(true)
+			if e, ok := b.Pick(req, eps[1]); !ok || e != eps[1] {
 				t.Fatalf("%s: the avoided endpoint is the last one left, got %v", name, e)
 			}
-			eps[1].down.Store(true)
-			if e, ok := b.pick(req, nil); ok {
-				t.Fatalf("%s: picked %s with every endpoint down", name, e.addr)
+			eps[1].Down.Store(true)
+			if e, ok := b.Pick(req, nil); ok {
+				t.Fatalf("%s: picked %s with every endpoint down", name, e.Addr)
 			}
 		}
 	})
 	t.Run("empty balancers", func(t *testing.T) {
-		for _, name := range balancerNames() {
-			f, _ := lookupBalancer(name)
-			b, _ := f(routesUpstream(name))
-			if _, ok := b.pick(req, nil); ok {
+		for _, name := range proxy.BalancerNames() {
+			f, _ := proxy.LookupBalancer(name)
+			b, _ := f(routesUpstream(name), nil)
+			if _, ok := b.Pick(req, nil); ok {
 				t.Fatalf("%s picked from nothing", name)
 			}
 		}
@@ -475,7 +477,7 @@ func TestBalancerChoices(t *testing.T) {
 // duplicate name does not compile.)
 func TestBalancersMatchRoutes(t *testing.T) {
 	route := []routes.Route{{Name: "r", Match: routes.Match{PathPrefix: "/"}, Upstream: "u"}}
-	for _, name := range balancerNames() {
+	for _, name := range proxy.BalancerNames() {
 		f := &routes.File{Version: 1, Upstreams: map[string]routes.Upstream{"u": {Endpoints: []string{"127.0.0.1:1"}, Balance: name}}, Routes: route}
 		if name == "ring_hash" {
 			u := f.Upstreams["u"]
@@ -494,7 +496,7 @@ func TestBalancersMatchRoutes(t *testing.T) {
 
 func TestRingHashBadKey(t *testing.T) {
 	for _, k := range []string{"query:x", "header:", "cookie"} {
-		if _, err := newRingHash(k); err == nil {
+		if _, err := proxy.NewRingHash(k, nil); err == nil {
 			t.Fatalf("%q accepted", k)
 		}
 	}
@@ -616,7 +618,7 @@ func TestNewUpstreamBadConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			u, err := newUpstream("u", tt.cfg, deps)
 			if err == nil {
-				u.close()
+				u.Close()
 				t.Fatal("accepted")
 			}
 			if !strings.Contains(err.Error(), tt.want) {

@@ -4,12 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"net/http"
 	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 
 	"github.com/redis/go-redis/v9"
 

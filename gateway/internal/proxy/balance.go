@@ -1,6 +1,7 @@
-package gateway
+package proxy
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math"
@@ -26,30 +27,35 @@ type balancer interface {
 	// pick chooses an available endpoint for r: one other than avoid (the
 	// endpoint of the failed attempt before, or nil) when there is one,
 	// else avoid itself when it is available.
-	pick(r *http.Request, avoid *endpoint) (*endpoint, bool)
+	Pick(r *http.Request, avoid *Endpoint) (*Endpoint, bool)
 	// update replaces the endpoint set; requests already routed keep theirs.
-	update(eps []*endpoint)
+	Update(eps []*Endpoint)
 }
 
 // newBalancerFunc builds a balancer for an upstream's configuration.
-type newBalancerFunc func(cfg routes.Upstream) (balancer, error)
+// clientIP is Hooks.ClientIP (may be nil), for ring_hash on the client.
+type newBalancerFunc func(cfg routes.Upstream, clientIP func(context.Context) string) (balancer, error)
 
 // balancers are the balancers by the name upstreams give in balance. Only
 // this package adds to it, so it is a literal, read without a lock.
 var balancers = map[string]newBalancerFunc{
-	"round_robin":   func(routes.Upstream) (balancer, error) { return &roundRobin{}, nil },
-	"weighted":      func(routes.Upstream) (balancer, error) { return &smoothWeighted{}, nil },
-	"least_request": func(routes.Upstream) (balancer, error) { return &leastRequest{}, nil },
-	"p2c_ewma":      func(routes.Upstream) (balancer, error) { return &p2cEWMA{now: time.Now}, nil },
-	"ring_hash":     func(cfg routes.Upstream) (balancer, error) { return newRingHash(cfg.HashOn) },
+	"round_robin":   func(routes.Upstream, func(context.Context) string) (balancer, error) { return &roundRobin{}, nil },
+	"weighted":      func(routes.Upstream, func(context.Context) string) (balancer, error) { return &smoothWeighted{}, nil },
+	"least_request": func(routes.Upstream, func(context.Context) string) (balancer, error) { return &LeastRequest{}, nil },
+	"p2c_ewma": func(routes.Upstream, func(context.Context) string) (balancer, error) {
+		return &P2CEWMA{Now: time.Now}, nil
+	},
+	"ring_hash": func(cfg routes.Upstream, clientIP func(context.Context) string) (balancer, error) {
+		return NewRingHash(cfg.HashOn, clientIP)
+	},
 }
 
-func lookupBalancer(name string) (newBalancerFunc, bool) {
+func LookupBalancer(name string) (newBalancerFunc, bool) {
 	f, ok := balancers[name]
 	return f, ok
 }
 
-func balancerNames() []string { return slices.Sorted(maps.Keys(balancers)) }
+func BalancerNames() []string { return slices.Sorted(maps.Keys(balancers)) }
 
 // smoothWeighted is nginx's smooth weighted round robin: over any window of
 // sum(weights) picks each endpoint gets exactly its weight, interleaved
@@ -57,27 +63,27 @@ func balancerNames() []string { return slices.Sorted(maps.Keys(balancers)) }
 // takes a mutex; the critical section is a loop over the endpoints.
 type smoothWeighted struct {
 	mu      sync.Mutex
-	eps     []*endpoint
+	eps     []*Endpoint
 	current []int
 }
 
 var _ balancer = (*smoothWeighted)(nil)
 
-func (s *smoothWeighted) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (s *smoothWeighted) Pick(_ *http.Request, avoid *Endpoint) (*Endpoint, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	best, total := -1, 0
 	avoidOK := false
 	for i, e := range s.eps {
-		if !e.available() {
+		if !e.Available() {
 			continue
 		}
 		if e == avoid {
 			avoidOK = true
 			continue
 		}
-		s.current[i] += e.weight
-		total += e.weight
+		s.current[i] += e.Weight
+		total += e.Weight
 		if best < 0 || s.current[i] > s.current[best] {
 			best = i
 		}
@@ -89,7 +95,7 @@ func (s *smoothWeighted) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool
 	return s.eps[best], true
 }
 
-func (s *smoothWeighted) update(eps []*endpoint) {
+func (s *smoothWeighted) Update(eps []*Endpoint) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.eps = eps
@@ -98,32 +104,32 @@ func (s *smoothWeighted) update(eps []*endpoint) {
 
 // leastRequest sends to the available endpoint with the fewest requests in
 // flight; ties go to a random one of them, so idle endpoints share the load.
-type leastRequest struct {
-	set atomic.Pointer[[]*endpoint]
+type LeastRequest struct {
+	set atomic.Pointer[[]*Endpoint]
 }
 
-var _ balancer = (*leastRequest)(nil)
+var _ balancer = (*LeastRequest)(nil)
 
-func (l *leastRequest) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (l *LeastRequest) Pick(_ *http.Request, avoid *Endpoint) (*Endpoint, bool) {
 	eps := loadSet(&l.set)
 	n := len(eps)
 	if n == 0 {
 		return nil, false
 	}
 	start := rand.IntN(n)
-	var best *endpoint
+	var best *Endpoint
 	bestN := int64(math.MaxInt64)
 	avoidOK := false
 	for i := 0; i < n; i++ {
 		e := eps[(start+i)%n]
-		if !e.available() {
+		if !e.Available() {
 			continue
 		}
 		if e == avoid {
 			avoidOK = true
 			continue
 		}
-		if c := e.inflight.Load(); c < bestN {
+		if c := e.Inflight.Load(); c < bestN {
 			best, bestN = e, c
 		}
 	}
@@ -133,21 +139,21 @@ func (l *leastRequest) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) 
 	return best, true
 }
 
-func (l *leastRequest) update(eps []*endpoint) { l.set.Store(&eps) }
+func (l *LeastRequest) Update(eps []*Endpoint) { l.set.Store(&eps) }
 
 // p2cEWMA is the power of two choices on peak-EWMA latency (Finagle's
 // balancer): of two random available endpoints, the one with the lower
 // latency estimate times outstanding requests wins. The estimate jumps up
 // to a slow response at once and decays back slowly, so a degrading
 // endpoint is avoided quickly.
-type p2cEWMA struct {
-	set atomic.Pointer[[]*endpoint]
-	now func() time.Time
+type P2CEWMA struct {
+	set atomic.Pointer[[]*Endpoint]
+	Now func() time.Time
 }
 
-var _ balancer = (*p2cEWMA)(nil)
+var _ balancer = (*P2CEWMA)(nil)
 
-func (p *p2cEWMA) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (p *P2CEWMA) Pick(_ *http.Request, avoid *Endpoint) (*Endpoint, bool) {
 	eps := loadSet(&p.set)
 	n := len(eps)
 	if n == 0 {
@@ -155,7 +161,7 @@ func (p *p2cEWMA) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	}
 	a := randomAvailable(eps, avoid, nil)
 	if a == nil {
-		if avoid != nil && avoid.available() {
+		if avoid != nil && avoid.Available() {
 			return avoid, true
 		}
 		return nil, false
@@ -164,23 +170,23 @@ func (p *p2cEWMA) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	if b == nil {
 		return a, true
 	}
-	now := p.now().UnixNano()
-	if b.latency.cost(now, b.inflight.Load()) < a.latency.cost(now, a.inflight.Load()) {
+	now := p.Now().UnixNano()
+	if b.Latency.Cost(now, b.Inflight.Load()) < a.Latency.Cost(now, a.Inflight.Load()) {
 		return b, true
 	}
 	return a, true
 }
 
-func (p *p2cEWMA) update(eps []*endpoint) { p.set.Store(&eps) }
+func (p *P2CEWMA) Update(eps []*Endpoint) { p.set.Store(&eps) }
 
 // randomAvailable returns an available endpoint other than avoid and not,
 // starting from a random index (nil when there is none).
-func randomAvailable(eps []*endpoint, avoid, not *endpoint) *endpoint {
+func randomAvailable(eps []*Endpoint, avoid, not *Endpoint) *Endpoint {
 	n := len(eps)
 	start := rand.IntN(n)
 	for i := 0; i < n; i++ {
 		e := eps[(start+i)%n]
-		if e != avoid && e != not && e.available() {
+		if e != avoid && e != not && e.Available() {
 			return e
 		}
 	}
@@ -192,13 +198,13 @@ func randomAvailable(eps []*endpoint, avoid, not *endpoint) *endpoint {
 const ewmaDecay = 10 * time.Second
 
 // peakEWMA is an endpoint's latency estimate in nanoseconds.
-type peakEWMA struct {
+type PeakEWMA struct {
 	mu    sync.Mutex
 	value float64
 	last  int64
 }
 
-func (p *peakEWMA) observe(now int64, rtt time.Duration) {
+func (p *PeakEWMA) Observe(now int64, rtt time.Duration) {
 	v := float64(rtt)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -216,7 +222,7 @@ func (p *peakEWMA) observe(now int64, rtt time.Duration) {
 // that lost every comparison after one slow answer gets no samples, and
 // would otherwise never be tried again. An endpoint without samples costs
 // what a 1ms one does, so a new endpoint is tried without being flooded.
-func (p *peakEWMA) cost(now, inflight int64) float64 {
+func (p *PeakEWMA) Cost(now, inflight int64) float64 {
 	p.mu.Lock()
 	v, last := p.value, p.last
 	p.mu.Unlock()
@@ -237,25 +243,25 @@ func (p *peakEWMA) cost(now, inflight int64) float64 {
 // round robin.
 type ringHash struct {
 	key      func(r *http.Request) (string, bool)
-	ring     atomic.Pointer[hashRing]
+	Ring     atomic.Pointer[hashRing]
 	fallback roundRobin
 }
 
 type hashRing struct {
 	points []uint64
-	owners []*endpoint
+	owners []*Endpoint
 }
 
 const vnodesPerWeight = 160
 
 var _ balancer = (*ringHash)(nil)
 
-func newRingHash(hashOn string) (*ringHash, error) {
+func NewRingHash(hashOn string, clientIP func(context.Context) string) (*ringHash, error) {
 	rh := &ringHash{}
 	kind, name, _ := strings.Cut(hashOn, ":")
 	switch {
 	case hashOn == "" || hashOn == "client_ip":
-		rh.key = clientIPKey
+		rh.key = func(r *http.Request) (string, bool) { return clientIPKey(r, clientIP) }
 	case kind == "header" && name != "":
 		h := http.CanonicalHeaderKey(name)
 		rh.key = func(r *http.Request) (string, bool) {
@@ -281,9 +287,11 @@ func newRingHash(hashOn string) (*ringHash, error) {
 
 // clientIPKey is the client address the edge believes (trusted proxies
 // applied), or the peer address.
-func clientIPKey(r *http.Request) (string, bool) {
-	if st := stateIn(r.Context()); st != nil && st.clientIP != "" {
-		return st.clientIP, true
+func clientIPKey(r *http.Request, clientIP func(context.Context) string) (string, bool) {
+	if clientIP != nil {
+		if ip := clientIP(r.Context()); ip != "" {
+			return ip, true
+		}
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil || host == "" {
@@ -292,33 +300,33 @@ func clientIPKey(r *http.Request) (string, bool) {
 	return host, true
 }
 
-func (rh *ringHash) pick(r *http.Request, avoid *endpoint) (*endpoint, bool) {
-	ring := rh.ring.Load()
+func (rh *ringHash) Pick(r *http.Request, avoid *Endpoint) (*Endpoint, bool) {
+	ring := rh.Ring.Load()
 	if ring == nil || len(ring.points) == 0 {
 		return nil, false
 	}
 	k, ok := rh.key(r)
 	if !ok {
-		return rh.fallback.pick(r, avoid)
+		return rh.fallback.Pick(r, avoid)
 	}
-	return ring.lookup(hashString(k), avoid)
+	return ring.Lookup(HashString(k), avoid)
 }
 
 // lookup walks clockwise from h to the first available owner other than
 // avoid: a key whose endpoint is down moves to the next endpoint on the
 // ring and comes back when it returns.
-func (hr *hashRing) lookup(h uint64, avoid *endpoint) (*endpoint, bool) {
+func (hr *hashRing) Lookup(h uint64, avoid *Endpoint) (*Endpoint, bool) {
 	n := len(hr.points)
 	i := sort.Search(n, func(i int) bool { return hr.points[i] >= h })
 	avoidOK := false
-	var seen *endpoint
+	var seen *Endpoint
 	for j := 0; j < n; j++ {
 		e := hr.owners[(i+j)%n]
 		if e == seen {
 			continue // consecutive points of one endpoint: skip the re-check
 		}
 		seen = e
-		if !e.available() {
+		if !e.Available() {
 			continue
 		}
 		if e == avoid {
@@ -330,17 +338,17 @@ func (hr *hashRing) lookup(h uint64, avoid *endpoint) (*endpoint, bool) {
 	return avoid, avoidOK
 }
 
-func (rh *ringHash) update(eps []*endpoint) {
+func (rh *ringHash) Update(eps []*Endpoint) {
 	hr := &hashRing{}
 	for _, e := range eps {
-		for v := 0; v < vnodesPerWeight*e.weight; v++ {
-			hr.points = append(hr.points, hashString(e.addr+"#"+strconv.Itoa(v)))
+		for v := 0; v < vnodesPerWeight*e.Weight; v++ {
+			hr.points = append(hr.points, HashString(e.Addr+"#"+strconv.Itoa(v)))
 			hr.owners = append(hr.owners, e)
 		}
 	}
 	sort.Sort(hr)
-	rh.ring.Store(hr)
-	rh.fallback.update(eps)
+	rh.Ring.Store(hr)
+	rh.fallback.Update(eps)
 }
 
 func (hr *hashRing) Len() int           { return len(hr.points) }
@@ -354,7 +362,7 @@ func (hr *hashRing) Swap(i, j int) {
 // keys that differ only at the end ("a#1", "a#2"), which would bunch an
 // endpoint's points together. It is stable across processes, so every edge
 // instance maps a key to the same endpoint.
-func hashString(s string) uint64 {
+func HashString(s string) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(s); i++ {
 		h ^= uint64(s[i])

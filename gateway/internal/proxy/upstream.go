@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import (
 	"context"
@@ -26,20 +26,20 @@ import (
 // the outlier detector and the health checker keep about it. An endpoint
 // object lives as long as its address stays in the upstream's set, so its
 // state survives discovery updates.
-type endpoint struct {
-	addr string // host:port
+type Endpoint struct {
+	Addr string // host:port
 	// label is addr as a metric label value: endpoints come from the routes
 	// file or from discovery answers, so the set is bounded.
-	label  string
-	weight int
+	Label  string
+	Weight int
 
 	// inflight counts requests sent and not yet finished (least_request,
 	// p2c_ewma).
-	inflight atomic.Int64
-	latency  peakEWMA
+	Inflight atomic.Int64
+	Latency  PeakEWMA
 
 	// down is set by the active health check.
-	down atomic.Bool
+	Down atomic.Bool
 	// ejectedUntil is when a passive ejection ends (Unix nanoseconds; 0:
 	// not ejected). The return is lazy: the first look after that time
 	// clears it, so no timer is needed per ejection.
@@ -50,21 +50,21 @@ type endpoint struct {
 	// checkOK and checkFail are the active checker's streaks.
 	checkOK, checkFail atomic.Int32
 
-	health *healthState // nil for endpoints built outside an upstream (tests)
+	Health *healthState // nil for endpoints built outside an upstream (tests)
 }
 
 // available reports whether the endpoint may take a request now.
-func (e *endpoint) available() bool {
-	if e.down.Load() {
+func (e *Endpoint) Available() bool {
+	if e.Down.Load() {
 		return false
 	}
 	until := e.ejectedUntil.Load()
 	if until == 0 {
 		return true
 	}
-	if e.health == nil || e.health.now().UnixNano() >= until {
-		if e.ejectedUntil.CompareAndSwap(until, 0) && e.health != nil {
-			e.health.returned(e)
+	if e.Health == nil || e.Health.now().UnixNano() >= until {
+		if e.ejectedUntil.CompareAndSwap(until, 0) && e.Health != nil {
+			e.Health.returned(e)
 		}
 		return true
 	}
@@ -74,13 +74,13 @@ func (e *endpoint) available() bool {
 // roundRobin cycles through the endpoints with one atomic counter, skipping
 // those that are ejected or failing their health check.
 type roundRobin struct {
-	set  atomic.Pointer[[]*endpoint]
+	set  atomic.Pointer[[]*Endpoint]
 	next atomic.Uint64
 }
 
 var _ balancer = (*roundRobin)(nil)
 
-func (rr *roundRobin) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
+func (rr *roundRobin) Pick(_ *http.Request, avoid *Endpoint) (*Endpoint, bool) {
 	eps := loadSet(&rr.set)
 	n := uint64(len(eps))
 	if n == 0 {
@@ -89,10 +89,10 @@ func (rr *roundRobin) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	// An unavailable endpoint is passed by drawing the next counter value,
 	// not by taking its neighbour: its share then spreads over all the
 	// others instead of doubling one of them.
-	var fallback *endpoint
+	var fallback *Endpoint
 	for i := uint64(0); i < n; i++ {
 		e := eps[(rr.next.Add(1)-1)%n]
-		if !e.available() {
+		if !e.Available() {
 			continue
 		}
 		if e == avoid {
@@ -103,19 +103,19 @@ func (rr *roundRobin) pick(_ *http.Request, avoid *endpoint) (*endpoint, bool) {
 	}
 	// Few draws found nothing (many endpoints down): look at every one.
 	for _, e := range eps {
-		if e.available() && e != avoid {
+		if e.Available() && e != avoid {
 			return e, true
 		}
-		if e == avoid && e.available() {
+		if e == avoid && e.Available() {
 			fallback = e
 		}
 	}
 	return fallback, fallback != nil
 }
 
-func (rr *roundRobin) update(eps []*endpoint) { rr.set.Store(&eps) }
+func (rr *roundRobin) Update(eps []*Endpoint) { rr.set.Store(&eps) }
 
-func loadSet(p *atomic.Pointer[[]*endpoint]) []*endpoint {
+func loadSet(p *atomic.Pointer[[]*Endpoint]) []*Endpoint {
 	if s := p.Load(); s != nil {
 		return *s
 	}
@@ -123,29 +123,29 @@ func loadSet(p *atomic.Pointer[[]*endpoint]) []*endpoint {
 }
 
 // upstream is the runtime form of a routes.Upstream.
-type upstream struct {
-	name   string
-	cfg    routes.Upstream
-	scheme string
-	pool   *transportPool
+type Upstream struct {
+	Name   string
+	Cfg    routes.Upstream
+	Scheme string
+	Pool   *TransportPool
 
-	bal       balancer
+	Bal       balancer
 	log       *slog.Logger      // the edge's or sidecar's, for background work
-	transport http.RoundTripper // pool.transport behind retries, health and mirroring
-	health    *healthState
+	Transport http.RoundTripper // pool.transport behind retries, health and mirroring
+	Health    *healthState
 	retry     *retryPolicy
-	breaker   *breaker
-	mirror    *mirror
+	Breaker   *breaker
+	Mirror    *mirror
 	// meshID is the upstream's identity in the mesh (zero: outside it),
 	// the audience of the caller tokens sent to it.
-	meshID mesh.ID
+	MeshID mesh.ID
 	hooks  *Hooks
 
 	mu  sync.Mutex // serialises setEndpoints
-	eps atomic.Pointer[[]*endpoint]
+	eps atomic.Pointer[[]*Endpoint]
 	// carry is the previous configuration's endpoints by address, whose
 	// health the first endpoint set inherits; nil once built.
-	carry map[string]*endpoint
+	carry map[string]*Endpoint
 
 	// Background work (active checks, discovery) stops with ctx.
 	ctx    context.Context
@@ -157,7 +157,7 @@ type upstream struct {
 // pipeline's per-request state is one; the loop never reaches into it.
 type Tracker interface {
 	// Attempt records the endpoint of an attempt and when it started.
-	Attempt(ep *endpoint, start time.Time)
+	Attempt(ep *Endpoint, start time.Time)
 	// BodyFailed reports whether the client's own body could not be read:
 	// a failed attempt is then the client's fault, not the endpoint's (no
 	// ejection, no retry).
@@ -167,7 +167,7 @@ type Tracker interface {
 // noTracker is the tracker of requests nobody follows.
 type noTracker struct{}
 
-func (noTracker) Attempt(*endpoint, time.Time) {}
+func (noTracker) Attempt(*Endpoint, time.Time) {}
 func (noTracker) BodyFailed() bool             { return false }
 
 // Hooks are how the upstream engine reports to whoever runs it, without
@@ -182,6 +182,10 @@ type Hooks struct {
 	// Wrap goes around the pool's transport, below the attempt loop, so
 	// every attempt gets its own span.
 	Wrap func(rt http.RoundTripper, upstream string) http.RoundTripper
+	// ClientIP is the client address the edge resolved for the request in
+	// ctx (trusted proxies applied), for ring_hash on client_ip; "" or nil:
+	// the peer address.
+	ClientIP func(ctx context.Context) string
 	// HealthGauge is causeway_upstream_endpoint_healthy.
 	HealthGauge *prometheus.GaugeVec
 }
@@ -200,41 +204,41 @@ func (h *Hooks) observe(upstream, endpoint string, status int, d time.Duration) 
 }
 
 // upstreamDeps is what building an upstream needs from the generation.
-type upstreamDeps struct {
+type Deps struct {
 	// pools shares connection pools between generations, by transportKey
 	// (nil: a pool of the upstream's own).
-	pools  *refpool.Pool[string, *transportPool]
-	tlsFor tlsConfigFunc
-	tlsKey string
-	log    *slog.Logger // background work (health, discovery); nil: slog.Default()
+	Pools  *refpool.Pool[string, *TransportPool]
+	TLSFor TLSConfigFunc
+	TLSKey string
+	Log    *slog.Logger // background work (health, discovery); nil: slog.Default()
 	// now is the clock of ejections, breakers and retry budgets (nil:
 	// time.Now).
-	now   func() time.Time
-	hooks Hooks
+	Now   func() time.Time
+	Hooks Hooks
 }
 
 // endpointSpec is an address and weight from the file or from discovery.
 type endpointSpec struct {
-	addr   string
-	weight int
+	Addr   string
+	Weight int
 }
 
 // newUpstreamFrom builds an upstream: its pool (shared with the previous
 // configuration when the connection settings are unchanged), its balancer,
 // resilience policies and endpoint source.
-func newUpstreamFrom(name string, cfg routes.Upstream, deps upstreamDeps) (*upstream, error) {
-	newBal, ok := lookupBalancer(cfg.Balance)
+func New(name string, cfg routes.Upstream, deps Deps) (*Upstream, error) {
+	newBal, ok := LookupBalancer(cfg.Balance)
 	if !ok {
-		return nil, fmt.Errorf("balance %q: unknown balancer (one of %s)", cfg.Balance, strings.Join(balancerNames(), ", "))
+		return nil, fmt.Errorf("balance %q: unknown balancer (one of %s)", cfg.Balance, strings.Join(BalancerNames(), ", "))
 	}
-	bal, err := newBal(cfg)
+	bal, err := newBal(cfg, deps.Hooks.ClientIP)
 	if err != nil {
 		return nil, fmt.Errorf("balance %q: %w", cfg.Balance, err)
 	}
-	if deps.pools == nil {
-		deps.pools = newTransportPools()
+	if deps.Pools == nil {
+		deps.Pools = NewTransportPools()
 	}
-	now := deps.now
+	now := deps.Now
 	if now == nil {
 		now = time.Now
 	}
@@ -244,11 +248,11 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps upstreamDeps) (*upst
 			return nil, fmt.Errorf("mesh_identity: %w", err)
 		}
 	}
-	key := transportKey(name, cfg) + "|" + deps.tlsKey
-	pool, _, err := deps.pools.Acquire(key, func() (*transportPool, error) {
-		p, err := newTransportPool(name, cfg, deps.tlsFor)
+	key := transportKey(name, cfg) + "|" + deps.TLSKey
+	pool, _, err := deps.Pools.Acquire(key, func() (*TransportPool, error) {
+		p, err := NewTransportPool(name, cfg, deps.TLSFor)
 		if err == nil {
-			p.key = key
+			p.Key = key
 		}
 		return p, err
 	})
@@ -259,46 +263,46 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps upstreamDeps) (*upst
 	if cfg.MeshIdentity != "" {
 		scheme = "https" // mTLS to the sidecar
 	}
-	u := &upstream{name: name, cfg: cfg, scheme: scheme, bal: bal, pool: pool, meshID: meshID, hooks: &deps.hooks}
+	u := &Upstream{Name: name, Cfg: cfg, Scheme: scheme, Bal: bal, Pool: pool, MeshID: meshID, hooks: &deps.Hooks}
 	if prev := loadSet(&pool.endpoints); len(prev) > 0 {
 		// The pool is shared with the previous configuration of this
 		// upstream (same name and connection settings).
-		u.carry = make(map[string]*endpoint, len(prev))
+		u.carry = make(map[string]*Endpoint, len(prev))
 		for _, e := range prev {
-			u.carry[e.addr] = e
+			u.carry[e.Addr] = e
 		}
 	}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
-	u.log = deps.log
+	u.log = deps.Log
 	if u.log == nil {
 		u.log = slog.Default()
 	}
 	var gauge *prometheus.GaugeVec
-	if deps.hooks.HealthGauge != nil {
-		gauge = deps.hooks.HealthGauge.MustCurryWith(prometheus.Labels{"upstream": name})
+	if deps.Hooks.HealthGauge != nil {
+		gauge = deps.Hooks.HealthGauge.MustCurryWith(prometheus.Labels{"upstream": name})
 	}
-	u.health = newHealthState(name, cfg.CircuitBreaker, gauge, now)
-	u.health.log = u.log
+	u.Health = NewHealthState(name, cfg.CircuitBreaker, gauge, now)
+	u.Health.log = u.log
 	if cfg.Retries != nil {
-		u.retry = newRetryPolicy(cfg.Retries, now)
+		u.retry = NewRetryPolicy(cfg.Retries, now)
 	}
 	if cfg.CircuitBreaker != nil {
-		u.breaker = newBreaker(name, cfg.CircuitBreaker, now)
-		u.breaker.log = u.log
+		u.Breaker = NewBreaker(name, cfg.CircuitBreaker, now)
+		u.Breaker.log = u.log
 	}
 	if cfg.Mirror != nil {
-		u.mirror = newMirror(cfg.Mirror, u.hooks)
+		u.Mirror = newMirror(cfg.Mirror, u.hooks)
 	}
 	// Below the retry loop, so every attempt has its own span.
-	base := pool.transport
-	if deps.hooks.Wrap != nil {
-		base = deps.hooks.Wrap(base, name)
+	base := pool.Transport
+	if deps.Hooks.Wrap != nil {
+		base = deps.Hooks.Wrap(base, name)
 	}
-	u.transport = &upstreamTransport{up: u, base: base}
+	u.Transport = &upstreamTransport{up: u, base: base}
 
-	fail := func(err error) (*upstream, error) {
-		u.close()
-		_, _ = deps.pools.Release(key)
+	fail := func(err error) (*Upstream, error) {
+		u.Close()
+		_, _ = deps.Pools.Release(key)
 		return nil, err
 	}
 	switch {
@@ -314,7 +318,7 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps upstreamDeps) (*upst
 		specs := make([]endpointSpec, 0, len(cfg.Endpoints))
 		for _, a := range cfg.Endpoints {
 			a = strings.TrimSpace(a)
-			specs = append(specs, endpointSpec{addr: a, weight: cfg.Weights[a]})
+			specs = append(specs, endpointSpec{Addr: a, Weight: cfg.Weights[a]})
 		}
 		u.setEndpoints(specs)
 	}
@@ -330,47 +334,47 @@ func newUpstreamFrom(name string, cfg routes.Upstream, deps upstreamDeps) (*upst
 // setEndpoints replaces the endpoint set. Endpoints that stay keep their
 // object (and so their health, ejection and in-flight counts); requests
 // running on a removed endpoint finish on it.
-func (u *upstream) setEndpoints(specs []endpointSpec) {
+func (u *Upstream) setEndpoints(specs []endpointSpec) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	old := map[string]*endpoint{}
+	old := map[string]*Endpoint{}
 	for _, e := range loadSet(&u.eps) {
-		old[e.addr] = e
+		old[e.Addr] = e
 	}
-	sort.Slice(specs, func(i, j int) bool { return specs[i].addr < specs[j].addr })
-	next := make([]*endpoint, 0, len(specs))
+	sort.Slice(specs, func(i, j int) bool { return specs[i].Addr < specs[j].Addr })
+	next := make([]*Endpoint, 0, len(specs))
 	for i, s := range specs {
-		if i > 0 && specs[i-1].addr == s.addr {
+		if i > 0 && specs[i-1].Addr == s.Addr {
 			continue // discovery answers may repeat an address
 		}
-		w := s.weight
+		w := s.Weight
 		if w <= 0 {
 			w = 1
 		}
-		if w2, ok := u.cfg.Weights[s.addr]; ok {
+		if w2, ok := u.Cfg.Weights[s.Addr]; ok {
 			w = w2 // the file's weight wins over discovery's
 		}
 		// A new weight makes a new object: balancers read weight without
 		// locks.
-		if e, ok := old[s.addr]; ok && e.weight == w {
-			delete(old, s.addr)
+		if e, ok := old[s.Addr]; ok && e.Weight == w {
+			delete(old, s.Addr)
 			next = append(next, e)
 			continue
 		}
-		e := &endpoint{addr: s.addr, label: s.addr, weight: w, health: u.health}
+		e := &Endpoint{Addr: s.Addr, Label: s.Addr, Weight: w, Health: u.Health}
 		next = append(next, e)
-		if from := old[s.addr]; from != nil {
+		if from := old[s.Addr]; from != nil {
 			u.inherit(e, from)
-		} else if from := u.carry[s.addr]; from != nil {
+		} else if from := u.carry[s.Addr]; from != nil {
 			u.inherit(e, from)
 		} else {
-			u.health.added(e)
+			u.Health.added(e)
 		}
 	}
 	for addr, e := range old {
 		// An address whose weight changed is still there: keep its label.
 		_, still := sortedSearch(next, addr)
-		u.health.removed(e, !still)
+		u.Health.removed(e, !still)
 	}
 	if prev := loadSet(&u.eps); len(old) == 0 && len(prev) == len(next) {
 		same := true
@@ -383,10 +387,10 @@ func (u *upstream) setEndpoints(specs []endpointSpec) {
 			return
 		}
 	}
-	u.health.total.Store(int32(len(next)))
+	u.Health.total.Store(int32(len(next)))
 	u.eps.Store(&next)
-	u.pool.endpoints.Store(&next)
-	u.bal.update(next)
+	u.Pool.endpoints.Store(&next)
+	u.Bal.Update(next)
 }
 
 // inherit gives e the health of from, the same address in the previous
@@ -394,10 +398,10 @@ func (u *upstream) setEndpoints(specs []endpointSpec) {
 // endpoint that is down or ejected back into rotation. What the new
 // configuration no longer checks is not inherited: without a health check
 // nothing would ever bring a down endpoint back.
-func (u *upstream) inherit(e, from *endpoint) {
-	h := u.health
-	if u.cfg.HealthCheck != nil {
-		e.down.Store(from.down.Load())
+func (u *Upstream) inherit(e, from *Endpoint) {
+	h := u.Health
+	if u.Cfg.HealthCheck != nil {
+		e.Down.Store(from.Down.Load())
 		e.checkOK.Store(from.checkOK.Load())
 		e.checkFail.Store(from.checkFail.Load())
 	}
@@ -410,37 +414,37 @@ func (u *upstream) inherit(e, from *endpoint) {
 			h.ejected.Add(1)
 		}
 	}
-	from.latency.mu.Lock()
-	v, last := from.latency.value, from.latency.last
-	from.latency.mu.Unlock()
-	e.latency.value, e.latency.last = v, last
-	h.set(e, !e.down.Load() && e.ejectedUntil.Load() == 0)
+	from.Latency.mu.Lock()
+	v, last := from.Latency.value, from.Latency.last
+	from.Latency.mu.Unlock()
+	e.Latency.value, e.Latency.last = v, last
+	h.set(e, !e.Down.Load() && e.ejectedUntil.Load() == 0)
 }
 
 // endpoints is the current endpoint set.
-func (u *upstream) endpoints() []*endpoint { return loadSet(&u.eps) }
+func (u *Upstream) Endpoints() []*Endpoint { return loadSet(&u.eps) }
 
 // close stops the upstream's background work (health checks, discovery,
 // mirrored requests). The pool is released by the runtime.
-func (u *upstream) close() {
+func (u *Upstream) Close() {
 	if u.cancel != nil {
 		u.cancel()
 	}
 	u.wg.Wait()
-	if u.mirror != nil {
-		u.mirror.close()
+	if u.Mirror != nil {
+		u.Mirror.close()
 	}
 }
 
 // goBackground runs f until the upstream closes; a panic is logged and does
 // not take the edge down.
-func (u *upstream) goBackground(what string, f func(ctx context.Context)) {
+func (u *Upstream) goBackground(what string, f func(ctx context.Context)) {
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
 		defer func() {
 			if p := recover(); p != nil {
-				u.log.Error("upstream background task panicked", "upstream", u.name, "task", what, "panic", fmt.Sprint(p))
+				u.log.Error("upstream background task panicked", "upstream", u.Name, "task", what, "panic", fmt.Sprint(p))
 			}
 		}()
 		f(u.ctx)
@@ -450,19 +454,19 @@ func (u *upstream) goBackground(what string, f func(ctx context.Context)) {
 // transportPool is an upstream's connection pool. It is shared between the
 // configurations of successive reloads while the upstream's connection
 // settings stay the same, so a reload keeps the warm keep-alive connections.
-type transportPool struct {
-	key       string
-	transport http.RoundTripper
-	closeIdle func()
+type TransportPool struct {
+	Key       string
+	Transport http.RoundTripper
+	CloseIdle func()
 	// endpoints is the newest endpoint set of the upstream using the pool,
 	// so the next configuration can inherit their health.
-	endpoints atomic.Pointer[[]*endpoint]
+	endpoints atomic.Pointer[[]*Endpoint]
 }
 
 // newTransportPools shares connection pools between generations, by
 // transportKey; the last user's release closes the idle connections.
-func newTransportPools() *refpool.Pool[string, *transportPool] {
-	return refpool.New[string](func(p *transportPool) error { p.closeIdle(); return nil })
+func NewTransportPools() *refpool.Pool[string, *TransportPool] {
+	return refpool.New[string](func(p *TransportPool) error { p.CloseIdle(); return nil })
 }
 
 // transportKey identifies the connection settings of an upstream: two
@@ -474,9 +478,9 @@ func transportKey(name string, u routes.Upstream) string {
 // dialTLSFunc makes the TLS client config for an upstream's connections; it
 // is how the mesh hands the edge's identity to the pool (nil: plain HTTP or
 // the system roots for scheme https).
-type tlsConfigFunc func(u routes.Upstream) (*tls.Config, error)
+type TLSConfigFunc func(u routes.Upstream) (*tls.Config, error)
 
-func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*transportPool, error) {
+func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc) (*TransportPool, error) {
 	dialer := &net.Dialer{Timeout: u.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 nil, // an edge never goes through an environment proxy
@@ -516,21 +520,21 @@ func newTransportPool(name string, u routes.Upstream, tlsFor tlsConfigFunc) (*tr
 	}
 	if u.MeshIdentity != "" && u.Protocol == routes.DefaultProtocol {
 		mt := transport.NewMesh(t)
-		return &transportPool{transport: mt, closeIdle: mt.CloseIdleConnections}, nil
+		return &TransportPool{Transport: mt, CloseIdle: mt.CloseIdleConnections}, nil
 	}
 	if u.Scheme == "http" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
 		h1 := transport.NewH1(t)
-		return &transportPool{transport: h1, closeIdle: h1.CloseIdleConnections}, nil
+		return &TransportPool{Transport: h1, CloseIdle: h1.CloseIdleConnections}, nil
 	}
-	return &transportPool{transport: t, closeIdle: t.CloseIdleConnections}, nil
+	return &TransportPool{Transport: t, CloseIdle: t.CloseIdleConnections}, nil
 }
 
 var errNoEndpoint = errors.New("no endpoint available")
 
 // sortedSearch finds addr in eps, which is sorted by address.
-func sortedSearch(eps []*endpoint, addr string) (*endpoint, bool) {
-	i := sort.Search(len(eps), func(i int) bool { return eps[i].addr >= addr })
-	if i < len(eps) && eps[i].addr == addr {
+func sortedSearch(eps []*Endpoint, addr string) (*Endpoint, bool) {
+	i := sort.Search(len(eps), func(i int) bool { return eps[i].Addr >= addr })
+	if i < len(eps) && eps[i].Addr == addr {
 		return eps[i], true
 	}
 	return nil, false

@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import (
 	"context"
@@ -37,10 +37,10 @@ type healthState struct {
 	ejected atomic.Int32
 	total   atomic.Int32
 	// ejectionsTotal counts every ejection since the upstream was built.
-	ejectionsTotal atomic.Int64
+	EjectionsTotal atomic.Int64
 }
 
-func newHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.GaugeVec, now func() time.Time) *healthState {
+func NewHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.GaugeVec, now func() time.Time) *healthState {
 	h := &healthState{upstream: name, log: slog.Default(), now: now, gauge: gauge}
 	if cb != nil && cb.Consecutive5xx > 0 {
 		h.consecutive = int32(cb.Consecutive5xx)
@@ -51,7 +51,7 @@ func newHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.Ga
 }
 
 // observe records the outcome of one attempt on e.
-func (h *healthState) observe(e *endpoint, failed bool) {
+func (h *healthState) observe(e *Endpoint, failed bool) {
 	if h == nil || h.consecutive == 0 {
 		return
 	}
@@ -72,7 +72,7 @@ func (h *healthState) observe(e *endpoint, failed bool) {
 }
 
 // eject takes e out of rotation unless that would exceed the ejection cap.
-func (h *healthState) eject(e *endpoint) bool {
+func (h *healthState) eject(e *Endpoint) bool {
 	for {
 		n, total := h.ejected.Load(), h.total.Load()
 		if (n+1)*100 > total*h.maxPercent {
@@ -91,31 +91,31 @@ func (h *healthState) eject(e *endpoint) bool {
 	}
 	e.lastEjected.Store(now)
 	e.consecFail.Store(0)
-	h.ejectionsTotal.Add(1)
+	h.EjectionsTotal.Add(1)
 	h.set(e, false)
-	h.log.Warn("upstream endpoint ejected", "upstream", h.upstream, "endpoint", e.label, "for", time.Duration(int64(k)*int64(h.ejectFor)).String())
+	h.log.Warn("upstream endpoint ejected", "upstream", h.upstream, "endpoint", e.Label, "for", time.Duration(int64(k)*int64(h.ejectFor)).String())
 	return true
 }
 
 // returned is called once when an ejection has run out.
-func (h *healthState) returned(e *endpoint) {
+func (h *healthState) returned(e *Endpoint) {
 	h.ejected.Add(-1)
-	h.set(e, !e.down.Load())
+	h.set(e, !e.Down.Load())
 }
 
-func (h *healthState) added(e *endpoint) { h.set(e, true) }
+func (h *healthState) added(e *Endpoint) { h.set(e, true) }
 
 // removed forgets e; dropLabel deletes its metric series.
-func (h *healthState) removed(e *endpoint, dropLabel bool) {
+func (h *healthState) removed(e *Endpoint, dropLabel bool) {
 	if e.ejectedUntil.Swap(0) != 0 {
 		h.ejected.Add(-1)
 	}
 	if dropLabel && h.gauge != nil {
-		h.gauge.DeleteLabelValues(e.label)
+		h.gauge.DeleteLabelValues(e.Label)
 	}
 }
 
-func (h *healthState) set(e *endpoint, up bool) {
+func (h *healthState) set(e *Endpoint, up bool) {
 	if h.gauge == nil {
 		return
 	}
@@ -123,21 +123,21 @@ func (h *healthState) set(e *endpoint, up bool) {
 	if up {
 		v = 1
 	}
-	h.gauge.WithLabelValues(e.label).Set(v)
+	h.gauge.WithLabelValues(e.Label).Set(v)
 }
 
 // markDown and markUp are the active checker's verdicts.
-func (h *healthState) markDown(e *endpoint) {
-	if !e.down.Swap(true) {
+func (h *healthState) markDown(e *Endpoint) {
+	if !e.Down.Swap(true) {
 		h.set(e, false)
-		h.log.Warn("upstream endpoint failing its health check", "upstream", h.upstream, "endpoint", e.label)
+		h.log.Warn("upstream endpoint failing its health check", "upstream", h.upstream, "endpoint", e.Label)
 	}
 }
 
-func (h *healthState) markUp(e *endpoint) {
-	if e.down.Swap(false) {
+func (h *healthState) markUp(e *Endpoint) {
+	if e.Down.Swap(false) {
 		h.set(e, e.ejectedUntil.Load() == 0)
-		h.log.Info("upstream endpoint passing its health check again", "upstream", h.upstream, "endpoint", e.label)
+		h.log.Info("upstream endpoint passing its health check again", "upstream", h.upstream, "endpoint", e.Label)
 	}
 }
 
@@ -145,13 +145,13 @@ func (h *healthState) markUp(e *endpoint) {
 // endpoint starts healthy (a new configuration serves at once), goes down
 // after unhealthy_threshold failed probes in a row and comes back after
 // healthy_threshold good ones.
-type healthChecker struct {
-	up     *upstream
-	cfg    routes.HealthCheck
+type HealthChecker struct {
+	Up     *Upstream
+	Cfg    routes.HealthCheck
 	client *http.Client
 }
 
-func (u *upstream) startHealthCheck(cfg routes.HealthCheck) {
+func (u *Upstream) startHealthCheck(cfg routes.HealthCheck) {
 	// A configuration built in code may leave out what the loader defaults.
 	if cfg.Interval <= 0 {
 		cfg.Interval = routes.Duration(routes.DefaultHealthInterval)
@@ -165,8 +165,8 @@ func (u *upstream) startHealthCheck(cfg routes.HealthCheck) {
 	if cfg.UnhealthyThreshold <= 0 {
 		cfg.UnhealthyThreshold = routes.DefaultUnhealthyThreshold
 	}
-	hc := &healthChecker{up: u, cfg: cfg, client: &http.Client{
-		Transport: u.pool.transport,
+	hc := &HealthChecker{Up: u, Cfg: cfg, client: &http.Client{
+		Transport: u.Pool.Transport,
 		// A redirect is an answer: 3xx counts as healthy, not followed.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
@@ -186,22 +186,22 @@ func (u *upstream) startHealthCheck(cfg routes.HealthCheck) {
 
 // checkAll probes every endpoint at once and returns when all are done, so
 // one slow endpoint does not delay the verdict on the others.
-func (hc *healthChecker) checkAll(ctx context.Context) {
+func (hc *HealthChecker) checkAll(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, e := range hc.up.endpoints() {
+	for _, e := range hc.Up.Endpoints() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			hc.record(e, hc.probe(ctx, e))
+			hc.Record(e, hc.probe(ctx, e))
 		}()
 	}
 	wg.Wait()
 }
 
-func (hc *healthChecker) probe(ctx context.Context, e *endpoint) bool {
-	ctx, cancel := context.WithTimeout(ctx, hc.cfg.Timeout.D())
+func (hc *HealthChecker) probe(ctx context.Context, e *Endpoint) bool {
+	ctx, cancel := context.WithTimeout(ctx, hc.Cfg.Timeout.D())
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hc.up.scheme+"://"+e.addr+hc.cfg.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hc.Up.Scheme+"://"+e.Addr+hc.Cfg.Path, nil)
 	if err != nil {
 		return false
 	}
@@ -215,17 +215,17 @@ func (hc *healthChecker) probe(ctx context.Context, e *endpoint) bool {
 	return resp.StatusCode >= 200 && resp.StatusCode < 400
 }
 
-func (hc *healthChecker) record(e *endpoint, ok bool) {
-	h := hc.up.health
+func (hc *HealthChecker) Record(e *Endpoint, ok bool) {
+	h := hc.Up.Health
 	if ok {
 		e.checkFail.Store(0)
-		if e.checkOK.Add(1) >= int32(hc.cfg.HealthyThreshold) {
+		if e.checkOK.Add(1) >= int32(hc.Cfg.HealthyThreshold) {
 			h.markUp(e)
 		}
 		return
 	}
 	e.checkOK.Store(0)
-	if e.checkFail.Add(1) >= int32(hc.cfg.UnhealthyThreshold) {
+	if e.checkFail.Add(1) >= int32(hc.Cfg.UnhealthyThreshold) {
 		h.markDown(e)
 	}
 }
@@ -247,11 +247,11 @@ type UpstreamHealth struct {
 }
 
 // readiness is the upstream's endpoints as /readyz shows them.
-func (u *upstream) readiness() UpstreamHealth {
+func (u *Upstream) Readiness() UpstreamHealth {
 	var uh UpstreamHealth
-	for _, e := range u.endpoints() {
-		ok := e.available()
-		eh := EndpointHealth{Endpoint: e.label, Healthy: ok, Ejected: e.ejectedUntil.Load() != 0, Failing: e.down.Load(), Inflight: e.inflight.Load()}
+	for _, e := range u.Endpoints() {
+		ok := e.Available()
+		eh := EndpointHealth{Endpoint: e.Label, Healthy: ok, Ejected: e.ejectedUntil.Load() != 0, Failing: e.Down.Load(), Inflight: e.Inflight.Load()}
 		if ok {
 			uh.Healthy++
 		}

@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import (
 	"context"
@@ -23,19 +23,19 @@ const MirrorHeader = "X-Causeway-Mirror"
 type mirror struct {
 	percent int
 	maxBody int64
-	slots   chan struct{}
-	shadow  atomic.Pointer[upstream]
+	Slots   chan struct{}
+	Shadow  atomic.Pointer[Upstream]
 	hooks   *Hooks
 
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	dropped atomic.Int64
-	sent    atomic.Int64
+	Dropped atomic.Int64
+	Sent    atomic.Int64
 }
 
 func newMirror(cfg *routes.Mirror, hooks *Hooks) *mirror {
-	mr := &mirror{percent: cfg.Percent, maxBody: int64(cfg.MaxBody), slots: make(chan struct{}, cfg.MaxInflight), hooks: hooks}
+	mr := &mirror{percent: cfg.Percent, maxBody: int64(cfg.MaxBody), Slots: make(chan struct{}, cfg.MaxInflight), hooks: hooks}
 	mr.ctx, mr.cancel = context.WithCancel(context.Background())
 	return mr
 }
@@ -43,7 +43,7 @@ func newMirror(cfg *routes.Mirror, hooks *Hooks) *mirror {
 // send copies out (the outbound request, headers already rewritten) to the
 // shadow. A body is copied only when it was made replayable.
 func (mr *mirror) send(out *http.Request) {
-	sh := mr.shadow.Load()
+	sh := mr.Shadow.Load()
 	if sh == nil || mr.ctx.Err() != nil {
 		return
 	}
@@ -51,30 +51,30 @@ func (mr *mirror) send(out *http.Request) {
 		return
 	}
 	if hasBody(out) && (out.GetBody == nil || out.ContentLength > mr.maxBody) {
-		mr.dropped.Add(1)
+		mr.Dropped.Add(1)
 		return
 	}
 	select {
-	case mr.slots <- struct{}{}:
+	case mr.Slots <- struct{}{}:
 	default:
-		mr.dropped.Add(1)
+		mr.Dropped.Add(1)
 		return
 	}
-	ep, ok := sh.bal.pick(out, nil)
+	ep, ok := sh.Bal.Pick(out, nil)
 	if !ok {
-		<-mr.slots
-		mr.dropped.Add(1)
+		<-mr.Slots
+		mr.Dropped.Add(1)
 		return
 	}
-	ctx, cancel := context.WithTimeout(mr.ctx, sh.cfg.Timeout.D())
+	ctx, cancel := context.WithTimeout(mr.ctx, sh.Cfg.Timeout.D())
 	cp := out.Clone(ctx)
-	cp.URL.Scheme, cp.URL.Host = sh.scheme, ep.addr
+	cp.URL.Scheme, cp.URL.Host = sh.Scheme, ep.Addr
 	cp.Header.Set(MirrorHeader, "1")
 	if out.GetBody != nil {
 		body, err := out.GetBody()
 		if err != nil {
 			cancel()
-			<-mr.slots
+			<-mr.Slots
 			return
 		}
 		cp.Body = body
@@ -82,20 +82,20 @@ func (mr *mirror) send(out *http.Request) {
 	mr.wg.Add(1)
 	go func() {
 		defer mr.wg.Done()
-		defer func() { <-mr.slots }()
+		defer func() { <-mr.Slots }()
 		defer cancel()
 		start := time.Now()
-		resp, err := sh.pool.transport.RoundTrip(cp)
+		resp, err := sh.Pool.Transport.RoundTrip(cp)
 		var status int
 		if err != nil {
-			status, _ = classify(mr.ctx, err).status()
+			status, _ = Classify(mr.ctx, err).Status()
 		} else {
 			status = resp.StatusCode
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 			resp.Body.Close()
 		}
-		mr.sent.Add(1)
-		mr.hooks.observe(sh.name, ep.label, status, time.Since(start))
+		mr.Sent.Add(1)
+		mr.hooks.observe(sh.Name, ep.Label, status, time.Since(start))
 	}()
 }
 

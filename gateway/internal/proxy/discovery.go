@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/causewayhq/causeway/internal/filewatch"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -36,19 +37,19 @@ type dnsSource struct {
 	srv    bool
 }
 
-func (u *upstream) startDNS() error {
-	src := &dnsSource{server: u.cfg.DNSServer, client: &dns.Client{Timeout: dnsQueryTimeout}}
-	if u.cfg.DNSSRV != "" {
-		src.host, src.srv = u.cfg.DNSSRV, true
+func (u *Upstream) startDNS() error {
+	src := &dnsSource{server: u.Cfg.DNSServer, client: &dns.Client{Timeout: dnsQueryTimeout}}
+	if u.Cfg.DNSSRV != "" {
+		src.host, src.srv = u.Cfg.DNSSRV, true
 	} else {
-		host, port, err := net.SplitHostPort(u.cfg.DNS)
+		host, port, err := net.SplitHostPort(u.Cfg.DNS)
 		if err != nil {
-			return fmt.Errorf("dns %q: %w", u.cfg.DNS, err)
+			return fmt.Errorf("dns %q: %w", u.Cfg.DNS, err)
 		}
 		src.host, src.port = host, port
 		if _, err := netip.ParseAddr(host); err == nil {
 			// An address needs no resolving.
-			u.setEndpoints([]endpointSpec{{addr: u.cfg.DNS}})
+			u.setEndpoints([]endpointSpec{{Addr: u.Cfg.DNS}})
 			return nil
 		}
 	}
@@ -60,7 +61,7 @@ func (u *upstream) startDNS() error {
 		src.server = net.JoinHostPort(conf.Servers[0], conf.Port)
 	}
 	lo, hi := routes.DefaultDNSRefreshMin, routes.DefaultDNSRefreshMax
-	if b := u.cfg.DNSRefresh; b != nil && b.Min > 0 && b.Max >= b.Min {
+	if b := u.Cfg.DNSRefresh; b != nil && b.Min > 0 && b.Max >= b.Min {
 		lo, hi = b.Min.D(), b.Max.D()
 	}
 	clamp := func(ttl time.Duration) time.Duration { return min(max(ttl, lo), hi) }
@@ -75,7 +76,7 @@ func (u *upstream) startDNS() error {
 		u.setEndpoints(specs)
 		wait = clamp(ttl)
 	} else {
-		u.log.Warn("upstream DNS resolution failed; retrying", "upstream", u.name, "name", src.host, "error", err.Error())
+		u.log.Warn("upstream DNS resolution failed; retrying", "upstream", u.Name, "name", src.host, "error", err.Error())
 	}
 	u.goBackground("dns", func(ctx context.Context) {
 		t := time.NewTimer(wait)
@@ -94,7 +95,7 @@ func (u *upstream) startDNS() error {
 				}
 				// The last good answer stays: a resolver outage must not
 				// empty the upstream. Retries back off up to the max.
-				u.log.Warn("upstream DNS resolution failed; keeping the last answer", "upstream", u.name, "name", src.host, "error", err.Error())
+				u.log.Warn("upstream DNS resolution failed; keeping the last answer", "upstream", u.Name, "name", src.host, "error", err.Error())
 				t.Reset(failWait)
 				failWait = min(2*failWait, hi)
 				continue
@@ -116,7 +117,7 @@ func (s *dnsSource) resolve(ctx context.Context) ([]endpointSpec, time.Duration,
 		}
 		specs := make([]endpointSpec, 0, len(ips))
 		for _, ip := range ips {
-			specs = append(specs, endpointSpec{addr: net.JoinHostPort(ip, s.port)})
+			specs = append(specs, endpointSpec{Addr: net.JoinHostPort(ip, s.port)})
 		}
 		return specs, ttl, nil
 	}
@@ -149,7 +150,7 @@ func (s *dnsSource) resolve(ctx context.Context) ([]endpointSpec, time.Duration,
 		ttl = min(ttl, t)
 		w := min(max(int(srv.Weight), 1), maxSRVWeight)
 		for _, ip := range ips {
-			specs = append(specs, endpointSpec{addr: net.JoinHostPort(ip, strconv.Itoa(int(srv.Port))), weight: w})
+			specs = append(specs, endpointSpec{Addr: net.JoinHostPort(ip, strconv.Itoa(int(srv.Port))), Weight: w})
 		}
 	}
 	return specs, ttl, nil
@@ -226,17 +227,17 @@ func minTTL(cur time.Duration, ttl uint32) time.Duration {
 // startFile takes the endpoints from endpoints_file and follows its
 // changes. A file that cannot be read or parsed refuses the configuration
 // at load; later, a bad version is logged and the last good set stays.
-func (u *upstream) startFile() error {
-	path := u.cfg.EndpointsFile
-	specs, err := readEndpointsFile(path)
+func (u *Upstream) startFile() error {
+	path := u.Cfg.EndpointsFile
+	specs, err := ReadEndpointsFile(path)
 	if err != nil {
 		return err
 	}
 	u.setEndpoints(specs)
-	err = watchFile(u.ctx, u.ctx, &u.wg, path, 50*time.Millisecond, u.log, func() {
-		specs, err := readEndpointsFile(path)
+	err = filewatch.File(u.ctx, u.ctx, &u.wg, path, 50*time.Millisecond, u.log, func() {
+		specs, err := ReadEndpointsFile(path)
 		if err != nil {
-			u.log.Error("endpoints file refused; the last good set stays", "upstream", u.name, "error", err.Error())
+			u.log.Error("endpoints file refused; the last good set stays", "upstream", u.Name, "error", err.Error())
 			return
 		}
 		u.setEndpoints(specs)
@@ -248,7 +249,7 @@ func (u *upstream) startFile() error {
 }
 
 // readEndpointsFile reads lines of "host:port [weight]"; # starts a comment.
-func readEndpointsFile(path string) ([]endpointSpec, error) {
+func ReadEndpointsFile(path string) ([]endpointSpec, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("endpoints_file: %w", err)
@@ -274,13 +275,13 @@ func readEndpointsFile(path string) ([]endpointSpec, error) {
 			return nil, fmt.Errorf("endpoints_file %s:%d: %q is listed twice", path, line, fields[0])
 		}
 		seen[fields[0]] = true
-		s := endpointSpec{addr: fields[0], weight: 1}
+		s := endpointSpec{Addr: fields[0], Weight: 1}
 		if len(fields) == 2 {
 			w, err := strconv.Atoi(fields[1])
 			if err != nil || w < 1 || w > 1000 {
 				return nil, fmt.Errorf("endpoints_file %s:%d: weight %q is not between 1 and 1000", path, line, fields[1])
 			}
-			s.weight = w
+			s.Weight = w
 		}
 		specs = append(specs, s)
 	}

@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import "time"
 
@@ -23,16 +23,16 @@ type EndpointStatser interface {
 // EndpointStats reports the endpoints' run-time state for /upstreams: the
 // health checker's and the outlier detector's verdict, the requests in
 // flight, and the latency EWMA as of its last sample (the balancers' view).
-func (u *upstream) EndpointStats() []EndpointStats {
-	eps := u.endpoints()
+func (u *Upstream) EndpointStats() []EndpointStats {
+	eps := u.Endpoints()
 	out := make([]EndpointStats, 0, len(eps))
 	for _, e := range eps {
-		healthy := e.available()
-		inflight := e.inflight.Load()
-		st := EndpointStats{Endpoint: e.label, Healthy: &healthy, InFlight: &inflight}
-		e.latency.mu.Lock()
-		v, sampled := e.latency.value, e.latency.last != 0
-		e.latency.mu.Unlock()
+		healthy := e.Available()
+		inflight := e.Inflight.Load()
+		st := EndpointStats{Endpoint: e.Label, Healthy: &healthy, InFlight: &inflight}
+		e.Latency.mu.Lock()
+		v, sampled := e.Latency.value, e.Latency.last != 0
+		e.Latency.mu.Unlock()
 		if sampled {
 			d := time.Duration(v)
 			st.EWMA = &d
@@ -42,4 +42,4 @@ func (u *upstream) EndpointStats() []EndpointStats {
 	return out
 }
 
-var _ EndpointStatser = (*upstream)(nil)
+var _ EndpointStatser = (*Upstream)(nil)

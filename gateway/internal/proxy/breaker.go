@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 )
 
 var (
-	errBreakerOpen = errors.New("circuit breaker open")
-	errOverloaded  = errors.New("too many pending requests")
+	ErrBreakerOpen = errors.New("circuit breaker open")
+	ErrOverloaded  = errors.New("too many pending requests")
 )
 
 // Breaker states.
@@ -32,9 +32,9 @@ const (
 type breaker struct {
 	name       string // the upstream, for logs
 	log        *slog.Logger
-	slots      chan struct{} // nil: no max_requests
+	Slots      chan struct{} // nil: no max_requests
 	maxPending int64
-	pending    atomic.Int64
+	Pending    atomic.Int64
 	inflight   atomic.Int64 // with max_pending alone, it bounds requests in flight
 
 	threshold   int32 // 0: never trips
@@ -49,7 +49,7 @@ type breaker struct {
 	probes   int32
 }
 
-func newBreaker(name string, cfg *routes.CircuitBreaker, now func() time.Time) *breaker {
+func NewBreaker(name string, cfg *routes.CircuitBreaker, now func() time.Time) *breaker {
 	b := &breaker{
 		name:        name,
 		log:         slog.Default(),
@@ -63,47 +63,47 @@ func newBreaker(name string, cfg *routes.CircuitBreaker, now func() time.Time) *
 		b.halfOpenMax = 1
 	}
 	if cfg.MaxRequests > 0 {
-		b.slots = make(chan struct{}, cfg.MaxRequests)
+		b.Slots = make(chan struct{}, cfg.MaxRequests)
 	}
 	return b
 }
 
 // ticket is what acquire hands out and release takes back.
-type ticket struct {
+type Ticket struct {
 	slot  bool // holds a max_requests slot
 	count bool // counted in inflight (max_pending without max_requests)
-	probe bool // a half-open probe
+	Probe bool // a half-open probe
 }
 
 // acquire admits a request or says why not: errBreakerOpen, errOverloaded,
 // or the context's error when the client left while waiting.
-func (b *breaker) acquire(ctx context.Context) (ticket, error) {
-	var t ticket
+func (b *breaker) Acquire(ctx context.Context) (Ticket, error) {
+	var t Ticket
 	probe, ok := b.allow()
 	if !ok {
-		return t, errBreakerOpen
+		return t, ErrBreakerOpen
 	}
-	t.probe = probe
-	fail := func(err error) (ticket, error) {
+	t.Probe = probe
+	fail := func(err error) (Ticket, error) {
 		if probe {
 			b.abandonProbe()
 		}
-		return ticket{}, err
+		return Ticket{}, err
 	}
 	switch {
-	case b.slots != nil:
+	case b.Slots != nil:
 		select {
-		case b.slots <- struct{}{}:
+		case b.Slots <- struct{}{}:
 		default:
-			if b.pending.Add(1) > b.maxPending {
-				b.pending.Add(-1)
-				return fail(errOverloaded)
+			if b.Pending.Add(1) > b.maxPending {
+				b.Pending.Add(-1)
+				return fail(ErrOverloaded)
 			}
 			select {
-			case b.slots <- struct{}{}:
-				b.pending.Add(-1)
+			case b.Slots <- struct{}{}:
+				b.Pending.Add(-1)
 			case <-ctx.Done():
-				b.pending.Add(-1)
+				b.Pending.Add(-1)
 				return fail(ctx.Err())
 			}
 		}
@@ -111,7 +111,7 @@ func (b *breaker) acquire(ctx context.Context) (ticket, error) {
 	case b.maxPending > 0:
 		if b.inflight.Add(1) > b.maxPending {
 			b.inflight.Add(-1)
-			return fail(errOverloaded)
+			return fail(ErrOverloaded)
 		}
 		t.count = true
 	}
@@ -119,14 +119,14 @@ func (b *breaker) acquire(ctx context.Context) (ticket, error) {
 }
 
 // release returns the ticket and records whether the request failed.
-func (b *breaker) release(t ticket, failed bool) {
+func (b *breaker) Release(t Ticket, failed bool) {
 	if t.slot {
-		<-b.slots
+		<-b.Slots
 	}
 	if t.count {
 		b.inflight.Add(-1)
 	}
-	b.record(t.probe, failed)
+	b.record(t.Probe, failed)
 }
 
 // allow says whether a request may go now, and whether it is a probe.
@@ -200,7 +200,7 @@ func (b *breaker) trip() {
 }
 
 // stateName is the breaker's state for tests and logs.
-func (b *breaker) stateName() string {
+func (b *breaker) StateName() string {
 	switch b.state.Load() {
 	case breakerOpen:
 		return "open"

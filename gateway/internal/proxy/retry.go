@@ -1,4 +1,4 @@
-package gateway
+package proxy
 
 import (
 	"bytes"
@@ -20,21 +20,21 @@ import (
 
 // retryBudgetBurst is how many retries the budget allows before any request
 // has paid into it, so a quiet upstream still gets its first retries.
-const retryBudgetBurst = 10
+const RetryBudgetBurst = 10
 
 // retryPolicy is the runtime form of routes.Retries.
 type retryPolicy struct {
 	attempts                      int
 	onConnect, onReset, onTimeout bool
 	onStatus                      [100]bool // 500..599
-	budget                        retryBudget
+	Budget                        retryBudget
 	perTry                        time.Duration
 	backoff, maxBackoff           time.Duration
 	nonIdempotent                 bool
 	maxBody                       int64
 }
 
-func newRetryPolicy(cfg *routes.Retries, now func() time.Time) *retryPolicy {
+func NewRetryPolicy(cfg *routes.Retries, now func() time.Time) *retryPolicy {
 	p := &retryPolicy{
 		attempts:      cfg.Attempts,
 		perTry:        cfg.PerTryTimeout.D(),
@@ -57,10 +57,10 @@ func newRetryPolicy(cfg *routes.Retries, now func() time.Time) *retryPolicy {
 			}
 		}
 	}
-	p.budget.percent = int64(cfg.BudgetPercent)
-	p.budget.tokens.Store(retryBudgetBurst * 100)
-	p.budget.now = now
-	p.budget.last.Store(now().UnixNano())
+	p.Budget.percent = int64(cfg.BudgetPercent)
+	p.Budget.Tokens.Store(RetryBudgetBurst * 100)
+	p.Budget.now = now
+	p.Budget.last.Store(now().UnixNano())
 	return p
 }
 
@@ -75,18 +75,18 @@ func newRetryPolicy(cfg *routes.Retries, now func() time.Time) *retryPolicy {
 // minRetriesPerSecond).
 type retryBudget struct {
 	percent int64
-	tokens  atomic.Int64
+	Tokens  atomic.Int64
 	now     func() time.Time
 	last    atomic.Int64 // when time last paid in (Unix nanoseconds)
 }
 
 const retryBudgetMinPerSecond = 10
 
-func (b *retryBudget) deposit() { b.add(b.percent) }
+func (b *retryBudget) Deposit() { b.add(b.percent) }
 
 func (b *retryBudget) add(n int64) {
-	if t := b.tokens.Add(n); t > retryBudgetBurst*100 {
-		b.tokens.CompareAndSwap(t, retryBudgetBurst*100)
+	if t := b.Tokens.Add(n); t > RetryBudgetBurst*100 {
+		b.Tokens.CompareAndSwap(t, RetryBudgetBurst*100)
 	}
 }
 
@@ -100,17 +100,17 @@ func (b *retryBudget) refill() {
 	if now-last < step || !b.last.CompareAndSwap(last, now) {
 		return
 	}
-	b.add(min((now-last)/step, retryBudgetBurst) * 100)
+	b.add(min((now-last)/step, RetryBudgetBurst) * 100)
 }
 
-func (b *retryBudget) withdraw() bool {
+func (b *retryBudget) Withdraw() bool {
 	b.refill()
 	for {
-		t := b.tokens.Load()
+		t := b.Tokens.Load()
 		if t < 100 {
 			return false
 		}
-		if b.tokens.CompareAndSwap(t, t-100) {
+		if b.Tokens.CompareAndSwap(t, t-100) {
 			return true
 		}
 	}
@@ -118,13 +118,13 @@ func (b *retryBudget) withdraw() bool {
 
 // retriesOn says whether an attempt that ended with kind (and resp, for
 // statuses) is one the policy retries.
-func (p *retryPolicy) retriesOn(kind failKind, resp *http.Response) bool {
+func (p *retryPolicy) retriesOn(kind FailKind, resp *http.Response) bool {
 	switch kind {
-	case failConnect:
+	case FailConnect:
 		return p.onConnect
-	case failReset:
+	case FailReset:
 		return p.onReset
-	case failTimeout:
+	case FailTimeout:
 		return p.onTimeout
 	case failStatus:
 		return resp != nil && resp.StatusCode >= 500 && resp.StatusCode <= 599 && p.onStatus[resp.StatusCode-500]
@@ -134,7 +134,7 @@ func (p *retryPolicy) retriesOn(kind failKind, resp *http.Response) bool {
 
 // wait sleeps the back-off before retry n (0-based) with full jitter, or
 // returns false when the client leaves first.
-func (p *retryPolicy) wait(ctx context.Context, n int) bool {
+func (p *retryPolicy) Wait(ctx context.Context, n int) bool {
 	d := p.backoff << min(n, 16)
 	if d > p.maxBackoff || d <= 0 {
 		d = p.maxBackoff
@@ -162,39 +162,39 @@ func idempotent(method string) bool {
 }
 
 // failKind is how an attempt ended.
-type failKind uint8
+type FailKind uint8
 
 const (
-	attemptOK       failKind = iota
-	failConnect              // no connection was made: the request was never sent
-	failReset                // the connection broke before response headers
-	failTimeout              // no response headers in time
+	attemptOK       FailKind = iota
+	FailConnect              // no connection was made: the request was never sent
+	FailReset                // the connection broke before response headers
+	FailTimeout              // no response headers in time
 	failStatus               // a 5xx response
-	failOther                // a malformed response and the like
-	attemptCanceled          // the client left: says nothing about the endpoint
+	FailOther                // a malformed response and the like
+	AttemptCanceled          // the client left: says nothing about the endpoint
 	failNoEndpoint           // no endpoint was available: nothing was sent
 )
 
 // classify is the one reading of an upstream error: the retry policy and
 // the outlier detector act on its kind, and the client's status comes from
 // it (failKind.status).
-func classify(ctx context.Context, err error) failKind {
+func Classify(ctx context.Context, err error) FailKind {
 	if ctx.Err() != nil {
-		return attemptCanceled
+		return AttemptCanceled
 	}
 	if errors.Is(err, errNoEndpoint) {
 		return failNoEndpoint
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" || errors.Is(err, syscall.ECONNREFUSED) {
-		return failConnect
+		return FailConnect
 	}
 	var nerr net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) && nerr.Timeout() {
-		return failTimeout
+		return FailTimeout
 	}
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return failReset
+		return FailReset
 	}
 	// http.Transport closes a connection whose body write hit a reset and
 	// may then report the next write's "use of closed network connection"
@@ -203,31 +203,35 @@ func classify(ctx context.Context, err error) failKind {
 	// Nothing else closes a connection under a running attempt: the
 	// client leaving and deadlines are caught above.
 	if errors.Is(err, net.ErrClosed) {
-		return failReset
+		return FailReset
 	}
-	return failOther
+	return FailOther
 }
 
 // status is the answer the client gets for a request whose last attempt
 // failed this way. A timeout is any deadline or net.Error timeout: the
 // transport's response-header timeout, per_try_timeout, a dial that timed
 // out.
-func (k failKind) status() (int, string) {
+func (k FailKind) Status() (int, string) {
 	switch k {
 	case failNoEndpoint:
 		return http.StatusServiceUnavailable, "no healthy upstream endpoint"
-	case failTimeout:
+	case FailTimeout:
 		return http.StatusGatewayTimeout, "upstream timed out"
-	case attemptCanceled:
-		return statusClientClosed, "client closed the request"
+	case AttemptCanceled:
+		return StatusClientClosed, "client closed the request"
 	default:
 		return http.StatusBadGateway, "upstream unavailable or sent an invalid response"
 	}
 }
 
+// StatusClientClosed is nginx's status for a client that closed the
+// connection before the response: logged, never sent.
+const StatusClientClosed = 499
+
 // errPerTryTimeout ends an attempt that waited per_try_timeout for headers;
 // it is a deadline, so the client sees 504 when no retry is left.
-var errPerTryTimeout = fmt.Errorf("per-try timeout: %w", context.DeadlineExceeded)
+var ErrPerTryTimeout = fmt.Errorf("per-try timeout: %w", context.DeadlineExceeded)
 
 // upstreamTransport is an upstream's RoundTripper as ReverseProxy sees it:
 // one attempt on the endpoint the forwarder chose, then retries on other
@@ -235,7 +239,7 @@ var errPerTryTimeout = fmt.Errorf("per-try timeout: %w", context.DeadlineExceede
 // every outcome to the outlier detector and the latency estimates. A retry
 // only ever happens before anything of the response reached the client.
 type upstreamTransport struct {
-	up   *upstream
+	up   *Upstream
 	base http.RoundTripper
 }
 
@@ -244,24 +248,24 @@ var _ http.RoundTripper = (*upstreamTransport)(nil)
 func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	tr := t.up.hooks.track(ctx)
-	bal := t.up.bal
-	ep, ok := bal.pick(req, nil)
+	bal := t.up.Bal
+	ep, ok := bal.Pick(req, nil)
 	if !ok {
 		return nil, errNoEndpoint
 	}
-	req.URL.Host = ep.addr
+	req.URL.Host = ep.Addr
 	tr.Attempt(ep, time.Now())
 	p := t.up.retry
 	retryable := p != nil && p.attempts > 0 && (p.nonIdempotent || idempotent(req.Method))
 	if p != nil {
-		p.budget.deposit()
+		p.Budget.Deposit()
 	}
 	if hasBody(req) && req.GetBody == nil {
 		var limit int64
 		if retryable {
 			limit = p.maxBody
 		}
-		if mr := t.up.mirror; mr != nil && mr.maxBody > limit {
+		if mr := t.up.Mirror; mr != nil && mr.maxBody > limit {
 			limit = mr.maxBody
 		}
 		// Only a small body of known length is kept to be sent again; a
@@ -275,7 +279,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			retryable = false
 		}
 	}
-	if mr := t.up.mirror; mr != nil {
+	if mr := t.up.Mirror; mr != nil {
 		mr.send(req)
 	}
 	for n := 0; ; n++ {
@@ -283,8 +287,8 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		if !retryable || n >= p.attempts || !p.retriesOn(kind, resp) {
 			return resp, err
 		}
-		next, ok := bal.pick(req, ep)
-		if !ok || !p.budget.withdraw() {
+		next, ok := bal.Pick(req, ep)
+		if !ok || !p.Budget.Withdraw() {
 			return resp, err
 		}
 		var status int
@@ -293,10 +297,10 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
 			resp.Body.Close()
 		} else {
-			status, _ = kind.status()
+			status, _ = kind.Status()
 		}
-		t.up.hooks.observe(t.up.name, ep.label, status, d)
-		if !p.wait(ctx, n) {
+		t.up.hooks.observe(t.up.Name, ep.Label, status, d)
+		if !p.Wait(ctx, n) {
 			return nil, ctx.Err()
 		}
 		nreq := req.Clone(ctx)
@@ -305,7 +309,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 				return nil, err
 			}
 		}
-		nreq.URL.Host = next.addr
+		nreq.URL.Host = next.Addr
 		req, ep = nreq, next
 		tr.Attempt(next, time.Now())
 	}
@@ -319,17 +323,17 @@ func (p *retryPolicy) bodyLimit() int64 {
 }
 
 // try makes one attempt on ep.
-func (t *upstreamTransport) try(req *http.Request, ep *endpoint, tr Tracker) (*http.Response, failKind, time.Duration, error) {
+func (t *upstreamTransport) try(req *http.Request, ep *Endpoint, tr Tracker) (*http.Response, FailKind, time.Duration, error) {
 	parent := req.Context()
 	var cancel context.CancelCauseFunc
 	var timer *time.Timer
 	if p := t.up.retry; p != nil && p.perTry > 0 {
 		var ctx context.Context
 		ctx, cancel = context.WithCancelCause(parent)
-		timer = time.AfterFunc(p.perTry, func() { cancel(errPerTryTimeout) })
+		timer = time.AfterFunc(p.perTry, func() { cancel(ErrPerTryTimeout) })
 		req = req.WithContext(ctx)
 	}
-	ep.inflight.Add(1)
+	ep.Inflight.Add(1)
 	start := time.Now()
 	resp, err := t.base.RoundTrip(req)
 	d := time.Since(start)
@@ -339,31 +343,31 @@ func (t *upstreamTransport) try(req *http.Request, ep *endpoint, tr Tracker) (*h
 	kind := attemptOK
 	switch {
 	case err != nil:
-		ep.inflight.Add(-1)
+		ep.Inflight.Add(-1)
 		if cancel != nil {
-			if errors.Is(context.Cause(req.Context()), errPerTryTimeout) && parent.Err() == nil {
-				err = errPerTryTimeout
+			if errors.Is(context.Cause(req.Context()), ErrPerTryTimeout) && parent.Err() == nil {
+				err = ErrPerTryTimeout
 			}
 			cancel(nil)
 		}
-		kind = classify(parent, err)
+		kind = Classify(parent, err)
 		if tr.BodyFailed() {
 			// The client's body broke, not the endpoint: no ejection, no retry.
-			kind = attemptCanceled
+			kind = AttemptCanceled
 		}
 	case resp.StatusCode == http.StatusSwitchingProtocols:
 		// An upgraded connection (WebSocket) lives as long as the client's
 		// request; it is not a request in flight for the balancers.
-		ep.inflight.Add(-1)
+		ep.Inflight.Add(-1)
 	default:
 		if resp.StatusCode >= 500 {
 			kind = failStatus
 		}
-		ep.latency.observe(start.UnixNano()+int64(d), d)
+		ep.Latency.Observe(start.UnixNano()+int64(d), d)
 		resp.Body = &attemptBody{ReadCloser: resp.Body, ep: ep, cancel: cancel}
 	}
-	if kind != attemptCanceled {
-		t.up.health.observe(ep, kind != attemptOK)
+	if kind != AttemptCanceled {
+		t.up.Health.observe(ep, kind != attemptOK)
 	}
 	return resp, kind, d, err
 }
@@ -372,7 +376,7 @@ func (t *upstreamTransport) try(req *http.Request, ep *endpoint, tr Tracker) (*h
 // the endpoint's in-flight count drops and the per-try context is released.
 type attemptBody struct {
 	io.ReadCloser
-	ep     *endpoint
+	ep     *Endpoint
 	cancel context.CancelCauseFunc
 	once   sync.Once
 }
@@ -380,7 +384,7 @@ type attemptBody struct {
 func (b *attemptBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.once.Do(func() {
-		b.ep.inflight.Add(-1)
+		b.ep.Inflight.Add(-1)
 		if b.cancel != nil {
 			b.cancel(nil)
 		}
