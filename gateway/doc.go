@@ -11,8 +11,9 @@
 //	       router.match ─► route chain, in feature order:
 //	         tracing ─ plugins(before auth) ─ auth ─ rate limit ─ plugins
 //	           └─ forwarder: split / header override, circuit breaker
-//	                └─ ReverseProxy ─► upstreamTransport.RoundTrip (the attempt loop)
-//	                     balancer.pick ─ try ─ classify ─ retry? ─ pick(avoid) ...
+//	                └─ ReverseProxy ─► proxy.Upstream's transport (the attempt loop,
+//	                     internal/proxy): balancer.Pick ─ try ─ Classify ─ retry?
+//	                     ─ Pick(avoid) ..., over internal/transport's pools
 //	       access log, metrics
 //
 // A configuration file's life (server.go):

@@ -172,29 +172,6 @@ func TestActiveHealthCheck(t *testing.T) {
 	})
 }
 
-// A health checker's verdicts follow its thresholds exactly.
-func TestHealthThresholds(t *testing.T) {
-	h := proxy.NewHealthState("u", nil, nil, time.Now)
-	u := &proxy.Upstream{Name: "u", Health: h}
-	hc := &proxy.HealthChecker{Up: u}
-	hc.Cfg.HealthyThreshold, hc.Cfg.UnhealthyThreshold = 2, 3
-	e := &proxy.Endpoint{Addr: "a:1", Label: "a:1", Weight: 1, Health: h}
-	steps := []struct {
-		ok   bool
-		down bool
-	}{
-		{false, false}, {false, false}, {true, false}, // a success resets the failure streak
-		{false, false}, {false, false}, {false, true}, // third failure in a row
-		{true, true}, {false, true}, {true, true}, {true, false}, // two successes in a row
-	}
-	for i, s := range steps {
-		hc.Record(e, s.ok)
-		if e.Down.Load() != s.down {
-			t.Fatalf("step %d (ok=%v): down=%v, want %v", i, s.ok, e.Down.Load(), s.down)
-		}
-	}
-}
-
 // A reload keeps what is known about endpoints: an ejected one stays out
 // until its ejection ends, one failing its health check stays out until it
 // passes again.

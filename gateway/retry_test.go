@@ -5,9 +5,7 @@ import (
 
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,13 +14,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/causewayhq/causeway/internal/testutil"
-
-	"github.com/causewayhq/causeway/routes"
 )
 
 func TestRetryOnConnectFailure(t *testing.T) {
@@ -194,76 +188,6 @@ func TestRetryBodyLimit(t *testing.T) {
 	large := sendMethod(t, "PUT", te.url+"/", strings.Repeat("l", 17), 10, 1)
 	if small[200] != 10 || large[200] != 5 || large[502] != 5 {
 		t.Fatalf("small %v, large %v", small, large)
-	}
-}
-
-func TestClassify(t *testing.T) {
-	ctx := context.Background()
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	tests := []struct {
-		name string
-		ctx  context.Context
-		err  error
-		want proxy.FailKind
-	}{
-		{"dial", ctx, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, proxy.FailConnect},
-		{"refused", ctx, fmt.Errorf("x: %w", syscall.ECONNREFUSED), proxy.FailConnect},
-		{"reset", ctx, &net.OpError{Op: "read", Err: syscall.ECONNRESET}, proxy.FailReset},
-		{"eof", ctx, io.EOF, proxy.FailReset},
-		{"deadline", ctx, proxy.ErrPerTryTimeout, proxy.FailTimeout},
-		{"other", ctx, errors.New("malformed HTTP response"), proxy.FailOther},
-		{"client gone", cancelled, io.EOF, proxy.AttemptCanceled},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := proxy.Classify(tt.ctx, tt.err); got != tt.want {
-				t.Fatalf("got %d, want %d", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestRetryBudgetArithmetic(t *testing.T) {
-	clock := newFakeClock()
-	p := proxy.NewRetryPolicy(&routes.Retries{Attempts: 1, BudgetPercent: 25}, clock.Now)
-	for i := 0; i < proxy.RetryBudgetBurst; i++ {
-		if !p.Budget.Withdraw() {
-			t.Fatalf("burst retry %d refused", i)
-		}
-	}
-	if p.Budget.Withdraw() {
-		t.Fatal("retry beyond the burst allowed before any request paid in")
-	}
-	for i := 0; i < 4; i++ {
-		p.Budget.Deposit()
-	}
-	if !p.Budget.Withdraw() || p.Budget.Withdraw() {
-		t.Fatal("4 requests at 25% should pay for exactly one retry")
-	}
-	clock.Advance(300 * time.Millisecond)
-	for i := 0; i < 3; i++ {
-		if !p.Budget.Withdraw() {
-			t.Fatalf("retry %d of the 3 that 300ms of the minimum rate pays for refused", i)
-		}
-	}
-	if p.Budget.Withdraw() {
-		t.Fatal("more retries than the minimum rate pays for")
-	}
-	for i := 0; i < 10000; i++ {
-		p.Budget.Deposit()
-	}
-	if got := p.Budget.Tokens.Load(); got > proxy.RetryBudgetBurst*100 {
-		t.Fatalf("budget saved up %d tokens", got)
-	}
-}
-
-func TestBackoffIsBounded(t *testing.T) {
-	p := proxy.NewRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)}, time.Now)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if p.Wait(ctx, 40) {
-		t.Fatal("wait returned true for a client that left")
 	}
 }
 

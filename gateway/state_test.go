@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -241,10 +240,6 @@ routes:
 			}
 		})
 	}
-}
-
-func withState(st *reqState) context.Context {
-	return context.WithValue(context.Background(), stateKey{}, st)
 }
 
 // BenchmarkBodyReadTimeout: the cost of moving the read deadline before

@@ -20,15 +20,15 @@ import (
 )
 
 // balancer picks the endpoints of one upstream. The attempt loop of the
-// upstream's transport (upstreamTransport.RoundTrip) is its only caller on
+// upstream's transport (upstreamTransport.RoundTrip, retry.go) is its only caller on
 // the request path: the first attempt and every retry pick there.
 // Implementations are safe for concurrent use.
 type balancer interface {
-	// pick chooses an available endpoint for r: one other than avoid (the
+	// Pick chooses an available endpoint for r: one other than avoid (the
 	// endpoint of the failed attempt before, or nil) when there is one,
 	// else avoid itself when it is available.
 	Pick(r *http.Request, avoid *Endpoint) (*Endpoint, bool)
-	// update replaces the endpoint set; requests already routed keep theirs.
+	// Update replaces the endpoint set; requests already routed keep theirs.
 	Update(eps []*Endpoint)
 }
 
@@ -102,7 +102,7 @@ func (s *smoothWeighted) Update(eps []*Endpoint) {
 	s.current = make([]int, len(eps))
 }
 
-// leastRequest sends to the available endpoint with the fewest requests in
+// LeastRequest sends to the available endpoint with the fewest requests in
 // flight; ties go to a random one of them, so idle endpoints share the load.
 type LeastRequest struct {
 	set atomic.Pointer[[]*Endpoint]
@@ -197,7 +197,7 @@ func randomAvailable(eps []*Endpoint, avoid, not *Endpoint) *Endpoint {
 // halves in about 7 seconds.
 const ewmaDecay = 10 * time.Second
 
-// peakEWMA is an endpoint's latency estimate in nanoseconds.
+// PeakEWMA is an endpoint's latency estimate in nanoseconds.
 type PeakEWMA struct {
 	mu    sync.Mutex
 	value float64
@@ -217,7 +217,7 @@ func (p *PeakEWMA) Observe(now int64, rtt time.Duration) {
 	p.last = now
 }
 
-// cost is the estimate times the requests waiting on the endpoint. The
+// Cost is the estimate times the requests waiting on the endpoint. The
 // estimate also decays with the time since the last sample: an endpoint
 // that lost every comparison after one slow answer gets no samples, and
 // would otherwise never be tried again. An endpoint without samples costs
@@ -312,7 +312,7 @@ func (rh *ringHash) Pick(r *http.Request, avoid *Endpoint) (*Endpoint, bool) {
 	return ring.Lookup(HashString(k), avoid)
 }
 
-// lookup walks clockwise from h to the first available owner other than
+// Lookup walks clockwise from h to the first available owner other than
 // avoid: a key whose endpoint is down moves to the next endpoint on the
 // ring and comes back when it returns.
 func (hr *hashRing) Lookup(h uint64, avoid *Endpoint) (*Endpoint, bool) {
@@ -358,7 +358,7 @@ func (hr *hashRing) Swap(i, j int) {
 	hr.owners[i], hr.owners[j] = hr.owners[j], hr.owners[i]
 }
 
-// hashString is FNV-1a followed by a 64-bit finaliser: FNV alone clusters
+// HashString is FNV-1a followed by a 64-bit finaliser: FNV alone clusters
 // keys that differ only at the end ("a#1", "a#2"), which would bunch an
 // endpoint's points together. It is stable across processes, so every edge
 // instance maps a key to the same endpoint.

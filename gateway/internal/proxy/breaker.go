@@ -68,14 +68,14 @@ func NewBreaker(name string, cfg *routes.CircuitBreaker, now func() time.Time) *
 	return b
 }
 
-// ticket is what acquire hands out and release takes back.
+// Ticket is what acquire hands out and release takes back.
 type Ticket struct {
 	slot  bool // holds a max_requests slot
 	count bool // counted in inflight (max_pending without max_requests)
 	Probe bool // a half-open probe
 }
 
-// acquire admits a request or says why not: errBreakerOpen, errOverloaded,
+// Acquire admits a request or says why not: errBreakerOpen, errOverloaded,
 // or the context's error when the client left while waiting.
 func (b *breaker) Acquire(ctx context.Context) (Ticket, error) {
 	var t Ticket
@@ -118,7 +118,7 @@ func (b *breaker) Acquire(ctx context.Context) (Ticket, error) {
 	return t, nil
 }
 
-// release returns the ticket and records whether the request failed.
+// Release returns the ticket and records whether the request failed.
 func (b *breaker) Release(t Ticket, failed bool) {
 	if t.slot {
 		<-b.Slots
@@ -199,7 +199,7 @@ func (b *breaker) trip() {
 	b.log.Warn("circuit breaker open", "upstream", b.name, "for", b.openFor.String())
 }
 
-// stateName is the breaker's state for tests and logs.
+// StateName is the breaker's state for tests and logs.
 func (b *breaker) StateName() string {
 	switch b.state.Load() {
 	case breakerOpen:

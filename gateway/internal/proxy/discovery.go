@@ -248,7 +248,7 @@ func (u *Upstream) startFile() error {
 	return nil
 }
 
-// readEndpointsFile reads lines of "host:port [weight]"; # starts a comment.
+// ReadEndpointsFile reads lines of "host:port [weight]"; # starts a comment.
 func ReadEndpointsFile(path string) ([]endpointSpec, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -36,7 +36,7 @@ type healthState struct {
 
 	ejected atomic.Int32
 	total   atomic.Int32
-	// ejectionsTotal counts every ejection since the upstream was built.
+	// EjectionsTotal counts every ejection since the upstream was built.
 	EjectionsTotal atomic.Int64
 }
 
@@ -141,7 +141,7 @@ func (h *healthState) markUp(e *Endpoint) {
 	}
 }
 
-// healthChecker probes every endpoint of an upstream on an interval. An
+// HealthChecker probes every endpoint of an upstream on an interval. An
 // endpoint starts healthy (a new configuration serves at once), goes down
 // after unhealthy_threshold failed probes in a row and comes back after
 // healthy_threshold good ones.
@@ -246,7 +246,7 @@ type UpstreamHealth struct {
 	Endpoints []EndpointHealth `json:"endpoints"`
 }
 
-// readiness is the upstream's endpoints as /readyz shows them.
+// Readiness is the upstream's endpoints as /readyz shows them.
 func (u *Upstream) Readiness() UpstreamHealth {
 	var uh UpstreamHealth
 	for _, e := range u.Endpoints() {

@@ -132,7 +132,7 @@ func (p *retryPolicy) retriesOn(kind FailKind, resp *http.Response) bool {
 	return false
 }
 
-// wait sleeps the back-off before retry n (0-based) with full jitter, or
+// Wait sleeps the back-off before retry n (0-based) with full jitter, or
 // returns false when the client leaves first.
 func (p *retryPolicy) Wait(ctx context.Context, n int) bool {
 	d := p.backoff << min(n, 16)
@@ -161,7 +161,7 @@ func idempotent(method string) bool {
 	return false
 }
 
-// failKind is how an attempt ended.
+// FailKind is how an attempt ended.
 type FailKind uint8
 
 const (
@@ -175,7 +175,7 @@ const (
 	failNoEndpoint           // no endpoint was available: nothing was sent
 )
 
-// classify is the one reading of an upstream error: the retry policy and
+// Classify is the one reading of an upstream error: the retry policy and
 // the outlier detector act on its kind, and the client's status comes from
 // it (failKind.status).
 func Classify(ctx context.Context, err error) FailKind {
@@ -208,7 +208,7 @@ func Classify(ctx context.Context, err error) FailKind {
 	return FailOther
 }
 
-// status is the answer the client gets for a request whose last attempt
+// Status is the answer the client gets for a request whose last attempt
 // failed this way. A timeout is any deadline or net.Error timeout: the
 // transport's response-header timeout, per_try_timeout, a dial that timed
 // out.

@@ -22,23 +22,23 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// endpoint is one address of an upstream, with the state the balancers,
+// Endpoint is one address of an upstream, with the state the balancers,
 // the outlier detector and the health checker keep about it. An endpoint
 // object lives as long as its address stays in the upstream's set, so its
 // state survives discovery updates.
 type Endpoint struct {
 	Addr string // host:port
-	// label is addr as a metric label value: endpoints come from the routes
+	// Label is addr as a metric label value: endpoints come from the routes
 	// file or from discovery answers, so the set is bounded.
 	Label  string
 	Weight int
 
-	// inflight counts requests sent and not yet finished (least_request,
+	// Inflight counts requests sent and not yet finished (least_request,
 	// p2c_ewma).
 	Inflight atomic.Int64
 	Latency  PeakEWMA
 
-	// down is set by the active health check.
+	// Down is set by the active health check.
 	Down atomic.Bool
 	// ejectedUntil is when a passive ejection ends (Unix nanoseconds; 0:
 	// not ejected). The return is lazy: the first look after that time
@@ -53,7 +53,7 @@ type Endpoint struct {
 	Health *healthState // nil for endpoints built outside an upstream (tests)
 }
 
-// available reports whether the endpoint may take a request now.
+// Available reports whether the endpoint may take a request now.
 func (e *Endpoint) Available() bool {
 	if e.Down.Load() {
 		return false
@@ -122,7 +122,7 @@ func loadSet(p *atomic.Pointer[[]*Endpoint]) []*Endpoint {
 	return nil
 }
 
-// upstream is the runtime form of a routes.Upstream.
+// Upstream is the runtime form of a routes.Upstream.
 type Upstream struct {
 	Name   string
 	Cfg    routes.Upstream
@@ -136,7 +136,7 @@ type Upstream struct {
 	retry     *retryPolicy
 	Breaker   *breaker
 	Mirror    *mirror
-	// meshID is the upstream's identity in the mesh (zero: outside it),
+	// MeshID is the upstream's identity in the mesh (zero: outside it),
 	// the audience of the caller tokens sent to it.
 	MeshID mesh.ID
 	hooks  *Hooks
@@ -205,13 +205,13 @@ func (h *Hooks) observe(upstream, endpoint string, status int, d time.Duration) 
 
 // upstreamDeps is what building an upstream needs from the generation.
 type Deps struct {
-	// pools shares connection pools between generations, by transportKey
+	// Pools shares connection pools between generations, by transportKey
 	// (nil: a pool of the upstream's own).
 	Pools  *refpool.Pool[string, *TransportPool]
 	TLSFor TLSConfigFunc
 	TLSKey string
 	Log    *slog.Logger // background work (health, discovery); nil: slog.Default()
-	// now is the clock of ejections, breakers and retry budgets (nil:
+	// Now is the clock of ejections, breakers and retry budgets (nil:
 	// time.Now).
 	Now   func() time.Time
 	Hooks Hooks
@@ -223,7 +223,7 @@ type endpointSpec struct {
 	Weight int
 }
 
-// newUpstreamFrom builds an upstream: its pool (shared with the previous
+// New builds an upstream: its pool (shared with the previous
 // configuration when the connection settings are unchanged), its balancer,
 // resilience policies and endpoint source.
 func New(name string, cfg routes.Upstream, deps Deps) (*Upstream, error) {
@@ -421,10 +421,10 @@ func (u *Upstream) inherit(e, from *Endpoint) {
 	h.set(e, !e.Down.Load() && e.ejectedUntil.Load() == 0)
 }
 
-// endpoints is the current endpoint set.
+// Endpoints is the current endpoint set.
 func (u *Upstream) Endpoints() []*Endpoint { return loadSet(&u.eps) }
 
-// close stops the upstream's background work (health checks, discovery,
+// Close stops the upstream's background work (health checks, discovery,
 // mirrored requests). The pool is released by the runtime.
 func (u *Upstream) Close() {
 	if u.cancel != nil {
@@ -451,7 +451,7 @@ func (u *Upstream) goBackground(what string, f func(ctx context.Context)) {
 	}()
 }
 
-// transportPool is an upstream's connection pool. It is shared between the
+// TransportPool is an upstream's connection pool. It is shared between the
 // configurations of successive reloads while the upstream's connection
 // settings stay the same, so a reload keeps the warm keep-alive connections.
 type TransportPool struct {
@@ -463,7 +463,7 @@ type TransportPool struct {
 	endpoints atomic.Pointer[[]*Endpoint]
 }
 
-// newTransportPools shares connection pools between generations, by
+// NewTransportPools shares connection pools between generations, by
 // transportKey; the last user's release closes the idle connections.
 func NewTransportPools() *refpool.Pool[string, *TransportPool] {
 	return refpool.New[string](func(p *TransportPool) error { p.CloseIdle(); return nil })
