@@ -72,9 +72,9 @@ func stateFrom(ctx context.Context) *reqState {
 	return st
 }
 
-// stateIn is the request's state for code that also serves requests from
-// outside the pipeline (span IDs of other spans, a balancer asked by a
-// test or a health check): nil there.
+// stateIn is the request's state for code that also runs outside the
+// pipeline (the tracer's ID generator makes the IDs of every span, a
+// background one too): nil there.
 func stateIn(ctx context.Context) *reqState {
 	st, _ := ctx.Value(stateKey{}).(*reqState)
 	return st
@@ -530,10 +530,6 @@ func trackRequest(ctx context.Context) proxy.Tracker {
 }
 
 // resolvedClientIP is the upstreams' Hooks.ClientIP: the client address
-// the entry pass resolved ("" outside a request of the edge's).
-func resolvedClientIP(ctx context.Context) string {
-	if st := stateIn(ctx); st != nil {
-		return st.clientIP
-	}
-	return ""
-}
+// the entry pass resolved. Balancers pick inside the attempt loop, so the
+// state is always there.
+func resolvedClientIP(ctx context.Context) string { return stateFrom(ctx).clientIP }

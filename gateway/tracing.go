@@ -248,7 +248,7 @@ type stateIDs struct{}
 
 func (stateIDs) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
 	var tid trace.TraceID
-	if st := stateIn(ctx); st.traceStarted && st.trace != nil && st.trace.span == nil {
+	if st := stateIn(ctx); st != nil && st.traceStarted && st.trace != nil && st.trace.span == nil {
 		if id, err := trace.TraceIDFromHex(st.traceID); err == nil {
 			tid = id
 		}

@@ -705,3 +705,16 @@ routes:
 		t.Fatal("no request was retried")
 	}
 }
+
+// Spans started outside a request (background work, a library's own
+// spans) get IDs from the same generator, with no request state to read.
+func TestSpanIDsOutsideARequest(t *testing.T) {
+	var g stateIDs
+	tid, sid := g.NewIDs(context.Background())
+	if !tid.IsValid() || !sid.IsValid() {
+		t.Fatalf("ids %v %v", tid, sid)
+	}
+	if sid2 := g.NewSpanID(context.Background(), tid); !sid2.IsValid() || sid2 == sid {
+		t.Fatalf("span id %v after %v", sid2, sid)
+	}
+}
