@@ -14,6 +14,7 @@ import (
 // Removing one of four endpoints moves only the keys it owned; adding it
 // back restores the first mapping exactly.
 func TestRingHashMinimalMovement(t *testing.T) {
+	t.Parallel()
 	eps := []*Endpoint{}
 	for i := 0; i < 4; i++ {
 		a := fmt.Sprintf("10.0.0.%d:80", i+1)
@@ -71,6 +72,7 @@ func TestRingHashMinimalMovement(t *testing.T) {
 
 // The balancers' choices among endpoints in given states, without servers.
 func TestBalancerChoices(t *testing.T) {
+	t.Parallel()
 	mk := func(n int) []*Endpoint {
 		eps := make([]*Endpoint, n)
 		for i := range eps {
@@ -161,6 +163,7 @@ func TestBalancerChoices(t *testing.T) {
 // balancer is unreachable from the file. (The registry is a map literal: a
 // duplicate name does not compile.)
 func TestBalancersMatchRoutes(t *testing.T) {
+	t.Parallel()
 	route := []routes.Route{{Name: "r", Match: routes.Match{PathPrefix: "/"}, Upstream: "u"}}
 	for _, name := range BalancerNames() {
 		f := &routes.File{Version: 1, Upstreams: map[string]routes.Upstream{"u": {Endpoints: []string{"127.0.0.1:1"}, Balance: name}}, Routes: route}
@@ -180,6 +183,7 @@ func TestBalancersMatchRoutes(t *testing.T) {
 }
 
 func TestRingHashBadKey(t *testing.T) {
+	t.Parallel()
 	for _, k := range []string{"query:x", "header:", "cookie"} {
 		if _, err := NewRingHash(k, nil); err == nil {
 			t.Fatalf("%q accepted", k)
@@ -190,6 +194,7 @@ func TestRingHashBadKey(t *testing.T) {
 // New refuses what validation would have refused, for callers
 // that build configurations in code (the sidecar).
 func TestNewUpstreamBadConfig(t *testing.T) {
+	t.Parallel()
 	deps := Deps{}
 	tests := []struct {
 		name string

@@ -11,6 +11,7 @@ import (
 
 // The half-open state lets exactly half_open_requests probes through.
 func TestBreakerHalfOpenProbes(t *testing.T) {
+	t.Parallel()
 	clock := &fakeClock{}
 	b := NewBreaker("u", &routes.CircuitBreaker{ConsecutiveFailures: 1, OpenFor: routes.Duration(time.Second), HalfOpenRequests: 2}, clock.Now)
 	ctx := context.Background()
@@ -42,6 +43,7 @@ func TestBreakerHalfOpenProbes(t *testing.T) {
 
 // A client that leaves while waiting for a slot gives its place up.
 func TestBreakerPendingClientLeaves(t *testing.T) {
+	t.Parallel()
 	b := NewBreaker("u", &routes.CircuitBreaker{MaxRequests: 1, MaxPending: 1}, time.Now)
 	tk, err := b.Acquire(context.Background())
 	if err != nil {
@@ -65,6 +67,7 @@ func TestBreakerPendingClientLeaves(t *testing.T) {
 }
 
 func TestBreakerMaxPendingAlone(t *testing.T) {
+	t.Parallel()
 	b := NewBreaker("u", &routes.CircuitBreaker{MaxPending: 2}, time.Now)
 	t1, _ := b.Acquire(context.Background())
 	t2, _ := b.Acquire(context.Background())

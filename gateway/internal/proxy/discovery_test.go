@@ -8,6 +8,7 @@ import (
 )
 
 func TestReadEndpointsFile(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	tests := []struct {
 		name, content, want string

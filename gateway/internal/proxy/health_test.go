@@ -7,6 +7,7 @@ import (
 
 // A health checker's verdicts follow its thresholds exactly.
 func TestHealthThresholds(t *testing.T) {
+	t.Parallel()
 	h := NewHealthState("u", nil, nil, time.Now)
 	u := &Upstream{Name: "u", Health: h}
 	hc := &HealthChecker{Up: u}

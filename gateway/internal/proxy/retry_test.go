@@ -14,6 +14,7 @@ import (
 )
 
 func TestClassify(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
@@ -41,6 +42,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestRetryBudgetArithmetic(t *testing.T) {
+	t.Parallel()
 	clock := newFakeClock()
 	p := NewRetryPolicy(&routes.Retries{Attempts: 1, BudgetPercent: 25}, clock.Now)
 	for i := 0; i < RetryBudgetBurst; i++ {
@@ -75,6 +77,7 @@ func TestRetryBudgetArithmetic(t *testing.T) {
 }
 
 func TestBackoffIsBounded(t *testing.T) {
+	t.Parallel()
 	p := NewRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)}, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
