@@ -131,6 +131,10 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b := up.Breaker; b != nil {
 		var err error
 		if tk, err = b.Acquire(r.Context()); err != nil {
+			if routeTimedOut(r.Context()) {
+				httperr.Write(w, r, http.StatusGatewayTimeout, "route timeout")
+				return
+			}
 			if r.Context().Err() != nil {
 				st.rec.status = statusClientClosed
 				return
@@ -191,6 +195,11 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())
+			if resp.StatusCode == http.StatusSwitchingProtocols && st.routeTimer != nil {
+				// The route's timeout bounds the upgrade, not the life of
+				// the connection it gives.
+				st.routeTimer.Stop()
+			}
 			st.upstreamDur = time.Since(st.upstreamStart)
 			m.upstreamRequest(u.Name, st.endpoint.Label, resp.StatusCode, st.upstreamDur)
 			// The edge's request id is the one the client sees.
@@ -200,12 +209,19 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			st := stateFrom(r.Context())
 			kind := proxy.Classify(r.Context(), err)
-			if kind == proxy.AttemptCanceled {
+			timedOut := routeTimedOut(r.Context())
+			if kind == proxy.AttemptCanceled && !timedOut {
 				// The client went away: nothing to answer; 499 in logs as nginx does.
 				st.rec.status = statusClientClosed
 				return
 			}
 			status, msg := kind.Status()
+			if timedOut {
+				// The route's own bound, not the endpoint's verdict alone
+				// (stages and retries spent the time too); the client is
+				// still there and gets an answer.
+				status, msg = http.StatusGatewayTimeout, "route timeout"
+			}
 			st.proxying = false // the answer is the edge's own
 			clientFault := st.bodyErr.Load() != nil
 			if clientFault {

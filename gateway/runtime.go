@@ -150,24 +150,43 @@ func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, 
 			h = withStageSpan(stages[i], mw, traced)(h)
 		}
 	}
-	return &routeHandler{name: rc.Name, host: rc.Match.Host, next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
+	return &routeHandler{name: rc.Name, host: rc.Match.Host, timeout: rc.Timeout.D(), next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
 }
 
 // routeHandler marks the request with its route for the log and metrics.
 type routeHandler struct {
 	name    string
 	host    string // the route's match.host, which the OIDC origin is held to
+	timeout time.Duration
 	next    http.Handler
 	metrics routeMetrics
 }
+
+// errRouteTimeout is the cause of a request context ended by the route's
+// timeout, which is how the forwarder tells it from a client that left.
+var errRouteTimeout = fmt.Errorf("route timeout: %w", context.DeadlineExceeded)
 
 func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := stateFrom(r.Context())
 	st.route = h.name
 	st.routeHost = h.host
 	st.routeMetrics = &h.metrics
+	if h.timeout > 0 {
+		// A timer rather than a context deadline: an upgrade that succeeds
+		// stops it (forwarder), so a WebSocket outlives the route's bound.
+		ctx, cancel := context.WithCancelCause(r.Context())
+		st.routeTimer = time.AfterFunc(h.timeout, func() { cancel(errRouteTimeout) })
+		defer func() {
+			st.routeTimer.Stop()
+			cancel(nil)
+		}()
+		r = r.WithContext(ctx)
+	}
 	h.next.ServeHTTP(w, r)
 }
+
+// routeTimedOut reports whether the route's timeout ended the request.
+func routeTimedOut(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errRouteTimeout) }
 
 // ServeHTTP is the edge's data-plane entry point for one configuration.
 func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -35,6 +35,9 @@ type reqState struct {
 	route         string
 	routeHost     string // the route's match.host ("" for any host)
 	routeMetrics  *routeMetrics
+	// routeTimer ends the request at the route's timeout (nil: none); a
+	// successful upgrade stops it.
+	routeTimer    *time.Timer
 	upstream      string
 	endpoint      *proxy.Endpoint
 	upstreamStart time.Time

@@ -628,6 +628,13 @@ type Route struct {
 	StripPrefix   bool              `yaml:"strip_prefix"`
 	Upstream      string            `yaml:"upstream"`
 	Split         []SplitTarget     `yaml:"split"`
+	// Timeout is the longest a request on this route may take, from its
+	// arrival to the end of the response, stages (authentication, rate
+	// limits, plugins) and retries included: 504 when the response has not
+	// started, the response cut when it has. A protocol upgrade (WebSocket)
+	// is bounded until it succeeds, not after. 0: no bound but the
+	// upstream's own timeouts (Gateway API's HTTPRoute timeouts.request).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Match selects requests. Every set field must match.
