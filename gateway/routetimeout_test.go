@@ -89,7 +89,7 @@ func TestRouteTimeout(t *testing.T) {
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(resp.Body)
 			switch {
-			case i%2 == 0 && (resp.StatusCode != 200 || string(body) != fmt.Sprintf("fast %d", i)):
+			case i%2 == 0 && (resp.StatusCode != http.StatusOK || string(body) != fmt.Sprintf("fast %d", i)):
 				errs <- fmt.Errorf("%s: %d %q", path, resp.StatusCode, body)
 			case i%2 == 1:
 				var e struct {
@@ -117,7 +117,7 @@ func TestRouteTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the timeouts: %d, the endpoint was ejected", resp.StatusCode)
 	}
 }

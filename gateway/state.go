@@ -31,10 +31,10 @@ type reqState struct {
 	peer      pipeline.Peer // decided once as the request enters
 	// http10: the client spoke HTTP/1.0, which must get no 1xx response
 	// (see guardInformational).
-	http10        bool
-	route         string
-	routeHost     string // the route's match.host ("" for any host)
-	routeMetrics  *routeMetrics
+	http10       bool
+	route        string
+	routeHost    string // the route's match.host ("" for any host)
+	routeMetrics *routeMetrics
 	// routeTimer ends the request at the route's timeout (nil: none); a
 	// successful upgrade stops it.
 	routeTimer    *time.Timer
