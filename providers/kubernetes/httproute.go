@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -265,6 +266,7 @@ func (t *translator) rules(v routeView, hosts []string) rulesResult {
 						Plugins:  rr.plugins,
 						Upstream: rr.upstream,
 						Split:    rr.split,
+						Timeout:  routes.Duration(rr.timeout),
 					}
 					route.Match.Host = host
 					route.Match.Path, route.Match.PathPrefix = path.exact, path.prefix
@@ -303,6 +305,48 @@ type translatedRule struct {
 	unresolved *ruleError // the first backend that could not be resolved
 	redirects  bool       // a RequestRedirect answers before any backend
 	mirror     *routes.Mirror
+	// timeout is timeouts.request, the route's bound (0: none);
+	// backendTimeout is timeouts.backendRequest, the bound of each attempt
+	// until the response headers (0: unset).
+	timeout, backendTimeout time.Duration
+}
+
+// noBackendTimeout is what "0s" in timeouts.backendRequest becomes: the
+// spec says zero disables the timeout, or else means the longest
+// possible, and an upstream's timeout of 0 would be the default instead.
+const noBackendTimeout = 24 * time.Hour
+
+// ruleTimeouts reads an HTTPRoute rule's timeouts (GEP-2257 durations).
+func ruleTimeouts(to *gatewayv1.HTTPRouteTimeouts, tr *translatedRule) *ruleError {
+	if to == nil {
+		return nil
+	}
+	parse := func(field string, v *gatewayv1.Duration) (time.Duration, *ruleError) {
+		if v == nil {
+			return 0, nil
+		}
+		d, err := time.ParseDuration(string(*v))
+		if err != nil || d < 0 {
+			return 0, unsupported("timeouts.%s %q is not a duration", field, *v)
+		}
+		return d, nil
+	}
+	var err *ruleError
+	if tr.timeout, err = parse("request", to.Request); err != nil {
+		return err
+	}
+	if tr.backendTimeout, err = parse("backendRequest", to.BackendRequest); err != nil {
+		return err
+	}
+	if to.BackendRequest != nil && tr.backendTimeout == 0 {
+		tr.backendTimeout = noBackendTimeout
+	}
+	// The API server's CEL rule refuses this too; a cluster without the
+	// rule (an older CRD) must not get a backend bound the route's cuts.
+	if tr.timeout > 0 && tr.backendTimeout > tr.timeout {
+		return unsupported("timeouts.backendRequest %s is longer than timeouts.request %s", tr.backendTimeout, tr.timeout)
+	}
+	return nil
 }
 
 type translatedMatch struct {
@@ -329,6 +373,9 @@ func (t *translator) httpRule(ns string, base []string, rule gatewayv1.HTTPRoute
 		tr.matches = append(tr.matches, tm)
 	}
 	if rerr := t.filters(ns, kindHTTPRoute, base, rule.Filters, matches, &tr); rerr != nil {
+		return tr, rerr
+	}
+	if rerr := ruleTimeouts(rule.Timeouts, &tr); rerr != nil {
 		return tr, rerr
 	}
 	refs := backendRefs(rule.BackendRefs, func(b gatewayv1.HTTPBackendRef) gatewayv1.BackendRef { return b.BackendRef })
@@ -723,6 +770,21 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 			u.Mirror = tr.mirror
 			t.res.Fragment.Upstreams[mirrored] = u
 			split[i].Upstream = mirrored
+		}
+	}
+	if tr.backendTimeout > 0 {
+		// The bound of each attempt is the upstream's timeout, so the rule
+		// gets its own copy of each backend's upstream (its mirrored copy
+		// when it has one); other rules of the same Service keep theirs.
+		for i := range split {
+			own := split[i].Upstream
+			if tr.mirror == nil || own == tr.mirror.Upstream {
+				own = name(append(base, "timeout", strconv.Itoa(i))...)
+			}
+			u := t.res.Fragment.Upstreams[split[i].Upstream]
+			u.Timeout = routes.Duration(tr.backendTimeout)
+			t.res.Fragment.Upstreams[own] = u
+			split[i].Upstream = own
 		}
 	}
 	switch {

@@ -191,6 +191,9 @@ func routeSummary(r routes.Route) string {
 	if len(r.Plugins) > 0 {
 		b.WriteString(" [" + strings.Join(r.Plugins, " ") + "]")
 	}
+	if r.Timeout > 0 {
+		b.WriteString(" T:" + r.Timeout.D().String())
+	}
 	return b.String()
 }
 
@@ -219,6 +222,9 @@ func TestTranslateRoutes(t *testing.T) {
 		routes []*gatewayv1.HTTPRoute
 		edit   func(*Snapshot)
 		want   []string
+		// upstreamTimeouts are the timeouts of upstreams of the merged
+		// model, by name.
+		upstreamTimeouts map[string]time.Duration
 	}{
 		{
 			name:   "no matches is a prefix on /",
@@ -341,6 +347,58 @@ func TestTranslateRoutes(t *testing.T) {
 			want: []string{"* =/m -> k8s.apps.r.0.mirror.0", "* =/plain -> k8s.apps.web.80"},
 		},
 		{
+			name: "timeouts.request bounds the rule's routes",
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
+				withTimeouts(rule([]gatewayv1.HTTPRouteMatch{prefix("/api/")}, backend("web", 80)), "10s", ""),
+				rule([]gatewayv1.HTTPRouteMatch{exact("/plain")}, backend("web", 80)),
+			})},
+			want:             []string{"* =/api -> k8s.apps.web.80 T:10s", "* ^/api/ -> k8s.apps.web.80 T:10s", "* =/plain -> k8s.apps.web.80"},
+			upstreamTimeouts: map[string]time.Duration{"k8s.apps.web.80": routes.DefaultUpstreamTimeout},
+		},
+		{
+			name: "timeouts.backendRequest gives the rule its own upstreams",
+			edit: func(s *Snapshot) {
+				s.Services = append(s.Services, svc("apps", "v2"))
+				s.EndpointSlices = append(s.EndpointSlices, slice("apps", "v2", "v2-a", "http", 8080, ready("10.244.2.1")))
+			},
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
+				withTimeouts(rule(nil, backend("web", 80, 3), backend("v2", 80, 1)), "10s", "2500ms"),
+				rule([]gatewayv1.HTTPRouteMatch{exact("/plain")}, backend("web", 80)),
+			})},
+			want: []string{"* ^/ -> k8s.apps.r.0.timeout.0*3,k8s.apps.r.0.timeout.1*1 T:10s", "* =/plain -> k8s.apps.web.80"},
+			upstreamTimeouts: map[string]time.Duration{
+				"k8s.apps.r.0.timeout.0": 2500 * time.Millisecond, "k8s.apps.r.0.timeout.1": 2500 * time.Millisecond,
+				"k8s.apps.web.80": routes.DefaultUpstreamTimeout,
+			},
+		},
+		{
+			name: "timeouts.backendRequest on a mirrored rule bounds the mirrored copy",
+			edit: func(s *Snapshot) { s.Services = append(s.Services, svc("apps", "shadow")) },
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
+				withTimeouts(gatewayv1.HTTPRouteRule{
+					Filters:     []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{BackendRef: backend("shadow", 80).BackendObjectReference, Fraction: &gatewayv1.Fraction{Numerator: 1, Denominator: ptr(int32(4))}}}},
+					BackendRefs: []gatewayv1.HTTPBackendRef{backend("web", 80)},
+				}, "", "1s"),
+			})},
+			want:             []string{"* ^/ -> k8s.apps.r.0.mirror.0"},
+			upstreamTimeouts: map[string]time.Duration{"k8s.apps.r.0.mirror.0": time.Second, "k8s.apps.web.80": routes.DefaultUpstreamTimeout},
+		},
+		{
+			name:             "zero disables: no route bound, the longest backend bound",
+			routes:           []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{withTimeouts(rule(nil, backend("web", 80)), "0s", "0s")})},
+			want:             []string{"* ^/ -> k8s.apps.r.0.timeout.0"},
+			upstreamTimeouts: map[string]time.Duration{"k8s.apps.r.0.timeout.0": noBackendTimeout},
+		},
+		{
+			name: "a backend bound longer than the route's, or a bad duration, leaves the rule out",
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
+				withTimeouts(rule([]gatewayv1.HTTPRouteMatch{exact("/long")}, backend("web", 80)), "1s", "2s"),
+				withTimeouts(rule([]gatewayv1.HTTPRouteMatch{exact("/bad")}, backend("web", 80)), "soon", ""),
+				rule([]gatewayv1.HTTPRouteMatch{exact("/ok")}, backend("web", 80)),
+			})},
+			want: []string{"* =/ok -> k8s.apps.web.80"},
+		},
+		{
 			name: "a redirect without backends answers the redirect",
 			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{{
 				Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestRedirect, RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{
@@ -387,6 +445,11 @@ func TestTranslateRoutes(t *testing.T) {
 					t.Fatal("the shared upstream is mirrored too")
 				}
 			}
+			for name, want := range tt.upstreamTimeouts {
+				if got := m.Upstreams[name].Timeout.D(); got != want {
+					t.Errorf("upstream %s: timeout %s, want %s", name, got, want)
+				}
+			}
 		})
 	}
 }
@@ -402,6 +465,17 @@ func withConds(m gatewayv1.HTTPRouteMatch, method string, hdrs, query [][2]strin
 		m.QueryParams = append(m.QueryParams, gatewayv1.HTTPQueryParamMatch{Name: gatewayv1.HTTPHeaderName(q[0]), Value: q[1]})
 	}
 	return m
+}
+
+func withTimeouts(r gatewayv1.HTTPRouteRule, request, backend string) gatewayv1.HTTPRouteRule {
+	r.Timeouts = &gatewayv1.HTTPRouteTimeouts{}
+	if request != "" {
+		r.Timeouts.Request = ptr(gatewayv1.Duration(request))
+	}
+	if backend != "" {
+		r.Timeouts.BackendRequest = ptr(gatewayv1.Duration(backend))
+	}
+	return r
 }
 
 func withNamespace(b gatewayv1.HTTPBackendRef, ns string) gatewayv1.HTTPBackendRef {
