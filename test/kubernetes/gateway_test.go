@@ -70,6 +70,14 @@ func startPod(t *testing.T, name, ip string) pod {
 		t.Fatal(err)
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/hang") {
+			// Held until the edge gives up on it (or a minute).
+			select {
+			case <-r.Context().Done():
+			case <-time.After(time.Minute):
+			}
+			return
+		}
 		_ = json.NewEncoder(w).Encode(seen{Pod: name, Path: r.URL.Path, Host: r.Host, Gw: r.Header.Get("X-Gw")})
 	})}
 	go func() { _ = srv.Serve(ln) }()
@@ -367,5 +375,28 @@ func TestGatewayAPIThroughTheEdge(t *testing.T) {
 	eventually(t, "a change after the API server's return is served", func() bool {
 		code, s, _ := send(t, addr, "shop.example", "/new/x")
 		return code == 200 && s.Pod == "web-2"
+	})
+
+	// Rule timeouts: the request bound answers 504 in the edge's format
+	// while the pod still holds the request; the API server's own rule
+	// refuses a backend bound longer than the request's.
+	slow := prefixRule("/slow", "web", "")
+	slow.Timeouts = &gatewayv1.HTTPRouteTimeouts{Request: ptr(gatewayv1.Duration("300ms")), BackendRequest: ptr(gatewayv1.Duration("200ms"))}
+	must(c.gw.GatewayV1().HTTPRoutes("shop").Create(ctx, httpRoute("shop", "slow", slow), metav1.CreateOptions{}))(t)
+	eventually(t, "the slow route is served", func() bool { code, _, _ := send(t, addr, "shop.example", "/slow/x"); return code == 200 })
+	if code, _, body := send(t, addr, "shop.example", "/slow/hang"); code != http.StatusGatewayTimeout || !strings.Contains(body, "timed out") {
+		t.Fatalf("a held request: %d %s, want 504 from the backend bound", code, body)
+	}
+	longer := prefixRule("/longer", "web", "")
+	longer.Timeouts = &gatewayv1.HTTPRouteTimeouts{Request: ptr(gatewayv1.Duration("1s")), BackendRequest: ptr(gatewayv1.Duration("2s"))}
+	if _, err := c.gw.GatewayV1().HTTPRoutes("shop").Create(ctx, httpRoute("shop", "bad-timeouts", longer), metav1.CreateOptions{}); err == nil {
+		t.Fatal("the API server accepted a backendRequest longer than request")
+	}
+	slowRoute := must(c.gw.GatewayV1().HTTPRoutes("shop").Get(ctx, "slow", metav1.GetOptions{}))(t)
+	slowRoute.Spec.Rules[0].Timeouts.BackendRequest = nil
+	must(c.gw.GatewayV1().HTTPRoutes("shop").Update(ctx, slowRoute, metav1.UpdateOptions{}))(t)
+	eventually(t, "the request bound alone answers", func() bool {
+		code, _, body := send(t, addr, "shop.example", "/slow/hang")
+		return code == http.StatusGatewayTimeout && strings.Contains(body, "route timeout")
 	})
 }
