@@ -65,7 +65,12 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 	}
 	newSource := rs.e.opts.RouteSource
 	if newSource == nil {
-		newSource = kubernetesSource
+		// The https listener is bound at start, from the file the edge
+		// started with; Gateways' HTTPS listeners are served there.
+		https := f.Listen.HTTPS != "" && f.TLS != nil
+		newSource = func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error) {
+			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https})
+		}
 	}
 	src, err := newSource(*want, rs.e.log.With("provider", "kubernetes"))
 	if err != nil {
@@ -77,11 +82,6 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 		return func() {}, nil
 	}
 	return func() { rs.start(&cfg, src) }, nil
-}
-
-// kubernetesSource is the default: the Gateway API provider.
-func kubernetesSource(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error) {
-	return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log})
 }
 
 // start stops the running source, if any, and starts src. It runs at a

@@ -360,7 +360,8 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	// The new manager and its Redis client are built aside: handshakes keep
 	// reading the live manager until commit, and the new one's expiry
 	// series are held until then.
-	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, HoldExpiry: true, CertReloads: t.e.metrics.certReloads}
+	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, HoldExpiry: true, CertReloads: t.e.metrics.certReloads,
+		ProviderCertificates: f.Providers.Kubernetes != nil}
 	rdb := t.redis
 	var newRedis redis.UniversalClient
 	if f.TLS.ACME != nil && f.TLS.ACME.Cache == "redis" {

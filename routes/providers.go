@@ -3,6 +3,7 @@ package routes
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -61,6 +62,10 @@ type Fragment struct {
 	Routes    []Route
 	Upstreams map[string]Upstream
 	Plugins   map[string]PluginInst
+	// Certificates are served on the https listener after the file's own
+	// (the file's win a name both have). Without a tls section there is
+	// no https listener, and they are left out.
+	Certificates []InlineCertificate
 }
 
 // Merge returns the file's own configuration with frag added, defaulted and
@@ -111,6 +116,11 @@ func (f *File) Merge(frag Fragment) (*File, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errs
+	}
+	if f.TLS != nil && len(frag.Certificates) > 0 {
+		t := *f.TLS
+		t.FromProviders = append(slices.Clip(f.TLS.FromProviders), frag.Certificates...)
+		m.TLS = &t
 	}
 	m.merged = true
 	// The file's paths were made absolute when it loaded: with no Path,

@@ -59,8 +59,10 @@ func (c *checker) checkTLS() {
 	if t.MinVersion != "1.2" && t.MinVersion != "1.3" {
 		c.errorf("tls.min_version", "must be \"1.2\" or \"1.3\" (found %q)", t.MinVersion)
 	}
-	if len(t.Certificates) == 0 && t.ACME == nil {
-		c.errorf("tls", "needs certificates or acme")
+	// With the Kubernetes provider, the certificates may all come from the
+	// Secrets of Gateway HTTPS listeners.
+	if len(t.Certificates) == 0 && t.ACME == nil && c.f.Providers.Kubernetes == nil {
+		c.errorf("tls", "needs certificates or acme (or providers.kubernetes, whose Gateways name Secrets)")
 	}
 	for i, cert := range t.Certificates {
 		p := fmt.Sprintf("tls.certificates[%d]", i)

@@ -162,6 +162,21 @@ type TLS struct {
 	// With false, listen.http serves the routes too (ACME challenges still
 	// answered), e.g. behind a load balancer that terminates some TLS itself.
 	RedirectHTTP *bool `yaml:"redirect_http"`
+
+	// FromProviders are certificates a provider added (the Secrets of
+	// Gateway HTTPS listeners), after the file's own: never in a file,
+	// never shown.
+	FromProviders []InlineCertificate `yaml:"-" json:"-"`
+}
+
+// InlineCertificate is a certificate and key held in memory rather than
+// named by file: what a provider read from its own source.
+type InlineCertificate struct {
+	// Source names where it came from, for errors and logs ("Secret
+	// shop/web-tls"); never the key.
+	Source  string
+	CertPEM []byte
+	KeyPEM  []byte
 }
 
 // Certificate is one static certificate/key pair, chosen by SNI.

@@ -61,6 +61,10 @@ type Options struct {
 	OnReload func(error)
 	// Now is the clock for the on-demand rate limit; nil: time.Now.
 	Now func() time.Time
+	// ProviderCertificates allows a tls section with no certificate of its
+	// own: a provider (Gateway HTTPS listeners) brings them. Until it does,
+	// handshakes find no certificate.
+	ProviderCertificates bool
 }
 
 func (o *Options) now() time.Time {
@@ -120,7 +124,7 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	if len(cfg.Certificates) == 0 && cfg.ACME == nil {
+	if len(cfg.Certificates) == 0 && len(cfg.FromProviders) == 0 && cfg.ACME == nil && !opts.ProviderCertificates {
 		return nil, errors.New("tls: needs certificates or acme")
 	}
 	m := &Manager{

@@ -44,34 +44,16 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tls.certificates[%d]: reading key_file %s: %w", i, c.KeyFile, err)
 		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("tls.certificates[%d]: loading %s with %s: %w", i, c.CertFile, c.KeyFile, err)
+		if err := s.add(certPEM, keyPEM, c.CertFile+" with "+c.KeyFile); err != nil {
+			return nil, fmt.Errorf("tls.certificates[%d]: %w", i, err)
 		}
-		leaf := cert.Leaf
-		if leaf == nil {
-			if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-				return nil, fmt.Errorf("tls.certificates[%d]: parsing %s: %w", i, c.CertFile, err)
-			}
-			cert.Leaf = leaf
+	}
+	// A provider's certificates come after the file's, so the file's win a
+	// name both have, and the file's first stays the default.
+	for _, c := range cfg.FromProviders {
+		if err := s.add(c.CertPEM, c.KeyPEM, c.Source); err != nil {
+			return nil, err
 		}
-		names := certNames(leaf)
-		if len(names) == 0 {
-			return nil, fmt.Errorf("tls.certificates[%d]: %s names no DNS host (no DNS SAN and no common name)", i, c.CertFile)
-		}
-		s.certs = append(s.certs, &cert)
-		for _, n := range names {
-			// The first file that names a host wins, so the order of the
-			// list is the operator's way of breaking ties.
-			if base, ok := strings.CutPrefix(n, "*."); ok {
-				if _, dup := s.wildcard[base]; !dup {
-					s.wildcard[base] = &cert
-				}
-			} else if _, dup := s.exact[n]; !dup {
-				s.exact[n] = &cert
-			}
-		}
-		s.expiry[names[0]] = leaf.NotAfter
 	}
 	if cfg.ClientCAFile != "" {
 		data, err := s.read(cfg.ClientCAFile)
@@ -85,6 +67,52 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 		s.clientCA = pool
 	}
 	return s, nil
+}
+
+// CheckPair says whether the manager would serve the pair: a certificate
+// and key that match, and a certificate that names a DNS host. A provider
+// checks what it hands over with it, so that one bad source is reported
+// where it is, not as a refused configuration.
+func CheckPair(certPEM, keyPEM []byte) error {
+	s := &staticSet{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}, expiry: map[string]time.Time{}}
+	return s.add(certPEM, keyPEM, "tls.crt with tls.key")
+}
+
+// add parses a pair and serves it for the names its certificate gives.
+// what names the pair in errors (files, or a provider's source); the key
+// itself never appears in one.
+func (s *staticSet) add(certPEM, keyPEM []byte, what string) error {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("loading %s: %w", what, err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("parsing %s: %w", what, err)
+		}
+		cert.Leaf = leaf
+	}
+	names := certNames(leaf)
+	if len(names) == 0 {
+		return fmt.Errorf("%s names no DNS host (no DNS SAN and no common name)", what)
+	}
+	s.certs = append(s.certs, &cert)
+	for _, n := range names {
+		// The first certificate that names a host wins, so the order of
+		// the list is the operator's way of breaking ties.
+		if base, ok := strings.CutPrefix(n, "*."); ok {
+			if _, dup := s.wildcard[base]; !dup {
+				s.wildcard[base] = &cert
+			}
+		} else if _, dup := s.exact[n]; !dup {
+			s.exact[n] = &cert
+		}
+	}
+	if _, dup := s.expiry[names[0]]; !dup {
+		s.expiry[names[0]] = leaf.NotAfter
+	}
+	return nil
 }
 
 func (s *staticSet) read(path string) ([]byte, error) {

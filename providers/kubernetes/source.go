@@ -40,7 +40,7 @@ func (s *Source) Run(ctx context.Context, apply func(routes.Fragment) error) err
 		applied *routes.Fragment
 	)
 	onSnapshot := func(snap *Snapshot) {
-		res := Translate(s.cfg, snap)
+		res := TranslateWith(s.cfg, snap, TranslateOptions{HTTPS: s.opts.HTTPS})
 		if applied == nil || !reflect.DeepEqual(*applied, res.Fragment) {
 			if err := apply(res.Fragment); err != nil {
 				if ctx.Err() != nil {

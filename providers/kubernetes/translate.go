@@ -3,7 +3,6 @@ package kubernetes
 import (
 	"cmp"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/causewayhq/causeway/gateway/edgetls"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -43,10 +43,24 @@ const (
 // backend's share (as the Gateway API requires) while the rest of the
 // model serves on.
 func Translate(cfg routes.KubernetesProvider, s *Snapshot) Result {
+	return TranslateWith(cfg, s, TranslateOptions{})
+}
+
+// TranslateOptions say what the edge that will serve the result has.
+type TranslateOptions struct {
+	// HTTPS: the edge has an https listener (listen.https and a tls
+	// section), so HTTPS listeners' certificates are served there;
+	// without it they are not programmed.
+	HTTPS bool
+}
+
+// TranslateWith is Translate for an edge described by o.
+func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOptions) Result {
 	if cfg.GatewayClass == "" {
 		cfg.GatewayClass = routes.DefaultGatewayClass
 	}
 	t := newTranslator(cfg, s)
+	t.opts = o
 	t.classes()
 	t.gateways()
 	t.httpRoutes()
@@ -56,9 +70,13 @@ func Translate(cfg routes.KubernetesProvider, s *Snapshot) Result {
 }
 
 type translator struct {
-	cfg routes.KubernetesProvider
-	s   *Snapshot
-	res Result
+	cfg  routes.KubernetesProvider
+	opts TranslateOptions
+	s    *Snapshot
+	res  Result
+	// certSeen keeps each Secret's pair once in the fragment, however
+	// many listeners name it.
+	certSeen map[types.NamespacedName]bool
 
 	ours       bool // the class is ours and accepted
 	services   map[types.NamespacedName]*corev1.Service
@@ -232,15 +250,20 @@ func (t *translator) listeners(gs *gatewayState) {
 		}
 		pending := false
 		if l.Protocol == gatewayv1.HTTPSProtocolType {
-			if c, ok := t.listenerTLS(g, l, gen); !ok {
+			certs, c, ok := t.listenerTLS(g, l, gen)
+			switch {
+			case !ok:
 				resolved = c
-			} else {
-				// The certificates resolve, but the edge does not serve
-				// certificates from Secrets yet: say so rather than claim
-				// a listener that is not there.
+				ls.valid = false
+			case !t.opts.HTTPS:
+				// The certificates resolve, but the edge has no https
+				// listener to serve them on: say so rather than claim a
+				// listener that is not there.
 				pending = true
+				ls.valid = false
+			case ls.valid:
+				t.addCertificates(certs)
 			}
-			ls.valid = false
 		}
 		if accepted.Status == metav1.ConditionTrue && conflicted.Status == metav1.ConditionTrue {
 			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, conflicted.Reason, conflicted.Message, gen)
@@ -249,7 +272,7 @@ func (t *translator) listeners(gs *gatewayState) {
 		switch {
 		case pending:
 			programmed.Reason = string(gatewayv1.ListenerReasonPending)
-			programmed.Message = "certificates from Secrets are not served yet: terminate TLS in front of the edge, or use the routes file's tls section and an HTTP listener"
+			programmed.Message = "the edge has no https listener: set listen.https and a tls section in its routes file"
 			invalid = append(invalid, string(l.Name))
 		case !ls.valid:
 			programmed.Reason = string(gatewayv1.ListenerReasonInvalid)
@@ -308,10 +331,11 @@ func (t *translator) routeKinds(l gatewayv1.Listener, resolved metav1.Condition,
 
 // listenerTLS checks an HTTPS listener's certificates: a kubernetes.io/tls
 // Secret, in the Gateway's namespace or granted by a ReferenceGrant.
-func (t *translator) listenerTLS(g *gatewayv1.Gateway, l gatewayv1.Listener, gen int64) (metav1.Condition, bool) {
-	bad := func(reason gatewayv1.ListenerConditionReason, msg string) (metav1.Condition, bool) {
-		return condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(reason), msg, gen), false
+func (t *translator) listenerTLS(g *gatewayv1.Gateway, l gatewayv1.Listener, gen int64) ([]types.NamespacedName, metav1.Condition, bool) {
+	bad := func(reason gatewayv1.ListenerConditionReason, msg string) ([]types.NamespacedName, metav1.Condition, bool) {
+		return nil, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(reason), msg, gen), false
 	}
+	var certs []types.NamespacedName
 	if l.TLS == nil || len(l.TLS.CertificateRefs) == 0 {
 		return bad(gatewayv1.ListenerReasonInvalidCertificateRef, "an HTTPS listener needs tls.certificateRefs")
 	}
@@ -346,8 +370,27 @@ func (t *translator) listenerTLS(g *gatewayv1.Gateway, l gatewayv1.Listener, gen
 		if err := checkKeyPair(sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]); err != nil {
 			return bad(gatewayv1.ListenerReasonInvalidCertificateRef, fmt.Sprintf("Secret %s/%s: %v", ns, ref.Name, err))
 		}
+		certs = append(certs, nn(ns, string(ref.Name)))
 	}
-	return metav1.Condition{}, true
+	return certs, metav1.Condition{}, true
+}
+
+// addCertificates puts the Secrets' pairs into the fragment, each once, in
+// the order Gateways and listeners name them (the oldest Gateway first).
+func (t *translator) addCertificates(secrets []types.NamespacedName) {
+	if t.certSeen == nil {
+		t.certSeen = map[types.NamespacedName]bool{}
+	}
+	for _, k := range secrets {
+		if t.certSeen[k] {
+			continue
+		}
+		t.certSeen[k] = true
+		sec := t.secrets[k]
+		t.res.Fragment.Certificates = append(t.res.Fragment.Certificates, routes.InlineCertificate{
+			Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey],
+		})
+	}
 }
 
 // granted reports whether a ReferenceGrant in toNS lets fromKind objects of
@@ -449,10 +492,9 @@ func name(parts ...string) string {
 // checkKeyPair reports whether a Secret's certificate and key parse and
 // belong together.
 func checkKeyPair(cert, key []byte) error {
-	if _, err := tls.X509KeyPair(cert, key); err != nil {
-		return fmt.Errorf("tls.crt and tls.key are not a valid pair: %w", err)
-	}
-	return nil
+	// The edge's own check, so a pair it would refuse is reported on the
+	// listener rather than refusing the whole model.
+	return edgetls.CheckPair(cert, key)
 }
 
 // endpointAddr joins an EndpointSlice address and port.

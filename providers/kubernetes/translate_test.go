@@ -1,12 +1,14 @@
 package kubernetes
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	mrand "math/rand/v2"
 	"reflect"
@@ -636,6 +638,7 @@ func TestTranslateStatus(t *testing.T) {
 
 func TestTranslateHTTPS(t *testing.T) {
 	cert, key := selfSigned(t, "secure.example")
+	noName, noNameKey := selfSigned(t, "") // a certificate that names no host
 	tlsListener := func(secretNS string) gatewayv1.Listener {
 		ref := gatewayv1.SecretObjectReference{Name: "cert"}
 		if secretNS != "" {
@@ -655,30 +658,82 @@ func TestTranslateHTTPS(t *testing.T) {
 		{"missing secret", tlsListener(""), nil, "InvalidCertificateRef"},
 		{"not a TLS secret", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeOpaque, cert, key)}, "InvalidCertificateRef"},
 		{"a key of another certificate", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, mustKey(t))}, "InvalidCertificateRef"},
+		{"a certificate that names no host", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, noName, noNameKey)}, "InvalidCertificateRef"},
+		{"garbage", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), key)}, "InvalidCertificateRef"},
 		{"another namespace without a grant", tlsListener("certs"), []*corev1.Secret{tlsSecret("certs", corev1.SecretTypeTLS, cert, key)}, "RefNotPermitted"},
 		{"valid", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, key)}, "ResolvedRefs"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := world()
-			s.Gateways[0].Spec.Listeners = []gatewayv1.Listener{tt.listener}
-			s.Secrets = tt.secrets
-			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
-			res := Translate(routes.KubernetesProvider{}, s)
-			ls := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}].Listeners[0]
-			if c := condOf(ls.Conditions, "ResolvedRefs"); c == nil || (c.Reason != tt.reason && (tt.reason != "ResolvedRefs" || c.Status != metav1.ConditionTrue)) {
-				t.Fatalf("ResolvedRefs = %+v, want %s", c, tt.reason)
-			}
-			// Certificates from Secrets are not served yet: an HTTPS
-			// listener never claims to be programmed, and nothing is
-			// served through it.
-			if c := condOf(ls.Conditions, "Programmed"); c == nil || c.Status != metav1.ConditionFalse {
-				t.Fatalf("Programmed = %+v", c)
-			}
-			if len(res.Fragment.Routes) != 0 {
-				t.Fatalf("routes served through an HTTPS listener: %q", summaries(res.Fragment))
-			}
-		})
+	for _, https := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("https=%v/%s", https, tt.name), func(t *testing.T) {
+				s := world()
+				s.Gateways[0].Spec.Listeners = []gatewayv1.Listener{tt.listener}
+				s.Secrets = tt.secrets
+				s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
+				res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{HTTPS: https})
+				ls := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}].Listeners[0]
+				c := condOf(ls.Conditions, "ResolvedRefs")
+				if c == nil || (c.Reason != tt.reason && (tt.reason != "ResolvedRefs" || c.Status != metav1.ConditionTrue)) {
+					t.Fatalf("ResolvedRefs = %+v, want %s", c, tt.reason)
+				}
+				for _, k := range []string{"PRIVATE KEY", string(key), string(noNameKey)} {
+					if strings.Contains(c.Message, k) {
+						t.Fatalf("the condition shows key material: %q", c.Message)
+					}
+				}
+				served := https && tt.reason == "ResolvedRefs"
+				p := condOf(ls.Conditions, "Programmed")
+				if p == nil || (p.Status == metav1.ConditionTrue) != served {
+					t.Fatalf("Programmed = %+v, want served=%v", p, served)
+				}
+				if !served {
+					// Nothing is served through a listener that is not
+					// programmed, and no certificate is handed over.
+					if len(res.Fragment.Routes) != 0 || len(res.Fragment.Certificates) != 0 {
+						t.Fatalf("served through a listener that is not programmed: %q, %d certificates", summaries(res.Fragment), len(res.Fragment.Certificates))
+					}
+					if https == false && tt.reason == "ResolvedRefs" && (p.Reason != "Pending" || !strings.Contains(p.Message, "listen.https")) {
+						t.Fatalf("Programmed = %+v: should say what the edge lacks", p)
+					}
+					return
+				}
+				if got := res.Fragment.Certificates; len(got) != 1 || got[0].Source != "Secret apps/cert" || !bytes.Equal(got[0].CertPEM, cert) || !bytes.Equal(got[0].KeyPEM, key) {
+					t.Fatalf("certificates %+v", got)
+				}
+				if len(res.Fragment.Routes) == 0 {
+					t.Fatal("no route served through a programmed HTTPS listener")
+				}
+				// The merged model carries the pair to the edge's tls
+				// section, and only there.
+				withTLS, err := routes.Parse("routes.yaml", []byte(baseFile+"tls: {}\n"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := withTLS.Merge(res.Fragment)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(m.TLS.FromProviders) != 1 || len(withTLS.TLS.FromProviders) != 0 {
+					t.Fatalf("merged tls %+v; the file's own changed to %+v", m.TLS.FromProviders, withTLS.TLS.FromProviders)
+				}
+			})
+		}
+	}
+}
+
+// Two listeners naming one Secret hand it over once.
+func TestTranslateHTTPSSharedSecret(t *testing.T) {
+	cert, key := selfSigned(t, "secure.example")
+	s := world()
+	ref := []gatewayv1.SecretObjectReference{{Name: "cert"}}
+	s.Gateways[0].Spec.Listeners = []gatewayv1.Listener{
+		{Name: "a", Port: 443, Hostname: ptr(gatewayv1.Hostname("a.example")), Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref}},
+		{Name: "b", Port: 443, Hostname: ptr(gatewayv1.Hostname("b.example")), Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref}},
+	}
+	s.Secrets = []*corev1.Secret{{ObjectMeta: objMeta("apps", "cert", 0), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}}}
+	res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{HTTPS: true})
+	if n := len(res.Fragment.Certificates); n != 1 {
+		t.Fatalf("%d certificates, want the Secret once", n)
 	}
 }
 
@@ -699,7 +754,10 @@ func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host}, NotBefore: epoch, NotAfter: epoch.Add(24 * 365 * time.Hour)}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, NotBefore: epoch, NotAfter: epoch.Add(24 * 365 * time.Hour)}
+	if host != "" {
+		tmpl.DNSNames = []string{host}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {
 		t.Fatal(err)

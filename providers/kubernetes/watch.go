@@ -74,6 +74,9 @@ type Options struct {
 	Quiet, MaxDelay time.Duration
 	// LeaderElection chooses the one replica that writes status.
 	LeaderElection LeaderElection
+	// HTTPS: the edge has an https listener, where HTTPS listeners'
+	// certificates are served (TranslateOptions.HTTPS).
+	HTTPS bool
 }
 
 // LeaderElection configures the coordination.k8s.io Lease that makes one
