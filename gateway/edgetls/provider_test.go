@@ -1,0 +1,82 @@
+package edgetls
+
+import (
+	"crypto/tls"
+	"strings"
+	"testing"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// A provider's pairs (Gateway HTTPS listeners' Secrets) are served by SNI
+// after the file's: the file wins a name both have and keeps the default.
+func TestProviderCertificates(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "provider CA")
+	fileCert, fileKey := ca.writePair(t, dir, "file", "api.example.com")
+	shopCert, shopKey := ca.leaf(t, "shop", false, "shop.example.com")
+	clashCert, clashKey := ca.leaf(t, "clash", false, "api.example.com", "clash.example.com")
+	wildCert, wildKey := ca.leaf(t, "wild", false, "*.apps.example.com")
+
+	m := newManager(t, &routes.TLS{MinVersion: "1.2",
+		Certificates: []routes.Certificate{{CertFile: fileCert, KeyFile: fileKey}},
+		FromProviders: []routes.InlineCertificate{
+			{Source: "Secret shop/web", CertPEM: shopCert, KeyPEM: shopKey},
+			{Source: "Secret shop/clash", CertPEM: clashCert, KeyPEM: clashKey},
+			{Source: "Secret apps/wild", CertPEM: wildCert, KeyPEM: wildKey},
+		}}, Options{})
+	addr := serveTLS(t, m.TLSConfig(), okHandler())
+	tests := []struct{ sni, want string }{ // want: the served certificate's common name
+		{"shop.example.com", "shop"},
+		{"api.example.com", "api.example.com"}, // the file's (its common name is its first name), not the Secret's that names it too
+		{"clash.example.com", "clash"},         // the Secret's own other name
+		{"x.apps.example.com", "wild"},
+		{"unknown.test", "api.example.com"}, // the file's first is the default
+	}
+	for _, tt := range tests {
+		st, err := handshake(addr, &tls.Config{ServerName: tt.sni, RootCAs: ca.pool(), InsecureSkipVerify: tt.sni == "unknown.test"})
+		if err != nil {
+			t.Fatalf("sni %q: %v", tt.sni, err)
+		}
+		if got := st.PeerCertificates[0].Subject.CommonName; got != tt.want {
+			t.Fatalf("sni %q: served %q, want %q", tt.sni, st.PeerCertificates[0].Subject.CommonName, tt.want)
+		}
+	}
+}
+
+// With providers.kubernetes a tls section may start with no certificate:
+// handshakes fail cleanly until the cluster's arrive.
+func TestProviderCertificatesNoneYet(t *testing.T) {
+	if _, err := New(t.Context(), &routes.TLS{MinVersion: "1.2"}, Options{}); err == nil {
+		t.Fatal("a tls section with nothing to serve was accepted without providers")
+	}
+	m := newManager(t, &routes.TLS{MinVersion: "1.2"}, Options{ProviderCertificates: true})
+	addr := serveTLS(t, m.TLSConfig(), okHandler())
+	if _, err := handshake(addr, &tls.Config{ServerName: "shop.example.com", InsecureSkipVerify: true}); err == nil {
+		t.Fatal("a handshake succeeded with no certificate to serve")
+	}
+}
+
+// A bad pair names its source, never the key.
+func TestCheckPair(t *testing.T) {
+	ca := newCA(t, "check CA")
+	cert, key := ca.leaf(t, "ok", false, "ok.example.com")
+	_, otherKey := ca.leaf(t, "other", false, "other.example.com")
+	noName, noNameKey := ca.leaf(t, "", false)
+	if err := CheckPair(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct{ cert, key []byte }{{cert, otherKey}, {noName, noNameKey}, {[]byte("junk"), key}, {cert, nil}} {
+		err := CheckPair(tc.cert, tc.key)
+		if err == nil {
+			t.Fatalf("case %d accepted", i)
+		}
+		if strings.Contains(err.Error(), "PRIVATE KEY") || (len(tc.key) > 0 && strings.Contains(err.Error(), string(tc.key[30:60]))) {
+			t.Fatalf("case %d: the error shows the key: %v", i, err)
+		}
+	}
+	_, err := New(t.Context(), &routes.TLS{MinVersion: "1.2", FromProviders: []routes.InlineCertificate{{Source: "Secret a/b", CertPEM: cert, KeyPEM: otherKey}}}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "Secret a/b") {
+		t.Fatalf("error %v, want one naming the Secret", err)
+	}
+}
