@@ -1,0 +1,193 @@
+package kubernetes_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/internal/testnetns"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// testCA signs the certificates the test's Secrets hold.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))(t)
+	cert := must(x509.ParseCertificate(der))(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// leaf returns a certificate for host with the given serial, and its key.
+func (ca *testCA) leaf(t *testing.T, host string, serial int64) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der := must(x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key))(t)
+	kder := must(x509.MarshalECPrivateKey(key))(t)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func tlsSecret(ns, name string, crt, key []byte) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}}
+}
+
+// getTLS asks the edge's https listener for path with SNI host, trusting
+// only pool; it returns the served certificate's serial with the answer.
+func getTLS(addr, host, path string, pool *x509.CertPool) (serial int64, code int, s seen, err error) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: pool, MinVersion: tls.VersionTLS12},
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+path, nil)
+	req.Host = host
+	res, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, 0, seen{}, err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	_ = json.Unmarshal(b, &s)
+	return res.TLS.PeerCertificates[0].SerialNumber.Int64(), res.StatusCode, s, nil
+}
+
+func listenerCondition(t *testing.T, c cluster, ns, gw, listener, typ string) *metav1.Condition {
+	t.Helper()
+	g := must(c.gw.GatewayV1().Gateways(ns).Get(context.Background(), gw, metav1.GetOptions{}))(t)
+	for _, l := range g.Status.Listeners {
+		if string(l.Name) != listener {
+			continue
+		}
+		for i := range l.Conditions {
+			if l.Conditions[i].Type == typ && l.Conditions[i].ObservedGeneration == g.Generation {
+				return &l.Conditions[i]
+			}
+		}
+	}
+	return nil
+}
+
+// A Gateway HTTPS listener is served on the edge's https listener with the
+// certificate of its Secret: a real TLS handshake by SNI, verified against
+// the Secret's CA, then the proxied answer. Rotating the Secret swaps the
+// certificate with no restart; a Secret made invalid takes its listener
+// out (InvalidCertificateRef) while plain HTTP serves on; a valid one
+// brings it back.
+func TestGatewayHTTPSListenerFromSecret(t *testing.T) {
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	startPod(t, "secure-1", testnetns.Addr(256+30))
+	ca := newTestCA(t)
+
+	file := filepath.Join(t.TempDir(), "causeway.yaml")
+	must0(t, os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: ""}
+access_log: {output: "off"}
+tls: {redirect_http: false}
+providers:
+  kubernetes: {kubeconfig: %q}
+`, kubeconfig)), 0o600))
+	e := serveEdge(t, file)
+	httpsAddr, httpAddr := e.Addr("https"), e.Addr("http")
+
+	const ns = "secure"
+	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	crt, key := ca.leaf(t, "secure.example", 1001)
+	must(c.core.CoreV1().Secrets(ns).Create(ctx, tlsSecret(ns, "web-tls", crt, key), metav1.CreateOptions{}))(t)
+	host := gatewayv1.Hostname("secure.example")
+	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{
+			{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
+			{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, Hostname: &host,
+				TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: "web-tls"}}}},
+		}}}, metav1.CreateOptions{}))(t)
+	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
+	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"secure-1", testnetns.Addr(256 + 30)}), metav1.CreateOptions{}))(t)
+	r := httpRoute(ns, "site", prefixRule("/", "web", ""))
+	r.Spec.Hostnames = []gatewayv1.Hostname{"secure.example"}
+	must(c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, r, metav1.CreateOptions{}))(t)
+
+	served := func(want int64) func() bool {
+		return func() bool {
+			serial, code, s, err := getTLS(httpsAddr, "secure.example", "/x", ca.pool)
+			return err == nil && serial == want && code == http.StatusOK && s.Pod == "secure-1"
+		}
+	}
+	eventually(t, "served over TLS with the Secret's certificate", served(1001))
+	eventually(t, "the HTTPS listener programmed", func() bool {
+		p := listenerCondition(t, c, ns, "gw", "https", "Programmed")
+		return p != nil && p.Status == metav1.ConditionTrue
+	})
+
+	// Rotation: the next handshake gets the new certificate.
+	crt2, key2 := ca.leaf(t, "secure.example", 1002)
+	sec := must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
+	sec.Data = map[string][]byte{corev1.TLSCertKey: crt2, corev1.TLSPrivateKeyKey: key2}
+	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
+	eventually(t, "the rotated certificate is served", served(1002))
+
+	// A Secret made invalid (a key of another certificate): the listener
+	// is out, its certificate with it; nothing else is refused.
+	_, otherKey := ca.leaf(t, "other.example", 1003)
+	sec = must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
+	sec.Data[corev1.TLSPrivateKeyKey] = otherKey
+	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
+	eventually(t, "InvalidCertificateRef", func() bool {
+		rr := listenerCondition(t, c, ns, "gw", "https", "ResolvedRefs")
+		return rr != nil && rr.Status == metav1.ConditionFalse && rr.Reason == string(gatewayv1.ListenerReasonInvalidCertificateRef)
+	})
+	eventually(t, "the invalid pair is not served", func() bool {
+		_, _, _, err := getTLS(httpsAddr, "secure.example", "/x", ca.pool)
+		return err != nil
+	})
+	if code, s, body := send(t, httpAddr, "secure.example", "/x"); code != http.StatusOK || s.Pod != "secure-1" {
+		t.Fatalf("plain HTTP with the HTTPS listener out: %d %s", code, body)
+	}
+
+	// A valid Secret again: served again.
+	crt4, key4 := ca.leaf(t, "secure.example", 1004)
+	sec = must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
+	sec.Data = map[string][]byte{corev1.TLSCertKey: crt4, corev1.TLSPrivateKeyKey: key4}
+	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
+	eventually(t, "served again after the fix", served(1004))
+}
+
+func must0(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
