@@ -79,6 +79,10 @@ return 0`)
 // never existed).
 var errNoRecord = errors.New("no such session")
 
+// errDropped: the session ended (a logout) while its tokens were being
+// refreshed, and the refreshed tokens were not written.
+var errDropped = fmt.Errorf("%w: it ended during the refresh, which is dropped", errNoRecord)
+
 // errStoreDown marks a failure to reach the session store.
 var errStoreDown = errors.New("the session store cannot be reached")
 
@@ -281,6 +285,9 @@ func (a *oidcAuth) checkStored(r *http.Request, s *session.Session, now time.Tim
 		case errors.Is(err, errNoRecord):
 			// The session ended (a logout) while its tokens were being
 			// refreshed: the refresh was not written, and is not used.
+			if errors.Is(err, errDropped) {
+				a.log.Info("oidc: session ended during its refresh: refreshed tokens dropped")
+			}
 			a.cache.remove(s.ID)
 			return nil, ReasonSessionExpired, a.signIn(r, ReasonSessionExpired)
 		case errors.Is(err, errStoreDown):
@@ -385,6 +392,9 @@ func (a *oidcAuth) refreshStored(r *http.Request, id string, rec *record, d *ses
 		return nil, nil, nil, err
 	}
 	nv, err := a.store.update(ctx, id, rec.version, data, rec.created, now)
+	if errors.Is(err, errNoRecord) {
+		return nil, nil, nil, errDropped
+	}
 	if err != nil {
 		return nil, nil, nil, err
 	}
