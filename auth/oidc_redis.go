@@ -28,8 +28,10 @@ import (
 //	u  last used, Unix nanoseconds
 //	v  version, bumped by every write of d
 //
-// under PREFIX "oidc:" NAME ":" hex(sha256(id)): whoever reads Redis sees
-// no id a cookie could carry. Its TTL is what is left of the idle and the
+// under PREFIX "oidc:" NAME ":{" hex(sha256(id)) "}": whoever reads Redis
+// sees no id a cookie could carry. The braces are a Cluster hash tag: the
+// session and its refresh lock (the same key + ":refresh") share a slot,
+// so one DEL removes both. Its TTL is what is left of the idle and the
 // absolute timeouts, pushed forward on use; the timeouts are also checked
 // against the edge's clock on every read, the TTL only sweeps.
 //
@@ -111,7 +113,7 @@ func newSessionID() string {
 
 func (s *redisSessions) key(id string) string {
 	h := sha256.Sum256([]byte(id))
-	return s.prefix + hex.EncodeToString(h[:])
+	return s.prefix + "{" + hex.EncodeToString(h[:]) + "}"
 }
 
 func (s *redisSessions) lockKey(id string) string { return s.key(id) + ":refresh" }

@@ -505,9 +505,26 @@ func TestOIDCRedisDown(t *testing.T) {
 }
 
 func TestRedisSessionStore(t *testing.T) {
-	srv := testredis.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
-	t.Cleanup(func() { _ = rdb.Close() })
+	for _, tc := range []struct {
+		name  string
+		start func(*testing.T) redis.UniversalClient
+	}{
+		{"single", func(t *testing.T) redis.UniversalClient {
+			return redis.NewClient(&redis.Options{Addr: testredis.Start(t).Addr})
+		}},
+		{"cluster", func(t *testing.T) redis.UniversalClient {
+			return redis.NewClusterClient(&redis.ClusterOptions{Addrs: testredis.StartCluster(t).Addrs()})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb := tc.start(t)
+			t.Cleanup(func() { _ = rdb.Close() })
+			testRedisSessionStore(t, rdb)
+		})
+	}
+}
+
+func testRedisSessionStore(t *testing.T, rdb redis.UniversalClient) {
 	ctx := context.Background()
 	s := &redisSessions{rdb: rdb, prefix: "t:oidc:x:", timeout: time.Second, idle: 30 * time.Minute, absolute: 2 * time.Hour}
 	t0 := time.Unix(1_800_000_000, 0)
