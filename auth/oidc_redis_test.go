@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -201,6 +202,39 @@ func TestOIDCRedisReplicas(t *testing.T) {
 		if rec := e.call(b, "/orders", good, false); rec.Code != http.StatusOK {
 			t.Fatalf("the genuine cookie: %d", rec.Code)
 		}
+	})
+
+	t.Run("a sign-in over a live session ends that session", func(t *testing.T) {
+		e.serve(b)
+		c := e.browser(t)
+		if res, _ := e.signIn(t, c, op, "/"); res.StatusCode != http.StatusOK {
+			t.Fatalf("sign-in: %d", res.StatusCode)
+		}
+		old := e.sessionCookies(c)[0]
+		before := len(storedSessions(t, rdb))
+		// Another sign-in, started while the browser holds the session
+		// (another tab, or a link to the provider): its callback comes
+		// with the old cookie.
+		c2 := e.browser(t)
+		res, body := get(t, c2, e.srv.URL+"/", true)
+		m := loginID.FindStringSubmatch(body)
+		if res.StatusCode != http.StatusOK || m == nil {
+			t.Fatalf("no login form: %d", res.StatusCode)
+		}
+		u, _ := url.Parse(e.srv.URL)
+		c2.Jar.SetCookies(u, []*http.Cookie{{Name: old.Name, Value: old.Value, Path: "/"}})
+		pr, err := c2.PostForm(op.issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {opUser}, "password": {opPassword}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = pr.Body.Close()
+		if nw := e.sessionCookies(c2); pr.StatusCode != http.StatusOK || len(nw) != 1 || nw[0].Value == old.Value {
+			t.Fatalf("second sign-in: %d, cookies %v", pr.StatusCode, nw)
+		}
+		if after := len(storedSessions(t, rdb)); after != before {
+			t.Fatalf("sessions in Redis: %d before, %d after (the old one should be replaced)", before, after)
+		}
+		e.refusedToSignIn(t, b, old, op)
 	})
 }
 
