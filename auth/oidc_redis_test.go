@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/causewayhq/causeway/auth/session"
@@ -482,8 +484,10 @@ func TestOIDCRedisDown(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e, srv, _ := startRedisEdgeTimeout(t, op, "on_error: "+tc.onError, "", "500ms")
-			a := *e.handler.Load()
+			e.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f"}, []string{"authenticator", "reason"})
+			_, a := e.replica(t)
 			_, b := e.replica(t)
+			e.serve(a)
 			c1, c2 := e.browser(t), e.browser(t)
 			if res, _ := e.signIn(t, c1, op, "/"); res.StatusCode != http.StatusOK {
 				t.Fatalf("sign-in 1: %d", res.StatusCode)
@@ -511,6 +515,18 @@ func TestOIDCRedisDown(t *testing.T) {
 			}
 			if tc.seen != http.StatusOK && e.seen.n != n0 {
 				t.Fatal("the upstream was reached")
+			}
+			// Counted as the provider's absence is: authz_unavailable.
+			want := 2
+			if tc.seen != http.StatusOK {
+				want = 3
+			}
+			var m dto.Metric
+			if err := e.failures.WithLabelValues("sso", string(ReasonAuthzUnavailable)).Write(&m); err != nil {
+				t.Fatal(err)
+			}
+			if got := m.GetCounter().GetValue(); got != float64(want) {
+				t.Fatalf("causeway_auth_failures_total{reason=authz_unavailable} = %v, want %d", got, want)
 			}
 			// A sign-in cannot complete without the store.
 			c3 := e.browser(t)

@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 
@@ -166,7 +167,8 @@ type testEdge struct {
 	clientID string
 	keys     [][]byte
 	file     *routes.File
-	log      *slog.Logger // of the replicas built from now on (nil: slog.Default())
+	log      *slog.Logger           // of the replicas built from now on (nil: slog.Default())
+	failures *prometheus.CounterVec // counts the refusals of the replicas built from now on (nil: not counted)
 	// handler is what srv serves: one replica's Set at a time, which a
 	// test switches as a load balancer would (the browser sees one site).
 	handler atomic.Pointer[http.Handler]
@@ -253,7 +255,7 @@ func (e *testEdge) serve(h http.Handler) { e.handler.Store(&h) }
 func (e *testEdge) replica(t *testing.T) (*Set, http.Handler) {
 	t.Helper()
 	f := e.file
-	set, err := NewSet(context.Background(), f, nil, Options{Now: e.clock.now, Logger: e.log})
+	set, err := NewSet(context.Background(), f, nil, Options{Now: e.clock.now, Logger: e.log, Failures: e.failures})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,10 +177,9 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	if caches == nil {
 		caches = NewJWKSCaches()
 	}
-	if opts.Redis == nil && needsRedis(f) {
-		if f.Redis == nil {
-			return nil, &routes.Error{File: f.Path, Path: "redis", Msg: "an oidc session store: redis needs the redis section"}
-		}
+	// Without a redis section the authenticator refuses itself, at its
+	// session.store.
+	if opts.Redis == nil && needsRedis(f) && f.Redis != nil {
 		c, err := redisclient.New(f.Redis)
 		if err != nil {
 			return nil, &routes.Error{File: f.Path, Pos: f.At("redis"), Path: "redis", Msg: err.Error()}
