@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -715,5 +716,69 @@ func TestOIDCCookieLogoutDuringRefreshLimit(t *testing.T) {
 	// The refresh's answer, stored last by the browser (or copied).
 	if rec := e.call(h, "/orders", fresh, false); rec.Code != http.StatusOK {
 		t.Fatalf("the refreshed cookie after logout: %d; if the cookie store now revokes, update docs/auth.md", rec.Code)
+	}
+}
+
+// A refresh that cannot be done, with the session in Redis: the provider
+// gone (on_error decides), the refresh token refused (the session ends,
+// in Redis too), or another replica holding the refresh lock and never
+// writing (this one waits briefly, then on_error decides).
+func TestOIDCRedisRefreshFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		onError string
+		break_  func(t *testing.T, op *testOP, rdb *redis.Client, key string)
+		want    int
+		gone    bool // the session is deleted from Redis
+	}{
+		{"provider gone, deny", "deny", func(_ *testing.T, op *testOP, _ *redis.Client, _ string) { op.srv.Close() }, http.StatusServiceUnavailable, false},
+		{"provider gone, allow", "allow", func(_ *testing.T, op *testOP, _ *redis.Client, _ string) { op.srv.Close() }, http.StatusOK, false},
+		{"refresh token refused", "deny", func(t *testing.T, _ *testOP, rdb *redis.Client, key string) {
+			ctx := context.Background()
+			var d sessionData
+			if err := json.Unmarshal([]byte(rdb.HGet(ctx, key, "d").Val()), &d); err != nil || d.Refresh == "" {
+				t.Fatalf("stored session %+v (%v)", d, err)
+			}
+			d.Refresh = "revoked-at-the-provider"
+			b, _ := json.Marshal(d)
+			rdb.HSet(ctx, key, "d", b)
+		}, http.StatusUnauthorized, true},
+		{"refresher died holding the lock, deny", "deny", func(_ *testing.T, _ *testOP, rdb *redis.Client, key string) {
+			rdb.Set(context.Background(), key+":refresh", "a replica that died", time.Minute)
+		}, http.StatusServiceUnavailable, false},
+		{"refresher died holding the lock, allow", "allow", func(_ *testing.T, _ *testOP, rdb *redis.Client, key string) {
+			rdb.Set(context.Background(), key+":refresh", "a replica that died", time.Minute)
+		}, http.StatusOK, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			op := startOP(t)
+			e, _, rdb := startRedisEdge(t, op, "on_error: "+tc.onError+", scopes: [openid, offline_access], forward_access_token: true", ", idle_timeout: 2h")
+			c := e.browser(t)
+			if res, _ := e.signIn(t, c, op, "/"); res.StatusCode != http.StatusOK {
+				t.Fatalf("sign-in: %d", res.StatusCode)
+			}
+			ck := e.sessionCookies(c)[0]
+			key := storedSessions(t, rdb)[0]
+			h := *e.handler.Load()
+			tc.break_(t, op, rdb, key)
+			// In the refresh window, not expired: the failure is not the
+			// client's problem.
+			e.clock.set(4*time.Minute + 30*time.Second)
+			if rec := e.call(h, "/orders", ck, false); rec.Code != http.StatusOK && !tc.gone {
+				t.Fatalf("before expiry: %d %s", rec.Code, rec.Body)
+			}
+			e.clock.set(5*time.Minute + 30*time.Second)
+			n0 := e.seen.n
+			rec := e.call(h, "/orders", ck, false)
+			if rec.Code != tc.want {
+				t.Fatalf("after expiry: %d, want %d: %s", rec.Code, tc.want, rec.Body)
+			}
+			if tc.want != http.StatusOK && e.seen.n != n0 {
+				t.Fatal("the upstream was reached")
+			}
+			if left := storedSessions(t, rdb); (len(left) == 0) != tc.gone {
+				t.Fatalf("sessions in Redis after: %v", left)
+			}
+		})
 	}
 }
