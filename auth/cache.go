@@ -91,3 +91,13 @@ func (c *tokenCache) len() int {
 	defer c.mu.RUnlock()
 	return len(c.m)
 }
+
+// remove forgets tok (a session ended here).
+func (c *tokenCache) remove(tok string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.m, tok)
+	c.mu.Unlock()
+}

@@ -70,7 +70,10 @@ type oidcAuth struct {
 	onErrorAllow  bool
 	statusOnError int
 
-	sess  *session.Store // the session
+	sess *session.Store // the session (with store: redis, its id)
+	// store holds the sessions with session.store: redis (nil: in the
+	// cookie).
+	store *redisSessions
 	login *session.Store // a sign-in under way: state, nonce, PKCE verifier
 
 	client *http.Client
@@ -225,7 +228,30 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 	if absolute == 0 {
 		absolute = routes.DefaultOIDCAbsoluteTimeout
 	}
-	if a.sess, err = session.New(session.Config{Name: cookie, Keys: keys, Idle: idle, Absolute: absolute}); err != nil {
+	cookieIdle := idle
+	switch sc.Store {
+	case "", "cookie":
+	case "redis":
+		if opts.Redis == nil {
+			return nil, &keyError{key: "oidc.session.store", err: errors.New("store: redis needs the redis section")}
+		}
+		a.store = &redisSessions{
+			rdb:      opts.Redis,
+			prefix:   opts.RedisKeyPrefix + "oidc:" + name + ":",
+			timeout:  opts.RedisTimeout,
+			idle:     idle,
+			absolute: absolute,
+		}
+		if a.store.timeout <= 0 {
+			a.store.timeout = routes.DefaultRedisTimeout
+		}
+		// The cookie holds the id and is written once, at sign-in: the
+		// last use is kept in Redis, which enforces the idle timeout.
+		cookieIdle = 0
+	default:
+		return nil, &keyError{key: "oidc.session.store", err: fmt.Errorf("%q is not a session store (cookie or redis)", sc.Store)}
+	}
+	if a.sess, err = session.New(session.Config{Name: cookie, Keys: keys, Idle: cookieIdle, Absolute: absolute}); err != nil {
 		return nil, &keyError{key: "oidc.session", err: err}
 	}
 	if a.login, err = session.New(session.Config{Name: cookie + "-login", Keys: keys, Absolute: loginTTL, MaxChunks: 1}); err != nil {
@@ -385,14 +411,11 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	now := a.now()
 	s, err := a.sess.Open(r, now)
 	if err != nil {
-		reason := ReasonMalformed
-		switch {
-		case errors.Is(err, session.ErrNoSession):
-			reason = ReasonMissing
-		case errors.Is(err, session.ErrIdle), errors.Is(err, session.ErrExpired):
-			reason = ReasonSessionExpired
-		}
+		reason := openReason(err)
 		return nil, reason, a.signIn(r, reason)
+	}
+	if a.store != nil {
+		return a.checkStored(r, s, now)
 	}
 	touch := a.sess.Idle() > 0 && now.Sub(s.LastUsed) >= a.sess.Idle()/4
 	if p, ok := a.cache.get(s.ID, now, 0); ok {
@@ -441,6 +464,17 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 		a.cache.put(s.ID, cacheEntry{p: p, until: until}, now)
 	}
 	return a.accept(p, r, data, s.Created, now, touch), ReasonNone, nil
+}
+
+// openReason is why a session cookie did not open.
+func openReason(err error) Reason {
+	switch {
+	case errors.Is(err, session.ErrNoSession):
+		return ReasonMissing
+	case errors.Is(err, session.ErrIdle), errors.Is(err, session.ErrExpired):
+		return ReasonSessionExpired
+	}
+	return ReasonMalformed
 }
 
 // accept returns the principal of an accepted session; when the session
@@ -680,6 +714,22 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data, err := json.Marshal(d)
+	if err == nil && a.store != nil {
+		// A session this browser had is replaced: it ends, so its cookie,
+		// copied elsewhere, opens nothing.
+		if old, oerr := a.sess.Open(r, now); oerr == nil {
+			if derr := a.store.delete(r.Context(), string(old.Data)); derr != nil {
+				a.log.Warn("oidc: the replaced session could not be deleted", "error", derr)
+			}
+			a.cache.remove(old.ID)
+		}
+		var id string
+		if id, err = a.store.create(r.Context(), data, now); err != nil {
+			a.loginFailed(w, r, a.statusOnError, "session: "+err.Error(), ReasonAuthzUnavailable)
+			return
+		}
+		data = []byte(id)
+	}
 	if err == nil {
 		err = a.sess.Write(w, r, data, now, now)
 	}
@@ -822,8 +872,12 @@ func (a *oidcAuth) refreshTokens(ctx context.Context, r *http.Request, d *sessio
 func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 	var hint string
 	if s, err := a.sess.Open(r, a.now()); err == nil {
+		data := s.Data
+		if a.store != nil {
+			data = a.revoke(r, s)
+		}
 		var d sessionData
-		if json.Unmarshal(s.Data, &d) == nil {
+		if json.Unmarshal(data, &d) == nil {
 			hint = d.IDToken
 		}
 	}

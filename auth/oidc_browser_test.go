@@ -11,6 +11,7 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 )
 
 func chromiumPath(t *testing.T) string {
@@ -31,15 +32,29 @@ func chromiumPath(t *testing.T) string {
 // the example provider: the redirect, its login form typed into and
 // submitted, the callback, the session cookie as the browser keeps it
 // (HttpOnly, Secure, SameSite=Lax, invisible to scripts), a refresh, and
-// logout at the edge and the provider. It needs a browser, so it runs only
-// with CAUSEWAY_BROWSER_TEST=1 (as `make test` sets it).
+// logout at the edge and the provider, with the session in the cookie and
+// in Redis. It needs a browser, so it runs only with
+// CAUSEWAY_BROWSER_TEST=1 (as `make test` sets it).
 func TestOIDCInChromium(t *testing.T) {
 	if os.Getenv("CAUSEWAY_BROWSER_TEST") == "" {
 		t.Skip("browser test: set CAUSEWAY_BROWSER_TEST=1")
 	}
+	for _, store := range []string{"cookie", "redis"} {
+		t.Run(store, func(t *testing.T) { chromiumSignIn(t, store) })
+	}
+}
+
+func chromiumSignIn(t *testing.T, store string) {
 	bin := chromiumPath(t)
 	op := startOP(t)
-	e := startEdge(t, op, "scopes: [openid, profile, email, offline_access], forward_access_token: true")
+	const settings = "scopes: [openid, profile, email, offline_access], forward_access_token: true"
+	var e *testEdge
+	var rdb *redis.Client
+	if store == "redis" {
+		e, _, rdb = startRedisEdge(t, op, settings, "")
+	} else {
+		e = startEdge(t, op, settings)
+	}
 
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
@@ -156,8 +171,10 @@ func TestOIDCInChromium(t *testing.T) {
 	if h, _, _ := e.seen.last(); h.Get("Authorization") == firstAT || !strings.HasPrefix(h.Get("Authorization"), "Bearer ") {
 		t.Fatalf("access token not refreshed: %q", h.Get("Authorization"))
 	}
-	if c := cookies()["__Host-causeway-sso"]; c == nil || c.Value == sess.Value {
-		t.Fatal("the browser did not get the refreshed session")
+	// A cookie session is re-sealed with the refreshed tokens; a Redis
+	// one keeps its cookie (the id), the tokens changing in Redis.
+	if c := cookies()["__Host-causeway-sso"]; c == nil || (c.Value == sess.Value) != (store == "redis") {
+		t.Fatalf("session cookie after the refresh (store %s): %+v", store, c)
 	}
 
 	// Logout: the edge, then the provider.
@@ -168,6 +185,11 @@ func TestOIDCInChromium(t *testing.T) {
 	}
 	if c := cookies()["__Host-causeway-sso"]; c != nil {
 		t.Fatalf("session cookie after logout: %+v", c)
+	}
+	if rdb != nil {
+		if left := storedSessions(t, rdb); len(left) != 0 {
+			t.Fatalf("sessions left in Redis after logout: %v", left)
+		}
 	}
 	run("the app again", chromedp.Navigate(e.srv.URL+"/app"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
 }

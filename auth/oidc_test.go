@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -28,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 
@@ -55,6 +57,23 @@ var clientSeq atomic.Int64
 type testOP struct {
 	issuer string
 	srv    *httptest.Server
+	// refreshes counts the refresh_token grants the provider received;
+	// refused, those it did not answer 200 (a refresh token used twice:
+	// the provider rotates them).
+	refreshes, refused atomic.Int64
+}
+
+// statusWriter keeps the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 func startOP(t *testing.T) *testOP {
@@ -65,10 +84,28 @@ func startOP(t *testing.T) *testOP {
 	}
 	issuer := "http://" + l.Addr().String() + "/"
 	store := storage.NewStorage(storage.NewUserStore(issuer))
-	srv := &httptest.Server{Listener: l, Config: &http.Server{Handler: exampleop.SetupServer(issuer, store, nil, false), ReadHeaderTimeout: 10 * time.Second}}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return &testOP{issuer: issuer, srv: srv}
+	op := &testOP{issuer: issuer}
+	h := exampleop.SetupServer(issuer, store, nil, false)
+	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
+			b, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(strings.NewReader(string(b)))
+			if q, err := url.ParseQuery(string(b)); err == nil && q.Get("grant_type") == "refresh_token" {
+				op.refreshes.Add(1)
+				sw := &statusWriter{ResponseWriter: w}
+				h.ServeHTTP(sw, r)
+				if sw.status != 0 && sw.status != http.StatusOK {
+					op.refused.Add(1)
+				}
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+	op.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: count, ReadHeaderTimeout: 10 * time.Second}}
+	op.srv.Start()
+	t.Cleanup(op.srv.Close)
+	return op
 }
 
 // offsetClock is the edge's clock: real time plus an offset the test moves
@@ -84,6 +121,13 @@ func (c *offsetClock) now() time.Time {
 	return time.Now().Add(c.off)
 }
 
+// set puts the clock d ahead of real time.
+func (c *offsetClock) set(d time.Duration) {
+	c.mu.Lock()
+	c.off = d
+	c.mu.Unlock()
+}
+
 func (c *offsetClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.off += d
@@ -96,6 +140,15 @@ type upstreamSeen struct {
 	header http.Header
 	claims map[string]any
 	n      int
+	auths  []string // every request's Authorization, in order
+}
+
+// authorizations returns the Authorization headers received since the
+// n-th request.
+func (u *upstreamSeen) authorizations(since int) []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.auths[since:]...)
 }
 
 func (u *upstreamSeen) last() (http.Header, map[string]any, int) {
@@ -113,11 +166,24 @@ type testEdge struct {
 	clock    *offsetClock
 	clientID string
 	keys     [][]byte
+	file     *routes.File
+	log      *slog.Logger           // of the replicas built from now on (nil: slog.Default())
+	failures *prometheus.CounterVec // counts the refusals of the replicas built from now on (nil: not counted)
+	// handler is what srv serves: one replica's Set at a time, which a
+	// test switches as a load balancer would (the browser sees one site).
+	handler atomic.Pointer[http.Handler]
 }
 
 // edgeConfig is the oidc settings (a YAML flow mapping without braces)
 // besides issuer, client and session keys.
 func startEdge(t *testing.T, op *testOP, extra string) *testEdge {
+	t.Helper()
+	return startEdgeWith(t, op, extra, "")
+}
+
+// startEdgeWith is startEdge with top-level sections (a redis section) put
+// before the authenticators.
+func startEdgeWith(t *testing.T, op *testOP, extra, top string) *testEdge {
 	t.Helper()
 	key := make([]byte, session.KeySize)
 	_, _ = rand.Read(key)
@@ -126,9 +192,8 @@ func startEdge(t *testing.T, op *testOP, extra string) *testEdge {
 	e := &testEdge{seen: &upstreamSeen{}, clock: &offsetClock{}, keys: [][]byte{key}}
 	e.clientID = fmt.Sprintf("web%d", clientSeq.Add(1))
 
-	var handler atomic.Pointer[http.Handler]
 	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		(*handler.Load()).ServeHTTP(w, r)
+		(*e.handler.Load()).ServeHTTP(w, r)
 	}))
 	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)
@@ -145,7 +210,7 @@ func startEdge(t *testing.T, op *testOP, extra string) *testEdge {
 		settings += ", session: {keys_env: CW_TEST_OIDC_KEYS}"
 	}
 	file := fmt.Sprintf(`version: 1
-authenticators:
+%sauthenticators:
   sso:
     oidc: {%s}
 upstreams:
@@ -168,16 +233,33 @@ routes:
     auth: sso
     require_claims: {amr: otp}
     upstream: app
-`, settings)
+`, top, settings)
 	f, err := routes.Parse("t.yaml", []byte(file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.set, err = NewSet(context.Background(), f, nil, Options{Now: e.clock.now})
+	e.file = f
+	var h http.Handler
+	e.set, h = e.replica(t)
+	e.serve(h)
+	return e
+}
+
+// serve makes h the replica answering the edge's requests.
+func (e *testEdge) serve(h http.Handler) { e.handler.Store(&h) }
+
+// replica builds another edge instance from the same file, keys and
+// clock: a replica behind the same load balancer, or the edge after a
+// restart. It keeps nothing of the others' but what they share outside
+// the process (Redis).
+func (e *testEdge) replica(t *testing.T) (*Set, http.Handler) {
+	t.Helper()
+	f := e.file
+	set, err := NewSet(context.Background(), f, nil, Options{Now: e.clock.now, Logger: e.log, Failures: e.failures})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.set.Close() })
+	t.Cleanup(func() { _ = set.Close() })
 	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var claims map[string]any
 		if p := FromContext(r.Context()); p != nil {
@@ -187,12 +269,13 @@ routes:
 		e.seen.header = r.Header.Clone()
 		e.seen.claims = claims
 		e.seen.n++
+		e.seen.auths = append(e.seen.auths, r.Header.Get("Authorization"))
 		e.seen.mu.Unlock()
 		_, _ = io.WriteString(w, "upstream "+r.URL.Path)
 	})
 	mux := http.NewServeMux()
 	for _, rt := range f.Routes {
-		mw, err := e.set.Middleware(rt)
+		mw, err := set.Middleware(rt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -204,9 +287,7 @@ routes:
 			mux.Handle("/", mw(up))
 		}
 	}
-	var h http.Handler = mux
-	handler.Store(&h)
-	return e
+	return set, mux
 }
 
 // browser is an http.Client with a cookie jar that trusts the edge.

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/ratelimit"
 	"github.com/causewayhq/causeway/routes"
@@ -77,6 +79,14 @@ type Options struct {
 	Verifiers int
 	// Metrics are the ext_authz metrics (nil: not counted).
 	Metrics *Metrics
+	// Redis keeps the sessions of oidc authenticators with session.store:
+	// redis (nil: NewSet builds a client from the file's redis section
+	// when one needs it, and Close closes it). RedisKeyPrefix and
+	// RedisTimeout go with it (from the redis section when NewSet builds
+	// the client).
+	Redis          redis.UniversalClient
+	RedisKeyPrefix string
+	RedisTimeout   time.Duration
 }
 
 func (o Options) verifiers() int {
@@ -94,8 +104,9 @@ type Set struct {
 	jwks      map[string]*jwks // by jwksKey; one reference each in caches, released by Close
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
-	forwarded []string // every header any authenticator forwards, sorted
-	sessions  []string // every oidc authenticator's session cookie name
+	forwarded []string              // every header any authenticator forwards, sorted
+	sessions  []string              // every oidc authenticator's session cookie name
+	redis     redis.UniversalClient // built by NewSet for session stores; closed by Close
 	closeOnce sync.Once
 }
 
@@ -144,6 +155,8 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	// ownRedis is a client NewSet built: closed unless the Set takes it.
+	var ownRedis redis.UniversalClient
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -163,6 +176,21 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	}
 	if caches == nil {
 		caches = NewJWKSCaches()
+	}
+	// Without a redis section the authenticator refuses itself, at its
+	// session.store.
+	if opts.Redis == nil && needsRedis(f) && f.Redis != nil {
+		c, err := redisclient.New(f.Redis)
+		if err != nil {
+			return nil, &routes.Error{File: f.Path, Pos: f.At("redis"), Path: "redis", Msg: err.Error()}
+		}
+		opts.Redis, opts.RedisKeyPrefix, opts.RedisTimeout = c, f.Redis.KeyPrefix, redisclient.Timeout(f.Redis)
+		defer func() {
+			if ownRedis != nil {
+				_ = ownRedis.Close()
+			}
+		}()
+		ownRedis = c
 	}
 	s := &Set{
 		caches:   caches,
@@ -205,7 +233,19 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 	sort.Strings(s.forwarded)
 	slices.Sort(s.files)
 	s.files = slices.Compact(s.files)
+	s.redis, ownRedis = ownRedis, nil
 	return s, nil
+}
+
+// needsRedis reports whether an authenticator of f keeps its sessions in
+// Redis.
+func needsRedis(f *routes.File) bool {
+	for _, a := range f.Authenticators {
+		if a.OIDC != nil && a.OIDC.Session != nil && a.OIDC.Session.Store == "redis" {
+			return true
+		}
+	}
+	return false
 }
 
 // Files lists the files the set's authenticators were built from (keys
@@ -601,6 +641,9 @@ func (s *Set) Close() error {
 			if c, ok := a.(interface{ close() }); ok {
 				c.close()
 			}
+		}
+		if s.redis != nil {
+			_ = s.redis.Close()
 		}
 	})
 	return nil

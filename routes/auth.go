@@ -47,6 +47,7 @@ const (
 	DefaultOIDCAbsoluteTimeout = 12 * time.Hour
 	DefaultOIDCRefreshBefore   = time.Minute
 	DefaultOIDCStatusOnError   = 503
+	DefaultOIDCSessionStore    = "cookie"
 	// DefaultOIDCCookiePrefix: a __Host- cookie is Secure, Path=/ and
 	// bound to the exact host, which browsers enforce.
 	DefaultOIDCCookiePrefix = "__Host-causeway-"
@@ -87,6 +88,9 @@ func (f *File) defaultAuthenticators() {
 			}
 			setDuration(&o.Session.IdleTimeout, DefaultOIDCIdleTimeout)
 			setDuration(&o.Session.AbsoluteTimeout, DefaultOIDCAbsoluteTimeout)
+			if o.Session.Store == "" {
+				o.Session.Store = DefaultOIDCSessionStore
+			}
 		}
 		if j := a.JWT; j != nil {
 			if j.Realm == "" {
@@ -546,6 +550,15 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	}
 	if s.AbsoluteTimeout < 0 || s.AbsoluteTimeout.D() > maxOIDCAbsoluteTimeout {
 		c.errorf(p+".session.absolute_timeout", "must be between 1s and %s (found %s)", maxOIDCAbsoluteTimeout, s.AbsoluteTimeout.D())
+	}
+	switch s.Store {
+	case "", "cookie":
+	case "redis":
+		if c.f.Redis == nil {
+			c.errorf(p+".session.store", "store: redis keeps the sessions in the redis section's Redis: add a redis section")
+		}
+	default:
+		c.errorf(p+".session.store", "must be cookie or redis (found %q)", s.Store)
 	}
 	if s.IdleTimeout > 0 && s.AbsoluteTimeout > 0 && s.IdleTimeout > s.AbsoluteTimeout {
 		c.errorf(p+".session.idle_timeout", "idle_timeout (%s) exceeds absolute_timeout (%s)", s.IdleTimeout.D(), s.AbsoluteTimeout.D())

@@ -12,17 +12,18 @@ import (
 // stands for any map key or list index). They end up in the JSON Schema so
 // editors can offer them.
 var enums = map[string][]string{
-	"tls.min_version":                   {"1.2", "1.3"},
-	"tls.client_auth":                   {"require", "verify_if_given"},
-	"tls.acme.cache":                    {"dir", "redis"},
-	"redis.on_error":                    {"allow", "deny"},
-	"server.path_normalization":         {PathNormalizationDefault, PathNormalizationStrict},
-	"upstreams.*.balance":               balancers,
-	"upstreams.*.scheme":                {"http", "https"},
-	"upstreams.*.protocol":              Protocols,
-	"authenticators.*.jwt.algorithms.*": JWTAlgorithms,
-	"authenticators.*.oidc.on_error":    {"allow", "deny"},
-	"outbound.services.*.balance":       balancers,
+	"tls.min_version":                     {"1.2", "1.3"},
+	"tls.client_auth":                     {"require", "verify_if_given"},
+	"tls.acme.cache":                      {"dir", "redis"},
+	"redis.on_error":                      {"allow", "deny"},
+	"server.path_normalization":           {PathNormalizationDefault, PathNormalizationStrict},
+	"upstreams.*.balance":                 balancers,
+	"upstreams.*.scheme":                  {"http", "https"},
+	"upstreams.*.protocol":                Protocols,
+	"authenticators.*.jwt.algorithms.*":   JWTAlgorithms,
+	"authenticators.*.oidc.on_error":      {"allow", "deny"},
+	"authenticators.*.oidc.session.store": {"cookie", "redis"},
+	"outbound.services.*.balance":         balancers,
 }
 
 // JSONSchema describes the routes file (or, with sidecar set, the sidecar

@@ -343,6 +343,12 @@ type OIDCSession struct {
 	// AbsoluteTimeout ends a session this long after sign-in, used or not
 	// (default DefaultOIDCAbsoluteTimeout).
 	AbsoluteTimeout Duration `yaml:"absolute_timeout"`
+	// Store is where the session lives: cookie (the default: all of it
+	// sealed in the cookie) or redis (the cookie carries only a sealed
+	// random id; tokens and claims are kept in the redis section's Redis,
+	// so sessions survive restarts, are shared by replicas and a logout
+	// revokes them everywhere).
+	Store string `yaml:"store"`
 }
 
 // ExtAuthz asks an external authorization server about each request.
