@@ -666,6 +666,11 @@ type Match struct {
 	Methods    []string          `yaml:"methods"`
 	Headers    map[string]string `yaml:"headers"`
 	Query      map[string]string `yaml:"query"`
+	// TLS, when true, matches only requests that reached the edge over TLS
+	// (its https listener): how the connection was made, never what the
+	// request line or a header says. Gateway API routes attached only to
+	// HTTPS listeners get it.
+	TLS bool `yaml:"tls"`
 }
 
 // SplitTarget is one weighted share of a route's traffic.

@@ -413,7 +413,7 @@ func (m Match) signature() string {
 	methods := slices.Clone(m.Methods)
 	sort.Strings(methods)
 	var b strings.Builder
-	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|m=%s", m.Host, m.Path, m.PathPrefix, strings.Join(methods, ","))
+	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|m=%s|tls=%t", m.Host, m.Path, m.PathPrefix, strings.Join(methods, ","), m.TLS)
 	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])
 	}

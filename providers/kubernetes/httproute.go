@@ -208,9 +208,39 @@ func hostCovers(w, h string) bool {
 	return len(h) > len(suffix) && strings.HasSuffix(h, suffix) && h[:len(h)-len(suffix)] != "*"
 }
 
-// servedHosts is the union of the hostnames of every attachment that can
+// servedHost is a hostname a route is served for, and whether only over
+// TLS: when every listener that gives it the name is HTTPS, a plain HTTP
+// request for it must not reach the route (listener isolation for the
+// direction that matters; a route of an HTTP listener is also served over
+// TLS, which exposes nothing).
+type servedHost struct {
+	host    string
+	tlsOnly bool
+}
+
+// servedHosts is servedHostNames with, for each name, whether only HTTPS
+// listeners serve it.
+func servedHosts(atts []attachment) []servedHost {
+	plain := map[string]bool{} // a name some HTTP listener gives
+	for _, a := range atts {
+		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue && a.ls.spec.Protocol != gatewayv1.HTTPSProtocolType {
+			for _, h := range a.hosts {
+				plain[h] = true
+			}
+		}
+	}
+	names := servedHostNames(atts)
+	out := make([]servedHost, 0, len(names))
+	for _, h := range names {
+		// A name any plain listener serves as "any host" is plain too.
+		out = append(out, servedHost{host: h, tlsOnly: !plain[h] && !plain[""]})
+	}
+	return out
+}
+
+// servedHostNames is the union of the hostnames of every attachment that can
 // carry traffic, sorted, without repeats.
-func servedHosts(atts []attachment) []string {
+func servedHostNames(atts []attachment) []string {
 	var hosts []string
 	for _, a := range atts {
 		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue {
@@ -220,8 +250,10 @@ func servedHosts(atts []attachment) []string {
 	slices.Sort(hosts)
 	hosts = slices.Compact(hosts)
 	// Any host covers every other: serving both would only add routes
-	// that the any-host ones already match.
-	if len(hosts) > 0 && hosts[0] == "" {
+	// that the any-host ones already match. Not when the any-host listeners
+	// are all HTTPS and a named one is plain: the named one's routes must
+	// then also serve plain HTTP.
+	if len(hosts) > 0 && hosts[0] == "" && !namedPlainOnly(atts) {
 		return []string{""}
 	}
 	return hosts
@@ -237,7 +269,26 @@ type rulesResult struct {
 
 // rules adds the routes, upstreams and plugins of a route's rules, once
 // per served hostname.
-func (t *translator) rules(v routeView, hosts []string) rulesResult {
+// namedPlainOnly reports whether a named host is served by an HTTP listener
+// while the any-host attachments are all HTTPS.
+func namedPlainOnly(atts []attachment) bool {
+	anyPlain, namedPlain := false, false
+	for _, a := range atts {
+		if !a.ls.valid || a.gw.status.Conditions[0].Status != metav1.ConditionTrue || a.ls.spec.Protocol == gatewayv1.HTTPSProtocolType {
+			continue
+		}
+		for _, h := range a.hosts {
+			if h == "" {
+				anyPlain = true
+			} else {
+				namedPlain = true
+			}
+		}
+	}
+	return namedPlain && !anyPlain
+}
+
+func (t *translator) rules(v routeView, hosts []servedHost) rulesResult {
 	gen := v.obj.GetGeneration()
 	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
 	for i := 0; i < v.rules; i++ {
@@ -257,7 +308,8 @@ func (t *translator) rules(v routeView, hosts []string) rulesResult {
 		if rr.unresolved != nil && res.resolved.Status == metav1.ConditionTrue {
 			res.resolved = condition(string(gatewayv1.RouteConditionResolvedRefs), false, rr.unresolved.reason, fmt.Sprintf("rule %d: %s", i, rr.unresolved.msg), gen)
 		}
-		for _, host := range hosts {
+		for _, sh := range hosts {
+			host := sh.host
 			for j, m := range rr.matches {
 				for k, path := range m.paths {
 					route := routes.Route{
@@ -269,6 +321,7 @@ func (t *translator) rules(v routeView, hosts []string) rulesResult {
 						Timeout:  routes.Duration(rr.timeout),
 					}
 					route.Match.Host = host
+					route.Match.TLS = sh.tlsOnly
 					route.Match.Path, route.Match.PathPrefix = path.exact, path.prefix
 					t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
 				}

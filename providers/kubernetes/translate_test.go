@@ -703,6 +703,11 @@ func TestTranslateHTTPS(t *testing.T) {
 				if len(res.Fragment.Routes) == 0 {
 					t.Fatal("no route served through a programmed HTTPS listener")
 				}
+				for _, r := range res.Fragment.Routes {
+					if !r.Match.TLS {
+						t.Fatalf("route %s of an HTTPS-only Gateway is served on plain HTTP too", r.Name)
+					}
+				}
 				// The merged model carries the pair to the edge's tls
 				// section, and only there.
 				withTLS, err := routes.Parse("routes.yaml", []byte(baseFile+"tls: {}\n"))
@@ -718,6 +723,52 @@ func TestTranslateHTTPS(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// Listener isolation: a name only HTTPS listeners serve is matched only on
+// TLS connections; a name an HTTP listener serves is matched on any.
+func TestTranslateTLSOnlyRoutes(t *testing.T) {
+	cert, key := selfSigned(t, "b.example")
+	ref := []gatewayv1.SecretObjectReference{{Name: "cert"}}
+	https := func(name, host string) gatewayv1.Listener {
+		l := gatewayv1.Listener{Name: gatewayv1.SectionName(name), Port: 443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref}}
+		if host != "" {
+			l.Hostname = ptr(gatewayv1.Hostname(host))
+		}
+		return l
+	}
+	both := []gatewayv1.Hostname{"a.example", "b.example"}
+	tests := []struct {
+		name      string
+		listeners []gatewayv1.Listener
+		hostnames []gatewayv1.Hostname // the route's
+		want      map[string]bool      // served host -> TLS only
+	}{
+		{"HTTP a, HTTPS b", []gatewayv1.Listener{httpListener("a", 80, "a.example"), https("b", "b.example")}, both, map[string]bool{"a.example": false, "b.example": true}},
+		{"HTTP and HTTPS for any host", []gatewayv1.Listener{httpListener("a", 80, ""), https("b", "")}, nil, map[string]bool{"": false}},
+		{"HTTPS for any host, HTTP for a; route for a and b", []gatewayv1.Listener{httpListener("a", 80, "a.example"), https("b", "")}, both, map[string]bool{"a.example": false, "b.example": true}},
+		{"HTTPS for any host, HTTP for a; route for any host", []gatewayv1.Listener{httpListener("a", 80, "a.example"), https("b", "")}, nil, map[string]bool{"": true, "a.example": false}},
+		{"HTTP for any host, HTTPS for b", []gatewayv1.Listener{httpListener("a", 80, ""), https("b", "b.example")}, nil, map[string]bool{"": false}},
+		{"HTTPS only", []gatewayv1.Listener{https("b", "")}, nil, map[string]bool{"": true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := world()
+			s.Gateways[0].Spec.Listeners = tt.listeners
+			s.Secrets = []*corev1.Secret{{ObjectMeta: objMeta("apps", "cert", 0), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}}}
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/x")}, backend("web", 80))})}
+			s.HTTPRoutes[0].Spec.Hostnames = tt.hostnames
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{HTTPS: true})
+			got := map[string]bool{}
+			for _, r := range res.Fragment.Routes {
+				got[r.Match.Host] = r.Match.TLS
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("served %v, want %v (host -> TLS only)", got, tt.want)
+			}
+			mergeable(t, res.Fragment)
+		})
 	}
 }
 

@@ -1,6 +1,7 @@
 package kubernetes_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -136,7 +137,7 @@ providers:
 		}}}, metav1.CreateOptions{}))(t)
 	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
 	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"secure-1", testnetns.Addr(256 + 30)}), metav1.CreateOptions{}))(t)
-	r := httpRoute(ns, "site", prefixRule("/", "web", ""))
+	r := httpRoute(ns, "site", prefixRule("/x", "web", ""))
 	r.Spec.Hostnames = []gatewayv1.Hostname{"secure.example"}
 	must(c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, r, metav1.CreateOptions{}))(t)
 
@@ -151,6 +152,27 @@ providers:
 		p := listenerCondition(t, c, ns, "gw", "https", "Programmed")
 		return p != nil && p.Status == metav1.ConditionTrue
 	})
+
+	// A route attached to the HTTPS listener alone is never served on
+	// plain HTTP, whatever the request line claims.
+	vault := httpRoute(ns, "vault", prefixRule("/vault", "web", ""))
+	vault.Spec.Hostnames = []gatewayv1.Hostname{"secure.example"}
+	vault.Spec.ParentRefs[0].SectionName = ptr(gatewayv1.SectionName("https"))
+	must(c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, vault, metav1.CreateOptions{}))(t)
+	eventually(t, "the HTTPS-only route served over TLS", func() bool {
+		_, code, s, err := getTLS(httpsAddr, "secure.example", "/vault/x", ca.pool)
+		return err == nil && code == http.StatusOK && s.Path == "/vault/x"
+	})
+	if code, _, body := send(t, httpAddr, "secure.example", "/vault/x"); code != http.StatusNotFound {
+		t.Fatalf("the HTTPS-only route over plain HTTP: %d %s, want 404", code, body)
+	}
+	conn := must(net.Dial("tcp", httpAddr))(t)
+	_, _ = io.WriteString(conn, "GET https://secure.example/vault/x HTTP/1.1\r\nHost: secure.example\r\nConnection: close\r\n\r\n")
+	raw, _ := io.ReadAll(conn)
+	conn.Close()
+	if !bytes.HasPrefix(raw, []byte("HTTP/1.1 404")) && !bytes.HasPrefix(raw, []byte("HTTP/1.1 400")) {
+		t.Fatalf("an absolute https:// request line on plain HTTP: %q", raw[:min(len(raw), 200)])
+	}
 
 	// Rotation: the next handshake gets the new certificate.
 	crt2, key2 := ca.leaf(t, "secure.example", 1002)

@@ -114,6 +114,11 @@ func (h *hostRoutes) add(e RouteEntry) {
 	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
 		r.Queries(k, m.Query[k])
 	}
+	if m.TLS {
+		// The connection, not mux's Schemes, which would believe an
+		// absolute-form request line ("GET https://...") on plain HTTP.
+		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return r.TLS != nil })
+	}
 }
 
 func newMuxRouter() *mux.Router {
@@ -181,7 +186,13 @@ func moreSpecific(a, b routes.Match) bool {
 	if ma, mb := len(a.Methods) > 0, len(b.Methods) > 0; ma != mb {
 		return ma
 	}
-	return len(a.Headers)+len(a.Query) > len(b.Headers)+len(b.Query)
+	if ca, cb := len(a.Headers)+len(a.Query), len(b.Headers)+len(b.Query); ca != cb {
+		return ca > cb
+	}
+	// A route only for TLS before the same match for any connection: on
+	// the https listener it is the one meant (a Gateway's HTTPS listener
+	// and its HTTP listener each with a route for the same requests).
+	return a.TLS && !b.TLS
 }
 
 func pathKind(m routes.Match) int {

@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/causewayhq/causeway/routes"
@@ -117,6 +119,58 @@ func TestCleanPath(t *testing.T) {
 	} {
 		if got := CleanPath(in); got != want {
 			t.Errorf("CleanPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// match.tls: a route only for TLS connections wins over the same match for
+// any connection when the request came over TLS, and is never reached on a
+// plain connection, whatever scheme the request line claims.
+func TestRouteTLSOnly(t *testing.T) {
+	t.Parallel()
+	both := []RouteEntry{
+		{Cfg: routes.Route{Name: "any", Match: routes.Match{Host: "shop.example", PathPrefix: "/"}}, Handler: named("any")},
+		{Cfg: routes.Route{Name: "tls", Match: routes.Match{Host: "shop.example", PathPrefix: "/", TLS: true}}, Handler: named("tls")},
+	}
+	tlsOnly := both[1:]
+	tests := []struct {
+		name    string
+		entries []RouteEntry
+		target  string
+		overTLS bool
+		want    string // "" for no match
+	}{
+		{"TLS request, both routes", both, "/x", true, "tls"},
+		{"plain request, both routes", both, "/x", false, "any"},
+		{"TLS request, TLS-only route", tlsOnly, "/x", true, "tls"},
+		{"plain request, TLS-only route", tlsOnly, "/x", false, ""},
+		{"plain request claiming https in the request line", tlsOnly, "https://shop.example/x", false, ""},
+	}
+	for _, tt := range tests {
+		for _, order := range [][]int{{0, 1}, {1, 0}} {
+			t.Run(fmt.Sprintf("%s/%v", tt.name, order), func(t *testing.T) {
+				entries := tt.entries
+				if len(entries) == 2 {
+					entries = []RouteEntry{entries[order[0]], entries[order[1]]}
+				}
+				rt := NewRouter(entries)
+				r := httptest.NewRequest(http.MethodGet, "http://shop.example/x", nil)
+				if strings.HasPrefix(tt.target, "https://") {
+					r = httptest.NewRequest(http.MethodGet, tt.target, nil)
+					r.TLS = nil // httptest sets it for an https target; this one came in plain
+				}
+				if tt.overTLS {
+					r.TLS = &tls.ConnectionState{HandshakeComplete: true}
+				}
+				h, _ := rt.Match(r)
+				got := ""
+				if h != nil {
+					got = string(h.(named))
+				}
+				if got != tt.want {
+					t.Fatalf("matched %q, want %q", got, tt.want)
+				}
+			})
 		}
 	}
 }
