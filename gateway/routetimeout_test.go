@@ -56,10 +56,12 @@ func newHangingUpstream(t *testing.T) *hangingUpstream {
 }
 
 // routeTimeoutConfig: the upstream's own timeout is far above the route's,
-// so only the route's can answer in time.
-func routeTimeoutConfig(endpoint, upstreamExtra, routeExtra string) string {
+// so only the route's can answer in time. The route's bound is what the
+// test can afford to wait for on a loaded machine: requests that must pass
+// get far more than they need.
+func routeTimeoutConfig(endpoint, upstreamExtra, timeout string) string {
 	return listenHeader + "upstreams:\n  u:\n    endpoints: [" + endpoint + "]\n    timeout: 5m\n" + upstreamExtra +
-		"routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, timeout: 300ms" + routeExtra + "}\n"
+		"routes:\n  - {name: r, match: {path_prefix: /}, upstream: u, timeout: " + timeout + "}\n"
 }
 
 // A route's timeout answers 504 in the edge's format while the client is
@@ -67,7 +69,8 @@ func routeTimeoutConfig(endpoint, upstreamExtra, routeExtra string) string {
 // ends the upstream request it gave up on, and gives no outlier verdict.
 func TestRouteTimeout(t *testing.T) {
 	up := newHangingUpstream(t)
-	te := startEdge(t, routeTimeoutConfig(hostPort(up.Server), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m}\n", ""))
+	// 3s: 100 fast requests at once under -race on two cores must all fit.
+	te := startEdge(t, routeTimeoutConfig(hostPort(up.Server), "    circuit_breaker: {consecutive_5xx: 1, eject_for: 1m}\n", "3s"))
 
 	const n = 200
 	var wg sync.WaitGroup
@@ -76,7 +79,7 @@ func TestRouteTimeout(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client := &http.Client{Timeout: 20 * time.Second}
+			client := &http.Client{Timeout: 30 * time.Second}
 			path := fmt.Sprintf("/fast?i=%d", i)
 			if i%2 == 1 {
 				path = "/hang"
@@ -127,7 +130,7 @@ func TestRouteTimeout(t *testing.T) {
 // truncated body, an error either way, never a complete-looking answer.
 func TestRouteTimeoutCutsStartedResponse(t *testing.T) {
 	up := newHangingUpstream(t)
-	te := startEdge(t, routeTimeoutConfig(hostPort(up.Server), "", ""))
+	te := startEdge(t, routeTimeoutConfig(hostPort(up.Server), "", "300ms"))
 	client := &http.Client{Timeout: 10 * time.Second}
 	for i := range 20 {
 		resp, err := client.Get(te.url + "/slow-body")
@@ -145,7 +148,7 @@ func TestRouteTimeoutCutsStartedResponse(t *testing.T) {
 // gRPC callers get DEADLINE_EXCEEDED, not a JSON body.
 func TestRouteTimeoutGRPCStatus(t *testing.T) {
 	up := newHangingUpstream(t)
-	te := startEdge(t, routeTimeoutConfig(hostPort(up.Server), "", ""))
+	te := startEdge(t, routeTimeoutConfig(hostPort(up.Server), "", "300ms"))
 	req, _ := http.NewRequest(http.MethodPost, te.url+"/hang", strings.NewReader(""))
 	req.Header.Set("Content-Type", "application/grpc")
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
@@ -163,7 +166,8 @@ func TestRouteTimeoutGRPCStatus(t *testing.T) {
 // it gives outlives the route's timeout.
 func TestRouteTimeoutSparesUpgradedConnection(t *testing.T) {
 	echo := testEchoUpgrade(t)
-	te := startEdge(t, routeTimeoutConfig(echo, "", ""))
+	// 1s: the upgrade itself must fit in it on a loaded machine.
+	te := startEdge(t, routeTimeoutConfig(echo, "", "1s"))
 	c, err := net.Dial("tcp", strings.TrimPrefix(te.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +179,7 @@ func TestRouteTimeoutSparesUpgradedConnection(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade: %v %v", resp, err)
 	}
-	time.Sleep(600 * time.Millisecond) // twice the route's timeout
+	time.Sleep(2 * time.Second) // twice the route's timeout
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, "ping\n"); err != nil {
 		t.Fatal(err)

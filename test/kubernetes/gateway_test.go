@@ -381,7 +381,7 @@ func TestGatewayAPIThroughTheEdge(t *testing.T) {
 	// while the pod still holds the request; the API server's own rule
 	// refuses a backend bound longer than the request's.
 	slow := prefixRule("/slow", "web", "")
-	slow.Timeouts = &gatewayv1.HTTPRouteTimeouts{Request: ptr(gatewayv1.Duration("300ms")), BackendRequest: ptr(gatewayv1.Duration("200ms"))}
+	slow.Timeouts = &gatewayv1.HTTPRouteTimeouts{Request: ptr(gatewayv1.Duration("2s")), BackendRequest: ptr(gatewayv1.Duration("200ms"))}
 	must(c.gw.GatewayV1().HTTPRoutes("shop").Create(ctx, httpRoute("shop", "slow", slow), metav1.CreateOptions{}))(t)
 	eventually(t, "the slow route is served", func() bool { code, _, _ := send(t, addr, "shop.example", "/slow/x"); return code == 200 })
 	if code, _, body := send(t, addr, "shop.example", "/slow/hang"); code != http.StatusGatewayTimeout || !strings.Contains(body, "timed out") {
