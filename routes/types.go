@@ -660,12 +660,16 @@ type Route struct {
 
 // Match selects requests. Every set field must match.
 type Match struct {
-	Host       string            `yaml:"host"`
-	Path       string            `yaml:"path"`
-	PathPrefix string            `yaml:"path_prefix"`
-	Methods    []string          `yaml:"methods"`
-	Headers    map[string]string `yaml:"headers"`
-	Query      map[string]string `yaml:"query"`
+	Host       string `yaml:"host"`
+	Path       string `yaml:"path"`
+	PathPrefix string `yaml:"path_prefix"`
+	// PathRegex is an RE2 regular expression the whole cleaned path must
+	// match (anchored at both ends whether or not it says so); exclusive
+	// with path and path_prefix. Gateway API's RegularExpression.
+	PathRegex string            `yaml:"path_regex"`
+	Methods   []string          `yaml:"methods"`
+	Headers   map[string]string `yaml:"headers"`
+	Query     map[string]string `yaml:"query"`
 	// TLS, when true, matches only requests that reached the edge over TLS
 	// (its https listener): how the connection was made, never what the
 	// request line or a header says. Gateway API routes attached only to

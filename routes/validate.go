@@ -364,6 +364,14 @@ func (c *checker) checkMatch(p string, m Match) {
 	if m.Path != "" && m.PathPrefix != "" {
 		c.errorf(p+".path_prefix", "path and path_prefix are exclusive: use one")
 	}
+	if m.PathRegex != "" {
+		if m.Path != "" || m.PathPrefix != "" {
+			c.errorf(p+".path_regex", "path_regex, path and path_prefix are exclusive: use one")
+		}
+		if _, err := CompilePathRegex(m.PathRegex); err != nil {
+			c.errorf(p+".path_regex", "%v", err)
+		}
+	}
 	if m.Path != "" {
 		if !strings.HasPrefix(m.Path, "/") {
 			c.errorf(p+".path", "must start with \"/\" (found %q)", m.Path)
@@ -413,7 +421,7 @@ func (m Match) signature() string {
 	methods := slices.Clone(m.Methods)
 	sort.Strings(methods)
 	var b strings.Builder
-	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|m=%s|tls=%t", m.Host, m.Path, m.PathPrefix, strings.Join(methods, ","), m.TLS)
+	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|re=%s|m=%s|tls=%t", m.Host, m.Path, m.PathPrefix, m.PathRegex, strings.Join(methods, ","), m.TLS)
 	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
 		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])
 	}
@@ -533,4 +541,21 @@ func mayMatchGET(m Match, path string) bool {
 		return strings.HasPrefix(path, m.PathPrefix) || strings.Contains(m.PathPrefix, "{")
 	}
 	return true
+}
+
+// maxPathRegex bounds a path_regex's length: RE2 matches in linear time,
+// but a huge expression still costs memory per route.
+const maxPathRegex = 1024
+
+// CompilePathRegex compiles a match.path_regex as the router uses it: the
+// whole path must match.
+func CompilePathRegex(expr string) (*regexp.Regexp, error) {
+	if len(expr) > maxPathRegex {
+		return nil, fmt.Errorf("longer than %d bytes", maxPathRegex)
+	}
+	// The expression alone first, so an error quotes what the file says.
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, fmt.Errorf("not an RE2 regular expression: %w", err)
+	}
+	return regexp.Compile("^(?:" + expr + ")$")
 }

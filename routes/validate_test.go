@@ -67,6 +67,8 @@ func TestLoadErrors(t *testing.T) {
 		{"strip_prefix without prefix", strings.Replace(base, "{path_prefix: /orders}", "{path: /orders}\n    strip_prefix: true", 1), []string{`t.yaml:8:19: routes[0].strip_prefix: needs match.path_prefix`}},
 		{"negative route timeout", strings.Replace(base, "    upstream: orders\n", "    upstream: orders\n    timeout: -1s\n", 1), []string{`t.yaml:9:14: routes[0].timeout: duration "-1s" must not be negative`}},
 		{"bad route timeout", strings.Replace(base, "    upstream: orders\n", "    upstream: orders\n    timeout: soon\n", 1), []string{`t.yaml:9:14: routes[0].timeout: invalid duration "soon": use a Go duration such as "250ms" or "1m"`}},
+		{"bad path regex", strings.Replace(base, "{path_prefix: /orders}", "{path_regex: \"/v(\"}", 1), []string{`t.yaml:7:25: routes[0].match.path_regex: not an RE2 regular expression: error parsing regexp: missing closing ): ` + "`/v(`"}},
+		{"path regex with a prefix", strings.Replace(base, "{path_prefix: /orders}", "{path_prefix: /orders, path_regex: /o.*}", 1), []string{`t.yaml:7:47: routes[0].match.path_regex: path_regex, path and path_prefix are exclusive: use one`}},
 		{"bad endpoint", strings.Replace(base, "127.0.0.1:7001", "127.0.0.1", 1), []string{`t.yaml:4:17: upstreams.orders.endpoints[0]: "127.0.0.1" is not host:port`}},
 		{"no routes", "version: 1\nroutes: []\n", []string{`t.yaml:2:9: routes: no routes: the edge would answer 404 to everything`}},
 		{"bad balancer", strings.Replace(base, `endpoints: ["127.0.0.1:7001"]`, "endpoints: [\"127.0.0.1:7001\"]\n    balance: random", 1),

@@ -322,7 +322,7 @@ func (t *translator) rules(v routeView, hosts []servedHost) rulesResult {
 					}
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
-					route.Match.Path, route.Match.PathPrefix = path.exact, path.prefix
+					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex
 					t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
 				}
 			}
@@ -407,8 +407,8 @@ type translatedMatch struct {
 	paths []pathMatch
 }
 
-// pathMatch is one of Path or PathPrefix.
-type pathMatch struct{ exact, prefix string }
+// pathMatch is one of Path, PathPrefix or PathRegex.
+type pathMatch struct{ exact, prefix, regex string }
 
 func (t *translator) httpRule(ns string, base []string, rule gatewayv1.HTTPRouteRule) (translatedRule, *ruleError) {
 	var tr translatedRule
@@ -451,10 +451,17 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 			value = *m.Path.Value
 		}
 	}
-	if !strings.HasPrefix(value, "/") || strings.ContainsAny(value, "{}") {
+	if typ != gatewayv1.PathMatchRegularExpression && (!strings.HasPrefix(value, "/") || strings.ContainsAny(value, "{}")) {
 		return tm, unsupported("path %q: a path starts with '/' and has no braces", value)
 	}
 	switch typ {
+	case gatewayv1.PathMatchRegularExpression:
+		// RE2, matched against the whole cleaned path (the spec leaves the
+		// dialect to the implementation; Envoy's is RE2 too).
+		if _, err := routes.CompilePathRegex(value); err != nil {
+			return tm, unsupported("path regular expression %q: %v", value, err)
+		}
+		tm.paths = []pathMatch{{regex: value}}
 	case gatewayv1.PathMatchExact:
 		tm.paths = []pathMatch{{exact: value}}
 	case gatewayv1.PathMatchPathPrefix:
@@ -465,7 +472,7 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 			tm.paths = []pathMatch{{exact: p}, {prefix: p + "/"}}
 		}
 	default:
-		return tm, unsupported("path match type %s is not supported (Exact and PathPrefix are)", typ)
+		return tm, unsupported("path match type %s is not supported (Exact, PathPrefix and RegularExpression are)", typ)
 	}
 	seen := map[string]bool{}
 	for _, h := range m.Headers {

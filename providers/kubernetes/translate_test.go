@@ -171,6 +171,9 @@ func routeSummary(r routes.Route) string {
 	if r.Match.PathPrefix != "" {
 		b.WriteString(" ^" + r.Match.PathPrefix)
 	}
+	if r.Match.PathRegex != "" {
+		b.WriteString(" ~" + r.Match.PathRegex)
+	}
 	for _, m := range r.Match.Methods {
 		b.WriteString(" " + m)
 	}
@@ -349,6 +352,11 @@ func TestTranslateRoutes(t *testing.T) {
 			want: []string{"* =/m -> k8s.apps.r.0.mirror.0", "* =/plain -> k8s.apps.web.80"},
 		},
 		{
+			name:   "a regular expression matches the whole path (RE2)",
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/v[0-9]+/items")}}}, backend("web", 80))})},
+			want:   []string{"* ~/v[0-9]+/items -> k8s.apps.web.80"},
+		},
+		{
 			name: "timeouts.request bounds the rule's routes",
 			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
 				withTimeouts(rule([]gatewayv1.HTTPRouteMatch{prefix("/api/")}, backend("web", 80)), "10s", ""),
@@ -411,7 +419,7 @@ func TestTranslateRoutes(t *testing.T) {
 		{
 			name: "an invalid rule is left out, the others serve",
 			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
-				rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/v[0-9]+")}}}, backend("web", 80)),
+				rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/v(")}}}, backend("web", 80)),
 				rule([]gatewayv1.HTTPRouteMatch{withConds(exact("/h"), "", [][2]string{{"X_Under", "1"}}, nil)}, backend("web", 80)),
 				rule([]gatewayv1.HTTPRouteMatch{exact("/ok")}, backend("web", 80)),
 			})},
@@ -560,7 +568,7 @@ func TestTranslateStatus(t *testing.T) {
 		route("apps", "section", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("nope"))})),
 		route("apps", "host", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(gatewayv1.ParentReference{Name: "gw", SectionName: ptr(gatewayv1.SectionName("named"))}), hostnames("other.example")),
 		route("apps", "partial", []gatewayv1.HTTPRouteRule{
-			rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/r.*")}}}, backend("web", 80)),
+			rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/r(")}}}, backend("web", 80)),
 			rule([]gatewayv1.HTTPRouteMatch{exact("/p")}, backend("web", 80)),
 		}),
 		route("apps", "foreign", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "not-ours"))),

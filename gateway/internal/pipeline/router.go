@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -104,6 +105,14 @@ func (h *hostRoutes) add(e RouteEntry) {
 		r.Path(m.Path)
 	case m.PathPrefix != "":
 		r.PathPrefix(m.PathPrefix)
+	case m.PathRegex != "":
+		re, err := routes.CompilePathRegex(m.PathRegex)
+		if err != nil {
+			// Validation compiled it already: a route that never matches
+			// rather than one that matches everything.
+			re = regexp.MustCompile(`[^\s\S]`)
+		}
+		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return re.MatchString(r.URL.Path) })
 	}
 	if len(m.Methods) > 0 {
 		r.Methods(m.Methods...)
@@ -135,6 +144,9 @@ func fixedSegment(m routes.Match) (string, bool) {
 	if p == "" {
 		p = m.PathPrefix
 	}
+	if p == "" {
+		p = regexLiteral(m.PathRegex) // a prefix every match has
+	}
 	if len(p) < 2 {
 		return "", false
 	}
@@ -149,6 +161,24 @@ func fixedSegment(m routes.Match) (string, bool) {
 		return rest, true
 	}
 	return "", false
+}
+
+// regexLiteral is the literal text every path a path_regex matches starts
+// with ("/api/v" for "/api/v[0-9]+"): it buckets and orders regex routes
+// like prefixes of that text. "" when it is not a path ("/" first).
+func regexLiteral(expr string) string {
+	if expr == "" {
+		return ""
+	}
+	re, err := routes.CompilePathRegex(expr)
+	if err != nil {
+		return ""
+	}
+	lit, _ := re.LiteralPrefix()
+	if !strings.HasPrefix(lit, "/") || strings.ContainsRune(lit, '{') {
+		return ""
+	}
+	return lit
 }
 
 // literalPrefix is the part of a path template before its first variable.
@@ -172,11 +202,12 @@ func firstSegment(path string) string {
 }
 
 // moreSpecific orders routes: longer literal path first; at equal length an
-// exact path before a template before a prefix before no path; then routes
-// that constrain methods, then those with more header and query conditions.
+// exact path before a template before a path_regex before a prefix before
+// no path; then routes that constrain methods, then those with more header
+// and query conditions.
 // Hosts are separated before this order applies.
 func moreSpecific(a, b routes.Match) bool {
-	la, lb := len(literalPrefix(a.Path+a.PathPrefix)), len(literalPrefix(b.Path+b.PathPrefix))
+	la, lb := len(literalPrefix(a.Path+a.PathPrefix+regexLiteral(a.PathRegex))), len(literalPrefix(b.Path+b.PathPrefix+regexLiteral(b.PathRegex)))
 	if la != lb {
 		return la > lb
 	}
@@ -198,8 +229,10 @@ func moreSpecific(a, b routes.Match) bool {
 func pathKind(m routes.Match) int {
 	switch {
 	case m.Path != "" && !strings.Contains(m.Path, "{"):
-		return 3
+		return 4
 	case m.Path != "":
+		return 3
+	case m.PathRegex != "":
 		return 2
 	case m.PathPrefix != "":
 		return 1

@@ -174,3 +174,48 @@ func TestRouteTLSOnly(t *testing.T) {
 		}
 	}
 }
+
+// match.path_regex: the whole cleaned path must match; regex routes are
+// bucketed and ordered by their literal text like prefixes of it, after
+// exact paths and templates of the same length, before prefixes.
+func TestRouteRegex(t *testing.T) {
+	t.Parallel()
+	defs := []routes.Route{
+		{Name: "versioned", Match: routes.Match{PathRegex: `/api/v[0-9]+/items`}},
+		{Name: "api-prefix", Match: routes.Match{PathPrefix: "/api/"}},
+		{Name: "exact", Match: routes.Match{Path: "/api/v1/items"}},
+		{Name: "alternation", Match: routes.Match{PathRegex: `/(cats|dogs)/[a-z]+`}},
+		{Name: "anchored", Match: routes.Match{PathRegex: `^/a.c$`}},
+	}
+	tests := []struct{ path, want string }{
+		{"/api/v1/items", "exact"},
+		{"/api/v2/items", "versioned"},
+		{"/api/v2/items/x", "api-prefix"}, // the whole path must match
+		{"/api/vx/items", "api-prefix"},
+		{"/cats/tom", "alternation"},
+		{"/cats/Tom", ""},
+		{"/x/cats/tom", ""},
+		{"/abc", "anchored"},
+		{"/abcd", ""},
+	}
+	for shuffle := range 3 {
+		order := append([]routes.Route(nil), defs...)
+		rng := rand.New(rand.NewPCG(uint64(shuffle), 9))
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		entries := make([]RouteEntry, len(order))
+		for i, d := range order {
+			entries[i] = RouteEntry{Cfg: d, Handler: named(d.Name)}
+		}
+		rt := NewRouter(entries)
+		for _, tt := range tests {
+			h, _ := rt.Match(httptest.NewRequest(http.MethodGet, "http://x.test"+tt.path, nil))
+			got := ""
+			if h != nil {
+				got = string(h.(named))
+			}
+			if got != tt.want {
+				t.Fatalf("shuffle %d: %s matched %q, want %q", shuffle, tt.path, got, tt.want)
+			}
+		}
+	}
+}
