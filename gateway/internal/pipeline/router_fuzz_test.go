@@ -30,6 +30,8 @@ func FuzzRouterMatch(f *testing.F) {
 	f.Add("/a/{x}/b", "/a/", "/a", uint8(0b01_01_11), uint8(0b11_10_01), false, "/a/1/b", "B.A.EXAMPLE.", uint8(2))
 	f.Add("/", "/{x}", "/x{y}", uint8(0b00_00_01), uint8(0), true, "//x/../y/", "[::1]:80", uint8(0))
 	f.Add("/a/./b", "/a/../c", "/c", uint8(0b01_01_01), uint8(0), false, "/a/../c/d", "a.example", uint8(0))
+	f.Add("~/api/v[0-9]+", "/api/", "/api/v1", uint8(0b00_01_01), uint8(0), true, "/api/v2", "a.example", uint8(0))
+	f.Add("~/(a|b)/.*", "~/a/x", "/a/{y}", uint8(0b00_01_01), uint8(0b01), false, "/a/x", "a.example", uint8(0))
 	f.Fuzz(func(t *testing.T, p0, p1, p2 string, kinds, hostSel uint8, catchAll bool, reqPath, reqHost string, methodSel uint8) {
 		hosts := [4]string{"", "a.example", "*.a.example", "*.example"}
 		var entries []RouteEntry
@@ -40,6 +42,10 @@ func FuzzRouterMatch(f *testing.F) {
 				m.Path = p
 			case 1:
 				m.PathPrefix = p
+				if re, ok := strings.CutPrefix(p, "~"); ok {
+					// A path starting with "~" stands for a path_regex.
+					m.PathPrefix, m.PathRegex = "", re
+				}
 			case 2:
 				m.PathPrefix, m.Methods = p, []string{http.MethodGet}
 			case 3:
@@ -106,6 +112,9 @@ func validFuzzMatch(m routes.Match) bool {
 		return strings.HasPrefix(m.Path, "/") && mux.NewRouter().Path(m.Path).GetError() == nil
 	case m.PathPrefix != "":
 		return strings.HasPrefix(m.PathPrefix, "/") && mux.NewRouter().PathPrefix(m.PathPrefix).GetError() == nil
+	case m.PathRegex != "":
+		_, err := routes.CompilePathRegex(m.PathRegex)
+		return err == nil
 	}
 	return false
 }
@@ -137,9 +146,13 @@ func referenceMatch(entries []RouteEntry, r *http.Request) routeID {
 		}
 		mr := mux.NewRouter().SkipClean(true)
 		route := mr.NewRoute().Handler(e.Handler)
-		if m := e.Cfg.Match; m.Path != "" {
+		switch m := e.Cfg.Match; {
+		case m.Path != "":
 			route.Path(m.Path)
-		} else {
+		case m.PathRegex != "":
+			re, _ := routes.CompilePathRegex(m.PathRegex)
+			route.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return re.MatchString(r.URL.Path) })
+		default:
 			route.PathPrefix(m.PathPrefix)
 		}
 		if len(e.Cfg.Match.Methods) > 0 {
