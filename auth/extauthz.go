@@ -291,10 +291,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 			return &Principal{Authenticator: a.authName}, ReasonNone, nil
 		}
 		a.count("error_deny")
-		status := a.statusOnError
-		return nil, ReasonAuthzUnavailable, func(w http.ResponseWriter, r *http.Request) {
-			httperr.Write(w, r, status, ReasonAuthzUnavailable.description())
-		}
+		return nil, ReasonAuthzUnavailable, unavailable(a.statusOnError)
 	}
 	span.SetAttributes(attribute.Bool("causeway.ext_authz.allowed", d.allow))
 	if !d.allow {

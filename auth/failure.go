@@ -169,3 +169,12 @@ func quoteEscape(s string) string {
 		return r
 	}, s)
 }
+
+// unavailable answers a request its authenticator could not decide because
+// a service it depends on is down (on_error: deny): status_on_error with
+// the edge's error body.
+func unavailable(status int) refusal {
+	return func(w http.ResponseWriter, r *http.Request) {
+		httperr.Write(w, r, status, ReasonAuthzUnavailable.description())
+	}
+}

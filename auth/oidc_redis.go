@@ -300,10 +300,7 @@ func (a *oidcAuth) checkStored(r *http.Request, s *session.Session, now time.Tim
 			a.log.Warn("oidc: refresh failed, session kept (on_error: allow)", "error", err)
 		case errors.Is(err, errProviderDown):
 			a.log.Warn("oidc: refresh failed", "error", err)
-			status := a.statusOnError
-			return nil, ReasonAuthzUnavailable, func(w http.ResponseWriter, r *http.Request) {
-				httperr.Write(w, r, status, ReasonAuthzUnavailable.description())
-			}
+			return nil, ReasonAuthzUnavailable, unavailable(a.statusOnError)
 		default:
 			a.log.Info("oidc: session ended: its tokens expired and could not be refreshed", "error", err)
 			if derr := a.store.delete(r.Context(), id); derr != nil {

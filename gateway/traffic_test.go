@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
+	"github.com/causewayhq/causeway/internal/testutil"
 
 	"fmt"
 	"io"
@@ -137,16 +138,9 @@ func oneUpstream(endpoints, extra string) string {
 
 // fakeClock is the ejection, breaker and retry-budget clock of the edges
 // given it (withClock).
-type fakeClock struct{ ns atomic.Int64 }
+type fakeClock = testutil.FakeClock
 
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
+func newFakeClock() *fakeClock { return testutil.NewFakeClock() }
 
 // withClock is a startEdge option: the edge's traffic clock is c.
 func withClock(c *fakeClock) func(*EdgeOptions) {

@@ -63,14 +63,7 @@ func TestRoutePrecedence(t *testing.T) {
 	}
 	// Precedence must not depend on file order: try several shuffles.
 	for shuffle := range 5 {
-		order := append([]routes.Route(nil), defs...)
-		rng := rand.New(rand.NewPCG(uint64(shuffle), 7))
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		entries := make([]RouteEntry, len(order))
-		for i, d := range order {
-			entries[i] = RouteEntry{Cfg: d, Handler: named(d.Name)}
-		}
-		rt := NewRouter(entries)
+		rt := shuffledRouter(defs, uint64(shuffle))
 		for _, tt := range tests {
 			t.Run(fmt.Sprintf("shuffle%d/%s %s%s", shuffle, tt.method, tt.host, tt.path), func(t *testing.T) {
 				r := httptest.NewRequest(tt.method, "http://"+tt.host+tt.path, nil)
@@ -199,14 +192,7 @@ func TestRouteRegex(t *testing.T) {
 		{"/abcd", ""},
 	}
 	for shuffle := range 3 {
-		order := append([]routes.Route(nil), defs...)
-		rng := rand.New(rand.NewPCG(uint64(shuffle), 9))
-		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-		entries := make([]RouteEntry, len(order))
-		for i, d := range order {
-			entries[i] = RouteEntry{Cfg: d, Handler: named(d.Name)}
-		}
-		rt := NewRouter(entries)
+		rt := shuffledRouter(defs, uint64(shuffle))
 		for _, tt := range tests {
 			h, _ := rt.Match(httptest.NewRequest(http.MethodGet, "http://x.test"+tt.path, nil))
 			got := ""
@@ -218,4 +204,18 @@ func TestRouteRegex(t *testing.T) {
 			}
 		}
 	}
+}
+
+// shuffledRouter builds a router from defs in an order the seed shuffles:
+// precedence must not depend on file order. Each route's handler is its
+// name.
+func shuffledRouter(defs []routes.Route, seed uint64) *Router {
+	order := append([]routes.Route(nil), defs...)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	entries := make([]RouteEntry, len(order))
+	for i, d := range order {
+		entries[i] = RouteEntry{Cfg: d, Handler: named(d.Name)}
+	}
+	return NewRouter(entries)
 }

@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -226,13 +226,6 @@ func routesUpstream(balance string) routes.Upstream {
 }
 
 // fakeClock is a clock tests move by hand.
-type fakeClock struct{ ns atomic.Int64 }
+type fakeClock = testutil.FakeClock
 
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
+func newFakeClock() *fakeClock { return testutil.NewFakeClock() }

@@ -3,8 +3,8 @@ package proxy
 import (
 	"os"
 	"testing"
-	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -20,16 +20,7 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func waitFor(t *testing.T, cond func() bool) { t.Helper(); testutil.WaitFor(t, cond) }
 
 // within reports whether got is want give or take the fraction tol.
 func within(got, want int64, tol float64) bool {
