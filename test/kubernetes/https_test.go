@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -114,7 +115,7 @@ func TestGatewayHTTPSListenerFromSecret(t *testing.T) {
 
 	file := filepath.Join(t.TempDir(), "causeway.yaml")
 	must0(t, os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
-listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: ""}
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
 access_log: {output: "off"}
 tls: {redirect_http: false}
 providers:
@@ -153,6 +154,20 @@ providers:
 		p := listenerCondition(t, c, ns, "gw", "https", "Programmed")
 		return p != nil && p.Status == metav1.ConditionTrue
 	})
+
+	// The admin view of the served model shows no private key, in PEM
+	// or in the base64 of a JSON []byte.
+	res := must(http.Get("http://" + e.Addr("admin") + "/config"))(t)
+	cfg, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !bytes.Contains(cfg, []byte("secure.example")) {
+		t.Fatalf("admin /config: %d %.300s", res.StatusCode, cfg)
+	}
+	for _, k := range [][]byte{[]byte("PRIVATE KEY"), key, []byte(base64.StdEncoding.EncodeToString(key)[:40])} {
+		if bytes.Contains(cfg, k) {
+			t.Fatalf("admin /config shows the Secret's private key")
+		}
+	}
 
 	// A route attached to the HTTPS listener alone is never served on
 	// plain HTTP, whatever the request line claims.
