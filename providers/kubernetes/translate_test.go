@@ -647,6 +647,10 @@ func TestTranslateStatus(t *testing.T) {
 func TestTranslateHTTPS(t *testing.T) {
 	cert, key := selfSigned(t, "secure.example")
 	noName, noNameKey := selfSigned(t, "") // a certificate that names no host
+	expired, expiredKey := selfSignedUntil(t, "secure.example", time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))
+	// A Secret near the API server's 1 MiB limit: the pair after a
+	// megabyte of PEM blocks that are not certificates.
+	huge := append(bytes.Repeat([]byte("-----BEGIN JUNK-----\nAAAA\n-----END JUNK-----\n"), 1<<20/40), cert...)
 	tlsListener := func(secretNS string) gatewayv1.Listener {
 		ref := gatewayv1.SecretObjectReference{Name: "cert"}
 		if secretNS != "" {
@@ -668,6 +672,11 @@ func TestTranslateHTTPS(t *testing.T) {
 		{"a key of another certificate", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, mustKey(t))}, "InvalidCertificateRef"},
 		{"a certificate that names no host", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, noName, noNameKey)}, "InvalidCertificateRef"},
 		{"garbage", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), key)}, "InvalidCertificateRef"},
+		{"a huge Secret", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, huge, append(bytes.Repeat([]byte{'A'}, 1<<20), key...))}, "InvalidCertificateRef"},
+		{"a key that is not PEM", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, []byte("not a key"))}, "InvalidCertificateRef"},
+		// Served as it is, as documented: clients refuse it, and its
+		// expiry is on the certificate metric.
+		{"an expired certificate", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, expired, expiredKey)}, "ResolvedRefs"},
 		{"another namespace without a grant", tlsListener("certs"), []*corev1.Secret{tlsSecret("certs", corev1.SecretTypeTLS, cert, key)}, "RefNotPermitted"},
 		{"valid", tlsListener(""), []*corev1.Secret{tlsSecret("apps", corev1.SecretTypeTLS, cert, key)}, "ResolvedRefs"},
 	}
@@ -684,7 +693,11 @@ func TestTranslateHTTPS(t *testing.T) {
 				if c == nil || (c.Reason != tt.reason && (tt.reason != "ResolvedRefs" || c.Status != metav1.ConditionTrue)) {
 					t.Fatalf("ResolvedRefs = %+v, want %s", c, tt.reason)
 				}
-				for _, k := range []string{"PRIVATE KEY", string(key), string(noNameKey)} {
+				// A condition message is at most 32768 bytes in the API.
+				if len(c.Message) > 1024 {
+					t.Fatalf("a %d-byte condition message", len(c.Message))
+				}
+				for _, k := range []string{"PRIVATE KEY", string(key), string(noNameKey), string(expiredKey)} {
 					if strings.Contains(c.Message, k) {
 						t.Fatalf("the condition shows key material: %q", c.Message)
 					}
@@ -705,7 +718,7 @@ func TestTranslateHTTPS(t *testing.T) {
 					}
 					return
 				}
-				if got := res.Fragment.Certificates; len(got) != 1 || got[0].Source != "Secret apps/cert" || !bytes.Equal(got[0].CertPEM, cert) || !bytes.Equal(got[0].KeyPEM, key) {
+				if got := res.Fragment.Certificates; len(got) != 1 || got[0].Source != "Secret apps/cert" || !bytes.Equal(got[0].CertPEM, tt.secrets[0].Data["tls.crt"]) || !bytes.Equal(got[0].KeyPEM, tt.secrets[0].Data["tls.key"]) {
 					t.Fatalf("certificates %+v", got)
 				}
 				if len(res.Fragment.Routes) == 0 {
@@ -809,11 +822,15 @@ func mustKey(t *testing.T) []byte {
 }
 
 func selfSigned(t *testing.T, host string) (certPEM, keyPEM []byte) {
+	return selfSignedUntil(t, host, epoch.Add(24*365*time.Hour))
+}
+
+func selfSignedUntil(t *testing.T, host string, notAfter time.Time) (certPEM, keyPEM []byte) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, NotBefore: epoch, NotAfter: epoch.Add(24 * 365 * time.Hour)}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, NotBefore: notAfter.Add(-24 * 365 * time.Hour), NotAfter: notAfter}
 	if host != "" {
 		tmpl.DNSNames = []string{host}
 	}

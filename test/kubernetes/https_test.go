@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,7 +115,7 @@ func TestGatewayHTTPSListenerFromSecret(t *testing.T) {
 
 	file := filepath.Join(t.TempDir(), "causeway.yaml")
 	must0(t, os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
-listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: ""}
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
 access_log: {output: "off"}
 tls: {redirect_http: false}
 providers:
@@ -152,6 +154,20 @@ providers:
 		p := listenerCondition(t, c, ns, "gw", "https", "Programmed")
 		return p != nil && p.Status == metav1.ConditionTrue
 	})
+
+	// The admin view of the served model shows no private key, in PEM
+	// or in the base64 of a JSON []byte.
+	res := must(http.Get("http://" + e.Addr("admin") + "/config"))(t)
+	cfg, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !bytes.Contains(cfg, []byte("secure.example")) {
+		t.Fatalf("admin /config: %d %.300s", res.StatusCode, cfg)
+	}
+	for _, k := range [][]byte{[]byte("PRIVATE KEY"), key, []byte(base64.StdEncoding.EncodeToString(key)[:40])} {
+		if bytes.Contains(cfg, k) {
+			t.Fatalf("admin /config shows the Secret's private key")
+		}
+	}
 
 	// A route attached to the HTTPS listener alone is never served on
 	// plain HTTP, whatever the request line claims.
@@ -205,6 +221,38 @@ providers:
 	sec.Data = map[string][]byte{corev1.TLSCertKey: crt4, corev1.TLSPrivateKeyKey: key4}
 	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
 	eventually(t, "served again after the fix", served(1004))
+
+	// A hostile Secret near the API server's size limit: a pair after
+	// 900 KiB of PEM blocks that are not certificates, with a key of
+	// another certificate. The listener goes out, the edge stays up.
+	junk := bytes.Repeat([]byte("-----BEGIN JUNK-----\nAAAA\n-----END JUNK-----\n"), 900<<10/40)
+	sec = must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
+	sec.Data = map[string][]byte{corev1.TLSCertKey: append(junk, crt4...), corev1.TLSPrivateKeyKey: otherKey}
+	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
+	invalidRef := func(what string) {
+		t.Helper()
+		eventually(t, what+": InvalidCertificateRef", func() bool {
+			rr := listenerCondition(t, c, ns, "gw", "https", "ResolvedRefs")
+			return rr != nil && rr.Status == metav1.ConditionFalse && rr.Reason == string(gatewayv1.ListenerReasonInvalidCertificateRef) &&
+				len(rr.Message) < 1024 && !strings.Contains(rr.Message, "PRIVATE KEY")
+		})
+		eventually(t, what+": no certificate served", func() bool {
+			_, _, _, err := getTLS(httpsAddr, "secure.example", "/x", ca.pool)
+			return err != nil
+		})
+		if code, s, body := send(t, httpAddr, "secure.example", "/x"); code != http.StatusOK || s.Pod != "secure-1" {
+			t.Fatalf("%s: plain HTTP with the HTTPS listener out: %d %s", what, code, body)
+		}
+	}
+	invalidRef("a huge Secret")
+
+	// The Secret deleted: the listener stays out, with nothing stale served.
+	must0(t, c.core.CoreV1().Secrets(ns).Delete(ctx, "web-tls", metav1.DeleteOptions{}))
+	invalidRef("the Secret deleted")
+	eventually(t, "the status names the missing Secret", func() bool {
+		rr := listenerCondition(t, c, ns, "gw", "https", "ResolvedRefs")
+		return rr != nil && strings.Contains(rr.Message, "does not exist")
+	})
 }
 
 func must0(t *testing.T, err error) {
