@@ -1,17 +1,10 @@
 package gateway
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"strings"
 	"sync"
@@ -19,52 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
-// churnCA issues the certificates a route source hands the edge.
-type churnCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newChurnCA(t *testing.T) *churnCA {
+// pair is a certificate for host with the given serial, from ca, as a
+// route source hands it to the edge.
+func pair(t *testing.T, ca *testutil.CA, host string, serial int64) routes.InlineCertificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "churn CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &churnCA{cert: cert, key: key, pool: pool}
-}
-
-func (ca *churnCA) pair(t *testing.T, host string, serial int64) routes.InlineCertificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return routes.InlineCertificate{Source: fmt.Sprintf("Secret churn/%d", serial),
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})}
+	certPEM, keyPEM := ca.Leaf(t, host, serial)
+	return routes.InlineCertificate{Source: fmt.Sprintf("Secret churn/%d", serial), CertPEM: certPEM, KeyPEM: keyPEM}
 }
 
 // A route source's certificates churn under TLS clients: good sets
@@ -89,7 +46,7 @@ providers:
 		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
 	})
 	httpsAddr := te.Addr("https")
-	ca := newChurnCA(t)
+	ca := testutil.NewCA(t)
 	frag := func(certs ...routes.InlineCertificate) routes.Fragment {
 		return routes.Fragment{
 			Upstreams:    map[string]routes.Upstream{"k8s.churn.web.80": {Endpoints: []string{hostPort(up)}}},
@@ -97,7 +54,7 @@ providers:
 			Certificates: certs,
 		}
 	}
-	if err := src.send(t, frag(ca.pair(t, "churn.example", 100))); err != nil {
+	if err := src.send(t, frag(pair(t, ca, "churn.example", 100))); err != nil {
 		t.Fatal(err)
 	}
 
@@ -122,7 +79,7 @@ providers:
 				default:
 				}
 				before := live.Load()
-				tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "churn.example", RootCAs: ca.pool, MinVersion: tls.VersionTLS12}}
+				tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: "churn.example", RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}}
 				req, _ := http.NewRequest(http.MethodGet, "https://"+httpsAddr+"/x", nil)
 				req.Host = "churn.example"
 				resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
@@ -156,7 +113,7 @@ providers:
 	swaps := int64(0)
 	for i := int64(1); i <= 300 && (handshakes.Load() < 1000 || i <= 30); i++ {
 		swaps = i
-		good := ca.pair(t, "churn.example", 100+i)
+		good := pair(t, ca, "churn.example", 100+i)
 		next.Store(100 + i)
 		if err := src.send(t, frag(good)); err != nil {
 			t.Fatalf("apply %d: %v", i, err)
@@ -166,9 +123,9 @@ providers:
 		// pair in a model refused after every feature prepared (an
 		// upstream whose mesh identity does not parse, found when the
 		// runtime is built), whose certificate must not be served either.
-		refused := frag(ca.pair(t, "churn.example", 9000+i))
+		refused := frag(pair(t, ca, "churn.example", 9000+i))
 		if i%2 == 0 {
-			refused.Certificates[0].KeyPEM = ca.pair(t, "churn.example", 9500+i).KeyPEM
+			refused.Certificates[0].KeyPEM = pair(t, ca, "churn.example", 9500+i).KeyPEM
 		} else {
 			refused.Upstreams["k8s.churn.late.80"] = routes.Upstream{EndpointsFile: "/nonexistent/endpoints"}
 		}

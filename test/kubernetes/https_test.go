@@ -3,18 +3,12 @@ package kubernetes_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,38 +22,9 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/internal/testnetns"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
-
-// testCA signs the certificates the test's Secrets hold.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key))(t)
-	cert := must(x509.ParseCertificate(der))(t)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// leaf returns a certificate for host with the given serial, and its key.
-func (ca *testCA) leaf(t *testing.T, host string, serial int64) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key := must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader))(t)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der := must(x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key))(t)
-	kder := must(x509.MarshalECPrivateKey(key))(t)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
 
 func tlsSecret(ns, name string, crt, key []byte) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Type: corev1.SecretTypeTLS,
@@ -111,7 +76,7 @@ func TestGatewayHTTPSListenerFromSecret(t *testing.T) {
 	kubeconfig := must(cp.Kubeconfig())(t)
 	c := clientsFor(t, kubeconfig)
 	startPod(t, "secure-1", testnetns.Addr(256+30))
-	ca := newTestCA(t)
+	ca := testutil.NewCA(t)
 
 	file := filepath.Join(t.TempDir(), "causeway.yaml")
 	must0(t, os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
@@ -128,7 +93,7 @@ providers:
 	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
 	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
 		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	crt, key := ca.leaf(t, "secure.example", 1001)
+	crt, key := ca.Leaf(t, "secure.example", 1001)
 	must(c.core.CoreV1().Secrets(ns).Create(ctx, tlsSecret(ns, "web-tls", crt, key), metav1.CreateOptions{}))(t)
 	host := gatewayv1.Hostname("secure.example")
 	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
@@ -145,7 +110,7 @@ providers:
 
 	served := func(want int64) func() bool {
 		return func() bool {
-			serial, code, s, err := getTLS(httpsAddr, "secure.example", "/x", ca.pool)
+			serial, code, s, err := getTLS(httpsAddr, "secure.example", "/x", ca.Pool)
 			return err == nil && serial == want && code == http.StatusOK && s.Pod == "secure-1"
 		}
 	}
@@ -176,7 +141,7 @@ providers:
 	vault.Spec.ParentRefs[0].SectionName = ptr(gatewayv1.SectionName("https"))
 	must(c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, vault, metav1.CreateOptions{}))(t)
 	eventually(t, "the HTTPS-only route served over TLS", func() bool {
-		_, code, s, err := getTLS(httpsAddr, "secure.example", "/vault/x", ca.pool)
+		_, code, s, err := getTLS(httpsAddr, "secure.example", "/vault/x", ca.Pool)
 		return err == nil && code == http.StatusOK && s.Path == "/vault/x"
 	})
 	if code, _, body := send(t, httpAddr, "secure.example", "/vault/x"); code != http.StatusNotFound {
@@ -191,7 +156,7 @@ providers:
 	}
 
 	// Rotation: the next handshake gets the new certificate.
-	crt2, key2 := ca.leaf(t, "secure.example", 1002)
+	crt2, key2 := ca.Leaf(t, "secure.example", 1002)
 	sec := must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
 	sec.Data = map[string][]byte{corev1.TLSCertKey: crt2, corev1.TLSPrivateKeyKey: key2}
 	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
@@ -199,7 +164,7 @@ providers:
 
 	// A Secret made invalid (a key of another certificate): the listener
 	// is out, its certificate with it; nothing else is refused.
-	_, otherKey := ca.leaf(t, "other.example", 1003)
+	_, otherKey := ca.Leaf(t, "other.example", 1003)
 	sec = must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
 	sec.Data[corev1.TLSPrivateKeyKey] = otherKey
 	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
@@ -208,7 +173,7 @@ providers:
 		return rr != nil && rr.Status == metav1.ConditionFalse && rr.Reason == string(gatewayv1.ListenerReasonInvalidCertificateRef)
 	})
 	eventually(t, "the invalid pair is not served", func() bool {
-		_, _, _, err := getTLS(httpsAddr, "secure.example", "/x", ca.pool)
+		_, _, _, err := getTLS(httpsAddr, "secure.example", "/x", ca.Pool)
 		return err != nil
 	})
 	if code, s, body := send(t, httpAddr, "secure.example", "/x"); code != http.StatusOK || s.Pod != "secure-1" {
@@ -216,7 +181,7 @@ providers:
 	}
 
 	// A valid Secret again: served again.
-	crt4, key4 := ca.leaf(t, "secure.example", 1004)
+	crt4, key4 := ca.Leaf(t, "secure.example", 1004)
 	sec = must(c.core.CoreV1().Secrets(ns).Get(ctx, "web-tls", metav1.GetOptions{}))(t)
 	sec.Data = map[string][]byte{corev1.TLSCertKey: crt4, corev1.TLSPrivateKeyKey: key4}
 	must(c.core.CoreV1().Secrets(ns).Update(ctx, sec, metav1.UpdateOptions{}))(t)
@@ -237,7 +202,7 @@ providers:
 				len(rr.Message) < 1024 && !strings.Contains(rr.Message, "PRIVATE KEY")
 		})
 		eventually(t, what+": no certificate served", func() bool {
-			_, _, _, err := getTLS(httpsAddr, "secure.example", "/x", ca.pool)
+			_, _, _, err := getTLS(httpsAddr, "secure.example", "/x", ca.Pool)
 			return err != nil
 		})
 		if code, s, body := send(t, httpAddr, "secure.example", "/x"); code != http.StatusOK || s.Pod != "secure-1" {

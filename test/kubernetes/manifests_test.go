@@ -60,22 +60,29 @@ func readManifests(t *testing.T) []*unstructured.Unstructured {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-		for {
-			var m map[string]any
-			if err := dec.Decode(&m); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				t.Fatalf("%s: %v", name, err)
+		objs = append(objs, decodeObjects(t, name, bytes.NewReader(b))...)
+	}
+	return objs
+}
+
+// decodeObjects reads a stream of YAML (or JSON) documents; empty
+// documents are passed over. what names the source in errors.
+func decodeObjects(t *testing.T, what string, r io.Reader) []*unstructured.Unstructured {
+	t.Helper()
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(r, 4096)
+	for {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs
 			}
-			if m == nil {
-				continue
-			}
+			t.Fatalf("%s: %v", what, err)
+		}
+		if m != nil {
 			objs = append(objs, &unstructured.Unstructured{Object: m})
 		}
 	}
-	return objs
 }
 
 func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
@@ -105,18 +112,7 @@ func TestExampleRBACIsTheDocumented(t *testing.T) {
 	}
 	block := strings.TrimSpace(doc[i+len(begin) : j])
 	block = strings.TrimSuffix(strings.TrimPrefix(block, "```yaml"), "```")
-	var docObjs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(block), 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			t.Fatal(err)
-		}
-		docObjs = append(docObjs, &unstructured.Unstructured{Object: m})
-	}
+	docObjs := decodeObjects(t, "docs/kubernetes.md's RBAC block", strings.NewReader(block))
 	objs := readManifests(t)
 	for _, tc := range []struct{ kind, name string }{{"ClusterRole", "causeway-gateway"}, {"Role", "causeway-gateway-lease"}} {
 		want, got := find(t, docObjs, tc.kind, tc.name), find(t, objs, tc.kind, tc.name)
@@ -336,16 +332,8 @@ func TestExampleMigrationDocApplies(t *testing.T) {
 	var objs []*unstructured.Unstructured
 	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
 		block, _, _ = strings.Cut(block, "```")
-		dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(block), 4096)
-		for {
-			var m map[string]any
-			if err := dec.Decode(&m); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				t.Fatalf("migrate-ingress-nginx.md: %v\n%s", err, block)
-			}
-			if o := (&unstructured.Unstructured{Object: m}); o.GetAPIVersion() != "" && o.GetKind() != "" {
+		for _, o := range decodeObjects(t, "migrate-ingress-nginx.md:\n"+block, strings.NewReader(block)) {
+			if o.GetAPIVersion() != "" && o.GetKind() != "" {
 				objs = append(objs, o)
 			}
 		}

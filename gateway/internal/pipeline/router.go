@@ -47,9 +47,19 @@ type RouteEntry struct {
 func NewRouter(entries []RouteEntry) *Router {
 	// Most specific first: mux takes the first match within a bucket, and the
 	// buckets are tried most specific first.
-	sorted := make([]RouteEntry, len(entries))
-	copy(sorted, entries)
-	sort.SliceStable(sorted, func(i, j int) bool { return moreSpecific(sorted[i].Cfg.Match, sorted[j].Cfg.Match) })
+	// Each route's literal path is worked out once, not at every
+	// comparison: a path_regex's is compiled to find it.
+	keyed := make([]keyedEntry, len(entries))
+	for i, e := range entries {
+		keyed[i] = keyedEntry{e, pathLiteral(e.Cfg.Match)}
+	}
+	sort.SliceStable(keyed, func(i, j int) bool {
+		return moreSpecificLit(keyed[i].Cfg.Match, keyed[i].lit, keyed[j].Cfg.Match, keyed[j].lit)
+	})
+	sorted := make([]RouteEntry, len(keyed))
+	for i, k := range keyed {
+		sorted[i] = k.RouteEntry
+	}
 
 	rt := &Router{exact: map[string]*hostRoutes{}}
 	wild := map[string]*hostRoutes{}
@@ -207,7 +217,23 @@ func firstSegment(path string) string {
 // and query conditions.
 // Hosts are separated before this order applies.
 func moreSpecific(a, b routes.Match) bool {
-	la, lb := len(literalPrefix(a.Path+a.PathPrefix+regexLiteral(a.PathRegex))), len(literalPrefix(b.Path+b.PathPrefix+regexLiteral(b.PathRegex)))
+	return moreSpecificLit(a, pathLiteral(a), b, pathLiteral(b))
+}
+
+// keyedEntry is a route with its literal path, for sorting.
+type keyedEntry struct {
+	RouteEntry
+	lit string
+}
+
+// pathLiteral is the literal text every path m matches starts with.
+func pathLiteral(m routes.Match) string {
+	return literalPrefix(m.Path + m.PathPrefix + regexLiteral(m.PathRegex))
+}
+
+// moreSpecificLit is moreSpecific with the routes' pathLiteral given.
+func moreSpecificLit(a routes.Match, litA string, b routes.Match, litB string) bool {
+	la, lb := len(litA), len(litB)
 	if la != lb {
 		return la > lb
 	}
