@@ -36,7 +36,9 @@ type apiKeyAuth struct {
 
 var _ authenticator = (*apiKeyAuth)(nil)
 
-func newAPIKeyAuth(name string, c *routes.APIKey) (*apiKeyAuth, error) {
+// newAPIKeyAuth builds an API-key authenticator; from names where keys
+// held in memory (c.Keys) came from, for errors.
+func newAPIKeyAuth(name, from string, c *routes.APIKey) (*apiKeyAuth, error) {
 	a := &apiKeyAuth{authName: name, keep: c.KeepToken}
 	switch {
 	case c.Query != "":
@@ -49,10 +51,18 @@ func newAPIKeyAuth(name string, c *routes.APIKey) (*apiKeyAuth, error) {
 	if c.ForwardName != "" {
 		a.forwardName = http.CanonicalHeaderKey(c.ForwardName)
 	}
-	if c.KeysFile == "" {
+	var (
+		keys []apiKey
+		err  error
+	)
+	switch {
+	case len(c.Keys) > 0:
+		keys, err = parseKeys(from, c.Keys, name)
+	case c.KeysFile == "":
 		return nil, fmt.Errorf("keys_file is required")
+	default:
+		keys, err = loadKeysFile(c.KeysFile, name)
 	}
-	keys, err := loadKeysFile(c.KeysFile, name)
 	if err != nil {
 		return nil, &keyError{key: "api_key.keys_file", err: err}
 	}
@@ -68,6 +78,12 @@ func loadKeysFile(path, authName string) ([]apiKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the keys file: %w", err)
 	}
+	return parseKeys(path, data, authName)
+}
+
+// parseKeys reads the lines of a keys file from data; path names it in
+// errors.
+func parseKeys(path string, data []byte, authName string) ([]apiKey, error) {
 	var keys []apiKey
 	names := map[string]int{}
 	sums := map[[sha256.Size]byte]int{}

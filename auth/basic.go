@@ -67,11 +67,20 @@ type basicAuth struct {
 
 var _ authenticator = (*basicAuth)(nil)
 
-func newBasicAuth(name string, c *routes.Basic, opts Options) (*basicAuth, error) {
-	if c.HtpasswdFile == "" {
+func newBasicAuth(name, from string, c *routes.Basic, opts Options) (*basicAuth, error) {
+	var (
+		users map[string]*htpasswdUser
+		order []string
+		err   error
+	)
+	switch {
+	case len(c.Htpasswd) > 0:
+		users, order, err = htpasswdFrom(from, c.Htpasswd, name)
+	case c.HtpasswdFile == "":
 		return nil, fmt.Errorf("htpasswd_file is required")
+	default:
+		users, order, err = loadHtpasswd(c.HtpasswdFile, name)
 	}
-	users, order, err := loadHtpasswd(c.HtpasswdFile, name)
 	if err != nil {
 		return nil, &keyError{key: "basic.htpasswd_file", err: err}
 	}

@@ -75,6 +75,11 @@ func loadHtpasswd(path, authName string) (map[string]*htpasswdUser, []string, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the htpasswd file: %w", err)
 	}
+	return htpasswdFrom(path, data, authName)
+}
+
+// htpasswdFrom reads htpasswd lines from data; path names them in errors.
+func htpasswdFrom(path string, data []byte, authName string) (map[string]*htpasswdUser, []string, error) {
 	users, order, errs := parseHtpasswd(path, data, authName)
 	if len(errs) > 0 {
 		if len(errs) > maxHtpasswdErrors {

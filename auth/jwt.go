@@ -172,6 +172,8 @@ func newJWTAuth(name string, c *routes.JWT, now func() time.Time) (*jwtAuth, err
 // for, never what was found.
 func loadSecret(c *routes.JWT) ([]byte, error) {
 	switch {
+	case len(c.HMACSecret) > 0:
+		return c.HMACSecret, nil
 	case c.HMACSecretEnv != "":
 		v, ok := os.LookupEnv(c.HMACSecretEnv)
 		if !ok || v == "" {

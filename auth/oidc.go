@@ -176,7 +176,9 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 	if !slices.Contains(a.scopes, oidc.ScopeOpenID) {
 		a.scopes = append([]string{oidc.ScopeOpenID}, a.scopes...)
 	}
-	if env := c.ClientSecretEnv; env != "" {
+	if c.ClientSecret != "" {
+		a.clientSecret = c.ClientSecret
+	} else if env := c.ClientSecretEnv; env != "" {
 		v, ok := os.LookupEnv(env)
 		if !ok || v == "" {
 			return nil, &keyError{key: "oidc.client_secret_env", err: fmt.Errorf("environment variable %s is unset or empty", env)}
@@ -210,10 +212,16 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 	sort.Slice(a.forward, func(i, j int) bool { return a.forward[i].header < a.forward[j].header })
 
 	sc := c.Session
-	if sc == nil || sc.KeysEnv == "" {
+	if sc == nil || sc.KeysEnv == "" && sc.Keys == "" {
 		return nil, &keyError{key: "oidc.session", err: errors.New("session.keys_env is required")}
 	}
-	keys, err := session.KeysFromEnv(sc.KeysEnv)
+	var keys [][]byte
+	var err error
+	if sc.Keys != "" {
+		keys, err = session.ParseKeys(sc.Keys)
+	} else {
+		keys, err = session.KeysFromEnv(sc.KeysEnv)
+	}
 	if err != nil {
 		return nil, &keyError{key: "oidc.session.keys_env", err: err}
 	}

@@ -297,9 +297,9 @@ func (s *Set) build(ctx context.Context, name string, c routes.Authenticator, op
 	case c.OIDC != nil:
 		return newOIDCAuth(name, c.OIDC, opts)
 	case c.APIKey != nil:
-		return newAPIKeyAuth(name, c.APIKey)
+		return newAPIKeyAuth(name, c.SecretsFrom, c.APIKey)
 	case c.Basic != nil:
-		return newBasicAuth(name, c.Basic, opts)
+		return newBasicAuth(name, c.SecretsFrom, c.Basic, opts)
 	case c.ExtAuthz != nil:
 		return newExtAuthz(name, c.ExtAuthz, opts)
 	case c.JWT == nil:

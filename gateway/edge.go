@@ -63,6 +63,10 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if err != nil {
 		return err
 	}
+	// The file is what the source's policies are checked against: set it
+	// before the source (re)starts at this commit.
+	base, data := f, g.data
+	g.onCommit(func() { e.sources.setBase(base, data) })
 	startSource, err := e.sources.prepare(f)
 	if err != nil {
 		return err

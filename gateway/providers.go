@@ -1,13 +1,18 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
 	"sync"
+	"time"
 
+	"github.com/causewayhq/causeway/auth"
+	"github.com/causewayhq/causeway/plugins"
 	"github.com/causewayhq/causeway/providers/kubernetes"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -39,6 +44,15 @@ type routeSources struct {
 	frag    routes.Fragment            // merged into the next build
 	applied bool                       // the source delivered and its model is live
 	cancel  context.CancelFunc
+	// base is the routes file of the live generation, before the
+	// fragment was merged: what a policy's entries are checked against;
+	// baseData is its text.
+	base     *routes.File
+	baseData []byte
+	src      RouteSource
+	// checked memoizes checkPolicy for base: a snapshot of the cluster
+	// checks every policy, most of them unchanged.
+	checked map[[32]byte]error
 }
 
 // fragment is what a build merges in now.
@@ -69,7 +83,7 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 		// started with; Gateways' HTTPS listeners are served there.
 		https := f.Listen.HTTPS != "" && f.TLS != nil
 		newSource = func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error) {
-			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https})
+			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https, Check: rs.checkPolicy})
 		}
 	}
 	src, err := newSource(*want, rs.e.log.With("provider", "kubernetes"))
@@ -94,7 +108,7 @@ func (rs *routeSources) start(cfg *routes.KubernetesProvider, src RouteSource) {
 	if rs.cancel != nil {
 		rs.cancel()
 	}
-	rs.cfg, rs.cancel = cfg, nil
+	rs.cfg, rs.cancel, rs.src = cfg, nil, src
 	if src == nil {
 		// Off: the next build has no fragment to merge.
 		rs.frag, rs.applied = routes.Fragment{}, false
@@ -164,4 +178,90 @@ func (rs *routeSources) merge(f *routes.File) (*routes.File, error) {
 		return nil, fmt.Errorf("with the routes from Kubernetes: %w", err)
 	}
 	return m, nil
+}
+
+// setBase records the file of a generation being committed. A file whose
+// text changed makes the running source judge its policies again: one may
+// name an authenticator the file has just gained or lost.
+func (rs *routeSources) setBase(f *routes.File, data []byte) {
+	rs.mu.Lock()
+	if rs.base != nil && bytes.Equal(rs.baseData, data) {
+		rs.mu.Unlock()
+		return // the same text: keep the file the memo knows
+	}
+	resync := rs.base != nil
+	rs.base, rs.baseData = f, data
+	src := rs.src
+	rs.mu.Unlock()
+	if r, ok := src.(interface{ Resync() }); ok && resync {
+		r.Resync()
+	}
+}
+
+// checkPolicy builds what a CausewayPolicy adds (frag: its authenticators,
+// rate limits and plugin instances, and one route that uses them) as the
+// edge would, against the file the edge serves, then releases it. A
+// refusal here leaves that policy out with its reason in its status, where
+// it would otherwise refuse the whole model with every other change.
+func (rs *routeSources) checkPolicy(frag routes.Fragment) error {
+	rs.mu.Lock()
+	base := rs.base
+	rs.mu.Unlock()
+	if base == nil {
+		return errors.New("no routes file loaded yet")
+	}
+	// %#v shows every field, the in-memory secrets' bytes too, so a
+	// rotated Secret is checked again.
+	key := sha256.Sum256(fmt.Appendf(nil, "%p %#v", base, frag))
+	rs.mu.Lock()
+	err, seen := rs.checked[key]
+	rs.mu.Unlock()
+	if seen {
+		return err
+	}
+	err = rs.buildPolicy(base, frag)
+	rs.mu.Lock()
+	if rs.checked == nil || len(rs.checked) >= 4096 {
+		rs.checked = map[[32]byte]error{}
+	}
+	rs.checked[key] = err
+	rs.mu.Unlock()
+	return err
+}
+
+func (rs *routeSources) buildPolicy(base *routes.File, frag routes.Fragment) error {
+	m, err := base.Merge(frag)
+	if err != nil {
+		return err
+	}
+	// Only what the policy's route uses is built: the file's other
+	// authenticators and plugins are the file's to answer for.
+	mini := &routes.File{Path: m.Path, Positions: m.Positions, Redis: m.Redis,
+		Authenticators: map[string]routes.Authenticator{}, Plugins: map[string]routes.PluginInst{}}
+	for _, r := range frag.Routes {
+		for _, a := range r.Auth {
+			mini.Authenticators[a] = m.Authenticators[a]
+		}
+		for _, p := range r.Plugins {
+			mini.Plugins[p] = m.Plugins[p]
+		}
+	}
+	ctx, cancel := context.WithTimeout(rs.e.bgCtx, 10*time.Second)
+	defer cancel()
+	opts := auth.Options{Logger: slog.New(slog.DiscardHandler), Now: rs.e.opts.Clock}
+	for _, ft := range rs.e.features {
+		if a, ok := ft.(*authFeature); ok {
+			opts.JWKS = a.jwks
+		}
+	}
+	set, err := auth.NewSet(ctx, mini, nil, opts)
+	if err != nil {
+		return err
+	}
+	set.Close()
+	inst, err := plugins.NewInstances(ctx, mini)
+	if err != nil {
+		return err
+	}
+	return inst.Close()
 }

@@ -190,7 +190,7 @@ func (c *checker) checkAuthenticators() {
 
 func (c *checker) checkJWT(p string, j *JWT) {
 	sources := 0
-	for _, set := range []bool{j.JWKSURL != "", len(j.PublicKeyFiles) > 0, j.HMACSecretEnv != "" || j.HMACSecretFile != ""} {
+	for _, set := range []bool{j.JWKSURL != "", len(j.PublicKeyFiles) > 0, j.HMACSecretEnv != "" || j.HMACSecretFile != "" || len(j.HMACSecret) > 0} {
 		if set {
 			sources++
 		}
@@ -219,7 +219,7 @@ func (c *checker) checkJWT(p string, j *JWT) {
 	if len(j.Algorithms) == 0 {
 		c.errorf(p+".algorithms", "list the allowed algorithms (e.g. [RS256]): the token's own alg header is never trusted")
 	}
-	hmac := j.HMACSecretEnv != "" || j.HMACSecretFile != ""
+	hmac := j.HMACSecretEnv != "" || j.HMACSecretFile != "" || len(j.HMACSecret) > 0
 	for i, alg := range j.Algorithms {
 		ap := indexPath(p+".algorithms", i)
 		if !slices.Contains(JWTAlgorithms, alg) {
@@ -296,7 +296,7 @@ func (c *checker) checkTokenSource(p string, s *TokenSource) {
 }
 
 func (c *checker) checkAPIKey(p string, k *APIKey) {
-	if k.KeysFile == "" {
+	if k.KeysFile == "" && len(k.Keys) == 0 {
 		c.errorf(p+".keys_file", "is required (lines of name:sha256hex)")
 	}
 	if k.Header != "" && k.Query != "" {
@@ -311,7 +311,7 @@ func (c *checker) checkAPIKey(p string, k *APIKey) {
 }
 
 func (c *checker) checkBasic(p string, b *Basic) {
-	if b.HtpasswdFile == "" {
+	if b.HtpasswdFile == "" && len(b.Htpasswd) == 0 {
 		c.errorf(p+".htpasswd_file", "is required (lines of user:hash, bcrypt or argon2id)")
 	}
 	if b.ForwardUser != "" {
@@ -534,9 +534,9 @@ func (c *checker) checkOIDC(p string, o *OIDC) {
 	}
 	c.checkForwardClaims(p, o.ForwardClaims)
 	s := o.Session
-	if s == nil || s.KeysEnv == "" {
+	if s == nil || s.KeysEnv == "" && s.Keys == "" {
 		c.errorf(p+".session.keys_env", "is required: the environment variable holding the session keys (openssl rand -base64 32)")
-	} else if !envNameRe.MatchString(s.KeysEnv) {
+	} else if s.KeysEnv != "" && !envNameRe.MatchString(s.KeysEnv) {
 		c.errorf(p+".session.keys_env", "%q is not an environment variable name", s.KeysEnv)
 	}
 	if s == nil {

@@ -2,6 +2,7 @@ package routes
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -48,20 +49,31 @@ func (c *checker) checkProviders() {
 			c.errorf("upstreams."+name, "%q: names beginning with %q are the Kubernetes provider's", name, KubernetesPrefix)
 		}
 	}
-	for name := range c.f.Plugins {
-		if strings.HasPrefix(name, KubernetesPrefix) {
-			c.errorf("plugins."+name, "%q: names beginning with %q are the Kubernetes provider's", name, KubernetesPrefix)
+	for _, section := range []struct {
+		key   string
+		names []string
+	}{
+		{"plugins", slices.Collect(maps.Keys(c.f.Plugins))},
+		{"authenticators", slices.Collect(maps.Keys(c.f.Authenticators))},
+		{"rate_limits", slices.Collect(maps.Keys(c.f.RateLimits))},
+	} {
+		for _, name := range section.names {
+			if strings.HasPrefix(name, KubernetesPrefix) {
+				c.errorf(section.key+"."+name, "%q: names beginning with %q are the Kubernetes provider's", name, KubernetesPrefix)
+			}
 		}
 	}
 }
 
 // Fragment is what a provider contributes to the model: routes, the
-// upstreams they send to and the plugin instances they use, named with the
-// provider's prefix.
+// upstreams they send to, and the plugin instances, authenticators and
+// rate limits they use, named with the provider's prefix.
 type Fragment struct {
-	Routes    []Route
-	Upstreams map[string]Upstream
-	Plugins   map[string]PluginInst
+	Routes         []Route
+	Upstreams      map[string]Upstream
+	Plugins        map[string]PluginInst
+	Authenticators map[string]Authenticator
+	RateLimits     map[string]RateLimit
 	// Certificates are served on the https listener after the file's own
 	// (the file's win a name both have). Without a tls section there is
 	// no https listener, and they are left out.
@@ -93,27 +105,11 @@ func (f *File) Merge(frag Fragment) (*File, error) {
 		sigs[sig] = r.Name
 		m.Routes = append(m.Routes, r)
 	}
-	m.Upstreams = make(map[string]Upstream, len(f.Upstreams)+len(frag.Upstreams))
-	for k, v := range f.Upstreams {
-		m.Upstreams[k] = v
-	}
-	m.Plugins = make(map[string]PluginInst, len(f.Plugins)+len(frag.Plugins))
-	for k, v := range f.Plugins {
-		m.Plugins[k] = v
-	}
 	var errs Errors
-	for k, v := range frag.Upstreams {
-		if _, dup := m.Upstreams[k]; dup {
-			errs = append(errs, &Error{File: f.Path, Path: "upstreams." + k, Msg: "defined by the file and by a provider"})
-		}
-		m.Upstreams[k] = v
-	}
-	for k, v := range frag.Plugins {
-		if _, dup := m.Plugins[k]; dup {
-			errs = append(errs, &Error{File: f.Path, Path: "plugins." + k, Msg: "defined by the file and by a provider"})
-		}
-		m.Plugins[k] = v
-	}
+	m.Upstreams = mergeNamed(f.Path, "upstreams", f.Upstreams, frag.Upstreams, &errs)
+	m.Plugins = mergeNamed(f.Path, "plugins", f.Plugins, frag.Plugins, &errs)
+	m.Authenticators = mergeNamed(f.Path, "authenticators", f.Authenticators, frag.Authenticators, &errs)
+	m.RateLimits = mergeNamed(f.Path, "rate_limits", f.RateLimits, frag.RateLimits, &errs)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -133,4 +129,20 @@ func (f *File) Merge(frag Fragment) (*File, error) {
 	}
 	m.Warnings = append(m.Warnings, shadowed...)
 	return &m, nil
+}
+
+// mergeNamed is the file's named entries of one section with a provider's
+// added; a name both define is refused, never overridden.
+func mergeNamed[V any](path, section string, file, frag map[string]V, errs *Errors) map[string]V {
+	// Always a copy: defaulting writes into the merged model's maps, and
+	// the file's must stay as loaded.
+	out := make(map[string]V, len(file)+len(frag))
+	maps.Copy(out, file)
+	for _, k := range slices.Sorted(maps.Keys(frag)) {
+		if _, dup := out[k]; dup {
+			*errs = append(*errs, &Error{File: path, Path: section + "." + k, Msg: "defined by the file and by a provider"})
+		}
+		out[k] = frag[k]
+	}
+	return out
 }

@@ -77,7 +77,15 @@ type KubernetesProvider struct {
 	// Kubeconfig is a kubeconfig file; empty: the in-cluster service
 	// account.
 	Kubeconfig string `yaml:"kubeconfig"`
+	// Policies watches CausewayPolicies (default true); false for a
+	// cluster without the CausewayPolicy CRD. While it is on and the CRD
+	// cannot be listed, the provider contributes nothing: routes are
+	// never served without the policies meant for them.
+	Policies *bool `yaml:"policies"`
 }
+
+// PoliciesOn reports whether CausewayPolicies are watched.
+func (k KubernetesProvider) PoliciesOn() bool { return k.Policies == nil || *k.Policies }
 
 // KubernetesControllerName is the GatewayClass controllerName the edge
 // answers for; KubernetesPrefix begins every route and upstream name the
@@ -262,6 +270,11 @@ type Authenticator struct {
 	Basic    *Basic    `yaml:"basic"`
 	ExtAuthz *ExtAuthz `yaml:"ext_authz"`
 	OIDC     *OIDC     `yaml:"oidc"`
+
+	// SecretsFrom names where the in-memory secrets of a provider's
+	// authenticator came from (a Kubernetes Secret, "Secret NS/NAME"), for
+	// errors: they have no file to name. Never set by the file.
+	SecretsFrom string `yaml:"-" json:"-"`
 }
 
 // OIDC signs browsers in through an OpenID Connect provider
@@ -278,6 +291,10 @@ type OIDC struct {
 	// ClientSecretEnv names the environment variable holding the client
 	// secret (none: a public client, PKCE only).
 	ClientSecretEnv string `yaml:"client_secret_env"`
+	// ClientSecret is the client secret itself, held in memory: a
+	// provider's, read from a Kubernetes Secret. Never from the file,
+	// never shown.
+	ClientSecret string `yaml:"-" json:"-"`
 	// PrivateKeyFile is a PEM private key (RSA, or ECDSA P-256, P-384 or
 	// P-521) the client authenticates with at the token endpoint by
 	// signing a JWT assertion (private_key_jwt, OIDC Core 9), instead of a
@@ -334,6 +351,9 @@ type OIDCSession struct {
 	// base64 of 32 bytes each, separated by commas; the first seals, all
 	// open.
 	KeysEnv string `yaml:"keys_env"`
+	// Keys is the value KeysEnv would hold, in memory: a provider's, read
+	// from a Kubernetes Secret. Never from the file, never shown.
+	Keys string `yaml:"-" json:"-"`
 	// Cookie is the cookie's name (default "__Host-causeway-" + the
 	// authenticator's name); the sign-in state cookie is Cookie + "-login".
 	Cookie string `yaml:"cookie"`
@@ -422,6 +442,9 @@ type ExtAuthzCache struct {
 type Basic struct {
 	// HtpasswdFile holds lines of user:hash.
 	HtpasswdFile string `yaml:"htpasswd_file"`
+	// Htpasswd is what HtpasswdFile would hold, in memory: a provider's,
+	// read from a Kubernetes Secret. Never from the file, never shown.
+	Htpasswd []byte `yaml:"-" json:"-"`
 	// Realm is sent in WWW-Authenticate (default: the authenticator's name).
 	Realm string `yaml:"realm"`
 	// KeepToken forwards the Authorization header to the upstream
@@ -458,8 +481,11 @@ type JWT struct {
 	PublicKeyFiles    []string `yaml:"public_key_files"`
 	HMACSecretEnv     string   `yaml:"hmac_secret_env"`
 	HMACSecretFile    string   `yaml:"hmac_secret_file"`
-	Algorithms        []string `yaml:"algorithms"`
-	Leeway            Duration `yaml:"leeway"`
+	// HMACSecret is the HMAC secret itself, in memory: a provider's, read
+	// from a Kubernetes Secret. Never from the file, never shown.
+	HMACSecret []byte   `yaml:"-" json:"-"`
+	Algorithms []string `yaml:"algorithms"`
+	Leeway     Duration `yaml:"leeway"`
 	// ForwardClaims maps a claim name to the upstream header that carries it.
 	ForwardClaims map[string]string `yaml:"forward_claims"`
 	// From says where the token is read; default: Authorization: Bearer.
@@ -495,6 +521,9 @@ type APIKey struct {
 	Header   string `yaml:"header"`
 	Query    string `yaml:"query"`
 	KeysFile string `yaml:"keys_file"` // lines of "name:sha256hex"
+	// Keys is what KeysFile would hold, in memory: a provider's, made from
+	// a Kubernetes Secret. Never from the file, never shown.
+	Keys []byte `yaml:"-" json:"-"`
 	// KeepToken forwards the key to the upstream (default: stripped).
 	KeepToken bool `yaml:"keep_token"`
 	// ForwardName sets this upstream header to the key's name.

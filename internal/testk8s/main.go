@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,24 @@ func StartMain(m *testing.M, cp **ControlPlane, setup func(*ControlPlane) error)
 	}
 	*cp = c
 	return m.Run()
+}
+
+// InstallGatewayAPI installs the CRDs the Kubernetes provider watches:
+// the Gateway API's standard channel, from the module the edge is built
+// with, and Causeway's own (examples/kubernetes/gateway-api/crd).
+func (cp *ControlPlane) InstallGatewayAPI() error {
+	dirs := map[string]string{}
+	for _, mod := range []string{"sigs.k8s.io/gateway-api", "github.com/causewayhq/causeway"} {
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", mod).Output()
+		if err != nil {
+			return fmt.Errorf("locating the %s module: %w", mod, err)
+		}
+		dirs[mod] = strings.TrimSpace(string(out))
+	}
+	if err := cp.InstallCRDs(filepath.Join(dirs["sigs.k8s.io/gateway-api"], "config", "crd", "standard")); err != nil {
+		return err
+	}
+	return cp.InstallCRDs(filepath.Join(dirs["github.com/causewayhq/causeway"], "examples", "kubernetes", "gateway-api", "crd"))
 }
 
 // crdEstablishTimeout bounds the wait for CRDs to be served; they are

@@ -28,6 +28,7 @@ func (t *translator) grpcRoutes() {
 			rule: func(i int, base []string) (translatedRule, *ruleError) {
 				return t.grpcRule(r.Namespace, base, r.Spec.Rules[i])
 			},
+			ruleName: func(i int) *gatewayv1.SectionName { return r.Spec.Rules[i].Name },
 		})
 		if ok {
 			t.res.GRPCRoutes[nn(r.Namespace, r.Name)] = gatewayv1.GRPCRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}

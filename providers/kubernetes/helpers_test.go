@@ -7,8 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -35,11 +35,7 @@ var cp *testk8s.ControlPlane
 
 func TestMain(m *testing.M) {
 	os.Exit(testk8s.StartMain(m, &cp, func(c *testk8s.ControlPlane) error {
-		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-		if err != nil {
-			return errors.New("locating the sigs.k8s.io/gateway-api module: " + err.Error())
-		}
-		return c.InstallCRDs(filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"))
+		return c.InstallGatewayAPI()
 	}))
 }
 
@@ -61,6 +57,7 @@ func adminConfig() *rest.Config {
 type clients struct {
 	core kubernetes.Interface
 	gw   gwclient.Interface
+	dyn  dynamic.Interface
 }
 
 // adminClients are the admin's clients, their connections closed when
@@ -85,7 +82,11 @@ func clientsFor(t *testing.T, cfg *rest.Config) clients {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return clients{core, gw}
+	dyn, err := dynamic.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clients{core, gw, dyn}
 }
 
 // noLeaks checks, when the test ends, that every goroutine the test
@@ -303,16 +304,17 @@ func secret(ns, name string, typ corev1.SecretType) *corev1.Secret {
 
 // objects is one set of every kind a Snapshot holds, in namespace ns.
 type objects struct {
-	class, gateway, httpRoute, grpcRoute, grant, service, slice, tlsSecret, otherSecret string
+	class, gateway, httpRoute, grpcRoute, grant, service, slice, tlsSecret, otherSecret, policy string
 }
 
 // createAll creates one object of each kind in ns (and a GatewayClass
-// named after ns), and a Secret that is not TLS, which must not be seen.
+// named after ns), and a Secret neither TLS nor Opaque, which must not be
+// seen.
 func createAll(t *testing.T, c clients, ns string) objects {
 	t.Helper()
 	ctx := context.Background()
 	o := objects{class: "class-" + ns, gateway: "gw", httpRoute: "web", grpcRoute: "rpc", grant: "grant",
-		service: "web", slice: "web-1", tlsSecret: "cert", otherSecret: "opaque"}
+		service: "web", slice: "web-1", tlsSecret: "cert", otherSecret: "other", policy: "policy"}
 	must := func(_ any, err error) {
 		t.Helper()
 		if err != nil {
@@ -327,7 +329,8 @@ func createAll(t *testing.T, c clients, ns string) objects {
 	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, o.service), metav1.CreateOptions{}))
 	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, endpointSlice(ns, o.slice, o.service, "10.244.1.10"), metav1.CreateOptions{}))
 	must(c.core.CoreV1().Secrets(ns).Create(ctx, secret(ns, o.tlsSecret, corev1.SecretTypeTLS), metav1.CreateOptions{}))
-	must(c.core.CoreV1().Secrets(ns).Create(ctx, secret(ns, o.otherSecret, corev1.SecretTypeOpaque), metav1.CreateOptions{}))
+	must(c.core.CoreV1().Secrets(ns).Create(ctx, secret(ns, o.otherSecret, "causeway.test/other"), metav1.CreateOptions{}))
+	must(c.dyn.Resource(PolicyGVR).Namespace(ns).Create(ctx, policyObject(ns, o.policy, o.httpRoute), metav1.CreateOptions{}))
 	return o
 }
 
@@ -350,4 +353,18 @@ func inNamespace(all []string, ns string) []string {
 		}
 	}
 	return out
+}
+
+// policyObject is a CausewayPolicy on an HTTPRoute, as the dynamic client
+// sends it.
+func policyObject(ns, name, route string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": PolicyGVR.GroupVersion().String(),
+		"kind":       PolicyKind,
+		"metadata":   map[string]any{"namespace": ns, "name": name},
+		"spec": map[string]any{
+			"targetRefs":     []any{map[string]any{"group": groupName, "kind": kindHTTPRoute, "name": route}},
+			"authenticators": []any{map[string]any{"ref": "corp"}},
+		},
+	}}
 }

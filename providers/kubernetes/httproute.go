@@ -56,6 +56,7 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 		rule: func(i int, base []string) (translatedRule, *ruleError) {
 			return t.httpRule(r.Namespace, base, r.Spec.Rules[i])
 		},
+		ruleName: func(i int) *gatewayv1.SectionName { return r.Spec.Rules[i].Name },
 	})
 	if ok {
 		t.res.HTTPRoutes[nn(r.Namespace, r.Name)] = gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
@@ -72,6 +73,8 @@ type routeView struct {
 	rules      int
 	// rule translates rule i; base names what it adds to the model.
 	rule func(i int, base []string) (translatedRule, *ruleError)
+	// ruleName is rule i's name, which a policy's sectionName names.
+	ruleName func(i int) *gatewayv1.SectionName
 }
 
 // route attaches a route to our listeners, translates its rules when it
@@ -80,10 +83,14 @@ type routeView struct {
 func (t *translator) route(v routeView) (parents []gatewayv1.RouteParentStatus, ok bool) {
 	gen := v.obj.GetGeneration()
 	var attached []attachment
+	var gws []*gatewayState
 	for _, ref := range v.parentRefs {
 		gs, ok := t.parentGateway(v.obj.GetNamespace(), ref)
 		if !ok {
 			continue // not ours: its status is another controller's
+		}
+		if !slices.Contains(gws, gs) {
+			gws = append(gws, gs)
 		}
 		ps := gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: routes.KubernetesControllerName}
 		atts, reason, msg := t.attach(gs, v, ref)
@@ -101,7 +108,15 @@ func (t *translator) route(v routeView) (parents []gatewayv1.RouteParentStatus, 
 	if len(parents) == 0 {
 		return nil, false
 	}
-	tr := t.rules(v, servedHosts(attached))
+	key := routeKey(v.kind, v.obj)
+	t.routeGateways[key] = gws
+	// A Gateway's policy: the oldest Gateway's, when the route is attached
+	// to several (the edge's routes are per host, not per Gateway).
+	byGateway := slices.Clone(gws)
+	slices.SortStableFunc(byGateway, func(a, b *gatewayState) int {
+		return slices.Index(t.gwOrder, a) - slices.Index(t.gwOrder, b)
+	})
+	tr := t.rules(v, servedHosts(attached), byGateway)
 	for i := range parents {
 		c := &parents[i].Conditions
 		*c = append(*c, tr.resolved)
@@ -288,7 +303,7 @@ func namedPlainOnly(atts []attachment) bool {
 	return namedPlain && !anyPlain
 }
 
-func (t *translator) rules(v routeView, hosts []servedHost) rulesResult {
+func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState) rulesResult {
 	gen := v.obj.GetGeneration()
 	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
 	for i := 0; i < v.rules; i++ {
@@ -305,6 +320,7 @@ func (t *translator) rules(v routeView, hosts []servedHost) rulesResult {
 			}
 			continue
 		}
+		pol := t.policyFor(v.kind, v.obj.GetNamespace(), v.obj.GetName(), v.ruleName(i), gws)
 		if rr.unresolved != nil && res.resolved.Status == metav1.ConditionTrue {
 			res.resolved = condition(string(gatewayv1.RouteConditionResolvedRefs), false, rr.unresolved.reason, fmt.Sprintf("rule %d: %s", i, rr.unresolved.msg), gen)
 		}
@@ -320,6 +336,7 @@ func (t *translator) rules(v routeView, hosts []servedHost) rulesResult {
 						Split:    rr.split,
 						Timeout:  routes.Duration(rr.timeout),
 					}
+					pol.apply(&route)
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
 					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex

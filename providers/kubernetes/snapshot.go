@@ -25,6 +25,9 @@ type Snapshot struct {
 	// Namespaces are needed for listeners that admit routes by namespace
 	// label (allowedRoutes.namespaces.from: Selector).
 	Namespaces []*corev1.Namespace
+	// Policies are the CausewayPolicies; Secrets then also hold the
+	// Opaque Secrets they may name.
+	Policies []*CausewayPolicy
 }
 
 // Result is what Translate makes of a Snapshot: the model's fragment and
@@ -37,4 +40,5 @@ type Result struct {
 	Gateways       map[types.NamespacedName]gatewayv1.GatewayStatus
 	HTTPRoutes     map[types.NamespacedName]gatewayv1.HTTPRouteStatus
 	GRPCRoutes     map[types.NamespacedName]gatewayv1.GRPCRouteStatus
+	Policies       map[types.NamespacedName]gatewayv1.PolicyStatus
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync/atomic"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -17,6 +18,16 @@ import (
 type Source struct {
 	cfg  routes.KubernetesProvider
 	opts Options
+	w    atomic.Pointer[Watcher]
+}
+
+// Resync makes the running source translate the cluster again, as if it
+// had changed: the edge calls it when its routes file changed, which a
+// policy's check depends on.
+func (s *Source) Resync() {
+	if w := s.w.Load(); w != nil {
+		w.poke()
+	}
 }
 
 // NewSource checks cfg (the kubeconfig is read here, so a bad one refuses
@@ -40,7 +51,7 @@ func (s *Source) Run(ctx context.Context, apply func(routes.Fragment) error) err
 		applied *routes.Fragment
 	)
 	onSnapshot := func(snap *Snapshot) {
-		res := TranslateWith(s.cfg, snap, TranslateOptions{HTTPS: s.opts.HTTPS})
+		res := TranslateWith(s.cfg, snap, TranslateOptions{HTTPS: s.opts.HTTPS, Check: s.opts.Check})
 		if applied == nil || !reflect.DeepEqual(*applied, res.Fragment) {
 			if err := apply(res.Fragment); err != nil {
 				if ctx.Err() != nil {
@@ -58,6 +69,8 @@ func (s *Source) Run(ctx context.Context, apply func(routes.Fragment) error) err
 	if w, err = New(s.cfg, onSnapshot, s.opts); err != nil {
 		return err
 	}
+	s.w.Store(w)
+	defer s.w.Store(nil)
 	return w.Run(ctx)
 }
 

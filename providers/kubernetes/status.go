@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -269,6 +271,56 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 				return api.UpdateStatus(ctx, o, metav1.UpdateOptions{FieldManager: fieldManager})
 			}))
 	}
+	for _, key := range sortedNames(res.Policies) {
+		want := res.Policies[key]
+		sc := w.scopeOf(key.Namespace)
+		if sc == nil || sc.policies == nil {
+			continue
+		}
+		api := w.dyn.Resource(PolicyGVR).Namespace(key.Namespace)
+		lister := sc.policies.ForResource(PolicyGVR).Lister().ByNamespace(key.Namespace)
+		count(writeOne(ctx, memo, "CausewayPolicy "+key.String(),
+			func() (*unstructured.Unstructured, error) {
+				o, err := lister.Get(key.Name)
+				if err != nil {
+					return nil, err
+				}
+				u, ok := o.(*unstructured.Unstructured)
+				if !ok {
+					return nil, fmt.Errorf("unexpected %T", o)
+				}
+				return u, nil
+			},
+			func(ctx context.Context) (*unstructured.Unstructured, error) {
+				return api.Get(ctx, key.Name, metav1.GetOptions{})
+			},
+			func(cur *unstructured.Unstructured) (*unstructured.Unstructured, bool) {
+				var stored gatewayv1.PolicyStatus
+				if raw, ok := cur.Object["status"]; ok {
+					if b, err := json.Marshal(raw); err == nil {
+						_ = json.Unmarshal(b, &stored)
+					}
+				}
+				next := policyStatus(stored, want, now)
+				if equality.Semantic.DeepEqual(stored, next) {
+					return nil, false
+				}
+				b, err := json.Marshal(next)
+				if err != nil {
+					return nil, false
+				}
+				var m map[string]any
+				if err := json.Unmarshal(b, &m); err != nil {
+					return nil, false
+				}
+				o := cur.DeepCopy()
+				o.Object["status"] = m
+				return o, true
+			},
+			func(ctx context.Context, o *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+				return api.UpdateStatus(ctx, o, metav1.UpdateOptions{FieldManager: fieldManager})
+			}))
+	}
 	// Writes the cache has caught up with, or whose objects are no longer
 	// in the Result, are forgotten.
 	w.written = memo.next
@@ -481,4 +533,30 @@ func routeStatus(stored, want gatewayv1.RouteStatus, now metav1.Time) gatewayv1.
 		parents = append(parents, p)
 	}
 	return gatewayv1.RouteStatus{Parents: parents}
+}
+
+// policyStatus replaces the ancestors entries written by this controller
+// with want's and keeps every other controller's, as routeStatus does.
+func policyStatus(stored, want gatewayv1.PolicyStatus, now metav1.Time) gatewayv1.PolicyStatus {
+	const ours = gatewayv1.GatewayController(routes.KubernetesControllerName)
+	out := gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{}}
+	for _, a := range stored.Ancestors {
+		if a.ControllerName != ours {
+			out.Ancestors = append(out.Ancestors, a)
+		}
+	}
+	for _, a := range want.Ancestors {
+		if a.ControllerName != ours || len(out.Ancestors) >= 16 {
+			continue
+		}
+		var old []metav1.Condition
+		for _, s := range stored.Ancestors {
+			if s.ControllerName == ours && parentRefEqual(s.AncestorRef, a.AncestorRef) {
+				old = s.Conditions
+			}
+		}
+		a.Conditions = conditions(old, a.Conditions, now)
+		out.Ancestors = append(out.Ancestors, a)
+	}
+	return out
 }

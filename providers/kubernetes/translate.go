@@ -52,6 +52,9 @@ type TranslateOptions struct {
 	// section), so HTTPS listeners' certificates are served there;
 	// without it they are not programmed.
 	HTTPS bool
+	// Check judges what each CausewayPolicy adds before the model takes
+	// it (see CheckPolicy); nil checks only the policy's own form.
+	Check CheckPolicy
 }
 
 // TranslateWith is Translate for an edge described by o.
@@ -63,8 +66,10 @@ func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOption
 	t.opts = o
 	t.classes()
 	t.gateways()
+	t.policies()
 	t.httpRoutes()
 	t.grpcRoutes()
+	t.policyStatuses()
 	t.finish()
 	return t.res
 }
@@ -87,6 +92,15 @@ type translator struct {
 	gwOrder    []*gatewayState
 	// seen keeps the names made so far unique whatever shortening does.
 	seen map[string]bool
+
+	// Policies: the valid ones by target, every judged one in age order,
+	// and what their status needs to know of the cluster.
+	policyByTarget  map[policyTarget]*policyState
+	policyOrder     []*policyState
+	gwsAny          map[types.NamespacedName]bool // every Gateway, ours or not
+	httpRouteByName map[types.NamespacedName]*gatewayv1.HTTPRoute
+	grpcRouteByName map[types.NamespacedName]*gatewayv1.GRPCRoute
+	routeGateways   map[policyTarget][]*gatewayState // a route's Gateways of ours
 }
 
 // gatewayState is one Gateway of our class, with its listeners as judged.
@@ -110,20 +124,28 @@ func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
 		cfg: cfg, s: s,
 		res: Result{
 			Fragment: routes.Fragment{
-				Upstreams: map[string]routes.Upstream{},
-				Plugins:   map[string]routes.PluginInst{},
+				Upstreams:      map[string]routes.Upstream{},
+				Plugins:        map[string]routes.PluginInst{},
+				Authenticators: map[string]routes.Authenticator{},
+				RateLimits:     map[string]routes.RateLimit{},
 			},
 			GatewayClasses: map[string]gatewayv1.GatewayClassStatus{},
 			Gateways:       map[types.NamespacedName]gatewayv1.GatewayStatus{},
 			HTTPRoutes:     map[types.NamespacedName]gatewayv1.HTTPRouteStatus{},
 			GRPCRoutes:     map[types.NamespacedName]gatewayv1.GRPCRouteStatus{},
+			Policies:       map[types.NamespacedName]gatewayv1.PolicyStatus{},
 		},
-		services:   map[types.NamespacedName]*corev1.Service{},
-		slices:     map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
-		secrets:    map[types.NamespacedName]*corev1.Secret{},
-		namespaces: map[string]*corev1.Namespace{},
-		gws:        map[types.NamespacedName]*gatewayState{},
-		seen:       map[string]bool{},
+		policyByTarget:  map[policyTarget]*policyState{},
+		gwsAny:          map[types.NamespacedName]bool{},
+		httpRouteByName: map[types.NamespacedName]*gatewayv1.HTTPRoute{},
+		grpcRouteByName: map[types.NamespacedName]*gatewayv1.GRPCRoute{},
+		routeGateways:   map[policyTarget][]*gatewayState{},
+		services:        map[types.NamespacedName]*corev1.Service{},
+		slices:          map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+		secrets:         map[types.NamespacedName]*corev1.Secret{},
+		namespaces:      map[string]*corev1.Namespace{},
+		gws:             map[types.NamespacedName]*gatewayState{},
+		seen:            map[string]bool{},
 	}
 	for _, o := range s.Services {
 		t.services[nn(o.Namespace, o.Name)] = o
@@ -136,6 +158,15 @@ func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
 	}
 	for _, o := range s.Secrets {
 		t.secrets[nn(o.Namespace, o.Name)] = o
+	}
+	for _, o := range s.Gateways {
+		t.gwsAny[nn(o.Namespace, o.Name)] = true
+	}
+	for _, o := range s.HTTPRoutes {
+		t.httpRouteByName[nn(o.Namespace, o.Name)] = o
+	}
+	for _, o := range s.GRPCRoutes {
+		t.grpcRouteByName[nn(o.Namespace, o.Name)] = o
 	}
 	for _, o := range s.Namespaces {
 		t.namespaces[o.Name] = o

@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,12 +17,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -77,6 +83,8 @@ type Options struct {
 	// HTTPS: the edge has an https listener, where HTTPS listeners'
 	// certificates are served (TranslateOptions.HTTPS).
 	HTTPS bool
+	// Check judges what each CausewayPolicy adds (TranslateOptions.Check).
+	Check CheckPolicy
 }
 
 // LeaderElection configures the coordination.k8s.io Lease that makes one
@@ -115,6 +123,7 @@ type Watcher struct {
 	conns      *connTracker
 	core       kubernetes.Interface
 	gw         gwclient.Interface
+	dyn        dynamic.Interface
 
 	// cluster holds the GatewayClass informer, which is cluster-scoped
 	// whatever the namespaces; scopes hold one set of informers per
@@ -153,6 +162,10 @@ type scope struct {
 	// secrets is a factory of its own because its list is narrowed by a
 	// field selector that the core factory's other kinds cannot take.
 	secrets informers.SharedInformerFactory
+	// opaque lists the Opaque Secrets policies name, and policies the
+	// CausewayPolicies (nil both when policies are off).
+	opaque   informers.SharedInformerFactory
+	policies dynamicinformer.DynamicSharedInformerFactory
 }
 
 // New builds a Watcher for cfg that calls onSnapshot with each new
@@ -199,6 +212,10 @@ func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
+	dyn, err := dynamic.NewForConfigAndClient(restCfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes provider: %w", err)
+	}
 	election, err := electionDefaults(cfg, opts.LeaderElection)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
@@ -215,6 +232,7 @@ func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options
 		conns:      conns,
 		core:       core,
 		gw:         gw,
+		dyn:        dyn,
 		changed:    make(chan struct{}, 1),
 		resultPoke: make(chan struct{}, 1),
 		leaderPoke: make(chan struct{}, 1),
@@ -290,6 +308,12 @@ func tlsSecrets(o *metav1.ListOptions) {
 	o.FieldSelector = fields.OneTermEqualSelector("type", "kubernetes.io/tls").String()
 }
 
+// opaqueSecrets narrows the policies' Secret informers to Opaque ones,
+// the only type a policy may name.
+func opaqueSecrets(o *metav1.ListOptions) {
+	o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeOpaque)).String()
+}
+
 func (w *Watcher) buildInformers() {
 	// No periodic resync: a resync re-delivers every cached object as an
 	// update, which would only rebuild an identical snapshot.
@@ -302,7 +326,7 @@ func (w *Watcher) buildInformers() {
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	for _, ns := range namespaces {
-		w.scopes = append(w.scopes, &scope{
+		sc := &scope{
 			namespace: ns,
 			gw: gwinformers.NewSharedInformerFactoryWithOptions(w.gw, resync,
 				gwinformers.WithNamespace(ns), gwinformers.WithTransform(strip)),
@@ -310,7 +334,13 @@ func (w *Watcher) buildInformers() {
 				informers.WithNamespace(ns), informers.WithTransform(strip)),
 			secrets: informers.NewSharedInformerFactoryWithOptions(w.core, resync,
 				informers.WithNamespace(ns), informers.WithTransform(strip), informers.WithTweakListOptions(tlsSecrets)),
-		})
+		}
+		if w.cfg.PoliciesOn() {
+			sc.opaque = informers.NewSharedInformerFactoryWithOptions(w.core, resync,
+				informers.WithNamespace(ns), informers.WithTransform(strip), informers.WithTweakListOptions(opaqueSecrets))
+			sc.policies = dynamicinformer.NewFilteredDynamicSharedInformerFactory(w.dyn, resync, ns, nil)
+		}
+		w.scopes = append(w.scopes, sc)
 	}
 
 	// Asking a factory for an informer registers it; Start runs those.
@@ -337,6 +367,12 @@ func (w *Watcher) buildInformers() {
 		add(s.core.Core().V1().Services().Informer(), false)
 		add(s.core.Discovery().V1().EndpointSlices().Informer(), false)
 		add(s.secrets.Core().V1().Secrets().Informer(), false)
+		if s.policies != nil {
+			add(s.opaque.Core().V1().Secrets().Informer(), false)
+			inf := s.policies.ForResource(PolicyGVR).Informer()
+			_ = inf.SetTransform(strip)
+			add(inf, true)
+		}
 	}
 }
 
@@ -384,6 +420,9 @@ func (w *Watcher) factories() []interface {
 	}{w.cluster, w.namespaces}
 	for _, s := range w.scopes {
 		fs = append(fs, s.gw, s.core, s.secrets)
+		if s.policies != nil {
+			fs = append(fs, s.opaque, s.policies)
+		}
 	}
 	return fs
 }
@@ -508,6 +547,21 @@ func (w *Watcher) snapshot() *Snapshot {
 		s.EndpointSlices = append(s.EndpointSlices, eps...)
 		secs, _ := sc.secrets.Core().V1().Secrets().Lister().List(all)
 		s.Secrets = append(s.Secrets, secs...)
+		if sc.policies != nil {
+			opaque, _ := sc.opaque.Core().V1().Secrets().Lister().List(all)
+			s.Secrets = append(s.Secrets, opaque...)
+			objs, _ := sc.policies.ForResource(PolicyGVR).Lister().List(all)
+			for _, o := range objs {
+				p, err := policyFrom(o)
+				if err != nil {
+					// The CRD's schema makes this unlikely; one bad object
+					// must not hide the others.
+					w.log.Error("CausewayPolicy unreadable; left out", "error", err.Error())
+					continue
+				}
+				s.Policies = append(s.Policies, p)
+			}
+		}
 	}
 	sortObjects(s.GatewayClasses)
 	sortObjects(s.Namespaces)
@@ -518,6 +572,7 @@ func (w *Watcher) snapshot() *Snapshot {
 	sortObjects(s.Services)
 	sortObjects(s.EndpointSlices)
 	sortObjects(s.Secrets)
+	sortObjects(s.Policies)
 	return s
 }
 
@@ -575,4 +630,21 @@ func (c *trackedConn) Close() error {
 	delete(c.t.conns, c)
 	c.t.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// policyFrom reads a CausewayPolicy out of the dynamic informer's object.
+func policyFrom(o runtime.Object) (*CausewayPolicy, error) {
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("unexpected %T", o)
+	}
+	b, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, fmt.Errorf("CausewayPolicy %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	p := &CausewayPolicy{}
+	if err := json.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("CausewayPolicy %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	return p, nil
 }

@@ -161,7 +161,8 @@ func TestNoSnapshotBeforeEveryInformerSynced(t *testing.T) {
 		"ReferenceGrants": {ns + "/" + o.grant},
 		"Services":        {ns + "/" + o.service},
 		"EndpointSlices":  {ns + "/" + o.slice},
-		"Secrets":         {ns + "/" + o.tlsSecret}, // not the Opaque one
+		"Secrets":         {ns + "/" + o.tlsSecret}, // not the other type
+		"Policies":        {ns + "/" + o.policy},
 	}
 	got := map[string][]string{
 		"GatewayClasses":  slices.DeleteFunc(names(s.GatewayClasses), func(n string) bool { return n != "/"+o.class }),
@@ -172,6 +173,7 @@ func TestNoSnapshotBeforeEveryInformerSynced(t *testing.T) {
 		"Services":        names(s.Services),
 		"EndpointSlices":  names(s.EndpointSlices),
 		"Secrets":         names(s.Secrets),
+		"Policies":        names(s.Policies),
 	}
 	for kind, w := range want {
 		if !slices.Equal(got[kind], w) {
@@ -231,6 +233,7 @@ func TestNamespaceScoping(t *testing.T) {
 				"Gateways": names(s.Gateways), "HTTPRoutes": names(s.HTTPRoutes), "GRPCRoutes": names(s.GRPCRoutes),
 				"ReferenceGrants": names(s.ReferenceGrants), "Services": names(s.Services),
 				"EndpointSlices": names(s.EndpointSlices), "Secrets": names(s.Secrets),
+				"Policies": names(s.Policies),
 			}
 			for kind, got := range kinds {
 				for _, ns := range tt.see {
@@ -378,7 +381,7 @@ func TestAPIServerRestart(t *testing.T) {
 	})
 	// Nothing else was lost in the resync.
 	if !slices.Equal(names(s.Services), []string{ns + "/after", ns + "/" + o.service}) ||
-		len(s.Gateways) != 1 || len(s.HTTPRoutes) != 1 || len(s.EndpointSlices) != 1 || len(s.Secrets) != 1 {
+		len(s.Gateways) != 1 || len(s.HTTPRoutes) != 1 || len(s.EndpointSlices) != 1 || len(s.Secrets) != 1 || len(s.Policies) != 1 {
 		t.Fatalf("after the restart: services %v, %d gateways, %d routes, %d slices, %d secrets",
 			names(s.Services), len(s.Gateways), len(s.HTTPRoutes), len(s.EndpointSlices), len(s.Secrets))
 	}

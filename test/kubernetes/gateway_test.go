@@ -10,14 +10,12 @@ package kubernetes_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,11 +42,7 @@ var cp *testk8s.ControlPlane
 func TestMain(m *testing.M) {
 	os.Exit(testnetns.Main(func() int {
 		return testk8s.StartMain(m, &cp, func(c *testk8s.ControlPlane) error {
-			out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-			if err != nil {
-				return errors.New("locating the sigs.k8s.io/gateway-api module: " + err.Error())
-			}
-			return c.InstallCRDs(filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"))
+			return c.InstallGatewayAPI()
 		})
 	}))
 }

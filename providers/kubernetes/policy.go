@@ -1,0 +1,612 @@
+package kubernetes
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/causewayhq/causeway/plugins/respond"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// How policies attach (GEP-713, direct attachment): a policy names
+// Gateways, routes, or a route's rule by its name (sectionName). A rule
+// takes the policy of the most specific target that has one, whole (the
+// policies are not merged field by field): its rule's, else its route's,
+// else its Gateway's. Two policies on the same target: the older wins and
+// the other is Conflicted there.
+
+// policyTarget is what a targetRef names.
+type policyTarget struct {
+	kind    string
+	ns      string
+	name    string
+	section string // a rule's name; "" for the whole object
+}
+
+// policyState is one policy as judged.
+type policyState struct {
+	obj *CausewayPolicy
+	// invalid is why the policy cannot apply at all ("" when it can).
+	invalid string
+	// built is what the policy contributes to the routes it applies to.
+	built *policyRoute
+	// targets are the policy's targetRefs, with each one's outcome.
+	targets []targetOutcome
+}
+
+type targetOutcome struct {
+	ref    gatewayv1.LocalPolicyTargetReferenceWithSectionName
+	target policyTarget
+	reason gatewayv1.PolicyConditionReason
+	msg    string
+}
+
+// policyRoute is what a policy sets on each route it applies to.
+type policyRoute struct {
+	// deny is the plugin that answers 500 in place of the route: the
+	// policy is not valid.
+	deny          string
+	auth          []string
+	requireClaims map[string]string
+	rateLimits    []string
+	plugins       []string
+}
+
+// CheckPolicy judges what a policy adds to the model before the model
+// takes it: the authenticators, rate limits and plugin instances of frag,
+// built as the edge would build them, with one route that uses them all.
+// A policy it refuses is Invalid and left out, rather than refusing the
+// whole model with it. The edge gives one; without it, only the policy's
+// own form is checked.
+type CheckPolicy func(frag routes.Fragment) error
+
+// policies judges every policy in scope and indexes the valid ones by
+// target, oldest first.
+func (t *translator) policies() {
+	if !t.ours {
+		return
+	}
+	list := slices.Clone(t.s.Policies)
+	byAge(list, func(p *CausewayPolicy) metav1.Object { return p })
+	for _, p := range list {
+		if !t.inScope(p.Namespace) {
+			continue
+		}
+		ps := &policyState{obj: p}
+		ps.built, ps.invalid = t.buildPolicy(p)
+		if ps.invalid != "" {
+			// Fail closed: a route whose policy is not valid is not
+			// served without it; it answers 500 until the policy is fixed.
+			ps.built = t.denyPolicy(p)
+		}
+		for _, ref := range p.Spec.TargetRefs {
+			o := targetOutcome{ref: ref, reason: gatewayv1.PolicyReasonAccepted}
+			o.target = policyTarget{kind: string(ref.Kind), ns: p.Namespace, name: string(ref.Name)}
+			if ref.SectionName != nil {
+				o.target.section = string(*ref.SectionName)
+			}
+			switch {
+			case string(ref.Group) != groupName || (o.target.kind != kindGateway && o.target.kind != kindHTTPRoute && o.target.kind != kindGRPCRoute):
+				o.reason, o.msg = gatewayv1.PolicyReasonInvalid, fmt.Sprintf("a target must be a Gateway, HTTPRoute or GRPCRoute of %s (found %s %s)", groupName, ref.Kind, ref.Group)
+			case o.target.kind == kindGateway && o.target.section != "":
+				o.reason, o.msg = gatewayv1.PolicyReasonInvalid, "sectionName on a Gateway (a listener) is not supported: target the Gateway, or the routes"
+			case !t.policyTargetExists(o.target):
+				o.reason, o.msg = gatewayv1.PolicyReasonTargetNotFound, fmt.Sprintf("%s %s/%s%s does not exist", o.target.kind, o.target.ns, o.target.name, sectionSuffix(o.target.section))
+			default:
+				if winner, taken := t.policyByTarget[o.target]; taken {
+					o.reason, o.msg = gatewayv1.PolicyReasonConflicted, fmt.Sprintf("CausewayPolicy %s, older, already applies to this target", winner.obj.Name)
+				} else {
+					t.policyByTarget[o.target] = ps
+					if ps.invalid != "" {
+						o.reason, o.msg = gatewayv1.PolicyReasonInvalid, ps.invalid+" (the routes it applies to answer 500 until it is fixed)"
+					}
+				}
+			}
+			ps.targets = append(ps.targets, o)
+		}
+		t.policyOrder = append(t.policyOrder, ps)
+	}
+}
+
+func sectionSuffix(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (rule " + s + ")"
+}
+
+// policyTargetExists reports whether the object (and the named rule) a
+// target names exists.
+func (t *translator) policyTargetExists(pt policyTarget) bool {
+	switch pt.kind {
+	case kindGateway:
+		return t.gwsAny[nn(pt.ns, pt.name)]
+	case kindHTTPRoute:
+		r := t.httpRouteByName[nn(pt.ns, pt.name)]
+		if r == nil {
+			return false
+		}
+		return pt.section == "" || slices.ContainsFunc(r.Spec.Rules, func(rule gatewayv1.HTTPRouteRule) bool {
+			return rule.Name != nil && string(*rule.Name) == pt.section
+		})
+	case kindGRPCRoute:
+		r := t.grpcRouteByName[nn(pt.ns, pt.name)]
+		if r == nil {
+			return false
+		}
+		return pt.section == "" || slices.ContainsFunc(r.Spec.Rules, func(rule gatewayv1.GRPCRouteRule) bool {
+			return rule.Name != nil && string(*rule.Name) == pt.section
+		})
+	}
+	return false
+}
+
+// policyFor is the policy that applies to a rule of a route attached to
+// gws (oldest Gateway first), and records where it applied.
+func (t *translator) policyFor(kind, ns, routeName string, rule *gatewayv1.SectionName, gws []*gatewayState) *policyRoute {
+	if len(t.policyByTarget) == 0 {
+		return nil
+	}
+	if rule != nil {
+		if ps := t.policyByTarget[policyTarget{kind: kind, ns: ns, name: routeName, section: string(*rule)}]; ps != nil {
+			return ps.built
+		}
+	}
+	if ps := t.policyByTarget[policyTarget{kind: kind, ns: ns, name: routeName}]; ps != nil {
+		return ps.built
+	}
+	for _, gs := range gws {
+		if ps := t.policyByTarget[policyTarget{kind: kindGateway, ns: gs.obj.Namespace, name: gs.obj.Name}]; ps != nil {
+			return ps.built
+		}
+	}
+	return nil
+}
+
+// apply sets the policy's stages on a route.
+func (pr *policyRoute) apply(r *routes.Route) {
+	if pr == nil {
+		return
+	}
+	if pr.deny != "" {
+		r.Plugins, r.Upstream, r.Split = []string{pr.deny}, unresolvedUpstream, nil
+		r.Auth, r.RequireClaims, r.RateLimit = nil, nil, nil
+		return
+	}
+	r.Auth = slices.Clone(pr.auth)
+	r.RequireClaims = pr.requireClaims
+	r.RateLimit = slices.Clone(pr.rateLimits)
+	if len(pr.plugins) > 0 {
+		r.Plugins = append(slices.Clip(r.Plugins), pr.plugins...)
+	}
+}
+
+// policyNamePrefix is the beginning of the model names a policy's own
+// authenticators, rate limits and plugins get.
+func policyNamePrefix(p *CausewayPolicy) []string {
+	return []string{p.Namespace, "policy", p.Name}
+}
+
+// buildPolicy turns a policy's spec into model entries, added to the
+// fragment only when the whole policy is valid. The reason it is not
+// valid is returned instead, in words for its status, never with a
+// secret's value.
+func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
+	spec := p.Spec
+	if len(spec.Authenticators) == 0 && len(spec.RateLimits) == 0 && len(spec.Plugins) == 0 {
+		return nil, "the policy sets no authenticators, rate limits or plugins"
+	}
+	if len(spec.RequireClaims) > 0 && len(spec.Authenticators) == 0 {
+		return nil, "requireClaims needs authenticators"
+	}
+	frag := routes.Fragment{
+		Authenticators: map[string]routes.Authenticator{},
+		RateLimits:     map[string]routes.RateLimit{},
+		Plugins:        map[string]routes.PluginInst{},
+	}
+	pr := &policyRoute{requireClaims: spec.RequireClaims}
+	// rename maps a generated name back to the spec's field, for errors.
+	rename := map[string]string{}
+	base := policyNamePrefix(p)
+	for i, a := range spec.Authenticators {
+		field := fmt.Sprintf("spec.authenticators[%d]", i)
+		n, err := t.policyAuthenticator(p, a, name(append(base, "auth", strconv.Itoa(i))...), field, &frag)
+		if err != "" {
+			return nil, err
+		}
+		pr.auth = append(pr.auth, n)
+		rename["authenticators."+n] = field + ".config"
+	}
+	for i, rl := range spec.RateLimits {
+		field := fmt.Sprintf("spec.rateLimits[%d]", i)
+		switch {
+		case (rl.Ref == "") == (len(rl.Config) == 0):
+			return nil, field + ": set one of ref and config"
+		case rl.Ref != "":
+			if err := checkRef(field, rl.Ref); err != "" {
+				return nil, err
+			}
+			pr.rateLimits = append(pr.rateLimits, rl.Ref)
+		default:
+			var c routes.RateLimit
+			if err := decodeStrict(rl.Config, &c); err != nil {
+				return nil, field + ".config: " + err.Error()
+			}
+			n := name(append(base, "ratelimit", strconv.Itoa(i))...)
+			frag.RateLimits[n] = c
+			pr.rateLimits = append(pr.rateLimits, n)
+			rename["rate_limits."+n] = field + ".config"
+		}
+	}
+	for i, pl := range spec.Plugins {
+		field := fmt.Sprintf("spec.plugins[%d]", i)
+		switch {
+		case (pl.Ref == "") == (pl.Use == ""):
+			return nil, field + ": set one of ref and use"
+		case pl.Ref != "":
+			if len(pl.Config) > 0 {
+				return nil, field + ": config goes with use, not with ref"
+			}
+			if err := checkRef(field, pl.Ref); err != "" {
+				return nil, err
+			}
+			pr.plugins = append(pr.plugins, pl.Ref)
+		default:
+			n := name(append(base, "plugin", strconv.Itoa(i))...)
+			inst := routes.PluginInst{Use: pl.Use}
+			if len(pl.Config) > 0 {
+				var cfg any
+				if err := json.Unmarshal(pl.Config, &cfg); err != nil {
+					return nil, field + ".config: " + err.Error()
+				}
+				raw, err := rawConfig(n, cfg)
+				if err != nil {
+					return nil, field + ".config: " + err.Error()
+				}
+				inst.Config = raw
+			}
+			frag.Plugins[n] = inst
+			pr.plugins = append(pr.plugins, n)
+			rename["plugins."+n] = field
+		}
+	}
+	if err := t.checkPolicy(p, pr, frag); err != nil {
+		msg := err.Error()
+		// Longest first: a name may begin with another.
+		keys := make([]string, 0, len(rename))
+		for k := range rename {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
+		for _, k := range keys {
+			msg = strings.ReplaceAll(msg, k, rename[k])
+		}
+		return nil, truncateMessage(msg)
+	}
+	for k, v := range frag.Authenticators {
+		t.res.Fragment.Authenticators[k] = v
+	}
+	for k, v := range frag.RateLimits {
+		t.res.Fragment.RateLimits[k] = v
+	}
+	for k, v := range frag.Plugins {
+		t.res.Fragment.Plugins[k] = v
+	}
+	return pr, ""
+}
+
+// denyPolicy is what an invalid policy sets: a 500 in the edge's error
+// format (a gRPC status for gRPC calls) before any stage or upstream.
+func (t *translator) denyPolicy(p *CausewayPolicy) *policyRoute {
+	pname := name(append(policyNamePrefix(p), "invalid")...)
+	raw, err := rawConfig(pname, respond.Config{Status: 500, Error: "the route's CausewayPolicy is not valid"})
+	if err != nil {
+		return nil // cannot happen: a fixed, valid config
+	}
+	t.res.Fragment.Plugins[pname] = routes.PluginInst{Use: "respond", Config: raw}
+	t.res.Fragment.Upstreams[unresolvedUpstream] = routes.Upstream{}
+	return &policyRoute{deny: pname}
+}
+
+// checkRef refuses a ref to a name the provider made: a policy refers to
+// the file's entries, never to another policy's (whose secrets it would
+// borrow).
+func checkRef(field, ref string) string {
+	if strings.HasPrefix(ref, routes.KubernetesPrefix) {
+		return fmt.Sprintf("%s.ref: %q is not a name of the edge's routes file", field, ref)
+	}
+	return ""
+}
+
+// checkPolicy runs the edge's check on a fragment with the policy's
+// entries and one route that uses them.
+func (t *translator) checkPolicy(p *CausewayPolicy, pr *policyRoute, frag routes.Fragment) error {
+	up := name(append(policyNamePrefix(p), "check")...)
+	frag.Upstreams = map[string]routes.Upstream{up: {Endpoints: []string{"127.0.0.1:9"}}}
+	frag.Routes = []routes.Route{{Name: up, Match: routes.Match{PathPrefix: "/"}, Upstream: up}}
+	pr.apply(&frag.Routes[0])
+	if t.opts.Check == nil {
+		return nil
+	}
+	return t.opts.Check(frag)
+}
+
+// policyAuthenticator resolves one of a policy's authenticators into the
+// model name a route uses, adding a defined one to frag.
+func (t *translator) policyAuthenticator(p *CausewayPolicy, a PolicyAuthenticator, n, field string, frag *routes.Fragment) (string, string) {
+	if (a.Ref == "") == (len(a.Config) == 0) {
+		return "", field + ": set one of ref and config"
+	}
+	if a.Ref != "" {
+		if a.Secrets != nil {
+			return "", field + ": secrets go with config, not with ref (the file's authenticator has its own)"
+		}
+		return a.Ref, checkRef(field, a.Ref)
+	}
+	var c routes.Authenticator
+	if err := decodeStrict(a.Config, &c); err != nil {
+		return "", field + ".config: " + err.Error()
+	}
+	// The edge's own files and environment are not a namespace's to read:
+	// a policy's secrets come from its namespace's Secrets.
+	if bad := edgeLocalSources(c); bad != "" {
+		return "", fmt.Sprintf("%s.config: %s reads the edge's own files or environment; a policy's secrets come from Secrets (secrets)", field, bad)
+	}
+	if err := t.policySecrets(p, field+".secrets", a.Secrets, &c); err != "" {
+		return "", err
+	}
+	frag.Authenticators[n] = c
+	return n, ""
+}
+
+// edgeLocalSources names the first key of c that reads a file or an
+// environment variable of the edge.
+func edgeLocalSources(c routes.Authenticator) string {
+	switch {
+	case c.JWT != nil && len(c.JWT.PublicKeyFiles) > 0:
+		return "jwt.public_key_files"
+	case c.JWT != nil && c.JWT.HMACSecretEnv != "":
+		return "jwt.hmac_secret_env"
+	case c.JWT != nil && c.JWT.HMACSecretFile != "":
+		return "jwt.hmac_secret_file"
+	case c.APIKey != nil && c.APIKey.KeysFile != "":
+		return "api_key.keys_file"
+	case c.Basic != nil && c.Basic.HtpasswdFile != "":
+		return "basic.htpasswd_file"
+	case c.ExtAuthz != nil && c.ExtAuthz.CAFile != "":
+		return "ext_authz.ca_file"
+	case c.OIDC != nil && c.OIDC.ClientSecretEnv != "":
+		return "oidc.client_secret_env"
+	case c.OIDC != nil && c.OIDC.PrivateKeyFile != "":
+		return "oidc.private_key_file"
+	case c.OIDC != nil && c.OIDC.Session != nil && c.OIDC.Session.KeysEnv != "":
+		return "oidc.session.keys_env"
+	}
+	return ""
+}
+
+// policySecrets reads the Secrets an authenticator names into it.
+func (t *translator) policySecrets(p *CausewayPolicy, field string, s *AuthenticatorSecrets, c *routes.Authenticator) string {
+	if s == nil {
+		return ""
+	}
+	var from []string
+	value := func(key string, ref *SecretKeyRef) ([]byte, string) {
+		sec, err := t.policySecret(p.Namespace, field+"."+key, ref.Name)
+		if err != "" {
+			return nil, err
+		}
+		v, ok := sec.Data[ref.Key]
+		if !ok || len(v) == 0 {
+			return nil, fmt.Sprintf("%s.%s: Secret %s/%s has no key %q, or it is empty", field, key, p.Namespace, ref.Name, ref.Key)
+		}
+		from = append(from, "Secret "+p.Namespace+"/"+ref.Name)
+		return v, ""
+	}
+	type use struct {
+		key  string
+		set  bool
+		fits bool
+	}
+	for _, u := range []use{
+		{"hmacSecret", s.HMACSecret != nil, c.JWT != nil},
+		{"apiKeys", s.APIKeys != nil, c.APIKey != nil},
+		{"htpasswd", s.Htpasswd != nil, c.Basic != nil},
+		{"clientSecret", s.ClientSecret != nil, c.OIDC != nil},
+		{"sessionKeys", s.SessionKeys != nil, c.OIDC != nil},
+	} {
+		if u.set && !u.fits {
+			return fmt.Sprintf("%s.%s does not fit this kind of authenticator", field, u.key)
+		}
+	}
+	var err string
+	if s.HMACSecret != nil {
+		var v []byte
+		if v, err = value("hmacSecret", s.HMACSecret); err != "" {
+			return err
+		}
+		c.JWT.HMACSecret = bytes.TrimRight(v, "\r\n")
+	}
+	if s.Htpasswd != nil {
+		if c.Basic.Htpasswd, err = value("htpasswd", s.Htpasswd); err != "" {
+			return err
+		}
+	}
+	if s.ClientSecret != nil {
+		var v []byte
+		if v, err = value("clientSecret", s.ClientSecret); err != "" {
+			return err
+		}
+		c.OIDC.ClientSecret = strings.TrimRight(string(v), "\r\n")
+	}
+	if s.SessionKeys != nil {
+		var v []byte
+		if v, err = value("sessionKeys", s.SessionKeys); err != "" {
+			return err
+		}
+		if c.OIDC.Session == nil {
+			c.OIDC.Session = &routes.OIDCSession{}
+		}
+		c.OIDC.Session.Keys = strings.TrimSpace(string(v))
+	}
+	if s.APIKeys != nil {
+		sec, err := t.policySecret(p.Namespace, field+".apiKeys", s.APIKeys.Name)
+		if err != "" {
+			return err
+		}
+		// The keys file's lines: each client's name and the SHA-256 of its
+		// key. The key itself is not kept.
+		var b strings.Builder
+		for _, k := range slices.Sorted(maps.Keys(sec.Data)) {
+			sum := sha256.Sum256(bytes.TrimRight(sec.Data[k], "\r\n"))
+			b.WriteString(k + ":" + hex.EncodeToString(sum[:]) + "\n")
+		}
+		if b.Len() == 0 {
+			return fmt.Sprintf("%s.apiKeys: Secret %s/%s has no keys", field, p.Namespace, s.APIKeys.Name)
+		}
+		c.APIKey.Keys = []byte(b.String())
+		from = append(from, "Secret "+p.Namespace+"/"+s.APIKeys.Name)
+	}
+	slices.Sort(from)
+	c.SecretsFrom = strings.Join(slices.Compact(from), ", ")
+	return ""
+}
+
+// policySecret finds an Opaque Secret of the policy's namespace.
+func (t *translator) policySecret(ns, field, secretName string) (*corev1.Secret, string) {
+	sec := t.secrets[nn(ns, secretName)]
+	switch {
+	case sec == nil:
+		return nil, fmt.Sprintf("%s: Secret %s/%s not found (only Opaque Secrets are read)", field, ns, secretName)
+	case sec.Type != corev1.SecretTypeOpaque && sec.Type != "":
+		return nil, fmt.Sprintf("%s: Secret %s/%s is of type %s, not Opaque", field, ns, secretName, sec.Type)
+	}
+	return sec, ""
+}
+
+// decodeStrict decodes a policy's JSON config with the routes file's own
+// keys, refusing unknown ones as the file does.
+func decodeStrict(raw json.RawMessage, into any) error {
+	// JSON is YAML: the routes types' YAML decoding (durations, lists
+	// written as one string) applies as in the file.
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(into); err != nil {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return nil
+}
+
+// policyStatuses computes each judged policy's status: one ancestor per
+// Gateway of ours the policy reaches (for a route target, the Gateways the
+// route is attached to), or the target itself when it does not exist.
+func (t *translator) policyStatuses() {
+	for _, ps := range t.policyOrder {
+		p := ps.obj
+		gen := p.Generation
+		type entry struct {
+			ref    gatewayv1.ParentReference
+			reason gatewayv1.PolicyConditionReason
+			msg    string
+		}
+		var entries []entry
+		add := func(ref gatewayv1.ParentReference, o targetOutcome) {
+			for i := range entries {
+				if parentRefEqual(entries[i].ref, ref) {
+					// The first failure on an ancestor is what it says.
+					if entries[i].reason == gatewayv1.PolicyReasonAccepted && o.reason != gatewayv1.PolicyReasonAccepted {
+						entries[i].reason, entries[i].msg = o.reason, o.msg
+					}
+					return
+				}
+			}
+			entries = append(entries, entry{ref: ref, reason: o.reason, msg: o.msg})
+		}
+		for _, o := range ps.targets {
+			switch {
+			case o.reason == gatewayv1.PolicyReasonTargetNotFound || o.reason == gatewayv1.PolicyReasonInvalid && !t.policyTargetExists(o.target):
+				add(targetParentRef(o), o)
+			case o.target.kind == kindGateway:
+				if gs := t.gws[nn(o.target.ns, o.target.name)]; gs != nil {
+					add(gatewayParentRef(gs), o)
+				}
+			default:
+				for _, gs := range t.routeGateways[policyTarget{kind: o.target.kind, ns: o.target.ns, name: o.target.name}] {
+					add(gatewayParentRef(gs), o)
+				}
+			}
+		}
+		if len(entries) == 0 {
+			continue // nothing of ours: another edge's to answer for
+		}
+		// The Gateway API's PolicyStatus holds at most 16 ancestors.
+		if len(entries) > 16 {
+			entries = entries[:16]
+		}
+		st := gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{}}
+		for _, e := range entries {
+			ok := e.reason == gatewayv1.PolicyReasonAccepted
+			st.Ancestors = append(st.Ancestors, gatewayv1.PolicyAncestorStatus{
+				AncestorRef:    e.ref,
+				ControllerName: routes.KubernetesControllerName,
+				Conditions:     []metav1.Condition{condition(string(gatewayv1.PolicyConditionAccepted), ok, string(e.reason), e.msg, gen)},
+			})
+		}
+		t.res.Policies[nn(p.Namespace, p.Name)] = st
+	}
+}
+
+func gatewayParentRef(gs *gatewayState) gatewayv1.ParentReference {
+	g, k := gatewayv1.Group(groupName), gatewayv1.Kind(kindGateway)
+	ns := gatewayv1.Namespace(gs.obj.Namespace)
+	return gatewayv1.ParentReference{Group: &g, Kind: &k, Namespace: &ns, Name: gatewayv1.ObjectName(gs.obj.Name)}
+}
+
+func targetParentRef(o targetOutcome) gatewayv1.ParentReference {
+	g, k := o.ref.Group, o.ref.Kind
+	ns := gatewayv1.Namespace(o.target.ns)
+	ref := gatewayv1.ParentReference{Group: &g, Kind: &k, Namespace: &ns, Name: o.ref.Name}
+	if o.ref.SectionName != nil {
+		s := *o.ref.SectionName
+		ref.SectionName = &s
+	}
+	return ref
+}
+
+func parentRefEqual(a, b gatewayv1.ParentReference) bool {
+	str := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	return ptrValue(a.Group) == ptrValue(b.Group) && ptrValue(a.Kind) == ptrValue(b.Kind) &&
+		ptrValue(a.Namespace) == ptrValue(b.Namespace) && a.Name == b.Name &&
+		str((*string)(a.SectionName)) == str((*string)(b.SectionName))
+}
+
+// truncateMessage keeps a condition message readable (the API allows 32768).
+func truncateMessage(msg string) string {
+	if len(msg) > 1024 {
+		return msg[:1021] + "..."
+	}
+	return msg
+}
+
+// routeKey names a route for routeGateways.
+func routeKey(kind string, obj metav1.Object) policyTarget {
+	return policyTarget{kind: kind, ns: obj.GetNamespace(), name: obj.GetName()}
+}
