@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -242,8 +244,8 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 			pr.rateLimits = append(pr.rateLimits, rl.Ref)
 		default:
 			var c routes.RateLimit
-			if err := decodeStrict(rl.Config, &c); err != nil {
-				return nil, field + ".config: " + err.Error()
+			if err := decodeStrict(field+".config", rl.Config, &c); err != nil {
+				return nil, truncateMessage(err.Error())
 			}
 			n := name(append(base, "ratelimit", strconv.Itoa(i))...)
 			frag.RateLimits[n] = c
@@ -284,7 +286,10 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 		}
 	}
 	if err := t.checkPolicy(p, pr, frag); err != nil {
-		msg := err.Error()
+		msg := checkRoutePaths.ReplaceAllStringFunc(keyPaths(err), func(m string) string {
+			sub := checkRoutePaths.FindStringSubmatch(m)
+			return map[string]string{"auth": "spec.authenticators", "rate_limit": "spec.rateLimits", "plugins": "spec.plugins"}[sub[1]] + "[" + sub[2] + "].ref"
+		})
 		// Longest first: a name may begin with another.
 		keys := make([]string, 0, len(rename))
 		for k := range rename {
@@ -321,6 +326,11 @@ func (t *translator) denyPolicy(p *CausewayPolicy) *policyRoute {
 	return &policyRoute{deny: pname}
 }
 
+// checkRoutePaths finds, in the model's errors about the check's route
+// (the only route of the check), a reference in its stage lists: entry i
+// is the policy's entry i of the same list.
+var checkRoutePaths = regexp.MustCompile(`routes\[\d+\]\.(auth|rate_limit|plugins)\[(\d+)\]`)
+
 // checkRef refuses a ref to a name the provider made: a policy refers to
 // the file's entries, never to another policy's (whose secrets it would
 // borrow).
@@ -336,7 +346,9 @@ func checkRef(field, ref string) string {
 func (t *translator) checkPolicy(p *CausewayPolicy, pr *policyRoute, frag routes.Fragment) error {
 	up := name(append(policyNamePrefix(p), "check")...)
 	frag.Upstreams = map[string]routes.Upstream{up: {Endpoints: []string{"127.0.0.1:9"}}}
-	frag.Routes = []routes.Route{{Name: up, Match: routes.Match{PathPrefix: "/"}, Upstream: up}}
+	// A host of its own: a route that matches exactly what a file route
+	// matches is left out of the model, unchecked.
+	frag.Routes = []routes.Route{{Name: up, Match: routes.Match{Host: "policy-check.invalid", PathPrefix: "/"}, Upstream: up}}
 	pr.apply(&frag.Routes[0])
 	if t.opts.Check == nil {
 		return nil
@@ -357,8 +369,8 @@ func (t *translator) policyAuthenticator(p *CausewayPolicy, a PolicyAuthenticato
 		return a.Ref, checkRef(field, a.Ref)
 	}
 	var c routes.Authenticator
-	if err := decodeStrict(a.Config, &c); err != nil {
-		return "", field + ".config: " + err.Error()
+	if err := decodeStrict(field+".config", a.Config, &c); err != nil {
+		return "", truncateMessage(err.Error())
 	}
 	// The edge's own files and environment are not a namespace's to read:
 	// a policy's secrets come from its namespace's Secrets.
@@ -497,17 +509,46 @@ func (t *translator) policySecret(ns, field, secretName string) (*corev1.Secret,
 	return sec, ""
 }
 
-// decodeStrict decodes a policy's JSON config with the routes file's own
-// keys, refusing unknown ones as the file does.
-func decodeStrict(raw json.RawMessage, into any) error {
-	// JSON is YAML: the routes types' YAML decoding (durations, lists
-	// written as one string) applies as in the file.
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(into); err != nil {
-		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+// decodeStrict decodes a policy's JSON config (at field, for errors) with
+// the routes file's own decoder: its keys, durations and lists, and its
+// refusal of unknown keys, with the key meant suggested.
+func decodeStrict(field string, raw json.RawMessage, into any) error {
+	// JSON is YAML.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("%s: %s", field, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(doc.Content) != 1 {
+		return fmt.Errorf("%s: not an object", field)
+	}
+	if err := (routes.Raw{Node: doc.Content[0], Path: field}).Decode(into); err != nil {
+		return errors.New(keyPaths(err))
 	}
 	return nil
+}
+
+// keyPaths renders the routes model's errors by key path alone: a
+// policy's problems are in its own fields, not at a line of the edge's
+// file.
+func keyPaths(err error) string {
+	var list routes.Errors
+	var one *routes.Error
+	switch {
+	case errors.As(err, &list):
+	case errors.As(err, &one):
+		list = routes.Errors{one}
+	default:
+		return err.Error()
+	}
+	msgs := make([]string, 0, len(list))
+	for _, e := range list {
+		if e.Path == "" {
+			msgs = append(msgs, e.Msg)
+		} else {
+			msgs = append(msgs, e.Path+": "+e.Msg)
+		}
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // policyStatuses computes each judged policy's status: one ancestor per

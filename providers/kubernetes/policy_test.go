@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -231,13 +232,13 @@ func TestTranslatePolicies(t *testing.T) {
 			name:     "an unknown key is refused, as in the file",
 			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(`{"api_key": {"heder": "X-Key"}}`, keys))},
 			want:     []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
-			status:   map[string][2]string{"p": {"Invalid", "heder"}},
+			status:   map[string][2]string{"p": {"Invalid", `spec.authenticators[0].config.api_key.heder: unknown key (did you mean "header"?)`}},
 		},
 		{
 			name:     "the edge's check refuses: the message names the policy's field",
 			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authRef("nope"))},
 			want:     []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
-			status:   map[string][2]string{"p": {"Invalid", "nope"}},
+			status:   map[string][2]string{"p": {"Invalid", `spec.authenticators[0].ref`}},
 		},
 		{
 			name: "a rate limit defined in the policy is checked by the model",
@@ -245,7 +246,28 @@ func TestTranslatePolicies(t *testing.T) {
 				p.Spec.RateLimits = []PolicyRateLimit{{Config: json.RawMessage(`{"key": "client_ip", "limit": 0, "per": "1s"}`)}}
 			})},
 			want:   []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
-			status: map[string][2]string{"p": {"Invalid", "spec.rateLimits[0].config"}},
+			status: map[string][2]string{"p": {"Invalid", "spec.rateLimits[0].config.limit"}},
+		},
+		{
+			name: "a rate limit and a plugin defined in the policy, with durations as the file writes them",
+			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), func(p *CausewayPolicy) {
+				p.Spec.RateLimits = []PolicyRateLimit{{Config: json.RawMessage(`{"key": "client_ip", "limit": 5, "per": "1m", "burst": 10}`)}, {Ref: "per-ip"}}
+				p.Spec.Plugins = []PolicyPlugin{{Use: "headers", Config: json.RawMessage(`{"response": {"set": {"X-Policy": "p"}}}`)}}
+			})},
+			want:   []string{"/admin auth= rl=k8s.apps.policy.p.ratelimit.0,per-ip plugins=k8s.apps.policy.p.plugin.0", "/shop auth= rl=k8s.apps.policy.p.ratelimit.0,per-ip plugins=k8s.apps.policy.p.plugin.0"},
+			status: map[string][2]string{"p": {"Accepted", ""}},
+			check: func(t *testing.T, res Result) {
+				rl := res.Fragment.RateLimits["k8s.apps.policy.p.ratelimit.0"]
+				if rl.Limit != 5 || rl.Per.D() != time.Minute || rl.Burst != 10 {
+					t.Errorf("rate limit %+v", rl)
+				}
+			},
+		},
+		{
+			name:     "a ref to a missing rate limit names the policy's field",
+			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), func(p *CausewayPolicy) { p.Spec.RateLimits = []PolicyRateLimit{{Ref: "per-ip"}, {Ref: "gone"}} })},
+			want:     []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
+			status:   map[string][2]string{"p": {"Invalid", "spec.rateLimits[1].ref"}},
 		},
 		{
 			name:     "a policy may not borrow another policy's authenticator",

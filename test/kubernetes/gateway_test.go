@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -82,6 +83,7 @@ func startPod(t *testing.T, name, ip string) pod {
 type cluster struct {
 	core kubernetes.Interface
 	gw   gwclient.Interface
+	dyn  dynamic.Interface
 }
 
 func clientsFor(t *testing.T, kubeconfig string) cluster {
@@ -99,7 +101,11 @@ func clientsFor(t *testing.T, kubeconfig string) cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cluster{core, gw}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cluster{core, gw, dyn}
 }
 
 // must(call())(t) is call's value, or the test fails with its error.

@@ -38,7 +38,7 @@ import (
 // order its README gives (namespaces and RBAC first, the route last).
 const exampleDir = "../../examples/kubernetes/gateway-api"
 
-var exampleFiles = []string{"rbac.yaml", "gatewayclass.yaml", "gateway.yaml", "edge.yaml", "example-app.yaml", "httproute.yaml"}
+var exampleFiles = []string{"rbac.yaml", "gatewayclass.yaml", "gateway.yaml", "edge.yaml", "example-app.yaml", "httproute.yaml", "policy.yaml"}
 
 // readManifests returns every object of the example's files, in install
 // order. A YAML file in the folder that the list does not name fails the
@@ -262,6 +262,20 @@ func TestExampleManifests(t *testing.T) {
 	eventually(t, "the HTTPRoute is Accepted and its refs resolved", func() bool {
 		a, r := routeCondition(t, c, "echo", "echo", "Accepted"), routeCondition(t, c, "echo", "echo", "ResolvedRefs")
 		return a != nil && a.Status == metav1.ConditionTrue && r != nil && r.Status == metav1.ConditionTrue
+	})
+	// The policy: accepted, and its limit on the route the edge serves.
+	eventually(t, "the CausewayPolicy is Accepted", func() bool {
+		a := policyAccepted(t, c, "echo", "echo-limits")
+		return a != nil && a.Status == metav1.ConditionTrue
+	})
+	eventually(t, "the route carries the policy's rate limit", func() bool {
+		res, err := http.Get("http://" + e.Addr("admin") + "/config")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return strings.Contains(string(b), "k8s.echo.policy.echo-limits.ratelimit.0")
 	})
 	lease := must(c.core.CoordinationV1().Leases("causeway-system").Get(ctx, "causeway-causeway-status", metav1.GetOptions{}))(t)
 	if lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "causeway-gateway-7d9f-abcde" {
