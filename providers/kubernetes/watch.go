@@ -19,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -456,6 +457,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 			f.Shutdown()
 		}
 	}()
+	if w.cfg.PoliciesOn() {
+		// Without the CRD the policy informer never syncs, so nothing is
+		// served from the cluster: say why in words, once, rather than
+		// leave it to client-go's retries.
+		if _, err := w.core.Discovery().ServerResourcesForGroupVersion(PolicyGVR.GroupVersion().String()); apierrors.IsNotFound(err) {
+			w.log.Error("kubernetes provider: the CausewayPolicy CRD is not installed; nothing from the cluster is served until it is (kubectl apply -f examples/kubernetes/gateway-api/crd/), or set providers.kubernetes.policies: false")
+		}
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
 		return ctx.Err()
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -531,4 +532,36 @@ func TestStatusUpdatesDoNotRebuild(t *testing.T) {
 	r.rec.waitFor(t, 30*time.Second, "the Gateway's new label", func(s *Snapshot) bool {
 		return len(s.Gateways) == 1 && s.Gateways[0].Labels["team"] == "web"
 	})
+}
+
+// With policies off, neither CausewayPolicies nor Opaque Secrets are
+// watched: a cluster without the CRD works as before, and the edge holds
+// no Secret a policy could have named. With them on, an Opaque Secret is
+// seen and a Secret of another type still is not.
+func TestPoliciesOff(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	ns := namespace(t, c)
+	o := createAll(t, c, ns)
+	if _, err := c.core.CoreV1().Secrets(ns).Create(context.Background(), secret(ns, "policy-keys", corev1.SecretTypeOpaque), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		on                bool
+		secrets, policies []string
+	}{
+		{false, []string{ns + "/" + o.tlsSecret}, nil},
+		{true, []string{ns + "/" + o.tlsSecret, ns + "/policy-keys"}, []string{ns + "/" + o.policy}},
+	} {
+		r := startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}, Policies: &tc.on},
+			Options{RESTConfig: adminConfig(), LeaderElection: LeaderElection{Namespace: ns, Identity: fmt.Sprint(tc.on)}})
+		s := r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(*Snapshot) bool { return true })
+		if got := names(s.Secrets); !slices.Equal(got, tc.secrets) {
+			t.Errorf("policies %v: Secrets %v, want %v", tc.on, got, tc.secrets)
+		}
+		if got := names(s.Policies); !slices.Equal(got, tc.policies) {
+			t.Errorf("policies %v: Policies %v, want %v", tc.on, got, tc.policies)
+		}
+		r.stop()
+	}
 }
