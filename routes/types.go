@@ -699,6 +699,12 @@ type Match struct {
 	Methods   []string          `yaml:"methods"`
 	Headers   map[string]string `yaml:"headers"`
 	Query     map[string]string `yaml:"query"`
+	// HeadersRegex and QueryRegex match a header's (its values joined
+	// by ",", as Envoy does) or a query parameter's (its first value)
+	// whole value against an RE2 expression. Gateway API's
+	// RegularExpression header and query matches.
+	HeadersRegex map[string]string `yaml:"headers_regex"`
+	QueryRegex   map[string]string `yaml:"query_regex"`
 	// TLS, when true, matches only requests that reached the edge over TLS
 	// (its https listener): how the connection was made, never what the
 	// request line or a header says. Gateway API routes attached only to

@@ -397,6 +397,32 @@ func (c *checker) checkMatch(p string, m Match) {
 			c.errorf(p+".query", "empty query parameter name")
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+		kp := p + ".headers_regex." + k
+		if !httpTokenRe.MatchString(k) {
+			c.errorf(kp, "%q is not a header name", k)
+		}
+		for h := range m.Headers {
+			if strings.EqualFold(h, k) {
+				c.errorf(kp, "header %q is also in headers: match it one way", k)
+			}
+		}
+		if _, err := CompilePathRegex(m.HeadersRegex[k]); err != nil {
+			c.errorf(kp, "%v", err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+		kp := p + ".query_regex." + k
+		if k == "" {
+			c.errorf(p+".query_regex", "empty query parameter name")
+		}
+		if _, dup := m.Query[k]; dup {
+			c.errorf(kp, "parameter %q is also in query: match it one way", k)
+		}
+		if _, err := CompilePathRegex(m.QueryRegex[k]); err != nil {
+			c.errorf(kp, "%v", err)
+		}
+	}
 }
 
 // checkTemplate reports a path template mux cannot compile. Only a
@@ -427,6 +453,12 @@ func (m Match) signature() string {
 	}
 	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
 		fmt.Fprintf(&b, "|Q:%s=%s", k, m.Query[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+		fmt.Fprintf(&b, "|HR:%s=%s", strings.ToLower(k), m.HeadersRegex[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+		fmt.Fprintf(&b, "|QR:%s=%s", k, m.QueryRegex[k])
 	}
 	return b.String()
 }
@@ -459,6 +491,9 @@ func (c *checker) checkUnderscoreHeaders() {
 	for i, r := range c.f.Routes {
 		for _, h := range slices.Sorted(maps.Keys(r.Match.Headers)) {
 			check(fmt.Sprintf("routes[%d].match.headers.%s", i, h), h)
+		}
+		for _, h := range slices.Sorted(maps.Keys(r.Match.HeadersRegex)) {
+			check(fmt.Sprintf("routes[%d].match.headers_regex.%s", i, h), h)
 		}
 		for j, sp := range r.Split {
 			for _, h := range slices.Sorted(maps.Keys(sp.Headers)) {
@@ -547,8 +582,9 @@ func mayMatchGET(m Match, path string) bool {
 // but a huge expression still costs memory per route.
 const maxPathRegex = 1024
 
-// CompilePathRegex compiles a match.path_regex as the router uses it: the
-// whole path must match.
+// CompilePathRegex compiles a match.path_regex (or a value of
+// headers_regex or query_regex) as the router uses it: the whole path (or
+// value) must match.
 func CompilePathRegex(expr string) (*regexp.Regexp, error) {
 	if len(expr) > maxPathRegex {
 		return nil, fmt.Errorf("longer than %d bytes", maxPathRegex)

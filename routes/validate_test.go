@@ -68,6 +68,13 @@ func TestLoadErrors(t *testing.T) {
 		{"negative route timeout", strings.Replace(base, "    upstream: orders\n", "    upstream: orders\n    timeout: -1s\n", 1), []string{`t.yaml:9:14: routes[0].timeout: duration "-1s" must not be negative`}},
 		{"bad route timeout", strings.Replace(base, "    upstream: orders\n", "    upstream: orders\n    timeout: soon\n", 1), []string{`t.yaml:9:14: routes[0].timeout: invalid duration "soon": use a Go duration such as "250ms" or "1m"`}},
 		{"bad path regex", strings.Replace(base, "{path_prefix: /orders}", "{path_regex: \"/v(\"}", 1), []string{`t.yaml:7:25: routes[0].match.path_regex: not an RE2 regular expression: error parsing regexp: missing closing ): ` + "`/v(`"}},
+		{"bad header regex", strings.Replace(base, "{path_prefix: /orders}", "{path_prefix: /orders, headers_regex: {X-V: \"v(\"}}", 1), []string{"t.yaml:7:56: routes[0].match.headers_regex.X-V: not an RE2 regular expression: error parsing regexp: missing closing ): `v(`"}},
+		{"a header matched two ways", strings.Replace(base, "{path_prefix: /orders}", "{path_prefix: /orders, headers: {x-v: a}, headers_regex: {X-V: a.*}, query: {p: \"1\"}, query_regex: {p: \"[0-9]\", \"\": x}}", 1), []string{
+			`t.yaml:7:75: routes[0].match.headers_regex.X-V: header "X-V" is also in headers: match it one way`,
+			`t.yaml:7:111: routes[0].match.query_regex: empty query parameter name`,
+			`t.yaml:7:115: routes[0].match.query_regex.p: parameter "p" is also in query: match it one way`,
+		}},
+		{"an underscore header regex", strings.Replace(base, "{path_prefix: /orders}", "{path_prefix: /orders, headers_regex: {x_v: a}}", 1), []string{`t.yaml:7:56: routes[0].match.headers_regex.x_v: header name "x_v" contains '_': such request headers are dropped unless server.allow_underscore_headers is true`}},
 		{"path regex with a prefix", strings.Replace(base, "{path_prefix: /orders}", "{path_prefix: /orders, path_regex: /o.*}", 1), []string{`t.yaml:7:47: routes[0].match.path_regex: path_regex, path and path_prefix are exclusive: use one`}},
 		{"bad endpoint", strings.Replace(base, "127.0.0.1:7001", "127.0.0.1", 1), []string{`t.yaml:4:17: upstreams.orders.endpoints[0]: "127.0.0.1" is not host:port`}},
 		{"no routes", "version: 1\nroutes: []\n", []string{`t.yaml:2:9: routes: no routes: the edge would answer 404 to everything`}},

@@ -1,6 +1,8 @@
 package kubernetes
 
 import (
+	"cmp"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -78,10 +80,26 @@ func grpcMatch(m gatewayv1.GRPCRouteMatch) (translatedMatch, *ruleError) {
 	tm := translatedMatch{match: routes.Match{Methods: []string{"POST"}}}
 	tm.paths = []pathMatch{{prefix: "/"}}
 	if mm := m.Method; mm != nil {
-		if mm.Type != nil && *mm.Type != gatewayv1.GRPCMethodMatchExact {
-			return tm, unsupported("gRPC method match type %s is not supported (Exact is)", *mm.Type)
-		}
 		svc, meth := ptrValue(mm.Service), ptrValue(mm.Method)
+		if mm.Type != nil && *mm.Type == gatewayv1.GRPCMethodMatchRegularExpression {
+			// The path is /SERVICE/METHOD: each part an RE2 expression of
+			// its own, matched whole; a part not given is any name.
+			svcRe, methRe := cmp.Or(svc, "[^/]+"), cmp.Or(meth, "[^/]+")
+			for _, part := range []string{svcRe, methRe} {
+				if _, err := regexp.Compile(part); err != nil {
+					return tm, unsupported("gRPC service or method regular expression %q: %v", part, err)
+				}
+			}
+			expr := "/(?:" + svcRe + ")/(?:" + methRe + ")"
+			if _, err := routes.CompilePathRegex(expr); err != nil {
+				return tm, unsupported("gRPC method regular expression: %v", err)
+			}
+			tm.paths = []pathMatch{{regex: expr}}
+			return grpcHeaders(tm, m)
+		}
+		if mm.Type != nil && *mm.Type != gatewayv1.GRPCMethodMatchExact {
+			return tm, unsupported("gRPC method match type %s is not supported (Exact and RegularExpression are)", *mm.Type)
+		}
 		for _, part := range []string{svc, meth} {
 			if strings.ContainsAny(part, "/{}") {
 				return tm, unsupported("gRPC service or method %q: '/', '{' and '}' are not allowed", part)
@@ -96,12 +114,15 @@ func grpcMatch(m gatewayv1.GRPCRouteMatch) (translatedMatch, *ruleError) {
 			tm.paths = []pathMatch{{exact: "/{service}/" + meth}}
 		}
 	}
+	return grpcHeaders(tm, m)
+}
+
+// grpcHeaders adds a GRPCRouteMatch's header matches, Exact or
+// RegularExpression.
+func grpcHeaders(tm translatedMatch, m gatewayv1.GRPCRouteMatch) (translatedMatch, *ruleError) {
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
-		if h.Type != nil && *h.Type != gatewayv1.GRPCHeaderMatchExact {
-			return tm, unsupported("header match type %s is not supported (Exact is)", *h.Type)
-		}
-		if err := tm.addHeader(seen, string(h.Name), h.Value); err != nil {
+		if err := tm.addHeader(seen, string(h.Name), h.Value, h.Type != nil && *h.Type == gatewayv1.GRPCHeaderMatchRegularExpression); err != nil {
 			return tm, err
 		}
 	}

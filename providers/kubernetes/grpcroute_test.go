@@ -61,10 +61,14 @@ func TestTranslateGRPC(t *testing.T) {
 			}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
 			{Matches: []gatewayv1.GRPCRouteMatch{method("ok.Svc", "Do")}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
 		}, []string{"* =/ok.Svc/Do POST -> k8s.apps.web.80.grpc"}},
-		{"a regex method is left out", []gatewayv1.GRPCRouteRule{
+		{"a regex method matches service and method whole; a missing part is any name", []gatewayv1.GRPCRouteRule{
 			{Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Type: ptr(gatewayv1.GRPCMethodMatchRegularExpression), Service: ptr("a.*")}}}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
 			{Matches: []gatewayv1.GRPCRouteMatch{method("ok.Svc", "Do")}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
-		}, []string{"* =/ok.Svc/Do POST -> k8s.apps.web.80.grpc"}},
+		}, []string{"* ~/(?:a.*)/(?:[^/]+) POST -> k8s.apps.web.80.grpc", "* =/ok.Svc/Do POST -> k8s.apps.web.80.grpc"}},
+		{"a regex that RE2 refuses leaves the rule out; regex headers", []gatewayv1.GRPCRouteRule{
+			{Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Type: ptr(gatewayv1.GRPCMethodMatchRegularExpression), Method: ptr("(?!x)")}}}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
+			{Matches: []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{Service: ptr("ok.Svc")}, Headers: []gatewayv1.GRPCHeaderMatch{{Type: ptr(gatewayv1.GRPCHeaderMatchRegularExpression), Name: "x-tenant", Value: "t[0-9]+"}}}}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}},
+		}, []string{"* ^/ok.Svc/ POST HR:x-tenant=t[0-9]+ -> k8s.apps.web.80.grpc"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

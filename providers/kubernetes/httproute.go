@@ -493,25 +493,30 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 	}
 	seen := map[string]bool{}
 	for _, h := range m.Headers {
-		if h.Type != nil && *h.Type != gatewayv1.HeaderMatchExact {
-			return tm, unsupported("header match type %s is not supported (Exact is)", *h.Type)
-		}
-		if err := tm.addHeader(seen, string(h.Name), h.Value); err != nil {
+		if err := tm.addHeader(seen, string(h.Name), h.Value, h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression); err != nil {
 			return tm, err
 		}
 	}
 	seenQ := map[string]bool{}
 	for _, q := range m.QueryParams {
-		if q.Type != nil && *q.Type != gatewayv1.QueryParamMatchExact {
-			return tm, unsupported("query match type %s is not supported (Exact is)", *q.Type)
+		regex := q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression
+		if seenQ[string(q.Name)] {
+			continue // only the first entry of a name counts
+		}
+		seenQ[string(q.Name)] = true
+		if regex {
+			if _, err := routes.CompilePathRegex(q.Value); err != nil {
+				return tm, unsupported("query parameter %q: regular expression %q: %v", q.Name, q.Value, err)
+			}
+			if tm.match.QueryRegex == nil {
+				tm.match.QueryRegex = map[string]string{}
+			}
+			tm.match.QueryRegex[string(q.Name)] = q.Value
+			continue
 		}
 		if strings.ContainsAny(string(q.Name)+q.Value, "{}") {
 			return tm, unsupported("query parameter %q: braces are not supported", q.Name)
 		}
-		if seenQ[string(q.Name)] {
-			continue
-		}
-		seenQ[string(q.Name)] = true
 		if tm.match.Query == nil {
 			tm.match.Query = map[string]string{}
 		}
@@ -528,10 +533,10 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 	return tm, nil
 }
 
-// addHeader adds an Exact header match. Only the first entry of a name
-// counts, as the spec says for HTTPRoute and GRPCRoute alike; seen holds
-// the lower-cased names so far.
-func (tm *translatedMatch) addHeader(seen map[string]bool, name, value string) *ruleError {
+// addHeader adds an Exact (or RegularExpression) header match. Only the
+// first entry of a name counts, as the spec says for HTTPRoute and
+// GRPCRoute alike; seen holds the lower-cased names so far.
+func (tm *translatedMatch) addHeader(seen map[string]bool, name, value string, regex bool) *ruleError {
 	if err := checkHeaderName(name); err != nil {
 		return err
 	}
@@ -540,6 +545,16 @@ func (tm *translatedMatch) addHeader(seen map[string]bool, name, value string) *
 		return nil
 	}
 	seen[k] = true
+	if regex {
+		if _, err := routes.CompilePathRegex(value); err != nil {
+			return unsupported("header %q: regular expression %q: %v", name, value, err)
+		}
+		if tm.match.HeadersRegex == nil {
+			tm.match.HeadersRegex = map[string]string{}
+		}
+		tm.match.HeadersRegex[name] = value
+		return nil
+	}
 	if tm.match.Headers == nil {
 		tm.match.Headers = map[string]string{}
 	}

@@ -183,6 +183,12 @@ func routeSummary(r routes.Route) string {
 	for _, k := range sortedKeys(r.Match.Query) {
 		b.WriteString(" Q:" + k + "=" + r.Match.Query[k])
 	}
+	for _, k := range sortedKeys(r.Match.HeadersRegex) {
+		b.WriteString(" HR:" + k + "=" + r.Match.HeadersRegex[k])
+	}
+	for _, k := range sortedKeys(r.Match.QueryRegex) {
+		b.WriteString(" QR:" + k + "=" + r.Match.QueryRegex[k])
+	}
 	b.WriteString(" -> ")
 	if r.Upstream != "" {
 		b.WriteString(r.Upstream)
@@ -355,6 +361,31 @@ func TestTranslateRoutes(t *testing.T) {
 			name:   "a regular expression matches the whole path (RE2)",
 			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/v[0-9]+/items")}}}, backend("web", 80))})},
 			want:   []string{"* ~/v[0-9]+/items -> k8s.apps.web.80"},
+		},
+		{
+			name: "regular expressions on headers and query parameters; the first entry of a name counts",
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{{
+				Path: exact("/q").Path,
+				Headers: []gatewayv1.HTTPHeaderMatch{
+					{Type: ptr(gatewayv1.HeaderMatchRegularExpression), Name: "X-Version", Value: "v[0-9]+"},
+					{Name: "x-version", Value: "ignored"},
+					{Name: "X-Env", Value: "canary"},
+				},
+				QueryParams: []gatewayv1.HTTPQueryParamMatch{
+					{Type: ptr(gatewayv1.QueryParamMatchRegularExpression), Name: "page", Value: "[0-9]{1,3}"},
+					{Name: "page", Value: "ignored"},
+				},
+			}}, backend("web", 80))})},
+			want: []string{"* =/q H:X-Env=canary HR:X-Version=v[0-9]+ QR:page=[0-9]{1,3} -> k8s.apps.web.80"},
+		},
+		{
+			name: "a header or query expression RE2 refuses leaves the rule out",
+			routes: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
+				rule([]gatewayv1.HTTPRouteMatch{{Path: exact("/h").Path, Headers: []gatewayv1.HTTPHeaderMatch{{Type: ptr(gatewayv1.HeaderMatchRegularExpression), Name: "X-V", Value: "(?=x)"}}}}, backend("web", 80)),
+				rule([]gatewayv1.HTTPRouteMatch{{Path: exact("/q").Path, QueryParams: []gatewayv1.HTTPQueryParamMatch{{Type: ptr(gatewayv1.QueryParamMatchRegularExpression), Name: "p", Value: "a{2,9999}"}}}}, backend("web", 80)),
+				rule([]gatewayv1.HTTPRouteMatch{exact("/ok")}, backend("web", 80)),
+			})},
+			want: []string{"* =/ok -> k8s.apps.web.80"},
 		},
 		{
 			name: "timeouts.request bounds the rule's routes",

@@ -116,12 +116,7 @@ func (h *hostRoutes) add(e RouteEntry) {
 	case m.PathPrefix != "":
 		r.PathPrefix(m.PathPrefix)
 	case m.PathRegex != "":
-		re, err := routes.CompilePathRegex(m.PathRegex)
-		if err != nil {
-			// Validation compiled it already: a route that never matches
-			// rather than one that matches everything.
-			re = regexp.MustCompile(`[^\s\S]`)
-		}
+		re := compileOrNever(m.PathRegex)
 		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return re.MatchString(r.URL.Path) })
 	}
 	if len(m.Methods) > 0 {
@@ -133,11 +128,37 @@ func (h *hostRoutes) add(e RouteEntry) {
 	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
 		r.Queries(k, m.Query[k])
 	}
+	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+		re := compileOrNever(m.HeadersRegex[k])
+		name := http.CanonicalHeaderKey(k)
+		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool {
+			vs := r.Header[name]
+			return len(vs) > 0 && re.MatchString(strings.Join(vs, ","))
+		})
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+		re := compileOrNever(m.QueryRegex[k])
+		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool {
+			vs, ok := r.URL.Query()[k]
+			return ok && len(vs) > 0 && re.MatchString(vs[0])
+		})
+	}
 	if m.TLS {
 		// The connection, not mux's Schemes, which would believe an
 		// absolute-form request line ("GET https://...") on plain HTTP.
 		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return r.TLS != nil })
 	}
+}
+
+// compileOrNever compiles a validated expression. Validation compiled it
+// already; should it fail here, the route never matches rather than
+// matching everything.
+func compileOrNever(expr string) *regexp.Regexp {
+	re, err := routes.CompilePathRegex(expr)
+	if err != nil {
+		return regexp.MustCompile(`[^\s\S]`)
+	}
+	return re
 }
 
 func newMuxRouter() *mux.Router {
@@ -243,7 +264,7 @@ func moreSpecificLit(a routes.Match, litA string, b routes.Match, litB string) b
 	if ma, mb := len(a.Methods) > 0, len(b.Methods) > 0; ma != mb {
 		return ma
 	}
-	if ca, cb := len(a.Headers)+len(a.Query), len(b.Headers)+len(b.Query); ca != cb {
+	if ca, cb := len(a.Headers)+len(a.HeadersRegex)+len(a.Query)+len(a.QueryRegex), len(b.Headers)+len(b.HeadersRegex)+len(b.Query)+len(b.QueryRegex); ca != cb {
 		return ca > cb
 	}
 	// A route only for TLS before the same match for any connection: on

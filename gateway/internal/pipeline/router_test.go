@@ -219,3 +219,51 @@ func shuffledRouter(defs []routes.Route, seed uint64) *Router {
 	}
 	return NewRouter(entries)
 }
+
+// match.headers_regex and match.query_regex: the header's values joined by
+// "," (as Envoy joins them) or the parameter's first value must match
+// whole; a route with more header and query conditions, regex or exact,
+// wins over one with fewer.
+func TestRouteHeaderAndQueryRegex(t *testing.T) {
+	t.Parallel()
+	defs := []routes.Route{
+		{Name: "any", Match: routes.Match{PathPrefix: "/"}},
+		{Name: "version", Match: routes.Match{PathPrefix: "/", HeadersRegex: map[string]string{"x-version": `v[0-9]+`}}},
+		{Name: "version-and-env", Match: routes.Match{PathPrefix: "/", HeadersRegex: map[string]string{"X-Version": `v[0-9]+`}, Headers: map[string]string{"X-Env": "canary"}}},
+		{Name: "page", Match: routes.Match{PathPrefix: "/", QueryRegex: map[string]string{"page": `[0-9]{1,3}`}}},
+	}
+	tests := []struct {
+		name    string
+		headers [][2]string
+		query   string
+		want    string
+	}{
+		{"no conditions", nil, "", "any"},
+		{"regex header", [][2]string{{"X-Version", "v2"}}, "", "version"},
+		{"must match whole", [][2]string{{"X-Version", "v2-beta"}}, "", "any"},
+		{"values joined by comma", [][2]string{{"X-Version", "v2"}, {"X-Version", "v3"}}, "", "any"},
+		{"regex and exact", [][2]string{{"X-Version", "v7"}, {"X-Env", "canary"}}, "", "version-and-env"},
+		{"exact must match too", [][2]string{{"X-Version", "v7"}, {"X-Env", "prod"}}, "", "version"},
+		{"query first value", nil, "page=12&page=x", "page"},
+		{"query first value decides", nil, "page=x&page=12", "any"},
+		{"query whole value", nil, "page=1234", "any"},
+		{"empty query value", nil, "page=", "any"},
+	}
+	for shuffle := range 3 {
+		rt := shuffledRouter(defs, uint64(shuffle))
+		for _, tt := range tests {
+			r := httptest.NewRequest(http.MethodGet, "http://x.test/p?"+tt.query, nil)
+			for _, h := range tt.headers {
+				r.Header.Add(h[0], h[1])
+			}
+			h, _ := rt.Match(r)
+			got := ""
+			if h != nil {
+				got = string(h.(named))
+			}
+			if got != tt.want {
+				t.Fatalf("shuffle %d, %s: matched %q, want %q", shuffle, tt.name, got, tt.want)
+			}
+		}
+	}
+}
