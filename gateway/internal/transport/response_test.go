@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"reflect"
 	"strings"
@@ -271,6 +272,26 @@ func TestH1TransportTrailersThroughReverseProxy(t *testing.T) {
 		}
 		if err == nil {
 			t.Fatalf("the response with a forbidden trailer ended cleanly, trailer %v", resp.Trailer)
+		}
+	}
+}
+
+// canonicalKey is textproto's canonical form for every token name, short
+// (built on the stack) or long, already canonical (a substring of the
+// head) or not (interned when common).
+func TestCanonicalKey(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x-long-name", 7) // beyond the 64-byte stack buffer
+	for _, name := range []string{
+		"content-type", "CONTENT-TYPE", "Content-Type", "etag", "ETag", "www-authenticate",
+		"x-a-b", "X-A-B", "a", "-a-", "x_y-z", "x--y", "1-abc", "x-custom-lower",
+		long, strings.ToUpper(long), http.CanonicalHeaderKey(long),
+	} {
+		head := []byte("HTTP/1.1 200 OK\r\n" + name + ": v\r\n\r\n")
+		s := string(head)
+		field := head[len("HTTP/1.1 200 OK\r\n"):][:len(name)]
+		if got, want := canonicalKey(field, head, s), textproto.CanonicalMIMEHeaderKey(name); got != want {
+			t.Errorf("canonicalKey(%q) = %q, want %q", name, got, want)
 		}
 	}
 }
