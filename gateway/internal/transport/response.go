@@ -21,15 +21,17 @@ import (
 // text, and the body is framed here. What h1 refuses and net/http would
 // read (obs-fold, bare LF or CR, two Content-Lengths, Content-Length with
 // Transfer-Encoding, codings other than chunked, a malformed chunk or
-// trailer) is refused: the client gets 502 and the connection is closed,
-// since where the next response starts is no longer known. Whatever is
+// trailer) is refused: a head with an error the edge answers 502, a body
+// by failing it (the client's response is cut off, never completed).
+// Either way the connection is closed, since where the next response
+// starts is no longer known. Whatever is
 // accepted reads exactly as http.ReadResponse reads it, header, framing,
 // body and trailers alike (FuzzH1ResponseReader holds the two side by
 // side).
 
 // defaultResponseLimits bound an upstream's response head: an 8 KiB status
-// line, a 64 KiB head (Envoy's default is 60 KiB) and 128 fields, the
-// limits the edge puts on its clients' request heads.
+// line, a 64 KiB head and 128 fields, the limits the edge puts on its
+// clients' request heads.
 var defaultResponseLimits = h1.DefaultLimits
 
 // responseLimits are defaultResponseLimits with the fallback transport's
