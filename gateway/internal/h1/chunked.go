@@ -7,12 +7,14 @@ import (
 	"io"
 )
 
-// Chunked-body limits: a chunk-size line (size and extensions) and the
-// whole trailer section.
+// Chunked-body limits: a chunk-size line (size and extensions), the whole
+// trailer section (unless LimitTrailers says less), and the overhead a body
+// may carry beyond its data (see nextChunk).
 const (
 	maxChunkLine    = 4096
 	maxTrailerBytes = 16 << 10
 	maxHexDigits    = 15 // < 2^60: no overflow, far above any real chunk
+	maxExcess       = 16 << 10
 )
 
 // ErrChunked is a malformed chunked body: the request is refused (400) and
@@ -25,19 +27,31 @@ var ErrChunked = errors.New("h1: malformed chunked body")
 // fields are checked as header fields are. It reads through br and stops at
 // the end of the trailer section, so br is positioned at the next request.
 type ChunkedReader struct {
-	br       *bufio.Reader
-	left     int64 // bytes left in the current chunk
-	done     bool
-	err      error
-	trailers []Header
+	br         *bufio.Reader
+	left       int64 // bytes left in the current chunk
+	excess     int64 // overhead read beyond what the data so far allows
+	maxTrailer int   // 0: maxTrailerBytes
+	done       bool
+	err        error
+	trailers   []Header
 }
 
 // NewChunkedReader returns a reader of the chunked body at br.
 func NewChunkedReader(br *bufio.Reader) *ChunkedReader { return &ChunkedReader{br: br} }
 
-// Reset makes c read a new body from br, keeping its trailer array.
+// Reset makes c read a new body from br, keeping its trailer array and
+// its trailer limit.
 func (c *ChunkedReader) Reset(br *bufio.Reader) {
-	*c = ChunkedReader{br: br, trailers: c.trailers[:0]}
+	*c = ChunkedReader{br: br, maxTrailer: c.maxTrailer, trailers: c.trailers[:0]}
+}
+
+// LimitTrailers bounds the trailer section, its fields and the empty line
+// that ends it, to n bytes (at most the default 16 KiB). A reader that
+// stands in for net/http's needs it: net/http refuses a trailer section
+// that does not fit its read buffer, and a body one side accepts must not
+// be one the other refuses.
+func (c *ChunkedReader) LimitTrailers(n int) {
+	c.maxTrailer = min(n, maxTrailerBytes)
 }
 
 // Trailers are the trailer fields, once Read has returned io.EOF. They are
@@ -117,19 +131,31 @@ func (c *ChunkedReader) nextChunk() error {
 	if !ok {
 		return ErrChunked
 	}
+	// Extensions let a sender pad every byte of data with any amount of
+	// bytes the reader must parse and throw away. The same bound as
+	// net/http's: 16 bytes of overhead per chunk plus twice the chunk's
+	// data are free, beyond that at most 16 KiB in all.
+	c.excess = max(c.excess+int64(len(l))+2-16-2*size, 0)
+	if c.excess > maxExcess {
+		return ErrChunked
+	}
 	if size > 0 {
 		c.left = size
 		return nil
 	}
 	// The last chunk: trailer fields, then the empty line.
+	limit := maxTrailerBytes
+	if c.maxTrailer > 0 {
+		limit = c.maxTrailer
+	}
 	total := 0
 	for {
-		l, err := c.line(maxTrailerBytes)
+		l, err := c.line(limit)
 		if err != nil {
 			return err
 		}
 		total += len(l) + 2
-		if total > maxTrailerBytes {
+		if total > limit {
 			return ErrChunked
 		}
 		if len(l) == 0 {
@@ -161,6 +187,12 @@ func parseChunkLine(l []byte) (int64, bool) {
 		i++
 	}
 	if i == 0 || i > maxHexDigits {
+		return 0, false
+	}
+	// No whitespace between the size and the first ';': RFC 9112 allows
+	// BWS there, net/http does not, and neither side may accept a body
+	// the other refuses.
+	if i < len(l) && l[i] != ';' {
 		return 0, false
 	}
 	return n, validChunkExt(l[i:])

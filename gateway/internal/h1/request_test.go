@@ -185,6 +185,10 @@ func TestChunked(t *testing.T) {
 		{"data shorter than size", "6\r\nhello\r\n0\r\n\r\n", "", false, 0},
 		{"no CRLF after data", "5\r\nhelloXX0\r\n\r\n", "", false, 0},
 		{"bad extension", "5;=x\r\nhello\r\n0\r\n\r\n", "", false, 0},
+		{"space before extension", "5 ;a=b\r\nhello\r\n0\r\n\r\n", "", false, 0},
+		{"tab before extension", "5\t;a\r\nhello\r\n0\r\n\r\n", "", false, 0},
+		{"padded with extensions", strings.Repeat("1;"+strings.Repeat("e", 100)+"\r\nx\r\n", 200) + "0\r\n\r\n", "", false, 0},
+		{"some extensions", strings.Repeat("1;"+strings.Repeat("e", 100)+"\r\nx\r\n", 150) + "0\r\n\r\n", strings.Repeat("x", 150), true, 0},
 		{"unterminated quoted extension", "5;a=\"x\r\nhello\r\n0\r\n\r\n", "", false, 0},
 		{"bad trailer", "5\r\nhello\r\n0\r\nX : y\r\n\r\n", "", false, 0},
 		{"trailer with NUL", "5\r\nhello\r\n0\r\nX: a\x00\r\n\r\n", "", false, 0},
@@ -213,6 +217,55 @@ func TestChunked(t *testing.T) {
 				t.Fatalf("left %q for the next request", rest)
 			}
 		})
+	}
+}
+
+// The overhead bound is net/http's to the byte: a body padded with
+// extensions is refused by both or by neither, on either side of the
+// bound.
+func TestChunkedOverheadAsNetHTTP(t *testing.T) {
+	t.Parallel()
+	for _, ext := range []int{0, 10, 100, 1000} {
+		for chunks := 1; chunks < 400; chunks++ {
+			in := strings.Repeat("1;"+strings.Repeat("e", ext)+"\r\nx\r\n", chunks) + "0\r\n\r\n"
+			if ext == 0 {
+				in = strings.ReplaceAll(in, ";", "")
+			}
+			_, ours := io.ReadAll(NewChunkedReader(bufio.NewReader(strings.NewReader(in))))
+			_, theirs := io.ReadAll(httputil.NewChunkedReader(bufio.NewReader(strings.NewReader(in))))
+			if (ours == nil) != (theirs == nil) {
+				t.Fatalf("%d chunks with %d-byte extensions: h1 %v, net/http %v", chunks, ext, ours, theirs)
+			}
+		}
+	}
+}
+
+// LimitTrailers bounds the trailer section to the byte, fields and the
+// empty line that ends it, and survives Reset.
+func TestChunkedTrailerLimit(t *testing.T) {
+	t.Parallel()
+	section := func(n int) string { // a trailer section of exactly n bytes
+		return "X: " + strings.Repeat("v", n-len("X: \r\n\r\n")) + "\r\n\r\n"
+	}
+	var c ChunkedReader
+	c.LimitTrailers(64)
+	for _, tc := range []struct {
+		size int
+		ok   bool
+	}{{64, true}, {65, false}, {20, true}} {
+		c.Reset(bufio.NewReader(strings.NewReader("1\r\nx\r\n0\r\n" + section(tc.size))))
+		body, err := io.ReadAll(&c)
+		if (err == nil) != tc.ok {
+			t.Fatalf("%d-byte trailer section: %v, want ok=%v", tc.size, err, tc.ok)
+		}
+		if tc.ok && (string(body) != "x" || len(c.Trailers()) != 1) {
+			t.Fatalf("%d-byte trailer section: body %q trailers %q", tc.size, body, c.Trailers())
+		}
+	}
+	c.LimitTrailers(1 << 30) // never above the default
+	c.Reset(bufio.NewReaderSize(strings.NewReader("0\r\n"+section(maxTrailerBytes+1)), 64<<10))
+	if _, err := io.ReadAll(&c); err == nil {
+		t.Fatal("a trailer section over 16 KiB was accepted")
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/causewayhq/causeway/gateway/internal/h1"
 )
 
 // H1 sends the most common upstream request — a replayable method
@@ -34,6 +36,7 @@ type H1 struct {
 	maxIdle       int           // per host; 0 keeps none
 	idleTimeout   time.Duration // an idle connection older than this is closed
 	headerTimeout time.Duration // 0: no bound on the wait for response headers
+	lim           h1.Limits     // bounds of a response head (response.go)
 
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host:port, most recently used last
@@ -52,6 +55,7 @@ func NewH1(fallback *http.Transport) *H1 {
 		maxIdle:       fallback.MaxIdleConnsPerHost,
 		idleTimeout:   fallback.IdleConnTimeout,
 		headerTimeout: fallback.ResponseHeaderTimeout,
+		lim:           responseLimits(fallback.MaxResponseHeaderBytes),
 		idle:          map[string][]*h1Conn{},
 	}
 }
@@ -73,6 +77,12 @@ type h1Conn struct {
 	raw       syscall.RawConn
 	peek      func(fd uintptr) bool
 	peekEmpty bool
+
+	// The response being read: its parsed head (the fields array is
+	// kept from response to response) and, for a chunked body, its
+	// reader. Both belong to the request that holds the connection.
+	head    h1.Response
+	chunked h1.ChunkedReader
 }
 
 // fastPath reports whether req can take the calling-goroutine path.
@@ -193,6 +203,9 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 		return nil, false, err
 	}
 	c := &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	// net/http refuses a trailer section that does not fit its read
+	// buffer: so does this reader, with a buffer of the same size.
+	c.chunked.LimitTrailers(c.br.Size())
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw, c.peek = raw, c.peekSocket
@@ -313,7 +326,15 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	}
 	var resp *http.Response
 	for informational := 0; ; informational++ {
-		resp, err = http.ReadResponse(c.br, req)
+		head, inBuffer, err := c.readHead()
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		// A 1xx head is checked as a final one is: net/http refuses the
+		// same malformed heads whatever their status.
+		resp, err = c.newResponse(req, head)
+		_, _ = c.br.Discard(inBuffer)
 		if err != nil {
 			stop()
 			return nil, err
@@ -323,7 +344,6 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols || informational >= maxInformational {
 			stop()
-			resp.Body.Close()
 			return nil, fmt.Errorf("upstream sent an unexpected %d response", resp.StatusCode)
 		}
 		// 103 Early Hints and the like: ReverseProxy forwards them
@@ -359,11 +379,16 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	// response's bytes.
 	keep := !resp.Close && !req.Close && req.Method != http.MethodHead &&
 		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
-	if resp.Body == http.NoBody {
-		c.release(stop, keep)
+	switch f := c.head.Framing(req.Method); {
+	case f == h1.Chunked:
+		c.chunked.Reset(c.br)
+		fallthrough
+	case f == h1.ToClose, f == h1.Length && c.head.ContentLength > 0:
+		resp.Body = &h1Body{c: c, resp: resp, stop: stop, keep: keep, framing: f, left: c.head.ContentLength}
 		return resp, nil
 	}
-	resp.Body = &h1Body{c: c, body: resp.Body, stop: stop, keep: keep}
+	// No body by rule, or Content-Length: 0 (http.NoBody, as net/http).
+	c.release(stop, keep)
 	return resp, nil
 }
 
@@ -404,14 +429,16 @@ func (c *h1Conn) peekSocket(fd uintptr) bool {
 	return true
 }
 
-// h1Body is a response body that gives its connection back at EOF. Close
-// may come from another goroutine while a Read is blocked: it closes the
-// connection, which ends that Read.
+// h1Body is a response body, framed as its head says, that gives its
+// connection back at EOF. Close may come from another goroutine while a
+// Read is blocked: it closes the connection, which ends that Read.
 type h1Body struct {
-	c    *h1Conn
-	body io.ReadCloser
-	stop func() bool
-	keep bool
+	c       *h1Conn
+	resp    *http.Response // its Trailer is filled at the end of a chunked body
+	stop    func() bool
+	keep    bool
+	framing h1.Framing // Length, Chunked or ToClose
+	left    int64      // Length: the bytes still to come
 	// state: 0 reading, 1 read whole (connection released), 2 closed early.
 	state atomic.Int32
 }
@@ -423,9 +450,9 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	case 2:
 		return 0, http.ErrBodyReadAfterClose
 	}
-	n, err := b.body.Read(p)
+	n, err := b.read(p)
 	switch {
-	case err == io.EOF:
+	case errors.Is(err, io.EOF):
 		if b.state.CompareAndSwap(0, 1) {
 			b.c.release(b.stop, b.keep)
 		}
@@ -436,6 +463,34 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// read reads the body as framed. A Content-Length body ends with its last
+// byte (io.EOF comes with it, which releases the connection at once); one
+// cut short is io.ErrUnexpectedEOF, as net/http reports it.
+func (b *h1Body) read(p []byte) (int, error) {
+	switch b.framing {
+	case h1.Chunked:
+		n, err := b.c.chunked.Read(p)
+		if errors.Is(err, io.EOF) {
+			if terr := readTrailers(b.resp, b.c.chunked.Trailers()); terr != nil {
+				return n, terr
+			}
+		}
+		return n, err
+	case h1.Length:
+		if int64(len(p)) > b.left {
+			p = p[:b.left]
+		}
+		n, err := b.c.br.Read(p)
+		b.left -= int64(n)
+		if b.left == 0 {
+			return n, io.EOF
+		}
+		return n, unexpectedEOF(err)
+	}
+	// Delimited by the close: its EOF is the end.
+	return b.c.br.Read(p)
 }
 
 // Close before EOF closes the connection: what is left of the body is not

@@ -1,0 +1,96 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
+)
+
+// BenchmarkH1RoundTrip is one body-less GET and its whole response over a
+// keep-alive connection to a real socket, for response shapes the edge
+// relays all the time. The upstream writes canned bytes and allocates
+// nothing per request, so -benchmem counts what the transport costs:
+//
+//	go test -run XXX -bench H1RoundTrip -benchmem ./gateway/internal/transport/
+//
+// Reading responses with internal/h1 instead of http.ReadResponse took the
+// allocations per round trip to 0.60x (length: 25 to 15), 0.80x
+// (chunked-trailer: 30 to 24) and 0.63x (many-headers: 49 to 31); the 304
+// case, which dials a new connection every time, stayed at 54. Bytes per
+// round trip stayed within 5 % (one string holds a whole head).
+func BenchmarkH1RoundTrip(b *testing.B) {
+	typical := "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 64\r\n" +
+		"Date: Sat, 05 Dec 2026 18:00:00 GMT\r\nCache-Control: no-store\r\nVary: Accept-Encoding\r\n" +
+		"X-Request-Id: 4bf92f3577b34da6a3ce929d0e0e4736\r\n\r\n" + strings.Repeat("x", 64)
+	for _, tc := range []struct{ name, resp string }{
+		{"length", typical},
+		{"chunked-trailer", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n" +
+			"20\r\n" + strings.Repeat("y", 32) + "\r\n20\r\n" + strings.Repeat("z", 32) + "\r\n0\r\nX-Checksum: 42\r\n\r\n"},
+		{"many-headers", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" +
+			strings.Repeat("Set-Cookie: session=abcdef0123456789; Path=/; HttpOnly\r\n", 8) +
+			strings.Repeat("x-custom-lower: value\r\n", 8) + "\r\nok"},
+		{"304", "HTTP/1.1 304 Not Modified\r\nETag: \"abc\"\r\n\r\n"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			addr := cannedUpstream(b, tc.resp)
+			h1 := NewH1(&http.Transport{
+				DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
+				MaxIdleConnsPerHost: 4,
+			})
+			b.Cleanup(h1.CloseIdleConnections)
+			req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 4<<10)
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := h1.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for {
+					_, err := resp.Body.Read(buf)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+// cannedUpstream answers every request head it reads with resp.
+func cannedUpstream(tb testing.TB, resp string) string {
+	out := []byte(resp)
+	return testutil.ServeConns(tb, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			// The request ends at its empty line (the benchmark sends no
+			// bodies).
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if bytes.Equal(line, []byte("\r\n")) {
+					break
+				}
+			}
+			if _, err := c.Write(out); err != nil {
+				return
+			}
+		}
+	})
+}

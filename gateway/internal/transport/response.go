@@ -1,0 +1,363 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/causewayhq/causeway/gateway/internal/h1"
+)
+
+// The calling-goroutine path reads upstream responses with the edge's own
+// HTTP/1.1 parser (internal/h1) instead of http.ReadResponse: the head is
+// parsed in place in the connection's read buffer and turned into the
+// *http.Response ReverseProxy expects with one string for all of its
+// text, and the body is framed here. What h1 refuses and net/http would
+// read (obs-fold, bare LF or CR, two Content-Lengths, Content-Length with
+// Transfer-Encoding, codings other than chunked, a malformed chunk or
+// trailer) is refused: a head with an error the edge answers 502, a body
+// by failing it (the client's response is cut off, never completed).
+// Either way the connection is closed, since where the next response
+// starts is no longer known. Whatever is
+// accepted reads exactly as http.ReadResponse reads it, header, framing,
+// body and trailers alike (FuzzH1ResponseReader holds the two side by
+// side).
+
+// defaultResponseLimits bound an upstream's response head: an 8 KiB status
+// line, a 64 KiB head and 128 fields, the limits the edge puts on its
+// clients' request heads.
+var defaultResponseLimits = h1.DefaultLimits
+
+// responseLimits are defaultResponseLimits with the fallback transport's
+// MaxResponseHeaderBytes, when it sets one, as the head's bound.
+func responseLimits(maxBytes int64) h1.Limits {
+	lim := defaultResponseLimits
+	if maxBytes > 0 {
+		lim.MaxHeaderBytes = int(min(maxBytes, 1<<30))
+		lim.MaxRequestLine = min(lim.MaxRequestLine, lim.MaxHeaderBytes)
+	}
+	return lim
+}
+
+func badUpstream(msg string) error {
+	return &h1.Error{Status: http.StatusBadGateway, Msg: "upstream: " + msg}
+}
+
+var errHeadTooLarge = badUpstream("head too large")
+
+// readHead parses the next response head on c into c.head. The head is
+// returned with the number of its bytes still in br: it is a view of br's
+// buffer (valid until the next read from br) when it fits there, and a
+// copy already consumed from br (0 left) when it does not.
+func (c *h1Conn) readHead() (head []byte, inBuffer int, err error) {
+	br, lim := c.br, c.t.lim
+	n := max(br.Buffered(), 1)
+	scanned := 0 // bytes already seen without a line end past the last parse
+	for {
+		b, perr := br.Peek(n)
+		// A head can only end, or fail, at a new line end: parse again
+		// only when one arrived.
+		if bytes.IndexByte(b[scanned:], '\n') >= 0 {
+			m, err := h1.ParseResponse(b, &c.head, lim)
+			if err == nil {
+				return b[:m], m, nil
+			}
+			if !errors.Is(err, h1.ErrIncomplete) {
+				return nil, 0, err
+			}
+		}
+		scanned = len(b)
+		if perr != nil {
+			if errors.Is(perr, bufio.ErrBufferFull) {
+				return c.readBigHead(b)
+			}
+			return nil, 0, unexpectedEOF(perr)
+		}
+		if len(b) > lim.MaxHeaderBytes {
+			return nil, 0, errHeadTooLarge
+		}
+		// One byte more than is buffered: Peek reads whatever has
+		// arrived, and at most fills the buffer.
+		n = len(b) + 1
+	}
+}
+
+// readBigHead reads a head that does not fit br's buffer, start being the
+// buffer's bytes (all of them part of the head). It copies the head line
+// by line, so that it never reads past the empty line that ends it.
+func (c *h1Conn) readBigHead(start []byte) ([]byte, int, error) {
+	lim := c.t.lim
+	if len(start) > lim.MaxHeaderBytes {
+		return nil, 0, errHeadTooLarge
+	}
+	head := append(make([]byte, 0, 2*len(start)), start...)
+	_, _ = c.br.Discard(len(start))
+	for {
+		line, err := c.br.ReadSlice('\n')
+		head = append(head, line...)
+		if len(head) > lim.MaxHeaderBytes {
+			return nil, 0, errHeadTooLarge
+		}
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue // a line longer than the buffer
+			}
+			return nil, 0, unexpectedEOF(err)
+		}
+		// Only an empty line can end the head; the parse says whether
+		// this one does (it may end a line begun in the last slice).
+		if len(line) > 2 {
+			continue
+		}
+		m, err := h1.ParseResponse(head, &c.head, lim)
+		if errors.Is(err, h1.ErrIncomplete) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if m != len(head) {
+			// The head ended before the bytes read: cannot happen, as
+			// every line was looked at, but the bytes after it are gone.
+			return nil, 0, badUpstream("malformed head")
+		}
+		return head, 0, nil
+	}
+}
+
+// unexpectedEOF: a connection that ends inside a head is what net/http
+// reports as io.ErrUnexpectedEOF (proxy.Classify counts it as a reset).
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Proto strings and a shared TransferEncoding value: nothing in the edge
+// writes to a response's TransferEncoding, and a full slice expression
+// makes an append copy it.
+var chunkedCoding = []string{"chunked"}[:1:1]
+
+// newResponse builds the *http.Response for the head c.head, whose bytes
+// are head, to req, exactly as http.ReadResponse builds it from the same
+// bytes. Its strings share one copy of head.
+func (c *h1Conn) newResponse(req *http.Request, head []byte) (*http.Response, error) {
+	r := &c.head
+	s := string(head)
+	resp := &http.Response{
+		Status:        s[len("HTTP/1.1 "):strings.IndexByte(s, '\r')],
+		StatusCode:    r.Status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    r.Minor,
+		ContentLength: -1,
+		Request:       req,
+		Body:          http.NoBody,
+	}
+	if r.Minor == 0 {
+		resp.Proto = "HTTP/1.0"
+	}
+	resp.Header = newHeader(r.Headers, head, s)
+	h := resp.Header
+	// What http.ReadResponse does to the header it read: a Pragma:
+	// no-cache without Cache-Control gains one; Transfer-Encoding (never
+	// put in h) goes once applied, and Connection: close in HTTP/1.1
+	// once read into Close.
+	if hp := h["Pragma"]; len(hp) > 0 && hp[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	if r.Minor == 1 && r.Close {
+		delete(h, "Connection")
+	}
+	if r.Chunked {
+		resp.TransferEncoding = chunkedCoding
+		if vv, ok := h["Trailer"]; ok {
+			// The trailer fields announced; their values come at the end
+			// of the body (h1Body fills them).
+			delete(h, "Trailer")
+			t, err := announcedTrailer(vv)
+			if err != nil {
+				return nil, err
+			}
+			resp.Trailer = t
+		}
+	}
+	resp.Close = r.Closes(req.Method)
+	switch {
+	case req.Method == http.MethodHead:
+		// The length the upstream would have sent, as net/http reports.
+		resp.ContentLength = r.ContentLength
+	case !bodyAllowed(r.Status):
+		resp.ContentLength = 0
+	default:
+		resp.ContentLength = r.ContentLength
+	}
+	return resp, nil
+}
+
+// bodyAllowed: 1xx, 204 and 304 never have a body.
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// announcedTrailer reads the Trailer header's names as net/http does
+// (comma-separated, canonical, each with no value yet) and refuses, as it
+// does, Transfer-Encoding, Trailer and Content-Length. It refuses more:
+// a name that is not a token, and every field RFC 9110 6.5.1 keeps out of
+// trailers (httpguts.ValidTrailerHeader): ReverseProxy announces these
+// names to the client, and such a field must not come after the body.
+func announcedTrailer(vv []string) (http.Header, error) {
+	var t http.Header
+	for _, v := range vv {
+		for name := range strings.SplitSeq(v, ",") {
+			name = strings.Trim(name, " \t")
+			if name == "" {
+				continue
+			}
+			if !isToken(name) {
+				return nil, badUpstream(fmt.Sprintf("invalid Trailer name %q", name))
+			}
+			name = http.CanonicalHeaderKey(name)
+			if !httpguts.ValidTrailerHeader(name) {
+				return nil, badUpstream(fmt.Sprintf("forbidden trailer field %s announced", name))
+			}
+			if t == nil {
+				t = http.Header{}
+			}
+			t[name] = nil
+		}
+	}
+	return t, nil
+}
+
+func isToken(s string) bool {
+	for i := range len(s) {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// newHeader builds the header from the parsed fields, which alias head;
+// s is head as a string, whose substrings the keys (when already
+// canonical) and the values are. All the fields' first values share one
+// array, as in net/textproto. Transfer-Encoding is left out, as
+// http.ReadResponse leaves it out once it has applied it.
+func newHeader(fields []h1.Header, head []byte, s string) http.Header {
+	h := make(http.Header, len(fields))
+	vals := make([]string, len(fields))
+	for _, f := range fields {
+		key := canonicalKey(f.Name, head, s)
+		if key == "Transfer-Encoding" {
+			continue
+		}
+		v := substring(f.Value, head, s)
+		if vv, ok := h[key]; ok {
+			h[key] = append(vv, v)
+			continue
+		}
+		vv := vals[:1:1]
+		vals = vals[1:]
+		vv[0] = v
+		h[key] = vv
+	}
+	return h
+}
+
+// substring is the part of s that b, a slice of head, covers. Every h1
+// field slices the buffer the head was parsed from, without moving its
+// end, so the offset is the difference of the capacities.
+func substring(b, head []byte, s string) string {
+	off := cap(head) - cap(b)
+	if off < 0 || off+len(b) > len(head) {
+		return string(b) // not from head after all
+	}
+	return s[off : off+len(b)]
+}
+
+// canonicalKey is textproto.CanonicalMIMEHeaderKey of name, a token:
+// upper case at the start and after each '-', lower case elsewhere. An
+// already canonical name is a substring of s; a common one in another case
+// is the interned key; only others allocate.
+func canonicalKey(name, head []byte, s string) string {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		return http.CanonicalHeaderKey(string(name))
+	}
+	k := buf[:len(name)]
+	canonical, upper := true, true
+	for i, ch := range name {
+		switch {
+		case upper && 'a' <= ch && ch <= 'z':
+			ch -= 'a' - 'A'
+		case !upper && 'A' <= ch && ch <= 'Z':
+			ch += 'a' - 'A'
+		}
+		canonical = canonical && ch == name[i]
+		k[i] = ch
+		upper = ch == '-'
+	}
+	if canonical {
+		return substring(name, head, s)
+	}
+	if v, ok := commonKeys[string(k)]; ok {
+		return v
+	}
+	return string(k)
+}
+
+// commonKeys are response header names upstreams often send in lower case
+// (HTTP/2-minded servers, some frameworks).
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Cache-Control", "Connection",
+		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+		"Content-Location", "Content-Range", "Content-Security-Policy", "Content-Type", "Date",
+		"Etag", "Expires", "Keep-Alive", "Last-Modified", "Link", "Location", "Pragma",
+		"Retry-After", "Server", "Set-Cookie", "Strict-Transport-Security", "Trailer",
+		"Transfer-Encoding", "Vary", "Via", "Www-Authenticate", "X-Content-Type-Options",
+		"X-Frame-Options", "X-Request-Id",
+	} {
+		m[k] = k
+	}
+	return m
+}()
+
+// readTrailers turns the chunked body's trailer fields into resp.Trailer
+// as net/http does at the end of a body: the fields received replace the
+// announced names' empty values, and fields never announced are added.
+// A field RFC 9110 6.5.1 keeps out of trailers (framing, routing,
+// authentication, controls: httpguts.ValidTrailerHeader) fails the body:
+// something behind the client could merge it into the header.
+func readTrailers(resp *http.Response, fields []h1.Header) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	got := make(http.Header, len(fields))
+	for _, f := range fields {
+		key := http.CanonicalHeaderKey(string(f.Name))
+		if !httpguts.ValidTrailerHeader(key) {
+			return fmt.Errorf("upstream sent the forbidden trailer field %s", key)
+		}
+		got[key] = append(got[key], string(f.Value))
+	}
+	if resp.Trailer == nil {
+		resp.Trailer = got
+		return nil
+	}
+	for k, vv := range got {
+		resp.Trailer[k] = vv
+	}
+	return nil
+}
