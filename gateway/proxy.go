@@ -174,6 +174,7 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 	if rc.StripPrefix {
 		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
 	}
+	hostRewrite := rc.HostRewrite
 	return &httputil.ReverseProxy{
 		Transport:  u.Transport,
 		BufferPool: sharedBuffers,
@@ -192,6 +193,11 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 				stripPrefix(pr.Out.URL, pr.In.URL, strip)
 			}
 			pipeline.SetForwarded(pr, &st.peer)
+			if hostRewrite != "" {
+				// After SetForwarded, which reads the client's Host into
+				// X-Forwarded-Host and Forwarded.
+				pr.Out.Host = hostRewrite
+			}
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())

@@ -685,6 +685,11 @@ type Route struct {
 	// is bounded until it succeeds, not after. 0: no bound but the
 	// upstream's own timeouts (Gateway API's HTTPRoute timeouts.request).
 	Timeout Duration `yaml:"timeout"`
+	// HostRewrite replaces the Host the upstream receives (host or
+	// host:port); X-Forwarded-Host and Forwarded still carry the client's.
+	// Empty: the client's Host is passed on. Gateway API's URLRewrite
+	// hostname; Envoy's host_rewrite_literal.
+	HostRewrite string `yaml:"host_rewrite"`
 }
 
 // Match selects requests. Every set field must match.

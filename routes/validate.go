@@ -285,6 +285,15 @@ func (c *checker) checkRoutes() {
 			}
 		}
 		c.checkMatch(p+".match", r.Match)
+		if h := r.HostRewrite; h != "" {
+			name, port, err := net.SplitHostPort(h)
+			if err != nil {
+				name, port = h, ""
+			}
+			if !hostRe.MatchString(name) || name[0] == '*' || (port != "" && !validPort(port)) {
+				c.errorf(p+".host_rewrite", "%q is not a host name or host:port (no wildcard, lower case)", h)
+			}
+		}
 		if r.StripPrefix && r.Match.PathPrefix == "" {
 			c.errorf(p+".strip_prefix", "needs match.path_prefix")
 		}
@@ -594,4 +603,10 @@ func CompilePathRegex(expr string) (*regexp.Regexp, error) {
 		return nil, fmt.Errorf("not an RE2 regular expression: %w", err)
 	}
 	return regexp.Compile("^(?:" + expr + ")$")
+}
+
+// validPort reports whether p is a TCP port number, 1 to 65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == p
 }

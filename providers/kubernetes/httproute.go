@@ -335,6 +335,8 @@ func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState)
 						Upstream: rr.upstream,
 						Split:    rr.split,
 						Timeout:  routes.Duration(rr.timeout),
+
+						HostRewrite: rr.hostRewrite,
 					}
 					pol.apply(&route)
 					route.Match.Host = host
@@ -374,7 +376,9 @@ type translatedRule struct {
 	split      []routes.SplitTarget
 	unresolved *ruleError // the first backend that could not be resolved
 	redirects  bool       // a RequestRedirect answers before any backend
-	mirror     *routes.Mirror
+	// hostRewrite is URLRewrite's hostname: the Host the backend receives.
+	hostRewrite string
+	mirror      *routes.Mirror
 	// timeout is timeouts.request, the route's bound (0: none);
 	// backendTimeout is timeouts.backendRequest, the bound of each attempt
 	// until the response headers (0: unset).
@@ -617,7 +621,13 @@ func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1
 		case gatewayv1.HTTPRouteFilterURLRewrite:
 			rewriteSeen = true
 			use = "rewrite"
+			if f.URLRewrite != nil && f.URLRewrite.Hostname != nil {
+				tr.hostRewrite = string(*f.URLRewrite.Hostname)
+			}
 			cfg, err = urlRewriteConfig(f.URLRewrite, matches, pname)
+			if err == nil && cfg == nil {
+				continue
+			}
 		default:
 			return unsupported("filter %s is not supported", f.Type)
 		}
@@ -729,17 +739,15 @@ func pathRules(pm *gatewayv1.HTTPPathModifier, matches []gatewayv1.HTTPRouteMatc
 	return nil, unsupported("path modifier type %s is not supported", pm.Type)
 }
 
-// urlRewriteConfig maps URLRewrite onto the rewrite plugin. Rewriting the
-// Host is not offered: the edge forwards the client's Host.
+// urlRewriteConfig maps URLRewrite's path onto the rewrite plugin (its
+// hostname is the route's host_rewrite, set by the caller). A filter with
+// only a hostname needs no plugin: nil, nil.
 func urlRewriteConfig(f *gatewayv1.HTTPURLRewriteFilter, matches []gatewayv1.HTTPRouteMatch, pname string) (any, *ruleError) {
-	if f == nil {
-		return nil, unsupported("URLRewrite is empty")
-	}
-	if f.Hostname != nil {
-		return nil, unsupported("URLRewrite.hostname is not supported")
+	if f == nil || (f.Path == nil && f.Hostname == nil) {
+		return nil, unsupported("URLRewrite sets neither hostname nor path")
 	}
 	if f.Path == nil {
-		return nil, unsupported("URLRewrite without a path changes nothing the edge supports")
+		return nil, nil
 	}
 	rules, err := pathRules(f.Path, matches, func(p string) string { return p }, 0)
 	if err != nil {
