@@ -235,7 +235,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 	if err := f.Normalize(); err != nil {
 		return nil, err
 	}
-	authz, err := mesh.InboundAuthorizer(in)
+	authz, err := mesh.InboundAuthorizer(in, cfg.Identity.TrustDomain)
 	if err != nil {
 		return nil, err
 	}

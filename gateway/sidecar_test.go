@@ -316,3 +316,46 @@ func meshLoad(ctx context.Context, t *testing.T, workers int, url string) (wait 
 		return okN.Load(), failedN.Load()
 	}
 }
+
+// inbound.allow_service_accounts lets in the pods of a ServiceAccount by
+// the SPIFFE ID the mesh names them with; a caller of another account, of
+// a same-named account in another namespace, or with a longer path is
+// refused with 403 and never reaches the service.
+func TestMeshAllowServiceAccounts(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
+	var hits atomic.Int64
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(svc.Close)
+	cfg := strings.Replace(sidecarConfig(ordersFiles, hostPort(svc), []string{"spiffe://example.org/ns/ops/sa/debugger"}, nil),
+		"  allow: [", "  allow_service_accounts: [edge/gateway]\n  allow: [", 1)
+	cfg = strings.Replace(cfg, "identity: {", "identity: {trust_domain: example.org, ", 1)
+	sc := startSidecar(t, cfg)
+	url := "https://" + sc.Addr("inbound") + "/"
+	for _, tc := range []struct {
+		id   string
+		want int
+	}{
+		{"spiffe://example.org/ns/edge/sa/gateway", http.StatusOK},
+		{"spiffe://example.org/ns/ops/sa/debugger", http.StatusOK}, // allow still counts
+		{"spiffe://example.org/ns/edge/sa/other", http.StatusForbidden},
+		{"spiffe://example.org/ns/shop/sa/gateway", http.StatusForbidden},
+		{"spiffe://example.org/ns/edge/sa/gateway/x", http.StatusForbidden},
+	} {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs: ca.Pool(), InsecureSkipVerify: true, Certificates: []tls.Certificate{ca.Issue(tc.id).TLS}}}}
+		before := hits.Load()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.id, err)
+		}
+		resp.Body.Close()
+		c.CloseIdleConnections()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("%s: %d, want %d", tc.id, resp.StatusCode, tc.want)
+		}
+		if reached := hits.Load() - before; (reached == 1) != (tc.want == http.StatusOK) {
+			t.Fatalf("%s: the service was reached %d times", tc.id, reached)
+		}
+	}
+}

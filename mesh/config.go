@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -38,18 +39,27 @@ func SourceForSidecar(ctx context.Context, id routes.SidecarIdentity, opts Sourc
 	return NewSource(ctx, id.CertFile, id.KeyFile, id.BundleFile, opts)
 }
 
-// InboundAuthorizer turns a sidecar's inbound allow and allow_trust_domains
-// into one Authorizer. The routes package has validated them already; an
-// error here means the caller skipped validation.
-func InboundAuthorizer(in *routes.Inbound) (Authorizer, error) {
+// InboundAuthorizer turns a sidecar's inbound allow, allow_trust_domains
+// and allow_service_accounts (named in trustDomain) into one Authorizer.
+// The routes package has validated them already; an error here means the
+// caller skipped validation.
+func InboundAuthorizer(in *routes.Inbound, trustDomain string) (Authorizer, error) {
 	if in == nil {
 		return nil, errors.New("mesh: no inbound section")
 	}
-	ids := make([]ID, 0, len(in.Allow))
+	ids := make([]ID, 0, len(in.Allow)+len(in.AllowServiceAccounts))
 	for i, s := range in.Allow {
 		id, err := ParseID(s)
 		if err != nil {
 			return nil, fmt.Errorf("mesh: inbound.allow[%d]: %w", i, err)
+		}
+		ids = append(ids, id)
+	}
+	for i, sa := range in.AllowServiceAccounts {
+		ns, name, _ := strings.Cut(sa, "/")
+		id, err := ParseID(routes.ServiceAccountID(trustDomain, ns, name))
+		if err != nil || trustDomain == "" {
+			return nil, fmt.Errorf("mesh: inbound.allow_service_accounts[%d]: %q in trust domain %q: %v", i, sa, trustDomain, err)
 		}
 		ids = append(ids, id)
 	}

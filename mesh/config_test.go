@@ -65,12 +65,12 @@ func TestSourcesFromRoutes(t *testing.T) {
 func TestInboundAuthorizer(t *testing.T) {
 	t.Run("bad config", func(t *testing.T) {
 		for _, in := range []*routes.Inbound{nil, {Allow: []string{"nope"}}, {AllowTrustDomains: []string{"Bad Domain"}}} {
-			if _, err := mesh.InboundAuthorizer(in); err == nil {
+			if _, err := mesh.InboundAuthorizer(in, ""); err == nil {
 				t.Errorf("InboundAuthorizer(%+v) accepted", in)
 			}
 		}
 	})
-	authz, err := mesh.InboundAuthorizer(&routes.Inbound{Allow: []string{gatewayID}, AllowTrustDomains: []string{"partner.example"}})
+	authz, err := mesh.InboundAuthorizer(&routes.Inbound{Allow: []string{gatewayID}, AllowTrustDomains: []string{"partner.example"}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +89,31 @@ func TestInboundAuthorizer(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ServiceAccounts by namespace/name, in the given trust domain", func(t *testing.T) {
+		if _, err := mesh.InboundAuthorizer(&routes.Inbound{AllowServiceAccounts: []string{"edge/gateway"}}, ""); err == nil {
+			t.Fatal("accepted a ServiceAccount without a trust domain")
+		}
+		authz, err := mesh.InboundAuthorizer(&routes.Inbound{AllowServiceAccounts: []string{"edge/gateway"}}, "example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			peer string
+			ok   bool
+		}{
+			{"spiffe://example.org/ns/edge/sa/gateway", true},
+			{"spiffe://other.example/ns/edge/sa/gateway", false}, // another trust domain
+			{"spiffe://example.org/ns/edge/sa/gateway2", false},
+			{"spiffe://example.org/ns/edge2/sa/gateway", false},
+			{"spiffe://example.org/ns/edge/sa/gateway/x", false},
+		} {
+			if err := authz(mustID(t, tc.peer)); (err == nil) != tc.ok {
+				t.Errorf("%s: authorize = %v, want ok=%v", tc.peer, err, tc.ok)
+			}
+		}
+	})
 	t.Run("an empty allow-list allows nobody", func(t *testing.T) {
-		authz, err := mesh.InboundAuthorizer(&routes.Inbound{})
+		authz, err := mesh.InboundAuthorizer(&routes.Inbound{}, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -72,6 +72,10 @@ type Inbound struct {
 	// every ID of a trust domain. A verified caller in neither gets 403.
 	Allow             []string `yaml:"allow"`
 	AllowTrustDomains []string `yaml:"allow_trust_domains"`
+	// AllowServiceAccounts lets in Kubernetes ServiceAccounts by
+	// "NAMESPACE/NAME": the ID spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/NAME
+	// that the CA and SPIRE give their pods (identity.trust_domain).
+	AllowServiceAccounts []string `yaml:"allow_service_accounts"`
 	// Timeout bounds a request to the local service (default 30s).
 	Timeout Duration `yaml:"timeout"`
 	// Callers verifies the caller tokens the edge mints (docs/mesh.md).
@@ -256,6 +260,7 @@ func (s *Sidecar) validate(doubt doubts) Errors {
 	c.checkAccessLog()
 	c.checkTracing()
 	id := s.Identity
+	c.sidecarTrustDomain = id.TrustDomain
 	c.checkIdentitySource("identity", id.Source, id.Socket, id.SPIFFEID, id.TrustDomain, id.CertFile, id.KeyFile, id.BundleFile, id.FederatedBundles)
 	var td spiffeid.TrustDomain
 	if id.TrustDomain != "" {
@@ -315,10 +320,27 @@ func (c *checker) checkInbound(in *Inbound, td spiffeid.TrustDomain, federated m
 	case !isLoopback(in.ForwardTo):
 		c.errorf("inbound.forward_to", "%q is not a loopback address: the hop to the local service is plain HTTP and must not leave the host", in.ForwardTo)
 	}
-	if len(in.Allow) == 0 && len(in.AllowTrustDomains) == 0 {
-		c.errorf("inbound.allow", "list the caller SPIFFE IDs allowed in (or inbound.allow_trust_domains): with none every caller is refused")
+	if len(in.Allow) == 0 && len(in.AllowTrustDomains) == 0 && len(in.AllowServiceAccounts) == 0 {
+		c.errorf("inbound.allow", "list the caller SPIFFE IDs allowed in (or inbound.allow_trust_domains, inbound.allow_service_accounts): with none every caller is refused")
 	}
 	seen := map[string]bool{}
+	for i, sa := range in.AllowServiceAccounts {
+		p := fmt.Sprintf("inbound.allow_service_accounts[%d]", i)
+		ns, name, ok := strings.Cut(sa, "/")
+		switch {
+		case !ok || !dns1123Label.MatchString(ns) || len(name) > 253 || !dns1123Subdomain.MatchString(name):
+			c.errorf(p, "%q is not NAMESPACE/NAME of a ServiceAccount", sa)
+			continue
+		case c.sidecarTrustDomain == "":
+			c.errorf(p, "needs identity.trust_domain: a ServiceAccount's ID is spiffe://TRUST_DOMAIN/ns/%s/sa/%s", ns, name)
+			continue
+		}
+		id := ServiceAccountID(c.sidecarTrustDomain, ns, name)
+		if seen[id] {
+			c.errorf(p, "%s is listed twice", id)
+		}
+		seen[id] = true
+	}
 	for i, a := range in.Allow {
 		p := fmt.Sprintf("inbound.allow[%d]", i)
 		id, err := spiffeid.FromString(a)
@@ -420,4 +442,10 @@ func isLoopback(hostport string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// ServiceAccountID is the SPIFFE ID of a Kubernetes ServiceAccount's pods,
+// as the mesh CA and SPIRE's Kubernetes registrations name them.
+func ServiceAccountID(trustDomain, namespace, name string) string {
+	return "spiffe://" + trustDomain + "/ns/" + namespace + "/sa/" + name
 }

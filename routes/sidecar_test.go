@@ -133,6 +133,15 @@ func TestSidecarErrors(t *testing.T) {
 			`s.yaml:4:3: inbound.forward_to: is required: the local service's host:port`,
 			`s.yaml:5:3: inbound.forward: unknown key`,
 		}},
+		{"service accounts need the trust domain, and a NAMESPACE/NAME", r(`allow: ["spiffe://example.org/ns/edge/sa/gateway"]`, `allow_service_accounts: [edge/gateway, gateway, "Edge/x"]`), []string{
+			"s.yaml:6:28: inbound.allow_service_accounts[0]: needs identity.trust_domain: a ServiceAccount's ID is spiffe://TRUST_DOMAIN/ns/edge/sa/gateway",
+			`s.yaml:6:42: inbound.allow_service_accounts[1]: "gateway" is not NAMESPACE/NAME of a ServiceAccount`,
+			`s.yaml:6:51: inbound.allow_service_accounts[2]: "Edge/x" is not NAMESPACE/NAME of a ServiceAccount`,
+		}},
+		{"a service account also in allow", strings.Replace(r(`allow: ["spiffe://example.org/ns/edge/sa/gateway"]`, "allow: [\"spiffe://example.org/ns/edge/sa/gateway\"]\n  allow_service_accounts: [edge/gateway]"),
+			"bundle_file: mesh/bundle.pem }", "bundle_file: mesh/bundle.pem, trust_domain: example.org }", 1), []string{
+			"s.yaml:6:11: inbound.allow[0]: spiffe://example.org/ns/edge/sa/gateway is listed twice",
+		}},
 		{"wrong version", r("version: 1", "version: 2"), []string{"s.yaml:1:10: version: must be 1 (found 2)"}},
 		{"identity files missing", r("identity: { cert_file: mesh/orders.pem, key_file: mesh/orders-key.pem, bundle_file: mesh/bundle.pem }", "identity: {cert_file: c.pem}"), []string{
 			"s.yaml:2:11: identity.key_file: is required",
@@ -143,7 +152,7 @@ func TestSidecarErrors(t *testing.T) {
 		{"forward_to missing", r(`  forward_to: "127.0.0.1:7001"`+"\n", ""), []string{"s.yaml:4:3: inbound.forward_to: is required: the local service's host:port"}},
 		{"forward_to off the host", r(`forward_to: "127.0.0.1:7001"`, `forward_to: "10.1.2.3:7001"`), []string{`s.yaml:5:15: inbound.forward_to: "10.1.2.3:7001" is not a loopback address: the hop to the local service is plain HTTP and must not leave the host`}},
 		{"forward_to without port", r(`forward_to: "127.0.0.1:7001"`, `forward_to: "127.0.0.1"`), []string{`s.yaml:5:15: inbound.forward_to: "127.0.0.1" is not host:port`}},
-		{"nobody allowed", r(`  allow: ["spiffe://example.org/ns/edge/sa/gateway"]`+"\n", ""), []string{"s.yaml:4:3: inbound.allow: list the caller SPIFFE IDs allowed in (or inbound.allow_trust_domains): with none every caller is refused"}},
+		{"nobody allowed", r(`  allow: ["spiffe://example.org/ns/edge/sa/gateway"]`+"\n", ""), []string{"s.yaml:4:3: inbound.allow: list the caller SPIFFE IDs allowed in (or inbound.allow_trust_domains, inbound.allow_service_accounts): with none every caller is refused"}},
 		{"allow entry not a SPIFFE ID", r(`allow: ["spiffe://example.org/ns/edge/sa/gateway"]`, `allow: ["https://example.org/gateway", "spiffe://Example.org/x"]`), []string{
 			`s.yaml:6:11: inbound.allow[0]: "https://example.org/gateway" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): scheme is missing or invalid`,
 			`s.yaml:6:42: inbound.allow[1]: "spiffe://Example.org/x" is not a SPIFFE ID (spiffe://TRUST_DOMAIN/PATH): trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores`,

@@ -22,6 +22,9 @@ type checker struct {
 	// doubt is what did not decode (nil: everything did); references
 	// into a doubtful collection are not reported as undefined.
 	doubt doubts
+	// sidecarTrustDomain is a sidecar file's identity.trust_domain, which
+	// its ServiceAccount allow entries are named in.
+	sidecarTrustDomain string
 }
 
 // warnf records a footgun at path: the file is accepted, the warning shown.
