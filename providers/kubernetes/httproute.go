@@ -338,10 +338,13 @@ func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState)
 
 						HostRewrite: rr.hostRewrite,
 					}
-					pol.apply(&route)
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
 					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex
+					if pol != nil {
+						pol.built.apply(&route)
+						pol.applied = append(pol.applied, len(t.res.Fragment.Routes))
+					}
 					t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
 				}
 			}

@@ -47,6 +47,11 @@ type policyState struct {
 	built *policyRoute
 	// targets are the policy's targetRefs, with each one's outcome.
 	targets []targetOutcome
+	// applied are the indexes in the fragment's routes of the routes it
+	// was applied to.
+	applied []int
+	// own are the names of the entries it added to the fragment.
+	own []string
 }
 
 type targetOutcome struct {
@@ -60,7 +65,9 @@ type targetOutcome struct {
 type policyRoute struct {
 	// deny is the plugin that answers 500 in place of the route: the
 	// policy is not valid.
-	deny          string
+	deny string
+	// own are the names of the entries the policy added to the fragment.
+	own           []string
 	auth          []string
 	requireClaims map[string]string
 	rateLimits    []string
@@ -89,6 +96,9 @@ func (t *translator) policies() {
 		}
 		ps := &policyState{obj: p}
 		ps.built, ps.invalid = t.buildPolicy(p)
+		if ps.built != nil {
+			ps.own = ps.built.own
+		}
 		if ps.invalid != "" {
 			// Fail closed: a route whose policy is not valid is not
 			// served without it; it answers 500 until the policy is fixed.
@@ -158,24 +168,104 @@ func (t *translator) policyTargetExists(pt policyTarget) bool {
 
 // policyFor is the policy that applies to a rule of a route attached to
 // gws (oldest Gateway first), and records where it applied.
-func (t *translator) policyFor(kind, ns, routeName string, rule *gatewayv1.SectionName, gws []*gatewayState) *policyRoute {
+func (t *translator) policyFor(kind, ns, routeName string, rule *gatewayv1.SectionName, gws []*gatewayState) *policyState {
 	if len(t.policyByTarget) == 0 {
 		return nil
 	}
 	if rule != nil {
 		if ps := t.policyByTarget[policyTarget{kind: kind, ns: ns, name: routeName, section: string(*rule)}]; ps != nil {
-			return ps.built
+			return ps
 		}
 	}
 	if ps := t.policyByTarget[policyTarget{kind: kind, ns: ns, name: routeName}]; ps != nil {
-		return ps.built
+		return ps
 	}
 	for _, gs := range gws {
 		if ps := t.policyByTarget[policyTarget{kind: kindGateway, ns: gs.obj.Namespace, name: gs.obj.Name}]; ps != nil {
-			return ps.built
+			return ps
 		}
 	}
 	return nil
+}
+
+// checkApplied checks each valid policy again with the routes it was
+// applied to: what holds for one route of the policy's own may not hold
+// for these (an OIDC authenticator needs a route of the host that matches
+// its redirect_path). A policy that fails here becomes Invalid and its
+// routes answer 500, so the model stays one the edge accepts: one
+// namespace's policy cannot hold back the whole cluster's routes.
+func (t *translator) checkApplied() {
+	if t.opts.Check == nil {
+		return
+	}
+	for _, ps := range t.policyOrder {
+		if ps.invalid != "" || len(ps.applied) == 0 || ps.built == nil || ps.built.deny != "" {
+			continue
+		}
+		frag := routes.Fragment{
+			Upstreams:      map[string]routes.Upstream{},
+			Plugins:        map[string]routes.PluginInst{},
+			Authenticators: map[string]routes.Authenticator{},
+			RateLimits:     map[string]routes.RateLimit{},
+		}
+		for _, i := range ps.applied {
+			r := t.res.Fragment.Routes[i]
+			frag.Routes = append(frag.Routes, r)
+			for _, u := range append([]string{r.Upstream}, splitUpstreams(r.Split)...) {
+				if v, ok := t.res.Fragment.Upstreams[u]; ok {
+					frag.Upstreams[u] = v
+				}
+			}
+			for _, p := range r.Plugins {
+				if v, ok := t.res.Fragment.Plugins[p]; ok {
+					frag.Plugins[p] = v
+				}
+			}
+			for _, a := range r.Auth {
+				if v, ok := t.res.Fragment.Authenticators[a]; ok {
+					frag.Authenticators[a] = v
+				}
+			}
+			for _, l := range r.RateLimit {
+				if v, ok := t.res.Fragment.RateLimits[l]; ok {
+					frag.RateLimits[l] = v
+				}
+			}
+		}
+		err := t.opts.Check(frag)
+		if err == nil {
+			continue
+		}
+		msg := appliedRoutePrefix.ReplaceAllString(keyPaths(err), "")
+		ps.invalid = truncateMessage("on the routes it applies to: " + msg)
+		for _, n := range ps.own {
+			delete(t.res.Fragment.Authenticators, n)
+			delete(t.res.Fragment.RateLimits, n)
+			delete(t.res.Fragment.Plugins, n)
+		}
+		ps.built = t.denyPolicy(ps.obj)
+		for _, i := range ps.applied {
+			ps.built.apply(&t.res.Fragment.Routes[i])
+		}
+		for j := range ps.targets {
+			if ps.targets[j].reason == gatewayv1.PolicyReasonAccepted {
+				ps.targets[j].reason, ps.targets[j].msg = gatewayv1.PolicyReasonInvalid, ps.invalid+" (the routes it applies to answer 500 until it is fixed)"
+			}
+		}
+	}
+}
+
+// appliedRoutePrefix is the model's "routes[N].match: " before an error
+// about one of the routes: an index into the edge's merged model, which
+// means nothing to the policy's author.
+var appliedRoutePrefix = regexp.MustCompile(`routes\[\d+\](\.[a-z_]+)?: `)
+
+func splitUpstreams(split []routes.SplitTarget) []string {
+	out := make([]string, len(split))
+	for i, s := range split {
+		out[i] = s.Upstream
+	}
+	return out
 }
 
 // apply sets the policy's stages on a route.
@@ -303,12 +393,15 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 	}
 	for k, v := range frag.Authenticators {
 		t.res.Fragment.Authenticators[k] = v
+		pr.own = append(pr.own, k)
 	}
 	for k, v := range frag.RateLimits {
 		t.res.Fragment.RateLimits[k] = v
+		pr.own = append(pr.own, k)
 	}
 	for k, v := range frag.Plugins {
 		t.res.Fragment.Plugins[k] = v
+		pr.own = append(pr.own, k)
 	}
 	return pr, ""
 }

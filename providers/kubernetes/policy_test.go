@@ -276,6 +276,28 @@ func TestTranslatePolicies(t *testing.T) {
 			status:   map[string][2]string{"p": {"Invalid", "not a name of the edge's routes file"}},
 		},
 		{
+			name: "an OIDC authenticator on routes without one for its callback: Invalid, never the whole model",
+			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(`{"oidc": {"issuer": "https://id.example", "client_id": "shop"}}`,
+				&AuthenticatorSecrets{ClientSecret: &SecretKeyRef{Name: "keys", Key: "alice"}, SessionKeys: &SecretKeyRef{Name: "keys", Key: "alice"}}))},
+			want:   []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
+			status: map[string][2]string{"p": {"Invalid", "redirect_path /oauth2/callback"}},
+			check: func(t *testing.T, res Result) {
+				if len(res.Fragment.Authenticators) != 0 {
+					t.Errorf("the invalid policy's authenticators stayed in the model: %v", res.Fragment.Authenticators)
+				}
+			},
+		},
+		{
+			name: "with a rule for the callback it is accepted",
+			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(`{"oidc": {"issuer": "https://id.example", "client_id": "shop"}}`,
+				&AuthenticatorSecrets{ClientSecret: &SecretKeyRef{Name: "keys", Key: "alice"}, SessionKeys: &SecretKeyRef{Name: "keys", Key: "alice"}}))},
+			edit: func(s *Snapshot) {
+				s.HTTPRoutes[0].Spec.Rules = append(s.HTTPRoutes[0].Spec.Rules, rule([]gatewayv1.HTTPRouteMatch{exact("/oauth2/callback")}, backend("web", 80)))
+			},
+			want:   []string{"/admin auth=k8s.apps.policy.p.auth.0", "/shop auth=k8s.apps.policy.p.auth.0", "/oauth2/callback auth=k8s.apps.policy.p.auth.0"},
+			status: map[string][2]string{"p": {"Accepted", ""}},
+		},
+		{
 			name:     "a missing target",
 			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "gone"), authRef("corp"))},
 			want:     []string{"/admin auth=", "/shop auth="},

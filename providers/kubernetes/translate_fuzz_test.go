@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/routes"
@@ -42,6 +44,60 @@ func FuzzTranslate(f *testing.F) {
 		}
 		if _, err := base.Merge(res.Fragment); err != nil {
 			t.Fatalf("the routes model refuses the fragment of %s: %v", data, err)
+		}
+	})
+}
+
+// FuzzTranslatePolicy feeds CausewayPolicy specs without the CRD's schema
+// and CEL rules (an older CRD, or none) and checks what the edge depends
+// on: the fragment is one the routes model accepts whatever the policy
+// says (a bad policy is refused alone, never the whole model), and a
+// route a policy claims is never served with nothing of the policy on
+// it: it carries the policy's stages, or answers 500.
+func FuzzTranslatePolicy(f *testing.F) {
+	for _, seed := range []string{
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"HTTPRoute","name":"r"}],"authenticators":[{"ref":"corp"}]}`,
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"HTTPRoute","name":"r","sectionName":"admin"}],"authenticators":[{"config":{"api_key":{"header":"X-Key"}},"secrets":{"apiKeys":{"name":"keys"}}}],"requireClaims":{"a":"b"}}`,
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"gw"}],"rateLimits":[{"config":{"key":"client_ip","limit":5,"per":"1m"}},{"ref":"per-ip"}]}`,
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"HTTPRoute","name":"r"}],"plugins":[{"use":"headers","config":{"request":{"set":{"Host":"x"}}}},{"ref":"cors"}]}`,
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"HTTPRoute","name":"r"}],"authenticators":[{"config":{"jwt":{"hmac_secret_env":"X","algorithms":["HS256"]}}}]}`,
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"HTTPRoute","name":"r"}],"authenticators":[{"config":{"api_key":{},"basic":{}}},{"ref":"k8s.x"}],"rateLimits":[{"config":[]}]}`,
+		`{"targetRefs":[],"plugins":[{"use":"","config":null}]}`,
+		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"HTTPRoute","name":"r"}],"authenticators":[{"config":{"oidc":{"issuer":"https://i.example","client_id":"c"}},"secrets":{"clientSecret":{"name":"keys","key":"alice"},"sessionKeys":{"name":"keys","key":"alice"}}}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var spec CausewayPolicySpec
+		if json.Unmarshal(data, &spec) != nil {
+			return
+		}
+		s := world()
+		s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{
+			namedRule("admin", []gatewayv1.HTTPRouteMatch{exact("/admin")}, backend("web", 80)),
+			namedRule("shop", []gatewayv1.HTTPRouteMatch{exact("/shop")}, backend("web", 80)),
+		})}
+		s.Secrets = []*corev1.Secret{opaque("apps", "keys", map[string]string{"alice": aliceKey})}
+		p := policy("apps", "p", 0, nil)
+		p.Spec = spec
+		s.Policies = []*CausewayPolicy{p}
+		base, err := routes.ParseWith("edge.yaml", []byte(policyBase), routes.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check := func(frag routes.Fragment) error { _, err := base.Merge(frag); return err }
+		res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: check})
+		if _, err := base.Merge(res.Fragment); err != nil {
+			t.Fatalf("the routes model refuses the fragment of %s: %v", data, err)
+		}
+		st, judged := res.Policies[nn("apps", "p")]
+		accepted := judged && len(st.Ancestors) > 0 && st.Ancestors[0].Conditions[0].Status == metav1.ConditionTrue
+		for _, r := range res.Fragment.Routes {
+			bare := len(r.Auth) == 0 && len(r.RateLimit) == 0 && len(r.Plugins) == 0
+			if accepted && bare && len(spec.TargetRefs) == 1 && spec.TargetRefs[0].Kind == kindHTTPRoute && spec.TargetRefs[0].SectionName == nil &&
+				string(spec.TargetRefs[0].Group) == groupName && spec.TargetRefs[0].Name == "r" {
+				t.Fatalf("an accepted policy on the route left %s without its stages: %s", r.Name, data)
+			}
 		}
 	})
 }
