@@ -370,9 +370,15 @@ func (a *oidcAuth) refreshStored(r *http.Request, id string, rec *record, d *ses
 		if now.Before(time.Unix(d.Expiry, 0)) {
 			return nil, nil, nil, errRefreshElsewhere
 		}
-		return a.awaitRefresh(ctx, id, rec.version, now)
+		return a.awaitRefresh(r, id, rec, d, claims, now)
 	}
 	defer unlock()
+	return a.refreshLocked(r, id, rec, d, claims, now)
+}
+
+// refreshLocked is refreshStored's work once this replica holds the lock.
+func (a *oidcAuth) refreshLocked(r *http.Request, id string, rec *record, d *sessionData, claims map[string]any, now time.Time) (*record, *sessionData, map[string]any, error) {
+	ctx := r.Context()
 	// Read again under the lock: another replica may have written its
 	// refresh between this request's read and its lock.
 	cur, err := a.store.load(ctx, id, now)
@@ -401,8 +407,13 @@ func (a *oidcAuth) refreshStored(r *http.Request, id string, rec *record, d *ses
 }
 
 // awaitRefresh waits, at most refreshWait, for another replica to write
-// the session at a version past version.
-func (a *oidcAuth) awaitRefresh(ctx context.Context, id string, version int64, now time.Time) (*record, *sessionData, map[string]any, error) {
+// the session at a version past rec's. A lock holder may also let go
+// without writing (it found a newer version than the one it read, which
+// is this request's): once the lock is free, this request takes it and
+// refreshes itself rather than waiting for a write that will not come.
+func (a *oidcAuth) awaitRefresh(r *http.Request, id string, rec *record, d *sessionData, claims map[string]any, now time.Time) (*record, *sessionData, map[string]any, error) {
+	ctx := r.Context()
+	version := rec.version
 	deadline := time.NewTimer(refreshWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(refreshPoll)
@@ -421,6 +432,14 @@ func (a *oidcAuth) awaitRefresh(ctx context.Context, id string, version int64, n
 		}
 		if cur.version != version {
 			return decodeRecord(cur)
+		}
+		unlock, ok, err := a.store.lock(ctx, id)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if ok {
+			defer unlock()
+			return a.refreshLocked(r, id, rec, d, claims, now)
 		}
 	}
 }

@@ -400,3 +400,18 @@ func TestGatewayAPIThroughTheEdge(t *testing.T) {
 		return code == http.StatusGatewayTimeout && strings.Contains(body, "route timeout")
 	})
 }
+
+// plainGateway makes namespace ns with Gateway "gw" (one HTTP listener, of
+// the class "causeway", made if missing) and Service "web" whose
+// EndpointSlice holds p.
+func plainGateway(t *testing.T, c cluster, ns string, p pod) {
+	t.Helper()
+	ctx := context.Background()
+	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
+	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", p), metav1.CreateOptions{}))(t)
+}

@@ -147,13 +147,7 @@ providers:
 	addr := e.Addr("http")
 
 	const ns = "guarded"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"guarded-1", testnetns.Addr(256 + 50)}), metav1.CreateOptions{}))(t)
+	plainGateway(t, c, ns, pod{"guarded-1", testnetns.Addr(256 + 50)})
 	aliceKey := "alice-key-fedcba9876543210"
 	must(c.core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "keys"}, Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{"alice": []byte(aliceKey)}}, metav1.CreateOptions{}))(t)
