@@ -57,9 +57,12 @@ func InboundAuthorizer(in *routes.Inbound, trustDomain string) (Authorizer, erro
 	}
 	for i, sa := range in.AllowServiceAccounts {
 		ns, name, _ := strings.Cut(sa, "/")
+		if trustDomain == "" {
+			return nil, fmt.Errorf("mesh: inbound.allow_service_accounts[%d]: %q needs a trust domain", i, sa)
+		}
 		id, err := ParseID(routes.ServiceAccountID(trustDomain, ns, name))
-		if err != nil || trustDomain == "" {
-			return nil, fmt.Errorf("mesh: inbound.allow_service_accounts[%d]: %q in trust domain %q: %v", i, sa, trustDomain, err)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: inbound.allow_service_accounts[%d]: %q in trust domain %q: %w", i, sa, trustDomain, err)
 		}
 		ids = append(ids, id)
 	}
