@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -377,6 +378,9 @@ func (t *translator) policyAuthenticator(p *CausewayPolicy, a PolicyAuthenticato
 	if bad := edgeLocalSources(c); bad != "" {
 		return "", fmt.Sprintf("%s.config: %s reads the edge's own files or environment; a policy's secrets come from Secrets (secrets)", field, bad)
 	}
+	if at, h := sharedForwardedHeader(c); at != "" {
+		return "", fmt.Sprintf("%s.config.%s: %q: a policy forwards only into X- headers the edge does not set itself (every route of the edge drops a client's copy of a forwarded header, other namespaces' routes too)", field, at, h)
+	}
 	if err := t.policySecrets(p, field+".secrets", a.Secrets, &c); err != "" {
 		return "", err
 	}
@@ -408,6 +412,46 @@ func edgeLocalSources(c routes.Authenticator) string {
 		return "oidc.session.keys_env"
 	}
 	return ""
+}
+
+// sharedForwardedHeader names the first upstream header c would set that
+// a policy may not (its key path and the header). The edge removes a
+// client's copy of every header any authenticator forwards from every
+// request on every route, so that no upstream takes a client's X-Client
+// for the edge's: a policy forwarding into Authorization, Cookie or
+// Content-Type would strip them from the routes of every namespace and of
+// the edge's own file. A policy's forwarded headers are X- headers that
+// are not the edge's own (X-Forwarded-*, X-Request-Id, X-Real-Ip).
+func sharedForwardedHeader(c routes.Authenticator) (string, string) {
+	type fwd struct{ at, header string }
+	var list []fwd
+	claims := func(at string, m map[string]string) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			list = append(list, fwd{at + ".forward_claims." + k, m[k]})
+		}
+	}
+	switch {
+	case c.APIKey != nil && c.APIKey.ForwardName != "":
+		list = append(list, fwd{"api_key.forward_name", c.APIKey.ForwardName})
+	case c.Basic != nil && c.Basic.ForwardUser != "":
+		list = append(list, fwd{"basic.forward_user", c.Basic.ForwardUser})
+	case c.JWT != nil:
+		claims("jwt", c.JWT.ForwardClaims)
+	case c.OIDC != nil:
+		claims("oidc", c.OIDC.ForwardClaims)
+	case c.ExtAuthz != nil:
+		for i, h := range c.ExtAuthz.UpstreamHeaders {
+			list = append(list, fwd{fmt.Sprintf("ext_authz.upstream_headers[%d]", i), h})
+		}
+		claims("ext_authz", c.ExtAuthz.ForwardClaims)
+	}
+	for _, f := range list {
+		h := http.CanonicalHeaderKey(f.header)
+		if !strings.HasPrefix(h, "X-") || routes.ForbiddenAuthzHeader(h) {
+			return f.at, f.header
+		}
+	}
+	return "", ""
 }
 
 // policySecrets reads the Secrets an authenticator names into it.

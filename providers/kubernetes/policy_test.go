@@ -387,3 +387,63 @@ func TestTranslatePolicyAncestors(t *testing.T) {
 		}
 	}
 }
+
+// A policy's forwarded headers are dropped from client requests on every
+// route of the edge, so a policy may forward only into X- headers that
+// are not the edge's own: into Authorization, Cookie or Content-Type it
+// would strip them from the routes of every other namespace. Each kind of
+// authenticator's forwarding keys are checked, and the message names the
+// key at fault.
+func TestTranslatePolicyForwardedHeaders(t *testing.T) {
+	keys := &AuthenticatorSecrets{APIKeys: &SecretRef{Name: "keys"}}
+	tests := []struct {
+		config  string
+		secrets *AuthenticatorSecrets
+		// want is "" for Accepted, else a piece of the Invalid message.
+		want string
+	}{
+		{`{"api_key": {"header": "X-Key", "forward_name": "X-Client"}}`, keys, ""},
+		{`{"api_key": {"header": "X-Key", "forward_name": "x-client"}}`, keys, ""},
+		{`{"api_key": {"header": "X-Key"}}`, keys, ""},
+		{`{"api_key": {"header": "X-Key", "forward_name": "Authorization"}}`, keys, `api_key.forward_name: "Authorization"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "cookie"}}`, keys, `api_key.forward_name: "cookie"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "Content-Type"}}`, keys, `api_key.forward_name: "Content-Type"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "Proxy-Authorization"}}`, keys, `api_key.forward_name`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "X-Forwarded-User"}}`, keys, `api_key.forward_name: "X-Forwarded-User"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "X-Real-Ip"}}`, keys, `api_key.forward_name`},
+		{`{"basic": {"forward_user": "Remote-User"}}`, nil, `basic.forward_user: "Remote-User"`},
+		{`{"jwt": {"algorithms": ["HS256"], "forward_claims": {"sub": "X-User", "email": "Accept"}}}`, nil, `jwt.forward_claims.email: "Accept"`},
+		{`{"oidc": {"issuer": "https://id.example", "client_id": "c", "forward_claims": {"sub": "Traceparent"}}}`, nil, `oidc.forward_claims.sub`},
+		{`{"ext_authz": {"http_url": "https://authz.example/check", "upstream_headers": ["X-Tenant", "Authorization"]}}`, nil, `ext_authz.upstream_headers[1]: "Authorization"`},
+		{`{"ext_authz": {"http_url": "https://authz.example/check", "forward_claims": {"sub": "Grpc-Timeout"}}}`, nil, `ext_authz.forward_claims.sub`},
+		{`{"ext_authz": {"http_url": "https://authz.example/check", "upstream_headers": ["X-Tenant"], "forward_claims": {"sub": "X-User"}}}`, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.config, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/r")}, backend("web", 80))})}
+			s.Secrets = []*corev1.Secret{opaque("apps", "keys", map[string]string{"alice": aliceKey})}
+			s.Policies = []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(tc.config, tc.secrets))}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			c := res.Policies[nn("apps", "p")].Ancestors[0].Conditions[0]
+			if tc.want == "" {
+				if c.Reason != "Accepted" {
+					t.Fatalf("%s %q, want Accepted", c.Reason, c.Message)
+				}
+				if len(res.Fragment.Authenticators) != 1 {
+					t.Fatalf("the policy's authenticator is not in the model: %v", res.Fragment.Authenticators)
+				}
+				return
+			}
+			if c.Reason != "Invalid" || !strings.Contains(c.Message, "spec.authenticators[0].config."+tc.want) {
+				t.Fatalf("%s %q, want Invalid naming %s", c.Reason, c.Message, tc.want)
+			}
+			if len(res.Fragment.Authenticators) != 0 {
+				t.Fatalf("a refused policy's authenticator reached the model: %v", res.Fragment.Authenticators)
+			}
+			if got := policySummary(res.Fragment.Routes[0]); !strings.HasSuffix(got, "-> unresolved") {
+				t.Fatalf("the route of a refused policy: %s, want it failing closed", got)
+			}
+		})
+	}
+}
