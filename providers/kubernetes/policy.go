@@ -524,10 +524,17 @@ func (t *translator) policySecrets(p *CausewayPolicy, field string, s *Authentic
 			return err
 		}
 		// The keys file's lines: each client's name and the SHA-256 of its
-		// key. The key itself is not kept.
+		// key. The key itself is not kept. An empty entry is a client
+		// without a key (one being revoked, say): no request carries an
+		// empty key, and two of them would share a hash and refuse the
+		// whole policy, failing every other client closed.
 		var b strings.Builder
 		for _, k := range slices.Sorted(maps.Keys(sec.Data)) {
-			sum := sha256.Sum256(bytes.TrimRight(sec.Data[k], "\r\n"))
+			v := bytes.TrimRight(sec.Data[k], "\r\n")
+			if len(v) == 0 {
+				continue
+			}
+			sum := sha256.Sum256(v)
 			b.WriteString(k + ":" + hex.EncodeToString(sum[:]) + "\n")
 		}
 		if b.Len() == 0 {
