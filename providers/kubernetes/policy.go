@@ -275,6 +275,9 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 				if err := json.Unmarshal(pl.Config, &cfg); err != nil {
 					return nil, field + ".config: " + err.Error()
 				}
+				if bad := pluginLocalSource(cfg, field+".config"); bad != "" {
+					return nil, fmt.Sprintf("%s reads the edge's own files or environment, which a policy's plugins may not", bad)
+				}
 				raw, err := rawConfig(n, cfg)
 				if err != nil {
 					return nil, field + ".config: " + err.Error()
@@ -452,6 +455,35 @@ func sharedForwardedHeader(c routes.Authenticator) (string, string) {
 		}
 	}
 	return "", ""
+}
+
+// pluginLocalSource finds, in a policy plugin's config, the first key (by
+// its path from at) that names a file or an environment variable of the
+// edge: by the routes file's convention, a key ending in _file, _files,
+// _dir or _env (respond's body_file, and any plugin's that follows it).
+// Such a plugin would read the edge's ServiceAccount token or keys files
+// and serve them to whoever the namespace's author likes.
+func pluginLocalSource(cfg any, at string) string {
+	switch v := cfg.(type) {
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			for _, suffix := range []string{"_file", "_files", "_dir", "_env"} {
+				if strings.HasSuffix(k, suffix) {
+					return at + "." + k
+				}
+			}
+			if bad := pluginLocalSource(v[k], at+"."+k); bad != "" {
+				return bad
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if bad := pluginLocalSource(e, fmt.Sprintf("%s[%d]", at, i)); bad != "" {
+				return bad
+			}
+		}
+	}
+	return ""
 }
 
 // policySecrets reads the Secrets an authenticator names into it.

@@ -472,3 +472,49 @@ func TestTranslatePolicyForwardedHeaders(t *testing.T) {
 		})
 	}
 }
+
+// A plugin defined in a policy may not read the edge's files or
+// environment: by the routes file's convention, any key ending in _file,
+// _files, _dir or _env, at any depth of its config (respond's body_file
+// would serve the edge's ServiceAccount token to the namespace's author).
+func TestTranslatePolicyPluginsReadNoEdgeFiles(t *testing.T) {
+	tests := []struct {
+		use, config string
+		// want is "" for Accepted, else a piece of the Invalid message.
+		want string
+	}{
+		{"respond", `{"status": 200, "body": "hello"}`, ""},
+		{"headers", `{"request": {"set": {"X-File": "a_file"}}}`, ""},
+		{"respond", `{"status": 200, "body_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}`, "spec.plugins[0].config.body_file reads the edge's own files"},
+		{"respond", `{"status": 200, "body_file": "keys"}`, "spec.plugins[0].config.body_file"},
+		{"headers", `{"request": {"set": {"X-A": "b"}}, "extra": [{"tls_dir": "/etc"}]}`, "spec.plugins[0].config.extra[0].tls_dir"},
+		{"headers", `{"nested": {"token_env": "AWS_SECRET_ACCESS_KEY"}}`, "spec.plugins[0].config.nested.token_env"},
+		{"headers", `{"ca_files": ["/etc/ssl/private/key.pem"]}`, "spec.plugins[0].config.ca_files"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.config, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/r")}, backend("web", 80))})}
+			s.Policies = []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), func(p *CausewayPolicy) {
+				p.Spec.Plugins = []PolicyPlugin{{Use: tc.use, Config: json.RawMessage(tc.config)}}
+			})}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			c := res.Policies[nn("apps", "p")].Ancestors[0].Conditions[0]
+			if tc.want == "" {
+				if c.Reason != "Accepted" {
+					t.Fatalf("%s %q, want Accepted", c.Reason, c.Message)
+				}
+				return
+			}
+			if c.Reason != "Invalid" || !strings.Contains(c.Message, tc.want) {
+				t.Fatalf("%s %q, want Invalid with %q", c.Reason, c.Message, tc.want)
+			}
+			if _, ok := res.Fragment.Plugins["k8s.apps.policy.p.plugin.0"]; ok {
+				t.Fatal("a refused policy's plugin reached the model")
+			}
+			if got := policySummary(res.Fragment.Routes[0]); !strings.HasSuffix(got, "-> unresolved") {
+				t.Fatalf("the route of a refused policy: %s, want it failing closed", got)
+			}
+		})
+	}
+}
