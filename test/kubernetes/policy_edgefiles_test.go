@@ -104,9 +104,9 @@ func TestCausewayPolicyPluginsCannotReadTheEdgesFiles(t *testing.T) {
 		switch {
 		case tc.invalid != "" && (a.Reason != "Invalid" || !strings.Contains(a.Message, tc.invalid)):
 			t.Errorf("%s: %s %q, want Invalid naming %s", tc.name, a.Reason, a.Message, tc.invalid)
-		case tc.invalid != "" && res.StatusCode != 500:
+		case tc.invalid != "" && res.StatusCode != http.StatusInternalServerError:
 			t.Errorf("%s: %d, want 500 while the policy is invalid", tc.name, res.StatusCode)
-		case tc.invalid == "" && (a.Reason != "Accepted" || res.StatusCode != 200 || res.Header.Get("X-Leak") != "${CAUSEWAY_TEST_EDGE_SECRET}"):
+		case tc.invalid == "" && (a.Reason != "Accepted" || res.StatusCode != http.StatusOK || res.Header.Get("X-Leak") != "${CAUSEWAY_TEST_EDGE_SECRET}"):
 			t.Errorf("%s: %s %q, %d X-Leak %q, want Accepted and the reference as written", tc.name, a.Reason, a.Message, res.StatusCode, res.Header.Get("X-Leak"))
 		}
 	}
