@@ -340,6 +340,9 @@ func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState)
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
 					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex
+					if pol != nil {
+						pol.applied = append(pol.applied, len(t.res.Fragment.Routes))
+					}
 					t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
 				}
 			}

@@ -66,6 +66,13 @@ type policyRoute struct {
 	requireClaims map[string]string
 	rateLimits    []string
 	plugins       []string
+	// applied are the indexes, in the fragment's routes, of the routes
+	// the policy was applied to.
+	applied []int
+	// frag holds the entries the policy defined, and rename maps their
+	// generated names back to the policy's fields, for errors.
+	frag   routes.Fragment
+	rename map[string]string
 }
 
 // CheckPolicy judges what a policy adds to the model before the model
@@ -294,17 +301,9 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 			sub := checkRoutePaths.FindStringSubmatch(m)
 			return map[string]string{"auth": "spec.authenticators", "rate_limit": "spec.rateLimits", "plugins": "spec.plugins"}[sub[1]] + "[" + sub[2] + "].ref"
 		})
-		// Longest first: a name may begin with another.
-		keys := make([]string, 0, len(rename))
-		for k := range rename {
-			keys = append(keys, k)
-		}
-		slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
-		for _, k := range keys {
-			msg = strings.ReplaceAll(msg, k, rename[k])
-		}
-		return nil, truncateMessage(msg)
+		return nil, renameFields(msg, rename)
 	}
+	pr.frag, pr.rename = frag, rename
 	for k, v := range frag.Authenticators {
 		t.res.Fragment.Authenticators[k] = v
 	}
@@ -315,6 +314,75 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 		t.res.Fragment.Plugins[k] = v
 	}
 	return pr, ""
+}
+
+// renameFields writes the generated names in msg as the policy's fields.
+func renameFields(msg string, rename map[string]string) string {
+	// Longest first: a name may begin with another.
+	keys := make([]string, 0, len(rename))
+	for k := range rename {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return len(b) - len(a) })
+	for _, k := range keys {
+		msg = strings.ReplaceAll(msg, k, rename[k])
+	}
+	return truncateMessage(msg)
+}
+
+// checkApplied checks each valid policy again with the routes it was
+// applied to, their hosts and paths as served: what the model judges of
+// an authenticator by the routes using it (an oidc redirect_path that
+// none of them matches) cannot be seen with the first check's one route,
+// which matches every path. A policy refused here would otherwise pass
+// into the fragment and make the edge refuse the whole model, holding
+// back every other change of the cluster; instead it is Invalid like any
+// other, and its routes fail closed.
+func (t *translator) checkApplied() {
+	if t.opts.Check == nil {
+		return
+	}
+	for _, ps := range t.policyOrder {
+		pr := ps.built
+		if ps.invalid != "" || pr == nil || len(pr.applied) == 0 {
+			continue
+		}
+		frag := pr.frag
+		up := name(append(policyNamePrefix(ps.obj), "check")...)
+		frag.Upstreams = map[string]routes.Upstream{up: {Endpoints: []string{"127.0.0.1:9"}}}
+		frag.Routes = make([]routes.Route, 0, len(pr.applied))
+		for _, i := range pr.applied {
+			// The served route's match and the policy's stages; its
+			// upstream and own filters are the route's, checked with it.
+			r := t.res.Fragment.Routes[i]
+			frag.Routes = append(frag.Routes, routes.Route{Name: r.Name, Match: r.Match, Upstream: up,
+				Auth: r.Auth, RequireClaims: r.RequireClaims, RateLimit: r.RateLimit, Plugins: slices.Clone(pr.plugins)})
+		}
+		err := t.opts.Check(frag)
+		if err == nil {
+			continue
+		}
+		ps.invalid = renameFields(keyPaths(err), pr.rename)
+		for k := range pr.frag.Authenticators {
+			delete(t.res.Fragment.Authenticators, k)
+		}
+		for k := range pr.frag.RateLimits {
+			delete(t.res.Fragment.RateLimits, k)
+		}
+		for k := range pr.frag.Plugins {
+			delete(t.res.Fragment.Plugins, k)
+		}
+		deny := t.denyPolicy(ps.obj)
+		for _, i := range pr.applied {
+			deny.apply(&t.res.Fragment.Routes[i])
+		}
+		ps.built = deny
+		for j := range ps.targets {
+			if o := &ps.targets[j]; o.reason == gatewayv1.PolicyReasonAccepted {
+				o.reason, o.msg = gatewayv1.PolicyReasonInvalid, ps.invalid+" (the routes it applies to answer 500 until it is fixed)"
+			}
+		}
+	}
 }
 
 // denyPolicy is what an invalid policy sets: a 500 in the edge's error

@@ -518,3 +518,53 @@ func TestTranslatePolicyPluginsReadNoEdgeFiles(t *testing.T) {
 		})
 	}
 }
+
+// What the model judges of an authenticator by the routes that use it is
+// checked with the routes a policy was applied to, as served: an oidc
+// authenticator whose redirect_path none of them matches would pass the
+// first check (its one route matches every path) and then make the edge
+// refuse the whole model, every other namespace's changes with it. Such a
+// policy is Invalid, its entries are left out, and its routes fail closed;
+// with the redirect path under the route's path it is Accepted.
+func TestTranslatePolicyCheckedWithItsRoutes(t *testing.T) {
+	sessionKeys := &AuthenticatorSecrets{SessionKeys: &SecretKeyRef{Name: "oidc", Key: "session"}}
+	tests := []struct {
+		name, config string
+		want         [2]string // the status's reason and a piece of its message
+		routes       []string
+	}{
+		{"the callback outside the route's paths", `{"oidc": {"issuer": "https://id.example", "client_id": "c"}}`,
+			[2]string{"Invalid", "redirect_path /oauth2/callback"},
+			[]string{"/app auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/app/ auth= plugins=k8s.apps.policy.p.invalid -> unresolved"}},
+		{"the callback under the route's path", `{"oidc": {"issuer": "https://id.example", "client_id": "c", "redirect_path": "/app/callback"}}`,
+			[2]string{"Accepted", ""},
+			[]string{"/app auth=k8s.apps.policy.p.auth.0", "/app/ auth=k8s.apps.policy.p.auth.0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{prefix("/app")}, backend("web", 80))})}
+			s.Secrets = []*corev1.Secret{opaque("apps", "oidc", map[string]string{"session": "c2Vzc2lvbi1rZXktb2YtMzItYnl0ZXMtZXhhY3RseSE="})}
+			s.Policies = []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(tc.config, sessionKeys))}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			c := res.Policies[nn("apps", "p")].Ancestors[0].Conditions[0]
+			if c.Reason != tc.want[0] || !strings.Contains(c.Message, tc.want[1]) {
+				t.Fatalf("%s %q, want %s with %q", c.Reason, c.Message, tc.want[0], tc.want[1])
+			}
+			var got []string
+			for _, r := range res.Fragment.Routes {
+				got = append(got, policySummary(r))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.routes, "\n") {
+				t.Fatalf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.routes, "\n"))
+			}
+			// Whatever the policy says, the edge takes the fragment.
+			if err := testCheck(t)(res.Fragment); err != nil {
+				t.Fatalf("the model refuses the fragment: %v", err)
+			}
+			if _, ok := res.Fragment.Authenticators["k8s.apps.policy.p.auth.0"]; ok != (tc.want[0] == "Accepted") {
+				t.Fatalf("the policy's authenticator in the model: %v, want %v", ok, tc.want[0] == "Accepted")
+			}
+		})
+	}
+}

@@ -69,6 +69,7 @@ func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOption
 	t.policies()
 	t.httpRoutes()
 	t.grpcRoutes()
+	t.checkApplied()
 	t.policyStatuses()
 	t.finish()
 	return t.res

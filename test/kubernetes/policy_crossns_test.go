@@ -104,3 +104,61 @@ func TestCausewayPolicyStaysInItsNamespace(t *testing.T) {
 		t.Fatalf("the upstream was reached %d times, want 3 (B's requests)", got)
 	}
 }
+
+// A policy the model refuses only with the routes it applies to (an oidc
+// sign-in whose callback none of them matches) must not hold back the
+// rest of the cluster: it is Invalid, its route fails closed, and a
+// route another namespace creates afterwards is served.
+func TestCausewayPolicyRefusedWithItsRoutesHoldsNothingBack(t *testing.T) {
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	backend := startRecordingPod(t, testnetns.Addr(256+67))
+
+	const nsA, nsB = "oidc-a", "oidc-b"
+	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	for _, ns := range []string{nsA, nsB} {
+		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+		must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+		must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
+		must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{ns, testnetns.Addr(256 + 67)}), metav1.CreateOptions{}))(t)
+	}
+	must(c.core.CoreV1().Secrets(nsA).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "oidc"}, Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{"session": []byte("c2Vzc2lvbi1rZXktb2YtMzItYnl0ZXMtZXhhY3RseSE=")}}, metav1.CreateOptions{}))(t)
+	must(c.dyn.Resource(kubernetes.PolicyGVR).Namespace(nsA).Create(ctx, policyJSON(t, nsA, "sso", `{
+		"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "app"}],
+		"authenticators": [{"config": {"oidc": {"issuer": "https://id.example", "client_id": "c"}}, "secrets": {"sessionKeys": {"name": "oidc", "key": "session"}}}]}`), metav1.CreateOptions{}))(t)
+	ra := httpRoute(nsA, "app", prefixRule("/app", "web", ""))
+	ra.Spec.Hostnames = []gatewayv1.Hostname{nsA + ".example"}
+	must(c.gw.GatewayV1().HTTPRoutes(nsA).Create(ctx, ra, metav1.CreateOptions{}))(t)
+
+	e := serveEdge(t, edgeFile(t, kubeconfig, false, nsA, nsB))
+	addr := e.Addr("http")
+	eventually(t, "the policy is Invalid, naming the callback", func() bool {
+		a := policyAccepted(t, c, nsA, "sso")
+		return a != nil && a.Reason == "Invalid" && strings.Contains(a.Message, "redirect_path")
+	})
+	eventually(t, "A's route fails closed", func() bool {
+		code, _ := sendWith(t, addr, nsA+".example", "/app/x", nil)
+		return code == 500
+	})
+	// Another namespace's change goes through.
+	rb := httpRoute(nsB, "open", prefixRule("/", "web", ""))
+	rb.Spec.Hostnames = []gatewayv1.Hostname{nsB + ".example"}
+	must(c.gw.GatewayV1().HTTPRoutes(nsB).Create(ctx, rb, metav1.CreateOptions{}))(t)
+	eventually(t, "B's new route is served", func() bool {
+		code, _ := sendWith(t, addr, nsB+".example", "/", nil)
+		return code == 200
+	})
+	before := backend.hits.Load()
+	for range 20 {
+		if code, _ := sendWith(t, addr, nsA+".example", "/app/x", nil); code != 500 {
+			t.Fatalf("A's route under its invalid policy: %d", code)
+		}
+	}
+	if got := backend.hits.Load() - before; got != 0 {
+		t.Fatalf("A's route reached the upstream %d times", got)
+	}
+}
