@@ -105,3 +105,65 @@ providers:
 		t.Fatalf("after the file gained the authenticator: %v", err)
 	}
 }
+
+// The check's memo is keyed by what a policy holds, behind every pointer:
+// the secrets of an authenticator live behind one (*routes.APIKey), and a
+// key made of the pointer's address would answer a rotated Secret with
+// the old Secret's result whenever the new value is allocated where the
+// old one was (a collected snapshot's memory, reused), and would never
+// hit for an unchanged policy of the next snapshot, whose values are new
+// allocations. Here the same pointer gains keys that do not parse, and an
+// equal policy at new addresses is answered from the memo.
+func TestPolicyCheckMemoIsKeyedByContent(t *testing.T) {
+	sum := sha256.Sum256([]byte("alice-key"))
+	file := listenHeader + `
+providers:
+  kubernetes: {kubeconfig: ""}
+`
+	var runs sync.WaitGroup
+	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
+	te := startEdge(t, file, func(o *EdgeOptions) {
+		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+	})
+	frag := func(keys string) (routes.Fragment, *routes.APIKey) {
+		k := &routes.APIKey{Header: "X-Key", Keys: []byte(keys)}
+		return policyFrag(map[string]routes.Authenticator{"k8s.a": {APIKey: k, SecretsFrom: "Secret ns/keys"}}, nil,
+			routes.Route{Auth: routes.StringList{"k8s.a"}}), k
+	}
+	good := "alice:" + hex.EncodeToString(sum[:]) + "\n"
+	memo := func() int {
+		te.sources.mu.Lock()
+		defer te.sources.mu.Unlock()
+		return len(te.sources.checked)
+	}
+
+	f, k := frag(good)
+	if err := te.sources.checkPolicy(f); err != nil {
+		t.Fatalf("good keys refused: %v", err)
+	}
+	// The Secret rotated to keys that do not parse, at the same address.
+	k.Keys = []byte("alice\n")
+	if err := te.sources.checkPolicy(f); err == nil || !strings.Contains(err.Error(), "Secret ns/keys:1") {
+		t.Fatalf("keys that do not parse, where good ones were: %v, want the parse error", err)
+	}
+	// And back: the memo answers it as before, without growing.
+	k.Keys = []byte(good)
+	if err := te.sources.checkPolicy(f); err != nil {
+		t.Fatalf("good keys again: %v", err)
+	}
+	n := memo()
+	// Snapshots to come: equal policies, new allocations.
+	for range 50 {
+		again, _ := frag(good)
+		if err := te.sources.checkPolicy(again); err != nil {
+			t.Fatalf("an equal policy: %v", err)
+		}
+		bad, _ := frag("alice\n")
+		if err := te.sources.checkPolicy(bad); err == nil {
+			t.Fatal("bad keys accepted")
+		}
+	}
+	if got := memo(); got != n {
+		t.Fatalf("the memo grew from %d to %d entries for policies it had checked", n, got)
+	}
+}

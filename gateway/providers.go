@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -210,9 +209,9 @@ func (rs *routeSources) checkPolicy(frag routes.Fragment) error {
 	if base == nil {
 		return errors.New("no routes file loaded yet")
 	}
-	// %#v shows every field, the in-memory secrets' bytes too, so a
-	// rotated Secret is checked again.
-	key := sha256.Sum256(fmt.Appendf(nil, "%p %#v", base, frag))
+	// Keyed by everything frag holds, the in-memory secrets' bytes
+	// behind their pointers too, so a rotated Secret is checked again.
+	key := policyMemoKey(base, frag)
 	rs.mu.Lock()
 	err, seen := rs.checked[key]
 	rs.mu.Unlock()

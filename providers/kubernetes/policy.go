@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -364,6 +365,9 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 				if err := json.Unmarshal(pl.Config, &cfg); err != nil {
 					return nil, field + ".config: " + err.Error()
 				}
+				if bad := pluginLocalSource(cfg, field+".config"); bad != "" {
+					return nil, fmt.Sprintf("%s reads the edge's own files or environment, which a policy's plugins may not", bad)
+				}
 				raw, err := rawConfig(n, cfg)
 				if err != nil {
 					return nil, field + ".config: " + err.Error()
@@ -470,6 +474,9 @@ func (t *translator) policyAuthenticator(p *CausewayPolicy, a PolicyAuthenticato
 	if bad := edgeLocalSources(c); bad != "" {
 		return "", fmt.Sprintf("%s.config: %s reads the edge's own files or environment; a policy's secrets come from Secrets (secrets)", field, bad)
 	}
+	if at, h := sharedForwardedHeader(c); at != "" {
+		return "", fmt.Sprintf("%s.config.%s: %q: a policy forwards only into X- headers the edge does not set itself (every route of the edge drops a client's copy of a forwarded header, other namespaces' routes too)", field, at, h)
+	}
 	if err := t.policySecrets(p, field+".secrets", a.Secrets, &c); err != "" {
 		return "", err
 	}
@@ -499,6 +506,75 @@ func edgeLocalSources(c routes.Authenticator) string {
 		return "oidc.private_key_file"
 	case c.OIDC != nil && c.OIDC.Session != nil && c.OIDC.Session.KeysEnv != "":
 		return "oidc.session.keys_env"
+	}
+	return ""
+}
+
+// sharedForwardedHeader names the first upstream header c would set that
+// a policy may not (its key path and the header). The edge removes a
+// client's copy of every header any authenticator forwards from every
+// request on every route, so that no upstream takes a client's X-Client
+// for the edge's: a policy forwarding into Authorization, Cookie or
+// Content-Type would strip them from the routes of every namespace and of
+// the edge's own file. A policy's forwarded headers are X- headers that
+// are not the edge's own (X-Forwarded-*, X-Request-Id, X-Real-Ip).
+func sharedForwardedHeader(c routes.Authenticator) (string, string) {
+	type fwd struct{ at, header string }
+	var list []fwd
+	claims := func(at string, m map[string]string) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			list = append(list, fwd{at + ".forward_claims." + k, m[k]})
+		}
+	}
+	switch {
+	case c.APIKey != nil && c.APIKey.ForwardName != "":
+		list = append(list, fwd{"api_key.forward_name", c.APIKey.ForwardName})
+	case c.Basic != nil && c.Basic.ForwardUser != "":
+		list = append(list, fwd{"basic.forward_user", c.Basic.ForwardUser})
+	case c.JWT != nil:
+		claims("jwt", c.JWT.ForwardClaims)
+	case c.OIDC != nil:
+		claims("oidc", c.OIDC.ForwardClaims)
+	case c.ExtAuthz != nil:
+		for i, h := range c.ExtAuthz.UpstreamHeaders {
+			list = append(list, fwd{fmt.Sprintf("ext_authz.upstream_headers[%d]", i), h})
+		}
+		claims("ext_authz", c.ExtAuthz.ForwardClaims)
+	}
+	for _, f := range list {
+		h := http.CanonicalHeaderKey(f.header)
+		if !strings.HasPrefix(h, "X-") || routes.ForbiddenAuthzHeader(h) {
+			return f.at, f.header
+		}
+	}
+	return "", ""
+}
+
+// pluginLocalSource finds, in a policy plugin's config, the first key (by
+// its path from at) that names a file or an environment variable of the
+// edge: by the routes file's convention, a key ending in _file, _files,
+// _dir or _env (respond's body_file, and any plugin's that follows it).
+// Such a plugin would read the edge's ServiceAccount token or keys files
+// and serve them to whoever the namespace's author likes.
+func pluginLocalSource(cfg any, at string) string {
+	switch v := cfg.(type) {
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			for _, suffix := range []string{"_file", "_files", "_dir", "_env"} {
+				if strings.HasSuffix(k, suffix) {
+					return at + "." + k
+				}
+			}
+			if bad := pluginLocalSource(v[k], at+"."+k); bad != "" {
+				return bad
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if bad := pluginLocalSource(e, fmt.Sprintf("%s[%d]", at, i)); bad != "" {
+				return bad
+			}
+		}
 	}
 	return ""
 }
@@ -573,10 +649,17 @@ func (t *translator) policySecrets(p *CausewayPolicy, field string, s *Authentic
 			return err
 		}
 		// The keys file's lines: each client's name and the SHA-256 of its
-		// key. The key itself is not kept.
+		// key. The key itself is not kept. An empty entry is a client
+		// without a key (one being revoked, say): no request carries an
+		// empty key, and two of them would share a hash and refuse the
+		// whole policy, failing every other client closed.
 		var b strings.Builder
 		for _, k := range slices.Sorted(maps.Keys(sec.Data)) {
-			sum := sha256.Sum256(bytes.TrimRight(sec.Data[k], "\r\n"))
+			v := bytes.TrimRight(sec.Data[k], "\r\n")
+			if len(v) == 0 {
+				continue
+			}
+			sum := sha256.Sum256(v)
 			b.WriteString(k + ":" + hex.EncodeToString(sum[:]) + "\n")
 		}
 		if b.Len() == 0 {

@@ -198,6 +198,30 @@ func TestTranslatePolicies(t *testing.T) {
 			status:   map[string][2]string{"p": {"Invalid", "jwt.hmac_secret_env"}},
 		},
 		{
+			name:     "empty entries are clients without a key, left out",
+			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(`{"api_key": {"header": "X-Key"}}`, &AuthenticatorSecrets{APIKeys: &SecretRef{Name: "some-empty"}}))},
+			edit: func(s *Snapshot) {
+				s.Secrets = append(s.Secrets, opaque("apps", "some-empty", map[string]string{"alice": aliceKey + "\n", "bob": "", "carol": "\r\n"}))
+			},
+			want:   []string{"/admin auth=k8s.apps.policy.p.auth.0", "/shop auth=k8s.apps.policy.p.auth.0"},
+			status: map[string][2]string{"p": {"Accepted", ""}},
+			check: func(t *testing.T, res Result) {
+				sum := sha256.Sum256([]byte(aliceKey))
+				if got, want := string(res.Fragment.Authenticators["k8s.apps.policy.p.auth.0"].APIKey.Keys), "alice:"+hex.EncodeToString(sum[:])+"\n"; got != want {
+					t.Errorf("keys %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name:     "a Secret of empty entries only has no keys",
+			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(`{"api_key": {"header": "X-Key"}}`, &AuthenticatorSecrets{APIKeys: &SecretRef{Name: "all-empty"}}))},
+			edit: func(s *Snapshot) {
+				s.Secrets = append(s.Secrets, opaque("apps", "all-empty", map[string]string{"bob": "", "carol": "\n"}))
+			},
+			want:   []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
+			status: map[string][2]string{"p": {"Invalid", "Secret apps/all-empty has no keys"}},
+		},
+		{
 			name:     "a missing Secret",
 			policies: []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(`{"api_key": {}}`, &AuthenticatorSecrets{APIKeys: &SecretRef{Name: "gone"}}))},
 			want:     []string{"/admin auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/shop auth= plugins=k8s.apps.policy.p.invalid -> unresolved"},
@@ -369,7 +393,8 @@ func TestTranslatePolicies(t *testing.T) {
 				}
 				for _, sec := range s.Secrets {
 					for _, v := range sec.Data {
-						if strings.Contains(c.Message, string(v)) {
+						// An empty value is in every message.
+						if v := strings.TrimSpace(string(v)); v != "" && strings.Contains(c.Message, v) {
 							t.Errorf("status shows a Secret's value: %q", c.Message)
 						}
 					}
@@ -407,5 +432,161 @@ func TestTranslatePolicyAncestors(t *testing.T) {
 		if string(a.AncestorRef.Name) != "gw" || string(*a.AncestorRef.Namespace) != "apps" || string(*a.AncestorRef.Kind) != kindGateway || a.ControllerName != routes.KubernetesControllerName {
 			t.Errorf("%s: ancestor %+v", key, a)
 		}
+	}
+}
+
+// A policy's forwarded headers are dropped from client requests on every
+// route of the edge, so a policy may forward only into X- headers that
+// are not the edge's own: into Authorization, Cookie or Content-Type it
+// would strip them from the routes of every other namespace. Each kind of
+// authenticator's forwarding keys are checked, and the message names the
+// key at fault.
+func TestTranslatePolicyForwardedHeaders(t *testing.T) {
+	keys := &AuthenticatorSecrets{APIKeys: &SecretRef{Name: "keys"}}
+	tests := []struct {
+		config  string
+		secrets *AuthenticatorSecrets
+		// want is "" for Accepted, else a piece of the Invalid message.
+		want string
+	}{
+		{`{"api_key": {"header": "X-Key", "forward_name": "X-Client"}}`, keys, ""},
+		{`{"api_key": {"header": "X-Key", "forward_name": "x-client"}}`, keys, ""},
+		{`{"api_key": {"header": "X-Key"}}`, keys, ""},
+		{`{"api_key": {"header": "X-Key", "forward_name": "Authorization"}}`, keys, `api_key.forward_name: "Authorization"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "cookie"}}`, keys, `api_key.forward_name: "cookie"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "Content-Type"}}`, keys, `api_key.forward_name: "Content-Type"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "Proxy-Authorization"}}`, keys, `api_key.forward_name`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "X-Forwarded-User"}}`, keys, `api_key.forward_name: "X-Forwarded-User"`},
+		{`{"api_key": {"header": "X-Key", "forward_name": "X-Real-Ip"}}`, keys, `api_key.forward_name`},
+		{`{"basic": {"forward_user": "Remote-User"}}`, nil, `basic.forward_user: "Remote-User"`},
+		{`{"jwt": {"algorithms": ["HS256"], "forward_claims": {"sub": "X-User", "email": "Accept"}}}`, nil, `jwt.forward_claims.email: "Accept"`},
+		{`{"oidc": {"issuer": "https://id.example", "client_id": "c", "forward_claims": {"sub": "Traceparent"}}}`, nil, `oidc.forward_claims.sub`},
+		{`{"ext_authz": {"http_url": "https://authz.example/check", "upstream_headers": ["X-Tenant", "Authorization"]}}`, nil, `ext_authz.upstream_headers[1]: "Authorization"`},
+		{`{"ext_authz": {"http_url": "https://authz.example/check", "forward_claims": {"sub": "Grpc-Timeout"}}}`, nil, `ext_authz.forward_claims.sub`},
+		{`{"ext_authz": {"http_url": "https://authz.example/check", "upstream_headers": ["X-Tenant"], "forward_claims": {"sub": "X-User"}}}`, nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.config, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/r")}, backend("web", 80))})}
+			s.Secrets = []*corev1.Secret{opaque("apps", "keys", map[string]string{"alice": aliceKey})}
+			s.Policies = []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(tc.config, tc.secrets))}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			c := res.Policies[nn("apps", "p")].Ancestors[0].Conditions[0]
+			if tc.want == "" {
+				if c.Reason != "Accepted" {
+					t.Fatalf("%s %q, want Accepted", c.Reason, c.Message)
+				}
+				if len(res.Fragment.Authenticators) != 1 {
+					t.Fatalf("the policy's authenticator is not in the model: %v", res.Fragment.Authenticators)
+				}
+				return
+			}
+			if c.Reason != "Invalid" || !strings.Contains(c.Message, "spec.authenticators[0].config."+tc.want) {
+				t.Fatalf("%s %q, want Invalid naming %s", c.Reason, c.Message, tc.want)
+			}
+			if len(res.Fragment.Authenticators) != 0 {
+				t.Fatalf("a refused policy's authenticator reached the model: %v", res.Fragment.Authenticators)
+			}
+			if got := policySummary(res.Fragment.Routes[0]); !strings.HasSuffix(got, "-> unresolved") {
+				t.Fatalf("the route of a refused policy: %s, want it failing closed", got)
+			}
+		})
+	}
+}
+
+// A plugin defined in a policy may not read the edge's files or
+// environment: by the routes file's convention, any key ending in _file,
+// _files, _dir or _env, at any depth of its config (respond's body_file
+// would serve the edge's ServiceAccount token to the namespace's author).
+func TestTranslatePolicyPluginsReadNoEdgeFiles(t *testing.T) {
+	tests := []struct {
+		use, config string
+		// want is "" for Accepted, else a piece of the Invalid message.
+		want string
+	}{
+		{"respond", `{"status": 200, "body": "hello"}`, ""},
+		{"headers", `{"request": {"set": {"X-File": "a_file"}}}`, ""},
+		{"respond", `{"status": 200, "body_file": "/var/run/secrets/kubernetes.io/serviceaccount/token"}`, "spec.plugins[0].config.body_file reads the edge's own files"},
+		{"respond", `{"status": 200, "body_file": "keys"}`, "spec.plugins[0].config.body_file"},
+		{"headers", `{"request": {"set": {"X-A": "b"}}, "extra": [{"tls_dir": "/etc"}]}`, "spec.plugins[0].config.extra[0].tls_dir"},
+		{"headers", `{"nested": {"token_env": "AWS_SECRET_ACCESS_KEY"}}`, "spec.plugins[0].config.nested.token_env"},
+		{"headers", `{"ca_files": ["/etc/ssl/private/key.pem"]}`, "spec.plugins[0].config.ca_files"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.config, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/r")}, backend("web", 80))})}
+			s.Policies = []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), func(p *CausewayPolicy) {
+				p.Spec.Plugins = []PolicyPlugin{{Use: tc.use, Config: json.RawMessage(tc.config)}}
+			})}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			c := res.Policies[nn("apps", "p")].Ancestors[0].Conditions[0]
+			if tc.want == "" {
+				if c.Reason != "Accepted" {
+					t.Fatalf("%s %q, want Accepted", c.Reason, c.Message)
+				}
+				return
+			}
+			if c.Reason != "Invalid" || !strings.Contains(c.Message, tc.want) {
+				t.Fatalf("%s %q, want Invalid with %q", c.Reason, c.Message, tc.want)
+			}
+			if _, ok := res.Fragment.Plugins["k8s.apps.policy.p.plugin.0"]; ok {
+				t.Fatal("a refused policy's plugin reached the model")
+			}
+			if got := policySummary(res.Fragment.Routes[0]); !strings.HasSuffix(got, "-> unresolved") {
+				t.Fatalf("the route of a refused policy: %s, want it failing closed", got)
+			}
+		})
+	}
+}
+
+// What the model judges of an authenticator by the routes that use it is
+// checked with the routes a policy was applied to, as served: an oidc
+// authenticator whose redirect_path none of them matches would pass the
+// first check (its one route matches every path) and then make the edge
+// refuse the whole model, every other namespace's changes with it. Such a
+// policy is Invalid, its entries are left out, and its routes fail closed;
+// with the redirect path under the route's path it is Accepted.
+func TestTranslatePolicyCheckedWithItsRoutes(t *testing.T) {
+	sessionKeys := &AuthenticatorSecrets{SessionKeys: &SecretKeyRef{Name: "oidc", Key: "session"}}
+	tests := []struct {
+		name, config string
+		want         [2]string // the status's reason and a piece of its message
+		routes       []string
+	}{
+		{"the callback outside the route's paths", `{"oidc": {"issuer": "https://id.example", "client_id": "c"}}`,
+			[2]string{"Invalid", "redirect_path /oauth2/callback"},
+			[]string{"/app auth= plugins=k8s.apps.policy.p.invalid -> unresolved", "/app/ auth= plugins=k8s.apps.policy.p.invalid -> unresolved"}},
+		{"the callback under the route's path", `{"oidc": {"issuer": "https://id.example", "client_id": "c", "redirect_path": "/app/callback"}}`,
+			[2]string{"Accepted", ""},
+			[]string{"/app auth=k8s.apps.policy.p.auth.0", "/app/ auth=k8s.apps.policy.p.auth.0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{prefix("/app")}, backend("web", 80))})}
+			s.Secrets = []*corev1.Secret{opaque("apps", "oidc", map[string]string{"session": "c2Vzc2lvbi1rZXktb2YtMzItYnl0ZXMtZXhhY3RseSE="})}
+			s.Policies = []*CausewayPolicy{policy("apps", "p", 0, target(kindHTTPRoute, "r"), authConfig(tc.config, sessionKeys))}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			c := res.Policies[nn("apps", "p")].Ancestors[0].Conditions[0]
+			if c.Reason != tc.want[0] || !strings.Contains(c.Message, tc.want[1]) {
+				t.Fatalf("%s %q, want %s with %q", c.Reason, c.Message, tc.want[0], tc.want[1])
+			}
+			var got []string
+			for _, r := range res.Fragment.Routes {
+				got = append(got, policySummary(r))
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.routes, "\n") {
+				t.Fatalf("routes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.routes, "\n"))
+			}
+			// Whatever the policy says, the edge takes the fragment.
+			if err := testCheck(t)(res.Fragment); err != nil {
+				t.Fatalf("the model refuses the fragment: %v", err)
+			}
+			if _, ok := res.Fragment.Authenticators["k8s.apps.policy.p.auth.0"]; ok != (tc.want[0] == "Accepted") {
+				t.Fatalf("the policy's authenticator in the model: %v, want %v", ok, tc.want[0] == "Accepted")
+			}
+		})
 	}
 }

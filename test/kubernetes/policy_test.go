@@ -345,3 +345,104 @@ providers:
 		}
 	}
 }
+
+// A policy's forwarded headers are removed from every client request on
+// every route of the edge (an upstream shared with an authenticated route
+// must never see a spoofed identity), so a policy of one namespace that
+// forwarded into Authorization, Cookie or Content-Type would strip them
+// from the routes of every other namespace and of the edge's own file.
+// Such a policy is Invalid, and a route of another namespace reaches its
+// upstream with what the client sent, byte for byte.
+func TestCausewayPolicyForwardedHeadersStayInTheirNamespace(t *testing.T) {
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	backend := startRecordingPod(t, testnetns.Addr(256+61))
+
+	const nsA, nsB, host = "fwd-tenant-a", "fwd-tenant-b", "fwd.example"
+	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	for _, ns := range []string{nsA, nsB} {
+		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+		must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+		must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
+		must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{ns, testnetns.Addr(256 + 61)}), metav1.CreateOptions{}))(t)
+	}
+	must(c.core.CoreV1().Secrets(nsA).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "keys"}, Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{"alice": []byte("fwd-alice-key-0123456789")}}, metav1.CreateOptions{}))(t)
+	// Tenant A's route, one rule per hostile policy; tenant B's route has
+	// no policy at all.
+	var rules []gatewayv1.HTTPRouteRule
+	hostile := []struct{ name, config, field string }{
+		{"authorization", `{"api_key": {"header": "X-Key", "forward_name": "Authorization"}}`, "forward_name"},
+		{"cookie", `{"api_key": {"header": "X-Key", "forward_name": "cookie"}}`, "forward_name"},
+		{"content-type", `{"ext_authz": {"http_url": "http://127.0.0.1:9/authz", "upstream_headers": ["Content-Type"]}}`, "upstream_headers"},
+		{"request-id", `{"ext_authz": {"http_url": "http://127.0.0.1:9/authz", "forward_claims": {"sub": "X-Request-Id"}}}`, "forward_claims"},
+	}
+	policies := c.dyn.Resource(kubernetes.PolicyGVR).Namespace(nsA)
+	for _, h := range hostile {
+		r := prefixRule("/"+h.name, "web", "")
+		r.Name = ptr(gatewayv1.SectionName(h.name))
+		rules = append(rules, r)
+		secrets := ""
+		if strings.Contains(h.config, "api_key") {
+			secrets = `, "secrets": {"apiKeys": {"name": "keys"}}`
+		}
+		must(policies.Create(ctx, policyJSON(t, nsA, h.name, `{
+			"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "api", "sectionName": "`+h.name+`"}],
+			"authenticators": [{"config": `+h.config+secrets+`}]}`), metav1.CreateOptions{}))(t)
+	}
+	ra := httpRoute(nsA, "api", rules...)
+	ra.Spec.Hostnames = []gatewayv1.Hostname{"a." + host}
+	must(c.gw.GatewayV1().HTTPRoutes(nsA).Create(ctx, ra, metav1.CreateOptions{}))(t)
+	rb := httpRoute(nsB, "open", prefixRule("/", "web", ""))
+	rb.Spec.Hostnames = []gatewayv1.Hostname{"b." + host}
+	must(c.gw.GatewayV1().HTTPRoutes(nsB).Create(ctx, rb, metav1.CreateOptions{}))(t)
+
+	e := serveEdge(t, edgeFile(t, kubeconfig, false, nsA, nsB))
+	addr := e.Addr("http")
+	// Every policy judged, one way or the other, before tenant B's
+	// request: the snapshot that carries them also carries B's route.
+	for _, h := range hostile {
+		eventually(t, h.name+" judged", func() bool { return policyAccepted(t, c, nsA, h.name) != nil })
+	}
+	eventually(t, "tenant B's route is served", func() bool {
+		code, _ := sendWith(t, addr, "b."+host, "/x", nil)
+		return code == 200
+	})
+	sent := map[string]string{
+		"Authorization": "Basic dXNlcjpwYXNz",
+		"Cookie":        "session=tenant-b",
+		"Content-Type":  "application/x-tenant-b",
+		"X-Request-Id":  "tenant-b-request",
+	}
+	before := len(backend.headers())
+	if code, body := sendWith(t, addr, "b."+host, "/x", sent); code != 200 {
+		t.Fatalf("tenant B's route: %d %s", code, body)
+	}
+	seen := backend.headers()
+	if len(seen) != before+1 {
+		t.Fatalf("the upstream saw %d requests, want 1", len(seen)-before)
+	}
+	for k, v := range sent {
+		if got := seen[len(seen)-1].Values(k); len(got) != 1 || got[0] != v {
+			t.Errorf("tenant B's upstream saw %s %q, want %q as the client sent it", k, got, v)
+		}
+	}
+	for _, h := range hostile {
+		a := policyAccepted(t, c, nsA, h.name)
+		if a.Status != metav1.ConditionFalse || a.Reason != "Invalid" || !strings.Contains(a.Message, h.field) {
+			t.Errorf("policy %s: %s %s, want Invalid naming %s", h.name, a.Reason, a.Message, h.field)
+		}
+	}
+	// Tenant A's rules fail closed, never forwarding.
+	for _, h := range hostile {
+		if code, _ := sendWith(t, addr, "a."+host, "/"+h.name, map[string]string{"X-Key": "fwd-alice-key-0123456789"}); code != 500 {
+			t.Errorf("tenant A's rule %s under an invalid policy: %d, want 500", h.name, code)
+		}
+	}
+	if got := len(backend.headers()); got != before+1 {
+		t.Fatalf("tenant A's invalid rules reached the upstream %d times", got-before-1)
+	}
+}
