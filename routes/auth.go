@@ -305,8 +305,16 @@ func (c *checker) checkAPIKey(p string, k *APIKey) {
 	if k.Header != "" && !httpTokenRe.MatchString(k.Header) {
 		c.errorf(p+".header", "%q is not a header name", k.Header)
 	}
-	if k.ForwardName != "" && !httpTokenRe.MatchString(k.ForwardName) {
-		c.errorf(p+".forward_name", "%q is not a header name", k.ForwardName)
+	if k.ForwardName != "" {
+		// The edge drops a client's copy of every forwarded header on
+		// every route: forwarding into Authorization or Cookie would strip
+		// them from all of them.
+		switch h := http.CanonicalHeaderKey(k.ForwardName); {
+		case !httpTokenRe.MatchString(k.ForwardName):
+			c.errorf(p+".forward_name", "%q is not a header name", k.ForwardName)
+		case h == "Authorization" || h == "Host" || h == "Cookie" || ForbiddenAuthzHeader(h):
+			c.errorf(p+".forward_name", "%q cannot carry the key's name", h)
+		}
 	}
 }
 

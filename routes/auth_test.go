@@ -75,6 +75,8 @@ func TestAuthValidation(t *testing.T) {
 		{"api key without file", authFile("  p:\n    api_key: {header: X-K}\n"), "authenticators.p.api_key.keys_file: is required"},
 		{"api key header and query", authFile("  p:\n    api_key: {keys_file: k, header: X-K, query: k}\n"), "api_key.query: header and query are exclusive"},
 		{"api key bad forward name", authFile("  p:\n    api_key: {keys_file: k, forward_name: \"a:b\"}\n"), `forward_name: "a:b" is not a header name`},
+		{"api key name into Authorization", authFile("  p:\n    api_key: {keys_file: k, forward_name: authorization}\n"), `forward_name: "Authorization" cannot carry the key's name`},
+		{"api key name into a header the edge sets", authFile("  p:\n    api_key: {keys_file: k, forward_name: X-Forwarded-User}\n"), `forward_name: "X-Forwarded-User" cannot carry the key's name`},
 		{"basic", authFile("  staff:\n    basic: {htpasswd_file: staff.htpasswd, forward_user: X-User, cache_ttl: 0s, failure_limit: {limit: 3, per: 5m}}\n"), ""},
 		{"basic without file", authFile("  staff:\n    basic: {realm: s}\n"), "authenticators.staff.basic.htpasswd_file: is required"},
 		{"basic and api key", authFile("  p:\n    basic: {htpasswd_file: h}\n    api_key: {keys_file: k}\n"), "authenticators.p: jwt, api_key, basic, ext_authz and oidc are exclusive"},
