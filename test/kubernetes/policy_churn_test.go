@@ -16,7 +16,6 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/providers/kubernetes"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // churnResult is one request of the churn test, with when it started and
@@ -45,13 +44,7 @@ func TestCausewayPolicyChurnUnderLoad(t *testing.T) {
 	backend := startRecordingPod(t, testnetns.Addr(256+62))
 
 	const ns, host = "churn", "churn.example"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"churn-1", testnetns.Addr(256 + 62)}), metav1.CreateOptions{}))(t)
+	plainGateway(t, c, ns, pod{"churn-1", testnetns.Addr(256 + 62)})
 	keys := map[string]string{"alice": "churn-alice-key-0123456789", "bob": "churn-bob-key-9876543210"}
 	for name, key := range keys {
 		must(c.core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "keys-" + name}, Type: corev1.SecretTypeOpaque,

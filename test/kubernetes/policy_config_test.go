@@ -17,7 +17,6 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/providers/kubernetes"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // The docs promise that a policy's Secret values are never in the admin
@@ -33,13 +32,7 @@ func TestCausewayPolicySecretsNotInAdminConfig(t *testing.T) {
 	startRecordingPod(t, testnetns.Addr(256+66))
 
 	const ns, host = "config-secrets", "config-secrets.example"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"config-1", testnetns.Addr(256 + 66)}), metav1.CreateOptions{}))(t)
+	plainGateway(t, c, ns, pod{"config-1", testnetns.Addr(256 + 66)})
 
 	apiKey := "config-api-key-0123456789abcdef"
 	hmacSecret := "config-hmac-secret-of-32-bytes-and-more"

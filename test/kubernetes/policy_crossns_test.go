@@ -116,14 +116,8 @@ func TestCausewayPolicyRefusedWithItsRoutesHoldsNothingBack(t *testing.T) {
 	backend := startRecordingPod(t, testnetns.Addr(256+67))
 
 	const nsA, nsB = "oidc-a", "oidc-b"
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
 	for _, ns := range []string{nsA, nsB} {
-		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-		must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-			Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-		must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-		must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{ns, testnetns.Addr(256 + 67)}), metav1.CreateOptions{}))(t)
+		plainGateway(t, c, ns, pod{ns, testnetns.Addr(256 + 67)})
 	}
 	must(c.core.CoreV1().Secrets(nsA).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: nsA, Name: "oidc"}, Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{"session": []byte("c2Vzc2lvbi1rZXktb2YtMzItYnl0ZXMtZXhhY3RseSE=")}}, metav1.CreateOptions{}))(t)

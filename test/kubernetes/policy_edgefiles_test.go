@@ -9,13 +9,11 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/providers/kubernetes"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // A namespace's author writes policies; the edge's own files (its
@@ -38,13 +36,7 @@ func TestCausewayPolicyPluginsCannotReadTheEdgesFiles(t *testing.T) {
 	t.Setenv("CAUSEWAY_TEST_EDGE_SECRET", token)
 
 	const ns, host = "edge-files", "edge-files.example"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"edge-files-1", testnetns.Addr(256 + 64)}), metav1.CreateOptions{}))(t)
+	plainGateway(t, c, ns, pod{"edge-files-1", testnetns.Addr(256 + 64)})
 
 	cases := []struct {
 		name, plugin string

@@ -17,7 +17,6 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/providers/kubernetes"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // Hostile Secrets of API keys, each named by its own rule's policy,
@@ -33,13 +32,7 @@ func TestCausewayPolicyHostileSecrets(t *testing.T) {
 	backend := startRecordingPod(t, testnetns.Addr(256+63))
 
 	const ns, host = "hostile-secrets", "hostile.example"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"hostile-1", testnetns.Addr(256 + 63)}), metav1.CreateOptions{}))(t)
+	plainGateway(t, c, ns, pod{"hostile-1", testnetns.Addr(256 + 63)})
 
 	// Nearly the API server's 1 MiB: 14000 clients with 64-byte keys.
 	big := map[string][]byte{}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/providers/kubernetes"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // hs256 signs claims (JSON) with secret, as a client holding a token
@@ -41,13 +40,7 @@ func TestCausewayPolicyForwardedHeadersCannotBeSpoofed(t *testing.T) {
 	backend := startRecordingPod(t, testnetns.Addr(256+68))
 
 	const ns, host = "spoof", "spoof.example"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-	must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
-	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{"spoof-1", testnetns.Addr(256 + 68)}), metav1.CreateOptions{}))(t)
+	plainGateway(t, c, ns, pod{"spoof-1", testnetns.Addr(256 + 68)})
 	const hmacSecret, apiKey = "spoof-hmac-secret-of-32-bytes-or-more", "spoof-alice-key-0123456789"
 	must(c.core.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s"}, Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{"hmac": []byte(hmacSecret)}}, metav1.CreateOptions{}))(t)

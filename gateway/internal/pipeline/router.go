@@ -132,8 +132,14 @@ func (h *hostRoutes) add(e RouteEntry) {
 		re := compileOrNever(m.HeadersRegex[k])
 		name := http.CanonicalHeaderKey(k)
 		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool {
-			vs := r.Header[name]
-			return len(vs) > 0 && re.MatchString(strings.Join(vs, ","))
+			switch vs := r.Header[name]; len(vs) {
+			case 0:
+				return false
+			case 1: // the usual case: no join, no allocation
+				return re.MatchString(vs[0])
+			default:
+				return re.MatchString(strings.Join(vs, ","))
+			}
 		})
 	}
 	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
