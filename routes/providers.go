@@ -3,6 +3,7 @@ package routes
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -33,6 +34,9 @@ func (c *checker) checkProviders() {
 			c.errorf(np, "namespace %q is listed twice", ns)
 		}
 		seen[ns] = true
+	}
+	if a := k.StatusAddress; a != nil {
+		c.checkStatusAddress(p+".status_address", *a, k.Namespaces)
 	}
 	if c.f.merged {
 		return
@@ -145,4 +149,40 @@ func mergeNamed[V any](path, section string, file, frag map[string]V, errs *Erro
 		out[k] = frag[k]
 	}
 	return out
+}
+
+// checkStatusAddress: exactly one way of naming the address, each well
+// formed; a Service must be one the provider watches, or it could never
+// be found.
+func (c *checker) checkStatusAddress(p string, a StatusAddress, namespaces []string) {
+	set := 0
+	for _, v := range []string{a.IP, a.Hostname, a.Service} {
+		if v != "" {
+			set++
+		}
+	}
+	if set != 1 {
+		c.errorf(p, "set exactly one of ip, hostname or service")
+	}
+	if a.IP != "" {
+		if _, err := netip.ParseAddr(a.IP); err != nil || strings.Contains(a.IP, "%") {
+			c.errorf(p+".ip", "%q is not an IP address", a.IP)
+		}
+	}
+	if h := a.Hostname; h != "" {
+		if len(h) > 253 || !dns1123Subdomain.MatchString(h) {
+			c.errorf(p+".hostname", "%q is not a DNS name (lower-case letters, digits, '-' and '.'; no wildcard, no port)", h)
+		} else if _, err := netip.ParseAddr(h); err == nil {
+			c.errorf(p+".hostname", "%q is an IP address: use ip", h)
+		}
+	}
+	if s := a.Service; s != "" {
+		ns, name, ok := strings.Cut(s, "/")
+		switch {
+		case !ok || !dns1123Label.MatchString(ns) || !dns1123Label.MatchString(name):
+			c.errorf(p+".service", "%q is not NAMESPACE/NAME of a Service", s)
+		case len(namespaces) > 0 && !slices.Contains(namespaces, ns):
+			c.errorf(p+".service", "namespace %q is not among providers.kubernetes.namespaces, so the Service would never be seen", ns)
+		}
+	}
 }

@@ -27,6 +27,20 @@ func TestKubernetesProviderValidation(t *testing.T) {
 		{"file route in the provider's names", k8sOnly + "upstreams:\n  a: {endpoints: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: k8s.x, upstream: a}\n", `routes[0].name: "k8s.x": names beginning with "k8s." are the Kubernetes provider's`},
 		{"file upstream in the provider's names", k8sOnly + "upstreams:\n  k8s.a: {endpoints: [\"127.0.0.1:1\"]}\n", `upstreams.k8s.a: "k8s.a": names beginning`},
 		{"no routes without the provider", "version: 1\n", "no routes"},
+		{"status ip", base + "providers:\n  kubernetes: {status_address: {ip: 203.0.113.7}}\n", ""},
+		{"status ipv6", base + "providers:\n  kubernetes: {status_address: {ip: \"2001:db8::7\"}}\n", ""},
+		{"status hostname", base + "providers:\n  kubernetes: {status_address: {hostname: edge.example.com}}\n", ""},
+		{"status service", base + "providers:\n  kubernetes: {namespaces: [edge], status_address: {service: edge/causeway}}\n", ""},
+		{"status none", base + "providers:\n  kubernetes: {status_address: {}}\n", "providers.kubernetes.status_address: set exactly one of ip, hostname or service"},
+		{"status two", base + "providers:\n  kubernetes: {status_address: {ip: 203.0.113.7, hostname: a.example}}\n", "set exactly one of ip, hostname or service"},
+		{"status bad ip", base + "providers:\n  kubernetes: {status_address: {ip: 203.0.113}}\n", `status_address.ip: "203.0.113" is not an IP address`},
+		{"status zone ip", base + "providers:\n  kubernetes: {status_address: {ip: \"fe80::1%eth0\"}}\n", `is not an IP address`},
+		{"status wildcard hostname", base + "providers:\n  kubernetes: {status_address: {hostname: \"*.example.com\"}}\n", `status_address.hostname: "*.example.com" is not a DNS name`},
+		{"status hostname with port", base + "providers:\n  kubernetes: {status_address: {hostname: \"a.example:80\"}}\n", `is not a DNS name`},
+		{"status hostname an ip", base + "providers:\n  kubernetes: {status_address: {hostname: 10.0.0.1}}\n", `"10.0.0.1" is an IP address: use ip`},
+		{"status service form", base + "providers:\n  kubernetes: {status_address: {service: causeway}}\n", `status_address.service: "causeway" is not NAMESPACE/NAME of a Service`},
+		{"status service unwatched", base + "providers:\n  kubernetes: {namespaces: [apps], status_address: {service: edge/causeway}}\n", `namespace "edge" is not among providers.kubernetes.namespaces`},
+		{"status unknown key", base + "providers:\n  kubernetes: {status_address: {ipaddr: 1.2.3.4}}\n", `status_address.ipaddr: unknown key`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

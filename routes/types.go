@@ -82,6 +82,25 @@ type KubernetesProvider struct {
 	// cannot be listed, the provider contributes nothing: routes are
 	// never served without the policies meant for them.
 	Policies *bool `yaml:"policies"`
+	// StatusAddress is the address written into the status of every
+	// Gateway this edge serves (status.addresses), where clients and
+	// tools such as external-dns look for it. The edge does not assign
+	// addresses: whatever is in front of it (a LoadBalancer Service, a
+	// node port, a DNS name) does, so it is named here. Unset: no
+	// address is written.
+	StatusAddress *StatusAddress `yaml:"status_address"`
+}
+
+// StatusAddress names a Gateway's address in exactly one way.
+type StatusAddress struct {
+	// IP is a fixed IP address.
+	IP string `yaml:"ip"`
+	// Hostname is a fixed DNS name.
+	Hostname string `yaml:"hostname"`
+	// Service is NAMESPACE/NAME of the Service in front of the edge: its
+	// load balancer's addresses (status.loadBalancer.ingress) once it has
+	// them, or its cluster IPs when it is not of type LoadBalancer.
+	Service string `yaml:"service"`
 }
 
 // PoliciesOn reports whether CausewayPolicies are watched.

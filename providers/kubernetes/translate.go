@@ -327,10 +327,61 @@ func (t *translator) listeners(gs *gatewayState) {
 		gs.status.Conditions[0].Reason = string(gatewayv1.GatewayReasonListenersNotValid)
 		gs.status.Conditions[0].Message = "listeners not valid: " + strings.Join(invalid, ", ")
 	}
-	if len(g.Spec.Addresses) > 0 {
+	addrs, why := t.statusAddresses()
+	gs.status.Addresses = addrs
+	switch {
+	case len(g.Spec.Addresses) > 0:
 		gs.status.Conditions[1] = condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonAddressNotAssigned),
 			"spec.addresses is not supported: the edge's Service decides its address", gen)
+	case why != "" && gs.status.Conditions[1].Status == metav1.ConditionTrue:
+		gs.status.Conditions[1] = condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonAddressNotAssigned), why, gen)
 	}
+}
+
+// statusAddresses is what providers.kubernetes.status_address names, as
+// Gateway status addresses; why says what is missing when it names a
+// Service that has no address (yet), which leaves the Gateway not
+// Programmed, as the spec asks of a Gateway without its address.
+func (t *translator) statusAddresses() (addrs []gatewayv1.GatewayStatusAddress, why string) {
+	a := t.cfg.StatusAddress
+	ip, host := gatewayv1.IPAddressType, gatewayv1.HostnameAddressType
+	switch {
+	case a == nil:
+		return nil, ""
+	case a.IP != "":
+		return []gatewayv1.GatewayStatusAddress{{Type: &ip, Value: a.IP}}, ""
+	case a.Hostname != "":
+		return []gatewayv1.GatewayStatusAddress{{Type: &host, Value: a.Hostname}}, ""
+	}
+	ns, name, _ := strings.Cut(a.Service, "/")
+	svc := t.services[nn(ns, name)]
+	if svc == nil {
+		return nil, fmt.Sprintf("Service %s (providers.kubernetes.status_address) does not exist", a.Service)
+	}
+	add := func(typ *gatewayv1.AddressType, v string) {
+		if v != "" && !slices.ContainsFunc(addrs, func(x gatewayv1.GatewayStatusAddress) bool { return x.Value == v }) {
+			addrs = append(addrs, gatewayv1.GatewayStatusAddress{Type: typ, Value: v})
+		}
+	}
+	switch svc.Spec.Type {
+	case corev1.ServiceTypeLoadBalancer:
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			add(&ip, in.IP)
+			add(&host, in.Hostname)
+		}
+	case corev1.ServiceTypeExternalName:
+		add(&host, svc.Spec.ExternalName)
+	default:
+		for _, c := range svc.Spec.ClusterIPs {
+			if c != corev1.ClusterIPNone {
+				add(&ip, c)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Sprintf("Service %s (providers.kubernetes.status_address) has no address yet", a.Service)
+	}
+	return addrs, ""
 }
 
 // routeKinds returns the route kinds a listener accepts, with the

@@ -675,6 +675,68 @@ func TestTranslateStatus(t *testing.T) {
 	}
 }
 
+func TestTranslateStatusAddress(t *testing.T) {
+	lb := func(ingress ...corev1.LoadBalancerIngress) *corev1.Service {
+		s := svc("edge", "causeway")
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Status.LoadBalancer.Ingress = ingress
+		return s
+	}
+	clusterIP := svc("edge", "causeway")
+	clusterIP.Spec.ClusterIPs = []string{"10.96.0.10", "fd00::10"}
+	headless := svc("edge", "causeway")
+	headless.Spec.ClusterIPs = []string{corev1.ClusterIPNone}
+	external := svc("edge", "causeway")
+	external.Spec.Type = corev1.ServiceTypeExternalName
+	external.Spec.ExternalName = "lb.example.net"
+	for _, tc := range []struct {
+		name       string
+		addr       *routes.StatusAddress
+		service    *corev1.Service
+		spec       bool   // the Gateway asks for spec.addresses
+		want       string // "type=value" joined by ","
+		programmed string // the Programmed reason
+	}{
+		{"unset", nil, nil, false, "", "Programmed"},
+		{"ip", &routes.StatusAddress{IP: "203.0.113.7"}, nil, false, "IPAddress=203.0.113.7", "Programmed"},
+		{"hostname", &routes.StatusAddress{Hostname: "edge.example.com"}, nil, false, "Hostname=edge.example.com", "Programmed"},
+		{"load balancer", &routes.StatusAddress{Service: "edge/causeway"}, lb(corev1.LoadBalancerIngress{IP: "198.51.100.1"}, corev1.LoadBalancerIngress{Hostname: "lb.example.net"}, corev1.LoadBalancerIngress{IP: "198.51.100.1"}), false,
+			"IPAddress=198.51.100.1,Hostname=lb.example.net", "Programmed"},
+		{"load balancer pending", &routes.StatusAddress{Service: "edge/causeway"}, lb(), false, "", "AddressNotAssigned"},
+		{"cluster ips", &routes.StatusAddress{Service: "edge/causeway"}, clusterIP, false, "IPAddress=10.96.0.10,IPAddress=fd00::10", "Programmed"},
+		{"headless", &routes.StatusAddress{Service: "edge/causeway"}, headless, false, "", "AddressNotAssigned"},
+		{"external name", &routes.StatusAddress{Service: "edge/causeway"}, external, false, "Hostname=lb.example.net", "Programmed"},
+		{"missing service", &routes.StatusAddress{Service: "edge/causeway"}, nil, false, "", "AddressNotAssigned"},
+		{"spec addresses refused still", &routes.StatusAddress{IP: "203.0.113.7"}, nil, true, "IPAddress=203.0.113.7", "AddressNotAssigned"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			if tc.service != nil {
+				s.Services = append(s.Services, tc.service)
+			}
+			if tc.spec {
+				s.Gateways[0].Spec.Addresses = []gatewayv1.GatewaySpecAddress{{Value: "192.0.2.1"}}
+			}
+			res := Translate(routes.KubernetesProvider{GatewayClass: "causeway", StatusAddress: tc.addr}, s)
+			gs := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}]
+			var got []string
+			for _, a := range gs.Addresses {
+				got = append(got, string(*a.Type)+"="+a.Value)
+			}
+			if g := strings.Join(got, ","); g != tc.want {
+				t.Errorf("addresses = %q, want %q", g, tc.want)
+			}
+			c := condOf(gs.Conditions, "Programmed")
+			if c == nil || c.Reason != tc.programmed || (c.Status == metav1.ConditionTrue) != (tc.programmed == "Programmed") {
+				t.Errorf("Programmed = %+v, want reason %s", c, tc.programmed)
+			}
+			if a := condOf(gs.Conditions, "Accepted"); a == nil || a.Status != metav1.ConditionTrue {
+				t.Errorf("Accepted = %+v: a missing address must not unaccept the Gateway", a)
+			}
+		})
+	}
+}
+
 func TestTranslateHTTPS(t *testing.T) {
 	cert, key := selfSigned(t, "secure.example")
 	noName, noNameKey := selfSigned(t, "") // a certificate that names no host
