@@ -5,7 +5,9 @@ package rewrite
 
 import (
 	"context"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
@@ -37,6 +39,15 @@ type Rule struct {
 	// Redirect, when set (301, 302, 303, 307 or 308), answers with that
 	// status and Location instead of rewriting.
 	Redirect int `yaml:"redirect"`
+	// Scheme, Host and Port make a redirect to a path absolute, each
+	// part kept from the request where it is not set: "https" alone sends
+	// the client to the same host over TLS, as the Gateway API's
+	// RequestRedirect asks. Port is left out of the Location when it is
+	// the scheme's own; unset, it is the scheme's own when Scheme is set,
+	// else the request's.
+	Scheme string `yaml:"scheme"`
+	Host   string `yaml:"host"`
+	Port   int    `yaml:"port"`
 }
 
 // Rewrite is a configured instance.
@@ -48,6 +59,10 @@ type rule struct {
 	re       *regexp.Regexp
 	replace  string
 	redirect int
+	// absolute: scheme, host and port for a redirect to a path.
+	scheme, host string
+	port         int
+	absolute     bool
 }
 
 var _ plugins.Instance = (*Rewrite)(nil)
@@ -83,7 +98,10 @@ func New(cfg Config, raw routes.Raw) (*Rewrite, error) {
 				return nil, plugins.ConfigError(raw, key+".replace", "a rewritten path must start with \"/\" (found %q)", r.Replace)
 			}
 		case 301, 302, 303, 307, 308:
-			if !strings.HasPrefix(r.Replace, "/") && !strings.HasPrefix(r.Replace, "https://") && !strings.HasPrefix(r.Replace, "http://") {
+			// With scheme, host or port the result is always a path: "$1"
+			// of "^(.*)$" is the whole path.
+			if r.Scheme == "" && r.Host == "" && r.Port == 0 &&
+				!strings.HasPrefix(r.Replace, "/") && !strings.HasPrefix(r.Replace, "https://") && !strings.HasPrefix(r.Replace, "http://") {
 				return nil, plugins.ConfigError(raw, key+".replace", "a redirect goes to a path (\"/...\") or an http(s) URL (found %q)", r.Replace)
 			}
 		default:
@@ -101,7 +119,23 @@ func New(cfg Config, raw routes.Raw) (*Rewrite, error) {
 				return nil, plugins.ConfigError(raw, key+".replace", "no group named %q in match", name)
 			}
 		}
-		rw.rules = append(rw.rules, rule{re: re, replace: r.Replace, redirect: r.Redirect})
+		absolute := r.Scheme != "" || r.Host != "" || r.Port != 0
+		if absolute {
+			switch {
+			case r.Redirect == 0:
+				return nil, plugins.ConfigError(raw, key, "scheme, host and port apply to a redirect only")
+			case strings.HasPrefix(r.Replace, "https://") || strings.HasPrefix(r.Replace, "http://"):
+				return nil, plugins.ConfigError(raw, key+".replace", "with scheme, host or port, replace is a path (\"/...\"), not a URL")
+			case r.Scheme != "" && r.Scheme != "http" && r.Scheme != "https":
+				return nil, plugins.ConfigError(raw, key+".scheme", "%q: http or https", r.Scheme)
+			case r.Port < 0 || r.Port > 65535:
+				return nil, plugins.ConfigError(raw, key+".port", "%d is not a port", r.Port)
+			case r.Host != "" && !validHost(r.Host):
+				return nil, plugins.ConfigError(raw, key+".host", "%q is not a host name (no port, path or user)", r.Host)
+			}
+		}
+		rw.rules = append(rw.rules, rule{re: re, replace: r.Replace, redirect: r.Redirect,
+			scheme: r.Scheme, host: r.Host, port: r.Port, absolute: absolute})
 	}
 	return rw, nil
 }
@@ -125,7 +159,15 @@ func (rw *Rewrite) Wrap(next http.Handler) http.Handler {
 				return
 			}
 			if ru.redirect != 0 {
-				redirect(w, r, ru.redirect, newPath, query)
+				prefix := ""
+				if ru.absolute {
+					var ok bool
+					if prefix, ok = ru.origin(r); !ok {
+						plugins.Error(w, r, http.StatusBadRequest, "invalid host")
+						return
+					}
+				}
+				redirect(w, r, ru.redirect, prefix, newPath, query)
 				return
 			}
 			r = r.Clone(r.Context())
@@ -173,13 +215,71 @@ func cleanPath(p string) string {
 	return c
 }
 
-func redirect(w http.ResponseWriter, r *http.Request, status int, target, query string) {
+// origin is "scheme://host[:port]" for a rule with scheme, host or port,
+// the parts it does not set taken from the request. A request host that
+// is not a plain name or address is refused: it would go into Location.
+func (ru *rule) origin(r *http.Request) (string, bool) {
+	scheme := ru.scheme
+	if scheme == "" {
+		scheme = "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+	}
+	reqHost, reqPort := r.Host, ""
+	if h, p, err := net.SplitHostPort(r.Host); err == nil {
+		reqHost, reqPort = h, p
+	}
+	reqHost = strings.TrimSuffix(strings.TrimPrefix(reqHost, "["), "]")
+	host := ru.host
+	if host == "" {
+		if !validHost(reqHost) {
+			return "", false
+		}
+		host = reqHost
+	}
+	port := ""
+	switch {
+	case ru.port != 0:
+		port = strconv.Itoa(ru.port)
+	case ru.scheme == "":
+		port = reqPort // the listener's port, as the client reached it
+	}
+	if scheme == "http" && port == "80" || scheme == "https" && port == "443" {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return scheme + "://" + host, true
+}
+
+// validHost: a DNS name or an IP address, nothing that could change what
+// a URL means (no "/", "@", "?", "#", "\\", spaces or a port).
+func validHost(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return !strings.Contains(h, "%")
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func redirect(w http.ResponseWriter, r *http.Request, status int, origin, target, query string) {
 	loc := target
-	if strings.HasPrefix(target, "/") {
+	if origin != "" || strings.HasPrefix(target, "/") {
 		// A captured group must not turn "/$1" into "//evil.example" or
 		// "/\evil.example", which browsers read as another host.
-		loc = cleanPath(target)
-		loc = (&url.URL{Path: loc}).EscapedPath()
+		loc = origin + (&url.URL{Path: cleanPath(target)}).EscapedPath()
 	}
 	if query != "" {
 		loc += "?" + query

@@ -787,28 +787,19 @@ func redirectConfig(f *gatewayv1.HTTPRequestRedirectFilter, matches []gatewayv1.
 	if f.Hostname != nil {
 		host = string(*f.Hostname)
 	}
-	if (scheme != "" || f.Port != nil) && host == "" {
-		// The rewrite plugin cannot copy the request's host into an
-		// absolute Location; a scheme or port change needs one.
-		return nil, unsupported("a redirect that changes scheme or port needs hostname")
+	port := 0
+	if f.Port != nil {
+		port = int(*f.Port)
 	}
-	prefix := ""
-	if host != "" {
-		if scheme == "" {
-			scheme = "http"
-		}
-		authority := host
-		if f.Port != nil {
-			port := int(*f.Port)
-			if (scheme != "http" || port != 80) && (scheme != "https" || port != 443) {
-				authority += ":" + strconv.Itoa(port)
-			}
-		}
-		prefix = scheme + "://" + authority
-	}
-	rules, err := pathRules(f.Path, matches, func(p string) string { return prefix + p }, status)
+	rules, err := pathRules(f.Path, matches, func(p string) string { return p }, status)
 	if err != nil {
 		return nil, err
+	}
+	// What the filter leaves unset comes from the request: its scheme,
+	// its host, and the port it reached the edge on (the scheme's own
+	// when the scheme changes), as the spec derives them.
+	for i := range rules {
+		rules[i].Scheme, rules[i].Host, rules[i].Port = scheme, host, port
 	}
 	return checkRewrite(rewrite.Config{Rules: rules}, pname)
 }
