@@ -190,24 +190,32 @@ func condition(typ string, ok bool, reason, msg string, gen int64) metav1.Condit
 	return metav1.Condition{Type: typ, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen}
 }
 
-// classes accepts the configured GatewayClass when it names our
-// controller. Another controller's class of the same name is not ours to
-// touch: its Gateways are ignored and its status left alone.
+// classes judges every GatewayClass that names our controller, and
+// serves the configured one. Every edge writes the same status for a
+// class, whichever class it serves, so edges of different classes never
+// undo each other's status, and a class that no edge serves yet still
+// says it is accepted: its Gateways are served by the edges that name it
+// in providers.kubernetes.gateway_class. Another controller's class,
+// even of our class's name, is not ours to touch: its Gateways are
+// ignored and its status left alone.
 func (t *translator) classes() {
 	for _, gc := range t.s.GatewayClasses {
-		if gc.Name != t.cfg.GatewayClass || string(gc.Spec.ControllerName) != routes.KubernetesControllerName {
+		if string(gc.Spec.ControllerName) != routes.KubernetesControllerName {
 			continue
 		}
-		t.ours = true
 		msg := "Accepted by " + routes.KubernetesControllerName
 		var st gatewayv1.GatewayClassStatus
 		st.Conditions = []metav1.Condition{condition(string(gatewayv1.GatewayClassConditionStatusAccepted), true, string(gatewayv1.GatewayClassReasonAccepted), msg, gc.Generation)}
+		ok := true
 		if gc.Spec.ParametersRef != nil {
 			st.Conditions[0] = condition(string(gatewayv1.GatewayClassConditionStatusAccepted), false, string(gatewayv1.GatewayClassReasonInvalidParameters),
 				"parametersRef is not supported: Causeway is configured by its routes file and CausewayPolicy objects", gc.Generation)
-			t.ours = false
+			ok = false
 		}
 		t.res.GatewayClasses[gc.Name] = st
+		if gc.Name == t.cfg.GatewayClass {
+			t.ours = ok
+		}
 	}
 }
 
