@@ -28,6 +28,17 @@ func Write(w http.ResponseWriter, r *http.Request, status int, msg string) {
 			return
 		}
 	}
+	if r != nil && r.Method == http.MethodHead {
+		// A HEAD answer has no body, so it names no type: clients (the
+		// Gateway API conformance suite's among them) that parse a body by
+		// its Content-Type would otherwise fail on an empty JSON body.
+		h := w.Header()
+		h.Del("Content-Type")
+		h.Del("Content-Encoding")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(status)
+		return
+	}
 	body := make([]byte, 0, 64+len(msg)+len(id))
 	body = append(body, `{"error":`...)
 	body = appendJSONString(body, msg)

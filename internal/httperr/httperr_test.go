@@ -51,3 +51,16 @@ func TestWrite(t *testing.T) {
 	}
 	_ = http.StatusOK
 }
+
+// TestWriteHead: a HEAD answer keeps its status and names no body type,
+// whatever a handler had set before.
+func TestWriteHead(t *testing.T) {
+	r := httptest.NewRequest(http.MethodHead, "/", nil)
+	w := httptest.NewRecorder()
+	w.Header().Set("Content-Type", "text/html")
+	Write(w, r, http.StatusNotFound, "no route matches")
+	if w.Code != http.StatusNotFound || w.Header().Get("Content-Type") != "" || w.Body.Len() != 0 ||
+		w.Header().Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("HEAD answer: %d %v %q", w.Code, w.Header(), w.Body.String())
+	}
+}

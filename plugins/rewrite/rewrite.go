@@ -75,7 +75,9 @@ func factory(_ context.Context, raw routes.Raw) (plugins.Instance, error) {
 	return New(cfg, raw)
 }
 
-var groupRefRe = regexp.MustCompile(`\$(\{[^}]*\}|[A-Za-z0-9_]+)`)
+// groupRefRe finds group references; "$$" is a literal "$" and is
+// matched first so that "$$1" is not read as a reference to group 1.
+var groupRefRe = regexp.MustCompile(`\$\$|\$(\{[^}]*\}|[A-Za-z0-9_]+)`)
 
 // New checks cfg and builds the instance; errors are located through raw.
 func New(cfg Config, raw routes.Raw) (*Rewrite, error) {
@@ -110,6 +112,9 @@ func New(cfg Config, raw routes.Raw) (*Rewrite, error) {
 		// A reference to a group that does not exist expands to "" silently
 		// at request time; catch the typo now.
 		for _, m := range groupRefRe.FindAllStringSubmatch(r.Replace, -1) {
+			if m[0] == "$$" {
+				continue
+			}
 			name := strings.Trim(m[1], "{}")
 			if n, err := strconv.Atoi(name); err == nil {
 				if n > re.NumSubexp() {

@@ -20,6 +20,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad redirect status", "rules: [{ match: '^/a', replace: /b, redirect: 200 }]", "plugins.p.config.rules[0].redirect: 200 is not a redirect status"},
 		{"missing group", "rules: [{ match: '^/a/(.*)', replace: /b/$2 }]", "$2, but match has 1 group(s)"},
 		{"missing named group", "rules: [{ match: '^/a/(?P<id>.*)', replace: '/b/$${idx}' }]", `no group named "idx"`},
+		{"a literal dollar is no group", "rules: [{ match: '^/a/(.*)', replace: '/b/$$$$2/$2' }]", "$2, but match has 1 group(s)"},
 		{"unknown key", "rules: [{ match: '^/a', replace: /b, code: 301 }]", "plugins.p.config.rules[0].code: unknown key"},
 		{"scheme on a rewrite", "rules: [{ match: '^/a', replace: /b, scheme: https }]", "plugins.p.config.rules[0]: scheme, host and port apply to a redirect only"},
 		{"scheme with a URL", "rules: [{ match: '^/a', replace: 'https://x.example/', redirect: 301, scheme: https }]", "rules[0].replace: with scheme, host or port, replace is a path"},

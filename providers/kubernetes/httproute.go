@@ -730,13 +730,16 @@ func pathRules(pm *gatewayv1.HTTPPathModifier, matches []gatewayv1.HTTPRouteMatc
 			whole = "/"
 		}
 		q := regexp.QuoteMeta(p)
+		// The "/" after the prefix is written out, not captured, so the
+		// replacement starts with "/" even when it is "/" itself (a
+		// replaced prefix of "" would leave "$1", which is no path).
 		if p == "" {
 			// Prefix "/": every path; the replacement goes before it.
-			return []rewrite.Rule{{Match: `^(/.*)$`, Replace: target(lit(repl) + "$1"), Redirect: status}}, nil
+			return []rewrite.Rule{{Match: `^/(.*)$`, Replace: target(lit(repl) + "/$1"), Redirect: status}}, nil
 		}
 		return []rewrite.Rule{
 			{Match: `^` + q + `$`, Replace: target(lit(whole)), Redirect: status},
-			{Match: `^` + q + `(/.*)$`, Replace: target(lit(repl) + "$1"), Redirect: status},
+			{Match: `^` + q + `/(.*)$`, Replace: target(lit(repl) + "/$1"), Redirect: status},
 		}, nil
 	}
 	return nil, unsupported("path modifier type %s is not supported", pm.Type)

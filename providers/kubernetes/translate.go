@@ -285,6 +285,11 @@ func (t *translator) listeners(gs *gatewayState) {
 			ls.valid = false
 		}
 		ls.kinds, resolved = t.routeKinds(l, resolved, gen)
+		if l.Protocol != gatewayv1.HTTPProtocolType && l.Protocol != gatewayv1.HTTPSProtocolType {
+			// No route kind of ours can attach to a protocol we do not
+			// serve; the spec wants the list empty, not absent.
+			ls.kinds = []gatewayv1.RouteGroupKind{}
+		}
 		if len(ls.kinds) == 0 {
 			ls.valid = false
 		}

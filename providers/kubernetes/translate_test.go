@@ -635,6 +635,9 @@ func TestTranslateStatus(t *testing.T) {
 	if k := listener["kinds"].SupportedKinds; len(k) != 1 || k[0].Kind != "HTTPRoute" {
 		t.Errorf("kinds listener supportedKinds = %+v", k)
 	}
+	if k := listener["tcp"].SupportedKinds; k == nil || len(k) != 0 {
+		t.Errorf("tcp listener supportedKinds = %#v, want empty (not absent): no route kind of ours attaches to TCP", k)
+	}
 	// The routes without a sectionName attach to every listener that
 	// admits them and shares a hostname, valid or not (the spec counts
 	// both): on "http", ok, missing, kind, grant and partial.
