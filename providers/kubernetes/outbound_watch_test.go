@@ -3,13 +3,17 @@ package kubernetes
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -49,7 +53,7 @@ func (r *outboundRecorder) waitFor(t *testing.T, what string, ok func(*OutboundS
 	}
 }
 
-// The outbound watcher caches only what the sidecar reads, delivers
+// The outbound watcher, with the documented RBAC, caches only what the sidecar reads, delivers
 // nothing for a Pod's status churn, follows what matters, and stops every
 // goroutine it started.
 func TestOutboundWatcher(t *testing.T) {
@@ -84,8 +88,29 @@ func TestOutboundWatcher(t *testing.T) {
 		}
 	}
 
+	// The watcher runs with the documented role only, bound in its one
+	// namespace.
+	var role rbacv1.ClusterRole
+	if err := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(docYAML(t, "sidecar-rbac")), 4096).Decode(&role); err != nil {
+		t.Fatal(err)
+	}
+	user := "sidecar-" + ns
+	role.Name = user
+	if _, err := c.core.RbacV1().ClusterRoles().Create(ctx, &role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.core.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	restCfg := adminConfig()
+	restCfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+
 	rec := &outboundRecorder{}
-	w, err := NewOutbound(routes.OutboundKubernetes{Namespaces: []string{ns}}, rec.add, Options{RESTConfig: adminConfig(), Quiet: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	w, err := NewOutbound(routes.OutboundKubernetes{Namespaces: []string{ns}}, rec.add, Options{RESTConfig: restCfg, Quiet: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -405,4 +406,38 @@ outbound:
 			t.Fatalf("the file's service after the delete: %d %s", code, pod)
 		}
 	})
+}
+
+// TestSidecarRBACExampleIsTheDocumented keeps sidecar-rbac.yaml's
+// ClusterRole equal to docs/kubernetes.md's block, which the watcher's
+// tests run with, and checks that it is bound in a namespace only.
+func TestSidecarRBACExampleIsTheDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../docs/kubernetes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	const begin, end = "<!-- sidecar-rbac:begin -->", "<!-- sidecar-rbac:end -->"
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/kubernetes.md has no %s ... %s block", begin, end)
+	}
+	block := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(doc[i+len(begin):j]), "```yaml"), "```")
+	want := find(t, decodeObjects(t, "docs/kubernetes.md's sidecar RBAC block", strings.NewReader(block)), "ClusterRole", "causeway-sidecar")
+	f, err := os.Open("../../examples/kubernetes/sidecar-rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	objs := decodeObjects(t, "sidecar-rbac.yaml", f)
+	got := find(t, objs, "ClusterRole", "causeway-sidecar")
+	if !reflect.DeepEqual(want.Object["rules"], got.Object["rules"]) {
+		t.Errorf("sidecar-rbac.yaml has %v, docs/kubernetes.md %v", got.Object["rules"], want.Object["rules"])
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ClusterRoleBinding" {
+			t.Errorf("%s binds the sidecar's role in every namespace", o.GetName())
+		}
+	}
+	find(t, objs, "RoleBinding", "orders-sidecar")
 }
