@@ -80,7 +80,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 	s.server = newServer("sidecar", "sidecar file", opts, s)
 	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
 	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
-	s.outbound.s = s
+	s.outbound.init(s)
 	if err := s.load(ctx, false); err != nil {
 		s.Close()
 		return nil, err

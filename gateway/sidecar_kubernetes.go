@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"reflect"
@@ -15,19 +13,24 @@ import (
 )
 
 // outboundSources runs the source of the sidecar file's outbound.kubernetes
-// block: at most one, the one the active generation's file asks for. The
-// fragment it last delivered is merged into the outbound runtime of every
-// generation built while it runs, file reloads included, so a change on
-// either side rebuilds one generation through the server's one commit
-// point.
+// block: at most one, the one the active generation's file asks for, whose
+// fragment every generation built while it runs merges into its outbound
+// runtime (fragmentSource).
 type outboundSources struct {
-	s *Sidecar
+	s   *Sidecar
+	run fragmentSource
 
-	mu      sync.Mutex
-	key     *outboundKey    // the running source's settings
-	frag    routes.Fragment // merged into the next build
-	applied bool            // the source delivered and its services are live
-	cancel  context.CancelFunc
+	mu  sync.Mutex
+	key *outboundKey // the running source's settings
+}
+
+func (ob *outboundSources) init(s *Sidecar) {
+	ob.s = s
+	// The source logs what it loaded, with what it left out.
+	ob.run = fragmentSource{
+		what: "outbound services from Kubernetes", waiting: "kubernetes: waiting for the first complete view of the cluster's services",
+		log: s.log, bgCtx: s.bgCtx, bg: &s.bg, rebuild: s.rebuild,
+	}
 }
 
 // outboundKey is what the running source was built from: a change to any
@@ -60,76 +63,43 @@ func (ob *outboundSources) prepare(cfg *routes.Sidecar) (commit func(), err erro
 	if want == nil {
 		return func() { ob.start(nil, nil) }, nil
 	}
-	src, err := kubernetes.NewOutboundSource(want.cfg, want.opts, kubernetes.Options{Logger: ob.s.log.With("provider", "kubernetes")})
+	gauge := ob.s.metrics.outboundEndpoints
+	src, err := kubernetes.NewOutboundSource(want.cfg, want.opts, kubernetes.Options{
+		Logger: ob.s.log.With("provider", "kubernetes"),
+		Translated: func(res kubernetes.OutboundResult) {
+			gauge.WithLabelValues("callable").Set(float64(res.Endpoints))
+			left := 0
+			for _, l := range res.LeftOut {
+				if l.Address != "" { // an endpoint, not a whole Service
+					left++
+				}
+			}
+			gauge.WithLabelValues("left_out").Set(float64(left))
+		},
+	})
 	if err != nil {
 		return nil, &routes.Error{File: cfg.Path, Pos: cfg.At("outbound.kubernetes"), Path: "outbound.kubernetes", Msg: err.Error()}
 	}
 	return func() { ob.start(want, src) }, nil
 }
 
-// start stops the running source, if any, and starts src. It runs at a
-// commit point, under the server's lock, so it does not wait for the old
-// source, which may be blocked applying a fragment under that lock; the
-// old source's applies are ignored from now on (apply checks its ctx).
+// start stops the running source, if any, and starts src (at a commit
+// point: fragmentSource.start).
 func (ob *outboundSources) start(key *outboundKey, src *kubernetes.OutboundSource) {
 	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	if ob.cancel != nil {
-		ob.cancel()
-	}
-	ob.key, ob.cancel = key, nil
+	ob.key = key
+	ob.mu.Unlock()
 	if src == nil {
-		ob.frag, ob.applied = routes.Fragment{}, false
+		ob.s.metrics.outboundEndpoints.Reset() // no view of the cluster
+		ob.run.start(nil)
 		return
 	}
-	// A restarted source keeps the last fragment merged until it delivers
-	// its own: a reload meanwhile must not drop the cluster's services.
-	ctx, cancel := context.WithCancel(ob.s.bgCtx)
-	ob.cancel = cancel
-	ob.s.bg.Add(1)
-	go func() { // owned by the server: Close cancels bgCtx and waits on bg
-		defer ob.s.bg.Done()
-		err := src.Run(ctx, func(frag routes.Fragment) error { return ob.apply(ctx, frag) })
-		if err != nil && ctx.Err() == nil {
-			ob.s.log.Error("outbound source stopped; the sidecar keeps the services it has", "provider", "kubernetes", "error", err.Error())
-		}
-	}()
-}
-
-// apply builds a generation with frag merged in. A refused fragment leaves
-// the live one in place, so a later file reload does not pick it up.
-func (ob *outboundSources) apply(ctx context.Context, frag routes.Fragment) error {
-	if ctx.Err() != nil {
-		return ctx.Err() // a replaced source: its view is no longer wanted
-	}
-	ob.mu.Lock()
-	prev := ob.frag
-	ob.frag = frag
-	ob.mu.Unlock()
-	err := ob.s.rebuild(ctx)
-	ob.mu.Lock()
-	if err != nil {
-		ob.frag = prev
-	} else if ctx.Err() == nil {
-		ob.applied = true
-	}
-	ob.mu.Unlock()
-	if err != nil {
-		ob.s.log.Error("outbound services from Kubernetes refused; the active configuration stays", "error", err.Error())
-	}
-	return err
+	ob.run.start(src.Run)
 }
 
 // ready is nil once the source has delivered services that are live:
 // until then the local service could call only the file's.
-func (ob *outboundSources) ready() error {
-	ob.mu.Lock()
-	defer ob.mu.Unlock()
-	if ob.key != nil && !ob.applied {
-		return errors.New("kubernetes: waiting for the first complete view of the cluster's services")
-	}
-	return nil
-}
+func (ob *outboundSources) ready() error { return ob.run.ready() }
 
 // merge returns f (the outbound runtime's file, made of the sidecar
 // file's services) with the cluster's services added. A name the file
@@ -139,9 +109,7 @@ func (ob *outboundSources) merge(cfg *routes.Sidecar, f *routes.File) (*routes.F
 	if cfg.Outbound.Kubernetes == nil {
 		return f, nil
 	}
-	ob.mu.Lock()
-	frag := ob.frag
-	ob.mu.Unlock()
+	frag := ob.run.fragment()
 	fileNames := map[string]bool{}
 	for name := range cfg.Outbound.Services {
 		fileNames[strings.ToLower(name)] = true

@@ -270,6 +270,9 @@ func (s *OutboundSource) Run(ctx context.Context, apply func(routes.Fragment) er
 	)
 	w, err := NewOutbound(s.cfg, func(snap *OutboundSnapshot) {
 		res := TranslateOutbound(s.cfg, snap, s.out)
+		if s.opts.Translated != nil {
+			s.opts.Translated(res)
+		}
 		if !slices.Equal(res.LeftOut, logged) {
 			for _, l := range res.LeftOut {
 				s.opts.Logger.Warn("kubernetes outbound: left out", "what", l.String())

@@ -86,6 +86,9 @@ type Options struct {
 	HTTPS bool
 	// Check judges what each CausewayPolicy adds (TranslateOptions.Check).
 	Check CheckPolicy
+	// Translated, when set, sees every OutboundResult an OutboundSource
+	// makes, applied or not (the sidecar's metrics).
+	Translated func(OutboundResult)
 }
 
 // LeaderElection configures the coordination.k8s.io Lease that makes one

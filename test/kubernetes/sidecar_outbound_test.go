@@ -211,6 +211,16 @@ outbound:
 		t.Fatalf("readyz once synced: %v %v", res, err)
 	}
 	res.Body.Close()
+	// pay-1, pay-2 and spoof-1 (its pod resolves; its certificate is
+	// checked when dialled); plain's pay-3 is not in the mesh.
+	metrics := must(hc.Get("http://" + client.Addr("admin") + "/metrics"))(t)
+	text, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	for _, want := range []string{`causeway_mesh_outbound_endpoints{state="callable"} 3`, `causeway_mesh_outbound_endpoints{state="left_out"} 0`} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 
 	t.Run("requests reach the Service's pods, counted at the backend", func(t *testing.T) {
 		before := pay1.hits.Load() + pay2.hits.Load()
