@@ -5,7 +5,6 @@ import (
 	"maps"
 	"reflect"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/causewayhq/causeway/providers/kubernetes"
@@ -103,29 +102,20 @@ func (ob *outboundSources) ready() error { return ob.run.ready() }
 
 // merge returns f (the outbound runtime's file, made of the sidecar
 // file's services) with the cluster's services added. A name the file
-// defines is the file's: the cluster's route for that host is left out
-// with a warning, so a file entry can pin or override one Service.
+// defines is the file's: routes.File.Merge keeps the first of two routes
+// that match the same requests, and f's come first, so the cluster's
+// route for that one host is left out with a warning (a file entry can
+// pin or override one name of a Service).
 func (ob *outboundSources) merge(cfg *routes.Sidecar, f *routes.File) (*routes.File, error) {
 	if cfg.Outbound.Kubernetes == nil {
 		return f, nil
 	}
-	frag := ob.run.fragment()
-	fileNames := map[string]bool{}
-	for name := range cfg.Outbound.Services {
-		fileNames[strings.ToLower(name)] = true
-	}
-	kept := frag
-	kept.Routes = nil
-	for _, r := range frag.Routes {
-		if fileNames[strings.ToLower(r.Match.Host)] {
-			ob.s.log.Warn("outbound service name defined by the sidecar file and by Kubernetes; the file's is used", "name", r.Match.Host)
-			continue
-		}
-		kept.Routes = append(kept.Routes, r)
-	}
-	m, err := f.Merge(kept)
+	m, err := f.Merge(ob.run.fragment())
 	if err != nil {
 		return nil, fmt.Errorf("with the outbound services from Kubernetes: %w", err)
+	}
+	for _, w := range m.Warnings[len(f.Warnings):] {
+		ob.s.log.Warn("outbound services from Kubernetes", "warning", w.Error())
 	}
 	return m, nil
 }
