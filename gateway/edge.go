@@ -39,7 +39,7 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 	}
 	e := &Edge{opts: opts}
 	e.server = newServer("edge", "routes file", opts, e)
-	e.sources.e = e
+	e.sources.init(e)
 	e.features = defaultFeatures(e)
 	if err := e.load(ctx, false); err != nil {
 		e.Close()

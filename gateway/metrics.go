@@ -34,6 +34,9 @@ type metrics struct {
 	meshRequests      *prometheus.CounterVec
 	callerTokens      *prometheus.CounterVec
 	workloadAPIUp     *prometheus.GaugeVec
+	// outboundEndpoints is a sidecar's view of the cluster
+	// (outbound.kubernetes): endpoints callable and left out.
+	outboundEndpoints *prometheus.GaugeVec
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -85,10 +88,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		workloadAPIUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "causeway_workload_api_connected", Help: "1 while the SPIFFE Workload API (identity source spire) answers, 0 while it is unreachable and the current SVID is kept; by socket.",
 		}, []string{"socket"}),
+		outboundEndpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "causeway_mesh_outbound_endpoints", Help: "Endpoints of the cluster's mesh Services in a sidecar's latest view (outbound.kubernetes), by state: callable, or left_out (no resolvable pod, ServiceAccount or port).",
+		}, []string{"state"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
 		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
-		m.callerTokens, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.callerTokens, m.outboundEndpoints, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.unmatched = m.forRoute("_unmatched")
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r) // export zeros so rate() works from the start

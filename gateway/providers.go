@@ -32,17 +32,14 @@ type RouteSource interface {
 type NewRouteSource func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error)
 
 // routeSources runs the edge's route source: at most one, the one the
-// active generation's file asks for. The fragment it last delivered is
-// merged into every generation built while it runs, file reloads
-// included, so a change on either side rebuilds one model.
+// active generation's file asks for, whose fragment every generation
+// built while it runs merges in (fragmentSource).
 type routeSources struct {
-	e *Edge
+	e   *Edge
+	run fragmentSource
 
-	mu      sync.Mutex
-	cfg     *routes.KubernetesProvider // the running source's settings
-	frag    routes.Fragment            // merged into the next build
-	applied bool                       // the source delivered and its model is live
-	cancel  context.CancelFunc
+	mu  sync.Mutex
+	cfg *routes.KubernetesProvider // the running source's settings
 	// base is the routes file of the live generation, before the
 	// fragment was merged: what a policy's entries are checked against;
 	// baseData is its text.
@@ -54,12 +51,19 @@ type routeSources struct {
 	checked map[[32]byte]error
 }
 
-// fragment is what a build merges in now.
-func (rs *routeSources) fragment() routes.Fragment {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	return rs.frag
+func (rs *routeSources) init(e *Edge) {
+	rs.e = e
+	rs.run = fragmentSource{
+		what: "routes from Kubernetes", waiting: "kubernetes: waiting for the first complete view of the cluster",
+		log: e.log, bgCtx: e.bgCtx, bg: &e.bg, rebuild: e.rebuild,
+		loaded: func(frag routes.Fragment) []any {
+			return []any{"routes", len(frag.Routes), "upstreams", len(frag.Upstreams)}
+		},
+	}
 }
+
+// fragment is what a build merges in now.
+func (rs *routeSources) fragment() routes.Fragment { return rs.run.fragment() }
 
 // prepare checks the providers section of f and returns the commit step
 // that starts, restarts or stops the source. Building the source (reading
@@ -97,75 +101,23 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 	return func() { rs.start(&cfg, src) }, nil
 }
 
-// start stops the running source, if any, and starts src. It runs at a
-// commit point, under the server's lock, so it does not wait for the old
-// source to end: that one may be blocked applying a fragment, which needs
-// the same lock. Its applies are ignored from now on (apply checks ctx).
+// start stops the running source, if any, and starts src (at a commit
+// point: fragmentSource.start).
 func (rs *routeSources) start(cfg *routes.KubernetesProvider, src RouteSource) {
 	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.cancel != nil {
-		rs.cancel()
-	}
-	rs.cfg, rs.cancel, rs.src = cfg, nil, src
+	rs.cfg, rs.src = cfg, src
+	rs.mu.Unlock()
 	if src == nil {
-		// Off: the next build has no fragment to merge.
-		rs.frag, rs.applied = routes.Fragment{}, false
+		rs.run.start(nil)
 		return
 	}
-	// A restarted source (its settings changed) keeps the last fragment
-	// merged until it delivers its own: a file reload meanwhile must not
-	// drop the cluster's routes.
-	ctx, cancel := context.WithCancel(rs.e.bgCtx)
-	rs.cancel = cancel
-	rs.e.bg.Add(1)
-	go func() { // owned by the server: Close cancels bgCtx and waits on bg
-		defer rs.e.bg.Done()
-		err := src.Run(ctx, func(frag routes.Fragment) error { return rs.apply(ctx, frag) })
-		if err != nil && ctx.Err() == nil {
-			rs.e.log.Error("route source stopped; the edge serves the last model it built", "provider", "kubernetes", "error", err.Error())
-		}
-	}()
-}
-
-// apply builds a generation with frag merged in. A refused fragment leaves
-// the fragment of the live generation in place, so a later file reload
-// does not pick up what was refused.
-func (rs *routeSources) apply(ctx context.Context, frag routes.Fragment) error {
-	if ctx.Err() != nil {
-		return ctx.Err() // a replaced source: its view is no longer wanted
-	}
-	rs.mu.Lock()
-	prev := rs.frag
-	rs.frag = frag
-	rs.mu.Unlock()
-	err := rs.e.rebuild(ctx)
-	rs.mu.Lock()
-	if err != nil {
-		rs.frag = prev
-	} else if ctx.Err() == nil {
-		rs.applied = true
-	}
-	rs.mu.Unlock()
-	if err != nil {
-		rs.e.log.Error("routes from Kubernetes refused; the active configuration stays", "error", err.Error())
-		return err
-	}
-	rs.e.log.Info("routes from Kubernetes loaded", "routes", len(frag.Routes), "upstreams", len(frag.Upstreams))
-	return nil
+	rs.run.start(src.Run)
 }
 
 // ready is nil once the source has delivered a model that is live: until
 // then the edge serves only the file's routes, and a load balancer should
 // not send it traffic meant for the cluster's.
-func (rs *routeSources) ready() error {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.cfg != nil && !rs.applied {
-		return errors.New("kubernetes: waiting for the first complete view of the cluster")
-	}
-	return nil
-}
+func (rs *routeSources) ready() error { return rs.run.ready() }
 
 // merge returns f with the source's fragment in it, when f enables one.
 func (rs *routeSources) merge(f *routes.File) (*routes.File, error) {

@@ -50,6 +50,8 @@ type Sidecar struct {
 	// sources shares the workload identity between generations while the
 	// identity section is unchanged.
 	sources *refpool.Pool[string, *liveSource]
+	// outbound runs the outbound.kubernetes source.
+	outbound outboundSources
 }
 
 // sidecarGen is one generation's sidecar file and the identity it was
@@ -78,6 +80,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 	s.server = newServer("sidecar", "sidecar file", opts, s)
 	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
 	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
+	s.outbound.init(s)
 	if err := s.load(ctx, false); err != nil {
 		s.Close()
 		return nil, err
@@ -101,6 +104,11 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 	for _, w := range cfg.Warnings {
 		s.log.Warn("sidecar file", "warning", w.Error())
 	}
+	startOutbound, err := s.outbound.prepare(cfg)
+	if err != nil {
+		return err
+	}
+	g.onCommit(startOutbound)
 	id := cfg.Identity
 	key := fmt.Sprintf("%#v", id)
 	ls, _, err := s.sources.Acquire(key, func() (*liveSource, error) {
@@ -293,27 +301,41 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 		Upstreams:      map[string]routes.Upstream{},
 	}
 	names := slices.Sorted(maps.Keys(out.Services))
-	identities := map[string]string{}
 	for _, name := range names {
 		svc := out.Services[name]
 		f.Upstreams[name] = routes.Upstream{Endpoints: svc.Endpoints, MeshIdentity: svc.Identity, Balance: svc.Balance, Timeout: svc.Timeout}
 		f.Routes = append(f.Routes, routes.Route{Name: name, Match: routes.Match{Host: name}, Upstream: name})
-		identities[name] = svc.Identity
 	}
 	if err := f.Normalize(); err != nil {
 		return nil, err
 	}
+	f, err := s.outbound.merge(cfg, f)
+	if err != nil {
+		return nil, err
+	}
+	identities := outboundIdentities(f)
 	peers := s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "outbound"})
 	count := stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
-		peer := identities[route.Name]
+		// A route split between upstreams (a Service whose pods run under
+		// several ServiceAccounts) learns its peer from the upstream the
+		// request went to.
+		peer := identities[route.Upstream]
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				next.ServeHTTP(w, r)
 				code := http.StatusOK
-				if st := stateFrom(r.Context()); st.rec.status != 0 {
+				st := stateFrom(r.Context())
+				if st.rec.status != 0 {
 					code = st.rec.status
 				}
-				peers.WithLabelValues(peer, statusLabel(code)).Inc()
+				p := peer
+				if id := identities[st.upstream]; id != "" {
+					p = id
+				}
+				if p == "" {
+					p = "none" // no endpoint to call, so no peer
+				}
+				peers.WithLabelValues(p, statusLabel(code)).Inc()
 			})
 		}, nil
 	})
@@ -366,7 +388,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		notAfter, id := source.NotAfter(), source.ID().String()
 		// No identity yet (a SPIRE source waiting for its agent) or an
 		// expired one: every handshake would fail.
-		if err := source.Ready(); err != nil {
+		if err := errors.Join(source.Ready(), s.outbound.ready()); err != nil {
 			admin.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": err.Error()})
 			return
 		}

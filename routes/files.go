@@ -87,10 +87,13 @@ func (f *File) files() []namedFile {
 
 // files lists what the sidecar reads at load.
 func (s *Sidecar) files() []namedFile {
-	if s.Identity.Source == SourceSPIRE {
-		return nil
-	}
 	var out []namedFile
+	if s.Outbound != nil && s.Outbound.Kubernetes != nil && s.Outbound.Kubernetes.Kubeconfig != "" {
+		out = append(out, namedFile{"outbound.kubernetes.kubeconfig", s.Outbound.Kubernetes.Kubeconfig})
+	}
+	if s.Identity.Source == SourceSPIRE {
+		return out
+	}
 	for _, kv := range []namedFile{{"identity.cert_file", s.Identity.CertFile}, {"identity.key_file", s.Identity.KeyFile}, {"identity.bundle_file", s.Identity.BundleFile}} {
 		if kv.path != "" {
 			out = append(out, kv)

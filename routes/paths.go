@@ -85,6 +85,9 @@ func (s *Sidecar) resolvePaths() {
 	for _, p := range []*string{&s.Identity.CertFile, &s.Identity.KeyFile, &s.Identity.BundleFile} {
 		rel(p)
 	}
+	if s.Outbound != nil && s.Outbound.Kubernetes != nil {
+		rel(&s.Outbound.Kubernetes.Kubeconfig)
+	}
 	for td, p := range s.Identity.FederatedBundles {
 		rel(&p)
 		s.Identity.FederatedBundles[td] = p

@@ -92,6 +92,10 @@ type Outbound struct {
 	// HTTP and vouches for it with this workload's identity.
 	Listen   string                     `yaml:"listen"`
 	Services map[string]OutboundService `yaml:"services"`
+	// Kubernetes adds the mesh's Services from the cluster to Services
+	// (docs/kubernetes.md "Sidecar outbound services"). A name both give
+	// is the file's.
+	Kubernetes *OutboundKubernetes `yaml:"kubernetes"`
 	// CallerToken: with inbound.callers set, a caller token the local
 	// service passes on (as it passes on traceparent) is exchanged for one
 	// addressed to the service called, with this workload added to its
@@ -109,6 +113,42 @@ type OutboundService struct {
 	// Timeout bounds a request (default 30s).
 	Timeout Duration `yaml:"timeout"`
 }
+
+// OutboundKubernetes makes outbound services of the Services labelled
+// MeshLabel: their EndpointSlices' ready pods, each reached on its inbound
+// port and made to present the ID of its own pod's ServiceAccount.
+type OutboundKubernetes struct {
+	// Namespaces limits what is watched (empty: every namespace), as
+	// providers.kubernetes.namespaces does for the edge.
+	Namespaces []string `yaml:"namespaces"`
+	// Kubeconfig is a kubeconfig file; empty: the in-cluster service
+	// account.
+	Kubeconfig string `yaml:"kubeconfig"`
+	// InboundPort is where a peer pod's sidecar listens when the pod has
+	// no InboundPortAnnotation (default DefaultSidecarInboundPort).
+	InboundPort int `yaml:"inbound_port"`
+	// ClusterDomain is the cluster's DNS suffix: NAME.NAMESPACE.svc.DOMAIN
+	// is one of the names a Service is called by (default cluster.local).
+	ClusterDomain string `yaml:"cluster_domain"`
+	// Balance and Timeout apply to every Service, as
+	// outbound.services.*.balance and timeout do to one.
+	Balance string   `yaml:"balance"`
+	Timeout Duration `yaml:"timeout"`
+}
+
+// The conventions of outbound.kubernetes (docs/kubernetes.md).
+const (
+	// MeshLabel, set to "true" on a Service, makes it callable through
+	// the sidecars. A label rather than an annotation: the sidecars' watch
+	// selects on it, so the other Services are never sent to them.
+	MeshLabel = "causeway.dev/mesh"
+	// InboundPortAnnotation on a Pod is the port its sidecar's inbound
+	// listener is on, when not outbound.kubernetes.inbound_port.
+	InboundPortAnnotation = "causeway.dev/inbound-port"
+	// DefaultSidecarInboundPort is the port of DefaultSidecarInbound.
+	DefaultSidecarInboundPort = 15443
+	DefaultClusterDomain      = "cluster.local"
+)
 
 // Sidecar file defaults, documented in docs/mesh.md.
 const (
@@ -238,6 +278,18 @@ func (s *Sidecar) applyDefaults() {
 			if s.Inbound != nil && s.Inbound.Callers != nil {
 				t.Header = s.Inbound.Callers.Header // one name on both sides of the service
 			}
+		}
+		if k := out.Kubernetes; k != nil {
+			if k.InboundPort == 0 {
+				k.InboundPort = DefaultSidecarInboundPort
+			}
+			if k.ClusterDomain == "" {
+				k.ClusterDomain = DefaultClusterDomain
+			}
+			if k.Balance == "" {
+				k.Balance = DefaultBalance
+			}
+			setDuration(&k.Timeout, DefaultUpstreamTimeout)
 		}
 		for name, svc := range out.Services {
 			if svc.Balance == "" {
@@ -375,13 +427,21 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain, federate
 	} else if !isLoopback(out.Listen) {
 		c.errorf("outbound.listen", "%q is not a loopback address: the outbound listener takes unauthenticated HTTP and sends it with this workload's identity, so only the local service may reach it", out.Listen)
 	}
-	if len(out.Services) == 0 {
-		c.errorf("outbound.services", "list the services the local service calls")
+	if len(out.Services) == 0 && out.Kubernetes == nil {
+		c.errorf("outbound.services", "list the services the local service calls (or take them from the cluster: outbound.kubernetes)")
+	}
+	if out.Kubernetes != nil {
+		c.checkOutboundKubernetes(out.Kubernetes)
 	}
 	for _, name := range slices.Sorted(maps.Keys(out.Services)) {
 		svc := out.Services[name]
 		p := "outbound.services." + name
 		c.checkName(p, "service", name)
+		if out.Kubernetes != nil && strings.HasPrefix(name, KubernetesPrefix) {
+			// The cluster's routes and upstreams are named with the
+			// prefix; a file name never says it came from the cluster.
+			c.errorf(p, "%q: names beginning with %q are the Kubernetes provider's", name, KubernetesPrefix)
+		}
 		if len(svc.Endpoints) == 0 {
 			c.errorf(p+".endpoints", "is required: the service's sidecar addresses (host:port)")
 		}
@@ -408,6 +468,35 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain, federate
 		if !slices.Contains(balancers, svc.Balance) {
 			c.errorf(p+".balance", "unknown balancer %q (one of %s)", svc.Balance, strings.Join(balancers, ", "))
 		}
+	}
+}
+
+// checkOutboundKubernetes checks outbound.kubernetes. The ServiceAccount
+// IDs it makes need the trust domain they are named in.
+func (c *checker) checkOutboundKubernetes(k *OutboundKubernetes) {
+	const p = "outbound.kubernetes"
+	if c.sidecarTrustDomain == "" {
+		c.errorf(p, "needs identity.trust_domain: a pod's ID is spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT")
+	}
+	seen := map[string]bool{}
+	for i, ns := range k.Namespaces {
+		np := fmt.Sprintf("%s.namespaces[%d]", p, i)
+		if !dns1123Label.MatchString(ns) {
+			c.errorf(np, "%q is not a namespace name (lower-case letters, digits and '-', at most 63)", ns)
+		}
+		if seen[ns] {
+			c.errorf(np, "namespace %q is listed twice", ns)
+		}
+		seen[ns] = true
+	}
+	if k.InboundPort < 1 || k.InboundPort > 65535 {
+		c.errorf(p+".inbound_port", "must be a port, 1 to 65535 (found %d)", k.InboundPort)
+	}
+	if len(k.ClusterDomain) > 253 || !dns1123Subdomain.MatchString(k.ClusterDomain) {
+		c.errorf(p+".cluster_domain", "%q is not a DNS domain (lower-case letters, digits, '-' and '.')", k.ClusterDomain)
+	}
+	if !slices.Contains(balancers, k.Balance) {
+		c.errorf(p+".balance", "unknown balancer %q (one of %s)", k.Balance, strings.Join(balancers, ", "))
 	}
 }
 

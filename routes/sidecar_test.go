@@ -177,7 +177,7 @@ func TestSidecarErrors(t *testing.T) {
 			`s.yaml:8:11: outbound.listen: "10.0.0.1:15001" is not a loopback address: the outbound listener takes unauthenticated HTTP and sends it with this workload's identity, so only the local service may reach it`,
 		}},
 		{"no services", r(`    payments: { endpoints: ["127.0.0.1:16443"], identity: spiffe://example.org/ns/shop/sa/payments }`+"\n", ""), []string{
-			`s.yaml:9:12: outbound.services: list the services the local service calls`,
+			`s.yaml:9:12: outbound.services: list the services the local service calls (or take them from the cluster: outbound.kubernetes)`,
 		}},
 		{"service without endpoints or identity", r(`{ endpoints: ["127.0.0.1:16443"], identity: spiffe://example.org/ns/shop/sa/payments }`, `{ balance: random }`), []string{
 			`s.yaml:10:15: outbound.services.payments.endpoints: is required: the service's sidecar addresses (host:port)`,

@@ -9,4 +9,11 @@
 // is tested table by table without an API server; the watching, the
 // debouncing and the status writes are the Provider's, and are tested
 // against a real kube-apiserver (internal/testk8s).
+//
+// The same package gives sidecars their outbound services
+// (routes.OutboundKubernetes): TranslateOutbound maps the mesh's Services,
+// their EndpointSlices and Pods onto outbound routes whose every endpoint
+// is held to its own pod's ServiceAccount ID, and OutboundWatcher and
+// OutboundSource watch them with the edge watcher's client, debounce and
+// endpoint rules.
 package kubernetes

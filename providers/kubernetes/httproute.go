@@ -997,8 +997,8 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 // serviceUpstream makes the upstream of one Service port: the addresses
 // of its EndpointSlices, not its ClusterIP, so that balancing, health
 // checks and outlier detection see every pod. Ready endpoints serve; when
-// none is ready, those still serving while they terminate do (a rollout's
-// last pods), as kube-proxy does. An ExternalName Service resolves its
+// none is ready, those still serving while they terminate do
+// (endpointUsable). An ExternalName Service resolves its
 // name by DNS.
 func (t *translator) serviceUpstream(svc *corev1.Service, sp *corev1.ServicePort) routes.Upstream {
 	u := routes.Upstream{Protocol: protocolOf(sp.AppProtocol)}
@@ -1025,13 +1025,13 @@ func (t *translator) serviceUpstream(svc *corev1.Service, sp *corev1.ServicePort
 			u.Protocol = protocolOf(app)
 		}
 		for _, ep := range es.Endpoints {
-			c := ep.Conditions
+			isReady, isServing := endpointUsable(ep.Conditions)
 			for _, a := range ep.Addresses {
 				addr := endpointAddr(a, port)
 				switch {
-				case c.Ready == nil || *c.Ready:
+				case isReady:
 					ready = append(ready, addr)
-				case c.Serving != nil && *c.Serving:
+				case isServing:
 					serving = append(serving, addr)
 				}
 			}

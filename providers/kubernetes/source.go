@@ -33,7 +33,7 @@ func (s *Source) Resync() {
 // NewSource checks cfg (the kubeconfig is read here, so a bad one refuses
 // the routes file that names it) and returns a Source that runs on Run.
 func NewSource(cfg routes.KubernetesProvider, opts Options) (*Source, error) {
-	if _, err := restConfig(cfg, opts.RESTConfig); err != nil {
+	if _, err := restConfig(cfg.Kubeconfig, opts.RESTConfig); err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 	return &Source{cfg: cfg, opts: opts}, nil

@@ -86,6 +86,9 @@ type Options struct {
 	HTTPS bool
 	// Check judges what each CausewayPolicy adds (TranslateOptions.Check).
 	Check CheckPolicy
+	// Translated, when set, sees every OutboundResult an OutboundSource
+	// makes, applied or not (the sidecar's metrics).
+	Translated func(OutboundResult)
 }
 
 // LeaderElection configures the coordination.k8s.io Lease that makes one
@@ -181,27 +184,7 @@ func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options
 	if cfg.GatewayClass == "" {
 		cfg.GatewayClass = routes.DefaultGatewayClass
 	}
-	restCfg, err := restConfig(cfg, opts.RESTConfig)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes provider: %w", err)
-	}
-	// A Proxy function makes client-go build this Watcher a transport of
-	// its own instead of sharing a process-wide cached one, and the
-	// Watcher dials every connection itself, so Run can close them all
-	// when it returns and leave nothing behind (closing idle connections
-	// is not enough: a watch just cancelled may still hold its stream).
-	if restCfg.Proxy == nil {
-		restCfg.Proxy = http.ProxyFromEnvironment
-	}
-	conns := &connTracker{dial: restCfg.Dial}
-	restCfg.Dial = conns.dialContext
-	restCfg.UserAgent = cmp.Or(restCfg.UserAgent, "causeway")
-	// client-go's default of 5 requests a second would take minutes to
-	// write the status of a few thousand routes after a leader change.
-	if restCfg.RateLimiter == nil && restCfg.QPS == 0 {
-		restCfg.QPS, restCfg.Burst = DefaultQPS, DefaultBurst
-	}
-	httpClient, err := rest.HTTPClientFor(restCfg)
+	restCfg, httpClient, conns, err := apiClient(cfg.Kubeconfig, opts.RESTConfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
@@ -248,14 +231,46 @@ func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options
 	return w, nil
 }
 
-func restConfig(cfg routes.KubernetesProvider, given *rest.Config) (*rest.Config, error) {
+// apiClient is the REST config and HTTP client a watcher talks to the API
+// server with: given, else the kubeconfig file, else the in-cluster
+// service account. Its connections are the tracker's, to close when the
+// watcher stops.
+func apiClient(kubeconfig string, given *rest.Config) (*rest.Config, *http.Client, *connTracker, error) {
+	restCfg, err := restConfig(kubeconfig, given)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// A Proxy function makes client-go build this watcher a transport of
+	// its own instead of sharing a process-wide cached one, and the
+	// watcher dials every connection itself, so Run can close them all
+	// when it returns and leave nothing behind (closing idle connections
+	// is not enough: a watch just cancelled may still hold its stream).
+	if restCfg.Proxy == nil {
+		restCfg.Proxy = http.ProxyFromEnvironment
+	}
+	conns := &connTracker{dial: restCfg.Dial}
+	restCfg.Dial = conns.dialContext
+	restCfg.UserAgent = cmp.Or(restCfg.UserAgent, "causeway")
+	// client-go's default of 5 requests a second would take minutes to
+	// write the status of a few thousand routes after a leader change.
+	if restCfg.RateLimiter == nil && restCfg.QPS == 0 {
+		restCfg.QPS, restCfg.Burst = DefaultQPS, DefaultBurst
+	}
+	httpClient, err := rest.HTTPClientFor(restCfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return restCfg, httpClient, conns, nil
+}
+
+func restConfig(kubeconfig string, given *rest.Config) (*rest.Config, error) {
 	if given != nil {
 		return rest.CopyConfig(given), nil
 	}
-	if cfg.Kubeconfig != "" {
-		c, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if kubeconfig != "" {
+		c, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", cfg.Kubeconfig, err)
+			return nil, fmt.Errorf("kubeconfig %s: %w", kubeconfig, err)
 		}
 		return c, nil
 	}
@@ -269,17 +284,22 @@ func restConfig(cfg routes.KubernetesProvider, given *rest.Config) (*rest.Config
 // serviceAccountNamespace is where a pod finds its own namespace.
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
+// PodNamespace is the namespace this process's pod runs in:
+// $POD_NAMESPACE (the downward API), else the service account's
+// namespace file; "" outside a pod.
+func PodNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return ""
+}
+
 func electionDefaults(cfg routes.KubernetesProvider, le LeaderElection) (LeaderElection, error) {
 	le.LeaseName = cmp.Or(le.LeaseName, "causeway-"+cfg.GatewayClass+"-status")
-	if le.Namespace == "" {
-		le.Namespace = os.Getenv("POD_NAMESPACE")
-	}
-	if le.Namespace == "" {
-		if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
-			le.Namespace = strings.TrimSpace(string(b))
-		}
-	}
-	le.Namespace = cmp.Or(le.Namespace, "default")
+	le.Namespace = cmp.Or(le.Namespace, PodNamespace(), "default")
 	if le.Identity == "" {
 		le.Identity = os.Getenv("POD_NAME")
 	}
@@ -489,14 +509,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // loop delivers the first snapshot at once, then one per settled burst.
 func (w *Watcher) loop(ctx context.Context) {
+	debounced(ctx, w.clock, debounce{quiet: w.quiet, max: w.max}, w.changed, func() { w.onSnapshot(w.snapshot()) })
+}
+
+// debounced calls flush at once, then once per settled burst of pokes on
+// changed, until ctx ends.
+func debounced(ctx context.Context, clk clock.Clock, d debounce, changed chan struct{}, flush func()) {
 	// Events seen while the caches filled are in the first snapshot.
 	select {
-	case <-w.changed:
+	case <-changed:
 	default:
 	}
-	w.onSnapshot(w.snapshot())
+	flush()
 
-	d := debounce{quiet: w.quiet, max: w.max}
 	var timer clock.Timer
 	defer func() {
 		if timer != nil {
@@ -511,21 +536,21 @@ func (w *Watcher) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.changed:
-			d.changed(w.clock.Now())
+		case <-changed:
+			d.changed(clk.Now())
 		case <-fire:
 			timer = nil
 		}
-		flush, wait := d.due(w.clock.Now())
+		due, wait := d.due(clk.Now())
 		if timer != nil {
 			timer.Stop()
 			timer = nil
 		}
 		switch {
-		case flush:
-			w.onSnapshot(w.snapshot())
+		case due:
+			flush()
 		case wait > 0:
-			timer = w.clock.NewTimer(wait)
+			timer = clk.NewTimer(wait)
 		}
 	}
 }

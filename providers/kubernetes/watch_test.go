@@ -29,21 +29,7 @@ import (
 // exactly the documented permissions and the document cannot fall behind.
 func docRBAC(t *testing.T) (*rbacv1.ClusterRole, *rbacv1.Role) {
 	t.Helper()
-	b, err := os.ReadFile("../../docs/kubernetes.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(b)
-	const begin, end = "<!-- rbac:begin -->", "<!-- rbac:end -->"
-	i, j := strings.Index(doc, begin), strings.Index(doc, end)
-	if i < 0 || j < i {
-		t.Fatalf("docs/kubernetes.md has no %s ... %s block", begin, end)
-	}
-	block := doc[i+len(begin) : j]
-	block = strings.TrimSpace(block)
-	block = strings.TrimPrefix(block, "```yaml")
-	block = strings.TrimSuffix(block, "```")
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(block), 4096)
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(docYAML(t, "rbac")), 4096)
 	var cr *rbacv1.ClusterRole
 	var role *rbacv1.Role
 	for {
@@ -55,7 +41,8 @@ func docRBAC(t *testing.T) (*rbacv1.ClusterRole, *rbacv1.Role) {
 			t.Fatal(err)
 		}
 		var head metav1.TypeMeta
-		if err := json.Unmarshal(raw, &head); err != nil {
+		err := json.Unmarshal(raw, &head)
+		if err != nil {
 			t.Fatal(err)
 		}
 		switch head.Kind {
@@ -74,6 +61,24 @@ func docRBAC(t *testing.T) (*rbacv1.ClusterRole, *rbacv1.Role) {
 		t.Fatal("docs/kubernetes.md's RBAC block needs a ClusterRole and a Role")
 	}
 	return cr, role
+}
+
+// docYAML is the YAML block of docs/kubernetes.md between the markers
+// <!-- NAME:begin --> and <!-- NAME:end -->.
+func docYAML(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../docs/kubernetes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	begin, end := "<!-- "+name+":begin -->", "<!-- "+name+":end -->"
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("docs/kubernetes.md has no %s ... %s block", begin, end)
+	}
+	block := strings.TrimSpace(doc[i+len(begin) : j])
+	return strings.TrimSuffix(strings.TrimPrefix(block, "```yaml"), "```")
 }
 
 // grantDocumented binds the documented ClusterRole (less the rules drop
