@@ -270,8 +270,13 @@ func moreSpecificLit(a routes.Match, litA string, b routes.Match, litB string) b
 	if ma, mb := len(a.Methods) > 0, len(b.Methods) > 0; ma != mb {
 		return ma
 	}
-	if ca, cb := len(a.Headers)+len(a.HeadersRegex)+len(a.Query)+len(a.QueryRegex), len(b.Headers)+len(b.HeadersRegex)+len(b.Query)+len(b.QueryRegex); ca != cb {
-		return ca > cb
+	// Header conditions outrank query conditions, as in the Gateway API's
+	// precedence: more headers wins first, then more query parameters.
+	if ha, hb := len(a.Headers)+len(a.HeadersRegex), len(b.Headers)+len(b.HeadersRegex); ha != hb {
+		return ha > hb
+	}
+	if qa, qb := len(a.Query)+len(a.QueryRegex), len(b.Query)+len(b.QueryRegex); qa != qb {
+		return qa > qb
 	}
 	// A route only for TLS before the same match for any connection: on
 	// the https listener it is the one meant (a Gateway's HTTPS listener

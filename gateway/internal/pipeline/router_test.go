@@ -34,6 +34,9 @@ func TestRoutePrecedence(t *testing.T) {
 		{Name: "wild-deep", Match: routes.Match{Host: "*.eu.example.com", PathPrefix: "/"}},
 		{Name: "query", Match: routes.Match{Path: "/search", Query: map[string]string{"debug": "1"}}},
 		{Name: "search", Match: routes.Match{Path: "/search"}},
+		// A header condition outranks any number of query conditions.
+		{Name: "report-query", Match: routes.Match{Path: "/report", Query: map[string]string{"a": "1", "b": "2"}}},
+		{Name: "report-header", Match: routes.Match{Path: "/report", Headers: map[string]string{"X-V": "1"}}},
 		{Name: "health", Match: routes.Match{Path: "/health"}},
 		{Name: "healthz-prefix", Match: routes.Match{PathPrefix: "/health"}},
 	}
@@ -58,6 +61,8 @@ func TestRoutePrecedence(t *testing.T) {
 		{"GET", "example.com", "/", nil, "catch-all"}, // *.example.com needs a label before the suffix
 		{"GET", "x.test", "/search?debug=1", nil, "query"},
 		{"GET", "x.test", "/search?debug=0", nil, "search"},
+		{"GET", "x.test", "/report?a=1&b=2", map[string]string{"X-V": "1"}, "report-header"},
+		{"GET", "x.test", "/report?a=1&b=2", nil, "report-query"},
 		{"GET", "x.test", "/health", nil, "health"},
 		{"GET", "x.test", "/healthcheck", nil, "healthz-prefix"},
 	}
