@@ -708,7 +708,9 @@ func prefixOf(matches []gatewayv1.HTTPRouteMatch) (string, *ruleError) {
 func pathRules(pm *gatewayv1.HTTPPathModifier, matches []gatewayv1.HTTPRouteMatch, target func(path string) string, status int) ([]rewrite.Rule, *ruleError) {
 	lit := func(s string) string { return strings.ReplaceAll(s, "$", "$$") }
 	if pm == nil {
-		return []rewrite.Rule{{Match: `^(.*)$`, Replace: target("$1"), Redirect: status}}, nil
+		// The path as it is; "/" written out so that the replacement is a
+		// path (see the prefix case below).
+		return []rewrite.Rule{{Match: `^/(.*)$`, Replace: target("/$1"), Redirect: status}}, nil
 	}
 	switch pm.Type {
 	case gatewayv1.FullPathHTTPPathModifier:

@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -39,44 +40,51 @@ func TestPrefixPathModifiers(t *testing.T) {
 		{"prefix / to /", "/", replacePrefix("/"), "/a", "/a", "", false},
 		{"a longer segment is not the prefix", "/strip-prefix", replacePrefix("/"), "/strip-prefixed", "/strip-prefixed", "", true},
 		{"full path", "/full", &gatewayv1.HTTPPathModifier{Type: gatewayv1.FullPathHTTPPathModifier, ReplaceFullPath: ptr("/one")}, "/full/deep/x", "/one", "", false},
+		{"no path modifier keeps the path", "/keep", nil, "/keep/a", "/keep/a", "", false},
 		{"a $ in the replacement is literal", "/p", replacePrefix("/$1"), "/p/a", "/$1/a", "/$1/a", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, rerr := urlRewriteConfig(&gatewayv1.HTTPURLRewriteFilter{Path: tt.mod}, prefix(tt.match), "p")
-			if rerr != nil {
-				t.Fatalf("rewrite refused: %v", rerr.msg)
-			}
-			rw, err := rewrite.New(cfg.(rewrite.Config), routes.Raw{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := ""
-			rw.Wrap(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.URL.Path })).
-				ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, tt.path, nil))
-			if got != tt.want {
-				t.Errorf("rewrite %s -> %q, want %q", tt.path, got, tt.want)
+			if tt.mod != nil {
+				cfg, rerr := urlRewriteConfig(&gatewayv1.HTTPURLRewriteFilter{Path: tt.mod}, prefix(tt.match), "p")
+				if rerr != nil {
+					t.Fatalf("rewrite refused: %v", rerr.msg)
+				}
+				rw, err := rewrite.New(cfg.(rewrite.Config), routes.Raw{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := ""
+				rw.Wrap(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = r.URL.Path })).
+					ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, tt.path, nil))
+				if got != tt.want {
+					t.Errorf("rewrite %s -> %q, want %q", tt.path, got, tt.want)
+				}
 			}
 			if tt.skipRedirects {
 				return
 			}
-			cfg, rerr = redirectConfig(&gatewayv1.HTTPRequestRedirectFilter{Path: tt.mod, Scheme: ptr("https")}, prefix(tt.match), "p")
-			if rerr != nil {
-				t.Fatalf("redirect refused: %v", rerr.msg)
-			}
-			if rw, err = rewrite.New(cfg.(rewrite.Config), routes.Raw{}); err != nil {
-				t.Fatal(err)
-			}
-			w := httptest.NewRecorder()
-			req := httptest.NewRequest(http.MethodGet, tt.path, nil)
-			req.Host = "shop.example"
-			rw.Wrap(http.NotFoundHandler()).ServeHTTP(w, req)
-			want := "https://shop.example" + tt.want
-			if tt.wantLocation != "" {
-				want = "https://shop.example" + tt.wantLocation
-			}
-			if loc := w.Header().Get("Location"); w.Code != 302 || loc != want {
-				t.Errorf("redirect %s -> %d %q, want 302 %q", tt.path, w.Code, loc, want)
+			// Relative (status only) and absolute (scheme) redirects.
+			for _, f := range []gatewayv1.HTTPRequestRedirectFilter{{Path: tt.mod, StatusCode: ptr(308)}, {Path: tt.mod, Scheme: ptr("https")}} {
+				cfg, rerr := redirectConfig(&f, prefix(tt.match), "p")
+				if rerr != nil {
+					t.Fatalf("redirect refused: %v", rerr.msg)
+				}
+				rw, err := rewrite.New(cfg.(rewrite.Config), routes.Raw{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				w := httptest.NewRecorder()
+				req := httptest.NewRequest(http.MethodGet, tt.path, nil)
+				req.Host = "shop.example"
+				rw.Wrap(http.NotFoundHandler()).ServeHTTP(w, req)
+				want, code := cmp.Or(tt.wantLocation, tt.want), 308
+				if f.Scheme != nil {
+					want, code = "https://shop.example"+want, 302
+				}
+				if loc := w.Header().Get("Location"); w.Code != code || loc != want {
+					t.Errorf("redirect %s -> %d %q, want %d %q", tt.path, w.Code, loc, code, want)
+				}
 			}
 		})
 	}
