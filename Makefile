@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/causewayhq/causeway/cmd/causeway/cli.Version=$(VE
 TOOLS   := $(CURDIR)/.tools
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: all build image test test-short vet lint fmt-check deps bench bench-go soak fuzz quickstart clean
+.PHONY: all build image test test-short vet lint fmt-check deps bench bench-go soak fuzz quickstart clean conformance
 
 all: build
 
@@ -40,6 +40,7 @@ lint:
 	@scripts/go-tools.sh golangci-lint
 	$(TOOLS)/bin/golangci-lint run ./...
 	cd examples/plugins/routeinfo && $(TOOLS)/bin/golangci-lint run --config $(CURDIR)/.golangci.yml ./...
+	cd test/conformance && $(TOOLS)/bin/golangci-lint run --config $(CURDIR)/.golangci.yml ./...
 
 # test is what CI runs: formatting, vet, the linters, tidy go.mod/go.sum in every module, the Kubernetes manifests against
 # strict schemas, `causeway validate` on every example configuration, every package under the race detector (with the h2spec
@@ -51,6 +52,7 @@ test: deps fmt-check vet lint
 	scripts/check-examples.sh
 	CAUSEWAY_H2SPEC=1 CAUSEWAY_BROWSER_TEST=1 $(GO) test -race -count=1 -timeout 20m ./...
 	cd examples/plugins/routeinfo && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	cd test/conformance && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
 test-short:
 	$(GO) test -short -count=1 ./...
@@ -65,6 +67,11 @@ bench-go:
 
 fuzz:
 	@scripts/fuzz.sh $${FUZZTIME:-30s}
+
+# The Gateway API conformance suite (also part of `make test`), writing
+# its report where the docs link to it.
+conformance:
+	cd test/conformance && CONFORMANCE_REPORT=$(CURDIR)/docs/conformance-report.yaml $(GO) test -count=1 -timeout 20m -v ./...
 
 soak:
 	CAUSEWAY_SOAK=1 $(GO) test -count=1 -timeout 60m -run Soak -v ./test/...
