@@ -271,12 +271,9 @@ func validHost(h string) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
 		return !strings.Contains(h, "%")
 	}
-	for _, c := range h {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
+	return strings.IndexFunc(h, func(c rune) bool {
+		return (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '.'
+	}) < 0
 }
 
 func redirect(w http.ResponseWriter, r *http.Request, status int, origin, target, query string) {

@@ -207,7 +207,7 @@ outbound:
 	payHost := "pay." + ns + ".svc"
 	eventually(t, "the cluster's service is callable", func() bool { code, _, _ := get(payHost); return code == 200 })
 	res, err := hc.Get("http://" + client.Addr("admin") + "/readyz")
-	if err != nil || res.StatusCode != 200 {
+	if err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("readyz once synced: %v %v", res, err)
 	}
 	res.Body.Close()
