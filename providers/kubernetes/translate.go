@@ -212,6 +212,9 @@ func (t *translator) classes() {
 				"parametersRef is not supported: Causeway is configured by its routes file and CausewayPolicy objects", gc.Generation)
 			ok = false
 		}
+		if ok {
+			st.SupportedFeatures = classFeatures()
+		}
 		t.res.GatewayClasses[gc.Name] = st
 		if gc.Name == t.cfg.GatewayClass {
 			t.ours = ok

@@ -609,6 +609,11 @@ func TestTranslateStatus(t *testing.T) {
 	if c := condOf(res.GatewayClasses["causeway"].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 1 {
 		t.Fatalf("class Accepted = %+v", c)
 	}
+	fs := res.GatewayClasses["causeway"].SupportedFeatures
+	if len(fs) == 0 || !slices.IsSortedFunc(fs, func(a, b gatewayv1.SupportedFeature) int { return strings.Compare(string(a.Name), string(b.Name)) }) ||
+		!slices.Contains(fs, gatewayv1.SupportedFeature{Name: "HTTPRoute"}) {
+		t.Errorf("class supportedFeatures = %v: want the features, sorted by name", fs)
+	}
 	gs := res.Gateways[types.NamespacedName{Namespace: "apps", Name: "gw"}]
 	if c := condOf(gs.Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ListenersNotValid" {
 		t.Fatalf("gateway Accepted = %+v", c)

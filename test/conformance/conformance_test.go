@@ -10,16 +10,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testk8s"
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/internal/testutil"
+	"github.com/causewayhq/causeway/providers/kubernetes"
 	"github.com/causewayhq/causeway/routes"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/sets"
 	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -34,7 +35,6 @@ import (
 	"sigs.k8s.io/gateway-api/conformance/tests"
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
-	"sigs.k8s.io/gateway-api/pkg/features"
 )
 
 var cp *testk8s.ControlPlane
@@ -50,27 +50,6 @@ func TestMain(m *testing.M) {
 // gatewayAddress is the edge's address in Gateway status: the test
 // namespace's own, where the edge listens on :80 and :443.
 const gatewayAddress = "10.244.0.1"
-
-// claimed are the features the edge claims beyond the profile's core.
-var claimed = []features.FeatureName{
-	features.SupportHTTPRouteQueryParamMatching,
-	features.SupportHTTPRouteMethodMatching,
-	features.SupportHTTPRouteResponseHeaderModification,
-	features.SupportHTTPRoutePortRedirect,
-	features.SupportHTTPRouteSchemeRedirect,
-	features.SupportHTTPRoutePathRedirect,
-	features.SupportHTTPRouteHostRewrite,
-	features.SupportHTTPRoutePathRewrite,
-	features.SupportHTTPRouteRequestMirror,
-	features.SupportHTTPRouteRequestTimeout,
-	features.SupportHTTPRouteBackendTimeout,
-	features.SupportHTTPRouteNamedRouteRule,
-	features.SupportHTTPRoute303RedirectStatusCode,
-	features.SupportHTTPRoute307RedirectStatusCode,
-	features.SupportHTTPRoute308RedirectStatusCode,
-	features.SupportHTTPRouteBackendProtocolH2C,
-	features.SupportHTTPRouteBackendProtocolWebSocket,
-}
 
 // TestGatewayAPIConformance runs the Gateway API conformance suite's
 // GATEWAY-HTTP profile against an edge on a real API server. The report
@@ -157,12 +136,21 @@ providers:
 	if err := c.Create(ctx, class); err != nil {
 		t.Fatal(err)
 	}
+	// The suite reads the features to test from the class's status, so
+	// the edge must have written it first.
+	for deadline := time.Now().Add(time.Minute); len(class.Status.SupportedFeatures) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge did not list its features in the GatewayClass's status: %+v", class.Status)
+		}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(class), class); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	opts := suite.ConformanceOptions{
 		ConfigurableOptions: suite.ConfigurableOptions{
 			GatewayClassName:     "causeway",
 			ConformanceProfiles:  []suite.ConformanceProfileName{suite.GatewayHTTPConformanceProfileName, suite.GatewayGRPCConformanceProfileName},
-			SupportedFeatures:    sets.List(sets.New(claimed...).Insert(features.SupportGateway, features.SupportHTTPRoute, features.SupportReferenceGrant, features.SupportGRPCRoute)),
 			CleanupBaseResources: false,
 			CleanupTestResources: true,
 			DisableParallelTests: true,
@@ -180,8 +168,12 @@ providers:
 		RestConfig: rc,
 		ManifestFS: []fs.FS{&conformance.Manifests},
 	}
+	// The features to test are the ones the edge lists in its
+	// GatewayClass's status, as the suite reads them there; a single test
+	// (CONFORMANCE_RUN) turns that off, so they are named.
 	if only := os.Getenv("CONFORMANCE_RUN"); only != "" {
 		opts.RunTest = only
+		opts.SupportedFeatures = kubernetes.SupportedFeatures()
 	}
 	conformance.RunConformanceWithOptions(t, opts)
 }
