@@ -214,12 +214,13 @@ func (s *bodySend) write() error {
 		}
 		t.Stop()
 		s.expect.CompareAndSwap(expectWaiting, expectSend)
-		if s.expect.Load() == expectSkip {
-			return nil
-		}
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
+	}
+	// The final answer may have come before this goroutine ever looked.
+	if s.expect.Load() == expectSkip {
+		return nil
 	}
 	bp := bodyBuffers.Get().(*[]byte)
 	defer bodyBuffers.Put(bp)
@@ -232,7 +233,9 @@ func (s *bodySend) write() error {
 			if _, err := s.w.Write(buf[:n]); err != nil {
 				return err
 			}
-			if s.chunked {
+			// A chunk goes out at once, unless the body ended with it:
+			// then the last chunk follows it in the same write.
+			if s.chunked && rerr == nil {
 				if err := bw.Flush(); err != nil {
 					return err
 				}
