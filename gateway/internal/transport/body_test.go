@@ -532,9 +532,12 @@ func TestH1TransportRefusesBodiesThatBreakTheirFraming(t *testing.T) {
 		}
 		return err == nil
 	})
-	h1 := newTestPool(t, 4, notATimeout)
+	// Short timeouts: a request that is wrongly completed must fail the
+	// test, not leave it waiting on an upstream that waits for more.
+	h1 := newTestPool(t, 4, 2*time.Second)
 	short := post(t, "http://"+up.addr+"/", strings.NewReader("abc"), 10)
-	if _, err := h1.RoundTrip(short); err == nil {
+	if resp, err := h1.RoundTrip(short); err == nil {
+		resp.Body.Close()
 		t.Fatal("a body shorter than its Content-Length was sent")
 	}
 	if r := up.last(t); r.err == nil {
@@ -543,7 +546,10 @@ func TestH1TransportRefusesBodiesThatBreakTheirFraming(t *testing.T) {
 	trailer := post(t, "http://"+up.addr+"/", strings.NewReader("abc"), -1)
 	trailer.Trailer = http.Header{"X-Sum": nil}
 	trailer.Body = &trailerBody{r: strings.NewReader("abc"), req: trailer, set: http.Header{"Content-Length": {"0"}}}
-	if _, err := h1.RoundTrip(trailer); err == nil || !strings.Contains(err.Error(), "forbidden trailer") {
+	if resp, err := h1.RoundTrip(trailer); err == nil || !strings.Contains(err.Error(), "forbidden trailer") {
+		if err == nil {
+			resp.Body.Close()
+		}
 		t.Fatalf("a forbidden trailer field: %v", err)
 	}
 	if r := up.last(t); r.err == nil {
@@ -551,7 +557,10 @@ func TestH1TransportRefusesBodiesThatBreakTheirFraming(t *testing.T) {
 	}
 	announced := post(t, "http://"+up.addr+"/", strings.NewReader("abc"), -1)
 	announced.Trailer = http.Header{"Host": nil}
-	if _, err := h1.RoundTrip(announced); err == nil || !strings.Contains(err.Error(), "forbidden trailer") {
+	if resp, err := h1.RoundTrip(announced); err == nil || !strings.Contains(err.Error(), "forbidden trailer") {
+		if err == nil {
+			resp.Body.Close()
+		}
 		t.Fatalf("a forbidden trailer announced: %v", err)
 	}
 }
