@@ -347,9 +347,11 @@ func TestH1TransportHostileUpstreams(t *testing.T) {
 				if !errors.As(err, &nerr) || !nerr.Timeout() {
 					t.Fatalf("a write stall ended with %v, want a timeout", err)
 				}
-				if d := time.Since(start); d > 5*time.Second {
+				d := time.Since(start)
+				if d > 5*time.Second {
 					t.Fatalf("the stall held the request %v, the upstream's timeout is 300ms", d)
 				}
+				t.Logf("the stalled write failed after %v: %v", d.Round(time.Millisecond), err)
 			})
 		})
 	}
