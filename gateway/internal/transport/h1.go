@@ -367,7 +367,8 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	c.sending = false
 	if c.t.headerTimeout > 0 && !body {
 		// With a body, the wait for the answer is bounded from the end of
-		// the body on (bodySend.finish), as http.Transport bounds it.
+		// the body on (bodySend.armReadDeadline), as http.Transport
+		// bounds it.
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
 	}
 	written := c.cw.n
