@@ -606,3 +606,69 @@ func TestH1TransportRequestTrailers(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// A request is sent again on a fresh connection only when nothing of it can
+// have reached the upstream, or when it is replayable: an upstream that
+// takes the second request of a keep-alive connection and closes without an
+// answer sees a body-less GET again on another connection, and a POST with
+// a body once, the failure left to the attempt loop above.
+func TestH1TransportSendsABodyOnce(t *testing.T) {
+	for _, tc := range []struct {
+		method string
+		body   string
+		want   []string // what the upstream saw, in order
+		fails  bool
+	}{
+		{http.MethodGet, "", []string{"/first", "/second", "/second"}, false},
+		{http.MethodPost, "payload", []string{"/first", "/second"}, true},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			noLeaks(t)
+			var mu sync.Mutex
+			var seen []string
+			addr := testutil.ServeConns(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					seen = append(seen, req.URL.Path)
+					mu.Unlock()
+					if n == 1 {
+						return // the second request of a connection: closed unanswered
+					}
+					io.Copy(io.Discard, req.Body)
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+			h1 := newTestPool(t, 4, notATimeout)
+			send := func(path string) error {
+				var body io.Reader
+				if tc.body != "" {
+					body = strings.NewReader(tc.body)
+				}
+				req, _ := http.NewRequest(tc.method, "http://"+addr+path, body)
+				resp, err := h1.RoundTrip(req)
+				if err != nil {
+					return err
+				}
+				readAnswer(t, resp)
+				return nil
+			}
+			if err := send("/first"); err != nil {
+				t.Fatal(err)
+			}
+			err := send("/second")
+			if (err != nil) != tc.fails {
+				t.Fatalf("second request: %v, want failing %v", err, tc.fails)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if fmt.Sprint(seen) != fmt.Sprint(tc.want) {
+				t.Fatalf("the upstream saw %v, want %v", seen, tc.want)
+			}
+		})
+	}
+}
