@@ -204,14 +204,24 @@ var ErrBodyLength = errors.New("h1: request body does not match its Content-Leng
 // closes the connection instead, so the upstream never gets the last chunk
 // (or the last bytes) of a body that was cut.
 type BodyWriter struct {
-	w       *bufio.Writer
-	framing Framing
-	left    int64 // Length: bytes still announced
+	w          *bufio.Writer
+	framing    Framing
+	left       int64 // Length: bytes still announced
+	maxTrailer int   // 0: maxTrailerBytes
 }
 
-// Reset makes b write a body with framing f (and length n for Length) to w.
+// Reset makes b write a body with framing f (and length n for Length) to
+// w, keeping its trailer limit.
 func (b *BodyWriter) Reset(w *bufio.Writer, f Framing, n int64) {
-	*b = BodyWriter{w: w, framing: f, left: n}
+	*b = BodyWriter{w: w, framing: f, left: n, maxTrailer: b.maxTrailer}
+}
+
+// LimitTrailers bounds the trailer section Close writes, its fields and
+// the empty line that ends it, to n bytes (at most the default 16 KiB), as
+// ChunkedReader.LimitTrailers bounds what is read: a section net/http
+// would refuse to read is not sent.
+func (b *BodyWriter) LimitTrailers(n int) {
+	b.maxTrailer = min(n, maxTrailerBytes)
 }
 
 func (b *BodyWriter) Write(p []byte) (int, error) {
@@ -252,6 +262,11 @@ func (b *BodyWriter) Close(trailer http.Header) error {
 		}
 		return nil
 	}
+	limit := maxTrailerBytes
+	if b.maxTrailer > 0 {
+		limit = b.maxTrailer
+	}
+	size := 2 // the empty line
 	for k, vv := range trailer {
 		if err := checkTrailerName(k); err != nil {
 			return err
@@ -260,7 +275,11 @@ func (b *BodyWriter) Close(trailer http.Header) error {
 			if !httpguts.ValidHeaderFieldValue(v) {
 				return refuse("invalid trailer field value for %q", k)
 			}
+			size += len(k) + 2 + len(trimOWSString(v)) + 2
 		}
+	}
+	if size > limit {
+		return refuse("trailer section of %d bytes, more than %d", size, limit)
 	}
 	b.w.WriteString("0\r\n")
 	for k, vv := range trailer {

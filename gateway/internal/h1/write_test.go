@@ -131,6 +131,31 @@ func TestRequestWriter(t *testing.T) {
 	}
 }
 
+// A trailer section over the limit is refused whole: no last chunk.
+func TestBodyWriterLimitsTrailers(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{{strings.Repeat("v", 4096-len("X-Big: \r\n\r\n")), true}, {strings.Repeat("v", 4096-len("X-Big: \r\n\r\n")+1), false}} {
+		var out bytes.Buffer
+		w := bufio.NewWriter(&out)
+		var b BodyWriter
+		b.LimitTrailers(4096)
+		b.Reset(w, Chunked, 0)
+		err := b.Close(http.Header{"X-Big": {tc.value}})
+		w.Flush()
+		if (err == nil) != tc.ok {
+			t.Fatalf("%d-byte value: %v, want accepted %v", len(tc.value), err, tc.ok)
+		}
+		if !tc.ok && out.Len() != 0 {
+			t.Fatalf("a refused trailer section wrote %q", out.String())
+		}
+		if tc.ok && len(out.String()) != len("0\r\n")+4096 {
+			t.Fatalf("wrote %d bytes", out.Len())
+		}
+	}
+}
+
 // A Length body refuses a write past its length without writing any of it.
 func TestBodyWriterLengthIsExact(t *testing.T) {
 	var out bytes.Buffer

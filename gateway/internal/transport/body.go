@@ -71,6 +71,9 @@ type bodySend struct {
 
 func (s *bodySend) init(c *h1Conn) {
 	s.c = c
+	// As the response side reads them (getConn): no trailer section
+	// net/http's read buffer would not hold.
+	s.w.LimitTrailers(c.br.Size())
 	s.wake = make(chan struct{}, 1)
 	s.done = make(chan struct{}, 1)
 }

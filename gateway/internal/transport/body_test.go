@@ -155,6 +155,7 @@ type rawUpstream struct {
 	addr  string
 	mu    sync.Mutex
 	reads []bodyRead
+	taken int // reads already returned by last
 	conns atomic.Int64
 }
 
@@ -169,16 +170,19 @@ func (u *rawUpstream) record(b []byte, err error) {
 	u.reads = append(u.reads, bodyRead{b, err})
 }
 
+// last waits for the upstream's next body read since the previous call
+// and returns it.
 func (u *rawUpstream) last(t *testing.T) bodyRead {
 	t.Helper()
 	var r bodyRead
 	testutil.WaitFor(t, func() bool {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		if len(u.reads) == 0 {
+		if len(u.reads) <= u.taken {
 			return false
 		}
-		r = u.reads[len(u.reads)-1]
+		r = u.reads[u.taken]
+		u.taken++
 		return true
 	})
 	return r
@@ -553,6 +557,20 @@ func TestH1TransportRefusesBodiesThatBreakTheirFraming(t *testing.T) {
 			resp.Body.Close()
 		}
 		t.Fatalf("a forbidden trailer field: %v", err)
+	}
+	if r := up.last(t); r.err == nil {
+		t.Fatalf("the upstream read a complete request: %q", r.body)
+	}
+	// A trailer section net/http's 4 KiB read buffer would not hold, as
+	// the response side refuses to read one.
+	big := post(t, "http://"+up.addr+"/", nil, -1)
+	big.Trailer = http.Header{"X-Sum": nil}
+	big.Body = &trailerBody{r: strings.NewReader("abc"), req: big, set: http.Header{"X-Sum": {strings.Repeat("9", 5000)}}}
+	if resp, err := h1.RoundTrip(big); err == nil || !strings.Contains(err.Error(), "trailer section") {
+		if err == nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("a 5 KB trailer section: %v", err)
 	}
 	if r := up.last(t); r.err == nil {
 		t.Fatalf("the upstream read a complete request: %q", r.body)
