@@ -248,6 +248,36 @@ func (b *BodyWriter) Write(p []byte) (int, error) {
 	return 0, ErrBodyLength // no body was announced
 }
 
+// FrameRoom is the room WriteFramed needs around a piece of data: before
+// it, a chunk's size line (15 hex digits at most, and CRLF); after it, the
+// CRLF that ends the chunk.
+const (
+	FrameHeadRoom = maxHexDigits + 2
+	FrameTailRoom = 2
+)
+
+// WriteFramed writes the n bytes at buf[FrameHeadRoom:] as Write does, but
+// a chunk's size line and end are put around the data in buf itself, so
+// that the chunk goes out as one piece: a chunk larger than the write
+// buffer reaches the socket in one write instead of three. buf must hold
+// FrameTailRoom bytes after the data; those around it are overwritten.
+func (b *BodyWriter) WriteFramed(buf []byte, n int) (int, error) {
+	data := buf[FrameHeadRoom : FrameHeadRoom+n]
+	if b.framing != Chunked || n == 0 {
+		return b.Write(data)
+	}
+	var size [maxHexDigits + 2]byte
+	line := append(strconv.AppendInt(size[:0], int64(n), 16), '\r', '\n')
+	start := FrameHeadRoom - len(line)
+	copy(buf[start:], line)
+	end := FrameHeadRoom + n
+	buf[end], buf[end+1] = '\r', '\n'
+	if _, err := b.w.Write(buf[start : end+2]); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 // Close ends the body: for Length it checks that every announced byte was
 // written; for Chunked it checks trailer and writes the last chunk and the
 // trailer fields. Nothing is written when it refuses.

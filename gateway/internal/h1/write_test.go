@@ -20,9 +20,18 @@ func writeRequest(h *RequestHead, body string, step int, trailer http.Header) (s
 	}
 	var b BodyWriter
 	b.Reset(w, h.Framing, h.ContentLength)
-	for len(body) > 0 {
+	for i := 0; len(body) > 0; i++ {
 		n := min(step, len(body))
-		if _, err := b.Write([]byte(body[:n])); err != nil {
+		var err error
+		if i%2 == 0 {
+			_, err = b.Write([]byte(body[:n]))
+		} else {
+			// Every other piece as the transport writes it, in place.
+			buf := make([]byte, FrameHeadRoom+n+FrameTailRoom)
+			copy(buf[FrameHeadRoom:], body[:n])
+			_, err = b.WriteFramed(buf, n)
+		}
+		if err != nil {
 			w.Flush()
 			return out.String(), err
 		}

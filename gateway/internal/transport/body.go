@@ -230,10 +230,11 @@ func (s *bodySend) write() error {
 	buf := *bp
 	bw := s.c.bw
 	for {
-		n, rerr := s.req.Body.Read(buf)
+		// Room around the data for a chunk's framing (h1.WriteFramed).
+		n, rerr := s.req.Body.Read(buf[h1.FrameHeadRoom : len(buf)-h1.FrameTailRoom])
 		if n > 0 {
 			s.armWriteDeadline()
-			if _, err := s.w.Write(buf[:n]); err != nil {
+			if _, err := s.w.WriteFramed(buf, n); err != nil {
 				return err
 			}
 			// A chunk goes out at once, unless the body ended with it:
