@@ -179,7 +179,7 @@ func newRequestHead(req *http.Request, h *h1.RequestHead) error {
 	switch {
 	case !hasBody(req):
 		if req.ContentLength > 0 {
-			return fmt.Errorf("net/http: Request.ContentLength=%d with nil Body", req.ContentLength)
+			return fmt.Errorf("request: ContentLength=%d with no body", req.ContentLength)
 		}
 		// As net/http: a body-less POST, PUT or PATCH says so, for
 		// servers that answer 411 Length Required otherwise.
