@@ -307,3 +307,39 @@ func TestSlowRequestBodyHTTP2(t *testing.T) {
 		t.Fatalf("upstream read %q (%v)", got, uerr)
 	}
 }
+
+// A client that hangs up in the middle of its body: the upstream never
+// reads the request as complete. With a Content-Length it gets fewer bytes
+// and the close; chunked, it never gets the last chunk. The body is larger
+// than the edge's buffers, so part of it has reached the upstream when the
+// client goes.
+func TestClientDisconnectMidBody(t *testing.T) {
+	up := newBodyUpstream(t)
+	config, _ := slowBodyConfig(t, up.addr(), `http: "127.0.0.1:0"`, "")
+	e := startEdge(t, config)
+	part := strings.Repeat("z", 200<<10)
+	for _, tt := range []struct{ name, headers, sent string }{
+		{"content-length", "Content-Length: 1048576\r\n", part},
+		{"chunked", "Transfer-Encoding: chunked\r\n", fmt.Sprintf("%x\r\n%s\r\n", len(part), part)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", e.Addr("http"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, "POST /gone HTTP/1.1\r\nHost: x\r\n"+tt.headers+"\r\n"+tt.sent); err != nil {
+				t.Fatal(err)
+			}
+			// Let the body reach the upstream before the client goes.
+			time.Sleep(100 * time.Millisecond)
+			c.Close()
+			got, uerr := up.last(t)
+			if uerr == nil {
+				t.Fatalf("the upstream read a complete request of %d bytes from a client that hung up", len(got))
+			}
+			if len(got) == 0 {
+				t.Logf("the upstream got none of the body before the close (%v)", uerr)
+			}
+		})
+	}
+}

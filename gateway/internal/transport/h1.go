@@ -15,28 +15,37 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/net/http/httpguts"
-
 	"github.com/causewayhq/causeway/gateway/internal/h1"
 )
 
-// H1 sends the most common upstream request — a replayable method
-// (GET, HEAD, OPTIONS, TRACE) without a body, to a plain-TCP HTTP/1.1
-// upstream — on the calling goroutine: it writes the request, reads the
-// response headers and hands back a body that returns the connection to the
-// pool at EOF. http.Transport runs a read and a write goroutine per
+// H1 sends HTTP/1.1 requests to a plain-TCP upstream on the calling
+// goroutine: it writes the request head, reads the response headers and
+// hands back a body that returns the connection to the pool at EOF. A
+// request body is written by a goroutine of its own while the response is
+// read (body.go), so an upstream that answers before it has read the whole
+// body is heard. http.Transport runs a read and a write goroutine per
 // connection and passes every request and response between them through
 // channels; for a small response on a keep-alive connection that hand-off
 // cost as much CPU as the proxying itself (profile of the plain proxy under
-// wrk). Everything else — bodies, upgrades, Expect, TLS, HTTP/2 — goes to
-// the fallback http.Transport, which also keeps its own connections.
+// wrk).
+//
+// The fallback http.Transport, which keeps its own connections, carries
+// only what H1 does not speak: TLS and HTTP/2 (the pool never gives H1 such
+// an upstream, but a URL may still say https), protocol upgrades (101 turns
+// the connection into a two-way stream that http.Transport hands back as
+// the response body, which ReverseProxy relies on), CONNECT, and a request
+// whose TransferEncoding names a coding other than chunked (net/http
+// writes such a body as it comes; H1 would have to refuse it).
 type H1 struct {
 	fallback      *http.Transport
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle       int           // per host; 0 keeps none
 	idleTimeout   time.Duration // an idle connection older than this is closed
 	headerTimeout time.Duration // 0: no bound on the wait for response headers
-	lim           h1.Limits     // bounds of a response head (response.go)
+	// expectTimeout is how long a request with Expect: 100-continue waits
+	// for the 100 before its body is sent anyway (0: it does not wait).
+	expectTimeout time.Duration
+	lim           h1.Limits // bounds of a response head (response.go)
 
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host:port, most recently used last
@@ -55,6 +64,7 @@ func NewH1(fallback *http.Transport) *H1 {
 		maxIdle:       fallback.MaxIdleConnsPerHost,
 		idleTimeout:   fallback.IdleConnTimeout,
 		headerTimeout: fallback.ResponseHeaderTimeout,
+		expectTimeout: fallback.ExpectContinueTimeout,
 		lim:           responseLimits(fallback.MaxResponseHeaderBytes),
 		idle:          map[string][]*h1Conn{},
 	}
@@ -68,6 +78,7 @@ type h1Conn struct {
 	nc     net.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	cw     countingWriter // under bw: what reached the socket
 	idleAt time.Time
 	timer  *time.Timer // closes the connection when it stays idle too long
 	inIdle bool        // guarded by t.mu
@@ -83,30 +94,29 @@ type h1Conn struct {
 	// reader. Both belong to the request that holds the connection.
 	head    h1.Response
 	chunked h1.ChunkedReader
+
+	// send is the request body being written beside the response
+	// (body.go); sending says whether this request has one.
+	send    bodySend
+	sending bool
 }
 
-// fastPath reports whether req can take the calling-goroutine path.
-func (t *H1) fastPath(req *http.Request) bool {
-	if req.URL == nil || req.URL.Scheme != "http" || req.URL.Host == "" {
-		return false
-	}
-	if req.Body != nil && req.Body != http.NoBody || req.ContentLength != 0 {
-		return false
-	}
-	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-	default:
-		// Only these may be sent again when a reused connection turns
-		// out to have been closed by the upstream while idle.
+// sendsItself reports whether H1 sends req itself (see H1 for what it
+// leaves to the fallback).
+func (t *H1) sendsItself(req *http.Request) bool {
+	if req.URL == nil || req.URL.Scheme != "http" || req.URL.Host == "" || req.Method == http.MethodConnect {
 		return false
 	}
 	if _, ok := req.Header["Upgrade"]; ok {
 		return false
 	}
-	if _, ok := req.Header["Expect"]; ok {
-		return false
+	switch len(req.TransferEncoding) {
+	case 0:
+		return true
+	case 1:
+		return req.TransferEncoding[0] == "chunked"
 	}
-	return len(req.TransferEncoding) == 0 && req.Trailer == nil
+	return false
 }
 
 // Fallback is the http.Transport that carries every request H1 does not
@@ -114,19 +124,22 @@ func (t *H1) fastPath(req *http.Request) bool {
 func (t *H1) Fallback() *http.Transport { return t.fallback }
 
 func (t *H1) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !t.fastPath(req) {
+	if !t.sendsItself(req) {
 		return t.fallback.RoundTrip(withEmptyGuard(req))
 	}
-	if err := validHeaders(req.Header); err != nil {
+	var head h1.RequestHead
+	if err := newRequestHead(req, &head); err != nil {
+		closeBody(req)
 		return nil, err
 	}
 	ctx := req.Context()
 	for {
 		c, reused, err := t.getConn(ctx, req.URL.Host)
 		if err != nil {
+			closeBody(req)
 			return nil, err
 		}
-		resp, err := c.roundTrip(ctx, req)
+		resp, err := c.roundTrip(ctx, req, &head)
 		if err == nil {
 			return resp, nil
 		}
@@ -134,33 +147,75 @@ func (t *H1) RoundTrip(req *http.Request) (*http.Response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if reused && errors.Is(err, errStaleConn) {
-			// The upstream closed the connection while it sat idle and
-			// saw nothing of this request: send it on another one.
-			continue
+		if errors.Is(err, errStaleConn) {
+			if reused {
+				// The upstream closed the connection while it sat idle
+				// and saw nothing of this request (errStaleConn says when
+				// that is known): send it on another one.
+				continue
+			}
+			closeBody(req)
 		}
 		return nil, err
 	}
 }
 
-// validHeaders refuses what http.Transport refuses: a field that would
-// split or corrupt the request on the wire.
-func validHeaders(h http.Header) error {
-	for k, vv := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("net/http: invalid header field name %q", k)
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("net/http: invalid header field value for %q", k)
-			}
-		}
+// newRequestHead is the head H1 writes for req: its framing from the body
+// (a length when known, else chunked; chunked too when there are trailers,
+// which only chunked can carry), checked (h1.RequestHead.Check) before
+// anything is written.
+func newRequestHead(req *http.Request, h *h1.RequestHead) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
 	}
-	return nil
+	*h = h1.RequestHead{
+		Method: req.Method,
+		Target: req.URL.RequestURI(),
+		Host:   host,
+		Header: req.Header,
+		Close:  req.Close,
+	}
+	switch {
+	case !hasBody(req):
+		if req.ContentLength > 0 {
+			return fmt.Errorf("request: ContentLength=%d with no body", req.ContentLength)
+		}
+		// As net/http: a body-less POST, PUT or PATCH says so, for
+		// servers that answer 411 Length Required otherwise.
+		if req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
+			h.Framing = h1.Length
+		}
+	case req.ContentLength > 0 && len(req.Trailer) == 0 && len(req.TransferEncoding) == 0:
+		h.Framing, h.ContentLength = h1.Length, req.ContentLength
+	default:
+		// Unknown length (0 with a body means unknown, as in net/http).
+		h.Framing, h.Trailer = h1.Chunked, req.Trailer
+	}
+	return h.Check()
+}
+
+func hasBody(req *http.Request) bool { return req.Body != nil && req.Body != http.NoBody }
+
+func closeBody(req *http.Request) {
+	if hasBody(req) {
+		_ = req.Body.Close()
+	}
+}
+
+// replayable: what may be sent again after bytes of it reached a
+// connection the upstream had already closed (as net/http decides).
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return !hasBody(req)
+	}
+	return false
 }
 
 // errStaleConn is a reused connection that ended before any byte of the
-// response arrived.
+// response arrived, for a request that may be sent again: one of which no
+// byte reached the socket, or a replayable one.
 var errStaleConn = errors.New("upstream closed an idle connection")
 
 func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
@@ -202,7 +257,10 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	c := &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	c := &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10)}
+	c.cw.nc = nc
+	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
+	c.send.init(c)
 	// net/http refuses a trailer section that does not fit its read
 	// buffer: so does this reader, with a buffer of the same size.
 	c.chunked.LimitTrailers(c.br.Size())
@@ -301,35 +359,47 @@ var aLongTimeAgo = time.Unix(1, 0)
 // maxInformational bounds the 1xx responses read before the final one.
 const maxInformational = 5
 
-func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.RequestHead) (*http.Response, error) {
 	// A client that leaves (or a per-try deadline) unblocks the reads and
 	// writes below, and later the body's.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(aLongTimeAgo) })
-	if c.t.headerTimeout > 0 {
+	body := hasBody(req)
+	c.sending = false
+	if c.t.headerTimeout > 0 && !body {
+		// With a body, the wait for the answer is bounded from the end of
+		// the body on (bodySend.armReadDeadline), as http.Transport
+		// bounds it.
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.t.headerTimeout))
 	}
-	err := req.Write(c.bw)
+	written := c.cw.n
+	err := h.Write(c.bw)
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	if err == nil {
+	if err == nil && !body {
 		// The first byte tells a live connection from one the upstream
 		// closed while it was idle (EOF, or a reset for what we sent).
 		_, err = c.br.Peek(1)
 	}
 	if err != nil {
 		stop()
-		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		if (c.cw.n == written || replayable(req)) &&
+			(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 			return nil, fmt.Errorf("%w: %w", errStaleConn, err)
 		}
+		closeBody(req)
 		return nil, err
+	}
+	if body {
+		c.sending = true
+		c.send.start(ctx, req, h)
 	}
 	var resp *http.Response
 	for informational := 0; ; informational++ {
 		head, inBuffer, err := c.readHead()
 		if err != nil {
 			stop()
-			return nil, err
+			return nil, c.send.failed(err)
 		}
 		// A 1xx head is checked as a final one is: net/http refuses the
 		// same malformed heads whatever their status.
@@ -341,6 +411,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 		}
 		if resp.StatusCode >= 200 {
 			break
+		}
+		if resp.StatusCode == http.StatusContinue && c.sending {
+			c.send.decide(expectSend)
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols || informational >= maxInformational {
 			stop()
@@ -355,14 +428,11 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 			}
 		}
 	}
+	// A body still waiting for a 100 Continue is not sent once the final
+	// answer is in (bodySend.answered).
+	unsent := c.sending && c.send.answered()
 	if c.t.headerTimeout > 0 {
-		_ = c.nc.SetReadDeadline(time.Time{})
-		if ctx.Err() != nil {
-			// The context ended while the deadline was being cleared:
-			// its AfterFunc may have run just before, so expire it again
-			// or the body's reads would no longer notice.
-			_ = c.nc.SetDeadline(aLongTimeAgo)
-		}
+		c.send.clearReadDeadline(ctx)
 	}
 	// A response to HEAD ends at its headers, but servers that also write
 	// the body for HEAD are a classic bug. Such a body may arrive after
@@ -377,7 +447,11 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	// Responses, where they come 1 ms late). A 304 costs the next request a
 	// new connection; that is the price of never reading another
 	// response's bytes.
-	keep := !resp.Close && !req.Close && req.Method != http.MethodHead &&
+	//
+	// A body that was announced but never sent (the answer came first)
+	// leaves the upstream waiting for it, or reading the next request as
+	// that body: not reused either.
+	keep := !resp.Close && !req.Close && req.Method != http.MethodHead && !unsent &&
 		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
 	switch f := c.head.Framing(req.Method); {
 	case f == h1.Chunked:
@@ -393,9 +467,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 }
 
 // release ends c's use by one request: back to the pool when the response
-// was read whole on a connection that stays open and the request's context
-// never touched its deadline.
+// was read whole on a connection that stays open, the request's body (if
+// any) was written whole, and the request's context never touched its
+// deadline.
 func (c *h1Conn) release(stop func() bool, keep bool) {
+	if keep && c.sending {
+		keep = c.send.wait()
+	}
 	// Bytes after the response are not an answer to anything we asked:
 	// the connection is out of step and is not reused.
 	if stop() && keep && c.quiet() {

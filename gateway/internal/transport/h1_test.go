@@ -246,7 +246,8 @@ func TestH1TransportInformational(t *testing.T) {
 	}
 }
 
-// Requests the fast path does not take go to http.Transport unchanged.
+// Requests with bodies and any method are sent by H1 itself; upgrades go
+// to http.Transport, unchanged.
 func TestH1TransportFallback(t *testing.T) {
 	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -256,10 +257,12 @@ func TestH1TransportFallback(t *testing.T) {
 	for _, tc := range []struct {
 		method, body string
 		hdr          []string
+		itself       bool
 	}{
-		{"POST", "payload", nil},
-		{"DELETE", "", nil},
-		{"PUT", "x", []string{"Expect", "100-continue"}},
+		{"POST", "payload", nil, true},
+		{"DELETE", "", nil, true},
+		{"PUT", "x", []string{"Expect", "100-continue"}, true},
+		{"GET", "", []string{"Upgrade", "example", "Connection", "Upgrade"}, false},
 	} {
 		var body io.Reader
 		if tc.body != "" {
@@ -269,8 +272,8 @@ func TestH1TransportFallback(t *testing.T) {
 		for i := 0; i+1 < len(tc.hdr); i += 2 {
 			req.Header.Set(tc.hdr[i], tc.hdr[i+1])
 		}
-		if h1.fastPath(req) {
-			t.Fatalf("%s with body %q took the fast path", tc.method, tc.body)
+		if h1.sendsItself(req) != tc.itself {
+			t.Fatalf("%s %v: sent by H1 itself %v, want %v", tc.method, tc.hdr, !tc.itself, tc.itself)
 		}
 		resp, err := h1.RoundTrip(req)
 		if err != nil {
