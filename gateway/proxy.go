@@ -229,8 +229,8 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 				status, msg = http.StatusGatewayTimeout, "route timeout"
 			}
 			st.proxying = false // the answer is the edge's own
-			clientFault := st.bodyErr.Load() != nil
-			if clientFault {
+			clientFault := st.bodyErr.Load() != nil || kind == proxy.FailRequest
+			if st.bodyErr.Load() != nil {
 				// The client's body broke (or stalled): not the upstream's
 				// answer, so neither its metric nor its error in the log.
 				status, msg = http.StatusBadRequest, "malformed or incomplete request body"

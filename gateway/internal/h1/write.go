@@ -44,6 +44,10 @@ type WriteError struct{ Msg string }
 
 func (e *WriteError) Error() string { return "h1: " + e.Msg }
 
+// RequestFault says the request, not the upstream, is at fault: the
+// proxy then neither retries it nor counts it against the endpoint.
+func (e *WriteError) RequestFault() bool { return true }
+
 func refuse(format string, a ...any) error { return &WriteError{Msg: fmt.Sprintf(format, a...)} }
 
 // ownedFields are what RequestHead writes from its own fields, never from

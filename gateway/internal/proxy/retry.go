@@ -173,7 +173,18 @@ const (
 	FailOther                // a malformed response and the like
 	AttemptCanceled          // the client left: says nothing about the endpoint
 	failNoEndpoint           // no endpoint was available: nothing was sent
+	FailRequest              // the request itself cannot be sent as it stands: the client's fault
 )
+
+// requestFault is an error that says the request itself cannot be sent
+// (the HTTP/1.1 writer refusing a forbidden trailer field the client
+// sent, say) before any of it was written. It is the client's fault: were
+// it the endpoint's, a client could eject healthy endpoints by sending
+// such requests.
+type requestFault interface {
+	error
+	RequestFault() bool
+}
 
 // Classify is the one reading of an upstream error: the retry policy and
 // the outlier detector act on its kind, and the client's status comes from
@@ -184,6 +195,9 @@ func Classify(ctx context.Context, err error) FailKind {
 	}
 	if errors.Is(err, errNoEndpoint) {
 		return failNoEndpoint
+	}
+	if rf, ok := errors.AsType[requestFault](err); ok && rf.RequestFault() {
+		return FailRequest
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" || errors.Is(err, syscall.ECONNREFUSED) {
@@ -220,6 +234,8 @@ func (k FailKind) Status() (int, string) {
 		return http.StatusGatewayTimeout, "upstream timed out"
 	case AttemptCanceled:
 		return StatusClientClosed, "client closed the request"
+	case FailRequest:
+		return http.StatusBadRequest, "the request cannot be forwarded (a field HTTP/1.1 does not allow where it was sent)"
 	default:
 		return http.StatusBadGateway, "upstream unavailable or sent an invalid response"
 	}
@@ -366,7 +382,9 @@ func (t *upstreamTransport) try(req *http.Request, ep *Endpoint, tr Tracker) (*h
 		ep.Latency.Observe(start.UnixNano()+int64(d), d)
 		resp.Body = &attemptBody{ReadCloser: resp.Body, ep: ep, cancel: cancel}
 	}
-	if kind != AttemptCanceled {
+	// Nor is a request that cannot be sent the endpoint's fault: no
+	// ejection (and retriesOn never retries it).
+	if kind != AttemptCanceled && kind != FailRequest {
 		t.up.Health.observe(ep, kind != attemptOK)
 	}
 	return resp, kind, d, err
