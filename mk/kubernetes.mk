@@ -9,7 +9,8 @@ check-manifests: deps
 # scale-k8s measures the Kubernetes provider at scale against a real API
 # server (docs/performance.md "Kubernetes"): 10,000 HTTPRoutes and 100,000
 # endpoints by default; CAUSEWAY_SCALE_ROUTES and CAUSEWAY_SCALE_ENDPOINTS
-# change that. It takes minutes, so it is not part of `make test`.
+# change that, and CAUSEWAY_SCALE_POLICY=1 adds a Gateway-wide
+# CausewayPolicy over every route. It takes minutes, so it is not part of `make test`.
 .PHONY: scale-k8s
 scale-k8s: deps
 	PATH=$(CURDIR)/.tools/bin:$$PATH CAUSEWAY_SCALE=1 $(GO) test -count=1 -timeout 60m -run TestScale -v ./test/kubernetes/

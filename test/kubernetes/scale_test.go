@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/internal/testnetns"
+	"github.com/causewayhq/causeway/providers/kubernetes"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -47,6 +49,16 @@ func TestScale(t *testing.T) {
 	}
 	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+
+	// CAUSEWAY_SCALE_POLICY=1 puts a Gateway-wide CausewayPolicy (an
+	// inline per-client limit) over every route, so the figures include
+	// building and checking it with each snapshot.
+	if os.Getenv("CAUSEWAY_SCALE_POLICY") == "1" {
+		must(c.dyn.Resource(kubernetes.PolicyGVR).Namespace(ns).Create(ctx, policyJSON(t, ns, "gw-limits",
+			`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"gw"}],
+			  "rateLimits":[{"config":{"key":"client_ip","limit":100000,"per":"1s","burst":100000}}]}`), metav1.CreateOptions{}))(t)
+		t.Log("with a Gateway-wide CausewayPolicy over every route")
+	}
 
 	// The objects, created in parallel. Service 0's slice holds the one
 	// real pod, so requests can be served; the others hold addresses that
@@ -101,6 +113,23 @@ func TestScale(t *testing.T) {
 		return code == 200
 	})
 	t.Logf("first complete model served %s after the edge started", time.Since(start).Round(time.Millisecond))
+	if os.Getenv("CAUSEWAY_SCALE_POLICY") == "1" {
+		// The figures count only if the policy is applied, not refused:
+		// its limit is on the answers. (Its status may come later: the
+		// status of 10,000 routes is written first.)
+		var res *http.Response
+		eventuallyWithin(t, 5*time.Minute, "the policy applied", func() bool {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/r0/x", nil)
+			req.Host = "h0.example"
+			var err error
+			if res, err = http.DefaultClient.Do(req); err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			return res.Header.Get("RateLimit-Limit") != ""
+		})
+		t.Logf("the policy's limit on the answers %s after the edge started", time.Since(start).Round(time.Millisecond))
+	}
 	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)
