@@ -24,17 +24,7 @@ func (c *checker) checkProviders() {
 	if len(k.GatewayClass) > 253 || !dns1123Subdomain.MatchString(k.GatewayClass) {
 		c.errorf(p+".gateway_class", "%q is not a Kubernetes object name (lower-case letters, digits, '-' and '.')", k.GatewayClass)
 	}
-	seen := map[string]bool{}
-	for i, ns := range k.Namespaces {
-		np := fmt.Sprintf("%s.namespaces[%d]", p, i)
-		if !dns1123Label.MatchString(ns) {
-			c.errorf(np, "%q is not a namespace name (lower-case letters, digits and '-', at most 63)", ns)
-		}
-		if seen[ns] {
-			c.errorf(np, "namespace %q is listed twice", ns)
-		}
-		seen[ns] = true
-	}
+	c.checkNamespaces(p+".namespaces", k.Namespaces)
 	if a := k.StatusAddress; a != nil {
 		c.checkStatusAddress(p+".status_address", *a, k.Namespaces)
 	}
@@ -184,5 +174,21 @@ func (c *checker) checkStatusAddress(p string, a StatusAddress, namespaces []str
 		case len(namespaces) > 0 && !slices.Contains(namespaces, ns):
 			c.errorf(p+".service", "namespace %q is not among providers.kubernetes.namespaces, so the Service would never be seen", ns)
 		}
+	}
+}
+
+// checkNamespaces: a list of Kubernetes namespaces (the edge's provider's
+// and the sidecar's), each a namespace name, listed once.
+func (c *checker) checkNamespaces(p string, namespaces []string) {
+	seen := map[string]bool{}
+	for i, ns := range namespaces {
+		np := fmt.Sprintf("%s[%d]", p, i)
+		if !dns1123Label.MatchString(ns) {
+			c.errorf(np, "%q is not a namespace name (lower-case letters, digits and '-', at most 63)", ns)
+		}
+		if seen[ns] {
+			c.errorf(np, "namespace %q is listed twice", ns)
+		}
+		seen[ns] = true
 	}
 }

@@ -478,17 +478,7 @@ func (c *checker) checkOutboundKubernetes(k *OutboundKubernetes) {
 	if c.sidecarTrustDomain == "" {
 		c.errorf(p, "needs identity.trust_domain: a pod's ID is spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT")
 	}
-	seen := map[string]bool{}
-	for i, ns := range k.Namespaces {
-		np := fmt.Sprintf("%s.namespaces[%d]", p, i)
-		if !dns1123Label.MatchString(ns) {
-			c.errorf(np, "%q is not a namespace name (lower-case letters, digits and '-', at most 63)", ns)
-		}
-		if seen[ns] {
-			c.errorf(np, "namespace %q is listed twice", ns)
-		}
-		seen[ns] = true
-	}
+	c.checkNamespaces(p+".namespaces", k.Namespaces)
 	if k.InboundPort < 1 || k.InboundPort > 65535 {
 		c.errorf(p+".inbound_port", "must be a port, 1 to 65535 (found %d)", k.InboundPort)
 	}
