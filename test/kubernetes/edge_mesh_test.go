@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,6 +49,40 @@ func appPort(t *testing.T, ip string) *atomic.Int64 {
 	}()
 	t.Cleanup(func() { _ = ln.Close() })
 	return &n
+}
+
+// meshEdgeFile writes a routes file that takes its routes from the
+// namespace ns only, for a GatewayClass of the test's own (other tests
+// create "causeway" and expect to be first), with the mesh section given.
+func meshEdgeFile(t *testing.T, kubeconfig, ns, mesh string) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "causeway.yaml")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", admin: ""}
+access_log: {output: "off"}
+providers:
+  kubernetes: {kubeconfig: %q, namespaces: [%s], gateway_class: %s}
+%s`, kubeconfig, ns, ns, mesh)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// meshSection is the edge's mesh section with an identity of ca's.
+func meshSection(t *testing.T, ca *meshtest.CA, id string) string {
+	files := ca.IssueFiles(t.TempDir(), id)
+	return fmt.Sprintf("mesh: {trust_domain: %s, cert_file: %q, key_file: %q, bundle_file: %q}\n", meshTD, files.Cert, files.Key, files.Bundle)
+}
+
+// meshGateway makes the GatewayClass ns (of our controller) and its
+// Gateway "gw" in ns.
+func meshGateway(t *testing.T, c cluster, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	must(c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ns},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}))(t)
+	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: gatewayv1.ObjectName(ns), Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
 }
 
 // TestEdgeIntoTheMesh runs an edge with a mesh identity whose HTTPRoute
@@ -99,25 +134,11 @@ func TestEdgeIntoTheMesh(t *testing.T) {
 	}
 	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, meshSlice(ns, "pay", "pay-a", pods["pay-1"], pods["pay-2"]), metav1.CreateOptions{}))(t)
 	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, meshSlice(ns, "spoofed", "spoofed-a", pods["spoof-1"]), metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{})
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+	meshGateway(t, c, ns)
 	must(c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(ns, "store", prefixRule("/pay", "pay", ""), prefixRule("/spoofed", "spoofed", "")), metav1.CreateOptions{}))(t)
 
 	// The edge, with its own identity in the mesh.
-	files := ca.IssueFiles(t.TempDir(), edgeID)
-	file := filepath.Join(t.TempDir(), "causeway.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
-listen: {http: "127.0.0.1:0", admin: ""}
-access_log: {output: "off"}
-mesh: {trust_domain: %s, cert_file: %q, key_file: %q, bundle_file: %q}
-providers:
-  kubernetes: {kubeconfig: %q, namespaces: [%s]}
-`, meshTD, files.Cert, files.Key, files.Bundle, kubeconfig, ns)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := serveEdge(t, file)
+	e := serveEdge(t, meshEdgeFile(t, kubeconfig, ns, meshSection(t, ca, edgeID)))
 	addr := e.Addr("http")
 	hc := &http.Client{Timeout: 10 * time.Second}
 	get := func(path string) (int, string, string, error) {
@@ -279,5 +300,68 @@ providers:
 	}
 	if spoof.hits.Load() != 0 {
 		t.Errorf("the spoofing pod's backend received %d requests", spoof.hits.Load())
+	}
+}
+
+// TestEdgeMeshNeedsItsSection: an edge without a mesh section refuses a
+// mesh Service in the route's status and never calls its pods in
+// plaintext; once a reload adds the section, the same route is served
+// through the pod's sidecar.
+func TestEdgeMeshNeedsItsSection(t *testing.T) {
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	const ns = "edge-mesh-off"
+	edgeID := routes.ServiceAccountID(meshTD, "causeway-system", "causeway-gateway")
+	ca := meshtest.NewCA(t, meshTD)
+	pay := startMeshPod(t, ca, "pay-1", edgeMeshAddr(10), 15443, routes.ServiceAccountID(meshTD, ns, "payments"), edgeID)
+	direct := appPort(t, pay.ip)
+
+	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+	p := must(c.core.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pay.name, Annotations: map[string]string{"test/ip": pay.ip}},
+		Spec:       corev1.PodSpec{ServiceAccountName: "payments", Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}, metav1.CreateOptions{}))(t)
+	svc := service(ns, "pay")
+	svc.Labels = map[string]string{routes.MeshLabel: "true"}
+	must(c.core.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}))(t)
+	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, meshSlice(ns, "pay", "pay-a", p), metav1.CreateOptions{}))(t)
+	meshGateway(t, c, ns)
+	must(c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(ns, "store", prefixRule("/pay", "pay", "")), metav1.CreateOptions{}))(t)
+
+	file := meshEdgeFile(t, kubeconfig, ns, "")
+	e := serveEdge(t, file)
+	addr := e.Addr("http")
+	eventually(t, "ResolvedRefs=False naming the mesh section", func() bool {
+		r := routeCondition(t, c, ns, "store", "ResolvedRefs")
+		return r != nil && r.Status == metav1.ConditionFalse && r.Reason == "NoMeshIdentity" && strings.Contains(r.Message, "set a mesh section")
+	})
+	for range 5 {
+		if code, _, body := send(t, addr, "shop.example", "/pay/x"); code != http.StatusInternalServerError {
+			t.Fatalf("without a mesh section: %d %s, want 500", code, body)
+		}
+	}
+
+	// The same file with the mesh section, in place of the served one.
+	text := must(os.ReadFile(meshEdgeFile(t, kubeconfig, ns, meshSection(t, ca, edgeID))))(t)
+	if err := os.WriteFile(file, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "served through the sidecar once the mesh section is there", func() bool {
+		code, s, _ := send(t, addr, "shop.example", "/pay/x")
+		return code == 200 && s.Pod == "pay-1"
+	})
+	eventually(t, "ResolvedRefs=True", func() bool {
+		r := routeCondition(t, c, ns, "store", "ResolvedRefs")
+		return r != nil && r.Status == metav1.ConditionTrue
+	})
+	if n := direct.Load(); n != 0 {
+		t.Fatalf("the pod's app port was dialled %d times", n)
+	}
+	if pay.hits.Load() == 0 {
+		t.Fatal("the backend received nothing")
 	}
 }
