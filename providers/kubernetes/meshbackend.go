@@ -26,9 +26,9 @@ func isMeshService(svc *corev1.Service) bool { return svc.Labels[routes.MeshLabe
 // edge's trust domain. parts name the upstream a plain backend of this
 // port would have; each account's upstream adds "sa" and the account,
 // weighted by its number of endpoints. A Service with no usable endpoint
-// keeps the plain name with no endpoints, so it answers 503 as an empty Service does. Without the
-// edge's own identity the backend is refused rather than called in
-// plaintext on the app port.
+// keeps the plain name with no endpoints, so it answers 503 as an empty
+// Service does. Without the edge's own identity the backend is refused
+// rather than called in plaintext on the app port.
 func (t *translator) meshBackend(svc *corev1.Service, parts []string) ([]routes.SplitTarget, *ruleError) {
 	key := nn(svc.Namespace, svc.Name)
 	td, err := spiffeid.TrustDomainFromString(t.opts.MeshTrustDomain)
@@ -72,8 +72,8 @@ func (t *translator) meshBackend(svc *corev1.Service, parts []string) ([]routes.
 // its upstreams (a mesh Service's accounts, by endpoints) into one split:
 // every backend keeps its weight against the others, and within it each
 // upstream keeps its share. Weights are made whole over the least common
-// multiple of the backends' totals; a Service's own upstream keeps its
-// backendRef's weight as it is.
+// multiple of the backends' totals, so a rule without mesh backends keeps
+// its backendRefs' weights as they are.
 func weighBackends(refs []weighted) []routes.SplitTarget {
 	l := 1
 	for _, r := range refs {
