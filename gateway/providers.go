@@ -40,6 +40,10 @@ type routeSources struct {
 
 	mu  sync.Mutex
 	cfg *routes.KubernetesProvider // the running source's settings
+	// meshTD is the trust domain of the mesh section the running source
+	// was started with ("" without one): mesh backends are called with it,
+	// and Pods are watched only with it.
+	meshTD string
 	// base is the routes file of the live generation, before the
 	// fragment was merged: what a policy's entries are checked against;
 	// baseData is its text.
@@ -71,14 +75,18 @@ func (rs *routeSources) fragment() routes.Fragment { return rs.run.fragment() }
 // other error; nothing runs until commit.
 func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 	want := f.Providers.Kubernetes
+	meshTD := ""
+	if f.Mesh != nil {
+		meshTD = f.Mesh.TrustDomain
+	}
 	rs.mu.Lock()
-	same := reflect.DeepEqual(want, rs.cfg)
+	same := reflect.DeepEqual(want, rs.cfg) && meshTD == rs.meshTD
 	rs.mu.Unlock()
 	if same {
 		return func() {}, nil
 	}
 	if want == nil {
-		return func() { rs.start(nil, nil) }, nil
+		return func() { rs.start(nil, nil, "") }, nil
 	}
 	newSource := rs.e.opts.RouteSource
 	if newSource == nil {
@@ -86,7 +94,7 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 		// started with; Gateways' HTTPS listeners are served there.
 		https := f.Listen.HTTPS != "" && f.TLS != nil
 		newSource = func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error) {
-			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https, Check: rs.checkPolicy})
+			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https, Check: rs.checkPolicy, MeshTrustDomain: meshTD})
 		}
 	}
 	src, err := newSource(*want, rs.e.log.With("provider", "kubernetes"))
@@ -98,14 +106,14 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 		// validate: the source is built (its settings checked), never run.
 		return func() {}, nil
 	}
-	return func() { rs.start(&cfg, src) }, nil
+	return func() { rs.start(&cfg, src, meshTD) }, nil
 }
 
 // start stops the running source, if any, and starts src (at a commit
 // point: fragmentSource.start).
-func (rs *routeSources) start(cfg *routes.KubernetesProvider, src RouteSource) {
+func (rs *routeSources) start(cfg *routes.KubernetesProvider, src RouteSource, meshTD string) {
 	rs.mu.Lock()
-	rs.cfg, rs.src = cfg, src
+	rs.cfg, rs.src, rs.meshTD = cfg, src, meshTD
 	rs.mu.Unlock()
 	if src == nil {
 		rs.run.start(nil)

@@ -76,8 +76,13 @@ func (f *File) applyDefaults() {
 		_, set := f.Positions["mesh.caller_token.cache"]
 		f.Mesh.CallerToken.applyDefaults(set)
 	}
-	if k := f.Providers.Kubernetes; k != nil && k.GatewayClass == "" {
-		k.GatewayClass = DefaultGatewayClass
+	if k := f.Providers.Kubernetes; k != nil {
+		if k.GatewayClass == "" {
+			k.GatewayClass = DefaultGatewayClass
+		}
+		if k.InboundPort == 0 {
+			k.InboundPort = DefaultSidecarInboundPort
+		}
 	}
 	f.defaultTraffic()
 	f.defaultTLS()

@@ -28,6 +28,9 @@ func (c *checker) checkProviders() {
 	if a := k.StatusAddress; a != nil {
 		c.checkStatusAddress(p+".status_address", *a, k.Namespaces)
 	}
+	if k.InboundPort < 1 || k.InboundPort > 65535 {
+		c.errorf(p+".inbound_port", "must be a port, 1 to 65535 (found %d)", k.InboundPort)
+	}
 	if c.f.merged {
 		return
 	}

@@ -41,6 +41,9 @@ func TestKubernetesProviderValidation(t *testing.T) {
 		{"status service form", base + "providers:\n  kubernetes: {status_address: {service: causeway}}\n", `status_address.service: "causeway" is not NAMESPACE/NAME of a Service`},
 		{"status service unwatched", base + "providers:\n  kubernetes: {namespaces: [apps], status_address: {service: edge/causeway}}\n", `namespace "edge" is not among providers.kubernetes.namespaces`},
 		{"status unknown key", base + "providers:\n  kubernetes: {status_address: {ipaddr: 1.2.3.4}}\n", `status_address.ipaddr: unknown key`},
+		{"inbound port", base + "providers:\n  kubernetes: {inbound_port: 16443}\n", ""},
+		{"inbound port out of range", base + "providers:\n  kubernetes: {inbound_port: 70000}\n", "providers.kubernetes.inbound_port: must be a port, 1 to 65535 (found 70000)"},
+		{"inbound port negative", base + "providers:\n  kubernetes: {inbound_port: -1}\n", "providers.kubernetes.inbound_port: must be a port, 1 to 65535 (found -1)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,7 +66,7 @@ func TestKubernetesProviderDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := f.Providers.Kubernetes
-	if k.GatewayClass != DefaultGatewayClass || k.Kubeconfig != "dir/kube.conf" || len(k.Namespaces) != 0 {
+	if k.GatewayClass != DefaultGatewayClass || k.Kubeconfig != "dir/kube.conf" || len(k.Namespaces) != 0 || k.InboundPort != DefaultSidecarInboundPort {
 		t.Fatalf("defaults: %+v", k)
 	}
 }

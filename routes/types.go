@@ -89,6 +89,11 @@ type KubernetesProvider struct {
 	// node port, a DNS name) does, so it is named here. Unset: no
 	// address is written.
 	StatusAddress *StatusAddress `yaml:"status_address"`
+	// InboundPort is where a mesh Service's pod's sidecar listens when the
+	// pod has no InboundPortAnnotation (default
+	// DefaultSidecarInboundPort): a backend labelled MeshLabel is called
+	// there over mTLS, as a sidecar's outbound.kubernetes calls it.
+	InboundPort int `yaml:"inbound_port"`
 }
 
 // StatusAddress names a Gateway's address in exactly one way.

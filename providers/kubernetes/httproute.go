@@ -839,9 +839,9 @@ func rawConfig(pname string, cfg any) (routes.Raw, error) {
 // 500 on their share, which a split of upstreams cannot express; the
 // route's ResolvedRefs condition says which backend is missing.
 func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.BackendRef, tr *translatedRule) {
-	var split []routes.SplitTarget
+	var ws []weighted
 	for _, b := range refs {
-		up, err := t.backend(ns, kind, b.BackendObjectReference)
+		ups, err := t.backend(ns, kind, b.BackendObjectReference)
 		if err != nil {
 			if tr.unresolved == nil {
 				tr.unresolved = err
@@ -853,9 +853,10 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 			w = int(*b.Weight)
 		}
 		if w > 0 {
-			split = append(split, routes.SplitTarget{Upstream: up, Weight: w})
+			ws = append(ws, weighted{weight: w, targets: ups})
 		}
 	}
+	split := weighBackends(ws)
 	if tr.mirror != nil {
 		// A mirror belongs to an upstream in the routes model, so the
 		// rule gets its own copy of each backend's upstream with the
@@ -917,10 +918,15 @@ func (t *translator) mirror(ns, kind string, f *gatewayv1.HTTPRequestMirrorFilte
 	if f == nil {
 		return nil, unsupported("RequestMirror is empty")
 	}
-	up, err := t.backend(ns, kind, f.BackendRef)
+	ups, err := t.backend(ns, kind, f.BackendRef)
 	if err != nil {
 		return nil, err
 	}
+	if len(ups) != 1 {
+		// A mirror is one upstream in the routes model.
+		return nil, unsupported("RequestMirror to Service %s: its mesh pods run under %d ServiceAccounts; a mirror needs one", f.BackendRef.Name, len(ups))
+	}
+	up := ups[0].Upstream
 	percent := 100
 	switch {
 	case f.Percent != nil:
@@ -941,8 +947,10 @@ func (t *translator) mirror(ns, kind string, f *gatewayv1.HTTPRequestMirrorFilte
 	return &routes.Mirror{Upstream: up, Percent: percent}, nil
 }
 
-// backend resolves one backendRef to the name of its upstream.
-func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObjectReference) (string, *ruleError) {
+// backend resolves one backendRef to its upstreams and their shares: one
+// upstream, or for a mesh Service one per ServiceAccount of its pods
+// (meshBackend).
+func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObjectReference) ([]routes.SplitTarget, *ruleError) {
 	grp, kind := "", kindService
 	if ref.Group != nil {
 		grp = string(*ref.Group)
@@ -951,17 +959,17 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		kind = string(*ref.Kind)
 	}
 	if grp != "" || kind != kindService {
-		return "", &ruleError{reason: string(gatewayv1.RouteReasonInvalidKind), msg: fmt.Sprintf("backend %s/%s %s: only Services are supported", grp, kind, ref.Name)}
+		return nil, &ruleError{reason: string(gatewayv1.RouteReasonInvalidKind), msg: fmt.Sprintf("backend %s/%s %s: only Services are supported", grp, kind, ref.Name)}
 	}
 	ns := routeNS
 	if ref.Namespace != nil {
 		ns = string(*ref.Namespace)
 	}
 	if ns != routeNS && !t.granted(routeKind, routeNS, "", kindService, ns, string(ref.Name)) {
-		return "", &ruleError{reason: string(gatewayv1.RouteReasonRefNotPermitted), msg: fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)}
+		return nil, &ruleError{reason: string(gatewayv1.RouteReasonRefNotPermitted), msg: fmt.Sprintf("Service %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)}
 	}
-	notFound := func(format string, args ...any) (string, *ruleError) {
-		return "", &ruleError{reason: string(gatewayv1.RouteReasonBackendNotFound), msg: fmt.Sprintf(format, args...)}
+	notFound := func(format string, args ...any) ([]routes.SplitTarget, *ruleError) {
+		return nil, &ruleError{reason: string(gatewayv1.RouteReasonBackendNotFound), msg: fmt.Sprintf(format, args...)}
 	}
 	svc := t.services[nn(ns, string(ref.Name))]
 	if svc == nil {
@@ -979,13 +987,17 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 	if sp == nil {
 		return notFound("Service %s/%s has no TCP port %d", ns, ref.Name, *ref.Port)
 	}
-	up := name(ns, string(ref.Name), strconv.Itoa(int(sp.Port)))
+	parts := []string{ns, string(ref.Name), strconv.Itoa(int(sp.Port))}
 	if routeKind == kindGRPCRoute {
 		// gRPC needs HTTP/2 whatever the port's appProtocol says, and an
 		// HTTPRoute may use the same port as HTTP/1.1: an upstream of its
 		// own.
-		up = name(ns, string(ref.Name), strconv.Itoa(int(sp.Port)), "grpc")
+		parts = append(parts, "grpc")
 	}
+	if isMeshService(svc) {
+		return t.meshBackend(svc, parts)
+	}
+	up := name(parts...)
 	if _, done := t.res.Fragment.Upstreams[up]; !done {
 		u := t.serviceUpstream(svc, sp)
 		if routeKind == kindGRPCRoute && u.Protocol == "" {
@@ -993,7 +1005,7 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		}
 		t.res.Fragment.Upstreams[up] = u
 	}
-	return up, nil
+	return []routes.SplitTarget{{Upstream: up, Weight: 1}}, nil
 }
 
 // serviceUpstream makes the upstream of one Service port: the addresses

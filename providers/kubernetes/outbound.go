@@ -84,12 +84,7 @@ func TranslateOutbound(cfg routes.OutboundKubernetes, s *OutboundSnapshot, o Out
 	inScope := func(ns string) bool { return len(cfg.Namespaces) == 0 || slices.Contains(cfg.Namespaces, ns) }
 	td, tdErr := spiffeid.TrustDomainFromString(o.TrustDomain)
 
-	pods := map[types.NamespacedName]*corev1.Pod{}
-	for _, p := range s.Pods {
-		if p != nil {
-			pods[nn(p.Namespace, p.Name)] = p
-		}
-	}
+	pods := podsByName(s.Pods)
 	slicesOf := map[types.NamespacedName][]*discoveryv1.EndpointSlice{}
 	for _, es := range s.EndpointSlices {
 		if es == nil {
@@ -124,7 +119,7 @@ func TranslateOutbound(cfg routes.OutboundKubernetes, s *OutboundSnapshot, o Out
 			res.LeftOut = append(res.LeftOut, LeftOut{Service: key, Reason: "no trust domain: " + tdErr.Error()})
 			continue
 		}
-		groups, left := outboundEndpoints(cfg, td, key, slicesOf[key], pods)
+		groups, left := meshEndpoints(cfg.InboundPort, td, key, slicesOf[key], pods)
 		res.LeftOut = append(res.LeftOut, left...)
 		res.Services++
 		route := routes.Route{}
@@ -174,11 +169,25 @@ type accountGroup struct {
 	endpoints   []string
 }
 
-// outboundEndpoints resolves a Service's endpoints to pods and groups them
-// by ServiceAccount, sorted. Ready endpoints serve; when none is ready,
-// those still serving while they terminate do, as for the edge's
-// upstreams (endpointUsable).
-func outboundEndpoints(cfg routes.OutboundKubernetes, td spiffeid.TrustDomain, svc types.NamespacedName, list []*discoveryv1.EndpointSlice, pods map[types.NamespacedName]*corev1.Pod) ([]accountGroup, []LeftOut) {
+// podsByName indexes a snapshot's Pods for meshEndpoints.
+func podsByName(list []*corev1.Pod) map[types.NamespacedName]*corev1.Pod {
+	pods := make(map[types.NamespacedName]*corev1.Pod, len(list))
+	for _, p := range list {
+		if p != nil {
+			pods[nn(p.Namespace, p.Name)] = p
+		}
+	}
+	return pods
+}
+
+// meshEndpoints resolves a mesh Service's endpoints to pods and groups
+// them by ServiceAccount, sorted, each endpoint on its pod's sidecar
+// inbound port (inboundPort when the pod does not say). Ready endpoints
+// serve; when none is ready, those still serving while they terminate
+// do, as for the edge's upstreams (endpointUsable). Both the sidecar's
+// outbound services and the edge's mesh backends are made of it, so a
+// pod is held to the same identity whichever side calls it.
+func meshEndpoints(inboundPort int, td spiffeid.TrustDomain, svc types.NamespacedName, list []*discoveryv1.EndpointSlice, pods map[types.NamespacedName]*corev1.Pod) ([]accountGroup, []LeftOut) {
 	type resolved struct{ addr, account, id string }
 	var ready, serving []resolved
 	var left []LeftOut
@@ -198,7 +207,7 @@ func outboundEndpoints(cfg routes.OutboundKubernetes, td spiffeid.TrustDomain, s
 					leave(a, why)
 					continue
 				}
-				port = cmp.Or(port, cfg.InboundPort)
+				port = cmp.Or(port, inboundPort)
 				id, err := spiffeid.FromSegments(td, "ns", es.Namespace, "sa", account)
 				if err != nil {
 					leave(a, fmt.Sprintf("ServiceAccount %q makes no SPIFFE ID: %v", account, err))

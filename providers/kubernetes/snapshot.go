@@ -28,6 +28,9 @@ type Snapshot struct {
 	// Policies are the CausewayPolicies; Secrets then also hold the
 	// Opaque Secrets they may name.
 	Policies []*CausewayPolicy
+	// Pods name the identity of a mesh Service's endpoints; watched only
+	// when the edge has a mesh section, and slimmed as the sidecar's are.
+	Pods []*corev1.Pod
 }
 
 // Result is what Translate makes of a Snapshot: the model's fragment and
@@ -41,4 +44,7 @@ type Result struct {
 	HTTPRoutes     map[types.NamespacedName]gatewayv1.HTTPRouteStatus
 	GRPCRoutes     map[types.NamespacedName]gatewayv1.GRPCRouteStatus
 	Policies       map[types.NamespacedName]gatewayv1.PolicyStatus
+	// LeftOut is what of a mesh backend is not called and why: an
+	// endpoint whose pod or ServiceAccount could not be resolved.
+	LeftOut []LeftOut
 }

@@ -3,7 +3,9 @@ package kubernetes
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"reflect"
+	"slices"
 	"sync/atomic"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +38,9 @@ func NewSource(cfg routes.KubernetesProvider, opts Options) (*Source, error) {
 	if _, err := restConfig(cfg.Kubeconfig, opts.RESTConfig); err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
 	return &Source{cfg: cfg, opts: opts}, nil
 }
 
@@ -49,9 +54,18 @@ func (s *Source) Run(ctx context.Context, apply func(routes.Fragment) error) err
 	var (
 		w       *Watcher
 		applied *routes.Fragment
+		logged  []LeftOut
 	)
 	onSnapshot := func(snap *Snapshot) {
-		res := TranslateWith(s.cfg, snap, TranslateOptions{HTTPS: s.opts.HTTPS, Check: s.opts.Check})
+		res := TranslateWith(s.cfg, snap, TranslateOptions{HTTPS: s.opts.HTTPS, Check: s.opts.Check, MeshTrustDomain: s.opts.MeshTrustDomain})
+		if !slices.Equal(res.LeftOut, logged) {
+			// A pod left out is one the route will miss; logged when that
+			// changes, so a steady cluster says it once.
+			for _, l := range res.LeftOut {
+				s.opts.Logger.Warn("kubernetes provider: mesh endpoint left out", "what", l.String())
+			}
+			logged = res.LeftOut
+		}
 		if applied == nil || !reflect.DeepEqual(*applied, res.Fragment) {
 			if err := apply(res.Fragment); err != nil {
 				if ctx.Err() != nil {

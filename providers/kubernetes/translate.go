@@ -55,6 +55,9 @@ type TranslateOptions struct {
 	// Check judges what each CausewayPolicy adds before the model takes
 	// it (see CheckPolicy); nil checks only the policy's own form.
 	Check CheckPolicy
+	// MeshTrustDomain is the edge's mesh.trust_domain; empty: the edge
+	// has no mesh section, and backends in the mesh are refused.
+	MeshTrustDomain string
 }
 
 // TranslateWith is Translate for an edge described by o.
@@ -102,6 +105,11 @@ type translator struct {
 	httpRouteByName map[types.NamespacedName]*gatewayv1.HTTPRoute
 	grpcRouteByName map[types.NamespacedName]*gatewayv1.GRPCRoute
 	routeGateways   map[policyTarget][]*gatewayState // a route's Gateways of ours
+
+	// Mesh backends: the Pods by name (indexed on first use), and each
+	// mesh Service's endpoints by ServiceAccount once resolved.
+	pods map[types.NamespacedName]*corev1.Pod
+	mesh map[types.NamespacedName][]accountGroup
 }
 
 // gatewayState is one Gateway of our class, with its listeners as judged.
@@ -147,6 +155,7 @@ func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
 		namespaces:      map[string]*corev1.Namespace{},
 		gws:             map[types.NamespacedName]*gatewayState{},
 		seen:            map[string]bool{},
+		mesh:            map[types.NamespacedName][]accountGroup{},
 	}
 	for _, o := range s.Services {
 		t.services[nn(o.Namespace, o.Name)] = o

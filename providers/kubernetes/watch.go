@@ -86,6 +86,11 @@ type Options struct {
 	HTTPS bool
 	// Check judges what each CausewayPolicy adds (TranslateOptions.Check).
 	Check CheckPolicy
+	// MeshTrustDomain is the edge's mesh.trust_domain
+	// (TranslateOptions.MeshTrustDomain). Set, the Watcher also watches
+	// Pods, whose ServiceAccounts name mesh backends' identities; empty,
+	// it needs no access to Pods.
+	MeshTrustDomain string
 	// Translated, when set, sees every OutboundResult an OutboundSource
 	// makes, applied or not (the sidecar's metrics).
 	Translated func(OutboundResult)
@@ -118,6 +123,7 @@ type LeaderElection struct {
 type Watcher struct {
 	cfg        routes.KubernetesProvider
 	onSnapshot func(*Snapshot)
+	watchPods  bool
 	clock      clock.Clock
 	log        *slog.Logger
 	quiet, max time.Duration
@@ -170,6 +176,9 @@ type scope struct {
 	// CausewayPolicies (nil both when policies are off).
 	opaque   informers.SharedInformerFactory
 	policies dynamicinformer.DynamicSharedInformerFactory
+	// pods lists live Pods, slimmed to what names their identity, for
+	// mesh backends (nil when the edge has no mesh section).
+	pods informers.SharedInformerFactory
 }
 
 // New builds a Watcher for cfg that calls onSnapshot with each new
@@ -207,6 +216,7 @@ func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options
 	w := &Watcher{
 		cfg:        cfg,
 		onSnapshot: onSnapshot,
+		watchPods:  opts.MeshTrustDomain != "",
 		clock:      opts.Clock,
 		log:        opts.Logger,
 		quiet:      cmp.Or(opts.Quiet, DefaultQuiet),
@@ -361,15 +371,21 @@ func (w *Watcher) buildInformers() {
 				informers.WithNamespace(ns), informers.WithTransform(strip), informers.WithTweakListOptions(opaqueSecrets))
 			sc.policies = dynamicinformer.NewFilteredDynamicSharedInformerFactory(w.dyn, resync, ns, nil)
 		}
+		if w.watchPods {
+			// Narrowed as the sidecar's are: live Pods only, each cached
+			// as the few fields meshEndpoints reads.
+			sc.pods = informers.NewSharedInformerFactoryWithOptions(w.core, resync,
+				informers.WithNamespace(ns), informers.WithTransform(slimPod), informers.WithTweakListOptions(livePods))
+		}
 		w.scopes = append(w.scopes, sc)
 	}
 
 	// Asking a factory for an informer registers it; Start runs those.
-	add := func(inf cache.SharedIndexInformer, statusKind bool) {
+	addWith := func(inf cache.SharedIndexInformer, same func(old, cur any) bool) {
 		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: func(any) { w.poke() },
 			UpdateFunc: func(old, cur any) {
-				if statusKind && onlyStatusChanged(old, cur) {
+				if same(old, cur) {
 					return
 				}
 				w.poke()
@@ -377,6 +393,9 @@ func (w *Watcher) buildInformers() {
 			DeleteFunc: func(any) { w.poke() },
 		})
 		w.synced = append(w.synced, inf.HasSynced)
+	}
+	add := func(inf cache.SharedIndexInformer, statusKind bool) {
+		addWith(inf, func(old, cur any) bool { return statusKind && onlyStatusChanged(old, cur) })
 	}
 	add(w.cluster.Gateway().V1().GatewayClasses().Informer(), true)
 	add(w.namespaces.Core().V1().Namespaces().Informer(), true)
@@ -393,6 +412,11 @@ func (w *Watcher) buildInformers() {
 			inf := s.policies.ForResource(PolicyGVR).Informer()
 			_ = inf.SetTransform(strip)
 			add(inf, true)
+		}
+		if s.pods != nil {
+			// A Pod's status changes often (conditions, container states)
+			// without changing what names its identity.
+			addWith(s.pods.Core().V1().Pods().Informer(), samePodIdentity)
 		}
 	}
 }
@@ -443,6 +467,9 @@ func (w *Watcher) factories() []interface {
 		fs = append(fs, s.gw, s.core, s.secrets)
 		if s.policies != nil {
 			fs = append(fs, s.opaque, s.policies)
+		}
+		if s.pods != nil {
+			fs = append(fs, s.pods)
 		}
 	}
 	return fs
@@ -596,6 +623,10 @@ func (w *Watcher) snapshot() *Snapshot {
 				s.Policies = append(s.Policies, p)
 			}
 		}
+		if sc.pods != nil {
+			pods, _ := sc.pods.Core().V1().Pods().Lister().List(all)
+			s.Pods = append(s.Pods, pods...)
+		}
 	}
 	sortObjects(s.GatewayClasses)
 	sortObjects(s.Namespaces)
@@ -607,6 +638,7 @@ func (w *Watcher) snapshot() *Snapshot {
 	sortObjects(s.EndpointSlices)
 	sortObjects(s.Secrets)
 	sortObjects(s.Policies)
+	sortObjects(s.Pods)
 	return s
 }
 
