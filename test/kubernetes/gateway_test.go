@@ -200,21 +200,35 @@ func serveEdge(t *testing.T, path string) *gateway.Edge {
 	t.Helper()
 	logs := &testutil.Buffer{}
 	e := must(gateway.NewEdge(context.Background(), gateway.EdgeOptions{ConfigPath: path, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
-	if err := e.Listen(); err != nil {
-		e.Close()
+	serveUntilEnd(t, "edge", e, logs)
+	return e
+}
+
+// listenServer is an edge or a sidecar.
+type listenServer interface {
+	Listen() error
+	Serve(context.Context) error
+	Close()
+}
+
+// serveUntilEnd listens and serves s until the test ends; what it logged
+// is shown, under what, when the test fails.
+func serveUntilEnd(t *testing.T, what string, s listenServer, logs *testutil.Buffer) {
+	t.Helper()
+	if err := s.Listen(); err != nil {
+		s.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.Serve(ctx) }()
+	go func() { done <- s.Serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 		if t.Failed() {
-			t.Logf("edge log:\n%s", logs.String())
+			t.Logf("%s log:\n%s", what, logs.String())
 		}
 	})
-	return e
 }
 
 func eventually(t *testing.T, what string, ok func() bool) {

@@ -78,20 +78,7 @@ func serveSidecar(t *testing.T, name, config string) *gateway.Sidecar {
 	}
 	logs := &testutil.Buffer{}
 	s := must(gateway.NewSidecar(context.Background(), gateway.SidecarOptions{ConfigPath: path, Logger: slog.New(slog.NewJSONHandler(logs, nil))}))(t)
-	if err := s.Listen(); err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("sidecar %s log:\n%s", name, logs.String())
-		}
-	})
+	serveUntilEnd(t, "sidecar "+name, s, logs)
 	return s
 }
 

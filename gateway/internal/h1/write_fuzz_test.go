@@ -105,8 +105,8 @@ func FuzzRequestWriter(f *testing.F) {
 		if req.Method != method || req.RequestURI != target || req.Host != host {
 			t.Fatalf("read %s %s Host %s, want %s %s Host %s", req.Method, req.RequestURI, req.Host, method, target, host)
 		}
-		if want := expectedHeader(h.Header); !reflect.DeepEqual(comparable(req.Header), want) {
-			t.Fatalf("header %q, want %q\n%q", comparable(req.Header), want, out)
+		if want := expectedHeader(h.Header); !reflect.DeepEqual(comparableHeader(req.Header), want) {
+			t.Fatalf("header %q, want %q\n%q", comparableHeader(req.Header), want, out)
 		}
 		if h.Framing == Chunked {
 			want := http.Header{}
@@ -150,7 +150,7 @@ func expectedHeader(h http.Header) http.Header {
 
 // comparable is what ReadRequest read, without the framing fields it
 // keeps and the Cache-Control it adds for Pragma: no-cache.
-func comparable(h http.Header) http.Header {
+func comparableHeader(h http.Header) http.Header {
 	c := h.Clone()
 	delete(c, "Content-Length")
 	if p := c["Pragma"]; len(p) > 0 && p[0] == "no-cache" {

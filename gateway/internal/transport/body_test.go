@@ -130,7 +130,7 @@ func TestH1TransportBodyIntegrity(t *testing.T) {
 				resp.Body.Close()
 				want := fmt.Sprintf("%s %s %d %d", tag, digest(body), len(body), wantCL)
 				if err != nil || string(got) != want {
-					errs <- fmt.Errorf("%s: got %q (%v), want %q", tag, got, err, want)
+					errs <- fmt.Errorf("%s: got %q (%w), want %q", tag, got, err, want)
 					return
 				}
 				sent.Add(int64(len(body)))
@@ -382,11 +382,11 @@ func TestH1TransportExpectContinue(t *testing.T) {
 						return false
 					}
 					// Nothing of the body before the 100.
-					c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+					_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 					if n, _ := br.Peek(1); len(n) > 0 {
 						return false
 					}
-					c.SetReadDeadline(time.Time{})
+					_ = c.SetReadDeadline(time.Time{})
 					io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
 					return echo(u, c, br, req)
 				})
@@ -431,7 +431,7 @@ func TestH1TransportExpectContinue(t *testing.T) {
 				up := newRawUpstream(t, func(u *rawUpstream, c net.Conn, br *bufio.Reader, req *http.Request) bool {
 					io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
 					// The client must send nothing more and close.
-					c.SetReadDeadline(time.Now().Add(5 * time.Second))
+					_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 					rest, err := io.ReadAll(br)
 					u.record(rest, err)
 					return false

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -62,7 +63,7 @@ func BenchmarkH1RoundTrip(b *testing.B) {
 				}
 				for {
 					_, err := resp.Body.Read(buf)
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						break
 					}
 					if err != nil {
@@ -151,7 +152,7 @@ func BenchmarkH1BodyRoundTrip(b *testing.B) {
 						}
 						for {
 							_, err := resp.Body.Read(buf)
-							if err == io.EOF {
+							if errors.Is(err, io.EOF) {
 								break
 							}
 							if err != nil {
@@ -194,7 +195,7 @@ func bodyReadingUpstream(tb testing.TB) string {
 					_, _ = br.Discard(m)
 					break
 				}
-				if perr != h1.ErrIncomplete {
+				if !errors.Is(perr, h1.ErrIncomplete) {
 					return
 				}
 				if _, err := br.Peek(br.Buffered() + 1); err != nil {
@@ -205,7 +206,7 @@ func bodyReadingUpstream(tb testing.TB) string {
 				cr.Reset(br)
 				for {
 					_, err := cr.Read(buf)
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						break
 					}
 					if err != nil {
