@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -231,6 +232,26 @@ func serveUntilEnd(t *testing.T, what string, s listenServer, logs *testutil.Buf
 	})
 }
 
+// updateFresh reads an object, changes it and writes it back, reading
+// again when the write conflicts: the edge writes the status of routes
+// and policies, and each status write changes the object's version.
+func updateFresh[T any](t *testing.T, get func() (T, error), change func(T), update func(T) (T, error)) T {
+	t.Helper()
+	var out T
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := get()
+		if err != nil {
+			return err
+		}
+		change(cur)
+		out, err = update(cur)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func eventually(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -383,9 +404,16 @@ func TestGatewayAPIThroughTheEdge(t *testing.T) {
 	if err := cp.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	store := must(c.gw.GatewayV1().HTTPRoutes("shop").Get(ctx, "store", metav1.GetOptions{}))(t)
-	store.Spec.Rules = append(store.Spec.Rules, prefixRule("/new", "web", ""))
-	must(c.gw.GatewayV1().HTTPRoutes("shop").Update(ctx, store, metav1.UpdateOptions{}))(t)
+	routesAPI := c.gw.GatewayV1().HTTPRoutes("shop")
+	getRoute := func(name string) func() (*gatewayv1.HTTPRoute, error) {
+		return func() (*gatewayv1.HTTPRoute, error) { return routesAPI.Get(ctx, name, metav1.GetOptions{}) }
+	}
+	putRoute := func(r *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, error) {
+		return routesAPI.Update(ctx, r, metav1.UpdateOptions{})
+	}
+	updateFresh(t, getRoute("store"), func(store *gatewayv1.HTTPRoute) {
+		store.Spec.Rules = append(store.Spec.Rules, prefixRule("/new", "web", ""))
+	}, putRoute)
 	eventually(t, "a change after the API server's return is served", func() bool {
 		code, s, _ := send(t, addr, "shop.example", "/new/x")
 		return code == 200 && s.Pod == "web-2"
@@ -406,9 +434,7 @@ func TestGatewayAPIThroughTheEdge(t *testing.T) {
 	if _, err := c.gw.GatewayV1().HTTPRoutes("shop").Create(ctx, httpRoute("shop", "bad-timeouts", longer), metav1.CreateOptions{}); err == nil {
 		t.Fatal("the API server accepted a backendRequest longer than request")
 	}
-	slowRoute := must(c.gw.GatewayV1().HTTPRoutes("shop").Get(ctx, "slow", metav1.GetOptions{}))(t)
-	slowRoute.Spec.Rules[0].Timeouts.BackendRequest = nil
-	must(c.gw.GatewayV1().HTTPRoutes("shop").Update(ctx, slowRoute, metav1.UpdateOptions{}))(t)
+	updateFresh(t, getRoute("slow"), func(r *gatewayv1.HTTPRoute) { r.Spec.Rules[0].Timeouts.BackendRequest = nil }, putRoute)
 	eventually(t, "the request bound alone answers", func() bool {
 		code, _, body := send(t, addr, "shop.example", "/slow/hang")
 		return code == http.StatusGatewayTimeout && strings.Contains(body, "route timeout")

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -120,9 +122,11 @@ func TestCausewayPolicyChurnUnderLoad(t *testing.T) {
 	sequence := []string{"bob", "gone", "alice", "bob", "alice", "gone", "bob", "gone", "gone", "alice"}
 	for i := 0; i < 2; i++ {
 		for _, secret := range sequence {
-			cur := must(policies.Get(ctx, "churn", metav1.GetOptions{}))(t)
-			cur.Object["spec"] = policyJSON(t, ns, "churn", spec(secret)).Object["spec"]
-			updated := must(policies.Update(ctx, cur, metav1.UpdateOptions{}))(t)
+			// The edge writes the policy's status between our read and our
+			// write at times, which makes the write conflict: read again.
+			updated := updateFresh(t, getPolicy(ctx, policies, "churn"), func(cur *unstructured.Unstructured) {
+				cur.Object["spec"] = policyJSON(t, ns, "churn", spec(secret)).Object["spec"]
+			}, putPolicy(ctx, policies))
 			if n := len(phases); n > 0 {
 				phases[n-1].till = time.Now()
 			}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/internal/testnetns"
@@ -156,9 +157,9 @@ func TestCausewayPolicyOnAGRPCRoute(t *testing.T) {
 
 	// An invalid policy (a Secret that does not exist) fails closed with
 	// a gRPC status, for keyed and unkeyed calls alike.
-	cur := must(policies.Get(ctx, "rpc-keys", metav1.GetOptions{}))(t)
-	cur.Object["spec"] = policyJSON(t, ns, "rpc-keys", strings.Replace(goodSpec, `"name": "keys"`, `"name": "gone"`, 1)).Object["spec"]
-	must(policies.Update(ctx, cur, metav1.UpdateOptions{}))(t)
+	updateFresh(t, getPolicy(ctx, policies, "rpc-keys"), func(cur *unstructured.Unstructured) {
+		cur.Object["spec"] = policyJSON(t, ns, "rpc-keys", strings.Replace(goodSpec, `"name": "keys"`, `"name": "gone"`, 1)).Object["spec"]
+	}, putPolicy(ctx, policies))
 	eventually(t, "the invalid policy fails closed", func() bool { return status.Code(call("x-key", key)) == codes.Internal })
 	before := len(backend.calls())
 	for i := 0; i < 20; i++ {

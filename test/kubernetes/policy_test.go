@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/internal/testnetns"
@@ -75,6 +76,17 @@ func sendWith(t *testing.T, addr, host, path string, h map[string]string) (int, 
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
+}
+
+// getPolicy and putPolicy read and write a CausewayPolicy, for updateFresh.
+func getPolicy(ctx context.Context, api dynamic.ResourceInterface, name string) func() (*unstructured.Unstructured, error) {
+	return func() (*unstructured.Unstructured, error) { return api.Get(ctx, name, metav1.GetOptions{}) }
+}
+
+func putPolicy(ctx context.Context, api dynamic.ResourceInterface) func(*unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	return func(u *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+		return api.Update(ctx, u, metav1.UpdateOptions{})
+	}
 }
 
 // policyJSON makes a CausewayPolicy from its spec's JSON.
@@ -296,12 +308,10 @@ providers:
 
 	// A policy that would read the edge's own files: Invalid, and its
 	// rule fails closed, never forwarding; the other rule serves on.
-	cur := must(policies.Get(ctx, "private-keys", metav1.GetOptions{}))(t)
 	spec := policyJSON(t, ns, "private-keys", `{
 		"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "api", "sectionName": "private"}],
 		"authenticators": [{"config": {"api_key": {"header": "X-Key", "keys_file": "/etc/causeway/corp.keys"}}}]}`)
-	cur.Object["spec"] = spec.Object["spec"]
-	must(policies.Update(ctx, cur, metav1.UpdateOptions{}))(t)
+	updateFresh(t, getPolicy(ctx, policies, "private-keys"), func(cur *unstructured.Unstructured) { cur.Object["spec"] = spec.Object["spec"] }, putPolicy(ctx, policies))
 	eventually(t, "the invalid policy fails closed", func() bool {
 		code, body := sendWith(t, addr, host, "/private/x", map[string]string{"X-Key": newKey})
 		return code == 500 && strings.Contains(body, "CausewayPolicy")

@@ -144,12 +144,15 @@ func TestScale(t *testing.T) {
 	for i := 0; i < changes; i++ {
 		name := "r" + strconv.Itoa(i*97%nRoutes)
 		host := "h" + strconv.Itoa(i*97%nRoutes%100) + ".example"
-		r := must(c.gw.GatewayV1().HTTPRoutes(ns).Get(ctx, name, metav1.GetOptions{}))(t)
 		path := "/changed" + strconv.Itoa(i)
-		r.Spec.Rules = append(r.Spec.Rules, prefixRule(path, "svc0", ""))
 		t0 := time.Now()
 		t.Logf("change %d at %s", i, t0.Format("15:04:05.000"))
-		must(c.gw.GatewayV1().HTTPRoutes(ns).Update(ctx, r, metav1.UpdateOptions{}))(t)
+		api := c.gw.GatewayV1().HTTPRoutes(ns)
+		updateFresh(t, func() (*gatewayv1.HTTPRoute, error) { return api.Get(ctx, name, metav1.GetOptions{}) },
+			func(r *gatewayv1.HTTPRoute) { r.Spec.Rules = append(r.Spec.Rules, prefixRule(path, "svc0", "")) },
+			func(r *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, error) {
+				return api.Update(ctx, r, metav1.UpdateOptions{})
+			})
 		eventuallyWithin(t, time.Minute, "change "+strconv.Itoa(i), func() bool {
 			code, _, _ := send(t, addr, host, path+"/x")
 			return code == 200
