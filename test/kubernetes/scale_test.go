@@ -115,8 +115,7 @@ func TestScale(t *testing.T) {
 	t.Logf("first complete model served %s after the edge started", time.Since(start).Round(time.Millisecond))
 	if os.Getenv("CAUSEWAY_SCALE_POLICY") == "1" {
 		// The figures count only if the policy is applied, not refused:
-		// its limit is on the answers. (Its status may come later: the
-		// status of 10,000 routes is written first.)
+		// its limit is on the answers.
 		var res *http.Response
 		eventuallyWithin(t, 5*time.Minute, "the policy applied", func() bool {
 			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/r0/x", nil)
@@ -129,6 +128,13 @@ func TestScale(t *testing.T) {
 			return res.Header.Get("RateLimit-Limit") != ""
 		})
 		t.Logf("the policy's limit on the answers %s after the edge started", time.Since(start).Round(time.Millisecond))
+		// Its status is written before the routes', so its author does not
+		// wait behind 10,000 route statuses.
+		eventuallyWithin(t, time.Minute, "the policy's status", func() bool {
+			a := policyAccepted(t, c, ns, "gw-limits")
+			return a != nil && a.Status == metav1.ConditionTrue
+		})
+		t.Logf("the policy's Accepted status %s after the edge started", time.Since(start).Round(time.Millisecond))
 	}
 	var after runtime.MemStats
 	runtime.GC()
