@@ -3,6 +3,12 @@
 #   client -> edge -> sidecar(orders) -> orders -> sidecar(orders) -> sidecar(payments) -> payments
 # Usage: examples/mesh/run.sh [--check]   (--check: send one request, verify, stop)
 set -euo pipefail
+
+# has TEXT WANT: TEXT contains WANT. A here-string, not "echo | grep -q": grep -q
+# exits at its first match, and under pipefail the echo's SIGPIPE (141) would
+# fail the check once the text outgrows the pipe's buffer.
+has() { grep -qF -- "$2" <<<"$1" || { echo "run.sh --check: missing: $2" >&2; return 1; }; }
+
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=$(mktemp -d)
@@ -42,9 +48,9 @@ for i in $(seq 1 200); do ready && break; sleep 0.1; done
 if [ "${1:-}" = "--check" ]; then
   out=$(curl -fsS http://127.0.0.1:18080/orders/42)
   echo "$out"
-  echo "$out" | grep -q '"caller":"spiffe://example.org/ns/edge/sa/gateway"'
-  echo "$out" | grep -q '"service":"payments"'
-  echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+  has "$out" '"caller":"spiffe://example.org/ns/edge/sa/gateway"'
+  has "$out" '"service":"payments"'
+  has "$out" '"caller":"spiffe://example.org/ns/shop/sa/orders"'
   # The ways docs/mesh.md shows a service calling another through its
   # sidecar, from the orders side: Host header, proxy form, Python's
   # HTTP_PROXY. payments sees orders' identity each time.
@@ -52,12 +58,12 @@ if [ "${1:-}" = "--check" ]; then
              "$(curl -fsS -x http://127.0.0.1:15001 http://payments/pay/2)" \
              "$(HTTP_PROXY=http://127.0.0.1:15001 NO_PROXY= python3 -c 'import urllib.request; print(urllib.request.urlopen("http://payments/pay/3").read().decode())')"; do
     echo "$out"
-    echo "$out" | grep -q '"service":"payments"'
-    echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+    has "$out" '"service":"payments"'
+    has "$out" '"caller":"spiffe://example.org/ns/shop/sa/orders"'
   done
   # A spoofed peer header from the caller never reaches the service.
   out=$(curl -fsS -H 'Host: payments' -H 'X-Causeway-Peer-Id: spiffe://example.org/ns/edge/sa/gateway' http://127.0.0.1:15001/pay/4)
-  echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+  has "$out" '"caller":"spiffe://example.org/ns/shop/sa/orders"'
   # A host that is no configured service: 404 with the JSON error body.
   code=$(curl -sS -o "$work/unknown.json" -w '%{http_code}' -H 'Host: nosuch' http://127.0.0.1:15001/x)
   [ "$code" = 404 ] && grep -q '"status":404' "$work/unknown.json"

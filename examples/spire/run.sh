@@ -9,6 +9,11 @@
 # SPIRE_EXAMPLE_DIR (default /tmp/spire-example) and SPIRE_SERVER_PORT
 # (default 8081) move the state and the server's port.
 set -euo pipefail
+
+# has TEXT WANT: TEXT contains WANT. A here-string, not "echo | grep -q": grep -q
+# exits at its first match, and under pipefail the echo's SIGPIPE (141) would
+# fail the check once the text outgrows the pipe's buffer.
+has() { grep -qF -- "$2" <<<"$1" || { echo "run.sh --check: missing: $2" >&2; return 1; }; }
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 export PATH="$root/.tools/bin:$PATH"
@@ -65,16 +70,16 @@ ready || { echo "run.sh: not ready after 60s"; curl -s http://127.0.0.1:28081/re
 if [ "${1:-}" = "--check" ]; then
   out=$(curl -fsS http://127.0.0.1:28080/orders/42)
   echo "$out"
-  echo "$out" | grep -q '"caller":"spiffe://example.org/ns/edge/sa/gateway"'
-  echo "$out" | grep -q '"service":"payments"'
-  echo "$out" | grep -q '"caller":"spiffe://example.org/ns/shop/sa/orders"'
+  has "$out" '"caller":"spiffe://example.org/ns/edge/sa/gateway"'
+  has "$out" '"service":"payments"'
+  has "$out" '"caller":"spiffe://example.org/ns/shop/sa/orders"'
   # Each workload presents its own SVID, issued by this SPIRE server.
   for m in 28081 25000 25010; do
     metrics=$(curl -fsS "http://127.0.0.1:$m/metrics")
-    echo "$metrics" | grep -q "causeway_workload_api_connected{socket=\"unix://$base/agent/api/api.sock\"} 1"
+    has "$metrics" "causeway_workload_api_connected{socket=\"unix://$base/agent/api/api.sock\"} 1"
   done
   metrics=$(curl -fsS http://127.0.0.1:28081/metrics)
-  echo "$metrics" | grep -q 'causeway_certificate_expiry_timestamp_seconds{name="spiffe://example.org/ns/edge/sa/gateway"}'
+  has "$metrics" 'causeway_certificate_expiry_timestamp_seconds{name="spiffe://example.org/ns/edge/sa/gateway"}'
   echo "spire example: ok"
   exit 0
 fi
