@@ -238,6 +238,13 @@ type clientBody struct {
 	armed       bool  // a deadline of ours is set on the connection
 	finished    bool  // the handler returned
 	stalled     error // the timeout that cut the body; later reads return it
+	// reading is set while a Read of the client's body is in flight;
+	// readDone, made by awaitRead, is closed when it returns.
+	reading  bool
+	readDone chan struct{}
+	// done is the request's context's (net/http's, not a stage's): net/http
+	// ends it when a read of the connection fails.
+	done <-chan struct{}
 }
 
 // errBodyStalled wraps the deadline error of a body read cut by
@@ -250,7 +257,7 @@ func (e *errBodyStalled) Unwrap() error { return e.err }
 // wrapBody installs the body wrapper of a request that has a body. A
 // timeout of 0 (body_read_timeout off) leaves the deadlines alone.
 func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes.Server) io.ReadCloser {
-	cb := &clientBody{body: r.Body, st: st, w: w, http1: r.ProtoMajor == 1, length: r.ContentLength,
+	cb := &clientBody{body: r.Body, st: st, w: w, http1: r.ProtoMajor == 1, length: r.ContentLength, done: r.Context().Done(),
 		expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
 	if t := srv.BodyReadTimeout; t != nil && *t > 0 {
 		cb.rc = http.NewResponseController(w)
@@ -264,44 +271,39 @@ func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes
 }
 
 func (c *clientBody) Read(p []byte) (int, error) {
-	if c.rc != nil {
-		if err := c.extend(); err != nil {
-			return 0, err
-		}
+	if err := c.begin(); err != nil {
+		return 0, err
 	}
 	n, err := c.body.Read(p)
 	c.st.bodyRead.Add(int64(n))
+	var stalled error
 	switch {
 	case err == nil:
 	case err == io.EOF:
 		c.eof.Store(true)
-		if c.rc != nil {
-			// Before the server's own read for the next request, or its
-			// watch for a client that hangs up, runs into our deadline.
-			c.clear()
-		}
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = &errBodyStalled{err: err}
-		c.mu.Lock()
-		c.stalled = err
-		c.mu.Unlock()
+		stalled = err
 		c.st.bodyErr.CompareAndSwap(nil, &err)
 	default:
 		c.st.bodyErr.CompareAndSwap(nil, &err)
 	}
+	c.end(err == io.EOF, stalled)
 	return n, err
 }
 
-// extend moves the read deadline before a read; it returns the stall error
-// when the body was already cut, so a drain after the cut (the forwarder's,
-// the server's) does not wait a whole timeout again.
-func (c *clientBody) extend() error {
+// begin starts a read: it marks it in flight and moves the read deadline.
+// It returns the stall error when the body was already cut, so a drain
+// after the cut (the forwarder's, the server's) does not wait a whole
+// timeout again.
+func (c *clientBody) begin() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stalled != nil {
 		return c.stalled
 	}
-	if c.finished || c.unsupported {
+	c.reading = true
+	if c.rc == nil || c.finished || c.unsupported {
 		return nil
 	}
 	d := time.Now().Add(c.timeout)
@@ -315,6 +317,65 @@ func (c *clientBody) extend() error {
 	}
 	c.armed = true
 	return nil
+}
+
+// end records how a read ended (the body's end, or the stall that cut it)
+// and wakes awaitRead. The request's error is recorded before (bodyErr),
+// so whoever awaitRead wakes sees it too.
+func (c *clientBody) end(eof bool, stalled error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reading = false
+	if stalled != nil {
+		c.stalled = stalled
+	}
+	if eof {
+		// Before the server's own read for the next request, or its
+		// watch for a client that hangs up, runs into our deadline.
+		c.clearLocked()
+	}
+	if c.readDone != nil {
+		close(c.readDone)
+		c.readDone = nil
+	}
+}
+
+// maxReadSettle bounds awaitRead. The read it waits for is the one whose
+// failure ended the request's context, already on its way back: the
+// bound is only there for a read that would not return.
+const maxReadSettle = time.Second
+
+// awaitRead waits, when the request's context has ended while a read of
+// the body is in flight on the transport's goroutine, for that read to
+// return. net/http ends the context inside the connection read that
+// fails, before that read reports its error to the body's reader: the
+// forwarder then sees its attempt cancelled (a client that left, nothing
+// to answer) while the body has not said yet that it stalled, and the
+// client would get an empty 200 instead of its 408. Without a read in
+// flight, or with the context alive (an upstream that answered before
+// reading the whole body, a slow upload still going), it returns at once.
+func (c *clientBody) awaitRead() {
+	select {
+	case <-c.done:
+	default:
+		return
+	}
+	c.mu.Lock()
+	if !c.reading {
+		c.mu.Unlock()
+		return
+	}
+	if c.readDone == nil {
+		c.readDone = make(chan struct{})
+	}
+	done := c.readDone
+	c.mu.Unlock()
+	t := time.NewTimer(maxReadSettle)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // clear takes our deadline off the connection, leaving keep-alive and idle
@@ -500,6 +561,9 @@ func (st *reqState) endBody() {
 	if c == nil {
 		return
 	}
+	// The read whose failure ended the request's context must have said
+	// how the body ended before that end is read as a client that left.
+	c.awaitRead()
 	c.finish()
 	if !c.cut() {
 		c.settleLate()

@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -522,6 +523,138 @@ func TestH1TransportClientBodyFails(t *testing.T) {
 					t.Fatalf("the upstream read a complete request of %d bytes", len(r.body))
 				}
 			})
+		})
+	}
+}
+
+// stallingBody gives part, then blocks as a client that stops sending
+// does (blocked is closed) until the test lets the edge's body timeout
+// cut it (stall); cut then ends the read in the order the case gives,
+// with the bytes it returns.
+type stallingBody struct {
+	part    []byte
+	blocked chan struct{}
+	stall   chan struct{}
+	cut     func() ([]byte, error)
+	once    sync.Once
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	if len(b.part) > 0 {
+		n := copy(p, b.part)
+		b.part = b.part[n:]
+		return n, nil
+	}
+	first := false
+	b.once.Do(func() { first = true })
+	if !first {
+		return 0, errStalled
+	}
+	close(b.blocked)
+	<-b.stall
+	last, err := b.cut()
+	return copy(p, last), err
+}
+
+func (b *stallingBody) Close() error { return nil }
+
+var errStalled = fmt.Errorf("read tcp: %w", os.ErrDeadlineExceeded)
+
+// A client body that stalls after a part and is then cut by the edge's
+// body timeout, in every order the cut can reach the transport: the
+// body's error alone (with or without bytes), the request's context first
+// (net/http ends it inside the connection read that fails, before the
+// read returns), and the context with the attempt already over before the
+// body's error. The upstream answers (an empty 200) as soon as its own
+// read of the body fails, as a handler that gives up on its body does.
+// The attempt always fails, never with that answer, and the upstream never
+// reads a complete request: a Content-Length body stays short, a chunked
+// one gets no last chunk.
+func TestH1TransportStalledBodyNeverCompletes(t *testing.T) {
+	part := []byte("0123456789")
+	for _, f := range []struct {
+		name   string
+		length int64
+	}{{"content-length", 100}, {"chunked", -1}} {
+		t.Run(f.name, func(t *testing.T) {
+			reads := make(chan bodyRead, 1)
+			stop := make(chan struct{})
+			up := newRawUpstream(t, func(u *rawUpstream, c net.Conn, br *bufio.Reader, req *http.Request) bool {
+				b, err := io.ReadAll(req.Body)
+				select {
+				case reads <- bodyRead{b, err}:
+				case <-stop: // the test failed and reads no more
+					return false
+				}
+				if err != nil {
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+					return false
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ncomplete")
+				return true
+			})
+			t.Cleanup(func() { close(stop) }) // before the upstream's own cleanup waits for its handlers
+			for _, tc := range []struct {
+				name string
+				tail int // the last bytes of part, returned with the error
+				// cut ends the stalled read; returned is closed once
+				// RoundTrip has returned.
+				cut  func(cancel context.CancelFunc, returned <-chan struct{})
+				want error // what RoundTrip's error wraps
+			}{
+				{"the body's error", 0, func(context.CancelFunc, <-chan struct{}) {}, os.ErrDeadlineExceeded},
+				{"the body's error with its last bytes", 4, func(context.CancelFunc, <-chan struct{}) {}, os.ErrDeadlineExceeded},
+				{"the context ends, then the body's error", 0, func(cancel context.CancelFunc, _ <-chan struct{}) {
+					cancel()
+				}, context.Canceled},
+				{"the context ends, the attempt returns, then the body's error", 0, func(cancel context.CancelFunc, returned <-chan struct{}) {
+					cancel()
+					<-returned
+				}, context.Canceled},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					noLeaks(t)
+					h1 := newTestPool(t, 4, notATimeout)
+					runs := 500
+					if testing.Short() {
+						runs = 50
+					}
+					for i := range runs {
+						ctx, cancel := context.WithCancel(context.Background())
+						returned := make(chan struct{})
+						head, tail := part[:len(part)-tc.tail], part[len(part)-tc.tail:]
+						body := &stallingBody{part: head, blocked: make(chan struct{}), stall: make(chan struct{})}
+						body.cut = func() ([]byte, error) {
+							tc.cut(cancel, returned)
+							return tail, errStalled
+						}
+						req := post(t, "http://"+up.addr+"/", body, f.length).WithContext(ctx)
+						go func() {
+							<-body.blocked // the upstream waits for the rest
+							close(body.stall)
+						}()
+						resp, err := h1.RoundTrip(req)
+						close(returned)
+						cancel()
+						if err == nil {
+							t.Fatalf("run %d: a stalled body got the upstream's answer %q", i, readAnswer(t, resp))
+						}
+						if !errors.Is(err, tc.want) {
+							t.Fatalf("run %d: RoundTrip: %v, want %v", i, err, tc.want)
+						}
+						if errors.Is(tc.want, os.ErrDeadlineExceeded) && !errors.As(err, new(*bodyReadError)) {
+							t.Fatalf("run %d: %v is not the client's body failing", i, err)
+						}
+						r := <-reads
+						if r.err == nil {
+							t.Fatalf("run %d: the upstream read a complete request of %d bytes", i, len(r.body))
+						}
+						if !bytes.HasPrefix(part, r.body) {
+							t.Fatalf("run %d: the upstream read %q, not a part of what was sent", i, r.body)
+						}
+					}
+				})
+			}
 		})
 	}
 }
