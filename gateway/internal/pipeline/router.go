@@ -189,16 +189,16 @@ func (h *hostRoutes) add(rank int, e RouteEntry, templates *mux.Router) {
 	for _, meth := range m.Methods {
 		rm.methods = append(rm.methods, strings.ToUpper(meth)) // as mux's Methods
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
+	for _, k := range sortedKeys(m.Headers) {
 		rm.headers = append(rm.headers, headerCond{name: http.CanonicalHeaderKey(k), value: m.Headers[k]})
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
+	for _, k := range sortedKeys(m.Query) {
 		// mux's Queries: a template of its own ("{v}" in the value is a
 		// variable), read with mux's own query parsing.
 		muxed().Queries(k, m.Query[k])
 	}
 	rm.mux = muxRoute
-	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+	for _, k := range sortedKeys(m.HeadersRegex) {
 		re := compileOrNever(m.HeadersRegex[k])
 		name := http.CanonicalHeaderKey(k)
 		rm.matchers = append(rm.matchers, func(r *http.Request) bool {
@@ -212,7 +212,7 @@ func (h *hostRoutes) add(rank int, e RouteEntry, templates *mux.Router) {
 			}
 		})
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+	for _, k := range sortedKeys(m.QueryRegex) {
 		re := compileOrNever(m.QueryRegex[k])
 		rm.matchers = append(rm.matchers, func(r *http.Request) bool {
 			vs, ok := r.URL.Query()[k]
@@ -456,4 +456,13 @@ func matchHost(host string) string {
 		}
 	}
 	return host
+}
+
+// sortedKeys is slices.Sorted(maps.Keys(m)) without the iterator's
+// allocation when m is empty, as it is for most routes.
+func sortedKeys[V any](m map[string]V) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
 }
