@@ -30,6 +30,13 @@ type fragmentSource struct {
 	rebuild func(context.Context) error
 	// loaded, when set, gives the log attributes of an applied fragment.
 	loaded func(routes.Fragment) []any
+	// inPlace, when set, may apply next to the live generation without a
+	// build, when it differs from prev (the live fragment) in a way the
+	// generation can follow in place. It calls commit, which makes next
+	// the fragment later builds merge, at the point where next becomes
+	// live, and reports whether it did.
+	// ctx is the source's: once it ends, nothing it delivers is applied.
+	inPlace func(ctx context.Context, prev, next routes.Fragment, commit func()) bool
 
 	mu      sync.Mutex
 	frag    routes.Fragment // merged into the next build
@@ -85,7 +92,19 @@ func (fs *fragmentSource) apply(ctx context.Context, frag routes.Fragment) error
 		return ctx.Err() // a replaced source: its view is no longer wanted
 	}
 	fs.mu.Lock()
-	prev := fs.frag
+	prev, applied := fs.frag, fs.applied
+	fs.mu.Unlock()
+	if applied && fs.inPlace != nil {
+		commit := func() {
+			fs.mu.Lock()
+			fs.frag = frag
+			fs.mu.Unlock()
+		}
+		if fs.inPlace(ctx, prev, frag, commit) {
+			return nil
+		}
+	}
+	fs.mu.Lock()
 	fs.frag = frag
 	fs.mu.Unlock()
 	err := fs.rebuild(ctx)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,6 +170,32 @@ func wantUpstream(t *testing.T, url, want string) {
 // merge, validation and generation build a change costs
 // (go test -run '^$' -bench RouteSourceApply10k ./gateway).
 func BenchmarkRouteSourceApply10k(b *testing.B) {
+	frag := scaleFragment()
+	var runs sync.WaitGroup
+	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
+	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
+		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+	})
+	_ = te
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		// A route changes every time: an unchanged fragment, or one that
+		// differs only in endpoints, builds nothing. A copy, as the edge
+		// keeps the fragment it applied.
+		next := frag
+		next.Routes = slices.Clone(frag.Routes)
+		i++
+		next.Routes[0].Match.Path = fmt.Sprintf("/p0-%d", i)
+		src.feed <- next
+		if err := <-src.results; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// scaleFragment is 10,000 Gateway API routes as the provider gives them.
+func scaleFragment() routes.Fragment {
 	frag := routes.Fragment{Upstreams: map[string]routes.Upstream{}}
 	for i := 0; i < 1000; i++ {
 		var eps []string
@@ -183,17 +211,40 @@ func BenchmarkRouteSourceApply10k(b *testing.B) {
 			routes.Route{Name: fmt.Sprintf("k8s.apps.r%d.0.e", i), Match: routes.Match{Host: host, Path: fmt.Sprintf("/p%d", i)}, Upstream: up},
 			routes.Route{Name: fmt.Sprintf("k8s.apps.r%d.0.p", i), Match: routes.Match{Host: host, PathPrefix: fmt.Sprintf("/p%d/", i)}, Upstream: up})
 	}
+	return frag
+}
+
+// BenchmarkRouteSourceEndpoints10k is an endpoint-only change at the same
+// scale: one upstream's endpoints change, and the live upstream takes them
+// without a generation being built. The routes are the same slice each
+// time, which makes telling the change apart quick here; on fresh
+// fragments from the provider it takes BenchmarkEndpointsChanged10k.
+func BenchmarkRouteSourceEndpoints10k(b *testing.B) {
+	frag := scaleFragment()
 	var runs sync.WaitGroup
 	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
 	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
 		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
 	})
-	_ = te
+	src.feed <- frag
+	if err := <-src.results; err != nil {
+		b.Fatal(err)
+	}
+	built := te.live.Load()
 	b.ResetTimer()
+	i := 0
 	for b.Loop() {
-		src.feed <- frag
+		next := frag
+		next.Upstreams = maps.Clone(frag.Upstreams)
+		i++
+		next.Upstreams["k8s.apps.svc7.80"] = routes.Upstream{Endpoints: []string{fmt.Sprintf("10.245.%d.%d:8080", i/250%250, i%250)}}
+		src.feed <- next
 		if err := <-src.results; err != nil {
 			b.Fatal(err)
 		}
+	}
+	b.StopTimer()
+	if te.live.Load() != built {
+		b.Fatal("a generation was built")
 	}
 }

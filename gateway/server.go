@@ -156,7 +156,10 @@ func newServer[C any](kind, fileKind string, opts Options, r role[C]) *server[C]
 
 // generation is everything built from one version of the configuration
 // file: the runtimes requests are served with, and the steps that make it
-// live, undo it, and free it. It is immutable once committed; a reload
+// live, undo it, and free it. It is immutable once committed, but for its
+// upstreams' endpoint sets, which discovery changes in place (dns,
+// endpoints_file, and the edge's Kubernetes endpoints: updateEndpoints,
+// which also replaces cfg, under mu, to show them); a reload
 // builds the next one beside it, and one function (server.commit) swaps
 // them. The old one retires when its last request ends.
 type generation[C any] struct {

@@ -399,17 +399,17 @@ func (c *checker) checkMatch(p string, m Match) {
 		}
 	}
 	c.checkMethods(p+".methods", m.Methods)
-	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
+	for _, k := range sortedKeys(m.Headers) {
 		if !httpTokenRe.MatchString(k) {
 			c.errorf(p+".headers."+k, "%q is not a header name", k)
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
+	for _, k := range sortedKeys(m.Query) {
 		if k == "" {
 			c.errorf(p+".query", "empty query parameter name")
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+	for _, k := range sortedKeys(m.HeadersRegex) {
 		kp := p + ".headers_regex." + k
 		if !httpTokenRe.MatchString(k) {
 			c.errorf(kp, "%q is not a header name", k)
@@ -423,7 +423,7 @@ func (c *checker) checkMatch(p string, m Match) {
 			c.errorf(kp, "%v", err)
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+	for _, k := range sortedKeys(m.QueryRegex) {
 		kp := p + ".query_regex." + k
 		if k == "" {
 			c.errorf(p+".query_regex", "empty query parameter name")
@@ -460,16 +460,16 @@ func (m Match) signature() string {
 	sort.Strings(methods)
 	var b strings.Builder
 	fmt.Fprintf(&b, "h=%s|p=%s|pp=%s|re=%s|m=%s|tls=%t", m.Host, m.Path, m.PathPrefix, m.PathRegex, strings.Join(methods, ","), m.TLS)
-	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
+	for _, k := range sortedKeys(m.Headers) {
 		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
+	for _, k := range sortedKeys(m.Query) {
 		fmt.Fprintf(&b, "|Q:%s=%s", k, m.Query[k])
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+	for _, k := range sortedKeys(m.HeadersRegex) {
 		fmt.Fprintf(&b, "|HR:%s=%s", strings.ToLower(k), m.HeadersRegex[k])
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+	for _, k := range sortedKeys(m.QueryRegex) {
 		fmt.Fprintf(&b, "|QR:%s=%s", k, m.QueryRegex[k])
 	}
 	return b.String()
@@ -501,14 +501,14 @@ func (c *checker) checkUnderscoreHeaders() {
 		}
 	}
 	for i, r := range c.f.Routes {
-		for _, h := range slices.Sorted(maps.Keys(r.Match.Headers)) {
+		for _, h := range sortedKeys(r.Match.Headers) {
 			check(fmt.Sprintf("routes[%d].match.headers.%s", i, h), h)
 		}
-		for _, h := range slices.Sorted(maps.Keys(r.Match.HeadersRegex)) {
+		for _, h := range sortedKeys(r.Match.HeadersRegex) {
 			check(fmt.Sprintf("routes[%d].match.headers_regex.%s", i, h), h)
 		}
 		for j, sp := range r.Split {
-			for _, h := range slices.Sorted(maps.Keys(sp.Headers)) {
+			for _, h := range sortedKeys(sp.Headers) {
 				check(fmt.Sprintf("routes[%d].split[%d].headers.%s", i, j, h), h)
 			}
 		}
@@ -612,4 +612,14 @@ func CompilePathRegex(expr string) (*regexp.Regexp, error) {
 func validPort(p string) bool {
 	n, err := strconv.Atoi(p)
 	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == p
+}
+
+// sortedKeys is slices.Sorted(maps.Keys(m)) without the iterator's
+// allocation when m is empty: most routes have no header or query
+// conditions, and every change from a provider validates every route.
+func sortedKeys[V any](m map[string]V) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
 }

@@ -214,6 +214,12 @@ func (t *translator) checkApplied() {
 			frag.Routes = append(frag.Routes, r)
 			for _, u := range append([]string{r.Upstream}, splitUpstreams(r.Split)...) {
 				if v, ok := t.res.Fragment.Upstreams[u]; ok {
+					// Without its endpoints: the check is memoized by
+					// what it is given, and pods coming and going would
+					// otherwise check the policy again with every route
+					// it applies to. A provider's upstream may have none;
+					// the model checks the endpoints themselves.
+					v.Endpoints = nil
 					frag.Upstreams[u] = v
 				}
 			}

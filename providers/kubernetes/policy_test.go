@@ -4,11 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -586,6 +588,54 @@ func TestTranslatePolicyCheckedWithItsRoutes(t *testing.T) {
 			}
 			if _, ok := res.Fragment.Authenticators["k8s.apps.policy.p.auth.0"]; ok != (tc.want[0] == "Accepted") {
 				t.Fatalf("the policy's authenticator in the model: %v, want %v", ok, tc.want[0] == "Accepted")
+			}
+		})
+	}
+}
+
+// The check of a policy with the routes it applies to is given their
+// upstreams without endpoints: the edge memoizes checks by what they are
+// given, so pods coming and going must not check the policy again with
+// every route it applies to.
+func TestTranslatePolicyCheckWithoutEndpoints(t *testing.T) {
+	tests := []struct {
+		name string
+		eps  []endpoint
+	}{
+		{name: "two pods", eps: []endpoint{ready("10.0.0.1"), ready("10.0.0.2")}},
+		{name: "one pod replaced", eps: []endpoint{ready("10.0.0.3")}},
+		{name: "no pods", eps: nil},
+	}
+	var first []routes.Fragment
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := world()
+			s.EndpointSlices = []*discoveryv1.EndpointSlice{slice("apps", "web", "web-1", "http", 8080, tt.eps...)}
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))}, parents(parent("apps", "gw")))}
+			s.Policies = []*CausewayPolicy{policy("apps", "gwp", 0, target(kindGateway, "gw"), authRef("corp"))}
+			check := testCheck(t)
+			var applied []routes.Fragment
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: func(frag routes.Fragment) error {
+				if len(frag.Routes) > 0 && frag.Routes[0].Match.Host != "policy-check.invalid" {
+					applied = append(applied, frag)
+				}
+				return check(frag)
+			}})
+			if st := res.Policies[nn("apps", "gwp")]; len(st.Ancestors) != 1 {
+				t.Fatalf("policy status %+v", st)
+			}
+			if len(applied) != 1 {
+				t.Fatalf("%d checks with the applied routes, want 1", len(applied))
+			}
+			for name, u := range applied[0].Upstreams {
+				if len(u.Endpoints) > 0 {
+					t.Fatalf("upstream %s checked with endpoints %v", name, u.Endpoints)
+				}
+			}
+			if first == nil {
+				first = applied
+			} else if !reflect.DeepEqual(first, applied) {
+				t.Fatalf("the check changed with the endpoints alone:\n%+v\n%+v", first, applied)
 			}
 		})
 	}

@@ -165,8 +165,38 @@ func TestScale(t *testing.T) {
 		})
 		lat = append(lat, time.Since(t0))
 	}
+	logLatencies(t, "change to served", lat)
+
+	// Endpoint change to served: Service 0's one pod is replaced by
+	// another and back, and the edge is polled until the new pod answers.
+	// Only endpoints change, so the edge updates its upstream in place.
+	pods := []pod{{"web-1", testnetns.Addr(256 + 1)}, startPod(t, "web-scale-2", testnetns.Addr(256+90))}
+	lat = lat[:0]
+	for i := 0; i < changes; i++ {
+		to := pods[(i+1)%2]
+		t0 := time.Now()
+		api := c.core.DiscoveryV1().EndpointSlices(ns)
+		updateFresh(t, func() (*discoveryv1.EndpointSlice, error) { return api.Get(ctx, "svc0-1", metav1.GetOptions{}) },
+			func(es *discoveryv1.EndpointSlice) {
+				es.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{to.ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}}
+			},
+			func(es *discoveryv1.EndpointSlice) (*discoveryv1.EndpointSlice, error) {
+				return api.Update(ctx, es, metav1.UpdateOptions{})
+			})
+		eventuallyWithin(t, time.Minute, "endpoint change "+strconv.Itoa(i), func() bool {
+			code, s, _ := send(t, addr, "h0.example", "/r0/x")
+			return code == 200 && s.Pod == to.name
+		})
+		lat = append(lat, time.Since(t0))
+	}
+	logLatencies(t, "endpoint change to served", lat)
+}
+
+// logLatencies logs the p50, p99 and maximum of lat, which it sorts.
+func logLatencies(t *testing.T, what string, lat []time.Duration) {
+	t.Helper()
 	slices.Sort(lat)
-	t.Logf("change to served over %d changes: p50 %s, p99 %s, max %s", changes,
+	t.Logf("%s over %d changes: p50 %s, p99 %s, max %s", what, len(lat),
 		lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 }
 

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"regexp"
@@ -15,12 +16,20 @@ import (
 )
 
 // Router picks the most specific route for a request, independent of the
-// order of the routes file. gorilla/mux matches its routes one by one in
-// registration order, so a flat router over 1,000 routes costs 1,000 regexp
-// checks for a miss. Routes are therefore split first by host (exact hosts in
-// a map, wildcard hosts by suffix, then host-less routes) and, within a host,
-// by the first path segment when the route's literal path fixes it. Each
-// bucket is a small mux.Router whose routes are sorted most specific first.
+// order of the routes file. Routes are sorted most specific first
+// (moreSpecific) and each gets its rank in that order; a request is
+// answered by the matching route of lowest rank in the first host class that
+// has one (the exact host, then wildcard hosts by longest suffix, then routes
+// without a host).
+//
+// Within a host, literal paths are looked up rather than tried one by one,
+// and need no regular expression: exact paths in a map by path, literal
+// prefixes in a map by prefix probed at each prefix length the host has.
+// Compiling a regular expression per route (gorilla/mux does, even for a
+// literal path) was most of the cost of building a router of 10,000
+// Gateway API routes, and a new router is built on every change. Only path
+// templates, path_regex and query conditions, which are rare, still use mux
+// or regexp.
 type Router struct {
 	exact     map[string]*hostRoutes
 	wildcards []wildcardRoutes // longest suffix first
@@ -32,10 +41,33 @@ type wildcardRoutes struct {
 	routes *hostRoutes
 }
 
-// hostRoutes holds the routes of one host, bucketed by first path segment.
+// hostRoutes holds the routes of one host class. Every list is in rank
+// order, so the first route of a list that matches is that list's best.
 type hostRoutes struct {
-	bySegment map[string]*mux.Router
-	rest      *mux.Router // routes whose first segment is not fixed
+	exact     map[string][]*routeMatcher // literal exact paths
+	prefixes  map[string][]*routeMatcher // literal path prefixes
+	prefixLen []int                      // the lengths of prefixes' keys, longest first
+	other     []*routeMatcher            // templates, path_regex, no path
+}
+
+// routeMatcher is one route's conditions other than the host, with the path
+// left out when its list already implies it.
+type routeMatcher struct {
+	rank    int
+	handler http.Handler
+	methods []string     // upper case; empty: any
+	headers []headerCond // mux's Headers: present, and equal to one value unless value is ""
+	// mux holds what keeps gorilla/mux's own semantics (a path template
+	// with its variables, query conditions); nil when there is none.
+	mux      *mux.Route
+	pathRe   *regexp.Regexp
+	matchers []func(*http.Request) bool // headers_regex, query_regex
+	tls      bool
+}
+
+type headerCond struct {
+	name  string // canonical
+	value string
 }
 
 // RouteEntry is a route ready to be matched: its config and its handler.
@@ -45,8 +77,6 @@ type RouteEntry struct {
 }
 
 func NewRouter(entries []RouteEntry) *Router {
-	// Most specific first: mux takes the first match within a bucket, and the
-	// buckets are tried most specific first.
 	// Each route's literal path is worked out once, not at every
 	// comparison: a path_regex's is compiled to find it.
 	keyed := make([]keyedEntry, len(entries))
@@ -56,14 +86,14 @@ func NewRouter(entries []RouteEntry) *Router {
 	sort.SliceStable(keyed, func(i, j int) bool {
 		return moreSpecificLit(keyed[i].Cfg.Match, keyed[i].lit, keyed[j].Cfg.Match, keyed[j].lit)
 	})
-	sorted := make([]RouteEntry, len(keyed))
-	for i, k := range keyed {
-		sorted[i] = k.RouteEntry
-	}
 
 	rt := &Router{exact: map[string]*hostRoutes{}}
 	wild := map[string]*hostRoutes{}
-	for _, e := range sorted {
+	// One mux router makes the few routes that need mux; its own matching
+	// is never used.
+	var templates *mux.Router
+	for rank, k := range keyed {
+		e := k.RouteEntry
 		host := e.Cfg.Match.Host
 		var hr *hostRoutes
 		switch {
@@ -85,53 +115,93 @@ func NewRouter(entries []RouteEntry) *Router {
 				rt.exact[host] = hr
 			}
 		}
-		hr.add(e)
+		if templates == nil && needsMux(e.Cfg.Match) {
+			templates = newMuxRouter()
+		}
+		hr.add(rank, e, templates)
 	}
 	sort.SliceStable(rt.wildcards, func(i, j int) bool { return len(rt.wildcards[i].suffix) > len(rt.wildcards[j].suffix) })
+	for _, hr := range rt.exact {
+		hr.finish()
+	}
+	for _, w := range rt.wildcards {
+		w.routes.finish()
+	}
+	if rt.any != nil {
+		rt.any.finish()
+	}
 	return rt
 }
 
 func newHostRoutes() *hostRoutes {
-	return &hostRoutes{bySegment: map[string]*mux.Router{}}
+	return &hostRoutes{exact: map[string][]*routeMatcher{}, prefixes: map[string][]*routeMatcher{}}
 }
 
-func (h *hostRoutes) add(e RouteEntry) {
-	var mr *mux.Router
-	if seg, ok := fixedSegment(e.Cfg.Match); ok {
-		if mr = h.bySegment[seg]; mr == nil {
-			mr = newMuxRouter()
-			h.bySegment[seg] = mr
-		}
-	} else {
-		if h.rest == nil {
-			h.rest = newMuxRouter()
-		}
-		mr = h.rest
-	}
-	m := e.Cfg.Match
-	r := mr.NewRoute().Handler(e.Handler)
+// isLiteral reports whether p is a path without template variables: mux
+// would match it as the string itself.
+func isLiteral(p string) bool {
+	return !strings.ContainsAny(p, "{}")
+}
+
+// needsMux reports whether m has a condition matched by mux.
+func needsMux(m routes.Match) bool {
 	switch {
 	case m.Path != "":
-		r.Path(m.Path)
+		if !isLiteral(m.Path) {
+			return true
+		}
 	case m.PathPrefix != "":
-		r.PathPrefix(m.PathPrefix)
-	case m.PathRegex != "":
-		re := compileOrNever(m.PathRegex)
-		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return re.MatchString(r.URL.Path) })
+		if !isLiteral(m.PathPrefix) {
+			return true
+		}
 	}
-	if len(m.Methods) > 0 {
-		r.Methods(m.Methods...)
+	return len(m.Query) > 0
+}
+
+// add appends e, of the given rank, to the list its path puts it in. Routes
+// come in rank order, so every list stays in rank order.
+func (h *hostRoutes) add(rank int, e RouteEntry, templates *mux.Router) {
+	m := e.Cfg.Match
+	rm := &routeMatcher{rank: rank, handler: e.Handler, tls: m.TLS}
+	var muxRoute *mux.Route
+	muxed := func() *mux.Route {
+		if muxRoute == nil {
+			muxRoute = templates.NewRoute()
+		}
+		return muxRoute
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Headers)) {
-		r.Headers(k, m.Headers[k])
+	switch {
+	case m.Path != "" && isLiteral(m.Path):
+		h.exact[m.Path] = append(h.exact[m.Path], rm)
+	case m.PathPrefix != "" && isLiteral(m.PathPrefix):
+		h.prefixes[m.PathPrefix] = append(h.prefixes[m.PathPrefix], rm)
+	default:
+		switch {
+		case m.Path != "":
+			muxed().Path(m.Path)
+		case m.PathPrefix != "":
+			muxed().PathPrefix(m.PathPrefix)
+		case m.PathRegex != "":
+			rm.pathRe = compileOrNever(m.PathRegex)
+		}
+		h.other = append(h.other, rm)
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.Query)) {
-		r.Queries(k, m.Query[k])
+	for _, meth := range m.Methods {
+		rm.methods = append(rm.methods, strings.ToUpper(meth)) // as mux's Methods
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.HeadersRegex)) {
+	for _, k := range sortedKeys(m.Headers) {
+		rm.headers = append(rm.headers, headerCond{name: http.CanonicalHeaderKey(k), value: m.Headers[k]})
+	}
+	for _, k := range sortedKeys(m.Query) {
+		// mux's Queries: a template of its own ("{v}" in the value is a
+		// variable), read with mux's own query parsing.
+		muxed().Queries(k, m.Query[k])
+	}
+	rm.mux = muxRoute
+	for _, k := range sortedKeys(m.HeadersRegex) {
 		re := compileOrNever(m.HeadersRegex[k])
 		name := http.CanonicalHeaderKey(k)
-		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool {
+		rm.matchers = append(rm.matchers, func(r *http.Request) bool {
 			switch vs := r.Header[name]; len(vs) {
 			case 0:
 				return false
@@ -142,18 +212,25 @@ func (h *hostRoutes) add(e RouteEntry) {
 			}
 		})
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.QueryRegex)) {
+	for _, k := range sortedKeys(m.QueryRegex) {
 		re := compileOrNever(m.QueryRegex[k])
-		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool {
+		rm.matchers = append(rm.matchers, func(r *http.Request) bool {
 			vs, ok := r.URL.Query()[k]
 			return ok && len(vs) > 0 && re.MatchString(vs[0])
 		})
 	}
-	if m.TLS {
-		// The connection, not mux's Schemes, which would believe an
-		// absolute-form request line ("GET https://...") on plain HTTP.
-		r.MatcherFunc(func(r *http.Request, _ *mux.RouteMatch) bool { return r.TLS != nil })
+}
+
+// finish records the prefix lengths to probe, longest first: a longer
+// literal outranks a shorter one, so the search usually ends at the first
+// hit.
+func (h *hostRoutes) finish() {
+	for p := range h.prefixes {
+		if !slices.Contains(h.prefixLen, len(p)) {
+			h.prefixLen = append(h.prefixLen, len(p))
+		}
 	}
+	slices.SortFunc(h.prefixLen, func(a, b int) int { return b - a })
 }
 
 // compileOrNever compiles a validated expression. Validation compiled it
@@ -171,33 +248,6 @@ func newMuxRouter() *mux.Router {
 	// Paths are cleaned once by the edge before matching (see CleanPath), so
 	// mux's own clean-and-redirect is off.
 	return mux.NewRouter().SkipClean(true)
-}
-
-// fixedSegment returns the first path segment every request matched by m
-// has, when m's literal path determines it: "/api/v1" and "/api/{id}" fix
-// "api"; the prefix "/api" does not (it also matches "/apix").
-func fixedSegment(m routes.Match) (string, bool) {
-	p := m.Path
-	if p == "" {
-		p = m.PathPrefix
-	}
-	if p == "" {
-		p = regexLiteral(m.PathRegex) // a prefix every match has
-	}
-	if len(p) < 2 {
-		return "", false
-	}
-	lit := literalPrefix(p)
-	rest := lit[1:]
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		return rest[:i], i > 0
-	}
-	// No slash after the first segment: fixed only for an exact path with no
-	// variable ("/health" matches only "/health").
-	if m.Path != "" && lit == p {
-		return rest, true
-	}
-	return "", false
 }
 
 // regexLiteral is the literal text every path a path_regex matches starts
@@ -224,18 +274,6 @@ func literalPrefix(p string) string {
 		return p[:i]
 	}
 	return p
-}
-
-// firstSegment returns the first segment of a cleaned request path.
-func firstSegment(path string) string {
-	if len(path) < 2 {
-		return ""
-	}
-	rest := path[1:]
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		return rest[:i]
-	}
-	return rest
 }
 
 // moreSpecific orders routes: longer literal path first; at equal length an
@@ -320,24 +358,82 @@ func (rt *Router) Match(r *http.Request) (http.Handler, map[string]string) {
 	return nil, nil
 }
 
+// match returns the matching route of lowest rank. Each list is searched
+// only for a route that would outrank the best found so far.
 func (h *hostRoutes) match(r *http.Request) (http.Handler, map[string]string) {
-	if mr := h.bySegment[firstSegment(r.URL.Path)]; mr != nil {
-		if handler, vars := muxMatch(mr, r); handler != nil {
-			return handler, vars
+	path := r.URL.Path
+	best := found{rank: math.MaxInt}
+	if list := h.exact[path]; list != nil {
+		best.first(list, r)
+	}
+	for _, n := range h.prefixLen {
+		if n > len(path) {
+			continue
+		}
+		if list := h.prefixes[path[:n]]; list != nil {
+			best.first(list, r)
 		}
 	}
-	if h.rest != nil {
-		return muxMatch(h.rest, r)
-	}
-	return nil, nil
+	best.first(h.other, r)
+	return best.handler, best.vars
 }
 
-func muxMatch(mr *mux.Router, r *http.Request) (http.Handler, map[string]string) {
-	var m mux.RouteMatch
-	if mr.Match(r, &m) && m.MatchErr == nil {
-		return m.Handler, m.Vars
+// found is the best route found so far.
+type found struct {
+	rank    int
+	handler http.Handler
+	vars    map[string]string
+}
+
+// first replaces f with the first route of list that matches r, if it
+// outranks f.
+func (f *found) first(list []*routeMatcher, r *http.Request) {
+	for _, rm := range list {
+		if rm.rank >= f.rank {
+			return
+		}
+		if vars, ok := rm.match(r); ok {
+			*f = found{rank: rm.rank, handler: rm.handler, vars: vars}
+			return
+		}
 	}
-	return nil, nil
+}
+
+// match reports whether r meets every condition of rm but its host, and
+// its literal path (the list rm is in implies that). The cheap conditions
+// go first; the outcome does not depend on the order.
+func (rm *routeMatcher) match(r *http.Request) (map[string]string, bool) {
+	if rm.tls && r.TLS == nil {
+		// The connection, not mux's Schemes, which would believe an
+		// absolute-form request line ("GET https://...") on plain HTTP.
+		return nil, false
+	}
+	if len(rm.methods) > 0 && !slices.Contains(rm.methods, r.Method) {
+		return nil, false
+	}
+	for _, hc := range rm.headers {
+		// As mux's Headers: a nil value list is an absent header.
+		vs := r.Header[hc.name]
+		if vs == nil || (hc.value != "" && !slices.Contains(vs, hc.value)) {
+			return nil, false
+		}
+	}
+	if rm.pathRe != nil && !rm.pathRe.MatchString(r.URL.Path) {
+		return nil, false
+	}
+	for _, m := range rm.matchers {
+		if !m(r) {
+			return nil, false
+		}
+	}
+	if rm.mux != nil {
+		var m mux.RouteMatch
+		if !rm.mux.Match(r, &m) {
+			return nil, false
+		}
+		return m.Vars, true
+	}
+	return nil, true
 }
 
 // requestHost is the request's host, lower-cased, without port or trailing dot.
@@ -360,4 +456,13 @@ func matchHost(host string) string {
 		}
 	}
 	return host
+}
+
+// sortedKeys is slices.Sorted(maps.Keys(m)) without the iterator's
+// allocation when m is empty, as it is for most routes.
+func sortedKeys[V any](m map[string]V) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
 }

@@ -331,6 +331,24 @@ func New(name string, cfg routes.Upstream, deps Deps) (*Upstream, error) {
 	return u, nil
 }
 
+// SetEndpoints replaces the endpoints of an upstream that lists them (not
+// dns or endpoints_file, whose discovery owns the set): the edge's way of
+// following a provider's endpoint changes without building a new
+// configuration. As for discovery, endpoints that stay keep their health,
+// ejection and in-flight state. Cfg keeps the endpoints it was built with.
+func (u *Upstream) SetEndpoints(addrs []string) error {
+	if u.Cfg.DNS != "" || u.Cfg.DNSSRV != "" || u.Cfg.EndpointsFile != "" {
+		return fmt.Errorf("upstream %s: its endpoints come from discovery", u.Name)
+	}
+	specs := make([]endpointSpec, 0, len(addrs))
+	for _, a := range addrs {
+		a = strings.TrimSpace(a)
+		specs = append(specs, endpointSpec{Addr: a, Weight: u.Cfg.Weights[a]})
+	}
+	u.setEndpoints(specs)
+	return nil
+}
+
 // setEndpoints replaces the endpoint set. Endpoints that stay keep their
 // object (and so their health, ejection and in-flight counts); requests
 // running on a removed endpoint finish on it.
