@@ -218,7 +218,7 @@ func TestBackendTLSPolicyThroughTheEdge(t *testing.T) {
 				return
 			}
 			_ = res.Body.Close()
-			if res.StatusCode != 200 && res.StatusCode != 502 && res.StatusCode != 503 {
+			if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusBadGateway && res.StatusCode != http.StatusServiceUnavailable {
 				loadErr.Store(errors.New("unexpected status " + res.Status))
 				return
 			}
@@ -235,7 +235,9 @@ func TestBackendTLSPolicyThroughTheEdge(t *testing.T) {
 	setCA := func(data map[string]string) {
 		updateFresh(t, func() (*corev1.ConfigMap, error) { return cms.Get(ctx, "ca", metav1.GetOptions{}) },
 			func(cm *corev1.ConfigMap) { cm.Data = data },
-			func(cm *corev1.ConfigMap) (*corev1.ConfigMap, error) { return cms.Update(ctx, cm, metav1.UpdateOptions{}) })
+			func(cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+				return cms.Update(ctx, cm, metav1.UpdateOptions{})
+			})
 	}
 	good := map[string]string{"ca.crt": string(ca.PEM())}
 	for _, step := range []struct {
