@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
 
 	"github.com/redis/go-redis/v9"
 
@@ -330,7 +331,7 @@ func plainTLS(u routes.Upstream) (*tls.Config, error) {
 	if u.MeshIdentity != "" {
 		return nil, fmt.Errorf("mesh_identity %q needs the mesh section", u.MeshIdentity)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12}, nil
+	return proxy.UpstreamTLSConfig(u)
 }
 
 // tlsFeature runs north-south TLS: the https listener asks the current

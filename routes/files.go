@@ -81,6 +81,9 @@ func (f *File) files() []namedFile {
 	}
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
 		add("upstreams."+name+".endpoints_file", f.Upstreams[name].EndpointsFile)
+		if t := f.Upstreams[name].TLS; t != nil {
+			add("upstreams."+name+".tls.ca_file", t.CAFile)
+		}
 	}
 	return out
 }

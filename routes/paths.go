@@ -62,6 +62,11 @@ func (f *File) resolvePaths() {
 	}
 	for name, u := range f.Upstreams {
 		rel(&u.EndpointsFile)
+		if u.TLS != nil {
+			t := *u.TLS // the decoded file's own, but copied before changing as the rest is
+			rel(&t.CAFile)
+			u.TLS = &t
+		}
 		f.Upstreams[name] = u
 	}
 	switch f.AccessLog.Output {

@@ -601,7 +601,10 @@ type Upstream struct {
 	Balance      string   `yaml:"balance"`
 	// Scheme is http (default) or https for upstreams outside the mesh that
 	// terminate TLS themselves.
-	Scheme         string          `yaml:"scheme"`
+	Scheme string `yaml:"scheme"`
+	// TLS verifies an https upstream against its own roots and names
+	// instead of the system roots and the endpoint's address.
+	TLS            *UpstreamTLS    `yaml:"tls"`
 	HealthCheck    *HealthCheck    `yaml:"health_check"`
 	Timeout        Duration        `yaml:"timeout"`
 	ConnectTimeout Duration        `yaml:"connect_timeout"`

@@ -253,6 +253,7 @@ func (c *checker) checkUpstreams() {
 			c.errorf(p+".max_idle_per_endpoint", "must not be negative")
 		}
 		c.checkUpstreamMesh(p, u)
+		c.checkUpstreamTLS(p, u)
 		c.checkUpstreamTraffic(p, u)
 	}
 }

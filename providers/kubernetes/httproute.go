@@ -995,7 +995,11 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		parts = append(parts, "grpc")
 	}
 	if isMeshService(svc) {
-		return t.meshBackend(svc, parts)
+		split, err := t.meshBackend(svc, parts)
+		if err == nil {
+			split = t.meshBackendTLS(svc, sp, parts, split)
+		}
+		return split, err
 	}
 	up := name(parts...)
 	if _, done := t.res.Fragment.Upstreams[up]; !done {
@@ -1003,6 +1007,7 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		if routeKind == kindGRPCRoute && u.Protocol == "" {
 			u.Protocol = "h2c"
 		}
+		t.applyBackendTLS(svc, sp, &u)
 		t.res.Fragment.Upstreams[up] = u
 	}
 	return []routes.SplitTarget{{Upstream: up, Weight: 1}}, nil

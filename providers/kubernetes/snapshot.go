@@ -31,6 +31,10 @@ type Snapshot struct {
 	// Pods name the identity of a mesh Service's endpoints; watched only
 	// when the edge has a mesh section, and slimmed as the sidecar's are.
 	Pods []*corev1.Pod
+	// BackendTLSPolicies say how the edge calls Services over TLS;
+	// ConfigMaps hold their CA bundles, each slimmed to its ca.crt.
+	BackendTLSPolicies []*gatewayv1.BackendTLSPolicy
+	ConfigMaps         []*corev1.ConfigMap
 }
 
 // Result is what Translate makes of a Snapshot: the model's fragment and
@@ -44,6 +48,9 @@ type Result struct {
 	HTTPRoutes     map[types.NamespacedName]gatewayv1.HTTPRouteStatus
 	GRPCRoutes     map[types.NamespacedName]gatewayv1.GRPCRouteStatus
 	Policies       map[types.NamespacedName]gatewayv1.PolicyStatus
+	// BackendTLSPolicies: the status of each BackendTLSPolicy a route of
+	// ours reaches.
+	BackendTLSPolicies map[types.NamespacedName]gatewayv1.PolicyStatus
 	// LeftOut is what of a mesh backend is not called and why: an
 	// endpoint whose pod or ServiceAccount could not be resolved.
 	LeftOut []LeftOut

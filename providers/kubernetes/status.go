@@ -272,6 +272,8 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 			}))
 	}
 
+	w.writeBackendTLSStatus(ctx, res, memo, now, count)
+
 	for _, key := range sortedNames(res.HTTPRoutes) {
 		want := res.HTTPRoutes[key]
 		sc := w.scopeOf(key.Namespace)

@@ -70,10 +70,12 @@ func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOption
 	t.classes()
 	t.gateways()
 	t.policies()
+	t.backendTLSPolicies()
 	t.httpRoutes()
 	t.grpcRoutes()
 	t.checkApplied()
 	t.policyStatuses()
+	t.backendTLSStatuses()
 	t.finish()
 	return t.res
 }
@@ -110,6 +112,11 @@ type translator struct {
 	// mesh Service's endpoints by ServiceAccount once resolved.
 	pods map[types.NamespacedName]*corev1.Pod
 	mesh map[types.NamespacedName][]accountGroup
+
+	// BackendTLSPolicies: the one holding each Service port, and every
+	// judged one in age order (backendtls.go).
+	btlsByTarget map[btlsTarget]*btlsState
+	btlsOrder    []*btlsState
 }
 
 // gatewayState is one Gateway of our class, with its listeners as judged.

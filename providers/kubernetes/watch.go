@@ -179,6 +179,9 @@ type scope struct {
 	// pods lists live Pods, slimmed to what names their identity, for
 	// mesh backends (nil when the edge has no mesh section).
 	pods informers.SharedInformerFactory
+	// configMaps lists ConfigMaps slimmed to their ca.crt, for
+	// BackendTLSPolicies' CA bundles.
+	configMaps informers.SharedInformerFactory
 }
 
 // New builds a Watcher for cfg that calls onSnapshot with each new
@@ -365,6 +368,8 @@ func (w *Watcher) buildInformers() {
 				informers.WithNamespace(ns), informers.WithTransform(strip)),
 			secrets: informers.NewSharedInformerFactoryWithOptions(w.core, resync,
 				informers.WithNamespace(ns), informers.WithTransform(strip), informers.WithTweakListOptions(tlsSecrets)),
+			configMaps: informers.NewSharedInformerFactoryWithOptions(w.core, resync,
+				informers.WithNamespace(ns), informers.WithTransform(slimConfigMap)),
 		}
 		if w.cfg.PoliciesOn() {
 			sc.opaque = informers.NewSharedInformerFactoryWithOptions(w.core, resync,
@@ -407,6 +412,8 @@ func (w *Watcher) buildInformers() {
 		add(s.core.Core().V1().Services().Informer(), false)
 		add(s.core.Discovery().V1().EndpointSlices().Informer(), false)
 		add(s.secrets.Core().V1().Secrets().Informer(), false)
+		add(s.gw.Gateway().V1().BackendTLSPolicies().Informer(), true)
+		addWith(s.configMaps.Core().V1().ConfigMaps().Informer(), sameCABundle)
 		if s.policies != nil {
 			add(s.opaque.Core().V1().Secrets().Informer(), false)
 			inf := s.policies.ForResource(PolicyGVR).Informer()
@@ -464,7 +471,7 @@ func (w *Watcher) factories() []interface {
 		Shutdown()
 	}{w.cluster, w.namespaces}
 	for _, s := range w.scopes {
-		fs = append(fs, s.gw, s.core, s.secrets)
+		fs = append(fs, s.gw, s.core, s.secrets, s.configMaps)
 		if s.policies != nil {
 			fs = append(fs, s.opaque, s.policies)
 		}
@@ -608,6 +615,10 @@ func (w *Watcher) snapshot() *Snapshot {
 		s.EndpointSlices = append(s.EndpointSlices, eps...)
 		secs, _ := sc.secrets.Core().V1().Secrets().Lister().List(all)
 		s.Secrets = append(s.Secrets, secs...)
+		btls, _ := sc.gw.Gateway().V1().BackendTLSPolicies().Lister().List(all)
+		s.BackendTLSPolicies = append(s.BackendTLSPolicies, btls...)
+		cms, _ := sc.configMaps.Core().V1().ConfigMaps().Lister().List(all)
+		s.ConfigMaps = append(s.ConfigMaps, cms...)
 		if sc.policies != nil {
 			opaque, _ := sc.opaque.Core().V1().Secrets().Lister().List(all)
 			s.Secrets = append(s.Secrets, opaque...)
@@ -639,6 +650,8 @@ func (w *Watcher) snapshot() *Snapshot {
 	sortObjects(s.Secrets)
 	sortObjects(s.Policies)
 	sortObjects(s.Pods)
+	sortObjects(s.BackendTLSPolicies)
+	sortObjects(s.ConfigMaps)
 	return s
 }
 

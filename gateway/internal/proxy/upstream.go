@@ -490,7 +490,7 @@ func NewTransportPools() *refpool.Pool[string, *TransportPool] {
 // transportKey identifies the connection settings of an upstream: two
 // upstreams (or two versions of one) with the same key can share a pool.
 func transportKey(name string, u routes.Upstream) string {
-	return fmt.Sprintf("%s|%s|%s|%s|%d|%s|%s", name, u.Scheme, u.MeshIdentity, u.ConnectTimeout.D(), u.MaxIdlePerHost, u.Timeout.D(), u.Protocol)
+	return fmt.Sprintf("%s|%s|%s|%s|%d|%s|%s|%s", name, u.Scheme, u.MeshIdentity, u.ConnectTimeout.D(), u.MaxIdlePerHost, u.Timeout.D(), u.Protocol, tlsKey(u.TLS))
 }
 
 // dialTLSFunc makes the TLS client config for an upstream's connections; it
