@@ -140,7 +140,9 @@ func (c *conn) serve() {
 	defer c.cancel()
 	if c.tcfg != nil {
 		if !c.handshake() {
-			c.rwc.Close()
+			if !c.hijacked {
+				c.rwc.Close()
+			}
 			return
 		}
 	}
