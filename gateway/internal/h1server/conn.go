@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/causewayhq/causeway/gateway/internal/h1"
@@ -80,6 +81,13 @@ type conn struct {
 	// hijacked: a handler took the connection; the goroutine leaves it
 	// alone from then on.
 	hijacked bool
+
+	// The socket, to wait for the next request without a buffer
+	// (waitReadable).
+	raw     syscall.RawConn
+	noRaw   bool
+	peekFn  func(uintptr) bool
+	peekErr error
 }
 
 func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
@@ -408,7 +416,7 @@ func (c *conn) waitForRequest(first bool) bool {
 	}
 	c.release()
 	if c.tlsc == nil && !c.cr.hasByte {
-		if ok, err := waitReadable(c.rwc); ok {
+		if ok, err := c.waitReadable(); ok {
 			return err == nil
 		}
 	}

@@ -27,7 +27,7 @@ const maxPostHandlerRead = 256 << 10
 // serve another request.
 func (c *conn) serveOne(n int) bool {
 	s := c.srv
-	req, err := c.newRequest()
+	r, err := c.newRequest()
 	if err != nil {
 		var pe *h1.Error
 		if errors.As(err, &pe) {
@@ -49,7 +49,7 @@ func (c *conn) serveOne(n int) bool {
 	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	c.cr.setCancel(cancel)
-	req = req.WithContext(ctx)
+	req := r.WithContext(ctx)
 	w := newResponse(c, req)
 	body := c.newBody(req, w)
 	req.Body = body
@@ -119,7 +119,10 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 // newRequest turns the parsed head into an *http.Request as net/http's
 // server would: canonical header keys, Host out of the header map, the URL
 // parsed from the target, Trailer declarations moved to req.Trailer.
-func (c *conn) newRequest() (*http.Request, error) {
+//
+// It returns the request by value: the caller's WithContext makes the one
+// copy that reaches the handler.
+func (c *conn) newRequest() (http.Request, error) {
 	hd := &c.head
 	// One string holds every name and value: one allocation for them all.
 	var total int
@@ -141,7 +144,7 @@ func (c *conn) newRequest() (*http.Request, error) {
 	method := internMethod(take(len(hd.Method)))
 	target := take(len(hd.Target))
 
-	req := &http.Request{
+	req := http.Request{
 		Method:     method,
 		RequestURI: target,
 		Proto:      "HTTP/1.1",
@@ -162,7 +165,7 @@ func (c *conn) newRequest() (*http.Request, error) {
 		if name == "Host" {
 			hosts++
 			if !httpguts.ValidHostHeader(v) {
-				return nil, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed Host header"}
+				return http.Request{}, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed Host header"}
 			}
 		}
 		if vv, ok := req.Header[name]; ok {
@@ -180,7 +183,7 @@ func (c *conn) newRequest() (*http.Request, error) {
 	}
 	u, err := url.ParseRequestURI(raw)
 	if err != nil {
-		return nil, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed request target"}
+		return http.Request{}, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed request target"}
 	}
 	if justAuthority {
 		u.Scheme = ""
@@ -201,8 +204,8 @@ func (c *conn) newRequest() (*http.Request, error) {
 		req.ContentLength = -1
 		// net/http moves it out of the header into TransferEncoding.
 		delete(req.Header, "Transfer-Encoding")
-		if err := declareTrailers(req); err != nil {
-			return nil, err
+		if err := declareTrailers(&req); err != nil {
+			return http.Request{}, err
 		}
 	case hd.ContentLength >= 0:
 		req.ContentLength = hd.ContentLength

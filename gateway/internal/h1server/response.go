@@ -39,6 +39,7 @@ type response struct {
 	chunking      bool
 	discard       bool  // HEAD: the body is counted, not sent
 	contentLength int64 // -1: unknown
+	addLength     bool  // the head adds Content-Length: contentLength
 	written       int64
 	pending       []byte // body written before the head went out
 	pendBuf       *[bufferBeforeChunking]byte
@@ -297,8 +298,9 @@ func (w *response) writeHead(final bool) {
 	hasTE := te != ""
 	if final && w.contentLength == -1 && !hasTrailers && !hasTE && bodyAllowedForStatus(code) &&
 		(!isHEAD || len(w.pending) > 0) {
+		// Written after the header, not put into it: no allocation.
 		w.contentLength = int64(len(w.pending))
-		h.Set("Content-Length", strconv.Itoa(len(w.pending)))
+		w.addLength = true
 	}
 	if _, haveType := h["Content-Type"]; !haveType && !hasTE && bodyAllowedForStatus(code) && len(w.pending) > 0 {
 		h.Set("Content-Type", http.DetectContentType(w.pending))
@@ -346,13 +348,20 @@ func (w *response) writeHead(final bool) {
 			h.Set("Connection", "keep-alive")
 		}
 	}
-	if _, ok := h["Date"]; !ok {
-		h["Date"] = []string{httpDate()}
-	}
-
 	bw := w.c.writer()
 	writeStatusLine(bw, code)
 	writeFields(bw, h, w.trailers)
+	if w.addLength {
+		_, _ = bw.WriteString("Content-Length: ")
+		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
+		_, _ = bw.WriteString("\r\n")
+	}
+	if _, ok := h["Date"]; !ok {
+		// A handler that sets Date to nil sends none, as in net/http.
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.WriteString(httpDate())
+		_, _ = bw.WriteString("\r\n")
+	}
 	_, _ = bw.WriteString("\r\n")
 	if len(w.pending) > 0 {
 		_ = w.writeBody(w.pending)

@@ -2,6 +2,4 @@
 
 package h1server
 
-import "net"
-
-func waitReadable(net.Conn) (bool, error) { return false, nil }
+func (c *conn) waitReadable() (bool, error) { return false, nil }
