@@ -63,6 +63,8 @@ type conn struct {
 	srv   *Server
 	rwc   net.Conn // the TLS connection over TLS
 	tlsc  *tls.Conn
+	// tlsState is the handshake's outcome, every request's Request.TLS.
+	tlsState *tls.ConnectionState
 	tcfg  *tls.Config
 	state atomic.Int32
 	since atomic.Int64 // unix nanoseconds of the last state change
@@ -81,6 +83,7 @@ type conn struct {
 	// hijacked: a handler took the connection; the goroutine leaves it
 	// alone from then on.
 	hijacked bool
+	served   int // requests served so far
 
 	// The socket, to wait for the next request without a buffer
 	// (waitReadable).
@@ -144,7 +147,8 @@ func (c *conn) serve() {
 		}
 		c.srv.trackConn(c, false)
 	}()
-	c.ctx, c.cancel = context.WithCancel(context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr()))
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 	defer c.cancel()
 	if c.tcfg != nil {
 		if !c.handshake() {
@@ -186,7 +190,9 @@ func (c *conn) handshake() bool {
 	}
 	_ = tc.SetReadDeadline(time.Time{})
 	_ = tc.SetWriteDeadline(time.Time{})
-	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+	st := tc.ConnectionState()
+	c.tlsState = &st // shared by the connection's requests, as in net/http
+	if st.NegotiatedProtocol == "h2" {
 		c.setState(stateGone)
 		c.hijacked = true // the HTTP/2 server owns it now
 		c.srv.trackConn(c, false)
@@ -291,7 +297,7 @@ func (c *conn) serveRequests() bool {
 			return true // Shutdown closed it
 		}
 		c.setReadDeadlines()
-		n, err := c.readHead()
+		n, err := c.readHead(c.served == 0)
 		if err != nil {
 			if errors.Is(err, errH2) {
 				c.setState(stateGone)
@@ -311,6 +317,7 @@ func (c *conn) serveRequests() bool {
 			return false
 		}
 		keep := c.serveOne(n)
+		c.served++
 		if c.hijacked {
 			return true
 		}
@@ -342,12 +349,14 @@ var errH2 = errors.New("h1server: HTTP/2 preface")
 // is parsed once its end is in the buffer (or a limit is passed), not at
 // every read: a client that sends a head a byte at a time must not make
 // the server parse it from the start thousands of times.
-func (c *conn) readHead() (int, error) {
+// The HTTP/2 preface is looked for only at the start of a connection
+// (first), as net/http does.
+func (c *conn) readHead(first bool) (int, error) {
 	br := c.reader()
 	scanned, lineChecked := 0, false
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if c.srv.H2C && len(buf) > 0 && c.tlsc == nil {
+		if first && c.srv.H2C && len(buf) > 0 && c.tlsc == nil {
 			k := min(len(buf), len(h2Preface))
 			if string(buf[:k]) == h2Preface[:k] {
 				if k == len(h2Preface) {

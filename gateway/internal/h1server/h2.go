@@ -15,18 +15,16 @@ type h2Server struct {
 	ln  *handoffListener
 }
 
-// h2server returns the HTTP/2 server, started on first use when create is
-// set (nil otherwise, or when the server is closing).
-func (s *Server) h2server(create bool) *h2Server {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.h2 != nil || !create || s.shutting.Load() {
-		return s.h2
-	}
+// newStdServer is the net/http server with this server's settings: it
+// serves the connections that speak HTTP/2, and it is what handlers find
+// under http.ServerContextKey (httputil.ReverseProxy looks there to tell
+// that it runs in a server, and then aborts a response whose upstream
+// body breaks instead of ending it as if complete).
+func (s *Server) newStdServer() *http.Server {
 	var p http.Protocols
 	p.SetHTTP2(true)
 	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
+	return &http.Server{
 		Handler:           s.Handler,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
@@ -36,9 +34,19 @@ func (s *Server) h2server(create bool) *h2Server {
 		ErrorLog:          s.ErrorLog,
 		Protocols:         &p,
 	}
+}
+
+// h2server returns the HTTP/2 server, started on first use when create is
+// set (nil otherwise, or when the server is closing).
+func (s *Server) h2server(create bool) *h2Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h2 != nil || !create || s.shutting.Load() {
+		return s.h2
+	}
 	ln := &handoffListener{conns: make(chan net.Conn), done: make(chan struct{})}
-	s.h2 = &h2Server{srv: srv, ln: ln}
-	go func() { _ = srv.Serve(ln) }()
+	s.h2 = &h2Server{srv: s.std, ln: ln}
+	go func() { _ = s.std.Serve(ln) }()
 	return s.h2
 }
 

@@ -356,3 +356,28 @@ func mustReadGet(t *testing.T, addr string) (*http.Response, string) {
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	return mustRead(t, br, "GET")
 }
+
+// TestAbortedResponseIsNotComplete: a handler that panics with
+// http.ErrAbortHandler mid-body (httputil.ReverseProxy does when the
+// upstream's body breaks, if it finds a server in the context) leaves the
+// client with a body that fails, never one that looks complete.
+func TestAbortedResponseIsNotComplete(t *testing.T) {
+	t.Parallel()
+	_, addr := serveOurs(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Context().Value(http.ServerContextKey) == nil {
+			t.Error("no server in the request's context")
+		}
+		_, _ = io.WriteString(w, strings.Repeat("x", 10<<10))
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}), nil)
+	res, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if _, err := io.ReadAll(res.Body); err == nil {
+		t.Fatal("an aborted response read as complete")
+	}
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+}

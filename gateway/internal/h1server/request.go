@@ -194,10 +194,7 @@ func (c *conn) newRequest() (http.Request, error) {
 		req.Host = req.Header.Get("Host")
 	}
 	delete(req.Header, "Host")
-	if c.tlsc != nil {
-		st := c.tlsc.ConnectionState()
-		req.TLS = &st
-	}
+	req.TLS = c.tlsState
 	switch {
 	case hd.Chunked:
 		req.TransferEncoding = []string{"chunked"}

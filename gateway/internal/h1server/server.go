@@ -52,6 +52,7 @@ type Server struct {
 	ErrorLog *log.Logger
 
 	mu        sync.Mutex
+	std       *http.Server // see newStdServer
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	h2        *h2Server
@@ -84,6 +85,7 @@ func (s *Server) init() {
 		s.closed = make(chan struct{})
 		s.listeners = map[*net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
+		s.std = s.newStdServer()
 	}
 }
 
