@@ -7,8 +7,10 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // trivial is the handler of the benchmarks: a small fixed answer.
@@ -81,4 +83,58 @@ func readFixedResponse(br *bufio.Reader) error {
 	}
 	_, err := br.Discard(n)
 	return err
+}
+
+// BenchmarkIdleConnMemory reports the heap and stack the server holds per
+// idle keep-alive connection (each has served one request), this engine
+// against net/http's server. b.N is ignored: the figure is per connection.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 500
+	measure := func(b *testing.B, addr string) {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var cs []net.Conn
+		defer func() {
+			for _, c := range cs {
+				c.Close()
+			}
+		}()
+		req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+		for range conns {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cs = append(cs, c)
+			if _, err := c.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			if err := readFixedResponse(bufio.NewReader(c)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // every server goroutine back to waiting
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		// The client side's conns and readers are counted too; they are
+		// the same for both servers.
+		used := float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)
+		b.ReportMetric(used/conns/1024, "KiB/conn")
+		b.ReportMetric(0, "ns/op")
+	}
+	b.Run("engine=causeway", func(b *testing.B) {
+		_, addr := serveOurs(b, trivial, nil)
+		measure(b, addr)
+	})
+	b.Run("engine=net-http", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := &http.Server{Handler: trivial, ErrorLog: log.New(io.Discard, "", 0)}
+		go func() { _ = s.Serve(ln) }()
+		defer s.Close()
+		measure(b, ln.Addr().String())
+	})
 }

@@ -230,6 +230,11 @@ func (c *conn) releaseReader() {
 	if c.br == nil {
 		return
 	}
+	// The parsed head and the chunked reader point into the buffer: an
+	// idle connection must not keep it alive after it goes back.
+	clear(c.head.Headers[:cap(c.head.Headers)])
+	c.head.Reset()
+	c.chunked.Reset(nil)
 	c.br.Reset(nil)
 	if c.large {
 		largePool(c.br.Size()).Put(c.br)
