@@ -60,15 +60,15 @@ func largePool(size int) *sync.Pool {
 
 // conn is one client connection and its goroutine.
 type conn struct {
-	srv   *Server
-	rwc   net.Conn // the TLS connection over TLS
-	tlsc  *tls.Conn
+	srv  *Server
+	rwc  net.Conn // the TLS connection over TLS
+	tlsc *tls.Conn
 	// tlsState is the handshake's outcome, every request's Request.TLS.
 	tlsState *tls.ConnectionState
-	tcfg  *tls.Config
-	state atomic.Int32
-	since atomic.Int64 // unix nanoseconds of the last state change
-	lim   h1.Limits
+	tcfg     *tls.Config
+	state    atomic.Int32
+	since    atomic.Int64 // unix nanoseconds of the last state change
+	lim      h1.Limits
 
 	remoteAddr string
 	ctx        context.Context // the connection's, parent of every request's
