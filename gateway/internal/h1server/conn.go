@@ -83,7 +83,8 @@ type conn struct {
 	// hijacked: a handler took the connection; the goroutine leaves it
 	// alone from then on.
 	hijacked bool
-	served   int // requests served so far
+	served   int       // requests served so far
+	reqStart time.Time // when the current request's head was first waited for
 
 	// The socket, to wait for the next request without a buffer
 	// (waitReadable).
@@ -292,16 +293,23 @@ func (c *conn) grow() {
 func (c *conn) serveRequests() bool {
 	first := true
 	for {
+		if first {
+			// The first request's clock starts at accept, as in
+			// net/http; later ones' when their first byte arrives.
+			c.setReadDeadlines()
+		}
 		if !first || c.br == nil || c.br.Buffered() == 0 {
 			if !c.waitForRequest(first) {
 				return c.hijacked
 			}
 		}
-		first = false
 		if !c.activate() {
 			return true // Shutdown closed it
 		}
-		c.setReadDeadlines()
+		if !first {
+			c.setReadDeadlines()
+		}
+		first = false
 		n, err := c.readHead(c.served == 0)
 		if err != nil {
 			if errors.Is(err, errH2) {
@@ -337,11 +345,12 @@ func (c *conn) serveRequests() bool {
 // within ReadHeaderTimeout (else ReadTimeout), the rest within ReadTimeout.
 func (c *conn) setReadDeadlines() {
 	s := c.srv
+	c.reqStart = time.Now()
 	switch {
 	case s.ReadHeaderTimeout > 0:
-		_ = c.rwc.SetReadDeadline(time.Now().Add(s.ReadHeaderTimeout))
+		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadHeaderTimeout))
 	case s.ReadTimeout > 0:
-		_ = c.rwc.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadTimeout))
 	default:
 		_ = c.rwc.SetReadDeadline(time.Time{})
 	}
@@ -409,12 +418,10 @@ func (c *conn) readHead(first bool) (int, error) {
 // waitForRequest waits for the first byte of the next request, with no
 // buffer attached to the connection while it waits where that can be
 // done. The idle clock is IdleTimeout (else ReadTimeout); the first
-// request's is the header clock.
+// request's is the header clock, already running.
 func (c *conn) waitForRequest(first bool) bool {
 	s := c.srv
-	if first {
-		c.setReadDeadlines()
-	} else {
+	if !first {
 		c.setState(stateIdle)
 		switch {
 		case s.IdleTimeout > 0:

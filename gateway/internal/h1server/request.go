@@ -37,7 +37,8 @@ func (c *conn) serveOne(n int) bool {
 	}
 	_, _ = c.br.Discard(n)
 	if s.ReadTimeout > 0 {
-		_ = c.rwc.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		// ReadTimeout covers the whole request, head included.
+		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadTimeout))
 	} else {
 		_ = c.rwc.SetReadDeadline(time.Time{})
 	}
