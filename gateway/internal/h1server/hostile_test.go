@@ -221,3 +221,57 @@ func TestShutdownDrains(t *testing.T) {
 		t.Fatal("still accepting after Shutdown")
 	}
 }
+
+// TestUnreadBodyNeverReadAsRequests: a body the handler leaves unread is
+// read away when it is small (the connection serves the next request) and
+// closes the connection when it is large; either way no byte of it is
+// read as a request, even when it is made of requests.
+func TestUnreadBodyNeverReadAsRequests(t *testing.T) {
+	t.Parallel()
+	_, addr := serveOurs(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.URL.Path)
+	}), nil)
+	smuggle := "GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+	cases := []struct {
+		name      string
+		body      string
+		chunked   bool
+		wantAfter bool // the request after the body is answered
+	}{
+		{"small, with a length", strings.Repeat(smuggle, 10), false, true},
+		{"small, chunked", strings.Repeat(smuggle, 10), true, true},
+		{"over 256 KiB, with a length", strings.Repeat(smuggle, 10000), false, false},
+		{"over 256 KiB, chunked", strings.Repeat(smuggle, 10000), true, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var in strings.Builder
+			if tc.chunked {
+				fmt.Fprintf(&in, "POST /first HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(tc.body), tc.body)
+			} else {
+				fmt.Fprintf(&in, "POST /first HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", len(tc.body), tc.body)
+			}
+			in.WriteString("GET /after HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() { _, _ = io.WriteString(c, in.String()) }()
+			out, _ := io.ReadAll(c)
+			answers := readAnswers(out, func(int) string { return "GET" })
+			if bytes.Contains(out, []byte("/smuggled")) {
+				t.Fatal("a request inside a body was answered")
+			}
+			if len(answers) == 0 || answers[0].body != "/first" {
+				t.Fatalf("answers %+v", answers)
+			}
+			gotAfter := len(answers) == 2 && answers[1].body == "/after"
+			if gotAfter != tc.wantAfter {
+				t.Fatalf("the next request answered: %v, want %v (%+v)", gotAfter, tc.wantAfter, answers)
+			}
+		})
+	}
+}
