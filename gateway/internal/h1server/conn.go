@@ -595,7 +595,8 @@ func (cr *connReader) backgroundRead() {
 		cr.hasByte = true
 	}
 	var ne net.Error
-	if err != nil && !(cr.aborted && errors.As(err, &ne) && ne.Timeout()) && cr.cancel != nil {
+	deliberate := cr.aborted && errors.As(err, &ne) && ne.Timeout()
+	if err != nil && !deliberate && cr.cancel != nil {
 		cr.cancel() // the client went away
 	}
 	cr.aborted = false

@@ -2,9 +2,9 @@ package h1server
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
@@ -62,7 +60,7 @@ func TestExpectContinue(t *testing.T) {
 			_, addr := serveOurs(t, tc.handler, nil)
 			c, br := dial(t, addr)
 			_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
-			res, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+			res, err := http.ReadResponse(br, &http.Request{Method: http.MethodPost})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,7 +70,7 @@ func TestExpectContinue(t *testing.T) {
 			if tc.wantFirst == 100 {
 				_, _ = io.WriteString(c, "hello")
 				res, body := mustRead(t, br, "POST")
-				if res.StatusCode != 200 || body != "hello" {
+				if res.StatusCode != http.StatusOK || body != "hello" {
 					t.Fatalf("after 100: %d %q", res.StatusCode, body)
 				}
 			} else {
@@ -99,12 +97,12 @@ func TestEarlyHintsAndTrailers(t *testing.T) {
 	}), nil)
 	c, br := dial(t, addr)
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil || res.StatusCode != 103 || res.Header.Get("Link") == "" {
+	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil || res.StatusCode != http.StatusEarlyHints || res.Header.Get("Link") == "" {
 		t.Fatalf("first answer: %v %+v", err, res)
 	}
 	res, body := mustRead(t, br, "GET")
-	if res.StatusCode != 200 || body != "body" {
+	if res.StatusCode != http.StatusOK || body != "body" {
 		t.Fatalf("%d %q", res.StatusCode, body)
 	}
 	if res.Trailer.Get("X-Sum") != "42" || res.Trailer.Get("X-Late") != "yes" {
@@ -119,7 +117,7 @@ func TestHijackUpgradeEcho(t *testing.T) {
 	t.Parallel()
 	_, addr := serveOurs(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "echo" {
-			http.Error(w, "no", 400)
+			http.Error(w, "no", http.StatusBadRequest)
 			return
 		}
 		conn, rw, err := http.NewResponseController(w).Hijack()
@@ -135,8 +133,8 @@ func TestHijackUpgradeEcho(t *testing.T) {
 	c, br := dial(t, addr)
 	// The first echoed bytes travel in the same segment as the head.
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly ")
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil || res.StatusCode != 101 {
+	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("%v %+v", err, res)
 	}
 	_, _ = io.WriteString(c, "late")
@@ -164,7 +162,7 @@ func TestFlushDeliversEventsPromptly(t *testing.T) {
 	}), nil)
 	c, br := dial(t, addr)
 	_, _ = io.WriteString(c, "GET /events HTTP/1.1\r\nHost: h\r\n\r\n")
-	res, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +198,7 @@ func TestBodylessFraming(t *testing.T) {
 	// answer's start.
 	_, _ = io.WriteString(c, "HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET /204 HTTP/1.1\r\nHost: h\r\n\r\nGET /304 HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	res, body := mustRead(t, br, "HEAD")
-	if res.StatusCode != 200 || body != "" || res.ContentLength != 12 {
+	if res.StatusCode != http.StatusOK || body != "" || res.ContentLength != 12 {
 		t.Fatalf("HEAD: %d %q CL %d", res.StatusCode, body, res.ContentLength)
 	}
 	for _, want := range []int{204, 304} {
@@ -213,7 +211,7 @@ func TestBodylessFraming(t *testing.T) {
 		}
 	}
 	res, body = mustRead(t, br, "GET")
-	if res.StatusCode != 200 || body != "twelve bytes" {
+	if res.StatusCode != http.StatusOK || body != "twelve bytes" {
 		t.Fatalf("last: %d %q", res.StatusCode, body)
 	}
 }
@@ -252,7 +250,7 @@ func TestHTTP10(t *testing.T) {
 			t.Fatalf("second: %q", body)
 		}
 		// No keep-alive asked: the connection closes after it.
-		if n, err := br.ReadByte(); err != io.EOF { //nolint:errorlint // returned bare
+		if n, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after an HTTP/1.0 answer without keep-alive: %v %v", n, err)
 		}
 	})
@@ -300,9 +298,9 @@ func TestHTTP2HandedToNetHTTP(t *testing.T) {
 	t.Run("h2c prior knowledge", func(t *testing.T) {
 		t.Parallel()
 		_, addr := serveOurs(t, h, func(s *Server) { s.H2C = true })
-		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, a string, _ *tls.Config) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, a)
-		}}
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{Protocols: &p}
 		defer tr.CloseIdleConnections()
 		res, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
 		if err != nil {
@@ -315,7 +313,7 @@ func TestHTTP2HandedToNetHTTP(t *testing.T) {
 		}
 		// HTTP/1.1 on the same listener still works.
 		res, body := mustReadGet(t, addr)
-		if res.StatusCode != 200 || body != "HTTP/1.1" {
+		if res.StatusCode != http.StatusOK || body != "HTTP/1.1" {
 			t.Fatalf("%d %q", res.StatusCode, body)
 		}
 	})

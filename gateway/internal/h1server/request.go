@@ -371,7 +371,7 @@ func (b *requestBody) read(p []byte) (int, error) {
 	if b.left == 0 {
 		return n, io.EOF
 	}
-	if err == io.EOF { //nolint:errorlint // io.EOF is returned bare
+	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {

@@ -205,10 +205,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	tick := time.NewTicker(shutdownPoll)
 	defer tick.Stop()
-	for {
-		if s.closeIdle() {
-			break
-		}
+	for !s.closeIdle() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

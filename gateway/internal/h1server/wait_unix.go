@@ -21,10 +21,11 @@ func (c *conn) waitReadable() (ok bool, err error) {
 			c.noRaw = true
 			return false, nil
 		}
-		raw, err := sc.SyscallConn()
-		if err != nil {
+		raw, rawErr := sc.SyscallConn()
+		if rawErr != nil {
+			// No socket to wait on: the caller reads instead.
 			c.noRaw = true
-			return false, nil
+			return false, nil //nolint:nilerr // not an error of the connection
 		}
 		c.raw = raw
 		c.peekFn = c.peek // one closure for the connection's life
