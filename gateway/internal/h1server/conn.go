@@ -60,8 +60,11 @@ func largePool(size int) *sync.Pool {
 
 // conn is one client connection and its goroutine.
 type conn struct {
-	srv  *Server
-	rwc  net.Conn // the TLS connection over TLS
+	srv *Server
+	rwc net.Conn // the TLS connection over TLS
+	// netc is the accepted connection, never replaced: what Close and
+	// Shutdown close from other goroutines (rwc changes at the handshake).
+	netc net.Conn
 	tlsc *tls.Conn
 	// tlsState is the handshake's outcome, every request's Request.TLS.
 	tlsState *tls.ConnectionState
@@ -95,7 +98,7 @@ type conn struct {
 }
 
 func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
-	c := &conn{srv: s, rwc: rwc, tcfg: cfg, lim: s.limits(), remoteAddr: rwc.RemoteAddr().String()}
+	c := &conn{srv: s, rwc: rwc, netc: rwc, tcfg: cfg, lim: s.limits(), remoteAddr: rwc.RemoteAddr().String()}
 	c.cr.c = c
 	c.cr.cond = sync.NewCond(&c.cr.mu)
 	c.setState(stateNew)
@@ -114,7 +117,7 @@ func (c *conn) closeIfIdle() bool {
 		return false
 	}
 	if (st == stateIdle || st == stateNew) && c.state.CompareAndSwap(st, stateGone) {
-		c.rwc.Close()
+		c.netc.Close()
 		return true
 	}
 	return st == stateGone

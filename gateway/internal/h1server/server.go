@@ -224,7 +224,7 @@ func (s *Server) Close() error {
 	s.startClosing()
 	s.mu.Lock()
 	for c := range s.conns {
-		c.rwc.Close()
+		c.netc.Close()
 		delete(s.conns, c)
 	}
 	s.mu.Unlock()
