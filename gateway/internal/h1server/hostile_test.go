@@ -3,6 +3,7 @@ package h1server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -273,5 +274,33 @@ func TestUnreadBodyNeverReadAsRequests(t *testing.T) {
 				t.Fatalf("the next request answered: %v, want %v (%+v)", gotAfter, tc.wantAfter, answers)
 			}
 		})
+	}
+}
+
+// TestCloseDuringTLSHandshake: a client that connects to a TLS listener
+// and never sends a ClientHello does not hold Close (nor race with it).
+func TestCloseDuringTLSHandshake(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: echo, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+	done := make(chan error, 1)
+	go func() { done <- s.ServeTLS(ln, "", "") }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(50 * time.Millisecond) // accepted, in the handshake
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Fatalf("Serve returned %v", err)
+	}
+	if !closedWithin(c, 2*time.Second) {
+		t.Fatal("the connection in its handshake stayed open")
 	}
 }
