@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -542,7 +543,11 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	n, err := cr.c.rwc.Read(p)
 	cr.mu.Lock()
 	cr.inRead = false
-	if err != nil && cr.cancel != nil {
+	if err != nil && cr.cancel != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// The client went away. A read deadline is not that: the
+		// handler that set it gets the error and answers (the edge's
+		// 408 for a stalled body), and a context cancelled under it
+		// would race with that answer.
 		cr.cancel()
 	}
 	cr.mu.Unlock()
