@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped, (\d+) failed`)
@@ -38,6 +40,15 @@ func TestH2SpecThroughHandOver(t *testing.T) {
 	certs := ts.TLS.Certificates
 	ts.Close()
 
+	// net/http's HTTP/2 connections end a moment after their server is
+	// closed: wait for them before goleak looks.
+	before := runtime.NumGoroutine()
+	defer func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	for _, tc := range []struct {
 		name string
 		tls  bool
