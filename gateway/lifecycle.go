@@ -32,7 +32,7 @@ func stopHUP(c chan os.Signal) { signal.Stop(c) }
 //
 // The start and the end of the drain are logged, so that an operator can
 // tell a slow drain from a hung process and see whether requests were cut.
-func shutdownServers(log *slog.Logger, servers []*http.Server, serving *sync.WaitGroup, admin *http.Server, timeout time.Duration) {
+func shutdownServers(log *slog.Logger, servers []httpServer, serving *sync.WaitGroup, admin *http.Server, timeout time.Duration) {
 	start := time.Now()
 	log.Info("shutting down: listeners closed, draining in-flight requests", "timeout", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

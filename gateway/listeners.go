@@ -11,32 +11,31 @@ import (
 // dataServers builds the servers of the http and https listeners. With tls
 // set, the http listener answers ACME HTTP-01 challenges and redirects the
 // rest to https.
-func (e *Edge) dataServers(f *routes.File, lns []net.Listener) []dataServer {
+func (e *Edge) dataServers(f *routes.File, lns []net.Listener, engine string) []dataServer {
 	httpLn, httpsLn := lns[0], lns[1]
 	var out []dataServer
 	tf := e.tls()
 	if tf == nil || tf.manager() == nil {
 		if httpLn != nil {
-			out = append(out, dataServer{srv: withH2C(newHTTPServer(e.log, f.Server, e)), ln: httpLn})
+			out = append(out, dataServer{srv: newDataServer(e.log, f.Server, engine, serverSpec{handler: e, h2c: true}), ln: httpLn})
 		}
 		return out
 	}
 	_, httpsPort, _ := net.SplitHostPort(listenerAddr(httpsLn))
 	if httpLn != nil {
 		redirect := f.TLS.RedirectHTTP == nil || *f.TLS.RedirectHTTP
-		out = append(out, dataServer{srv: withH2C(newHTTPServer(e.log, f.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out = append(out, dataServer{srv: newDataServer(e.log, f.Server, engine, serverSpec{h2c: true, handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !redirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
 				e.ServeHTTP(w, r)
 				return
 			}
 			tf.handlers(e, httpsPort).http.ServeHTTP(w, r)
-		}))), ln: httpLn})
+		})}), ln: httpLn})
 	}
 	if httpsLn != nil {
-		srv := newHTTPServer(e.log, f.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv := newDataServer(e.log, f.Server, engine, serverSpec{tls: tf.config(), handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			tf.handlers(e, httpsPort).https.ServeHTTP(w, r)
-		}))
-		srv.TLSConfig = tf.config()
+		})})
 		out = append(out, dataServer{srv: srv, ln: httpsLn, tls: true})
 	}
 	return out

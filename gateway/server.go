@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,7 @@ type server[C any] struct {
 	raw   []net.Listener // the bound sockets: what an upgrade hands over
 	lns   []net.Listener // what is served: raw, data ones under the connection cap
 
-	servers     []*http.Server
+	servers     []httpServer
 	adminServer *http.Server
 	serving     *sync.WaitGroup // done when every data Serve call has returned
 
@@ -115,8 +116,9 @@ type role[C any] interface {
 	// (else the cap derives from the file-descriptor limit).
 	serverSettings(cfg C) (server routes.Server, maxSet bool)
 	// dataServers are the HTTP servers of the data listeners lns (nil
-	// where a listener is not bound), in listeners' order.
-	dataServers(cfg C, lns []net.Listener) []dataServer
+	// where a listener is not bound), in listeners' order, serving
+	// HTTP/1.1 with engine (routes.HTTP1Engines).
+	dataServers(cfg C, lns []net.Listener, engine string) []dataServer
 	adminHandler() http.Handler
 	adminAccess(cfg C) routes.AdminAccess
 	// watched are the files besides the configuration file that a change
@@ -364,6 +366,11 @@ func (s *server[C]) LastReload() ReloadStatus {
 // bound ones with Addr.
 func (s *server[C]) Listen() error {
 	cfg := s.current()
+	srv, maxSet := s.role.serverSettings(cfg)
+	// A bad engine name is refused before anything is bound.
+	if _, err := http1Engine(srv, os.LookupEnv); err != nil {
+		return err
+	}
 	names, addrs := s.role.listeners(cfg)
 	var lns []net.Listener
 	var err error
@@ -386,7 +393,6 @@ func (s *server[C]) Listen() error {
 	if nofile == nil {
 		nofile = rlimitNoFile
 	}
-	srv, maxSet := s.role.serverSettings(cfg)
 	s.maxConns = listenerCap(srv, maxSet, data, nofile)
 	s.lns = make([]net.Listener, len(lns))
 	for i, ln := range lns {
@@ -420,8 +426,13 @@ func (s *server[C]) Serve(ctx context.Context) error {
 		}
 	}
 	cfg := s.current()
+	settings, _ := s.role.serverSettings(cfg)
+	engine, err := http1Engine(settings, os.LookupEnv)
+	if err != nil {
+		return err
+	}
 	adminLn := len(s.lns) - 1
-	data := s.role.dataServers(cfg, s.lns[:adminLn])
+	data := s.role.dataServers(cfg, s.lns[:adminLn], engine)
 	for _, d := range data {
 		s.servers = append(s.servers, d.srv)
 	}
@@ -459,7 +470,6 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	if upgraded {
 		handOver(serving, s.raw[:adminLn]...)
 	}
-	settings, _ := s.role.serverSettings(cfg)
 	shutdownServers(s.log, s.servers, serving, s.adminServer, settings.ShutdownTimeout.D())
 	s.Close()
 	return runErr
@@ -496,7 +506,7 @@ func handOver(serving *sync.WaitGroup, lns ...net.Listener) {
 const handOverGrace = 500 * time.Millisecond
 
 type dataServer struct {
-	srv *http.Server
+	srv httpServer
 	ln  net.Listener
 	tls bool
 }

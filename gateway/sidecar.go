@@ -185,25 +185,27 @@ func (s *Sidecar) serverSettings(c *sidecarGen) (routes.Server, bool) {
 // live generation read at every handshake (a reload that changes the
 // identity reaches it); the outbound one is plain HTTP (and h2c) from the
 // local service.
-func (s *Sidecar) dataServers(c *sidecarGen, lns []net.Listener) []dataServer {
+func (s *Sidecar) dataServers(c *sidecarGen, lns []net.Listener, engine string) []dataServer {
 	var data []dataServer
 	if lns[0] != nil {
-		srv := newHTTPServer(s.log, c.file.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.live.Load().rts[0].ServeHTTP(w, r)
-		}))
-		srv.TLSConfig = &tls.Config{
-			MinVersion: tls.VersionTLS12,
-			NextProtos: []string{"h2", "http/1.1"},
-			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-				return s.live.Load().cfg.serverTLS, nil
+		srv := newDataServer(s.log, c.file.Server, engine, serverSpec{
+			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				s.live.Load().rts[0].ServeHTTP(w, r)
+			}),
+			tls: &tls.Config{
+				MinVersion: tls.VersionTLS12,
+				NextProtos: []string{"h2", "http/1.1"},
+				GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+					return s.live.Load().cfg.serverTLS, nil
+				},
 			},
-		}
+		})
 		data = append(data, dataServer{srv: srv, ln: lns[0], tls: true})
 	}
 	if lns[1] != nil {
-		srv := withH2C(newHTTPServer(s.log, c.file.Server, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv := newDataServer(s.log, c.file.Server, engine, serverSpec{h2c: true, handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			s.live.Load().rts[1].ServeHTTP(w, r)
-		})))
+		})})
 		data = append(data, dataServer{srv: srv, ln: lns[1]})
 	}
 	return data

@@ -17,6 +17,7 @@ var enums = map[string][]string{
 	"tls.acme.cache":                      {"dir", "redis"},
 	"redis.on_error":                      {"allow", "deny"},
 	"server.path_normalization":           {PathNormalizationDefault, PathNormalizationStrict},
+	"server.http1_engine":                 HTTP1Engines,
 	"upstreams.*.balance":                 balancers,
 	"upstreams.*.scheme":                  {"http", "https"},
 	"upstreams.*.protocol":                Protocols,

@@ -165,7 +165,22 @@ type Server struct {
 	// X-User-Id to the same variable, so a client could pass one as the
 	// other past a check that only knows the dashed name.
 	AllowUnderscoreHeaders bool `yaml:"allow_underscore_headers"`
+	// HTTP1Engine is what serves HTTP/1.1 on the data listeners:
+	// "net/http" (Go's server) or "causeway" (the edge's own engine).
+	// HTTP/2 is net/http's with either. Left out, the gateway's default
+	// applies (net/http, or the CAUSEWAY_HTTP1_ENGINE environment
+	// variable).
+	HTTP1Engine string `yaml:"http1_engine"`
 }
+
+// HTTP/1.1 engines (server.http1_engine).
+const (
+	HTTP1EngineNetHTTP  = "net/http"
+	HTTP1EngineCauseway = "causeway"
+)
+
+// HTTP1Engines are the values server.http1_engine takes.
+var HTTP1Engines = []string{HTTP1EngineNetHTTP, HTTP1EngineCauseway}
 
 // Path normalisation modes (server.path_normalization).
 const (

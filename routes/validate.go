@@ -181,6 +181,9 @@ func (c *checker) checkServer() {
 	default:
 		c.errorf("server.path_normalization", "must be %q or %q (found %q)", PathNormalizationDefault, PathNormalizationStrict, c.f.Server.PathNormalization)
 	}
+	if e := c.f.Server.HTTP1Engine; e != "" && !slices.Contains(HTTP1Engines, e) {
+		c.errorf("server.http1_engine", "must be %q or %q (found %q)", HTTP1EngineNetHTTP, HTTP1EngineCauseway, e)
+	}
 }
 
 func (c *checker) checkAccessLog() {

@@ -50,6 +50,7 @@ func TestLoadErrors(t *testing.T) {
 		}},
 		{"underscore header names that would never arrive", strings.Replace(base, "{path_prefix: /orders}", "{path_prefix: /orders, headers: {X_Tenant: a}}", 1), []string{`t.yaml:7:55: routes[0].match.headers.X_Tenant: header name "X_Tenant" contains '_': such request headers are dropped unless server.allow_underscore_headers is true`}},
 		{"unknown path normalisation", base + "server: {path_normalization: lenient}\n", []string{`t.yaml:9:30: server.path_normalization: must be "default" or "strict" (found "lenient")`}},
+		{"unknown HTTP/1.1 engine", base + "server: {http1_engine: fasthttp}\n", []string{`t.yaml:9:24: server.http1_engine: must be "net/http" or "causeway" (found "fasthttp")`}},
 		{"wrong version", strings.Replace(base, "version: 1", "version: 2", 1), []string{"t.yaml:1:10: version: must be 1 (found 2)"}},
 		{"undefined upstream", strings.Replace(base, "upstream: orders", "upstream: order", 1), []string{`t.yaml:8:15: routes[0].upstream: undefined upstream "order"`}},
 		{"undefined authenticator", strings.Replace(base, "upstream: orders", "upstream: orders\n    auth: [users]", 1), []string{`t.yaml:9:12: routes[0].auth[0]: undefined authenticator "users"`}},

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/causewayhq/causeway/gateway"
+	"github.com/causewayhq/causeway/routes"
 )
 
 func TestMain(m *testing.M) {
@@ -104,6 +105,13 @@ func startEdgeWithLogger(t testing.TB, config string, log *slog.Logger) *edge {
 
 // raw sends bytes as they are and returns everything the edge answered
 // until it closed the connection or went quiet.
+// ownHTTP1Engine says whether the edges of this run serve HTTP/1.1 with
+// Causeway's engine (gateway.HTTP1EngineEnv), which refuses some requests
+// net/http reads leniently.
+func ownHTTP1Engine() bool {
+	return os.Getenv(gateway.HTTP1EngineEnv) == routes.HTTP1EngineCauseway
+}
+
 func raw(t *testing.T, addr, req string) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -142,6 +150,14 @@ routes:
 `, keys, up.addr()))
 	addr := e.Addr("http")
 	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	// Content-Length with Transfer-Encoding: net/http reads the body as
+	// chunked and the hidden request as one of its own (which meets its
+	// route's auth); Causeway's engine refuses the request (400) and
+	// closes, so nothing is forwarded.
+	clte := struct{ want, upstream []string }{[]string{"HTTP/1.1 200", "HTTP/1.1 401"}, []string{`POST /a body=""`}}
+	if ownHTTP1Engine() {
+		clte.want, clte.upstream = []string{"HTTP/1.1 400"}, nil
+	}
 	tests := []struct {
 		name string
 		req  string
@@ -151,9 +167,9 @@ routes:
 		upstream []string
 	}{
 		{"CL.TE", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
-			[]string{"HTTP/1.1 200", "HTTP/1.1 401"}, []string{`POST /a body=""`}},
+			clte.want, clte.upstream},
 		{"TE.CL", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\n" + smuggled,
-			[]string{"HTTP/1.1 200", "HTTP/1.1 401"}, []string{`POST /a body=""`}},
+			clte.want, clte.upstream},
 		{"duplicate Content-Length", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc" + smuggled,
 			[]string{"HTTP/1.1 400"}, nil},
 		{"obfuscated Transfer-Encoding", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + smuggled,

@@ -1,0 +1,140 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// trivial is the handler of the benchmarks: a small fixed answer.
+var trivial = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("hello, world"))
+})
+
+// BenchmarkServeKeepAlive: one keep-alive connection over loopback, one
+// GET after another through a trivial handler, this engine against
+// net/http's server. The client is a minimal raw one so that the numbers
+// are the servers'.
+func BenchmarkServeKeepAlive(b *testing.B) {
+	b.Run("engine=causeway", func(b *testing.B) {
+		_, addr := serveOurs(b, trivial, nil)
+		runKeepAlive(b, addr)
+	})
+	b.Run("engine=net-http", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := &http.Server{Handler: trivial, ErrorLog: log.New(io.Discard, "", 0)}
+		go func() { _ = s.Serve(ln) }()
+		defer s.Close()
+		runKeepAlive(b, ln.Addr().String())
+	})
+}
+
+func runKeepAlive(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET /bench HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	br := bufio.NewReaderSize(c, 4096)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if err := readFixedResponse(br); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// readFixedResponse reads one response with a Content-Length.
+func readFixedResponse(br *bufio.Reader) error {
+	n := -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) == 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			n, err = strconv.Atoi(string(bytes.TrimSpace(v)))
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if n < 0 {
+		return io.ErrUnexpectedEOF
+	}
+	_, err := br.Discard(n)
+	return err
+}
+
+// BenchmarkIdleConnMemory reports the heap and stack the server holds per
+// idle keep-alive connection (each has served one request), this engine
+// against net/http's server. b.N is ignored: the figure is per connection.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const conns = 500
+	measure := func(b *testing.B, addr string) {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var cs []net.Conn
+		defer func() {
+			for _, c := range cs {
+				c.Close()
+			}
+		}()
+		req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+		for range conns {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cs = append(cs, c)
+			if _, err := c.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			if err := readFixedResponse(bufio.NewReader(c)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // every server goroutine back to waiting
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		// The client side's conns and readers are counted too; they are
+		// the same for both servers.
+		used := float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)
+		b.ReportMetric(used/conns/1024, "KiB/conn")
+		b.ReportMetric(0, "ns/op")
+	}
+	b.Run("engine=causeway", func(b *testing.B) {
+		_, addr := serveOurs(b, trivial, nil)
+		measure(b, addr)
+	})
+	b.Run("engine=net-http", func(b *testing.B) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := &http.Server{Handler: trivial, ErrorLog: log.New(io.Discard, "", 0)}
+		go func() { _ = s.Serve(ln) }()
+		defer s.Close()
+		measure(b, ln.Addr().String())
+	})
+}

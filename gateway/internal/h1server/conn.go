@@ -1,0 +1,637 @@
+package h1server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/causewayhq/causeway/gateway/internal/h1"
+)
+
+// Connection states, for Shutdown: only an idle connection (or a new one
+// that has sent nothing for newIdleAfter) is closed under it.
+const (
+	stateNew int32 = iota
+	stateActive
+	stateIdle
+	stateGone // closed by Shutdown, hijacked, or handed to HTTP/2
+)
+
+// newIdleAfter is how long a connection that has sent nothing since it was
+// accepted counts as active for Shutdown, as in net/http.
+const newIdleAfter = 5 * time.Second
+
+// Buffer sizes. Reads start in a small buffer; a head that does not fit
+// moves to one of MaxHeaderBytes. Response bodies smaller than
+// bufferBeforeChunking that are complete when the handler returns go out
+// with a Content-Length instead of chunked (net/http does the same).
+const (
+	smallReadSize        = 4 << 10
+	writeSize            = 4 << 10
+	bufferBeforeChunking = 2 << 10
+)
+
+var (
+	smallReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallReadSize) }}
+	writers      = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeSize) }}
+	// pendings hold response bodies until their head goes out.
+	pendings = sync.Pool{New: func() any { return new([bufferBeforeChunking]byte) }}
+	// largeReaders holds the buffers of heads over smallReadSize, by size.
+	largeReaders sync.Map // int -> *sync.Pool
+)
+
+func largePool(size int) *sync.Pool {
+	if p, ok := largeReaders.Load(size); ok {
+		return p.(*sync.Pool)
+	}
+	p, _ := largeReaders.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }})
+	return p.(*sync.Pool)
+}
+
+// conn is one client connection and its goroutine.
+type conn struct {
+	srv *Server
+	rwc net.Conn // the TLS connection over TLS
+	// netc is the accepted connection, never replaced: what Close and
+	// Shutdown close from other goroutines (rwc changes at the handshake).
+	netc net.Conn
+	tlsc *tls.Conn
+	// tlsState is the handshake's outcome, every request's Request.TLS.
+	tlsState *tls.ConnectionState
+	tcfg     *tls.Config
+	state    atomic.Int32
+	since    atomic.Int64 // unix nanoseconds of the last state change
+	lim      h1.Limits
+
+	remoteAddr string
+	ctx        context.Context // the connection's, parent of every request's
+	cancel     context.CancelFunc
+
+	cr      connReader
+	br      *bufio.Reader // nil while idle
+	large   bool          // br is a large (head-sized) reader
+	bw      *bufio.Writer // nil while idle
+	head    h1.Request
+	chunked h1.ChunkedReader
+	// hijacked: a handler took the connection; the goroutine leaves it
+	// alone from then on.
+	hijacked bool
+	served   int       // requests served so far
+	reqStart time.Time // when the current request's head was first waited for
+
+	// The socket, to wait for the next request without a buffer
+	// (waitReadable).
+	raw     syscall.RawConn
+	noRaw   bool
+	peekFn  func(uintptr) bool
+	peekErr error
+}
+
+func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
+	c := &conn{srv: s, rwc: rwc, netc: rwc, tcfg: cfg, lim: s.limits(), remoteAddr: rwc.RemoteAddr().String()}
+	c.cr.c = c
+	c.cr.cond = sync.NewCond(&c.cr.mu)
+	c.setState(stateNew)
+	return c
+}
+
+func (c *conn) setState(st int32) {
+	c.state.Store(st)
+	c.since.Store(time.Now().UnixNano())
+}
+
+// closeIfIdle closes c if it waits for a request; the caller holds srv.mu.
+func (c *conn) closeIfIdle() bool {
+	st := c.state.Load()
+	if st == stateNew && time.Since(time.Unix(0, c.since.Load())) < newIdleAfter {
+		return false
+	}
+	if (st == stateIdle || st == stateNew) && c.state.CompareAndSwap(st, stateGone) {
+		c.netc.Close()
+		return true
+	}
+	return st == stateGone
+}
+
+// activate marks c as serving a request; false when Shutdown closed it as
+// idle first.
+func (c *conn) activate() bool {
+	for {
+		st := c.state.Load()
+		if st == stateGone {
+			return false
+		}
+		if st == stateActive || c.state.CompareAndSwap(st, stateActive) {
+			return true
+		}
+	}
+}
+
+func (c *conn) serve() {
+	defer func() {
+		if err := recover(); err != nil {
+			// A bug here must cost one connection, never the process.
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.srv.logf("h1server: panic serving %s: %v\n%s", c.remoteAddr, err, buf)
+			c.rwc.Close()
+		}
+		if !c.hijacked {
+			c.release()
+		}
+		c.srv.trackConn(c, false)
+	}()
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
+	defer c.cancel()
+	if c.tcfg != nil {
+		if !c.handshake() {
+			if !c.hijacked {
+				c.rwc.Close()
+			}
+			return
+		}
+	}
+	keep := c.serveRequests()
+	if !keep && !c.hijacked && c.state.Load() != stateGone {
+		c.rwc.Close()
+	}
+}
+
+// handshake runs the TLS handshake under net/http's timeout (the shortest
+// of the three read/write timeouts) and hands an "h2" connection over.
+func (c *conn) handshake() bool {
+	tc := tls.Server(c.rwc, c.tcfg)
+	c.rwc, c.tlsc = tc, tc
+	if d := c.srv.handshakeTimeout(); d > 0 {
+		dl := time.Now().Add(d)
+		_ = tc.SetReadDeadline(dl)
+		_ = tc.SetWriteDeadline(dl)
+	}
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+			// What net/http answers, so a client that got the scheme
+			// wrong is told so.
+			_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			re.Conn.Close()
+			return false
+		}
+		if !errors.Is(err, io.EOF) {
+			c.srv.logf("h1server: TLS handshake error from %s: %v", c.remoteAddr, err)
+		}
+		return false
+	}
+	_ = tc.SetReadDeadline(time.Time{})
+	_ = tc.SetWriteDeadline(time.Time{})
+	st := tc.ConnectionState()
+	c.tlsState = &st // shared by the connection's requests, as in net/http
+	if st.NegotiatedProtocol == "h2" {
+		c.setState(stateGone)
+		c.hijacked = true // the HTTP/2 server owns it now
+		c.srv.trackConn(c, false)
+		c.srv.serveH2(tc)
+		return false
+	}
+	return true
+}
+
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	var d time.Duration
+	for _, t := range []time.Duration{s.ReadHeaderTimeout, s.ReadTimeout, s.WriteTimeout} {
+		if t > 0 && (d == 0 || t < d) {
+			d = t
+		}
+	}
+	return d
+}
+
+// release gives the buffers back (a hijacked connection keeps its reader).
+func (c *conn) release() {
+	c.releaseReader()
+	c.releaseWriter()
+}
+
+func (c *conn) releaseReader() {
+	if c.br == nil {
+		return
+	}
+	// The parsed head and the chunked reader point into the buffer: an
+	// idle connection must not keep it alive after it goes back.
+	clear(c.head.Headers[:cap(c.head.Headers)])
+	c.head.Reset()
+	c.chunked.Reset(nil)
+	c.br.Reset(nil)
+	if c.large {
+		largePool(c.br.Size()).Put(c.br)
+	} else {
+		smallReaders.Put(c.br)
+	}
+	c.br, c.large = nil, false
+}
+
+func (c *conn) releaseWriter() {
+	if c.bw == nil {
+		return
+	}
+	c.bw.Reset(nil)
+	writers.Put(c.bw)
+	c.bw = nil
+}
+
+func (c *conn) reader() *bufio.Reader {
+	if c.br == nil {
+		c.br = smallReaders.Get().(*bufio.Reader)
+		c.br.Reset(&c.cr)
+	}
+	return c.br
+}
+
+func (c *conn) writer() *bufio.Writer {
+	if c.bw == nil {
+		c.bw = writers.Get().(*bufio.Writer)
+		c.bw.Reset(c.rwc)
+	}
+	return c.bw
+}
+
+// grow moves the bytes read so far into a reader that can hold a whole
+// head: a head over smallReadSize is rare, so its buffer is too.
+func (c *conn) grow() {
+	size := c.lim.MaxHeaderBytes + 1
+	if c.large || size <= c.br.Size() {
+		return
+	}
+	pending, _ := c.br.Peek(c.br.Buffered())
+	big := largePool(size).Get().(*bufio.Reader)
+	big.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), &c.cr))
+	// Fill the new buffer with the old bytes now, so that the MultiReader
+	// is only in the way until then.
+	_, _ = big.Peek(len(pending))
+	c.releaseReader()
+	c.br, c.large = big, true
+}
+
+// serveRequests reads and answers requests until the connection is done.
+// It returns true when the connection must stay open (hijacked, or handed
+// to the HTTP/2 server).
+func (c *conn) serveRequests() bool {
+	first := true
+	for {
+		if first {
+			// The first request's clock starts at accept, as in
+			// net/http; later ones' when their first byte arrives.
+			c.setReadDeadlines()
+		}
+		if !first || c.br == nil || c.br.Buffered() == 0 {
+			if !c.waitForRequest(first) {
+				return c.hijacked
+			}
+		}
+		if !c.activate() {
+			return true // Shutdown closed it
+		}
+		if !first {
+			c.setReadDeadlines()
+		}
+		first = false
+		n, err := c.readHead(c.served == 0)
+		if err != nil {
+			if errors.Is(err, errH2) {
+				c.setState(stateGone)
+				c.hijacked = true
+				c.srv.trackConn(c, false)
+				br := c.br
+				c.br = nil // the replaying connection reads what it holds
+				c.releaseWriter()
+				_ = c.rwc.SetReadDeadline(time.Time{})
+				c.srv.serveH2(&replayConn{Conn: c.rwc, br: br})
+				return true
+			}
+			var pe *h1.Error
+			if errors.As(err, &pe) {
+				c.refuse(pe.Status, pe.Msg)
+			}
+			return false
+		}
+		keep := c.serveOne(n)
+		c.served++
+		if c.hijacked {
+			return true
+		}
+		if !keep || c.srv.shutting.Load() {
+			return false
+		}
+		c.setState(stateIdle)
+	}
+}
+
+// setReadDeadlines starts a request's read clock: the head must arrive
+// within ReadHeaderTimeout (else ReadTimeout), the rest within ReadTimeout.
+func (c *conn) setReadDeadlines() {
+	s := c.srv
+	c.reqStart = time.Now()
+	switch {
+	case s.ReadHeaderTimeout > 0:
+		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadHeaderTimeout))
+	case s.ReadTimeout > 0:
+		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadTimeout))
+	default:
+		_ = c.rwc.SetReadDeadline(time.Time{})
+	}
+}
+
+// errH2 is a connection that opened with the HTTP/2 preface.
+var errH2 = errors.New("h1server: HTTP/2 preface")
+
+// readHead reads until the buffer holds a whole head and parses it. A head
+// is parsed once its end is in the buffer (or a limit is passed), not at
+// every read: a client that sends a head a byte at a time must not make
+// the server parse it from the start thousands of times.
+// The HTTP/2 preface is looked for only at the start of a connection
+// (first), as net/http does.
+func (c *conn) readHead(first bool) (int, error) {
+	br := c.reader()
+	scanned, lineChecked := 0, false
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if first && c.srv.H2C && len(buf) > 0 && c.tlsc == nil {
+			k := min(len(buf), len(h2Preface))
+			if string(buf[:k]) == h2Preface[:k] {
+				if k == len(h2Preface) {
+					return 0, errH2
+				}
+				if _, err := br.Peek(br.Buffered() + 1); err != nil {
+					return 0, err
+				}
+				continue
+			}
+		}
+		ready := len(buf) > c.lim.MaxHeaderBytes ||
+			bytes.Contains(buf[max(scanned-3, 0):], []byte("\r\n\r\n"))
+		if !ready && len(buf) > c.lim.MaxRequestLine && bytes.IndexByte(buf, '\n') < 0 {
+			ready = true // 414
+		}
+		if !ready && !lineChecked && bytes.IndexByte(buf, '\n') >= 0 {
+			// The request line is complete: a malformed one is refused
+			// before the rest is waited for.
+			lineChecked = true
+			if _, err := h1.Parse(buf, &c.head, c.lim); err != nil && !errors.Is(err, h1.ErrIncomplete) {
+				return 0, err
+			}
+		}
+		if ready {
+			n, err := h1.Parse(buf, &c.head, c.lim)
+			if !errors.Is(err, h1.ErrIncomplete) {
+				return n, err
+			}
+		}
+		scanned = len(buf)
+		if br.Buffered() == br.Size() {
+			c.grow()
+			br = c.br
+		}
+		if _, err := br.Peek(br.Buffered() + 1); err != nil {
+			if len(buf) > 0 && errors.Is(err, io.EOF) {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+	}
+}
+
+// waitForRequest waits for the first byte of the next request, with no
+// buffer attached to the connection while it waits where that can be
+// done. The idle clock is IdleTimeout (else ReadTimeout); the first
+// request's is the header clock, already running.
+func (c *conn) waitForRequest(first bool) bool {
+	s := c.srv
+	if !first {
+		c.setState(stateIdle)
+		switch {
+		case s.IdleTimeout > 0:
+			_ = c.rwc.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		case s.ReadTimeout > 0:
+			_ = c.rwc.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+		default:
+			_ = c.rwc.SetReadDeadline(time.Time{})
+		}
+	}
+	if c.br != nil && c.br.Buffered() > 0 {
+		return true
+	}
+	c.release()
+	if c.tlsc == nil && !c.cr.hasByte {
+		if ok, err := c.waitReadable(); ok {
+			return err == nil
+		}
+	}
+	// No way to wait without reading: read one byte into the
+	// connection's own one-byte buffer, then the rest into a buffer.
+	return c.cr.readOneByte() == nil
+}
+
+// refuse answers a request that cannot be served and closes: where the
+// next request would start is not known.
+func (c *conn) refuse(status int, msg string) {
+	if c.srv.WriteTimeout > 0 {
+		_ = c.rwc.SetWriteDeadline(time.Now().Add(c.srv.WriteTimeout))
+	}
+	w := newResponse(c, nil)
+	w.closeAfter = true
+	writeError(w, status, msg)
+	w.finish()
+	c.closeGracefully()
+}
+
+// closeGracefully closes after a response when the client may still be
+// sending: the write side is shut first and what the client sends is read
+// away for a moment, so that the close does not reset the connection
+// before the client has read the response (a reset discards it).
+func (c *conn) closeGracefully() {
+	if c.bw != nil {
+		_ = c.bw.Flush()
+	}
+	type closeWriter interface{ CloseWrite() error }
+	var cw closeWriter
+	if c.tlsc != nil {
+		cw = c.tlsc
+	} else if x, ok := netConn(c.rwc).(closeWriter); ok {
+		cw = x
+	}
+	if cw == nil || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.rwc.SetReadDeadline(time.Now().Add(rstAvoidance))
+	var scratch [512]byte
+	for {
+		if _, err := c.rwc.Read(scratch[:]); err != nil {
+			return
+		}
+	}
+}
+
+// rstAvoidance is how long a closing connection reads away what the client
+// still sends (net/http waits 500ms).
+const rstAvoidance = 500 * time.Millisecond
+
+// netConn unwraps a connection that wraps another (the connection cap's).
+func netConn(c net.Conn) net.Conn {
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return c
+		}
+		c = u.NetConn()
+	}
+}
+
+// connReader reads from the connection for the bufio.Reader; once a
+// request's body is read, it keeps one read pending in the background so
+// that a client that goes away cancels the request's context (what
+// net/http does). A byte that read brings is handed to the next Read.
+type connReader struct {
+	c       *conn
+	mu      sync.Mutex
+	cond    *sync.Cond
+	hasByte bool
+	byteBuf [1]byte
+	inRead  bool
+	aborted bool
+	// cancel is the current request's context cancel (nil between
+	// requests).
+	cancel context.CancelFunc
+}
+
+func (cr *connReader) Read(p []byte) (int, error) {
+	cr.mu.Lock()
+	if cr.inRead {
+		cr.mu.Unlock()
+		return 0, errConcurrentRead
+	}
+	if len(p) == 0 {
+		cr.mu.Unlock()
+		return 0, nil
+	}
+	if cr.hasByte {
+		p[0] = cr.byteBuf[0]
+		cr.hasByte = false
+		cr.mu.Unlock()
+		return 1, nil
+	}
+	cr.inRead = true
+	cr.mu.Unlock()
+	n, err := cr.c.rwc.Read(p)
+	cr.mu.Lock()
+	cr.inRead = false
+	if err != nil && cr.cancel != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// The client went away. A read deadline is not that: the
+		// handler that set it gets the error and answers (the edge's
+		// 408 for a stalled body), and a context cancelled under it
+		// would race with that answer.
+		cr.cancel()
+	}
+	cr.mu.Unlock()
+	cr.cond.Broadcast()
+	return n, err
+}
+
+var errConcurrentRead = errors.New("h1server: concurrent read on a connection")
+
+// readOneByte waits for the next request's first byte without a buffer.
+func (cr *connReader) readOneByte() error {
+	cr.mu.Lock()
+	if cr.hasByte {
+		cr.mu.Unlock()
+		return nil
+	}
+	cr.mu.Unlock()
+	n, err := cr.c.rwc.Read(cr.byteBuf[:])
+	if n == 1 {
+		cr.mu.Lock()
+		cr.hasByte = true
+		cr.mu.Unlock()
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// startBackgroundRead keeps a read pending while the handler runs with the
+// request body consumed.
+func (cr *connReader) startBackgroundRead() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if cr.inRead || cr.hasByte {
+		return
+	}
+	if cr.c.br != nil && cr.c.br.Buffered() > 0 {
+		// The next request is already here (pipelining): the client is
+		// still there, and nothing must be read behind those bytes.
+		return
+	}
+	cr.inRead = true
+	_ = cr.c.rwc.SetReadDeadline(time.Time{})
+	go cr.backgroundRead()
+}
+
+func (cr *connReader) backgroundRead() {
+	n, err := cr.c.rwc.Read(cr.byteBuf[:])
+	cr.mu.Lock()
+	if n == 1 {
+		cr.hasByte = true
+	}
+	var ne net.Error
+	deliberate := cr.aborted && errors.As(err, &ne) && ne.Timeout()
+	if err != nil && !deliberate && cr.cancel != nil {
+		cr.cancel() // the client went away
+	}
+	cr.aborted = false
+	cr.inRead = false
+	cr.mu.Unlock()
+	cr.cond.Broadcast()
+}
+
+// abortPendingRead ends a background read and waits for it.
+func (cr *connReader) abortPendingRead() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if !cr.inRead {
+		return
+	}
+	cr.aborted = true
+	_ = cr.c.rwc.SetReadDeadline(aLongTimeAgo)
+	for cr.inRead {
+		cr.cond.Wait()
+	}
+	_ = cr.c.rwc.SetReadDeadline(time.Time{})
+}
+
+func (cr *connReader) setCancel(f context.CancelFunc) {
+	cr.mu.Lock()
+	cr.cancel = f
+	cr.mu.Unlock()
+}
+
+var aLongTimeAgo = time.Unix(1, 0)

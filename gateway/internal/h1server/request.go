@@ -1,0 +1,440 @@
+package h1server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/causewayhq/causeway/gateway/internal/h1"
+)
+
+// maxPostHandlerRead is how much of a request body the handler left unread
+// is read away so that the connection can serve the next request; beyond
+// it the connection closes (net/http's bound).
+const maxPostHandlerRead = 256 << 10
+
+// serveOne builds the request from the head (n bytes in the buffer), runs
+// the handler, finishes the response, and says whether the connection can
+// serve another request.
+func (c *conn) serveOne(n int) bool {
+	s := c.srv
+	r, err := c.newRequest()
+	if err != nil {
+		var pe *h1.Error
+		if errors.As(err, &pe) {
+			c.refuse(pe.Status, pe.Msg)
+		}
+		return false
+	}
+	_, _ = c.br.Discard(n)
+	if s.ReadTimeout > 0 {
+		// ReadTimeout covers the whole request, head included.
+		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadTimeout))
+	} else {
+		_ = c.rwc.SetReadDeadline(time.Time{})
+	}
+	if s.WriteTimeout > 0 {
+		_ = c.rwc.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+	} else {
+		_ = c.rwc.SetWriteDeadline(time.Time{})
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	c.cr.setCancel(cancel)
+	req := r.WithContext(ctx)
+	w := newResponse(c, req)
+	body := c.newBody(req, w)
+	req.Body = body
+	if body == nil {
+		req.Body = http.NoBody
+		c.cr.startBackgroundRead()
+	}
+	if !c.runHandler(w, req) {
+		// The handler panicked: the response cannot be completed.
+		c.cr.abortPendingRead()
+		c.cr.setCancel(nil)
+		return false
+	}
+	if c.hijacked {
+		c.cr.setCancel(nil)
+		return false
+	}
+	c.cr.abortPendingRead()
+	c.cr.setCancel(nil)
+	w.handlerDone = true
+	if body != nil && !body.finish(w) {
+		w.closeAfter = true
+	}
+	if w.expect100 && !w.continued && body != nil && !body.sawEOF {
+		// The client was not told to send the body: it may or may not
+		// send it, so the connection cannot be reused.
+		w.closeAfter = true
+	}
+	w.finish()
+	if w.closeAfter {
+		if body != nil && !body.sawEOF {
+			c.closeGracefully()
+		}
+		return false
+	}
+	return w.err == nil
+}
+
+// runHandler calls the handler; false when it panicked (logged unless with
+// http.ErrAbortHandler, the way a handler asks for the connection to drop).
+func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
+	defer func() {
+		if err := recover(); err != nil {
+			if err != http.ErrAbortHandler { //nolint:errorlint // net/http compares the same way
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.logf("http: panic serving %s: %v\n%s", c.remoteAddr, err, buf)
+			}
+			ok = false
+		}
+	}()
+	h := c.srv.Handler
+	if h == nil {
+		h = http.NotFoundHandler()
+	}
+	if req.RequestURI == "*" && req.Method == http.MethodOptions {
+		// What net/http's serverHandler does: a handler never sees
+		// "OPTIONS *".
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return true
+	}
+	h.ServeHTTP(w, req)
+	return true
+}
+
+// newRequest turns the parsed head into an *http.Request as net/http's
+// server would: canonical header keys, Host out of the header map, the URL
+// parsed from the target, Trailer declarations moved to req.Trailer.
+//
+// It returns the request by value: the caller's WithContext makes the one
+// copy that reaches the handler.
+func (c *conn) newRequest() (http.Request, error) {
+	hd := &c.head
+	// One string holds every name and value: one allocation for them all.
+	var total int
+	for _, f := range hd.Headers {
+		total += len(f.Name) + len(f.Value)
+	}
+	total += len(hd.Method) + len(hd.Target)
+	var sb strings.Builder
+	sb.Grow(total)
+	sb.Write(hd.Method)
+	sb.Write(hd.Target)
+	for _, f := range hd.Headers {
+		sb.Write(f.Name)
+		sb.Write(f.Value)
+	}
+	all := sb.String()
+	off := 0
+	take := func(n int) string { s := all[off : off+n]; off += n; return s }
+	method := internMethod(take(len(hd.Method)))
+	target := take(len(hd.Target))
+
+	req := http.Request{
+		Method:     method,
+		RequestURI: target,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: hd.Minor,
+		Header:     make(http.Header, len(hd.Headers)),
+		Close:      hd.Close,
+		RemoteAddr: c.remoteAddr,
+	}
+	if hd.Minor == 0 {
+		req.Proto = "HTTP/1.0"
+	}
+	values := make([]string, len(hd.Headers))
+	var hosts int
+	for i, f := range hd.Headers {
+		name := canonicalKey(take(len(f.Name)))
+		v := take(len(f.Value))
+		if name == "Host" {
+			hosts++
+			if !httpguts.ValidHostHeader(v) {
+				return http.Request{}, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed Host header"}
+			}
+		}
+		if vv, ok := req.Header[name]; ok {
+			req.Header[name] = append(vv, v)
+			continue
+		}
+		values[i] = v
+		req.Header[name] = values[i : i+1 : i+1]
+	}
+	// The URL, as net/http reads it (CONNECT's authority-form included).
+	raw := target
+	justAuthority := method == http.MethodConnect && !strings.HasPrefix(raw, "/")
+	if justAuthority {
+		raw = "http://" + raw
+	}
+	u, err := url.ParseRequestURI(raw)
+	if err != nil {
+		return http.Request{}, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed request target"}
+	}
+	if justAuthority {
+		u.Scheme = ""
+	}
+	req.URL = u
+	req.Host = u.Host
+	if req.Host == "" {
+		req.Host = req.Header.Get("Host")
+	}
+	delete(req.Header, "Host")
+	req.TLS = c.tlsState
+	switch {
+	case hd.Chunked:
+		req.TransferEncoding = []string{"chunked"}
+		req.ContentLength = -1
+		// net/http moves it out of the header into TransferEncoding.
+		delete(req.Header, "Transfer-Encoding")
+		if err := declareTrailers(&req); err != nil {
+			return http.Request{}, err
+		}
+	case hd.ContentLength >= 0:
+		req.ContentLength = hd.ContentLength
+	}
+	return req, nil
+}
+
+// declareTrailers moves a chunked request's Trailer header to req.Trailer
+// as net/http does, refusing the fields that may never be trailers.
+func declareTrailers(req *http.Request) error {
+	vv, ok := req.Header["Trailer"]
+	if !ok {
+		return nil
+	}
+	delete(req.Header, "Trailer")
+	trailer := make(http.Header)
+	for _, v := range vv {
+		for k := range strings.SplitSeq(v, ",") {
+			k = textproto.CanonicalMIMEHeaderKey(textproto.TrimString(k))
+			switch k {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				return &h1.Error{Status: http.StatusBadRequest, Msg: "bad trailer key"}
+			}
+			if k != "" {
+				trailer[k] = nil
+			}
+		}
+	}
+	if len(trailer) > 0 {
+		req.Trailer = trailer
+	}
+	return nil
+}
+
+// internMethod returns the constant for a common method: no string kept
+// alive by the head's, and comparisons against the constants are cheap.
+func internMethod(m string) string {
+	switch m {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodOptions:
+		return http.MethodOptions
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodConnect:
+		return http.MethodConnect
+	}
+	return m
+}
+
+// commonKeys maps frequent header names, as sent, to their canonical form
+// without an allocation.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Authorization",
+		"Cache-Control", "Connection", "Content-Encoding", "Content-Length", "Content-Type",
+		"Cookie", "Expect", "Forwarded", "Host", "If-Modified-Since", "If-None-Match",
+		"Origin", "Pragma", "Range", "Referer", "Te", "Trailer", "Transfer-Encoding",
+		"Upgrade", "User-Agent", "Via", "X-Forwarded-For", "X-Forwarded-Host",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "Traceparent", "Tracestate",
+		"X-Api-Key", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol",
+		"Sec-Websocket-Extensions", "Keep-Alive", "Grpc-Timeout", "Content-Range",
+	} {
+		m[k] = k
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
+
+func canonicalKey(k string) string {
+	if c, ok := commonKeys[k]; ok {
+		return c
+	}
+	return textproto.CanonicalMIMEHeaderKey(k)
+}
+
+// requestBody is a request's body as the handler reads it: Content-Length
+// or chunked framing over the connection's reader, the 100 Continue sent
+// at the first read when the client asked for one, and the end of the
+// body starting the background read that notices a client going away.
+type requestBody struct {
+	mu      sync.Mutex // a handler may read from another goroutine
+	c       *conn
+	w       *response
+	req     *http.Request
+	chunked bool
+	left    int64 // Content-Length bytes not yet read
+	sawEOF  bool
+	closed  bool
+	// broken: the framing failed, where the next request starts is
+	// unknown.
+	broken bool
+	err    error
+}
+
+// newBody returns the request's body, nil when it has none.
+func (c *conn) newBody(req *http.Request, w *response) *requestBody {
+	hd := &c.head
+	if !hd.Chunked && hd.ContentLength <= 0 {
+		return nil
+	}
+	b := &requestBody{c: c, w: w, req: req, chunked: hd.Chunked, left: hd.ContentLength}
+	if hd.Chunked {
+		c.chunked.Reset(c.br)
+	}
+	// net/http honours Expect only from HTTP/1.1 clients.
+	w.expect100 = hd.Expect100 && hd.Minor == 1
+	return b
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.sawEOF {
+		return 0, io.EOF
+	}
+	if err := b.w.sendContinue(); err != nil {
+		b.err = err
+		return 0, err
+	}
+	n, err := b.read(p)
+	if err == io.EOF { //nolint:errorlint // io.EOF is returned bare
+		b.sawEOF = true
+		b.c.cr.startBackgroundRead()
+	} else if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *requestBody) read(p []byte) (int, error) {
+	if b.chunked {
+		n, err := b.c.chunked.Read(p)
+		if err == io.EOF { //nolint:errorlint // io.EOF is returned bare
+			b.setTrailers()
+		} else if errors.Is(err, h1.ErrChunked) {
+			// Where the next request starts is unknown.
+			b.broken = true
+		}
+		return n, err
+	}
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.c.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		b.broken = true
+	}
+	return n, err
+}
+
+// setTrailers fills req.Trailer with the trailer fields received, as
+// net/http does (declared or not).
+func (b *requestBody) setTrailers() {
+	ts := b.c.chunked.Trailers()
+	if len(ts) == 0 {
+		return
+	}
+	if b.req.Trailer == nil {
+		b.req.Trailer = make(http.Header, len(ts))
+	}
+	for _, t := range ts {
+		k := canonicalKey(string(t.Name))
+		b.req.Trailer[k] = append(b.req.Trailer[k], string(t.Value))
+	}
+}
+
+func (b *requestBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	return nil
+}
+
+// finish reads away what the handler left of the body (up to
+// maxPostHandlerRead) so the next request can be read; false when the
+// connection cannot serve another.
+func (b *requestBody) finish(w *response) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.sawEOF {
+		return true
+	}
+	if b.err != nil || b.broken || w.closeAfter {
+		return false
+	}
+	if w.expect100 && !w.continued {
+		return false // the body may never come
+	}
+	if !b.chunked && b.left > maxPostHandlerRead {
+		return false
+	}
+	var scratch [4 << 10]byte
+	read := 0
+	for read <= maxPostHandlerRead {
+		n, err := b.read(scratch[:])
+		read += n
+		if err == io.EOF { //nolint:errorlint // io.EOF is returned bare
+			b.sawEOF = true
+			return true
+		}
+		if err != nil {
+			b.err = err
+			return false
+		}
+	}
+	return false
+}

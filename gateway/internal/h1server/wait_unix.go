@@ -1,0 +1,54 @@
+//go:build unix
+
+package h1server
+
+import (
+	"errors"
+	"syscall"
+)
+
+// waitReadable waits until the connection has bytes to read (or is closed,
+// or its read deadline passes) without reading them, so that an idle
+// connection holds no buffer. ok is false when the connection does not
+// expose its socket (then the caller reads instead).
+func (c *conn) waitReadable() (ok bool, err error) {
+	if c.raw == nil {
+		if c.noRaw {
+			return false, nil
+		}
+		sc, is := netConn(c.rwc).(syscall.Conn)
+		if !is {
+			c.noRaw = true
+			return false, nil
+		}
+		raw, rawErr := sc.SyscallConn()
+		if rawErr != nil {
+			// No socket to wait on: the caller reads instead.
+			c.noRaw = true
+			return false, nil //nolint:nilerr // not an error of the connection
+		}
+		c.raw = raw
+		c.peekFn = c.peek // one closure for the connection's life
+	}
+	c.peekErr = nil
+	if err := c.raw.Read(c.peekFn); err != nil {
+		return true, err
+	}
+	return true, c.peekErr
+}
+
+// peek looks for one byte: data, EOF or an error ends the wait; EAGAIN
+// means nothing yet, and the poller waits for readability. The peek (not
+// a bare wait) is what makes this correct when the bytes arrived before
+// the poller was asked.
+func (c *conn) peek(fd uintptr) bool {
+	var b [1]byte
+	_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if errors.Is(e, syscall.EAGAIN) || errors.Is(e, syscall.EINTR) {
+		return false
+	}
+	if e != nil && !errors.Is(e, syscall.ENOTSOCK) {
+		c.peekErr = e
+	}
+	return true
+}
