@@ -162,5 +162,5 @@ func (e *Edge) Active() *routes.File { return e.current() }
 
 // ServeHTTP serves one data-plane request on the active configuration.
 func (e *Edge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	e.live.Load().rts[0].ServeHTTP(w, r)
+	e.serveLive(0, w, r)
 }

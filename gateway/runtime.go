@@ -192,6 +192,11 @@ func routeTimedOut(ctx context.Context) bool { return errors.Is(context.Cause(ct
 func (rt *runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt.inflight.Add(1)
 	defer rt.inflight.Add(-1)
+	rt.serve(w, r)
+}
+
+// serve is ServeHTTP for a request already counted in rt.inflight.
+func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	rt.metrics.inflight.Inc()
 	defer rt.metrics.inflight.Dec()
 

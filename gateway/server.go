@@ -41,6 +41,10 @@ type server[C any] struct {
 	lastReload ReloadStatus
 	// live is active for the request path: one atomic load per request.
 	live atomic.Pointer[generation[C]]
+	// afterLoad, set by tests only, runs in serveLive between loading the
+	// live generation and counting the request on it: the window a reload
+	// and retire can fall into.
+	afterLoad atomic.Pointer[func()]
 
 	// Resources shared by successive generations while their settings are
 	// unchanged: a reload keeps warm upstream connections, the tracer's
@@ -218,11 +222,38 @@ func (g *generation[C]) close() {
 			rt.close()
 		}
 	}
-	g.rts = nil
+	// g.rts stays: a request that loaded g just before it was replaced
+	// still reads it to find its runtime (serveLive), then goes elsewhere.
 	for i := len(g.release) - 1; i >= 0; i-- {
 		g.release[i]()
 	}
 	g.release = nil
+}
+
+// serveLive serves r on the i-th runtime of the live generation. The
+// request is counted on that runtime before anything else of it is used,
+// and the generation is then checked to be still live: retire frees a
+// replaced generation as soon as it finds no request counted on it, so a
+// request that loaded the generation just before the swap, and counted
+// itself only after retire looked, would otherwise run on upstreams and
+// pools already closed (an EOF to the client). Seeing it replaced, the
+// request uncounts itself and takes the new one; seeing it still live,
+// retire (which looks only after the swap) cannot miss the count.
+func (s *server[C]) serveLive(i int, w http.ResponseWriter, r *http.Request) {
+	for {
+		g := s.live.Load()
+		rt := g.rts[i]
+		if f := s.afterLoad.Load(); f != nil {
+			(*f)()
+		}
+		rt.inflight.Add(1)
+		if s.live.Load() == g {
+			defer rt.inflight.Add(-1)
+			rt.serve(w, r)
+			return
+		}
+		rt.inflight.Add(-1)
+	}
 }
 
 // idle says whether no request runs on the generation.

@@ -190,7 +190,7 @@ func (s *Sidecar) dataServers(c *sidecarGen, lns []net.Listener, engine string) 
 	if lns[0] != nil {
 		srv := newDataServer(s.log, c.file.Server, engine, serverSpec{
 			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				s.live.Load().rts[0].ServeHTTP(w, r)
+				s.serveLive(0, w, r)
 			}),
 			tls: &tls.Config{
 				MinVersion: tls.VersionTLS12,
@@ -204,7 +204,7 @@ func (s *Sidecar) dataServers(c *sidecarGen, lns []net.Listener, engine string) 
 	}
 	if lns[1] != nil {
 		srv := newDataServer(s.log, c.file.Server, engine, serverSpec{h2c: true, handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.live.Load().rts[1].ServeHTTP(w, r)
+			s.serveLive(1, w, r)
 		})})
 		data = append(data, dataServer{srv: srv, ln: lns[1]})
 	}
