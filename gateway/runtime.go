@@ -283,6 +283,12 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 		rt.metrics.unmatched.observe(r.Method, st.rec.status, d)
 	}
 	rt.accessLog.log(r, st, d)
+	if st.unanswered() {
+		// Logged as 499; the connection is cut rather than answered with
+		// the empty 200 the server would send for a handler that wrote
+		// nothing (see unanswered). A client that has gone never sees it.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // checkRequest refuses a request line the edge and an upstream could read

@@ -566,6 +566,19 @@ func (st *reqState) endBody() {
 	c.awaitRead()
 	c.finish()
 	if !c.cut() {
+		if st.unanswered() {
+			if st.bodyErr.Load() == nil {
+				// Aborted once logged (runtime.serve): settleLate's flush
+				// would send the empty 200 the abort is there to prevent.
+				return
+			}
+			// The body broke before its end (a client that half-closed
+			// mid-body, a cut connection): the 400 any broken body gets,
+			// which a client that has really gone never reads.
+			st.rec.status = 0
+			httperr.Write(&st.rec, &http.Request{Header: http.Header{httperr.RequestIDHeader: {st.requestID}}},
+				http.StatusBadRequest, "malformed or incomplete request body")
+		}
 		c.settleLate()
 		return
 	}
@@ -573,6 +586,16 @@ func (st *reqState) endBody() {
 	if !st.rec.wrote {
 		st.rec.answerBodyTimeout()
 	}
+}
+
+// unanswered says that the handlers took the client for gone (499) and
+// wrote nothing. net/http ends a request's context when its read of the
+// connection fails or meets the end of the stream, and a client that
+// half-closed (it sent all it will and waits for the answer) looks just
+// like one that left: returning without an answer would let the server
+// send it an empty 200 for a request the upstream never answered.
+func (st *reqState) unanswered() bool {
+	return st.rec.status == statusClientClosed && !st.rec.wrote
 }
 
 // Attempt records the endpoint the upstream's attempt loop chose (the
