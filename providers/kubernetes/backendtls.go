@@ -326,11 +326,7 @@ func (t *translator) backendTLSStatuses() {
 			for _, b := range rule.BackendRefs {
 				refs = append(refs, b.BackendObjectReference)
 			}
-			for _, f := range rule.Filters {
-				if f.RequestMirror != nil {
-					refs = append(refs, f.RequestMirror.BackendRef)
-				}
-			}
+			refs = appendMirrorRefs(refs, rule.Filters, func(f gatewayv1.HTTPRouteFilter) *gatewayv1.HTTPRequestMirrorFilter { return f.RequestMirror })
 		}
 		reach(kindHTTPRoute, r, refs)
 	}
@@ -340,11 +336,7 @@ func (t *translator) backendTLSStatuses() {
 			for _, b := range rule.BackendRefs {
 				refs = append(refs, b.BackendObjectReference)
 			}
-			for _, f := range rule.Filters {
-				if f.RequestMirror != nil {
-					refs = append(refs, f.RequestMirror.BackendRef)
-				}
-			}
+			refs = appendMirrorRefs(refs, rule.Filters, func(f gatewayv1.GRPCRouteFilter) *gatewayv1.HTTPRequestMirrorFilter { return f.RequestMirror })
 		}
 		reach(kindGRPCRoute, r, refs)
 	}
@@ -391,4 +383,15 @@ func (ps *btlsState) addAncestor(a btlsAncestor) {
 		}
 	}
 	ps.ancestors = append(ps.ancestors, a)
+}
+
+// appendMirrorRefs adds the backends that a rule's RequestMirror filters
+// copy requests to: a mirror calls the Service too, so its policy applies.
+func appendMirrorRefs[F any](refs []gatewayv1.BackendObjectReference, filters []F, mirror func(F) *gatewayv1.HTTPRequestMirrorFilter) []gatewayv1.BackendObjectReference {
+	for _, f := range filters {
+		if m := mirror(f); m != nil {
+			refs = append(refs, m.BackendRef)
+		}
+	}
+	return refs
 }
