@@ -142,10 +142,21 @@ func TestBackendTLSPolicyThroughTheEdge(t *testing.T) {
 	addr := e.Addr("http")
 
 	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+	_, err := c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
 		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	if err == nil {
+		// The package's API server outlives this test, and later tests
+		// create the class of their own: what this test made, it takes away.
+		t.Cleanup(func() {
+			_ = c.gw.GatewayV1().GatewayClasses().Delete(context.Background(), "causeway", metav1.DeleteOptions{})
+		})
+	}
 	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+	// Without a namespace controller, nothing else would ever remove the
+	// Gateway: later tests' edges (watching every namespace) would serve
+	// its routes.
+	t.Cleanup(func() { _ = c.gw.GatewayV1().Gateways(ns).Delete(context.Background(), "gw", metav1.DeleteOptions{}) })
 	must(c.core.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "https", Port: 443}}}}, metav1.CreateOptions{}))(t)
 	must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
