@@ -135,6 +135,11 @@ func (p *retryPolicy) retriesOn(kind FailKind, resp *http.Response) bool {
 // Wait sleeps the back-off before retry n (0-based) with full jitter, or
 // returns false when the client leaves first.
 func (p *retryPolicy) Wait(ctx context.Context, n int) bool {
+	// A client that already left is never retried for, whichever of the
+	// timer and the context a select would pick when both are ready.
+	if ctx.Err() != nil {
+		return false
+	}
 	d := p.backoff << min(n, 16)
 	if d > p.maxBackoff || d <= 0 {
 		d = p.maxBackoff
@@ -146,7 +151,7 @@ func (p *retryPolicy) Wait(ctx context.Context, n int) bool {
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return ctx.Err() == nil
 	case <-ctx.Done():
 		return false
 	}

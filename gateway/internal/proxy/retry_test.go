@@ -78,10 +78,16 @@ func TestRetryBudgetArithmetic(t *testing.T) {
 
 func TestBackoffIsBounded(t *testing.T) {
 	t.Parallel()
-	p := NewRetryPolicy(&routes.Retries{Backoff: routes.Duration(time.Millisecond), MaxBackoff: routes.Duration(2 * time.Millisecond)}, time.Now)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if p.Wait(ctx, 40) {
-		t.Fatal("wait returned true for a client that left")
+	// With a nanosecond back-off the timer is usually ready by the time
+	// Wait selects, so a select alone would pick it half of the time.
+	for _, b := range []time.Duration{time.Nanosecond, time.Millisecond} {
+		p := NewRetryPolicy(&routes.Retries{Backoff: routes.Duration(b), MaxBackoff: routes.Duration(2 * b)}, time.Now)
+		for i := 0; i < 1000; i++ {
+			if p.Wait(ctx, 40) {
+				t.Fatalf("backoff %v, run %d: wait returned true for a client that left", b, i)
+			}
+		}
 	}
 }
