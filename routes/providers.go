@@ -25,6 +25,7 @@ func (c *checker) checkProviders() {
 		c.errorf(p+".gateway_class", "%q is not a Kubernetes object name (lower-case letters, digits, '-' and '.')", k.GatewayClass)
 	}
 	c.checkNamespaces(p+".namespaces", k.Namespaces)
+	c.checkGateways(p+".gateways", k.Gateways, k.Namespaces)
 	if a := k.StatusAddress; a != nil {
 		c.checkStatusAddress(p+".status_address", *a, k.Namespaces)
 	}
@@ -193,5 +194,25 @@ func (c *checker) checkNamespaces(p string, namespaces []string) {
 			c.errorf(np, "namespace %q is listed twice", ns)
 		}
 		seen[ns] = true
+	}
+}
+
+// checkGateways: each NAMESPACE/NAME of a Gateway, listed once, in a
+// namespace the provider watches (or it could never be served).
+func (c *checker) checkGateways(p string, gateways, namespaces []string) {
+	seen := map[string]bool{}
+	for i, g := range gateways {
+		gp := fmt.Sprintf("%s[%d]", p, i)
+		ns, name, ok := strings.Cut(g, "/")
+		switch {
+		case !ok || !dns1123Label.MatchString(ns) || len(name) > 253 || !dns1123Subdomain.MatchString(name):
+			c.errorf(gp, "%q is not NAMESPACE/NAME of a Gateway", g)
+		case len(namespaces) > 0 && !slices.Contains(namespaces, ns):
+			c.errorf(gp, "namespace %q is not among providers.kubernetes.namespaces, so the Gateway would never be seen", ns)
+		}
+		if seen[g] {
+			c.errorf(gp, "Gateway %q is listed twice", g)
+		}
+		seen[g] = true
 	}
 }

@@ -5,6 +5,7 @@ package routes
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -74,6 +75,12 @@ type KubernetesProvider struct {
 	// scopes need only namespaced RBAC, except for GatewayClasses, which
 	// are cluster-scoped.
 	Namespaces []string `yaml:"namespaces"`
+	// Gateways, when set, are the only Gateways (NAMESPACE/NAME, of the
+	// class) this edge serves: it translates and serves them and the
+	// routes attached to them, and writes status for them only, so one
+	// edge deployment per Gateway (or per set of Gateways) gives each its
+	// own listeners and address. Empty: every Gateway of the class.
+	Gateways []string `yaml:"gateways"`
 	// Kubeconfig is a kubeconfig file; empty: the in-cluster service
 	// account.
 	Kubeconfig string `yaml:"kubeconfig"`
@@ -106,6 +113,12 @@ type StatusAddress struct {
 	// load balancer's addresses (status.loadBalancer.ingress) once it has
 	// them, or its cluster IPs when it is not of type LoadBalancer.
 	Service string `yaml:"service"`
+}
+
+// ServesGateway reports whether this edge serves the Gateway ns/name
+// (of its class): every one when Gateways is empty.
+func (k KubernetesProvider) ServesGateway(ns, name string) bool {
+	return len(k.Gateways) == 0 || slices.Contains(k.Gateways, ns+"/"+name)
 }
 
 // PoliciesOn reports whether CausewayPolicies are watched.

@@ -59,7 +59,7 @@ func (w *Watcher) writeBackendTLSStatus(ctx context.Context, res *Result, memo *
 				return api.Get(ctx, key.Name, metav1.GetOptions{})
 			},
 			func(cur *gatewayv1.BackendTLSPolicy) (*gatewayv1.BackendTLSPolicy, bool) {
-				next := policyStatus(cur.Status, want, now)
+				next := policyStatus(cur.Status, want, now, w.owns(key.Namespace))
 				if equality.Semantic.DeepEqual(cur.Status, next) {
 					return nil, false
 				}

@@ -32,7 +32,7 @@ func (t *translator) grpcRoutes() {
 			},
 			ruleName: func(i int) *gatewayv1.SectionName { return r.Spec.Rules[i].Name },
 		})
-		if ok {
+		if ok || t.staleParents(r.Namespace, r.Status.Parents) {
 			t.res.GRPCRoutes[nn(r.Namespace, r.Name)] = gatewayv1.GRPCRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
 		}
 	}

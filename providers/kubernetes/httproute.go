@@ -58,9 +58,25 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 		},
 		ruleName: func(i int) *gatewayv1.SectionName { return r.Spec.Rules[i].Name },
 	})
-	if ok {
+	if ok || t.staleParents(r.Namespace, r.Status.Parents) {
 		t.res.HTTPRoutes[nn(r.Namespace, r.Name)] = gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
 	}
+}
+
+// staleParents reports whether a route attached to no Gateway of this
+// edge still carries a status entry this edge wrote (its parentRef to one
+// of the edge's Gateways was removed): the route then gets an empty status
+// of ours, which takes that entry out and keeps every other edge's. Only
+// an edge limited to some Gateways can tell its entries from those of
+// other edges of the controller; an edge serving the whole class leaves
+// them, as it always has.
+func (t *translator) staleParents(ns string, stored []gatewayv1.RouteParentStatus) bool {
+	if len(t.cfg.Gateways) == 0 {
+		return false
+	}
+	return slices.ContainsFunc(stored, func(p gatewayv1.RouteParentStatus) bool {
+		return p.ControllerName == routes.KubernetesControllerName && ownsRef(t.cfg, ns, p.ParentRef)
+	})
 }
 
 // routeView is what attachment and rule translation need of a route of

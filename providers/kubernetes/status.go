@@ -251,7 +251,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 						_ = json.Unmarshal(b, &stored)
 					}
 				}
-				next := policyStatus(stored, want, now)
+				next := policyStatus(stored, want, now, w.owns(key.Namespace))
 				if equality.Semantic.DeepEqual(stored, next) {
 					return nil, false
 				}
@@ -288,7 +288,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 				return api.Get(ctx, key.Name, metav1.GetOptions{})
 			},
 			func(cur *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, bool) {
-				next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, now)
+				next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, now, w.owns(key.Namespace))
 				if equality.Semantic.DeepEqual(cur.Status.RouteStatus, next) {
 					return nil, false
 				}
@@ -315,7 +315,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 				return api.Get(ctx, key.Name, metav1.GetOptions{})
 			},
 			func(cur *gatewayv1.GRPCRoute) (*gatewayv1.GRPCRoute, bool) {
-				next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, now)
+				next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, now, w.owns(key.Namespace))
 				if equality.Semantic.DeepEqual(cur.Status.RouteStatus, next) {
 					return nil, false
 				}
@@ -408,6 +408,11 @@ type statusMemo struct {
 type writtenStatus struct {
 	replaced string
 	result   metav1.Object
+}
+
+// owns is ownsRef for an object of namespace ns.
+func (w *Watcher) owns(ns string) func(gatewayv1.ParentReference) bool {
+	return func(ref gatewayv1.ParentReference) bool { return ownsRef(w.cfg, ns, ref) }
 }
 
 // scopeOf is the scope that watches namespace ns, or nil.
@@ -506,19 +511,39 @@ func gatewayStatus(stored, want gatewayv1.GatewayStatus, now metav1.Time) gatewa
 	return want
 }
 
-// routeStatus replaces the parents entries written by this controller
-// with want's and keeps every other controller's entries as they are
-// (several controllers may serve one route through different Gateways).
-// Entries in want that name another controller are ignored: this edge
-// never writes in another's name.
-func routeStatus(stored, want gatewayv1.RouteStatus, now metav1.Time) gatewayv1.RouteStatus {
-	const ours = gatewayv1.GatewayController(routes.KubernetesControllerName)
-	parents := []gatewayv1.RouteParentStatus{}
-	for _, p := range stored.Parents {
-		if p.ControllerName != ours {
-			parents = append(parents, p)
-		}
+// ownsRef reports whether an entry of our controller that names ref (in
+// a route's parents or a policy's ancestors; ns is the object's own
+// namespace, which a ref without one means) is this edge's to write.
+// An edge that serves every Gateway of its class owns every entry; one
+// limited to some Gateways (providers.kubernetes.gateways) owns those
+// naming its Gateways, and those naming something other than a Gateway
+// (a policy's missing target), which every edge judges alike. Entries
+// naming another edge's Gateway are that edge's, and are kept.
+func ownsRef(cfg routes.KubernetesProvider, ns string, ref gatewayv1.ParentReference) bool {
+	if len(cfg.Gateways) == 0 {
+		return true
 	}
+	if ref.Group != nil && string(*ref.Group) != groupName || ref.Kind != nil && string(*ref.Kind) != kindGateway {
+		return true
+	}
+	if ref.Namespace != nil {
+		ns = string(*ref.Namespace)
+	}
+	return cfg.ServesGateway(ns, string(ref.Name))
+}
+
+// routeStatus brings the parents entries this edge owns (ownsRef) to
+// want's and keeps every other entry as it is: another controller's (several
+// may serve one route through different Gateways) and another edge's of
+// this controller, serving other Gateways. Stored entries keep their
+// place and new ones go last, so two edges writing one route each leave
+// the other's entries where they are, and neither's write undoes the
+// other's (a reordering would be a change, and they would take turns
+// writing forever). Entries in want that name another controller are
+// ignored: this edge never writes in another's name.
+func routeStatus(stored, want gatewayv1.RouteStatus, now metav1.Time, mine func(gatewayv1.ParentReference) bool) gatewayv1.RouteStatus {
+	const ours = gatewayv1.GatewayController(routes.KubernetesControllerName)
+	var wanted []gatewayv1.RouteParentStatus
 	for _, p := range want.Parents {
 		if p.ControllerName != ours {
 			continue
@@ -536,23 +561,38 @@ func routeStatus(stored, want gatewayv1.RouteStatus, now metav1.Time) gatewayv1.
 			}
 		}
 		p.Conditions = conditions(old, p.Conditions, now)
-		parents = append(parents, p)
+		wanted = append(wanted, p)
+	}
+	placed := make([]bool, len(wanted))
+	parents := []gatewayv1.RouteParentStatus{}
+	for _, s := range stored.Parents {
+		if s.ControllerName != ours || !mine(s.ParentRef) {
+			parents = append(parents, s)
+			continue
+		}
+		for i, p := range wanted {
+			if !placed[i] && equality.Semantic.DeepEqual(s.ParentRef, p.ParentRef) {
+				parents = append(parents, p)
+				placed[i] = true
+				break
+			}
+		}
+	}
+	for i, p := range wanted {
+		if !placed[i] {
+			parents = append(parents, p)
+		}
 	}
 	return gatewayv1.RouteStatus{Parents: parents}
 }
 
-// policyStatus replaces the ancestors entries written by this controller
-// with want's and keeps every other controller's, as routeStatus does.
-func policyStatus(stored, want gatewayv1.PolicyStatus, now metav1.Time) gatewayv1.PolicyStatus {
+// policyStatus brings the ancestors entries this edge owns to want's and
+// keeps every other, in place, as routeStatus does.
+func policyStatus(stored, want gatewayv1.PolicyStatus, now metav1.Time, mine func(gatewayv1.ParentReference) bool) gatewayv1.PolicyStatus {
 	const ours = gatewayv1.GatewayController(routes.KubernetesControllerName)
-	out := gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{}}
-	for _, a := range stored.Ancestors {
-		if a.ControllerName != ours {
-			out.Ancestors = append(out.Ancestors, a)
-		}
-	}
+	var wanted []gatewayv1.PolicyAncestorStatus
 	for _, a := range want.Ancestors {
-		if a.ControllerName != ours || len(out.Ancestors) >= 16 {
+		if a.ControllerName != ours {
 			continue
 		}
 		var old []metav1.Condition
@@ -562,7 +602,28 @@ func policyStatus(stored, want gatewayv1.PolicyStatus, now metav1.Time) gatewayv
 			}
 		}
 		a.Conditions = conditions(old, a.Conditions, now)
-		out.Ancestors = append(out.Ancestors, a)
+		wanted = append(wanted, a)
+	}
+	placed := make([]bool, len(wanted))
+	out := gatewayv1.PolicyStatus{Ancestors: []gatewayv1.PolicyAncestorStatus{}}
+	for _, s := range stored.Ancestors {
+		if s.ControllerName != ours || !mine(s.AncestorRef) {
+			out.Ancestors = append(out.Ancestors, s)
+			continue
+		}
+		for i, a := range wanted {
+			if !placed[i] && parentRefEqual(s.AncestorRef, a.AncestorRef) {
+				out.Ancestors = append(out.Ancestors, a)
+				placed[i] = true
+				break
+			}
+		}
+	}
+	for i, a := range wanted {
+		// The Gateway API's PolicyStatus holds at most 16 ancestors.
+		if !placed[i] && len(out.Ancestors) < 16 {
+			out.Ancestors = append(out.Ancestors, a)
+		}
 	}
 	return out
 }

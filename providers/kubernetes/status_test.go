@@ -68,36 +68,67 @@ func TestRouteStatusKeepsOtherControllers(t *testing.T) {
 	}
 	other := gatewayv1.RouteParentStatus{ParentRef: ref("theirs"), ControllerName: "example.com/other",
 		Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 1, t0)}}
+	accepted := func(name string, gen int64, at metav1.Time) gatewayv1.RouteParentStatus {
+		return gatewayv1.RouteParentStatus{ParentRef: ref(name), ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", gen, at)}}
+	}
 	tests := []struct {
-		name               string
+		name string
+		// gateways is the edge's providers.kubernetes.gateways (the
+		// route is in namespace "apps").
+		gateways           []string
 		stored, want, next []gatewayv1.RouteParentStatus
 	}{
-		{"ours is added after theirs",
+		{"ours is added after theirs", nil,
 			[]gatewayv1.RouteParentStatus{other},
 			[]gatewayv1.RouteParentStatus{{ParentRef: bare("gw"), ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 1, metav1.Time{})}}},
-			[]gatewayv1.RouteParentStatus{other, {ParentRef: ref("gw"), ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 1, t1)}}}},
-		{"ours is replaced, its transition time kept",
-			[]gatewayv1.RouteParentStatus{{ParentRef: ref("gw"), ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 1, t0)}}, other},
+			[]gatewayv1.RouteParentStatus{other, accepted("gw", 1, t1)}},
+		{"ours is replaced in place, its transition time kept", nil,
+			[]gatewayv1.RouteParentStatus{accepted("gw", 1, t0), other},
 			[]gatewayv1.RouteParentStatus{{ParentRef: bare("gw"), ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 2, metav1.Time{})}}},
-			[]gatewayv1.RouteParentStatus{other, {ParentRef: ref("gw"), ControllerName: ours, Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 2, t0)}}}},
-		{"ours no longer wanted is removed, theirs stays",
+			[]gatewayv1.RouteParentStatus{accepted("gw", 2, t0), other}},
+		{"ours no longer wanted is removed, theirs stays", nil,
 			[]gatewayv1.RouteParentStatus{{ParentRef: ref("gw"), ControllerName: ours}, other},
 			nil,
 			[]gatewayv1.RouteParentStatus{other}},
-		{"an entry in another controller's name is never written",
+		{"an entry in another controller's name is never written", nil,
 			nil,
 			[]gatewayv1.RouteParentStatus{{ParentRef: bare("x"), ControllerName: "example.com/other"}},
 			[]gatewayv1.RouteParentStatus{}},
+		{"an edge serving the class owns every entry of the controller", nil,
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0), accepted("b", 1, t0)},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0)},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0)}},
+		{"another edge's entry is kept in its place", []string{"apps/b"},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0), other},
+			[]gatewayv1.RouteParentStatus{accepted("b", 1, metav1.Time{})},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0), other, accepted("b", 1, t1)}},
+		{"the order two edges leave is the order each keeps", []string{"apps/a"},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0), accepted("b", 1, t0)},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, metav1.Time{})},
+			[]gatewayv1.RouteParentStatus{accepted("a", 1, t0), accepted("b", 1, t0)}},
+		{"an edge's own entry no longer wanted goes, the other edge's stays", []string{"apps/a"},
+			[]gatewayv1.RouteParentStatus{accepted("b", 1, t0), accepted("a", 1, t0)},
+			nil,
+			[]gatewayv1.RouteParentStatus{accepted("b", 1, t0)}},
+		{"a parentRef's namespace decides whose it is", []string{"infra/b"},
+			[]gatewayv1.RouteParentStatus{accepted("b", 1, t0)},
+			nil,
+			[]gatewayv1.RouteParentStatus{accepted("b", 1, t0)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := routeStatus(gatewayv1.RouteStatus{Parents: tt.stored}, gatewayv1.RouteStatus{Parents: tt.want}, t1)
+			cfg := routes.KubernetesProvider{Gateways: tt.gateways}
+			mine := func(ref gatewayv1.ParentReference) bool { return ownsRef(cfg, "apps", ref) }
+			got := routeStatus(gatewayv1.RouteStatus{Parents: tt.stored}, gatewayv1.RouteStatus{Parents: tt.want}, t1, mine)
 			if !equality.Semantic.DeepEqual(got.Parents, tt.next) {
 				t.Fatalf("parents = %+v\nwant %+v", got.Parents, tt.next)
 			}
 		})
 	}
 }
+
+// allRefs is the ownership of an edge that serves every Gateway of its class.
+func allRefs(gatewayv1.ParentReference) bool { return true }
 
 // resultFor is a Result for the objects createAll made in ns, with each
 // condition's observedGeneration the object's current generation. It
@@ -341,7 +372,7 @@ func TestStatusConflictRereads(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.already {
-				cur.Status.RouteStatus = routeStatus(cur.Status.RouteStatus, want.RouteStatus, t0)
+				cur.Status.RouteStatus = routeStatus(cur.Status.RouteStatus, want.RouteStatus, t0, allRefs)
 				if _, err = c.gw.GatewayV1().HTTPRoutes(ns).UpdateStatus(ctx, cur, metav1.UpdateOptions{}); err != nil {
 					t.Fatal(err)
 				}
@@ -353,7 +384,7 @@ func TestStatusConflictRereads(t *testing.T) {
 					return api.Get(ctx, o.httpRoute, metav1.GetOptions{})
 				},
 				func(cur *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, bool) {
-					next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, t0)
+					next := routeStatus(cur.Status.RouteStatus, want.RouteStatus, t0, allRefs)
 					if equality.Semantic.DeepEqual(cur.Status.RouteStatus, next) {
 						return nil, false
 					}

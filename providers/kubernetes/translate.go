@@ -238,7 +238,10 @@ func (t *translator) classes() {
 	}
 }
 
-// gateways judges the listeners of every Gateway of our class.
+// gateways judges the listeners of every Gateway of our class that this
+// edge serves (providers.kubernetes.gateways): another edge's Gateway is
+// as foreign as another class's, and so are the routes attached only to
+// it.
 func (t *translator) gateways() {
 	if !t.ours {
 		return
@@ -246,7 +249,7 @@ func (t *translator) gateways() {
 	list := slices.Clone(t.s.Gateways)
 	byAge(list, func(g *gatewayv1.Gateway) metav1.Object { return g })
 	for _, g := range list {
-		if string(g.Spec.GatewayClassName) != t.cfg.GatewayClass || !t.inScope(g.Namespace) {
+		if string(g.Spec.GatewayClassName) != t.cfg.GatewayClass || !t.inScope(g.Namespace) || !t.cfg.ServesGateway(g.Namespace, g.Name) {
 			continue
 		}
 		gs := &gatewayState{obj: g}

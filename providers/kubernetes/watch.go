@@ -3,6 +3,8 @@ package kubernetes
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,7 +105,9 @@ type Options struct {
 type LeaderElection struct {
 	// LeaseName is the Lease's name (default "causeway-" + the
 	// GatewayClass + "-status", so edges of different classes elect
-	// separately).
+	// separately; with providers.kubernetes.gateways, "causeway-" + the
+	// class + "-" + a hash of the sorted Gateways + "-status", so edges
+	// serving different Gateways elect separately too).
 	LeaseName string
 	// Namespace is the Lease's namespace (default $POD_NAMESPACE, else the
 	// service account's namespace, else "default").
@@ -310,8 +314,21 @@ func PodNamespace() string {
 	return ""
 }
 
+// leaseName is the default Lease: one per GatewayClass and set of
+// Gateways served, so the edges of one Gateway elect their own status
+// writer and never wait on (or write for) another Gateway's edges. The
+// set is named by a hash of its sorted names, which keeps the name short
+// and the same whatever order the routes file lists them in.
+func leaseName(cfg routes.KubernetesProvider) string {
+	if len(cfg.Gateways) == 0 {
+		return "causeway-" + cfg.GatewayClass + "-status"
+	}
+	sum := sha256.Sum256([]byte(strings.Join(slices.Sorted(slices.Values(cfg.Gateways)), "\n")))
+	return "causeway-" + cfg.GatewayClass + "-" + hex.EncodeToString(sum[:5]) + "-status"
+}
+
 func electionDefaults(cfg routes.KubernetesProvider, le LeaderElection) (LeaderElection, error) {
-	le.LeaseName = cmp.Or(le.LeaseName, "causeway-"+cfg.GatewayClass+"-status")
+	le.LeaseName = cmp.Or(le.LeaseName, leaseName(cfg))
 	le.Namespace = cmp.Or(le.Namespace, PodNamespace(), "default")
 	if le.Identity == "" {
 		le.Identity = os.Getenv("POD_NAME")

@@ -453,6 +453,25 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
+	t.Run("lease per gateway set", func(t *testing.T) {
+		name := func(gws ...string) string {
+			w, err := New(routes.KubernetesProvider{GatewayClass: "edge", Gateways: gws}, cb, Options{RESTConfig: good})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return w.election.LeaseName
+		}
+		all, a, b, ab, ba := name(), name("infra/a"), name("infra/b"), name("infra/a", "infra/b"), name("infra/b", "infra/a")
+		if all != "causeway-edge-status" {
+			t.Fatalf("every Gateway: lease %q", all)
+		}
+		if len(slices.Compact(slices.Sorted(slices.Values([]string{all, a, b, ab})))) != 4 || ab != ba {
+			t.Fatalf("leases: all %q, a %q, b %q, a+b %q, b+a %q: want one per set, whatever the order", all, a, b, ab, ba)
+		}
+		if !strings.HasPrefix(a, "causeway-edge-") || !strings.HasSuffix(a, "-status") || len(a) > 63 {
+			t.Fatalf("lease %q", a)
+		}
+	})
 	t.Run("defaults", func(t *testing.T) {
 		t.Setenv("POD_NAME", "edge-0")
 		t.Setenv("POD_NAMESPACE", "edge")
