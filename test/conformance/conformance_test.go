@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/causewayhq/causeway/gateway"
 	"github.com/causewayhq/causeway/internal/testk8s"
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/internal/testutil"
@@ -32,7 +30,6 @@ import (
 	"sigs.k8s.io/gateway-api/apis/v1beta1"
 	conformance "sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
-	"sigs.k8s.io/gateway-api/conformance/tests"
 	"sigs.k8s.io/gateway-api/conformance/utils/config"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 )
@@ -46,10 +43,6 @@ func TestMain(m *testing.M) {
 		})
 	}))
 }
-
-// gatewayAddress is the edge's address in Gateway status: the test
-// namespace's own, where the edge listens on :80 and :443.
-const gatewayAddress = "10.244.0.1"
 
 // TestGatewayAPIConformance runs the Gateway API conformance suite's
 // GATEWAY-HTTP profile against an edge on a real API server. The report
@@ -97,31 +90,6 @@ func TestGatewayAPIConformance(t *testing.T) {
 		defer lf.Close()
 		edgeLog = lf
 	}
-	file := filepath.Join(dir, "causeway.yaml")
-	if err := os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
-listen: {http: ":80", https: ":443", admin: "127.0.0.1:0"}
-tls: {redirect_http: false}
-access_log: {output: "off"}
-providers:
-  kubernetes: {kubeconfig: %q, status_address: {ip: %q}}
-`, kubeconfig, gatewayAddress)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e, err := gateway.NewEdge(ctx, gateway.EdgeOptions{ConfigPath: file, Logger: slog.New(slog.NewJSONHandler(edgeLog, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Listen(); err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	edgeDone := make(chan error, 1)
-	go func() { edgeDone <- e.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-edgeDone
-	})
-
 	log.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	c, err := client.New(rc, client.Options{})
 	if err != nil {
@@ -132,6 +100,19 @@ providers:
 			t.Fatal(err)
 		}
 	}
+	// One edge per Gateway, each with its own address, as
+	// docs/kubernetes.md describes: a route attached to one Gateway is
+	// then served on that Gateway's address only.
+	edges := newGatewayEdges(c, "causeway", kubeconfig, dir, edgeLog)
+	edgesDone := make(chan struct{})
+	go func() { defer close(edgesDone); edges.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-edgesDone
+		for _, err := range edges.errors() {
+			t.Error(err)
+		}
+	})
 	class := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}
 	if err := c.Create(ctx, class); err != nil {
 		t.Fatal(err)
@@ -179,11 +160,7 @@ providers:
 }
 
 // skipped are the suite's tests of the claimed features that this edge
-// does not pass, each with why; docs/kubernetes.md lists them too.
-var skipped = []string{
-	// Every Gateway of the edge's class is served on the edge's one
-	// listener and address, so routes are told apart by hostname and
-	// path, never by the Gateway a request was sent to: a route attached
-	// to one Gateway answers on every other Gateway's address too.
-	tests.HTTPRouteMultipleGateways.ShortName,
-}
+// does not pass, each with why; docs/kubernetes.md lists them too. None
+// today: HTTPRouteMultipleGateways, skipped while every Gateway shared one
+// edge's address, passes with an edge per Gateway.
+var skipped []string
