@@ -32,13 +32,14 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/causewayhq/causeway/internal/testnetns"
+	"github.com/causewayhq/causeway/routes"
 )
 
 // exampleDir holds the Gateway API example; exampleFiles is the install
 // order its README gives (namespaces and RBAC first, the route last).
 const exampleDir = "../../examples/kubernetes/gateway-api"
 
-var exampleFiles = []string{"rbac.yaml", "gatewayclass.yaml", "gateway.yaml", "edge.yaml", "example-app.yaml", "httproute.yaml", "policy.yaml"}
+var exampleFiles = []string{"rbac.yaml", "gatewayclass.yaml", "gateway.yaml", "edge.yaml", "gateway-per-edge.yaml", "example-app.yaml", "httproute.yaml", "policy.yaml"}
 
 // readManifests returns every object of the example's files, in install
 // order. A YAML file in the folder that the list does not name fails the
@@ -94,6 +95,37 @@ func find(t *testing.T, objs []*unstructured.Unstructured, kind, name string) *u
 	}
 	t.Fatalf("the example has no %s %s", kind, name)
 	return nil
+}
+
+// TestExampleGatewayPerEdge: gateway-per-edge.yaml's routes file loads,
+// and its edge serves exactly the Gateway beside it, of the class beside
+// it, a class that edge.yaml's edge does not serve; its Deployment mounts
+// that file and its status address is its own Service.
+func TestExampleGatewayPerEdge(t *testing.T) {
+	objs := readManifests(t)
+	cm := find(t, objs, "ConfigMap", "causeway-gateway-public-routes")
+	text, _, _ := unstructured.NestedString(cm.Object, "data", "causeway.yaml")
+	f, err := routes.Parse("gateway-per-edge.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := f.Providers.Kubernetes
+	gw, svc := find(t, objs, "Gateway", "public"), find(t, objs, "Service", "causeway-gateway-public")
+	find(t, objs, "GatewayClass", k.GatewayClass)
+	if class, _, _ := unstructured.NestedString(gw.Object, "spec", "gatewayClassName"); class != k.GatewayClass || k.GatewayClass == routes.DefaultGatewayClass {
+		t.Errorf("Gateway public is of class %q, the edge serves %q (edge.yaml's is %q)", class, k.GatewayClass, routes.DefaultGatewayClass)
+	}
+	if want := []string{gw.GetNamespace() + "/" + gw.GetName()}; !slices.Equal(k.Gateways, want) {
+		t.Errorf("gateways %v, want %v", k.Gateways, want)
+	}
+	if a := k.StatusAddress; a == nil || a.Service != svc.GetNamespace()+"/"+svc.GetName() {
+		t.Errorf("status_address %+v, want the Service %s/%s", a, svc.GetNamespace(), svc.GetName())
+	}
+	dep := find(t, objs, "Deployment", "causeway-gateway-public")
+	vols, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "volumes")
+	if len(vols) != 1 || fmt.Sprint(vols[0].(map[string]any)["configMap"]) != fmt.Sprint(map[string]any{"name": cm.GetName()}) {
+		t.Errorf("the Deployment mounts %v, want the ConfigMap %s", vols, cm.GetName())
+	}
 }
 
 // TestExampleRBACIsTheDocumented keeps rbac.yaml's ClusterRole and lease
