@@ -342,6 +342,9 @@ func (t *translator) backendTLSStatuses() {
 	}
 	for _, ps := range t.btlsOrder {
 		if len(ps.ancestors) == 0 {
+			if t.staleAncestors(ps.obj.Namespace, ps.obj.Status.Ancestors) {
+				t.res.BackendTLSPolicies[nn(ps.obj.Namespace, ps.obj.Name)] = gatewayv1.PolicyStatus{}
+			}
 			continue
 		}
 		gen := ps.obj.Generation

@@ -104,3 +104,61 @@ func TestTranslateGatewayFilter(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyStatusOwnership: an edge limited to some Gateways brings only
+// the ancestors naming its Gateways (and missing targets, which every edge
+// judges alike) to what it wants, and keeps the rest in place.
+func TestPolicyStatusOwnership(t *testing.T) {
+	gwRef := func(name string) gatewayv1.ParentReference {
+		g, k, ns := gatewayv1.Group(gatewayv1.GroupName), gatewayv1.Kind("Gateway"), gatewayv1.Namespace("infra")
+		return gatewayv1.ParentReference{Group: &g, Kind: &k, Namespace: &ns, Name: gatewayv1.ObjectName(name)}
+	}
+	routeRef := func(name string) gatewayv1.ParentReference {
+		g, k, ns := gatewayv1.Group(gatewayv1.GroupName), gatewayv1.Kind("HTTPRoute"), gatewayv1.Namespace("apps")
+		return gatewayv1.ParentReference{Group: &g, Kind: &k, Namespace: &ns, Name: gatewayv1.ObjectName(name)}
+	}
+	anc := func(ref gatewayv1.ParentReference) gatewayv1.PolicyAncestorStatus {
+		return gatewayv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: ours,
+			Conditions: []metav1.Condition{cond("Accepted", "True", "Accepted", 1, t0)}}
+	}
+	names := func(as []gatewayv1.PolicyAncestorStatus) []string {
+		out := []string{}
+		for _, a := range as {
+			out = append(out, string(*a.AncestorRef.Kind)+"/"+string(a.AncestorRef.Name))
+		}
+		return out
+	}
+	tests := []struct {
+		name         string
+		gateways     []string
+		stored, want []gatewayv1.PolicyAncestorStatus
+		next         []string
+	}{
+		{"another edge's ancestor kept in place", []string{"infra/b"},
+			[]gatewayv1.PolicyAncestorStatus{anc(gwRef("a")), anc(gwRef("b"))},
+			[]gatewayv1.PolicyAncestorStatus{anc(gwRef("b"))},
+			[]string{"Gateway/a", "Gateway/b"}},
+		{"own ancestor not wanted any more goes", []string{"infra/b"},
+			[]gatewayv1.PolicyAncestorStatus{anc(gwRef("b")), anc(gwRef("a"))},
+			nil,
+			[]string{"Gateway/a"}},
+		{"a missing target is every edge's", []string{"infra/b"},
+			[]gatewayv1.PolicyAncestorStatus{anc(routeRef("gone")), anc(gwRef("a"))},
+			[]gatewayv1.PolicyAncestorStatus{anc(gwRef("b"))},
+			[]string{"Gateway/a", "Gateway/b"}},
+		{"the whole class owns every ancestor", nil,
+			[]gatewayv1.PolicyAncestorStatus{anc(gwRef("a")), anc(gwRef("b"))},
+			[]gatewayv1.PolicyAncestorStatus{anc(gwRef("b"))},
+			[]string{"Gateway/b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := routes.KubernetesProvider{Gateways: tt.gateways}
+			got := policyStatus(gatewayv1.PolicyStatus{Ancestors: tt.stored}, gatewayv1.PolicyStatus{Ancestors: tt.want}, t1,
+				func(ref gatewayv1.ParentReference) bool { return ownsRef(cfg, "apps", ref) })
+			if n := names(got.Ancestors); !slices.Equal(n, tt.next) {
+				t.Fatalf("ancestors %v, want %v", n, tt.next)
+			}
+		})
+	}
+}

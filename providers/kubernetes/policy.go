@@ -773,6 +773,9 @@ func (t *translator) policyStatuses() {
 			}
 		}
 		if len(entries) == 0 {
+			if t.staleAncestors(p.Namespace, p.Status.Ancestors) {
+				t.res.Policies[nn(p.Namespace, p.Name)] = gatewayv1.PolicyStatus{}
+			}
 			continue // nothing of ours: another edge's to answer for
 		}
 		// The Gateway API's PolicyStatus holds at most 16 ancestors.
@@ -790,6 +793,17 @@ func (t *translator) policyStatuses() {
 		}
 		t.res.Policies[nn(p.Namespace, p.Name)] = st
 	}
+}
+
+// staleAncestors is staleParents for a policy's ancestors: one that no
+// longer reaches this edge's Gateways loses the entries it wrote there.
+func (t *translator) staleAncestors(ns string, stored []gatewayv1.PolicyAncestorStatus) bool {
+	if len(t.cfg.Gateways) == 0 {
+		return false
+	}
+	return slices.ContainsFunc(stored, func(a gatewayv1.PolicyAncestorStatus) bool {
+		return a.ControllerName == routes.KubernetesControllerName && ownsRef(t.cfg, ns, a.AncestorRef)
+	})
 }
 
 func gatewayParentRef(gs *gatewayState) gatewayv1.ParentReference {
