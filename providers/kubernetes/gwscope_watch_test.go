@@ -183,8 +183,8 @@ func TestTwoScopedEdgesShareARoute(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Settled means settled: two edges that each undid the other's entry
-	// would take turns writing for ever.
+	// Settled means settled: once both entries are right, neither edge
+	// writes again.
 	before := puts.Load()
 	time.Sleep(3 * time.Second)
 	if n := puts.Load() - before; n != 0 {

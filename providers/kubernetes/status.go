@@ -537,10 +537,11 @@ func ownsRef(cfg routes.KubernetesProvider, ns string, ref gatewayv1.ParentRefer
 // may serve one route through different Gateways) and another edge's of
 // this controller, serving other Gateways. Stored entries keep their
 // place and new ones go last, so two edges writing one route each leave
-// the other's entries where they are, and neither's write undoes the
-// other's (a reordering would be a change, and they would take turns
-// writing forever). Entries in want that name another controller are
-// ignored: this edge never writes in another's name.
+// the other's entries where they are, and a pass whose own entries are
+// already right writes nothing (moving the other edge's entries ahead of
+// its own would be a write on every pass of either edge). Entries in
+// want that name another controller are ignored: this edge never writes
+// in another's name.
 func routeStatus(stored, want gatewayv1.RouteStatus, now metav1.Time, mine func(gatewayv1.ParentReference) bool) gatewayv1.RouteStatus {
 	const ours = gatewayv1.GatewayController(routes.KubernetesControllerName)
 	var wanted []gatewayv1.RouteParentStatus
