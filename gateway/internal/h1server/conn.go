@@ -96,6 +96,8 @@ type conn struct {
 	noRaw   bool
 	peekFn  func(uintptr) bool
 	peekErr error
+	// peekWoken: peek has looked once in this wait.
+	peekWoken bool
 }
 
 func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
@@ -509,6 +511,13 @@ func netConn(c net.Conn) net.Conn {
 // request's body is read, it keeps one read pending in the background so
 // that a client that goes away cancels the request's context (what
 // net/http does). A byte that read brings is handed to the next Read.
+//
+// The background read starts only once the handler has run for
+// backgroundReadDelay with the body consumed: most requests are answered
+// sooner, and for them a read started and aborted (a goroutine, a syscall,
+// a deadline that wakes it) would be most of the engine's cost per request
+// (BenchmarkServeKeepAlive). A client that leaves a longer request is
+// noticed at most that much later.
 type connReader struct {
 	c       *conn
 	mu      sync.Mutex
@@ -517,10 +526,24 @@ type connReader struct {
 	byteBuf [1]byte
 	inRead  bool
 	aborted bool
+	// timer starts the background read (made at the first request that
+	// needs it, then reset); armed: it is set for the current request.
+	timer *time.Timer
+	armed bool
+	// stale: the timer fired as it was being stopped, and its func has
+	// yet to see that it is not armed any more.
+	stale bool
+	// detached: a handler hijacked the connection, nothing reads from it
+	// here any more.
+	detached bool
 	// cancel is the current request's context cancel (nil between
 	// requests).
 	cancel context.CancelFunc
 }
+
+// backgroundReadDelay is how long a handler runs, body consumed, before a
+// read is kept pending to notice a client that leaves.
+const backgroundReadDelay = 5 * time.Millisecond
 
 func (cr *connReader) Read(p []byte) (int, error) {
 	cr.mu.Lock()
@@ -578,12 +601,13 @@ func (cr *connReader) readOneByte() error {
 	return err
 }
 
-// startBackgroundRead keeps a read pending while the handler runs with the
-// request body consumed.
+// startBackgroundRead arranges for a read to be kept pending, from
+// backgroundReadDelay on, while the handler runs with the request body
+// consumed.
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte {
+	if cr.inRead || cr.hasByte || cr.armed || cr.detached {
 		return
 	}
 	if cr.c.br != nil && cr.c.br.Buffered() > 0 {
@@ -591,9 +615,33 @@ func (cr *connReader) startBackgroundRead() {
 		// still there, and nothing must be read behind those bytes.
 		return
 	}
+	cr.armed = true
+	if cr.timer == nil {
+		cr.timer = time.AfterFunc(backgroundReadDelay, cr.fire)
+		return
+	}
+	cr.timer.Reset(backgroundReadDelay)
+}
+
+// fire is the timer's func: the handler is still running, the read starts.
+func (cr *connReader) fire() {
+	cr.mu.Lock()
+	if cr.stale {
+		cr.stale = false
+		cr.mu.Unlock()
+		cr.cond.Broadcast()
+		return
+	}
+	if !cr.armed || cr.inRead || cr.hasByte || cr.detached {
+		cr.armed = false
+		cr.mu.Unlock()
+		return
+	}
+	cr.armed = false
 	cr.inRead = true
 	_ = cr.c.rwc.SetReadDeadline(time.Time{})
-	go cr.backgroundRead()
+	cr.mu.Unlock()
+	cr.backgroundRead()
 }
 
 func (cr *connReader) backgroundRead() {
@@ -602,8 +650,7 @@ func (cr *connReader) backgroundRead() {
 	if n == 1 {
 		cr.hasByte = true
 	}
-	var ne net.Error
-	deliberate := cr.aborted && errors.As(err, &ne) && ne.Timeout()
+	deliberate := cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)
 	if err != nil && !deliberate && cr.cancel != nil {
 		cr.cancel() // the client went away
 	}
@@ -613,10 +660,24 @@ func (cr *connReader) backgroundRead() {
 	cr.cond.Broadcast()
 }
 
-// abortPendingRead ends a background read and waits for it.
+// abortPendingRead disarms the background read, or ends it and waits for
+// it. Once it returns, nothing reads from the connection in the
+// background until startBackgroundRead is called again.
 func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
+	if cr.armed {
+		cr.armed = false
+		if !cr.timer.Stop() {
+			// The func has started but not yet taken mu (it would have
+			// disarmed): wait until it has seen it is not armed, so that
+			// it cannot take the next request's arming for its own.
+			cr.stale = true
+			for cr.stale {
+				cr.cond.Wait()
+			}
+		}
+	}
 	if !cr.inRead {
 		return
 	}
@@ -626,6 +687,15 @@ func (cr *connReader) abortPendingRead() {
 		cr.cond.Wait()
 	}
 	_ = cr.c.rwc.SetReadDeadline(time.Time{})
+}
+
+// detach stops the background reads for good: a handler took the
+// connection.
+func (cr *connReader) detach() {
+	cr.abortPendingRead()
+	cr.mu.Lock()
+	cr.detached = true
+	cr.mu.Unlock()
 }
 
 func (cr *connReader) setCancel(f context.CancelFunc) {

@@ -450,7 +450,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrHijacked
 	}
 	c := w.c
-	c.cr.abortPendingRead()
+	c.cr.detach()
 	if w.wroteHeader && !w.headSent {
 		w.writeHead(false)
 	}
