@@ -119,8 +119,11 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		// The client side's conns and readers are counted too; they are
 		// the same for both servers.
-		used := float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)
-		b.ReportMetric(used/conns/1024, "KiB/conn")
+		heap := float64(after.HeapInuse) - float64(before.HeapInuse)
+		stack := float64(after.StackInuse) - float64(before.StackInuse)
+		b.ReportMetric((heap+stack)/conns/1024, "KiB/conn")
+		b.ReportMetric(heap/conns/1024, "heap-KiB/conn")
+		b.ReportMetric(stack/conns/1024, "stack-KiB/conn")
 		b.ReportMetric(0, "ns/op")
 	}
 	b.Run("engine=causeway", func(b *testing.B) {

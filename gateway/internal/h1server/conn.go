@@ -47,6 +47,8 @@ var (
 	writers      = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeSize) }}
 	// pendings hold response bodies until their head goes out.
 	pendings = sync.Pool{New: func() any { return new([bufferBeforeChunking]byte) }}
+	// fieldArrays hold the parsed heads' field arrays between requests.
+	fieldArrays = sync.Pool{New: func() any { return new(fieldArray) }}
 	// largeReaders holds the buffers of heads over smallReadSize, by size.
 	largeReaders sync.Map // int -> *sync.Pool
 )
@@ -58,6 +60,10 @@ func largePool(size int) *sync.Pool {
 	p, _ := largeReaders.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }})
 	return p.(*sync.Pool)
 }
+
+// fieldArray is a head's field array as the pool holds it (a pointer, so
+// that putting it back allocates nothing).
+type fieldArray struct{ hs []h1.Header }
 
 // conn is one client connection and its goroutine.
 type conn struct {
@@ -83,6 +89,7 @@ type conn struct {
 	large   bool          // br is a large (head-sized) reader
 	bw      *bufio.Writer // nil while idle
 	head    h1.Request
+	fields  *fieldArray // head.Headers' array, nil while idle
 	chunked h1.ChunkedReader
 	// hijacked: a handler took the connection; the goroutine leaves it
 	// alone from then on.
@@ -103,7 +110,7 @@ type conn struct {
 func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
 	c := &conn{srv: s, rwc: rwc, netc: rwc, tcfg: cfg, lim: s.limits(), remoteAddr: rwc.RemoteAddr().String()}
 	c.cr.c = c
-	c.cr.cond = sync.NewCond(&c.cr.mu)
+	c.cr.cond.L = &c.cr.mu
 	c.setState(stateNew)
 	return c
 }
@@ -238,8 +245,16 @@ func (c *conn) releaseReader() {
 		return
 	}
 	// The parsed head and the chunked reader point into the buffer: an
-	// idle connection must not keep it alive after it goes back.
+	// idle connection must not keep it alive after it goes back. The
+	// head's field array goes back too (a browser's head fills most of a
+	// kilobyte of it).
 	clear(c.head.Headers[:cap(c.head.Headers)])
+	if c.fields != nil {
+		c.fields.hs = c.head.Headers[:0]
+		fieldArrays.Put(c.fields)
+		c.fields = nil
+	}
+	c.head.Headers = nil
 	c.head.Reset()
 	c.chunked.Reset(nil)
 	c.br.Reset(nil)
@@ -264,6 +279,8 @@ func (c *conn) reader() *bufio.Reader {
 	if c.br == nil {
 		c.br = smallReaders.Get().(*bufio.Reader)
 		c.br.Reset(&c.cr)
+		c.fields = fieldArrays.Get().(*fieldArray)
+		c.head.Headers = c.fields.hs[:0]
 	}
 	return c.br
 }
@@ -291,6 +308,8 @@ func (c *conn) grow() {
 	_, _ = big.Peek(len(pending))
 	c.releaseReader()
 	c.br, c.large = big, true
+	c.fields = fieldArrays.Get().(*fieldArray)
+	c.head.Headers = c.fields.hs[:0]
 }
 
 // serveRequests reads and answers requests until the connection is done.
@@ -521,7 +540,7 @@ func netConn(c net.Conn) net.Conn {
 type connReader struct {
 	c       *conn
 	mu      sync.Mutex
-	cond    *sync.Cond
+	cond    sync.Cond
 	hasByte bool
 	byteBuf [1]byte
 	inRead  bool
