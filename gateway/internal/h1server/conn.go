@@ -159,6 +159,7 @@ func (c *conn) serve() {
 		if !c.hijacked {
 			c.release()
 		}
+		c.cr.stopTimer()
 		c.srv.trackConn(c, false)
 	}()
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
@@ -545,13 +546,15 @@ type connReader struct {
 	byteBuf [1]byte
 	inRead  bool
 	aborted bool
-	// timer starts the background read (made at the first request that
-	// needs it, then reset); armed: it is set for the current request.
-	timer *time.Timer
-	armed bool
-	// stale: the timer fired as it was being stopped, and its func has
-	// yet to see that it is not armed any more.
-	stale bool
+	// timer starts the background read: made at the first request that
+	// needs it, and left to run out rather than stopped and reset at every
+	// request (a reset can cost a wake-up of the network poller: two
+	// syscalls). pending: it is set to fire. armedAt: when the current
+	// request's handler began to run with its body consumed (zero: the
+	// read is not wanted now).
+	timer   *time.Timer
+	pending bool
+	armedAt time.Time
 	// detached: a handler hijacked the connection, nothing reads from it
 	// here any more.
 	detached bool
@@ -626,7 +629,7 @@ func (cr *connReader) readOneByte() error {
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte || cr.armed || cr.detached {
+	if cr.inRead || cr.hasByte || !cr.armedAt.IsZero() || cr.detached {
 		return
 	}
 	if cr.c.br != nil && cr.c.br.Buffered() > 0 {
@@ -634,29 +637,36 @@ func (cr *connReader) startBackgroundRead() {
 		// still there, and nothing must be read behind those bytes.
 		return
 	}
-	cr.armed = true
-	if cr.timer == nil {
+	cr.armedAt = time.Now()
+	switch {
+	case cr.timer == nil:
 		cr.timer = time.AfterFunc(backgroundReadDelay, cr.fire)
+	case !cr.pending:
+		cr.timer.Reset(backgroundReadDelay)
+	default:
+		// It fires early for this request and sets itself again then.
 		return
 	}
-	cr.timer.Reset(backgroundReadDelay)
+	cr.pending = true
 }
 
-// fire is the timer's func: the handler is still running, the read starts.
+// fire is the timer's func. Every decision is taken under mu from the
+// state now, so a timer set for an earlier request does nothing, or sets
+// itself again for the current one.
 func (cr *connReader) fire() {
 	cr.mu.Lock()
-	if cr.stale {
-		cr.stale = false
-		cr.mu.Unlock()
-		cr.cond.Broadcast()
-		return
-	}
-	if !cr.armed || cr.inRead || cr.hasByte || cr.detached {
-		cr.armed = false
+	cr.pending = false
+	if cr.armedAt.IsZero() || cr.inRead || cr.hasByte || cr.detached {
 		cr.mu.Unlock()
 		return
 	}
-	cr.armed = false
+	if left := backgroundReadDelay - time.Since(cr.armedAt); left > 0 {
+		cr.timer.Reset(left)
+		cr.pending = true
+		cr.mu.Unlock()
+		return
+	}
+	cr.armedAt = time.Time{}
 	cr.inRead = true
 	_ = cr.c.rwc.SetReadDeadline(time.Time{})
 	cr.mu.Unlock()
@@ -681,22 +691,12 @@ func (cr *connReader) backgroundRead() {
 
 // abortPendingRead disarms the background read, or ends it and waits for
 // it. Once it returns, nothing reads from the connection in the
-// background until startBackgroundRead is called again.
+// background until startBackgroundRead is called again (a timer still
+// set finds nothing to do).
 func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.armed {
-		cr.armed = false
-		if !cr.timer.Stop() {
-			// The func has started but not yet taken mu (it would have
-			// disarmed): wait until it has seen it is not armed, so that
-			// it cannot take the next request's arming for its own.
-			cr.stale = true
-			for cr.stale {
-				cr.cond.Wait()
-			}
-		}
-	}
+	cr.armedAt = time.Time{}
 	if !cr.inRead {
 		return
 	}
@@ -706,6 +706,17 @@ func (cr *connReader) abortPendingRead() {
 		cr.cond.Wait()
 	}
 	_ = cr.c.rwc.SetReadDeadline(time.Time{})
+}
+
+// stopTimer stops the timer when the connection ends, so that it does not
+// keep the connection in memory until it runs out.
+func (cr *connReader) stopTimer() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if cr.timer != nil && cr.pending {
+		cr.timer.Stop()
+		cr.pending = false
+	}
 }
 
 // detach stops the background reads for good: a handler took the
