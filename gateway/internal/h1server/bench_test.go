@@ -50,6 +50,7 @@ func runKeepAlive(b *testing.B, addr string) {
 	br := bufio.NewReaderSize(c, 4096)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for range b.N {
 		if _, err := c.Write(req); err != nil {
 			b.Fatal(err)
@@ -58,6 +59,10 @@ func runKeepAlive(b *testing.B, addr string) {
 			b.Fatal(err)
 		}
 	}
+	// The process's CPU time (server and client, user and system) per
+	// request: on a machine shared with other work, ns/op (latency) swings
+	// with the scheduler, CPU time much less.
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 }
 
 // readFixedResponse reads one response with a Content-Length.
@@ -119,8 +124,11 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		// The client side's conns and readers are counted too; they are
 		// the same for both servers.
-		used := float64(after.HeapInuse+after.StackInuse) - float64(before.HeapInuse+before.StackInuse)
-		b.ReportMetric(used/conns/1024, "KiB/conn")
+		heap := float64(after.HeapInuse) - float64(before.HeapInuse)
+		stack := float64(after.StackInuse) - float64(before.StackInuse)
+		b.ReportMetric((heap+stack)/conns/1024, "KiB/conn")
+		b.ReportMetric(heap/conns/1024, "heap-KiB/conn")
+		b.ReportMetric(stack/conns/1024, "stack-KiB/conn")
 		b.ReportMetric(0, "ns/op")
 	}
 	b.Run("engine=causeway", func(b *testing.B) {

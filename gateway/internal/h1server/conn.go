@@ -47,6 +47,8 @@ var (
 	writers      = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeSize) }}
 	// pendings hold response bodies until their head goes out.
 	pendings = sync.Pool{New: func() any { return new([bufferBeforeChunking]byte) }}
+	// fieldArrays hold the parsed heads' field arrays between requests.
+	fieldArrays = sync.Pool{New: func() any { return new(fieldArray) }}
 	// largeReaders holds the buffers of heads over smallReadSize, by size.
 	largeReaders sync.Map // int -> *sync.Pool
 )
@@ -58,6 +60,10 @@ func largePool(size int) *sync.Pool {
 	p, _ := largeReaders.LoadOrStore(size, &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }})
 	return p.(*sync.Pool)
 }
+
+// fieldArray is a head's field array as the pool holds it (a pointer, so
+// that putting it back allocates nothing).
+type fieldArray struct{ hs []h1.Header }
 
 // conn is one client connection and its goroutine.
 type conn struct {
@@ -83,6 +89,7 @@ type conn struct {
 	large   bool          // br is a large (head-sized) reader
 	bw      *bufio.Writer // nil while idle
 	head    h1.Request
+	fields  *fieldArray // head.Headers' array, nil while idle
 	chunked h1.ChunkedReader
 	// hijacked: a handler took the connection; the goroutine leaves it
 	// alone from then on.
@@ -96,12 +103,14 @@ type conn struct {
 	noRaw   bool
 	peekFn  func(uintptr) bool
 	peekErr error
+	// peekWoken: peek has looked once in this wait.
+	peekWoken bool
 }
 
 func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
 	c := &conn{srv: s, rwc: rwc, netc: rwc, tcfg: cfg, lim: s.limits(), remoteAddr: rwc.RemoteAddr().String()}
 	c.cr.c = c
-	c.cr.cond = sync.NewCond(&c.cr.mu)
+	c.cr.cond.L = &c.cr.mu
 	c.setState(stateNew)
 	return c
 }
@@ -150,6 +159,7 @@ func (c *conn) serve() {
 		if !c.hijacked {
 			c.release()
 		}
+		c.cr.stopTimer()
 		c.srv.trackConn(c, false)
 	}()
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
@@ -236,8 +246,16 @@ func (c *conn) releaseReader() {
 		return
 	}
 	// The parsed head and the chunked reader point into the buffer: an
-	// idle connection must not keep it alive after it goes back.
+	// idle connection must not keep it alive after it goes back. The
+	// head's field array goes back too (a browser's head fills most of a
+	// kilobyte of it).
 	clear(c.head.Headers[:cap(c.head.Headers)])
+	if c.fields != nil {
+		c.fields.hs = c.head.Headers[:0]
+		fieldArrays.Put(c.fields)
+		c.fields = nil
+	}
+	c.head.Headers = nil
 	c.head.Reset()
 	c.chunked.Reset(nil)
 	c.br.Reset(nil)
@@ -262,6 +280,8 @@ func (c *conn) reader() *bufio.Reader {
 	if c.br == nil {
 		c.br = smallReaders.Get().(*bufio.Reader)
 		c.br.Reset(&c.cr)
+		c.fields = fieldArrays.Get().(*fieldArray)
+		c.head.Headers = c.fields.hs[:0]
 	}
 	return c.br
 }
@@ -289,6 +309,8 @@ func (c *conn) grow() {
 	_, _ = big.Peek(len(pending))
 	c.releaseReader()
 	c.br, c.large = big, true
+	c.fields = fieldArrays.Get().(*fieldArray)
+	c.head.Headers = c.fields.hs[:0]
 }
 
 // serveRequests reads and answers requests until the connection is done.
@@ -509,18 +531,41 @@ func netConn(c net.Conn) net.Conn {
 // request's body is read, it keeps one read pending in the background so
 // that a client that goes away cancels the request's context (what
 // net/http does). A byte that read brings is handed to the next Read.
+//
+// The background read starts only once the handler has run for
+// backgroundReadDelay with the body consumed: most requests are answered
+// sooner, and for them a read started and aborted (a goroutine, a syscall,
+// a deadline that wakes it) would be most of the engine's cost per request
+// (BenchmarkServeKeepAlive). A client that leaves a longer request is
+// noticed at most that much later.
 type connReader struct {
 	c       *conn
 	mu      sync.Mutex
-	cond    *sync.Cond
+	cond    sync.Cond
 	hasByte bool
 	byteBuf [1]byte
 	inRead  bool
 	aborted bool
+	// timer starts the background read: made at the first request that
+	// needs it, and left to run out rather than stopped and reset at every
+	// request (a reset can cost a wake-up of the network poller: two
+	// syscalls). pending: it is set to fire. armedAt: when the current
+	// request's handler began to run with its body consumed (zero: the
+	// read is not wanted now).
+	timer   *time.Timer
+	pending bool
+	armedAt time.Time
+	// detached: a handler hijacked the connection, nothing reads from it
+	// here any more.
+	detached bool
 	// cancel is the current request's context cancel (nil between
 	// requests).
 	cancel context.CancelFunc
 }
+
+// backgroundReadDelay is how long a handler runs, body consumed, before a
+// read is kept pending to notice a client that leaves.
+const backgroundReadDelay = 5 * time.Millisecond
 
 func (cr *connReader) Read(p []byte) (int, error) {
 	cr.mu.Lock()
@@ -578,12 +623,13 @@ func (cr *connReader) readOneByte() error {
 	return err
 }
 
-// startBackgroundRead keeps a read pending while the handler runs with the
-// request body consumed.
+// startBackgroundRead arranges for a read to be kept pending, from
+// backgroundReadDelay on, while the handler runs with the request body
+// consumed.
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte {
+	if cr.inRead || cr.hasByte || !cr.armedAt.IsZero() || cr.detached {
 		return
 	}
 	if cr.c.br != nil && cr.c.br.Buffered() > 0 {
@@ -591,9 +637,40 @@ func (cr *connReader) startBackgroundRead() {
 		// still there, and nothing must be read behind those bytes.
 		return
 	}
+	cr.armedAt = time.Now()
+	switch {
+	case cr.timer == nil:
+		cr.timer = time.AfterFunc(backgroundReadDelay, cr.fire)
+	case !cr.pending:
+		cr.timer.Reset(backgroundReadDelay)
+	default:
+		// It fires early for this request and sets itself again then.
+		return
+	}
+	cr.pending = true
+}
+
+// fire is the timer's func. Every decision is taken under mu from the
+// state now, so a timer set for an earlier request does nothing, or sets
+// itself again for the current one.
+func (cr *connReader) fire() {
+	cr.mu.Lock()
+	cr.pending = false
+	if cr.armedAt.IsZero() || cr.inRead || cr.hasByte || cr.detached {
+		cr.mu.Unlock()
+		return
+	}
+	if left := backgroundReadDelay - time.Since(cr.armedAt); left > 0 {
+		cr.timer.Reset(left)
+		cr.pending = true
+		cr.mu.Unlock()
+		return
+	}
+	cr.armedAt = time.Time{}
 	cr.inRead = true
 	_ = cr.c.rwc.SetReadDeadline(time.Time{})
-	go cr.backgroundRead()
+	cr.mu.Unlock()
+	cr.backgroundRead()
 }
 
 func (cr *connReader) backgroundRead() {
@@ -602,8 +679,7 @@ func (cr *connReader) backgroundRead() {
 	if n == 1 {
 		cr.hasByte = true
 	}
-	var ne net.Error
-	deliberate := cr.aborted && errors.As(err, &ne) && ne.Timeout()
+	deliberate := cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)
 	if err != nil && !deliberate && cr.cancel != nil {
 		cr.cancel() // the client went away
 	}
@@ -613,10 +689,14 @@ func (cr *connReader) backgroundRead() {
 	cr.cond.Broadcast()
 }
 
-// abortPendingRead ends a background read and waits for it.
+// abortPendingRead disarms the background read, or ends it and waits for
+// it. Once it returns, nothing reads from the connection in the
+// background until startBackgroundRead is called again (a timer still
+// set finds nothing to do).
 func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
+	cr.armedAt = time.Time{}
 	if !cr.inRead {
 		return
 	}
@@ -626,6 +706,26 @@ func (cr *connReader) abortPendingRead() {
 		cr.cond.Wait()
 	}
 	_ = cr.c.rwc.SetReadDeadline(time.Time{})
+}
+
+// stopTimer stops the timer when the connection ends, so that it does not
+// keep the connection in memory until it runs out.
+func (cr *connReader) stopTimer() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if cr.timer != nil && cr.pending {
+		cr.timer.Stop()
+		cr.pending = false
+	}
+}
+
+// detach stops the background reads for good: a handler took the
+// connection.
+func (cr *connReader) detach() {
+	cr.abortPendingRead()
+	cr.mu.Lock()
+	cr.detached = true
+	cr.mu.Unlock()
 }
 
 func (cr *connReader) setCancel(f context.CancelFunc) {

@@ -27,7 +27,8 @@ const maxPostHandlerRead = 256 << 10
 // serve another request.
 func (c *conn) serveOne(n int) bool {
 	s := c.srv
-	r, err := c.newRequest()
+	st := new(perRequest)
+	r, err := c.newRequest(st)
 	if err != nil {
 		var pe *h1.Error
 		if errors.As(err, &pe) {
@@ -51,8 +52,9 @@ func (c *conn) serveOne(n int) bool {
 	defer cancel()
 	c.cr.setCancel(cancel)
 	req := r.WithContext(ctx)
-	w := newResponse(c, req)
-	body := c.newBody(req, w)
+	w := &st.w
+	*w = response{c: c, req: req, hdr: make(http.Header), contentLength: -1}
+	body := c.newBody(req, w, &st.body)
 	req.Body = body
 	if body == nil {
 		req.Body = http.NoBody
@@ -117,23 +119,45 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 	return true
 }
 
+// perRequest is what serving one request allocates, in one allocation
+// instead of one each: the URL, the response writer, the body, and the
+// first values of the header fields. It is never pooled: a handler may keep
+// the request (its URL, its header) or the writer after it returns, as
+// under net/http.
+type perRequest struct {
+	url    url.URL
+	w      response
+	body   requestBody
+	values [inlineValues]string
+}
+
+// inlineValues is how many header fields' values perRequest holds; a
+// request with more allocates their array apart.
+const inlineValues = 8
+
 // newRequest turns the parsed head into an *http.Request as net/http's
 // server would: canonical header keys, Host out of the header map, the URL
 // parsed from the target, Trailer declarations moved to req.Trailer.
 //
 // It returns the request by value: the caller's WithContext makes the one
 // copy that reaches the handler.
-func (c *conn) newRequest() (http.Request, error) {
+func (c *conn) newRequest(st *perRequest) (http.Request, error) {
 	hd := &c.head
 	// One string holds every name and value: one allocation for them all.
+	method := internMethod(hd.Method)
 	var total int
 	for _, f := range hd.Headers {
 		total += len(f.Name) + len(f.Value)
 	}
-	total += len(hd.Method) + len(hd.Target)
+	total += len(hd.Target)
+	if method == "" {
+		total += len(hd.Method)
+	}
 	var sb strings.Builder
 	sb.Grow(total)
-	sb.Write(hd.Method)
+	if method == "" {
+		sb.Write(hd.Method)
+	}
 	sb.Write(hd.Target)
 	for _, f := range hd.Headers {
 		sb.Write(f.Name)
@@ -142,7 +166,9 @@ func (c *conn) newRequest() (http.Request, error) {
 	all := sb.String()
 	off := 0
 	take := func(n int) string { s := all[off : off+n]; off += n; return s }
-	method := internMethod(take(len(hd.Method)))
+	if method == "" {
+		method = take(len(hd.Method))
+	}
 	target := take(len(hd.Target))
 
 	req := http.Request{
@@ -158,10 +184,16 @@ func (c *conn) newRequest() (http.Request, error) {
 	if hd.Minor == 0 {
 		req.Proto = "HTTP/1.0"
 	}
-	values := make([]string, len(hd.Headers))
+	values := st.values[:]
+	if len(hd.Headers) > len(values) {
+		values = make([]string, len(hd.Headers))
+	}
 	var hosts int
 	for i, f := range hd.Headers {
-		name := canonicalKey(take(len(f.Name)))
+		name := take(len(f.Name))
+		if k, same := h1.CanonicalKey(f.Name); !same {
+			name = k
+		}
 		v := take(len(f.Value))
 		if name == "Host" {
 			hosts++
@@ -177,20 +209,23 @@ func (c *conn) newRequest() (http.Request, error) {
 		req.Header[name] = values[i : i+1 : i+1]
 	}
 	// The URL, as net/http reads it (CONNECT's authority-form included).
-	raw := target
-	justAuthority := method == http.MethodConnect && !strings.HasPrefix(raw, "/")
-	if justAuthority {
-		raw = "http://" + raw
+	if !parsePlainTarget(&st.url, target) {
+		raw := target
+		justAuthority := method == http.MethodConnect && !strings.HasPrefix(raw, "/")
+		if justAuthority {
+			raw = "http://" + raw
+		}
+		u, err := url.ParseRequestURI(raw)
+		if err != nil {
+			return http.Request{}, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed request target"}
+		}
+		if justAuthority {
+			u.Scheme = ""
+		}
+		st.url = *u
 	}
-	u, err := url.ParseRequestURI(raw)
-	if err != nil {
-		return http.Request{}, &h1.Error{Status: http.StatusBadRequest, Msg: "malformed request target"}
-	}
-	if justAuthority {
-		u.Scheme = ""
-	}
-	req.URL = u
-	req.Host = u.Host
+	req.URL = &st.url
+	req.Host = req.URL.Host
 	if req.Host == "" {
 		req.Host = req.Header.Get("Host")
 	}
@@ -210,6 +245,46 @@ func (c *conn) newRequest() (http.Request, error) {
 	}
 	return req, nil
 }
+
+// parsePlainTarget sets *u to what url.ParseRequestURI makes of target when
+// target is a plain origin-form one: a path of characters that need no
+// escaping (so Path is the target's and RawPath is empty), and any query.
+// False for anything else, left to url.ParseRequestURI.
+func parsePlainTarget(u *url.URL, target string) bool {
+	if target == "" || target[0] != '/' || strings.HasPrefix(target, "//") {
+		return false
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
+	for i := range len(path) {
+		if !plainPathByte[path[i]] {
+			return false
+		}
+	}
+	for i := range len(query) {
+		if b := query[i]; b < 0x20 || b == 0x7f {
+			return false // ParseRequestURI refuses control bytes
+		}
+	}
+	*u = url.URL{Path: path}
+	if hasQuery {
+		u.RawQuery = query
+		u.ForceQuery = query == ""
+	}
+	return true
+}
+
+// plainPathByte: the bytes url.URL.EscapedPath leaves as they are.
+var plainPathByte = func() (t [256]bool) {
+	for c := range 256 {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			t[c] = true
+		case strings.IndexByte("-_.~$&+,/:;=@", byte(c)) >= 0:
+			t[c] = true
+		}
+	}
+	return t
+}()
 
 // declareTrailers moves a chunked request's Trailer header to req.Trailer
 // as net/http does, refusing the fields that may never be trailers.
@@ -238,10 +313,10 @@ func declareTrailers(req *http.Request) error {
 	return nil
 }
 
-// internMethod returns the constant for a common method: no string kept
-// alive by the head's, and comparisons against the constants are cheap.
-func internMethod(m string) string {
-	switch m {
+// internMethod returns the constant for a common method, "" for another:
+// no string made for it, and comparisons against the constants are cheap.
+func internMethod(m []byte) string {
+	switch string(m) {
 	case http.MethodGet:
 		return http.MethodGet
 	case http.MethodPost:
@@ -259,34 +334,7 @@ func internMethod(m string) string {
 	case http.MethodConnect:
 		return http.MethodConnect
 	}
-	return m
-}
-
-// commonKeys maps frequent header names, as sent, to their canonical form
-// without an allocation.
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Authorization",
-		"Cache-Control", "Connection", "Content-Encoding", "Content-Length", "Content-Type",
-		"Cookie", "Expect", "Forwarded", "Host", "If-Modified-Since", "If-None-Match",
-		"Origin", "Pragma", "Range", "Referer", "Te", "Trailer", "Transfer-Encoding",
-		"Upgrade", "User-Agent", "Via", "X-Forwarded-For", "X-Forwarded-Host",
-		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "Traceparent", "Tracestate",
-		"X-Api-Key", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Protocol",
-		"Sec-Websocket-Extensions", "Keep-Alive", "Grpc-Timeout", "Content-Range",
-	} {
-		m[k] = k
-		m[strings.ToLower(k)] = k
-	}
-	return m
-}()
-
-func canonicalKey(k string) string {
-	if c, ok := commonKeys[k]; ok {
-		return c
-	}
-	return textproto.CanonicalMIMEHeaderKey(k)
+	return ""
 }
 
 // requestBody is a request's body as the handler reads it: Content-Length
@@ -309,12 +357,12 @@ type requestBody struct {
 }
 
 // newBody returns the request's body, nil when it has none.
-func (c *conn) newBody(req *http.Request, w *response) *requestBody {
+func (c *conn) newBody(req *http.Request, w *response, b *requestBody) *requestBody {
 	hd := &c.head
 	if !hd.Chunked && hd.ContentLength <= 0 {
 		return nil
 	}
-	b := &requestBody{c: c, w: w, req: req, chunked: hd.Chunked, left: hd.ContentLength}
+	*b = requestBody{c: c, w: w, req: req, chunked: hd.Chunked, left: hd.ContentLength}
 	if hd.Chunked {
 		c.chunked.Reset(c.br)
 	}
@@ -391,7 +439,10 @@ func (b *requestBody) setTrailers() {
 		b.req.Trailer = make(http.Header, len(ts))
 	}
 	for _, t := range ts {
-		k := canonicalKey(string(t.Name))
+		k, same := h1.CanonicalKey(t.Name)
+		if same {
+			k = string(t.Name)
+		}
 		b.req.Trailer[k] = append(b.req.Trailer[k], string(t.Value))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -450,7 +451,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrHijacked
 	}
 	c := w.c
-	c.cr.abortPendingRead()
+	c.cr.detach()
 	if w.wroteHeader && !w.headSent {
 		w.writeHead(false)
 	}
@@ -490,20 +491,21 @@ var (
 	_ http.Hijacker       = (*response)(nil)
 )
 
-// httpDate is the Date field's value, formatted once a second.
+// httpDate is the Date field's value, formatted once a second. Read
+// without a lock: every connection's goroutine asks for it.
 func httpDate() string {
 	now := time.Now().Unix()
-	dateMu.Lock()
-	defer dateMu.Unlock()
-	if now != dateUnix {
-		dateUnix = now
-		dateText = time.Unix(now, 0).UTC().Format(http.TimeFormat)
+	if d := date.Load(); d != nil && d.unix == now {
+		return d.text
 	}
-	return dateText
+	d := &dateText{unix: now, text: time.Unix(now, 0).UTC().Format(http.TimeFormat)}
+	date.Store(d)
+	return d.text
 }
 
-var (
-	dateMu   sync.Mutex
-	dateUnix int64
-	dateText string
-)
+type dateText struct {
+	unix int64
+	text string
+}
+
+var date atomic.Pointer[dateText]

@@ -30,7 +30,7 @@ func (c *conn) waitReadable() (ok bool, err error) {
 		c.raw = raw
 		c.peekFn = c.peek // one closure for the connection's life
 	}
-	c.peekErr = nil
+	c.peekErr, c.peekWoken = nil, false
 	if err := c.raw.Read(c.peekFn); err != nil {
 		return true, err
 	}
@@ -40,8 +40,15 @@ func (c *conn) waitReadable() (ok bool, err error) {
 // peek looks for one byte: data, EOF or an error ends the wait; EAGAIN
 // means nothing yet, and the poller waits for readability. The peek (not
 // a bare wait) is what makes this correct when the bytes arrived before
-// the poller was asked.
+// the poller was asked. Once the poller has said the socket is readable
+// (the only way peek is called a second time), it is taken at its word:
+// the read that follows sees the bytes, the EOF or the error, and a peek
+// there would be one more syscall per request.
 func (c *conn) peek(fd uintptr) bool {
+	if c.peekWoken {
+		return true
+	}
+	c.peekWoken = true
 	var b [1]byte
 	_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	if errors.Is(e, syscall.EAGAIN) || errors.Is(e, syscall.EINTR) {

@@ -285,54 +285,15 @@ func substring(b, head []byte, s string) string {
 	return s[off : off+len(b)]
 }
 
-// canonicalKey is textproto.CanonicalMIMEHeaderKey of name, a token:
-// upper case at the start and after each '-', lower case elsewhere. An
-// already canonical name is a substring of s; a common one in another case
-// is the interned key; only others allocate.
+// canonicalKey is the canonical form of name, a field of head (s is head
+// as a string): the interned constant for a common name, a substring of s
+// for an already canonical one; only others allocate.
 func canonicalKey(name, head []byte, s string) string {
-	var buf [64]byte
-	if len(name) > len(buf) {
-		return http.CanonicalHeaderKey(string(name))
+	if k, same := h1.CanonicalKey(name); !same {
+		return k
 	}
-	k := buf[:len(name)]
-	canonical, upper := true, true
-	for i, ch := range name {
-		switch {
-		case upper && 'a' <= ch && ch <= 'z':
-			ch -= 'a' - 'A'
-		case !upper && 'A' <= ch && ch <= 'Z':
-			ch += 'a' - 'A'
-		}
-		canonical = canonical && ch == name[i]
-		k[i] = ch
-		upper = ch == '-'
-	}
-	if canonical {
-		return substring(name, head, s)
-	}
-	if v, ok := commonKeys[string(k)]; ok {
-		return v
-	}
-	return string(k)
+	return substring(name, head, s)
 }
-
-// commonKeys are response header names upstreams often send in lower case
-// (HTTP/2-minded servers, some frameworks).
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Cache-Control", "Connection",
-		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
-		"Content-Location", "Content-Range", "Content-Security-Policy", "Content-Type", "Date",
-		"Etag", "Expires", "Keep-Alive", "Last-Modified", "Link", "Location", "Pragma",
-		"Retry-After", "Server", "Set-Cookie", "Strict-Transport-Security", "Trailer",
-		"Transfer-Encoding", "Vary", "Via", "Www-Authenticate", "X-Content-Type-Options",
-		"X-Frame-Options", "X-Request-Id",
-	} {
-		m[k] = k
-	}
-	return m
-}()
 
 // readTrailers turns the chunked body's trailer fields into resp.Trailer
 // as net/http does at the end of a body: the fields received replace the

@@ -276,17 +276,12 @@ func TestH1TransportTrailersThroughReverseProxy(t *testing.T) {
 	}
 }
 
-// canonicalKey is textproto's canonical form for every token name, short
-// (built on the stack) or long, already canonical (a substring of the
-// head) or not (interned when common).
+// canonicalKey is textproto's canonical form for every token name, and an
+// already canonical one is a substring of the head (h1's TestCanonicalKey
+// covers the forms).
 func TestCanonicalKey(t *testing.T) {
 	t.Parallel()
-	long := strings.Repeat("x-long-name", 7) // beyond the 64-byte stack buffer
-	for _, name := range []string{
-		"content-type", "CONTENT-TYPE", "Content-Type", "etag", "ETag", "www-authenticate",
-		"x-a-b", "X-A-B", "a", "-a-", "x_y-z", "x--y", "1-abc", "x-custom-lower",
-		long, strings.ToUpper(long), http.CanonicalHeaderKey(long),
-	} {
+	for _, name := range []string{"content-type", "Content-Type", "x-custom-lower", "X-Custom", strings.Repeat("x-long-name", 7)} {
 		head := []byte("HTTP/1.1 200 OK\r\n" + name + ": v\r\n\r\n")
 		s := string(head)
 		field := head[len("HTTP/1.1 200 OK\r\n"):][:len(name)]
