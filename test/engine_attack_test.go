@@ -1,0 +1,636 @@
+package test
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Attacks on the edge's own HTTP/1.1 engine (server.http1_engine:
+// causeway) from outside: raw bytes on a socket, and what the upstream
+// really received. Where it is cheap, every case runs on both engines, so
+// that a difference between them shows.
+
+// engines are the HTTP/1.1 engines a case runs on.
+var engines = []string{routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway}
+
+// engineHeader is the start of a routes file serving HTTP/1.1 with engine.
+func engineHeader(engine string) string {
+	return header + fmt.Sprintf("server: {http1_engine: %q}\n", engine)
+}
+
+// bodyUpstreamLog records, by X-Id, the digest of every request body that
+// reached it whole, and how many requests arrived without an X-Id (what a
+// smuggled request would look like).
+type bodyUpstreamLog struct {
+	mu      sync.Mutex
+	digests map[string][]string // X-Id -> digests of the bodies received
+	paths   []string            // every request's "METHOD PATH X-Id"
+}
+
+func (l *bodyUpstreamLog) record(r *http.Request, body []byte) {
+	sum := sha256.Sum256(body)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.digests == nil {
+		l.digests = map[string][]string{}
+	}
+	id := r.Header.Get("X-Id")
+	l.digests[id] = append(l.digests[id], hex.EncodeToString(sum[:]))
+	l.paths = append(l.paths, r.Method+" "+r.URL.Path+" "+id)
+}
+
+func (l *bodyUpstreamLog) seen() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.paths...)
+}
+
+// readAnswer reads one response from br and its whole body.
+func readAnswer(br *bufio.Reader, method string) (*http.Response, string, error) {
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b), err
+}
+
+// idUpstream answers every request with its X-Id and the digest of the
+// body it received, and records both.
+func idUpstream(t *testing.T, log *bodyUpstreamLog) *httptest.Server {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			// A cut body: recorded as such, never as a body.
+			b = []byte(cutBody)
+		}
+		log.record(r, b)
+		sum := sha256.Sum256(b)
+		w.Header().Set("X-Id", r.Header.Get("X-Id"))
+		_, _ = io.WriteString(w, hex.EncodeToString(sum[:]))
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// smuggledText is a request hidden in bodies: an upstream that ever sees
+// X-Id: SMUGGLED was made to read a body as a request.
+const smuggledText = "GET /open/smuggled HTTP/1.1\r\nHost: a\r\nX-Id: SMUGGLED\r\n\r\n"
+
+// cutBody is what idUpstream records for a body it could not read whole.
+const cutBody = "<cut>"
+
+var cutDigest = func() string { s := sha256.Sum256([]byte(cutBody)); return hex.EncodeToString(s[:]) }()
+
+// pipelined is one request of a pipelined burst and what it must get.
+type pipelined struct {
+	id     string
+	raw    string
+	method string
+	status int
+	// body is what the upstream must receive; forwarded says it must be
+	// forwarded at all.
+	forwarded bool
+	body      string
+	// mayCut: the upstream may receive it with a body it cannot read
+	// whole (body_limit counts a chunked body as it is forwarded).
+	mayCut bool
+	// closes: the client asked to close after it. (The edge may also
+	// close after a refusal whose body it did not read whole: the
+	// answer says so.)
+	closes bool
+}
+
+// pipelineBody is a body of n bytes that holds request-looking text.
+func pipelineBody(rng *rand.Rand, n int) string {
+	var b strings.Builder
+	for b.Len() < n {
+		if rng.IntN(3) == 0 {
+			b.WriteString(smuggledText)
+		} else {
+			b.WriteString(strconv.Itoa(rng.IntN(1 << 20)))
+			b.WriteByte(' ')
+		}
+	}
+	return b.String()[:n]
+}
+
+// chunkedBody frames body as chunks of random sizes, some with chunk
+// extensions, and sometimes a trailer.
+func chunkedBody(rng *rand.Rand, body string) string {
+	var b strings.Builder
+	for len(body) > 0 {
+		n := min(len(body), 1+rng.IntN(700))
+		ext := ""
+		if rng.IntN(4) == 0 {
+			ext = ";ext=\"v\";x"
+		}
+		fmt.Fprintf(&b, "%x%s\r\n%s\r\n", n, ext, body[:n])
+		body = body[n:]
+	}
+	b.WriteString("0\r\n")
+	if rng.IntN(4) == 0 {
+		b.WriteString("X-Trailer: t\r\n")
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// newPipelined makes a random request for the pipelining edge's routes.
+func newPipelined(rng *rand.Rand, id string) pipelined {
+	hdr := "Host: a\r\nX-Id: " + id + "\r\n"
+	size := []int{0, 1, 10, 100, 101, 700, 4095, 4096, 9000}[rng.IntN(9)]
+	body := pipelineBody(rng, size)
+	withBody := func(method, path string, chunked bool) string {
+		if chunked {
+			return method + " " + path + " HTTP/1.1\r\n" + hdr + "Transfer-Encoding: chunked\r\n\r\n" + chunkedBody(rng, body)
+		}
+		return fmt.Sprintf("%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s", method, path, hdr, len(body), body)
+	}
+	p := pipelined{id: id, method: http.MethodPost}
+	chunked := rng.IntN(2) == 0
+	switch k := rng.IntN(10); k {
+	case 0:
+		p.method, p.raw, p.status, p.forwarded = http.MethodGet, "GET /open/"+id+" HTTP/1.1\r\n"+hdr+"\r\n", 200, true
+	case 1:
+		p.method, p.raw, p.status, p.forwarded = http.MethodHead, "HEAD /open/"+id+" HTTP/1.1\r\n"+hdr+"\r\n", 200, true
+	case 2, 3:
+		p.raw, p.status, p.forwarded, p.body = withBody("POST", "/open/"+id, chunked), 200, true, body
+	case 4:
+		hdr += "X-API-Key: foo\r\n"
+		p.raw, p.status, p.forwarded, p.body = withBody("PUT", "/auth/"+id, chunked), 200, true, body
+		p.method = http.MethodPut
+	case 5:
+		// No key: 401, and the body is not forwarded.
+		p.raw, p.status = withBody("POST", "/auth/"+id, chunked), 401
+	case 6:
+		p.method, p.raw, p.status = http.MethodGet, "GET /nowhere/"+id+" HTTP/1.1\r\n"+hdr+"\r\n", 404
+	case 7:
+		p.raw = withBody("POST", "/small/"+id, chunked)
+		if size > 10 {
+			p.status, p.mayCut = 413, chunked
+		} else {
+			p.status, p.forwarded, p.body = 200, true, body
+		}
+	case 8:
+		// Wrong key, with a body the client announced and sent.
+		hdr += "X-API-Key: bar\r\n"
+		p.raw, p.status = withBody("POST", "/auth/"+id, chunked), 401
+	case 9:
+		p.method, p.raw, p.status, p.forwarded = http.MethodGet, "GET /open/"+id+" HTTP/1.1\r\n"+hdr+"Connection: close\r\n\r\n", 200, true
+		p.closes = true
+	}
+	return p
+}
+
+// Pipelining: bursts of requests written at once on one connection, with
+// bodies (Content-Length and chunked, holding request-looking text), some
+// refused (401, 404, 413), some ending with a head too large (431). Every
+// answer must come back in order for the request it answers, and the
+// upstream must get exactly the allowed requests answered before the
+// connection ended, each with its body byte for byte, and nothing else:
+// no body read as a request, no request behind a close.
+func TestEnginePipelinedBursts(t *testing.T) {
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			var log bodyUpstreamLog
+			up := idUpstream(t, &log)
+			keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
+			e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`authenticators:
+  partners: {api_key: {header: X-API-Key, keys_file: %q}}
+plugins:
+  small: {use: body_limit, config: {max_bytes: 10}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: auth, match: {path_prefix: /auth}, auth: partners, upstream: u}
+  - {name: small, match: {path_prefix: /small}, plugins: [small], upstream: u}
+  - {name: open, match: {path_prefix: /open}, upstream: u}
+`, keys, strings.TrimPrefix(up.URL, "http://")))
+			const (
+				bursts  = 400
+				workers = 8
+			)
+			var (
+				next      atomic.Int64
+				wg        sync.WaitGroup
+				mu        sync.Mutex
+				forwarded = map[string]string{} // id -> body the upstream must have
+				sentIDs   = map[string]string{} // id -> request line
+				mayCut    = map[string]bool{}
+				failures  []string
+				answered  atomic.Int64
+			)
+			fail := func(format string, args ...any) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(failures) < 10 {
+					failures = append(failures, fmt.Sprintf(format, args...))
+				}
+			}
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(w), 7))
+					for {
+						b := next.Add(1)
+						if b > bursts {
+							return
+						}
+						n := 1 + rng.IntN(24)
+						reqs := make([]pipelined, n)
+						var all strings.Builder
+						for i := range reqs {
+							reqs[i] = newPipelined(rng, fmt.Sprintf("%s-%d-%d", engine, b, i))
+							all.WriteString(reqs[i].raw)
+						}
+						if rng.IntN(5) == 0 {
+							// A head too large for the edge ends the burst.
+							all.WriteString("GET /open/x HTTP/1.1\r\nHost: a\r\nX-Id: TOO-LARGE\r\nX-Big: " + strings.Repeat("b", 200<<10) + "\r\n\r\n")
+						}
+						mu.Lock()
+						for _, r := range reqs {
+							sentIDs[r.id] = firstLine(r.raw)
+							mayCut[r.id] = r.mayCut
+						}
+						mu.Unlock()
+						got := runBurst(e.Addr("http"), all.String(), reqs, fail)
+						answered.Add(int64(got))
+						mu.Lock()
+						for _, r := range reqs[:got] {
+							if r.forwarded {
+								forwarded[r.id] = r.body
+							}
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			for _, f := range failures {
+				t.Error(f)
+			}
+			// What the upstream received: exactly the forwarded requests,
+			// each once, with its body.
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			for id, digests := range log.digests {
+				want, ok := forwarded[id]
+				if !ok && mayCut[id] && len(digests) == 1 && digests[0] == cutDigest {
+					continue
+				}
+				if !ok {
+					if line, sent := sentIDs[id]; sent {
+						t.Errorf("the upstream received %s (%s), which was refused or never answered", id, line)
+					} else {
+						t.Errorf("the upstream received a request the client never sent as one: X-Id %q", id)
+					}
+					continue
+				}
+				sum := sha256.Sum256([]byte(want))
+				if len(digests) != 1 || digests[0] != hex.EncodeToString(sum[:]) {
+					t.Errorf("%s: the upstream received %d bodies %v, want one of %d bytes", id, len(digests), digests, len(want))
+				}
+			}
+			for id := range forwarded {
+				if _, ok := log.digests[id]; !ok {
+					t.Errorf("%s was answered 200 but never reached the upstream", id)
+				}
+			}
+			t.Logf("%s: %d answers checked, %d requests forwarded", engine, answered.Load(), len(forwarded))
+		})
+	}
+}
+
+// runBurst writes all at once and reads the answers to reqs in order,
+// checking each; it returns how many were answered before the connection
+// ended (the edge closes after a refusal it did not read the body of, or
+// a 431).
+func runBurst(addr, all string, reqs []pipelined, fail func(string, ...any)) int {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		fail("dial: %v", err)
+		return 0
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() { _, _ = io.WriteString(c, all) }()
+	br := bufio.NewReader(c)
+	for i, r := range reqs {
+		resp, body, err := readAnswer(br, r.method)
+		if err != nil {
+			fail("%s: no answer (%v) after %d answers", r.id, err, i)
+			return i
+		}
+		if r.closes && !resp.Close {
+			fail("%s: the answer to a request that closes does not say so", r.id)
+		}
+		if resp.StatusCode != r.status {
+			fail("%s: status %d, want %d (body %.200q)", r.id, resp.StatusCode, r.status, body)
+		}
+		if r.status == 200 {
+			if resp.Header.Get("X-Id") != r.id {
+				fail("%s: got the answer to %q", r.id, resp.Header.Get("X-Id"))
+			}
+			sum := sha256.Sum256([]byte(r.body))
+			if r.method != http.MethodHead && body != hex.EncodeToString(sum[:]) {
+				fail("%s: the upstream's digest %q is not the body's", r.id, body)
+			}
+		} else if resp.Header.Get("X-Id") != "" {
+			fail("%s: a refusal carries an upstream's X-Id %q", r.id, resp.Header.Get("X-Id"))
+		}
+		if resp.Close {
+			return i + 1
+		}
+	}
+	// After the last answer: only a 431 may follow.
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	rest, _ := io.ReadAll(br)
+	if len(rest) > 0 && !strings.HasPrefix(string(rest), "HTTP/1.1 431") {
+		fail("after the last answer: %.200q", rest)
+	}
+	return len(reqs)
+}
+
+// Concurrency: 64 keep-alive clients send POSTs with bodies of the sizes
+// where buffers turn over (0, 1, 4095, 4096, 65537 bytes, 1 MiB), with
+// Content-Length or chunked in chunks of random sizes, each request
+// written in random pieces (a head split anywhere, a CRLF split in two).
+// The upstream's digest of what it received must match, per request, and
+// every answer must be its own request's.
+func TestEngineConcurrentBodies(t *testing.T) {
+	sizes := []int{0, 1, 4095, 4096, 65537, 1 << 20}
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			var log bodyUpstreamLog
+			up := idUpstream(t, &log)
+			e, logs := startLoggingEdge(t, engineHeader(engine)+fmt.Sprintf(`upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: open, match: {path_prefix: /open}, upstream: u}
+`, strings.TrimPrefix(up.URL, "http://")))
+			const (
+				clients = 64
+				total   = 1000
+			)
+			var (
+				next     atomic.Int64
+				wg       sync.WaitGroup
+				mu       sync.Mutex
+				failures []string
+				want     = map[string]string{} // id -> digest
+			)
+			fail := func(format string, args ...any) {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(failures) < 10 {
+					failures = append(failures, fmt.Sprintf(format, args...))
+				}
+			}
+			for cl := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(cl), 11))
+					var c net.Conn
+					var br *bufio.Reader
+					defer func() {
+						if c != nil {
+							c.Close()
+						}
+					}()
+					for {
+						n := next.Add(1)
+						if n > total {
+							return
+						}
+						if c == nil {
+							var err error
+							if c, err = net.Dial("tcp", e.Addr("http")); err != nil {
+								fail("dial: %v", err)
+								return
+							}
+							br = bufio.NewReader(c)
+						}
+						id := fmt.Sprintf("%s-%d", engine, n)
+						size := sizes[rng.IntN(len(sizes))]
+						body := make([]byte, size)
+						fillRandom(rng, body)
+						sum := sha256.Sum256(body)
+						digest := hex.EncodeToString(sum[:])
+						mu.Lock()
+						want[id] = digest
+						mu.Unlock()
+						var msg string
+						if rng.IntN(2) == 0 {
+							msg = fmt.Sprintf("POST /open/%s HTTP/1.1\r\nHost: a\r\nX-Id: %s\r\nContent-Length: %d\r\n\r\n%s", id, id, size, body)
+						} else {
+							msg = "POST /open/" + id + " HTTP/1.1\r\nHost: a\r\nX-Id: " + id + "\r\nTransfer-Encoding: chunked\r\n\r\n"
+							rest := body
+							var b strings.Builder
+							for len(rest) > 0 {
+								k := min(len(rest), 1+rng.IntN([]int{300, 4096, 70000}[rng.IntN(3)]))
+								fmt.Fprintf(&b, "%x\r\n%s\r\n", k, rest[:k])
+								rest = rest[k:]
+							}
+							msg += b.String() + "0\r\n\r\n"
+						}
+						_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+						// In pieces: the first few at random places, then
+						// the rest at once.
+						p := msg
+						for range rng.IntN(4) {
+							if len(p) < 2 {
+								break
+							}
+							k := 1 + rng.IntN(min(len(p)-1, 200))
+							if _, err := io.WriteString(c, p[:k]); err != nil {
+								fail("%s: write: %v (the edge said %q)", id, err, drain(br))
+								return
+							}
+							p = p[k:]
+							time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
+						}
+						if _, err := io.WriteString(c, p); err != nil {
+							fail("%s: write: %v (the edge said %q)", id, err, drain(br))
+							return
+						}
+						resp, got, err := readAnswer(br, http.MethodPost)
+						if err != nil {
+							fail("%s (%d bytes): no answer: %v", id, size, err)
+							return
+						}
+						if resp.StatusCode != 200 || resp.Header.Get("X-Id") != id || got != digest {
+							fail("%s (%d bytes): %d for %q, digest %.64q want %s", id, size, resp.StatusCode, resp.Header.Get("X-Id"), got, digest)
+						}
+						if resp.Close {
+							c.Close()
+							c = nil
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			for _, f := range failures {
+				t.Error(f)
+			}
+			if len(failures) > 0 {
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(l, "h1server") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+						t.Log(l)
+					}
+				}
+			}
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			for id, digests := range log.digests {
+				if w, ok := want[id]; !ok || len(digests) != 1 || digests[0] != w {
+					t.Errorf("%s: the upstream received %v, want one body with digest %s", id, digests, w)
+				}
+			}
+			if len(log.digests) != len(want) {
+				t.Errorf("the upstream received %d requests, %d were sent", len(log.digests), len(want))
+			}
+		})
+	}
+}
+
+// fillRandom fills b with bytes from rng, eight at a time.
+func fillRandom(rng *rand.Rand, b []byte) {
+	for i := 0; i < len(b); i += 8 {
+		v := rng.Uint64()
+		for j := i; j < min(i+8, len(b)); j++ {
+			b[j] = byte(v)
+			v >>= 8
+		}
+	}
+}
+
+// drain is what is left to read on a connection the edge ended, for a
+// failure's message.
+func drain(br *bufio.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(br, 1024))
+	return string(b)
+}
+
+// upgradeUpstream switches protocols for every request but those under
+// /refuse (403), then echoes what it reads; it records every request.
+func upgradeUpstream(t *testing.T, log *bodyUpstreamLog) *httptest.Server {
+	t.Helper()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		log.record(r, body)
+		if strings.HasPrefix(r.URL.Path, "/refuse") || r.Header.Get("Upgrade") == "" {
+			w.Header().Set("X-Id", r.Header.Get("X-Id"))
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.Copy(c, brw) // echo, bytes the server read ahead first
+	}))
+	t.Cleanup(up.Close)
+	return up
+}
+
+// Upgrades. Bytes a client sends right behind its upgrade request reach
+// the upstream through the tunnel once it switches, in order; an upgrade
+// the upstream refuses leaves an HTTP connection whose next bytes are a
+// request of their own, routed and authenticated as any other.
+func TestEngineUpgrades(t *testing.T) {
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			var log bodyUpstreamLog
+			up := upgradeUpstream(t, &log)
+			keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
+			e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`authenticators:
+  partners: {api_key: {header: X-API-Key, keys_file: %q}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: auth, match: {path_prefix: /auth}, auth: partners, upstream: u}
+  - {name: open, match: {path_prefix: /}, upstream: u}
+`, keys, strings.TrimPrefix(up.URL, "http://")))
+			upgrade := func(path, id string) string {
+				return "GET " + path + " HTTP/1.1\r\nHost: a\r\nX-Id: " + id + "\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			}
+			hidden := "GET /auth/hidden HTTP/1.1\r\nHost: a\r\nX-Id: hidden\r\n\r\n"
+			t.Run("early data reaches the tunnel", func(t *testing.T) {
+				for i := range 50 {
+					c, err := net.Dial("tcp", e.Addr("http"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					early := fmt.Sprintf("early-%d|", i)
+					if _, err := io.WriteString(c, upgrade("/ws", fmt.Sprintf("ws-%d", i))+early); err != nil {
+						t.Fatal(err)
+					}
+					br := bufio.NewReader(c)
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+						c.Close()
+						t.Fatalf("round %d: %v %v", i, resp, err)
+					}
+					if _, err := io.WriteString(c, "late"); err != nil {
+						t.Fatal(err)
+					}
+					want := early + "late"
+					got := make([]byte, len(want))
+					_, err = io.ReadFull(br, got)
+					c.Close()
+					if string(got) != want {
+						t.Fatalf("round %d: the tunnel echoed %q (%v), want %q: bytes sent before the 101 were lost", i, got, err, want)
+					}
+				}
+			})
+			t.Run("refused upgrade is no tunnel", func(t *testing.T) {
+				c, err := net.Dial("tcp", e.Addr("http"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.WriteString(c, upgrade("/refuse", "refused")+hidden); err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				resp, _, err := readAnswer(br, http.MethodGet)
+				if err != nil || resp.StatusCode != http.StatusForbidden {
+					t.Fatalf("the refused upgrade: %v %v", resp, err)
+				}
+				if resp, _, err := readAnswer(br, http.MethodGet); err == nil && resp.StatusCode != http.StatusUnauthorized {
+					t.Fatalf("the request behind a refused upgrade: %d, want 401", resp.StatusCode)
+				}
+				for _, s := range log.seen() {
+					if strings.Contains(s, "hidden") {
+						t.Fatalf("the upstream received the request behind a refused upgrade without its auth: %s", s)
+					}
+				}
+			})
+		})
+	}
+}
