@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -213,12 +214,37 @@ func newPipelined(rng *rand.Rand, id string) pipelined {
 // connection ended, each with its body byte for byte, and nothing else:
 // no body read as a request, no request behind a close.
 func TestEnginePipelinedBursts(t *testing.T) {
-	for _, engine := range engines {
-		t.Run(engine, func(t *testing.T) {
+	modes := []struct {
+		engine string
+		tls    bool
+	}{
+		{routes.HTTP1EngineNetHTTP, false},
+		{routes.HTTP1EngineCauseway, false},
+		// Over TLS the engine waits for a request by reading its first
+		// byte, not by polling the socket: another path.
+		{routes.HTTP1EngineCauseway, true},
+	}
+	for _, m := range modes {
+		engine := m.engine
+		name := engine
+		if m.tls {
+			name += "/tls"
+		}
+		t.Run(name, func(t *testing.T) {
 			var log bodyUpstreamLog
 			up := idUpstream(t, &log)
 			keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
-			e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`authenticators:
+			head := engineHeader(engine)
+			dial := func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }
+			listener := "http"
+			if m.tls {
+				certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
+				head = fmt.Sprintf("version: 1\nlisten: {https: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: \"off\"}\nserver: {http1_engine: %q}\ntls:\n  certificates: [{cert_file: %q, key_file: %q}]\n", engine, certFile, keyFile)
+				cfg := &tls.Config{RootCAs: pool, ServerName: "api.example.com", NextProtos: []string{"http/1.1"}}
+				dial = func(addr string) (net.Conn, error) { return tls.Dial("tcp", addr, cfg) }
+				listener = "https"
+			}
+			e := startEdge(t, head+fmt.Sprintf(`authenticators:
   partners: {api_key: {header: X-API-Key, keys_file: %q}}
 plugins:
   small: {use: body_limit, config: {max_bytes: 10}}
@@ -277,7 +303,7 @@ routes:
 							mayCut[r.id] = r.mayCut
 						}
 						mu.Unlock()
-						got := runBurst(e.Addr("http"), all.String(), reqs, fail)
+						got := runBurst(func() (net.Conn, error) { return dial(e.Addr(listener)) }, all.String(), reqs, fail)
 						answered.Add(int64(got))
 						mu.Lock()
 						for _, r := range reqs[:got] {
@@ -329,8 +355,8 @@ routes:
 // checking each; it returns how many were answered before the connection
 // ended (the edge closes after a refusal it did not read the body of, or
 // a 431).
-func runBurst(addr, all string, reqs []pipelined, fail func(string, ...any)) int {
-	c, err := net.Dial("tcp", addr)
+func runBurst(dial func() (net.Conn, error), all string, reqs []pipelined, fail func(string, ...any)) int {
+	c, err := dial()
 	if err != nil {
 		fail("dial: %v", err)
 		return 0
@@ -953,5 +979,49 @@ routes:
 				t.Error(f)
 			}
 		})
+	}
+}
+
+// Host against an absolute-form target: the edge routes and authorises by
+// one host (the target's authority, RFC 9112 3.2.2), and the upstream must
+// see that same host, never the Host header the client set beside it
+// (here a host whose route needs a key).
+func TestEngineAbsoluteFormHost(t *testing.T) {
+	up := newHeaderUpstream(t)
+	keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
+	tests := []struct{ name, req string }{
+		{"absolute-form", "GET http://public.example/x HTTP/1.1\r\nHost: admin.example\r\n"},
+		{"absolute-form, case", "GET http://PUBLIC.example/x HTTP/1.1\r\nHost: admin.example\r\n"},
+		{"absolute-form, port", "GET http://public.example:80/x HTTP/1.1\r\nHost: admin.example\r\n"},
+		{"absolute-form https", "GET https://public.example/x HTTP/1.1\r\nHost: admin.example\r\n"},
+		{"trailing dot", "GET /x HTTP/1.1\r\nHost: public.example.\r\n"},
+		{"upper case and port", "GET /x HTTP/1.1\r\nHost: PUBLIC.EXAMPLE:8080\r\n"},
+	}
+	for _, engine := range engines {
+		e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`authenticators:
+  partners: {api_key: {header: X-API-Key, keys_file: %q}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: admin, match: {host: admin.example}, auth: partners, upstream: u}
+  - {name: pub, match: {host: public.example}, upstream: u}
+`, keys, up.addr()))
+		for i, tt := range tests {
+			t.Run(engine+"/"+tt.name, func(t *testing.T) {
+				id := fmt.Sprintf("abs-%s-%d", engine, i)
+				resp := rawExchange(t, e.Addr("http"), tt.req+"X-Test-Id: "+id+"\r\n\r\n")
+				s, ok := up.got(id)
+				if resp.StatusCode != http.StatusOK || !ok {
+					t.Fatalf("status %d, reached the upstream: %v", resp.StatusCode, ok)
+				}
+				host := strings.TrimSuffix(strings.ToLower(s.Host), ".")
+				if h, _, err := net.SplitHostPort(host); err == nil {
+					host = h
+				}
+				if host != "public.example" {
+					t.Errorf("routed as public.example, the upstream saw Host %q", s.Host)
+				}
+			})
+		}
 	}
 }
