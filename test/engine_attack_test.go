@@ -453,14 +453,6 @@ routes:
 						if n > total {
 							return
 						}
-						if c == nil {
-							var err error
-							if c, err = net.Dial("tcp", e.Addr("http")); err != nil {
-								fail("dial: %v", err)
-								return
-							}
-							br = bufio.NewReader(c)
-						}
 						id := fmt.Sprintf("%s-%d", engine, n)
 						size := sizes[rng.IntN(len(sizes))]
 						body := make([]byte, size)
@@ -483,6 +475,18 @@ routes:
 								rest = rest[k:]
 							}
 							msg += b.String() + "0\r\n\r\n"
+						}
+						// Dialled only once the request is ready: the
+						// first head must arrive within read_header_timeout
+						// of the accept, and building a MiB under -race on
+						// a loaded machine can take a while.
+						if c == nil {
+							var err error
+							if c, err = net.Dial("tcp", e.Addr("http")); err != nil {
+								fail("dial: %v", err)
+								return
+							}
+							br = bufio.NewReader(c)
 						}
 						_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 						// In pieces: the first few at random places, then
@@ -509,7 +513,7 @@ routes:
 							fail("%s (%d bytes): no answer: %v", id, size, err)
 							return
 						}
-						if resp.StatusCode != 200 || resp.Header.Get("X-Id") != id || got != digest {
+						if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Id") != id || got != digest {
 							fail("%s (%d bytes): %d for %q, digest %.64q want %s", id, size, resp.StatusCode, resp.Header.Get("X-Id"), got, digest)
 						}
 						if resp.Close {
@@ -767,7 +771,7 @@ routes:
 	}
 	resp := rawExchange(t, addr, post("tiny-chunks", "Transfer-Encoding: chunked\r\n")+chunks.String()+"0\r\n\r\n")
 	sum := sha256.Sum256([]byte(body.String()))
-	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != hex.EncodeToString(sum[:]) {
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK || string(b) != hex.EncodeToString(sum[:]) {
 		t.Errorf("10,000 one-byte chunks: %d %q", resp.StatusCode, b)
 	}
 	resp = rawExchange(t, addr, post("long-ext", "Transfer-Encoding: chunked\r\n")+"1;x="+strings.Repeat("e", 3000)+"\r\na\r\n"+
