@@ -4,6 +4,7 @@ import (
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
 
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -183,8 +184,47 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		r.status = http.StatusSwitchingProtocols
 	}
 	r.wrote = true
-	return http.NewResponseController(r.ResponseWriter).Hijack()
+	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err != nil || brw == nil || brw.Reader.Buffered() == 0 {
+		return c, brw, err
+	}
+	// Bytes the client sent behind its request were read ahead into brw,
+	// under either engine. ReverseProxy copies the tunnel from the
+	// connection and never looks at brw: without this, what a client sends
+	// before the 101 arrives would be lost. The connection returned reads
+	// them first, and brw reads through it, so both see one stream.
+	ahead, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	hc := &hijackedConn{Conn: c, ahead: bytes.Clone(ahead)}
+	return hc, bufio.NewReadWriter(bufio.NewReader(hc), brw.Writer), nil
 }
+
+// hijackedConn is a hijacked connection whose first bytes were already
+// read from the socket (recorder.Hijack).
+type hijackedConn struct {
+	net.Conn
+	ahead []byte
+}
+
+func (c *hijackedConn) Read(p []byte) (int, error) {
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes as the connection underneath does: ReverseProxy
+// passes the upstream's end of the tunnel on to the client with it.
+func (c *hijackedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// NetConn is the connection underneath, for what unwraps connections.
+func (c *hijackedConn) NetConn() net.Conn { return c.Conn }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
