@@ -25,6 +25,9 @@ type checker struct {
 	// sidecarTrustDomain is a sidecar file's identity.trust_domain, which
 	// its ServiceAccount allow entries are named in.
 	sidecarTrustDomain string
+	// firstUsing names the first route that lists each authenticator,
+	// found in one pass when first asked (firstRouteUsing).
+	firstUsing map[string]string
 }
 
 // warnf records a footgun at path: the file is accepted, the warning shown.
@@ -297,10 +300,11 @@ func (c *checker) checkRoutes() {
 	if len(c.f.Routes) == 0 && c.f.Providers.Kubernetes == nil {
 		c.errorf("routes", "no routes: the edge would answer 404 to everything")
 	}
-	names := map[string]int{}
-	sigs := map[string]int{}
+	// Sized up front: a provider's model has tens of thousands of routes.
+	names := make(map[string]int, len(c.f.Routes))
+	sigs := make(map[string]int, len(c.f.Routes))
 	for i, r := range c.f.Routes {
-		p := fmt.Sprintf("routes[%d]", i)
+		p := "routes[" + strconv.Itoa(i) + "]"
 		switch r.Name {
 		case "":
 			c.errorf(p, "name is required")
@@ -622,14 +626,22 @@ func (c *checker) checkOIDCPaths(p string, r Route) {
 	}
 }
 
-// firstRouteUsing names the first route that lists authenticator a.
+// firstRouteUsing names the first route that lists authenticator a. The
+// answers are found for every authenticator in one pass: asked for each
+// route of an oidc authenticator in turn, a scan each time made a
+// policy's 20,000 routes 400 million comparisons.
 func (c *checker) firstRouteUsing(a string) string {
-	for _, r := range c.f.Routes {
-		if slices.Contains(r.Auth, a) {
-			return r.Name
+	if c.firstUsing == nil {
+		c.firstUsing = map[string]string{}
+		for _, r := range c.f.Routes {
+			for _, x := range r.Auth {
+				if _, ok := c.firstUsing[x]; !ok {
+					c.firstUsing[x] = r.Name
+				}
+			}
 		}
 	}
-	return ""
+	return c.firstUsing[a]
 }
 
 // mayMatchGET reports whether m could match a GET for path.
