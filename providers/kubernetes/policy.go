@@ -300,12 +300,24 @@ func (t *translator) appliedShapes(p *CausewayPolicy, applied []routes.Route) []
 			auth, ok := t.res.Fragment.Authenticators[a]
 			return !ok || auth.OIDC != nil
 		})
+		// Every string with its length before it, so no two shapes
+		// write the same key.
 		key.Reset()
-		for _, list := range [][]string{r.Auth, r.RateLimit, r.Plugins} {
-			fmt.Fprintf(&key, "%d:%q;", len(list), list)
+		str := func(s string) {
+			key.WriteString(strconv.Itoa(len(s)))
+			key.WriteByte(':')
+			key.WriteString(s)
 		}
+		for _, list := range [][]string{r.Auth, r.RateLimit, r.Plugins} {
+			str(strconv.Itoa(len(list)))
+			for _, x := range list {
+				str(x)
+			}
+		}
+		str(strconv.Itoa(len(r.RequireClaims)))
 		for _, k := range slices.Sorted(maps.Keys(r.RequireClaims)) {
-			fmt.Fprintf(&key, "%q=%q;", k, r.RequireClaims[k])
+			str(k)
+			str(r.RequireClaims[k])
 		}
 		if keepMatch {
 			// The whole match, as the route has it: two routes of one

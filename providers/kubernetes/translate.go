@@ -76,6 +76,9 @@ type Translator struct {
 	// one makes about as many, and growing the slice 20,000 routes long
 	// by doubling copied it a dozen times.
 	routes int
+	// slices is what the last translation read of each EndpointSlice:
+	// only the slices it read, so a deleted one is not kept.
+	slices map[sliceKey]sliceAddrs
 }
 
 // NewTranslator returns a Translator for an edge described by o.
@@ -93,8 +96,9 @@ func (tr *Translator) Translate(s *Snapshot) Result {
 	// A little room over the last count, so one route more does not copy
 	// them all again.
 	t.res.Fragment.Routes = make([]routes.Route, 0, tr.routes+tr.routes/16)
+	t.sliceCache = tr.slices
 	res := t.run()
-	tr.routes = len(res.Fragment.Routes)
+	tr.routes, tr.slices = len(res.Fragment.Routes), t.sliceSeen
 	return res
 }
 
@@ -121,6 +125,9 @@ type translator struct {
 	opts TranslateOptions
 	s    *Snapshot
 	res  Result
+	// sliceCache is what the last translation read of each EndpointSlice
+	// (sliceAddrs); sliceSeen is what this one read, the next one's cache.
+	sliceCache, sliceSeen map[sliceKey]sliceAddrs
 	// checkEveryRoute checks each policy with every route it applies to,
 	// not each shape of them once: what the tests compare with.
 	checkEveryRoute bool
