@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -165,5 +168,62 @@ providers:
 	}
 	if got := memo(); got != n {
 		t.Fatalf("the memo grew from %d to %d entries for policies it had checked", n, got)
+	}
+}
+
+// policyScaleFragment is what the provider checks a Gateway-wide policy
+// with at 10,000 HTTPRoutes: every route of scaleFragment under the
+// policy's rate limit (its upstreams without endpoints, as checkApplied
+// sends them).
+func policyScaleFragment() routes.Fragment {
+	frag := scaleFragment()
+	const limit = "k8s.scale.policy.gw-limits.ratelimit.0"
+	frag.RateLimits = map[string]routes.RateLimit{limit: {Key: "client_ip", Limit: 100000, Per: routes.Duration(time.Second), Burst: 100000}}
+	for i := range frag.Routes {
+		frag.Routes[i].RateLimit = routes.StringList{limit}
+	}
+	for name, u := range frag.Upstreams {
+		u.Endpoints = nil
+		frag.Upstreams[name] = u
+	}
+	return frag
+}
+
+// BenchmarkPolicyCheck10k is the edge's check of a Gateway-wide policy
+// with the 20,000 model routes it applies to, as a route change makes it
+// (a route the memo has not seen; go test -run '^$' -bench PolicyCheck10k
+// ./gateway).
+func BenchmarkPolicyCheck10k(b *testing.B) {
+	benchPolicyCheck(b, true)
+}
+
+// BenchmarkPolicyCheckMemo10k is the same check when nothing it is given
+// changed (an endpoint change): only the memo's key is computed.
+func BenchmarkPolicyCheckMemo10k(b *testing.B) {
+	benchPolicyCheck(b, false)
+}
+
+func benchPolicyCheck(b *testing.B, changeRoute bool) {
+	var runs sync.WaitGroup
+	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
+	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {kubeconfig: \"\"}\n", func(o *EdgeOptions) {
+		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+	})
+	frag := policyScaleFragment()
+	if err := te.sources.checkPolicy(frag); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		next := frag
+		next.Routes = slices.Clone(frag.Routes)
+		if changeRoute {
+			i++
+			next.Routes[0].Match.Path = fmt.Sprintf("/p0-%d", i)
+		}
+		if err := te.sources.checkPolicy(next); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -191,10 +191,15 @@ func (t *translator) policyFor(kind, ns, routeName string, rule *gatewayv1.Secti
 
 // checkApplied checks each valid policy again with the routes it was
 // applied to: what holds for one route of the policy's own may not hold
-// for these (an OIDC authenticator needs a route of the host that matches
-// its redirect_path). A policy that fails here becomes Invalid and its
+// for these (an OIDC authenticator needs a route that matches its
+// redirect_path). A policy that fails here becomes Invalid and its
 // routes answer 500, so the model stays one the edge accepts: one
 // namespace's policy cannot hold back the whole cluster's routes.
+//
+// The check is given what of those routes it can depend on, each shape
+// once (appliedShapes), not every route: a Gateway-wide policy applies to
+// thousands, and the check (a model merge, memoized by what it is given)
+// would otherwise run again over all of them whenever any route changed.
 func (t *translator) checkApplied() {
 	if t.opts.Check == nil {
 		return
@@ -209,9 +214,16 @@ func (t *translator) checkApplied() {
 			Authenticators: map[string]routes.Authenticator{},
 			RateLimits:     map[string]routes.RateLimit{},
 		}
+		applied := make([]routes.Route, 0, len(ps.applied))
 		for _, i := range ps.applied {
-			r := t.res.Fragment.Routes[i]
-			frag.Routes = append(frag.Routes, r)
+			applied = append(applied, t.res.Fragment.Routes[i])
+		}
+		if t.checkEveryRoute {
+			frag.Routes = applied
+		} else {
+			frag.Routes = t.appliedShapes(ps.obj, applied)
+		}
+		for _, r := range frag.Routes {
 			for _, u := range append([]string{r.Upstream}, splitUpstreams(r.Split)...) {
 				if v, ok := t.res.Fragment.Upstreams[u]; ok {
 					// Without its endpoints: the check is memoized by
@@ -239,6 +251,9 @@ func (t *translator) checkApplied() {
 				}
 			}
 		}
+		if !t.checkEveryRoute {
+			frag.Upstreams[policyCheckUpstream(ps.obj)] = routes.Upstream{Endpoints: []string{"127.0.0.1:9"}}
+		}
 		err := t.opts.Check(frag)
 		if err == nil {
 			continue
@@ -260,6 +275,85 @@ func (t *translator) checkApplied() {
 			}
 		}
 	}
+}
+
+// appliedShapes is what the routes a policy applies to can contribute to
+// its check, each distinct shape once, in their order. The model judges a
+// policy's entries on a route by the route's own stages (authenticators,
+// claims, rate limits, plugins: the policy's and the route's own), and by
+// where it matches only to find a route for an OIDC authenticator's
+// redirect_path and logout_path, across every route that uses it. So a
+// shape keeps the route's stages, and its match only when one of its
+// authenticators may sign in through OIDC (one of the file's, which the
+// provider cannot see, may); its name and upstream are the check's own,
+// since what a route's own match and upstream are worth is the model's to
+// judge with the route itself, policy or not. A policy over 10,000 routes
+// of one shape is checked with one route, and a route change that leaves
+// the shapes as they were is answered from the edge's memo.
+func (t *translator) appliedShapes(p *CausewayPolicy, applied []routes.Route) []routes.Route {
+	up := policyCheckUpstream(p)
+	seen := map[string]bool{}
+	var out []routes.Route
+	var key strings.Builder
+	for _, r := range applied {
+		keepMatch := slices.ContainsFunc(r.Auth, func(a string) bool {
+			auth, ok := t.res.Fragment.Authenticators[a]
+			return !ok || auth.OIDC != nil
+		})
+		// Every string with its length before it, so no two shapes
+		// write the same key.
+		key.Reset()
+		str := func(s string) {
+			key.WriteString(strconv.Itoa(len(s)))
+			key.WriteByte(':')
+			key.WriteString(s)
+		}
+		for _, list := range [][]string{r.Auth, r.RateLimit, r.Plugins} {
+			str(strconv.Itoa(len(list)))
+			for _, x := range list {
+				str(x)
+			}
+		}
+		str(strconv.Itoa(len(r.RequireClaims)))
+		for _, k := range slices.Sorted(maps.Keys(r.RequireClaims)) {
+			str(k)
+			str(r.RequireClaims[k])
+		}
+		if keepMatch {
+			// The whole match, as the route has it: two routes of one
+			// signature are one route to the model (the first wins).
+			fmt.Fprintf(&key, "match:%#v", r.Match)
+		}
+		if seen[key.String()] {
+			continue
+		}
+		seen[key.String()] = true
+		n := strconv.Itoa(len(out))
+		shape := routes.Route{
+			Name:          name(append(policyNamePrefix(p), "check", n)...),
+			Auth:          r.Auth,
+			RequireClaims: r.RequireClaims,
+			RateLimit:     r.RateLimit,
+			Plugins:       r.Plugins,
+			Upstream:      up,
+		}
+		if keepMatch {
+			shape.Match = r.Match
+		} else {
+			// A host of its own for each shape: a route that matches
+			// exactly what another route matches is left out of the
+			// model, unchecked.
+			shape.Match = routes.Match{Host: "s" + n + ".policy-check.invalid", PathPrefix: "/"}
+		}
+		out = append(out, shape)
+	}
+	return out
+}
+
+// policyCheckUpstream is the upstream of the routes a policy is checked
+// with: one that exists, which no real route uses.
+func policyCheckUpstream(p *CausewayPolicy) string {
+	return name(append(policyNamePrefix(p), "check")...)
 }
 
 // appliedRoutePrefix is the model's "routes[N].match: " before an error
@@ -447,7 +541,7 @@ func checkRef(field, ref string) string {
 // checkPolicy runs the edge's check on a fragment with the policy's
 // entries and one route that uses them.
 func (t *translator) checkPolicy(p *CausewayPolicy, pr *policyRoute, frag routes.Fragment) error {
-	up := name(append(policyNamePrefix(p), "check")...)
+	up := policyCheckUpstream(p)
 	frag.Upstreams = map[string]routes.Upstream{up: {Endpoints: []string{"127.0.0.1:9"}}}
 	// A host of its own: a route that matches exactly what a file route
 	// matches is left out of the model, unchecked.

@@ -56,8 +56,9 @@ func (s *Source) Run(ctx context.Context, apply func(routes.Fragment) error) err
 		applied *routes.Fragment
 		logged  []LeftOut
 	)
+	tr := NewTranslator(s.cfg, TranslateOptions{HTTPS: s.opts.HTTPS, Check: s.opts.Check, MeshTrustDomain: s.opts.MeshTrustDomain})
 	onSnapshot := func(snap *Snapshot) {
-		res := TranslateWith(s.cfg, snap, TranslateOptions{HTTPS: s.opts.HTTPS, Check: s.opts.Check, MeshTrustDomain: s.opts.MeshTrustDomain})
+		res := tr.Translate(snap)
 		if !slices.Equal(res.LeftOut, logged) {
 			// A pod left out is one the route will miss; logged when that
 			// changes, so a steady cluster says it once.

@@ -62,11 +62,48 @@ type TranslateOptions struct {
 
 // TranslateWith is Translate for an edge described by o.
 func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOptions) Result {
+	return NewTranslator(cfg, o).Translate(s)
+}
+
+// Translator translates the snapshots of one source in turn, keeping
+// what one translation learns that makes the next cheaper; its result is
+// always the one TranslateWith gives for the same snapshot. It is not
+// safe for concurrent use: the Source translates one snapshot at a time.
+type Translator struct {
+	cfg  routes.KubernetesProvider
+	opts TranslateOptions
+	// routes is how many model routes the last snapshot made: the next
+	// one makes about as many, and growing the slice 20,000 routes long
+	// by doubling copied it a dozen times.
+	routes int
+	// slices is what the last translation read of each EndpointSlice:
+	// only the slices it read, so a deleted one is not kept.
+	slices map[sliceKey]sliceAddrs
+}
+
+// NewTranslator returns a Translator for an edge described by o.
+func NewTranslator(cfg routes.KubernetesProvider, o TranslateOptions) *Translator {
 	if cfg.GatewayClass == "" {
 		cfg.GatewayClass = routes.DefaultGatewayClass
 	}
-	t := newTranslator(cfg, s)
-	t.opts = o
+	return &Translator{cfg: cfg, opts: o}
+}
+
+// Translate maps s onto the routes model (see TranslateWith).
+func (tr *Translator) Translate(s *Snapshot) Result {
+	t := newTranslator(tr.cfg, s)
+	t.opts = tr.opts
+	// A little room over the last count, so one route more does not copy
+	// them all again.
+	t.res.Fragment.Routes = make([]routes.Route, 0, tr.routes+tr.routes/16)
+	t.sliceCache = tr.slices
+	res := t.run()
+	tr.routes, tr.slices = len(res.Fragment.Routes), t.sliceSeen
+	return res
+}
+
+// run translates t's snapshot.
+func (t *translator) run() Result {
 	t.classes()
 	t.gateways()
 	t.policies()
@@ -77,6 +114,9 @@ func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOption
 	t.policyStatuses()
 	t.backendTLSStatuses()
 	t.finish()
+	if len(t.res.Fragment.Routes) == 0 {
+		t.res.Fragment.Routes = nil // as before: no routes is a nil slice
+	}
 	return t.res
 }
 
@@ -85,6 +125,12 @@ type translator struct {
 	opts TranslateOptions
 	s    *Snapshot
 	res  Result
+	// sliceCache is what the last translation read of each EndpointSlice
+	// (sliceAddrs); sliceSeen is what this one read, the next one's cache.
+	sliceCache, sliceSeen map[sliceKey]sliceAddrs
+	// checkEveryRoute checks each policy with every route it applies to,
+	// not each shape of them once: what the tests compare with.
+	checkEveryRoute bool
 	// certSeen keeps each Secret's pair once in the fragment, however
 	// many listeners name it.
 	certSeen map[types.NamespacedName]bool
