@@ -179,10 +179,12 @@ func TestEdgeIntoTheMesh(t *testing.T) {
 		if got := pay1.hits.Load() + pay2.hits.Load() - before; got != 40 {
 			t.Fatalf("the backends received %d requests, want 40", got)
 		}
-		r := routeCondition(t, c, ns, "store", "ResolvedRefs")
-		if r == nil || r.Status != metav1.ConditionTrue {
-			t.Fatalf("ResolvedRefs %+v", r)
-		}
+		// Status is written by the leader after the model is served, so it
+		// may trail the first answers.
+		eventually(t, "the route's ResolvedRefs is True", func() bool {
+			r := routeCondition(t, c, ns, "store", "ResolvedRefs")
+			return r != nil && r.Status == metav1.ConditionTrue
+		})
 	})
 
 	t.Run("a pod whose certificate is not its ServiceAccount's receives nothing", func(t *testing.T) {
