@@ -103,15 +103,22 @@ func startEdgeWithLogger(t testing.TB, config string, log *slog.Logger) *edge {
 	return te
 }
 
-// raw sends bytes as they are and returns everything the edge answered
-// until it closed the connection or went quiet.
-// ownHTTP1Engine says whether the edges of this run serve HTTP/1.1 with
-// Causeway's engine (gateway.HTTP1EngineEnv), which refuses some requests
-// net/http reads leniently.
-func ownHTTP1Engine() bool {
-	return os.Getenv(gateway.HTTP1EngineEnv) == routes.HTTP1EngineCauseway
+// http1Engine is the engine the edges of this run serve HTTP/1.1 with: the
+// environment's (gateway.HTTP1EngineEnv) or the default. The binaries the
+// tests start inherit the environment, so it holds for them too.
+func http1Engine() string {
+	if v := os.Getenv(gateway.HTTP1EngineEnv); v != "" {
+		return v
+	}
+	return routes.HTTP1EngineDefault
 }
 
+// ownHTTP1Engine says whether the edges of this run serve HTTP/1.1 with
+// Causeway's engine, which refuses some requests net/http reads leniently.
+func ownHTTP1Engine() bool { return http1Engine() == routes.HTTP1EngineCauseway }
+
+// raw sends bytes as they are and returns everything the edge answered
+// until it closed the connection or went quiet.
 func raw(t *testing.T, addr, req string) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
