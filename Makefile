@@ -56,10 +56,13 @@ test: deps fmt-check vet lint
 	cd test/conformance && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
 # test-nethttp runs the end-to-end tests where the HTTP/1.1 engine matters
-# most (smuggling and other hostile input, slow clients, body integrity,
+# most (smuggling and other hostile input, slow clients, streamed bodies,
 # binary upgrades) again on the deprecated net/http engine, which stays
 # selectable for one release (docs/reliability.md). Part of `make test`.
-NETHTTP_RUN := ^(TestSmuggling|TestObsFold|TestForwardedHeadersFrom.*|TestH2CUpgradeNotForwarded|TestConnectionCannotNominateEdgeHeaders|TestMethodCaseRefused|TestPathRefusals|TestPathStrictNormalization|TestHostValidation|TestUnderscoreHeaders|TestSlowClientsAndConnectionCaps|TestPathTraversalDoesNotBypassAuth|TestRefusalsDoNotWaitForTheBody|TestSlowRequestBodies|TestClientDisconnectMidBody|TestBodyIntegrity.*|TestBinaryUpgradeUnderLoad|TestSidecarBinaryUpgradeUnderLoad)$$
+# Left out for time: TestBodyIntegrity (22,000 POSTs, minutes on its own)
+# and the sidecar's binary upgrade (the edge's drains the same server).
+# Measured: about a third of the time of the whole ./test package.
+NETHTTP_RUN := ^(TestSmuggling|TestObsFold|TestForwardedHeadersFrom.*|TestH2CUpgradeNotForwarded|TestConnectionCannotNominateEdgeHeaders|TestMethodCaseRefused|TestPathRefusals|TestPathStrictNormalization|TestHostValidation|TestUnderscoreHeaders|TestSlowClientsAndConnectionCaps|TestPathTraversalDoesNotBypassAuth|TestRefusalsDoNotWaitForTheBody|TestSlowRequestBodies|TestClientDisconnectMidBody|TestBodyIntegrityStreamingEcho|TestBinaryUpgradeUnderLoad)$$
 test-nethttp:
 	CAUSEWAY_HTTP1_ENGINE=net/http $(GO) test -race -count=1 -timeout 10m -run '$(NETHTTP_RUN)' ./test/
 

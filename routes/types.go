@@ -166,8 +166,9 @@ type Server struct {
 	// other past a check that only knows the dashed name.
 	AllowUnderscoreHeaders bool `yaml:"allow_underscore_headers"`
 	// HTTP1Engine is what serves HTTP/1.1 on the data listeners:
-	// "causeway" (the edge's own engine) or "net/http" (Go's server,
-	// deprecated: kept for one release). HTTP/2 is net/http's with either.
+	// "causeway" (the edge's own engine) or "net/http" (Go's server, kept
+	// for one release and logged as deprecated). HTTP/2 is net/http's with
+	// either.
 	// Left out, the CAUSEWAY_HTTP1_ENGINE environment variable chooses,
 	// else HTTP1EngineDefault.
 	HTTP1Engine string `yaml:"http1_engine"`
