@@ -134,13 +134,15 @@ func raw(t *testing.T, addr, req string) string {
 	return string(out)
 }
 
-// Request smuggling. Go's HTTP/1 parser, which the edge uses, settles every
-// framing question one way (RFC 9112 §6.3: Transfer-Encoding wins over
-// Content-Length, which is dropped; obs-fold is unfolded to a space) or
-// refuses the request with 400/501; the edge then re-frames each request it
-// forwards. What a smuggler wants — a request the upstream sees that the edge
-// did not route and authorise — cannot happen: a "hidden" request is parsed
-// by the edge as a request of its own and goes through its route's auth.
+// Request smuggling. The edge's HTTP/1.1 parser settles every framing
+// question one way or refuses the request (400/501) and closes; the edge
+// then re-frames each request it forwards. Causeway's engine (the default)
+// refuses Content-Length with Transfer-Encoding; the deprecated net/http
+// engine reads it as chunked (RFC 9112 §6.3: Transfer-Encoding wins, the
+// Content-Length is dropped). What a smuggler wants — a request the
+// upstream sees that the edge did not route and authorise — cannot happen
+// with either: a "hidden" request is refused with its carrier, or parsed
+// by the edge as a request of its own and put through its route's auth.
 func TestSmuggling(t *testing.T) {
 	up := newRecordingUpstream(t)
 	keys := filepath.Join(t.TempDir(), "keys.txt")
