@@ -15,19 +15,20 @@ import (
 
 // HTTP1EngineEnv names the environment variable that chooses the HTTP/1.1
 // engine of the data listeners when the configuration file's
-// server.http1_engine is left out: "net/http" or "causeway". The test
-// suites run against either engine by setting it.
+// server.http1_engine is left out: "causeway" (the default) or "net/http"
+// (deprecated). `make test` runs its chosen suites again with "net/http"
+// through it.
 const HTTP1EngineEnv = "CAUSEWAY_HTTP1_ENGINE"
 
 // http1Engine is the engine the data listeners serve HTTP/1.1 with: the
-// file's, else the environment's (lookup), else net/http.
+// file's, else the environment's (lookup), else routes.HTTP1EngineDefault.
 func http1Engine(s routes.Server, lookup func(string) (string, bool)) (string, error) {
 	if s.HTTP1Engine != "" {
 		return s.HTTP1Engine, nil
 	}
 	v, ok := lookup(HTTP1EngineEnv)
 	if !ok || v == "" {
-		return routes.HTTP1EngineNetHTTP, nil
+		return routes.HTTP1EngineDefault, nil
 	}
 	if !slices.Contains(routes.HTTP1Engines, v) {
 		return "", fmt.Errorf("%s: must be %q or %q (found %q)", HTTP1EngineEnv, routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway, v)

@@ -19,11 +19,14 @@ func TestHTTP1Engine(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"default", "", nil, "net/http", ""},
-		{"the environment flips the default", "", map[string]string{HTTP1EngineEnv: "causeway"}, "causeway", ""},
-		{"an empty variable is the default", "", map[string]string{HTTP1EngineEnv: ""}, "net/http", ""},
+		{"default", "", nil, "causeway", ""},
+		{"the environment picks net/http", "", map[string]string{HTTP1EngineEnv: "net/http"}, "net/http", ""},
+		{"the environment names the default", "", map[string]string{HTTP1EngineEnv: "causeway"}, "causeway", ""},
+		{"an empty variable is the default", "", map[string]string{HTTP1EngineEnv: ""}, "causeway", ""},
 		{"the file wins over the environment", "net/http", map[string]string{HTTP1EngineEnv: "causeway"}, "net/http", ""},
+		{"the file wins the other way too", "causeway", map[string]string{HTTP1EngineEnv: "net/http"}, "causeway", ""},
 		{"the file alone", "causeway", nil, "causeway", ""},
+		{"the file alone, net/http", "net/http", nil, "net/http", ""},
 		{"a bad variable is refused", "", map[string]string{HTTP1EngineEnv: "fasthttp"}, "", `CAUSEWAY_HTTP1_ENGINE: must be "net/http" or "causeway" (found "fasthttp")`},
 	}
 	for _, tc := range cases {

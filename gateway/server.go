@@ -462,6 +462,9 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if engine == routes.HTTP1EngineNetHTTP {
+		s.log.Warn("HTTP/1.1 served by net/http, which is deprecated and goes in the next release; leave server.http1_engine and " + HTTP1EngineEnv + " out to serve with causeway")
+	}
 	adminLn := len(s.lns) - 1
 	data := s.role.dataServers(cfg, s.lns[:adminLn], engine)
 	for _, d := range data {
@@ -491,7 +494,9 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	for i, n := range s.names {
 		attrs = append(attrs, n, listenerAddr(s.lns[i]))
 	}
-	s.log.Info(s.kind+" serving", append(append(attrs, s.role.servingAttrs(cfg)...), "max_connections_per_listener", s.maxConns)...)
+	// The engine is logged so that a run (or a test that starts the
+	// binary) can tell which one serves.
+	s.log.Info(s.kind+" serving", append(append(attrs, s.role.servingAttrs(cfg)...), "max_connections_per_listener", s.maxConns, "http1_engine", engine)...)
 	upgraded := false
 	named := make([]namedListener, len(s.names))
 	for i, n := range s.names {

@@ -179,10 +179,11 @@ type Server struct {
 	// other past a check that only knows the dashed name.
 	AllowUnderscoreHeaders bool `yaml:"allow_underscore_headers"`
 	// HTTP1Engine is what serves HTTP/1.1 on the data listeners:
-	// "net/http" (Go's server) or "causeway" (the edge's own engine).
-	// HTTP/2 is net/http's with either. Left out, the gateway's default
-	// applies (net/http, or the CAUSEWAY_HTTP1_ENGINE environment
-	// variable).
+	// "causeway" (the edge's own engine) or "net/http" (Go's server, kept
+	// for one release and logged as deprecated). HTTP/2 is net/http's with
+	// either.
+	// Left out, the CAUSEWAY_HTTP1_ENGINE environment variable chooses,
+	// else HTTP1EngineDefault.
 	HTTP1Engine string `yaml:"http1_engine"`
 }
 
@@ -191,6 +192,11 @@ const (
 	HTTP1EngineNetHTTP  = "net/http"
 	HTTP1EngineCauseway = "causeway"
 )
+
+// HTTP1EngineDefault is the engine when neither the file nor the
+// CAUSEWAY_HTTP1_ENGINE environment variable names one. net/http stays
+// selectable, deprecated, for one release.
+const HTTP1EngineDefault = HTTP1EngineCauseway
 
 // HTTP1Engines are the values server.http1_engine takes.
 var HTTP1Engines = []string{HTTP1EngineNetHTTP, HTTP1EngineCauseway}

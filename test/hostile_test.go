@@ -103,15 +103,22 @@ func startEdgeWithLogger(t testing.TB, config string, log *slog.Logger) *edge {
 	return te
 }
 
-// raw sends bytes as they are and returns everything the edge answered
-// until it closed the connection or went quiet.
-// ownHTTP1Engine says whether the edges of this run serve HTTP/1.1 with
-// Causeway's engine (gateway.HTTP1EngineEnv), which refuses some requests
-// net/http reads leniently.
-func ownHTTP1Engine() bool {
-	return os.Getenv(gateway.HTTP1EngineEnv) == routes.HTTP1EngineCauseway
+// http1Engine is the engine the edges of this run serve HTTP/1.1 with: the
+// environment's (gateway.HTTP1EngineEnv) or the default. The binaries the
+// tests start inherit the environment, so it holds for them too.
+func http1Engine() string {
+	if v := os.Getenv(gateway.HTTP1EngineEnv); v != "" {
+		return v
+	}
+	return routes.HTTP1EngineDefault
 }
 
+// ownHTTP1Engine says whether the edges of this run serve HTTP/1.1 with
+// Causeway's engine, which refuses some requests net/http reads leniently.
+func ownHTTP1Engine() bool { return http1Engine() == routes.HTTP1EngineCauseway }
+
+// raw sends bytes as they are and returns everything the edge answered
+// until it closed the connection or went quiet.
 func raw(t *testing.T, addr, req string) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -127,13 +134,15 @@ func raw(t *testing.T, addr, req string) string {
 	return string(out)
 }
 
-// Request smuggling. Go's HTTP/1 parser, which the edge uses, settles every
-// framing question one way (RFC 9112 §6.3: Transfer-Encoding wins over
-// Content-Length, which is dropped; obs-fold is unfolded to a space) or
-// refuses the request with 400/501; the edge then re-frames each request it
-// forwards. What a smuggler wants — a request the upstream sees that the edge
-// did not route and authorise — cannot happen: a "hidden" request is parsed
-// by the edge as a request of its own and goes through its route's auth.
+// Request smuggling. The edge's HTTP/1.1 parser settles every framing
+// question one way or refuses the request (400/501) and closes; the edge
+// then re-frames each request it forwards. Causeway's engine (the default)
+// refuses Content-Length with Transfer-Encoding; the deprecated net/http
+// engine reads it as chunked (RFC 9112 §6.3: Transfer-Encoding wins, the
+// Content-Length is dropped). What a smuggler wants — a request the
+// upstream sees that the edge did not route and authorise — cannot happen
+// with either: a "hidden" request is refused with its carrier, or parsed
+// by the edge as a request of its own and put through its route's auth.
 func TestSmuggling(t *testing.T) {
 	up := newRecordingUpstream(t)
 	keys := filepath.Join(t.TempDir(), "keys.txt")

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -145,6 +146,11 @@ func upgradeUnderLoad(t *testing.T, dir string, old *exec.Cmd, healthURL, url st
 	}
 	newPID, _ := strconv.Atoi(m[1])
 	defer stopPID(t, newPID)
+	// Both processes serve with the engine this run asked for: the
+	// environment reaches the binary and the binary it starts.
+	if n := strings.Count(logText(), `"http1_engine":"`+http1Engine()+`"`); n != 2 {
+		t.Fatalf("%d processes said they serve with %s, want 2; log:\n%s", n, http1Engine(), logText())
+	}
 	afterSwitch := ok.Load()
 	time.Sleep(time.Second)
 	stop()
