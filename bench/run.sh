@@ -3,8 +3,9 @@
 # or $BENCH_HARNESS) with Causeway added as a target. Without the harness's
 # tools (wrk, nginx, haproxy, caddy) it runs the harness's setup.sh first
 # (root needed). Any harness setting passes through (ONLY, ROUNDS, DURATION,
-# MODES, ...), e.g.  ONLY=direct,nginx,haproxy,causeway,causeway-h1 ROUNDS=3 bench/run.sh
-# ("causeway" serves HTTP/1.1 with net/http, "causeway-h1" with its own engine).
+# MODES, ...), e.g.  ONLY=direct,nginx,haproxy,causeway,causeway-nethttp ROUNDS=3 bench/run.sh
+# ("causeway" serves HTTP/1.1 with its own engine, the default; "causeway-nethttp" with
+# the deprecated net/http one).
 # Traefik is built into $TRAEFIK_BIN when missing (TRAEFIK_VERSION, default
 # v3.7.13; SKIP_TRAEFIK_BUILD=1 to not try). BENCH_NETNS=1 runs the harness
 # in a network namespace of its own, for when another server on the machine
@@ -98,8 +99,8 @@ targets=$(mktemp)
 trap 'rm -f "$targets"' EXIT
 grep -v '^#' "$harness/targets.conf" | grep -v '^[[:space:]]*$' > "$targets"
 echo 'causeway | http://127.0.0.1:8086/ | https://127.0.0.1:8446/ | $CAUSEWAY_BIN edge -config $RUN_DIR/causeway.yaml -log-level warn | $CAUSEWAY_BIN version' >> "$targets"
-# The same edge on its own HTTP/1.1 engine (configs/causeway-h1.yaml).
-echo 'causeway-h1 | http://127.0.0.1:8087/ | https://127.0.0.1:8447/ | $CAUSEWAY_BIN edge -config $RUN_DIR/causeway-h1.yaml -log-level warn | $CAUSEWAY_BIN version' >> "$targets"
+# The same edge with HTTP/1.1 on net/http (configs/causeway-nethttp.yaml).
+echo 'causeway-nethttp | http://127.0.0.1:8087/ | https://127.0.0.1:8447/ | $CAUSEWAY_BIN edge -config $RUN_DIR/causeway-nethttp.yaml -log-level warn | $CAUSEWAY_BIN version' >> "$targets"
 
 export TARGETS_FILE="$targets" EXTRA_CONFIGS_DIR="$here/configs"
 export RESULTS_ROOT=${RESULTS_ROOT:-$root/bench/results}
