@@ -228,9 +228,14 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 		stack = stack[:len(stack)-1]
 		c.inIdle = false
 		if t.idleTimeout > 0 && now.Sub(c.idleAt) > t.idleTimeout {
+			// The stack is stored before the lock is let go and read
+			// again after: another request in between must neither take
+			// the slot just emptied nor have its put-back overwritten.
+			t.setIdle(host, stack)
 			t.mu.Unlock()
 			c.close()
 			t.mu.Lock()
+			stack = t.idle[host]
 			continue
 		}
 		if c.timer != nil {

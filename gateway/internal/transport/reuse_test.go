@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,4 +76,79 @@ func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An idle connection found past the idle timeout before its own timer
+// removed it is closed without the pool losing track of the others: the
+// stack is stored before the lock is let go, so a request racing in never
+// takes the slot just emptied (a nil connection) and a connection put back
+// meanwhile is neither lost nor kept twice.
+func TestH1TransportExpiredIdleConnsUnderConcurrency(t *testing.T) {
+	srv, accepted := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})
+	const conns, rounds = 16, 200
+	h1 := newTestPool(t, conns, 0)
+	get := func() error {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+		resp, err := h1.RoundTrip(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	host := srv.Listener.Addr().String()
+	for round := range rounds {
+		// Fill the pool with conns idle connections, then age them all
+		// past the timeout with their timers stopped, as if each timer
+		// were about to fire.
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range conns {
+			wg.Go(func() {
+				<-start
+				if err := get(); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		h1.mu.Lock()
+		for _, c := range h1.idle[host] {
+			c.idleAt = c.idleAt.Add(-2 * h1.idleTimeout)
+			if c.timer != nil {
+				c.timer.Stop()
+			}
+		}
+		h1.mu.Unlock()
+		// Every request now finds only expired connections and dials,
+		// concurrently with the others closing theirs and putting back.
+		start = make(chan struct{})
+		for range conns {
+			wg.Go(func() {
+				<-start
+				if err := get(); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		h1.mu.Lock()
+		seen := map[*h1Conn]bool{}
+		for _, c := range h1.idle[host] {
+			if c == nil || seen[c] || !c.inIdle {
+				h1.mu.Unlock()
+				t.Fatalf("round %d: the idle stack holds a nil, repeated or busy connection", round)
+			}
+			seen[c] = true
+		}
+		h1.mu.Unlock()
+	}
+	t.Logf("%d connections accepted", accepted.Load())
 }
