@@ -602,6 +602,7 @@ routes:
 					}
 				}
 				t.Log(watch.String())
+				t.Log(openFiles())
 			}
 		})
 	}
@@ -633,6 +634,25 @@ func accessLogLines(path string, ids []string) []string {
 		return !strings.Contains(strings.Join(found, "\n"), ": no line")
 	})
 	return found
+}
+
+// openFiles is how many files the test process has open and may open
+// (Linux), for a failure's message: an edge whose dial to its upstream
+// fails with EMFILE answers 502 for a request the upstream never saw.
+func openFiles() string {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return "open files: unknown (" + err.Error() + ")"
+	}
+	limit := "unknown"
+	if b, err := os.ReadFile("/proc/self/limits"); err == nil {
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if f := strings.Fields(strings.TrimPrefix(l, "Max open files")); strings.HasPrefix(l, "Max open files") && len(f) >= 2 {
+				limit = f[0] + " soft, " + f[1] + " hard"
+			}
+		}
+	}
+	return fmt.Sprintf("the test process has %d files open; its limit: %s", len(fds), limit)
 }
 
 // fillRandom fills b with bytes from rng, eight at a time.
