@@ -7,11 +7,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	stdlog "log"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -81,7 +86,28 @@ func readAnswer(br *bufio.Reader, method string) (*http.Response, string, error)
 // body it received, and records both.
 func idUpstream(t *testing.T, log *bodyUpstreamLog) *httptest.Server {
 	t.Helper()
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return watchedIDUpstream(t, log, nil)
+}
+
+// upstreamWatch is what an upstream's server saw beside its handler: the
+// connections it accepted and saw end (closed by either side), and what it
+// logged (a body it could not read, a panic). A request its server refuses
+// before the handler (a malformed head) is answered without a log line,
+// and then the connection count is what tells.
+type upstreamWatch struct {
+	opened, closed atomic.Int64
+	errs           testutil.Buffer
+}
+
+func (w *upstreamWatch) String() string {
+	return fmt.Sprintf("the upstream's server accepted %d connections and saw %d end; its error log: %q", w.opened.Load(), w.closed.Load(), w.errs.String())
+}
+
+// watchedIDUpstream is idUpstream with its server's connections and error
+// log recorded in watch (when not nil).
+func watchedIDUpstream(t *testing.T, log *bodyUpstreamLog, watch *upstreamWatch) *httptest.Server {
+	t.Helper()
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
 			// A cut body: recorded as such, never as a body.
@@ -92,6 +118,18 @@ func idUpstream(t *testing.T, log *bodyUpstreamLog) *httptest.Server {
 		w.Header().Set("X-Id", r.Header.Get("X-Id"))
 		_, _ = io.WriteString(w, hex.EncodeToString(sum[:]))
 	}))
+	if watch != nil {
+		up.Config.ErrorLog = stdlog.New(&watch.errs, "", 0)
+		up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				watch.opened.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				watch.closed.Add(1)
+			}
+		}
+	}
+	up.Start()
 	t.Cleanup(up.Close)
 	return up
 }
@@ -413,9 +451,16 @@ func TestEngineConcurrentBodies(t *testing.T) {
 	sizes := []int{0, 1, 4095, 4096, 65537, 300_000}
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
-			var log bodyUpstreamLog
-			up := idUpstream(t, &log)
-			e, logs := startLoggingEdge(t, engineHeader(engine)+fmt.Sprintf(`upstreams:
+			var (
+				log   bodyUpstreamLog
+				watch upstreamWatch
+			)
+			up := watchedIDUpstream(t, &log, &watch)
+			// The access log says, for a request that failed, what the
+			// edge saw: its status, the body bytes it read and the
+			// upstream's error.
+			accessLog := filepath.Join(t.TempDir(), "access.log")
+			e, logs := startLoggingEdge(t, strings.Replace(engineHeader(engine), `access_log: {output: "off"}`, fmt.Sprintf("access_log: {output: %q}", accessLog), 1)+fmt.Sprintf(`upstreams:
   u: {endpoints: [%q]}
 routes:
   - {name: open, match: {path_prefix: /open}, upstream: u}
@@ -429,13 +474,15 @@ routes:
 				wg       sync.WaitGroup
 				mu       sync.Mutex
 				failures []string
+				failed   []string              // the ids of the requests in failures
 				want     = map[string]string{} // id -> digest
 			)
-			fail := func(format string, args ...any) {
+			fail := func(id, format string, args ...any) {
 				mu.Lock()
 				defer mu.Unlock()
 				if len(failures) < 10 {
 					failures = append(failures, fmt.Sprintf(format, args...))
+					failed = append(failed, id)
 				}
 			}
 			for cl := range clients {
@@ -485,7 +532,7 @@ routes:
 						if c == nil {
 							var err error
 							if c, err = net.Dial("tcp", e.Addr("http")); err != nil {
-								fail("dial: %v", err)
+								fail(id, "%s: dial: %v", id, err)
 								return
 							}
 							br = bufio.NewReader(c)
@@ -500,23 +547,23 @@ routes:
 							}
 							k := 1 + rng.IntN(min(len(p)-1, 200))
 							if _, err := io.WriteString(c, p[:k]); err != nil {
-								fail("%s: write: %v (the edge said %q)", id, err, drain(br))
+								fail(id, "%s: write: %v (the edge said %q)", id, err, drain(br))
 								return
 							}
 							p = p[k:]
 							time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
 						}
 						if _, err := io.WriteString(c, p); err != nil {
-							fail("%s: write: %v (the edge said %q)", id, err, drain(br))
+							fail(id, "%s: write: %v (the edge said %q)", id, err, drain(br))
 							return
 						}
 						resp, got, err := readAnswer(br, http.MethodPost)
 						if err != nil {
-							fail("%s (%d bytes): no answer: %v", id, size, err)
+							fail(id, "%s (%d bytes): no answer: %v", id, size, err)
 							return
 						}
 						if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Id") != id || got != digest {
-							fail("%s (%d bytes): %d for %q, digest %.64q want %s", id, size, resp.StatusCode, resp.Header.Get("X-Id"), got, digest)
+							fail(id, "%s (%d bytes): %d for %q, digest %.64q want %s", id, size, resp.StatusCode, resp.Header.Get("X-Id"), got, digest)
 						}
 						if resp.Close {
 							c.Close()
@@ -529,25 +576,83 @@ routes:
 			for _, f := range failures {
 				t.Error(f)
 			}
-			if len(failures) > 0 {
-				for _, l := range strings.Split(logs.String(), "\n") {
-					if strings.Contains(l, "h1server") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
-						t.Log(l)
-					}
-				}
-			}
 			log.mu.Lock()
-			defer log.mu.Unlock()
 			for id, digests := range log.digests {
 				if w, ok := want[id]; !ok || len(digests) != 1 || digests[0] != w {
 					t.Errorf("%s: the upstream received %v, want one body with digest %s", id, digests, w)
+					failed = append(failed, id)
 				}
 			}
-			if len(log.digests) != len(want) {
-				t.Errorf("the upstream received %d requests, %d were sent", len(log.digests), len(want))
+			for id := range want {
+				if _, ok := log.digests[id]; !ok {
+					t.Errorf("%s: never reached the upstream's handler", id)
+					failed = append(failed, id)
+				}
+			}
+			log.mu.Unlock()
+			if len(failed) > 0 {
+				// What each side recorded, so that a failure that does not
+				// come back on a rerun still says where the request ended.
+				for _, l := range accessLogLines(accessLog, failed) {
+					t.Log("access log:", l)
+				}
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(l, "h1server") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+						t.Log("edge:", l)
+					}
+				}
+				t.Log(watch.String())
+				t.Log(openFiles())
 			}
 		})
 	}
+}
+
+// accessLogLines are the lines of the access log at path for the requests
+// to /open/<id>, one for each of ids (at most 10). The edge writes a line
+// once its handler returns, which can be after the client has its answer:
+// it waits a little for lines that are missing.
+func accessLogLines(path string, ids []string) []string {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	if len(ids) > 10 {
+		ids = ids[:10]
+	}
+	var found []string
+	waitFor(2*time.Second, func() bool {
+		b, _ := os.ReadFile(path)
+		found = found[:0]
+		for _, id := range ids {
+			key := fmt.Sprintf(`"path":"/open/%s"`, id)
+			line := id + ": no line"
+			for l := range strings.SplitSeq(string(b), "\n") {
+				if strings.Contains(l, key) {
+					line = l
+				}
+			}
+			found = append(found, line)
+		}
+		return !strings.Contains(strings.Join(found, "\n"), ": no line")
+	})
+	return found
+}
+
+// openFiles is how many files the test process has open and may open
+// (Linux), for a failure's message: an edge whose dial to its upstream
+// fails with EMFILE answers 502 for a request the upstream never saw.
+func openFiles() string {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return "open files: unknown (" + err.Error() + ")"
+	}
+	limit := "unknown"
+	if b, err := os.ReadFile("/proc/self/limits"); err == nil {
+		for l := range strings.SplitSeq(string(b), "\n") {
+			if f := strings.Fields(strings.TrimPrefix(l, "Max open files")); strings.HasPrefix(l, "Max open files") && len(f) >= 2 {
+				limit = f[0] + " soft, " + f[1] + " hard"
+			}
+		}
+	}
+	return fmt.Sprintf("the test process has %d files open; its limit: %s", len(fds), limit)
 }
 
 // fillRandom fills b with bytes from rng, eight at a time.
