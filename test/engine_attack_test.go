@@ -470,112 +470,80 @@ routes:
 				total   = 1000
 			)
 			var (
-				next     atomic.Int64
-				wg       sync.WaitGroup
-				mu       sync.Mutex
-				failures []string
-				failed   []string              // the ids of the requests in failures
-				want     = map[string]string{} // id -> digest
+				fails failureLog
+				mu    sync.Mutex
+				want  = map[string]string{} // id -> digest
 			)
-			fail := func(id, format string, args ...any) {
+			fail := fails.add
+			runClients(clients, total, 11, func(k *keepAliveClient, n int64) bool {
+				rng := k.rng
+				id := fmt.Sprintf("%s-%d", engine, n)
+				size := sizes[rng.IntN(len(sizes))]
+				body := make([]byte, size)
+				fillRandom(rng, body)
+				sum := sha256.Sum256(body)
+				digest := hex.EncodeToString(sum[:])
 				mu.Lock()
-				defer mu.Unlock()
-				if len(failures) < 10 {
-					failures = append(failures, fmt.Sprintf(format, args...))
-					failed = append(failed, id)
-				}
-			}
-			for cl := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(cl), 11))
-					var c net.Conn
-					var br *bufio.Reader
-					defer func() {
-						if c != nil {
-							c.Close()
-						}
-					}()
-					for {
-						n := next.Add(1)
-						if n > total {
-							return
-						}
-						id := fmt.Sprintf("%s-%d", engine, n)
-						size := sizes[rng.IntN(len(sizes))]
-						body := make([]byte, size)
-						fillRandom(rng, body)
-						sum := sha256.Sum256(body)
-						digest := hex.EncodeToString(sum[:])
-						mu.Lock()
-						want[id] = digest
-						mu.Unlock()
-						var msg string
-						if rng.IntN(2) == 0 {
-							msg = fmt.Sprintf("POST /open/%s HTTP/1.1\r\nHost: a\r\nX-Id: %s\r\nContent-Length: %d\r\n\r\n%s", id, id, size, body)
-						} else {
-							msg = "POST /open/" + id + " HTTP/1.1\r\nHost: a\r\nX-Id: " + id + "\r\nTransfer-Encoding: chunked\r\n\r\n"
-							rest := body
-							var b strings.Builder
-							for len(rest) > 0 {
-								k := min(len(rest), 1+rng.IntN([]int{300, 4096, 70000}[rng.IntN(3)]))
-								fmt.Fprintf(&b, "%x\r\n%s\r\n", k, rest[:k])
-								rest = rest[k:]
-							}
-							msg += b.String() + "0\r\n\r\n"
-						}
-						// Dialled only once the request is ready: the
-						// first head must arrive within read_header_timeout
-						// of the accept, and building a MiB under -race on
-						// a loaded machine can take a while.
-						if c == nil {
-							var err error
-							if c, err = net.Dial("tcp", e.Addr("http")); err != nil {
-								fail(id, "%s: dial: %v", id, err)
-								return
-							}
-							br = bufio.NewReader(c)
-						}
-						_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-						// In pieces: the first few at random places, then
-						// the rest at once.
-						p := msg
-						for range rng.IntN(4) {
-							if len(p) < 2 {
-								break
-							}
-							k := 1 + rng.IntN(min(len(p)-1, 200))
-							if _, err := io.WriteString(c, p[:k]); err != nil {
-								fail(id, "%s: write: %v (the edge said %q)", id, err, drain(br))
-								return
-							}
-							p = p[k:]
-							time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
-						}
-						if _, err := io.WriteString(c, p); err != nil {
-							fail(id, "%s: write: %v (the edge said %q)", id, err, drain(br))
-							return
-						}
-						resp, got, err := readAnswer(br, http.MethodPost)
-						if err != nil {
-							fail(id, "%s (%d bytes): no answer: %v", id, size, err)
-							return
-						}
-						if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Id") != id || got != digest {
-							fail(id, "%s (%d bytes): %d for %q, digest %.64q want %s", id, size, resp.StatusCode, resp.Header.Get("X-Id"), got, digest)
-						}
-						if resp.Close {
-							c.Close()
-							c = nil
-						}
+				want[id] = digest
+				mu.Unlock()
+				var msg string
+				if rng.IntN(2) == 0 {
+					msg = fmt.Sprintf("POST /open/%s HTTP/1.1\r\nHost: a\r\nX-Id: %s\r\nContent-Length: %d\r\n\r\n%s", id, id, size, body)
+				} else {
+					msg = "POST /open/" + id + " HTTP/1.1\r\nHost: a\r\nX-Id: " + id + "\r\nTransfer-Encoding: chunked\r\n\r\n"
+					rest := body
+					var b strings.Builder
+					for len(rest) > 0 {
+						k := min(len(rest), 1+rng.IntN([]int{300, 4096, 70000}[rng.IntN(3)]))
+						fmt.Fprintf(&b, "%x\r\n%s\r\n", k, rest[:k])
+						rest = rest[k:]
 					}
-				}()
-			}
-			wg.Wait()
-			for _, f := range failures {
-				t.Error(f)
-			}
+					msg += b.String() + "0\r\n\r\n"
+				}
+				// Dialled only once the request is ready: the
+				// first head must arrive within read_header_timeout
+				// of the accept, and building a MiB under -race on
+				// a loaded machine can take a while.
+				if err := k.dial(e.Addr("http")); err != nil {
+					fail(id, "%s: dial: %v", id, err)
+					return false
+				}
+				c, br := k.c, k.br
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				// In pieces: the first few at random places, then
+				// the rest at once.
+				p := msg
+				for range rng.IntN(4) {
+					if len(p) < 2 {
+						break
+					}
+					k := 1 + rng.IntN(min(len(p)-1, 200))
+					if _, err := io.WriteString(c, p[:k]); err != nil {
+						fail(id, "%s: write: %v (the edge said %q)", id, err, drain(br))
+						return false
+					}
+					p = p[k:]
+					time.Sleep(time.Duration(rng.IntN(200)) * time.Microsecond)
+				}
+				if _, err := io.WriteString(c, p); err != nil {
+					fail(id, "%s: write: %v (the edge said %q)", id, err, drain(br))
+					return false
+				}
+				resp, got, err := readAnswer(br, http.MethodPost)
+				if err != nil {
+					fail(id, "%s (%d bytes): no answer: %v", id, size, err)
+					return false
+				}
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Id") != id || got != digest {
+					fail(id, "%s (%d bytes): %d for %q, digest %.64q want %s", id, size, resp.StatusCode, resp.Header.Get("X-Id"), got, digest)
+				}
+				if resp.Close {
+					k.drop()
+				}
+				return true
+			})
+			fails.report(t)
+			failed := fails.ids
 			log.mu.Lock()
 			for id, digests := range log.digests {
 				if w, ok := want[id]; !ok || len(digests) != 1 || digests[0] != w {
@@ -1008,87 +976,51 @@ routes:
 			// same window); only not reusing connections closes it.
 			paths := []string{"/ok", "/extra", "/204", "/1xx", "/cut", "/chunked-extra", "/ok2"}
 			const clients, total = 32, 4000
-			var (
-				next     atomic.Int64
-				wg       sync.WaitGroup
-				mu       sync.Mutex
-				failures []string
-			)
-			fail := func(format string, args ...any) {
-				mu.Lock()
-				defer mu.Unlock()
-				if len(failures) < 10 {
-					failures = append(failures, fmt.Sprintf(format, args...))
+			var fails failureLog
+			runClients(clients, total, 5, func(k *keepAliveClient, n int64) bool {
+				rng := k.rng
+				id := fmt.Sprintf("%s-%d", engine, n)
+				if err := k.dial(e.Addr("http")); err != nil {
+					fails.add(id, "dial: %v", err)
+					return false
 				}
-			}
-			for cl := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(cl), 5))
-					var c net.Conn
-					var br *bufio.Reader
-					defer func() {
-						if c != nil {
-							c.Close()
-						}
-					}()
-					for {
-						n := next.Add(1)
-						if n > total {
-							return
-						}
-						if c == nil {
-							var err error
-							if c, err = net.Dial("tcp", e.Addr("http")); err != nil {
-								fail("dial: %v", err)
-								return
-							}
-							br = bufio.NewReader(c)
-						}
-						id := fmt.Sprintf("%s-%d", engine, n)
-						path := paths[rng.IntN(len(paths))]
-						method := http.MethodGet
-						if rng.IntN(8) == 0 {
-							method = http.MethodHead
-						}
-						_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-						if _, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a\r\nX-Id: "+id+"\r\n\r\n"); err != nil {
-							fail("%s: %v", id, err)
-							return
-						}
-						resp, body, err := readAnswer(br, method)
-						if err != nil {
-							if path != "/cut" {
-								// An answer cut short must reach the
-								// client cut short: only there.
-								fail("%s %s %s: %v", method, path, id, err)
-							}
-							c.Close()
-							c = nil
-							continue
-						}
-						got := resp.Header.Get("X-Id")
-						switch {
-						case resp.StatusCode == http.StatusBadGateway && path == "/cut":
-						case resp.StatusCode >= 500:
-							fail("%s %s %s: %d %q", method, path, id, resp.StatusCode, body)
-						case got != id:
-							fail("%s %s %s: got the answer of %q: %d %q", method, path, id, got, resp.StatusCode, body)
-						case method == http.MethodGet && path != "/204" && path != "/cut" && body != id:
-							fail("%s %s %s: body %q", method, path, id, body)
-						}
-						if resp.Close {
-							c.Close()
-							c = nil
-						}
+				c, br := k.c, k.br
+				path := paths[rng.IntN(len(paths))]
+				method := http.MethodGet
+				if rng.IntN(8) == 0 {
+					method = http.MethodHead
+				}
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				if _, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a\r\nX-Id: "+id+"\r\n\r\n"); err != nil {
+					fails.add(id, "%s: %v", id, err)
+					return false
+				}
+				resp, body, err := readAnswer(br, method)
+				if err != nil {
+					if path != "/cut" {
+						// An answer cut short must reach the
+						// client cut short: only there.
+						fails.add(id, "%s %s %s: %v", method, path, id, err)
 					}
-				}()
-			}
-			wg.Wait()
-			for _, f := range failures {
-				t.Error(f)
-			}
+					k.drop()
+					return true
+				}
+				got := resp.Header.Get("X-Id")
+				switch {
+				case resp.StatusCode == http.StatusBadGateway && path == "/cut":
+				case resp.StatusCode >= 500:
+					fails.add(id, "%s %s %s: %d %q", method, path, id, resp.StatusCode, body)
+				case got != id:
+					fails.add(id, "%s %s %s: got the answer of %q: %d %q", method, path, id, got, resp.StatusCode, body)
+				case method == http.MethodGet && path != "/204" && path != "/cut" && body != id:
+					fails.add(id, "%s %s %s: body %q", method, path, id, body)
+				}
+				if resp.Close {
+					k.drop()
+				}
+				return true
+			})
+			fails.report(t)
 		})
 	}
 }
@@ -1135,4 +1067,80 @@ routes:
 			})
 		}
 	}
+}
+
+// failureLog keeps the first ten failures reported by many clients, and
+// the ids of the requests they were about.
+type failureLog struct {
+	mu   sync.Mutex
+	msgs []string
+	ids  []string
+}
+
+func (f *failureLog) add(id, format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.msgs) < 10 {
+		f.msgs = append(f.msgs, fmt.Sprintf(format, args...))
+		f.ids = append(f.ids, id)
+	}
+}
+
+// report fails t with each failure kept.
+func (f *failureLog) report(t *testing.T) {
+	t.Helper()
+	for _, m := range f.msgs {
+		t.Error(m)
+	}
+}
+
+// keepAliveClient is one of runClients' clients: its own random source,
+// and at most one connection, dialled when a request needs one.
+type keepAliveClient struct {
+	rng *rand.Rand
+	c   net.Conn
+	br  *bufio.Reader
+}
+
+// dial connects to addr unless the client is still connected.
+func (k *keepAliveClient) dial(addr string) error {
+	if k.c != nil {
+		return nil
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	k.c, k.br = c, bufio.NewReader(c)
+	return nil
+}
+
+// drop closes the client's connection; the next request dials again.
+func (k *keepAliveClient) drop() {
+	if k.c != nil {
+		k.c.Close()
+		k.c, k.br = nil, nil
+	}
+}
+
+// runClients runs clients keep-alive clients that share the requests
+// numbered 1 to total between them, and waits for them. Each calls send
+// for the requests it takes, and stops when send returns false; client i's
+// random source is seeded with (i, seed).
+func runClients(clients int, total int64, seed uint64, send func(k *keepAliveClient, n int64) bool) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			k := &keepAliveClient{rng: rand.New(rand.NewPCG(uint64(i), seed))}
+			defer k.drop()
+			for {
+				n := next.Add(1)
+				if n > total || !send(k, n) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

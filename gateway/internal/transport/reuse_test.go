@@ -98,11 +98,8 @@ func TestH1TransportExpiredIdleConnsUnderConcurrency(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return resp.Body.Close()
 	}
-	host := srv.Listener.Addr().String()
-	for round := range rounds {
-		// Fill the pool with conns idle connections, then age them all
-		// past the timeout with their timers stopped, as if each timer
-		// were about to fire.
+	// burst sends conns requests at once.
+	burst := func(round int) {
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for range conns {
@@ -115,6 +112,13 @@ func TestH1TransportExpiredIdleConnsUnderConcurrency(t *testing.T) {
 		}
 		close(start)
 		wg.Wait()
+	}
+	host := srv.Listener.Addr().String()
+	for round := range rounds {
+		// Fill the pool with conns idle connections, then age them all
+		// past the timeout with their timers stopped, as if each timer
+		// were about to fire.
+		burst(round)
 		h1.mu.Lock()
 		for _, c := range h1.idle[host] {
 			c.idleAt = c.idleAt.Add(-2 * h1.idleTimeout)
@@ -125,17 +129,7 @@ func TestH1TransportExpiredIdleConnsUnderConcurrency(t *testing.T) {
 		h1.mu.Unlock()
 		// Every request now finds only expired connections and dials,
 		// concurrently with the others closing theirs and putting back.
-		start = make(chan struct{})
-		for range conns {
-			wg.Go(func() {
-				<-start
-				if err := get(); err != nil {
-					t.Errorf("round %d: %v", round, err)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
+		burst(round)
 		if t.Failed() {
 			return
 		}
