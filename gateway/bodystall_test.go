@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	goruntime "runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,35 +51,6 @@ func newStallUpstream(t *testing.T) *stallUpstream {
 	})
 	return u
 }
-
-// stallBody is a client body that sends part, then stalls: its next read
-// blocks (blocked is closed) until the test says the deadline passed
-// (stall), then ends as cut does, in the order the case gives.
-type stallBody struct {
-	part    string
-	blocked chan struct{}
-	stall   chan struct{}
-	cut     func() error
-	once    sync.Once
-}
-
-func (b *stallBody) Read(p []byte) (int, error) {
-	if b.part != "" {
-		n := copy(p, b.part)
-		b.part = b.part[n:]
-		return n, nil
-	}
-	first := false
-	b.once.Do(func() { first = true })
-	if !first {
-		return 0, errDeadline
-	}
-	close(b.blocked)
-	<-b.stall
-	return 0, b.cut()
-}
-
-func (b *stallBody) Close() error { return nil }
 
 var errDeadline = fmt.Errorf("read tcp 127.0.0.1:8443->127.0.0.1:50000: %w", os.ErrDeadlineExceeded)
 
@@ -147,8 +117,8 @@ routes:
 				for i := range runs {
 					ctx, cancel := context.WithCancel(context.Background())
 					served := make(chan struct{})
-					body := &stallBody{part: "0123456789", blocked: make(chan struct{}), stall: make(chan struct{})}
-					body.cut = func() error { return tc.order(cancel, served) }
+					body := testutil.NewStallBody([]byte("0123456789"), errDeadline)
+					body.Cut = func() ([]byte, error) { return nil, tc.order(cancel, served) }
 					req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/upload", nil)
 					req.Body, req.ContentLength = body, framing.length
 					w := &deadlineWriter{ResponseRecorder: httptest.NewRecorder()}
@@ -156,8 +126,8 @@ routes:
 						defer close(served)
 						rt.ServeHTTP(w, req)
 					}()
-					<-body.blocked // the upstream waits for the rest
-					close(body.stall)
+					<-body.Blocked // the upstream waits for the rest
+					close(body.Stall)
 					<-served
 					cancel()
 					var eb struct{ Status int }

@@ -24,20 +24,7 @@ var trivial = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 // net/http's server. The client is a minimal raw one so that the numbers
 // are the servers'.
 func BenchmarkServeKeepAlive(b *testing.B) {
-	b.Run("engine=causeway", func(b *testing.B) {
-		_, addr := serveOurs(b, trivial, nil)
-		runKeepAlive(b, addr)
-	})
-	b.Run("engine=net-http", func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		s := &http.Server{Handler: trivial, ErrorLog: log.New(io.Discard, "", 0)}
-		go func() { _ = s.Serve(ln) }()
-		defer s.Close()
-		runKeepAlive(b, ln.Addr().String())
-	})
+	bothEngines(b, runKeepAlive)
 }
 
 func runKeepAlive(b *testing.B, addr string) {
@@ -131,9 +118,15 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		b.ReportMetric(stack/conns/1024, "stack-KiB/conn")
 		b.ReportMetric(0, "ns/op")
 	}
+	bothEngines(b, measure)
+}
+
+// bothEngines runs bench against this engine's server and net/http's,
+// each serving the trivial handler on loopback.
+func bothEngines(b *testing.B, bench func(b *testing.B, addr string)) {
 	b.Run("engine=causeway", func(b *testing.B) {
 		_, addr := serveOurs(b, trivial, nil)
-		measure(b, addr)
+		bench(b, addr)
 	})
 	b.Run("engine=net-http", func(b *testing.B) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -143,6 +136,6 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		s := &http.Server{Handler: trivial, ErrorLog: log.New(io.Discard, "", 0)}
 		go func() { _ = s.Serve(ln) }()
 		defer s.Close()
-		measure(b, ln.Addr().String())
+		bench(b, ln.Addr().String())
 	})
 }

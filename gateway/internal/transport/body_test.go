@@ -527,37 +527,6 @@ func TestH1TransportClientBodyFails(t *testing.T) {
 	}
 }
 
-// stallingBody gives part, then blocks as a client that stops sending
-// does (blocked is closed) until the test lets the edge's body timeout
-// cut it (stall); cut then ends the read in the order the case gives,
-// with the bytes it returns.
-type stallingBody struct {
-	part    []byte
-	blocked chan struct{}
-	stall   chan struct{}
-	cut     func() ([]byte, error)
-	once    sync.Once
-}
-
-func (b *stallingBody) Read(p []byte) (int, error) {
-	if len(b.part) > 0 {
-		n := copy(p, b.part)
-		b.part = b.part[n:]
-		return n, nil
-	}
-	first := false
-	b.once.Do(func() { first = true })
-	if !first {
-		return 0, errStalled
-	}
-	close(b.blocked)
-	<-b.stall
-	last, err := b.cut()
-	return copy(p, last), err
-}
-
-func (b *stallingBody) Close() error { return nil }
-
 var errStalled = fmt.Errorf("read tcp: %w", os.ErrDeadlineExceeded)
 
 // A client body that stalls after a part and is then cut by the edge's
@@ -623,15 +592,15 @@ func TestH1TransportStalledBodyNeverCompletes(t *testing.T) {
 						ctx, cancel := context.WithCancel(context.Background())
 						returned := make(chan struct{})
 						head, tail := part[:len(part)-tc.tail], part[len(part)-tc.tail:]
-						body := &stallingBody{part: head, blocked: make(chan struct{}), stall: make(chan struct{})}
-						body.cut = func() ([]byte, error) {
+						body := testutil.NewStallBody(head, errStalled)
+						body.Cut = func() ([]byte, error) {
 							tc.cut(cancel, returned)
 							return tail, errStalled
 						}
 						req := post(t, "http://"+up.addr+"/", body, f.length).WithContext(ctx)
 						go func() {
-							<-body.blocked // the upstream waits for the rest
-							close(body.stall)
+							<-body.Blocked // the upstream waits for the rest
+							close(body.Stall)
 						}()
 						resp, err := h1.RoundTrip(req)
 						close(returned)
