@@ -67,7 +67,8 @@ var budgetStages = []budgetStage{
 // per stage in 3 interleaved rounds and logs the medians.
 // CAUSEWAY_CPU_BUDGET_PROFILES=DIR also saves a 3-second CPU profile of the
 // edge and of the sidecar under each stage's load of the last round, as
-// DIR/<stage>-edge.pb.gz and DIR/<stage>-sidecar.pb.gz, for `go tool pprof`.
+// DIR/<stage>-edge.pb.gz and DIR/<stage>-sidecar.pb.gz, for `go tool pprof`;
+// CAUSEWAY_CPU_BUDGET_REQUESTS=N sets the requests per stage.
 func TestPipelineCPUBudget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs an edge, a sidecar and redis-server as processes")
@@ -75,6 +76,13 @@ func TestPipelineCPUBudget(t *testing.T) {
 	requests, rounds := 1000, 1
 	if os.Getenv("CAUSEWAY_CPU_BUDGET") == "1" {
 		requests, rounds = 20_000, 3
+	}
+	if v := os.Getenv("CAUSEWAY_CPU_BUDGET_REQUESTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("CAUSEWAY_CPU_BUDGET_REQUESTS=%q: want a positive number", v)
+		}
+		requests = n
 	}
 	const conns = 16
 	profiles := os.Getenv("CAUSEWAY_CPU_BUDGET_PROFILES")
@@ -224,11 +232,11 @@ inbound: {listen: %q, forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/g
 				}
 				e0, s0 := procCPUTime(t, edge.pid()), procCPUTime(t, sidecar.pid())
 				err := budgetLoad(conns, requests, call, tok, s.headers)
+				e1, s1 := procCPUTime(t, edge.pid()), procCPUTime(t, sidecar.pid())
 				profiling.Wait()
 				if err != nil {
 					t.Fatal(err)
 				}
-				e1, s1 := procCPUTime(t, edge.pid()), procCPUTime(t, sidecar.pid())
 				if got := received.Load() - r0; got != int64(requests) {
 					t.Errorf("the service received %d requests, %d were sent", got, requests)
 				}
@@ -390,9 +398,12 @@ func startBudgetProcess(t *testing.T, bin, dir, mode string, pprof bool, cfg str
 
 func (p *budgetProcess) pid() int { return p.cmd.Process.Pid }
 
-// saveCPUProfile writes a 3-second CPU profile of the process to path.
+// profileSeconds is how long saveCPUProfile profiles.
+var profileSeconds = 5
+
+// saveCPUProfile writes a CPU profile of the process to path.
 func (p *budgetProcess) saveCPUProfile(t *testing.T, path string) {
-	resp, err := http.Get("http://" + p.admin + "/debug/pprof/profile?seconds=3")
+	resp, err := http.Get("http://" + p.admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(profileSeconds))
 	if err != nil {
 		t.Errorf("profile: %v", err)
 		return
