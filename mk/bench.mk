@@ -12,3 +12,13 @@
 bench-memory:
 	$(if $(PROFILE_DIR),mkdir -p $(PROFILE_DIR) &&) IDLE_PROFILE_DIR=$(PROFILE_DIR) IDLE_TLS_FULL_HANDSHAKES=1 IDLE_H2=1 \
 	  $(GO) test -count=1 -run '^TestEdgeIdleConnectionsMemory$$' -v ./test/
+
+# CPU per request that each stage of the edge adds, the edge and the sidecar
+# as processes of their own (test/cpubudget_test.go; a 1,000-request run of
+# it is part of `make test`): 20,000 requests per stage, 3 interleaved
+# rounds, medians. The budget (docs/performance.md "CPU budget"): the whole
+# pipeline at most 3x the plain proxy's CPU per request.
+.PHONY: bench-cpu
+
+bench-cpu: deps
+	PATH=$(CURDIR)/.tools/bin:$$PATH CAUSEWAY_CPU_BUDGET=1 $(GO) test -count=1 -run '^TestPipelineCPUBudget$$' -v ./test/

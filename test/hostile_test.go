@@ -27,11 +27,21 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(cleanupM{m},
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 	)
+}
+
+// cleanupM runs the tests, then removes what they shared (the binary
+// buildCauseway built), before goleak looks for leaks.
+type cleanupM struct{ *testing.M }
+
+func (m cleanupM) Run() int {
+	code := m.M.Run()
+	removeBuiltBinary()
+	return code
 }
 
 // recordingUpstream remembers every request that reached it.

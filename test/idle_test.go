@@ -53,10 +53,7 @@ func TestEdgeIdleConnectionsMemory(t *testing.T) {
 	}
 	raiseFileLimit(t, idleConns+4096) // the cases run one after the other
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "causeway")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildCauseway(t, dir)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, strings.Repeat("x", 64))
 	}))

@@ -71,13 +71,45 @@ inbound: {listen: %q, forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/g
 		})
 }
 
-func buildCauseway(t *testing.T, dir string) string {
+// buildCauseway builds ./cmd/causeway once per run of the package and
+// returns its path; the tests that run the binary share it (none changes
+// it), and TestMain removes it. dir is unused and kept for the callers'
+// symmetry with their own files.
+func buildCauseway(t *testing.T, _ string) string {
 	t.Helper()
-	bin := filepath.Join(dir, "causeway")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	built.once.Do(func() {
+		d, err := os.MkdirTemp("", "causeway-test-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.dir = d
+		bin := filepath.Join(d, "causeway")
+		if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("build: %v\n%s", err, out)
+			return
+		}
+		built.bin = bin
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return bin
+	return built.bin
+}
+
+// built is the binary buildCauseway made for this run of the package.
+var built struct {
+	once     sync.Once
+	dir, bin string
+	err      error
+}
+
+// removeBuiltBinary deletes what buildCauseway made; TestMain calls it
+// after the tests.
+func removeBuiltBinary() {
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
 }
 
 // upgradeUnderLoad starts old, loads url with 8 workers (half keep-alive,
