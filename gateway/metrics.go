@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -39,9 +40,12 @@ type metrics struct {
 	certExpiry        *prometheus.GaugeVec
 	certReloads       *prometheus.CounterVec
 	endpointHealthy   *prometheus.GaugeVec
-	meshRequests      *prometheus.CounterVec
-	callerTokens      *prometheus.CounterVec
-	workloadAPIUp     *prometheus.GaugeVec
+	// endpointHealth holds a handle on each of endpointHealthy's series
+	// across generations (proxy.HealthSeries).
+	endpointHealth *proxy.HealthSeries
+	meshRequests   *prometheus.CounterVec
+	callerTokens   *prometheus.CounterVec
+	workloadAPIUp  *prometheus.GaugeVec
 	// outboundEndpoints is a sidecar's view of the cluster
 	// (outbound.kubernetes): endpoints callable and left out.
 	outboundEndpoints *prometheus.GaugeVec
@@ -103,6 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
 		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
 		m.callerTokens, m.outboundEndpoints, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.endpointHealth = proxy.NewHealthSeries(m.endpointHealthy)
 	m.unmatched = m.forRoute("_unmatched")
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r) // export zeros so rate() works from the start

@@ -131,7 +131,7 @@ func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*proxy.Upstr
 		Hooks: proxy.Hooks{Track: trackRequest, Wrap: traceTransport, ClientIP: resolvedClientIP}}
 	if m := deps.metrics; m != nil {
 		ud.Hooks.Observe = m.upstreamRequest
-		ud.Hooks.HealthGauge = m.endpointHealthy
+		ud.Hooks.HealthGauge = m.endpointHealth
 	}
 	return proxy.New(name, cfg, ud)
 }

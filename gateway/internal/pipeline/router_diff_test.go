@@ -173,3 +173,21 @@ func FuzzRouterMatchesReference(f *testing.F) {
 		compareRouters(t, entries, requests)
 	})
 }
+
+// The router sorts on specificityOf's key: for every pair of random
+// matches, the key orders them exactly as moreSpecificLit does, ties
+// included (so the stable sort keeps the file's order where it did).
+func TestSpecificityKeyIsMoreSpecific(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for range 200_000 {
+		a, b := randomMatch(rng), randomMatch(rng)
+		la, lb := pathLiteral(a), pathLiteral(b)
+		ka, kb := specificityOf(a, la, 0).key, specificityOf(b, lb, 1).key
+		if got, want := ka > kb, moreSpecificLit(a, la, b, lb); got != want {
+			t.Fatalf("%+v before %+v: key says %v, moreSpecificLit %v", a, b, got, want)
+		}
+		if got, want := kb > ka, moreSpecificLit(b, lb, a, la); got != want {
+			t.Fatalf("%+v before %+v: key says %v, moreSpecificLit %v", b, a, got, want)
+		}
+	}
+}

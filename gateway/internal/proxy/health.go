@@ -28,7 +28,9 @@ type healthState struct {
 	upstream string
 	log      *slog.Logger
 	now      func() time.Time
-	gauge    *prometheus.GaugeVec // upstream label curried; nil: no metrics
+	series   *HealthSeries // nil: no metrics
+	// lookupGauge: see Deps.lookupGauge.
+	lookupGauge bool
 
 	consecutive int32 // 0: outlier detection off
 	ejectFor    time.Duration
@@ -40,8 +42,8 @@ type healthState struct {
 	EjectionsTotal atomic.Int64
 }
 
-func NewHealthState(name string, cb *routes.CircuitBreaker, gauge *prometheus.GaugeVec, now func() time.Time) *healthState {
-	h := &healthState{upstream: name, log: slog.Default(), now: now, gauge: gauge}
+func NewHealthState(name string, cb *routes.CircuitBreaker, series *HealthSeries, now func() time.Time) *healthState {
+	h := &healthState{upstream: name, log: slog.Default(), now: now, series: series}
 	if cb != nil && cb.Consecutive5xx > 0 {
 		h.consecutive = int32(cb.Consecutive5xx)
 		h.ejectFor = cb.EjectFor.D()
@@ -110,20 +112,85 @@ func (h *healthState) removed(e *Endpoint, dropLabel bool) {
 	if e.ejectedUntil.Swap(0) != 0 {
 		h.ejected.Add(-1)
 	}
-	if dropLabel && h.gauge != nil {
-		h.gauge.DeleteLabelValues(e.Label)
+	if dropLabel && h.series != nil {
+		h.series.drop(h.upstream, e.Label)
 	}
 }
 
+// HealthSeries is causeway_upstream_endpoint_healthy with a handle on
+// each endpoint's series that outlives generations: an endpoint object
+// keeps the handle, the next generation's object of that address takes it
+// over (Upstream.inherit), and only a new address looks its series up.
+// Looking up 100,000 series again on every build was a tenth of the
+// build. One HealthSeries per vector, shared by every generation, so that
+// there is one handle per series: deleting the series marks it gone for
+// every holder, which then looks the series up again, exactly as a lookup
+// on every write would, instead of writing to a series no longer
+// exported.
+type HealthSeries struct {
+	vec *prometheus.GaugeVec // labels upstream, endpoint
+
+	mu   sync.Mutex
+	refs map[[2]string]*gaugeRef // none of them gone
+}
+
+// NewHealthSeries wraps vec, whose labels are upstream and endpoint.
+func NewHealthSeries(vec *prometheus.GaugeVec) *HealthSeries {
+	return &HealthSeries{vec: vec, refs: map[[2]string]*gaugeRef{}}
+}
+
+// gaugeRef is the handle on one series; gone is set when it was deleted.
+type gaugeRef struct {
+	g    prometheus.Gauge
+	gone atomic.Bool
+}
+
+func (s *HealthSeries) ref(upstream, endpoint string) *gaugeRef {
+	k := [2]string{upstream, endpoint}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.refs[k]
+	if r == nil {
+		r = &gaugeRef{g: s.vec.WithLabelValues(upstream, endpoint)}
+		s.refs[k] = r
+	}
+	return r
+}
+
+// drop deletes the series; every holder of its handle sees it gone.
+func (s *HealthSeries) drop(upstream, endpoint string) {
+	k := [2]string{upstream, endpoint}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.refs[k]; r != nil {
+		r.gone.Store(true)
+		delete(s.refs, k)
+	}
+	s.vec.DeleteLabelValues(upstream, endpoint)
+}
+
 func (h *healthState) set(e *Endpoint, up bool) {
-	if h.gauge == nil {
+	if h.series == nil {
 		return
 	}
 	v := 0.0
 	if up {
 		v = 1
 	}
-	h.gauge.WithLabelValues(e.Label).Set(v)
+	if h.lookupGauge {
+		h.series.vec.WithLabelValues(h.upstream, e.Label).Set(v)
+		return
+	}
+	g := e.gauge
+	if g == nil || g.gone.Load() {
+		g = h.series.ref(h.upstream, e.Label)
+		if e.gauge == nil {
+			// Only an endpoint not yet published has none (added,
+			// inherit): a live one's field is never written.
+			e.gauge = g
+		}
+	}
+	g.g.Set(v)
 }
 
 // markDown and markUp are the active checker's verdicts.

@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/mesh"
@@ -51,6 +49,11 @@ type Endpoint struct {
 	checkOK, checkFail atomic.Int32
 
 	Health *healthState // nil for endpoints built outside an upstream (tests)
+	// gauge is the handle on the endpoint's health series (HealthSeries),
+	// shared by every object of this address in this upstream (the next
+	// generation's, one under a new weight). Set before the endpoint is
+	// published, then read-only.
+	gauge *gaugeRef
 }
 
 // Available reports whether the endpoint may take a request now.
@@ -186,8 +189,9 @@ type Hooks struct {
 	// ctx (trusted proxies applied), for ring_hash on client_ip; "" or nil:
 	// the peer address.
 	ClientIP func(ctx context.Context) string
-	// HealthGauge is causeway_upstream_endpoint_healthy.
-	HealthGauge *prometheus.GaugeVec
+	// HealthGauge is causeway_upstream_endpoint_healthy, shared by every
+	// generation's upstreams.
+	HealthGauge *HealthSeries
 }
 
 func (h *Hooks) track(ctx context.Context) Tracker {
@@ -215,6 +219,10 @@ type Deps struct {
 	// time.Now).
 	Now   func() time.Time
 	Hooks Hooks
+	// lookupGauge makes every write of an endpoint's health look its
+	// series up, as before the series were carried across generations:
+	// the reference the carried series are tested against.
+	lookupGauge bool
 }
 
 // endpointSpec is an address and weight from the file or from discovery.
@@ -277,11 +285,8 @@ func New(name string, cfg routes.Upstream, deps Deps) (*Upstream, error) {
 	if u.log == nil {
 		u.log = slog.Default()
 	}
-	var gauge *prometheus.GaugeVec
-	if deps.Hooks.HealthGauge != nil {
-		gauge = deps.Hooks.HealthGauge.MustCurryWith(prometheus.Labels{"upstream": name})
-	}
-	u.Health = NewHealthState(name, cfg.CircuitBreaker, gauge, now)
+	u.Health = NewHealthState(name, cfg.CircuitBreaker, deps.Hooks.HealthGauge, now)
+	u.Health.lookupGauge = deps.lookupGauge
 	u.Health.log = u.log
 	if cfg.Retries != nil {
 		u.retry = NewRetryPolicy(cfg.Retries, now)
@@ -418,6 +423,10 @@ func (u *Upstream) setEndpoints(specs []endpointSpec) {
 // nothing would ever bring a down endpoint back.
 func (u *Upstream) inherit(e, from *Endpoint) {
 	h := u.Health
+	if g := from.gauge; g != nil && from.Health != nil && from.Health.series == h.series && from.Health.upstream == h.upstream && !g.gone.Load() {
+		// The series' handle (HealthSeries), not looked up again.
+		e.gauge = g
+	}
 	if u.Cfg.HealthCheck != nil {
 		e.Down.Store(from.Down.Load())
 		e.checkOK.Store(from.checkOK.Load())
