@@ -499,8 +499,9 @@ func readyIf(ok bool) waitOutcome {
 // ReadTimeout); the first request's is the header clock, already running.
 func (c *conn) waitForRequest(first bool) waitOutcome {
 	s := c.srv
+	resumed := c.woken
 	switch {
-	case c.woken:
+	case resumed:
 		// Handed back by the parker: the same wait, on the same clock.
 		c.woken = false
 		if s.shutting.Load() {
@@ -523,7 +524,7 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 	}
 	c.release()
 	if !first && !c.cr.hasByte {
-		if out, ok := c.waitOrPark(); ok {
+		if out, ok := c.waitOrPark(resumed); ok {
 			return out
 		}
 	}
@@ -551,8 +552,10 @@ const defaultParkAfter = 5 * time.Millisecond
 // whatever it holds (decrypted, or a whole record not yet decrypted) to a
 // read before it touches the socket, so a read that times out proves it
 // holds no request bytes. A partial record it keeps is completed by bytes
-// that make the socket readable.
-func (c *conn) waitOrPark() (waitOutcome, bool) {
+// that make the socket readable. resumed: the parker has just handed the
+// connection back; it waits at least defaultParkAfter (what woke it is
+// usually there to read) rather than go straight back.
+func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 	s := c.srv
 	if s.noPark {
 		return 0, false
@@ -566,8 +569,8 @@ func (c *conn) waitOrPark() (waitOutcome, bool) {
 		return 0, false
 	}
 	wait := s.parkAfter
-	if wait == 0 {
-		wait = defaultParkAfter
+	if wait == 0 || resumed {
+		wait = max(wait, defaultParkAfter)
 	}
 	if wait > 0 {
 		dl := time.Now().Add(wait)

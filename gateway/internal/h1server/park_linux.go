@@ -221,3 +221,16 @@ func (h *deadlineHeap) Pop() any {
 	c.heapIndex = -1
 	return c
 }
+
+// parkedConns is how many connections are parked now (tests).
+func (s *Server) parkedConns() int {
+	s.mu.Lock()
+	p := s.pk
+	s.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
