@@ -192,9 +192,8 @@ func (c *conn) run(start bool) {
 		c.srv.trackConn(c, false)
 		c.cancel()
 	}()
+	c.newContext()
 	if start {
-		ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
-		c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 		if c.tcfg != nil {
 			if !c.handshake() {
 				if !c.hijacked {
@@ -209,6 +208,15 @@ func (c *conn) run(start bool) {
 	if !keep && !c.hijacked && c.state.Load() != stateGone {
 		c.rwc.Close()
 	}
+}
+
+// newContext makes the connection's context, the parent of its requests'.
+// A parked connection has none: it would be half a kilobyte of the little
+// a parked connection costs (with the map of children a cancelCtx keeps
+// once it has had one).
+func (c *conn) newContext() {
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 }
 
 // handshake runs the TLS handshake under net/http's timeout (the shortest
@@ -596,11 +604,15 @@ func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 		}
 		_ = c.rwc.SetReadDeadline(c.idleUntil)
 	}
-	// Nothing may run for the connection while it is parked.
-	c.cr.stopTimer()
+	// Nothing may run for the connection while it is parked, and it
+	// keeps no timer or context: the next goroutine makes them again.
+	c.cr.dropTimer()
+	c.cancel()
+	c.ctx, c.cancel = nil, nil
 	if p.park(c, raw, c.idleUntil) {
 		return waitParked, true
 	}
+	c.newContext()
 	if c.state.Load() == stateGone {
 		return waitEnd, true // Shutdown closed it
 	}
@@ -851,6 +863,18 @@ func (cr *connReader) stopTimer() {
 	if cr.timer != nil && cr.pending {
 		cr.timer.Stop()
 		cr.pending = false
+	}
+}
+
+// dropTimer stops the timer and lets it go, for a connection about to be
+// parked (a fire already under way finds the read unwanted and returns
+// before it looks at the timer).
+func (cr *connReader) dropTimer() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if cr.timer != nil {
+		cr.timer.Stop()
+		cr.timer, cr.pending = nil, false
 	}
 }
 

@@ -277,7 +277,7 @@ func TestParkedIdleTimeout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s, addr := serveOurs(t, h, func(s *Server) { s.parkAfter = tc.parkAfter; s.IdleTimeout = 300 * time.Millisecond })
+			s, addr := serveOurs(t, h, func(s *Server) { s.parkAfter = tc.parkAfter; s.IdleTimeout = 2 * time.Second })
 			c, br := dial(t, addr)
 			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 			mustRead(t, br, http.MethodGet)
