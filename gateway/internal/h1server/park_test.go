@@ -112,8 +112,12 @@ func TestParkedConnsServeEveryRequestOnce(t *testing.T) {
 						b, err := io.ReadAll(res.Body)
 						res.Body.Close()
 						sum := sha256.Sum256([]byte(body))
-						if want := fmt.Sprintf("%d/%d %s", c, i, hex.EncodeToString(sum[:])); err != nil || string(b) != want {
-							errs <- fmt.Errorf("client %d request %d: answer %q (%v), want %q", c, i, b, err, want)
+						if err != nil {
+							errs <- fmt.Errorf("client %d request %d: reading the answer: %w", c, i, err)
+							return
+						}
+						if want := fmt.Sprintf("%d/%d %s", c, i, hex.EncodeToString(sum[:])); string(b) != want {
+							errs <- fmt.Errorf("client %d request %d: answer %q, want %q", c, i, b, want)
 							return
 						}
 						// Quiet for 0-20ms: some waits end before parking,
