@@ -190,7 +190,9 @@ func (c *conn) run(start bool) {
 		}
 		c.cr.stopTimer()
 		c.srv.trackConn(c, false)
-		c.cancel()
+		if c.cancel != nil { // nil only between parking and its failure
+			c.cancel()
+		}
 	}()
 	c.newContext()
 	if start {
