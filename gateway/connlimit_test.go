@@ -163,6 +163,10 @@ func TestEdgeDerivedConnectionCap(t *testing.T) {
 			t.Fatalf("connection %d within the cap: %v", i+1, err)
 		}
 	}
+	// Idle past the engine's 5 ms, the two are parked (no goroutine on
+	// Linux): they must still hold their slots, and a parked one closed by
+	// its client must give its slot back.
+	time.Sleep(50 * time.Millisecond)
 	c, err := net.Dial("tcp", e.Addr("http"))
 	if err != nil {
 		t.Fatal(err)

@@ -139,3 +139,11 @@ func bothEngines(b *testing.B, bench func(b *testing.B, addr string)) {
 		bench(b, ln.Addr().String())
 	})
 }
+
+// BenchmarkServeKeepAliveParkAtOnce is BenchmarkServeKeepAlive with every
+// wait for the next request parked at once (parkAfter < 0): what parking
+// costs a request, the figure defaultParkAfter is chosen by.
+func BenchmarkServeKeepAliveParkAtOnce(b *testing.B) {
+	_, addr := serveOurs(b, trivial, func(s *Server) { s.parkAfter = -1 })
+	runKeepAlive(b, addr)
+}

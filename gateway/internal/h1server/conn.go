@@ -26,6 +26,9 @@ const (
 	stateActive
 	stateIdle
 	stateGone // closed by Shutdown, hijacked, or handed to HTTP/2
+	// stateParked: idle without a goroutine, owned by the server's parker
+	// (park_linux.go) until it hands the connection back.
+	stateParked
 )
 
 // newIdleAfter is how long a connection that has sent nothing since it was
@@ -105,6 +108,18 @@ type conn struct {
 	peekErr error
 	// peekWoken: peek has looked once in this wait.
 	peekWoken bool
+
+	// idleUntil is the current wait's idle deadline (zero: none).
+	idleUntil time.Time
+	// woken: the parker handed the connection back to a new goroutine,
+	// which goes on waiting for the request the parked one waited for.
+	woken bool
+	// While parked (the parker's, under its mutex): the epoll token, the
+	// socket registered, the deadline and the place in the deadline heap.
+	parkToken uint64
+	parkRaw   syscall.RawConn
+	parkUntil time.Time
+	heapIndex int
 }
 
 func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
@@ -147,7 +162,16 @@ func (c *conn) activate() bool {
 	}
 }
 
-func (c *conn) serve() {
+// serve is a new connection's goroutine.
+func (c *conn) serve() { c.run(true) }
+
+// resume is the goroutine of a connection the parker hands back.
+func (c *conn) resume() { c.run(false) }
+
+// run serves c until it is closed, hijacked, handed to HTTP/2, or parked;
+// start: c is new.
+func (c *conn) run(start bool) {
+	parked := false
 	defer func() {
 		if err := recover(); err != nil {
 			// A bug here must cost one connection, never the process.
@@ -155,28 +179,46 @@ func (c *conn) serve() {
 			buf = buf[:runtime.Stack(buf, false)]
 			c.srv.logf("h1server: panic serving %s: %v\n%s", c.remoteAddr, err, buf)
 			c.rwc.Close()
+			parked = false
+		}
+		if parked {
+			// The parker owns it now.
+			return
 		}
 		if !c.hijacked {
 			c.release()
 		}
 		c.cr.stopTimer()
 		c.srv.trackConn(c, false)
+		if c.cancel != nil { // nil only between parking and its failure
+			c.cancel()
+		}
 	}()
-	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
-	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
-	defer c.cancel()
-	if c.tcfg != nil {
-		if !c.handshake() {
-			if !c.hijacked {
-				c.rwc.Close()
+	c.newContext()
+	if start {
+		if c.tcfg != nil {
+			if !c.handshake() {
+				if !c.hijacked {
+					c.rwc.Close()
+				}
+				return
 			}
-			return
 		}
 	}
-	keep := c.serveRequests()
+	var keep bool
+	keep, parked = c.serveRequests(start)
 	if !keep && !c.hijacked && c.state.Load() != stateGone {
 		c.rwc.Close()
 	}
+}
+
+// newContext makes the connection's context, the parent of its requests'.
+// A parked connection has none: it would be half a kilobyte of the little
+// a parked connection costs (with the map of children a cancelCtx keeps
+// once it has had one).
+func (c *conn) newContext() {
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
+	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 }
 
 // handshake runs the TLS handshake under net/http's timeout (the shortest
@@ -314,10 +356,10 @@ func (c *conn) grow() {
 }
 
 // serveRequests reads and answers requests until the connection is done.
-// It returns true when the connection must stay open (hijacked, or handed
-// to the HTTP/2 server).
-func (c *conn) serveRequests() bool {
-	first := true
+// It returns keep when the connection must stay open (hijacked, or handed
+// to the HTTP/2 server), parked when the parker holds it (then keep too).
+// first: nothing has been read from the connection yet.
+func (c *conn) serveRequests(first bool) (keep, parked bool) {
 	for {
 		if first {
 			// The first request's clock starts at accept, as in
@@ -325,12 +367,15 @@ func (c *conn) serveRequests() bool {
 			c.setReadDeadlines()
 		}
 		if !first || c.br == nil || c.br.Buffered() == 0 {
-			if !c.waitForRequest(first) {
-				return c.hijacked
+			switch c.waitForRequest(first) {
+			case waitEnd:
+				return c.hijacked, false
+			case waitParked:
+				return true, true
 			}
 		}
 		if !c.activate() {
-			return true // Shutdown closed it
+			return true, false // Shutdown closed it
 		}
 		if !first {
 			c.setReadDeadlines()
@@ -347,21 +392,21 @@ func (c *conn) serveRequests() bool {
 				c.releaseWriter()
 				_ = c.rwc.SetReadDeadline(time.Time{})
 				c.srv.serveH2(&replayConn{Conn: c.rwc, br: br})
-				return true
+				return true, false
 			}
 			var pe *h1.Error
 			if errors.As(err, &pe) {
 				c.refuse(pe.Status, pe.Msg)
 			}
-			return false
+			return false, false
 		}
 		keep := c.serveOne(n)
 		c.served++
 		if c.hijacked {
-			return true
+			return true, false
 		}
 		if !keep || c.srv.shutting.Load() {
-			return false
+			return false, false
 		}
 		c.setState(stateIdle)
 	}
@@ -441,35 +486,139 @@ func (c *conn) readHead(first bool) (int, error) {
 	}
 }
 
+// waitOutcome is how a wait for the next request ended.
+type waitOutcome int8
+
+const (
+	waitReady  waitOutcome = iota // a request's first byte is here
+	waitEnd                       // close: timeout, EOF, error, or shutdown
+	waitParked                    // the parker holds the connection
+)
+
+func readyIf(ok bool) waitOutcome {
+	if ok {
+		return waitReady
+	}
+	return waitEnd
+}
+
 // waitForRequest waits for the first byte of the next request, with no
 // buffer attached to the connection while it waits where that can be
-// done. The idle clock is IdleTimeout (else ReadTimeout); the first
-// request's is the header clock, already running.
-func (c *conn) waitForRequest(first bool) bool {
+// done, and, after a request, with no goroutine either once the wait has
+// lasted parkAfter (waitOrPark). The idle clock is IdleTimeout (else
+// ReadTimeout); the first request's is the header clock, already running.
+func (c *conn) waitForRequest(first bool) waitOutcome {
 	s := c.srv
-	if !first {
+	resumed := c.woken
+	switch {
+	case resumed:
+		// Handed back by the parker: the same wait, on the same clock.
+		c.woken = false
+		if s.shutting.Load() {
+			return waitEnd
+		}
+	case !first:
 		c.setState(stateIdle)
 		switch {
 		case s.IdleTimeout > 0:
-			_ = c.rwc.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+			c.idleUntil = time.Now().Add(s.IdleTimeout)
 		case s.ReadTimeout > 0:
-			_ = c.rwc.SetReadDeadline(time.Now().Add(s.ReadTimeout))
+			c.idleUntil = time.Now().Add(s.ReadTimeout)
 		default:
-			_ = c.rwc.SetReadDeadline(time.Time{})
+			c.idleUntil = time.Time{}
 		}
+		_ = c.rwc.SetReadDeadline(c.idleUntil)
 	}
 	if c.br != nil && c.br.Buffered() > 0 {
-		return true
+		return waitReady
 	}
 	c.release()
+	if !first && !c.cr.hasByte {
+		if out, ok := c.waitOrPark(resumed); ok {
+			return out
+		}
+	}
 	if c.tlsc == nil && !c.cr.hasByte {
 		if ok, err := c.waitReadable(); ok {
-			return err == nil
+			return readyIf(err == nil)
 		}
 	}
 	// No way to wait without reading: read one byte into the
 	// connection's own one-byte buffer, then the rest into a buffer.
-	return c.cr.readOneByte() == nil
+	return readyIf(c.cr.readOneByte() == nil)
+}
+
+// defaultParkAfter is how long a connection waits for its next request on
+// its own goroutine before it is parked: a keep-alive client that sends
+// its next request at once (a benchmark, a busy client) never pays for
+// parking, one that goes quiet costs no goroutine from then on.
+const defaultParkAfter = 5 * time.Millisecond
+
+// waitOrPark waits for the next request for parkAfter, then parks the
+// connection. ok is false when it cannot be parked (no socket, not
+// Linux, the idle deadline comes sooner, the server is closing): then
+// the caller waits as before. Only a connection with nothing buffered
+// is parked: the caller released an empty reader, and crypto/tls gives
+// whatever it holds (decrypted, or a whole record not yet decrypted) to a
+// read before it touches the socket, so a read that times out proves it
+// holds no request bytes. A partial record it keeps is completed by bytes
+// that make the socket readable. resumed: the parker has just handed the
+// connection back; it waits at least defaultParkAfter (what woke it is
+// usually there to read) rather than go straight back.
+func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
+	s := c.srv
+	if s.noPark {
+		return 0, false
+	}
+	raw := c.socket()
+	if raw == nil {
+		return 0, false
+	}
+	p := s.parker()
+	if p == nil {
+		return 0, false
+	}
+	wait := s.parkAfter
+	if wait == 0 || resumed {
+		wait = max(wait, defaultParkAfter)
+	}
+	if wait > 0 {
+		dl := time.Now().Add(wait)
+		if !c.idleUntil.IsZero() && !c.idleUntil.After(dl) {
+			return 0, false
+		}
+		_ = c.rwc.SetReadDeadline(dl)
+	} else if c.tlsc != nil {
+		_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+	}
+	if wait > 0 || c.tlsc != nil {
+		var err error
+		if c.tlsc == nil {
+			_, err = c.waitReadable()
+		} else {
+			err = c.cr.readOneByte()
+		}
+		if err == nil {
+			return waitReady, true
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return waitEnd, true
+		}
+		_ = c.rwc.SetReadDeadline(c.idleUntil)
+	}
+	// Nothing may run for the connection while it is parked, and it
+	// keeps no timer or context: the next goroutine makes them again.
+	c.cr.dropTimer()
+	c.cancel()
+	c.ctx, c.cancel = nil, nil
+	if p.park(c, raw, c.idleUntil) {
+		return waitParked, true
+	}
+	c.newContext()
+	if c.state.Load() == stateGone {
+		return waitEnd, true // Shutdown closed it
+	}
+	return 0, false
 }
 
 // refuse answers a request that cannot be served and closes: where the
@@ -716,6 +865,18 @@ func (cr *connReader) stopTimer() {
 	if cr.timer != nil && cr.pending {
 		cr.timer.Stop()
 		cr.pending = false
+	}
+}
+
+// dropTimer stops the timer and lets it go, for a connection about to be
+// parked (a fire already under way finds the read unwanted and returns
+// before it looks at the timer).
+func (cr *connReader) dropTimer() {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	if cr.timer != nil {
+		cr.timer.Stop()
+		cr.timer, cr.pending = nil, false
 	}
 }
 

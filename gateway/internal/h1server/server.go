@@ -61,6 +61,17 @@ type Server struct {
 	// alive and Serve loops return ErrServerClosed.
 	closedOnce sync.Once
 	closed     chan struct{}
+
+	// pk holds parked idle connections (park_linux.go), made at the first
+	// park; pkFailed: it could not be made, connections wait on their
+	// goroutines.
+	pk       *parker
+	pkFailed bool
+	// For tests and benchmarks: noPark keeps every idle connection on its
+	// goroutine; parkAfter replaces defaultParkAfter (negative: park at
+	// once).
+	noPark    bool
+	parkAfter time.Duration
 }
 
 // maxRequestLine bounds a request line (414 beyond): above any URL a client
@@ -241,8 +252,34 @@ func (s *Server) startClosing() {
 		(*ln).Close()
 		delete(s.listeners, ln)
 	}
+	pk := s.pk
 	s.mu.Unlock()
 	s.closedOnce.Do(func() { close(s.closed) })
+	if pk != nil {
+		// Every parked connection goes back to a goroutine, which sees
+		// the server closing and closes it: only a connection's
+		// goroutine closes it once it has been parked (park_linux.go).
+		pk.close()
+	}
+}
+
+// parker returns the server's parker, made at the first call; nil when the
+// server is closing or there is none on this platform.
+func (s *Server) parker() *parker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return nil
+	}
+	if s.pk == nil && !s.pkFailed {
+		pk, err := newParker(time.Now)
+		if err != nil {
+			s.pkFailed = true
+			return nil
+		}
+		s.pk = pk
+	}
+	return s.pk
 }
 
 // closeIdle closes the connections waiting for a request (and those

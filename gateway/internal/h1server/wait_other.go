@@ -2,4 +2,8 @@
 
 package h1server
 
+import "syscall"
+
 func (c *conn) waitReadable() (bool, error) { return false, nil }
+
+func (c *conn) socket() syscall.RawConn { return nil }

@@ -12,29 +12,37 @@ import (
 // connection holds no buffer. ok is false when the connection does not
 // expose its socket (then the caller reads instead).
 func (c *conn) waitReadable() (ok bool, err error) {
-	if c.raw == nil {
-		if c.noRaw {
-			return false, nil
-		}
-		sc, is := netConn(c.rwc).(syscall.Conn)
-		if !is {
-			c.noRaw = true
-			return false, nil
-		}
-		raw, rawErr := sc.SyscallConn()
-		if rawErr != nil {
-			// No socket to wait on: the caller reads instead.
-			c.noRaw = true
-			return false, nil //nolint:nilerr // not an error of the connection
-		}
-		c.raw = raw
-		c.peekFn = c.peek // one closure for the connection's life
+	if c.socket() == nil {
+		return false, nil
 	}
 	c.peekErr, c.peekWoken = nil, false
 	if err := c.raw.Read(c.peekFn); err != nil {
 		return true, err
 	}
 	return true, c.peekErr
+}
+
+// socket is the connection's socket (under TLS too), nil when it does not
+// expose one.
+func (c *conn) socket() syscall.RawConn {
+	if c.raw == nil {
+		if c.noRaw {
+			return nil
+		}
+		sc, is := netConn(c.rwc).(syscall.Conn)
+		if !is {
+			c.noRaw = true
+			return nil
+		}
+		raw, rawErr := sc.SyscallConn()
+		if rawErr != nil {
+			c.noRaw = true
+			return nil
+		}
+		c.raw = raw
+		c.peekFn = c.peek // one closure for the connection's life
+	}
+	return c.raw
 }
 
 // peek looks for one byte: data, EOF or an error ends the wait; EAGAIN

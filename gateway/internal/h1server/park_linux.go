@@ -1,0 +1,236 @@
+//go:build linux
+
+package h1server
+
+import (
+	"container/heap"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// parker holds the server's parked connections: idle keep-alive
+// connections that have no goroutine and no buffer, only a registration in
+// an epoll instance of the server's own (one shot: readable, or the peer
+// half-closed or reset) and, when an idle timeout applies, a place in a
+// deadline heap. One goroutine waits on the epoll instance; a connection
+// that becomes readable, reaches its idle deadline, or is woken by
+// shutdown is taken out of both and served by a new goroutine.
+//
+// Ownership is what keeps a descriptor number from being reused under the
+// poller: while a connection is parked the parker owns it and nobody
+// closes it (Shutdown and Close wake it instead), and the registration is
+// removed, under mu, before the connection is handed back to a goroutine,
+// the only thing that may close it.
+type parker struct {
+	epfd   int
+	wakefd int // an eventfd: stops the wait when the heap's head changes or at close
+	now    func() time.Time
+
+	mu     sync.Mutex
+	closed bool
+	next   uint64
+	parked map[uint64]*conn // by token, the epoll event's data
+	byTime deadlineHeap
+	// waitUntil is the deadline the wait in progress ends at (zero: none).
+	waitUntil time.Time
+
+	done chan struct{} // closed when the goroutine has returned
+}
+
+// wakeToken is the eventfd's token; connections' start at 1.
+const wakeToken = 0
+
+func newParker(now func() time.Time) (*parker, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setToken(&ev, wakeToken)
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, err
+	}
+	p := &parker{epfd: epfd, wakefd: wakefd, now: now, next: wakeToken + 1, parked: map[uint64]*conn{}, done: make(chan struct{})}
+	go p.run()
+	return p, nil
+}
+
+func setToken(ev *unix.EpollEvent, tok uint64) {
+	ev.Fd = int32(uint32(tok))
+	ev.Pad = int32(uint32(tok >> 32))
+}
+
+func token(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// park registers c, whose goroutine is about to return, and says whether
+// it did: false when the server is closing, when Shutdown or Close took
+// the connection first, or when the socket cannot be registered (then the
+// goroutine goes on waiting itself). until is the idle deadline (zero:
+// none).
+func (p *parker) park(c *conn, raw syscall.RawConn, until time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || !c.state.CompareAndSwap(stateIdle, stateParked) {
+		return false
+	}
+	tok := p.next
+	p.next++
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	setToken(&ev, tok)
+	var addErr error
+	if err := raw.Control(func(fd uintptr) {
+		addErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	}); err != nil || addErr != nil {
+		c.state.Store(stateIdle)
+		return false
+	}
+	c.parkToken, c.parkRaw, c.parkUntil = tok, raw, until
+	p.parked[tok] = c
+	if !until.IsZero() {
+		heap.Push(&p.byTime, c)
+		if c.heapIndex == 0 && (p.waitUntil.IsZero() || until.Before(p.waitUntil)) {
+			p.wakeLocked()
+		}
+	}
+	return true
+}
+
+// unparkLocked takes c out of the epoll instance and the heap and hands it
+// to a new goroutine. The registration goes before anything else can
+// close the descriptor.
+func (p *parker) unparkLocked(c *conn) {
+	_ = c.parkRaw.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+	delete(p.parked, c.parkToken)
+	if c.heapIndex >= 0 && !c.parkUntil.IsZero() {
+		heap.Remove(&p.byTime, c.heapIndex)
+	}
+	c.parkRaw, c.parkToken = nil, 0
+	c.woken = true
+	// Back to idle before the goroutine exists: Shutdown may close it
+	// from here on, as any idle connection.
+	c.state.Store(stateIdle)
+	go c.resume()
+}
+
+func (p *parker) wakeLocked() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(p.wakefd, one[:])
+}
+
+// close wakes every parked connection (each goroutine then sees the server
+// closing and closes its connection), stops the goroutine, and waits for
+// it.
+func (p *parker) close() {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		for _, c := range p.parked {
+			p.unparkLocked(c)
+		}
+		p.wakeLocked()
+	}
+	p.mu.Unlock()
+	<-p.done
+}
+
+func (p *parker) run() {
+	defer close(p.done)
+	defer unix.Close(p.wakefd)
+	defer unix.Close(p.epfd)
+	events := make([]unix.EpollEvent, 128)
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		timeout := -1
+		p.waitUntil = time.Time{}
+		if len(p.byTime) > 0 {
+			p.waitUntil = p.byTime[0].parkUntil
+			// Rounded up: woken early, a connection would only find
+			// its deadline not yet passed and park again.
+			timeout = int((p.waitUntil.Sub(p.now()) + time.Millisecond - 1) / time.Millisecond)
+			timeout = max(timeout, 0)
+		}
+		p.mu.Unlock()
+		n, err := unix.EpollWait(p.epfd, events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			// Not expected of a valid epoll instance: keep serving the
+			// deadlines rather than spin.
+			n = 0
+		}
+		p.mu.Lock()
+		for i := range max(n, 0) {
+			tok := token(&events[i])
+			if tok == wakeToken {
+				var b [8]byte
+				_, _ = unix.Read(p.wakefd, b[:])
+				continue
+			}
+			// A token no longer parked was woken by other means in
+			// between: its event is stale.
+			if c, ok := p.parked[tok]; ok {
+				p.unparkLocked(c)
+			}
+		}
+		now := p.now()
+		for len(p.byTime) > 0 && !p.byTime[0].parkUntil.After(now) {
+			p.unparkLocked(p.byTime[0])
+		}
+		p.mu.Unlock()
+	}
+}
+
+// deadlineHeap orders parked connections by idle deadline.
+type deadlineHeap []*conn
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].parkUntil.Before(h[j].parkUntil) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIndex, h[j].heapIndex = i, j
+}
+
+func (h *deadlineHeap) Push(x any) {
+	c := x.(*conn)
+	c.heapIndex = len(*h)
+	*h = append(*h, c)
+}
+
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.heapIndex = -1
+	return c
+}
+
+// parkedConns is how many connections are parked now (tests).
+func (s *Server) parkedConns() int {
+	s.mu.Lock()
+	p := s.pk
+	s.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
+}
