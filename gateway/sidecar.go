@@ -62,6 +62,11 @@ type sidecarGen struct {
 	gauges *identityGauges // source's expiry and Workload API state
 	// serverTLS is the inbound listener's TLS configuration for source.
 	serverTLS *tls.Config
+	// outbound is the outbound runtime's model (the file's services and
+	// the cluster's merged), which endpoint changes from Kubernetes update
+	// in place (server.updateEndpoints). Guarded by the server's lock once
+	// committed.
+	outbound *routes.File
 }
 
 // liveSource is an identity source and the gauges that publish its
@@ -149,6 +154,7 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 		if g.rts[1], err = s.outboundRuntime(cfg, ls.Source, access, tlsKey, tr); err != nil {
 			return err
 		}
+		g.cfg.outbound = g.rts[1].file
 	}
 	return nil
 }
