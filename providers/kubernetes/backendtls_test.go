@@ -323,3 +323,59 @@ func TestTranslateOutboundBackendTLSPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestMirrorToMeshServiceOfSeveralAccounts: a RequestMirror is one
+// upstream with one mesh identity, so a mirror to a mesh Service whose
+// pods run under two ServiceAccounts is refused (the rule is left out);
+// a BackendTLSPolicy that narrows the Service to one account makes it one
+// upstream, and the mirror is taken, held to that account's ID.
+func TestMirrorToMeshServiceOfSeveralAccounts(t *testing.T) {
+	yes := ptr(true)
+	ep := func(ip, pod string) meshEP { return meshEP{ip: ip, pod: pod, ready: yes} }
+	for _, tt := range []struct {
+		name   string
+		policy []string // the SPIFFE IDs a BackendTLSPolicy lists; nil: none
+		want   string   // the mirror's upstream and identity; "": refused
+	}{
+		{name: "two accounts, no policy: refused"},
+		{name: "a policy listing both: still two, refused", policy: []string{id("apps", "pay"), id("apps", "pay-v2")}},
+		{name: "a policy narrowing to one account: mirrored", policy: []string{id("apps", "pay-v2")}, want: "k8s.apps.pay.80.sa.pay-v2 " + id("apps", "pay-v2") + " 10.1.0.2:15443"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := meshWorld([]*corev1.Pod{meshPod("apps", "pay-a", "pay"), meshPod("apps", "pay-b", "pay-v2")},
+				meshSlice("apps", "pay", "pay-1", ep("10.1.0.1", "pay-a"), ep("10.1.0.2", "pay-b")))
+			r := rule(nil, backend("web", 80))
+			r.Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{
+				BackendRef: gatewayv1.BackendObjectReference{Name: "pay", Port: ptr(gatewayv1.PortNumber(80))}}}}
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{r})}
+			if tt.policy != nil {
+				p := btlsPolicy("apps", "p", 1, "pay", "", "pay.apps.svc")
+				p.Spec.Validation.WellKnownCACertificates = ptr(gatewayv1.WellKnownCACertificatesSystem)
+				for _, u := range tt.policy {
+					p.Spec.Validation.SubjectAltNames = append(p.Spec.Validation.SubjectAltNames, gatewayv1.SubjectAltName{Type: gatewayv1.URISubjectAltNameType, URI: gatewayv1.AbsoluteURI(u)})
+				}
+				s.BackendTLSPolicies = []*gatewayv1.BackendTLSPolicy{p}
+			}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{MeshTrustDomain: testTD})
+			got := ""
+			for _, u := range res.Fragment.Upstreams {
+				if u.Mirror != nil {
+					m := res.Fragment.Upstreams[u.Mirror.Upstream]
+					got = u.Mirror.Upstream + " " + m.MeshIdentity + " " + strings.Join(m.Endpoints, ",")
+				}
+			}
+			if got != tt.want {
+				t.Fatalf("mirror %q, want %q", got, tt.want)
+			}
+			if tt.want != "" {
+				f, err := routes.Parse("routes.yaml", []byte(meshFile))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Merge(res.Fragment); err != nil {
+					t.Fatalf("refused by the model: %v", err)
+				}
+			}
+		})
+	}
+}
