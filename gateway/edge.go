@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/causewayhq/causeway/routes"
@@ -145,7 +147,28 @@ func (e *Edge) adminAccess(f *routes.File) routes.AdminAccess { return f.Admin }
 
 // watched are the files the authenticators read (API-key files, PEM keys,
 // HMAC secret files): adding a key needs no SIGHUP.
-func (e *Edge) watched() []string { return e.authFiles() }
+func (e *Edge) watched() []string {
+	return append(e.authFiles(), upstreamCAFiles(e.current())...)
+}
+
+// upstreamCAFiles are the upstreams' tls.ca_file bundles of f. They are
+// read when a generation is built, so a changed bundle (a rotated private
+// CA) takes a rebuild, as a changed API-key file does: the new roots serve
+// new connections (the upstream's TLS settings key its connection pool by
+// the bundle's content), and a bundle that does not parse refuses the
+// rebuild, leaving the old roots serving.
+func upstreamCAFiles(f *routes.File) []string {
+	var files []string
+	if f == nil {
+		return nil
+	}
+	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
+		if t := f.Upstreams[name].TLS; t != nil && t.CAFile != "" {
+			files = append(files, t.CAFile)
+		}
+	}
+	return files
+}
 
 func (e *Edge) closeRole() {
 	for _, ft := range e.features {

@@ -371,7 +371,10 @@ func TestAdminViews(t *testing.T) {
 		admin := "http://" + oe.sidecar.Addr("admin")
 		var srv RoutesView
 		getJSON(t, admin+"/routes", &srv)
-		if srv.Role != "sidecar" || len(srv.Routes) != 1 || srv.Routes[0].Listener != "inbound" || srv.Routes[0].Traffic.Requests != 1 {
+		// The inbound listener's two routes to the local service: gRPC
+		// calls (on h2c) and the rest; the one request was plain HTTP.
+		if srv.Role != "sidecar" || len(srv.Routes) != 2 || srv.Routes[0].Name != "inbound" || srv.Routes[0].Listener != "inbound" ||
+			srv.Routes[0].Traffic.Requests != 1 || srv.Routes[1].Name != "inbound-grpc" || srv.Routes[1].Traffic.Requests != 0 {
 			t.Fatalf("sidecar /routes %+v", srv)
 		}
 		if resp, body := get(t, admin+"/"); resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "<title>Causeway sidecar</title>") {
@@ -379,7 +382,7 @@ func TestAdminViews(t *testing.T) {
 		}
 		var suv UpstreamsView
 		getJSON(t, admin+"/upstreams", &suv)
-		if len(suv.Upstreams) != 1 || suv.Upstreams[0].Name != "local" || suv.Upstreams[0].Traffic.Requests != 1 {
+		if len(suv.Upstreams) != 2 || suv.Upstreams[0].Name != "local" || suv.Upstreams[0].Traffic.Requests != 1 || suv.Upstreams[1].Name != "local-grpc" {
 			t.Fatalf("sidecar /upstreams %+v", suv)
 		}
 	})

@@ -69,17 +69,31 @@ func (rs *routeSources) init(e *Edge) {
 	}
 }
 
+// updateEndpoints applies a fragment of the edge's routes from
+// Kubernetes in place when only endpoints changed (server.updateEndpoints):
+// the generation's model is its routes file.
+func (e *Edge) updateEndpoints(ctx context.Context, prev, next routes.Fragment, commit func()) bool {
+	return e.server.updateEndpoints(ctx, "routes from Kubernetes", prev, next, commit, 0,
+		func(g *generation[*routes.File]) *routes.File { return g.cfg },
+		func(g *generation[*routes.File], f *routes.File) { g.cfg = f })
+}
+
 // updateEndpoints applies next in place when it differs from prev, the
 // fragment of the live generation, only in upstreams' endpoints: the
-// live upstreams take the new sets (as dns and endpoints_file upstreams
-// follow theirs), and no generation is built. Pods coming and going are
-// most of a cluster's changes, and building a generation of 10,000 routes
-// takes a good part of a second. Endpoints that stay keep their health
-// and ejection state. Each upstream's set is swapped atomically; the
-// model (routes, policies, upstreams' settings) is the one that was
-// validated and committed, so no partial model is ever served. Anything
-// unexpected returns false, and next is built as a whole.
-func (e *Edge) updateEndpoints(ctx context.Context, prev, next routes.Fragment, commit func()) bool {
+// upstreams of the generation's runtime rt take the new sets (as dns and
+// endpoints_file upstreams follow theirs), and no generation is built.
+// Pods coming and going are most of a cluster's changes, and building a
+// generation of 10,000 routes takes a good part of a second. Endpoints
+// that stay keep their health and ejection state. Each upstream's set is
+// swapped atomically; the model (routes, policies, upstreams' settings)
+// is the one that was validated and committed, so no partial model is
+// ever served. Anything unexpected returns false, and next is built as a
+// whole. Both the edge's routes and the sidecar's outbound services from
+// Kubernetes come this way; model and setModel read and replace the
+// merged model of runtime rt that the active generation keeps (under the
+// server's lock: requests never read it).
+func (s *server[C]) updateEndpoints(ctx context.Context, what string, prev, next routes.Fragment, commit func(), rt int,
+	model func(*generation[C]) *routes.File, setModel func(*generation[C], *routes.File)) bool {
 	changed, ok := routes.EndpointsChanged(prev, next)
 	if !ok {
 		return false
@@ -92,19 +106,19 @@ func (e *Edge) updateEndpoints(ctx context.Context, prev, next routes.Fragment, 
 	// Under the server's lock no build runs: one that ran before has
 	// committed the generation updated here, one that runs after merges
 	// next.
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if ctx.Err() != nil {
 		return true // a replaced source: apply ignores it too
 	}
-	rt := e.active.runtime(0)
-	if rt == nil {
+	r := s.active.runtime(rt)
+	f := model(s.active)
+	if r == nil || f == nil {
 		return false
 	}
-	f := e.active.cfg
 	for name := range changed {
 		live, inFile := f.Upstreams[name]
-		u := rt.upstreams[name]
+		u := r.upstreams[name]
 		// The live generation must hold exactly prev's endpoints, else the
 		// fragment it merged was not prev.
 		if u == nil || !inFile || !slices.Equal(live.Endpoints, prev.Upstreams[name].Endpoints) ||
@@ -121,13 +135,13 @@ func (e *Edge) updateEndpoints(ctx context.Context, prev, next routes.Fragment, 
 		up := nf.Upstreams[name]
 		up.Endpoints = eps
 		nf.Upstreams[name] = up
-		if err := rt.upstreams[name].SetEndpoints(eps); err != nil {
+		if err := r.upstreams[name].SetEndpoints(eps); err != nil {
 			// Checked above: only upstreams that list their endpoints.
-			e.log.Error("endpoints from Kubernetes", "upstream", name, "error", err.Error())
+			s.log.Error("endpoints of "+what, "upstream", name, "error", err.Error())
 		}
 	}
-	e.active.cfg = &nf
-	e.log.Debug("endpoints from Kubernetes updated in place", "upstreams", len(changed))
+	setModel(s.active, &nf)
+	s.log.Debug("endpoints of "+what+" updated in place", "upstreams", len(changed))
 	return true
 }
 

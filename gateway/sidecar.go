@@ -62,6 +62,11 @@ type sidecarGen struct {
 	gauges *identityGauges // source's expiry and Workload API state
 	// serverTLS is the inbound listener's TLS configuration for source.
 	serverTLS *tls.Config
+	// outbound is the outbound runtime's model (the file's services and
+	// the cluster's merged), which endpoint changes from Kubernetes update
+	// in place (server.updateEndpoints). Guarded by the server's lock once
+	// committed.
+	outbound *routes.File
 }
 
 // liveSource is an identity source and the gauges that publish its
@@ -149,6 +154,7 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 		if g.rts[1], err = s.outboundRuntime(cfg, ls.Source, access, tlsKey, tr); err != nil {
 			return err
 		}
+		g.cfg.outbound = g.rts[1].file
 	}
 	return nil
 }
@@ -229,7 +235,13 @@ func (s *Sidecar) Reload() error { return s.server.Reload(context.Background()) 
 // ID is the workload identity the sidecar presents.
 func (s *Sidecar) ID() string { return s.current().source.ID().String() }
 
-// inboundRuntime: one route to the local service, behind the caller check.
+// grpcContentType matches the Content-Type of a gRPC request
+// (application/grpc, application/grpc+proto, application/grpc;...), not
+// gRPC-Web's.
+const grpcContentType = `application/grpc([+;].*)?`
+
+// inboundRuntime: the routes to the local service (gRPC calls on HTTP/2,
+// the rest as they came), behind the caller check.
 func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, access *accessLog, tlsKey string, tr *tracer) (*runtime, error) {
 	in := cfg.Inbound
 	f := &routes.File{
@@ -239,8 +251,19 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 		TrustedProxies: []string{"0.0.0.0/0", "::/0"},
 		Server:         cfg.Server,
 		AccessLog:      cfg.AccessLog,
-		Upstreams:      map[string]routes.Upstream{"local": {Endpoints: []string{in.ForwardTo}, Timeout: in.Timeout}},
-		Routes:         []routes.Route{{Name: "inbound", Match: routes.Match{PathPrefix: "/"}, Upstream: "local"}},
+		Upstreams: map[string]routes.Upstream{
+			"local": {Endpoints: []string{in.ForwardTo}, Timeout: in.Timeout},
+			// gRPC exists only over HTTP/2, and a local gRPC server
+			// without TLS speaks h2c: a gRPC call (by its content type,
+			// the one thing every gRPC request carries) is forwarded on
+			// HTTP/2, whatever the caller's hop was. gRPC-Web
+			// (application/grpc-web) is HTTP/1.1 and stays on "local".
+			"local-grpc": {Endpoints: []string{in.ForwardTo}, Timeout: in.Timeout, Protocol: "h2c"},
+		},
+		Routes: []routes.Route{
+			{Name: "inbound", Match: routes.Match{PathPrefix: "/"}, Upstream: "local"},
+			{Name: "inbound-grpc", Match: routes.Match{PathPrefix: "/", HeadersRegex: map[string]string{"Content-Type": grpcContentType}}, Upstream: "local-grpc"},
+		},
 	}
 	if err := f.Normalize(); err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"reflect"
@@ -29,6 +30,13 @@ func (ob *outboundSources) init(s *Sidecar) {
 	ob.run = fragmentSource{
 		what: "outbound services from Kubernetes", waiting: "kubernetes: waiting for the first complete view of the cluster's services",
 		log: s.log, bgCtx: s.bgCtx, bg: &s.bg, rebuild: s.rebuild,
+		// Endpoint changes (pods coming, going, changing readiness) update
+		// the live outbound upstreams as the edge's do, without a build.
+		inPlace: func(ctx context.Context, prev, next routes.Fragment, commit func()) bool {
+			return s.server.updateEndpoints(ctx, "outbound services from Kubernetes", prev, next, commit, 1,
+				func(g *generation[*sidecarGen]) *routes.File { return g.cfg.outbound },
+				func(g *generation[*sidecarGen], f *routes.File) { g.cfg.outbound = f })
+		},
 	}
 }
 

@@ -172,6 +172,21 @@ func TestSourceFollowsFiles(t *testing.T) {
 			t.Fatalf("a peer of the new CA is refused after the bundle change: %v", err)
 		}
 	})
+	t.Run("a broken bundle file keeps the current bundle serving", func(t *testing.T) {
+		refusals := strings.Count(logs.String(), "reload refused")
+		writeFile(t, f.Bundle, []byte("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"))
+		waitFor(t, "the refusal to be logged", func() bool { return strings.Count(logs.String(), "reload refused") > refusals })
+		if err := s.Reload(); err == nil {
+			t.Fatal("Reload accepted a broken bundle")
+		}
+		b, err := s.GetX509BundleForTrustDomain(s.ID().TrustDomain())
+		if err != nil || len(b.X509Authorities()) != 2 {
+			t.Fatalf("the bundle in use changed after a refused one: %v", err)
+		}
+		if _, err := s.Verify([]*x509.Certificate{ca.Issue(gatewayID).Leaf}); err != nil {
+			t.Fatalf("a peer is refused after a broken bundle: %v", err)
+		}
+	})
 	t.Run("a secret volume ..data swap is picked up", func(t *testing.T) {
 		// Kubernetes mounts a secret as symlinks into a ..data symlink that
 		// is swapped by rename; the files themselves never change.

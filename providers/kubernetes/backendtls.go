@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -247,15 +248,9 @@ func (t *translator) meshBackendTLS(svc *corev1.Service, sp *corev1.ServicePort,
 		return split
 	}
 	var keep []routes.SplitTarget
-	if ps.usable {
-		for _, st := range split {
-			id := t.res.Fragment.Upstreams[st.Upstream].MeshIdentity
-			for _, s := range ps.tls.SubjectAltNames {
-				if id != "" && s.URI == id {
-					keep = append(keep, st)
-					break
-				}
-			}
+	for _, st := range split {
+		if ps.allowsMeshID(t.res.Fragment.Upstreams[st.Upstream].MeshIdentity) {
+			keep = append(keep, st)
 		}
 	}
 	if len(keep) == 0 {
@@ -264,6 +259,73 @@ func (t *translator) meshBackendTLS(svc *corev1.Service, sp *corev1.ServicePort,
 		return []routes.SplitTarget{{Upstream: up, Weight: 1}}
 	}
 	return keep
+}
+
+// allowsMeshID reports whether a policy on a mesh Service lets its pods
+// of SPIFFE ID id be called: the policy is usable and lists id among its
+// URI subjectAltNames (meshPolicyProblem refuses any other kind there).
+func (ps *btlsState) allowsMeshID(id string) bool {
+	if !ps.usable || id == "" {
+		return false
+	}
+	return slices.ContainsFunc(ps.tls.SubjectAltNames, func(s routes.SubjectAltName) bool { return s.URI == id })
+}
+
+// outboundBackendTLS judges a snapshot's BackendTLSPolicies for a
+// sidecar's outbound side with the edge's own judgement
+// (backendTLSPolicies: conflicts, CA references, meshPolicyProblem), so a
+// policy means the same whichever side calls the Service. The sidecar
+// writes no status.
+func outboundBackendTLS(namespaces []string, s *OutboundSnapshot, services []*corev1.Service) *translator {
+	t := &translator{
+		cfg:      routes.KubernetesProvider{Namespaces: namespaces},
+		s:        &Snapshot{BackendTLSPolicies: s.BackendTLSPolicies, ConfigMaps: s.ConfigMaps},
+		services: make(map[types.NamespacedName]*corev1.Service, len(services)),
+	}
+	for _, svc := range services {
+		t.services[nn(svc.Namespace, svc.Name)] = svc
+	}
+	t.backendTLSPolicies()
+	return t
+}
+
+// narrowOutbound keeps of a mesh Service's account groups those its
+// BackendTLSPolicies let be called, as meshBackendTLS does on the edge.
+// The outbound listener picks a Service by Host, never by port, so every
+// policy that holds one of its ports (or the whole Service) applies, and
+// an account must be listed by each: the stricter reading. denied names
+// the policy that left nothing, or "".
+func (t *translator) narrowOutbound(svc *corev1.Service, groups []accountGroup) (keep []accountGroup, denied string) {
+	var pols []*btlsState
+	add := func(ps *btlsState) {
+		if ps != nil && !slices.Contains(pols, ps) {
+			pols = append(pols, ps)
+		}
+	}
+	add(t.btlsByTarget[btlsTarget{ns: svc.Namespace, svc: svc.Name}])
+	for i := range svc.Spec.Ports {
+		add(t.backendTLSFor(svc, &svc.Spec.Ports[i]))
+	}
+	if len(pols) == 0 {
+		return groups, ""
+	}
+	for _, g := range groups {
+		if !slices.ContainsFunc(pols, func(ps *btlsState) bool { return !ps.allowsMeshID(g.id) }) {
+			keep = append(keep, g)
+		}
+	}
+	if len(keep) == 0 {
+		var names []string
+		for _, ps := range pols {
+			why := "lists none of its pods' identities"
+			if !ps.usable {
+				why = "cannot be used: " + cmp.Or(ps.acceptedMsg, ps.resolvedMsg)
+			}
+			names = append(names, fmt.Sprintf("BackendTLSPolicy %s/%s %s", ps.obj.Namespace, ps.obj.Name, why))
+		}
+		return nil, strings.Join(names, "; ")
+	}
+	return keep, ""
 }
 
 // backendTLSStatuses gives each policy one ancestor per Gateway of ours

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -231,6 +232,149 @@ func TestTranslateBackendTLSPolicyMesh(t *testing.T) {
 			st := res.BackendTLSPolicies[types.NamespacedName{Namespace: "apps", Name: "p"}]
 			if len(st.Ancestors) != 1 || st.Ancestors[0].Conditions[0].Reason != tt.reason {
 				t.Fatalf("status %+v, want Accepted reason %s", st, tt.reason)
+			}
+		})
+	}
+}
+
+// TestTranslateOutboundBackendTLSPolicy: a sidecar's outbound side reads a
+// BackendTLSPolicy on a mesh Service as the edge does
+// (TestTranslateBackendTLSPolicyMesh): it narrows the accounts called,
+// and a policy that lists none of them, or cannot be used, leaves the
+// Service with nothing to call (503). Policies on any of the Service's
+// ports apply, since the outbound listener never sees the port.
+func TestTranslateOutboundBackendTLSPolicy(t *testing.T) {
+	yes := ptr(true)
+	ep := func(ip, pod string) meshEP { return meshEP{ip: ip, pod: pod, ready: yes} }
+	uri := func(u string) gatewayv1.SubjectAltName {
+		return gatewayv1.SubjectAltName{Type: gatewayv1.URISubjectAltNameType, URI: gatewayv1.AbsoluteURI(u)}
+	}
+	withSANs := func(name, section string, age int, sans ...gatewayv1.SubjectAltName) *gatewayv1.BackendTLSPolicy {
+		p := btlsPolicy("apps", name, age, "pay", section, "pay.apps.svc", "ca")
+		p.Spec.Validation.SubjectAltNames = sans
+		return p
+	}
+	pay := "pay " + id("apps", "pay") + " 10.1.0.1:15443"
+	v2 := "pay-v2 " + id("apps", "pay-v2") + " 10.1.0.2:15443"
+	for _, tt := range []struct {
+		name     string
+		policies []*gatewayv1.BackendTLSPolicy
+		noCA     bool
+		want     []string // "account identity endpoints" of the route to pay.apps
+		leftOut  string
+	}{
+		{name: "no policy: both accounts", want: []string{pay, v2}},
+		{name: "one account of two", policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "", 1, uri(id("apps", "pay-v2")))}, want: []string{v2}},
+		{name: "both accounts", policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "", 1, uri(id("apps", "pay")), uri(id("apps", "pay-v2")))}, want: []string{pay, v2}},
+		{name: "an identity no pod has: 503", policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "", 1, uri(id("apps", "admin")))}, want: []string{""}, leftOut: "lists none of its pods' identities"},
+		{name: "no SANs: refused, 503", policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "", 1)}, want: []string{""}, leftOut: "cannot be used"},
+		{name: "a hostname SAN: refused, 503", policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "", 1, gatewayv1.SubjectAltName{Type: gatewayv1.HostnameSubjectAltNameType, Hostname: "pay.apps.svc"})}, want: []string{""}, leftOut: "cannot be used"},
+		{name: "a CA reference that does not resolve: 503", noCA: true, policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "", 1, uri(id("apps", "pay")))}, want: []string{""}, leftOut: "cannot be used"},
+		{name: "a port's policy applies to the whole Service", policies: []*gatewayv1.BackendTLSPolicy{withSANs("p", "http", 1, uri(id("apps", "pay")))}, want: []string{pay}},
+		{name: "policies on two ports: an account must be in both", policies: []*gatewayv1.BackendTLSPolicy{
+			withSANs("p", "http", 1, uri(id("apps", "pay")), uri(id("apps", "pay-v2"))), withSANs("q", "admin", 2, uri(id("apps", "pay-v2")))}, want: []string{v2}},
+		{name: "the older of two conflicting policies wins", policies: []*gatewayv1.BackendTLSPolicy{
+			withSANs("new", "", 2, uri(id("apps", "pay"))), withSANs("old", "", 1, uri(id("apps", "pay-v2")))}, want: []string{v2}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			svc := meshSvc("apps", "pay")
+			svc.Spec.Ports = []corev1.ServicePort{{Name: "http", Port: 80}, {Name: "admin", Port: 81}}
+			s := &OutboundSnapshot{
+				Services:           []*corev1.Service{svc},
+				EndpointSlices:     []*discoveryv1.EndpointSlice{meshSlice("apps", "pay", "pay-1", ep("10.1.0.1", "pay-a"), ep("10.1.0.2", "pay-b"))},
+				Pods:               []*corev1.Pod{meshPod("apps", "pay-a", "pay"), meshPod("apps", "pay-b", "pay-v2")},
+				BackendTLSPolicies: tt.policies,
+			}
+			if !tt.noCA {
+				s.ConfigMaps = []*corev1.ConfigMap{caMap("apps", "ca", map[string]string{caCertKey: string(testutil.NewCA(t).PEM())})}
+			}
+			res := TranslateOutbound(routes.OutboundKubernetes{}, s, OutboundOptions{TrustDomain: testTD})
+			var got []string
+			for _, r := range res.Fragment.Routes {
+				if r.Match.Host != "pay.apps" {
+					continue
+				}
+				targets := []string{r.Upstream}
+				if len(r.Split) > 0 {
+					targets = nil
+					for _, sp := range r.Split {
+						targets = append(targets, sp.Upstream)
+					}
+				}
+				for _, up := range targets {
+					u := res.Fragment.Upstreams[up]
+					v := strings.TrimSpace(strings.TrimPrefix(up, "k8s.apps.pay.") + " " + u.MeshIdentity + " " + strings.Join(u.Endpoints, ","))
+					if len(u.Endpoints) == 0 {
+						v = "" // nothing to call: 503
+					}
+					got = append(got, v)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("targets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			var left []string
+			for _, l := range res.LeftOut {
+				left = append(left, l.String())
+			}
+			if all := strings.Join(left, "\n"); (tt.leftOut == "") != (all == "") || !strings.Contains(all, tt.leftOut) {
+				t.Fatalf("left out %q, want %q", all, tt.leftOut)
+			}
+		})
+	}
+}
+
+// TestMirrorToMeshServiceOfSeveralAccounts: a RequestMirror is one
+// upstream with one mesh identity, so a mirror to a mesh Service whose
+// pods run under two ServiceAccounts is refused (the rule is left out);
+// a BackendTLSPolicy that narrows the Service to one account makes it one
+// upstream, and the mirror is taken, held to that account's ID.
+func TestMirrorToMeshServiceOfSeveralAccounts(t *testing.T) {
+	yes := ptr(true)
+	ep := func(ip, pod string) meshEP { return meshEP{ip: ip, pod: pod, ready: yes} }
+	for _, tt := range []struct {
+		name   string
+		policy []string // the SPIFFE IDs a BackendTLSPolicy lists; nil: none
+		want   string   // the mirror's upstream and identity; "": refused
+	}{
+		{name: "two accounts, no policy: refused"},
+		{name: "a policy listing both: still two, refused", policy: []string{id("apps", "pay"), id("apps", "pay-v2")}},
+		{name: "a policy narrowing to one account: mirrored", policy: []string{id("apps", "pay-v2")}, want: "k8s.apps.pay.80.sa.pay-v2 " + id("apps", "pay-v2") + " 10.1.0.2:15443"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := meshWorld([]*corev1.Pod{meshPod("apps", "pay-a", "pay"), meshPod("apps", "pay-b", "pay-v2")},
+				meshSlice("apps", "pay", "pay-1", ep("10.1.0.1", "pay-a"), ep("10.1.0.2", "pay-b")))
+			r := rule(nil, backend("web", 80))
+			r.Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{
+				BackendRef: gatewayv1.BackendObjectReference{Name: "pay", Port: ptr(gatewayv1.PortNumber(80))}}}}
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{r})}
+			if tt.policy != nil {
+				p := btlsPolicy("apps", "p", 1, "pay", "", "pay.apps.svc")
+				p.Spec.Validation.WellKnownCACertificates = ptr(gatewayv1.WellKnownCACertificatesSystem)
+				for _, u := range tt.policy {
+					p.Spec.Validation.SubjectAltNames = append(p.Spec.Validation.SubjectAltNames, gatewayv1.SubjectAltName{Type: gatewayv1.URISubjectAltNameType, URI: gatewayv1.AbsoluteURI(u)})
+				}
+				s.BackendTLSPolicies = []*gatewayv1.BackendTLSPolicy{p}
+			}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{MeshTrustDomain: testTD})
+			got := ""
+			for _, u := range res.Fragment.Upstreams {
+				if u.Mirror != nil {
+					m := res.Fragment.Upstreams[u.Mirror.Upstream]
+					got = u.Mirror.Upstream + " " + m.MeshIdentity + " " + strings.Join(m.Endpoints, ",")
+				}
+			}
+			if got != tt.want {
+				t.Fatalf("mirror %q, want %q", got, tt.want)
+			}
+			if tt.want != "" {
+				f, err := routes.Parse("routes.yaml", []byte(meshFile))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.Merge(res.Fragment); err != nil {
+					t.Fatalf("refused by the model: %v", err)
+				}
 			}
 		})
 	}

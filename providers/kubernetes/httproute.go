@@ -939,8 +939,10 @@ func (t *translator) mirror(ns, kind string, f *gatewayv1.HTTPRequestMirrorFilte
 		return nil, err
 	}
 	if len(ups) != 1 {
-		// A mirror is one upstream in the routes model.
-		return nil, unsupported("RequestMirror to Service %s: its mesh pods run under %d ServiceAccounts; a mirror needs one", f.BackendRef.Name, len(ups))
+		// A mirror is one upstream in the routes model, held to one exact
+		// identity; accepting the set would let one account's pod answer
+		// for another's address, which the backendRef split never does.
+		return nil, unsupported("RequestMirror to Service %s: its mesh pods run under %d ServiceAccounts; a mirror needs one (a BackendTLSPolicy listing one account's SPIFFE ID narrows it)", f.BackendRef.Name, len(ups))
 	}
 	up := ups[0].Upstream
 	percent := 100

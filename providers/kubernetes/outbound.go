@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -26,6 +27,11 @@ type OutboundSnapshot struct {
 	Services       []*corev1.Service
 	EndpointSlices []*discoveryv1.EndpointSlice
 	Pods           []*corev1.Pod
+	// BackendTLSPolicies narrow which of a mesh Service's identities are
+	// called, as on the edge; ConfigMaps (slimmed to ca.crt) are what
+	// their CA references name.
+	BackendTLSPolicies []*gatewayv1.BackendTLSPolicy
+	ConfigMaps         []*corev1.ConfigMap
 }
 
 // OutboundOptions are the sidecar's settings that the translation needs
@@ -73,7 +79,10 @@ func (l LeftOut) String() string {
 // for the others. A Service whose pods run under several ServiceAccounts
 // splits its requests between their upstreams by their number of
 // endpoints. An endpoint whose pod, ServiceAccount or port cannot be
-// resolved is left out, never dialled with a guessed identity.
+// resolved is left out, never dialled with a guessed identity. A
+// BackendTLSPolicy on a mesh Service narrows the accounts called as it
+// does on the edge (narrowOutbound); when it leaves none, the Service
+// answers 503.
 //
 // It is pure: the same snapshot gives the same result, so an unchanged
 // cluster never swaps a generation.
@@ -98,6 +107,7 @@ func TranslateOutbound(cfg routes.OutboundKubernetes, s *OutboundSnapshot, o Out
 	services := slices.Clone(s.Services)
 	services = slices.DeleteFunc(services, func(svc *corev1.Service) bool { return svc == nil })
 	sortObjects(services)
+	btls := outboundBackendTLS(cfg.Namespaces, s, services)
 	for _, svc := range services {
 		key := nn(svc.Namespace, svc.Name)
 		switch {
@@ -121,6 +131,14 @@ func TranslateOutbound(cfg routes.OutboundKubernetes, s *OutboundSnapshot, o Out
 		}
 		groups, left := meshEndpoints(cfg.InboundPort, td, key, slicesOf[key], pods)
 		res.LeftOut = append(res.LeftOut, left...)
+		if len(groups) > 0 {
+			var denied string
+			if groups, denied = btls.narrowOutbound(svc, groups); denied != "" {
+				// 503, as on the edge: never called with an identity
+				// the policy does not list.
+				res.LeftOut = append(res.LeftOut, LeftOut{Service: key, Reason: denied})
+			}
+		}
 		res.Services++
 		route := routes.Route{}
 		switch len(groups) {

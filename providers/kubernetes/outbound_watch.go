@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
+	gwclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -31,9 +33,11 @@ import (
 // (OutboundSnapshot) and hands the caller one consistent snapshot after
 // every settled burst of changes. It caches as little as the API allows:
 // only the Services labelled routes.MeshLabel, only EndpointSlices that
-// belong to a Service, and only the fields of a Pod that name its
-// identity (the sidecar needs nothing else, and a node's worth of Pods is
-// most of what a cluster holds). Run drives it.
+// belong to a Service, only the fields of a Pod that name its identity
+// (the sidecar needs nothing else, and a node's worth of Pods is most of
+// what a cluster holds), BackendTLSPolicies, and of each ConfigMap only
+// its ca.crt (what a policy's CA reference reads, as on the edge). Run
+// drives it.
 type OutboundWatcher struct {
 	cfg        routes.OutboundKubernetes
 	onSnapshot func(*OutboundSnapshot)
@@ -52,7 +56,10 @@ type OutboundWatcher struct {
 // has a factory of its own: a factory's list options apply to every kind
 // it makes, and each kind is narrowed differently.
 type outboundScope struct {
-	services, slices, pods informers.SharedInformerFactory
+	services, slices, pods, configMaps informers.SharedInformerFactory
+	// gw watches BackendTLSPolicies, which narrow the identities a mesh
+	// Service is called with, as on the edge.
+	gw gwinformers.SharedInformerFactory
 }
 
 // NewOutbound builds an OutboundWatcher for cfg that calls onSnapshot with
@@ -70,6 +77,10 @@ func NewOutbound(cfg routes.OutboundKubernetes, onSnapshot func(*OutboundSnapsho
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes outbound: %w", err)
 	}
+	gw, err := gwclient.NewForConfigAndClient(restCfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes outbound: %w", err)
+	}
 	w := &OutboundWatcher{
 		cfg:        cfg,
 		onSnapshot: onSnapshot,
@@ -83,7 +94,7 @@ func NewOutbound(cfg routes.OutboundKubernetes, onSnapshot func(*OutboundSnapsho
 	if w.clock == nil {
 		w.clock = clock.RealClock{}
 	}
-	w.buildInformers(core)
+	w.buildInformers(core, gw)
 	return w, nil
 }
 
@@ -141,7 +152,7 @@ func samePodIdentity(old, cur any) bool {
 	return equality.Semantic.DeepEqual(&o2, &c2)
 }
 
-func (w *OutboundWatcher) buildInformers(core kubernetes.Interface) {
+func (w *OutboundWatcher) buildInformers(core kubernetes.Interface, gw gwclient.Interface) {
 	const resync = 0 // as for the edge's informers: a resync only repeats
 	strip := informers.WithTransform(stripManagedFields)
 	namespaces := w.cfg.Namespaces
@@ -154,6 +165,9 @@ func (w *OutboundWatcher) buildInformers(core kubernetes.Interface) {
 			services: informers.NewSharedInformerFactoryWithOptions(core, resync, in, strip, informers.WithTweakListOptions(meshServices)),
 			slices:   informers.NewSharedInformerFactoryWithOptions(core, resync, in, strip, informers.WithTweakListOptions(serviceSlices)),
 			pods:     informers.NewSharedInformerFactoryWithOptions(core, resync, in, informers.WithTransform(slimPod), informers.WithTweakListOptions(livePods)),
+			// Slimmed to ca.crt, as the edge caches them.
+			configMaps: informers.NewSharedInformerFactoryWithOptions(core, resync, in, informers.WithTransform(slimConfigMap)),
+			gw:         gwinformers.NewSharedInformerFactoryWithOptions(gw, resync, gwinformers.WithNamespace(ns), gwinformers.WithTransform(stripManagedFields)),
 		})
 	}
 	add := func(inf cache.SharedIndexInformer, same func(old, cur any) bool) {
@@ -173,6 +187,9 @@ func (w *OutboundWatcher) buildInformers(core kubernetes.Interface) {
 		add(s.services.Core().V1().Services().Informer(), nil)
 		add(s.slices.Discovery().V1().EndpointSlices().Informer(), nil)
 		add(s.pods.Core().V1().Pods().Informer(), samePodIdentity)
+		// The edge writes these policies' status: that makes no snapshot.
+		add(s.gw.Gateway().V1().BackendTLSPolicies().Informer(), onlyStatusChanged)
+		add(s.configMaps.Core().V1().ConfigMaps().Informer(), sameCABundle)
 	}
 }
 
@@ -199,9 +216,12 @@ func (w *OutboundWatcher) Run(ctx context.Context) error {
 		w.conns.closeAll()
 	}()
 	stop := make(chan struct{})
-	var fs []informers.SharedInformerFactory
+	var fs []interface {
+		Start(<-chan struct{})
+		Shutdown()
+	}
 	for _, s := range w.scopes {
-		fs = append(fs, s.services, s.slices, s.pods)
+		fs = append(fs, s.services, s.slices, s.pods, s.configMaps, s.gw)
 	}
 	for _, f := range fs {
 		f.Start(stop)
@@ -231,10 +251,16 @@ func (w *OutboundWatcher) snapshot() *OutboundSnapshot {
 		s.EndpointSlices = append(s.EndpointSlices, eps...)
 		pods, _ := sc.pods.Core().V1().Pods().Lister().List(all)
 		s.Pods = append(s.Pods, pods...)
+		btls, _ := sc.gw.Gateway().V1().BackendTLSPolicies().Lister().List(all)
+		s.BackendTLSPolicies = append(s.BackendTLSPolicies, btls...)
+		cms, _ := sc.configMaps.Core().V1().ConfigMaps().Lister().List(all)
+		s.ConfigMaps = append(s.ConfigMaps, cms...)
 	}
 	sortObjects(s.Services)
 	sortObjects(s.EndpointSlices)
 	sortObjects(s.Pods)
+	sortObjects(s.BackendTLSPolicies)
+	sortObjects(s.ConfigMaps)
 	return s
 }
 

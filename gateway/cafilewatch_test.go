@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/causewayhq/causeway/internal/testutil"
+)
+
+// TestUpstreamCAFileWatched: an upstream's tls.ca_file is watched as the
+// API-key files are. A bundle rotated to a new CA (the backend's
+// certificate having moved to it) is used without a SIGHUP or a change to
+// the routes file; a bundle that does not parse is refused, logged and
+// counted, and the roots in use keep serving.
+func TestUpstreamCAFileWatched(t *testing.T) {
+	ca1, ca2 := testutil.NewCA(t), testutil.NewCA(t)
+	pair := func(ca *testutil.CA, serial int64) *tls.Certificate {
+		c, k := ca.Leaf(t, "backend.test", serial)
+		cert, err := tls.X509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &cert
+	}
+	var served atomic.Pointer[tls.Certificate]
+	served.Store(pair(ca1, 1))
+	var hits atomic.Int64
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	backend.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return served.Load(), nil }}
+	// Every request a handshake of its own: the roots in use decide each.
+	backend.Config.SetKeepAlivesEnabled(false)
+	backend.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
+	backend.StartTLS()
+	t.Cleanup(backend.Close)
+
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	writeFile(t, caPath, string(ca1.PEM()))
+	te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
+  up:
+    endpoints: [%q]
+    scheme: https
+    tls: {server_name: backend.test, ca_file: %q}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: up}
+`, strings.TrimPrefix(backend.URL, "https://"), caPath))
+	status := func() int { resp, _ := get(t, te.url+"/x"); return resp.StatusCode }
+	if s := status(); s != http.StatusOK {
+		t.Fatalf("with the backend's CA: %d", s)
+	}
+	served.Store(pair(ca2, 2)) // the backend moves to another CA
+	if s := status(); s != http.StatusBadGateway {
+		t.Fatalf("a certificate of a CA the bundle lacks: %d, want 502", s)
+	}
+
+	t.Run("a rotated bundle is used without a reload", func(t *testing.T) {
+		writeFile(t, caPath, string(ca2.PEM()))
+		waitFor(t, func() bool { return status() == http.StatusOK })
+	})
+	t.Run("a bundle that does not parse is refused; the roots in use stay", func(t *testing.T) {
+		writeFile(t, caPath, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+		waitFor(t, func() bool { return !te.LastReload().OK })
+		before := hits.Load()
+		for range 20 {
+			if s := status(); s != http.StatusOK {
+				t.Fatalf("after a broken bundle: %d", s)
+			}
+		}
+		if got := hits.Load() - before; got != 20 {
+			t.Fatalf("the backend received %d of 20 requests", got)
+		}
+		if e := te.LastReload().Error; !strings.Contains(e, "CA bundle") {
+			t.Fatalf("the reload error does not say the bundle is bad: %q", e)
+		}
+		_, body := get(t, te.admin+"/metrics")
+		if !strings.Contains(string(body), `causeway_config_reloads_total{result="failure"} 1`) {
+			t.Fatal("the refused bundle is not counted")
+		}
+	})
+	t.Run("a fixed bundle is used", func(t *testing.T) {
+		writeFile(t, caPath, string(ca1.PEM())) // back to a bundle without ca2
+		waitFor(t, func() bool { return te.LastReload().OK })
+		waitFor(t, func() bool { return status() == http.StatusBadGateway })
+	})
+}
