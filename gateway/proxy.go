@@ -20,15 +20,27 @@ import (
 )
 
 // bufferPool lends the 32 KiB copy buffers of httputil.ReverseProxy so that a
-// proxied body does not allocate one per request.
+// proxied body does not allocate one per request. The pool holds array
+// pointers: Put turns the slice back into one without allocating, where
+// storing a new *[]byte cost an allocation per request.
 type bufferPool struct{ p sync.Pool }
 
+const copyBufferSize = 32 << 10
+
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+
+// Put takes back what Get lent; anything shorter (never handed out by
+// Get) is left to the garbage collector.
+func (b *bufferPool) Put(x []byte) {
+	if cap(x) < copyBufferSize {
+		return
+	}
+	b.p.Put((*[copyBufferSize]byte)(x[:copyBufferSize]))
+}
 
 var sharedBuffers = newBufferPool()
 

@@ -37,7 +37,8 @@ import (
 //   - the body that gives the connection back at EOF;
 //   - the reuse decision: a connection is pooled only when the response was
 //     accepted and read whole, is self-delimited, did not ask to close, was
-//     not to a HEAD, and nothing at all follows it on the wire. A pooled
+//     not to a HEAD, and nothing at all follows it on the wire (the check
+//     before reuse is part of the decision). A pooled
 //     connection with a stray byte would hand that byte to the next request
 //     as its answer (response splitting across requests); a refused one
 //     is never pooled, since where its next response starts is unknown.
@@ -130,10 +131,15 @@ func FuzzH1ResponseReader(f *testing.F) {
 		if !tr.sendsItself(req) {
 			t.Fatal("the fuzz request is not sent by H1 itself")
 		}
+		// pooled: the pool would hand the connection to the next request.
+		// A connection in the idle stack whose socket holds stray bytes or
+		// an EOF is closed by the check before reuse (getConn), the only
+		// one that asks the socket: that check is part of the decision.
 		pooled := func() bool {
 			tr.mu.Lock()
-			defer tr.mu.Unlock()
-			return len(tr.idle["upstream.test:80"]) == 1
+			stack := tr.idle["upstream.test:80"]
+			tr.mu.Unlock()
+			return len(stack) == 1 && stack[0].quiet()
 		}
 		got, err := tr.RoundTrip(req)
 		if ctx.Err() != nil {

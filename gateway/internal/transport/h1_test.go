@@ -310,13 +310,19 @@ func TestH1TransportIdleLifetime(t *testing.T) {
 		}
 	}
 	h1 := newTestPool(t, 4, notATimeout)
-	h1.idleTimeout = 30 * time.Millisecond
+	setIdleTimeout := func(d time.Duration) {
+		// Under the lock: a pending idle timer reads it (expire).
+		h1.mu.Lock()
+		h1.idleTimeout = d
+		h1.mu.Unlock()
+	}
+	setIdleTimeout(30 * time.Millisecond)
 	if _, _, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
 		t.Fatal(err)
 	}
 	waitClosed("idle timeout")
 
-	h1.idleTimeout = time.Hour
+	setIdleTimeout(time.Hour)
 	if _, _, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+"/"); err != nil {
 		t.Fatal(err)
 	}

@@ -124,6 +124,7 @@ func TestH1TransportExpiredIdleConnsUnderConcurrency(t *testing.T) {
 			c.idleAt = c.idleAt.Add(-2 * h1.idleTimeout)
 			if c.timer != nil {
 				c.timer.Stop()
+				c.timerArmed = false
 			}
 		}
 		h1.mu.Unlock()
@@ -145,4 +146,87 @@ func TestH1TransportExpiredIdleConnsUnderConcurrency(t *testing.T) {
 		h1.mu.Unlock()
 	}
 	t.Logf("%d connections accepted", accepted.Load())
+}
+
+// The idle timer is armed lazily: it may fire while its connection is in
+// use, or idle for less than the timeout because it was used since the
+// timer was armed. Neither may close the connection; only an idle period
+// of the whole timeout does. Each step calls expire as the timer would.
+func TestH1TransportIdleTimerFiresEarly(t *testing.T) {
+	srv, accepted := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	})
+	h1 := newTestPool(t, 4, notATimeout)
+	host := srv.Listener.Addr().String()
+	get := func() {
+		t.Helper()
+		if _, body, err := testutil.RoundTripGet(t, h1, context.Background(), srv.URL+"/"); err != nil || body != "ok" {
+			t.Fatalf("GET: %q %v", body, err)
+		}
+	}
+	idleConn := func() *h1Conn {
+		t.Helper()
+		h1.mu.Lock()
+		defer h1.mu.Unlock()
+		if len(h1.idle[host]) != 1 {
+			t.Fatalf("%d idle connections, want 1", len(h1.idle[host]))
+		}
+		c := h1.idle[host][0]
+		if !c.timerArmed {
+			t.Fatal("an idle connection without a pending idle timer")
+		}
+		return c
+	}
+	get()
+	c := idleConn()
+
+	// Used again since the timer was armed: idle for less than the timeout.
+	c.expire()
+	if idleConn() != c {
+		t.Fatal("the timer closed a connection idle for less than the timeout")
+	}
+
+	// Fired while the connection is in use: it stays usable and is armed
+	// again when it is put back.
+	got, reused, err := h1.getConn(context.Background(), host)
+	if err != nil || got != c || !reused {
+		t.Fatalf("getConn: %p reused=%v %v, want the idle connection", got, reused, err)
+	}
+	c.expire()
+	h1.putConn(c)
+	if idleConn() != c {
+		t.Fatal("the connection was lost after its timer fired while in use")
+	}
+	get()
+	if n := accepted.Load(); n != 1 {
+		t.Fatalf("%d connections accepted, want 1", n)
+	}
+
+	// Idle for the whole timeout: closed and forgotten.
+	h1.mu.Lock()
+	c.idleAt = c.idleAt.Add(-2 * h1.idleTimeout)
+	h1.mu.Unlock()
+	c.expire()
+	h1.mu.Lock()
+	n := len(h1.idle[host])
+	h1.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d idle connections after the idle timeout, want 0", n)
+	}
+	get()
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections accepted after the idle timeout, want 2", n)
+	}
+
+	// A connection closed while in use (its timer still pending from the
+	// idle period before) stops its timer: a pending one would keep the
+	// dead connection and its buffers reachable for up to the timeout.
+	c, _, err = h1.getConn(context.Background(), host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.close()
+	if c.timer.Stop() {
+		t.Fatal("a closed connection's idle timer is still pending")
+	}
 }
