@@ -66,7 +66,7 @@ func hostile(mode string, beforeLate, afterLate func()) func(net.Conn) {
 				resp, stray = "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", "LEAK"+body
 			case mode == "more body than Content-Length":
 				resp, stray = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), "LEAK"+body
-			case mode == "more body in a later write":
+			case mode == "more body in a later write" && strings.HasPrefix(req.URL.Path, "/empty"):
 				resp, stray, split = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), "LEAK"+body, true
 			case mode == "unsolicited response while idle" && strings.HasPrefix(req.URL.Path, "/empty"):
 				resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
@@ -85,6 +85,7 @@ func hostile(mode string, beforeLate, afterLate func()) func(net.Conn) {
 			}
 			if split {
 				_, _ = io.WriteString(c, stray)
+				afterLate()
 			}
 			if late && stray != "" {
 				beforeLate()
