@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +20,24 @@ import (
 // afterLate once they are written, so a test can hold them back until the
 // client has put the connection in the idle pool.
 func HostileUpstream(t testing.TB, mode string, beforeLate, afterLate func()) string {
-	return ServeConns(t, func(c net.Conn) {
+	return ServeConns(t, hostile(mode, beforeLate, afterLate))
+}
+
+// HostileUpstreamTLS is HostileUpstream over TLS with cfg (mTLS, say). A
+// write is a TLS record, so the stray bytes arrive in the response's own
+// record (the modes that send them with the response), in a record of
+// their own right after it ("more body in a later write"), or later (the
+// late modes).
+func HostileUpstreamTLS(t testing.TB, cfg *tls.Config, mode string, beforeLate, afterLate func()) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ServeListener(t, tls.NewListener(ln, cfg), hostile(mode, beforeLate, afterLate))
+}
+
+func hostile(mode string, beforeLate, afterLate func()) func(net.Conn) {
+	return func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
 			req, err := http.ReadRequest(br)
@@ -28,7 +46,7 @@ func HostileUpstream(t testing.TB, mode string, beforeLate, afterLate func()) st
 			}
 			body := "resp:" + req.URL.Path
 			var resp, stray string
-			late := false
+			late, split := false, false
 			switch {
 			case req.Method == http.MethodHead && mode == "body after HEAD":
 				resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
@@ -48,13 +66,15 @@ func HostileUpstream(t testing.TB, mode string, beforeLate, afterLate func()) st
 				resp, stray = "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", "LEAK"+body
 			case mode == "more body than Content-Length":
 				resp, stray = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), "LEAK"+body
+			case mode == "more body in a later write" && strings.HasPrefix(req.URL.Path, "/empty"):
+				resp, stray, split = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), "LEAK"+body, true
 			case mode == "unsolicited response while idle" && strings.HasPrefix(req.URL.Path, "/empty"):
 				resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 				stray, late = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nLEAK%s", len(body)+4, body), true
 			default:
 				resp = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 			}
-			if !late {
+			if !late && !split {
 				resp += stray
 			}
 			if req.Body != nil {
@@ -63,11 +83,15 @@ func HostileUpstream(t testing.TB, mode string, beforeLate, afterLate func()) st
 			if _, err := io.WriteString(c, resp); err != nil {
 				return
 			}
+			if split {
+				_, _ = io.WriteString(c, stray)
+				afterLate()
+			}
 			if late && stray != "" {
 				beforeLate()
 				_, _ = io.WriteString(c, stray) // the connection may be gone; the test reads what arrived
 				afterLate()
 			}
 		}
-	})
+	}
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,9 +30,14 @@ import (
 // cost as much CPU as the proxying itself (profile of the plain proxy under
 // wrk).
 //
+// An H1 made by NewH1TLS speaks HTTP/1.1 over TLS instead (the mesh hop,
+// tlsconn.go), on connections of its own: one H1 is plain or TLS, never
+// both.
+//
 // The fallback http.Transport, which keeps its own connections, carries
-// only what H1 does not speak: TLS and HTTP/2 (the pool never gives H1 such
-// an upstream, but a URL may still say https), protocol upgrades (101 turns
+// only what H1 does not speak: the other of plain and TLS, and HTTP/2 (the
+// pool never gives H1 such an upstream, but a URL may still say so),
+// protocol upgrades (101 turns
 // the connection into a two-way stream that http.Transport hands back as
 // the response body, which ReverseProxy relies on), CONNECT, and a request
 // whose TransferEncoding names a coding other than chunked (net/http
@@ -46,6 +52,10 @@ type H1 struct {
 	// for the 100 before its body is sent anyway (0: it does not wait).
 	expectTimeout time.Duration
 	lim           h1.Limits // bounds of a response head (response.go)
+	// tls, when set, is the configuration of every connection (NewH1TLS):
+	// H1 then sends https requests and leaves http ones to the fallback.
+	tls              *tls.Config
+	handshakeTimeout time.Duration
 
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host:port, most recently used last
@@ -75,7 +85,7 @@ func NewH1(fallback *http.Transport) *H1 {
 type h1Conn struct {
 	t      *H1
 	host   string
-	nc     net.Conn
+	nc     net.Conn // over TLS, the tls.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	cw     countingWriter // under bw: what reached the socket
@@ -97,6 +107,11 @@ type h1Conn struct {
 	raw       syscall.RawConn
 	peek      func(fd uintptr) bool
 	peekEmpty bool
+	// Over TLS (quietTLS): the TLS connection, the socket under it, and
+	// the probe read's buffer.
+	tc    *tls.Conn
+	rc    *recordConn
+	probe [1]byte
 
 	// The response being read: its parsed head (the fields array is
 	// kept from response to response) and, for a chunked body, its
@@ -113,7 +128,11 @@ type h1Conn struct {
 // sendsItself reports whether H1 sends req itself (see H1 for what it
 // leaves to the fallback).
 func (t *H1) sendsItself(req *http.Request) bool {
-	if req.URL == nil || req.URL.Scheme != "http" || req.URL.Host == "" || req.Method == http.MethodConnect {
+	scheme := "http"
+	if t.tls != nil {
+		scheme = "https"
+	}
+	if req.URL == nil || req.URL.Scheme != scheme || req.URL.Host == "" || req.Method == http.MethodConnect {
 		return false
 	}
 	if _, ok := req.Header["Upgrade"]; ok {
@@ -264,10 +283,31 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 	t.setIdle(host, stack)
 	t.mu.Unlock()
 
+	if t.tls != nil {
+		tc, rc, err := t.dialTLS(ctx, host)
+		if err != nil {
+			return nil, false, err
+		}
+		c := t.newConn(host, tc)
+		c.tc, c.rc = tc, rc
+		return c, false, nil
+	}
 	nc, err := t.dial(ctx, "tcp", host)
 	if err != nil {
 		return nil, false, err
 	}
+	c := t.newConn(host, nc)
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw, c.peek = raw, c.peekSocket
+		}
+	}
+	return c, false, nil
+}
+
+// newConn sets up a connection's buffers over nc (the socket, or the TLS
+// connection over it).
+func (t *H1) newConn(host string, nc net.Conn) *h1Conn {
 	c := &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10)}
 	c.cw.nc = nc
 	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
@@ -275,12 +315,7 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 	// net/http refuses a trailer section that does not fit its read
 	// buffer: so does this reader, with a buffer of the same size.
 	c.chunked.LimitTrailers(c.br.Size())
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw, c.peek = raw, c.peekSocket
-		}
-	}
-	return c, false, nil
+	return c
 }
 
 // setIdle stores host's idle stack; an empty one is dropped, so endpoints
@@ -374,9 +409,15 @@ func (t *H1) CloseIdleConnections() {
 // pending from an earlier idle period (putConn): a pending timer would keep
 // the dead connection and its buffers reachable until it fires. c.timer is
 // set once, under t.mu, before c is first put in the pool, and a closing
-// connection is in no request's hands and no longer idle.
+// connection is in no request's hands and no longer idle. Over TLS the
+// socket is closed directly, skipping the close_notify alert, whose write
+// could wait on an upstream that reads nothing.
 func (c *h1Conn) close() {
-	_ = c.nc.Close()
+	if c.rc != nil {
+		_ = c.rc.Close()
+	} else {
+		_ = c.nc.Close()
+	}
 	c.t.mu.Lock()
 	tm := c.timer
 	c.timerArmed = false
@@ -529,6 +570,9 @@ func (c *h1Conn) release(stop func() bool, keep bool) {
 // reader goroutine per idle connection for the same purpose. A connection
 // that cannot be asked is never reused.
 func (c *h1Conn) quiet() bool {
+	if c.tc != nil {
+		return c.quietTLS()
+	}
 	if c.br.Buffered() > 0 || c.raw == nil {
 		return false
 	}

@@ -11,10 +11,13 @@ import (
 // funnel them through one connection's read and write loops; on the hop
 // between edge and sidecar that cost about a third of the hop's throughput
 // against HTTP/1.1 connections used one request at a time
-// (BenchmarkMeshPaths/edge-sidecar; docs/performance.md). An upstream with
-// protocol: h2 keeps HTTP/2 for everything.
+// (BenchmarkMeshPaths/edge-sidecar; docs/performance.md). The HTTP/1.1
+// requests go through H1 over TLS (NewH1TLS), as plain upstreams' do, so
+// the hop pays no read and write goroutine hand-off per request either;
+// upgrades and CONNECT go to H1's fallback, an http.Transport limited to
+// HTTP/1.1. An upstream with protocol: h2 keeps HTTP/2 for everything.
 type Mesh struct {
-	h1 *http.Transport // ALPN http/1.1 only
+	h1 *H1
 	h2 *http.Transport // ALPN h2, then http/1.1
 }
 
@@ -24,7 +27,7 @@ func NewMesh(t *http.Transport) *Mesh {
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSClientConfig = t.TLSClientConfig.Clone()
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	return &Mesh{h1: h1, h2: t}
+	return &Mesh{h1: NewH1TLS(h1), h2: t}
 }
 
 func (m *Mesh) RoundTrip(req *http.Request) (*http.Response, error) {

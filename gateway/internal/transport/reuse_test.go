@@ -15,66 +15,102 @@ import (
 // No client ever sees bytes meant for, or sent after, another request:
 // whatever an upstream sends that answers nothing we asked closes the
 // connection, whether it arrives with the response, after it, or while
-// the connection is idle.
+// the connection is idle. Over TLS the stray bytes also come in the
+// response's own record (so crypto/tls holds them decrypted), in a record
+// of their own right behind it (held undecrypted, or still in the socket)
+// and later.
 func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 	modes := []struct {
 		mode, first string // first: the request that provokes stray bytes
 		late        bool
+		settle      bool // the stray write is let land before the next request
 	}{
-		{"body after HEAD", http.MethodHead, false},
-		{"late body after HEAD", http.MethodHead, true},
-		{"body after 204", http.MethodGet, false},
-		{"body after 304", http.MethodGet, false},
-		{"more body than Content-Length", http.MethodGet, false},
-		{"unsolicited response while idle", http.MethodGet, true},
+		{"body after HEAD", http.MethodHead, false, false},
+		{"late body after HEAD", http.MethodHead, true, false},
+		{"body after 204", http.MethodGet, false, false},
+		{"body after 304", http.MethodGet, false, false},
+		{"more body than Content-Length", http.MethodGet, false, false},
+		{"more body in a later write", http.MethodGet, false, true},
+		{"unsolicited response while idle", http.MethodGet, true, false},
+	}
+	mt := newMeshTLS(t)
+	upstreams := []struct {
+		name   string
+		scheme string
+		start  func(t *testing.T, mode string, before, after func()) string
+		pool   func(t *testing.T) *H1
+	}{
+		{"plain", "http", func(t *testing.T, mode string, before, after func()) string {
+			return testutil.HostileUpstream(t, mode, before, after)
+		}, func(t *testing.T) *H1 { return newTestPool(t, 4, 0) }},
+		{"mTLS", "https", func(t *testing.T, mode string, before, after func()) string {
+			return testutil.HostileUpstreamTLS(t, mt.server, mode, before, after)
+		}, func(t *testing.T) *H1 { return mt.pool(t, 4, 0, sidecarID) }},
 	}
 	const rounds = 300
-	for _, m := range modes {
-		t.Run(m.mode, func(t *testing.T) {
-			t.Parallel()
-			// The client says when the first response is read (the
-			// connection is idle); the upstream says when the stray bytes
-			// are out. Both channels are buffered so that neither side
-			// blocks once the other has stopped.
-			idle, wrote := make(chan struct{}, rounds), make(chan struct{}, rounds)
-			done := make(chan struct{})
-			t.Cleanup(func() { close(done) })
-			addr := testutil.HostileUpstream(t, m.mode, func() {
-				select {
-				case <-idle:
-				case <-done:
-				}
-			}, func() { wrote <- struct{}{} })
-			h1 := newTestPool(t, 4, 0)
-			for i := range rounds {
-				first := fmt.Sprintf("/empty/%d", i)
-				req, _ := http.NewRequest(m.first, "http://"+addr+first, nil)
-				resp, err := h1.RoundTrip(req)
-				if err != nil {
-					t.Fatalf("round %d, %s %s: %v", i, m.first, first, err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if m.first == http.MethodGet && resp.StatusCode == http.StatusOK && string(b) != "resp:"+first {
-					t.Fatalf("round %d: %s got %q", i, first, b)
-				}
-				if m.late {
-					idle <- struct{}{}
-					<-wrote
-					// The bytes are written; give them a moment to land
-					// in the socket, as they would on any real network.
-					time.Sleep(time.Millisecond)
-				}
-				next := fmt.Sprintf("/next/%d", i)
-				_, body, err := testutil.RoundTripGet(t, h1, context.Background(), "http://"+addr+next)
-				if err != nil {
-					t.Fatalf("round %d, GET %s: %v", i, next, err)
-				}
-				if body != "resp:"+next {
-					t.Fatalf("round %d: GET %s got %q: another request's bytes", i, next, body)
-				}
-			}
-		})
+	for _, up := range upstreams {
+		for _, m := range modes {
+			t.Run(up.name+"/"+m.mode, func(t *testing.T) {
+				t.Parallel()
+				strayBytesRounds(t, up.scheme, m.first, m.late, m.settle, rounds, func(before, after func()) string {
+					return up.start(t, m.mode, before, after)
+				}, up.pool(t))
+			})
+		}
+	}
+}
+
+// strayBytesRounds runs rounds of a request that provokes stray bytes and
+// one that must get its own answer, on the upstream start starts.
+func strayBytesRounds(t *testing.T, scheme, method string, late, settle bool, rounds int, start func(before, after func()) string, h1 *H1) {
+	t.Helper()
+	// The client says when the first response is read (the connection is
+	// idle); the upstream says when the stray bytes are out. Both channels
+	// are buffered so that neither side blocks once the other has stopped.
+	idle, wrote := make(chan struct{}, rounds), make(chan struct{}, rounds)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	addr := start(func() {
+		select {
+		case <-idle:
+		case <-done:
+		}
+	}, func() { wrote <- struct{}{} })
+	for i := range rounds {
+		first := fmt.Sprintf("/empty/%d", i)
+		req, _ := http.NewRequest(method, scheme+"://"+addr+first, nil)
+		resp, err := h1.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("round %d, %s %s: %v", i, method, first, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if method == http.MethodGet && resp.StatusCode == http.StatusOK && string(b) != "resp:"+first {
+			t.Fatalf("round %d: %s got %q", i, first, b)
+		}
+		if late {
+			idle <- struct{}{}
+			<-wrote
+			// The bytes are written; give them a moment to land in the
+			// socket, as they would on any real network.
+			time.Sleep(time.Millisecond)
+		}
+		if settle {
+			// Bytes that arrive after the check are indistinguishable
+			// from an answer on HTTP/1.1; what is tested is that those
+			// already there (in crypto/tls's buffers or the socket) are
+			// seen.
+			<-wrote
+			time.Sleep(time.Millisecond)
+		}
+		next := fmt.Sprintf("/next/%d", i)
+		_, body, err := testutil.RoundTripGet(t, h1, context.Background(), scheme+"://"+addr+next)
+		if err != nil {
+			t.Fatalf("round %d, GET %s: %v", i, next, err)
+		}
+		if body != "resp:"+next {
+			t.Fatalf("round %d: GET %s got %q: another request's bytes", i, next, body)
+		}
 	}
 }
 

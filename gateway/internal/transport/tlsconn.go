@@ -1,0 +1,193 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+)
+
+// NewH1TLS is NewH1 for an upstream reached over TLS (the mesh hop to a
+// sidecar): H1 then sends requests whose URL says https itself, on
+// connections it dials, secures with fallback.TLSClientConfig (its ALPN set
+// to http/1.1 alone) and pools as it pools plain ones. The configuration is
+// used as given, so whatever it verifies (a sidecar's SPIFFE ID) and how it
+// finds its client certificate (GetClientCertificate, which follows
+// rotation) hold for every connection; the handshake is bounded by
+// fallback.TLSHandshakeTimeout and by the request's context.
+func NewH1TLS(fallback *http.Transport) *H1 {
+	t := NewH1(fallback)
+	cfg := fallback.TLSClientConfig.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	t.tls = cfg
+	t.handshakeTimeout = fallback.TLSHandshakeTimeout
+	return t
+}
+
+// dialTLS makes a TLS connection to host over a socket of t.dial's. The
+// socket goes under the TLS client inside a recordConn, which follows the
+// record framing of what the upstream sent so that quiet can tell whether
+// crypto/tls holds undecrypted bytes.
+func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, error) {
+	nc, err := t.dial(ctx, "tcp", host)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := t.tls
+	if cfg.ServerName == "" {
+		// As http.Transport: the name the URL gave, for SNI and for a
+		// configuration that verifies host names.
+		name, _, err := net.SplitHostPort(host)
+		if err != nil {
+			name = host
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = name
+	}
+	rc := &recordConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			rc.raw = raw
+			rc.readFn = rc.readNow
+		}
+	}
+	tc := tls.Client(rc, cfg)
+	hctx := ctx
+	if t.handshakeTimeout > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeout(ctx, t.handshakeTimeout)
+		defer cancel()
+	}
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = nc.Close()
+		return nil, nil, err
+	}
+	return tc, rc, nil
+}
+
+// recordConn is the socket under a TLS client. It passes reads through
+// unchanged and follows the TLS record framing (5-byte header, then as many
+// bytes as its length says) across everything it has handed to crypto/tls,
+// so atBoundary says whether what crypto/tls has received ends with a whole
+// record. While probing, a read does not wait: it takes what the socket
+// holds now and reports errNothingYet if that is nothing.
+type recordConn struct {
+	net.Conn
+	raw     syscall.RawConn
+	readFn  func(fd uintptr) bool // readNow, made once per connection
+	probing bool
+
+	// The framing: hdr holds the first hn bytes of the current record's
+	// header; once it is whole, body is the count of its bytes still to
+	// come.
+	hdr  [5]byte
+	hn   int
+	body int
+
+	// The probe read's buffer and result (readNow).
+	buf []byte
+	n   int
+	err error
+}
+
+// errNothingYet is a probe's read finding the socket empty. crypto/tls keeps
+// a connection usable after a read error that says it is temporary, as it
+// does after a read deadline.
+var errNothingYet net.Error = nothingYet{}
+
+type nothingYet struct{}
+
+func (nothingYet) Error() string   { return "nothing to read yet" }
+func (nothingYet) Timeout() bool   { return true }
+func (nothingYet) Temporary() bool { return true }
+
+func (rc *recordConn) Read(p []byte) (int, error) {
+	var n int
+	var err error
+	if rc.probing {
+		n, err = rc.readProbe(p)
+	} else {
+		n, err = rc.Conn.Read(p)
+	}
+	rc.follow(p[:n])
+	return n, err
+}
+
+func (rc *recordConn) readProbe(p []byte) (int, error) {
+	if rc.raw == nil {
+		return 0, errors.New("connection cannot be probed")
+	}
+	rc.buf, rc.n, rc.err = p, 0, nil
+	if err := rc.raw.Read(rc.readFn); err != nil {
+		return 0, err
+	}
+	rc.buf = nil
+	return rc.n, rc.err
+}
+
+// readNow reads the socket without waiting for it (Go's sockets are
+// non-blocking: EAGAIN means empty). A read of nothing is the EOF.
+func (rc *recordConn) readNow(fd uintptr) bool {
+	n, err := syscall.Read(int(fd), rc.buf)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+		rc.err = errNothingYet
+	case err != nil:
+		rc.err = err
+	case n == 0:
+		rc.err = io.EOF
+	default:
+		rc.n = n
+	}
+	return true
+}
+
+// follow advances the framing over b, the bytes just handed to crypto/tls.
+func (rc *recordConn) follow(b []byte) {
+	for len(b) > 0 {
+		if rc.hn < len(rc.hdr) {
+			k := copy(rc.hdr[rc.hn:], b)
+			rc.hn += k
+			b = b[k:]
+			if rc.hn == len(rc.hdr) {
+				rc.body = int(rc.hdr[3])<<8 | int(rc.hdr[4])
+			}
+		} else {
+			k := min(rc.body, len(b))
+			rc.body -= k
+			b = b[k:]
+		}
+		if rc.hn == len(rc.hdr) && rc.body == 0 {
+			rc.hn = 0
+		}
+	}
+}
+
+// atBoundary: everything handed to crypto/tls so far is whole records.
+func (rc *recordConn) atBoundary() bool { return rc.hn == 0 }
+
+// quietTLS is quiet over TLS. Bytes that answer nothing may sit in four
+// places: the bufio.Reader, crypto/tls's decrypted input, its undecrypted
+// input, and the socket. One read of crypto/tls with the socket probed
+// (never waited on) looks at all of them: it returns decrypted bytes first,
+// then decrypts whole records it holds, then takes what the socket has and
+// decrypts that. Application data or an EOF (close_notify, a closed
+// socket) on the way means the connection is not reused; post-handshake
+// messages (NewSessionTicket, KeyUpdate) are handled inside crypto/tls and
+// the read goes on, so they neither count as stray bytes nor reach a
+// client. The read ends with errNothingYet once the socket is empty; the
+// bytes crypto/tls still holds are then a partial record, which only the
+// framing can tell (a record of application data that has not all arrived
+// is stray bytes too).
+func (c *h1Conn) quietTLS() bool {
+	if c.br.Buffered() > 0 || c.rc.raw == nil {
+		return false
+	}
+	c.rc.probing = true
+	n, err := c.tc.Read(c.probe[:])
+	c.rc.probing = false
+	return n == 0 && errors.Is(err, errNothingYet) && c.rc.atBoundary()
+}
