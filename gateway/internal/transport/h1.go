@@ -556,7 +556,9 @@ func (c *h1Conn) release(stop func() bool, keep bool) {
 	// too, and it is the one that guards the next request. (Asking here
 	// as well cost one system call per request and changed nothing but
 	// how long a spoiled connection sits in the pool before it is closed.)
-	if stop() && keep && c.br.Buffered() == 0 && c.raw != nil {
+	// A connection quiet cannot ask (no raw socket, no TLS) is never
+	// pooled.
+	if stop() && keep && c.br.Buffered() == 0 && (c.raw != nil || c.tc != nil) {
 		c.t.putConn(c)
 		return
 	}
