@@ -54,7 +54,7 @@ func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 				t.Parallel()
 				strayBytesRounds(t, up.scheme, m.first, m.late, m.settle, rounds, func(before, after func()) string {
 					return up.start(t, m.mode, before, after)
-				}, up.pool(t))
+				}, up.pool)
 			})
 		}
 	}
@@ -62,7 +62,11 @@ func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 
 // strayBytesRounds runs rounds of a request that provokes stray bytes and
 // one that must get its own answer, on the upstream start starts.
-func strayBytesRounds(t *testing.T, scheme, method string, late, settle bool, rounds int, start func(before, after func()) string, h1 *H1) {
+//
+// The pool is made after the upstream, so its cleanup (closing the idle
+// connections) runs before the upstream's, which waits for its
+// connections to end.
+func strayBytesRounds(t *testing.T, scheme, method string, late, settle bool, rounds int, start func(before, after func()) string, pool func(*testing.T) *H1) {
 	t.Helper()
 	// The client says when the first response is read (the connection is
 	// idle); the upstream says when the stray bytes are out. Both channels
@@ -76,6 +80,7 @@ func strayBytesRounds(t *testing.T, scheme, method string, late, settle bool, ro
 		case <-done:
 		}
 	}, func() { wrote <- struct{}{} })
+	h1 := pool(t)
 	for i := range rounds {
 		first := fmt.Sprintf("/empty/%d", i)
 		req, _ := http.NewRequest(method, scheme+"://"+addr+first, nil)
