@@ -78,7 +78,7 @@ inbound: {listen: %q, forward_to: %q, allow: ["spiffe://example.org/ns/edge/sa/g
 func buildCauseway(t *testing.T, _ string) string {
 	t.Helper()
 	built.once.Do(func() {
-		d, err := os.MkdirTemp("", "causeway-test-bin-")
+		d, err := os.MkdirTemp("", "causeway-test-bin-") //nolint:usetesting // outlives the test that builds it; TestMain removes it
 		if err != nil {
 			built.err = err
 			return
@@ -86,7 +86,7 @@ func buildCauseway(t *testing.T, _ string) string {
 		built.dir = d
 		bin := filepath.Join(d, "causeway")
 		if out, err := exec.Command("go", "build", "-o", bin, "../cmd/causeway").CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("build: %v\n%s", err, out)
+			built.err = fmt.Errorf("build: %w\n%s", err, out)
 			return
 		}
 		built.bin = bin
