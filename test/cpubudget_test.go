@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -422,16 +421,7 @@ func (p *budgetProcess) saveCPUProfile(t *testing.T, path string) {
 }
 
 func (p *budgetProcess) stop(t *testing.T) {
-	p.once.Do(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			t.Errorf("%s did not stop on SIGTERM", p.cmd.Args[1])
-		}
-	})
+	p.once.Do(func() { stopChild(t, p.cmd, p.done) })
 }
 
 // procCPUTime is the user and system CPU time a process has used, all its

@@ -266,16 +266,20 @@ func idleClientTLS(pool *x509.CertPool) *tls.Config {
 }
 
 func (e *edgeProcess) stop(t *testing.T) {
-	e.stopOnce.Do(func() {
-		_ = e.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.done:
-		case <-time.After(20 * time.Second):
-			_ = e.cmd.Process.Kill()
-			<-e.done
-			t.Errorf("edge did not stop on SIGTERM")
-		}
-	})
+	e.stopOnce.Do(func() { stopChild(t, e.cmd, e.done) })
+}
+
+// stopChild sends cmd SIGTERM and waits for it to exit (done delivers
+// cmd.Wait's result), killing it after 20 s, which is an error.
+func stopChild(t *testing.T, cmd *exec.Cmd, done <-chan error) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Errorf("%s did not stop on SIGTERM", strings.Join(cmd.Args[:min(2, len(cmd.Args))], " "))
+	}
 }
 
 // idleConn is one client connection with its reader, kept across

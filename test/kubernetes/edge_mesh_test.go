@@ -200,17 +200,7 @@ func TestEdgeIntoTheMesh(t *testing.T) {
 	})
 
 	updateSlice := func(names ...string) error {
-		var ps []*corev1.Pod
-		for _, n := range names {
-			ps = append(ps, pods[n])
-		}
-		es, err := c.core.DiscoveryV1().EndpointSlices(ns).Get(ctx, "pay-a", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		es.Endpoints = meshSlice(ns, "pay", "pay-a", ps...).Endpoints
-		_, err = c.core.DiscoveryV1().EndpointSlices(ns).Update(ctx, es, metav1.UpdateOptions{})
-		return err
+		return setMeshSlice(ctx, c, ns, "pay", "pay-a", pods, names...)
 	}
 
 	t.Run("another ServiceAccount's pod is its own upstream, on its own port", func(t *testing.T) {
@@ -235,21 +225,8 @@ func TestEdgeIntoTheMesh(t *testing.T) {
 		const workers, each = 8, 50
 		var ok atomic.Int64
 		errs := make(chan string, workers*each+1000)
-		churn, stopChurn := context.WithCancel(ctx)
-		churned := make(chan int)
-		go func() {
-			n := 0
-			// pay-1 stays throughout: a request always has a pod to go to.
-			sets := [][]string{{"pay-1", "pay-v2"}, {"pay-1", "pay-2", "pay-v2"}, {"pay-1"}, {"pay-1", "pay-2"}}
-			for churn.Err() == nil {
-				if err := updateSlice(sets[n%len(sets)]...); err != nil {
-					errs <- "changing the endpoints: " + err.Error()
-				}
-				n++
-				time.Sleep(30 * time.Millisecond)
-			}
-			churned <- n
-		}()
+		// pay-1 stays throughout: a request always has a pod to go to.
+		stopChurn := churnSlice(ctx, [][]string{{"pay-1", "pay-v2"}, {"pay-1", "pay-2", "pay-v2"}, {"pay-1"}, {"pay-1", "pay-2"}}, 30*time.Millisecond, updateSlice, errs)
 		var wg sync.WaitGroup
 		for range workers {
 			wg.Go(func() {
@@ -271,8 +248,7 @@ func TestEdgeIntoTheMesh(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		stopChurn()
-		changes := <-churned
+		changes := stopChurn()
 		close(errs)
 		for e := range errs {
 			t.Error(e)

@@ -93,17 +93,7 @@ outbound:
 		return v.LoadedAt
 	}
 	setSlice := func(names ...string) error {
-		var ps []*corev1.Pod
-		for _, n := range names {
-			ps = append(ps, pods[n])
-		}
-		es, err := c.core.DiscoveryV1().EndpointSlices(ns).Get(ctx, "web-a", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		es.Endpoints = meshSlice(ns, "web", "web-a", ps...).Endpoints
-		_, err = c.core.DiscoveryV1().EndpointSlices(ns).Update(ctx, es, metav1.UpdateOptions{})
-		return err
+		return setMeshSlice(ctx, c, ns, "web", "web-a", pods, names...)
 	}
 	eventually(t, "web-1 and web-2 serve", func() bool {
 		code, _, _, err := call(hc, out, host)
@@ -128,21 +118,8 @@ outbound:
 		var wg sync.WaitGroup
 		var answeredBy [4]atomic.Int64
 		errs := make(chan string, workers*each+1000)
-		churn, stopChurn := context.WithCancel(ctx)
-		churned := make(chan int)
-		go func() {
-			n := 0
-			// web-1 stays throughout: a request always has a pod to go to.
-			sets := [][]string{{"web-1", "web-3"}, {"web-1", "web-2", "web-4"}, {"web-1"}, {"web-1", "web-2", "web-3", "web-4"}, {"web-1", "web-2"}}
-			for churn.Err() == nil {
-				if err := setSlice(sets[n%len(sets)]...); err != nil {
-					errs <- "changing the endpoints: " + err.Error()
-				}
-				n++
-				time.Sleep(40 * time.Millisecond)
-			}
-			churned <- n
-		}()
+		// web-1 stays throughout: a request always has a pod to go to.
+		stopChurn := churnSlice(ctx, [][]string{{"web-1", "web-3"}, {"web-1", "web-2", "web-4"}, {"web-1"}, {"web-1", "web-2", "web-3", "web-4"}, {"web-1", "web-2"}}, 40*time.Millisecond, setSlice, errs)
 		pc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 		for range workers {
 			wg.Go(func() {
@@ -163,8 +140,7 @@ outbound:
 			})
 		}
 		wg.Wait()
-		stopChurn()
-		changes := <-churned
+		changes := stopChurn()
 		close(errs)
 		for e := range errs {
 			t.Error(e)

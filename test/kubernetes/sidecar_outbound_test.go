@@ -114,6 +114,45 @@ func meshSlice(ns, svc, name string, pods ...*corev1.Pod) *discoveryv1.EndpointS
 	return es
 }
 
+// setMeshSlice gives EndpointSlice name in ns (of mesh Service svc) the
+// endpoints of the named pods, none when names is empty.
+func setMeshSlice(ctx context.Context, c cluster, ns, svc, name string, pods map[string]*corev1.Pod, names ...string) error {
+	var ps []*corev1.Pod
+	for _, n := range names {
+		ps = append(ps, pods[n])
+	}
+	es, err := c.core.DiscoveryV1().EndpointSlices(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	es.Endpoints = meshSlice(ns, svc, name, ps...).Endpoints
+	_, err = c.core.DiscoveryV1().EndpointSlices(ns).Update(ctx, es, metav1.UpdateOptions{})
+	return err
+}
+
+// churnSlice applies sets in turn with set, one every interval, until the
+// returned stop is called; stop returns how many changes were made. A
+// failed change is reported to errs.
+func churnSlice(ctx context.Context, sets [][]string, every time.Duration, set func(...string) error, errs chan<- string) (stop func() int) {
+	churn, cancel := context.WithCancel(ctx)
+	churned := make(chan int)
+	go func() {
+		n := 0
+		for churn.Err() == nil {
+			if err := set(sets[n%len(sets)]...); err != nil {
+				errs <- "changing the endpoints: " + err.Error()
+			}
+			n++
+			time.Sleep(every)
+		}
+		churned <- n
+	}()
+	return func() int {
+		cancel()
+		return <-churned
+	}
+}
+
 // TestSidecarOutboundFromKubernetes runs a sidecar whose outbound services
 // come from the API server, in front of real peer sidecars and backends,
 // and follows the cluster as it changes.
@@ -258,17 +297,7 @@ outbound:
 	})
 
 	updateSlice := func(names ...string) error {
-		var ps []*corev1.Pod
-		for _, n := range names {
-			ps = append(ps, pods[n])
-		}
-		es, err := c.core.DiscoveryV1().EndpointSlices(ns).Get(ctx, "pay-a", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		es.Endpoints = meshSlice(ns, "pay", "pay-a", ps...).Endpoints
-		_, err = c.core.DiscoveryV1().EndpointSlices(ns).Update(ctx, es, metav1.UpdateOptions{})
-		return err
+		return setMeshSlice(ctx, c, ns, "pay", "pay-a", pods, names...)
 	}
 	setSlice := func(t *testing.T, names ...string) {
 		t.Helper()
@@ -337,21 +366,8 @@ outbound:
 		var wg sync.WaitGroup
 		var ok atomic.Int64
 		errs := make(chan string, 2*workers*each+1000)
-		churn, stopChurn := context.WithCancel(ctx)
-		churned := make(chan int)
-		go func() {
-			n := 0
-			// pay-1 stays throughout: a request always has a pod to go to.
-			sets := [][]string{{"pay-1", "pay-3"}, {"pay-1", "pay-2", "pay-v2"}, {"pay-1"}, {"pay-1", "pay-2"}}
-			for churn.Err() == nil {
-				if err := updateSlice(sets[n%len(sets)]...); err != nil {
-					errs <- "changing the endpoints: " + err.Error()
-				}
-				n++
-				time.Sleep(30 * time.Millisecond)
-			}
-			churned <- n
-		}()
+		// pay-1 stays throughout: a request always has a pod to go to.
+		stopChurn := churnSlice(ctx, [][]string{{"pay-1", "pay-3"}, {"pay-1", "pay-2", "pay-v2"}, {"pay-1"}, {"pay-1", "pay-2"}}, 30*time.Millisecond, updateSlice, errs)
 		pc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 		for range workers {
 			wg.Go(func() {
@@ -371,8 +387,7 @@ outbound:
 			})
 		}
 		wg.Wait()
-		stopChurn()
-		changes := <-churned
+		changes := stopChurn()
 		close(errs)
 		for e := range errs {
 			t.Error(e)
