@@ -183,8 +183,17 @@ func chromiumSignIn(t *testing.T, store string) {
 	if got := text("body"); !strings.Contains(got, "signed out") {
 		t.Fatalf("after logout: %q", got)
 	}
-	if c := cookies()["__Host-causeway-sso"]; c != nil {
-		t.Fatalf("session cookie after logout: %+v", c)
+	// Chromium commits a Set-Cookie to its cookie store apart from the
+	// navigation that carried it: the deletion may land a moment after
+	// the provider's page is shown, so the store is read until it has.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c := cookies()["__Host-causeway-sso"]
+		if c == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session cookie after logout: %+v", c)
+		}
 	}
 	if rdb != nil {
 		if left := storedSessions(t, rdb); len(left) != 0 {
