@@ -3,11 +3,14 @@ package h1server
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -141,3 +144,26 @@ var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = io.WriteString(w, b.String())
 })
+
+// serveOursTLS is serveOurs over TLS with a test certificate for
+// example.com; it returns the pool that trusts it.
+func serveOursTLS(t *testing.T, h http.Handler, configure func(*Server)) (*Server, string, *x509.CertPool) {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	cert := ts.TLS.Certificates
+	pool := ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	ts.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: h, TLSConfig: &tls.Config{Certificates: cert}}
+	if configure != nil {
+		configure(s)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = s.Close(); <-done })
+	return s, ln.Addr().String(), pool
+}

@@ -7,14 +7,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -221,29 +219,6 @@ func (w *heldWrites) flush() error {
 	w.hold = false
 	_, err := w.Conn.Write(w.buf)
 	return err
-}
-
-// serveOursTLS is serveOurs over TLS with a test certificate for
-// example.com; it returns the pool that trusts it.
-func serveOursTLS(t *testing.T, h http.Handler, configure func(*Server)) (*Server, string, *x509.CertPool) {
-	t.Helper()
-	ts := httptest.NewUnstartedServer(nil)
-	ts.StartTLS()
-	cert := ts.TLS.Certificates
-	pool := ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-	ts.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Handler: h, TLSConfig: &tls.Config{Certificates: cert}}
-	if configure != nil {
-		configure(s)
-	}
-	done := make(chan error, 1)
-	go func() { done <- s.ServeTLS(ln, "", "") }()
-	t.Cleanup(func() { _ = s.Close(); <-done })
-	return s, ln.Addr().String(), pool
 }
 
 // TestParkedClientStallsAfterOneByte: a parked connection woken by one

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -319,22 +318,10 @@ func TestHTTP2HandedToNetHTTP(t *testing.T) {
 	})
 	t.Run("TLS ALPN", func(t *testing.T) {
 		t.Parallel()
-		ts := httptest.NewUnstartedServer(nil)
-		ts.StartTLS()
-		cert := ts.TLS.Certificates
-		pool := ts.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
-		ts.Close()
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := &Server{Handler: h, TLSConfig: &tls.Config{Certificates: cert}}
-		done := make(chan error, 1)
-		go func() { done <- s.ServeTLS(ln, "", "") }()
-		defer func() { _ = s.Close(); <-done }()
+		_, addr, pool := serveOursTLS(t, h, nil)
 		for _, proto := range []string{"HTTP/2.0", "HTTP/1.1"} {
 			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "example.com"}, ForceAttemptHTTP2: proto == "HTTP/2.0"}
-			res, err := (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
+			res, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/")
 			if err != nil {
 				t.Fatal(err)
 			}
