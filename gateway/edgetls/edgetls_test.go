@@ -755,3 +755,72 @@ func TestOnDemandAsk(t *testing.T) {
 		t.Fatalf("%d orders, want 0", n)
 	}
 }
+
+// TestClientCARotation rewrites tls.client_ca_file under a running manager:
+// a client certificate of the new CA is accepted and one of the old refused
+// once the reload lands, and a bundle that does not parse keeps the last good
+// roots, as a broken certificate file keeps the last good certificate.
+func TestClientCARotation(t *testing.T) {
+	dir := t.TempDir()
+	serverCA := newCA(t, "server CA")
+	oldCA, nextCA := newCA(t, "old client CA"), newCA(t, "new client CA")
+	c, k := serverCA.writePair(t, dir, "a", "api.example.com")
+	caFile := filepath.Join(dir, "clients.pem")
+	writeFile(t, caFile, oldCA.pem)
+	reloaded := make(chan error, 16)
+	m := newManager(t, &routes.TLS{MinVersion: "1.2", ClientAuth: "require", ClientCAFile: caFile,
+		Certificates: []routes.Certificate{{CertFile: c, KeyFile: k}}},
+		Options{OnReload: func(err error) { reloaded <- err }})
+	addr := serveTLS(t, m.TLSConfig(), okHandler())
+	oldClient, newClient := oldCA.clientCert(t, "old-partner"), nextCA.clientCert(t, "new-partner")
+	accepted := func(cert tls.Certificate) bool {
+		tcfg := &tls.Config{ServerName: "api.example.com", RootCAs: serverCA.pool(),
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}
+		tr := &http.Transport{TLSClientConfig: tcfg}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + addr + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	steps := []struct {
+		name         string
+		write        []byte
+		wantReloadOK bool
+		oldOK, newOK bool // whose client certificates are accepted after it
+	}{
+		{"rotated to the new CA", nextCA.pem, true, false, true},
+		{"a bundle that does not parse keeps the new CA", []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n"), false, false, true},
+		{"both CAs during a hand-over", append(append([]byte{}, oldCA.pem...), nextCA.pem...), true, true, true},
+	}
+	if !accepted(oldClient) || accepted(newClient) {
+		t.Fatal("before rotation: want the old CA's client accepted and the new CA's refused")
+	}
+	for _, s := range steps {
+		writeFile(t, caFile, s.write)
+		// Each write is several events in the folder (the temporary file,
+		// its rename), and each event retries a bundle that does not parse,
+		// so a refusal can be reported more than once: wait for the first
+		// success, or for the first refusal where one is wanted.
+		if s.wantReloadOK {
+			waitReload(t, reloaded)
+		} else {
+			select {
+			case err := <-reloaded:
+				if err == nil || !strings.Contains(err.Error(), caFile) {
+					t.Fatalf("%s: reload error %v, want one naming %s", s.name, err, caFile)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s: no reload attempt within 30s of the change", s.name)
+			}
+		}
+		if got := accepted(oldClient); got != s.oldOK {
+			t.Fatalf("%s: old CA's client accepted=%v, want %v", s.name, got, s.oldOK)
+		}
+		if got := accepted(newClient); got != s.newOK {
+			t.Fatalf("%s: new CA's client accepted=%v, want %v", s.name, got, s.newOK)
+		}
+	}
+}
