@@ -249,7 +249,7 @@ func needsRedis(f *routes.File) bool {
 }
 
 // Files lists the files the set's authenticators were built from (keys
-// files, PEM keys, HMAC secret files). They are read once, by NewSet: a
+// files, PEM keys, HMAC secret files, ext_authz CA bundles). They are read once, by NewSet: a
 // caller that wants edits to take effect without a routes-file change
 // watches these and builds a new Set.
 func (s *Set) Files() []string { return slices.Clone(s.files) }
@@ -280,6 +280,12 @@ func filesOf(a routes.Authenticator) []string {
 	}
 	if o := a.OIDC; o != nil && o.PrivateKeyFile != "" {
 		out = append(out, o.PrivateKeyFile)
+	}
+	// The roots that verify the authorization server: a rotated private CA
+	// is taken up as a rotated key is, and one that does not parse refuses
+	// the rebuild while the server in use keeps being verified as before.
+	if x := a.ExtAuthz; x != nil && x.CAFile != "" {
+		out = append(out, x.CAFile)
 	}
 	return out
 }

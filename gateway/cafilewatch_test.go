@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -91,5 +93,84 @@ routes:
 		writeFile(t, caPath, string(ca1.PEM())) // back to a bundle without ca2
 		waitFor(t, func() bool { return te.LastReload().OK })
 		waitFor(t, func() bool { return status() == http.StatusBadGateway })
+	})
+}
+
+// TestExtAuthzCAFileWatched: an ext_authz server's ca_file is watched as
+// an upstream's is. The authorization server moving to a certificate of a
+// new private CA fails closed (status_on_error, nothing reaches the upstream) until the
+// bundle is rotated, which is taken up without a SIGHUP; a bundle that does
+// not parse is refused and the roots in use keep verifying the server.
+func TestExtAuthzCAFileWatched(t *testing.T) {
+	ca1, ca2 := testutil.NewCA(t), testutil.NewCA(t)
+	pair := func(ca *testutil.CA, serial int64) *tls.Certificate {
+		c, k := ca.Leaf(t, "localhost", serial)
+		cert, err := tls.X509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &cert
+	}
+	var served atomic.Pointer[tls.Certificate]
+	served.Store(pair(ca1, 1))
+	authz := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer good" {
+			http.Error(w, "no", http.StatusForbidden)
+		}
+	}))
+	authz.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return served.Load(), nil }}
+	authz.Config.SetKeepAlivesEnabled(false) // every check a handshake of its own
+	authz.Config.ErrorLog = log.New(io.Discard, "", 0)
+	authz.StartTLS()
+	t.Cleanup(authz.Close)
+	var hits atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = w.Write([]byte("ok"))
+	}))
+	t.Cleanup(backend.Close)
+
+	caPath := filepath.Join(t.TempDir(), "authz-ca.pem")
+	writeFile(t, caPath, string(ca1.PEM()))
+	authzURL := "https://localhost:" + strconv.Itoa(authz.Listener.Addr().(*net.TCPAddr).Port)
+	te := startEdge(t, listenHeader+fmt.Sprintf(`authenticators:
+  authz:
+    ext_authz: {http_url: %q, ca_file: %q, timeout: 5s, status_on_error: 503}
+upstreams:
+  up: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: up, auth: authz}
+`, authzURL, caPath, strings.TrimPrefix(backend.URL, "http://")))
+	status := func() int {
+		resp, _ := get(t, te.url+"/x", "Authorization", "Bearer good")
+		return resp.StatusCode
+	}
+	if s := status(); s != http.StatusOK {
+		t.Fatalf("with the authorization server's CA: %d", s)
+	}
+	served.Store(pair(ca2, 2)) // the authorization server moves to another CA
+	before := hits.Load()
+	if s := status(); s != http.StatusServiceUnavailable {
+		t.Fatalf("an authorization server of a CA the bundle lacks: %d, want 503", s)
+	}
+	if hits.Load() != before {
+		t.Fatal("a request the authorization server could not be asked about reached the upstream")
+	}
+
+	t.Run("a rotated bundle is used without a reload", func(t *testing.T) {
+		writeFile(t, caPath, string(ca2.PEM()))
+		waitFor(t, func() bool { return status() == http.StatusOK })
+	})
+	t.Run("a bundle that does not parse is refused; the roots in use stay", func(t *testing.T) {
+		writeFile(t, caPath, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+		waitFor(t, func() bool { return !te.LastReload().OK })
+		if e := te.LastReload().Error; !strings.Contains(e, "ext_authz.ca_file") {
+			t.Fatalf("the reload error does not name ext_authz.ca_file: %q", e)
+		}
+		for range 20 {
+			if s := status(); s != http.StatusOK {
+				t.Fatalf("after a broken bundle: %d", s)
+			}
+		}
 	})
 }
