@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testutil"
+	"github.com/causewayhq/causeway/mesh/meshtest"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -878,7 +879,11 @@ routes:
 // bytes after its answer (at once or a moment later), a body after HEAD or
 // 204, 1xx answers before the final one, an answer cut short. Every stray
 // byte it sends is a whole response for X-Id LEAKED.
-func misbehavingUpstream(t *testing.T) string {
+//
+// With cfg it speaks TLS (a sidecar's end of the mesh hop): stray bytes
+// written with the answer then share its TLS record, later ones come in
+// records of their own, and /extra-big's span several full-size records.
+func misbehavingUpstream(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -897,8 +902,13 @@ func misbehavingUpstream(t *testing.T) string {
 		wg.Wait()
 	})
 	const leak = "HTTP/1.1 200 OK\r\nX-Id: LEAKED\r\nContent-Length: 6\r\n\r\nleaked"
-	serve := func(c net.Conn) {
+	serve := func(raw net.Conn) {
 		defer wg.Done()
+		held := &heldWrites{Conn: raw}
+		c := net.Conn(held)
+		if cfg != nil {
+			c = tls.Server(held, cfg)
+		}
 		defer c.Close()
 		br := bufio.NewReader(c)
 		for {
@@ -915,6 +925,28 @@ func misbehavingUpstream(t *testing.T) string {
 			switch {
 			case r.Method == http.MethodHead:
 				out = "HTTP/1.1 200 OK\r\nX-Id: " + id + "\r\nContent-Length: 6\r\n\r\nleaked"
+			case strings.HasPrefix(r.URL.Path, "/extra-record"):
+				// The answer and the stray response written apart (over
+				// TLS, a record each) but sent in one segment, so both
+				// are at the edge before it is done with the answer: the
+				// stray record waits in the socket or undecrypted in
+				// crypto/tls, never in what the answer was read from.
+				held.hold()
+				if _, err := io.WriteString(c, ok); err != nil {
+					return
+				}
+				if _, err := io.WriteString(c, leak); err != nil {
+					return
+				}
+				if err := held.release(); err != nil {
+					return
+				}
+				continue
+			case strings.HasPrefix(r.URL.Path, "/extra-big"):
+				// A whole response, then 40 KiB more of its body: over
+				// TLS, three records beyond the answer's.
+				big := strings.Repeat("leaked", 40<<10/6)
+				out = ok + "HTTP/1.1 200 OK\r\nX-Id: LEAKED\r\nContent-Length: " + strconv.Itoa(len(big)) + "\r\n\r\n" + big
 			case strings.HasPrefix(r.URL.Path, "/extra"):
 				out = ok + leak
 			case strings.HasPrefix(r.URL.Path, "/late"):
@@ -958,71 +990,129 @@ func misbehavingUpstream(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// heldWrites gathers what is written while held and sends it in one write
+// on release.
+type heldWrites struct {
+	net.Conn
+	held bool
+	buf  []byte
+}
+
+func (h *heldWrites) hold() { h.held = true }
+
+func (h *heldWrites) Write(p []byte) (int, error) {
+	if h.held {
+		h.buf = append(h.buf, p...)
+		return len(p), nil
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *heldWrites) release() error {
+	h.held = false
+	_, err := h.Conn.Write(h.buf)
+	h.buf = h.buf[:0]
+	return err
+}
+
 // An upstream that sends stray bytes must never get them to a client as
 // an answer: 32 keep-alive clients, requests spread over every kind of
 // misbehaviour, each answer checked to be its own request's.
 func TestEngineStrayUpstreamBytesNeverAnswer(t *testing.T) {
-	addr := misbehavingUpstream(t)
+	addr := misbehavingUpstream(t, nil)
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
-			e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`upstreams:
+			strayBytesNeverAnswer(t, engine, engineHeader(engine)+fmt.Sprintf(`upstreams:
   u: {endpoints: [%q]}
 routes:
   - {name: open, match: {path_prefix: /}, upstream: u}
-`, addr))
-			// Not /late: a response that comes after the connection went
-			// back to the pool and was given the next request cannot be
-			// told from that request's answer (http.Transport has the
-			// same window); only not reusing connections closes it.
-			paths := []string{"/ok", "/extra", "/204", "/1xx", "/cut", "/chunked-extra", "/ok2"}
-			const clients, total = 32, 4000
-			var fails failureLog
-			runClients(clients, total, 5, func(k *keepAliveClient, n int64) bool {
-				rng := k.rng
-				id := fmt.Sprintf("%s-%d", engine, n)
-				if err := k.dial(e.Addr("http")); err != nil {
-					fails.add(id, "dial: %v", err)
-					return false
-				}
-				c, br := k.c, k.br
-				path := paths[rng.IntN(len(paths))]
-				method := http.MethodGet
-				if rng.IntN(8) == 0 {
-					method = http.MethodHead
-				}
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				if _, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a\r\nX-Id: "+id+"\r\n\r\n"); err != nil {
-					fails.add(id, "%s: %v", id, err)
-					return false
-				}
-				resp, body, err := readAnswer(br, method)
-				if err != nil {
-					if path != "/cut" {
-						// An answer cut short must reach the
-						// client cut short: only there.
-						fails.add(id, "%s %s %s: %v", method, path, id, err)
-					}
-					k.drop()
-					return true
-				}
-				got := resp.Header.Get("X-Id")
-				switch {
-				case resp.StatusCode == http.StatusBadGateway && path == "/cut":
-				case resp.StatusCode >= 500:
-					fails.add(id, "%s %s %s: %d %q", method, path, id, resp.StatusCode, body)
-				case got != id:
-					fails.add(id, "%s %s %s: got the answer of %q: %d %q", method, path, id, got, resp.StatusCode, body)
-				case method == http.MethodGet && path != "/204" && path != "/cut" && body != id:
-					fails.add(id, "%s %s %s: body %q", method, path, id, body)
-				}
-				if resp.Close {
-					k.drop()
-				}
-				return true
-			})
-			fails.report(t)
+`, addr), 4000)
 		})
 	}
+}
+
+// The same over the mesh hop: the edge's own HTTP/1.1 client speaks mTLS to
+// a sidecar that misbehaves, and must never hand a later request what the
+// sidecar sent after an answer, whether it came in the answer's TLS record,
+// in records of its own or across several.
+func TestEngineStrayMeshBytesNeverAnswer(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	const edgeID, svcID = "spiffe://example.org/ns/edge/sa/gateway", "spiffe://example.org/ns/shop/sa/orders"
+	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
+	svc := ca.Issue(svcID)
+	addr := misbehavingUpstream(t, &tls.Config{
+		Certificates: []tls.Certificate{svc.TLS},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ca.Pool(),
+		MinVersion:   tls.VersionTLS13,
+		NextProtos:   []string{"http/1.1"},
+	})
+	// The hop's client is the same under either server engine.
+	engine := routes.HTTP1EngineCauseway
+	strayBytesNeverAnswer(t, engine, engineHeader(engine)+fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+upstreams:
+  u: {endpoints: [%q], mesh_identity: %q}
+routes:
+  - {name: open, match: {path_prefix: /}, upstream: u}
+`, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, addr, svcID), 3000)
+}
+
+// strayBytesNeverAnswer runs total requests of 32 keep-alive clients
+// through an edge of config whose upstream is misbehavingUpstream's, every
+// answer checked to be its own request's.
+func strayBytesNeverAnswer(t *testing.T, engine, config string, total int64) {
+	e := startEdge(t, config)
+	// Not /late: a response that comes after the connection went
+	// back to the pool and was given the next request cannot be
+	// told from that request's answer (http.Transport has the
+	// same window); only not reusing connections closes it.
+	paths := []string{"/ok", "/extra", "/extra-record", "/extra-big", "/204", "/1xx", "/cut", "/chunked-extra", "/ok2"}
+	const clients = 32
+	var fails failureLog
+	runClients(clients, total, 5, func(k *keepAliveClient, n int64) bool {
+		rng := k.rng
+		id := fmt.Sprintf("%s-%d", engine, n)
+		if err := k.dial(e.Addr("http")); err != nil {
+			fails.add(id, "dial: %v", err)
+			return false
+		}
+		c, br := k.c, k.br
+		path := paths[rng.IntN(len(paths))]
+		method := http.MethodGet
+		if rng.IntN(8) == 0 {
+			method = http.MethodHead
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a\r\nX-Id: "+id+"\r\n\r\n"); err != nil {
+			fails.add(id, "%s: %v", id, err)
+			return false
+		}
+		resp, body, err := readAnswer(br, method)
+		if err != nil {
+			if path != "/cut" {
+				// An answer cut short must reach the
+				// client cut short: only there.
+				fails.add(id, "%s %s %s: %v", method, path, id, err)
+			}
+			k.drop()
+			return true
+		}
+		got := resp.Header.Get("X-Id")
+		switch {
+		case resp.StatusCode == http.StatusBadGateway && path == "/cut":
+		case resp.StatusCode >= 500:
+			fails.add(id, "%s %s %s: %d %q", method, path, id, resp.StatusCode, body)
+		case got != id:
+			fails.add(id, "%s %s %s: got the answer of %q: %d %q", method, path, id, got, resp.StatusCode, body)
+		case method == http.MethodGet && path != "/204" && path != "/cut" && body != id:
+			fails.add(id, "%s %s %s: body %q", method, path, id, body)
+		}
+		if resp.Close {
+			k.drop()
+		}
+		return true
+	})
+	fails.report(t)
 }
 
 // Host against an absolute-form target: the edge routes and authorises by
