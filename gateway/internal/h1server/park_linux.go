@@ -6,7 +6,6 @@ import (
 	"container/heap"
 	"errors"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,8 +34,9 @@ type parker struct {
 	next   uint64
 	parked map[uint64]*conn // by token, the epoll event's data
 	byTime deadlineHeap
-	// waitUntil is the deadline the wait in progress ends at (zero: none).
-	waitUntil time.Time
+	// waitUntil is the deadline the wait in progress ends at, in unix
+	// nanoseconds (zero: none).
+	waitUntil int64
 
 	done chan struct{} // closed when the goroutine has returned
 }
@@ -78,9 +78,9 @@ func token(ev *unix.EpollEvent) uint64 {
 // park registers c, whose goroutine is about to return, and says whether
 // it did: false when the server is closing, when Shutdown or Close took
 // the connection first, or when the socket cannot be registered (then the
-// goroutine goes on waiting itself). until is the idle deadline (zero:
-// none).
-func (p *parker) park(c *conn, raw syscall.RawConn, until time.Time) bool {
+// goroutine goes on waiting itself). c.raw is its socket, c.idleUntil its
+// idle deadline (zero: none).
+func (p *parker) park(c *conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || !c.state.CompareAndSwap(stateIdle, stateParked) {
@@ -91,17 +91,18 @@ func (p *parker) park(c *conn, raw syscall.RawConn, until time.Time) bool {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setToken(&ev, tok)
 	var addErr error
-	if err := raw.Control(func(fd uintptr) {
+	if err := c.raw.Control(func(fd uintptr) {
 		addErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	}); err != nil || addErr != nil {
 		c.state.Store(stateIdle)
 		return false
 	}
-	c.parkToken, c.parkRaw, c.parkUntil = tok, raw, until
+	c.parkToken = tok
 	p.parked[tok] = c
-	if !until.IsZero() {
+	c.heapIndex = -1
+	if until := c.idleUntil; until != 0 {
 		heap.Push(&p.byTime, c)
-		if c.heapIndex == 0 && (p.waitUntil.IsZero() || until.Before(p.waitUntil)) {
+		if c.heapIndex == 0 && (p.waitUntil == 0 || until < p.waitUntil) {
 			p.wakeLocked()
 		}
 	}
@@ -112,14 +113,14 @@ func (p *parker) park(c *conn, raw syscall.RawConn, until time.Time) bool {
 // to a new goroutine. The registration goes before anything else can
 // close the descriptor.
 func (p *parker) unparkLocked(c *conn) {
-	_ = c.parkRaw.Control(func(fd uintptr) {
+	_ = c.raw.Control(func(fd uintptr) {
 		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
 	delete(p.parked, c.parkToken)
-	if c.heapIndex >= 0 && !c.parkUntil.IsZero() {
-		heap.Remove(&p.byTime, c.heapIndex)
+	if c.heapIndex >= 0 {
+		heap.Remove(&p.byTime, int(c.heapIndex))
 	}
-	c.parkRaw, c.parkToken = nil, 0
+	c.parkToken = 0
 	c.woken = true
 	// Back to idle before the goroutine exists: Shutdown may close it
 	// from here on, as any idle connection.
@@ -160,12 +161,12 @@ func (p *parker) run() {
 			return
 		}
 		timeout := -1
-		p.waitUntil = time.Time{}
+		p.waitUntil = 0
 		if len(p.byTime) > 0 {
-			p.waitUntil = p.byTime[0].parkUntil
+			p.waitUntil = p.byTime[0].idleUntil
 			// Rounded up: woken early, a connection would only find
 			// its deadline not yet passed and park again.
-			timeout = int((p.waitUntil.Sub(p.now()) + time.Millisecond - 1) / time.Millisecond)
+			timeout = int((deadline(p.waitUntil).Sub(p.now()) + time.Millisecond - 1) / time.Millisecond)
 			timeout = max(timeout, 0)
 		}
 		p.mu.Unlock()
@@ -189,8 +190,8 @@ func (p *parker) run() {
 				p.unparkLocked(c)
 			}
 		}
-		now := p.now()
-		for len(p.byTime) > 0 && !p.byTime[0].parkUntil.After(now) {
+		now := p.now().UnixNano()
+		for len(p.byTime) > 0 && p.byTime[0].idleUntil <= now {
 			p.unparkLocked(p.byTime[0])
 		}
 		p.mu.Unlock()
@@ -201,15 +202,15 @@ func (p *parker) run() {
 type deadlineHeap []*conn
 
 func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].parkUntil.Before(h[j].parkUntil) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].idleUntil < h[j].idleUntil }
 func (h deadlineHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIndex, h[j].heapIndex = i, j
+	h[i].heapIndex, h[j].heapIndex = int32(i), int32(j)
 }
 
 func (h *deadlineHeap) Push(x any) {
 	c := x.(*conn)
-	c.heapIndex = len(*h)
+	c.heapIndex = int32(len(*h))
 	*h = append(*h, c)
 }
 

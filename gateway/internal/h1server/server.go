@@ -51,8 +51,13 @@ type Server struct {
 	// package's standard logger).
 	ErrorLog *log.Logger
 
-	mu        sync.Mutex
-	std       *http.Server // see newStdServer
+	mu  sync.Mutex
+	std *http.Server // see newStdServer
+	// baseCtx carries http.ServerContextKey, the parent of every
+	// connection's context; lim is the limits of request heads. Both are
+	// set by init.
+	baseCtx   context.Context
+	lim       h1.Limits
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	h2        *h2Server
@@ -97,6 +102,8 @@ func (s *Server) init() {
 		s.listeners = map[*net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
 		s.std = s.newStdServer()
+		s.baseCtx = context.WithValue(context.Background(), http.ServerContextKey, s.std)
+		s.lim = s.limits()
 	}
 }
 
@@ -159,12 +166,12 @@ func (s *Server) serve(ln net.Listener, cfg *tls.Config) error {
 			return err
 		}
 		delay = 0
-		c := s.newConn(rw, cfg)
+		c := s.newConn(rw)
 		if !s.trackConn(c, true) {
 			rw.Close()
 			return http.ErrServerClosed
 		}
-		go c.serve()
+		go c.serve(cfg)
 	}
 }
 
