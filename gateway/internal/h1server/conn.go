@@ -99,6 +99,7 @@ type conn struct {
 	parkToken uint64
 	state     atomic.Int32
 	heapIndex int32 // in the parker's deadline heap
+	connIndex int32 // in the server's connSet (-1: not there)
 	// hijacked: a handler took the connection (or the HTTP/2 server
 	// did); the goroutine leaves it alone from then on, and its serving
 	// state goes with it, never back to the pool.
@@ -148,7 +149,7 @@ var servings = sync.Pool{New: func() any {
 }}
 
 func (s *Server) newConn(netc net.Conn) *conn {
-	c := &conn{srv: s, netc: netc, remoteAddr: netc.RemoteAddr().String()}
+	c := &conn{srv: s, netc: netc, remoteAddr: netc.RemoteAddr().String(), connIndex: -1}
 	c.setState(stateNew)
 	return c
 }

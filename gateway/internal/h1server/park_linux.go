@@ -31,8 +31,15 @@ type parker struct {
 
 	mu     sync.Mutex
 	closed bool
-	next   uint64
-	parked map[uint64]*conn // by token, the epoll event's data
+	// The parked connections by slot (nil: free), and the free slots. A
+	// token, the epoll event's data, is a slot (its low 32 bits, plus one:
+	// zero is wakeToken's) and a count of parks (its high 32 bits), so
+	// that an event for a slot since reused is told apart. 8-12 bytes per
+	// parked connection, where a map cost 30-40.
+	slots  []*conn
+	free   []uint32
+	n      int // connections parked
+	gen    uint32
 	byTime deadlineHeap
 	// waitUntil is the deadline the wait in progress ends at, in unix
 	// nanoseconds (zero: none).
@@ -61,7 +68,7 @@ func newParker(now func() time.Time) (*parker, error) {
 		unix.Close(wakefd)
 		return nil, err
 	}
-	p := &parker{epfd: epfd, wakefd: wakefd, now: now, next: wakeToken + 1, parked: map[uint64]*conn{}, done: make(chan struct{})}
+	p := &parker{epfd: epfd, wakefd: wakefd, now: now, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -86,8 +93,16 @@ func (p *parker) park(c *conn) bool {
 	if p.closed || !c.state.CompareAndSwap(stateIdle, stateParked) {
 		return false
 	}
-	tok := p.next
-	p.next++
+	var slot uint32
+	if k := len(p.free); k > 0 {
+		slot = p.free[k-1]
+		p.free = p.free[:k-1]
+	} else {
+		slot = uint32(len(p.slots))
+		p.slots = append(p.slots, nil)
+	}
+	p.gen++
+	tok := uint64(p.gen)<<32 | uint64(slot+1)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
 	setToken(&ev, tok)
 	var addErr error
@@ -95,10 +110,12 @@ func (p *parker) park(c *conn) bool {
 		addErr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 	}); err != nil || addErr != nil {
 		c.state.Store(stateIdle)
+		p.free = append(p.free, slot)
 		return false
 	}
 	c.parkToken = tok
-	p.parked[tok] = c
+	p.slots[slot] = c
+	p.n++
 	c.heapIndex = -1
 	if until := c.idleUntil; until != 0 {
 		heap.Push(&p.byTime, c)
@@ -116,7 +133,14 @@ func (p *parker) unparkLocked(c *conn) {
 	_ = c.raw.Control(func(fd uintptr) {
 		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
-	delete(p.parked, c.parkToken)
+	slot := uint32(c.parkToken) - 1
+	p.slots[slot] = nil
+	p.free = append(p.free, slot)
+	p.n--
+	if p.n == 0 && cap(p.slots) > 64 {
+		// Give back what a burst of parked connections grew.
+		p.slots, p.free = nil, nil
+	}
 	if c.heapIndex >= 0 {
 		heap.Remove(&p.byTime, int(c.heapIndex))
 	}
@@ -126,6 +150,18 @@ func (p *parker) unparkLocked(c *conn) {
 	// from here on, as any idle connection.
 	c.state.Store(stateIdle)
 	go c.resume()
+}
+
+// lookup is the connection parked under tok, nil when it is no longer.
+func (p *parker) lookup(tok uint64) *conn {
+	slot := uint64(uint32(tok)) - 1
+	if slot >= uint64(len(p.slots)) {
+		return nil
+	}
+	if c := p.slots[slot]; c != nil && c.parkToken == tok {
+		return c
+	}
+	return nil
 }
 
 func (p *parker) wakeLocked() {
@@ -140,8 +176,10 @@ func (p *parker) close() {
 	p.mu.Lock()
 	if !p.closed {
 		p.closed = true
-		for _, c := range p.parked {
-			p.unparkLocked(c)
+		for _, c := range p.slots {
+			if c != nil {
+				p.unparkLocked(c)
+			}
 		}
 		p.wakeLocked()
 	}
@@ -186,7 +224,7 @@ func (p *parker) run() {
 			}
 			// A token no longer parked was woken by other means in
 			// between: its event is stale.
-			if c, ok := p.parked[tok]; ok {
+			if c := p.lookup(tok); c != nil {
 				p.unparkLocked(c)
 			}
 		}
@@ -233,5 +271,5 @@ func (s *Server) parkedConns() int {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.parked)
+	return p.n
 }

@@ -28,8 +28,22 @@ const maxPostHandlerRead = 256 << 10
 // serve another request.
 func (c *conn) serveOne(n int) bool {
 	s := c.srv
-	st := new(perRequest)
-	r, err := c.newRequest(st)
+	var st *perRequest
+	var tlsState *tls.ConnectionState
+	if c.tlsc != nil {
+		// Request.TLS, read from the connection at every request rather
+		// than kept with it (200 bytes per idle connection), in the
+		// request's one allocation.
+		both := new(struct {
+			perRequest
+			tls tls.ConnectionState
+		})
+		st, tlsState = &both.perRequest, &both.tls
+		*tlsState = c.tlsc.ConnectionState()
+	} else {
+		st = new(perRequest)
+	}
+	r, err := c.newRequest(st, tlsState)
 	if err != nil {
 		var pe *h1.Error
 		if errors.As(err, &pe) {
@@ -122,18 +136,15 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 }
 
 // perRequest is what serving one request allocates, in one allocation
-// instead of one each: the URL, the response writer, the body, the TLS
-// state, and the first values of the header fields. It is never pooled: a
-// handler may keep the request (its URL, its header) or the writer after
-// it returns, as under net/http.
+// instead of one each (with Request.TLS over TLS): the URL, the response
+// writer, the body, and the first values of the header fields. It is
+// never pooled: a handler may keep the request (its URL, its header) or
+// the writer after it returns, as under net/http.
 type perRequest struct {
 	url    url.URL
 	w      response
 	body   requestBody
 	values [inlineValues]string
-	// tls is Request.TLS, read from the connection at every request
-	// rather than kept with it: 200 bytes fewer per idle connection.
-	tls tls.ConnectionState
 }
 
 // inlineValues is how many header fields' values perRequest holds; a
@@ -146,7 +157,7 @@ const inlineValues = 8
 //
 // It returns the request by value: the caller's WithContext makes the one
 // copy that reaches the handler.
-func (c *conn) newRequest(st *perRequest) (http.Request, error) {
+func (c *conn) newRequest(st *perRequest, tlsState *tls.ConnectionState) (http.Request, error) {
 	hd := &c.sv.head
 	// One string holds every name and value: one allocation for them all.
 	method := internMethod(hd.Method)
@@ -235,10 +246,7 @@ func (c *conn) newRequest(st *perRequest) (http.Request, error) {
 		req.Host = req.Header.Get("Host")
 	}
 	delete(req.Header, "Host")
-	if c.tlsc != nil {
-		st.tls = c.tlsc.ConnectionState()
-		req.TLS = &st.tls
-	}
+	req.TLS = tlsState
 	switch {
 	case hd.Chunked:
 		req.TransferEncoding = []string{"chunked"}
