@@ -236,3 +236,115 @@ func runServedClient(c, requests int, dialConn func() (net.Conn, error)) error {
 	}
 	return nil
 }
+
+// TestHijackedServingNotReused: a hijacked connection's reader reads
+// through its serving state, so that state must never go back to the pool
+// while other connections park and take states from it. Half the clients
+// upgrade and echo lines through the hijacked reader, half keep parking
+// and waking with ordinary requests; every echo must be the client's own.
+func TestHijackedServingNotReused(t *testing.T) {
+	t.Parallel()
+	const clients, lines = 60, 30
+	var echoes sync.WaitGroup
+	defer echoes.Wait()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/upgrade" {
+			_, _ = io.WriteString(w, r.URL.Path)
+			return
+		}
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		// The echo goes on after the handler has returned (as a
+		// WebSocket library's reader may): the connection's goroutine
+		// has ended by then.
+		echoes.Go(func() {
+			defer conn.Close()
+			for {
+				line, err := brw.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if _, err := io.WriteString(conn, line); err != nil {
+					return
+				}
+			}
+		})
+	})
+	_, addr := serveOurs(t, h, func(s *Server) { parkNow(s); s.IdleTimeout = time.Minute })
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range clients {
+		wg.Go(func() {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			br := bufio.NewReader(conn)
+			rng := rand.New(rand.NewPCG(uint64(c), 3))
+			if c%2 == 0 {
+				for i := range lines {
+					path := fmt.Sprintf("/%d/%d", c, i)
+					if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
+						errs <- err
+						return
+					}
+					res, err := http.ReadResponse(br, nil)
+					if err != nil {
+						errs <- fmt.Errorf("client %d request %d: %w", c, i, err)
+						return
+					}
+					b, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					if string(b) != path {
+						errs <- fmt.Errorf("client %d request %d: answer %q", c, i, b)
+						return
+					}
+					time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+				}
+				return
+			}
+			if _, err := io.WriteString(conn, "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"); err != nil {
+				errs <- err
+				return
+			}
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				errs <- fmt.Errorf("client %d upgrade: %w", c, err)
+				return
+			}
+			if res.StatusCode != http.StatusSwitchingProtocols {
+				errs <- fmt.Errorf("client %d upgrade: %s", c, res.Status)
+				return
+			}
+			for i := range lines {
+				want := fmt.Sprintf("client %d line %d\n", c, i)
+				if _, err := io.WriteString(conn, want); err != nil {
+					errs <- err
+					return
+				}
+				got, err := br.ReadString('\n')
+				if err != nil {
+					errs <- fmt.Errorf("client %d line %d: %w", c, i, err)
+					return
+				}
+				if got != want {
+					errs <- fmt.Errorf("client %d line %d: echo %q", c, i, got)
+					return
+				}
+				time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
