@@ -68,66 +68,128 @@ func largePool(size int) *sync.Pool {
 // that putting it back allocates nothing).
 type fieldArray struct{ hs []h1.Header }
 
-// conn is one client connection and its goroutine.
+// conn is one client connection: what it keeps for its whole life, and
+// all a parked connection holds. What serving a request needs (buffers
+// while a request is read or answered, the parsed head, the chunked
+// reader, the background read, the context) is in a serving, taken from a
+// pool when the connection's goroutine starts and given back when it
+// parks or ends: 10,000 idle connections must not cost 10,000 of them.
 type conn struct {
 	srv *Server
-	rwc net.Conn // the TLS connection over TLS
 	// netc is the accepted connection, never replaced: what Close and
-	// Shutdown close from other goroutines (rwc changes at the handshake).
+	// Shutdown close from other goroutines. tlsc is the TLS connection
+	// over it (nil for plain HTTP); rw is whichever requests are read
+	// from.
 	netc net.Conn
 	tlsc *tls.Conn
-	// tlsState is the handshake's outcome, every request's Request.TLS.
-	tlsState *tls.ConnectionState
-	tcfg     *tls.Config
-	state    atomic.Int32
-	since    atomic.Int64 // unix nanoseconds of the last state change
-	lim      h1.Limits
+	// raw is the socket, to wait for the next request without a buffer
+	// (waitReadable) and to park (nil until the first wait).
+	raw syscall.RawConn
+	// sv is the serving state, nil while parked (or before the
+	// goroutine starts, or once it has ended).
+	sv *serving
 
 	remoteAddr string
-	ctx        context.Context // the connection's, parent of every request's
-	cancel     context.CancelFunc
-
-	cr      connReader
-	br      *bufio.Reader // nil while idle
-	large   bool          // br is a large (head-sized) reader
-	bw      *bufio.Writer // nil while idle
-	head    h1.Request
-	fields  *fieldArray // head.Headers' array, nil while idle
-	chunked h1.ChunkedReader
-	// hijacked: a handler took the connection; the goroutine leaves it
-	// alone from then on.
+	since      atomic.Int64 // unix nanoseconds of the last state change
+	// idleUntil is the current wait's idle deadline in unix nanoseconds
+	// (zero: none); the parker orders parked connections by it.
+	idleUntil int64
+	// parkToken is the epoll token while parked (the parker's, under its
+	// mutex).
+	parkToken uint64
+	state     atomic.Int32
+	heapIndex int32 // in the parker's deadline heap
+	connIndex int32 // in the server's connSet (-1: not there)
+	// hijacked: a handler took the connection (or the HTTP/2 server
+	// did); the goroutine leaves it alone from then on, and its serving
+	// state goes with it, never back to the pool.
 	hijacked bool
-	served   int       // requests served so far
-	reqStart time.Time // when the current request's head was first waited for
-
-	// The socket, to wait for the next request without a buffer
-	// (waitReadable).
-	raw     syscall.RawConn
-	noRaw   bool
-	peekFn  func(uintptr) bool
-	peekErr error
-	// peekWoken: peek has looked once in this wait.
-	peekWoken bool
-
-	// idleUntil is the current wait's idle deadline (zero: none).
-	idleUntil time.Time
+	// servedOne: a request has been served (the HTTP/2 preface is looked
+	// for only before the first).
+	servedOne bool
+	// noRaw: the connection exposes no socket.
+	noRaw bool
 	// woken: the parker handed the connection back to a new goroutine,
 	// which goes on waiting for the request the parked one waited for.
 	woken bool
-	// While parked (the parker's, under its mutex): the epoll token, the
-	// socket registered, the deadline and the place in the deadline heap.
-	parkToken uint64
-	parkRaw   syscall.RawConn
-	parkUntil time.Time
-	heapIndex int
 }
 
-func (s *Server) newConn(rwc net.Conn, cfg *tls.Config) *conn {
-	c := &conn{srv: s, rwc: rwc, netc: rwc, tcfg: cfg, lim: s.limits(), remoteAddr: rwc.RemoteAddr().String()}
-	c.cr.c = c
-	c.cr.cond.L = &c.cr.mu
+// serving is a connection's state while a goroutine serves it. It goes
+// back to servings only when nothing can reach it through the connection
+// any more: never after a hijack or a hand-over to HTTP/2 (the reader
+// handed out reads through its connReader), and only once a background
+// read has been ended.
+type serving struct {
+	// ctx is the connection's context, the parent of every request's: it
+	// carries the values net/http's server puts there, and cancels
+	// nothing (each request's context is cancelled on its own).
+	ctx     context.Context
+	cr      connReader
+	br      *bufio.Reader // nil while waiting for a request
+	large   bool          // br is a large (head-sized) reader
+	bw      *bufio.Writer // nil while waiting for a request
+	head    h1.Request
+	fields  *fieldArray // head.Headers' array, nil while waiting
+	chunked h1.ChunkedReader
+	// reqStart: when the current request's head was first waited for.
+	reqStart time.Time
+	// The wait for readability (waitReadable): peekFn is peek, made once
+	// per serving rather than at every wait.
+	peekFn    func(uintptr) bool
+	peekErr   error
+	peekWoken bool // peek has looked once in this wait
+}
+
+var servings = sync.Pool{New: func() any {
+	sv := new(serving)
+	sv.cr.cond.L = &sv.cr.mu
+	sv.cr.sv = sv
+	sv.peekFn = sv.peek
+	return sv
+}}
+
+func (s *Server) newConn(netc net.Conn) *conn {
+	c := &conn{srv: s, netc: netc, remoteAddr: netc.RemoteAddr().String(), connIndex: -1}
 	c.setState(stateNew)
 	return c
+}
+
+// rw is what requests are read from and responses written to.
+func (c *conn) rw() net.Conn {
+	if c.tlsc != nil {
+		return c.tlsc
+	}
+	return c.netc
+}
+
+// attach gives c a serving state for its goroutine, with the connection's
+// context.
+func (c *conn) attach() {
+	sv := servings.Get().(*serving)
+	sv.cr.mu.Lock()
+	// A timer the state's previous connection set may still be pending:
+	// it finds armedAt zero and does nothing (fire).
+	sv.cr.c = c
+	sv.cr.hasByte, sv.cr.inRead, sv.cr.aborted, sv.cr.detached = false, false, false, false
+	sv.cr.armedAt, sv.cr.cancel = time.Time{}, nil
+	sv.cr.mu.Unlock()
+	sv.ctx = context.WithValue(c.srv.baseCtx, http.LocalAddrContextKey, c.netc.LocalAddr())
+	c.sv = sv
+}
+
+// detach gives c's serving state back to the pool. The caller has
+// released the buffers and ended any background read, and nothing was
+// read ahead (cr.hasByte is false).
+func (c *conn) detach() {
+	sv := c.sv
+	c.sv = nil
+	sv.ctx = nil
+	sv.reqStart = time.Time{}
+	sv.peekErr, sv.peekWoken = nil, false
+	sv.cr.mu.Lock()
+	sv.cr.c, sv.cr.cancel = nil, nil
+	sv.cr.mu.Unlock()
+	servings.Put(sv)
 }
 
 func (c *conn) setState(st int32) {
@@ -162,76 +224,71 @@ func (c *conn) activate() bool {
 	}
 }
 
-// serve is a new connection's goroutine.
-func (c *conn) serve() { c.run(true) }
+// serve is a new connection's goroutine; cfg is the TLS configuration
+// (nil: plain HTTP).
+func (c *conn) serve(cfg *tls.Config) { c.run(cfg, true) }
 
 // resume is the goroutine of a connection the parker hands back.
-func (c *conn) resume() { c.run(false) }
+func (c *conn) resume() { c.run(nil, false) }
 
 // run serves c until it is closed, hijacked, handed to HTTP/2, or parked;
 // start: c is new.
-func (c *conn) run(start bool) {
+func (c *conn) run(cfg *tls.Config, start bool) {
 	parked := false
+	c.attach()
 	defer func() {
 		if err := recover(); err != nil {
 			// A bug here must cost one connection, never the process.
 			buf := make([]byte, 64<<10)
 			buf = buf[:runtime.Stack(buf, false)]
 			c.srv.logf("h1server: panic serving %s: %v\n%s", c.remoteAddr, err, buf)
-			c.rwc.Close()
+			c.rw().Close()
 			parked = false
 		}
 		if parked {
-			// The parker owns it now.
+			// The parker owns it now (its serving state went back
+			// before it was parked).
 			return
 		}
 		if !c.hijacked {
 			c.release()
-		}
-		c.cr.stopTimer()
-		c.srv.trackConn(c, false)
-		if c.cancel != nil { // nil only between parking and its failure
-			c.cancel()
-		}
-	}()
-	c.newContext()
-	if start {
-		if c.tcfg != nil {
-			if !c.handshake() {
-				if !c.hijacked {
-					c.rwc.Close()
-				}
-				return
+			if c.sv != nil {
+				// A background read is ended (abortPendingRead) before
+				// a request's handler returns or a panic is recovered.
+				c.sv.cr.abortPendingRead()
+				c.detach()
 			}
+		}
+		c.srv.trackConn(c, false)
+	}()
+	if start && cfg != nil {
+		if !c.handshake(cfg) {
+			if !c.hijacked {
+				c.netc.Close()
+			}
+			return
 		}
 	}
 	var keep bool
 	keep, parked = c.serveRequests(start)
 	if !keep && !c.hijacked && c.state.Load() != stateGone {
-		c.rwc.Close()
+		c.rw().Close()
 	}
-}
-
-// newContext makes the connection's context, the parent of its requests'.
-// A parked connection has none: it would be half a kilobyte of the little
-// a parked connection costs (with the map of children a cancelCtx keeps
-// once it has had one).
-func (c *conn) newContext() {
-	ctx := context.WithValue(context.Background(), http.ServerContextKey, c.srv.std)
-	c.ctx, c.cancel = context.WithCancel(context.WithValue(ctx, http.LocalAddrContextKey, c.rwc.LocalAddr()))
 }
 
 // handshake runs the TLS handshake under net/http's timeout (the shortest
 // of the three read/write timeouts) and hands an "h2" connection over.
-func (c *conn) handshake() bool {
-	tc := tls.Server(c.rwc, c.tcfg)
-	c.rwc, c.tlsc = tc, tc
+func (c *conn) handshake(cfg *tls.Config) bool {
+	tc := tls.Server(c.netc, cfg)
+	c.tlsc = tc
 	if d := c.srv.handshakeTimeout(); d > 0 {
 		dl := time.Now().Add(d)
 		_ = tc.SetReadDeadline(dl)
 		_ = tc.SetWriteDeadline(dl)
 	}
-	if err := tc.HandshakeContext(c.ctx); err != nil {
+	// The context cancels nothing, so crypto/tls starts no goroutine to
+	// watch it: a Close interrupts the handshake by closing the socket.
+	if err := tc.HandshakeContext(c.sv.ctx); err != nil {
 		var re tls.RecordHeaderError
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
 			// What net/http answers, so a client that got the scheme
@@ -247,9 +304,7 @@ func (c *conn) handshake() bool {
 	}
 	_ = tc.SetReadDeadline(time.Time{})
 	_ = tc.SetWriteDeadline(time.Time{})
-	st := tc.ConnectionState()
-	c.tlsState = &st // shared by the connection's requests, as in net/http
-	if st.NegotiatedProtocol == "h2" {
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
 		c.setState(stateGone)
 		c.hijacked = true // the HTTP/2 server owns it now
 		c.srv.trackConn(c, false)
@@ -284,75 +339,80 @@ func (c *conn) release() {
 }
 
 func (c *conn) releaseReader() {
-	if c.br == nil {
+	sv := c.sv
+	if sv == nil || sv.br == nil {
 		return
 	}
 	// The parsed head and the chunked reader point into the buffer: an
 	// idle connection must not keep it alive after it goes back. The
 	// head's field array goes back too (a browser's head fills most of a
 	// kilobyte of it).
-	clear(c.head.Headers[:cap(c.head.Headers)])
-	if c.fields != nil {
-		c.fields.hs = c.head.Headers[:0]
-		fieldArrays.Put(c.fields)
-		c.fields = nil
+	clear(sv.head.Headers[:cap(sv.head.Headers)])
+	if sv.fields != nil {
+		sv.fields.hs = sv.head.Headers[:0]
+		fieldArrays.Put(sv.fields)
+		sv.fields = nil
 	}
-	c.head.Headers = nil
-	c.head.Reset()
-	c.chunked.Reset(nil)
-	c.br.Reset(nil)
-	if c.large {
-		largePool(c.br.Size()).Put(c.br)
+	sv.head.Headers = nil
+	sv.head.Reset()
+	sv.chunked.Reset(nil)
+	sv.br.Reset(nil)
+	if sv.large {
+		largePool(sv.br.Size()).Put(sv.br)
 	} else {
-		smallReaders.Put(c.br)
+		smallReaders.Put(sv.br)
 	}
-	c.br, c.large = nil, false
+	sv.br, sv.large = nil, false
 }
 
 func (c *conn) releaseWriter() {
-	if c.bw == nil {
+	sv := c.sv
+	if sv == nil || sv.bw == nil {
 		return
 	}
-	c.bw.Reset(nil)
-	writers.Put(c.bw)
-	c.bw = nil
+	sv.bw.Reset(nil)
+	writers.Put(sv.bw)
+	sv.bw = nil
 }
 
 func (c *conn) reader() *bufio.Reader {
-	if c.br == nil {
-		c.br = smallReaders.Get().(*bufio.Reader)
-		c.br.Reset(&c.cr)
-		c.fields = fieldArrays.Get().(*fieldArray)
-		c.head.Headers = c.fields.hs[:0]
+	sv := c.sv
+	if sv.br == nil {
+		sv.br = smallReaders.Get().(*bufio.Reader)
+		sv.br.Reset(&sv.cr)
+		sv.fields = fieldArrays.Get().(*fieldArray)
+		sv.head.Headers = sv.fields.hs[:0]
 	}
-	return c.br
+	return sv.br
 }
 
 func (c *conn) writer() *bufio.Writer {
-	if c.bw == nil {
-		c.bw = writers.Get().(*bufio.Writer)
-		c.bw.Reset(c.rwc)
+	sv := c.sv
+	if sv.bw == nil {
+		sv.bw = writers.Get().(*bufio.Writer)
+		sv.bw.Reset(c.rw())
 	}
-	return c.bw
+	return sv.bw
 }
 
 // grow moves the bytes read so far into a reader that can hold a whole
 // head: a head over smallReadSize is rare, so its buffer is too.
 func (c *conn) grow() {
-	size := c.lim.MaxHeaderBytes + 1
-	if c.large || size <= c.br.Size() {
+	sv := c.sv
+	size := c.srv.lim.MaxHeaderBytes + 1
+	if sv.large || size <= sv.br.Size() {
 		return
 	}
-	pending, _ := c.br.Peek(c.br.Buffered())
+	pending, _ := sv.br.Peek(sv.br.Buffered())
 	big := largePool(size).Get().(*bufio.Reader)
-	big.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), &c.cr))
+	big.Reset(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), &sv.cr))
 	// Fill the new buffer with the old bytes now, so that the MultiReader
 	// is only in the way until then.
 	_, _ = big.Peek(len(pending))
 	c.releaseReader()
-	c.br, c.large = big, true
-	c.fields = fieldArrays.Get().(*fieldArray)
-	c.head.Headers = c.fields.hs[:0]
+	sv.br, sv.large = big, true
+	sv.fields = fieldArrays.Get().(*fieldArray)
+	sv.head.Headers = sv.fields.hs[:0]
 }
 
 // serveRequests reads and answers requests until the connection is done.
@@ -366,7 +426,7 @@ func (c *conn) serveRequests(first bool) (keep, parked bool) {
 			// net/http; later ones' when their first byte arrives.
 			c.setReadDeadlines()
 		}
-		if !first || c.br == nil || c.br.Buffered() == 0 {
+		if !first || c.sv.br == nil || c.sv.br.Buffered() == 0 {
 			switch c.waitForRequest(first) {
 			case waitEnd:
 				return c.hijacked, false
@@ -381,17 +441,17 @@ func (c *conn) serveRequests(first bool) (keep, parked bool) {
 			c.setReadDeadlines()
 		}
 		first = false
-		n, err := c.readHead(c.served == 0)
+		n, err := c.readHead(!c.servedOne)
 		if err != nil {
 			if errors.Is(err, errH2) {
 				c.setState(stateGone)
 				c.hijacked = true
 				c.srv.trackConn(c, false)
-				br := c.br
-				c.br = nil // the replaying connection reads what it holds
+				br := c.sv.br
+				c.sv.br = nil // the replaying connection reads what it holds
 				c.releaseWriter()
-				_ = c.rwc.SetReadDeadline(time.Time{})
-				c.srv.serveH2(&replayConn{Conn: c.rwc, br: br})
+				_ = c.rw().SetReadDeadline(time.Time{})
+				c.srv.serveH2(&replayConn{Conn: c.rw(), br: br})
 				return true, false
 			}
 			var pe *h1.Error
@@ -401,7 +461,7 @@ func (c *conn) serveRequests(first bool) (keep, parked bool) {
 			return false, false
 		}
 		keep := c.serveOne(n)
-		c.served++
+		c.servedOne = true
 		if c.hijacked {
 			return true, false
 		}
@@ -416,14 +476,14 @@ func (c *conn) serveRequests(first bool) (keep, parked bool) {
 // within ReadHeaderTimeout (else ReadTimeout), the rest within ReadTimeout.
 func (c *conn) setReadDeadlines() {
 	s := c.srv
-	c.reqStart = time.Now()
+	c.sv.reqStart = time.Now()
 	switch {
 	case s.ReadHeaderTimeout > 0:
-		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadHeaderTimeout))
+		_ = c.rw().SetReadDeadline(c.sv.reqStart.Add(s.ReadHeaderTimeout))
 	case s.ReadTimeout > 0:
-		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadTimeout))
+		_ = c.rw().SetReadDeadline(c.sv.reqStart.Add(s.ReadTimeout))
 	default:
-		_ = c.rwc.SetReadDeadline(time.Time{})
+		_ = c.rw().SetReadDeadline(time.Time{})
 	}
 }
 
@@ -438,6 +498,7 @@ var errH2 = errors.New("h1server: HTTP/2 preface")
 // (first), as net/http does.
 func (c *conn) readHead(first bool) (int, error) {
 	br := c.reader()
+	head, lim := &c.sv.head, &c.srv.lim
 	scanned, lineChecked := 0, false
 	for {
 		buf, _ := br.Peek(br.Buffered())
@@ -453,21 +514,21 @@ func (c *conn) readHead(first bool) (int, error) {
 				continue
 			}
 		}
-		ready := len(buf) > c.lim.MaxHeaderBytes ||
+		ready := len(buf) > lim.MaxHeaderBytes ||
 			bytes.Contains(buf[max(scanned-3, 0):], []byte("\r\n\r\n"))
-		if !ready && len(buf) > c.lim.MaxRequestLine && bytes.IndexByte(buf, '\n') < 0 {
+		if !ready && len(buf) > lim.MaxRequestLine && bytes.IndexByte(buf, '\n') < 0 {
 			ready = true // 414
 		}
 		if !ready && !lineChecked && bytes.IndexByte(buf, '\n') >= 0 {
 			// The request line is complete: a malformed one is refused
 			// before the rest is waited for.
 			lineChecked = true
-			if _, err := h1.Parse(buf, &c.head, c.lim); err != nil && !errors.Is(err, h1.ErrIncomplete) {
+			if _, err := h1.Parse(buf, head, *lim); err != nil && !errors.Is(err, h1.ErrIncomplete) {
 				return 0, err
 			}
 		}
 		if ready {
-			n, err := h1.Parse(buf, &c.head, c.lim)
+			n, err := h1.Parse(buf, head, *lim)
 			if !errors.Is(err, h1.ErrIncomplete) {
 				return n, err
 			}
@@ -475,7 +536,7 @@ func (c *conn) readHead(first bool) (int, error) {
 		scanned = len(buf)
 		if br.Buffered() == br.Size() {
 			c.grow()
-			br = c.br
+			br = c.sv.br
 		}
 		if _, err := br.Peek(br.Buffered() + 1); err != nil {
 			if len(buf) > 0 && errors.Is(err, io.EOF) {
@@ -502,6 +563,14 @@ func readyIf(ok bool) waitOutcome {
 	return waitEnd
 }
 
+// deadline is a unix-nanosecond deadline as a time (zero: none).
+func deadline(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
 // waitForRequest waits for the first byte of the next request, with no
 // buffer attached to the connection while it waits where that can be
 // done, and, after a request, with no goroutine either once the wait has
@@ -521,31 +590,31 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 		c.setState(stateIdle)
 		switch {
 		case s.IdleTimeout > 0:
-			c.idleUntil = time.Now().Add(s.IdleTimeout)
+			c.idleUntil = time.Now().Add(s.IdleTimeout).UnixNano()
 		case s.ReadTimeout > 0:
-			c.idleUntil = time.Now().Add(s.ReadTimeout)
+			c.idleUntil = time.Now().Add(s.ReadTimeout).UnixNano()
 		default:
-			c.idleUntil = time.Time{}
+			c.idleUntil = 0
 		}
-		_ = c.rwc.SetReadDeadline(c.idleUntil)
+		_ = c.rw().SetReadDeadline(deadline(c.idleUntil))
 	}
-	if c.br != nil && c.br.Buffered() > 0 {
+	if c.sv.br != nil && c.sv.br.Buffered() > 0 {
 		return waitReady
 	}
 	c.release()
-	if !first && !c.cr.hasByte {
+	if !first && !c.sv.cr.hasByte {
 		if out, ok := c.waitOrPark(resumed); ok {
 			return out
 		}
 	}
-	if c.tlsc == nil && !c.cr.hasByte {
+	if c.tlsc == nil && !c.sv.cr.hasByte {
 		if ok, err := c.waitReadable(); ok {
 			return readyIf(err == nil)
 		}
 	}
 	// No way to wait without reading: read one byte into the
 	// connection's own one-byte buffer, then the rest into a buffer.
-	return readyIf(c.cr.readOneByte() == nil)
+	return readyIf(c.sv.cr.readOneByte() == nil)
 }
 
 // defaultParkAfter is how long a connection waits for its next request on
@@ -584,19 +653,19 @@ func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 	}
 	if wait > 0 {
 		dl := time.Now().Add(wait)
-		if !c.idleUntil.IsZero() && !c.idleUntil.After(dl) {
+		if c.idleUntil != 0 && c.idleUntil <= dl.UnixNano() {
 			return 0, false
 		}
-		_ = c.rwc.SetReadDeadline(dl)
+		_ = c.rw().SetReadDeadline(dl)
 	} else if c.tlsc != nil {
-		_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+		_ = c.rw().SetReadDeadline(aLongTimeAgo)
 	}
 	if wait > 0 || c.tlsc != nil {
 		var err error
 		if c.tlsc == nil {
 			_, err = c.waitReadable()
 		} else {
-			err = c.cr.readOneByte()
+			err = c.sv.cr.readOneByte()
 		}
 		if err == nil {
 			return waitReady, true
@@ -604,17 +673,18 @@ func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return waitEnd, true
 		}
-		_ = c.rwc.SetReadDeadline(c.idleUntil)
+		_ = c.rw().SetReadDeadline(deadline(c.idleUntil))
 	}
 	// Nothing may run for the connection while it is parked, and it
-	// keeps no timer or context: the next goroutine makes them again.
-	c.cr.dropTimer()
-	c.cancel()
-	c.ctx, c.cancel = nil, nil
-	if p.park(c, raw, c.idleUntil) {
+	// keeps no buffer, timer, context or serving state: the next
+	// goroutine takes them again. No background read is pending (the
+	// request's ended before its handler returned) and no byte is held
+	// (the caller checked).
+	c.detach()
+	if p.park(c) {
 		return waitParked, true
 	}
-	c.newContext()
+	c.attach()
 	if c.state.Load() == stateGone {
 		return waitEnd, true // Shutdown closed it
 	}
@@ -625,7 +695,7 @@ func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 // next request would start is not known.
 func (c *conn) refuse(status int, msg string) {
 	if c.srv.WriteTimeout > 0 {
-		_ = c.rwc.SetWriteDeadline(time.Now().Add(c.srv.WriteTimeout))
+		_ = c.rw().SetWriteDeadline(time.Now().Add(c.srv.WriteTimeout))
 	}
 	w := newResponse(c, nil)
 	w.closeAfter = true
@@ -639,23 +709,23 @@ func (c *conn) refuse(status int, msg string) {
 // away for a moment, so that the close does not reset the connection
 // before the client has read the response (a reset discards it).
 func (c *conn) closeGracefully() {
-	if c.bw != nil {
-		_ = c.bw.Flush()
+	if c.sv.bw != nil {
+		_ = c.sv.bw.Flush()
 	}
 	type closeWriter interface{ CloseWrite() error }
 	var cw closeWriter
 	if c.tlsc != nil {
 		cw = c.tlsc
-	} else if x, ok := netConn(c.rwc).(closeWriter); ok {
+	} else if x, ok := netConn(c.netc).(closeWriter); ok {
 		cw = x
 	}
 	if cw == nil || cw.CloseWrite() != nil {
 		return
 	}
-	_ = c.rwc.SetReadDeadline(time.Now().Add(rstAvoidance))
+	_ = c.rw().SetReadDeadline(time.Now().Add(rstAvoidance))
 	var scratch [512]byte
 	for {
-		if _, err := c.rwc.Read(scratch[:]); err != nil {
+		if _, err := c.rw().Read(scratch[:]); err != nil {
 			return
 		}
 	}
@@ -688,7 +758,10 @@ func netConn(c net.Conn) net.Conn {
 // (BenchmarkServeKeepAlive). A client that leaves a longer request is
 // noticed at most that much later.
 type connReader struct {
+	// c is the connection served now (nil while the state is pooled);
+	// sv is the serving state it is part of.
 	c       *conn
+	sv      *serving
 	mu      sync.Mutex
 	cond    sync.Cond
 	hasByte bool
@@ -696,9 +769,9 @@ type connReader struct {
 	inRead  bool
 	aborted bool
 	// timer starts the background read: made at the first request that
-	// needs it, and left to run out rather than stopped and reset at every
-	// request (a reset can cost a wake-up of the network poller: two
-	// syscalls). pending: it is set to fire. armedAt: when the current
+	// needs it, kept with the serving state (in the pool too), and left
+	// to run out rather than stopped and reset at every request (a reset
+	// can cost a wake-up of the network poller: two syscalls). pending: it is set to fire. armedAt: when the current
 	// request's handler began to run with its body consumed (zero: the
 	// read is not wanted now).
 	timer   *time.Timer
@@ -734,7 +807,7 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	}
 	cr.inRead = true
 	cr.mu.Unlock()
-	n, err := cr.c.rwc.Read(p)
+	n, err := cr.c.rw().Read(p)
 	cr.mu.Lock()
 	cr.inRead = false
 	if err != nil && cr.cancel != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -759,7 +832,7 @@ func (cr *connReader) readOneByte() error {
 		return nil
 	}
 	cr.mu.Unlock()
-	n, err := cr.c.rwc.Read(cr.byteBuf[:])
+	n, err := cr.c.rw().Read(cr.byteBuf[:])
 	if n == 1 {
 		cr.mu.Lock()
 		cr.hasByte = true
@@ -781,7 +854,7 @@ func (cr *connReader) startBackgroundRead() {
 	if cr.inRead || cr.hasByte || !cr.armedAt.IsZero() || cr.detached {
 		return
 	}
-	if cr.c.br != nil && cr.c.br.Buffered() > 0 {
+	if br := cr.sv.br; br != nil && br.Buffered() > 0 {
 		// The next request is already here (pipelining): the client is
 		// still there, and nothing must be read behind those bytes.
 		return
@@ -800,8 +873,9 @@ func (cr *connReader) startBackgroundRead() {
 }
 
 // fire is the timer's func. Every decision is taken under mu from the
-// state now, so a timer set for an earlier request does nothing, or sets
-// itself again for the current one.
+// state now, so a timer set for an earlier request (of this connection or
+// of one the serving state served before) does nothing, or sets itself
+// again for the current one.
 func (cr *connReader) fire() {
 	cr.mu.Lock()
 	cr.pending = false
@@ -817,13 +891,13 @@ func (cr *connReader) fire() {
 	}
 	cr.armedAt = time.Time{}
 	cr.inRead = true
-	_ = cr.c.rwc.SetReadDeadline(time.Time{})
+	_ = cr.c.rw().SetReadDeadline(time.Time{})
 	cr.mu.Unlock()
 	cr.backgroundRead()
 }
 
 func (cr *connReader) backgroundRead() {
-	n, err := cr.c.rwc.Read(cr.byteBuf[:])
+	n, err := cr.c.rw().Read(cr.byteBuf[:])
 	cr.mu.Lock()
 	if n == 1 {
 		cr.hasByte = true
@@ -850,34 +924,11 @@ func (cr *connReader) abortPendingRead() {
 		return
 	}
 	cr.aborted = true
-	_ = cr.c.rwc.SetReadDeadline(aLongTimeAgo)
+	_ = cr.c.rw().SetReadDeadline(aLongTimeAgo)
 	for cr.inRead {
 		cr.cond.Wait()
 	}
-	_ = cr.c.rwc.SetReadDeadline(time.Time{})
-}
-
-// stopTimer stops the timer when the connection ends, so that it does not
-// keep the connection in memory until it runs out.
-func (cr *connReader) stopTimer() {
-	cr.mu.Lock()
-	defer cr.mu.Unlock()
-	if cr.timer != nil && cr.pending {
-		cr.timer.Stop()
-		cr.pending = false
-	}
-}
-
-// dropTimer stops the timer and lets it go, for a connection about to be
-// parked (a fire already under way finds the read unwanted and returns
-// before it looks at the timer).
-func (cr *connReader) dropTimer() {
-	cr.mu.Lock()
-	defer cr.mu.Unlock()
-	if cr.timer != nil {
-		cr.timer.Stop()
-		cr.timer, cr.pending = nil, false
-	}
+	_ = cr.c.rw().SetReadDeadline(time.Time{})
 }
 
 // detach stops the background reads for good: a handler took the

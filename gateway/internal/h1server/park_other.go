@@ -4,7 +4,6 @@ package h1server
 
 import (
 	"errors"
-	"syscall"
 	"time"
 )
 
@@ -21,6 +20,6 @@ func newParker(func() time.Time) (*parker, error) {
 	return nil, errors.New("h1server: parking idle connections needs Linux")
 }
 
-func (*parker) park(*conn, syscall.RawConn, time.Time) bool { return false }
+func (*parker) park(*conn) bool { return false }
 
 func (*parker) close() {}

@@ -2,6 +2,7 @@ package h1server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
@@ -27,8 +28,22 @@ const maxPostHandlerRead = 256 << 10
 // serve another request.
 func (c *conn) serveOne(n int) bool {
 	s := c.srv
-	st := new(perRequest)
-	r, err := c.newRequest(st)
+	var st *perRequest
+	var tlsState *tls.ConnectionState
+	if c.tlsc != nil {
+		// Request.TLS, read from the connection at every request rather
+		// than kept with it (200 bytes per idle connection), in the
+		// request's one allocation.
+		both := new(struct {
+			perRequest
+			tls tls.ConnectionState
+		})
+		st, tlsState = &both.perRequest, &both.tls
+		*tlsState = c.tlsc.ConnectionState()
+	} else {
+		st = new(perRequest)
+	}
+	r, err := c.newRequest(st, tlsState)
 	if err != nil {
 		var pe *h1.Error
 		if errors.As(err, &pe) {
@@ -36,21 +51,22 @@ func (c *conn) serveOne(n int) bool {
 		}
 		return false
 	}
-	_, _ = c.br.Discard(n)
+	sv, rw := c.sv, c.rw()
+	_, _ = sv.br.Discard(n)
 	if s.ReadTimeout > 0 {
 		// ReadTimeout covers the whole request, head included.
-		_ = c.rwc.SetReadDeadline(c.reqStart.Add(s.ReadTimeout))
+		_ = rw.SetReadDeadline(sv.reqStart.Add(s.ReadTimeout))
 	} else {
-		_ = c.rwc.SetReadDeadline(time.Time{})
+		_ = rw.SetReadDeadline(time.Time{})
 	}
 	if s.WriteTimeout > 0 {
-		_ = c.rwc.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+		_ = rw.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
 	} else {
-		_ = c.rwc.SetWriteDeadline(time.Time{})
+		_ = rw.SetWriteDeadline(time.Time{})
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
+	ctx, cancel := context.WithCancel(sv.ctx)
 	defer cancel()
-	c.cr.setCancel(cancel)
+	sv.cr.setCancel(cancel)
 	req := r.WithContext(ctx)
 	w := &st.w
 	*w = response{c: c, req: req, hdr: make(http.Header), contentLength: -1}
@@ -58,20 +74,20 @@ func (c *conn) serveOne(n int) bool {
 	req.Body = body
 	if body == nil {
 		req.Body = http.NoBody
-		c.cr.startBackgroundRead()
+		sv.cr.startBackgroundRead()
 	}
 	if !c.runHandler(w, req) {
 		// The handler panicked: the response cannot be completed.
-		c.cr.abortPendingRead()
-		c.cr.setCancel(nil)
+		sv.cr.abortPendingRead()
+		sv.cr.setCancel(nil)
 		return false
 	}
 	if c.hijacked {
-		c.cr.setCancel(nil)
+		sv.cr.setCancel(nil)
 		return false
 	}
-	c.cr.abortPendingRead()
-	c.cr.setCancel(nil)
+	sv.cr.abortPendingRead()
+	sv.cr.setCancel(nil)
 	w.handlerDone = true
 	if body != nil && !body.finish(w) {
 		w.closeAfter = true
@@ -120,10 +136,10 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 }
 
 // perRequest is what serving one request allocates, in one allocation
-// instead of one each: the URL, the response writer, the body, and the
-// first values of the header fields. It is never pooled: a handler may keep
-// the request (its URL, its header) or the writer after it returns, as
-// under net/http.
+// instead of one each (with Request.TLS over TLS): the URL, the response
+// writer, the body, and the first values of the header fields. It is
+// never pooled: a handler may keep the request (its URL, its header) or
+// the writer after it returns, as under net/http.
 type perRequest struct {
 	url    url.URL
 	w      response
@@ -141,8 +157,8 @@ const inlineValues = 8
 //
 // It returns the request by value: the caller's WithContext makes the one
 // copy that reaches the handler.
-func (c *conn) newRequest(st *perRequest) (http.Request, error) {
-	hd := &c.head
+func (c *conn) newRequest(st *perRequest, tlsState *tls.ConnectionState) (http.Request, error) {
+	hd := &c.sv.head
 	// One string holds every name and value: one allocation for them all.
 	method := internMethod(hd.Method)
 	var total int
@@ -230,7 +246,7 @@ func (c *conn) newRequest(st *perRequest) (http.Request, error) {
 		req.Host = req.Header.Get("Host")
 	}
 	delete(req.Header, "Host")
-	req.TLS = c.tlsState
+	req.TLS = tlsState
 	switch {
 	case hd.Chunked:
 		req.TransferEncoding = []string{"chunked"}
@@ -342,8 +358,10 @@ func internMethod(m []byte) string {
 // at the first read when the client asked for one, and the end of the
 // body starting the background read that notices a client going away.
 type requestBody struct {
-	mu      sync.Mutex // a handler may read from another goroutine
-	c       *conn
+	mu sync.Mutex // a handler may read from another goroutine
+	// sv is the connection's serving state: the body reads through its
+	// reader, and is closed before the state can go back to the pool.
+	sv      *serving
 	w       *response
 	req     *http.Request
 	chunked bool
@@ -358,13 +376,14 @@ type requestBody struct {
 
 // newBody returns the request's body, nil when it has none.
 func (c *conn) newBody(req *http.Request, w *response, b *requestBody) *requestBody {
-	hd := &c.head
+	sv := c.sv
+	hd := &sv.head
 	if !hd.Chunked && hd.ContentLength <= 0 {
 		return nil
 	}
-	*b = requestBody{c: c, w: w, req: req, chunked: hd.Chunked, left: hd.ContentLength}
+	*b = requestBody{sv: sv, w: w, req: req, chunked: hd.Chunked, left: hd.ContentLength}
 	if hd.Chunked {
-		c.chunked.Reset(c.br)
+		sv.chunked.Reset(sv.br)
 	}
 	// net/http honours Expect only from HTTP/1.1 clients.
 	w.expect100 = hd.Expect100 && hd.Minor == 1
@@ -390,7 +409,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	n, err := b.read(p)
 	if err == io.EOF { //nolint:errorlint // io.EOF is returned bare
 		b.sawEOF = true
-		b.c.cr.startBackgroundRead()
+		b.sv.cr.startBackgroundRead()
 	} else if err != nil {
 		b.err = err
 	}
@@ -399,7 +418,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 
 func (b *requestBody) read(p []byte) (int, error) {
 	if b.chunked {
-		n, err := b.c.chunked.Read(p)
+		n, err := b.sv.chunked.Read(p)
 		if err == io.EOF { //nolint:errorlint // io.EOF is returned bare
 			b.setTrailers()
 		} else if errors.Is(err, h1.ErrChunked) {
@@ -414,7 +433,7 @@ func (b *requestBody) read(p []byte) (int, error) {
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
 	}
-	n, err := b.c.br.Read(p)
+	n, err := b.sv.br.Read(p)
 	b.left -= int64(n)
 	if b.left == 0 {
 		return n, io.EOF
@@ -431,7 +450,7 @@ func (b *requestBody) read(p []byte) (int, error) {
 // setTrailers fills req.Trailer with the trailer fields received, as
 // net/http does (declared or not).
 func (b *requestBody) setTrailers() {
-	ts := b.c.chunked.Trailers()
+	ts := b.sv.chunked.Trailers()
 	if len(ts) == 0 {
 		return
 	}

@@ -63,6 +63,12 @@ func (w *response) Header() http.Header { return w.hdr }
 func (w *response) WriteHeader(code int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.handlerDone {
+		// The connection may be serving another request by now (or be
+		// parked, without a writer): a late 1xx must not reach it.
+		w.c.srv.logf("http: response.WriteHeader after the handler returned")
+		return
+	}
 	w.writeHeaderLocked(code)
 }
 
@@ -205,6 +211,11 @@ func (w *response) FlushError() error {
 	defer w.mu.Unlock()
 	if w.hijacked {
 		return http.ErrHijacked
+	}
+	if w.handlerDone {
+		// Flushed by finish already; the connection may be serving
+		// another request by now.
+		return errAfterHandler
 	}
 	if !w.wroteHeader {
 		w.writeHeaderLocked(http.StatusOK)
@@ -451,12 +462,13 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrHijacked
 	}
 	c := w.c
-	c.cr.detach()
+	sv := c.sv
+	sv.cr.detach()
 	if w.wroteHeader && !w.headSent {
 		w.writeHead(false)
 	}
-	if c.bw != nil {
-		if err := c.bw.Flush(); err != nil {
+	if sv.bw != nil {
+		if err := sv.bw.Flush(); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -464,22 +476,26 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c.hijacked = true
 	c.setState(stateGone)
 	c.srv.trackConn(c, false)
-	_ = c.rwc.SetDeadline(time.Time{})
+	rw := c.rw()
+	_ = rw.SetDeadline(time.Time{})
 	br := c.reader()
-	if c.cr.hasByte {
+	if sv.cr.hasByte {
 		// The background read's byte goes back in front.
 		_, _ = br.Peek(br.Buffered() + 1)
 	}
 	c.releaseWriter()
-	c.br = nil // the handler owns it now
-	return c.rwc, bufio.NewReadWriter(br, bufio.NewWriter(c.rwc)), nil
+	// The handler owns the reader now, and through it the serving state
+	// (the reader reads through its connReader): neither goes back to a
+	// pool.
+	sv.br = nil
+	return rw, bufio.NewReadWriter(br, bufio.NewWriter(rw)), nil
 }
 
 // SetReadDeadline is what http.ResponseController.SetReadDeadline calls.
-func (w *response) SetReadDeadline(t time.Time) error { return w.c.rwc.SetReadDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error { return w.c.rw().SetReadDeadline(t) }
 
 // SetWriteDeadline is what http.ResponseController.SetWriteDeadline calls.
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rw().SetWriteDeadline(t) }
 
 // EnableFullDuplex: the body can always be read while the response is
 // written, so there is nothing to turn on.

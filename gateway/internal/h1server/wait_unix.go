@@ -15,11 +15,12 @@ func (c *conn) waitReadable() (ok bool, err error) {
 	if c.socket() == nil {
 		return false, nil
 	}
-	c.peekErr, c.peekWoken = nil, false
-	if err := c.raw.Read(c.peekFn); err != nil {
+	sv := c.sv
+	sv.peekErr, sv.peekWoken = nil, false
+	if err := c.raw.Read(sv.peekFn); err != nil {
 		return true, err
 	}
-	return true, c.peekErr
+	return true, sv.peekErr
 }
 
 // socket is the connection's socket (under TLS too), nil when it does not
@@ -29,7 +30,7 @@ func (c *conn) socket() syscall.RawConn {
 		if c.noRaw {
 			return nil
 		}
-		sc, is := netConn(c.rwc).(syscall.Conn)
+		sc, is := netConn(c.netc).(syscall.Conn)
 		if !is {
 			c.noRaw = true
 			return nil
@@ -40,7 +41,6 @@ func (c *conn) socket() syscall.RawConn {
 			return nil
 		}
 		c.raw = raw
-		c.peekFn = c.peek // one closure for the connection's life
 	}
 	return c.raw
 }
@@ -52,18 +52,18 @@ func (c *conn) socket() syscall.RawConn {
 // (the only way peek is called a second time), it is taken at its word:
 // the read that follows sees the bytes, the EOF or the error, and a peek
 // there would be one more syscall per request.
-func (c *conn) peek(fd uintptr) bool {
-	if c.peekWoken {
+func (sv *serving) peek(fd uintptr) bool {
+	if sv.peekWoken {
 		return true
 	}
-	c.peekWoken = true
+	sv.peekWoken = true
 	var b [1]byte
 	_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	if errors.Is(e, syscall.EAGAIN) || errors.Is(e, syscall.EINTR) {
 		return false
 	}
 	if e != nil && !errors.Is(e, syscall.ENOTSOCK) {
-		c.peekErr = e
+		sv.peekErr = e
 	}
 	return true
 }
