@@ -88,7 +88,11 @@ func (c *conn) serveOne(n int) bool {
 	}
 	sv.cr.abortPendingRead()
 	sv.cr.setCancel(nil)
+	// Under the lock: a goroutine the handler left behind may still call
+	// Write, WriteHeader or Flush, which read it under the lock.
+	w.mu.Lock()
 	w.handlerDone = true
+	w.mu.Unlock()
 	if body != nil && !body.finish(w) {
 		w.closeAfter = true
 	}
