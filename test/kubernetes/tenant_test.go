@@ -145,7 +145,7 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	must(c.core.DiscoveryV1().EndpointSlices("mallory").Create(ctx, fq, metav1.CreateOptions{}))(t)
 	rule := func(path, svc, ns string, port int32) gatewayv1.HTTPRouteRule {
 		r := prefixRule(path, svc, ns)
-		r.BackendRefs[0].Port = ptr(gatewayv1.PortNumber(port))
+		r.BackendRefs[0].Port = ptr(port)
 		return r
 	}
 	mirror := prefixRule("/mirror", "web", "")
@@ -283,7 +283,9 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	vr := c.gw.GatewayV1().HTTPRoutes("victim")
 	updateFresh(t, func() (*gatewayv1.HTTPRoute, error) { return vr.Get(ctx, "shop", metav1.GetOptions{}) },
 		func(r *gatewayv1.HTTPRoute) { r.Spec.Hostnames = append(r.Spec.Hostnames, "new.victim.example") },
-		func(r *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, error) { return vr.Update(ctx, r, metav1.UpdateOptions{}) })
+		func(r *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, error) {
+			return vr.Update(ctx, r, metav1.UpdateOptions{})
+		})
 	eventually(t, "the victim's change is served", func() bool {
 		code, _ := sendWith(t, addr, "new.victim.example", "/", nil)
 		return code == 200
