@@ -101,6 +101,14 @@ type KubernetesProvider struct {
 	// DefaultSidecarInboundPort): a backend labelled MeshLabel is called
 	// there over mTLS, as a sidecar's outbound.kubernetes calls it.
 	InboundPort int `yaml:"inbound_port"`
+	// ExternalNameServices lets routes use ExternalName Services as
+	// backends (default false). Such a Service names any host the edge
+	// can reach, its own admin listener and the cloud's metadata address
+	// included, so any namespace that may create a Service and a route
+	// could make the edge call it: allow it only where every namespace's
+	// authors are trusted that far. Even then, a name that is an IP
+	// address or localhost is refused.
+	ExternalNameServices bool `yaml:"external_name_services"`
 }
 
 // StatusAddress names a Gateway's address in exactly one way.

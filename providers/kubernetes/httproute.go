@@ -2,6 +2,8 @@ package kubernetes
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -606,6 +608,42 @@ func checkHeaderName(n string) *ruleError {
 	return nil
 }
 
+// checkSetHeader checks a header a route's filter sets or adds: a token,
+// and on the request side none the edge owns (edgeOwnedHeader).
+func checkSetHeader(side, n string) *ruleError {
+	if err := checkHeaderName(n); err != nil {
+		return err
+	}
+	if side == "request" && edgeOwnedHeader(n) {
+		return unsupported("header %q: the edge sets it for the upstream (or drops every client's copy), and a route may not state it", n)
+	}
+	return nil
+}
+
+// edgeOwnedHeader reports whether a request header is one upstreams
+// believe because the edge states it: the client's address (X-Forwarded-*,
+// Forwarded, X-Real-IP and the other client-IP names), the request's ID
+// and trace, the verified client certificate, the mesh peer and caller
+// (X-Causeway-*, the caller token), and the URL-override headers the edge
+// drops so that no upstream serves a path other than the one routed.
+// Clients' copies are dropped as requests enter; a route's filter runs
+// after that, so without this check any namespace's route could hand a
+// Service (its own, or one another namespace granted it) a forged peer
+// identity or client address.
+func edgeOwnedHeader(n string) bool {
+	h := http.CanonicalHeaderKey(n)
+	if routes.ForbiddenAuthzHeader(h) || strings.HasPrefix(h, "X-Causeway-") || strings.HasPrefix(h, "Causeway-") {
+		return true
+	}
+	switch h {
+	case "True-Client-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "X-Original-Forwarded-For",
+		"X-Client-Cert-Subject",
+		"X-Original-Url", "X-Rewrite-Url", "X-Override-Url", "X-Original-Uri", "X-Envoy-Original-Path":
+		return true
+	}
+	return false
+}
+
 // filters maps the rule's filters onto plugin instances, in order.
 func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {
 	var redirect, rewriteSeen bool
@@ -676,7 +714,7 @@ func headerConfig(side string, m *gatewayv1.HTTPHeaderFilter, pname string) (any
 	}
 	ops := headers.Ops{}
 	for _, h := range m.Set {
-		if err := checkHeaderName(string(h.Name)); err != nil {
+		if err := checkSetHeader(side, string(h.Name)); err != nil {
 			return nil, err
 		}
 		if ops.Set == nil {
@@ -685,7 +723,7 @@ func headerConfig(side string, m *gatewayv1.HTTPHeaderFilter, pname string) (any
 		ops.Set[string(h.Name)] = h.Value
 	}
 	for _, h := range m.Add {
-		if err := checkHeaderName(string(h.Name)); err != nil {
+		if err := checkSetHeader(side, string(h.Name)); err != nil {
 			return nil, err
 		}
 		if ops.Add == nil {
@@ -1005,6 +1043,11 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 	if sp == nil {
 		return notFound("Service %s/%s has no TCP port %d", ns, ref.Name, *ref.Port)
 	}
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		if why := t.externalNameRefused(svc.Spec.ExternalName); why != "" {
+			return nil, &ruleError{reason: string(gatewayv1.RouteReasonRefNotPermitted), msg: fmt.Sprintf("Service %s/%s is of type ExternalName: %s", ns, ref.Name, why)}
+		}
+	}
 	parts := []string{ns, string(ref.Name), strconv.Itoa(int(sp.Port))}
 	if routeKind == kindGRPCRoute {
 		// gRPC needs HTTP/2 whatever the port's appProtocol says, and an
@@ -1029,6 +1072,24 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		t.res.Fragment.Upstreams[up] = u
 	}
 	return []routes.SplitTarget{{Upstream: up, Weight: 1}}, nil
+}
+
+// externalNameRefused says why an ExternalName Service may not be a
+// backend ("" when it may). An ExternalName is any host the edge can
+// reach: a route of any namespace would make the edge call its own
+// admin listener (localhost), the node or the cloud's metadata address
+// (169.254.169.254), which EndpointSlices may not name. The API server
+// takes an IP address as an ExternalName, so those are refused even when
+// providers.kubernetes.external_name_services allows the rest.
+func (t *translator) externalNameRefused(host string) string {
+	if !t.cfg.ExternalNameServices {
+		return "ExternalName backends are off (providers.kubernetes.external_name_services)"
+	}
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") || net.ParseIP(h) != nil {
+		return fmt.Sprintf("the name %q is an address or localhost, which a backend may not be", host)
+	}
+	return ""
 }
 
 // serviceUpstream makes the upstream of one Service port: the addresses

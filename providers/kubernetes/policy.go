@@ -468,6 +468,11 @@ func (t *translator) buildPolicy(p *CausewayPolicy) (*policyRoute, string) {
 				if bad := pluginLocalSource(cfg, field+".config"); bad != "" {
 					return nil, fmt.Sprintf("%s reads the edge's own files or environment, which a policy's plugins may not", bad)
 				}
+				if pl.Use == "headers" {
+					if bad := edgeOwnedInHeaders(cfg); bad != "" {
+						return nil, fmt.Sprintf("%s.config.request: header %q: the edge sets it for the upstream (or drops every client's copy), and a policy may not state it", field, bad)
+					}
+				}
 				raw, err := rawConfig(n, cfg)
 				if err != nil {
 					return nil, field + ".config: " + err.Error()
@@ -940,4 +945,21 @@ func truncateMessage(msg string) string {
 // routeKey names a route for routeGateways.
 func routeKey(kind string, obj metav1.Object) policyTarget {
 	return policyTarget{kind: kind, ns: obj.GetNamespace(), name: obj.GetName()}
+}
+
+// edgeOwnedInHeaders names the first request header a headers plugin's
+// config (as JSON decoded it) sets or adds that the edge owns
+// (edgeOwnedHeader): the same rule as a route's RequestHeaderModifier.
+func edgeOwnedInHeaders(cfg any) string {
+	m, _ := cfg.(map[string]any)
+	req, _ := m["request"].(map[string]any)
+	for _, op := range []string{"set", "add"} {
+		names, _ := req[op].(map[string]any)
+		for _, n := range slices.Sorted(maps.Keys(names)) {
+			if edgeOwnedHeader(n) {
+				return n
+			}
+		}
+	}
+	return ""
 }

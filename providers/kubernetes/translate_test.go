@@ -568,7 +568,7 @@ func TestTranslateEndpoints(t *testing.T) {
 		rule([]gatewayv1.HTTPRouteMatch{exact("/ext")}, backend("ext", 443)),
 		rule([]gatewayv1.HTTPRouteMatch{exact("/multi")}, backend("multi", 81)),
 	})}
-	res := Translate(routes.KubernetesProvider{}, s)
+	res := Translate(routes.KubernetesProvider{ExternalNameServices: true}, s)
 	want := map[string]routes.Upstream{
 		"k8s.apps.web.80":     {Endpoints: []string{"10.244.0.1:8080", "10.244.0.2:8080", "10.244.0.3:8080"}},
 		"k8s.apps.grpc.9000":  {Endpoints: []string{"10.244.3.1:9090"}, Protocol: "h2c"},
