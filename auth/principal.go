@@ -35,16 +35,60 @@ type Principal struct {
 
 type principalKey struct{}
 
+// authenticated is what the auth stage puts on a request's context: the
+// principal, and the authenticator that accepted it (nil through
+// NewContext).
+type authenticated struct {
+	p  *Principal
+	by authenticator
+}
+
 // NewContext returns ctx carrying p.
 func NewContext(ctx context.Context, p *Principal) context.Context {
-	return context.WithValue(ctx, principalKey{}, p)
+	return newContextBy(ctx, p, nil)
+}
+
+// authContext is context.WithValue for the one key, holding both values
+// in the one allocation WithValue would make.
+type authContext struct {
+	context.Context
+	a authenticated
+}
+
+func (c *authContext) Value(key any) any {
+	if key == (principalKey{}) {
+		return &c.a
+	}
+	return c.Context.Value(key)
+}
+
+func newContextBy(ctx context.Context, p *Principal, by authenticator) context.Context {
+	return &authContext{Context: ctx, a: authenticated{p: p, by: by}}
 }
 
 // FromContext returns the principal on ctx, or nil when the request was not
 // authenticated.
 func FromContext(ctx context.Context) *Principal {
-	p, _ := ctx.Value(principalKey{}).(*Principal)
-	return p
+	if a, _ := ctx.Value(principalKey{}).(*authenticated); a != nil {
+		return a.p
+	}
+	return nil
+}
+
+// ForwardedFromContext returns the upstream headers the authenticator that
+// accepted the request on ctx sets from its principal (forward_claims,
+// forward_name, an ext_authz server's headers), made again from the
+// principal. A later stage may have changed the request's own copies (a
+// route's headers plugin, a Kubernetes route's filter): what vouches for a
+// caller beyond this hop (the mesh's caller token) reads these instead.
+func ForwardedFromContext(ctx context.Context) http.Header {
+	a, _ := ctx.Value(principalKey{}).(*authenticated)
+	if a == nil || a.by == nil || len(a.by.forwardedHeaders()) == 0 {
+		return nil
+	}
+	h := http.Header{}
+	a.by.forwardTo(h, a.p)
+	return h
 }
 
 // Claim returns the string form of a claim, for rate-limit keys

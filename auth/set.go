@@ -572,7 +572,7 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 				return
 			}
 		}
-		r2 := r.WithContext(NewContext(r.Context(), p))
+		r2 := r.WithContext(newContextBy(r.Context(), p, winner))
 		r2.Header = r.Header.Clone()
 		if r2.Header == nil {
 			r2.Header = http.Header{}

@@ -54,7 +54,7 @@ var stripCaller = &callerSend{header: routes.DefaultCallerHeader}
 // edgeCallerSend mints tokens for f's mesh upstreams with src's SVID. The
 // token carries what the edge forwards of a principal: the claims named in
 // forward_claims and the values of the headers its authenticators set
-// (which the auth stage has already stripped of client copies and set).
+// (as they set them: auth.ForwardedFromContext).
 func edgeCallerSend(f *routes.File, src caller.SVIDSource, now func() time.Time) *callerSend {
 	ct := f.Mesh.CallerToken
 	m := caller.NewMinter(src, caller.MintOptions{Lifetime: ct.Lifetime.D(), CacheFor: ct.CacheFor(), Now: now})
@@ -95,8 +95,12 @@ func principalOf(r *http.Request, claims, headers []string) caller.Principal {
 			p.Claims[c] = v
 		}
 	}
+	// The values the authenticator set, not the request's: a route's
+	// headers plugin or filter may have rewritten those since, and the
+	// token vouches for the caller to every hop after this one.
+	fwd := auth.ForwardedFromContext(r.Context())
 	for _, h := range headers {
-		if v := r.Header.Get(h); v != "" {
+		if v := fwd.Get(h); v != "" {
 			if p.Headers == nil {
 				p.Headers = map[string]string{}
 			}
