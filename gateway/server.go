@@ -55,9 +55,6 @@ type server[C any] struct {
 	// endpoints' health, breakers and checkers), and an upstream is closed
 	// when the last generation holding it is freed.
 	upstreams *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
-	// noReuse builds every upstream afresh (tests: the reference a build
-	// that reuses is compared with).
-	noReuse bool
 	tracers *refpool.Pool[string, *tracer]
 	logs    *refpool.Pool[string, *accessLog]
 
@@ -107,6 +104,9 @@ type Options struct {
 	// checkOnly builds without starting anything that would reach out
 	// (Check: route sources are built, never run).
 	checkOnly bool
+	// noReuse builds every upstream afresh (tests: the reference that a
+	// build taking over unchanged upstreams is compared with).
+	noReuse bool
 }
 
 // role is what the edge and the sidecar each add to the server.

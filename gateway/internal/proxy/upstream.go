@@ -634,3 +634,7 @@ func sortedSearch(eps []*Endpoint, addr string) (*Endpoint, bool) {
 	}
 	return nil, false
 }
+
+// Closed reports whether Close has run: the upstream's background work is
+// stopped and it must serve no more requests.
+func (u *Upstream) Closed() bool { return u.ctx.Err() != nil }
