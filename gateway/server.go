@@ -55,8 +55,8 @@ type server[C any] struct {
 	// endpoints' health, breakers and checkers), and an upstream is closed
 	// when the last generation holding it is freed.
 	upstreams *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
-	tracers *refpool.Pool[string, *tracer]
-	logs    *refpool.Pool[string, *accessLog]
+	tracers   *refpool.Pool[string, *tracer]
+	logs      *refpool.Pool[string, *accessLog]
 
 	// nofile reads the file-descriptor limit the default connection cap
 	// derives from (nil: the process's RLIMIT_NOFILE).

@@ -105,7 +105,9 @@ func TestReusable(t *testing.T) {
 		{desc: "another health series", change: func(_ *routes.Upstream, d *Deps) {
 			d.Hooks.HealthGauge = NewHealthSeries(prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "h2"}, []string{"upstream", "endpoint"}))
 		}},
-		{desc: "mirroring", change: func(c *routes.Upstream, _ *Deps) { c.Mirror = &routes.Mirror{Upstream: "shadow", Percent: 100, MaxInflight: 1} }},
+		{desc: "mirroring", change: func(c *routes.Upstream, _ *Deps) {
+			c.Mirror = &routes.Mirror{Upstream: "shadow", Percent: 100, MaxInflight: 1}
+		}},
 		{desc: "dns", change: func(c *routes.Upstream, _ *Deps) { c.Endpoints, c.DNS = nil, "svc.example:80" }},
 		{desc: "endpoints file", change: func(c *routes.Upstream, _ *Deps) { c.Endpoints, c.EndpointsFile = nil, filepath.Join(dir, "eps") }},
 	} {
