@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -410,4 +411,114 @@ func upstreamSeries(t *testing.T, te *testEdge) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestRefusedBuildLeavesReusedUpstreams: a model refused by the build after
+// it took over the live upstreams (a tls.ca_file that does not parse, on
+// an upstream built after them) must not close, nor change, the
+// upstreams the live generation serves with, while requests run on them;
+// the live generation keeps each one with one reference, its health
+// checker and its endpoints' state.
+func TestRefusedBuildLeavesReusedUpstreams(t *testing.T) {
+	release := make(chan struct{})
+	var got atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			return
+		}
+		got.Add(1)
+		<-release
+		w.Header().Set("X-Backend", "slow")
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { closeOnce(release) })
+	badCA := filepath.Join(t.TempDir(), "bad.pem")
+	if err := os.WriteFile(badCA, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var runs sync.WaitGroup
+	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
+	te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
+		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+	})
+	up := routes.Upstream{Endpoints: []string{hostPort(slow)},
+		HealthCheck:    &routes.HealthCheck{Path: "/health", Interval: routes.Duration(time.Hour), HealthyThreshold: 1000, UnhealthyThreshold: 1},
+		CircuitBreaker: &routes.CircuitBreaker{Consecutive5xx: 1, EjectFor: routes.Duration(time.Hour), MaxEjectedPercent: 50}}
+	frag := routes.Fragment{Upstreams: map[string]routes.Upstream{"k8s.t.a": up},
+		Routes: []routes.Route{{Name: "k8s.t.r", Match: routes.Match{PathPrefix: "/a/"}, Upstream: "k8s.t.a"}}}
+	if err := src.send(t, frag); err != nil {
+		t.Fatal(err)
+	}
+	live := te.live.Load()
+	u := live.runtime(0).upstreams["k8s.t.a"]
+	ep := u.Endpoints()[0]
+	const inflight = 20
+	var wg sync.WaitGroup
+	statuses := make(chan string, inflight)
+	for range inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(te.url + "/a/x")
+			if err != nil {
+				statuses <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			statuses <- fmt.Sprintf("%d %s", resp.StatusCode, resp.Header.Get("X-Backend"))
+		}()
+	}
+	testutil.WaitFor(t, func() bool { return got.Load() == inflight })
+
+	for i := range 20 {
+		bad := frag
+		bad.Upstreams = maps.Clone(frag.Upstreams)
+		bad.Upstreams["k8s.t.zz"] = routes.Upstream{Endpoints: []string{hostPort(slow)}, Scheme: "https", TLS: &routes.UpstreamTLS{CAFile: badCA}}
+		bad.Routes = append(slices.Clone(frag.Routes), routes.Route{Name: fmt.Sprintf("k8s.t.z%d", i), Match: routes.Match{PathPrefix: "/z/"}, Upstream: "k8s.t.zz"})
+		err := src.send(t, bad)
+		if err == nil || !strings.Contains(err.Error(), "k8s.t.zz") {
+			t.Fatalf("refusal %d: %v, want the build's refusal of k8s.t.zz", i, err)
+		}
+	}
+	if te.live.Load() != live {
+		t.Fatal("a refused model replaced the live generation")
+	}
+	if u.Closed() || te.upstreams.References(u) != 1 || live.runtime(0).upstreams["k8s.t.a"] != u {
+		t.Fatalf("live upstream after refusals: closed %t, references %d", u.Closed(), te.upstreams.References(u))
+	}
+	if eps := u.Endpoints(); len(eps) != 1 || eps[0] != ep || ep.Down.Load() || !ep.Available() || ep.Inflight.Load() != inflight {
+		t.Fatalf("live endpoint changed: %d endpoints, down %t, available %t, in flight %d", len(eps), ep.Down.Load(), ep.Available(), ep.Inflight.Load())
+	}
+	closeOnce(release)
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != "200 slow" {
+			t.Fatalf("a request in flight during the refusals got %q", s)
+		}
+	}
+	if got.Load() != inflight {
+		t.Fatalf("the upstream received %d requests, want %d", got.Load(), inflight)
+	}
+	wantUpstreamHeader(t, te.url+"/a/x", "slow")
+}
+
+var closeMu sync.Mutex
+
+func closeOnce(c chan struct{}) {
+	closeMu.Lock()
+	defer closeMu.Unlock()
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
+}
+
+func wantUpstreamHeader(t *testing.T, url, want string) {
+	t.Helper()
+	resp, _ := get(t, url)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Backend") != want {
+		t.Fatalf("%s: %d from %q, want 200 from %q", url, resp.StatusCode, resp.Header.Get("X-Backend"), want)
+	}
 }
