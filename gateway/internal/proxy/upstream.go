@@ -467,6 +467,20 @@ func sameAddrs(addrs []string, eps []*Endpoint) bool {
 	if len(addrs) < len(eps) {
 		return false
 	}
+	if len(addrs) == len(eps) {
+		// The common case, and without a copy: the same addresses in
+		// the same order (a provider lists them sorted).
+		same := true
+		for i, e := range eps {
+			if addrs[i] != e.Addr {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
+		}
+	}
 	norm := make([]string, len(addrs))
 	for i, a := range addrs {
 		norm[i] = strings.TrimSpace(a)
