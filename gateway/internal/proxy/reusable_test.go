@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/tls"
 	"os"
 	"path/filepath"
 	"testing"
@@ -38,7 +37,7 @@ func TestReusable(t *testing.T) {
 		}
 	}
 	deps := func() Deps {
-		return Deps{Pools: NewTransportPools(), TLSFor: func(u routes.Upstream) (*tls.Config, error) { return UpstreamTLSConfig(u) }, TLSKey: "src1",
+		return Deps{Pools: NewTransportPools(), TLSFor: UpstreamTLSConfig, TLSKey: "src1",
 			Hooks: Hooks{HealthGauge: series}}
 	}
 	for _, tc := range []struct {
