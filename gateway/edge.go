@@ -89,7 +89,13 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if e.active != nil {
 		prevFile = e.active.cfg
 	}
-	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock, caller: stripCaller}
+	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, upstreams: e.upstreams, log: e.log, now: e.opts.Clock, caller: stripCaller}
+	if rt := e.active.runtime(0); rt != nil && !e.opts.noReuse {
+		// Under the server's lock (load, rebuild): the live generation
+		// cannot be replaced or freed meanwhile, nor its upstreams'
+		// endpoints changed in place.
+		deps.prev = rt.upstreams
+	}
 	var stages []map[string]Stage
 	for _, ft := range e.features {
 		st, release, err := ft.prepare(ctx, f, prevFile)

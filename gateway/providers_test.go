@@ -169,14 +169,26 @@ func wantUpstream(t *testing.T, url, want string) {
 // whole-segment prefix is two; 1,000 upstreams of 10 endpoints): the
 // merge, validation and generation build a change costs
 // (go test -run '^$' -bench RouteSourceApply10k ./gateway).
-func BenchmarkRouteSourceApply10k(b *testing.B) {
-	frag := scaleFragment()
+func BenchmarkRouteSourceApply10k(b *testing.B) { benchmarkRouteSourceApply(b, scaleFragment()) }
+
+// BenchmarkRouteSourceApply10k100kEndpoints is the same change with 100
+// endpoints per upstream: the 100,000 endpoints of make scale-k8s.
+func BenchmarkRouteSourceApply10k100kEndpoints(b *testing.B) {
+	benchmarkRouteSourceApply(b, scaleFragmentEndpoints(100))
+}
+
+func benchmarkRouteSourceApply(b *testing.B, frag routes.Fragment) {
 	var runs sync.WaitGroup
 	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
 	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
 		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
 	})
-	_ = te
+	// The first model is built before the clock starts: each apply
+	// measured is a change to a live model of this size.
+	src.feed <- frag
+	if err := <-src.results; err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
@@ -192,15 +204,23 @@ func BenchmarkRouteSourceApply10k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	if rt := te.live.Load().runtime(0); rt != nil {
+		b.ReportMetric(float64(rt.reused), "upstreams-reused")
+	}
 }
 
 // scaleFragment is 10,000 Gateway API routes as the provider gives them.
-func scaleFragment() routes.Fragment {
+func scaleFragment() routes.Fragment { return scaleFragmentEndpoints(10) }
+
+// scaleFragmentEndpoints is scaleFragment with n endpoints per upstream.
+func scaleFragmentEndpoints(n int) routes.Fragment {
 	frag := routes.Fragment{Upstreams: map[string]routes.Upstream{}}
 	for i := 0; i < 1000; i++ {
 		var eps []string
-		for j := 0; j < 10; j++ {
-			eps = append(eps, fmt.Sprintf("10.244.%d.%d:8080", i/25, (i%25)*10+j))
+		for j := 0; j < n; j++ {
+			k := i*n + j
+			eps = append(eps, fmt.Sprintf("10.%d.%d.%d:8080", 64+k>>16, k>>8&255, k&255))
 		}
 		frag.Upstreams[fmt.Sprintf("k8s.apps.svc%d.80", i)] = routes.Upstream{Endpoints: eps}
 	}

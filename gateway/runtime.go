@@ -42,9 +42,12 @@ type runtime struct {
 	// inflight counts requests running on this configuration, so resources
 	// are released only after the last one finishes.
 	inflight atomic.Int64
-	// pools holds a reference to each upstream's connection pool, dropped
-	// at close.
-	pools *refpool.Pool[string, *proxy.TransportPool]
+	// held holds a reference to each of upstreams, dropped at close: an
+	// upstream the next generation reuses is closed (and its connection
+	// pool released) only when the last generation holding it is done.
+	held *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
+	// reused counts the upstreams taken over from the previous generation.
+	reused int
 }
 
 // buildDeps are the long-lived pieces a runtime is built with.
@@ -52,7 +55,13 @@ type buildDeps struct {
 	metrics *metrics
 	// pools shares upstream connection pools between generations, by
 	// transportKey (nil: a pool of this runtime's own).
-	pools  *refpool.Pool[string, *proxy.TransportPool]
+	pools *refpool.Pool[string, *proxy.TransportPool]
+	// upstreams counts the generations holding each upstream (nil: a
+	// count of this runtime's own; newUpstreamPool).
+	upstreams *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
+	// prev are the live generation's upstreams, which this one takes over
+	// where they are Reusable (nil: every upstream is built).
+	prev   map[string]*proxy.Upstream
 	tlsFor proxy.TLSConfigFunc
 	tlsKey string
 	stages []Stage
@@ -74,8 +83,11 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 	if deps.pools == nil {
 		deps.pools = proxy.NewTransportPools()
 	}
+	if deps.upstreams == nil {
+		deps.upstreams = newUpstreamPool(deps.pools)
+	}
 	rt := &runtime{
-		pools:     deps.pools,
+		held:      deps.upstreams,
 		file:      f,
 		upstreams: map[string]*proxy.Upstream{},
 		trust:     trust,
@@ -86,10 +98,24 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 	}
 	var errs routes.Errors
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
-		u, err := newUpstream(name, f.Upstreams[name], deps)
+		cfg := f.Upstreams[name]
+		if old := deps.prev[name]; old != nil && old.Reusable(name, cfg, upstreamDeps(deps)) {
+			// The live generation holds old, so it is in the pool; the
+			// reference taken here is this runtime's, dropped at its close
+			// (also when this generation is refused).
+			if _, ok := deps.upstreams.Load(old); ok {
+				rt.upstreams[name] = old
+				rt.reused++
+				continue
+			}
+		}
+		u, err := newUpstream(name, cfg, deps)
 		if err != nil {
 			errs = append(errs, &routes.Error{File: f.Path, Pos: f.At("upstreams." + name), Path: "upstreams." + name, Msg: err.Error()})
 			continue
+		}
+		if _, _, err := deps.upstreams.Acquire(u, func() (*proxy.Upstream, error) { return u, nil }); err != nil {
+			panic(err) // a constructor that cannot fail
 		}
 		rt.upstreams[name] = u
 	}
@@ -127,13 +153,36 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 // newUpstream builds an upstream for this generation, reporting to its
 // metrics, tracing and per-request state through the engine's hooks.
 func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*proxy.Upstream, error) {
+	return proxy.New(name, cfg, upstreamDeps(deps))
+}
+
+func upstreamDeps(deps buildDeps) proxy.Deps {
 	ud := proxy.Deps{Pools: deps.pools, TLSFor: deps.tlsFor, TLSKey: deps.tlsKey, Log: deps.log, Now: deps.now,
 		Hooks: proxy.Hooks{Track: trackRequest, Wrap: traceTransport, ClientIP: resolvedClientIP}}
 	if m := deps.metrics; m != nil {
 		ud.Hooks.Observe = m.upstreamRequest
 		ud.Hooks.HealthGauge = m.endpointHealth
 	}
-	return proxy.New(name, cfg, ud)
+	return ud
+}
+
+// newUpstreamPool counts the generations holding each upstream; the last
+// one's release stops the upstream's background work and releases its
+// connection pool.
+func newUpstreamPool(pools *refpool.Pool[string, *proxy.TransportPool]) *refpool.Pool[*proxy.Upstream, *proxy.Upstream] {
+	return refpool.New[*proxy.Upstream](func(u *proxy.Upstream) error {
+		u.Close() // health checks, discovery, mirrored requests
+		_, err := pools.Release(u.Pool.Key)
+		return err
+	})
+}
+
+// publish makes the runtime's upstreams' endpoints the ones the next
+// generation inherits health from: at its commit point.
+func (rt *runtime) publish() {
+	for _, u := range rt.upstreams {
+		u.Publish()
+	}
 }
 
 // routeHandler assembles one route: request info, the stages in order, then
@@ -313,8 +362,7 @@ func (rt *runtime) checkRequest(r *http.Request) string {
 // close releases what this runtime owns once no request runs on it.
 func (rt *runtime) close() {
 	for _, u := range rt.upstreams {
-		u.Close() // health checks, discovery, mirrored requests
-		_, _ = rt.pools.Release(u.Pool.Key)
+		_, _ = rt.held.Release(u)
 	}
 	rt.upstreams = nil
 }

@@ -49,9 +49,14 @@ type server[C any] struct {
 	// Resources shared by successive generations while their settings are
 	// unchanged: a reload keeps warm upstream connections, the tracer's
 	// queue and the open access-log file.
-	pools   *refpool.Pool[string, *proxy.TransportPool]
-	tracers *refpool.Pool[string, *tracer]
-	logs    *refpool.Pool[string, *accessLog]
+	pools *refpool.Pool[string, *proxy.TransportPool]
+	// upstreams counts the generations holding each upstream: a build
+	// takes over the live generation's unchanged upstreams (with their
+	// endpoints' health, breakers and checkers), and an upstream is closed
+	// when the last generation holding it is freed.
+	upstreams *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
+	tracers   *refpool.Pool[string, *tracer]
+	logs      *refpool.Pool[string, *accessLog]
 
 	// nofile reads the file-descriptor limit the default connection cap
 	// derives from (nil: the process's RLIMIT_NOFILE).
@@ -99,6 +104,9 @@ type Options struct {
 	// checkOnly builds without starting anything that would reach out
 	// (Check: route sources are built, never run).
 	checkOnly bool
+	// noReuse builds every upstream afresh (tests: the reference that a
+	// build taking over unchanged upstreams is compared with).
+	noReuse bool
 }
 
 // role is what the edge and the sidecar each add to the server.
@@ -156,6 +164,7 @@ func newServer[C any](kind, fileKind string, opts Options, r role[C]) *server[C]
 		tracers: newTracerPool(),
 		logs:    newAccessLogPool(),
 	}
+	s.upstreams = newUpstreamPool(s.pools)
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	return s
 }
@@ -336,6 +345,11 @@ func (s *server[C]) commit(next *generation[C]) *generation[C] {
 	prev := s.active
 	s.active = next
 	s.live.Store(next)
+	for _, rt := range next.rts {
+		if rt != nil {
+			rt.publish()
+		}
+	}
 	for _, c := range next.commits {
 		c()
 	}

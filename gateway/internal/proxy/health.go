@@ -259,7 +259,15 @@ func (hc *HealthChecker) checkAll(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			hc.Record(e, hc.probe(ctx, e))
+			ok := hc.probe(ctx, e)
+			if ctx.Err() != nil {
+				// The upstream is closing (a refused or retired
+				// generation): a probe it cut short is no verdict, and
+				// the endpoint's health series is shared with the live
+				// generation's endpoint of this address.
+				return
+			}
+			hc.Record(e, ok)
 		}()
 	}
 	wg.Wait()

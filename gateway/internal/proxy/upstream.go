@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -146,6 +148,12 @@ type Upstream struct {
 
 	mu  sync.Mutex // serialises setEndpoints
 	eps atomic.Pointer[[]*Endpoint]
+	// published is set once the upstream's configuration is live
+	// (Publish): only then does its endpoint set become the pool's, the
+	// one the next configuration inherits health from. An upstream of a
+	// configuration that is refused must not hand its copy of the live
+	// endpoints' state, which goes stale at once, to the next one.
+	published bool
 	// carry is the previous configuration's endpoints by address, whose
 	// health the first endpoint set inherits; nil once built.
 	carry map[string]*Endpoint
@@ -412,8 +420,82 @@ func (u *Upstream) setEndpoints(specs []endpointSpec) {
 	}
 	u.Health.total.Store(int32(len(next)))
 	u.eps.Store(&next)
-	u.Pool.endpoints.Store(&next)
+	if u.published {
+		u.Pool.endpoints.Store(&next)
+	}
 	u.Bal.Update(next)
+}
+
+// Publish makes the upstream's endpoints the ones the next configuration
+// inherits health from: called when its configuration becomes live.
+func (u *Upstream) Publish() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.published = true
+	u.Pool.endpoints.Store(u.eps.Load())
+}
+
+// Reusable reports whether u can serve, unchanged, as the upstream name of
+// a configuration that gives it cfg and deps: the same settings (pointer
+// fields and maps compared by value), the endpoints it serves now (which
+// the edge may have changed in place since it was built), and the same
+// connection pool key, which holds the TLS source and the content of
+// tls.ca_file (read again here: a rotated bundle needs a new upstream).
+// Upstreams that follow DNS or an endpoints file, and those that mirror
+// (their shadow is another generation's upstream), are never reused.
+// deps' hooks, log and clock are assumed to be the server's, the same for
+// every generation.
+func (u *Upstream) Reusable(name string, cfg routes.Upstream, deps Deps) bool {
+	if u.Name != name || cfg.DNS != "" || cfg.DNSSRV != "" || cfg.EndpointsFile != "" || cfg.Mirror != nil || u.Cfg.Mirror != nil ||
+		u.Health.lookupGauge != deps.lookupGauge || u.Health.series != deps.Hooks.HealthGauge {
+		return false
+	}
+	a, b := cfg, u.Cfg
+	a.Endpoints, b.Endpoints = nil, nil
+	if !reflect.DeepEqual(a, b) {
+		return false
+	}
+	if !sameAddrs(cfg.Endpoints, loadSet(&u.eps)) {
+		return false
+	}
+	return u.Pool.Key == transportKey(name, cfg)+"|"+deps.TLSKey
+}
+
+// sameAddrs says whether addrs, as setEndpoints reads them (trimmed,
+// sorted, without repeats), are the addresses of eps.
+func sameAddrs(addrs []string, eps []*Endpoint) bool {
+	if len(addrs) < len(eps) {
+		return false
+	}
+	if len(addrs) == len(eps) {
+		// The common case, and without a copy: the same addresses in
+		// the same order (a provider lists them sorted).
+		same := true
+		for i, e := range eps {
+			if addrs[i] != e.Addr {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
+		}
+	}
+	norm := make([]string, len(addrs))
+	for i, a := range addrs {
+		norm[i] = strings.TrimSpace(a)
+	}
+	sort.Strings(norm)
+	norm = slices.Compact(norm)
+	if len(norm) != len(eps) {
+		return false
+	}
+	for i, e := range eps {
+		if e.Addr != norm[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // inherit gives e the health of from, the same address in the previous
@@ -566,3 +648,7 @@ func sortedSearch(eps []*Endpoint, addr string) (*Endpoint, bool) {
 	}
 	return nil, false
 }
+
+// Closed reports whether Close has run: the upstream's background work is
+// stopped and it must serve no more requests.
+func (u *Upstream) Closed() bool { return u.ctx.Err() != nil }
