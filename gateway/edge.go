@@ -89,7 +89,7 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if e.active != nil {
 		prevFile = e.active.cfg
 	}
-	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock, caller: stripCaller}
+	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, log: e.log, now: e.opts.Clock, caller: stripCaller, reverseProxy: e.opts.reverseProxy}
 	var stages []map[string]Stage
 	for _, ft := range e.features {
 		st, release, err := ft.prepare(ctx, f, prevFile)

@@ -38,7 +38,9 @@ type runtime struct {
 	metrics   *metrics
 	caller    *callerSend
 	accessLog *accessLog
-	loadedAt  time.Time
+	// reverseProxy: see buildDeps.
+	reverseProxy bool
+	loadedAt     time.Time
 	// inflight counts requests running on this configuration, so resources
 	// are released only after the last one finishes.
 	inflight atomic.Int64
@@ -64,6 +66,9 @@ type buildDeps struct {
 	// caller puts caller tokens on requests to mesh upstreams and removes
 	// the header from every other (nil: neither).
 	caller *callerSend
+	// reverseProxy forwards with httputil.ReverseProxy instead of the
+	// edge's own forwarder (Options.reverseProxy).
+	reverseProxy bool
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
@@ -75,14 +80,15 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		deps.pools = proxy.NewTransportPools()
 	}
 	rt := &runtime{
-		pools:     deps.pools,
-		file:      f,
-		upstreams: map[string]*proxy.Upstream{},
-		trust:     trust,
-		metrics:   deps.metrics,
-		caller:    deps.caller,
-		accessLog: deps.access,
-		loadedAt:  time.Now(),
+		pools:        deps.pools,
+		file:         f,
+		upstreams:    map[string]*proxy.Upstream{},
+		trust:        trust,
+		metrics:      deps.metrics,
+		caller:       deps.caller,
+		accessLog:    deps.access,
+		reverseProxy: deps.reverseProxy,
+		loadedAt:     time.Now(),
 	}
 	var errs routes.Errors
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
@@ -139,7 +145,7 @@ func newUpstream(name string, cfg routes.Upstream, deps buildDeps) (*proxy.Upstr
 // routeHandler assembles one route: request info, the stages in order, then
 // the forwarder.
 func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
-	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics, rt.caller)
+	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics, rt.caller, rt.reverseProxy)
 	traced := tracingStages(stages)
 	for i := len(stages) - 1; i >= 0; i-- {
 		mw, err := stages[i].Middleware(rc)

@@ -99,6 +99,10 @@ type Options struct {
 	// checkOnly builds without starting anything that would reach out
 	// (Check: route sources are built, never run).
 	checkOnly bool
+	// reverseProxy forwards with net/http/httputil.ReverseProxy instead of
+	// the edge's own forwarder (directProxy): the reference behaviour the
+	// differential test (direct_test.go) holds the forwarder to. Tests only.
+	reverseProxy bool
 }
 
 // role is what the edge and the sidecar each add to the server.
