@@ -448,7 +448,6 @@ func sanitizeID(s string) string {
 	}, s)
 }
 
-
 // TestForwarderMatchesReverseProxyUnderLoad sends thousands of requests,
 // with bodies of many sizes and both framings, over a few keep-alive
 // connections at once through both edges: every body must reach the
