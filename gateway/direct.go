@@ -65,22 +65,42 @@ type forwardState struct {
 	rw   http.ResponseWriter
 	mu   sync.Mutex
 	done bool
+	st   *reqState
 }
 
-// got1xx writes an upstream's 1xx response to the client (through
-// guardInformational, which filters it).
+// got1xx passes an upstream's 1xx response on to the client, filtered as
+// guardInformational filters ReverseProxy's (which leaves this trace
+// alone): none to an HTTP/1.0 client, no second 100 Continue, and the
+// headers the edge set before proxying kept for the final response.
 func (f *forwardState) got1xx(code int, header textproto.MIMEHeader) error {
+	st := f.st
+	if st.http10 || code == http.StatusContinue {
+		return nil
+	}
+	edge := st.rec.Header().Clone()
+	f.write1xx(code, header)
+	hdr := st.rec.Header()
+	for k, v := range edge {
+		if _, ok := hdr[k]; !ok {
+			hdr[k] = v
+		}
+	}
+	return nil
+}
+
+// write1xx writes a 1xx response as ReverseProxy does: the upstream's
+// fields added to the response header, written, and the header cleared.
+func (f *forwardState) write1xx(code int, header textproto.MIMEHeader) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.done {
-		return nil
+		return
 	}
 	h := f.rw.Header()
 	copyHeader(h, http.Header(header))
 	f.rw.WriteHeader(code)
 	// WriteHeader does not clear the header map after a 1xx.
 	clear(h)
-	return nil
 }
 
 func (f *forwardState) roundTripDone() {
@@ -146,8 +166,9 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			}()
 		}
 	}
-	f := &stateFrom(ctx).fwd
-	f.rw, f.done = rw, false
+	st := stateFrom(ctx)
+	f := &st.fwd
+	f.rw, f.done, f.st = rw, false, st
 	f.trace = httptrace.ClientTrace{Got1xxResponse: f.got1xx}
 
 	// One shallow copy with the traced context, then fresh copies of what
@@ -191,8 +212,10 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	outreq.URL.RawQuery = cleanQueryParams(outreq.URL.RawQuery)
 	p.hooks.rewrite(req, outreq)
 	if _, ok := outreq.Header["User-Agent"]; !ok {
-		// Not Go's default User-Agent for a client that sent none.
-		outreq.Header["User-Agent"] = []string{""}
+		// Not Go's default User-Agent for a client that sent none. The
+		// slice is shared: capped, so an Add copies it, and nothing
+		// writes a header value in place.
+		outreq.Header["User-Agent"] = noUserAgent
 	}
 
 	res, err := p.transport.RoundTrip(outreq)
@@ -270,6 +293,8 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	}
 }
 
+var noUserAgent = []string{""}[:1:1]
+
 func (p *directProxy) modifyResponse(rw http.ResponseWriter, res *http.Response, outreq *http.Request) bool {
 	if err := p.hooks.modifyResponse(res); err != nil {
 		res.Body.Close()
@@ -345,14 +370,20 @@ func streamed(res *http.Response) bool {
 }
 
 // isEventStream reports whether a Content-Type's media type is
-// text/event-stream, as mime.ParseMediaType reads it. A value without
-// parameters, the usual case, is read without building the parameter map.
+// text/event-stream, as mime.ParseMediaType reads it; only for that type
+// does it build the parameter map.
 func isEventStream(ct string) bool {
-	if strings.IndexByte(ct, ';') < 0 {
-		return strings.TrimSpace(strings.ToLower(ct)) == "text/event-stream"
+	// ParseMediaType's media type is this or "" (on some errors).
+	base, params, _ := strings.Cut(ct, ";")
+	if strings.TrimSpace(strings.ToLower(base)) != "text/event-stream" {
+		return false
 	}
-	base, _, _ := mime.ParseMediaType(ct)
-	return base == "text/event-stream"
+	if params == "" {
+		return true
+	}
+	// Parameters it refuses (a repeated name) make it "".
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "text/event-stream"
 }
 
 // copyResponse copies the upstream's body to the client with a buffer from

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"mime"
 	"net"
 	"net/http"
 	"regexp"
@@ -573,5 +574,22 @@ func TestForwarderMatchesReverseProxyUnderLoad(t *testing.T) {
 	}
 	if diffs > 0 {
 		t.Errorf("%d of %d requests differ", diffs, conns*perConn)
+	}
+}
+
+// TestIsEventStreamMatchesParseMediaType: the forwarder reads
+// Content-Type without mime.ParseMediaType's map, and must still agree
+// with it, which is what ReverseProxy asks.
+func TestIsEventStreamMatchesParseMediaType(t *testing.T) {
+	for _, ct := range []string{
+		"", "text/event-stream", " TEXT/Event-Stream ", "text/event-stream;", "text/event-stream; charset=utf-8",
+		"text/event-stream; a=1; a=2", "text/event-stream; bad", "text/event-stream ;x=\"y\"", "text/event-streamx",
+		"text/plain", "text/plain; charset=utf-8", "text/event-stream\t", "text /event-stream", "text/event-stream; a*=x",
+		"text/event-stream;;", "text/event-stream; a=1;", "ＴＥＸＴ/event-stream", "text/event-stream, text/plain",
+	} {
+		base, _, _ := mime.ParseMediaType(ct)
+		if want := base == "text/event-stream"; isEventStream(ct) != want {
+			t.Errorf("isEventStream(%q) = %v, mime.ParseMediaType says %v", ct, !want, want)
+		}
 	}
 }

@@ -27,7 +27,10 @@ import (
 // goroutine), so it never races with the final response's headers.
 func guardInformational(ctx context.Context, st *reqState) {
 	tr := httptrace.ContextClientTrace(ctx)
-	if tr == nil || tr.Got1xxResponse == nil {
+	if tr == nil || tr.Got1xxResponse == nil || tr == &st.fwd.trace {
+		// The edge's own forwarder filters its 1xx itself
+		// (forwardState.got1xx); this wraps ReverseProxy's, which still
+		// serves protocol upgrades.
 		return
 	}
 	forward := tr.Got1xxResponse
