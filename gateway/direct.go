@@ -415,7 +415,7 @@ func copyResponse(dst http.ResponseWriter, src io.Reader, streamed bool) error {
 func copyBuffer(dst io.Writer, src io.Reader, buf []byte) error {
 	for {
 		nr, rerr := src.Read(buf)
-		if rerr != nil && rerr != io.EOF && rerr != context.Canceled {
+		if rerr != nil && rerr != io.EOF && rerr != context.Canceled { //nolint:errorlint // ReverseProxy's test: the bare sentinels, not wrapped ones
 			log.Printf("gateway: forwarder read error during body copy: %v", rerr)
 		}
 		if nr > 0 {

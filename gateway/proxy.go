@@ -162,9 +162,10 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.upstreamStart = time.Now()
 	if up.Breaker != nil {
-		// Deferred: ReverseProxy aborts a response whose upstream body
-		// breaks by panicking with http.ErrAbortHandler, and the slot must
-		// come back all the same.
+		// Deferred: the proxying step (directProxy, or ReverseProxy for an
+		// upgrade) aborts a response whose upstream body breaks by
+		// panicking with http.ErrAbortHandler, and the slot must come back
+		// all the same.
 		defer func() {
 			if p := recover(); p != nil {
 				up.Breaker.Release(tk, true)
