@@ -354,6 +354,8 @@ func diffCases() []diffCase {
 		{name: "duplicate Content-Length", req: "GET /bad-framing HTTP/1.1\r\n" + host + "\r\n"},
 		{name: "bad chunk size", streamed: true, req: "GET /bad-chunk HTTP/1.1\r\n" + host + "\r\n"},
 		{name: "bad status", req: "GET /bad-status HTTP/1.1\r\n" + host + "\r\n"},
+		{name: "gRPC call, bad upstream answer", req: "POST /bad-status HTTP/1.1\r\n" + host + "Content-Type: application/grpc\r\nTe: trailers\r\nContent-Length: 5\r\n\r\n\x00\x00\x00\x00\x00"},
+		{name: "gRPC call, upstream timeout", req: "POST /slow HTTP/1.1\r\n" + host + "Content-Type: application/grpc+proto\r\nTe: trailers\r\nContent-Length: 5\r\n\r\n\x00\x00\x00\x00\x00"},
 		{name: "unasked 101", req: "GET /switch HTTP/1.1\r\n" + host + "\r\n"},
 		{name: "upstream 500", req: "POST /500 HTTP/1.1\r\n" + host + "Content-Type: application/grpc\r\nContent-Length: 3\r\n\r\nabc"},
 		{name: "upstream timeout", req: "GET /slow HTTP/1.1\r\n" + host + "\r\n"},
