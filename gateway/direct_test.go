@@ -292,7 +292,7 @@ type diffCase struct {
 	// streamed: the answer is streamed (chunked or of unknown length), where
 	// ReverseProxy's header flush races with the first write (see
 	// copyResponse): the forwarder must answer the same every time, and
-	// that answer must be one ReverseProxy gives.
+	// the two are compared without the race's traces (withoutFlushRace).
 	streamed bool
 }
 
@@ -369,6 +369,31 @@ func diffCases() []diffCase {
 	return cases
 }
 
+// withoutFlushRace maps the two answers ReverseProxy gives, as its header
+// flush wins or loses the race with the first write (copyResponse), to
+// one, so the forwarder's (always the first kind) can be compared with
+// either: a Content-Type sniffed by net/http (the upstream sent none in
+// these cases) goes, an empty body framed by Content-Length: 0 becomes
+// the empty chunked body, and a head then a cut before the first body
+// byte becomes a bare cut.
+func withoutFlushRace(s string) string {
+	s = strings.Replace(s, "Content-Type: text/plain; charset=utf-8\r\n", "", 1)
+	head, body, ok := strings.Cut(s, "\r\n\r\n")
+	if !ok {
+		return s
+	}
+	if body == "" && strings.Contains(head, "\r\nContent-Length: 0") {
+		return normalizeHead(strings.Replace(head, "Content-Length: 0", "Transfer-Encoding: chunked", 1)+"\r\n\r\n") + "0\r\n\r\n"
+	}
+	if s == "<cut>" {
+		return s
+	}
+	if body == "<cut>" {
+		return "<cut>"
+	}
+	return s
+}
+
 // exchange sends one case on a fresh connection and returns what came
 // back.
 func exchange(t *testing.T, addr string, tc diffCase, id string) string {
@@ -425,8 +450,8 @@ func TestForwarderMatchesReverseProxy(t *testing.T) {
 					t.Fatalf("the forwarder answered differently the second time\nfirst: %q\nthen:  %q", gotD, again)
 				}
 			}
-			for i := 0; tc.streamed && i < 30 && gotD != strings.ReplaceAll(gotR, idR, idD); i++ {
-				gotR = exchange(t, reference, tc, idR)
+			if tc.streamed {
+				gotD, gotR = withoutFlushRace(gotD), withoutFlushRace(gotR)
 			}
 			if gotD != strings.ReplaceAll(gotR, idR, idD) {
 				t.Errorf("client received\nforwarder:     %q\nReverseProxy:  %q", gotD, gotR)
