@@ -89,7 +89,7 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if e.active != nil {
 		prevFile = e.active.cfg
 	}
-	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, upstreams: e.upstreams, log: e.log, now: e.opts.Clock, caller: stripCaller}
+	deps := buildDeps{metrics: e.metrics, access: access, pools: e.pools, upstreams: e.upstreams, log: e.log, now: e.opts.Clock, caller: stripCaller, reverseProxy: e.opts.reverseProxy}
 	if rt := e.active.runtime(0); rt != nil && !e.opts.noReuse {
 		// Under the server's lock (load, rebuild): the live generation
 		// cannot be replaced or freed meanwhile, nor its upstreams'

@@ -25,9 +25,15 @@ import (
 // returns (http.Transport reads the 1xx responses before it hands out the
 // final one; the calling-goroutine transport reads them on the request's
 // goroutine), so it never races with the final response's headers.
+//
+// The edge's own forwarder applies the same rules in forwardState.got1xx;
+// this guard now serves the ReverseProxy kept for protocol upgrades.
 func guardInformational(ctx context.Context, st *reqState) {
 	tr := httptrace.ContextClientTrace(ctx)
-	if tr == nil || tr.Got1xxResponse == nil {
+	if tr == nil || tr.Got1xxResponse == nil || tr == &st.fwd.trace {
+		// The edge's own forwarder filters its 1xx itself
+		// (forwardState.got1xx); this wraps ReverseProxy's, which still
+		// serves protocol upgrades.
 		return
 	}
 	forward := tr.Got1xxResponse

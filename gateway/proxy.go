@@ -48,7 +48,7 @@ var sharedBuffers = newBufferPool()
 // applied in front of the upstream's pool.
 type target struct {
 	up    *proxy.Upstream
-	proxy *httputil.ReverseProxy
+	proxy http.Handler
 }
 
 // forwarder is the innermost handler of a route: it picks the upstream
@@ -75,14 +75,14 @@ type headerOverride struct {
 	headers [][2]string // canonical name, exact value
 }
 
-func newForwarder(rc routes.Route, ups map[string]*proxy.Upstream, m *metrics, cs *callerSend) *forwarder {
+func newForwarder(rc routes.Route, ups map[string]*proxy.Upstream, m *metrics, cs *callerSend, reverseProxy bool) *forwarder {
 	f := &forwarder{route: rc.Name, m: m, caller: cs}
 	add := func(name string) {
 		u := ups[name]
 		if u.Mirror != nil && u.Mirror.Shadow.Load() == nil {
 			u.Mirror.Shadow.Store(ups[u.Cfg.Mirror.Upstream])
 		}
-		f.targets = append(f.targets, target{up: u, proxy: newReverseProxy(rc, u, m)})
+		f.targets = append(f.targets, target{up: u, proxy: newProxy(rc, u, m, reverseProxy)})
 	}
 	if rc.Upstream != "" {
 		add(rc.Upstream)
@@ -162,9 +162,10 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.upstreamStart = time.Now()
 	if up.Breaker != nil {
-		// Deferred: ReverseProxy aborts a response whose upstream body
-		// breaks by panicking with http.ErrAbortHandler, and the slot must
-		// come back all the same.
+		// Deferred: the proxying step (directProxy, or ReverseProxy for an
+		// upgrade) aborts a response whose upstream body breaks by
+		// panicking with http.ErrAbortHandler, and the slot must come back
+		// all the same.
 		defer func() {
 			if p := recover(); p != nil {
 				up.Breaker.Release(tk, true)
@@ -181,12 +182,21 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.proxy.ServeHTTP(w, r)
 }
 
-func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.ReverseProxy {
-	strip := ""
-	if rc.StripPrefix {
-		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
+// newProxy is the route's forwarding step to u: the edge's own forwarder,
+// or (reverseProxy) httputil.ReverseProxy alone, the reference the
+// differential test compares it with.
+func newProxy(rc routes.Route, u *proxy.Upstream, m *metrics, reverseProxy bool) http.Handler {
+	hooks := newProxyHooks(rc, u, m)
+	tunnel := newReverseProxy(hooks, u)
+	if reverseProxy {
+		return tunnel
 	}
-	hostRewrite := rc.HostRewrite
+	return &directProxy{transport: u.Transport, hooks: hooks, tunnel: tunnel}
+}
+
+// newReverseProxy is httputil.ReverseProxy with the route's hooks: the
+// forwarder's tunnel for protocol upgrades.
+func newReverseProxy(h proxyHooks, u *proxy.Upstream) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Transport:  u.Transport,
 		BufferPool: sharedBuffers,
@@ -194,24 +204,38 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 		// for text/event-stream and for responses of unknown length, so
 		// streamed responses (SSE, long polls) reach the client as they
 		// come, while responses of known length are copied in full buffers.
-		FlushInterval: 0,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			st := stateFrom(pr.In.Context())
-			pr.Out.URL.Scheme = u.Scheme
+		// directProxy does the same (streamed).
+		FlushInterval:  0,
+		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr.In, pr.Out) },
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.errorHandler,
+	}
+}
+
+func newProxyHooks(rc routes.Route, u *proxy.Upstream, m *metrics) proxyHooks {
+	strip := ""
+	if rc.StripPrefix {
+		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
+	}
+	hostRewrite := rc.HostRewrite
+	return proxyHooks{
+		rewrite: func(in, out *http.Request) {
+			st := stateFrom(in.Context())
+			out.URL.Scheme = u.Scheme
 			// The host is the endpoint's, set by the transport's attempt
 			// loop (upstreamTransport.RoundTrip) once it has picked one.
-			pr.Out.URL.Host = u.Name
+			out.URL.Host = u.Name
 			if strip != "" {
-				stripPrefix(pr.Out.URL, pr.In.URL, strip)
+				stripPrefix(out.URL, in.URL, strip)
 			}
-			pipeline.SetForwarded(pr, &st.peer)
+			pipeline.SetForwardedOn(in, out, &st.peer)
 			if hostRewrite != "" {
 				// After SetForwarded, which reads the client's Host into
 				// X-Forwarded-Host and Forwarded.
-				pr.Out.Host = hostRewrite
+				out.Host = hostRewrite
 			}
 		},
-		ModifyResponse: func(resp *http.Response) error {
+		modifyResponse: func(resp *http.Response) error {
 			st := stateFrom(resp.Request.Context())
 			if resp.StatusCode == http.StatusSwitchingProtocols && st.routeTimer != nil {
 				// The route's timeout bounds the upgrade, not the life of
@@ -224,7 +248,7 @@ func newReverseProxy(rc routes.Route, u *proxy.Upstream, m *metrics) *httputil.R
 			resp.Header.Del(httperr.RequestIDHeader)
 			return nil
 		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+		errorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			st := stateFrom(r.Context())
 			kind := proxy.Classify(r.Context(), err)
 			timedOut := routeTimedOut(r.Context())

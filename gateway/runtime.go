@@ -38,7 +38,9 @@ type runtime struct {
 	metrics   *metrics
 	caller    *callerSend
 	accessLog *accessLog
-	loadedAt  time.Time
+	// reverseProxy: see buildDeps.
+	reverseProxy bool
+	loadedAt     time.Time
 	// inflight counts requests running on this configuration, so resources
 	// are released only after the last one finishes.
 	inflight atomic.Int64
@@ -73,6 +75,9 @@ type buildDeps struct {
 	// caller puts caller tokens on requests to mesh upstreams and removes
 	// the header from every other (nil: neither).
 	caller *callerSend
+	// reverseProxy forwards with httputil.ReverseProxy instead of the
+	// edge's own forwarder (Options.reverseProxy).
+	reverseProxy bool
 }
 
 func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
@@ -87,14 +92,15 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		deps.upstreams = newUpstreamPool(deps.pools)
 	}
 	rt := &runtime{
-		held:      deps.upstreams,
-		file:      f,
-		upstreams: map[string]*proxy.Upstream{},
-		trust:     trust,
-		metrics:   deps.metrics,
-		caller:    deps.caller,
-		accessLog: deps.access,
-		loadedAt:  time.Now(),
+		held:         deps.upstreams,
+		file:         f,
+		upstreams:    map[string]*proxy.Upstream{},
+		trust:        trust,
+		metrics:      deps.metrics,
+		caller:       deps.caller,
+		accessLog:    deps.access,
+		reverseProxy: deps.reverseProxy,
+		loadedAt:     time.Now(),
 	}
 	var errs routes.Errors
 	for _, name := range slices.Sorted(maps.Keys(f.Upstreams)) {
@@ -188,7 +194,7 @@ func (rt *runtime) publish() {
 // routeHandler assembles one route: request info, the stages in order, then
 // the forwarder.
 func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
-	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics, rt.caller)
+	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics, rt.caller, rt.reverseProxy)
 	traced := tracingStages(stages)
 	for i := len(stages) - 1; i >= 0; i-- {
 		mw, err := stages[i].Middleware(rc)

@@ -107,6 +107,10 @@ type Options struct {
 	// noReuse builds every upstream afresh (tests: the reference that a
 	// build taking over unchanged upstreams is compared with).
 	noReuse bool
+	// reverseProxy forwards with net/http/httputil.ReverseProxy instead of
+	// the edge's own forwarder (directProxy): the reference behaviour the
+	// differential test (direct_test.go) holds the forwarder to. Tests only.
+	reverseProxy bool
 }
 
 // role is what the edge and the sidecar each add to the server.

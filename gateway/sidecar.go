@@ -310,7 +310,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 			})
 		}, nil
 	})
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, upstreams: s.upstreams, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log, now: s.opts.Clock})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, upstreams: s.upstreams, access: access, stages: tracedStages(tr, check), tlsKey: tlsKey, log: s.log, now: s.opts.Clock, reverseProxy: s.opts.reverseProxy})
 }
 
 // outboundRuntime: one route per service, chosen by Host, each to an
@@ -378,7 +378,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 			return nil, err
 		}
 	}
-	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, upstreams: s.upstreams, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log, now: s.opts.Clock, caller: send})
+	return buildRuntime(f, buildDeps{metrics: s.metrics, pools: s.pools, upstreams: s.upstreams, access: access, stages: tracedStages(tr, count), tlsFor: tlsFor, tlsKey: tlsKey, log: s.log, now: s.opts.Clock, caller: send, reverseProxy: s.opts.reverseProxy})
 }
 
 // outboundMesh is the mesh section of the outbound runtime's synthesised

@@ -61,6 +61,8 @@ type reqState struct {
 	traceID      string
 	traceStarted bool
 	trace        *reqTrace
+	// fwd is the forwarder's (directProxy's) per-request part.
+	fwd forwardState
 }
 
 type stateKey struct{}

@@ -72,8 +72,11 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 // X-Real-IP on the outbound request. The client's own copies were dropped
 // as the request entered (from an untrusted peer) or are carried over and
 // extended here (from a trusted proxy).
-func SetForwarded(pr *httputil.ProxyRequest, pi *Peer) {
-	in, out := pr.In, pr.Out
+func SetForwarded(pr *httputil.ProxyRequest, pi *Peer) { SetForwardedOn(pr.In, pr.Out, pi) }
+
+// SetForwardedOn is SetForwarded for the edge's own forwarder, which has
+// the inbound and outbound requests but no httputil.ProxyRequest.
+func SetForwardedOn(in, out *http.Request, pi *Peer) {
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"

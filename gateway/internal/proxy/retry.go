@@ -254,7 +254,7 @@ const StatusClientClosed = 499
 // it is a deadline, so the client sees 504 when no retry is left.
 var ErrPerTryTimeout = fmt.Errorf("per-try timeout: %w", context.DeadlineExceeded)
 
-// upstreamTransport is an upstream's RoundTripper as ReverseProxy sees it:
+// upstreamTransport is an upstream's RoundTripper as the forwarder sees it:
 // one attempt on the endpoint the forwarder chose, then retries on other
 // endpoints while the policy, the budget and the client allow, feeding
 // every outcome to the outlier detector and the latency estimates. A retry
@@ -395,7 +395,7 @@ func (t *upstreamTransport) try(req *http.Request, ep *Endpoint, tr Tracker) (*h
 	return resp, kind, d, err
 }
 
-// attemptBody ends an attempt when ReverseProxy closes the response body:
+// attemptBody ends an attempt when the forwarder closes the response body:
 // the endpoint's in-flight count drops and the per-try context is released.
 type attemptBody struct {
 	io.ReadCloser
