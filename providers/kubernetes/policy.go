@@ -233,6 +233,14 @@ func (t *translator) checkApplied() {
 					// the model checks the endpoints themselves.
 					v.Endpoints = nil
 					frag.Upstreams[u] = v
+					// And the upstream it mirrors to, which the model
+					// requires to exist.
+					if m := v.Mirror; m != nil {
+						if mv, ok := t.res.Fragment.Upstreams[m.Upstream]; ok {
+							mv.Endpoints = nil
+							frag.Upstreams[m.Upstream] = mv
+						}
+					}
 				}
 			}
 			for _, p := range r.Plugins {
