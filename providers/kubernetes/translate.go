@@ -158,7 +158,7 @@ type translator struct {
 	// prevRoutes are the last translation's route entries when they may
 	// be reused (nil otherwise); nextRoutes are this one's, for the next.
 	prevRoutes, nextRoutes map[metav1.Object]*routeEntry
-	reused, translated int // routes, by how they were made
+	reused, translated     int // routes, by how they were made
 	// rec is the entry of the route being translated, which records what
 	// it reads and writes; nil outside a route.
 	rec *routeEntry
@@ -235,8 +235,8 @@ func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
 			GRPCRoutes:     make(map[types.NamespacedName]gatewayv1.GRPCRouteStatus, len(s.GRPCRoutes)),
 			Policies:       map[types.NamespacedName]gatewayv1.PolicyStatus{},
 		},
-		policyByTarget:  map[policyTarget]*policyState{},
-		gwsAny:          map[types.NamespacedName]bool{},
+		policyByTarget: map[policyTarget]*policyState{},
+		gwsAny:         map[types.NamespacedName]bool{},
 		// Sized up front: at 10,000 routes, growing them was a tenth of
 		// a translation that reuses every route.
 		httpRouteByName: make(map[types.NamespacedName]*gatewayv1.HTTPRoute, len(s.HTTPRoutes)),
