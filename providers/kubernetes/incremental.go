@@ -199,6 +199,12 @@ func (t *translator) emit(v routeView, key policyTarget, e *routeEntry) {
 	rule, pol := -1, (*policyState)(nil)
 	for _, er := range e.routes {
 		route := er.route
+		if route.Match.Methods != nil {
+			// The model's defaulting writes a route's methods in place
+			// (routes.File.Merge upper-cases them) while the generation
+			// before, which shares a kept route, may be reading them.
+			route.Match.Methods = slices.Clone(route.Match.Methods)
+		}
 		if er.rule != rule {
 			rule = er.rule
 			pol = t.policyFor(v.kind, v.obj.GetNamespace(), v.obj.GetName(), v.ruleName(rule), byGateway)

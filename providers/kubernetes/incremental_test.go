@@ -432,9 +432,10 @@ func TestTranslatorDifferential(t *testing.T) {
 // ConfigMaps; Pods of a mesh Service) and checks after each that the
 // long-lived Translator, which reuses what it translated of routes whose
 // inputs did not change, gives exactly what a fresh Translator gives:
-// fragment, statuses and all. While each snapshot is translated, another
-// goroutine reads every value of the Result before it, as the status
-// loop does, so that -race sees any write into what they share. It also
+// fragment, statuses and all. While each snapshot is translated and its
+// fragment merged into an edge's model, another goroutine reads every
+// value of the Result before it, as the status loop and the generation
+// before do, so that -race sees any write into what they share. It also
 // checks that the entries kept are only the snapshot's routes', and that
 // routes were reused (or the comparison proves nothing).
 func TestTranslatorIncremental(t *testing.T) {
@@ -446,6 +447,10 @@ func TestTranslatorIncremental(t *testing.T) {
 		seeds = 30
 	}
 	opts := TranslateOptions{Check: check, MeshTrustDomain: testTD, HTTPS: true}
+	edge, err := routes.ParseWith("edge.yaml", []byte(incrementalBase), routes.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	reused, translated := 0, 0
 	for seed := range seeds {
 		w := newRandomWorld(uint64(1000 + seed))
@@ -464,6 +469,9 @@ func TestTranslatorIncremental(t *testing.T) {
 				}
 			}(prev)
 			got := tr.Translate(w.s)
+			// And the edge takes the fragment, as Source.Run's apply does:
+			// merging it defaults what it holds.
+			_, _ = edge.Merge(got.Fragment)
 			<-done
 			want := NewTranslator(routes.KubernetesProvider{}, opts).Translate(w.s)
 			if !reflect.DeepEqual(got, want) {
