@@ -231,7 +231,7 @@ func (w *randomWorld) policy() *CausewayPolicy {
 func (w *randomWorld) service() (*corev1.Service, *discoveryv1.EndpointSlice) {
 	n := worldServices[w.pick(len(worldServices))]
 	s := svc("apps", n)
-	if n == "pay" {
+	if n == "pay" || n == "tls" && w.pick(3) == 0 {
 		s.Labels = map[string]string{routes.MeshLabel: "true"}
 	}
 	if w.pick(4) == 0 {
@@ -313,6 +313,11 @@ func (w *randomWorld) change() string {
 		p := btlsPolicy("apps", "bt"+strconv.Itoa(w.pick(2)), w.pick(3), []string{"tls", "web", "pay"}[w.pick(3)], "", "tls.example", "ca")
 		if w.pick(3) == 0 {
 			p.Spec.Validation.SubjectAltNames = []gatewayv1.SubjectAltName{{Type: gatewayv1.URISubjectAltNameType, URI: gatewayv1.AbsoluteURI(id("apps", "pay"))}}
+		}
+		if w.pick(2) == 0 {
+			// A policy over two Services: one joining the mesh changes
+			// what the policy does to the other's routes.
+			p.Spec.TargetRefs = append(p.Spec.TargetRefs, btlsPolicy("apps", "", 0, []string{"tls", "web"}[w.pick(2)], "", "").Spec.TargetRefs...)
 		}
 		next.BackendTLSPolicies = replace(next.BackendTLSPolicies, p, del)
 		what = "backend TLS policy " + p.Name
@@ -550,4 +555,67 @@ func resultDiff(a, b Result) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestTranslatorReuseSharedInputs: changes that reach a kept route only
+// through what every route may read, each from one snapshot to the next:
+// the kept route must not survive them.
+func TestTranslatorReuseSharedInputs(t *testing.T) {
+	ca := string(testutil.NewCA(t).PEM())
+	toWeb := route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})
+	tests := []struct {
+		name   string
+		before func(s *Snapshot)
+		after  func(s *Snapshot)
+	}{
+		{
+			// The policy names Services web and tls; tls joining the mesh
+			// makes it unusable (no SPIFFE IDs listed), so web's upstream
+			// answers 503: the route to web read neither tls nor the policy.
+			name: "a Service a BackendTLSPolicy names joins the mesh",
+			before: func(s *Snapshot) {
+				p := btlsPolicy("apps", "bt", 0, "web", "", "web.example", "ca")
+				p.Spec.TargetRefs = append(p.Spec.TargetRefs, btlsPolicy("apps", "", 0, "tls", "", "").Spec.TargetRefs...)
+				s.BackendTLSPolicies = []*gatewayv1.BackendTLSPolicy{p}
+				s.Services = append(s.Services, svc("apps", "tls"))
+			},
+			after: func(s *Snapshot) {
+				tls := svc("apps", "tls")
+				tls.Labels = map[string]string{routes.MeshLabel: "true"}
+				s.Services = []*corev1.Service{s.Services[0], tls}
+			},
+		},
+		{
+			name:   "the namespace stops matching the listener's selector",
+			before: func(s *Snapshot) {},
+			after: func(s *Snapshot) {
+				s.Namespaces = []*corev1.Namespace{{ObjectMeta: objMeta("", "apps", 0)}}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{toWeb}
+			l := httpListener("http", 80, "")
+			l.AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: ptr(gatewayv1.NamespacesFromSelector),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}}}
+			s.Gateways = []*gatewayv1.Gateway{gw("apps", "gw", l)}
+			s.Namespaces = []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "apps", Labels: map[string]string{"env": "prod"}}}}
+			s.ConfigMaps = []*corev1.ConfigMap{caMap("apps", "ca", map[string]string{caCertKey: ca})}
+			tc.before(s)
+			tr := NewTranslator(routes.KubernetesProvider{}, TranslateOptions{})
+			first := tr.Translate(s)
+			next := *s
+			tc.after(&next)
+			got := tr.Translate(&next)
+			want := NewTranslator(routes.KubernetesProvider{}, TranslateOptions{}).Translate(&next)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("the kept route survived the change:\n%s", resultDiff(got, want))
+			}
+			if reflect.DeepEqual(first, want) {
+				t.Fatal("the change changes nothing: the case proves nothing")
+			}
+		})
+	}
 }
