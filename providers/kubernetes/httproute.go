@@ -378,7 +378,8 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
 					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex
-					e.routes = append(e.routes, entryRoute{rule: i, route: route})
+					e.routes = append(e.routes, route)
+					e.rules = append(e.rules, i)
 				}
 			}
 		}

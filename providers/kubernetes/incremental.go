@@ -51,21 +51,20 @@ type routeEntry struct {
 	parents   []gatewayv1.RouteParentStatus
 	attached  []listenerRef // one per (parentRef, listener) attachment
 	gws       []int         // its Gateways of ours (gwOrder), in parentRef order
-	routes    []entryRoute  // the model routes, before any policy
-	upstreams []upstreamWrite
-	plugins   []pluginWrite
+	// routes are the model routes, before any policy, and rules the
+	// index of the rule each came from (which names its policy). Where
+	// no policy applied, routes are the Result's own (shared: a copy of
+	// their own would double the routes' heap).
+	routes       []routes.Route
+	rules        []int
+	routesShared bool
+	upstreams    []upstreamWrite
+	plugins      []pluginWrite
 	// uncacheable: translated again on every snapshot (a mesh backend).
 	uncacheable bool
 }
 
 type listenerRef struct{ gw, ls int }
-
-// entryRoute is a model route and the index of the rule it came from
-// (which names the policy it takes).
-type entryRoute struct {
-	rule  int
-	route routes.Route
-}
 
 // serviceDep is a Service a route read (nil: it did not exist) and the
 // EndpointSlices it had, in the snapshot's order.
@@ -196,24 +195,37 @@ func (t *translator) emit(v routeView, key policyTarget, e *routeEntry) {
 		slices.SortStableFunc(byGateway, func(a, b *gatewayState) int { return a.idx - b.idx })
 	}
 	t.routeGateways[key] = gws
+	start, anyPolicy := len(t.res.Fragment.Routes), false
 	rule, pol := -1, (*policyState)(nil)
-	for _, er := range e.routes {
-		route := er.route
+	for j, route := range e.routes {
 		if route.Match.Methods != nil {
 			// The model's defaulting writes a route's methods in place
 			// (routes.File.Merge upper-cases them) while the generation
 			// before, which shares a kept route, may be reading them.
 			route.Match.Methods = slices.Clone(route.Match.Methods)
 		}
-		if er.rule != rule {
-			rule = er.rule
+		if e.rules[j] != rule {
+			rule = e.rules[j]
 			pol = t.policyFor(v.kind, v.obj.GetNamespace(), v.obj.GetName(), v.ruleName(rule), byGateway)
 		}
 		if pol != nil {
+			anyPolicy = true
 			pol.built.apply(&route)
 			pol.applied = append(pol.applied, len(t.res.Fragment.Routes))
 		}
 		t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
+	}
+	end := len(t.res.Fragment.Routes)
+	switch {
+	case !anyPolicy && end > start:
+		// The Result's routes are the entry's as they are (nothing
+		// changes a Result's routes but checkApplied, on routes a policy
+		// applied to): keep those, and let the older copy go, once the
+		// slice has stopped growing (shareRoutes).
+		t.toShare = append(t.toShare, sharedRoutes{e: e, start: start, end: end})
+	case anyPolicy && e.routesShared:
+		// Not an older Result's, which would then be kept whole.
+		e.routes, e.routesShared = slices.Clone(e.routes), false
 	}
 }
 
@@ -277,4 +289,21 @@ func (t *translator) keptSlices() map[sliceKey]sliceAddrs {
 		}
 	}
 	return next
+}
+
+// sharedRoutes is a route entry whose model routes are those of the
+// Result at [start, end).
+type sharedRoutes struct {
+	e          *routeEntry
+	start, end int
+}
+
+// shareRoutes points the entries emit found unchanged by policies at the
+// Result's routes, now that the slice is complete: a slice that grew
+// later would otherwise keep every array it outgrew alive.
+func (t *translator) shareRoutes() {
+	for _, s := range t.toShare {
+		s.e.routes, s.e.routesShared = t.res.Fragment.Routes[s.start:s.end:s.end], true
+	}
+	t.toShare = nil
 }

@@ -121,6 +121,7 @@ func (tr *Translator) Translate(s *Snapshot) Result {
 		t.prevRoutes = tr.kept
 	}
 	t.nextRoutes = make(map[metav1.Object]*routeEntry, len(tr.kept))
+	t.toShare = make([]sharedRoutes, 0, len(tr.kept))
 	res := t.run()
 	tr.routes, tr.slices = len(res.Fragment.Routes), t.keptSlices()
 	tr.upstreams, tr.plugins = len(res.Fragment.Upstreams), len(res.Fragment.Plugins)
@@ -137,6 +138,7 @@ func (t *translator) run() Result {
 	t.backendTLSPolicies()
 	t.httpRoutes()
 	t.grpcRoutes()
+	t.shareRoutes()
 	t.checkApplied()
 	t.policyStatuses()
 	t.backendTLSStatuses()
@@ -159,6 +161,8 @@ type translator struct {
 	// be reused (nil otherwise); nextRoutes are this one's, for the next.
 	prevRoutes, nextRoutes map[metav1.Object]*routeEntry
 	reused, translated     int // routes, by how they were made
+	// toShare are the entries to point at this Result's routes.
+	toShare []sharedRoutes
 	// rec is the entry of the route being translated, which records what
 	// it reads and writes; nil outside a route.
 	rec *routeEntry
