@@ -31,8 +31,8 @@ func (t *translator) grpcRoutes() {
 				return t.grpcRule(r.Namespace, base, r.Spec.Rules[i])
 			},
 			ruleName: func(i int) *gatewayv1.SectionName { return r.Spec.Rules[i].Name },
-		})
-		if ok || t.staleParents(r.Namespace, r.Status.Parents) {
+		}, r.Status.Parents)
+		if ok {
 			t.res.GRPCRoutes[nn(r.Namespace, r.Name)] = gatewayv1.GRPCRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
 		}
 	}

@@ -59,8 +59,8 @@ func (t *translator) httpRoute(r *gatewayv1.HTTPRoute) {
 			return t.httpRule(r.Namespace, base, r.Spec.Rules[i])
 		},
 		ruleName: func(i int) *gatewayv1.SectionName { return r.Spec.Rules[i].Name },
-	})
-	if ok || t.staleParents(r.Namespace, r.Status.Parents) {
+	}, r.Status.Parents)
+	if ok {
 		t.res.HTTPRoutes[nn(r.Namespace, r.Name)] = gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}
 	}
 }
@@ -95,48 +95,71 @@ type routeView struct {
 	ruleName func(i int) *gatewayv1.SectionName
 }
 
-// route attaches a route to our listeners, translates its rules when it
-// is accepted somewhere, and returns the status of each parentRef of
-// ours (ok is false when none is ours: the status is not ours to write).
-func (t *translator) route(v routeView) (parents []gatewayv1.RouteParentStatus, ok bool) {
+// route attaches a route to our listeners and translates its rules when
+// it is accepted somewhere (attach), or takes what the last snapshot's
+// translation of it made when nothing it read has changed since
+// (reusable), and adds the outcome to the result (emit). It returns the
+// status of each parentRef of ours, and whether the route's status is
+// ours to write (false when no parentRef is ours and none of ours is
+// stale in stored, the route's current status).
+func (t *translator) route(v routeView, stored []gatewayv1.RouteParentStatus) (parents []gatewayv1.RouteParentStatus, write bool) {
+	key := routeKey(v.kind, v.obj)
+	e := t.reusable(v.obj)
+	if e != nil {
+		t.reused++
+		t.replay(e)
+	} else {
+		t.translated++
+		e = &routeEntry{obj: v.obj}
+		t.rec = e
+		t.attach(v, e)
+		e.write = e.ok || t.staleParents(v.obj.GetNamespace(), stored)
+		t.rec = nil
+	}
+	if !e.uncacheable {
+		t.nextRoutes[v.obj] = e
+	}
+	t.emit(v, key, e)
+	return e.parents, e.write
+}
+
+// attach attaches a route to our listeners and translates its rules when
+// it is accepted somewhere, into e: the status of each parentRef of ours
+// (e.ok is false when none is ours: the status is not ours to write),
+// the listeners it is attached to, and the model routes of its rules,
+// without policies (emit applies them). What it adds to the fragment's
+// upstreams and plugins it adds at once, and e records it for replay.
+func (t *translator) attach(v routeView, e *routeEntry) {
 	gen := v.obj.GetGeneration()
 	var attached []attachment
-	var gws []*gatewayState
 	for _, ref := range v.parentRefs {
 		gs, ok := t.parentGateway(v.obj.GetNamespace(), ref)
 		if !ok {
 			continue // not ours: its status is another controller's
 		}
-		if !slices.Contains(gws, gs) {
-			gws = append(gws, gs)
+		if !slices.Contains(e.gws, gs.idx) {
+			e.gws = append(e.gws, gs.idx)
 		}
 		ps := gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: routes.KubernetesControllerName}
-		atts, reason, msg := t.attach(gs, v, ref)
+		atts, reason, msg := t.listenersFor(gs, v, ref)
 		if len(atts) == 0 {
 			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), false, reason, msg, gen)}
 		} else {
 			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "", gen)}
 			attached = append(attached, atts...)
 			for _, a := range atts {
-				a.ls.status.AttachedRoutes++
+				e.attached = append(e.attached, listenerRef{gw: a.gw.idx, ls: a.ls.idx})
 			}
 		}
-		parents = append(parents, ps)
+		e.parents = append(e.parents, ps)
 	}
-	if len(parents) == 0 {
-		return nil, false
+	if len(e.parents) == 0 {
+		return
 	}
-	key := routeKey(v.kind, v.obj)
-	t.routeGateways[key] = gws
-	// A Gateway's policy: the oldest Gateway's, when the route is attached
-	// to several (the edge's routes are per host, not per Gateway).
-	byGateway := slices.Clone(gws)
-	slices.SortStableFunc(byGateway, func(a, b *gatewayState) int {
-		return slices.Index(t.gwOrder, a) - slices.Index(t.gwOrder, b)
-	})
-	tr := t.rules(v, servedHosts(attached), byGateway)
-	for i := range parents {
-		c := &parents[i].Conditions
+	e.ok = true
+	tr := t.rules(v, servedHosts(attached), e)
+	for i := range e.parents {
+		c := &e.parents[i].Conditions
 		*c = append(*c, tr.resolved)
 		if (*c)[0].Status == metav1.ConditionTrue && tr.invalidRules > 0 {
 			if tr.invalidRules == v.rules {
@@ -146,7 +169,6 @@ func (t *translator) route(v routeView) (parents []gatewayv1.RouteParentStatus, 
 			}
 		}
 	}
-	return parents, true
 }
 
 // parentGateway finds the Gateway of ours a parentRef names.
@@ -165,10 +187,10 @@ func (t *translator) parentGateway(routeNS string, ref gatewayv1.ParentReference
 	return gs, gs != nil
 }
 
-// attach returns the listeners of gs that ref selects and that admit the
-// route, with the hostnames it is served with on each; when there are none, the
-// reason and message of the Accepted=False condition.
-func (t *translator) attach(gs *gatewayState, v routeView, ref gatewayv1.ParentReference) ([]attachment, string, string) {
+// listenersFor returns the listeners of gs that ref selects and that admit
+// the route, with the hostnames it is served with on each; when there are
+// none, the reason and message of the Accepted=False condition.
+func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.ParentReference) ([]attachment, string, string) {
 	var selected []*listenerState
 	for _, ls := range gs.listeners {
 		if ref.SectionName != nil && *ref.SectionName != ls.spec.Name {
@@ -300,8 +322,6 @@ type rulesResult struct {
 	invalidMsg    string
 }
 
-// rules adds the routes, upstreams and plugins of a route's rules, once
-// per served hostname.
 // namedPlainOnly reports whether a named host is served by an HTTP listener
 // while the any-host attachments are all HTTPS.
 func namedPlainOnly(atts []attachment) bool {
@@ -321,7 +341,9 @@ func namedPlainOnly(atts []attachment) bool {
 	return namedPlain && !anyPlain
 }
 
-func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState) rulesResult {
+// rules adds the upstreams and plugins of a route's rules to the
+// fragment, and their model routes, once per served hostname, to e.
+func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rulesResult {
 	gen := v.obj.GetGeneration()
 	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
 	for i := 0; i < v.rules; i++ {
@@ -338,7 +360,6 @@ func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState)
 			}
 			continue
 		}
-		pol := t.policyFor(v.kind, v.obj.GetNamespace(), v.obj.GetName(), v.ruleName(i), gws)
 		if rr.unresolved != nil && res.resolved.Status == metav1.ConditionTrue {
 			res.resolved = condition(string(gatewayv1.RouteConditionResolvedRefs), false, rr.unresolved.reason, fmt.Sprintf("rule %d: %s", i, rr.unresolved.msg), gen)
 		}
@@ -359,11 +380,8 @@ func (t *translator) rules(v routeView, hosts []servedHost, gws []*gatewayState)
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
 					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex
-					if pol != nil {
-						pol.built.apply(&route)
-						pol.applied = append(pol.applied, len(t.res.Fragment.Routes))
-					}
-					t.res.Fragment.Routes = append(t.res.Fragment.Routes, route)
+					e.routes = append(e.routes, route)
+					e.rules = append(e.rules, i)
 				}
 			}
 		}
@@ -695,7 +713,7 @@ func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1
 		if rerr != nil {
 			return unsupported("filter %s: %v", f.Type, rerr)
 		}
-		t.res.Fragment.Plugins[pname] = routes.PluginInst{Use: use, Config: raw}
+		t.putPlugin(pname, routes.PluginInst{Use: use, Config: raw})
 		tr.plugins = append(tr.plugins, pname)
 	}
 	tr.redirects = redirect
@@ -911,6 +929,20 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 		}
 	}
 	split := weighBackends(ws)
+	// The value of an upstream the split names: the rule's own copy, or
+	// the Service port's, as backend made it. Not the fragment's entry of
+	// that name: another route may have written one of the same name,
+	// and what one route makes must not depend on the others.
+	var own map[string]routes.Upstream
+	value := func(n string) routes.Upstream {
+		if u, ok := own[n]; ok {
+			return u
+		}
+		if u, ok := t.svcUps[n]; ok {
+			return u
+		}
+		return t.res.Fragment.Upstreams[n]
+	}
 	if tr.mirror != nil {
 		// A mirror belongs to an upstream in the routes model, so the
 		// rule gets its own copy of each backend's upstream with the
@@ -920,9 +952,13 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 				continue // mirroring a backend to itself: the model has no such loop
 			}
 			mirrored := name(append(base, "mirror", strconv.Itoa(i))...)
-			u := t.res.Fragment.Upstreams[split[i].Upstream]
+			u := value(split[i].Upstream)
 			u.Mirror = tr.mirror
-			t.res.Fragment.Upstreams[mirrored] = u
+			t.putUpstream(mirrored, u, false)
+			if own == nil {
+				own = map[string]routes.Upstream{}
+			}
+			own[mirrored] = u
 			split[i].Upstream = mirrored
 		}
 	}
@@ -931,14 +967,14 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 		// gets its own copy of each backend's upstream (its mirrored copy
 		// when it has one); other rules of the same Service keep theirs.
 		for i := range split {
-			own := split[i].Upstream
-			if tr.mirror == nil || own == tr.mirror.Upstream {
-				own = name(append(base, "timeout", strconv.Itoa(i))...)
+			copied := split[i].Upstream
+			if tr.mirror == nil || copied == tr.mirror.Upstream {
+				copied = name(append(base, "timeout", strconv.Itoa(i))...)
 			}
-			u := t.res.Fragment.Upstreams[split[i].Upstream]
+			u := value(split[i].Upstream)
 			u.Timeout = routes.Duration(tr.backendTimeout)
-			t.res.Fragment.Upstreams[own] = u
-			split[i].Upstream = own
+			t.putUpstream(copied, u, false)
+			split[i].Upstream = copied
 		}
 	}
 	switch {
@@ -950,7 +986,7 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 		// Nothing to send to. The route still needs an upstream; this one
 		// has no endpoints and is never reached.
 		tr.upstream = unresolvedUpstream
-		t.res.Fragment.Upstreams[unresolvedUpstream] = routes.Upstream{}
+		t.putUpstream(unresolvedUpstream, routes.Upstream{}, false)
 		if !tr.redirects {
 			pname := name(append(base, "unresolved")...)
 			msg := "no backend of this route can be reached"
@@ -959,7 +995,7 @@ func (t *translator) backends(ns, kind string, base []string, refs []gatewayv1.B
 			}
 			raw, err := rawConfig(pname, respond.Config{Status: 500, Error: msg})
 			if err == nil {
-				t.res.Fragment.Plugins[pname] = routes.PluginInst{Use: "respond", Config: raw}
+				t.putPlugin(pname, routes.PluginInst{Use: "respond", Config: raw})
 				tr.plugins = append(tr.plugins, pname)
 			}
 		}
@@ -1028,6 +1064,7 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		return nil, &ruleError{reason: string(gatewayv1.RouteReasonBackendNotFound), msg: fmt.Sprintf(format, args...)}
 	}
 	svc := t.services[nn(ns, string(ref.Name))]
+	t.dependOn(nn(ns, string(ref.Name)), svc)
 	if svc == nil {
 		return notFound("Service %s/%s does not exist", ns, ref.Name)
 	}
@@ -1056,6 +1093,12 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		parts = append(parts, "grpc")
 	}
 	if isMeshService(svc) {
+		if t.rec != nil {
+			// What a mesh backend makes depends on which route reached
+			// the Service first (the endpoints left out are reported
+			// once) and on Pods: such routes are translated every time.
+			t.rec.uncacheable = true
+		}
 		split, err := t.meshBackend(svc, parts)
 		if err == nil {
 			split = t.meshBackendTLS(svc, sp, parts, split)
@@ -1063,14 +1106,18 @@ func (t *translator) backend(routeNS, routeKind string, ref gatewayv1.BackendObj
 		return split, err
 	}
 	up := name(parts...)
-	if _, done := t.res.Fragment.Upstreams[up]; !done {
-		u := t.serviceUpstream(svc, sp)
+	u, done := t.svcUps[up]
+	if !done {
+		u = t.serviceUpstream(svc, sp)
 		if routeKind == kindGRPCRoute && u.Protocol == "" {
 			u.Protocol = "h2c"
 		}
 		t.applyBackendTLS(svc, sp, &u)
-		t.res.Fragment.Upstreams[up] = u
+		t.svcUps[up] = u
 	}
+	// Only when the name is new: the first writer of a name keeps it, as
+	// it always has.
+	t.putUpstream(up, u, true)
 	return []routes.SplitTarget{{Upstream: up, Weight: 1}}, nil
 }
 

@@ -214,14 +214,13 @@ func (t *translator) checkApplied() {
 			Authenticators: map[string]routes.Authenticator{},
 			RateLimits:     map[string]routes.RateLimit{},
 		}
-		applied := make([]routes.Route, 0, len(ps.applied))
-		for _, i := range ps.applied {
-			applied = append(applied, t.res.Fragment.Routes[i])
-		}
 		if t.checkEveryRoute {
-			frag.Routes = applied
+			frag.Routes = make([]routes.Route, 0, len(ps.applied))
+			for _, i := range ps.applied {
+				frag.Routes = append(frag.Routes, t.res.Fragment.Routes[i])
+			}
 		} else {
-			frag.Routes = t.appliedShapes(ps.obj, applied)
+			frag.Routes = t.appliedShapes(ps.obj, ps.applied)
 		}
 		for _, r := range frag.Routes {
 			for _, u := range append([]string{r.Upstream}, splitUpstreams(r.Split)...) {
@@ -233,6 +232,14 @@ func (t *translator) checkApplied() {
 					// the model checks the endpoints themselves.
 					v.Endpoints = nil
 					frag.Upstreams[u] = v
+					// And the upstream it mirrors to, which the model
+					// requires to exist.
+					if m := v.Mirror; m != nil {
+						if mv, ok := t.res.Fragment.Upstreams[m.Upstream]; ok {
+							mv.Endpoints = nil
+							frag.Upstreams[m.Upstream] = mv
+						}
+					}
 				}
 			}
 			for _, p := range r.Plugins {
@@ -290,44 +297,60 @@ func (t *translator) checkApplied() {
 // judge with the route itself, policy or not. A policy over 10,000 routes
 // of one shape is checked with one route, and a route change that leaves
 // the shapes as they were is answered from the edge's memo.
-func (t *translator) appliedShapes(p *CausewayPolicy, applied []routes.Route) []routes.Route {
+//
+// applied are the routes' indexes in the fragment. This runs on every
+// snapshot over every route a policy applies to, so a shape already seen
+// costs no allocation: the key is built in one buffer, and looked up
+// without copying it.
+func (t *translator) appliedShapes(p *CausewayPolicy, applied []int) []routes.Route {
 	up := policyCheckUpstream(p)
 	seen := map[string]bool{}
 	var out []routes.Route
-	var key strings.Builder
-	for _, r := range applied {
+	var key []byte
+	var claims []string
+	// Every string with its length before it, so no two shapes write the
+	// same key.
+	str := func(s string) {
+		key = strconv.AppendInt(key, int64(len(s)), 10)
+		key = append(key, ':')
+		key = append(key, s...)
+	}
+	num := func(n int) {
+		key = strconv.AppendInt(key, int64(n), 10)
+		key = append(key, ';')
+	}
+	for _, i := range applied {
+		r := &t.res.Fragment.Routes[i]
 		keepMatch := slices.ContainsFunc(r.Auth, func(a string) bool {
 			auth, ok := t.res.Fragment.Authenticators[a]
 			return !ok || auth.OIDC != nil
 		})
-		// Every string with its length before it, so no two shapes
-		// write the same key.
-		key.Reset()
-		str := func(s string) {
-			key.WriteString(strconv.Itoa(len(s)))
-			key.WriteByte(':')
-			key.WriteString(s)
-		}
+		key = key[:0]
 		for _, list := range [][]string{r.Auth, r.RateLimit, r.Plugins} {
-			str(strconv.Itoa(len(list)))
+			num(len(list))
 			for _, x := range list {
 				str(x)
 			}
 		}
-		str(strconv.Itoa(len(r.RequireClaims)))
-		for _, k := range slices.Sorted(maps.Keys(r.RequireClaims)) {
+		num(len(r.RequireClaims))
+		claims = claims[:0]
+		for k := range r.RequireClaims {
+			claims = append(claims, k)
+		}
+		slices.Sort(claims)
+		for _, k := range claims {
 			str(k)
 			str(r.RequireClaims[k])
 		}
 		if keepMatch {
 			// The whole match, as the route has it: two routes of one
 			// signature are one route to the model (the first wins).
-			fmt.Fprintf(&key, "match:%#v", r.Match)
+			key = fmt.Appendf(key, "match:%#v", r.Match)
 		}
-		if seen[key.String()] {
+		if seen[string(key)] {
 			continue
 		}
-		seen[key.String()] = true
+		seen[string(key)] = true
 		n := strconv.Itoa(len(out))
 		shape := routes.Route{
 			Name:          name(append(policyNamePrefix(p), "check", n)...),

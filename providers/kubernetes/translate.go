@@ -68,7 +68,11 @@ func TranslateWith(cfg routes.KubernetesProvider, s *Snapshot, o TranslateOption
 // Translator translates the snapshots of one source in turn, keeping
 // what one translation learns that makes the next cheaper; its result is
 // always the one TranslateWith gives for the same snapshot. It is not
-// safe for concurrent use: the Source translates one snapshot at a time.
+// safe for concurrent use: the Source translates one snapshot at a time,
+// on the Watcher's goroutine. The Results it returns share what did not
+// change with the ones before (model routes, route statuses, upstreams'
+// endpoint lists), so neither it nor anyone else may change a Result in
+// place beyond replacing its maps' entries (see Source.Run).
 type Translator struct {
 	cfg  routes.KubernetesProvider
 	opts TranslateOptions
@@ -76,9 +80,21 @@ type Translator struct {
 	// one makes about as many, and growing the slice 20,000 routes long
 	// by doubling copied it a dozen times.
 	routes int
-	// slices is what the last translation read of each EndpointSlice:
-	// only the slices it read, so a deleted one is not kept.
+	// upstreams and plugins: how many the last fragment had, likewise.
+	upstreams, plugins int
+	// slices is what the translations read of each EndpointSlice that
+	// the last snapshot still had.
 	slices map[sliceKey]sliceAddrs
+	// shared is what of the last snapshot every route's translation may
+	// read (sharedInputs), and kept what each route's translation made
+	// (routeEntry): an entry is reused while shared is unchanged, its
+	// route is the same object, and so is every Service and EndpointSlice
+	// it read. Only the last snapshot's routes are kept.
+	shared sharedInputs
+	kept   map[metav1.Object]*routeEntry
+	// reused and translated count the last snapshot's routes by how
+	// they were made (the tests check that reuse happens).
+	reused, translated int
 }
 
 // NewTranslator returns a Translator for an edge described by o.
@@ -97,8 +113,20 @@ func (tr *Translator) Translate(s *Snapshot) Result {
 	// them all again.
 	t.res.Fragment.Routes = make([]routes.Route, 0, tr.routes+tr.routes/16)
 	t.sliceCache = tr.slices
+	// The maps routes write into, as large as the last snapshot's.
+	t.res.Fragment.Upstreams = make(map[string]routes.Upstream, tr.upstreams)
+	t.res.Fragment.Plugins = make(map[string]routes.PluginInst, tr.plugins)
+	shared := t.sharedInputs()
+	if shared.equal(tr.shared) {
+		t.prevRoutes = tr.kept
+	}
+	t.nextRoutes = make(map[metav1.Object]*routeEntry, len(tr.kept))
+	t.toShare = make([]sharedRoutes, 0, len(tr.kept))
 	res := t.run()
-	tr.routes, tr.slices = len(res.Fragment.Routes), t.sliceSeen
+	tr.routes, tr.slices = len(res.Fragment.Routes), t.keptSlices()
+	tr.upstreams, tr.plugins = len(res.Fragment.Upstreams), len(res.Fragment.Plugins)
+	tr.shared, tr.kept = shared, t.nextRoutes
+	tr.reused, tr.translated = t.reused, t.translated
 	return res
 }
 
@@ -110,6 +138,7 @@ func (t *translator) run() Result {
 	t.backendTLSPolicies()
 	t.httpRoutes()
 	t.grpcRoutes()
+	t.shareRoutes()
 	t.checkApplied()
 	t.policyStatuses()
 	t.backendTLSStatuses()
@@ -125,9 +154,21 @@ type translator struct {
 	opts TranslateOptions
 	s    *Snapshot
 	res  Result
-	// sliceCache is what the last translation read of each EndpointSlice
-	// (sliceAddrs); sliceSeen is what this one read, the next one's cache.
+	// sliceCache is what the last translations read of each EndpointSlice
+	// (sliceAddrs); sliceSeen is what this one read.
 	sliceCache, sliceSeen map[sliceKey]sliceAddrs
+	// prevRoutes are the last translation's route entries when they may
+	// be reused (nil otherwise); nextRoutes are this one's, for the next.
+	prevRoutes, nextRoutes map[metav1.Object]*routeEntry
+	reused, translated     int // routes, by how they were made
+	// toShare are the entries to point at this Result's routes.
+	toShare []sharedRoutes
+	// rec is the entry of the route being translated, which records what
+	// it reads and writes; nil outside a route.
+	rec *routeEntry
+	// svcUps is the upstream each Service port's name stands for in this
+	// translation, made once (backend).
+	svcUps map[string]routes.Upstream
 	// checkEveryRoute checks each policy with every route it applies to,
 	// not each shape of them once: what the tests compare with.
 	checkEveryRoute bool
@@ -142,8 +183,6 @@ type translator struct {
 	namespaces map[string]*corev1.Namespace
 	gws        map[types.NamespacedName]*gatewayState
 	gwOrder    []*gatewayState
-	// seen keeps the names made so far unique whatever shortening does.
-	seen map[string]bool
 
 	// Policies: the valid ones by target, every judged one in age order,
 	// and what their status needs to know of the cluster.
@@ -167,7 +206,9 @@ type translator struct {
 
 // gatewayState is one Gateway of our class, with its listeners as judged.
 type gatewayState struct {
-	obj       *gatewayv1.Gateway
+	obj *gatewayv1.Gateway
+	// idx is its place in gwOrder: what a kept route entry names it by.
+	idx       int
 	listeners []*listenerState
 	status    gatewayv1.GatewayStatus
 }
@@ -179,6 +220,7 @@ type listenerState struct {
 	valid  bool
 	kinds  []gatewayv1.RouteGroupKind
 	status *gatewayv1.ListenerStatus
+	idx    int // its place in the Gateway's listeners
 }
 
 func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
@@ -193,22 +235,25 @@ func newTranslator(cfg routes.KubernetesProvider, s *Snapshot) *translator {
 			},
 			GatewayClasses: map[string]gatewayv1.GatewayClassStatus{},
 			Gateways:       map[types.NamespacedName]gatewayv1.GatewayStatus{},
-			HTTPRoutes:     map[types.NamespacedName]gatewayv1.HTTPRouteStatus{},
-			GRPCRoutes:     map[types.NamespacedName]gatewayv1.GRPCRouteStatus{},
+			HTTPRoutes:     make(map[types.NamespacedName]gatewayv1.HTTPRouteStatus, len(s.HTTPRoutes)),
+			GRPCRoutes:     make(map[types.NamespacedName]gatewayv1.GRPCRouteStatus, len(s.GRPCRoutes)),
 			Policies:       map[types.NamespacedName]gatewayv1.PolicyStatus{},
 		},
-		policyByTarget:  map[policyTarget]*policyState{},
-		gwsAny:          map[types.NamespacedName]bool{},
-		httpRouteByName: map[types.NamespacedName]*gatewayv1.HTTPRoute{},
-		grpcRouteByName: map[types.NamespacedName]*gatewayv1.GRPCRoute{},
-		routeGateways:   map[policyTarget][]*gatewayState{},
-		services:        map[types.NamespacedName]*corev1.Service{},
-		slices:          map[types.NamespacedName][]*discoveryv1.EndpointSlice{},
+		policyByTarget: map[policyTarget]*policyState{},
+		gwsAny:         map[types.NamespacedName]bool{},
+		// Sized up front: at 10,000 routes, growing them was a tenth of
+		// a translation that reuses every route.
+		httpRouteByName: make(map[types.NamespacedName]*gatewayv1.HTTPRoute, len(s.HTTPRoutes)),
+		grpcRouteByName: make(map[types.NamespacedName]*gatewayv1.GRPCRoute, len(s.GRPCRoutes)),
+		routeGateways:   make(map[policyTarget][]*gatewayState, len(s.HTTPRoutes)+len(s.GRPCRoutes)),
+		services:        make(map[types.NamespacedName]*corev1.Service, len(s.Services)),
+		slices:          make(map[types.NamespacedName][]*discoveryv1.EndpointSlice, len(s.Services)),
 		secrets:         map[types.NamespacedName]*corev1.Secret{},
 		namespaces:      map[string]*corev1.Namespace{},
 		gws:             map[types.NamespacedName]*gatewayState{},
-		seen:            map[string]bool{},
 		mesh:            map[types.NamespacedName][]accountGroup{},
+		svcUps:          map[string]routes.Upstream{},
+		nextRoutes:      map[metav1.Object]*routeEntry{},
 	}
 	for _, o := range s.Services {
 		t.services[nn(o.Namespace, o.Name)] = o
@@ -298,7 +343,7 @@ func (t *translator) gateways() {
 		if string(g.Spec.GatewayClassName) != t.cfg.GatewayClass || !t.inScope(g.Namespace) || !t.cfg.ServesGateway(g.Namespace, g.Name) {
 			continue
 		}
-		gs := &gatewayState{obj: g}
+		gs := &gatewayState{obj: g, idx: len(t.gwOrder)}
 		t.gws[nn(g.Namespace, g.Name)] = gs
 		t.gwOrder = append(t.gwOrder, gs)
 		t.listeners(gs)
@@ -330,7 +375,7 @@ func (t *translator) listeners(gs *gatewayState) {
 	}
 	var invalid []string
 	for _, l := range g.Spec.Listeners {
-		ls := &listenerState{spec: l, valid: true, status: &gatewayv1.ListenerStatus{Name: l.Name}}
+		ls := &listenerState{spec: l, valid: true, status: &gatewayv1.ListenerStatus{Name: l.Name}, idx: len(gs.listeners)}
 		gs.listeners = append(gs.listeners, ls)
 		accepted := condition(string(gatewayv1.ListenerConditionAccepted), true, string(gatewayv1.ListenerReasonAccepted), "", gen)
 		resolved := condition(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "", gen)
