@@ -24,27 +24,11 @@ import (
 // counted, and the roots in use keep serving.
 func TestUpstreamCAFileWatched(t *testing.T) {
 	ca1, ca2 := testutil.NewCA(t), testutil.NewCA(t)
-	pair := func(ca *testutil.CA, serial int64) *tls.Certificate {
-		c, k := ca.Leaf(t, "backend.test", serial)
-		cert, err := tls.X509KeyPair(c, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &cert
-	}
-	var served atomic.Pointer[tls.Certificate]
-	served.Store(pair(ca1, 1))
 	var hits atomic.Int64
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := newRotatingTLS(t, "backend.test", ca1, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		_, _ = w.Write([]byte("ok"))
 	}))
-	backend.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return served.Load(), nil }}
-	// Every request a handshake of its own: the roots in use decide each.
-	backend.Config.SetKeepAlivesEnabled(false)
-	backend.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
-	backend.StartTLS()
-	t.Cleanup(backend.Close)
 
 	caPath := filepath.Join(t.TempDir(), "ca.pem")
 	writeFile(t, caPath, string(ca1.PEM()))
@@ -60,7 +44,7 @@ routes:
 	if s := status(); s != http.StatusOK {
 		t.Fatalf("with the backend's CA: %d", s)
 	}
-	served.Store(pair(ca2, 2)) // the backend moves to another CA
+	backend.moveTo(t, ca2)
 	if s := status(); s != http.StatusBadGateway {
 		t.Fatalf("a certificate of a CA the bundle lacks: %d, want 502", s)
 	}
@@ -103,26 +87,11 @@ routes:
 // not parse is refused and the roots in use keep verifying the server.
 func TestExtAuthzCAFileWatched(t *testing.T) {
 	ca1, ca2 := testutil.NewCA(t), testutil.NewCA(t)
-	pair := func(ca *testutil.CA, serial int64) *tls.Certificate {
-		c, k := ca.Leaf(t, "localhost", serial)
-		cert, err := tls.X509KeyPair(c, k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &cert
-	}
-	var served atomic.Pointer[tls.Certificate]
-	served.Store(pair(ca1, 1))
-	authz := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	authz := newRotatingTLS(t, "localhost", ca1, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer good" {
 			http.Error(w, "no", http.StatusForbidden)
 		}
 	}))
-	authz.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return served.Load(), nil }}
-	authz.Config.SetKeepAlivesEnabled(false) // every check a handshake of its own
-	authz.Config.ErrorLog = log.New(io.Discard, "", 0)
-	authz.StartTLS()
-	t.Cleanup(authz.Close)
 	var hits atomic.Int64
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -148,7 +117,7 @@ routes:
 	if s := status(); s != http.StatusOK {
 		t.Fatalf("with the authorization server's CA: %d", s)
 	}
-	served.Store(pair(ca2, 2)) // the authorization server moves to another CA
+	authz.moveTo(t, ca2) // the authorization server moves to another CA
 	before := hits.Load()
 	if s := status(); s != http.StatusServiceUnavailable {
 		t.Fatalf("an authorization server of a CA the bundle lacks: %d, want 503", s)
@@ -173,4 +142,38 @@ routes:
 			}
 		}
 	})
+}
+
+// rotatingTLS is a TLS server whose certificate (for one host name) can move
+// to another CA while it runs. Every request is a handshake of its own, so
+// the roots a client holds at that moment decide each.
+type rotatingTLS struct {
+	*httptest.Server
+	host   string
+	serial int64
+	served atomic.Pointer[tls.Certificate]
+}
+
+func newRotatingTLS(t *testing.T, host string, ca *testutil.CA, h http.Handler) *rotatingTLS {
+	t.Helper()
+	s := &rotatingTLS{Server: httptest.NewUnstartedServer(h), host: host}
+	s.moveTo(t, ca)
+	s.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.served.Load(), nil }}
+	s.Config.SetKeepAlivesEnabled(false)
+	s.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// moveTo serves a new certificate of ca from the next handshake on.
+func (s *rotatingTLS) moveTo(t *testing.T, ca *testutil.CA) {
+	t.Helper()
+	s.serial++
+	c, k := ca.Leaf(t, s.host, s.serial)
+	cert, err := tls.X509KeyPair(c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.served.Store(&cert)
 }
