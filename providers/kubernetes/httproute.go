@@ -223,6 +223,10 @@ func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.P
 		if len(hosts) == 0 {
 			continue
 		}
+		// Accepted on the listener all the same (the spec judges
+		// attachment by the hostnames' intersection alone), but not
+		// served for the hosts a more specific listener has.
+		hosts = slices.DeleteFunc(hosts, func(h string) bool { return t.isolated(ls, h) })
 		atts = append(atts, attachment{gw: gs, ls: ls, hosts: hosts})
 	}
 	if len(atts) == 0 {

@@ -1,0 +1,151 @@
+package kubernetes
+
+import (
+	"strings"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/plugins/respond"
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Listener isolation. The Gateway API sends a request to the most specific
+// listener whose hostname matches it (an exact name, then wildcards by
+// longest suffix, then a listener without a hostname), and only that
+// listener's routes may answer it: a route attached to a broad listener
+// must never answer for a host that a narrower listener, perhaps admitting
+// fewer namespaces, has. The edge merges every Gateway it serves onto its
+// own two listeners, http and https, and tells routes apart by host and
+// path only, so "more specific" is judged across all of its Gateways'
+// listeners of one protocol: HTTP listeners (whatever their port) make
+// the edge's http listener, HTTPS ones its https listener.
+//
+// Two things enforce it:
+//   - a route attached through listener L is not served for a hostname
+//     that a more specific listener of L's protocol matches whole
+//     (isolated);
+//   - a host that a more specific listener names, where a broader one
+//     would also match it, gets a route of its own at the lowest
+//     precedence that answers 404 (isolationRoutes): the edge's router
+//     falls back from an exact host to wildcard hosts and then to routes
+//     without a host when no route of the exact host matches, and this
+//     route stops that fallback.
+//
+// Every listener of a served Gateway with a protocol the edge serves
+// counts, valid or not: an owner's listener that is broken for a while
+// (a certificate not there yet) must not hand its host to a broader
+// listener's tenants meanwhile.
+
+// listenerHost is a listener's hostname ("" for none).
+func listenerHost(l gatewayv1.Listener) string {
+	if l.Hostname == nil {
+		return ""
+	}
+	return string(*l.Hostname)
+}
+
+// hostSpecificity orders listener hostnames as the Gateway API's listener
+// precedence does, greater for more specific: no hostname, then wildcards
+// by length, then exact names. It is the edge router's host order too.
+func hostSpecificity(h string) int {
+	switch {
+	case h == "":
+		return 0
+	case strings.HasPrefix(h, "*."):
+		return 1 + len(h)
+	}
+	return 1 << 30
+}
+
+// hostMatches reports whether listener hostname l matches every request
+// host that hostname h (a name or a wildcard) matches.
+func hostMatches(l, h string) bool {
+	return l == "" || l == h || hostCovers(l, h)
+}
+
+// isolationListeners are the listeners that claim hosts, by protocol.
+func (t *translator) isolationListeners(proto gatewayv1.ProtocolType) []*listenerState {
+	if t.claims == nil {
+		t.claims = map[gatewayv1.ProtocolType][]*listenerState{}
+		for _, gs := range t.gwOrder {
+			for _, ls := range gs.listeners {
+				t.claims[ls.spec.Protocol] = append(t.claims[ls.spec.Protocol], ls)
+			}
+		}
+	}
+	return t.claims[proto]
+}
+
+// isolated reports whether a route attached through ls must not be served
+// for hostname h: another listener of ls's protocol, more specific than
+// ls, matches every host h does, so those requests are that listener's.
+func (t *translator) isolated(ls *listenerState, h string) bool {
+	own := hostSpecificity(listenerHost(ls.spec))
+	for _, o := range t.isolationListeners(ls.spec.Protocol) {
+		oh := listenerHost(o.spec)
+		if o != ls && oh != "" && hostSpecificity(oh) > own && hostMatches(oh, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// isolationRoutes adds, for every listener hostname that a broader
+// listener of the same protocol also matches, a route for that host that
+// answers 404 in the edge's error format. It has no path and no other
+// condition, so every route of that host outranks it; for an HTTPS
+// listener it matches only TLS requests, so plain requests for the host
+// still reach the HTTP listeners' routes.
+func (t *translator) isolationRoutes() {
+	if !t.ours {
+		return
+	}
+	type key struct {
+		host string
+		tls  bool
+	}
+	seen := map[key]bool{}
+	var pname string
+	for _, proto := range []gatewayv1.ProtocolType{gatewayv1.HTTPProtocolType, gatewayv1.HTTPSProtocolType} {
+		ls := t.isolationListeners(proto)
+		for _, narrow := range ls {
+			h := listenerHost(narrow.spec)
+			k := key{host: h, tls: proto == gatewayv1.HTTPSProtocolType}
+			if h == "" || seen[k] || !broaderListener(ls, h) {
+				continue
+			}
+			seen[k] = true
+			if pname == "" {
+				pname = name("Isolation", "notfound")
+				raw, err := rawConfig(pname, respond.Config{Status: 404, Error: "no route matches this request"})
+				if err != nil {
+					return
+				}
+				t.putPlugin(pname, routes.PluginInst{Use: "respond", Config: raw})
+				t.putUpstream(unresolvedUpstream, routes.Upstream{}, false)
+			}
+			suffix := "any"
+			if k.tls {
+				suffix = "tls"
+			}
+			t.res.Fragment.Routes = append(t.res.Fragment.Routes, routes.Route{
+				Name:     name("Isolation", hostLabel(h), suffix),
+				Match:    routes.Match{Host: h, TLS: k.tls},
+				Plugins:  []string{pname},
+				Upstream: unresolvedUpstream,
+			})
+		}
+	}
+}
+
+// broaderListener reports whether one of ls is less specific than
+// hostname h and matches it.
+func broaderListener(ls []*listenerState, h string) bool {
+	for _, o := range ls {
+		oh := listenerHost(o.spec)
+		if hostSpecificity(oh) < hostSpecificity(h) && hostMatches(oh, h) {
+			return true
+		}
+	}
+	return false
+}
