@@ -91,11 +91,17 @@ func (t *translator) isolated(ls *listenerState, h string) bool {
 }
 
 // isolationRoutes adds, for every listener hostname that a broader
-// listener of the same protocol also matches, a route for that host that
-// answers 404 in the edge's error format. It has no path and no other
-// condition, so every route of that host outranks it; for an HTTPS
-// listener it matches only TLS requests, so plain requests for the host
-// still reach the HTTP listeners' routes.
+// listener also matches, a route for that host that answers 404 in the
+// edge's error format. It has no path and no other condition, so every
+// route of that host outranks it. Plain requests reach only the HTTP
+// listeners' routes, TLS requests those of both protocols (the edge serves
+// an HTTP listener's routes over TLS too), so:
+//   - an HTTP listener's host with a broader HTTP listener gets one for
+//     any connection;
+//   - an HTTPS listener's host with a broader listener of either
+//     protocol, or an HTTP listener's host with only a broader HTTPS one,
+//     gets one for TLS only, so plain requests for the host still reach
+//     the HTTP listeners' routes.
 func (t *translator) isolationRoutes() {
 	if !t.ours {
 		return
@@ -104,14 +110,25 @@ func (t *translator) isolationRoutes() {
 		host string
 		tls  bool
 	}
+	plainLs, tlsLs := t.isolationListeners(gatewayv1.HTTPProtocolType), t.isolationListeners(gatewayv1.HTTPSProtocolType)
 	seen := map[key]bool{}
 	var pname string
-	for _, proto := range []gatewayv1.ProtocolType{gatewayv1.HTTPProtocolType, gatewayv1.HTTPSProtocolType} {
-		ls := t.isolationListeners(proto)
+	for _, ls := range [][]*listenerState{plainLs, tlsLs} {
 		for _, narrow := range ls {
 			h := listenerHost(narrow.spec)
-			k := key{host: h, tls: proto == gatewayv1.HTTPSProtocolType}
-			if h == "" || seen[k] || !broaderListener(ls, h) {
+			if h == "" {
+				continue
+			}
+			var k key
+			switch broaderPlain, broaderTLS := broaderListener(plainLs, h), broaderListener(tlsLs, h); {
+			case narrow.spec.Protocol == gatewayv1.HTTPProtocolType && broaderPlain:
+				k = key{host: h}
+			case broaderPlain || broaderTLS:
+				k = key{host: h, tls: true}
+			default:
+				continue
+			}
+			if seen[k] {
 				continue
 			}
 			seen[k] = true

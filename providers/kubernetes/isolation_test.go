@@ -199,6 +199,42 @@ func TestTranslateListenerIsolation(t *testing.T) {
 			{"other.example", "/s", true, "tenant/secure"},
 		},
 	}, {
+		// Over TLS the edge serves the HTTP listeners' routes too: the
+		// HTTPS listener's host must not fall back to them.
+		name: "an HTTPS listener's host under a broad HTTP listener",
+		listeners: []gatewayv1.Listener{
+			listenerFrom("public", http, "", all), listenerFrom("ops", https, "ops.example", same),
+		},
+		routes: []*gatewayv1.HTTPRoute{
+			onListener("apps", "ops", "ops", nil, "/ops"),
+			onListener("tenant", "plain", "public", nil, "/"),
+			onListener("tenant", "wild", "public", []string{"*.example"}, "/w"),
+		},
+		reqs: []req{
+			{"ops.example", "/ops", true, "apps/ops"},
+			{"ops.example", "/x", true, "404"},
+			{"ops.example", "/w", true, "404"},
+			{"ops.example", "/x", false, "tenant/plain"},
+			{"ops.example", "/w", false, "tenant/wild"},
+			{"other.example", "/x", true, "tenant/plain"},
+		},
+	}, {
+		name: "an HTTP listener's host under a broad HTTPS listener",
+		listeners: []gatewayv1.Listener{
+			listenerFrom("secure", https, "", all), listenerFrom("ops", http, "ops.example", same),
+		},
+		routes: []*gatewayv1.HTTPRoute{
+			onListener("apps", "ops", "ops", nil, "/ops"),
+			onListener("tenant", "secure", "secure", nil, "/"),
+		},
+		reqs: []req{
+			{"ops.example", "/ops", false, "apps/ops"},
+			{"ops.example", "/ops", true, "apps/ops"},
+			{"ops.example", "/x", true, "404"},
+			{"ops.example", "/x", false, "none"},
+			{"other.example", "/x", true, "tenant/secure"},
+		},
+	}, {
 		name: "no narrower listener: nothing changes",
 		listeners: []gatewayv1.Listener{
 			listenerFrom("a", http, "a.example", all), listenerFrom("b", http, "b.example", same),

@@ -43,6 +43,12 @@ func TestListenerIsolation(t *testing.T) {
 			{Name: "ops", Port: 80, Protocol: gatewayv1.HTTPProtocolType, Hostname: ptr(gatewayv1.Hostname("ops.iso.example")),
 				AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &same}}},
 		}}}, metav1.CreateOptions{}))(t)
+	// The tenant's any-host route would answer every host for the later
+	// tests' edges, which serve every namespace: without its Gateway it is
+	// attached to nothing.
+	t.Cleanup(func() {
+		_ = c.gw.GatewayV1().Gateways(infra).Delete(context.Background(), "shared", metav1.DeleteOptions{})
+	})
 	for ns, p := range map[string]string{infra: tenantAddr(11), tenant: tenantAddr(12)} {
 		must(c.core.CoreV1().Services(ns).Create(ctx, service(ns, "web"), metav1.CreateOptions{}))(t)
 		must(c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice(ns, "web", "web-a", pod{ns, p}), metav1.CreateOptions{}))(t)
