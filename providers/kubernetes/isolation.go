@@ -1,6 +1,7 @@
 package kubernetes
 
 import (
+	"slices"
 	"strings"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -90,6 +91,28 @@ func (t *translator) isolated(ls *listenerState, h string) bool {
 	return false
 }
 
+// fenced reports whether requests for hostname h (a name or a wildcard)
+// may meet an isolation route (isolationRoutes) before any route without a
+// host: one on h itself or on a wildcard covering it. A route served for
+// every host must then also be served for h by name where it is h's.
+func (t *translator) fenced(h string) bool {
+	if t.fences == nil {
+		t.fences = map[string]bool{}
+		for _, r := range t.isolationMatches() {
+			t.fences[r.Host] = true
+		}
+	}
+	if t.fences[h] {
+		return true
+	}
+	for c := range t.fences {
+		if hostCovers(c, h) {
+			return true
+		}
+	}
+	return false
+}
+
 // isolationRoutes adds, for every listener hostname that a broader
 // listener also matches, a route for that host that answers 404 in the
 // edge's error format. It has no path and no other condition, so every
@@ -106,53 +129,53 @@ func (t *translator) isolationRoutes() {
 	if !t.ours {
 		return
 	}
-	type key struct {
-		host string
-		tls  bool
+	ms := t.isolationMatches()
+	if len(ms) == 0 {
+		return
 	}
+	pname := name("Isolation", "notfound")
+	raw, err := rawConfig(pname, respond.Config{Status: 404, Error: "no route matches this request"})
+	if err != nil {
+		return
+	}
+	t.putPlugin(pname, routes.PluginInst{Use: "respond", Config: raw})
+	t.putUpstream(unresolvedUpstream, routes.Upstream{}, false)
+	for _, m := range ms {
+		suffix := "any"
+		if m.TLS {
+			suffix = "tls"
+		}
+		t.res.Fragment.Routes = append(t.res.Fragment.Routes, routes.Route{
+			Name: name("Isolation", hostLabel(m.Host), suffix), Match: m, Plugins: []string{pname}, Upstream: unresolvedUpstream,
+		})
+	}
+}
+
+// isolationMatches are the isolation routes' matches, in listener order.
+func (t *translator) isolationMatches() []routes.Match {
 	plainLs, tlsLs := t.isolationListeners(gatewayv1.HTTPProtocolType), t.isolationListeners(gatewayv1.HTTPSProtocolType)
-	seen := map[key]bool{}
-	var pname string
+	var out []routes.Match
 	for _, ls := range [][]*listenerState{plainLs, tlsLs} {
 		for _, narrow := range ls {
 			h := listenerHost(narrow.spec)
 			if h == "" {
 				continue
 			}
-			var k key
+			var m routes.Match
 			switch broaderPlain, broaderTLS := broaderListener(plainLs, h), broaderListener(tlsLs, h); {
 			case narrow.spec.Protocol == gatewayv1.HTTPProtocolType && broaderPlain:
-				k = key{host: h}
+				m = routes.Match{Host: h}
 			case broaderPlain || broaderTLS:
-				k = key{host: h, tls: true}
+				m = routes.Match{Host: h, TLS: true}
 			default:
 				continue
 			}
-			if seen[k] {
-				continue
+			if !slices.ContainsFunc(out, func(o routes.Match) bool { return o.Host == m.Host && o.TLS == m.TLS }) {
+				out = append(out, m)
 			}
-			seen[k] = true
-			if pname == "" {
-				pname = name("Isolation", "notfound")
-				raw, err := rawConfig(pname, respond.Config{Status: 404, Error: "no route matches this request"})
-				if err != nil {
-					return
-				}
-				t.putPlugin(pname, routes.PluginInst{Use: "respond", Config: raw})
-				t.putUpstream(unresolvedUpstream, routes.Upstream{}, false)
-			}
-			suffix := "any"
-			if k.tls {
-				suffix = "tls"
-			}
-			t.res.Fragment.Routes = append(t.res.Fragment.Routes, routes.Route{
-				Name:     name("Isolation", hostLabel(h), suffix),
-				Match:    routes.Match{Host: h, TLS: k.tls},
-				Plugins:  []string{pname},
-				Upstream: unresolvedUpstream,
-			})
 		}
 	}
+	return out
 }
 
 // broaderListener reports whether one of ls is less specific than

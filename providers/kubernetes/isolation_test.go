@@ -89,10 +89,13 @@ func listenerFrom(name string, proto gatewayv1.ProtocolType, host string, from g
 	return l
 }
 
-// onListener is a route of ns on apps/gw's listener section.
+// onListener is a route of ns on apps/gw's listener section ("": every
+// listener that admits it).
 func onListener(ns, name, section string, hosts []string, path string) *gatewayv1.HTTPRoute {
 	p := parent("apps", "gw")
-	p.SectionName = ptr(gatewayv1.SectionName(section))
+	if section != "" {
+		p.SectionName = ptr(gatewayv1.SectionName(section))
+	}
 	return route(ns, name, []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{prefix(path)}, backend("web", 80))},
 		parents(p), hostnames(hosts...))
 }
@@ -149,6 +152,26 @@ func TestTranslateListenerIsolation(t *testing.T) {
 			{"other.example", "/w", false, "tenant/wild"},
 			{"other.example", "/x", false, "tenant/any"},
 			{"ops.example.net", "/x", false, "tenant/any"},
+		},
+	}, {
+		// Attached to both listeners: served for every host, and by name
+		// for the host whose catch-all would keep it from the any-host copy.
+		name: "the owner's route on every listener",
+		listeners: []gatewayv1.Listener{
+			listenerFrom("public", http, "", all), listenerFrom("ops", http, "ops.example", same),
+			listenerFrom("wops", http, "*.ops.example", same),
+		},
+		routes: []*gatewayv1.HTTPRoute{
+			onListener("apps", "ops", "", nil, "/ops"),
+			onListener("tenant", "any", "", nil, "/"),
+		},
+		reqs: []req{
+			{"ops.example", "/ops", false, "apps/ops"},
+			{"a.ops.example", "/ops", false, "apps/ops"},
+			{"other.example", "/ops", false, "apps/ops"},
+			{"ops.example", "/x", false, "404"},
+			{"a.ops.example", "/x", false, "404"},
+			{"other.example", "/x", false, "tenant/any"},
 		},
 	}, {
 		name: "wildcard listeners nest",

@@ -187,6 +187,8 @@ type translator struct {
 	// claims are the served Gateways' listeners by protocol, made on
 	// first use after gateways (isolation.go).
 	claims map[gatewayv1.ProtocolType][]*listenerState
+	// fences are the hosts of the isolation routes (isolation.go).
+	fences map[string]bool
 
 	// Policies: the valid ones by target, every judged one in age order,
 	// and what their status needs to know of the cluster.
