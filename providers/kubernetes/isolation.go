@@ -120,11 +120,16 @@ func (t *translator) fenced(h string) bool {
 // listeners' routes, TLS requests those of both protocols (the edge serves
 // an HTTP listener's routes over TLS too), so:
 //   - an HTTP listener's host with a broader HTTP listener gets one for
-//     any connection;
+//     any connection (over TLS it also keeps the host from a broader
+//     HTTPS listener's routes: the edge cannot keep it from the HTTP
+//     ones alone);
 //   - an HTTPS listener's host with a broader listener of either
-//     protocol, or an HTTP listener's host with only a broader HTTPS one,
-//     gets one for TLS only, so plain requests for the host still reach
-//     the HTTP listeners' routes.
+//     protocol gets one for TLS only, so plain requests for the host
+//     still reach the HTTP listeners' routes;
+//   - an HTTP listener's host under only broader HTTPS listeners gets
+//     none: over TLS the broader HTTPS listener is the most specific one
+//     of its protocol, and its routes rightly answer what the host's own
+//     do not.
 func (t *translator) isolationRoutes() {
 	if !t.ours {
 		return
@@ -162,10 +167,10 @@ func (t *translator) isolationMatches() []routes.Match {
 				continue
 			}
 			var m routes.Match
-			switch broaderPlain, broaderTLS := broaderListener(plainLs, h), broaderListener(tlsLs, h); {
+			switch broaderPlain := broaderListener(plainLs, h); {
 			case narrow.spec.Protocol == gatewayv1.HTTPProtocolType && broaderPlain:
 				m = routes.Match{Host: h}
-			case broaderPlain || broaderTLS:
+			case narrow.spec.Protocol == gatewayv1.HTTPSProtocolType && (broaderPlain || broaderListener(tlsLs, h)):
 				m = routes.Match{Host: h, TLS: true}
 			default:
 				continue

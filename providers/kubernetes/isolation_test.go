@@ -253,7 +253,7 @@ func TestTranslateListenerIsolation(t *testing.T) {
 		reqs: []req{
 			{"ops.example", "/ops", false, "apps/ops"},
 			{"ops.example", "/ops", true, "apps/ops"},
-			{"ops.example", "/x", true, "404"},
+			{"ops.example", "/x", true, "tenant/secure"}, // the HTTPS listener's
 			{"ops.example", "/x", false, "none"},
 			{"other.example", "/x", true, "tenant/secure"},
 		},
