@@ -20,10 +20,7 @@ import (
 // the answering route's NAMESPACE/ROUTE, "404" for the isolation routes,
 // and "none" when nothing matches (the edge's own 404).
 func answerOf(rs []routes.Route, host, path string, tls bool) string {
-	type class struct {
-		ok   func(string) bool
-		rank int
-	}
+	type class struct{ ok func(string) bool }
 	classes := []class{{ok: func(h string) bool { return h == host }}}
 	var suffixes []string
 	for _, r := range rs {
