@@ -14,6 +14,7 @@ import (
 // listed only once its conformance tests pass.
 var supportedFeatures = []features.FeatureName{
 	features.SupportGateway,
+	features.SupportGatewayHTTPListenerIsolation,
 	features.SupportReferenceGrant,
 	features.SupportHTTPRoute,
 	features.SupportHTTPRouteQueryParamMatching,

@@ -157,7 +157,7 @@ func (t *translator) attach(v routeView, e *routeEntry) {
 		return
 	}
 	e.ok = true
-	tr := t.rules(v, servedHosts(attached), e)
+	tr := t.rules(v, servedHosts(attached, t.fenced), e)
 	for i := range e.parents {
 		c := &e.parents[i].Conditions
 		*c = append(*c, tr.resolved)
@@ -223,6 +223,10 @@ func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.P
 		if len(hosts) == 0 {
 			continue
 		}
+		// Accepted on the listener all the same (the spec judges
+		// attachment by the hostnames' intersection alone), but not
+		// served for the hosts a more specific listener has.
+		hosts = slices.DeleteFunc(hosts, func(h string) bool { return t.isolated(ls, h) })
 		atts = append(atts, attachment{gw: gs, ls: ls, hosts: hosts})
 	}
 	if len(atts) == 0 {
@@ -275,7 +279,7 @@ type servedHost struct {
 
 // servedHosts is servedHostNames with, for each name, whether only HTTPS
 // listeners serve it.
-func servedHosts(atts []attachment) []servedHost {
+func servedHosts(atts []attachment, fenced func(string) bool) []servedHost {
 	plain := map[string]bool{} // a name some HTTP listener gives
 	for _, a := range atts {
 		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue && a.ls.spec.Protocol != gatewayv1.HTTPSProtocolType {
@@ -284,7 +288,7 @@ func servedHosts(atts []attachment) []servedHost {
 			}
 		}
 	}
-	names := servedHostNames(atts)
+	names := servedHostNames(atts, fenced)
 	out := make([]servedHost, 0, len(names))
 	for _, h := range names {
 		// A name any plain listener serves as "any host" is plain too.
@@ -294,8 +298,9 @@ func servedHosts(atts []attachment) []servedHost {
 }
 
 // servedHostNames is the union of the hostnames of every attachment that can
-// carry traffic, sorted, without repeats.
-func servedHostNames(atts []attachment) []string {
+// carry traffic, sorted, without repeats. fenced says which names the
+// any-host routes would not answer (isolationRoutes).
+func servedHostNames(atts []attachment, fenced func(string) bool) []string {
 	var hosts []string
 	for _, a := range atts {
 		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue {
@@ -308,8 +313,10 @@ func servedHostNames(atts []attachment) []string {
 	// that the any-host ones already match. Not when the any-host listeners
 	// are all HTTPS and a named one is plain: the named one's routes must
 	// then also serve plain HTTP.
+	// Nor for a name whose requests a listener's catch-all keeps from
+	// falling back to any-host routes: the route answers it by name.
 	if len(hosts) > 0 && hosts[0] == "" && !namedPlainOnly(atts) {
-		return []string{""}
+		return slices.DeleteFunc(hosts, func(h string) bool { return h != "" && !fenced(h) })
 	}
 	return hosts
 }

@@ -138,6 +138,7 @@ func (t *translator) run() Result {
 	t.backendTLSPolicies()
 	t.httpRoutes()
 	t.grpcRoutes()
+	t.isolationRoutes()
 	t.shareRoutes()
 	t.checkApplied()
 	t.policyStatuses()
@@ -183,6 +184,11 @@ type translator struct {
 	namespaces map[string]*corev1.Namespace
 	gws        map[types.NamespacedName]*gatewayState
 	gwOrder    []*gatewayState
+	// claims are the served Gateways' listeners by protocol, made on
+	// first use after gateways (isolation.go).
+	claims map[gatewayv1.ProtocolType][]*listenerState
+	// fences are the hosts of the isolation routes (isolation.go).
+	fences map[string]bool
 
 	// Policies: the valid ones by target, every judged one in age order,
 	// and what their status needs to know of the cluster.
