@@ -34,6 +34,11 @@ func TestTranslateRefusesEdgeOwnedRequestHeaders(t *testing.T) {
 		{"set X-Causeway-Mirror", reqHeaders("set", "X-Causeway-Mirror"), true},
 		{"set Causeway-Caller", reqHeaders("set", "Causeway-Caller"), true},
 		{"set X-Original-URL", reqHeaders("set", "X-Original-URL"), true},
+		// CGI-style servers fold "_" into "-": X_Causeway_Peer_Id is the
+		// peer ID to them. Refused (names with "_" are refused outright).
+		{"set X_Causeway_Peer_Id", reqHeaders("set", "X_Causeway_Peer_Id"), true},
+		{"set x_real_ip", reqHeaders("set", "x_real_ip"), true},
+		{"set X_Forwarded_For", reqHeaders("set", "X_Forwarded_For"), true},
 		{"set X-Tenant", reqHeaders("set", "X-Tenant"), false},
 		{"set Authorization", reqHeaders("set", "Authorization"), false},
 		{"remove X-Forwarded-For", gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
