@@ -13,25 +13,7 @@ import (
 
 // scaleWorld is n HTTPRoutes over n/10 Services of 10 endpoints each
 // (n = 10,000: 1,000 Services, 10,000 endpoints).
-func scaleWorld(n int) *Snapshot {
-	s := world()
-	s.Services, s.EndpointSlices = nil, nil
-	for i := 0; i < n/10; i++ {
-		name := "svc" + strconv.Itoa(i)
-		s.Services = append(s.Services, svc("apps", name))
-		var eps []endpoint
-		for j := 0; j < 10; j++ {
-			eps = append(eps, ready("10.244."+strconv.Itoa(i/25)+"."+strconv.Itoa((i%25)*10+j)))
-		}
-		s.EndpointSlices = append(s.EndpointSlices, slice("apps", name, name+"-1", "http", 8080, eps...))
-	}
-	for i := 0; i < n; i++ {
-		s.HTTPRoutes = append(s.HTTPRoutes, route("apps", "r"+strconv.Itoa(i), []gatewayv1.HTTPRouteRule{
-			rule([]gatewayv1.HTTPRouteMatch{prefix("/p" + strconv.Itoa(i))}, backend("svc"+strconv.Itoa(i%(n/10)), 80)),
-		}, hostnames("h"+strconv.Itoa(i%100)+".example")))
-	}
-	return s
-}
+func scaleWorld(n int) *Snapshot { return scaleWorldEndpoints(n, 10) }
 
 // BenchmarkTranslate10k is the mapping's share of one change at 10,000
 // routes: the whole snapshot is translated again (go test -bench
