@@ -54,7 +54,7 @@ routes:
 		waitFor(t, func() bool { return status() == http.StatusOK })
 	})
 	t.Run("a bundle that does not parse is refused; the roots in use stay", func(t *testing.T) {
-		writeFile(t, caPath, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+		writeFile(t, caPath, brokenPEM)
 		waitFor(t, func() bool { return !te.LastReload().OK })
 		before := hits.Load()
 		for range 20 {
@@ -131,7 +131,7 @@ routes:
 		waitFor(t, func() bool { return status() == http.StatusOK })
 	})
 	t.Run("a bundle that does not parse is refused; the roots in use stay", func(t *testing.T) {
-		writeFile(t, caPath, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+		writeFile(t, caPath, brokenPEM)
 		waitFor(t, func() bool { return !te.LastReload().OK })
 		if e := te.LastReload().Error; !strings.Contains(e, "ext_authz.ca_file") {
 			t.Fatalf("the reload error does not name ext_authz.ca_file: %q", e)
@@ -177,3 +177,6 @@ func (s *rotatingTLS) moveTo(t *testing.T, ca *testutil.CA) {
 	}
 	s.served.Store(&cert)
 }
+
+// brokenPEM is a PEM block that holds no certificate ("not a certificate").
+const brokenPEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
