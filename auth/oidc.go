@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -91,7 +92,10 @@ type oidcAuth struct {
 	provErr  error
 	provWhen time.Time // of the last failed discovery
 
-	used    *usedStates
+	used *usedStates
+	// ended holds the cookie sessions logged out here (store: cookie);
+	// with store: redis, logout deletes the session itself.
+	ended   *endedSessions
 	refresh flight
 	// cache holds the principals of sessions by their seal (session.ID),
 	// until the tokens enter their refresh window: a request pays the
@@ -152,6 +156,7 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 		log:           opts.Logger.With("authenticator", name),
 		failures:      opts.Failures,
 		used:          &usedStates{m: map[string]time.Time{}},
+		ended:         &endedSessions{m: map[endedKey]time.Time{}},
 		cache:         newTokenCache(routes.DefaultTokenCache),
 	}
 	if a.realmName == "" {
@@ -427,12 +432,20 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	}
 	touch := a.sess.Idle() > 0 && now.Sub(s.LastUsed) >= a.sess.Idle()/4
 	if p, ok := a.cache.get(s.ID, now, 0); ok {
+		if a.ended.has(s.Created, p.Subject, now) {
+			return nil, ReasonSessionExpired, a.signIn(r, ReasonSessionExpired)
+		}
 		return a.accept(p, r, s.Data, s.Created, now, touch), ReasonNone, nil
 	}
 	var d sessionData
 	claims, err := decodeSession(s.Data, &d)
 	if err != nil {
 		return nil, ReasonMalformed, a.signIn(r, ReasonMalformed)
+	}
+	// Before any refresh: a logged-out session's refresh token is not
+	// used again.
+	if sub, _ := claims["sub"].(string); a.ended.has(s.Created, sub, now) {
+		return nil, ReasonSessionExpired, a.signIn(r, ReasonSessionExpired)
 	}
 	data := s.Data
 	exp := time.Unix(d.Expiry, 0)
@@ -876,7 +889,8 @@ func (a *oidcAuth) refreshTokens(ctx context.Context, r *http.Request, d *sessio
 // RP-initiated logout.
 func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 	var hint string
-	if s, err := a.sess.Open(r, a.now()); err == nil {
+	now := a.now()
+	if s, err := a.sess.Open(r, now); err == nil {
 		data := s.Data
 		if a.store != nil {
 			data = a.revoke(r, s)
@@ -884,6 +898,9 @@ func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 		var d sessionData
 		if json.Unmarshal(data, &d) == nil {
 			hint = d.IDToken
+			if a.store == nil {
+				a.endCookieSession(s, d.IDToken, now)
+			}
 		}
 	}
 	a.sess.Clear(w, r)
@@ -913,6 +930,80 @@ func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.Redirect(w, r, after, http.StatusSeeOther)
+}
+
+// takeOver keeps, across a reload, what the authenticator it replaces
+// remembered: the used sign-in states and the ended sessions, while its
+// sessions are the same (the same cookie). Without it a reload would
+// reopen every cookie session logged out before it.
+func (a *oidcAuth) takeOver(prev authenticator) {
+	p, ok := prev.(*oidcAuth)
+	if !ok || p.sess.Name() != a.sess.Name() {
+		return
+	}
+	a.used, a.ended = p.used, p.ended
+}
+
+// endCookieSession remembers a logged-out cookie session until it could
+// no longer open: every seal of it (refreshes re-seal it, keeping its
+// creation time) is refused from then on by this edge.
+func (a *oidcAuth) endCookieSession(s *session.Session, idToken string, now time.Time) {
+	claims, err := idTokenClaims(idToken)
+	if err != nil {
+		return
+	}
+	sub, _ := claims["sub"].(string)
+	absolute := a.sess.Absolute()
+	if absolute <= 0 {
+		absolute = routes.DefaultOIDCAbsoluteTimeout
+	}
+	a.ended.end(s.Created, sub, s.Created.Add(absolute), now)
+}
+
+// endedSessions is the cookie sessions logged out on this edge. The
+// session lives in the cookie, so logout can only expire the cookie of
+// the answer it writes: a copy of the cookie, or a fresh seal from a
+// refresh answered to another request of the same browser and stored
+// after the logout's expiry, would open again. A session is named by its
+// creation time (Unix nanoseconds, sealed in the cookie and kept by every
+// re-seal) and subject.
+type endedSessions struct {
+	n  atomic.Int64 // len(m): requests skip the lock while none ended
+	mu sync.Mutex
+	m  map[endedKey]time.Time // -> forget after (the session's absolute timeout)
+}
+
+type endedKey struct {
+	created int64
+	sub     string
+}
+
+// maxEndedSessions bounds the logouts remembered; past it the expired
+// ones are swept, then others dropped (their cookies would open again:
+// the documented bound).
+const maxEndedSessions = 1 << 16
+
+func (e *endedSessions) end(created time.Time, sub string, until, now time.Time) {
+	if !now.Before(until) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.m) >= maxEndedSessions {
+		makeRoom(e.m, now, maxEndedSessions)
+	}
+	e.m[endedKey{created.UnixNano(), sub}] = until
+	e.n.Store(int64(len(e.m)))
+}
+
+func (e *endedSessions) has(created time.Time, sub string, now time.Time) bool {
+	if e.n.Load() == 0 {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	until, ok := e.m[endedKey{created.UnixNano(), sub}]
+	return ok && now.Before(until)
 }
 
 // usedStates remembers the states of completed sign-ins until their state

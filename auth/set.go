@@ -218,6 +218,9 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 			}
 			return nil, &routes.Error{File: f.Path, Pos: f.At(p), Path: p, Msg: err.Error()}
 		}
+		if o, ok := a.(*oidcAuth); ok && prev != nil {
+			o.takeOver(prev.auths[name])
+		}
 		s.auths[name] = a
 		s.files = append(s.files, filesOf(f.Authenticators[name])...)
 		for _, h := range a.forwardedHeaders() {
