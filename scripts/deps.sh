@@ -67,8 +67,11 @@ fi
 # The same for the Gateway API's kinds (examples/kubernetes/gateway-api),
 # from the CRDs of the sigs.k8s.io/gateway-api module in go.mod: the
 # version users install and the tests' API server runs.
-gwapi_dir=$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)
+# `go list -m` names the module's directory only once it is in the module
+# cache; on a fresh machine nothing has downloaded it yet.
 gwapi_version=$(go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
+gwapi_dir=$(go mod download -json "sigs.k8s.io/gateway-api@$gwapi_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -d "$gwapi_dir/config/crd/standard" ] || { echo "deps: sigs.k8s.io/gateway-api@$gwapi_version has no config/crd/standard" >&2; exit 1; }
 gwschemas="$PWD/.tools/k8s-schemas/gateway-api-$gwapi_version"
 if [ ! -f "$gwschemas/httproute-gateway-v1.json" ]; then
   echo "deps: Gateway API $gwapi_version schemas for kubeconform"
