@@ -17,6 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/plugins/headers"
 	"github.com/causewayhq/causeway/plugins/respond"
 	"github.com/causewayhq/causeway/plugins/rewrite"
@@ -655,18 +656,15 @@ func checkSetHeader(side, n string) *ruleError {
 // after that, so without this check any namespace's route could hand a
 // Service (its own, or one another namespace granted it) a forged peer
 // identity or client address.
+//
+// The client-address and URL-override names are the edge's own table
+// (edgeheader); the rest are headers the edge sets after the filters
+// (X-Request-Id, traceparent, the client certificate's subject) or that
+// frame the request (ForbiddenAuthzHeader).
 func edgeOwnedHeader(n string) bool {
 	h := http.CanonicalHeaderKey(n)
-	if routes.ForbiddenAuthzHeader(h) || strings.HasPrefix(h, "X-Causeway-") || strings.HasPrefix(h, "Causeway-") {
-		return true
-	}
-	switch h {
-	case "True-Client-Ip", "X-Client-Ip", "Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "X-Original-Forwarded-For",
-		"X-Client-Cert-Subject",
-		"X-Original-Url", "X-Rewrite-Url", "X-Override-Url", "X-Original-Uri", "X-Envoy-Original-Path":
-		return true
-	}
-	return false
+	return edgeheader.Of(h) != edgeheader.Plain || routes.ForbiddenAuthzHeader(h) ||
+		strings.HasPrefix(h, "X-Causeway-") || strings.HasPrefix(h, "Causeway-") || h == "X-Client-Cert-Subject"
 }
 
 // filters maps the rule's filters onto plugin instances, in order.

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -99,110 +100,6 @@ func withoutToken(values []string, tok string) ([]string, bool) {
 	return []string{strings.Join(kept, ", ")}, true
 }
 
-// headerClass is what the edge does with a client's header by its name.
-type headerClass uint8
-
-const (
-	headerPlain headerClass = iota
-	// headerForwarded: X-Forwarded-*, Forwarded and the client-address
-	// headers. Believed only from a trusted proxy; from anyone else dropped,
-	// and the edge sets its own.
-	headerForwarded
-	// headerURLOverride: headers that make IIS URL Rewrite, Symfony,
-	// Laminas or Envoy serve a path other than the one the edge routed and
-	// authorised. Dropped from every client.
-	headerURLOverride
-	// headerOwned: headers only Causeway itself sets for the service
-	// (X-Causeway-Peer-Id, X-Causeway-Caller-*): a sidecar sets them after
-	// it verified the caller, and a service may believe them. Dropped from
-	// every client, so that neither a client of the edge nor a mesh peer
-	// can hand them to a service on their own, whether or not the service
-	// sits behind a sidecar.
-	headerOwned
-)
-
-// namedHeaders classifies header names after folding case and "_" to "-",
-// the way CGI-style servers fold them: X_Real_IP is X-Real-IP to them.
-var namedHeaders = map[string]headerClass{
-	"forwarded":                headerForwarded,
-	"x-real-ip":                headerForwarded,
-	"true-client-ip":           headerForwarded,
-	"x-client-ip":              headerForwarded,
-	"client-ip":                headerForwarded,
-	"x-cluster-client-ip":      headerForwarded,
-	"cf-connecting-ip":         headerForwarded,
-	"x-original-forwarded-for": headerForwarded,
-	"x-original-url":           headerURLOverride,
-	"x-rewrite-url":            headerURLOverride,
-	"x-override-url":           headerURLOverride,
-	"x-original-uri":           headerURLOverride,
-	"x-envoy-original-path":    headerURLOverride,
-	"http2-settings":           headerURLOverride, // hop-by-hop h2c: never forwarded
-	"x-causeway-peer-id":       headerOwned,
-	// The mark of a mirrored copy (MirrorHeader): a shadow service tells
-	// mirrored traffic by it, so a client must not be able to set it on a
-	// real request; a trusted proxy (a sidecar's mesh peer) may.
-	"x-causeway-mirror": headerForwarded,
-}
-
-// callerHeaderPrefix starts the headers a sidecar sets from a verified
-// caller token (X-Causeway-Caller-Subject, ...).
-const callerHeaderPrefix = "x-causeway-caller-"
-
-// classifyHeader folds name into a stack buffer (no allocation: the map
-// lookup with string(buf) does not copy) and looks it up.
-func classifyHeader(name string) headerClass {
-	const prefix = "x-forwarded-"
-	var buf [32]byte
-	if name == "" {
-		return headerPlain
-	}
-	if len(name) > len(buf) {
-		switch {
-		case len(name) > len(prefix) && foldEqual(name[:len(prefix)], prefix):
-			return headerForwarded
-		case foldEqual(name[:len(callerHeaderPrefix)], callerHeaderPrefix):
-			return headerOwned
-		}
-		return headerPlain
-	}
-	switch foldByte(name[0]) {
-	case 'x', 'f', 't', 'c', 'h':
-	default:
-		return headerPlain // no classified name starts otherwise: skip the fold
-	}
-	b := buf[:len(name)]
-	for i := 0; i < len(name); i++ {
-		b[i] = foldByte(name[i])
-	}
-	if len(b) > len(prefix) && string(b[:len(prefix)]) == prefix {
-		return headerForwarded
-	}
-	if len(b) > len(callerHeaderPrefix) && string(b[:len(callerHeaderPrefix)]) == callerHeaderPrefix {
-		return headerOwned
-	}
-	return namedHeaders[string(b)]
-}
-
-func foldByte(c byte) byte {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return c + 'a' - 'A'
-	case c == '_':
-		return '-'
-	}
-	return c
-}
-
-func foldEqual(s, lower string) bool {
-	for i := 0; i < len(s); i++ {
-		if foldByte(s[i]) != lower[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // SanitizeHeaders drops, in one pass over the client's headers: names with
 // "_" (unless server.allow_underscore_headers), the URL-override headers,
 // the headers only Causeway sets for a service, and, from an untrusted
@@ -213,10 +110,10 @@ func SanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 			delete(h, name)
 			continue
 		}
-		switch classifyHeader(name) {
-		case headerURLOverride, headerOwned:
+		switch edgeheader.Of(name) {
+		case edgeheader.URLOverride, edgeheader.Owned:
 			delete(h, name)
-		case headerForwarded:
+		case edgeheader.Forwarded:
 			if !trusted {
 				delete(h, name)
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -218,8 +219,8 @@ func FuzzForwardedHeaders(f *testing.F) {
 			}
 		}
 		for k := range r.Header {
-			c := classifyHeader(k)
-			if c == headerURLOverride || c == headerOwned || (!pi.Trusted && c == headerForwarded) {
+			c := edgeheader.Of(k)
+			if c == edgeheader.URLOverride || c == edgeheader.Owned || (!pi.Trusted && c == edgeheader.Forwarded) {
 				t.Fatalf("%q kept (trusted=%v)", k, pi.Trusted)
 			}
 		}

@@ -1,0 +1,113 @@
+// Package edgeheader names the request headers the edge states for a
+// service, by what the edge does with a client's copy: the client-address
+// and forwarded headers (believed only from a trusted proxy), the
+// URL-override headers (dropped from everyone) and the headers only
+// Causeway sets (dropped from everyone). It is one table for the two
+// places that need it: the edge, sanitising a request as it enters, and the
+// Kubernetes provider, refusing a route's filter that would state one of
+// these after the edge dropped the client's copy.
+package edgeheader
+
+// Class is what the edge does with a client's header by its name.
+type Class uint8
+
+const (
+	Plain Class = iota
+	// Forwarded: X-Forwarded-*, Forwarded and the client-address
+	// headers. Believed only from a trusted proxy; from anyone else dropped,
+	// and the edge sets its own.
+	Forwarded
+	// URLOverride: headers that make IIS URL Rewrite, Symfony,
+	// Laminas or Envoy serve a path other than the one the edge routed and
+	// authorised. Dropped from every client.
+	URLOverride
+	// Owned: headers only Causeway itself sets for the service
+	// (X-Causeway-Peer-Id, X-Causeway-Caller-*): a sidecar sets them after
+	// it verified the caller, and a service may believe them. Dropped from
+	// every client, so that neither a client of the edge nor a mesh peer
+	// can hand them to a service on their own, whether or not the service
+	// sits behind a sidecar.
+	Owned
+)
+
+// namedHeaders classifies header names after folding case and "_" to "-",
+// the way CGI-style servers fold them: X_Real_IP is X-Real-IP to them.
+var namedHeaders = map[string]Class{
+	"forwarded":                Forwarded,
+	"x-real-ip":                Forwarded,
+	"true-client-ip":           Forwarded,
+	"x-client-ip":              Forwarded,
+	"client-ip":                Forwarded,
+	"x-cluster-client-ip":      Forwarded,
+	"cf-connecting-ip":         Forwarded,
+	"x-original-forwarded-for": Forwarded,
+	"x-original-url":           URLOverride,
+	"x-rewrite-url":            URLOverride,
+	"x-override-url":           URLOverride,
+	"x-original-uri":           URLOverride,
+	"x-envoy-original-path":    URLOverride,
+	"http2-settings":           URLOverride, // hop-by-hop h2c: never forwarded
+	"x-causeway-peer-id":       Owned,
+	// The mark of a mirrored copy (MirrorHeader): a shadow service tells
+	// mirrored traffic by it, so a client must not be able to set it on a
+	// real request; a trusted proxy (a sidecar's mesh peer) may.
+	"x-causeway-mirror": Forwarded,
+}
+
+// callerHeaderPrefix starts the headers a sidecar sets from a verified
+// caller token (X-Causeway-Caller-Subject, ...).
+const callerHeaderPrefix = "x-causeway-caller-"
+
+// Of folds name into a stack buffer (no allocation: the map
+// lookup with string(buf) does not copy) and looks it up.
+func Of(name string) Class {
+	const prefix = "x-forwarded-"
+	var buf [32]byte
+	if name == "" {
+		return Plain
+	}
+	if len(name) > len(buf) {
+		switch {
+		case len(name) > len(prefix) && foldEqual(name[:len(prefix)], prefix):
+			return Forwarded
+		case foldEqual(name[:len(callerHeaderPrefix)], callerHeaderPrefix):
+			return Owned
+		}
+		return Plain
+	}
+	switch foldByte(name[0]) {
+	case 'x', 'f', 't', 'c', 'h':
+	default:
+		return Plain // no classified name starts otherwise: skip the fold
+	}
+	b := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		b[i] = foldByte(name[i])
+	}
+	if len(b) > len(prefix) && string(b[:len(prefix)]) == prefix {
+		return Forwarded
+	}
+	if len(b) > len(callerHeaderPrefix) && string(b[:len(callerHeaderPrefix)]) == callerHeaderPrefix {
+		return Owned
+	}
+	return namedHeaders[string(b)]
+}
+
+func foldByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_':
+		return '-'
+	}
+	return c
+}
+
+func foldEqual(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		if foldByte(s[i]) != lower[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,52 @@
+package edgeheader
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestOf(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want Class
+	}{
+		{"", Plain},
+		{"Content-Type", Plain},
+		{"X-Forwarded-For", Forwarded},
+		{"x_forwarded_proto", Forwarded}, // CGI-style servers fold '_' to '-'
+		{"X-Forwarded-", Plain},          // the prefix alone names nothing
+		{"X-Forwarded-" + strings.Repeat("A", 40), Forwarded},
+		{"FORWARDED", Forwarded},
+		{"X_Real_IP", Forwarded},
+		{"True-Client-Ip", Forwarded},
+		{"Cf-Connecting-Ip", Forwarded},
+		{"X-Causeway-Mirror", Forwarded},
+		{"X-Original-URL", URLOverride},
+		{"x-envoy-original-path", URLOverride},
+		{"Http2-Settings", URLOverride},
+		{"X-Causeway-Peer-Id", Owned},
+		{"X_Causeway_Peer_Id", Owned},
+		{"X-Causeway-Caller-Subject", Owned},
+		{"X-Causeway-Caller-" + strings.Repeat("b", 40), Owned},
+		{"X-Causeway-Caller-", Plain},
+		{"X-Causeway-Other", Plain},
+		{"X-Real-Ip-Not", Plain},
+		{strings.Repeat("x", 100), Plain},
+	} {
+		if got := Of(tc.name); got != tc.want {
+			t.Errorf("Of(%q) = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Of runs for every header of every request.
+func TestOfDoesNotAllocate(t *testing.T) {
+	names := []string{"X-Forwarded-For", "X_Real_IP", "Content-Type", "X-Causeway-Caller-Subject", strings.Repeat("X", 40)}
+	if n := testing.AllocsPerRun(100, func() {
+		for _, h := range names {
+			_ = Of(h)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}
