@@ -41,7 +41,7 @@ func BenchmarkRouterMatch(b *testing.B) {
 		b.Run(fmt.Sprintf("routes=%d", n), func(b *testing.B) {
 			var entries []pipeline.RouteEntry
 			for _, r := range manyRoutes(n) {
-				entries = append(entries, pipeline.RouteEntry{Cfg: r, Handler: named(r.Name)})
+				entries = append(entries, pipeline.RouteEntry{Cfg: &r, Handler: named(r.Name)})
 			}
 			rt := pipeline.NewRouter(entries)
 			req := lastRouteRequest(n)

@@ -130,8 +130,9 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		return nil, errs
 	}
 	entries := make([]pipeline.RouteEntry, 0, len(f.Routes))
-	for i, rc := range f.Routes {
-		h, err := rt.routeHandler(rc, deps.stages)
+	for i := range f.Routes {
+		rc := &f.Routes[i]
+		h, err := rt.routeHandler(*rc, deps.stages)
 		if err != nil {
 			p := fmt.Sprintf("routes[%d]", i)
 			var located *routes.Error

@@ -108,7 +108,7 @@ func randomRequest(rng *rand.Rand) *http.Request {
 func randomEntries(rng *rand.Rand, n int) []RouteEntry {
 	entries := make([]RouteEntry, n)
 	for i := range entries {
-		entries[i] = RouteEntry{Cfg: routes.Route{Name: fmt.Sprint("r", i), Match: randomMatch(rng)}, Handler: routeID(i)}
+		entries[i] = RouteEntry{Cfg: &routes.Route{Name: fmt.Sprint("r", i), Match: randomMatch(rng)}, Handler: routeID(i)}
 	}
 	return entries
 }

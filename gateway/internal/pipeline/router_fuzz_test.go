@@ -54,10 +54,10 @@ func FuzzRouterMatch(f *testing.F) {
 			if !validFuzzMatch(m) {
 				continue // the routes file refuses it
 			}
-			entries = append(entries, RouteEntry{Cfg: routes.Route{Name: string(rune('a' + i)), Match: m}, Handler: routeID(i)})
+			entries = append(entries, RouteEntry{Cfg: &routes.Route{Name: string(rune('a' + i)), Match: m}, Handler: routeID(i)})
 		}
 		if catchAll {
-			entries = append(entries, RouteEntry{Cfg: routes.Route{Name: "all", Match: routes.Match{PathPrefix: "/"}}, Handler: routeID(9)})
+			entries = append(entries, RouteEntry{Cfg: &routes.Route{Name: "all", Match: routes.Match{PathPrefix: "/"}}, Handler: routeID(9)})
 		}
 		for _, a := range entries {
 			if moreSpecific(a.Cfg.Match, a.Cfg.Match) {

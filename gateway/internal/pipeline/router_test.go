@@ -89,7 +89,7 @@ func TestRoutePrecedence(t *testing.T) {
 
 func TestRouteVarsAndNoMatch(t *testing.T) {
 	t.Parallel()
-	rt := NewRouter([]RouteEntry{{Cfg: routes.Route{Name: "o", Match: routes.Match{Path: "/orders/{id}", Methods: []string{"GET"}}}, Handler: named("o")}})
+	rt := NewRouter([]RouteEntry{{Cfg: &routes.Route{Name: "o", Match: routes.Match{Path: "/orders/{id}", Methods: []string{"GET"}}}, Handler: named("o")}})
 	h, vars := rt.Match(httptest.NewRequest(http.MethodGet, "/orders/7", nil))
 	if h == nil || vars["id"] != "7" {
 		t.Fatalf("vars %v", vars)
@@ -99,6 +99,58 @@ func TestRouteVarsAndNoMatch(t *testing.T) {
 	}
 	if h, _ := rt.Match(httptest.NewRequest(http.MethodGet, "/orders/7/x", nil)); h != nil {
 		t.Fatal("longer path matched an exact template")
+	}
+}
+
+// TestRouterKeepsNoRouteConfig: entries point at the model's routes, so a
+// router must take what it matches on while it is built and keep no pointer
+// into them; a later change to those routes (the model of another
+// generation is a new slice, but nothing should rely on that alone) must
+// not change what a built router matches.
+func TestRouterKeepsNoRouteConfig(t *testing.T) {
+	t.Parallel()
+	matches := []routes.Match{
+		{Host: "a.example", Path: "/exact", Methods: []string{"GET"}},
+		{Host: "a.example", PathPrefix: "/pre/", Headers: map[string]string{"X-K": "v"}},
+		{Path: "/orders/{id}"},
+		{PathRegex: "^/re/[0-9]+$", Query: map[string]string{"q": "1"}},
+		{Host: "*.w.example", PathPrefix: "/w/"},
+		{Host: "d.example", Path: "/hr", HeadersRegex: map[string]string{"X-R": "a.*"}},
+	}
+	reqs := []*http.Request{
+		httptest.NewRequest(http.MethodGet, "http://a.example/exact", nil),
+		httptest.NewRequest(http.MethodGet, "http://a.example/pre/x", nil),
+		httptest.NewRequest(http.MethodGet, "http://b.example/orders/7", nil),
+		httptest.NewRequest(http.MethodGet, "http://b.example/re/12?q=1", nil),
+		httptest.NewRequest(http.MethodGet, "http://c.w.example/w/x", nil),
+		httptest.NewRequest(http.MethodGet, "http://d.example/hr", nil),
+	}
+	reqs[1].Header.Set("X-K", "v")
+	reqs[5].Header.Set("X-R", "abc")
+	model := make([]routes.Route, len(matches))
+	entries := make([]RouteEntry, len(matches))
+	for i, m := range matches {
+		model[i] = routes.Route{Name: fmt.Sprint("r", i), Match: m}
+		entries[i] = RouteEntry{Cfg: &model[i], Handler: named(model[i].Name)}
+	}
+	rt := NewRouter(entries)
+	for i := range model {
+		for j := range model[i].Match.Methods {
+			model[i].Match.Methods[j] = http.MethodPost
+		}
+		model[i].Match = routes.Match{Host: "other.example", Path: "/moved"}
+		clear(matches[i].Headers)
+		clear(matches[i].HeadersRegex)
+		clear(matches[i].Query)
+	}
+	for i, r := range reqs {
+		h, _ := rt.Match(r)
+		if want := named(fmt.Sprint("r", i)); h != want {
+			t.Errorf("%s %s: matched %v after the routes changed, want %v", r.Host, r.URL.Path, h, want)
+		}
+	}
+	if h, _ := rt.Match(httptest.NewRequest(http.MethodGet, "http://other.example/moved", nil)); h != nil {
+		t.Errorf("the changed match was taken up: %v", h)
 	}
 }
 
@@ -127,8 +179,8 @@ func TestCleanPath(t *testing.T) {
 func TestRouteTLSOnly(t *testing.T) {
 	t.Parallel()
 	both := []RouteEntry{
-		{Cfg: routes.Route{Name: "any", Match: routes.Match{Host: "shop.example", PathPrefix: "/"}}, Handler: named("any")},
-		{Cfg: routes.Route{Name: "tls", Match: routes.Match{Host: "shop.example", PathPrefix: "/", TLS: true}}, Handler: named("tls")},
+		{Cfg: &routes.Route{Name: "any", Match: routes.Match{Host: "shop.example", PathPrefix: "/"}}, Handler: named("any")},
+		{Cfg: &routes.Route{Name: "tls", Match: routes.Match{Host: "shop.example", PathPrefix: "/", TLS: true}}, Handler: named("tls")},
 	}
 	tlsOnly := both[1:]
 	tests := []struct {
@@ -220,7 +272,7 @@ func shuffledRouter(defs []routes.Route, seed uint64) *Router {
 	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	entries := make([]RouteEntry, len(order))
 	for i, d := range order {
-		entries[i] = RouteEntry{Cfg: d, Handler: named(d.Name)}
+		entries[i] = RouteEntry{Cfg: &d, Handler: named(d.Name)}
 	}
 	return NewRouter(entries)
 }
