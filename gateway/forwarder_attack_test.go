@@ -151,7 +151,7 @@ func hostileExchange(edge, path string, status int, body, id string) error {
 		if status == 0 {
 			return nil // cut off before the head: the connection ended
 		}
-		return fmt.Errorf("%s: %v", path, err)
+		return fmt.Errorf("%s: %w", path, err)
 	}
 	got, err := io.ReadAll(res.Body)
 	res.Body.Close()
@@ -162,19 +162,19 @@ func hostileExchange(edge, path string, status int, body, id string) error {
 		return nil
 	}
 	if err != nil || res.StatusCode != status || (body != "" && string(got) != body) {
-		return fmt.Errorf("%s: got %d %q (%v), want %d %q", path, res.StatusCode, got, err, status, body)
+		return fmt.Errorf("%s: got %d %q (%w), want %d %q", path, res.StatusCode, got, err, status, body)
 	}
 	if res.Close {
 		return nil
 	}
 	res, err = http.ReadResponse(br, nil)
 	if err != nil {
-		return fmt.Errorf("%s: the request behind: %v", path, err)
+		return fmt.Errorf("%s: the request behind: %w", path, err)
 	}
 	got, err = io.ReadAll(res.Body)
 	res.Body.Close()
 	if err != nil || string(got) != "ok "+next {
-		return fmt.Errorf("%s: the request behind got %d %q (%v), want its own answer", path, res.StatusCode, got, err)
+		return fmt.Errorf("%s: the request behind got %d %q (%w), want its own answer", path, res.StatusCode, got, err)
 	}
 	return nil
 }
