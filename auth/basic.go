@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/causewayhq/causeway/internal/httperr"
@@ -56,8 +55,7 @@ type basicAuth struct {
 	limiter  FailureLimiter
 	limit    ratelimit.Limit
 	clientIP func(*http.Request) string
-	blockMu  sync.Mutex
-	blocked  map[string]time.Time // client -> refused until
+	blocked  *deadlines[string] // client -> refused until
 
 	// verifying bounds concurrent hash checks: each one is tens of
 	// milliseconds of CPU (and, for argon2id, its memory), so a flood of
@@ -93,7 +91,7 @@ func newBasicAuth(name, from string, c *routes.Basic, opts Options) (*basicAuth,
 		now:       opts.Now,
 		limiter:   opts.FailureLimiter,
 		clientIP:  opts.ClientIP,
-		blocked:   map[string]time.Time{},
+		blocked:   newDeadlines[string](maxBlockedClients),
 		verifying: make(chan struct{}, opts.verifiers()),
 	}
 	if a.authRealm == "" {
@@ -185,7 +183,7 @@ func (a *basicAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	}
 	d, err := a.limiter.Allow(r.Context(), client, a.limit)
 	if err == nil && !d.Allowed {
-		a.block(client, now.Add(d.RetryAfter))
+		a.blocked.set(client, now.Add(d.RetryAfter), now)
 		return nil, ReasonTooManyFailures, retryAfter(d.RetryAfter)
 	}
 	return nil, ReasonBadCredentials, nil
@@ -217,26 +215,10 @@ func (a *basicAuth) cacheKey(user, password string) string {
 }
 
 func (a *basicAuth) blockedFor(client string, now time.Time) time.Duration {
-	a.blockMu.Lock()
-	defer a.blockMu.Unlock()
-	until, ok := a.blocked[client]
-	if !ok {
-		return 0
+	if until, ok := a.blocked.until(client, now); ok {
+		return until.Sub(now)
 	}
-	if !now.Before(until) {
-		delete(a.blocked, client)
-		return 0
-	}
-	return until.Sub(now)
-}
-
-func (a *basicAuth) block(client string, until time.Time) {
-	a.blockMu.Lock()
-	defer a.blockMu.Unlock()
-	if len(a.blocked) >= maxBlockedClients {
-		makeRoom(a.blocked, a.now(), maxBlockedClients)
-	}
-	a.blocked[client] = until
+	return 0
 }
 
 // basicCredentials reads an RFC 7617 Authorization header. Another scheme
@@ -275,22 +257,5 @@ func retryAfter(d time.Duration) refusal {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
 		httperr.Write(w, r, http.StatusTooManyRequests, ReasonTooManyFailures.description())
-	}
-}
-
-// makeRoom bounds a map of deadlines to below limit entries before one more
-// is added: the expired go first, then arbitrary others (a flood of new
-// keys cannot grow it, and losing an entry only forgets a deadline early).
-func makeRoom[K comparable](m map[K]time.Time, now time.Time, limit int) {
-	for k, t := range m {
-		if !now.Before(t) {
-			delete(m, k)
-		}
-	}
-	for k := range m {
-		if len(m) < limit {
-			break
-		}
-		delete(m, k)
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -47,7 +46,9 @@ const (
 	// one); past it the oldest is forgotten.
 	maxPendingLogins = 4
 	// maxUsedStates bounds the states remembered as used; past it the
-	// expired ones are swept, then the oldest dropped.
+	// expired ones are swept, then others dropped (a dropped state's
+	// callback is still refused by the provider, whose authorization
+	// code is single-use).
 	maxUsedStates = 1 << 16
 )
 
@@ -92,10 +93,14 @@ type oidcAuth struct {
 	provErr  error
 	provWhen time.Time // of the last failed discovery
 
-	used *usedStates
-	// ended holds the cookie sessions logged out here (store: cookie);
-	// with store: redis, logout deletes the session itself.
-	ended   *endedSessions
+	// used holds the states of completed sign-ins (sha256 of the state)
+	// until their state cookie could no longer open, so a replayed
+	// callback is refused even with the cookie it came with.
+	used *deadlines[string]
+	// ended holds the cookie sessions logged out here (store: cookie;
+	// with store: redis, logout deletes the session itself) until they
+	// could no longer open: see endCookieSession.
+	ended   *deadlines[endedKey]
 	refresh flight
 	// cache holds the principals of sessions by their seal (session.ID),
 	// until the tokens enter their refresh window: a request pays the
@@ -155,8 +160,8 @@ func newOIDCAuth(name string, c *routes.OIDC, opts Options) (*oidcAuth, error) {
 		now:           opts.Now,
 		log:           opts.Logger.With("authenticator", name),
 		failures:      opts.Failures,
-		used:          &usedStates{m: map[string]time.Time{}},
-		ended:         &endedSessions{m: map[endedKey]time.Time{}},
+		used:          newDeadlines[string](maxUsedStates),
+		ended:         newDeadlines[endedKey](maxEndedSessions),
 		cache:         newTokenCache(routes.DefaultTokenCache),
 	}
 	if a.realmName == "" {
@@ -432,7 +437,7 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	}
 	touch := a.sess.Idle() > 0 && now.Sub(s.LastUsed) >= a.sess.Idle()/4
 	if p, ok := a.cache.get(s.ID, now, 0); ok {
-		if a.ended.has(s.Created, p.Subject, now) {
+		if a.ended.live(endedKey{s.Created.UnixNano(), p.Subject}, now) {
 			return nil, ReasonSessionExpired, a.signIn(r, ReasonSessionExpired)
 		}
 		return a.accept(p, r, s.Data, s.Created, now, touch), ReasonNone, nil
@@ -444,7 +449,7 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	}
 	// Before any refresh: a logged-out session's refresh token is not
 	// used again.
-	if sub, _ := claims["sub"].(string); a.ended.has(s.Created, sub, now) {
+	if sub, _ := claims["sub"].(string); a.ended.live(endedKey{s.Created.UnixNano(), sub}, now) {
 		return nil, ReasonSessionExpired, a.signIn(r, ReasonSessionExpired)
 	}
 	data := s.Data
@@ -697,7 +702,7 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 	if err := a.writeLogins(w, r, rest, now); err != nil {
 		a.login.Clear(w, r)
 	}
-	if !a.used.consume(ld.State, time.Unix(0, ld.Started).Add(loginTTL), now) {
+	if h := sha256.Sum256([]byte(ld.State)); !a.used.claim(string(h[:]), time.Unix(0, ld.Started).Add(loginTTL), now) {
 		a.loginFailed(w, r, http.StatusBadRequest, "state replayed", ReasonLoginFailed)
 		return
 	}
@@ -957,22 +962,15 @@ func (a *oidcAuth) endCookieSession(s *session.Session, idToken string, now time
 	if absolute <= 0 {
 		absolute = routes.DefaultOIDCAbsoluteTimeout
 	}
-	a.ended.end(s.Created, sub, s.Created.Add(absolute), now)
+	a.ended.set(endedKey{s.Created.UnixNano(), sub}, s.Created.Add(absolute), now)
 }
 
-// endedSessions is the cookie sessions logged out on this edge. The
-// session lives in the cookie, so logout can only expire the cookie of
-// the answer it writes: a copy of the cookie, or a fresh seal from a
-// refresh answered to another request of the same browser and stored
-// after the logout's expiry, would open again. A session is named by its
-// creation time (Unix nanoseconds, sealed in the cookie and kept by every
-// re-seal) and subject.
-type endedSessions struct {
-	n  atomic.Int64 // len(m): requests skip the lock while none ended
-	mu sync.Mutex
-	m  map[endedKey]time.Time // -> forget after (the session's absolute timeout)
-}
-
+// endedKey names a cookie session. The session lives in the cookie, so
+// logout can only expire the cookie of the answer it writes: a copy of
+// the cookie, or a fresh seal from a refresh answered to another request
+// of the same browser and stored after the logout's expiry, would open
+// again. Every seal of a session carries its creation time (Unix
+// nanoseconds, kept by every re-seal) and its subject.
 type endedKey struct {
 	created int64
 	sub     string
@@ -982,53 +980,6 @@ type endedKey struct {
 // ones are swept, then others dropped (their cookies would open again:
 // the documented bound).
 const maxEndedSessions = 1 << 16
-
-func (e *endedSessions) end(created time.Time, sub string, until, now time.Time) {
-	if !now.Before(until) {
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.m) >= maxEndedSessions {
-		makeRoom(e.m, now, maxEndedSessions)
-	}
-	e.m[endedKey{created.UnixNano(), sub}] = until
-	e.n.Store(int64(len(e.m)))
-}
-
-func (e *endedSessions) has(created time.Time, sub string, now time.Time) bool {
-	if e.n.Load() == 0 {
-		return false
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	until, ok := e.m[endedKey{created.UnixNano(), sub}]
-	return ok && now.Before(until)
-}
-
-// usedStates remembers the states of completed sign-ins until their state
-// cookie could no longer open, so a replayed callback is refused even
-// with the cookie it came with.
-type usedStates struct {
-	mu sync.Mutex
-	m  map[string]time.Time // sha256(state) -> forget after
-}
-
-// consume marks state used; false when it already was.
-func (u *usedStates) consume(state string, until, now time.Time) bool {
-	h := sha256.Sum256([]byte(state))
-	k := string(h[:])
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if t, ok := u.m[k]; ok && now.Before(t) {
-		return false
-	}
-	if len(u.m) >= maxUsedStates {
-		makeRoom(u.m, now, maxUsedStates)
-	}
-	u.m[k] = until
-	return true
-}
 
 type refreshResult struct {
 	d      *sessionData

@@ -766,6 +766,66 @@ func TestOIDCCookieLogoutDuringRefresh(t *testing.T) {
 	}
 }
 
+// TestOIDCCookieLogoutUnderLoad logs a cookie session out while 8 clients
+// use its cookie as fast as they can: every request sent after the logout
+// answered is refused, and the upstream received exactly the requests
+// that were let through (none lost, none let through unseen).
+func TestOIDCCookieLogoutUnderLoad(t *testing.T) {
+	op := startOP(t)
+	e := startEdge(t, op, "scopes: [openid, offline_access]")
+	h := *e.handler.Load()
+	c := e.browser(t)
+	if res, _ := e.signIn(t, c, op, "/"); res.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d", res.StatusCode)
+	}
+	ck := e.sessionCookies(c)[0]
+	e.seen.mu.Lock()
+	seen0 := e.seen.n
+	e.seen.mu.Unlock()
+	const clients, each = 8, 300
+	var (
+		loggedOut   atomic.Bool
+		sent, ok200 atomic.Int64
+		wg          sync.WaitGroup
+	)
+	for range clients {
+		wg.Go(func() {
+			for range each {
+				after := loggedOut.Load()
+				code := e.call(h, "/orders", ck, false).Code
+				sent.Add(1)
+				switch {
+				case code == http.StatusOK && after:
+					t.Errorf("a request sent after the logout answered got 200")
+					return
+				case code == http.StatusOK:
+					ok200.Add(1)
+				case code != http.StatusUnauthorized:
+					t.Errorf("status %d", code)
+					return
+				}
+			}
+		})
+	}
+	for sent.Load() < clients*each/4 {
+		time.Sleep(time.Millisecond)
+	}
+	if rec := e.call(h, "/oauth2/logout", ck, true); rec.Code != http.StatusSeeOther {
+		t.Fatalf("logout: %d", rec.Code)
+	}
+	loggedOut.Store(true)
+	wg.Wait()
+	e.seen.mu.Lock()
+	got := e.seen.n - seen0
+	e.seen.mu.Unlock()
+	if int64(got) != ok200.Load() {
+		t.Fatalf("the upstream received %d requests, %d were answered 200", got, ok200.Load())
+	}
+	if ok200.Load() == 0 || ok200.Load() == sent.Load() {
+		t.Fatalf("%d of %d requests let through: the logout did not fall within the load", ok200.Load(), sent.Load())
+	}
+}
+
 // A refresh that cannot be done, with the session in Redis: the provider
 // gone (on_error decides), the refresh token refused (the session ends,
 // in Redis too), or another replica holding the refresh lock and never

@@ -218,9 +218,6 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 			}
 			return nil, &routes.Error{File: f.Path, Pos: f.At(p), Path: p, Msg: err.Error()}
 		}
-		if o, ok := a.(*oidcAuth); ok && prev != nil {
-			o.takeOver(prev.auths[name])
-		}
 		s.auths[name] = a
 		s.files = append(s.files, filesOf(f.Authenticators[name])...)
 		for _, h := range a.forwardedHeaders() {
@@ -228,6 +225,9 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 		}
 		if o, ok := a.(*oidcAuth); ok {
 			s.sessions = append(s.sessions, o.sess.Name())
+			if prev != nil {
+				o.takeOver(prev.auths[name])
+			}
 		}
 	}
 	for h := range forwarded {
