@@ -118,6 +118,11 @@ func (f *forwardState) roundTripDone() {
 type forwardBody struct {
 	rc     io.ReadCloser
 	closed atomic.Bool
+	// in is the client's request, trailer the outbound request's Trailer
+	// that its values go into at the end of the body (reqtrailer.go).
+	in      *http.Request
+	trailer http.Header
+	filled  bool
 }
 
 var errBodyAfterHandler = errors.New("gateway: request body read after the forwarder returned")
@@ -126,7 +131,9 @@ func (b *forwardBody) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, errBodyAfterHandler
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	b.readEnd(err)
+	return n, err
 }
 
 func (b *forwardBody) Close() error {
@@ -182,13 +189,14 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		outreq.URL = &f.url
 	}
 	outreq.Header = req.Header.Clone()
-	outreq.Trailer = req.Trailer.Clone()
+	outreq.Trailer = nil // set after the rewrite (forwardedTrailer)
 	if req.ContentLength == 0 {
 		outreq.Body = nil // nil for requests that may be retried, as net/http wants
 	}
 	if outreq.Body != nil {
 		f.body.rc = outreq.Body
 		f.body.closed.Store(false)
+		f.body.in, f.body.trailer, f.body.filled = req, nil, false
 		outreq.Body = &f.body
 		defer f.body.Close()
 	}
@@ -216,6 +224,10 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		// slice is shared: capped, so an Add copies it, and nothing
 		// writes a header value in place.
 		outreq.Header["User-Agent"] = noUserAgent
+	}
+	if outreq.Body != nil {
+		outreq.Trailer = forwardedTrailer(req, outreq.Header)
+		f.body.trailer = outreq.Trailer
 	}
 
 	res, err := p.transport.RoundTrip(outreq)

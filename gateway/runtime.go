@@ -269,6 +269,9 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// Hop-by-hop headers go first: nothing the edge sets below may be
 	// nominated away by the client's Connection header.
+	if len(r.Trailer) > 0 {
+		pipeline.DropNominatedTrailers(r.Header, r.Trailer)
+	}
 	pipeline.DropHopByHop(r.Header)
 	st.peer = rt.trust.Resolve(r)
 	st.clientIP = st.peer.ClientStr

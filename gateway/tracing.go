@@ -417,6 +417,9 @@ func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		))
 	// A RoundTripper must not change the request it is given.
 	out := req.Clone(req.Context())
+	// The same Trailer map, not a copy: the forwarder fills its values
+	// in at the end of the client's body (reqtrailer.go).
+	out.Trailer = req.Trailer
 	tr.prop.Inject(ctx, propagation.HeaderCarrier(out.Header))
 	resp, err := t.next.RoundTrip(out)
 	if err != nil {

@@ -72,6 +72,21 @@ func DropHopByHop(h http.Header) {
 	h["Connection"] = []string{strings.Join(keep, ", ")}
 }
 
+// DropNominatedTrailers removes from trailer (a request's announced
+// trailer names) the names h's Connection header nominates: they are
+// hop-by-hop after the body as in the header, and the forwarder, which
+// passes announced trailers on, runs after DropHopByHop has cut the
+// Connection header down. It must run before DropHopByHop.
+func DropNominatedTrailers(h, trailer http.Header) {
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.Trim(tok, " \t"); tok != "" {
+				delete(trailer, http.CanonicalHeaderKey(tok))
+			}
+		}
+	}
+}
+
 // withoutToken returns the comma-separated list values without tok
 // (case-insensitive) and whether it was there.
 func withoutToken(values []string, tok string) ([]string, bool) {

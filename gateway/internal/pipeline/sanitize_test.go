@@ -125,6 +125,36 @@ func TestDropHopByHop(t *testing.T) {
 	}
 }
 
+// The names a client's Connection header nominates leave its announced
+// trailers too, before DropHopByHop cuts Connection down.
+func TestDropNominatedTrailers(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		header, trailer http.Header
+		wantTrailer     http.Header
+	}{
+		{"nominated names go, case folded",
+			http.Header{"Connection": {"keep-alive, x-secret", " X-Other "}},
+			http.Header{"X-Secret": nil, "X-Other": nil, "X-Check": nil},
+			http.Header{"X-Check": nil}},
+		{"no Connection: all stay",
+			http.Header{},
+			http.Header{"X-Check": nil},
+			http.Header{"X-Check": nil}},
+		{"empty tokens",
+			http.Header{"Connection": {", ,"}},
+			http.Header{"X-Check": nil},
+			http.Header{"X-Check": nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			DropNominatedTrailers(tc.header, tc.trailer)
+			if !headersEqual(tc.trailer, tc.wantTrailer) {
+				t.Errorf("got %v, want %v", tc.trailer, tc.wantTrailer)
+			}
+		})
+	}
+}
+
 func headersEqual(a, b http.Header) bool {
 	if len(a) != len(b) {
 		return false

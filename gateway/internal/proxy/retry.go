@@ -424,6 +424,16 @@ func replayable(r *http.Request) error {
 	if _, err := io.ReadFull(r.Body, buf); err != nil {
 		return fmt.Errorf("reading the request body: %w", err)
 	}
+	// On to the body's end, which is where an HTTP/2 client's trailers
+	// arrive: the forwarder fills the request's Trailer then, and every
+	// attempt and the mirror's copy send them.
+	var one [1]byte
+	if _, err := io.ReadFull(r.Body, one[:]); !errors.Is(err, io.EOF) {
+		if err == nil {
+			err = errors.New("longer than its Content-Length")
+		}
+		return fmt.Errorf("reading the request body: %w", err)
+	}
 	r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(buf))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }

@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"net/textproto"
+
+	"github.com/causewayhq/causeway/internal/edgeheader"
+	"golang.org/x/net/http/httpguts"
+)
+
+// Request trailers: the fields a client sends after a chunked HTTP/1.1
+// body, or in the HEADERS frame that ends an HTTP/2 request, go on to the
+// upstream in the trailer section of the outbound body (HTTP/1.1 chunked,
+// or HTTP/2 trailers), filtered.
+//
+// Only the fields the client announced in its Trailer header go on, on
+// both front ends alike: net/http's HTTP/2 server keeps no trailers of a
+// request that announced none, and an upstream then gets exactly the
+// fields its request head told it to expect.
+//
+// An announced name is left out (from the outbound Trailer header and from
+// the trailer section) when it is:
+//   - not a valid field name, or a field net/http refuses as a trailer
+//     (httpguts.ValidTrailerHeader: framing, routing, authentication,
+//     controls, If-*), which the edge's HTTP/1.1 writer would refuse too;
+//   - hop-by-hop: the standard ones, and those the client's Connection
+//     header nominates (pipeline.DropNominatedTrailers takes these out
+//     as the request enters, before the Connection header is cut down);
+//   - a name the edge states for the service (internal/edgeheader: the
+//     client-address and X-Forwarded-* headers, the URL overrides, the
+//     X-Causeway-* ones), from anyone, trusted proxy or not: the edge sets
+//     these in the header, and a service or a framework that merges
+//     trailers into the header must not find a client's copy there;
+//   - a name the outbound request's header carries once the route's
+//     rewrite has run (a forwarded JWT claim, a request id, a header the
+//     route sets): the header the edge decided on is not contradicted
+//     after the body.
+//
+// A value net/http would refuse to write (CR, LF, NUL and other controls)
+// leaves its field out at the end of the body: the edge's servers never
+// hand such a value over, so this only keeps a cut body from being the
+// price of a value that cannot be written.
+
+// forwardedTrailer returns the outbound request's Trailer: the names of
+// in (the client's request's Trailer, announced names with values still
+// to come) that go on, with no values yet; nil when none does.
+func forwardedTrailer(in *http.Request, outHeader http.Header) http.Header {
+	if len(in.Trailer) == 0 {
+		return nil
+	}
+	var out http.Header
+	for k := range in.Trailer {
+		if !trailerForwardable(k, outHeader) {
+			continue
+		}
+		if out == nil {
+			out = make(http.Header, len(in.Trailer))
+		}
+		out[k] = nil
+	}
+	return out
+}
+
+func trailerForwardable(k string, outHeader http.Header) bool {
+	if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
+		return false
+	}
+	ck := textproto.CanonicalMIMEHeaderKey(k)
+	for _, h := range hopHeaders {
+		if ck == h {
+			return false
+		}
+	}
+	if edgeheader.Of(k) != edgeheader.Plain {
+		return false
+	}
+	_, stated := outHeader[ck]
+	return !stated
+}
+
+// fillTrailer copies the values the client sent for out's names, once
+// the client's body has ended (in.Trailer is complete then: both servers
+// fill it before the body's io.EOF). out is the outbound request's
+// Trailer, filled in place: the transports hold that map from the head
+// on and read it after the body's io.EOF, on the goroutine that read it.
+func fillTrailer(out http.Header, in *http.Request) {
+	for k := range out {
+		var vv []string
+		for _, v := range in.Trailer[k] {
+			if httpguts.ValidHeaderFieldValue(v) {
+				vv = append(vv, v)
+			}
+		}
+		out[k] = vv
+	}
+}
+
+// readEnd is forwardBody's end: at the client body's io.EOF the
+// outbound trailer gets its values.
+func (b *forwardBody) readEnd(err error) {
+	if err == io.EOF && b.trailer != nil && !b.filled { //nolint:errorlint // io.EOF is returned bare
+		b.filled = true
+		fillTrailer(b.trailer, b.in)
+	}
+}
