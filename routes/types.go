@@ -784,6 +784,12 @@ type Match struct {
 	// request line or a header says. Gateway API routes attached only to
 	// HTTPS listeners get it.
 	TLS bool `yaml:"tls"`
+	// Plain, when true, matches only requests that reached the edge
+	// without TLS (its http listener): tls's counterpart, and exclusive
+	// with it. Gateway API routes attached only to HTTP listeners get it
+	// where an HTTPS listener has the host, so that over TLS only that
+	// listener's routes answer.
+	Plain bool `yaml:"plain"`
 }
 
 // SplitTarget is one weighted share of a route's traffic.

@@ -430,6 +430,9 @@ func (c *checker) checkMatch(p string, m Match) {
 	if m.Path != "" && m.PathPrefix != "" {
 		c.errorf(p+".path_prefix", "path and path_prefix are exclusive: use one")
 	}
+	if m.TLS && m.Plain {
+		c.errorf(p+".plain", "tls and plain are exclusive: a route for both connections sets neither")
+	}
 	if m.PathRegex != "" {
 		if m.Path != "" || m.PathPrefix != "" {
 			c.errorf(p+".path_regex", "path_regex, path and path_prefix are exclusive: use one")
@@ -521,6 +524,9 @@ func (m Match) signature() string {
 	b.Grow(32 + len(m.Host) + len(m.Path) + len(m.PathPrefix) + len(m.PathRegex))
 	for _, piece := range [...]string{"h=", m.Host, "|p=", m.Path, "|pp=", m.PathPrefix, "|re=", m.PathRegex, "|m=", strings.Join(methods, ","), "|tls=", strconv.FormatBool(m.TLS)} {
 		b.WriteString(piece)
+	}
+	if m.Plain {
+		b.WriteString("|plain")
 	}
 	for _, k := range sortedKeys(m.Headers) {
 		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])

@@ -158,7 +158,7 @@ func (t *translator) attach(v routeView, e *routeEntry) {
 		return
 	}
 	e.ok = true
-	tr := t.rules(v, servedHosts(attached, t.fenced), e)
+	tr := t.rules(v, servedHosts(attached, t.fenced, t.tlsClaimed), e)
 	for i := range e.parents {
 		c := &e.parents[i].Conditions
 		*c = append(*c, tr.resolved)
@@ -269,31 +269,43 @@ func hostCovers(w, h string) bool {
 }
 
 // servedHost is a hostname a route is served for, and whether only over
-// TLS: when every listener that gives it the name is HTTPS, a plain HTTP
-// request for it must not reach the route (listener isolation for the
-// direction that matters; a route of an HTTP listener is also served over
-// TLS, which exposes nothing).
+// TLS or only over plain connections. When every listener that gives it
+// the name is HTTPS, a plain HTTP request for it must not reach the route.
+// When every listener that gives it the name is HTTP, a TLS request for it
+// must not reach the route either where an HTTPS listener has the name
+// (tlsClaimed): over TLS that listener's routes alone answer for it. With
+// no HTTPS listener for the name, a route of an HTTP listener is served
+// over TLS too, which exposes nothing.
 type servedHost struct {
-	host    string
-	tlsOnly bool
+	host      string
+	tlsOnly   bool
+	plainOnly bool
 }
 
 // servedHosts is servedHostNames with, for each name, whether only HTTPS
-// listeners serve it.
-func servedHosts(atts []attachment, fenced func(string) bool) []servedHost {
-	plain := map[string]bool{} // a name some HTTP listener gives
+// listeners serve it, or only HTTP ones where an HTTPS listener claims it.
+func servedHosts(atts []attachment, fenced, tlsClaimed func(string) bool) []servedHost {
+	plain := map[string]bool{}  // a name some HTTP listener gives
+	secure := map[string]bool{} // a name some HTTPS listener gives
 	for _, a := range atts {
-		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue && a.ls.spec.Protocol != gatewayv1.HTTPSProtocolType {
+		if a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue {
+			given := plain
+			if a.ls.spec.Protocol == gatewayv1.HTTPSProtocolType {
+				given = secure
+			}
 			for _, h := range a.hosts {
-				plain[h] = true
+				given[h] = true
 			}
 		}
 	}
 	names := servedHostNames(atts, fenced)
 	out := make([]servedHost, 0, len(names))
 	for _, h := range names {
-		// A name any plain listener serves as "any host" is plain too.
-		out = append(out, servedHost{host: h, tlsOnly: !plain[h] && !plain[""]})
+		// A name any listener of a protocol serves as "any host" is that
+		// protocol's too.
+		tlsOnly := !plain[h] && !plain[""]
+		plainOnly := !tlsOnly && !secure[h] && !secure[""] && tlsClaimed(h)
+		out = append(out, servedHost{host: h, tlsOnly: tlsOnly, plainOnly: plainOnly})
 	}
 	return out
 }
@@ -387,6 +399,7 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 					}
 					route.Match.Host = host
 					route.Match.TLS = sh.tlsOnly
+					route.Match.Plain = sh.plainOnly
 					route.Match.Path, route.Match.PathPrefix, route.Match.PathRegex = path.exact, path.prefix, path.regex
 					e.routes = append(e.routes, route)
 					e.rules = append(e.rules, i)

@@ -32,6 +32,12 @@ import (
 //     without a host when no route of the exact host matches, and this
 //     route stops that fallback.
 //
+// Over TLS, only HTTPS listeners take requests: a route attached only
+// through HTTP listeners is served for plain connections only (match
+// plain) for a hostname an HTTPS listener matches whole (tlsClaimed),
+// whatever the HTTP listeners' namespaces; with no such HTTPS listener
+// it is served over TLS too, as it always was.
+//
 // Every listener of a served Gateway with a protocol the edge serves
 // counts, valid or not: an owner's listener that is broken for a while
 // (a certificate not there yet) must not hand its host to a broader
@@ -77,6 +83,19 @@ func (t *translator) isolationListeners(proto gatewayv1.ProtocolType) []*listene
 	return t.claims[proto]
 }
 
+// tlsClaimed reports whether an HTTPS listener matches every host that
+// hostname h (a name, a wildcard, "" for any) matches: over TLS, those
+// requests are an HTTPS listener's, and routes only HTTP listeners serve
+// for h are kept to plain connections.
+func (t *translator) tlsClaimed(h string) bool {
+	for _, o := range t.isolationListeners(gatewayv1.HTTPSProtocolType) {
+		if hostMatches(listenerHost(o.spec), h) {
+			return true
+		}
+	}
+	return false
+}
+
 // isolated reports whether a route attached through ls must not be served
 // for hostname h: another listener of ls's protocol, more specific than
 // ls, matches every host h does, so those requests are that listener's.
@@ -117,12 +136,15 @@ func (t *translator) fenced(h string) bool {
 // listener also matches, a route for that host that answers 404 in the
 // edge's error format. It has no path and no other condition, so every
 // route of that host outranks it. Plain requests reach only the HTTP
-// listeners' routes, TLS requests those of both protocols (the edge serves
-// an HTTP listener's routes over TLS too), so:
+// listeners' routes, TLS requests the HTTPS listeners' and those of HTTP
+// listeners for hosts no HTTPS listener claims (tlsClaimed), so:
 //   - an HTTP listener's host with a broader HTTP listener gets one for
-//     any connection (over TLS it also keeps the host from a broader
-//     HTTPS listener's routes: the edge cannot keep it from the HTTP
-//     ones alone);
+//     plain connections when an HTTPS listener claims the host (over TLS
+//     the host's HTTP routes are plain-only then, and the request is the
+//     most specific HTTPS listener's, broader or not: it falls back to
+//     that listener's routes), else one for any connection (the host's
+//     HTTP routes are served over TLS, and so are the broader HTTP
+//     listener's: it keeps the host from both);
 //   - an HTTPS listener's host with a broader listener of either
 //     protocol gets one for TLS only, so plain requests for the host
 //     still reach the HTTP listeners' routes;
@@ -147,8 +169,11 @@ func (t *translator) isolationRoutes() {
 	t.putUpstream(unresolvedUpstream, routes.Upstream{}, false)
 	for _, m := range ms {
 		suffix := "any"
-		if m.TLS {
+		switch {
+		case m.TLS:
 			suffix = "tls"
+		case m.Plain:
+			suffix = "plain"
 		}
 		t.res.Fragment.Routes = append(t.res.Fragment.Routes, routes.Route{
 			Name: name("Isolation", hostLabel(m.Host), suffix), Match: m, Plugins: []string{pname}, Upstream: unresolvedUpstream,
@@ -169,13 +194,13 @@ func (t *translator) isolationMatches() []routes.Match {
 			var m routes.Match
 			switch broaderPlain := broaderListener(plainLs, h); {
 			case narrow.spec.Protocol == gatewayv1.HTTPProtocolType && broaderPlain:
-				m = routes.Match{Host: h}
+				m = routes.Match{Host: h, Plain: t.tlsClaimed(h)}
 			case narrow.spec.Protocol == gatewayv1.HTTPSProtocolType && (broaderPlain || broaderListener(tlsLs, h)):
 				m = routes.Match{Host: h, TLS: true}
 			default:
 				continue
 			}
-			if !slices.ContainsFunc(out, func(o routes.Match) bool { return o.Host == m.Host && o.TLS == m.TLS }) {
+			if !slices.ContainsFunc(out, func(o routes.Match) bool { return o.Host == m.Host && o.TLS == m.TLS && o.Plain == m.Plain }) {
 				out = append(out, m)
 			}
 		}

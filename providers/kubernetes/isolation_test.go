@@ -16,7 +16,9 @@ import (
 // edge's router does for the routes the translator makes: the exact host,
 // then wildcard hosts by longest suffix, then routes without a host; in
 // the first of those with a matching route, the longest literal path,
-// then exact before prefix before no path, then TLS-only first. It names
+// then exact before prefix before no path, then TLS-only (or plain-only)
+// first, and never a TLS-only route for a plain request nor a plain-only
+// one for a TLS request. It names
 // the answering route's NAMESPACE/ROUTE, "404" for the isolation routes,
 // and "none" when nothing matches (the edge's own 404).
 func answerOf(rs []routes.Route, host, path string, tls bool) string {
@@ -44,7 +46,7 @@ func answerOf(rs []routes.Route, host, path string, tls bool) string {
 				kind = 1
 			}
 			t := 0
-			if r.Match.TLS {
+			if r.Match.TLS || r.Match.Plain {
 				t = 1
 			}
 			return [3]int{lit, kind, t}
@@ -52,7 +54,7 @@ func answerOf(rs []routes.Route, host, path string, tls bool) string {
 		for i := range rs {
 			r := &rs[i]
 			m := r.Match
-			if !c.ok(m.Host) || (m.TLS && !tls) || len(m.Methods)+len(m.Headers)+len(m.Query) > 0 {
+			if !c.ok(m.Host) || (m.TLS && !tls) || (m.Plain && tls) || len(m.Methods)+len(m.Headers)+len(m.Query) > 0 {
 				continue
 			}
 			if (m.Path != "" && m.Path != path) || (m.PathPrefix != "" && !strings.HasPrefix(path, m.PathPrefix)) {
@@ -249,10 +251,81 @@ func TestTranslateListenerIsolation(t *testing.T) {
 		},
 		reqs: []req{
 			{"ops.example", "/ops", false, "apps/ops"},
-			{"ops.example", "/ops", true, "apps/ops"},
-			{"ops.example", "/x", true, "tenant/secure"}, // the HTTPS listener's
+			// Over TLS the HTTPS listener's: the HTTP listener's route
+			// is plain-only.
+			{"ops.example", "/ops", true, "tenant/secure"},
+			{"ops.example", "/x", true, "tenant/secure"},
 			{"ops.example", "/x", false, "none"},
 			{"other.example", "/x", true, "tenant/secure"},
+		},
+	}, {
+		// The leak the plain-only match closes: a tenant's route on an
+		// all-namespaces HTTP listener naming the host of an HTTPS
+		// listener that admits only the owner was served over TLS too,
+		// where it answered every path the owner's routes do not match.
+		name: "a tenant names an HTTPS listener's host on a broad HTTP listener",
+		listeners: []gatewayv1.Listener{
+			listenerFrom("public", http, "", all), listenerFrom("ops", https, "ops.example", same),
+		},
+		routes: []*gatewayv1.HTTPRoute{
+			onListener("apps", "ops", "ops", nil, "/ops"),
+			onListener("tenant", "named", "public", []string{"ops.example"}, "/"),
+			onListener("tenant", "wild", "public", []string{"*.example"}, "/w"),
+		},
+		reqs: []req{
+			{"ops.example", "/ops", true, "apps/ops"},
+			{"ops.example", "/x", true, "404"},
+			{"ops.example", "/", true, "404"},
+			{"ops.example", "/w", true, "404"},
+			{"ops.example", "/x", false, "tenant/named"}, // plain: the HTTP listener's
+			{"ops.example", "/ops", false, "tenant/named"},
+			{"other.example", "/w", true, "tenant/wild"}, // no HTTPS listener has it
+			{"other.example", "/w", false, "tenant/wild"},
+		},
+	}, {
+		// An HTTP listener's host under a broader HTTP listener, with a
+		// broader HTTPS listener too: plain requests for it are the narrow
+		// HTTP listener's (the broad one's fall-back stopped), TLS ones the
+		// HTTPS listener's, which now answers them (the isolation route is
+		// for plain connections only).
+		name: "an HTTP listener's host under broader HTTP and HTTPS listeners",
+		listeners: []gatewayv1.Listener{
+			listenerFrom("public", http, "", all), listenerFrom("ops", http, "ops.example", same),
+			listenerFrom("secure", https, "*.example", same),
+		},
+		routes: []*gatewayv1.HTTPRoute{
+			onListener("apps", "ops", "ops", nil, "/ops"),
+			onListener("apps", "secure", "secure", nil, "/s"),
+			onListener("tenant", "named", "public", []string{"ops.example"}, "/"),
+			onListener("tenant", "any", "public", nil, "/"),
+		},
+		reqs: []req{
+			{"ops.example", "/ops", false, "apps/ops"},
+			{"ops.example", "/x", false, "404"},
+			{"ops.example", "/s", false, "404"},
+			{"ops.example", "/s", true, "apps/secure"},
+			{"ops.example", "/ops", true, "404"},
+			{"ops.example", "/x", true, "404"},
+			{"a.example", "/x", true, "404"},
+			{"a.example", "/x", false, "tenant/any"},
+			{"other.net", "/x", true, "tenant/any"},
+		},
+	}, {
+		// Attached to an HTTP and an HTTPS listener alike: served on both
+		// connections, never plain-only.
+		name: "a route on both protocols",
+		listeners: []gatewayv1.Listener{
+			listenerFrom("http", http, "", same), listenerFrom("https", https, "", same),
+		},
+		routes: []*gatewayv1.HTTPRoute{
+			onListener("apps", "both", "", nil, "/"),
+			onListener("apps", "redirect", "http", nil, "/r"),
+		},
+		reqs: []req{
+			{"a.example", "/x", true, "apps/both"},
+			{"a.example", "/x", false, "apps/both"},
+			{"a.example", "/r", false, "apps/redirect"},
+			{"a.example", "/r", true, "apps/both"}, // the HTTP listener's route is not the HTTPS one's
 		},
 	}, {
 		name: "no narrower listener: nothing changes",

@@ -64,6 +64,7 @@ type routeMatcher struct {
 	pathRe   *regexp.Regexp
 	matchers []func(*http.Request) bool // headers_regex, query_regex
 	tls      bool
+	plain    bool
 }
 
 type headerCond struct {
@@ -174,7 +175,7 @@ func needsMux(m routes.Match) bool {
 // come in rank order, so every list stays in rank order.
 func (h *hostRoutes) add(rank int, e RouteEntry, templates *mux.Router) {
 	m := e.Cfg.Match
-	rm := &routeMatcher{rank: rank, handler: e.Handler, tls: m.TLS}
+	rm := &routeMatcher{rank: rank, handler: e.Handler, tls: m.TLS, plain: m.Plain}
 	var muxRoute *mux.Route
 	muxed := func() *mux.Route {
 		if muxRoute == nil {
@@ -324,7 +325,7 @@ func specificityOf(m routes.Match, lit string, i int) specificity {
 		return 0
 	}
 	// Field widths: literal length 24 bits, path kind 3, methods 1,
-	// header and query conditions 16 each, tls 1. Longer paths and more
+	// header and query conditions 16 each, tls or plain 1. Longer paths and more
 	// conditions than fit are clamped: no routes file or cluster comes
 	// near them (a request line is bounded far below 16 MiB).
 	clamp := func(n int, bits uint) uint64 { return uint64(min(n, 1<<bits-1)) }
@@ -333,7 +334,7 @@ func specificityOf(m routes.Match, lit string, i int) specificity {
 	k = k<<1 | b2u(len(m.Methods) > 0)
 	k = k<<16 | clamp(len(m.Headers)+len(m.HeadersRegex), 16)
 	k = k<<16 | clamp(len(m.Query)+len(m.QueryRegex), 16)
-	k = k<<1 | b2u(m.TLS)
+	k = k<<1 | b2u(m.TLS || m.Plain)
 	return specificity{key: k, i: i}
 }
 
@@ -357,10 +358,11 @@ func moreSpecificLit(a routes.Match, litA string, b routes.Match, litB string) b
 	if qa, qb := len(a.Query)+len(a.QueryRegex), len(b.Query)+len(b.QueryRegex); qa != qb {
 		return qa > qb
 	}
-	// A route only for TLS before the same match for any connection: on
-	// the https listener it is the one meant (a Gateway's HTTPS listener
-	// and its HTTP listener each with a route for the same requests).
-	return a.TLS && !b.TLS
+	// A route only for TLS (or only for plain connections) before the
+	// same match for any connection: on that listener it is the one meant
+	// (a Gateway's HTTPS listener and its HTTP listener each with a route
+	// for the same requests). A TLS route and a plain one never meet.
+	return (a.TLS || a.Plain) && !b.TLS && !b.Plain
 }
 
 func pathKind(m routes.Match) int {
@@ -447,6 +449,9 @@ func (rm *routeMatcher) match(r *http.Request) (map[string]string, bool) {
 	if rm.tls && r.TLS == nil {
 		// The connection, not mux's Schemes, which would believe an
 		// absolute-form request line ("GET https://...") on plain HTTP.
+		return nil, false
+	}
+	if rm.plain && r.TLS != nil {
 		return nil, false
 	}
 	if len(rm.methods) > 0 && !slices.Contains(rm.methods, r.Method) {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -173,16 +174,22 @@ func TestCleanPath(t *testing.T) {
 	}
 }
 
-// match.tls: a route only for TLS connections wins over the same match for
-// any connection when the request came over TLS, and is never reached on a
-// plain connection, whatever scheme the request line claims.
-func TestRouteTLSOnly(t *testing.T) {
+// match.tls and match.plain: a route only for TLS (or only for plain)
+// connections wins over the same match for any connection when the request
+// came that way, and is never reached on the other kind of connection,
+// whatever scheme the request line claims, however specific it is: a
+// request then falls back to what else matches (a shorter path, a
+// wildcard host), as if the route were not there.
+func TestRouteConnectionKind(t *testing.T) {
 	t.Parallel()
-	both := []RouteEntry{
-		{Cfg: &routes.Route{Name: "any", Match: routes.Match{Host: "shop.example", PathPrefix: "/"}}, Handler: named("any")},
-		{Cfg: &routes.Route{Name: "tls", Match: routes.Match{Host: "shop.example", PathPrefix: "/", TLS: true}}, Handler: named("tls")},
+	route := func(name, host, prefix string, tls, plain bool) RouteEntry {
+		return RouteEntry{Cfg: &routes.Route{Name: name, Match: routes.Match{Host: host, PathPrefix: prefix, TLS: tls, Plain: plain}}, Handler: named(name)}
 	}
-	tlsOnly := both[1:]
+	anyR := route("any", "shop.example", "/", false, false)
+	tlsR := route("tls", "shop.example", "/", true, false)
+	plainR := route("plain", "shop.example", "/", false, true)
+	plainAdmin := route("plain-admin", "shop.example", "/admin", false, true)
+	wild := route("wild", "*.example", "/", false, false)
 	tests := []struct {
 		name    string
 		entries []RouteEntry
@@ -190,25 +197,36 @@ func TestRouteTLSOnly(t *testing.T) {
 		overTLS bool
 		want    string // "" for no match
 	}{
-		{"TLS request, both routes", both, "/x", true, "tls"},
-		{"plain request, both routes", both, "/x", false, "any"},
-		{"TLS request, TLS-only route", tlsOnly, "/x", true, "tls"},
-		{"plain request, TLS-only route", tlsOnly, "/x", false, ""},
-		{"plain request claiming https in the request line", tlsOnly, "https://shop.example/x", false, ""},
+		{"TLS request, any and TLS routes", []RouteEntry{anyR, tlsR}, "/x", true, "tls"},
+		{"plain request, any and TLS routes", []RouteEntry{anyR, tlsR}, "/x", false, "any"},
+		{"TLS request, TLS-only route", []RouteEntry{tlsR}, "/x", true, "tls"},
+		{"plain request, TLS-only route", []RouteEntry{tlsR}, "/x", false, ""},
+		{"plain request claiming https in the request line", []RouteEntry{tlsR}, "https://shop.example/x", false, ""},
+		{"plain request, any and plain routes", []RouteEntry{anyR, plainR}, "/x", false, "plain"},
+		{"TLS request, any and plain routes", []RouteEntry{anyR, plainR}, "/x", true, "any"},
+		{"plain request, plain-only route", []RouteEntry{plainR}, "/x", false, "plain"},
+		{"TLS request, plain-only route", []RouteEntry{plainR}, "/x", true, ""},
+		{"TLS request, TLS and plain routes", []RouteEntry{tlsR, plainR}, "/x", true, "tls"},
+		{"plain request, TLS and plain routes", []RouteEntry{tlsR, plainR}, "/x", false, "plain"},
+		{"TLS request, longer plain path, shorter TLS one", []RouteEntry{tlsR, plainAdmin}, "/admin/x", true, "tls"},
+		{"plain request, longer plain path, shorter TLS one", []RouteEntry{tlsR, plainAdmin}, "/admin/x", false, "plain-admin"},
+		{"TLS request, plain exact host, wildcard host", []RouteEntry{plainR, wild}, "/x", true, "wild"},
+		{"plain request, plain exact host, wildcard host", []RouteEntry{plainR, wild}, "/x", false, "plain"},
 	}
 	for _, tt := range tests {
-		for _, order := range [][]int{{0, 1}, {1, 0}} {
-			t.Run(fmt.Sprintf("%s/%v", tt.name, order), func(t *testing.T) {
-				entries := tt.entries
-				if len(entries) == 2 {
-					entries = []RouteEntry{entries[order[0]], entries[order[1]]}
+		for _, reversed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/reversed=%v", tt.name, reversed), func(t *testing.T) {
+				entries := slices.Clone(tt.entries)
+				if reversed {
+					slices.Reverse(entries)
 				}
 				rt := NewRouter(entries)
-				r := httptest.NewRequest(http.MethodGet, "http://shop.example/x", nil)
+				target := "http://shop.example" + tt.target
 				if strings.HasPrefix(tt.target, "https://") {
-					r = httptest.NewRequest(http.MethodGet, tt.target, nil)
-					r.TLS = nil // httptest sets it for an https target; this one came in plain
+					target = tt.target
 				}
+				r := httptest.NewRequest(http.MethodGet, target, nil)
+				r.TLS = nil // httptest sets it for an https target; this one came in plain
 				if tt.overTLS {
 					r.TLS = &tls.ConnectionState{HandshakeComplete: true}
 				}
