@@ -118,11 +118,6 @@ func (f *forwardState) roundTripDone() {
 type forwardBody struct {
 	rc     io.ReadCloser
 	closed atomic.Bool
-	// in is the client's request, trailer the outbound request's Trailer
-	// that its values go into at the end of the body (reqtrailer.go).
-	in      *http.Request
-	trailer http.Header
-	filled  bool
 }
 
 var errBodyAfterHandler = errors.New("gateway: request body read after the forwarder returned")
@@ -131,9 +126,7 @@ func (b *forwardBody) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, errBodyAfterHandler
 	}
-	n, err := b.rc.Read(p)
-	b.readEnd(err)
-	return n, err
+	return b.rc.Read(p)
 }
 
 func (b *forwardBody) Close() error {
@@ -196,7 +189,6 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	if outreq.Body != nil {
 		f.body.rc = outreq.Body
 		f.body.closed.Store(false)
-		f.body.in, f.body.trailer, f.body.filled = req, nil, false
 		outreq.Body = &f.body
 		defer f.body.Close()
 	}
@@ -226,8 +218,9 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		outreq.Header["User-Agent"] = noUserAgent
 	}
 	if outreq.Body != nil {
-		outreq.Trailer = forwardedTrailer(req, outreq.Header)
-		f.body.trailer = outreq.Trailer
+		if outreq.Trailer = forwardedTrailer(req, outreq.Header); outreq.Trailer != nil {
+			outreq.Body = &trailerBody{body: outreq.Body, in: req, out: outreq.Trailer}
+		}
 	}
 
 	res, err := p.transport.RoundTrip(outreq)
