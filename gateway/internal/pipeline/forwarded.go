@@ -49,7 +49,7 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 	var pi Peer
 	pi.Peer, _ = clientip.ParseAddr(r.RemoteAddr)
 	if pi.Peer.IsValid() { // not for a listener without addresses
-		pi.PeerStr = pi.Peer.String()
+		pi.PeerStr = addrString(pi.Peer, r.RemoteAddr)
 	}
 	pi.Trusted = t.res.Trusts(pi.Peer)
 	if !pi.Trusted {
@@ -66,6 +66,23 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 		pi.ClientStr = pi.Client.String()
 	}
 	return pi
+}
+
+// addrString is a.String(), for a parsed from remoteAddr: an IPv4
+// address is the host part of remoteAddr ("1.2.3.4:5678") without a new
+// string when that part is exactly its text. netip.ParseAddr takes only
+// the canonical dotted-decimal form of IPv4 (no leading zeros), so a part
+// that parses back to a is that text. IPv6 has several spellings: always
+// formatted.
+func addrString(a netip.Addr, remoteAddr string) string {
+	if a.Is4() {
+		if i := strings.LastIndexByte(remoteAddr, ':'); i > 0 && remoteAddr[0] != '[' {
+			if b, err := netip.ParseAddr(remoteAddr[:i]); err == nil && b == a {
+				return remoteAddr[:i]
+			}
+		}
+	}
+	return a.String()
 }
 
 // SetForwarded sets X-Forwarded-For/-Proto/-Host/-Port, Forwarded and

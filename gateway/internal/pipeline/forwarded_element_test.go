@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -68,5 +69,38 @@ func TestForwardedElementAllocatesOnce(t *testing.T) {
 		_ = forwardedElement(peer, "192.0.2.1", "example.com:8080", "https")
 	}); n != 1 {
 		t.Errorf("forwardedElement with a quoted host: %v allocations, want 1", n)
+	}
+}
+
+func TestAddrStringMatchesString(t *testing.T) {
+	for _, tc := range []struct {
+		desc, remote string
+		allocs       float64
+	}{
+		{"IPv4 with a port", "192.0.2.1:1234", 0},
+		{"IPv4 without a port", "192.0.2.1", 1},
+		{"IPv4-mapped IPv6", "[::ffff:192.0.2.1]:1234", 1},
+		{"IPv6", "[2001:db8::1]:443", 1},
+		{"IPv6 loopback", "[::1]:80", 1},
+		{"IPv6 with a zone", "[fe80::1%eth0]:80", 1},
+		{"IPv4 in a bracket", "[192.0.2.1]:80", 1},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			r := &http.Request{RemoteAddr: tc.remote}
+			var tp TrustedProxies
+			pi := tp.Resolve(r)
+			if !pi.Peer.IsValid() {
+				if pi.PeerStr != "" {
+					t.Fatalf("no peer, PeerStr %q", pi.PeerStr)
+				}
+				return
+			}
+			if want := pi.Peer.String(); pi.PeerStr != want {
+				t.Errorf("PeerStr %q, want %q", pi.PeerStr, want)
+			}
+			if n := testing.AllocsPerRun(100, func() { _ = addrString(pi.Peer, tc.remote) }); n > tc.allocs {
+				t.Errorf("%v allocations, want at most %v", n, tc.allocs)
+			}
+		})
 	}
 }
