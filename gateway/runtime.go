@@ -278,9 +278,13 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	st.http10 = r.ProtoMajor == 1 && r.ProtoMinor == 0
 	pipeline.SanitizeHeaders(r.Header, st.peer.Trusted, &rt.file.Server)
 	st.requestID = pipeline.RequestID(r.Header.Get(httperr.RequestIDHeader))
-	r.Header.Set(httperr.RequestIDHeader, st.requestID)
-	w.Header().Set(httperr.RequestIDHeader, st.requestID)
-	st.propagateTrace(r)
+	// The values the edge states here share one array instead of a slice
+	// each (Header.Set's). Each slice is capped: an Add to one copies it
+	// rather than write into its neighbour.
+	vals := &[3]string{st.requestID, st.requestID}
+	r.Header[httperr.RequestIDHeader] = vals[0:1:1]
+	w.Header()[httperr.RequestIDHeader] = vals[1:2:2]
+	st.propagateTraceInto(r, vals[2:3:3])
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ProtoMajor == 1 {
 			// Without full duplex, net/http reads what is left of the

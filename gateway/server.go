@@ -253,6 +253,16 @@ func (g *generation[C]) close() {
 // request uncounts itself and takes the new one; seeing it still live,
 // retire (which looks only after the swap) cannot miss the count.
 func (s *server[C]) serveLive(i int, w http.ResponseWriter, r *http.Request) {
+	rt := s.countLive(i)
+	// Deferred outside the loop in countLive: a defer inside a loop is
+	// allocated on the heap, one allocation per request.
+	defer rt.inflight.Add(-1)
+	rt.serve(w, r)
+}
+
+// countLive returns the i-th runtime of the live generation with the
+// request counted on it (see serveLive).
+func (s *server[C]) countLive(i int) *runtime {
 	for {
 		g := s.live.Load()
 		rt := g.rts[i]
@@ -261,9 +271,7 @@ func (s *server[C]) serveLive(i int, w http.ResponseWriter, r *http.Request) {
 		}
 		rt.inflight.Add(1)
 		if s.live.Load() == g {
-			defer rt.inflight.Add(-1)
-			rt.serve(w, r)
-			return
+			return rt
 		}
 		rt.inflight.Add(-1)
 	}

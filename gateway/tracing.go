@@ -44,7 +44,12 @@ const (
 // propagateTrace makes sure r carries a valid traceparent and records the
 // trace id for the access log. It costs no allocation when the client sent
 // one, and one string when it starts a trace.
-func (st *reqState) propagateTrace(r *http.Request) {
+func (st *reqState) propagateTrace(r *http.Request) { st.propagateTraceInto(r, nil) }
+
+// propagateTraceInto is propagateTrace with the slice (length 1) that
+// holds a traceparent it starts, so that the caller can allocate it with
+// others; nil allocates one.
+func (st *reqState) propagateTraceInto(r *http.Request, slot []string) {
 	if tp := r.Header.Get(traceparentHeader); validTraceparent(tp) {
 		st.traceID = tp[3:35]
 		return
@@ -52,7 +57,11 @@ func (st *reqState) propagateTrace(r *http.Request) {
 	// A tracestate without a valid traceparent is meaningless (spec 3.3).
 	r.Header.Del(tracestateHeader)
 	tp := newTraceparent()
-	r.Header.Set(traceparentHeader, tp)
+	if slot == nil {
+		slot = make([]string, 1)
+	}
+	slot[0] = tp
+	r.Header[traceparentHeader] = slot
 	st.traceID = tp[3:35]
 	st.traceStarted = true
 }

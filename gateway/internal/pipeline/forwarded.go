@@ -49,7 +49,7 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 	var pi Peer
 	pi.Peer, _ = clientip.ParseAddr(r.RemoteAddr)
 	if pi.Peer.IsValid() { // not for a listener without addresses
-		pi.PeerStr = pi.Peer.String()
+		pi.PeerStr = addrString(pi.Peer, r.RemoteAddr)
 	}
 	pi.Trusted = t.res.Trusts(pi.Peer)
 	if !pi.Trusted {
@@ -66,6 +66,23 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 		pi.ClientStr = pi.Client.String()
 	}
 	return pi
+}
+
+// addrString is a.String(), for a parsed from remoteAddr: an IPv4
+// address is the host part of remoteAddr ("1.2.3.4:5678") without a new
+// string when that part is exactly its text. netip.ParseAddr takes only
+// the canonical dotted-decimal form of IPv4 (no leading zeros), so a part
+// that parses back to a is that text. IPv6 has several spellings: always
+// formatted.
+func addrString(a netip.Addr, remoteAddr string) string {
+	if a.Is4() {
+		if i := strings.LastIndexByte(remoteAddr, ':'); i > 0 && remoteAddr[0] != '[' {
+			if b, err := netip.ParseAddr(remoteAddr[:i]); err == nil && b == a {
+				return remoteAddr[:i]
+			}
+		}
+	}
+	return a.String()
 }
 
 // SetForwarded sets X-Forwarded-For/-Proto/-Host/-Port, Forwarded and
@@ -159,23 +176,38 @@ func forwardedElement(peer netip.Addr, peerStr, host, proto string) string {
 	if host == "" {
 		return "for=" + node + ";proto=" + proto
 	}
-	return "for=" + node + ";host=" + quoteForwarded(host) + ";proto=" + proto
+	// Built in one allocation: a Host with a port (most of them) is
+	// quoted, which as a quoted copy and a concatenation cost two.
+	if !needsQuote(host) {
+		return "for=" + node + ";host=" + host + ";proto=" + proto
+	}
+	var b strings.Builder
+	b.Grow(len("for=;host=\"\";proto=") + len(node) + len(host) + strings.Count(host, `\`) + strings.Count(host, `"`) + len(proto))
+	b.WriteString("for=")
+	b.WriteString(node)
+	b.WriteString(`;host="`)
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c == '\\' || c == '"' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(host[i])
+	}
+	b.WriteString(`";proto=`)
+	b.WriteString(proto)
+	return b.String()
 }
 
-// quoteForwarded quotes a value that is not an RFC 7230 token.
-func quoteForwarded(v string) string {
+// needsQuote reports whether v is not an RFC 7230 token, which the
+// Forwarded header carries quoted.
+func needsQuote(v string) bool {
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') && strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
-			return `"` + forwardedEscaper.Replace(v) + `"`
+			return true
 		}
 	}
-	return v
+	return false
 }
-
-// forwardedEscaper is built once: a Replacer compiles its table on first use,
-// which cost more than the rest of the Forwarded header when done per request.
-var forwardedEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
 // Origin is the scheme and host the client addressed: from a trusted
 // proxy, its X-Forwarded-Proto and X-Forwarded-Host (the first, the

@@ -123,7 +123,16 @@ type h1Conn struct {
 	// (body.go); sending says whether this request has one.
 	send    bodySend
 	sending bool
+
+	// unblock is unblockIO, made once: each request hands it to
+	// context.AfterFunc, and a closure made there cost an allocation per
+	// request.
+	unblock func()
 }
+
+// unblockIO makes c's blocked reads and writes return: the request's
+// context ended.
+func (c *h1Conn) unblockIO() { _ = c.nc.SetDeadline(aLongTimeAgo) }
 
 // sendsItself reports whether H1 sends req itself (see H1 for what it
 // leaves to the fallback).
@@ -309,6 +318,7 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 // connection over it).
 func (t *H1) newConn(host string, nc net.Conn) *h1Conn {
 	c := &h1Conn{t: t, host: host, nc: nc, br: bufio.NewReaderSize(nc, 4<<10)}
+	c.unblock = c.unblockIO
 	c.cw.nc = nc
 	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
 	c.send.init(c)
@@ -436,7 +446,7 @@ const maxInformational = 5
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.RequestHead) (*http.Response, error) {
 	// A client that leaves (or a per-try deadline) unblocks the reads and
 	// writes below, and later the body's.
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(aLongTimeAgo) })
+	stop := context.AfterFunc(ctx, c.unblock)
 	body := hasBody(req)
 	c.sending = false
 	if c.t.headerTimeout > 0 && !body {
@@ -469,6 +479,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		c.send.start(ctx, req, h)
 	}
 	var resp *http.Response
+	var rbody *h1Body // allocated with resp, used when it has a body
 	for informational := 0; ; informational++ {
 		head, inBuffer, err := c.readHead()
 		if err != nil {
@@ -477,12 +488,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		}
 		// A 1xx head is checked as a final one is: net/http refuses the
 		// same malformed heads whatever their status.
-		resp, err = c.newResponse(req, head)
+		a, err := c.newResponse(req, head)
 		_, _ = c.br.Discard(inBuffer)
 		if err != nil {
 			stop()
 			return nil, err
 		}
+		resp, rbody = &a.resp, &a.body
 		if resp.StatusCode >= 200 {
 			break
 		}
@@ -532,7 +544,8 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		c.chunked.Reset(c.br)
 		fallthrough
 	case f == h1.ToClose, f == h1.Length && c.head.ContentLength > 0:
-		resp.Body = &h1Body{c: c, resp: resp, stop: stop, keep: keep, framing: f, left: c.head.ContentLength}
+		*rbody = h1Body{c: c, resp: resp, stop: stop, keep: keep, framing: f, left: c.head.ContentLength}
+		resp.Body = rbody
 		return resp, nil
 	}
 	// No body by rule, or Content-Length: 0 (http.NoBody, as net/http).

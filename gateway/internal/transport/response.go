@@ -147,11 +147,14 @@ var chunkedCoding = []string{"chunked"}[:1:1]
 
 // newResponse builds the *http.Response for the head c.head, whose bytes
 // are head, to req, exactly as http.ReadResponse builds it from the same
-// bytes. Its strings share one copy of head.
-func (c *h1Conn) newResponse(req *http.Request, head []byte) (*http.Response, error) {
+// bytes, with the slot for its body beside it. Its strings share one copy
+// of head.
+func (c *h1Conn) newResponse(req *http.Request, head []byte) (*responseAlloc, error) {
 	r := &c.head
 	s := string(head)
-	resp := &http.Response{
+	a := new(responseAlloc)
+	resp := &a.resp
+	*resp = http.Response{
 		Status:        s[len("HTTP/1.1 "):strings.IndexByte(s, '\r')],
 		StatusCode:    r.Status,
 		Proto:         "HTTP/1.1",
@@ -164,7 +167,7 @@ func (c *h1Conn) newResponse(req *http.Request, head []byte) (*http.Response, er
 	if r.Minor == 0 {
 		resp.Proto = "HTTP/1.0"
 	}
-	resp.Header = newHeader(r.Headers, head, s)
+	resp.Header = newHeader(r.Headers, head, s, a.vals[:])
 	h := resp.Header
 	// What http.ReadResponse does to the header it read: a Pragma:
 	// no-cache without Cache-Control gains one; Transfer-Encoding (never
@@ -201,8 +204,22 @@ func (c *h1Conn) newResponse(req *http.Request, head []byte) (*http.Response, er
 	default:
 		resp.ContentLength = r.ContentLength
 	}
-	return resp, nil
+	return a, nil
 }
+
+// responseAlloc is what a response from H1 allocates, in one allocation
+// instead of one each: the response, its body (used when it has one), and
+// the first values of its header fields. It is never pooled: the caller
+// owns the response and may keep it, as it may keep http.Transport's.
+type responseAlloc struct {
+	resp http.Response
+	body h1Body
+	vals [inlineValues]string
+}
+
+// inlineValues is how many header fields' values responseAlloc holds; a
+// response with more allocates their array apart.
+const inlineValues = 8
 
 // bodyAllowed: 1xx, 204 and 304 never have a body.
 func bodyAllowed(status int) bool {
@@ -253,9 +270,13 @@ func isToken(s string) bool {
 // canonical) and the values are. All the fields' first values share one
 // array, as in net/textproto. Transfer-Encoding is left out, as
 // http.ReadResponse leaves it out once it has applied it.
-func newHeader(fields []h1.Header, head []byte, s string) http.Header {
+//
+// vals holds the values when it is long enough; otherwise an array is made.
+func newHeader(fields []h1.Header, head []byte, s string, vals []string) http.Header {
 	h := make(http.Header, len(fields))
-	vals := make([]string, len(fields))
+	if len(vals) < len(fields) {
+		vals = make([]string, len(fields))
+	}
 	for _, f := range fields {
 		key := canonicalKey(f.Name, head, s)
 		if key == "Transfer-Encoding" {
