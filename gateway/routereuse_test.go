@@ -179,6 +179,7 @@ func TestRouteReuseDifferential(t *testing.T) {
 		}
 	}
 	reused := 0
+	var lastRefused *reuseModel
 	for step := range steps {
 		next := live.clone()
 		var what string
@@ -289,6 +290,10 @@ func TestRouteReuseDifferential(t *testing.T) {
 			wantRefused, what = true, "refused by the build"
 		default:
 			what = "the same model again"
+			if lastRefused != nil && rng.IntN(2) == 0 {
+				// Its flawed route must not pass as known.
+				next, wantRefused, what = lastRefused.clone(), true, "the model refused last, again"
+			}
 		}
 		before := reu.te.live.Load()
 		var errs [2]error
@@ -305,7 +310,10 @@ func TestRouteReuseDifferential(t *testing.T) {
 		}
 		if errs[1] == nil {
 			live = next
-		} else if reu.te.live.Load() != before {
+		} else {
+			lastRefused = &next
+		}
+		if errs[1] != nil && reu.te.live.Load() != before {
 			t.Fatalf("step %d (%s): a refused model replaced the live generation", step, what)
 		}
 		rtRef, rtReu := ref.te.live.Load().runtime(0), reu.te.live.Load().runtime(0)
