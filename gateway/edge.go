@@ -95,6 +95,7 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 		// cannot be replaced or freed meanwhile, nor its upstreams'
 		// endpoints changed in place.
 		deps.prev = rt.upstreams
+		deps.prevRoutes = rt
 	}
 	var stages []map[string]Stage
 	for _, ft := range e.features {

@@ -55,6 +55,10 @@ type routeSources struct {
 	// checked memoizes checkPolicy for base: a snapshot of the cluster
 	// checks every policy, most of them unchanged.
 	checked map[[32]byte]error
+	// memo keeps what checking the fragment's routes found of each route
+	// alone, so a change re-checks only the routes it touched (and every
+	// route against the rest of the model).
+	memo routes.MergeMemo
 }
 
 func (rs *routeSources) init(e *Edge) {
@@ -211,7 +215,11 @@ func (rs *routeSources) merge(f *routes.File) (*routes.File, error) {
 	if f.Providers.Kubernetes == nil {
 		return f, nil
 	}
-	m, err := f.Merge(rs.fragment())
+	memo := &rs.memo
+	if rs.e.opts.noReuse {
+		memo = nil // the reference: every route checked in full
+	}
+	m, err := f.MergeWith(rs.fragment(), memo)
 	if err != nil {
 		return nil, fmt.Errorf("with the routes from Kubernetes: %w", err)
 	}

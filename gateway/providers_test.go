@@ -207,6 +207,7 @@ func benchmarkRouteSourceApply(b *testing.B, frag routes.Fragment) {
 	b.StopTimer()
 	if rt := te.live.Load().runtime(0); rt != nil {
 		b.ReportMetric(float64(rt.reused), "upstreams-reused")
+		b.ReportMetric(float64(rt.routesReused), "forwarders-reused")
 	}
 }
 

@@ -50,6 +50,20 @@ type runtime struct {
 	held *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
 	// reused counts the upstreams taken over from the previous generation.
 	reused int
+	// handlers are the handlers of file.Routes, index for index: the next
+	// generation takes a route's forwarder over when it would build the
+	// same one (takeOver).
+	handlers []builtRoute
+	// routesReused counts the routes whose forwarder was taken over from
+	// the previous generation.
+	routesReused int
+}
+
+// builtRoute is one route's handler as a generation built it, and the
+// forwarder inside it.
+type builtRoute struct {
+	h  *routeHandler
+	fw *forwarder
 }
 
 // buildDeps are the long-lived pieces a runtime is built with.
@@ -63,12 +77,16 @@ type buildDeps struct {
 	upstreams *refpool.Pool[*proxy.Upstream, *proxy.Upstream]
 	// prev are the live generation's upstreams, which this one takes over
 	// where they are Reusable (nil: every upstream is built).
-	prev   map[string]*proxy.Upstream
-	tlsFor proxy.TLSConfigFunc
-	tlsKey string
-	stages []Stage
-	access *accessLog
-	log    *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
+	prev map[string]*proxy.Upstream
+	// prevRoutes is the live generation, whose routes' forwarders this
+	// one takes over where it would build the same (nil: every forwarder
+	// is built).
+	prevRoutes *runtime
+	tlsFor     proxy.TLSConfigFunc
+	tlsKey     string
+	stages     []Stage
+	access     *accessLog
+	log        *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
 	// now is the clock of ejections, breakers and retry budgets (nil:
 	// time.Now).
 	now func() time.Time
@@ -130,9 +148,11 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 		return nil, errs
 	}
 	entries := make([]pipeline.RouteEntry, 0, len(f.Routes))
+	rt.handlers = make([]builtRoute, 0, len(f.Routes))
+	prev := takeOver{rt: deps.prevRoutes}
 	for i := range f.Routes {
 		rc := &f.Routes[i]
-		h, err := rt.routeHandler(*rc, deps.stages)
+		h, err := rt.routeHandlerFrom(i, rc, deps.stages, &prev)
 		if err != nil {
 			p := fmt.Sprintf("routes[%d]", i)
 			var located *routes.Error
@@ -147,7 +167,8 @@ func buildRuntime(f *routes.File, deps buildDeps) (*runtime, error) {
 			}
 			continue
 		}
-		entries = append(entries, pipeline.RouteEntry{Cfg: rc, Handler: h})
+		rt.handlers = append(rt.handlers, h)
+		entries = append(entries, pipeline.RouteEntry{Cfg: rc, Handler: h.h})
 	}
 	if len(errs) > 0 {
 		rt.close()
@@ -192,21 +213,83 @@ func (rt *runtime) publish() {
 	}
 }
 
-// routeHandler assembles one route: request info, the stages in order, then
-// the forwarder.
-func (rt *runtime) routeHandler(rc routes.Route, stages []Stage) (http.Handler, error) {
-	var h http.Handler = newForwarder(rc, rt.upstreams, rt.metrics, rt.caller, rt.reverseProxy)
+// routeHandlerFrom assembles rc, route i of the model: request info, the
+// stages in order, then the forwarder; or takes over the live
+// generation's handler (prev) where that is exactly what it would build.
+func (rt *runtime) routeHandlerFrom(i int, rc *routes.Route, stages []Stage, prev *takeOver) (builtRoute, error) {
+	fw, rm := prev.forwarder(rt, i, rc)
+	if fw == nil {
+		fw, rm = newForwarder(*rc, rt.upstreams, rt.metrics, rt.caller, rt.reverseProxy), rt.metrics.forRoute(rc.Name)
+	} else {
+		rt.routesReused++
+	}
+	var h http.Handler = fw
 	traced := tracingStages(stages)
-	for i := len(stages) - 1; i >= 0; i-- {
-		mw, err := stages[i].Middleware(rc)
+	for j := len(stages) - 1; j >= 0; j-- {
+		mw, err := stages[j].Middleware(*rc)
 		if err != nil {
-			return nil, err
+			return builtRoute{}, err
 		}
 		if mw != nil {
-			h = withStageSpan(stages[i], mw, traced)(h)
+			h = withStageSpan(stages[j], mw, traced)(h)
 		}
 	}
-	return &routeHandler{name: rc.Name, host: rc.Match.Host, timeout: rc.Timeout.D(), next: h, metrics: rt.metrics.forRoute(rc.Name)}, nil
+	return builtRoute{h: &routeHandler{name: rc.Name, host: rc.Match.Host, timeout: rc.Timeout.D(), next: h, metrics: rm}, fw: fw}, nil
+}
+
+// takeOver finds the live generation's forwarder of a route for the
+// generation being built: the innermost handler, which holds the route's
+// upstreams and their proxies and is most of a route's building. The
+// stages around it are built afresh every time, as they belong to each
+// generation's features. A forwarder is taken over only when building it
+// again would give the same: the same route, field by field; each target
+// the very upstream this generation sends to (taken over itself, so with
+// the same settings, endpoints and state); none mirrored (building a
+// forwarder wires the mirror's shadow); and the same metrics, caller token
+// sender and forwarding engine. A forwarder holds nothing else of its
+// generation, so it serves this one exactly as one built afresh would. The
+// live generation is only read: a refused build leaves it as it was.
+type takeOver struct {
+	rt     *runtime
+	byName map[string]int // rt's routes by name, made at the first miss by index
+}
+
+// forwarder returns the live generation's forwarder for rc, route i of
+// the model being built, and its route metrics; nil when one must be built.
+func (t *takeOver) forwarder(rt *runtime, i int, rc *routes.Route) (*forwarder, routeMetrics) {
+	old := t.rt
+	if old == nil || old.metrics != rt.metrics || old.caller != rt.caller || old.reverseProxy != rt.reverseProxy {
+		return nil, routeMetrics{}
+	}
+	j := i
+	if j >= len(old.handlers) || old.file.Routes[j].Name != rc.Name {
+		if t.byName == nil {
+			t.byName = make(map[string]int, len(old.handlers))
+			for k := range old.handlers {
+				t.byName[old.file.Routes[k].Name] = k
+			}
+		}
+		var ok bool
+		if j, ok = t.byName[rc.Name]; !ok {
+			return nil, routeMetrics{}
+		}
+	}
+	b := old.handlers[j]
+	if !old.file.Routes[j].Equal(*rc) || len(b.fw.targets) != max(len(rc.Split), 1) {
+		return nil, routeMetrics{}
+	}
+	for k, tg := range b.fw.targets {
+		name := rc.Upstream
+		if len(rc.Split) > 0 {
+			name = rc.Split[k].Upstream
+		}
+		if u := rt.upstreams[name]; u == nil || u != tg.up || u.Mirror != nil {
+			return nil, routeMetrics{}
+		}
+	}
+	// The route metrics are metrics.forRoute's for the route's name, which
+	// the same metrics always answer alike.
+	return b.fw, b.h.metrics
 }
 
 // routeHandler marks the request with its route for the log and metrics.

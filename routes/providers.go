@@ -82,9 +82,22 @@ type Fragment struct {
 // validated as one model: the same checks a file alone goes through. f is
 // not changed. A name of frag that f already uses is refused, never
 // overridden.
-func (f *File) Merge(frag Fragment) (*File, error) {
+func (f *File) Merge(frag Fragment) (*File, error) { return f.MergeWith(frag, nil) }
+
+// MergeWith is Merge with a memo of the same source's earlier fragments
+// (nil: none): the routes of frag it already knows are not checked again
+// on their own, only against the rest of the model. The result, and every
+// error, is the same as Merge's.
+func (f *File) MergeWith(frag Fragment, memo *MergeMemo) (*File, error) {
 	m := *f
 	m.Routes = append(make([]Route, 0, len(f.Routes)+len(frag.Routes)), f.Routes...)
+	var known, next []*knownRoute
+	var view memoView
+	if memo != nil {
+		known = make([]*knownRoute, len(f.Routes), len(f.Routes)+len(frag.Routes))
+		next = make([]*knownRoute, 0, len(frag.Routes))
+		view = memo.view()
+	}
 	// Two routes that match exactly the same requests make a file
 	// ambiguous; from a provider they are the Gateway API's tie, which the
 	// first route wins (the file's, then the oldest object's). The later
@@ -94,14 +107,44 @@ func (f *File) Merge(frag Fragment) (*File, error) {
 		sigs[r.Match.signature()] = r.Name
 	}
 	var shadowed Errors
-	for _, r := range frag.Routes {
-		sig := r.Match.signature()
+	kept := make([]int, 0, len(frag.Routes))
+	for i := range frag.Routes {
+		r := &frag.Routes[i]
+		var k *knownRoute
+		if memo != nil {
+			if k = view.lookup(i, r); k == nil {
+				k = &knownRoute{raw: r.clone(), rawSig: r.Match.signature()}
+			}
+		}
+		var sig string
+		if k != nil {
+			sig = k.rawSig
+		} else {
+			sig = r.Match.signature()
+		}
+		if memo != nil {
+			// Every route of the fragment, shadowed or not, at its own
+			// index: the next fragment's routes are looked for there.
+			next = append(next, k)
+		}
 		if first, dup := sigs[sig]; dup {
 			shadowed = append(shadowed, &Error{File: f.Path, Path: "providers", Msg: fmt.Sprintf("route %q matches exactly the same requests as %q, which was first and wins", r.Name, first)})
 			continue
 		}
 		sigs[sig] = r.Name
-		m.Routes = append(m.Routes, r)
+		kept = append(kept, i)
+		if memo != nil {
+			known = append(known, k)
+		}
+	}
+	if len(kept) == len(frag.Routes) {
+		// Nothing shadowed, the usual case: one copy of the whole slice
+		// rather than 20,000 of one route.
+		m.Routes = append(m.Routes, frag.Routes...)
+	} else {
+		for _, i := range kept {
+			m.Routes = append(m.Routes, frag.Routes[i])
+		}
 	}
 	var errs Errors
 	m.Upstreams = mergeNamed(f.Path, "upstreams", f.Upstreams, frag.Upstreams, &errs)
@@ -120,8 +163,14 @@ func (f *File) Merge(frag Fragment) (*File, error) {
 	// The file's paths were made absolute when it loaded: with no Path,
 	// defaulting does not resolve them a second time.
 	m.Path = ""
+	m.known = known
 	err := m.Normalize()
-	m.Path = f.Path
+	m.Path, m.known = f.Path, nil
+	// What the checks learnt of the fragment's routes holds whatever the
+	// model's fate: it is of each route alone.
+	if memo != nil {
+		memo.publish(next)
+	}
 	if err != nil {
 		return nil, err
 	}

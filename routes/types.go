@@ -44,6 +44,10 @@ type File struct {
 	Warnings Errors `yaml:"-" json:"-"`
 	// merged marks a file with a provider's fragment in it (Merge).
 	merged bool
+	// known is, for each of Routes, what a MergeMemo knew of it (nil:
+	// nothing; it is checked in full). Set by MergeWith for its Normalize
+	// only.
+	known []*knownRoute
 }
 
 // AdminAccess guards the admin API against other hosts and other users of

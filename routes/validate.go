@@ -306,18 +306,61 @@ func (c *checker) checkRoutes() {
 	names := make(map[string]int, len(c.f.Routes))
 	sigs := make(map[string]int, len(c.f.Routes))
 	for i, r := range c.f.Routes {
-		p := "routes[" + strconv.Itoa(i) + "]"
-		switch r.Name {
-		case "":
-			c.errorf(p, "name is required")
-		default:
-			c.checkName(p+".name", "route", r.Name)
-			if j, dup := names[r.Name]; dup {
-				c.errorf(p+".name", "duplicate route name %q (first at line %d)", r.Name, c.f.At(fmt.Sprintf("routes[%d].name", j)).Line)
-			} else {
-				names[r.Name] = i
+		var k *knownRoute
+		if i < len(c.f.known) {
+			k = c.f.known[i]
+		}
+		// A route known from an earlier merge, whose own checks found
+		// nothing then, is checked only against the rest of the model.
+		known := k != nil && k.checked && k.clean
+		errs, warns := len(c.errs), len(c.warns)
+		if _, dup := names[r.Name]; known && !dup && len(r.Split) == 0 && len(r.Auth) == 0 && len(r.RateLimit) == 0 &&
+			len(r.Plugins) == 0 && hasKey(c.f.Upstreams, r.Upstream) {
+			// What checkRoute would do and find nothing in, without the
+			// key path it makes: most of a provider's routes.
+			names[r.Name] = i
+		} else {
+			c.checkRoute("routes["+strconv.Itoa(i)+"]", i, r, known, names)
+		}
+		var sig string
+		if known {
+			sig = k.sig
+		} else {
+			sig = r.Match.signature()
+			if k != nil && !k.checked {
+				// A route new to the memo: made by this merge, not yet
+				// published, so no other merge reads it. Clean when no
+				// check, alone or against the model, said anything.
+				k.checked, k.clean, k.sig, k.underscoreFree = true, len(c.errs) == errs && len(c.warns) == warns, sig, r.underscoreFree()
 			}
 		}
+		if j, dup := sigs[sig]; dup {
+			c.errorf("routes["+strconv.Itoa(i)+"].match", "ambiguous: matches exactly the same requests as route %q (line %d); make one more specific", c.f.Routes[j].Name, c.f.At(fmt.Sprintf("routes[%d]", j)).Line)
+		} else {
+			sigs[sig] = i
+		}
+	}
+}
+
+// checkRoute checks route i at p. With known, the checks that depend on
+// the route alone are left out (a MergeMemo saw them pass); those that
+// read the rest of the model (references, duplicate names, oidc paths)
+// always run, in the same order as for a full check.
+func (c *checker) checkRoute(p string, i int, r Route, known bool, names map[string]int) {
+	switch r.Name {
+	case "":
+		c.errorf(p, "name is required")
+	default:
+		if !known {
+			c.checkName(p+".name", "route", r.Name)
+		}
+		if j, dup := names[r.Name]; dup {
+			c.errorf(p+".name", "duplicate route name %q (first at line %d)", r.Name, c.f.At(fmt.Sprintf("routes[%d].name", j)).Line)
+		} else {
+			names[r.Name] = i
+		}
+	}
+	if !known {
 		c.checkMatch(p+".match", r.Match)
 		if h := r.HostRewrite; h != "" {
 			name, port, err := net.SplitHostPort(h)
@@ -331,41 +374,39 @@ func (c *checker) checkRoutes() {
 		if r.StripPrefix && r.Match.PathPrefix == "" {
 			c.errorf(p+".strip_prefix", "needs match.path_prefix")
 		}
-		switch {
-		case r.Upstream == "" && len(r.Split) == 0:
-			c.errorf(p, "needs upstream or split")
-		case r.Upstream != "" && len(r.Split) > 0:
-			c.errorf(p+".split", "upstream and split are exclusive: use one")
-		case r.Upstream != "":
-			c.checkRef(p+".upstream", "upstream", r.Upstream, hasKey(c.f.Upstreams, r.Upstream))
+	}
+	switch {
+	case r.Upstream == "" && len(r.Split) == 0:
+		c.errorf(p, "needs upstream or split")
+	case r.Upstream != "" && len(r.Split) > 0:
+		c.errorf(p+".split", "upstream and split are exclusive: use one")
+	case r.Upstream != "":
+		if !hasKey(c.f.Upstreams, r.Upstream) { // the path made only for an error
+			c.checkRef(p+".upstream", "upstream", r.Upstream, false)
 		}
+	}
+	if !known {
 		c.checkSplitHeaders(p, r)
-		for j, s := range r.Split {
-			sp := fmt.Sprintf("%s.split[%d]", p, j)
-			c.checkRef(sp+".upstream", "upstream", s.Upstream, hasKey(c.f.Upstreams, s.Upstream))
-			if s.Weight <= 0 {
-				c.errorf(sp+".weight", "must be a positive integer")
-			}
+	}
+	for j, s := range r.Split {
+		sp := fmt.Sprintf("%s.split[%d]", p, j)
+		c.checkRef(sp+".upstream", "upstream", s.Upstream, hasKey(c.f.Upstreams, s.Upstream))
+		if s.Weight <= 0 && !known {
+			c.errorf(sp+".weight", "must be a positive integer")
 		}
-		for j, a := range r.Auth {
-			c.checkRef(fmt.Sprintf("%s.auth[%d]", p, j), "authenticator", a, hasKey(c.f.Authenticators, a))
-		}
-		c.checkOIDCPaths(p, r)
-		if len(r.RequireClaims) > 0 && len(r.Auth) == 0 {
-			c.errorf(p+".require_claims", "needs auth: claims come from an authenticated token")
-		}
-		for j, l := range r.RateLimit {
-			c.checkRef(fmt.Sprintf("%s.rate_limit[%d]", p, j), "rate limit", l, hasKey(c.f.RateLimits, l))
-		}
-		for j, pl := range r.Plugins {
-			c.checkRef(fmt.Sprintf("%s.plugins[%d]", p, j), "plugin instance", pl, hasKey(c.f.Plugins, pl))
-		}
-		sig := r.Match.signature()
-		if j, dup := sigs[sig]; dup {
-			c.errorf(p+".match", "ambiguous: matches exactly the same requests as route %q (line %d); make one more specific", c.f.Routes[j].Name, c.f.At(fmt.Sprintf("routes[%d]", j)).Line)
-		} else {
-			sigs[sig] = i
-		}
+	}
+	for j, a := range r.Auth {
+		c.checkRef(fmt.Sprintf("%s.auth[%d]", p, j), "authenticator", a, hasKey(c.f.Authenticators, a))
+	}
+	c.checkOIDCPaths(p, r)
+	if len(r.RequireClaims) > 0 && len(r.Auth) == 0 && !known {
+		c.errorf(p+".require_claims", "needs auth: claims come from an authenticated token")
+	}
+	for j, l := range r.RateLimit {
+		c.checkRef(fmt.Sprintf("%s.rate_limit[%d]", p, j), "rate limit", l, hasKey(c.f.RateLimits, l))
+	}
+	for j, pl := range r.Plugins {
+		c.checkRef(fmt.Sprintf("%s.plugins[%d]", p, j), "plugin instance", pl, hasKey(c.f.Plugins, pl))
 	}
 }
 
@@ -569,6 +610,9 @@ func (c *checker) checkUnderscoreHeaders() {
 		}
 	}
 	for i, r := range c.f.Routes {
+		if i < len(c.f.known) && c.f.known[i] != nil && c.f.known[i].underscoreFree {
+			continue // checked when it was first merged: no '_' anywhere
+		}
 		for _, h := range sortedKeys(r.Match.Headers) {
 			check(fmt.Sprintf("routes[%d].match.headers.%s", i, h), h)
 		}
