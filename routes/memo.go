@@ -121,7 +121,7 @@ func (r Route) Equal(o Route) bool {
 func (m Match) Equal(o Match) bool {
 	return m.Host == o.Host && m.Path == o.Path && m.PathPrefix == o.PathPrefix && m.PathRegex == o.PathRegex &&
 		slices.Equal(m.Methods, o.Methods) && maps.Equal(m.Headers, o.Headers) && maps.Equal(m.Query, o.Query) &&
-		maps.Equal(m.HeadersRegex, o.HeadersRegex) && maps.Equal(m.QueryRegex, o.QueryRegex) && m.TLS == o.TLS
+		maps.Equal(m.HeadersRegex, o.HeadersRegex) && maps.Equal(m.QueryRegex, o.QueryRegex) && m.TLS == o.TLS && m.Plain == o.Plain
 }
 
 // clone is a deep copy of r: the memo's copy must not change when the
