@@ -32,6 +32,9 @@ import (
 //     X-Causeway-* ones), from anyone, trusted proxy or not: the edge sets
 //     these in the header, and a service or a framework that merges
 //     trailers into the header must not find a client's copy there;
+//   - a name with '_', unless server.allow_underscore_headers, as in the
+//     header (pipeline.DropUnderscoreTrailers, as the request enters): a
+//     CGI-style service folds X_Request_Id into the edge's X-Request-Id;
 //   - a name the outbound request's header carries once the route's
 //     rewrite has run (a forwarded JWT claim, a request id, a header the
 //     route sets): the header the edge decided on is not contradicted

@@ -140,6 +140,8 @@ func trailerCases() []trailerCase {
 			wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
 		{name: "spoofed names folded the CGI way", h1Only: true, announce: "X_Forwarded_For, X_Real_IP, X-Check",
 			fields: []string{"X_Forwarded_For: 6.6.6.6", "X_Real_IP: 6.6.6.6", "X-Check: 1"}, wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
+		{name: "names with '_', as the header's are dropped", announce: "X_Request_Id, User_Agent, X_Check, X-Check",
+			fields: []string{"X_Request_Id: other", "User_Agent: evil", "X_Check: evil", "X-Check: 1"}, wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
 		{name: "a name the edge states in the header", announce: "X-Request-Id, User-Agent, X-Check",
 			fields: []string{"X-Request-Id: other", "User-Agent: evil", "X-Check: 1"}, wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
 		{name: "fields net/http keeps out of trailers", h1Only: true,

@@ -354,6 +354,7 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	// nominated away by the client's Connection header.
 	if len(r.Trailer) > 0 {
 		pipeline.DropNominatedTrailers(r.Header, r.Trailer)
+		pipeline.DropUnderscoreTrailers(r.Trailer, &rt.file.Server)
 	}
 	pipeline.DropHopByHop(r.Header)
 	st.peer = rt.trust.Resolve(r)

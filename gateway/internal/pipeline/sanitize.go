@@ -87,6 +87,22 @@ func DropNominatedTrailers(h, trailer http.Header) {
 	}
 }
 
+// DropUnderscoreTrailers removes from trailer (a request's announced
+// trailer names) the names with "_", as SanitizeHeaders does in the
+// header unless server.allow_underscore_headers: a CGI-style service folds
+// "_" to "-", so X_Request_Id after the body would stand for the header
+// the edge stated.
+func DropUnderscoreTrailers(trailer http.Header, srv *routes.Server) {
+	if srv.AllowUnderscoreHeaders {
+		return
+	}
+	for name := range trailer {
+		if strings.IndexByte(name, '_') >= 0 {
+			delete(trailer, name)
+		}
+	}
+}
+
 // withoutToken returns the comma-separated list values without tok
 // (case-insensitive) and whether it was there.
 func withoutToken(values []string, tok string) ([]string, bool) {
