@@ -52,8 +52,14 @@ func forwardedTrailer(in *http.Request, outHeader http.Header) http.Header {
 	if len(in.Trailer) == 0 {
 		return nil
 	}
+	names, ok := in.Context().Value(announcedKey{}).([]string)
+	if !ok {
+		// Not through runtime.serve (a forwarder alone): no stage has
+		// read the body, so in.Trailer holds the announced names only.
+		names = announcedTrailers(in.Trailer)
+	}
 	var out http.Header
-	for k := range in.Trailer {
+	for _, k := range names {
 		if !trailerForwardable(k, outHeader) {
 			continue
 		}
@@ -63,6 +69,27 @@ func forwardedTrailer(in *http.Request, outHeader http.Header) http.Header {
 		out[k] = nil
 	}
 	return out
+}
+
+// announcedKey is the context key of the trailer names a request
+// announced, as runtime.serve filtered them when it entered: the server
+// adds every field it received to the request's Trailer at the body's
+// end, announced or not (a nominated or '_' name deleted before comes
+// back), and a stage that reads the body first (a plugin checking a
+// signature) ends it before the forwarder looks. Set only for requests
+// that announce trailers.
+type announcedKey struct{}
+
+// announcedTrailers returns the names of trailer, nil when none.
+func announcedTrailers(trailer http.Header) []string {
+	if len(trailer) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(trailer))
+	for k := range trailer {
+		names = append(names, k)
+	}
+	return names
 }
 
 func trailerForwardable(k string, outHeader http.Header) bool {

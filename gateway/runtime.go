@@ -352,9 +352,11 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// Hop-by-hop headers go first: nothing the edge sets below may be
 	// nominated away by the client's Connection header.
+	var announced []string
 	if len(r.Trailer) > 0 {
 		pipeline.DropNominatedTrailers(r.Header, r.Trailer)
 		pipeline.DropUnderscoreTrailers(r.Trailer, &rt.file.Server)
+		announced = announcedTrailers(r.Trailer)
 	}
 	pipeline.DropHopByHop(r.Header)
 	st.peer = rt.trust.Resolve(r)
@@ -386,7 +388,11 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 		defer st.body.finish() // also when a handler panics (ReverseProxy aborting a response)
 	}
 
-	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	if announced != nil {
+		ctx = context.WithValue(ctx, announcedKey{}, announced)
+	}
+	r = r.WithContext(ctx)
 	refusal := rt.checkRequest(r)
 	if refusal == "" {
 		if clean := pipeline.CleanPath(r.URL.Path); clean != r.URL.Path {
