@@ -205,8 +205,16 @@ func newReverseProxy(h proxyHooks, u *proxy.Upstream) *httputil.ReverseProxy {
 		// streamed responses (SSE, long polls) reach the client as they
 		// come, while responses of known length are copied in full buffers.
 		// directProxy does the same (streamed).
-		FlushInterval:  0,
-		Rewrite:        func(pr *httputil.ProxyRequest) { h.rewrite(pr.In, pr.Out) },
+		FlushInterval: 0,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			h.rewrite(pr.In, pr.Out)
+			// ReverseProxy's copy of the request took the client's Trailer
+			// as it was: announced names, and, behind a stage that read
+			// the body first, every field received with its value. Only
+			// the names the direct path would forward are announced, and
+			// none is sent a value (the tunnel drops them, as before).
+			pr.Out.Trailer = forwardedTrailer(pr.In, pr.Out.Header)
+		},
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.errorHandler,
 	}
