@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -19,11 +18,7 @@ import (
 func TestRouteSourceEndpointsInPlace(t *testing.T) {
 	a, b, c := echoUpstream(t, "a"), echoUpstream(t, "b"), echoUpstream(t, "c")
 	const up = "k8s.apps.web.80"
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(t, listenHeader+"providers:\n  kubernetes: {}\n")
 	frag := func(eps ...string) routes.Fragment {
 		return routes.Fragment{
 			Upstreams: map[string]routes.Upstream{up: {Endpoints: eps}, "k8s.apps.other.80": {Endpoints: []string{hostPort(c)}}},
@@ -106,11 +101,7 @@ func TestRouteSourceEndpointsInPlace(t *testing.T) {
 func TestRouteSourceEndpointsInPlaceKeepState(t *testing.T) {
 	a, b := echoUpstream(t, "a"), echoUpstream(t, "b")
 	const up = "k8s.apps.web.80"
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(t, listenHeader+"providers:\n  kubernetes: {}\n")
 	frag := func(eps ...string) routes.Fragment {
 		return routes.Fragment{
 			Upstreams: map[string]routes.Upstream{up: {Endpoints: eps}},
@@ -156,11 +147,7 @@ func TestRouteSourceEndpointsInPlaceKeepState(t *testing.T) {
 func TestRouteSourceEndpointsInPlaceConcurrent(t *testing.T) {
 	a, b := echoUpstream(t, "a"), echoUpstream(t, "b")
 	const up = "k8s.apps.web.80"
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(t, listenHeader+"providers:\n  kubernetes: {}\n")
 	frag := func(eps ...string) routes.Fragment {
 		return routes.Fragment{
 			Upstreams: map[string]routes.Upstream{up: {Endpoints: eps}},

@@ -5,11 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -56,11 +54,7 @@ authenticators:
 providers:
   kubernetes: {kubeconfig: ""}
 `
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, file, func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, _ := startFedEdge(t, file)
 	const secret = "only-ten-b"
 	okKeys := []byte("alice:" + hex.EncodeToString(sum[:]) + "\n")
 	tests := []struct {
@@ -123,11 +117,7 @@ func TestPolicyCheckMemoIsKeyedByContent(t *testing.T) {
 providers:
   kubernetes: {kubeconfig: ""}
 `
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, file, func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, _ := startFedEdge(t, file)
 	frag := func(keys string) (routes.Fragment, *routes.APIKey) {
 		k := &routes.APIKey{Header: "X-Key", Keys: []byte(keys)}
 		return policyFrag(map[string]routes.Authenticator{"k8s.a": {APIKey: k, SecretsFrom: "Secret ns/keys"}}, nil,
@@ -204,11 +194,7 @@ func BenchmarkPolicyCheckMemo10k(b *testing.B) {
 }
 
 func benchPolicyCheck(b *testing.B, changeRoute bool) {
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {kubeconfig: \"\"}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, _ := startFedEdge(b, listenHeader+"providers:\n  kubernetes: {kubeconfig: \"\"}\n")
 	frag := policyScaleFragment()
 	if err := te.sources.checkPolicy(frag); err != nil {
 		b.Fatal(err)

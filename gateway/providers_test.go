@@ -23,7 +23,7 @@ import (
 type fedSource struct {
 	feed    chan routes.Fragment
 	results chan error
-	runs    *sync.WaitGroup
+	runs    *sync.WaitGroup // counts the edge's runs of the source
 }
 
 func (s *fedSource) Run(ctx context.Context, apply func(routes.Fragment) error) error {
@@ -37,6 +37,20 @@ func (s *fedSource) Run(ctx context.Context, apply func(routes.Fragment) error) 
 			s.results <- apply(f)
 		}
 	}
+}
+
+// startFedEdge starts an edge from config whose route source is a
+// fedSource the test feeds; more adjusts the options further.
+func startFedEdge(t testing.TB, config string, more ...func(*EdgeOptions)) (*testEdge, *fedSource) {
+	t.Helper()
+	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: new(sync.WaitGroup)}
+	te := startEdge(t, config, func(o *EdgeOptions) {
+		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+		for _, f := range more {
+			f(o)
+		}
+	})
+	return te, src
 }
 
 func (s *fedSource) send(t *testing.T, f routes.Fragment) error {
@@ -178,11 +192,7 @@ func BenchmarkRouteSourceApply10k100kEndpoints(b *testing.B) {
 }
 
 func benchmarkRouteSourceApply(b *testing.B, frag routes.Fragment) {
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(b, listenHeader+"providers:\n  kubernetes: {}\n")
 	// The first model is built before the clock starts: each apply
 	// measured is a change to a live model of this size.
 	src.feed <- frag
@@ -242,11 +252,7 @@ func scaleFragmentEndpoints(n int) routes.Fragment {
 // fragments from the provider it takes BenchmarkEndpointsChanged10k.
 func BenchmarkRouteSourceEndpoints10k(b *testing.B) {
 	frag := scaleFragment()
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(b, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(b, listenHeader+"providers:\n  kubernetes: {}\n")
 	src.feed <- frag
 	if err := <-src.results; err != nil {
 		b.Fatal(err)

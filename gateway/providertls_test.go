@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -40,11 +39,7 @@ tls: {redirect_http: false}
 providers:
   kubernetes: {kubeconfig: ""}
 `
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, file, func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(t, file)
 	httpsAddr := te.Addr("https")
 	ca := testutil.NewCA(t)
 	frag := func(certs ...routes.InlineCertificate) routes.Fragment {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -22,24 +21,24 @@ import (
 	"github.com/causewayhq/causeway/routes"
 )
 
-// reuseBackend answers with its name and records the probe ids it
-// received, so a test checks what the upstream got, not only what the
-// client was told.
-type reuseBackend struct {
+// probeBackend answers with its name and records, for each probe id
+// (X-Probe), the path and Host it received. A path ending in /fail gets
+// 500; health checks are not recorded.
+type probeBackend struct {
 	name string
 	srv  *httptest.Server
 	mu   sync.Mutex
-	seen map[string]bool
+	got  map[string]string
 }
 
-func newReuseBackend(t *testing.T, name string) *reuseBackend {
-	b := &reuseBackend{name: name, seen: map[string]bool{}}
+func newProbeBackend(t *testing.T, name string) *probeBackend {
+	b := &probeBackend{name: name, got: map[string]string{}}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/health" {
 			return
 		}
 		b.mu.Lock()
-		b.seen[r.Header.Get("X-Probe")] = true
+		b.got[r.Header.Get("X-Probe")] = r.URL.RequestURI() + " host=" + r.Host
 		b.mu.Unlock()
 		w.Header().Set("X-Backend", name)
 		if strings.HasSuffix(r.URL.Path, "/fail") {
@@ -50,10 +49,11 @@ func newReuseBackend(t *testing.T, name string) *reuseBackend {
 	return b
 }
 
-func (b *reuseBackend) received(probe string) bool {
+// received is what the backend received with probe ("" for nothing).
+func (b *probeBackend) received(probe string) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.seen[probe]
+	return b.got[probe]
 }
 
 // reuseModel is the fragment a route source gives: upstreams and routes.
@@ -86,11 +86,11 @@ func TestUpstreamReuseDifferential(t *testing.T) {
 	if testing.Short() {
 		steps = 40
 	}
-	var backends []*reuseBackend
+	var backends []*probeBackend
 	for i := range 6 {
-		backends = append(backends, newReuseBackend(t, fmt.Sprintf("b%d", i)))
+		backends = append(backends, newProbeBackend(t, fmt.Sprintf("b%d", i)))
 	}
-	byName := map[string]*reuseBackend{}
+	byName := map[string]*probeBackend{}
 	for _, b := range backends {
 		byName[b.name] = b
 	}
@@ -109,10 +109,7 @@ func TestUpstreamReuseDifferential(t *testing.T) {
 		seen map[*proxy.Upstream]bool // every upstream a live generation held
 	}
 	start := func(name string, noReuse bool) *side {
-		var runs sync.WaitGroup
-		src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-		te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-			o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+		te, src := startFedEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
 			o.Clock = now
 			o.noReuse = noReuse
 		})
@@ -177,7 +174,7 @@ func TestUpstreamReuseDifferential(t *testing.T) {
 			probe := fmt.Sprintf("%s-%d", s.name, probeNo)
 			resp, _ := get(t, s.te.url+path, "X-Key", key, "X-Probe", probe)
 			b := resp.Header.Get("X-Backend")
-			if b != "" && !byName[b].received(probe) {
+			if b != "" && byName[b].received(probe) == "" {
 				t.Fatalf("%s: %s says %s answered, which never received it", s.name, path, b)
 			}
 			out[i] = fmt.Sprintf("%d %s", resp.StatusCode, b)
@@ -436,11 +433,7 @@ func TestRefusedBuildLeavesReusedUpstreams(t *testing.T) {
 	if err := os.WriteFile(badCA, []byte("not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var runs sync.WaitGroup
-	src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-	te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-		o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
-	})
+	te, src := startFedEdge(t, listenHeader+"providers:\n  kubernetes: {}\n")
 	up := routes.Upstream{Endpoints: []string{hostPort(slow)},
 		HealthCheck:    &routes.HealthCheck{Path: "/health", Interval: routes.Duration(time.Hour), HealthyThreshold: 1000, UnhealthyThreshold: 1},
 		CircuitBreaker: &routes.CircuitBreaker{Consecutive5xx: 1, EjectFor: routes.Duration(time.Hour), MaxEjectedPercent: 50}}

@@ -2,48 +2,17 @@ package gateway
 
 import (
 	"fmt"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/causewayhq/causeway/routes"
 )
-
-// routeBackend answers with its name and records, for each probe id, the
-// path and Host it received.
-type routeBackend struct {
-	name string
-	srv  *httptest.Server
-	mu   sync.Mutex
-	got  map[string]string
-}
-
-func newRouteBackend(t *testing.T, name string) *routeBackend {
-	b := &routeBackend{name: name, got: map[string]string{}}
-	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.mu.Lock()
-		b.got[r.Header.Get("X-Probe")] = r.URL.RequestURI() + " host=" + r.Host
-		b.mu.Unlock()
-		w.Header().Set("X-Backend", name)
-	}))
-	t.Cleanup(b.srv.Close)
-	return b
-}
-
-func (b *routeBackend) received(probe string) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.got[probe]
-}
 
 // TestRouteReuseDifferential applies random sequences of route-source
 // changes to an edge that takes over what a change leaves alone (what
@@ -64,11 +33,11 @@ func TestRouteReuseDifferential(t *testing.T) {
 	if testing.Short() {
 		steps = 40
 	}
-	var backends []*routeBackend
+	var backends []*probeBackend
 	for i := range 5 {
-		backends = append(backends, newRouteBackend(t, fmt.Sprintf("b%d", i)))
+		backends = append(backends, newProbeBackend(t, fmt.Sprintf("b%d", i)))
 	}
-	byName := map[string]*routeBackend{}
+	byName := map[string]*probeBackend{}
 	for _, b := range backends {
 		byName[b.name] = b
 	}
@@ -82,10 +51,7 @@ func TestRouteReuseDifferential(t *testing.T) {
 		src  *fedSource
 	}
 	start := func(name string, noReuse bool) *side {
-		var runs sync.WaitGroup
-		src := &fedSource{feed: make(chan routes.Fragment), results: make(chan error), runs: &runs}
-		te := startEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
-			o.RouteSource = func(routes.KubernetesProvider, *slog.Logger) (RouteSource, error) { return src, nil }
+		te, src := startFedEdge(t, listenHeader+"providers:\n  kubernetes: {}\n", func(o *EdgeOptions) {
 			o.noReuse = noReuse
 		})
 		return &side{name: name, te: te, src: src}
