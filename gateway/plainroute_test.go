@@ -14,7 +14,7 @@ import (
 // twin without plain answers; on the http listener the plain route does,
 // whatever X-Forwarded-Proto says.
 func TestPlainRouteNotOverTLS(t *testing.T) {
-	plainB, anyB := newRouteBackend(t, "plain"), newRouteBackend(t, "any")
+	plainB, anyB := newProbeBackend(t, "plain"), newProbeBackend(t, "any")
 	certFile, keyFile, pool := selfSigned(t, t.TempDir(), "a.example")
 	e := startEdge(t, fmt.Sprintf("version: 1\nlisten: {http: \"127.0.0.1:0\", https: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: off}\n"+
 		"tls:\n  redirect_http: false\n  certificates: [{cert_file: %q, key_file: %q}]\n"+
