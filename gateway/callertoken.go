@@ -117,6 +117,7 @@ func setCallerToken(w http.ResponseWriter, r *http.Request, cs *callerSend, u *p
 	if cs == nil {
 		return true
 	}
+	dropTrailers(r, cs.header)
 	if cs.token == nil || u.MeshID.IsZero() {
 		r.Header.Del(cs.header)
 		return true
@@ -192,6 +193,9 @@ func (sc *sidecarCallers) check(w http.ResponseWriter, r *http.Request, peer mes
 	for _, k := range sc.owned {
 		delete(h, k)
 	}
+	// The same names after the body: only a verified token states them.
+	dropTrailers(r, sc.header)
+	dropTrailers(r, sc.owned...)
 	tok := h.Get(sc.header)
 	var v *caller.Verified
 	switch {

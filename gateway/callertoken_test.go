@@ -28,8 +28,17 @@ type seen struct {
 
 // add records r's headers, with the path the request was for in
 // X-Test-Path (for payments: the path orders was asked for).
+//
+// The body is read to its end, and each trailer the service got is
+// recorded as a field named "Trailer-" and its name.
 func (s *seen) add(r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
 	h := r.Header.Clone()
+	for k, vv := range r.Trailer {
+		if len(vv) > 0 {
+			h["Trailer-"+k] = vv
+		}
+	}
 	if h.Get("X-Asked-For") == "" {
 		h.Set("X-Test-Path", r.URL.Path)
 	} else {
@@ -286,6 +295,35 @@ func TestCallerThroughMesh(t *testing.T) {
 		o := cm.ordersSeen.last(t)
 		if len(cm.ordersSeen.reqs) != n+1 || o.Get("X-Causeway-Caller-Anonymous") != "true" || o.Get("X-Causeway-Caller-Subject") != "" || o.Get("X-User-Id") != "" {
 			t.Fatalf("orders saw %v", o)
+		}
+	})
+	t.Run("trailers cannot state what only a verified token states", func(t *testing.T) {
+		// An anonymous request: the edge states no X-User-Id, and the
+		// orders sidecar sets none from the token, so nothing in the
+		// header stands in the way of a client's trailer of that name.
+		forged := [][2]string{{"X-User-Id", "admin"}, {"Causeway-Caller", "forged"}, {"X-Causeway-Caller-Subject", "root"}, {"X-Ok", "1"}}
+		req, _ := http.NewRequest(http.MethodPost, cm.edge.url+"/orders/public/t", io.MultiReader(strings.NewReader("body")))
+		req.Trailer = http.Header{}
+		for _, kv := range forged {
+			req.Trailer[kv[0]] = []string{kv[1]}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		o := cm.ordersSeen.last(t)
+		if o.Get("X-Test-Path") != "/orders/public/t" {
+			t.Fatalf("orders last saw %q", o.Get("X-Test-Path"))
+		}
+		if got := o.Get("Trailer-X-Ok"); got != "1" {
+			t.Errorf("orders got trailer X-Ok %q, want 1 (trailers are forwarded)", got)
+		}
+		for _, kv := range forged[:3] {
+			if got := o.Get("Trailer-" + kv[0]); got != "" {
+				t.Errorf("orders got the client's trailer %s: %q", kv[0], got)
+			}
 		}
 	})
 	t.Run("a token replayed to another service is refused", func(t *testing.T) {

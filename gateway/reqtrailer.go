@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"slices"
 
 	"github.com/causewayhq/causeway/internal/edgeheader"
 	"golang.org/x/net/http/httpguts"
@@ -52,8 +53,10 @@ func forwardedTrailer(in *http.Request, outHeader http.Header) http.Header {
 	if len(in.Trailer) == 0 {
 		return nil
 	}
-	names, ok := in.Context().Value(announcedKey{}).([]string)
-	if !ok {
+	var names []string
+	if a, ok := in.Context().Value(announcedKey{}).(*announced); ok {
+		names = a.names
+	} else {
 		// Not through runtime.serve (a forwarder alone): no stage has
 		// read the body, so in.Trailer holds the announced names only.
 		names = announcedTrailers(in.Trailer)
@@ -79,6 +82,30 @@ func forwardedTrailer(in *http.Request, outHeader http.Header) http.Header {
 // signature) ends it before the forwarder looks. Set only for requests
 // that announce trailers.
 type announcedKey struct{}
+
+// announced is the value under announcedKey: a pointer, so that a stage
+// that states a header of its own (dropTrailers) can take its name out.
+type announced struct{ names []string }
+
+// dropTrailers takes names out of what r's client announced, so that no
+// trailer of those names goes on: a stage that removes a client's header
+// (the caller token outside the mesh, the headers a sidecar sets from a
+// verified token) removes the trailer of that name too, since a service or
+// a framework that merges trailers into the header would find the
+// client's copy there.
+func dropTrailers(r *http.Request, names ...string) {
+	if len(r.Trailer) == 0 {
+		return
+	}
+	a, _ := r.Context().Value(announcedKey{}).(*announced)
+	for _, n := range names {
+		k := textproto.CanonicalMIMEHeaderKey(n)
+		delete(r.Trailer, k)
+		if a != nil {
+			a.names = slices.DeleteFunc(a.names, func(x string) bool { return textproto.CanonicalMIMEHeaderKey(x) == k })
+		}
+	}
+}
 
 // announcedTrailers returns the names of trailer, nil when none.
 func announcedTrailers(trailer http.Header) []string {

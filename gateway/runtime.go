@@ -352,11 +352,11 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// Hop-by-hop headers go first: nothing the edge sets below may be
 	// nominated away by the client's Connection header.
-	var announced []string
+	var names []string // the trailers the client announced
 	if len(r.Trailer) > 0 {
 		pipeline.DropNominatedTrailers(r.Header, r.Trailer)
 		pipeline.DropUnderscoreTrailers(r.Trailer, &rt.file.Server)
-		announced = announcedTrailers(r.Trailer)
+		names = announcedTrailers(r.Trailer)
 	}
 	pipeline.DropHopByHop(r.Header)
 	st.peer = rt.trust.Resolve(r)
@@ -389,8 +389,8 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ctx := context.WithValue(r.Context(), stateKey{}, st)
-	if announced != nil {
-		ctx = context.WithValue(ctx, announcedKey{}, announced)
+	if names != nil {
+		ctx = context.WithValue(ctx, announcedKey{}, &announced{names: names})
 	}
 	r = r.WithContext(ctx)
 	refusal := rt.checkRequest(r)
