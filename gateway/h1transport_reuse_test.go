@@ -29,34 +29,43 @@ routes:
 // requests that alternate between one that provokes stray bytes (even i)
 // and one whose answer must name its own path (odd i).
 func alternate(t *testing.T, te *testEdge, provoke, follow func(path string) *http.Request) {
-	const workers, perWorker = 8, 150
+	keepAliveClients(t, 8, 150, func(client *http.Client, w, i int) error {
+		path := fmt.Sprintf("/w%d/%d", w, i)
+		req := follow(te.url + path)
+		if i%2 == 0 {
+			req = provoke(te.url + path)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if i%2 == 1 && string(b) != "resp:"+path {
+			return fmt.Errorf("%s %s got %d %q: not its own answer", req.Method, path, resp.StatusCode, b)
+		}
+		return nil
+	})
+}
+
+// keepAliveClients runs workers clients side by side, each over one
+// keep-alive connection, each calling do for its requests 0..perWorker-1
+// and stopping at its first error, which the test reports.
+func keepAliveClients(t *testing.T, workers, perWorker int, do func(client *http.Client, w, i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 			defer client.CloseIdleConnections()
 			for i := range perWorker {
-				path := fmt.Sprintf("/w%d/%d", w, i)
-				req := follow(te.url + path)
-				if i%2 == 0 {
-					req = provoke(te.url + path)
-				}
-				resp, err := client.Do(req)
-				if err != nil {
-					errs <- fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if i%2 == 1 && string(b) != "resp:"+path {
-					errs <- fmt.Errorf("%s %s got %d %q: not its own answer", req.Method, path, resp.StatusCode, b)
+				if err := do(client, w, i); err != nil {
+					errs <- err
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 )
 
@@ -55,28 +54,9 @@ routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
 `, strings.TrimPrefix(up.URL, "http://")))
 
-	const workers, perWorker = 16, 250
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			defer client.CloseIdleConnections()
-			for i := range perWorker {
-				if err := checkOwnValues(client, e.url, w, i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	keepAliveClients(t, 16, 250, func(client *http.Client, w, i int) error {
+		return checkOwnValues(client, e.url, w, i)
+	})
 }
 
 // checkOwnValues sends worker w's i-th request and checks its answer.

@@ -454,15 +454,8 @@ func TestRequestTrailersConcurrent(t *testing.T) {
 					errs <- err
 					return
 				}
-				res, err := http.ReadResponse(br, nil)
-				if err != nil {
+				if err := wantOK(id)(http.ReadResponse(br, nil)); err != nil {
 					errs <- err
-					return
-				}
-				_, _ = io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK {
-					errs <- fmt.Errorf("%s: status %d", id, res.StatusCode)
 					return
 				}
 			}
@@ -476,15 +469,8 @@ func TestRequestTrailersConcurrent(t *testing.T) {
 				id := fmt.Sprintf("h2-%d-%d", s, i)
 				tc := trailerCase{announce: "X-Seq", fields: []string{"X-Seq: " + id}}
 				req := h2TrailerRequest(t, e.url, id, tc, i%2 == 0).WithContext(ctx)
-				res, err := h2c.Do(req)
-				if err != nil {
+				if err := wantOK(id)(h2c.Do(req)); err != nil {
 					errs <- err
-					return
-				}
-				_, _ = io.Copy(io.Discard, res.Body)
-				res.Body.Close()
-				if res.StatusCode != http.StatusOK {
-					errs <- fmt.Errorf("%s: status %d", id, res.StatusCode)
 					return
 				}
 			}
@@ -518,5 +504,21 @@ func TestRequestTrailersConcurrent(t *testing.T) {
 		for i := range h2Per {
 			check(fmt.Sprintf("h2-%d-%d", s, i), true)
 		}
+	}
+}
+
+// wantOK returns a check of request id's answer: read to its end and
+// closed, it must be 200.
+func wantOK(id string) func(*http.Response, error) error {
+	return func(res *http.Response, err error) error {
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: status %d", id, res.StatusCode)
+		}
+		return nil
 	}
 }
