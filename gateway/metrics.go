@@ -49,6 +49,11 @@ type metrics struct {
 	// outboundEndpoints is a sidecar's view of the cluster
 	// (outbound.kubernetes): endpoints callable and left out.
 	outboundEndpoints *prometheus.GaugeVec
+	// statusLeader and statusWrites are an edge's Kubernetes status
+	// writer: whether this replica holds the status Lease, and what it
+	// wrote.
+	statusLeader *prometheus.GaugeVec
+	statusWrites *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -103,10 +108,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		outboundEndpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "causeway_mesh_outbound_endpoints", Help: "Endpoints of the cluster's mesh Services in a sidecar's latest view (outbound.kubernetes), by state: callable, or left_out (no resolvable pod, ServiceAccount or port).",
 		}, []string{"state"}),
+		statusLeader: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "causeway_kubernetes_status_leader", Help: "1 while this edge replica holds the Lease that makes it the writer of Gateway API status, 0 while another replica does; by Lease (NAMESPACE/NAME).",
+		}, []string{"lease"}),
+		statusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "causeway_kubernetes_status_writes_total", Help: "Objects whose Gateway API status this edge wrote (result written) or failed to write (failed, retried with backoff); objects already right are not written.",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
 		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
-		m.callerTokens, m.outboundEndpoints, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.callerTokens, m.outboundEndpoints, m.statusLeader, m.statusWrites, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.endpointHealth = proxy.NewHealthSeries(m.endpointHealthy)
 	m.unmatched = m.forRoute("_unmatched")
 	for _, r := range []string{"success", "failure"} {
@@ -175,4 +186,24 @@ func statusLabel(code int) string {
 		return statusLabels[code]
 	}
 	return "other"
+}
+
+// leading records whether this replica holds the status Lease
+// (kubernetes.Options.Leading).
+func (m *metrics) leading(lease string, leading bool) {
+	v := 0.0
+	if leading {
+		v = 1
+	}
+	m.statusLeader.WithLabelValues(lease).Set(v)
+}
+
+// statusWritten counts one object's status write
+// (kubernetes.Options.StatusWritten).
+func (m *metrics) statusWritten(err error) {
+	if err != nil {
+		m.statusWrites.WithLabelValues("failed").Inc()
+		return
+	}
+	m.statusWrites.WithLabelValues("written").Inc()
 }

@@ -177,7 +177,12 @@ func (rs *routeSources) prepare(f *routes.File) (commit func(), err error) {
 		// started with; Gateways' HTTPS listeners are served there.
 		https := f.Listen.HTTPS != "" && f.TLS != nil
 		newSource = func(cfg routes.KubernetesProvider, log *slog.Logger) (RouteSource, error) {
-			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https, Check: rs.checkPolicy, MeshTrustDomain: meshTD})
+			m := rs.e.metrics
+			for _, r := range []string{"written", "failed"} {
+				m.statusWrites.WithLabelValues(r) // zeros from the start, so rate() works
+			}
+			return kubernetes.NewSource(cfg, kubernetes.Options{Logger: log, HTTPS: https, Check: rs.checkPolicy, MeshTrustDomain: meshTD,
+				Leading: m.leading, StatusWritten: m.statusWritten})
 		}
 	}
 	src, err := newSource(*want, rs.e.log.With("provider", "kubernetes"))

@@ -30,10 +30,7 @@ func TestSidecarMemory(t *testing.T) {
 		t.Skip("builds the binary and loads a sidecar for 5 s")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "causeway")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/causeway").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testutil.BuildCauseway(t, dir)
 	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, strings.Repeat("x", 64))
 	}))

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/mesh"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // unitValue is the value of key in a systemd unit file ("" when absent).
@@ -40,10 +42,7 @@ func TestRenewalUnits(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	root := t.TempDir()
-	bin := filepath.Join(root, "causeway")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/causeway").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testutil.BuildCauseway(t, root)
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {

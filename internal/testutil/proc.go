@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,4 +45,18 @@ func ProcStatusKB(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%s: no %s line", p, field)
+}
+
+// BuildCauseway builds the causeway command into dir and returns the
+// binary's path, for tests that run the edge or sidecar as a process of
+// its own (to measure its CPU or memory apart from the test's, or to kill
+// it). The go command's build cache makes every build after the first
+// quick.
+func BuildCauseway(tb testing.TB, dir string) string {
+	tb.Helper()
+	bin := filepath.Join(dir, "causeway")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/causewayhq/causeway/cmd/causeway").CombinedOutput(); err != nil {
+		tb.Fatalf("build causeway: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -76,16 +76,21 @@ func (w *Watcher) elect(ctx context.Context) {
 				// the context (if still live) and pokes, never blocks.
 				OnStartedLeading: func(lctx context.Context) {
 					w.mu.Lock()
-					if lctx.Err() == nil {
+					leading := lctx.Err() == nil
+					if leading {
 						w.leaderCtx = lctx
 					}
 					w.mu.Unlock()
+					if leading {
+						w.told(true)
+					}
 					notify(w.leaderPoke)
 				},
 				OnStoppedLeading: func() {
 					w.mu.Lock()
 					w.leaderCtx = nil
 					w.mu.Unlock()
+					w.told(false)
 				},
 			},
 		})
@@ -99,6 +104,22 @@ func (w *Watcher) elect(ctx context.Context) {
 			w.log.Warn("kubernetes provider: lost the status lease; campaigning again", "lease", w.election.Namespace+"/"+w.election.LeaseName)
 		}
 	}
+}
+
+// told passes a change of leadership to Options.Leading. OnStartedLeading
+// runs on a goroutine of its own and may land after OnStoppedLeading;
+// the mutex keeps the hook's calls in order, and a start told after the
+// stop (the leadership already over) is corrected at once.
+func (w *Watcher) told(leading bool) {
+	if w.leadingHook == nil {
+		return
+	}
+	w.hookMu.Lock()
+	defer w.hookMu.Unlock()
+	if leading && w.leading() == nil {
+		leading = false
+	}
+	w.leadingHook(w.election.Namespace+"/"+w.election.LeaseName, leading)
 }
 
 // leading returns the context of the current leadership, or nil.
@@ -165,6 +186,10 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 		}
 		if err != nil {
 			errs = append(errs, err)
+		}
+		// A write cut short because the leadership ended is no failure.
+		if w.writtenHook != nil && (wrote || (err != nil && ctx.Err() == nil)) {
+			w.writtenHook(err)
 		}
 	}
 

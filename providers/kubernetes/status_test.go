@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -441,10 +442,15 @@ func TestLeaderElection(t *testing.T) {
 	o := createAll(t, c, ns)
 	cfg := routes.KubernetesProvider{Namespaces: []string{ns}}
 	var putsA, putsB atomic.Int64
-	replicas := map[string]*running{
-		"a": startWatcher(t, cfg, Options{RESTConfig: countingConfig(&putsA), LeaderElection: shortLease(ns, "a")}),
-		"b": startWatcher(t, cfg, Options{RESTConfig: countingConfig(&putsB), LeaderElection: shortLease(ns, "b")}),
+	// What each replica tells its metrics: whether it leads (the last
+	// call) and how many objects it wrote.
+	told := map[string]*toldHooks{"a": {}, "b": {}}
+	start := func(id string, puts *atomic.Int64) *running {
+		h := told[id]
+		return startWatcher(t, cfg, Options{RESTConfig: countingConfig(puts), LeaderElection: shortLease(ns, id),
+			Leading: h.leading, StatusWritten: h.written})
 	}
+	replicas := map[string]*running{"a": start("a", &putsA), "b": start("b", &putsB)}
 	puts := map[string]*atomic.Int64{"a": &putsA, "b": &putsB}
 	for _, r := range replicas {
 		r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(s *Snapshot) bool { return len(s.HTTPRoutes) == 1 })
@@ -473,6 +479,10 @@ func TestLeaderElection(t *testing.T) {
 	if n := puts[follower].Load(); n != 0 || replicas[follower].w.considered.Load() != nil {
 		t.Fatalf("follower %s wrote %d statuses", follower, n)
 	}
+	// The metrics say the same: the leader leads and counted its writes,
+	// the follower neither.
+	told[leader].want(t, leader, true, 12, ns+"/causeway-status")
+	told[follower].want(t, follower, false, 0, "")
 
 	stopped := time.Now()
 	replicas[leader].stop()
@@ -494,6 +504,9 @@ func TestLeaderElection(t *testing.T) {
 	if n := puts[follower].Load(); n != 4 {
 		t.Fatalf("the new leader wrote %d statuses, want 4", n)
 	}
+	// The stopped replica said it no longer leads; the new leader leads.
+	told[leader].want(t, leader, false, 12, ns+"/causeway-status")
+	told[follower].want(t, follower, true, 4, ns+"/causeway-status")
 	gc, err := c.gw.GatewayV1().GatewayClasses().Get(context.Background(), o.class, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -536,5 +549,55 @@ func TestLeaderCrashTakeover(t *testing.T) {
 			t.Fatalf("the Lease is still %q after %s (duration %s)", h, elapsed, lease.LeaseDuration)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// toldHooks records what a Watcher tells Options.Leading and
+// Options.StatusWritten.
+type toldHooks struct {
+	mu     sync.Mutex
+	lease  string
+	calls  int
+	leads  bool
+	writes atomic.Int64
+	failed atomic.Int64
+}
+
+func (h *toldHooks) leading(lease string, leading bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lease, h.leads = lease, leading
+	h.calls++
+}
+
+func (h *toldHooks) written(err error) {
+	if err != nil {
+		h.failed.Add(1)
+		return
+	}
+	h.writes.Add(1)
+}
+
+// want checks the last leadership told (lease "" when it was never told
+// it leads) and the writes counted, none failed.
+func (h *toldHooks) want(t *testing.T, id string, leads bool, written int64, lease string) {
+	t.Helper()
+	// A stop or start is told from the election's goroutine, shortly
+	// after the Lease record changes.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		got, gotLease := h.leads, h.lease
+		h.mu.Unlock()
+		if got == leads && (lease == "" || gotLease == lease) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s told leading=%v (lease %q), want %v (%q)", id, got, gotLease, leads, lease)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, f := h.writes.Load(), h.failed.Load(); n != written || f != 0 {
+		t.Fatalf("replica %s counted %d written and %d failed, want %d and 0", id, n, f, written)
 	}
 }

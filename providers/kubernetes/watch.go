@@ -3,6 +3,7 @@ package kubernetes
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -96,6 +97,17 @@ type Options struct {
 	// Translated, when set, sees every OutboundResult an OutboundSource
 	// makes, applied or not (the sidecar's metrics).
 	Translated func(OutboundResult)
+	// Leading, when set, is told each time this replica starts (true) or
+	// stops (false) holding the status Lease (named NAMESPACE/NAME), and
+	// false once more when the Watcher stops: the edge's
+	// causeway_kubernetes_status_leader. It is called from the election's
+	// goroutines and must not block.
+	Leading func(lease string, leading bool)
+	// StatusWritten, when set, is told of each object whose status a pass
+	// wrote (nil) or failed to write (the error): the edge's
+	// causeway_kubernetes_status_writes_total. An object already right is
+	// not written and not told.
+	StatusWritten func(error)
 }
 
 // LeaderElection configures the coordination.k8s.io Lease that makes one
@@ -113,7 +125,8 @@ type LeaderElection struct {
 	// service account's namespace, else "default").
 	Namespace string
 	// Identity names this replica in the Lease (default $POD_NAME, else
-	// the host name). Replicas must have different identities.
+	// the host name with a random suffix). Replicas must have different
+	// identities: two that share one both believe they hold the Lease.
 	Identity string
 	// LeaseDuration, RenewDeadline and RetryPeriod are the Lease timings
 	// (DefaultLeaseDuration, DefaultRenewDeadline, DefaultRetryPeriod).
@@ -160,6 +173,11 @@ type Watcher struct {
 	leaderCtx  context.Context // nil when not leading
 	resultPoke chan struct{}
 	leaderPoke chan struct{}
+	// leadingHook and writtenHook are Options.Leading and
+	// Options.StatusWritten (nil: not told).
+	leadingHook func(lease string, leading bool)
+	writtenHook func(error)
+	hookMu      sync.Mutex // orders leadingHook's calls
 	// written is statusLoop's own: the statuses it wrote last pass (see
 	// writeOne).
 	written map[string]writtenStatus
@@ -221,22 +239,24 @@ func New(cfg routes.KubernetesProvider, onSnapshot func(*Snapshot), opts Options
 		return nil, fmt.Errorf("kubernetes provider: %w", err)
 	}
 	w := &Watcher{
-		cfg:        cfg,
-		onSnapshot: onSnapshot,
-		watchPods:  opts.MeshTrustDomain != "",
-		clock:      opts.Clock,
-		log:        opts.Logger,
-		quiet:      cmp.Or(opts.Quiet, DefaultQuiet),
-		max:        cmp.Or(opts.MaxDelay, DefaultMaxDelay),
-		election:   election,
-		httpClient: httpClient,
-		conns:      conns,
-		core:       core,
-		gw:         gw,
-		dyn:        dyn,
-		changed:    make(chan struct{}, 1),
-		resultPoke: make(chan struct{}, 1),
-		leaderPoke: make(chan struct{}, 1),
+		cfg:         cfg,
+		onSnapshot:  onSnapshot,
+		watchPods:   opts.MeshTrustDomain != "",
+		clock:       opts.Clock,
+		log:         opts.Logger,
+		quiet:       cmp.Or(opts.Quiet, DefaultQuiet),
+		max:         cmp.Or(opts.MaxDelay, DefaultMaxDelay),
+		election:    election,
+		leadingHook: opts.Leading,
+		writtenHook: opts.StatusWritten,
+		httpClient:  httpClient,
+		conns:       conns,
+		core:        core,
+		gw:          gw,
+		dyn:         dyn,
+		changed:     make(chan struct{}, 1),
+		resultPoke:  make(chan struct{}, 1),
+		leaderPoke:  make(chan struct{}, 1),
 	}
 	if w.clock == nil {
 		w.clock = clock.RealClock{}
@@ -334,11 +354,20 @@ func electionDefaults(cfg routes.KubernetesProvider, le LeaderElection) (LeaderE
 		le.Identity = os.Getenv("POD_NAME")
 	}
 	if le.Identity == "" {
+		// Outside a pod the host name alone is not unique: two edges on
+		// one machine (or in one process) would share it, and a Lease
+		// record naming it makes both the leader. The suffix, as
+		// kube-controller-manager adds one, keeps the host readable in the
+		// record.
 		h, err := os.Hostname()
 		if err != nil {
 			return le, fmt.Errorf("lease identity: %w", err)
 		}
-		le.Identity = h
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return le, fmt.Errorf("lease identity: %w", err)
+		}
+		le.Identity = h + "_" + hex.EncodeToString(b[:])
 	}
 	le.LeaseDuration = cmp.Or(le.LeaseDuration, DefaultLeaseDuration)
 	le.RenewDeadline = cmp.Or(le.RenewDeadline, DefaultRenewDeadline)
@@ -546,12 +575,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
 	var electWG sync.WaitGroup
+	w.told(false) // a follower says so until it leads
 	electWG.Go(func() { w.elect(electCtx) })
 	wg.Go(func() { w.statusLoop(ctx) })
 	defer func() {
 		wg.Wait()
 		stopElection()
 		electWG.Wait()
+		w.told(false)
 	}()
 
 	w.loop(ctx)

@@ -589,3 +589,40 @@ func TestPoliciesOff(t *testing.T) {
 		r.stop()
 	}
 }
+
+// Two edges outside a pod (no POD_NAME) on one machine, or in one
+// process, must not share a Lease identity: a record naming it would make
+// both the status writer. $POD_NAME, unique per pod, is taken as it is.
+func TestLeaseIdentity(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, podName string
+		wantPrefix    string
+		unique        bool
+	}{
+		{"pod name", "causeway-7d9f-abcde", "causeway-7d9f-abcde", false},
+		{"host name outside a pod", "", host + "_", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("POD_NAME", tt.podName)
+			seen := map[string]bool{}
+			for range 50 {
+				le, err := electionDefaults(routes.KubernetesProvider{GatewayClass: "causeway"}, LeaderElection{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.HasPrefix(le.Identity, tt.wantPrefix) {
+					t.Fatalf("identity %q, want it to start with %q", le.Identity, tt.wantPrefix)
+				}
+				seen[le.Identity] = true
+			}
+			if want := map[bool]int{true: 50, false: 1}[tt.unique]; len(seen) != want {
+				t.Fatalf("%d distinct identities in 50, want %d", len(seen), want)
+			}
+		})
+	}
+}

@@ -37,86 +37,29 @@ func TestScale(t *testing.T) {
 		t.Skip("a scale measurement: make scale-k8s runs it")
 	}
 	nRoutes, nEndpoints := envInt("CAUSEWAY_SCALE_ROUTES", 10000), envInt("CAUSEWAY_SCALE_ENDPOINTS", 100000)
-	const perSlice = 100
-	nServices := max(nEndpoints/perSlice, 1)
 	ctx := context.Background()
 	kubeconfig := must(cp.Kubeconfig())(t)
 	c := clientsFor(t, kubeconfig)
 	startPod(t, "web-1", testnetns.Addr(256+1))
-
 	ns := "scale"
-	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	if _, err := c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}); err != nil {
-		t.Log(err) // the other test may have made it
-	}
-	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
-
 	// CAUSEWAY_SCALE_POLICY=1 puts a Gateway-wide CausewayPolicy (an
 	// inline per-client limit) over every route, so the figures include
 	// building and checking it with each snapshot.
-	if os.Getenv("CAUSEWAY_SCALE_POLICY") == "1" {
-		must(c.dyn.Resource(kubernetes.PolicyGVR).Namespace(ns).Create(ctx, policyJSON(t, ns, "gw-limits",
-			`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"gw"}],
-			  "rateLimits":[{"config":{"key":"client_ip","limit":100000,"per":"1s","burst":100000}}]}`), metav1.CreateOptions{}))(t)
-		t.Log("with a Gateway-wide CausewayPolicy over every route")
-	}
-
-	// The objects, created in parallel. Service 0's slice holds the one
-	// real pod, so requests can be served; the others hold addresses that
-	// only count.
-	start := time.Now()
-	parallel(t, nServices, func(i int) error {
-		name := "svc" + strconv.Itoa(i)
-		svc := service(ns, name)
-		// Headless: the test API server's ClusterIP range is too small for
-		// thousands, and the edge reads EndpointSlices, not ClusterIPs.
-		svc.Spec.ClusterIP = corev1.ClusterIPNone
-		if _, err := c.core.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-		es := slice(ns, name, name+"-1")
-		for j := 0; j < perSlice; j++ {
-			ip := countedAddr(i*perSlice + j)
-			if i == 0 {
-				// Service 0 is the real pod alone: the requests that
-				// measure a change must not be balanced onto addresses
-				// that answer nothing.
-				ip = testnetns.Addr(256 + 1)
-				if j > 0 {
-					break
-				}
-			}
-			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}})
-		}
-		_, err := c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
-		return err
-	})
-	parallel(t, nRoutes, func(i int) error {
-		svcName := "svc" + strconv.Itoa(i%nServices)
-		if i == 0 {
-			svcName = "svc0"
-		}
-		r := httpRoute(ns, "r"+strconv.Itoa(i), prefixRule("/r"+strconv.Itoa(i), svcName, ""))
-		r.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname("h" + strconv.Itoa(i%100) + ".example")}
-		_, err := c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, r, metav1.CreateOptions{})
-		return err
-	})
-	t.Logf("created %d HTTPRoutes, %d Services, %d endpoints in %s", nRoutes, nServices, nServices*perSlice, time.Since(start).Round(time.Millisecond))
-
+	withPolicy := os.Getenv("CAUSEWAY_SCALE_POLICY") == "1"
+	nServices := createScaleObjects(t, c, ns, nRoutes, nEndpoints, testnetns.Addr(256+1), withPolicy)
+	const perSlice = scalePerSlice
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	e := serveEdge(t, edgeFile(t, kubeconfig, false, ns))
 	addr := e.Addr("http")
-	start = time.Now()
+	start := time.Now()
 	eventuallyWithin(t, 10*time.Minute, "the first route served", func() bool {
 		code, _, _ := send(t, addr, "h0.example", "/r0/x")
 		return code == 200
 	})
 	t.Logf("first complete model served %s after the edge started", time.Since(start).Round(time.Millisecond))
-	if os.Getenv("CAUSEWAY_SCALE_POLICY") == "1" {
+	if withPolicy {
 		// The figures count only if the policy is applied, not refused:
 		// its limit is on the answers.
 		var res *http.Response
@@ -277,4 +220,78 @@ func eventuallyWithin(t *testing.T, d time.Duration, what string, ok func() bool
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// scalePerSlice is how many endpoints each of the scale Services' one
+// EndpointSlice holds.
+const scalePerSlice = 100
+
+// createScaleObjects makes, in namespace ns (created here), the Gateway
+// "gw" of class causeway with one HTTP listener, nEndpoints/100 headless
+// Services "svcN" with one EndpointSlice of 100 endpoints each, and
+// nRoutes HTTPRoutes "rN" on hosts hN%100.example, each with the prefix
+// /rN to svcN%services. Service 0's slice holds the one real pod at
+// podIP, so requests can be served; the other addresses are only
+// counted. It returns the number of Services.
+func createScaleObjects(t *testing.T, c cluster, ns string, nRoutes, nEndpoints int, podIP string, withPolicy bool) int {
+	t.Helper()
+	const perSlice = scalePerSlice
+	nServices := max(nEndpoints/perSlice, 1)
+	ctx := context.Background()
+	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+	if _, err := c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}); err != nil {
+		t.Log(err) // the other test may have made it
+	}
+	must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}}}}, metav1.CreateOptions{}))(t)
+	if withPolicy {
+		must(c.dyn.Resource(kubernetes.PolicyGVR).Namespace(ns).Create(ctx, policyJSON(t, ns, "gw-limits",
+			`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"gw"}],
+			  "rateLimits":[{"config":{"key":"client_ip","limit":100000,"per":"1s","burst":100000}}]}`), metav1.CreateOptions{}))(t)
+		t.Log("with a Gateway-wide CausewayPolicy over every route")
+	}
+
+	// The objects, created in parallel. Service 0's slice holds the one
+	// real pod, so requests can be served; the others hold addresses that
+	// only count.
+	start := time.Now()
+	parallel(t, nServices, func(i int) error {
+		name := "svc" + strconv.Itoa(i)
+		svc := service(ns, name)
+		// Headless: the test API server's ClusterIP range is too small for
+		// thousands, and the edge reads EndpointSlices, not ClusterIPs.
+		svc.Spec.ClusterIP = corev1.ClusterIPNone
+		if _, err := c.core.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		es := slice(ns, name, name+"-1")
+		for j := 0; j < perSlice; j++ {
+			ip := countedAddr(i*perSlice + j)
+			if i == 0 {
+				// Service 0 is the real pod alone: the requests that
+				// measure a change must not be balanced onto addresses
+				// that answer nothing.
+				ip = podIP
+				if j > 0 {
+					break
+				}
+			}
+			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}})
+		}
+		_, err := c.core.DiscoveryV1().EndpointSlices(ns).Create(ctx, es, metav1.CreateOptions{})
+		return err
+	})
+	parallel(t, nRoutes, func(i int) error {
+		svcName := "svc" + strconv.Itoa(i%nServices)
+		if i == 0 {
+			svcName = "svc0"
+		}
+		r := httpRoute(ns, "r"+strconv.Itoa(i), prefixRule("/r"+strconv.Itoa(i), svcName, ""))
+		r.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname("h" + strconv.Itoa(i%100) + ".example")}
+		_, err := c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, r, metav1.CreateOptions{})
+		return err
+	})
+	t.Logf("created %d HTTPRoutes, %d Services, %d endpoints in %s", nRoutes, nServices, nServices*perSlice, time.Since(start).Round(time.Millisecond))
+	return nServices
 }
