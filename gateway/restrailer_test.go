@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -481,5 +482,95 @@ func checkRespCase(t *testing.T, c respCase, id string, got respRead) {
 		if strings.Contains(got.raw, bad) {
 			t.Errorf("the client received %q:\n%s", bad, got.raw)
 		}
+	}
+}
+
+// TestResponseTrailersConcurrent sends hundreds of requests over a few
+// HTTP/1.1 keep-alive connections and over one h2c connection with many
+// streams at once, alternating the HTTP/1.1 and the h2c upstream and
+// announced and unannounced trailers, each upstream answer carrying the
+// request's own id in its trailer: every client reads exactly its own
+// trailer. The forwarder's per-request state, the engine's responses and
+// both transports' connections are reused between requests, so a trailer
+// kept too long would show here as another request's value.
+func TestResponseTrailersConcurrent(t *testing.T) {
+	h1Conns, h1Per, h2Streams, h2Per := 4, 150, 16, 40
+	if testing.Short() {
+		h1Conns, h1Per, h2Streams, h2Per = 2, 50, 4, 20
+	}
+	all := respTrailerCases()
+	// Announced, unannounced, both, duplicates, and forged names the
+	// edge owns beside the request's own field.
+	cases := append(all[:4:4], all[7])
+	if cases[4].name != "names the edge or a sidecar owns, announced" {
+		t.Fatalf("case %q", cases[4].name)
+	}
+	h1u := startRespUpstream(t, false, cases)
+	h2u := startRespUpstream(t, true, cases)
+	e := respTrailerEdge(t, h1u.addr, h2u.addr)
+	addr := strings.TrimPrefix(e.url, "http://")
+	target := func(i int) (string, respCase) {
+		up := []string{"h1", "h2"}[i%2]
+		c := (i / 2) % len(cases)
+		return fmt.Sprintf("/%s/t?case=%d", up, c), cases[c]
+	}
+	check := func(id string, c respCase, res *http.Response, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", id, err)
+		}
+		got := readResp(res, func() string { return "" })
+		if got.status != http.StatusOK || got.cut || got.fields != fillID(c.wantTrailer, id) {
+			return fmt.Errorf("%s: status %d, cut %v, trailer %q; want %q", id, got.status, got.cut, got.fields, fillID(c.wantTrailer, id))
+		}
+		return nil
+	}
+	errs := make(chan error, h1Conns+h2Streams)
+	var wg sync.WaitGroup
+	for c := range h1Conns {
+		wg.Go(func() {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(time.Minute))
+			br := bufio.NewReader(nc)
+			for i := range h1Per {
+				id := fmt.Sprintf("c1-%d-%d", c, i)
+				tg, rc := target(i + c)
+				if _, err := fmt.Fprintf(nc, "GET %s HTTP/1.1\r\nHost: a.example\r\nX-Request-Id: %s\r\n\r\n", tg, id); err != nil {
+					errs <- err
+					return
+				}
+				res, err := http.ReadResponse(br, nil)
+				if err := check(id, rc, res, err); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	h2c := trailerH2CClient()
+	defer h2c.CloseIdleConnections()
+	for s := range h2Streams {
+		wg.Go(func() {
+			for i := range h2Per {
+				id := fmt.Sprintf("c2-%d-%d", s, i)
+				tg, rc := target(i + s)
+				req, _ := http.NewRequest(http.MethodGet, e.url+tg, nil)
+				req.Header.Set("X-Request-Id", id)
+				res, err := h2c.Do(req)
+				if err := check(id, rc, res, err); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
