@@ -18,11 +18,11 @@ import (
 // edge keeps out of one direction's trailers it keeps out of the other's:
 //
 //   - not a valid field name, or a field RFC 9110 6.5.1 keeps out of
-//     trailers (httpguts.ValidTrailerHeader: framing, routing,
+//     trailers (also once '_' is read as '-') (httpguts.ValidTrailerHeader: framing, routing,
 //     authentication, controls, If-*): what net/http's HTTP/2 server
 //     refuses to declare, and what the edge's HTTP/1.1 transport refuses
 //     from an upstream;
-//   - hop-by-hop: the standard names, and those the message's Connection
+//   - hop-by-hop (also once '_' is read as '-'): the standard names, and those the message's Connection
 //     header nominates;
 //   - a name the edge states for the service (internal/edgeheader:
 //     client-address, X-Forwarded-*, URL overrides, X-Causeway-*);
@@ -45,8 +45,12 @@ func trailerForwardable(k string, conn []string, stated ...http.Header) bool {
 		return false
 	}
 	ck := textproto.CanonicalMIMEHeaderKey(k)
-	for _, h := range hopHeaders {
-		if ck == h {
+	if hopHeader(ck) {
+		return false
+	}
+	if strings.IndexByte(k, '_') >= 0 {
+		// Content_Length is Content-Length to a peer that folds '_'.
+		if f := textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(k, "_", "-")); !httpguts.ValidTrailerHeader(f) || hopHeader(f) {
 			return false
 		}
 	}
@@ -66,6 +70,15 @@ func trailerForwardable(k string, conn []string, stated ...http.Header) bool {
 		}
 	}
 	return true
+}
+
+func hopHeader(ck string) bool {
+	for _, h := range hopHeaders {
+		if ck == h {
+			return true
+		}
+	}
+	return false
 }
 
 // headerOnlyNames are the names, lower case with '_' as '-' (the way a
