@@ -501,7 +501,7 @@ func TestResponseTrailersConcurrent(t *testing.T) {
 	all := respTrailerCases()
 	// Announced, unannounced, both, duplicates, and forged names the
 	// edge owns beside the request's own field.
-	cases := append(all[:4:4], all[7])
+	cases := slices.Concat(all[:4], all[7:8])
 	if cases[4].name != "names the edge or a sidecar owns, announced" {
 		t.Fatalf("case %q", cases[4].name)
 	}
