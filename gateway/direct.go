@@ -248,11 +248,18 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 
+	if err := checkAnnouncedTrailer(res); err != nil {
+		res.Body.Close()
+		p.hooks.errorHandler(rw, outreq, err)
+		return
+	}
+	conn := res.Header["Connection"] // its names are hop-by-hop as trailers too
 	removeHopByHop(res.Header)
 	if !p.modifyResponse(rw, res, outreq) {
 		return
 	}
 	copyResponseHeader(rw.Header(), res.Header)
+	dropResponseTrailers(res, conn, rw.Header())
 
 	// The transport moves the announced trailer names from the header to
 	// res.Trailer: announce them again.
@@ -279,6 +286,15 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	res.Body.Close() // now, not deferred: it fills res.Trailer
+	if err := checkReceivedTrailer(res.Trailer); err != nil {
+		// As a body that broke: the client gets a cut response.
+		log.Printf("gateway: forwarder: %v", err)
+		if req.Context().Value(http.ServerContextKey) == nil {
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+	dropResponseTrailers(res, conn, rw.Header()) // the fields not announced came now
 
 	if len(res.Trailer) > 0 {
 		// Chunked for the trailer: without the flush net/http may frame a

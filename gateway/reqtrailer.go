@@ -6,7 +6,6 @@ import (
 	"net/textproto"
 	"slices"
 
-	"github.com/causewayhq/causeway/internal/edgeheader"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -63,7 +62,7 @@ func forwardedTrailer(in *http.Request, outHeader http.Header) http.Header {
 	}
 	var out http.Header
 	for _, k := range names {
-		if !trailerForwardable(k, outHeader) {
+		if !trailerForwardable(k, nil, outHeader) {
 			continue
 		}
 		if out == nil {
@@ -117,23 +116,6 @@ func announcedTrailers(trailer http.Header) []string {
 		names = append(names, k)
 	}
 	return names
-}
-
-func trailerForwardable(k string, outHeader http.Header) bool {
-	if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
-		return false
-	}
-	ck := textproto.CanonicalMIMEHeaderKey(k)
-	for _, h := range hopHeaders {
-		if ck == h {
-			return false
-		}
-	}
-	if edgeheader.Of(k) != edgeheader.Plain {
-		return false
-	}
-	_, stated := outHeader[ck]
-	return !stated
 }
 
 // fillTrailer copies the values the client sent for out's names, once

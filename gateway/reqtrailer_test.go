@@ -152,6 +152,15 @@ func trailerCases() []trailerCase {
 		{name: "hop-by-hop and nominated by Connection", h1Only: true, header: "Connection: X-Secret\r\n",
 			announce: "Upgrade, Proxy-Connection, X-Secret, X-Check", fields: []string{"Upgrade: h2c", "Proxy-Connection: x", "X-Secret: s", "X-Check: 1"},
 			wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
+		// The edge starts a trace of its own (the client sent no valid
+		// traceparent) and drops the client's tracestate: a trailer
+		// must not bring them back.
+		{name: "trace context, the edge starts the trace", announce: "Traceparent, Tracestate, X-Check",
+			fields:        []string{"Traceparent: 00-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-eeeeeeeeeeeeeeee-01", "Tracestate: evil=1", "X-Check: 1"},
+			wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
+		{name: "trace context, the client's trace", h1Only: true, header: "Traceparent: 00-0123456789abcdef0123456789abcdef-0123456789abcdef-01\r\n",
+			announce: "Tracestate, Traceparent, X-Check", fields: []string{"Tracestate: evil=1", "Traceparent: 00-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-eeeeeeeeeeeeeeee-01", "X-Check: 1"},
+			wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
 		{name: "unannounced fields", h1Only: true, fields: []string{"X-Late: 1"}, wantSection: "<none>"},
 		{name: "announced and unannounced", h1Only: true, announce: "X-Check", fields: []string{"X-Check: 1", "X-Late: 1"},
 			wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
@@ -282,7 +291,7 @@ func TestRequestTrailersForwarded(t *testing.T) {
 				if announced != tc.wantAnnounced || section != tc.wantSection {
 					t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, tc.wantAnnounced, tc.wantSection, got[0])
 				}
-				for _, bad := range []string{"6.6.6.6", "evil", "smuggled", "/admin", "X-Secret: s", "X-Causeway-Mirror"} {
+				for _, bad := range []string{"6.6.6.6", "evil", "smuggled", "/admin", "X-Secret: s", "X-Causeway-Mirror", "eeeeeeeeeeeeeeee"} {
 					if strings.Contains(got[0], bad) {
 						t.Errorf("the upstream received %q:\n%s", bad, got[0])
 					}

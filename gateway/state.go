@@ -148,6 +148,12 @@ func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 && code >= 200 {
 		r.status = code
 	}
+	if code >= 200 && !r.wrote {
+		// Last before the head goes out, after every stage's hook (the
+		// headers plugin sets its response fields in WriteHeader): a
+		// declared trailer cannot take a header field out of the head.
+		undeclareStatedTrailers(r.Header())
+	}
 	if code >= 200 {
 		r.wrote = true
 	}

@@ -255,7 +255,7 @@ func (w *response) finish() {
 			}
 		}
 		for k, vv := range w.hdr {
-			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && httpguts.ValidHeaderFieldName(name) {
+			if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && validTrailer(name) {
 				for _, v := range vv {
 					writeField(bw, name, v)
 				}
@@ -289,14 +289,20 @@ func (w *response) writeHead(final bool) {
 	w.trailers = w.trailers[:0]
 	hasTrailers := false
 	for _, v := range h["Trailer"] {
+		// The framing is net/http's: chunked for any Trailer header,
+		// even one whose names are not written.
+		hasTrailers = true
 		for k := range strings.SplitSeq(v, ",") {
 			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
-			switch k {
-			case "", "Transfer-Encoding", "Trailer", "Content-Length":
+			if k == "" {
+				continue
+			}
+			if !httpguts.ValidTrailerHeader(k) {
+				// As net/http's servers (HTTP/1.1 and HTTP/2): a field
+				// RFC 9110 6.5.1 keeps out of trailers stays in the head.
 				continue
 			}
 			w.trailers = append(w.trailers, k)
-			hasTrailers = true
 		}
 	}
 	for k := range h {
@@ -396,6 +402,15 @@ func writeStatusLine(bw *bufio.Writer, code int) {
 		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 	}
 	_, _ = bw.WriteString("\r\n")
+}
+
+// validTrailer reports whether a handler's http.TrailerPrefix field named
+// name is written after the body: a valid field name that RFC 9110 6.5.1
+// allows as a trailer. net/http's HTTP/2 server declares only those
+// (net/http's HTTP/1.1 server writes any), so an HTTP/1.1 client of the
+// engine gets the same trailers as an HTTP/2 one.
+func validTrailer(name string) bool {
+	return httpguts.ValidHeaderFieldName(name) && httpguts.ValidTrailerHeader(name)
 }
 
 // writeFields writes h, leaving out the fields announced as trailers (the

@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Response trailers: the fields an upstream sends after its body go on to
+// the client after the edge's (HTTP/1.1 chunked, or HTTP/2 trailers),
+// filtered by the same check as request trailers (trailerForwardable), so
+// that an upstream, hostile or buggy, cannot state in a trailer what the
+// edge decided in the header: the request id, the trace context, a
+// session cookie, CORS, security or rate-limit headers, X-Causeway-*.
+//
+// Unlike request trailers, fields the upstream did not announce in its
+// Trailer header go on too: gRPC servers send grpc-status so, and both
+// upstream transports (the edge's HTTP/1.1 one and net/http's HTTP/2 one)
+// keep them. The edge's servers write them after the body with
+// http.TrailerPrefix, over HTTP/1.1 and HTTP/2 alike.
+//
+// The edge's HTTP/1.1 transport refuses an upstream that announces or
+// sends a field RFC 9110 6.5.1 keeps out of trailers (Content-Length,
+// Host, Authorization, ...), or a trailer section over its 4 KiB read
+// buffer: a 502 when announced, a cut response when sent. net/http's
+// HTTP/2 transport (h2c upstreams) lets all of these through, so the
+// forwarder refuses them the same way: the client sees the same answer
+// whichever protocol the upstream speaks.
+
+// responseTrailerLimit bounds an upstream's trailer section, counted as
+// its HTTP/1.1 form (each field "Name: value\r\n", and the empty line):
+// the edge's HTTP/1.1 transport reads no more (its read buffer), and the
+// same bound holds for h2c upstreams.
+const responseTrailerLimit = 4 << 10
+
+// checkAnnouncedTrailer refuses an upstream's response that announces a
+// trailer field that may not be one, as the HTTP/1.1 transport does.
+func checkAnnouncedTrailer(res *http.Response) error {
+	for k := range res.Trailer {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
+			return fmt.Errorf("upstream announced the forbidden trailer field %q", k)
+		}
+	}
+	return nil
+}
+
+// dropResponseTrailers takes out of res.Trailer the names that do not go
+// on to the client: conn is the response's Connection header as it came,
+// stated the client's response header. A response without a body (to
+// HEAD, a 204, a 304) has no trailer section: nothing is announced that
+// cannot come, to HTTP/1.1 and HTTP/2 clients alike.
+func dropResponseTrailers(res *http.Response, conn []string, stated http.Header) {
+	if len(res.Trailer) == 0 {
+		return
+	}
+	if res.Request != nil && res.Request.Method == http.MethodHead || res.StatusCode == http.StatusNoContent || res.StatusCode == http.StatusNotModified {
+		clear(res.Trailer)
+		return
+	}
+	for k := range res.Trailer {
+		if !trailerForwardable(k, conn, stated) {
+			delete(res.Trailer, k)
+		}
+	}
+}
+
+// checkReceivedTrailer refuses, once the upstream's body has ended, a
+// trailer section the HTTP/1.1 transport would have refused: a field that
+// may not be a trailer, or a section over responseTrailerLimit.
+func checkReceivedTrailer(t http.Header) error {
+	size := len("\r\n")
+	for k, vv := range t {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
+			return fmt.Errorf("upstream sent the forbidden trailer field %q", k)
+		}
+		for _, v := range vv {
+			size += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	if size > responseTrailerLimit {
+		return fmt.Errorf("upstream's trailer section is over %d bytes", responseTrailerLimit)
+	}
+	return nil
+}
