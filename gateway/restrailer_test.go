@@ -302,6 +302,11 @@ func respTrailerCases() []respCase {
 			trailer: []string{"X-Dup: evil", "X-Check: {id}"}, wantTrailer: "X-Check={id}", wantNames: "X-Check", wantHead: []string{"X-Dup: head"}},
 		{name: "hop-by-hop and nominated by Connection", header: []string{"Connection: X-Secret, X-Other"}, announce: "X-Secret, Upgrade, X-Check",
 			body: "hello", trailer: []string{"X-Secret: evil", "X-Other: evil", "Upgrade: evil", "X-Check: {id}"}, wantTrailer: "X-Check={id}", wantNames: "X-Check"},
+		// Connection: close goes once read (as http.ReadResponse does);
+		// the fields it also nominates must not come back as a header or a
+		// trailer, as net/http's reader and ReverseProxy let them.
+		{name: "nominated by Connection with close", only: "h1", header: []string{"Connection: close, X-Secret", "X-Secret: evil"},
+			announce: "X-Secret, X-Check", body: "hello", trailer: []string{"X-Secret: evil", "X-Check: {id}"}, wantTrailer: "X-Check={id}", wantNames: "X-Check"},
 		{name: "forbidden name announced", announce: "Content-Type, X-Check", body: "hello", trailer: []string{"X-Check: {id}"}, wantStatus: http.StatusBadGateway},
 		{name: "Content-Length sent", body: "hello", trailer: []string{"Content-Length: 5", "X-Check: {id}"}, wantCut: true},
 		{name: "Authorization sent", announce: "X-Check", body: "hello", trailer: []string{"Authorization: Bearer evil", "X-Check: {id}"}, wantCut: true},

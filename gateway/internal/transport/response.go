@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -179,7 +180,15 @@ func (c *h1Conn) newResponse(req *http.Request, head []byte) (*responseAlloc, er
 		}
 	}
 	if r.Minor == 1 && r.Close {
-		delete(h, "Connection")
+		// The other fields Connection nominates are hop-by-hop too (RFC
+		// 9110 7.6.1), and the forwarder finds them by reading
+		// Connection: they stay named. (http.ReadResponse drops the whole
+		// field, and httputil.ReverseProxy then forwards what it named.)
+		if rest := withoutClose(h["Connection"]); rest != "" {
+			h["Connection"] = []string{rest}
+		} else {
+			delete(h, "Connection")
+		}
 	}
 	if r.Chunked {
 		resp.TransferEncoding = chunkedCoding
@@ -342,4 +351,22 @@ func readTrailers(resp *http.Response, fields []h1.Header) error {
 		resp.Trailer[k] = vv
 	}
 	return nil
+}
+
+// withoutClose is the tokens of a Connection field's values other than
+// "close", joined by ", "; "" when there are none.
+func withoutClose(vv []string) string {
+	var b strings.Builder
+	for _, v := range vv {
+		for t := range strings.SplitSeq(v, ",") {
+			if t = textproto.TrimString(t); t == "" || strings.EqualFold(t, "close") {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(t)
+		}
+	}
+	return b.String()
 }
