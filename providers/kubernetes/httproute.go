@@ -367,10 +367,11 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 	gen := v.obj.GetGeneration()
 	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
 	for i := 0; i < v.rules; i++ {
-		base := []string{v.obj.GetNamespace(), v.obj.GetName(), strconv.Itoa(i)}
+		base := []string{v.obj.GetNamespace(), namePart(v.obj.GetName()), strconv.Itoa(i)}
 		if v.kind == kindGRPCRoute {
-			// Its own names: an HTTPRoute of the same name may exist.
-			base = []string{v.obj.GetNamespace(), "grpc", v.obj.GetName(), strconv.Itoa(i)}
+			// Its own names: an HTTPRoute of the same name may exist (and
+			// one named "grpc" has a shorter base, its parts being dot-free).
+			base = []string{v.obj.GetNamespace(), "grpc", namePart(v.obj.GetName()), strconv.Itoa(i)}
 		}
 		rr, err := v.rule(i, base)
 		if err != nil {
@@ -410,16 +411,31 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 	return res
 }
 
-// hostLabel puts a hostname into a route name ("*" would not be allowed).
+// hostLabel puts a hostname into a route name as one dot-free part
+// (namePart), different for every hostname: an exact name begins with a
+// letter or digit, a wildcard ("*" would not be allowed) with "_w_", and
+// no hostname is "_any". "w.example.com" and "*.example.com", or a
+// listener named "any" and none, once made one route name twice, which
+// refused the whole model.
 func hostLabel(h string) string {
 	switch {
 	case h == "":
-		return "any"
+		return "_any"
 	case strings.HasPrefix(h, "*."):
-		return "w" + h[1:]
+		return "_w_" + namePart(h[2:])
 	}
-	return h
+	return namePart(h)
 }
+
+// namePart makes a Kubernetes object name or a hostname one part of a
+// model name: its dots become '_', which neither ever has. Model names
+// join their parts with '.', and an object's name may have dots, so
+// without it two routes of one namespace ("r" for host "0.x.example.com"
+// and "r.0" for "x.example.com") made the same route name: the model,
+// every namespace's routes with it, was refused while both existed. With
+// every part dot-free, names of one shape differ where their objects do,
+// and the shapes differ in length or in a fixed part.
+func namePart(s string) string { return strings.ReplaceAll(s, ".", "_") }
 
 // ruleError says why a rule is left out.
 type ruleError struct{ reason, msg string }

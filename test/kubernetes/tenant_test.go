@@ -177,6 +177,20 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	bad.Matches = []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/(unclosed")}}}
 	must(mr.Create(ctx, sharedRoute("mallory", "bad-regex", []string{"victim.example"}, bad), metav1.CreateOptions{}))(t)
 
+	// 5. Model names join their parts with dots, and object names and
+	// hostnames have dots: one route's wildcard beside the name its label
+	// once read as, and two routes whose names and hostnames joined
+	// alike, each made one model route name twice, which refused the
+	// model as a whole (every tenant's changes with it).
+	collide := map[string][]string{
+		"names":  {"*.wild.mallory.example", "w.wild.mallory.example"},
+		"dots":   {"0.dots.mallory.example"},
+		"dots.0": {"dots.mallory.example"},
+	}
+	for name, hosts := range collide {
+		must(mr.Create(ctx, sharedRoute("mallory", name, hosts, prefixRule("/", "web", "")), metav1.CreateOptions{}))(t)
+	}
+
 	eventually(t, "mallory's own header route is served", func() bool {
 		code, body := sendWith(t, addr, "mallory.example", "/own", nil)
 		return code == 200 && strings.HasPrefix(body, "ok")
@@ -275,6 +289,15 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 		}
 		if rc := routeCondition(t, c, "mallory", "bad-regex", "Accepted"); rc == nil || rc.Status != metav1.ConditionFalse || rc.Reason != "UnsupportedValue" {
 			t.Errorf("bad-regex: Accepted %+v", rc)
+		}
+	})
+
+	t.Run("names", func(t *testing.T) {
+		for _, host := range []string{"a.wild.mallory.example", "w.wild.mallory.example", "0.dots.mallory.example", "dots.mallory.example"} {
+			m := malloryPod.hits.Load()
+			if code, body := sendWith(t, addr, host, "/", nil); code != 200 || malloryPod.hits.Load() != m+1 {
+				t.Errorf("%s: %d %.80s, reached mallory's pod %d times; want 200 from it", host, code, body, malloryPod.hits.Load()-m)
+			}
 		}
 	})
 

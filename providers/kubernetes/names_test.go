@@ -1,0 +1,86 @@
+package kubernetes
+
+import (
+	"testing"
+
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewayhq/causeway/routes"
+)
+
+// Object names and hostnames have dots, and model names join their parts
+// with dots: two objects of one namespace, or one route's two hostnames,
+// must still never make the same model name. A duplicate route name
+// refuses the whole model, so one tenant could freeze every other's
+// routes at their last good model; a duplicate plugin or upstream name
+// silently gives one route another's filter or backend.
+func TestTranslateNamesNeverCollide(t *testing.T) {
+	headerFilter := func(v string) gatewayv1.HTTPRouteFilter {
+		return gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
+			RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-From", Value: v}}}}
+	}
+	withFilter := func(r gatewayv1.HTTPRouteRule, f gatewayv1.HTTPRouteFilter) gatewayv1.HTTPRouteRule {
+		r.Filters = append(r.Filters, f)
+		return r
+	}
+	grpcWith := func(name, host string, f *gatewayv1.HTTPRouteFilter) *gatewayv1.GRPCRoute {
+		rl := gatewayv1.GRPCRouteRule{Matches: []gatewayv1.GRPCRouteMatch{method("shop.v1.Cart", "Add")}, BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}}
+		if f != nil {
+			rl.Filters = []gatewayv1.GRPCRouteFilter{{Type: gatewayv1.GRPCRouteFilterRequestHeaderModifier, RequestHeaderModifier: f.RequestHeaderModifier}}
+		}
+		g := grpcRouteOf("apps", name, rl)
+		if host != "" {
+			g.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(host)}
+		}
+		return g
+	}
+	a := rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))
+	for _, tc := range []struct {
+		name      string
+		listeners []gatewayv1.Listener
+		http      []*gatewayv1.HTTPRoute
+		grpc      []*gatewayv1.GRPCRoute
+		plugins   int // plugin instances the fragment must have (0: not checked)
+	}{
+		{name: "a dotted route name against a dotted hostname",
+			http: []*gatewayv1.HTTPRoute{
+				route("apps", "r", []gatewayv1.HTTPRouteRule{a}, hostnames("0.x.example.com")),
+				route("apps", "r.0", []gatewayv1.HTTPRouteRule{a}, hostnames("x.example.com")),
+			}},
+		{name: "a wildcard and the name its label reads as",
+			http: []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{a}, hostnames("*.example.com", "w.example.com"))}},
+		{name: "an HTTPRoute named grpc against a GRPCRoute",
+			http: []*gatewayv1.HTTPRoute{route("apps", "grpc", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/shop.v1.Cart/Add")}, backend("web", 80))}, hostnames("0.h.example.com"))},
+			grpc: []*gatewayv1.GRPCRoute{grpcWith("0", "h.example.com", nil)}},
+		{name: "an HTTPRoute's filter against a GRPCRoute's",
+			http:    []*gatewayv1.HTTPRoute{route("apps", "grpc.x", []gatewayv1.HTTPRouteRule{withFilter(a, headerFilter("http"))})},
+			grpc:    []*gatewayv1.GRPCRoute{grpcWith("x", "", ptr(headerFilter("grpc")))},
+			plugins: 2},
+		{name: "a listener hostname that reads as no hostname",
+			listeners: []gatewayv1.Listener{httpListener("http", 80, ""), httpListener("named", 80, "any")},
+			http:      []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{a})}},
+		{name: "isolation routes of a wildcard and a name",
+			listeners: []gatewayv1.Listener{httpListener("http", 80, ""), httpListener("wild", 80, "*.example.com"), httpListener("w", 80, "w.example.com")},
+			http:      []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{a})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			if tc.listeners != nil {
+				s.Gateways = []*gatewayv1.Gateway{gw("apps", "gw", tc.listeners...)}
+			}
+			s.HTTPRoutes, s.GRPCRoutes = tc.http, tc.grpc
+			res := Translate(routes.KubernetesProvider{}, s)
+			seen := map[string]routes.Match{}
+			for _, r := range res.Fragment.Routes {
+				if m, dup := seen[r.Name]; dup {
+					t.Errorf("route name %q is made twice: host %q and host %q", r.Name, m.Host, r.Match.Host)
+				}
+				seen[r.Name] = r.Match
+			}
+			if tc.plugins > 0 && len(res.Fragment.Plugins) != tc.plugins {
+				t.Errorf("%d plugin instances, want %d (one route's filter took another's name)", len(res.Fragment.Plugins), tc.plugins)
+			}
+			mergeable(t, res.Fragment)
+		})
+	}
+}
