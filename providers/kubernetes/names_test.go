@@ -84,3 +84,61 @@ func TestTranslateNamesNeverCollide(t *testing.T) {
 		})
 	}
 }
+
+// Two routes that match different requests must both be served. A header
+// or query value may hold any text, and the routes model tells "matches
+// exactly the same requests" by a signature of the match; when a value
+// could spell another match's pieces ("1|H:b=2"), an older route of one
+// namespace made a newer one of another namespace, matching other
+// requests, be left out as its duplicate while its status said Accepted.
+func TestTranslateMatchValuesNeverShadow(t *testing.T) {
+	headers := func(kv ...string) gatewayv1.HTTPRouteMatch {
+		m := exact("/a")
+		for i := 0; i < len(kv); i += 2 {
+			m.Headers = append(m.Headers, gatewayv1.HTTPHeaderMatch{Name: gatewayv1.HTTPHeaderName(kv[i]), Value: kv[i+1]})
+		}
+		return m
+	}
+	query := func(kv ...string) gatewayv1.HTTPRouteMatch {
+		m := exact("/a")
+		for i := 0; i < len(kv); i += 2 {
+			m.QueryParams = append(m.QueryParams, gatewayv1.HTTPQueryParamMatch{Name: gatewayv1.HTTPHeaderName(kv[i]), Value: kv[i+1]})
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name           string
+		older, younger gatewayv1.HTTPRouteMatch
+	}{
+		{"a header value spelling a second header", headers("a", "1|H:b=2"), headers("a", "1", "b", "2")},
+		{"a header value spelling a query parameter", headers("a", "1|Q:b=2"), func() gatewayv1.HTTPRouteMatch {
+			m := headers("a", "1")
+			m.QueryParams = query("b", "2").QueryParams
+			return m
+		}()},
+		{"a query value spelling a second parameter", query("a", "1|Q:b=2"), query("a", "1", "b", "2")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			s.Services = append(s.Services, svc("victim", "web"))
+			s.Gateways[0].Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: ptr(gatewayv1.NamespacesFromAll)}}
+			older := route("mallory", "early", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{tc.older}, backend("web", 80))},
+				hostnames("victim.example"), parents(parent("apps", "gw")), age(1))
+			younger := route("victim", "shop", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{tc.younger}, backend("web", 80))},
+				hostnames("victim.example"), parents(parent("apps", "gw")), age(2))
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{older, younger}
+			res := Translate(routes.KubernetesProvider{}, s)
+			if len(res.Fragment.Routes) != 2 {
+				t.Fatalf("%d model routes, want 2", len(res.Fragment.Routes))
+			}
+			m := mergeable(t, res.Fragment)
+			var served []string
+			for _, r := range m.Routes {
+				served = append(served, r.Name)
+			}
+			if len(served) != 2 || len(m.Warnings) != 0 {
+				t.Fatalf("the model serves %v with warnings %v; want both routes", served, m.Warnings)
+			}
+		})
+	}
+}

@@ -190,6 +190,17 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	for name, hosts := range collide {
 		must(mr.Create(ctx, sharedRoute("mallory", name, hosts, prefixRule("/", "web", "")), metav1.CreateOptions{}))(t)
 	}
+	// 6. A header value that spells a second header match ("1|H:b=2"):
+	// the victim's later route matching a: 1 and b: 2 once read as the
+	// same match, and was left out as its duplicate (see the end).
+	withHeaders := func(path string, kv ...string) gatewayv1.HTTPRouteRule {
+		r := prefixRule(path, "web", "")
+		for i := 0; i < len(kv); i += 2 {
+			r.Matches[0].Headers = append(r.Matches[0].Headers, gatewayv1.HTTPHeaderMatch{Name: gatewayv1.HTTPHeaderName(kv[i]), Value: kv[i+1]})
+		}
+		return r
+	}
+	must(mr.Create(ctx, sharedRoute("mallory", "early", []string{"victim.example"}, withHeaders("/canary", "a", "1|H:b=2")), metav1.CreateOptions{}))(t)
 
 	eventually(t, "mallory's own header route is served", func() bool {
 		code, body := sendWith(t, addr, "mallory.example", "/own", nil)
@@ -312,6 +323,20 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	eventually(t, "the victim's change is served", func() bool {
 		code, _ := sendWith(t, addr, "new.victim.example", "/", nil)
 		return code == 200
+	})
+
+	// A route of the victim's, younger than mallory's "early", matching
+	// other requests than it: served, to the victim's pod (which its shop
+	// route would reach too: the canary's own header tells them apart).
+	canary := withHeaders("/canary", "a", "1", "b", "2")
+	canary.Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
+		RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-Route", Value: "canary"}}}}}
+	must(vr.Create(ctx, sharedRoute("victim", "canary", []string{"victim.example"}, canary), metav1.CreateOptions{}))(t)
+	eventually(t, "the victim's canary route is served", func() bool {
+		n := len(victimPod.headers())
+		code, _ := sendWith(t, addr, "victim.example", "/canary", map[string]string{"a": "1", "b": "2"})
+		got := victimPod.headers()
+		return code == 200 && len(got) == n+1 && got[n].Get("X-Route") == "canary"
 	})
 }
 
