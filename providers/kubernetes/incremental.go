@@ -190,8 +190,15 @@ func (t *translator) emit(v routeView, key policyTarget, e *routeEntry) {
 		}
 		// A Gateway's policy: the oldest Gateway's, when the route is
 		// attached to several (the edge's routes are per host, not per
-		// Gateway).
-		byGateway = slices.Clone(gws)
+		// Gateway). Only those it is attached to: a parentRef to an older
+		// Gateway whose listeners refuse the route would otherwise swap
+		// the serving Gateway's authenticator for that one's policy.
+		byGateway = make([]*gatewayState, 0, len(gws))
+		for _, gs := range gws {
+			if slices.ContainsFunc(e.attached, func(a listenerRef) bool { return a.gw == gs.idx }) {
+				byGateway = append(byGateway, gs)
+			}
+		}
 		slices.SortStableFunc(byGateway, func(a, b *gatewayState) int { return a.idx - b.idx })
 	}
 	t.routeGateways[key] = gws

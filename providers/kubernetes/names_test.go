@@ -1,8 +1,11 @@
 package kubernetes
 
 import (
+	"slices"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/routes"
@@ -138,6 +141,64 @@ func TestTranslateMatchValuesNeverShadow(t *testing.T) {
 			}
 			if len(served) != 2 || len(m.Warnings) != 0 {
 				t.Fatalf("the model serves %v with warnings %v; want both routes", served, m.Warnings)
+			}
+		})
+	}
+}
+
+// A route takes the policy of the oldest Gateway it is attached to, and
+// only of one it is attached to: a parentRef to an older Gateway whose
+// listeners refuse the route (allowedRoutes, sectionName, port) must not
+// swap the authenticator of the Gateway that serves it for that other
+// Gateway's policy, or for none.
+func TestTranslateGatewayPolicyOnlyWhereAttached(t *testing.T) {
+	same, all := gatewayv1.NamespacesFromSame, gatewayv1.NamespacesFromAll
+	admit := func(from gatewayv1.FromNamespaces, l gatewayv1.Listener) gatewayv1.Listener {
+		l.AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}}
+		return l
+	}
+	for _, tc := range []struct {
+		name string
+		ref  gatewayv1.ParentReference // the tenant's parentRef to the older Gateway "open"
+	}{
+		{"its listeners do not admit the namespace", parent("infra", "open")},
+		{"its sectionName matches no listener", func() gatewayv1.ParentReference {
+			p := parent("infra", "open")
+			p.SectionName = ptr(gatewayv1.SectionName("nope"))
+			return p
+		}()},
+		{"its port matches no listener", func() gatewayv1.ParentReference {
+			p := parent("infra", "open")
+			p.Port = ptr(gatewayv1.PortNumber(8081))
+			return p
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			open := gw("infra", "open", admit(same, httpListener("http", 80, "")))
+			guarded := gw("infra", "guarded", admit(all, httpListener("http", 80, "")))
+			guarded.CreationTimestamp = metav1.NewTime(epoch.Add(time.Minute)) // younger than "open"
+			s.Gateways = []*gatewayv1.Gateway{open, guarded}
+			s.Policies = []*CausewayPolicy{
+				policy("infra", "open-limit", 0, target(kindGateway, "open"), func(p *CausewayPolicy) {
+					p.Spec.RateLimits = []PolicyRateLimit{{Ref: "per-ip"}}
+				}),
+				policy("infra", "guarded-auth", 0, target(kindGateway, "guarded"), authRef("corp")),
+			}
+			r := route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))},
+				parents(tc.ref, parent("infra", "guarded")))
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{r}
+			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
+			st := res.HTTPRoutes[nn("apps", "r")]
+			if len(st.Parents) != 2 || condOf(st.Parents[0].Conditions, string(gatewayv1.RouteConditionAccepted)).Status != metav1.ConditionFalse {
+				t.Fatalf("status %+v; want refused by open, accepted by guarded", st.Parents)
+			}
+			var got []string
+			for _, mr := range res.Fragment.Routes {
+				got = append(got, policySummary(mr))
+			}
+			if want := []string{"/a auth=corp"}; !slices.Equal(got, want) {
+				t.Fatalf("model routes %q, want %q: the policy of the Gateway that serves the route", got, want)
 			}
 		})
 	}
