@@ -149,7 +149,8 @@ func (t *translator) attach(v routeView, e *routeEntry) {
 			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "", gen)}
 			attached = append(attached, atts...)
 			for _, a := range atts {
-				e.attached = append(e.attached, listenerRef{gw: a.gw.idx, ls: a.ls.idx})
+				e.attached = append(e.attached, listenerRef{gw: a.gw.idx, ls: a.ls.idx,
+					serves: len(a.hosts) > 0 && a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue})
 			}
 		}
 		e.parents = append(e.parents, ps)

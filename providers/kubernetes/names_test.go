@@ -2,6 +2,7 @@ package kubernetes
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,37 +147,40 @@ func TestTranslateMatchValuesNeverShadow(t *testing.T) {
 	}
 }
 
-// A route takes the policy of the oldest Gateway it is attached to, and
-// only of one it is attached to: a parentRef to an older Gateway whose
-// listeners refuse the route (allowedRoutes, sectionName, port) must not
-// swap the authenticator of the Gateway that serves it for that other
-// Gateway's policy, or for none.
+// A route takes the policy of the oldest Gateway it is served through,
+// and only of one it is served through: a parentRef to an older Gateway
+// whose listeners refuse the route (allowedRoutes, sectionName, port), or
+// accept it only for hostnames a more specific listener has (listener
+// isolation), must not swap the authenticator of the Gateway that serves
+// it for that other Gateway's policy.
 func TestTranslateGatewayPolicyOnlyWhereAttached(t *testing.T) {
 	same, all := gatewayv1.NamespacesFromSame, gatewayv1.NamespacesFromAll
 	admit := func(from gatewayv1.FromNamespaces, l gatewayv1.Listener) gatewayv1.Listener {
 		l.AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}}
 		return l
 	}
+	withRef := func(f func(*gatewayv1.ParentReference)) gatewayv1.ParentReference {
+		p := parent("infra", "open")
+		f(&p)
+		return p
+	}
 	for _, tc := range []struct {
-		name string
-		ref  gatewayv1.ParentReference // the tenant's parentRef to the older Gateway "open"
+		name     string
+		open     gatewayv1.Listener        // the listener of the older Gateway "open"
+		ref      gatewayv1.ParentReference // the tenant's parentRef to it
+		accepted metav1.ConditionStatus    // what "open" says of the route
 	}{
-		{"its listeners do not admit the namespace", parent("infra", "open")},
-		{"its sectionName matches no listener", func() gatewayv1.ParentReference {
-			p := parent("infra", "open")
-			p.SectionName = ptr(gatewayv1.SectionName("nope"))
-			return p
-		}()},
-		{"its port matches no listener", func() gatewayv1.ParentReference {
-			p := parent("infra", "open")
-			p.Port = ptr(gatewayv1.PortNumber(8081))
-			return p
-		}()},
+		{"its listeners do not admit the namespace", admit(same, httpListener("http", 80, "")), parent("infra", "open"), metav1.ConditionFalse},
+		{"its sectionName matches no listener", admit(all, httpListener("http", 80, "")),
+			withRef(func(p *gatewayv1.ParentReference) { p.SectionName = ptr(gatewayv1.SectionName("nope")) }), metav1.ConditionFalse},
+		{"its port matches no listener", admit(all, httpListener("http", 80, "")),
+			withRef(func(p *gatewayv1.ParentReference) { p.Port = ptr(gatewayv1.PortNumber(8081)) }), metav1.ConditionFalse},
+		{"its listener's hostnames are a narrower listener's", admit(all, httpListener("http", 80, "*.example.com")), parent("infra", "open"), metav1.ConditionTrue},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := world()
-			open := gw("infra", "open", admit(same, httpListener("http", 80, "")))
-			guarded := gw("infra", "guarded", admit(all, httpListener("http", 80, "")))
+			open := gw("infra", "open", tc.open)
+			guarded := gw("infra", "guarded", admit(all, httpListener("http", 80, "secure.example.com")))
 			guarded.CreationTimestamp = metav1.NewTime(epoch.Add(time.Minute)) // younger than "open"
 			s.Gateways = []*gatewayv1.Gateway{open, guarded}
 			s.Policies = []*CausewayPolicy{
@@ -186,16 +190,19 @@ func TestTranslateGatewayPolicyOnlyWhereAttached(t *testing.T) {
 				policy("infra", "guarded-auth", 0, target(kindGateway, "guarded"), authRef("corp")),
 			}
 			r := route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))},
-				parents(tc.ref, parent("infra", "guarded")))
+				hostnames("secure.example.com"), parents(tc.ref, parent("infra", "guarded")))
 			s.HTTPRoutes = []*gatewayv1.HTTPRoute{r}
 			res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{Check: testCheck(t)})
 			st := res.HTTPRoutes[nn("apps", "r")]
-			if len(st.Parents) != 2 || condOf(st.Parents[0].Conditions, string(gatewayv1.RouteConditionAccepted)).Status != metav1.ConditionFalse {
-				t.Fatalf("status %+v; want refused by open, accepted by guarded", st.Parents)
+			if len(st.Parents) != 2 || condOf(st.Parents[0].Conditions, string(gatewayv1.RouteConditionAccepted)).Status != tc.accepted ||
+				condOf(st.Parents[1].Conditions, string(gatewayv1.RouteConditionAccepted)).Status != metav1.ConditionTrue {
+				t.Fatalf("status %+v; want Accepted %s by open, True by guarded", st.Parents, tc.accepted)
 			}
 			var got []string
 			for _, mr := range res.Fragment.Routes {
-				got = append(got, policySummary(mr))
+				if mr.Match.Host == "secure.example.com" && !strings.HasPrefix(mr.Name, routes.KubernetesPrefix+"Isolation.") {
+					got = append(got, policySummary(mr))
+				}
 			}
 			if want := []string{"/a auth=corp"}; !slices.Equal(got, want) {
 				t.Fatalf("model routes %q, want %q: the policy of the Gateway that serves the route", got, want)
