@@ -193,6 +193,11 @@ func (t *translator) parentGateway(routeNS string, ref gatewayv1.ParentReference
 // the route, with the hostnames it is served with on each; when there are
 // none, the reason and message of the Accepted=False condition.
 func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.ParentReference) ([]attachment, string, string) {
+	for _, h := range v.hostnames {
+		if !dnsLabels(string(h)) {
+			return nil, string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("hostname %q has a label longer than 63 characters", h)
+		}
+	}
 	var selected []*listenerState
 	for _, ls := range gs.listeners {
 		if ref.SectionName != nil && *ref.SectionName != ls.spec.Name {
@@ -257,6 +262,20 @@ func intersectHosts(lh string, rh []gatewayv1.Hostname) []string {
 		}
 	}
 	return out
+}
+
+// dnsLabels reports whether every label of hostname h (a name or a
+// wildcard) is at most 63 characters, as DNS and the routes model have
+// them. The Gateway API's hostname schemas bound only the whole name, so
+// the API server takes a longer label, and the model, given one, refused
+// every namespace's routes with it.
+func dnsLabels(h string) bool {
+	for l := range strings.SplitSeq(strings.TrimPrefix(h, "*."), ".") {
+		if len(l) > 63 {
+			return false
+		}
+	}
+	return true
 }
 
 // hostCovers reports whether the wildcard w ("*.example.com") matches h,
@@ -733,6 +752,9 @@ func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1
 			use = "rewrite"
 			if f.URLRewrite != nil && f.URLRewrite.Hostname != nil {
 				tr.hostRewrite = string(*f.URLRewrite.Hostname)
+				if !dnsLabels(tr.hostRewrite) {
+					return unsupported("URLRewrite hostname %q has a label longer than 63 characters", tr.hostRewrite)
+				}
 			}
 			cfg, err = urlRewriteConfig(f.URLRewrite, matches, pname)
 			if err == nil && cfg == nil {

@@ -210,3 +210,66 @@ func TestTranslateGatewayPolicyOnlyWhereAttached(t *testing.T) {
 		})
 	}
 }
+
+// The Gateway API's hostname schemas bound a name's length (253) but not
+// its labels', and the routes model takes only DNS labels of at most 63
+// characters: a route whose hostname, URLRewrite hostname or redirect
+// hostname has a longer label is left out with its status (the route, or
+// the rule, not accepted), never handed to the model, which would refuse
+// every namespace's routes with it. A redirect's hostname is only the
+// Location's, which the model does not judge.
+func TestTranslateLongHostLabels(t *testing.T) {
+	long := strings.Repeat("a", 64) + ".example.com"
+	rewrite := func(f gatewayv1.HTTPRouteFilter) []gatewayv1.HTTPRouteRule {
+		r := rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))
+		r.Filters = []gatewayv1.HTTPRouteFilter{f}
+		return []gatewayv1.HTTPRouteRule{r, rule([]gatewayv1.HTTPRouteMatch{exact("/b")}, backend("web", 80))}
+	}
+	for _, tc := range []struct {
+		name     string
+		r        *gatewayv1.HTTPRoute
+		accepted metav1.ConditionStatus // of the route
+		reason   string                 // Accepted's reason, or PartiallyInvalid's when accepted
+	}{
+		{"a route hostname", route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))}, hostnames(long)),
+			metav1.ConditionFalse, string(gatewayv1.RouteReasonUnsupportedValue)},
+		{"a route hostname beside a good one", route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))}, hostnames(long, "good.example.com")),
+			metav1.ConditionFalse, string(gatewayv1.RouteReasonUnsupportedValue)},
+		{"a GRPCRoute hostname", nil, metav1.ConditionFalse, string(gatewayv1.RouteReasonUnsupportedValue)},
+		{"a URLRewrite hostname", route("apps", "r", rewrite(gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterURLRewrite,
+			URLRewrite: &gatewayv1.HTTPURLRewriteFilter{Hostname: ptr(gatewayv1.PreciseHostname(long))}})),
+			metav1.ConditionTrue, string(gatewayv1.RouteReasonUnsupportedValue)},
+		{"a redirect hostname", route("apps", "r", rewrite(gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestRedirect,
+			RequestRedirect: &gatewayv1.HTTPRequestRedirectFilter{Hostname: ptr(gatewayv1.PreciseHostname(long))}})),
+			metav1.ConditionTrue, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := world()
+			var st gatewayv1.RouteStatus
+			if tc.r != nil {
+				s.HTTPRoutes = []*gatewayv1.HTTPRoute{tc.r}
+			} else {
+				g := grpcRouteOf("apps", "r", gatewayv1.GRPCRouteRule{BackendRefs: []gatewayv1.GRPCBackendRef{grpcBackend("web", 80)}})
+				g.Spec.Hostnames = []gatewayv1.Hostname{gatewayv1.Hostname(long)}
+				s.GRPCRoutes = []*gatewayv1.GRPCRoute{g}
+			}
+			res := Translate(routes.KubernetesProvider{}, s)
+			if tc.r != nil {
+				st = res.HTTPRoutes[nn("apps", "r")].RouteStatus
+			} else {
+				st = res.GRPCRoutes[nn("apps", "r")].RouteStatus
+			}
+			if len(st.Parents) != 1 {
+				t.Fatalf("status %+v", st)
+			}
+			acc := condOf(st.Parents[0].Conditions, string(gatewayv1.RouteConditionAccepted))
+			if acc.Status != tc.accepted || (tc.accepted == metav1.ConditionFalse && acc.Reason != tc.reason) {
+				t.Errorf("Accepted %s %s %q, want %s %s", acc.Status, acc.Reason, acc.Message, tc.accepted, tc.reason)
+			}
+			if pi := condOf(st.Parents[0].Conditions, string(gatewayv1.RouteConditionPartiallyInvalid)); tc.accepted == metav1.ConditionTrue && tc.reason != "" && (pi == nil || pi.Reason != tc.reason) {
+				t.Errorf("PartiallyInvalid %+v, want %s", pi, tc.reason)
+			}
+			mergeable(t, res.Fragment)
+		})
+	}
+}

@@ -190,6 +190,9 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	for name, hosts := range collide {
 		must(mr.Create(ctx, sharedRoute("mallory", name, hosts, prefixRule("/", "web", "")), metav1.CreateOptions{}))(t)
 	}
+	// A hostname label over 63 characters: the API server takes it (the
+	// schema bounds only the whole name), the routes model does not.
+	must(mr.Create(ctx, sharedRoute("mallory", "long-label", []string{strings.Repeat("a", 64) + ".mallory.example"}, prefixRule("/", "web", "")), metav1.CreateOptions{}))(t)
 	// 6. A header value that spells a second header match ("1|H:b=2"):
 	// the victim's later route matching a: 1 and b: 2 once read as the
 	// same match, and was left out as its duplicate (see the end).
@@ -208,7 +211,7 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	})
 	eventually(t, "the status of mallory's routes is written", func() bool {
 		for _, r := range []string{"spoof", "spoof-policy", "host-by-name", "host-by-ip", "cross-ns", "mirror", "no-port", "fqdn",
-			"same-match", "listener-ops", "listener-trusted", "bad-regex"} {
+			"same-match", "listener-ops", "listener-trusted", "bad-regex", "long-label"} {
 			if routeCondition(t, c, "mallory", r, "Accepted") == nil {
 				return false
 			}
@@ -304,6 +307,9 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	})
 
 	t.Run("names", func(t *testing.T) {
+		if rc := routeCondition(t, c, "mallory", "long-label", "Accepted"); rc == nil || rc.Status != metav1.ConditionFalse || rc.Reason != "UnsupportedValue" {
+			t.Errorf("long-label: Accepted %+v, want False UnsupportedValue", rc)
+		}
 		for _, host := range []string{"a.wild.mallory.example", "w.wild.mallory.example", "0.dots.mallory.example", "dots.mallory.example"} {
 			m := malloryPod.hits.Load()
 			if code, body := sendWith(t, addr, host, "/", nil); code != 200 || malloryPod.hits.Load() != m+1 {
