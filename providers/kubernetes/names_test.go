@@ -273,3 +273,28 @@ func TestTranslateLongHostLabels(t *testing.T) {
 		})
 	}
 }
+
+// A listener's hostname with a label over 63 characters, beside a listener
+// without one: the listener is not accepted (UnsupportedValue) and claims
+// no host (no isolation route), and the model takes the rest.
+func TestTranslateLongListenerHostLabel(t *testing.T) {
+	long := strings.Repeat("a", 64) + ".example.com"
+	s := world()
+	s.Gateways = []*gatewayv1.Gateway{gw("apps", "gw", httpListener("http", 80, ""), httpListener("long", 80, long), httpListener("wild", 80, "*."+long))}
+	s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))})}
+	res := Translate(routes.KubernetesProvider{}, s)
+	for _, l := range res.Gateways[nn("apps", "gw")].Listeners {
+		acc := condOf(l.Conditions, string(gatewayv1.ListenerConditionAccepted))
+		want := metav1.ConditionFalse
+		if l.Name == "http" {
+			want = metav1.ConditionTrue
+		}
+		if acc.Status != want || (want == metav1.ConditionFalse && acc.Reason != string(gatewayv1.ListenerReasonUnsupportedValue)) {
+			t.Errorf("listener %s: Accepted %s %s %q, want %s", l.Name, acc.Status, acc.Reason, acc.Message, want)
+		}
+	}
+	m := mergeable(t, res.Fragment)
+	if len(m.Routes) != 1 || m.Routes[0].Match.Host != "" {
+		t.Fatalf("the model serves %d routes (first for %q), want the route for every host", len(m.Routes), m.Routes[0].Match.Host)
+	}
+}
