@@ -93,6 +93,27 @@ func TestSignatureText(t *testing.T) {
 	}
 }
 
+// Two matches that differ have different signatures, whatever text their
+// values hold: a value that spells another piece of a signature once made
+// Merge leave a route out as the duplicate of one matching other requests.
+func TestSignatureTellsValuesApart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a, b Match
+	}{
+		{"a header value spelling a second header", Match{Headers: map[string]string{"a": "1|H:b=2"}}, Match{Headers: map[string]string{"a": "1", "b": "2"}}},
+		{"a header value spelling a query parameter", Match{Headers: map[string]string{"a": "1|Q:b=2"}}, Match{Headers: map[string]string{"a": "1"}, Query: map[string]string{"b": "2"}}},
+		{"a query value spelling a second parameter", Match{Query: map[string]string{"a": "1|Q:b=2"}}, Match{Query: map[string]string{"a": "1", "b": "2"}}},
+		{"a query name holding '='", Match{Query: map[string]string{"a=b": "c"}}, Match{Query: map[string]string{"a": "b=c"}}},
+		{"a regular expression spelling a header", Match{PathRegex: "/x|m=|tls=false|H:a=1"}, Match{PathRegex: "/x", Headers: map[string]string{"a": "1"}}},
+		{"a quoted value and its text", Match{Headers: map[string]string{"a": `"1|"`}}, Match{Headers: map[string]string{"a": "1|"}}},
+	} {
+		if tc.a.signature() == tc.b.signature() {
+			t.Errorf("%s: one signature %q for both", tc.name, tc.a.signature())
+		}
+	}
+}
+
 // BenchmarkMergeOIDC20k is the validation of 20,000 provider routes, the
 // second half of which sign in through one oidc authenticator, as a
 // policy on the second of two Gateways makes them (go test -run '^$'

@@ -563,25 +563,43 @@ func (m Match) signature() string {
 	// provider's model has tens of thousands of routes to sign per change.
 	var b strings.Builder
 	b.Grow(32 + len(m.Host) + len(m.Path) + len(m.PathPrefix) + len(m.PathRegex))
-	for _, piece := range [...]string{"h=", m.Host, "|p=", m.Path, "|pp=", m.PathPrefix, "|re=", m.PathRegex, "|m=", strings.Join(methods, ","), "|tls=", strconv.FormatBool(m.TLS)} {
+	for i, piece := range [...]string{"h=", m.Host, "|p=", m.Path, "|pp=", m.PathPrefix, "|re=", m.PathRegex, "|m=", strings.Join(methods, ","), "|tls=", strconv.FormatBool(m.TLS)} {
+		if i%2 == 1 {
+			piece = sigText(piece)
+		}
 		b.WriteString(piece)
 	}
 	if m.Plain {
 		b.WriteString("|plain")
 	}
 	for _, k := range sortedKeys(m.Headers) {
-		fmt.Fprintf(&b, "|H:%s=%s", strings.ToLower(k), m.Headers[k])
+		fmt.Fprintf(&b, "|H:%s=%s", sigText(strings.ToLower(k)), sigText(m.Headers[k]))
 	}
 	for _, k := range sortedKeys(m.Query) {
-		fmt.Fprintf(&b, "|Q:%s=%s", k, m.Query[k])
+		fmt.Fprintf(&b, "|Q:%s=%s", sigText(k), sigText(m.Query[k]))
 	}
 	for _, k := range sortedKeys(m.HeadersRegex) {
-		fmt.Fprintf(&b, "|HR:%s=%s", strings.ToLower(k), m.HeadersRegex[k])
+		fmt.Fprintf(&b, "|HR:%s=%s", sigText(strings.ToLower(k)), sigText(m.HeadersRegex[k]))
 	}
 	for _, k := range sortedKeys(m.QueryRegex) {
-		fmt.Fprintf(&b, "|QR:%s=%s", k, m.QueryRegex[k])
+		fmt.Fprintf(&b, "|QR:%s=%s", sigText(k), sigText(m.QueryRegex[k]))
 	}
 	return b.String()
+}
+
+// sigText is one value of a signature: as it is, or quoted when it holds
+// a character that could make it read as more than one piece ('|' between
+// pieces, '=' between a key and its value) or as a quoted one. A header or
+// query value may hold any text, and "a: 1|H:b=2" once signed as "a: 1"
+// and "b: 2" together: Merge left the second route out as the first's
+// duplicate although they match different requests. Quoted text ends at
+// its closing quote, so every signature reads back one way only, and
+// values without those characters read as they always did.
+func sigText(s string) string {
+	if strings.ContainsAny(s, "|=\"\\") {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // checkUnderscoreHeaders refuses header names with "_" that the edge would

@@ -159,10 +159,18 @@ func (t *translator) judgeBackendTLS(p *gatewayv1.BackendTLSPolicy, configMaps m
 	for k := range p.Spec.Options {
 		return invalid("option %q is not supported: the edge defines no BackendTLSPolicy options", k)
 	}
+	// The schemas bound a hostname's length but not its labels; the
+	// model would refuse a longer label, and every route with it.
+	if !dnsLabels(string(v.Hostname)) {
+		return invalid("hostname %q has a label longer than 63 characters", v.Hostname)
+	}
 	ut := &routes.UpstreamTLS{ServerName: string(v.Hostname), CAPEM: bundle.String()}
 	for i, san := range v.SubjectAltNames {
 		switch san.Type {
 		case gatewayv1.HostnameSubjectAltNameType:
+			if !dnsLabels(string(san.Hostname)) {
+				return invalid("spec.validation.subjectAltNames[%d]: hostname %q has a label longer than 63 characters", i, san.Hostname)
+			}
 			ut.SubjectAltNames = append(ut.SubjectAltNames, routes.SubjectAltName{Hostname: strings.ToLower(string(san.Hostname))})
 		case gatewayv1.URISubjectAltNameType:
 			ut.SubjectAltNames = append(ut.SubjectAltNames, routes.SubjectAltName{URI: string(san.URI)})

@@ -123,6 +123,15 @@ func TestTranslateBackendTLSPolicy(t *testing.T) {
 			p.Spec.Validation.SubjectAltNames = []gatewayv1.SubjectAltName{{Type: gatewayv1.HostnameSubjectAltNameType, Hostname: "web.internal"}, {Type: gatewayv1.URISubjectAltNameType, URI: "spiffe://example.org/web"}}
 			return []*gatewayv1.BackendTLSPolicy{p}
 		}(), wantTLS: "web.example.com/2", wantConds: map[string]string{"p": ok}},
+		// The schema bounds a hostname's length, not its labels'; the
+		// routes model, given one, refused every namespace's routes.
+		{name: "a hostname label over 63 characters", policies: []*gatewayv1.BackendTLSPolicy{btlsPolicy("apps", "p", 1, "web", "", strings.Repeat("a", 64)+".example.com", "ca")},
+			cms: []*corev1.ConfigMap{caMap("apps", "ca", good)}, wantTLS: "503", wantConds: map[string]string{"p": "Accepted/False/Invalid ResolvedRefs/True/ResolvedRefs"}},
+		{name: "a subjectAltName label over 63 characters", policies: func() []*gatewayv1.BackendTLSPolicy {
+			p := btlsPolicy("apps", "p", 1, "web", "", "web.example.com", "ca")
+			p.Spec.Validation.SubjectAltNames = []gatewayv1.SubjectAltName{{Type: gatewayv1.HostnameSubjectAltNameType, Hostname: gatewayv1.Hostname(strings.Repeat("a", 64) + ".internal")}}
+			return []*gatewayv1.BackendTLSPolicy{p}
+		}(), cms: []*corev1.ConfigMap{caMap("apps", "ca", good)}, wantTLS: "503", wantConds: map[string]string{"p": "Accepted/False/Invalid ResolvedRefs/True/ResolvedRefs"}},
 		{name: "an option the edge does not define", policies: func() []*gatewayv1.BackendTLSPolicy {
 			p := btlsPolicy("apps", "p", 1, "web", "", "web.example.com", "ca")
 			p.Spec.Options = map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"example.com/min-tls": "1.3"}

@@ -149,7 +149,8 @@ func (t *translator) attach(v routeView, e *routeEntry) {
 			ps.Conditions = []metav1.Condition{condition(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "", gen)}
 			attached = append(attached, atts...)
 			for _, a := range atts {
-				e.attached = append(e.attached, listenerRef{gw: a.gw.idx, ls: a.ls.idx})
+				e.attached = append(e.attached, listenerRef{gw: a.gw.idx, ls: a.ls.idx,
+					serves: len(a.hosts) > 0 && a.ls.valid && a.gw.status.Conditions[0].Status == metav1.ConditionTrue})
 			}
 		}
 		e.parents = append(e.parents, ps)
@@ -192,6 +193,11 @@ func (t *translator) parentGateway(routeNS string, ref gatewayv1.ParentReference
 // the route, with the hostnames it is served with on each; when there are
 // none, the reason and message of the Accepted=False condition.
 func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.ParentReference) ([]attachment, string, string) {
+	for _, h := range v.hostnames {
+		if !dnsLabels(string(h)) {
+			return nil, string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("hostname %q has a label longer than 63 characters", h)
+		}
+	}
 	var selected []*listenerState
 	for _, ls := range gs.listeners {
 		if ref.SectionName != nil && *ref.SectionName != ls.spec.Name {
@@ -256,6 +262,20 @@ func intersectHosts(lh string, rh []gatewayv1.Hostname) []string {
 		}
 	}
 	return out
+}
+
+// dnsLabels reports whether every label of hostname h (a name or a
+// wildcard) is at most 63 characters, as DNS and the routes model have
+// them. The Gateway API's hostname schemas bound only the whole name, so
+// the API server takes a longer label, and the model, given one, refused
+// every namespace's routes with it.
+func dnsLabels(h string) bool {
+	for l := range strings.SplitSeq(strings.TrimPrefix(h, "*."), ".") {
+		if len(l) > 63 {
+			return false
+		}
+	}
+	return true
 }
 
 // hostCovers reports whether the wildcard w ("*.example.com") matches h,
@@ -367,10 +387,11 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 	gen := v.obj.GetGeneration()
 	res := rulesResult{resolved: condition(string(gatewayv1.RouteConditionResolvedRefs), true, string(gatewayv1.RouteReasonResolvedRefs), "", gen)}
 	for i := 0; i < v.rules; i++ {
-		base := []string{v.obj.GetNamespace(), v.obj.GetName(), strconv.Itoa(i)}
+		base := []string{v.obj.GetNamespace(), namePart(v.obj.GetName()), strconv.Itoa(i)}
 		if v.kind == kindGRPCRoute {
-			// Its own names: an HTTPRoute of the same name may exist.
-			base = []string{v.obj.GetNamespace(), "grpc", v.obj.GetName(), strconv.Itoa(i)}
+			// Its own names: an HTTPRoute of the same name may exist (and
+			// one named "grpc" has a shorter base, its parts being dot-free).
+			base = []string{v.obj.GetNamespace(), "grpc", namePart(v.obj.GetName()), strconv.Itoa(i)}
 		}
 		rr, err := v.rule(i, base)
 		if err != nil {
@@ -410,16 +431,31 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 	return res
 }
 
-// hostLabel puts a hostname into a route name ("*" would not be allowed).
+// hostLabel puts a hostname into a route name as one dot-free part
+// (namePart), different for every hostname: an exact name begins with a
+// letter or digit, a wildcard ("*" would not be allowed) with "_w_", and
+// no hostname is "_any". "w.example.com" and "*.example.com", or a
+// listener named "any" and none, once made one route name twice, which
+// refused the whole model.
 func hostLabel(h string) string {
 	switch {
 	case h == "":
-		return "any"
+		return "_any"
 	case strings.HasPrefix(h, "*."):
-		return "w" + h[1:]
+		return "_w_" + namePart(h[2:])
 	}
-	return h
+	return namePart(h)
 }
+
+// namePart makes a Kubernetes object name or a hostname one part of a
+// model name: its dots become '_', which neither ever has. Model names
+// join their parts with '.', and an object's name may have dots, so
+// without it two routes of one namespace ("r" for host "0.x.example.com"
+// and "r.0" for "x.example.com") made the same route name: the model,
+// every namespace's routes with it, was refused while both existed. With
+// every part dot-free, names of one shape differ where their objects do,
+// and the shapes differ in length or in a fixed part.
+func namePart(s string) string { return strings.ReplaceAll(s, ".", "_") }
 
 // ruleError says why a rule is left out.
 type ruleError struct{ reason, msg string }
@@ -716,6 +752,9 @@ func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1
 			use = "rewrite"
 			if f.URLRewrite != nil && f.URLRewrite.Hostname != nil {
 				tr.hostRewrite = string(*f.URLRewrite.Hostname)
+				if !dnsLabels(tr.hostRewrite) {
+					return unsupported("URLRewrite hostname %q has a label longer than 63 characters", tr.hostRewrite)
+				}
 			}
 			cfg, err = urlRewriteConfig(f.URLRewrite, matches, pname)
 			if err == nil && cfg == nil {

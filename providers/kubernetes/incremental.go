@@ -64,7 +64,13 @@ type routeEntry struct {
 	uncacheable bool
 }
 
-type listenerRef struct{ gw, ls int }
+// listenerRef is one attachment of a route: its Gateway and listener (by
+// index), and whether the route is served through it (a valid listener
+// of an accepted Gateway, for a hostname no more specific listener has).
+type listenerRef struct {
+	gw, ls int
+	serves bool
+}
 
 // serviceDep is a Service a route read (nil: it did not exist) and the
 // EndpointSlices it had, in the snapshot's order.
@@ -190,8 +196,16 @@ func (t *translator) emit(v routeView, key policyTarget, e *routeEntry) {
 		}
 		// A Gateway's policy: the oldest Gateway's, when the route is
 		// attached to several (the edge's routes are per host, not per
-		// Gateway).
-		byGateway = slices.Clone(gws)
+		// Gateway). Only those it is served through: a parentRef to an
+		// older Gateway whose listeners refuse the route, or accept it
+		// only for hostnames a more specific listener has, would otherwise
+		// swap the serving Gateway's authenticator for that one's policy.
+		byGateway = make([]*gatewayState, 0, len(gws))
+		for _, gs := range gws {
+			if slices.ContainsFunc(e.attached, func(a listenerRef) bool { return a.gw == gs.idx && a.serves }) {
+				byGateway = append(byGateway, gs)
+			}
+		}
 		slices.SortStableFunc(byGateway, func(a, b *gatewayState) int { return a.idx - b.idx })
 	}
 	t.routeGateways[key] = gws

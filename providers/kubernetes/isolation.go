@@ -76,6 +76,9 @@ func (t *translator) isolationListeners(proto gatewayv1.ProtocolType) []*listene
 		t.claims = map[gatewayv1.ProtocolType][]*listenerState{}
 		for _, gs := range t.gwOrder {
 			for _, ls := range gs.listeners {
+				if !dnsLabels(listenerHost(ls.spec)) {
+					continue // never a host the edge serves (listeners)
+				}
 				t.claims[ls.spec.Protocol] = append(t.claims[ls.spec.Protocol], ls)
 			}
 		}

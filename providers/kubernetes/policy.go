@@ -413,7 +413,7 @@ func (pr *policyRoute) apply(r *routes.Route) {
 // policyNamePrefix is the beginning of the model names a policy's own
 // authenticators, rate limits and plugins get.
 func policyNamePrefix(p *CausewayPolicy) []string {
-	return []string{p.Namespace, "policy", p.Name}
+	return []string{p.Namespace, "policy", namePart(p.Name)}
 }
 
 // buildPolicy turns a policy's spec into model entries, added to the

@@ -393,6 +393,14 @@ func (t *translator) listeners(gs *gatewayState) {
 				fmt.Sprintf("protocol %s is not supported: use HTTP or HTTPS", l.Protocol), gen)
 			ls.valid = false
 		}
+		if !dnsLabels(listenerHost(l)) {
+			// The schema bounds the name, not its labels; the routes model
+			// takes DNS labels only, and would refuse every Gateway's
+			// routes with this one's.
+			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue),
+				fmt.Sprintf("hostname %q has a label longer than 63 characters", listenerHost(l)), gen)
+			ls.valid = false
+		}
 		switch {
 		case protoConflict[l.Port]:
 			conflicted = condition(string(gatewayv1.ListenerConditionConflicted), true, string(gatewayv1.ListenerReasonProtocolConflict),

@@ -177,13 +177,41 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	bad.Matches = []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr(gatewayv1.PathMatchRegularExpression), Value: ptr("/(unclosed")}}}
 	must(mr.Create(ctx, sharedRoute("mallory", "bad-regex", []string{"victim.example"}, bad), metav1.CreateOptions{}))(t)
 
+	// 5. Model names join their parts with dots, and object names and
+	// hostnames have dots: one route's wildcard beside the name its label
+	// once read as, and two routes whose names and hostnames joined
+	// alike, each made one model route name twice, which refused the
+	// model as a whole (every tenant's changes with it).
+	collide := map[string][]string{
+		"names":  {"*.wild.mallory.example", "w.wild.mallory.example"},
+		"dots":   {"0.dots.mallory.example"},
+		"dots.0": {"dots.mallory.example"},
+	}
+	for name, hosts := range collide {
+		must(mr.Create(ctx, sharedRoute("mallory", name, hosts, prefixRule("/", "web", "")), metav1.CreateOptions{}))(t)
+	}
+	// A hostname label over 63 characters: the API server takes it (the
+	// schema bounds only the whole name), the routes model does not.
+	must(mr.Create(ctx, sharedRoute("mallory", "long-label", []string{strings.Repeat("a", 64) + ".mallory.example"}, prefixRule("/", "web", "")), metav1.CreateOptions{}))(t)
+	// 6. A header value that spells a second header match ("1|H:b=2"):
+	// the victim's later route matching a: 1 and b: 2 once read as the
+	// same match, and was left out as its duplicate (see the end).
+	withHeaders := func(path string, kv ...string) gatewayv1.HTTPRouteRule {
+		r := prefixRule(path, "web", "")
+		for i := 0; i < len(kv); i += 2 {
+			r.Matches[0].Headers = append(r.Matches[0].Headers, gatewayv1.HTTPHeaderMatch{Name: gatewayv1.HTTPHeaderName(kv[i]), Value: kv[i+1]})
+		}
+		return r
+	}
+	must(mr.Create(ctx, sharedRoute("mallory", "early", []string{"victim.example"}, withHeaders("/canary", "a", "1|H:b=2")), metav1.CreateOptions{}))(t)
+
 	eventually(t, "mallory's own header route is served", func() bool {
 		code, body := sendWith(t, addr, "mallory.example", "/own", nil)
 		return code == 200 && strings.HasPrefix(body, "ok")
 	})
 	eventually(t, "the status of mallory's routes is written", func() bool {
 		for _, r := range []string{"spoof", "spoof-policy", "host-by-name", "host-by-ip", "cross-ns", "mirror", "no-port", "fqdn",
-			"same-match", "listener-ops", "listener-trusted", "bad-regex"} {
+			"same-match", "listener-ops", "listener-trusted", "bad-regex", "long-label"} {
 			if routeCondition(t, c, "mallory", r, "Accepted") == nil {
 				return false
 			}
@@ -278,6 +306,18 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 		}
 	})
 
+	t.Run("names", func(t *testing.T) {
+		if rc := routeCondition(t, c, "mallory", "long-label", "Accepted"); rc == nil || rc.Status != metav1.ConditionFalse || rc.Reason != "UnsupportedValue" {
+			t.Errorf("long-label: Accepted %+v, want False UnsupportedValue", rc)
+		}
+		for _, host := range []string{"a.wild.mallory.example", "w.wild.mallory.example", "0.dots.mallory.example", "dots.mallory.example"} {
+			m := malloryPod.hits.Load()
+			if code, body := sendWith(t, addr, host, "/", nil); code != 200 || malloryPod.hits.Load() != m+1 {
+				t.Errorf("%s: %d %.80s, reached mallory's pod %d times; want 200 from it", host, code, body, malloryPod.hits.Load()-m)
+			}
+		}
+	})
+
 	// After all of that, a change of the victim's is still served: the
 	// model was never refused as a whole.
 	vr := c.gw.GatewayV1().HTTPRoutes("victim")
@@ -289,6 +329,20 @@ func TestTenantCannotReachBeyondItsNamespace(t *testing.T) {
 	eventually(t, "the victim's change is served", func() bool {
 		code, _ := sendWith(t, addr, "new.victim.example", "/", nil)
 		return code == 200
+	})
+
+	// A route of the victim's, younger than mallory's "early", matching
+	// other requests than it: served, to the victim's pod (which its shop
+	// route would reach too: the canary's own header tells them apart).
+	canary := withHeaders("/canary", "a", "1", "b", "2")
+	canary.Filters = []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
+		RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "X-Route", Value: "canary"}}}}}
+	must(vr.Create(ctx, sharedRoute("victim", "canary", []string{"victim.example"}, canary), metav1.CreateOptions{}))(t)
+	eventually(t, "the victim's canary route is served", func() bool {
+		n := len(victimPod.headers())
+		code, _ := sendWith(t, addr, "victim.example", "/canary", map[string]string{"a": "1", "b": "2"})
+		got := victimPod.headers()
+		return code == 200 && len(got) == n+1 && got[n].Get("X-Route") == "canary"
 	})
 }
 
