@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -123,4 +125,33 @@ func (g *identityGauges) retire() {
 	if g.socket != "" {
 		g.m.workloadAPIUp.DeleteLabelValues(g.socket)
 	}
+}
+
+// peerCounts counts one direction's requests in causeway_mesh_requests_total
+// by peer and status, looking each series up in the vector once.
+// WithLabelValues hashes and validates every label value on each call,
+// which a sidecar otherwise paid on every request. The counters are the
+// vector's own, so what is exported does not change; a peer's counter is
+// found by the exact peer and status strings, so no request is ever
+// counted against another peer. A runtime's stages hold one, dropped with
+// the runtime at the next reload; it holds no series the vector does not
+// (causeway_mesh_requests_total never deletes any).
+type peerCounts struct {
+	vec *prometheus.CounterVec // curried with the direction
+	m   sync.Map               // peerStatus -> prometheus.Counter
+}
+
+type peerStatus struct{ peer, status string }
+
+func newPeerCounts(vec *prometheus.CounterVec) *peerCounts { return &peerCounts{vec: vec} }
+
+// inc counts one request from or to peer answered with status.
+func (p *peerCounts) inc(peer, status string) {
+	k := peerStatus{peer: peer, status: status}
+	if c, ok := p.m.Load(k); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c, _ := p.m.LoadOrStore(k, p.vec.WithLabelValues(peer, status))
+	c.(prometheus.Counter).Inc()
 }

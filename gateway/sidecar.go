@@ -276,7 +276,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 	if err != nil {
 		return nil, err
 	}
-	peers := s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "inbound"})
+	peers := newPeerCounts(s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "inbound"}))
 	check := stageFunc(func(routes.Route) (func(http.Handler) http.Handler, error) {
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -285,17 +285,17 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 				if !ok {
 					// The TLS configuration requires a verified certificate, so
 					// this is a request that did not come over mTLS at all.
-					peers.WithLabelValues("none", "403").Inc()
+					peers.inc("none", "403")
 					httperr.Write(w, r, http.StatusForbidden, "mutual TLS required")
 					return
 				}
 				if err := authz(id); err != nil {
-					peers.WithLabelValues("denied", "403").Inc()
+					peers.inc("denied", "403")
 					httperr.Write(w, r, http.StatusForbidden, "caller identity not allowed")
 					return
 				}
 				if _, ok := callers.check(w, r, id); !ok {
-					peers.WithLabelValues(id.String(), statusLabel(stateFrom(r.Context()).rec.status)).Inc()
+					peers.inc(id.String(), statusLabel(stateFrom(r.Context()).rec.status))
 					return
 				}
 				r.Header.Set(PeerIDHeader, id.String())
@@ -306,7 +306,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 				if st := stateFrom(r.Context()); st.rec.status != 0 {
 					code = st.rec.status
 				}
-				peers.WithLabelValues(id.String(), statusLabel(code)).Inc()
+				peers.inc(id.String(), statusLabel(code))
 			})
 		}, nil
 	})
@@ -339,7 +339,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 		return nil, err
 	}
 	identities := outboundIdentities(f)
-	peers := s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "outbound"})
+	peers := newPeerCounts(s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "outbound"}))
 	count := stageFunc(func(route routes.Route) (func(http.Handler) http.Handler, error) {
 		// A route split between upstreams (a Service whose pods run under
 		// several ServiceAccounts) learns its peer from the upstream the
@@ -360,7 +360,7 @@ func (s *Sidecar) outboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acce
 				if p == "" {
 					p = "none" // no endpoint to call, so no peer
 				}
-				peers.WithLabelValues(p, statusLabel(code)).Inc()
+				peers.inc(p, statusLabel(code))
 			})
 		}, nil
 	})

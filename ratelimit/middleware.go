@@ -227,10 +227,28 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, next http.Handle
 	next.ServeHTTP(w, r)
 }
 
+// The header names as http.Header stores them. The draft's spelling
+// ("RateLimit-") is not canonical, so Header.Set would canonicalize it
+// again, a new string, on every response of a limited route.
+var (
+	canonicalLimit     = http.CanonicalHeaderKey(HeaderLimit)
+	canonicalRemaining = http.CanonicalHeaderKey(HeaderRemaining)
+	canonicalReset     = http.CanonicalHeaderKey(HeaderReset)
+)
+
+// setHeaders sets what Header.Set would, the three values sharing one
+// array instead of a slice each. Each slice is capped, so an Add to one
+// (a proxied response carrying its own) copies it rather than write into
+// its neighbour.
 func setHeaders(h http.Header, d Decision) {
-	h.Set(HeaderLimit, strconv.Itoa(d.Limit))
-	h.Set(HeaderRemaining, strconv.Itoa(d.Remaining))
-	h.Set(HeaderReset, strconv.FormatInt(ceilSeconds(d.ResetAfter.Microseconds()), 10))
+	vals := &[3]string{
+		strconv.Itoa(d.Limit),
+		strconv.Itoa(d.Remaining),
+		strconv.FormatInt(ceilSeconds(d.ResetAfter.Microseconds()), 10),
+	}
+	h[canonicalLimit] = vals[0:1:1]
+	h[canonicalRemaining] = vals[1:2:2]
+	h[canonicalReset] = vals[2:3:3]
 }
 
 // ceilSeconds rounds up: a client told to wait 0 s when 300 ms remain
