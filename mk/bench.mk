@@ -17,8 +17,10 @@ bench-memory:
 # as processes of their own (test/cpubudget_test.go; a 1,000-request run of
 # it is part of `make test`): 20,000 requests per stage, 3 interleaved
 # rounds, medians. The budget (docs/performance.md "CPU budget"): the whole
-# pipeline at most 3x the plain proxy's CPU per request.
+# pipeline at most 3x the plain proxy's CPU per request. It also measures the
+# sidecar against the plain edge under the same clients
+# (test/cpuequal_test.go, measurement only).
 .PHONY: bench-cpu
 
 bench-cpu: deps
-	PATH=$(CURDIR)/.tools/bin:$$PATH CAUSEWAY_CPU_BUDGET=1 $(GO) test -count=1 -run '^TestPipelineCPUBudget$$' -v ./test/
+	PATH=$(CURDIR)/.tools/bin:$$PATH CAUSEWAY_CPU_BUDGET=1 $(GO) test -count=1 -run '^(TestPipelineCPUBudget|TestSidecarCPUAtEqualLoad)$$' -v ./test/
