@@ -112,7 +112,7 @@ func headerOnlyTrailer(k string) bool {
 	}
 	b := buf[:len(k)]
 	for i := 0; i < len(k); i++ {
-		b[i] = foldTrailerByte(k[i])
+		b[i] = edgeheader.FoldByte(k[i])
 	}
 	return headerOnlyNames[string(b)] || headerOnlyPrefix(string(b))
 }
@@ -124,16 +124,6 @@ func headerOnlyPrefix(folded string) bool {
 		}
 	}
 	return false
-}
-
-func foldTrailerByte(c byte) byte {
-	switch {
-	case 'A' <= c && c <= 'Z':
-		return c + 'a' - 'A'
-	case c == '_':
-		return '-'
-	}
-	return c
 }
 
 // undeclareStatedTrailers takes out of h's Trailer header the names h

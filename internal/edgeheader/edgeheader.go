@@ -75,14 +75,14 @@ func Of(name string) Class {
 		}
 		return Plain
 	}
-	switch foldByte(name[0]) {
+	switch FoldByte(name[0]) {
 	case 'x', 'f', 't', 'c', 'h':
 	default:
 		return Plain // no classified name starts otherwise: skip the fold
 	}
 	b := buf[:len(name)]
 	for i := 0; i < len(name); i++ {
-		b[i] = foldByte(name[i])
+		b[i] = FoldByte(name[i])
 	}
 	if len(b) > len(prefix) && string(b[:len(prefix)]) == prefix {
 		return Forwarded
@@ -93,7 +93,11 @@ func Of(name string) Class {
 	return namedHeaders[string(b)]
 }
 
-func foldByte(c byte) byte {
+// FoldByte is how a name is compared here, one byte at a time: lower
+// case, and '_' read as '-' (the way a CGI-style server or a client
+// library may fold a name, so Content_Length reaches them as
+// Content-Length).
+func FoldByte(c byte) byte {
 	switch {
 	case 'A' <= c && c <= 'Z':
 		return c + 'a' - 'A'
@@ -105,7 +109,7 @@ func foldByte(c byte) byte {
 
 func foldEqual(s, lower string) bool {
 	for i := 0; i < len(s); i++ {
-		if foldByte(s[i]) != lower[i] {
+		if FoldByte(s[i]) != lower[i] {
 			return false
 		}
 	}
