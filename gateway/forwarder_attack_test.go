@@ -106,23 +106,14 @@ func TestForwarderHostileUpstreamNeverReachesNextRequest(t *testing.T) {
 	const clients, rounds = 4, 6
 	for _, tc := range cases {
 		t.Run(strings.TrimPrefix(tc.path, "/"), func(t *testing.T) {
-			var wg sync.WaitGroup
-			errs := make(chan error, clients*rounds)
-			for c := range clients {
-				wg.Go(func() {
-					for r := range rounds {
-						if err := hostileExchange(edge, tc.path, tc.status, tc.body, fmt.Sprintf("%d-%d", c, r)); err != nil {
-							errs <- err
-							return
-						}
+			concurrently(t, clients, func(c int) error {
+				for r := range rounds {
+					if err := hostileExchange(edge, tc.path, tc.status, tc.body, fmt.Sprintf("%d-%d", c, r)); err != nil {
+						return err
 					}
-				})
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Error(err)
-			}
+				}
+				return nil
+			})
 		})
 	}
 }

@@ -53,17 +53,29 @@ func alternate(t *testing.T, te *testEdge, provoke, follow func(path string) *ht
 // and stopping at its first error, which the test reports.
 func keepAliveClients(t *testing.T, workers, perWorker int, do func(client *http.Client, w, i int) error) {
 	t.Helper()
+	concurrently(t, workers, func(w int) error {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		defer client.CloseIdleConnections()
+		for i := range perWorker {
+			if err := do(client, w, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// concurrently runs work(0) to work(n-1) at once and reports each error
+// one returns: the shape of every test that sends many requests from
+// several connections or clients at once.
+func concurrently(t *testing.T, n int, work func(w int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
+	errs := make(chan error, n)
+	for w := range n {
 		wg.Go(func() {
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			defer client.CloseIdleConnections()
-			for i := range perWorker {
-				if err := do(client, w, i); err != nil {
-					errs <- err
-					return
-				}
+			if err := work(w); err != nil {
+				errs <- err
 			}
 		})
 	}

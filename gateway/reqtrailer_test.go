@@ -440,55 +440,48 @@ func TestRequestTrailersConcurrent(t *testing.T) {
 	e := startEdge(t, listenHeader+fmt.Sprintf("upstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n", u.addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	errs := make(chan error, h1Conns+h2Streams)
-	var wg sync.WaitGroup
-	for c := range h1Conns {
-		wg.Go(func() {
-			var d net.Dialer
-			nc, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(e.url, "http://"))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer nc.Close()
-			context.AfterFunc(ctx, func() { nc.Close() })
-			br := bufio.NewReader(nc)
-			for i := range h1Per {
-				id := fmt.Sprintf("h1-%d-%d", c, i)
-				tc := trailerCase{announce: "X-Seq", fields: []string{"X-Seq: " + id}}
-				if i%3 == 0 { // some without a trailer between them
-					tc = trailerCase{}
-				}
-				if _, err := io.WriteString(nc, h1TrailerRequest(id, tc)); err != nil {
-					errs <- err
-					return
-				}
-				if err := wantOK(id)(http.ReadResponse(br, nil)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
 	h2c := trailerH2CClient()
 	defer h2c.CloseIdleConnections()
-	for s := range h2Streams {
-		wg.Go(func() {
+	// Workers 0 to h1Conns-1 each hold one HTTP/1.1 connection; the rest
+	// are streams of the one h2c client.
+	concurrently(t, h1Conns+h2Streams, func(w int) error {
+		if s := w - h1Conns; s >= 0 {
 			for i := range h2Per {
 				id := fmt.Sprintf("h2-%d-%d", s, i)
 				tc := trailerCase{announce: "X-Seq", fields: []string{"X-Seq: " + id}}
 				req := h2TrailerRequest(t, e.url, id, tc, i%2 == 0).WithContext(ctx)
 				if err := wantOK(id)(h2c.Do(req)); err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
+			return nil
+		}
+		c := w
+		var d net.Dialer
+		nc, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(e.url, "http://"))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		context.AfterFunc(ctx, func() { nc.Close() })
+		br := bufio.NewReader(nc)
+		for i := range h1Per {
+			id := fmt.Sprintf("h1-%d-%d", c, i)
+			tc := trailerCase{announce: "X-Seq", fields: []string{"X-Seq: " + id}}
+			if i%3 == 0 { // some without a trailer between them
+				tc = trailerCase{}
+			}
+			if _, err := io.WriteString(nc, h1TrailerRequest(id, tc)); err != nil {
+				return err
+			}
+			if err := wantOK(id)(http.ReadResponse(br, nil)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if t.Failed() {
+		t.FailNow()
 	}
 	check := func(id string, withTrailer bool) {
 		got := u.received(id)

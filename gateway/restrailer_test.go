@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -529,37 +528,12 @@ func TestResponseTrailersConcurrent(t *testing.T) {
 		}
 		return nil
 	}
-	errs := make(chan error, h1Conns+h2Streams)
-	var wg sync.WaitGroup
-	for c := range h1Conns {
-		wg.Go(func() {
-			nc, err := net.Dial("tcp", addr)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(time.Minute))
-			br := bufio.NewReader(nc)
-			for i := range h1Per {
-				id := fmt.Sprintf("c1-%d-%d", c, i)
-				tg, rc := target(i + c)
-				if _, err := fmt.Fprintf(nc, "GET %s HTTP/1.1\r\nHost: a.example\r\nX-Request-Id: %s\r\n\r\n", tg, id); err != nil {
-					errs <- err
-					return
-				}
-				res, err := http.ReadResponse(br, nil)
-				if err := check(id, rc, res, err); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
 	h2c := trailerH2CClient()
 	defer h2c.CloseIdleConnections()
-	for s := range h2Streams {
-		wg.Go(func() {
+	// Workers 0 to h1Conns-1 each hold one HTTP/1.1 connection; the rest
+	// are streams of the one h2c client.
+	concurrently(t, h1Conns+h2Streams, func(w int) error {
+		if s := w - h1Conns; s >= 0 {
 			for i := range h2Per {
 				id := fmt.Sprintf("c2-%d-%d", s, i)
 				tg, rc := target(i + s)
@@ -567,15 +541,30 @@ func TestResponseTrailersConcurrent(t *testing.T) {
 				req.Header.Set("X-Request-Id", id)
 				res, err := h2c.Do(req)
 				if err := check(id, rc, res, err); err != nil {
-					errs <- err
-					return
+					return err
 				}
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+			return nil
+		}
+		c := w
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(time.Minute))
+		br := bufio.NewReader(nc)
+		for i := range h1Per {
+			id := fmt.Sprintf("c1-%d-%d", c, i)
+			tg, rc := target(i + c)
+			if _, err := fmt.Fprintf(nc, "GET %s HTTP/1.1\r\nHost: a.example\r\nX-Request-Id: %s\r\n\r\n", tg, id); err != nil {
+				return err
+			}
+			res, err := http.ReadResponse(br, nil)
+			if err := check(id, rc, res, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -86,14 +86,7 @@ func TestUpstreamReuseDifferential(t *testing.T) {
 	if testing.Short() {
 		steps = 40
 	}
-	var backends []*probeBackend
-	for i := range 6 {
-		backends = append(backends, newProbeBackend(t, fmt.Sprintf("b%d", i)))
-	}
-	byName := map[string]*probeBackend{}
-	for _, b := range backends {
-		byName[b.name] = b
-	}
+	backends, byName := probeBackends(t, 6)
 	badCA := filepath.Join(t.TempDir(), "bad.pem")
 	if err := os.WriteFile(badCA, []byte("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -514,4 +507,18 @@ func wantUpstreamHeader(t *testing.T, url, want string) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Backend") != want {
 		t.Fatalf("%s: %d from %q, want 200 from %q", url, resp.StatusCode, resp.Header.Get("X-Backend"), want)
 	}
+}
+
+// probeBackends starts n probe backends named b0, b1, ... and returns
+// them in order and by name.
+func probeBackends(t *testing.T, n int) ([]*probeBackend, map[string]*probeBackend) {
+	t.Helper()
+	var list []*probeBackend
+	byName := map[string]*probeBackend{}
+	for i := range n {
+		b := newProbeBackend(t, fmt.Sprintf("b%d", i))
+		list = append(list, b)
+		byName[b.name] = b
+	}
+	return list, byName
 }

@@ -33,14 +33,7 @@ func TestRouteReuseDifferential(t *testing.T) {
 	if testing.Short() {
 		steps = 40
 	}
-	var backends []*probeBackend
-	for i := range 5 {
-		backends = append(backends, newProbeBackend(t, fmt.Sprintf("b%d", i)))
-	}
-	byName := map[string]*probeBackend{}
-	for _, b := range backends {
-		byName[b.name] = b
-	}
+	backends, byName := probeBackends(t, 5)
 	badCA := filepath.Join(t.TempDir(), "bad.pem")
 	if err := os.WriteFile(badCA, []byte("not a certificate\n"), 0o600); err != nil {
 		t.Fatal(err)
