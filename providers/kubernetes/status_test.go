@@ -3,6 +3,9 @@ package kubernetes
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -599,5 +602,68 @@ func (h *toldHooks) want(t *testing.T, id string, leads bool, written int64, lea
 	}
 	if n, f := h.writes.Load(), h.failed.Load(); n != written || f != 0 {
 		t.Fatalf("replica %s counted %d written and %d failed, want %d and 0", id, n, f, written)
+	}
+}
+
+// failingPuts answers every status write with 500 while fail is set,
+// without passing it on.
+type failingPuts struct {
+	rt   http.RoundTripper
+	fail *atomic.Bool
+}
+
+func (f failingPuts) RoundTrip(r *http.Request) (*http.Response, error) {
+	if f.fail.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/status") && !strings.Contains(r.URL.Path, "/leases/") {
+		return &http.Response{StatusCode: http.StatusInternalServerError, Status: "500 Internal Server Error", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("refused by the test")), Request: r}, nil
+	}
+	return f.rt.RoundTrip(r)
+}
+
+func (f failingPuts) WrappedRoundTripper() http.RoundTripper { return f.rt }
+
+// The failure path of the status metrics: while the API server refuses
+// status writes, each object's failed write is told as a failure and
+// none as written; once it accepts them again, the retry writes each
+// object once and is told so.
+func TestStatusWriteFailuresTold(t *testing.T) {
+	noLeaks(t)
+	c := adminClients(t)
+	ns := namespace(t, c)
+	o := createAll(t, c, ns)
+	var fail atomic.Bool
+	fail.Store(true)
+	cfg := adminConfig()
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return failingPuts{rt, &fail} }
+	h := &toldHooks{}
+	r := startWatcher(t, routes.KubernetesProvider{Namespaces: []string{ns}},
+		Options{RESTConfig: cfg, LeaderElection: shortLease(ns, "a"), Leading: h.leading, StatusWritten: h.written})
+	r.rec.waitFor(t, 60*time.Second, "the first snapshot", func(*Snapshot) bool { return true })
+	deadline := time.Now().Add(30 * time.Second)
+	for leaseHolder(t, c, ns) != "a" {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not take the Lease")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	setResult(t, r.w, resultFor(t, c, ns, o, "Programmed"))
+	// At least one failed pass; a retry may have failed again meanwhile.
+	if n, f := h.writes.Load(), h.failed.Load(); n != 0 || f < 4 {
+		t.Fatalf("while refused: %d written, %d failed; want 0 and at least 4 (4 objects)", n, f)
+	}
+	fail.Store(false)
+	// The pass is retried after statusRetryMin.
+	deadline = time.Now().Add(30 * time.Second)
+	for h.writes.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the refusals: %d written, want 4", h.writes.Load())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := h.writes.Load(); n != 4 {
+		t.Fatalf("after the refusals: %d written, want 4 (each object once)", n)
+	}
+	if f := h.failed.Load(); f < 4 {
+		t.Fatalf("%d failures told, want at least 4", f)
 	}
 }
