@@ -295,16 +295,24 @@ func TestForwardedHeadersNotSpoofable(t *testing.T) {
 			t.Fatalf("open route: client's %s = %q reached the upstream", k, v)
 		}
 	}
-	if upo.header.Get("X-Other") != "kept" || upo.header["X_Other"] == nil || ups.header["X_Other"] == nil || upo.p != nil {
+	if upo.header.Get("X-Other") != "kept" || !sentAsIs(upo.header, "X_Other") || !sentAsIs(ups.header, "X_Other") || upo.p != nil {
 		t.Fatal("open route: unrelated header dropped or a principal invented")
 	}
 	// Only the underscored copy: the open route must still look.
 	if w := do(ho, "/o", http.Header{"X_User_Id": {"admin"}}); w.Code != 204 {
 		t.Fatalf("open: %d", w.Code)
 	}
-	if v, ok := upo.header["X_User_Id"]; ok {
-		t.Fatalf("open route: client's X_User_Id = %q alone reached the upstream", v)
+	if sentAsIs(upo.header, "X_User_Id") {
+		t.Fatal("open route: client's X_User_Id alone reached the upstream")
 	}
+}
+
+// sentAsIs reports whether h holds name as the client spelled it: these
+// tests put names into the request's header map without canonicalising
+// them, as a server does for a name with '_'.
+func sentAsIs(h http.Header, name string) bool {
+	_, ok := h[name]
+	return ok
 }
 
 func TestMiddlewareConfig(t *testing.T) {
