@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/ratelimit"
@@ -104,10 +105,13 @@ type Set struct {
 	jwks      map[string]*jwks // by jwksKey; one reference each in caches, released by Close
 	failures  *prometheus.CounterVec
 	log       *slog.Logger
-	forwarded []string              // every header any authenticator forwards, sorted
-	sessions  []string              // every oidc authenticator's session cookie name
-	redis     redis.UniversalClient // built by NewSet for session stores; closed by Close
-	closeOnce sync.Once
+	forwarded []string // every header any authenticator forwards, sorted
+	// forwardedFolded is forwarded folded as CGI-style servers fold
+	// names (case, '_' as '-'): see dropForwarded.
+	forwardedFolded map[string]bool
+	sessions        []string              // every oidc authenticator's session cookie name
+	redis           redis.UniversalClient // built by NewSet for session stores; closed by Close
+	closeOnce       sync.Once
 }
 
 // defaultHTTPClient fetches JWKS: bounded in every phase, since a stuck
@@ -230,8 +234,10 @@ func NewSet(ctx context.Context, f *routes.File, prev *Set, opts Options) (*Set,
 			}
 		}
 	}
+	s.forwardedFolded = make(map[string]bool, len(forwarded))
 	for h := range forwarded {
 		s.forwarded = append(s.forwarded, h)
+		s.forwardedFolded[foldName(h)] = true
 	}
 	sort.Strings(s.forwarded)
 	slices.Sort(s.files)
@@ -362,12 +368,10 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 		}
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if hasAny(r.Header, s.forwarded) || s.hasSessionCookie(r.Header) {
+				if s.hasForwarded(r.Header) || s.hasSessionCookie(r.Header) {
 					r2 := r.WithContext(r.Context())
 					r2.Header = r.Header.Clone()
-					for _, h := range s.forwarded {
-						delete(r2.Header, h)
-					}
+					s.dropForwarded(r2.Header)
 					s.stripSessions(r2.Header)
 					r = r2
 				}
@@ -377,7 +381,6 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 	}
 	m := &middleware{set: s, route: route.Name}
 	seen := map[string]bool{}
-	forwarded := map[string]bool{}
 	for _, name := range route.Auth {
 		a, ok := s.auths[name]
 		if !ok {
@@ -388,19 +391,7 @@ func (s *Set) Middleware(route routes.Route) (func(http.Handler) http.Handler, e
 		}
 		seen[name] = true
 		m.auths = append(m.auths, a)
-		for _, h := range a.forwardedHeaders() {
-			forwarded[h] = true
-		}
 	}
-	// Every header any authenticator of the set forwards, not only this
-	// route's: see above.
-	for _, h := range s.forwarded {
-		forwarded[h] = true
-	}
-	for h := range forwarded {
-		m.forwarded = append(m.forwarded, h)
-	}
-	sort.Strings(m.forwarded)
 	for claim, want := range route.RequireClaims {
 		m.require = append(m.require, requirement{claim: claim, want: want})
 	}
@@ -439,6 +430,52 @@ func (s *Set) stripSessions(h http.Header) {
 		}
 		return false
 	})
+}
+
+// hasForwarded reports whether h carries a client copy of a header the
+// set's authenticators state, under any name dropForwarded removes.
+func (s *Set) hasForwarded(h http.Header) bool {
+	if hasAny(h, s.forwarded) {
+		return true
+	}
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 && s.forwardedFolded[foldName(k)] {
+			return true
+		}
+	}
+	return false
+}
+
+// dropForwarded removes the client's copies of the headers the set's
+// authenticators state (forward_claims, forward_name, ...): by name, and
+// under every name a CGI-style upstream (CGI, WSGI, PHP) reads as the
+// same variable, "X_User_Id" for X-User-Id. The edge keeps names with '_'
+// only under server.allow_underscore_headers; there, such a copy would
+// otherwise reach the upstream beside the authenticated value (or alone,
+// on a route without auth) as HTTP_X_USER_ID, as the forwarded and
+// client-address headers do not (edgeheader folds them the same way).
+func (s *Set) dropForwarded(h http.Header) {
+	for _, n := range s.forwarded {
+		delete(h, n)
+	}
+	if len(s.forwardedFolded) == 0 {
+		return
+	}
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 && s.forwardedFolded[foldName(k)] {
+			delete(h, k)
+		}
+	}
+}
+
+// foldName is name as a CGI-style server reads it: case and '_' versus
+// '-' do not count.
+func foldName(name string) string {
+	b := []byte(name)
+	for i := range b {
+		b[i] = edgeheader.FoldByte(b[i])
+	}
+	return string(b)
 }
 
 func hasAny(h http.Header, names []string) bool {
@@ -522,11 +559,10 @@ func authenticate(a authenticator, r *http.Request) (*Principal, Reason, refusal
 
 // middleware is one route's authentication.
 type middleware struct {
-	set       *Set
-	route     string
-	auths     []authenticator
-	forwarded []string
-	require   []requirement
+	set     *Set
+	route   string
+	auths   []authenticator
+	require []requirement
 }
 
 func (m *middleware) wrap(next http.Handler) http.Handler {
@@ -596,9 +632,9 @@ func (m *middleware) wrap(next http.Handler) http.Handler {
 				r2.RequestURI = r2.URL.RequestURI()
 			}
 		}
-		for _, h := range m.forwarded {
-			delete(r2.Header, h)
-		}
+		// Every header any authenticator of the set forwards, not only
+		// this route's: see Middleware.
+		m.set.dropForwarded(r2.Header)
 		m.set.stripSessions(r2.Header)
 		winner.forwardTo(r2.Header, p)
 		if p.respond != nil {

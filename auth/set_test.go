@@ -248,7 +248,10 @@ func TestRequireClaims(t *testing.T) {
 }
 
 // TestForwardedHeadersNotSpoofable: a client's own X-User-Id never reaches
-// an upstream, on authenticated routes and on open ones alike.
+// an upstream, on authenticated routes and on open ones alike; nor does
+// X_User_Id or x_user-email, which a CGI-style upstream reads as the same
+// variable (the edge lets such names through under
+// server.allow_underscore_headers).
 func TestForwardedHeadersNotSpoofable(t *testing.T) {
 	sg := signerFor(t, "EdDSA", 0)
 	src := "      public_key_files: [" + pemFile(t, sg.pub) + "]\n      forward_claims: {sub: X-User-Id, email: x-user-email, groups: X-Groups, bad: X-Bad}"
@@ -259,7 +262,9 @@ func TestForwardedHeadersNotSpoofable(t *testing.T) {
 	s := testSet(t, f, Options{Now: newClock().Now})
 	hs, ups := handler(t, s, f, 0)
 	ho, upo := handler(t, s, f, 1)
-	spoof := http.Header{"X-User-Id": {"admin"}, "X-User-Email": {"root@x"}, "X-Groups": {"wheel"}, "X-Bad": {"1"}, "X-Other": {"kept"}}
+	spoof := http.Header{"X-User-Id": {"admin"}, "X-User-Email": {"root@x"}, "X-Groups": {"wheel"}, "X-Bad": {"1"}, "X-Other": {"kept"},
+		"X_User_Id": {"admin"}, "x_user-email": {"root@x"}, "X_GROUPS": {"wheel"}, "X_Other": {"kept"}}
+	underscored := []string{"X_User_Id", "x_user-email", "X_GROUPS"}
 
 	hdr := spoof.Clone()
 	hdr.Set("Authorization", "Bearer "+sg.sign(t, claims(map[string]any{"groups": []any{"a", "b"}, "bad": "line\r\nInjected: 1"}), ""))
@@ -272,6 +277,11 @@ func TestForwardedHeadersNotSpoofable(t *testing.T) {
 			t.Fatalf("secure route: upstream %s = %q, want %q", k, got, v)
 		}
 	}
+	for _, k := range underscored {
+		if v, ok := ups.header[k]; ok {
+			t.Fatalf("secure route: client's %s = %q reached the upstream", k, v)
+		}
+	}
 	if w := do(ho, "/o", spoof); w.Code != 204 {
 		t.Fatalf("open: %d", w.Code)
 	}
@@ -280,9 +290,29 @@ func TestForwardedHeadersNotSpoofable(t *testing.T) {
 			t.Fatalf("open route: client's %s = %q reached the upstream", k, v)
 		}
 	}
-	if upo.header.Get("X-Other") != "kept" || upo.p != nil {
+	for _, k := range underscored {
+		if v, ok := upo.header[k]; ok {
+			t.Fatalf("open route: client's %s = %q reached the upstream", k, v)
+		}
+	}
+	if upo.header.Get("X-Other") != "kept" || !sentAsIs(upo.header, "X_Other") || !sentAsIs(ups.header, "X_Other") || upo.p != nil {
 		t.Fatal("open route: unrelated header dropped or a principal invented")
 	}
+	// Only the underscored copy: the open route must still look.
+	if w := do(ho, "/o", http.Header{"X_User_Id": {"admin"}}); w.Code != 204 {
+		t.Fatalf("open: %d", w.Code)
+	}
+	if sentAsIs(upo.header, "X_User_Id") {
+		t.Fatal("open route: client's X_User_Id alone reached the upstream")
+	}
+}
+
+// sentAsIs reports whether h holds name as the client spelled it: these
+// tests put names into the request's header map without canonicalising
+// them, as a server does for a name with '_'.
+func sentAsIs(h http.Header, name string) bool {
+	_, ok := h[name]
+	return ok
 }
 
 func TestMiddlewareConfig(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/causewayhq/causeway/auth"
+	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/mesh/caller"
@@ -150,8 +151,11 @@ type sidecarCallers struct {
 	policy   *caller.Policy
 	header   string
 	owned    []string // forwarded header names only a verified token sets
-	counts   *prometheus.CounterVec
-	log      *slog.Logger
+	// ownedFolded is owned and the token header folded as CGI-style
+	// servers fold names (case, '_' as '-'): see check.
+	ownedFolded map[string]bool
+	counts      *prometheus.CounterVec
+	log         *slog.Logger
 }
 
 func newSidecarCallers(in *routes.Inbound, src *mesh.Source, counts *prometheus.CounterVec, log *slog.Logger, now func() time.Time) (*sidecarCallers, error) {
@@ -173,6 +177,10 @@ func newSidecarCallers(in *routes.Inbound, src *mesh.Source, counts *prometheus.
 		issuers = append(issuers, id)
 	}
 	sc.cfg, sc.header, sc.owned = cl, cl.Header, cl.Headers
+	sc.ownedFolded = map[string]bool{foldName(cl.Header): true}
+	for _, k := range cl.Headers {
+		sc.ownedFolded[foldName(k)] = true
+	}
 	sc.verifier = caller.NewVerifier(src, caller.VerifyOptions{
 		Self: src.ID, Issuers: issuers, MaxHops: *cl.MaxHops, Skew: cl.ClockSkew.D(),
 		MaxLifetime: cl.MaxLifetime.D(), Replay: cl.Replay, Now: now,
@@ -192,6 +200,15 @@ func (sc *sidecarCallers) check(w http.ResponseWriter, r *http.Request, peer mes
 	}
 	for _, k := range sc.owned {
 		delete(h, k)
+	}
+	// And under the names a CGI-style service (CGI, WSGI, PHP) reads as
+	// the same variable: X_User_Id is HTTP_X_USER_ID, as X-User-Id is.
+	// They arrive only under server.allow_underscore_headers, and would
+	// otherwise reach the service beside the verified value, or alone.
+	for k := range h {
+		if strings.IndexByte(k, '_') >= 0 && sc.ownedFolded[foldName(k)] {
+			delete(h, k)
+		}
 	}
 	// The same names after the body: only a verified token states them.
 	dropTrailers(r, sc.header)
@@ -254,6 +271,16 @@ func (sc *sidecarCallers) check(w http.ResponseWriter, r *http.Request, peer mes
 		setIf(h, k, p.Headers[k])
 	}
 	return v, true
+}
+
+// foldName is name as a CGI-style server reads it: case and '_' versus
+// '-' do not count.
+func foldName(name string) string {
+	b := []byte(name)
+	for i := range b {
+		b[i] = edgeheader.FoldByte(b[i])
+	}
+	return string(b)
 }
 
 func setIf(h http.Header, k, v string) {

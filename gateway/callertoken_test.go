@@ -447,3 +447,69 @@ func TestCallerTokensConcurrent(t *testing.T) {
 	check("orders", cm.ordersSeen)
 	check("payments", cm.paymentsSeen)
 }
+
+// TestCallerHeadersUnderscoredDropped: with server.allow_underscore_headers,
+// a mesh caller's X_User_Id (a header the sidecar states only from a
+// verified token, inbound.callers.headers) and Causeway_Caller never reach
+// the service, which, if CGI-style, would read them as HTTP_X_USER_ID and
+// HTTP_CAUSEWAY_CALLER; other underscored names still do.
+func TestCallerHeadersUnderscoredDropped(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	svcSeen := &seen{}
+	svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		svcSeen.add(r)
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	files := ca.IssueFiles(t.TempDir(), ordersID)
+	sc := startSidecar(t, fmt.Sprintf(`version: 1
+identity: {cert_file: %q, key_file: %q, bundle_file: %q}
+server: {allow_underscore_headers: true}
+access_log: {output: "off"}
+admin: "127.0.0.1:0"
+inbound:
+  listen: "127.0.0.1:0"
+  forward_to: %q
+  allow: [%q]
+  callers: {issuers: [%q], headers: [X-User-Id]}
+`, files.Cert, files.Key, files.Bundle, svc, edgeID, edgeID))
+	src, _ := ca.Source(edgeID)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: mesh.ClientConfig(src, mustParseID(t, ordersID)), ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		dropped []string
+		kept    []string
+	}{
+		{"underscored owned header", map[string]string{"X_User_Id": "mallory", "X_Other": "kept"}, []string{"X_User_Id"}, []string{"X_Other"}},
+		{"underscored, other case", map[string]string{"x_user-id": "mallory"}, []string{"x_user-id"}, nil},
+		{"underscored token header", map[string]string{"Causeway_Caller": "forged"}, []string{"Causeway_Caller"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, "https://"+sc.Addr("inbound")+"/x", nil)
+			for k, v := range tc.headers {
+				req.Header[k] = []string{v}
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			got := svcSeen.last(t)
+			for _, k := range tc.dropped {
+				if v, ok := got[http.CanonicalHeaderKey(k)]; ok {
+					t.Errorf("the service got the caller's %s = %q", k, v)
+				}
+			}
+			for _, k := range tc.kept {
+				if _, ok := got[http.CanonicalHeaderKey(k)]; !ok {
+					t.Errorf("%s was dropped, though no one owns it", k)
+				}
+			}
+		})
+	}
+}

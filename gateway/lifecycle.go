@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/causewayhq/causeway/routes"
 )
 
 // notifyHUP delivers SIGHUP, the conventional "reload" signal.
@@ -157,7 +159,14 @@ func runUntil(ctx context.Context, errc <-chan error, reload func(), upgrade fun
 	}
 }
 
-// newAdminServer serves an admin handler with its own short timeouts.
+// newAdminServer serves an admin handler with its own short timeouts. No
+// admin endpoint reads a request body: one that has not all arrived is
+// answered at once and the connection closed after a lingering close
+// (answerWithoutBody), rather than read by the server with no deadline
+// before the answer and again after it.
 func newAdminServer(log *slog.Logger, h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	var noBody routes.Server // body_read_timeout off: only the lingering close bounds a body
+	return &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answerWithoutBody(w, r, &noBody, h)
+	}), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/causewayhq/causeway/routes"
 )
@@ -24,12 +25,13 @@ func (e *Edge) dataServers(f *routes.File, lns []net.Listener, engine string) []
 	_, httpsPort, _ := net.SplitHostPort(listenerAddr(httpsLn))
 	if httpLn != nil {
 		redirect := f.TLS.RedirectHTTP == nil || *f.TLS.RedirectHTTP
+		srv := f.Server
 		out = append(out, dataServer{srv: newDataServer(e.log, f.Server, engine, serverSpec{h2c: true, handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !redirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
 				e.ServeHTTP(w, r)
 				return
 			}
-			tf.handlers(e, httpsPort).http.ServeHTTP(w, r)
+			answerWithoutBody(w, r, &srv, tf.handlers(e, httpsPort).http)
 		})}), ln: httpLn})
 	}
 	if httpsLn != nil {
@@ -61,4 +63,31 @@ func (e *Edge) tls() *tlsFeature {
 		}
 	}
 	return nil
+}
+
+// answerWithoutBody serves r with h, an answer that needs none of the
+// request's body (the redirect to https, an ACME challenge), under the
+// body rules of every other answer the edge gives itself (runtime.serve):
+// the answer goes out at once with Connection: close when the body has
+// not all arrived, and what is left of it is read within
+// body_read_timeout and a lingering close. Without them the server reads
+// the rest of a body under 256 KiB before it writes the answer, with no
+// deadline: a client that stalls its body (or waits for 100 Continue)
+// never gets its 308 and holds the connection and its goroutine forever.
+func answerWithoutBody(w http.ResponseWriter, r *http.Request, srv *routes.Server, h http.Handler) {
+	if r.Body == nil || r.Body == http.NoBody {
+		h.ServeHTTP(w, r)
+		return
+	}
+	st := &reqState{start: time.Now()}
+	st.rec.ResponseWriter = w
+	if r.ProtoMajor == 1 {
+		// As in runtime.serve: the server must not read the body itself
+		// as the head goes out; settleEarly and endBody bound that read.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+	r.Body = st.wrapBody(w, r, srv)
+	defer st.body.finish()
+	h.ServeHTTP(&st.rec, r)
+	st.endBody()
 }

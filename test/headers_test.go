@@ -152,7 +152,7 @@ routes:
 		for proto, c := range protocols(t) {
 			t.Run(fmt.Sprintf("%s/allow_underscore_headers=%v", proto, allowUnderscore), func(t *testing.T) {
 				id := fmt.Sprintf("untrusted-%s-%v", proto, allowUnderscore)
-				hdr := append([][2]string{{"X-Test-Id", id}, {"X_Forwarded_Prefix", "/evil"}, {"X_Real_IP", "6.6.6.6"}, {"X_Original_URL", "/admin"}}, spoofable...)
+				hdr := append([][2]string{{"X-Test-Id", id}, {"X_Forwarded_Prefix", "/evil"}, {"X_Real_IP", "6.6.6.6"}, {"X_Original_URL", "/admin"}, {"X_Client_Cert_Subject", "CN=evil"}}, spoofable...)
 				hdr = append(hdr, urlOverrides...)
 				resp, body := send(t, c, "GET", "http://"+addr+"/x", "", hdr)
 				if resp.StatusCode != http.StatusOK {

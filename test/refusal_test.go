@@ -235,3 +235,128 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 		}
 	})
 }
+
+// The plain listener's redirect to https (and an ACME challenge's answer,
+// served by the same handler) needs none of the request's body, and is
+// answered like every other answer the edge gives itself: at once, with
+// Connection: close when the body has not all arrived, the connection
+// closed within body_read_timeout and a lingering close. Before the fix
+// the server read the rest of a body under 256 KiB before it wrote the
+// 308, with no deadline (read_timeout is off by default): a client that
+// stalled its body, or waited for 100 Continue, never got its answer and
+// held the connection for as long as it liked.
+func TestRedirectToHTTPSDoesNotWaitForTheBody(t *testing.T) {
+	certFile, keyFile, _ := serverCert(t, t.TempDir(), "api.example.com")
+	kinds := []struct {
+		name, headers, sent string
+		keep                bool // the whole body is there: the connection stays
+	}{
+		{name: "stalled body", headers: "Content-Length: 100000\r\n", sent: "0123456789"},
+		{name: "stalled chunked body", headers: "Transfer-Encoding: chunked\r\n", sent: "a\r\n0123456789\r\n"},
+		{name: "expect 100-continue, no body", headers: "Content-Length: 100000\r\nExpect: 100-continue\r\n"},
+		{name: "complete small body", headers: "Content-Length: 5\r\n", sent: "hello", keep: true},
+	}
+	for _, engine := range []string{"causeway", "net/http"} {
+		e := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+server: {body_read_timeout: 2s, http1_engine: %q}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+upstreams:
+  u: {endpoints: ["127.0.0.1:9"]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, engine, certFile, keyFile))
+		for _, k := range kinds {
+			t.Run(engine+"/"+k.name, func(t *testing.T) {
+				c, err := net.Dial("tcp", e.Addr("http"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: api.example.com\r\n"+k.headers+"\r\n"+k.sent); err != nil {
+					t.Fatal(err)
+				}
+				// The deadline only guards against a hung test: the
+				// answer needs no part of the body.
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(c)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer while the body stalls: %v", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusPermanentRedirect || !strings.HasPrefix(resp.Header.Get("Location"), "https://api.example.com:") {
+					t.Fatalf("status %d, Location %q, want the 308 to https", resp.StatusCode, resp.Header.Get("Location"))
+				}
+				if resp.Close == k.keep {
+					t.Fatalf("Connection: close is %v, want %v", resp.Close, !k.keep)
+				}
+				if k.keep {
+					return
+				}
+				if n, err := br.Read(make([]byte, 1)); err == nil {
+					t.Fatalf("connection still open after the answer (read %d bytes)", n)
+				}
+			})
+		}
+	}
+}
+
+// No admin endpoint reads a request body, and the admin listener answers
+// as the data listeners do: at once, closing a connection whose body has
+// not all arrived after a lingering close. Before the fix the admin server
+// read up to 256 KiB of an unread body before it answered, with no
+// deadline, and again after the answer: a client that stalled its body
+// never got an answer and held an admin connection forever.
+func TestAdminDoesNotWaitForTheBody(t *testing.T) {
+	e := startEdge(t, `version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+upstreams:
+  u: {endpoints: ["127.0.0.1:9"]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`)
+	kinds := []struct {
+		name, headers, sent string
+		keep                bool
+	}{
+		{name: "stalled body", headers: "Content-Length: 100000\r\n", sent: "0123456789"},
+		{name: "stalled chunked body", headers: "Transfer-Encoding: chunked\r\n", sent: "a\r\n0123456789\r\n"},
+		{name: "complete small body", headers: "Content-Length: 5\r\n", sent: "hello", keep: true},
+	}
+	for _, path := range []string{"/healthz", "/config", "/no-such-page"} {
+		for _, k := range kinds {
+			t.Run(path+"/"+k.name, func(t *testing.T) {
+				c, err := net.Dial("tcp", e.Addr("admin"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: "+e.Addr("admin")+"\r\n"+k.headers+"\r\n"+k.sent); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(c)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer while the body stalls: %v", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.Close == k.keep {
+					t.Fatalf("status %d: Connection: close is %v, want %v", resp.StatusCode, resp.Close, !k.keep)
+				}
+				if k.keep {
+					return
+				}
+				if n, err := br.Read(make([]byte, 1)); err == nil {
+					t.Fatalf("connection still open after the answer (read %d bytes)", n)
+				}
+			})
+		}
+	}
+}

@@ -22,7 +22,8 @@ const (
 	// authorised. Dropped from every client.
 	URLOverride
 	// Owned: headers only Causeway itself sets for the service
-	// (X-Causeway-Peer-Id, X-Causeway-Caller-*): a sidecar sets them after
+	// (X-Causeway-Peer-Id, X-Causeway-Caller-*, and the edge's
+	// X-Client-Cert-Subject): a sidecar sets them after
 	// it verified the caller, and a service may believe them. Dropped from
 	// every client, so that neither a client of the edge nor a mesh peer
 	// can hand them to a service on their own, whether or not the service
@@ -48,6 +49,13 @@ var namedHeaders = map[string]Class{
 	"x-envoy-original-path":    URLOverride,
 	"http2-settings":           URLOverride, // hop-by-hop h2c: never forwarded
 	"x-causeway-peer-id":       Owned,
+	// The subject of the client certificate the edge verified
+	// (tls.client_auth): the edge states it, or removes it, for every
+	// request (pipeline.SetForwardedOn), so a client's copy never counts.
+	// Classified here so that X_Client_Cert_Subject, which a CGI-style
+	// upstream reads as the same variable, goes too under
+	// server.allow_underscore_headers.
+	"x-client-cert-subject": Owned,
 	// The mark of a mirrored copy (MirrorHeader): a shadow service tells
 	// mirrored traffic by it, so a client must not be able to set it on a
 	// real request; a trusted proxy (a sidecar's mesh peer) may.

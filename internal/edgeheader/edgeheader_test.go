@@ -26,6 +26,8 @@ func TestOf(t *testing.T) {
 		{"Http2-Settings", URLOverride},
 		{"X-Causeway-Peer-Id", Owned},
 		{"X_Causeway_Peer_Id", Owned},
+		{"X-Client-Cert-Subject", Owned},
+		{"x_client_cert_subject", Owned},
 		{"X-Causeway-Caller-Subject", Owned},
 		{"X-Causeway-Caller-" + strings.Repeat("b", 40), Owned},
 		{"X-Causeway-Caller-", Plain},
