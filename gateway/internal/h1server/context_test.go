@@ -159,7 +159,7 @@ func TestRequestContextConcurrentClients(t *testing.T) {
 			select {
 			case <-ctx.Done():
 				if c := context.Cause(ctx); c != context.Canceled { //nolint:errorlint // the bare cause is what is checked
-					errs <- fmt.Errorf("%s: cause %v, want context.Canceled", id, c)
+					errs <- fmt.Errorf("%s: cause %w, want context.Canceled", id, c)
 				}
 			case <-time.After(20 * time.Second):
 				errs <- fmt.Errorf("%s: its client left, its context was not cancelled", id)
@@ -169,7 +169,7 @@ func TestRequestContextConcurrentClients(t *testing.T) {
 			select {
 			case <-rel:
 			case <-ctx.Done():
-				errs <- fmt.Errorf("%s: cancelled (%v) while its client waits", id, context.Cause(ctx))
+				errs <- fmt.Errorf("%s: cancelled (%w) while its client waits", id, context.Cause(ctx))
 				return
 			}
 		}
@@ -235,7 +235,7 @@ func TestRequestContextConcurrentClients(t *testing.T) {
 				body, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if err != nil || string(body) != id {
-					errs <- fmt.Errorf("%s: answered %q, %v", id, body, err)
+					errs <- fmt.Errorf("%s: answered %q, %w", id, body, err)
 					return
 				}
 				if mode == leaveAfter {
