@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/causewayhq/causeway/gateway/internal/h1server"
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/internal/refpool"
@@ -313,6 +314,16 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.timeout > 0 {
 		// A timer rather than a context deadline: an upgrade that succeeds
 		// stops it (forwarder), so a WebSocket outlives the route's bound.
+		if cancel := h1server.Cancel(r.Context()); cancel != nil {
+			// Served by the edge's own HTTP/1.1 engine: the route bounds
+			// the whole request, whose context is cancelled with the
+			// route's cause, without a context and a request copy of
+			// its own.
+			st.routeTimer = time.AfterFunc(h.timeout, func() { cancel(errRouteTimeout) })
+			defer st.routeTimer.Stop()
+			h.next.ServeHTTP(w, r)
+			return
+		}
 		ctx, cancel := context.WithCancelCause(r.Context())
 		st.routeTimer = time.AfterFunc(h.timeout, func() { cancel(errRouteTimeout) })
 		defer func() {
@@ -388,11 +399,19 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 		defer st.body.finish() // also when a handler panics (ReverseProxy aborting a response)
 	}
 
-	ctx := context.WithValue(r.Context(), stateKey{}, st)
-	if names != nil {
-		ctx = context.WithValue(ctx, announcedKey{}, &announced{names: names})
+	// The edge's own HTTP/1.1 engine holds the state in the request's
+	// context itself, which spares a context and a copy of the request;
+	// under net/http's servers the state takes a context.WithValue.
+	ctx, derived := r.Context(), false
+	if !h1server.SetValue(ctx, stateKey{}, st) {
+		ctx, derived = context.WithValue(ctx, stateKey{}, st), true
 	}
-	r = r.WithContext(ctx)
+	if names != nil {
+		ctx, derived = context.WithValue(ctx, announcedKey{}, &announced{names: names}), true
+	}
+	if derived {
+		r = r.WithContext(ctx)
+	}
 	refusal := rt.checkRequest(r)
 	if refusal == "" {
 		if clean := pipeline.CleanPath(r.URL.Path); clean != r.URL.Path {

@@ -120,10 +120,6 @@ type conn struct {
 // handed out reads through its connReader), and only once a background
 // read has been ended.
 type serving struct {
-	// ctx is the connection's context, the parent of every request's: it
-	// carries the values net/http's server puts there, and cancels
-	// nothing (each request's context is cancelled on its own).
-	ctx     context.Context
 	cr      connReader
 	br      *bufio.Reader // nil while waiting for a request
 	large   bool          // br is a large (head-sized) reader
@@ -162,8 +158,7 @@ func (c *conn) rw() net.Conn {
 	return c.netc
 }
 
-// attach gives c a serving state for its goroutine, with the connection's
-// context.
+// attach gives c a serving state for its goroutine.
 func (c *conn) attach() {
 	sv := servings.Get().(*serving)
 	sv.cr.mu.Lock()
@@ -173,7 +168,6 @@ func (c *conn) attach() {
 	sv.cr.hasByte, sv.cr.inRead, sv.cr.aborted, sv.cr.detached = false, false, false, false
 	sv.cr.armedAt, sv.cr.cancel = time.Time{}, nil
 	sv.cr.mu.Unlock()
-	sv.ctx = context.WithValue(c.srv.baseCtx, http.LocalAddrContextKey, c.netc.LocalAddr())
 	c.sv = sv
 }
 
@@ -183,7 +177,6 @@ func (c *conn) attach() {
 func (c *conn) detach() {
 	sv := c.sv
 	c.sv = nil
-	sv.ctx = nil
 	sv.reqStart = time.Time{}
 	sv.peekErr, sv.peekWoken = nil, false
 	sv.cr.mu.Lock()
@@ -288,7 +281,9 @@ func (c *conn) handshake(cfg *tls.Config) bool {
 	}
 	// The context cancels nothing, so crypto/tls starts no goroutine to
 	// watch it: a Close interrupts the handshake by closing the socket.
-	if err := tc.HandshakeContext(c.sv.ctx); err != nil {
+	// It carries what a request's context does (ClientHelloInfo.Context).
+	ctx := context.WithValue(c.srv.baseCtx, http.LocalAddrContextKey, c.netc.LocalAddr())
+	if err := tc.HandshakeContext(ctx); err != nil {
 		var re tls.RecordHeaderError
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
 			// What net/http answers, so a client that got the scheme
@@ -782,7 +777,7 @@ type connReader struct {
 	detached bool
 	// cancel is the current request's context cancel (nil between
 	// requests).
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 }
 
 // backgroundReadDelay is how long a handler runs, body consumed, before a
@@ -815,7 +810,7 @@ func (cr *connReader) Read(p []byte) (int, error) {
 		// handler that set it gets the error and answers (the edge's
 		// 408 for a stalled body), and a context cancelled under it
 		// would race with that answer.
-		cr.cancel()
+		cr.cancel(nil)
 	}
 	cr.mu.Unlock()
 	cr.cond.Broadcast()
@@ -904,7 +899,7 @@ func (cr *connReader) backgroundRead() {
 	}
 	deliberate := cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)
 	if err != nil && !deliberate && cr.cancel != nil {
-		cr.cancel() // the client went away
+		cr.cancel(nil) // the client went away
 	}
 	cr.aborted = false
 	cr.inRead = false
@@ -940,7 +935,7 @@ func (cr *connReader) detach() {
 	cr.mu.Unlock()
 }
 
-func (cr *connReader) setCancel(f context.CancelFunc) {
+func (cr *connReader) setCancel(f context.CancelCauseFunc) {
 	cr.mu.Lock()
 	cr.cancel = f
 	cr.mu.Unlock()

@@ -1,7 +1,6 @@
 package h1server
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -64,9 +63,13 @@ func (c *conn) serveOne(n int) bool {
 	} else {
 		_ = rw.SetWriteDeadline(time.Time{})
 	}
-	ctx, cancel := context.WithCancel(sv.ctx)
-	defer cancel()
-	sv.cr.setCancel(cancel)
+	ctx := &st.ctx
+	ctx.init(c)
+	defer ctx.cancel(nil)
+	sv.cr.setCancel(ctx.cancel)
+	// The one copy of the request, with its final context: the handlers
+	// store what they carry per request in it (SetValue, Cancel) rather
+	// than copy the request again.
 	req := r.WithContext(ctx)
 	w := &st.w
 	*w = response{c: c, req: req, hdr: make(http.Header), contentLength: -1}
@@ -140,11 +143,13 @@ func (c *conn) runHandler(w *response, req *http.Request) (ok bool) {
 }
 
 // perRequest is what serving one request allocates, in one allocation
-// instead of one each (with Request.TLS over TLS): the URL, the response
-// writer, the body, and the first values of the header fields. It is
-// never pooled: a handler may keep the request (its URL, its header) or
-// the writer after it returns, as under net/http.
+// instead of one each (with Request.TLS over TLS): the context, the URL,
+// the response writer, the body, and the first values of the header
+// fields. It is never pooled: a handler may keep the request (its URL,
+// its header, its context) or the writer after it returns, as under
+// net/http.
 type perRequest struct {
+	ctx    requestContext
 	url    url.URL
 	w      response
 	body   requestBody
