@@ -296,3 +296,65 @@ func oddBurst(addr string, reqs []oddRequest) (int, error) {
 	}
 	return len(reqs), nil
 }
+
+// An upstream's 103 Early Hints that carries Content-Length (a 1xx has no
+// body; an upstream that says otherwise is wrong) is passed on without it,
+// on both engines, as net/http's server writes every 1xx: a client that
+// took the length for a body would read the final answer's first bytes as
+// that body, and then the rest of the connection out of step.
+func TestEngineInformationalCarriesNoFraming(t *testing.T) {
+	for _, engine := range []string{routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway} {
+		t.Run(engine, func(t *testing.T) {
+			addr := testutil.ServeConns(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body := "answer:" + r.URL.Path
+					if _, err := fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 5\r\n\r\n"+
+						"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+						return
+					}
+				}
+			})
+			te := startEdge(t, listenHeader+fmt.Sprintf("server: {http1_engine: %q}\n", engine)+fmt.Sprintf(`upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, addr))
+			c, err := net.Dial("tcp", strings.TrimPrefix(te.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(bytes.NewReader(raw))
+			for _, path := range []string{"/1", "/2"} {
+				hints, err := http.ReadResponse(br, nil)
+				if err != nil || hints.StatusCode != http.StatusEarlyHints || hints.Header.Get("Link") == "" {
+					t.Fatalf("%s: no 103 first: %v (%q)", path, err, raw)
+				}
+				if _, ok := hints.Header["Content-Length"]; ok {
+					t.Fatalf("%s: the 103 carries Content-Length: %q", path, raw)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("%s: %v (%q)", path, err, raw)
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || resp.StatusCode != http.StatusOK || string(b) != "answer:"+path {
+					t.Fatalf("%s: %d %q %v (%q)", path, resp.StatusCode, b, err, raw)
+				}
+			}
+		})
+	}
+}

@@ -112,6 +112,44 @@ func TestEarlyHintsAndTrailers(t *testing.T) {
 	}
 }
 
+// A 1xx response has no body, so it never carries the fields that frame
+// one: a handler (the forwarder passing an upstream's 103 on) may have
+// Content-Length or Transfer-Encoding in its header when it writes the
+// 1xx, and net/http leaves both out. A client that took a 103's
+// Content-Length for a body would read the final response's first bytes
+// as that body. The final response still carries its own.
+func TestInformationalWithoutFraming(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</s.css>; rel=preload")
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("Transfer-Encoding", "chunked")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Length", "2")
+		w.Header().Del("Transfer-Encoding")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "ok")
+	})
+	_, ours := serveOurs(t, h, nil)
+	theirs := serveNetHTTP(t, h)
+	for _, tc := range []struct{ name, addr string }{{"ours", ours}, {"net/http", theirs}} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := string(exchange(t, tc.addr, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
+			hints, final, ok := strings.Cut(raw, "\r\n\r\n")
+			if !ok || !strings.HasPrefix(hints, "HTTP/1.1 103 ") || !strings.Contains(hints, "Link: </s.css>; rel=preload") {
+				t.Fatalf("no 103 first: %q", raw)
+			}
+			if l := strings.ToLower(hints); strings.Contains(l, "content-length") || strings.Contains(l, "transfer-encoding") {
+				t.Fatalf("the 103 carries framing: %q", hints)
+			}
+			res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(final)), nil)
+			if err != nil || res.StatusCode != http.StatusOK || res.ContentLength != 2 {
+				t.Fatalf("final answer after the 103: %v %+v (%q)", err, res, final)
+			}
+		})
+	}
+}
+
 func TestHijackUpgradeEcho(t *testing.T) {
 	t.Parallel()
 	_, addr := serveOurs(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
