@@ -358,3 +358,77 @@ routes:
 		})
 	}
 }
+
+// An upstream's 304 that states a Content-Length and sends that many bytes
+// after it: the edge never reads the bytes (nor reuses the connection), and
+// the client's 304 carries no Content-Length either, on both engines, as
+// net/http's server writes a 304: a client that took the length for a body
+// would read the next answer's first bytes as that body. A HEAD answer
+// keeps its length (the length of the body it stands for), and the next
+// pipelined answer is whole.
+func TestEngineNotModifiedCarriesNoLength(t *testing.T) {
+	for _, engine := range []string{routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway} {
+		t.Run(engine, func(t *testing.T) {
+			addr := testutil.ServeConns(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					out := "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer:" + r.URL.Path
+					switch r.URL.Path {
+					case "/a":
+						out = "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nleaked"
+					case "/h":
+						out = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nleaked"
+					}
+					if _, err := io.WriteString(c, out); err != nil {
+						return
+					}
+				}
+			})
+			te := startEdge(t, listenHeader+fmt.Sprintf("server: {http1_engine: %q}\n", engine)+fmt.Sprintf(`upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u}
+`, addr))
+			c, err := net.Dial("tcp", strings.TrimPrefix(te.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nHEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			raw, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(bytes.NewReader(raw))
+			res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+			if err != nil || res.StatusCode != http.StatusNotModified || res.Header.Get("Etag") != `"x"` {
+				t.Fatalf("304: %v (%q)", err, raw)
+			}
+			if _, ok := res.Header["Content-Length"]; ok {
+				t.Fatalf("the 304 carries Content-Length: %q", raw)
+			}
+			res, err = http.ReadResponse(br, &http.Request{Method: http.MethodHead})
+			if err != nil || res.StatusCode != http.StatusOK || res.ContentLength != 6 {
+				t.Fatalf("HEAD: %v (%q)", err, raw)
+			}
+			res, err = http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("last: %v (%q)", err, raw)
+			}
+			b, err := io.ReadAll(res.Body)
+			if err != nil || string(b) != "answer:/b" {
+				t.Fatalf("last: %q %v (%q)", b, err, raw)
+			}
+			if rest, _ := io.ReadAll(br); len(rest) > 0 {
+				t.Fatalf("bytes after the last answer: %q", rest)
+			}
+		})
+	}
+}

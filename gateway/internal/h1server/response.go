@@ -332,7 +332,16 @@ func (w *response) writeHead(final bool) {
 	switch {
 	case isHEAD || !bodyAllowedForStatus(code):
 		h.Del("Transfer-Encoding")
-		if code == http.StatusNoContent || (code >= 100 && code < 200) {
+		switch {
+		case code == http.StatusNotModified:
+			// What net/http leaves out of a 304 (RFC 9110 15.4.5: no
+			// representation metadata): the forwarder copies an
+			// upstream's fields as they came, and a client that took
+			// its Content-Length for a body would read the next
+			// answer's first bytes as that body.
+			h.Del("Content-Length")
+			h.Del("Content-Type")
+		case code == http.StatusNoContent || (code >= 100 && code < 200):
 			h.Del("Content-Length")
 		}
 	case hasCL:
