@@ -301,7 +301,9 @@ func oddBurst(addr string, reqs []oddRequest) (int, error) {
 // body; an upstream that says otherwise is wrong) is passed on without it,
 // on both engines, as net/http's server writes every 1xx: a client that
 // took the length for a body would read the final answer's first bytes as
-// that body, and then the rest of the connection out of step.
+// that body, and then the rest of the connection out of step. Its
+// hop-by-hop fields, and those its Connection names, stop at the edge as a
+// final answer's do (RFC 9110 7.6.1).
 func TestEngineInformationalCarriesNoFraming(t *testing.T) {
 	for _, engine := range []string{routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway} {
 		t.Run(engine, func(t *testing.T) {
@@ -313,7 +315,8 @@ func TestEngineInformationalCarriesNoFraming(t *testing.T) {
 						return
 					}
 					body := "answer:" + r.URL.Path
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 5\r\n\r\n"+
+					if _, err := fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 5\r\n"+
+						"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n\r\n"+
 						"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
 						return
 					}
@@ -345,6 +348,11 @@ routes:
 				}
 				if _, ok := hints.Header["Content-Length"]; ok {
 					t.Fatalf("%s: the 103 carries Content-Length: %q", path, raw)
+				}
+				for _, k := range []string{"Connection", "X-Hop", "Keep-Alive", "Upgrade"} {
+					if _, ok := hints.Header[k]; ok {
+						t.Fatalf("%s: the 103 carries the hop-by-hop %s: %q", path, k, raw)
+					}
 				}
 				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
