@@ -70,15 +70,16 @@ type forwardState struct {
 
 // got1xx passes an upstream's 1xx response on to the client, filtered as
 // guardInformational filters ReverseProxy's (which leaves this trace
-// alone): none to an HTTP/1.0 client, no second 100 Continue, and the
-// headers the edge set before proxying kept for the final response.
+// alone): none to an HTTP/1.0 client, no second 100 Continue, no
+// hop-by-hop fields, and the headers the edge set before proxying kept for
+// the final response.
 func (f *forwardState) got1xx(code int, header textproto.MIMEHeader) error {
 	st := f.st
 	if st.http10 || code == http.StatusContinue {
 		return nil
 	}
 	edge := st.rec.Header().Clone()
-	f.write1xx(code, header)
+	f.write1xx(code, informationalFields(header))
 	hdr := st.rec.Header()
 	for k, v := range edge {
 		if _, ok := hdr[k]; !ok {

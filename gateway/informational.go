@@ -20,6 +20,9 @@ import (
 //     copies the 1xx's header into the response's header map, writes the
 //     1xx and clears the map, so without this they went out on the 1xx
 //     and were missing from the final response.
+//   - The 1xx's hop-by-hop fields, and those its Connection names, stop at
+//     the edge as a final answer's do (RFC 9110 §7.6.1): ReverseProxy
+//     passes a 103's Connection, Keep-Alive or Upgrade on as it came.
 //
 // The hook runs only when a 1xx arrives, and always before RoundTrip
 // returns (http.Transport reads the 1xx responses before it hands out the
@@ -45,7 +48,7 @@ func guardInformational(ctx context.Context, st *reqState) {
 			return nil
 		}
 		edge := st.rec.Header().Clone()
-		err := forward(code, h)
+		err := forward(code, informationalFields(h))
 		hdr := st.rec.Header()
 		for k, v := range edge {
 			if _, ok := hdr[k]; !ok {
@@ -54,4 +57,14 @@ func guardInformational(ctx context.Context, st *reqState) {
 		}
 		return err
 	}
+}
+
+// informationalFields is an upstream's 1xx header as the client may get
+// it: a copy without the hop-by-hop fields and the ones its Connection
+// names (removeHopByHop, as for a final answer). The copy leaves the
+// transport's header as it came; a 1xx is rare enough for it.
+func informationalFields(h textproto.MIMEHeader) textproto.MIMEHeader {
+	hh := http.Header(h).Clone()
+	removeHopByHop(hh)
+	return textproto.MIMEHeader(hh)
 }

@@ -316,7 +316,10 @@ func FuzzParseDifferential(f *testing.F) {
 // FuzzChunkedDifferential: whatever the chunked reader accepts, net/http's
 // decodes to the same bytes.
 func FuzzChunkedDifferential(f *testing.F) {
-	for _, s := range []string{"5\r\nhello\r\n0\r\n\r\n", "3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n", "0\r\n\r\n", "5 \r\nhello\r\n0\r\n\r\n", "5\nhello\n0\n\n"} {
+	for _, s := range []string{"5\r\nhello\r\n0\r\n\r\n", "3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n", "0\r\n\r\n", "5 \r\nhello\r\n0\r\n\r\n", "5\nhello\n0\n\n",
+		"5;name=\"v\\\"x\";k=v\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n", // quoted-string extension with an escape, a trailer
+		"5;name=\"v\r\nhello\r\n0\r\n\r\n",                             // unterminated quoted-string
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -353,6 +356,11 @@ var seedRequests = []string{
 	"GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
 	"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+	// A chunked body with a quoted extension and a trailer, holding a
+	// request, and the request pipelined behind it.
+	"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n23;e=\"q\\\"x\"\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n\r\n0\r\nX-T: 1\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n",
+	// Expect: 100-continue with the body sent at once, a request behind it.
+	"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\nHost: h\r\n\r\n",
 }
 
 func TestParseResponse(t *testing.T) {
@@ -414,6 +422,9 @@ func FuzzResponseDifferential(f *testing.F) {
 		"HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nleaked\r\n0\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nread to the close",
 	} {
 		f.Add(s)
 	}

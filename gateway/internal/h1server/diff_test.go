@@ -58,6 +58,9 @@ var diffStreams = []struct {
 	{"connect", "CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"},
 	{"underscore header", "GET / HTTP/1.1\r\nHost: h\r\nX_A: 1\r\n\r\n"},
 	{"empty value and tabs", "GET / HTTP/1.1\r\nHost: h\r\nX-E:\r\nX-T:\t a \t\r\n\r\n"},
+	{"quoted extension, trailer, request behind", "POST /1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n23;e=\"q\\\"x\"\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n\r\n0\r\nX-T: 1\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"expect with the body at once, request behind", "POST /1 HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhelloGET /2 HTTP/1.1\r\nHost: h\r\n\r\n"},
+	{"large head behind a small one", "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nX-Pad: " + strings.Repeat("p", 5000) + "\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: h\r\n\r\n"},
 }
 
 // TestDifferential sends each stream to net/http's server and to this one,

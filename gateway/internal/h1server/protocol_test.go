@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,44 @@ func TestEarlyHintsAndTrailers(t *testing.T) {
 	}
 }
 
+// A 1xx response has no body, so it never carries the fields that frame
+// one: a handler (the forwarder passing an upstream's 103 on) may have
+// Content-Length or Transfer-Encoding in its header when it writes the
+// 1xx, and net/http leaves both out. A client that took a 103's
+// Content-Length for a body would read the final response's first bytes
+// as that body. The final response still carries its own.
+func TestInformationalWithoutFraming(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</s.css>; rel=preload")
+		w.Header().Set("Content-Length", "5")
+		w.Header().Set("Transfer-Encoding", "chunked")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Length", "2")
+		w.Header().Del("Transfer-Encoding")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "ok")
+	})
+	_, ours := serveOurs(t, h, nil)
+	theirs := serveNetHTTP(t, h)
+	for _, tc := range []struct{ name, addr string }{{"ours", ours}, {"net/http", theirs}} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := string(exchange(t, tc.addr, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
+			hints, final, ok := strings.Cut(raw, "\r\n\r\n")
+			if !ok || !strings.HasPrefix(hints, "HTTP/1.1 103 ") || !strings.Contains(hints, "Link: </s.css>; rel=preload") {
+				t.Fatalf("no 103 first: %q", raw)
+			}
+			if l := strings.ToLower(hints); strings.Contains(l, "content-length") || strings.Contains(l, "transfer-encoding") {
+				t.Fatalf("the 103 carries framing: %q", hints)
+			}
+			res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(final)), nil)
+			if err != nil || res.StatusCode != http.StatusOK || res.ContentLength != 2 {
+				t.Fatalf("final answer after the 103: %v %+v (%q)", err, res, final)
+			}
+		})
+	}
+}
+
 func TestHijackUpgradeEcho(t *testing.T) {
 	t.Parallel()
 	_, addr := serveOurs(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -212,6 +251,66 @@ func TestBodylessFraming(t *testing.T) {
 	res, body = mustRead(t, br, "GET")
 	if res.StatusCode != http.StatusOK || body != "twelve bytes" {
 		t.Fatalf("last: %d %q", res.StatusCode, body)
+	}
+}
+
+// The fields that frame or describe a body, in the heads of answers that
+// have none, are net/http's: a 304 carries no Content-Length,
+// Transfer-Encoding or Content-Type (RFC 9110 15.4.5; net/http's
+// suppressedHeaders), a 204 no Content-Length or Transfer-Encoding, a HEAD
+// answer keeps the Content-Length of the body it stands for. The forwarder
+// copies an upstream's fields into the header as they came: an upstream
+// that sends "304, Content-Length: 6" (and then six bytes, which the
+// upstream client never reads) must not have its length reach a client
+// that could take it for a body and read the next answer's first bytes.
+func TestBodylessHeadsAsNetHTTP(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+		for _, k := range []string{"Content-Length", "Transfer-Encoding", "Content-Type"} {
+			if v := r.URL.Query().Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.Header().Set("ETag", `"x"`)
+		w.WriteHeader(status)
+	})
+	_, ours := serveOurs(t, h, nil)
+	theirs := serveNetHTTP(t, h)
+	framing := func(addr, method, target string) (string, string) {
+		raw := string(exchange(t, addr, method+" "+target+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"))
+		res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("%s %s: %v (%q)", method, target, err, raw)
+		}
+		head, _, _ := strings.Cut(raw, "\r\n\r\n")
+		var got []string
+		for _, k := range []string{"Content-Length", "Transfer-Encoding", "Content-Type", "Etag"} {
+			if v, ok := res.Header[k]; ok {
+				got = append(got, k+"="+strings.Join(v, ","))
+			}
+		}
+		if len(res.TransferEncoding) > 0 {
+			got = append(got, "TE="+strings.Join(res.TransferEncoding, ","))
+		}
+		return strings.Join(got, " "), head
+	}
+	for _, tc := range []struct{ method, target string }{
+		{"GET", "/304?Content-Length=6&Content-Type=text/plain"},
+		{"GET", "/304?Transfer-Encoding=chunked"},
+		{"GET", "/204?Content-Length=6&Content-Type=text/plain"},
+		{"GET", "/204?Transfer-Encoding=chunked"},
+		{"HEAD", "/200?Content-Length=6&Content-Type=text/plain"},
+		{"HEAD", "/200?Transfer-Encoding=chunked"},
+		{"HEAD", "/304?Content-Length=6"},
+	} {
+		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
+			got, head := framing(ours, tc.method, tc.target)
+			want, ref := framing(theirs, tc.method, tc.target)
+			if got != want {
+				t.Fatalf("fields %q, net/http %q\nours     %q\nnet/http %q", got, want, head, ref)
+			}
+		})
 	}
 }
 

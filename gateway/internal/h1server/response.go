@@ -112,7 +112,11 @@ func (w *response) writeInformational(code int) {
 	bw := w.c.writer()
 	writeStatusLine(bw, code)
 	if code != http.StatusContinue {
-		writeFields(bw, w.hdr, nil)
+		// Never the fields that frame a body, which a 1xx does not have
+		// (net/http leaves them out too): a client that took a 103's
+		// Content-Length for a body would read the final response's
+		// first bytes as that body.
+		writeFields(bw, w.hdr, bodyFramingFields)
 	}
 	_, _ = bw.WriteString("\r\n")
 	w.setErr(bw.Flush())
@@ -328,7 +332,16 @@ func (w *response) writeHead(final bool) {
 	switch {
 	case isHEAD || !bodyAllowedForStatus(code):
 		h.Del("Transfer-Encoding")
-		if code == http.StatusNoContent || (code >= 100 && code < 200) {
+		switch {
+		case code == http.StatusNotModified:
+			// What net/http leaves out of a 304 (RFC 9110 15.4.5: no
+			// representation metadata): the forwarder copies an
+			// upstream's fields as they came, and a client that took
+			// its Content-Length for a body would read the next
+			// answer's first bytes as that body.
+			h.Del("Content-Length")
+			h.Del("Content-Type")
+		case code == http.StatusNoContent || (code >= 100 && code < 200):
 			h.Del("Content-Length")
 		}
 	case hasCL:
@@ -413,14 +426,17 @@ func validTrailer(name string) bool {
 	return httpguts.ValidHeaderFieldName(name) && httpguts.ValidTrailerHeader(name)
 }
 
+// bodyFramingFields are what writeFields leaves out of a 1xx response.
+var bodyFramingFields = []string{"Content-Length", "Transfer-Encoding"}
+
 // writeFields writes h, leaving out the fields announced as trailers (the
 // head may go out after the handler set their values: net/http writes the
-// header as it was at WriteHeader) and the TrailerPrefix ones, and fields
-// whose names are invalid (as net/http does: a handler has no way to be
-// told).
-func writeFields(bw *bufio.Writer, h http.Header, trailers []string) {
+// header as it was at WriteHeader) or otherwise excluded (skip), the
+// TrailerPrefix ones, and fields whose names are invalid (as net/http does:
+// a handler has no way to be told).
+func writeFields(bw *bufio.Writer, h http.Header, skip []string) {
 	for k, vv := range h {
-		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || slices.Contains(trailers, k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) || slices.Contains(skip, k) {
 			continue
 		}
 		for _, v := range vv {

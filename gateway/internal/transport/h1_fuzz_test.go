@@ -53,6 +53,8 @@ func FuzzH1ResponseReader(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"), false, true, uint8(0))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n"), false, false, uint8(1))
 	f.Add([]byte("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), false, false, uint8(7))
+	// A HEAD answer followed by the chunked body HEAD must not have.
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nleaked\r\n0\r\n\r\n"), true, false, uint8(3))
 	f.Add([]byte(bigHead(6<<10)), false, false, uint8(0))
 	f.Add([]byte(bigHead(6<<10)), false, false, uint8(200))
 
@@ -347,6 +349,8 @@ var fuzzSeeds = []string{
 	"HTTP/1.1 103 Early Hints\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 100 Continue\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", // 100 twice
+	"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 	"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
 	// Bodies after responses that have none by rule.
 	"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc",
@@ -354,6 +358,8 @@ var fuzzSeeds = []string{
 	"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
 	"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello",
 	"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n",
+	// A whole chunked body, then a response nobody asked for, after a 304.
+	"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nleaked\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nleaked",
 	// Versions and the connection.
 	"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
 	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
