@@ -198,7 +198,7 @@ func newProxy(rc routes.Route, u *proxy.Upstream, m *metrics, reverseProxy bool)
 // forwarder's tunnel for protocol upgrades.
 func newReverseProxy(h proxyHooks, u *proxy.Upstream) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Transport:  u.Transport,
+		Transport:  tunnelTransport{rt: u.Transport},
 		BufferPool: sharedBuffers,
 		// No periodic flush: ReverseProxy already flushes after every write
 		// for text/event-stream and for responses of unknown length, so
