@@ -143,10 +143,14 @@ var hopHeaders = [...]string{
 }
 
 func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	if upgradeType(req.Header) != "" {
+	if upgradeType(req.Header) != "" && (req.ProtoMajor != 1 || req.ProtoMinor != 0) {
 		p.tunnel.ServeHTTP(rw, req)
 		return
 	}
+	// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8), and no 1xx
+	// may go to an HTTP/1.0 client: it is sent on as an ordinary request,
+	// its Upgrade and Connection removed with the other hop-by-hop fields,
+	// and a 101 the upstream answers all the same is refused below.
 	ctx := req.Context()
 	if ctx.Done() == nil {
 		// A context that never ends (a handler called outside a server):

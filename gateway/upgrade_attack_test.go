@@ -1,0 +1,244 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
+)
+
+// upUpstream is a raw HTTP/1.1 upstream for the upgrade path: what it does
+// with a request is chosen by the request's path (/m/<mode>), so that it
+// can answer what no library would, and it records every request head and
+// body it read, in order.
+type upUpstream struct {
+	addr string
+	mu   sync.Mutex
+	seen []upSeen
+	// ended receives the number of every connection the upstream's side
+	// saw end (the edge closed it, or the handler gave up).
+	ended chan int
+}
+
+type upSeen struct {
+	head *http.Request
+	body string
+	// conn numbers the upstream connections, in accept order: two
+	// requests with the same number came on one connection.
+	conn int
+}
+
+func startUpUpstream(t *testing.T) *upUpstream {
+	u := &upUpstream{ended: make(chan int, 1<<16)}
+	var n int
+	var nmu sync.Mutex
+	u.addr = testutil.ServeConns(t, func(nc net.Conn) {
+		nmu.Lock()
+		n++
+		id := n
+		nmu.Unlock()
+		u.serve(nc, id)
+		u.ended <- id
+	})
+	return u
+}
+
+func (u *upUpstream) requests() []upSeen {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]upSeen(nil), u.seen...)
+}
+
+const switched = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+
+func (u *upUpstream) serve(nc net.Conn, id int) {
+	br := bufio.NewReader(nc)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		mode := strings.TrimPrefix(req.URL.Path, "/m/")
+		var body []byte
+		if mode != "stall" {
+			body, _ = io.ReadAll(req.Body)
+		}
+		u.mu.Lock()
+		u.seen = append(u.seen, upSeen{head: req, body: string(body), conn: id})
+		u.mu.Unlock()
+		switch mode {
+		case "echo":
+			// Switches, then echoes; the client's half-close is passed on.
+			if _, err := io.WriteString(nc, switched); err != nil {
+				return
+			}
+			echoTunnel(nc, br)
+			return
+		case "greet":
+			// Bytes of the new protocol in the very write of the 101.
+			if _, err := io.WriteString(nc, switched+"greeting"); err != nil {
+				return
+			}
+			echoTunnel(nc, br)
+			return
+		case "bye":
+			// Switches, says bye and half-closes; then echoes what still
+			// comes, with "got:" in front, until the client's end.
+			if _, err := io.WriteString(nc, switched+"bye"); err != nil {
+				return
+			}
+			_ = nc.(*net.TCPConn).CloseWrite()
+			rest, _ := io.ReadAll(br)
+			u.mu.Lock()
+			u.seen = append(u.seen, upSeen{head: req, body: "after bye: " + string(rest), conn: id})
+			u.mu.Unlock()
+			return
+		case "bare101":
+			_, _ = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\n\r\nraw")
+			echoTunnel(nc, br)
+			return
+		case "other101":
+			_, _ = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nraw")
+			echoTunnel(nc, br)
+			return
+		case "flood":
+			// Switches, then writes as fast as the edge takes it.
+			if _, err := io.WriteString(nc, switched); err != nil {
+				return
+			}
+			chunk := bytes.Repeat([]byte("f"), 32<<10)
+			for {
+				if _, err := nc.Write(chunk); err != nil {
+					return
+				}
+			}
+		case "decline":
+			// Declines with a body; the connection stays open.
+			if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"); err != nil {
+				return
+			}
+		case "smuggle":
+			// Declines, with a forged second answer behind the first.
+			if _, err := io.WriteString(nc, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"); err != nil {
+				return
+			}
+		case "stall":
+			// Never answers; waits for the edge to go.
+			_, _ = io.Copy(io.Discard, br)
+			return
+		default:
+			// An ordinary answer naming the request's mode.
+			if _, err := fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(mode), mode); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// echoTunnel copies what the client sends back to it; at the client's
+// half-close it half-closes too.
+func echoTunnel(nc net.Conn, br *bufio.Reader) {
+	_, _ = io.Copy(nc, br)
+	_ = nc.(*net.TCPConn).CloseWrite()
+	_, _ = io.Copy(io.Discard, br)
+}
+
+func upgradeEdge(t *testing.T, upAddr, extra string) (*testEdge, string) {
+	e := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: r, match: {path_prefix: /m/}, upstream: u}
+%s`, upAddr, extra))
+	return e, strings.TrimPrefix(e.url, "http://")
+}
+
+// rawConn is a client connection with a deadline and a reader.
+func rawConn(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	return nc, bufio.NewReader(nc)
+}
+
+const wsHead = "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+
+func upgradeReq(path, extra string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: a.example\r\n" + wsHead + extra + "\r\n"
+}
+
+// readHead reads one response head (and, unless it is a 101, its body).
+func readHead(t testing.TB, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	res, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return res, ""
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	return res, string(b)
+}
+
+// TestUpgradeSwitchRefused: a 101 that does not switch to what the client
+// asked for (no Upgrade at all, another protocol, a 101 to a request that
+// asked for nothing, or to an HTTP/1.0 request, whose Upgrade is ignored)
+// is a 502, never a tunnel, and the client's connection serves the next
+// request. An HTTP/1.0 upgrade request reaches the upstream as an
+// ordinary request.
+func TestUpgradeSwitchRefused(t *testing.T) {
+	u := startUpUpstream(t)
+	_, addr := upgradeEdge(t, u.addr, "")
+	for _, tc := range []struct {
+		name, req  string
+		wantStatus int
+		wantBody   string
+	}{
+		{"101 without Upgrade", upgradeReq("/m/bare101", ""), http.StatusBadGateway, ""},
+		{"101 to another protocol", upgradeReq("/m/other101", ""), http.StatusBadGateway, ""},
+		{"101 unasked", "GET /m/echo HTTP/1.1\r\nHost: a.example\r\n\r\n", http.StatusBadGateway, ""},
+		{"101 to an HTTP/1.0 upgrade", "GET /m/echo HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusBadGateway, ""},
+		{"HTTP/1.0 upgrade answered", "GET /m/plain HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusOK, "plain"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(u.requests())
+			nc, br := rawConn(t, addr)
+			_, _ = io.WriteString(nc, tc.req)
+			res, body := readHead(t, br, http.MethodGet)
+			if res.StatusCode != tc.wantStatus || tc.wantBody != "" && body != tc.wantBody {
+				t.Fatalf("%d %q, want %d %q", res.StatusCode, body, tc.wantStatus, tc.wantBody)
+			}
+			seen := u.requests()[before:]
+			if len(seen) != 1 {
+				t.Fatalf("the upstream read %d requests", len(seen))
+			}
+			if strings.Contains(tc.req, "HTTP/1.0") {
+				if h := seen[0].head.Header; h.Get("Upgrade") != "" || strings.Contains(strings.ToLower(h.Get("Connection")), "upgrade") {
+					t.Fatalf("an HTTP/1.0 request's upgrade reached the upstream: %v", h)
+				}
+			}
+			if res.Close {
+				return
+			}
+			_, _ = io.WriteString(nc, "GET /m/next HTTP/1.1\r\nHost: a.example\r\n\r\n")
+			if res, body := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusOK || body != "next" {
+				t.Fatalf("the request behind: %d %q", res.StatusCode, body)
+			}
+		})
+	}
+}
