@@ -235,10 +235,12 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The request asked for no upgrade (those went to the tunnel): the
-		// answers ReverseProxy gives such a 101.
+		// answers ReverseProxy gives such a 101. Its body is the
+		// upstream's connection, closed here: nothing else would.
 		if !p.modifyResponse(rw, res, outreq) {
 			return
 		}
+		res.Body.Close()
 		resUpType := upgradeType(res.Header)
 		switch {
 		case !isPrint(resUpType):

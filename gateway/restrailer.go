@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -98,9 +99,20 @@ type tunnelTransport struct{ rt http.RoundTripper }
 
 func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	res, err := t.rt.RoundTrip(req)
-	if err != nil || res.StatusCode == http.StatusSwitchingProtocols {
-		// A switch has no trailer; ReverseProxy checks the switch itself.
-		return res, err
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// A switch has no trailer. ReverseProxy refuses one to another
+		// protocol than asked for, but leaves the upstream's connection
+		// (the 101's body) open for as long as the upstream keeps it: a
+		// hostile upstream could hold the edge's sockets so. The same
+		// check, closing it.
+		if got, asked := upgradeType(res.Header), upgradeType(req.Header); !isPrint(got) || !strings.EqualFold(got, asked) {
+			res.Body.Close()
+			return nil, fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, asked)
+		}
+		return res, nil
 	}
 	if err := checkAnnouncedTrailer(res); err != nil {
 		res.Body.Close()

@@ -227,6 +227,9 @@ func TestUpgradeSwitchRefused(t *testing.T) {
 			if len(seen) != 1 {
 				t.Fatalf("the upstream read %d requests", len(seen))
 			}
+			if tc.wantStatus == http.StatusBadGateway {
+				u.awaitEnded(t, seen[0].conn)
+			}
 			if strings.Contains(tc.req, "HTTP/1.0") {
 				if h := seen[0].head.Header; h.Get("Upgrade") != "" || strings.Contains(strings.ToLower(h.Get("Connection")), "upgrade") {
 					t.Fatalf("an HTTP/1.0 request's upgrade reached the upstream: %v", h)
@@ -240,5 +243,23 @@ func TestUpgradeSwitchRefused(t *testing.T) {
 				t.Fatalf("the request behind: %d %q", res.StatusCode, body)
 			}
 		})
+	}
+}
+
+// awaitEnded waits until the upstream's connection id has ended: a
+// connection the edge no longer uses must be closed, not left to the
+// upstream.
+func (u *upUpstream) awaitEnded(t *testing.T, id int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case got := <-u.ended:
+			if got == id {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the edge left upstream connection %d open", id)
+		}
 	}
 }
