@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -84,47 +83,6 @@ func checkReceivedTrailer(t http.Header) error {
 		return fmt.Errorf("upstream's trailer section is over %d bytes", responseTrailerLimit)
 	}
 	return nil
-}
-
-// tunnelTransport is the upstream's transport as the upgrade tunnel
-// (httputil.ReverseProxy) sees it. An upstream that declines an upgrade
-// (a 200, a 4xx) answers an ordinary response, and ReverseProxy copies
-// its trailers to the client as they came: so the same checks as
-// directProxy's run here, on the response before ReverseProxy announces
-// its trailer names, and again at the end of the body (trailerEnd), where
-// the transport fills res.Trailer, before ReverseProxy copies it. The
-// response's Connection header is read here because ReverseProxy removes
-// it (and the fields it names) before ModifyResponse.
-type tunnelTransport struct{ rt http.RoundTripper }
-
-func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	res, err := t.rt.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		// A switch has no trailer. ReverseProxy refuses one to another
-		// protocol than asked for, but leaves the upstream's connection
-		// (the 101's body) open for as long as the upstream keeps it: a
-		// hostile upstream could hold the edge's sockets so. The same
-		// check, closing it.
-		if got, asked := upgradeType(res.Header), upgradeType(req.Header); !isPrint(got) || !strings.EqualFold(got, asked) {
-			res.Body.Close()
-			return nil, fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, asked)
-		}
-		return res, nil
-	}
-	if err := checkAnnouncedTrailer(res); err != nil {
-		res.Body.Close()
-		return nil, err
-	}
-	conn := res.Header["Connection"]
-	// The client's response header: ReverseProxy copies the upstream's into
-	// it, and the stages set theirs there as the head goes out.
-	client := stateFrom(req.Context()).rec.Header()
-	dropResponseTrailers(res, conn, res.Header, client)
-	res.Body = &trailerEnd{rc: res.Body, res: res, conn: conn, client: client}
-	return res, nil
 }
 
 // trailerEnd is a declined upgrade's response body: at its end it refuses
