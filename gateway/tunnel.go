@@ -28,7 +28,15 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// response's.
 	var conn atomic.Pointer[net.Conn]
 	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn.Store(&i.Conn) }}
-	res, err := t.rt.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	out := req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	// The upstream's connection is never used again: switched, it is the
+	// tunnel's; declined, it would go back to net/http's pool, whose check
+	// for bytes the upstream sent beyond its answer runs on the reading
+	// goroutine after the connection is back in the pool, so the next
+	// request (ordinary ones to TLS upstreams share that pool) could take
+	// it first and read those bytes as its answer.
+	out.Close = true
+	res, err := t.rt.RoundTrip(out)
 	if err != nil {
 		return nil, err
 	}

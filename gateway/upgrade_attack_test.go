@@ -362,6 +362,24 @@ var upgradeRounds = []struct {
 		}
 		return nil
 	}},
+	// An upstream that declines with a forged answer behind its own: the
+	// next upgrade request (a fresh client, the same upstream pool) gets
+	// its own answer, never the forged one.
+	{"declined with a forged answer behind", func(t *testing.T, addr string, u *upUpstream, i int) error {
+		nc, br := rawConn(t, addr)
+		defer nc.Close()
+		_, _ = io.WriteString(nc, upgradeReq("/m/smuggle", ""))
+		if res, body := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusForbidden || body != "no" {
+			return fmt.Errorf("declined: %d %q", res.StatusCode, body)
+		}
+		nc2, br2 := rawConn(t, addr)
+		defer nc2.Close()
+		_, _ = io.WriteString(nc2, upgradeReq("/m/decline", ""))
+		if res, body := readHead(t, br2, http.MethodGet); res.StatusCode != http.StatusOK || body != "plain" {
+			return fmt.Errorf("the next upgrade request read %d %q", res.StatusCode, body)
+		}
+		return nil
+	}},
 }
 
 // TestUpgradeTunnelRounds runs every round of upgradeRounds many times,
