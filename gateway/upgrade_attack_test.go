@@ -8,10 +8,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/causewayhq/causeway/internal/testutil"
 )
@@ -24,6 +28,9 @@ type upUpstream struct {
 	addr string
 	mu   sync.Mutex
 	seen []upSeen
+	// byes hands what the "bye" mode read after its half-close to the
+	// round that sent it: X-Round's value to a chan string.
+	byes sync.Map
 	// ended receives the number of every connection the upstream's side
 	// saw end (the edge closed it, or the handler gave up).
 	ended chan int
@@ -98,9 +105,9 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 			}
 			_ = nc.(*net.TCPConn).CloseWrite()
 			rest, _ := io.ReadAll(br)
-			u.mu.Lock()
-			u.seen = append(u.seen, upSeen{head: req, body: "after bye: " + string(rest), conn: id})
-			u.mu.Unlock()
+			if ch, ok := u.byes.Load(req.Header.Get("X-Round")); ok {
+				ch.(chan string) <- string(rest)
+			}
 			return
 		case "bare101":
 			_, _ = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\n\r\nraw")
@@ -289,7 +296,7 @@ var upgradeRounds = []struct {
 		_ = nc.(*net.TCPConn).CloseWrite()
 		got, err := io.ReadAll(br)
 		if want := "greeting" + msg; string(got) != want || err != nil {
-			return fmt.Errorf("the tunnel read %q (%v), want %q", got, err, want)
+			return fmt.Errorf("the tunnel read %q (%w), want %q", got, err, want)
 		}
 		return nil
 	}},
@@ -307,7 +314,7 @@ var upgradeRounds = []struct {
 		_ = nc.(*net.TCPConn).CloseWrite()
 		got, err := io.ReadAll(br)
 		if string(got) != early || err != nil {
-			return fmt.Errorf("the tunnel read %q (%v), want %q", got, err, early)
+			return fmt.Errorf("the tunnel read %q (%w), want %q", got, err, early)
 		}
 		return nil
 	}},
@@ -316,6 +323,9 @@ var upgradeRounds = []struct {
 	{"upstream half-closes", func(t *testing.T, addr string, u *upUpstream, i int) error {
 		nc, br := rawConn(t, addr)
 		defer nc.Close()
+		after := make(chan string, 1)
+		u.byes.Store(fmt.Sprint(i), after)
+		defer u.byes.Delete(fmt.Sprint(i))
 		_, _ = io.WriteString(nc, upgradeReq("/m/bye", fmt.Sprintf("X-Round: %d\r\n", i)))
 		res, _ := readHead(t, br, http.MethodGet)
 		if res.StatusCode != http.StatusSwitchingProtocols {
@@ -323,27 +333,23 @@ var upgradeRounds = []struct {
 		}
 		got, err := io.ReadAll(br)
 		if string(got) != "bye" || err != nil {
-			return fmt.Errorf("the tunnel read %q (%v), want bye", got, err)
+			return fmt.Errorf("the tunnel read %q (%w), want bye", got, err)
 		}
 		msg := fmt.Sprintf("still %d", i)
 		if _, err := io.WriteString(nc, msg); err != nil {
 			return fmt.Errorf("writing after the upstream's half-close: %w", err)
 		}
 		_ = nc.(*net.TCPConn).CloseWrite()
-		// The upstream records what it read once the client's end came.
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			for _, s := range u.requests() {
-				if s.head.Header.Get("X-Round") == fmt.Sprint(i) && strings.HasPrefix(s.body, "after bye: ") {
-					if s.body != "after bye: "+msg {
-						return fmt.Errorf("the upstream read %q", s.body)
-					}
-					return nil
-				}
+		// The upstream hands over what it read once the client's end came.
+		select {
+		case got := <-after:
+			if got != msg {
+				return fmt.Errorf("the upstream read %q after its half-close, want %q", got, msg)
 			}
-			time.Sleep(time.Millisecond)
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the client's half-close never reached the upstream")
 		}
-		return errors.New("the client's half-close never reached the upstream")
 	}},
 	// A declined upgrade is an ordinary answer: the client's connection
 	// serves the next request, which gets its own answer.
@@ -408,4 +414,209 @@ func TestUpgradeTunnelRounds(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestUpgradeRequestCleaned: what the upstream reads of an upgrade
+// request is what it reads of the same ordinary request (the client's
+// forwarding and identity headers replaced by the edge's) but for the
+// upgrade itself; the body of an upgrade request, with a length or
+// chunked, reaches it whole, and a request inside that body is never a
+// request of its own.
+func TestUpgradeRequestCleaned(t *testing.T) {
+	u := startUpUpstream(t)
+	_, addr := upgradeEdge(t, u.addr, "")
+	spoof := "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-Ip: 6.6.6.6\r\nX-Forwarded-Host: evil\r\n" +
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 1\r\nX-Causeway-Caller-Subject: root\r\nX-Causeway-Peer-Id: spiffe://evil\r\n" +
+		"Connection: X-Keep\r\nX-Keep: hop\r\n"
+	inner := "GET /m/inner HTTP/1.1\r\nHost: a.example\r\n\r\n"
+	for _, tc := range []struct {
+		name, req, wantBody string
+	}{
+		{"ordinary", "GET /m/decline HTTP/1.1\r\nHost: a.example\r\n" + spoof + "\r\n", ""},
+		{"upgrade", upgradeReq("/m/decline", spoof), ""},
+		{"upgrade with a length", upgradeReq("/m/decline", spoof+fmt.Sprintf("Content-Length: %d\r\n", len(inner))) + inner, inner},
+		{"upgrade chunked", upgradeReq("/m/decline", spoof+"Transfer-Encoding: chunked\r\n") + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(inner), inner), inner},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(u.requests())
+			nc, br := rawConn(t, addr)
+			_, _ = io.WriteString(nc, tc.req)
+			if res, body := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusOK || body != "plain" {
+				t.Fatalf("%d %q", res.StatusCode, body)
+			}
+			_, _ = io.WriteString(nc, "GET /m/next HTTP/1.1\r\nHost: a.example\r\n\r\n")
+			if res, body := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusOK || body != "next" {
+				t.Fatalf("the request behind: %d %q", res.StatusCode, body)
+			}
+			seen := u.requests()[before:]
+			if len(seen) != 2 || seen[1].head.URL.Path != "/m/next" {
+				t.Fatalf("the upstream read %d requests", len(seen))
+			}
+			if seen[0].body != tc.wantBody {
+				t.Errorf("the upstream read the body %q, want %q", seen[0].body, tc.wantBody)
+			}
+			h := seen[0].head.Header
+			for k, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1", "X-Forwarded-Host": "a.example",
+				"X-Forwarded-Proto": "http", "X-Forwarded-Port": "80", "Forwarded": "for=127.0.0.1;host=a.example;proto=http",
+				"X-Causeway-Caller-Subject": "", "X-Causeway-Peer-Id": "", "X-Keep": ""} {
+				if got := strings.Join(h.Values(k), ","); got != want {
+					t.Errorf("the upstream read %s: %q, want %q", k, got, want)
+				}
+			}
+			up := strings.Contains(tc.name, "upgrade")
+			if got := h.Get("Upgrade"); (got == "websocket") != up {
+				t.Errorf("the upstream read Upgrade: %q", got)
+			}
+		})
+	}
+}
+
+// TestUpgradeRefusedBeforeUpstream: an upgrade request that auth or a
+// rate limit refuses gets its answer without the upstream ever being
+// asked, and the client's connection is not left hanging: it serves the
+// next request, or closes.
+func TestUpgradeRefusedBeforeUpstream(t *testing.T) {
+	u := startUpUpstream(t)
+	key := "k-upgrade-0123456789abcdef"
+	keys := writeKeys(t, map[string]string{"app": key})
+	_, addr := upgradeEdge(t, u.addr, fmt.Sprintf(`  - {name: auth, match: {path_prefix: /auth/}, strip_prefix: true, auth: partners, upstream: u}
+  - {name: limited, match: {path_prefix: /limited/}, strip_prefix: true, rate_limit: one, upstream: u}
+authenticators:
+  partners: {api_key: {header: X-Api-Key, keys_file: %q}}
+rate_limits:
+  one: {key: client_ip, limit: 1, per: 1h}
+`, keys))
+	for _, tc := range []struct {
+		name, path string
+		want       int
+	}{
+		{"no key", "/auth/m/echo", http.StatusUnauthorized},
+		{"first within the limit", "/limited/m/decline", http.StatusOK},
+		{"over the limit", "/limited/m/echo", http.StatusTooManyRequests},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(u.requests())
+			nc, br := rawConn(t, addr)
+			_, _ = io.WriteString(nc, upgradeReq(tc.path, "")+"early bytes")
+			res, _ := readHead(t, br, http.MethodGet)
+			if res.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.want)
+			}
+			if tc.want != http.StatusOK && len(u.requests()) != before {
+				t.Fatalf("the upstream was asked: %d requests", len(u.requests())-before)
+			}
+			// "early bytes" behind the refused request are no request:
+			// a 400 and a close, or a close, never a wait.
+			_, _ = io.WriteString(nc, "\r\n\r\n")
+			if _, err := io.ReadAll(br); err != nil {
+				t.Fatalf("the connection was left hanging: %v", err)
+			}
+		})
+	}
+}
+
+// TestUpgradeHandshakeEnds: an upstream that never answers an upgrade
+// request is bounded by the route's timeout (504), and a client that goes
+// away during the handshake ends the upstream's connection: nothing is
+// left open on either side (goleak, in TestMain, checks the goroutines).
+func TestUpgradeHandshakeEnds(t *testing.T) {
+	u := startUpUpstream(t)
+	_, addr := upgradeEdge(t, u.addr, "  - {name: bounded, match: {path_prefix: /bounded/}, strip_prefix: true, upstream: u, timeout: 300ms}\n")
+	t.Run("route timeout", func(t *testing.T) {
+		before := len(u.requests())
+		nc, br := rawConn(t, addr)
+		_, _ = io.WriteString(nc, upgradeReq("/bounded/m/stall", ""))
+		if res, _ := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("status %d, want 504", res.StatusCode)
+		}
+		u.awaitEnded(t, u.requests()[before].conn)
+	})
+	t.Run("client gone", func(t *testing.T) {
+		before := len(u.requests())
+		nc, _ := rawConn(t, addr)
+		_, _ = io.WriteString(nc, upgradeReq("/m/stall", ""))
+		deadline := time.Now().Add(10 * time.Second)
+		for len(u.requests()) == before && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if len(u.requests()) == before {
+			t.Fatal("the upstream never read the request")
+		}
+		nc.Close()
+		u.awaitEnded(t, u.requests()[before].conn)
+	})
+}
+
+// TestUpgradeOverH2CRefused: HTTP/2 has no Upgrade (RFC 9113 8.2.2): an
+// h2c client's request carrying Upgrade and Connection is refused before
+// any route, and the upstream is never asked.
+func TestUpgradeOverH2CRefused(t *testing.T) {
+	u := startUpUpstream(t)
+	_, addr := upgradeEdge(t, u.addr, "")
+	nc, br := rawConn(t, addr)
+	_, _ = io.WriteString(nc, http2.ClientPreface)
+	fr := http2.NewFramer(nc, br)
+	fr.ReadMetaHeaders = hpack.NewDecoder(64<<10, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "a.example"}, {":path", "/m/echo"},
+		{"connection", "upgrade"}, {"upgrade", "websocket"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true, EndStream: true}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no answer on the stream: %v", err)
+		}
+		if f.Header().StreamID != 1 {
+			continue
+		}
+		if mh, ok := f.(*http2.MetaHeadersFrame); ok {
+			if st := mh.PseudoValue("status"); st != "400" {
+				t.Fatalf("status %s, want 400", st)
+			}
+		} else if _, ok := f.(*http2.RSTStreamFrame); !ok && !f.Header().Flags.Has(http2.FlagDataEndStream) {
+			continue
+		}
+		break
+	}
+	if n := len(u.requests()); n != 0 {
+		t.Fatalf("the upstream read %d requests", n)
+	}
+}
+
+// TestUpgradeBackPressure: an upstream that writes into a tunnel as fast
+// as it can, to a client that stops reading, is held back by TCP: what
+// the upstream manages to write is bounded by the sockets' buffers and
+// the edge's one copy buffer, not by what it sends.
+func TestUpgradeBackPressure(t *testing.T) {
+	u := startUpUpstream(t)
+	_, addr := upgradeEdge(t, u.addr, "")
+	nc, br := rawConn(t, addr)
+	_, _ = io.WriteString(nc, upgradeReq("/m/flood", ""))
+	if res, _ := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	var ms goruntime.MemStats
+	goruntime.GC()
+	goruntime.ReadMemStats(&ms)
+	start := ms.HeapInuse
+	// The client reads nothing for a while; the upstream keeps writing.
+	time.Sleep(500 * time.Millisecond)
+	goruntime.GC()
+	goruntime.ReadMemStats(&ms)
+	if grew := int64(ms.HeapInuse) - int64(start); grew > 16<<20 {
+		t.Errorf("the heap grew by %d bytes while the client read nothing", grew)
+	}
+	// Then it reads again: the tunnel still flows.
+	if _, err := io.ReadFull(br, make([]byte, 1<<20)); err != nil {
+		t.Fatalf("reading after the stall: %v", err)
+	}
+	t.Logf("heap in use %d -> %d bytes across the stall", start, ms.HeapInuse)
 }
