@@ -142,6 +142,11 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// CloseWrite half-closes the connection underneath: an upgraded
+// connection's tunnel passes the upstream's half-close on with it
+// (without, ReverseProxy ends the whole tunnel at the upstream's EOF).
+func (c *limitedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
 // NetConn exposes the TCP connection to crypto/tls and net/http, which look
 // for it (e.g. to set deadlines or read the peer address).
 func (c *limitedConn) NetConn() net.Conn { return c.Conn }

@@ -144,10 +144,14 @@ var hopHeaders = [...]string{
 }
 
 func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
-	if upgradeType(req.Header) != "" {
+	if upgradeType(req.Header) != "" && (req.ProtoMajor != 1 || req.ProtoMinor != 0) {
 		p.tunnel.ServeHTTP(rw, req)
 		return
 	}
+	// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8), and no 1xx
+	// may go to an HTTP/1.0 client: it is sent on as an ordinary request,
+	// its Upgrade and Connection removed with the other hop-by-hop fields,
+	// and a 101 the upstream answers all the same is refused below.
 	ctx := req.Context()
 	if ctx.Done() == nil {
 		// A context that never ends (a handler called outside a server):
@@ -232,10 +236,12 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The request asked for no upgrade (those went to the tunnel): the
-		// answers ReverseProxy gives such a 101.
+		// answers ReverseProxy gives such a 101. Its body is the
+		// upstream's connection, closed here: nothing else would.
 		if !p.modifyResponse(rw, res, outreq) {
 			return
 		}
+		res.Body.Close()
 		resUpType := upgradeType(res.Header)
 		switch {
 		case !isPrint(resUpType):

@@ -187,18 +187,19 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // differential test compares it with.
 func newProxy(rc routes.Route, u *proxy.Upstream, m *metrics, reverseProxy bool) http.Handler {
 	hooks := newProxyHooks(rc, u, m)
-	tunnel := newReverseProxy(hooks, u)
 	if reverseProxy {
-		return tunnel
+		return newReverseProxy(hooks, u.Transport)
 	}
+	tunnel := newReverseProxy(hooks, tunnelTransport{rt: u.Transport})
 	return &directProxy{transport: u.Transport, hooks: hooks, tunnel: tunnel}
 }
 
 // newReverseProxy is httputil.ReverseProxy with the route's hooks: the
-// forwarder's tunnel for protocol upgrades.
-func newReverseProxy(h proxyHooks, u *proxy.Upstream) *httputil.ReverseProxy {
+// forwarder's tunnel for protocol upgrades (over tunnelTransport), or
+// alone, over the upstream's transport as it is, the reference.
+func newReverseProxy(h proxyHooks, rt http.RoundTripper) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Transport:  u.Transport,
+		Transport:  rt,
 		BufferPool: sharedBuffers,
 		// No periodic flush: ReverseProxy already flushes after every write
 		// for text/event-stream and for responses of unknown length, so

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 
 	"golang.org/x/net/http/httpguts"
@@ -50,7 +51,7 @@ func checkAnnouncedTrailer(res *http.Response) error {
 // stated the client's response header. A response without a body (to
 // HEAD, a 204, a 304) has no trailer section: nothing is announced that
 // cannot come, to HTTP/1.1 and HTTP/2 clients alike.
-func dropResponseTrailers(res *http.Response, conn []string, stated http.Header) {
+func dropResponseTrailers(res *http.Response, conn []string, stated ...http.Header) {
 	if len(res.Trailer) == 0 {
 		return
 	}
@@ -59,7 +60,7 @@ func dropResponseTrailers(res *http.Response, conn []string, stated http.Header)
 		return
 	}
 	for k := range res.Trailer {
-		if !trailerForwardable(k, conn, stated) {
+		if !trailerForwardable(k, conn, stated...) {
 			delete(res.Trailer, k)
 		}
 	}
@@ -82,4 +83,35 @@ func checkReceivedTrailer(t http.Header) error {
 		return fmt.Errorf("upstream's trailer section is over %d bytes", responseTrailerLimit)
 	}
 	return nil
+}
+
+// trailerEnd is a declined upgrade's response body: at its end it refuses
+// a trailer section the HTTP/1.1 transport would have refused (a read
+// error, which makes ReverseProxy cut the response), and on Close, which
+// ReverseProxy calls before it copies res.Trailer, it drops the fields
+// that do not go on, as directProxy does after its copy. Not at the end
+// of the body: ReverseProxy may still be flushing the head from a timer
+// goroutine then, which writes the client's header map; Close comes once
+// its copy has stopped that timer.
+type trailerEnd struct {
+	rc     io.ReadCloser
+	res    *http.Response
+	conn   []string
+	client http.Header
+}
+
+func (b *trailerEnd) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		if cerr := checkReceivedTrailer(b.res.Trailer); cerr != nil {
+			return n, cerr
+		}
+	}
+	return n, err
+}
+
+func (b *trailerEnd) Close() error {
+	err := b.rc.Close()
+	dropResponseTrailers(b.res, b.conn, b.res.Header, b.client)
+	return err
 }

@@ -364,7 +364,9 @@ func readResp(res *http.Response, raw func() string) respRead {
 // h1Get sends a request over an HTTP/1.1 connection of its own and reads
 // the answer; then, unless the answer was cut, one more on the same
 // connection, which must get its own answer.
-func h1Get(t *testing.T, addr, method, target, id string) respRead {
+//
+// extra are header fields the first request carries, "Name: value\r\n" each.
+func h1Get(t *testing.T, addr, method, target, id, extra string) respRead {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -374,7 +376,7 @@ func h1Get(t *testing.T, addr, method, target, id string) respRead {
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	rc := &recordingConn{Conn: nc}
 	br := bufio.NewReader(rc)
-	fmt.Fprintf(nc, "%s %s HTTP/1.1\r\nHost: a.example\r\nX-Request-Id: %s\r\nTe: trailers\r\n\r\n", method, target, id)
+	fmt.Fprintf(nc, "%s %s HTTP/1.1\r\nHost: a.example\r\nX-Request-Id: %s\r\nTe: trailers\r\n%s\r\n", method, target, id, extra)
 	res, err := http.ReadResponse(br, &http.Request{Method: method})
 	if err != nil {
 		t.Fatal(err)
@@ -419,15 +421,30 @@ func TestResponseTrailers(t *testing.T) {
 			if c.only != "" && c.only != up {
 				continue
 			}
-			for _, client := range []string{"HTTP/1.1", "h2c"} {
+			for _, client := range []string{"HTTP/1.1", "h2c", "HTTP/1.1 upgrade"} {
+				if client == "HTTP/1.1 upgrade" && (up == "h2" || c.name == "nominated by Connection with close") {
+					// net/http's HTTP/2 transport refuses to send an
+					// upgrade request: a 502 whatever the case. And the
+					// tunnel's transport (net/http's) drops a Connection
+					// header that says close, with the names it
+					// nominates: those fields reach the client's head, a
+					// known gap of the upgrade path (docs/traffic.md).
+					continue
+				}
 				t.Run(fmt.Sprintf("%s/%s upstream/%s client", c.name, up, client), func(t *testing.T) {
 					id := fmt.Sprintf("rt%d-%s-%s", i, up, sanitizeID(client))
 					method := cmpStr(c.method, http.MethodGet)
 					target := fmt.Sprintf("/%s/t?case=%d", up, i)
 					var got respRead
-					if client == "HTTP/1.1" {
-						got = h1Get(t, addr, method, target, id)
-					} else {
+					switch client {
+					case "HTTP/1.1":
+						got = h1Get(t, addr, method, target, id, "")
+					case "HTTP/1.1 upgrade":
+						// An upgrade the upstream declines (every case
+						// answers without a 101) goes through the tunnel,
+						// which must filter the same way.
+						got = h1Get(t, addr, method, target, id, "Connection: Upgrade\r\nUpgrade: websocket\r\n")
+					default:
 						req, _ := http.NewRequest(method, e.url+target, nil)
 						req.Header.Set("X-Request-Id", id)
 						res, err := h2c.Do(req)

@@ -224,12 +224,7 @@ func (c *hijackedConn) Read(p []byte) (int, error) {
 
 // CloseWrite half-closes as the connection underneath does: ReverseProxy
 // passes the upstream's end of the tunnel on to the client with it.
-func (c *hijackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func (c *hijackedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // NetConn is the connection underneath, for what unwraps connections.
 func (c *hijackedConn) NetConn() net.Conn { return c.Conn }

@@ -51,6 +51,10 @@ type emptyGuardConn struct {
 	ended  bool    // the head was returned with io.EOF: nothing more is read
 }
 
+// NetConn is the connection underneath, for what needs more of it than
+// net.Conn (an upgraded connection's half-close).
+func (c *emptyGuardConn) NetConn() net.Conn { return c.Conn }
+
 // expect arms c for the response to a request that was just given it.
 func (c *emptyGuardConn) expect(head bool) {
 	c.head.Store(head)
