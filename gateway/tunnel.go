@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync/atomic"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // tunnelTransport is the upstream's transport as the upgrade tunnel
@@ -35,7 +38,18 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// goroutine after the connection is back in the pool, so the next
 	// request (ordinary ones to TLS upstreams share that pool) could take
 	// it first and read those bytes as its answer.
+	//
+	// The close rides in the one Connection field, after the upgrade
+	// (`Connection: Upgrade, close`, a list as browsers send
+	// `keep-alive, Upgrade`): set on its own, net/http would write a
+	// separate `Connection: close` line ahead of the request's, and a
+	// server that reads only the first Connection field would see close
+	// and no upgrade.
 	out.Close = true
+	if vv := out.Header["Connection"]; !httpguts.HeaderValuesContainsToken(vv, "close") {
+		out.Header = out.Header.Clone()
+		out.Header["Connection"] = []string{strings.Join(append(slices.Clip(vv), "close"), ", ")}
+	}
 	res, err := t.rt.RoundTrip(out)
 	if err != nil {
 		return nil, err

@@ -467,6 +467,12 @@ func TestUpgradeRequestCleaned(t *testing.T) {
 			if got := h.Get("Upgrade"); (got == "websocket") != up {
 				t.Errorf("the upstream read Upgrade: %q", got)
 			}
+			// The upgrade's connection is never reused: the close rides
+			// in the one Connection field, after the upgrade, for servers
+			// that read only the first.
+			if got := h.Values("Connection"); up && (len(got) != 1 || got[0] != "Upgrade, close") {
+				t.Errorf("the upstream read Connection: %q, want one field \"Upgrade, close\"", got)
+			}
 		})
 	}
 }
