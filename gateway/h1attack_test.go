@@ -117,13 +117,40 @@ func (u *oddUpstream) serve(c net.Conn) {
 func oddEdge(t *testing.T, engine string) (*oddUpstream, string) {
 	t.Helper()
 	up := &oddUpstream{}
-	addr := testutil.ServeConns(t, up.serve)
+	return up, engineEdge(t, engine, testutil.ServeConns(t, up.serve))
+}
+
+// engineEdge starts an edge on engine with one route to the upstream at
+// addr, and returns the edge's address.
+func engineEdge(t *testing.T, engine, addr string) string {
+	t.Helper()
 	te := startEdge(t, listenHeader+fmt.Sprintf("server: {http1_engine: %q}\n", engine)+fmt.Sprintf(`upstreams:
   u: {endpoints: [%q]}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
 `, addr))
-	return up, strings.TrimPrefix(te.url, "http://")
+	return strings.TrimPrefix(te.url, "http://")
+}
+
+// pipelineThrough writes the pipelined requests to an edge on engine in
+// front of the upstream at addr, and returns all the edge answered until
+// it closed (the last request says Connection: close).
+func pipelineThrough(t *testing.T, engine, addr, pipeline string) []byte {
+	t.Helper()
+	c, err := net.Dial("tcp", engineEdge(t, engine, addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, pipeline); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // oddRequest is one request of the attack: its bytes, and what its answer
@@ -322,24 +349,7 @@ func TestEngineInformationalCarriesNoFraming(t *testing.T) {
 					}
 				}
 			})
-			te := startEdge(t, listenHeader+fmt.Sprintf("server: {http1_engine: %q}\n", engine)+fmt.Sprintf(`upstreams:
-  u: {endpoints: [%q]}
-routes:
-  - {name: r, match: {path_prefix: /}, upstream: u}
-`, addr))
-			c, err := net.Dial("tcp", strings.TrimPrefix(te.url, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			raw, err := io.ReadAll(c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			raw := pipelineThrough(t, engine, addr, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 			br := bufio.NewReader(bytes.NewReader(raw))
 			for _, path := range []string{"/1", "/2"} {
 				hints, err := http.ReadResponse(br, nil)
@@ -396,24 +406,7 @@ func TestEngineNotModifiedCarriesNoLength(t *testing.T) {
 					}
 				}
 			})
-			te := startEdge(t, listenHeader+fmt.Sprintf("server: {http1_engine: %q}\n", engine)+fmt.Sprintf(`upstreams:
-  u: {endpoints: [%q]}
-routes:
-  - {name: r, match: {path_prefix: /}, upstream: u}
-`, addr))
-			c, err := net.Dial("tcp", strings.TrimPrefix(te.url, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nHEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			raw, err := io.ReadAll(c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			raw := pipelineThrough(t, engine, addr, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nHEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 			br := bufio.NewReader(bytes.NewReader(raw))
 			res, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 			if err != nil || res.StatusCode != http.StatusNotModified || res.Header.Get("Etag") != `"x"` {
