@@ -270,35 +270,15 @@ routes:
 `, engine, certFile, keyFile))
 		for _, k := range kinds {
 			t.Run(engine+"/"+k.name, func(t *testing.T) {
-				c, err := net.Dial("tcp", e.Addr("http"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: api.example.com\r\n"+k.headers+"\r\n"+k.sent); err != nil {
-					t.Fatal(err)
-				}
-				// The deadline only guards against a hung test: the
-				// answer needs no part of the body.
-				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				br := bufio.NewReader(c)
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("no answer while the body stalls: %v", err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+				resp, br := postStalled(t, e.Addr("http"), "/upload", "api.example.com", k.headers, k.sent)
 				if resp.StatusCode != http.StatusPermanentRedirect || !strings.HasPrefix(resp.Header.Get("Location"), "https://api.example.com:") {
 					t.Fatalf("status %d, Location %q, want the 308 to https", resp.StatusCode, resp.Header.Get("Location"))
 				}
 				if resp.Close == k.keep {
 					t.Fatalf("Connection: close is %v, want %v", resp.Close, !k.keep)
 				}
-				if k.keep {
-					return
-				}
-				if n, err := br.Read(make([]byte, 1)); err == nil {
-					t.Fatalf("connection still open after the answer (read %d bytes)", n)
+				if !k.keep {
+					expectClosed(t, br)
 				}
 			})
 		}
@@ -331,32 +311,47 @@ routes:
 	for _, path := range []string{"/healthz", "/config", "/no-such-page"} {
 		for _, k := range kinds {
 			t.Run(path+"/"+k.name, func(t *testing.T) {
-				c, err := net.Dial("tcp", e.Addr("admin"))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				if _, err := io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: "+e.Addr("admin")+"\r\n"+k.headers+"\r\n"+k.sent); err != nil {
-					t.Fatal(err)
-				}
-				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				br := bufio.NewReader(c)
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					t.Fatalf("no answer while the body stalls: %v", err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+				resp, br := postStalled(t, e.Addr("admin"), path, e.Addr("admin"), k.headers, k.sent)
 				if resp.Close == k.keep {
 					t.Fatalf("status %d: Connection: close is %v, want %v", resp.StatusCode, resp.Close, !k.keep)
 				}
-				if k.keep {
-					return
-				}
-				if n, err := br.Read(make([]byte, 1)); err == nil {
-					t.Fatalf("connection still open after the answer (read %d bytes)", n)
+				if !k.keep {
+					expectClosed(t, br)
 				}
 			})
 		}
+	}
+}
+
+// postStalled sends a POST to path at addr with the given framing headers
+// and only the part sent of its body, and returns the answer, read whole,
+// and the reader behind it. The deadline only guards against a hung test:
+// the answer needs no part of the body.
+func postStalled(t *testing.T, addr, path, host, headers, sent string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: "+host+"\r\n"+headers+"\r\n"+sent); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer while the body stalls: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, br
+}
+
+// expectClosed fails unless the connection behind br ends after the answer.
+func expectClosed(t *testing.T, br *bufio.Reader) {
+	t.Helper()
+	if n, err := br.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("connection still open after the answer (read %d bytes)", n)
 	}
 }
