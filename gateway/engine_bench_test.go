@@ -2,17 +2,16 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/causewayhq/causeway/gateway/internal/h1server"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -67,41 +66,10 @@ func BenchmarkProxyEngine(b *testing.B) {
 				if _, err := c.Write(req); err != nil {
 					b.Fatal(err)
 				}
-				if err := readSizedResponse(br); err != nil {
+				if err := testutil.ReadSizedResponse(br); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	}
-}
-
-// readSizedResponse reads one 200 response with a Content-Length.
-func readSizedResponse(br *bufio.Reader) error {
-	n := -1
-	line, err := br.ReadSlice('\n')
-	if err != nil {
-		return err
-	}
-	if !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
-		return fmt.Errorf("response %q", line)
-	}
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		if len(line) == 2 {
-			break
-		}
-		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-			if n, err = strconv.Atoi(string(bytes.TrimSpace(v))); err != nil {
-				return err
-			}
-		}
-	}
-	if n < 0 {
-		return io.ErrUnexpectedEOF
-	}
-	_, err = br.Discard(n)
-	return err
 }

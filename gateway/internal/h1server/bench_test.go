@@ -2,15 +2,15 @@ package h1server
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // trivial is the handler of the benchmarks: a small fixed answer.
@@ -42,7 +42,7 @@ func runKeepAlive(b *testing.B, addr string) {
 		if _, err := c.Write(req); err != nil {
 			b.Fatal(err)
 		}
-		if err := readFixedResponse(br); err != nil {
+		if err := testutil.ReadSizedResponse(br); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -50,31 +50,6 @@ func runKeepAlive(b *testing.B, addr string) {
 	// request: on a machine shared with other work, ns/op (latency) swings
 	// with the scheduler, CPU time much less.
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
-}
-
-// readFixedResponse reads one response with a Content-Length.
-func readFixedResponse(br *bufio.Reader) error {
-	n := -1
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		if len(line) == 2 {
-			break
-		}
-		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-			n, err = strconv.Atoi(string(bytes.TrimSpace(v)))
-			if err != nil {
-				return err
-			}
-		}
-	}
-	if n < 0 {
-		return io.ErrUnexpectedEOF
-	}
-	_, err := br.Discard(n)
-	return err
 }
 
 // BenchmarkIdleConnMemory reports the heap and stack the server holds per
@@ -102,7 +77,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			if _, err := c.Write(req); err != nil {
 				b.Fatal(err)
 			}
-			if err := readFixedResponse(bufio.NewReader(c)); err != nil {
+			if err := testutil.ReadSizedResponse(bufio.NewReader(c)); err != nil {
 				b.Fatal(err)
 			}
 		}
