@@ -132,6 +132,25 @@ routes:
 	return strings.TrimPrefix(te.url, "http://")
 }
 
+// rawAnswers is an upstream that reads each request of a connection and
+// writes answer's bytes for it as they are, however wrong: what a buggy
+// or hostile upstream sends. It returns the upstream's address.
+func rawAnswers(t *testing.T, answer func(*http.Request) string) string {
+	t.Helper()
+	return testutil.ServeConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, answer(r)); err != nil {
+				return
+			}
+		}
+	})
+}
+
 // pipelineThrough writes the pipelined requests to an edge on engine in
 // front of the upstream at addr, and returns all the edge answered until
 // it closed (the last request says Connection: close).
@@ -334,20 +353,11 @@ func oddBurst(addr string, reqs []oddRequest) (int, error) {
 func TestEngineInformationalCarriesNoFraming(t *testing.T) {
 	for _, engine := range []string{routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway} {
 		t.Run(engine, func(t *testing.T) {
-			addr := testutil.ServeConns(t, func(c net.Conn) {
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body := "answer:" + r.URL.Path
-					if _, err := fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 5\r\n"+
-						"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n\r\n"+
-						"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
-						return
-					}
-				}
+			addr := rawAnswers(t, func(r *http.Request) string {
+				body := "answer:" + r.URL.Path
+				return fmt.Sprintf("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nContent-Length: 5\r\n"+
+					"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n\r\n"+
+					"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 			})
 			raw := pipelineThrough(t, engine, addr, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 			br := bufio.NewReader(bytes.NewReader(raw))
@@ -387,24 +397,14 @@ func TestEngineInformationalCarriesNoFraming(t *testing.T) {
 func TestEngineNotModifiedCarriesNoLength(t *testing.T) {
 	for _, engine := range []string{routes.HTTP1EngineNetHTTP, routes.HTTP1EngineCauseway} {
 		t.Run(engine, func(t *testing.T) {
-			addr := testutil.ServeConns(t, func(c net.Conn) {
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					out := "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer:" + r.URL.Path
-					switch r.URL.Path {
-					case "/a":
-						out = "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nleaked"
-					case "/h":
-						out = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nleaked"
-					}
-					if _, err := io.WriteString(c, out); err != nil {
-						return
-					}
+			addr := rawAnswers(t, func(r *http.Request) string {
+				switch r.URL.Path {
+				case "/a":
+					return "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nleaked"
+				case "/h":
+					return "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nleaked"
 				}
+				return "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer:" + r.URL.Path
 			})
 			raw := pipelineThrough(t, engine, addr, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nHEAD /h HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 			br := bufio.NewReader(bytes.NewReader(raw))
