@@ -142,8 +142,7 @@ func TestBackendTLSPolicyThroughTheEdge(t *testing.T) {
 	addr := e.Addr("http")
 
 	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, err := c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	err := c.createClass(ctx) // may exist already
 	if err == nil {
 		// The package's API server outlives this test, and later tests
 		// create the class of their own: what this test made, it takes away.

@@ -23,7 +23,6 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/internal/testutil"
-	"github.com/causewayhq/causeway/routes"
 )
 
 func tlsSecret(ns, name string, crt, key []byte) *corev1.Secret {
@@ -91,8 +90,7 @@ providers:
 
 	const ns = "secure"
 	must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	_ = c.createClass(ctx) // may exist already
 	crt, key := ca.Leaf(t, "secure.example", 1001)
 	must(c.core.CoreV1().Secrets(ns).Create(ctx, tlsSecret(ns, "web-tls", crt, key), metav1.CreateOptions{}))(t)
 	host := gatewayv1.Hostname("secure.example")

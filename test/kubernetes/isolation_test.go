@@ -20,7 +20,6 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/causewayhq/causeway/internal/testutil"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // A shared Gateway with a broad listener that admits every namespace's
@@ -41,8 +40,7 @@ func TestListenerIsolation(t *testing.T) {
 	for _, ns := range []string{infra, tenant} {
 		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
 	}
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	_ = c.createClass(ctx) // may exist already
 	all, same := gatewayv1.NamespacesFromAll, gatewayv1.NamespacesFromSame
 	must(c.gw.GatewayV1().Gateways(infra).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: infra, Name: "shared"},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{
@@ -205,8 +203,7 @@ func TestListenerIsolationOverTLS(t *testing.T) {
 	for _, ns := range []string{infra, tenant} {
 		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
 	}
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	_ = c.createClass(ctx) // may exist already
 	crt, key := ca.Leaf(t, host, 2001)
 	must(c.core.CoreV1().Secrets(infra).Create(ctx, tlsSecret(infra, "ops-tls", crt, key), metav1.CreateOptions{}))(t)
 	all, same := gatewayv1.NamespacesFromAll, gatewayv1.NamespacesFromSame

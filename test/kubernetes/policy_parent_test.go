@@ -11,7 +11,6 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testnetns"
 	"github.com/causewayhq/causeway/providers/kubernetes"
-	"github.com/causewayhq/causeway/routes"
 )
 
 // A tenant's route served through Gateway "guarded", whose policy asks
@@ -27,8 +26,7 @@ func TestGatewayPolicyOfARefusingParentDoesNotApply(t *testing.T) {
 	backend := startRecordingPod(t, testnetns.Addr(256+75))
 
 	const infra, tenant = "pp-infra", "pp-tenant"
-	_, _ = c.gw.GatewayV1().GatewayClasses().Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "causeway"},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: routes.KubernetesControllerName}}, metav1.CreateOptions{}) // may exist already
+	_ = c.createClass(ctx) // may exist already
 	for _, ns := range []string{infra, tenant} {
 		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
 	}
