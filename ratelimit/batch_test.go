@@ -144,7 +144,10 @@ func keyNames(n, mod int) []string {
 
 func waitQueued(t *testing.T, b *Batcher, n int) {
 	t.Helper()
-	for b.pending.Load() < int64(n) {
+	// A decision counts as pending before its send to the queue: wait for
+	// the sends too. One worker holds at most one of them, waiting for a
+	// free round trip (one slot each); the rest wait in the queue.
+	for b.pending.Load() < int64(n) || len(b.queue) < n-cap(b.slots) {
 		runtime.Gosched()
 		time.Sleep(100 * time.Microsecond)
 	}
