@@ -277,11 +277,15 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 		return nil, err
 	}
 	peers := newPeerCounts(s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "inbound"}))
+	// The caller's ID is read from its verified certificate on every
+	// request, but parsed once per connection: the certificate is the same
+	// object for every request of a connection (mesh.PeerIDs).
+	peerIDs := mesh.NewPeerIDs()
 	check := stageFunc(func(routes.Route) (func(http.Handler) http.Handler, error) {
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				r.Header.Del(PeerIDHeader)
-				id, ok := mesh.PeerIDFromRequest(r)
+				id, ok := peerIDs.FromRequest(r)
 				if !ok {
 					// The TLS configuration requires a verified certificate, so
 					// this is a request that did not come over mTLS at all.

@@ -1,0 +1,69 @@
+package mesh
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"hash/maphash"
+	"net/http"
+	"sync/atomic"
+)
+
+// peerIDSlots bounds PeerIDs: enough for the connections a busy sidecar
+// keeps open to a handful of callers, few enough that the certificates it
+// holds on to (a few KiB each) do not matter.
+const peerIDSlots = 64
+
+// PeerIDs is PeerID for a server that reads its caller's ID on every
+// request: it remembers the ID read from each verified leaf certificate, so
+// the certificate's URI SAN is turned into a string and parsed once per
+// connection instead of once per request (an allocation and a SPIFFE ID
+// parse on each request of a keep-alive connection, BenchmarkPeerIDs).
+//
+// An entry is keyed by the certificate object itself, the one crypto/tls
+// keeps for the connection after the handshake verified it and puts into
+// every request's ConnectionState; not by the certificate's bytes, its
+// serial or its ID. So a request only ever finds the ID read from its own
+// connection's certificate: no peer can be handed another's. Each entry
+// holds its certificate, so the object cannot be freed and its address
+// reused for another while the entry can still be found. A newcomer
+// replaces whoever held its slot; a miss only costs the parse again.
+//
+// The zero value is not usable; NewPeerIDs makes one. It is safe for
+// concurrent use.
+type PeerIDs struct {
+	seed  maphash.Seed
+	slots [peerIDSlots]atomic.Pointer[peerIDEntry]
+}
+
+type peerIDEntry struct {
+	cert *x509.Certificate
+	id   ID
+}
+
+// NewPeerIDs returns an empty cache.
+func NewPeerIDs() *PeerIDs { return &PeerIDs{seed: maphash.MakeSeed()} }
+
+// PeerID is the package's PeerID, remembered per leaf certificate. The
+// conditions PeerID checks on the connection state (a complete handshake,
+// a certificate) are checked on every call.
+func (p *PeerIDs) PeerID(cs *tls.ConnectionState) (ID, bool) {
+	if cs == nil || !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
+		return ID{}, false
+	}
+	leaf := cs.PeerCertificates[0]
+	slot := &p.slots[maphash.Comparable(p.seed, leaf)%peerIDSlots]
+	if e := slot.Load(); e != nil && e.cert == leaf {
+		return e.id, true
+	}
+	id, err := IDFromCert(leaf)
+	if err != nil {
+		// Not remembered: such a certificate never passes ServerConfig's
+		// verification, so it is not worth a slot.
+		return ID{}, false
+	}
+	slot.Store(&peerIDEntry{cert: leaf, id: id})
+	return id, true
+}
+
+// FromRequest is PeerID of the connection r arrived on.
+func (p *PeerIDs) FromRequest(r *http.Request) (ID, bool) { return p.PeerID(r.TLS) }
