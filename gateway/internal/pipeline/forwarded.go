@@ -101,6 +101,7 @@ func SetForwardedOn(in, out *http.Request, pi *Peer) {
 	xff := pi.PeerStr
 	xfProto, xfHost, xfPort := proto, in.Host, forwardedPort(in.Host, proto)
 	var fwd string
+	var extend bool // fwd holds a trusted proxy's elements, even empty ones
 	if pi.Trusted {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + pi.PeerStr
@@ -115,11 +116,11 @@ func SetForwardedOn(in, out *http.Request, pi *Peer) {
 			xfPort = v
 		}
 		if prior := in.Header.Values("Forwarded"); len(prior) > 0 {
-			fwd = strings.Join(prior, ", ") + ", "
+			fwd, extend = strings.Join(prior, ", "), true
 		}
 	}
 	// One backing array for the values: this runs for every request.
-	vals := [6]string{xff, xfProto, xfHost, xfPort, fwd + forwardedElement(pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
+	vals := [6]string{xff, xfProto, xfHost, xfPort, forwardedElement(fwd, extend, pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
 	vs := vals[:]
 	out.Header["X-Forwarded-For"] = vs[0:1:1]
 	out.Header["X-Forwarded-Proto"] = vs[1:2:2]
@@ -163,9 +164,15 @@ func forwardedPort(host, proto string) string {
 // edge verified (tls.client_auth) to the upstream.
 const ClientCertSubjectHeader = "X-Client-Cert-Subject"
 
-// forwardedElement is one RFC 7239 element: for=...;host=...;proto=...
-// (peerStr is peer.String(), already computed by the caller).
-func forwardedElement(peer netip.Addr, peerStr, host, proto string) string {
+// forwardedElement is one RFC 7239 element, for=...;host=...;proto=...,
+// after prior and ", " when extend is set (a trusted proxy's Forwarded,
+// which a sidecar extends on every request). peerStr is peer.String(),
+// already computed by the caller.
+func forwardedElement(prior string, extend bool, peer netip.Addr, peerStr, host, proto string) string {
+	sep := ""
+	if extend {
+		sep = ", "
+	}
 	node := peerStr
 	switch {
 	case !peer.IsValid():
@@ -174,15 +181,18 @@ func forwardedElement(peer netip.Addr, peerStr, host, proto string) string {
 		node = `"[` + peerStr + `]"`
 	}
 	if host == "" {
-		return "for=" + node + ";proto=" + proto
+		return prior + sep + "for=" + node + ";proto=" + proto
 	}
-	// Built in one allocation: a Host with a port (most of them) is
-	// quoted, which as a quoted copy and a concatenation cost two.
+	// Built in one allocation, the prior elements included: a Host with a
+	// port (most of them) is quoted, which as a quoted copy and a
+	// concatenation cost two, and a third to join the prior elements.
 	if !needsQuote(host) {
-		return "for=" + node + ";host=" + host + ";proto=" + proto
+		return prior + sep + "for=" + node + ";host=" + host + ";proto=" + proto
 	}
 	var b strings.Builder
-	b.Grow(len("for=;host=\"\";proto=") + len(node) + len(host) + strings.Count(host, `\`) + strings.Count(host, `"`) + len(proto))
+	b.Grow(len(prior) + len(sep) + len("for=;host=\"\";proto=") + len(node) + len(host) + strings.Count(host, `\`) + strings.Count(host, `"`) + len(proto))
+	b.WriteString(prior)
+	b.WriteString(sep)
 	b.WriteString("for=")
 	b.WriteString(node)
 	b.WriteString(`;host="`)

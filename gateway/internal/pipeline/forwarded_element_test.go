@@ -53,9 +53,17 @@ func TestForwardedElementMatchesReference(t *testing.T) {
 					addr = netip.MustParseAddr(p)
 				}
 				for _, proto := range []string{"http", "https"} {
-					got := forwardedElement(addr, p, tc.host, proto)
-					if want := forwardedElementRef(addr, p, tc.host, proto); got != want {
+					got := forwardedElement("", false, addr, p, tc.host, proto)
+					want := forwardedElementRef(addr, p, tc.host, proto)
+					if got != want {
 						t.Errorf("peer %q proto %s: got %q, want %q", p, proto, got, want)
+					}
+					// After a trusted proxy's elements (even an empty
+					// one): as joining them with ", " did.
+					for _, prior := range []string{"for=203.0.113.9", `for="[2001:db8::2]";proto=https, for=10.0.0.1`, ""} {
+						if got := forwardedElement(prior, true, addr, p, tc.host, proto); got != prior+", "+want {
+							t.Errorf("peer %q proto %s after %q: got %q, want %q", p, proto, prior, got, prior+", "+want)
+						}
 					}
 				}
 			}
@@ -65,10 +73,19 @@ func TestForwardedElementMatchesReference(t *testing.T) {
 
 func TestForwardedElementAllocatesOnce(t *testing.T) {
 	peer := netip.MustParseAddr("192.0.2.1")
-	if n := testing.AllocsPerRun(100, func() {
-		_ = forwardedElement(peer, "192.0.2.1", "example.com:8080", "https")
-	}); n != 1 {
-		t.Errorf("forwardedElement with a quoted host: %v allocations, want 1", n)
+	for _, tc := range []struct {
+		desc   string
+		prior  string
+		extend bool
+	}{
+		{desc: "first hop", prior: "", extend: false},
+		{desc: "after a trusted proxy's element", prior: "for=203.0.113.9;host=\"api.example.com:443\";proto=https", extend: true},
+	} {
+		if n := testing.AllocsPerRun(100, func() {
+			_ = forwardedElement(tc.prior, tc.extend, peer, "192.0.2.1", "example.com:8080", "https")
+		}); n != 1 {
+			t.Errorf("%s: forwardedElement with a quoted host: %v allocations, want 1", tc.desc, n)
+		}
 	}
 }
 
