@@ -45,10 +45,20 @@ type upSeen struct {
 }
 
 func startUpUpstream(t *testing.T) *upUpstream {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveUpUpstream(t, ln)
+}
+
+// serveUpUpstream is startUpUpstream on a listener of the caller's (a TLS
+// one).
+func serveUpUpstream(t *testing.T, ln net.Listener) *upUpstream {
 	u := &upUpstream{ended: make(chan int, 1<<16)}
 	var n int
 	var nmu sync.Mutex
-	u.addr = testutil.ServeConns(t, func(nc net.Conn) {
+	u.addr = testutil.ServeListener(t, ln, func(nc net.Conn) {
 		nmu.Lock()
 		n++
 		id := n
@@ -103,7 +113,7 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 			if _, err := io.WriteString(nc, switched+"bye"); err != nil {
 				return
 			}
-			_ = nc.(*net.TCPConn).CloseWrite()
+			_ = nc.(interface{ CloseWrite() error }).CloseWrite()
 			rest, _ := io.ReadAll(br)
 			if ch, ok := u.byes.Load(req.Header.Get("X-Round")); ok {
 				ch.(chan string) <- string(rest)
@@ -197,7 +207,7 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 // half-close it half-closes too.
 func echoTunnel(nc net.Conn, br *bufio.Reader) {
 	_, _ = io.Copy(nc, br)
-	_ = nc.(*net.TCPConn).CloseWrite()
+	_ = nc.(interface{ CloseWrite() error }).CloseWrite() // over TLS, close_notify
 	_, _ = io.Copy(io.Discard, br)
 }
 

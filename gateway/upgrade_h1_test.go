@@ -2,11 +2,15 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"testing"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // upgradeEngines are the two HTTP/1.1 server engines the upgrade path runs
@@ -125,5 +129,66 @@ func readSwitch(t *testing.T, br *bufio.Reader) *http.Response {
 		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
 			return res
 		}
+	}
+}
+
+// TestUpgradeHTTPSUpstream: an https upstream (outside the mesh) gets its
+// upgrades through the edge's own client over TLS, ALPN http/1.1: every
+// round of upgradeRounds (bytes behind the 101, bytes before it, a
+// half-close from either end, close_notify as the upstream's, declined
+// answers with a forged one behind), and the Connection-nominated field of
+// a declined one dropped, on both engines.
+func TestUpgradeHTTPSUpstream(t *testing.T) {
+	ca := testutil.NewCA(t)
+	certPEM, keyPEM := ca.Leaf(t, "backend.test", 1)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := serveUpUpstream(t, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}))
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	writeFile(t, caPath, string(ca.PEM()))
+	rounds := 40
+	if testing.Short() {
+		rounds = 8
+	}
+	for _, engine := range upgradeEngines {
+		e := startEdge(t, listenHeader+fmt.Sprintf(`server: {http1_engine: %q}
+upstreams:
+  u:
+    endpoints: [%q]
+    scheme: https
+    tls: {server_name: backend.test, ca_file: %q}
+routes:
+  - {name: r, match: {path_prefix: /m/}, upstream: u}
+`, engine, u.addr, caPath))
+		addr := e.url[len("http://"):]
+		for _, r := range upgradeRounds {
+			t.Run(engine+"/"+r.name, func(t *testing.T) {
+				concurrently(t, 4, func(w int) error {
+					for i := w; i < rounds; i += 4 {
+						if err := r.run(t, addr, u, i); err != nil {
+							return fmt.Errorf("round %d: %w", i, err)
+						}
+					}
+					return nil
+				})
+			})
+		}
+		t.Run(engine+"/declined with Connection: close, X-Name", func(t *testing.T) {
+			nc, br := rawConn(t, addr)
+			_, _ = io.WriteString(nc, upgradeReq("/m/nominate", ""))
+			res, body := readHead(t, br, http.MethodGet)
+			if res.StatusCode != http.StatusOK || body != "plain" {
+				t.Fatalf("%d %q", res.StatusCode, body)
+			}
+			if v, ok := res.Header["X-Name"]; ok {
+				t.Fatalf("X-Name %q reached the client", v)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -129,4 +130,38 @@ func (s *switchedConn) Close() error {
 		s.c.close()
 	})
 	return nil
+}
+
+// TLSUpgrades carries an https upstream's requests outside the mesh: its
+// protocol upgrades through H1 over TLS (ALPN http/1.1, as an upgrade
+// needs), everything else through the http.Transport it was made from,
+// which negotiates HTTP/2 where the upstream offers it. So every upgrade
+// to an HTTP/1.1 upstream, plain, mesh or https, goes through H1.
+type TLSUpgrades struct {
+	h1   *H1
+	rest *http.Transport
+}
+
+// NewTLSUpgrades splits t, configured for an https upstream, in two; the
+// upgrades' H1 uses a copy of t's TLS configuration, so it verifies what
+// t verifies.
+func NewTLSUpgrades(t *http.Transport) *TLSUpgrades {
+	h1 := t.Clone()
+	h1.ForceAttemptHTTP2 = false
+	if h1.TLSClientConfig == nil {
+		h1.TLSClientConfig = &tls.Config{}
+	}
+	return &TLSUpgrades{h1: NewH1TLS(h1), rest: t}
+}
+
+func (s *TLSUpgrades) RoundTrip(req *http.Request) (*http.Response, error) {
+	if requestedUpgrade(req) != "" {
+		return s.h1.RoundTrip(req)
+	}
+	return s.rest.RoundTrip(req)
+}
+
+func (s *TLSUpgrades) CloseIdleConnections() {
+	s.h1.CloseIdleConnections()
+	s.rest.CloseIdleConnections()
 }
