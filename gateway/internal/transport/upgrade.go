@@ -72,8 +72,7 @@ func (c *h1Conn) switched(resp *http.Response, stop func() bool, asked string) (
 		err = badUpstream("switched protocols before the request body was sent")
 	}
 	if err != nil {
-		stop()
-		c.close()
+		stop() // RoundTrip closes c on any error
 		return nil, err
 	}
 	// A 101 has no body of its own, whatever framing fields it carries:

@@ -350,7 +350,7 @@ func upgradeRound(t *testing.T, h1 *H1, addr string, i int) error {
 	}
 	got, err := io.ReadAll(tun)
 	if want := fmt.Sprintf("hi:u%d;%s", i, msg); string(got) != want || err != nil {
-		return fmt.Errorf("the tunnel read %q (%v), want %q", got, err, want)
+		return fmt.Errorf("the tunnel read %q (%w), want %q", got, err, want)
 	}
 	// An ordinary request on the same pool right behind it.
 	oreq, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/o%d", addr, i), nil)
@@ -361,7 +361,7 @@ func upgradeRound(t *testing.T, h1 *H1, addr string, i int) error {
 	b, err := io.ReadAll(oresp.Body)
 	oresp.Body.Close()
 	if want := fmt.Sprintf("/o%d", i); string(b) != want || err != nil {
-		return fmt.Errorf("the ordinary request read %q (%v), want %q", b, err, want)
+		return fmt.Errorf("the ordinary request read %q (%w), want %q", b, err, want)
 	}
 	return nil
 }
