@@ -21,9 +21,10 @@ import (
 // response's Connection header is read here because ReverseProxy removes
 // it (and the fields it names) before ModifyResponse. The upstream client
 // (transport.H1, for plain, mesh and https HTTP/1.1 upstreams) keeps the
-// names a closing response's Connection nominates, so ReverseProxy drops
-// them from the head as directProxy does; its 101 body can half-close
-// (CloseWrite), which ReverseProxy passes a client's half-close on to.
+// names a closing response's Connection nominates, so a declined
+// upgrade's head loses them here by directProxy's rule (removeHopByHop);
+// its 101 body can half-close (CloseWrite), which ReverseProxy passes a
+// client's half-close on to.
 type tunnelTransport struct{ rt http.RoundTripper }
 
 func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -69,6 +70,9 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	client := stateFrom(req.Context()).rec.Header()
 	dropResponseTrailers(res, nominated, res.Header, client)
 	res.Body = &trailerEnd{rc: res.Body, res: res, conn: nominated, client: client}
+	// The head loses its hop-by-hop fields by the rule directProxy applies
+	// (ReverseProxy's own removal, which runs next, then finds none).
+	removeHopByHop(res.Header)
 	return res, nil
 }
 
