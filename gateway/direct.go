@@ -33,11 +33,11 @@ import (
 // request's state (forwardState), allocated once with it.
 //
 // A request that asks for a protocol upgrade (WebSocket) still goes to
-// ReverseProxy (tunnel): the upstream client hands such requests to
-// net/http's Transport anyway, the hijack and the two-way copy are
-// ReverseProxy's to get right (back-pressure, half-close, cancellation),
-// and an upgrade lives as long as its connection, so the per-request cost
-// does not matter there.
+// ReverseProxy (tunnel): the upstream client (transport.H1) sends it and
+// hands a 101's connection back as the response body, as ReverseProxy
+// expects; the hijack and the two-way copy are ReverseProxy's to get right
+// (back-pressure, half-close, cancellation), and an upgrade lives as long
+// as its connection, so the per-request cost does not matter there.
 type directProxy struct {
 	transport http.RoundTripper
 	hooks     proxyHooks

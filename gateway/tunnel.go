@@ -3,13 +3,10 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -22,29 +19,26 @@ import (
 // its trailer names, and again at the end of the body (trailerEnd), where
 // the transport fills res.Trailer, before ReverseProxy copies it. The
 // response's Connection header is read here because ReverseProxy removes
-// it (and the fields it names) before ModifyResponse.
+// it (and the fields it names) before ModifyResponse. The upstream client
+// (transport.H1, for plain, mesh and https HTTP/1.1 upstreams) keeps the
+// names a closing response's Connection nominates, so a declined
+// upgrade's head loses them here by directProxy's rule (removeHopByHop);
+// its 101 body can half-close (CloseWrite), which ReverseProxy passes a
+// client's half-close on to.
 type tunnelTransport struct{ rt http.RoundTripper }
 
 func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	// The connection the response comes on, for the tunnel's half-close.
-	// Attempts (retries) run one after the other: the last one's is the
-	// response's.
-	var conn atomic.Pointer[net.Conn]
-	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { conn.Store(&i.Conn) }}
-	out := req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	out := req.WithContext(req.Context()) // a shallow copy: the client's request stays as it came
 	// The upstream's connection is never used again: switched, it is the
-	// tunnel's; declined, it would go back to net/http's pool, whose check
-	// for bytes the upstream sent beyond its answer runs on the reading
-	// goroutine after the connection is back in the pool, so the next
-	// request (ordinary ones to TLS upstreams share that pool) could take
-	// it first and read those bytes as its answer.
+	// tunnel's; declined, the upstream was ready to speak another protocol
+	// on it, and bytes it sent behind its answer could become the next
+	// request's answer. The upstream client never pools an upgrade's
+	// connection; the close is said to the upstream too.
 	//
 	// The close rides in the one Connection field, after the upgrade
 	// (`Connection: Upgrade, close`, a list as browsers send
-	// `keep-alive, Upgrade`): set on its own, net/http would write a
-	// separate `Connection: close` line ahead of the request's, and a
-	// server that reads only the first Connection field would see close
-	// and no upgrade.
+	// `keep-alive, Upgrade`): a server that reads only the first
+	// Connection field must see the upgrade, not a close alone.
 	out.Close = true
 	if vv := out.Header["Connection"]; !httpguts.HeaderValuesContainsToken(vv, "close") {
 		out.Header = out.Header.Clone()
@@ -55,19 +49,14 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		// A switch has no trailer. ReverseProxy refuses one to another
-		// protocol than asked for, but leaves the upstream's connection
-		// (the 101's body) open for as long as the upstream keeps it: a
-		// hostile upstream could hold the edge's sockets so. The same
-		// check, closing it.
+		// A switch has no trailer. The upstream client refuses a 101 to
+		// another protocol than asked and closes its connection; so does
+		// ReverseProxy, but it would leave the connection (the 101's
+		// body) open for as long as the upstream keeps it, so the check
+		// stays here for any other transport.
 		if got, asked := upgradeType(res.Header), upgradeType(req.Header); !isPrint(got) || !strings.EqualFold(got, asked) {
 			res.Body.Close()
 			return nil, fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, asked)
-		}
-		if rwc, ok := res.Body.(io.ReadWriteCloser); ok {
-			if c := conn.Load(); c != nil {
-				res.Body = &tunnelConn{ReadWriteCloser: rwc, conn: *c}
-			}
 		}
 		return res, nil
 	}
@@ -81,20 +70,11 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	client := stateFrom(req.Context()).rec.Header()
 	dropResponseTrailers(res, nominated, res.Header, client)
 	res.Body = &trailerEnd{rc: res.Body, res: res, conn: nominated, client: client}
+	// The head loses its hop-by-hop fields by the rule directProxy applies
+	// (ReverseProxy's own removal, which runs next, then finds none).
+	removeHopByHop(res.Header)
 	return res, nil
 }
-
-// tunnelConn is a 101's body, the upstream's connection, with the
-// half-close net/http's Transport leaves out of it: ReverseProxy passes a
-// client's half-close on (CloseWrite) when the upstream's end has one,
-// and otherwise ends the whole tunnel at once, dropping what the upstream
-// still had to send.
-type tunnelConn struct {
-	io.ReadWriteCloser
-	conn net.Conn
-}
-
-func (c *tunnelConn) CloseWrite() error { return closeWrite(c.conn) }
 
 // closeWrite half-closes nc, or the first connection under it (NetConn)
 // that can: both ends of a tunnel come wrapped (the listener's limitedConn,

@@ -45,10 +45,20 @@ type upSeen struct {
 }
 
 func startUpUpstream(t *testing.T) *upUpstream {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveUpUpstream(t, ln)
+}
+
+// serveUpUpstream is startUpUpstream on a listener of the caller's (a TLS
+// one).
+func serveUpUpstream(t *testing.T, ln net.Listener) *upUpstream {
 	u := &upUpstream{ended: make(chan int, 1<<16)}
 	var n int
 	var nmu sync.Mutex
-	u.addr = testutil.ServeConns(t, func(nc net.Conn) {
+	u.addr = testutil.ServeListener(t, ln, func(nc net.Conn) {
 		nmu.Lock()
 		n++
 		id := n
@@ -103,7 +113,7 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 			if _, err := io.WriteString(nc, switched+"bye"); err != nil {
 				return
 			}
-			_ = nc.(*net.TCPConn).CloseWrite()
+			_ = nc.(interface{ CloseWrite() error }).CloseWrite()
 			rest, _ := io.ReadAll(br)
 			if ch, ok := u.byes.Load(req.Header.Get("X-Round")); ok {
 				ch.(chan string) <- string(rest)
@@ -117,6 +127,47 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 			_, _ = io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nraw")
 			echoTunnel(nc, br)
 			return
+		case "last":
+			// Switches with bytes in the same write, and closes at once.
+			_, _ = io.WriteString(nc, switched+"last")
+			return
+		case "framed101":
+			// A 101 with a body framing field: what follows is the new
+			// protocol all the same.
+			if _, err := io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
+				return
+			}
+			echoTunnel(nc, br)
+			return
+		case "info101":
+			// Two 1xx, then the 101 with bytes behind it, in one write.
+			if _, err := io.WriteString(nc, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+switched+"greeting"); err != nil {
+				return
+			}
+			echoTunnel(nc, br)
+			return
+		case "nominate":
+			// Declines and closes; its Connection names a field of its
+			// head as hop-by-hop.
+			_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nConnection: close, X-Name\r\nX-Name: hop\r\nX-Kept: end\r\nContent-Length: 5\r\n\r\nplain")
+			return
+		case "nominate2":
+			// The same in two Connection fields, chunked, the nominated
+			// name announced and sent as a trailer too.
+			_, _ = io.WriteString(nc, "HTTP/1.1 403 Forbidden\r\nConnection: X-Name\r\nConnection: close\r\nX-Name: hop\r\nX-Kept: end\r\n"+
+				"Transfer-Encoding: chunked\r\nTrailer: X-Name\r\n\r\n2\r\nno\r\n0\r\nX-Name: trailer\r\n\r\n")
+			return
+		case "endless":
+			// Declines with a body delimited by a close that never comes.
+			if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\n\r\n"); err != nil {
+				return
+			}
+			for {
+				if _, err := io.WriteString(nc, "more "); err != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
 		case "flood":
 			// Switches, then writes as fast as the edge takes it.
 			if _, err := io.WriteString(nc, switched); err != nil {
@@ -156,7 +207,7 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 // half-close it half-closes too.
 func echoTunnel(nc net.Conn, br *bufio.Reader) {
 	_, _ = io.Copy(nc, br)
-	_ = nc.(*net.TCPConn).CloseWrite()
+	_ = nc.(interface{ CloseWrite() error }).CloseWrite() // over TLS, close_notify
 	_, _ = io.Copy(io.Discard, br)
 }
 
@@ -350,6 +401,22 @@ var upgradeRounds = []struct {
 		case <-time.After(10 * time.Second):
 			return errors.New("the client's half-close never reached the upstream")
 		}
+	}},
+	// Bytes in the 101's write and the upstream's close right behind
+	// them: the client reads both, in order, and the tunnel ends.
+	{"101 then close", func(t *testing.T, addr string, u *upUpstream, i int) error {
+		nc, br := rawConn(t, addr)
+		defer nc.Close()
+		_, _ = io.WriteString(nc, upgradeReq("/m/last", ""))
+		res, _ := readHead(t, br, http.MethodGet)
+		if res.StatusCode != http.StatusSwitchingProtocols {
+			return fmt.Errorf("status %d", res.StatusCode)
+		}
+		got, err := io.ReadAll(br)
+		if string(got) != "last" || err != nil {
+			return fmt.Errorf("the tunnel read %q (%w), want last", got, err)
+		}
+		return nil
 	}},
 	// A declined upgrade is an ordinary answer: the client's connection
 	// serves the next request, which gets its own answer.

@@ -635,6 +635,10 @@ func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc) (*Tr
 		h1 := transport.NewH1(t)
 		return &TransportPool{Transport: h1, CloseIdle: h1.CloseIdleConnections}, nil
 	}
+	if u.Scheme == "https" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
+		tu := transport.NewTLSUpgrades(t)
+		return &TransportPool{Transport: tu, CloseIdle: tu.CloseIdleConnections}, nil
+	}
 	return &TransportPool{Transport: t, CloseIdle: t.CloseIdleConnections}, nil
 }
 

@@ -34,12 +34,13 @@ import (
 // tlsconn.go), on connections of its own: one H1 is plain or TLS, never
 // both.
 //
+// Protocol upgrades are sent as other requests are; a 101 hands the
+// connection over as the response body (upgrade.go).
+//
 // The fallback http.Transport, which keeps its own connections, carries
 // only what H1 does not speak: the other of plain and TLS, and HTTP/2 (the
 // pool never gives H1 such an upstream, but a URL may still say so),
-// protocol upgrades (101 turns
-// the connection into a two-way stream that http.Transport hands back as
-// the response body, which ReverseProxy relies on), CONNECT, and a request
+// CONNECT, and a request
 // whose TransferEncoding names a coding other than chunked (net/http
 // writes such a body as it comes; H1 would have to refuse it).
 type H1 struct {
@@ -142,9 +143,6 @@ func (t *H1) sendsItself(req *http.Request) bool {
 		scheme = "https"
 	}
 	if req.URL == nil || req.URL.Scheme != scheme || req.URL.Host == "" || req.Method == http.MethodConnect {
-		return false
-	}
-	if _, ok := req.Header["Upgrade"]; ok {
 		return false
 	}
 	switch len(req.TransferEncoding) {
@@ -448,6 +446,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	// writes below, and later the body's.
 	stop := context.AfterFunc(ctx, c.unblock)
 	body := hasBody(req)
+	upgrade := requestedUpgrade(req)
 	c.sending = false
 	if c.t.headerTimeout > 0 && !body {
 		// With a body, the wait for the answer is bounded from the end of
@@ -495,7 +494,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 			return nil, err
 		}
 		resp, rbody = &a.resp, &a.body
-		if resp.StatusCode >= 200 {
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols && upgrade != "" {
 			break
 		}
 		if resp.StatusCode == http.StatusContinue && c.sending {
@@ -520,6 +519,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	if c.t.headerTimeout > 0 {
 		c.send.clearReadDeadline(ctx)
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return c.switched(resp, stop, upgrade)
+	}
 	// A response to HEAD ends at its headers, but servers that also write
 	// the body for HEAD are a classic bug. Such a body may arrive after
 	// the checks in release and getConn have looked, and the next request
@@ -536,8 +538,9 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	//
 	// A body that was announced but never sent (the answer came first)
 	// leaves the upstream waiting for it, or reading the next request as
-	// that body: not reused either.
-	keep := !resp.Close && !req.Close && req.Method != http.MethodHead && !unsent &&
+	// that body: not reused either. Nor is a declined upgrade's
+	// (upgrade.go).
+	keep := !resp.Close && !req.Close && req.Method != http.MethodHead && !unsent && upgrade == "" &&
 		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
 	switch f := c.head.Framing(req.Method); {
 	case f == h1.Chunked:

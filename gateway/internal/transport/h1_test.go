@@ -246,8 +246,8 @@ func TestH1TransportInformational(t *testing.T) {
 	}
 }
 
-// Requests with bodies and any method are sent by H1 itself; upgrades go
-// to http.Transport, unchanged.
+// Requests with bodies and any method, and upgrade requests (here one the
+// server declines), are sent by H1 itself.
 func TestH1TransportFallback(t *testing.T) {
 	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -262,7 +262,7 @@ func TestH1TransportFallback(t *testing.T) {
 		{"POST", "payload", nil, true},
 		{"DELETE", "", nil, true},
 		{"PUT", "x", []string{"Expect", "100-continue"}, true},
-		{"GET", "", []string{"Upgrade", "example", "Connection", "Upgrade"}, false},
+		{"GET", "", []string{"Upgrade", "example", "Connection", "Upgrade"}, true},
 	} {
 		var body io.Reader
 		if tc.body != "" {

@@ -13,9 +13,9 @@ import (
 // against HTTP/1.1 connections used one request at a time
 // (BenchmarkMeshPaths/edge-sidecar; docs/performance.md). The HTTP/1.1
 // requests go through H1 over TLS (NewH1TLS), as plain upstreams' do, so
-// the hop pays no read and write goroutine hand-off per request either;
-// upgrades and CONNECT go to H1's fallback, an http.Transport limited to
-// HTTP/1.1. An upstream with protocol: h2 keeps HTTP/2 for everything.
+// the hop pays no read and write goroutine hand-off per request either,
+// protocol upgrades included; CONNECT goes to H1's fallback, an
+// http.Transport limited to HTTP/1.1. An upstream with protocol: h2 keeps HTTP/2 for everything.
 type Mesh struct {
 	h1 *H1
 	h2 *http.Transport // ALPN h2, then http/1.1

@@ -1,0 +1,166 @@
+package transport
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// Protocol upgrades (WebSocket) go through H1 like any other request: the
+// head and any body are written and the answer read as on the ordinary
+// path, so a declined upgrade (a 200, a 4xx) reaches the forwarder exactly
+// as an ordinary response would, its Connection field included (newResponse
+// keeps the names a closing response nominates, which http.ReadResponse
+// drops with the whole field). On a 101 to the protocol asked for, the
+// connection becomes the response's body, an io.ReadWriteCloser, as
+// httputil.ReverseProxy expects from http.Transport.
+//
+// An upgrade's connection is never pooled: switched, it belongs to the
+// tunnel until it closes; declined, the upstream was ready to speak another
+// protocol on it, and bytes it sent behind its answer could otherwise
+// become the next request's answer.
+
+// requestedUpgrade is the protocol req asks to switch to ("" when it asks
+// for none): an Upgrade field, and Connection naming it, as ReverseProxy
+// reads it. The map lookup first keeps ordinary requests from scanning
+// their Connection field.
+func requestedUpgrade(req *http.Request) string {
+	vv, ok := req.Header["Upgrade"]
+	if !ok || len(vv) == 0 || !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") {
+		return ""
+	}
+	return vv[0]
+}
+
+// switchedProtocol checks a 101 to an upgrade request: it must name the
+// protocol asked for (ReverseProxy checks the same, but leaves the
+// connection open when it refuses).
+func switchedProtocol(resp *http.Response, asked string) error {
+	got := ""
+	if httpguts.HeaderValuesContainsToken(resp.Header["Connection"], "Upgrade") {
+		got = resp.Header.Get("Upgrade")
+	}
+	if !isPrintASCII(got) || !strings.EqualFold(got, asked) {
+		return badUpstream(fmt.Sprintf("switched protocol %q when %q was requested", got, asked))
+	}
+	return nil
+}
+
+func isPrintASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// switched turns c, on which a 101 to the protocol asked for was read, into
+// resp's body. A request body must have been written whole first: the
+// upstream's end of the tunnel would otherwise read the body's rest as the
+// new protocol, and the body's writer would race the tunnel's writes on
+// the socket. stop still watches the request's context: a client that
+// leaves ends the tunnel, as it ends a body.
+func (c *h1Conn) switched(resp *http.Response, stop func() bool, asked string) (*http.Response, error) {
+	err := switchedProtocol(resp, asked)
+	if err == nil && c.sending && !c.send.finished() {
+		err = badUpstream("switched protocols before the request body was sent")
+	}
+	if err != nil {
+		stop() // RoundTrip closes c on any error
+		return nil, err
+	}
+	// A 101 has no body of its own, whatever framing fields it carries:
+	// what follows its head is the new protocol.
+	resp.ContentLength = 0
+	resp.TransferEncoding = nil
+	delete(resp.Header, "Content-Length")
+	resp.Body = &switchedConn{c: c, stop: stop}
+	return resp, nil
+}
+
+// finished waits for the body's writer to end and reports whether it wrote
+// the body whole. The writer's waits are bounded by its write deadline and
+// by the request's context.
+func (s *bodySend) finished() bool {
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
+}
+
+// switchedConn is an upgraded connection, handed to the tunnel. Reads go
+// through the connection's read buffer, so bytes the upstream sent in the
+// same write as its 101 come first. Read and Write may run on two
+// goroutines at once (ReverseProxy copies both ways), as on a net.Conn.
+type switchedConn struct {
+	c    *h1Conn
+	stop func() bool
+	once sync.Once
+}
+
+func (s *switchedConn) Read(p []byte) (int, error) { return s.c.br.Read(p) }
+
+func (s *switchedConn) Write(p []byte) (int, error) { return s.c.nc.Write(p) }
+
+// CloseWrite half-closes the upstream's end: the tunnel passes a client's
+// half-close on (ReverseProxy looks for CloseWrite on the body), and the
+// upstream's answer in flight still comes back. Over TLS it is the
+// close_notify alert, which the upstream's TLS reads as the end.
+func (s *switchedConn) CloseWrite() error {
+	if s.c.tc != nil {
+		return s.c.tc.CloseWrite()
+	}
+	if cw, ok := s.c.nc.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// Close ends the tunnel's upstream side; the connection is never pooled.
+func (s *switchedConn) Close() error {
+	s.once.Do(func() {
+		s.stop()
+		s.c.close()
+	})
+	return nil
+}
+
+// TLSUpgrades carries an https upstream's requests outside the mesh: its
+// protocol upgrades through H1 over TLS (ALPN http/1.1, as an upgrade
+// needs), everything else through the http.Transport it was made from,
+// which negotiates HTTP/2 where the upstream offers it. So every upgrade
+// to an HTTP/1.1 upstream, plain, mesh or https, goes through H1.
+type TLSUpgrades struct {
+	h1   *H1
+	rest *http.Transport
+}
+
+// NewTLSUpgrades splits t, configured for an https upstream, in two; the
+// upgrades' H1 uses a copy of t's TLS configuration, so it verifies what
+// t verifies.
+func NewTLSUpgrades(t *http.Transport) *TLSUpgrades {
+	h1 := t.Clone()
+	h1.ForceAttemptHTTP2 = false
+	if h1.TLSClientConfig == nil {
+		h1.TLSClientConfig = &tls.Config{}
+	}
+	return &TLSUpgrades{h1: NewH1TLS(h1), rest: t}
+}
+
+func (s *TLSUpgrades) RoundTrip(req *http.Request) (*http.Response, error) {
+	if requestedUpgrade(req) != "" {
+		return s.h1.RoundTrip(req)
+	}
+	return s.rest.RoundTrip(req)
+}
+
+func (s *TLSUpgrades) CloseIdleConnections() {
+	s.h1.CloseIdleConnections()
+	s.rest.CloseIdleConnections()
+}
