@@ -775,9 +775,9 @@ type connReader struct {
 	// detached: a handler hijacked the connection, nothing reads from it
 	// here any more.
 	detached bool
-	// cancel is the current request's context cancel (nil between
-	// requests).
-	cancel context.CancelCauseFunc
+	// cancel is the current request's context (nil between requests),
+	// ended when the client goes away.
+	cancel *requestContext
 }
 
 // backgroundReadDelay is how long a handler runs, body consumed, before a
@@ -810,7 +810,7 @@ func (cr *connReader) Read(p []byte) (int, error) {
 		// handler that set it gets the error and answers (the edge's
 		// 408 for a stalled body), and a context cancelled under it
 		// would race with that answer.
-		cr.cancel(nil)
+		cr.cancel.end(nil)
 	}
 	cr.mu.Unlock()
 	cr.cond.Broadcast()
@@ -899,7 +899,7 @@ func (cr *connReader) backgroundRead() {
 	}
 	deliberate := cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)
 	if err != nil && !deliberate && cr.cancel != nil {
-		cr.cancel(nil) // the client went away
+		cr.cancel.end(nil) // the client went away
 	}
 	cr.aborted = false
 	cr.inRead = false
@@ -935,7 +935,7 @@ func (cr *connReader) detach() {
 	cr.mu.Unlock()
 }
 
-func (cr *connReader) setCancel(f context.CancelCauseFunc) {
+func (cr *connReader) setCancel(f *requestContext) {
 	cr.mu.Lock()
 	cr.cancel = f
 	cr.mu.Unlock()
