@@ -175,8 +175,8 @@ func runLeavingClient(addr string, w, requests int, held func(id string) bool) (
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusOK || string(body) != leavingBody(id, size) {
-			return left, fmt.Errorf("%s: %d, %d bytes (%.40q), %v; want 200 and its own %d bytes",
-				id, resp.StatusCode, len(body), body, err, len(leavingBody(id, size)))
+			return left, fmt.Errorf("%s: %d, %d bytes (%.40q), want 200 and its own %d bytes: %w",
+				id, resp.StatusCode, len(body), body, len(leavingBody(id, size)), err)
 		}
 	}
 	return left, nil
