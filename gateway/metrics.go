@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
@@ -21,6 +22,9 @@ type metrics struct {
 	// route of every generation was a seventh of a 10,000-route build.
 	routeMu sync.Mutex
 	routes  map[string]routeMetrics
+	// upstreams: each upstream's collectors once bound (forUpstream),
+	// for the same reason; guarded by routeMu.
+	upstreams map[string]upstreamMetrics
 
 	requests         *prometheus.CounterVec
 	requestDuration  *prometheus.HistogramVec
@@ -127,9 +131,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // routeMetrics are a route's collectors with the route label bound at load
-// time, so the per-request cost is one label lookup, not two.
+// time, and its request counters found by method and status without a
+// label lookup on each request (codeCounters).
 type routeMetrics struct {
-	requests *prometheus.CounterVec
+	requests *codeCounters
 	duration prometheus.Observer
 }
 
@@ -140,7 +145,7 @@ func (m *metrics) forRoute(route string) routeMetrics {
 		return rm
 	}
 	rm := routeMetrics{
-		requests: m.requests.MustCurryWith(prometheus.Labels{"route": route}),
+		requests: &codeCounters{vec: m.requests.MustCurryWith(prometheus.Labels{"route": route})},
 		duration: m.requestDuration.WithLabelValues(route),
 	}
 	if m.routes == nil {
@@ -151,15 +156,96 @@ func (m *metrics) forRoute(route string) routeMetrics {
 }
 
 func (rm routeMetrics) observe(method string, status int, d time.Duration) {
-	rm.requests.WithLabelValues(methodLabel(method), statusLabel(status)).Inc()
+	rm.requests.counter(methodLabel(method), status).Inc()
 	rm.duration.Observe(d.Seconds())
 }
 
-func (m *metrics) upstreamRequest(up, endpoint string, status int, d time.Duration) {
-	m.upstreamRequests.WithLabelValues(up, endpoint, statusLabel(status)).Inc()
-	if d > 0 {
-		m.upstreamDuration.WithLabelValues(up).Observe(d.Seconds())
+// upstreamMetrics are an upstream's collectors with the upstream label
+// bound at load time (forUpstream), as routeMetrics are a route's.
+type upstreamMetrics struct {
+	requests *codeCounters // by endpoint and status
+	duration prometheus.Observer
+}
+
+func (m *metrics) forUpstream(up string) upstreamMetrics {
+	m.routeMu.Lock()
+	defer m.routeMu.Unlock()
+	if um, ok := m.upstreams[up]; ok {
+		return um
 	}
+	um := upstreamMetrics{
+		requests: &codeCounters{vec: m.upstreamRequests.MustCurryWith(prometheus.Labels{"upstream": up})},
+		duration: m.upstreamDuration.WithLabelValues(up),
+	}
+	if m.upstreams == nil {
+		m.upstreams = map[string]upstreamMetrics{}
+	}
+	m.upstreams[up] = um
+	return um
+}
+
+func (um upstreamMetrics) observe(endpoint string, status int, d time.Duration) {
+	um.requests.counter(endpoint, status).Inc()
+	if d > 0 {
+		um.duration.Observe(d.Seconds())
+	}
+}
+
+func (m *metrics) upstreamRequest(up, endpoint string, status int, d time.Duration) {
+	m.forUpstream(up).observe(endpoint, status, d)
+}
+
+// codeCounters finds the counters of a vector curried down to two labels,
+// a name and a status code, by the exact name and code. The vector's
+// WithLabelValues checks and hashes every label value and takes a lock on
+// every call, once or twice per request (a percent of the edge's CPU under
+// load); a request here scans a short list of the pairs seen so far. The
+// counters are the vector's own, so what is exported does not change, and
+// a pair is only ever matched by its own name and code. The list is
+// replaced whole (copy on write) and stops growing at codeCountersMax
+// pairs, past which a pair is looked up in the vector as before: the
+// statuses an upstream answers and the endpoints discovery names are
+// bounded, but not by the edge.
+type codeCounters struct {
+	vec   *prometheus.CounterVec
+	mu    sync.Mutex // serializes the list's replacements
+	pairs atomic.Pointer[[]codeCounter]
+}
+
+type codeCounter struct {
+	name string
+	code int
+	c    prometheus.Counter
+}
+
+const codeCountersMax = 32
+
+func (cc *codeCounters) counter(name string, code int) prometheus.Counter {
+	if p := cc.pairs.Load(); p != nil {
+		for i := range *p {
+			if e := &(*p)[i]; e.code == code && e.name == name {
+				return e.c
+			}
+		}
+	}
+	c := cc.vec.WithLabelValues(name, statusLabel(code))
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	var old []codeCounter
+	if p := cc.pairs.Load(); p != nil {
+		old = *p
+	}
+	if len(old) >= codeCountersMax {
+		return c
+	}
+	for _, e := range old {
+		if e.code == code && e.name == name {
+			return c // added meanwhile
+		}
+	}
+	pairs := append(append(make([]codeCounter, 0, len(old)+1), old...), codeCounter{name: name, code: code, c: c})
+	cc.pairs.Store(&pairs)
+	return c
 }
 
 // methodLabel bounds the method label: any method not in the standard set

@@ -227,6 +227,7 @@ func newProxyHooks(rc routes.Route, u *proxy.Upstream, m *metrics) proxyHooks {
 		strip = strings.TrimSuffix(rc.Match.PathPrefix, "/")
 	}
 	hostRewrite := rc.HostRewrite
+	um := m.forUpstream(u.Name)
 	return proxyHooks{
 		rewrite: func(in, out *http.Request) {
 			st := stateFrom(in.Context())
@@ -252,7 +253,7 @@ func newProxyHooks(rc routes.Route, u *proxy.Upstream, m *metrics) proxyHooks {
 				st.routeTimer.Stop()
 			}
 			st.upstreamDur = time.Since(st.upstreamStart)
-			m.upstreamRequest(u.Name, st.endpoint.Label, resp.StatusCode, st.upstreamDur)
+			um.observe(st.endpoint.Label, resp.StatusCode, st.upstreamDur)
 			// The edge's request id is the one the client sees.
 			resp.Header.Del(httperr.RequestIDHeader)
 			return nil
@@ -287,7 +288,7 @@ func newProxyHooks(rc routes.Route, u *proxy.Upstream, m *metrics) proxyHooks {
 				if st.endpoint != nil {
 					label = st.endpoint.Label
 				}
-				m.upstreamRequest(u.Name, label, status, st.upstreamDur)
+				um.observe(label, status, st.upstreamDur)
 			}
 			// What is left of the request body is settled by the answer
 			// (state.go: settleEarly), without waiting for a client that

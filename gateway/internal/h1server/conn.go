@@ -94,6 +94,9 @@ type conn struct {
 	// idleUntil is the current wait's idle deadline in unix nanoseconds
 	// (zero: none); the parker orders parked connections by it.
 	idleUntil int64
+	// idleArmed: the socket's read deadline is deadline(idleUntil), for
+	// the current wait (armIdle).
+	idleArmed bool
 	// parkToken is the epoll token while parked (the parker's, under its
 	// mutex).
 	parkToken uint64
@@ -591,7 +594,13 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 		default:
 			c.idleUntil = 0
 		}
-		_ = c.rw().SetReadDeadline(deadline(c.idleUntil))
+		// The idle clock goes on the socket only before a wait that
+		// needs it (armIdle): a keep-alive client's next request mostly
+		// arrives within waitOrPark's first wait, which sets a deadline
+		// of its own, or is already buffered, and the request's header
+		// clock replaces either. Set here as well, it was one more
+		// deadline update (a runtime timer change) per request.
+		c.idleArmed = false
 	}
 	if c.sv.br != nil && c.sv.br.Buffered() > 0 {
 		return waitReady
@@ -602,6 +611,9 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 			return out
 		}
 	}
+	if !first {
+		c.armIdle()
+	}
 	if c.tlsc == nil && !c.sv.cr.hasByte {
 		if ok, err := c.waitReadable(); ok {
 			return readyIf(err == nil)
@@ -610,6 +622,15 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 	// No way to wait without reading: read one byte into the
 	// connection's own one-byte buffer, then the rest into a buffer.
 	return readyIf(c.sv.cr.readOneByte() == nil)
+}
+
+// armIdle puts the idle clock of the current wait on the socket, unless it
+// is there already.
+func (c *conn) armIdle() {
+	if !c.idleArmed {
+		_ = c.rw().SetReadDeadline(deadline(c.idleUntil))
+		c.idleArmed = true
+	}
 }
 
 // defaultParkAfter is how long a connection waits for its next request on
@@ -652,8 +673,10 @@ func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 			return 0, false
 		}
 		_ = c.rw().SetReadDeadline(dl)
+		c.idleArmed = false
 	} else if c.tlsc != nil {
 		_ = c.rw().SetReadDeadline(aLongTimeAgo)
+		c.idleArmed = false
 	}
 	if wait > 0 || c.tlsc != nil {
 		var err error
@@ -668,8 +691,11 @@ func (c *conn) waitOrPark(resumed bool) (waitOutcome, bool) {
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return waitEnd, true
 		}
-		_ = c.rw().SetReadDeadline(deadline(c.idleUntil))
 	}
+	// The idle clock is not put back on the socket here: the parker keeps
+	// it while the connection is parked, and waitForRequest puts it on
+	// before the goroutine that takes the connection back (or this one,
+	// when parking fails) waits on the socket again.
 	// Nothing may run for the connection while it is parked, and it
 	// keeps no buffer, timer, context or serving state: the next
 	// goroutine takes them again. No background read is pending (the
@@ -775,9 +801,9 @@ type connReader struct {
 	// detached: a handler hijacked the connection, nothing reads from it
 	// here any more.
 	detached bool
-	// cancel is the current request's context cancel (nil between
-	// requests).
-	cancel context.CancelCauseFunc
+	// cancel is the current request's context (nil between requests),
+	// ended when the client goes away.
+	cancel *requestContext
 }
 
 // backgroundReadDelay is how long a handler runs, body consumed, before a
@@ -810,7 +836,7 @@ func (cr *connReader) Read(p []byte) (int, error) {
 		// handler that set it gets the error and answers (the edge's
 		// 408 for a stalled body), and a context cancelled under it
 		// would race with that answer.
-		cr.cancel(nil)
+		cr.cancel.end(nil)
 	}
 	cr.mu.Unlock()
 	cr.cond.Broadcast()
@@ -899,7 +925,7 @@ func (cr *connReader) backgroundRead() {
 	}
 	deliberate := cr.aborted && errors.Is(err, os.ErrDeadlineExceeded)
 	if err != nil && !deliberate && cr.cancel != nil {
-		cr.cancel(nil) // the client went away
+		cr.cancel.end(nil) // the client went away
 	}
 	cr.aborted = false
 	cr.inRead = false
@@ -935,7 +961,7 @@ func (cr *connReader) detach() {
 	cr.mu.Unlock()
 }
 
-func (cr *connReader) setCancel(f context.CancelCauseFunc) {
+func (cr *connReader) setCancel(f *requestContext) {
 	cr.mu.Lock()
 	cr.cancel = f
 	cr.mu.Unlock()

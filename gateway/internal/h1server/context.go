@@ -3,7 +3,10 @@ package h1server
 import (
 	"context"
 	"net/http"
+	"sync"
 	"sync/atomic"
+
+	"github.com/causewayhq/causeway/gateway/internal/h1"
 )
 
 // requestContext is a request's context: the one context.Context the
@@ -27,6 +30,10 @@ import (
 //
 // It is never pooled or reused: a handler, or a goroutine it started, may
 // keep the context after the request ended (and then sees it cancelled).
+// That is also what keeps its end watch (WatchEnd) with its request: a
+// watch stopped late, by a response body read after its connection went
+// back to the upstream pool and on to another request, finds this
+// request's context, never the other's.
 type requestContext struct {
 	context.Context // context.WithCancelCause of the server's base context
 	cancel          context.CancelCauseFunc
@@ -35,6 +42,16 @@ type requestContext struct {
 	// reader that sees set sees both.
 	key, val any
 	set      atomic.Bool
+
+	// One function to call when the context ends (WatchEnd), in place of
+	// the upstream client's context.AfterFunc. watchSeq numbers the
+	// watches, so that a stop meant for an earlier one (the client's
+	// attempt on a stale connection) cannot remove a later one; ended:
+	// end ran. Guarded by watchMu.
+	watchMu  sync.Mutex
+	watchFn  func()
+	watchSeq uint64
+	ended    bool
 }
 
 // requestContextKey finds a request's requestContext under the contexts a
@@ -47,9 +64,70 @@ func (c *requestContext) init(conn *conn) {
 	c.conn = conn
 }
 
+// end cancels the context with cause and then calls its end watch, if one
+// is set: every cancellation of a request's context comes through here
+// (the request's end, the client leaving, Cancel). The watch runs after
+// the cancel, so a watcher that undoes its own effect (the upstream
+// client clearing a read deadline the watch had expired) and checks Err
+// afterwards finds the context ended, as under context.AfterFunc.
+func (c *requestContext) end(cause error) {
+	c.cancel(cause)
+	c.watchMu.Lock()
+	f := c.watchFn
+	c.watchFn, c.ended = nil, true
+	c.watchMu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// WatchEnd arranges for f to be called once when the context ends, as
+// context.AfterFunc(c, f) would, but on the goroutine that ends it and
+// without allocating. It holds one watch at a time: ok is false when one
+// is set already (the caller then uses context.AfterFunc). When the
+// context has ended already, f is called now. StopWatch(seq) removes the
+// watch.
+func (c *requestContext) WatchEnd(f func()) (seq uint64, ok bool) {
+	c.watchMu.Lock()
+	if c.watchFn != nil {
+		c.watchMu.Unlock()
+		return 0, false
+	}
+	c.watchSeq++
+	seq = c.watchSeq
+	if c.ended {
+		c.watchMu.Unlock()
+		f()
+		return seq, true
+	}
+	c.watchFn = f
+	c.watchMu.Unlock()
+	return seq, true
+}
+
+// StopWatch removes the watch seq unless it was called already (or is
+// being called), as the stop func of context.AfterFunc: true means f will
+// not be called.
+func (c *requestContext) StopWatch(seq uint64) bool {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watchFn == nil || c.watchSeq != seq {
+		return false
+	}
+	c.watchFn = nil
+	return true
+}
+
 func (c *requestContext) Value(key any) any {
 	switch key {
 	case requestContextKey{}:
+		return c
+	case h1.EndWatchKey{}:
+		if c.conn.srv.baseCtx.Done() != nil {
+			// The server's context can end too, and that reaches
+			// this one without passing through end: no watch then.
+			return nil
+		}
 		return c
 	case http.LocalAddrContextKey:
 		return c.conn.netc.LocalAddr()
@@ -93,5 +171,6 @@ func Cancel(ctx context.Context) context.CancelCauseFunc {
 	if !ok {
 		return nil
 	}
-	return c.cancel
+	// Through end, so that the end watch runs.
+	return c.end
 }

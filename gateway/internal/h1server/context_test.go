@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/gateway/internal/h1"
 )
 
 type ctxTestKey struct{ name string }
@@ -266,4 +269,118 @@ func TestRequestContextConcurrentClients(t *testing.T) {
 type keptContext struct {
 	id  string
 	ctx context.Context
+}
+
+// The request context's end watch (what the upstream client uses in place
+// of context.AfterFunc): found under h1.EndWatchKey through a WithValue,
+// with the request's own Done channel; called once, when the request ends
+// or is cancelled (Cancel calls it before returning), never after a stop
+// that reported true; one watch at a time, a stale stop (an earlier
+// watch's number) removing nothing; called at once when set after the end.
+func TestRequestContextEndWatch(t *testing.T) {
+	type watcher interface {
+		Done() <-chan struct{}
+		WatchEnd(func()) (uint64, bool)
+		StopWatch(uint64) bool
+	}
+	errCause := errors.New("cause")
+	cases := []struct {
+		name string
+		// run gets the request's context and a function to watch with;
+		// it returns what it found wrong, if anything.
+		run func(ctx context.Context, w watcher, f func()) string
+		// calls after the request ended, and after a watch set then
+		// (late: whether to set one on the context kept past the end).
+		calls int
+		late  bool
+	}{
+		{name: "called when the request ends", calls: 1, run: func(_ context.Context, w watcher, f func()) string {
+			if _, ok := w.WatchEnd(f); !ok {
+				return "watch refused"
+			}
+			return ""
+		}},
+		{name: "stopped before the end", calls: 0, run: func(_ context.Context, w watcher, f func()) string {
+			seq, _ := w.WatchEnd(f)
+			if !w.StopWatch(seq) || w.StopWatch(seq) {
+				return "stop: want true, then false"
+			}
+			return ""
+		}},
+		{name: "Cancel calls it before returning", calls: 1, run: func(ctx context.Context, w watcher, f func()) string {
+			called := false
+			seq, _ := w.WatchEnd(func() { called = true; f() })
+			Cancel(ctx)(errCause)
+			if !called || w.StopWatch(seq) || !errors.Is(context.Cause(ctx), errCause) {
+				return "not called by Cancel, or stopped after it ran, or cause lost"
+			}
+			return ""
+		}},
+		{name: "one at a time, a stale stop removes nothing", calls: 1, run: func(_ context.Context, w watcher, f func()) string {
+			first, _ := w.WatchEnd(f)
+			if _, ok := w.WatchEnd(f); ok {
+				return "a second watch was taken"
+			}
+			w.StopWatch(first)
+			second, ok := w.WatchEnd(f)
+			if !ok || second == first || w.StopWatch(first) {
+				return "the stale stop removed the new watch"
+			}
+			return ""
+		}},
+		{name: "set after the end: called at once", calls: 1, late: true, run: func(context.Context, watcher, func()) string { return "" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls sync.WaitGroup
+			var n atomic.Int64
+			f := func() { n.Add(1) }
+			type result struct {
+				w   watcher
+				msg string
+			}
+			results := make(chan result, 1)
+			h := http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+				ctx := context.WithValue(r.Context(), ctxTestKey{"trace"}, 1)
+				w, ok := ctx.Value(h1.EndWatchKey{}).(watcher)
+				switch {
+				case !ok:
+					results <- result{msg: "no watcher under h1.EndWatchKey"}
+				case w.Done() != ctx.Done():
+					results <- result{msg: "the watcher's Done is not the request's"}
+				default:
+					results <- result{w: w, msg: tc.run(ctx, w, f)}
+				}
+			})
+			_, addr := serveOurs(t, h, nil)
+			resp, err := http.Get("http://" + addr + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			res := <-results
+			if res.msg != "" {
+				t.Fatal(res.msg)
+			}
+			// The request's end runs before the next request on the
+			// connection is read; closing it and waiting for the
+			// server's goroutine to finish is what the test can see.
+			http.DefaultClient.CloseIdleConnections()
+			if tc.late {
+				<-res.w.Done()
+				calls.Add(1)
+				res.w.WatchEnd(func() { f(); calls.Done() })
+				calls.Wait()
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for n.Load() < int64(tc.calls) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond) // a call too many would show now
+			if got := n.Load(); got != int64(tc.calls) {
+				t.Fatalf("called %d times, want %d", got, tc.calls)
+			}
+		})
+	}
 }

@@ -269,6 +269,46 @@ func TestParkedIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestUnparkedIdleTimeout: a keep-alive connection that waits for its next
+// request on its own goroutine (parking off, or an idle clock that ends
+// before the park wait would) is closed at its idle deadline, IdleTimeout
+// or else ReadTimeout, after serving requests one after another. The idle
+// clock is put on the socket only when such a wait needs it: without it
+// the connection would wait forever under the last request's deadlines.
+func TestUnparkedIdleTimeout(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	for _, tc := range []struct {
+		name      string
+		configure func(*Server)
+		requests  int // one after another on the connection
+	}{
+		{"parking off, IdleTimeout", func(s *Server) { s.noPark = true; s.IdleTimeout = time.Second }, 2},
+		{"parking off, ReadTimeout as the idle clock", func(s *Server) { s.noPark = true; s.ReadTimeout = 2 * time.Second }, 2},
+		// One request: a second would race a clock this short.
+		{"IdleTimeout sooner than the park wait", func(s *Server) { s.IdleTimeout = defaultParkAfter / 2 }, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, addr := serveOurs(t, h, tc.configure)
+			c, br := dial(t, addr)
+			// A second request is sent at once: it finds the
+			// connection waiting (or its bytes buffered) and must be
+			// served; only then does the connection go idle.
+			for range tc.requests {
+				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				if res, _ := mustRead(t, br, http.MethodGet); res.StatusCode != http.StatusOK {
+					t.Fatalf("status %d", res.StatusCode)
+				}
+			}
+			if !closedWithin(c, 10*time.Second) {
+				t.Fatal("an idle connection outlived its idle timeout")
+			}
+			waitGone(t, s)
+		})
+	}
+}
+
 func waitGone(t *testing.T, s *Server) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

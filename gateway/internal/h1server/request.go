@@ -65,8 +65,8 @@ func (c *conn) serveOne(n int) bool {
 	}
 	ctx := &st.ctx
 	ctx.init(c)
-	defer ctx.cancel(nil)
-	sv.cr.setCancel(ctx.cancel)
+	defer ctx.end(nil)
+	sv.cr.setCancel(ctx)
 	// The one copy of the request, with its final context: the handlers
 	// store what they carry per request in it (SetValue, Cancel) rather
 	// than copy the request again.

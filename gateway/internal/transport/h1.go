@@ -125,15 +125,61 @@ type h1Conn struct {
 	send    bodySend
 	sending bool
 
-	// unblock is unblockIO, made once: each request hands it to
-	// context.AfterFunc, and a closure made there cost an allocation per
-	// request.
+	// unblock is unblockIO, made once: each request hands it to its
+	// context's watch (watchEnd), and a closure made there cost an
+	// allocation per request.
 	unblock func()
 }
 
 // unblockIO makes c's blocked reads and writes return: the request's
 // context ended.
 func (c *h1Conn) unblockIO() { _ = c.nc.SetDeadline(aLongTimeAgo) }
+
+// endWatcher is a request context that calls a function when it ends for
+// less than context.AfterFunc costs: the edge's HTTP/1.1 engine's request
+// context answers one under h1.EndWatchKey. A request's context is never
+// reused, so a watch stopped late (by a response body read after its
+// connection went back to the pool and on to another request) stops its
+// own request's watch only.
+type endWatcher interface {
+	Done() <-chan struct{}
+	// WatchEnd calls f once when the context ends (now when it has
+	// ended); ok is false when it cannot take the watch.
+	WatchEnd(f func()) (seq uint64, ok bool)
+	// StopWatch reports whether it removed watch seq before it ran.
+	StopWatch(seq uint64) bool
+}
+
+// endWatch is a request's watch on its context, which unblocks the
+// connection's reads and writes when the context ends: an endWatcher's,
+// or else context.AfterFunc's (afterStop).
+type endWatch struct {
+	w         endWatcher
+	seq       uint64
+	afterStop func() bool
+}
+
+// watchEnd has f called when ctx ends. The request's context's own watch
+// serves only when ctx ends exactly when it does (the same Done channel):
+// a context derived with a deadline or a cancel of its own (a per-try
+// timeout) ends on its own, and gets context.AfterFunc.
+func watchEnd(ctx context.Context, f func()) endWatch {
+	if w, ok := ctx.Value(h1.EndWatchKey{}).(endWatcher); ok && w.Done() == ctx.Done() {
+		if seq, ok := w.WatchEnd(f); ok {
+			return endWatch{w: w, seq: seq}
+		}
+	}
+	return endWatch{afterStop: context.AfterFunc(ctx, f)}
+}
+
+// stop reports, as the stop func of context.AfterFunc, whether it stopped
+// the watch before its function ran.
+func (e *endWatch) stop() bool {
+	if e.w != nil {
+		return e.w.StopWatch(e.seq)
+	}
+	return e.afterStop()
+}
 
 // sendsItself reports whether H1 sends req itself (see H1 for what it
 // leaves to the fallback).
@@ -444,7 +490,7 @@ const maxInformational = 5
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.RequestHead) (*http.Response, error) {
 	// A client that leaves (or a per-try deadline) unblocks the reads and
 	// writes below, and later the body's.
-	stop := context.AfterFunc(ctx, c.unblock)
+	watch := watchEnd(ctx, c.unblock)
 	body := hasBody(req)
 	upgrade := requestedUpgrade(req)
 	c.sending = false
@@ -465,7 +511,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		_, err = c.br.Peek(1)
 	}
 	if err != nil {
-		stop()
+		watch.stop()
 		if (c.cw.n == written || replayable(req)) &&
 			(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
 			return nil, fmt.Errorf("%w: %w", errStaleConn, err)
@@ -482,7 +528,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	for informational := 0; ; informational++ {
 		head, inBuffer, err := c.readHead()
 		if err != nil {
-			stop()
+			watch.stop()
 			return nil, c.send.failed(err)
 		}
 		// A 1xx head is checked as a final one is: net/http refuses the
@@ -490,7 +536,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		a, err := c.newResponse(req, head)
 		_, _ = c.br.Discard(inBuffer)
 		if err != nil {
-			stop()
+			watch.stop()
 			return nil, err
 		}
 		resp, rbody = &a.resp, &a.body
@@ -501,14 +547,14 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 			c.send.decide(expectSend)
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols || informational >= maxInformational {
-			stop()
+			watch.stop()
 			return nil, fmt.Errorf("upstream sent an unexpected %d response", resp.StatusCode)
 		}
 		// 103 Early Hints and the like: ReverseProxy forwards them
 		// through the trace hook, as http.Transport would call it.
 		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-				stop()
+				watch.stop()
 				return nil, err
 			}
 		}
@@ -547,12 +593,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		c.chunked.Reset(c.br)
 		fallthrough
 	case f == h1.ToClose, f == h1.Length && c.head.ContentLength > 0:
-		*rbody = h1Body{c: c, resp: resp, stop: stop, keep: keep, framing: f, left: c.head.ContentLength}
+		*rbody = h1Body{c: c, resp: resp, watch: watch, keep: keep, framing: f, left: c.head.ContentLength}
 		resp.Body = rbody
 		return resp, nil
 	}
 	// No body by rule, or Content-Length: 0 (http.NoBody, as net/http).
-	c.release(stop, keep)
+	c.release(&watch, keep)
 	return resp, nil
 }
 
@@ -560,7 +606,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 // was read whole on a connection that stays open, the request's body (if
 // any) was written whole, and the request's context never touched its
 // deadline.
-func (c *h1Conn) release(stop func() bool, keep bool) {
+func (c *h1Conn) release(watch *endWatch, keep bool) {
 	if keep && c.sending {
 		keep = c.send.wait()
 	}
@@ -574,7 +620,7 @@ func (c *h1Conn) release(stop func() bool, keep bool) {
 	// how long a spoiled connection sits in the pool before it is closed.)
 	// A connection quiet cannot ask (no raw socket, no TLS) is never
 	// pooled.
-	if stop() && keep && c.br.Buffered() == 0 && (c.raw != nil || c.tc != nil) {
+	if watch.stop() && keep && c.br.Buffered() == 0 && (c.raw != nil || c.tc != nil) {
 		c.t.putConn(c)
 		return
 	}
@@ -614,7 +660,7 @@ func (c *h1Conn) peekSocket(fd uintptr) bool {
 type h1Body struct {
 	c       *h1Conn
 	resp    *http.Response // its Trailer is filled at the end of a chunked body
-	stop    func() bool
+	watch   endWatch       // the request's; never another's (endWatcher)
 	keep    bool
 	framing h1.Framing // Length, Chunked or ToClose
 	left    int64      // Length: the bytes still to come
@@ -633,11 +679,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	switch {
 	case errors.Is(err, io.EOF):
 		if b.state.CompareAndSwap(0, 1) {
-			b.c.release(b.stop, b.keep)
+			b.c.release(&b.watch, b.keep)
 		}
 	case err != nil:
 		if b.state.CompareAndSwap(0, 2) {
-			b.stop()
+			b.watch.stop()
 			b.c.close()
 		}
 	}
@@ -676,7 +722,7 @@ func (b *h1Body) read(p []byte) (int, error) {
 // worth reading (http.Transport does the same).
 func (b *h1Body) Close() error {
 	if b.state.CompareAndSwap(0, 2) {
-		b.stop()
+		b.watch.stop()
 		b.c.close()
 	}
 	return nil
