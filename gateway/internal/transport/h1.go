@@ -566,7 +566,11 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		c.send.clearReadDeadline(ctx)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return c.switched(resp, stop, upgrade)
+		// A copy of the watch goes with the tunnel: handing out the
+		// method value of watch itself would move it to the heap for
+		// every request, not only for upgrades.
+		w := watch
+		return c.switched(resp, w.stop, upgrade)
 	}
 	// A response to HEAD ends at its headers, but servers that also write
 	// the body for HEAD are a classic bug. Such a body may arrive after
