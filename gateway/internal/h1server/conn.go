@@ -601,6 +601,9 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 		// clock replaces either. Set here as well, it was one more
 		// deadline update (a runtime timer change) per request.
 		c.idleArmed = false
+		if out, ok := c.hotWait(); ok {
+			return out
+		}
 	}
 	if c.sv.br != nil && c.sv.br.Buffered() > 0 {
 		return waitReady
@@ -631,6 +634,66 @@ func (c *conn) armIdle() {
 		_ = c.rw().SetReadDeadline(deadline(c.idleUntil))
 		c.idleArmed = true
 	}
+}
+
+// hotWait is the wait after a request on a plain connection that can be
+// parked: for parkAfter it reads straight into the buffer the next head
+// is parsed from, then parks as waitOrPark does. A keep-alive client
+// that sends its next request at once (the common case under load) then
+// costs one read and one deadline, where the wait without a buffer costs
+// a peek, the read, and a deadline more. The buffers stay attached only
+// for those few milliseconds; a parked connection holds none. ok is false
+// when this wait does not apply (TLS, a byte or a pipelined head already
+// held, no parking, the idle deadline comes sooner): the caller waits
+// without a buffer, as before.
+func (c *conn) hotWait() (waitOutcome, bool) {
+	s, sv := c.srv, c.sv
+	if sv.br != nil && sv.br.Buffered() > 0 {
+		return waitReady, true
+	}
+	if c.tlsc != nil || sv.br == nil || sv.cr.hasByte || s.noPark || s.parkAfter < 0 {
+		return 0, false
+	}
+	wait := s.parkAfter
+	if wait == 0 {
+		wait = defaultParkAfter
+	}
+	dl := time.Now().Add(wait)
+	if c.idleUntil != 0 && c.idleUntil <= dl.UnixNano() {
+		return 0, false
+	}
+	if c.socket() == nil {
+		return 0, false
+	}
+	p := s.parker()
+	if p == nil {
+		return 0, false
+	}
+	_ = c.rw().SetReadDeadline(dl)
+	if _, err := sv.br.Peek(1); err == nil {
+		return waitReady, true
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return waitEnd, true
+	}
+	// Quiet for parkAfter: the buffers go back (nothing was read: a
+	// timed-out read returns no bytes) and the connection parks. The
+	// parker keeps the idle clock; armIdle puts it on the socket before
+	// any wait on it.
+	c.release()
+	c.detach()
+	if p.park(c) {
+		return waitParked, true
+	}
+	c.attach()
+	if c.state.Load() == stateGone {
+		return waitEnd, true // Shutdown closed it
+	}
+	c.armIdle()
+	ok, err := c.waitReadable()
+	if !ok {
+		err = c.sv.cr.readOneByte()
+	}
+	return readyIf(err == nil), true
 }
 
 // defaultParkAfter is how long a connection waits for its next request on
