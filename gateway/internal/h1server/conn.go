@@ -188,9 +188,14 @@ func (c *conn) detach() {
 	servings.Put(sv)
 }
 
+// setState records c's state. Only a new connection's clock is read
+// (closeIfIdle gives it newIdleAfter to send its first byte): the other
+// states change twice per request, and time.Now is not free.
 func (c *conn) setState(st int32) {
+	if st == stateNew {
+		c.since.Store(time.Now().UnixNano())
+	}
 	c.state.Store(st)
-	c.since.Store(time.Now().UnixNano())
 }
 
 // closeIfIdle closes c if it waits for a request; the caller holds srv.mu.
@@ -586,11 +591,12 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 		}
 	case !first:
 		c.setState(stateIdle)
+		now := time.Now()
 		switch {
 		case s.IdleTimeout > 0:
-			c.idleUntil = time.Now().Add(s.IdleTimeout).UnixNano()
+			c.idleUntil = now.Add(s.IdleTimeout).UnixNano()
 		case s.ReadTimeout > 0:
-			c.idleUntil = time.Now().Add(s.ReadTimeout).UnixNano()
+			c.idleUntil = now.Add(s.ReadTimeout).UnixNano()
 		default:
 			c.idleUntil = 0
 		}
@@ -601,7 +607,7 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 		// clock replaces either. Set here as well, it was one more
 		// deadline update (a runtime timer change) per request.
 		c.idleArmed = false
-		if out, ok := c.hotWait(); ok {
+		if out, ok := c.hotWait(now); ok {
 			return out
 		}
 	}
@@ -646,7 +652,7 @@ func (c *conn) armIdle() {
 // when this wait does not apply (TLS, a byte or a pipelined head already
 // held, no parking, the idle deadline comes sooner): the caller waits
 // without a buffer, as before.
-func (c *conn) hotWait() (waitOutcome, bool) {
+func (c *conn) hotWait(now time.Time) (waitOutcome, bool) {
 	s, sv := c.srv, c.sv
 	if sv.br != nil && sv.br.Buffered() > 0 {
 		return waitReady, true
@@ -658,7 +664,7 @@ func (c *conn) hotWait() (waitOutcome, bool) {
 	if wait == 0 {
 		wait = defaultParkAfter
 	}
-	dl := time.Now().Add(wait)
+	dl := now.Add(wait)
 	if c.idleUntil != 0 && c.idleUntil <= dl.UnixNano() {
 		return 0, false
 	}
