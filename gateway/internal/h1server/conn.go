@@ -602,8 +602,8 @@ func (c *conn) waitForRequest(first bool) waitOutcome {
 		}
 		// The idle clock goes on the socket only before a wait that
 		// needs it (armIdle): a keep-alive client's next request mostly
-		// arrives within waitOrPark's first wait, which sets a deadline
-		// of its own, or is already buffered, and the request's header
+		// arrives within hotWait (or waitOrPark's first wait), which sets
+		// a deadline of its own, or is already buffered, and the request's header
 		// clock replaces either. Set here as well, it was one more
 		// deadline update (a runtime timer change) per request.
 		c.idleArmed = false
