@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,9 +84,13 @@ type decision struct {
 
 // checkInput is the request as the servers are told about it.
 type checkInput struct {
-	r        *http.Request
-	headers  http.Header // the ones to send
-	body     []byte
+	r       *http.Request
+	headers http.Header // the ones to send
+	body    []byte
+	// partial: body is the first max_bytes of a longer body
+	// (allow_partial). The server is told (partialBodyHeader); OPA gets no
+	// parsed_body of it.
+	partial  bool
 	clientIP string
 	now      time.Time
 }
@@ -266,7 +271,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 				httperr.Write(w, r, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge.description())
 			}
 		}
-		in.body = body
+		in.body, in.partial = body, !whole
 	}
 	ctx, span := tracer(r.Context()).Start(r.Context(), "ext_authz "+a.authName, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("causeway.authenticator", a.authName), attribute.String("causeway.ext_authz.protocol", a.client.kind())))
@@ -361,6 +366,13 @@ func (a *extAuthz) key(r *http.Request) string {
 	return string(h.Sum(nil))
 }
 
+// partialBodyHeader says, in a check that carries the body, whether it is
+// the first max_bytes of a longer one ("true") or whole ("false"), as
+// Envoy's with_request_body says it: a policy that reads the body cannot
+// otherwise tell a cut one from a whole one ("1000000" cut to "100"). A
+// client's copy never reaches the server.
+const partialBodyHeader = "X-Envoy-Auth-Partial-Body"
+
 // hopByHop are never sent to an authorization server: they describe the
 // client's connection to the edge, not the request.
 var hopByHop = map[string]bool{
@@ -372,18 +384,32 @@ func (a *extAuthz) sentHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	if a.headers != nil {
 		for _, k := range a.headers {
-			if vs, ok := h[k]; ok {
+			if vs, ok := h[k]; ok && k != partialBodyHeader {
 				out[k] = vs
 			}
 		}
 		return out
 	}
 	for k, vs := range h {
-		if !hopByHop[k] {
+		if !hopByHop[k] && k != partialBodyHeader {
 			out[k] = vs
 		}
 	}
 	return out
+}
+
+// withPartialBody is in.headers with partialBodyHeader stated, when the
+// check carries a body.
+func (in *checkInput) withPartialBody() http.Header {
+	if in.body == nil {
+		return in.headers
+	}
+	h := make(http.Header, len(in.headers)+1)
+	for k, vs := range in.headers {
+		h[k] = vs
+	}
+	h[partialBodyHeader] = []string{strconv.FormatBool(in.partial)}
+	return h
 }
 
 // peekBody reads up to limit bytes of r's body and puts them back in front
