@@ -253,7 +253,12 @@ func (a *extAuthz) count(result string) {
 
 func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 	var key string
-	if a.cache != nil {
+	// A request whose body the server reads is checked every time: no
+	// cache key covers a body, so a cached allow of one body (or of a
+	// bodiless request) would let any other through unseen.
+	sendsBody := a.bodyMax > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	useCache := a.cache != nil && !sendsBody
+	if useCache {
 		key = a.key(r)
 		if p, ok := a.cache.get(key, a.now(), 0); ok {
 			a.count("cache_hit")
@@ -261,7 +266,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 		}
 	}
 	in := &checkInput{r: r, headers: a.sentHeaders(r.Header), clientIP: a.clientIP(r), now: a.now()}
-	if a.bodyMax > 0 && r.Body != nil && r.Body != http.NoBody {
+	if sendsBody {
 		body, whole, err := peekBody(r, a.bodyMax)
 		if err != nil {
 			return nil, ReasonMalformed, nil
@@ -309,7 +314,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 	if sub, ok := d.claims["sub"].(string); ok {
 		p.Subject = sub
 	}
-	if a.cache != nil {
+	if useCache {
 		now := a.now()
 		a.cache.put(key, cacheEntry{p: p, until: now.Add(a.cacheTTL)}, now)
 	}
