@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -82,9 +84,13 @@ type decision struct {
 
 // checkInput is the request as the servers are told about it.
 type checkInput struct {
-	r        *http.Request
-	headers  http.Header // the ones to send
-	body     []byte
+	r       *http.Request
+	headers http.Header // the ones to send
+	body    []byte
+	// partial: body is the first max_bytes of a longer body
+	// (allow_partial). The server is told (partialBodyHeader); OPA gets no
+	// parsed_body of it.
+	partial  bool
 	clientIP string
 	now      time.Time
 }
@@ -153,7 +159,7 @@ func newExtAuthz(name string, c *routes.ExtAuthz, opts Options) (*extAuthz, erro
 	}
 	var upstream []string
 	for _, h := range c.UpstreamHeaders {
-		if routes.ForbiddenAuthzHeader(h) {
+		if edgeStated(h) {
 			return nil, fmt.Errorf("upstream_headers: %q is set by the edge itself", h)
 		}
 		upstream = append(upstream, http.CanonicalHeaderKey(h))
@@ -247,7 +253,12 @@ func (a *extAuthz) count(result string) {
 
 func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 	var key string
-	if a.cache != nil {
+	// A request whose body the server reads is checked every time: no
+	// cache key covers a body, so a cached allow of one body (or of a
+	// bodiless request) would let any other through unseen.
+	sendsBody := a.bodyMax > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	useCache := a.cache != nil && !sendsBody
+	if useCache {
 		key = a.key(r)
 		if p, ok := a.cache.get(key, a.now(), 0); ok {
 			a.count("cache_hit")
@@ -255,7 +266,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 		}
 	}
 	in := &checkInput{r: r, headers: a.sentHeaders(r.Header), clientIP: a.clientIP(r), now: a.now()}
-	if a.bodyMax > 0 && r.Body != nil && r.Body != http.NoBody {
+	if sendsBody {
 		body, whole, err := peekBody(r, a.bodyMax)
 		if err != nil {
 			return nil, ReasonMalformed, nil
@@ -265,7 +276,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 				httperr.Write(w, r, http.StatusRequestEntityTooLarge, ReasonBodyTooLarge.description())
 			}
 		}
-		in.body = body
+		in.body, in.partial = body, !whole
 	}
 	ctx, span := tracer(r.Context()).Start(r.Context(), "ext_authz "+a.authName, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("causeway.authenticator", a.authName), attribute.String("causeway.ext_authz.protocol", a.client.kind())))
@@ -303,7 +314,7 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 	if sub, ok := d.claims["sub"].(string); ok {
 		p.Subject = sub
 	}
-	if a.cache != nil {
+	if useCache {
 		now := a.now()
 		a.cache.put(key, cacheEntry{p: p, until: now.Add(a.cacheTTL)}, now)
 	}
@@ -360,6 +371,13 @@ func (a *extAuthz) key(r *http.Request) string {
 	return string(h.Sum(nil))
 }
 
+// partialBodyHeader says, in a check that carries the body, whether it is
+// the first max_bytes of a longer one ("true") or whole ("false"), as
+// Envoy's with_request_body says it: a policy that reads the body cannot
+// otherwise tell a cut one from a whole one ("1000000" cut to "100"). A
+// client's copy never reaches the server.
+const partialBodyHeader = "X-Envoy-Auth-Partial-Body"
+
 // hopByHop are never sent to an authorization server: they describe the
 // client's connection to the edge, not the request.
 var hopByHop = map[string]bool{
@@ -371,18 +389,32 @@ func (a *extAuthz) sentHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	if a.headers != nil {
 		for _, k := range a.headers {
-			if vs, ok := h[k]; ok {
+			if vs, ok := h[k]; ok && k != partialBodyHeader {
 				out[k] = vs
 			}
 		}
 		return out
 	}
 	for k, vs := range h {
-		if !hopByHop[k] {
+		if !hopByHop[k] && k != partialBodyHeader {
 			out[k] = vs
 		}
 	}
 	return out
+}
+
+// withPartialBody is in.headers with partialBodyHeader stated, when the
+// check carries a body.
+func (in *checkInput) withPartialBody() http.Header {
+	if in.body == nil {
+		return in.headers
+	}
+	h := make(http.Header, len(in.headers)+1)
+	for k, vs := range in.headers {
+		h[k] = vs
+	}
+	h[partialBodyHeader] = []string{strconv.FormatBool(in.partial)}
+	return h
 }
 
 // peekBody reads up to limit bytes of r's body and puts them back in front
@@ -423,13 +455,30 @@ func (s *headerSink) accept(name, value string, upstream bool) (string, bool) {
 		return "", false
 	}
 	k := http.CanonicalHeaderKey(name)
-	if upstream && routes.ForbiddenAuthzHeader(k) {
+	if upstream && edgeStated(name) {
 		return "", false
 	}
 	if !upstream && (hopByHop[k] || k == "Content-Length" || k == "Content-Encoding" || strings.HasPrefix(k, ":")) {
 		return "", false
 	}
 	return k, true
+}
+
+// edgeStated reports whether the edge states name for the upstream, so
+// that an authorization server may neither set nor remove it:
+// routes.ForbiddenAuthzHeader (framing, X-Forwarded-*, the request id and
+// trace), and the edge's table of client-address, URL-override and
+// Causeway-owned headers (True-Client-Ip, X-Original-Url,
+// X-Causeway-Peer-Id, X-Causeway-Caller-*, ...), which it drops from every
+// client as a request enters: a server's copy, set after that, would be
+// the only one an upstream sees. Names are compared folded ('_' as '-'),
+// as a CGI-style upstream reads them: X_Forwarded_For is
+// HTTP_X_FORWARDED_FOR to it, and the edge drops a client's X_... names
+// as they enter.
+func edgeStated(name string) bool {
+	folded := http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))
+	return routes.ForbiddenAuthzHeader(folded) || edgeheader.Of(name) != edgeheader.Plain ||
+		strings.HasPrefix(folded, "X-Causeway-") || strings.HasPrefix(folded, "Causeway-")
 }
 
 // denialStatus is the status a denial is answered with: the server's, when

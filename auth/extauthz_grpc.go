@@ -51,8 +51,9 @@ func (g *grpcAuthz) close()       { _ = g.conn.Close() }
 // server, so that existing servers and policies read it unchanged.
 func checkRequest(in *checkInput, now *timestamppb.Timestamp) *authv3.CheckRequest {
 	r := in.r
-	headers := make(map[string]string, len(in.headers)+4)
-	for k, vs := range in.headers {
+	sent := in.withPartialBody()
+	headers := make(map[string]string, len(sent)+4)
+	for k, vs := range sent {
 		headers[strings.ToLower(k)] = strings.Join(vs, ",")
 	}
 	// Envoy sends the HTTP/2 pseudo-headers too; policies read them.

@@ -86,7 +86,7 @@ func (h *httpAuthz) forwardAuth(ctx context.Context, in *checkInput) (*decision,
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz request: %w", err)
 	}
-	for k, vs := range in.headers {
+	for k, vs := range in.withPartialBody() {
 		// The forwarding headers below are the edge's statement about the
 		// request; a client's own must not reach the server beside them.
 		if k == "Forwarded" || k == "X-Real-Ip" || strings.HasPrefix(k, "X-Forwarded-") {
@@ -194,8 +194,14 @@ func (h *httpAuthz) checkOPA(ctx context.Context, in *checkInput) (*decision, er
 	}
 	input["parsed_path"] = parts
 	input["parsed_query"] = u.Query()
-	if in.body != nil && json.Valid(in.body) {
-		input["parsed_body"] = json.RawMessage(in.body)
+	if in.body != nil {
+		// As OPA's Envoy plugin: a cut body is not parsed (its first bytes
+		// may be valid JSON of another value, "100" of "1000000", or the
+		// first line of many), and truncated_body says it was cut.
+		input["truncated_body"] = in.partial
+		if !in.partial && json.Valid(in.body) {
+			input["parsed_body"] = json.RawMessage(in.body)
+		}
 	}
 	payload, err := json.Marshal(map[string]any{"input": input})
 	if err != nil {

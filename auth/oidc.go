@@ -325,7 +325,12 @@ func (a *oidcAuth) provider(ctx context.Context) (*provider, error) {
 	if a.provErr != nil && now.Sub(a.provWhen) < discoveryRetry {
 		return nil, a.provErr
 	}
-	ctx, cancel := context.WithTimeout(ctx, providerTimeout)
+	// The discovery is every request's, not the one that happens to run
+	// it: a client that hangs up (or a request that ends) while the
+	// provider is slow to answer must not be remembered as the provider
+	// being down, which answers every sign-in status_on_error and skips
+	// the provider's logout for discoveryRetry. providerTimeout bounds it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), providerTimeout)
 	defer cancel()
 	p, err := oidc.NewProvider(oidc.ClientContext(ctx, a.client), a.issuer)
 	if err != nil {

@@ -61,6 +61,13 @@ type testOP struct {
 	// refused, those it did not answer 200 (a refresh token used twice:
 	// the provider rotates them).
 	refreshes, refused atomic.Int64
+	// discoveryGate, when set, holds each discovery request until it is
+	// closed (or the request ends), after saying so on discoveryHeld.
+	discoveryGate atomic.Pointer[chan struct{}]
+	discoveryHeld chan struct{}
+	// discoveryDropped says a held discovery request ended before the gate
+	// opened: its client gave up.
+	discoveryDropped chan struct{}
 }
 
 // statusWriter keeps the status a handler answered.
@@ -86,7 +93,18 @@ func startOP(t *testing.T) *testOP {
 	store := storage.NewStorage(storage.NewUserStore(issuer))
 	op := &testOP{issuer: issuer}
 	h := exampleop.SetupServer(issuer, store, nil, false)
+	op.discoveryHeld = make(chan struct{}, 16)
+	op.discoveryDropped = make(chan struct{}, 16)
 	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if gate := op.discoveryGate.Load(); gate != nil && strings.HasSuffix(r.URL.Path, "/.well-known/openid-configuration") {
+			op.discoveryHeld <- struct{}{}
+			select {
+			case <-*gate:
+			case <-r.Context().Done():
+				op.discoveryDropped <- struct{}{}
+				return
+			}
+		}
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
 			b, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(strings.NewReader(string(b)))

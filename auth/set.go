@@ -263,6 +263,13 @@ func needsRedis(f *routes.File) bool {
 // watches these and builds a new Set.
 func (s *Set) Files() []string { return slices.Clone(s.files) }
 
+// ForwardedHeaders are the headers the set's authenticators state for the
+// upstream (forward_claims, forward_name, ext_authz upstream_headers...),
+// sorted: a client's copies of them are never passed on, in the header
+// (Middleware removes them) nor after the body, where the gateway, which
+// forwards trailers, must leave them out.
+func (s *Set) ForwardedHeaders() []string { return slices.Clone(s.forwarded) }
+
 // keyError is an authenticator's error caused by one of its keys (a path
 // below authenticators.NAME), so that NewSet can point at that key.
 type keyError struct {

@@ -59,21 +59,48 @@ var stripCaller = &callerSend{header: routes.DefaultCallerHeader}
 func edgeCallerSend(f *routes.File, src caller.SVIDSource, now func() time.Time) *callerSend {
 	ct := f.Mesh.CallerToken
 	m := caller.NewMinter(src, caller.MintOptions{Lifetime: ct.Lifetime.D(), CacheFor: ct.CacheFor(), Now: now})
-	claims, headers := map[string]bool{}, map[string]bool{}
-	for _, a := range f.Authenticators {
-		if a.JWT != nil {
-			for c, h := range a.JWT.ForwardClaims {
-				claims[c], headers[http.CanonicalHeaderKey(h)] = true, true
-			}
-		}
-		if a.APIKey != nil && a.APIKey.ForwardName != "" {
-			headers[http.CanonicalHeaderKey(a.APIKey.ForwardName)] = true
-		}
-	}
-	claimNames, headerNames := slices.Sorted(maps.Keys(claims)), slices.Sorted(maps.Keys(headers))
+	claimNames, headerNames := forwardedByAuthenticators(f)
 	return &callerSend{header: ct.Header, token: func(r *http.Request, aud mesh.ID) (string, error) {
 		return m.Mint(principalOf(r, claimNames, headerNames), aud)
 	}}
+}
+
+// forwardedByAuthenticators are the claims named in f's authenticators'
+// forward_claims and the headers they state for the upstream, sorted: of
+// every kind, since a sidecar listing a header in inbound.callers.headers
+// gives its service that header from a verified token only, and one left
+// out of the token never reaches it (basic's forward_user, ext_authz's
+// upstream_headers, an OIDC session's claims arrived as nobody's).
+func forwardedByAuthenticators(f *routes.File) (claimNames, headerNames []string) {
+	claims, headers := map[string]bool{}, map[string]bool{}
+	forward := func(fc map[string]string, hs ...string) {
+		for c, h := range fc {
+			claims[c], headers[http.CanonicalHeaderKey(h)] = true, true
+		}
+		for _, h := range hs {
+			if h != "" {
+				headers[http.CanonicalHeaderKey(h)] = true
+			}
+		}
+	}
+	for _, a := range f.Authenticators {
+		if a.JWT != nil {
+			forward(a.JWT.ForwardClaims)
+		}
+		if a.OIDC != nil {
+			forward(a.OIDC.ForwardClaims)
+		}
+		if a.ExtAuthz != nil {
+			forward(a.ExtAuthz.ForwardClaims, a.ExtAuthz.UpstreamHeaders...)
+		}
+		if a.Basic != nil {
+			forward(nil, a.Basic.ForwardUser)
+		}
+		if a.APIKey != nil {
+			forward(nil, a.APIKey.ForwardName)
+		}
+	}
+	return slices.Sorted(maps.Keys(claims)), slices.Sorted(maps.Keys(headers))
 }
 
 // principalOf is the caller-token principal of a request at the edge.

@@ -3,7 +3,6 @@ package gateway
 import (
 	"io"
 	"net/http"
-	"net/textproto"
 	"slices"
 
 	"golang.org/x/net/http/httpguts"
@@ -89,20 +88,27 @@ type announced struct{ names []string }
 // dropTrailers takes names out of what r's client announced, so that no
 // trailer of those names goes on: a stage that removes a client's header
 // (the caller token outside the mesh, the headers a sidecar sets from a
-// verified token) removes the trailer of that name too, since a service or
-// a framework that merges trailers into the header would find the
-// client's copy there.
+// verified token, the headers the authenticators state) removes the
+// trailer of that name too, since a service or a framework that merges
+// trailers into the header would find the client's copy there. Names are
+// compared folded (case, '_' as '-'), as the header's copies are removed:
+// under server.allow_underscore_headers, X_User_Id is X-User-Id to a
+// CGI-style service.
 func dropTrailers(r *http.Request, names ...string) {
-	if len(r.Trailer) == 0 {
+	if len(r.Trailer) == 0 || len(names) == 0 {
 		return
 	}
-	a, _ := r.Context().Value(announcedKey{}).(*announced)
+	folded := make(map[string]bool, len(names))
 	for _, n := range names {
-		k := textproto.CanonicalMIMEHeaderKey(n)
-		delete(r.Trailer, k)
-		if a != nil {
-			a.names = slices.DeleteFunc(a.names, func(x string) bool { return textproto.CanonicalMIMEHeaderKey(x) == k })
+		folded[foldName(n)] = true
+	}
+	for k := range r.Trailer {
+		if folded[foldName(k)] {
+			delete(r.Trailer, k)
 		}
+	}
+	if a, _ := r.Context().Value(announcedKey{}).(*announced); a != nil {
+		a.names = slices.DeleteFunc(a.names, func(x string) bool { return folded[foldName(x)] })
 	}
 }
 

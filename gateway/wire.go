@@ -52,8 +52,14 @@ func (a authStage) Middleware(route routes.Route) (func(http.Handler) http.Handl
 	if err != nil || mw == nil {
 		return mw, err
 	}
+	// The set removes client copies of the headers its authenticators
+	// state, on every route; the same names sent after the body must not
+	// reach the upstream either (a trailer X-User-Id on a route without
+	// auth, or one the principal has no claim for, would be the only
+	// one).
+	forwarded := a.set.ForwardedHeaders()
 	return func(next http.Handler) http.Handler {
-		return mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// A principal set earlier (a sidecar's verified caller) stays
 			// when auth found none.
 			if p := principalName(r.Context()); p != "" {
@@ -62,6 +68,13 @@ func (a authStage) Middleware(route routes.Route) (func(http.Handler) http.Handl
 			}
 			next.ServeHTTP(w, r)
 		}))
+		if len(forwarded) == 0 {
+			return h
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			dropTrailers(r, forwarded...)
+			h.ServeHTTP(w, r)
+		})
 	}, nil
 }
 

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestAuthForwardedTrailersDropped: a client cannot state, after its body,
+// a header the edge's authenticators state for the upstream (here a JWT's
+// forward_claims, X-User-Id and X-User-Email). The set removes client
+// copies from the header on every route; a trailer of the same name would
+// otherwise be the only X-User-Id an upstream sees on a route without auth,
+// or on an authenticated one whose token has no email claim, and a service
+// or framework merging trailers into the header would take it for the
+// edge's. Checked on the wire of the upstream, over HTTP/1.1 and h2c, and
+// with server.allow_underscore_headers, where X_User_Id is the same name
+// to a CGI-style service.
+func TestAuthForwardedTrailersDropped(t *testing.T) {
+	u := startTrailerUpstream(t, false)
+	secret := strings.Repeat("k", 32)
+	t.Setenv("CAUSEWAY_TEST_HMAC", secret)
+	cfg := `authenticators:
+  users:
+    jwt: {issuer: https://id.test/, audiences: [api], hmac_secret_env: CAUSEWAY_TEST_HMAC, algorithms: [HS256], forward_claims: {sub: X-User-Id, email: X-User-Email}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: open, match: {path_prefix: /open}, upstream: u}
+  - {name: api, match: {path_prefix: /api}, auth: users, upstream: u}
+`
+	edges := map[string]*testEdge{
+		"default":     startEdge(t, listenHeader+fmt.Sprintf(cfg, u.addr)),
+		"underscores": startEdge(t, listenHeader+"server: {allow_underscore_headers: true}\n"+fmt.Sprintf(cfg, u.addr)),
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": "https://id.test/", "aud": "api", "sub": "user-7", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2c := trailerH2CClient()
+	t.Cleanup(h2c.CloseIdleConnections)
+
+	cases := []struct {
+		name, edge, path string
+		h1Only           bool
+		tc               trailerCase
+		// wantHeader is the X-User-Id line the upstream's head must carry
+		// ("" for none).
+		wantHeader string
+	}{
+		{name: "route without auth", edge: "default", path: "/open/x",
+			tc: trailerCase{announce: "X-User-Id, X-User-Email, X-Check", fields: []string{"X-User-Id: admin", "X-User-Email: root@evil", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+		{name: "authenticated, a claim the token lacks", edge: "default", path: "/api/x",
+			tc: trailerCase{announce: "X-User-Id, X-User-Email, X-Check", fields: []string{"X-User-Id: admin", "X-User-Email: root@evil", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"},
+			wantHeader: "X-User-Id: user-7"},
+		{name: "other case", edge: "default", path: "/open/x",
+			tc: trailerCase{announce: "x-user-email, X-Check", fields: []string{"x-user-email: root@evil", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+		{name: "underscored names, allowed by the server", edge: "underscores", path: "/open/x", h1Only: true,
+			tc: trailerCase{announce: "X_User_Id, x_user-email, X-Check", fields: []string{"X_User_Id: admin", "x_user-email: root@evil", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+	}
+	for i, c := range cases {
+		for _, front := range []string{"HTTP/1.1", "h2c"} {
+			if c.h1Only && front != "HTTP/1.1" {
+				continue
+			}
+			t.Run(c.name+"/"+front, func(t *testing.T) {
+				e := edges[c.edge]
+				id := fmt.Sprintf("a%d-%s", i, sanitizeID(front))
+				var status int
+				if front == "HTTP/1.1" {
+					raw := h1TrailerRequest(id, c.tc)
+					raw = strings.Replace(raw, "POST /t ", "POST "+c.path+" ", 1)
+					raw = strings.Replace(raw, "\r\n", "\r\nAuthorization: Bearer "+tok+"\r\n", 1)
+					status, _ = trailerExchange(t, strings.TrimPrefix(e.url, "http://"), raw)
+				} else {
+					req := h2TrailerRequest(t, e.url, id, c.tc, false)
+					req.URL.Path = c.path
+					req.Header.Set("Authorization", "Bearer "+tok)
+					res, err := h2c.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					status = res.StatusCode
+				}
+				got := u.received(id)
+				if status != http.StatusOK || len(got) != 1 {
+					t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)
+				}
+				announced, section := upstreamTrailer(got[0])
+				if announced != c.tc.wantAnnounced || section != c.tc.wantSection {
+					t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, c.tc.wantAnnounced, c.tc.wantSection, got[0])
+				}
+				for _, bad := range []string{"admin", "root@evil"} {
+					if strings.Contains(got[0], bad) {
+						t.Errorf("the upstream received the client's %q:\n%s", bad, got[0])
+					}
+				}
+				if c.wantHeader != "" && !strings.Contains(got[0], "\r\n"+c.wantHeader+"\r\n") {
+					t.Errorf("the upstream's head lacks %q:\n%s", c.wantHeader, got[0])
+				}
+			})
+		}
+	}
+}
