@@ -192,6 +192,10 @@ func (s *Source) init(opts SourceOptions) error {
 	return nil
 }
 
+// reloadRetries is how many more times a failed reload is tried, after
+// quiet periods of 2, 4, 8... settles, before it is reported.
+const reloadRetries = 3
+
 func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 	defer close(s.done)
 	defer func() {
@@ -200,14 +204,16 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 		}
 	}()
 	// A change is loaded once the files have been quiet for s.settle. A
-	// load that fails is tried once more after another quiet period before
+	// load that fails is tried again, after quiet periods that double
+	// (reloadRetries of them, 1.5 s in all at the default settle), before
 	// it is reported: a rotation whose second file lands late (a slow
-	// writer) is then still not an error, while a pair that stays
-	// mismatched is.
+	// writer, a disk busy with fsyncs, a descheduled `causeway ca issue`)
+	// is then still not an error, while a pair that stays mismatched is.
+	// One retry after one settle was not enough on a loaded machine.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	trigger, retried := "", false
+	trigger, retries := "", 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,15 +227,15 @@ func (s *Source) watch(ctx context.Context, w *fsnotify.Watcher) {
 			if !s.relevant(ev.Name) {
 				continue
 			}
-			trigger, retried = ev.Name, false
+			trigger, retries = ev.Name, 0
 			timer.Reset(s.settle)
 		case <-timer.C:
 			err := s.reloadRecovering()
 			switch {
 			case err == nil:
-			case !retried:
-				retried = true
-				timer.Reset(s.settle)
+			case retries < reloadRetries:
+				retries++
+				timer.Reset(s.settle << retries)
 			default:
 				s.log.Warn("mesh: reload refused, keeping the current identity", "id", s.ID().String(), "trigger", trigger, "error", err)
 			}
