@@ -17,36 +17,9 @@ import (
 // rotation is picked up, and none makes the workload log a refused reload
 // (a new key beside the old certificate, seen between the two renames).
 func TestCAIssueRotationIsQuiet(t *testing.T) {
-	caDir := filepath.Join(t.TempDir(), "ca")
-	if err := mesh.InitCA(caDir, "example.org"); err != nil {
-		t.Fatal(err)
-	}
-	id, err := mesh.ParseID(ordersID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prefix := filepath.Join(t.TempDir(), "orders")
-	if err := mesh.IssueLeaf(caDir, id, time.Hour, prefix); err != nil {
-		t.Fatal(err)
-	}
-	logs := &logBuffer{}
-	s, err := mesh.NewSource(context.Background(), prefix+".pem", prefix+"-key.pem", filepath.Join(caDir, mesh.BundleFile), mesh.SourceOptions{Logger: logs.logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	fileSerial := func() string {
-		data, err := os.ReadFile(prefix + ".pem")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := pem.Decode(data)
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.SerialNumber.String()
-	}
+	w := newWatchedLeaf(t, t.TempDir())
+	caDir, id, prefix, logs, s := w.caDir, w.id, w.prefix, w.logs, w.src
+	fileSerial := func() string { return certSerial(t, prefix+".pem") }
 	const rotations = 25
 	for i := range rotations {
 		if err := mesh.IssueLeaf(caDir, id, time.Hour, prefix); err != nil {
@@ -69,25 +42,9 @@ func TestCAIssueRotationIsQuiet(t *testing.T) {
 // Each gap is longer than the two settles the watcher used to wait before
 // it reported the pair as refused.
 func TestSlowRotationNotRefused(t *testing.T) {
-	caDir := filepath.Join(t.TempDir(), "ca")
-	if err := mesh.InitCA(caDir, "example.org"); err != nil {
-		t.Fatal(err)
-	}
-	id, err := mesh.ParseID(ordersID)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
-	prefix := filepath.Join(dir, "orders")
-	if err := mesh.IssueLeaf(caDir, id, time.Hour, prefix); err != nil {
-		t.Fatal(err)
-	}
-	logs := &logBuffer{}
-	s, err := mesh.NewSource(context.Background(), prefix+".pem", prefix+"-key.pem", filepath.Join(caDir, mesh.BundleFile), mesh.SourceOptions{Logger: logs.logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	w := newWatchedLeaf(t, dir)
+	caDir, id, prefix, logs, s := w.caDir, w.id, w.prefix, w.logs, w.src
 	for i, gap := range []time.Duration{250 * time.Millisecond, 450 * time.Millisecond} {
 		next := filepath.Join(dir, "next")
 		if err := mesh.IssueLeaf(caDir, id, time.Hour, next); err != nil {
@@ -101,11 +58,7 @@ func TestSlowRotationNotRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := pem.Decode(cert)
-		leaf, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := certSerial(t, next+".pem")
 		if err := mesh.WriteFileAtomic(prefix+"-key.pem", key, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -113,10 +66,55 @@ func TestSlowRotationNotRefused(t *testing.T) {
 		if err := mesh.WriteFileAtomic(prefix+".pem", cert, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		want := leaf.SerialNumber.String()
 		waitFor(t, "the slow rotation to be picked up", func() bool { return serial(s) == want })
 		if out := logs.String(); strings.Contains(out, "refused") {
 			t.Fatalf("rotation %d (certificate %v after its key) logged a refused reload:\n%s", i, gap, out)
 		}
 	}
+}
+
+// watchedLeaf is a CA, a leaf issued by it into dir, and a Source watching
+// the leaf's files, closed with the test.
+type watchedLeaf struct {
+	caDir, prefix string
+	id            mesh.ID
+	logs          *logBuffer
+	src           *mesh.Source
+}
+
+func newWatchedLeaf(t *testing.T, dir string) watchedLeaf {
+	t.Helper()
+	w := watchedLeaf{caDir: filepath.Join(t.TempDir(), "ca"), prefix: filepath.Join(dir, "orders"), logs: &logBuffer{}}
+	if err := mesh.InitCA(w.caDir, "example.org"); err != nil {
+		t.Fatal(err)
+	}
+	id, err := mesh.ParseID(ordersID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.id = id
+	if err := mesh.IssueLeaf(w.caDir, id, time.Hour, w.prefix); err != nil {
+		t.Fatal(err)
+	}
+	w.src, err = mesh.NewSource(context.Background(), w.prefix+".pem", w.prefix+"-key.pem", filepath.Join(w.caDir, mesh.BundleFile), mesh.SourceOptions{Logger: w.logs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.src.Close() })
+	return w
+}
+
+// certSerial is the serial number of the certificate in the PEM file path.
+func certSerial(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.String()
 }
