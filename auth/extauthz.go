@@ -24,7 +24,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpguts"
 
-	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -464,22 +463,9 @@ func (s *headerSink) accept(name, value string, upstream bool) (string, bool) {
 	return k, true
 }
 
-// edgeStated reports whether the edge states name for the upstream, so
-// that an authorization server may neither set nor remove it:
-// routes.ForbiddenAuthzHeader (framing, X-Forwarded-*, the request id and
-// trace), and the edge's table of client-address, URL-override and
-// Causeway-owned headers (True-Client-Ip, X-Original-Url,
-// X-Causeway-Peer-Id, X-Causeway-Caller-*, ...), which it drops from every
-// client as a request enters: a server's copy, set after that, would be
-// the only one an upstream sees. Names are compared folded ('_' as '-'),
-// as a CGI-style upstream reads them: X_Forwarded_For is
-// HTTP_X_FORWARDED_FOR to it, and the edge drops a client's X_... names
-// as they enter.
-func edgeStated(name string) bool {
-	folded := http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))
-	return routes.ForbiddenAuthzHeader(folded) || edgeheader.Of(name) != edgeheader.Plain ||
-		strings.HasPrefix(folded, "X-Causeway-") || strings.HasPrefix(folded, "Causeway-")
-}
+// edgeStated is routes.EdgeStatedHeader: the names an authorization
+// server may neither set nor remove.
+func edgeStated(name string) bool { return routes.EdgeStatedHeader(name) }
 
 // denialStatus is the status a denial is answered with: the server's, when
 // it is one a denial can be (a redirect to a login page, a 4xx or 5xx),

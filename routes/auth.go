@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/edgeheader"
 )
 
 // JWTAlgorithms are the signing algorithms an authenticator may allow.
@@ -407,7 +409,7 @@ func (c *checker) checkExtAuthz(p string, x *ExtAuthz) {
 	for i, h := range x.UpstreamHeaders {
 		if !httpTokenRe.MatchString(h) {
 			c.errorf(indexPath(p+".upstream_headers", i), "%q is not a header name", h)
-		} else if ForbiddenAuthzHeader(h) {
+		} else if EdgeStatedHeader(h) {
 			c.errorf(indexPath(p+".upstream_headers", i), "%q is set by the edge itself and cannot come from an authorization server", http.CanonicalHeaderKey(h))
 		}
 	}
@@ -453,6 +455,23 @@ func ForbiddenAuthzHeader(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(h, "X-Forwarded-") || strings.HasPrefix(h, ":")
+}
+
+// EdgeStatedHeader reports whether the edge states name for the upstream,
+// so that an authorization server may neither set nor remove it:
+// ForbiddenAuthzHeader (framing, X-Forwarded-*, the request id and trace),
+// and the edge's table of client-address, URL-override and Causeway-owned
+// headers (True-Client-Ip, X-Original-Url, X-Causeway-Peer-Id,
+// X-Causeway-Caller-*, ...), which it drops from every client as a request
+// enters: a server's copy, set after that, would be the only one an
+// upstream sees. Names are compared folded ('_' as '-'), as a CGI-style
+// upstream reads them: X_Forwarded_For is HTTP_X_FORWARDED_FOR to it. The
+// routes file's upstream_headers are checked against it when the file
+// loads, and an authorization server's answers on every request.
+func EdgeStatedHeader(name string) bool {
+	folded := http.CanonicalHeaderKey(strings.ReplaceAll(name, "_", "-"))
+	return ForbiddenAuthzHeader(folded) || edgeheader.Of(name) != edgeheader.Plain ||
+		strings.HasPrefix(folded, "X-Causeway-") || strings.HasPrefix(folded, "Causeway-")
 }
 
 func indexPath(p string, i int) string { return fmt.Sprintf("%s[%d]", p, i) }

@@ -3,7 +3,6 @@ package kubernetes
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -17,7 +16,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/causewayhq/causeway/internal/edgeheader"
 	"github.com/causewayhq/causeway/plugins/headers"
 	"github.com/causewayhq/causeway/plugins/respond"
 	"github.com/causewayhq/causeway/plugins/rewrite"
@@ -706,15 +704,10 @@ func checkSetHeader(side, n string) *ruleError {
 // Service (its own, or one another namespace granted it) a forged peer
 // identity or client address.
 //
-// The client-address and URL-override names are the edge's own table
-// (edgeheader); the rest are headers the edge sets after the filters
-// (X-Request-Id, traceparent, the client certificate's subject) or that
-// frame the request (ForbiddenAuthzHeader).
-func edgeOwnedHeader(n string) bool {
-	h := http.CanonicalHeaderKey(n)
-	return edgeheader.Of(h) != edgeheader.Plain || routes.ForbiddenAuthzHeader(h) ||
-		strings.HasPrefix(h, "X-Causeway-") || strings.HasPrefix(h, "Causeway-") || h == "X-Client-Cert-Subject"
-}
+// It is the routes file's rule (routes.EdgeStatedHeader), so a route
+// from the Gateway API and one from the file refuse the same names, in
+// every spelling ('_' as '-').
+func edgeOwnedHeader(n string) bool { return routes.EdgeStatedHeader(n) }
 
 // filters maps the rule's filters onto plugin instances, in order.
 func (t *translator) filters(ns, kind string, base []string, filters []gatewayv1.HTTPRouteFilter, matches []gatewayv1.HTTPRouteMatch, tr *translatedRule) *ruleError {

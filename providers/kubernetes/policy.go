@@ -671,7 +671,7 @@ func sharedForwardedHeader(c routes.Authenticator) (string, string) {
 	}
 	for _, f := range list {
 		h := http.CanonicalHeaderKey(f.header)
-		if !strings.HasPrefix(h, "X-") || routes.ForbiddenAuthzHeader(h) {
+		if !strings.HasPrefix(h, "X-") || routes.EdgeStatedHeader(h) {
 			return f.at, f.header
 		}
 	}
