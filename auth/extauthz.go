@@ -158,7 +158,7 @@ func newExtAuthz(name string, c *routes.ExtAuthz, opts Options) (*extAuthz, erro
 	}
 	var upstream []string
 	for _, h := range c.UpstreamHeaders {
-		if edgeStated(h) {
+		if routes.EdgeStatedHeader(h) {
 			return nil, fmt.Errorf("upstream_headers: %q is set by the edge itself", h)
 		}
 		upstream = append(upstream, http.CanonicalHeaderKey(h))
@@ -454,7 +454,7 @@ func (s *headerSink) accept(name, value string, upstream bool) (string, bool) {
 		return "", false
 	}
 	k := http.CanonicalHeaderKey(name)
-	if upstream && edgeStated(name) {
+	if upstream && routes.EdgeStatedHeader(name) {
 		return "", false
 	}
 	if !upstream && (hopByHop[k] || k == "Content-Length" || k == "Content-Encoding" || strings.HasPrefix(k, ":")) {
@@ -462,10 +462,6 @@ func (s *headerSink) accept(name, value string, upstream bool) (string, bool) {
 	}
 	return k, true
 }
-
-// edgeStated is routes.EdgeStatedHeader: the names an authorization
-// server may neither set nor remove.
-func edgeStated(name string) bool { return routes.EdgeStatedHeader(name) }
 
 // denialStatus is the status a denial is answered with: the server's, when
 // it is one a denial can be (a redirect to a login page, a 4xx or 5xx),

@@ -139,20 +139,29 @@ type routeMetrics struct {
 }
 
 func (m *metrics) forRoute(route string) routeMetrics {
-	m.routeMu.Lock()
-	defer m.routeMu.Unlock()
-	if rm, ok := m.routes[route]; ok {
-		return rm
+	return bindOnce(&m.routeMu, &m.routes, route, func() routeMetrics {
+		return routeMetrics{
+			requests: &codeCounters{vec: m.requests.MustCurryWith(prometheus.Labels{"route": route})},
+			duration: m.requestDuration.WithLabelValues(route),
+		}
+	})
+}
+
+// bindOnce is (*into)[key], bound by bind the first time it is asked for:
+// a route's or an upstream's collectors are bound once, whichever
+// generation asks first, and shared by every later one.
+func bindOnce[T any](mu *sync.Mutex, into *map[string]T, key string, bind func() T) T {
+	mu.Lock()
+	defer mu.Unlock()
+	if v, ok := (*into)[key]; ok {
+		return v
 	}
-	rm := routeMetrics{
-		requests: &codeCounters{vec: m.requests.MustCurryWith(prometheus.Labels{"route": route})},
-		duration: m.requestDuration.WithLabelValues(route),
+	v := bind()
+	if *into == nil {
+		*into = map[string]T{}
 	}
-	if m.routes == nil {
-		m.routes = map[string]routeMetrics{}
-	}
-	m.routes[route] = rm
-	return rm
+	(*into)[key] = v
+	return v
 }
 
 func (rm routeMetrics) observe(method string, status int, d time.Duration) {
@@ -168,20 +177,12 @@ type upstreamMetrics struct {
 }
 
 func (m *metrics) forUpstream(up string) upstreamMetrics {
-	m.routeMu.Lock()
-	defer m.routeMu.Unlock()
-	if um, ok := m.upstreams[up]; ok {
-		return um
-	}
-	um := upstreamMetrics{
-		requests: &codeCounters{vec: m.upstreamRequests.MustCurryWith(prometheus.Labels{"upstream": up})},
-		duration: m.upstreamDuration.WithLabelValues(up),
-	}
-	if m.upstreams == nil {
-		m.upstreams = map[string]upstreamMetrics{}
-	}
-	m.upstreams[up] = um
-	return um
+	return bindOnce(&m.routeMu, &m.upstreams, up, func() upstreamMetrics {
+		return upstreamMetrics{
+			requests: &codeCounters{vec: m.upstreamRequests.MustCurryWith(prometheus.Labels{"upstream": up})},
+			duration: m.upstreamDuration.WithLabelValues(up),
+		}
+	})
 }
 
 func (um upstreamMetrics) observe(endpoint string, status int, d time.Duration) {
