@@ -7,11 +7,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,20 +40,40 @@ type acmeIssuer struct {
 	// ready holds cache keys autocert already has in memory: their
 	// handshakes go straight to autocert with no cache look-up.
 	ready sync.Map // string -> struct{}
-	// keyMu serialises the first issuance of one name in this process.
-	keyMu   sync.Mutex
-	keyLock map[string]*sync.Mutex
+
+	// Under flightMu: the certificates being fetched or ordered, by cache
+	// key. One goroutine per key does the work; every handshake that needs
+	// the key waits for it, for at most wait.
+	flightMu sync.Mutex
+	flights  map[string]*flight
+	closed   bool // under flightMu: no new flight starts
+	wait     time.Duration
+	work     sync.WaitGroup     // the flights' goroutines
+	ctx      context.Context    // the flights' context, cancelled by close
+	cancel   context.CancelFunc // cancels ctx
 
 	orders  atomic.Int64     // orders this process started (tests and metrics)
 	now     func() time.Time // the rate limit's clock and cache validity
 	onOrder func(result string)
 }
 
+// flight is one cache key's certificate being fetched or ordered; cert and
+// err are set before done is closed.
+type flight struct {
+	done chan struct{}
+	cert *tls.Certificate
+	err  error
+}
+
 func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 	iss := &acmeIssuer{
 		now:     opts.now,
 		hosts:   map[string]bool{},
-		keyLock: map[string]*sync.Mutex{},
+		flights: map[string]*flight{},
+		wait:    opts.ACMEWait,
+	}
+	if iss.wait <= 0 {
+		iss.wait = defaultACMEWait
 	}
 	for _, h := range cfg.Hosts {
 		iss.hosts[normalizeSNI(h)] = true
@@ -95,7 +119,7 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 		}
 		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	iss.transport = &closableTransport{next: base}
+	iss.transport = newClosableTransport(base)
 	if od := cfg.OnDemand; od != nil {
 		iss.onDemand, err = newOnDemand(od, opts.HTTPClient, opts.now)
 		if err != nil {
@@ -109,10 +133,12 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 		Email:      cfg.Email,
 		Client: &acme.Client{
 			DirectoryURL: cfg.DirectoryURL,
-			HTTPClient:   &http.Client{Transport: iss.transport, Timeout: 2 * time.Minute},
+			HTTPClient:   &http.Client{Transport: iss.transport, Timeout: acmeRequestTimeout},
 			UserAgent:    "causeway-edge",
 		},
 	}
+	iss.ctx, iss.cancel = context.WithCancel(context.Background())
+	iss.ac.Client.RetryBackoff = iss.retryBackoff
 	return iss, nil
 }
 
@@ -148,7 +174,10 @@ func (iss *acmeIssuer) allowed(ctx context.Context, name string) (onDemand bool,
 }
 
 // certificate returns the ACME certificate for name, ordering it if neither
-// autocert's memory nor the cache holds one.
+// autocert's memory nor the cache holds one. The handshake waits for at most
+// iss.wait: an order stuck at the CA must not hold handshakes (and their
+// goroutines) for as long as autocert allows it to run. The order goes on,
+// and a later handshake gets its certificate.
 func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDemand bool) (*tls.Certificate, error) {
 	ck := name
 	if !supportsECDSA(hello) {
@@ -157,16 +186,63 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	if _, ok := iss.ready.Load(ck); ok {
 		return iss.ac.GetCertificate(hello)
 	}
-	mu := iss.lockFor(ck)
-	mu.Lock()
-	defer mu.Unlock()
+	f, err := iss.join(ck, hello, name, onDemand)
+	if err != nil {
+		return nil, err
+	}
+	t := time.NewTimer(iss.wait)
+	defer t.Stop()
+	select {
+	case <-f.done:
+		return f.cert, f.err
+	case <-t.C:
+		return nil, fmt.Errorf("acme %q: %w after %s; the order goes on and a later handshake gets its certificate", name, errStillOrdering, iss.wait)
+	case <-helloContext(hello).Done():
+		return nil, fmt.Errorf("acme %q: %w", name, helloContext(hello).Err())
+	}
+}
+
+// join returns the flight for ck, starting it if there is none.
+func (iss *acmeIssuer) join(ck string, hello *tls.ClientHelloInfo, name string, onDemand bool) (*flight, error) {
+	iss.flightMu.Lock()
+	defer iss.flightMu.Unlock()
+	if iss.closed {
+		return nil, fmt.Errorf("acme %q: %w", name, errClosed)
+	}
+	if f := iss.flights[ck]; f != nil {
+		return f, nil
+	}
+	f := &flight{done: make(chan struct{})}
+	iss.flights[ck] = f
+	// The flight outlives the handshake: it keeps what autocert reads of
+	// the hello, not the hello and its connection.
+	h := &tls.ClientHelloInfo{
+		ServerName:       hello.ServerName,
+		CipherSuites:     slices.Clone(hello.CipherSuites),
+		SupportedCurves:  slices.Clone(hello.SupportedCurves),
+		SignatureSchemes: slices.Clone(hello.SignatureSchemes),
+	}
+	iss.work.Add(1)
+	go func() {
+		defer iss.work.Done()
+		cert, err := iss.obtain(h, ck, name, onDemand)
+		iss.flightMu.Lock()
+		delete(iss.flights, ck)
+		iss.flightMu.Unlock()
+		f.cert, f.err = cert, err
+		close(f.done)
+	}()
+	return f, nil
+}
+
+// obtain loads ck from the cache or orders it. It runs in a flight, under
+// the issuer's context (cancelled by close), not the handshake's.
+func (iss *acmeIssuer) obtain(hello *tls.ClientHelloInfo, ck, name string, onDemand bool) (*tls.Certificate, error) {
 	if _, ok := iss.ready.Load(ck); ok {
 		return iss.ac.GetCertificate(hello)
 	}
-	// The handshake's context has no deadline of its own (the server bounds
-	// the connection with I/O deadlines): bound the ask, the cache look-up
-	// and any wait for another replica's order.
-	ctx, cancel := context.WithTimeout(helloContext(hello), orderTimeout)
+	// Bound the cache look-up and any wait for another replica's order.
+	ctx, cancel := context.WithTimeout(iss.ctx, orderTimeout)
 	defer cancel()
 	data, err := iss.cache.Get(ctx, ck)
 	if err == nil && !leafValidAt(data, iss.now()) {
@@ -228,10 +304,82 @@ func helloContext(hello *tls.ClientHelloInfo) context.Context {
 	return context.Background()
 }
 
-// orderTimeout bounds one handshake's wait for a certificate, ordering
-// included; a client has long given up by then, but the order goes on for the
-// next handshake's benefit (autocert runs it under its own 5-minute bound).
+// orderTimeout bounds a flight's cache look-up and its wait for another
+// replica's order; autocert runs the order itself under its own 5-minute
+// bound.
 const orderTimeout = 2 * time.Minute
+
+// defaultACMEWait is how long a handshake waits for a certificate being
+// ordered (Options.ACMEWait): an order takes seconds when the CA is well, and
+// clients give up on a handshake well before autocert gives up on an order.
+const defaultACMEWait = 30 * time.Second
+
+// acmeRequestTimeout bounds one request to the CA, so a CA that accepts a
+// request and never answers fails the order instead of holding it.
+const acmeRequestTimeout = 30 * time.Second
+
+// maxRetryWait and maxRetries bound x/crypto/acme's retries of a request the
+// CA answered 429, 5xx or badNonce: by default it sleeps whatever Retry-After
+// says (a day, for a hostile or rate-limiting CA) and retries until the
+// order's 5-minute context ends.
+const (
+	maxRetryWait = 10 * time.Second
+	maxRetries   = 10
+)
+
+// retryBackoff is acme.Client.RetryBackoff. x/crypto/acme calls it before
+// each retry and then sleeps what it returns, on a context close cannot
+// cancel (autocert's own); so it waits here instead, where close can end
+// the wait, and returns 0 (give up with the CA's last error) when it does.
+func (iss *acmeIssuer) retryBackoff(n int, r *http.Request, res *http.Response) time.Duration {
+	d := backoff(n, res)
+	if d <= 0 {
+		return 0
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return time.Nanosecond // retry now
+	case <-iss.ctx.Done():
+		return 0
+	case <-r.Context().Done():
+		return 0
+	}
+}
+
+// backoff is the wait before the nth retry: none for a rejected nonce,
+// Retry-After when the CA sends one, else 1, 2, 4... seconds; never more than
+// maxRetryWait, and 0 (no retry) after maxRetries.
+func backoff(n int, res *http.Response) time.Duration {
+	if n > maxRetries {
+		return 0
+	}
+	if res.StatusCode == http.StatusBadRequest {
+		// x/crypto/acme retries a 400 only for badNonce, whose answer
+		// carries a fresh nonce: retry at once (RFC 8555, section 6.5).
+		return time.Millisecond
+	}
+	jitter := time.Duration(1+mathrand.IntN(1000)) * time.Millisecond
+	if v := res.Header.Get("Retry-After"); v != "" {
+		if d := parseRetryAfter(v, time.Now()); d > 0 {
+			return min(d, maxRetryWait) + jitter
+		}
+		return jitter
+	}
+	return min(time.Second<<min(max(n-1, 0), 10), maxRetryWait) + jitter
+}
+
+// parseRetryAfter reads a Retry-After value: seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if s, err := strconv.Atoi(v); err == nil {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return t.Sub(now)
+	}
+	return 0
+}
 
 // leafValidAt reports whether the first certificate in a cache entry (key
 // PEM, then the chain) is still valid at now.
@@ -289,44 +437,88 @@ func (iss *acmeIssuer) count(result string) {
 	}
 }
 
-func (iss *acmeIssuer) lockFor(ck string) *sync.Mutex {
-	iss.keyMu.Lock()
-	defer iss.keyMu.Unlock()
-	mu := iss.keyLock[ck]
-	if mu == nil {
-		mu = &sync.Mutex{}
-		iss.keyLock[ck] = mu
-	}
-	return mu
+// close stops new flights, cancels the requests in progress to the CA and
+// the waits before retrying one. It does not wait for the flights (a reload
+// must not stall on a CA): autocert fails each at its next request, and the
+// longest it can sleep before one is a Retry-After of a successful answer,
+// which the transport caps at maxPollWait.
+func (iss *acmeIssuer) close() {
+	iss.flightMu.Lock()
+	iss.closed = true
+	iss.flightMu.Unlock()
+	iss.cancel()
+	iss.transport.close()
 }
 
-func (iss *acmeIssuer) close() { iss.transport.close() }
-
-// closableTransport refuses requests once closed. autocert has no Stop: its
-// renewal timers outlive the Manager, and a replaced Manager must not keep
-// ordering certificates in the background.
+// closableTransport refuses requests once closed and cancels those in
+// progress. autocert has no Stop: its renewal timers outlive the Manager, and
+// a replaced Manager must not keep ordering certificates in the background.
 type closableTransport struct {
 	next   http.RoundTripper
-	closed atomic.Bool
+	ctx    context.Context // done when closed
+	cancel context.CancelFunc
 }
 
 var (
-	errClosed      = errors.New("edgetls: manager closed")
-	errRateLimited = errors.New("order rate limit reached")
+	errClosed        = errors.New("edgetls: manager closed")
+	errRateLimited   = errors.New("order rate limit reached")
+	errStillOrdering = errors.New("no certificate yet")
 )
 
+func newClosableTransport(next http.RoundTripper) *closableTransport {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &closableTransport{next: next, ctx: ctx, cancel: cancel}
+}
+
+// maxPollWait caps the Retry-After of the CA's successful answers, which
+// x/crypto/acme's WaitOrder and WaitAuthorization sleep for with no bound of
+// their own: a CA that keeps an order "processing" with Retry-After: 86400
+// would otherwise hold the order, and close, until autocert's 5 minutes end.
+const maxPollWait = 10 * time.Second
+
 func (t *closableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.closed.Load() {
+	if t.ctx.Err() != nil {
 		return nil, errClosed
 	}
-	return t.next.RoundTrip(r)
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(t.ctx, cancel)
+	res, err := t.next.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		stop()
+		cancel()
+		if t.ctx.Err() != nil {
+			return nil, errClosed
+		}
+		return nil, err
+	}
+	if res.StatusCode < 300 {
+		if v := res.Header.Get("Retry-After"); v != "" && parseRetryAfter(v, time.Now()) > maxPollWait {
+			res.Header.Set("Retry-After", strconv.Itoa(int(maxPollWait/time.Second)))
+		}
+	}
+	res.Body = &releaseBody{ReadCloser: res.Body, release: func() { stop(); cancel() }}
+	return res, nil
 }
 
 func (t *closableTransport) close() {
-	t.closed.Store(true)
+	t.cancel()
 	if tr, ok := t.next.(*http.Transport); ok {
 		tr.CloseIdleConnections()
 	}
+}
+
+// releaseBody releases the request's context when the body is closed; the
+// context must live as long as the body is read.
+type releaseBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
 }
 
 // isALPNChallenge reports a TLS-ALPN-01 validation connection from the CA

@@ -59,6 +59,9 @@ type Options struct {
 	// OnReload, if set, is called after every reload that file changes
 	// triggered, with its error (nil: the new certificates are served).
 	OnReload func(error)
+	// ACMEWait is how long a handshake waits for an ACME certificate being
+	// ordered before it fails (the order goes on); default 30s.
+	ACMEWait time.Duration
 	// Now is the clock for the on-demand rate limit; nil: time.Now.
 	Now func() time.Time
 	// ProviderCertificates allows a tls section with no certificate of its
