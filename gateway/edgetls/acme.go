@@ -474,7 +474,8 @@ func newClosableTransport(next http.RoundTripper) *closableTransport {
 // x/crypto/acme's WaitOrder and WaitAuthorization sleep for with no bound of
 // their own: a CA that keeps an order "processing" with Retry-After: 86400
 // would otherwise hold the order, and close, until autocert's 5 minutes end.
-const maxPollWait = 10 * time.Second
+// A variable so a test need not wait it out.
+var maxPollWait = 10 * time.Second
 
 func (t *closableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if t.ctx.Err() != nil {
@@ -493,7 +494,7 @@ func (t *closableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	if res.StatusCode < 300 {
 		if v := res.Header.Get("Retry-After"); v != "" && parseRetryAfter(v, time.Now()) > maxPollWait {
-			res.Header.Set("Retry-After", strconv.Itoa(int(maxPollWait/time.Second)))
+			res.Header.Set("Retry-After", strconv.Itoa(int(max(maxPollWait/time.Second, 1))))
 		}
 	}
 	res.Body = &releaseBody{ReadCloser: res.Body, release: func() { stop(); cancel() }}

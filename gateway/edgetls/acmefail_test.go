@@ -71,6 +71,10 @@ func (ca *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 	case "/new-order":
 		ca.newOrders.Add(1)
 		ca.newOrder(w, r)
+	case "/finalize", "/order/1":
+		// An order that stays "processing" for a day.
+		w.Header().Set("Retry-After", "86400")
+		_, _ = w.Write([]byte(`{"status":"processing","finalize":"` + base + `/finalize","authorizations":[]}`))
 	default:
 		http.NotFound(w, r)
 	}
@@ -110,10 +114,21 @@ func TestACMEFailingCA(t *testing.T) {
 				_, _ = w.Write([]byte(`{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many"}`))
 			}
 		}, false, -1, "no certificate yet after", map[string]int64{"error": 1}},
+		{"order processing for ever with Retry-After of a day", func(ca *fakeCA, _ <-chan struct{}) {
+			ca.newOrder = func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Location", "https://"+r.Host+"/order/1")
+				w.WriteHeader(http.StatusCreated)
+				_, _ = w.Write([]byte(`{"status":"ready","finalize":"https://` + r.Host + `/finalize","authorizations":[]}`))
+			}
+		}, false, 1, "no certificate yet after", map[string]int64{"error": 1}},
 		{"directory is garbage", func(ca *fakeCA, _ <-chan struct{}) { ca.garbageDir = true },
 			false, 0, "ordering", map[string]int64{"error": 1}},
 		{"CA down", nil, true, 0, "ordering", map[string]int64{"error": 1}},
 	}
+	// The cap on a processing order's Retry-After, which the flight sleeps
+	// after Close, shortened so the test need not wait it out.
+	defer func(d time.Duration) { maxPollWait = d }(maxPollWait)
+	maxPollWait = time.Second
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -313,5 +328,51 @@ func TestACMEBackoff(t *testing.T) {
 				t.Errorf("backoff(%d) = %s, want in [%s, %s]", tt.n, d, tt.min, tt.max)
 			}
 		})
+	}
+}
+
+// TestACMERefusedReloadKeepsOrder builds and closes a second Manager for the
+// same tls section while the first has an order waiting at the CA, as a
+// refused routes reload does: the first Manager's order must go on.
+func TestACMERefusedReloadKeepsOrder(t *testing.T) {
+	dir := t.TempDir()
+	release := make(chan struct{})
+	var inFlight, cancelled, answered atomic.Int32
+	ca := startFakeCA(t, dir, func(ca *fakeCA) {
+		ca.newOrder = func(w http.ResponseWriter, r *http.Request) {
+			inFlight.Add(1)
+			select {
+			case <-r.Context().Done():
+				cancelled.Add(1)
+			case <-release:
+				w.WriteHeader(http.StatusServiceUnavailable)
+				answered.Add(1)
+			}
+		}
+	})
+	const host = "reload.example.com"
+	cfg := &routes.TLS{ACME: &routes.ACME{Hosts: []string{host}, Cache: "dir", CacheDir: filepath.Join(dir, "acme"),
+		DirectoryURL: ca.srv.URL + "/dir", CARootsFile: ca.roots}}
+	m := newManager(t, cfg, Options{ACMEWait: 100 * time.Millisecond})
+	e := serveEdge(t, m, listen(t), listen(t))
+	if _, err := handshake(e.httpsAddr, &tls.Config{ServerName: host, InsecureSkipVerify: true}); err == nil { //nolint:gosec // only the refusal matters
+		t.Fatal("handshake succeeded with no certificate issued")
+	}
+	for inFlight.Load() == 0 {
+		time.Sleep(10 * time.Millisecond) // the order reaches the CA
+	}
+	refused, err := New(t.Context(), cfg, Options{HoldExpiry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused.Close()
+	close(release) // the CA answers the order now, with a 503
+	for answered.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.stop() // Close cancels the wait before the retry
+	m.acme.work.Wait()
+	if n := cancelled.Load(); n != 0 {
+		t.Errorf("%d CA requests of the serving Manager were cancelled by closing the refused one", n)
 	}
 }
