@@ -43,6 +43,7 @@ type metrics struct {
 	ratelimitDecision *prometheus.CounterVec
 	certExpiry        *prometheus.GaugeVec
 	certReloads       *prometheus.CounterVec
+	acmeOrders        *prometheus.CounterVec
 	endpointHealthy   *prometheus.GaugeVec
 	// endpointHealth holds a handle on each of endpointHealthy's series
 	// across generations (proxy.HealthSeries).
@@ -97,6 +98,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		certReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "causeway_tls_certificate_reloads_total", Help: "Re-reads of the edge's certificate files, by result (success, or failure: the previous certificates stay served).",
 		}, []string{"result"}),
+		acmeOrders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "causeway_acme_orders_total", Help: "ACME certificate orders this edge started, by result (ok, error, rate_limited: refused by the edge's own order limit).",
+		}, []string{"result"}),
 		endpointHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "causeway_upstream_endpoint_healthy", Help: "1 when the endpoint takes traffic, 0 when it is ejected or failing its health check.",
 		}, []string{"upstream", "endpoint"}),
@@ -120,7 +124,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.upstreamRequests, m.upstreamDuration, m.reloads,
-		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
+		m.configInfo, m.inflight, m.authFailures, m.ratelimitDecision, m.certExpiry, m.certReloads, m.acmeOrders, m.endpointHealthy, m.meshRequests, m.workloadAPIUp,
 		m.callerTokens, m.outboundEndpoints, m.statusLeader, m.statusWrites, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.endpointHealth = proxy.NewHealthSeries(m.endpointHealthy)
 	m.unmatched = m.forRoute("_unmatched")

@@ -375,6 +375,7 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	// reading the live manager until commit, and the new one's expiry
 	// series are held until then.
 	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, HoldExpiry: true, CertReloads: t.e.metrics.certReloads,
+		ACMEOrders:           t.e.metrics.acmeOrders,
 		ProviderCertificates: f.Providers.Kubernetes != nil}
 	rdb := t.redis
 	var newRedis redis.UniversalClient

@@ -233,6 +233,14 @@ routes:
 	if strings.Contains(logs.String(), "panic") {
 		t.Errorf("the log shows a panic:\n%s", logs.String())
 	}
+	// The failed orders are counted where an operator alerts on them.
+	_, metrics := get(t, "http://"+e.Addr("admin")+"/metrics")
+	if n, ok := metricValue(metrics, `causeway_acme_orders_total{result="error"}`); !ok || n < 1 {
+		t.Errorf("causeway_acme_orders_total{result=\"error\"} = %v (found %t), want at least 1", n, ok)
+	}
+	if n, _ := metricValue(metrics, `causeway_acme_orders_total{result="ok"}`); n != 0 {
+		t.Errorf("causeway_acme_orders_total{result=\"ok\"} = %v with no reachable CA", n)
+	}
 }
 
 // A JWKS endpoint that answers 20 MB, and one that never answers: the edge

@@ -48,7 +48,7 @@ type acmeIssuer struct {
 	flights  map[string]*flight
 	closed   bool // under flightMu: no new flight starts
 	wait     time.Duration
-	work     sync.WaitGroup     // the flights' goroutines
+	work     sync.WaitGroup     // the flights' goroutines (close ends them; tests wait)
 	ctx      context.Context    // the flights' context, cancelled by close
 	cancel   context.CancelFunc // cancels ctx
 
@@ -119,7 +119,7 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 		}
 		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	iss.transport = newClosableTransport(base)
+	iss.transport = newClosableTransport(base, iss.now)
 	if od := cfg.OnDemand; od != nil {
 		iss.onDemand, err = newOnDemand(od, opts.HTTPClient, opts.now)
 		if err != nil {
@@ -222,6 +222,8 @@ func (iss *acmeIssuer) join(ck string, hello *tls.ClientHelloInfo, name string, 
 		SupportedCurves:  slices.Clone(hello.SupportedCurves),
 		SignatureSchemes: slices.Clone(hello.SignatureSchemes),
 	}
+	// close stops the flight: it cancels the requests to the CA and the
+	// waits between them, so the goroutine ends at its next step.
 	iss.work.Add(1)
 	go func() {
 		defer iss.work.Done()
@@ -332,7 +334,7 @@ const (
 // cancel (autocert's own); so it waits here instead, where close can end
 // the wait, and returns 0 (give up with the CA's last error) when it does.
 func (iss *acmeIssuer) retryBackoff(n int, r *http.Request, res *http.Response) time.Duration {
-	d := backoff(n, res)
+	d := backoff(n, res, iss.now())
 	if d <= 0 {
 		return 0
 	}
@@ -351,7 +353,7 @@ func (iss *acmeIssuer) retryBackoff(n int, r *http.Request, res *http.Response) 
 // backoff is the wait before the nth retry: none for a rejected nonce,
 // Retry-After when the CA sends one, else 1, 2, 4... seconds; never more than
 // maxRetryWait, and 0 (no retry) after maxRetries.
-func backoff(n int, res *http.Response) time.Duration {
+func backoff(n int, res *http.Response, now time.Time) time.Duration {
 	if n > maxRetries {
 		return 0
 	}
@@ -362,7 +364,7 @@ func backoff(n int, res *http.Response) time.Duration {
 	}
 	jitter := time.Duration(1+mathrand.IntN(1000)) * time.Millisecond
 	if v := res.Header.Get("Retry-After"); v != "" {
-		if d := parseRetryAfter(v, time.Now()); d > 0 {
+		if d := parseRetryAfter(v, now); d > 0 {
 			return min(d, maxRetryWait) + jitter
 		}
 		return jitter
@@ -455,7 +457,8 @@ func (iss *acmeIssuer) close() {
 // a replaced Manager must not keep ordering certificates in the background.
 type closableTransport struct {
 	next   http.RoundTripper
-	ctx    context.Context // done when closed
+	now    func() time.Time // reads Retry-After dates
+	ctx    context.Context  // done when closed
 	cancel context.CancelFunc
 }
 
@@ -465,9 +468,9 @@ var (
 	errStillOrdering = errors.New("no certificate yet")
 )
 
-func newClosableTransport(next http.RoundTripper) *closableTransport {
+func newClosableTransport(next http.RoundTripper, now func() time.Time) *closableTransport {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &closableTransport{next: next, ctx: ctx, cancel: cancel}
+	return &closableTransport{next: next, now: now, ctx: ctx, cancel: cancel}
 }
 
 // maxPollWait caps the Retry-After of the CA's successful answers, which
@@ -493,7 +496,7 @@ func (t *closableTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if res.StatusCode < 300 {
-		if v := res.Header.Get("Retry-After"); v != "" && parseRetryAfter(v, time.Now()) > maxPollWait {
+		if v := res.Header.Get("Retry-After"); v != "" && parseRetryAfter(v, t.now()) > maxPollWait {
 			res.Header.Set("Retry-After", strconv.Itoa(int(max(maxPollWait/time.Second, 1))))
 		}
 	}

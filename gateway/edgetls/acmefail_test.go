@@ -285,7 +285,7 @@ func TestACMETransportCapsPollWait(t *testing.T) {
 				w.WriteHeader(tt.status)
 			}))
 			defer srv.Close()
-			tr := newClosableTransport(&http.Transport{})
+			tr := newClosableTransport(&http.Transport{}, time.Now)
 			defer tr.close()
 			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
 			res, err := tr.RoundTrip(req)
@@ -324,7 +324,7 @@ func TestACMEBackoff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if d := backoff(tt.n, tt.res); d < tt.min || d > tt.max {
+			if d := backoff(tt.n, tt.res, time.Now()); d < tt.min || d > tt.max {
 				t.Errorf("backoff(%d) = %s, want in [%s, %s]", tt.n, d, tt.min, tt.max)
 			}
 		})
