@@ -273,7 +273,7 @@ routes:
 	vec := NewDecisionsMetric()
 	s := newService(t, newClock(), vec, file)
 	h := handlerFor(t, s, file.Routes[0], KeySources{})
-	if _, err := srv.Do("SET", "causeway:rl:{l|mallory}", "not a hash"); err != nil {
+	if _, err := srv.Do("SET", "causeway:rl:{l|mallory}:5/60000000/5", "not a hash"); err != nil {
 		t.Fatal(err)
 	}
 	if w := h.do(map[string]string{"X-User": "mallory"}); w.Code != 503 {
