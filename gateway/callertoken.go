@@ -186,7 +186,10 @@ type sidecarCallers struct {
 }
 
 func newSidecarCallers(in *routes.Inbound, src *mesh.Source, counts *prometheus.CounterVec, log *slog.Logger, now func() time.Time) (*sidecarCallers, error) {
-	sc := &sidecarCallers{header: routes.DefaultCallerHeader, counts: counts, log: log}
+	// Even without callers the token header's CGI-style spellings go (see
+	// check): the sidecar verified no token, so the service gets none.
+	sc := &sidecarCallers{header: routes.DefaultCallerHeader, counts: counts, log: log,
+		ownedFolded: map[string]bool{foldName(routes.DefaultCallerHeader): true}}
 	var err error
 	if sc.policy, err = caller.NewPolicy(in.Rules); err != nil {
 		return nil, err

@@ -454,6 +454,15 @@ func TestCallerTokensConcurrent(t *testing.T) {
 // the service, which, if CGI-style, would read them as HTTP_X_USER_ID and
 // HTTP_CAUSEWAY_CALLER; other underscored names still do.
 func TestCallerHeadersUnderscoredDropped(t *testing.T) {
+	t.Run("with callers", func(t *testing.T) {
+		underscoredDropped(t, "  callers: {issuers: [\""+edgeID+"\"], headers: [X-User-Id]}\n", true)
+	})
+	// Without callers the sidecar verifies no token and passes none on, so
+	// a copy under a CGI-style spelling must not reach the service either.
+	t.Run("without callers", func(t *testing.T) { underscoredDropped(t, "", false) })
+}
+
+func underscoredDropped(t *testing.T, callers string, owned bool) {
 	ca := meshtest.NewCA(t, "example.org")
 	svcSeen := &seen{}
 	svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -470,21 +479,25 @@ inbound:
   listen: "127.0.0.1:0"
   forward_to: %q
   allow: [%q]
-  callers: {issuers: [%q], headers: [X-User-Id]}
-`, files.Cert, files.Key, files.Bundle, svc, edgeID, edgeID))
+%s`, files.Cert, files.Key, files.Bundle, svc, edgeID, callers))
 	src, _ := ca.Source(edgeID)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: mesh.ClientConfig(src, mustParseID(t, ordersID)), ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 	for _, tc := range []struct {
 		name    string
+		owned   bool // needs callers.headers
 		headers map[string]string
 		dropped []string
 		kept    []string
 	}{
-		{"underscored owned header", map[string]string{"X_User_Id": "mallory", "X_Other": "kept"}, []string{"X_User_Id"}, []string{"X_Other"}},
-		{"underscored, other case", map[string]string{"x_user-id": "mallory"}, []string{"x_user-id"}, nil},
-		{"underscored token header", map[string]string{"Causeway_Caller": "forged"}, []string{"Causeway_Caller"}, nil},
+		{"underscored owned header", true, map[string]string{"X_User_Id": "mallory", "X_Other": "kept"}, []string{"X_User_Id"}, []string{"X_Other"}},
+		{"underscored, other case", true, map[string]string{"x_user-id": "mallory"}, []string{"x_user-id"}, nil},
+		{"underscored token header", false, map[string]string{"Causeway_Caller": "forged"}, []string{"Causeway_Caller"}, nil},
+		{"underscored token header, other case", false, map[string]string{"causeway_CALLER": "forged"}, []string{"causeway_CALLER"}, nil},
 	} {
+		if tc.owned && !owned {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodGet, "https://"+sc.Addr("inbound")+"/x", nil)
 			for k, v := range tc.headers {

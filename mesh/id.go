@@ -15,6 +15,8 @@ package mesh
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
+	"errors"
 	"fmt"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -53,8 +55,58 @@ func ParseTrustDomain(s string) (TrustDomain, error) {
 // the certificate: it says nothing about whether the certificate is trusted.
 func IDFromCert(cert *x509.Certificate) (ID, error) {
 	id, err := x509svid.IDFromCert(cert)
+	if err == nil {
+		err = writtenAs(cert, id)
+	}
 	if err != nil {
 		return ID{}, fmt.Errorf("reading SPIFFE ID of certificate %x: %w", cert.SerialNumber, err)
 	}
 	return id, nil
+}
+
+// writtenAs refuses a certificate whose URI SAN, as written in it, is not
+// exactly id. crypto/x509 hands go-spiffe the SAN through url.Parse, which
+// lowers the scheme's case: "SPIFFE://example.org/ns/edge/sa/gateway", which
+// the SPIFFE ID rules (and ParseID) refuse, would otherwise be read as
+// spiffe://example.org/ns/edge/sa/gateway. A CA or a registration policy
+// that checks the text it signs would let that spelling through as not an
+// ID of ours; the mesh must not then grant it one.
+func writtenAs(cert *x509.Certificate, id ID) error {
+	uris, err := rawURISANs(cert)
+	if err != nil {
+		return err
+	}
+	if len(uris) != 1 || uris[0] != id.String() {
+		return fmt.Errorf("URI SAN %q is not written as the SPIFFE ID %s", uris, id)
+	}
+	return nil
+}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// rawURISANs returns the uniformResourceIdentifier entries ([6] IA5String,
+// RFC 5280 4.2.1.6) of cert's subjectAltName extension, byte for byte.
+func rawURISANs(cert *x509.Certificate) ([]string, error) {
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var seq asn1.RawValue
+		rest, err := asn1.Unmarshal(ext.Value, &seq)
+		if err != nil || len(rest) != 0 || !seq.IsCompound || seq.Tag != asn1.TagSequence {
+			return nil, errors.New("malformed subjectAltName extension")
+		}
+		var uris []string
+		for b := seq.Bytes; len(b) > 0; {
+			var name asn1.RawValue
+			if b, err = asn1.Unmarshal(b, &name); err != nil {
+				return nil, errors.New("malformed subjectAltName extension")
+			}
+			if name.Class == asn1.ClassContextSpecific && name.Tag == 6 {
+				uris = append(uris, string(name.Bytes))
+			}
+		}
+		return uris, nil
+	}
+	return nil, nil
 }

@@ -24,6 +24,7 @@ func TestPeerIDsAsPeerID(t *testing.T) {
 	gw := ca.Issue(gatewayID).Leaf
 	noID := ca.Issue("spiffe://example.org/x", meshtest.URIs()).Leaf
 	twoIDs := ca.Issue("spiffe://example.org/x", meshtest.URIs(gatewayID, ordersID)).Leaf
+	upperScheme := ca.Issue("spiffe://example.org/x", meshtest.RawURIs("SPIFFE://example.org/ns/edge/sa/gateway")).Leaf
 	tests := []struct {
 		desc   string
 		states []*tls.ConnectionState // asked in this order, each twice
@@ -40,6 +41,8 @@ func TestPeerIDsAsPeerID(t *testing.T) {
 		},
 		{desc: "certificate without a SPIFFE ID", states: []*tls.ConnectionState{peerState(noID)}, want: []string{""}},
 		{desc: "certificate with two URIs", states: []*tls.ConnectionState{peerState(twoIDs)}, want: []string{""}},
+		// crypto/x509 reads it as spiffe://...: not the ID written.
+		{desc: "certificate with an upper-case scheme", states: []*tls.ConnectionState{peerState(upperScheme)}, want: []string{""}},
 		{desc: "a verified leaf", states: []*tls.ConnectionState{peerState(gw)}, want: []string{gatewayID}},
 	}
 	for _, tc := range tests {

@@ -505,6 +505,9 @@ func verifySVID(chain []*x509.Certificate, bundles x509bundle.Source, now time.T
 	if err != nil {
 		return ID{}, err
 	}
+	if err := writtenAs(chain[0], id); err != nil {
+		return ID{}, err
+	}
 	if id.Path() == "" {
 		// The X509-SVID specification reserves the bare trust domain ID for
 		// the trust domain itself (its CAs); a workload's has a path.

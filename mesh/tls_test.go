@@ -111,6 +111,17 @@ func TestServerConfigRefusesBadClients(t *testing.T) {
 		{"a leaf without a URI SAN is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs()).TLS), "", "no URI SAN"},
 		{"a leaf naming the bare trust domain is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://example.org")).TLS), "", "names the trust domain"},
 		{"a leaf with a non-SPIFFE URI is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("https://example.org/gateway")).TLS), "", "scheme"},
+		// Spellings of an allowed ID that a lax parser would read as it:
+		// each is refused outright, never mapped onto gatewayID.
+		{"a percent-encoded path is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://example.org/ns/edge/sa/gate%77ay")).TLS), "", "path segment characters"},
+		{"a trailing slash is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs(gatewayID+"/")).TLS), "", "trailing slash"},
+		{"a dot segment is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://example.org/ns/edge/sa/x/../gateway")).TLS), "", "dot segments"},
+		{"an upper-case trust domain is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://EXAMPLE.org/ns/edge/sa/gateway")).TLS), "", "trust domain characters"},
+		{"an upper-case scheme is refused", rawClient(ca.Issue(gatewayID, meshtest.RawURIs("SPIFFE://example.org/ns/edge/sa/gateway")).TLS), "", "not written as the SPIFFE ID"},
+		{"a port is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://example.org:443/ns/edge/sa/gateway")).TLS), "", "trust domain characters"},
+		{"user info is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs("spiffe://edge@example.org/ns/edge/sa/gateway")).TLS), "", "trust domain characters"},
+		{"a query is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs(gatewayID+"?sa=gateway")).TLS), "", "path segment characters"},
+		{"a fragment is refused", rawClient(ca.Issue(gatewayID, meshtest.URIs(gatewayID+"#x")).TLS), "", "path segment characters"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -88,7 +88,7 @@ func (g *gatedClient) EvalSha(ctx context.Context, sha string, keys []string, ar
 	cmd := g.BatchClient.EvalSha(ctx, sha, keys, args...)
 	// Once, and only after Redis has run it (not on a NOSCRIPT that the
 	// caller answers by loading the script).
-	if cmd.Err() == nil && len(keys) == 1 && strings.HasSuffix(keys[0], "|"+g.key+"}") {
+	if cmd.Err() == nil && len(keys) == 1 && strings.Contains(keys[0], "|"+g.key+"}:") {
 		g.once.Do(func() {
 			g.entered <- struct{}{}
 			<-g.release
@@ -424,7 +424,7 @@ func TestBatcherBrokenBucketInBatch(t *testing.T) {
 	b := newBatcher(t, g, BatchOptions{Workers: 1})
 	r := batchedRedis(t, b, newClock(), "bb:")
 	l := Limit{Name: "l", Rate: 5, Per: time.Minute}
-	if _, err := srv.Do("SET", r.Key(l.Name, "k3"), "not a hash"); err != nil {
+	if _, err := srv.Do("SET", r.Key(l, "k3"), "not a hash"); err != nil {
 		t.Fatal(err)
 	}
 	release := g.hold(r, l)
@@ -482,7 +482,7 @@ func TestBatcherCancelledWhileQueued(t *testing.T) {
 	if got := commandCalls(t, srv.Addr, "evalsha") - before; got != 1 {
 		t.Fatalf("%d EVALSHA after the release, want 1 (the abandoned decision must not be sent)", got)
 	}
-	if n, _ := srv.Do("EXISTS", r.Key(l.Name, "gone")); n != "0" {
+	if n, _ := srv.Do("EXISTS", r.Key(l, "gone")); n != "0" {
 		t.Fatal("the abandoned decision was counted")
 	}
 }
@@ -528,7 +528,7 @@ func TestBatcherClose(t *testing.T) {
 	}
 	// None of the queued decisions reached Redis.
 	for i := range n {
-		if v, _ := srv.Do("EXISTS", r.Key(l.Name, fmt.Sprintf("k%d", i))); v != "0" {
+		if v, _ := srv.Do("EXISTS", r.Key(l, fmt.Sprintf("k%d", i))); v != "0" {
 			t.Fatalf("k%d was counted after Close", i)
 		}
 	}

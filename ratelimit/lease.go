@@ -261,7 +261,7 @@ func (r *Redis) takeLease(ctx context.Context, key string, l Limit, b bucket, wa
 		ctx, cancel = context.WithTimeout(ctx, r.opts.Timeout)
 		defer cancel()
 	}
-	res, err := evalScript(ctx, r.client, leaseSHA, leaseScript, []string{r.Key(l.Name, key)}, r.now(), b.rate, b.per, b.burst, want, edge)
+	res, err := evalScript(ctx, r.client, leaseSHA, leaseScript, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, want, edge)
 	if err != nil {
 		return leaseResult{}, fmt.Errorf("ratelimit %q: redis: %w", l.Name, err)
 	}
@@ -276,7 +276,7 @@ func (r *Redis) takeLease(ctx context.Context, key string, l Limit, b bucket, wa
 
 // giveBack returns k unused tokens of key's lease bucket.
 func (r *Redis) giveBack(ctx context.Context, key string, l Limit, b bucket, k int64) error {
-	_, err := evalScript(ctx, r.client, returnSHA, returnScript, []string{r.Key(l.Name, key)}, r.now(), b.rate, b.per, b.burst, k)
+	_, err := evalScript(ctx, r.client, returnSHA, returnScript, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, k)
 	return err
 }
 

@@ -3,8 +3,10 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,7 +275,7 @@ routes:
 	vec := NewDecisionsMetric()
 	s := newService(t, newClock(), vec, file)
 	h := handlerFor(t, s, file.Routes[0], KeySources{})
-	if _, err := srv.Do("SET", "causeway:rl:{l|mallory}", "not a hash"); err != nil {
+	if _, err := srv.Do("SET", "causeway:rl:{l|mallory}:5/60000000/5", "not a hash"); err != nil {
 		t.Fatal(err)
 	}
 	if w := h.do(map[string]string{"X-User": "mallory"}); w.Code != 503 {
@@ -287,5 +289,122 @@ routes:
 	}
 	if got := counter(t, vec, "l", DecisionError); got != 1 {
 		t.Fatalf("error decisions %d, want 1", got)
+	}
+}
+
+// TestClusterMasterKilledMidRun: one master of a real 3-master Cluster is
+// killed while concurrent clients send requests, then started again. No
+// request panics or gets a status its on_error does not allow, no client
+// is allowed more than its limit while Redis counts, nor more than its
+// limit again while on_error: allow counts in memory, and decisions go
+// back to the Cluster once the master answers.
+func TestClusterMasterKilledMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a Redis Cluster")
+	}
+	const (
+		limit   = 20
+		users   = 12 // spread over the three masters' slots
+		workers = 8
+		each    = 60 // requests per worker per phase: 2× the limits in all
+	)
+	tests := []struct {
+		onError string
+		outage  map[int]bool // statuses allowed while the master is down
+	}{
+		{"allow", map[int]bool{200: true, 429: true}},
+		{"deny", map[int]bool{200: true, 429: true, 503: true}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.onError, func(t *testing.T) {
+			cl := testredis.StartCluster(t)
+			file := testFile(t, fmt.Sprintf(`
+redis: {addrs: [%q, %q, %q], on_error: %s, timeout: 300ms}
+rate_limits:
+  l: {key: "header:X-User", limit: %d, per: 1h}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, cl.Addrs()[0], cl.Addrs()[1], cl.Addrs()[2], tc.onError, limit))
+			clk := newClock()
+			vec := NewDecisionsMetric()
+			s := newService(t, clk, vec, file)
+			h := handlerFor(t, s, file.Routes[0], KeySources{})
+			// phase sends each worker's requests over every user of the
+			// phase (users of their own, so the edge's memory of refusals
+			// does not answer for Redis) and returns how many of each
+			// user's were allowed, failing on a status not in ok.
+			phase := func(name string, ok map[int]bool) [users]int {
+				var mu sync.Mutex
+				var allowed [users]int
+				var wg sync.WaitGroup
+				for w := range workers {
+					wg.Go(func() {
+						for i := range each {
+							u := (w + i) % users
+							code := h.do(map[string]string{"X-User": fmt.Sprintf("%s-%d", name, u)}).Code
+							if !ok[code] {
+								t.Errorf("%s: user %d got %d", name, u, code)
+								return
+							}
+							if code == http.StatusOK {
+								mu.Lock()
+								allowed[u]++
+								mu.Unlock()
+							}
+						}
+					})
+				}
+				wg.Wait()
+				return allowed
+			}
+			counted := map[int]bool{200: true, 429: true}
+			before := phase("before", counted)
+			if e := counter(t, vec, "l", DecisionError); e != 0 {
+				t.Fatalf("%d decisions failed with every master up", e)
+			}
+
+			cl.Nodes[0].Stop()
+			during := phase("down", tc.outage)
+			if counter(t, vec, "l", DecisionError) == 0 {
+				t.Fatal("no decision failed with a master down")
+			}
+			for u := range users {
+				if before[u] > limit {
+					t.Fatalf("user %d: %d allowed by the Cluster, limit %d", u, before[u], limit)
+				}
+				// deny: only the Cluster counts. allow: a key of a live
+				// master may be counted there until the first failure
+				// takes the whole Cluster out for probeInterval, then in
+				// memory from a fresh bucket (docs/ratelimit.md,
+				// "Outages"): each store within the limit.
+				most := limit
+				if tc.onError == "allow" {
+					most = 2 * limit
+				}
+				if during[u] > most {
+					t.Fatalf("user %d: %d allowed while a master was down, want at most %d", u, during[u], most)
+				}
+			}
+
+			cl.Nodes[0].Restart()
+			deadline := time.Now().Add(30 * time.Second)
+			rounds := 0
+			for {
+				clk.Add(probeInterval)
+				errs := counter(t, vec, "l", DecisionError)
+				rounds++
+				phase(fmt.Sprintf("recovering%d", rounds), tc.outage)
+				if counter(t, vec, "l", DecisionError) == errs {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("decisions never went back to the Cluster")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err := s.Ready(); err != nil {
+				t.Fatalf("Ready after the master returned: %v", err)
+			}
+		})
 	}
 }

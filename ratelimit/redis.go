@@ -137,19 +137,36 @@ func NewRedis(client Scripter, opts RedisOptions) (*Redis, error) {
 	return &Redis{client: client, opts: opts}, nil
 }
 
-// Key is the Redis key that counts key under limit name. The braces are a
-// Cluster hash tag over the whole bucket identity: a decision touches one
+// Key is the Redis key that counts key under limit l: the limit's name,
+// the client's key and the limit's numbers. The braces are a Cluster hash
+// tag over the limit's name and the client's key: a decision touches one
 // key, so it always runs on one slot.
-func (r *Redis) Key(name, key string) string {
-	var b strings.Builder
-	b.Grow(len(r.opts.Prefix) + len(name) + len(key) + 6)
-	b.WriteString(r.opts.Prefix)
-	b.WriteString("rl:{")
-	b.WriteString(name)
-	b.WriteByte('|')
-	b.WriteString(key)
-	b.WriteByte('}')
-	return b.String()
+//
+// The numbers are part of the key because edges sharing a Redis can
+// disagree on them for a while (a rolling reload, or one edge in mode
+// lease, whose bucket is smaller, beside one in exact). In one key, each
+// edge's write would read as "another limit's numbers" to the other and
+// start the bucket afresh, so a client alternating between the edges would
+// get a fresh burst on every request. Apart, each edge counts the client
+// under its own numbers: at most both bursts, as a reload that changes a
+// limit allows anyway.
+func (r *Redis) Key(l Limit, key string) string {
+	b, _ := l.bucket() // an invalid limit never reaches Redis: Allow refuses it first
+	return r.key(l.Name, key, b)
+}
+
+func (r *Redis) key(name, key string, b bucket) string {
+	sig := b.signature()
+	var s strings.Builder
+	s.Grow(len(r.opts.Prefix) + len(name) + len(key) + len(sig) + 7)
+	s.WriteString(r.opts.Prefix)
+	s.WriteString("rl:{")
+	s.WriteString(name)
+	s.WriteByte('|')
+	s.WriteString(key)
+	s.WriteString("}:")
+	s.WriteString(sig)
+	return s.String()
 }
 
 // Allow counts one request for key against l in one round trip, which
@@ -171,9 +188,9 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 	args := [4]int64{now, b.rate, b.per, b.burst}
 	var res [4]int64
 	if r.opts.Batcher != nil {
-		res, err = r.opts.Batcher.eval(ctx, r.Key(l.Name, key), args)
+		res, err = r.opts.Batcher.eval(ctx, r.key(l.Name, key, b), args)
 	} else {
-		res, err = evalOne(ctx, r.client, r.Key(l.Name, key), args)
+		res, err = evalOne(ctx, r.client, r.key(l.Name, key, b), args)
 	}
 	if err != nil {
 		return Decision{}, fmt.Errorf("ratelimit %q: redis: %w", l.Name, err)

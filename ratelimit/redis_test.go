@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,8 +47,8 @@ func TestRedisKeys(t *testing.T) {
 	}
 	ctx := context.Background()
 	l := Limit{Name: "per-ip", Rate: 2, Per: 10 * time.Second, Burst: 2}
-	key := r.Key(l.Name, "10.0.0.1")
-	if key != "cw:rl:{per-ip|10.0.0.1}" {
+	key := r.Key(l, "10.0.0.1")
+	if key != "cw:rl:{per-ip|10.0.0.1}:2/10000000/2" {
 		t.Fatalf("key %q", key)
 	}
 	d, err := r.Allow(ctx, "10.0.0.1", l)
@@ -142,7 +143,7 @@ func TestRedisTime(t *testing.T) {
 			t.Fatalf("request %d: %+v %v", i, d, err)
 		}
 		// With Redis's clock the expiry has no margin: exactly ResetAfter.
-		pttl, _ := srv.Do("PTTL", r.Key("l", "k"))
+		pttl, _ := srv.Do("PTTL", r.Key(l, "k"))
 		if ms, _ := strconv.Atoi(pttl); ms <= 0 || int64(ms) > ceilDiv(d.ResetAfter.Microseconds(), 1000) {
 			t.Fatalf("PTTL %s, want in (0, %v]", pttl, d.ResetAfter)
 		}
@@ -150,7 +151,7 @@ func TestRedisTime(t *testing.T) {
 	if d, _ := r.Allow(ctx, "k", l); d.Allowed {
 		t.Fatal("fourth request allowed")
 	}
-	stamp, err := srv.Do("HGET", r.Key("l", "k"), "t")
+	stamp, err := srv.Do("HGET", r.Key(l, "k"), "t")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestRedisCluster(t *testing.T) {
 			t.Fatalf("%s: allowed %d in 2s, want exactly 25", key, got)
 		}
 		for _, n := range cl.Nodes {
-			if v, err := n.Do("EXISTS", r.Key(l.Name, key)); err == nil && v == "1" {
+			if v, err := n.Do("EXISTS", r.Key(l, key)); err == nil && v == "1" {
 				owners[n.Addr] = true
 			}
 		}
@@ -340,6 +341,50 @@ routes:
 			}
 			if e := counter(t, vec, "l", DecisionError); e != 0 {
 				t.Fatalf("%d decisions failed in Redis", e)
+			}
+		})
+	}
+}
+
+// TestEdgesDisagreeOnALimit: during a rolling reload the edges sharing a
+// Redis run different numbers (or modes) for one limit. Each edge's state
+// must not reset the other's: a client alternating between them (what a
+// round-robin load balancer does by itself) gets at most each edge's own
+// burst, never an unlimited stream of fresh ones.
+func TestEdgesDisagreeOnALimit(t *testing.T) {
+	srv := testredis.Start(t)
+	tests := []struct {
+		desc   string
+		first  string // the limit's definition on the edge not yet reloaded
+		second string // and on the reloaded one
+		most   int    // both bursts: each edge's numbers counted on their own
+	}{
+		{"limit changed", "{key: client_ip, limit: 10, per: 1h}", "{key: client_ip, limit: 20, per: 1h}", 30},
+		{"burst changed", "{key: client_ip, limit: 10, per: 1h, burst: 5}", "{key: client_ip, limit: 10, per: 1h}", 15},
+		{"mode changed", "{key: client_ip, limit: 10, per: 1h}", "{key: client_ip, limit: 10, per: 1h, mode: lease}", 20},
+	}
+	for i, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			clk := newClock() // never moves: nothing refills
+			var edges []httpHandler
+			for _, def := range []string{tc.first, tc.second} {
+				file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, timeout: 2s, key_prefix: "dis%d:"}
+rate_limits: {l: %s}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL(), i, def))
+				s := newService(t, clk, nil, file)
+				edges = append(edges, handlerFor(t, s, file.Routes[0], KeySources{}))
+			}
+			allowed := 0
+			for n := range 200 {
+				if edges[n%2].do(nil).Code == http.StatusOK {
+					allowed++
+				}
+			}
+			if allowed > tc.most {
+				t.Fatalf("one client alternating between the edges was allowed %d of 200, want at most %d", allowed, tc.most)
 			}
 		})
 	}

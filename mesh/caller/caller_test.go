@@ -497,3 +497,36 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestCachedTokenOutlivesNoCertificate: a token whose exp lies beyond its
+// signing certificate's NotAfter (a signer that does not cap it, as Mint
+// does) is refused once the certificate has expired, whether or not the
+// verifier has seen the token before. A first verification then fails on
+// the chain; the cached one must not keep accepting it until its exp.
+func TestCachedTokenOutlivesNoCertificate(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	short := newSVID(t, w.ca, edgeID, meshtest.TTL(30*time.Second))
+	notAfter := short.svid.Load().Certificates[0].NotAfter
+	tok := forge(t, short, jwt.SigningMethodES256, short.svid.Load().PrivateKey, baseClaims(w, edgeID, aID), nil)
+	v := w.verifier(aID, VerifyOptions{})
+	tests := []struct {
+		desc   string
+		at     time.Time
+		reason string // "" accepted
+	}{
+		{"while the certificate is valid", w.now, ""},
+		{"seen before, after the certificate expired (not the token)", notAfter.Add(time.Second), ReasonExpired},
+	}
+	for _, tc := range tests {
+		w.now = tc.at // in order: the clock only moves on
+		_, err := v.Verify(tok, mustID(edgeID))
+		var ce *Error
+		switch {
+		case tc.reason == "" && err != nil:
+			t.Fatalf("%s: %v", tc.desc, err)
+		case tc.reason != "" && (!errors.As(err, &ce) || ce.Reason != tc.reason):
+			t.Fatalf("%s: Verify = %v, want refused (%s)", tc.desc, err, tc.reason)
+		}
+	}
+}

@@ -88,6 +88,10 @@ type Verified struct {
 	// Token is the token as received.
 	Token string
 	act   *Actor
+	// certsUntil is the earliest NotAfter of the token's x5c chain: past
+	// it a first verification would fail on the chain, so a cached one
+	// must fail too.
+	certsUntil time.Time
 }
 
 // Origin is the workload that minted the first token of the chain.

@@ -160,6 +160,10 @@ func (v *Verifier) check(t *Verified, peer mesh.ID) error {
 	if !now.Before(t.ExpiresAt.Add(v.o.Skew)) {
 		return refuse(ReasonExpired, "expired at %s", t.ExpiresAt.UTC().Format(time.RFC3339))
 	}
+	// No skew here: the chain's own validity has none in a handshake.
+	if !t.certsUntil.IsZero() && now.After(t.certsUntil) {
+		return refuse(ReasonExpired, "signing certificate chain expired at %s", t.certsUntil.UTC().Format(time.RFC3339))
+	}
 	if now.Add(v.o.Skew).Before(t.IssuedAt) {
 		return refuse(ReasonNotYetValid, "issued in the future (%s)", t.IssuedAt.UTC().Format(time.RFC3339))
 	}
@@ -185,6 +189,7 @@ func (v *Verifier) verifySignature(token string) (*Verified, error) {
 	var signer mesh.ID
 	var c claims
 	var chainErr error
+	var certsUntil time.Time
 	_, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if _, ok := t.Header["crit"]; ok {
 			chainErr = refuse(ReasonMalformed, "crit header is not supported")
@@ -198,6 +203,11 @@ func (v *Verifier) verifySignature(token string) (*Verified, error) {
 		if signer, err = v.bundles.Verify(chain); err != nil {
 			chainErr = refuse(ReasonUntrusted, "%v", err)
 			return nil, chainErr
+		}
+		for _, cert := range chain {
+			if certsUntil.IsZero() || cert.NotAfter.Before(certsUntil) {
+				certsUntil = cert.NotAfter
+			}
 		}
 		return chain[0].PublicKey, nil
 	})
@@ -238,15 +248,16 @@ func (v *Verifier) verifySignature(token string) (*Verified, error) {
 		return nil, refuse(ReasonMalformed, "jti is required")
 	}
 	return &Verified{
-		Principal: c.Caller.principal(c.Subject),
-		Signer:    signer,
-		Chain:     chain,
-		Audience:  aud,
-		ID:        c.ID,
-		IssuedAt:  iat,
-		ExpiresAt: exp,
-		Token:     token,
-		act:       c.Act,
+		Principal:  c.Caller.principal(c.Subject),
+		Signer:     signer,
+		Chain:      chain,
+		Audience:   aud,
+		ID:         c.ID,
+		IssuedAt:   iat,
+		ExpiresAt:  exp,
+		Token:      token,
+		act:        c.Act,
+		certsUntil: certsUntil,
 	}, nil
 }
 

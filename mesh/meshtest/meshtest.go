@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"log/slog"
 	"math/big"
 	"net/url"
@@ -81,6 +82,7 @@ type spec struct {
 	isCA                bool
 	uris                []string
 	urisSet             bool
+	rawURIs             []string
 }
 
 // TTL sets the lifetime from now (default 24h).
@@ -105,6 +107,13 @@ func AsCA() Option { return func(s *spec) { s.isCA = true } }
 // URIs replaces the URI SANs (none, two, or not spiffe://), to test that
 // verification insists on exactly one SPIFFE ID.
 func URIs(uris ...string) Option { return func(s *spec) { s.uris, s.urisSet = uris, true } }
+
+// RawURIs writes the URI SANs byte for byte. URIs goes through url.Parse,
+// which lowers a scheme's case, so "SPIFFE://..." can only be issued
+// this way.
+func RawURIs(uris ...string) Option {
+	return func(s *spec) { s.rawURIs, s.uris, s.urisSet = uris, nil, true }
+}
 
 // Issue issues a certificate for id (a SPIFFE ID string). With no options it
 // goes through mesh.Authority.Issue, exactly like `causeway ca issue`.
@@ -152,6 +161,17 @@ func (c *CA) Issue(id string, opts ...Option) *Cert {
 			c.t.Fatalf("meshtest: URI %q: %v", u, err)
 		}
 		tmpl.URIs = append(tmpl.URIs, pu)
+	}
+	if s.rawURIs != nil {
+		names := make([]asn1.RawValue, len(s.rawURIs))
+		for i, u := range s.rawURIs {
+			names[i] = asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u)}
+		}
+		san, err := asn1.Marshal(names)
+		if err != nil {
+			c.t.Fatalf("meshtest: %v", err)
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: san})
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
