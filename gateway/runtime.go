@@ -376,9 +376,11 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	pipeline.SanitizeHeaders(r.Header, st.peer.Trusted, &rt.file.Server)
 	st.requestID = pipeline.RequestID(r.Header.Get(httperr.RequestIDHeader))
 	// The values the edge states here share one array instead of a slice
-	// each (Header.Set's). Each slice is capped: an Add to one copies it
-	// rather than write into its neighbour.
-	vals := &[3]string{st.requestID, st.requestID}
+	// each (Header.Set's), held in the request's state (allocated anyway,
+	// never reused). Each slice is capped: an Add to one copies it rather
+	// than write into its neighbour.
+	vals := &st.stated
+	vals[0], vals[1] = st.requestID, st.requestID
 	r.Header[httperr.RequestIDHeader] = vals[0:1:1]
 	w.Header()[httperr.RequestIDHeader] = vals[1:2:2]
 	st.propagateTraceInto(r, vals[2:3:3])

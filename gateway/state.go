@@ -28,7 +28,14 @@ type reqState struct {
 	rec       recorder
 	start     time.Time
 	requestID string
-	clientIP  string        // peer.ClientStr
+	clientIP  string // peer.ClientStr
+	// stated holds the values of the request id (request and response)
+	// and of a traceparent the edge starts; forwarded those of the
+	// forwarding headers (pipeline.SetForwardedInto). Here rather than
+	// allocated apart: the state is one allocation per request and never
+	// reused, so the header slices over them stay the request's own.
+	stated    [3]string
+	forwarded [6]string
 	peer      pipeline.Peer // decided once as the request enters
 	// http10: the client spoke HTTP/1.0, which must get no 1xx response
 	// (see guardInformational).
