@@ -355,10 +355,13 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	if d := rt.file.Server.WriteStallTimeout; d != nil && *d > 0 {
 		st.rec.stall = d.D()
 		// A deadline the previous response on this connection left must
-		// not cut this one before its first write arms its own; and the
-		// end of the response net/http writes after this handler returns
-		// gets a full period.
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		// not cut this one before its first write arms its own (the
+		// engine cleared it already when it has no write_timeout: not a
+		// second time); and the end of the response net/http writes
+		// after this handler returns gets a full period.
+		if !h1server.WriteDeadlineCleared(r.Context()) {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		}
 		defer st.rec.armStall()
 	}
 	// Hop-by-hop headers go first: nothing the edge sets below may be
