@@ -377,7 +377,15 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	st.clientIP = st.peer.ClientStr
 	st.http10 = r.ProtoMajor == 1 && r.ProtoMinor == 0
 	pipeline.SanitizeHeaders(r.Header, st.peer.Trusted, &rt.file.Server)
-	st.requestID = pipeline.RequestID(r.Header.Get(httperr.RequestIDHeader))
+	st.requestID = r.Header.Get(httperr.RequestIDHeader)
+	var startedTrace string // "" unless made below
+	if !pipeline.ValidRequestID(st.requestID) {
+		if !validTraceparent(r.Header.Get(traceparentHeader)) {
+			st.requestID, startedTrace = newRequestIDs()
+		} else {
+			st.requestID = pipeline.NewUUID()
+		}
+	}
 	// The values the edge states here share one array instead of a slice
 	// each (Header.Set's), held in the request's state (allocated anyway,
 	// never reused). Each slice is capped: an Add to one copies it rather
@@ -386,7 +394,7 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	vals[0], vals[1] = st.requestID, st.requestID
 	r.Header[httperr.RequestIDHeader] = vals[0:1:1]
 	w.Header()[httperr.RequestIDHeader] = vals[1:2:2]
-	st.propagateTraceInto(r, vals[2:3:3])
+	st.propagateTraceInto(r, vals[2:3:3], startedTrace)
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ProtoMajor == 1 {
 			// Without full duplex, net/http reads what is left of the
