@@ -6,8 +6,9 @@ import (
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 )
 
-// A request that brought neither an id nor a traceparent gets both in one
-// allocation: a valid id and a valid, unsampled traceparent, new each time.
+// A request that brought neither an id nor a traceparent gets both for the
+// allocations of the id alone: a valid id and a valid, unsampled
+// traceparent, new each time.
 func TestNewRequestIDs(t *testing.T) {
 	seen := map[string]bool{}
 	for i := range 100 {
@@ -23,7 +24,10 @@ func TestNewRequestIDs(t *testing.T) {
 		}
 		seen[id], seen[tp] = true, true
 	}
-	if n := testing.AllocsPerRun(100, func() { _, _ = newRequestIDs() }); n != 1 {
-		t.Errorf("newRequestIDs: %v allocations, want 1", n)
+	// As many as the id alone costs: one string (and, under the race
+	// detector, crypto/rand's buffer, which escapes in that build).
+	want := testing.AllocsPerRun(100, func() { _ = pipeline.NewUUID() })
+	if n := testing.AllocsPerRun(100, func() { _, _ = newRequestIDs() }); n != want {
+		t.Errorf("newRequestIDs: %v allocations, want %v (pipeline.NewUUID's)", n, want)
 	}
 }
