@@ -238,7 +238,7 @@ func newProxyHooks(rc routes.Route, u *proxy.Upstream, m *metrics) proxyHooks {
 			if strip != "" {
 				stripPrefix(out.URL, in.URL, strip)
 			}
-			pipeline.SetForwardedOn(in, out, &st.peer)
+			pipeline.SetForwardedInto(in, out, &st.peer, &st.forwarded)
 			if hostRewrite != "" {
 				// After SetForwarded, which reads the client's Host into
 				// X-Forwarded-Host and Forwarded.

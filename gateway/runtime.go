@@ -355,10 +355,13 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	if d := rt.file.Server.WriteStallTimeout; d != nil && *d > 0 {
 		st.rec.stall = d.D()
 		// A deadline the previous response on this connection left must
-		// not cut this one before its first write arms its own; and the
-		// end of the response net/http writes after this handler returns
-		// gets a full period.
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		// not cut this one before its first write arms its own (the
+		// engine cleared it already when it has no write_timeout: not a
+		// second time); and the end of the response net/http writes
+		// after this handler returns gets a full period.
+		if !h1server.WriteDeadlineCleared(r.Context()) {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		}
 		defer st.rec.armStall()
 	}
 	// Hop-by-hop headers go first: nothing the edge sets below may be
@@ -374,14 +377,24 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 	st.clientIP = st.peer.ClientStr
 	st.http10 = r.ProtoMajor == 1 && r.ProtoMinor == 0
 	pipeline.SanitizeHeaders(r.Header, st.peer.Trusted, &rt.file.Server)
-	st.requestID = pipeline.RequestID(r.Header.Get(httperr.RequestIDHeader))
+	st.requestID = r.Header.Get(httperr.RequestIDHeader)
+	var startedTrace string // "" unless made below
+	if !pipeline.ValidRequestID(st.requestID) {
+		if !validTraceparent(r.Header.Get(traceparentHeader)) {
+			st.requestID, startedTrace = newRequestIDs()
+		} else {
+			st.requestID = pipeline.NewUUID()
+		}
+	}
 	// The values the edge states here share one array instead of a slice
-	// each (Header.Set's). Each slice is capped: an Add to one copies it
-	// rather than write into its neighbour.
-	vals := &[3]string{st.requestID, st.requestID}
+	// each (Header.Set's), held in the request's state (allocated anyway,
+	// never reused). Each slice is capped: an Add to one copies it rather
+	// than write into its neighbour.
+	vals := &st.stated
+	vals[0], vals[1] = st.requestID, st.requestID
 	r.Header[httperr.RequestIDHeader] = vals[0:1:1]
 	w.Header()[httperr.RequestIDHeader] = vals[1:2:2]
-	st.propagateTraceInto(r, vals[2:3:3])
+	st.propagateTraceInto(r, vals[2:3:3], startedTrace)
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ProtoMajor == 1 {
 			// Without full duplex, net/http reads what is left of the

@@ -28,11 +28,18 @@ type reqState struct {
 	rec       recorder
 	start     time.Time
 	requestID string
-	clientIP  string        // peer.ClientStr
-	peer      pipeline.Peer // decided once as the request enters
-	// http10: the client spoke HTTP/1.0, which must get no 1xx response
-	// (see guardInformational).
-	http10       bool
+	clientIP  string // peer.ClientStr
+	// stated holds the values of the request id (request and response)
+	// and of a traceparent the edge starts; forwarded those of the
+	// forwarding headers (pipeline.SetForwardedInto). Here rather than
+	// allocated apart: the state is one allocation per request and never
+	// reused, so the header slices over them stay the request's own.
+	// With them the state is at the edge of its size class (896 bytes,
+	// an 8-byte malloc header included; TestReqStateSizeClass): the bools
+	// below sit together, where apart each took a word of padding.
+	stated       [3]string
+	forwarded    [6]string
+	peer         pipeline.Peer // decided once as the request enters
 	route        string
 	routeHost    string // the route's match.host ("" for any host)
 	routeMetrics *routeMetrics
@@ -55,11 +62,14 @@ type reqState struct {
 	// header may go out while the transport still reads the body, which
 	// must then be left alone. An answer of the edge's own clears it.
 	proxying bool
+	// http10: the client spoke HTTP/1.0, which must get no 1xx response
+	// (see guardInformational).
+	http10 bool
 	// traceID is the W3C trace id the request carries on (for the log);
 	// traceStarted is set when this hop started the trace. trace is nil
 	// unless tracing is configured.
-	traceID      string
 	traceStarted bool
+	traceID      string
 	trace        *reqTrace
 	// fwd is the forwarder's (directProxy's) per-request part.
 	fwd forwardState

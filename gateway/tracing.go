@@ -19,6 +19,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -44,19 +45,24 @@ const (
 // propagateTrace makes sure r carries a valid traceparent and records the
 // trace id for the access log. It costs no allocation when the client sent
 // one, and one string when it starts a trace.
-func (st *reqState) propagateTrace(r *http.Request) { st.propagateTraceInto(r, nil) }
+func (st *reqState) propagateTrace(r *http.Request) { st.propagateTraceInto(r, nil, "") }
 
 // propagateTraceInto is propagateTrace with the slice (length 1) that
 // holds a traceparent it starts, so that the caller can allocate it with
-// others; nil allocates one.
-func (st *reqState) propagateTraceInto(r *http.Request, slot []string) {
-	if tp := r.Header.Get(traceparentHeader); validTraceparent(tp) {
-		st.traceID = tp[3:35]
-		return
+// others (nil allocates one), and the traceparent to start when the
+// caller made one already, having found r's invalid or missing ("": make
+// one).
+func (st *reqState) propagateTraceInto(r *http.Request, slot []string, made string) {
+	tp := made
+	if tp == "" {
+		if tp = r.Header.Get(traceparentHeader); validTraceparent(tp) {
+			st.traceID = tp[3:35]
+			return
+		}
+		tp = newTraceparent()
 	}
 	// A tracestate without a valid traceparent is meaningless (spec 3.3).
 	r.Header.Del(tracestateHeader)
-	tp := newTraceparent()
 	if slot == nil {
 		slot = make([]string, 1)
 	}
@@ -102,8 +108,27 @@ func allZero(s string) bool {
 // newTraceparent starts a trace: random ids, not sampled. Trace ids need to
 // be unique, not secret; math/rand/v2's generator is seeded from the OS.
 func newTraceparent() string {
+	var b [traceparentLen]byte
+	putTraceparent(&b)
+	return string(b[:])
+}
+
+const traceparentLen = 55
+
+// newRequestIDs is a new request id (pipeline.NewUUID's) and a new
+// traceparent (newTraceparent's), for a request that brought neither:
+// both views of one string, one allocation instead of two.
+func newRequestIDs() (id, traceparent string) {
+	var b [pipeline.UUIDLen + traceparentLen]byte
+	pipeline.PutUUID((*[pipeline.UUIDLen]byte)(b[:pipeline.UUIDLen]))
+	putTraceparent((*[traceparentLen]byte)(b[pipeline.UUIDLen:]))
+	both := string(b[:])
+	return both[:pipeline.UUIDLen], both[pipeline.UUIDLen:]
+}
+
+// putTraceparent writes a new traceparent (newTraceparent's) into b.
+func putTraceparent(b *[traceparentLen]byte) {
 	const hexdigits = "0123456789abcdef"
-	var b [55]byte
 	copy(b[:], "00-")
 	put := func(at int, v uint64) {
 		for i := 15; i >= 0; i-- {
@@ -120,7 +145,6 @@ func newTraceparent() string {
 	b[35] = '-'
 	put(36, rand.Uint64()|1) // never all zero
 	copy(b[52:], "-00")
-	return string(b[:])
 }
 
 // reqTrace is a request's tracing state when tracing is on; reqState.trace

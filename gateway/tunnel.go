@@ -2,12 +2,12 @@ package gateway
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -49,14 +49,18 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		// A switch has no trailer. The upstream client refuses a 101 to
-		// another protocol than asked and closes its connection; so does
-		// ReverseProxy, but it would leave the connection (the 101's
-		// body) open for as long as the upstream keeps it, so the check
-		// stays here for any other transport.
-		if got, asked := upgradeType(res.Header), upgradeType(req.Header); !isPrint(got) || !strings.EqualFold(got, asked) {
-			res.Body.Close()
-			return nil, fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, asked)
+		// A switch has no trailer. The upstream client (transport.H1, which
+		// carries every upgrade to an HTTP/1.1 upstream) refuses a 101 to
+		// another protocol than asked and closes its connection: its 101s
+		// are checked there, once. Another transport's (http.Transport's,
+		// for h2 and h2c upstreams) get the same rule here: ReverseProxy
+		// refuses them too, but would leave the connection (the 101's
+		// body) open for as long as the upstream keeps it.
+		if !transport.SwitchChecked(res) {
+			if err := transport.CheckSwitch(res, upgradeType(req.Header)); err != nil {
+				res.Body.Close()
+				return nil, err
+			}
 		}
 		return res, nil
 	}

@@ -160,6 +160,18 @@ func SetValue(ctx context.Context, key, val any) bool {
 	return true
 }
 
+// WriteDeadlineCleared reports whether ctx is (or derives from) the
+// context of a request this server serves without a WriteTimeout: the
+// connection's write deadline was then cleared as the request started,
+// before its handler ran, so a deadline an earlier response on the
+// connection left cannot cut this one, and the handler need not clear it
+// again (the gateway's write-stall timeout, which would otherwise set the
+// same deadline a second time on every request).
+func WriteDeadlineCleared(ctx context.Context) bool {
+	c, ok := ctx.Value(requestContextKey{}).(*requestContext)
+	return ok && c.conn.srv.WriteTimeout <= 0
+}
+
 // Cancel returns the function that cancels, with a cause, the context of
 // the request this server serves that ctx is or derives from (nil when it
 // is none): context.Cause then reports the cause on it and on every

@@ -61,6 +61,8 @@ func (c *conn) serveOne(n int) bool {
 	if s.WriteTimeout > 0 {
 		_ = rw.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
 	} else {
+		// Handlers rely on this (WriteDeadlineCleared): keep it before
+		// the handler runs.
 		_ = rw.SetWriteDeadline(time.Time{})
 	}
 	ctx := &st.ctx

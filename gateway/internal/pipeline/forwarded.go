@@ -94,6 +94,13 @@ func SetForwarded(pr *httputil.ProxyRequest, pi *Peer) { SetForwardedOn(pr.In, p
 // SetForwardedOn is SetForwarded for the edge's own forwarder, which has
 // the inbound and outbound requests but no httputil.ProxyRequest.
 func SetForwardedOn(in, out *http.Request, pi *Peer) {
+	SetForwardedInto(in, out, pi, new([6]string))
+}
+
+// SetForwardedInto is SetForwardedOn with the array that holds the six
+// values, so that a caller with per-request state allocates it there. The
+// header's slices point into vals: it must belong to this request alone.
+func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 	proto := "http"
 	if in.TLS != nil {
 		proto = "https"
@@ -120,7 +127,7 @@ func SetForwardedOn(in, out *http.Request, pi *Peer) {
 		}
 	}
 	// One backing array for the values: this runs for every request.
-	vals := [6]string{xff, xfProto, xfHost, xfPort, forwardedElement(fwd, extend, pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
+	*vals = [6]string{xff, xfProto, xfHost, xfPort, forwardedElement(fwd, extend, pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
 	vs := vals[:]
 	out.Header["X-Forwarded-For"] = vs[0:1:1]
 	out.Header["X-Forwarded-Proto"] = vs[1:2:2]

@@ -8,13 +8,14 @@ import (
 // new random UUID (version 4). A client-chosen id is kept so that a request
 // can be followed across systems; a hostile one (long, odd bytes) is not.
 func RequestID(client string) string {
-	if validRequestID(client) {
+	if ValidRequestID(client) {
 		return client
 	}
 	return NewUUID()
 }
 
-func validRequestID(s string) bool {
+// ValidRequestID reports whether RequestID keeps a client's id s.
+func ValidRequestID(s string) bool {
 	if len(s) == 0 || len(s) > 128 {
 		return false
 	}
@@ -28,12 +29,22 @@ func validRequestID(s string) bool {
 }
 
 func NewUUID() string {
+	var b [UUIDLen]byte
+	PutUUID(&b)
+	return string(b[:])
+}
+
+// UUIDLen is the length of NewUUID's ids.
+const UUIDLen = 36
+
+// PutUUID writes a new id (NewUUID's) into b, for a caller that makes it
+// one string with others.
+func PutUUID(b *[UUIDLen]byte) {
 	var u [16]byte
 	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails on supported platforms
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
 	const hex = "0123456789abcdef"
-	var b [36]byte
 	j := 0
 	for i, c := range u {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
@@ -43,5 +54,4 @@ func NewUUID() string {
 		b[j], b[j+1] = hex[c>>4], hex[c&0xf]
 		j += 2
 	}
-	return string(b[:])
 }

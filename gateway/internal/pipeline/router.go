@@ -490,9 +490,15 @@ func requestHost(r *http.Request) string {
 // matchHost is host[:port] as the router matches it: lower-cased, without
 // port or trailing dot (NormalizeHost is the sanitiser's, which keeps them).
 func matchHost(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+	// Without a colon SplitHostPort can only fail, and its error is an
+	// allocation per request for the common Host without a port.
+	split := false
+	if strings.IndexByte(host, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host, split = h, true
+		}
+	}
+	if !split && strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
 		host = host[1 : len(host)-1]
 	}
 	host = strings.TrimSuffix(host, ".")

@@ -102,6 +102,12 @@ type h1Conn struct {
 	timer      *time.Timer
 	timerArmed bool // the timer is pending; guarded by t.mu
 	inIdle     bool // guarded by t.mu
+	// alone is the idle stack's array when c is put back to an empty one
+	// (putConn): setIdle drops an emptied stack, and a new array for the
+	// one connection of a host at each put-back cost an allocation per
+	// request. A second connection's append copies it out (capacity 1);
+	// guarded by t.mu.
+	alone [1]*h1Conn
 
 	// raw and peek serve quiet; both are made once per connection, so the
 	// check allocates nothing per request.
@@ -404,7 +410,11 @@ func (t *H1) putConn(c *h1Conn) {
 		}
 		c.timerArmed = true
 	}
-	t.idle[c.host] = append(t.idle[c.host], c)
+	stack := t.idle[c.host]
+	if len(stack) == 0 {
+		stack = c.alone[:0:1]
+	}
+	t.idle[c.host] = append(stack, c)
 	t.mu.Unlock()
 }
 

@@ -51,6 +51,20 @@ func switchedProtocol(resp *http.Response, asked string) error {
 	return nil
 }
 
+// CheckSwitch is the rule H1 applies to a 101 (switchedProtocol), for a
+// response another transport read: the forwarder's tunnel applies it to
+// those, so that the rule is written once.
+func CheckSwitch(resp *http.Response, asked string) error { return switchedProtocol(resp, asked) }
+
+// SwitchChecked reports whether resp is a 101 that H1 read: it checked it
+// (switchedProtocol) and made the connection its body. Another
+// transport's 101 (http.Transport's, for h2 and h2c upstreams) still needs
+// CheckSwitch.
+func SwitchChecked(resp *http.Response) bool {
+	_, ok := resp.Body.(*switchedConn)
+	return ok && resp.StatusCode == http.StatusSwitchingProtocols
+}
+
 func isPrintASCII(s string) bool {
 	for i := range len(s) {
 		if s[i] < ' ' || s[i] > '~' {
