@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/mesh/meshtest"
+	"github.com/causewayhq/causeway/routes"
 )
 
 // Attacks on the upstream side of the edge with request bodies: an upstream
@@ -42,7 +46,8 @@ type hostileBodyUpstream struct {
 	wrong []string
 }
 
-func newHostileBodyUpstream(t *testing.T) *hostileBodyUpstream {
+// With cfg it speaks TLS (a sidecar's end of the mesh hop).
+func newHostileBodyUpstream(t *testing.T, cfg *tls.Config) *hostileBodyUpstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,7 +66,7 @@ func newHostileBodyUpstream(t *testing.T) *hostileBodyUpstream {
 			u.conns[c] = true
 			u.mu.Unlock()
 			u.wg.Add(1)
-			go u.serve(c)
+			go u.serve(c, cfg)
 		}
 	}()
 	t.Cleanup(func() {
@@ -99,8 +104,12 @@ func (u *hostileBodyUpstream) readBody(r *http.Request) bool {
 
 const strayAnswer = "HTTP/1.1 200 OK\r\nX-Id: LEAKED\r\nContent-Length: 6\r\n\r\nleaked"
 
-func (u *hostileBodyUpstream) serve(c net.Conn) {
+func (u *hostileBodyUpstream) serve(raw net.Conn, cfg *tls.Config) {
 	defer u.wg.Done()
+	c := raw
+	if cfg != nil {
+		c = tls.Server(raw, cfg)
+	}
 	defer c.Close()
 	br := bufio.NewReader(c)
 	last := ""
@@ -216,7 +225,7 @@ func (u *hostileBodyUpstream) serve(c net.Conn) {
 		case "reset":
 			// Half an answer, then a reset.
 			if u.readBody(r) && write("HTTP/1.1 200 OK\r\nX-Id: "+id+"\r\nContent-Length: "+strconv.Itoa(2*len(id))+"\r\n\r\n"+id) {
-				if tc, ok := c.(*net.TCPConn); ok {
+				if tc, ok := raw.(*net.TCPConn); ok {
 					_ = tc.SetLinger(0)
 				}
 			}
@@ -268,7 +277,7 @@ var upstreamAttackPaths = []struct {
 func TestEngineHostileUpstreamWithBodies(t *testing.T) {
 	for _, engine := range engines {
 		t.Run(engine, func(t *testing.T) {
-			u := newHostileBodyUpstream(t)
+			u := newHostileBodyUpstream(t, nil)
 			e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`upstreams:
   u: {endpoints: [%q], timeout: 5s}
 routes:
@@ -277,6 +286,45 @@ routes:
 			hostileUpstreamWithBodies(t, e.Addr("http"), u, engine, 1500)
 		})
 	}
+	// Retries and a per-try timeout: every attempt watches a context of
+	// its own (not the request's end watch), and a POST may be sent again
+	// only from its kept copy, never after its answer began.
+	t.Run("retries", func(t *testing.T) {
+		u := newHostileBodyUpstream(t, nil)
+		engine := routes.HTTP1EngineCauseway
+		e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`upstreams:
+  u:
+    endpoints: [%q]
+    timeout: 5s
+    retries: {attempts: 2, on: [connect_failure, "503"], per_try_timeout: 5s, budget_percent: 100, non_idempotent: true, backoff: 1ms, max_backoff: 2ms}
+routes:
+  - {name: open, match: {path_prefix: /}, upstream: u}
+`, u.ln.Addr().String()))
+		hostileUpstreamWithBodies(t, e.Addr("http"), u, "retries", 1000)
+	})
+	// The mesh hop: the edge's own client over mTLS to a sidecar that
+	// misbehaves.
+	t.Run("mesh", func(t *testing.T) {
+		ca := meshtest.NewCA(t, "example.org")
+		const edgeID, svcID = "spiffe://example.org/ns/edge/sa/gateway", "spiffe://example.org/ns/shop/sa/orders"
+		edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
+		svc := ca.Issue(svcID)
+		u := newHostileBodyUpstream(t, &tls.Config{
+			Certificates: []tls.Certificate{svc.TLS},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    ca.Pool(),
+			MinVersion:   tls.VersionTLS13,
+			NextProtos:   []string{"http/1.1"},
+		})
+		engine := routes.HTTP1EngineCauseway
+		e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+upstreams:
+  u: {endpoints: [%q], mesh_identity: %q, timeout: 5s}
+routes:
+  - {name: open, match: {path_prefix: /}, upstream: u}
+`, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, u.ln.Addr().String(), svcID))
+		hostileUpstreamWithBodies(t, e.Addr("http"), u, "mesh", 1000)
+	})
 }
 
 func hostileUpstreamWithBodies(t *testing.T, addr string, u *hostileBodyUpstream, engine string, total int64) {
@@ -456,7 +504,7 @@ func containsInt(s []int, v int) bool {
 // answer, which resets their stream while the connection's other streams
 // go on.
 func TestEngineHostileUpstreamWithBodiesH2(t *testing.T) {
-	u := newHostileBodyUpstream(t)
+	u := newHostileBodyUpstream(t, nil)
 	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
 	e := startEdge(t, fmt.Sprintf(`version: 1
 listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
