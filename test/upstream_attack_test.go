@@ -625,3 +625,116 @@ routes:
 	u.check(t, sent)
 
 }
+
+// Pipelined clients with bodies: each writes two to five requests at once
+// (any of hostileBodyUpstream's cases, Content-Length or chunked), split
+// at random bytes with pauses on either side of the engine's 5 ms wait
+// before parking, then reads the answers in order. Every answer must be its
+// own request's, in order, until an answer that closes or a failure (an
+// upstream cut short) ends the connection; the upstream must read every
+// body once and as sent, and never a body as a request.
+func TestEngineHostilePipelinedBodies(t *testing.T) {
+	u := newHostileBodyUpstream(t, nil)
+	engine := routes.HTTP1EngineCauseway
+	e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`upstreams:
+  u: {endpoints: [%q], timeout: 5s}
+routes:
+  - {name: open, match: {path_prefix: /}, upstream: u}
+`, u.ln.Addr().String()))
+	var fails failureLog
+	var mu sync.Mutex
+	sent := map[string]string{}
+	runClients(16, 600, 17, func(k *keepAliveClient, n int64) bool {
+		rng := k.rng
+		if err := k.dial(e.Addr("http")); err != nil {
+			fails.add("", "dial: %v", err)
+			return false
+		}
+		defer k.drop()
+		c, br := k.c, k.br
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		type sentReq struct {
+			id, digest string
+			cs         int
+		}
+		var reqs []sentReq
+		var wire []byte
+		for i := range 2 + rng.IntN(4) {
+			id := fmt.Sprintf("pipe-%d-%d", n, i)
+			ci := rng.IntN(len(upstreamAttackPaths))
+			cs := upstreamAttackPaths[ci]
+			body := make([]byte, len(id)+1+rng.IntN(8<<10))
+			copy(body, id+":")
+			fillRandom(rng, body[len(id)+1:])
+			sum := sha256.Sum256(body)
+			digest := hex.EncodeToString(sum[:])
+			wire = fmt.Appendf(wire, "POST /%s HTTP/1.1\r\nHost: a\r\nX-Id: %s\r\nX-Digest: %s\r\n", cs.path, id, digest)
+			if cs.path == "expect" || cs.path == "expect-refused" {
+				wire = append(wire, "Expect: 100-continue\r\n"...)
+			}
+			if rng.IntN(2) == 0 {
+				wire = fmt.Appendf(wire, "Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+			} else {
+				wire = fmt.Appendf(wire, "Content-Length: %d\r\n\r\n%s", len(body), body)
+			}
+			reqs = append(reqs, sentReq{id: id, digest: digest, cs: ci})
+		}
+		werr := make(chan error, 1)
+		go func() {
+			for rest := wire; len(rest) > 0; {
+				k := min(len(rest), 1+rng.IntN(len(wire)))
+				if _, err := c.Write(rest[:k]); err != nil {
+					werr <- err
+					return
+				}
+				rest = rest[k:]
+				if rng.IntN(3) == 0 {
+					time.Sleep(time.Duration(rng.IntN(8000)) * time.Microsecond)
+				}
+			}
+			werr <- nil
+		}()
+		defer func() { c.Close(); <-werr }()
+		for _, r := range reqs {
+			cs := upstreamAttackPaths[r.cs]
+			resp, got, err := readAnswer(br, http.MethodPost)
+			if err != nil {
+				if cs.want != 0 && cs.gateway == nil {
+					var seq []string
+					for _, r := range reqs {
+						seq = append(seq, upstreamAttackPaths[r.cs].path)
+					}
+					fails.add(r.id, "/%s %s: %v (pipeline %v)", cs.path, r.id, err, seq)
+				}
+				return true
+			}
+			status := resp.StatusCode
+			switch {
+			case resp.Header.Get("X-Id") == "LEAKED" || strings.Contains(got, "leaked"):
+				fails.add(r.id, "/%s %s: a stray answer: %d %q", cs.path, r.id, status, got)
+			case status == cs.want:
+				if x := resp.Header.Get("X-Id"); x != r.id {
+					fails.add(r.id, "/%s %s: got the answer of %q: %d", cs.path, r.id, x, status)
+				}
+				if cs.body && got != r.id {
+					fails.add(r.id, "/%s %s: body %q", cs.path, r.id, got)
+				}
+				if cs.reads {
+					mu.Lock()
+					sent[r.id] = r.digest
+					mu.Unlock()
+				}
+			case !containsInt(cs.gateway, status):
+				fails.add(r.id, "/%s %s: %d %q", cs.path, r.id, status, got)
+			}
+			if resp.Close {
+				return true
+			}
+		}
+		return true
+	})
+	fails.report(t)
+	mu.Lock()
+	defer mu.Unlock()
+	u.check(t, sent)
+}
