@@ -283,7 +283,7 @@ func TestEngineHostileUpstreamWithBodies(t *testing.T) {
 routes:
   - {name: open, match: {path_prefix: /}, upstream: u}
 `, u.ln.Addr().String()))
-			hostileUpstreamWithBodies(t, e.Addr("http"), u, engine, 1500)
+			hostileUpstreamWithBodies(t, e.Addr("http"), u, engine, 1000)
 		})
 	}
 	// Retries and a per-try timeout: every attempt watches a context of
@@ -300,7 +300,7 @@ routes:
 routes:
   - {name: open, match: {path_prefix: /}, upstream: u}
 `, u.ln.Addr().String()))
-		hostileUpstreamWithBodies(t, e.Addr("http"), u, "retries", 1000)
+		hostileUpstreamWithBodies(t, e.Addr("http"), u, "retries", 600)
 	})
 	// The mesh hop: the edge's own client over mTLS to a sidecar that
 	// misbehaves.
@@ -323,7 +323,7 @@ upstreams:
 routes:
   - {name: open, match: {path_prefix: /}, upstream: u}
 `, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, u.ln.Addr().String(), svcID))
-		hostileUpstreamWithBodies(t, e.Addr("http"), u, "mesh", 1000)
+		hostileUpstreamWithBodies(t, e.Addr("http"), u, "mesh", 600)
 	})
 }
 
@@ -525,7 +525,7 @@ routes:
 	var fails failureLog
 	var mu sync.Mutex
 	sent := map[string]string{}
-	runClients(24, 1500, 13, func(k *keepAliveClient, n int64) bool {
+	runClients(24, 1000, 13, func(k *keepAliveClient, n int64) bool {
 		rng := k.rng
 		id := fmt.Sprintf("h2-%d", n)
 		cs := upstreamAttackPaths[rng.IntN(len(upstreamAttackPaths))]
