@@ -794,6 +794,43 @@ func (c *conn) refuse(status int, msg string) {
 	c.closeGracefully()
 }
 
+// abort ends the connection of a response its handler abandoned (a panic,
+// http.ErrAbortHandler: the forwarder's when the upstream's body broke
+// off), so that the client can tell the answer was cut, and so that the
+// answers before it still reach it.
+//
+// A response whose end the client finds by its framing (chunked, a
+// Content-Length, or no body at all) is visibly cut by any close: the
+// connection is closed as after a refusal (closeGracefully), write side
+// first. A plain close with request bytes still unread in the socket
+// sends a reset, and a reset makes the client's system discard what it
+// had received and not yet read: a pipelining client lost the whole
+// answers it was sent before this one.
+//
+// A body that ends at the close (HTTP/1.0, or no length given) would read
+// as whole after any orderly close, the FIN or TLS close_notify: the
+// connection is reset instead, which the client reads as an error.
+func (c *conn) abort(w *response) {
+	w.mu.Lock()
+	// Late writes of a goroutine the handler left are refused from now
+	// on: nothing more may reach the buffer being flushed below.
+	w.handlerDone = true
+	closeDelimited := w.headSent && !w.chunking && w.contentLength == -1 && !w.discard && bodyAllowedForStatus(w.status)
+	w.mu.Unlock()
+	if !closeDelimited {
+		c.closeGracefully()
+		return
+	}
+	raw := netConn(c.netc)
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	// The socket itself, not the TLS connection over it, whose Close
+	// would send close_notify first; the caller still closes c.rw(),
+	// which releases whatever wraps the socket.
+	_ = raw.Close()
+}
+
 // closeGracefully closes after a response when the client may still be
 // sending: the write side is shut first and what the client sends is read
 // away for a moment, so that the close does not reset the connection

@@ -85,6 +85,7 @@ func (c *conn) serveOne(n int) bool {
 		// The handler panicked: the response cannot be completed.
 		sv.cr.abortPendingRead()
 		sv.cr.setCancel(nil)
+		c.abort(w)
 		return false
 	}
 	if c.hijacked {
