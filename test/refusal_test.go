@@ -25,6 +25,7 @@ func refusalEdge(t *testing.T, up string) (e *edge, pool *x509.CertPool) {
 	t.Helper()
 	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
 	keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
+	secret := writeTemp(t, "hmac", strings.Repeat("k", 32))
 	e = startEdge(t, fmt.Sprintf(`version: 1
 listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
 access_log: {output: "off"}
@@ -34,6 +35,7 @@ tls:
   redirect_http: false
 authenticators:
   partners: {api_key: {header: X-API-Key, keys_file: %q}}
+  users: {jwt: {issuer: "https://id.example.com/", audiences: [api], hmac_secret_file: %q, algorithms: [HS256]}}
 rate_limits:
   once: {key: route, limit: 1, per: 1h, burst: 1}
 plugins:
@@ -42,14 +44,17 @@ plugins:
   maintenance: {use: respond, config: {status: 503, body: "down"}}
 upstreams:
   u: {endpoints: [%q]}
+  down: {endpoints: ["127.0.0.1:1"]}
 routes:
   - {name: auth, match: {path_prefix: /auth}, auth: partners, upstream: u}
+  - {name: jwt, match: {path_prefix: /jwt}, auth: users, upstream: u}
+  - {name: down, match: {path_prefix: /down}, upstream: down}
   - {name: forbidden, match: {path_prefix: /forbidden}, plugins: [deny-all], upstream: u}
   - {name: small, match: {path_prefix: /small}, plugins: [small], upstream: u}
   - {name: limited, match: {path_prefix: /limited}, rate_limit: once, upstream: u}
   - {name: respond, match: {path_prefix: /respond}, plugins: [maintenance], upstream: u}
   - {name: open, match: {path_prefix: /open}, upstream: u}
-`, certFile, keyFile, keys, up))
+`, certFile, keyFile, keys, secret, up))
 	return e, pool
 }
 
@@ -85,6 +90,8 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 		{"/small", 413},
 		{"/limited", 429}, // after a first request that spends the burst
 		{"/respond", 503},
+		{"/jwt", 401},  // no token
+		{"/down", 502}, // the upstream refuses the connection before any byte of the body is read
 	}
 	kinds := []struct {
 		name, headers, sent string
@@ -135,7 +142,7 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 					if resp.StatusCode != want {
 						t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, want)
 					}
-					if want != 503 {
+					if rf.path != "/respond" {
 						var eb struct{ Status int }
 						if json.Unmarshal(body, &eb) != nil || eb.Status != want {
 							t.Fatalf("not the JSON error body: %q", body)
