@@ -333,10 +333,17 @@ func injectTrace(ctx context.Context, h propagation.TextMapCarrier) {
 }
 
 // writeDenial answers the client as the server said: its status, headers
-// and body, as Envoy and Traefik do.
-func (d *decision) writeDenial(w http.ResponseWriter, _ *http.Request) {
+// and body, as Envoy and Traefik do. A gRPC client gets the status as a
+// gRPC error, in the trailers-only form of every other refusal of the
+// edge, as Envoy's local replies to gRPC requests: an HTTP status and a
+// body the server wrote for browsers are no answer a gRPC client can read.
+func (d *decision) writeDenial(w http.ResponseWriter, r *http.Request) {
 	for k, vs := range d.header {
 		w.Header()[k] = vs
+	}
+	if httperr.IsGRPC(r) {
+		httperr.Write(w, r, d.status, "denied by the authorization server")
+		return
 	}
 	if len(d.body) > 0 && w.Header().Get("Content-Type") == "" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

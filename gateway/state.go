@@ -291,6 +291,12 @@ type clientBody struct {
 	armed       bool  // a deadline of ours is set on the connection
 	finished    bool  // the handler returned
 	stalled     error // the timeout that cut the body; later reads return it
+	// settling is set once the edge answers the request itself
+	// (settleEarly): the forwarder, whose attempt has ended (a route
+	// timeout), may still be reading the body for it. It reads no more,
+	// and the expired deadline settleEarly sets to stop its read in flight
+	// is not the client's stall.
+	settling bool
 	// reading is set while a Read of the client's body is in flight;
 	// readDone, made by awaitRead, is closed when it returns.
 	reading  bool
@@ -334,6 +340,10 @@ func (c *clientBody) Read(p []byte) (int, error) {
 	case err == nil:
 	case err == io.EOF:
 		c.eof.Store(true)
+	case errors.Is(err, os.ErrDeadlineExceeded) && c.isSettling():
+		// settleEarly expired the deadline under this read: the edge
+		// answers the request itself, and the body is not wanted.
+		err = errBodyNotWanted
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		err = &errBodyStalled{err: err}
 		stalled = err
@@ -345,15 +355,30 @@ func (c *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// errBodyNotWanted ends the forwarder's reads of a body once the edge has
+// answered the request itself (settleEarly): the attempt they fed is over.
+var errBodyNotWanted = errors.New("request body not read: the edge answered the request itself")
+
+func (c *clientBody) isSettling() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settling
+}
+
 // begin starts a read: it marks it in flight and moves the read deadline.
 // It returns the stall error when the body was already cut, so a drain
 // after the cut (the forwarder's, the server's) does not wait a whole
-// timeout again.
+// timeout again; and errBodyNotWanted once the edge answers itself, so
+// that the forwarder, still reading for an attempt that ended, neither
+// moves the deadline settleEarly set nor reads on.
 func (c *clientBody) begin() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stalled != nil {
 		return c.stalled
+	}
+	if c.settling {
+		return errBodyNotWanted
 	}
 	c.reading = true
 	if c.rc == nil || c.finished || c.unsupported {
@@ -495,6 +520,24 @@ func (c *clientBody) settleEarly() (keep bool) {
 	if c.awaitingContinue() || c.cut() {
 		return false
 	}
+	// The forwarder may still be reading the body, for an attempt that
+	// ended without an answer (a route timeout while the client uploads):
+	// it reads no more from here on. Its read in flight, under a deadline
+	// it moved itself, would otherwise take the bytes the drain below is
+	// after, and its end by the expired deadline below read as the
+	// client's stall (a 408 in place of the 504); with a client that
+	// keeps sending, a little at a time, the drain would wait for the
+	// whole body, and the answer with it, past the route's timeout.
+	c.mu.Lock()
+	c.settling = true
+	var inFlight chan struct{}
+	if c.reading {
+		if c.readDone == nil {
+			c.readDone = make(chan struct{})
+		}
+		inFlight = c.readDone
+	}
+	c.mu.Unlock()
 	if c.length < 0 {
 		// A chunked body: a read cut by the expired deadline below would
 		// leave net/http's chunked reader failed for good, so the
@@ -512,6 +555,16 @@ func (c *clientBody) settleEarly() (keep bool) {
 	// is not waited on.
 	if rc.SetReadDeadline(time.Now()) != nil {
 		return false
+	}
+	if inFlight != nil {
+		// The expired deadline ends the read in flight at once; the bound
+		// is there for a read that would not return.
+		t := time.NewTimer(maxReadSettle)
+		select {
+		case <-inFlight:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	n, err := io.CopyN(io.Discard, c.body, maxDrain+1)
 	if errors.Is(err, io.EOF) && n <= maxDrain {

@@ -26,10 +26,15 @@ func (e *Error) Error() string {
 	if file == "" {
 		file = "<input>"
 	}
+	// A message may quote the value at fault, which a plugin's config
+	// (whose shape Causeway does not know) can hold a credential in: the
+	// error goes to the log, /config's last_reload and `causeway
+	// validate`, so what it quotes is masked as /config masks values.
+	msg := RedactText(e.Msg)
 	if e.Path == "" {
-		return fmt.Sprintf("%s:%d:%d: %s", file, e.Pos.Line, e.Pos.Col, e.Msg)
+		return fmt.Sprintf("%s:%d:%d: %s", file, e.Pos.Line, e.Pos.Col, msg)
 	}
-	return fmt.Sprintf("%s:%d:%d: %s: %s", file, e.Pos.Line, e.Pos.Col, e.Path, e.Msg)
+	return fmt.Sprintf("%s:%d:%d: %s: %s", file, e.Pos.Line, e.Pos.Col, e.Path, msg)
 }
 
 // Errors is every problem found in one file, in file order.

@@ -239,3 +239,42 @@ func redactParams(s string) string {
 	}
 	return b.String()
 }
+
+// urlInText finds what looks like a URL inside free text: a scheme,
+// "://", and what follows up to a space or a quote; or a path with a query
+// ("/login?access_token=...").
+var urlInText = regexp.MustCompile("[A-Za-z][A-Za-z0-9+.-]*://[^\\s\"'<>`]+|/[^\\s\"'<>`?#]*[?#][^\\s\"'<>`]+")
+
+// RedactText masks the credentials of every URL inside s, a message that
+// may quote a value of the file (a plugin's refusal: found
+// "https://user:password@host/"): the userinfo, as RedactURL masks it, and
+// credential-like parameters, in relative URLs too. A URL that does not
+// parse is masked as well, where RedactURL would replace it whole: the
+// message around it stays readable.
+func RedactText(s string) string {
+	if !strings.Contains(s, "://") && !strings.ContainsAny(s, "?#") {
+		return s
+	}
+	return urlInText.ReplaceAllStringFunc(s, redactEmbeddedURL)
+}
+
+func redactEmbeddedURL(u string) string {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return redactParams(u) // a relative URL: no userinfo
+	}
+	i += len("://")
+	end := len(u)
+	if j := strings.IndexAny(u[i:], "/?#"); j >= 0 {
+		end = i + j
+	}
+	if at := strings.LastIndexByte(u[i:end], '@'); at >= 0 {
+		userinfo := u[i : i+at]
+		masked := Redacted
+		if user, _, hasPassword := strings.Cut(userinfo, ":"); hasPassword {
+			masked = user + ":" + Redacted
+		}
+		u = u[:i] + masked + u[i+at:]
+	}
+	return redactParams(u)
+}

@@ -187,3 +187,34 @@ func TestSecretName(t *testing.T) {
 		}
 	}
 }
+
+// An error quoting a value of the file masks the credentials of the URLs
+// it quotes, as /config masks the value itself. Before the fix a plugin's
+// refusal (rewrite: a rewritten path must start with "/" (found
+// "https://u:pw@host/")) put the password into the log, /config's
+// last_reload and the Kubernetes policy status.
+func TestErrorMasksQuotedCredentials(t *testing.T) {
+	for _, tc := range []struct {
+		name, msg, want string
+	}{
+		{"user and password", `must start with "/" (found "https://u:pw4secret@x.example/$1")`, `must start with "/" (found "https://u:REDACTED@x.example/$1")`},
+		{"token as user name", `bad target https://tok3n@x.example/a`, `bad target https://REDACTED@x.example/a`},
+		{"credential parameter", `cannot fetch "http://h/jwks?a=1&access_token=tok3n;x=2"`, `cannot fetch "http://h/jwks?a=1&access_token=REDACTED;x=2"`},
+		{"unparseable URL", `bad escape in 'https://u:pw%zz@h/%zz'`, `bad escape in 'https://u:REDACTED@h/%zz'`},
+		{"@ in the path only", `found "https://h/a@b"`, `found "https://h/a@b"`},
+		{"two URLs", `a=https://u:p1@h b=redis://:p2@r:6379/0`, `a=https://u:REDACTED@h b=redis://:REDACTED@r:6379/0`},
+		{"relative URL", `found "/login?x=1&access_token=tok3n#sig=abc"`, `found "/login?x=1&access_token=REDACTED#sig=REDACTED"`},
+		{"question without URL", `is it? yes, a?b=c`, `is it? yes, a?b=c`},
+		{"no URL", `user:pw@host is not host:port`, `user:pw@host is not host:port`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := RedactText(tc.msg); got != tc.want {
+				t.Errorf("RedactText(%q) = %q, want %q", tc.msg, got, tc.want)
+			}
+			e := &Error{File: "f.yaml", Pos: Pos{Line: 3, Col: 4}, Path: "plugins.r.config", Msg: tc.msg}
+			if got, want := e.Error(), "f.yaml:3:4: plugins.r.config: "+tc.want; got != want {
+				t.Errorf("Error() = %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/routes"
+
 	_ "github.com/causewayhq/causeway/plugins/standard"
 )
 
@@ -23,6 +25,7 @@ func refusalEdge(t *testing.T, up string) (e *edge, pool *x509.CertPool) {
 	t.Helper()
 	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
 	keys := writeTemp(t, "keys.txt", "partner:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\n") // "foo"
+	secret := writeTemp(t, "hmac", strings.Repeat("k", 32))
 	e = startEdge(t, fmt.Sprintf(`version: 1
 listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
 access_log: {output: "off"}
@@ -32,6 +35,7 @@ tls:
   redirect_http: false
 authenticators:
   partners: {api_key: {header: X-API-Key, keys_file: %q}}
+  users: {jwt: {issuer: "https://id.example.com/", audiences: [api], hmac_secret_file: %q, algorithms: [HS256]}}
 rate_limits:
   once: {key: route, limit: 1, per: 1h, burst: 1}
 plugins:
@@ -40,14 +44,17 @@ plugins:
   maintenance: {use: respond, config: {status: 503, body: "down"}}
 upstreams:
   u: {endpoints: [%q]}
+  down: {endpoints: ["127.0.0.1:1"]}
 routes:
   - {name: auth, match: {path_prefix: /auth}, auth: partners, upstream: u}
+  - {name: jwt, match: {path_prefix: /jwt}, auth: users, upstream: u}
+  - {name: down, match: {path_prefix: /down}, upstream: down}
   - {name: forbidden, match: {path_prefix: /forbidden}, plugins: [deny-all], upstream: u}
   - {name: small, match: {path_prefix: /small}, plugins: [small], upstream: u}
   - {name: limited, match: {path_prefix: /limited}, rate_limit: once, upstream: u}
   - {name: respond, match: {path_prefix: /respond}, plugins: [maintenance], upstream: u}
   - {name: open, match: {path_prefix: /open}, upstream: u}
-`, certFile, keyFile, keys, up))
+`, certFile, keyFile, keys, secret, up))
 	return e, pool
 }
 
@@ -83,6 +90,8 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 		{"/small", 413},
 		{"/limited", 429}, // after a first request that spends the burst
 		{"/respond", 503},
+		{"/jwt", 401},  // no token
+		{"/down", 502}, // the upstream refuses the connection before any byte of the body is read
 	}
 	kinds := []struct {
 		name, headers, sent string
@@ -133,7 +142,7 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 					if resp.StatusCode != want {
 						t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, want)
 					}
-					if want != 503 {
+					if rf.path != "/respond" {
 						var eb struct{ Status int }
 						if json.Unmarshal(body, &eb) != nil || eb.Status != want {
 							t.Fatalf("not the JSON error body: %q", body)
@@ -353,5 +362,89 @@ func expectClosed(t *testing.T, br *bufio.Reader) {
 	t.Helper()
 	if n, err := br.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("connection still open after the answer (read %d bytes)", n)
+	}
+}
+
+// A route's timeout that runs out while the client is still sending its
+// body is answered 504 at once, on both HTTP/1.1 engines, and the
+// connection closed: the body is not wanted any more. Before the fix the
+// forwarder's body writer was still reading the body when the edge wrote
+// its answer: with a stalled body, the expired deadline the answer sets to
+// take what had arrived cut that read and was taken for the client's
+// stall (408 "nothing arrived within the body read timeout", a second
+// before body_read_timeout); with a body that keeps coming a byte at a
+// time, the writer kept moving the deadline and the answer waited for the
+// whole body (no answer within 5 s for a 1 s route timeout).
+func TestRouteTimeoutWhileTheBodyArrives(t *testing.T) {
+	hang, _ := hangingListener(t)
+	for _, engine := range []string{routes.HTTP1EngineCauseway, routes.HTTP1EngineNetHTTP} {
+		e := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+server: {body_read_timeout: 3s, http1_engine: %s}
+upstreams:
+  hang: {endpoints: [%q], timeout: 30s}
+routes:
+  - {name: slow, match: {path_prefix: /}, upstream: hang, timeout: 300ms}
+`, engine, hang))
+		for _, tc := range []struct {
+			name    string
+			trickle bool // a byte every 100 ms, for longer than the test waits
+		}{
+			{name: "stalled body"},
+			{name: "body a byte at a time", trickle: true},
+		} {
+			t.Run(engine+"/"+tc.name, func(t *testing.T) {
+				c, err := net.Dial("tcp", e.Addr("http"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"); err != nil {
+					t.Fatal(err)
+				}
+				stop := make(chan struct{})
+				sending := make(chan struct{})
+				go func() {
+					defer close(sending)
+					tick := time.NewTicker(100 * time.Millisecond)
+					defer tick.Stop()
+					for tc.trickle {
+						select {
+						case <-stop:
+							return
+						case <-tick.C:
+							if _, err := c.Write([]byte("x")); err != nil {
+								return
+							}
+						}
+					}
+				}()
+				defer func() { close(stop); <-sending }()
+				// Only a guard against a hung test: the answer is due
+				// at the route's timeout.
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				br := bufio.NewReader(c)
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("no answer: %v", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var eb struct {
+					Status int
+					Error  string
+				}
+				if resp.StatusCode != http.StatusGatewayTimeout || json.Unmarshal(body, &eb) != nil || eb.Error != "route timeout" {
+					t.Fatalf("status %d %s, want 504 route timeout", resp.StatusCode, body)
+				}
+				if !resp.Close {
+					t.Fatal("the answer does not say Connection: close, though the body was not read")
+				}
+				if n, err := br.Read(make([]byte, 1)); err == nil {
+					t.Fatalf("connection still open after the answer (read %d bytes)", n)
+				}
+			})
+		}
 	}
 }

@@ -70,6 +70,8 @@ func TestRefusalMessagesQuoteNoCredential(t *testing.T) {
 		"acme directory_url http":         fmt.Sprintf("listen: {https: \"127.0.0.1:0\"}\ntls: {acme: {email: a@example.com, hosts: [www.example.com], cache_dir: %q, directory_url: \"http://acct:hunter2-acme@acme.internal/dir\"}}\nupstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n", t.TempDir(), up.addr()),
 		"acme on_demand ask scheme":       fmt.Sprintf("listen: {https: \"127.0.0.1:0\"}\ntls: {acme: {email: a@example.com, hosts: [www.example.com], cache_dir: %q, on_demand: {ask: \"ftp://ask:hunter2-ask@ask.internal/check?token=hunter2-askq\"}}}\nupstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n", t.TempDir(), up.addr()),
 		"ext_authz grpc_address userinfo": fmt.Sprintf("authenticators:\n  x: {ext_authz: {grpc_address: \"svc:hunter2-grpc@127.0.0.1:9191\"}}\nupstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, auth: x, upstream: u}\n", up.addr()),
+		// A plugin's refusal quotes the value at fault.
+		"rewrite target userinfo": fmt.Sprintf("plugins:\n  rw: {use: rewrite, config: {rules: [{match: '^(.*)$', replace: 'https://ops:hunter2-rw@x.example$1'}]}}\nupstreams:\n  u: {endpoints: [%q]}\nroutes:\n  - {name: r, match: {path_prefix: /}, plugins: [rw], upstream: u}\n", up.addr()),
 	}
 	for name, bad := range cases {
 		t.Run(name, func(t *testing.T) {

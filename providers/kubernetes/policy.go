@@ -846,10 +846,12 @@ func keyPaths(err error) string {
 	}
 	msgs := make([]string, 0, len(list))
 	for _, e := range list {
-		if e.Path == "" {
-			msgs = append(msgs, e.Msg)
+		// Masked as routes.Error masks it: a status is read by whoever
+		// may read the policy.
+		if msg := routes.RedactText(e.Msg); e.Path == "" {
+			msgs = append(msgs, msg)
 		} else {
-			msgs = append(msgs, e.Path+": "+e.Msg)
+			msgs = append(msgs, e.Path+": "+msg)
 		}
 	}
 	return strings.Join(msgs, "; ")

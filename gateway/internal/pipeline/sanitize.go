@@ -135,6 +135,11 @@ func withoutToken(values []string, tok string) ([]string, bool) {
 // "_" (unless server.allow_underscore_headers), the URL-override headers,
 // the headers only Causeway sets for a service, and, from an untrusted
 // peer, every forwarded and client-address header and the mirror mark.
+// From a trusted proxy too, a forwarded header spelled with "_"
+// (X_Forwarded_For, X_Real_IP) is dropped: a proxy states the hyphenated
+// names, so such a spelling is the client's, passed on by a proxy that does
+// not know it; and a CGI-style service, which folds "_" to "-", would take
+// it for the header the proxy and the edge stated.
 func SanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 	for name := range h {
 		if !srv.AllowUnderscoreHeaders && strings.IndexByte(name, '_') >= 0 {
@@ -145,7 +150,7 @@ func SanitizeHeaders(h http.Header, trusted bool, srv *routes.Server) {
 		case edgeheader.URLOverride, edgeheader.Owned:
 			delete(h, name)
 		case edgeheader.Forwarded:
-			if !trusted {
+			if !trusted || strings.IndexByte(name, '_') >= 0 {
 				delete(h, name)
 			}
 		}

@@ -187,6 +187,9 @@ func TestSanitizeHeaders(t *testing.T) {
 		{"untrusted, underscores dropped", false, false, []string{"X-User-Id", "Accept", strings.Repeat("Y", 40)}},
 		{"untrusted, underscores allowed: folded names still caught", false, true, []string{"X_user_id", "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
 		{"trusted: forwarded and the mirror mark kept, overrides and Causeway's own never", true, false, []string{"X-Forwarded-Prefix", "X-Real-Ip", "Cf-Connecting-Ip", "X-Forwarded-" + strings.Repeat("Long", 10), "X-Causeway-Mirror", "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
+		// Before the fix X_forwarded_ssl passed: a client's spelling that a
+		// CGI-style service reads as X-Forwarded-Ssl.
+		{"trusted, underscores allowed: the underscore spelling of a forwarded header never", true, true, []string{"X-Forwarded-Prefix", "X-Real-Ip", "Cf-Connecting-Ip", "X-Forwarded-" + strings.Repeat("Long", 10), "X-Causeway-Mirror", "X_user_id", "X-User-Id", "Accept", strings.Repeat("Y", 40)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := in()
