@@ -1036,25 +1036,47 @@ routes:
 // sidecar sent after an answer, whether it came in the answer's TLS record,
 // in records of its own or across several.
 func TestEngineStrayMeshBytesNeverAnswer(t *testing.T) {
-	ca := meshtest.NewCA(t, "example.org")
-	const edgeID, svcID = "spiffe://example.org/ns/edge/sa/gateway", "spiffe://example.org/ns/shop/sa/orders"
-	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
-	svc := ca.Issue(svcID)
-	addr := misbehavingUpstream(t, &tls.Config{
-		Certificates: []tls.Certificate{svc.TLS},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    ca.Pool(),
-		MinVersion:   tls.VersionTLS13,
-		NextProtos:   []string{"http/1.1"},
-	})
+	hop := newMeshHop(t)
+	addr := misbehavingUpstream(t, hop.serverTLS)
 	// The hop's client is the same under either server engine.
 	engine := routes.HTTP1EngineCauseway
-	strayBytesNeverAnswer(t, engine, engineHeader(engine)+fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+	strayBytesNeverAnswer(t, engine, engineHeader(engine)+hop.config(addr, ""), 3000)
+}
+
+// meshHop is an edge identity and a service identity of one mesh CA: the
+// service's side is a server that stands in for a sidecar.
+type meshHop struct {
+	serverTLS *tls.Config // the sidecar's: mTLS 1.3, the edge's certificate required
+	edgeFiles meshtest.Files
+	svcID     string
+}
+
+func newMeshHop(t *testing.T) *meshHop {
+	ca := meshtest.NewCA(t, "example.org")
+	const edgeID, svcID = "spiffe://example.org/ns/edge/sa/gateway", "spiffe://example.org/ns/shop/sa/orders"
+	svc := ca.Issue(svcID)
+	return &meshHop{
+		serverTLS: &tls.Config{
+			Certificates: []tls.Certificate{svc.TLS},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    ca.Pool(),
+			MinVersion:   tls.VersionTLS13,
+			NextProtos:   []string{"http/1.1"},
+		},
+		edgeFiles: ca.IssueFiles(t.TempDir(), edgeID),
+		svcID:     svcID,
+	}
+}
+
+// config is the edge's mesh settings and one route to the sidecar at addr;
+// extra is appended to the upstream's flow mapping (", timeout: 5s").
+func (h *meshHop) config(addr, extra string) string {
+	return fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
 upstreams:
-  u: {endpoints: [%q], mesh_identity: %q}
+  u: {endpoints: [%q], mesh_identity: %q%s}
 routes:
   - {name: open, match: {path_prefix: /}, upstream: u}
-`, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, addr, svcID), 3000)
+`, h.edgeFiles.Cert, h.edgeFiles.Key, h.edgeFiles.Bundle, addr, h.svcID, extra)
 }
 
 // strayBytesNeverAnswer runs total requests of 32 keep-alive clients

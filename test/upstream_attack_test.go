@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -19,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/causewayhq/causeway/mesh/meshtest"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -305,24 +305,10 @@ routes:
 	// The mesh hop: the edge's own client over mTLS to a sidecar that
 	// misbehaves.
 	t.Run("mesh", func(t *testing.T) {
-		ca := meshtest.NewCA(t, "example.org")
-		const edgeID, svcID = "spiffe://example.org/ns/edge/sa/gateway", "spiffe://example.org/ns/shop/sa/orders"
-		edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
-		svc := ca.Issue(svcID)
-		u := newHostileBodyUpstream(t, &tls.Config{
-			Certificates: []tls.Certificate{svc.TLS},
-			ClientAuth:   tls.RequireAndVerifyClientCert,
-			ClientCAs:    ca.Pool(),
-			MinVersion:   tls.VersionTLS13,
-			NextProtos:   []string{"http/1.1"},
-		})
+		hop := newMeshHop(t)
+		u := newHostileBodyUpstream(t, hop.serverTLS)
 		engine := routes.HTTP1EngineCauseway
-		e := startEdge(t, engineHeader(engine)+fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
-upstreams:
-  u: {endpoints: [%q], mesh_identity: %q, timeout: 5s}
-routes:
-  - {name: open, match: {path_prefix: /}, upstream: u}
-`, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, u.ln.Addr().String(), svcID))
+		e := startEdge(t, engineHeader(engine)+hop.config(u.ln.Addr().String(), ", timeout: 5s"))
 		hostileUpstreamWithBodies(t, e.Addr("http"), u, "mesh", 600)
 	})
 }
@@ -341,18 +327,7 @@ func hostileUpstreamWithBodies(t *testing.T, addr string, u *hostileBodyUpstream
 		}
 		c, br := k.c, k.br
 		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		size := rng.IntN(4 << 10)
-		switch rng.IntN(8) {
-		case 0:
-			size = 0
-		case 1:
-			size = rng.IntN(256 << 10)
-		}
-		body := make([]byte, len(id)+1+size)
-		copy(body, id+":")
-		fillRandom(rng, body[len(id)+1:])
-		sum := sha256.Sum256(body)
-		digest := hex.EncodeToString(sum[:])
+		body, digest := taggedBody(rng, id, attackBodySize(rng))
 		method := http.MethodPost
 		if rng.IntN(3) == 0 {
 			method = http.MethodPut
@@ -529,18 +504,7 @@ routes:
 		rng := k.rng
 		id := fmt.Sprintf("h2-%d", n)
 		cs := upstreamAttackPaths[rng.IntN(len(upstreamAttackPaths))]
-		size := rng.IntN(4 << 10)
-		switch rng.IntN(8) {
-		case 0:
-			size = 0
-		case 1:
-			size = rng.IntN(256 << 10)
-		}
-		body := make([]byte, len(id)+1+size)
-		copy(body, id+":")
-		fillRandom(rng, body[len(id)+1:])
-		sum := sha256.Sum256(body)
-		digest := hex.EncodeToString(sum[:])
+		body, digest := taggedBody(rng, id, attackBodySize(rng))
 		leave := rng.IntN(16)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -663,11 +627,7 @@ routes:
 			id := fmt.Sprintf("pipe-%d-%d", n, i)
 			ci := rng.IntN(len(upstreamAttackPaths))
 			cs := upstreamAttackPaths[ci]
-			body := make([]byte, len(id)+1+rng.IntN(8<<10))
-			copy(body, id+":")
-			fillRandom(rng, body[len(id)+1:])
-			sum := sha256.Sum256(body)
-			digest := hex.EncodeToString(sum[:])
+			body, digest := taggedBody(rng, id, rng.IntN(8<<10))
 			wire = fmt.Appendf(wire, "POST /%s HTTP/1.1\r\nHost: a\r\nX-Id: %s\r\nX-Digest: %s\r\n", cs.path, id, digest)
 			if cs.path == "expect" || cs.path == "expect-refused" {
 				wire = append(wire, "Expect: 100-continue\r\n"...)
@@ -737,4 +697,26 @@ routes:
 	mu.Lock()
 	defer mu.Unlock()
 	u.check(t, sent)
+}
+
+// attackBodySize is a request body's size: mostly up to 4 KiB, one in
+// eight empty and one in eight up to 256 KiB.
+func attackBodySize(rng *rand.Rand) int {
+	switch rng.IntN(8) {
+	case 0:
+		return 0
+	case 1:
+		return rng.IntN(256 << 10)
+	}
+	return rng.IntN(4 << 10)
+}
+
+// taggedBody is "id:" and size random bytes, with the SHA-256 of the whole
+// in hex: the upstream's copy is checked against it.
+func taggedBody(rng *rand.Rand, id string, size int) (body []byte, digest string) {
+	body = make([]byte, len(id)+1+size)
+	copy(body, id+":")
+	fillRandom(rng, body[len(id)+1:])
+	sum := sha256.Sum256(body)
+	return body, hex.EncodeToString(sum[:])
 }
