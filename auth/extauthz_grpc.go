@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +23,21 @@ import (
 // bounded further, this keeps a hostile server from making the edge
 // allocate for a huge message before those checks run.
 const maxAuthzMessage = 1 << 20
+
+// reconnect is how the client retries a server it lost. grpc-go's default
+// backs off to 2 minutes: an authorization server back after a restart
+// of some seconds went unasked, every request answered on_error, for up to
+// that long. Envoy asks again with the next request. Attempts at most a
+// second apart cost a refused connection each while the server is down.
+var reconnect = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  100 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   time.Second,
+	},
+	MinConnectTimeout: 5 * time.Second,
+}
 
 // grpcAuthz asks an envoy.service.auth.v3.Authorization server.
 type grpcAuthz struct {
@@ -37,6 +54,7 @@ func newGRPCAuthz(addr string, useTLS bool, conf *tls.Config) (*grpcAuthz, error
 	// matter for requests, not a refused configuration.
 	conn, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(reconnect),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxAuthzMessage)))
 	if err != nil {
 		return nil, fmt.Errorf("grpc_address: %w", err)

@@ -47,6 +47,11 @@ func newAuthzServer(t testing.TB, answer func(*authv3.CheckRequest) (*authv3.Che
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveAuthz(t, ln, answer)
+}
+
+// serveAuthz serves an authzServer on ln until the test ends.
+func serveAuthz(t testing.TB, ln net.Listener, answer func(*authv3.CheckRequest) (*authv3.CheckResponse, error)) *authzServer {
 	s := &authzServer{addr: ln.Addr().String(), answer: answer}
 	g := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(g, s)
@@ -306,6 +311,69 @@ func TestExtAuthzOnError(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A gRPC authorization server that is down (its port accepts and drops
+// connections, as while it restarts) is tried again at most about a second
+// apart, and once it is back the next requests are asked, not answered
+// on_error for as long as grpc-go's default backoff (up to 2 minutes)
+// would hold them.
+func TestExtAuthzGRPCReconnects(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	var attempts atomic.Int64
+	accepting := make(chan struct{})
+	go func() {
+		defer close(accepting)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			attempts.Add(1)
+			c.Close()
+		}
+	}()
+	f := parse(t, "  authz:\n    ext_authz:\n      grpc_address: "+addr+"\n      on_error: deny\n      status_on_error: 503",
+		`{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+	log, _ := logBuffer()
+	s := testSet(t, f, Options{Metrics: NewMetrics(), Logger: log})
+	h, up := handler(t, s, f, 0)
+	const down = 6 * time.Second
+	for end := time.Now().Add(down); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if w := do(h, "/", nil); w.Code != 503 {
+			t.Fatalf("server down: %d, want 503 (on_error: deny)", w.Code)
+		}
+	}
+	// grpc-go's default (1 s, then 1.6 times more each time) makes at most
+	// 4 attempts in 6 s; at most a second apart makes about 10.
+	if n := attempts.Load(); n < 6 {
+		t.Errorf("%d connection attempts in %s while the server was down, want at least 6", n, down)
+	}
+	ln.Close()
+	<-accepting
+	back, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serveAuthz(t, back, func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return okResponse(nil, nil, nil), nil })
+	start := time.Now()
+	for {
+		w := do(h, "/", nil)
+		if w.Code == 204 {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the server has been back for %s and requests still get %d", time.Since(start), w.Code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if srv.calls.Load() == 0 || up.calls != 1 {
+		t.Fatalf("server asked %d times, upstream called %d times", srv.calls.Load(), up.calls)
 	}
 }
 
