@@ -153,7 +153,11 @@ func RedactNamed(m map[string]string) map[string]string {
 }
 
 // secretNames matches key and header names that carry credentials.
-var secretNames = regexp.MustCompile(`(?i)(authorization$|cookie$|token|secret|passw|credential|api[-_]?key|(^|[-_])key$|^key[-_]|signature|session)`)
+//
+// Beyond the usual words: a bare or suffixed pass, pwd, passphrase, bearer,
+// an auth or authentication header (X-Auth), hmac, jwt, salt, private and a
+// dsn (a connection string carries its password outside any URL form).
+var secretNames = regexp.MustCompile(`(?i)(authorization$|cookie$|token|secret|passw|passphrase|(^|[-_])pass$|pwd|bearer|(^|[-_])auth(entication)?$|hmac|jwt|salt|private|(^|[-_])dsn$|credential|api[-_]?key|(^|[-_])key$|^key[-_]|signature|session)`)
 
 // SecretName reports whether a key (or header) name says its value is a
 // credential. Names of where a secret is kept (…_env, …_file) are not.

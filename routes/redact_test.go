@@ -120,6 +120,9 @@ plugins:
     config:
       list: [{webhook: "https://hooks.example/x?api_key=hunter2-hook"}, {password: "hunter2-pw"}]
       ghtoken: "https://hunter2ghtokenvalue@github.com/org/repo"
+      tls: {passphrase: hunter2-phrase, private: hunter2-private}
+      db: {dsn: "app:hunter2-dsn@tcp(db:3306)/orders", pwd: hunter2-pwd}
+      upstream_headers: {X-Auth: hunter2-xauth, Bearer: hunter2-bearer2}
 upstreams:
   u: {endpoints: ["127.0.0.1:1"]}
 routes:
@@ -181,6 +184,13 @@ func TestSecretName(t *testing.T) {
 		"X-Auth-Token": true, "client_secret": true, "password": true, "apikey": true, "key": true,
 		"hmac_secret_env": false, "keys_file": false, "X-Request-Id": false, "monkey": false, "header": false,
 		"keyboard": false, "X-Plain": false,
+		// Names outside the usual words, as plugin configs and match
+		// headers spell them.
+		"passphrase": true, "tls_passphrase": true, "pass": true, "redis_pass": true, "db_pwd": true,
+		"bearer": true, "X-Auth": true, "X-Authentication": true, "auth": true, "hmac": true,
+		"jwt": true, "salt": true, "private": true, "dsn": true, "database_dsn": true,
+		"author": false, "oauth_provider": false, "bypass": false, "passthrough": false, "compass": false,
+		"authority": false, "X-Forwarded-Proto": false, "path": false,
 	} {
 		if got := SecretName(name); got != want {
 			t.Errorf("SecretName(%q) = %v, want %v", name, got, want)
