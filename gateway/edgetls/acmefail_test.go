@@ -1,7 +1,6 @@
 package edgetls
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -146,7 +146,7 @@ func TestACMEFailingCA(t *testing.T) {
 				acme.CARootsFile = ca.roots
 			}
 			orders := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "causeway_acme_orders_total", Help: "h"}, []string{"result"})
-			logs := &syncBuffer{}
+			logs := &testutil.Buffer{}
 			m := newManager(t, &routes.TLS{ACME: acme}, Options{ACMEWait: time.Second, ACMEOrders: orders, Logger: textLogger(logs)})
 			e := serveEdge(t, m, listen(t), listen(t))
 
@@ -192,24 +192,6 @@ func TestACMEFailingCA(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func textLogger(w io.Writer) *slog.Logger {
