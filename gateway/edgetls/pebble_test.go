@@ -212,7 +212,7 @@ func startACME(t testing.TB, httpPort, tlsPort int, pebbleEnv ...string) *acmeEn
 }
 
 // minPebble is the oldest Pebble the tests accept. v2.10.1 can deadlock an
-// order polled while its certificate is issued (letsencrypt/pebble#554, see
+// order polled while its certificate is issued (see
 // TestPebbleOrderPollDuringIssuance): an edge caught there never gets its
 // certificate and the test fails for reasons of the CA, not of the edge.
 const minPebble = "v2.10.3"
@@ -228,7 +228,7 @@ func requirePebble(t testing.TB, bin string) {
 	}
 	got := bi.Main.Version
 	if !versionAtLeast(got, minPebble) {
-		t.Fatalf("%s is Pebble %s; the tests need %s or later (letsencrypt/pebble#554): run `make deps`", bin, got, minPebble)
+		t.Fatalf("%s is Pebble %s; the tests need %s or later (older ones can deadlock an order polled during issuance): run `make deps`", bin, got, minPebble)
 	}
 }
 

@@ -21,7 +21,8 @@ import (
 // TestPebbleOrderPollDuringIssuance checks the pinned Pebble itself: an
 // order polled while the CA issues its certificate must still be answered.
 // Pebble v2.10.1 read-locks an order twice while answering a poll
-// (letsencrypt/pebble#554); when issuance takes the write lock in between,
+// (WebFrontEndImpl.Order, then orderForDisplay; v2.10.3 releases the
+// first lock before the second); when issuance takes the write lock in between,
 // that order and every later request for it hang for good. A client caught
 // there waits for an answer that never comes, which is how
 // TestACMEWithClientAuth once timed out in CI right after "Issued
