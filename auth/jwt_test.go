@@ -229,6 +229,11 @@ func TestJWTTokenSources(t *testing.T) {
 		{"cookie only one", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok}}, 204, "", map[string]string{"Cookie": ""}},
 		{"cookie kept", "{cookie: session}", true, "/", http.Header{"Cookie": {"session=" + tok}}, 204, "", map[string]string{"Cookie": "session=" + tok}},
 		{"two cookies", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok + "; session=" + tok}}, 401, "", nil},
+		// Go reads a cookie's name with the blanks around it trimmed: the
+		// strip must remove what was read, not send it on as " session".
+		{"cookie name with a blank", "{cookie: session}", false, "/", http.Header{"Cookie": {"a=1; session =" + tok}}, 204, "", map[string]string{"Cookie": "a=1"}},
+		{"cookie name with a tab", "{cookie: session}", false, "/", http.Header{"Cookie": {"session\t=" + tok + "; b=2"}}, 204, "", map[string]string{"Cookie": "b=2"}},
+		{"cookie spelled twice, once with a blank", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok + "; session =" + tok}}, 401, "", nil},
 		{"query", "{query: access_token}", false, "/p?z=1&access_token=" + tok + "&a=%20b", nil, 204, "z=1&a=%20b", nil},
 		{"query kept", "{query: access_token}", true, "/p?access_token=" + tok, nil, 204, "access_token=" + tok, nil},
 		{"query twice", "{query: access_token}", false, "/p?access_token=" + tok + "&access_token=" + tok, nil, 401, "", nil},

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strings"
 )
@@ -155,8 +156,11 @@ func stripCookies(h http.Header, drop func(string) bool) {
 		parts := strings.Split(line, ";")
 		kept := parts[:0]
 		for _, p := range parts {
+			// The name as net/http reads it (Request.Cookie, which extract
+			// uses), blanks around it trimmed: "session =TOKEN" is the
+			// session cookie to it, and must go as the credential read.
 			n, _, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if !drop(n) {
+			if !drop(textproto.TrimString(n)) {
 				kept = append(kept, strings.TrimSpace(p))
 			}
 		}
