@@ -48,6 +48,11 @@ func TestAPIKeys(t *testing.T) {
 		{"missing", "", "/", nil, 401, "", "", ""},
 		{"two keys", "", "/", http.Header{"X-Api-Key": {"acme-secret-key", "globex-secret-key"}}, 401, "", "", ""},
 		{"oversized", "", "/", http.Header{"X-Api-Key": {strings.Repeat("k", 2000)}}, 401, "", "", ""},
+		// Under server.allow_underscore_headers X_Api_Key reaches the edge,
+		// and a CGI-style upstream reads it as X-Api-Key: a second copy.
+		{"key also spelled with '_'", "", "/", http.Header{"X-Api-Key": {"acme-secret-key"}, "X_api_key": {"globex-secret-key"}}, 401, "", "", ""},
+		{"named key also spelled with '_'", "\n      header: X-Partner-Key", "/",
+			http.Header{"X-Partner-Key": {"acme-secret-key"}, "X_Partner-key": {"forged"}}, 401, "", "", ""},
 		{"named header, forwarded name, spoof removed", "\n      header: X-Partner-Key\n      forward_name: X-Partner", "/",
 			http.Header{"X-Partner-Key": {"acme-secret-key"}, "X-Partner": {"globex"}}, 204, "acme", "acme", ""},
 		{"query", "\n      query: key", "/p?key=acme-secret-key&x=1", nil, 204, "acme", "", "x=1"},
@@ -143,6 +148,7 @@ func TestMultipleAuthenticators(t *testing.T) {
 		{"api key", http.Header{"X-Api-Key": {"acme-key"}}, 204, "partners", nil, ""},
 		{"both: first wins", http.Header{"Authorization": {"Bearer " + good}, "X-Api-Key": {"acme-key"}}, 204, "users", nil, ""},
 		{"bad jwt, good key", http.Header{"Authorization": {"Bearer " + bad}, "X-Api-Key": {"acme-key"}}, 204, "partners", nil, ""},
+		{"jwt, and a key spelled with '_'", http.Header{"Authorization": {"Bearer " + good}, "X_Api_Key": {"acme-key"}}, 204, "users", nil, ""},
 		{"nothing", nil, 401, "", []string{`Bearer realm="users"`, `ApiKey realm="partners"`}, "users/missing"},
 		{"bad key only", http.Header{"X-Api-Key": {"nope"}}, 401, "",
 			[]string{`Bearer realm="users"`, `ApiKey realm="partners", error="invalid_token", error_description="the API key is not valid"`}, "partners/unknown_key"},
@@ -161,7 +167,7 @@ func TestMultipleAuthenticators(t *testing.T) {
 					t.Fatalf("authenticated by %q, want %q", up.p.Authenticator, tt.who)
 				}
 				// Every credential the route knows is stripped, whichever won.
-				if up.header.Get("Authorization") != "" || up.header.Get("X-Api-Key") != "" {
+				if up.header.Get("Authorization") != "" || up.header.Get("X-Api-Key") != "" || up.header["X_Api_Key"] != nil {
 					t.Fatal("a credential reached the upstream")
 				}
 				return

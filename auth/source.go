@@ -38,7 +38,7 @@ func (s source) extract(r *http.Request) (string, Reason) {
 		switch {
 		case len(vs) == 0 || vs[0] == "" && len(vs) == 1:
 			return "", ReasonMissing
-		case len(vs) > 1:
+		case len(vs) > 1 || hasFoldedTwin(r.Header, s.name):
 			return "", ReasonMalformed
 		}
 		// A named header may still carry the scheme out of habit.
@@ -92,6 +92,28 @@ func bearerToken(vs []string) (string, Reason) {
 	return tok, ReasonNone
 }
 
+// hasFoldedTwin reports whether h carries name also under another
+// spelling a CGI-style upstream (CGI, WSGI, PHP) reads as the same
+// variable: X_Api_Key is HTTP_X_API_KEY, as X-Api-Key is. Such names reach
+// the edge only under server.allow_underscore_headers; there, a second
+// copy of a credential header is as ambiguous as two X-Api-Key lines: the
+// edge would check one while the upstream may read the other.
+func hasFoldedTwin(h http.Header, name string) bool {
+	var folded string
+	for k := range h {
+		if k == name || strings.IndexByte(k, '_') < 0 {
+			continue
+		}
+		if folded == "" {
+			folded = foldName(name)
+		}
+		if foldName(k) == folded {
+			return true
+		}
+	}
+	return false
+}
+
 // sameSlot reports whether s and o read the same place: Bearer and Basic
 // both live in Authorization, so keeping one keeps the other.
 func (s source) sameSlot(o source) bool {
@@ -107,6 +129,11 @@ func (s source) strip(r *http.Request) {
 		r.Header.Del("Authorization")
 	case fromHeader:
 		r.Header.Del(s.name)
+		for k := range r.Header {
+			if strings.IndexByte(k, '_') >= 0 && foldName(k) == foldName(s.name) {
+				delete(r.Header, k)
+			}
+		}
 	case fromCookie:
 		stripCookie(r.Header, s.name)
 	case fromSession:
