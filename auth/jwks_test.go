@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -433,5 +435,61 @@ func TestJWKSOverTLS(t *testing.T) {
 	started(t, untrusting)
 	if err := untrusting.Ready(); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("Ready with an untrusted certificate: %v", err)
+	}
+}
+
+// TestJWKSKIDMissStorm: 1,000 concurrent tokens naming kids the provider
+// does not have (random ones, and a real kid with the alg of another key
+// type), against a provider that answers slowly and flaps between two key
+// sets: every request is refused, no forged kid verifies, and the provider
+// sees at most one fetch per min interval, not one per request.
+func TestJWKSKIDMissStorm(t *testing.T) {
+	rsaKey, ecKey, other := signerFor(t, "RS256", 0), signerFor(t, "ES256", 0), signerFor(t, "RS256", 1)
+	var hits atomic.Int64
+	flap := []map[string]any{jwkOf(rsaKey.pub, "rsa")}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		time.Sleep(50 * time.Millisecond)
+		keys := flap
+		if n%2 == 0 {
+			keys = append(slices.Clone(flap), jwkOf(other.pub, "other"))
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+	}))
+	t.Cleanup(srv.Close)
+	f := parse(t, jwtYAML("      jwks_url: "+srv.URL+"\n      jwks_refresh: {min: 30s}", "RS256", "ES256"), usersRoute)
+	clk := newClock()
+	s := testSet(t, f, Options{Now: clk.Now})
+	started(t, s)
+	a := s.auths["users"].(*jwtAuth)
+	good := rsaKey.sign(t, claims(nil), "rsa")
+	// An ES256 token that names the RSA key's kid: the kid is known, the
+	// key cannot verify this alg, so it is a miss like an unknown kid.
+	crossType := ecKey.sign(t, claims(nil), "rsa")
+	start := hits.Load()
+	const rounds, perRound = 4, 250
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for i := range perRound {
+			wg.Go(func() {
+				tok := crossType
+				if i%2 == 0 {
+					tok = ecKey.sign(t, claims(nil), fmt.Sprintf("storm-%d-%d", round, i))
+				}
+				if p, r := a.verify(context.Background(), tok); p != nil || (r != ReasonUnknownKID && r != ReasonSignature) {
+					t.Errorf("a token with a kid the provider lacks: principal %v, reason %q", p, r)
+				}
+			})
+		}
+		wg.Wait()
+		if p, r := a.verify(context.Background(), good); p == nil {
+			t.Fatalf("round %d: the real key's token: %q", round, r)
+		}
+		clk.Add(30 * time.Second)
+	}
+	// One fetch per round at most (the first round is within min of the
+	// start-up fetch), whatever the number of requests.
+	if got := hits.Load() - start; got > rounds {
+		t.Fatalf("%d tokens with missing kids caused %d fetches, want at most %d", rounds*perRound, got, rounds)
 	}
 }
