@@ -384,6 +384,13 @@ func (a *extAuthz) key(r *http.Request) string {
 // client's copy never reaches the server.
 const partialBodyHeader = "X-Envoy-Auth-Partial-Body"
 
+// A Host field is never sent either: the host the edge routed on is
+// r.Host, stated as :authority and the host attribute (gRPC, OPA) or
+// X-Forwarded-Host (forward-auth). An HTTP/2 client may send a "host"
+// field beside :authority, which net/http keeps in the header map; passed
+// on, a policy reading headers.host would judge a host the request was
+// not routed to.
+
 // hopByHop are never sent to an authorization server: they describe the
 // client's connection to the edge, not the request.
 var hopByHop = map[string]bool{
@@ -395,14 +402,14 @@ func (a *extAuthz) sentHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	if a.headers != nil {
 		for _, k := range a.headers {
-			if vs, ok := h[k]; ok && k != partialBodyHeader {
+			if vs, ok := h[k]; ok && k != partialBodyHeader && k != "Host" {
 				out[k] = vs
 			}
 		}
 		return out
 	}
 	for k, vs := range h {
-		if !hopByHop[k] && k != partialBodyHeader {
+		if !hopByHop[k] && k != partialBodyHeader && k != "Host" {
 			out[k] = vs
 		}
 	}

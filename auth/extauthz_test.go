@@ -172,6 +172,27 @@ func TestExtAuthzGRPC(t *testing.T) {
 	}
 }
 
+// An HTTP/2 request may carry a "host" field beside :authority (net/http
+// keeps it in the header map, r.Host is :authority): the server is told
+// the host the edge routed on, never the other one.
+func TestExtAuthzHostFieldNotSent(t *testing.T) {
+	srv := newAuthzServer(t, func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return okResponse(nil, nil, nil), nil })
+	for _, extra := range []string{"", "\n      headers: [Host, Authorization]"} {
+		f := parse(t, extAuthzYAML(grpcTarget(srv), extra), `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+		h, _ := handler(t, testSet(t, f, Options{}), f, 0)
+		r := httptestRequest("/admin", http.Header{"Host": {"public.example.com"}, "Authorization": {"Bearer x"}})
+		r.Host = "admin.example.com"
+		if w := recorder(h, r); w.Code != 204 {
+			t.Fatalf("%q: status %d", extra, w.Code)
+		}
+		req, _ := srv.lastRequest()
+		hr := req.GetAttributes().GetRequest().GetHttp()
+		if got, ok := hr.GetHeaders()["host"]; ok || hr.GetHeaders()[":authority"] != "admin.example.com" || hr.GetHost() != "admin.example.com" {
+			t.Fatalf("%q: headers.host %q (sent: %v), :authority %q, host %q", extra, got, ok, hr.GetHeaders()[":authority"], hr.GetHost())
+		}
+	}
+}
+
 // A gRPC allow that does not set a header the server may set: the
 // client's copy of a listed header never reaches the upstream.
 func TestExtAuthzGRPCUpstreamHeadersStripped(t *testing.T) {
