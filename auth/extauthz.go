@@ -79,6 +79,17 @@ type decision struct {
 	status int
 	header http.Header
 	body   []byte
+	// bare: a denial whose headers or body broke the bounds; the client
+	// gets the edge's own refusal with status (see deniedOverBounds).
+	bare bool
+}
+
+// deniedOverBounds is the decision of a server that denied with an answer
+// past the bounds, returned with the error that says which: a denial it
+// stays, whatever on_error says (on_error is for a server that could not
+// decide), answered without the server's headers and body.
+func deniedOverBounds(code int) *decision {
+	return &decision{status: denialStatus(code), bare: true}
 }
 
 // checkInput is the request as the servers are told about it.
@@ -287,6 +298,12 @@ func (a *extAuthz) check(r *http.Request) (*Principal, Reason, refusal) {
 	if a.metrics != nil {
 		a.metrics.Duration.WithLabelValues(a.authName).Observe(time.Since(start).Seconds())
 	}
+	if err != nil && d != nil && !d.allow {
+		// The server said no and only its answer could not be relayed:
+		// on_error: allow must not turn that into a yes.
+		a.log.Warn("ext_authz: a denial past the bounds, refused without its headers and body", "error", err)
+		err = nil
+	}
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "authorization server unavailable")
@@ -338,6 +355,10 @@ func injectTrace(ctx context.Context, h propagation.TextMapCarrier) {
 // edge, as Envoy's local replies to gRPC requests: an HTTP status and a
 // body the server wrote for browsers are no answer a gRPC client can read.
 func (d *decision) writeDenial(w http.ResponseWriter, r *http.Request) {
+	if d.bare {
+		httperr.Write(w, r, d.status, "denied by the authorization server")
+		return
+	}
 	for k, vs := range d.header {
 		w.Header()[k] = vs
 	}

@@ -169,10 +169,10 @@ func (g *grpcAuthz) check(ctx context.Context, in *checkInput) (*decision, error
 		}
 	}
 	if sink.err != nil {
-		return nil, sink.err
+		return deniedOverBounds(d.status), sink.err
 	}
 	if len(denied.GetBody()) > maxAuthzBodyBytes {
-		return nil, fmt.Errorf("the authorization server's denial body is over %d bytes", maxAuthzBodyBytes)
+		return deniedOverBounds(d.status), fmt.Errorf("the authorization server's denial body is over %d bytes", maxAuthzBodyBytes)
 	}
 	d.body = []byte(denied.GetBody())
 	return d, nil

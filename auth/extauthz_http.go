@@ -140,10 +140,10 @@ func (h *httpAuthz) forwardAuth(ctx context.Context, in *checkInput) (*decision,
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAuthzBodyBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("ext_authz response: %w", err)
+		return deniedOverBounds(resp.StatusCode), fmt.Errorf("ext_authz response: %w", err)
 	}
 	if len(b) > maxAuthzBodyBytes {
-		return nil, fmt.Errorf("the authorization server's denial body is over %d bytes", maxAuthzBodyBytes)
+		return deniedOverBounds(resp.StatusCode), fmt.Errorf("the authorization server's denial body is over %d bytes", maxAuthzBodyBytes)
 	}
 	d := &decision{status: denialStatus(resp.StatusCode), header: http.Header{}, body: b}
 	for k, vs := range resp.Header {
@@ -154,7 +154,7 @@ func (h *httpAuthz) forwardAuth(ctx context.Context, in *checkInput) (*decision,
 		}
 	}
 	if sink.err != nil {
-		return nil, sink.err
+		return deniedOverBounds(resp.StatusCode), sink.err
 	}
 	// The server's framing describes its own response, not ours.
 	d.header.Del("Date")
@@ -279,12 +279,12 @@ func opaDecision(raw []byte) (*decision, error) {
 		return d, nil
 	}
 	if len(res.Body) > maxAuthzBodyBytes {
-		return nil, fmt.Errorf("OPA's denial body is over %d bytes", maxAuthzBodyBytes)
+		return deniedOverBounds(res.HTTPStatus), fmt.Errorf("OPA's denial body is over %d bytes", maxAuthzBodyBytes)
 	}
 	d := &decision{status: denialStatus(res.HTTPStatus), header: http.Header{}, body: []byte(res.Body)}
 	hdrs, err := opaHeaders(res.ResponseHeaders)
 	if err != nil {
-		return nil, err
+		return deniedOverBounds(res.HTTPStatus), err
 	}
 	for k, vs := range hdrs {
 		for _, v := range vs {
@@ -294,7 +294,7 @@ func opaDecision(raw []byte) (*decision, error) {
 		}
 	}
 	if sink.err != nil {
-		return nil, sink.err
+		return deniedOverBounds(res.HTTPStatus), sink.err
 	}
 	return d, nil
 }

@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -712,5 +713,66 @@ func startOPA(t *testing.T, policy string) string {
 		if time.Now().After(deadline) {
 			t.Fatalf("opa did not start: %s", stderr.String())
 		}
+	}
+}
+
+// A denial is a denial even when the server's answer breaks the bounds (a
+// denial page over max body bytes, too many headers, headers OPA cannot
+// read): on_error: allow is for a server that could not decide, and must
+// not turn a "no" it could not relay into a "yes". The client gets the
+// edge's own JSON refusal with the server's status, never the oversized
+// parts, and the upstream is never called. Over gRPC, forward-auth and an
+// OPA-shaped decision document.
+func TestExtAuthzDenialOverBoundsStaysDenied(t *testing.T) {
+	many := make([]*corev3.HeaderValueOption, 100)
+	for i := range many {
+		many[i] = hv(fmt.Sprintf("X-H%d", i), "v")
+	}
+	huge := strings.Repeat("b", 100<<10)
+	grpcAnswer := func(resp *authv3.CheckResponse) string {
+		srv := newAuthzServer(t, func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return resp, nil })
+		return grpcTarget(srv)
+	}
+	httpAnswer := func(kind string, answer func(w http.ResponseWriter)) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { answer(w) }))
+		t.Cleanup(srv.Close)
+		return kind + ": " + srv.URL
+	}
+	tests := []struct {
+		name   string
+		target string
+		status int
+	}{
+		{"grpc: huge denial body", grpcAnswer(deniedResponse(typev3.StatusCode_Unauthorized, huge)), 401},
+		{"grpc: denial with too many headers", grpcAnswer(deniedResponse(typev3.StatusCode_Forbidden, "no", many...)), 403},
+		{"forward-auth: huge denial body", httpAnswer("http_url", func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, huge)
+		}), 403},
+		{"forward-auth: denial with too many headers", httpAnswer("http_url", func(w http.ResponseWriter) {
+			for i := range 100 {
+				w.Header().Set(fmt.Sprintf("X-H%d", i), "v")
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+		}), 401},
+		{"opa: huge denial body", httpAnswer("opa_url", func(w http.ResponseWriter) {
+			_ = json.NewEncoder(w).Encode(map[string]any{"result": map[string]any{"allowed": false, "http_status": 403, "body": huge}})
+		}), 403},
+		{"opa: denial headers of the wrong type", httpAnswer("opa_url", func(w http.ResponseWriter) {
+			_ = json.NewEncoder(w).Encode(map[string]any{"result": map[string]any{"allowed": false, "http_status": 401, "response_headers_to_add": map[string]any{"X-A": 1}}})
+		}), 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := parse(t, extAuthzYAML(tt.target, "\n      on_error: allow"), `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+			h, up := handler(t, testSet(t, f, Options{}), f, 0)
+			w := do(h, "/", nil)
+			if w.Code != tt.status || up.calls != 0 {
+				t.Fatalf("status %d, want %d; upstream calls %d", w.Code, tt.status, up.calls)
+			}
+			if !strings.Contains(w.Body.String(), `"status":`) || w.Body.Len() > 1000 || w.Header().Get("X-H1") != "" {
+				t.Fatalf("the refusal is not the edge's own: %v %.200q", w.Header(), w.Body)
+			}
+		})
 	}
 }
