@@ -261,6 +261,12 @@ func (j *jwks) fetch(ctx context.Context) (ttl time.Duration, err error) {
 		return 0, fmt.Errorf("jwks %s: %w", j.redacted, err)
 	}
 	defer resp.Body.Close()
+	// An https jwks_url followed to plain http (a redirect) would hand the
+	// keys to anyone on that path, which routes refuses for an http
+	// jwks_url without allow_insecure_http: keys that came so are not taken.
+	if strings.EqualFold(req.URL.Scheme, "https") && !strings.EqualFold(resp.Request.URL.Scheme, "https") {
+		return 0, fmt.Errorf("jwks %s: redirected to plain http", j.redacted)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 	if err != nil {
 		return 0, fmt.Errorf("jwks %s: reading body: %w", j.redacted, err)

@@ -493,3 +493,30 @@ func TestJWKSKIDMissStorm(t *testing.T) {
 		t.Fatalf("%d tokens with missing kids caused %d fetches, want at most %d", rounds*perRound, got, rounds)
 	}
 }
+
+// TestJWKSRedirectToPlainHTTP: an https jwks_url that redirects to plain
+// http (a misconfigured provider or CDN; anyone on that path could answer)
+// gives no keys: a token signed by the key served over http is refused,
+// and Ready says why.
+func TestJWKSRedirectToPlainHTTP(t *testing.T) {
+	sg := signerFor(t, "ES256", 0)
+	body, _ := json.Marshal(map[string]any{"keys": []any{jwkOf(sg.pub, "k1")}})
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(body) }))
+	defer plain.Close()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+"/jwks", http.StatusFound)
+	}))
+	defer srv.Close()
+	f := parse(t, jwtYAML("      jwks_url: "+srv.URL+"/jwks", "ES256"), usersRoute)
+	client := srv.Client()
+	defer client.CloseIdleConnections()
+	s := testSet(t, f, Options{Now: newClock().Now, HTTPClient: client})
+	started(t, s)
+	if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "redirected to plain http") {
+		t.Fatalf("Ready: %v", err)
+	}
+	h, up := handler(t, s, f, 0)
+	if w := do(h, "/", bearer(sg.sign(t, claims(nil), "k1"))); w.Code != 401 || up.calls != 0 {
+		t.Fatalf("a key fetched over plain http verified a token: %d", w.Code)
+	}
+}
