@@ -114,11 +114,13 @@ type Set struct {
 	closeOnce       sync.Once
 }
 
-// defaultHTTPClient fetches JWKS: bounded in every phase, since a stuck
-// identity provider must not pin a refresher forever.
+// defaultHTTPClient fetches JWKS and talks to OIDC providers: bounded in
+// every phase, since a stuck identity provider must not pin a refresher
+// forever, and never led from https to plain http by a redirect.
 func defaultHTTPClient() *http.Client {
 	return &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout:       10 * time.Second,
+		CheckRedirect: noDowngrade,
 		Transport: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -129,6 +131,24 @@ func defaultHTTPClient() *http.Client {
 			ForceAttemptHTTP2:     true,
 		},
 	}
+}
+
+// maxRedirects is net/http's own bound, kept.
+const maxRedirects = 10
+
+// noDowngrade follows a redirect unless it leaves https for plain http:
+// what comes back then (signing keys, a discovery document, tokens), and
+// what a 307 or 308 sends again (a token request's client secret and
+// code), would cross the network in clear, which the routes file refuses
+// for an http URL without allow_insecure_http.
+func noDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	if strings.EqualFold(via[0].URL.Scheme, "https") && !strings.EqualFold(req.URL.Scheme, "https") {
+		return errors.New("refused a redirect from https to plain http")
+	}
+	return nil
 }
 
 func jwksKey(j *routes.JWT) string {

@@ -9,11 +9,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/causewayhq/causeway/routes"
@@ -558,5 +561,63 @@ func TestNumericClaimsKeepDigits(t *testing.T) {
 	}
 	if v, _ := up.p.Claim("uid"); v != "9007199254740993" {
 		t.Fatalf("Claim(uid) %q", v)
+	}
+}
+
+// TestDefaultClientNoDowngrade: the client NewSet builds for JWKS and OIDC
+// providers follows redirects, but never from https to plain http: a 302
+// would take keys or a discovery document from a clear-text answer, a 307
+// would send a token request's client secret again in clear. The plain
+// server must see nothing.
+func TestDefaultClientNoDowngrade(t *testing.T) {
+	var plainHits atomic.Int64
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plainHits.Add(1)
+		_, _ = io.WriteString(w, "from plain http")
+	}))
+	defer plain.Close()
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/to-plain":
+			http.Redirect(w, r, plain.URL+"/x", http.StatusFound)
+		case "/to-plain-307":
+			http.Redirect(w, r, plain.URL+"/token", http.StatusTemporaryRedirect)
+		case "/to-tls":
+			http.Redirect(w, r, "/ok", http.StatusFound)
+		default:
+			_, _ = io.WriteString(w, "from https")
+		}
+	}))
+	defer tlsSrv.Close()
+	c := defaultHTTPClient()
+	c.Transport.(*http.Transport).TLSClientConfig = tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig
+	defer c.CloseIdleConnections()
+	tests := []struct {
+		name, method, url string
+		want              string // the body read, "" for a refused redirect
+	}{
+		{"https to http", http.MethodGet, tlsSrv.URL + "/to-plain", ""},
+		{"https to http, 307 with a secret", http.MethodPost, tlsSrv.URL + "/to-plain-307", ""},
+		{"https to https", http.MethodGet, tlsSrv.URL + "/to-tls", "from https"},
+		{"http (allowed by the routes file) stays followed", http.MethodGet, plain.URL + "/x", "from plain http"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := plainHits.Load()
+			req, _ := http.NewRequest(tt.method, tt.url, strings.NewReader("client_secret=s3cret&code=c"))
+			res, err := c.Do(req)
+			got := ""
+			if err == nil {
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				got = string(b)
+			}
+			if got != tt.want {
+				t.Fatalf("read %q (err %v), want %q", got, err, tt.want)
+			}
+			if tt.want == "" && plainHits.Load() != before {
+				t.Fatal("the plain http server was reached")
+			}
+		})
 	}
 }
