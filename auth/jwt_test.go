@@ -12,8 +12,10 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -440,5 +442,51 @@ func TestConcurrentVerifyAndRotate(t *testing.T) {
 		a.jwks.refreshShared(context.Background())
 	}
 	close(done)
+	wg.Wait()
+}
+
+// TestRemovedKeyUnderLoad: tokens of a key are verified (and cached) by
+// many requests at once while the provider drops the key. Once the refresh
+// that saw the new set has returned, not one of the next 1,600 requests
+// with such a token is accepted, from the cache or otherwise, and the
+// remaining key's tokens keep verifying.
+func TestRemovedKeyUnderLoad(t *testing.T) {
+	k1, k2 := signerFor(t, "RS256", 0), signerFor(t, "RS256", 1)
+	p := newIDP(t, jwkOf(k1.pub, "k1"), jwkOf(k2.pub, "k2"))
+	f := parse(t, jwtYAML("      jwks_url: "+p.URL+"\n      jwks_refresh: {min: 1m}", "RS256"), usersRoute)
+	s := testSet(t, f, Options{Now: newClock().Now})
+	started(t, s)
+	a := s.auths["users"].(*jwtAuth)
+	gone, kept := k1.sign(t, claims(map[string]any{"sub": "gone"}), "k1"), k2.sign(t, claims(map[string]any{"sub": "kept"}), "k2")
+	var removed atomic.Bool
+	var wg sync.WaitGroup
+	const workers, after = 8, 200
+	for range workers {
+		wg.Go(func() {
+			for n := 0; n < after; {
+				done := removed.Load()
+				pr, _ := a.verify(context.Background(), gone)
+				if done {
+					if pr != nil {
+						t.Errorf("a token of the removed key was accepted after the refresh")
+						return
+					}
+					n++
+				}
+				if pr, r := a.verify(context.Background(), kept); pr == nil || pr.Subject != "kept" {
+					t.Errorf("the remaining key's token: %v %q", pr, r)
+					return
+				}
+			}
+		})
+	}
+	for a.cache.len() < 2 { // both tokens verified and cached
+		runtime.Gosched()
+	}
+	p.set(http.StatusOK, jwkOf(k2.pub, "k2"))
+	if a.jwks.refreshShared(context.Background()) == 0 {
+		t.Fatal("refresh failed")
+	}
+	removed.Store(true)
 	wg.Wait()
 }
