@@ -776,3 +776,52 @@ func TestExtAuthzDenialOverBoundsStaysDenied(t *testing.T) {
 		})
 	}
 }
+
+// TestExtAuthzCacheUnderLoad: 1,200 concurrent requests of 20 users and a
+// forger, through a small decision cache (keyed by Authorization, evicting
+// as it fills): every allowed request reaches the upstream as its own
+// user, with that user's headers and principal, and a forged credential
+// is never served another user's cached allow.
+func TestExtAuthzCacheUnderLoad(t *testing.T) {
+	srv := newAuthzServer(t, policy)
+	f := parse(t, extAuthzYAML(grpcTarget(srv), "\n      cache: {ttl: 1m, size: 8, key: [header:Authorization]}\n      upstream_headers: [X-User-Id]"),
+		`{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+	s := testSet(t, f, Options{Now: newClock().Now})
+	mw, err := s.Middleware(f.Routes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reached atomic.Int64
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		want := r.Header.Get("X-Expect")
+		if p := FromContext(r.Context()); p == nil || p.Subject != want || r.Header.Get("X-User-Id") != want || r.Header.Get("Authorization") != "" {
+			t.Errorf("upstream for %s: principal %+v, X-User-Id %q", want, p, r.Header.Get("X-User-Id"))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	const workers, each = 8, 150
+	var forged atomic.Int64
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			for i := range each {
+				user := fmt.Sprintf("u%d", (g*7+i)%20)
+				hdr := http.Header{"Authorization": {"Bearer good-" + user}, "X-Expect": {user}, "X-User-Id": {"admin"}}
+				if i%10 == 0 {
+					// Not "good-": denied by the server, whatever is cached.
+					forged.Add(1)
+					hdr = http.Header{"Authorization": {"Bearer goodu1"}, "X-Expect": {"nobody"}}
+				}
+				w := do(h, "/", hdr)
+				if hdr.Get("X-Expect") == "nobody" && w.Code != http.StatusUnauthorized {
+					t.Errorf("forged credential: %d", w.Code)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, want := reached.Load(), int64(workers*each)-forged.Load(); got != want {
+		t.Fatalf("%d requests reached the upstream, want %d", got, want)
+	}
+}
