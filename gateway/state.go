@@ -163,11 +163,37 @@ func (r *recorder) WriteHeader(code int) {
 		// headers plugin sets its response fields in WriteHeader): a
 		// declared trailer cannot take a header field out of the head.
 		undeclareStatedTrailers(r.Header())
+		dropBodylessLength(r.Header(), code)
 	}
 	if code >= 200 {
 		r.wrote = true
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// dropBodylessLength removes the Content-Length of a 204 or a 304, the
+// answers that end at their head whatever the request, before it goes out
+// to any client.
+//
+// A 204 must not carry one (RFC 9110 8.6). A 304 may carry the length of
+// the representation it stands for (RFC 9110 8.6, 15.4.5), and RFC 9113
+// 8.1.1 lets an HTTP/2 response that has no content by definition keep
+// it; but the same section makes a Content-Length that the DATA frames do
+// not match malformed, and clients check it so for any status but HEAD's:
+// Go's HTTP/2 client fails the body of such a 304 with an unexpected EOF,
+// after the head it has already shown. net/http's HTTP/2 server sends
+// whatever Content-Length the forwarder copied from the upstream, so
+// without this an HTTP/2 client got exactly that. The edge sends no
+// length it does not send the bytes of: a 304 validates a cached copy,
+// which has its own length, so nothing is lost. The edge's HTTP/1.1
+// engine already drops it (as every HTTP/1.1 client knows a 304 has no
+// body, this only makes the HTTP/1.1 engines agree). A response to HEAD
+// keeps its Content-Length: it is GET's (RFC 9110 9.3.2), and every
+// client, HTTP/2 ones included, reads no body after HEAD.
+func dropBodylessLength(h http.Header, code int) {
+	if code == http.StatusNoContent || code == http.StatusNotModified {
+		delete(h, "Content-Length")
+	}
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
