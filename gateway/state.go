@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
+	"reflect"
 
 	"bufio"
 	"bytes"
@@ -302,7 +303,8 @@ type clientBody struct {
 	w       http.ResponseWriter
 	http1   bool
 	// expect: the client sent Expect: 100-continue and sends the body only
-	// once told to (by the first Read).
+	// once told to (by the first Read). Over HTTP/2 the forwarder puts the
+	// expectation back on the outbound request (h2ExpectsContinue).
 	expect bool
 	// length is the declared Content-Length (-1: unknown, chunked).
 	length int64
@@ -343,7 +345,8 @@ func (e *errBodyStalled) Unwrap() error { return e.err }
 // timeout of 0 (body_read_timeout off) leaves the deadlines alone.
 func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes.Server) io.ReadCloser {
 	cb := &clientBody{body: r.Body, st: st, w: w, http1: r.ProtoMajor == 1, length: r.ContentLength, done: r.Context().Done(),
-		expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
+		expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") ||
+			r.ProtoMajor == 2 && h2ExpectsContinue(r.Body)}
 	if t := srv.BodyReadTimeout; t != nil && *t > 0 {
 		cb.rc = http.NewResponseController(w)
 		cb.timeout = t.D()
@@ -353,6 +356,31 @@ func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes
 	}
 	st.body, st.rec.body = cb, cb
 	return cb
+}
+
+// h2ExpectsContinue reports whether net/http's HTTP/2 server took an
+// "Expect: 100-continue" off the request whose body this is. It deletes
+// the field from the request's header before the handler runs and keeps
+// only a flag in its body type, which sends the 100 at the body's first
+// Read. Without this, the expectation never reached the upstream: the
+// forwarder's first Read of the body sent the client its 100 at once, so
+// an upstream that would refuse the upload (417, 413, 401) could do so
+// only after the whole body had come, as if the client had never asked.
+// The flag is unexported, so it is read by reflection: field name and
+// type are checked, and a Go release that renames it makes this report
+// false (HTTP/2 requests then go out without Expect, as before), which
+// TestH2ExpectContinueReachesUpstream catches.
+func h2ExpectsContinue(body io.ReadCloser) bool {
+	v := reflect.ValueOf(body)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return false
+	}
+	v = v.Elem()
+	if v.Kind() != reflect.Struct || v.Type().Name() != "http2requestBody" {
+		return false
+	}
+	f := v.FieldByName("needsContinue")
+	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
 }
 
 func (c *clientBody) Read(p []byte) (int, error) {

@@ -2,14 +2,18 @@ package test
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,6 +156,111 @@ func TestH2BodylessAnswers(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// countingBody counts the reads of a request body: a client that waits
+// for 100 Continue reads none until it is told to send.
+type countingBody struct {
+	r     io.Reader
+	reads *atomic.Int64
+}
+
+func (b countingBody) Read(p []byte) (int, error) {
+	b.reads.Add(1)
+	return b.r.Read(p)
+}
+
+// Expect: 100-continue from HTTP/2 clients (h2 and h2c), with a body of
+// known and of unknown length. net/http's HTTP/2 server takes the field
+// off the request; the edge asks the HTTP/1.1 upstream all the same, as it
+// does for an HTTP/1.1 client. An upstream that sends 100 gets the body
+// whole, exactly once, after its 100, and the client the answer; one that
+// refuses at once (417, 401, 413) has its answer relayed, and the client
+// never sends the body. Before, the upstream never saw the Expect: the
+// edge read the body at once, which sent the client its 100, so a refusal
+// came only after the whole upload.
+func TestH2ExpectContinueReachesUpstream(t *testing.T) {
+	up := newScriptedUpstream(t, func(u *scriptedUpstream, c net.Conn, req *http.Request) bool {
+		switch req.URL.Path {
+		case "/continue":
+			if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+				return false
+			}
+			b, err := io.ReadAll(req.Body)
+			if err != nil {
+				return false
+			}
+			u.record(req, b)
+			sum := sha256.Sum256(b)
+			_, err = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n%s", hex.EncodeToString(sum[:]))
+			return err == nil
+		default: // a refusal, the body left unread
+			u.record(req, nil)
+			status := strings.TrimPrefix(req.URL.Path, "/refuse/")
+			_, err := fmt.Fprintf(c, "HTTP/1.1 %s Refused\r\nContent-Length: 7\r\n\r\nrefused", status)
+			return err == nil
+		}
+	})
+	bases, pool := startH2Edges(t, up.addr)
+	body := bytes.Repeat([]byte("0123456789abcdef"), 8<<10) // 128 KiB
+	sum := sha256.Sum256(body)
+	cases := []struct {
+		name, path string
+		status     int
+	}{
+		{"100 then the body", "/continue", http.StatusOK},
+		{"417 first", "/refuse/417", http.StatusExpectationFailed},
+		{"401 first", "/refuse/401", http.StatusUnauthorized},
+		{"413 first", "/refuse/413", http.StatusRequestEntityTooLarge},
+	}
+	for proto, tr := range h2Clients(t, pool) {
+		client := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+		for _, tc := range cases {
+			for _, known := range []bool{true, false} {
+				name := fmt.Sprintf("%s/%s/length-known=%v", proto, tc.name, known)
+				t.Run(name, func(t *testing.T) {
+					var reads atomic.Int64
+					var rd io.Reader = countingBody{bytes.NewReader(body), &reads}
+					req, err := http.NewRequest(http.MethodPost, bases[proto]+tc.path, rd)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if known {
+						req.ContentLength = int64(len(body))
+					} else {
+						req.ContentLength = -1
+					}
+					req.Header.Set("Expect", "100-continue")
+					req.Header.Set("X-Id", name)
+					resp, err := client.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					answer, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil || resp.StatusCode != tc.status {
+						t.Fatalf("%d %q %v, want %d", resp.StatusCode, answer, err, tc.status)
+					}
+					got := up.requests(name)
+					if len(got) != 1 {
+						t.Fatalf("the upstream read %d requests, want 1", len(got))
+					}
+					if got[0].expect != "100-continue" {
+						t.Errorf("the upstream got Expect %q, want 100-continue", got[0].expect)
+					}
+					if tc.status == http.StatusOK {
+						if !bytes.Equal(got[0].body, body) || string(answer) != hex.EncodeToString(sum[:]) {
+							t.Errorf("the upstream read %d bytes (%d sent), answered %q", len(got[0].body), len(body), answer)
+						}
+						return
+					}
+					if n := reads.Load(); n != 0 {
+						t.Errorf("the client read its body %d times after a %d before any 100", n, tc.status)
+					}
+				})
+			}
 		}
 	}
 }
