@@ -222,6 +222,15 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		// writes a header value in place.
 		outreq.Header["User-Agent"] = noUserAgent
 	}
+	if outreq.Body != nil && req.ProtoMajor == 2 && st.body != nil && st.body.expect {
+		// net/http's HTTP/2 server took the client's Expect off the
+		// request (h2ExpectsContinue): the upstream is asked as an
+		// HTTP/1.1 client's would be. The transport waits for its 100
+		// before the first Read of the body, which is what sends the
+		// client its own 100 (the upstream's is not passed on, see
+		// got1xx); a final answer first is relayed with the body unread.
+		outreq.Header["Expect"] = []string{"100-continue"}
+	}
 	if outreq.Body != nil {
 		if outreq.Trailer = forwardedTrailer(req, outreq.Header); outreq.Trailer != nil {
 			outreq.Body = &trailerBody{body: outreq.Body, in: req, out: outreq.Trailer}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
+	"reflect"
 
 	"bufio"
 	"bytes"
@@ -163,11 +164,37 @@ func (r *recorder) WriteHeader(code int) {
 		// headers plugin sets its response fields in WriteHeader): a
 		// declared trailer cannot take a header field out of the head.
 		undeclareStatedTrailers(r.Header())
+		dropBodylessLength(r.Header(), code)
 	}
 	if code >= 200 {
 		r.wrote = true
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// dropBodylessLength removes the Content-Length of a 204 or a 304, the
+// answers that end at their head whatever the request, before it goes out
+// to any client.
+//
+// A 204 must not carry one (RFC 9110 8.6). A 304 may carry the length of
+// the representation it stands for (RFC 9110 8.6, 15.4.5), and RFC 9113
+// 8.1.1 lets an HTTP/2 response that has no content by definition keep
+// it; but the same section makes a Content-Length that the DATA frames do
+// not match malformed, and clients check it so for any status but HEAD's:
+// Go's HTTP/2 client fails the body of such a 304 with an unexpected EOF,
+// after the head it has already shown. net/http's HTTP/2 server sends
+// whatever Content-Length the forwarder copied from the upstream, so
+// without this an HTTP/2 client got exactly that. The edge sends no
+// length it does not send the bytes of: a 304 validates a cached copy,
+// which has its own length, so nothing is lost. The edge's HTTP/1.1
+// engine already drops it (as every HTTP/1.1 client knows a 304 has no
+// body, this only makes the HTTP/1.1 engines agree). A response to HEAD
+// keeps its Content-Length: it is GET's (RFC 9110 9.3.2), and every
+// client, HTTP/2 ones included, reads no body after HEAD.
+func dropBodylessLength(h http.Header, code int) {
+	if code == http.StatusNoContent || code == http.StatusNotModified {
+		delete(h, "Content-Length")
+	}
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
@@ -276,7 +303,8 @@ type clientBody struct {
 	w       http.ResponseWriter
 	http1   bool
 	// expect: the client sent Expect: 100-continue and sends the body only
-	// once told to (by the first Read).
+	// once told to (by the first Read). Over HTTP/2 the forwarder puts the
+	// expectation back on the outbound request (h2ExpectsContinue).
 	expect bool
 	// length is the declared Content-Length (-1: unknown, chunked).
 	length int64
@@ -317,7 +345,8 @@ func (e *errBodyStalled) Unwrap() error { return e.err }
 // timeout of 0 (body_read_timeout off) leaves the deadlines alone.
 func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes.Server) io.ReadCloser {
 	cb := &clientBody{body: r.Body, st: st, w: w, http1: r.ProtoMajor == 1, length: r.ContentLength, done: r.Context().Done(),
-		expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
+		expect: r.ProtoMajor == 1 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") ||
+			r.ProtoMajor == 2 && h2ExpectsContinue(r.Body)}
 	if t := srv.BodyReadTimeout; t != nil && *t > 0 {
 		cb.rc = http.NewResponseController(w)
 		cb.timeout = t.D()
@@ -327,6 +356,31 @@ func (st *reqState) wrapBody(w http.ResponseWriter, r *http.Request, srv *routes
 	}
 	st.body, st.rec.body = cb, cb
 	return cb
+}
+
+// h2ExpectsContinue reports whether net/http's HTTP/2 server took an
+// "Expect: 100-continue" off the request whose body this is. It deletes
+// the field from the request's header before the handler runs and keeps
+// only a flag in its body type, which sends the 100 at the body's first
+// Read. Without this, the expectation never reached the upstream: the
+// forwarder's first Read of the body sent the client its 100 at once, so
+// an upstream that would refuse the upload (417, 413, 401) could do so
+// only after the whole body had come, as if the client had never asked.
+// The flag is unexported, so it is read by reflection: field name and
+// type are checked, and a Go release that renames it makes this report
+// false (HTTP/2 requests then go out without Expect, as before), which
+// TestH2ExpectContinueReachesUpstream catches.
+func h2ExpectsContinue(body io.ReadCloser) bool {
+	v := reflect.ValueOf(body)
+	if v.Kind() != reflect.Pointer || v.IsNil() {
+		return false
+	}
+	v = v.Elem()
+	if v.Kind() != reflect.Struct || v.Type().Name() != "http2requestBody" {
+		return false
+	}
+	f := v.FieldByName("needsContinue")
+	return f.IsValid() && f.Kind() == reflect.Bool && f.Bool()
 }
 
 func (c *clientBody) Read(p []byte) (int, error) {

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -268,6 +269,7 @@ routes:
 		{"h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n", ""},
 		{"h2c in another case", "Connection: upgrade\r\nUpgrade: H2C\r\nHttp2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n", ""},
 		{"h2c listed with websocket", "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "websocket"},
+		{"h2 listed with websocket", "Connection: Upgrade\r\nUpgrade: h2, websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "websocket"},
 		{"websocket passes", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "websocket"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,6 +292,115 @@ routes:
 				t.Errorf("upstream got Connection %q with Upgrade %q", conn, s.Header.Get("Upgrade"))
 			}
 		})
+	}
+}
+
+// An offer to switch to HTTP/2 (`Upgrade: h2c` with HTTP2-Settings, or
+// `Upgrade: h2`, which names HTTP/2 over TLS and is no Upgrade token) is
+// ignored, as nginx and Envoy ignore it: the request is served as the
+// HTTP/1.1 request it also is, body included, on both engines, over plain
+// and TLS listeners, to an HTTP/1.1 and to an h2c upstream, and none of
+// the offer reaches the upstream. Before, `Upgrade: h2` went down the
+// upgrade path with `Connection: Upgrade`: to an h2c upstream (and any
+// upstream reached over HTTP/2) a 502, since Go's HTTP/2 transport refuses
+// to send an Upgrade; to an HTTP/1.1 one, the offer itself.
+func TestHTTP2UpgradeOfferIgnored(t *testing.T) {
+	type seen struct {
+		proto, upgrade, settings, connection, body string
+	}
+	var mu sync.Mutex
+	got := map[string]seen{}
+	record := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got[r.Header.Get("X-Test-Id")] = seen{r.Proto, r.Header.Get("Upgrade"), r.Header.Get("Http2-Settings"), r.Header.Get("Connection"), string(b)}
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	})
+	h1up := httptest.NewServer(record)
+	t.Cleanup(h1up.Close)
+	h2cup := httptest.NewUnstartedServer(record)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2cup.Config.Protocols = &p
+	h2cup.Start()
+	t.Cleanup(h2cup.Close)
+
+	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
+	offers := []struct{ name, headers string }{
+		{"h2c", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"},
+		{"h2", "Connection: Upgrade\r\nUpgrade: h2\r\n"},
+		{"h2 and h2c", "Connection: upgrade, http2-settings\r\nUpgrade: H2C, h2\r\nHttp2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"},
+	}
+	for _, engine := range engines {
+		for _, tlsListener := range []bool{false, true} {
+			listen := `listen: {http: "127.0.0.1:0", admin: "127.0.0.1:0"}`
+			listener, dial := "http", func(addr string) (net.Conn, error) { return net.Dial("tcp", addr) }
+			if tlsListener {
+				listen = fmt.Sprintf(`listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]`, certFile, keyFile)
+				cfg := &tls.Config{RootCAs: pool, ServerName: "api.example.com", NextProtos: []string{"http/1.1"}}
+				listener, dial = "https", func(addr string) (net.Conn, error) { return tls.Dial("tcp", addr, cfg) }
+			}
+			e := startEdge(t, fmt.Sprintf(`version: 1
+%s
+access_log: {output: "off"}
+server: {http1_engine: %q}
+upstreams:
+  h1: {endpoints: [%q]}
+  h2c: {endpoints: [%q], protocol: h2c}
+routes:
+  - {name: h1, match: {path_prefix: /h1}, upstream: h1}
+  - {name: h2c, match: {path_prefix: /h2c}, upstream: h2c}
+`, listen, engine, h1up.Listener.Addr().String(), h2cup.Listener.Addr().String()))
+			for _, upstream := range []struct{ path, proto string }{{"/h1", "HTTP/1.1"}, {"/h2c", "HTTP/2.0"}} {
+				for _, offer := range offers {
+					name := fmt.Sprintf("%s/%s/%s/%s", engine, listener, strings.TrimPrefix(upstream.path, "/"), offer.name)
+					t.Run(name, func(t *testing.T) {
+						c, err := dial(e.Addr(listener))
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer c.Close()
+						_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+						id, body := name, "body of "+name
+						fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: a.example\r\nX-Test-Id: %s\r\nContent-Length: %d\r\n%s\r\n%s", upstream.path, id, len(body), offer.headers, body)
+						br := bufio.NewReader(c)
+						resp, err := http.ReadResponse(br, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						answer, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK || string(answer) != "ok" {
+							t.Fatalf("%d %q, want 200 ok", resp.StatusCode, answer)
+						}
+						mu.Lock()
+						s, ok := got[id]
+						mu.Unlock()
+						switch {
+						case !ok:
+							t.Fatal("the upstream saw nothing")
+						case s.proto != upstream.proto || s.body != body:
+							t.Errorf("the upstream read %s with body %q, want %s with %q", s.proto, s.body, upstream.proto, body)
+						case s.upgrade != "" || s.settings != "" || s.connection != "":
+							t.Errorf("the offer reached the upstream: Upgrade %q, HTTP2-Settings %q, Connection %q", s.upgrade, s.settings, s.connection)
+						}
+						// The connection was not switched: it serves the next request.
+						fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example\r\nX-Test-Id: %s-next\r\n\r\n", upstream.path, id)
+						resp, err = http.ReadResponse(br, nil)
+						if err != nil {
+							t.Fatalf("the next request on the connection: %v", err)
+						}
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							t.Fatalf("the next request on the connection: %d", resp.StatusCode)
+						}
+					})
+				}
+			}
+		}
 	}
 }
 

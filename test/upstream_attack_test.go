@@ -558,10 +558,6 @@ routes:
 		switch {
 		case resp.Header.Get("X-Id") == "LEAKED" || strings.Contains(got, "leaked"):
 			fails.add(id, "/%s %s: a stray answer: %d %q", cs.path, id, status, got)
-		case err != nil && status == http.StatusNotModified:
-			// Go's HTTP/2 client fails the body of a 304 that keeps a
-			// Content-Length (RFC 9110 8.6 allows one) with
-			// io.ErrUnexpectedEOF: the status is what counts here.
 		case err != nil:
 			if leave != 0 && cs.want != 0 && cs.gateway == nil {
 				fails.add(id, "/%s %s: %d: %v", cs.path, id, status, err)

@@ -31,12 +31,18 @@ var hopByHopStandard = map[string]bool{
 // Connection header is cut down to the standard hop-by-hop names
 // ReverseProxy still has to see.
 //
-// An upgrade to h2c is removed with its HTTP2-Settings: forwarded, it turns
-// the connection to the upstream into HTTP/2 that the edge no longer routes
-// or checks (h2c smuggling). Other upgrades (WebSocket) pass.
+// An offer to upgrade to HTTP/2 ("h2c", or "h2", which names HTTP/2 over
+// TLS and is never a valid Upgrade token, RFC 9113 3.2) is removed with
+// its HTTP2-Settings, and the request is served as the HTTP/1.1 request it
+// also is, as nginx and Envoy serve it (RFC 9110 7.8: a server may ignore
+// an Upgrade). Forwarded, the offer turns the connection to the upstream
+// into HTTP/2 that the edge no longer routes or checks (h2c smuggling), or
+// sends an ordinary request down the upgrade path, which an h2, h2c or
+// https upstream's transport refuses (502). Other upgrades (WebSocket)
+// pass, also when listed next to an HTTP/2 token.
 func DropHopByHop(h http.Header) {
 	if up := h["Upgrade"]; len(up) > 0 {
-		if kept, changed := withoutToken(up, "h2c"); changed {
+		if kept, changed := withoutTokens(up, "h2c", "h2"); changed {
 			if len(kept) == 0 {
 				delete(h, "Upgrade")
 			} else {
@@ -103,13 +109,13 @@ func DropUnderscoreTrailers(trailer http.Header, srv *routes.Server) {
 	}
 }
 
-// withoutToken returns the comma-separated list values without tok
-// (case-insensitive) and whether it was there.
-func withoutToken(values []string, tok string) ([]string, bool) {
+// withoutTokens returns the comma-separated list values without toks
+// (case-insensitive) and whether any was there.
+func withoutTokens(values []string, toks ...string) ([]string, bool) {
 	found := false
 	for _, v := range values {
 		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.Trim(t, " \t"), tok) {
+			if isAnyFold(strings.Trim(t, " \t"), toks) {
 				found = true
 			}
 		}
@@ -120,7 +126,7 @@ func withoutToken(values []string, tok string) ([]string, bool) {
 	var kept []string
 	for _, v := range values {
 		for t := range strings.SplitSeq(v, ",") {
-			if t = strings.Trim(t, " \t"); t != "" && !strings.EqualFold(t, tok) {
+			if t = strings.Trim(t, " \t"); t != "" && !isAnyFold(t, toks) {
 				kept = append(kept, t)
 			}
 		}
@@ -129,6 +135,15 @@ func withoutToken(values []string, tok string) ([]string, bool) {
 		return nil, true
 	}
 	return []string{strings.Join(kept, ", ")}, true
+}
+
+func isAnyFold(s string, toks []string) bool {
+	for _, tok := range toks {
+		if strings.EqualFold(s, tok) {
+			return true
+		}
+	}
+	return false
 }
 
 // SanitizeHeaders drops, in one pass over the client's headers: names with

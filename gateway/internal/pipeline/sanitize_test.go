@@ -106,6 +106,15 @@ func TestDropHopByHop(t *testing.T) {
 		{"h2c next to websocket",
 			http.Header{"Connection": {"upgrade"}, "Upgrade": {"websocket, H2C"}},
 			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}},
+		{"h2 offer removed (HTTP/2 over TLS is never an Upgrade)",
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"h2"}},
+			http.Header{}},
+		{"h2 and h2c offered together",
+			http.Header{"Connection": {"Upgrade, HTTP2-Settings"}, "Upgrade": {"H2, h2c"}, "Http2-Settings": {"AAA"}},
+			http.Header{}},
+		{"h2 next to websocket",
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"h2", "websocket"}},
+			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}},
 		{"websocket untouched",
 			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}},
 			http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}},
@@ -259,8 +268,8 @@ func FuzzForwardedHeaders(f *testing.F) {
 		}
 		for _, v := range r.Header["Upgrade"] {
 			for tok := range strings.SplitSeq(v, ",") {
-				if strings.EqualFold(strings.Trim(tok, " \t"), "h2c") {
-					t.Fatalf("h2c upgrade kept: %q", r.Header["Upgrade"])
+				if tok = strings.Trim(tok, " \t"); strings.EqualFold(tok, "h2c") || strings.EqualFold(tok, "h2") {
+					t.Fatalf("HTTP/2 upgrade kept: %q", r.Header["Upgrade"])
 				}
 			}
 		}

@@ -28,9 +28,23 @@ import (
 //     trailer field that must not be sent, the connection is closed where
 //     the body stopped: a Content-Length body is short, a chunked one has no
 //     last chunk.
-//   - A connection is reused only when the body was written whole and the
-//     response read whole (release waits briefly for the body to finish,
-//     as http.Transport does, and closes the connection otherwise).
+//   - A connection is reused only when the client's body had all come and
+//     was handed to the connection before the final response head
+//     arrived, was written whole, and the response was read whole. An
+//     upstream that answers early (a 413, a 401) without Connection: close
+//     and never reads the rest leaves that rest in its socket, where it
+//     may well fit although nobody reads it: that the writer got it all
+//     out by the time the answer ended (http.Transport waits 50 ms for
+//     that) says nothing about what the upstream read, and on a reused
+//     connection the upstream reads the rest as the next request's head.
+//     As nginx keeps no upstream connection whose request body was not
+//     sent when the answer came, an answer that comes first closes the
+//     connection. An early answer to a body already handed over whole
+//     cannot be told from a late one: such an upstream has to read and
+//     discard the rest or close, as HTTP/1.1 leaves it no other way to
+//     stay in step. The cost falls on upstreams
+//     that answer while they still read (a streaming echo of an upload):
+//     their next request takes a new connection.
 //   - Expect: 100-continue sends the head, then waits for the 100, the
 //     final answer or expectTimeout (http.Transport's ExpectContinueTimeout,
 //     1 s at the edge) before the body. A final answer first means the
@@ -60,8 +74,15 @@ type bodySend struct {
 	w       h1.BodyWriter
 	chunked bool
 	expect  atomic.Int32
-	wake    chan struct{} // the answer to an Expect came (capacity 1)
-	done    chan struct{} // the writer has finished (capacity 1)
+	// whole is set by the writer once the client's body has ended and
+	// all of it is handed to the connection, just before the last flush:
+	// the response side tells by it an answer that came before the body
+	// was all there to send (roundTrip). Set before the flush, not after,
+	// so that an upstream that reads the last bytes and answers at once
+	// does not race the writer's return from that write.
+	whole atomic.Bool
+	wake  chan struct{} // the answer to an Expect came (capacity 1)
+	done  chan struct{} // the writer has finished (capacity 1)
 
 	mu       sync.Mutex
 	headRead bool  // the final response head was read
@@ -87,6 +108,7 @@ func (s *bodySend) start(ctx context.Context, req *http.Request, h *h1.RequestHe
 	s.w.Reset(s.c.bw, h.Framing, h.ContentLength)
 	s.chunked = h.Framing == h1.Chunked
 	s.headRead, s.err, s.sent = false, nil, false
+	s.whole.Store(false)
 	select {
 	case <-s.wake: // a 100 from the last request that nobody waited for
 	default:
@@ -258,6 +280,7 @@ func (s *bodySend) write() error {
 		return err
 	}
 	s.armWriteDeadline()
+	s.whole.Store(true)
 	if err := bw.Flush(); err != nil {
 		return err
 	}

@@ -570,8 +570,10 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 		}
 	}
 	// A body still waiting for a 100 Continue is not sent once the final
-	// answer is in (bodySend.answered).
-	unsent := c.sending && c.send.answered()
+	// answer is in (bodySend.answered). One still being written when the
+	// answer came may be written whole later, into the socket's buffers,
+	// without the upstream ever reading it (body.go): not reused either.
+	unsent := c.sending && (c.send.answered() || !c.send.whole.Load())
 	if c.t.headerTimeout > 0 {
 		c.send.clearReadDeadline(ctx)
 	}
