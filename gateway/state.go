@@ -1,9 +1,6 @@
 package gateway
 
 import (
-	"github.com/causewayhq/causeway/gateway/internal/proxy"
-	"reflect"
-
 	"bufio"
 	"bytes"
 	"context"
@@ -12,12 +9,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/routes"
 )
