@@ -452,13 +452,6 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// leafValidAt reports whether the first certificate in a cache entry (key
-// PEM, then the chain) is still valid at now.
-func leafValidAt(data []byte, now time.Time) bool {
-	leaf := firstCertificate(data)
-	return leaf != nil && now.Before(leaf.NotAfter)
-}
-
 func firstCertificate(data []byte) *x509.Certificate {
 	for rest := data; len(rest) > 0; {
 		var b *pem.Block

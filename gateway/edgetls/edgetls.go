@@ -1,8 +1,9 @@
 // Package edgetls terminates north-south TLS for the edge: static certificates
 // chosen by SNI and re-read when their files change, certificates obtained by
-// ACME (golang.org/x/crypto/acme/autocert) with a directory or Redis cache and
-// on-demand issuance, client-certificate authentication, the HTTP listener's
-// redirect to HTTPS, and HSTS.
+// ACME (golang.org/x/crypto/acme; autocert answers the challenges), renewed
+// here, with a directory or Redis cache and on-demand issuance,
+// client-certificate authentication, the HTTP listener's redirect to HTTPS,
+// and HSTS.
 //
 // The gateway builds a Manager from the routes file's tls section, gives
 // TLSConfig to its https listener and HTTPHandler to its http listener, and
