@@ -377,6 +377,9 @@ func (t *tlsFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared, 
 	opts := edgetls.Options{Logger: t.e.log, Expiry: t.e.metrics.certExpiry, HoldExpiry: true, CertReloads: t.e.metrics.certReloads,
 		ACMEOrders:           t.e.metrics.acmeOrders,
 		ProviderCertificates: f.Providers.Kubernetes != nil}
+	if f.TLS.ACME != nil {
+		opts.ACMEWait = f.TLS.ACME.HandshakeWait.D()
+	}
 	rdb := t.redis
 	var newRedis redis.UniversalClient
 	if f.TLS.ACME != nil && f.TLS.ACME.Cache == "redis" {

@@ -12,6 +12,13 @@ const (
 	DefaultOnDemandInterval = time.Minute
 	DefaultOnDemandBurst    = 10
 	DefaultHSTSMaxAge       = 365 * 24 * time.Hour
+	// DefaultACMEHandshakeWait is tls.acme.handshake_wait: an order takes
+	// seconds when the CA is well, and clients give up on a handshake well
+	// before an order gives up.
+	DefaultACMEHandshakeWait = 30 * time.Second
+	// MaxACMEHandshakeWait is autocert's own bound on an order: waiting
+	// longer can never bring a certificate.
+	MaxACMEHandshakeWait = 5 * time.Minute
 )
 
 func (f *File) defaultTLS() {
@@ -42,6 +49,7 @@ func (f *File) defaultTLS() {
 		for i, h := range a.Hosts {
 			a.Hosts[i] = strings.ToLower(h)
 		}
+		setDuration(&a.HandshakeWait, DefaultACMEHandshakeWait)
 		if od := a.OnDemand; od != nil {
 			setDuration(&od.Interval, DefaultOnDemandInterval)
 			if od.Burst == 0 {
@@ -112,6 +120,10 @@ func (c *checker) checkTLS() {
 		}
 		if u, err := url.Parse(a.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			c.errorf("tls.acme.directory_url", "%q is not an https URL", RedactValue(a.DirectoryURL))
+		}
+		// Negative values and non-durations are refused while decoding.
+		if a.HandshakeWait.D() > MaxACMEHandshakeWait {
+			c.errorf("tls.acme.handshake_wait", "must be at most %s, the longest an order runs (found %s)", MaxACMEHandshakeWait, a.HandshakeWait.D())
 		}
 		if od := a.OnDemand; od != nil {
 			if u, err := url.Parse(od.Ask); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -41,6 +41,8 @@ func TestTLSValidation(t *testing.T) {
 		{"on demand bad ask", acme("    cache_dir: /tmp/acme\n    on_demand: {ask: \"ftp://x/ask\"}\n"), `tls.acme.on_demand.ask: "ftp://x/ask" is not an http(s) URL`},
 		{"on demand negative burst", acme("    cache_dir: /tmp/acme\n    on_demand: {ask: \"http://x/ask\", burst: -1}\n"), "tls.acme.on_demand.burst: must not be negative"},
 		{"on demand negative interval", acme("    cache_dir: /tmp/acme\n    on_demand: {ask: \"http://x/ask\", interval: -1s}\n"), "must not be negative"},
+		{"acme handshake_wait", acme("    hosts: [api.example.com]\n    cache_dir: /tmp/acme\n    handshake_wait: 250ms\n"), ""},
+		{"acme handshake_wait at its bound", acme("    hosts: [api.example.com]\n    cache_dir: /tmp/acme\n    handshake_wait: 5m\n"), ""},
 		{"hsts", tlsBase + "  hsts: {max_age: 1h}\n", ""},
 		{"hsts preload too short", tlsBase + "  hsts: {max_age: 1h, include_subdomains: true, preload: true}\n", "tls.hsts.preload: needs max_age of at least 8760h"},
 		{"hsts preload without subdomains", tlsBase + "  hsts: {max_age: 8760h, preload: true}\n", "tls.hsts.preload: needs"},
@@ -86,12 +88,65 @@ func TestTLSDefaults(t *testing.T) {
 		{"hosts lower-cased", tl.ACME.Hosts[0], "api.example.com"},
 		{"on_demand interval", tl.ACME.OnDemand.Interval.D(), DefaultOnDemandInterval},
 		{"on_demand burst", tl.ACME.OnDemand.Burst, DefaultOnDemandBurst},
+		{"acme handshake_wait", tl.ACME.HandshakeWait.D(), DefaultACMEHandshakeWait},
 		{"https listener", f.Listen.HTTPS, DefaultHTTPSAddr},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
 			if c.got != c.want {
 				t.Fatalf("got %v, want %v", c.got, c.want)
+			}
+		})
+	}
+}
+
+// TestACMEHandshakeWait checks the value parsed and that a bad
+// tls.acme.handshake_wait is reported at its position, together with the
+// file's other errors.
+func TestACMEHandshakeWait(t *testing.T) {
+	file := func(wait string) string {
+		return base + "tls:\n  acme:\n    hosts: [api.example.com]\n    cache_dir: /tmp/acme\n    handshake_wait: " + wait + "\n    directory_url: http://ca.example.com/dir\n"
+	}
+	// base is 9 lines long: handshake_wait is on line 13, directory_url on 14.
+	const other = `t.yaml:14:20: tls.acme.directory_url: "http://ca.example.com/dir" is not an https URL`
+	tests := []struct {
+		name, wait string
+		want       []string // errors, in the file's order; nil: only other
+		parsed     time.Duration
+	}{
+		{"not a duration", "soon", []string{`t.yaml:13:21: tls.acme.handshake_wait: invalid duration "soon": use a Go duration such as "250ms" or "1m"`, other}, 0},
+		{"negative", "-1s", []string{`t.yaml:13:21: tls.acme.handshake_wait: duration "-1s" must not be negative`, other}, 0},
+		{"longer than an order runs", "10m", []string{`t.yaml:13:21: tls.acme.handshake_wait: must be at most 5m0s, the longest an order runs (found 10m0s)`, other}, 0},
+		{"a number without unit", "30", []string{`t.yaml:13:21: tls.acme.handshake_wait: invalid duration "30"`, other}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.yaml", []byte(file(tt.wait)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("errors:\n%s\nwant %d lines", err, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(strings.TrimSpace(lines[i]), w) {
+					t.Errorf("error %d: %q, want prefix %q", i, strings.TrimSpace(lines[i]), w)
+				}
+			}
+		})
+	}
+	for _, tt := range []struct {
+		wait string
+		want time.Duration
+	}{{"250ms", 250 * time.Millisecond}, {"2m", 2 * time.Minute}, {"0s", DefaultACMEHandshakeWait}} {
+		t.Run("parse "+tt.wait, func(t *testing.T) {
+			f, err := Parse("t.yaml", []byte(strings.Replace(file(tt.wait), "http://ca", "https://ca", 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := f.TLS.ACME.HandshakeWait.D(); got != tt.want {
+				t.Fatalf("handshake_wait %s, want %s", got, tt.want)
 			}
 		})
 	}

@@ -272,6 +272,9 @@ type ACME struct {
 	DirectoryURL string    `yaml:"directory_url" secret:"url"`
 	CARootsFile  string    `yaml:"ca_roots_file"`
 	OnDemand     *OnDemand `yaml:"on_demand"`
+	// HandshakeWait is how long a handshake waits for a certificate still
+	// being ordered before it fails; the order goes on.
+	HandshakeWait Duration `yaml:"handshake_wait"`
 }
 
 // OnDemand lets a name outside acme.hosts get a certificate at its first

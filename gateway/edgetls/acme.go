@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,20 +26,38 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 )
 
-// acmeIssuer obtains certificates with autocert and adds what autocert lacks:
-// a per-name order lock shared through Redis, the on-demand ask and its rate
-// limit, and a count of real orders.
+// acmeIssuer obtains certificates from an ACME CA (order.go), serves and
+// renews them (renew.go), and adds a per-name order lock shared through
+// Redis, the on-demand ask and its rate limit, and a count of orders.
+// autocert answers the CA's challenges from the shared cache.
 type acmeIssuer struct {
-	ac        *autocert.Manager
+	ac        *autocert.Manager // challenges only: it never orders
 	cache     autocert.Cache
 	redis     *RedisCache // nil for cache: dir
 	hosts     map[string]bool
 	onDemand  *onDemand // nil without tls.acme.on_demand
 	transport *closableTransport
+	log       *slog.Logger
+	email     string
 
-	// ready holds cache keys autocert already has in memory: their
-	// handshakes go straight to autocert with no cache look-up.
-	ready sync.Map // string -> struct{}
+	// client talks to the CA; under clientMu until registered, then read only.
+	clientMu   sync.Mutex
+	client     *acme.Client
+	registered bool
+	// http01 is set once the http listener serves challenges: orders may
+	// then fall back to HTTP-01.
+	http01 atomic.Bool
+
+	// served holds the certificate served for each cache key: handshakes
+	// read it with no cache look-up, until it expires.
+	served sync.Map // string -> *servedCert
+
+	// failed remembers a failed first order for failedFor, so that a client
+	// retrying a handshake does not start an order at the CA each time.
+	failMu sync.Mutex
+	failed map[string]failure
+
+	renewal renewal
 
 	// Under flightMu: the certificates being fetched or ordered, by cache
 	// key. One goroutine per key does the work; every handshake that needs
@@ -70,10 +88,20 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 		now:     opts.now,
 		hosts:   map[string]bool{},
 		flights: map[string]*flight{},
+		failed:  map[string]failure{},
 		wait:    opts.ACMEWait,
+		log:     opts.Logger,
+		email:   cfg.Email,
+		renewal: renewal{before: opts.ACMERenewBefore, retry: opts.ACMERenewRetry, due: map[string]renewDue{}, kick: make(chan struct{}, 1)},
 	}
 	if iss.wait <= 0 {
 		iss.wait = defaultACMEWait
+	}
+	if iss.renewal.retry <= 0 {
+		iss.renewal.retry = defaultRenewRetry
+	}
+	if iss.log == nil {
+		iss.log = slog.New(slog.DiscardHandler)
 	}
 	for _, h := range cfg.Hosts {
 		iss.hosts[normalizeSNI(h)] = true
@@ -126,6 +154,16 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 			return nil, err
 		}
 	}
+	iss.client = &acme.Client{
+		DirectoryURL: cfg.DirectoryURL,
+		HTTPClient:   &http.Client{Transport: iss.transport, Timeout: acmeRequestTimeout},
+		UserAgent:    "causeway-edge",
+		RetryBackoff: iss.retryBackoff,
+	}
+	// autocert reads the challenge responses order.go writes into the
+	// cache. It is only ever asked for challenges, so it never orders; its
+	// client (a second one: autocert sets the key of the one it is given)
+	// goes to the same CA through the same closable transport regardless.
 	iss.ac = &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
 		Cache:      iss.cache,
@@ -138,7 +176,6 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 		},
 	}
 	iss.ctx, iss.cancel = context.WithCancel(context.Background())
-	iss.ac.Client.RetryBackoff = iss.retryBackoff
 	return iss, nil
 }
 
@@ -183,8 +220,8 @@ func (iss *acmeIssuer) certificate(hello *tls.ClientHelloInfo, name string, onDe
 	if !supportsECDSA(hello) {
 		ck += "+rsa" // autocert's cache key for the RSA variant
 	}
-	if _, ok := iss.ready.Load(ck); ok {
-		return iss.ac.GetCertificate(hello)
+	if c := iss.current(ck); c != nil {
+		return c, nil
 	}
 	f, err := iss.join(ck, hello, name, onDemand)
 	if err != nil {
@@ -214,20 +251,12 @@ func (iss *acmeIssuer) join(ck string, hello *tls.ClientHelloInfo, name string, 
 	}
 	f := &flight{done: make(chan struct{})}
 	iss.flights[ck] = f
-	// The flight outlives the handshake: it keeps what autocert reads of
-	// the hello, not the hello and its connection.
-	h := &tls.ClientHelloInfo{
-		ServerName:       hello.ServerName,
-		CipherSuites:     slices.Clone(hello.CipherSuites),
-		SupportedCurves:  slices.Clone(hello.SupportedCurves),
-		SignatureSchemes: slices.Clone(hello.SignatureSchemes),
-	}
 	// close stops the flight: it cancels the requests to the CA and the
 	// waits between them, so the goroutine ends at its next step.
 	iss.work.Add(1)
 	go func() {
 		defer iss.work.Done()
-		cert, err := iss.obtain(h, ck, name, onDemand)
+		cert, err := iss.obtain(ck, name, onDemand)
 		iss.flightMu.Lock()
 		delete(iss.flights, ck)
 		iss.flightMu.Unlock()
@@ -239,62 +268,99 @@ func (iss *acmeIssuer) join(ck string, hello *tls.ClientHelloInfo, name string, 
 
 // obtain loads ck from the cache or orders it. It runs in a flight, under
 // the issuer's context (cancelled by close), not the handshake's.
-func (iss *acmeIssuer) obtain(hello *tls.ClientHelloInfo, ck, name string, onDemand bool) (*tls.Certificate, error) {
-	if _, ok := iss.ready.Load(ck); ok {
-		return iss.ac.GetCertificate(hello)
+func (iss *acmeIssuer) obtain(ck, name string, onDemand bool) (*tls.Certificate, error) {
+	if c := iss.current(ck); c != nil {
+		return c, nil
 	}
 	// Bound the cache look-up and any wait for another replica's order.
 	ctx, cancel := context.WithTimeout(iss.ctx, orderTimeout)
 	defer cancel()
-	data, err := iss.cache.Get(ctx, ck)
-	if err == nil && !leafValidAt(data, iss.now()) {
-		// autocert would treat an expired entry as a miss and order on its
-		// own, outside the rate limit and the replicas' lock: treat it so here.
-		err = autocert.ErrCacheMiss
-	}
+	cert, err := iss.cached(ctx, ck, name)
 	switch {
 	case err == nil:
-		// Cached (by us before a restart, or by another replica): autocert
-		// loads it and orders nothing.
+		// Cached (by us before a restart, or by another replica).
+		iss.serve(ck, name, cert)
+		return cert, nil
 	case errors.Is(err, autocert.ErrCacheMiss):
+		if ferr := iss.recentFailure(ck); ferr != nil {
+			iss.count("error")
+			return nil, fmt.Errorf("acme %q: ordering: %w (failed within the last %s; not ordered again yet)", name, ferr, failedFor)
+		}
 		if onDemand && !iss.onDemand.limiter.allow() {
 			iss.count("rate_limited")
 			return nil, fmt.Errorf("acme on-demand %q: %w", name, errRateLimited)
 		}
+		order := func() error {
+			octx, ocancel := context.WithTimeout(iss.ctx, orderRunTimeout)
+			defer ocancel()
+			var oerr error
+			cert, oerr = iss.order(octx, ck, name)
+			iss.finishOrder(ck, name, cert, oerr)
+			return oerr
+		}
 		if iss.redis != nil {
-			var cert *tls.Certificate
-			ordered, err := iss.redis.orderOnce(ctx, ck, func() error {
-				var oerr error
-				cert, oerr = iss.ac.GetCertificate(hello)
-				return oerr
-			})
-			if ordered {
-				iss.finishOrder(ck, err)
-				if err != nil {
-					return nil, fmt.Errorf("acme %q: ordering: %w", name, err)
-				}
+			ordered, err := iss.redis.orderOnce(ctx, ck, order)
+			switch {
+			case ordered && err != nil:
+				return nil, fmt.Errorf("acme %q: ordering: %w", name, err)
+			case ordered:
 				return cert, nil
-			}
-			if err != nil {
+			case err != nil:
 				return nil, err
 			}
-			break // another replica ordered it; autocert reads it from Redis
+			// Another replica ordered it, or the entry there is unusable
+			// (expired): use it, or order without the lock.
+			if cert, err = iss.cached(ctx, ck, name); err == nil {
+				iss.serve(ck, name, cert)
+				return cert, nil
+			}
 		}
-		cert, err := iss.ac.GetCertificate(hello)
-		iss.finishOrder(ck, err)
-		if err != nil {
+		if err := order(); err != nil {
 			return nil, fmt.Errorf("acme %q: ordering: %w", name, err)
 		}
 		return cert, nil
 	default:
 		return nil, fmt.Errorf("acme %q: reading cache: %w", name, err)
 	}
-	cert, err := iss.ac.GetCertificate(hello)
+}
+
+// cached reads ck from the cache. An entry that is expired, not yet valid,
+// for another name or otherwise unusable is a miss: it is ordered again
+// under the rate limit and the replicas' lock.
+func (iss *acmeIssuer) cached(ctx context.Context, ck, name string) (*tls.Certificate, error) {
+	data, err := iss.cache.Get(ctx, ck)
 	if err != nil {
-		return nil, fmt.Errorf("acme %q: loading cached certificate: %w", name, err)
+		return nil, err
 	}
-	iss.ready.Store(ck, struct{}{})
+	cert, err := certFromCache(data, name, iss.now())
+	if err != nil {
+		return nil, autocert.ErrCacheMiss
+	}
 	return cert, nil
+}
+
+// failure is a failed first order, remembered until until.
+type failure struct {
+	until time.Time
+	err   error
+}
+
+// failedFor is how long a failed first order is remembered (autocert's
+// own figure): handshakes meanwhile fail at once, counted as errors.
+const failedFor = time.Minute
+
+func (iss *acmeIssuer) recentFailure(ck string) error {
+	iss.failMu.Lock()
+	defer iss.failMu.Unlock()
+	f, ok := iss.failed[ck]
+	if !ok {
+		return nil
+	}
+	if !iss.now().Before(f.until) {
+		delete(iss.failed, ck)
+		return nil
+	}
+	return f.err
 }
 
 // helloContext is the handshake's context; a ClientHelloInfo built by hand
@@ -307,9 +373,12 @@ func helloContext(hello *tls.ClientHelloInfo) context.Context {
 }
 
 // orderTimeout bounds a flight's cache look-up and its wait for another
-// replica's order; autocert runs the order itself under its own 5-minute
-// bound.
+// replica's order; the order itself runs under orderRunTimeout.
 const orderTimeout = 2 * time.Minute
+
+// orderRunTimeout bounds one order from the new-order request to the
+// certificate (what autocert allowed one).
+const orderRunTimeout = 5 * time.Minute
 
 // defaultACMEWait is how long a handshake waits for a certificate being
 // ordered (Options.ACMEWait): an order takes seconds when the CA is well, and
@@ -383,13 +452,6 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// leafValidAt reports whether the first certificate in a cache entry (key
-// PEM, then the chain) is still valid at now.
-func leafValidAt(data []byte, now time.Time) bool {
-	leaf := firstCertificate(data)
-	return leaf != nil && now.Before(leaf.NotAfter)
-}
-
 func firstCertificate(data []byte) *x509.Certificate {
 	for rest := data; len(rest) > 0; {
 		var b *pem.Block
@@ -423,14 +485,19 @@ func (iss *acmeIssuer) cachedExpiry(ctx context.Context) map[string]time.Time {
 	return out
 }
 
-func (iss *acmeIssuer) finishOrder(ck string, err error) {
+// finishOrder counts a first order and serves its certificate, or
+// remembers its failure.
+func (iss *acmeIssuer) finishOrder(ck, name string, cert *tls.Certificate, err error) {
 	iss.orders.Add(1)
 	if err != nil {
 		iss.count("error")
+		iss.failMu.Lock()
+		iss.failed[ck] = failure{until: iss.now().Add(failedFor), err: err}
+		iss.failMu.Unlock()
 		return
 	}
 	iss.count("ok")
-	iss.ready.Store(ck, struct{}{})
+	iss.serve(ck, name, cert)
 }
 
 func (iss *acmeIssuer) count(result string) {

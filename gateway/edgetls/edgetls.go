@@ -1,8 +1,9 @@
 // Package edgetls terminates north-south TLS for the edge: static certificates
 // chosen by SNI and re-read when their files change, certificates obtained by
-// ACME (golang.org/x/crypto/acme/autocert) with a directory or Redis cache and
-// on-demand issuance, client-certificate authentication, the HTTP listener's
-// redirect to HTTPS, and HSTS.
+// ACME (golang.org/x/crypto/acme; autocert answers the challenges), renewed
+// here, with a directory or Redis cache and on-demand issuance,
+// client-certificate authentication, the HTTP listener's redirect to HTTPS,
+// and HSTS.
 //
 // The gateway builds a Manager from the routes file's tls section, gives
 // TLSConfig to its https listener and HTTPHandler to its http listener, and
@@ -62,7 +63,14 @@ type Options struct {
 	// ACMEWait is how long a handshake waits for an ACME certificate being
 	// ordered before it fails (the order goes on); default 30s.
 	ACMEWait time.Duration
-	// Now is the clock for the on-demand rate limit; nil: time.Now.
+	// ACMERenewBefore is how long before expiry an ACME certificate is
+	// renewed; 0: when a third of its lifetime is left, at most 30 days.
+	ACMERenewBefore time.Duration
+	// ACMERenewRetry is the wait before a failed renewal is tried again;
+	// default 10m.
+	ACMERenewRetry time.Duration
+	// Now is the clock for the on-demand rate limit, certificate validity
+	// and renewal; nil: time.Now.
 	Now func() time.Time
 	// ProviderCertificates allows a tls section with no certificate of its
 	// own: a provider (Gateway HTTPS listeners) brings them. Until it does,

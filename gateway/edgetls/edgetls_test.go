@@ -644,30 +644,43 @@ func TestSwapManagersUnderOneListener(t *testing.T) {
 	}
 }
 
-func TestLeafValidAt(t *testing.T) {
+// TestCertFromCache reads cache entries in autocert's layout (key, then
+// chain): only an unexpired certificate for the name, with its key, is
+// served.
+func TestCertFromCache(t *testing.T) {
 	ca := newCA(t, "cache entry CA")
 	cert, key := ca.leaf(t, "a.example.com", false, "a.example.com")
-	entry := append(append([]byte{}, key...), cert...) // autocert's layout: key, then chain
+	entry := append(append([]byte{}, key...), cert...)
 	leaf := firstCertificate(entry)
 	if leaf == nil {
 		t.Fatal("no certificate found in a well-formed entry")
 	}
+	_, otherKey := ca.leaf(t, "a.example.com", false, "a.example.com")
 	tests := []struct {
 		name string
 		data []byte
+		host string
 		at   time.Time
 		want bool
 	}{
-		{"valid", entry, leaf.NotAfter.Add(-time.Minute), true},
-		{"expired", entry, leaf.NotAfter.Add(time.Second), false},
-		{"key only", key, leaf.NotBefore, false},
-		{"garbage", []byte("not pem"), leaf.NotBefore, false},
-		{"broken certificate", append(append([]byte{}, key...), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")...), leaf.NotBefore, false},
+		{"valid", entry, "a.example.com", leaf.NotAfter.Add(-time.Minute), true},
+		{"a second before expiry", entry, "a.example.com", leaf.NotAfter.Add(-time.Second), true},
+		{"at expiry", entry, "a.example.com", leaf.NotAfter, false},
+		{"expired", entry, "a.example.com", leaf.NotAfter.Add(time.Second), false},
+		{"another name", entry, "b.example.com", leaf.NotBefore, false},
+		{"another key", append(append([]byte{}, otherKey...), cert...), "a.example.com", leaf.NotBefore, false},
+		{"key only", key, "a.example.com", leaf.NotBefore, false},
+		{"garbage", []byte("not pem"), "a.example.com", leaf.NotBefore, false},
+		{"broken certificate", append(append([]byte{}, key...), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")...), "a.example.com", leaf.NotBefore, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := leafValidAt(tt.data, tt.at); got != tt.want {
-				t.Fatalf("got %v, want %v", got, tt.want)
+			c, err := certFromCache(tt.data, tt.host, tt.at)
+			if got := err == nil; got != tt.want {
+				t.Fatalf("usable %v (%v), want %v", got, err, tt.want)
+			}
+			if tt.want && c.Leaf.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+				t.Fatalf("serial %v, want %v", c.Leaf.SerialNumber, leaf.SerialNumber)
 			}
 		})
 	}

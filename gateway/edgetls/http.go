@@ -38,7 +38,8 @@ func (m *Manager) HTTPHandler(httpsPort string) http.Handler {
 		return redirect
 	}
 	// autocert answers only paths under the challenge prefix and hands the
-	// rest to redirect.
+	// rest to redirect. Orders may now use HTTP-01 as well.
+	m.acme.http01.Store(true)
 	return m.acme.ac.HTTPHandler(redirect)
 }
 

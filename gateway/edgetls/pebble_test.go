@@ -142,6 +142,13 @@ type acmeEnv struct {
 // TLS-ALPN-01 on tlsPort.
 func startACME(t testing.TB, httpPort, tlsPort int, pebbleEnv ...string) *acmeEnv {
 	t.Helper()
+	return startACMEValidity(t, httpPort, tlsPort, 7776000, pebbleEnv...)
+}
+
+// startACMEValidity is startACME with Pebble issuing certificates valid for
+// validity seconds (its profile's validityPeriod).
+func startACMEValidity(t testing.TB, httpPort, tlsPort int, validity int, pebbleEnv ...string) *acmeEnv {
+	t.Helper()
 	pebbleBin := findTool(t, "pebble")
 	challBin := findTool(t, "pebble-challtestsrv")
 	requirePebble(t, pebbleBin)
@@ -172,7 +179,7 @@ func startACME(t testing.TB, httpPort, tlsPort int, pebbleEnv ...string) *acmeEn
 		"domainBlocklist":                []string{"blocked-domain.example"},
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
-		"profiles":                       map[string]any{"default": map[string]any{"description": "tests", "validityPeriod": 7776000}},
+		"profiles":                       map[string]any{"default": map[string]any{"description": "tests", "validityPeriod": validity}},
 	}}
 	data, _ := json.Marshal(cfg)
 	cfgFile := filepath.Join(dir, "pebble.json")
