@@ -1,14 +1,24 @@
 package gateway
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/causewayhq/causeway/mesh"
+	"github.com/causewayhq/causeway/mesh/caller"
 	"github.com/causewayhq/causeway/mesh/meshtest"
+	"github.com/causewayhq/causeway/routes"
 )
 
 // inboundPeerID completes an mTLS handshake with the sidecar's inbound
@@ -125,4 +135,104 @@ func TestSidecarConnectionCap(t *testing.T) {
 	}
 	first.Close()
 	waitServed(t, sc.Addr("outbound"), "payments")
+}
+
+// A sidecar reload neither forgets the caller tokens already used (with
+// callers.replay, a token seen before the reload is refused after it, as
+// before it) nor lets a refused file widen who may call: after each reload,
+// accepted or refused, a used token is still refused, a caller outside
+// inbound.allow is still refused, and a fresh token still passes.
+func TestSidecarReloadKeepsCallerChecks(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
+	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
+	paymentsFiles := ca.IssueFiles(t.TempDir(), paymentsID)
+	var served atomic.Int64
+	svc := httptestServer(t, func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	file := func(allow []string, extra string) string {
+		return sidecarConfig(ordersFiles, svc, allow, nil) +
+			fmt.Sprintf("  callers: {issuers: [%q], replay: true}\n", edgeID) + extra
+	}
+	sc := startSidecar(t, file([]string{edgeID}, ""))
+
+	edgeSrc, err := mesh.NewSource(context.Background(), edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, mesh.SourceOptions{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = edgeSrc.Close() })
+	minter := caller.NewMinter(edgeSrc, caller.MintOptions{})
+	aud, err := mesh.ParseID(ordersID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := func() string {
+		tok, err := minter.Mint(caller.Principal{Subject: "alice", Authenticator: "keys"}, aud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	clientFor := func(files meshtest.Files) *http.Client {
+		cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}}
+		t.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
+	asEdge, asPayments := clientFor(edgeFiles), clientFor(paymentsFiles)
+	call := func(c *http.Client, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "https://"+sc.Addr("inbound")+"/x", nil)
+		req.Header.Set(routes.DefaultCallerHeader, token)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	used := mint()
+	if got := call(asEdge, used); got != http.StatusOK {
+		t.Fatalf("first use of a token: %d", got)
+	}
+	if got := call(asEdge, used); got != http.StatusUnauthorized {
+		t.Fatalf("second use of a token before any reload: %d, want 401", got)
+	}
+	reloads := []struct {
+		name    string
+		file    string
+		refused bool
+	}{
+		{name: "the same file again (SIGHUP)", file: file([]string{edgeID}, "")},
+		{name: "a changed file", file: file([]string{edgeID}, "  timeout: 20s\n")},
+		{name: "a refused file that allows the payments workload", file: file([]string{edgeID, paymentsID, "not-a-spiffe-id"}, ""), refused: true},
+		{name: "a refused file without replay and allowing the payments workload", file: strings.Replace(file([]string{edgeID, paymentsID}, "plugins: {}\n"), "replay: true", "replay: false", 1), refused: true},
+	}
+	for _, rl := range reloads {
+		writeFile(t, sc.path, rl.file)
+		if err := sc.Reload(); (err != nil) != rl.refused {
+			t.Fatalf("%s: reload error %v, refused %v", rl.name, err, rl.refused)
+		}
+		before := served.Load()
+		if got := call(asEdge, used); got != http.StatusUnauthorized {
+			t.Errorf("%s: a token used before the reload was accepted again: %d, want 401", rl.name, got)
+		}
+		if got := call(asPayments, mint()); got != http.StatusForbidden {
+			t.Errorf("%s: a caller outside inbound.allow got %d, want 403", rl.name, got)
+		}
+		if n := served.Load() - before; n != 0 {
+			t.Errorf("%s: the service received %d refused requests", rl.name, n)
+		}
+		fresh := mint()
+		if got := call(asEdge, fresh); got != http.StatusOK {
+			t.Fatalf("%s: a fresh token: %d", rl.name, got)
+		}
+		used = fresh
+	}
 }
