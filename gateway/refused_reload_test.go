@@ -388,3 +388,57 @@ func TestRefusedFileStaysReportedAcrossSourceChanges(t *testing.T) {
 func sameReload(a, b ReloadStatus) bool {
 	return a.OK == b.OK && a.Error == b.Error && a.At.Equal(b.At)
 }
+
+// What docs/ratelimit.md says of reloads, through the edge, counted in
+// memory and in a real Redis: a limit whose name and numbers stay keeps
+// every client's state across an accepted reload that changes other
+// things (the route's name, another limit) and across a refused one that
+// would change its numbers; an accepted change of its numbers starts every
+// client afresh with its full burst.
+func TestRateLimitStateAcrossReloads(t *testing.T) {
+	up := echoUpstream(t, "up")
+	rdb := testredis.Start(t)
+	for _, store := range []struct{ name, redis string }{
+		{"memory", ""},
+		{"redis", fmt.Sprintf("redis: {url: %q, on_error: deny}\n", rdb.URL())},
+	} {
+		t.Run(store.name, func(t *testing.T) {
+			file := func(limit int, route, extra string) string {
+				return listenHeader + store.redis + fmt.Sprintf("rate_limits:\n  lim: {key: client_ip, limit: %d, per: 1h}\n  other: {key: client_ip, limit: 5, per: 1h}\n", limit) +
+					fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\nroutes:\n  - {name: %s, match: {path_prefix: /}, upstream: up, rate_limit: lim}\n", hostPort(up), route) + extra
+			}
+			te := startEdge(t, file(4, "r1", ""), func(o *EdgeOptions) { o.ReloadDebounce = time.Hour })
+			codes := func(n int) string {
+				t.Helper()
+				var out []string
+				for range n {
+					resp, _ := get(t, te.url+"/")
+					out = append(out, strconv.Itoa(resp.StatusCode))
+				}
+				return strings.Join(out, ",")
+			}
+			if got := codes(2); got != "200,200" {
+				t.Fatalf("first two of four: %s", got)
+			}
+			steps := []struct {
+				name, file string
+				refused    bool
+				want       string
+			}{
+				{"a renamed route and another limit changed", strings.Replace(file(4, "r2", ""), "limit: 5", "limit: 6", 1), false, "200"},
+				{"a refused file raising the limit", file(100, "r2", "plugins:\n  broken: {use: no-such-plugin}\n"), true, "200,429"},
+				{"the limit raised to 6", file(6, "r2", ""), false, "200,200,200,200,200,200,429"},
+			}
+			for _, s := range steps {
+				writeFile(t, te.path, s.file)
+				if err := te.Reload(context.Background()); (err != nil) != s.refused {
+					t.Fatalf("%s: reload error %v", s.name, err)
+				}
+				n := strings.Count(s.want, ",") + 1
+				if got := codes(n); got != s.want {
+					t.Fatalf("%s: %s, want %s", s.name, got, s.want)
+				}
+			}
+		})
+	}
+}
