@@ -185,7 +185,7 @@ type sidecarCallers struct {
 	log         *slog.Logger
 }
 
-func newSidecarCallers(in *routes.Inbound, src *mesh.Source, counts *prometheus.CounterVec, log *slog.Logger, now func() time.Time) (*sidecarCallers, error) {
+func newSidecarCallers(in *routes.Inbound, src *mesh.Source, replay *caller.ReplayCache, counts *prometheus.CounterVec, log *slog.Logger, now func() time.Time) (*sidecarCallers, error) {
 	// Even without callers the token header's CGI-style spellings go (see
 	// check): the sidecar verified no token, so the service gets none.
 	sc := &sidecarCallers{header: routes.DefaultCallerHeader, counts: counts, log: log,
@@ -213,7 +213,7 @@ func newSidecarCallers(in *routes.Inbound, src *mesh.Source, counts *prometheus.
 	}
 	sc.verifier = caller.NewVerifier(src, caller.VerifyOptions{
 		Self: src.ID, Issuers: issuers, MaxHops: *cl.MaxHops, Skew: cl.ClockSkew.D(),
-		MaxLifetime: cl.MaxLifetime.D(), Replay: cl.Replay, Now: now,
+		MaxLifetime: cl.MaxLifetime.D(), Replay: cl.Replay, ReplayCache: replay, Now: now,
 	})
 	return sc, nil
 }

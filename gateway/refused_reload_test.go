@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/causewayhq/causeway/internal/testredis"
 	"github.com/causewayhq/causeway/mesh/meshtest"
+	"github.com/causewayhq/causeway/routes"
 )
 
 // refusals are the two ways a file gets refused after it has been parsed:
@@ -310,5 +312,133 @@ func tracingReloadCase(t *testing.T) reloadCase {
 			}
 			return "spans exported nowhere"
 		},
+	}
+}
+
+// A refused routes file stays reported (/config's last_reload, LastReload)
+// while a route source changes the live configuration: the source's
+// changes are built on the file the edge serves, not on the one on disk,
+// so their success says nothing about that file, which is still refused.
+// A good file then clears the report, and a refused fragment is reported
+// when the file is fine.
+func TestRefusedFileStaysReportedAcrossSourceChanges(t *testing.T) {
+	up := echoUpstream(t, "up")
+	file := listenHeader + fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\nroutes:\n  - {name: file, match: {path_prefix: /file}, upstream: up}\nproviders:\n  kubernetes: {kubeconfig: \"\"}\n", hostPort(up))
+	// Reloads are the test's: a file watcher reloading behind it would
+	// race its reads of the outcome.
+	te, src := startFedEdge(t, file, func(o *EdgeOptions) { o.ReloadDebounce = time.Hour })
+	frag := func(path string) routes.Fragment {
+		return routes.Fragment{
+			Upstreams: map[string]routes.Upstream{"k8s.up": {Endpoints: []string{hostPort(up)}}},
+			Routes:    []routes.Route{{Name: "k8s.r", Match: routes.Match{PathPrefix: path}, Upstream: "k8s.up"}},
+		}
+	}
+	if err := src.send(t, frag("/a")); err != nil {
+		t.Fatal(err)
+	}
+	lastReload := func() ReloadStatus {
+		t.Helper()
+		_, body := get(t, te.admin+"/config")
+		var v struct {
+			LastReload ReloadStatus `json:"last_reload"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil {
+			t.Fatalf("/config: %v: %s", err, body)
+		}
+		if !sameReload(v.LastReload, te.LastReload()) {
+			t.Fatalf("/config shows %+v, LastReload %+v", v.LastReload, te.LastReload())
+		}
+		return v.LastReload
+	}
+	writeFile(t, te.path, file+"plugins:\n  broken: {use: no-such-plugin}\n")
+	if err := te.Reload(context.Background()); err == nil {
+		t.Fatal("the broken file was accepted")
+	}
+	refused := lastReload()
+	if refused.OK || !strings.Contains(refused.Error, "no-such-plugin") {
+		t.Fatalf("after the refused file: %+v", refused)
+	}
+	for i, path := range []string{"/b", "/c"} {
+		if err := src.send(t, frag(path)); err != nil {
+			t.Fatalf("change %d from the source: %v", i, err)
+		}
+		wantUpstream(t, te.url+path+"/x", "up")
+		if got := lastReload(); !sameReload(got, refused) {
+			t.Fatalf("after change %d from the source the file's refusal is no longer reported: %+v", i, got)
+		}
+	}
+	writeFile(t, te.path, file)
+	if err := te.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastReload(); !got.OK {
+		t.Fatalf("after a good file: %+v", got)
+	}
+	bad := routes.Fragment{Routes: []routes.Route{{Name: "k8s.bad", Match: routes.Match{PathPrefix: "/bad"}, Upstream: "k8s.nowhere"}}}
+	if err := src.send(t, bad); err == nil {
+		t.Fatal("the bad fragment was accepted")
+	}
+	if got := lastReload(); got.OK || !strings.Contains(got.Error, "k8s.nowhere") {
+		t.Fatalf("after a refused fragment: %+v", got)
+	}
+}
+
+// sameReload compares two reload outcomes, one of them possibly read back
+// from JSON (without the monotonic clock reading).
+func sameReload(a, b ReloadStatus) bool {
+	return a.OK == b.OK && a.Error == b.Error && a.At.Equal(b.At)
+}
+
+// What docs/ratelimit.md says of reloads, through the edge, counted in
+// memory and in a real Redis: a limit whose name and numbers stay keeps
+// every client's state across an accepted reload that changes other
+// things (the route's name, another limit) and across a refused one that
+// would change its numbers; an accepted change of its numbers starts every
+// client afresh with its full burst.
+func TestRateLimitStateAcrossReloads(t *testing.T) {
+	up := echoUpstream(t, "up")
+	rdb := testredis.Start(t)
+	for _, store := range []struct{ name, redis string }{
+		{"memory", ""},
+		{"redis", fmt.Sprintf("redis: {url: %q, on_error: deny}\n", rdb.URL())},
+	} {
+		t.Run(store.name, func(t *testing.T) {
+			file := func(limit int, route, extra string) string {
+				return listenHeader + store.redis + fmt.Sprintf("rate_limits:\n  lim: {key: client_ip, limit: %d, per: 1h}\n  other: {key: client_ip, limit: 5, per: 1h}\n", limit) +
+					fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\nroutes:\n  - {name: %s, match: {path_prefix: /}, upstream: up, rate_limit: lim}\n", hostPort(up), route) + extra
+			}
+			te := startEdge(t, file(4, "r1", ""), func(o *EdgeOptions) { o.ReloadDebounce = time.Hour })
+			codes := func(n int) string {
+				t.Helper()
+				var out []string
+				for range n {
+					resp, _ := get(t, te.url+"/")
+					out = append(out, strconv.Itoa(resp.StatusCode))
+				}
+				return strings.Join(out, ",")
+			}
+			if got := codes(2); got != "200,200" {
+				t.Fatalf("first two of four: %s", got)
+			}
+			steps := []struct {
+				name, file string
+				refused    bool
+				want       string
+			}{
+				{"a renamed route and another limit changed", strings.Replace(file(4, "r2", ""), "limit: 5", "limit: 6", 1), false, "200"},
+				{"a refused file raising the limit", file(100, "r2", "plugins:\n  broken: {use: no-such-plugin}\n"), true, "200,429"},
+				{"the limit raised to 6", file(6, "r2", ""), false, "200,200,200,200,200,200,429"},
+			}
+			for _, s := range steps {
+				writeFile(t, te.path, s.file)
+				if err := te.Reload(context.Background()); (err != nil) != s.refused {
+					t.Fatalf("%s: reload error %v", s.name, err)
+				}
+				n := strings.Count(s.want, ",") + 1
+				if got := codes(n); got != s.want {
+					t.Fatalf("%s: %s, want %s", s.name, got, s.want)
+				}
+			}
+		})
 	}
 }

@@ -36,9 +36,14 @@ type server[C any] struct {
 	metrics  *metrics
 	role     role[C]
 
-	mu         sync.Mutex // serialises loads; guards active and lastReload
+	mu         sync.Mutex // serialises loads; guards active, lastReload and fileRefused
 	active     *generation[C]
 	lastReload ReloadStatus
+	// fileRefused: the last load of the configuration file was refused,
+	// and lastReload says so. A rebuild from the active file's bytes (a
+	// route source's change) leaves that report alone: it succeeds
+	// without the file on disk, which stays refused until a load takes it.
+	fileRefused bool
 	// live is active for the request path: one atomic load per request.
 	live atomic.Pointer[generation[C]]
 	// afterLoad, set by tests only, runs in serveLive between loading the
@@ -309,7 +314,7 @@ func (s *server[C]) load(ctx context.Context, force bool) error {
 	if err == nil && !force && s.active != nil && sha256.Sum256(data) == s.active.hash && s.lastReload.OK {
 		return nil // an editor's extra events: nothing changed
 	}
-	return s.build(ctx, data, err)
+	return s.build(ctx, data, err, true)
 }
 
 // rebuild builds a generation from the active one's file bytes: a change
@@ -321,17 +326,22 @@ func (s *server[C]) rebuild(ctx context.Context) error {
 	if s.active == nil {
 		return errors.New("no active configuration to rebuild")
 	}
-	return s.build(ctx, s.active.data, nil)
+	return s.build(ctx, s.active.data, nil, false)
 }
 
 // build builds a generation from data and commits it unless it is
-// refused. The caller holds s.mu.
-func (s *server[C]) build(ctx context.Context, data []byte, err error) error {
+// refused; fromFile says data was read from the configuration file now
+// (load), not taken from the active generation (rebuild). The caller
+// holds s.mu.
+func (s *server[C]) build(ctx context.Context, data []byte, err error, fromFile bool) error {
 	next := &generation[C]{hash: sha256.Sum256(data), data: data, readErr: err, loadedAt: time.Now()}
 	if err := s.role.build(ctx, next); err != nil {
 		next.refuse()
 		s.metrics.reloads.WithLabelValues("failure").Inc()
-		s.lastReload = ReloadStatus{OK: false, At: time.Now(), Error: err.Error()}
+		if fromFile || !s.fileRefused {
+			s.lastReload = ReloadStatus{OK: false, At: time.Now(), Error: err.Error()}
+			s.fileRefused = fromFile
+		}
 		return err
 	}
 	if s.active != nil {
@@ -341,7 +351,10 @@ func (s *server[C]) build(ctx context.Context, data []byte, err error) error {
 	now := time.Now()
 	s.metrics.reloads.WithLabelValues("success").Inc()
 	s.metrics.configInfo.WithLabelValues().Set(float64(now.Unix()))
-	s.lastReload = ReloadStatus{OK: true, At: now}
+	if fromFile || !s.fileRefused {
+		s.lastReload = ReloadStatus{OK: true, At: now}
+		s.fileRefused = false
+	}
 	if prev != nil {
 		s.retire(prev)
 	}

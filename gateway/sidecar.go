@@ -20,6 +20,7 @@ import (
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/internal/refpool"
 	"github.com/causewayhq/causeway/mesh"
+	"github.com/causewayhq/causeway/mesh/caller"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -52,6 +53,11 @@ type Sidecar struct {
 	sources *refpool.Pool[string, *liveSource]
 	// outbound runs the outbound.kubernetes source.
 	outbound outboundSources
+	// replay is the inbound callers' memory of caller token ids
+	// (callers.replay), shared by every generation: a reload builds a new
+	// verifier, and one with a memory of its own would accept once more
+	// every token used before the reload.
+	replay *caller.ReplayCache
 }
 
 // sidecarGen is one generation's sidecar file and the identity it was
@@ -81,7 +87,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 	if opts.ConfigPath == "" {
 		return nil, errors.New("sidecar: a sidecar file is required")
 	}
-	s := &Sidecar{}
+	s := &Sidecar{replay: caller.NewReplayCache()}
 	s.server = newServer("sidecar", "sidecar file", opts, s)
 	s.tracing = tracingFeature{pool: s.tracers, log: s.log}
 	s.sources = refpool.New[string](func(ls *liveSource) error { return ls.Close() })
@@ -272,7 +278,7 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 	if err != nil {
 		return nil, err
 	}
-	callers, err := newSidecarCallers(in, source, s.metrics.callerTokens, s.log, s.opts.Clock)
+	callers, err := newSidecarCallers(in, source, s.replay, s.metrics.callerTokens, s.log, s.opts.Clock)
 	if err != nil {
 		return nil, err
 	}

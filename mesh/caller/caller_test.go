@@ -283,6 +283,17 @@ func TestReplay(t *testing.T) {
 	if _, err := v.Verify(tok, mustID(edgeID)); !errors.As(err, &ce) || ce.Reason != ReasonReplay {
 		t.Fatalf("second use: %v", err)
 	}
+	// A Verifier built later on the same memory (a reload's) refuses it
+	// too; one with a memory of its own would not.
+	shared := NewReplayCache()
+	first := w.verifier(aID, VerifyOptions{Replay: true, ReplayCache: shared})
+	tok3, _ := m.Mint(alice, mustID(aID))
+	if _, err := first.Verify(tok3, mustID(edgeID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.verifier(aID, VerifyOptions{Replay: true, ReplayCache: shared}).Verify(tok3, mustID(edgeID)); !errors.As(err, &ce) || ce.Reason != ReasonReplay {
+		t.Fatalf("use on a later verifier sharing the memory: %v", err)
+	}
 	// A fresh token for the same principal is not a replay.
 	tok2, _ := m.Mint(alice, mustID(aID))
 	if _, err := v.Verify(tok2, mustID(edgeID)); err != nil {
@@ -304,7 +315,7 @@ func TestReplay(t *testing.T) {
 
 func TestReplayCacheWindows(t *testing.T) {
 	t.Parallel()
-	c := newReplayCache(time.Minute)
+	c := NewReplayCache()
 	t0 := time.Unix(1000, 0)
 	steps := []struct {
 		at    time.Duration
@@ -320,7 +331,7 @@ func TestReplayCacheWindows(t *testing.T) {
 		{400 * time.Second, "b", true},  // a long gap clears both
 	}
 	for i, s := range steps {
-		if got := c.first(s.id, t0.Add(s.at)); got != s.first {
+		if got := c.first(s.id, t0.Add(s.at), time.Minute); got != s.first {
 			t.Fatalf("step %d (%s at %s): first = %v", i, s.id, s.at, got)
 		}
 	}

@@ -41,6 +41,11 @@ type VerifyOptions struct {
 	MaxLifetime time.Duration
 	// Replay refuses a token id (jti) seen before within its lifetime.
 	Replay bool
+	// ReplayCache is the memory of token ids Replay checks against (nil:
+	// the Verifier's own). A receiver that builds a Verifier for every
+	// configuration passes one that outlives them: a fresh memory at each
+	// reload would accept once more every token seen before it.
+	ReplayCache *ReplayCache
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -91,7 +96,7 @@ type Verifier struct {
 	bundles Bundles
 	o       VerifyOptions
 	parser  *jwt.Parser
-	replay  *replayCache
+	replay  *ReplayCache
 
 	mu    sync.Mutex
 	cache map[[32]byte]*Verified
@@ -115,7 +120,10 @@ func NewVerifier(b Bundles, o VerifyOptions) *Verifier {
 	// too; the parser checks the signature and the token's form.
 	v.parser = jwt.NewParser(jwt.WithValidMethods(algorithms), jwt.WithoutClaimsValidation(), jwt.WithJSONNumber())
 	if o.Replay {
-		v.replay = newReplayCache(o.MaxLifetime + 2*o.Skew)
+		v.replay = o.ReplayCache
+		if v.replay == nil {
+			v.replay = NewReplayCache()
+		}
 	}
 	return v
 }
@@ -147,7 +155,7 @@ func (v *Verifier) Verify(token string, peer mesh.ID) (*Verified, error) {
 	if err := v.check(got, peer); err != nil {
 		return nil, err
 	}
-	if v.replay != nil && !v.replay.first(got.ID, v.o.Now()) {
+	if v.replay != nil && !v.replay.first(got.ID, v.o.Now(), v.o.MaxLifetime+2*v.o.Skew) {
 		return nil, refuse(ReasonReplay, "token id %q was seen before", got.ID)
 	}
 	return got, nil
@@ -313,31 +321,34 @@ func x5c(h any) ([]*x509.Certificate, error) {
 	return chain, nil
 }
 
-// replayCache remembers token ids for at least window: two maps, the
-// current one and the one before, swapped every window, so an id is kept
-// between one and two windows and memory follows the rate of tokens.
-type replayCache struct {
-	window time.Duration
-	mu     sync.Mutex
-	since  time.Time
-	cur    map[string]struct{}
-	prev   map[string]struct{}
+// ReplayCache remembers token ids for at least the window each check
+// asks for (a token's longest lifetime and the skew on both sides): two
+// maps, the current one and the one before, swapped every window, so an id
+// is kept between one and two windows and memory follows the rate of
+// tokens. The window is the caller's, not the cache's, so that Verifiers
+// of successive configurations can share one while their settings differ.
+type ReplayCache struct {
+	mu    sync.Mutex
+	since time.Time
+	cur   map[string]struct{}
+	prev  map[string]struct{}
 }
 
-func newReplayCache(window time.Duration) *replayCache {
-	return &replayCache{window: window, cur: map[string]struct{}{}, prev: map[string]struct{}{}}
+// NewReplayCache returns an empty memory of token ids.
+func NewReplayCache() *ReplayCache {
+	return &ReplayCache{cur: map[string]struct{}{}, prev: map[string]struct{}{}}
 }
 
 // first records id and reports whether it was not seen before.
-func (c *replayCache) first(id string, now time.Time) bool {
+func (c *ReplayCache) first(id string, now time.Time, window time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.since.IsZero() {
 		c.since = now
 	}
-	if now.Sub(c.since) >= c.window {
+	if now.Sub(c.since) >= window {
 		c.prev, c.cur = c.cur, map[string]struct{}{}
-		if now.Sub(c.since) >= 2*c.window {
+		if now.Sub(c.since) >= 2*window {
 			c.prev = map[string]struct{}{}
 		}
 		c.since = now
