@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -62,8 +63,10 @@ func TestTrailerLimitBoundary(t *testing.T) {
 			if err != nil {
 				return
 			}
-			i := 0
-			fmt.Sscanf(req.URL.Path, "/%d", &i)
+			i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/"))
+			if err != nil || i < 0 || i >= len(tests) {
+				return
+			}
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Pad\r\n\r\n5\r\nhello\r\n0\r\n"+tests[i].section)
 		}
 	})
