@@ -11,6 +11,7 @@ import (
 
 	"github.com/causewayhq/causeway/gateway/internal/h1"
 	"github.com/causewayhq/causeway/internal/httperr"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The deprecated net/http engine refuses request heads as Causeway's own
@@ -107,7 +108,8 @@ func (l refusalListener) Accept() (net.Conn, error) {
 // answer is net/http's status with the own engine's words. It stops for
 // good once the connection carries another protocol (an h2c preface, a
 // 101). Pipelined requests read in one go with the one answered are not
-// told apart: a refusal of such a second head has the generic message.
+// told apart: a refusal of such a later head keeps net/http's status, with
+// the own engine's words for it (startsRequest).
 type refusalConn struct {
 	net.Conn
 	lim h1.Limits
@@ -151,8 +153,11 @@ func (c *refusalConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return c.Conn.Write(p)
 	}
-	var req h1.Request
-	_, err := h1.Parse(c.seen, &req, c.lim)
+	var err error
+	if startsRequest(c.seen) {
+		var req h1.Request
+		_, err = h1.Parse(c.seen, &req, c.lim)
+	}
 	c.seen = nil
 	c.mu.Unlock()
 	var pe *h1.Error
@@ -163,6 +168,24 @@ func (c *refusalConn) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// startsRequest reports whether b begins as a request line does, with a
+// method and a space. Bytes read since the last write start the refused
+// head unless the client pipelined: then they may start anywhere in it
+// (in a 200 KiB field, where the parser would find a "request line" too
+// long), and only net/http's status is to be trusted.
+func startsRequest(b []byte) bool {
+	sp := bytes.IndexByte(b, ' ')
+	if sp <= 0 || sp > 32 {
+		return false
+	}
+	for _, ch := range b[:sp] {
+		if !httpguts.IsTokenRune(rune(ch)) {
+			return false
+		}
+	}
+	return true
 }
 
 // keptSeen is the most refusalConn keeps allocated between requests: a
