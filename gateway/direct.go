@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -264,7 +265,7 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 
-	if err := checkAnnouncedTrailer(res); err != nil {
+	if err := transport.CheckAnnouncedTrailer(res.Trailer); err != nil {
 		res.Body.Close()
 		p.hooks.errorHandler(rw, outreq, err)
 		return
@@ -302,7 +303,7 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	res.Body.Close() // now, not deferred: it fills res.Trailer
-	if err := checkReceivedTrailer(res.Trailer); err != nil {
+	if err := transport.CheckTrailer(res.Trailer); err != nil {
 		// As a body that broke: the client gets a cut response.
 		log.Printf("gateway: forwarder: %v", err)
 		if req.Context().Value(http.ServerContextKey) == nil {

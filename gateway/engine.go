@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/h1"
 	"github.com/causewayhq/causeway/gateway/internal/h1server"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -46,7 +48,7 @@ type httpServer interface {
 }
 
 var (
-	_ httpServer = (*http.Server)(nil)
+	_ httpServer = netHTTPServer{}
 	_ httpServer = (*h1server.Server)(nil)
 )
 
@@ -73,10 +75,23 @@ func newDataServer(log *slog.Logger, s routes.Server, engine string, spec server
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
 	}
-	srv := newHTTPServer(log, s, spec.handler)
+	lim := h1server.Limits(s.MaxHeaderBytes)
+	srv := newHTTPServer(log, s, headLimits(spec.handler, lim))
 	srv.TLSConfig = spec.tls
 	if spec.h2c {
 		withH2C(srv)
 	}
-	return srv
+	return netHTTPServer{Server: srv, lim: lim}
+}
+
+// netHTTPServer is the deprecated engine: net/http's server, whose plain
+// listeners' connections answer net/http's own refusals as the own engine
+// does (refusalConn; see nethttprefusal.go for why not over TLS).
+type netHTTPServer struct {
+	*http.Server
+	lim h1.Limits
+}
+
+func (s netHTTPServer) Serve(ln net.Listener) error {
+	return s.Server.Serve(refusalListener{Listener: ln, lim: s.lim, now: time.Now})
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -53,8 +52,8 @@ func TestNewDataServerEngine(t *testing.T) {
 	if !ok || !ours.H2C || ours.MaxHeaderBytes != 4096 {
 		t.Fatalf("the causeway engine: %#v", ours)
 	}
-	std, ok := newDataServer(log, srv, routes.HTTP1EngineNetHTTP, serverSpec{h2c: true}).(*http.Server)
-	if !ok || std.Protocols == nil || !std.Protocols.UnencryptedHTTP2() {
+	std, ok := newDataServer(log, srv, routes.HTTP1EngineNetHTTP, serverSpec{h2c: true}).(netHTTPServer)
+	if !ok || std.Protocols == nil || !std.Protocols.UnencryptedHTTP2() || std.lim.MaxHeaderBytes != 4096 {
 		t.Fatalf("the net/http engine: %#v", std)
 	}
 }

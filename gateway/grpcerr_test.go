@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,11 +13,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	_ "github.com/causewayhq/causeway/plugins/respond"
 )
 
 // A real grpc-go client through the edge's own h2c listener sees every
@@ -152,4 +156,95 @@ routes:
 			t.Fatalf("content-type %q", ct)
 		}
 	})
+}
+
+// A real grpc-go client, over h2c and over TLS with ALPN h2, gets the
+// respond plugin's answers as gRPC statuses mapped from their HTTP status,
+// with the configured message, unless the answer was written for gRPC
+// already or is a 200 with a body. Before the fix only an `error:` answer
+// was converted: the 403 with a text body reached the client as
+// "Unknown: unexpected HTTP status code received from server: 403", the
+// 503 and the 410 likewise.
+func TestGRPCClientSeesRespondAnswers(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t, t.TempDir(), "api.example.com")
+	te := startEdge(t, fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: off}
+tls:
+  certificates: [{cert_file: %q, key_file: %q}]
+  redirect_http: false
+plugins:
+  forbidden: {use: respond, config: {status: 403, body: "not for you"}}
+  maintenance: {use: respond, config: {status: 503, body: "<h1>Back soon</h1>", content_type: text/html, headers: {Retry-After: "60"}}}
+  retired: {use: respond, config: {status: 410, error: "retired; use v2"}}
+  gone: {use: respond, config: {status: 410}}
+  precondition: {use: respond, config: {status: 400, body: "not yet", headers: {grpc-status: "9"}}}
+  handwritten: {use: respond, config: {content_type: application/grpc, headers: {grpc-status: "14", grpc-message: "drained%%20here"}}}
+  page: {use: respond, config: {body: "ok"}}
+upstreams:
+  u: {endpoints: [%q]}
+routes:
+  - {name: forbidden, match: {path_prefix: /test.Forbidden/}, plugins: [forbidden], upstream: u}
+  - {name: maintenance, match: {path_prefix: /test.Maintenance/}, plugins: [maintenance], upstream: u}
+  - {name: retired, match: {path_prefix: /test.Retired/}, plugins: [retired], upstream: u}
+  - {name: gone, match: {path_prefix: /test.Gone/}, plugins: [gone], upstream: u}
+  - {name: precondition, match: {path_prefix: /test.Precondition/}, plugins: [precondition], upstream: u}
+  - {name: handwritten, match: {path_prefix: /test.Handwritten/}, plugins: [handwritten], upstream: u}
+  - {name: page, match: {path_prefix: /test.Page/}, plugins: [page], upstream: u}
+`, certFile, keyFile, freeAddr(t)))
+
+	transports := []struct {
+		name string
+		addr string
+		cred credentials.TransportCredentials
+	}{
+		{"h2c", te.Addr("http"), insecure.NewCredentials()},
+		{"tls h2", te.Addr("https"), credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "api.example.com"})},
+	}
+	tests := []struct {
+		method string
+		code   codes.Code
+		msg    string // "" : only checked to be there
+	}{
+		{"/test.Forbidden/Call", codes.PermissionDenied, "not for you"},
+		{"/test.Maintenance/Call", codes.Unavailable, "Service Unavailable"},
+		{"/test.Retired/Call", codes.Unknown, "retired; use v2"},
+		{"/test.Gone/Call", codes.Unknown, "Gone"},
+		{"/test.Precondition/Call", codes.FailedPrecondition, "not yet"},
+		{"/test.Handwritten/Call", codes.Unavailable, "drained here"},
+		// Content served with a 200 goes out as configured: the client
+		// reports the text/plain answer itself.
+		{"/test.Page/Call", codes.Unknown, ""},
+	}
+	for _, tr := range transports {
+		cc, err := grpc.NewClient("passthrough:///"+tr.addr, grpc.WithTransportCredentials(tr.cred))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		for _, tt := range tests {
+			t.Run(tr.name+tt.method, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				var hdr, trl metadata.MD
+				err := cc.Invoke(ctx, tt.method, &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+				st, ok := status.FromError(err)
+				if !ok || st.Code() != tt.code {
+					t.Fatalf("got %v, want code %v", err, tt.code)
+				}
+				if tt.msg != "" && st.Message() != tt.msg {
+					t.Fatalf("message %q, want %q", st.Message(), tt.msg)
+				}
+				if tt.msg == "" && !strings.Contains(st.Message(), "content-type") {
+					t.Fatalf("message %q: want the client's own report of the text/plain answer", st.Message())
+				}
+				if tt.msg != "" && strings.Contains(st.Message(), "unexpected HTTP status") {
+					t.Fatalf("the client saw the HTTP status: %v", err)
+				}
+				if tt.method == "/test.Maintenance/Call" && len(trl.Get("retry-after")) != 1 {
+					t.Fatalf("the configured Retry-After did not reach the client: %v %v", hdr, trl)
+				}
+			})
+		}
+	}
 }

@@ -1,11 +1,10 @@
 package gateway
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 
-	"golang.org/x/net/http/httpguts"
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 )
 
 // Response trailers: the fields an upstream sends after its body go on to
@@ -21,30 +20,14 @@ import (
 // keep them. The edge's servers write them after the body with
 // http.TrailerPrefix, over HTTP/1.1 and HTTP/2 alike.
 //
-// The edge's HTTP/1.1 transport refuses an upstream that announces or
-// sends a field RFC 9110 6.5.1 keeps out of trailers (Content-Length,
-// Host, Authorization, ...), or a trailer section over its 4 KiB read
-// buffer: a 502 when announced, a cut response when sent. net/http's
-// HTTP/2 transport (h2c upstreams) lets all of these through, so the
-// forwarder refuses them the same way: the client sees the same answer
-// whichever protocol the upstream speaks.
-
-// responseTrailerLimit bounds an upstream's trailer section, counted as
-// its HTTP/1.1 form (each field "Name: value\r\n", and the empty line):
-// the edge's HTTP/1.1 transport reads no more (its read buffer), and the
-// same bound holds for h2c upstreams.
-const responseTrailerLimit = 4 << 10
-
-// checkAnnouncedTrailer refuses an upstream's response that announces a
-// trailer field that may not be one, as the HTTP/1.1 transport does.
-func checkAnnouncedTrailer(res *http.Response) error {
-	for k := range res.Trailer {
-		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
-			return fmt.Errorf("upstream announced the forbidden trailer field %q", k)
-		}
-	}
-	return nil
-}
+// An upstream that announces or sends a field RFC 9110 6.5.1 keeps out of
+// trailers (Content-Length, Host, Authorization, ...), or a trailer
+// section over 4 KiB, is refused: a 502 when announced, a cut response
+// when sent. The rule is transport's (CheckAnnouncedTrailer, CheckTrailer):
+// the edge's HTTP/1.1 transport applies it as it reads; net/http's HTTP/2
+// transport (h2c upstreams) lets all of these through, so the forwarder
+// and the upgrade tunnel apply the same rule to every response: the client
+// sees the same answer whichever protocol the upstream speaks.
 
 // dropResponseTrailers takes out of res.Trailer the names that do not go
 // on to the client: conn is the response's Connection header as it came,
@@ -66,25 +49,6 @@ func dropResponseTrailers(res *http.Response, conn []string, stated ...http.Head
 	}
 }
 
-// checkReceivedTrailer refuses, once the upstream's body has ended, a
-// trailer section the HTTP/1.1 transport would have refused: a field that
-// may not be a trailer, or a section over responseTrailerLimit.
-func checkReceivedTrailer(t http.Header) error {
-	size := len("\r\n")
-	for k, vv := range t {
-		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidTrailerHeader(k) {
-			return fmt.Errorf("upstream sent the forbidden trailer field %q", k)
-		}
-		for _, v := range vv {
-			size += len(k) + len(": ") + len(v) + len("\r\n")
-		}
-	}
-	if size > responseTrailerLimit {
-		return fmt.Errorf("upstream's trailer section is over %d bytes", responseTrailerLimit)
-	}
-	return nil
-}
-
 // trailerEnd is a declined upgrade's response body: at its end it refuses
 // a trailer section the HTTP/1.1 transport would have refused (a read
 // error, which makes ReverseProxy cut the response), and on Close, which
@@ -103,7 +67,7 @@ type trailerEnd struct {
 func (b *trailerEnd) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
-		if cerr := checkReceivedTrailer(b.res.Trailer); cerr != nil {
+		if cerr := transport.CheckTrailer(b.res.Trailer); cerr != nil {
 			return n, cerr
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"github.com/causewayhq/causeway/internal/testutil"
 )
 
@@ -249,6 +250,33 @@ func cmp(v, def int) int {
 	return v
 }
 
+// sizedTrailer is a case whose trailer section is size bytes in its
+// HTTP/1.1 form (36 fields of 113 bytes, a padding field, the empty line),
+// announced in part; over transport.TrailerLimit the response is cut.
+func sizedTrailer(size int, cut bool) respCase {
+	fields, want := bigTrailer(36)
+	pad := strings.Repeat("p", size-len("\r\n")-36*len("X-Fill-00: \r\n"+strings.Repeat("v", 100))-len("X-Pad: \r\n"))
+	fields = append(fields, "X-Pad: "+pad)
+	c := respCase{name: fmt.Sprintf("%d-byte section", size), announce: "X-Pad", body: "hello", trailer: fields, wantCut: cut}
+	if !cut {
+		c.wantTrailer = want + " X-Pad=" + pad
+		c.wantNames = strings.ReplaceAll(want, "="+strings.Repeat("v", 100), "") + " X-Pad"
+	}
+	if got := transport.TrailerSize(trailerHeader(fields)); got != size {
+		panic(fmt.Sprintf("sizedTrailer(%d) is %d bytes", size, got))
+	}
+	return c
+}
+
+func trailerHeader(fields []string) http.Header {
+	h := http.Header{}
+	for _, f := range fields {
+		k, v, _ := strings.Cut(f, ": ")
+		h.Add(k, v)
+	}
+	return h
+}
+
 // bigTrailer is n fields of 100 bytes each, announced or not.
 func bigTrailer(n int) (fields []string, want string) {
 	var ws []string
@@ -316,6 +344,10 @@ func respTrailerCases() []respCase {
 			wantTrailer: "X-Check={id} " + underWant, wantNames: "X-Check " + strings.ReplaceAll(underWant, "="+strings.Repeat("v", 100), "")},
 		{name: "4.5 KiB section", announce: "X-Check", body: "hello", trailer: append([]string{"X-Check: {id}"}, over...), wantCut: true},
 		{name: "68 KiB section", body: "hello", trailer: huge, wantCut: true},
+		// The bound's edge, counted as transport.TrailerSize counts: the
+		// same answer from both upstreams, to every client, the declined
+		// upgrade's tunnel included.
+		sizedTrailer(4095, false), sizedTrailer(4096, false), sizedTrailer(4097, true),
 		{name: "body cut before its trailer", announce: "X-Check", body: "hello", trailer: []string{"X-Check: {id}"}, cut: true, wantCut: true},
 		{name: "HEAD", method: http.MethodHead, announce: "X-Check", trailer: []string{"X-Check: {id}"}},
 		{name: "204", status: http.StatusNoContent, announce: "X-Check", trailer: []string{"X-Check: {id}"}},

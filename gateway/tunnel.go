@@ -64,7 +64,7 @@ func (t tunnelTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return res, nil
 	}
-	if err := checkAnnouncedTrailer(res); err != nil {
+	if err := transport.CheckAnnouncedTrailer(res.Trailer); err != nil {
 		res.Body.Close()
 		return nil, err
 	}

@@ -49,6 +49,17 @@ func newCountingUpstream(t *testing.T) *countingUpstream {
 // self-signed certificate for api.example.com, routing everything to up.
 func startTLSEdge(t *testing.T, up string) (*edge, *x509.CertPool) {
 	t.Helper()
+	return startTLSEdgeUpstream(t, up, "")
+}
+
+// startTLSEdgeUpstream is startTLSEdge with more keys for the upstream u,
+// written as YAML flow-mapping fields ("timeout: 5s"), so that a test that
+// needs another upstream setting does not copy the whole edge config.
+func startTLSEdgeUpstream(t *testing.T, up, upstreamOpts string) (*edge, *x509.CertPool) {
+	t.Helper()
+	if upstreamOpts != "" {
+		upstreamOpts = ", " + upstreamOpts
+	}
 	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
 	e := startEdge(t, fmt.Sprintf(`version: 1
 listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
@@ -56,10 +67,10 @@ access_log: {output: "off"}
 tls:
   certificates: [{cert_file: %q, key_file: %q}]
 upstreams:
-  u: {endpoints: [%q]}
+  u: {endpoints: [%q]%s}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
-`, certFile, keyFile, up))
+`, certFile, keyFile, up, upstreamOpts))
 	return e, pool
 }
 

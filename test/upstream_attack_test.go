@@ -480,17 +480,7 @@ func containsInt(s []int, v int) bool {
 // go on.
 func TestEngineHostileUpstreamWithBodiesH2(t *testing.T) {
 	u := newHostileBodyUpstream(t, nil)
-	certFile, keyFile, pool := serverCert(t, t.TempDir(), "api.example.com")
-	e := startEdge(t, fmt.Sprintf(`version: 1
-listen: {https: "127.0.0.1:0", admin: "127.0.0.1:0"}
-access_log: {output: "off"}
-tls:
-  certificates: [{cert_file: %q, key_file: %q}]
-upstreams:
-  u: {endpoints: [%q], timeout: 5s}
-routes:
-  - {name: r, match: {path_prefix: /}, upstream: u}
-`, certFile, keyFile, u.ln.Addr().String()))
+	e, pool := startTLSEdgeUpstream(t, u.ln.Addr().String(), "timeout: 5s")
 	clients := []*http.Client{h2Client(pool), h2Client(pool)}
 	for _, c := range clients {
 		c.Timeout = 20 * time.Second

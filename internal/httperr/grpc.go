@@ -23,7 +23,12 @@ const (
 // IsGRPC reports whether r is a gRPC (or gRPC-Web) call: its content type is
 // application/grpc or application/grpc+codec, application/grpc-web, ...
 func IsGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
+	return IsGRPCContentType(r.Header.Get("Content-Type"))
+}
+
+// IsGRPCContentType reports whether ct is a gRPC (or gRPC-Web) content
+// type, as IsGRPC reads a request's.
+func IsGRPCContentType(ct string) bool {
 	const prefix = "application/grpc"
 	if len(ct) < len(prefix) || !strings.EqualFold(ct[:len(prefix)], prefix) {
 		return false
@@ -65,10 +70,18 @@ func GRPCCode(status int) int {
 	return grpcUnknown
 }
 
-// writeGRPC answers in gRPC's trailers-only form: HTTP 200, no body, and
-// grpc-status / grpc-message in the one HEADERS frame that ends the stream.
-// A gRPC-Web client gets its own content type back, as its spec requires.
+// writeGRPC answers status as the gRPC status it maps to (GRPCCode).
 func writeGRPC(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	WriteGRPCStatus(w, r, GRPCCode(status), msg)
+}
+
+// WriteGRPCStatus answers the gRPC call r with the gRPC status code and
+// msg, in gRPC's trailers-only form: HTTP 200, no body, and grpc-status /
+// grpc-message in the one HEADERS frame that ends the stream. msg is plain
+// text; it is percent-encoded here. A gRPC-Web client gets its own content
+// type back, as its spec requires. Write is the way for an HTTP status;
+// this is for a caller that was given the gRPC code itself.
+func WriteGRPCStatus(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	h := w.Header()
 	ct := "application/grpc"
 	if reqCT := r.Header.Get("Content-Type"); len(reqCT) >= len("application/grpc-web") &&
@@ -78,7 +91,7 @@ func writeGRPC(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	h.Del("Content-Length")
 	h.Del("Content-Encoding")
 	h.Set("Content-Type", ct)
-	h.Set("Grpc-Status", strconv.Itoa(GRPCCode(status)))
+	h.Set("Grpc-Status", strconv.Itoa(code))
 	h.Set("Grpc-Message", grpcMessage(msg))
 	w.WriteHeader(http.StatusOK)
 }

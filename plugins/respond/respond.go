@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/causewayhq/causeway/internal/httperr"
 	"github.com/causewayhq/causeway/plugins"
@@ -50,6 +52,12 @@ type Respond struct {
 	body    []byte
 	headers http.Header
 	errMsg  string // set: answer with httperr.Write
+
+	// How a gRPC caller is answered (see grpcAnswer): with the gRPC
+	// status grpcCode and grpcMsg when toGRPC, else as configured.
+	toGRPC   bool
+	grpcCode int
+	grpcMsg  string
 }
 
 var _ plugins.Instance = (*Respond)(nil)
@@ -122,6 +130,14 @@ func New(cfg Config, raw routes.Raw) (*Respond, error) {
 		}
 		p.headers.Set(k, v)
 	}
+	if err := p.grpcAnswer(cfg, raw); err != nil {
+		return nil, err
+	}
+	if len(p.body) == 0 && httperr.IsGRPCContentType(cfg.ContentType) {
+		// A gRPC answer written by hand is usually trailers-only: no
+		// body, grpc-status under headers; it still needs its type.
+		p.headers.Set("Content-Type", cfg.ContentType)
+	}
 	if len(p.body) > 0 {
 		ct := cfg.ContentType
 		if ct == "" {
@@ -137,6 +153,74 @@ func New(cfg Config, raw routes.Raw) (*Respond, error) {
 		p.headers.Set("Content-Length", strconv.Itoa(len(p.body)))
 	}
 	return p, nil
+}
+
+// grpcMessageBody bounds a body used as grpc-message: the message travels
+// in a header, which clients bound, and a longer body is a page (HTML, a
+// file), not a message.
+const grpcMessageBody = 1 << 10
+
+// grpcAnswer decides how a gRPC caller is answered. A gRPC client reads a
+// status, not a page: a 403 with a text body reaches it as "Unavailable:
+// unexpected HTTP status code", or "Unknown: unexpected content-type". So,
+// as Envoy's direct_response and Kong's request-termination do for gRPC
+// callers, the answer becomes a gRPC status (trailers-only) mapped from the
+// HTTP status as for every refusal of the edge (httperr.GRPCCode), with
+// the message as grpc-message. Two answers are left as configured:
+//   - content_type is a gRPC type: the answer is already written for gRPC
+//     callers (e.g. trailers-only with grpc-status under headers);
+//   - status 200 with a body: content the user chose to serve (a health
+//     page, robots.txt), not a refusal; mapped, it would turn into the
+//     error UNKNOWN, which no one configuring a 200 asked for.
+//
+// A grpc-status under headers is the code instead of the mapped one (as in
+// Envoy, where a configured grpc-status is kept), a grpc-message under
+// headers (percent-encoded, as on the wire) the message. Otherwise the
+// message is error, else the body when it is short UTF-8 text/plain, else the
+// status's reason phrase.
+func (p *Respond) grpcAnswer(cfg Config, raw routes.Raw) error {
+	p.toGRPC = !httperr.IsGRPCContentType(cfg.ContentType) && (p.status != http.StatusOK || len(p.body) == 0)
+	p.grpcCode = httperr.GRPCCode(p.status)
+	if v := p.headers.Get("Grpc-Status"); v != "" {
+		code, err := strconv.Atoi(v)
+		if err != nil || code < 0 || code > 16 || strconv.Itoa(code) != v {
+			return plugins.ConfigError(raw, "headers."+headerKey(cfg.Headers, "Grpc-Status"), "grpc-status must be a gRPC status code, 0 to 16 (found %q)", v)
+		}
+		p.grpcCode = code
+	}
+	switch body := strings.TrimRight(string(p.body), "\r\n"); {
+	case p.errMsg != "":
+		p.grpcMsg = p.errMsg
+	case p.headers.Get("Grpc-Message") != "":
+		msg, err := url.PathUnescape(p.headers.Get("Grpc-Message"))
+		if err != nil {
+			return plugins.ConfigError(raw, "headers."+headerKey(cfg.Headers, "Grpc-Message"), "grpc-message is percent-encoded: %v", err)
+		}
+		p.grpcMsg = msg
+	case body != "" && len(body) <= grpcMessageBody && utf8.ValidString(body) && plainText(cfg.ContentType):
+		p.grpcMsg = body
+	default:
+		p.grpcMsg = http.StatusText(p.status)
+	}
+	return nil
+}
+
+// plainText reports whether a body of content type ct (empty: the default,
+// text/plain) reads as a message.
+func plainText(ct string) bool {
+	const prefix = "text/plain"
+	return ct == "" || len(ct) >= len(prefix) && strings.EqualFold(ct[:len(prefix)], prefix)
+}
+
+// headerKey is the key of headers that names the field canonical, as the
+// user spelled it (for the error's key path).
+func headerKey(headers map[string]string, canonical string) string {
+	for k := range headers {
+		if http.CanonicalHeaderKey(k) == canonical {
+			return k
+		}
+	}
+	return canonical
 }
 
 func readFile(path string) ([]byte, error) {
@@ -174,6 +258,10 @@ func (p *Respond) Wrap(http.Handler) http.Handler {
 		h := w.Header()
 		for k, v := range p.headers {
 			h[k] = append([]string(nil), v...) // a later Add must not write into the shared slice
+		}
+		if p.toGRPC && httperr.IsGRPC(r) {
+			httperr.WriteGRPCStatus(w, r, p.grpcCode, p.grpcMsg)
+			return
 		}
 		if p.errMsg != "" {
 			httperr.Write(w, r, p.status, p.errMsg)

@@ -31,6 +31,9 @@ func TestConfigErrors(t *testing.T) {
 		{"error with a body", "error: down\nbody: x", "plugins.p.config.error: error answers with the edge's error body"},
 		{"error with a 2xx status", "error: down\nstatus: 200", "an error answer needs a 4xx or 5xx status"},
 		{"error injection", "error: \"a\\nb\"", "cannot contain CR, LF or NUL"},
+		{"grpc-status not a code", "status: 503\nheaders: { grpc-status: \"17\" }", "plugins.p.config.headers.grpc-status: grpc-status must be a gRPC status code, 0 to 16"},
+		{"grpc-status not a number", "headers: { Grpc-Status: \"x\" }", "plugins.p.config.headers.Grpc-Status: grpc-status must be"},
+		{"grpc-message badly encoded", "headers: { grpc-message: \"100%\" }", "grpc-message is percent-encoded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.desc, func(t *testing.T) {
@@ -86,16 +89,59 @@ func TestRespond(t *testing.T) {
 	}
 }
 
-// TestErrorGRPC checks that a gRPC call to an error answer gets a gRPC
-// status, which is all a gRPC client reads.
-func TestErrorGRPC(t *testing.T) {
-	inst := plugintest.MustNew(t, "respond", "error: no backend\nstatus: 500")
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodPost, "/pkg.Svc/Call", nil)
-	req.Header.Set("Content-Type", "application/grpc")
-	inst.Wrap(nil).ServeHTTP(rec, req)
-	if got := rec.Header().Get("Grpc-Status"); got != "13" {
-		t.Fatalf("grpc-status %q (headers %v), want 13 (INTERNAL)", got, rec.Header())
+// TestGRPCCaller checks what a gRPC call gets from each kind of answer: a
+// gRPC status (trailers-only: HTTP 200, no body) mapped from the HTTP
+// status as for every refusal of the edge, unless the answer is already
+// written for gRPC (a gRPC content type) or is content served with a 200.
+// Before the fix only error answers were converted: a 403 with a text body
+// went out as it was, which a gRPC client reports as "unexpected HTTP
+// status code".
+func TestGRPCCaller(t *testing.T) {
+	long := strings.Repeat("x", 1025)
+	tests := []struct {
+		desc, config, ct string
+		wantStatus       int
+		wantGRPC         string // grpc-status; "" means none
+		wantMsg          string // raw grpc-message
+		wantBody         string
+		wantCT           string
+	}{
+		{"error answer", "error: no backend\nstatus: 500", "application/grpc", 200, "13", "no backend", "", "application/grpc"},
+		{"forbidden with a text body", "status: 403\nbody: \"forbidden here\\n\"", "application/grpc", 200, "7", "forbidden here", "", "application/grpc"},
+		{"maintenance, message escaped", "status: 503\nbody: \"50% down\"\nheaders: { Retry-After: \"60\" }", "application/grpc+proto", 200, "14", "50%25 down", "", "application/grpc"},
+		{"gone without a body", "status: 410", "application/grpc", 200, "2", "Gone", "", "application/grpc"},
+		{"HTML page: the reason phrase", "status: 503\nbody: \"<h1>Back soon</h1>\"\ncontent_type: text/html", "application/grpc", 200, "14", "Service Unavailable", "", "application/grpc"},
+		{"long body: the reason phrase", "status: 429\nbody: " + long, "application/grpc", 200, "8", "Too Many Requests", "", "application/grpc"},
+		{"empty 200", "", "application/grpc", 200, "2", "OK", "", "application/grpc"},
+		{"grpc-web caller", "status: 401\nbody: sign in", "application/grpc-web-text", 200, "16", "sign in", "", "application/grpc-web"},
+		{"grpc-status under headers wins", "status: 503\nbody: later\nheaders: { grpc-status: \"9\" }", "application/grpc", 200, "9", "later", "", "application/grpc"},
+		{"grpc-message under headers", "status: 403\nheaders: { Grpc-Message: \"no%20way\" }", "application/grpc", 200, "7", "no way", "", "application/grpc"},
+		{"a 200 with a body is content", "body: ok", "application/grpc", 200, "", "", "ok", "text/plain; charset=utf-8"},
+		{"hand-written trailers-only", "content_type: application/grpc\nheaders: { grpc-status: \"14\", grpc-message: down }", "application/grpc", 200, "14", "down", "", "application/grpc"},
+		{"hand-written gRPC body", "status: 503\nbody: raw\ncontent_type: application/grpc+proto", "application/grpc", 503, "", "", "raw", "application/grpc+proto"},
+		{"not a gRPC caller", "status: 403\nbody: forbidden", "application/json", 403, "", "", "forbidden", "text/plain; charset=utf-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			inst := plugintest.MustNew(t, "respond", tt.config)
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodPost, "/pkg.Svc/Call", nil)
+			req.Header.Set("Content-Type", tt.ct)
+			inst.Wrap(nil).ServeHTTP(rec, req)
+			h := rec.Header()
+			if rec.Code != tt.wantStatus || rec.Body.String() != tt.wantBody {
+				t.Fatalf("got %d %q, want %d %q", rec.Code, rec.Body, tt.wantStatus, tt.wantBody)
+			}
+			if h.Get("Grpc-Status") != tt.wantGRPC || h.Get("Grpc-Message") != tt.wantMsg {
+				t.Fatalf("grpc-status %q grpc-message %q, want %q %q", h.Get("Grpc-Status"), h.Get("Grpc-Message"), tt.wantGRPC, tt.wantMsg)
+			}
+			if h.Get("Content-Type") != tt.wantCT {
+				t.Fatalf("content-type %q, want %q", h.Get("Content-Type"), tt.wantCT)
+			}
+			if tt.wantGRPC != "" && !strings.Contains(tt.config, "content_type: application/grpc") && h.Get("Content-Length") != "" {
+				t.Fatalf("a trailers-only answer with content-length %q", h.Get("Content-Length"))
+			}
+		})
 	}
 }
 

@@ -83,10 +83,15 @@ type Server struct {
 // or proxy in front of the edge sends, far below a head.
 const maxRequestLine = 8 << 10
 
-func (s *Server) limits() h1.Limits {
+func (s *Server) limits() h1.Limits { return Limits(s.MaxHeaderBytes) }
+
+// Limits are the request-head limits the engine serves with for a
+// MaxHeaderBytes (0: net/http's default); what it refuses beyond them
+// (414, 431) the deprecated net/http engine refuses the same way.
+func Limits(maxHeaderBytes int) h1.Limits {
 	lim := h1.DefaultLimits
 	lim.MaxRequestLine = maxRequestLine
-	lim.MaxHeaderBytes = s.MaxHeaderBytes
+	lim.MaxHeaderBytes = maxHeaderBytes
 	if lim.MaxHeaderBytes <= 0 {
 		lim.MaxHeaderBytes = http.DefaultMaxHeaderBytes
 	}

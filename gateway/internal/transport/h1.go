@@ -373,8 +373,9 @@ func (t *H1) newConn(host string, nc net.Conn) *h1Conn {
 	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
 	c.send.init(c)
 	// net/http refuses a trailer section that does not fit its read
-	// buffer: so does this reader, with a buffer of the same size.
-	c.chunked.LimitTrailers(c.br.Size())
+	// buffer (TrailerLimit): so does this reader, as sent; CheckTrailer
+	// then holds the fields read to the same bound as every transport's.
+	c.chunked.LimitTrailers(TrailerLimit)
 	return c
 }
 

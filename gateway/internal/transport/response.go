@@ -238,9 +238,8 @@ func bodyAllowed(status int) bool {
 // announcedTrailer reads the Trailer header's names as net/http does
 // (comma-separated, canonical, each with no value yet) and refuses, as it
 // does, Transfer-Encoding, Trailer and Content-Length. It refuses more:
-// a name that is not a token, and every field RFC 9110 6.5.1 keeps out of
-// trailers (httpguts.ValidTrailerHeader): ReverseProxy announces these
-// names to the client, and such a field must not come after the body.
+// a name that is not a token, and every field CheckAnnouncedTrailer
+// refuses.
 func announcedTrailer(vv []string) (http.Header, error) {
 	var t http.Header
 	for _, v := range vv {
@@ -253,14 +252,14 @@ func announcedTrailer(vv []string) (http.Header, error) {
 				return nil, badUpstream(fmt.Sprintf("invalid Trailer name %q", name))
 			}
 			name = http.CanonicalHeaderKey(name)
-			if !httpguts.ValidTrailerHeader(name) {
-				return nil, badUpstream(fmt.Sprintf("forbidden trailer field %s announced", name))
-			}
 			if t == nil {
 				t = http.Header{}
 			}
 			t[name] = nil
 		}
+	}
+	if err := CheckAnnouncedTrailer(t); err != nil {
+		return nil, badUpstream(err.Error())
 	}
 	return t, nil
 }
@@ -328,9 +327,10 @@ func canonicalKey(name, head []byte, s string) string {
 // readTrailers turns the chunked body's trailer fields into resp.Trailer
 // as net/http does at the end of a body: the fields received replace the
 // announced names' empty values, and fields never announced are added.
-// A field RFC 9110 6.5.1 keeps out of trailers (framing, routing,
-// authentication, controls: httpguts.ValidTrailerHeader) fails the body:
-// something behind the client could merge it into the header.
+// Then CheckTrailer: a field RFC 9110 6.5.1 keeps out of trailers
+// (framing, routing, authentication, controls) fails the body, since
+// something behind the client could merge it into the header, and so
+// does a section over TrailerLimit.
 func readTrailers(resp *http.Response, fields []h1.Header) error {
 	if len(fields) == 0 {
 		return nil
@@ -338,19 +338,16 @@ func readTrailers(resp *http.Response, fields []h1.Header) error {
 	got := make(http.Header, len(fields))
 	for _, f := range fields {
 		key := http.CanonicalHeaderKey(string(f.Name))
-		if !httpguts.ValidTrailerHeader(key) {
-			return fmt.Errorf("upstream sent the forbidden trailer field %s", key)
-		}
 		got[key] = append(got[key], string(f.Value))
 	}
 	if resp.Trailer == nil {
 		resp.Trailer = got
-		return nil
+	} else {
+		for k, vv := range got {
+			resp.Trailer[k] = vv
+		}
 	}
-	for k, vv := range got {
-		resp.Trailer[k] = vv
-	}
-	return nil
+	return CheckTrailer(resp.Trailer)
 }
 
 // withoutClose is the tokens of a Connection field's values other than
