@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,5 +103,64 @@ func TestAbortedResponse(t *testing.T) {
 				c.Close()
 			}
 		})
+	}
+}
+
+// TestCloseAfterAnswerWithPipelinedRequests: a handler that ends the
+// connection (Connection: close) while the client has pipelined more
+// requests that sit unread in the socket. A plain close then resets the
+// connection, and the reset makes the client's system discard the answers
+// it had received and not yet read: the client must get both answers
+// whole, then the end of the connection.
+func TestCloseAfterAnswerWithPipelinedRequests(t *testing.T) {
+	const big = 256 << 10
+	arrived := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/big":
+			w.Header().Set("Content-Length", strconv.Itoa(big))
+			_, _ = io.WriteString(w, strings.Repeat("b", big))
+		case "/close":
+			// The client's next request is on its way: it sits unread in
+			// the socket when the connection closes.
+			<-arrived
+			time.Sleep(20 * time.Millisecond)
+			w.Header().Set("Connection", "close")
+			_, _ = io.WriteString(w, "bye")
+		}
+	})
+	_, addr := serveOurs(t, h, nil)
+	for range 10 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: a\r\n\r\nGET /close HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		// Not read by the client until the server is done: the answers
+		// wait in the client's socket.
+		time.Sleep(20 * time.Millisecond)
+		if _, err := io.WriteString(c, "POST /next HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"+strings.Repeat("n", 100000)); err != nil {
+			t.Fatal(err)
+		}
+		arrived <- struct{}{}
+		time.Sleep(100 * time.Millisecond)
+		br := bufio.NewReader(c)
+		for _, want := range []int{big, 3} {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer of %d bytes: %v", want, err)
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err != nil || n != int64(want) {
+				t.Fatalf("answer of %d bytes: got %d, %v", want, n, err)
+			}
+		}
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+			t.Fatalf("after the closing answer: %v, want the end of the connection", err)
+		}
+		c.Close()
 	}
 }

@@ -109,7 +109,15 @@ func (c *conn) serveOne(n int) bool {
 	}
 	w.finish()
 	if w.closeAfter {
-		if body != nil && !body.sawEOF {
+		// A client that did not ask for the close may have pipelined
+		// more requests, or still be sending this one's body: a plain
+		// close with those bytes unread resets the connection, and the
+		// reset makes the client's system discard the answers it had
+		// received and not yet read, this one included. Such a close
+		// is graceful (write side first, the rest read away for a
+		// moment), as nginx's lingering close. A client that asked for
+		// the close sends nothing after its request.
+		if body != nil && !body.sawEOF || !req.Close {
 			c.closeGracefully()
 		}
 		return false
