@@ -30,7 +30,14 @@ func benchChain(b *testing.B, mode string) (http.Handler, *testredis.Server) {
 	}
 	section, limitMode := "", "exact"
 	var srv *testredis.Server
-	if strings.HasPrefix(mode, "redis") {
+	switch {
+	case mode == "redis-cluster":
+		// Three masters: the 1,000 client addresses spread decisions
+		// over their slots.
+		cl := testredis.StartCluster(b)
+		a := cl.Addrs()
+		section = fmt.Sprintf("redis: {addrs: [%q, %q, %q], timeout: 1s}\n", a[0], a[1], a[2])
+	case strings.HasPrefix(mode, "redis"):
 		srv = testredis.Start(b)
 		section = fmt.Sprintf("redis: {url: %q, timeout: 1s}\n", srv.URL())
 		if strings.Contains(mode, "lease") {
@@ -167,7 +174,7 @@ func BenchmarkDecision(b *testing.B) {
 // reporting decisions per second and the p50/p99 latency of one decision
 // under that load.
 func BenchmarkDecisionParallel(b *testing.B) {
-	for _, mode := range []string{"none", "memory", "redis", "redis-lease"} {
+	for _, mode := range []string{"none", "memory", "redis", "redis-lease", "redis-cluster"} {
 		b.Run(mode, func(b *testing.B) {
 			h, srv := benchChain(b, mode)
 			var n atomic.Int64
