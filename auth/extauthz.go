@@ -412,6 +412,10 @@ const partialBodyHeader = "X-Envoy-Auth-Partial-Body"
 // on, a policy reading headers.host would judge a host the request was
 // not routed to.
 
+// neverSent reports the fields no configuration sends to an authorization
+// server: the partial-body marker and Host (see above).
+func neverSent(k string) bool { return k == partialBodyHeader || k == "Host" }
+
 // hopByHop are never sent to an authorization server: they describe the
 // client's connection to the edge, not the request.
 var hopByHop = map[string]bool{
@@ -423,14 +427,14 @@ func (a *extAuthz) sentHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	if a.headers != nil {
 		for _, k := range a.headers {
-			if vs, ok := h[k]; ok && k != partialBodyHeader && k != "Host" {
+			if vs, ok := h[k]; ok && !neverSent(k) {
 				out[k] = vs
 			}
 		}
 		return out
 	}
 	for k, vs := range h {
-		if !hopByHop[k] && k != partialBodyHeader && k != "Host" {
+		if !hopByHop[k] && !neverSent(k) {
 			out[k] = vs
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/causewayhq/causeway/internal/edgeheader"
 )
 
 // sourceKind is where a credential is read from.
@@ -99,19 +101,27 @@ func bearerToken(vs []string) (string, Reason) {
 // copy of a credential header is as ambiguous as two X-Api-Key lines: the
 // edge would check one while the upstream may read the other.
 func hasFoldedTwin(h http.Header, name string) bool {
-	var folded string
 	for k := range h {
-		if k == name || strings.IndexByte(k, '_') < 0 {
-			continue
-		}
-		if folded == "" {
-			folded = foldName(name)
-		}
-		if foldName(k) == folded {
+		if foldedTwin(k, name) {
 			return true
 		}
 	}
 	return false
+}
+
+// foldedTwin reports whether header key k is another spelling of name with
+// '_' that a CGI-style upstream reads as the same variable. It compares
+// in place: this runs per request over the request's header names.
+func foldedTwin(k, name string) bool {
+	if k == name || len(k) != len(name) || strings.IndexByte(k, '_') < 0 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if edgeheader.FoldByte(k[i]) != edgeheader.FoldByte(name[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameSlot reports whether s and o read the same place: Bearer and Basic
@@ -130,7 +140,7 @@ func (s source) strip(r *http.Request) {
 	case fromHeader:
 		r.Header.Del(s.name)
 		for k := range r.Header {
-			if strings.IndexByte(k, '_') >= 0 && foldName(k) == foldName(s.name) {
+			if foldedTwin(k, s.name) {
 				delete(r.Header, k)
 			}
 		}
