@@ -118,6 +118,19 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 			PoolTimeout:              timeout,
 			ContextTimeoutEnabled:    true,
 			MaintNotificationsConfig: maintOff(),
+			// Routing policies look every command up in go-redis's
+			// command-info cache, filled by the client's first command:
+			// a COMMAND from a random node, under one lock that every
+			// other command waits on and that ignores their deadlines.
+			// When that node is a master that is down, the fetch costs
+			// five dial attempts 100 ms apart (about 420 ms) before it
+			// tries another node, and every command to the healthy
+			// masters meanwhile misses a 300 ms time-out (measured;
+			// docs/ratelimit.md, "Outages"). Every command this client
+			// sends names its key (or is one go-redis fans out itself,
+			// SCRIPT LOAD), so the slot routes it and the policies add
+			// nothing.
+			DisableRoutingPolicies: true,
 		}}, nil
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,82 @@ func TestCluster(t *testing.T) {
 	if len(nodes) < 2 {
 		t.Fatalf("keys landed on %d node(s); the client is not routing by slot", len(nodes))
 	}
+}
+
+// TestClusterSendsNoCommandTable: a Cluster client routes by the key's
+// slot alone and never fetches the command table (COMMAND). go-redis's
+// routing policies fetch it with a fresh client's first command, from a
+// random node and under one lock every other command waits on: with a
+// master down, that fetch dialed the dead master five times 100 ms apart
+// (about 420 ms) while commands to the healthy masters waited and missed
+// their time-outs (docs/ratelimit.md, "Outages"). Counted in Redis's own
+// statistics, so it holds whichever node a fetch would have picked.
+func TestClusterSendsNoCommandTable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forming a cluster takes seconds")
+	}
+	tests := []struct {
+		desc string
+		down bool // stop the first master before the client's first command
+	}{
+		{"every master up", false},
+		{"a master down", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			cl := testredis.StartCluster(t)
+			live := cl.Nodes
+			if tc.down {
+				cl.Nodes[0].Stop()
+				live = cl.Nodes[1:]
+			}
+			c, err := New(&routes.Redis{Addrs: cl.Addrs(), Timeout: routes.Duration(5 * time.Second)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			// Keys over every master: those of a stopped master fail,
+			// the others must be answered.
+			answered := 0
+			for _, k := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+				if err := c.Set(ctx, k, k, 0).Err(); err == nil {
+					answered++
+				} else if !tc.down {
+					t.Fatalf("SET %s: %v", k, err)
+				}
+			}
+			if answered == 0 {
+				t.Fatal("no key was answered")
+			}
+			for _, n := range live {
+				if calls := commandCalls(t, n, "command"); calls != 0 {
+					t.Errorf("%s ran COMMAND %d time(s): the client fetched the command table", n.Addr, calls)
+				}
+			}
+		})
+	}
+}
+
+// commandCalls reads how often s has run cmd (INFO commandstats).
+func commandCalls(t *testing.T, s *testredis.Server, cmd string) int {
+	t.Helper()
+	info, err := s.Do("INFO", "commandstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return 0
 }
 
 func TestTimeoutBoundsSlowServer(t *testing.T) {
