@@ -305,7 +305,7 @@ func (s *Service) spendLease(st *store, rl *routeLimit, key string, now int64) (
 	d := l.last
 	d.Allowed, d.RetryAfter = true, 0
 	d.Remaining += int(l.available())
-	if want := l.want(rl.lb, rl.hold); l.available() <= want/2 && !l.pending && !st.conn.down.Load() {
+	if want := l.want(rl.lb, rl.hold); l.available() <= want/2 && !l.pending && !st.conn.anyDown() {
 		l.pending = true
 		t.renew(st, rl, key, l, want, s.now)
 	}

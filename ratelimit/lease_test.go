@@ -144,9 +144,11 @@ func TestLeaseNeverOverLimit(t *testing.T) {
 			if leaseCodes[http.StatusServiceUnavailable] > 0 {
 				for _, s := range lease.svcs {
 					s.conns.Range(func(_ string, c *conn) bool {
-						c.mu.Lock()
-						t.Logf("redis error seen: %v", c.lastErr)
-						c.mu.Unlock()
+						c.eachBreaker(func(b *breaker) {
+							b.mu.Lock()
+							t.Logf("redis error seen (master %q): %v", b.node, b.lastErr)
+							b.mu.Unlock()
+						})
 						return true
 					})
 				}

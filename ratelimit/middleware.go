@@ -282,10 +282,13 @@ func (s *Service) decide(ctx context.Context, snap *snapshot, rl *routeLimit, ke
 		}
 		allow = func() (Decision, error) { return s.takeLease(ctx, st, rl, key, now) }
 	}
-	if st.conn.usable(now) {
+	// One Cluster master failing sends only the keys in its slots to
+	// on_error: the others keep their exact limits.
+	b := st.conn.breakerFor(ctx, func() string { return st.limiter.Key(rl.limit, key) })
+	if b.usable(now) {
 		d, err := allow()
 		if err == nil {
-			st.conn.report(nil, now)
+			b.report(s.log, nil, now)
 			s.denied.put(cacheKey, now, d)
 			rl.count(d)
 			return d, nil
@@ -293,16 +296,16 @@ func (s *Service) decide(ctx context.Context, snap *snapshot, rl *routeLimit, ke
 		switch {
 		case ctx.Err() != nil:
 			// The request was cancelled, which says nothing about Redis.
-			st.conn.abandonProbe()
+			b.abandonProbe()
 			return Decision{}, ctx.Err()
 		case IsKeyError(err):
 			// Redis answered: only this bucket is affected, so Redis stays
 			// in use for everybody else.
-			st.conn.report(nil, now)
+			b.report(s.log, nil, now)
 			// Debug: a broken key would otherwise log once per request.
 			s.log.Debug("ratelimit: redis refused a bucket; applying on_error", "limit", rl.limit.Name, "error", err.Error())
 		default:
-			st.conn.report(err, now)
+			b.report(s.log, err, now)
 		}
 	}
 	if rl.errored != nil {

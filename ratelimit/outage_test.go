@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRedisKilled: Redis is killed mid-test and restarted; on_error
@@ -372,11 +374,12 @@ routes:
 				if before[u] > limit {
 					t.Fatalf("user %d: %d allowed by the Cluster, limit %d", u, before[u], limit)
 				}
-				// deny: only the Cluster counts. allow: a key of a live
-				// master may be counted there until the first failure
-				// takes the whole Cluster out for probeInterval, then in
-				// memory from a fresh bucket (docs/ratelimit.md,
-				// "Outages"): each store within the limit.
+				// deny: only the Cluster counts. allow: a key of the dead
+				// master is counted in memory from a fresh bucket; one of
+				// a live master stays in the Cluster unless a cluster
+				// that marked the master down refuses it too
+				// (docs/ratelimit.md, "Outages"): each store within the
+				// limit.
 				most := limit
 				if tc.onError == "allow" {
 					most = 2 * limit
@@ -407,4 +410,182 @@ routes:
 			}
 		})
 	}
+}
+
+// TestClusterMasterDownScope kills one master of a real Cluster before the
+// edge's first decision: users whose buckets live on the other masters keep
+// their exact limits (every one of their decisions is still made by the
+// Cluster), and only users on the dead master get on_error. Once the master
+// is back, its users are counted in the Cluster again.
+//
+// The time-out is generous on purpose: the dead master refuses connections,
+// so its failure never waits for it, and a healthy master must never miss
+// it, even on a machine busy with other work (a healthy master that really
+// misses the time-out is treated as down, as designed). With 300 ms, under
+// two race-built test binaries, a fresh connection's handshake to a healthy
+// master took 330 ms in one run of four.
+func TestClusterMasterDownScope(t *testing.T) {
+	if testing.Short() {
+		t.Skip("forms a Redis Cluster")
+	}
+	const (
+		limit   = 10
+		perUser = 2 * limit
+		each    = 4 // users per master
+		workers = 8
+	)
+	tests := []struct {
+		onError string
+		// deadOK are the statuses users on the dead master may get;
+		// deadAllowed how many of each one's requests pass.
+		deadOK      map[int]bool
+		deadAllowed int
+	}{
+		// allow: counted in this edge's memory, with the same limit.
+		{"allow", map[int]bool{200: true, 429: true}, limit},
+		// deny: refused, never counted.
+		{"deny", map[int]bool{503: true}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.onError, func(t *testing.T) {
+			cl := testredis.StartCluster(t)
+			file := testFile(t, fmt.Sprintf(`
+redis: {addrs: [%q, %q, %q], on_error: %s, timeout: 5s}
+rate_limits:
+  l: {key: "header:X-User", limit: %d, per: 1h}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, cl.Addrs()[0], cl.Addrs()[1], cl.Addrs()[2], tc.onError, limit))
+			clk := newClock()
+			vec := NewDecisionsMetric()
+			s := newService(t, clk, vec, file)
+			h := handlerFor(t, s, file.Routes[0], KeySources{})
+			st := s.cur.Load().store
+			lim := LimitFromRoutes("l", file.RateLimits["l"])
+
+			// Users by the master their bucket lives on, from a Cluster
+			// client's slot map.
+			rc, err := redisclient.New(file.Redis)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			slots := rc.(*redis.ClusterClient)
+			dead := cl.Nodes[0].Addr
+			// back are more users on the dead master, first seen after
+			// its restart: no memory of theirs can answer for the Cluster.
+			byMaster := map[string][]string{}
+			var back []string
+			for i := 0; len(byMaster) < 3 || minLen(byMaster) < each || len(back) < each; i++ {
+				if i > 1000 {
+					t.Fatalf("users by master after 1000 names: %v", byMaster)
+				}
+				u := fmt.Sprintf("u%d", i)
+				node, err := slots.MasterForKey(context.Background(), st.limiter.Key(lim, u))
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch a := node.Options().Addr; {
+				case len(byMaster[a]) < each:
+					byMaster[a] = append(byMaster[a], u)
+				case a == dead && len(back) < each:
+					back = append(back, u)
+				}
+			}
+			if len(byMaster[dead]) != each {
+				t.Fatalf("no users on %s: %v", dead, byMaster)
+			}
+
+			onDead := map[string]bool{}
+			for _, u := range byMaster[dead] {
+				onDead[u] = true
+			}
+			cl.Nodes[0].Stop()
+			start := time.Now()
+			var (
+				mu      sync.Mutex
+				allowed = map[string]int{}
+				wg      sync.WaitGroup
+				work    = make(chan string)
+			)
+			for range workers {
+				wg.Go(func() {
+					for u := range work {
+						code := h.do(map[string]string{"X-User": u}).Code
+						mu.Lock()
+						if code == http.StatusOK {
+							allowed[u]++
+						}
+						ok := map[int]bool{200: true, 429: true}
+						if onDead[u] {
+							ok = tc.deadOK
+						}
+						if !ok[code] {
+							t.Errorf("user %s got %d", u, code)
+						}
+						mu.Unlock()
+					}
+				})
+			}
+			for range perUser {
+				for _, users := range byMaster {
+					for _, u := range users {
+						work <- u
+					}
+				}
+			}
+			close(work)
+			wg.Wait()
+			for a, users := range byMaster {
+				for _, u := range users {
+					want := limit
+					if a == dead {
+						want = tc.deadAllowed
+					}
+					if got := allowed[u]; got != want {
+						t.Errorf("user %s (master %s, dead %s): %d of %d allowed, want %d", u, a, dead, got, perUser, want)
+					}
+				}
+			}
+			t.Logf("%d requests of %d users in %s with %s down", perUser*each*len(byMaster), each*len(byMaster), time.Since(start), dead)
+			if got, want := counter(t, vec, "l", DecisionError), each*perUser; got != want {
+				t.Errorf("%d decisions went to on_error, want %d: those of the %d users on the dead master only", got, want, each)
+			}
+			if st := s.Redis(); st.Reachable || !strings.Contains(st.LastError, dead) {
+				t.Errorf("status with a master down: %+v, want unreachable naming %s", st, dead)
+			}
+
+			// The master returns: after the probe interval its users are
+			// decided by the Cluster again.
+			cl.Nodes[0].Restart()
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				clk.Add(probeInterval)
+				errs := counter(t, vec, "l", DecisionError)
+				for _, u := range back {
+					h.do(map[string]string{"X-User": u})
+				}
+				if counter(t, vec, "l", DecisionError) == errs {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("decisions for the restarted master's users never went back to the Cluster")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if st := s.Redis(); !st.Reachable {
+				t.Errorf("status after the master returned: %+v", st)
+			}
+		})
+	}
+}
+
+func minLen(m map[string][]string) int {
+	n := -1
+	for _, v := range m {
+		if n < 0 || len(v) < n {
+			n = len(v)
+		}
+	}
+	return n
 }

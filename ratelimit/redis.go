@@ -122,6 +122,12 @@ type RedisOptions struct {
 type Redis struct {
 	client Scripter
 	opts   RedisOptions
+	// batches, when set (by the Service), picks the Batcher per key:
+	// one per Cluster master, so that a master that stops answering holds
+	// up only the decisions for its own slots.
+	batches interface {
+		eval(ctx context.Context, key string, args [4]int64) ([4]int64, error)
+	}
 }
 
 var _ Limiter = (*Redis)(nil)
@@ -187,9 +193,12 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 	}
 	args := [4]int64{now, b.rate, b.per, b.burst}
 	var res [4]int64
-	if r.opts.Batcher != nil {
+	switch {
+	case r.batches != nil:
+		res, err = r.batches.eval(ctx, r.key(l.Name, key, b), args)
+	case r.opts.Batcher != nil:
 		res, err = r.opts.Batcher.eval(ctx, r.key(l.Name, key, b), args)
-	} else {
+	default:
 		res, err = evalOne(ctx, r.client, r.key(l.Name, key, b), args)
 	}
 	if err != nil {

@@ -110,11 +110,20 @@ type conn struct {
 	timeout time.Duration
 	log     *slog.Logger
 
-	down    atomic.Bool
-	mu      sync.Mutex
-	retryAt int64 // µs: when the next probe may run
-	probing bool
-	lastErr error
+	// whole is the breaker of the whole client: a single Redis, or a
+	// Cluster failing in a way no one master explains (its slot map cannot
+	// be read, the scripts cannot be loaded). While it is down, every
+	// decision follows it.
+	whole breaker
+	// cluster is the client when it is a Redis Cluster client; its masters
+	// then each have a breaker of their own, so that one master failing
+	// sends only the keys in its slots to on_error.
+	cluster *redis.ClusterClient
+	shards  sync.Map // master address -> *breaker
+
+	// shardMu guards starting a master's Batcher against close.
+	shardMu     sync.Mutex
+	shardClosed bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -216,6 +225,8 @@ func (s *Service) Prepare(ctx context.Context, f *routes.File) (*Prepared, error
 				return nil, err
 			}
 			c := &conn{id: id, client: client, batch: batch, timeout: redisclient.Timeout(f.Redis), log: s.log}
+			c.whole.ping = client
+			c.cluster, _ = client.(*redis.ClusterClient)
 			c.check(ctx, s.now().UnixMicro())
 			return c, nil
 		})
@@ -227,6 +238,9 @@ func (s *Service) Prepare(ctx context.Context, f *routes.File) (*Prepared, error
 		if err != nil {
 			_, _ = s.conns.Release(id)
 			return nil, fmt.Errorf("ratelimit: configure: %w", err)
+		}
+		if next.cluster != nil {
+			lim.batches = next
 		}
 		p.snap.store = &store{conn: next, limiter: lim, deny: f.Redis.OnError == "deny"}
 	}
@@ -302,6 +316,15 @@ func (c *conn) close() error {
 		// so the batcher's workers stop without waiting out a time-out.
 		c.closeErr = c.client.Close()
 		c.batch.Close()
+		c.shardMu.Lock()
+		c.shardClosed = true
+		c.shardMu.Unlock()
+		c.shards.Range(func(_, b any) bool {
+			if bt := b.(*breaker).batch.Load(); bt != nil {
+				bt.Close()
+			}
+			return true
+		})
 		c.closed.Store(true)
 	})
 	return c.closeErr
@@ -334,23 +357,26 @@ func (s *Service) Redis() RedisStatus {
 		st.OnError = "deny"
 	}
 	c := snap.store.conn
-	if !c.down.Load() {
-		st.Reachable = true
-		return st
-	}
 	now := s.now().UnixMicro()
-	if c.tryProbe(now) {
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		err := c.client.Ping(ctx).Err()
-		cancel()
-		c.report(err, now)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st.Reachable = !c.down.Load()
-	if !st.Reachable && c.lastErr != nil {
-		st.LastError = c.lastErr.Error()
-	}
+	st.Reachable = true
+	c.eachBreaker(func(b *breaker) {
+		if !b.down.Load() {
+			return
+		}
+		if b.tryProbe(now) {
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			err := b.ping.Ping(ctx).Err()
+			cancel()
+			b.report(c.log, err, now)
+		}
+		if err := b.err(); err != nil && st.Reachable {
+			st.Reachable = false
+			st.LastError = err.Error()
+			if b.node != "" {
+				st.LastError = "master " + b.node + ": " + st.LastError
+			}
+		}
+	})
 	return st
 }
 
@@ -438,61 +464,166 @@ func (c *conn) check(ctx context.Context, now int64) {
 			err = c.client.ScriptLoad(ctx, src).Err()
 		}
 	}
-	c.report(err, now)
+	c.whole.report(c.log, err, now)
+}
+
+// breaker is what is known about the reachability of a Redis client, or
+// of one Cluster master.
+type breaker struct {
+	node string        // the master's address; "" for the whole client
+	ping redis.Cmdable // probed by RedisStatus while down
+	// batch pipelines the decisions for this master's slots (a Cluster
+	// master's breaker only); started with its first decision, under
+	// conn.shardMu.
+	batch atomic.Pointer[Batcher]
+
+	down    atomic.Bool
+	mu      sync.Mutex
+	retryAt int64 // µs: when the next probe may run
+	probing bool
+	lastErr error
+}
+
+// breakerFor returns the breaker a decision on the Redis key rkey follows:
+// the whole client's while it is down or without a Cluster; else that of
+// the master serving rkey's slot, from the client's slot map (no round trip).
+func (c *conn) breakerFor(ctx context.Context, rkey func() string) *breaker {
+	if c.cluster == nil || c.whole.down.Load() {
+		return &c.whole
+	}
+	if b := c.shard(ctx, rkey()); b != nil {
+		return b
+	}
+	return &c.whole
+}
+
+// shard returns the breaker of the Cluster master serving key's slot, or
+// nil when the client's slot map cannot say.
+func (c *conn) shard(ctx context.Context, key string) *breaker {
+	node, err := c.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return nil
+	}
+	addr := node.Options().Addr
+	if b, ok := c.shards.Load(addr); ok {
+		return b.(*breaker)
+	}
+	b, _ := c.shards.LoadOrStore(addr, &breaker{node: addr, ping: node})
+	return b.(*breaker)
+}
+
+// eval sends a decision through the Batcher of the master serving key: a
+// Batcher has a few round trips in flight at a time, and one shared by all
+// masters would let a master that stopped answering (each of its round
+// trips waiting out the time-out) hold the decisions of every other master
+// in its queue until they time out too.
+func (c *conn) eval(ctx context.Context, key string, args [4]int64) ([4]int64, error) {
+	b := c.shard(ctx, key)
+	if b == nil {
+		return c.batch.eval(ctx, key, args)
+	}
+	bt := b.batch.Load()
+	if bt == nil {
+		c.shardMu.Lock()
+		if bt = b.batch.Load(); bt == nil && !c.shardClosed {
+			// The Cluster client routes each command to its slot's
+			// master, so this Batcher's pipelines only reach b's master.
+			bt, _ = NewBatcher(c.client, BatchOptions{}) // a client and default options: cannot fail
+			b.batch.Store(bt)
+		}
+		c.shardMu.Unlock()
+	}
+	if bt == nil {
+		return [4]int64{}, errBatcherClosed
+	}
+	return bt.eval(ctx, key, args)
+}
+
+// eachBreaker calls f with the whole client's breaker, then each master's.
+func (c *conn) eachBreaker(f func(*breaker)) {
+	f(&c.whole)
+	c.shards.Range(func(_, b any) bool {
+		f(b.(*breaker))
+		return true
+	})
+}
+
+// anyDown reports whether some breaker is open: some keys go to on_error.
+func (c *conn) anyDown() bool {
+	down := false
+	c.eachBreaker(func(b *breaker) { down = down || b.down.Load() })
+	return down
 }
 
 // usable says whether this decision should go to Redis: always while it is
 // up; while it is down, only for the one request that probes it after
 // probeInterval.
-func (c *conn) usable(now int64) bool {
-	if !c.down.Load() {
+func (b *breaker) usable(now int64) bool {
+	if !b.down.Load() {
 		return true
 	}
-	return c.tryProbe(now)
+	return b.tryProbe(now)
 }
 
-func (c *conn) tryProbe(now int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.down.Load() {
+func (b *breaker) tryProbe(now int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.down.Load() {
 		return true
 	}
-	if c.probing || now < c.retryAt {
+	if b.probing || now < b.retryAt {
 		return false
 	}
-	c.probing = true
+	b.probing = true
 	return true
 }
 
 // report records the outcome of a Redis call and logs transitions only, so
 // an outage is two log lines, not one per request.
-func (c *conn) report(err error, now int64) {
-	if err == nil && !c.down.Load() {
+func (b *breaker) report(log *slog.Logger, err error, now int64) {
+	if err == nil && !b.down.Load() {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.probing = false
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+	attrs := []any{}
+	if b.node != "" {
+		attrs = append(attrs, "master", b.node)
+	}
 	if err == nil {
-		c.down.Store(false)
-		c.lastErr = nil
-		c.log.Info("ratelimit: redis reachable again; counting in redis")
+		b.down.Store(false)
+		b.lastErr = nil
+		log.Info("ratelimit: redis reachable again; counting in redis", attrs...)
 		return
 	}
-	c.lastErr = err
-	c.retryAt = now + probeInterval.Microseconds()
-	if !c.down.Swap(true) {
-		c.log.Warn("ratelimit: redis unreachable; applying on_error", "error", err.Error())
+	b.lastErr = err
+	b.retryAt = now + probeInterval.Microseconds()
+	if !b.down.Swap(true) {
+		log.Warn("ratelimit: redis unreachable; applying on_error", append(attrs, "error", err.Error())...)
 	}
+}
+
+// err is why the breaker is open; nil while it is closed.
+func (b *breaker) err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.down.Load() {
+		return nil
+	}
+	if b.lastErr == nil {
+		return errors.New("unreachable")
+	}
+	return b.lastErr
 }
 
 // abandonProbe lets another request probe when this one was cancelled
 // before Redis answered.
-func (c *conn) abandonProbe() {
-	if !c.down.Load() {
+func (b *breaker) abandonProbe() {
+	if !b.down.Load() {
 		return
 	}
-	c.mu.Lock()
-	c.probing = false
-	c.mu.Unlock()
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
 }
