@@ -38,6 +38,24 @@ const DefaultMaxBatch = 128
 // errBatcherClosed is what a decision gets once the Batcher is closed.
 var errBatcherClosed = errors.New("batcher is closed")
 
+// notSentError is a decision whose context ended while it still waited in
+// the Batcher's queue, behind other decisions for the same Redis: Redis
+// never saw it, so its time-out says nothing about Redis (the decisions in
+// flight ahead of it do).
+type notSentError struct{ err error }
+
+func (e notSentError) Error() string {
+	return "not sent (queued behind other decisions): " + e.err.Error()
+}
+
+func (e notSentError) Unwrap() error { return e.err }
+
+// isNotSent reports whether err is a decision that never left the queue.
+func isNotSent(err error) bool {
+	var ns notSentError
+	return errors.As(err, &ns)
+}
+
 // Batcher sends concurrent limiter decisions to Redis together: each
 // decision is one EVALSHA, and the decisions waiting when a round trip is
 // free go out as one pipeline (one write and one read on one connection)
@@ -89,6 +107,9 @@ type call struct {
 	res  [4]int64
 	err  error
 	done chan struct{}
+	// sent is set by the worker just before the decision goes to Redis:
+	// a caller that gives up before then was not sent.
+	sent atomic.Bool
 }
 
 // calls recycles calls whose reply was read; a call abandoned by its
@@ -177,7 +198,7 @@ func (b *Batcher) eval(ctx context.Context, key string, args [4]int64) ([4]int64
 		b.pending.Add(-1)
 		c.ctx = nil
 		calls.Put(c) // never queued: nobody else holds it
-		return [4]int64{}, ctx.Err()
+		return [4]int64{}, notSentError{ctx.Err()}
 	case <-b.stop:
 		b.pending.Add(-1)
 		c.ctx = nil
@@ -191,6 +212,10 @@ func (b *Batcher) eval(ctx context.Context, key string, args [4]int64) ([4]int64
 		calls.Put(c)
 		return res, err
 	case <-ctx.Done():
+		// The worker may still hold c: it is left to the garbage collector.
+		if !c.sent.Load() {
+			return [4]int64{}, notSentError{ctx.Err()}
+		}
 		return [4]int64{}, ctx.Err()
 	case <-b.stop:
 		return [4]int64{}, errBatcherClosed
@@ -265,6 +290,7 @@ func (w *worker) send() {
 		if c.ctx.Err() != nil {
 			continue
 		}
+		c.sent.Store(true)
 		if d, ok := c.ctx.Deadline(); !ok {
 			bounded = false
 		} else if d.After(deadline) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -766,6 +767,67 @@ routes:
 			}
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestQueuedTimeoutOpensNoBreaker: a decision whose time-out ends while it
+// waits in the Batcher's queue behind a round trip in flight was never
+// sent. It gets on_error, but Redis, which never saw it, stays in use:
+// its breaker stays closed and the next decision goes to Redis.
+func TestQueuedTimeoutOpensNoBreaker(t *testing.T) {
+	tests := []struct {
+		onError string
+		want    int // the queued request's status
+	}{
+		{"allow", http.StatusOK},
+		{"deny", http.StatusServiceUnavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.onError, func(t *testing.T) {
+			srv := testredis.Start(t)
+			file := testFile(t, fmt.Sprintf(`
+redis: {url: %q, on_error: %s, timeout: 1s}
+rate_limits:
+  l: {key: "header:X-User", limit: 100, per: 1h}
+routes:
+  - {name: r, match: {path_prefix: /}, upstream: u, rate_limit: l}
+`, srv.URL(), tc.onError))
+			clk := newClock()
+			vec := NewDecisionsMetric()
+			s := newService(t, clk, vec, file)
+			h := handlerFor(t, s, file.Routes[0], KeySources{})
+			// One round trip at a time, held in flight by the test (after
+			// Redis has run it), so the request below can only queue.
+			st := s.cur.Load().store
+			g := newGatedClient(st.conn.client, "held")
+			b := newBatcher(t, g, BatchOptions{Workers: 1})
+			st.limiter.opts.Batcher = b
+			lim := LimitFromRoutes("l", file.RateLimits["l"])
+			release := g.hold(st.limiter, lim)
+
+			if w := h.do(map[string]string{"X-User": "queued"}); w.Code != tc.want {
+				t.Fatalf("queued decision: %d, want %d", w.Code, tc.want)
+			}
+			if got := counter(t, vec, "l", DecisionError); got != 1 {
+				t.Fatalf("%d decisions went to on_error, want 1", got)
+			}
+			if st := s.Redis(); !st.Reachable {
+				t.Fatalf("status after a decision timed out unsent: %+v, want reachable", st)
+			}
+			if err := release(); err != nil {
+				t.Fatalf("the held decision: %v", err)
+			}
+			before := commandCalls(t, srv.Addr, "evalsha")
+			if w := h.do(map[string]string{"X-User": "next"}); w.Code != http.StatusOK {
+				t.Fatalf("next decision: %d", w.Code)
+			}
+			if got := commandCalls(t, srv.Addr, "evalsha") - before; got != 1 || counter(t, vec, "l", DecisionError) != 1 {
+				t.Fatalf("next decision: %d EVALSHA, %d errors; want it decided by Redis", got, counter(t, vec, "l", DecisionError))
+			}
+			if n, _ := srv.Do("EXISTS", st.limiter.Key(lim, "queued")); n != "0" {
+				t.Fatal("the unsent decision was counted in Redis")
 			}
 		})
 	}

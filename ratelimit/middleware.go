@@ -298,6 +298,13 @@ func (s *Service) decide(ctx context.Context, snap *snapshot, rl *routeLimit, ke
 			// The request was cancelled, which says nothing about Redis.
 			b.abandonProbe()
 			return Decision{}, ctx.Err()
+		case isNotSent(err):
+			// Its time ran out in the edge's own queue, behind other
+			// decisions for the same master: the master never saw it, so
+			// it opens no breaker (docs/ratelimit.md, "Outages"). The
+			// decisions in flight ahead of it report the master.
+			b.abandonProbe()
+			s.log.Debug("ratelimit: decision timed out before it was sent; applying on_error", "limit", rl.limit.Name, "error", err.Error())
 		case IsKeyError(err):
 			// Redis answered: only this bucket is affected, so Redis stays
 			// in use for everybody else.
