@@ -898,6 +898,15 @@ func (a *oidcAuth) refreshTokens(ctx context.Context, r *http.Request, d *sessio
 // logout ends the session here, then at the provider when it offers
 // RP-initiated logout.
 func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
+	if status, why := a.logoutRefusal(r); status != 0 {
+		a.log.Info("oidc: logout refused", "why", why)
+		w.Header().Set("Cache-Control", "no-store")
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", "GET, POST")
+		}
+		httperr.Write(w, r, status, "logout refused: it must come from this site")
+		return
+	}
 	var hint string
 	now := a.now()
 	if s, err := a.sess.Open(r, now); err == nil {
@@ -940,6 +949,41 @@ func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.Redirect(w, r, after, http.StatusSeeOther)
+}
+
+// logoutRefusal returns the status and the reason for refusing r at the
+// logout path, or 0 to log out. A logout carries no secret, so any page
+// could otherwise end a user's session by loading the path in an <img>, a
+// link or a form (logout CSRF). A logout is accepted, by GET (a link on
+// the site) or POST (a form), only when the browser says it comes from this
+// origin or from the user (Sec-Fetch-Site: same-origin or none: typed,
+// bookmarked), and when neither Origin nor Referer names another origin;
+// a speculative prefetch of the link never logs out. A client that sends
+// none of these headers (curl, a browser older than Fetch Metadata) is
+// accepted: a non-browser client holds no victim's cookie.
+func (a *oidcAuth) logoutRefusal(r *http.Request) (int, string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		return http.StatusMethodNotAllowed, "method " + r.Method
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return http.StatusForbidden, "Sec-Fetch-Site: " + site
+	}
+	if strings.Contains(r.Header.Get("Sec-Purpose"), "prefetch") || r.Header.Get("Purpose") == "prefetch" {
+		return http.StatusForbidden, "a prefetch"
+	}
+	self := a.origin(r)
+	if o := r.Header.Values("Origin"); len(o) > 0 && (len(o) > 1 || !strings.EqualFold(o[0], self)) {
+		// "null" (a sandboxed frame, a privacy-sensitive redirect) is
+		// another origin too.
+		return http.StatusForbidden, "Origin " + strings.Join(o, ", ")
+	}
+	if ref := r.Header.Get("Referer"); ref != "" {
+		u, err := url.Parse(ref)
+		if err != nil || !strings.EqualFold(u.Scheme+"://"+u.Host, self) {
+			return http.StatusForbidden, "Referer of another origin"
+		}
+	}
+	return 0, ""
 }
 
 // takeOver keeps, across a reload, what the authenticator it replaces

@@ -2,6 +2,9 @@ package auth
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -175,6 +178,30 @@ func chromiumSignIn(t *testing.T, store string) {
 	// one keeps its cookie (the id), the tokens changing in Redis.
 	if c := cookies()["__Host-causeway-sso"]; c == nil || (c.Value == sess.Value) != (store == "redis") {
 		t.Fatalf("session cookie after the refresh (store %s): %+v", store, c)
+	}
+
+	// A page of another site cannot log the user out: not with an <img>
+	// of the logout path, and not with a link the user follows (a
+	// top-level navigation, which carries the SameSite=Lax cookie).
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = fmt.Fprintf(w, `<img id="img" src="%[1]s/oauth2/logout"><a id="go" href="%[1]s/oauth2/logout">win a prize</a>`, e.srv.URL)
+	}))
+	defer evil.Close()
+	run("a page of another site", chromedp.Navigate(evil.URL+"/"), chromedp.WaitReady(chromedp.CSS(`#go`)))
+	run("following its link", chromedp.Click(chromedp.CSS(`#go`)))
+	waitLocation(e.srv.URL + "/oauth2/logout")
+	if got := text("body"); !strings.Contains(got, `"status":403`) {
+		t.Fatalf("cross-site logout: %q", got)
+	}
+	run("a page after the cross-site logout", chromedp.Navigate(e.srv.URL+"/orders"))
+	if got := text("body"); got != "upstream /orders" {
+		t.Fatalf("a page after the cross-site logout: %q", got)
+	}
+	if rdb != nil {
+		if left := storedSessions(t, rdb); len(left) != 1 {
+			t.Fatalf("sessions in Redis after the cross-site logout: %v", left)
+		}
 	}
 
 	// Logout: the edge, then the provider.

@@ -100,8 +100,10 @@ type Options struct {
 	// Inherited are listeners handed over by an upgrading parent process
 	// (InheritedFromEnv), used instead of binding.
 	Inherited *Inherited
-	// Clock is the clock of passive health ejections, circuit breakers and
-	// retry budgets (nil: time.Now); tests pass one they control.
+	// Clock is the clock of passive health ejections, circuit breakers,
+	// retry budgets, authenticators and rate limits (in memory, leases and
+	// the local denial cache; decisions in Redis keep Redis's clock)
+	// (nil: time.Now); tests pass one they control.
 	Clock func() time.Time
 	// RouteSource builds the source of a routes file's
 	// providers.kubernetes section (nil: the Kubernetes provider).

@@ -28,8 +28,8 @@ import (
 // whatever the order here; this order is the order of their commit steps
 // (the TLS feature resets the expiry gauge the mesh feature then fills).
 func defaultFeatures(e *Edge) []feature {
-	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log})
-	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits))
+	limits := ratelimit.New(e.bgCtx, ratelimit.Options{Decisions: e.metrics.ratelimitDecision, Logger: e.log, Now: e.opts.Clock})
+	e.registry.MustRegister(ratelimit.NewRedisUpCollector(limits), ratelimit.NewMemoryCollector(limits))
 	authMetrics := auth.NewMetrics()
 	e.registry.MustRegister(authMetrics.Collectors()...)
 	return []feature{

@@ -92,6 +92,7 @@ type Service struct {
 type snapshot struct {
 	limits  map[string]routes.RateLimit
 	trusted []netip.Prefix
+	maxKeys int    // rate_limit_memory.max_keys (0: DefaultMaxKeys)
 	store   *store // nil: count in memory
 }
 
@@ -208,7 +209,10 @@ func (s *Service) Prepare(ctx context.Context, f *routes.File) (*Prepared, error
 	if s.closed {
 		return nil, errors.New("ratelimit: configure: service is closed")
 	}
-	p := &Prepared{s: s, snap: &snapshot{limits: limits, trusted: trusted}}
+	if f.RateLimitMemory.MaxKeys < 0 {
+		return nil, fmt.Errorf("ratelimit: configure: rate_limit_memory.max_keys must not be negative (found %d)", f.RateLimitMemory.MaxKeys)
+	}
+	p := &Prepared{s: s, snap: &snapshot{limits: limits, trusted: trusted, maxKeys: f.RateLimitMemory.MaxKeys}}
 	if f.Redis != nil {
 		id, err := connID(f.Redis)
 		if err != nil {
@@ -269,6 +273,7 @@ func (s *Service) Commit(p *Prepared) {
 		_, _ = s.conns.Release(s.connKey)
 	}
 	s.connKey = p.connKey
+	s.mem.SetMaxKeys(p.snap.maxKeys)
 	s.cur.Store(p.snap)
 }
 

@@ -25,10 +25,12 @@ type File struct {
 	Mesh           *Mesh                    `yaml:"mesh"`
 	Authenticators map[string]Authenticator `yaml:"authenticators"`
 	RateLimits     map[string]RateLimit     `yaml:"rate_limits"`
-	Plugins        map[string]PluginInst    `yaml:"plugins"`
-	Upstreams      map[string]Upstream      `yaml:"upstreams"`
-	Routes         []Route                  `yaml:"routes"`
-	Tracing        *Tracing                 `yaml:"tracing"`
+	// RateLimitMemory bounds the in-memory rate limiter (docs/ratelimit.md).
+	RateLimitMemory RateLimitMemory       `yaml:"rate_limit_memory"`
+	Plugins         map[string]PluginInst `yaml:"plugins"`
+	Upstreams       map[string]Upstream   `yaml:"upstreams"`
+	Routes          []Route               `yaml:"routes"`
+	Tracing         *Tracing              `yaml:"tracing"`
 	// Admin guards the admin listener (listen.admin).
 	Admin AdminAccess `yaml:"admin"`
 	// Providers are sources of routes besides this file (docs/kubernetes.md).
@@ -619,6 +621,16 @@ type RateLimit struct {
 	// one round trip per decision) or lease (tokens taken from Redis in
 	// leases and spent locally; docs/ratelimit.md).
 	Mode string `yaml:"mode"`
+}
+
+// RateLimitMemory bounds the table of the in-memory rate limiter (the
+// limiter without redis, and the fallback of on_error: allow), so that a
+// client rotating keys cannot grow it without bound.
+type RateLimitMemory struct {
+	// MaxKeys is the most keys held (0: the default, 100,000). At the
+	// bound, new keys share overflow buckets; no key's count is dropped
+	// before its bucket has refilled.
+	MaxKeys int `yaml:"max_keys"`
 }
 
 // PluginInst is a named, configured instance of a registered plugin.

@@ -170,6 +170,9 @@ func checkListenAddr(addr string) error {
 }
 
 func (c *checker) checkServer() {
+	if c.f.RateLimitMemory.MaxKeys < 0 {
+		c.errorf("rate_limit_memory.max_keys", "must not be negative (0: the default, 100000)")
+	}
 	if c.f.Server.MaxHeaderBytes < 1024 {
 		c.errorf("server.max_header_bytes", "must be at least 1024 (found %d)", c.f.Server.MaxHeaderBytes)
 	}
