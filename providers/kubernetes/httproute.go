@@ -195,6 +195,12 @@ func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.P
 		if !dnsLabels(string(h)) {
 			return nil, string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("hostname %q has a label longer than 63 characters", h)
 		}
+		if !routes.HostName(string(h)) {
+			// The CRD's pattern refuses these; a CRD without it (an
+			// older or edited one) would let the name reach the model,
+			// which would refuse every route with it.
+			return nil, string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("hostname %q is not a DNS name (lower case, a wildcard only as *.)", h)
+		}
 	}
 	var selected []*listenerState
 	for _, ls := range gs.listeners {
