@@ -604,6 +604,11 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 	seenQ := map[string]bool{}
 	for _, q := range m.QueryParams {
 		regex := q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression
+		if q.Name == "" {
+			// The CRD's minLength refuses it; without that schema the
+			// model would refuse every route with this one.
+			return tm, unsupported("a query parameter match needs a name")
+		}
 		if seenQ[string(q.Name)] {
 			continue // only the first entry of a name counts
 		}
