@@ -67,6 +67,15 @@ func ParseCABundle(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// AbsoluteURI reports whether s is a URI subject alternative name the
+// model takes: it parses, has a scheme, and has something after it. A
+// provider checks its URIs with it before they reach the model, which
+// would otherwise refuse every route with the one it cannot read.
+func AbsoluteURI(s string) bool {
+	pu, err := url.Parse(s)
+	return err == nil && pu.Scheme != "" && (pu.Opaque != "" || pu.Host != "" || pu.Path != "")
+}
+
 // checkUpstreamTLS checks an upstream's tls section (p is its key path).
 func (c *checker) checkUpstreamTLS(p string, u Upstream) {
 	t := u.TLS
@@ -102,7 +111,7 @@ func (c *checker) checkUpstreamTLS(p string, u Upstream) {
 				c.errorf(sp+".hostname", "%q is not a host name (lower case; a wildcard only as *.)", s.Hostname)
 			}
 		default:
-			if pu, err := url.Parse(s.URI); err != nil || pu.Scheme == "" || (pu.Opaque == "" && pu.Host == "" && pu.Path == "") {
+			if !AbsoluteURI(s.URI) {
 				c.errorf(sp+".uri", "%q is not an absolute URI (scheme:rest, such as spiffe://example.org/ns/a/sa/b)", s.URI)
 			}
 		}

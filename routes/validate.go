@@ -447,6 +447,12 @@ var methodRe = regexp.MustCompile(`^[A-Z]+$`)
 // of lower-case letters, digits and inner hyphens, 1 to 63 long.
 var hostRe hostPattern
 
+// HostName reports whether s is a host name, or a wildcard "*.example.com",
+// that the model takes as a route's match.host. A provider checks the
+// hostnames it is given with it, so that one object's name the model
+// cannot read is refused alone rather than with every route.
+func HostName(s string) bool { return hostRe.MatchString(s) }
+
 type hostPattern struct{}
 
 func (hostPattern) MatchString(s string) bool {

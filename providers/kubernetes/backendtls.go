@@ -173,6 +173,13 @@ func (t *translator) judgeBackendTLS(p *gatewayv1.BackendTLSPolicy, configMaps m
 			}
 			ut.SubjectAltNames = append(ut.SubjectAltNames, routes.SubjectAltName{Hostname: strings.ToLower(string(san.Hostname))})
 		case gatewayv1.URISubjectAltNameType:
+			// The schema's pattern takes "spiffe://" (no authority, no
+			// path) and escapes that do not decode ("https://%zz"); the
+			// model, given one, refused every namespace's routes with it,
+			// so a tenant's policy froze the whole cluster's changes.
+			if !routes.AbsoluteURI(string(san.URI)) {
+				return invalid("spec.validation.subjectAltNames[%d]: uri %q is not an absolute URI (scheme://authority/path, such as spiffe://example.org/ns/a/sa/b)", i, san.URI)
+			}
 			ut.SubjectAltNames = append(ut.SubjectAltNames, routes.SubjectAltName{URI: string(san.URI)})
 		default:
 			return invalid("spec.validation.subjectAltNames[%d]: type %q is not supported", i, san.Type)

@@ -132,6 +132,18 @@ func TestTranslateBackendTLSPolicy(t *testing.T) {
 			p.Spec.Validation.SubjectAltNames = []gatewayv1.SubjectAltName{{Type: gatewayv1.HostnameSubjectAltNameType, Hostname: gatewayv1.Hostname(strings.Repeat("a", 64) + ".internal")}}
 			return []*gatewayv1.BackendTLSPolicy{p}
 		}(), cms: []*corev1.ConfigMap{caMap("apps", "ca", good)}, wantTLS: "503", wantConds: map[string]string{"p": "Accepted/False/Invalid ResolvedRefs/True/ResolvedRefs"}},
+		// The schema's pattern takes a scheme and "//" with nothing after
+		// it; the model, given one, refused every namespace's routes.
+		{name: "a URI subjectAltName with nothing after its scheme", policies: func() []*gatewayv1.BackendTLSPolicy {
+			p := btlsPolicy("apps", "p", 1, "web", "", "web.example.com", "ca")
+			p.Spec.Validation.SubjectAltNames = []gatewayv1.SubjectAltName{{Type: gatewayv1.URISubjectAltNameType, URI: "spiffe://"}}
+			return []*gatewayv1.BackendTLSPolicy{p}
+		}(), cms: []*corev1.ConfigMap{caMap("apps", "ca", good)}, wantTLS: "503", wantConds: map[string]string{"p": "Accepted/False/Invalid ResolvedRefs/True/ResolvedRefs"}},
+		{name: "a URI subjectAltName whose escape does not decode", policies: func() []*gatewayv1.BackendTLSPolicy {
+			p := btlsPolicy("apps", "p", 1, "web", "", "web.example.com", "ca")
+			p.Spec.Validation.SubjectAltNames = []gatewayv1.SubjectAltName{{Type: gatewayv1.URISubjectAltNameType, URI: "https://%zz/web"}}
+			return []*gatewayv1.BackendTLSPolicy{p}
+		}(), cms: []*corev1.ConfigMap{caMap("apps", "ca", good)}, wantTLS: "503", wantConds: map[string]string{"p": "Accepted/False/Invalid ResolvedRefs/True/ResolvedRefs"}},
 		{name: "an option the edge does not define", policies: func() []*gatewayv1.BackendTLSPolicy {
 			p := btlsPolicy("apps", "p", 1, "web", "", "web.example.com", "ca")
 			p.Spec.Options = map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"example.com/min-tls": "1.3"}

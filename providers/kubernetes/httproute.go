@@ -195,6 +195,12 @@ func (t *translator) listenersFor(gs *gatewayState, v routeView, ref gatewayv1.P
 		if !dnsLabels(string(h)) {
 			return nil, string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("hostname %q has a label longer than 63 characters", h)
 		}
+		if !routes.HostName(string(h)) {
+			// The CRD's pattern refuses these; a CRD without it (an
+			// older or edited one) would let the name reach the model,
+			// which would refuse every route with it.
+			return nil, string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("hostname %q is not a DNS name (lower case, a wildcard only as *.)", h)
+		}
 	}
 	var selected []*listenerState
 	for _, ls := range gs.listeners {
@@ -598,6 +604,11 @@ func translateMatch(m gatewayv1.HTTPRouteMatch) (translatedMatch, *ruleError) {
 	seenQ := map[string]bool{}
 	for _, q := range m.QueryParams {
 		regex := q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression
+		if q.Name == "" {
+			// The CRD's minLength refuses it; without that schema the
+			// model would refuse every route with this one.
+			return tm, unsupported("a query parameter match needs a name")
+		}
 		if seenQ[string(q.Name)] {
 			continue // only the first entry of a name counts
 		}

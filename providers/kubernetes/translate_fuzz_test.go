@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -44,6 +45,84 @@ func FuzzTranslate(f *testing.F) {
 		}
 		if _, err := base.Merge(res.Fragment); err != nil {
 			t.Fatalf("the routes model refuses the fragment of %s: %v", data, err)
+		}
+	})
+}
+
+// FuzzTranslateGRPCRoute is FuzzTranslate for GRPCRoute specs: whatever
+// a tenant writes there, the fragment is one the routes model accepts.
+func FuzzTranslateGRPCRoute(f *testing.F) {
+	for _, seed := range []string{
+		`{"parentRefs":[{"name":"gw"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}`,
+		`{"parentRefs":[{"name":"gw"}],"hostnames":["g.example"],"rules":[{"matches":[{"method":{"type":"Exact","service":"shop.v1.Cart","method":"Add"},"headers":[{"name":"x-a","value":"1"}]}],"backendRefs":[{"name":"web","port":80}]}]}`,
+		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"type":"RegularExpression","service":"a)|(b","method":"{x}"}}],"backendRefs":[{"name":"web","port":80}]}]}`,
+		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"type":"Exact","service":"{service}","method":"/"}}],"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"add":[{"name":"grpc-timeout","value":"1S"}]}}]}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var spec gatewayv1.GRPCRouteSpec
+		if json.Unmarshal(data, &spec) != nil {
+			return
+		}
+		s := world()
+		r := grpcRouteOf("apps", "r")
+		r.Spec = spec
+		s.GRPCRoutes = []*gatewayv1.GRPCRoute{r}
+		res := Translate(routes.KubernetesProvider{}, s)
+		base, err := routes.Parse("routes.yaml", []byte(baseFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := base.Merge(res.Fragment); err != nil {
+			t.Fatalf("the routes model refuses the fragment of %s: %v", data, err)
+		}
+	})
+}
+
+// FuzzTranslateBackendTLSPolicy feeds BackendTLSPolicy specs on the
+// Service a route calls: a tenant writes them in its own namespace, and
+// the schema's patterns are looser than the model (a URI
+// subjectAltName "spiffe://" once refused every route of the cluster).
+// Whatever the policy says, the fragment is one the model accepts, and
+// the backend is called over TLS or not at all, never in plaintext.
+func FuzzTranslateBackendTLSPolicy(f *testing.F) {
+	for _, seed := range []string{
+		`{"targetRefs":[{"kind":"Service","name":"web"}],"validation":{"hostname":"web.example","wellKnownCACertificates":"System"}}`,
+		`{"targetRefs":[{"kind":"Service","name":"web","sectionName":"http"}],"validation":{"hostname":"web.example","caCertificateRefs":[{"kind":"ConfigMap","name":"ca"}]}}`,
+		`{"targetRefs":[{"kind":"Service","name":"web"}],"validation":{"hostname":"web.example","wellKnownCACertificates":"System","subjectAltNames":[{"type":"URI","uri":"spiffe://"}]}}`,
+		`{"targetRefs":[{"kind":"Service","name":"web"}],"validation":{"hostname":"web.example","wellKnownCACertificates":"System","subjectAltNames":[{"type":"URI","uri":"https://%zz/"},{"type":"Hostname","hostname":"*.A.example"}]}}`,
+		`{"targetRefs":[{"kind":"Service","name":"web"}],"validation":{"hostname":"WEB..example","wellKnownCACertificates":"Other","subjectAltNames":[{"type":"Hostname","hostname":""},{"type":"URI","uri":""}]},"options":{"a":"b"}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	ca := testutil.NewCA(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var spec gatewayv1.BackendTLSPolicySpec
+		if json.Unmarshal(data, &spec) != nil {
+			return
+		}
+		s := world()
+		s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80))})}
+		p := btlsPolicy("apps", "p", 1, "web", "", "")
+		p.Spec = spec
+		s.BackendTLSPolicies = []*gatewayv1.BackendTLSPolicy{p}
+		s.ConfigMaps = []*corev1.ConfigMap{caMap("apps", "ca", map[string]string{caCertKey: string(ca.PEM())})}
+		res := Translate(routes.KubernetesProvider{}, s)
+		base, err := routes.Parse("routes.yaml", []byte(baseFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := base.Merge(res.Fragment)
+		if err != nil {
+			t.Fatalf("the routes model refuses the fragment of %s: %v", data, err)
+		}
+		if st, ok := res.BackendTLSPolicies[nn("apps", "p")]; ok && len(st.Ancestors) > 0 && st.Ancestors[0].Conditions[0].Status != metav1.ConditionTrue {
+			for n, u := range m.Upstreams {
+				if n != unresolvedUpstream && u.TLS == nil && len(u.Endpoints) > 0 {
+					t.Fatalf("a refused policy left upstream %s callable in plaintext: %s", n, data)
+				}
+			}
 		}
 	})
 }
