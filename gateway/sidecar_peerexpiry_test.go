@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
