@@ -146,6 +146,16 @@ func setCallerToken(w http.ResponseWriter, r *http.Request, cs *callerSend, u *p
 		return true
 	}
 	dropTrailers(r, cs.header)
+	// And the spellings with '_' (Causeway_Caller), which only
+	// server.allow_underscore_headers lets in: a CGI-style service (CGI,
+	// WSGI, PHP) reads one as the same variable as the token header, so a
+	// client's copy would reach an upstream outside the mesh as a token
+	// (a sidecar removes them itself).
+	for k := range r.Header {
+		if strings.IndexByte(k, '_') >= 0 && foldName(k) == foldName(cs.header) {
+			delete(r.Header, k)
+		}
+	}
 	if cs.token == nil || u.MeshID.IsZero() {
 		r.Header.Del(cs.header)
 		return true

@@ -126,7 +126,7 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 		// Its gauges publish only once it is committed: a file refused
 		// after this point leaves the metrics as they were.
 		gauges := newIdentityGauges(s.metrics, id.Source, id.Socket)
-		src, err := mesh.SourceForSidecar(s.bgCtx, id, gauges.options(mesh.SourceOptions{Logger: s.log}))
+		src, err := mesh.SourceForSidecar(s.bgCtx, id, gauges.options(mesh.SourceOptions{Logger: s.log, Now: s.opts.Clock}))
 		return &liveSource{Source: src, gauges: gauges}, err
 	})
 	if err != nil {
@@ -283,20 +283,34 @@ func (s *Sidecar) inboundRuntime(cfg *routes.Sidecar, source *mesh.Source, acces
 		return nil, err
 	}
 	peers := newPeerCounts(s.metrics.meshRequests.MustCurryWith(prometheus.Labels{"direction": "inbound"}))
-	// The caller's ID is read from its verified certificate on every
-	// request, but parsed once per connection: the certificate is the same
-	// object for every request of a connection (mesh.PeerIDs).
+	// The caller's ID is read from its certificate on every request, and
+	// the certificate's chain checked again against the bundle and the
+	// clock (a connection outlives both), but parsed and verified once per
+	// connection while neither changed: the certificate is the same object
+	// for every request of a connection (mesh.PeerIDs).
 	peerIDs := mesh.NewPeerIDs()
 	check := stageFunc(func(routes.Route) (func(http.Handler) http.Handler, error) {
 		return func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				r.Header.Del(PeerIDHeader)
-				id, ok := peerIDs.FromRequest(r)
+				id, ok, err := peerIDs.Verified(r.TLS, source)
 				if !ok {
 					// The TLS configuration requires a verified certificate, so
 					// this is a request that did not come over mTLS at all.
 					peers.inc("none", "403")
 					httperr.Write(w, r, http.StatusForbidden, "mutual TLS required")
+					return
+				}
+				if err != nil {
+					// Verified at the handshake, no longer now: the certificate
+					// expired, or its root left the bundle, while the caller
+					// kept its connection open. The connection is closed after
+					// this answer, so a caller that holds a current
+					// certificate gets its next request through on a new one.
+					peers.inc("invalid", "403")
+					s.log.Info("caller certificate no longer valid on an open connection", "error", err.Error())
+					w.Header().Set("Connection", "close")
+					httperr.Write(w, r, http.StatusForbidden, "caller certificate no longer valid")
 					return
 				}
 				if err := authz(id); err != nil {

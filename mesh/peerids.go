@@ -3,9 +3,11 @@ package mesh
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"hash/maphash"
 	"net/http"
 	"sync/atomic"
+	"time"
 )
 
 // peerIDSlots bounds PeerIDs: enough for the connections a busy sidecar
@@ -38,6 +40,12 @@ type PeerIDs struct {
 type peerIDEntry struct {
 	cert *x509.Certificate
 	id   ID
+	// m is the source's material the certificate's chain was verified
+	// against by Verified, and [from, until) the time in which that
+	// verification holds (every certificate of the chain valid); nil m:
+	// read by PeerID, never verified here.
+	m           *material
+	from, until time.Time
 }
 
 // NewPeerIDs returns an empty cache.
@@ -67,3 +75,42 @@ func (p *PeerIDs) PeerID(cs *tls.ConnectionState) (ID, bool) {
 
 // FromRequest is PeerID of the connection r arrived on.
 func (p *PeerIDs) FromRequest(r *http.Request) (ID, bool) { return p.PeerID(r.TLS) }
+
+// Verified is PeerID for a connection served with ServerConfig(s), with
+// the peer's chain (as presented in the handshake) verified again for this
+// request, against s's bundle and clock now. The handshake verified it
+// once; the connection can then be kept open, and used, for as long as the
+// peer likes. Without this a connection made before the peer's
+// certificate expired, or before its root was removed from the bundle,
+// would go on being served: a short lifetime is what bounds a stolen key
+// (there is no revocation), and removing a root is how a compromised CA is
+// cut off.
+//
+// The verification is remembered with the connection's certificate: it is
+// repeated only when s's material changed (a bundle or certificate
+// reload) or the clock left the chain's validity, so a request otherwise
+// costs a clock read more than PeerID (BenchmarkPeerIDs).
+//
+// ok is false when the connection carries no certificate at all (not
+// mTLS); err is set when its certificate no longer verifies.
+func (p *PeerIDs) Verified(cs *tls.ConnectionState, s *Source) (id ID, ok bool, err error) {
+	if cs == nil || !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
+		return ID{}, false, nil
+	}
+	m := s.cur.Load()
+	if m == nil {
+		return ID{}, true, s.Ready()
+	}
+	now := s.now()
+	leaf := cs.PeerCertificates[0]
+	slot := &p.slots[maphash.Comparable(p.seed, leaf)%peerIDSlots]
+	if e := slot.Load(); e != nil && e.cert == leaf && e.m == m && !now.Before(e.from) && now.Before(e.until) {
+		return e.id, true, nil
+	}
+	id, from, until, err := verifyChain(cs.PeerCertificates, m.bundles, now)
+	if err != nil {
+		return ID{}, true, fmt.Errorf("mesh: peer certificate no longer verifies: %w", err)
+	}
+	slot.Store(&peerIDEntry{cert: leaf, id: id, m: m, from: from, until: until})
+	return id, true, nil
+}

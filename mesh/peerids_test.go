@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/mesh/meshtest"
@@ -150,4 +153,82 @@ func BenchmarkPeerIDs(b *testing.B) {
 			}
 		}
 	})
+	// What the sidecar does per request: the remembered ID, and the
+	// remembered verification checked against the bundle and the clock.
+	b.Run("verified", func(b *testing.B) {
+		src, _ := ca.Source(ordersID)
+		p := mesh.NewPeerIDs()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok, err := p.Verified(cs, src); !ok || err != nil {
+				b.Fatal("not verified", err)
+			}
+		}
+	})
+}
+
+// Verified answers per request whether the connection's chain still
+// verifies now: within every certificate's validity (the source's clock),
+// against the source's current bundle. A verification is remembered for the
+// certificate only while both hold, so a clock moved past the chain or a
+// bundle reload that drops its root is seen by the next request. It fails
+// when the remembered verification is trusted beyond either.
+func TestPeerIDsVerified(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	other := meshtest.NewCA(t, "example.org")
+	start := time.Now()
+	leaf := other.Issue(gatewayID, meshtest.Validity(start.Add(-time.Minute), start.Add(time.Hour))).Leaf
+	tests := []struct {
+		desc string
+		// steps run in order on one connection: each moves the clock
+		// (from start) and optionally reloads the bundle, then asks.
+		steps []verifyStep
+	}{
+		{desc: "valid, asked again", steps: []verifyStep{{at: 0, want: gatewayID}, {at: time.Minute, want: gatewayID}}},
+		{desc: "expired after it was remembered", steps: []verifyStep{{at: 0, want: gatewayID}, {at: 2 * time.Hour, wantErr: true}}},
+		{desc: "not valid yet, then valid", steps: []verifyStep{{at: -2 * time.Minute, wantErr: true}, {at: 0, want: gatewayID}}},
+		{desc: "root removed after it was remembered", steps: []verifyStep{{at: 0, want: gatewayID}, {at: time.Second, bundle: "own", wantErr: true}}},
+		{desc: "root back", steps: []verifyStep{{at: 0, bundle: "own", wantErr: true}, {at: time.Second, bundle: "both", want: gatewayID}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			var offset atomic.Int64
+			clock := func() time.Time { return start.Add(time.Duration(offset.Load())) }
+			src, files := ca.SourceWithOptions(mesh.SourceOptions{Now: clock, Logger: slog.New(slog.DiscardHandler)}, ordersID)
+			writeBundle := func(pem []byte) {
+				if err := mesh.WriteFileAtomic(files.Bundle, pem, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := src.Reload(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writeBundle(append(ca.BundlePEM(), other.BundlePEM()...))
+			p := mesh.NewPeerIDs()
+			cs := peerState(leaf)
+			for i, s := range tc.steps {
+				offset.Store(int64(s.at))
+				switch s.bundle {
+				case "own":
+					writeBundle(ca.BundlePEM())
+				case "both":
+					writeBundle(append(ca.BundlePEM(), other.BundlePEM()...))
+				}
+				id, ok, err := p.Verified(cs, src)
+				if !ok || (err != nil) != s.wantErr || (err == nil && id.String() != s.want) {
+					t.Fatalf("step %d: %q, %v, %v; want %q, error %v", i, id, ok, err, s.want, s.wantErr)
+				}
+			}
+			if _, ok, _ := p.Verified(&tls.ConnectionState{HandshakeComplete: true}, src); ok {
+				t.Fatal("a connection without a certificate counted as one")
+			}
+		})
+	}
+}
+
+type verifyStep struct {
+	at      time.Duration
+	bundle  string // "own": the other CA's root removed; "both": back
+	want    string
+	wantErr bool
 }

@@ -501,19 +501,42 @@ func (s *Source) Verify(chain []*x509.Certificate) (ID, error) {
 // verifySVID is the one place the peer rules live: go-spiffe's X509-SVID
 // verification at now, plus a path in the ID.
 func verifySVID(chain []*x509.Certificate, bundles x509bundle.Source, now time.Time) (ID, error) {
-	id, _, err := x509svid.Verify(chain, bundles, x509svid.WithTime(now))
+	id, _, _, err := verifyChain(chain, bundles, now)
+	return id, err
+}
+
+// verifyChain is verifySVID that also says from when until when the
+// verification holds: the latest NotBefore and the earliest NotAfter of
+// the verified chain (leaf to root), of the chain that holds longest when
+// more than one does.
+func verifyChain(chain []*x509.Certificate, bundles x509bundle.Source, now time.Time) (id ID, from, until time.Time, err error) {
+	id, chains, err := x509svid.Verify(chain, bundles, x509svid.WithTime(now))
 	if err != nil {
-		return ID{}, err
+		return ID{}, from, until, err
 	}
 	if err := writtenAs(chain[0], id); err != nil {
-		return ID{}, err
+		return ID{}, from, until, err
 	}
 	if id.Path() == "" {
 		// The X509-SVID specification reserves the bare trust domain ID for
 		// the trust domain itself (its CAs); a workload's has a path.
-		return ID{}, fmt.Errorf("%s names the trust domain, not a workload", id)
+		return ID{}, from, until, fmt.Errorf("%s names the trust domain, not a workload", id)
 	}
-	return id, nil
+	for _, c := range chains {
+		f, u := c[0].NotBefore, c[0].NotAfter
+		for _, cert := range c[1:] {
+			if cert.NotBefore.After(f) {
+				f = cert.NotBefore
+			}
+			if cert.NotAfter.Before(u) {
+				u = cert.NotAfter
+			}
+		}
+		if u.After(until) {
+			from, until = f, u
+		}
+	}
+	return id, from, until, nil
 }
 
 // GetX509SVID returns the current certificate as a go-spiffe SVID, so a

@@ -57,6 +57,9 @@ type H1 struct {
 	// H1 then sends https requests and leaves http ones to the fallback.
 	tls              *tls.Config
 	handshakeTimeout time.Duration
+	// now is the clock a pooled TLS connection's certificates are held
+	// to (time.Now; tests set another).
+	now func() time.Time
 
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host:port, most recently used last
@@ -78,6 +81,7 @@ func NewH1(fallback *http.Transport) *H1 {
 		expectTimeout: fallback.ExpectContinueTimeout,
 		lim:           responseLimits(fallback.MaxResponseHeaderBytes),
 		idle:          map[string][]*h1Conn{},
+		now:           time.Now,
 	}
 }
 
@@ -119,6 +123,10 @@ type h1Conn struct {
 	tc    *tls.Conn
 	rc    *recordConn
 	probe [1]byte
+	// certsUntil is the earliest NotAfter of the certificates its
+	// handshake exchanged, both ways (zero for plain connections): the
+	// connection is not reused from then on (getConn).
+	certsUntil time.Time
 
 	// The response being read: its parsed head (the fields array is
 	// kept from response to response) and, for a chunked body, its
@@ -300,6 +308,16 @@ func replayable(req *http.Request) bool {
 	return false
 }
 
+// certExpiryMargin is how long before a certificate of its handshake
+// expires a TLS connection stops being reused. A request taken onto it
+// just before the expiry would reach the peer just after it (a sidecar
+// checks the caller's certificate at every request), and a loaded
+// machine's request latency is far below this; a certificate renewed as it
+// should be (SPIRE at half its life, `causeway ca issue` at two thirds)
+// has long been replaced by then, so only connections made with the old
+// one are retired.
+const certExpiryMargin = 2 * time.Second
+
 // errStaleConn is a reused connection that ended before any byte of the
 // response arrived, for a request that may be sent again: one of which no
 // byte reached the socket, or a replayable one.
@@ -331,7 +349,12 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 		// (a late body after a HEAD, an unsolicited response), and an EOF
 		// means the upstream is gone: either way the next request must
 		// not read from c.
-		if !c.quiet() {
+		// A connection outlives the handshake that checked the
+		// certificates: past the validity of one of them (the upstream's,
+		// or our own, since rotated) the peer would no longer accept it, and
+		// a sidecar refuses a caller whose certificate expired on an open
+		// connection. A new connection presents the current certificate.
+		if !c.quiet() || (!c.certsUntil.IsZero() && !t.now().Add(certExpiryMargin).Before(c.certsUntil)) {
 			c.close()
 			t.mu.Lock()
 			stack = t.idle[host]
@@ -343,12 +366,12 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 	t.mu.Unlock()
 
 	if t.tls != nil {
-		tc, rc, err := t.dialTLS(ctx, host)
+		tc, rc, until, err := t.dialTLS(ctx, host)
 		if err != nil {
 			return nil, false, err
 		}
 		c := t.newConn(host, tc)
-		c.tc, c.rc = tc, rc
+		c.tc, c.rc, c.certsUntil = tc, rc, until
 		return c, false, nil
 	}
 	nc, err := t.dial(ctx, "tcp", host)

@@ -3,11 +3,14 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"syscall"
+	"time"
 )
 
 // NewH1TLS is NewH1 for an upstream reached over TLS (the mesh hop to a
@@ -31,12 +34,17 @@ func NewH1TLS(fallback *http.Transport) *H1 {
 // socket goes under the TLS client inside a recordConn, which follows the
 // record framing of what the upstream sent so that quiet can tell whether
 // crypto/tls holds undecrypted bytes.
-func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, error) {
+func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, time.Time, error) {
+	var until time.Time
 	nc, err := t.dial(ctx, "tcp", host)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, until, err
 	}
 	cfg := t.tls
+	var own *tls.Certificate
+	if cfg.ServerName == "" || cfg.GetClientCertificate != nil {
+		cfg = cfg.Clone()
+	}
 	if cfg.ServerName == "" {
 		// As http.Transport: the name the URL gave, for SNI and for a
 		// configuration that verifies host names.
@@ -44,8 +52,16 @@ func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, 
 		if err != nil {
 			name = host
 		}
-		cfg = cfg.Clone()
 		cfg.ServerName = name
+	}
+	if get := cfg.GetClientCertificate; get != nil {
+		// The certificate this handshake presents (the mesh's follows
+		// rotation), whose expiry ends the connection's reuse.
+		cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := get(cri)
+			own = c
+			return c, err
+		}
 	}
 	rc := &recordConn{Conn: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -63,9 +79,24 @@ func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, 
 	}
 	if err := tc.HandshakeContext(hctx); err != nil {
 		_ = nc.Close()
-		return nil, nil, err
+		return nil, nil, until, err
 	}
-	return tc, rc, nil
+	certs := tc.ConnectionState().PeerCertificates
+	if own != nil {
+		if own.Leaf != nil {
+			certs = append(slices.Clip(certs), own.Leaf)
+		} else if len(own.Certificate) > 0 {
+			if leaf, err := x509.ParseCertificate(own.Certificate[0]); err == nil {
+				certs = append(slices.Clip(certs), leaf)
+			}
+		}
+	}
+	for _, c := range certs {
+		if until.IsZero() || c.NotAfter.Before(until) {
+			until = c.NotAfter
+		}
+	}
+	return tc, rc, until, nil
 }
 
 // recordConn is the socket under a TLS client. It passes reads through

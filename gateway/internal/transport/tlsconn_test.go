@@ -263,3 +263,70 @@ func TestH1TLSRequestBodies(t *testing.T) {
 		}
 	})
 }
+
+// A pooled connection is not reused once a certificate its handshake
+// exchanged has expired: the sidecar's (it is no longer verified), or the
+// edge's own (the sidecar refuses a caller whose certificate expired on an
+// open connection: reusing it would cost a request a 403). Both have been
+// rotated on disk before the pool's clock moves past the old one, as a
+// renewal does: the connection made next presents (or is presented) the
+// current certificate and is reused. The control case stays within both
+// certificates. Before the fix the first connection served all three.
+func TestH1TLSRetiresConnectionsPastTheirCertificates(t *testing.T) {
+	tests := []struct {
+		desc                 string
+		serverTTL, clientTTL time.Duration
+		later                time.Duration
+		connections          int64
+	}{
+		{desc: "both valid", serverTTL: time.Hour, clientTTL: 2 * time.Hour, later: 30 * time.Minute, connections: 1},
+		{desc: "the sidecar's certificate expired", serverTTL: time.Hour, clientTTL: 24 * time.Hour, later: 2 * time.Hour, connections: 2},
+		{desc: "the edge's own certificate expired", serverTTL: 24 * time.Hour, clientTTL: time.Hour, later: 2 * time.Hour, connections: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			ca := meshtest.NewCA(t, "example.org")
+			srv, sf := ca.Source(sidecarID, meshtest.TTL(tc.serverTTL))
+			cli, cf := ca.Source(edgeID, meshtest.TTL(tc.clientTTL))
+			m := &meshTLS{ca: ca, server: mesh.ServerConfig(srv), client: cli, files: cf}
+			var conns sync.Map
+			var n atomic.Int64
+			addr, _ := m.serve(t, 0, func(w http.ResponseWriter, r *http.Request) {
+				if _, loaded := conns.LoadOrStore(r.RemoteAddr, true); !loaded {
+					n.Add(1)
+				}
+				_, _ = io.WriteString(w, "ok")
+			})
+			h1 := m.pool(t, 4, notATimeout, sidecarID)
+			var offset atomic.Int64
+			h1.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+			for i := range 3 {
+				if i == 1 {
+					// Renewed, as every workload's certificate is before it
+					// expires.
+					for _, w := range []struct {
+						src   *mesh.Source
+						files meshtest.Files
+						id    string
+					}{{srv, sf, sidecarID}, {cli, cf, edgeID}} {
+						ca.Issue(w.id, meshtest.TTL(24*time.Hour)).WriteFiles(t, dirOf(w.files.Cert), "svid")
+						if err := w.src.Reload(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					offset.Store(int64(tc.later))
+				}
+				req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+				resp, err := h1.RoundTrip(req)
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if got := n.Load(); got != tc.connections {
+				t.Fatalf("3 requests used %d connections, want %d", got, tc.connections)
+			}
+		})
+	}
+}
