@@ -154,18 +154,23 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var ob *outboundHeader
-	outreq := p.forward(rw, req, &ob)
-	// Not deferred: after a panic (a response cut short) the header is
-	// left to the collector.
+	outreq, res := p.forward(rw, req, &ob)
+	// Not deferred: after a panic (a response cut short) both are left
+	// to the collector.
 	if ob != nil && p.up.KeepsNothingOf(outreq) {
 		ob.recycle()
+		if res != nil {
+			transport.RecycleHeader(res.Header)
+		}
 	}
 }
 
 // forward is ServeHTTP for a request that is not an upgrade. It returns
-// the outbound request; *ob is set when that request's header came from
-// outboundHeaders.
-func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **outboundHeader) *http.Request {
+// the outbound request, and the upstream's response when it was relayed
+// in full (its header copied to the client's field by field, its body
+// read and closed); *ob is set when the outbound request's header came
+// from outboundHeaders.
+func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **outboundHeader) (*http.Request, *http.Response) {
 	// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8), and no 1xx
 	// may go to an HTTP/1.0 client: it is sent on as an ordinary request,
 	// its Upgrade and Connection removed with the other hop-by-hop fields,
@@ -267,14 +272,14 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 	f.roundTripDone()
 	if err != nil {
 		p.hooks.errorHandler(rw, outreq, err)
-		return outreq
+		return outreq, nil
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The request asked for no upgrade (those went to the tunnel): the
 		// answers ReverseProxy gives such a 101. Its body is the
 		// upstream's connection, closed here: nothing else would.
 		if !p.modifyResponse(rw, res, outreq) {
-			return outreq
+			return outreq, nil
 		}
 		res.Body.Close()
 		resUpType := upgradeType(res.Header)
@@ -287,18 +292,18 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 			err = errors.New("internal error: 101 switching protocols response with non-writable body")
 		}
 		p.hooks.errorHandler(rw, outreq, err)
-		return outreq
+		return outreq, nil
 	}
 
 	if err := transport.CheckAnnouncedTrailer(res.Trailer); err != nil {
 		res.Body.Close()
 		p.hooks.errorHandler(rw, outreq, err)
-		return outreq
+		return outreq, nil
 	}
 	conn := res.Header["Connection"] // its names are hop-by-hop as trailers too
 	removeHopByHop(res.Header)
 	if !p.modifyResponse(rw, res, outreq) {
-		return outreq
+		return outreq, nil
 	}
 	copyResponseHeader(rw.Header(), res.Header)
 	dropResponseTrailers(res, conn, rw.Header())
@@ -323,7 +328,7 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 		// Outside a server (a test calling the handler) nobody would
 		// recover the panic.
 		if req.Context().Value(http.ServerContextKey) == nil {
-			return outreq
+			return outreq, nil
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -332,7 +337,7 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 		// As a body that broke: the client gets a cut response.
 		log.Printf("gateway: forwarder: %v", err)
 		if req.Context().Value(http.ServerContextKey) == nil {
-			return outreq
+			return outreq, nil
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -345,7 +350,7 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 	}
 	if len(res.Trailer) == announcedTrailers {
 		copyHeader(rw.Header(), res.Trailer)
-		return outreq
+		return outreq, res
 	}
 	// Trailers the upstream sent without announcing them.
 	for k, vv := range res.Trailer {
@@ -354,7 +359,7 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 			rw.Header().Add(k, v)
 		}
 	}
-	return outreq
+	return outreq, res
 }
 
 var noUserAgent = []string{""}[:1:1]

@@ -6,17 +6,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
 
-// The outbound header of a request without a body comes from a pool and
-// goes back once the forwarder has returned (outboundHeader). Thousands of
+// The outbound header of a request without a body, and the header map of
+// its upstream response, come from pools and go back once the forwarder
+// has returned (outboundHeader, transport.RecycleHeader). Thousands of
 // concurrent keep-alive requests, each with fields and values of its own,
 // go through one edge: every upstream request must carry exactly its
 // client's fields and the edge's forwarding fields for its own Host, and
-// every client must get its own answer. A header given back while its
-// request can still be sent, or shared between two requests, shows here as
+// every client must get its own answer with exactly the response fields
+// its upstream answer had. A map given back while its request or
+// response is still in use, or shared between two of them, shows here as
 // another request's fields (and, under -race, as a race on the map).
 func TestEdgeOutboundHeaderStaysWithItsRequest(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -26,6 +29,12 @@ func TestEdgeOutboundHeaderStaysWithItsRequest(t *testing.T) {
 			return
 		}
 		w.Header().Set("X-Echo-Path", r.URL.Path)
+		// Response fields of the request's own, as many as it asks for
+		// (up to 12: both sides of the 8 a map holds without a table).
+		n, _ := strconv.Atoi(r.Header.Get("X-Want-Fields"))
+		for k := range n {
+			w.Header().Set(fmt.Sprintf("X-R-%d", k), fmt.Sprintf("%s-%d", r.URL.Path, k))
+		}
 		if r.Method == http.MethodHead {
 			// The fields are all the answer a HEAD gets, on one line.
 			w.Header()["X-Echo"] = []string{strings.ReplaceAll(echoFields(r, body), "\n", " / ")}
@@ -70,6 +79,8 @@ routes:
 		}
 		req := newRequest(sh.method, e.url+path, body)
 		req.Host = host
+		resFields := i % 13
+		req.Header.Set("X-Want-Fields", strconv.Itoa(resFields))
 		var want []string
 		for n := range sh.fields {
 			k := fmt.Sprintf("X-C-%d", n)
@@ -102,6 +113,19 @@ routes:
 			return fmt.Errorf("%s %s: the answer is %q's", sh.name, path, resp.Header.Get("X-Echo-Path"))
 		case got != strings.Join(want, "\n"):
 			return fmt.Errorf("%s %s: the upstream saw\n%s\nthe client sent\n%s", sh.name, path, got, strings.Join(want, "\n"))
+		}
+		n := 0
+		for k, vv := range resp.Header {
+			if !strings.HasPrefix(k, "X-R-") {
+				continue
+			}
+			n++
+			if want := path + "-" + strings.TrimPrefix(k, "X-R-"); len(vv) != 1 || vv[0] != want {
+				return fmt.Errorf("%s %s: response field %s is %q, want %q", sh.name, path, k, vv, want)
+			}
+		}
+		if n != resFields {
+			return fmt.Errorf("%s %s: %d X-R- response fields, want %d", sh.name, path, n, resFields)
 		}
 		return nil
 	})
