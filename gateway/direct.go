@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/causewayhq/causeway/gateway/internal/proxy"
 	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"golang.org/x/net/http/httpguts"
 )
@@ -41,8 +42,11 @@ import (
 // as its connection, so the per-request cost does not matter there.
 type directProxy struct {
 	transport http.RoundTripper
-	hooks     proxyHooks
-	tunnel    *httputil.ReverseProxy
+	// up, when set, says whether an outbound request's header can be
+	// reused once the request is over (outboundHeader).
+	up     *proxy.Upstream
+	hooks  proxyHooks
+	tunnel *httputil.ReverseProxy
 }
 
 // proxyHooks are what the route adds to forwarding, shared by directProxy
@@ -149,6 +153,24 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		p.tunnel.ServeHTTP(rw, req)
 		return
 	}
+	var ob *outboundHeader
+	outreq, res := p.forward(rw, req, &ob)
+	// Not deferred: after a panic (a response cut short) both are left
+	// to the collector.
+	if ob != nil && p.up.KeepsNothingOf(outreq) {
+		ob.recycle()
+		if res != nil {
+			transport.RecycleHeader(res.Header)
+		}
+	}
+}
+
+// forward is ServeHTTP for a request that is not an upgrade. It returns
+// the outbound request, and the upstream's response when it was relayed
+// in full (its header copied to the client's field by field, its body
+// read and closed); *ob is set when the outbound request's header came
+// from outboundHeaders.
+func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **outboundHeader) (*http.Request, *http.Response) {
 	// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8), and no 1xx
 	// may go to an HTTP/1.0 client: it is sent on as an ordinary request,
 	// its Upgrade and Connection removed with the other hop-by-hop fields,
@@ -187,7 +209,15 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		f.url = *req.URL
 		outreq.URL = &f.url
 	}
-	outreq.Header = cloneHeader(req.Header, outboundRoom)
+	if p.up != nil && req.ContentLength == 0 && req.Method != http.MethodConnect && p.up.Mirror == nil {
+		// Possibly a request the upstream's client keeps nothing of
+		// (checked again once sent, ServeHTTP): its header map is
+		// taken from the pool and given back at the end.
+		*ob = outboundHeaders.Get().(*outboundHeader)
+		outreq.Header = (*ob).clone(req.Header, outboundRoom)
+	} else {
+		outreq.Header = cloneHeader(req.Header, outboundRoom)
+	}
 	outreq.Trailer = nil // set after the rewrite (forwardedTrailer)
 	if req.ContentLength == 0 {
 		outreq.Body = nil // nil for requests that may be retried, as net/http wants
@@ -242,14 +272,14 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	f.roundTripDone()
 	if err != nil {
 		p.hooks.errorHandler(rw, outreq, err)
-		return
+		return outreq, nil
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		// The request asked for no upgrade (those went to the tunnel): the
 		// answers ReverseProxy gives such a 101. Its body is the
 		// upstream's connection, closed here: nothing else would.
 		if !p.modifyResponse(rw, res, outreq) {
-			return
+			return outreq, nil
 		}
 		res.Body.Close()
 		resUpType := upgradeType(res.Header)
@@ -262,18 +292,18 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			err = errors.New("internal error: 101 switching protocols response with non-writable body")
 		}
 		p.hooks.errorHandler(rw, outreq, err)
-		return
+		return outreq, nil
 	}
 
 	if err := transport.CheckAnnouncedTrailer(res.Trailer); err != nil {
 		res.Body.Close()
 		p.hooks.errorHandler(rw, outreq, err)
-		return
+		return outreq, nil
 	}
 	conn := res.Header["Connection"] // its names are hop-by-hop as trailers too
 	removeHopByHop(res.Header)
 	if !p.modifyResponse(rw, res, outreq) {
-		return
+		return outreq, nil
 	}
 	copyResponseHeader(rw.Header(), res.Header)
 	dropResponseTrailers(res, conn, rw.Header())
@@ -298,7 +328,7 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		// Outside a server (a test calling the handler) nobody would
 		// recover the panic.
 		if req.Context().Value(http.ServerContextKey) == nil {
-			return
+			return outreq, nil
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -307,7 +337,7 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 		// As a body that broke: the client gets a cut response.
 		log.Printf("gateway: forwarder: %v", err)
 		if req.Context().Value(http.ServerContextKey) == nil {
-			return
+			return outreq, nil
 		}
 		panic(http.ErrAbortHandler)
 	}
@@ -320,7 +350,7 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 	}
 	if len(res.Trailer) == announcedTrailers {
 		copyHeader(rw.Header(), res.Trailer)
-		return
+		return outreq, res
 	}
 	// Trailers the upstream sent without announcing them.
 	for k, vv := range res.Trailer {
@@ -329,6 +359,7 @@ func (p *directProxy) ServeHTTP(rw http.ResponseWriter, req *http.Request) {
 			rw.Header().Add(k, v)
 		}
 	}
+	return outreq, res
 }
 
 var noUserAgent = []string{""}[:1:1]
@@ -364,6 +395,65 @@ func cloneHeader(h http.Header, extra int) http.Header {
 		sv = sv[n:]
 	}
 	return h2
+}
+
+// outboundHeader is an outbound request's header map and the array of its
+// values, kept from one request to the next: made fresh, the map of a
+// client's fields and the edge's (more than 8, so a table) and the array
+// cost five allocations per request. A request's comes back to
+// outboundHeaders only when nothing can still hold it once the forwarder
+// has returned (proxy.Upstream.KeepsNothingOf: no body, sent by the own
+// HTTP/1.1 client, no mirror; the route's hooks keep nothing of the
+// outbound request, and the tunnel for upgrades never takes one).
+type outboundHeader struct {
+	h  http.Header
+	sv []string
+}
+
+var outboundHeaders = sync.Pool{New: func() any { return new(outboundHeader) }}
+
+// Past these a header is not kept: one large request would otherwise pin
+// its table and array in the pool.
+const (
+	outboundKeepFields = 64
+	outboundKeepValues = 128
+)
+
+// clone is cloneHeader into o's map and array.
+func (o *outboundHeader) clone(h http.Header, extra int) http.Header {
+	nv := 0
+	for _, vv := range h {
+		nv += len(vv)
+	}
+	if o.h == nil {
+		o.h = make(http.Header, len(h)+extra)
+	}
+	if cap(o.sv) < nv {
+		o.sv = make([]string, nv)
+	}
+	sv := o.sv[:nv]
+	for k, vv := range h {
+		if vv == nil {
+			o.h[k] = nil
+			continue
+		}
+		n := copy(sv, vv)
+		o.h[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return o.h
+}
+
+// recycle empties o (its strings let go) and puts it back in the pool,
+// unless it grew past what is kept; it reports whether it did.
+func (o *outboundHeader) recycle() bool {
+	if len(o.h) > outboundKeepFields || cap(o.sv) > outboundKeepValues {
+		return false
+	}
+	clear(o.h)
+	clear(o.sv[:cap(o.sv)])
+	outboundHeaders.Put(o)
+	return true
 }
 
 func (p *directProxy) modifyResponse(rw http.ResponseWriter, res *http.Response, outreq *http.Request) bool {

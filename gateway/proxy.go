@@ -191,7 +191,7 @@ func newProxy(rc routes.Route, u *proxy.Upstream, m *metrics, reverseProxy bool)
 		return newReverseProxy(hooks, u.Transport)
 	}
 	tunnel := newReverseProxy(hooks, tunnelTransport{rt: u.Transport})
-	return &directProxy{transport: u.Transport, hooks: hooks, tunnel: tunnel}
+	return &directProxy{transport: u.Transport, up: u, hooks: hooks, tunnel: tunnel}
 }
 
 // newReverseProxy is httputil.ReverseProxy with the route's hooks: the

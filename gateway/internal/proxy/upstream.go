@@ -164,6 +164,20 @@ type Upstream struct {
 	wg     sync.WaitGroup
 }
 
+// KeepsNothingOf reports whether, once the attempt loop has returned and
+// the response body is closed, nothing the upstream runs holds req (its
+// header map in particular): the pool is the own HTTP/1.1 client, which
+// sends req itself and keeps nothing of it (transport.H1.KeepsNothingOf),
+// and no mirror copies it. A retry sends a clone with a header of its own;
+// Wrap keeps nothing either (Hooks).
+func (u *Upstream) KeepsNothingOf(req *http.Request) bool {
+	if u.Mirror != nil || u.Pool == nil {
+		return false
+	}
+	h1, ok := u.Pool.Transport.(*transport.H1)
+	return ok && h1.KeepsNothingOf(req)
+}
+
 // Tracker follows one proxied request through the attempt loop. The
 // pipeline's per-request state is one; the loop never reaches into it.
 type Tracker interface {
@@ -191,7 +205,8 @@ type Hooks struct {
 	// status (502/504 for failures) and the time to the response headers.
 	Observe func(upstream, endpoint string, status int, d time.Duration)
 	// Wrap goes around the pool's transport, below the attempt loop, so
-	// every attempt gets its own span.
+	// every attempt gets its own span. It must keep nothing of a request
+	// once its RoundTrip has returned (KeepsNothingOf).
 	Wrap func(rt http.RoundTripper, upstream string) http.RoundTripper
 	// ClientIP is the client address the edge resolved for the request in
 	// ctx (trusted proxies applied), for ring_hash on client_ip; "" or nil:

@@ -214,6 +214,17 @@ func (t *H1) sendsItself(req *http.Request) bool {
 	return false
 }
 
+// KeepsNothingOf reports whether H1 sends req itself and holds nothing of
+// it once RoundTrip has returned and the response body is closed: a
+// request without a body, whose head H1 writes on the calling goroutine
+// (a body is written by a goroutine of its own, body.go, and the fallback
+// http.Transport's write loop may still hold a request after its
+// response). The forwarder reuses such a request's header map for
+// another request (gateway/direct.go: outboundHeader).
+func (t *H1) KeepsNothingOf(req *http.Request) bool {
+	return !hasBody(req) && t.sendsItself(req)
+}
+
 // Fallback is the http.Transport that carries every request H1 does not
 // send itself (BenchmarkUpstreamTransport compares the two).
 func (t *H1) Fallback() *http.Transport { return t.fallback }

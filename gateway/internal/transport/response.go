@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+	"sync"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -281,7 +282,10 @@ func isToken(s string) bool {
 //
 // vals holds the values when it is long enough; otherwise an array is made.
 func newHeader(fields []h1.Header, head []byte, s string, vals []string) http.Header {
-	h := make(http.Header, len(fields))
+	h, _ := headerMaps.Get().(http.Header)
+	if h == nil {
+		h = make(http.Header, len(fields))
+	}
 	if len(vals) < len(fields) {
 		vals = make([]string, len(fields))
 	}
@@ -301,6 +305,29 @@ func newHeader(fields []h1.Header, head []byte, s string, vals []string) http.He
 		h[key] = vv
 	}
 	return h
+}
+
+// headerMaps holds response header maps given back by RecycleHeader.
+var headerMaps sync.Pool
+
+// headerKeepFields: a map that grew past this is not kept, so that one
+// large response does not pin its table in the pool.
+const headerKeepFields = 32
+
+// RecycleHeader gives h, a response's header map, back for another
+// response: made fresh, the map cost two allocations per response (a map
+// header and its group; four past 8 fields). Only for the caller that
+// knows nothing can still read or write h: the forwarder, once it has
+// returned from a request sent by H1 itself (H1.KeepsNothingOf), whose
+// response header it copied field by field. The value slices are not the
+// map's and stay with whoever took them.
+func RecycleHeader(h http.Header) bool {
+	if h == nil || len(h) > headerKeepFields {
+		return false
+	}
+	clear(h)
+	headerMaps.Put(h)
+	return true
 }
 
 // substring is the part of s that b, a slice of head, covers. Every h1

@@ -290,3 +290,35 @@ func TestCanonicalKey(t *testing.T) {
 		}
 	}
 }
+
+func TestRecycleHeader(t *testing.T) {
+	big := http.Header{}
+	for n := range headerKeepFields + 1 {
+		big[fmt.Sprint("X-", n)] = []string{"v"}
+	}
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		kept bool
+	}{
+		{"nil", nil, false},
+		{"empty", http.Header{}, true},
+		{"a response's", http.Header{"Content-Length": {"64"}, "Date": {"x"}}, true},
+		{"too large to keep", big, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vv := tc.h["Content-Length"]
+			if kept := RecycleHeader(tc.h); kept != tc.kept {
+				t.Fatalf("kept %v, want %v", kept, tc.kept)
+			}
+			if tc.kept && len(tc.h) != 0 {
+				t.Fatalf("kept with %d fields still in it", len(tc.h))
+			}
+			// The value slices are not the map's: whoever took them
+			// keeps them as they were.
+			if vv != nil && vv[0] != "64" {
+				t.Fatalf("a value slice changed: %q", vv)
+			}
+		})
+	}
+}
