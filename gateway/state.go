@@ -114,6 +114,9 @@ type recorder struct {
 	// stall is server.write_stall_timeout (0: off): every write and flush
 	// must make progress within it, see armStall.
 	stall time.Duration
+	// untyped: the upstream's final answer has no Content-Type, and the
+	// client gets none either (see markUntyped).
+	untyped bool
 }
 
 // armStall gives the next write stall time to make progress. The deadline
@@ -164,11 +167,29 @@ func (r *recorder) WriteHeader(code int) {
 		// declared trailer cannot take a header field out of the head.
 		undeclareStatedTrailers(r.Header())
 		dropBodylessLength(r.Header(), code)
+		if r.untyped {
+			markUntyped(r.Header())
+		}
 	}
 	if code >= 200 {
 		r.wrote = true
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// markUntyped keeps net/http's servers (HTTP/2, and HTTP/1.1 under the
+// deprecated engine) and the edge's own engine from sniffing a
+// Content-Type (http.DetectContentType on the first write) onto an
+// upstream answer that has none: the client gets the upstream's head as
+// it came, as from Envoy or nginx, not a type the upstream never stated
+// ("text/html" for a body that looks like HTML, which a browser would
+// then render). A nil value in the header map is how a handler says so to
+// all three, and none of them writes it as a field. A type a stage set
+// (the headers plugin) stays.
+func markUntyped(h http.Header) {
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil
+	}
 }
 
 // dropBodylessLength removes the Content-Length of a 204 or a 304, the
