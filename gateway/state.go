@@ -166,7 +166,7 @@ func (r *recorder) WriteHeader(code int) {
 		// headers plugin sets its response fields in WriteHeader): a
 		// declared trailer cannot take a header field out of the head.
 		undeclareStatedTrailers(r.Header())
-		dropBodylessLength(r.Header(), code)
+		dropBodylessFields(r.Header(), code)
 		if r.untyped {
 			markUntyped(r.Header())
 		}
@@ -192,9 +192,9 @@ func markUntyped(h http.Header) {
 	}
 }
 
-// dropBodylessLength removes the Content-Length of a 204 or a 304, the
-// answers that end at their head whatever the request, before it goes out
-// to any client.
+// dropBodylessFields removes the Content-Length of a 204 or a 304, the
+// answers that end at their head whatever the request, and a 304's
+// Content-Type, before it goes out to any client.
 //
 // A 204 must not carry one (RFC 9110 8.6). A 304 may carry the length of
 // the representation it stands for (RFC 9110 8.6, 15.4.5), and RFC 9113
@@ -211,9 +211,21 @@ func markUntyped(h http.Header) {
 // body, this only makes the HTTP/1.1 engines agree). A response to HEAD
 // keeps its Content-Length: it is GET's (RFC 9110 9.3.2), and every
 // client, HTTP/2 ones included, reads no body after HEAD.
-func dropBodylessLength(h http.Header, code int) {
-	if code == http.StatusNoContent || code == http.StatusNotModified {
+//
+// A 304's Content-Type goes too, for every client. RFC 9110 15.4.5 asks a
+// 304 to carry no representation metadata beyond the validators and
+// caching fields (a cache that freshens its stored response with the
+// 304's fields, RFC 9111 4.3.4, would take a type over), and both HTTP/1.1
+// engines already drop it (net/http's server as its suppressedHeaders304
+// does, the edge's own as net/http), while net/http's HTTP/2 server sent
+// it: h2 and h2c clients got a field HTTP/1.1 clients did not.
+func dropBodylessFields(h http.Header, code int) {
+	switch code {
+	case http.StatusNoContent:
 		delete(h, "Content-Length")
+	case http.StatusNotModified:
+		delete(h, "Content-Length")
+		delete(h, "Content-Type")
 	}
 }
 

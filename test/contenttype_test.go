@@ -127,3 +127,49 @@ func TestUpstreamContentTypeNotInvented(t *testing.T) {
 		}
 	}
 }
+
+// A 304 reaches every client without Content-Type and Content-Length, and
+// with its validators and caching fields: RFC 9110 15.4.5 asks a 304 for
+// no other representation metadata, and a cache freshening its stored
+// answer with the 304's fields (RFC 9111 4.3.4) would take the type over.
+// Both HTTP/1.1 engines already dropped it (net/http's server as its
+// suppressedHeaders304, the own engine as net/http); before, net/http's
+// HTTP/2 server sent the upstream's Content-Type on to h2 and h2c clients.
+func TestNotModifiedWithoutContentType(t *testing.T) {
+	up := answersByPath(t, map[string]string{
+		"/typed":   "HTTP/1.1 304 Not Modified\r\nContent-Type: text/html\r\nContent-Length: 10\r\nEtag: \"v1\"\r\nCache-Control: max-age=60\r\nVary: Accept\r\n\r\n",
+		"/untyped": "HTTP/1.1 304 Not Modified\r\nEtag: \"v2\"\r\n\r\n",
+	})
+	cases := []struct {
+		path string
+		kept map[string]string
+	}{
+		{"/typed", map[string]string{"Etag": `"v1"`, "Cache-Control": "max-age=60", "Vary": "Accept"}},
+		{"/untyped", map[string]string{"Etag": `"v2"`}},
+	}
+	for side, c := range edgeClients(t, up) {
+		for _, tc := range cases {
+			t.Run(side+tc.path, func(t *testing.T) {
+				resp, err := c.client.Get(c.base + tc.path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusNotModified || len(b) > 0 {
+					t.Fatalf("%d %q (%v), want a 304 without body", resp.StatusCode, b, err)
+				}
+				for _, k := range []string{"Content-Type", "Content-Length"} {
+					if v, ok := resp.Header[k]; ok {
+						t.Errorf("%s %q, want none", k, v)
+					}
+				}
+				for k, want := range tc.kept {
+					if got := resp.Header.Get(k); got != want {
+						t.Errorf("%s %q, want %q", k, got, want)
+					}
+				}
+			})
+		}
+	}
+}
