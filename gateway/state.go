@@ -106,17 +106,19 @@ type recorder struct {
 	// wrote is set once the header went out: status alone cannot say so,
 	// since the forwarder marks a vanished client 499 without writing.
 	wrote bool
+	// swallow drops the body of an error answer replaced by 408.
+	swallow bool
+	// untyped: the upstream's final answer has no Content-Type, and the
+	// client gets none either (see markUntyped). The three flags share
+	// one word: the request state stays in its size class
+	// (TestReqStateSizeClass).
+	untyped bool
 	// body is the request's body wrapper (nil without a body): an error
 	// answer written after a read timeout cut the body becomes 408.
 	body *clientBody
-	// swallow drops the body of an error answer replaced by 408.
-	swallow bool
 	// stall is server.write_stall_timeout (0: off): every write and flush
 	// must make progress within it, see armStall.
 	stall time.Duration
-	// untyped: the upstream's final answer has no Content-Type, and the
-	// client gets none either (see markUntyped).
-	untyped bool
 }
 
 // armStall gives the next write stall time to make progress. The deadline
