@@ -390,6 +390,13 @@ func (a *extAuthz) key(r *http.Request) string {
 			v = r.URL.RequestURI()
 		case k == "client_ip":
 			v = a.clientIP(r)
+		case len(k) == len("header:Host") && strings.EqualFold(k, "header:Host"):
+			// The host the request was routed on, as "host": neither
+			// HTTP/1.1 server keeps a Host field in the header map, and
+			// the edge takes an HTTP/2 client's host field off, so read
+			// from there the key would be empty for every request, and
+			// a decision cached for one host would serve every other.
+			v = r.Host
 		case strings.HasPrefix(k, "header:"):
 			v = strings.Join(r.Header.Values(strings.TrimPrefix(k, "header:")), "\x00")
 		}

@@ -476,6 +476,30 @@ func TestExtAuthzCache(t *testing.T) {
 	}
 }
 
+// A cache key header:Host is the host the request was routed on (as the
+// key "host"): no server keeps a Host field in the header map (the edge
+// takes an HTTP/2 client's off), so read from there it was empty for every
+// request, and a decision cached for one host served the others.
+func TestExtAuthzCacheKeyHeaderHost(t *testing.T) {
+	for _, key := range []string{"header:Host", "header:host"} {
+		t.Run(key, func(t *testing.T) {
+			srv := newAuthzServer(t, policy)
+			f := parse(t, extAuthzYAML(grpcTarget(srv), "\n      cache: {ttl: 1m, key: [header:Authorization, "+key+"]}"), `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+			h, _ := handler(t, testSet(t, f, Options{}), f, 0)
+			for _, host := range []string{"a.example.com", "b.example.com", "a.example.com"} {
+				r := httptestRequest("/", http.Header{"Authorization": {"Bearer good-alice"}})
+				r.Host = host
+				if w := recorder(h, r); w.Code != 204 {
+					t.Fatalf("%s: status %d", host, w.Code)
+				}
+			}
+			if got := srv.calls.Load(); got != 2 {
+				t.Fatalf("%d checks for two hosts, want 2 (one per host)", got)
+			}
+		})
+	}
+}
+
 // The body, when asked for, reaches the server up to max_bytes and the
 // upstream whole; a longer one gets 413 unless allow_partial.
 func TestExtAuthzBody(t *testing.T) {

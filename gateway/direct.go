@@ -306,6 +306,12 @@ func (p *directProxy) forward(rw http.ResponseWriter, req *http.Request, ob **ou
 		return outreq, nil
 	}
 	copyResponseHeader(rw.Header(), res.Header)
+	if _, typed := res.Header["Content-Type"]; !typed {
+		// Marked here already, not only when the head goes out
+		// (recorder.WriteHeader): a stage between (compress) would sniff
+		// a type of its own.
+		markUntyped(rw.Header())
+	}
 	dropResponseTrailers(res, conn, rw.Header())
 
 	// The transport moves the announced trailer names from the header to

@@ -256,6 +256,10 @@ func newProxyHooks(rc routes.Route, u *proxy.Upstream, m *metrics) proxyHooks {
 			um.observe(st.endpoint.Label, resp.StatusCode, st.upstreamDur)
 			// The edge's request id is the one the client sees.
 			resp.Header.Del(httperr.RequestIDHeader)
+			if resp.StatusCode >= http.StatusOK {
+				_, typed := resp.Header["Content-Type"]
+				st.rec.untyped = !typed
+			}
 			return nil
 		},
 		errorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -477,10 +477,15 @@ func (rt *runtime) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkRequest refuses a request line the edge and an upstream could read
-// differently (see methodCaseMismatch, checkPath, normalizeHost), and
-// removes a trailing dot from the Host. It returns the message of the 400,
+// differently (see CheckH2Host, methodCaseMismatch, checkPath,
+// normalizeHost), and removes a trailing dot from the Host. It returns the message of the 400,
 // or "".
 func (rt *runtime) checkRequest(r *http.Request) string {
+	if r.ProtoMajor == 2 {
+		if msg := pipeline.CheckH2Host(r); msg != "" {
+			return msg
+		}
+	}
 	if pipeline.MethodCaseMismatch(r.Method) {
 		return "method " + r.Method + " must be upper case: methods are case-sensitive"
 	}

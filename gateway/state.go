@@ -106,11 +106,16 @@ type recorder struct {
 	// wrote is set once the header went out: status alone cannot say so,
 	// since the forwarder marks a vanished client 499 without writing.
 	wrote bool
+	// swallow drops the body of an error answer replaced by 408.
+	swallow bool
+	// untyped: the upstream's final answer has no Content-Type, and the
+	// client gets none either (see markUntyped). The three flags share
+	// one word: the request state stays in its size class
+	// (TestReqStateSizeClass).
+	untyped bool
 	// body is the request's body wrapper (nil without a body): an error
 	// answer written after a read timeout cut the body becomes 408.
 	body *clientBody
-	// swallow drops the body of an error answer replaced by 408.
-	swallow bool
 	// stall is server.write_stall_timeout (0: off): every write and flush
 	// must make progress within it, see armStall.
 	stall time.Duration
@@ -163,7 +168,10 @@ func (r *recorder) WriteHeader(code int) {
 		// headers plugin sets its response fields in WriteHeader): a
 		// declared trailer cannot take a header field out of the head.
 		undeclareStatedTrailers(r.Header())
-		dropBodylessLength(r.Header(), code)
+		dropBodylessFields(r.Header(), code)
+		if r.untyped {
+			markUntyped(r.Header())
+		}
 	}
 	if code >= 200 {
 		r.wrote = true
@@ -171,9 +179,24 @@ func (r *recorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// dropBodylessLength removes the Content-Length of a 204 or a 304, the
-// answers that end at their head whatever the request, before it goes out
-// to any client.
+// markUntyped keeps net/http's servers (HTTP/2, and HTTP/1.1 under the
+// deprecated engine) and the edge's own engine from sniffing a
+// Content-Type (http.DetectContentType on the first write) onto an
+// upstream answer that has none: the client gets the upstream's head as
+// it came, as from Envoy or nginx, not a type the upstream never stated
+// ("text/html" for a body that looks like HTML, which a browser would
+// then render). A nil value in the header map is how a handler says so to
+// all three, and none of them writes it as a field. A type a stage set
+// (the headers plugin) stays.
+func markUntyped(h http.Header) {
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil
+	}
+}
+
+// dropBodylessFields removes the Content-Length of a 204 or a 304, the
+// answers that end at their head whatever the request, and a 304's
+// Content-Type, before it goes out to any client.
 //
 // A 204 must not carry one (RFC 9110 8.6). A 304 may carry the length of
 // the representation it stands for (RFC 9110 8.6, 15.4.5), and RFC 9113
@@ -190,9 +213,21 @@ func (r *recorder) WriteHeader(code int) {
 // body, this only makes the HTTP/1.1 engines agree). A response to HEAD
 // keeps its Content-Length: it is GET's (RFC 9110 9.3.2), and every
 // client, HTTP/2 ones included, reads no body after HEAD.
-func dropBodylessLength(h http.Header, code int) {
-	if code == http.StatusNoContent || code == http.StatusNotModified {
+//
+// A 304's Content-Type goes too, for every client. RFC 9110 15.4.5 asks a
+// 304 to carry no representation metadata beyond the validators and
+// caching fields (a cache that freshens its stored response with the
+// 304's fields, RFC 9111 4.3.4, would take a type over), and both HTTP/1.1
+// engines already drop it (net/http's server as its suppressedHeaders304
+// does, the edge's own as net/http), while net/http's HTTP/2 server sent
+// it: h2 and h2c clients got a field HTTP/1.1 clients did not.
+func dropBodylessFields(h http.Header, code int) {
+	switch code {
+	case http.StatusNoContent:
 		delete(h, "Content-Length")
+	case http.StatusNotModified:
+		delete(h, "Content-Length")
+		delete(h, "Content-Type")
 	}
 }
 

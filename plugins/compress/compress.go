@@ -299,7 +299,7 @@ func (w *writer) WriteHeader(status int) {
 		w.pass()
 		return
 	}
-	_, typed := h["Content-Type"]
+	typed := len(h["Content-Type"]) > 0
 	if cl := h.Get("Content-Length"); cl != "" {
 		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n < int64(w.c.minLength) {
 			w.pass()
@@ -368,11 +368,20 @@ func (w *writer) start() {
 }
 
 // sniff sets Content-Type from the body as net/http would: the encoder's
-// output must not be what gets sniffed.
-func (w *writer) sniff(p []byte) {
-	if _, ok := w.Header()["Content-Type"]; !ok && len(p) > 0 {
-		w.Header().Set("Content-Type", http.DetectContentType(p))
+// output must not be what gets sniffed. It returns the type the body has
+// for deciding on compression. A nil Content-Type (the forwarder's mark
+// for an upstream answer that stated none) is left as it is: the client
+// gets no type the upstream did not send, but the decision is the same.
+func (w *writer) sniff(p []byte) string {
+	h := w.Header()
+	if vs := h["Content-Type"]; len(vs) > 0 || len(p) == 0 {
+		return h.Get("Content-Type")
 	}
+	ct := http.DetectContentType(p)
+	if _, marked := h["Content-Type"]; !marked {
+		h.Set("Content-Type", ct)
+	}
+	return ct
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -403,9 +412,8 @@ func (w *writer) Write(p []byte) (int, error) {
 func (w *writer) commit(compress, final bool) error {
 	buf := w.buf
 	w.buf = nil
-	if _, typed := w.Header()["Content-Type"]; !typed {
-		w.sniff(buf)
-		compress = compress && w.c.compressibleType(w.Header().Get("Content-Type"))
+	if len(w.Header()["Content-Type"]) == 0 {
+		compress = compress && w.c.compressibleType(w.sniff(buf))
 	}
 	if !compress {
 		if final {

@@ -108,6 +108,10 @@ func TestResponses(t *testing.T) {
 		headers map[string]string
 		body    string
 		chunks  int // write the body in this many pieces
+		// untyped marks the answer as having no type (a nil
+		// Content-Type, as the forwarder relays an upstream answer
+		// that stated none): nothing may be sniffed onto it.
+		untyped bool
 	}
 	tests := []struct {
 		desc     string
@@ -119,6 +123,7 @@ func TestResponses(t *testing.T) {
 		wantVary bool
 		wantCT   string
 		wantETag string
+		wantNoCT bool // no Content-Type field at all
 	}{
 		{desc: "gzip", accept: "gzip", resp: resp{headers: map[string]string{"Content-Type": "text/plain"}, body: text}, wantEnc: "gzip", wantVary: true},
 		{desc: "zstd", accept: "gzip, zstd", resp: resp{headers: map[string]string{"Content-Type": "application/json"}, body: text}, wantEnc: "zstd", wantVary: true},
@@ -137,6 +142,10 @@ func TestResponses(t *testing.T) {
 		{desc: "HEAD", method: "HEAD", accept: "gzip", resp: resp{headers: map[string]string{"Content-Type": "text/plain"}, body: text}},
 		{desc: "sniffed type", accept: "gzip", resp: resp{body: "<!DOCTYPE html><html>" + text}, wantEnc: "gzip", wantVary: true, wantCT: "text/html; charset=utf-8"},
 		{desc: "sniffed binary type", accept: "gzip", resp: resp{body: "\x89PNG\r\n\x1a\n" + text}, wantCT: "image/png"},
+		{desc: "untyped: sniffed to decide, no type added", accept: "gzip", resp: resp{untyped: true, body: "<!DOCTYPE html><html>" + text}, wantEnc: "gzip", wantVary: true, wantNoCT: true},
+		// Decided once buffered, not at the first write: Vary is stated, as for any answer decided then.
+		{desc: "untyped binary: not compressed, no type added", accept: "gzip", resp: resp{untyped: true, body: "\x89PNG\r\n\x1a\n" + text}, wantVary: true, wantNoCT: true},
+		{desc: "untyped binary of declared length", accept: "gzip", resp: resp{untyped: true, headers: map[string]string{"Content-Length": strconv.Itoa(8 + len(text))}, body: "\x89PNG\r\n\x1a\n" + text}, wantVary: true, wantNoCT: true},
 		{desc: "strong ETag weakened", accept: "gzip", resp: resp{headers: map[string]string{"Content-Type": "text/plain", "ETag": `"v1"`}, body: text}, wantEnc: "gzip", wantVary: true, wantETag: `W/"v1"`},
 		{desc: "Vary kept", accept: "gzip", resp: resp{headers: map[string]string{"Content-Type": "text/plain", "Vary": "Origin"}, body: text}, wantEnc: "gzip", wantVary: true},
 		{desc: "error status compressed too", accept: "gzip", resp: resp{status: 500, headers: map[string]string{"Content-Type": "text/plain"}, body: text}, wantEnc: "gzip", wantVary: true},
@@ -147,6 +156,9 @@ func TestResponses(t *testing.T) {
 			srv := httptest.NewServer(inst.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				for k, v := range tt.resp.headers {
 					w.Header().Set(k, v)
+				}
+				if tt.resp.untyped {
+					w.Header()["Content-Type"] = nil
 				}
 				if tt.resp.status != 0 {
 					w.WriteHeader(tt.resp.status)
@@ -192,6 +204,9 @@ func TestResponses(t *testing.T) {
 			}
 			if tt.wantCT != "" && res.Header.Get("Content-Type") != tt.wantCT {
 				t.Fatalf("Content-Type %q, want %q", res.Header.Get("Content-Type"), tt.wantCT)
+			}
+			if ct, ok := res.Header["Content-Type"]; tt.wantNoCT && ok {
+				t.Fatalf("Content-Type %q, want none", ct)
 			}
 			if tt.wantETag != "" && res.Header.Get("ETag") != tt.wantETag {
 				t.Fatalf("ETag %q, want %q", res.Header.Get("ETag"), tt.wantETag)

@@ -277,3 +277,52 @@ func validPortOrEmpty(p string) bool {
 	}
 	return n <= 65535
 }
+
+// CheckH2Host refuses an HTTP/2 request whose host header field names
+// another authority than its :authority, and removes the field. net/http's
+// HTTP/2 server routes on :authority (r.Host) but leaves the client's host
+// field in the header map, where a plugin, a header match or an ext_authz
+// cache key would judge a host the request was not routed to. RFC 9113
+// 8.3.1 forbids clients to send the two different and tells an
+// intermediary to compare them after scheme-based normalization (RFC 3986
+// 6.2.3: the host's case, an empty or default port); Envoy refuses such a
+// request as malformed. With no :authority, net/http already took the
+// field as r.Host. It returns the message of the 400, or "".
+func CheckH2Host(r *http.Request) string {
+	vs, ok := r.Header["Host"]
+	if !ok {
+		return ""
+	}
+	delete(r.Header, "Host")
+	if len(vs) != 1 {
+		return "more than one host header field"
+	}
+	port := "80"
+	if r.TLS != nil {
+		port = "443"
+	}
+	if !sameAuthority(vs[0], r.Host, port) {
+		return "the host header field differs from :authority"
+	}
+	return ""
+}
+
+// sameAuthority compares two authorities (host[:port]) after scheme-based
+// normalization: the host case-insensitively, an empty port and
+// defaultPort the same as none.
+func sameAuthority(a, b, defaultPort string) bool {
+	a, b = dropPort(a, defaultPort), dropPort(b, defaultPort)
+	return strings.EqualFold(a, b)
+}
+
+// dropPort removes ":" + defaultPort, or an empty port, from authority.
+func dropPort(authority, defaultPort string) string {
+	i := strings.LastIndexByte(authority, ':')
+	if i < 0 || strings.IndexByte(authority[i:], ']') >= 0 {
+		return authority // no port (a bracketed IPv6 address's colons are not one)
+	}
+	if p := authority[i+1:]; p == "" || p == defaultPort {
+		return authority[:i]
+	}
+	return authority
+}

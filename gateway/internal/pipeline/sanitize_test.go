@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -369,6 +370,58 @@ func TestForwardedWithoutPeerAddress(t *testing.T) {
 			}
 			if v, ok := out.Header["X-Real-Ip"]; ok {
 				t.Fatalf("X-Real-IP %q", v)
+			}
+		})
+	}
+}
+
+// CheckH2Host compares the host field with :authority after scheme-based
+// normalization (RFC 9113 8.3.1, RFC 3986 6.2.3) and always takes the
+// field off the header map, so nothing after it reads a host the request
+// was not routed on.
+func TestCheckH2Host(t *testing.T) {
+	cases := []struct {
+		name      string
+		authority string
+		tls       bool
+		hosts     []string // nil: no field
+		refused   bool
+	}{
+		{"no field", "api.example.com", true, nil, false},
+		{"same", "api.example.com", true, []string{"api.example.com"}, false},
+		{"case differs", "api.example.com", true, []string{"API.example.COM"}, false},
+		{"default https port", "api.example.com", true, []string{"api.example.com:443"}, false},
+		{"default port on the authority", "api.example.com:443", true, []string{"api.example.com"}, false},
+		{"empty port", "api.example.com", true, []string{"api.example.com:"}, false},
+		{"default http port", "api.example.com:80", false, []string{"api.example.com"}, false},
+		{"443 is not http's default", "api.example.com", false, []string{"api.example.com:443"}, true},
+		{"same IPv6 literal and port", "[::1]:8443", true, []string{"[::1]:8443"}, false},
+		{"IPv6 literal, default port", "[::1]", true, []string{"[::1]:443"}, false},
+		{"IPv6 literal differs", "[::1]", true, []string{"[::2]"}, true},
+		{"other host", "api.example.com", true, []string{"evil.example.com"}, true},
+		{"other port", "api.example.com:8443", true, []string{"api.example.com:9443"}, true},
+		{"port only on one side", "api.example.com:8443", true, []string{"api.example.com"}, true},
+		{"empty field", "api.example.com", true, []string{""}, true},
+		{"two fields", "api.example.com", true, []string{"api.example.com", "api.example.com"}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &http.Request{ProtoMajor: 2, Host: tc.authority, Header: http.Header{}}
+			if tc.tls {
+				r.TLS = &tls.ConnectionState{}
+			}
+			if tc.hosts != nil {
+				r.Header["Host"] = tc.hosts
+			}
+			msg := CheckH2Host(r)
+			if (msg != "") != tc.refused {
+				t.Fatalf("CheckH2Host = %q, want refused %v", msg, tc.refused)
+			}
+			if _, ok := r.Header["Host"]; ok {
+				t.Fatalf("the host field is still in the header map")
+			}
+			if r.Host != tc.authority {
+				t.Fatalf("r.Host = %q, want %q unchanged", r.Host, tc.authority)
 			}
 		})
 	}
