@@ -137,10 +137,11 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 			// command-info cache, filled by the client's first command:
 			// a COMMAND from a random node, under one lock that every
 			// other command waits on and that ignores their deadlines.
-			// When that node is a master that is down, the fetch costs
-			// five dial attempts 100 ms apart (about 420 ms) before it
-			// tries another node, and every command to the healthy
-			// masters meanwhile misses a 300 ms time-out (measured;
+			// When that node was a master that is down, the fetch cost
+			// five dial attempts 100 ms apart (about 420 ms; before
+			// DialAttempts) before it tried another node, and every
+			// command to the healthy masters meanwhile missed a 300 ms
+			// time-out (measured;
 			// docs/ratelimit.md, "Outages"). Every command this client
 			// sends names its key (or is one go-redis fans out itself,
 			// SCRIPT LOAD), so the slot routes it and the policies add
@@ -218,7 +219,7 @@ func redactURL(msg, raw string) string {
 var libraryLogsOnce sync.Once
 
 // routeLibraryLogs sends go-redis's own log lines (dial failures, pool
-// trouble: "redis: connection pool: failed to dial after 5 attempts") through
+// trouble: "redis: connection pool: failed to dial after 1 attempts") through
 // slog.Default() instead of go-redis's plain-text logger on stderr, so they
 // come out as JSON like every other line. go-redis's logger is one for the
 // whole process: it is installed once, before the first client exists, and

@@ -408,13 +408,13 @@ func TestRefusedDialIsNotRepeated(t *testing.T) {
 	}
 }
 
-// TestNewConnectionSendsOnlyHello: a new connection's handshake is one
-// command, HELLO (protocol, client name). go-redis also sent CLIENT
-// SETINFO (its library name and version), which Redis before 7.2 refuses
-// with an error: a wasted round trip on every new connection. Counted in
-// Redis's own statistics (a refused command shows in errorstats, not
-// commandstats).
-func TestNewConnectionSendsOnlyHello(t *testing.T) {
+// TestNewConnectionHandshakeIsAccepted: a new connection's handshake is
+// HELLO (protocol) and CLIENT SETNAME, and Redis accepts all of it.
+// go-redis also sent CLIENT SETINFO (its library name and version), which
+// Redis before 7.2 refuses: a wasted round trip on every new connection.
+// Counted in Redis's own statistics (a refused command shows in
+// errorstats, not commandstats).
+func TestNewConnectionHandshakeIsAccepted(t *testing.T) {
 	s := testredis.Start(t)
 	const conns = 3
 	tests := []struct {
