@@ -39,6 +39,18 @@ const ClientName = "causeway"
 // waited out its whole time-out before on_error applied. A refused dial
 // is an answer: callers with a fallback (on_error, the breakers) take over
 // at once, and the next command dials again.
+//
+// Commands are not resent either (MaxRetries -1; a Cluster client's
+// default already is). A resend after a failed dial only multiplied the
+// failed dials: go-redis's pool stops dialing after PoolSize failed dials
+// and then fails every command until a probe, once a second, reaches
+// Redis again. With four dials per command that took five commands, and
+// sessions stayed unusable for up to a second after Redis was back
+// (TestOIDCRedisDown). A resend after a broken connection may run a
+// command twice, which no user here wants: a rate-limit script would count
+// a request twice, a session lock (SET NX) would find itself taken. A
+// connection that died while idle in the pool is found when it is taken
+// from the pool, not by a failed command.
 const DialAttempts = 1
 
 // Config is a redis section resolved into go-redis options: the password
@@ -92,6 +104,7 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 		opt.ContextTimeoutEnabled = true
 		opt.MaintNotificationsConfig = maintOff()
 		opt.DialerRetries = DialAttempts
+		opt.MaxRetries = -1
 		opt.DisableIdentity = true
 		return &Config{Topology: Single, Single: opt}, nil
 	case len(cfg.Addrs) == 0:
@@ -114,6 +127,7 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 			PoolTimeout:           timeout,
 			ContextTimeoutEnabled: true,
 			DialerRetries:         DialAttempts,
+			MaxRetries:            -1,
 			DisableIdentity:       true,
 		}}, nil
 	default:
