@@ -78,6 +78,9 @@ func TestRefusedRedisIsDialedOnce(t *testing.T) {
 				var d net.Dialer
 				return d.DialContext(ctx, network, addr)
 			}
+			// go-redis's default resends (three), as a client passed to
+			// NewRedis may have: the decision must not be resent anyway.
+			c.Single.MaxRetries = 0
 			client := c.NewClient()
 			t.Cleanup(func() { client.Close() })
 			tc.run(t, client)
@@ -103,10 +106,15 @@ func TestDecisionIsNotResent(t *testing.T) {
 				t.Fatal(err)
 			}
 			proxy := testutil.ServeConns(t, cutAfterScript(srv.Addr))
-			client, err := redisclient.New(&routes.Redis{URL: "redis://" + proxy + "/0", Timeout: routes.Duration(5 * time.Second)})
+			c, err := redisclient.Resolve(&routes.Redis{URL: "redis://" + proxy + "/0", Timeout: routes.Duration(5 * time.Second)})
 			if err != nil {
 				t.Fatal(err)
 			}
+			// go-redis's default resends (three), as a client passed to
+			// NewRedis may have, and as a Cluster client has (within
+			// MaxRedirects): the decision must not be resent anyway.
+			c.Single.MaxRetries = 0
+			client := c.NewClient()
 			t.Cleanup(func() { client.Close() })
 			sent := tc.run(t, client)
 			if n := commandCalls(t, srv.Addr, "evalsha"); n != sent {

@@ -40,8 +40,11 @@ const ClientName = "causeway"
 // is an answer: callers with a fallback (on_error, the breakers) take over
 // at once, and the next command dials again.
 //
-// Commands are not resent either (MaxRetries -1; a Cluster client's
-// default already is). A resend after a failed dial only multiplied the
+// Commands are not resent either (MaxRetries -1, one node or Sentinel). A
+// Cluster client still resends within MaxRedirects, the loop that also
+// follows MOVED and ASK, which cannot be turned off alone; rate-limit
+// scripts opt out per command (ratelimit's sentOnce). A resend after a
+// failed dial only multiplied the
 // failed dials: go-redis's pool stops dialing after PoolSize failed dials
 // and then fails every command until a probe, once a second, reaches
 // Redis again. With four dials per command that took five commands, and
