@@ -367,7 +367,11 @@ func (b *Batcher) evalOne(ctx context.Context, key string, args [4]int64) ([4]in
 func (b *Batcher) pipeline(ctx context.Context, cs []*call, cmds []*redis.Cmd) []*redis.Cmd {
 	pipe := b.client.Pipeline()
 	for _, c := range cs {
-		cmds = append(cmds, pipe.EvalSha(ctx, scriptSHA, []string{c.key}, c.args[0], c.args[1], c.args[2], c.args[3]))
+		cmd := evalShaCmd(ctx, scriptSHA, []string{c.key}, c.args[0], c.args[1], c.args[2], c.args[3])
+		// A pipeline holding a sentOnce command is never resent: part of
+		// it may have run.
+		_ = pipe.Process(ctx, sentOnce{cmd})
+		cmds = append(cmds, cmd)
 	}
 	// Exec's error is the first failed command's; each command's own is
 	// read from it.

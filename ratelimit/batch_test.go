@@ -85,17 +85,17 @@ func newGatedClient(c BatchClient, key string) *gatedClient {
 	return &gatedClient{BatchClient: c, key: key, entered: make(chan struct{}), release: make(chan struct{})}
 }
 
-func (g *gatedClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	cmd := g.BatchClient.EvalSha(ctx, sha, keys, args...)
+func (g *gatedClient) Process(ctx context.Context, cmd redis.Cmder) error {
+	err := g.BatchClient.Process(ctx, cmd)
 	// Once, and only after Redis has run it (not on a NOSCRIPT that the
 	// caller answers by loading the script).
-	if cmd.Err() == nil && len(keys) == 1 && strings.Contains(keys[0], "|"+g.key+"}:") {
+	if args := cmd.Args(); err == nil && cmd.Name() == "evalsha" && len(args) > 3 && strings.Contains(fmt.Sprint(args[3]), "|"+g.key+"}:") {
 		g.once.Do(func() {
 			g.entered <- struct{}{}
 			<-g.release
 		})
 	}
-	return cmd
+	return err
 }
 
 // hold sends the gated decision and returns once the worker is held in it,

@@ -93,9 +93,11 @@ var scriptSHA = func() string {
 }()
 
 // Scripter is the part of a go-redis client the Redis limiter uses; every
-// go-redis client (single node, Cluster, Sentinel) satisfies it.
+// go-redis client (single node, Cluster, Sentinel) satisfies it. Scripts
+// go through Process so that they can be marked never to be resent
+// (evalShaCmd).
 type Scripter interface {
-	EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd
+	Process(ctx context.Context, cmd redis.Cmder) error
 	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
 }
 
@@ -226,15 +228,46 @@ func evalOne(ctx context.Context, client Scripter, key string, args [4]int64) ([
 // new Cluster master) has lost it: load it and try again. Another flush can
 // land between the load and the retry, hence a few rounds.
 func evalScript(ctx context.Context, client Scripter, sha, src string, keys []string, args ...any) (*redis.Cmd, error) {
-	cmd := client.EvalSha(ctx, sha, keys, args...)
+	cmd := evalShaCmd(ctx, sha, keys, args...)
+	_ = client.Process(ctx, sentOnce{cmd})
 	for round := 0; round < noScriptRounds && isNoScript(cmd.Err()); round++ {
 		if err := client.ScriptLoad(ctx, src).Err(); err != nil {
 			return nil, fmt.Errorf("loading the script after NOSCRIPT: %w", err)
 		}
-		cmd = client.EvalSha(ctx, sha, keys, args...)
+		cmd = evalShaCmd(ctx, sha, keys, args...)
+		_ = client.Process(ctx, sentOnce{cmd})
 	}
 	return cmd, cmd.Err()
 }
+
+// evalShaCmd builds EVALSHA sha over keys, to be sent wrapped in sentOnce.
+func evalShaCmd(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, "evalsha", sha, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	cmd := redis.NewCmd(ctx, a...)
+	if len(keys) > 0 {
+		cmd.SetFirstKeyPos(3) // a Cluster client routes it by its first key
+	}
+	return cmd
+}
+
+// sentOnce marks a command go-redis must not send again after a failure.
+// go-redis resends a command whose connection broke or timed out
+// (MaxRetries on one node, and within MaxRedirects on a Cluster), and it
+// cannot tell whether Redis ran the command before the connection broke.
+// Every script here takes from or returns to a bucket, so a resend after
+// Redis ran it counts the request twice (or hands a lease out twice): a
+// decision that fails must fail once and go to on_error. A command never
+// written (a refused dial, an empty pool) is not resent either: the next
+// decision dials again. Cluster redirections (MOVED, ASK) are followed
+// still: Redis did not run the command on the node that redirected it.
+type sentOnce struct{ *redis.Cmd }
+
+func (sentOnce) NoRetry() bool { return true }
 
 // ints reads a script's n integers.
 func ints(cmd *redis.Cmd, n int) ([]int64, error) {

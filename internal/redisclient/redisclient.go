@@ -32,6 +32,30 @@ const (
 // so an operator can tell them apart from other users of a shared Redis.
 const ClientName = "causeway"
 
+// DialAttempts is how often a new connection is dialed before the command
+// that wanted it fails: once. go-redis's default (five attempts 100 ms
+// apart) made a node that refuses connections, known in well under a
+// millisecond, cost every command about 400 ms, so a rate-limit decision
+// waited out its whole time-out before on_error applied. A refused dial
+// is an answer: callers with a fallback (on_error, the breakers) take over
+// at once, and the next command dials again.
+//
+// Commands are not resent either (MaxRetries -1, one node or Sentinel). A
+// Cluster client still resends within MaxRedirects, the loop that also
+// follows MOVED and ASK, which cannot be turned off alone; rate-limit
+// scripts opt out per command (ratelimit's sentOnce). A resend after a
+// failed dial only multiplied the
+// failed dials: go-redis's pool stops dialing after PoolSize failed dials
+// and then fails every command until a probe, once a second, reaches
+// Redis again. With four dials per command that took five commands, and
+// sessions stayed unusable for up to a second after Redis was back
+// (TestOIDCRedisDown). A resend after a broken connection may run a
+// command twice, which no user here wants: a rate-limit script would count
+// a request twice, a session lock (SET NX) would find itself taken. A
+// connection that died while idle in the pool is found when it is taken
+// from the pool, not by a failed command.
+const DialAttempts = 1
+
 // Config is a redis section resolved into go-redis options: the password
 // read from its environment variable, time-outs applied. Exactly one of the
 // option pointers is set, matching Topology.
@@ -82,6 +106,9 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = timeout, timeout, timeout, timeout
 		opt.ContextTimeoutEnabled = true
 		opt.MaintNotificationsConfig = maintOff()
+		opt.DialerRetries = DialAttempts
+		opt.MaxRetries = -1
+		opt.DisableIdentity = true
 		return &Config{Topology: Single, Single: opt}, nil
 	case len(cfg.Addrs) == 0:
 		return nil, errors.New("redis: needs url (one node) or addrs (Cluster or Sentinel)")
@@ -102,6 +129,9 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 			WriteTimeout:          timeout,
 			PoolTimeout:           timeout,
 			ContextTimeoutEnabled: true,
+			DialerRetries:         DialAttempts,
+			MaxRetries:            -1,
+			DisableIdentity:       true,
 		}}, nil
 	default:
 		if cfg.DB != 0 {
@@ -118,14 +148,17 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 			PoolTimeout:              timeout,
 			ContextTimeoutEnabled:    true,
 			MaintNotificationsConfig: maintOff(),
+			DialerRetries:            DialAttempts,
+			DisableIdentity:          true,
 			// Routing policies look every command up in go-redis's
 			// command-info cache, filled by the client's first command:
 			// a COMMAND from a random node, under one lock that every
 			// other command waits on and that ignores their deadlines.
-			// When that node is a master that is down, the fetch costs
-			// five dial attempts 100 ms apart (about 420 ms) before it
-			// tries another node, and every command to the healthy
-			// masters meanwhile misses a 300 ms time-out (measured;
+			// When that node was a master that is down, the fetch cost
+			// five dial attempts 100 ms apart (about 420 ms; before
+			// DialAttempts) before it tried another node, and every
+			// command to the healthy masters meanwhile missed a 300 ms
+			// time-out (measured;
 			// docs/ratelimit.md, "Outages"). Every command this client
 			// sends names its key (or is one go-redis fans out itself,
 			// SCRIPT LOAD), so the slot routes it and the policies add
@@ -134,6 +167,12 @@ func Resolve(cfg *routes.Redis) (*Config, error) {
 		}}, nil
 	}
 }
+
+// Every topology also sets DisableIdentity: go-redis otherwise sends
+// CLIENT SETINFO (its library name and version) on every new connection,
+// which Redis before 7.2 refuses: a wasted round trip per connection, on
+// the path of the command that needed the connection. ClientName (CLIENT
+// SETNAME, sent in the same handshake) still names the connections.
 
 // maintOff turns off the maintenance-notification handshake: open-source
 // Redis refuses it, and trying costs a round trip on every new connection.
@@ -197,7 +236,7 @@ func redactURL(msg, raw string) string {
 var libraryLogsOnce sync.Once
 
 // routeLibraryLogs sends go-redis's own log lines (dial failures, pool
-// trouble: "redis: connection pool: failed to dial after 5 attempts") through
+// trouble: "redis: connection pool: failed to dial after 1 attempts") through
 // slog.Default() instead of go-redis's plain-text logger on stderr, so they
 // come out as JSON like every other line. go-redis's logger is one for the
 // whole process: it is installed once, before the first client exists, and

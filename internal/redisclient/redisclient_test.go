@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,7 +97,8 @@ func TestResolveTopologies(t *testing.T) {
 			}},
 		{"addrs is a cluster, even with one seed", routes.Redis{Addrs: []string{"127.0.0.1:7000"}, Timeout: timeout}, Cluster,
 			func(t *testing.T, c *Config) {
-				if o := c.Cluster; len(o.Addrs) != 1 || o.ReadTimeout != timeout.D() || !o.ContextTimeoutEnabled {
+				if o := c.Cluster; len(o.Addrs) != 1 || o.ReadTimeout != timeout.D() || !o.ContextTimeoutEnabled ||
+					o.DialerRetries != DialAttempts || !o.DisableIdentity {
 					t.Fatalf("%+v", o)
 				}
 			}},
@@ -356,5 +359,95 @@ func TestLibraryLogsGoThroughSlog(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no go-redis line in the slog output:\n%s", buf.String())
+	}
+}
+
+// TestRefusedDialIsNotRepeated: a node that refuses connections costs a
+// command one dial. go-redis's defaults dialed five times 100 ms apart and
+// resent the command three times: 20 dials, about 1.7 s for a command to a
+// node known to be down in under a millisecond (docs/ratelimit.md,
+// "Outages"). Counted with a dialer that counts, against a port nobody
+// listens on.
+func TestRefusedDialIsNotRepeated(t *testing.T) {
+	addr := testutil.FreeAddr(t)
+	tests := []struct {
+		desc string
+		cfg  routes.Redis
+	}{
+		{"single node", routes.Redis{URL: "redis://" + addr + "/0", Timeout: routes.Duration(5 * time.Second)}},
+		{"sentinel", routes.Redis{Addrs: []string{addr}, MasterName: "m", Timeout: routes.Duration(5 * time.Second)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			c, err := Resolve(&tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var dials atomic.Int32
+			dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dials.Add(1)
+				var d net.Dialer
+				return d.DialContext(ctx, network, addr)
+			}
+			if c.Single != nil {
+				c.Single.Dialer = dialer
+			} else {
+				c.Failover.Dialer = dialer
+			}
+			client := c.NewClient()
+			defer client.Close()
+			if err := client.Ping(context.Background()).Err(); err == nil {
+				t.Fatal("Ping to a closed port succeeded")
+			}
+			if n := dials.Load(); n != DialAttempts {
+				t.Fatalf("%d dials for one command to a refusing node, want %d", n, DialAttempts)
+			}
+		})
+	}
+}
+
+// TestNewConnectionHandshakeIsAccepted: a new connection's handshake is
+// HELLO (protocol) and CLIENT SETNAME, and Redis accepts all of it.
+// go-redis also sent CLIENT SETINFO (its library name and version), which
+// Redis before 7.2 refuses: a wasted round trip on every new connection.
+// Counted in Redis's own statistics (a refused command shows in
+// errorstats, not commandstats).
+func TestNewConnectionHandshakeIsAccepted(t *testing.T) {
+	s := testredis.Start(t)
+	const conns = 3
+	tests := []struct {
+		desc string
+		cfg  routes.Redis
+	}{
+		{"single node", routes.Redis{URL: s.URL(), Timeout: routes.Duration(2 * time.Second)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			if _, err := s.Do("CONFIG", "RESETSTAT"); err != nil {
+				t.Fatal(err)
+			}
+			// A client per connection: each Ping opens a new one.
+			for range conns {
+				c, err := New(&tc.cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Ping(context.Background()).Err(); err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+			}
+			if n := commandCalls(t, s, "hello"); n != conns {
+				t.Fatalf("%d HELLO for %d new connections", n, conns)
+			}
+			stats, err := s.Do("INFO", "stats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(stats, "total_error_replies:0\r") {
+				errs, _ := s.Do("INFO", "errorstats")
+				t.Fatalf("Redis refused commands of the handshake:\n%s", errs)
+			}
+		})
 	}
 }
