@@ -144,6 +144,7 @@ func (t *translator) run() Result {
 	t.policyStatuses()
 	t.backendTLSStatuses()
 	t.finish()
+	t.origins()
 	if len(t.res.Fragment.Routes) == 0 {
 		t.res.Fragment.Routes = nil // as before: no routes is a nil slice
 	}
@@ -675,6 +676,44 @@ func (t *translator) finish() {
 			gs.status.Listeners = append(gs.status.Listeners, *ls.status)
 		}
 		t.res.Gateways[nn(gs.obj.Namespace, gs.obj.Name)] = gs.status
+	}
+}
+
+// origins records the object each status of the Result was derived from
+// (Result.Origins).
+func (t *translator) origins() {
+	r := &t.res
+	r.Origins = make(map[ObjectKey]Origin, len(r.GatewayClasses)+len(r.Gateways)+len(r.HTTPRoutes)+
+		len(r.GRPCRoutes)+len(r.Policies)+len(r.BackendTLSPolicies))
+	for _, o := range t.s.GatewayClasses {
+		if _, ok := r.GatewayClasses[o.Name]; ok {
+			r.Origins[ObjectKey{Kind: originGatewayClass, Name: o.Name}] = originOf(o)
+		}
+	}
+	add := func(kind string, o metav1.Object, has bool) {
+		if has {
+			r.Origins[ObjectKey{Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()}] = originOf(o)
+		}
+	}
+	for _, o := range t.s.Gateways {
+		_, ok := r.Gateways[nn(o.Namespace, o.Name)]
+		add(originGateway, o, ok)
+	}
+	for _, o := range t.s.HTTPRoutes {
+		_, ok := r.HTTPRoutes[nn(o.Namespace, o.Name)]
+		add(originHTTPRoute, o, ok)
+	}
+	for _, o := range t.s.GRPCRoutes {
+		_, ok := r.GRPCRoutes[nn(o.Namespace, o.Name)]
+		add(originGRPCRoute, o, ok)
+	}
+	for _, o := range t.s.Policies {
+		_, ok := r.Policies[nn(o.Namespace, o.Name)]
+		add(originPolicy, o, ok)
+	}
+	for _, o := range t.s.BackendTLSPolicies {
+		_, ok := r.BackendTLSPolicies[nn(o.Namespace, o.Name)]
+		add(originBackendTLSPolicy, o, ok)
 	}
 }
 
