@@ -394,12 +394,20 @@ func (t *translator) listeners(gs *gatewayState) {
 				fmt.Sprintf("protocol %s is not supported: use HTTP or HTTPS", l.Protocol), gen)
 			ls.valid = false
 		}
-		if !dnsLabels(listenerHost(l)) {
+		switch h := listenerHost(l); {
+		case !dnsLabels(h):
 			// The schema bounds the name, not its labels; the routes model
 			// takes DNS labels only, and would refuse every Gateway's
 			// routes with this one's.
 			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue),
-				fmt.Sprintf("hostname %q has a label longer than 63 characters", listenerHost(l)), gen)
+				fmt.Sprintf("hostname %q has a label longer than 63 characters", h), gen)
+			ls.valid = false
+		case !listenerHostValid(h):
+			// The CRD's pattern refuses these; a CRD without it (an older
+			// or edited one) lets them through, and the model, given one
+			// as a route's host, would refuse every Gateway's routes.
+			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue),
+				fmt.Sprintf("hostname %q is not a DNS name (lower case, a wildcard only as *.)", h), gen)
 			ls.valid = false
 		}
 		switch {
