@@ -174,9 +174,9 @@ type translator struct {
 	// checkEveryRoute checks each policy with every route it applies to,
 	// not each shape of them once: what the tests compare with.
 	checkEveryRoute bool
-	// certSeen keeps each Secret's pair once in the fragment, however
-	// many listeners name it.
-	certSeen map[types.NamespacedName]bool
+	// certAt is where each Secret's pair is in the fragment's
+	// certificates (addCertificates), however many listeners name it.
+	certAt map[certUse]int
 
 	ours       bool // the class is ours and accepted
 	services   map[types.NamespacedName]*corev1.Service
@@ -443,7 +443,7 @@ func (t *translator) listeners(gs *gatewayState) {
 				pending = true
 				ls.valid = false
 			case ls.valid:
-				t.addCertificates(certs)
+				t.addCertificates(certs, listenerHost(l))
 			}
 		}
 		if accepted.Status == metav1.ConditionTrue && conflicted.Status == metav1.ConditionTrue {
@@ -607,21 +607,39 @@ func (t *translator) listenerTLS(g *gatewayv1.Gateway, l gatewayv1.Listener, gen
 	return certs, metav1.Condition{}, true
 }
 
-// addCertificates puts the Secrets' pairs into the fragment, each once, in
-// the order Gateways and listeners name them (the oldest Gateway first).
-func (t *translator) addCertificates(secrets []types.NamespacedName) {
-	if t.certSeen == nil {
-		t.certSeen = map[types.NamespacedName]bool{}
+// certUse is a Secret as the listeners with a hostname serve it (scoped)
+// or as those without one do.
+type certUse struct {
+	secret types.NamespacedName
+	scoped bool
+}
+
+// addCertificates puts the Secrets' pairs into the fragment in the order
+// Gateways and listeners name them (the oldest Gateway first): once for
+// the listeners without a hostname, served by the names the certificate
+// carries, and once for those with one, served only for the names their
+// hostnames match (InlineCertificate.Hosts), as the Gateway API means.
+// Served by its own names, one Gateway's Secret naming another Gateway's
+// host would win that host's handshakes.
+func (t *translator) addCertificates(secrets []types.NamespacedName, host string) {
+	if t.certAt == nil {
+		t.certAt = map[certUse]int{}
 	}
 	for _, k := range secrets {
-		if t.certSeen[k] {
+		use := certUse{k, host != ""}
+		if i, ok := t.certAt[use]; ok {
+			if c := &t.res.Fragment.Certificates[i]; use.scoped && !slices.Contains(c.Hosts, host) {
+				c.Hosts = append(c.Hosts, host)
+			}
 			continue
 		}
-		t.certSeen[k] = true
+		t.certAt[use] = len(t.res.Fragment.Certificates)
 		sec := t.secrets[k]
-		t.res.Fragment.Certificates = append(t.res.Fragment.Certificates, routes.InlineCertificate{
-			Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey],
-		})
+		c := routes.InlineCertificate{Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey]}
+		if use.scoped {
+			c.Hosts = []string{host}
+		}
+		t.res.Fragment.Certificates = append(t.res.Fragment.Certificates, c)
 	}
 }
 
