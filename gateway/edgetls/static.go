@@ -30,9 +30,9 @@ type staticSet struct {
 	// for the names their hostname matches, never by their own names.
 	scopedExact map[string][]*tls.Certificate
 	scopedWild  map[string][]*tls.Certificate
-	expiry   map[string]time.Time        // metric label -> NotAfter
-	clientCA *x509.CertPool              // nil without client_ca_file
-	sources  map[string][32]byte         // every file read -> SHA-256 of what was read
+	expiry      map[string]time.Time // metric label -> NotAfter
+	clientCA    *x509.CertPool       // nil without client_ca_file
+	sources     map[string][32]byte  // every file read -> SHA-256 of what was read
 }
 
 // loadStatic reads every certificate, key and client CA file named in cfg.
