@@ -204,16 +204,16 @@ func (s *staticSet) scoped(name string) *tls.Certificate {
 		list, rest = s.scopedWild[base], base
 	}
 	for _, c := range list {
-		if names(c.Leaf, name) {
+		if validFor(c.Leaf, name) {
 			return c
 		}
 	}
 	return list[0]
 }
 
-// names reports whether leaf is valid for name: an exact name or a
+// validFor reports whether leaf is valid for name: an exact name or a
 // wildcard covering exactly one more label.
-func names(leaf *x509.Certificate, name string) bool {
+func validFor(leaf *x509.Certificate, name string) bool {
 	_, base, _ := strings.Cut(name, ".")
 	for _, n := range certNames(leaf) {
 		if n == name || base != "" && n == "*."+base {
