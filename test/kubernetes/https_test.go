@@ -258,6 +258,11 @@ providers:
 				{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, Hostname: &h,
 					TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(secret)}}}},
 			}}}, metav1.CreateOptions{}))(t)
+		// Later tests' edges serve every namespace: they need not judge
+		// these Gateways.
+		t.Cleanup(func() {
+			_ = c.gw.GatewayV1().Gateways(ns).Delete(context.Background(), "gw", metav1.DeleteOptions{})
+		})
 	}
 	grabCrt, grabKey := ca.LeafSANs(t, 2001, []string{"a.scoped.example", "b.scoped.example"})
 	gateway("scoped-a", "a.scoped.example", "grab", grabCrt, grabKey)
