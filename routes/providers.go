@@ -73,8 +73,9 @@ type Fragment struct {
 	Authenticators map[string]Authenticator
 	RateLimits     map[string]RateLimit
 	// Certificates are served on the https listener after the file's own
-	// (the file's win a name both have). Without a tls section there is
-	// no https listener, and they are left out.
+	// (the file's win a name both have), those with Hosts only for the
+	// names their Hosts match. Without a tls section there is no https
+	// listener, and they are left out.
 	Certificates []InlineCertificate
 }
 

@@ -257,6 +257,14 @@ type InlineCertificate struct {
 	Source  string
 	CertPEM []byte
 	KeyPEM  []byte
+	// Hosts, when given, are the only server names the pair is served
+	// for: the hostname of the Gateway listener that names it, exact
+	// ("shop.example.com") or a wildcard ("*.example.com", one or more
+	// labels before the suffix, as the Gateway API reads a listener's).
+	// Without Hosts the pair is served for the names it carries. A pair
+	// served by its own names only would let one Gateway's Secret, naming
+	// another Gateway's host, win that host's handshakes.
+	Hosts []string
 }
 
 // Certificate is one static certificate/key pair, chosen by SNI.

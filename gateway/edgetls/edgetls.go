@@ -274,8 +274,9 @@ func (m *Manager) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, erro
 }
 
 // getCertificate picks the certificate for a handshake: the ACME challenge
-// certificate for a CA's validation, then a static certificate naming the host
-// (exact, then wildcard), then ACME, then the first static certificate.
+// certificate for a CA's validation, then a static certificate for the host
+// (staticSet.match: the file's exact name, a provider listener hostname's, then
+// exact and wildcard names), then ACME, then the first static certificate.
 func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if m.acme != nil && isALPNChallenge(hello) {
 		return m.acme.ac.GetCertificate(hello)

@@ -80,3 +80,51 @@ func TestCheckPair(t *testing.T) {
 		t.Fatalf("error %v, want one naming the Secret", err)
 	}
 }
+
+// A pair with Hosts (a Gateway listener's hostname) is served only for the
+// names that hostname matches, never by the names it carries: an older
+// Gateway's Secret that names another Gateway's host does not win that
+// host's handshakes. The most specific listener hostname decides (exact,
+// then the longest wildcard, which covers one or more labels); the file's
+// exact names still come first.
+func TestProviderCertificatesScopedToListenerHost(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "scoped CA")
+	fileCert, fileKey := ca.writePair(t, dir, "file", "admin.example.com")
+	// Gateway a's listener a.example.com, whose Secret also names b's host
+	// and admin's: listed first, as the older Gateway's is.
+	grabCert, grabKey := ca.leaf(t, "grab", false, "a.example.com", "b.example.com", "admin.example.com", "*.apps.example.com")
+	bCert, bKey := ca.leaf(t, "b", false, "b.example.com")
+	appsCert, appsKey := ca.leaf(t, "apps", false, "*.apps.example.com")
+	anyCert, anyKey := ca.leaf(t, "any", false, "other.example.com")
+
+	m := newManager(t, &routes.TLS{MinVersion: "1.2",
+		Certificates: []routes.Certificate{{CertFile: fileCert, KeyFile: fileKey}},
+		FromProviders: []routes.InlineCertificate{
+			{Source: "Secret a/grab", CertPEM: grabCert, KeyPEM: grabKey, Hosts: []string{"a.example.com"}},
+			{Source: "Secret b/b", CertPEM: bCert, KeyPEM: bKey, Hosts: []string{"b.example.com"}},
+			{Source: "Secret c/apps", CertPEM: appsCert, KeyPEM: appsKey, Hosts: []string{"*.apps.example.com"}},
+			// A listener without a hostname: served by its names.
+			{Source: "Secret d/any", CertPEM: anyCert, KeyPEM: anyKey},
+		}}, Options{})
+	addr := serveTLS(t, m.TLSConfig(), okHandler())
+	tests := []struct{ sni, want string }{ // want: the served certificate's common name
+		{"a.example.com", "grab"},
+		{"b.example.com", "b"},                     // b's listener, not a's Secret that names it first
+		{"x.apps.example.com", "apps"},             // the wildcard listener's
+		{"x.y.apps.example.com", "apps"},           // a listener wildcard covers more than one label
+		{"admin.example.com", "admin.example.com"}, // the file's exact name
+		{"other.example.com", "any"},               // a pair without Hosts, by its name
+	}
+	for _, tt := range tests {
+		t.Run(tt.sni, func(t *testing.T) {
+			st, err := handshake(addr, &tls.Config{ServerName: tt.sni, RootCAs: ca.pool(), InsecureSkipVerify: tt.sni == "x.y.apps.example.com"})
+			if err != nil {
+				t.Fatalf("sni %q: %v", tt.sni, err)
+			}
+			if got := st.PeerCertificates[0].Subject.CommonName; got != tt.want {
+				t.Fatalf("sni %q: served %q, want %q", tt.sni, got, tt.want)
+			}
+		})
+	}
+}

@@ -21,19 +21,31 @@ type staticSet struct {
 	certs    []*tls.Certificate          // file order; certs[0] is the default
 	exact    map[string]*tls.Certificate // "api.example.com"
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
-	expiry   map[string]time.Time        // metric label -> NotAfter
-	clientCA *x509.CertPool              // nil without client_ca_file
-	sources  map[string][32]byte         // every file read -> SHA-256 of what was read
+	// fromFile are the file's certificates: the one that names a host
+	// exactly wins it over every provider's.
+	fromFile map[*tls.Certificate]bool
+	// scopedExact and scopedWild are the provider pairs with Hosts (a
+	// Gateway listener's hostname), by that hostname: "shop.example.com",
+	// and "example.com" for "*.example.com". Those pairs are served only
+	// for the names their hostname matches, never by their own names.
+	scopedExact map[string][]*tls.Certificate
+	scopedWild  map[string][]*tls.Certificate
+	expiry      map[string]time.Time // metric label -> NotAfter
+	clientCA    *x509.CertPool       // nil without client_ca_file
+	sources     map[string][32]byte  // every file read -> SHA-256 of what was read
 }
 
 // loadStatic reads every certificate, key and client CA file named in cfg.
 // Errors name the file so an operator can find the culprit.
 func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 	s := &staticSet{
-		exact:    map[string]*tls.Certificate{},
-		wildcard: map[string]*tls.Certificate{},
-		expiry:   map[string]time.Time{},
-		sources:  map[string][32]byte{},
+		exact:       map[string]*tls.Certificate{},
+		wildcard:    map[string]*tls.Certificate{},
+		fromFile:    map[*tls.Certificate]bool{},
+		scopedExact: map[string][]*tls.Certificate{},
+		scopedWild:  map[string][]*tls.Certificate{},
+		expiry:      map[string]time.Time{},
+		sources:     map[string][32]byte{},
 	}
 	for i, c := range cfg.Certificates {
 		certPEM, err := s.read(c.CertFile)
@@ -44,14 +56,15 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tls.certificates[%d]: reading key_file %s: %w", i, c.KeyFile, err)
 		}
-		if err := s.add(certPEM, keyPEM, c.CertFile+" with "+c.KeyFile); err != nil {
+		if err := s.add(certPEM, keyPEM, c.CertFile+" with "+c.KeyFile, nil); err != nil {
 			return nil, fmt.Errorf("tls.certificates[%d]: %w", i, err)
 		}
+		s.fromFile[s.certs[len(s.certs)-1]] = true
 	}
 	// A provider's certificates come after the file's, so the file's win a
 	// name both have, and the file's first stays the default.
 	for _, c := range cfg.FromProviders {
-		if err := s.add(c.CertPEM, c.KeyPEM, c.Source); err != nil {
+		if err := s.add(c.CertPEM, c.KeyPEM, c.Source, c.Hosts); err != nil {
 			return nil, err
 		}
 	}
@@ -75,13 +88,14 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 // where it is, not as a refused configuration.
 func CheckPair(certPEM, keyPEM []byte) error {
 	s := &staticSet{exact: map[string]*tls.Certificate{}, wildcard: map[string]*tls.Certificate{}, expiry: map[string]time.Time{}}
-	return s.add(certPEM, keyPEM, "tls.crt with tls.key")
+	return s.add(certPEM, keyPEM, "tls.crt with tls.key", nil)
 }
 
-// add parses a pair and serves it for the names its certificate gives.
-// what names the pair in errors (files, or a provider's source); the key
-// itself never appears in one.
-func (s *staticSet) add(certPEM, keyPEM []byte, what string) error {
+// add parses a pair and serves it for the names its certificate gives,
+// or, with hosts, for the names those hostnames match (routes.
+// InlineCertificate.Hosts). what names the pair in errors (files, or a
+// provider's source); the key itself never appears in one.
+func (s *staticSet) add(certPEM, keyPEM []byte, what string, hosts []string) error {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return fmt.Errorf("loading %s: %w", what, err)
@@ -98,6 +112,20 @@ func (s *staticSet) add(certPEM, keyPEM []byte, what string) error {
 		return fmt.Errorf("%s names no DNS host (no DNS SAN and no common name)", what)
 	}
 	s.certs = append(s.certs, &cert)
+	if _, dup := s.expiry[names[0]]; !dup {
+		s.expiry[names[0]] = leaf.NotAfter
+	}
+	if len(hosts) > 0 {
+		for _, h := range hosts {
+			h = normalizeSNI(h)
+			if base, ok := strings.CutPrefix(h, "*."); ok {
+				s.scopedWild[base] = append(s.scopedWild[base], &cert)
+			} else {
+				s.scopedExact[h] = append(s.scopedExact[h], &cert)
+			}
+		}
+		return nil
+	}
 	for _, n := range names {
 		// The first certificate that names a host wins, so the order of
 		// the list is the operator's way of breaking ties.
@@ -108,9 +136,6 @@ func (s *staticSet) add(certPEM, keyPEM []byte, what string) error {
 		} else if _, dup := s.exact[n]; !dup {
 			s.exact[n] = &cert
 		}
-	}
-	if _, dup := s.expiry[names[0]]; !dup {
-		s.expiry[names[0]] = leaf.NotAfter
 	}
 	return nil
 }
@@ -137,10 +162,19 @@ func (s *staticSet) unchanged() bool {
 	return true
 }
 
-// match returns the certificate for an SNI name: an exact name first, then a
-// wildcard covering exactly one more label (as RFC 6125 allows). It returns
-// nil when no certificate names the host; the caller decides on the default.
+// match returns the certificate for an SNI name: a file's certificate
+// naming it exactly first; then the pairs of the most specific listener
+// hostname that matches it (scoped); then any other certificate naming it,
+// exactly and then by a wildcard covering exactly one more label (as RFC
+// 6125 allows). It returns nil when none does; the caller decides on the
+// default.
 func (s *staticSet) match(name string) *tls.Certificate {
+	if c := s.exact[name]; c != nil && s.fromFile[c] {
+		return c
+	}
+	if c := s.scoped(name); c != nil {
+		return c
+	}
 	if c := s.exact[name]; c != nil {
 		return c
 	}
@@ -150,6 +184,43 @@ func (s *staticSet) match(name string) *tls.Certificate {
 		}
 	}
 	return nil
+}
+
+// scoped returns a pair whose listener hostname matches name: the exact
+// hostname, else the wildcard with the longest suffix (the Gateway API's
+// listener precedence). Among that hostname's pairs, the first whose
+// certificate names name, else the first: the listener's certificate is
+// what its hostname is served with, whatever names it carries.
+func (s *staticSet) scoped(name string) *tls.Certificate {
+	if name == "" {
+		return nil
+	}
+	list := s.scopedExact[name]
+	for rest := name; list == nil; {
+		_, base, ok := strings.Cut(rest, ".")
+		if !ok || base == "" {
+			return nil
+		}
+		list, rest = s.scopedWild[base], base
+	}
+	for _, c := range list {
+		if validFor(c.Leaf, name) {
+			return c
+		}
+	}
+	return list[0]
+}
+
+// validFor reports whether leaf is valid for name: an exact name or a
+// wildcard covering exactly one more label.
+func validFor(leaf *x509.Certificate, name string) bool {
+	_, base, _ := strings.Cut(name, ".")
+	for _, n := range certNames(leaf) {
+		if n == name || base != "" && n == "*."+base {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *staticSet) defaultCert() *tls.Certificate {

@@ -53,7 +53,7 @@ func (w *Watcher) writeBackendTLSStatus(ctx context.Context, res *Result, memo *
 		}
 		api := w.gw.GatewayV1().BackendTLSPolicies(key.Namespace)
 		lister := sc.gw.Gateway().V1().BackendTLSPolicies().Lister().BackendTLSPolicies(key.Namespace)
-		count(writeOne(ctx, memo, "BackendTLSPolicy "+key.String(),
+		count(writeOne(ctx, memo, "BackendTLSPolicy "+key.String(), res.Origins[ObjectKey{Kind: originBackendTLSPolicy, Namespace: key.Namespace, Name: key.Name}],
 			func() (*gatewayv1.BackendTLSPolicy, error) { return lister.Get(key.Name) },
 			func(ctx context.Context) (*gatewayv1.BackendTLSPolicy, error) {
 				return api.Get(ctx, key.Name, metav1.GetOptions{})

@@ -222,9 +222,11 @@ func TestConcurrentParentWrites(t *testing.T) {
 	c := adminClients(t)
 	ctx := context.Background()
 	ns := namespace(t, c)
-	if _, err := c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(ns, "shared", "a"), metav1.CreateOptions{}); err != nil {
+	created, err := c.gw.GatewayV1().HTTPRoutes(ns).Create(ctx, httpRoute(ns, "shared", "a"), metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	from := originOf(created)
 	api := c.gw.GatewayV1().HTTPRoutes(ns)
 	const writes = 300
 	var wrote [2]atomic.Bool
@@ -245,7 +247,7 @@ func TestConcurrentParentWrites(t *testing.T) {
 				otherWrote := wrote[other].Load()
 				for {
 					var out *gatewayv1.HTTPRoute
-					_, err := writeOne(ctx, nil, "HTTPRoute shared",
+					_, err := writeOne(ctx, nil, "HTTPRoute shared", from,
 						func() (*gatewayv1.HTTPRoute, error) { return api.Get(ctx, "shared", metav1.GetOptions{}) },
 						func(ctx context.Context) (*gatewayv1.HTTPRoute, error) {
 							return api.Get(ctx, "shared", metav1.GetOptions{})

@@ -51,6 +51,13 @@ func listenerHost(l gatewayv1.Listener) string {
 	return string(*l.Hostname)
 }
 
+// listenerHostValid reports whether listener hostname h ("" for none) is
+// one the routes model takes as a route's host; a listener with another is
+// not accepted (listeners) and claims no host.
+func listenerHostValid(h string) bool {
+	return h == "" || dnsLabels(h) && routes.HostName(h)
+}
+
 // hostSpecificity orders listener hostnames as the Gateway API's listener
 // precedence does, greater for more specific: no hostname, then wildcards
 // by length, then exact names. It is the edge router's host order too.
@@ -76,7 +83,7 @@ func (t *translator) isolationListeners(proto gatewayv1.ProtocolType) []*listene
 		t.claims = map[gatewayv1.ProtocolType][]*listenerState{}
 		for _, gs := range t.gwOrder {
 			for _, ls := range gs.listeners {
-				if !dnsLabels(listenerHost(ls.spec)) {
+				if !listenerHostValid(listenerHost(ls.spec)) {
 					continue // never a host the edge serves (listeners)
 				}
 				t.claims[ls.spec.Protocol] = append(t.claims[ls.spec.Protocol], ls)

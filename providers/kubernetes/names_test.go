@@ -274,27 +274,54 @@ func TestTranslateLongHostLabels(t *testing.T) {
 	}
 }
 
-// A listener's hostname with a label over 63 characters, beside a listener
-// without one: the listener is not accepted (UnsupportedValue) and claims
-// no host (no isolation route), and the model takes the rest.
-func TestTranslateLongListenerHostLabel(t *testing.T) {
+// A listener's hostname the routes model cannot take (a label over 63
+// characters, which the schema does not bound, or a name the CRD's pattern
+// refuses but an older or edited CRD lets through), beside listeners with
+// good ones: that listener alone is not accepted (UnsupportedValue) nor
+// programmed (Invalid), claims no host, and the model takes the rest, so
+// no other listener's or Gateway's routes are frozen with it.
+func TestTranslateInvalidListenerHostname(t *testing.T) {
 	long := strings.Repeat("a", 64) + ".example.com"
-	s := world()
-	s.Gateways = []*gatewayv1.Gateway{gw("apps", "gw", httpListener("http", 80, ""), httpListener("long", 80, long), httpListener("wild", 80, "*."+long))}
-	s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))})}
-	res := Translate(routes.KubernetesProvider{}, s)
-	for _, l := range res.Gateways[nn("apps", "gw")].Listeners {
-		acc := condOf(l.Conditions, string(gatewayv1.ListenerConditionAccepted))
-		want := metav1.ConditionFalse
-		if l.Name == "http" {
-			want = metav1.ConditionTrue
-		}
-		if acc.Status != want || (want == metav1.ConditionFalse && acc.Reason != string(gatewayv1.ListenerReasonUnsupportedValue)) {
-			t.Errorf("listener %s: Accepted %s %s %q, want %s", l.Name, acc.Status, acc.Reason, acc.Message, want)
-		}
-	}
-	m := mergeable(t, res.Fragment)
-	if len(m.Routes) != 1 || m.Routes[0].Match.Host != "" {
-		t.Fatalf("the model serves %d routes (first for %q), want the route for every host", len(m.Routes), m.Routes[0].Match.Host)
+	for _, bad := range []string{
+		long,
+		"*." + long,
+		"Upper.example.com",
+		"under_score.example.com",
+		"a..example.com",
+		"-dash.example.com",
+		"*",
+		"*.*.example.com",
+		"example.com.",
+	} {
+		t.Run(bad, func(t *testing.T) {
+			s := world()
+			s.Gateways = []*gatewayv1.Gateway{gw("apps", "gw", httpListener("http", 80, ""), httpListener("named", 80, "good.example.com"), httpListener("bad", 80, bad))}
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule([]gatewayv1.HTTPRouteMatch{exact("/a")}, backend("web", 80))})}
+			res := Translate(routes.KubernetesProvider{}, s)
+			st := res.Gateways[nn("apps", "gw")]
+			if acc := condOf(st.Conditions, string(gatewayv1.GatewayConditionAccepted)); acc.Status != metav1.ConditionTrue || acc.Reason != string(gatewayv1.GatewayReasonListenersNotValid) {
+				t.Errorf("Gateway Accepted %s %s, want True ListenersNotValid", acc.Status, acc.Reason)
+			}
+			for _, l := range st.Listeners {
+				acc := condOf(l.Conditions, string(gatewayv1.ListenerConditionAccepted))
+				prog := condOf(l.Conditions, string(gatewayv1.ListenerConditionProgrammed))
+				want := metav1.ConditionTrue
+				if l.Name == "bad" {
+					want = metav1.ConditionFalse
+				}
+				if acc.Status != want || prog.Status != want ||
+					(want == metav1.ConditionFalse && (acc.Reason != string(gatewayv1.ListenerReasonUnsupportedValue) || prog.Reason != string(gatewayv1.ListenerReasonInvalid))) {
+					t.Errorf("listener %s: Accepted %s %s %q, Programmed %s %s, want %s", l.Name, acc.Status, acc.Reason, acc.Message, prog.Status, prog.Reason, want)
+				}
+			}
+			m := mergeable(t, res.Fragment)
+			hosts := map[string]bool{}
+			for _, r := range m.Routes {
+				hosts[r.Match.Host] = true
+			}
+			if hosts[bad] || !hosts[""] || !hosts["good.example.com"] {
+				t.Fatalf("the model serves hosts %v, want \"\" and good.example.com and not %q", hosts, bad)
+			}
+		})
 	}
 }

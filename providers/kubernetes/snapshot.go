@@ -3,6 +3,7 @@ package kubernetes
 import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
@@ -54,4 +55,39 @@ type Result struct {
 	// LeftOut is what of a mesh backend is not called and why: an
 	// endpoint whose pod or ServiceAccount could not be resolved.
 	LeftOut []LeftOut
+	// Origins name, for each status above, the object it was derived
+	// from: the status writer finds objects by name, and a name may by
+	// then belong to another object (deleted and created again) or to a
+	// later generation of the same one. A status is written only to the
+	// object of its origin; one without an origin is not written.
+	Origins map[ObjectKey]Origin
+}
+
+// ObjectKey names an object whose status a Result holds. Namespace is
+// empty for a GatewayClass.
+type ObjectKey struct {
+	Kind            string
+	Namespace, Name string
+}
+
+// Origin is the object a status was derived from: its UID (which a
+// deleted and recreated object does not share) and the generation read.
+type Origin struct {
+	UID        types.UID
+	Generation int64
+}
+
+// The kinds of ObjectKey.
+const (
+	originGatewayClass     = "GatewayClass"
+	originGateway          = "Gateway"
+	originHTTPRoute        = "HTTPRoute"
+	originGRPCRoute        = "GRPCRoute"
+	originPolicy           = "CausewayPolicy"
+	originBackendTLSPolicy = "BackendTLSPolicy"
+)
+
+// originOf is the Origin of o.
+func originOf(o metav1.Object) Origin {
+	return Origin{UID: o.GetUID(), Generation: o.GetGeneration()}
 }

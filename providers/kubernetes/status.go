@@ -197,7 +197,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 	classLister := w.cluster.Gateway().V1().GatewayClasses().Lister()
 	for _, name := range slices.Sorted(maps.Keys(res.GatewayClasses)) {
 		want := res.GatewayClasses[name]
-		count(writeOne(ctx, memo, "GatewayClass "+name,
+		count(writeOne(ctx, memo, "GatewayClass "+name, res.Origins[ObjectKey{Kind: originGatewayClass, Name: name}],
 			func() (*gatewayv1.GatewayClass, error) { return classLister.Get(name) },
 			func(ctx context.Context) (*gatewayv1.GatewayClass, error) {
 				return classes.Get(ctx, name, metav1.GetOptions{})
@@ -224,7 +224,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 		}
 		api := w.gw.GatewayV1().Gateways(key.Namespace)
 		lister := sc.gw.Gateway().V1().Gateways().Lister().Gateways(key.Namespace)
-		count(writeOne(ctx, memo, "Gateway "+key.String(),
+		count(writeOne(ctx, memo, "Gateway "+key.String(), res.Origins[ObjectKey{Kind: originGateway, Namespace: key.Namespace, Name: key.Name}],
 			func() (*gatewayv1.Gateway, error) { return lister.Get(key.Name) },
 			func(ctx context.Context) (*gatewayv1.Gateway, error) {
 				return api.Get(ctx, key.Name, metav1.GetOptions{})
@@ -254,7 +254,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 		}
 		api := w.dyn.Resource(PolicyGVR).Namespace(key.Namespace)
 		lister := sc.policies.ForResource(PolicyGVR).Lister().ByNamespace(key.Namespace)
-		count(writeOne(ctx, memo, "CausewayPolicy "+key.String(),
+		count(writeOne(ctx, memo, "CausewayPolicy "+key.String(), res.Origins[ObjectKey{Kind: originPolicy, Namespace: key.Namespace, Name: key.Name}],
 			func() (*unstructured.Unstructured, error) {
 				o, err := lister.Get(key.Name)
 				if err != nil {
@@ -307,7 +307,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 		}
 		api := w.gw.GatewayV1().HTTPRoutes(key.Namespace)
 		lister := sc.gw.Gateway().V1().HTTPRoutes().Lister().HTTPRoutes(key.Namespace)
-		count(writeOne(ctx, memo, "HTTPRoute "+key.String(),
+		count(writeOne(ctx, memo, "HTTPRoute "+key.String(), res.Origins[ObjectKey{Kind: originHTTPRoute, Namespace: key.Namespace, Name: key.Name}],
 			func() (*gatewayv1.HTTPRoute, error) { return lister.Get(key.Name) },
 			func(ctx context.Context) (*gatewayv1.HTTPRoute, error) {
 				return api.Get(ctx, key.Name, metav1.GetOptions{})
@@ -334,7 +334,7 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 		}
 		api := w.gw.GatewayV1().GRPCRoutes(key.Namespace)
 		lister := sc.gw.Gateway().V1().GRPCRoutes().Lister().GRPCRoutes(key.Namespace)
-		count(writeOne(ctx, memo, "GRPCRoute "+key.String(),
+		count(writeOne(ctx, memo, "GRPCRoute "+key.String(), res.Origins[ObjectKey{Kind: originGRPCRoute, Namespace: key.Namespace, Name: key.Name}],
 			func() (*gatewayv1.GRPCRoute, error) { return lister.Get(key.Name) },
 			func(ctx context.Context) (*gatewayv1.GRPCRoute, error) {
 				return api.Get(ctx, key.Name, metav1.GetOptions{})
@@ -363,15 +363,16 @@ func (w *Watcher) writeStatus(ctx context.Context, res *Result) (int, error) {
 // conflict (the cache was behind, or another writer got there first) it
 // reads the object from the API server and compares again, so a status
 // already right is not written twice. An object that no longer exists
-// has no status to write. next reports false when nothing is to be
-// written.
+// has no status to write, and neither has one other than from, the
+// object the status was derived from. next reports false when nothing is
+// to be written.
 //
 // memo remembers, per object, what the last write returned and the cached
 // version it replaced: while the cache still holds that version (the
 // write's watch event has not arrived yet), the write's result is compared
 // instead, so a pass right after a write neither writes again nor sends a
 // request doomed to conflict. It may be nil.
-func writeOne[O metav1.Object](ctx context.Context, memo *statusMemo, what string,
+func writeOne[O metav1.Object](ctx context.Context, memo *statusMemo, what string, from Origin,
 	cached func() (O, error),
 	get func(context.Context) (O, error),
 	next func(O) (O, bool),
@@ -402,6 +403,14 @@ func writeOne[O metav1.Object](ctx context.Context, memo *statusMemo, what strin
 		}
 		if err != nil {
 			return err
+		}
+		// The object by this name is not the one the status was derived
+		// from: created again since (another UID) or changed since
+		// (another generation), or the status has no origin at all. Its
+		// conditions would describe another object; the next Result,
+		// translated from this object, writes it.
+		if cur.GetUID() != from.UID || from.UID == "" || cur.GetGeneration() != from.Generation {
+			return nil
 		}
 		o, changed := next(cur)
 		if !changed {

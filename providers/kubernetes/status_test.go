@@ -179,6 +179,12 @@ func resultFor(t *testing.T, c clients, ns string, o objects, reason string) *Re
 			{Namespace: ns, Name: "gone"}: {RouteStatus: parents(1)},
 		},
 		GRPCRoutes: map[types.NamespacedName]gatewayv1.GRPCRouteStatus{{Namespace: ns, Name: o.grpcRoute}: {RouteStatus: parents(gr.Generation)}},
+		Origins: map[ObjectKey]Origin{
+			{Kind: originGatewayClass, Name: o.class}:                 originOf(gc),
+			{Kind: originGateway, Namespace: ns, Name: o.gateway}:     originOf(gw),
+			{Kind: originHTTPRoute, Namespace: ns, Name: o.httpRoute}: originOf(hr),
+			{Kind: originGRPCRoute, Namespace: ns, Name: o.grpcRoute}: originOf(gr),
+		},
 	}
 }
 
@@ -382,7 +388,7 @@ func TestStatusConflictRereads(t *testing.T) {
 				}
 			}
 			var updates int
-			wrote, err := writeOne(ctx, nil, "test",
+			wrote, err := writeOne(ctx, nil, "test", originOf(stale),
 				func() (*gatewayv1.HTTPRoute, error) { return stale, nil },
 				func(ctx context.Context) (*gatewayv1.HTTPRoute, error) {
 					return api.Get(ctx, o.httpRoute, metav1.GetOptions{})

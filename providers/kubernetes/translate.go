@@ -144,6 +144,7 @@ func (t *translator) run() Result {
 	t.policyStatuses()
 	t.backendTLSStatuses()
 	t.finish()
+	t.origins()
 	if len(t.res.Fragment.Routes) == 0 {
 		t.res.Fragment.Routes = nil // as before: no routes is a nil slice
 	}
@@ -173,9 +174,9 @@ type translator struct {
 	// checkEveryRoute checks each policy with every route it applies to,
 	// not each shape of them once: what the tests compare with.
 	checkEveryRoute bool
-	// certSeen keeps each Secret's pair once in the fragment, however
-	// many listeners name it.
-	certSeen map[types.NamespacedName]bool
+	// certAt is where each Secret's pair is in the fragment's
+	// certificates (addCertificates), however many listeners name it.
+	certAt map[certUse]int
 
 	ours       bool // the class is ours and accepted
 	services   map[types.NamespacedName]*corev1.Service
@@ -393,12 +394,20 @@ func (t *translator) listeners(gs *gatewayState) {
 				fmt.Sprintf("protocol %s is not supported: use HTTP or HTTPS", l.Protocol), gen)
 			ls.valid = false
 		}
-		if !dnsLabels(listenerHost(l)) {
+		switch h := listenerHost(l); {
+		case !dnsLabels(h):
 			// The schema bounds the name, not its labels; the routes model
 			// takes DNS labels only, and would refuse every Gateway's
 			// routes with this one's.
 			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue),
-				fmt.Sprintf("hostname %q has a label longer than 63 characters", listenerHost(l)), gen)
+				fmt.Sprintf("hostname %q has a label longer than 63 characters", h), gen)
+			ls.valid = false
+		case !listenerHostValid(h):
+			// The CRD's pattern refuses these; a CRD without it (an older
+			// or edited one) lets them through, and the model, given one
+			// as a route's host, would refuse every Gateway's routes.
+			accepted = condition(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue),
+				fmt.Sprintf("hostname %q is not a DNS name (lower case, a wildcard only as *.)", h), gen)
 			ls.valid = false
 		}
 		switch {
@@ -434,7 +443,7 @@ func (t *translator) listeners(gs *gatewayState) {
 				pending = true
 				ls.valid = false
 			case ls.valid:
-				t.addCertificates(certs)
+				t.addCertificates(certs, listenerHost(l))
 			}
 		}
 		if accepted.Status == metav1.ConditionTrue && conflicted.Status == metav1.ConditionTrue {
@@ -598,21 +607,39 @@ func (t *translator) listenerTLS(g *gatewayv1.Gateway, l gatewayv1.Listener, gen
 	return certs, metav1.Condition{}, true
 }
 
-// addCertificates puts the Secrets' pairs into the fragment, each once, in
-// the order Gateways and listeners name them (the oldest Gateway first).
-func (t *translator) addCertificates(secrets []types.NamespacedName) {
-	if t.certSeen == nil {
-		t.certSeen = map[types.NamespacedName]bool{}
+// certUse is a Secret as the listeners with a hostname serve it (scoped)
+// or as those without one do.
+type certUse struct {
+	secret types.NamespacedName
+	scoped bool
+}
+
+// addCertificates puts the Secrets' pairs into the fragment in the order
+// Gateways and listeners name them (the oldest Gateway first): once for
+// the listeners without a hostname, served by the names the certificate
+// carries, and once for those with one, served only for the names their
+// hostnames match (InlineCertificate.Hosts), as the Gateway API means.
+// Served by its own names, one Gateway's Secret naming another Gateway's
+// host would win that host's handshakes.
+func (t *translator) addCertificates(secrets []types.NamespacedName, host string) {
+	if t.certAt == nil {
+		t.certAt = map[certUse]int{}
 	}
 	for _, k := range secrets {
-		if t.certSeen[k] {
+		use := certUse{k, host != ""}
+		if i, ok := t.certAt[use]; ok {
+			if c := &t.res.Fragment.Certificates[i]; use.scoped && !slices.Contains(c.Hosts, host) {
+				c.Hosts = append(c.Hosts, host)
+			}
 			continue
 		}
-		t.certSeen[k] = true
+		t.certAt[use] = len(t.res.Fragment.Certificates)
 		sec := t.secrets[k]
-		t.res.Fragment.Certificates = append(t.res.Fragment.Certificates, routes.InlineCertificate{
-			Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey],
-		})
+		c := routes.InlineCertificate{Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey]}
+		if use.scoped {
+			c.Hosts = []string{host}
+		}
+		t.res.Fragment.Certificates = append(t.res.Fragment.Certificates, c)
 	}
 }
 
@@ -675,6 +702,44 @@ func (t *translator) finish() {
 			gs.status.Listeners = append(gs.status.Listeners, *ls.status)
 		}
 		t.res.Gateways[nn(gs.obj.Namespace, gs.obj.Name)] = gs.status
+	}
+}
+
+// origins records the object each status of the Result was derived from
+// (Result.Origins).
+func (t *translator) origins() {
+	r := &t.res
+	r.Origins = make(map[ObjectKey]Origin, len(r.GatewayClasses)+len(r.Gateways)+len(r.HTTPRoutes)+
+		len(r.GRPCRoutes)+len(r.Policies)+len(r.BackendTLSPolicies))
+	for _, o := range t.s.GatewayClasses {
+		if _, ok := r.GatewayClasses[o.Name]; ok {
+			r.Origins[ObjectKey{Kind: originGatewayClass, Name: o.Name}] = originOf(o)
+		}
+	}
+	add := func(kind string, o metav1.Object, has bool) {
+		if has {
+			r.Origins[ObjectKey{Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()}] = originOf(o)
+		}
+	}
+	for _, o := range t.s.Gateways {
+		_, ok := r.Gateways[nn(o.Namespace, o.Name)]
+		add(originGateway, o, ok)
+	}
+	for _, o := range t.s.HTTPRoutes {
+		_, ok := r.HTTPRoutes[nn(o.Namespace, o.Name)]
+		add(originHTTPRoute, o, ok)
+	}
+	for _, o := range t.s.GRPCRoutes {
+		_, ok := r.GRPCRoutes[nn(o.Namespace, o.Name)]
+		add(originGRPCRoute, o, ok)
+	}
+	for _, o := range t.s.Policies {
+		_, ok := r.Policies[nn(o.Namespace, o.Name)]
+		add(originPolicy, o, ok)
+	}
+	for _, o := range t.s.BackendTLSPolicies {
+		_, ok := r.BackendTLSPolicies[nn(o.Namespace, o.Name)]
+		add(originBackendTLSPolicy, o, ok)
 	}
 }
 

@@ -910,9 +910,35 @@ func TestTranslateHTTPSSharedSecret(t *testing.T) {
 	}
 	s.Secrets = []*corev1.Secret{{ObjectMeta: objMeta("apps", "cert", 0), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}}}
 	res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{HTTPS: true})
-	if n := len(res.Fragment.Certificates); n != 1 {
-		t.Fatalf("%d certificates, want the Secret once", n)
+	if got := res.Fragment.Certificates; len(got) != 1 || !slices.Equal(got[0].Hosts, []string{"a.example", "b.example"}) {
+		t.Fatalf("certificates %+v, want the Secret once, for both listeners' hostnames", got)
 	}
+}
+
+// A listener's certificates are handed over for its hostname only
+// (InlineCertificate.Hosts): an older Gateway's Secret naming another
+// Gateway's host is not served for it; a listener without a hostname's
+// are served by their names.
+func TestTranslateHTTPSCertificateHosts(t *testing.T) {
+	cert, key := selfSigned(t, "b.example")
+	ref := func(name string) []gatewayv1.SecretObjectReference {
+		return []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(name)}}
+	}
+	secret := func(name string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: objMeta("apps", name, 0), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}}
+	}
+	s := world()
+	s.Gateways[0].Spec.Listeners = []gatewayv1.Listener{
+		{Name: "a", Port: 443, Hostname: ptr(gatewayv1.Hostname("a.example")), Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref("grab")}},
+		{Name: "any", Port: 8443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref("grab")}},
+	}
+	s.Secrets = []*corev1.Secret{secret("grab")}
+	res := TranslateWith(routes.KubernetesProvider{}, s, TranslateOptions{HTTPS: true})
+	got := res.Fragment.Certificates
+	if len(got) != 2 || !slices.Equal(got[0].Hosts, []string{"a.example"}) || got[1].Hosts != nil {
+		t.Fatalf("certificates %+v, want the Secret for a.example only, then for its own names", got)
+	}
+	mergeable(t, res.Fragment)
 }
 
 func mustKey(t *testing.T) []byte {

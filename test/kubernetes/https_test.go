@@ -224,3 +224,82 @@ func must0(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// A Gateway's Secret is served only for its listener's hostname: an older
+// Gateway whose Secret also names a newer Gateway's listener hostname does
+// not win that hostname's handshakes (real TLS handshakes by SNI against
+// the edge), and its own hostname keeps its certificate.
+func TestGatewayCertificateOnlyForListenerHostname(t *testing.T) {
+	ctx := context.Background()
+	kubeconfig := must(cp.Kubeconfig())(t)
+	c := clientsFor(t, kubeconfig)
+	ca := testutil.NewCA(t)
+
+	file := filepath.Join(t.TempDir(), "causeway.yaml")
+	must0(t, os.WriteFile(file, []byte(fmt.Sprintf(`version: 1
+listen: {http: "127.0.0.1:0", https: "127.0.0.1:0", admin: "127.0.0.1:0"}
+access_log: {output: "off"}
+tls: {redirect_http: false}
+providers:
+  kubernetes: {kubeconfig: %q}
+`, kubeconfig)), 0o600))
+	e := serveEdge(t, file)
+	httpsAddr := e.Addr("https")
+	_ = c.createClass(ctx) // may exist already
+
+	// Gateway a comes first (older, or first by namespace in the same
+	// second): its Secret names its own host and b's.
+	gateway := func(ns, host, secret string, crt, key []byte) {
+		must(c.core.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))(t)
+		must(c.core.CoreV1().Secrets(ns).Create(ctx, tlsSecret(ns, secret, crt, key), metav1.CreateOptions{}))(t)
+		h := gatewayv1.Hostname(host)
+		must(c.gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "causeway", Listeners: []gatewayv1.Listener{
+				{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, Hostname: &h,
+					TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(secret)}}}},
+			}}}, metav1.CreateOptions{}))(t)
+		// Later tests' edges serve every namespace: they need not judge
+		// these Gateways.
+		t.Cleanup(func() {
+			_ = c.gw.GatewayV1().Gateways(ns).Delete(context.Background(), "gw", metav1.DeleteOptions{})
+		})
+	}
+	grabCrt, grabKey := ca.LeafSANs(t, 2001, []string{"a.scoped.example", "b.scoped.example"})
+	gateway("scoped-a", "a.scoped.example", "grab", grabCrt, grabKey)
+	bCrt, bKey := ca.Leaf(t, "b.scoped.example", 2002)
+	gateway("scoped-b", "b.scoped.example", "own", bCrt, bKey)
+
+	serial := func(host string) int64 {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", httpsAddr,
+			&tls.Config{ServerName: host, RootCAs: ca.Pool, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return 0
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	for _, tt := range []struct {
+		host string
+		want int64
+	}{
+		{"b.scoped.example", 2002},
+		{"a.scoped.example", 2001},
+	} {
+		var got int64
+		eventually(t, fmt.Sprintf("%s served with certificate %d", tt.host, tt.want), func() bool {
+			got = serial(tt.host)
+			return got == tt.want
+		})
+	}
+	// Both listeners are programmed: the edge took both Secrets, and the
+	// older one still does not answer for b's hostname.
+	for _, ns := range []string{"scoped-a", "scoped-b"} {
+		eventually(t, ns+" programmed", func() bool {
+			p := listenerCondition(t, c, ns, "gw", "https", "Programmed")
+			return p != nil && p.Status == metav1.ConditionTrue
+		})
+	}
+	if got := serial("b.scoped.example"); got != 2002 {
+		t.Fatalf("b.scoped.example served with certificate %d, want 2002 (b's own)", got)
+	}
+}
