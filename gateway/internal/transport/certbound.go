@@ -165,6 +165,10 @@ type countedConn struct {
 	once sync.Once
 }
 
+// NetConn is the connection underneath, for what needs more of it than
+// net.Conn, as for emptyGuardConn.
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *countedConn) Close() error {
 	c.once.Do(func() { c.open.Add(-1) })
 	return c.Conn.Close()
