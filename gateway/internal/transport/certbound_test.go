@@ -133,6 +133,15 @@ func TestCertBoundRetiresHTTP2ConnectionsPastTheirCertificates(t *testing.T) {
 			if got := n.Load(); got != tc.connections {
 				t.Fatalf("4 requests used %d connections, want %d", got, tc.connections)
 			}
+			// The retired generation's connection, idle now that its last
+			// stream ended, is closed and the generation forgotten.
+			b.CloseIdleConnections()
+			b.mu.Lock()
+			retired := len(b.retired)
+			b.mu.Unlock()
+			if retired != 0 {
+				t.Fatalf("%d retired generations still held after their streams ended", retired)
+			}
 		})
 	}
 }
