@@ -654,6 +654,12 @@ func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc) (*Tr
 		tu := transport.NewTLSUpgrades(t)
 		return &TransportPool{Transport: tu, CloseIdle: tu.CloseIdleConnections}, nil
 	}
+	if t.TLSClientConfig != nil {
+		// protocol: h2 over TLS, toward a sidecar or not: HTTP/2
+		// connections retired before their certificates expire.
+		cb := transport.NewCertBound(t)
+		return &TransportPool{Transport: cb, CloseIdle: cb.CloseIdleConnections}, nil
+	}
 	return &TransportPool{Transport: t, CloseIdle: t.CloseIdleConnections}, nil
 }
 

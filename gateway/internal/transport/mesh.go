@@ -16,9 +16,11 @@ import (
 // the hop pays no read and write goroutine hand-off per request either,
 // protocol upgrades included; CONNECT goes to H1's fallback, an
 // http.Transport limited to HTTP/1.1. An upstream with protocol: h2 keeps HTTP/2 for everything.
+// The HTTP/2 connections are retired before their certificates expire
+// (CertBound), as H1 retires its own.
 type Mesh struct {
 	h1 *H1
-	h2 *http.Transport // ALPN h2, then http/1.1
+	h2 *CertBound // ALPN h2, then http/1.1
 }
 
 // NewMesh splits t, configured for HTTP/2 over mTLS, in two.
@@ -27,7 +29,7 @@ func NewMesh(t *http.Transport) *Mesh {
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSClientConfig = t.TLSClientConfig.Clone()
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	return &Mesh{h1: NewH1TLS(h1), h2: t}
+	return &Mesh{h1: NewH1TLS(h1), h2: NewCertBound(t)}
 }
 
 func (m *Mesh) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -35,12 +35,35 @@ func NewH1TLS(fallback *http.Transport) *H1 {
 // record framing of what the upstream sent so that quiet can tell whether
 // crypto/tls holds undecrypted bytes.
 func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, time.Time, error) {
-	var until time.Time
 	nc, err := t.dial(ctx, "tcp", host)
 	if err != nil {
+		return nil, nil, time.Time{}, err
+	}
+	rc := &recordConn{Conn: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			rc.raw = raw
+			rc.readFn = rc.readNow
+		}
+	}
+	tc, until, err := clientTLS(ctx, rc, t.tls, host, t.handshakeTimeout)
+	if err != nil {
+		_ = nc.Close()
 		return nil, nil, until, err
 	}
-	cfg := t.tls
+	return tc, rc, until, nil
+}
+
+// clientTLS makes the client side of a TLS handshake over nc, configured by
+// cfg (the name host gives when cfg names no server), bounded by timeout
+// and by ctx. until is the earliest NotAfter of the certificates the
+// handshake exchanged, the peer's chain and the certificate
+// GetClientCertificate returned: past it the peer would no longer accept
+// the connection (a sidecar re-checks the caller's certificate at every
+// request), so a pool stops using it before then. The caller closes nc on
+// an error.
+func clientTLS(ctx context.Context, nc net.Conn, cfg *tls.Config, host string, timeout time.Duration) (*tls.Conn, time.Time, error) {
+	var until time.Time
 	var own *tls.Certificate
 	if cfg.ServerName == "" || cfg.GetClientCertificate != nil {
 		cfg = cfg.Clone()
@@ -63,23 +86,15 @@ func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, 
 			return c, err
 		}
 	}
-	rc := &recordConn{Conn: nc}
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			rc.raw = raw
-			rc.readFn = rc.readNow
-		}
-	}
-	tc := tls.Client(rc, cfg)
+	tc := tls.Client(nc, cfg)
 	hctx := ctx
-	if t.handshakeTimeout > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		hctx, cancel = context.WithTimeout(ctx, t.handshakeTimeout)
+		hctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
 	if err := tc.HandshakeContext(hctx); err != nil {
-		_ = nc.Close()
-		return nil, nil, until, err
+		return nil, until, err
 	}
 	certs := tc.ConnectionState().PeerCertificates
 	if own != nil {
@@ -96,7 +111,7 @@ func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, 
 			until = c.NotAfter
 		}
 	}
-	return tc, rc, until, nil
+	return tc, until, nil
 }
 
 // recordConn is the socket under a TLS client. It passes reads through

@@ -149,10 +149,11 @@ func (s *switchedConn) Close() error {
 // protocol upgrades through H1 over TLS (ALPN http/1.1, as an upgrade
 // needs), everything else through the http.Transport it was made from,
 // which negotiates HTTP/2 where the upstream offers it. So every upgrade
-// to an HTTP/1.1 upstream, plain, mesh or https, goes through H1.
+// to an HTTP/1.1 upstream, plain, mesh or https, goes through H1. Both
+// stop using a connection before its certificates expire.
 type TLSUpgrades struct {
 	h1   *H1
-	rest *http.Transport
+	rest *CertBound
 }
 
 // NewTLSUpgrades splits t, configured for an https upstream, in two; the
@@ -164,7 +165,7 @@ func NewTLSUpgrades(t *http.Transport) *TLSUpgrades {
 	if h1.TLSClientConfig == nil {
 		h1.TLSClientConfig = &tls.Config{}
 	}
-	return &TLSUpgrades{h1: NewH1TLS(h1), rest: t}
+	return &TLSUpgrades{h1: NewH1TLS(h1), rest: NewCertBound(t)}
 }
 
 func (s *TLSUpgrades) RoundTrip(req *http.Request) (*http.Response, error) {
