@@ -32,8 +32,11 @@ import (
 func TestMeshGRPCCallsSurviveCertificateRotation(t *testing.T) {
 	// Long enough for the edge and the sidecar to start and for the
 	// renewal to be loaded before the retirement, certExpiryMargin (2 s)
-	// before the expiry, on a loaded machine; short for a test.
-	const lifetime = 7 * time.Second
+	// before the expiry, on a machine loaded by the whole suite under
+	// -race. Until 3 s before the expiry one call every 100 ms keeps the
+	// old connection in use (so no idle timeout can retire it in the
+	// fix's place); the four callers run only across the expiry.
+	const lifetime = 15 * time.Second
 	ca := meshtest.NewCA(t, "example.org")
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -101,6 +104,14 @@ routes:
 
 	var calls, failed atomic.Int64
 	var firstErr atomic.Value
+	for time.Until(old.Leaf.NotAfter) > 3*time.Second {
+		calls.Add(1)
+		if err := call(); err != nil {
+			failed.Add(1)
+			firstErr.CompareAndSwap(nil, err.Error())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	end := old.Leaf.NotAfter.Add(1500 * time.Millisecond)
 	var wg sync.WaitGroup
 	for range 4 {
