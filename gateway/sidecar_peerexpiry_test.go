@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -120,25 +119,8 @@ func newExpiryEnv(t *testing.T, h2 bool) *expiryEnv {
 	go func() { _ = svc.Serve(ln) }()
 	t.Cleanup(func() { _ = svc.Close() })
 
-	var s *Sidecar
-	path := filepath.Join(t.TempDir(), "sidecar.yaml")
-	writeFile(t, path, sidecarConfig(files, ln.Addr().String(), []string{edgeID}, nil))
-	clock := func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) }
-	s, err = NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler), ReloadDebounce: 20 * time.Millisecond, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	s := startSidecarClock(t, sidecarConfig(files, ln.Addr().String(), []string{edgeID}, nil),
+		func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) })
 	e.url = "https://" + s.Addr("inbound") + "/"
 	return e
 }

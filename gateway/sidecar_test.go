@@ -33,9 +33,16 @@ type testSidecar struct {
 
 func startSidecar(t testing.TB, config string) *testSidecar {
 	t.Helper()
+	return startSidecarClock(t, config, nil)
+}
+
+// startSidecarClock is startSidecar on clock (nil: the wall clock), for
+// tests that move time past a certificate.
+func startSidecarClock(t testing.TB, config string, clock func() time.Time) *testSidecar {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "sidecar.yaml")
 	writeFile(t, path, config)
-	s, err := NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler), ReloadDebounce: 20 * time.Millisecond})
+	s, err := NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler), ReloadDebounce: 20 * time.Millisecond, Clock: clock})
 	if err != nil {
 		t.Fatalf("NewSidecar: %v", err)
 	}

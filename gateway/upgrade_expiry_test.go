@@ -2,13 +2,10 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,24 +27,8 @@ func TestUpgradedTunnelOutlivesCallersCertificate(t *testing.T) {
 	callerCert := ca.Issue(edgeID, meshtest.TTL(time.Hour)).TLS
 
 	var offset atomic.Int64
-	path := filepath.Join(t.TempDir(), "sidecar.yaml")
-	writeFile(t, path, sidecarConfig(ca.IssueFiles(t.TempDir(), ordersID), svc.addr(), []string{edgeID}, nil))
-	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	s, err := NewSidecar(context.Background(), SidecarOptions{ConfigPath: path, Logger: slog.New(slog.DiscardHandler), ReloadDebounce: 20 * time.Millisecond, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Listen(); err != nil {
-		s.Close()
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	s := startSidecarClock(t, sidecarConfig(ca.IssueFiles(t.TempDir(), ordersID), svc.addr(), []string{edgeID}, nil),
+		func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
 
 	// upgrade opens a tunnel through the sidecar, or says why it got none.
 	upgrade := func() (*tls.Conn, *bufio.Reader, error) {

@@ -716,30 +716,20 @@ func (t *translator) origins() {
 			r.Origins[ObjectKey{Kind: originGatewayClass, Name: o.Name}] = originOf(o)
 		}
 	}
-	add := func(kind string, o metav1.Object, has bool) {
-		if has {
-			r.Origins[ObjectKey{Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()}] = originOf(o)
+	addOrigins(r.Origins, originGateway, t.s.Gateways, r.Gateways)
+	addOrigins(r.Origins, originHTTPRoute, t.s.HTTPRoutes, r.HTTPRoutes)
+	addOrigins(r.Origins, originGRPCRoute, t.s.GRPCRoutes, r.GRPCRoutes)
+	addOrigins(r.Origins, originPolicy, t.s.Policies, r.Policies)
+	addOrigins(r.Origins, originBackendTLSPolicy, t.s.BackendTLSPolicies, r.BackendTLSPolicies)
+}
+
+// addOrigins records, for each of objs that has a status in statuses,
+// the object it was translated from.
+func addOrigins[T metav1.Object, S any](origins map[ObjectKey]Origin, kind string, objs []T, statuses map[types.NamespacedName]S) {
+	for _, o := range objs {
+		if _, ok := statuses[nn(o.GetNamespace(), o.GetName())]; ok {
+			origins[ObjectKey{Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()}] = originOf(o)
 		}
-	}
-	for _, o := range t.s.Gateways {
-		_, ok := r.Gateways[nn(o.Namespace, o.Name)]
-		add(originGateway, o, ok)
-	}
-	for _, o := range t.s.HTTPRoutes {
-		_, ok := r.HTTPRoutes[nn(o.Namespace, o.Name)]
-		add(originHTTPRoute, o, ok)
-	}
-	for _, o := range t.s.GRPCRoutes {
-		_, ok := r.GRPCRoutes[nn(o.Namespace, o.Name)]
-		add(originGRPCRoute, o, ok)
-	}
-	for _, o := range t.s.Policies {
-		_, ok := r.Policies[nn(o.Namespace, o.Name)]
-		add(originPolicy, o, ok)
-	}
-	for _, o := range t.s.BackendTLSPolicies {
-		_, ok := r.BackendTLSPolicies[nn(o.Namespace, o.Name)]
-		add(originBackendTLSPolicy, o, ok)
 	}
 }
 

@@ -108,18 +108,7 @@ func TestCertBoundRetiresHTTP2ConnectionsPastTheirCertificates(t *testing.T) {
 			case err := <-slow:
 				t.Fatalf("slow request: %v", err)
 			}
-			// Renewed, as every workload's certificate is before it
-			// expires.
-			for _, w := range []struct {
-				src   *mesh.Source
-				files meshtest.Files
-				id    string
-			}{{srv, sf, sidecarID}, {cli, cf, edgeID}} {
-				ca.Issue(w.id, meshtest.TTL(24*time.Hour)).WriteFiles(t, dirOf(w.files.Cert), "svid")
-				if err := w.src.Reload(); err != nil {
-					t.Fatal(err)
-				}
-			}
+			renew(t, ca, renewed{srv, sf, sidecarID}, renewed{cli, cf, edgeID})
 			offset.Store(int64(tc.later))
 			for i := range 2 {
 				if err := get("/"); err != nil {

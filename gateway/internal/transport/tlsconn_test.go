@@ -140,6 +140,26 @@ func TestH1TLSClientCertificateRotation(t *testing.T) {
 
 func dirOf(path string) string { return path[:strings.LastIndexByte(path, '/')] }
 
+// renewed is a workload whose certificate renew replaces.
+type renewed struct {
+	src   *mesh.Source
+	files meshtest.Files
+	id    string
+}
+
+// renew gives each workload a new day-long certificate and has its
+// source load it, as every workload's certificate is renewed before it
+// expires.
+func renew(t *testing.T, ca *meshtest.CA, ws ...renewed) {
+	t.Helper()
+	for _, w := range ws {
+		ca.Issue(w.id, meshtest.TTL(24*time.Hour)).WriteFiles(t, dirOf(w.files.Cert), "svid")
+		if err := w.src.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Keep-alive works over TLS 1.3, whose session tickets the sidecar sends
 // after the handshake, and over TLS 1.2: sequential requests share one
 // connection, so what crypto/tls handles itself is not taken for stray
@@ -302,18 +322,7 @@ func TestH1TLSRetiresConnectionsPastTheirCertificates(t *testing.T) {
 			h1.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 			for i := range 3 {
 				if i == 1 {
-					// Renewed, as every workload's certificate is before it
-					// expires.
-					for _, w := range []struct {
-						src   *mesh.Source
-						files meshtest.Files
-						id    string
-					}{{srv, sf, sidecarID}, {cli, cf, edgeID}} {
-						ca.Issue(w.id, meshtest.TTL(24*time.Hour)).WriteFiles(t, dirOf(w.files.Cert), "svid")
-						if err := w.src.Reload(); err != nil {
-							t.Fatal(err)
-						}
-					}
+					renew(t, ca, renewed{srv, sf, sidecarID}, renewed{cli, cf, edgeID})
 					offset.Store(int64(tc.later))
 				}
 				req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
