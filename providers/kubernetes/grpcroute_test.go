@@ -108,6 +108,9 @@ func FuzzTranslateGRPC(f *testing.F) {
 		`{"parentRefs":[{"name":"gw"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}`,
 		`{"parentRefs":[{"name":"gw"}],"hostnames":["*.x"],"rules":[{"matches":[{"method":{"service":"a/b","method":"{c}"},"headers":[{"name":"x_y","value":"1"}]}],"backendRefs":[{"name":"nope","port":1}]}]}`,
 		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"method":"M"}},{"method":{}}],"filters":[{"type":"RequestMirror","requestMirror":{"backendRef":{"name":"web","port":80}}},{"type":"ResponseHeaderModifier","responseHeaderModifier":{"set":[{"name":"Content-Length","value":"1"}]}}],"backendRefs":[{"name":"web","port":80}]}]}`,
+		`{"parentRefs":[{"name":"gw"}],"hostnames":["g.example"],"rules":[{"matches":[{"method":{"type":"Exact","service":"shop.v1.Cart","method":"Add"},"headers":[{"name":"x-a","value":"1"}]}],"backendRefs":[{"name":"web","port":80}]}]}`,
+		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"type":"RegularExpression","service":"a)|(b","method":"{x}"}}],"backendRefs":[{"name":"web","port":80}]}]}`,
+		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"type":"Exact","service":"{service}","method":"/"}}],"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"add":[{"name":"grpc-timeout","value":"1S"}]}}]}]}`,
 	} {
 		f.Add([]byte(seed))
 	}

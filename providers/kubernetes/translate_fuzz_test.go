@@ -49,37 +49,6 @@ func FuzzTranslate(f *testing.F) {
 	})
 }
 
-// FuzzTranslateGRPCRoute is FuzzTranslate for GRPCRoute specs: whatever
-// a tenant writes there, the fragment is one the routes model accepts.
-func FuzzTranslateGRPCRoute(f *testing.F) {
-	for _, seed := range []string{
-		`{"parentRefs":[{"name":"gw"}],"rules":[{"backendRefs":[{"name":"web","port":80}]}]}`,
-		`{"parentRefs":[{"name":"gw"}],"hostnames":["g.example"],"rules":[{"matches":[{"method":{"type":"Exact","service":"shop.v1.Cart","method":"Add"},"headers":[{"name":"x-a","value":"1"}]}],"backendRefs":[{"name":"web","port":80}]}]}`,
-		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"type":"RegularExpression","service":"a)|(b","method":"{x}"}}],"backendRefs":[{"name":"web","port":80}]}]}`,
-		`{"parentRefs":[{"name":"gw"}],"rules":[{"matches":[{"method":{"type":"Exact","service":"{service}","method":"/"}}],"filters":[{"type":"RequestHeaderModifier","requestHeaderModifier":{"add":[{"name":"grpc-timeout","value":"1S"}]}}]}]}`,
-	} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var spec gatewayv1.GRPCRouteSpec
-		if json.Unmarshal(data, &spec) != nil {
-			return
-		}
-		s := world()
-		r := grpcRouteOf("apps", "r")
-		r.Spec = spec
-		s.GRPCRoutes = []*gatewayv1.GRPCRoute{r}
-		res := Translate(routes.KubernetesProvider{}, s)
-		base, err := routes.Parse("routes.yaml", []byte(baseFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := base.Merge(res.Fragment); err != nil {
-			t.Fatalf("the routes model refuses the fragment of %s: %v", data, err)
-		}
-	})
-}
-
 // FuzzTranslateBackendTLSPolicy feeds BackendTLSPolicy specs on the
 // Service a route calls: a tenant writes them in its own namespace, and
 // the schema's patterns are looser than the model (a URI
