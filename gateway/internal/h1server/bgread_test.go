@@ -1,8 +1,10 @@
 package h1server
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -100,5 +102,84 @@ func TestBackgroundReadKeepsFirstByte(t *testing.T) {
 			t.Fatalf("answer %d: %q, want %q", i, got, want)
 		}
 		_, _ = fmt.Fprintf(c, "ET /%d HTTP/1.1\r\nHost: h\r\n\r\n", i+1)
+	}
+}
+
+// Many connections arm and disarm their background reads around the
+// moment the sweep makes them due (handlers of 0-8 ms), then each leaves
+// a request whose handler waits for its context. Every one of those must
+// be cancelled (a reader the sweep lost would leave its handler waiting),
+// and no request whose client stayed may be. (That the sweep's goroutine
+// ends once nothing is armed, goleak checks after the package's tests.)
+func TestBackgroundReadsUnderChurn(t *testing.T) {
+	t.Parallel()
+	const conns, quick = 64, 30
+	longs := make(chan bool, conns)
+	started := make(chan struct{}, conns)
+	_, addr := serveOurs(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var d int
+		switch _, _ = fmt.Sscanf(r.URL.Path, "/quick/%d", &d); {
+		case strings.HasPrefix(r.URL.Path, "/long"):
+			started <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				longs <- true
+			case <-time.After(10 * time.Second):
+				longs <- false
+			}
+			return
+		default:
+			time.Sleep(time.Duration(d) * time.Millisecond / 4)
+		}
+		fmt.Fprintf(w, "%s ctx=%v", r.URL.Path, r.Context().Err())
+	}), nil)
+	for round := range 3 {
+		errs := make(chan error, conns)
+		for i := range conns {
+			go func() {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for j := range quick {
+					path := fmt.Sprintf("/quick/%d", (i*7+j*13+round)%33)
+					if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", path); err != nil {
+						errs <- err
+						return
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						errs <- err
+						return
+					}
+					body, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if want := path + " ctx=<nil>"; err != nil || string(body) != want {
+						errs <- fmt.Errorf("%s: %q (%w), want %q", path, body, err, want)
+						return
+					}
+				}
+				if _, err := io.WriteString(c, "GET /long HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+					errs <- err
+					return
+				}
+				<-started
+				time.Sleep(time.Duration(i%11) * time.Millisecond)
+				errs <- nil
+			}()
+		}
+		for range conns {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range conns {
+			if !<-longs {
+				t.Fatalf("round %d: a request's context outlived its client", round)
+			}
+		}
 	}
 }

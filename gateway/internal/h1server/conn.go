@@ -165,11 +165,12 @@ func (c *conn) rw() net.Conn {
 func (c *conn) attach() {
 	sv := servings.Get().(*serving)
 	sv.cr.mu.Lock()
-	// A timer the state's previous connection set may still be pending:
-	// it finds armedAt zero and does nothing (fire).
+	// The sweep may still hold the reader from the state's previous
+	// connection: it finds it disarmed and drops it (bgSweep.sweep).
 	sv.cr.c = c
 	sv.cr.hasByte, sv.cr.inRead, sv.cr.aborted, sv.cr.detached = false, false, false, false
-	sv.cr.armedAt, sv.cr.cancel = time.Time{}, nil
+	sv.cr.armed.Store(0)
+	sv.cr.cancel = nil
 	sv.cr.mu.Unlock()
 	c.sv = sv
 }
@@ -883,7 +884,8 @@ func netConn(c net.Conn) net.Conn {
 // sooner, and for them a read started and aborted (a goroutine, a syscall,
 // a deadline that wakes it) would be most of the engine's cost per request
 // (BenchmarkServeKeepAlive). A client that leaves a longer request is
-// noticed at most that much later.
+// noticed at most that much (plus one sweepPeriod) later. The process's
+// sweep starts the read (bgSweep).
 type connReader struct {
 	// c is the connection served now (nil while the state is pooled);
 	// sv is the serving state it is part of.
@@ -895,15 +897,13 @@ type connReader struct {
 	byteBuf [1]byte
 	inRead  bool
 	aborted bool
-	// timer starts the background read: made at the first request that
-	// needs it, kept with the serving state (in the pool too), and left
-	// to run out rather than stopped and reset at every request (a reset
-	// can cost a wake-up of the network poller: two syscalls). pending: it is set to fire. armedAt: when the current
-	// request's handler began to run with its body consumed (zero: the
-	// read is not wanted now).
-	timer   *time.Timer
-	pending bool
-	armedAt time.Time
+	// armed is the sweep tick (bgSweep) at which the current request's
+	// handler began to run with its body consumed; 0: the read is not
+	// wanted now. Written under mu, read by the sweep without it.
+	// listed: the reader is in the sweep's list (changed under the
+	// sweep's mutex).
+	armed  atomic.Uint64
+	listed atomic.Bool
 	// detached: a handler hijacked the connection, nothing reads from it
 	// here any more.
 	detached bool
@@ -974,11 +974,11 @@ func (cr *connReader) readOneByte() error {
 
 // startBackgroundRead arranges for a read to be kept pending, from
 // backgroundReadDelay on, while the handler runs with the request body
-// consumed.
+// consumed. The process's sweep starts it (bgSweep).
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte || !cr.armedAt.IsZero() || cr.detached {
+	if cr.inRead || cr.hasByte || cr.armed.Load() != 0 || cr.detached {
 		return
 	}
 	if br := cr.sv.br; br != nil && br.Buffered() > 0 {
@@ -986,41 +986,26 @@ func (cr *connReader) startBackgroundRead() {
 		// still there, and nothing must be read behind those bytes.
 		return
 	}
-	cr.armedAt = time.Now()
-	switch {
-	case cr.timer == nil:
-		cr.timer = time.AfterFunc(backgroundReadDelay, cr.fire)
-	case !cr.pending:
-		cr.timer.Reset(backgroundReadDelay)
-	default:
-		// It fires early for this request and sets itself again then.
-		return
-	}
-	cr.pending = true
+	sweep.arm(cr)
 }
 
-// fire is the timer's func. Every decision is taken under mu from the
-// state now, so a timer set for an earlier request (of this connection or
-// of one the serving state served before) does nothing, or sets itself
-// again for the current one.
-func (cr *connReader) fire() {
+// fire starts the background read if the request armed is still the
+// sweep's to start at tick now. Every decision is taken under mu from the
+// state now: a reader the sweep saw armed for an earlier request (of this
+// connection or of one the serving state served before) is left alone
+// unless its current request is due too.
+func (cr *connReader) fire(now uint64) {
 	cr.mu.Lock()
-	cr.pending = false
-	if cr.armedAt.IsZero() || cr.inRead || cr.hasByte || cr.detached {
+	at := cr.armed.Load()
+	if at == 0 || now < at+sweepsDue || cr.inRead || cr.hasByte || cr.detached {
 		cr.mu.Unlock()
 		return
 	}
-	if left := backgroundReadDelay - time.Since(cr.armedAt); left > 0 {
-		cr.timer.Reset(left)
-		cr.pending = true
-		cr.mu.Unlock()
-		return
-	}
-	cr.armedAt = time.Time{}
+	cr.armed.Store(0)
 	cr.inRead = true
 	_ = cr.c.rw().SetReadDeadline(time.Time{})
 	cr.mu.Unlock()
-	cr.backgroundRead()
+	go cr.backgroundRead()
 }
 
 func (cr *connReader) backgroundRead() {
@@ -1046,7 +1031,7 @@ func (cr *connReader) backgroundRead() {
 func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	cr.armedAt = time.Time{}
+	cr.armed.Store(0)
 	if !cr.inRead {
 		return
 	}
