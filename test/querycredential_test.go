@@ -71,7 +71,10 @@ routes:
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != tt.status {
-					t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+					mu.Lock()
+					got := seen
+					mu.Unlock()
+					t.Fatalf("status %d, want %d: %s (the upstream got queries %q)", resp.StatusCode, tt.status, body, got)
 				}
 				if tt.status == 401 && (resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(string(body), `"status":401`)) {
 					t.Fatalf("refusal %q %q, want the JSON error body", resp.Header.Get("Content-Type"), body)
