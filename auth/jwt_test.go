@@ -236,6 +236,16 @@ func TestJWTTokenSources(t *testing.T) {
 		{"cookie name with a blank", "{cookie: session}", false, "/", http.Header{"Cookie": {"a=1; session =" + tok}}, 204, "", map[string]string{"Cookie": "a=1"}},
 		{"cookie name with a tab", "{cookie: session}", false, "/", http.Header{"Cookie": {"session\t=" + tok + "; b=2"}}, 204, "", map[string]string{"Cookie": "b=2"}},
 		{"cookie spelled twice, once with a blank", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok + "; session =" + tok}}, 401, "", nil},
+		// Names a PHP or ASP.NET upstream reads as the token's cookie: the
+		// edge would verify one token while the upstream reads the other.
+		{"cookie in another case beside", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok + "; Session=forged"}}, 401, "", nil},
+		{"cookie with an encoded name beside", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok + "; %73ession=forged"}}, 401, "", nil},
+		{"cookies of other names kept", "{cookie: session}", false, "/", http.Header{"Cookie": {"sessions=1; session=" + tok + "; xsession=2"}}, 204, "", map[string]string{"Cookie": "sessions=1; xsession=2"}},
+		{"cookie as an array in a second line", "{cookie: session}", false, "/", http.Header{"Cookie": {"session=" + tok, "session[a]=forged"}}, 401, "", nil},
+		{"cookie twin alone", "{cookie: SESSION}", false, "/", http.Header{"Cookie": {"session=" + tok}}, 401, "", nil},
+		{"query in another case beside", "{query: access_token}", false, "/p?access_token=" + tok + "&Access_Token=forged", nil, 401, "", nil},
+		{"query after ';' beside", "{query: access_token}", false, "/p?x=1;access_token=forged&access_token=" + tok, nil, 401, "", nil},
+		{"query with '.' for '_' beside", "{query: access_token}", false, "/p?access.token=forged&access_token=" + tok, nil, 401, "", nil},
 		{"query", "{query: access_token}", false, "/p?z=1&access_token=" + tok + "&a=%20b", nil, 204, "z=1&a=%20b", nil},
 		{"query kept", "{query: access_token}", true, "/p?access_token=" + tok, nil, 204, "access_token=" + tok, nil},
 		{"query twice", "{query: access_token}", false, "/p?access_token=" + tok + "&access_token=" + tok, nil, 401, "", nil},

@@ -290,6 +290,33 @@ func (s *Set) Files() []string { return slices.Clone(s.files) }
 // forwards trailers, must leave them out.
 func (s *Set) ForwardedHeaders() []string { return slices.Clone(s.forwarded) }
 
+// CredentialHeaders are the headers route's authenticators read a
+// credential from (Authorization, a named header, Cookie for a token or
+// session cookie), sorted. The gateway, which forwards trailers, leaves
+// trailers of these names out on the route: the edge verified the
+// header's copy, and a second one after the body would reach a service
+// that merges trailers into the header as a credential nobody verified.
+// An unknown authenticator name is skipped (Middleware refuses it).
+func (s *Set) CredentialHeaders(route routes.Route) []string {
+	var out []string
+	for _, name := range route.Auth {
+		a, ok := s.auths[name]
+		if !ok {
+			continue
+		}
+		switch src := a.source(); src.kind {
+		case fromBearer, fromBasic:
+			out = append(out, "Authorization")
+		case fromHeader:
+			out = append(out, src.name)
+		case fromCookie, fromSession:
+			out = append(out, "Cookie")
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // keyError is an authenticator's error caused by one of its keys (a path
 // below authenticators.NAME), so that NewSet can point at that key.
 type keyError struct {

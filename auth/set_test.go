@@ -96,6 +96,83 @@ func TestAPIKeys(t *testing.T) {
 	}
 }
 
+// TestQueryCredentialOneSpelling: a credential read from the query has one
+// spelling only. Go's parser skips a pair holding ';', while Rack before 3
+// and Python before 3.9.2 split on it, PHP drops the blanks before a name
+// and reads '.' as '_' and key[] as key, ASP.NET ignores case: any of these
+// beside (or instead of) the exact pair would let the edge verify one
+// credential while the upstream reads another. Such a request is refused
+// before the upstream, and whichever authenticator wins, no spelling of the
+// parameter reaches it.
+func TestQueryCredentialOneSpelling(t *testing.T) {
+	keys := []string{keyLine("acme", "acme-secret-key"), keyLine("globex", "globex-secret-key")}
+	tests := []struct {
+		name   string
+		target string
+		status int
+		query  string // at the upstream, on 204
+	}{
+		{"exact", "/p?key=acme-secret-key&x=1", 204, "x=1"},
+		{"other pairs with ';' kept", "/p?f=a;b&key=acme-secret-key", 204, "f=a;b"},
+		{"second key after ';'", "/p?x=1;key=globex-secret-key&key=acme-secret-key", 401, ""},
+		{"key before ';'", "/p?key=acme-secret-key;x=1", 401, ""},
+		{"key after ';' alone", "/p?x=1;key=acme-secret-key", 401, ""},
+		{"upper case", "/p?key=acme-secret-key&KEY=globex-secret-key", 401, ""},
+		{"upper case alone", "/p?KEY=acme-secret-key", 401, ""},
+		{"leading blank", "/p?key=acme-secret-key&+key=globex-secret-key", 401, ""},
+		{"encoded leading blank", "/p?key=acme-secret-key&%20key=globex-secret-key", 401, ""},
+		{"array", "/p?key=acme-secret-key&key[]=globex-secret-key", 401, ""},
+		{"encoded array", "/p?key=acme-secret-key&key%5B0%5D=globex-secret-key", 401, ""},
+		{"NUL", "/p?key=acme-secret-key&key%00=globex-secret-key", 401, ""},
+		{"encoded name", "/p?key=acme-secret-key&%6Bey=globex-secret-key", 401, ""},
+		{"stray percent", "/p?key=acme-secret-key&k%ey=globex-secret-key", 204, "k%ey=globex-secret-key"},
+		{"empty", "/p?key=&x=1", 401, ""},
+		{"other name", "/p?key=acme-secret-key&keys=1&akey=2", 204, "keys=1&akey=2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := parse(t, apiKeyYAML(t, "\n      query: key", keys...), `{name: r, match: {path_prefix: /}, upstream: up, auth: partners}`)
+			h, up := handler(t, testSet(t, f, Options{}), f, 0)
+			w := do(h, tt.target, nil)
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d (upstream got %q)", w.Code, tt.status, up.query)
+			}
+			if tt.status != 204 {
+				if up.calls != 0 {
+					t.Fatal("a refused request reached the upstream")
+				}
+				return
+			}
+			if up.query != tt.query || up.p.KeyName != "acme" {
+				t.Fatalf("upstream query %q as %q, want %q as acme", up.query, up.p.KeyName, tt.query)
+			}
+		})
+	}
+
+	// A route that also takes a bearer token: when the token wins, every
+	// spelling of the query key still goes, so nothing an upstream could
+	// read as a key it was never shown verified reaches it.
+	sg := signerFor(t, "ES256", 0)
+	auths := jwtYAML("      public_key_files: ["+pemFile(t, sg.pub)+"]", "ES256") + "\n" +
+		apiKeyYAML(t, "\n      query: api_key", keys...)
+	f := parse(t, auths, `{name: r, match: {path_prefix: /}, upstream: up, auth: [users, partners]}`)
+	h, up := handler(t, testSet(t, f, Options{Now: newClock().Now}), f, 0)
+	tok := sg.sign(t, claims(nil), "")
+	for _, target := range []string{
+		"/p?x=1;api_key=globex-secret-key&y=2",
+		"/p?x=1&API_KEY=globex-secret-key&y=2",
+		"/p?x=1&api.key=globex-secret-key&y=2",
+		"/p?x=1&+api_key%5B%5D=globex-secret-key&y=2",
+	} {
+		if w := do(h, target, bearer(tok)); w.Code != 204 {
+			t.Fatalf("%s: status %d", target, w.Code)
+		}
+		if up.query != "x=1&y=2" || up.p.Authenticator != "users" {
+			t.Fatalf("%s: upstream query %q as %q, want x=1&y=2 as users", target, up.query, up.p.Authenticator)
+		}
+	}
+}
+
 // TestAPIKeysReload: keys are read when the set is built, so a reload (a
 // new set from the same file) picks up a changed keys file.
 func TestAPIKeysReload(t *testing.T) {

@@ -52,6 +52,10 @@ func (s source) extract(r *http.Request) (string, Reason) {
 	case fromCookie:
 		cs := r.CookiesNamed(s.name)
 		switch {
+		case hasCookieTwin(r.Header, s.name):
+			// Another spelling of the name that a PHP or ASP.NET upstream
+			// reads as this cookie (see queryTwin): ambiguous as two copies.
+			return "", ReasonMalformed
 		case len(cs) == 0 || cs[0].Value == "" && len(cs) == 1:
 			return "", ReasonMissing
 		case len(cs) > 1:
@@ -62,16 +66,119 @@ func (s source) extract(r *http.Request) (string, Reason) {
 		if r.URL == nil || r.URL.RawQuery == "" {
 			return "", ReasonMissing
 		}
-		vs := r.URL.Query()[s.name]
-		switch {
-		case len(vs) == 0 || vs[0] == "" && len(vs) == 1:
-			return "", ReasonMissing
-		case len(vs) > 1:
-			return "", ReasonMalformed
-		}
-		return vs[0], ReasonNone
+		return queryCredential(r.URL.RawQuery, s.name)
 	}
 	return "", ReasonMissing
+}
+
+// queryCredential reads the query parameter name from a raw query. The
+// query is read as every common upstream parser may read it, not only as
+// Go does: a pair split on ';' as well as '&' (Rack before 3, Python
+// before 3.9.2, Java matrix-style parsers), a name with blanks around it,
+// another case, '.' or ' ' for '_', or '[...]' after it (PHP, ASP.NET,
+// Rack, qs). Go's own parser skips a pair holding ';' entirely, so
+// "x=1;key=B&key=A" was read as key=A alone while such an upstream took B:
+// the edge checked one credential and the upstream could read another.
+// Any spelling other than the one exact pair, or two of them, makes the
+// request ambiguous (ReasonMalformed), as two copies of a header do.
+func queryCredential(raw, name string) (string, Reason) {
+	var (
+		val   string
+		found int
+	)
+	for pair := range strings.SplitSeq(raw, "&") {
+		for piece := range strings.SplitSeq(pair, ";") {
+			k, v, _ := strings.Cut(piece, "=")
+			if !queryTwin(k, name) {
+				continue
+			}
+			if found++; found > 1 || len(piece) != len(pair) {
+				return "", ReasonMalformed
+			}
+			uk, err := url.QueryUnescape(k)
+			if err != nil || uk != name {
+				return "", ReasonMalformed
+			}
+			if val, err = url.QueryUnescape(v); err != nil {
+				return "", ReasonMalformed
+			}
+		}
+	}
+	if val == "" {
+		// Absent, or present and empty ("key=", "key"): no credential.
+		return "", ReasonMissing
+	}
+	return val, ReasonNone
+}
+
+// queryTwin reports whether the raw (still percent-encoded) query key k
+// names the parameter name to some upstream's parser: decoded leniently
+// (a stray '%' stays, as PHP keeps it), blanks around it and anything
+// from a NUL or '[' on dropped, compared without case and with ' ' and
+// '.' read as '_' (PHP's mangling of variable names).
+func queryTwin(k, name string) bool {
+	d := lenientUnescape(k)
+	if i := strings.IndexByte(d, 0); i >= 0 {
+		d = d[:i]
+	}
+	if i := strings.IndexByte(d, '['); i > 0 && !strings.Contains(name, "[") {
+		d = d[:i]
+	}
+	d = strings.Trim(d, " \t")
+	if len(d) != len(name) {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if foldQueryByte(d[i]) != foldQueryByte(name[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldQueryByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == ' ' || c == '.':
+		return '_'
+	}
+	return c
+}
+
+// lenientUnescape decodes '+' and every valid %XX of s, leaving any other
+// '%' as it is, as lenient query parsers do.
+func lenientUnescape(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // bearerToken reads an RFC 6750 Authorization header. Another scheme
@@ -175,10 +282,27 @@ func isSessionCookie(name, cookie string) bool {
 	return true
 }
 
-// stripCookie rewrites the Cookie headers without name, leaving every other
-// cookie byte for byte as the client sent it.
+// stripCookie rewrites the Cookie headers without name, under any
+// spelling queryTwin matches, leaving every other cookie byte for byte as
+// the client sent it.
 func stripCookie(h http.Header, name string) {
-	stripCookies(h, func(n string) bool { return n == name })
+	stripCookies(h, func(n string) bool { return n == name || queryTwin(n, name) })
+}
+
+// hasCookieTwin reports whether h carries a cookie whose name is not name
+// but that an upstream reads as name: PHP decodes cookie names and mangles
+// them as query names, ASP.NET compares them without case.
+func hasCookieTwin(h http.Header, name string) bool {
+	for _, line := range h["Cookie"] {
+		for part := range strings.SplitSeq(line, ";") {
+			n, _, _ := strings.Cut(part, "=")
+			n = textproto.TrimString(n)
+			if n != name && queryTwin(n, name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stripCookies rewrites the Cookie headers without the cookies drop
@@ -212,14 +336,25 @@ func stripCookies(h http.Header, drop func(string) bool) {
 	h["Cookie"] = out
 }
 
-// stripQuery removes every name= pair from a raw query, keeping the order
-// and encoding of the others (re-encoding would change what the upstream
-// signs or caches on).
+// stripQuery removes every pair naming name from a raw query, under any
+// spelling queryTwin matches and in pieces split on ';' too, keeping the
+// order and encoding of the others (re-encoding would change what the
+// upstream signs or caches on).
 func stripQuery(raw, name string) string {
 	var b strings.Builder
 	for pair := range strings.SplitSeq(raw, "&") {
-		k, _, _ := strings.Cut(pair, "=")
-		if uk, err := url.QueryUnescape(k); err == nil && uk == name {
+		if strings.IndexByte(pair, ';') >= 0 {
+			var kept []string
+			for piece := range strings.SplitSeq(pair, ";") {
+				if k, _, _ := strings.Cut(piece, "="); !queryTwin(k, name) {
+					kept = append(kept, piece)
+				}
+			}
+			if len(kept) == 0 {
+				continue
+			}
+			pair = strings.Join(kept, ";")
+		} else if k, _, _ := strings.Cut(pair, "="); queryTwin(k, name) {
 			continue
 		}
 		if b.Len() > 0 {

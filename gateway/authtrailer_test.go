@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +113,107 @@ routes:
 				}
 				if c.wantHeader != "" && !strings.Contains(got[0], "\r\n"+c.wantHeader+"\r\n") {
 					t.Errorf("the upstream's head lacks %q:\n%s", c.wantHeader, got[0])
+				}
+			})
+		}
+	}
+}
+
+// TestAuthCredentialTrailersDropped: a client that authenticates with a
+// credential in a header (an API key) or a cookie (a JWT) cannot send a
+// second one after its body. The edge removes the verified credential from
+// the header (or, with keep_token, passes that one on); a trailer of the
+// same name would reach the upstream as a credential the edge never
+// verified, which a service or framework merging trailers into the header
+// takes for the client's. Checked on the upstream's wire, over HTTP/1.1
+// and h2c, with keep_token on and off, and under a '_' spelling.
+func TestAuthCredentialTrailersDropped(t *testing.T) {
+	u := startTrailerUpstream(t, false)
+	secret := strings.Repeat("k", 32)
+	t.Setenv("CAUSEWAY_TEST_HMAC", secret)
+	sum := sha256.Sum256([]byte("good-key"))
+	keys := filepath.Join(t.TempDir(), "keys.txt")
+	writeFile(t, keys, "acme:"+hex.EncodeToString(sum[:])+"\n")
+	cfg := `authenticators:
+  partners: {api_key: {keys_file: %[2]q}}
+  kept: {api_key: {keys_file: %[2]q, header: X-Kept-Key, keep_token: true}}
+  users:
+    jwt: {issuer: https://id.test/, audiences: [api], hmac_secret_env: CAUSEWAY_TEST_HMAC, algorithms: [HS256], from: {cookie: session}}
+upstreams:
+  u: {endpoints: [%[1]q]}
+routes:
+  - {name: keys, match: {path_prefix: /keys}, auth: partners, upstream: u}
+  - {name: kept, match: {path_prefix: /kept}, auth: kept, upstream: u}
+  - {name: cookie, match: {path_prefix: /cookie}, auth: users, upstream: u}
+`
+	edges := map[string]*testEdge{
+		"default":     startEdge(t, listenHeader+fmt.Sprintf(cfg, u.addr, keys)),
+		"underscores": startEdge(t, listenHeader+"server: {allow_underscore_headers: true}\n"+fmt.Sprintf(cfg, u.addr, keys)),
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": "https://id.test/", "aud": "api", "sub": "user-7", "exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2c := trailerH2CClient()
+	t.Cleanup(h2c.CloseIdleConnections)
+
+	cases := []struct {
+		name, edge, path, header string
+		h1Only                   bool
+		tc                       trailerCase
+	}{
+		{name: "api key", edge: "default", path: "/keys/x", header: "X-Api-Key: good-key",
+			tc: trailerCase{announce: "X-Api-Key, X-Check", fields: []string{"X-Api-Key: forged-key", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+		{name: "api key kept", edge: "default", path: "/kept/x", header: "X-Kept-Key: good-key",
+			tc: trailerCase{announce: "X-Kept-Key, X-Check", fields: []string{"X-Kept-Key: forged-key", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+		{name: "api key underscored", edge: "underscores", path: "/keys/x", header: "X-Api-Key: good-key", h1Only: true,
+			tc: trailerCase{announce: "X_Api_Key, X-Check", fields: []string{"X_Api_Key: forged-key", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+		{name: "token cookie", edge: "default", path: "/cookie/x", header: "Cookie: session=" + tok,
+			tc: trailerCase{announce: "Cookie, X-Check", fields: []string{"Cookie: session=forged-key", "X-Check: 1"},
+				wantAnnounced: "X-Check", wantSection: "X-Check: 1"}},
+	}
+	for i, c := range cases {
+		for _, front := range []string{"HTTP/1.1", "h2c"} {
+			if c.h1Only && front != "HTTP/1.1" {
+				continue
+			}
+			t.Run(c.name+"/"+front, func(t *testing.T) {
+				e := edges[c.edge]
+				id := fmt.Sprintf("c%d-%s", i, sanitizeID(front))
+				var status int
+				if front == "HTTP/1.1" {
+					raw := h1TrailerRequest(id, c.tc)
+					raw = strings.Replace(raw, "POST /t ", "POST "+c.path+" ", 1)
+					raw = strings.Replace(raw, "\r\n", "\r\n"+c.header+"\r\n", 1)
+					status, _ = trailerExchange(t, strings.TrimPrefix(e.url, "http://"), raw)
+				} else {
+					req := h2TrailerRequest(t, e.url, id, c.tc, false)
+					req.URL.Path = c.path
+					k, v, _ := strings.Cut(c.header, ": ")
+					req.Header.Set(k, v)
+					res, err := h2c.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					status = res.StatusCode
+				}
+				got := u.received(id)
+				if status != http.StatusOK || len(got) != 1 {
+					t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)
+				}
+				announced, section := upstreamTrailer(got[0])
+				if announced != c.tc.wantAnnounced || section != c.tc.wantSection {
+					t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, c.tc.wantAnnounced, c.tc.wantSection, got[0])
+				}
+				if strings.Contains(got[0], "forged-key") {
+					t.Errorf("the upstream received the client's second credential:\n%s", got[0])
 				}
 			})
 		}

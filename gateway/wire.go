@@ -58,6 +58,10 @@ func (a authStage) Middleware(route routes.Route) (func(http.Handler) http.Handl
 	// auth, or one the principal has no claim for, would be the only
 	// one).
 	forwarded := a.set.ForwardedHeaders()
+	// Nor a second copy of the route's credential: the edge verified (and
+	// unless keep_token removed) the header's, and a trailer of that name
+	// would be a credential nobody verified.
+	forwarded = append(forwarded, a.set.CredentialHeaders(route)...)
 	return func(next http.Handler) http.Handler {
 		h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// A principal set earlier (a sidecar's verified caller) stays
