@@ -51,10 +51,22 @@ const refreshWait = 3 * time.Second
 // refreshPoll is how often a waiting request looks for that write.
 const refreshPoll = 25 * time.Millisecond
 
+// The session store's writes go out once (sendOnce), whatever the Redis
+// topology, as the rate-limit decisions do: a write whose connection broke
+// after Redis ran it fails (the request gets status_on_error or on_error:
+// allow) instead of being sent again on a new connection. The client of
+// one node or Sentinel resends nothing (redisclient.DialAttempts); a Cluster
+// client resends within MaxRedirects unless the command opts out, and a
+// second run is wrong for two of them: the refresh lock's SET NX finds its
+// own first run's lock and reports the session locked by another replica
+// (the request then waits refreshWait for a refresh that never comes), and
+// updateScript finds the version its first run bumped and reports the
+// session gone (a signed-in user is sent to sign in again). MOVED and ASK
+// are still followed: the node that redirected ran nothing.
 var (
 	// touchScript pushes last use forward and the TTL with it, if the
 	// session still exists. KEYS[1] session; ARGV: used (ns), ttl (ms).
-	touchScript = redis.NewScript(`
+	touchScript = newStoreScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local u = tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
 if u < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'u', ARGV[1]) end
@@ -63,7 +75,7 @@ return 1`)
 	// updateScript writes refreshed tokens if the session still exists at
 	// the version they were refreshed from. KEYS[1] session; ARGV: version
 	// read, data, used (ns), ttl (ms). Returns the new version, or 0.
-	updateScript = redis.NewScript(`
+	updateScript = newStoreScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v or v ~= ARGV[1] then return 0 end
 local nv = tonumber(v) + 1
@@ -72,7 +84,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return nv`)
 	// unlockScript releases a refresh lock only if it is still ours.
 	// KEYS[1] lock; ARGV[1] token.
-	unlockScript = redis.NewScript(`
+	unlockScript = newStoreScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 )
@@ -149,8 +161,8 @@ func (s *redisSessions) create(ctx context.Context, data []byte, now time.Time) 
 	defer cancel()
 	k := s.key(id)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, k, "d", data, "c", now.UnixNano(), "u", now.UnixNano(), "v", 1)
-		p.PExpire(ctx, k, ttl)
+		_ = p.Process(ctx, sendOnce{redis.NewIntCmd(ctx, "hset", k, "d", data, "c", now.UnixNano(), "u", now.UnixNano(), "v", 1)})
+		_ = p.Process(ctx, sendOnce{redis.NewBoolCmd(ctx, "pexpire", k, ttl.Milliseconds())})
 		return nil
 	})
 	if err != nil {
@@ -195,7 +207,7 @@ func (s *redisSessions) touch(ctx context.Context, id string, created, now time.
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	n, err := touchScript.Run(ctx, s.rdb, []string{s.key(id)}, now.UnixNano(), ttl.Milliseconds()).Int64()
+	n, err := touchScript.run(ctx, s.rdb, []string{s.key(id)}, now.UnixNano(), ttl.Milliseconds()).Int64()
 	if err != nil {
 		return storeErr("touch", err)
 	}
@@ -214,7 +226,7 @@ func (s *redisSessions) update(ctx context.Context, id string, version int64, da
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	nv, err := updateScript.Run(ctx, s.rdb, []string{s.key(id)}, strconv.FormatInt(version, 10), data, now.UnixNano(), ttl.Milliseconds()).Int64()
+	nv, err := updateScript.run(ctx, s.rdb, []string{s.key(id)}, strconv.FormatInt(version, 10), data, now.UnixNano(), ttl.Milliseconds()).Int64()
 	if err != nil {
 		return 0, storeErr("update", err)
 	}
@@ -228,7 +240,9 @@ func (s *redisSessions) update(ctx context.Context, id string, version int64, da
 func (s *redisSessions) delete(ctx context.Context, id string) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	if err := s.rdb.Del(ctx, s.key(id), s.lockKey(id)).Err(); err != nil {
+	del := redis.NewIntCmd(ctx, "del", s.key(id), s.lockKey(id))
+	_ = s.rdb.Process(ctx, sendOnce{del})
+	if err := del.Err(); err != nil {
 		return storeErr("delete", err)
 	}
 	return nil
@@ -240,7 +254,9 @@ func (s *redisSessions) lock(ctx context.Context, id string) (unlock func(), ok 
 	token := newSessionID()
 	cctx, cancel := s.ctx(ctx)
 	defer cancel()
-	ok, err = s.rdb.SetNX(cctx, s.lockKey(id), token, refreshLockTTL).Result()
+	set := redis.NewBoolCmd(cctx, "set", s.lockKey(id), token, "px", refreshLockTTL.Milliseconds(), "nx")
+	_ = s.rdb.Process(cctx, sendOnce{set})
+	ok, err = set.Result()
 	if err != nil {
 		return nil, false, storeErr("lock", err)
 	}
@@ -252,7 +268,7 @@ func (s *redisSessions) lock(ctx context.Context, id string) (unlock func(), ok 
 		defer cancel()
 		// Failing here leaves the lock to expire: another replica waits
 		// refreshLockTTL at most.
-		_ = unlockScript.Run(cctx, s.rdb, []string{s.lockKey(id)}, token).Err()
+		_ = unlockScript.run(cctx, s.rdb, []string{s.lockKey(id)}, token).Err()
 	}, true, nil
 }
 
@@ -468,4 +484,50 @@ func (a *oidcAuth) revoke(r *http.Request, s *session.Session) []byte {
 		a.log.Warn("oidc: logout could not delete the session", "error", err)
 	}
 	return data
+}
+
+// sendOnce marks a command go-redis must not send again after a failure
+// (see the scripts above).
+type sendOnce struct{ redis.Cmder }
+
+func (sendOnce) NoRetry() bool { return true }
+
+// storeScript is a script of the session store, run by its SHA and sent
+// once.
+type storeScript struct {
+	src, sha string
+}
+
+func newStoreScript(src string) *storeScript {
+	return &storeScript{src: src, sha: redis.NewScript(src).Hash()}
+}
+
+// run sends EVALSHA once. A Redis that lost the script (restarted,
+// flushed, a new Cluster master) answers NOSCRIPT without running it: the
+// script is loaded and sent again, a few rounds at most, since another
+// flush can land in between.
+func (sc *storeScript) run(ctx context.Context, rdb redis.UniversalClient, keys []string, args ...any) *redis.Cmd {
+	cmd := sc.cmd(ctx, keys, args)
+	_ = rdb.Process(ctx, sendOnce{cmd})
+	for round := 0; round < 3 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT"); round++ {
+		if err := rdb.ScriptLoad(ctx, sc.src).Err(); err != nil {
+			cmd.SetErr(fmt.Errorf("loading the script after NOSCRIPT: %w", err))
+			return cmd
+		}
+		cmd = sc.cmd(ctx, keys, args)
+		_ = rdb.Process(ctx, sendOnce{cmd})
+	}
+	return cmd
+}
+
+func (sc *storeScript) cmd(ctx context.Context, keys []string, args []any) *redis.Cmd {
+	a := make([]any, 0, 3+len(keys)+len(args))
+	a = append(a, "evalsha", sc.sha, len(keys))
+	for _, k := range keys {
+		a = append(a, k)
+	}
+	a = append(a, args...)
+	cmd := redis.NewCmd(ctx, a...)
+	cmd.SetFirstKeyPos(3) // a Cluster client routes it by its first key
+	return cmd
 }

@@ -128,7 +128,7 @@ func BenchmarkUpstreamTransport(b *testing.B) {
 		_, _ = io.WriteString(w, strings.Repeat("x", 64))
 	}))
 	defer up.Close()
-	pool, err := proxy.NewTransportPool("b", routes.Upstream{Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: 64}, nil)
+	pool, err := proxy.NewTransportPool("b", routes.Upstream{Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: 64}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

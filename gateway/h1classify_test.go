@@ -29,7 +29,7 @@ func newTestPool(t *testing.T, maxIdle int, timeout time.Duration) *transport.H1
 	pool, err := proxy.NewTransportPool("t", routes.Upstream{
 		Scheme: "http", Protocol: routes.DefaultProtocol, MaxIdlePerHost: maxIdle,
 		ConnectTimeout: routes.Duration(time.Second), Timeout: routes.Duration(timeout),
-	}, nil)
+	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,34 +18,145 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
-// gRPC calls from the edge to a service behind its sidecar share an HTTP/2
-// connection of the mesh hop, and the sidecar re-checks the caller's
-// certificate at every request. The edge's certificate lives a few seconds
-// and is renewed after the first call, as SPIRE renews an SVID at half its
-// life; a real grpc-go client keeps calling, four calls at a time, until
-// past the old certificate's expiry. No call may fail: the connection made
-// with the old certificate is retired before it expires and the calls go
-// on a new one, made with the renewed certificate. Before the fix the old
-// connection carried calls past the expiry, and the sidecar refused them
-// (403, caller certificate no longer valid).
+// Calls from the edge to a service behind its sidecar share the mesh hop's
+// connections (gRPC one HTTP/2 connection, CertBound; HTTP/1.1 a pool of
+// them, H1 over TLS), and the sidecar re-checks the caller's certificate
+// at every request. The edge's certificate is renewed after the first
+// call, as SPIRE renews an SVID at half its life, and four callers keep
+// calling while the clock the edge and the sidecar share moves to just
+// before the old certificate's expiry (within certExpiryMargin: the edge
+// must stop using the old connections, the sidecar still accepts them, so
+// no request is caught in flight by the next step) and then past it (the
+// sidecar refuses the old certificate). No call may fail, and the service
+// answers every call exactly once: the connections made with the old
+// certificate are retired on the edge's clock and the calls go on new
+// ones, made with the renewed certificate. Before the fix the old
+// connections carried calls past the expiry (first on the wall clock, and
+// once that was fixed, on the wall clock while the sidecar held the
+// certificate to its own), and the sidecar refused them (403, caller
+// certificate no longer valid).
 func TestMeshGRPCCallsSurviveCertificateRotation(t *testing.T) {
-	// Long enough for the edge and the sidecar to start and for the
-	// renewal to be loaded before the retirement, certExpiryMargin (2 s)
-	// before the expiry, on a machine loaded by the whole suite under
-	// -race. Until 3 s before the expiry one call every 100 ms keeps the
-	// old connection in use (so no idle timeout can retire it in the
-	// fix's place); the four callers run only across the expiry.
-	const lifetime = 15 * time.Second
-	ca := meshtest.NewCA(t, "example.org")
+	tests := []struct {
+		desc string
+		// serve starts the service behind the sidecar, counting the calls
+		// it answers in reached; route is the edge's route to it and
+		// caller a call through the edge at addr.
+		serve  func(t *testing.T, reached *atomic.Int64) (addr string)
+		route  string
+		caller func(t *testing.T, edge string) func() error
+	}{
+		{desc: "gRPC over HTTP/2", serve: serveGRPCHealth, route: "/grpc.health.v1.Health/", caller: grpcHealthCaller},
+		{desc: "HTTP/1.1", serve: serveCounting, route: "/orders", caller: httpCaller},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			ca := meshtest.NewCA(t, "example.org")
+			// Certificates are dated by the wall clock; the clock starts
+			// there and moves only when the test moves it.
+			clk := testutil.NewFakeClockAt(time.Now())
+			var reached atomic.Int64
+			svc := tc.serve(t, &reached)
+			orders := startSidecarClock(t, sidecarConfig(ca.IssueFiles(t.TempDir(), ordersID), svc, []string{edgeID}, nil), clk.Now)
 
+			edgeDir := t.TempDir()
+			old := ca.Issue(edgeID, meshtest.TTL(time.Hour))
+			old.WriteFiles(t, edgeDir, "svid")
+			files := meshtest.Files{Cert: edgeDir + "/svid.pem", Key: edgeDir + "/svid-key.pem", Bundle: ca.WriteBundle(edgeDir)}
+			te := startEdge(t, listenHeader+fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
+upstreams:
+  orders: {endpoints: [%q], mesh_identity: %q}
+routes:
+  - {name: orders, match: {path_prefix: %q}, upstream: orders}
+`, files.Cert, files.Key, files.Bundle, orders.Addr("inbound"), ordersID, tc.route), withClock(clk))
+			call := tc.caller(t, te.Addr("http"))
+
+			// The mesh hop's connection, made with the certificate about
+			// to expire.
+			if err := call(); err != nil {
+				t.Fatal(err)
+			}
+			// Renewed; the edge has loaded it once its expiry metric moves.
+			ca.Issue(edgeID, meshtest.TTL(24*time.Hour)).WriteFiles(t, edgeDir, "svid")
+			testutil.WaitFor(t, func() bool { return edgeCertExpiry(t, te) > old.Leaf.NotAfter.Unix() })
+
+			const callers = 4
+			var calls, failed atomic.Int64
+			var firstErr atomic.Value
+			// step is the clock's step; done[i] is the step of the last
+			// call caller i started and finished.
+			var step atomic.Int64
+			var done [callers]atomic.Int64
+			var n [callers]atomic.Int64 // calls caller i finished in the current step
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range callers {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						s := step.Load()
+						calls.Add(1)
+						if err := call(); err != nil {
+							failed.Add(1)
+							firstErr.CompareAndSwap(nil, err.Error())
+						}
+						if done[i].Swap(s) != s {
+							n[i].Store(0)
+						}
+						n[i].Add(1)
+					}
+				})
+			}
+			// settle waits until every caller has finished atLeast calls
+			// started in step s: none is still on a connection chosen
+			// before it.
+			settle := func(s, atLeast int64) {
+				testutil.WaitFor(t, func() bool {
+					for i := range callers {
+						if done[i].Load() != s || n[i].Load() < atLeast {
+							return false
+						}
+					}
+					return true
+				})
+			}
+			// The clock moves before the step does, so a call counted in
+			// a step started on the clock of that step.
+			settle(0, 5)
+			clk.Advance(old.Leaf.NotAfter.Add(-time.Second).Sub(clk.Now()))
+			step.Store(1)
+			settle(1, 5)
+			clk.Advance(old.Leaf.NotAfter.Add(time.Second).Sub(clk.Now()))
+			step.Store(2)
+			settle(2, 20)
+			close(stop)
+			wg.Wait()
+
+			t.Logf("%d calls across the expiry, %d failed", calls.Load(), failed.Load())
+			if failed.Load() != 0 {
+				t.Fatalf("%d of %d calls failed across the edge's certificate rotation; first: %v", failed.Load(), calls.Load(), firstErr.Load())
+			}
+			if reached.Load() != calls.Load()+1 {
+				t.Fatalf("the service answered %d calls, want %d", reached.Load(), calls.Load()+1)
+			}
+		})
+	}
+}
+
+// serveGRPCHealth serves gRPC health checks ("orders" serving), counting
+// them in reached.
+func serveGRPCHealth(t *testing.T, reached *atomic.Int64) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reached atomic.Int64
 	hs := health.NewServer()
 	hs.SetServingStatus("orders", healthpb.HealthCheckResponse_SERVING)
 	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -57,26 +170,19 @@ func TestMeshGRPCCallsSurviveCertificateRotation(t *testing.T) {
 		gs.Stop()
 		served.Wait()
 	})
-	orders := startSidecar(t, sidecarConfig(ca.IssueFiles(t.TempDir(), ordersID), ln.Addr().String(), []string{edgeID}, nil))
+	return ln.Addr().String()
+}
 
-	edgeDir := t.TempDir()
-	old := ca.Issue(edgeID, meshtest.TTL(lifetime))
-	old.WriteFiles(t, edgeDir, "svid")
-	files := meshtest.Files{Cert: edgeDir + "/svid.pem", Key: edgeDir + "/svid-key.pem", Bundle: ca.WriteBundle(edgeDir)}
-	te := startEdge(t, listenHeader+fmt.Sprintf(`mesh: {trust_domain: example.org, cert_file: %q, key_file: %q, bundle_file: %q}
-upstreams:
-  orders: {endpoints: [%q], mesh_identity: %q}
-routes:
-  - {name: health, match: {path_prefix: /grpc.health.v1.Health/}, upstream: orders}
-`, files.Cert, files.Key, files.Bundle, orders.Addr("inbound"), ordersID))
-
-	cc, err := grpc.NewClient("passthrough:///"+te.Addr("http"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+// grpcHealthCaller is a real grpc-go client's health check through the
+// edge at addr.
+func grpcHealthCaller(t *testing.T, addr string) func() error {
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
 	client := healthpb.NewHealthClient(cc)
-	call := func() error {
+	return func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{Service: "orders"})
@@ -85,53 +191,29 @@ routes:
 		}
 		return err
 	}
-	// The mesh hop's connection, made with the certificate about to expire.
-	if err := call(); err != nil {
-		t.Fatal(err)
-	}
+}
 
-	// Renewed; the edge has loaded it once its expiry metric moves.
-	ca.Issue(edgeID, meshtest.TTL(time.Hour)).WriteFiles(t, edgeDir, "svid")
-	for deadline := time.Now().Add(10 * time.Second); edgeCertExpiry(t, te) <= old.Leaf.NotAfter.Unix(); {
-		if time.Now().After(deadline) {
-			t.Fatal("the edge did not load its renewed certificate")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if left := time.Until(old.Leaf.NotAfter); left < 2*time.Second+500*time.Millisecond {
-		t.Fatalf("the renewal was loaded %v before the old certificate's expiry: too late for the test to show anything", left)
-	}
+// serveCounting serves "ok" over HTTP/1.1, counting requests in reached.
+func serveCounting(t *testing.T, reached *atomic.Int64) string {
+	return hostPort(echoUpstreamCounting(t, reached))
+}
 
-	var calls, failed atomic.Int64
-	var firstErr atomic.Value
-	for time.Until(old.Leaf.NotAfter) > 3*time.Second {
-		calls.Add(1)
-		if err := call(); err != nil {
-			failed.Add(1)
-			firstErr.CompareAndSwap(nil, err.Error())
+// httpCaller is a GET of /orders through the edge at addr that must be
+// answered 200 "ok".
+func httpCaller(t *testing.T, addr string) func() error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	return func() error {
+		resp, err := client.Get("http://" + addr + "/orders")
+		if err != nil {
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	end := old.Leaf.NotAfter.Add(1500 * time.Millisecond)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for time.Now().Before(end) {
-				calls.Add(1)
-				if err := call(); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-			}
-		})
-	}
-	wg.Wait()
-	t.Logf("%d calls across the expiry, %d failed", calls.Load(), failed.Load())
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d calls failed across the edge's certificate rotation; first: %v", failed.Load(), calls.Load(), firstErr.Load())
-	}
-	if reached.Load() != calls.Load()+1 {
-		t.Fatalf("the service answered %d calls, want %d", reached.Load(), calls.Load()+1)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != http.StatusOK || string(body) != "ok") {
+			err = fmt.Errorf("%d %q", resp.StatusCode, body)
+		}
+		return err
 	}
 }
 

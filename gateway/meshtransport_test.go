@@ -41,7 +41,7 @@ func TestMeshTransportProtocols(t *testing.T) {
 			pool, err := proxy.NewTransportPool("m", routes.Upstream{
 				MeshIdentity: "spiffe://example.org/ns/shop/sa/payments", Protocol: tc.protocol,
 				MaxIdlePerHost: 4, ConnectTimeout: routes.Duration(time.Second),
-			}, tlsFor)
+			}, tlsFor, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

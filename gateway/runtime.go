@@ -88,7 +88,8 @@ type buildDeps struct {
 	stages     []Stage
 	access     *accessLog
 	log        *slog.Logger // background work of upstreams (health, discovery); nil: slog.Default()
-	// now is the clock of ejections, breakers and retry budgets (nil:
+	// now is the clock of ejections, breakers, retry budgets and of the
+	// certificate expiries pooled TLS connections are retired by (nil:
 	// time.Now).
 	now func() time.Time
 	// caller puts caller tokens on requests to mesh upstreams and removes

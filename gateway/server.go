@@ -102,8 +102,10 @@ type Options struct {
 	Inherited *Inherited
 	// Clock is the clock of passive health ejections, circuit breakers,
 	// retry budgets, authenticators and rate limits (in memory, leases and
-	// the local denial cache; decisions in Redis keep Redis's clock)
-	// (nil: time.Now); tests pass one they control.
+	// the local denial cache; decisions in Redis keep Redis's clock), of
+	// the mesh identity's validity checks and of the certificate expiries
+	// pooled upstream TLS connections are retired by (nil: time.Now);
+	// tests pass one they control.
 	Clock func() time.Time
 	// RouteSource builds the source of a routes file's
 	// providers.kubernetes section (nil: the Kubernetes provider).

@@ -283,7 +283,7 @@ func (m *meshFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		// and Workload API state only once it is the live one.
 		gauges = newIdentityGauges(m.e.metrics, f.Mesh.Source, f.Mesh.Socket)
 		var err error
-		src, err = mesh.SourceForEdge(m.e.bgCtx, f.Mesh, gauges.options(mesh.SourceOptions{Logger: m.e.log}))
+		src, err = mesh.SourceForEdge(m.e.bgCtx, f.Mesh, gauges.options(mesh.SourceOptions{Logger: m.e.log, Now: m.e.opts.Clock}))
 		if err != nil {
 			return prepared{}, nil, &routes.Error{File: f.Path, Pos: f.At("mesh"), Path: "mesh", Msg: err.Error()}
 		}

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -119,6 +120,52 @@ func TestDecisionIsNotResent(t *testing.T) {
 			sent := tc.run(t, client)
 			if n := commandCalls(t, srv.Addr, "evalsha"); n != sent {
 				t.Fatalf("Redis ran the script %d times for %d decision(s)", n, sent)
+			}
+		})
+	}
+}
+
+// TestDecisionIsNotResentOnCluster is TestDecisionIsNotResent on a Redis
+// Cluster, whose client resends a command within MaxRedirects (the loop
+// that also follows MOVED and ASK) unless the command opts out. Every
+// connection to a node goes through a proxy in front of it that breaks
+// the connection once the client has sent EVALSHA; the script ran on the
+// node, and its commandstats, summed over the nodes, count how often.
+func TestDecisionIsNotResentOnCluster(t *testing.T) {
+	for _, tc := range decisionPaths {
+		t.Run(tc.desc, func(t *testing.T) {
+			cl := testredis.StartCluster(t)
+			// The nodes name each other by these addresses (CLUSTER
+			// SLOTS): every connection to a node goes through its proxy.
+			proxies := map[string]string{}
+			for _, addr := range cl.Addrs() {
+				// Loaded beforehand: a NOSCRIPT reply would be cut too.
+				if _, err := testredis.Do(addr, "SCRIPT", "LOAD", script); err != nil {
+					t.Fatal(err)
+				}
+				proxies[addr] = testutil.ServeConns(t, cutAfterScript(addr))
+			}
+			c, err := redisclient.Resolve(&routes.Redis{Addrs: cl.Addrs(), Timeout: routes.Duration(5 * time.Second)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Cluster.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				p, ok := proxies[addr]
+				if !ok {
+					return nil, errors.New("no proxy in front of " + addr)
+				}
+				var d net.Dialer
+				return d.DialContext(ctx, network, p)
+			}
+			client := c.NewClient()
+			t.Cleanup(func() { client.Close() })
+			sent := tc.run(t, client)
+			ran := 0
+			for _, addr := range cl.Addrs() {
+				ran += commandCalls(t, addr, "evalsha")
+			}
+			if ran != sent {
+				t.Fatalf("the Cluster ran the script %d times for %d decision(s)", ran, sent)
 			}
 		})
 	}

@@ -43,7 +43,8 @@ const ClientName = "causeway"
 // Commands are not resent either (MaxRetries -1, one node or Sentinel). A
 // Cluster client still resends within MaxRedirects, the loop that also
 // follows MOVED and ASK, which cannot be turned off alone; rate-limit
-// scripts opt out per command (ratelimit's sentOnce). A resend after a
+// scripts and the OIDC session store's writes opt out per command
+// (ratelimit's sentOnce, auth's sendOnce). A resend after a
 // failed dial only multiplied the
 // failed dials: go-redis's pool stops dialing after PoolSize failed dials
 // and then fails every command until a probe, once a second, reaches

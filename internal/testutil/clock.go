@@ -17,6 +17,14 @@ func NewFakeClock() *FakeClock {
 	return c
 }
 
+// NewFakeClockAt starts at start: for what is held to certificates, which
+// are dated by the wall clock.
+func NewFakeClockAt(start time.Time) *FakeClock {
+	c := &FakeClock{}
+	c.ns.Store(start.UnixNano())
+	return c
+}
+
 // Now is the clock's time.
 func (c *FakeClock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
 

@@ -306,16 +306,22 @@ func (w *writer) WriteHeader(status int) {
 			return
 		}
 	}
-	// From here the answer depends on Accept-Encoding.
-	addVary(h)
-	if w.enc != "" && typed && h.Get("Content-Length") != "" {
-		w.start()
+	if typed && h.Get("Content-Length") != "" {
+		// A compressible type of a length worth compressing: compressed
+		// for a client that accepts an encoding, so the answer depends
+		// on Accept-Encoding whether or not this client accepts one.
+		addVary(h)
+		if w.enc != "" {
+			w.start()
+		} else {
+			w.pass()
+		}
 		return
 	}
-	if w.enc == "" {
-		w.pass()
-		return
-	}
+	// The length, or the type of an untyped answer, is known only from
+	// the body: held until min_length bytes (or the end) decide, for a
+	// client that accepts no encoding too, so that Vary is stated only
+	// when the answer would have been compressed for another one.
 	w.state = buffering
 }
 
@@ -407,15 +413,22 @@ func (w *writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// commit ends buffering, compressing or not, and sends what was held;
-// final says the handler is done, so what was held is the whole body.
+// commit ends buffering and sends what was held; compress says the length
+// allows compressing (min_length bytes held, or a flush), final that the
+// handler is done, so what was held is the whole body. The answer is
+// compressed if its type allows too and the client accepts an encoding;
+// it varies on Accept-Encoding if it would be compressed for a client
+// that accepts one.
 func (w *writer) commit(compress, final bool) error {
 	buf := w.buf
 	w.buf = nil
 	if len(w.Header()["Content-Type"]) == 0 {
 		compress = compress && w.c.compressibleType(w.sniff(buf))
 	}
-	if !compress {
+	if compress {
+		addVary(w.Header())
+	}
+	if !compress || w.enc == "" {
 		if final {
 			w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
 		}

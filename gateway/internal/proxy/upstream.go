@@ -238,8 +238,8 @@ type Deps struct {
 	TLSFor TLSConfigFunc
 	TLSKey string
 	Log    *slog.Logger // background work (health, discovery); nil: slog.Default()
-	// Now is the clock of ejections, breakers and retry budgets (nil:
-	// time.Now).
+	// Now is the clock of ejections, breakers, retry budgets and of the
+	// certificate expiries TLS connections are retired by (nil: time.Now).
 	Now   func() time.Time
 	Hooks Hooks
 	// lookupGauge makes every write of an endpoint's health look its
@@ -281,7 +281,7 @@ func New(name string, cfg routes.Upstream, deps Deps) (*Upstream, error) {
 	}
 	key := transportKey(name, cfg) + "|" + deps.TLSKey
 	pool, _, err := deps.Pools.Acquire(key, func() (*TransportPool, error) {
-		p, err := NewTransportPool(name, cfg, deps.TLSFor)
+		p, err := NewTransportPool(name, cfg, deps.TLSFor, now)
 		if err == nil {
 			p.Key = key
 		}
@@ -604,7 +604,11 @@ func transportKey(name string, u routes.Upstream) string {
 // the system roots for scheme https).
 type TLSConfigFunc func(u routes.Upstream) (*tls.Config, error)
 
-func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc) (*TransportPool, error) {
+// NewTransportPool builds the connection pool of upstream name. now is the
+// clock its TLS connections' certificates are held to (nil: time.Now): a
+// connection is not reused close to the expiry of a certificate its
+// handshake exchanged.
+func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc, now func() time.Time) (*TransportPool, error) {
 	dialer := &net.Dialer{Timeout: u.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 nil, // an edge never goes through an environment proxy
@@ -643,7 +647,7 @@ func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc) (*Tr
 		t.Protocols.SetHTTP2(true)
 	}
 	if u.MeshIdentity != "" && u.Protocol == routes.DefaultProtocol {
-		mt := transport.NewMesh(t)
+		mt := transport.NewMesh(t, now)
 		return &TransportPool{Transport: mt, CloseIdle: mt.CloseIdleConnections}, nil
 	}
 	if u.Scheme == "http" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
@@ -651,13 +655,13 @@ func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc) (*Tr
 		return &TransportPool{Transport: h1, CloseIdle: h1.CloseIdleConnections}, nil
 	}
 	if u.Scheme == "https" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
-		tu := transport.NewTLSUpgrades(t)
+		tu := transport.NewTLSUpgrades(t, now)
 		return &TransportPool{Transport: tu, CloseIdle: tu.CloseIdleConnections}, nil
 	}
 	if t.TLSClientConfig != nil {
 		// protocol: h2 over TLS, toward a sidecar or not: HTTP/2
 		// connections retired before their certificates expire.
-		cb := transport.NewCertBound(t)
+		cb := transport.NewCertBound(t, now)
 		return &TransportPool{Transport: cb, CloseIdle: cb.CloseIdleConnections}, nil
 	}
 	return &TransportPool{Transport: t, CloseIdle: t.CloseIdleConnections}, nil

@@ -73,7 +73,7 @@ func TestUpstreamTLSConfig(t *testing.T) {
 			snis = nil
 			mu.Unlock()
 			u := routes.Upstream{Scheme: "https", TLS: tc.tls, MaxIdlePerHost: 1}
-			pool, err := NewTransportPool("t", u, UpstreamTLSConfig)
+			pool, err := NewTransportPool("t", u, UpstreamTLSConfig, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -31,8 +31,8 @@ import (
 // CloseIdleConnections); it is forgotten once none is open.
 type CertBound struct {
 	base *http.Transport
-	// now is the clock the certificates are held to (time.Now; tests set
-	// another).
+	// now is the clock the certificates are held to: the edge's or the
+	// sidecar's, as their other expiries are.
 	now func() time.Time
 
 	cur atomic.Pointer[certGen]
@@ -51,9 +51,13 @@ type certGen struct {
 	open atomic.Int64
 }
 
-// NewCertBound wraps t, configured for TLS; t itself sends no request.
-func NewCertBound(t *http.Transport) *CertBound {
-	b := &CertBound{base: t, now: time.Now}
+// NewCertBound wraps t, configured for TLS; t itself sends no request. now
+// is the clock the certificates are held to (nil: time.Now).
+func NewCertBound(t *http.Transport, now func() time.Time) *CertBound {
+	if now == nil {
+		now = time.Now
+	}
+	b := &CertBound{base: t, now: now}
 	b.cur.Store(b.newGen())
 	return b
 }

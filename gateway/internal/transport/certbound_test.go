@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
@@ -30,8 +31,7 @@ func (m *meshTLS) certBoundPool(t *testing.T, want string, now func() time.Time)
 		TLSClientConfig:     mesh.ClientConfig(m.client, id),
 		TLSHandshakeTimeout: 10 * time.Second,
 		ForceAttemptHTTP2:   true,
-	})
-	b.now = now
+	}, now)
 	t.Cleanup(b.CloseIdleConnections)
 	return b
 }
@@ -82,8 +82,8 @@ func TestCertBoundRetiresHTTP2ConnectionsPastTheirCertificates(t *testing.T) {
 				}
 				_, _ = io.WriteString(w, "ok")
 			})
-			var offset atomic.Int64
-			b := m.certBoundPool(t, sidecarID, func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+			clk := testutil.NewFakeClockAt(time.Now())
+			b := m.certBoundPool(t, sidecarID, clk.Now)
 			get := func(path string) error {
 				req, _ := http.NewRequest(http.MethodGet, "https://"+addr+path, nil)
 				resp, err := b.RoundTrip(req)
@@ -109,7 +109,7 @@ func TestCertBoundRetiresHTTP2ConnectionsPastTheirCertificates(t *testing.T) {
 				t.Fatalf("slow request: %v", err)
 			}
 			renew(t, ca, renewed{srv, sf, sidecarID}, renewed{cli, cf, edgeID})
-			offset.Store(int64(tc.later))
+			clk.Advance(tc.later)
 			for i := range 2 {
 				if err := get("/"); err != nil {
 					t.Fatalf("request %d after the renewal: %v", i, err)

@@ -58,7 +58,8 @@ type H1 struct {
 	tls              *tls.Config
 	handshakeTimeout time.Duration
 	// now is the clock a pooled TLS connection's certificates are held
-	// to (time.Now; tests set another).
+	// to (NewH1TLS; time.Now for NewH1). Idle timeouts stay on the wall
+	// clock: they run on runtime timers.
 	now func() time.Time
 
 	mu     sync.Mutex

@@ -3,6 +3,7 @@ package transport
 import (
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Mesh carries requests to a sidecar over mTLS: HTTP/1.1 on a pool
@@ -23,13 +24,14 @@ type Mesh struct {
 	h2 *CertBound // ALPN h2, then http/1.1
 }
 
-// NewMesh splits t, configured for HTTP/2 over mTLS, in two.
-func NewMesh(t *http.Transport) *Mesh {
+// NewMesh splits t, configured for HTTP/2 over mTLS, in two; both halves
+// hold certificates to the clock now (nil: time.Now).
+func NewMesh(t *http.Transport, now func() time.Time) *Mesh {
 	h1 := t.Clone()
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSClientConfig = t.TLSClientConfig.Clone()
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	return &Mesh{h1: NewH1TLS(h1), h2: NewCertBound(t)}
+	return &Mesh{h1: NewH1TLS(h1, now), h2: NewCertBound(t, now)}
 }
 
 func (m *Mesh) RoundTrip(req *http.Request) (*http.Response, error) {

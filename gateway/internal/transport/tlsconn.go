@@ -20,9 +20,15 @@ import (
 // used as given, so whatever it verifies (a sidecar's SPIFFE ID) and how it
 // finds its client certificate (GetClientCertificate, which follows
 // rotation) hold for every connection; the handshake is bounded by
-// fallback.TLSHandshakeTimeout and by the request's context.
-func NewH1TLS(fallback *http.Transport) *H1 {
+// fallback.TLSHandshakeTimeout and by the request's context. now is the
+// clock the connections' certificates are held to (nil: time.Now): a
+// connection is not reused from certExpiryMargin before the earliest expiry
+// of the certificates its handshake exchanged.
+func NewH1TLS(fallback *http.Transport, now func() time.Time) *H1 {
 	t := NewH1(fallback)
+	if now != nil {
+		t.now = now
+	}
 	cfg := fallback.TLSClientConfig.Clone()
 	cfg.NextProtos = []string{"http/1.1"}
 	t.tls = cfg

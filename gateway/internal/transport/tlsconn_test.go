@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
@@ -44,6 +45,12 @@ func newMeshTLS(t *testing.T) *meshTLS {
 // proxy.NewTransportPool builds it.
 func (m *meshTLS) pool(t *testing.T, maxIdle int, timeout time.Duration, want string) *H1 {
 	t.Helper()
+	return m.poolAt(t, maxIdle, timeout, want, nil)
+}
+
+// poolAt is pool holding certificates to the clock now (nil: time.Now).
+func (m *meshTLS) poolAt(t *testing.T, maxIdle int, timeout time.Duration, want string, now func() time.Time) *H1 {
+	t.Helper()
 	id, err := mesh.ParseID(want)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +64,7 @@ func (m *meshTLS) pool(t *testing.T, maxIdle int, timeout time.Duration, want st
 		DisableCompression:    true,
 		TLSClientConfig:       mesh.ClientConfig(m.client, id),
 		TLSHandshakeTimeout:   10 * time.Second,
-	})
+	}, now)
 	t.Cleanup(h1.CloseIdleConnections)
 	return h1
 }
@@ -317,13 +324,12 @@ func TestH1TLSRetiresConnectionsPastTheirCertificates(t *testing.T) {
 				}
 				_, _ = io.WriteString(w, "ok")
 			})
-			h1 := m.pool(t, 4, notATimeout, sidecarID)
-			var offset atomic.Int64
-			h1.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+			clk := testutil.NewFakeClockAt(time.Now())
+			h1 := m.poolAt(t, 4, notATimeout, sidecarID, clk.Now)
 			for i := range 3 {
 				if i == 1 {
 					renew(t, ca, renewed{srv, sf, sidecarID}, renewed{cli, cf, edgeID})
-					offset.Store(int64(tc.later))
+					clk.Advance(tc.later)
 				}
 				req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
 				resp, err := h1.RoundTrip(req)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -158,14 +159,14 @@ type TLSUpgrades struct {
 
 // NewTLSUpgrades splits t, configured for an https upstream, in two; the
 // upgrades' H1 uses a copy of t's TLS configuration, so it verifies what
-// t verifies.
-func NewTLSUpgrades(t *http.Transport) *TLSUpgrades {
+// t verifies. Both hold certificates to the clock now (nil: time.Now).
+func NewTLSUpgrades(t *http.Transport, now func() time.Time) *TLSUpgrades {
 	h1 := t.Clone()
 	h1.ForceAttemptHTTP2 = false
 	if h1.TLSClientConfig == nil {
 		h1.TLSClientConfig = &tls.Config{}
 	}
-	return &TLSUpgrades{h1: NewH1TLS(h1), rest: NewCertBound(t)}
+	return &TLSUpgrades{h1: NewH1TLS(h1, now), rest: NewCertBound(t, now)}
 }
 
 func (s *TLSUpgrades) RoundTrip(req *http.Request) (*http.Response, error) {
