@@ -69,7 +69,8 @@ func newAccessLogPool() *refpool.Pool[string, *accessLog] {
 // acquireAccessLog gives g the access log of cfg: the shared output, with
 // g's own sampling. A new output is opened now, so a file that cannot be
 // opened refuses the configuration; when g is refused and opening created
-// the file, undo removes it, so a refused file leaves no trace on disk.
+// the file, undo removes it, so a refused file leaves no trace on disk, and
+// neither does a check (Check) of a file that is accepted.
 func (s *server[C]) acquireAccessLog(g *generation[C], cfg routes.AccessLog) (*accessLog, error) {
 	created := false
 	shared, loaded, err := s.logs.Acquire(cfg.Output, func() (*accessLog, error) {
@@ -86,14 +87,21 @@ func (s *server[C]) acquireAccessLog(g *generation[C], cfg routes.AccessLog) (*a
 	if err != nil {
 		return nil, err
 	}
-	g.onRelease(func() { _, _ = s.logs.Release(cfg.Output) })
 	if !loaded && created {
-		g.onUndo(func() {
+		remove := func() {
 			if p, err := filepath.EvalSymlinks(cfg.Output); err == nil {
 				_ = os.Remove(p)
 			}
-		})
+		}
+		g.onUndo(remove)
+		if s.opts.checkOnly {
+			// A check (causeway validate) opens the output to find one
+			// that cannot be opened, and must not leave what it created:
+			// removed once released, after the pool's close below.
+			g.onRelease(remove)
+		}
 	}
+	g.onRelease(func() { _, _ = s.logs.Release(cfg.Output) })
 	view := *shared
 	view.sample = cfg.Sample
 	view.closer = nil // the pool closes the output

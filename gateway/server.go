@@ -80,6 +80,9 @@ type server[C any] struct {
 	bg       sync.WaitGroup // retire goroutines, the watcher, identity sources
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
+	// closeOnce makes Close idempotent: Serve closes a server that fails
+	// to start, and its caller may close it again.
+	closeOnce sync.Once
 }
 
 // Options configures an Edge or a Sidecar.
@@ -496,6 +499,10 @@ func (s *server[C]) Addr(name string) string {
 func (s *server[C]) Serve(ctx context.Context) error {
 	if s.lns == nil {
 		if err := s.Listen(); err != nil {
+			// What the configuration started (certificate watchers,
+			// health checks, identity sources) must not outlive a server
+			// that never served: Close frees it, as on the way out below.
+			s.Close()
 			return err
 		}
 	}
@@ -503,6 +510,7 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	settings, _ := s.role.serverSettings(cfg)
 	engine, err := http1Engine(settings, os.LookupEnv)
 	if err != nil {
+		s.Close()
 		return err
 	}
 	if engine == routes.HTTP1EngineNetHTTP {
@@ -555,8 +563,11 @@ func (s *server[C]) Serve(ctx context.Context) error {
 }
 
 // Close releases every resource of the server. Serve calls it on the way
-// out; call it directly only for one that never served.
-func (s *server[C]) Close() {
+// out, also when it fails to start; call it directly only for one that
+// never served. A second call does nothing.
+func (s *server[C]) Close() { s.closeOnce.Do(s.close) }
+
+func (s *server[C]) close() {
 	s.bgCancel()
 	s.bg.Wait() // retired generations are freed
 	s.mu.Lock()

@@ -204,41 +204,91 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		d.decodeSlice(n, path, v)
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float") {
-			d.errorf(n, path, "expected a string, found %s", describe(n))
+			d.errorf(n, path, "expected a string, found %s", d.describe(n, path))
 			return
 		}
 		v.SetString(n.Value)
 	case reflect.Int:
 		if n.Kind != yaml.ScalarNode || d.scalarTag(n) != "!!int" {
-			d.errorf(n, path, "expected an integer, found %s", describe(n))
+			d.errorf(n, path, "expected an integer, found %s", d.describe(n, path))
 			return
 		}
 		i, err := strconv.ParseInt(n.Value, 0, 64)
 		if err != nil {
-			d.errorf(n, path, "expected an integer, found %q", n.Value)
+			d.errorf(n, path, "expected an integer, found %s", d.quoted(n, path))
 			return
 		}
 		v.SetInt(i)
 	case reflect.Float64:
 		if tag := d.scalarTag(n); n.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") {
-			d.errorf(n, path, "expected a number, found %s", describe(n))
+			d.errorf(n, path, "expected a number, found %s", d.describe(n, path))
 			return
 		}
 		f, err := strconv.ParseFloat(n.Value, 64)
 		if err != nil {
-			d.errorf(n, path, "expected a number, found %q", n.Value)
+			d.errorf(n, path, "expected a number, found %s", d.quoted(n, path))
 			return
 		}
 		v.SetFloat(f)
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || d.scalarTag(n) != "!!bool" {
-			d.errorf(n, path, "expected true or false, found %s", describe(n))
+			d.errorf(n, path, "expected true or false, found %s", d.describe(n, path))
 			return
 		}
 		v.SetBool(n.Value == "true" || n.Value == "True" || n.Value == "TRUE")
 	default:
 		panic(fmt.Sprintf("routes: decoder cannot handle %s", v.Type()))
 	}
+}
+
+// describe says what n is, for a decode error at path. The value itself is
+// quoted only where it cannot be a credential: not under a key whose name
+// says it holds one (api_keys, client_secret, Authorization, as /config
+// masks them), and not when it came from an environment reference, where
+// secrets are kept so that the file need not hold them. An error goes to
+// the log, /config's last_reload and `causeway validate`.
+func (d *decoder) describe(n *yaml.Node, path string) string {
+	if n.Kind == yaml.ScalarNode && d.secretAt(n, path) {
+		switch n.Tag {
+		case "!!int", "!!float":
+			return "a number (" + Redacted + ")"
+		case "!!bool":
+			return "a boolean (" + Redacted + ")"
+		}
+		return "a string (" + Redacted + ")"
+	}
+	return describe(n)
+}
+
+// quoted is n's value quoted for an error message at path, or Redacted
+// where describe would not show it.
+func (d *decoder) quoted(n *yaml.Node, path string) string {
+	if d.secretAt(n, path) {
+		return Redacted
+	}
+	return strconv.Quote(n.Value)
+}
+
+// secretAt reports whether the value n at path may be a credential: the
+// key it is under (an item of a list counts as under the list's key) names
+// one, or the value was read from the environment. Only that key: the
+// sections above it name kinds (jwt, api_key, session), not credentials.
+func (d *decoder) secretAt(n *yaml.Node, path string) bool {
+	if d.expanded[n] {
+		return true
+	}
+	key := path
+	for strings.HasSuffix(key, "]") {
+		i := strings.LastIndexByte(key, '[')
+		if i < 0 {
+			break
+		}
+		key = key[:i]
+	}
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		key = key[i+1:]
+	}
+	return SecretName(key)
 }
 
 func describe(n *yaml.Node) string {
@@ -263,7 +313,7 @@ func describe(n *yaml.Node) string {
 
 func (d *decoder) decodeDuration(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind != yaml.ScalarNode {
-		d.errorf(n, path, "expected a duration such as \"250ms\" or \"1m\", found %s", describe(n))
+		d.errorf(n, path, "expected a duration such as \"250ms\" or \"1m\", found %s", d.describe(n, path))
 		return
 	}
 	if n.Tag == "!!int" && n.Value == "0" {
@@ -272,11 +322,11 @@ func (d *decoder) decodeDuration(n *yaml.Node, path string, v reflect.Value) {
 	}
 	dur, err := time.ParseDuration(n.Value)
 	if err != nil {
-		d.errorf(n, path, "invalid duration %q: use a Go duration such as \"250ms\" or \"1m\"", n.Value)
+		d.errorf(n, path, "invalid duration %s: use a Go duration such as \"250ms\" or \"1m\"", d.quoted(n, path))
 		return
 	}
 	if dur < 0 {
-		d.errorf(n, path, "duration %q must not be negative", n.Value)
+		d.errorf(n, path, "duration %s must not be negative", d.quoted(n, path))
 		return
 	}
 	v.SetInt(int64(dur))
@@ -286,7 +336,7 @@ func (d *decoder) decodeStringList(n *yaml.Node, path string, v reflect.Value) {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Tag != "!!str" {
-			d.errorf(n, path, "expected a name or a list of names, found %s", describe(n))
+			d.errorf(n, path, "expected a name or a list of names, found %s", d.describe(n, path))
 			return
 		}
 		v.Set(reflect.ValueOf(StringList{n.Value}))
@@ -300,14 +350,14 @@ func (d *decoder) decodeStringList(n *yaml.Node, path string, v reflect.Value) {
 				continue
 			}
 			if c.Kind != yaml.ScalarNode || c.Tag != "!!str" {
-				d.errorf(c, p, "expected a name, found %s", describe(c))
+				d.errorf(c, p, "expected a name, found %s", d.describe(c, p))
 				continue
 			}
 			list = append(list, c.Value)
 		}
 		v.Set(reflect.ValueOf(list))
 	default:
-		d.errorf(n, path, "expected a name or a list of names, found %s", describe(n))
+		d.errorf(n, path, "expected a name or a list of names, found %s", d.describe(n, path))
 	}
 }
 
@@ -339,7 +389,7 @@ func join(path, key string) string {
 
 func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, path, "expected a mapping, found %s", describe(n))
+		d.errorf(n, path, "expected a mapping, found %s", d.describe(n, path))
 		return
 	}
 	fields := fieldsOf(v.Type())
@@ -369,7 +419,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 
 func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind != yaml.MappingNode {
-		d.errorf(n, path, "expected a mapping, found %s", describe(n))
+		d.errorf(n, path, "expected a mapping, found %s", d.describe(n, path))
 		return
 	}
 	if v.IsNil() {
@@ -379,7 +429,7 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 		k, val := n.Content[i], n.Content[i+1]
 		p := join(path, k.Value)
 		if k.Kind != yaml.ScalarNode {
-			d.errorf(k, path, "expected a name as key, found %s", describe(k))
+			d.errorf(k, path, "expected a name as key, found %s", d.describe(k, path))
 			continue
 		}
 		if v.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
@@ -394,7 +444,7 @@ func (d *decoder) decodeMap(n *yaml.Node, path string, v reflect.Value) {
 
 func (d *decoder) decodeSlice(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind != yaml.SequenceNode {
-		d.errorf(n, path, "expected a list, found %s", describe(n))
+		d.errorf(n, path, "expected a list, found %s", d.describe(n, path))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))

@@ -111,8 +111,12 @@ func newACMEIssuer(cfg *routes.ACME, opts *Options) (*acmeIssuer, error) {
 		if cfg.CacheDir == "" {
 			return nil, errors.New("tls.acme.cache_dir: required with cache: dir")
 		}
-		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
-			return nil, fmt.Errorf("tls.acme.cache_dir: creating %s: %w", cfg.CacheDir, err)
+		// Checked, not created: a Manager is built for every load of the
+		// file, also one that is refused later or only validated, and
+		// neither may leave a directory behind. autocert's DirCache makes
+		// the directory (0700) when it stores the first certificate.
+		if err := checkCacheDir(cfg.CacheDir); err != nil {
+			return nil, fmt.Errorf("tls.acme.cache_dir: %w", err)
 		}
 		iss.cache = autocert.DirCache(cfg.CacheDir)
 	case "redis":

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -66,6 +67,8 @@ func TestNewBadConfig(t *testing.T) {
 		{"client CA missing", &routes.TLS{Certificates: good, ClientCAFile: filepath.Join(dir, "noca.pem")}, Options{}, "tls.client_ca_file: reading"},
 		{"negative HSTS", &routes.TLS{Certificates: good, HSTS: &routes.HSTS{MaxAge: -1}}, Options{}, "tls.hsts.max_age"},
 		{"acme dir without cache_dir", &routes.TLS{ACME: acme(func(a *routes.ACME) { a.CacheDir = "" })}, Options{}, "tls.acme.cache_dir"},
+		{"acme cache_dir through a file", &routes.TLS{ACME: acme(func(a *routes.ACME) { a.CacheDir = filepath.Join(garbage, "acme") })}, Options{}, "tls.acme.cache_dir: " + filepath.Join(garbage, "acme") + ": " + garbage + " is not a directory"},
+		{"acme cache_dir is a file", &routes.TLS{ACME: acme(func(a *routes.ACME) { a.CacheDir = garbage })}, Options{}, "is not a directory"},
 		{"acme redis without client", &routes.TLS{ACME: acme(func(a *routes.ACME) { a.Cache = "redis" })}, Options{}, "no redis client"},
 		{"acme unknown cache", &routes.TLS{ACME: acme(func(a *routes.ACME) { a.Cache = "s3" })}, Options{}, `unknown cache "s3"`},
 		{"acme http directory", &routes.TLS{ACME: acme(func(a *routes.ACME) { a.DirectoryURL = "http://ca/dir" })}, Options{}, "tls.acme.directory_url"},
@@ -94,6 +97,42 @@ func TestNewBadConfig(t *testing.T) {
 			t.Fatalf("got %v, want context.Canceled", err)
 		}
 	})
+}
+
+// A Manager is built for every load of the routes file, also for one that
+// is refused later (an error elsewhere in the file) and for `causeway
+// validate`: building one must leave nothing on disk. The ACME cache
+// directory is made by the first certificate stored in it.
+func TestACMECacheDirCreatedOnlyByAStore(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		sub  []string // the cache directory below a temporary one
+	}{
+		{"directory", []string{"acme"}},
+		{"nested directories", []string{"var", "lib", "causeway", "acme"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			cacheDir := filepath.Join(append([]string{base}, tt.sub...)...)
+			m, err := New(context.Background(), &routes.TLS{ACME: &routes.ACME{Hosts: []string{"a.example.com"}, Cache: "dir",
+				CacheDir: cacheDir, DirectoryURL: "https://127.0.0.1:1/dir"}}, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Close()
+			if _, err := os.Stat(filepath.Join(base, tt.sub[0])); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("building and closing a Manager left %s behind (stat: %v)", filepath.Join(base, tt.sub[0]), err)
+			}
+			// The cache makes the directory, owner-only, when it stores.
+			if err := m.acme.cache.Put(context.Background(), "a.example.com", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			fi, err := os.Stat(cacheDir)
+			if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+				t.Fatalf("after a store: %v, %v", fi, err)
+			}
+		})
+	}
 }
 
 func TestSNISelection(t *testing.T) {
