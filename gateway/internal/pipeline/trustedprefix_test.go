@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 )
@@ -42,7 +43,7 @@ func TestTrustedProxyPrefixes(t *testing.T) {
 			tp, err := NewTrustedProxies(tc.list)
 			if tc.refused {
 				if err == nil {
-					probe := httptest.NewRequest("GET", "/", nil)
+					probe := httptest.NewRequest(http.MethodGet, "/", nil)
 					probe.RemoteAddr = "[::1]:1"
 					t.Fatalf("%q accepted (trusts ::1: %v)", tc.list, tp.Resolve(probe).Trusted)
 				}
@@ -56,7 +57,7 @@ func TestTrustedProxyPrefixes(t *testing.T) {
 				want bool
 			}{{tc.trusted, true}, {tc.not, false}} {
 				for _, peer := range peers.list {
-					r := httptest.NewRequest("GET", "/", nil)
+					r := httptest.NewRequest(http.MethodGet, "/", nil)
 					r.RemoteAddr = peer
 					r.Header.Set("X-Forwarded-For", "203.0.113.9")
 					pi := tp.Resolve(r)
