@@ -164,9 +164,20 @@ func runUntil(ctx context.Context, errc <-chan error, reload func(), upgrade fun
 // answered at once and the connection closed after a lingering close
 // (answerWithoutBody), rather than read by the server with no deadline
 // before the answer and again after it.
-func newAdminServer(log *slog.Logger, h http.Handler) *http.Server {
+//
+// A keep-alive connection waiting for its next request is closed after
+// idle (server.idle_timeout, as on the data listeners). Go's server waits
+// for the next request without any deadline when neither IdleTimeout nor
+// ReadTimeout is set, and the admin listener has no connection cap (it
+// must answer when the data listeners are full): a client could hold as
+// many descriptors and goroutines as it liked by making one request on
+// each connection and then saying nothing.
+func newAdminServer(log *slog.Logger, h http.Handler, idle time.Duration) *http.Server {
 	var noBody routes.Server // body_read_timeout off: only the lingering close bounds a body
+	if idle <= 0 {
+		idle = routes.DefaultIdleTimeout
+	}
 	return &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		answerWithoutBody(w, r, &noBody, h)
-	}), ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idle, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }

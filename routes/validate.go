@@ -122,6 +122,14 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", s)
 		}
+		if p.Addr().Is4In6() && p.Bits() < 96 {
+			// "::ffff:10.0.0.0/8" reads as 10.0.0.0/8 but is ::/8 once
+			// masked: IPv6 addresses (::1 among them) and not one IPv4
+			// address, since peers are compared unmapped. Trusted as a
+			// proxy, every local IPv6 client could forge its address; in a
+			// deny list, the range meant would pass.
+			return netip.Prefix{}, fmt.Errorf("%q is an IPv4-mapped address with a prefix shorter than /96, which is the IPv6 range %s: write IPv4 ranges as IPv4 (10.0.0.0/8)", s, p.Masked())
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)

@@ -89,6 +89,9 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`t.yaml:5:14: upstreams.orders.balance: unknown balancer "random" (one of round_robin, weighted, least_request, p2c_ewma, ring_hash)`}},
 		{"https without tls", strings.Replace(base, "version: 1", "version: 1\nlisten: {https: \":8443\"}", 1), []string{`t.yaml:2:17: listen.https: an https listener needs a tls section with certificates or acme`}},
 		{"bad trusted proxy", strings.Replace(base, "version: 1", "version: 1\ntrusted_proxies: [10.0.0.0/33]", 1), []string{`t.yaml:2:19: trusted_proxies[0]: "10.0.0.0/33" is not a CIDR such as 10.0.0.0/8`}},
+		// Masked, this is ::/8: ::1 and no IPv4 address at all.
+		{"IPv4-mapped trusted proxy shorter than /96", strings.Replace(base, "version: 1", "version: 1\ntrusted_proxies: [\"::ffff:10.0.0.0/8\"]", 1),
+			[]string{`t.yaml:2:19: trusted_proxies[0]: "::ffff:10.0.0.0/8" is an IPv4-mapped address with a prefix shorter than /96, which is the IPv6 range ::/8: write IPv4 ranges as IPv4 (10.0.0.0/8)`}},
 		{"bad route name", strings.Replace(base, "name: orders", "name: \"orders read\"", 1), []string{`t.yaml:6:11: routes[0].name: route name "orders read": use letters, digits, '.', '_' and '-' (at most 128)`}},
 	}
 	for _, tt := range tests {

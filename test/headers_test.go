@@ -125,6 +125,12 @@ var spoofable = [][2]string{
 	{"X-Real-IP", "6.6.6.6"}, {"True-Client-IP", "6.6.6.6"}, {"X-Client-IP", "6.6.6.6"}, {"Client-IP", "6.6.6.6"},
 	{"X-Cluster-Client-IP", "6.6.6.6"}, {"CF-Connecting-IP", "6.6.6.6"}, {"X-Original-Forwarded-For", "6.6.6.6"},
 	{"X-Causeway-Mirror", "evil"}, // the mark a shadow service tells mirrored requests by
+	// Envoy's statement of the client's address and of an internal
+	// request, which services behind Envoy (and Envoy itself, from a
+	// trusted hop) believe; and other client-address names frameworks read.
+	{"X-Envoy-External-Address", "6.6.6.6"}, {"X-Envoy-Internal", "evil"}, {"x-envoy-retry-on", "evil"},
+	{"X-Forwarded", "for=6.6.6.6"}, {"Fastly-Client-IP", "6.6.6.6"}, {"X-Originating-IP", "6.6.6.6"},
+	{"X-Remote-IP", "6.6.6.6"}, {"X-Remote-Addr", "6.6.6.6"},
 }
 
 var urlOverrides = [][2]string{
@@ -153,7 +159,7 @@ routes:
 		for proto, c := range protocols(t) {
 			t.Run(fmt.Sprintf("%s/allow_underscore_headers=%v", proto, allowUnderscore), func(t *testing.T) {
 				id := fmt.Sprintf("untrusted-%s-%v", proto, allowUnderscore)
-				hdr := append([][2]string{{"X-Test-Id", id}, {"X_Forwarded_Prefix", "/evil"}, {"X_Real_IP", "6.6.6.6"}, {"X_Original_URL", "/admin"}, {"X_Client_Cert_Subject", "CN=evil"}}, spoofable...)
+				hdr := append([][2]string{{"X-Test-Id", id}, {"X_Forwarded_Prefix", "/evil"}, {"X_Real_IP", "6.6.6.6"}, {"X_Original_URL", "/admin"}, {"X_Client_Cert_Subject", "CN=evil"}, {"X_Envoy_External_Address", "6.6.6.6"}}, spoofable...)
 				hdr = append(hdr, urlOverrides...)
 				resp, body := send(t, c, "GET", "http://"+addr+"/x", "", hdr)
 				if resp.StatusCode != http.StatusOK {

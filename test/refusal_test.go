@@ -83,15 +83,24 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 	refusals := []struct {
 		path string
 		want int
+		// method and host, when set, replace POST and api.example.com:
+		// refusals decided from the request line and Host, before any
+		// route (CONNECT, a method in the wrong case, a control character
+		// in the path, a malformed Host).
+		method, host string
 	}{
-		{"/auth", 401},
-		{"/forbidden", 403},
-		{"/nothing-here", 404},
-		{"/small", 413},
-		{"/limited", 429}, // after a first request that spends the burst
-		{"/respond", 503},
-		{"/jwt", 401},  // no token
-		{"/down", 502}, // the upstream refuses the connection before any byte of the body is read
+		{"/auth", 401, "", ""},
+		{"/forbidden", 403, "", ""},
+		{"/nothing-here", 404, "", ""},
+		{"/small", 413, "", ""},
+		{"/limited", 429, "", ""}, // after a first request that spends the burst
+		{"/respond", 503, "", ""},
+		{"/jwt", 401, "", ""},  // no token
+		{"/down", 502, "", ""}, // the upstream refuses the connection before any byte of the body is read
+		{"api.example.com:443", 405, "CONNECT", ""},
+		{"/open", 400, "post", ""},
+		{"/open/a%00b", 400, "", ""},
+		{"/open", 400, "", "a..example"},
 	}
 	kinds := []struct {
 		name, headers, sent string
@@ -109,13 +118,20 @@ func TestRefusalsDoNotWaitForTheBody(t *testing.T) {
 	for proto, dial := range dialers {
 		for _, k := range kinds {
 			for _, rf := range refusals {
-				t.Run(proto+"/"+k.name+rf.path, func(t *testing.T) {
+				method, host := "POST", "api.example.com"
+				if rf.method != "" {
+					method = rf.method
+				}
+				if rf.host != "" {
+					host = rf.host
+				}
+				t.Run(proto+"/"+k.name+"/"+method+" "+rf.path+" "+host, func(t *testing.T) {
 					c, err := dial()
 					if err != nil {
 						t.Fatal(err)
 					}
 					defer c.Close()
-					if _, err := io.WriteString(c, "POST "+rf.path+" HTTP/1.1\r\nHost: api.example.com\r\n"+k.headers+"\r\n"+k.sent); err != nil {
+					if _, err := io.WriteString(c, method+" "+rf.path+" HTTP/1.1\r\nHost: "+host+"\r\n"+k.headers+"\r\n"+k.sent); err != nil {
 						t.Fatal(err)
 					}
 					// The body stalls here. The deadline only guards against a

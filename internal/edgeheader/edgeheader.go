@@ -42,13 +42,21 @@ var namedHeaders = map[string]Class{
 	"x-cluster-client-ip":      Forwarded,
 	"cf-connecting-ip":         Forwarded,
 	"x-original-forwarded-for": Forwarded,
-	"x-original-url":           URLOverride,
-	"x-rewrite-url":            URLOverride,
-	"x-override-url":           URLOverride,
-	"x-original-uri":           URLOverride,
-	"x-envoy-original-path":    URLOverride,
-	"http2-settings":           URLOverride, // hop-by-hop h2c: never forwarded
-	"x-causeway-peer-id":       Owned,
+	// More names services and frameworks take the client's address from:
+	// the draft's "X-Forwarded" (for=...), Fastly's, and Exchange and PHP
+	// conventions.
+	"x-forwarded":           Forwarded,
+	"fastly-client-ip":      Forwarded,
+	"x-originating-ip":      Forwarded,
+	"x-remote-ip":           Forwarded,
+	"x-remote-addr":         Forwarded,
+	"x-original-url":        URLOverride,
+	"x-rewrite-url":         URLOverride,
+	"x-override-url":        URLOverride,
+	"x-original-uri":        URLOverride,
+	"x-envoy-original-path": URLOverride,
+	"http2-settings":        URLOverride, // hop-by-hop h2c: never forwarded
+	"x-causeway-peer-id":    Owned,
 	// The subject of the client certificate the edge verified
 	// (tls.client_auth): the edge states it, or removes it, for every
 	// request (pipeline.SetForwardedOn), so a client's copy never counts.
@@ -61,6 +69,16 @@ var namedHeaders = map[string]Class{
 	// real request; a trusted proxy (a sidecar's mesh peer) may.
 	"x-causeway-mirror": Forwarded,
 }
+
+// envoyHeaderPrefix starts the headers an Envoy hop states for the next
+// one: X-Envoy-External-Address (the client's address, which services
+// behind Envoy read as such), X-Envoy-Internal, retry and timeout
+// overrides. Envoy removes them from requests that come from outside its
+// trusted hops; the edge believes them only from a trusted proxy, so a
+// service (or an Envoy) behind the edge never takes a client's copy for
+// a hop's statement. X-Envoy-Original-Path stays a URL override, dropped
+// from everyone.
+const envoyHeaderPrefix = "x-envoy-"
 
 // callerHeaderPrefix starts the headers a sidecar sets from a verified
 // caller token (X-Causeway-Caller-Subject, ...).
@@ -80,6 +98,8 @@ func Of(name string) Class {
 			return Forwarded
 		case foldEqual(name[:len(callerHeaderPrefix)], callerHeaderPrefix):
 			return Owned
+		case foldEqual(name[:len(envoyHeaderPrefix)], envoyHeaderPrefix):
+			return Forwarded
 		}
 		return Plain
 	}
@@ -98,7 +118,13 @@ func Of(name string) Class {
 	if len(b) > len(callerHeaderPrefix) && string(b[:len(callerHeaderPrefix)]) == callerHeaderPrefix {
 		return Owned
 	}
-	return namedHeaders[string(b)]
+	if c, ok := namedHeaders[string(b)]; ok {
+		return c
+	}
+	if len(b) > len(envoyHeaderPrefix) && string(b[:len(envoyHeaderPrefix)]) == envoyHeaderPrefix {
+		return Forwarded
+	}
+	return Plain
 }
 
 // FoldByte is how a name is compared here, one byte at a time: lower

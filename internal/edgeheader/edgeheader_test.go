@@ -34,6 +34,20 @@ func TestOf(t *testing.T) {
 		{"X-Causeway-Other", Plain},
 		{"X-Real-Ip-Not", Plain},
 		{strings.Repeat("x", 100), Plain},
+		// Envoy's hop headers: believed only from a trusted proxy, as
+		// Envoy itself believes them only from its trusted hops.
+		{"X-Envoy-External-Address", Forwarded},
+		{"x_envoy_external_address", Forwarded},
+		{"X-Envoy-Internal", Forwarded},
+		{"X-Envoy-Upstream-Rq-Timeout-Ms", Forwarded},
+		{"X-Envoy-" + strings.Repeat("r", 40), Forwarded},
+		{"X-Envoy-", Plain},
+		{"X-Envoy-Original-Path", URLOverride}, // the name, not the prefix, decides
+		{"X-Forwarded", Forwarded},
+		{"Fastly-Client-Ip", Forwarded},
+		{"X-Originating-IP", Forwarded},
+		{"X-Remote-IP", Forwarded},
+		{"X-Remote-Addr", Forwarded},
 	} {
 		if got := Of(tc.name); got != tc.want {
 			t.Errorf("Of(%q) = %d, want %d", tc.name, got, tc.want)
@@ -43,7 +57,7 @@ func TestOf(t *testing.T) {
 
 // Of runs for every header of every request.
 func TestOfDoesNotAllocate(t *testing.T) {
-	names := []string{"X-Forwarded-For", "X_Real_IP", "Content-Type", "X-Causeway-Caller-Subject", strings.Repeat("X", 40)}
+	names := []string{"X-Forwarded-For", "X_Real_IP", "X-Envoy-External-Address", "X-Envoy-" + strings.Repeat("r", 40), "Content-Type", "X-Causeway-Caller-Subject", strings.Repeat("X", 40)}
 	if n := testing.AllocsPerRun(100, func() {
 		for _, h := range names {
 			_ = Of(h)
