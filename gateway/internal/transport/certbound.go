@@ -39,6 +39,11 @@ type CertBound struct {
 
 	mu      sync.Mutex // serializes retirement; guards retired
 	retired []*certGen
+
+	// negotiated, when set, is told the protocol every connection's
+	// handshake settled on (TLSUpgrades learns from it); set before the
+	// first request.
+	negotiated func(addr string, h2 bool)
 }
 
 // certGen is one generation of CertBound's pool.
@@ -88,6 +93,9 @@ func (b *CertBound) newGen() *certGen {
 			return nil, err
 		}
 		g.lower(until)
+		if b.negotiated != nil {
+			b.negotiated(addr, tc.ConnectionState().NegotiatedProtocol == "h2")
+		}
 		return tc, nil
 	}
 	return g

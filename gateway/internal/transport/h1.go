@@ -378,7 +378,7 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 	t.mu.Unlock()
 
 	if t.tls != nil {
-		tc, rc, until, err := t.dialTLS(ctx, host)
+		tc, rc, until, err := t.dialTLS(ctx, host, t.tls)
 		if err != nil {
 			return nil, false, err
 		}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testutil"
+	"github.com/causewayhq/causeway/mesh"
 )
 
 // No client ever sees bytes meant for, or sent after, another request:
@@ -38,14 +40,22 @@ func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 		name   string
 		scheme string
 		start  func(t *testing.T, mode string, before, after func()) string
-		pool   func(t *testing.T) *H1
+		pool   func(t *testing.T) http.RoundTripper
 	}{
 		{"plain", "http", func(t *testing.T, mode string, before, after func()) string {
 			return testutil.HostileUpstream(t, mode, before, after)
-		}, func(t *testing.T) *H1 { return newTestPool(t, 4, 0) }},
+		}, func(t *testing.T) http.RoundTripper { return newTestPool(t, 4, 0) }},
 		{"mTLS", "https", func(t *testing.T, mode string, before, after func()) string {
 			return testutil.HostileUpstreamTLS(t, mt.server, mode, before, after)
-		}, func(t *testing.T) *H1 { return mt.pool(t, 4, 0, sidecarID) }},
+		}, func(t *testing.T) http.RoundTripper { return mt.pool(t, 4, 0, sidecarID) }},
+		// An https upstream's ordinary requests go through http.Transport
+		// over TLS (CertBound, as proxy.NewTransportPool builds it), with
+		// an upstream that speaks HTTP/1.1 only.
+		{"https via http.Transport", "https", func(t *testing.T, mode string, before, after func()) string {
+			cfg := mt.server.Clone()
+			cfg.NextProtos = []string{"http/1.1"}
+			return testutil.HostileUpstreamTLS(t, cfg, mode, before, after)
+		}, func(t *testing.T) http.RoundTripper { return mt.httpsPool(t, sidecarID) }},
 	}
 	const rounds = 300
 	for _, up := range upstreams {
@@ -66,7 +76,7 @@ func TestH1TransportNeverHandsStrayBytesToTheNextRequest(t *testing.T) {
 // The pool is made after the upstream, so its cleanup (closing the idle
 // connections) runs before the upstream's, which waits for its
 // connections to end.
-func strayBytesRounds(t *testing.T, scheme, method string, late, settle bool, rounds int, start func(before, after func()) string, pool func(*testing.T) *H1) {
+func strayBytesRounds(t *testing.T, scheme, method string, late, settle bool, rounds int, start func(before, after func()) string, pool func(*testing.T) http.RoundTripper) {
 	t.Helper()
 	// The client says when the first response is read (the connection is
 	// idle); the upstream says when the stray bytes are out. Both channels
@@ -270,4 +280,28 @@ func TestH1TransportIdleTimerFiresEarly(t *testing.T) {
 	if c.timer.Stop() {
 		t.Fatal("a closed connection's idle timer is still pending")
 	}
+}
+
+// httpsPool is the pool of an https upstream (no mesh identity, protocol
+// left as it is) toward a server that must be want, built as
+// proxy.NewTransportPool builds it: upgrades go to H1 over TLS, every
+// other request to http.Transport (CertBound).
+func (m *meshTLS) httpsPool(t *testing.T, want string) *TLSUpgrades {
+	t.Helper()
+	id, err := mesh.ParseID(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewTLSUpgrades(&http.Transport{
+		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		TLSClientConfig:       mesh.ClientConfig(m.client, id),
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}, nil)
+	t.Cleanup(p.CloseIdleConnections)
+	return p
 }

@@ -39,8 +39,9 @@ func NewH1TLS(fallback *http.Transport, now func() time.Time) *H1 {
 // dialTLS makes a TLS connection to host over a socket of t.dial's. The
 // socket goes under the TLS client inside a recordConn, which follows the
 // record framing of what the upstream sent so that quiet can tell whether
-// crypto/tls holds undecrypted bytes.
-func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, time.Time, error) {
+// crypto/tls holds undecrypted bytes. cfg is t.tls, or a copy of it that
+// offers other protocols (TLSUpgrades' probe).
+func (t *H1) dialTLS(ctx context.Context, host string, cfg *tls.Config) (*tls.Conn, *recordConn, time.Time, error) {
 	nc, err := t.dial(ctx, "tcp", host)
 	if err != nil {
 		return nil, nil, time.Time{}, err
@@ -52,7 +53,7 @@ func (t *H1) dialTLS(ctx context.Context, host string) (*tls.Conn, *recordConn, 
 			rc.readFn = rc.readNow
 		}
 	}
-	tc, until, err := clientTLS(ctx, rc, t.tls, host, t.handshakeTimeout)
+	tc, until, err := clientTLS(ctx, rc, cfg, host, t.handshakeTimeout)
 	if err != nil {
 		_ = nc.Close()
 		return nil, nil, until, err

@@ -148,14 +148,33 @@ func (s *switchedConn) Close() error {
 
 // TLSUpgrades carries an https upstream's requests outside the mesh: its
 // protocol upgrades through H1 over TLS (ALPN http/1.1, as an upgrade
-// needs), everything else through the http.Transport it was made from,
-// which negotiates HTTP/2 where the upstream offers it. So every upgrade
-// to an HTTP/1.1 upstream, plain, mesh or https, goes through H1. Both
-// stop using a connection before its certificates expire.
+// needs), and its other requests by the protocol the upstream negotiates:
+// HTTP/2 through the http.Transport it was made from, HTTP/1.1 through H1
+// over TLS as well. So every HTTP/1.1 request to an https upstream goes
+// through H1, whose pool checks a connection for stray bytes each time it
+// is taken (h1Conn.quiet). http.Transport puts an HTTP/1.1 connection back
+// in its pool before its read loop looks for bytes the upstream sent after
+// a response (a body after a HEAD answer, more than the Content-Length, an
+// unsolicited response while idle), so the next request sent on it could
+// read them as its own answer. HTTP/2 frames every byte to a stream:
+// nothing of the kind can happen there. Both stop using a connection
+// before its certificates expire.
 type TLSUpgrades struct {
 	h1   *H1
 	rest *CertBound
+	// offer is the TLS configuration of the connection that learns what a
+	// host speaks (speaksH2): H1's, with h2 offered before http/1.1, as
+	// http.Transport offers them.
+	offer *tls.Config
+
+	mu     sync.Mutex
+	speaks map[string]bool // host:port -> negotiated h2 (false: HTTP/1.1)
 }
+
+// maxLearnedHosts bounds TLSUpgrades.speaks: an upstream whose endpoints
+// change all the time (DNS) does not grow it without end; past the bound
+// it is emptied and hosts are learned again.
+const maxLearnedHosts = 1024
 
 // NewTLSUpgrades splits t, configured for an https upstream, in two; the
 // upgrades' H1 uses a copy of t's TLS configuration, so it verifies what
@@ -166,14 +185,69 @@ func NewTLSUpgrades(t *http.Transport, now func() time.Time) *TLSUpgrades {
 	if h1.TLSClientConfig == nil {
 		h1.TLSClientConfig = &tls.Config{}
 	}
-	return &TLSUpgrades{h1: NewH1TLS(h1, now), rest: NewCertBound(t, now)}
+	s := &TLSUpgrades{h1: NewH1TLS(h1, now), rest: NewCertBound(t, now), speaks: map[string]bool{}}
+	s.offer = s.h1.tls.Clone()
+	s.offer.NextProtos = []string{"h2", "http/1.1"}
+	// A connection http.Transport makes tells what its host speaks now:
+	// an upstream that stopped offering h2 gets its next requests through
+	// H1.
+	s.rest.negotiated = s.learn
+	return s
 }
 
 func (s *TLSUpgrades) RoundTrip(req *http.Request) (*http.Response, error) {
 	if requestedUpgrade(req) != "" {
 		return s.h1.RoundTrip(req)
 	}
-	return s.rest.RoundTrip(req)
+	if !s.h1.sendsItself(req) {
+		return s.rest.RoundTrip(req)
+	}
+	h2, err := s.speaksH2(req, req.URL.Host)
+	if err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	if h2 {
+		return s.rest.RoundTrip(req)
+	}
+	return s.h1.RoundTrip(req)
+}
+
+// speaksH2 reports whether host negotiates HTTP/2. The first request to a
+// host finds out by making a connection offering both protocols: one that
+// settles on HTTP/1.1 goes to H1's pool for this request to take; one that
+// settles on h2 is closed (http.Transport makes its own).
+func (s *TLSUpgrades) speaksH2(req *http.Request, host string) (bool, error) {
+	s.mu.Lock()
+	h2, ok := s.speaks[host]
+	s.mu.Unlock()
+	if ok {
+		return h2, nil
+	}
+	tc, rc, until, err := s.h1.dialTLS(req.Context(), host, s.offer)
+	if err != nil {
+		return false, err
+	}
+	h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
+	if h2 {
+		_ = rc.Close()
+	} else {
+		c := s.h1.newConn(host, tc)
+		c.tc, c.rc, c.certsUntil = tc, rc, until
+		s.h1.putConn(c)
+	}
+	s.learn(host, h2)
+	return h2, nil
+}
+
+// learn records what host negotiated.
+func (s *TLSUpgrades) learn(host string, h2 bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.speaks[host]; !ok && len(s.speaks) >= maxLearnedHosts {
+		clear(s.speaks)
+	}
+	s.speaks[host] = h2
 }
 
 func (s *TLSUpgrades) CloseIdleConnections() {
