@@ -80,32 +80,7 @@ routes:
 			t.Run(c.name+"/"+front, func(t *testing.T) {
 				e := edges[c.edge]
 				id := fmt.Sprintf("a%d-%s", i, sanitizeID(front))
-				var status int
-				if front == "HTTP/1.1" {
-					raw := h1TrailerRequest(id, c.tc)
-					raw = strings.Replace(raw, "POST /t ", "POST "+c.path+" ", 1)
-					raw = strings.Replace(raw, "\r\n", "\r\nAuthorization: Bearer "+tok+"\r\n", 1)
-					status, _ = trailerExchange(t, strings.TrimPrefix(e.url, "http://"), raw)
-				} else {
-					req := h2TrailerRequest(t, e.url, id, c.tc, false)
-					req.URL.Path = c.path
-					req.Header.Set("Authorization", "Bearer "+tok)
-					res, err := h2c.Do(req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					_, _ = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					status = res.StatusCode
-				}
-				got := u.received(id)
-				if status != http.StatusOK || len(got) != 1 {
-					t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)
-				}
-				announced, section := upstreamTrailer(got[0])
-				if announced != c.tc.wantAnnounced || section != c.tc.wantSection {
-					t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, c.tc.wantAnnounced, c.tc.wantSection, got[0])
-				}
+				got := sendTrailerCase(t, u, e.url, h2c, front, id, c.path, "Authorization: Bearer "+tok, c.tc)
 				for _, bad := range []string{"admin", "root@evil"} {
 					if strings.Contains(got[0], bad) {
 						t.Errorf("the upstream received the client's %q:\n%s", bad, got[0])
@@ -185,37 +160,47 @@ routes:
 			t.Run(c.name+"/"+front, func(t *testing.T) {
 				e := edges[c.edge]
 				id := fmt.Sprintf("c%d-%s", i, sanitizeID(front))
-				var status int
-				if front == "HTTP/1.1" {
-					raw := h1TrailerRequest(id, c.tc)
-					raw = strings.Replace(raw, "POST /t ", "POST "+c.path+" ", 1)
-					raw = strings.Replace(raw, "\r\n", "\r\n"+c.header+"\r\n", 1)
-					status, _ = trailerExchange(t, strings.TrimPrefix(e.url, "http://"), raw)
-				} else {
-					req := h2TrailerRequest(t, e.url, id, c.tc, false)
-					req.URL.Path = c.path
-					k, v, _ := strings.Cut(c.header, ": ")
-					req.Header.Set(k, v)
-					res, err := h2c.Do(req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					_, _ = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
-					status = res.StatusCode
-				}
-				got := u.received(id)
-				if status != http.StatusOK || len(got) != 1 {
-					t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)
-				}
-				announced, section := upstreamTrailer(got[0])
-				if announced != c.tc.wantAnnounced || section != c.tc.wantSection {
-					t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, c.tc.wantAnnounced, c.tc.wantSection, got[0])
-				}
+				got := sendTrailerCase(t, u, e.url, h2c, front, id, c.path, c.header, c.tc)
 				if strings.Contains(got[0], "forged-key") {
 					t.Errorf("the upstream received the client's second credential:\n%s", got[0])
 				}
 			})
 		}
 	}
+}
+
+// sendTrailerCase sends tc's request to path with one more header field
+// ("Name: value") over front (HTTP/1.1 raw, or h2c), checks it was
+// answered 200 and reached the upstream once with the trailer tc wants,
+// and returns what the upstream received.
+func sendTrailerCase(t *testing.T, u *trailerUpstream, url string, h2c *http.Client, front, id, path, header string, tc trailerCase) []string {
+	t.Helper()
+	var status int
+	if front == "HTTP/1.1" {
+		raw := h1TrailerRequest(id, tc)
+		raw = strings.Replace(raw, "POST /t ", "POST "+path+" ", 1)
+		raw = strings.Replace(raw, "\r\n", "\r\n"+header+"\r\n", 1)
+		status, _ = trailerExchange(t, strings.TrimPrefix(url, "http://"), raw)
+	} else {
+		req := h2TrailerRequest(t, url, id, tc, false)
+		req.URL.Path = path
+		k, v, _ := strings.Cut(header, ": ")
+		req.Header.Set(k, v)
+		res, err := h2c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		status = res.StatusCode
+	}
+	got := u.received(id)
+	if status != http.StatusOK || len(got) != 1 {
+		t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)
+	}
+	announced, section := upstreamTrailer(got[0])
+	if announced != tc.wantAnnounced || section != tc.wantSection {
+		t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, tc.wantAnnounced, tc.wantSection, got[0])
+	}
+	return got
 }
