@@ -17,6 +17,7 @@ import (
 
 	"github.com/causewayhq/causeway/auth/session"
 	"github.com/causewayhq/causeway/internal/httperr"
+	"github.com/causewayhq/causeway/internal/redisclient"
 )
 
 // The redis session store (session.store: redis). The cookie carries only a
@@ -51,7 +52,7 @@ const refreshWait = 3 * time.Second
 // refreshPoll is how often a waiting request looks for that write.
 const refreshPoll = 25 * time.Millisecond
 
-// The session store's writes go out once (sendOnce), whatever the Redis
+// The session store's writes go out once (redisclient.SendOnce), whatever the Redis
 // topology, as the rate-limit decisions do: a write whose connection broke
 // after Redis ran it fails (the request gets status_on_error or on_error:
 // allow) instead of being sent again on a new connection. The client of
@@ -66,7 +67,7 @@ const refreshPoll = 25 * time.Millisecond
 var (
 	// touchScript pushes last use forward and the TTL with it, if the
 	// session still exists. KEYS[1] session; ARGV: used (ns), ttl (ms).
-	touchScript = newStoreScript(`
+	touchScript = redisclient.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local u = tonumber(redis.call('HGET', KEYS[1], 'u') or '0')
 if u < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'u', ARGV[1]) end
@@ -75,7 +76,7 @@ return 1`)
 	// updateScript writes refreshed tokens if the session still exists at
 	// the version they were refreshed from. KEYS[1] session; ARGV: version
 	// read, data, used (ns), ttl (ms). Returns the new version, or 0.
-	updateScript = newStoreScript(`
+	updateScript = redisclient.NewScript(`
 local v = redis.call('HGET', KEYS[1], 'v')
 if not v or v ~= ARGV[1] then return 0 end
 local nv = tonumber(v) + 1
@@ -84,7 +85,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return nv`)
 	// unlockScript releases a refresh lock only if it is still ours.
 	// KEYS[1] lock; ARGV[1] token.
-	unlockScript = newStoreScript(`
+	unlockScript = redisclient.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 )
@@ -161,8 +162,8 @@ func (s *redisSessions) create(ctx context.Context, data []byte, now time.Time) 
 	defer cancel()
 	k := s.key(id)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		_ = p.Process(ctx, sendOnce{redis.NewIntCmd(ctx, "hset", k, "d", data, "c", now.UnixNano(), "u", now.UnixNano(), "v", 1)})
-		_ = p.Process(ctx, sendOnce{redis.NewBoolCmd(ctx, "pexpire", k, ttl.Milliseconds())})
+		_ = p.Process(ctx, redisclient.SendOnce{Cmder: redis.NewIntCmd(ctx, "hset", k, "d", data, "c", now.UnixNano(), "u", now.UnixNano(), "v", 1)})
+		_ = p.Process(ctx, redisclient.SendOnce{Cmder: redis.NewBoolCmd(ctx, "pexpire", k, ttl.Milliseconds())})
 		return nil
 	})
 	if err != nil {
@@ -207,7 +208,7 @@ func (s *redisSessions) touch(ctx context.Context, id string, created, now time.
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	n, err := touchScript.run(ctx, s.rdb, []string{s.key(id)}, now.UnixNano(), ttl.Milliseconds()).Int64()
+	n, err := touchScript.Run(ctx, s.rdb, []string{s.key(id)}, now.UnixNano(), ttl.Milliseconds()).Int64()
 	if err != nil {
 		return storeErr("touch", err)
 	}
@@ -226,7 +227,7 @@ func (s *redisSessions) update(ctx context.Context, id string, version int64, da
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	nv, err := updateScript.run(ctx, s.rdb, []string{s.key(id)}, strconv.FormatInt(version, 10), data, now.UnixNano(), ttl.Milliseconds()).Int64()
+	nv, err := updateScript.Run(ctx, s.rdb, []string{s.key(id)}, strconv.FormatInt(version, 10), data, now.UnixNano(), ttl.Milliseconds()).Int64()
 	if err != nil {
 		return 0, storeErr("update", err)
 	}
@@ -241,7 +242,7 @@ func (s *redisSessions) delete(ctx context.Context, id string) error {
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	del := redis.NewIntCmd(ctx, "del", s.key(id), s.lockKey(id))
-	_ = s.rdb.Process(ctx, sendOnce{del})
+	_ = s.rdb.Process(ctx, redisclient.SendOnce{Cmder: del})
 	if err := del.Err(); err != nil {
 		return storeErr("delete", err)
 	}
@@ -255,7 +256,7 @@ func (s *redisSessions) lock(ctx context.Context, id string) (unlock func(), ok 
 	cctx, cancel := s.ctx(ctx)
 	defer cancel()
 	set := redis.NewBoolCmd(cctx, "set", s.lockKey(id), token, "px", refreshLockTTL.Milliseconds(), "nx")
-	_ = s.rdb.Process(cctx, sendOnce{set})
+	_ = s.rdb.Process(cctx, redisclient.SendOnce{Cmder: set})
 	ok, err = set.Result()
 	if err != nil {
 		return nil, false, storeErr("lock", err)
@@ -268,7 +269,7 @@ func (s *redisSessions) lock(ctx context.Context, id string) (unlock func(), ok 
 		defer cancel()
 		// Failing here leaves the lock to expire: another replica waits
 		// refreshLockTTL at most.
-		_ = unlockScript.run(cctx, s.rdb, []string{s.lockKey(id)}, token).Err()
+		_ = unlockScript.Run(cctx, s.rdb, []string{s.lockKey(id)}, token).Err()
 	}, true, nil
 }
 
@@ -484,50 +485,4 @@ func (a *oidcAuth) revoke(r *http.Request, s *session.Session) []byte {
 		a.log.Warn("oidc: logout could not delete the session", "error", err)
 	}
 	return data
-}
-
-// sendOnce marks a command go-redis must not send again after a failure
-// (see the scripts above).
-type sendOnce struct{ redis.Cmder }
-
-func (sendOnce) NoRetry() bool { return true }
-
-// storeScript is a script of the session store, run by its SHA and sent
-// once.
-type storeScript struct {
-	src, sha string
-}
-
-func newStoreScript(src string) *storeScript {
-	return &storeScript{src: src, sha: redis.NewScript(src).Hash()}
-}
-
-// run sends EVALSHA once. A Redis that lost the script (restarted,
-// flushed, a new Cluster master) answers NOSCRIPT without running it: the
-// script is loaded and sent again, a few rounds at most, since another
-// flush can land in between.
-func (sc *storeScript) run(ctx context.Context, rdb redis.UniversalClient, keys []string, args ...any) *redis.Cmd {
-	cmd := sc.cmd(ctx, keys, args)
-	_ = rdb.Process(ctx, sendOnce{cmd})
-	for round := 0; round < 3 && redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT"); round++ {
-		if err := rdb.ScriptLoad(ctx, sc.src).Err(); err != nil {
-			cmd.SetErr(fmt.Errorf("loading the script after NOSCRIPT: %w", err))
-			return cmd
-		}
-		cmd = sc.cmd(ctx, keys, args)
-		_ = rdb.Process(ctx, sendOnce{cmd})
-	}
-	return cmd
-}
-
-func (sc *storeScript) cmd(ctx context.Context, keys []string, args []any) *redis.Cmd {
-	a := make([]any, 0, 3+len(keys)+len(args))
-	a = append(a, "evalsha", sc.sha, len(keys))
-	for _, k := range keys {
-		a = append(a, k)
-	}
-	a = append(a, args...)
-	cmd := redis.NewCmd(ctx, a...)
-	cmd.SetFirstKeyPos(3) // a Cluster client routes it by its first key
-	return cmd
 }

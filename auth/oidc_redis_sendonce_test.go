@@ -1,14 +1,9 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,7 +65,7 @@ func TestSessionWritesAreNotResent(t *testing.T) {
 	}{
 		{"one node", func(t *testing.T, cut string) (redis.UniversalClient, redis.UniversalClient, []string) {
 			srv := testredis.Start(t)
-			proxy := testutil.ServeConns(t, cutAfterCommand(srv.Addr, cut))
+			proxy := testutil.ServeConns(t, testredis.CutAfterCommand(srv.Addr, cut))
 			c, err := redisclient.Resolve(&routes.Redis{URL: "redis://" + proxy + "/0", Timeout: routes.Duration(5 * time.Second)})
 			if err != nil {
 				t.Fatal(err)
@@ -84,7 +79,7 @@ func TestSessionWritesAreNotResent(t *testing.T) {
 			// SLOTS): every connection to a node goes through its proxy.
 			proxies := map[string]string{}
 			for _, addr := range cl.Addrs() {
-				proxies[addr] = testutil.ServeConns(t, cutAfterCommand(addr, cut))
+				proxies[addr] = testutil.ServeConns(t, testredis.CutAfterCommand(addr, cut))
 			}
 			c, err := redisclient.Resolve(&routes.Redis{Addrs: cl.Addrs(), Timeout: routes.Duration(5 * time.Second)})
 			if err != nil {
@@ -143,74 +138,7 @@ func commandCallsOn(t *testing.T, addrs []string, cmd string) int {
 	t.Helper()
 	total := 0
 	for _, addr := range addrs {
-		info, err := testredis.Do(addr, "INFO", "commandstats")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for line := range strings.Lines(info) {
-			rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=")
-			if !ok {
-				continue
-			}
-			n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-			if err != nil {
-				t.Fatal(err)
-			}
-			total += n
-		}
+		total += testredis.CommandCalls(t, addr, cmd)
 	}
 	return total
-}
-
-// cutAfterCommand passes a connection on to the Redis at addr until the
-// client has sent the command named cmd (a RESP bulk string of its own,
-// so "set" is not CLIENT SETNAME); then it closes the connection instead
-// of passing on Redis's reply: Redis has run the command, and the client
-// sees its connection break before the answer.
-func cutAfterCommand(addr, cmd string) func(net.Conn) {
-	name := []byte("\r\n" + cmd + "\r\n")
-	return func(c net.Conn) {
-		up, err := net.Dial("tcp", addr)
-		if err != nil {
-			_ = c.Close()
-			return
-		}
-		var sent atomic.Bool
-		var wg sync.WaitGroup
-		wg.Go(func() {
-			defer c.Close() // the client's read fails: the connection broke
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := up.Read(buf)
-				if n > 0 && sent.Load() {
-					return
-				}
-				if n > 0 {
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				if bytes.Contains(bytes.ToLower(buf[:n]), name) {
-					sent.Store(true)
-				}
-				if _, err := up.Write(buf[:n]); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		_ = up.Close()
-		wg.Wait()
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -325,10 +326,10 @@ func (w *worker) send() {
 	// can land between the load and the resend, hence a few rounds.
 	var retry []*call
 	var at []int
-	for range noScriptRounds {
+	for range redisclient.NoScriptRounds {
 		retry, at = retry[:0], at[:0]
 		for i, cmd := range w.cmds {
-			if isNoScript(cmd.Err()) && w.live[i].ctx.Err() == nil {
+			if redisclient.IsNoScript(cmd.Err()) && w.live[i].ctx.Err() == nil {
 				retry = append(retry, w.live[i])
 				at = append(at, i)
 			}
@@ -336,7 +337,7 @@ func (w *worker) send() {
 		if len(retry) == 0 {
 			break
 		}
-		if err := w.b.client.ScriptLoad(ctx, script).Err(); err != nil {
+		if err := w.b.client.ScriptLoad(ctx, bucketScript.Source()).Err(); err != nil {
 			for _, i := range at {
 				w.cmds[i].SetErr(fmt.Errorf("loading the script after NOSCRIPT: %w", err))
 			}
@@ -367,10 +368,10 @@ func (b *Batcher) evalOne(ctx context.Context, key string, args [4]int64) ([4]in
 func (b *Batcher) pipeline(ctx context.Context, cs []*call, cmds []*redis.Cmd) []*redis.Cmd {
 	pipe := b.client.Pipeline()
 	for _, c := range cs {
-		cmd := evalShaCmd(ctx, scriptSHA, []string{c.key}, c.args[0], c.args[1], c.args[2], c.args[3])
-		// A pipeline holding a sentOnce command is never resent: part of
+		cmd := bucketScript.Cmd(ctx, []string{c.key}, c.args[0], c.args[1], c.args[2], c.args[3])
+		// A pipeline holding a SendOnce command is never resent: part of
 		// it may have run.
-		_ = pipe.Process(ctx, sentOnce{cmd})
+		_ = pipe.Process(ctx, redisclient.SendOnce{Cmder: cmd})
 		cmds = append(cmds, cmd)
 	}
 	// Exec's error is the first failed command's; each command's own is

@@ -172,7 +172,7 @@ func TestBatcherSendsQueuedTogether(t *testing.T) {
 	keys := keyNames(n, 25)
 	wait := decideAll(r, l, keys)
 	waitQueued(t, b, n)
-	before := commandCalls(t, srv.Addr, "evalsha")
+	before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 	if err := release(); err != nil {
 		t.Fatalf("the held decision: %v", err)
 	}
@@ -189,7 +189,7 @@ func TestBatcherSendsQueuedTogether(t *testing.T) {
 			t.Fatalf("%s: remaining %v, want one 1 and one 0", k, rs)
 		}
 	}
-	if got := commandCalls(t, srv.Addr, "evalsha") - before; got != n {
+	if got := testredis.CommandCalls(t, srv.Addr, "evalsha") - before; got != n {
 		t.Fatalf("%d EVALSHA for %d queued decisions, want exactly one each", got, n)
 	}
 	if p, d := b.pipelines.Load(), b.decisions.Load(); p != 2 || d != n+1 {
@@ -261,7 +261,7 @@ func TestBatcherConcurrentExact(t *testing.T) {
 			t.Fatalf("window %d: model allows %d, want %d", w, want, wantModel)
 		}
 	}
-	if got := commandCalls(t, srv.Addr, "evalsha"); int64(got) != b.decisions.Load() {
+	if got := testredis.CommandCalls(t, srv.Addr, "evalsha"); int64(got) != b.decisions.Load() {
 		t.Fatalf("Redis ran %d EVALSHA, the batcher sent %d", got, b.decisions.Load())
 	}
 	t.Logf("%d decisions in %d round trips", b.decisions.Load(), b.pipelines.Load())
@@ -341,7 +341,7 @@ func TestBatcherNoScript(t *testing.T) {
 	if _, err := srv.Do("SCRIPT", "FLUSH"); err != nil {
 		t.Fatal(err)
 	}
-	loads := commandCalls(t, srv.Addr, "script|load")
+	loads := testredis.CommandCalls(t, srv.Addr, "script|load")
 	if err := release(); err != nil {
 		t.Fatalf("the held decision: %v", err)
 	}
@@ -351,7 +351,7 @@ func TestBatcherNoScript(t *testing.T) {
 			t.Fatalf("decision %d after SCRIPT FLUSH: allowed=%v %v", i, ds[i].Allowed, errs[i])
 		}
 	}
-	if got := commandCalls(t, srv.Addr, "script|load") - loads; got != 1 {
+	if got := testredis.CommandCalls(t, srv.Addr, "script|load") - loads; got != 1 {
 		t.Fatalf("%d SCRIPT LOADs for one batch, want 1", got)
 	}
 	// Each bucket was counted once: a second decision is refused.
@@ -411,7 +411,7 @@ func TestBatcherScriptFlushedMidRun(t *testing.T) {
 	if want := keys * 40; allowed != want {
 		t.Fatalf("allowed %d with the script flushed mid-run, want exactly %d", allowed, want)
 	}
-	if loads := commandCalls(t, srv.Addr, "script|load"); loads < 5 {
+	if loads := testredis.CommandCalls(t, srv.Addr, "script|load"); loads < 5 {
 		t.Fatalf("%d SCRIPT LOADs after 5 flushes", loads)
 	}
 }
@@ -472,7 +472,7 @@ func TestBatcherCancelledWhileQueued(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled caller: %v, want context.Canceled", err)
 	}
-	before := commandCalls(t, srv.Addr, "evalsha")
+	before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 	if err := release(); err != nil {
 		t.Fatalf("the held decision: %v", err)
 	}
@@ -480,7 +480,7 @@ func TestBatcherCancelledWhileQueued(t *testing.T) {
 	if d, err := r.Allow(context.Background(), "next", l); err != nil || !d.Allowed {
 		t.Fatalf("next decision: %+v %v", d, err)
 	}
-	if got := commandCalls(t, srv.Addr, "evalsha") - before; got != 1 {
+	if got := testredis.CommandCalls(t, srv.Addr, "evalsha") - before; got != 1 {
 		t.Fatalf("%d EVALSHA after the release, want 1 (the abandoned decision must not be sent)", got)
 	}
 	if n, _ := srv.Do("EXISTS", r.Key(l, "gone")); n != "0" {
@@ -630,7 +630,7 @@ func TestBatcherRedisRestarted(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("after the restart: %v", err)
 	}
-	if loads := commandCalls(t, srv.Addr, "script|load"); loads < 1 {
+	if loads := testredis.CommandCalls(t, srv.Addr, "script|load"); loads < 1 {
 		t.Fatal("the restarted Redis never had the script loaded")
 	}
 }
@@ -819,11 +819,11 @@ routes:
 			if err := release(); err != nil {
 				t.Fatalf("the held decision: %v", err)
 			}
-			before := commandCalls(t, srv.Addr, "evalsha")
+			before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 			if w := h.do(map[string]string{"X-User": "next"}); w.Code != http.StatusOK {
 				t.Fatalf("next decision: %d", w.Code)
 			}
-			if got := commandCalls(t, srv.Addr, "evalsha") - before; got != 1 || counter(t, vec, "l", DecisionError) != 1 {
+			if got := testredis.CommandCalls(t, srv.Addr, "evalsha") - before; got != 1 || counter(t, vec, "l", DecisionError) != 1 {
 				t.Fatalf("next decision: %d EVALSHA, %d errors; want it decided by Redis", got, counter(t, vec, "l", DecisionError))
 			}
 			if n, _ := srv.Do("EXISTS", st.limiter.Key(lim, "queued")); n != "0" {

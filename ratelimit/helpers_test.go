@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,28 +46,6 @@ func redisClient(t testing.TB, s *testredis.Server) redis.UniversalClient {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// commandCalls reads how often Redis has run cmd (INFO commandstats): the
-// real count of round trips, not one the code under test reports itself.
-func commandCalls(t testing.TB, addr, cmd string) int {
-	t.Helper()
-	info, err := testredis.Do(addr, "INFO", "commandstats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=")
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	return 0
 }
 
 // greedy sends as fast as the limiter allows for horizon: at once while

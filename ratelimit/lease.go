@@ -3,12 +3,13 @@ package ratelimit
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
 	"math"
 	"sync"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/redisclient"
 )
 
 // Leases (mode: lease, docs/ratelimit.md). An edge takes a lease of n
@@ -69,14 +70,9 @@ return 1
 `
 
 var (
-	leaseSHA  = sha1Hex(leaseScript)
-	returnSHA = sha1Hex(returnScript)
+	leaseRun  = redisclient.NewScript(leaseScript)
+	returnRun = redisclient.NewScript(returnScript)
 )
-
-func sha1Hex(s string) string {
-	h := sha1.Sum([]byte(s))
-	return hex.EncodeToString(h[:])
-}
 
 // maxHold is the longest a leased token may wait to be spent.
 const maxHold = time.Second
@@ -261,8 +257,8 @@ func (r *Redis) takeLease(ctx context.Context, key string, l Limit, b bucket, wa
 		ctx, cancel = context.WithTimeout(ctx, r.opts.Timeout)
 		defer cancel()
 	}
-	res, err := evalScript(ctx, r.client, leaseSHA, leaseScript, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, want, edge)
-	if err != nil {
+	res := leaseRun.Run(ctx, r.client, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, want, edge)
+	if err := res.Err(); err != nil {
 		return leaseResult{}, fmt.Errorf("ratelimit %q: redis: %w", l.Name, err)
 	}
 	v, err := ints(res, 5)
@@ -276,8 +272,7 @@ func (r *Redis) takeLease(ctx context.Context, key string, l Limit, b bucket, wa
 
 // giveBack returns k unused tokens of key's lease bucket.
 func (r *Redis) giveBack(ctx context.Context, key string, l Limit, b bucket, k int64) error {
-	_, err := evalScript(ctx, r.client, returnSHA, returnScript, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, k)
-	return err
+	return returnRun.Run(ctx, r.client, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, k).Err()
 }
 
 func (r *Redis) now() int64 {

@@ -55,12 +55,12 @@ func TestLeaseExpiryOnInjectedClock(t *testing.T) {
 	// One µs before the first grant's expiry, a request spends from the
 	// lease: at most one Redis call (a renewal), no return of tokens.
 	e.clk.Add(time.Duration(first-now-1) * time.Microsecond)
-	before := commandCalls(t, srv.Addr, "evalsha")
+	before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 	if c := hot(); c != http.StatusOK {
 		t.Fatalf("before the expiry: %d", c)
 	}
 	e.settle()
-	if calls := commandCalls(t, srv.Addr, "evalsha") - before; calls > 1 {
+	if calls := testredis.CommandCalls(t, srv.Addr, "evalsha") - before; calls > 1 {
 		t.Fatalf("%d Redis calls before any grant expired; want at most a renewal", calls)
 	}
 	// At the last grant's expiry, a request leaves none of the earlier

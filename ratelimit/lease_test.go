@@ -181,10 +181,10 @@ func TestLeaseQuietKey(t *testing.T) {
 	section := fmt.Sprintf("url: %q", srv.URL())
 	quiet := func(edge, key int) float64 { return 1 } // one per step
 	for _, mode := range []string{"exact", "lease"} {
-		before := commandCalls(t, srv.Addr, "evalsha")
+		before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 		e := newEdges(t, 1, section+", key_prefix: \""+mode+":\"", mode, 10, 10, time.Second, "deny")
 		log, codes := e.run(t, []string{"quiet"}, 30*time.Second, time.Second, quiet)
-		calls := commandCalls(t, srv.Addr, "evalsha") - before
+		calls := testredis.CommandCalls(t, srv.Addr, "evalsha") - before
 		if len(log["quiet"]) != 30 || codes[http.StatusOK] != 30 {
 			t.Fatalf("%s: %v", mode, codes)
 		}
@@ -322,12 +322,12 @@ func TestLeaseRedisCalls(t *testing.T) {
 	calls := map[string]int{}
 	for _, mode := range []string{"exact", "lease"} {
 		e := newEdges(t, 1, fmt.Sprintf("url: %q, timeout: 5s, key_prefix: %q", srv.URL(), mode+":"), mode, 100000, 100000, time.Second, "deny")
-		before := commandCalls(t, srv.Addr, "evalsha")
+		before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 		_, codes := e.run(t, []string{"busy"}, 100*time.Millisecond, time.Millisecond, func(int, int) float64 { return 10 })
 		if codes[http.StatusOK] != 1000 {
 			t.Fatalf("%s: %v", mode, codes)
 		}
-		calls[mode] = commandCalls(t, srv.Addr, "evalsha") - before
+		calls[mode] = testredis.CommandCalls(t, srv.Addr, "evalsha") - before
 	}
 	t.Logf("Redis calls per 1,000 allowed requests: exact %d, lease %d", calls["exact"], calls["lease"])
 	if calls["exact"] != 1000 || calls["lease"]*10 > calls["exact"] {

@@ -84,7 +84,7 @@ routes:
 			if counter(t, vec, "l", DecisionError) != before+1 {
 				t.Fatal("Redis was tried again before probeInterval")
 			}
-			if n := commandCalls(t, srv.Addr, "evalsha"); n != 0 {
+			if n := testredis.CommandCalls(t, srv.Addr, "evalsha"); n != 0 {
 				t.Fatalf("%d EVALSHA before probeInterval", n)
 			}
 			// After probeInterval one request probes Redis. On a loaded machine
@@ -107,7 +107,7 @@ routes:
 			if w.Code != 200 {
 				t.Fatalf("after recovery: %d remaining=%s, want 200 counted in Redis", w.Code, w.Header().Get(HeaderRemaining))
 			}
-			if n := commandCalls(t, srv.Addr, "evalsha"); n == 0 {
+			if n := testredis.CommandCalls(t, srv.Addr, "evalsha"); n == 0 {
 				t.Fatal("the decision after recovery did not go to Redis")
 			}
 			if err := s.Ready(); err != nil {
@@ -163,9 +163,9 @@ routes:
 	srv.Resume()
 	resumed = true
 	// Redis is not tried again before probeInterval...
-	calls := commandCalls(t, srv.Addr, "evalsha")
+	calls := testredis.CommandCalls(t, srv.Addr, "evalsha")
 	h.do(nil)
-	if got := commandCalls(t, srv.Addr, "evalsha"); got != calls {
+	if got := testredis.CommandCalls(t, srv.Addr, "evalsha"); got != calls {
 		t.Fatalf("Redis tried before probeInterval (%d -> %d EVALSHA)", calls, got)
 	}
 	// ...and then by one request, which finds it answering again (a loaded
@@ -181,7 +181,7 @@ routes:
 			t.Fatal("decisions never went back to Redis")
 		}
 	}
-	if got := commandCalls(t, srv.Addr, "evalsha"); got <= calls {
+	if got := testredis.CommandCalls(t, srv.Addr, "evalsha"); got <= calls {
 		t.Fatalf("after the probe interval no decision went to Redis (%d -> %d EVALSHA)", calls, got)
 	}
 	if err := s.Ready(); err != nil {
@@ -219,7 +219,7 @@ routes:
 			clk := newClock()
 			s := newService(t, clk, nil, file)
 			h := handlerFor(t, s, file.Routes[0], KeySources{})
-			before := commandCalls(t, srv.Addr, "evalsha")
+			before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 			allowed := 0
 			for i := 0; i < 10000; i++ {
 				clk.Add(tc.step)
@@ -227,7 +227,7 @@ routes:
 					allowed++
 				}
 			}
-			calls := commandCalls(t, srv.Addr, "evalsha") - before
+			calls := testredis.CommandCalls(t, srv.Addr, "evalsha") - before
 			t.Logf("10,000 requests from one key: %d allowed, %d Redis calls", allowed, calls)
 			if allowed != tc.wantAllowed || calls != tc.wantCalls {
 				t.Fatalf("allowed %d with %d Redis calls, want %d and %d", allowed, calls, tc.wantAllowed, tc.wantCalls)

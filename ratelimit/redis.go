@@ -2,13 +2,12 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -87,19 +86,14 @@ local function levelAt(stored, last, p)
 end
 `
 
-var scriptSHA = func() string {
-	h := sha1.Sum([]byte(script))
-	return hex.EncodeToString(h[:])
-}()
+// bucketScript is script run by its SHA, each decision sent once.
+var bucketScript = redisclient.NewScript(script)
 
 // Scripter is the part of a go-redis client the Redis limiter uses; every
 // go-redis client (single node, Cluster, Sentinel) satisfies it. Scripts
 // go through Process so that they can be marked never to be resent
-// (evalShaCmd).
-type Scripter interface {
-	Process(ctx context.Context, cmd redis.Cmder) error
-	ScriptLoad(ctx context.Context, script string) *redis.StringCmd
-}
+// (redisclient.SendOnce).
+type Scripter = redisclient.Scripter
 
 // RedisOptions configures a Redis limiter.
 type RedisOptions struct {
@@ -217,57 +211,12 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Decision, error
 
 // evalOne runs the script for one decision in its own round trip.
 func evalOne(ctx context.Context, client Scripter, key string, args [4]int64) ([4]int64, error) {
-	cmd, err := evalScript(ctx, client, scriptSHA, script, []string{key}, args[0], args[1], args[2], args[3])
-	if err != nil {
+	cmd := bucketScript.Run(ctx, client, []string{key}, args[0], args[1], args[2], args[3])
+	if err := cmd.Err(); err != nil {
 		return [4]int64{}, err
 	}
 	return result(cmd)
 }
-
-// evalScript runs a script by its SHA. A restarted or flushed Redis (or a
-// new Cluster master) has lost it: load it and try again. Another flush can
-// land between the load and the retry, hence a few rounds.
-func evalScript(ctx context.Context, client Scripter, sha, src string, keys []string, args ...any) (*redis.Cmd, error) {
-	cmd := evalShaCmd(ctx, sha, keys, args...)
-	_ = client.Process(ctx, sentOnce{cmd})
-	for round := 0; round < noScriptRounds && isNoScript(cmd.Err()); round++ {
-		if err := client.ScriptLoad(ctx, src).Err(); err != nil {
-			return nil, fmt.Errorf("loading the script after NOSCRIPT: %w", err)
-		}
-		cmd = evalShaCmd(ctx, sha, keys, args...)
-		_ = client.Process(ctx, sentOnce{cmd})
-	}
-	return cmd, cmd.Err()
-}
-
-// evalShaCmd builds EVALSHA sha over keys, to be sent wrapped in sentOnce.
-func evalShaCmd(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	a := make([]any, 0, 3+len(keys)+len(args))
-	a = append(a, "evalsha", sha, len(keys))
-	for _, k := range keys {
-		a = append(a, k)
-	}
-	a = append(a, args...)
-	cmd := redis.NewCmd(ctx, a...)
-	if len(keys) > 0 {
-		cmd.SetFirstKeyPos(3) // a Cluster client routes it by its first key
-	}
-	return cmd
-}
-
-// sentOnce marks a command go-redis must not send again after a failure.
-// go-redis resends a command whose connection broke or timed out
-// (MaxRetries on one node, and within MaxRedirects on a Cluster), and it
-// cannot tell whether Redis ran the command before the connection broke.
-// Every script here takes from or returns to a bucket, so a resend after
-// Redis ran it counts the request twice (or hands a lease out twice): a
-// decision that fails must fail once and go to on_error. A command never
-// written (a refused dial, an empty pool) is not resent either: the next
-// decision dials again. Cluster redirections (MOVED, ASK) are followed
-// still: Redis did not run the command on the node that redirected it.
-type sentOnce struct{ *redis.Cmd }
-
-func (sentOnce) NoRetry() bool { return true }
 
 // ints reads a script's n integers.
 func ints(cmd *redis.Cmd, n int) ([]int64, error) {
@@ -280,12 +229,6 @@ func ints(cmd *redis.Cmd, n int) ([]int64, error) {
 	}
 	return res, nil
 }
-
-// noScriptRounds bounds how often one decision loads the script again
-// after NOSCRIPT before giving up with the error.
-const noScriptRounds = 3
-
-func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }
 
 // IsKeyError reports whether err is Redis refusing one bucket (its key
 // holds another type, or the script failed on it) rather than Redis being

@@ -111,17 +111,17 @@ func TestRedisReloadsScript(t *testing.T) {
 		if _, err := srv.Do("SCRIPT", "FLUSH"); err != nil {
 			t.Fatal(err)
 		}
-		loads := commandCalls(t, srv.Addr, "script|load")
+		loads := testredis.CommandCalls(t, srv.Addr, "script|load")
 		for i := 0; i < 10; i++ {
 			if d, err := r.Allow(ctx, "k", l); err != nil || !d.Allowed {
 				t.Fatalf("round %d request %d: %+v %v", round, i, d, err)
 			}
 		}
-		if got := commandCalls(t, srv.Addr, "script|load") - loads; got != 1 {
+		if got := testredis.CommandCalls(t, srv.Addr, "script|load") - loads; got != 1 {
 			t.Fatalf("round %d: %d SCRIPT LOADs for 10 decisions, want 1", round, got)
 		}
 	}
-	if n := commandCalls(t, srv.Addr, "eval"); n != 0 {
+	if n := testredis.CommandCalls(t, srv.Addr, "eval"); n != 0 {
 		t.Fatalf("%d EVALs: the script text must not travel with decisions", n)
 	}
 }
@@ -230,7 +230,7 @@ func TestRedisCluster(t *testing.T) {
 	}
 	// The script is loaded on every master that needed it, once.
 	for _, n := range cl.Nodes {
-		if loads := commandCalls(t, n.Addr, "script|load"); loads > 1 {
+		if loads := testredis.CommandCalls(t, n.Addr, "script|load"); loads > 1 {
 			t.Fatalf("%s: %d SCRIPT LOADs, want at most 1", n.Addr, loads)
 		}
 	}

@@ -1,11 +1,9 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,7 +104,7 @@ func TestDecisionIsNotResent(t *testing.T) {
 			if _, err := srv.Do("SCRIPT", "LOAD", script); err != nil {
 				t.Fatal(err)
 			}
-			proxy := testutil.ServeConns(t, cutAfterScript(srv.Addr))
+			proxy := testutil.ServeConns(t, testredis.CutAfterCommand(srv.Addr, "evalsha"))
 			c, err := redisclient.Resolve(&routes.Redis{URL: "redis://" + proxy + "/0", Timeout: routes.Duration(5 * time.Second)})
 			if err != nil {
 				t.Fatal(err)
@@ -118,7 +116,7 @@ func TestDecisionIsNotResent(t *testing.T) {
 			client := c.NewClient()
 			t.Cleanup(func() { client.Close() })
 			sent := tc.run(t, client)
-			if n := commandCalls(t, srv.Addr, "evalsha"); n != sent {
+			if n := testredis.CommandCalls(t, srv.Addr, "evalsha"); n != sent {
 				t.Fatalf("Redis ran the script %d times for %d decision(s)", n, sent)
 			}
 		})
@@ -143,7 +141,7 @@ func TestDecisionIsNotResentOnCluster(t *testing.T) {
 				if _, err := testredis.Do(addr, "SCRIPT", "LOAD", script); err != nil {
 					t.Fatal(err)
 				}
-				proxies[addr] = testutil.ServeConns(t, cutAfterScript(addr))
+				proxies[addr] = testutil.ServeConns(t, testredis.CutAfterCommand(addr, "evalsha"))
 			}
 			c, err := redisclient.Resolve(&routes.Redis{Addrs: cl.Addrs(), Timeout: routes.Duration(5 * time.Second)})
 			if err != nil {
@@ -162,63 +160,11 @@ func TestDecisionIsNotResentOnCluster(t *testing.T) {
 			sent := tc.run(t, client)
 			ran := 0
 			for _, addr := range cl.Addrs() {
-				ran += commandCalls(t, addr, "evalsha")
+				ran += testredis.CommandCalls(t, addr, "evalsha")
 			}
 			if ran != sent {
 				t.Fatalf("the Cluster ran the script %d times for %d decision(s)", ran, sent)
 			}
 		})
-	}
-}
-
-// cutAfterScript passes a connection on to the Redis at addr until the
-// client has sent EVALSHA; then it closes the connection instead of
-// passing on Redis's reply: Redis has run the script, and the client sees
-// its connection break before the answer.
-func cutAfterScript(addr string) func(net.Conn) {
-	return func(c net.Conn) {
-		up, err := net.Dial("tcp", addr)
-		if err != nil {
-			return
-		}
-		var sent atomic.Bool
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Close() // the client's read fails: the connection broke
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := up.Read(buf)
-				if n > 0 && sent.Load() {
-					return
-				}
-				if n > 0 {
-					if _, err := c.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		}()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := c.Read(buf)
-			if n > 0 {
-				if bytes.Contains(bytes.ToLower(buf[:n]), []byte("evalsha")) {
-					sent.Store(true)
-				}
-				if _, err := up.Write(buf[:n]); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		up.Close()
-		wg.Wait()
 	}
 }

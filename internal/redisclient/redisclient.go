@@ -44,9 +44,8 @@ const ClientName = "causeway"
 // Cluster client still resends within MaxRedirects, the loop that also
 // follows MOVED and ASK, which cannot be turned off alone; rate-limit
 // scripts and the OIDC session store's writes opt out per command
-// (ratelimit's sentOnce, auth's sendOnce). A resend after a
-// failed dial only multiplied the
-// failed dials: go-redis's pool stops dialing after PoolSize failed dials
+// (SendOnce). A resend after a failed dial only multiplied the failed
+// dials: go-redis's pool stops dialing after PoolSize failed dials
 // and then fails every command until a probe, once a second, reaches
 // Redis again. With four dials per command that took five commands, and
 // sessions stayed unusable for up to a second after Redis was back

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -248,33 +247,12 @@ func TestClusterSendsNoCommandTable(t *testing.T) {
 				t.Fatal("no key was answered")
 			}
 			for _, n := range live {
-				if calls := commandCalls(t, n, "command"); calls != 0 {
+				if calls := testredis.CommandCalls(t, n.Addr, "command"); calls != 0 {
 					t.Errorf("%s ran COMMAND %d time(s): the client fetched the command table", n.Addr, calls)
 				}
 			}
 		})
 	}
-}
-
-// commandCalls reads how often s has run cmd (INFO commandstats).
-func commandCalls(t *testing.T, s *testredis.Server, cmd string) int {
-	t.Helper()
-	info, err := s.Do("INFO", "commandstats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(info, "\n") {
-		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls=")
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	return 0
 }
 
 func TestTimeoutBoundsSlowServer(t *testing.T) {
@@ -437,7 +415,7 @@ func TestNewConnectionHandshakeIsAccepted(t *testing.T) {
 				}
 				c.Close()
 			}
-			if n := commandCalls(t, s, "hello"); n != conns {
+			if n := testredis.CommandCalls(t, s.Addr, "hello"); n != conns {
 				t.Fatalf("%d HELLO for %d new connections", n, conns)
 			}
 			stats, err := s.Do("INFO", "stats")
