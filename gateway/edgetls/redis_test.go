@@ -12,6 +12,7 @@ import (
 
 	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/acme/autocert"
@@ -271,4 +272,34 @@ func TestACMEReplicasShareRedis(t *testing.T) {
 			t.Fatal("A did not serve B's certificate from Redis")
 		}
 	})
+}
+
+// The lock's SET NX whose connection breaks after Redis ran it (a proxy
+// in front of a real redis-server cuts the connection instead of passing
+// on the reply), with a client that resends failed commands (go-redis's
+// default, and what a Cluster client does within its redirects): Redis
+// runs the SET once, the replica finds the lock it holds and orders at
+// once, and frees the lock after.
+func TestRedisCacheLockSetNotResent(t *testing.T) {
+	srv := testredis.Start(t)
+	proxy := testutil.ServeConns(t, testredis.CutAfterCommand(srv.Addr, "set"))
+	rdb := redis.NewClient(&redis.Options{Addr: proxy}) // MaxRetries: 3 resends
+	defer rdb.Close()
+	c, err := NewRedisCache(rdb, "cut:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ordered := false
+	ran, err := c.orderOnce(ctx, "a.example.com", func() error { ordered = true; return nil })
+	if err != nil || !ran || !ordered {
+		t.Fatalf("orderOnce: ran %v, ordered %v, error %v; want the order run at once", ran, ordered, err)
+	}
+	if n := testredis.CommandCalls(t, srv.Addr, "set"); n != 1 {
+		t.Fatalf("Redis ran SET %d times for one lock", n)
+	}
+	if n, err := srv.Do("exists", "cut:lock:a.example.com"); err != nil || n != "0" {
+		t.Fatalf("the lock is still there after the order (exists: %q, %v)", n, err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/causewayhq/causeway/internal/redisclient"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -77,7 +78,9 @@ const (
 )
 
 // Lua scripts make release and refresh conditional on still owning the lock,
-// so a holder whose lock expired cannot free another replica's lock.
+// so a holder whose lock expired cannot free another replica's lock. Run
+// twice (go-redis resends a command whose connection broke), either does
+// nothing more: unlike the lock's SET NX (acquire).
 var (
 	unlockScript  = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`)
 	refreshScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) end return 0`)
@@ -107,7 +110,7 @@ func (c *RedisCache) orderOnce(ctx context.Context, key string, order func() err
 		if n > 0 {
 			return false, nil
 		}
-		ok, err := c.rdb.SetNX(ctx, c.lockKey(key), token, lockTTL).Result()
+		ok, err := c.acquire(ctx, key, token)
 		if err != nil {
 			return false, fmt.Errorf("acme redis lock %q: acquire: %w", key, err)
 		}
@@ -123,6 +126,25 @@ func (c *RedisCache) orderOnce(ctx context.Context, key string, order func() err
 			return false, fmt.Errorf("acme redis lock %q: waiting for another replica's order: %w", key, ctx.Err())
 		}
 	}
+}
+
+// acquire takes key's lock for token with one SET NX, sent once
+// (redisclient.SendOnce): go-redis resends a command whose connection
+// broke after Redis ran it, and a resent SET NX finds the lock it has just
+// taken, reports it held by another replica, and this one waits out
+// lockTTL for nobody. When the SET fails without an answer, Redis may have
+// run it: the lock is read back, and holding it is success.
+func (c *RedisCache) acquire(ctx context.Context, key, token string) (bool, error) {
+	set := redis.NewBoolCmd(ctx, "set", c.lockKey(key), token, "px", lockTTL.Milliseconds(), "nx")
+	_ = c.rdb.Process(ctx, redisclient.SendOnce{Cmder: set})
+	ok, err := set.Result()
+	if err == nil {
+		return ok, nil
+	}
+	if v, gerr := c.rdb.Get(ctx, c.lockKey(key)).Result(); gerr == nil && v == token {
+		return true, nil
+	}
+	return false, err
 }
 
 // holdWhile runs order while a goroutine keeps the lock alive, then frees it.
