@@ -75,3 +75,43 @@ func TestExtAuthzHTTPNeverHandsStrayBytesToTheNextCheck(t *testing.T) {
 		})
 	}
 }
+
+// A cache key header:NAME covers every spelling of NAME the server is sent:
+// under server.allow_underscore_headers X_User reaches the policy beside
+// X-User (and a CGI-style policy reads both as HTTP_X_USER), so two
+// requests with one X-User and different X_User must not share a decision.
+func TestExtAuthzCacheKeyCoversUnderscoreSpellings(t *testing.T) {
+	srv := newAuthzServer(t, policy)
+	f := parse(t, extAuthzYAML(grpcTarget(srv), "\n      cache: {ttl: 1m, key: [header:Authorization, header:X-User]}"), `{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+	h, _ := handler(t, testSet(t, f, Options{}), f, 0)
+	for _, tc := range []struct {
+		hdr   http.Header
+		calls int64 // checks the server has seen after this request
+	}{
+		{http.Header{"X-User": {"a"}}, 1},
+		{http.Header{"X-User": {"a"}, "X_User": {"b"}}, 2},
+		{http.Header{"X-User": {"a"}, "X_User": {"c"}}, 3},
+		{http.Header{"X-User": {"a"}, "X_user": {"c"}}, 4},                   // another spelling is another request to the policy
+		{http.Header{"X-User": {"a"}, "X_User": {"b"}}, 4},                   // the same request again: a hit
+		{http.Header{"X-User": {"a"}, "X_User": {"b"}, "X-User_": {"z"}}, 4}, // another name (HTTP_X_USER_): not in the key
+		{http.Header{"X-User": {"a"}}, 4},
+	} {
+		tc.hdr.Set("Authorization", "Bearer good-alice")
+		if w := do(h, "/", tc.hdr); w.Code != 204 {
+			t.Fatalf("%v: %d", tc.hdr, w.Code)
+		}
+		if got := srv.calls.Load(); got != tc.calls {
+			t.Fatalf("after %v: %d checks, want %d", tc.hdr, got, tc.calls)
+		}
+	}
+}
+
+// No X-User value alone shares a key with an X-User and an X_User: the
+// key is length-prefixed either way.
+func TestExtAuthzCacheKeyUnderscoreSpellingsNoConcatenation(t *testing.T) {
+	twin := http.Header{"X-User": {"a"}, "X_User": {"b"}}
+	forged := http.Header{"X-User": {headerKey(twin, "X-User")}}
+	if headerKey(forged, "X-User") == headerKey(twin, "X-User") {
+		t.Fatalf("%q and %q share a key", forged, twin)
+	}
+}
