@@ -190,9 +190,9 @@ func newExtAuthz(name string, c *routes.ExtAuthz, opts Options) (*extAuthz, erro
 	case c.GRPCAddress != "":
 		a.client, err = newGRPCAuthz(c.GRPCAddress, c.GRPCTLS, tlsConf)
 	case c.HTTPURL != "":
-		a.client = newHTTPAuthz(c.HTTPURL, tlsConf, upstream, claimsFrom, false)
+		a.client = newHTTPAuthz(c.HTTPURL, tlsConf, upstream, claimsFrom, false, opts.ExtAuthzTransport)
 	case c.OPAURL != "":
-		a.client = newHTTPAuthz(c.OPAURL, tlsConf, upstream, claimsFrom, true)
+		a.client = newHTTPAuthz(c.OPAURL, tlsConf, upstream, claimsFrom, true, opts.ExtAuthzTransport)
 	default:
 		err = errors.New("set exactly one of grpc_address, http_url or opa_url")
 	}
@@ -398,11 +398,37 @@ func (a *extAuthz) key(r *http.Request) string {
 			// a decision cached for one host would serve every other.
 			v = r.Host
 		case strings.HasPrefix(k, "header:"):
-			v = strings.Join(r.Header.Values(strings.TrimPrefix(k, "header:")), "\x00")
+			v = headerKey(r.Header, http.CanonicalHeaderKey(strings.TrimPrefix(k, "header:")))
 		}
 		fmt.Fprintf(h, "%d:%s;", len(v), v)
 	}
 	return string(h.Sum(nil))
+}
+
+// headerKey is the cache key part of header name: its values and those of
+// every other spelling of it with '_' (X_User for X-User), each under its
+// own name. Under server.allow_underscore_headers those reach the server
+// too, and a CGI-style policy reads them as the same variable, so a key of
+// name's values alone would let requests that differ there share a
+// decision.
+func headerKey(h http.Header, name string) string {
+	v := strings.Join(h.Values(name), "\x00")
+	var twins []string
+	for k := range h {
+		if foldedTwin(k, name) {
+			twins = append(twins, k)
+		}
+	}
+	// Always length-prefixed, twins or not: a value alone could spell
+	// another request's value-and-twins.
+	slices.Sort(twins)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d:%s;", len(v), v)
+	for _, k := range twins {
+		tv := strings.Join(h[k], "\x00")
+		fmt.Fprintf(&b, "%d:%s%d:%s;", len(k), k, len(tv), tv)
+	}
+	return b.String()
 }
 
 // partialBodyHeader says, in a check that carries the body, whether it is

@@ -34,7 +34,14 @@ type httpAuthz struct {
 	opa        bool
 }
 
-func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom map[string]string, opa bool) *httpAuthz {
+// newHTTPAuthz builds the client on an http.Transport with the check's
+// timeouts and TLS settings, which transport (Options.ExtAuthzTransport)
+// may wrap in one that reuses HTTP/1.1 connections safely. Without it the
+// http.Transport keeps no connection after an answer: it pools a
+// connection before it looks for bytes the server sent past its answer (a
+// body after a 204, more than Content-Length, a response while idle), and
+// the next check on that connection would read them as its own decision.
+func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom map[string]string, opa bool, transport func(*http.Transport) http.RoundTripper) *httpAuthz {
 	tr := &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
 		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -45,10 +52,16 @@ func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom
 		MaxResponseHeaderBytes: 2 * maxAuthzHeaderBytes,
 		ForceAttemptHTTP2:      true,
 	}
+	var rt http.RoundTripper = tr
+	if transport != nil {
+		rt = transport(tr)
+	} else {
+		tr.DisableKeepAlives = true
+	}
 	return &httpAuthz{
 		url: rawURL,
 		client: &http.Client{
-			Transport: tr,
+			Transport: rt,
 			// A redirect is the server's answer to the client (a login
 			// page), never something the edge follows.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -12,6 +12,7 @@ import (
 
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 
 	"github.com/redis/go-redis/v9"
 
@@ -118,7 +119,11 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	set, err := auth.NewSet(ctx, f, prev, auth.Options{
 		JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log, Now: a.e.opts.Clock,
 		FailureLimiter: a.failures, Metrics: a.metrics,
-		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
+		// HTTP and OPA ext_authz checks reuse connections through the
+		// upstreams' HTTP/1.1 transport, which never hands bytes a server
+		// sent past its answer to the next check.
+		ExtAuthzTransport: func(t *http.Transport) http.RoundTripper { return transport.NewH1(t) },
+		ClientIP:          func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
 		Origin: func(r *http.Request) string {
 			st := stateFrom(r.Context())
 			return pipeline.Origin(r, st.peer.Trusted, st.routeHost)
