@@ -19,9 +19,10 @@ import (
 // every few milliseconds, each firing a goroutine that took the
 // connection's lock to find the request long answered (2-4 % of the
 // engine's CPU samples plus 1-4 % on the lock, with wrk -c64). Here arming
-// a request is two atomic operations and, the first time since the sweep
-// last saw it, an append under the sweep's mutex; the sweep wakes
-// 1/sweepPeriod times a second, and only while some request is armed.
+// a request is two atomic operations and, when its reader was not armed
+// for keepSweeps sweeps, an append under the sweep's mutex; the sweep
+// wakes 1/sweepPeriod times a second, and only while some request was
+// armed lately.
 //
 // The time is counted in sweeps (tick), not read from the clock at every
 // request: a request armed during tick t is due from tick t+sweepsDue on,
@@ -31,15 +32,16 @@ type bgSweep struct {
 	tick atomic.Uint64
 
 	mu sync.Mutex
-	// armed holds the readers armed since the sweep last looked (and
-	// perhaps disarmed since: the sweep drops those). A reader is in it
-	// at most once (connReader.listed, changed only under mu).
+	// armed holds the readers armed within the last keepSweeps sweeps
+	// (perhaps disarmed since: the sweep drops those it has not seen
+	// armed for that long). A reader is in it at most once
+	// (connReader.listed, changed only under mu).
 	armed []*connReader
 	// running: the sweep goroutine runs (it ends when armed is empty).
 	running bool
 	// dropping, for tests, runs between the look that finds a reader
-	// disarmed and its drop (widening the window an arming can land in).
-	dropping atomic.Pointer[func()]
+	// disarmed for a while and its drop (where an arming can land).
+	dropping atomic.Pointer[func(*connReader)]
 }
 
 // sweep is the process's bgSweep.
@@ -48,14 +50,18 @@ var sweep bgSweep
 const (
 	sweepPeriod = backgroundReadDelay / 2
 	sweepsDue   = 3
+	// keepSweeps is how long (in sweeps, 20 ms) a reader stays listed
+	// after its last arming: the sweep goroutine ends that long after the
+	// last request.
+	keepSweeps = 8
 )
 
 // arm records that cr's request wants a background read from now on. The
 // caller holds cr.mu (the lock order is cr.mu, then b.mu; the sweep never
 // takes a reader's lock while it holds b.mu).
 func (b *bgSweep) arm(cr *connReader) {
-	// Ticks start at 1 (running sets it), so 0 means "not armed".
-	cr.armed.Store(max(b.tick.Load(), 1))
+	// Ticks start at 1 (running sets it), so 0 means "never armed".
+	cr.armed.Store(max(b.tick.Load(), 1)<<1 | 1)
 	if cr.listed.Load() {
 		return
 	}
@@ -99,24 +105,31 @@ func (b *bgSweep) sweep(due []*connReader) ([]*connReader, bool) {
 	b.mu.Lock()
 	keep := b.armed[:0]
 	for _, cr := range b.armed {
-		at := cr.armed.Load()
-		if at == 0 {
-			// Disarmed. A request arming it between the load above
-			// and the store below saw listed true and did not append:
-			// the load after the store sees its arming (atomics are
-			// sequentially consistent), and it is kept.
+		v := cr.armed.Load()
+		if v&1 == 0 {
+			if v != 0 && now < v>>1+keepSweeps {
+				// Disarmed, but armed lately: a connection with
+				// requests coming stays listed, so that arming its
+				// next one takes no lock.
+				keep = append(keep, cr)
+				continue
+			}
+			// Disarmed for a while. A request arming it between the
+			// load above and the store below saw listed true and did
+			// not append: the load after the store sees its arming
+			// (atomics are sequentially consistent), and it is kept.
 			if f := b.dropping.Load(); f != nil {
-				(*f)()
+				(*f)(cr)
 			}
 			cr.listed.Store(false)
-			if at = cr.armed.Load(); at == 0 {
+			if v = cr.armed.Load(); v&1 == 0 {
 				continue
 			}
 			cr.listed.Store(true)
 		}
-		if now >= at+sweepsDue {
-			// Kept until a later sweep sees it disarmed: fire clears
-			// armed under the reader's lock, which is not taken here.
+		if now >= v>>1+sweepsDue {
+			// Kept until a later sweep sees it disarmed: fire disarms
+			// it under the reader's lock, which is not taken here.
 			due = append(due, cr)
 		}
 		keep = append(keep, cr)

@@ -7,55 +7,47 @@ import (
 	"time"
 )
 
-// Readers armed and disarmed as fast as their goroutines can, while the
-// sweep drops disarmed ones from its list: an arming that lands between
-// the sweep's look and its drop must not be lost. At the end every reader
-// is armed once more and must have its read started.
+// A request armed just as the sweep drops its reader (disarmed for
+// keepSweeps) must not be lost: the sweep looks again after clearing the
+// reader's listed flag. The test hook arms each reader at that moment,
+// once; every reader must then have its read started.
 func TestSweepLosesNoArming(t *testing.T) {
 	t.Parallel()
 	const readers = 32
 	s := &Server{}
-	// Armings land between the sweep's look and its drop often, not
-	// once in a million. (The sweep is the process's: other tests' drops
-	// wait too while this one runs, which changes nothing for them.)
-	slow := func() { time.Sleep(20 * time.Microsecond) }
-	sweep.dropping.Store(&slow)
-	defer sweep.dropping.Store(nil)
-	type pair struct {
-		sv     *serving
-		client net.Conn
-	}
-	pairs := make([]pair, readers)
-	for i := range pairs {
+	var mu sync.Mutex
+	ours := map[*connReader]bool{} // ours, not yet armed by the hook
+	servs := make([]*serving, readers)
+	for i := range servs {
 		server, client := net.Pipe()
 		c := &conn{srv: s, netc: server}
 		sv := servings.New().(*serving)
 		sv.cr.c = c
 		c.sv = sv
-		pairs[i] = pair{sv, client}
+		servs[i] = sv
+		ours[&sv.cr] = true
 		t.Cleanup(func() { server.Close(); client.Close() })
 	}
-	stop := time.Now().Add(1500 * time.Millisecond)
-	var wg sync.WaitGroup
-	for i := range pairs {
-		wg.Go(func() {
-			cr := &pairs[i].sv.cr
-			for n := 0; time.Now().Before(stop); n++ {
-				cr.startBackgroundRead()
-				if n%16 == 0 {
-					time.Sleep(time.Duration(n%7) * time.Millisecond)
-				}
-				cr.abortPendingRead()
-			}
-		})
+	// The sweep is the process's: the hook leaves other tests' readers
+	// alone.
+	hook := func(cr *connReader) {
+		mu.Lock()
+		arm := ours[cr]
+		delete(ours, cr)
+		mu.Unlock()
+		if arm {
+			cr.startBackgroundRead()
+		}
 	}
-	wg.Wait()
-	for i := range pairs {
-		pairs[i].sv.cr.startBackgroundRead()
+	sweep.dropping.Store(&hook)
+	defer sweep.dropping.Store(nil)
+	for _, sv := range servs {
+		sv.cr.startBackgroundRead()
+		sv.cr.abortPendingRead()
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for i := range pairs {
-		cr := &pairs[i].sv.cr
+	for i, sv := range servs {
+		cr := &sv.cr
 		for {
 			cr.mu.Lock()
 			started := cr.inRead
@@ -64,7 +56,10 @@ func TestSweepLosesNoArming(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("reader %d: armed, listed %v, never started", i, cr.listed.Load())
+				mu.Lock()
+				hooked := !ours[cr]
+				mu.Unlock()
+				t.Fatalf("reader %d: armed as the sweep dropped it (%v), listed %v, never started", i, hooked, cr.listed.Load())
 			}
 			time.Sleep(time.Millisecond)
 		}

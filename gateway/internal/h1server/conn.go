@@ -897,9 +897,10 @@ type connReader struct {
 	byteBuf [1]byte
 	inRead  bool
 	aborted bool
-	// armed is the sweep tick (bgSweep) at which the current request's
-	// handler began to run with its body consumed; 0: the read is not
-	// wanted now. Written under mu, read by the sweep without it.
+	// armed is the sweep tick (bgSweep) at which the current or last
+	// request's handler began to run with its body consumed, shifted left
+	// by one, with the low bit set while the read is wanted (0: never
+	// armed). Written under mu, read by the sweep without it.
 	// listed: the reader is in the sweep's list (changed under the
 	// sweep's mutex).
 	armed  atomic.Uint64
@@ -978,7 +979,7 @@ func (cr *connReader) readOneByte() error {
 func (cr *connReader) startBackgroundRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	if cr.inRead || cr.hasByte || cr.armed.Load() != 0 || cr.detached {
+	if cr.inRead || cr.hasByte || cr.armed.Load()&1 != 0 || cr.detached {
 		return
 	}
 	if br := cr.sv.br; br != nil && br.Buffered() > 0 {
@@ -996,12 +997,12 @@ func (cr *connReader) startBackgroundRead() {
 // unless its current request is due too.
 func (cr *connReader) fire(now uint64) {
 	cr.mu.Lock()
-	at := cr.armed.Load()
-	if at == 0 || now < at+sweepsDue || cr.inRead || cr.hasByte || cr.detached {
+	v := cr.armed.Load()
+	if v&1 == 0 || now < v>>1+sweepsDue || cr.inRead || cr.hasByte || cr.detached {
 		cr.mu.Unlock()
 		return
 	}
-	cr.armed.Store(0)
+	cr.disarm()
 	cr.inRead = true
 	_ = cr.c.rw().SetReadDeadline(time.Time{})
 	cr.mu.Unlock()
@@ -1031,7 +1032,7 @@ func (cr *connReader) backgroundRead() {
 func (cr *connReader) abortPendingRead() {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
-	cr.armed.Store(0)
+	cr.disarm()
 	if !cr.inRead {
 		return
 	}
@@ -1041,6 +1042,14 @@ func (cr *connReader) abortPendingRead() {
 		cr.cond.Wait()
 	}
 	_ = cr.c.rw().SetReadDeadline(time.Time{})
+}
+
+// disarm says the read is not wanted (any more); the tick of the last
+// arming stays, for the sweep (keepSweeps). The caller holds mu.
+func (cr *connReader) disarm() {
+	if v := cr.armed.Load(); v&1 != 0 {
+		cr.armed.Store(v &^ 1)
+	}
 }
 
 // detach stops the background reads for good: a handler took the
