@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
@@ -122,7 +123,7 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		// HTTP and OPA ext_authz checks reuse connections through the
 		// upstreams' HTTP/1.1 transport, which never hands bytes a server
 		// sent past its answer to the next check.
-		ExtAuthzTransport: func(t *http.Transport) http.RoundTripper { return transport.NewH1(t) },
+		ExtAuthzTransport: func(t *http.Transport) http.RoundTripper { return newAuthzTransport(t, a.e.opts.Clock) },
 		ClientIP:          func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
 		Origin: func(r *http.Request) string {
 			st := stateFrom(r.Context())
@@ -490,4 +491,34 @@ func (t *tlsFeature) close() error {
 		_ = t.redis.Close()
 	}
 	return nil
+}
+
+// authzTransport sends an HTTP or OPA authorization server's checks the
+// way the edge sends requests to upstreams: plain http through H1, https
+// through TLSUpgrades (H1 over TLS for a server that negotiates HTTP/1.1,
+// HTTP/2 for one that negotiates h2). Both take a connection from their
+// pool only after checking it holds no bytes the server sent past an
+// earlier answer; http.Transport's HTTP/1.1 pool does not, on plain
+// connections or over TLS.
+type authzTransport struct {
+	plain *transport.H1
+	tls   *transport.TLSUpgrades
+}
+
+func newAuthzTransport(t *http.Transport, now func() time.Time) *authzTransport {
+	// NewH1 changes the transport it is given (its dialer): each gets
+	// its own copy.
+	return &authzTransport{plain: transport.NewH1(t.Clone()), tls: transport.NewTLSUpgrades(t, now)}
+}
+
+func (a *authzTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "https" {
+		return a.tls.RoundTrip(req)
+	}
+	return a.plain.RoundTrip(req)
+}
+
+func (a *authzTransport) CloseIdleConnections() {
+	a.plain.CloseIdleConnections()
+	a.tls.CloseIdleConnections()
 }

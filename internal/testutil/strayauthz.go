@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -29,7 +30,30 @@ var StrayAuthzModes = []string{"body after 204", "more than Content-Length", "un
 // URL.
 func StrayAuthz(tb testing.TB, mode string, afterLate func()) string {
 	tb.Helper()
-	addr := ServeConns(tb, func(c net.Conn) {
+	return "http://" + ServeConns(tb, strayAuthz(mode, afterLate, nil)) + "/verify"
+}
+
+// StrayAuthzTLS is StrayAuthz over TLS with the certificate and key given
+// (PEM; HTTP/1.1 only, as ALPN http/1.1). Its URL names localhost.
+func StrayAuthzTLS(tb testing.TB, mode string, afterLate func(), certPEM, keyPEM []byte) string {
+	tb.Helper()
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+	addr := ServeConns(tb, strayAuthz(mode, afterLate, conf))
+	_, port, _ := net.SplitHostPort(addr)
+	return "https://localhost:" + port + "/verify"
+}
+
+func strayAuthz(mode string, afterLate func(), conf *tls.Config) func(net.Conn) {
+	return func(c net.Conn) {
+		if conf != nil {
+			tc := tls.Server(c, conf)
+			defer tc.Close()
+			c = tc
+		}
 		br := bufio.NewReader(c)
 		for {
 			req, err := http.ReadRequest(br)
@@ -65,6 +89,5 @@ func StrayAuthz(tb testing.TB, mode string, afterLate func()) string {
 				}
 			}
 		}
-	})
-	return "http://" + addr + "/verify"
+	}
 }
