@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
@@ -85,14 +84,7 @@ func TestSessionWritesAreNotResent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.Cluster.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				p, ok := proxies[addr]
-				if !ok {
-					return nil, errors.New("no proxy in front of " + addr)
-				}
-				var d net.Dialer
-				return d.DialContext(ctx, network, p)
-			}
+			c.Cluster.Dialer = testredis.DialThrough(proxies)
 			return c.NewClient(), redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()}), cl.Addrs()
 		}},
 	}

@@ -34,14 +34,10 @@ routes:
 	te := startEdge(t, cfg)
 
 	token := func(scope string) string {
-		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		return "Bearer " + signHS256(t, strings.Repeat("k", 32), jwt.MapClaims{
 			"iss": "https://id.test/", "aud": "api", "sub": "user-7", "scope": scope,
 			"exp": time.Now().Add(time.Hour).Unix(),
-		}).SignedString([]byte(strings.Repeat("k", 32)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return "Bearer " + tok
+		})
 	}
 
 	resp, _ := get(t, te.url+"/api/x")
@@ -85,4 +81,15 @@ routes:
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// signHS256 signs claims with secret (HS256), as the test routes' JWT
+// authenticators expect.
+func signHS256(t testing.TB, secret string, claims jwt.MapClaims) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -41,12 +41,9 @@ routes:
 		"default":     startEdge(t, listenHeader+fmt.Sprintf(cfg, u.addr)),
 		"underscores": startEdge(t, listenHeader+"server: {allow_underscore_headers: true}\n"+fmt.Sprintf(cfg, u.addr)),
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+	tok := signHS256(t, secret, jwt.MapClaims{
 		"iss": "https://id.test/", "aud": "api", "sub": "user-7", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	h2c := trailerH2CClient()
 	t.Cleanup(h2c.CloseIdleConnections)
 
@@ -125,12 +122,9 @@ routes:
 		"default":     startEdge(t, listenHeader+fmt.Sprintf(cfg, u.addr, keys)),
 		"underscores": startEdge(t, listenHeader+"server: {allow_underscore_headers: true}\n"+fmt.Sprintf(cfg, u.addr, keys)),
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+	tok := signHS256(t, secret, jwt.MapClaims{
 		"iss": "https://id.test/", "aud": "api", "sub": "user-7", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	h2c := trailerH2CClient()
 	t.Cleanup(h2c.CloseIdleConnections)
 

@@ -81,12 +81,9 @@ routes:
   - {name: key, match: {path_prefix: /key}, upstream: orders, auth: partners}
 `, edgeFiles.Cert, edgeFiles.Key, edgeFiles.Bundle, dir+"/htpasswd", "http://"+authz+"/verify", dir+"/keys", sc.Addr("inbound"), ordersID))
 
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+	tok := signHS256(t, secret, jwt.MapClaims{
 		"iss": "https://id.test/", "aud": "api", "sub": "alice", "tenant": "t-alice", "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(secret))
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	owned := []string{"X-User-Id", "X-Tenant", "X-Staff", "X-Sso-User", "X-Sso-Tenant", "X-Partner"}
 	for _, tc := range []struct {
 		name, path string

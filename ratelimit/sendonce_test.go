@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -147,14 +146,7 @@ func TestDecisionIsNotResentOnCluster(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.Cluster.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				p, ok := proxies[addr]
-				if !ok {
-					return nil, errors.New("no proxy in front of " + addr)
-				}
-				var d net.Dialer
-				return d.DialContext(ctx, network, p)
-			}
+			c.Cluster.Dialer = testredis.DialThrough(proxies)
 			client := c.NewClient()
 			t.Cleanup(func() { client.Close() })
 			sent := tc.run(t, client)

@@ -2,6 +2,8 @@ package testredis
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -87,4 +89,20 @@ func CommandCalls(tb testing.TB, addr, cmd string) int {
 		return n
 	}
 	return 0
+}
+
+// DialThrough returns a Cluster client's Dialer that reaches each node
+// through the address proxies maps it to (a CutAfterCommand proxy in front
+// of each node): the nodes name each other by their own addresses (CLUSTER
+// SLOTS), so every connection the client makes to any node goes through
+// that node's proxy. A node without a proxy is an error.
+func DialThrough(proxies map[string]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		p, ok := proxies[addr]
+		if !ok {
+			return nil, errors.New("no proxy in front of " + addr)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, p)
+	}
 }
