@@ -2,26 +2,68 @@ package testutil
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
 // FreeAddr returns a loopback address that was free a moment ago, for a
 // server that must be told its address before it starts (another process,
 // or a configuration file written first).
+//
+// The port is taken below the kernel's ephemeral range
+// (ip_local_port_range), where no outgoing connection's source port and no
+// other listener on port 0 can land in the moment between this check and
+// the server's bind: a port from 127.0.0.1:0 comes from that range, and a
+// busy suite's connections took one first ("address already in use"). A
+// port is handed out once per process.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
+	lo := ephemeralLow()
+	for range 200 {
+		port := freeLow + rand.IntN(max(lo-freeLow, 1))
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// freeLow is the lowest port FreeAddr hands out: above the well-known and
+// most registered services' ports.
+const freeLow = 10000
+
+var handedOut sync.Map // port -> true
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768,
+// Linux's default, where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > freeLow+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // ProcStatusKB reads one kB field of /proc/PID/status ("VmRSS:",
