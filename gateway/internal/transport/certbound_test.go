@@ -2,7 +2,6 @@ package transport
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -23,15 +22,9 @@ func (m *meshTLS) certBoundPool(t *testing.T, want string, now func() time.Time)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := NewCertBound(&http.Transport{
-		DialContext:         (&net.Dialer{Timeout: time.Second}).DialContext,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		TLSClientConfig:     mesh.ClientConfig(m.client, id),
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}, now)
+	tr := m.transport(id)
+	tr.ExpectContinueTimeout = 0
+	b := NewCertBound(tr, now)
 	t.Cleanup(b.CloseIdleConnections)
 	return b
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -292,16 +291,7 @@ func (m *meshTLS) httpsPool(t *testing.T, want string) *TLSUpgrades {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewTLSUpgrades(&http.Transport{
-		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
-		MaxIdleConnsPerHost:   4,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-		TLSClientConfig:       mesh.ClientConfig(m.client, id),
-		TLSHandshakeTimeout:   10 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}, nil)
+	p := NewTLSUpgrades(m.transport(id), nil)
 	t.Cleanup(p.CloseIdleConnections)
 	return p
 }

@@ -48,6 +48,22 @@ func (m *meshTLS) pool(t *testing.T, maxIdle int, timeout time.Duration, want st
 	return m.poolAt(t, maxIdle, timeout, want, nil)
 }
 
+// transport is the http.Transport of an upstream toward a sidecar that
+// must be id, as proxy.NewTransportPool builds it; each pool below
+// changes what its case needs.
+func (m *meshTLS) transport(id mesh.ID) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		TLSClientConfig:       mesh.ClientConfig(m.client, id),
+		TLSHandshakeTimeout:   10 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
 // poolAt is pool holding certificates to the clock now (nil: time.Now).
 func (m *meshTLS) poolAt(t *testing.T, maxIdle int, timeout time.Duration, want string, now func() time.Time) *H1 {
 	t.Helper()
@@ -55,16 +71,11 @@ func (m *meshTLS) poolAt(t *testing.T, maxIdle int, timeout time.Duration, want 
 	if err != nil {
 		t.Fatal(err)
 	}
-	h1 := NewH1TLS(&http.Transport{
-		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
-		MaxIdleConnsPerHost:   maxIdle,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: timeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
-		TLSClientConfig:       mesh.ClientConfig(m.client, id),
-		TLSHandshakeTimeout:   10 * time.Second,
-	}, now)
+	tr := m.transport(id)
+	tr.MaxIdleConnsPerHost = maxIdle
+	tr.ResponseHeaderTimeout = timeout
+	tr.ForceAttemptHTTP2 = false
+	h1 := NewH1TLS(tr, now)
 	t.Cleanup(h1.CloseIdleConnections)
 	return h1
 }
