@@ -188,6 +188,14 @@ func sendTrailerCase(t *testing.T, u *trailerUpstream, url string, h2c *http.Cli
 		res.Body.Close()
 		status = res.StatusCode
 	}
+	return checkTrailerReceived(t, u, id, status, tc)
+}
+
+// checkTrailerReceived checks that the request id was answered 200 and
+// reached the upstream once, with the Trailer header and trailer section
+// tc wants, and returns what the upstream received.
+func checkTrailerReceived(t *testing.T, u *trailerUpstream, id string, status int, tc trailerCase) []string {
+	t.Helper()
 	got := u.received(id)
 	if status != http.StatusOK || len(got) != 1 {
 		t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)

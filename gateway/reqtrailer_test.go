@@ -283,14 +283,7 @@ func TestRequestTrailersForwarded(t *testing.T) {
 					}
 					status = res.StatusCode
 				}
-				got := u.received(id)
-				if status != http.StatusOK || len(got) != 1 {
-					t.Fatalf("status %d, the upstream received %d requests: %q", status, len(got), got)
-				}
-				announced, section := upstreamTrailer(got[0])
-				if announced != tc.wantAnnounced || section != tc.wantSection {
-					t.Errorf("upstream's Trailer header %q, trailer section %q; want %q and %q\n%s", announced, section, tc.wantAnnounced, tc.wantSection, got[0])
-				}
+				got := checkTrailerReceived(t, u, id, status, tc)
 				for _, bad := range []string{"6.6.6.6", "evil", "smuggled", "/admin", "X-Secret: s", "X-Causeway-Mirror", "eeeeeeeeeeeeeeee"} {
 					if strings.Contains(got[0], bad) {
 						t.Errorf("the upstream received %q:\n%s", bad, got[0])
