@@ -190,9 +190,9 @@ func newExtAuthz(name string, c *routes.ExtAuthz, opts Options) (*extAuthz, erro
 	case c.GRPCAddress != "":
 		a.client, err = newGRPCAuthz(c.GRPCAddress, c.GRPCTLS, tlsConf)
 	case c.HTTPURL != "":
-		a.client = newHTTPAuthz(c.HTTPURL, tlsConf, upstream, claimsFrom, false, opts.ExtAuthzTransport)
+		a.client, err = newHTTPAuthz(c.HTTPURL, tlsConf, upstream, claimsFrom, false, opts.ExtAuthzTransport)
 	case c.OPAURL != "":
-		a.client = newHTTPAuthz(c.OPAURL, tlsConf, upstream, claimsFrom, true, opts.ExtAuthzTransport)
+		a.client, err = newHTTPAuthz(c.OPAURL, tlsConf, upstream, claimsFrom, true, opts.ExtAuthzTransport)
 	default:
 		err = errors.New("set exactly one of grpc_address, http_url or opa_url")
 	}

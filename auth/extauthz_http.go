@@ -36,12 +36,13 @@ type httpAuthz struct {
 
 // newHTTPAuthz builds the client on an http.Transport with the check's
 // timeouts and TLS settings, which transport (Options.ExtAuthzTransport)
-// may wrap in one that reuses HTTP/1.1 connections safely. Without it the
-// http.Transport keeps no connection after an answer: it pools a
-// connection before it looks for bytes the server sent past its answer (a
-// body after a 204, more than Content-Length, a response while idle), and
-// the next check on that connection would read them as its own decision.
-func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom map[string]string, opa bool, transport func(*http.Transport) http.RoundTripper) *httpAuthz {
+// may wrap, for rawURL's scheme, in one that reuses HTTP/1.1 connections
+// safely. Without it the http.Transport keeps no connection after an
+// answer: it pools a connection before it looks for bytes the server sent
+// past its answer (a body after a 204, more than Content-Length, a
+// response while idle), and the next check on that connection would read
+// them as its own decision.
+func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom map[string]string, opa bool, transport func(string, *http.Transport) (http.RoundTripper, error)) (*httpAuthz, error) {
 	tr := &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
 		DialContext:            (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -54,7 +55,15 @@ func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom
 	}
 	var rt http.RoundTripper = tr
 	if transport != nil {
-		rt = transport(tr)
+		// Every check goes to rawURL (redirects are not followed), so
+		// its scheme is the only one the client ever needs.
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("ext_authz url: %w", err)
+		}
+		if rt, err = transport(u.Scheme, tr); err != nil {
+			return nil, fmt.Errorf("ext_authz transport: %w", err)
+		}
 	} else {
 		tr.DisableKeepAlives = true
 	}
@@ -69,7 +78,7 @@ func newHTTPAuthz(rawURL string, conf *tls.Config, upstream []string, claimsFrom
 		upstream:   upstream,
 		claimsFrom: claimsFrom,
 		opa:        opa,
-	}
+	}, nil
 }
 
 func (h *httpAuthz) kind() string {

@@ -1,11 +1,15 @@
 package auth
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/causewayhq/causeway/internal/testutil"
@@ -115,3 +119,71 @@ func TestExtAuthzCacheKeyUnderscoreSpellingsNoConcatenation(t *testing.T) {
 		t.Fatalf("%q and %q share a key", forged, twin)
 	}
 }
+
+// The ext_authz transport is chosen once, when the set is built, for the
+// scheme of the server's URL (lower case whatever the file wrote), and the
+// RoundTripper it returns is what carries the checks. A transport that
+// cannot be made refuses the configuration.
+func TestExtAuthzTransportIsChosenOnceByTheURLScheme(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	tests := []struct {
+		desc, target, scheme string
+		sends                bool // the URL answers: a check is sent through the transport
+	}{
+		{"plain forward-auth", "http_url: " + srv.URL + "/check", "http", true},
+		{"plain OPA", "opa_url: " + srv.URL + "/v1/data/x", "http", false},
+		{"https forward-auth", "http_url: https://authz.example.com/check", "https", false},
+		{"upper-case scheme", "http_url: HTTPS://authz.example.com/check", "https", false},
+		{"https OPA", "opa_url: https://opa.example.com/v1/data/x", "https", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			f := parse(t, "  authz:\n    ext_authz:\n      "+tc.target+"\n      timeout: 1m",
+				`{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+			var schemes []string
+			var sent atomic.Int64
+			s := testSet(t, f, Options{ExtAuthzTransport: func(scheme string, tr *http.Transport) (http.RoundTripper, error) {
+				schemes = append(schemes, scheme)
+				return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+					sent.Add(1)
+					return tr.RoundTrip(r)
+				}), nil
+			}})
+			if len(schemes) != 1 || schemes[0] != tc.scheme {
+				t.Fatalf("transport made for schemes %q, want one for %q", schemes, tc.scheme)
+			}
+			if !tc.sends {
+				return
+			}
+			mw, err := s.Middleware(f.Routes[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			mw(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })).
+				ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			if rec.Code != http.StatusNoContent || sent.Load() != 1 {
+				t.Fatalf("status %d, %d checks through the transport; want 204 and 1", rec.Code, sent.Load())
+			}
+			if len(schemes) != 1 {
+				t.Fatalf("transport made again per check: %q", schemes)
+			}
+		})
+	}
+	t.Run("refused", func(t *testing.T) {
+		f := parse(t, "  authz:\n    ext_authz:\n      http_url: "+srv.URL+"\n      timeout: 1m",
+			`{name: r, match: {path_prefix: /}, upstream: up, auth: authz}`)
+		_, err := NewSet(context.Background(), f, nil, Options{Logger: quiet,
+			ExtAuthzTransport: func(string, *http.Transport) (http.RoundTripper, error) { return nil, errors.New("no transport") }})
+		if err == nil || !strings.Contains(err.Error(), "no transport") {
+			t.Fatalf("NewSet: %v, want the transport's error", err)
+		}
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

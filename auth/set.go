@@ -82,9 +82,12 @@ type Options struct {
 	Metrics *Metrics
 	// ExtAuthzTransport wraps the http.Transport an HTTP or OPA ext_authz
 	// client is built on (its timeouts and TLS settings) in a RoundTripper
-	// that reuses HTTP/1.1 connections only when no byte past an answer
-	// can be read as the next check's (nil: no connection is reused).
-	ExtAuthzTransport func(*http.Transport) http.RoundTripper
+	// for the server's URL scheme ("http" or "https", lower case) that
+	// reuses HTTP/1.1 connections only when no byte past an answer can be
+	// read as the next check's (nil: no connection is reused). It is
+	// called once per client, when the configuration is built; an error
+	// refuses the configuration.
+	ExtAuthzTransport func(scheme string, t *http.Transport) (http.RoundTripper, error)
 	// Redis keeps the sessions of oidc authenticators with session.store:
 	// redis (nil: NewSet builds a client from the file's redis section
 	// when one needs it, and Close closes it). RedisKeyPrefix and

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/gateway/internal/proxy"
@@ -120,11 +119,14 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 	set, err := auth.NewSet(ctx, f, prev, auth.Options{
 		JWKS: a.jwks, Failures: a.e.metrics.authFailures, Logger: a.e.log, Now: a.e.opts.Clock,
 		FailureLimiter: a.failures, Metrics: a.metrics,
-		// HTTP and OPA ext_authz checks reuse connections through the
-		// upstreams' HTTP/1.1 transport, which never hands bytes a server
+		// HTTP and OPA ext_authz checks go the way requests go to an
+		// upstream of the same scheme (plain http through H1, https
+		// through TLSUpgrades), whose pools never hand bytes a server
 		// sent past its answer to the next check.
-		ExtAuthzTransport: func(t *http.Transport) http.RoundTripper { return newAuthzTransport(t, a.e.opts.Clock) },
-		ClientIP:          func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
+		ExtAuthzTransport: func(scheme string, t *http.Transport) (http.RoundTripper, error) {
+			return transport.ForScheme(scheme, t, a.e.opts.Clock)
+		},
+		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
 		Origin: func(r *http.Request) string {
 			st := stateFrom(r.Context())
 			return pipeline.Origin(r, st.peer.Trusted, st.routeHost)
@@ -491,34 +493,4 @@ func (t *tlsFeature) close() error {
 		_ = t.redis.Close()
 	}
 	return nil
-}
-
-// authzTransport sends an HTTP or OPA authorization server's checks the
-// way the edge sends requests to upstreams: plain http through H1, https
-// through TLSUpgrades (H1 over TLS for a server that negotiates HTTP/1.1,
-// HTTP/2 for one that negotiates h2). Both take a connection from their
-// pool only after checking it holds no bytes the server sent past an
-// earlier answer; http.Transport's HTTP/1.1 pool does not, on plain
-// connections or over TLS.
-type authzTransport struct {
-	plain *transport.H1
-	tls   *transport.TLSUpgrades
-}
-
-func newAuthzTransport(t *http.Transport, now func() time.Time) *authzTransport {
-	// NewH1 changes the transport it is given (its dialer): each gets
-	// its own copy.
-	return &authzTransport{plain: transport.NewH1(t.Clone()), tls: transport.NewTLSUpgrades(t, now)}
-}
-
-func (a *authzTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "https" {
-		return a.tls.RoundTrip(req)
-	}
-	return a.plain.RoundTrip(req)
-}
-
-func (a *authzTransport) CloseIdleConnections() {
-	a.plain.CloseIdleConnections()
-	a.tls.CloseIdleConnections()
 }

@@ -650,13 +650,14 @@ func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc, now 
 		mt := transport.NewMesh(t, now)
 		return &TransportPool{Transport: mt, CloseIdle: mt.CloseIdleConnections}, nil
 	}
-	if u.Scheme == "http" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
-		h1 := transport.NewH1(t)
-		return &TransportPool{Transport: h1, CloseIdle: h1.CloseIdleConnections}, nil
-	}
-	if u.Scheme == "https" && u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
-		tu := transport.NewTLSUpgrades(t, now)
-		return &TransportPool{Transport: tu, CloseIdle: tu.CloseIdleConnections}, nil
+	if u.MeshIdentity == "" && u.Protocol == routes.DefaultProtocol {
+		// Plain http through H1, https through TLSUpgrades, chosen where
+		// the edge's own HTTP clients choose theirs.
+		p, err := transport.ForScheme(u.Scheme, t, now)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %q: %w", name, err)
+		}
+		return &TransportPool{Transport: p, CloseIdle: p.CloseIdleConnections}, nil
 	}
 	if t.TLSClientConfig != nil {
 		// protocol: h2 over TLS, toward a sidecar or not: HTTP/2
