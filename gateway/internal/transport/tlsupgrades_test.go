@@ -1,11 +1,15 @@
 package transport
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -66,3 +70,99 @@ func TestTLSUpgradesSpeaksWhatTheUpstreamNegotiates(t *testing.T) {
 		})
 	}
 }
+
+// What TLSUpgrades has learned is read without a lock while hosts are
+// being learned: a reader never sees a wrong answer for a host (only, past
+// the bound, a host forgotten and asked again), no learner loses another's
+// host, and the map never holds more than maxLearnedHosts. Run with -race:
+// a map written after it was published shows up there.
+func TestTLSUpgradesLearnsWhileRequestsRead(t *testing.T) {
+	noLeaks(t)
+	errUnlearned := errors.New("asked again")
+	newUpgrades := func() *TLSUpgrades {
+		// A host not known is asked by dialing; here that fails at once,
+		// so a reader can tell "forgotten" from a wrong answer.
+		s := NewTLSUpgrades(&http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+			return nil, errUnlearned
+		}}, nil)
+		t.Cleanup(s.CloseIdleConnections)
+		return s
+	}
+	host := func(learner, i int) string { return fmt.Sprintf("10.%d.%d.%d:443", learner, i/256, i%256) }
+	speaks := func(learner, i int) bool { return (learner+i)%3 == 0 }
+	req, _ := http.NewRequest(http.MethodGet, "https://example.test/", nil)
+
+	tests := []struct {
+		desc     string
+		rounds   int
+		perLearn int // hosts each learner learns; learners*perLearn past maxLearnedHosts empties the map
+	}{
+		// Each learn copies the map: a few hosts per learner interleave
+		// learners and readers as often as many do, and cost far less.
+		{"under the bound", 50, 16},
+		{"past the bound", 2, maxLearnedHosts/learners + 16},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			for range tc.rounds {
+				s := newUpgrades()
+				var stop atomic.Bool
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				var wrong []string
+				for r := range readers {
+					wg.Go(func() {
+						for i := 0; !stop.Load(); i++ {
+							l, n := (r+i)%learners, i%tc.perLearn
+							h2, err := s.speaksH2(req, host(l, n))
+							if m := len(*s.speaks.Load()); m > maxLearnedHosts {
+								err = fmt.Errorf("%d hosts learned, bound %d", m, maxLearnedHosts)
+							} else if errors.Is(err, errUnlearned) || (err == nil && h2 == speaks(l, n)) {
+								continue
+							}
+							mu.Lock()
+							wrong = append(wrong, fmt.Sprintf("%s: h2 %v, %v", host(l, n), h2, err))
+							mu.Unlock()
+							return
+						}
+					})
+				}
+				var learning sync.WaitGroup
+				for l := range learners {
+					learning.Go(func() {
+						for n := range tc.perLearn {
+							s.learn(host(l, n), speaks(l, n))
+							// A connection http.Transport makes reports
+							// its host again: nothing changes.
+							s.learn(host(l, n), speaks(l, n))
+						}
+					})
+				}
+				learning.Wait()
+				stop.Store(true)
+				wg.Wait()
+				if len(wrong) > 0 {
+					t.Fatalf("%d wrong reads, e.g. %v", len(wrong), wrong[:min(3, len(wrong))])
+				}
+				got := *s.speaks.Load()
+				if tc.perLearn*learners <= maxLearnedHosts {
+					// Nothing was forgotten: every learner's every host is there.
+					if len(got) != tc.perLearn*learners {
+						t.Fatalf("%d hosts learned, want %d", len(got), tc.perLearn*learners)
+					}
+					for l := range learners {
+						for n := range tc.perLearn {
+							if v, ok := got[host(l, n)]; !ok || v != speaks(l, n) {
+								t.Fatalf("%s: %v, %v; want %v", host(l, n), v, ok, speaks(l, n))
+							}
+						}
+					}
+				} else if len(got) == 0 || len(got) > maxLearnedHosts {
+					t.Fatalf("%d hosts learned, want 1 to %d", len(got), maxLearnedHosts)
+				}
+			}
+		})
+	}
+}
+
+const learners, readers = 8, 4

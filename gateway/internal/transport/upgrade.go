@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -167,8 +169,14 @@ type TLSUpgrades struct {
 	// http.Transport offers them.
 	offer *tls.Config
 
+	// speaks maps host:port to whether it negotiated h2 (false:
+	// HTTP/1.1). Every request reads it, so it is read without a lock: a
+	// map once stored is never written again; learn stores a changed copy
+	// (hosts are learned once per host and generation, and again only
+	// when what a host speaks changes). mu orders the learners, so that
+	// none loses another's host.
+	speaks atomic.Pointer[map[string]bool]
 	mu     sync.Mutex
-	speaks map[string]bool // host:port -> negotiated h2 (false: HTTP/1.1)
 }
 
 // maxLearnedHosts bounds TLSUpgrades.speaks: an upstream whose endpoints
@@ -185,7 +193,8 @@ func NewTLSUpgrades(t *http.Transport, now func() time.Time) *TLSUpgrades {
 	if h1.TLSClientConfig == nil {
 		h1.TLSClientConfig = &tls.Config{}
 	}
-	s := &TLSUpgrades{h1: NewH1TLS(h1, now), rest: NewCertBound(t, now), speaks: map[string]bool{}}
+	s := &TLSUpgrades{h1: NewH1TLS(h1, now), rest: NewCertBound(t, now)}
+	s.speaks.Store(&map[string]bool{})
 	s.offer = s.h1.tls.Clone()
 	s.offer.NextProtos = []string{"h2", "http/1.1"}
 	// A connection http.Transport makes tells what its host speaks now:
@@ -218,9 +227,7 @@ func (s *TLSUpgrades) RoundTrip(req *http.Request) (*http.Response, error) {
 // settles on HTTP/1.1 goes to H1's pool for this request to take; one that
 // settles on h2 is closed (http.Transport makes its own).
 func (s *TLSUpgrades) speaksH2(req *http.Request, host string) (bool, error) {
-	s.mu.Lock()
-	h2, ok := s.speaks[host]
-	s.mu.Unlock()
+	h2, ok := (*s.speaks.Load())[host]
 	if ok {
 		return h2, nil
 	}
@@ -240,14 +247,25 @@ func (s *TLSUpgrades) speaksH2(req *http.Request, host string) (bool, error) {
 	return h2, nil
 }
 
-// learn records what host negotiated.
+// learn records what host negotiated. http.Transport reports every
+// connection it makes (CertBound.negotiated): what is already known is not
+// copied again.
 func (s *TLSUpgrades) learn(host string, h2 bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.speaks[host]; !ok && len(s.speaks) >= maxLearnedHosts {
-		clear(s.speaks)
+	cur := *s.speaks.Load()
+	known, ok := cur[host]
+	if ok && known == h2 {
+		return
 	}
-	s.speaks[host] = h2
+	var next map[string]bool
+	if !ok && len(cur) >= maxLearnedHosts {
+		next = map[string]bool{} // past the bound, learn hosts again
+	} else {
+		next = maps.Clone(cur)
+	}
+	next[host] = h2
+	s.speaks.Store(&next)
 }
 
 func (s *TLSUpgrades) CloseIdleConnections() {
