@@ -115,17 +115,37 @@ routes:
 		waitStatus(t, admin+"/readyz", http.StatusOK)
 	}
 
-	ctx, stop := context.WithTimeout(context.Background(), 20*time.Second)
+	// The load runs until every workload's SVID has rotated under it, the
+	// orders agent has been killed and restarted, and the orders sidecar
+	// has an SVID from the restarted agent; the timeout only bounds it.
+	ctx, stop := context.WithTimeout(context.Background(), 40*time.Second)
 	defer stop()
 	done := meshLoad(ctx, t, 4, te.url+"/orders")
-	time.Sleep(6 * time.Second)
+	admins := map[string]string{edgeID: te.admin, ordersID: "http://" + ordersSidecar.Addr("admin"), paymentsID: "http://" + paymentsSidecar.Addr("admin")}
+	issued := map[string]string{}
+	for id, admin := range admins {
+		issued[id] = svidExpiry(t, admin, id)
+	}
+	// A 10s SVID is renewed at about half its life: wait for the renewal
+	// of each instead of a fixed time.
+	for id, admin := range admins {
+		waitSVIDRenewed(t, admin, id, issued[id])
+	}
 	agents["orders"].Kill()
-	waitMetric(t, "http://"+ordersSidecar.Addr("admin")+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 0`)
-	time.Sleep(2 * time.Second)
+	waitMetric(t, admins[ordersID]+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 0`)
+	beforeRestart := svidExpiry(t, admins[ordersID], ordersID)
+	time.Sleep(2 * time.Second) // the sidecar serves on without its agent for a while
 	if err := agents["orders"].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitMetric(t, "http://"+ordersSidecar.Addr("admin")+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 1`)
+	waitMetric(t, admins[ordersID]+"/metrics", `causeway_workload_api_connected{socket="`+agents["orders"].Socket+`"} 1`)
+	// The restarted agent's SVID reaches the sidecar: without it the
+	// sidecar's would expire and the mesh path fail.
+	waitSVIDRenewed(t, admins[ordersID], ordersID, beforeRestart)
+	if ctx.Err() != nil {
+		t.Fatal("the load ended before the agent restart was through")
+	}
+	stop()
 	ok, failed := done()
 	if failed > 0 || ok == 0 {
 		t.Fatalf("%d failed, %d ok across SVID rotations and an agent restart", failed, ok)
@@ -135,6 +155,36 @@ routes:
 		t.Errorf("no expiry gauge for the edge's SVID")
 	}
 	t.Logf("%d requests across SVID rotations (10s TTL) and an agent restart, none failed", ok)
+}
+
+// svidExpiry is the expiry gauge admin shows for the SVID of id ("" when
+// there is none).
+func svidExpiry(t *testing.T, admin, id string) string {
+	t.Helper()
+	_, body := get(t, admin+"/metrics")
+	prefix := `causeway_certificate_expiry_timestamp_seconds{name="` + id + `"} `
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// waitSVIDRenewed waits until admin shows an SVID for id that expires at
+// another time than was (a new one).
+func waitSVIDRenewed(t *testing.T, admin, id, was string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if now := svidExpiry(t, admin, id); now != "" && now != was {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no new SVID within 15s (expiry still %q)", id, was)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func waitMetric(t *testing.T, url, line string) {
