@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -709,6 +710,14 @@ result := {"allowed": false, "http_status": 401, "body": "{\"error\":\"denied by
 // on a free loopback port with policy, until the test ends.
 func startOPA(t *testing.T, policy string) string {
 	t.Helper()
+	url, _ := startOPAProcess(t, policy)
+	return url
+}
+
+// startOPAProcess is startOPA that also returns the process, for tests
+// that freeze it.
+func startOPAProcess(t *testing.T, policy string) (string, *os.Process) {
+	t.Helper()
 	bin := needTool(t, "opa", "the Go module github.com/open-policy-agent/opa")
 	path := writeFile(t, "policy.rego", []byte(policy))
 	addr := testutil.FreeAddr(t)
@@ -731,7 +740,7 @@ func startOPA(t *testing.T, policy string) string {
 		if resp, err := http.Get(url + "/health"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return url
+				return url, cmd.Process
 			}
 		}
 		if time.Now().After(deadline) {

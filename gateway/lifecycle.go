@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/admin"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -159,11 +160,14 @@ func runUntil(ctx context.Context, errc <-chan error, reload func(), upgrade fun
 	}
 }
 
-// newAdminServer serves an admin handler with its own short timeouts. No
-// admin endpoint reads a request body: one that has not all arrived is
-// answered at once and the connection closed after a lingering close
-// (answerWithoutBody), rather than read by the server with no deadline
-// before the answer and again after it.
+// newAdminServer serves an admin handler with its own short timeouts,
+// from the server settings the process started with (as the data
+// listeners' timeouts, they change at the next start, or at a hand-over
+// with SIGUSR2; a reload logs that). No admin endpoint reads a request
+// body: one that has not all arrived is answered at once and the
+// connection closed after a lingering close (answerWithoutBody), rather
+// than read by the server with no deadline before the answer and again
+// after it.
 //
 // A keep-alive connection waiting for its next request is closed after
 // idle (server.idle_timeout, as on the data listeners). Go's server waits
@@ -172,12 +176,27 @@ func runUntil(ctx context.Context, errc <-chan error, reload func(), upgrade fun
 // must answer when the data listeners are full): a client could hold as
 // many descriptors and goroutines as it liked by making one request on
 // each connection and then saying nothing.
-func newAdminServer(log *slog.Logger, h http.Handler, idle time.Duration) *http.Server {
+//
+// Every write of an answer must make progress within
+// server.write_stall_timeout (admin.BoundWriteStall), for the same reason:
+// a client that asks for /metrics and never reads it would otherwise hold
+// its connection for good. The admin listener is always bounded: with the
+// key set to 0 (off for the data listeners, for clients that may pause
+// reading a stream) it takes the default, since no admin answer is a
+// stream a client may pause.
+func newAdminServer(log *slog.Logger, h http.Handler, settings routes.Server) *http.Server {
 	var noBody routes.Server // body_read_timeout off: only the lingering close bounds a body
+	idle := settings.IdleTimeout.D()
 	if idle <= 0 {
 		idle = routes.DefaultIdleTimeout
 	}
+	stall := routes.DefaultWriteStallTimeout
+	if d := settings.WriteStallTimeout; d != nil && *d > 0 {
+		stall = d.D()
+	}
+	h = admin.BoundWriteStall(h, stall)
 	return &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		answerWithoutBody(w, r, &noBody, h)
-	}), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idle, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: idle,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }

@@ -536,7 +536,7 @@ func (s *server[C]) Serve(ctx context.Context) error {
 	if s.lns[adminLn] != nil {
 		s.adminServer = newAdminServer(s.log, admin.Guard(s.role.adminHandler(), func() routes.AdminAccess {
 			return s.role.adminAccess(s.current())
-		}), settings.IdleTimeout.D())
+		}), settings)
 		serveAll([]dataServer{{srv: s.adminServer, ln: s.lns[adminLn]}}, errc)
 	}
 	s.serving = serving

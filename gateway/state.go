@@ -264,8 +264,18 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	r.wrote = true
 	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
-	if err != nil || brw == nil || brw.Reader.Buffered() == 0 {
+	if err != nil {
 		return c, brw, err
+	}
+	if r.stall > 0 {
+		// The tunnel is still the response: a client that stops reading
+		// it must not hold it (and the upstream's connection, and the
+		// configuration it pins) forever. ReverseProxy copies the
+		// upstream's bytes to the connection returned here.
+		c = &stallConn{Conn: c, stall: r.stall}
+	}
+	if brw == nil || brw.Reader.Buffered() == 0 {
+		return c, brw, nil
 	}
 	// Bytes the client sent behind its request were read ahead into brw,
 	// under either engine. ReverseProxy copies the tunnel from the
@@ -276,6 +286,40 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hc := &hijackedConn{Conn: c, ahead: bytes.Clone(ahead)}
 	return hc, bufio.NewReadWriter(bufio.NewReader(hc), brw.Writer), nil
 }
+
+// stallConn is a hijacked client connection whose every write must make
+// progress within stall (server.write_stall_timeout): the deadline moves
+// before each piece of at most stallPiece bytes, so a tunnel that is
+// quiet, or whose client reads slowly, is never cut, and one whose client
+// stopped reading fails its write; ReverseProxy then ends the tunnel and
+// closes both ends.
+type stallConn struct {
+	net.Conn
+	stall time.Duration
+}
+
+const stallPiece = 32 << 10
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), stallPiece)
+		_ = c.SetWriteDeadline(time.Now().Add(c.stall))
+		m, err := c.Conn.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// CloseWrite passes a half-close on, as the connection underneath does.
+func (c *stallConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// NetConn is the connection underneath, for what unwraps connections.
+func (c *stallConn) NetConn() net.Conn { return c.Conn }
 
 // hijackedConn is a hijacked connection whose first bytes were already
 // read from the socket (recorder.Hijack).

@@ -693,3 +693,52 @@ func TestUpgradeBackPressure(t *testing.T) {
 	}
 	t.Logf("heap in use %d -> %d bytes across the stall", start, ms.HeapInuse)
 }
+
+// A tunnel whose client stops reading for good is ended once a write to
+// the client has made no progress for server.write_stall_timeout, as an
+// ordinary response is: the upstream's connection is closed, so neither
+// it nor the configuration the tunnel pins is held by a client that
+// reads nothing. Back-pressure still holds meanwhile
+// (TestUpgradeBackPressure), and a tunnel with nothing to write is never
+// cut: the deadline runs only while a write waits. Before: the tunnel's
+// copy to the client blocked forever, and the upstream's connection
+// stayed open for as long as the client kept its socket (the 20 s guard
+// ran out).
+func TestUpgradeTunnelClientStopsReading(t *testing.T) {
+	u := startUpUpstream(t)
+	_, addr := upgradeEdge(t, u.addr, "server: {write_stall_timeout: 300ms}\n")
+	t.Run("flood never read", func(t *testing.T) {
+		// The upstream floods; the client reads only the 101's head.
+		nc, br := rawConn(t, addr)
+		_, _ = io.WriteString(nc, upgradeReq("/m/flood", ""))
+		if res, _ := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		select {
+		case <-u.ended:
+		case <-time.After(20 * time.Second): // a guard far beyond the 300 ms bound
+			t.Fatal("the upstream's tunnel connection was still open 20 s after the client stopped reading (write_stall_timeout 300ms)")
+		}
+	})
+	t.Run("quiet tunnel kept", func(t *testing.T) {
+		// Nothing to write for three times the bound, then a round: the
+		// deadline of the first write must not cut the second.
+		nc, br := rawConn(t, addr)
+		_, _ = io.WriteString(nc, upgradeReq("/m/echo", ""))
+		if res, _ := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		for i, msg := range []string{"first", "second"} {
+			if i > 0 {
+				time.Sleep(900 * time.Millisecond) // longer than the bound, whatever the load
+			}
+			if _, err := io.WriteString(nc, msg); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+				t.Fatalf("round %d: %q, %v", i, got, err)
+			}
+		}
+	})
+}
