@@ -20,7 +20,7 @@ func ClientIPFunc(trusted []netip.Prefix) func(r *http.Request) string {
 	return func(r *http.Request) string {
 		// A broken chain still keys on the last hop that vouched for it:
 		// every such request then shares one bucket rather than escaping.
-		a, _ := res.ResolveRemote(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+		a, _ := res.ResolveRemote(r.RemoteAddr, r.Header)
 		if !a.IsValid() {
 			return ""
 		}

@@ -1,6 +1,7 @@
 package clientip
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -49,7 +50,7 @@ func TestResolve(t *testing.T) {
 		{"unix socket peer", "", nil, "invalid IP", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := r.ResolveRemote(tc.peer, tc.xff)
+			got, ok := r.ResolveRemote(tc.peer, http.Header{"X-Forwarded-For": tc.xff})
 			if got.String() != tc.want || ok != tc.wantOK {
 				t.Errorf("Resolve(%q, %q) = %v, %v; want %s, %v", tc.peer, tc.xff, got, ok, tc.want, tc.wantOK)
 			}
@@ -59,7 +60,7 @@ func TestResolve(t *testing.T) {
 
 func TestZeroResolverTrustsNobody(t *testing.T) {
 	for _, r := range []*Resolver{nil, {}, New(nil)} {
-		got, ok := r.ResolveRemote("10.0.0.1:1", []string{"203.0.113.9"})
+		got, ok := r.ResolveRemote("10.0.0.1:1", http.Header{"X-Forwarded-For": {"203.0.113.9"}, "Forwarded": {"for=203.0.113.9"}})
 		if got.String() != "10.0.0.1" || !ok || r.HasTrusted() {
 			t.Errorf("%#v: %v %v", r, got, ok)
 		}
@@ -118,7 +119,7 @@ func FuzzResolve(f *testing.F) {
 	r := New(mustPrefixes(f, "10.0.0.0/8", "2001:db8:ffff::/48"))
 	f.Fuzz(func(t *testing.T, peerStr, xff1, xff2 string) {
 		xff := []string{xff1, xff2}
-		got, ok := r.ResolveRemote(peerStr, xff)
+		got, ok := r.ResolveRemote(peerStr, http.Header{"X-Forwarded-For": xff})
 		peer, peerOK := ParseAddr(peerStr)
 		if !peerOK {
 			if ok || got.IsValid() {
@@ -168,7 +169,7 @@ func BenchmarkResolve(b *testing.B) {
 	xff := []string{"198.51.100.1, 203.0.113.9, 10.2.2.2"}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, ok := r.Resolve(peer, xff); !ok {
+		if _, ok := r.Resolve(peer, xff, nil); !ok {
 			b.Fatal("unresolved")
 		}
 	}

@@ -109,7 +109,7 @@ func (f *Filter) ClientIP(r *http.Request) (netip.Addr, bool) {
 			return a.Unmap().WithZone(""), true
 		}
 	}
-	a, ok := f.resolver.ResolveRemote(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+	a, ok := f.resolver.ResolveRemote(r.RemoteAddr, r.Header)
 	if !ok {
 		return netip.Addr{}, false
 	}

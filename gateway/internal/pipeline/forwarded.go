@@ -42,6 +42,10 @@ type Peer struct {
 	Client    netip.Addr
 	ClientOK  bool
 	ClientStr string
+	// ClientFromForwarded: the trusted peer's Forwarded header named the
+	// client and its X-Forwarded-For (if any) did not, so the
+	// X-Forwarded-For sent on is built from Forwarded's "for" nodes.
+	ClientFromForwarded bool
 }
 
 // Resolve decides the peer and the client of r.
@@ -59,7 +63,9 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 		}
 		return pi
 	}
-	pi.Client, pi.ClientOK = t.res.Resolve(pi.Peer, r.Header["X-Forwarded-For"])
+	var src clientip.Source
+	pi.Client, pi.ClientOK, src = t.res.ResolveSource(pi.Peer, r.Header["X-Forwarded-For"], r.Header["Forwarded"])
+	pi.ClientFromForwarded = pi.ClientOK && src == clientip.FromForwarded
 	if pi.Client == pi.Peer {
 		pi.ClientStr = pi.PeerStr
 	} else {
@@ -110,7 +116,12 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 	var fwd string
 	var extend bool // fwd holds a trusted proxy's elements, even empty ones
 	if pi.Trusted {
-		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+		if pi.ClientFromForwarded {
+			// An upstream reading X-Forwarded-For finds the client the
+			// edge found, not a chain the client wrote past a proxy that
+			// speaks only Forwarded.
+			xff = xffFromForwarded(in.Header["Forwarded"], pi.PeerStr)
+		} else if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + pi.PeerStr
 		}
 		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
@@ -151,6 +162,31 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 	if in.TLS != nil && len(in.TLS.VerifiedChains) > 0 && len(in.TLS.VerifiedChains[0]) > 0 {
 		out.Header[ClientCertSubjectHeader] = []string{in.TLS.VerifiedChains[0][0].Subject.String()}
 	}
+}
+
+// xffFromForwarded is the X-Forwarded-For chain of a Forwarded header's
+// "for" nodes, the peer last: addresses without port or brackets, other
+// nodes ("unknown", "_hidden") as written, an element without "for" as
+// "unknown".
+func xffFromForwarded(fwd []string, peerStr string) string {
+	nodes, ok := clientip.ForwardedFor(fwd)
+	if !ok {
+		return peerStr // not reached: the client was resolved from it
+	}
+	var b strings.Builder
+	for _, n := range nodes {
+		switch {
+		case n.Addr.IsValid():
+			b.WriteString(n.Addr.String())
+		case n.Name != "":
+			b.WriteString(n.Name)
+		default:
+			b.WriteString("unknown")
+		}
+		b.WriteString(", ")
+	}
+	b.WriteString(peerStr)
+	return b.String()
 }
 
 // forwardedPort is the port the client addressed: the Host's port, else the
