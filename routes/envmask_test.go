@@ -128,3 +128,42 @@ func TestReplaceWord(t *testing.T) {
 		}
 	}
 }
+
+// An address written with a credential in it ("user:password@host:port",
+// "token@host:port") is refused, and every message that refuses it masks
+// the credential: not only "is not host:port", but an invalid port and an
+// address listed twice, for upstream endpoints, Redis addrs and a
+// sidecar's services. Before: the last two quoted it whole.
+func TestAddressRefusalsQuoteNoCredential(t *testing.T) {
+	const routesTail = "routes:\n  - {name: r, match: {path_prefix: /}, upstream: up}\n"
+	const head = "version: 1\nupstreams:\n  up: {endpoints: [\"127.0.0.1:1\"]}\n" + routesTail
+	tests := []struct {
+		name    string
+		file    string
+		sidecar bool
+		want    string
+	}{
+		{"endpoint listed twice", "version: 1\nupstreams:\n  up: {endpoints: [\"u:hunter2@h:1\", \"u:hunter2@h:1\"]}\n" + routesTail, false, "upstreams.up.endpoints[1]: endpoint \"REDACTED@h:1\" is listed twice"},
+		{"endpoint with a token and a bad port", "version: 1\nupstreams:\n  up: {endpoints: [\"hunter2@h:99999\"]}\n" + routesTail, false, "upstreams.up.endpoints[0]: \"REDACTED@h:99999\" has an invalid port"},
+		{"redis addr listed twice", head + "redis: {addrs: [\"u:hunter2@h:1\", \"u:hunter2@h:1\"]}\n", false, "redis.addrs[1]: \"REDACTED@h:1\" is listed twice"},
+		{"redis addr with a token and a bad port", head + "redis: {addrs: [\"hunter2@h:0\"]}\n", false, "redis.addrs[0]: \"REDACTED@h:0\" has an invalid port"},
+		{"sidecar service endpoint listed twice", strings.Replace(sidecarBase, `endpoints: ["127.0.0.1:16443"]`, `endpoints: ["u:hunter2@h:1", "u:hunter2@h:1"]`, 1), true, "outbound.services.payments.endpoints[1]: endpoint \"REDACTED@h:1\" is listed twice"},
+		{"sidecar forward_to with a bad port", strings.Replace(sidecarBase, `forward_to: "127.0.0.1:7001"`, `forward_to: "hunter2@127.0.0.1:0"`, 1), true, "inbound.forward_to: \"REDACTED@127.0.0.1:0\" has an invalid port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if tt.sidecar {
+				_, err = ParseSidecarWith("t.yaml", []byte(tt.file), Options{})
+			} else {
+				_, err = ParseWith("t.yaml", []byte(tt.file), Options{})
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if msg := err.Error(); strings.Contains(msg, "hunter2") || !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q: want %q and no credential", msg, tt.want)
+			}
+		})
+	}
+}

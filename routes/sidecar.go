@@ -457,7 +457,7 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain, federate
 				c.errorf(ip, "%v", err)
 			}
 			if seen[ep] {
-				c.errorf(ip, "endpoint %q is listed twice", ep)
+				c.errorf(ip, "endpoint %q is listed twice", RedactValue(ep))
 			}
 			seen[ep] = true
 		}
