@@ -55,7 +55,7 @@ func NewEdge(ctx context.Context, opts EdgeOptions) (*Edge, error) {
 // built on the stages in feature order.
 func (e *Edge) kind() string { return "routes" }
 
-func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
+func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) (err error) {
 	// Every file the configuration names is checked with the rest, so
 	// one refusal lists every missing certificate and key at its key.
 	if g.readErr != nil {
@@ -65,6 +65,11 @@ func (e *Edge) build(ctx context.Context, g *generation[*routes.File]) error {
 	if err != nil {
 		return err
 	}
+	// What refuses the file from here on (a feature, a plugin, a
+	// provider, the runtime) may quote a value the file took from a
+	// ${VAR} reference: the refusal is logged and shown on /config.
+	parsed := f
+	defer func() { err = parsed.RedactEnv(err) }()
 	// The file is what the source's policies are checked against: set it
 	// before the source (re)starts at this commit.
 	base, data := f, g.data

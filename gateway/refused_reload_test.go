@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/causewayhq/causeway/internal/testredis"
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 	"github.com/causewayhq/causeway/routes"
 )
@@ -440,5 +441,91 @@ func TestRateLimitStateAcrossReloads(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// connectionsReceived is how many connections the Redis at addr has
+// accepted (INFO stats), this reading's own included.
+func connectionsReceived(t *testing.T, addr string) int {
+	t.Helper()
+	info, err := testredis.Do(addr, "INFO", "stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_connections_received:"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no total_connections_received in INFO stats of %s", addr)
+	return 0
+}
+
+// A refused file opens no connection to a Redis it names that is not in
+// use: nothing of it goes live, so nothing may reach that Redis (its
+// SCRIPT LOAD, a ping), and nothing may be logged about it. Counted on a
+// real redis-server (INFO stats: connections received, commandstats);
+// the same Redis in a good file is then used (scripts loaded at commit,
+// decisions counted in it). Before: building the refused file loaded the
+// limiter's scripts into the new Redis, one connection each time, and an
+// unreachable one was logged as down although it never went live.
+func TestRefusedFileOpensNoConnectionToItsRedis(t *testing.T) {
+	up := echoUpstream(t, "up")
+	live := testredis.Start(t)
+	fresh := testredis.Start(t)
+	unreachable := testutil.FreeAddr(t)
+	file := func(url, upstreams, plugins string) string {
+		return listenHeader + fmt.Sprintf("redis: {url: %q, timeout: 200ms}\nrate_limits:\n  lim: {key: client_ip, limit: 1000000, per: 1m}\n", url) +
+			fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\n%sroutes:\n  - {name: r, match: {path_prefix: /}, upstream: up, rate_limit: lim}\n", hostPort(up), upstreams) + plugins
+	}
+	te := startEdge(t, file(live.URL(), "", ""))
+	for _, rf := range refusals {
+		for _, target := range []struct{ name, url, addr string }{
+			{"reachable", fresh.URL(), fresh.Addr},
+			{"unreachable", "redis://" + unreachable + "/0", unreachable},
+		} {
+			t.Run(rf.name+"/"+target.name, func(t *testing.T) {
+				loadsBefore := testredis.CommandCalls(t, fresh.Addr, "script|load")
+				before := connectionsReceived(t, fresh.Addr)
+				logsBefore := len(te.logs.String())
+				writeFile(t, te.path, file(target.url, rf.upstreams, rf.plugins))
+				for range 3 {
+					if err := te.Reload(context.Background()); err == nil {
+						t.Fatal("the file was accepted")
+					}
+				}
+				if got := connectionsReceived(t, fresh.Addr) - before; got != 1 { // 1: the reading itself
+					t.Errorf("the refused file's Redis received %d connections", got-1)
+				}
+				if n := testredis.CommandCalls(t, fresh.Addr, "script|load") - loadsBefore; n != 0 {
+					t.Errorf("the refused file's Redis ran SCRIPT LOAD %d times", n)
+				}
+				if logs := te.logs.String()[logsBefore:]; strings.Contains(logs, target.addr) {
+					t.Errorf("the log speaks of the refused file's Redis:\n%s", logs)
+				}
+				if resp, body := get(t, te.url+"/"); resp.StatusCode != http.StatusOK {
+					t.Fatalf("limited route after the refusal: %d %s", resp.StatusCode, body)
+				}
+			})
+		}
+	}
+	// The same Redis in a good file goes live: its scripts are loaded at
+	// commit and the decisions are counted in it.
+	writeFile(t, te.path, file(fresh.URL(), "", ""))
+	if err := te.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testredis.CommandCalls(t, fresh.Addr, "script|load"); n == 0 {
+		t.Error("the accepted file's Redis was never sent SCRIPT LOAD")
+	}
+	if resp, body := get(t, te.url+"/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("limited route: %d %s", resp.StatusCode, body)
+	}
+	if keys, err := fresh.Do("DBSIZE"); err != nil || keys == "0" {
+		t.Errorf("no decision counted in the accepted file's Redis (DBSIZE %q, %v)", keys, err)
 	}
 }

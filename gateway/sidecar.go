@@ -104,7 +104,7 @@ func NewSidecar(ctx context.Context, opts SidecarOptions) (*Sidecar, error) {
 // tracer, the access log, and the inbound and outbound runtimes.
 func (s *Sidecar) kind() string { return "sidecar" }
 
-func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
+func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) (err error) {
 	if g.readErr != nil {
 		return g.readErr
 	}
@@ -112,6 +112,9 @@ func (s *Sidecar) build(ctx context.Context, g *generation[*sidecarGen]) error {
 	if err != nil {
 		return err
 	}
+	// As the edge's: what refuses the file from here on may quote a value
+	// from a ${VAR} reference.
+	defer func() { err = cfg.RedactEnv(err) }()
 	for _, w := range cfg.Warnings {
 		s.log.Warn("sidecar file", "warning", w.Error())
 	}

@@ -66,6 +66,9 @@ const denyCacheSize = 1 << 16
 // in-memory counters survive a reload, and a reload that does not change how
 // Redis is reached keeps the same client and connections.
 type Service struct {
+	// ctx bounds the Redis calls made outside a request (loading the
+	// scripts when a configuration is committed): the server's lifetime.
+	ctx    context.Context
 	opts   Options
 	log    *slog.Logger
 	now    func() time.Time
@@ -129,6 +132,10 @@ type conn struct {
 	closeOnce sync.Once
 	closeErr  error
 	closed    atomic.Bool
+
+	// checkOnce runs check when a configuration with this client is
+	// first committed.
+	checkOnce sync.Once
 }
 
 // New returns a Service with no limits; call Configure before Middleware.
@@ -142,6 +149,7 @@ func New(ctx context.Context, opts Options) *Service {
 		now = time.Now
 	}
 	return &Service{
+		ctx:    ctx,
 		opts:   opts,
 		log:    log,
 		now:    now,
@@ -178,6 +186,7 @@ type Prepared struct {
 	snap *snapshot
 	// connKey is the client this configuration holds ("": none).
 	connKey string
+	conn    *conn
 	once    sync.Once
 	done    bool // committed or aborted; guarded by s.mu
 }
@@ -231,13 +240,15 @@ func (s *Service) Prepare(ctx context.Context, f *routes.File) (*Prepared, error
 			c := &conn{id: id, client: client, batch: batch, timeout: redisclient.Timeout(f.Redis), log: s.log}
 			c.whole.ping = client
 			c.cluster, _ = client.(*redis.ClusterClient)
-			c.check(ctx, s.now().UnixMicro())
+			// No round trip yet: the file may still be refused, and
+			// a refused file must reach no Redis it names (nor log
+			// about one). Commit loads the scripts.
 			return c, nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("ratelimit: configure: %w", err)
 		}
-		p.connKey = id
+		p.connKey, p.conn = id, next
 		lim, err := NewRedis(next.client, RedisOptions{Prefix: f.Redis.KeyPrefix, Timeout: next.timeout, Now: s.opts.RedisNow, Batcher: next.batch})
 		if err != nil {
 			_, _ = s.conns.Release(id)
@@ -259,11 +270,22 @@ func (p *Prepared) Middleware(route routes.Route, src KeySources) (func(http.Han
 // Commit puts p in force: Ready reports on it, Middleware builds on it,
 // and the client it replaced closes once no configuration holds it.
 func (s *Service) Commit(p *Prepared) {
+	if s.commit(p) && p.conn != nil {
+		// The first configuration in force with this client loads the
+		// scripts (see check), so that Ready is truthful from now on.
+		// Outside s.mu: a Redis that does not answer holds this up to
+		// the client's timeout, and Ready and Redis must not wait on it.
+		p.conn.checkOnce.Do(func() { p.conn.check(s.ctx, s.now().UnixMicro()) })
+	}
+}
+
+// commit is Commit's bookkeeping; false when p is not put in force.
+func (s *Service) commit(p *Prepared) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.done || s.closed {
 		p.done = true
-		return
+		return false
 	}
 	p.done = true
 	if p.connKey != "" {
@@ -275,6 +297,7 @@ func (s *Service) Commit(p *Prepared) {
 	s.connKey = p.connKey
 	s.mem.SetMaxKeys(p.snap.maxKeys)
 	s.cur.Store(p.snap)
+	return true
 }
 
 // Release drops p's hold on its Redis client; call it once no middleware

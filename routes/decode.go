@@ -74,6 +74,10 @@ type decoder struct {
 	// holds the nodes that are results of an expansion.
 	env      LookupEnv
 	expanded map[*yaml.Node]bool
+	// envVals holds the values that came from ${VAR} references, so that
+	// errors found after decoding (validation, building) can mask them.
+	// Shared with the Raws decoded, whose owners report errors later.
+	envVals *envValues
 	// doubt holds the key paths whose values did not decode, and the keys
 	// an unknown key was probably meant to be: validation goes on over
 	// the rest, but what it says about these would only be a consequence.
@@ -83,7 +87,7 @@ type decoder struct {
 const maxNodes = 200_000
 
 func newDecoder(file string) *decoder {
-	return &decoder{file: file, pos: make(map[string]Pos), doubt: doubts{}}
+	return &decoder{file: file, pos: make(map[string]Pos), doubt: doubts{}, envVals: &envValues{}}
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -186,7 +190,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		d.decodeStringList(n, path, v)
 		return
 	case rawType:
-		v.Set(reflect.ValueOf(Raw{Node: d.expandTree(n, path), File: d.file, Path: path, expanded: d.expanded}))
+		v.Set(reflect.ValueOf(Raw{Node: d.expandTree(n, path), File: d.file, Path: path, expanded: d.expanded, env: d.envVals}))
 		return
 	}
 
@@ -507,6 +511,9 @@ func (r Raw) Decode(v any) error {
 	}
 	d := newDecoder(r.File)
 	d.expanded = r.expanded
+	if r.env != nil {
+		d.envVals = r.env
+	}
 	d.decode(r.Node, r.Path, rv.Elem())
 	if len(d.errs) > 0 {
 		d.errs.sort()
@@ -529,5 +536,8 @@ func (r Raw) ErrorAt(key, format string, args ...any) *Error {
 			}
 		}
 	}
+	// A plugin quotes the value it refuses, which may be a secret read
+	// from the environment.
+	r.env.maskError(e)
 	return e
 }

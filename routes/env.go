@@ -33,6 +33,12 @@ func MapEnv(vars map[string]string) LookupEnv {
 // an error. The expansion is one pass: a value that itself contains "${"
 // is not expanded again.
 func ExpandEnv(s string, lookup LookupEnv) (string, error) {
+	return expandEnv(s, lookup, nil)
+}
+
+// expandEnv is ExpandEnv; each variable's value put in is also added to
+// *put when put is not nil.
+func expandEnv(s string, lookup LookupEnv, put *[]string) (string, error) {
 	i := strings.IndexByte(s, '$')
 	if i < 0 {
 		return s, nil
@@ -54,6 +60,9 @@ func ExpandEnv(s string, lookup LookupEnv) (string, error) {
 			v, err := expandRef(s[2:end], lookup)
 			if err != nil {
 				return "", err
+			}
+			if put != nil && v != "" {
+				*put = append(*put, v)
 			}
 			b.WriteString(v)
 			s = s[end+1:]
@@ -125,7 +134,8 @@ func (d *decoder) expandScalar(n *yaml.Node, path string) (*yaml.Node, bool) {
 	if d.env == nil || n.Kind != yaml.ScalarNode || n.Tag != "!!str" || !strings.Contains(n.Value, "$") || d.expanded[n] {
 		return n, true
 	}
-	v, err := ExpandEnv(n.Value, d.env)
+	var put []string
+	v, err := expandEnv(n.Value, d.env, &put)
 	if err != nil {
 		d.errorf(n, path, "%v", err)
 		return n, false
@@ -133,6 +143,7 @@ func (d *decoder) expandScalar(n *yaml.Node, path string) (*yaml.Node, bool) {
 	if v == n.Value {
 		return n, true
 	}
+	d.envVals.add(path, v, put)
 	cp := *n
 	cp.Value = v
 	if d.expanded == nil {

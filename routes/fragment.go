@@ -63,7 +63,7 @@ func CheckEndpoints(name string, eps []string) error {
 			return fmt.Errorf("upstreams.%s.endpoints[%d]: %w", name, i, err)
 		}
 		if seen[ep] {
-			return fmt.Errorf("upstreams.%s.endpoints[%d]: endpoint %q is listed twice", name, i, ep)
+			return fmt.Errorf("upstreams.%s.endpoints[%d]: endpoint %q is listed twice", name, i, RedactValue(ep))
 		}
 		seen[ep] = true
 	}

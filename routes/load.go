@@ -85,6 +85,7 @@ func ParseWith(name string, data []byte, o Options) (*File, error) {
 	d.decode(root, "", reflectValue(f))
 	f.Path = name
 	f.Positions = d.pos
+	f.env = d.envVals
 	if d.tooLarge {
 		d.errs.sort()
 		return nil, d.errs
@@ -95,6 +96,10 @@ func ParseWith(name string, data []byte, o Options) (*File, error) {
 	if o.CheckFiles {
 		errs = append(errs, d.doubt.filter(checkFiles(f.Path, f.At, f.files()))...)
 	}
+	// Validation quotes the values it refuses; one that came from a
+	// ${VAR} reference may be a secret kept out of the file on purpose.
+	d.envVals.maskErrors(errs)
+	d.envVals.maskErrors(f.Warnings)
 	if len(errs) > 0 {
 		errs.sort()
 		return nil, errs

@@ -59,7 +59,7 @@ func (c *checker) checkRedis() {
 			c.errorf(indexPath("redis.addrs", i), "%v", err)
 		}
 		if seen[a] {
-			c.errorf(indexPath("redis.addrs", i), "%q is listed twice", a)
+			c.errorf(indexPath("redis.addrs", i), "%q is listed twice", RedactValue(a))
 		}
 		seen[a] = true
 	}

@@ -40,6 +40,8 @@ type Sidecar struct {
 	Positions map[string]Pos `yaml:"-" json:"-"`
 	// Warnings: as File.Warnings.
 	Warnings Errors `yaml:"-" json:"-"`
+	// env: as File's.
+	env *envValues
 }
 
 // SidecarIdentity is the workload's own certificate, key and trust bundle,
@@ -208,7 +210,7 @@ func ParseSidecarWith(name string, data []byte, o Options) (*Sidecar, error) {
 	d.env = o.env()
 	s := &Sidecar{}
 	d.decode(root, "", reflect.ValueOf(s).Elem())
-	s.Path, s.Positions = name, d.pos
+	s.Path, s.Positions, s.env = name, d.pos, d.envVals
 	if d.tooLarge {
 		d.errs.sort()
 		return nil, d.errs
@@ -219,6 +221,8 @@ func ParseSidecarWith(name string, data []byte, o Options) (*Sidecar, error) {
 	if o.CheckFiles {
 		errs = append(errs, d.doubt.filter(checkFiles(s.Path, s.At, s.files()))...)
 	}
+	d.envVals.maskErrors(errs)
+	d.envVals.maskErrors(s.Warnings)
 	if len(errs) > 0 {
 		errs.sort()
 		return nil, errs
@@ -453,7 +457,7 @@ func (c *checker) checkOutbound(out *Outbound, td spiffeid.TrustDomain, federate
 				c.errorf(ip, "%v", err)
 			}
 			if seen[ep] {
-				c.errorf(ip, "endpoint %q is listed twice", ep)
+				c.errorf(ip, "endpoint %q is listed twice", RedactValue(ep))
 			}
 			seen[ep] = true
 		}

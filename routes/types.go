@@ -44,6 +44,8 @@ type File struct {
 	// Warnings are footguns validation found in an accepted file (each
 	// with its position): validate prints them, the edge logs them.
 	Warnings Errors `yaml:"-" json:"-"`
+	// env holds the values that came from ${VAR} references (RedactEnv).
+	env *envValues
 	// merged marks a file with a provider's fragment in it (Merge).
 	merged bool
 	// known is, for each of Routes, what a MergeMemo knew of it (nil:
@@ -856,6 +858,9 @@ type Raw struct {
 	// expanded marks the nodes that came from ${VAR} references, which
 	// number and boolean fields accept even when quoted.
 	expanded map[*yaml.Node]bool
+	// env holds the file's values from ${VAR} references, masked in the
+	// errors ErrorAt makes.
+	env *envValues
 }
 
 // MarshalJSON shows the raw value as JSON (for the admin API's /config).

@@ -274,7 +274,7 @@ func (c *checker) checkUpstreams() {
 				c.errorf(ip(), "%v", err)
 			}
 			if seen[ep] {
-				c.errorf(ip(), "endpoint %q is listed twice", ep)
+				c.errorf(ip(), "endpoint %q is listed twice", RedactValue(ep))
 			}
 			seen[ep] = true
 		}
@@ -304,7 +304,7 @@ func checkEndpoint(ep string) error {
 		return fmt.Errorf("%q is not host:port", RedactValue(ep))
 	}
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-		return fmt.Errorf("%q has an invalid port", ep)
+		return fmt.Errorf("%q has an invalid port", RedactValue(ep))
 	}
 	return nil
 }
