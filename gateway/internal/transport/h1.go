@@ -766,8 +766,15 @@ func (b *h1Body) read(p []byte) (int, error) {
 		}
 		return n, unexpectedEOF(err)
 	}
-	// Delimited by the close: its EOF is the end.
-	return b.c.br.Read(p)
+	// Delimited by the close: its EOF is the end, over TLS only when the
+	// upstream said so with close_notify. A bare FIN (a crashed upstream,
+	// a cut connection) cannot be told from the end over plain TCP, but
+	// over TLS it can, and a client must not get the cut body as whole.
+	n, err := b.c.br.Read(p)
+	if err == io.EOF && b.c.rc != nil && b.c.rc.socketEOF {
+		err = errNoCloseNotify
+	}
+	return n, err
 }
 
 // Close before EOF closes the connection: what is left of the body is not

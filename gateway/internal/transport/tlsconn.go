@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -144,6 +145,14 @@ type recordConn struct {
 	buf []byte
 	n   int
 	err error
+
+	// socketEOF: a read of the socket returned io.EOF. crypto/tls reads
+	// the socket's end at a record boundary as the end of the stream,
+	// as it reads a close_notify alert (RFC 8446 6.1 asks for the alert
+	// and lets popular servers off), but after the alert it never reads
+	// the socket again: an EOF from crypto/tls with socketEOF set is a
+	// connection that ended without close_notify (cutWithoutCloseNotify).
+	socketEOF bool
 }
 
 // errNothingYet is a probe's read finding the socket empty. crypto/tls keeps
@@ -165,9 +174,17 @@ func (rc *recordConn) Read(p []byte) (int, error) {
 	} else {
 		n, err = rc.Conn.Read(p)
 	}
+	if err == io.EOF {
+		rc.socketEOF = true
+	}
 	rc.follow(p[:n])
 	return n, err
 }
+
+// errNoCloseNotify is an answer delimited by the close whose TLS connection
+// ended without close_notify: cut short, by a peer that died or by someone
+// on the path, and never to be passed on as whole.
+var errNoCloseNotify = fmt.Errorf("upstream's TLS connection ended without close_notify: %w", io.ErrUnexpectedEOF)
 
 func (rc *recordConn) readProbe(p []byte) (int, error) {
 	if rc.raw == nil {
