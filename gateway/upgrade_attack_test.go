@@ -34,6 +34,8 @@ type upUpstream struct {
 	// ended receives the number of every connection the upstream's side
 	// saw end (the edge closed it, or the handler gave up).
 	ended chan int
+	// quit is closed when the test ends: the "deaf" mode waits for it.
+	quit chan struct{}
 }
 
 type upSeen struct {
@@ -55,7 +57,7 @@ func startUpUpstream(t *testing.T) *upUpstream {
 // serveUpUpstream is startUpUpstream on a listener of the caller's (a TLS
 // one).
 func serveUpUpstream(t *testing.T, ln net.Listener) *upUpstream {
-	u := &upUpstream{ended: make(chan int, 1<<16)}
+	u := &upUpstream{ended: make(chan int, 1<<16), quit: make(chan struct{})}
 	var n int
 	var nmu sync.Mutex
 	u.addr = testutil.ServeListener(t, ln, func(nc net.Conn) {
@@ -66,6 +68,9 @@ func serveUpUpstream(t *testing.T, ln net.Listener) *upUpstream {
 		u.serve(nc, id)
 		u.ended <- id
 	})
+	// Registered after the listener's, so it runs first: the handlers
+	// ServeListener waits for must be let go before.
+	t.Cleanup(func() { close(u.quit) })
 	return u
 }
 
@@ -190,6 +195,13 @@ func (u *upUpstream) serve(nc net.Conn, id int) {
 				"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"); err != nil {
 				return
 			}
+		case "deaf":
+			// Switches, then reads nothing until the test ends.
+			if _, err := io.WriteString(nc, switched); err != nil {
+				return
+			}
+			<-u.quit
+			return
 		case "stall":
 			// Never answers; waits for the edge to go.
 			_, _ = io.Copy(io.Discard, br)
@@ -718,6 +730,35 @@ func TestUpgradeTunnelClientStopsReading(t *testing.T) {
 		case <-u.ended:
 		case <-time.After(20 * time.Second): // a guard far beyond the 300 ms bound
 			t.Fatal("the upstream's tunnel connection was still open 20 s after the client stopped reading (write_stall_timeout 300ms)")
+		}
+	})
+	t.Run("upstream reads nothing", func(t *testing.T) {
+		// The client floods a tunnel whose upstream reads nothing: the
+		// write to the upstream is bounded by the upstream's timeout
+		// (300ms here), as a request body's is, and the tunnel ends,
+		// closing the client's connection.
+		e := startEdge(t, listenHeader+fmt.Sprintf("upstreams:\n  u: {endpoints: [%q], timeout: 300ms}\nroutes:\n  - {name: r, match: {path_prefix: /m/}, upstream: u}\n", u.addr))
+		nc, br := rawConn(t, strings.TrimPrefix(e.url, "http://"))
+		_ = nc.SetDeadline(time.Time{}) // the guard below bounds the wait
+		_, _ = io.WriteString(nc, upgradeReq("/m/deaf", ""))
+		if res, _ := readHead(t, br, http.MethodGet); res.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		failed := make(chan error, 1)
+		go func() {
+			chunk := bytes.Repeat([]byte("c"), 32<<10)
+			for {
+				if _, err := nc.Write(chunk); err != nil {
+					failed <- err
+					return
+				}
+			}
+		}()
+		select {
+		case <-failed:
+		case <-time.After(20 * time.Second): // a guard far beyond the upstream's timeout
+			nc.Close()
+			t.Fatal("the client could still write into a tunnel whose upstream read nothing, 20 s later (upstream timeout 300ms)")
 		}
 	})
 	t.Run("quiet tunnel kept", func(t *testing.T) {

@@ -42,7 +42,7 @@ routes:
 			defer wg.Done()
 			// A guard against a hang, far beyond the 300 ms timeout.
 			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			key := "error"
+			var key string
 			if resp, err := c.Get(url); err == nil {
 				var body struct {
 					Error  string `json:"error"`

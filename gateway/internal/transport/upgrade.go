@@ -123,7 +123,34 @@ type switchedConn struct {
 
 func (s *switchedConn) Read(p []byte) (int, error) { return s.c.br.Read(p) }
 
-func (s *switchedConn) Write(p []byte) (int, error) { return s.c.nc.Write(p) }
+// Write gives every piece of at most switchedPiece bytes the upstream's
+// timeout to make progress, as a request body's writes get
+// (armWriteDeadline): an upstream that stops reading the tunnel fails the
+// write, and the tunnel ends, instead of holding the client's side (and
+// its data) for as long as the upstream keeps the connection. A quiet
+// tunnel is never cut: the deadline runs only while a write waits.
+func (s *switchedConn) Write(p []byte) (int, error) {
+	if s.c.t.headerTimeout <= 0 {
+		return s.c.nc.Write(p)
+	}
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), switchedPiece)
+		_ = s.c.nc.SetWriteDeadline(time.Now().Add(s.c.t.headerTimeout))
+		m, err := s.c.nc.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// switchedPiece is the most one tunnel write carries before its deadline
+// moves again, so a large write to a slow but reading upstream is bounded
+// by its progress, not by its size.
+const switchedPiece = 32 << 10
 
 // CloseWrite half-closes the upstream's end: the tunnel passes a client's
 // half-close on (ReverseProxy looks for CloseWrite on the body), and the
