@@ -157,6 +157,9 @@ func FuzzForwardedFor(f *testing.F) {
 		if ok != refOK {
 			t.Fatalf("ForwardedFor(%q) ok = %v; reference %v", values, ok, refOK)
 		}
+		if ForwardedValid(values) != ok {
+			t.Fatalf("ForwardedValid(%q) = %v, ForwardedFor ok = %v", values, !ok, ok)
+		}
 		if ok {
 			if len(nodes) != len(ref) {
 				t.Fatalf("ForwardedFor(%q) = %v; reference %v", values, nodes, ref)

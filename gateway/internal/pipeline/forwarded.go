@@ -133,7 +133,11 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		if v := in.Header.Get("X-Forwarded-Port"); v != "" {
 			xfPort = v
 		}
-		if prior := in.Header.Values("Forwarded"); len(prior) > 0 {
+		// A value that is not RFC 7239 syntax is replaced, not extended:
+		// after an open quote (a client's, passed on by a proxy that
+		// writes only X-Forwarded-For) the edge's element would be read
+		// as part of the quoted string.
+		if prior := in.Header.Values("Forwarded"); len(prior) > 0 && clientip.ForwardedValid(prior) {
 			fwd, extend = strings.Join(prior, ", "), true
 		}
 	}
