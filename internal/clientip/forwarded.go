@@ -268,7 +268,9 @@ func skipOWS(v string, i int) int {
 	return i
 }
 
-func isAlnum(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
 
 // isTchar reports an RFC 9110 token character.
 func isTchar(c byte) bool {
