@@ -178,12 +178,14 @@ type RequestInfo struct {
 	RequestID string
 	// ClientIP is the client's address as the edge believes it: the TCP
 	// peer, or behind the file's trusted_proxies the right-most untrusted
-	// X-Forwarded-For entry. The zero Addr means the edge did not say.
+	// X-Forwarded-For or Forwarded (for=) entry. The zero Addr means the
+	// edge did not say.
 	ClientIP netip.Addr
-	// ClientIPUnresolved is set when a trusted proxy's X-Forwarded-For
-	// entry was not an address: ClientIP is then only the last hop that
-	// vouched for the chain, and a decision that must not fail open (an
-	// allow list) refuses instead.
+	// ClientIPUnresolved is set when a trusted proxy's X-Forwarded-For or
+	// Forwarded entry was not an address, or the two headers named
+	// different clients: ClientIP is then only the last hop that vouched
+	// for the chain (the trusted peer when they disagree), and a decision
+	// that must not fail open (an allow list) refuses instead.
 	ClientIPUnresolved bool
 }
 

@@ -9,8 +9,9 @@ import (
 
 // ClientIPFunc returns the client address of a request as the client_ip
 // key sees it: the connection's peer, or, when the peer is one of the
-// trusted proxies, the nearest address in X-Forwarded-For that is not a
-// trusted proxy (internal/clientip, the resolver the edge uses). Walking
+// trusted proxies, the nearest address in X-Forwarded-For or Forwarded
+// (for=) that is not a trusted proxy (internal/clientip, the resolver the
+// edge uses). Walking
 // from the right means a client cannot choose its own key by sending a
 // forged X-Forwarded-For: only entries appended by trusted proxies are
 // believed. The gateway supplies the address it resolved once per request

@@ -32,14 +32,27 @@ type Node struct {
 func ForwardedFor(values []string) (nodes []Node, ok bool) {
 	for _, v := range values {
 		var good bool
-		if nodes, good = appendForwardedFor(nodes, v); !good {
+		if nodes, good = appendForwardedFor(nodes, v, true); !good {
 			return nodes, false
 		}
 	}
 	return nodes, true
 }
 
-func appendForwardedFor(nodes []Node, v string) ([]Node, bool) {
+// ForwardedValid reports whether ForwardedFor reads values (without
+// building the nodes): a proxy that extends a Forwarded header must not
+// append its element to one that is not RFC 7239 syntax, where an open
+// quote would take the element in.
+func ForwardedValid(values []string) bool {
+	for _, v := range values {
+		if _, good := appendForwardedFor(nil, v, false); !good {
+			return false
+		}
+	}
+	return true
+}
+
+func appendForwardedFor(nodes []Node, v string, collect bool) ([]Node, bool) {
 	i := 0
 	for {
 		// One element: pairs separated by ';', ended by ',' or the end.
@@ -86,7 +99,7 @@ func appendForwardedFor(nodes []Node, v string) ([]Node, bool) {
 				return nodes, false
 			}
 		}
-		if !empty {
+		if !empty && collect {
 			nodes = append(nodes, node)
 		}
 		if i < len(v) {
@@ -255,7 +268,9 @@ func skipOWS(v string, i int) int {
 	return i
 }
 
-func isAlnum(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
 
 // isTchar reports an RFC 9110 token character.
 func isTchar(c byte) bool {

@@ -157,6 +157,9 @@ func FuzzForwardedFor(f *testing.F) {
 		if ok != refOK {
 			t.Fatalf("ForwardedFor(%q) ok = %v; reference %v", values, ok, refOK)
 		}
+		if ForwardedValid(values) != ok {
+			t.Fatalf("ForwardedValid(%q) = %v, ForwardedFor ok = %v", values, !ok, ok)
+		}
 		if ok {
 			if len(nodes) != len(ref) {
 				t.Fatalf("ForwardedFor(%q) = %v; reference %v", values, nodes, ref)
@@ -353,4 +356,63 @@ func parseDecimal(s string) (int, bool) {
 		}
 	}
 	return n, len(s) > 0
+}
+
+// FuzzResolveBoth holds Resolve with both headers to what it promises: an
+// untrusted peer is the client whatever the headers say; the client is
+// the peer or an address one of the chains holds; each header alone
+// resolves as it does when it is the only one; and when each alone names
+// a different untrusted client, the request is unresolved (neither header
+// wins, since a proxy that writes one passes on the client's other).
+func FuzzResolveBoth(f *testing.F) {
+	for _, s := range [][3]string{
+		{"10.0.0.1:1", "203.0.113.9", "for=203.0.113.9"},
+		{"10.0.0.1:1", "198.51.100.1", "for=203.0.113.9"},
+		{"10.0.0.1:1", "10.9.9.9", "for=203.0.113.9"},
+		{"10.0.0.1:1", "", `for="[2001:db8::1]:80", for=10.0.0.3`},
+		{"10.0.0.1:1", "unknown", "for=203.0.113.9"},
+		{"192.0.2.1:1", "10.0.0.2", "for=10.0.0.2"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	r := New(mustPrefixes(f, "10.0.0.0/8", "2001:db8:ffff::/48"))
+	f.Fuzz(func(t *testing.T, peerStr, xff, fwd string) {
+		peer, peerOK := ParseAddr(peerStr)
+		got, ok := r.ResolveRemote(peerStr, http.Header{"X-Forwarded-For": {xff}, "Forwarded": {fwd}})
+		if !peerOK {
+			if ok || got.IsValid() {
+				t.Fatalf("invalid peer %q resolved to %v, %v", peerStr, got, ok)
+			}
+			return
+		}
+		if !r.Trusts(peer) {
+			if got != peer || !ok {
+				t.Fatalf("untrusted peer %v: got %v, %v", peer, got, ok)
+			}
+			return
+		}
+		a, aOK := r.Resolve(peer, []string{xff}, nil)
+		b, bOK := r.Resolve(peer, nil, []string{fwd})
+		if got != peer && got != a && got != b {
+			t.Fatalf("peer %v xff %q fwd %q: %v is in neither chain (%v, %v)", peer, xff, fwd, got, a, b)
+		}
+		hasXFF, hasFwd := present([]string{xff}), present([]string{fwd})
+		switch {
+		case hasXFF && !hasFwd:
+			if got != a || ok != aOK {
+				t.Fatalf("X-Forwarded-For alone: %v, %v; want %v, %v", got, ok, a, aOK)
+			}
+		case hasFwd && !hasXFF:
+			if got != b || ok != bOK {
+				t.Fatalf("Forwarded alone: %v, %v; want %v, %v", got, ok, b, bOK)
+			}
+		case hasXFF && hasFwd:
+			if aOK && bOK && a != b && !r.Trusts(a) && !r.Trusts(b) && ok {
+				t.Fatalf("xff %q fwd %q name %v and %v: resolved to %v", xff, fwd, a, b, got)
+			}
+			if ok && (!aOK || !bOK) {
+				t.Fatalf("xff %q fwd %q: one chain unreadable, yet resolved to %v", xff, fwd, got)
+			}
+		}
+	})
 }

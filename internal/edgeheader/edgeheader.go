@@ -23,7 +23,8 @@ const (
 	URLOverride
 	// Owned: headers only Causeway itself sets for the service
 	// (X-Causeway-Peer-Id, X-Causeway-Caller-*, and the edge's
-	// X-Client-Cert-Subject): a sidecar sets them after
+	// X-Client-Cert-Subject), and X-Forwarded-Client-Cert, the caller
+	// identity other meshes state, which Causeway never sets: a sidecar sets them after
 	// it verified the caller, and a service may believe them. Dropped from
 	// every client, so that neither a client of the edge nor a mesh peer
 	// can hand them to a service on their own, whether or not the service
@@ -64,6 +65,16 @@ var namedHeaders = map[string]Class{
 	// upstream reads as the same variable, goes too under
 	// server.allow_underscore_headers.
 	"x-client-cert-subject": Owned,
+	// Envoy's and Istio's statement of the caller's certificate
+	// (By=...;URI=spiffe://...;Hash=...), which services in a mesh read
+	// the caller's SPIFFE ID from. Causeway never sets it; as a forwarded
+	// header it passed from every verified mesh peer to a sidecar's
+	// service (a sidecar believes its peers' forwarded headers), so any
+	// caller could name another workload in it. Envoy itself removes it
+	// from every request unless told to forward it
+	// (forward_client_cert_details: SANITIZE). Looked up before the
+	// x-forwarded- prefix decides.
+	"x-forwarded-client-cert": Owned,
 	// The mark of a mirrored copy (MirrorHeader): a shadow service tells
 	// mirrored traffic by it, so a client must not be able to set it on a
 	// real request; a trusted proxy (a sidecar's mesh peer) may.
@@ -112,14 +123,14 @@ func Of(name string) Class {
 	for i := 0; i < len(name); i++ {
 		b[i] = FoldByte(name[i])
 	}
+	if c, ok := namedHeaders[string(b)]; ok {
+		return c
+	}
 	if len(b) > len(prefix) && string(b[:len(prefix)]) == prefix {
 		return Forwarded
 	}
 	if len(b) > len(callerHeaderPrefix) && string(b[:len(callerHeaderPrefix)]) == callerHeaderPrefix {
 		return Owned
-	}
-	if c, ok := namedHeaders[string(b)]; ok {
-		return c
 	}
 	if len(b) > len(envoyHeaderPrefix) && string(b[:len(envoyHeaderPrefix)]) == envoyHeaderPrefix {
 		return Forwarded

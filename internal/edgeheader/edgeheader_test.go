@@ -28,6 +28,9 @@ func TestOf(t *testing.T) {
 		{"X_Causeway_Peer_Id", Owned},
 		{"X-Client-Cert-Subject", Owned},
 		{"x_client_cert_subject", Owned},
+		{"X-Forwarded-Client-Cert", Owned}, // named before the x-forwarded- prefix decides
+		{"x_forwarded_client_cert", Owned},
+		{"X-Forwarded-Client-Certs", Forwarded},
 		{"X-Causeway-Caller-Subject", Owned},
 		{"X-Causeway-Caller-" + strings.Repeat("b", 40), Owned},
 		{"X-Causeway-Caller-", Plain},
@@ -57,7 +60,7 @@ func TestOf(t *testing.T) {
 
 // Of runs for every header of every request.
 func TestOfDoesNotAllocate(t *testing.T) {
-	names := []string{"X-Forwarded-For", "X_Real_IP", "X-Envoy-External-Address", "X-Envoy-" + strings.Repeat("r", 40), "Content-Type", "X-Causeway-Caller-Subject", strings.Repeat("X", 40)}
+	names := []string{"X-Forwarded-For", "X-Forwarded-Client-Cert", "X_Real_IP", "X-Envoy-External-Address", "X-Envoy-" + strings.Repeat("r", 40), "Content-Type", "X-Causeway-Caller-Subject", strings.Repeat("X", 40)}
 	if n := testing.AllocsPerRun(100, func() {
 		for _, h := range names {
 			_ = Of(h)

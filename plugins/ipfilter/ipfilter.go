@@ -1,7 +1,7 @@
 // Package ipfilter is the "ip_filter" plugin: it lets a request through by
 // the client's IP address, with CIDR allow and deny lists. Behind other
-// proxies, the client address is read from X-Forwarded-For, believing only
-// the hops added by listed trusted proxies.
+// proxies, the client address is read from X-Forwarded-For or Forwarded
+// (for=), believing only the hops added by listed trusted proxies.
 package ipfilter
 
 import (
@@ -23,8 +23,8 @@ type Config struct {
 	Allow []string `yaml:"allow"`
 	// Deny keeps these out; deny wins over allow.
 	Deny []string `yaml:"deny"`
-	// TrustedProxies are the peers whose X-Forwarded-For entries are
-	// believed. The client is the right-most address in the chain (TCP peer
+	// TrustedProxies are the peers whose X-Forwarded-For and Forwarded
+	// entries are believed. The client is the right-most address in the chain (TCP peer
 	// last) that is not a trusted proxy. Left out, the client address the
 	// edge determined with the file's top-level trusted_proxies is used.
 	TrustedProxies []string `yaml:"trusted_proxies"`
@@ -33,7 +33,7 @@ type Config struct {
 // Filter is a configured instance.
 type Filter struct {
 	allow, deny, trusted []netip.Prefix
-	// resolver reads X-Forwarded-For with the filter's own trusted_proxies;
+	// resolver reads the forwarding headers with the filter's own trusted_proxies;
 	// nil without them.
 	resolver *clientip.Resolver
 }

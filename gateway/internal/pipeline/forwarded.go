@@ -133,7 +133,11 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		if v := in.Header.Get("X-Forwarded-Port"); v != "" {
 			xfPort = v
 		}
-		if prior := in.Header.Values("Forwarded"); len(prior) > 0 {
+		// A value that is not RFC 7239 syntax is replaced, not extended:
+		// after an open quote (a client's, passed on by a proxy that
+		// writes only X-Forwarded-For) the edge's element would be read
+		// as part of the quoted string.
+		if prior := in.Header.Values("Forwarded"); len(prior) > 0 && clientip.ForwardedValid(prior) {
 			fwd, extend = strings.Join(prior, ", "), true
 		}
 	}
@@ -312,19 +316,62 @@ func firstValue(v string) string {
 	return strings.ToLower(strings.TrimSpace(v))
 }
 
-// validAuthority accepts host[:port] with the characters a DNS name, an
-// IPv4 address or a bracketed IPv6 address use, and nothing that would
-// change a URL's meaning ('/', '@', '?', '#', '\\', spaces).
+// validAuthority accepts host[:port] as a URL's authority: a DNS name
+// (labels of letters, digits and '-', one trailing dot allowed), an IPv4
+// address, or an IPv6 address in brackets, then an optional port of 1-5
+// digits up to 65535. Nothing that would change a URL's meaning ('/',
+// '@', '?', '#', '\\', spaces, CR, LF) passes, nor a value that names no
+// host or more than one reading of one ("a..example", ":443",
+// "a.example:80:443", "[2001:db8::1", "[evil.example]", "a.example]:80").
 func validAuthority(s string) bool {
-	if len(s) > 261 {
+	if len(s) > 261 || s == "" {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '.', c == ':', c == '[', c == ']':
-		default:
+	host, port := s, ""
+	if s[0] == '[' {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
 			return false
+		}
+		a, err := netip.ParseAddr(s[1:end])
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return false
+		}
+		host, port = "", s[end+1:]
+	} else if i := strings.IndexByte(s, ':'); i >= 0 {
+		host, port = s[:i], s[i:]
+	}
+	if port != "" {
+		p := port[1:]
+		if port[0] != ':' || p == "" || len(p) > 5 {
+			return false
+		}
+		n := 0
+		for i := 0; i < len(p); i++ {
+			if p[i] < '0' || p[i] > '9' {
+				return false
+			}
+			n = n*10 + int(p[i]-'0')
+		}
+		if n > 65535 {
+			return false
+		}
+	}
+	if s[0] == '[' {
+		return true
+	}
+	host = strings.TrimSuffix(host, ".")
+	if host == "" {
+		return false
+	}
+	for label := range strings.SplitSeq(host, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; ('a' > c || c > 'z') && ('0' > c || c > '9') && c != '-' {
+				return false
+			}
 		}
 	}
 	return true

@@ -34,6 +34,21 @@ func TestOrigin(t *testing.T) {
 		{"wildcard, lookalike", false, "a.example.com", true, "*.example.com", "", "evilexample.com", "http://a.example.com"},
 		{"wildcard, suffix inside", false, "a.example.com", true, "*.example.com", "", "example.com.evil.example", "http://a.example.com"},
 		{"ipv6 route host", false, "[2001:db8::1]", true, "2001:db8::1", "https", "[2001:db8::1]:8443", "https://[2001:db8::1]:8443"},
+		// A trusted proxy's value that is no host[:port] is ignored, not
+		// pasted into the redirect_uri as a URL that names nothing or
+		// another host.
+		{"trusted, CRLF", false, "app.internal", true, "", "", "evil.example\r\nSet-Cookie: a=b", "http://app.internal"},
+		{"trusted, space", false, "app.internal", true, "", "", "evil.example x", "http://app.internal"},
+		{"trusted, scheme-relative", false, "app.internal", true, "", "", "//evil.example", "http://app.internal"},
+		{"trusted, port out of range", false, "app.internal", true, "", "", "app.example.com:99999", "http://app.internal"},
+		{"trusted, two ports", false, "app.internal", true, "", "", "app.example.com:80:443", "http://app.internal"},
+		{"trusted, port only", false, "app.internal", true, "", "", ":443", "http://app.internal"},
+		{"trusted, empty label", false, "app.internal", true, "", "", "app..example.com", "http://app.internal"},
+		{"trusted, leading dot", false, "app.internal", true, "", "", ".example.com", "http://app.internal"},
+		{"trusted, bracket not closed", false, "app.internal", true, "", "", "[2001:db8::1", "http://app.internal"},
+		{"trusted, bracket inside a name", false, "app.internal", true, "", "", "evil.example]:80", "http://app.internal"},
+		{"trusted, not an address in brackets", false, "app.internal", true, "", "", "[evil.example]", "http://app.internal"},
+		{"trusted, port text", false, "app.internal", true, "", "", "app.example.com:8x", "http://app.internal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodGet, "http://"+tc.host+"/", nil)
