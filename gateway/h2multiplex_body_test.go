@@ -110,7 +110,7 @@ func TestH2MultiplexedBodiesToHTTP1Upstream(t *testing.T) {
 				got, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if err != nil || resp.StatusCode != http.StatusOK || string(got) != tag+" "+want {
-					errs <- fmt.Errorf("%s: status %d, answer %q, err %v; want %q", tag, resp.StatusCode, got, err, tag+" "+want)
+					errs <- fmt.Errorf("%s: status %d, answer %q, err %w; want %q", tag, resp.StatusCode, got, err, tag+" "+want)
 				}
 			})
 		}
