@@ -252,6 +252,15 @@ func (b *BodyWriter) Write(p []byte) (int, error) {
 	return 0, ErrBodyLength // no body was announced
 }
 
+// Left is how many bytes a Length body still has to get before it is
+// complete (0 for other framings).
+func (b *BodyWriter) Left() int64 {
+	if b.framing != Length {
+		return 0
+	}
+	return b.left
+}
+
 // FrameRoom is the room WriteFramed needs around a piece of data: before
 // it, a chunk's size line (15 hex digits at most, and CRLF); after it, the
 // CRLF that ends the chunk.

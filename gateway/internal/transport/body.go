@@ -254,6 +254,23 @@ func (s *bodySend) write() error {
 	for {
 		// Room around the data for a chunk's framing (h1.WriteFramed).
 		n, rerr := s.req.Body.Read(buf[h1.FrameHeadRoom : len(buf)-h1.FrameTailRoom])
+		// Bytes that complete a Content-Length body make the request
+		// whole for the upstream, which may serve it at once: they go out
+		// only once the client's body has ended. An HTTP/2 client may
+		// send every declared byte and then reset the stream instead of
+		// ending it, abandoning the request; an HTTP/1.1 client's body
+		// reports its end on the next read at no cost.
+		if completes := !s.chunked && n > 0 && int64(n) == s.w.Left(); completes {
+			if rerr == nil {
+				rerr = s.confirmEnd()
+			}
+			if errors.Is(rerr, h1.ErrBodyLength) {
+				return rerr
+			}
+			if rerr != nil && !errors.Is(rerr, io.EOF) {
+				return &bodyReadError{err: rerr}
+			}
+		}
 		if n > 0 {
 			s.armWriteDeadline()
 			if _, err := s.w.WriteFramed(buf, n); err != nil {
@@ -290,6 +307,23 @@ func (s *bodySend) write() error {
 	}
 	s.armReadDeadline()
 	return nil
+}
+
+// confirmEnd reads on from a body whose announced length is all in hand:
+// io.EOF when it ends there, h1.ErrBodyLength when it goes on, or the
+// error that ended it (a reset stream, a client gone).
+func (s *bodySend) confirmEnd() error {
+	var one [1]byte
+	for range 100 {
+		n, err := s.req.Body.Read(one[:])
+		if n > 0 {
+			return h1.ErrBodyLength
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
 }
 
 // armWriteDeadline gives the next write the upstream's timeout to make

@@ -771,7 +771,7 @@ func (b *h1Body) read(p []byte) (int, error) {
 	// a cut connection) cannot be told from the end over plain TCP, but
 	// over TLS it can, and a client must not get the cut body as whole.
 	n, err := b.c.br.Read(p)
-	if err == io.EOF && b.c.rc != nil && b.c.rc.socketEOF {
+	if errors.Is(err, io.EOF) && b.c.rc != nil && b.c.rc.socketEOF {
 		err = errNoCloseNotify
 	}
 	return n, err

@@ -174,7 +174,7 @@ func (rc *recordConn) Read(p []byte) (int, error) {
 	} else {
 		n, err = rc.Conn.Read(p)
 	}
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		rc.socketEOF = true
 	}
 	rc.follow(p[:n])

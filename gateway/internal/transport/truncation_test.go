@@ -29,6 +29,7 @@ func TestH1TLSCloseDelimitedBodyCutWithoutCloseNotify(t *testing.T) {
 		// end finishes the upstream's connection after the body.
 		end     func(tc *tls.Conn, raw net.Conn)
 		whole   bool // the client must read the body whole, without error
+		reset   bool // a reset may also discard the head before it is read
 		records int
 	}{
 		{desc: "close_notify", end: func(tc *tls.Conn, raw net.Conn) { _ = tc.Close() }, whole: true, records: 1},
@@ -43,7 +44,7 @@ func TestH1TLSCloseDelimitedBodyCutWithoutCloseNotify(t *testing.T) {
 		{desc: "reset", end: func(tc *tls.Conn, raw net.Conn) {
 			_ = raw.(*net.TCPConn).SetLinger(0)
 			_ = raw.Close()
-		}, records: 3},
+		}, reset: true, records: 3},
 	}
 	for _, v := range []struct {
 		name string
@@ -90,7 +91,10 @@ func TestH1TLSCloseDelimitedBodyCutWithoutCloseNotify(t *testing.T) {
 					req, _ := http.NewRequest(http.MethodGet, "https://"+ln.Addr().String()+"/", nil)
 					resp, err := h1.RoundTrip(req)
 					if err != nil {
-						t.Fatalf("round %d: %v", i, err)
+						if tt.whole || !tt.reset {
+							t.Fatalf("round %d: %v", i, err)
+						}
+						continue // the reset came before the head was read: nothing passed
 					}
 					b, err := io.ReadAll(resp.Body)
 					resp.Body.Close()
@@ -104,16 +108,11 @@ func TestH1TLSCloseDelimitedBodyCutWithoutCloseNotify(t *testing.T) {
 					if err == nil {
 						t.Fatalf("round %d: a body cut without close_notify read as whole (%d bytes)", i, len(b))
 					}
-					if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, net.ErrClosed) && !isReset(err) {
-						t.Logf("round %d: err %v", i, err)
+					if !tt.reset && !errors.Is(err, io.ErrUnexpectedEOF) {
+						t.Fatalf("round %d: err %v, want io.ErrUnexpectedEOF", i, err)
 					}
 				}
 			})
 		}
 	}
-}
-
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op)
 }
