@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/causewayhq/causeway/mesh/meshtest"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -67,5 +68,30 @@ func TestRefusalShowsNoEnvValue(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The sidecar's refusals too: an identity certificate from ${VAR} that
+// its mesh source cannot parse is refused with the path REDACTED, in
+// Reload's error and the sidecar's last reload status.
+func TestSidecarRefusalShowsNoEnvValue(t *testing.T) {
+	ca := meshtest.NewCA(t, "example.org")
+	svc := echoUpstream(t, "svc")
+	ts := startSidecar(t, sidecarConfig(ca.IssueFiles(t.TempDir(), ordersID), hostPort(svc), []string{"spiffe://example.org/ns/edge/sa/gateway"}, nil))
+	garbage := filepath.Join(t.TempDir(), "hunter2-garbage.pem")
+	writeFile(t, garbage, "not a PEM block\n")
+	t.Setenv("CW_TEST_GARBAGE", garbage)
+	writeFile(t, ts.path, sidecarConfig(meshtest.Files{Cert: "${CW_TEST_GARBAGE}", Key: "${CW_TEST_GARBAGE}", Bundle: "${CW_TEST_GARBAGE}"}, hostPort(svc), []string{"spiffe://example.org/ns/edge/sa/gateway"}, nil))
+	err := ts.Reload()
+	if err == nil {
+		t.Fatal("the file was accepted")
+	}
+	for where, text := range map[string]string{"error": err.Error(), "last reload": ts.LastReload().Error} {
+		if strings.Contains(text, "hunter2") {
+			t.Errorf("%s quotes the value from the environment: %s", where, text)
+		}
+		if !strings.Contains(text, ts.path+":") || !strings.Contains(text, "identity") || !strings.Contains(text, routes.Redacted) {
+			t.Errorf("%s %q does not locate the refusal at identity with %s", where, text, routes.Redacted)
+		}
 	}
 }

@@ -478,21 +478,26 @@ func TestRefusedFileOpensNoConnectionToItsRedis(t *testing.T) {
 	live := testredis.Start(t)
 	fresh := testredis.Start(t)
 	unreachable := testutil.FreeAddr(t)
+	// acme keeps the ACME certificates in Redis too: building the TLS
+	// manager reads the listed hosts' certificates from it (for their
+	// expiry series).
+	const acme = "tls:\n  acme: {email: ops@example.com, hosts: [api.example.com], cache: redis, directory_url: \"https://127.0.0.1:9/directory\"}\n"
 	file := func(url, upstreams, plugins string) string {
 		return listenHeader + fmt.Sprintf("redis: {url: %q, timeout: 200ms}\nrate_limits:\n  lim: {key: client_ip, limit: 1000000, per: 1m}\n", url) +
 			fmt.Sprintf("upstreams:\n  up: {endpoints: [%q]}\n%sroutes:\n  - {name: r, match: {path_prefix: /}, upstream: up, rate_limit: lim}\n", hostPort(up), upstreams) + plugins
 	}
 	te := startEdge(t, file(live.URL(), "", ""))
 	for _, rf := range refusals {
-		for _, target := range []struct{ name, url, addr string }{
-			{"reachable", fresh.URL(), fresh.Addr},
-			{"unreachable", "redis://" + unreachable + "/0", unreachable},
+		for _, target := range []struct{ name, url, addr, tls string }{
+			{"reachable", fresh.URL(), fresh.Addr, ""},
+			{"unreachable", "redis://" + unreachable + "/0", unreachable, ""},
+			{"reachable, with the ACME cache", fresh.URL(), fresh.Addr, acme},
 		} {
 			t.Run(rf.name+"/"+target.name, func(t *testing.T) {
 				loadsBefore := testredis.CommandCalls(t, fresh.Addr, "script|load")
 				before := connectionsReceived(t, fresh.Addr)
 				logsBefore := len(te.logs.String())
-				writeFile(t, te.path, file(target.url, rf.upstreams, rf.plugins))
+				writeFile(t, te.path, file(target.url, rf.upstreams, rf.plugins)+target.tls)
 				for range 3 {
 					if err := te.Reload(context.Background()); err == nil {
 						t.Fatal("the file was accepted")

@@ -103,6 +103,11 @@ type Manager struct {
 	expMu     sync.Mutex
 	expirySet map[string]time.Time // labels this Manager has set
 	held      bool                 // under expMu: expirySet is not yet written to expiry
+	// acmeExpiry reads the ACME certificates' expiry from the cache once
+	// the Manager is published (HoldExpiry): a configuration that may
+	// yet be refused must not reach a cache (a Redis) it names. Nil once
+	// done.
+	acmeExpiry func()
 
 	reloadMu sync.Mutex
 	onReload func(error)
@@ -127,7 +132,8 @@ var cipherSuites = []uint16{
 
 // New loads certificates (errors name the file), sets up ACME, and starts
 // watching the files for certificate rotation. ctx bounds nothing after New
-// returns; Close stops the watcher.
+// returns but, with HoldExpiry and ACME, the read of the cached
+// certificates' expiry that PublishExpiry does; Close stops the watcher.
 func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 	if cfg == nil {
 		return nil, errors.New("tls: no tls section")
@@ -209,12 +215,16 @@ func New(ctx context.Context, cfg *routes.TLS, opts Options) (*Manager, error) {
 	// After ACME is set up: the configurations built here offer acme-tls/1.
 	m.base = m.baseConfig()
 	m.install(set)
-	if m.acme != nil {
-		if m.expiry != nil {
-			m.expMu.Lock()
+	if m.acme != nil && m.expiry != nil {
+		m.acmeExpiry = func() {
 			for name, t := range m.acme.cachedExpiry(ctx) {
 				m.setExpiry(name, t)
 			}
+		}
+		if !m.held {
+			m.expMu.Lock()
+			m.acmeExpiry()
+			m.acmeExpiry = nil
 			m.expMu.Unlock()
 		}
 	}
@@ -373,6 +383,11 @@ func (m *Manager) PublishExpiry() {
 	m.expMu.Lock()
 	defer m.expMu.Unlock()
 	m.held = false
+	if m.acmeExpiry != nil {
+		// Written at once: no longer held.
+		m.acmeExpiry()
+		m.acmeExpiry = nil
+	}
 	for name, t := range m.expirySet {
 		m.expiry.WithLabelValues(name).Set(float64(t.Unix()))
 	}

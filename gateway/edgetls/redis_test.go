@@ -14,6 +14,7 @@ import (
 	"github.com/causewayhq/causeway/internal/testredis"
 	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/routes"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -301,5 +302,40 @@ func TestRedisCacheLockSetNotResent(t *testing.T) {
 	}
 	if n, err := srv.Do("exists", "cut:lock:a.example.com"); err != nil || n != "0" {
 		t.Fatalf("the lock is still there after the order (exists: %q, %v)", n, err)
+	}
+}
+
+// A Manager built with HoldExpiry (for a configuration that may yet be
+// refused) reads nothing from its ACME cache in Redis until it is
+// published: the listed hosts' cached certificates are read for their
+// expiry series by PublishExpiry, not by New. Before: New sent a GET per
+// host, so a refused routes file reached the Redis it named.
+func TestHeldManagerReadsACMECacheAtPublish(t *testing.T) {
+	srv, rdb := newRedis(t)
+	ca := newCA(t, "acme cache CA")
+	certPEM, keyPEM := ca.leaf(t, "api.example.com", false, "api.example.com")
+	cache, err := NewRedisCache(rdb, "held:acme:") // the prefix the issuer uses
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Put(context.Background(), "api.example.com", append(keyPEM, certPEM...)); err != nil {
+		t.Fatal(err)
+	}
+	getsBefore := testredis.CommandCalls(t, srv.Addr, "get")
+	expiry := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "expiry"}, []string{"name"})
+	acme := &routes.ACME{Hosts: []string{"api.example.com"}, Cache: "redis", DirectoryURL: "https://127.0.0.1:1/dir"}
+	m := newManager(t, &routes.TLS{MinVersion: "1.2", ACME: acme}, Options{Redis: rdb, RedisKeyPrefix: "held:", Expiry: expiry, HoldExpiry: true})
+	if n := testredis.CommandCalls(t, srv.Addr, "get") - getsBefore; n != 0 {
+		t.Fatalf("a held Manager sent %d GETs to its cache", n)
+	}
+	if got := gaugeValues(t, expiry); len(got) != 0 {
+		t.Fatalf("expiry series before PublishExpiry: %v", got)
+	}
+	m.PublishExpiry()
+	if n := testredis.CommandCalls(t, srv.Addr, "get") - getsBefore; n != 1 {
+		t.Errorf("PublishExpiry sent %d GETs, want 1 (the listed host)", n)
+	}
+	if got := gaugeValues(t, expiry); got["api.example.com"] == 0 {
+		t.Errorf("no expiry for the cached certificate after PublishExpiry: %v", got)
 	}
 }
