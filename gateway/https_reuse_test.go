@@ -24,14 +24,7 @@ import (
 // TestH1TransportNeverHandsStrayBytesToTheNextRequest checks that those
 // already there when a connection is taken are seen.)
 func TestEdgeNeverLeaksStrayBytesFromHTTPSUpstream(t *testing.T) {
-	ca := testutil.NewCA(t)
-	certPEM, keyPEM := ca.Leaf(t, "backend.test", 1)
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, caPath, string(ca.PEM()))
+	cert, caPath := backendTestCert(t)
 	get := func(url string) *http.Request { return newRequest(http.MethodGet, url, nil) }
 	empty := func(url string) *http.Request {
 		return newRequest(http.MethodGet, strings.Replace(url, "/w", "/empty/w", 1), nil)
@@ -57,4 +50,20 @@ routes:
 			alternate(t, te, tt.provoke, get)
 		})
 	}
+}
+
+// backendTestCert is an https upstream's certificate for "backend.test"
+// and the path of a file holding the CA that signed it, for the upstream's
+// tls.ca_file.
+func backendTestCert(t *testing.T) (tls.Certificate, string) {
+	t.Helper()
+	ca := testutil.NewCA(t)
+	certPEM, keyPEM := ca.Leaf(t, "backend.test", 1)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	writeFile(t, caPath, string(ca.PEM()))
+	return cert, caPath
 }

@@ -7,13 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // An https upstream answers without Content-Length or chunked framing, so
@@ -25,14 +22,7 @@ import (
 // answer is whole. Before the fix the edge took crypto/tls's EOF for the
 // end and sent the last chunk after the 20 bytes it had.
 func TestEdgeCutsHTTPSBodyEndedWithoutCloseNotify(t *testing.T) {
-	ca := testutil.NewCA(t)
-	certPEM, keyPEM := ca.Leaf(t, "backend.test", 1)
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, caPath, string(ca.PEM()))
+	cert, caPath := backendTestCert(t)
 	srv := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -7,10 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"testing"
-
-	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // upgradeEngines are the two HTTP/1.1 server engines the upgrade path runs
@@ -139,19 +136,12 @@ func readSwitch(t *testing.T, br *bufio.Reader) *http.Response {
 // answers with a forged one behind), and the Connection-nominated field of
 // a declined one dropped, on both engines.
 func TestUpgradeHTTPSUpstream(t *testing.T) {
-	ca := testutil.NewCA(t)
-	certPEM, keyPEM := ca.Leaf(t, "backend.test", 1)
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert, caPath := backendTestCert(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := serveUpUpstream(t, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}))
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, caPath, string(ca.PEM()))
 	rounds := 40
 	if testing.Short() {
 		rounds = 8
