@@ -400,7 +400,8 @@ func (a *oidcAuth) siteOrigin(r *http.Request) string {
 // RequestOrigin is the scheme and host of r as this server received it:
 // https when the connection is TLS, and the Host header. Behind a proxy
 // that terminates TLS it is wrong; the edge passes an Origin that
-// believes X-Forwarded-Proto and X-Forwarded-Host from trusted proxies.
+// believes X-Forwarded-Proto and X-Forwarded-Host, and Forwarded's proto=
+// and host=, from trusted proxies.
 func RequestOrigin(r *http.Request) string {
 	if r.TLS != nil {
 		return "https://" + r.Host

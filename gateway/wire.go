@@ -129,7 +129,7 @@ func (a *authFeature) prepare(ctx context.Context, f, _ *routes.File) (prepared,
 		ClientIP: func(r *http.Request) string { return stateFrom(r.Context()).clientIP },
 		Origin: func(r *http.Request) string {
 			st := stateFrom(r.Context())
-			return pipeline.Origin(r, st.peer.Trusted, st.routeHost)
+			return pipeline.Origin(r, &st.peer, st.routeHost)
 		},
 	})
 	if err != nil {

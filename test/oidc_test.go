@@ -250,6 +250,16 @@ routes:
 		{"hosted route, forwarded host it does not serve", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}, "https://app.example.com/oauth2/callback"},
 		{"hosted route, forwarded suffix lookalike", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Host": "evilexample.com"}, "http://app.example.com/oauth2/callback"},
 		{"hosted route, forwarded bare parent", hostedEdge, "app.example.com", map[string]string{"X-Forwarded-Host": "example.com"}, "http://app.example.com/oauth2/callback"},
+		// RFC 7239 Forwarded, from a proxy that writes only it: read as the
+		// X- headers are, never from an untrusted peer, and ignored with
+		// them when the two disagree.
+		{"Forwarded behind a trusted proxy", trustedEdge, "edge.internal:8080", map[string]string{"Forwarded": `for=203.0.113.1;host="app.example.com";proto=https`}, "https://app.example.com/oauth2/callback"},
+		{"Forwarded, the client-facing hop's element", trustedEdge, "edge.internal", map[string]string{"Forwarded": `for=198.51.100.1;host=evil.example;proto=http, for=203.0.113.1;host=app.example.com;proto=https, for=127.0.0.1;host=edge.internal;proto=http`}, "https://app.example.com/oauth2/callback"},
+		{"Forwarded from an untrusted peer", untrustedEdge, "app.internal", map[string]string{"Forwarded": `for=203.0.113.1;host=evil.example;proto=https`}, "http://app.internal/oauth2/callback"},
+		{"Forwarded disagrees with X-Forwarded-Proto", trustedEdge, "app.internal", map[string]string{"Forwarded": `for=203.0.113.1;host=app.example.com;proto=http`, "X-Forwarded-Proto": "https"}, "http://app.example.com/oauth2/callback"},
+		{"Forwarded host that is a URL", trustedEdge, "app.internal", map[string]string{"Forwarded": `for=203.0.113.1;host="evil.example/x?";proto=https`}, "https://app.internal/oauth2/callback"},
+		{"Forwarded unreadable", trustedEdge, "app.internal", map[string]string{"Forwarded": `for=203.0.113.1;host="app.example.com;proto=https`}, "http://app.internal/oauth2/callback"},
+		{"hosted route, Forwarded host it does not serve", hostedEdge, "app.example.com", map[string]string{"Forwarded": `for=203.0.113.1;host=evil.example;proto=https`}, "https://app.example.com/oauth2/callback"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := redirectURI(tc.e, tc.host, tc.hdr); got != tc.want {

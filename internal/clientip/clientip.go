@@ -187,17 +187,50 @@ func (r *Resolver) walkForwarded(client netip.Addr, fwd []string) (netip.Addr, w
 	if !ok {
 		return client, broken
 	}
+	_, a, st := r.walkNodes(client, nodes)
+	return a, st
+}
+
+// walkNodes walks nodes from the right as walkForwarded does and also
+// returns the index of the element it stopped at (-1 for none).
+func (r *Resolver) walkNodes(client netip.Addr, nodes []Node) (int, netip.Addr, walkState) {
 	for i := len(nodes) - 1; i >= 0; i-- {
 		a := nodes[i].Addr
 		if !a.IsValid() {
-			return client, broken
+			return i, client, broken
 		}
 		client = a
 		if !r.Trusts(a) {
-			return client, found
+			return i, client, found
 		}
 	}
-	return client, exhausted
+	return 0, client, exhausted
+}
+
+// ForwardedHop returns the Forwarded element written by the trusted proxy
+// that faced the client, whose "host" and "proto" say what the client
+// addressed: the element the walk from the right stops at. Its "for" is
+// the first node that is not a trusted proxy (or not an address: a proxy
+// that hides its clients still states what they asked for), and the
+// element to its right, or the peer for the right-most one, is a trusted
+// hop that vouches for it. Elements further left are the client's own
+// writing; the right-most element is the nearest proxy's, which behind a
+// chain describes an inner hop (proto=http from an internal balancer).
+// When every node is a trusted proxy, it is the left-most element.
+//
+// ok is false when peer is not a trusted proxy (its header is its own
+// invention), when fwd holds no element, and when fwd is not RFC 7239
+// syntax.
+func (r *Resolver) ForwardedHop(peer netip.Addr, fwd []string) (hop Node, ok bool) {
+	if !peer.IsValid() || !r.Trusts(peer) {
+		return Node{}, false
+	}
+	nodes, good := ForwardedFor(fwd)
+	if !good || len(nodes) == 0 {
+		return Node{}, false
+	}
+	i, _, _ := r.walkNodes(peer, nodes)
+	return nodes[i], true
 }
 
 // ResolveRemote is Resolve for a net/http RemoteAddr ("ip:port") and the

@@ -14,6 +14,10 @@ type Node struct {
 	// Name is the node as written, without quotes, brackets or port
 	// ("unknown", "_hidden"); empty when the element had no "for".
 	Name string
+	// Host and Proto are the element's "host" and "proto" parameters as
+	// written, unquoted and not checked ("" when absent): a reader that
+	// builds a URL from them validates them itself.
+	Host, Proto string
 }
 
 // ForwardedFor returns the "for" nodes of the Forwarded header values, one
@@ -65,6 +69,7 @@ func appendForwardedFor(nodes []Node, v string, collect bool) ([]Node, bool) {
 			continue
 		}
 		var node Node
+		var host, proto string
 		var seen [4]bool // for, by, host, proto: each at most once
 		empty := true
 		for {
@@ -92,14 +97,19 @@ func appendForwardedFor(nodes []Node, v string, collect bool) ([]Node, bool) {
 				}
 				seen[k] = true
 			}
-			if !strings.EqualFold(name, "for") {
-				continue
-			}
-			if node, good = parseNode(value); !good {
-				return nodes, false
+			switch {
+			case strings.EqualFold(name, "host"):
+				host = value
+			case strings.EqualFold(name, "proto"):
+				proto = value
+			case strings.EqualFold(name, "for"):
+				if node, good = parseNode(value); !good {
+					return nodes, false
+				}
 			}
 		}
 		if !empty && collect {
+			node.Host, node.Proto = host, proto
 			nodes = append(nodes, node)
 		}
 		if i < len(v) {

@@ -204,6 +204,7 @@ func referenceForwardedFor(values []string) ([]Node, bool) {
 			}
 			pairs, _ := splitOutsideQuotes(e, ';')
 			var node Node
+			var host, proto string
 			seen := map[string]bool{}
 			hasPair := false
 			for _, p := range pairs {
@@ -227,14 +228,19 @@ func referenceForwardedFor(values []string) ([]Node, bool) {
 				if !ok {
 					return nil, false
 				}
-				if lname != "for" {
-					continue
-				}
-				if node, ok = referenceNode(uq); !ok {
-					return nil, false
+				switch lname {
+				case "host":
+					host = uq
+				case "proto":
+					proto = uq
+				case "for":
+					if node, ok = referenceNode(uq); !ok {
+						return nil, false
+					}
 				}
 			}
 			if hasPair {
+				node.Host, node.Proto = host, proto
 				nodes = append(nodes, node)
 			}
 		}
@@ -415,4 +421,45 @@ func FuzzResolveBoth(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestForwardedHop: the element whose host= and proto= say what the client
+// addressed is the one the client-facing trusted proxy wrote, where the
+// walk from the right stops; never one the client wrote to its left, nor
+// the nearest proxy's when it describes an inner hop.
+func TestForwardedHop(t *testing.T) {
+	r := New([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	trusted, untrusted := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("203.0.113.9")
+	for _, tc := range []struct {
+		name             string
+		peer             netip.Addr
+		values           []string
+		wantHost, wantPr string
+		wantOK           bool
+	}{
+		{"one element", trusted, []string{`for=203.0.113.1;host=a.example;proto=https`}, "a.example", "https", true},
+		{"quoted values", trusted, []string{`for="203.0.113.1:1";host="a.example:8443";proto="https"`}, "a.example:8443", "https", true},
+		{"quoted-pair unescaped", trusted, []string{`for=203.0.113.1;host="a\.example"`}, "a.example", "", true},
+		{"client-facing hop of a chain", trusted, []string{
+			`for=198.51.100.1;host=forged.example;proto=http, for=203.0.113.1;host=a.example;proto=https`,
+			`for=10.0.0.2;host=inner.internal;proto=http`,
+		}, "a.example", "https", true},
+		{"all trusted: left-most", trusted, []string{`for=10.0.0.3;host=a.example, for=10.0.0.2;host=inner.internal`}, "a.example", "", true},
+		{"hidden node stops the walk", trusted, []string{`for=198.51.100.1;host=forged.example, for=_hidden;host=a.example;proto=https, for=10.0.0.2;proto=http`}, "a.example", "https", true},
+		{"element without for stops the walk", trusted, []string{`host=forged.example, host=a.example;proto=https`}, "a.example", "https", true},
+		{"no host or proto", trusted, []string{`for=203.0.113.1`}, "", "", true},
+		{"untrusted peer", untrusted, []string{`for=203.0.113.1;host=a.example;proto=https`}, "", "", false},
+		{"invalid peer", netip.Addr{}, []string{`for=203.0.113.1;host=a.example;proto=https`}, "", "", false},
+		{"unterminated quote", trusted, []string{`for=203.0.113.1;host="a.example`}, "", "", false},
+		{"repeated proto", trusted, []string{`for=203.0.113.1;proto=http;proto=https`}, "", "", false},
+		{"no element", trusted, []string{` , ,`}, "", "", false},
+		{"no header", trusted, nil, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hop, ok := r.ForwardedHop(tc.peer, tc.values)
+			if ok != tc.wantOK || hop.Host != tc.wantHost || hop.Proto != tc.wantPr {
+				t.Fatalf("ForwardedHop = %+v, %v; want host %q proto %q, %v", hop, ok, tc.wantHost, tc.wantPr, tc.wantOK)
+			}
+		})
+	}
 }

@@ -46,6 +46,9 @@ type Peer struct {
 	// client and its X-Forwarded-For (if any) did not, so the
 	// X-Forwarded-For sent on is built from Forwarded's "for" nodes.
 	ClientFromForwarded bool
+	// res is the resolver that decided Trusted, for the readers of the
+	// trusted peer's other statements (ForwardedScheme).
+	res *clientip.Resolver
 }
 
 // Resolve decides the peer and the client of r.
@@ -56,6 +59,7 @@ func (t *TrustedProxies) Resolve(r *http.Request) Peer {
 		pi.PeerStr = addrString(pi.Peer, r.RemoteAddr)
 	}
 	pi.Trusted = t.res.Trusts(pi.Peer)
+	pi.res = t.res
 	if !pi.Trusted {
 		pi.Client, pi.ClientOK, pi.ClientStr = pi.Peer, pi.Peer.IsValid(), pi.PeerStr
 		if !pi.Client.IsValid() {
@@ -267,30 +271,113 @@ func needsQuote(v string) bool {
 }
 
 // Origin is the scheme and host the client addressed: from a trusted
-// proxy, its X-Forwarded-Proto and X-Forwarded-Host (the first, the
-// client-facing hop's); otherwise the connection's TLS state and the Host
+// proxy, what it states (ForwardedScheme, ForwardedHost); otherwise, and
+// where it states nothing usable, the connection's TLS state and the Host
 // header. A value that is not a plain scheme or host is ignored rather
 // than passed on into a URL the edge sends (a redirect_uri).
 //
 // routeHost is the matched route's host ("" for a route on any host,
 // "*.example.com" for a wildcard). The router already held the Host header
 // to it; a forwarded host outside it is ignored too, so even a trusted
-// proxy that passes on a client's X-Forwarded-Host cannot point a callback
-// at a host the route does not serve.
-func Origin(r *http.Request, trusted bool, routeHost string) string {
+// proxy that passes on a client's X-Forwarded-Host or Forwarded cannot
+// point a callback at a host the route does not serve.
+func Origin(r *http.Request, pi *Peer, routeHost string) string {
 	scheme, host := "http", r.Host
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if trusted {
-		if v := firstValue(r.Header.Get("X-Forwarded-Proto")); v == "http" || v == "https" {
-			scheme = v
-		}
-		if v := firstValue(r.Header.Get("X-Forwarded-Host")); v != "" && validAuthority(v) && hostServed(v, routeHost) {
-			host = v
-		}
+	if v := pi.ForwardedScheme(r); v != "" {
+		scheme = v
+	}
+	if v := pi.ForwardedHost(r, routeHost); v != "" {
+		host = v
 	}
 	return scheme + "://" + host
+}
+
+// ForwardedScheme is the scheme a trusted peer says the client used:
+// "http" or "https", or "" when the peer is not trusted or states none
+// the edge can believe. It reads X-Forwarded-Proto (the first value, the
+// client-facing hop's) and the proto= of RFC 7239 Forwarded (of the
+// element the client-facing trusted proxy wrote, clientip.ForwardedHop).
+// A proxy that writes one of them passes on whatever the client wrote in
+// the other, so neither wins: when both are present they must name the
+// same scheme, and a value that is neither http nor https, or a Forwarded
+// header that is not RFC 7239 syntax, counts as a disagreement. On any
+// disagreement the answer is "": the caller uses what the edge itself saw.
+func (pi *Peer) ForwardedScheme(r *http.Request) string {
+	if !pi.Trusted {
+		return ""
+	}
+	xf, xfOK := "", true
+	if vs := r.Header["X-Forwarded-Proto"]; len(vs) > 0 {
+		xf = firstValue(vs[0])
+		xfOK = xf == "" || xf == "http" || xf == "https"
+	}
+	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
+	fw := ""
+	if fwdPresent && fwdOK && hop.Proto != "" {
+		fw = strings.ToLower(hop.Proto)
+		fwdOK = fw == "http" || fw == "https"
+	}
+	return agree(xf, xfOK, fw, fwdOK)
+}
+
+// ForwardedHost is the host[:port] a trusted peer says the client
+// addressed, read from X-Forwarded-Host and Forwarded's host= as
+// ForwardedScheme reads the scheme; each must be a plain authority
+// (validAuthority) that routeHost serves. "" when there is none to
+// believe.
+func (pi *Peer) ForwardedHost(r *http.Request, routeHost string) string {
+	if !pi.Trusted {
+		return ""
+	}
+	xf, xfOK := "", true
+	if vs := r.Header["X-Forwarded-Host"]; len(vs) > 0 {
+		xf = firstValue(vs[0])
+		xfOK = xf == "" || validAuthority(xf) && hostServed(xf, routeHost)
+	}
+	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
+	fw := ""
+	if fwdPresent && fwdOK && hop.Host != "" {
+		fw = strings.ToLower(hop.Host)
+		fwdOK = validAuthority(fw) && hostServed(fw, routeHost)
+	}
+	return agree(xf, xfOK, fw, fwdOK)
+}
+
+// forwardedHop is the Forwarded element the client-facing trusted proxy
+// wrote. present: the request has a non-blank Forwarded header; ok: it
+// is RFC 7239 syntax.
+func (pi *Peer) forwardedHop(r *http.Request) (hop clientip.Node, present, ok bool) {
+	fwd := r.Header["Forwarded"]
+	present = false
+	for _, v := range fwd {
+		if strings.Trim(v, " \t,") != "" {
+			present = true
+			break
+		}
+	}
+	if !present {
+		return clientip.Node{}, false, true
+	}
+	hop, ok = pi.res.ForwardedHop(pi.Peer, fwd)
+	return hop, true, ok
+}
+
+// agree is the value two sources state: either alone when the other
+// states nothing, both when they are equal, "" when either is unusable
+// (ok false) or they differ.
+func agree(a string, aOK bool, b string, bOK bool) string {
+	switch {
+	case !aOK || !bOK:
+		return ""
+	case a == "":
+		return b
+	case b == "", a == b:
+		return a
+	}
+	return ""
 }
 
 // hostServed reports whether authority (host[:port]) is one routeHost
