@@ -27,7 +27,7 @@ func (e *Edge) dataServers(f *routes.File, lns []net.Listener, engine string) []
 		redirect := f.TLS.RedirectHTTP == nil || *f.TLS.RedirectHTTP
 		srv := f.Server
 		out = append(out, dataServer{srv: newDataServer(e.log, f.Server, engine, serverSpec{h2c: true, handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !redirect && !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) {
+			if !strings.HasPrefix(r.URL.Path, acmeChallengePrefix) && (!redirect || e.forwardedHTTPS(r)) {
 				e.ServeHTTP(w, r)
 				return
 			}
@@ -41,6 +41,22 @@ func (e *Edge) dataServers(f *routes.File, lns []net.Listener, engine string) []
 		out = append(out, dataServer{srv: srv, ln: httpsLn, tls: true})
 	}
 	return out
+}
+
+// forwardedHTTPS reports whether r comes from a trusted proxy that says
+// the client spoke https to it: a load balancer that ends TLS and forwards
+// plain HTTP with X-Forwarded-Proto: https (or Forwarded proto=https).
+// Redirecting it to https would send the client back to the same place,
+// a loop; it is served, as Traefik's redirectScheme and Kong's
+// https_redirect_status_code serve it. An untrusted client saying so, two
+// statements that disagree, or one that is malformed, are redirected.
+func (e *Edge) forwardedHTTPS(r *http.Request) bool {
+	g := e.live.Load()
+	if g == nil || len(g.rts) == 0 {
+		return false
+	}
+	pi := g.rts[0].trust.Resolve(r)
+	return pi.ForwardedScheme(r) == "https"
 }
 
 // withH2C lets a plain listener speak HTTP/2 with prior knowledge (h2c) next
