@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -179,4 +180,42 @@ func TestOriginForwarded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzOriginForwarded: whatever a peer sends in Forwarded and
+// X-Forwarded-Proto/-Host, the origin is http or https and either the
+// Host the edge saw or a plain authority the route serves; from an
+// untrusted peer it is always what the edge saw.
+func FuzzOriginForwarded(f *testing.F) {
+	f.Add(`for=203.0.113.1;host=app.example.com;proto=https`, "", "", true)
+	f.Add(`for=198.51.100.1;host=evil.example, for=203.0.113.1;host="a.example.com:8443";proto=https`, "https", "a.example.com:8443", true)
+	f.Add(`for=203.0.113.1;host="u@evil.example/x"`, "javascript", "//evil", true)
+	f.Add(`host=a.example.com;proto=https`, "https", "a.example.com", false)
+	tp, err := NewTrustedProxies([]string{"10.0.0.0/8"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, fwd, xfp, xfh string, trusted bool) {
+		r := httptest.NewRequest(http.MethodGet, "http://edge.internal/", nil)
+		r.TLS = nil
+		r.RemoteAddr = "203.0.113.9:1"
+		if trusted {
+			r.RemoteAddr = "10.0.0.1:1"
+		}
+		r.Header["Forwarded"] = []string{fwd}
+		r.Header["X-Forwarded-Proto"] = []string{xfp}
+		r.Header["X-Forwarded-Host"] = []string{xfh}
+		pi := tp.Resolve(r)
+		got := Origin(r, &pi, "*.example.com")
+		scheme, host, ok := strings.Cut(got, "://")
+		if !ok || scheme != "http" && scheme != "https" {
+			t.Fatalf("origin %q", got)
+		}
+		if !trusted && got != "http://edge.internal" {
+			t.Fatalf("untrusted: origin %q", got)
+		}
+		if host != "edge.internal" && (!validAuthority(host) || !hostServed(host, "*.example.com")) {
+			t.Fatalf("origin %q: not a served authority", got)
+		}
+	})
 }
