@@ -3,10 +3,12 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +69,15 @@ func rawService(t *testing.T, answer func(c *net.TCPConn, req *http.Request) boo
 // returns the edge's address (host:port, plain listener).
 func meshToService(t *testing.T, service string, inboundExtra string) string {
 	t.Helper()
+	edgeFiles, inbound := sidecarToService(t, service, inboundExtra)
+	te := startEdge(t, meshEdgeConfig(edgeFiles, inbound, ordersID))
+	return strings.TrimPrefix(te.url, "http://")
+}
+
+// sidecarToService starts a sidecar in front of service and returns the
+// files of an identity it lets in and its inbound address.
+func sidecarToService(t *testing.T, service string, inboundExtra string) (meshtest.Files, string) {
+	t.Helper()
 	ca := meshtest.NewCA(t, "example.org")
 	edgeFiles := ca.IssueFiles(t.TempDir(), edgeID)
 	ordersFiles := ca.IssueFiles(t.TempDir(), ordersID)
@@ -75,8 +86,19 @@ func meshToService(t *testing.T, service string, inboundExtra string) string {
 		cfg = strings.Replace(cfg, "inbound:\n", "inbound:\n"+inboundExtra, 1)
 	}
 	sc := startSidecar(t, cfg)
-	te := startEdge(t, meshEdgeConfig(edgeFiles, sc.Addr("inbound"), ordersID))
-	return strings.TrimPrefix(te.url, "http://")
+	return edgeFiles, sc.Addr("inbound")
+}
+
+// meshTLSEdge is an edge serving TLS only (certificate for "a.example",
+// trusted by the returned config) in front of the sidecar at inbound.
+func meshTLSEdge(t *testing.T, edgeFiles meshtest.Files, inbound string) (string, *tls.Config) {
+	t.Helper()
+	certFile, keyFile, pool := selfSigned(t, t.TempDir(), "a.example")
+	cfg := strings.Replace(meshEdgeConfig(edgeFiles, inbound, ordersID), listenHeader,
+		"version: 1\nlisten: {https: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}\naccess_log: {output: off}\n"+
+			fmt.Sprintf("tls:\n  certificates: [{cert_file: %q, key_file: %q}]\n", certFile, keyFile), 1)
+	te := startEdge(t, cfg)
+	return te.Addr("https"), &tls.Config{RootCAs: pool, ServerName: "a.example", NextProtos: []string{"http/1.1"}}
 }
 
 // The service crashes in the middle of its answer: a Content-Length body
@@ -98,6 +120,8 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", 2*len(part), part)
 		case "/orders/chunked":
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(part), part)
+		case "/orders/mid-chunk":
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s", 2*len(part), part)
 		case "/orders/close-reset":
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"+part)
 			_ = c.SetLinger(0) // the close below sends a reset: the process died
@@ -107,16 +131,25 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 		<-crash
 		return false
 	})
-	addr := meshToService(t, svc, "")
+	edgeFiles, inbound := sidecarToService(t, svc, "")
+	te := startEdge(t, meshEdgeConfig(edgeFiles, inbound, ordersID))
+	addr := strings.TrimPrefix(te.url, "http://")
+	tlsAddr, tlsConfig := meshTLSEdge(t, edgeFiles, inbound)
 	h2 := h2cClient()
 	defer h2.CloseIdleConnections()
 	// get sends one request and returns the answer's head, crashing the
 	// service once the head is in (or the request failed).
 	type getter func(path string) (*http.Response, func(), error)
-	h1 := func(proto string) getter {
+	h1 := func(proto string, secure bool) getter {
 		return func(path string) (*http.Response, func(), error) {
 			defer func() { crash <- struct{}{} }()
-			c, err := net.Dial("tcp", addr)
+			var c net.Conn
+			var err error
+			if secure {
+				c, err = tls.Dial("tcp", tlsAddr, tlsConfig)
+			} else {
+				c, err = net.Dial("tcp", addr)
+			}
 			if err != nil {
 				return nil, nil, err
 			}
@@ -131,8 +164,10 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 		}
 	}
 	clients := map[string]getter{
-		"HTTP/1.1": h1("HTTP/1.1"),
-		"HTTP/1.0": h1("HTTP/1.0"),
+		"HTTP/1.1":     h1("HTTP/1.1", false),
+		"HTTP/1.0":     h1("HTTP/1.0", false),
+		"TLS-HTTP/1.1": h1("HTTP/1.1", true),
+		"TLS-HTTP/1.0": h1("HTTP/1.0", true),
 		"h2": func(path string) (*http.Response, func(), error) {
 			defer func() { crash <- struct{}{} }()
 			resp, err := h2.Get("http://" + addr + path)
@@ -142,8 +177,8 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 			return resp, func() { resp.Body.Close() }, nil
 		},
 	}
-	for _, client := range []string{"HTTP/1.1", "HTTP/1.0", "h2"} {
-		for _, path := range []string{"/orders/length", "/orders/chunked", "/orders/close-reset", "/orders/close-fin"} {
+	for _, client := range []string{"HTTP/1.1", "HTTP/1.0", "TLS-HTTP/1.1", "TLS-HTTP/1.0", "h2"} {
+		for _, path := range []string{"/orders/length", "/orders/chunked", "/orders/mid-chunk", "/orders/close-reset", "/orders/close-fin"} {
 			whole := path == "/orders/close-fin"
 			t.Run(client+path, func(t *testing.T) {
 				for round := range meshBodiesRounds {
@@ -168,6 +203,55 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 	}
 }
 
+// The same for a gRPC call, which the sidecar forwards to its service on
+// h2c: the service's stream is reset once the client has the answer's
+// head (the handler aborts), and the client's read of the body must fail;
+// the control, the same answer ended normally, is read whole.
+func TestMeshGRPCServiceCrashMidAnswerReachesClientCut(t *testing.T) {
+	part := strings.Repeat("part of the body. ", 1000)
+	crash := make(chan struct{}, 1)
+	svc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		_, _ = io.WriteString(w, part)
+		_ = http.NewResponseController(w).Flush()
+		<-crash
+		if r.URL.Path == "/orders/cut" {
+			panic(http.ErrAbortHandler) // RST_STREAM: the call broke off
+		}
+	}))
+	svc.Config.Protocols = new(http.Protocols)
+	svc.Config.Protocols.SetUnencryptedHTTP2(true)
+	svc.Start()
+	t.Cleanup(svc.Close)
+	addr := meshToService(t, strings.TrimPrefix(svc.URL, "http://"), "")
+	client := h2cClient()
+	defer client.CloseIdleConnections()
+	for _, path := range []string{"/orders/cut", "/orders/whole"} {
+		t.Run(path, func(t *testing.T) {
+			for round := range meshBodiesRounds {
+				req, _ := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader("call"))
+				req.Header.Set("Content-Type", "application/grpc")
+				resp, err := client.Do(req)
+				crash <- struct{}{}
+				if err != nil {
+					t.Fatalf("round %d: no head: %v", round, err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || !strings.HasPrefix(part, string(b)) {
+					t.Fatalf("round %d: %d with a body that is not the service's: %.60q", round, resp.StatusCode, b)
+				}
+				if path == "/orders/whole" && (err != nil || len(b) != len(part)) {
+					t.Fatalf("round %d: control read %d of %d bytes, err %v", round, len(b), len(part), err)
+				}
+				if path == "/orders/cut" && err == nil {
+					t.Fatalf("round %d: the client read a whole-looking %d-byte answer of a call the service reset", round, len(b))
+				}
+			}
+		})
+	}
+}
+
 // bodyFor is the body a request tagged tag carries: the tag over and over,
 // so a body sent with another request's head shows.
 func bodyFor(tag string, n int) []byte {
@@ -184,8 +268,9 @@ func bodyFor(tag string, n int) []byte {
 // sidecar's pooled connections.
 func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 	type outcome struct {
-		n   int
-		err error
+		n     int
+		err   error
+		proto int // the HTTP major version the service was called with
 	}
 	type waiter struct {
 		started chan struct{}
@@ -200,7 +285,9 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 		mu.Unlock()
 		return w
 	}
-	svc := atkServer(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	// The service speaks HTTP/1.1 and h2c: the sidecar forwards gRPC calls
+	// on h2c, everything else on HTTP/1.1.
+	svcServer := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		tag := r.Header.Get("X-Tag")
 		mu.Lock()
 		w := waiters[tag]
@@ -215,12 +302,17 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 		if !bytes.Equal(b, bodyFor(tag, len(b))) {
 			t.Errorf("request %s: the service read a body that is not its own: %.40q", tag, b)
 		}
-		w.done <- outcome{len(b), err}
+		w.done <- outcome{len(b), err, r.ProtoMajor}
 		if err == nil {
 			_, _ = io.WriteString(rw, tag)
 		}
 	}))
-	addr := meshToService(t, svc, "")
+	svcServer.Config.Protocols = new(http.Protocols)
+	svcServer.Config.Protocols.SetHTTP1(true)
+	svcServer.Config.Protocols.SetUnencryptedHTTP2(true)
+	svcServer.Start()
+	t.Cleanup(svcServer.Close)
+	addr := meshToService(t, strings.TrimPrefix(svcServer.URL, "http://"), "")
 
 	type kind struct {
 		name    string
@@ -228,6 +320,7 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 		chunked bool // h1: chunked; h2: no content-length
 		send    func(size int) int
 		reset   bool // h2: RST_STREAM after the bytes sent; h1: close
+		grpc    bool // Content-Type application/grpc: h2c to the service
 	}
 	half := func(size int) int { return size / 2 }
 	all := func(size int) int { return size }
@@ -240,6 +333,9 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 		{name: "h1-length-whole", send: all},
 		{name: "h1-chunked-whole", chunked: true, send: all},
 		{name: "h2-length-whole", h2: true, send: all},
+		{name: "h2-grpc-length-rst-all", h2: true, send: all, reset: true, grpc: true},
+		{name: "h2-grpc-length-rst-half", h2: true, send: half, reset: true, grpc: true},
+		{name: "h2-grpc-length-whole", h2: true, send: all, grpc: true},
 	}
 	sizes := []int{1000, 20000}
 	var wg sync.WaitGroup
@@ -255,11 +351,15 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 				}
 				tag := fmt.Sprintf("w%dr%d", worker, round)
 				w := register(tag)
-				if err := abortOne(addr, k.h2, k.chunked, k.reset, tag, size, k.send(size), w.started); err != nil {
+				if err := abortOne(addr, k.h2, k.chunked, k.reset, k.grpc, tag, size, k.send(size), w.started); err != nil {
 					errs <- fmt.Errorf("%s %d B: %v", k.name, size, err)
 					return
 				}
 				got := <-w.done
+				if want := map[bool]int{false: 1, true: 2}[k.grpc]; got.proto != want {
+					errs <- fmt.Errorf("%s: the service was called on HTTP/%d, want %d", k.name, got.proto, want)
+					return
+				}
 				if k.reset && got.err == nil {
 					errs <- fmt.Errorf("%s %d B (%s): the service read a whole %d-byte request its client abandoned", k.name, size, tag, got.n)
 					return
@@ -281,7 +381,7 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 // abortOne sends one tagged POST of size declared bytes to the edge at addr,
 // sends the first sent of them, waits until the service has the request,
 // and then ends it: whole, or abandoned (h1: close; h2: RST_STREAM CANCEL).
-func abortOne(addr string, h2, chunked, abandon bool, tag string, size, sent int, started <-chan struct{}) error {
+func abortOne(addr string, h2, chunked, abandon, grpc bool, tag string, size, sent int, started <-chan struct{}) error {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
@@ -328,6 +428,9 @@ func abortOne(addr string, h2, chunked, abandon bool, tag string, size, sent int
 	fields := [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/orders/up"}, {"x-tag", tag}}
 	if !chunked {
 		fields = append(fields, [2]string{"content-length", strconv.Itoa(size)})
+	}
+	if grpc {
+		fields = append(fields, [2]string{"content-type", "application/grpc"})
 	}
 	for _, f := range fields {
 		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
@@ -387,6 +490,9 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 		case "/orders/204-later":
 			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
 			_, _ = io.WriteString(c, stray)
+		case "/orders/long":
+			// More bytes than the Content-Length says.
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+stray)
 		case "/orders/304":
 			_, _ = io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n"+stray)
 		case "/orders/head":
@@ -429,6 +535,7 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 		{"204 then bytes", http.MethodGet, "/orders/204", http.StatusNoContent},
 		{"204 then bytes in a second write", http.MethodGet, "/orders/204-later", http.StatusNoContent},
 		{"304 then bytes", http.MethodGet, "/orders/304", http.StatusNotModified},
+		{"bytes past the Content-Length", http.MethodGet, "/orders/long", http.StatusOK},
 		{"HEAD answered with a body", http.MethodHead, "/orders/head", http.StatusOK},
 		{"answer after the timeout", http.MethodGet, "/orders/late", http.StatusGatewayTimeout},
 	}
@@ -441,7 +548,7 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 				}
 				if tc.status == http.StatusGatewayTimeout {
 					late <- struct{}{}
-				} else if body != "" {
+				} else if body != "" && !(tc.path == "/orders/long" && body == "ok") {
 					t.Fatalf("round %d: %s %s has a body %q", round, tc.method, tc.path, body)
 				}
 				tag := fmt.Sprintf("r%d", round)
