@@ -352,7 +352,7 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 				tag := fmt.Sprintf("w%dr%d", worker, round)
 				w := register(tag)
 				if err := abortOne(addr, k.h2, k.chunked, k.reset, k.grpc, tag, size, k.send(size), w.started); err != nil {
-					errs <- fmt.Errorf("%s %d B: %v", k.name, size, err)
+					errs <- fmt.Errorf("%s %d B: %w", k.name, size, err)
 					return
 				}
 				got := <-w.done
@@ -365,7 +365,7 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 					return
 				}
 				if !k.reset && (got.err != nil || got.n != size) {
-					errs <- fmt.Errorf("%s %d B (%s): control read %d bytes, err %v", k.name, size, tag, got.n, got.err)
+					errs <- fmt.Errorf("%s %d B (%s): control read %d bytes, err %w", k.name, size, tag, got.n, got.err)
 					return
 				}
 			}
@@ -412,7 +412,7 @@ func abortOne(addr string, h2, chunked, abandon, grpc bool, tag string, size, se
 			}
 			b, err := io.ReadAll(resp.Body)
 			if err != nil || string(b) != tag {
-				return fmt.Errorf("control answer %q, %v", b, err)
+				return fmt.Errorf("control answer %q, %w", b, err)
 			}
 			return nil
 		}
@@ -548,7 +548,7 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 				}
 				if tc.status == http.StatusGatewayTimeout {
 					late <- struct{}{}
-				} else if body != "" && !(tc.path == "/orders/long" && body == "ok") {
+				} else if body != "" && (tc.path != "/orders/long" || body != "ok") {
 					t.Fatalf("round %d: %s %s has a body %q", round, tc.method, tc.path, body)
 				}
 				tag := fmt.Sprintf("r%d", round)
