@@ -566,3 +566,60 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 		})
 	}
 }
+
+// The edge's pool toward a sidecar: the edge's upstream timeout (200ms) is
+// shorter than the sidecar's, so the edge gives up on a request (the
+// client gets its 504) while the sidecar still waits on the service; the
+// service then answers, and the sidecar passes that late answer on to the
+// edge's mTLS connection. The next request through the mesh must get its
+// own answer, never the late one.
+func TestMeshEdgePoolLateAnswerNeverReachesNextRequest(t *testing.T) {
+	late := make(chan struct{}, meshBodiesRounds)
+	svc := rawService(t, func(c *net.TCPConn, req *http.Request) bool {
+		if req.URL.Path == "/orders/late" {
+			<-late
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+			return true
+		}
+		tag := req.URL.Query().Get("tag")
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(tag), tag)
+		return true
+	})
+	edgeFiles, inbound := sidecarToService(t, svc, "")
+	cfg := strings.Replace(meshEdgeConfig(edgeFiles, inbound, ordersID), "mesh_identity:", "timeout: 200ms, mesh_identity:", 1)
+	te := startEdge(t, cfg)
+	defer func() {
+		for range meshBodiesRounds {
+			late <- struct{}{}
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	do := func(path string) (int, string, error) {
+		resp, err := client.Get(te.url + path)
+		if err != nil {
+			return 0, "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b), err
+	}
+	for round := range meshBodiesRounds {
+		status, body, err := do("/orders/late")
+		if err != nil || status != http.StatusGatewayTimeout {
+			t.Fatalf("round %d: late: %d %q %v, want 504", round, status, body, err)
+		}
+		late <- struct{}{}
+		tag := fmt.Sprintf("r%d", round)
+		status, body, err = do("/orders/echo?tag=" + tag)
+		if err != nil {
+			t.Fatalf("round %d: next request: %v", round, err)
+		}
+		if status == http.StatusGatewayTimeout {
+			continue // slow under load, but never another's answer
+		}
+		if status != http.StatusOK || body != tag {
+			t.Fatalf("round %d: the next request got %d %q, want its own 200 %q", round, status, body, tag)
+		}
+	}
+}
