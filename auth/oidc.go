@@ -110,6 +110,51 @@ type oidcAuth struct {
 
 var _ authenticator = (*oidcAuth)(nil)
 
+// oidcAlgorithms are the ID token algorithms go-oidc verifies (its
+// supportedAlgorithms): the provider's id_token_signing_alg_values_supported
+// is kept to these, as go-oidc's Provider.Verifier does.
+var oidcAlgorithms = map[string]bool{
+	oidc.RS256: true, oidc.RS384: true, oidc.RS512: true,
+	oidc.ES256: true, oidc.ES384: true, oidc.ES512: true,
+	oidc.PS256: true, oidc.PS384: true, oidc.PS512: true,
+	oidc.EdDSA: true,
+}
+
+// providerKeys is the provider's signing keys (go-oidc's remote key set,
+// fetched again when a token names a key it has not seen). go-oidc
+// reports a fetch of the keys that failed and a signature that does not
+// verify as one error, flattened to text; a provider that cannot be
+// reached, or does not answer in time, is status_on_error and not a
+// refused sign-in, so the fetch's failure is recorded in the context of
+// the verification (keysUnreachable).
+type providerKeys struct {
+	remote *oidc.RemoteKeySet
+}
+
+var _ oidc.KeySet = providerKeys{}
+
+// keysUnreachableKey holds, in a verification's context, the *bool that
+// providerKeys sets when it could not fetch the keys.
+type keysUnreachableKey struct{}
+
+func (k providerKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	payload, err := k.remote.VerifySignature(ctx, jwt)
+	if err != nil && unreachable(err) {
+		if p, ok := ctx.Value(keysUnreachableKey{}).(*bool); ok {
+			*p = true
+		}
+	}
+	return payload, err
+}
+
+// unreachable is an error of a request that got no answer: it could not
+// be sent, the connection failed, or it timed out (its own deadline or
+// the caller's).
+func unreachable(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
 // provider is what discovery found.
 type provider struct {
 	verifier   *oidc.IDTokenVerifier
@@ -340,6 +385,8 @@ func (a *oidcAuth) provider(ctx context.Context) (*provider, error) {
 	var meta struct {
 		EndSession string   `json:"end_session_endpoint"`
 		Methods    []string `json:"code_challenge_methods_supported"`
+		JWKSURI    string   `json:"jwks_uri"`
+		Algorithms []string `json:"id_token_signing_alg_values_supported"`
 	}
 	if err := p.Claims(&meta); err != nil {
 		a.provErr, a.provWhen = fmt.Errorf("discovery at %s: %w", routes.RedactURL(a.issuer), err), now
@@ -351,8 +398,19 @@ func (a *oidcAuth) provider(ctx context.Context) (*provider, error) {
 		a.provErr, a.provWhen = errors.New("the provider does not support PKCE with S256"), now
 		return nil, a.provErr
 	}
+	// The verifier is go-oidc's Provider.Verifier (the same remote key
+	// set, fetched with the same client, the same algorithms) with the
+	// key set wrapped, so that a fetch of the keys that fails is told from
+	// a signature that does not verify.
+	cfg := &oidc.Config{ClientID: a.clientID, Now: a.now}
+	for _, alg := range meta.Algorithms {
+		if oidcAlgorithms[alg] {
+			cfg.SupportedSigningAlgs = append(cfg.SupportedSigningAlgs, alg)
+		}
+	}
+	keys := providerKeys{remote: oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), a.client), meta.JWKSURI)}
 	a.prov = &provider{
-		verifier:   p.Verifier(&oidc.Config{ClientID: a.clientID, Now: a.now}),
+		verifier:   oidc.NewVerifier(a.issuer, keys, cfg),
 		endpoint:   p.Endpoint(),
 		endSession: meta.EndSession,
 	}
@@ -738,6 +796,12 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, _, err := a.verifyTokens(ctx, p, tok, ld.Nonce, nil)
+	if errors.Is(err, errProviderDown) {
+		// The provider's signing keys could not be fetched: the token is
+		// neither accepted nor refused.
+		a.loginFailed(w, r, a.statusOnError, err.Error(), ReasonAuthzUnavailable)
+		return
+	}
 	if err != nil {
 		a.loginFailed(w, r, http.StatusUnauthorized, err.Error(), ReasonLoginFailed)
 		return
@@ -815,8 +879,12 @@ func (a *oidcAuth) verifyTokens(ctx context.Context, p *provider, tok *oauth2.To
 		}
 		return nil, nil, errors.New("the refresh gave no id_token")
 	}
-	idt, err := p.verifier.Verify(ctx, raw)
+	var keysDown bool
+	idt, err := p.verifier.Verify(context.WithValue(ctx, keysUnreachableKey{}, &keysDown), raw)
 	if err != nil {
+		if keysDown {
+			return nil, nil, fmt.Errorf("%w: id_token: %w", errProviderDown, err)
+		}
 		return nil, nil, fmt.Errorf("id_token: %w", err)
 	}
 	if len(idt.Audience) > 1 {

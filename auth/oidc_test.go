@@ -68,6 +68,17 @@ type testOP struct {
 	// discoveryDropped says a held discovery request ended before the gate
 	// opened: its client gave up.
 	discoveryDropped chan struct{}
+	// stall, when set, holds every request to a path ending in its
+	// suffix, unanswered, until the stall is thawed or the client gives
+	// up: the provider frozen in the middle of one step.
+	stall atomic.Pointer[opStall]
+}
+
+// opStall is a step of the provider that does not answer.
+type opStall struct {
+	suffix string
+	thawed chan struct{}
+	held   atomic.Int64 // requests that arrived while frozen
 }
 
 // statusWriter keeps the status a handler answered.
@@ -102,6 +113,14 @@ func startOP(t *testing.T) *testOP {
 			case <-*gate:
 			case <-r.Context().Done():
 				op.discoveryDropped <- struct{}{}
+				return
+			}
+		}
+		if st := op.stall.Load(); st != nil && strings.HasSuffix(r.URL.Path, st.suffix) {
+			st.held.Add(1)
+			select {
+			case <-st.thawed:
+			case <-r.Context().Done():
 				return
 			}
 		}

@@ -394,8 +394,18 @@ func (s *Service) Redis() RedisStatus {
 		if b.tryProbe(now) {
 			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 			err := b.ping.Ping(ctx).Err()
+			if err != nil && b.node != "" && !c.servesSlots(b.node) {
+				// A master that failed over: its keys are counted on the
+				// replica that took its slots, so the edge is not
+				// unready because the old address is gone.
+				b.retired.Store(true)
+				c.log.Info("ratelimit: redis master no longer serves any slot; its keys follow the new master", "master", b.node)
+			}
 			cancel()
 			b.report(c.log, err, now)
+			if b.retired.Load() {
+				return
+			}
 		}
 		if err := b.err(); err != nil && st.Reachable {
 			st.Reachable = false
@@ -505,6 +515,15 @@ type breaker struct {
 	// conn.shardMu.
 	batch atomic.Pointer[Batcher]
 
+	// reload asks the Cluster client for a fresh slot map (a Cluster
+	// master's breaker only): see report.
+	reload func()
+	// retired: the master no longer serves any slot of the Cluster (it
+	// failed over, its replica took its slots). Its breaker then says
+	// nothing about Redis: it is left out of readiness and of anyDown
+	// until the address serves slots again.
+	retired atomic.Bool
+
 	down    atomic.Bool
 	mu      sync.Mutex
 	retryAt int64 // µs: when the next probe may run
@@ -533,11 +552,32 @@ func (c *conn) shard(ctx context.Context, key string) *breaker {
 		return nil
 	}
 	addr := node.Options().Addr
-	if b, ok := c.shards.Load(addr); ok {
-		return b.(*breaker)
+	v, ok := c.shards.Load(addr)
+	if !ok {
+		v, _ = c.shards.LoadOrStore(addr, &breaker{node: addr, ping: node, reload: func() { c.cluster.ReloadState(context.Background()) }})
 	}
-	b, _ := c.shards.LoadOrStore(addr, &breaker{node: addr, ping: node})
-	return b.(*breaker)
+	b := v.(*breaker)
+	if b.retired.Load() {
+		b.retired.Store(false) // the slot map gives it slots again
+	}
+	return b
+}
+
+// servesSlots asks the Cluster whether addr is the master of some slot.
+// Only an answer that names other masters says no.
+func (c *conn) servesSlots(addr string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	slots, err := c.cluster.ClusterSlots(ctx).Result() //nolint:staticcheck // CLUSTER SHARDS needs Redis 7; CLUSTER SLOTS answers on every version
+	if err != nil || len(slots) == 0 {
+		return true
+	}
+	for _, r := range slots {
+		if len(r.Nodes) > 0 && r.Nodes[0].Addr == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // eval sends a decision through the Batcher of the master serving key: a
@@ -570,8 +610,10 @@ func (c *conn) eval(ctx context.Context, key string, args [4]int64) ([4]int64, e
 // eachBreaker calls f with the whole client's breaker, then each master's.
 func (c *conn) eachBreaker(f func(*breaker)) {
 	f(&c.whole)
-	c.shards.Range(func(_, b any) bool {
-		f(b.(*breaker))
+	c.shards.Range(func(_, v any) bool {
+		if b := v.(*breaker); !b.retired.Load() {
+			f(b)
+		}
 		return true
 	})
 }
@@ -611,6 +653,16 @@ func (b *breaker) tryProbe(now int64) bool {
 func (b *breaker) report(log *slog.Logger, err error, now int64) {
 	if err == nil && !b.down.Load() {
 		return
+	}
+	if err != nil && b.reload != nil {
+		// A master that cannot be reached may have been replaced: killed,
+		// its replica promoted. The Cluster client learns a new slot map
+		// only from a MOVED, which a dead master never sends, or once a
+		// minute, so until then it would send the master's keys to the
+		// dead address. Each failure (while down, one probe per
+		// probeInterval) asks for the map again; go-redis runs one
+		// reload at a time, in the background.
+		b.reload()
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -233,9 +233,11 @@ func (s *Server) logTail() string {
 	return string(b)
 }
 
-// Cluster is a Redis Cluster of three masters and no replicas.
+// Cluster is a Redis Cluster of three masters, with no replicas
+// (StartCluster) or one replica each (StartClusterWithReplicas).
 type Cluster struct {
-	Nodes []*Server
+	Nodes    []*Server
+	replicas int
 }
 
 // Addrs lists the nodes' addresses, the seed list a Cluster client takes.
@@ -253,17 +255,31 @@ func (c *Cluster) Addrs() []string {
 // cluster_state:ok. They are stopped when the test ends.
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
+	return startCluster(tb, 0)
+}
+
+// StartClusterWithReplicas is StartCluster with one replica per master
+// (six nodes), each replica's link to its master up before it returns, so
+// a master can fail over (Master, ReplicaOf, CLUSTER FAILOVER).
+func StartClusterWithReplicas(tb testing.TB) *Cluster {
+	tb.Helper()
+	return startCluster(tb, 1)
+}
+
+func startCluster(tb testing.TB, replicas int) *Cluster {
+	tb.Helper()
 	requireBinary(tb, "redis-server")
 	requireBinary(tb, "redis-cli")
+	n := 3 * (1 + replicas)
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		base, err := freeClusterBase(3)
+		base, err := freeClusterBase(n)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		c := &Cluster{}
-		for i := 0; i < 3; i++ {
+		c := &Cluster{replicas: replicas}
+		for i := 0; i < n; i++ {
 			port := base + i
 			dir := tb.TempDir()
 			n := &Server{
@@ -281,7 +297,7 @@ func StartCluster(tb testing.TB) *Cluster {
 			tb.Cleanup(n.cleanup)
 			c.Nodes = append(c.Nodes, n)
 		}
-		if len(c.Nodes) < 3 {
+		if len(c.Nodes) < n {
 			for _, n := range c.Nodes {
 				n.Stop()
 			}
@@ -325,7 +341,7 @@ func portFree(port int) bool {
 func (c *Cluster) create() error {
 	args := []string{"--cluster", "create"}
 	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(c.replicas), "--cluster-yes")
 	out, err := exec.Command("redis-cli", args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("redis-cli --cluster create: %w:\n%s", err, out)
@@ -345,7 +361,119 @@ func (c *Cluster) create() error {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		if c.replicas == 0 {
+			continue
+		}
+		// A replica takes over only once it has synced with its master.
+		for {
+			info, err := n.Do("INFO", "replication")
+			if err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				if err == nil {
+					err = fmt.Errorf("last INFO replication: %q", info)
+				}
+				return fmt.Errorf("replica %s never linked to its master: %w", n.Addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
+	return nil
+}
+
+// clusterNode is one line of CLUSTER NODES.
+type clusterNode struct {
+	id, addr, master string   // master: the id of its master, "-" for a master
+	slots            []string // a master's slot ranges, "0-5460" or "42"
+}
+
+// nodes reads CLUSTER NODES from a live node of the cluster.
+func (c *Cluster) nodes(tb testing.TB) []clusterNode {
+	tb.Helper()
+	var lastErr error
+	for _, s := range c.Nodes {
+		out, err := s.Do("CLUSTER", "NODES")
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var list []clusterNode
+		for line := range strings.Lines(out) {
+			f := strings.Fields(line)
+			if len(f) < 4 {
+				continue
+			}
+			addr, _, _ := strings.Cut(f[1], "@")
+			n := clusterNode{id: f[0], addr: addr, master: f[3]}
+			if len(f) > 8 {
+				n.slots = f[8:]
+			}
+			list = append(list, n)
+		}
+		return list
+	}
+	tb.Fatalf("testredis: no node answered CLUSTER NODES: %v", lastErr)
+	return nil
+}
+
+func (c *Cluster) server(addr string) *Server {
+	for _, s := range c.Nodes {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// Master is the node that serves key's slot, as the cluster sees it now.
+func (c *Cluster) Master(tb testing.TB, key string) *Server {
+	tb.Helper()
+	var slot int
+	var err error
+	for _, s := range c.Nodes {
+		var out string
+		if out, err = s.Do("CLUSTER", "KEYSLOT", key); err == nil {
+			slot, err = strconv.Atoi(out)
+			break
+		}
+	}
+	if err != nil {
+		tb.Fatalf("testredis: CLUSTER KEYSLOT: %v", err)
+	}
+	for _, n := range c.nodes(tb) {
+		for _, r := range n.slots {
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil && l <= slot && slot <= h {
+				return c.server(n.addr)
+			}
+		}
+	}
+	tb.Fatalf("testredis: no master serves slot %d", slot)
+	return nil
+}
+
+// ReplicaOf is the node replicating master.
+func (c *Cluster) ReplicaOf(tb testing.TB, master *Server) *Server {
+	tb.Helper()
+	list := c.nodes(tb)
+	var id string
+	for _, n := range list {
+		if n.addr == master.Addr {
+			id = n.id
+		}
+	}
+	for _, n := range list {
+		if id != "" && n.master == id {
+			return c.server(n.addr)
+		}
+	}
+	tb.Fatalf("testredis: %s has no replica", master.Addr)
 	return nil
 }
 
