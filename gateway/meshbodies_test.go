@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/causewayhq/causeway/internal/testutil"
 	"github.com/causewayhq/causeway/mesh/meshtest"
 )
 
@@ -40,37 +41,22 @@ var meshBodiesRounds = func() int {
 // request n of the connection and says whether the connection goes on.
 func rawService(t *testing.T, answer func(c *net.TCPConn, req *http.Request) bool) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	return testutil.ServeConns(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if _, err := io.Copy(io.Discard, req.Body); err != nil {
-						return
-					}
-					if !answer(c.(*net.TCPConn), req) {
-						return
-					}
-				}
-			})
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				return
+			}
+			if !answer(c.(*net.TCPConn), req) {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }
 
 // meshToService starts client -> edge -mTLS-> sidecar -> service and
