@@ -32,23 +32,28 @@ func NewTrustedProxies(list []string) (*TrustedProxies, error) {
 // Peer is what the edge decides about a request's sender, once, as the
 // request enters: every later reader (rate limits, plugins, the access log,
 // X-Real-IP) takes it from here.
+//
+// The fields are ordered with the three bools last: a Peer sits in every
+// request's state, whose size class TestReqStateSizeClass guards, and
+// bools between the wider fields would each take 8 bytes of padding.
 type Peer struct {
 	Peer    netip.Addr // the TCP peer
 	PeerStr string
-	Trusted bool // the peer is a trusted proxy
 	// Client is the resolved client address; ClientOK is false when a
 	// trusted hop's X-Forwarded-For entry was not an address (Client is
 	// then the last hop that was).
 	Client    netip.Addr
-	ClientOK  bool
 	ClientStr string
+	// res is the resolver that decided Trusted, for the readers of the
+	// trusted peer's other statements (ForwardedScheme).
+	res *clientip.Resolver
+
+	Trusted  bool // the peer is a trusted proxy
+	ClientOK bool
 	// ClientFromForwarded: the trusted peer's Forwarded header named the
 	// client and its X-Forwarded-For (if any) did not, so the
 	// X-Forwarded-For sent on is built from Forwarded's "for" nodes.
 	ClientFromForwarded bool
-	// res is the resolver that decided Trusted, for the readers of the
-	// trusted peer's other statements (ForwardedScheme).
-	res *clientip.Resolver
 }
 
 // Resolve decides the peer and the client of r.
