@@ -7,6 +7,7 @@ import (
 	"net/http"
 	goruntime "runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +48,7 @@ func waitNoAdminConns(t *testing.T) {
 
 // A client that asks for admin answers and never reads them is let go
 // once a write has made no progress for server.write_stall_timeout. The
-// client pipelines 2,000 GET /metrics (about 14 KB each, 28 MB in all:
+// client pipelines at least 2,000 GET /metrics (48 MB of answers or more:
 // far more than loopback's socket buffers hold) and reads nothing. Before
 // the fix the admin server had no write deadline at all: its goroutine
 // and descriptor stayed blocked in the write for as long as the client
@@ -78,15 +79,32 @@ func TestAdminWriteStallReleasesNonReader(t *testing.T) {
 			// Nothing else holds an admin connection (the previous case's
 			// server is stopped): the count below is this client's alone.
 			waitNoAdminConns(t)
+			// Enough answers that they cannot all sit in the socket
+			// buffers (the sender's grows to a few MB on loopback): a
+			// sidecar's /metrics is a few KB, so 2,000 of them could fit,
+			// and the server would write them all without ever stalling.
+			_, one := get(t, "http://"+addr+"/metrics")
+			http.DefaultClient.CloseIdleConnections()
+			waitNoAdminConns(t)
+			n := max(2000, (48<<20)/max(len(one), 1)+1)
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The requests are written from a goroutine: once the server
+			// stops reading them (it is blocked writing answers), the
+			// write blocks until the server lets go of the connection.
+			var wg sync.WaitGroup
+			defer wg.Wait()
 			defer c.Close()
-			const n = 2000
-			if _, err := io.WriteString(c, strings.Repeat("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", n)); err != nil {
-				t.Fatal(err)
-			}
+			wg.Go(func() {
+				req := strings.Repeat("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 500)
+				for sent := 0; sent < n; sent += 500 {
+					if _, err := io.WriteString(c, req); err != nil {
+						return
+					}
+				}
+			})
 			// The server lets go of the connection by itself while the
 			// client still holds its socket. The wait is a guard far
 			// beyond the 300 ms stall, not a speed limit.
