@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // An https upstream answers without Content-Length or chunked framing, so
@@ -24,41 +25,27 @@ import (
 func TestEdgeCutsHTTPSBodyEndedWithoutCloseNotify(t *testing.T) {
 	cert, caPath := backendTestCert(t)
 	srv := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	const body = "twenty bytes of body"
-	wg.Go(func() {
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer raw.Close()
-				tc := tls.Server(raw, srv)
-				req, err := http.ReadRequest(bufio.NewReader(tc))
-				if err != nil {
-					return
-				}
-				if _, err := io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"+body); err != nil {
-					return
-				}
-				if req.URL.Path == "/notify" {
-					_ = tc.Close()
-				}
-				// Else the socket alone: a FIN, no close_notify.
-			})
+	addr := testutil.ServeConns(t, func(raw net.Conn) {
+		defer raw.Close()
+		tc := tls.Server(raw, srv)
+		req, err := http.ReadRequest(bufio.NewReader(tc))
+		if err != nil {
+			return
 		}
+		if _, err := io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"+body); err != nil {
+			return
+		}
+		if req.URL.Path == "/notify" {
+			_ = tc.Close()
+		}
+		// Else the socket alone: a FIN, no close_notify.
 	})
 	te := startEdge(t, listenHeader+fmt.Sprintf(`upstreams:
   u: {endpoints: [%q], scheme: https, tls: {server_name: backend.test, ca_file: %q}}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
-`, ln.Addr().String(), caPath))
+`, addr, caPath))
 	edgeAddr := strings.TrimPrefix(te.url, "http://")
 	for _, proto := range []string{"HTTP/1.1", "HTTP/1.0"} {
 		for _, path := range []string{"/notify", "/cut"} {

@@ -8,8 +8,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // An answer without Content-Length or chunked framing ends where the
@@ -53,42 +54,28 @@ func TestH1TLSCloseDelimitedBodyCutWithoutCloseNotify(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(v.name+"/"+tt.desc, func(t *testing.T) {
 				m := newMeshTLS(t)
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
 				cfg := m.server.Clone()
 				cfg.MaxVersion = v.max
-				var wg sync.WaitGroup
-				t.Cleanup(func() { ln.Close(); wg.Wait() })
-				wg.Go(func() {
-					for {
-						raw, err := ln.Accept()
-						if err != nil {
+				addr := testutil.ServeConns(t, func(raw net.Conn) {
+					defer raw.Close()
+					tc := tls.Server(raw, cfg)
+					if _, err := http.ReadRequest(bufio.NewReader(tc)); err != nil {
+						return
+					}
+					// No Content-Length, no chunked: the body ends at the close.
+					if _, err := io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"); err != nil {
+						return
+					}
+					for range tt.records {
+						if _, err := io.WriteString(tc, part); err != nil {
 							return
 						}
-						wg.Go(func() {
-							defer raw.Close()
-							tc := tls.Server(raw, cfg)
-							if _, err := http.ReadRequest(bufio.NewReader(tc)); err != nil {
-								return
-							}
-							// No Content-Length, no chunked: the body ends at the close.
-							if _, err := io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n"); err != nil {
-								return
-							}
-							for range tt.records {
-								if _, err := io.WriteString(tc, part); err != nil {
-									return
-								}
-							}
-							tt.end(tc, raw)
-						})
 					}
+					tt.end(tc, raw)
 				})
 				h1 := m.pool(t, 4, notATimeout, sidecarID)
 				for i := range 20 {
-					req, _ := http.NewRequest(http.MethodGet, "https://"+ln.Addr().String()+"/", nil)
+					req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
 					resp, err := h1.RoundTrip(req)
 					if err != nil {
 						if tt.whole || !tt.reset {
