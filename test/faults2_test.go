@@ -381,15 +381,7 @@ routes:
 				if user == "" {
 					user = fmt.Sprintf("load-%d", users.Add(1))
 				}
-				req, _ := http.NewRequest(http.MethodGet, url, nil)
-				req.Header.Set("X-User", user)
-				resp, err := client.Do(req)
-				if err != nil {
-					return 0, err
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode, nil
+				return getAsUser(client, url, user)
 			}
 			expectLimit := func(user string) {
 				t.Helper()

@@ -37,15 +37,7 @@ routes:
 `, rdb.URL(), onError, up.Listener.Addr().String()))
 			url := "http://" + e.Addr("http") + "/x"
 			send := func(client *http.Client, user string) (int, error) {
-				req, _ := http.NewRequest(http.MethodGet, url, nil)
-				req.Header.Set("X-User", user)
-				resp, err := client.Do(req)
-				if err != nil {
-					return 0, err
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				return resp.StatusCode, nil
+				return getAsUser(client, url, user)
 			}
 			// A guard against a hang, far beyond the 200 ms Redis timeout.
 			client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
@@ -126,4 +118,21 @@ routes:
 			t.Logf("goroutines %d before, %d after", before, goruntime.NumGoroutine())
 		})
 	}
+}
+
+// getAsUser sends GET url with X-User: user (the rate limits' key in
+// these tests), reads the answer whole and returns its status.
+func getAsUser(client *http.Client, url, user string) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("X-User", user)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
