@@ -60,6 +60,9 @@ func TestBackgroundReadAtHandlerReturn(t *testing.T) {
 	}), nil)
 	const n = 300
 	c, br := dial(t, addr)
+	// 300 answers with handler waits of up to 10 ms each, under -race on
+	// a busy machine: a hang guard, not a time limit.
+	_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
 	var all strings.Builder
 	for i := range n {
 		if i%2 == 0 {

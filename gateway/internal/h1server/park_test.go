@@ -229,7 +229,10 @@ func TestParkedClientStallsAfterOneByte(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
 	s, addr := serveOurs(t, h, func(s *Server) {
 		parkNow(s)
-		s.ReadHeaderTimeout = 200 * time.Millisecond
+		// Long enough that the first head, already sent, is read in time
+		// on a loaded machine (a read past its deadline reads nothing),
+		// and far below the idle timeout the stalled head must not get.
+		s.ReadHeaderTimeout = 2 * time.Second
 		s.IdleTimeout = time.Hour
 	})
 	c, br := dial(t, addr)
