@@ -48,7 +48,10 @@ import (
 //   - Expect: 100-continue sends the head, then waits for the 100, the
 //     final answer or expectTimeout (http.Transport's ExpectContinueTimeout,
 //     1 s at the edge) before the body. A final answer first means the
-//     body is not sent and the connection is not reused.
+//     body is not sent and the connection is not reused. Nor is it when
+//     the timeout sent the body and the final answer then came without a
+//     100: such an upstream answered without asking for the body and may
+//     never read it, or read it as the next request.
 //   - A stalled write is bounded by the upstream's timeout (the response
 //     header timeout), for each write: an upstream that stops reading
 //     fails the attempt as a timeout. The wait for the answer is bounded by
@@ -74,6 +77,9 @@ type bodySend struct {
 	w       h1.BodyWriter
 	chunked bool
 	expect  atomic.Int32
+	// asked: the request carried Expect: 100-continue (whatever settled
+	// it since), set by start.
+	asked bool
 	// whole is set by the writer once the client's body has ended and
 	// all of it is handed to the connection, just before the last flush:
 	// the response side tells by it an answer that came before the body
@@ -114,7 +120,8 @@ func (s *bodySend) start(ctx context.Context, req *http.Request, h *h1.RequestHe
 	default:
 	}
 	s.expect.Store(expectNone)
-	if s.c.t.expectTimeout > 0 && expectsContinue(req.Header) {
+	s.asked = s.c.t.expectTimeout > 0 && expectsContinue(req.Header)
+	if s.asked {
 		s.expect.Store(expectWaiting)
 	}
 	go s.run()

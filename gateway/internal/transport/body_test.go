@@ -455,6 +455,41 @@ func TestH1TransportExpectContinue(t *testing.T) {
 					t.Fatalf("%d connections for 3 requests, want 3 (none reusable)", n)
 				}
 			})
+			t.Run("final answer after the timeout sent the body", func(t *testing.T) {
+				// The upstream never sends the 100 and answers only once
+				// the whole body, sent at the Expect timeout, is in its
+				// buffer, without reading it: kept, the connection would
+				// give that body to the next request as its head.
+				noLeaks(t)
+				small := []byte("0123456789")
+				up := newRawUpstream(t, func(u *rawUpstream, c net.Conn, br *bufio.Reader, req *http.Request) bool {
+					for n := 1; ; n++ {
+						b, err := br.Peek(n)
+						if err != nil {
+							return false
+						}
+						if req.ContentLength == int64(len(small)) && n == len(small) || bytes.HasSuffix(b, []byte("0\r\n\r\n")) {
+							break
+						}
+					}
+					io.WriteString(c, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 2\r\n\r\nno")
+					return true
+				})
+				h1 := newTestPool(t, 4, notATimeout)
+				h1.expectTimeout = 50 * time.Millisecond
+				for i := range 3 {
+					resp, err := h1.RoundTrip(f.request(t, "http://"+up.addr+"/", small, "Expect", "100-continue"))
+					if err != nil {
+						t.Fatalf("request %d: %v", i, err)
+					}
+					if got := readAnswer(t, resp); got != "417 no" {
+						t.Fatalf("request %d: %q", i, got)
+					}
+				}
+				if n := up.conns.Load(); n != 3 {
+					t.Fatalf("%d connections for 3 requests, want 3 (none reusable)", n)
+				}
+			})
 		})
 	}
 }

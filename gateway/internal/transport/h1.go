@@ -571,6 +571,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	}
 	var resp *http.Response
 	var rbody *h1Body // allocated with resp, used when it has a body
+	continued := false
 	for informational := 0; ; informational++ {
 		head, inBuffer, err := c.readHead()
 		if err != nil {
@@ -590,6 +591,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 			break
 		}
 		if resp.StatusCode == http.StatusContinue && c.sending {
+			continued = true
 			c.send.decide(expectSend)
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols || informational >= maxInformational {
@@ -609,7 +611,12 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, h *h1.Request
 	// answer is in (bodySend.answered). One still being written when the
 	// answer came may be written whole later, into the socket's buffers,
 	// without the upstream ever reading it (body.go): not reused either.
-	unsent := c.sending && (c.send.answered() || !c.send.whole.Load())
+	//
+	// An Expect whose final answer came without a 100, after the timeout
+	// sent the body anyway: the upstream answered without asking for the
+	// body and may not read it (RFC 9110 10.1.1 leaves it to read or to
+	// close): not reused.
+	unsent := c.sending && (c.send.answered() || !c.send.whole.Load() || c.send.asked && !continued)
 	if c.t.headerTimeout > 0 {
 		c.send.clearReadDeadline(ctx)
 	}
