@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -72,20 +74,27 @@ func TestSoak(t *testing.T) {
 	// Warm up at the same concurrency, so connection pools have their
 	// working size before the start figures are taken.
 	load(time.Second, false)
+	// The goroutines are counted with the client's own connections
+	// closed: how many a loaded client happens to keep open (net/http's
+	// Transport dials a spare when a connection is not back in its pool
+	// in time) is not the edge's doing, and counted it made the check
+	// fail on a busy machine (67 -> 73 goroutines, three spare
+	// connections of two goroutines each).
+	pl.client.CloseIdleConnections()
+	gStart := settledGoroutines(0)
 	runtime.GC()
-	rssStart, gStart := rssKiB(), runtime.NumGoroutine()
+	rssStart := rssKiB()
 	load(duration, true)
-	// Let connections the load left idle reach their timeouts and close.
-	var gEnd int
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		runtime.GC()
-		gEnd = runtime.NumGoroutine()
-		if gEnd <= gStart+4 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	// Let the connections the edge, the sidecar and the upstream served
+	// see their clients go and close.
+	pl.client.CloseIdleConnections()
+	// What may stay: the pools behind the edge (edge -> sidecar, sidecar
+	// -> service) keep idle connections up to the load's concurrency, and
+	// a slow stretch of the load makes them grow to it (seen: 33 -> 41 at
+	// load average 20). A leak per request or per connection the client
+	// made grows with the load's thousands of requests, far past that.
+	slack := 2 * workers
+	gEnd := settledGoroutines(gStart + slack)
 	rssEnd := rssKiB()
 
 	all := slices.Concat(lat...)
@@ -104,8 +113,26 @@ func TestSoak(t *testing.T) {
 	if total.Load() == 0 {
 		t.Error("no request completed")
 	}
-	if gEnd > gStart+4 {
-		t.Errorf("goroutines grew from %d to %d", gStart, gEnd)
+	if gEnd > gStart+slack {
+		var stacks strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Errorf("goroutines grew from %d to %d:\n%s", gStart, gEnd, stacks.String())
+	}
+}
+
+// settledGoroutines waits up to 10 s for the number of goroutines to be
+// at most target (0: to stop falling) and returns it.
+func settledGoroutines(target int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	last := -1
+	for {
+		runtime.GC()
+		n := runtime.NumGoroutine()
+		if target > 0 && n <= target || target == 0 && n == last || time.Now().After(deadline) {
+			return n
+		}
+		last = n
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
