@@ -121,7 +121,7 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		proto = "https"
 	}
 	xff := pi.PeerStr
-	xfProto, xfHost, xfPort := proto, in.Host, forwardedPort(in.Host, proto)
+	xfProto, xfHost, xfPort := proto, in.Host, ""
 	var fwd string
 	var extend bool // fwd holds a trusted proxy's elements, even empty ones
 	if pi.Trusted {
@@ -133,7 +133,14 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		} else if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + pi.PeerStr
 		}
-		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+		// The scheme the edge believes (the one Origin and the
+		// listen.http redirect read), so X-Forwarded-Proto and the
+		// client-facing element of the Forwarded passed on never name
+		// different schemes: a proxy that writes only Forwarded states
+		// proto=https there, and the edge's own "http" here would be a
+		// second, contradicting statement. Without a Forwarded header
+		// this reads X-Forwarded-Proto's last value and nothing more.
+		if v := pi.ForwardedScheme(in); v != "" {
 			xfProto = v
 		}
 		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
@@ -149,6 +156,11 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		if prior := in.Header.Values("Forwarded"); len(prior) > 0 && clientip.ForwardedValid(prior) {
 			fwd, extend = strings.Join(prior, ", "), true
 		}
+	}
+	if xfPort == "" {
+		// The default port of the scheme believed above: behind a proxy
+		// that ends TLS, 443, not the 80 of the edge's own hop.
+		xfPort = forwardedPort(in.Host, xfProto)
 	}
 	// One backing array for the values: this runs for every request.
 	*vals = [6]string{xff, xfProto, xfHost, xfPort, forwardedElement(fwd, extend, pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
@@ -302,8 +314,9 @@ func Origin(r *http.Request, pi *Peer, routeHost string) string {
 
 // ForwardedScheme is the scheme a trusted peer says the client used:
 // "http" or "https", or "" when the peer is not trusted or states none
-// the edge can believe. It reads X-Forwarded-Proto (the first value, the
-// client-facing hop's) and the proto= of RFC 7239 Forwarded (of the
+// the edge can believe. It reads X-Forwarded-Proto (the last value, the
+// one the nearest trusted proxy added: lastValue) and the proto= of RFC
+// 7239 Forwarded (of the
 // element the client-facing trusted proxy wrote, clientip.ForwardedHop).
 // A proxy that writes one of them passes on whatever the client wrote in
 // the other, so neither wins: when both are present they must name the
@@ -316,7 +329,7 @@ func (pi *Peer) ForwardedScheme(r *http.Request) string {
 	}
 	xf, xfOK := "", true
 	if vs := r.Header["X-Forwarded-Proto"]; len(vs) > 0 {
-		xf = firstValue(vs[0])
+		xf = lastValue(vs)
 		xfOK = xf == "" || xf == "http" || xf == "https"
 	}
 	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
@@ -339,7 +352,7 @@ func (pi *Peer) ForwardedHost(r *http.Request, routeHost string) string {
 	}
 	xf, xfOK := "", true
 	if vs := r.Header["X-Forwarded-Host"]; len(vs) > 0 {
-		xf = firstValue(vs[0])
+		xf = lastValue(vs)
 		xfOK = xf == "" || validAuthority(xf) && hostServed(xf, routeHost)
 	}
 	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
@@ -399,13 +412,32 @@ func hostServed(authority, routeHost string) bool {
 	return host == routeHost
 }
 
-// firstValue is the first element of a comma-separated header value,
-// lower-cased and trimmed.
-func firstValue(v string) string {
-	if i := strings.IndexByte(v, ','); i >= 0 {
-		v = v[:i]
+// lastValue is the last non-empty element of a comma-separated header
+// (all its lines, in order), lower-cased and trimmed of spaces and tabs:
+// the value the nearest trusted proxy added. A proxy that appends its
+// own X-Forwarded-Proto or -Host (HAProxy's add-header, a second line)
+// leaves the client's value in front of it; the first value would let the
+// client choose the scheme and host, as the left-most X-Forwarded-For
+// entry would let it choose its address. Behind a chain whose inner
+// proxy also appends, this is the inner proxy's value (the scheme of its
+// own hop): such a proxy should pass the header on unchanged, as Envoy
+// and Traefik do for their trusted hops, or write Forwarded, whose
+// elements say which hop wrote them.
+func lastValue(vs []string) string {
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		for {
+			j := strings.LastIndexByte(v, ',')
+			if e := strings.Trim(v[j+1:], " \t"); e != "" {
+				return strings.ToLower(e)
+			}
+			if j < 0 {
+				break
+			}
+			v = v[:j]
+		}
 	}
-	return strings.ToLower(strings.TrimSpace(v))
+	return ""
 }
 
 // validAuthority accepts host[:port] as a URL's authority: a DNS name
