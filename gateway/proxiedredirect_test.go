@@ -91,6 +91,19 @@ func TestRedirectBehindTLSProxy(t *testing.T) {
 		{"x-forwarded-proto http", []string{"X-Forwarded-Proto: http"}, false},
 		{"last of a list is http", []string{"X-Forwarded-Proto: https, http"}, false},
 		{"last line is http", []string{"X-Forwarded-Proto: https", "X-Forwarded-Proto: http"}, false},
+		// A header the Connection header nominates is dropped as
+		// hop-by-hop before the request is served: it is not believed
+		// for the redirect either.
+		{"nominated by Connection", []string{"X-Forwarded-Proto: https", "Connection: X-Forwarded-Proto"}, false},
+		{"nominated in lower case, after keep-alive", []string{"X-Forwarded-Proto: https", "Connection: keep-alive, x-forwarded-proto"}, false},
+		{"forwarded nominated", []string{"Forwarded: for=203.0.113.1;proto=https", "Connection: Forwarded"}, false},
+		// Of two statements that disagree, the nominated one is gone
+		// from the request served: the other decides.
+		{"one of two nominated, the other says http", []string{"X-Forwarded-Proto: http", "Forwarded: for=203.0.113.1;proto=https", "Connection: Forwarded"}, false},
+		{"one of two nominated, the other says https", []string{"X-Forwarded-Proto: https", "Forwarded: for=203.0.113.1;proto=http", "Connection: Forwarded"}, true},
+		{"x-forwarded-proto nominated, forwarded says https", []string{"X-Forwarded-Proto: http", "Forwarded: for=203.0.113.1;proto=https", "Connection: X-Forwarded-Proto"}, true},
+		{"keep-alive nominates nothing", []string{"X-Forwarded-Proto: https", "Connection: keep-alive"}, true},
+		{"another header nominated", []string{"Forwarded: for=203.0.113.1;proto=https", "Connection: X-Hop", "X-Hop: 1"}, true},
 		{"not a scheme", []string{"X-Forwarded-Proto: javascript"}, false},
 		{"a scheme with a colon", []string{"X-Forwarded-Proto: https:"}, false},
 		{"underscore name", []string{"X_Forwarded_Proto: https"}, false},

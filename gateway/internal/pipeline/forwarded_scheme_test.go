@@ -86,3 +86,27 @@ func TestForwardedSchemeSentUpstream(t *testing.T) {
 		})
 	}
 }
+
+// TestNominatesPresent: the listen.http redirect check cleans a copy of
+// the request only when its Connection header nominates a header it has
+// (other than the standard hop-by-hop ones).
+func TestNominatesPresent(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hdr  http.Header
+		want bool
+	}{
+		{"none", http.Header{"X-Forwarded-Proto": {"https"}}, false},
+		{"keep-alive", http.Header{"Connection": {"keep-alive"}, "X-Forwarded-Proto": {"https"}}, false},
+		{"upgrade", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}, false},
+		{"nominated, absent", http.Header{"Connection": {"X-Other"}, "X-Forwarded-Proto": {"https"}}, false},
+		{"nominated", http.Header{"Connection": {"x-forwarded-proto"}, "X-Forwarded-Proto": {"https"}}, true},
+		{"nominated in a list, second line", http.Header{"Connection": {"keep-alive", " close ,\tFORWARDED "}, "Forwarded": {"proto=https"}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NominatesPresent(tc.hdr); got != tc.want {
+				t.Fatalf("NominatesPresent = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
