@@ -143,11 +143,18 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		if v := pi.ForwardedScheme(in); v != "" {
 			xfProto = v
 		}
-		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+		// The host and port likewise: the host the edge believes (Origin's
+		// reading, without a route's host), and the last X-Forwarded-Port
+		// when it is a port. Passed on as written, the first line or a
+		// list would hand an upstream that reads the first value the
+		// client's value, in front of the one the proxy appended.
+		if v := pi.ForwardedHost(in, ""); v != "" {
 			xfHost = v
 		}
-		if v := in.Header.Get("X-Forwarded-Port"); v != "" {
-			xfPort = v
+		if vs := in.Header["X-Forwarded-Port"]; len(vs) > 0 {
+			if v := lastValue(vs); validPort(v) {
+				xfPort = v
+			}
 		}
 		// A value that is not RFC 7239 syntax is replaced, not extended:
 		// after an open quote (a client's, passed on by a proxy that
@@ -158,9 +165,10 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		}
 	}
 	if xfPort == "" {
-		// The default port of the scheme believed above: behind a proxy
-		// that ends TLS, 443, not the 80 of the edge's own hop.
-		xfPort = forwardedPort(in.Host, xfProto)
+		// The port of the host believed above, else the default port of
+		// the scheme believed: behind a proxy that ends TLS, 443, not the
+		// 80 of the edge's own hop.
+		xfPort = forwardedPort(xfHost, xfProto)
 	}
 	// One backing array for the values: this runs for every request.
 	*vals = [6]string{xff, xfProto, xfHost, xfPort, forwardedElement(fwd, extend, pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
@@ -438,6 +446,21 @@ func lastValue(vs []string) string {
 		}
 	}
 	return ""
+}
+
+// validPort reports whether p is a port number: 1-5 digits, 1 to 65535.
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n >= 1 && n <= 65535
 }
 
 // validAuthority accepts host[:port] as a URL's authority: a DNS name

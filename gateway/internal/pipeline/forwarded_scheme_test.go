@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -106,6 +107,69 @@ func TestNominatesPresent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := NominatesPresent(tc.hdr); got != tc.want {
 				t.Fatalf("NominatesPresent = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestForwardedHostSentUpstream: X-Forwarded-Host and X-Forwarded-Port
+// reach the upstream as the edge believes them, not as the trusted proxy
+// passed them on. Before, the first line went on as written: behind a
+// proxy that appends (a second line, a list) an upstream reading the
+// first value got the client's host and port while the edge's own
+// OIDC callback used the proxy's; a host stated only in Forwarded got
+// the upstream the internal Host, and a default port from the Host's
+// port rather than the host the client addressed.
+func TestForwardedHostSentUpstream(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		peer     string // RemoteAddr; 10/8 is trusted
+		hdr      map[string][]string
+		wantHost string
+		wantPort string
+	}{
+		{name: "no statement", peer: "10.0.0.1:1", wantHost: "edge.internal:8080", wantPort: "8080"},
+		{name: "proxy's host", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Host": {"app.example.com"}}, wantHost: "app.example.com", wantPort: "80"},
+		{name: "appended as a second line", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Host": {"evil.example", "app.example.com"}}, wantHost: "app.example.com", wantPort: "80"},
+		{name: "appended in a list, with a port, upper case", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Host": {"evil.example:6666, App.Example.com:8443"}}, wantHost: "app.example.com:8443", wantPort: "8443"},
+		{name: "forwarded host and proto only", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"Forwarded": {"for=203.0.113.1;host=app.example.com;proto=https"}}, wantHost: "app.example.com", wantPort: "443"},
+		{name: "forwarded, ipv6 host with a port", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"Forwarded": {`for="[2001:db8::7]:1";host="[2001:db8::1]:8443";proto=https`}}, wantHost: "[2001:db8::1]:8443", wantPort: "8443"},
+		{name: "not an authority", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Host": {"u@evil.example"}}, wantHost: "edge.internal:8080", wantPort: "8080"},
+		{name: "disagrees with forwarded", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Host": {"app.example.com"}, "Forwarded": {"for=203.0.113.1;host=evil.example"}}, wantHost: "edge.internal:8080", wantPort: "8080"},
+		{name: "proxy's port appended as a second line", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Proto": {"https"}, "X-Forwarded-Port": {"6666", "443"}}, wantHost: "edge.internal:8080", wantPort: "443"},
+		{name: "last port not a port", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"app.example.com"}, "X-Forwarded-Port": {"443, 6666x"}}, wantHost: "app.example.com", wantPort: "443"},
+		{name: "port out of range", peer: "10.0.0.1:1",
+			hdr: map[string][]string{"X-Forwarded-Port": {"99999"}}, wantHost: "edge.internal:8080", wantPort: "8080"},
+		{name: "untrusted", peer: "203.0.113.9:1",
+			hdr: map[string][]string{"X-Forwarded-Host": {"evil.example"}, "X-Forwarded-Port": {"6666"}, "Forwarded": {"host=evil.example"}}, wantHost: "edge.internal:8080", wantPort: "8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := httptest.NewRequest(http.MethodGet, "http://edge.internal:8080/", nil)
+			in.RemoteAddr = tc.peer
+			in.TLS = nil
+			for k, v := range tc.hdr {
+				in.Header[k] = v
+			}
+			pi := originProxies(t).Resolve(in)
+			out := in.Clone(in.Context())
+			SetForwardedOn(in, out, &pi)
+			if got := out.Header["X-Forwarded-Host"]; len(got) != 1 || got[0] != tc.wantHost {
+				t.Errorf("upstream's X-Forwarded-Host %q, want %q", got, tc.wantHost)
+			}
+			if got := out.Header["X-Forwarded-Port"]; len(got) != 1 || got[0] != tc.wantPort {
+				t.Errorf("upstream's X-Forwarded-Port %q, want %q", got, tc.wantPort)
+			}
+			if o := Origin(in, &pi, ""); !strings.HasSuffix(o, "://"+tc.wantHost) {
+				t.Errorf("Origin %q, upstream's host %q", o, tc.wantHost)
 			}
 		})
 	}
