@@ -140,7 +140,8 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		// proto=https there, and the edge's own "http" here would be a
 		// second, contradicting statement. Without a Forwarded header
 		// this reads X-Forwarded-Proto's last value and nothing more.
-		if v := pi.ForwardedScheme(in); v != "" {
+		fh := pi.forwardedHop(in) // parsed once, for the scheme and the host
+		if v := schemeStated(in.Header, fh); v != "" {
 			xfProto = v
 		}
 		// The host and port likewise: the host the edge believes (Origin's
@@ -148,7 +149,7 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		// when it is a port. Passed on as written, the first line or a
 		// list would hand an upstream that reads the first value the
 		// client's value, in front of the one the proxy appended.
-		if v := pi.ForwardedHost(in, ""); v != "" {
+		if v := hostStated(in.Header, fh, ""); v != "" {
 			xfHost = v
 		}
 		if vs := in.Header["X-Forwarded-Port"]; len(vs) > 0 {
@@ -311,10 +312,14 @@ func Origin(r *http.Request, pi *Peer, routeHost string) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if v := pi.ForwardedScheme(r); v != "" {
+	if !pi.Trusted {
+		return scheme + "://" + host
+	}
+	fh := pi.forwardedHop(r) // parsed once for both
+	if v := schemeStated(r.Header, fh); v != "" {
 		scheme = v
 	}
-	if v := pi.ForwardedHost(r, routeHost); v != "" {
+	if v := hostStated(r.Header, fh, routeHost); v != "" {
 		host = v
 	}
 	return scheme + "://" + host
@@ -335,15 +340,20 @@ func (pi *Peer) ForwardedScheme(r *http.Request) string {
 	if !pi.Trusted {
 		return ""
 	}
+	return schemeStated(r.Header, pi.forwardedHop(r))
+}
+
+// schemeStated is ForwardedScheme for a trusted peer whose Forwarded
+// element fh was read once for the scheme and the host.
+func schemeStated(h http.Header, fh stated) string {
 	xf, xfOK := "", true
-	if vs := r.Header["X-Forwarded-Proto"]; len(vs) > 0 {
+	if vs := h["X-Forwarded-Proto"]; len(vs) > 0 {
 		xf = lastValue(vs)
 		xfOK = xf == "" || xf == "http" || xf == "https"
 	}
-	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
-	fw := ""
-	if fwdPresent && fwdOK && hop.Proto != "" {
-		fw = strings.ToLower(hop.Proto)
+	fw, fwdOK := "", fh.ok
+	if fh.present && fh.ok && fh.hop.Proto != "" {
+		fw = strings.ToLower(fh.hop.Proto)
 		fwdOK = fw == "http" || fw == "https"
 	}
 	return agree(xf, xfOK, fw, fwdOK)
@@ -358,26 +368,40 @@ func (pi *Peer) ForwardedHost(r *http.Request, routeHost string) string {
 	if !pi.Trusted {
 		return ""
 	}
+	return hostStated(r.Header, pi.forwardedHop(r), routeHost)
+}
+
+// hostStated is ForwardedHost for a trusted peer whose Forwarded element
+// fh was read once.
+func hostStated(h http.Header, fh stated, routeHost string) string {
 	xf, xfOK := "", true
-	if vs := r.Header["X-Forwarded-Host"]; len(vs) > 0 {
+	if vs := h["X-Forwarded-Host"]; len(vs) > 0 {
 		xf = lastValue(vs)
 		xfOK = xf == "" || validAuthority(xf) && hostServed(xf, routeHost)
 	}
-	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
-	fw := ""
-	if fwdPresent && fwdOK && hop.Host != "" {
-		fw = strings.ToLower(hop.Host)
+	fw, fwdOK := "", fh.ok
+	if fh.present && fh.ok && fh.hop.Host != "" {
+		fw = strings.ToLower(fh.hop.Host)
 		fwdOK = validAuthority(fw) && hostServed(fw, routeHost)
 	}
 	return agree(xf, xfOK, fw, fwdOK)
 }
 
-// forwardedHop is the Forwarded element the client-facing trusted proxy
-// wrote. present: the request has a non-blank Forwarded header; ok: it
-// is RFC 7239 syntax.
-func (pi *Peer) forwardedHop(r *http.Request) (hop clientip.Node, present, ok bool) {
+// stated is what forwardedHop found: the Forwarded element the
+// client-facing trusted proxy wrote (hop); present: the request has a
+// non-blank Forwarded header; ok: it is RFC 7239 syntax (true when not
+// present).
+type stated struct {
+	hop         clientip.Node
+	present, ok bool
+}
+
+// forwardedHop reads the Forwarded element the client-facing trusted
+// proxy wrote (stated). It parses the whole header: a caller that reads
+// both the scheme and the host calls it once.
+func (pi *Peer) forwardedHop(r *http.Request) stated {
 	fwd := r.Header["Forwarded"]
-	present = false
+	present := false
 	for _, v := range fwd {
 		if strings.Trim(v, " \t,") != "" {
 			present = true
@@ -385,10 +409,10 @@ func (pi *Peer) forwardedHop(r *http.Request) (hop clientip.Node, present, ok bo
 		}
 	}
 	if !present {
-		return clientip.Node{}, false, true
+		return stated{ok: true}
 	}
-	hop, ok = pi.res.ForwardedHop(pi.Peer, fwd)
-	return hop, true, ok
+	hop, ok := pi.res.ForwardedHop(pi.Peer, fwd)
+	return stated{hop: hop, present: true, ok: ok}
 }
 
 // agree is the value two sources state: either alone when the other
