@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/pipeline"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -54,6 +55,15 @@ func (e *Edge) forwardedHTTPS(r *http.Request) bool {
 	g := e.live.Load()
 	if g == nil || len(g.rts) == 0 {
 		return false
+	}
+	if pipeline.NominatesPresent(r.Header) {
+		// A header the Connection header nominates is dropped as
+		// hop-by-hop before the request is served (runtime.serve): the
+		// decision to serve it is taken on the request as served, or a
+		// proxy's "Connection: X-Forwarded-Proto" would have the edge
+		// believe a scheme the upstream never hears of.
+		r = r.Clone(r.Context())
+		pipeline.DropHopByHop(r.Header)
 	}
 	pi := g.rts[0].trust.Resolve(r)
 	return pi.ForwardedScheme(r) == "https"

@@ -237,7 +237,10 @@ routes:
 	}{
 		{"plain request", trustedEdge, "app.internal", nil, "http://app.internal/oauth2/callback"},
 		{"behind a trusted proxy", trustedEdge, "edge.internal:8080", lb, "https://app.example.com/oauth2/callback"},
-		{"first hop of a list", trustedEdge, "edge.internal", map[string]string{"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "App.Example.com, inner"}, "https://app.example.com/oauth2/callback"},
+		// The last value is the nearest trusted proxy's: one that
+		// appends its own after a client's value is believed.
+		{"last hop of a list", trustedEdge, "edge.internal", map[string]string{"X-Forwarded-Proto": "http, https", "X-Forwarded-Host": "evil.example, App.Example.com"}, "https://app.example.com/oauth2/callback"},
+		{"a client's values in front of the proxy's", trustedEdge, "edge.internal", map[string]string{"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "evil.example, app.internal"}, "http://app.internal/oauth2/callback"},
 		{"from an untrusted peer", untrustedEdge, "app.internal", lb, "http://app.internal/oauth2/callback"},
 		{"a host that is a URL", trustedEdge, "app.internal", map[string]string{"X-Forwarded-Host": "evil.example/x?", "X-Forwarded-Proto": "javascript"}, "http://app.internal/oauth2/callback"},
 		{"a host with credentials", trustedEdge, "app.internal", map[string]string{"X-Forwarded-Host": "user@evil.example"}, "http://app.internal/oauth2/callback"},

@@ -121,7 +121,7 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		proto = "https"
 	}
 	xff := pi.PeerStr
-	xfProto, xfHost, xfPort := proto, in.Host, forwardedPort(in.Host, proto)
+	xfProto, xfHost, xfPort := proto, in.Host, ""
 	var fwd string
 	var extend bool // fwd holds a trusted proxy's elements, even empty ones
 	if pi.Trusted {
@@ -133,14 +133,29 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		} else if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + pi.PeerStr
 		}
-		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+		// The scheme the edge believes (the one Origin and the
+		// listen.http redirect read), so X-Forwarded-Proto and the
+		// client-facing element of the Forwarded passed on never name
+		// different schemes: a proxy that writes only Forwarded states
+		// proto=https there, and the edge's own "http" here would be a
+		// second, contradicting statement. Without a Forwarded header
+		// this reads X-Forwarded-Proto's last value and nothing more.
+		fh := pi.forwardedHop(in) // parsed once, for the scheme and the host
+		if v := schemeStated(in.Header, fh); v != "" {
 			xfProto = v
 		}
-		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+		// The host and port likewise: the host the edge believes (Origin's
+		// reading, without a route's host), and the last X-Forwarded-Port
+		// when it is a port. Passed on as written, the first line or a
+		// list would hand an upstream that reads the first value the
+		// client's value, in front of the one the proxy appended.
+		if v := hostStated(in.Header, fh, ""); v != "" {
 			xfHost = v
 		}
-		if v := in.Header.Get("X-Forwarded-Port"); v != "" {
-			xfPort = v
+		if vs := in.Header["X-Forwarded-Port"]; len(vs) > 0 {
+			if v := lastValue(vs); validPort(v) {
+				xfPort = v
+			}
 		}
 		// A value that is not RFC 7239 syntax is replaced, not extended:
 		// after an open quote (a client's, passed on by a proxy that
@@ -149,6 +164,12 @@ func SetForwardedInto(in, out *http.Request, pi *Peer, vals *[6]string) {
 		if prior := in.Header.Values("Forwarded"); len(prior) > 0 && clientip.ForwardedValid(prior) {
 			fwd, extend = strings.Join(prior, ", "), true
 		}
+	}
+	if xfPort == "" {
+		// The port of the host believed above, else the default port of
+		// the scheme believed: behind a proxy that ends TLS, 443, not the
+		// 80 of the edge's own hop.
+		xfPort = forwardedPort(xfHost, xfProto)
 	}
 	// One backing array for the values: this runs for every request.
 	*vals = [6]string{xff, xfProto, xfHost, xfPort, forwardedElement(fwd, extend, pi.Peer, pi.PeerStr, in.Host, proto), pi.ClientStr}
@@ -291,10 +312,14 @@ func Origin(r *http.Request, pi *Peer, routeHost string) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	if v := pi.ForwardedScheme(r); v != "" {
+	if !pi.Trusted {
+		return scheme + "://" + host
+	}
+	fh := pi.forwardedHop(r) // parsed once for both
+	if v := schemeStated(r.Header, fh); v != "" {
 		scheme = v
 	}
-	if v := pi.ForwardedHost(r, routeHost); v != "" {
+	if v := hostStated(r.Header, fh, routeHost); v != "" {
 		host = v
 	}
 	return scheme + "://" + host
@@ -302,8 +327,9 @@ func Origin(r *http.Request, pi *Peer, routeHost string) string {
 
 // ForwardedScheme is the scheme a trusted peer says the client used:
 // "http" or "https", or "" when the peer is not trusted or states none
-// the edge can believe. It reads X-Forwarded-Proto (the first value, the
-// client-facing hop's) and the proto= of RFC 7239 Forwarded (of the
+// the edge can believe. It reads X-Forwarded-Proto (the last value, the
+// one the nearest trusted proxy added: lastValue) and the proto= of RFC
+// 7239 Forwarded (of the
 // element the client-facing trusted proxy wrote, clientip.ForwardedHop).
 // A proxy that writes one of them passes on whatever the client wrote in
 // the other, so neither wins: when both are present they must name the
@@ -314,15 +340,20 @@ func (pi *Peer) ForwardedScheme(r *http.Request) string {
 	if !pi.Trusted {
 		return ""
 	}
+	return schemeStated(r.Header, pi.forwardedHop(r))
+}
+
+// schemeStated is ForwardedScheme for a trusted peer whose Forwarded
+// element fh was read once for the scheme and the host.
+func schemeStated(h http.Header, fh stated) string {
 	xf, xfOK := "", true
-	if vs := r.Header["X-Forwarded-Proto"]; len(vs) > 0 {
-		xf = firstValue(vs[0])
+	if vs := h["X-Forwarded-Proto"]; len(vs) > 0 {
+		xf = lastValue(vs)
 		xfOK = xf == "" || xf == "http" || xf == "https"
 	}
-	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
-	fw := ""
-	if fwdPresent && fwdOK && hop.Proto != "" {
-		fw = strings.ToLower(hop.Proto)
+	fw, fwdOK := "", fh.ok
+	if fh.present && fh.ok && fh.hop.Proto != "" {
+		fw = strings.ToLower(fh.hop.Proto)
 		fwdOK = fw == "http" || fw == "https"
 	}
 	return agree(xf, xfOK, fw, fwdOK)
@@ -337,26 +368,40 @@ func (pi *Peer) ForwardedHost(r *http.Request, routeHost string) string {
 	if !pi.Trusted {
 		return ""
 	}
+	return hostStated(r.Header, pi.forwardedHop(r), routeHost)
+}
+
+// hostStated is ForwardedHost for a trusted peer whose Forwarded element
+// fh was read once.
+func hostStated(h http.Header, fh stated, routeHost string) string {
 	xf, xfOK := "", true
-	if vs := r.Header["X-Forwarded-Host"]; len(vs) > 0 {
-		xf = firstValue(vs[0])
+	if vs := h["X-Forwarded-Host"]; len(vs) > 0 {
+		xf = lastValue(vs)
 		xfOK = xf == "" || validAuthority(xf) && hostServed(xf, routeHost)
 	}
-	hop, fwdPresent, fwdOK := pi.forwardedHop(r)
-	fw := ""
-	if fwdPresent && fwdOK && hop.Host != "" {
-		fw = strings.ToLower(hop.Host)
+	fw, fwdOK := "", fh.ok
+	if fh.present && fh.ok && fh.hop.Host != "" {
+		fw = strings.ToLower(fh.hop.Host)
 		fwdOK = validAuthority(fw) && hostServed(fw, routeHost)
 	}
 	return agree(xf, xfOK, fw, fwdOK)
 }
 
-// forwardedHop is the Forwarded element the client-facing trusted proxy
-// wrote. present: the request has a non-blank Forwarded header; ok: it
-// is RFC 7239 syntax.
-func (pi *Peer) forwardedHop(r *http.Request) (hop clientip.Node, present, ok bool) {
+// stated is what forwardedHop found: the Forwarded element the
+// client-facing trusted proxy wrote (hop); present: the request has a
+// non-blank Forwarded header; ok: it is RFC 7239 syntax (true when not
+// present).
+type stated struct {
+	hop         clientip.Node
+	present, ok bool
+}
+
+// forwardedHop reads the Forwarded element the client-facing trusted
+// proxy wrote (stated). It parses the whole header: a caller that reads
+// both the scheme and the host calls it once.
+func (pi *Peer) forwardedHop(r *http.Request) stated {
 	fwd := r.Header["Forwarded"]
-	present = false
+	present := false
 	for _, v := range fwd {
 		if strings.Trim(v, " \t,") != "" {
 			present = true
@@ -364,10 +409,10 @@ func (pi *Peer) forwardedHop(r *http.Request) (hop clientip.Node, present, ok bo
 		}
 	}
 	if !present {
-		return clientip.Node{}, false, true
+		return stated{ok: true}
 	}
-	hop, ok = pi.res.ForwardedHop(pi.Peer, fwd)
-	return hop, true, ok
+	hop, ok := pi.res.ForwardedHop(pi.Peer, fwd)
+	return stated{hop: hop, present: true, ok: ok}
 }
 
 // agree is the value two sources state: either alone when the other
@@ -399,13 +444,47 @@ func hostServed(authority, routeHost string) bool {
 	return host == routeHost
 }
 
-// firstValue is the first element of a comma-separated header value,
-// lower-cased and trimmed.
-func firstValue(v string) string {
-	if i := strings.IndexByte(v, ','); i >= 0 {
-		v = v[:i]
+// lastValue is the last non-empty element of a comma-separated header
+// (all its lines, in order), lower-cased and trimmed of spaces and tabs:
+// the value the nearest trusted proxy added. A proxy that appends its
+// own X-Forwarded-Proto or -Host (HAProxy's add-header, a second line)
+// leaves the client's value in front of it; the first value would let the
+// client choose the scheme and host, as the left-most X-Forwarded-For
+// entry would let it choose its address. Behind a chain whose inner
+// proxy also appends, this is the inner proxy's value (the scheme of its
+// own hop): such a proxy should pass the header on unchanged, as Envoy
+// and Traefik do for their trusted hops, or write Forwarded, whose
+// elements say which hop wrote them.
+func lastValue(vs []string) string {
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		for {
+			j := strings.LastIndexByte(v, ',')
+			if e := strings.Trim(v[j+1:], " \t"); e != "" {
+				return strings.ToLower(e)
+			}
+			if j < 0 {
+				break
+			}
+			v = v[:j]
+		}
 	}
-	return strings.ToLower(strings.TrimSpace(v))
+	return ""
+}
+
+// validPort reports whether p is a port number: 1-5 digits, 1 to 65535.
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n >= 1 && n <= 65535
 }
 
 // validAuthority accepts host[:port] as a URL's authority: a DNS name

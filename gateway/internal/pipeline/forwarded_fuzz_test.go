@@ -88,7 +88,9 @@ func FuzzSetForwarded(f *testing.F) {
 			t.Fatalf("trusted peer %q: X-Forwarded-For %q, want %q", remote, gotXFF, xff+", "+wantPeer)
 		}
 		last := elems[0]
-		if pi.Trusted && fwd != "" {
+		// A trusted proxy's Forwarded is extended only when it is RFC
+		// 7239 syntax; otherwise the edge's element replaces it.
+		if pi.Trusted && fwd != "" && clientip.ForwardedValid([]string{fwd}) {
 			if !strings.HasPrefix(last, fwd+", ") {
 				t.Fatalf("trusted peer: Forwarded %q does not keep %q", last, fwd)
 			}
@@ -110,6 +112,41 @@ func FuzzSetForwarded(f *testing.F) {
 		}
 		if xri := out.Header.Get("X-Real-Ip"); xri != pi.ClientStr {
 			t.Fatalf("X-Real-IP %q, resolved client %q", xri, pi.ClientStr)
+		}
+		// The upstream hears one scheme and host: the ones the edge
+		// builds its own URLs from (the OIDC callback, the redirect).
+		gotProto := out.Header.Get("X-Forwarded-Proto")
+		if gotProto != "http" && gotProto != "https" {
+			t.Fatalf("X-Forwarded-Proto %q", gotProto)
+		}
+		if o, sent := Origin(in, &pi, ""), gotProto+"://"+out.Header.Get("X-Forwarded-Host"); o != sent {
+			t.Fatalf("Origin %q, but the upstream hears %q", o, sent)
+		}
+		if pi.Trusted && xfPort != "" && out.Header.Get("X-Forwarded-Port") != xfPort && validPort(lastValue([]string{xfPort})) && lastValue([]string{xfPort}) == xfPort {
+			t.Fatalf("X-Forwarded-Port %q, the proxy's %q", out.Header.Get("X-Forwarded-Port"), xfPort)
+		}
+	})
+}
+
+// FuzzLastValue checks lastValue against a plain reading: every line
+// split at commas, entries trimmed of spaces and tabs, the last non-empty
+// one, lower-cased.
+func FuzzLastValue(f *testing.F) {
+	f.Add("https, http", "")
+	f.Add(" , HTTPS ,,", "\t")
+	f.Add("", ",")
+	f.Add("a", "b, ,")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		want := ""
+		for _, line := range []string{a, b} {
+			for _, e := range strings.Split(line, ",") {
+				if e = strings.Trim(e, " \t"); e != "" {
+					want = strings.ToLower(e)
+				}
+			}
+		}
+		if got := lastValue([]string{a, b}); got != want {
+			t.Fatalf("lastValue(%q, %q) = %q, want %q", a, b, got, want)
 		}
 	})
 }

@@ -23,7 +23,10 @@ func TestOrigin(t *testing.T) {
 		{"tls", true, "app.example.com", false, "", "", "", "https://app.example.com"},
 		{"untrusted ignores both", false, "app.internal", false, "", "https", "evil.example", "http://app.internal"},
 		{"trusted", false, "edge:8080", true, "", "https", "app.example.com", "https://app.example.com"},
-		{"trusted, first entries", false, "edge", true, "", " HTTPS , http", "App.Example.com:8443, inner", "https://app.example.com:8443"},
+		// The last value is the nearest trusted proxy's; one in front
+		// of it may be a client's that the proxy appended to.
+		{"trusted, last entries", false, "edge", true, "", "http , HTTPS ", "evil.example, App.Example.com:8443", "https://app.example.com:8443"},
+		{"trusted, a client's values in front", false, "edge", true, "", "https, http", "evil.example, app.internal", "http://app.internal"},
 		{"trusted, bad proto", true, "app.example.com", true, "", "javascript", "", "https://app.example.com"},
 		{"trusted, path in host", false, "app.internal", true, "", "", "evil.example/x", "http://app.internal"},
 		{"trusted, userinfo", false, "app.internal", true, "", "", "u@evil.example", "http://app.internal"},

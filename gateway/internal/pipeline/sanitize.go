@@ -78,6 +78,25 @@ func DropHopByHop(h http.Header) {
 	h["Connection"] = []string{strings.Join(keep, ", ")}
 }
 
+// NominatesPresent reports whether h's Connection header nominates a
+// header h holds other than the standard hop-by-hop ones: one that
+// DropHopByHop would remove. A reader that looks at the request before
+// DropHopByHop ran (the listen.http redirect check) must not believe such
+// a header, which the request the edge serves no longer has; it cleans a
+// copy when this is true, which it rarely is ("Connection: keep-alive"
+// nominates nothing present).
+func NominatesPresent(h http.Header) bool {
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = http.CanonicalHeaderKey(strings.Trim(tok, " \t"))
+			if _, ok := h[tok]; ok && !hopByHopStandard[tok] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // DropNominatedTrailers removes from trailer (a request's announced
 // trailer names) the names h's Connection header nominates: they are
 // hop-by-hop after the body as in the header, and the forwarder, which
