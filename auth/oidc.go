@@ -1054,17 +1054,21 @@ func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 // logout path, or 0 to log out. A logout carries no secret, so any page
 // could otherwise end a user's session by loading the path in an <img>, a
 // link or a form (logout CSRF). A logout is accepted, by GET (a link on
-// the site) or POST (a form), only when the browser says it comes from this
-// origin or from the user (Sec-Fetch-Site: same-origin or none: typed,
-// bookmarked), and when neither Origin nor Referer names another origin;
-// a speculative prefetch of the link never logs out. A client that sends
-// none of these headers (curl, a browser older than Fetch Metadata) is
-// accepted: a non-browser client holds no victim's cookie.
+// the site) or POST (a form), only with a positive sign that it comes from
+// this origin or from the user: Sec-Fetch-Site same-origin or none (typed,
+// bookmarked), or, from a browser older than Fetch Metadata, an Origin or
+// a Referer of this origin; and never when Origin or Referer names another
+// origin, nor for a speculative prefetch. A request with none of these
+// headers is refused: a browser without Fetch Metadata sends none of them
+// for a link on another site whose page asks for no referrer, and such a
+// browser ignores SameSite too, so the cookie goes with it. A script
+// logging out (curl) sends Origin or Sec-Fetch-Site: none.
 func (a *oidcAuth) logoutRefusal(r *http.Request) (int, string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		return http.StatusMethodNotAllowed, "method " + r.Method
 	}
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site != "" && site != "same-origin" && site != "none" {
 		return http.StatusForbidden, "Sec-Fetch-Site: " + site
 	}
 	if strings.Contains(r.Header.Get("Sec-Purpose"), "prefetch") || r.Header.Get("Purpose") == "prefetch" {
@@ -1076,11 +1080,15 @@ func (a *oidcAuth) logoutRefusal(r *http.Request) (int, string) {
 		// another origin too.
 		return http.StatusForbidden, "Origin " + strings.Join(o, ", ")
 	}
-	if ref := r.Header.Get("Referer"); ref != "" {
+	ref := r.Header.Get("Referer")
+	if ref != "" {
 		u, err := url.Parse(ref)
 		if err != nil || !strings.EqualFold(u.Scheme+"://"+u.Host, self) {
 			return http.StatusForbidden, "Referer of another origin"
 		}
+	}
+	if site == "" && len(r.Header.Values("Origin")) == 0 && ref == "" {
+		return http.StatusForbidden, "no Sec-Fetch-Site, Origin or Referer"
 	}
 	return 0, ""
 }

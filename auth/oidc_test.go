@@ -411,6 +411,19 @@ func get(t *testing.T, c *http.Client, u string, html bool) (*http.Response, str
 	return send(t, c, req)
 }
 
+// navigate is a browser following a link on the site's own page (the way
+// a logout must come: see logoutRefusal).
+func navigate(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	return send(t, c, req)
+}
+
 func send(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
 	t.Helper()
 	res, err := c.Do(req)
@@ -595,7 +608,7 @@ func TestOIDCLoginFlow(t *testing.T) {
 	t.Run("logout clears the session and signs out at the provider", func(t *testing.T) {
 		noFollow := *c
 		noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		res, _ := get(t, &noFollow, e.srv.URL+"/oauth2/logout", true)
+		res, _ := navigate(t, &noFollow, e.srv.URL+"/oauth2/logout")
 		loc, _ := url.Parse(res.Header.Get("Location"))
 		if res.StatusCode != http.StatusSeeOther || loc == nil || !strings.HasPrefix(loc.String(), op.issuer) || loc.Query().Get("id_token_hint") == "" || loc.Query().Get("client_id") != e.clientID {
 			t.Fatalf("%d Location %q", res.StatusCode, res.Header.Get("Location"))
