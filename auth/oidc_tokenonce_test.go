@@ -169,3 +169,58 @@ func TestTokenAuthStyle(t *testing.T) {
 		})
 	}
 }
+
+// TestOIDCCodeFromAnotherSession: two browsers start sign-ins; each stops
+// before its callback. Browser B's callback is sent with A's code (an
+// attacker who got a victim's code, or a victim given an attacker's code
+// with its own state): the state is B's, so the edge exchanges A's code
+// with B's PKCE verifier, and the provider refuses it: no session, nothing
+// upstream, one token request. (Whether A's code is spent by the refused
+// exchange is the provider's choice: zitadel's example OP keeps it.)
+func TestOIDCCodeFromAnotherSession(t *testing.T) {
+	op := startOP(t)
+	e := startEdge(t, op, "")
+	stopAtCallback := func(c *http.Client) *url.URL {
+		t.Helper()
+		_, body := get(t, c, e.srv.URL+"/page", true)
+		m := loginID.FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("no login form: %.200s", body)
+		}
+		var cb *url.URL
+		stop := *c
+		stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+			if req.URL.Path == "/oauth2/callback" {
+				cb = req.URL
+				return http.ErrUseLastResponse
+			}
+			return nil
+		}
+		res, err := stop.PostForm(op.issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {opUser}, "password": {opPassword}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if cb == nil {
+			t.Fatal("no callback")
+		}
+		return cb
+	}
+	a, b := e.browser(t), e.browser(t)
+	cbA, cbB := stopAtCallback(a), stopAtCallback(b)
+	swapped := *cbB
+	q := swapped.Query()
+	q.Set("code", cbA.Query().Get("code"))
+	swapped.RawQuery = q.Encode()
+	n, up := op.tokenCount(), e.seen.n
+	res, body := get(t, b, swapped.String(), true)
+	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"status":401`) || len(e.sessionCookies(b)) != 0 {
+		t.Fatalf("B with A's code: %d %s", res.StatusCode, body)
+	}
+	if got := op.tokenRequests(n); len(got) != 1 {
+		t.Fatalf("token requests %v, want one", got)
+	}
+	if e.seen.n != up {
+		t.Fatal("the upstream was reached")
+	}
+}
