@@ -138,7 +138,13 @@ func (h *httpAuthz) forwardAuth(ctx context.Context, in *checkInput) (*decision,
 	defer resp.Body.Close()
 	sink := &headerSink{}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAuthzBodyBytes))
+		// An allow is an answer only once it ends: a server that breaks
+		// off inside its body (closed, reset: it crashed, or a proxy in
+		// front of it cut it) has not answered, as Envoy and Traefik read
+		// it. A body past the bound is left unread: the head decided.
+		if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, maxAuthzBodyBytes)); err != nil {
+			return nil, fmt.Errorf("ext_authz response: %w", err)
+		}
 		d := &decision{allow: true, set: http.Header{}}
 		for _, k := range h.upstream {
 			for _, v := range resp.Header.Values(k) {

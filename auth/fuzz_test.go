@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,6 +48,11 @@ func FuzzVerifyToken(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")
 	f.Add("a.b.c")
 	f.Add("..")
+	// Time claims past int64, and a valid token with a newline inside.
+	f.Add(hsSigner.sign(f, claims(map[string]any{"nbf": 1e19}), ""))
+	f.Add(hsSigner.sign(f, claims(map[string]any{"iat": -1e19, "exp": 1e300}), ""))
+	good := hsSigner.sign(f, claims(nil), "")
+	f.Add(good[:len(good)-5] + "\n" + good[len(good)-5:]) // in the signature: the signing input is unchanged
 	f.Fuzz(func(t *testing.T, tok string) {
 		for _, a := range []*jwtAuth{hs, rsa} {
 			p, reason := a.verify(t.Context(), tok)
@@ -64,6 +70,17 @@ func FuzzVerifyToken(f *testing.F) {
 			}
 			if len(tok) > a.maxBytes {
 				t.Fatalf("accepted a token of %d bytes", len(tok))
+			}
+			// One spelling per token, and time claims a time can hold.
+			if strings.ContainsAny(tok, "\r\n =+/") {
+				t.Fatalf("accepted a token spelled %q", tok)
+			}
+			// Read from the number as written, not through the parser's
+			// conversion, which is what wrapped past int64.
+			if n, ok := p.Claims["nbf"].(json.Number); ok {
+				if f, err := n.Float64(); err != nil || f > float64(a.now().Add(a.leeway).Unix()+1) {
+					t.Fatalf("accepted a token not valid before %s", n)
+				}
 			}
 		}
 	})

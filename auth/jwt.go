@@ -2,8 +2,10 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -234,6 +236,9 @@ func (a *jwtAuth) verify(ctx context.Context, tok string) (*Principal, Reason) {
 	if len(tok) > a.maxBytes {
 		return nil, ReasonOversized
 	}
+	if !compactJWS(tok) {
+		return nil, ReasonMalformed
+	}
 	now := a.now()
 	var ver uint64
 	if a.jwks != nil {
@@ -246,6 +251,9 @@ func (a *jwtAuth) verify(ctx context.Context, tok string) (*Principal, Reason) {
 	kf := keyfunc{a: a, ctx: ctx, version: ver}
 	if _, err := a.parser.ParseWithClaims(tok, claims, kf.key); err != nil {
 		return nil, reasonOf(err)
+	}
+	if r := checkTimeClaims(claims); r != ReasonNone {
+		return nil, r
 	}
 	if r := a.checkIssuerAudience(claims); r != ReasonNone {
 		return nil, r
@@ -262,6 +270,47 @@ func (a *jwtAuth) verify(ctx context.Context, tok string) (*Principal, Reason) {
 		a.cache.put(tok, cacheEntry{p: p, until: until, version: kf.version}, now)
 	}
 	return p, ReasonNone
+}
+
+// compactJWS reports whether tok is made only of base64url characters and
+// dots. Go's base64 decoders skip CR and LF even in strict mode, so a
+// token with newlines in a segment (possible in a query or a cookie)
+// would verify as the same token under endless spellings, each its own
+// cache entry.
+func compactJWS(tok string) bool {
+	for i := 0; i < len(tok); i++ {
+		switch c := tok[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// maxNumericDate bounds exp, nbf and iat (about 146 billion years either
+// way). golang-jwt turns a NumericDate into a time through float64 and
+// int64 without a range check: past int64 (1e19, 1e400, the largest
+// int64, which float64 rounds up) the conversion wraps to the far past, so
+// an nbf the issuer put out of reach was taken as long passed and the
+// token accepted. Within this bound the conversion is exact enough and
+// time.Unix cannot overflow.
+const maxNumericDate = 1 << 62
+
+// checkTimeClaims refuses a token whose exp, nbf or iat is a number out of
+// range. The parser has checked their types already.
+func checkTimeClaims(claims jwt.MapClaims) Reason {
+	for _, k := range []string{"exp", "nbf", "iat"} {
+		n, ok := claims[k].(json.Number)
+		if !ok {
+			continue
+		}
+		f, err := n.Float64()
+		if err != nil || math.IsNaN(f) || f > maxNumericDate || f < -maxNumericDate {
+			return ReasonClaims
+		}
+	}
+	return ReasonNone
 }
 
 func (a *jwtAuth) checkIssuerAudience(claims jwt.MapClaims) Reason {

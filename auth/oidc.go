@@ -157,8 +157,14 @@ func unreachable(err error) bool {
 
 // provider is what discovery found.
 type provider struct {
-	verifier   *oidc.IDTokenVerifier
-	endpoint   oauth2.Endpoint
+	verifier *oidc.IDTokenVerifier
+	// oauth is built once per discovery, its AuthStyle stated: with
+	// oauth2's AuthStyleAutoDetect every failed token request (a refused
+	// code, a refused refresh, a timeout) is sent a second time with the
+	// credentials in the form, and a refresh token sent twice is what a
+	// provider's reuse detection punishes. Its RedirectURL is redirect_url
+	// or empty: the redirect_uri of a request is added to it (redirectURI).
+	oauth      *oauth2.Config
 	endSession string
 }
 
@@ -387,6 +393,9 @@ func (a *oidcAuth) provider(ctx context.Context) (*provider, error) {
 		Methods    []string `json:"code_challenge_methods_supported"`
 		JWKSURI    string   `json:"jwks_uri"`
 		Algorithms []string `json:"id_token_signing_alg_values_supported"`
+		// AuthMethods is how the token endpoint authenticates clients
+		// (RFC 8414 section 2).
+		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 	}
 	if err := p.Claims(&meta); err != nil {
 		a.provErr, a.provWhen = fmt.Errorf("discovery at %s: %w", routes.RedactURL(a.issuer), err), now
@@ -409,29 +418,50 @@ func (a *oidcAuth) provider(ctx context.Context) (*provider, error) {
 		}
 	}
 	keys := providerKeys{remote: oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), a.client), meta.JWKSURI)}
+	ep := p.Endpoint()
+	ep.AuthStyle = tokenAuthStyle(meta.AuthMethods, a.clientSecret != "", a.assertion != nil)
 	a.prov = &provider{
-		verifier:   oidc.NewVerifier(a.issuer, keys, cfg),
-		endpoint:   p.Endpoint(),
+		verifier: oidc.NewVerifier(a.issuer, keys, cfg),
+		oauth: &oauth2.Config{
+			ClientID:     a.clientID,
+			ClientSecret: a.clientSecret,
+			Endpoint:     ep,
+			RedirectURL:  a.redirectURL,
+			Scopes:       a.scopes,
+		},
 		endSession: meta.EndSession,
 	}
 	a.provErr = nil
 	return a.prov, nil
 }
 
-func (a *oidcAuth) oauth2Config(p *provider, r *http.Request) *oauth2.Config {
-	ep := p.endpoint
-	if a.assertion != nil {
-		// The client's id goes in the form beside the assertion, and no
-		// Basic header is tried first.
-		ep.AuthStyle = oauth2.AuthStyleInParams
+// tokenAuthStyle is how the client authenticates at the token endpoint,
+// decided once from discovery so that no token request is ever sent twice
+// (see provider.oauth). With a signed assertion (private_key_jwt) or no
+// secret at all (a public client, "none"), the client's id goes in the
+// form. With a secret, client_secret_basic when the provider lists it or
+// lists nothing (RFC 8414 section 2: the default is client_secret_basic),
+// else client_secret_post when it lists that. A provider that lists
+// neither gets Basic: its refusal names the problem.
+func tokenAuthStyle(methods []string, secret, assertion bool) oauth2.AuthStyle {
+	switch {
+	case assertion || !secret:
+		return oauth2.AuthStyleInParams
+	case len(methods) == 0 || slices.Contains(methods, "client_secret_basic"):
+		return oauth2.AuthStyleInHeader
+	case slices.Contains(methods, "client_secret_post"):
+		return oauth2.AuthStyleInParams
 	}
-	return &oauth2.Config{
-		ClientID:     a.clientID,
-		ClientSecret: a.clientSecret,
-		Endpoint:     ep,
-		RedirectURL:  a.callbackURL(r),
-		Scopes:       a.scopes,
+	return oauth2.AuthStyleInHeader
+}
+
+// redirectURI is the redirect_uri of a sign-in started by r, as an option
+// of the provider's config (which has it already with redirect_url).
+func (a *oidcAuth) redirectURI(r *http.Request) []oauth2.AuthCodeOption {
+	if a.redirectURL != "" {
+		return nil
 	}
+	return []oauth2.AuthCodeOption{oauth2.SetAuthURLParam("redirect_uri", a.callbackURL(r))}
 }
 
 // callbackURL is the redirect_uri of a sign-in started by r: redirect_url
@@ -519,7 +549,7 @@ func (a *oidcAuth) check(r *http.Request) (*Principal, Reason, refusal) {
 	data := s.Data
 	exp := time.Unix(d.Expiry, 0)
 	if !now.Before(exp.Add(-a.refreshBefore)) {
-		nd, nclaims, err := a.refreshTokens(r.Context(), r, &d, claims)
+		nd, nclaims, err := a.refreshTokens(r.Context(), &d, claims)
 		switch {
 		case err == nil:
 			d, claims, touch = *nd, nclaims, true
@@ -654,7 +684,7 @@ func (a *oidcAuth) startLogin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	u := a.oauth2Config(p, r).AuthCodeURL(ld.State, oidc.Nonce(ld.Nonce), oauth2.S256ChallengeOption(ld.Verifier))
+	u := p.oauth.AuthCodeURL(ld.State, append(a.redirectURI(r), oidc.Nonce(ld.Nonce), oauth2.S256ChallengeOption(ld.Verifier))...)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, u, http.StatusFound)
 }
@@ -786,7 +816,7 @@ func (a *oidcAuth) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := a.providerCtx(r.Context())
 	defer cancel()
-	tok, err := a.oauth2Config(p, r).Exchange(ctx, code, oauth2.VerifierOption(ld.Verifier))
+	tok, err := p.oauth.Exchange(ctx, code, append(a.redirectURI(r), oauth2.VerifierOption(ld.Verifier))...)
 	if err != nil {
 		if providerDown(err) {
 			a.loginFailed(w, r, a.statusOnError, "code exchange: "+err.Error(), ReasonAuthzUnavailable)
@@ -933,7 +963,7 @@ func providerDown(err error) bool {
 // refreshTokens uses the session's refresh token. Requests of one session
 // arriving together share one refresh: providers that rotate refresh
 // tokens would refuse all but the first.
-func (a *oidcAuth) refreshTokens(ctx context.Context, r *http.Request, d *sessionData, claims map[string]any) (*sessionData, map[string]any, error) {
+func (a *oidcAuth) refreshTokens(ctx context.Context, d *sessionData, claims map[string]any) (*sessionData, map[string]any, error) {
 	if d.Refresh == "" {
 		return nil, nil, errors.New("no refresh token")
 	}
@@ -945,7 +975,7 @@ func (a *oidcAuth) refreshTokens(ctx context.Context, r *http.Request, d *sessio
 		}
 		pctx, cancel := a.providerCtx(context.WithoutCancel(ctx))
 		defer cancel()
-		tok, err := a.oauth2Config(p, r).TokenSource(pctx, &oauth2.Token{RefreshToken: d.Refresh, Expiry: time.Unix(1, 0)}).Token()
+		tok, err := p.oauth.TokenSource(pctx, &oauth2.Token{RefreshToken: d.Refresh, Expiry: time.Unix(1, 0)}).Token()
 		if err != nil {
 			if providerDown(err) {
 				return refreshResult{err: fmt.Errorf("%w: %w", errProviderDown, err)}
@@ -1024,17 +1054,21 @@ func (a *oidcAuth) logout(w http.ResponseWriter, r *http.Request) {
 // logout path, or 0 to log out. A logout carries no secret, so any page
 // could otherwise end a user's session by loading the path in an <img>, a
 // link or a form (logout CSRF). A logout is accepted, by GET (a link on
-// the site) or POST (a form), only when the browser says it comes from this
-// origin or from the user (Sec-Fetch-Site: same-origin or none: typed,
-// bookmarked), and when neither Origin nor Referer names another origin;
-// a speculative prefetch of the link never logs out. A client that sends
-// none of these headers (curl, a browser older than Fetch Metadata) is
-// accepted: a non-browser client holds no victim's cookie.
+// the site) or POST (a form), only with a positive sign that it comes from
+// this origin or from the user: Sec-Fetch-Site same-origin or none (typed,
+// bookmarked), or, from a browser older than Fetch Metadata, an Origin or
+// a Referer of this origin; and never when Origin or Referer names another
+// origin, nor for a speculative prefetch. A request with none of these
+// headers is refused: a browser without Fetch Metadata sends none of them
+// for a link on another site whose page asks for no referrer, and such a
+// browser ignores SameSite too, so the cookie goes with it. A script
+// logging out (curl) sends Origin or Sec-Fetch-Site: none.
 func (a *oidcAuth) logoutRefusal(r *http.Request) (int, string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		return http.StatusMethodNotAllowed, "method " + r.Method
 	}
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site != "" && site != "same-origin" && site != "none" {
 		return http.StatusForbidden, "Sec-Fetch-Site: " + site
 	}
 	if strings.Contains(r.Header.Get("Sec-Purpose"), "prefetch") || r.Header.Get("Purpose") == "prefetch" {
@@ -1046,11 +1080,15 @@ func (a *oidcAuth) logoutRefusal(r *http.Request) (int, string) {
 		// another origin too.
 		return http.StatusForbidden, "Origin " + strings.Join(o, ", ")
 	}
-	if ref := r.Header.Get("Referer"); ref != "" {
+	ref := r.Header.Get("Referer")
+	if ref != "" {
 		u, err := url.Parse(ref)
 		if err != nil || !strings.EqualFold(u.Scheme+"://"+u.Host, self) {
 			return http.StatusForbidden, "Referer of another origin"
 		}
+	}
+	if site == "" && len(r.Header.Values("Origin")) == 0 && ref == "" {
+		return http.StatusForbidden, "no Sec-Fetch-Site, Origin or Referer"
 	}
 	return 0, ""
 }

@@ -54,7 +54,7 @@ func TestOIDCDiscoveryNotPoisonedByAClient(t *testing.T) {
 			op.discoveryGate.Store(nil)
 			close(gate)
 
-			res, body := get(t, e.browser(t), e.srv.URL+tc.path, true)
+			res, body := navigate(t, e.browser(t), e.srv.URL+tc.path)
 			if !strings.HasPrefix(res.Request.URL.String(), op.issuer) || !strings.Contains(res.Request.URL.Path, tc.wantAt) {
 				t.Fatalf("%s: %d at %s, not at the provider: %.200s", tc.name, res.StatusCode, res.Request.URL, body)
 			}

@@ -57,6 +57,13 @@ func TestOIDCLogoutCrossSite(t *testing.T) {
 				{"a link from another site, browser without Fetch Metadata", http.MethodGet, map[string]string{"Referer": "https://evil.example/"}, http.StatusForbidden},
 				{"a Referer that only starts like the site", http.MethodGet, map[string]string{"Referer": e.srv.URL + ".evil.example/"}, http.StatusForbidden},
 				{"a speculative prefetch of the site's own link", http.MethodGet, map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Purpose": "prefetch"}, http.StatusForbidden},
+				// A browser without Fetch Metadata following a link on a page
+				// that asks for no referrer (<meta name="referrer"
+				// content="no-referrer">) sends none of the headers, and
+				// ignores SameSite: nothing tells it from a same-site link.
+				{"a link from another site with no referrer, browser without Fetch Metadata", http.MethodGet, nil, http.StatusForbidden},
+				{"a form from another site with no referrer, browser without Fetch Metadata", http.MethodPost, nil, http.StatusForbidden},
+				{"a Referer that does not parse", http.MethodGet, map[string]string{"Referer": "%zz"}, http.StatusForbidden},
 				{"another method", http.MethodDelete, nil, http.StatusMethodNotAllowed},
 			} {
 				t.Run(tc.desc, func(t *testing.T) {
@@ -83,7 +90,9 @@ func TestOIDCLogoutCrossSite(t *testing.T) {
 				{"a link on the site", http.MethodGet, map[string]string{"Sec-Fetch-Site": "same-origin", "Referer": e.srv.URL + "/orders"}},
 				{"a form on the site", http.MethodPost, map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": e.srv.URL}},
 				{"typed into the address bar", http.MethodGet, map[string]string{"Sec-Fetch-Site": "none"}},
-				{"a client without browser headers", http.MethodGet, nil},
+				{"a link on the site, browser without Fetch Metadata", http.MethodGet, map[string]string{"Referer": e.srv.URL + "/orders"}},
+				{"a form on the site, browser without Fetch Metadata", http.MethodPost, map[string]string{"Origin": e.srv.URL}},
+				{"a script stating its origin", http.MethodGet, map[string]string{"Origin": e.srv.URL}},
 			} {
 				t.Run(tc.desc, func(t *testing.T) {
 					if len(e.sessionCookies(c)) == 0 {

@@ -405,7 +405,7 @@ func (a *oidcAuth) refreshLocked(r *http.Request, id string, rec *record, d *ses
 	if cur.version != rec.version {
 		return decodeRecord(cur)
 	}
-	nd, nclaims, err := a.refreshTokens(ctx, r, d, claims)
+	nd, nclaims, err := a.refreshTokens(ctx, d, claims)
 	if err != nil {
 		return nil, nil, nil, err
 	}

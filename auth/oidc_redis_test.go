@@ -72,7 +72,9 @@ func storedSessions(t *testing.T, rdb *redis.Client) []string {
 func (e *testEdge) call(h http.Handler, path string, ck *http.Cookie, nav bool) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodGet, e.srv.URL+path, nil)
 	if nav {
+		// A browser on the site's own pages (a logout needs it).
 		req.Header.Set("Accept", "text/html")
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
 	} else {
 		req.Header.Set("Accept", "application/json")
 	}
@@ -153,7 +155,7 @@ func TestOIDCRedisReplicas(t *testing.T) {
 
 	t.Run("logout on one replica ends the session on every one, copied cookies included", func(t *testing.T) {
 		e.serve(b)
-		res, _ := get(t, noRedirects(c), e.srv.URL+"/oauth2/logout", true)
+		res, _ := navigate(t, noRedirects(c), e.srv.URL+"/oauth2/logout")
 		loc, _ := url.Parse(res.Header.Get("Location"))
 		if res.StatusCode != http.StatusSeeOther || loc == nil || loc.Query().Get("id_token_hint") == "" {
 			t.Fatalf("logout: %d Location %q", res.StatusCode, res.Header.Get("Location"))
@@ -536,7 +538,7 @@ func TestOIDCRedisDown(t *testing.T) {
 				t.Fatalf("sign-in during the outage: %d %s", res.StatusCode, body)
 			}
 			// Logout still expires the cookie here.
-			res, _ := get(t, noRedirects(c2), e.srv.URL+"/oauth2/logout", true)
+			res, _ := navigate(t, noRedirects(c2), e.srv.URL+"/oauth2/logout")
 			if res.StatusCode != http.StatusSeeOther || len(e.sessionCookies(c2)) != 0 {
 				t.Fatalf("logout during the outage: %d, cookies %v", res.StatusCode, e.sessionCookies(c2))
 			}

@@ -72,6 +72,33 @@ type testOP struct {
 	// suffix, unanswered, until the stall is thawed or the client gives
 	// up: the provider frozen in the middle of one step.
 	stall atomic.Pointer[opStall]
+	// authMethods, when set, replaces token_endpoint_auth_methods_supported
+	// in the discovery document (an empty list: the member left out).
+	authMethods atomic.Pointer[[]string]
+	// tokenStatus, when set, is the status every token request is answered
+	// with, before the provider sees it.
+	tokenStatus atomic.Int64
+	tokenMu     sync.Mutex
+	tokenReqs   []tokenReq // every token request received, in order
+}
+
+// tokenReq is one request the token endpoint received: its grant and how
+// the client authenticated (basic, post, or none).
+type tokenReq struct {
+	grant, auth string
+}
+
+// tokenRequests returns the token requests received since the n-th.
+func (op *testOP) tokenRequests(since int) []tokenReq {
+	op.tokenMu.Lock()
+	defer op.tokenMu.Unlock()
+	return append([]tokenReq(nil), op.tokenReqs[since:]...)
+}
+
+func (op *testOP) tokenCount() int {
+	op.tokenMu.Lock()
+	defer op.tokenMu.Unlock()
+	return len(op.tokenReqs)
 }
 
 // opStall is a step of the provider that does not answer.
@@ -124,10 +151,42 @@ func startOP(t *testing.T) *testOP {
 				return
 			}
 		}
+		if m := op.authMethods.Load(); m != nil && strings.HasSuffix(r.URL.Path, "/.well-known/openid-configuration") {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			var doc map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			delete(doc, "token_endpoint_auth_methods_supported")
+			if len(*m) > 0 {
+				doc["token_endpoint_auth_methods_supported"] = *m
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(doc)
+			return
+		}
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/token") {
 			b, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(strings.NewReader(string(b)))
-			if q, err := url.ParseQuery(string(b)); err == nil && q.Get("grant_type") == "refresh_token" {
+			q, _ := url.ParseQuery(string(b))
+			tr := tokenReq{grant: q.Get("grant_type"), auth: "none"}
+			if _, _, ok := r.BasicAuth(); ok {
+				tr.auth = "basic"
+			} else if q.Has("client_secret") {
+				tr.auth = "post"
+			}
+			op.tokenMu.Lock()
+			op.tokenReqs = append(op.tokenReqs, tr)
+			op.tokenMu.Unlock()
+			if st := op.tokenStatus.Load(); st != 0 {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(int(st))
+				_, _ = io.WriteString(w, `{"error":"temporarily_unavailable"}`)
+				return
+			}
+			if q.Get("grant_type") == "refresh_token" {
 				op.refreshes.Add(1)
 				sw := &statusWriter{ResponseWriter: w}
 				h.ServeHTTP(sw, r)
@@ -352,6 +411,19 @@ func get(t *testing.T, c *http.Client, u string, html bool) (*http.Response, str
 	return send(t, c, req)
 }
 
+// navigate is a browser following a link on the site's own page (the way
+// a logout must come: see logoutRefusal).
+func navigate(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	return send(t, c, req)
+}
+
 func send(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
 	t.Helper()
 	res, err := c.Do(req)
@@ -536,7 +608,7 @@ func TestOIDCLoginFlow(t *testing.T) {
 	t.Run("logout clears the session and signs out at the provider", func(t *testing.T) {
 		noFollow := *c
 		noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		res, _ := get(t, &noFollow, e.srv.URL+"/oauth2/logout", true)
+		res, _ := navigate(t, &noFollow, e.srv.URL+"/oauth2/logout")
 		loc, _ := url.Parse(res.Header.Get("Location"))
 		if res.StatusCode != http.StatusSeeOther || loc == nil || !strings.HasPrefix(loc.String(), op.issuer) || loc.Query().Get("id_token_hint") == "" || loc.Query().Get("client_id") != e.clientID {
 			t.Fatalf("%d Location %q", res.StatusCode, res.Header.Get("Location"))
