@@ -1007,3 +1007,57 @@ func TestNameLength(t *testing.T) {
 		t.Fatalf("names %q %q", a, b)
 	}
 }
+
+// The certificate for clients without SNI comes from the Gateway the
+// edge is told to serve first (providers.kubernetes.gateways), from its
+// listener without a hostname: never from whichever Gateway is oldest,
+// which a tenant allowed to create one can arrange.
+func TestTranslateDefaultCertificate(t *testing.T) {
+	cert, key := selfSigned(t, "any.example")
+	https := func(name, host, secret string) gatewayv1.Listener {
+		l := gatewayv1.Listener{Name: gatewayv1.SectionName(name), Port: 443, Protocol: gatewayv1.HTTPSProtocolType,
+			TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(secret)}}}}
+		if host != "" {
+			l.Hostname = ptr(gatewayv1.Hostname(host))
+		}
+		return l
+	}
+	snapshot := func() *Snapshot {
+		s := world()
+		// tenant/gw is the oldest; infra/edge the newest.
+		tenant := gw("tenant", "gw", https("any", "", "tls"))
+		tenant.CreationTimestamp = metav1.NewTime(epoch.Add(-time.Hour))
+		edge := gw("infra", "edge", https("named", "edge.example", "named"), https("any", "", "any"))
+		edge.CreationTimestamp = metav1.NewTime(epoch.Add(time.Hour))
+		s.Gateways = []*gatewayv1.Gateway{tenant, edge}
+		for _, k := range []types.NamespacedName{{Namespace: "tenant", Name: "tls"}, {Namespace: "infra", Name: "named"}, {Namespace: "infra", Name: "any"}} {
+			s.Secrets = append(s.Secrets, &corev1.Secret{ObjectMeta: objMeta(k.Namespace, k.Name, 0), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}})
+		}
+		return s
+	}
+	tests := []struct {
+		name     string
+		gateways []string
+		want     []string // the Sources of the pairs marked Default
+	}{
+		{"every Gateway of the class: none", nil, nil},
+		{"the first named Gateway's listener without a hostname", []string{"infra/edge", "tenant/gw"}, []string{"Secret infra/any"}},
+		{"the order of the list, not the Gateways' age", []string{"tenant/gw", "infra/edge"}, []string{"Secret tenant/tls"}},
+		{"a named Gateway that is not first: none", []string{"other/gw", "infra/edge"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := TranslateWith(routes.KubernetesProvider{Gateways: tt.gateways}, snapshot(), TranslateOptions{HTTPS: true})
+			var got []string
+			for _, c := range res.Fragment.Certificates {
+				if c.Default {
+					got = append(got, c.Source)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("Default pairs %q, want %q (all: %d)", got, tt.want, len(res.Fragment.Certificates))
+			}
+			mergeable(t, res.Fragment)
+		})
+	}
+}
