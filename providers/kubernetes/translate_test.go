@@ -24,6 +24,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	"github.com/causewayhq/causeway/plugins/respond"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -1056,6 +1057,55 @@ func TestTranslateDefaultCertificate(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("Default pairs %q, want %q (all: %d)", got, tt.want, len(res.Fragment.Certificates))
+			}
+			mergeable(t, res.Fragment)
+		})
+	}
+}
+
+// A rule whose filter cannot be applied answers its requests 500; left
+// out, they went to the route's other rule without the filter (the spec:
+// such a filter must not be skipped, and the requests it would have
+// processed get an error). A rule whose match cannot be served is still
+// left out: it matches nothing.
+func TestTranslateRefusedFilterFailsClosed(t *testing.T) {
+	extension := gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterExtensionRef,
+		ExtensionRef: &gatewayv1.LocalObjectReference{Group: "auth.example.com", Kind: "Check", Name: "staff"}}
+	badHeader := gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
+		RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "Host", Value: "x"}}}}
+	tests := []struct {
+		name   string
+		filter gatewayv1.HTTPRouteFilter
+	}{
+		{"an ExtensionRef of a kind the edge does not have", extension},
+		{"a header modifier the edge refuses", badHeader},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			admin := rule([]gatewayv1.HTTPRouteMatch{prefix("/admin")}, backend("web", 80))
+			admin.Filters = []gatewayv1.HTTPRouteFilter{tt.filter}
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80)), admin})}
+			res := Translate(routes.KubernetesProvider{}, s)
+			var adminRoutes int
+			for _, r := range res.Fragment.Routes {
+				if !strings.HasPrefix(r.Match.Path+r.Match.PathPrefix, "/admin") {
+					continue
+				}
+				adminRoutes++
+				var answer respond.Config
+				if len(r.Plugins) != 1 || res.Fragment.Plugins[r.Plugins[0]].Use != "respond" ||
+					res.Fragment.Plugins[r.Plugins[0]].Config.Node.Decode(&answer) != nil || answer.Status != 500 {
+					t.Fatalf("route %s for /admin: plugins %v, want only a 500 answer", r.Name, r.Plugins)
+				}
+			}
+			if adminRoutes == 0 {
+				t.Fatalf("no route for /admin: its requests go to the rule for / without the filter (%q)", summaries(res.Fragment))
+			}
+			st := res.HTTPRoutes[types.NamespacedName{Namespace: "apps", Name: "r"}].Parents[0]
+			pi := condOf(st.Conditions, string(gatewayv1.RouteConditionPartiallyInvalid))
+			if pi == nil || pi.Reason != string(gatewayv1.RouteReasonUnsupportedValue) || !strings.Contains(pi.Message, "rule 1") || !strings.Contains(pi.Message, "answered 500") {
+				t.Fatalf("PartiallyInvalid = %+v, want it to name rule 1 and say it answers 500", pi)
 			}
 			mergeable(t, res.Fragment)
 		})
