@@ -267,6 +267,14 @@ type InlineCertificate struct {
 	// served by its own names only would let one Gateway's Secret, naming
 	// another Gateway's host, win that host's handshakes.
 	Hosts []string
+	// Default makes the pair the one served to a client that names no
+	// host, or a host no certificate is for, when the file has no
+	// certificate of its own (the file's first is the default then).
+	// Without a pair marked Default such handshakes are refused with an
+	// unrecognized_name alert: the first pair of a list a tenant can add
+	// to (the oldest Gateway's Secret) must not become what every
+	// SNI-less client is shown.
+	Default bool
 }
 
 // Certificate is one static certificate/key pair, chosen by SNI.

@@ -286,7 +286,8 @@ func (m *Manager) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, erro
 // getCertificate picks the certificate for a handshake: the ACME challenge
 // certificate for a CA's validation, then a static certificate for the host
 // (staticSet.match: the file's exact name, a provider listener hostname's, then
-// exact and wildcard names), then ACME, then the first static certificate.
+// exact and wildcard names), then ACME, then the default (staticSet.
+// defaultCert), else none: the handshake is refused.
 func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if m.acme != nil && isALPNChallenge(hello) {
 		return m.acme.ac.GetCertificate(hello)
@@ -320,10 +321,10 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			return nil, err
 		}
 	}
-	if c := set.defaultCert(); c != nil {
-		return c, nil
-	}
-	return nil, fmt.Errorf("tls: %q: %w", name, errNoCertificate)
+	// No certificate and no error: crypto/tls then refuses the handshake
+	// with an unrecognized_name alert (RFC 6066), which says what is
+	// wrong, where an error would send internal_error.
+	return set.defaultCert(), nil
 }
 
 // install makes set the one served and updates the expiry metric.

@@ -128,3 +128,62 @@ func TestProviderCertificatesScopedToListenerHost(t *testing.T) {
 		})
 	}
 }
+
+// The certificate for a client that sends no server name, or one no
+// certificate is for: the file's first; else the provider pair marked
+// Default (the first Gateway the edge is told to serve); else none, and
+// the handshake is refused with unrecognized_name. Never a provider pair
+// because it came first: that order is the Gateways' age, which whoever
+// may create a Gateway decides, so a tenant's Secret would be what every
+// client dialling an IP address is shown.
+func TestDefaultCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "default CA")
+	fileCert, fileKey := ca.writePair(t, dir, "file", "file.example.com")
+	tenantCert, tenantKey := ca.leaf(t, "tenant", false, "tenant.example.com")
+	scopedCert, scopedKey := ca.leaf(t, "scoped", false, "scoped.example.com")
+	edgeCert, edgeKey := ca.leaf(t, "edge", false, "edge.example.com")
+	tenant := routes.InlineCertificate{Source: "Secret tenant/tls", CertPEM: tenantCert, KeyPEM: tenantKey}
+	scoped := routes.InlineCertificate{Source: "Secret tenant/scoped", CertPEM: scopedCert, KeyPEM: scopedKey, Hosts: []string{"scoped.example.com"}}
+	edge := routes.InlineCertificate{Source: "Secret infra/edge", CertPEM: edgeCert, KeyPEM: edgeKey, Default: true}
+	file := []routes.Certificate{{CertFile: fileCert, KeyFile: fileKey}}
+	tests := []struct {
+		name      string
+		file      []routes.Certificate
+		providers []routes.InlineCertificate
+		want      string // the served certificate's common name; "" refused
+	}{
+		{"only providers' pairs, none Default", nil, []routes.InlineCertificate{scoped, tenant}, ""},
+		{"a Default pair after older tenants' pairs", nil, []routes.InlineCertificate{scoped, tenant, edge}, "edge"},
+		{"the file's first before a Default pair", file, []routes.InlineCertificate{tenant, edge}, "file.example.com"},
+		{"the file's first, providers' pairs none Default", file, []routes.InlineCertificate{tenant}, "file.example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newManager(t, &routes.TLS{MinVersion: "1.2", Certificates: tt.file, FromProviders: tt.providers}, Options{ProviderCertificates: true})
+			addr := serveTLS(t, m.TLSConfig(), okHandler())
+			for _, sni := range []string{"", "unknown.test"} {
+				st, err := handshake(addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+				if tt.want == "" {
+					// The alert, not merely a failure: a client or a
+					// load balancer's probe can tell it from a fault.
+					if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+						t.Fatalf("sni %q: handshake error %v (served %d certificates), want an unrecognized_name alert", sni, err, len(st.PeerCertificates))
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("sni %q: %v", sni, err)
+				}
+				if got := st.PeerCertificates[0].Subject.CommonName; got != tt.want {
+					t.Fatalf("sni %q: served %q, want %q", sni, got, tt.want)
+				}
+			}
+			// The tenant's pair (in every case) is still served by its name.
+			st, err := handshake(addr, &tls.Config{ServerName: "tenant.example.com", RootCAs: ca.pool()})
+			if err != nil || st.PeerCertificates[0].Subject.CommonName != "tenant" {
+				t.Fatalf("sni tenant.example.com: %v, want the tenant's pair", err)
+			}
+		})
+	}
+}

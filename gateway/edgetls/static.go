@@ -18,7 +18,11 @@ import (
 // and swaps it in whole, so a handshake sees either the old or the new
 // certificates, never a mix.
 type staticSet struct {
-	certs    []*tls.Certificate          // file order; certs[0] is the default
+	certs []*tls.Certificate // file order, then the providers'
+	// def is served when no certificate matches the server name (or there
+	// is none): the file's first, else the first provider pair marked
+	// Default, else none (defaultCert).
+	def      *tls.Certificate
 	exact    map[string]*tls.Certificate // "api.example.com"
 	wildcard map[string]*tls.Certificate // "example.com" for "*.example.com"
 	// fromFile are the file's certificates: the one that names a host
@@ -63,9 +67,15 @@ func loadStatic(cfg *routes.TLS) (*staticSet, error) {
 	}
 	// A provider's certificates come after the file's, so the file's win a
 	// name both have, and the file's first stays the default.
+	if len(s.certs) > 0 {
+		s.def = s.certs[0]
+	}
 	for _, c := range cfg.FromProviders {
 		if err := s.add(c.CertPEM, c.KeyPEM, c.Source, c.Hosts); err != nil {
 			return nil, err
+		}
+		if c.Default && s.def == nil {
+			s.def = s.certs[len(s.certs)-1]
 		}
 	}
 	if cfg.ClientCAFile != "" {
@@ -223,11 +233,13 @@ func validFor(leaf *x509.Certificate, name string) bool {
 	return false
 }
 
+// defaultCert is the certificate for a handshake no certificate matches
+// (no SNI, or an unknown name): the file's first, else a provider pair
+// marked Default; nil when there is neither. A provider's other pairs
+// are never the default: their order is the Gateways' age, which a
+// tenant allowed to create a Gateway decides.
 func (s *staticSet) defaultCert() *tls.Certificate {
-	if len(s.certs) == 0 {
-		return nil
-	}
-	return s.certs[0]
+	return s.def
 }
 
 // certNames returns the DNS names a certificate is valid for, lower-cased;

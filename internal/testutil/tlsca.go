@@ -67,3 +67,11 @@ func (ca *CA) issue(tb testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []by
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
+
+// LeafExpired issues a server certificate for host, like Leaf, that
+// expired an hour ago.
+func (ca *CA) LeafExpired(tb testing.TB, host string, serial int64) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	return ca.issue(tb, &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+}

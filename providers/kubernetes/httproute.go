@@ -400,10 +400,17 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 		rr, err := v.rule(i, base)
 		if err != nil {
 			res.invalidRules++
-			if res.invalidReason == "" {
-				res.invalidReason, res.invalidMsg = err.reason, fmt.Sprintf("rule %d: %s", i, err.msg)
+			msg := fmt.Sprintf("rule %d: %s", i, err.msg)
+			if rr.refused {
+				msg += "; the requests it matches are answered 500"
 			}
-			continue
+			if res.invalidReason == "" {
+				res.invalidReason, res.invalidMsg = err.reason, msg
+			}
+			if !rr.refused {
+				continue
+			}
+			rr = t.refuseRule(base, rr.matches)
 		}
 		if rr.unresolved != nil && res.resolved.Status == metav1.ConditionTrue {
 			res.resolved = condition(string(gatewayv1.RouteConditionResolvedRefs), false, rr.unresolved.reason, fmt.Sprintf("rule %d: %s", i, rr.unresolved.msg), gen)
@@ -433,6 +440,19 @@ func (t *translator) rules(v routeView, hosts []servedHost, e *routeEntry) rules
 		}
 	}
 	return res
+}
+
+// refuseRule is a rule whose filter cannot be served (translatedRule.
+// refused): its matches, answered 500 by the respond plugin.
+func (t *translator) refuseRule(base []string, matches []translatedMatch) translatedRule {
+	tr := translatedRule{matches: matches, upstream: unresolvedUpstream}
+	t.putUpstream(unresolvedUpstream, routes.Upstream{}, false)
+	pname := name(append(base, "refused")...)
+	if raw, err := rawConfig(pname, respond.Config{Status: 500, Error: "a filter of the route cannot be applied"}); err == nil {
+		t.putPlugin(pname, routes.PluginInst{Use: "respond", Config: raw})
+		tr.plugins = []string{pname}
+	}
+	return tr
 }
 
 // hostLabel puts a hostname into a route name as one dot-free part
@@ -479,6 +499,14 @@ type translatedRule struct {
 	// hostRewrite is URLRewrite's hostname: the Host the backend receives.
 	hostRewrite string
 	mirror      *routes.Mirror
+	// refused: a filter of the rule cannot be served, and its matches
+	// translated. The rule then answers its requests 500 (refuseRule)
+	// rather than being left out: left out, its requests would go to
+	// whichever other rule matches them, without the filter (an
+	// authorizing ExtensionRef skipped, a header the backend relies on
+	// not set), where the spec says a filter that cannot be applied
+	// must not be skipped and those requests get an error.
+	refused bool
 	// timeout is timeouts.request, the route's bound (0: none);
 	// backendTimeout is timeouts.backendRequest, the bound of each attempt
 	// until the response headers (0: unset).
@@ -547,6 +575,7 @@ func (t *translator) httpRule(ns string, base []string, rule gatewayv1.HTTPRoute
 		tr.matches = append(tr.matches, tm)
 	}
 	if rerr := t.filters(ns, kindHTTPRoute, base, rule.Filters, matches, &tr); rerr != nil {
+		tr.refused = true
 		return tr, rerr
 	}
 	if rerr := ruleTimeouts(rule.Timeouts, &tr); rerr != nil {

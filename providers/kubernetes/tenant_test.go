@@ -55,8 +55,15 @@ func TestTranslateRefusesEdgeOwnedRequestHeaders(t *testing.T) {
 			st := res.HTTPRoutes[nn("apps", "r")]
 			acc := condOf(st.Parents[0].Conditions, string(gatewayv1.RouteConditionAccepted))
 			if tc.refuse {
-				if acc.Status != metav1.ConditionFalse || acc.Reason != string(gatewayv1.RouteReasonUnsupportedValue) || len(res.Fragment.Routes) != 0 {
-					t.Fatalf("Accepted %s %s %q with %d routes; want refused (UnsupportedValue) with none", acc.Status, acc.Reason, acc.Message, len(res.Fragment.Routes))
+				if acc.Status != metav1.ConditionFalse || acc.Reason != string(gatewayv1.RouteReasonUnsupportedValue) {
+					t.Fatalf("Accepted %s %s %q; want refused (UnsupportedValue)", acc.Status, acc.Reason, acc.Message)
+				}
+				// The rule's requests are answered 500 (never sent on
+				// with the header, nor to another rule without it).
+				for _, r := range res.Fragment.Routes {
+					if len(r.Plugins) != 1 || res.Fragment.Plugins[r.Plugins[0]].Use != "respond" {
+						t.Fatalf("route %s of the refused rule has plugins %v, want only the 500 answer", r.Name, r.Plugins)
+					}
 				}
 				return
 			}

@@ -443,7 +443,7 @@ func (t *translator) listeners(gs *gatewayState) {
 				pending = true
 				ls.valid = false
 			case ls.valid:
-				t.addCertificates(certs, listenerHost(l))
+				t.addCertificates(certs, listenerHost(l), t.defaultGateway(g))
 			}
 		}
 		if accepted.Status == metav1.ConditionTrue && conflicted.Status == metav1.ConditionTrue {
@@ -621,26 +621,43 @@ type certUse struct {
 // hostnames match (InlineCertificate.Hosts), as the Gateway API means.
 // Served by its own names, one Gateway's Secret naming another Gateway's
 // host would win that host's handshakes.
-func (t *translator) addCertificates(secrets []types.NamespacedName, host string) {
+//
+// The pairs of a listener without a hostname on the default Gateway
+// (defaultGateway) are marked Default: the edge serves the first of them
+// to clients that send no server name, when its file has no certificate.
+func (t *translator) addCertificates(secrets []types.NamespacedName, host string, dflt bool) {
 	if t.certAt == nil {
 		t.certAt = map[certUse]int{}
 	}
+	dflt = dflt && host == ""
 	for _, k := range secrets {
 		use := certUse{k, host != ""}
 		if i, ok := t.certAt[use]; ok {
-			if c := &t.res.Fragment.Certificates[i]; use.scoped && !slices.Contains(c.Hosts, host) {
+			c := &t.res.Fragment.Certificates[i]
+			if use.scoped && !slices.Contains(c.Hosts, host) {
 				c.Hosts = append(c.Hosts, host)
 			}
+			c.Default = c.Default || dflt
 			continue
 		}
 		t.certAt[use] = len(t.res.Fragment.Certificates)
 		sec := t.secrets[k]
-		c := routes.InlineCertificate{Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey]}
+		c := routes.InlineCertificate{Source: "Secret " + k.String(), CertPEM: sec.Data[corev1.TLSCertKey], KeyPEM: sec.Data[corev1.TLSPrivateKeyKey], Default: dflt}
 		if use.scoped {
 			c.Hosts = []string{host}
 		}
 		t.res.Fragment.Certificates = append(t.res.Fragment.Certificates, c)
 	}
+}
+
+// defaultGateway reports whether g is the Gateway whose certificate is
+// served to clients that send no server name: the first one the edge's
+// providers.kubernetes.gateways names. An edge that serves every Gateway
+// of its class has none: which Gateway is oldest, or first by name, is
+// for whoever may create one to decide, and a tenant's Secret must not
+// become what every client without SNI is shown.
+func (t *translator) defaultGateway(g *gatewayv1.Gateway) bool {
+	return len(t.cfg.Gateways) > 0 && t.cfg.Gateways[0] == g.Namespace+"/"+g.Name
 }
 
 // granted reports whether a ReferenceGrant in toNS lets fromKind objects of

@@ -24,6 +24,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	"github.com/causewayhq/causeway/plugins/respond"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -1005,5 +1006,108 @@ func TestNameLength(t *testing.T) {
 	a, b := name("ns", long, "0"), name("ns", long, "1")
 	if len(a) > 128 || a == b || !strings.HasPrefix(a, "k8s.ns.nnn") {
 		t.Fatalf("names %q %q", a, b)
+	}
+}
+
+// The certificate for clients without SNI comes from the Gateway the
+// edge is told to serve first (providers.kubernetes.gateways), from its
+// listener without a hostname: never from whichever Gateway is oldest,
+// which a tenant allowed to create one can arrange.
+func TestTranslateDefaultCertificate(t *testing.T) {
+	cert, key := selfSigned(t, "any.example")
+	https := func(name, host, secret string) gatewayv1.Listener {
+		l := gatewayv1.Listener{Name: gatewayv1.SectionName(name), Port: 443, Protocol: gatewayv1.HTTPSProtocolType,
+			TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: []gatewayv1.SecretObjectReference{{Name: gatewayv1.ObjectName(secret)}}}}
+		if host != "" {
+			l.Hostname = ptr(gatewayv1.Hostname(host))
+		}
+		return l
+	}
+	snapshot := func() *Snapshot {
+		s := world()
+		// tenant/gw is the oldest; infra/edge the newest.
+		tenant := gw("tenant", "gw", https("any", "", "tls"))
+		tenant.CreationTimestamp = metav1.NewTime(epoch.Add(-time.Hour))
+		edge := gw("infra", "edge", https("named", "edge.example", "named"), https("any", "", "any"))
+		edge.CreationTimestamp = metav1.NewTime(epoch.Add(time.Hour))
+		s.Gateways = []*gatewayv1.Gateway{tenant, edge}
+		for _, k := range []types.NamespacedName{{Namespace: "tenant", Name: "tls"}, {Namespace: "infra", Name: "named"}, {Namespace: "infra", Name: "any"}} {
+			s.Secrets = append(s.Secrets, &corev1.Secret{ObjectMeta: objMeta(k.Namespace, k.Name, 0), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": cert, "tls.key": key}})
+		}
+		return s
+	}
+	tests := []struct {
+		name     string
+		gateways []string
+		want     []string // the Sources of the pairs marked Default
+	}{
+		{"every Gateway of the class: none", nil, nil},
+		{"the first named Gateway's listener without a hostname", []string{"infra/edge", "tenant/gw"}, []string{"Secret infra/any"}},
+		{"the order of the list, not the Gateways' age", []string{"tenant/gw", "infra/edge"}, []string{"Secret tenant/tls"}},
+		{"a named Gateway that is not first: none", []string{"other/gw", "infra/edge"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := TranslateWith(routes.KubernetesProvider{Gateways: tt.gateways}, snapshot(), TranslateOptions{HTTPS: true})
+			var got []string
+			for _, c := range res.Fragment.Certificates {
+				if c.Default {
+					got = append(got, c.Source)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("Default pairs %q, want %q (all: %d)", got, tt.want, len(res.Fragment.Certificates))
+			}
+			mergeable(t, res.Fragment)
+		})
+	}
+}
+
+// A rule whose filter cannot be applied answers its requests 500; left
+// out, they went to the route's other rule without the filter (the spec:
+// such a filter must not be skipped, and the requests it would have
+// processed get an error). A rule whose match cannot be served is still
+// left out: it matches nothing.
+func TestTranslateRefusedFilterFailsClosed(t *testing.T) {
+	extension := gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterExtensionRef,
+		ExtensionRef: &gatewayv1.LocalObjectReference{Group: "auth.example.com", Kind: "Check", Name: "staff"}}
+	badHeader := gatewayv1.HTTPRouteFilter{Type: gatewayv1.HTTPRouteFilterRequestHeaderModifier,
+		RequestHeaderModifier: &gatewayv1.HTTPHeaderFilter{Set: []gatewayv1.HTTPHeader{{Name: "Host", Value: "x"}}}}
+	tests := []struct {
+		name   string
+		filter gatewayv1.HTTPRouteFilter
+	}{
+		{"an ExtensionRef of a kind the edge does not have", extension},
+		{"a header modifier the edge refuses", badHeader},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			admin := rule([]gatewayv1.HTTPRouteMatch{prefix("/admin")}, backend("web", 80))
+			admin.Filters = []gatewayv1.HTTPRouteFilter{tt.filter}
+			s := world()
+			s.HTTPRoutes = []*gatewayv1.HTTPRoute{route("apps", "r", []gatewayv1.HTTPRouteRule{rule(nil, backend("web", 80)), admin})}
+			res := Translate(routes.KubernetesProvider{}, s)
+			var adminRoutes int
+			for _, r := range res.Fragment.Routes {
+				if !strings.HasPrefix(r.Match.Path+r.Match.PathPrefix, "/admin") {
+					continue
+				}
+				adminRoutes++
+				var answer respond.Config
+				if len(r.Plugins) != 1 || res.Fragment.Plugins[r.Plugins[0]].Use != "respond" ||
+					res.Fragment.Plugins[r.Plugins[0]].Config.Node.Decode(&answer) != nil || answer.Status != 500 {
+					t.Fatalf("route %s for /admin: plugins %v, want only a 500 answer", r.Name, r.Plugins)
+				}
+			}
+			if adminRoutes == 0 {
+				t.Fatalf("no route for /admin: its requests go to the rule for / without the filter (%q)", summaries(res.Fragment))
+			}
+			st := res.HTTPRoutes[types.NamespacedName{Namespace: "apps", Name: "r"}].Parents[0]
+			pi := condOf(st.Conditions, string(gatewayv1.RouteConditionPartiallyInvalid))
+			if pi == nil || pi.Reason != string(gatewayv1.RouteReasonUnsupportedValue) || !strings.Contains(pi.Message, "rule 1") || !strings.Contains(pi.Message, "answered 500") {
+				t.Fatalf("PartiallyInvalid = %+v, want it to name rule 1 and say it answers 500", pi)
+			}
+			mergeable(t, res.Fragment)
+		})
 	}
 }
