@@ -57,22 +57,7 @@ redis.call('PEXPIRE', KEYS[1], math.max(1, ceildiv(reset, 1000) + margin, 2000))
 return {n, math.floor(level / per), 0, reset, edges}
 `
 
-// returnScript gives k unused tokens back to the bucket of KEYS[1] (never
-// above its capacity, and only to the same limit's state). ARGV: those of
-// bucketLua, then k.
-const returnScript = bucketLua + `
-local k = tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
-if s[3] ~= sig or not tonumber(s[1]) then return 0 end
-local level = math.min(cap, levelAt(tonumber(s[1]), tonumber(s[2]), s[3]) + k * per)
-redis.call('HSET', KEYS[1], 'l', string.format('%.0f', level), 't', string.format('%.0f', now))
-return 1
-`
-
-var (
-	leaseRun  = redisclient.NewScript(leaseScript)
-	returnRun = redisclient.NewScript(returnScript)
-)
+var leaseRun = redisclient.NewScript(leaseScript)
 
 // maxHold is the longest a leased token may wait to be spent.
 const maxHold = time.Second
@@ -95,7 +80,7 @@ func leaseBucket(b bucket) bucket {
 
 // leaseTable holds this edge's leases, by bucket key and signature, across
 // reloads (a limit that did not change keeps its leases). Its background
-// work (renewals, returns) stops with Close.
+// work (renewals) stops with Close.
 type leaseTable struct {
 	edge string // this edge's id in the buckets' edge counts
 
@@ -140,7 +125,7 @@ func (t *leaseTable) get(key string, now int64) *lease {
 	return l
 }
 
-// close stops renewals and returns; tokens still held are lost to this
+// close stops renewals; tokens still held are lost to this
 // window (under-admission, never over).
 func (t *leaseTable) close() {
 	t.bg.Lock()
@@ -178,19 +163,26 @@ func (l *lease) observe(now int64) {
 	l.seenAt = now
 }
 
-// expire drops grants past their expiry and returns their tokens.
-func (l *lease) expire(now int64) (unused int64) {
+// expire drops grants past their expiry, with their unspent tokens. They
+// are not given back to the bucket: by now it may have refilled to full,
+// which counted them already, and tokens added on top of a full bucket
+// that other leases then draw from would let the edges spend a whole burst
+// plus the tokens given back at one moment. A return could only be exact
+// if the bucket knew every edge's unspent tokens. What is lost is at most
+// what the edge held, until the bucket refills (never more than the limit).
+// It reports how many were dropped.
+func (l *lease) expire(now int64) (dropped int64) {
 	j := 0
 	for i := range l.n {
 		if l.grants[i].expires <= now {
-			unused += l.grants[i].tokens
+			dropped += l.grants[i].tokens
 			continue
 		}
 		l.grants[j] = l.grants[i]
 		j++
 	}
 	l.n = j
-	return unused
+	return dropped
 }
 
 func (l *lease) available() int64 {
@@ -270,11 +262,6 @@ func (r *Redis) takeLease(ctx context.Context, key string, l Limit, b bucket, wa
 	}}, nil
 }
 
-// giveBack returns k unused tokens of key's lease bucket.
-func (r *Redis) giveBack(ctx context.Context, key string, l Limit, b bucket, k int64) error {
-	return returnRun.Run(ctx, r.client, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, k).Err()
-}
-
 func (r *Redis) now() int64 {
 	if r.opts.Now != nil {
 		return r.opts.Now().UnixMicro()
@@ -291,9 +278,7 @@ func (s *Service) spendLease(st *store, rl *routeLimit, key string, now int64) (
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.observe(now)
-	if unused := l.expire(now); unused > 0 {
-		t.giveBack(st, rl, key, unused)
-	}
+	l.expire(now)
 	if !l.take() {
 		return Decision{}, false
 	}
@@ -358,17 +343,6 @@ func (t *leaseTable) renew(st *store, rl *routeLimit, key string, l *lease, want
 		}
 		l.edges, l.last = res.edges, res.d
 		l.add(res.granted, t0+rl.hold)
-	}()
-}
-
-// giveBack returns unused tokens in the background.
-func (t *leaseTable) giveBack(st *store, rl *routeLimit, key string, k int64) {
-	if !t.start() {
-		return
-	}
-	go func() {
-		defer t.wg.Done()
-		_ = st.limiter.giveBack(t.ctx, key, rl.limit, rl.lb, k)
 	}()
 }
 

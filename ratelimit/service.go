@@ -497,10 +497,8 @@ func (c *conn) check(ctx context.Context, now int64) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	err := c.client.ScriptLoad(ctx, script).Err()
-	for _, src := range []string{leaseScript, returnScript} {
-		if err == nil {
-			err = c.client.ScriptLoad(ctx, src).Err()
-		}
+	if err == nil {
+		err = c.client.ScriptLoad(ctx, leaseScript).Err()
 	}
 	c.whole.report(c.log, err, now)
 }
