@@ -31,6 +31,15 @@ func TestLeaseHeldTokensNeverOverLimit(t *testing.T) {
 	}{
 		{"no step", time.Minute},
 		{"steps forward 10 s", time.Minute + 10*time.Second},
+		{"steps back 10 s", -10 * time.Second},
+		// The warm-up's last request read the clock 1 ms before its
+		// end: 1 µs before that reading.
+		{"steps back 1 µs behind its last reading", -time.Millisecond - time.Microsecond},
+		// A wall clock that stands still, or steps back by less than the
+		// time since its last reading, reads like a clock with no time
+		// passing: only the monotonic readings time.Now carries (and an
+		// injected clock cannot fake) tell it, and grant.expired uses
+		// them.
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			edgeClk, redisClk := newClock(), newClock()

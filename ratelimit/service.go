@@ -155,7 +155,7 @@ func New(ctx context.Context, opts Options) *Service {
 		now:    now,
 		mem:    NewMemory(now),
 		denied: newDenyCache(denyCacheSize),
-		leases: newLeaseTable(),
+		leases: newLeaseTable(now),
 		conns:  refpool.New[string]((*conn).close),
 	}
 }
