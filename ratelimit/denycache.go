@@ -11,6 +11,9 @@ type denyCache struct {
 	mu  sync.Mutex
 	m   map[string]denial
 	max int
+	// misses counts refusals not remembered because the table was full
+	// since its last scan for ended ones; scans counts those scans.
+	misses, scans int
 }
 
 type denial struct {
@@ -43,6 +46,17 @@ func (c *denyCache) put(key string, now int64, d Decision) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
+		// Scanning the whole table for ended refusals costs O(max) under
+		// the lock every limited request takes: a client varying its key
+		// could make every refusal a scan once the table is full of live
+		// ones. So scan once per eighth of the table's size in refusals
+		// not remembered, which keeps the cost O(1) per refusal.
+		c.misses++
+		if c.misses < max(1, c.max/8) {
+			return
+		}
+		c.misses = 0
+		c.scans++
 		for k, e := range c.m {
 			if now >= e.until {
 				delete(c.m, k)

@@ -57,22 +57,7 @@ redis.call('PEXPIRE', KEYS[1], math.max(1, ceildiv(reset, 1000) + margin, 2000))
 return {n, math.floor(level / per), 0, reset, edges}
 `
 
-// returnScript gives k unused tokens back to the bucket of KEYS[1] (never
-// above its capacity, and only to the same limit's state). ARGV: those of
-// bucketLua, then k.
-const returnScript = bucketLua + `
-local k = tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'l', 't', 'p')
-if s[3] ~= sig or not tonumber(s[1]) then return 0 end
-local level = math.min(cap, levelAt(tonumber(s[1]), tonumber(s[2]), s[3]) + k * per)
-redis.call('HSET', KEYS[1], 'l', string.format('%.0f', level), 't', string.format('%.0f', now))
-return 1
-`
-
-var (
-	leaseRun  = redisclient.NewScript(leaseScript)
-	returnRun = redisclient.NewScript(returnScript)
-)
+var leaseRun = redisclient.NewScript(leaseScript)
 
 // maxHold is the longest a leased token may wait to be spent.
 const maxHold = time.Second
@@ -95,13 +80,19 @@ func leaseBucket(b bucket) bucket {
 
 // leaseTable holds this edge's leases, by bucket key and signature, across
 // reloads (a limit that did not change keeps its leases). Its background
-// work (renewals, returns) stops with Close.
+// work (renewals) stops with Close.
 type leaseTable struct {
-	edge string // this edge's id in the buckets' edge counts
+	edge string           // this edge's id in the buckets' edge counts
+	now  func() time.Time // the Service's clock
 
-	mu  sync.Mutex // guards m; taken before a lease's own lock, never after
+	mu  sync.Mutex // guards m, last and gen; taken before a lease's own lock, never after
 	m   map[string]*lease
 	max int // maxLeases; smaller in the test that makes the table evict
+	// last is the clock's latest reading (µs), and gen counts the times
+	// it read earlier than that: a step back of the wall clock ends every
+	// grant held (see grant.expired).
+	last int64
+	gen  uint64
 
 	// bg guards starting background work against close. It is a lock of
 	// its own because a lease starts work while holding its lock.
@@ -111,20 +102,48 @@ type leaseTable struct {
 	wg     sync.WaitGroup
 }
 
-func newLeaseTable() *leaseTable {
+func newLeaseTable(now func() time.Time) *leaseTable {
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	ctx, cancel := context.WithCancel(context.Background())
-	return &leaseTable{edge: hex.EncodeToString(id[:]), m: map[string]*lease{}, max: maxLeases, ctx: ctx, cancel: cancel}
+	return &leaseTable{edge: hex.EncodeToString(id[:]), now: now, m: map[string]*lease{}, max: maxLeases, ctx: ctx, cancel: cancel}
+}
+
+// reading is one reading of the clock for the leases' holds.
+type reading struct {
+	t   time.Time
+	us  int64  // t in µs since the Unix epoch
+	gen uint64 // the table's gen when it was read
+}
+
+// read reads the clock. Readings are taken under t.mu, so that they are
+// ordered: one earlier than the one before is the clock stepping back,
+// not two requests racing.
+func (t *leaseTable) read() reading {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.readLocked()
+}
+
+func (t *leaseTable) readLocked() reading {
+	now := t.now()
+	us := now.UnixMicro()
+	if us < t.last {
+		t.gen++
+	}
+	t.last = us
+	return reading{t: now, us: us, gen: t.gen}
 }
 
 // maxLeases bounds the table: past it, expired and empty leases are
 // dropped, which costs a round trip at their keys' next request.
 const maxLeases = 1 << 16
 
-func (t *leaseTable) get(key string, now int64) *lease {
+// get returns key's lease and a reading of the clock.
+func (t *leaseTable) get(key string) (*lease, reading) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.readLocked()
 	l := t.m[key]
 	if l == nil {
 		if len(t.m) >= t.max {
@@ -137,10 +156,10 @@ func (t *leaseTable) get(key string, now int64) *lease {
 		l = &lease{}
 		t.m[key] = l
 	}
-	return l
+	return l, now
 }
 
-// close stops renewals and returns; tokens still held are lost to this
+// close stops renewals; tokens still held are lost to this
 // window (under-admission, never over).
 func (t *leaseTable) close() {
 	t.bg.Lock()
@@ -164,7 +183,22 @@ type lease struct {
 
 type grant struct {
 	tokens  int64
-	expires int64 // µs
+	expires int64     // µs on the wall clock: at + the hold
+	at      time.Time // when the grant's request went out
+	gen     uint64    // the table's gen then
+}
+
+// expired reports whether g may no longer be spent at now. A leased token
+// may only be spent within a hold of its grant in real time: that is what
+// keeps a lease bucket within the limit in every window. The edge's wall
+// clock can step (an NTP correction, a resumed VM), so the hold is over
+// when any of these says so: the wall clock has passed the expiry; it
+// stepped back since the grant (the table's gen moved on: how much real
+// time passed is then unknown); or the monotonic clock, when the readings
+// carry one (time.Now's do, an injected clock's do not), has measured a
+// hold since the grant.
+func (g *grant) expired(now reading) bool {
+	return now.us >= g.expires || now.gen != g.gen || now.t.Sub(g.at) >= time.Duration(g.expires-g.at.UnixMicro())*time.Microsecond
 }
 
 // observe updates the demand estimate with a request at now.
@@ -178,19 +212,26 @@ func (l *lease) observe(now int64) {
 	l.seenAt = now
 }
 
-// expire drops grants past their expiry and returns their tokens.
-func (l *lease) expire(now int64) (unused int64) {
+// expire drops grants past their expiry, with their unspent tokens. They
+// are not given back to the bucket: by now it may have refilled to full,
+// which counted them already, and tokens added on top of a full bucket
+// that other leases then draw from would let the edges spend a whole burst
+// plus the tokens given back at one moment. A return could only be exact
+// if the bucket knew every edge's unspent tokens. What is lost is at most
+// what the edge held, until the bucket refills (never more than the limit).
+// It reports how many were dropped.
+func (l *lease) expire(now reading) (dropped int64) {
 	j := 0
 	for i := range l.n {
-		if l.grants[i].expires <= now {
-			unused += l.grants[i].tokens
+		if l.grants[i].expired(now) {
+			dropped += l.grants[i].tokens
 			continue
 		}
 		l.grants[j] = l.grants[i]
 		j++
 	}
 	l.n = j
-	return unused
+	return dropped
 }
 
 func (l *lease) available() int64 {
@@ -212,7 +253,9 @@ func (l *lease) take() bool {
 	return false
 }
 
-func (l *lease) add(tokens, expires int64) {
+// add holds tokens granted by a request sent at at, spendable for hold
+// (µs).
+func (l *lease) add(tokens int64, at reading, hold int64) {
 	if tokens <= 0 {
 		return
 	}
@@ -222,11 +265,11 @@ func (l *lease) add(tokens, expires int64) {
 		l.grants[1].tokens += tokens
 		return
 	}
-	l.grants[l.n] = grant{tokens: tokens, expires: expires}
+	l.grants[l.n] = grant{tokens: tokens, expires: at.us + hold, at: at.t, gen: at.gen}
 	l.n++
 }
 
-func (l *lease) idle(now int64) bool {
+func (l *lease) idle(now reading) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.expire(now) == 0 && l.n == 0 && !l.pending
@@ -270,11 +313,6 @@ func (r *Redis) takeLease(ctx context.Context, key string, l Limit, b bucket, wa
 	}}, nil
 }
 
-// giveBack returns k unused tokens of key's lease bucket.
-func (r *Redis) giveBack(ctx context.Context, key string, l Limit, b bucket, k int64) error {
-	return returnRun.Run(ctx, r.client, []string{r.key(l.Name, key, b)}, r.now(), b.rate, b.per, b.burst, k).Err()
-}
-
 func (r *Redis) now() int64 {
 	if r.opts.Now != nil {
 		return r.opts.Now().UnixMicro()
@@ -284,16 +322,14 @@ func (r *Redis) now() int64 {
 
 // spendLease takes a token from the lease this edge holds for key, if it
 // holds one, and starts a renewal when the lease runs low.
-func (s *Service) spendLease(st *store, rl *routeLimit, key string, now int64) (Decision, bool) {
+func (s *Service) spendLease(st *store, rl *routeLimit, key string) (Decision, bool) {
 	t := s.leases
 	lk := leaseKey(st, rl, key)
-	l := t.get(lk, now)
+	l, now := t.get(lk)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.observe(now)
-	if unused := l.expire(now); unused > 0 {
-		t.giveBack(st, rl, key, unused)
-	}
+	l.observe(now.us)
+	l.expire(now)
 	if !l.take() {
 		return Decision{}, false
 	}
@@ -302,15 +338,15 @@ func (s *Service) spendLease(st *store, rl *routeLimit, key string, now int64) (
 	d.Remaining += int(l.available())
 	if want := l.want(rl.lb, rl.hold); l.available() <= want/2 && !l.pending && !st.conn.anyDown() {
 		l.pending = true
-		t.renew(st, rl, key, l, want, s.now)
+		t.renew(st, rl, key, l, want)
 	}
 	return d, true
 }
 
 // takeLease asks Redis for a lease on the request's way (the edge holds no
 // token for key): one token of it is spent on this request, the rest kept.
-func (s *Service) takeLease(ctx context.Context, st *store, rl *routeLimit, key string, now int64) (Decision, error) {
-	l := s.leases.get(leaseKey(st, rl, key), now)
+func (s *Service) takeLease(ctx context.Context, st *store, rl *routeLimit, key string) (Decision, error) {
+	l, now := s.leases.get(leaseKey(st, rl, key))
 	l.mu.Lock()
 	want := l.want(rl.lb, rl.hold)
 	l.mu.Unlock()
@@ -324,7 +360,7 @@ func (s *Service) takeLease(ctx context.Context, st *store, rl *routeLimit, key 
 		// Spendable for one hold from before the request went out: the
 		// grant came later, so no token is spent more than a hold after
 		// Redis handed it out.
-		l.add(res.granted-1, now+rl.hold)
+		l.add(res.granted-1, now, rl.hold)
 	}
 	l.mu.Unlock()
 	d := res.d
@@ -339,14 +375,14 @@ func leaseKey(st *store, rl *routeLimit, key string) string {
 }
 
 // renew takes the next lease in the background.
-func (t *leaseTable) renew(st *store, rl *routeLimit, key string, l *lease, want int64, now func() time.Time) {
+func (t *leaseTable) renew(st *store, rl *routeLimit, key string, l *lease, want int64) {
 	if !t.start() {
 		l.pending = false
 		return
 	}
 	go func() {
 		defer t.wg.Done()
-		t0 := now().UnixMicro()
+		t0 := t.read()
 		res, err := st.limiter.takeLease(t.ctx, key, rl.limit, rl.lb, want, t.edge)
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -357,18 +393,7 @@ func (t *leaseTable) renew(st *store, rl *routeLimit, key string, l *lease, want
 			return
 		}
 		l.edges, l.last = res.edges, res.d
-		l.add(res.granted, t0+rl.hold)
-	}()
-}
-
-// giveBack returns unused tokens in the background.
-func (t *leaseTable) giveBack(st *store, rl *routeLimit, key string, k int64) {
-	if !t.start() {
-		return
-	}
-	go func() {
-		defer t.wg.Done()
-		_ = st.limiter.giveBack(t.ctx, key, rl.limit, rl.lb, k)
+		l.add(res.granted, t0, rl.hold)
 	}()
 }
 

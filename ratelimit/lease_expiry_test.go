@@ -12,7 +12,7 @@ import (
 // TestLeaseExpiryOnInjectedClock: leased tokens expire a hold after their
 // grant on the Service's clock (Options.Now), not the wall clock, which the
 // test clock is eleven months away from. Until a grant's expiry the edge
-// spends from it without returning anything; from its expiry it is no
+// spends from it; from its expiry it is no
 // longer held.
 func TestLeaseExpiryOnInjectedClock(t *testing.T) {
 	srv := testredis.Start(t)
@@ -53,7 +53,7 @@ func TestLeaseExpiryOnInjectedClock(t *testing.T) {
 	}
 
 	// One µs before the first grant's expiry, a request spends from the
-	// lease: at most one Redis call (a renewal), no return of tokens.
+	// lease: at most one Redis call (a renewal).
 	e.clk.Add(time.Duration(first-now-1) * time.Microsecond)
 	before := testredis.CommandCalls(t, srv.Addr, "evalsha")
 	if c := hot(); c != http.StatusOK {
@@ -64,7 +64,7 @@ func TestLeaseExpiryOnInjectedClock(t *testing.T) {
 		t.Fatalf("%d Redis calls before any grant expired; want at most a renewal", calls)
 	}
 	// At the last grant's expiry, a request leaves none of the earlier
-	// grants held: their unused tokens went back.
+	// grants held: their unused tokens were dropped.
 	e.clk.Add(time.Duration(last-first+1) * time.Microsecond)
 	if c := hot(); c != http.StatusOK {
 		t.Fatalf("after the expiry: %d", c)

@@ -276,11 +276,11 @@ func (s *Service) decide(ctx context.Context, snap *snapshot, rl *routeLimit, ke
 	}
 	allow := func() (Decision, error) { return st.limiter.Allow(ctx, key, rl.limit) }
 	if rl.lease {
-		if d, ok := s.spendLease(st, rl, key, now); ok {
+		if d, ok := s.spendLease(st, rl, key); ok {
 			rl.count(d)
 			return d, nil
 		}
-		allow = func() (Decision, error) { return s.takeLease(ctx, st, rl, key, now) }
+		allow = func() (Decision, error) { return s.takeLease(ctx, st, rl, key) }
 	}
 	// One Cluster master failing sends only the keys in its slots to
 	// on_error: the others keep their exact limits.

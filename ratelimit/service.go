@@ -155,7 +155,7 @@ func New(ctx context.Context, opts Options) *Service {
 		now:    now,
 		mem:    NewMemory(now),
 		denied: newDenyCache(denyCacheSize),
-		leases: newLeaseTable(),
+		leases: newLeaseTable(now),
 		conns:  refpool.New[string]((*conn).close),
 	}
 }
@@ -497,10 +497,8 @@ func (c *conn) check(ctx context.Context, now int64) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	err := c.client.ScriptLoad(ctx, script).Err()
-	for _, src := range []string{leaseScript, returnScript} {
-		if err == nil {
-			err = c.client.ScriptLoad(ctx, src).Err()
-		}
+	if err == nil {
+		err = c.client.ScriptLoad(ctx, leaseScript).Err()
 	}
 	c.whole.report(c.log, err, now)
 }
