@@ -106,25 +106,7 @@ func meshTLSEdge(t *testing.T, edgeFiles meshtest.Files, inbound string) (string
 // close-delimited body ended by a FIN, is whole: over plain TCP that is how
 // such a body ends.
 func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
-	part := strings.Repeat("part of the body. ", 1000) // 18,000 bytes: past every copy buffer
-	crash := make(chan struct{}, 1)
-	svc := rawService(t, func(c *net.TCPConn, req *http.Request) bool {
-		switch req.URL.Path {
-		case "/orders/length":
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", 2*len(part), part)
-		case "/orders/chunked":
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(part), part)
-		case "/orders/mid-chunk":
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s", 2*len(part), part)
-		case "/orders/close-reset":
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"+part)
-			_ = c.SetLinger(0) // the close below sends a reset: the process died
-		case "/orders/close-fin":
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"+part)
-		}
-		<-crash
-		return false
-	})
+	part, svc, crash := crashingService(t)
 	edgeFiles, inbound := sidecarToService(t, svc, "")
 	te := startEdge(t, meshEdgeConfig(edgeFiles, inbound, ordersID))
 	addr := strings.TrimPrefix(te.url, "http://")
@@ -197,6 +179,34 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 	}
 }
 
+// crashingService is the service of TestMeshServiceCrashMidAnswerReachesClientCut:
+// at /orders/length, /orders/chunked, /orders/mid-chunk and
+// /orders/close-reset it sends part of an answer's body (part) and dies
+// once crash is sent to (a reset for close-reset); /orders/close-fin is
+// the control, part as a close-delimited body ended by a FIN.
+func crashingService(t *testing.T) (part, addr string, crash chan struct{}) {
+	part = strings.Repeat("part of the body. ", 1000) // 18,000 bytes: past every copy buffer
+	crash = make(chan struct{}, 1)
+	addr = rawService(t, func(c *net.TCPConn, req *http.Request) bool {
+		switch req.URL.Path {
+		case "/orders/length":
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", 2*len(part), part)
+		case "/orders/chunked":
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(part), part)
+		case "/orders/mid-chunk":
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s", 2*len(part), part)
+		case "/orders/close-reset":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"+part)
+			_ = c.SetLinger(0) // the close below sends a reset: the process died
+		case "/orders/close-fin":
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"+part)
+		}
+		<-crash
+		return false
+	})
+	return part, addr, crash
+}
+
 // The same for a gRPC call, which the sidecar forwards to its service on
 // h2c: the service's stream is reset once the client has the answer's
 // head (the handler aborts), and the client's read of the body must fail;
@@ -261,19 +271,31 @@ func bodyFor(tag string, n int) []byte {
 // with. Four clients at a time, so requests share the edge's and the
 // sidecar's pooled connections.
 func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
-	type outcome struct {
-		n     int
-		err   error
-		proto int // the HTTP major version the service was called with
-	}
-	type waiter struct {
-		started chan struct{}
-		done    chan outcome
-	}
+	svc, register := abortService(t)
+	abortCases(t, meshToService(t, svc, ""), "a.test", meshBodiesRounds, register)
+}
+
+// abortWaiter is what abortService tells about the request of one tag:
+// when the service has it, and what it read of its body.
+type abortWaiter struct {
+	started chan struct{}
+	done    chan abortOutcome
+}
+
+type abortOutcome struct {
+	n     int
+	err   error
+	proto int // the HTTP major version the service was called with
+}
+
+// abortService is a service speaking HTTP/1.1 and h2c that reads the body
+// of each request tagged (X-Tag) by a registered abortWaiter and reports
+// it there; it returns its address and register.
+func abortService(t *testing.T) (string, func(tag string) *abortWaiter) {
 	var mu sync.Mutex
-	waiters := map[string]*waiter{}
-	register := func(tag string) *waiter {
-		w := &waiter{started: make(chan struct{}), done: make(chan outcome, 1)}
+	waiters := map[string]*abortWaiter{}
+	register := func(tag string) *abortWaiter {
+		w := &abortWaiter{started: make(chan struct{}), done: make(chan abortOutcome, 1)}
 		mu.Lock()
 		waiters[tag] = w
 		mu.Unlock()
@@ -296,7 +318,7 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 		if !bytes.Equal(b, bodyFor(tag, len(b))) {
 			t.Errorf("request %s: the service read a body that is not its own: %.40q", tag, b)
 		}
-		w.done <- outcome{len(b), err, r.ProtoMajor}
+		w.done <- abortOutcome{len(b), err, r.ProtoMajor}
 		if err == nil {
 			_, _ = io.WriteString(rw, tag)
 		}
@@ -306,8 +328,14 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 	svcServer.Config.Protocols.SetUnencryptedHTTP2(true)
 	svcServer.Start()
 	t.Cleanup(svcServer.Close)
-	addr := meshToService(t, strings.TrimPrefix(svcServer.URL, "http://"), "")
+	return strings.TrimPrefix(svcServer.URL, "http://"), register
+}
 
+// abortCases sends the abandoned and whole requests of
+// TestMeshClientAbortMidBodyNeverCompletesAtService to addr with Host host,
+// four clients at a time, each case rounds times, and checks what
+// abortService read of each.
+func abortCases(t *testing.T, addr, host string, rounds int, register func(tag string) *abortWaiter) {
 	type kind struct {
 		name    string
 		h2      bool
@@ -336,8 +364,8 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 	errs := make(chan error, 4)
 	for worker := range 4 {
 		wg.Go(func() {
-			// Each kind and size runs meshBodiesRounds times over the four.
-			for round := range meshBodiesRounds * len(kinds) * len(sizes) / 4 {
+			// Each kind and size runs rounds times over the four.
+			for round := range rounds * len(kinds) * len(sizes) / 4 {
 				k := kinds[(round+worker)%len(kinds)]
 				size := sizes[(round/len(kinds)+worker)%len(sizes)]
 				if k.send(size) == 0 {
@@ -345,7 +373,7 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 				}
 				tag := fmt.Sprintf("w%dr%d", worker, round)
 				w := register(tag)
-				if err := abortOne(addr, k.h2, k.chunked, k.reset, k.grpc, tag, size, k.send(size), w.started); err != nil {
+				if err := abortOne(addr, host, k.h2, k.chunked, k.reset, k.grpc, tag, size, k.send(size), w.started); err != nil {
 					errs <- fmt.Errorf("%s %d B: %w", k.name, size, err)
 					return
 				}
@@ -372,10 +400,10 @@ func TestMeshClientAbortMidBodyNeverCompletesAtService(t *testing.T) {
 	}
 }
 
-// abortOne sends one tagged POST of size declared bytes to the edge at addr,
+// abortOne sends one tagged POST of size declared bytes to addr with Host host,
 // sends the first sent of them, waits until the service has the request,
 // and then ends it: whole, or abandoned (h1: close; h2: RST_STREAM CANCEL).
-func abortOne(addr string, h2, chunked, abandon, grpc bool, tag string, size, sent int, started <-chan struct{}) error {
+func abortOne(addr, host string, h2, chunked, abandon, grpc bool, tag string, size, sent int, started <-chan struct{}) error {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
@@ -386,9 +414,9 @@ func abortOne(addr string, h2, chunked, abandon, grpc bool, tag string, size, se
 	if !h2 {
 		var head string
 		if chunked {
-			head = fmt.Sprintf("POST /orders/up HTTP/1.1\r\nHost: a.test\r\nX-Tag: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", tag, sent)
+			head = fmt.Sprintf("POST /orders/up HTTP/1.1\r\nHost: %s\r\nX-Tag: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n", host, tag, sent)
 		} else {
-			head = fmt.Sprintf("POST /orders/up HTTP/1.1\r\nHost: a.test\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n", tag, size)
+			head = fmt.Sprintf("POST /orders/up HTTP/1.1\r\nHost: %s\r\nX-Tag: %s\r\nContent-Length: %d\r\n\r\n", host, tag, size)
 		}
 		if _, err := io.WriteString(nc, head); err != nil {
 			return err
@@ -419,7 +447,7 @@ func abortOne(addr string, h2, chunked, abandon, grpc bool, tag string, size, se
 	fr := http2.NewFramer(nc, nc)
 	var hbuf bytes.Buffer
 	enc := hpack.NewEncoder(&hbuf)
-	fields := [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/orders/up"}, {"x-tag", tag}}
+	fields := [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", host}, {":path", "/orders/up"}, {"x-tag", tag}}
 	if !chunked {
 		fields = append(fields, [2]string{"content-length", strconv.Itoa(size)})
 	}
@@ -474,9 +502,37 @@ func abortOne(addr string, h2, chunked, abandon, grpc bool, tag string, size, se
 // go one after another on one client connection, so the edge and the
 // sidecar reuse their pooled connections whenever they may.
 func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
-	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
 	late := make(chan struct{}, meshBodiesRounds)
-	svc := rawService(t, func(c *net.TCPConn, req *http.Request) bool {
+	answer := strayAnswers(late)
+	svc := rawService(t, func(c *net.TCPConn, req *http.Request) bool { return answer(c, req) })
+	// A short inbound timeout for the late answers; an own-tag request slow
+	// enough to run into it gets a 504, which the checks accept.
+	addr := meshToService(t, svc, "  timeout: 200ms\n")
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	// The stray-byte cases are quick and their race is rare (a pool that
+	// kept the connection after a 204 failed at rounds 80 and 110), so
+	// they run 8 times the rounds; the late answer waits out the timeout
+	// in every round.
+	nextRequestCases(t, late, 8*meshBodiesRounds, meshBodiesRounds, func(method, path string) (int, string, error) {
+		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b), err
+	})
+}
+
+// strayAnswers answers the requests of nextRequestCases the way a
+// hostile peer would: bytes after an answer without a body, past the
+// Content-Length, a body for a HEAD, and /orders/late only once late
+// says (after the caller's timeout); any other request with its ?tag.
+func strayAnswers(late <-chan struct{}) func(c net.Conn, req *http.Request) bool {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray"
+	return func(c net.Conn, req *http.Request) bool {
 		tag := req.URL.Query().Get("tag")
 		switch req.URL.Path {
 		case "/orders/204":
@@ -493,7 +549,7 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 			// A HEAD answered with the body it describes.
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
 		case "/orders/late":
-			// Answered once the client has had its 504: the sidecar has
+			// Answered once the client has had its 504: the caller has
 			// given up on this request by then.
 			<-late
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
@@ -501,32 +557,22 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(tag), tag)
 		}
 		return true
-	})
-	// A short inbound timeout for the late answers; an own-tag request slow
-	// enough to run into it gets a 504, which the checks accept.
-	addr := meshToService(t, svc, "  timeout: 200ms\n")
+	}
+}
+
+// nextRequestCases sends each of strayAnswers' cases with do (the
+// stray-byte ones strayRounds times, the late answer lateRounds times),
+// each followed by a request of its own tag, which must get its own answer
+// (or a 504 of its own); late, of capacity lateRounds, is released once per
+// late case and at the end as often as it holds, so no peer goroutine
+// stays blocked.
+func nextRequestCases(t *testing.T, late chan<- struct{}, strayRounds, lateRounds int, do func(method, path string) (int, string, error)) {
+	t.Helper()
 	defer func() {
-		for range meshBodiesRounds {
-			late <- struct{}{} // no service goroutine stays blocked
+		for range lateRounds {
+			late <- struct{}{}
 		}
 	}()
-	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
-	defer client.CloseIdleConnections()
-	do := func(method, path string) (int, string, error) {
-		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, string(b), err
-	}
-	// The stray-byte cases are quick and their race is rare (a pool that
-	// kept the connection after a 204 failed at rounds 80 and 110), so
-	// they run 8 times the rounds; the late answer waits out the timeout
-	// in every round.
-	strayRounds := 8 * meshBodiesRounds
 	cases := []struct {
 		name, method, path string
 		status             int
@@ -537,7 +583,7 @@ func TestMeshSidecarPoolNextRequestGetsItsOwnAnswer(t *testing.T) {
 		{"304 then bytes", http.MethodGet, "/orders/304", http.StatusNotModified, strayRounds},
 		{"bytes past the Content-Length", http.MethodGet, "/orders/long", http.StatusOK, strayRounds},
 		{"HEAD answered with a body", http.MethodHead, "/orders/head", http.StatusOK, strayRounds},
-		{"answer after the timeout", http.MethodGet, "/orders/late", http.StatusGatewayTimeout, meshBodiesRounds},
+		{"answer after the timeout", http.MethodGet, "/orders/late", http.StatusGatewayTimeout, lateRounds},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

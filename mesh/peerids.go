@@ -3,6 +3,7 @@ package mesh
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"net/http"
@@ -97,20 +98,34 @@ func (p *PeerIDs) Verified(cs *tls.ConnectionState, s *Source) (id ID, ok bool, 
 	if cs == nil || !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
 		return ID{}, false, nil
 	}
-	m := s.cur.Load()
-	if m == nil {
-		return ID{}, true, s.Ready()
-	}
-	now := s.now()
-	leaf := cs.PeerCertificates[0]
-	slot := &p.slots[maphash.Comparable(p.seed, leaf)%peerIDSlots]
-	if e := slot.Load(); e != nil && e.cert == leaf && e.m == m && !now.Before(e.from) && now.Before(e.until) {
-		return e.id, true, nil
-	}
-	id, from, until, err := verifyChain(cs.PeerCertificates, m.bundles, now)
+	id, err = p.verifyChain(cs.PeerCertificates, s)
 	if err != nil {
 		return ID{}, true, fmt.Errorf("mesh: peer certificate no longer verifies: %w", err)
 	}
-	slot.Store(&peerIDEntry{cert: leaf, id: id, m: m, from: from, until: until})
 	return id, true, nil
+}
+
+// verifyChain is s.Verify(chain), remembered with the chain's leaf (the
+// certificate object of one connection) while s's material and the clock
+// stay where the last verification of that leaf holds.
+func (p *PeerIDs) verifyChain(chain []*x509.Certificate, s *Source) (ID, error) {
+	if len(chain) == 0 {
+		return ID{}, errors.New("mesh: peer presented no certificate")
+	}
+	m := s.cur.Load()
+	if m == nil {
+		return ID{}, s.Ready()
+	}
+	now := s.now()
+	leaf := chain[0]
+	slot := &p.slots[maphash.Comparable(p.seed, leaf)%peerIDSlots]
+	if e := slot.Load(); e != nil && e.cert == leaf && e.m == m && !now.Before(e.from) && now.Before(e.until) {
+		return e.id, nil
+	}
+	id, from, until, err := verifyChain(chain, m.bundles, now)
+	if err != nil {
+		return ID{}, err
+	}
+	slot.Store(&peerIDEntry{cert: leaf, id: id, m: m, from: from, until: until})
+	return id, nil
 }

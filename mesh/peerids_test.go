@@ -206,6 +206,10 @@ func TestPeerIDsVerified(t *testing.T) {
 			writeBundle(append(ca.BundlePEM(), other.BundlePEM()...))
 			p := mesh.NewPeerIDs()
 			cs := peerState(leaf)
+			// A client configuration's VerifyConnection, asked again with
+			// the state of a connection it accepted before a pool reuses
+			// it, answers as Verified does: it remembers too.
+			client := mesh.ClientConfig(src, mustID(t, gatewayID))
 			for i, s := range tc.steps {
 				offset.Store(int64(s.at))
 				switch s.bundle {
@@ -218,6 +222,14 @@ func TestPeerIDsVerified(t *testing.T) {
 				if !ok || (err != nil) != s.wantErr || (err == nil && id.String() != s.want) {
 					t.Fatalf("step %d: %q, %v, %v; want %q, error %v", i, id, ok, err, s.want, s.wantErr)
 				}
+				if err := client.VerifyConnection(*cs); (err != nil) != s.wantErr {
+					t.Fatalf("step %d: the client configuration's check again: %v; want error %v", i, err, s.wantErr)
+				}
+			}
+			// What is remembered is the chain's verification, never the
+			// decision on the ID: another ID wanted is refused.
+			if err := mesh.ClientConfig(src, mustID(t, ordersID)).VerifyConnection(*cs); err == nil {
+				t.Fatal("a client configuration wanting another ID accepted the server")
 			}
 			if _, ok, _ := p.Verified(&tls.ConnectionState{HandshakeComplete: true}, src); ok {
 				t.Fatal("a connection without a certificate counted as one")

@@ -49,7 +49,17 @@ func ClientConfig(s *Source, want ID) *tls.Config {
 
 // ClientConfigAuthorized is ClientConfig with any authorizer deciding which
 // server IDs are acceptable.
+//
+// Its VerifyConnection may be called again, with the state of a connection
+// it accepted, before that connection is used once more (a pool's reuse):
+// the chain is checked against the bundle and the clock of that moment and
+// the ID authorized again, so a connection made before the server's root
+// left the bundle, or before its certificate expired, is refused then as a
+// new one would be. The chain's verification is remembered per connection
+// while neither the source's material nor the chain's validity changed, so
+// a repeated call costs a few comparisons.
 func ClientConfigAuthorized(s *Source, authorize Authorizer) *tls.Config {
+	peers := NewPeerIDs()
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: append([]string(nil), nextProtos...),
@@ -61,9 +71,9 @@ func ClientConfigAuthorized(s *Source, authorize Authorizer) *tls.Config {
 			return s.Certificate()
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			id, err := s.Verify(cs.PeerCertificates)
+			id, err := peers.verifyChain(cs.PeerCertificates, s)
 			if err != nil {
-				return fmt.Errorf("refusing server: %w", err)
+				return fmt.Errorf("refusing server: mesh: verifying peer certificate: %w", err)
 			}
 			if err := authorize(id); err != nil {
 				return fmt.Errorf("refusing server: %w", err)

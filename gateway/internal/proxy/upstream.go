@@ -663,6 +663,11 @@ func NewTransportPool(name string, u routes.Upstream, tlsFor TLSConfigFunc, now 
 		// protocol: h2 over TLS, toward a sidecar or not: HTTP/2
 		// connections retired before their certificates expire.
 		cb := transport.NewCertBound(t, now)
+		if u.MeshIdentity != "" {
+			// As transport.NewMesh's: a sidecar no longer trusted gets no
+			// more streams on a connection made before.
+			cb.RecheckPeers(t.TLSClientConfig.VerifyConnection)
+		}
 		return &TransportPool{Transport: cb, CloseIdle: cb.CloseIdleConnections}, nil
 	}
 	return &TransportPool{Transport: t, CloseIdle: t.CloseIdleConnections}, nil

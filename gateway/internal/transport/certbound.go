@@ -44,6 +44,11 @@ type CertBound struct {
 	// handshake settled on (TLSUpgrades learns from it); set before the
 	// first request.
 	negotiated func(addr string, h2 bool)
+	// recheck, when set (RecheckPeers), is asked at every request whether
+	// the peers of the current generation's handshakes are still ones a
+	// new handshake would accept; when one is not, the generation is
+	// retired as one near its certificates' expiry is.
+	recheck func(tls.ConnectionState) error
 }
 
 // certGen is one generation of CertBound's pool.
@@ -54,6 +59,10 @@ type certGen struct {
 	until atomic.Int64
 	// open counts its connections not closed yet.
 	open atomic.Int64
+	// states are its handshakes' TLS states, kept for recheck (only
+	// then); copied on write under mu.
+	mu     sync.Mutex
+	states atomic.Pointer[[]tls.ConnectionState]
 }
 
 // NewCertBound wraps t, configured for TLS; t itself sends no request. now
@@ -93,12 +102,54 @@ func (b *CertBound) newGen() *certGen {
 			return nil, err
 		}
 		g.lower(until)
+		if b.recheck != nil {
+			g.addState(tc.ConnectionState())
+		}
 		if b.negotiated != nil {
 			b.negotiated(addr, tc.ConnectionState().NegotiatedProtocol == "h2")
 		}
 		return tc, nil
 	}
 	return g
+}
+
+// RecheckPeers makes b ask check, at every request, about the state of
+// each handshake of the current generation (the mesh's VerifyConnection,
+// which remembers what it verified): Go's HTTP/2 client sends every new
+// stream on the connection it holds, so a peer trusted at the handshake
+// and no longer (its root left the bundle) would go on getting requests
+// for as long as the connection stays open. Call it before the first
+// request.
+func (b *CertBound) RecheckPeers(check func(tls.ConnectionState) error) { b.recheck = check }
+
+// addState records the state of one of g's handshakes.
+func (g *certGen) addState(cs tls.ConnectionState) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var next []tls.ConnectionState
+	if cur := g.states.Load(); cur != nil {
+		next = append(next, (*cur)...)
+	}
+	next = append(next, cs)
+	g.states.Store(&next)
+}
+
+// untrusted says whether a peer of one of g's handshakes no longer passes
+// b.recheck.
+func (b *CertBound) untrusted(g *certGen) bool {
+	if b.recheck == nil {
+		return false
+	}
+	states := g.states.Load()
+	if states == nil {
+		return false
+	}
+	for i := range *states {
+		if b.recheck((*states)[i]) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // lower brings the generation's expiry down to until.
@@ -125,15 +176,16 @@ func (b *CertBound) RoundTrip(req *http.Request) (*http.Response, error) {
 // current is the generation a request goes to: the current one, or a new
 // one if a certificate of the current one's connections is within
 // certExpiryMargin of expiring (a request sent just before the expiry
-// would reach the peer just after it).
+// would reach the peer just after it), or if one of their peers no longer
+// passes recheck.
 func (b *CertBound) current() *certGen {
 	g := b.cur.Load()
-	if !b.expiring(g) {
+	if !b.expiring(g) && !b.untrusted(g) {
 		return g
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if g = b.cur.Load(); !b.expiring(g) {
+	if g = b.cur.Load(); !b.expiring(g) && !b.untrusted(g) {
 		return g // another request retired it
 	}
 	next := b.newGen()

@@ -61,6 +61,12 @@ type H1 struct {
 	// to (NewH1TLS; time.Now for NewH1). Idle timeouts stay on the wall
 	// clock: they run on runtime timers.
 	now func() time.Time
+	// recheck, when set, is asked before a pooled TLS connection is used
+	// again whether its peer, as its handshake found it, is still one to
+	// talk to (the mesh: its chain against the current bundle, its ID
+	// authorized; NewMesh). An error closes the connection and the
+	// request dials: a new handshake decides.
+	recheck func(tls.ConnectionState) error
 
 	mu     sync.Mutex
 	idle   map[string][]*h1Conn // by host:port, most recently used last
@@ -128,6 +134,9 @@ type h1Conn struct {
 	// handshake exchanged, both ways (zero for plain connections): the
 	// connection is not reused from then on (getConn).
 	certsUntil time.Time
+	// state is the connection's TLS state after its handshake, kept for
+	// t.recheck (set only then).
+	state *tls.ConnectionState
 
 	// The response being read: its parsed head (the fields array is
 	// kept from response to response) and, for a chunked body, its
@@ -366,7 +375,12 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 		// or our own, since rotated) the peer would no longer accept it, and
 		// a sidecar refuses a caller whose certificate expired on an open
 		// connection. A new connection presents the current certificate.
-		if !c.quiet() || (!c.certsUntil.IsZero() && !t.now().Add(certExpiryMargin).Before(c.certsUntil)) {
+		// Nor is it reused once its peer would no longer be accepted by a
+		// new handshake (recheck): a root removed from the bundle cuts
+		// off connections made before, as the sidecar's inbound side
+		// cuts off its callers' (mesh.PeerIDs.Verified).
+		if !c.quiet() || (!c.certsUntil.IsZero() && !t.now().Add(certExpiryMargin).Before(c.certsUntil)) ||
+			(c.state != nil && t.recheck(*c.state) != nil) {
 			c.close()
 			t.mu.Lock()
 			stack = t.idle[host]
@@ -383,7 +397,7 @@ func (t *H1) getConn(ctx context.Context, host string) (*h1Conn, bool, error) {
 			return nil, false, err
 		}
 		c := t.newConn(host, tc)
-		c.tc, c.rc, c.certsUntil = tc, rc, until
+		c.setTLS(tc, rc, until)
 		return c, false, nil
 	}
 	nc, err := t.dial(ctx, "tcp", host)
@@ -412,6 +426,17 @@ func (t *H1) newConn(host string, nc net.Conn) *h1Conn {
 	// then holds the fields read to the same bound as every transport's.
 	c.chunked.LimitTrailers(TrailerLimit)
 	return c
+}
+
+// setTLS records c's TLS connection, the socket under it and the earliest
+// expiry of its handshake's certificates; and its state, when t rechecks
+// its peers before reuse.
+func (c *h1Conn) setTLS(tc *tls.Conn, rc *recordConn, until time.Time) {
+	c.tc, c.rc, c.certsUntil = tc, rc, until
+	if c.t.recheck != nil {
+		cs := tc.ConnectionState()
+		c.state = &cs
+	}
 }
 
 // setIdle stores host's idle stack; an empty one is dropped, so endpoints

@@ -18,7 +18,12 @@ import (
 // protocol upgrades included; CONNECT goes to H1's fallback, an
 // http.Transport limited to HTTP/1.1. An upstream with protocol: h2 keeps HTTP/2 for everything.
 // The HTTP/2 connections are retired before their certificates expire
-// (CertBound), as H1 retires its own.
+// (CertBound), as H1 retires its own; and both halves ask the TLS
+// configuration's VerifyConnection again before a pooled connection takes
+// another request (mesh.ClientConfig's remembers what it verified, so
+// this costs a few comparisons): a sidecar whose root has left the bundle,
+// or whose ID is no longer the one wanted, gets nothing more on a
+// connection made before.
 type Mesh struct {
 	h1 *H1
 	h2 *CertBound // ALPN h2, then http/1.1
@@ -31,7 +36,12 @@ func NewMesh(t *http.Transport, now func() time.Time) *Mesh {
 	h1.ForceAttemptHTTP2 = false
 	h1.TLSClientConfig = t.TLSClientConfig.Clone()
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	return &Mesh{h1: NewH1TLS(h1, now), h2: NewCertBound(t, now)}
+	m := &Mesh{h1: NewH1TLS(h1, now), h2: NewCertBound(t, now)}
+	if check := t.TLSClientConfig.VerifyConnection; check != nil {
+		m.h1.recheck = check
+		m.h2.RecheckPeers(check)
+	}
+	return m
 }
 
 func (m *Mesh) RoundTrip(req *http.Request) (*http.Response, error) {

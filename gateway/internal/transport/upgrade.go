@@ -267,7 +267,7 @@ func (s *TLSUpgrades) speaksH2(req *http.Request, host string) (bool, error) {
 		_ = rc.Close()
 	} else {
 		c := s.h1.newConn(host, tc)
-		c.tc, c.rc, c.certsUntil = tc, rc, until
+		c.setTLS(tc, rc, until)
 		s.h1.putConn(c)
 	}
 	s.learn(host, h2)
