@@ -130,19 +130,18 @@ func attemptOnce(u *Upstream, path, tag string, how closing, wrapped bool, big s
 		return fmt.Errorf("body wrapped %t, want %t (%T)", isWrapper, want, resp.Body)
 	}
 	want := map[string]string{"/len": "with-len" + tag, "/chunked": "chunk-" + tag, "/empty": "", "/big": big}[path]
-	switch how {
-	case closeEarly:
+	if how == closeEarly {
 		b := make([]byte, 100)
 		if _, err := io.ReadFull(resp.Body, b); err != nil || string(b) != want[:100] {
 			resp.Body.Close()
-			return fmt.Errorf("first bytes %q, %v", b, err)
+			return fmt.Errorf("first bytes %q: %w", b, err)
 		}
 		return resp.Body.Close()
 	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || string(b) != want {
 		resp.Body.Close()
-		return fmt.Errorf("body %d bytes (%.20q), %v; want %d bytes", len(b), b, err, len(want))
+		return fmt.Errorf("body %d bytes (%.20q), want %d bytes: %w", len(b), b, len(want), err)
 	}
 	switch how {
 	case closeTwice:
