@@ -127,6 +127,10 @@ func ceilDiv(a, b int64) int64 {
 
 func micros(n int64) time.Duration { return time.Duration(n) * time.Microsecond }
 
+// params are the parameters signature spells, for comparing without
+// building the string.
+func (b bucket) params() [3]int64 { return [3]int64{b.rate, b.per, b.burst} }
+
 // signature identifies a limit's parameters. State counted under other
 // parameters (the limit was changed by a reload) is not reinterpreted in
 // the new units: the client starts afresh with its full burst.

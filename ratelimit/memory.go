@@ -69,10 +69,12 @@ type memShard struct {
 }
 
 type memEntry struct {
-	sig   string
-	level int64
-	last  int64 // µs since the Unix epoch
-	full  int64 // µs at which the bucket is full again: idle entries past it are dropped
+	// params are the limit's the level was counted under (see
+	// bucket.signature): compared as numbers, no string per request.
+	params [3]int64
+	level  int64
+	last   int64 // µs since the Unix epoch
+	full   int64 // µs at which the bucket is full again: idle entries past it are dropped
 }
 
 // overflow is one limit's shared buckets. A slot's zero value is a full
@@ -122,20 +124,23 @@ func (m *Memory) Allow(_ context.Context, key string, l Limit) (Decision, error)
 }
 
 func (m *Memory) allowAt(name, key string, b bucket, now int64) Decision {
-	sig := b.signature()
-	key = name + "\x00" + key
-	h := maphash.String(m.seed, key)
+	// The table's key is name NUL key, built on the stack: looking it up
+	// allocates nothing, and only a new entry's key is copied to the heap.
+	var buf [128]byte
+	k := append(append(append(buf[:0], name...), 0), key...)
+	h := maphash.Bytes(m.seed, k)
 	sh := &m.shards[h%memShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e, ok := sh.m[key]
+	e, ok := sh.m[string(k)]
 	var level int64
-	if ok && e.sig == sig {
+	if ok && e.params == b.params() {
 		level = b.refill(e.level, e.last, now)
 		// An older stamp (edges' clocks disagree) must not move the stored
 		// time back, or the same interval would be refilled twice.
 		now = max(now, e.last)
 	} else {
+		sig := b.signature()
 		if !ok && int64(len(sh.m)) >= m.shardCap.Load() {
 			sh.misses++
 			if sh.misses >= max(16, len(sh.m)/8) {
@@ -161,12 +166,12 @@ func (m *Memory) allowAt(name, key string, b bucket, now int64) Decision {
 	}
 	if !ok {
 		e = &memEntry{}
-		sh.m[key] = e
+		sh.m[string(k)] = e
 		if len(sh.m) >= sh.sweepAt {
 			m.sweep(sh, now)
 		}
 	}
-	e.sig, e.level, e.last = sig, level, now
+	e.params, e.level, e.last = b.params(), level, now
 	e.full = now + d.ResetAfter.Microseconds()
 	return d
 }

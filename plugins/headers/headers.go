@@ -157,6 +157,9 @@ func validName(s string) bool {
 // Wrap edits the request before next and the response header before it is
 // sent.
 func (h *Headers) Wrap(next http.Handler) http.Handler {
+	// One hook for every request: it reads nothing but h, so it need not
+	// be a closure (an allocation) per request.
+	editResponse := func(_ int, hdr http.Header) { h.res.apply(hdr) }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !h.req.empty() {
 			// The caller's request is not ours to mutate in place (a plugin
@@ -168,7 +171,7 @@ func (h *Headers) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		hw := plugins.HookHeader(w, func(_ int, hdr http.Header) { h.res.apply(hdr) })
+		hw := plugins.HookHeader(w, editResponse)
 		next.ServeHTTP(hw, r)
 		hw.Done()
 	})

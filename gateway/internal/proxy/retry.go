@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/causewayhq/causeway/gateway/internal/transport"
 	"github.com/causewayhq/causeway/routes"
 )
 
@@ -385,7 +386,12 @@ func (t *upstreamTransport) try(req *http.Request, ep *Endpoint, tr Tracker) (*h
 			kind = failStatus
 		}
 		ep.Latency.Observe(start.UnixNano()+int64(d), d)
-		resp.Body = &attemptBody{ReadCloser: resp.Body, ep: ep, cancel: cancel}
+		// Without a per-try context to release, the body of the own
+		// HTTP/1.1 client ends the attempt itself: no wrapper to
+		// allocate per request.
+		if cancel != nil || !transport.OnBodyClose(resp, ep) {
+			resp.Body = &attemptBody{ReadCloser: resp.Body, ep: ep, cancel: cancel}
+		}
 	}
 	// Nor is a request that cannot be sent the endpoint's fault: no
 	// ejection (and retriesOn never retries it).
@@ -397,6 +403,8 @@ func (t *upstreamTransport) try(req *http.Request, ep *Endpoint, tr Tracker) (*h
 
 // attemptBody ends an attempt when the forwarder closes the response body:
 // the endpoint's in-flight count drops and the per-try context is released.
+// A body of transport.H1's without a per-try context does it itself
+// (transport.OnBodyClose, Endpoint.BodyEnded).
 type attemptBody struct {
 	io.ReadCloser
 	ep     *Endpoint
@@ -414,6 +422,12 @@ func (b *attemptBody) Close() error {
 	})
 	return err
 }
+
+// BodyEnded ends an attempt on e whose response body was closed
+// (transport.OnBodyClose): as attemptBody's Close without a per-try context.
+func (e *Endpoint) BodyEnded() { e.Inflight.Add(-1) }
+
+var _ transport.BodyEnder = (*Endpoint)(nil)
 
 func hasBody(r *http.Request) bool { return r.Body != nil && r.Body != http.NoBody }
 

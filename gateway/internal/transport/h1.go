@@ -750,6 +750,28 @@ type h1Body struct {
 	left    int64      // Length: the bytes still to come
 	// state: 0 reading, 1 read whole (connection released), 2 closed early.
 	state atomic.Int32
+	// ended is set by the first Close, which calls ender (OnBodyClose).
+	ended atomic.Bool
+	ender BodyEnder
+}
+
+// BodyEnder is told when the caller closes a response body (OnBodyClose).
+type BodyEnder interface{ BodyEnded() }
+
+// OnBodyClose arranges for e.BodyEnded to be called once, by the first
+// Close of resp's body and after the body's own closing, as a wrapper of
+// the body whose Close called it would, without the wrapper's allocation.
+// It reports false when resp's body is not H1's own body of resp (no body,
+// http.NoBody, another transport's, or a body already wrapped) or has an
+// ender already: the caller wraps the body then. Call it before resp's
+// body reaches another goroutine.
+func OnBodyClose(resp *http.Response, e BodyEnder) bool {
+	b, ok := resp.Body.(*h1Body)
+	if !ok || b.resp != resp || b.ender != nil || e == nil {
+		return false
+	}
+	b.ender = e
+	return true
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -815,6 +837,9 @@ func (b *h1Body) Close() error {
 	if b.state.CompareAndSwap(0, 2) {
 		b.watch.stop()
 		b.c.close()
+	}
+	if b.ender != nil && b.ended.CompareAndSwap(false, true) {
+		b.ender.BodyEnded()
 	}
 	return nil
 }
