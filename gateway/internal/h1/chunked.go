@@ -58,40 +58,77 @@ func (c *ChunkedReader) LimitTrailers(n int) {
 // copies: valid after the buffer moves on.
 func (c *ChunkedReader) Trailers() []Header { return c.trailers }
 
-func (c *ChunkedReader) Read(p []byte) (int, error) {
+func (c *ChunkedReader) Read(p []byte) (n int, err error) {
 	if c.err != nil {
 		return 0, c.err
 	}
 	if c.done {
 		return 0, io.EOF
 	}
-	if c.left == 0 {
-		if err := c.nextChunk(); err != nil {
-			c.err = err
-			return 0, err
+	for n < len(p) {
+		if c.left == 0 {
+			// With data in hand, go on into the next chunk only when its
+			// size line is already buffered and it is not the last one
+			// (whose trailer section may still be on its way): a Read
+			// never waits once it has something to return. A sender of
+			// tiny chunks would otherwise cost a Read, and a write and a
+			// flush downstream, per chunk: 1-byte chunks, a syscall per
+			// byte. net/http's chunked reader coalesces the same way.
+			if n > 0 && !c.dataChunkBuffered() {
+				return n, nil
+			}
+			if err := c.nextChunk(); err != nil {
+				c.err = err
+				return n, err
+			}
+			if c.done {
+				return n, io.EOF
+			}
 		}
-		if c.done {
-			return 0, io.EOF
+		if n > 0 && c.br.Buffered() == 0 {
+			return n, nil
 		}
-	}
-	if int64(len(p)) > c.left {
-		p = p[:c.left]
-	}
-	n, err := c.br.Read(p)
-	c.left -= int64(n)
-	err = unexpected(err)
-	if err != nil {
-		c.err = err
-		return n, err
-	}
-	if c.left == 0 {
-		// The chunk's data ends in CRLF, nothing else.
-		if err := c.expectCRLF(); err != nil {
+		q := p[n:]
+		if int64(len(q)) > c.left {
+			q = q[:c.left]
+		}
+		m, err := c.br.Read(q)
+		n += m
+		c.left -= int64(m)
+		if err = unexpected(err); err != nil {
 			c.err = err
 			return n, err
 		}
+		if c.left == 0 {
+			// The chunk's data ends in CRLF, nothing else.
+			if err := c.expectCRLF(); err != nil {
+				c.err = err
+				return n, err
+			}
+		}
 	}
 	return n, nil
+}
+
+// dataChunkBuffered reports whether br holds the whole size line of a
+// chunk that is not the last one, so that reading it does not wait. A
+// line that does not start with a hex digit is left to the next Read,
+// which refuses it.
+func (c *ChunkedReader) dataChunkBuffered() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	if bytes.IndexByte(b, '\n') < 0 {
+		return false
+	}
+	for _, ch := range b {
+		d, ok := hexVal(ch)
+		if !ok {
+			return false
+		}
+		if d != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *ChunkedReader) expectCRLF() error {
