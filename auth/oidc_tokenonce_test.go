@@ -47,34 +47,6 @@ func TestOIDCTokenRequestsSentOnce(t *testing.T) {
 					t.Fatalf("the token endpoint received %v, want exactly [{%s %s}]", got, grant, tc.auth)
 				}
 			}
-			// callbackURL starts a sign-in in c, logs in at the provider and
-			// stops before the callback, returning its URL.
-			callbackURL := func(t *testing.T, c *http.Client) *url.URL {
-				t.Helper()
-				_, body := get(t, c, e.srv.URL+"/page", true)
-				m := loginID.FindStringSubmatch(body)
-				if m == nil {
-					t.Fatalf("no login form: %.200s", body)
-				}
-				var cb *url.URL
-				stop := *c
-				stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-					if req.URL.Path == "/oauth2/callback" {
-						cb = req.URL
-						return http.ErrUseLastResponse
-					}
-					return nil
-				}
-				res, err := stop.PostForm(op.issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {opUser}, "password": {opPassword}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				res.Body.Close()
-				if cb == nil || cb.Query().Get("code") == "" {
-					t.Fatalf("no callback with a code: %d", res.StatusCode)
-				}
-				return cb
-			}
 
 			c := e.browser(t)
 			n := op.tokenCount()
@@ -86,7 +58,7 @@ func TestOIDCTokenRequestsSentOnce(t *testing.T) {
 
 			t.Run("refused code", func(t *testing.T) {
 				b := e.browser(t)
-				cb := callbackURL(t, b)
+				cb := e.stopAtCallback(t, b, op)
 				q := cb.Query()
 				q.Set("code", q.Get("code")+"x")
 				cb.RawQuery = q.Encode()
@@ -100,7 +72,7 @@ func TestOIDCTokenRequestsSentOnce(t *testing.T) {
 
 			t.Run("provider error at the code exchange", func(t *testing.T) {
 				b := e.browser(t)
-				cb := callbackURL(t, b)
+				cb := e.stopAtCallback(t, b, op)
 				op.tokenStatus.Store(http.StatusServiceUnavailable)
 				defer op.tokenStatus.Store(0)
 				n := op.tokenCount()
@@ -180,34 +152,8 @@ func TestTokenAuthStyle(t *testing.T) {
 func TestOIDCCodeFromAnotherSession(t *testing.T) {
 	op := startOP(t)
 	e := startEdge(t, op, "")
-	stopAtCallback := func(c *http.Client) *url.URL {
-		t.Helper()
-		_, body := get(t, c, e.srv.URL+"/page", true)
-		m := loginID.FindStringSubmatch(body)
-		if m == nil {
-			t.Fatalf("no login form: %.200s", body)
-		}
-		var cb *url.URL
-		stop := *c
-		stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
-			if req.URL.Path == "/oauth2/callback" {
-				cb = req.URL
-				return http.ErrUseLastResponse
-			}
-			return nil
-		}
-		res, err := stop.PostForm(op.issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {opUser}, "password": {opPassword}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if cb == nil {
-			t.Fatal("no callback")
-		}
-		return cb
-	}
 	a, b := e.browser(t), e.browser(t)
-	cbA, cbB := stopAtCallback(a), stopAtCallback(b)
+	cbA, cbB := e.stopAtCallback(t, a, op), e.stopAtCallback(t, b, op)
 	swapped := *cbB
 	q := swapped.Query()
 	q.Set("code", cbA.Query().Get("code"))
@@ -223,4 +169,33 @@ func TestOIDCCodeFromAnotherSession(t *testing.T) {
 	if e.seen.n != up {
 		t.Fatal("the upstream was reached")
 	}
+}
+
+// stopAtCallback starts a sign-in in c, logs in at the provider and stops
+// before the callback, returning its URL (with its code).
+func (e *testEdge) stopAtCallback(t *testing.T, c *http.Client, op *testOP) *url.URL {
+	t.Helper()
+	_, body := get(t, c, e.srv.URL+"/page", true)
+	m := loginID.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no login form: %.200s", body)
+	}
+	var cb *url.URL
+	stop := *c
+	stop.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Path == "/oauth2/callback" {
+			cb = req.URL
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	res, err := stop.PostForm(op.issuer+"login/username", url.Values{"id": {html.UnescapeString(m[1])}, "username": {opUser}, "password": {opPassword}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if cb == nil || cb.Query().Get("code") == "" {
+		t.Fatalf("no callback with a code: %d", res.StatusCode)
+	}
+	return cb
 }

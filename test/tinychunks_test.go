@@ -8,47 +8,32 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/causewayhq/causeway/internal/testutil"
 )
 
 // tinyChunkUpstream answers every request with a chunked body of n
 // 1-byte chunks, head and body in one write, on a raw socket.
 func tinyChunkUpstream(t *testing.T, n int) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
 		strings.Repeat("1\r\nx\r\n", n) + "0\r\n\r\n")
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	return testutil.ServeConns(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if _, err := c.Write(answer); err != nil {
-						return
-					}
-				}
-			})
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := c.Write(answer); err != nil {
+				return
+			}
 		}
 	})
-	return ln.Addr().String()
 }
 
 // readChunks reads one chunked answer to a GET on a raw connection and
