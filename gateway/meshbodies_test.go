@@ -28,12 +28,16 @@ import (
 // edge's and the sidecar's body copies vary from round to round. With
 // CAUSEWAY_SOAK=1 (`make soak`) each runs 200 times; the
 // mutations docs/reliability.md lists were caught within 25 rounds.
-var meshBodiesRounds = func() int {
+var meshBodiesRounds = soakOr(50, 200)
+
+// soakOr is suite, or soak when the soak runs (CAUSEWAY_SOAK=1, `make
+// soak`): how many rounds a case of the body and pool tests runs.
+func soakOr(suite, soak int) int {
 	if os.Getenv("CAUSEWAY_SOAK") == "1" {
-		return 200
+		return soak
 	}
-	return 50
-}()
+	return suite
+}
 
 // rawService is a service behind a sidecar that speaks HTTP/1.1 from the
 // socket, so it can answer in ways net/http never would (a cut body, a

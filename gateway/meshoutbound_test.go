@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,12 +24,7 @@ import (
 // body and pool tests runs in the suite (the stray-byte cases 5 times
 // more, the late answer, which waits out a timeout, half as often); with
 // CAUSEWAY_SOAK=1 (`make soak`) 200 (stray bytes 1,000).
-var outboundRounds = func() int {
-	if os.Getenv("CAUSEWAY_SOAK") == "1" {
-		return 200
-	}
-	return 20
-}()
+var outboundRounds = soakOr(20, 200)
 
 // outboundCall sends one request from the calling service (the test) to
 // the service named host through the sidecar's outbound listener at out.
