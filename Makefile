@@ -90,6 +90,7 @@ soak:
 	CAUSEWAY_SOAK=1 $(GO) test -count=1 -timeout 60m -run Soak -v ./test/...
 	CAUSEWAY_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'TestMesh(ServiceCrash|GRPCServiceCrash|ClientAbort|SidecarPool|EdgePoolLate)' ./gateway/
 	CAUSEWAY_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'TestOutbound(CallerAbort|RemoteCrash|PoolNextRequest|CallerFraming)' ./gateway/
+	CAUSEWAY_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'TestEdgesHammerOneKey' ./ratelimit/
 
 clean:
 	rm -rf bin .tools
