@@ -163,20 +163,7 @@ func TestMeshServiceCrashMidAnswerReachesClientCut(t *testing.T) {
 			t.Run(client+path, func(t *testing.T) {
 				for round := range meshBodiesRounds {
 					resp, done, err := clients[client](path)
-					if err != nil {
-						t.Fatalf("round %d: no head: %v", round, err)
-					}
-					b, err := io.ReadAll(resp.Body)
-					done()
-					if resp.StatusCode != http.StatusOK || !strings.HasPrefix(part, string(b)) {
-						t.Fatalf("round %d: %d with a body that is not the service's: %.60q", round, resp.StatusCode, b)
-					}
-					if whole && (err != nil || len(b) != len(part)) {
-						t.Fatalf("round %d: control read %d of %d bytes, err %v", round, len(b), len(part), err)
-					}
-					if !whole && err == nil {
-						t.Fatalf("round %d: the client read a whole-looking %d-byte body of an answer the service cut (Content-Length %d, chunked %v)", round, len(b), resp.ContentLength, resp.TransferEncoding)
-					}
+					checkCrashedAnswer(t, round, resp, done, err, part, whole)
 				}
 			})
 		}
@@ -671,5 +658,26 @@ func TestMeshEdgePoolLateAnswerNeverReachesNextRequest(t *testing.T) {
 		if status != http.StatusOK || body != tag {
 			t.Fatalf("round %d: the next request got %d %q, want its own 200 %q", round, status, body, tag)
 		}
+	}
+}
+
+// checkCrashedAnswer reads one answer of a service that crashes mid-answer
+// (crashingService): its body must be the service's bytes, whole for the
+// control (whole) and failing, never whole-looking, for every cut one.
+func checkCrashedAnswer(t *testing.T, round int, resp *http.Response, done func(), err error, part string, whole bool) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("round %d: no head: %v", round, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	done()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(part, string(b)) {
+		t.Fatalf("round %d: %d with a body that is not the service's: %.60q", round, resp.StatusCode, b)
+	}
+	if whole && (err != nil || len(b) != len(part)) {
+		t.Fatalf("round %d: control read %d of %d bytes, err %v", round, len(b), len(part), err)
+	}
+	if !whole && err == nil {
+		t.Fatalf("round %d: the client read a whole-looking %d-byte body of an answer the service cut (Content-Length %d, chunked %v)", round, len(b), resp.ContentLength, resp.TransferEncoding)
 	}
 }

@@ -303,20 +303,7 @@ func TestOutboundRemoteCrashMidAnswerReachesCallerCut(t *testing.T) {
 			t.Run(client.name+path, func(t *testing.T) {
 				for round := range outboundRounds {
 					resp, done, err := client.get(path)
-					if err != nil {
-						t.Fatalf("round %d: no head: %v", round, err)
-					}
-					b, err := io.ReadAll(resp.Body)
-					done()
-					if resp.StatusCode != http.StatusOK || !strings.HasPrefix(part, string(b)) {
-						t.Fatalf("round %d: %d with a body that is not the service's: %.60q", round, resp.StatusCode, b)
-					}
-					if whole && (err != nil || len(b) != len(part)) {
-						t.Fatalf("round %d: control read %d of %d bytes, err %v", round, len(b), len(part), err)
-					}
-					if !whole && err == nil {
-						t.Fatalf("round %d: the caller read a whole-looking %d-byte body of an answer the remote service cut", round, len(b))
-					}
+					checkCrashedAnswer(t, round, resp, done, err, part, whole)
 				}
 			})
 		}
