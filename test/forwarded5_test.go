@@ -1,7 +1,6 @@
 package test
 
 import (
-	"fmt"
 	"net/http"
 	"testing"
 )
@@ -14,13 +13,7 @@ import (
 // appended after a client's.
 func TestTrustedProxyStatementsReachUpstreamAsBelieved(t *testing.T) {
 	up := newHeaderUpstream(t)
-	e := startEdge(t, header+fmt.Sprintf(`trusted_proxies: [127.0.0.0/8]
-upstreams:
-  u: {endpoints: [%q]}
-routes:
-  - {name: r, match: {path_prefix: /}, upstream: u}
-`, up.addr()))
-	addr := e.Addr("http")
+	addr := trustedProxyEdge(t, up)
 	for _, tc := range []struct {
 		name string
 		hdr  [][2]string

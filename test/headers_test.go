@@ -191,15 +191,23 @@ routes:
 	}
 }
 
-func TestForwardedHeadersFromTrustedProxy(t *testing.T) {
-	up := newHeaderUpstream(t)
+// trustedProxyEdge starts an edge that trusts every loopback peer as a
+// proxy and sends everything to up; it returns the plain listener's
+// address.
+func trustedProxyEdge(t *testing.T, up *headerUpstream) string {
+	t.Helper()
 	e := startEdge(t, header+fmt.Sprintf(`trusted_proxies: [127.0.0.0/8]
 upstreams:
   u: {endpoints: [%q]}
 routes:
   - {name: r, match: {path_prefix: /}, upstream: u}
 `, up.addr()))
-	addr := e.Addr("http")
+	return e.Addr("http")
+}
+
+func TestForwardedHeadersFromTrustedProxy(t *testing.T) {
+	up := newHeaderUpstream(t)
+	addr := trustedProxyEdge(t, up)
 	for proto, c := range protocols(t) {
 		t.Run(proto, func(t *testing.T) {
 			id := "trusted-" + proto
